@@ -1,0 +1,1 @@
+"""Reproducible experiments behind `meterseal bench …`."""

@@ -1,0 +1,108 @@
+"""X.509 identities: the deployment CA and the meter certificates it issues."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from meterseal.crypto.signing import VerifyingKey
+from meterseal.errors import CertificateError
+
+Rng = Callable[[int], bytes]
+CA_VALIDITY = dt.timedelta(days=20 * 365)
+METER_VALIDITY = dt.timedelta(days=15 * 365)
+
+
+def _serial(rng: Rng) -> int:
+    # RFC 5280: positive, at most 20 octets; 159 bits of randomness.
+    return int.from_bytes(rng(20), "big") >> 1 or 1
+
+
+def create_ca(
+    name: str, *, now: dt.datetime, rng: Rng, key: ec.EllipticCurvePrivateKey | None = None
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A self-signed P-256 CA for a utility or meter manufacturer."""
+    key = key or ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(_serial(rng))
+        .not_valid_before(now)
+        .not_valid_after(now + CA_VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    return key, cert
+
+
+def issue_meter_certificate(
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca_cert: x509.Certificate,
+    meter_id: str,
+    public_key: VerifyingKey,
+    *,
+    now: dt.datetime,
+    rng: Rng,
+) -> x509.Certificate:
+    """A meter certificate whose subject serialNumber is the meter id (as IEEE 802.1AR does)."""
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.SERIAL_NUMBER, meter_id),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"meter {meter_id}"),
+        ]
+    )
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca_cert.subject)
+        .public_key(public_key)
+        .serial_number(_serial(rng))
+        .not_valid_before(now)
+        .not_valid_after(now + METER_VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(True, False, False, False, False, False, False, False, False),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+
+
+def meter_id_of(cert: x509.Certificate) -> str:
+    """The meter id a certificate carries in its subject serialNumber."""
+    values = cert.subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER)
+    if len(values) != 1 or not isinstance(values[0].value, str):
+        raise CertificateError("certificate carries no single meter id (subject serialNumber)")
+    return values[0].value
+
+
+def verify_meter_certificate(cert: x509.Certificate, ca_cert: x509.Certificate) -> str:
+    """Check that `cert` is a meter certificate issued by `ca_cert`; return its meter id."""
+    try:
+        cert.verify_directly_issued_by(ca_cert)
+    except (ValueError, TypeError, InvalidSignature) as exc:
+        raise CertificateError(
+            f"certificate was not issued by {ca_cert.subject.rfc4514_string()}"
+        ) from exc
+    constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    if constraints.ca:
+        raise CertificateError("a CA certificate cannot be a meter identity")
+    return meter_id_of(cert)
+
+
+def valid_at(cert: x509.Certificate, now: dt.datetime) -> bool:
+    """Whether `now` (timezone-aware) lies inside the certificate's validity period."""
+    return cert.not_valid_before_utc <= now <= cert.not_valid_after_utc

@@ -1,0 +1,144 @@
+"""COSE (RFC 9052/9053) structures on cbor2: strict decoding, to-be-signed and AAD builders."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import cbor2
+
+# Header labels (RFC 9052 section 3.1; RFC 9597 for CWT claims in headers).
+ALG = 1
+KID = 4
+IV = 5
+EPHEMERAL_KEY = -1
+CWT_CLAIMS = 15
+CLAIM_IAT = 6
+
+TAG_SIGN1 = 18
+TAG_ENCRYPT0 = 16
+TAG_ENCRYPT = 96
+
+# COSE_Key labels (RFC 9053 section 7).
+KTY = 1
+KTY_OKP = 1
+KTY_EC2 = 2
+CRV = -1
+X = -2
+Y = -3
+CRV_P256 = 1
+CRV_X25519 = 4
+
+
+class CoseFormatError(ValueError):
+    """The bytes are not the COSE structure expected; callers turn it into InvalidPacket."""
+
+
+def loads_strict(data: bytes) -> Any:
+    """Decode exactly one CBOR item; trailing bytes are an error, not ignored."""
+    stream = io.BytesIO(data)
+    try:
+        item = cbor2.CBORDecoder(stream).decode()
+    except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError) as exc:
+        raise CoseFormatError("not CBOR") from exc
+    if stream.tell() != len(data):
+        raise CoseFormatError("trailing bytes after CBOR item")
+    return item
+
+
+def dumps(obj: Any) -> bytes:
+    """Deterministic CBOR (RFC 8949 section 4.2.1 core rules as cbor2 implements them)."""
+    return cbor2.dumps(obj, canonical=True)
+
+
+def untag(item: Any, tag: int) -> Sequence[Any]:
+    """Return the array inside CBOR tag `tag`, refusing any other tag or shape."""
+    if (
+        not isinstance(item, cbor2.CBORTag)
+        or item.tag != tag
+        or not isinstance(item.value, list | tuple)
+    ):
+        raise CoseFormatError(f"expected COSE tag {tag}")
+    return item.value
+
+
+def header_map(protected: Any) -> Mapping[int, Any]:
+    """Decode a protected-header bstr (empty bstr means an empty map)."""
+    if not isinstance(protected, bytes):
+        raise CoseFormatError("protected header must be a bstr")
+    if protected == b"":
+        return {}
+    value = loads_strict(protected)
+    if not isinstance(value, Mapping) or not value:
+        raise CoseFormatError("protected header must be a non-empty map or h''")
+    return value
+
+
+def expect_map(value: Any, allowed: frozenset[int], required: frozenset[int]) -> Mapping[int, Any]:
+    """Check a header map's labels: all `required` present, nothing beyond `allowed`."""
+    if not isinstance(value, Mapping):
+        raise CoseFormatError("header must be a map")
+    keys = set(value)
+    if not required <= keys or not keys <= allowed:
+        raise CoseFormatError(f"unexpected header labels {sorted(keys, key=repr)}")
+    return value
+
+
+def expect_bytes(value: Any, length: int | None = None) -> bytes:
+    """Return `value` as bytes, optionally of an exact length."""
+    if not isinstance(value, bytes) or (length is not None and len(value) != length):
+        raise CoseFormatError("expected a byte string" + (f" of {length} bytes" if length else ""))
+    return value
+
+
+def sig_structure1(protected: bytes, payload: bytes, external_aad: bytes = b"") -> bytes:
+    """The ToBeSigned bytes of a COSE_Sign1 (RFC 9052 section 4.4)."""
+    return cbor2.dumps(["Signature1", protected, external_aad, payload])
+
+
+def enc_structure(context: str, protected: bytes, external_aad: bytes = b"") -> bytes:
+    """The AAD of a COSE_Encrypt/Encrypt0 content layer (RFC 9052 section 5.3)."""
+    return cbor2.dumps([context, protected, external_aad])
+
+
+def kdf_context(algorithm: int, key_bits: int, recipient_protected: bytes) -> bytes:
+    """COSE_KDF_Context with empty party info (RFC 9053 section 5.2), the HKDF `info`."""
+    nil_party = [None, None, None]
+    return cbor2.dumps([algorithm, nil_party, nil_party, [key_bits, recipient_protected]])
+
+
+@dataclass(frozen=True, slots=True)
+class Sign1:
+    """A parsed COSE_Sign1: raw protected bytes, decoded headers, payload and signature."""
+
+    protected: bytes
+    headers: Mapping[int, Any]
+    unprotected: Mapping[Any, Any]
+    payload: bytes
+    signature: bytes
+
+    def to_be_signed(self) -> bytes:
+        """The Sig_structure this signature covers."""
+        return sig_structure1(self.protected, self.payload)
+
+    def encode(self) -> bytes:
+        """Tagged COSE_Sign1 bytes."""
+        return cbor2.dumps(
+            cbor2.CBORTag(
+                TAG_SIGN1, [self.protected, self.unprotected, self.payload, self.signature]
+            )
+        )
+
+
+def parse_sign1(data: bytes) -> Sign1:
+    """Parse a tagged COSE_Sign1 with an attached payload."""
+    fields = untag(loads_strict(data), TAG_SIGN1)
+    if len(fields) != 4:
+        raise CoseFormatError("COSE_Sign1 has four fields")
+    protected, unprotected, payload, signature = fields
+    if not isinstance(unprotected, Mapping):
+        raise CoseFormatError("unprotected header must be a map")
+    headers = header_map(protected)
+    return Sign1(protected, headers, unprotected, expect_bytes(payload), expect_bytes(signature))

@@ -1,0 +1,174 @@
+"""Sealed readings: sign (COSE_Sign1), then encrypt to the head-end; open reverses and verifies.
+
+`seal` and `open` are pure: time, randomness and keys are parameters. Every failure in
+`open` raises the same opaque InvalidPacket; its `reason` is for server-side counters.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import cbor2
+from cryptography.exceptions import InvalidSignature, InvalidTag
+
+from meterseal.crypto import cose, reading_codec
+from meterseal.crypto.certs import valid_at
+from meterseal.crypto.cose import CoseFormatError
+from meterseal.crypto.envelope import Rng, WrongRecipient
+from meterseal.crypto.keys import HeadEndKeys, HeadEndPublicKeys, MeterKey
+from meterseal.crypto.registry import MeterDirectory, MeterRecord
+from meterseal.crypto.suites import CipherSuite, suite_for_headers
+from meterseal.errors import InvalidPacket, ReadingError, RejectReason
+from meterseal.model import Reading
+
+MAX_PACKET_BYTES = 8192
+_SIGN1_LABELS = frozenset({cose.ALG, cose.KID, cose.CWT_CLAIMS})
+_CLAIM_LABELS = frozenset({cose.CLAIM_IAT})
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedPacket:
+    """A verified reading with its meter, suite, send time and the signed original (COSE_Sign1)."""
+
+    reading: Reading
+    meter: MeterRecord
+    suite: CipherSuite
+    sent_at: int
+    signed_original: bytes
+
+
+def seal(
+    reading: Reading,
+    meter_key: MeterKey,
+    headend_public: HeadEndPublicKeys,
+    suite: CipherSuite,
+    *,
+    now: dt.datetime,
+    rng: Rng,
+) -> bytes:
+    """Sign `reading` with the meter's key and encrypt it to the head-end's key for `suite`."""
+    if meter_key.suite is not suite or reading.meter_id != meter_key.meter_id:
+        raise ValueError("reading, meter key and suite must belong together")
+    protected = cose.dumps(
+        {
+            cose.ALG: suite.signature.cose_alg,
+            cose.KID: meter_key.meter_id.encode(),
+            cose.CWT_CLAIMS: {cose.CLAIM_IAT: int(now.timestamp())},
+        }
+    )
+    payload = reading_codec.encode_reading(reading)
+    signature = suite.signature.sign(meter_key.private_key, cose.sig_structure1(protected, payload))
+    signed = cose.Sign1(protected, {}, {}, payload, signature).encode()
+    kid, public_key = headend_public.for_suite(suite)
+    return suite.encryption.seal(signed, public_key, kid, rng)
+
+
+def _identify(item: Any) -> tuple[CipherSuite, Sequence[Any]]:
+    """Which suite produced this outer message (from its tag and algorithm ids)."""
+    if not isinstance(item, cbor2.CBORTag) or not isinstance(item.value, list | tuple):
+        raise CoseFormatError("not a tagged COSE message")
+    fields = item.value
+    if item.tag == cose.TAG_ENCRYPT0 and len(fields) == 3:
+        content_alg, recipient_alg = cose.header_map(fields[0]).get(cose.ALG), 0
+    elif item.tag == cose.TAG_ENCRYPT and len(fields) == 4:
+        content_alg = cose.header_map(fields[0]).get(cose.ALG)
+        recipients = fields[3]
+        if not isinstance(recipients, list | tuple) or len(recipients) != 1:
+            raise CoseFormatError("exactly one recipient")
+        recipient = recipients[0]
+        if (
+            not isinstance(recipient, list | tuple)
+            or len(recipient) != 3
+            or not isinstance(recipient[1], Mapping)
+        ):
+            raise CoseFormatError("malformed recipient")
+        recipient_alg = cose.header_map(recipient[0]).get(cose.ALG, recipient[1].get(cose.ALG))
+    else:
+        raise CoseFormatError("not a COSE_Encrypt or COSE_Encrypt0")
+    if not isinstance(content_alg, int) or not isinstance(recipient_alg, int):
+        raise InvalidPacket(RejectReason.UNKNOWN_SUITE)
+    suite = suite_for_headers(item.tag, content_alg, recipient_alg)
+    if suite is None:
+        raise InvalidPacket(RejectReason.UNKNOWN_SUITE)
+    return suite, fields
+
+
+def _decrypt(blob: bytes, headend_key: HeadEndKeys) -> tuple[CipherSuite, bytes]:
+    if len(blob) > MAX_PACKET_BYTES:
+        raise InvalidPacket(RejectReason.OVERSIZED)
+    try:
+        suite, fields = _identify(cose.loads_strict(blob))
+        kid, private_key = headend_key.for_suite(suite)
+        return suite, suite.encryption.open(fields, private_key, kid)
+    except WrongRecipient:
+        raise InvalidPacket(RejectReason.DECRYPT_FAILED) from None
+    except CoseFormatError:
+        raise InvalidPacket(RejectReason.MALFORMED) from None
+    except (InvalidTag, ValueError, TypeError):
+        # Bad tag, bad OAEP padding, a point off the curve: all "could not decrypt".
+        raise InvalidPacket(RejectReason.DECRYPT_FAILED) from None
+
+
+def _signer(signed: cose.Sign1, suite: CipherSuite) -> tuple[str, int]:
+    """(meter id, send time) from the signed headers, before any trust is placed in them."""
+    headers = cose.expect_map(signed.headers, _SIGN1_LABELS, _SIGN1_LABELS)
+    if signed.unprotected:
+        raise CoseFormatError("the signed reading has no unprotected headers")
+    if headers[cose.ALG] != suite.signature.cose_alg:
+        raise InvalidPacket(RejectReason.SUITE_MISMATCH)
+    claims = cose.expect_map(headers[cose.CWT_CLAIMS], _CLAIM_LABELS, _CLAIM_LABELS)
+    sent_at = claims[cose.CLAIM_IAT]
+    if type(sent_at) is not int:
+        raise CoseFormatError("iat must be an integer")
+    try:
+        meter_id = cose.expect_bytes(headers[cose.KID]).decode("utf-8", errors="strict")
+    except UnicodeDecodeError as exc:
+        raise CoseFormatError("kid is not a meter id") from exc
+    return meter_id, sent_at
+
+
+def _meter(
+    registry: MeterDirectory, meter_id: str, suite: CipherSuite, now: dt.datetime
+) -> MeterRecord:
+    record = registry.get(meter_id)
+    if record is None:
+        raise InvalidPacket(RejectReason.UNKNOWN_METER)
+    if record.revoked:
+        raise InvalidPacket(RejectReason.REVOKED_METER)
+    if record.suite is not suite:
+        raise InvalidPacket(RejectReason.SUITE_MISMATCH)
+    if not valid_at(record.certificate, now):
+        raise InvalidPacket(RejectReason.CERTIFICATE_INVALID)
+    return record
+
+
+def open(
+    blob: bytes, headend_key: HeadEndKeys, registry: MeterDirectory, *, now: dt.datetime
+) -> OpenedPacket:
+    """Decrypt, verify the meter signature and decode; InvalidPacket on any failure.
+
+    The signature and the AEAD tag are both checked before the reading is decoded.
+    """
+    suite, signed_bytes = _decrypt(blob, headend_key)
+    try:
+        signed = cose.parse_sign1(signed_bytes)
+        meter_id, sent_at = _signer(signed, suite)
+    except CoseFormatError:
+        raise InvalidPacket(RejectReason.MALFORMED) from None
+    record = _meter(registry, meter_id, suite, now)
+    try:
+        suite.signature.verify(record.public_key, signed.signature, signed.to_be_signed())
+    except InvalidSignature:
+        raise InvalidPacket(RejectReason.BAD_SIGNATURE) from None
+    try:
+        reading = reading_codec.decode_reading(signed.payload)
+    except CoseFormatError:
+        raise InvalidPacket(RejectReason.MALFORMED) from None
+    except ReadingError:
+        raise InvalidPacket(RejectReason.BAD_READING) from None
+    if reading.meter_id != meter_id:
+        raise InvalidPacket(RejectReason.METER_MISMATCH)
+    return OpenedPacket(reading, record, suite, sent_at, signed_bytes)

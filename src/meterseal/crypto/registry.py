@@ -1,0 +1,77 @@
+"""The meter registry: meter id to certificate, customer, region and revocation."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from cryptography import x509
+
+from meterseal.crypto.certs import verify_meter_certificate
+from meterseal.crypto.signing import VerifyingKey
+from meterseal.crypto.suites import CipherSuite
+from meterseal.errors import CertificateError
+
+
+@dataclass(frozen=True, slots=True)
+class MeterRecord:
+    """What the head-end knows of one meter; `public_key` is parsed once, at registration."""
+
+    meter_id: str
+    suite: CipherSuite
+    certificate: x509.Certificate
+    public_key: VerifyingKey
+    customer_id: str
+    region_id: str
+    revoked_at: dt.datetime | None = None
+
+    @property
+    def revoked(self) -> bool:
+        """Whether the meter has been revoked (at any time)."""
+        return self.revoked_at is not None
+
+
+class MeterDirectory(Protocol):
+    """Read side of a registry, as `open` needs it (in memory here, a database later)."""
+
+    def get(self, meter_id: str) -> MeterRecord | None:
+        """The record of `meter_id`, or None."""
+        ...
+
+
+class MeterRegistry:
+    """An in-memory registry that admits only certificates issued by its CA."""
+
+    def __init__(self, ca_certificate: x509.Certificate) -> None:
+        self.ca_certificate = ca_certificate
+        self._records: dict[str, MeterRecord] = {}
+
+    def register(
+        self, certificate: x509.Certificate, suite: CipherSuite, customer_id: str, region_id: str
+    ) -> MeterRecord:
+        """Verify the certificate chain and key type, then add (or replace) the meter."""
+        meter_id = verify_meter_certificate(certificate, self.ca_certificate)
+        public_key = certificate.public_key()
+        if not suite.signature.accepts(public_key):  # type: ignore[arg-type]
+            raise CertificateError(
+                f"meter {meter_id}: certificate key does not fit suite {suite.name}"
+            )
+        record = MeterRecord(meter_id, suite, certificate, public_key, customer_id, region_id)  # type: ignore[arg-type]
+        self._records[meter_id] = record
+        return record
+
+    def revoke(self, meter_id: str, *, now: dt.datetime) -> None:
+        """Mark a meter revoked; its packets are refused from now on."""
+        record = self._records[meter_id]
+        self._records[meter_id] = replace(record, revoked_at=now)
+
+    def get(self, meter_id: str) -> MeterRecord | None:
+        """The record of `meter_id`, or None."""
+        return self._records.get(meter_id)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._records.values())

@@ -1,0 +1,113 @@
+"""A deployment on disk: its CA, head-end, billing and metrology-authority keys (0600 files)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from meterseal.crypto import certs
+from meterseal.crypto.envelope import Rng
+from meterseal.crypto.keys import (
+    HeadEndKeys,
+    kid_of,
+    public_bytes,
+    read_private_key,
+    write_private_key,
+)
+from meterseal.errors import ConfigurationError, KeyFileError
+
+MANIFEST = "deployment.json"
+CA_CERT = "ca.cert.pem"
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """Every long-lived key of one meterseal deployment."""
+
+    directory: Path
+    ca_key: ec.EllipticCurvePrivateKey
+    ca_cert: x509.Certificate
+    headend: HeadEndKeys
+    billing_key: ec.EllipticCurvePrivateKey
+    metrology_key: ec.EllipticCurvePrivateKey
+
+
+def init_deployment(
+    directory: Path,
+    *,
+    name: str = "meterseal utility CA",
+    passphrase: bytes | None = None,
+    now: dt.datetime,
+    rng: Rng = os.urandom,
+) -> Deployment:
+    """Create CA, head-end, billing and metrology keys in `directory` (which must be empty)."""
+    if (directory / MANIFEST).exists():
+        raise ConfigurationError(f"{directory} already holds a deployment; pick another directory")
+    directory.mkdir(parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)
+    ca_key, ca_cert = certs.create_ca(name, now=now, rng=rng)
+    deployment = Deployment(
+        directory,
+        ca_key,
+        ca_cert,
+        HeadEndKeys.generate(),
+        ec.generate_private_key(ec.SECP256R1()),
+        ec.generate_private_key(ec.SECP256R1()),
+    )
+    write_private_key(directory / "ca.key.pem", ca_key, passphrase)
+    (directory / CA_CERT).write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    deployment.headend.save(directory, passphrase)
+    for role, key in (("billing", deployment.billing_key), ("metrology", deployment.metrology_key)):
+        write_private_key(directory / f"{role}.key.pem", key, passphrase)
+        pem = key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        (directory / f"{role}.pub.pem").write_bytes(pem)
+    (directory / MANIFEST).write_text(
+        json.dumps(_manifest(deployment, now, passphrase is not None), indent=2) + "\n"
+    )
+    return deployment
+
+
+def _manifest(deployment: Deployment, now: dt.datetime, encrypted: bool) -> dict[str, object]:
+    public = deployment.headend.public()
+    return {
+        "format": 1,
+        "created": now.isoformat(),
+        "ca": deployment.ca_cert.subject.rfc4514_string(),
+        "headend_kids": {name: kid.hex() for name, (kid, _) in public.keys.items()},
+        "billing_kid": kid_of(public_bytes(deployment.billing_key.public_key())).hex(),
+        "metrology_kid": kid_of(public_bytes(deployment.metrology_key.public_key())).hex(),
+        "encrypted": encrypted,
+    }
+
+
+def _ec_key(path: Path, passphrase: bytes | None) -> ec.EllipticCurvePrivateKey:
+    key = read_private_key(path, passphrase)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise KeyFileError(f"{path} is not an EC key")
+    return key
+
+
+def load_deployment(directory: Path, passphrase: bytes | None = None) -> Deployment:
+    """Load what `init_deployment` wrote."""
+    if not (directory / MANIFEST).exists():
+        raise ConfigurationError(
+            f"no deployment in {directory}; run `meterseal keys init {directory}`"
+        )
+    ca_cert = x509.load_pem_x509_certificate((directory / CA_CERT).read_bytes())
+    return Deployment(
+        directory,
+        _ec_key(directory / "ca.key.pem", passphrase),
+        ca_cert,
+        HeadEndKeys.load(directory, passphrase),
+        _ec_key(directory / "billing.key.pem", passphrase),
+        _ec_key(directory / "metrology.key.pem", passphrase),
+    )

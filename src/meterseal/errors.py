@@ -1,0 +1,57 @@
+"""One exception root for meterseal; `InvalidPacket` is the only thing a remote sender sees."""
+
+from __future__ import annotations
+
+import enum
+
+
+class MetersealError(Exception):
+    """Root of every error meterseal raises on purpose."""
+
+    def diagnostics(self) -> str:
+        """Text for the CLI: what went wrong and, where known, what to do about it."""
+        return str(self)
+
+
+class RejectReason(enum.StrEnum):
+    """Why a packet was refused; kept server-side for logs and counters, never sent back."""
+
+    OVERSIZED = "oversized"
+    MALFORMED = "malformed"
+    UNKNOWN_SUITE = "unknown_suite"
+    DECRYPT_FAILED = "decrypt_failed"
+    UNKNOWN_METER = "unknown_meter"
+    REVOKED_METER = "revoked_meter"
+    CERTIFICATE_INVALID = "certificate_invalid"
+    SUITE_MISMATCH = "suite_mismatch"
+    BAD_SIGNATURE = "bad_signature"
+    METER_MISMATCH = "meter_mismatch"
+    BAD_READING = "bad_reading"
+
+
+class InvalidPacket(MetersealError):
+    """A packet could not be opened; opaque to the sender, with `reason` for the server only."""
+
+    def __init__(self, reason: RejectReason) -> None:
+        super().__init__("invalid packet")
+        self.reason = reason
+
+    def diagnostics(self) -> str:
+        """Server-side text including the precise reason."""
+        return f"invalid packet (reason: {self.reason.value})"
+
+
+class ConfigurationError(MetersealError):
+    """A deployment, key file or setting is missing or wrong."""
+
+
+class KeyFileError(ConfigurationError):
+    """A key file is unreadable, has unsafe permissions or needs a passphrase."""
+
+
+class CertificateError(MetersealError):
+    """A certificate does not chain to the deployment CA or does not carry a meter id."""
+
+
+class ReadingError(MetersealError):
+    """A reading violates its schema (range, type or missing field)."""

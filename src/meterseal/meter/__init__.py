@@ -1,0 +1,1 @@
+"""The meter side: identities (provisioning) and, later, the fleet simulator."""
