@@ -1,0 +1,411 @@
+"""`meterseal bench crypto`: seal/open per suite against the raw primitives, on one core.
+
+Part 1 times seal and open of a real 15-minute reading per suite, and, interleaved with them,
+the primitives one open cannot avoid: the signature verification over the same
+Sig_structure, the key agreement or decapsulation on the same recipient, and the AEAD
+decryption of the same ciphertext. Their sum is the primitive bound of an open.
+Part 2 reproduces experiment 3.1 of the SGX billing paper outside any enclave: RSA-2048
+(OAEP-SHA-256, block by block), SHA-256 and SHA-512 time against input size.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cbor2
+from cryptography.hazmat.bindings._rust import openssl as rust_openssl
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, x25519
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.hazmat.primitives.hpke import MLKEM768X25519PrivateKey
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from meterseal.bench.timing import RUNS, Machine, Op, Timing, measure_group, one_core
+from meterseal.crypto import certs, cose, packet
+from meterseal.crypto.envelope import (
+    HEADER_EK,
+    ContentCipher,
+    EcdhEsHkdf256,
+    HeadEndPrivateKey,
+    HpkeIntegrated,
+    RsaOaepKeyTransport,
+)
+from meterseal.crypto.keys import HeadEndKeys, MeterKey, generate_meter_key
+from meterseal.crypto.registry import MeterRegistry
+from meterseal.crypto.signing import VerifyingKey
+from meterseal.crypto.suites import SUITES, CipherSuite
+from meterseal.model import Reading
+
+TARGET = 0.85
+TARGET_SUITES = frozenset({"p256", "ed25519"})
+PLOT_NAME = "bench-crypto.png"
+# Experiment 3.1 input sizes: the paper's text gives none (its Figure 2 is not in the text).
+PAPER_SIZES = (64, 256, 1024, 4096, 16384, 65536)
+RSA_BITS = 2048
+OAEP = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+OAEP_BLOCK = RSA_BITS // 8 - 2 * 32 - 2  # 190 plaintext bytes per RSA-2048 OAEP-SHA-256 block
+# What the paper's text reports: SGX time / native time, per algorithm.
+PAPER_SGX_FACTOR = {"rsa_encrypt": 2.25, "rsa_decrypt": 2.25, "sha256": 11.6, "sha512": 11.6}
+SIZE_OPS = {
+    "rsa_encrypt": "RSA-2048 encrypt",
+    "rsa_decrypt": "RSA-2048 decrypt",
+    "sha256": "SHA-256",
+    "sha512": "SHA-512",
+}
+KEY_LABELS = {
+    "paper": "RSA-OAEP-4096 decrypt",
+    "p256": "P-256 load + ECDH + HKDF",
+    "ed25519": "X25519 load + DH + HKDF",
+    "pq": "HPKE open: X-Wing decap + AES-256-GCM",
+}
+_HPKE_DECRYPT = rust_openssl.hpke._decrypt_with_aad
+
+
+def usec(seconds: float) -> str:
+    """Seconds as microseconds, with precision to match the magnitude."""
+    us = seconds * 1e6
+    return f"{us:.2f}" if us < 10 else f"{us:.1f}" if us < 1000 else f"{us:,.0f}"
+
+
+def percent(ratio: float) -> str:
+    """A ratio as a percentage with one decimal."""
+    return f"{ratio:.1%}"
+
+
+@dataclass(frozen=True)
+class TextTable:
+    """A table of text cells that renders to Rich (terminal) or Markdown (docs)."""
+
+    title: str
+    headers: tuple[str, ...]
+    rows: Sequence[tuple[str, ...]]
+
+    def rich(self) -> Table:
+        """The table for a Rich console (numbers right-aligned)."""
+        table = Table(title=self.title, title_justify="left")
+        for i, header in enumerate(self.headers):
+            table.add_column(header, justify="left" if i == 0 else "right")
+        for row in self.rows:
+            table.add_row(*row)
+        return table
+
+    def markdown(self) -> str:
+        """The table as GitHub Markdown under a bold title line."""
+        align = ["---", *("---:" for _ in self.headers[1:])]
+        lines = [f"**{self.title}**", "", "| " + " | ".join(self.headers) + " |"]
+        lines.append("| " + " | ".join(align) + " |")
+        lines.extend("| " + " | ".join(row) + " |" for row in self.rows)
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class SuiteBench:
+    """Seconds per call for one suite: seal, open and the primitives inside one open."""
+
+    suite: str
+    packet_bytes: int
+    seal: Timing
+    open: Timing
+    verify: Timing
+    key: Timing
+    aead: Timing | None  # None: the AEAD runs inside the HPKE open (pq)
+
+    @property
+    def bound(self) -> float:
+        """Primitive bound of one open: verify + key agreement/decapsulation + AEAD, seconds."""
+        return self.verify.median + self.key.median + (self.aead.median if self.aead else 0.0)
+
+    @property
+    def ratio(self) -> float:
+        """How close open comes to its primitive bound (bound time / open time)."""
+        return self.bound / self.open.median
+
+    @property
+    def verdict(self) -> str:
+        """PASS or MISS against the 85% target, for the suites that carry one."""
+        if self.suite not in TARGET_SUITES:
+            return "no target"
+        return "PASS" if self.ratio >= TARGET else "MISS"
+
+
+@dataclass(frozen=True)
+class SizeBench:
+    """Experiment 3.1 at one input size: seconds per whole input for each algorithm."""
+
+    size: int
+    timings: dict[str, Timing]
+
+    @property
+    def blocks(self) -> int:
+        """RSA-2048 OAEP blocks the input is cut into."""
+        return math.ceil(self.size / OAEP_BLOCK)
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """Everything one `bench crypto` run measured, and where its plot went."""
+
+    machine: Machine
+    seconds: float
+    suites: tuple[SuiteBench, ...]
+    sizes: tuple[SizeBench, ...]
+    plot: Path
+
+
+@dataclass(frozen=True)
+class _World:
+    headend: HeadEndKeys
+    registry: MeterRegistry
+    meters: dict[str, MeterKey]
+    now: dt.datetime
+
+
+def _world(headend: HeadEndKeys | None) -> _World:
+    """A CA, the head-end keys and one registered meter per suite."""
+    now = dt.datetime.now(dt.UTC)
+    ca_key, ca_cert = certs.create_ca("bench CA", now=now, rng=os.urandom)
+    registry = MeterRegistry(ca_cert)
+    meters = {}
+    for suite in SUITES.values():
+        key = generate_meter_key(f"BENCH-{suite.name.upper()}-000001", suite)
+        cert = certs.issue_meter_certificate(
+            ca_key, ca_cert, key.meter_id, key.public_key(), now=now, rng=os.urandom
+        )
+        registry.register(cert, suite, "CUST-BENCH", "R01")
+        meters[suite.name] = key
+    return _World(headend or HeadEndKeys.generate(), registry, meters, now)
+
+
+def _verify_op(public_key: VerifyingKey, signed: cose.Sign1) -> Op:
+    """The bare signature check over the packet's own Sig_structure."""
+    tbs, sig = signed.to_be_signed(), signed.signature
+    if isinstance(public_key, rsa.RSAPublicKey):
+        pkcs1, sha256 = padding.PKCS1v15(), hashes.SHA256()
+        return lambda: public_key.verify(sig, tbs, pkcs1, sha256)
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        der = encode_dss_signature(int.from_bytes(sig[:32]), int.from_bytes(sig[32:]))
+        ecdsa = ec.ECDSA(hashes.SHA256())
+        return lambda: public_key.verify(der, tbs, ecdsa)
+    return lambda: public_key.verify(sig, tbs)
+
+
+def _ecdh_op(scheme: EcdhEsHkdf256, fields: Any, private: HeadEndPrivateKey) -> Callable[[], bytes]:
+    """Load the ephemeral point, agree, derive the content key (what open does, minus CBOR)."""
+    recipient_protected, unprotected, _ = fields[3][0]
+    cose_key = unprotected[cose.EPHEMERAL_KEY]
+    length = scheme.content.key_length
+    info = cose.kdf_context(scheme.content.cose_alg, length * 8, recipient_protected)
+    sha256 = hashes.SHA256()
+
+    def derive(shared: bytes) -> bytes:
+        return HKDF(sha256, length, salt=None, info=info).derive(shared)
+
+    if isinstance(private, x25519.X25519PrivateKey):
+        xkey, raw = private, cose_key[cose.X]
+        return lambda: derive(xkey.exchange(x25519.X25519PublicKey.from_public_bytes(raw)))
+    assert isinstance(private, ec.EllipticCurvePrivateKey)
+    ekey, point = private, b"\x04" + cose_key[cose.X] + cose_key[cose.Y]
+    curve, ecdh = ec.SECP256R1(), ec.ECDH()
+    load = ec.EllipticCurvePublicKey.from_encoded_point
+    return lambda: derive(ekey.exchange(ecdh, load(curve, point)))
+
+
+def _aead_op(content: ContentCipher, fields: Any, cek: bytes) -> Op:
+    """Key setup and decryption of the packet's own content ciphertext."""
+    protected, unprotected, ciphertext, _ = fields
+    iv, aad = unprotected[cose.IV], cose.enc_structure("Encrypt", protected)
+    factory = content.factory
+    return lambda: factory(cek).decrypt(iv, ciphertext, aad)
+
+
+def _decrypt_ops(suite: CipherSuite, blob: bytes, private: HeadEndPrivateKey) -> dict[str, Op]:
+    """Key op (and AEAD op, unless HPKE does both) on the packet's own recipient data."""
+    fields = cbor2.loads(blob).value
+    scheme = suite.encryption
+    if isinstance(scheme, HpkeIntegrated):
+        protected, unprotected, ciphertext = fields
+        sealed, aad = unprotected[HEADER_EK] + ciphertext, cose.enc_structure("Encrypt0", protected)
+        hpke, hybrid = scheme.hpke, private
+        assert isinstance(hybrid, MLKEM768X25519PrivateKey)
+        return {"key": lambda: _HPKE_DECRYPT(hpke, sealed, hybrid, info=b"", aad=aad)}
+    if isinstance(scheme, RsaOaepKeyTransport):
+        assert isinstance(private, rsa.RSAPrivateKey)
+        rsa_key, wrapped = private, fields[3][0][2]
+        key_op: Callable[[], bytes] = lambda: rsa_key.decrypt(wrapped, OAEP)  # noqa: E731
+        content = scheme.content
+    else:
+        assert isinstance(scheme, EcdhEsHkdf256)
+        key_op, content = _ecdh_op(scheme, fields, private), scheme.content
+    return {"key": key_op, "aead": _aead_op(content, fields, key_op())}
+
+
+def _suite_ops(world: _World, suite: CipherSuite) -> tuple[int, dict[str, Op]]:
+    """(packet size, ops) for one suite, all on one sealed 15-minute reading."""
+    meter, public, now = world.meters[suite.name], world.headend.public(), world.now
+    reading = Reading(meter.meter_id, 4242, int(now.timestamp()) // 900 * 900, 900, 187)
+    blob = packet.seal(reading, meter, public, suite, now=now, rng=os.urandom)
+    opened = packet.open(blob, world.headend, world.registry, now=now)
+    assert opened.reading == reading
+    signed = cose.parse_sign1(opened.signed_original)
+    ops: dict[str, Op] = {
+        "seal": lambda: packet.seal(reading, meter, public, suite, now=now, rng=os.urandom),
+        "open": lambda: packet.open(blob, world.headend, world.registry, now=now),
+        "verify": _verify_op(opened.meter.public_key, signed),
+    }
+    ops.update(_decrypt_ops(suite, blob, world.headend.for_suite(suite)[1]))
+    return len(blob), ops
+
+
+def _size_ops(key: rsa.RSAPrivateKey, size: int) -> dict[str, Op]:
+    """Experiment 3.1 ops on `size` random bytes; RSA cuts them into 190-byte OAEP blocks."""
+    data = os.urandom(size)
+    blocks = [data[i : i + OAEP_BLOCK] for i in range(0, size, OAEP_BLOCK)]
+    public = key.public_key()
+    encrypted = [public.encrypt(block, OAEP) for block in blocks]
+    return {
+        "rsa_encrypt": lambda: [public.encrypt(block, OAEP) for block in blocks],
+        "rsa_decrypt": lambda: [key.decrypt(block, OAEP) for block in encrypted],
+        "sha256": lambda: hashlib.sha256(data).digest(),
+        "sha512": lambda: hashlib.sha512(data).digest(),
+    }
+
+
+def growth(sizes: Sequence[SizeBench], op: str) -> float:
+    """Log-log slope of time against size between the two largest inputs (1.0 = linear)."""
+    small, large = sizes[-2], sizes[-1]
+    ratio = large.timings[op].median / small.timings[op].median
+    return math.log(ratio) / math.log(large.size / small.size)
+
+
+def suite_table(result: BenchResult) -> TextTable:
+    """Throughput of seal and open per suite."""
+    rows = [
+        (
+            s.suite,
+            str(s.packet_bytes),
+            f"{s.seal.per_second:,.0f}",
+            f"{s.open.per_second:,.0f}",
+            usec(s.seal.median),
+            usec(s.open.median),
+            f"±{s.open.spread / 2:.1%}",
+        )
+        for s in result.suites
+    ]
+    headers = ("suite", "packet B", "seal/s", "open/s", "seal µs", "open µs", "open spread")
+    return TextTable("Seal and open, one core", headers, rows)
+
+
+def bound_table(result: BenchResult) -> TextTable:
+    """Each open against the sum of its primitives."""
+    rows = [
+        (
+            s.suite,
+            usec(s.verify.median),
+            usec(s.key.median),
+            usec(s.aead.median) if s.aead else "(in HPKE)",
+            usec(s.bound),
+            usec(s.open.median),
+            percent(s.ratio),
+            s.verdict,
+        )
+        for s in result.suites
+    ]
+    headers = ("suite", "verify µs", "key µs", "AEAD µs", "bound µs", "open µs", "bound/open")
+    title = f"Open against its primitive bound (target ≥ {TARGET:.0%} for p256, ed25519)"
+    return TextTable(title, (*headers, "target"), rows)
+
+
+def size_table(result: BenchResult) -> TextTable:
+    """Experiment 3.1: µs per whole input, with the growth exponent and the paper's factor."""
+    rows = [
+        (
+            label,
+            *(usec(point.timings[op].median) for point in result.sizes),
+            f"{growth(result.sizes, op):.2f}",
+            f"{PAPER_SGX_FACTOR[op]}x",
+        )
+        for op, label in SIZE_OPS.items()
+    ]
+    headers = ("µs per input", *(f"{p.size:,} B" for p in result.sizes))
+    title = "SGX paper experiment 3.1 without the enclave (RSA: 190-byte OAEP blocks)"
+    return TextTable(title, (*headers, "growth", "paper SGX/native"), rows)
+
+
+def tables(result: BenchResult) -> list[TextTable]:
+    """Every table of a run, in print order."""
+    machine = TextTable("Machine", ("item", "value"), result.machine.rows())
+    return [machine, suite_table(result), bound_table(result), size_table(result)]
+
+
+def markdown_report(result: BenchResult) -> str:
+    """The run's tables as Markdown, for docs/benchmarks.md."""
+    return "\n\n".join(table.markdown() for table in tables(result)) + "\n"
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
+
+
+def _measure_all(
+    console: Console, world: _World, sizes: Sequence[int], seconds: float, runs: int
+) -> tuple[tuple[SuiteBench, ...], tuple[SizeBench, ...]]:
+    """Run every group of measurements under one progress bar."""
+    suite_ops = {name: _suite_ops(world, suite) for name, suite in SUITES.items()}
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
+    size_ops = {size: _size_ops(rsa_key, size) for size in sizes}
+    counts = [len(ops) for _, ops in suite_ops.values()] + [len(o) for o in size_ops.values()]
+    suites, points = [], []
+    with _progress(console) as progress:
+        task = progress.add_task("measuring", total=runs * sum(counts))
+
+        def group(label: str, ops: dict[str, Op]) -> dict[str, Timing]:
+            progress.update(task, description=f"{label:>14}")
+            return measure_group(ops, seconds, runs=runs, on_batch=lambda _: progress.advance(task))
+
+        for name, (size, ops) in suite_ops.items():
+            t = group(name, ops)
+            aead = t.get("aead")
+            suites.append(SuiteBench(name, size, t["seal"], t["open"], t["verify"], t["key"], aead))
+        for size, ops in size_ops.items():
+            points.append(SizeBench(size, group(f"3.1 {size:,} B", ops)))
+    return tuple(suites), tuple(points)
+
+
+def run_bench(
+    console: Console,
+    *,
+    seconds: float = 1.0,
+    out_dir: Path = Path("docs/img"),
+    sizes: Sequence[int] = PAPER_SIZES,
+    runs: int = RUNS,
+    headend: HeadEndKeys | None = None,
+) -> BenchResult:
+    """Measure everything on one core, print the tables, write the plot; return the numbers."""
+    from meterseal.bench.plot import plot_bench
+
+    with console.status("generating keys (head-end RSA-4096, meters, RSA-2048)"):
+        world = _world(headend)
+    with one_core() as cpu:
+        suites, points = _measure_all(console, world, sizes, seconds, runs)
+    result = BenchResult(Machine.probe(cpu), seconds, suites, points, out_dir / PLOT_NAME)
+    for table in tables(result):
+        console.print(table.rich())
+    plot_bench(result, result.plot)
+    console.print(f"plot written to [bold]{result.plot}[/bold]")
+    return result

@@ -1,0 +1,68 @@
+"""Shared fixtures: a fixed clock, one CA, one head-end and a meter per suite."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from meterseal.crypto import certs
+from meterseal.crypto.keys import HeadEndKeys, MeterKey, generate_meter_key
+from meterseal.crypto.registry import MeterRegistry
+from meterseal.crypto.suites import SUITES, CipherSuite
+
+NOW = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC)
+
+
+def seeded_rng(seed: int) -> Callable[[int], bytes]:
+    """A reproducible byte source for `seal(..., rng=...)`."""
+    generator = random.Random(seed)
+    return lambda n: generator.randbytes(n)
+
+
+@dataclass
+class World:
+    """A deployment in memory: CA, head-end keys, registry and one meter per suite."""
+
+    ca_key: ec.EllipticCurvePrivateKey
+    ca_cert: x509.Certificate
+    headend: HeadEndKeys
+    registry: MeterRegistry
+    meters: dict[str, MeterKey]
+
+    def add_meter(self, meter_id: str, suite: CipherSuite, region: str = "R01") -> MeterKey:
+        """Provision and register one more meter."""
+        key = generate_meter_key(meter_id, suite)
+        cert = certs.issue_meter_certificate(
+            self.ca_key, self.ca_cert, meter_id, key.public_key(), now=NOW, rng=os.urandom
+        )
+        self.registry.register(cert, suite, f"CUST-{meter_id}", region)
+        return key
+
+
+@pytest.fixture(scope="session")
+def headend() -> HeadEndKeys:
+    """One head-end for the whole run (RSA-4096 generation is slow)."""
+    return HeadEndKeys.generate()
+
+
+@pytest.fixture(scope="session")
+def world(headend: HeadEndKeys) -> World:
+    """A CA, a registry and a meter per suite (session-wide; tests must not revoke these)."""
+    ca_key, ca_cert = certs.create_ca("test CA", now=NOW, rng=os.urandom)
+    w = World(ca_key, ca_cert, headend, MeterRegistry(ca_cert), {})
+    for suite in SUITES.values():
+        w.meters[suite.name] = w.add_meter(f"M-{suite.name}", suite)
+    return w
+
+
+@pytest.fixture(params=list(SUITES))
+def suite(request: pytest.FixtureRequest) -> CipherSuite:
+    """Each suite in turn."""
+    return SUITES[request.param]
