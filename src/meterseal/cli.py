@@ -61,7 +61,7 @@ def progress_bar() -> Progress:
 def keys_init(
     directory: Path,
     name: Annotated[str, typer.Option(help="CA common name")] = "meterseal utility CA",
-    passphrase_env: PassphraseEnv = "MS_PASSPHRASE",
+    passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
 ) -> None:
     """Create a deployment: CA, head-end keys (every suite), billing and metrology keys (0600)."""
     from meterseal.deployment import init_deployment
@@ -93,7 +93,7 @@ def meters_provision(
     out: Annotated[
         Path | None, typer.Option(help="fleet file (default DEPLOYMENT/fleet-SUITE.cbor)")
     ] = None,
-    passphrase_env: PassphraseEnv = "MS_PASSPHRASE",
+    passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
 ) -> None:
     """Issue COUNT meter identities (key + CA-signed certificate) into a fleet file."""
     import time

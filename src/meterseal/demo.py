@@ -8,6 +8,7 @@ import random
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,7 +67,7 @@ def _run_suite(
     readings_per_meter: int,
     now: dt.datetime,
     rng: random.Random,
-    advance: callable,  # type: ignore[valid-type]
+    advance: Callable[[int], object],
 ) -> SuiteResult:
     result = SuiteResult(meters[0].key.suite, meters=len(meters))
     public = deployment.headend.public()
@@ -187,6 +188,7 @@ def _table(results: list[SuiteResult]) -> Table:
             f"{refused}/{r.packets}",
         )
     table.caption = "refusal reasons: " + "; ".join(
-        f"{r.suite.name} " + ", ".join(f"{k} {v}" for k, v in sorted(r.rejected.items())) for r in results
+        f"{r.suite.name} " + ", ".join(f"{k} {v}" for k, v in sorted(r.rejected.items()))
+        for r in results
     )
     return table

@@ -27,6 +27,10 @@ class RejectReason(enum.StrEnum):
     BAD_SIGNATURE = "bad_signature"
     METER_MISMATCH = "meter_mismatch"
     BAD_READING = "bad_reading"
+    STALE_COUNTER = "stale_counter"
+    REPLAYED_COUNTER = "replayed_counter"
+    FUTURE_TIMESTAMP = "future_timestamp"
+    STALE_TIMESTAMP = "stale_timestamp"
 
 
 class InvalidPacket(MetersealError):

@@ -32,15 +32,23 @@ CRV_P256 = 1
 CRV_X25519 = 4
 
 
+# Concrete types, not collections.abc: an ABC isinstance check costs microseconds per call on
+# the hot path, and cbor2 decodes maps and arrays inside tags as frozendict and tuple.
+MAP_TYPES = (dict, cbor2.frozendict)
+ARRAY_TYPES = (list, tuple)
+
+
 class CoseFormatError(ValueError):
     """The bytes are not the COSE structure expected; callers turn it into InvalidPacket."""
 
 
 def loads_strict(data: bytes) -> Any:
-    """Decode exactly one CBOR item; trailing bytes are an error, not ignored."""
+    """Decode exactly one definite-length CBOR item without duplicate map keys or trailing bytes."""
     stream = io.BytesIO(data)
     try:
-        item = cbor2.CBORDecoder(stream).decode()
+        item = cbor2.CBORDecoder(
+            stream, allow_duplicate_keys=False, allow_indefinite=False
+        ).decode()
     except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError) as exc:
         raise CoseFormatError("not CBOR") from exc
     if stream.tell() != len(data):
@@ -58,7 +66,7 @@ def untag(item: Any, tag: int) -> Sequence[Any]:
     if (
         not isinstance(item, cbor2.CBORTag)
         or item.tag != tag
-        or not isinstance(item.value, list | tuple)
+        or not isinstance(item.value, ARRAY_TYPES)
     ):
         raise CoseFormatError(f"expected COSE tag {tag}")
     return item.value
@@ -71,14 +79,14 @@ def header_map(protected: Any) -> Mapping[int, Any]:
     if protected == b"":
         return {}
     value = loads_strict(protected)
-    if not isinstance(value, Mapping) or not value:
+    if not isinstance(value, MAP_TYPES) or not value:
         raise CoseFormatError("protected header must be a non-empty map or h''")
     return value
 
 
 def expect_map(value: Any, allowed: frozenset[int], required: frozenset[int]) -> Mapping[int, Any]:
     """Check a header map's labels: all `required` present, nothing beyond `allowed`."""
-    if not isinstance(value, Mapping):
+    if not isinstance(value, MAP_TYPES):
         raise CoseFormatError("header must be a map")
     keys = set(value)
     if not required <= keys or not keys <= allowed:
@@ -138,7 +146,7 @@ def parse_sign1(data: bytes) -> Sign1:
     if len(fields) != 4:
         raise CoseFormatError("COSE_Sign1 has four fields")
     protected, unprotected, payload, signature = fields
-    if not isinstance(unprotected, Mapping):
+    if not isinstance(unprotected, MAP_TYPES):
         raise CoseFormatError("unprotected header must be a map")
     headers = header_map(protected)
     return Sign1(protected, headers, unprotected, expect_bytes(payload), expect_bytes(signature))

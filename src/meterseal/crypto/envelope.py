@@ -107,16 +107,16 @@ def _content_fields(fields: Sequence[Any]) -> tuple[bytes, Mapping[int, Any], by
     iv = cose.expect_bytes(
         cose.expect_map(unprotected, frozenset({cose.IV}), frozenset({cose.IV}))[cose.IV], IV_LENGTH
     )
-    if not isinstance(recipients, list | tuple) or len(recipients) != 1:
+    if not isinstance(recipients, cose.ARRAY_TYPES) or len(recipients) != 1:
         raise CoseFormatError("exactly one recipient")
     recipient = recipients[0]
-    if not isinstance(recipient, list | tuple) or len(recipient) != 3:
+    if not isinstance(recipient, cose.ARRAY_TYPES) or len(recipient) != 3:
         raise CoseFormatError("a recipient has three fields")
     return protected, headers, iv, cose.expect_bytes(ciphertext)
 
 
 def _recipient(fields: Sequence[Any]) -> Sequence[Any]:
-    _content_fields(fields)
+    # Only called after _content_fields has checked the recipients' shape.
     recipient: Sequence[Any] = fields[3][0]
     return recipient
 
@@ -140,8 +140,10 @@ def _encrypt_message(
     return cbor2.dumps(cbor2.CBORTag(cose.TAG_ENCRYPT, message))
 
 
-def _decrypt_message(content: ContentCipher, fields: Sequence[Any], cek: bytes) -> bytes:
-    protected, headers, iv, ciphertext = _content_fields(fields)
+def _decrypt_message(
+    content: ContentCipher, layer: tuple[bytes, Mapping[int, Any], bytes, bytes], cek: bytes
+) -> bytes:
+    protected, headers, iv, ciphertext = layer
     if headers[cose.ALG] != content.cose_alg:
         raise CoseFormatError("content algorithm does not match the suite")
     return content.decrypt(cek, iv, ciphertext, cose.enc_structure("Encrypt", protected))
@@ -164,6 +166,7 @@ class RsaOaepKeyTransport:
 
     def open(self, fields: Sequence[Any], private_key: HeadEndPrivateKey, kid: bytes) -> bytes:
         assert isinstance(private_key, rsa.RSAPrivateKey)
+        layer = _content_fields(fields)
         protected, unprotected, wrapped = _recipient(fields)
         if protected != b"":
             raise CoseFormatError("key transport recipient has no protected header")
@@ -174,7 +177,7 @@ class RsaOaepKeyTransport:
         cek = private_key.decrypt(cose.expect_bytes(wrapped, private_key.key_size // 8), _OAEP)
         if len(cek) != self.content.key_length:
             raise CoseFormatError("wrapped key has the wrong length")
-        return _decrypt_message(self.content, fields, cek)
+        return _decrypt_message(self.content, layer, cek)
 
 
 def cose_key_public(key: ec.EllipticCurvePublicKey | x25519.X25519PublicKey) -> dict[int, Any]:
@@ -192,7 +195,7 @@ def cose_key_public(key: ec.EllipticCurvePublicKey | x25519.X25519PublicKey) -> 
 
 def cose_key_load(value: Any) -> ec.EllipticCurvePublicKey | x25519.X25519PublicKey:
     """Parse an ephemeral COSE_Key strictly; non-canonical X25519 encodings are refused."""
-    if isinstance(value, Mapping) and value.get(cose.KTY) == cose.KTY_OKP:
+    if isinstance(value, cose.MAP_TYPES) and value.get(cose.KTY) == cose.KTY_OKP:
         key = cose.expect_map(value, frozenset({1, -1, -2}), frozenset({1, -1, -2}))
         raw = cose.expect_bytes(key[cose.X], X25519_LENGTH)
         # X25519 ignores the top bit and reduces mod p; refusing both keeps one encoding per key.
@@ -251,6 +254,7 @@ class EcdhEsHkdf256:
         )
 
     def open(self, fields: Sequence[Any], private_key: HeadEndPrivateKey, kid: bytes) -> bytes:
+        layer = _content_fields(fields)
         protected, unprotected, ciphertext = _recipient(fields)
         cose.expect_map(cose.header_map(protected), frozenset({cose.ALG}), frozenset({cose.ALG}))
         allowed = frozenset({cose.EPHEMERAL_KEY, cose.KID})
@@ -269,7 +273,7 @@ class EcdhEsHkdf256:
             shared = private_key.exchange(ec.ECDH(), peer)
         else:
             raise CoseFormatError("ephemeral key is on the wrong curve")
-        return _decrypt_message(self.content, fields, self._derive(shared, protected))
+        return _decrypt_message(self.content, layer, self._derive(shared, protected))
 
 
 _HPKE_ENCRYPT = _rust_openssl.hpke._encrypt_with_aad

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +15,6 @@ import cbor2
 from cryptography.exceptions import InvalidSignature, InvalidTag
 
 from meterseal.crypto import cose, reading_codec
-from meterseal.crypto.certs import valid_at
 from meterseal.crypto.cose import CoseFormatError
 from meterseal.crypto.envelope import Rng, WrongRecipient
 from meterseal.crypto.keys import HeadEndKeys, HeadEndPublicKeys, MeterKey
@@ -68,7 +67,7 @@ def seal(
 
 def _identify(item: Any) -> tuple[CipherSuite, Sequence[Any]]:
     """Which suite produced this outer message (from its tag and algorithm ids)."""
-    if not isinstance(item, cbor2.CBORTag) or not isinstance(item.value, list | tuple):
+    if not isinstance(item, cbor2.CBORTag) or not isinstance(item.value, cose.ARRAY_TYPES):
         raise CoseFormatError("not a tagged COSE message")
     fields = item.value
     if item.tag == cose.TAG_ENCRYPT0 and len(fields) == 3:
@@ -76,13 +75,13 @@ def _identify(item: Any) -> tuple[CipherSuite, Sequence[Any]]:
     elif item.tag == cose.TAG_ENCRYPT and len(fields) == 4:
         content_alg = cose.header_map(fields[0]).get(cose.ALG)
         recipients = fields[3]
-        if not isinstance(recipients, list | tuple) or len(recipients) != 1:
+        if not isinstance(recipients, cose.ARRAY_TYPES) or len(recipients) != 1:
             raise CoseFormatError("exactly one recipient")
         recipient = recipients[0]
         if (
-            not isinstance(recipient, list | tuple)
+            not isinstance(recipient, cose.ARRAY_TYPES)
             or len(recipient) != 3
-            or not isinstance(recipient[1], Mapping)
+            or not isinstance(recipient[1], cose.MAP_TYPES)
         ):
             raise CoseFormatError("malformed recipient")
         recipient_alg = cose.header_map(recipient[0]).get(cose.ALG, recipient[1].get(cose.ALG))
@@ -140,7 +139,7 @@ def _meter(
         raise InvalidPacket(RejectReason.REVOKED_METER)
     if record.suite is not suite:
         raise InvalidPacket(RejectReason.SUITE_MISMATCH)
-    if not valid_at(record.certificate, now):
+    if not record.valid_at(now):
         raise InvalidPacket(RejectReason.CERTIFICATE_INVALID)
     return record
 

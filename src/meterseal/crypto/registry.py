@@ -24,7 +24,34 @@ class MeterRecord:
     public_key: VerifyingKey
     customer_id: str
     region_id: str
+    not_before: dt.datetime
+    not_after: dt.datetime
     revoked_at: dt.datetime | None = None
+
+    @classmethod
+    def from_certificate(
+        cls,
+        meter_id: str,
+        suite: CipherSuite,
+        certificate: x509.Certificate,
+        customer_id: str,
+        region_id: str,
+    ) -> MeterRecord:
+        """A record with the public key and validity period read out of the certificate once."""
+        return cls(
+            meter_id,
+            suite,
+            certificate,
+            certificate.public_key(),  # type: ignore[arg-type]
+            customer_id,
+            region_id,
+            certificate.not_valid_before_utc,
+            certificate.not_valid_after_utc,
+        )
+
+    def valid_at(self, now: dt.datetime) -> bool:
+        """Whether the meter certificate is valid at `now`."""
+        return self.not_before <= now <= self.not_after
 
     @property
     def revoked(self) -> bool:
@@ -52,12 +79,11 @@ class MeterRegistry:
     ) -> MeterRecord:
         """Verify the certificate chain and key type, then add (or replace) the meter."""
         meter_id = verify_meter_certificate(certificate, self.ca_certificate)
-        public_key = certificate.public_key()
-        if not suite.signature.accepts(public_key):  # type: ignore[arg-type]
+        record = MeterRecord.from_certificate(meter_id, suite, certificate, customer_id, region_id)
+        if not suite.signature.accepts(record.public_key):
             raise CertificateError(
                 f"meter {meter_id}: certificate key does not fit suite {suite.name}"
             )
-        record = MeterRecord(meter_id, suite, certificate, public_key, customer_id, region_id)  # type: ignore[arg-type]
         self._records[meter_id] = record
         return record
 

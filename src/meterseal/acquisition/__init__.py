@@ -1,0 +1,1 @@
+"""Acquisition: untrusted receivers and the trusted stages (open, verify, freshness, anonymize)."""
