@@ -1,0 +1,137 @@
+"""Batching between receivers and the trusted stages: acknowledge only what is durable.
+
+Receivers `await ingest.submit(packet)` and get an Ack once the batch holding the packet
+has been through the stages and committed by the store. One worker thread runs stages and
+store in order, so freshness state never races; the event loop keeps receiving meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Protocol
+
+from meterseal.acquisition.records import AcceptedReading, Rejection, StoreOutcome
+from meterseal.acquisition.stages import Incoming, TrustedStages
+
+
+class Ack(enum.Enum):
+    """What a receiver tells the sender; deliberately without a reason."""
+
+    ACCEPTED = 0  # durable (stored now or before): do not resend
+    REJECTED = 1  # refused for good: do not resend
+    RETRY = 2  # not durable (overload, store unavailable): resend later
+
+
+class ReadingSink(Protocol):
+    """Where accepted readings and rejections go (the store)."""
+
+    def save_batch(
+        self, accepted: Sequence[AcceptedReading], rejected: Sequence[Rejection]
+    ) -> list[StoreOutcome]:
+        """Persist a batch in one transaction; one outcome per accepted reading."""
+        ...
+
+
+@dataclass
+class _Pending:
+    item: Incoming
+    future: asyncio.Future[Ack]
+
+
+class Ingest:
+    """The batching front of the trusted stages."""
+
+    def __init__(
+        self,
+        stages: TrustedStages,
+        sink: ReadingSink,
+        *,
+        batch_size: int = 256,
+        max_delay: float = 0.005,
+        max_pending: int = 20_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.stages = stages
+        self.sink = sink
+        self.batch_size = batch_size
+        self.max_delay = max_delay
+        self.clock = clock
+        self.counts: Counter[str] = Counter()
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=max_pending)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trusted-stages")
+        self._worker: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Start the batching worker."""
+        self._worker = asyncio.create_task(self._run(), name="ingest-worker")
+
+    async def stop(self) -> None:
+        """Finish what is queued, then stop."""
+        if self._worker is not None:
+            await self._queue.join()
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+        self._executor.shutdown(wait=True)
+
+    def pending(self) -> int:
+        """Packets waiting for a batch (a queue-depth metric)."""
+        return self._queue.qsize()
+
+    async def submit(self, item: Incoming) -> Ack:
+        """Queue a packet and wait until it is durable (or refused)."""
+        future: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
+        try:
+            self._queue.put_nowait(_Pending(item, future))
+        except asyncio.QueueFull:
+            self.counts["overload"] += 1
+            return Ack.RETRY
+        return await future
+
+    async def _next_batch(self) -> list[_Pending]:
+        batch = [await self._queue.get()]
+        deadline = asyncio.get_running_loop().time() + self.max_delay
+        while len(batch) < self.batch_size:
+            timeout = deadline - asyncio.get_running_loop().time()
+            if timeout <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(self._queue.get(), timeout))
+            except TimeoutError:
+                break
+        return batch
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._next_batch()
+            try:
+                acks = await loop.run_in_executor(
+                    self._executor, self._process, [p.item for p in batch]
+                )
+            except Exception:
+                self.counts["store_unavailable"] += len(batch)
+                acks = [Ack.RETRY] * len(batch)
+            for pending, ack in zip(batch, acks, strict=True):
+                if not pending.future.done():
+                    pending.future.set_result(ack)
+                self._queue.task_done()
+
+    def _process(self, items: list[Incoming]) -> list[Ack]:
+        result = self.stages.process(items, now=self.clock())
+        outcomes = self.sink.save_batch(result.accepted, result.rejected)
+        self.stages.stored(result.accepted, outcomes)
+        acks = []
+        for index in result.order:
+            if index < 0:
+                acks.append(Ack.REJECTED)
+            else:
+                outcome = outcomes[index]
+                acks.append(Ack.REJECTED if outcome is StoreOutcome.CONFLICT else Ack.ACCEPTED)
+        self.counts.update(a.name.lower() for a in acks)
+        return acks

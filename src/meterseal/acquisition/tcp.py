@@ -1,0 +1,131 @@
+"""TCP receiver: length-prefixed frames in, one status byte per frame out, in order.
+
+Frame: 4-byte big-endian length, then the sealed packet. Reply: one byte per frame
+(0 accepted, 1 rejected, 2 retry), in the order the frames arrived. The receiver holds no
+key: it moves bytes to `Ingest` and replies once the packet is durable or refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import struct
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from meterseal.acquisition.ingest import Ack, Ingest
+from meterseal.acquisition.stages import Incoming
+from meterseal.crypto.packet import MAX_PACKET_BYTES
+
+_LENGTH = struct.Struct(">I")
+
+
+@dataclass
+class TcpLimits:
+    """Caps that keep one peer from hurting the others."""
+
+    max_frame: int = MAX_PACKET_BYTES
+    max_inflight: int = 64  # per connection: stop reading beyond this (back-pressure)
+    frame_timeout: float = 10.0  # a started frame must complete within this
+    idle_timeout: float = 120.0  # a silent connection is closed after this
+
+
+@dataclass
+class TcpReceiver:
+    """An asyncio TCP server feeding `Ingest`."""
+
+    ingest: Ingest
+    limits: TcpLimits = field(default_factory=TcpLimits)
+    counts: Counter[str] = field(default_factory=Counter)
+    _server: asyncio.Server | None = None
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        """Listen; returns the bound port."""
+        self._server = await asyncio.start_server(
+            self._connection, host, port, limit=2**20, backlog=4096
+        )
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        """Stop accepting and close the listening socket."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        source = f"tcp:{peer[0]}:{peer[1]}" if peer else "tcp"
+        self.counts["connections"] += 1
+        acks: asyncio.Queue[asyncio.Task[Ack] | None] = asyncio.Queue(
+            maxsize=self.limits.max_inflight
+        )
+        replier = asyncio.create_task(self._reply(acks, writer))
+        try:
+            await self._read_frames(reader, acks, source)
+        finally:
+            await acks.put(None)
+            with contextlib.suppress(Exception):
+                await replier
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _read_frames(
+        self,
+        reader: asyncio.StreamReader,
+        acks: asyncio.Queue[asyncio.Task[Ack] | None],
+        source: str,
+    ) -> None:
+        while True:
+            try:
+                header = await asyncio.wait_for(reader.readexactly(4), self.limits.idle_timeout)
+            except asyncio.IncompleteReadError as exc:
+                if exc.partial:
+                    self.counts["truncated_frame"] += 1
+                return
+            except (TimeoutError, ConnectionError):
+                self.counts["idle_timeout"] += 1
+                return
+            (length,) = _LENGTH.unpack(header)
+            if length == 0 or length > self.limits.max_frame:
+                # The stream cannot be resynchronised after a bad length: drop the connection.
+                self.counts["oversized_frame" if length else "empty_frame"] += 1
+                return
+            try:
+                data = await asyncio.wait_for(reader.readexactly(length), self.limits.frame_timeout)
+            except asyncio.IncompleteReadError:
+                self.counts["truncated_frame"] += 1
+                return
+            except (TimeoutError, ConnectionError):
+                self.counts["slow_peer"] += 1
+                return
+            task = asyncio.create_task(self.ingest.submit(Incoming(data, time.time(), source)))
+            await acks.put(task)  # blocks when max_inflight acks are outstanding
+
+    async def _reply(
+        self, acks: asyncio.Queue[asyncio.Task[Ack] | None], writer: asyncio.StreamWriter
+    ) -> None:
+        while (task := await acks.get()) is not None:
+            ack = await task
+            try:
+                writer.write(bytes((ack.value,)))
+                await writer.drain()
+            except ConnectionError:
+                self.counts["peer_gone"] += 1
+                # Keep draining so queued packets still reach the store; they just go unanswered.
+
+
+async def send_frames(host: str, port: int, packets: list[bytes]) -> list[Ack]:
+    """Meter-side helper: send packets over one connection, return their acks in order."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        for data in packets:
+            writer.write(_LENGTH.pack(len(data)) + data)
+        await writer.drain()
+        replies = await reader.readexactly(len(packets))
+        return [Ack(b) for b in replies]
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()

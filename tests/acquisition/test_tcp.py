@@ -1,0 +1,164 @@
+"""TCP receiver + ingest: acks only after the sink committed, bad input counted, good data kept."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import struct
+from collections.abc import Sequence
+
+import pytest
+
+from meterseal.acquisition.anonymize import Anonymizer
+from meterseal.acquisition.ingest import Ack, Ingest
+from meterseal.acquisition.records import AcceptedReading, Rejection, StoreOutcome
+from meterseal.acquisition.stages import TrustedStages
+from meterseal.acquisition.tcp import TcpLimits, TcpReceiver, send_frames
+from meterseal.crypto import packet
+from meterseal.crypto.suites import P256
+from meterseal.model import Reading
+from tests.conftest import NOW, World
+
+T = NOW.timestamp()
+
+
+class MemorySink:
+    """Records what would be stored; can be told to fail."""
+
+    def __init__(self) -> None:
+        self.originals: dict[tuple[str, int], bytes] = {}
+        self.quarantine: list[Rejection] = []
+        self.fail = False
+
+    def save_batch(
+        self, accepted: Sequence[AcceptedReading], rejected: Sequence[Rejection]
+    ) -> list[StoreOutcome]:
+        if self.fail:
+            raise OSError("disk on fire")
+        outcomes = []
+        for r in accepted:
+            key = (r.meter_id, r.counter)
+            if key not in self.originals:
+                self.originals[key] = r.signed_original
+                outcomes.append(StoreOutcome.STORED)
+            elif self.originals[key] == r.signed_original:
+                outcomes.append(StoreOutcome.DUPLICATE)
+            else:
+                outcomes.append(StoreOutcome.CONFLICT)
+        self.quarantine.extend(rejected)
+        return outcomes
+
+
+def _packets(world: World, counters: range, energy: int = 7) -> list[bytes]:
+    key = world.meters["p256"]
+    return [
+        packet.seal(
+            Reading(key.meter_id, c, int(T) - 900, 900, energy),
+            key,
+            world.headend.public(),
+            P256,
+            now=NOW,
+            rng=os.urandom,
+        )
+        for c in counters
+    ]
+
+
+async def _serve(
+    world: World, sink: MemorySink, limits: TcpLimits | None = None
+) -> tuple[Ingest, TcpReceiver, int]:
+    stages = TrustedStages(world.headend, world.registry, Anonymizer(b"z" * 32))
+    ingest = Ingest(stages, sink, clock=lambda: T)
+    await ingest.start()
+    receiver = TcpReceiver(ingest, limits or TcpLimits())
+    return ingest, receiver, await receiver.start()
+
+
+async def _stop(ingest: Ingest, receiver: TcpReceiver) -> None:
+    await receiver.stop()
+    await ingest.stop()
+
+
+def test_packets_are_acked_in_order_after_storage(world: World) -> None:
+    async def scenario() -> None:
+        sink = MemorySink()
+        ingest, receiver, port = await _serve(world, sink)
+        good = _packets(world, range(1000, 1040))
+        acks = await send_frames("127.0.0.1", port, [*good[:20], b"\x00junk", *good[20:], good[0]])
+        await _stop(ingest, receiver)
+        assert acks == [Ack.ACCEPTED] * 20 + [Ack.REJECTED] + [Ack.ACCEPTED] * 21
+        assert len(sink.originals) == 40
+        assert [r.reason for r in sink.quarantine] == ["malformed"]
+        assert ingest.stages.counts["duplicate"] == 1
+
+    asyncio.run(scenario())
+
+
+def test_same_counter_other_content_is_rejected_and_quarantined(world: World) -> None:
+    async def scenario() -> None:
+        sink = MemorySink()
+        ingest, receiver, port = await _serve(world, sink)
+        first = _packets(world, range(2000, 2001), energy=7)
+        forged = _packets(world, range(2000, 2001), energy=9999)
+        acks = await send_frames("127.0.0.1", port, first + forged)
+        await _stop(ingest, receiver)
+        assert acks == [Ack.ACCEPTED, Ack.REJECTED]
+        assert ingest.stages.counts["replayed_counter"] == 1
+
+    asyncio.run(scenario())
+
+
+def test_store_failure_means_retry_not_ack(world: World) -> None:
+    async def scenario() -> None:
+        sink = MemorySink()
+        sink.fail = True
+        ingest, receiver, port = await _serve(world, sink)
+        acks = await send_frames("127.0.0.1", port, _packets(world, range(3000, 3003)))
+        sink.fail = False
+        again = await send_frames("127.0.0.1", port, _packets(world, range(3000, 3003)))
+        await _stop(ingest, receiver)
+        assert acks == [Ack.RETRY] * 3
+        assert again == [Ack.ACCEPTED] * 3
+        assert len(sink.originals) == 3
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("frame", "counter"),
+    [
+        (struct.pack(">I", 10**6), "oversized_frame"),
+        (struct.pack(">I", 0), "empty_frame"),
+        (struct.pack(">I", 100) + b"short", "truncated_frame"),
+    ],
+)
+def test_bad_frames_close_only_their_connection(world: World, frame: bytes, counter: str) -> None:
+    async def scenario() -> None:
+        sink = MemorySink()
+        ingest, receiver, port = await _serve(world, sink)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(frame)
+        writer.write_eof()
+        assert await reader.read() == b""  # closed without a reply
+        writer.close()
+        acks = await send_frames("127.0.0.1", port, _packets(world, range(4000, 4005)))
+        await _stop(ingest, receiver)
+        assert receiver.counts[counter] == 1
+        assert acks == [Ack.ACCEPTED] * 5
+
+    asyncio.run(scenario())
+
+
+def test_slow_peer_is_timed_out(world: World) -> None:
+    async def scenario() -> None:
+        sink = MemorySink()
+        ingest, receiver, port = await _serve(world, sink, TcpLimits(frame_timeout=0.2))
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(struct.pack(">I", 200) + b"x" * 10)  # then nothing
+        await writer.drain()
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+        await _stop(ingest, receiver)
+        assert receiver.counts["slow_peer"] == 1
+
+    asyncio.run(scenario())
