@@ -267,3 +267,16 @@ def test_seal_refuses_a_reading_of_another_meter(world: World) -> None:
         packet.seal(
             _reading(key.meter_id), key, world.headend.public(), ED25519, now=NOW, rng=os.urandom
         )
+
+
+def test_cbor_true_does_not_pass_for_the_integer_one(world: World) -> None:
+    # Rewriting the ephemeral key's crv from 1 to true must not yield a second valid packet.
+    item = cbor2.loads(_seal(world, P256))
+    recipient = list(item.value[3][0])
+    unprotected = dict(recipient[1])
+    unprotected[-1] = {**unprotected[-1], -1: True}
+    recipient[1] = unprotected
+    fields = [item.value[0], dict(item.value[1]), item.value[2], [recipient]]
+    assert _reason(cbor2.dumps(cbor2.CBORTag(96, fields)), world) is RejectReason.MALFORMED
+    fields = [cbor2.dumps({1: True}), *fields[1:]]
+    assert _reason(cbor2.dumps(cbor2.CBORTag(96, fields)), world) is RejectReason.UNKNOWN_SUITE

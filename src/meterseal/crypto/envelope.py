@@ -144,7 +144,7 @@ def _decrypt_message(
     content: ContentCipher, layer: tuple[bytes, Mapping[int, Any], bytes, bytes], cek: bytes
 ) -> bytes:
     protected, headers, iv, ciphertext = layer
-    if headers[cose.ALG] != content.cose_alg:
+    if type(headers[cose.ALG]) is not int or headers[cose.ALG] != content.cose_alg:
         raise CoseFormatError("content algorithm does not match the suite")
     return content.decrypt(cek, iv, ciphertext, cose.enc_structure("Encrypt", protected))
 
@@ -195,7 +195,11 @@ def cose_key_public(key: ec.EllipticCurvePublicKey | x25519.X25519PublicKey) -> 
 
 def cose_key_load(value: Any) -> ec.EllipticCurvePublicKey | x25519.X25519PublicKey:
     """Parse an ephemeral COSE_Key strictly; non-canonical X25519 encodings are refused."""
-    if isinstance(value, cose.MAP_TYPES) and value.get(cose.KTY) == cose.KTY_OKP:
+    if not isinstance(value, cose.MAP_TYPES) or not all(
+        type(value.get(label)) is int for label in (cose.KTY, cose.CRV)
+    ):
+        raise CoseFormatError("COSE_Key needs integer kty and crv")
+    if value[cose.KTY] == cose.KTY_OKP:
         key = cose.expect_map(value, frozenset({1, -1, -2}), frozenset({1, -1, -2}))
         raw = cose.expect_bytes(key[cose.X], X25519_LENGTH)
         # X25519 ignores the top bit and reduces mod p; refusing both keeps one encoding per key.

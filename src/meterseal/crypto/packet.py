@@ -87,7 +87,8 @@ def _identify(item: Any) -> tuple[CipherSuite, Sequence[Any]]:
         recipient_alg = cose.header_map(recipient[0]).get(cose.ALG, recipient[1].get(cose.ALG))
     else:
         raise CoseFormatError("not a COSE_Encrypt or COSE_Encrypt0")
-    if not isinstance(content_alg, int) or not isinstance(recipient_alg, int):
+    # type() rather than isinstance: CBOR true must not pass for the integer 1.
+    if type(content_alg) is not int or type(recipient_alg) is not int:
         raise InvalidPacket(RejectReason.UNKNOWN_SUITE)
     suite = suite_for_headers(item.tag, content_alg, recipient_alg)
     if suite is None:
