@@ -95,3 +95,9 @@ def test_trailing_bytes_are_refused() -> None:
 def test_nan_is_not_a_reading() -> None:
     with pytest.raises(ReadingError):
         PhaseMeasurement(float("nan"), 1.0, 0.0, 0.0, 0.0)
+
+
+@given(readings("MTR-000002"))
+def test_fast_encoding_is_the_canonical_one(reading: Reading) -> None:
+    data = reading_codec.encode_reading(reading)
+    assert data == cbor2.dumps(cbor2.loads(data), canonical=True)

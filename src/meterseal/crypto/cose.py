@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -72,6 +73,22 @@ def untag(item: Any, tag: int) -> Sequence[Any]:
     return item.value
 
 
+@functools.lru_cache(maxsize=256)
+def _cached_header_map(protected: bytes) -> Mapping[int, Any]:
+    return header_map(protected)
+
+
+def envelope_header_map(protected: Any) -> Mapping[int, Any]:
+    """`header_map` memoised: the envelope's protected headers repeat from packet to packet.
+
+    The result is shared between calls, so callers must not mutate it (cbor2 returns a
+    frozendict only inside tags, so take care with what is cached: only bytes keys).
+    """
+    if not isinstance(protected, bytes) or len(protected) > 64:
+        return header_map(protected)
+    return _cached_header_map(protected)
+
+
 def header_map(protected: Any) -> Mapping[int, Any]:
     """Decode a protected-header bstr (empty bstr means an empty map)."""
     if not isinstance(protected, bytes):
@@ -101,16 +118,36 @@ def expect_bytes(value: Any, length: int | None = None) -> bytes:
     return value
 
 
+def _bstr(data: bytes) -> bytes:
+    """CBOR byte string: head (major type 2, shortest length form) and content."""
+    n = len(data)
+    if n < 24:
+        return bytes((0x40 | n,)) + data
+    if n < 0x100:
+        return bytes((0x58, n)) + data
+    if n < 0x10000:
+        return b"\x59" + n.to_bytes(2, "big") + data
+    return b"\x5a" + n.to_bytes(4, "big") + data
+
+
+_SIGNATURE1_HEAD = b"\x84\x6aSignature1"  # array(4), text(10) "Signature1"
+
+
 def sig_structure1(protected: bytes, payload: bytes, external_aad: bytes = b"") -> bytes:
-    """The ToBeSigned bytes of a COSE_Sign1 (RFC 9052 section 4.4)."""
-    return cbor2.dumps(["Signature1", protected, external_aad, payload])
+    """The ToBeSigned bytes of a COSE_Sign1 (RFC 9052 section 4.4), built without cbor2.
+
+    Hand-built because it runs for every packet; tests check it equals cbor2's encoding.
+    """
+    return _SIGNATURE1_HEAD + _bstr(protected) + _bstr(external_aad) + _bstr(payload)
 
 
+@functools.lru_cache(maxsize=256)
 def enc_structure(context: str, protected: bytes, external_aad: bytes = b"") -> bytes:
     """The AAD of a COSE_Encrypt/Encrypt0 content layer (RFC 9052 section 5.3)."""
     return cbor2.dumps([context, protected, external_aad])
 
 
+@functools.lru_cache(maxsize=256)
 def kdf_context(algorithm: int, key_bits: int, recipient_protected: bytes) -> bytes:
     """COSE_KDF_Context with empty party info (RFC 9053 section 5.2), the HKDF `info`."""
     nil_party = [None, None, None]

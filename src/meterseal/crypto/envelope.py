@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import cbor2
 from cryptography.hazmat.bindings._rust import openssl as _rust_openssl
@@ -49,6 +49,15 @@ RSA_OAEP_256 = -41
 # HPKE integrated-encryption header for the encapsulated key (draft-ietf-cose-hpke-27, "ek").
 HEADER_EK = -4
 
+_ECDH = ec.ECDH()
+_P256 = ec.SECP256R1()
+_OKP_LABELS = frozenset({cose.KTY, cose.CRV, cose.X})
+_EC2_LABELS = frozenset({cose.KTY, cose.CRV, cose.X, cose.Y})
+_ALG_ONLY = frozenset({cose.ALG})
+_IV_ONLY = frozenset({cose.IV})
+_TRANSPORT_LABELS = frozenset({cose.ALG, cose.KID})
+_AGREEMENT_LABELS = frozenset({cose.EPHEMERAL_KEY, cose.KID})
+_HPKE_LABELS = frozenset({cose.KID, HEADER_EK})
 _OAEP = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
 
 
@@ -101,12 +110,8 @@ def _content_fields(fields: Sequence[Any]) -> tuple[bytes, Mapping[int, Any], by
     if len(fields) != 4:
         raise CoseFormatError("COSE_Encrypt has four fields")
     protected, unprotected, ciphertext, recipients = fields
-    headers = cose.expect_map(
-        cose.header_map(protected), frozenset({cose.ALG}), frozenset({cose.ALG})
-    )
-    iv = cose.expect_bytes(
-        cose.expect_map(unprotected, frozenset({cose.IV}), frozenset({cose.IV}))[cose.IV], IV_LENGTH
-    )
+    headers = cose.expect_map(cose.envelope_header_map(protected), _ALG_ONLY, _ALG_ONLY)
+    iv = cose.expect_bytes(cose.expect_map(unprotected, _IV_ONLY, _IV_ONLY)[cose.IV], IV_LENGTH)
     if not isinstance(recipients, cose.ARRAY_TYPES) or len(recipients) != 1:
         raise CoseFormatError("exactly one recipient")
     recipient = recipients[0]
@@ -170,9 +175,7 @@ class RsaOaepKeyTransport:
         protected, unprotected, wrapped = _recipient(fields)
         if protected != b"":
             raise CoseFormatError("key transport recipient has no protected header")
-        cose.expect_map(
-            unprotected, frozenset({cose.ALG, cose.KID}), frozenset({cose.ALG, cose.KID})
-        )
+        cose.expect_map(unprotected, _TRANSPORT_LABELS, _TRANSPORT_LABELS)
         _check_kid(unprotected[cose.KID], kid)
         cek = private_key.decrypt(cose.expect_bytes(wrapped, private_key.key_size // 8), _OAEP)
         if len(cek) != self.content.key_length:
@@ -200,13 +203,13 @@ def cose_key_load(value: Any) -> ec.EllipticCurvePublicKey | x25519.X25519Public
     ):
         raise CoseFormatError("COSE_Key needs integer kty and crv")
     if value[cose.KTY] == cose.KTY_OKP:
-        key = cose.expect_map(value, frozenset({1, -1, -2}), frozenset({1, -1, -2}))
+        key = cose.expect_map(value, _OKP_LABELS, _OKP_LABELS)
         raw = cose.expect_bytes(key[cose.X], X25519_LENGTH)
         # X25519 ignores the top bit and reduces mod p; refusing both keeps one encoding per key.
         if key[cose.CRV] != cose.CRV_X25519 or int.from_bytes(raw, "little") >= X25519_P:
             raise CoseFormatError("not a canonical X25519 key")
         return x25519.X25519PublicKey.from_public_bytes(raw)
-    key = cose.expect_map(value, frozenset({1, -1, -2, -3}), frozenset({1, -1, -2, -3}))
+    key = cose.expect_map(value, _EC2_LABELS, _EC2_LABELS)
     if key[cose.KTY] != cose.KTY_EC2 or key[cose.CRV] != cose.CRV_P256:
         raise CoseFormatError("not a P-256 key")
     point = (
@@ -214,7 +217,7 @@ def cose_key_load(value: Any) -> ec.EllipticCurvePublicKey | x25519.X25519Public
         + cose.expect_bytes(key[cose.X], P256_COORD)
         + cose.expect_bytes(key[cose.Y], P256_COORD)
     )
-    return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point)
+    return ec.EllipticCurvePublicKey.from_encoded_point(_P256, point)
 
 
 @dataclass(frozen=True)
@@ -260,23 +263,22 @@ class EcdhEsHkdf256:
     def open(self, fields: Sequence[Any], private_key: HeadEndPrivateKey, kid: bytes) -> bytes:
         layer = _content_fields(fields)
         protected, unprotected, ciphertext = _recipient(fields)
-        cose.expect_map(cose.header_map(protected), frozenset({cose.ALG}), frozenset({cose.ALG}))
-        allowed = frozenset({cose.EPHEMERAL_KEY, cose.KID})
-        cose.expect_map(unprotected, allowed, allowed)
+        cose.expect_map(cose.envelope_header_map(protected), _ALG_ONLY, _ALG_ONLY)
+        cose.expect_map(unprotected, _AGREEMENT_LABELS, _AGREEMENT_LABELS)
         _check_kid(unprotected[cose.KID], kid)
         if ciphertext != b"":
             raise CoseFormatError("direct key agreement carries no wrapped key")
         peer = cose_key_load(unprotected[cose.EPHEMERAL_KEY])
-        if isinstance(private_key, x25519.X25519PrivateKey) and isinstance(
-            peer, x25519.X25519PublicKey
-        ):
-            shared = private_key.exchange(peer)
-        elif isinstance(private_key, ec.EllipticCurvePrivateKey) and isinstance(
-            peer, ec.EllipticCurvePublicKey
-        ):
-            shared = private_key.exchange(ec.ECDH(), peer)
-        else:
-            raise CoseFormatError("ephemeral key is on the wrong curve")
+        # Branch on our own curve, not on key classes: ABC isinstance checks are slow here.
+        try:
+            if self.curve == "X25519":
+                x_key = cast(x25519.X25519PrivateKey, private_key)
+                shared = x_key.exchange(cast(x25519.X25519PublicKey, peer))
+            else:
+                ec_key = cast(ec.EllipticCurvePrivateKey, private_key)
+                shared = ec_key.exchange(_ECDH, cast(ec.EllipticCurvePublicKey, peer))
+        except TypeError as exc:
+            raise CoseFormatError("ephemeral key is on the wrong curve") from exc
         return _decrypt_message(self.content, layer, self._derive(shared, protected))
 
 
@@ -318,9 +320,8 @@ class HpkeIntegrated:
         if len(fields) != 3:
             raise CoseFormatError("COSE_Encrypt0 has three fields")
         protected, unprotected, ciphertext = fields
-        cose.expect_map(cose.header_map(protected), frozenset({cose.ALG}), frozenset({cose.ALG}))
-        labels = frozenset({cose.KID, HEADER_EK})
-        cose.expect_map(unprotected, labels, labels)
+        cose.expect_map(cose.envelope_header_map(protected), _ALG_ONLY, _ALG_ONLY)
+        cose.expect_map(unprotected, _HPKE_LABELS, _HPKE_LABELS)
         _check_kid(unprotected[cose.KID], kid)
         enc = cose.expect_bytes(unprotected[HEADER_EK], KEM.MLKEM768_X25519.enc_length())
         sealed = enc + cose.expect_bytes(ciphertext)

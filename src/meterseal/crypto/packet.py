@@ -71,9 +71,9 @@ def _identify(item: Any) -> tuple[CipherSuite, Sequence[Any]]:
         raise CoseFormatError("not a tagged COSE message")
     fields = item.value
     if item.tag == cose.TAG_ENCRYPT0 and len(fields) == 3:
-        content_alg, recipient_alg = cose.header_map(fields[0]).get(cose.ALG), 0
+        content_alg, recipient_alg = cose.envelope_header_map(fields[0]).get(cose.ALG), 0
     elif item.tag == cose.TAG_ENCRYPT and len(fields) == 4:
-        content_alg = cose.header_map(fields[0]).get(cose.ALG)
+        content_alg = cose.envelope_header_map(fields[0]).get(cose.ALG)
         recipients = fields[3]
         if not isinstance(recipients, cose.ARRAY_TYPES) or len(recipients) != 1:
             raise CoseFormatError("exactly one recipient")
@@ -84,7 +84,9 @@ def _identify(item: Any) -> tuple[CipherSuite, Sequence[Any]]:
             or not isinstance(recipient[1], cose.MAP_TYPES)
         ):
             raise CoseFormatError("malformed recipient")
-        recipient_alg = cose.header_map(recipient[0]).get(cose.ALG, recipient[1].get(cose.ALG))
+        recipient_alg = cose.envelope_header_map(recipient[0]).get(
+            cose.ALG, recipient[1].get(cose.ALG)
+        )
     else:
         raise CoseFormatError("not a COSE_Encrypt or COSE_Encrypt0")
     # type() rather than isinstance: CBOR true must not pass for the integer 1.

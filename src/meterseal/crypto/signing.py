@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -24,6 +24,7 @@ VerifyingKey = (
 )
 
 P256_COORD = 32
+_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
 
 
 class SignatureScheme(Protocol):
@@ -98,12 +99,12 @@ class ES256:
         return r.to_bytes(P256_COORD, "big") + s.to_bytes(P256_COORD, "big")
 
     def verify(self, key: VerifyingKey, signature: bytes, data: bytes) -> None:
-        assert isinstance(key, ec.EllipticCurvePublicKey)
+        # No isinstance assert: the registry admitted only keys this scheme `accepts`.
         if len(signature) != 2 * P256_COORD:
             raise InvalidSignature
         r = int.from_bytes(signature[:P256_COORD], "big")
         s = int.from_bytes(signature[P256_COORD:], "big")
-        key.verify(encode_dss_signature(r, s), data, ec.ECDSA(hashes.SHA256()))
+        cast(ec.EllipticCurvePublicKey, key).verify(encode_dss_signature(r, s), data, _ECDSA_SHA256)
 
 
 @dataclass(frozen=True)
@@ -124,8 +125,7 @@ class EdDSA:
         return key.sign(data)
 
     def verify(self, key: VerifyingKey, signature: bytes, data: bytes) -> None:
-        assert isinstance(key, ed25519.Ed25519PublicKey)
-        key.verify(signature, data)
+        cast(ed25519.Ed25519PublicKey, key).verify(signature, data)
 
 
 @dataclass(frozen=True)
