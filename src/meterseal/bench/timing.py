@@ -1,7 +1,7 @@
-"""Measuring helper: seconds per call of a few callables, timed in interleaved batches.
+"""Helpers shared by the benches: seconds per call, the machine, and tables of results.
 
 Each callable is warmed up and calibrated alone, then every run times one batch of each in
-turn, so all of them see the same clock speed and cache state; the median run is reported.
+turn, so all of them see the same clock speed and background load; the median run counts.
 """
 
 from __future__ import annotations
@@ -10,15 +10,18 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import cryptography
 from cryptography.hazmat.backends.openssl.backend import backend as openssl_backend
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 Op = Callable[[], object]
-RUNS = 5
+RUNS = 15
 WARMUP_SHARE = 0.1
 
 
@@ -33,6 +36,11 @@ class Timing:
     def median(self) -> float:
         """Median over the runs of the seconds per call."""
         return statistics.median(self.runs)
+
+    @property
+    def best(self) -> float:
+        """Fastest run's seconds per call: the least disturbed by other processes."""
+        return min(self.runs)
 
     @property
     def per_second(self) -> float:
@@ -129,6 +137,7 @@ class Machine:
     python: str
     cryptography: str
     openssl: str
+    load: tuple[float, float, float]
 
     @classmethod
     def probe(cls, pinned_cpu: int | None) -> Machine:
@@ -141,6 +150,7 @@ class Machine:
             python=f"{platform.python_implementation()} {platform.python_version()}",
             cryptography=cryptography.__version__,
             openssl=openssl_backend.openssl_version_text(),
+            load=os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0),
         )
 
     def rows(self) -> list[tuple[str, str]]:
@@ -151,4 +161,57 @@ class Machine:
             ("CPU", f"{self.cpu} ({self.cpus} logical CPUs; {pinned}, one thread)"),
             ("Python", self.python),
             ("cryptography", f"{self.cryptography} ({self.openssl})"),
+            (
+                "load average at the end",
+                " / ".join(f"{x:.2f}" for x in self.load) + " (1/5/15 min)",
+            ),
         ]
+
+
+def usec(seconds: float) -> str:
+    """Seconds as microseconds, with precision to match the magnitude."""
+    us = seconds * 1e6
+    return f"{us:.2f}" if us < 10 else f"{us:.1f}" if us < 1000 else f"{us:,.0f}"
+
+
+@dataclass(frozen=True)
+class TextTable:
+    """A table of text cells that renders to Rich (terminal) or Markdown (docs)."""
+
+    title: str
+    headers: tuple[str, ...]
+    rows: Sequence[tuple[str, ...]]
+    notes: tuple[str, ...] = ()
+
+    def rich(self) -> Table:
+        """The table for a Rich console (numbers right-aligned, notes as the caption)."""
+        caption = "\n".join(self.notes) or None
+        table = Table(
+            title=self.title, title_justify="left", caption=caption, caption_justify="left"
+        )
+        for i, header in enumerate(self.headers):
+            table.add_column(header, justify="left" if i == 0 else "right")
+        for row in self.rows:
+            table.add_row(*row)
+        return table
+
+    def markdown(self) -> str:
+        """The table as GitHub Markdown under a bold title line."""
+        align = ["---", *("---:" for _ in self.headers[1:])]
+        lines = [f"**{self.title}**", "", "| " + " | ".join(self.headers) + " |"]
+        lines.append("| " + " | ".join(align) + " |")
+        lines.extend("| " + " | ".join(row) + " |" for row in self.rows)
+        if self.notes:
+            lines.extend(["", *(f"- {note}" for note in self.notes)])
+        return "\n".join(lines)
+
+
+def progress_bar(console: Console) -> Progress:
+    """A progress bar over measurement batches, on the caller's console."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
