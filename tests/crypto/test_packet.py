@@ -280,3 +280,29 @@ def test_cbor_true_does_not_pass_for_the_integer_one(world: World) -> None:
     assert _reason(cbor2.dumps(cbor2.CBORTag(96, fields)), world) is RejectReason.MALFORMED
     fields = [cbor2.dumps({1: True}), *fields[1:]]
     assert _reason(cbor2.dumps(cbor2.CBORTag(96, fields)), world) is RejectReason.UNKNOWN_SUITE
+
+
+def test_open_batch_agrees_with_open_packet_by_packet(world: World) -> None:
+    good = [_seal(world, suite) for suite in SUITES.values()]
+    bad = [b"junk", _flip(good[1], 100), good[2] + b"\x00"]
+    batch = [good[0], bad[0], good[1], bad[1], good[2], bad[2], good[3]]
+    results = packet.open_batch(batch, world.headend, world.registry, now=NOW)
+    assert len(results) == len(batch)
+    for blob, result in zip(batch, results, strict=True):
+        if isinstance(result, InvalidPacket):
+            with pytest.raises(InvalidPacket) as info:
+                packet.open(blob, world.headend, world.registry, now=NOW)
+            assert info.value.reason is result.reason
+        else:
+            expected = packet.open(blob, world.headend, world.registry, now=NOW)
+            assert result.reading == expected.reading
+            assert result.signed_original == expected.signed_original
+    assert [isinstance(r, InvalidPacket) for r in results] == [
+        False,
+        True,
+        False,
+        True,
+        False,
+        True,
+        False,
+    ]

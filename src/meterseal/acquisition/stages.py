@@ -17,6 +17,7 @@ from meterseal.acquisition.freshness import FreshnessPolicy, FreshnessState
 from meterseal.acquisition.records import AcceptedReading, Rejection, StoreOutcome
 from meterseal.crypto import packet
 from meterseal.crypto.keys import HeadEndKeys
+from meterseal.crypto.packet import OpenedPacket
 from meterseal.crypto.registry import MeterDirectory
 from meterseal.errors import InvalidPacket, RejectReason
 
@@ -53,24 +54,26 @@ class TrustedStages:
 
     def process(self, batch: Iterable[Incoming], *, now: float) -> StageResult:
         """Run every packet of `batch` through the stages at time `now` (Unix seconds)."""
-        result = StageResult()
+        items = list(batch)
         now_dt = dt.datetime.fromtimestamp(now, dt.UTC)
-        for item in batch:
-            outcome = self._one(item, now, now_dt)
-            if isinstance(outcome, Rejection):
+        opened = packet.open_batch([i.data for i in items], self.headend, self.registry, now=now_dt)
+        result = StageResult()
+        for item, outcome in zip(items, opened, strict=True):
+            checked = self._check(item, outcome, now)
+            if isinstance(checked, Rejection):
                 result.order.append(-1 - len(result.rejected))
-                result.rejected.append(outcome)
-                self.counts[outcome.reason] += 1
+                result.rejected.append(checked)
+                self.counts[checked.reason] += 1
             else:
                 result.order.append(len(result.accepted))
-                result.accepted.append(outcome)
+                result.accepted.append(checked)
         return result
 
-    def _one(self, item: Incoming, now: float, now_dt: dt.datetime) -> AcceptedReading | Rejection:
-        try:
-            opened = packet.open(item.data, self.headend, self.registry, now=now_dt)
-        except InvalidPacket as exc:
-            return Rejection(exc.reason.value, item.data, item.received_at, item.source)
+    def _check(
+        self, item: Incoming, opened: OpenedPacket | InvalidPacket, now: float
+    ) -> AcceptedReading | Rejection:
+        if isinstance(opened, InvalidPacket):
+            return Rejection(opened.reason.value, item.data, item.received_at, item.source)
         reading = opened.reading
         reason = self.state.check(reading, now, self.policy)
         if reason is not None:
