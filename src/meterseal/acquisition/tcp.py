@@ -39,6 +39,7 @@ class TcpReceiver:
     limits: TcpLimits = field(default_factory=TcpLimits)
     counts: Counter[str] = field(default_factory=Counter)
     _server: asyncio.Server | None = None
+    _connections: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         """Listen; returns the bound port."""
@@ -48,12 +49,20 @@ class TcpReceiver:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
-        """Stop accepting and close the listening socket."""
+        """Stop accepting, then close the connections still open."""
         if self._server is not None:
             self._server.close()
+        for task in list(self._connections):
+            task.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)
+        if self._server is not None:
             await self._server.wait_closed()
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._connections.add(task)
+            task.add_done_callback(self._connections.discard)
         peer = writer.get_extra_info("peername")
         source = f"tcp:{peer[0]}:{peer[1]}" if peer else "tcp"
         self.counts["connections"] += 1

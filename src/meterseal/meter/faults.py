@@ -99,7 +99,8 @@ def wire_order(
     while i < len(sealed):
         item, data = sealed[i]
         fault = item.fault
-        if fault is Fault.REORDER and i + 1 < len(sealed):
+        # Swap only with an honest successor, so every packet keeps its own label.
+        if fault is Fault.REORDER and i + 1 < len(sealed) and sealed[i + 1][0].fault is Fault.NONE:
             out.append((Fault.REORDER, sealed[i + 1][1]))
             out.append((Fault.REORDER, data))
             sent += [sealed[i + 1][1], data]
@@ -110,8 +111,11 @@ def wire_order(
         elif fault is Fault.CORRUPT:
             out.append((Fault.CORRUPT, flip_bit(data, rng)))
         else:
-            out.append((fault if fault is not Fault.REORDER else Fault.NONE, data))
-            sent.append(data)
+            # The packet itself goes out honest; a DUPLICATE or REPLAY label marks the extra copy.
+            own = Fault.NONE if fault in (Fault.DUPLICATE, Fault.REPLAY, Fault.REORDER) else fault
+            out.append((own, data))
+            if fault not in (Fault.WRONG_KEY, Fault.CLOCK_SKEW):
+                sent.append(data)  # a replay re-sends an old packet the head-end accepted
             if fault is Fault.DUPLICATE:
                 out.append((Fault.DUPLICATE, data))
             if fault is Fault.REPLAY and len(sent) > 1:
