@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from meterseal.errors import ReadingError
 
 MAX_METER_ID_LENGTH = 64
-MAX_UINT64 = 2**64 - 1
+# Counters and timestamps fit a signed 64-bit column (SQLite and PostgreSQL BIGINT).
+MAX_UINT63 = 2**63 - 1
 MAX_PHASES = 3
 
 
@@ -17,7 +18,7 @@ def _check_finite(name: str, value: float) -> None:
         raise ReadingError(f"{name} must be a finite float, got {value!r}")
 
 
-def _check_uint(name: str, value: int, upper: int = MAX_UINT64) -> None:
+def _check_uint(name: str, value: int, upper: int = MAX_UINT63) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= upper:
         raise ReadingError(f"{name} must be an integer in [0, {upper}], got {value!r}")
 

@@ -23,7 +23,7 @@ def readings(meter_id: str) -> st.SearchStrategy[Reading]:
     return st.builds(
         Reading,
         meter_id=st.just(meter_id),
-        counter=st.integers(0, 2**64 - 1),
+        counter=st.integers(0, 2**63 - 1),
         timestamp=st.integers(0, 2**40),
         interval=st.integers(1, 86_400),
         energy_wh=st.integers(0, 2**53),

@@ -101,3 +101,9 @@ def test_nan_is_not_a_reading() -> None:
 def test_fast_encoding_is_the_canonical_one(reading: Reading) -> None:
     data = reading_codec.encode_reading(reading)
     assert data == cbor2.dumps(cbor2.loads(data), canonical=True)
+
+
+def test_counter_fits_a_signed_64_bit_column() -> None:
+    Reading("M", 2**63 - 1, 0, 900, 0)
+    with pytest.raises(ReadingError):
+        Reading("M", 2**63, 0, 900, 0)

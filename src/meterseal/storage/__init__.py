@@ -1,0 +1,32 @@
+"""Storage: the durable store of the head-end (SQLAlchemy Core on SQLite or PostgreSQL)."""
+
+from meterseal.storage.migrations import LATEST_VERSION, MIGRATIONS, current_version, migrate
+from meterseal.storage.schema import (
+    MeterRow,
+    QuarantinedPacket,
+    RegionalLoad,
+    StorageError,
+    StoredOriginal,
+    make_engine,
+    phasor_from_json,
+    phasor_to_json,
+)
+from meterseal.storage.store import REPLAYED_COUNTER, Store, StoreRegistry
+
+__all__ = [
+    "LATEST_VERSION",
+    "MIGRATIONS",
+    "REPLAYED_COUNTER",
+    "MeterRow",
+    "QuarantinedPacket",
+    "RegionalLoad",
+    "StorageError",
+    "Store",
+    "StoreRegistry",
+    "StoredOriginal",
+    "current_version",
+    "make_engine",
+    "migrate",
+    "phasor_from_json",
+    "phasor_to_json",
+]

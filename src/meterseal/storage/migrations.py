@@ -1,0 +1,154 @@
+"""Versioned schema migrations: an ordered list of steps and `migrate`, which applies them.
+
+Each step's DDL is frozen here as it was when the step was written (its own MetaData), so
+an old database and a new one end with the same tables whatever `schema.py` says today.
+Changing the schema means appending a step and updating `schema.py` to match; a test checks
+that a migrated database looks exactly like `schema.metadata`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from meterseal.storage.schema import (
+    BigId,
+    StorageError,
+    UtcDateTime,
+    begin_write,
+    schema_version,
+)
+
+# Any constant will do: it only has to be the same in every process migrating one database.
+_PG_LOCK_KEY = 0x6D657465_72736561
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema version: its number, what it does, and the function that does it."""
+
+    version: int
+    summary: str
+    apply: Callable[[Connection], None]
+
+
+def _v1_tables() -> sa.MetaData:
+    md = sa.MetaData()
+    sa.Table(
+        "meters",
+        md,
+        sa.Column("meter_id", sa.String(64), primary_key=True),
+        sa.Column("suite", sa.String(64), nullable=False),
+        sa.Column("certificate", sa.LargeBinary, nullable=False),
+        sa.Column("customer_id", sa.String(64), nullable=False),
+        sa.Column("region_id", sa.String(64), nullable=False),
+        sa.Column("registered_at", UtcDateTime, nullable=False),
+        sa.Column("revoked_at", UtcDateTime, nullable=True),
+        sa.PrimaryKeyConstraint("meter_id", name="pk_meters"),
+    )
+    sa.Table(
+        "signed_originals",
+        md,
+        sa.Column("meter_id", sa.String(64), nullable=False),
+        sa.Column("counter", sa.BigInteger, nullable=False, autoincrement=False),
+        sa.Column("timestamp", sa.BigInteger, nullable=False),
+        sa.Column("interval", sa.Integer, nullable=False),
+        sa.Column("energy_wh", sa.BigInteger, nullable=False),
+        sa.Column("suite", sa.String(64), nullable=False),
+        sa.Column("signed_original", sa.LargeBinary, nullable=False),
+        sa.Column("sent_at", sa.BigInteger, nullable=False),
+        sa.Column("received_at", sa.Double, nullable=False),
+        sa.PrimaryKeyConstraint("meter_id", "counter", name="pk_signed_originals"),
+        sa.ForeignKeyConstraint(
+            ["meter_id"], ["meters.meter_id"], name="fk_signed_originals_meter_id"
+        ),
+        sa.Index("ix_signed_originals_meter_id_timestamp", "meter_id", "timestamp"),
+    )
+    sa.Table(
+        "measurements",
+        md,
+        sa.Column("id", BigId, primary_key=True, autoincrement=True),
+        sa.Column("region_id", sa.String(64), nullable=False),
+        sa.Column("pseudonym", sa.LargeBinary(16), nullable=False),
+        sa.Column("timestamp", sa.BigInteger, nullable=False),
+        sa.Column("interval", sa.Integer, nullable=False),
+        sa.Column("energy_wh", sa.BigInteger, nullable=False),
+        sa.Column("phasor", sa.JSON(none_as_null=True), nullable=True),
+        sa.PrimaryKeyConstraint("id", name="pk_measurements"),
+    )
+    sa.Table(
+        "quarantine",
+        md,
+        sa.Column("id", BigId, primary_key=True, autoincrement=True),
+        sa.Column("received_at", sa.Double, nullable=False),
+        sa.Column("reason", sa.String(64), nullable=False),
+        sa.Column("source", sa.Text, nullable=False),
+        sa.Column("packet", sa.LargeBinary, nullable=False),
+        sa.PrimaryKeyConstraint("id", name="pk_quarantine"),
+    )
+    return md
+
+
+def _v1(connection: Connection) -> None:
+    _v1_tables().create_all(connection)
+
+
+def _v2(connection: Connection) -> None:
+    md = sa.MetaData()
+    sa.Table(
+        "ingest_counters",
+        md,
+        sa.Column("outcome", sa.String(64), nullable=False),
+        sa.Column("count", sa.BigInteger, nullable=False),
+        sa.PrimaryKeyConstraint("outcome", name="pk_ingest_counters"),
+    ).create(connection)
+    # Regional load scans one region over a time range; v1 had only the primary key.
+    connection.exec_driver_sql(
+        'CREATE INDEX ix_measurements_region_id_timestamp ON measurements (region_id, "timestamp")'
+    )
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "meters, signed originals, measurements, quarantine", _v1),
+    Migration(2, "ingest counters; index measurements by region and time", _v2),
+)
+LATEST_VERSION = MIGRATIONS[-1].version
+
+
+def current_version(connection: Connection) -> int:
+    """The schema version of the database behind `connection`; 0 for an empty one."""
+    if not sa.inspect(connection).has_table(schema_version.name):
+        return 0
+    latest = connection.scalar(sa.select(sa.func.max(schema_version.c.version)))
+    return int(latest or 0)
+
+
+def migrate(engine: Engine, target: int = LATEST_VERSION, *, now: dt.datetime | None = None) -> int:
+    """Upgrade the database to `target` (default: latest) in one transaction; return it."""
+    if not 0 <= target <= LATEST_VERSION:
+        raise ValueError(f"no schema version {target}; latest is {LATEST_VERSION}")
+    with begin_write(engine) as connection:
+        if connection.dialect.name == "postgresql":
+            # Serializes concurrent `migrate` calls; SQLite's BEGIN IMMEDIATE already does.
+            connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_LOCK_KEY)))
+        schema_version.create(connection, checkfirst=True)
+        version = current_version(connection)
+        if version > LATEST_VERSION:
+            raise StorageError(
+                f"database schema version {version} is newer than this meterseal "
+                f"({LATEST_VERSION}); upgrade meterseal instead"
+            )
+        for step in MIGRATIONS[version:target]:
+            step.apply(connection)
+            connection.execute(
+                schema_version.insert().values(
+                    version=step.version,
+                    summary=step.summary,
+                    applied_at=now or dt.datetime.now(dt.UTC),
+                )
+            )
+        return max(version, target)

@@ -1,0 +1,371 @@
+"""The head-end's durable store: signed originals, anonymized measurements, quarantine, meters.
+
+One `Store` serves SQLite and PostgreSQL with the same SQLAlchemy Core logic; only the shape
+of bulk statements differs (`schema.BulkStatements`). Every method runs in its own
+transaction; `save_batch` returns only after its commit is durable, so the caller may
+acknowledge the batch's packets then.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from types import TracebackType
+from typing import Any, Self
+
+import sqlalchemy as sa
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from sqlalchemy.engine import Connection, Engine
+
+from meterseal.acquisition.records import AcceptedReading, Rejection, StoreOutcome
+from meterseal.crypto.registry import MeterRecord, MeterRegistry
+from meterseal.crypto.suites import suite_named
+from meterseal.errors import CertificateError, RejectReason
+from meterseal.storage.migrations import migrate
+from meterseal.storage.schema import (
+    BulkStatements,
+    Key,
+    MeterRow,
+    QuarantinedPacket,
+    RegionalLoad,
+    StorageError,
+    StoredOriginal,
+    UtcDateTime,
+    begin_write,
+    ingest_counters,
+    make_engine,
+    measurements,
+    meters,
+    phasor_to_json,
+    prepare_engine,
+    quarantine,
+    signed_originals,
+)
+
+log = logging.getLogger(__name__)
+
+REPLAYED_COUNTER = RejectReason.REPLAYED_COUNTER.value
+
+ORIGINAL_COLUMNS = tuple(c.name for c in signed_originals.columns)
+MEASUREMENT_COLUMNS = ("region_id", "pseudonym", "timestamp", "interval", "energy_wh", "phasor")
+
+
+def _key(reading: AcceptedReading) -> Key:
+    return (reading.meter_id, reading.counter)
+
+
+def _original_row(r: AcceptedReading) -> dict[str, Any]:
+    return {name: getattr(r, name) for name in ORIGINAL_COLUMNS}  # fields share column names
+
+
+def _measurement_row(r: AcceptedReading) -> dict[str, Any]:
+    row = {name: getattr(r, name) for name in MEASUREMENT_COLUMNS[:-1]}
+    row["phasor"] = phasor_to_json(r.phasor) if r.phasor is not None else None
+    return row
+
+
+def _quarantine_row(r: Rejection) -> dict[str, Any]:
+    return {name: getattr(r, name) for name in ("received_at", "reason", "source", "packet")}
+
+
+def _as_rejection(r: AcceptedReading) -> Rejection:
+    # The signed original names meter and counter itself; `source` says where to look.
+    return Rejection(REPLAYED_COUNTER, r.signed_original, r.received_at, f"meter:{r.meter_id}")
+
+
+class Store:
+    """The repository over one SQLite or PostgreSQL database."""
+
+    def __init__(self, target: str | sa.URL | Engine) -> None:
+        self.engine = prepare_engine(target) if isinstance(target, Engine) else make_engine(target)
+        name = self.engine.dialect.name
+        if name not in ("sqlite", "postgresql"):
+            raise StorageError(f"meterseal stores on SQLite or PostgreSQL, not {name}")
+        self._bulk = bulk = BulkStatements(name)
+        so = signed_originals
+        self._insert_originals = (
+            bulk.into(so, ORIGINAL_COLUMNS)
+            .on_conflict_do_nothing(index_elements=["meter_id", "counter"])
+            .returning(so.c.meter_id, so.c.counter)
+        )
+        self._insert_measurements = bulk.into(measurements, MEASUREMENT_COLUMNS)
+        upsert = bulk.insert(ingest_counters)
+        self._add_counts = upsert.on_conflict_do_update(
+            index_elements=["outcome"],
+            set_={"count": ingest_counters.c.count + upsert.excluded.count},
+        )
+        meter_upsert = bulk.insert(meters)
+        self._upsert_meters = meter_upsert.on_conflict_do_update(
+            index_elements=["meter_id"],
+            set_={
+                c.name: meter_upsert.excluded[c.name] for c in meters.c if c.name != "registered_at"
+            },
+        )
+
+    @classmethod
+    def open(cls, target: str | sa.URL | Engine) -> Store:
+        """A store on `target` after migrating its database to the latest schema."""
+        store = cls(target)
+        migrate(store.engine)
+        return store
+
+    def close(self) -> None:
+        """Release the pooled connections (also of an engine that was passed in)."""
+        self.engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        try:
+            with begin_write(self.engine) as connection:
+                yield connection
+        except sa.exc.SQLAlchemyError as exc:
+            raise StorageError(f"storage failed: {getattr(exc, 'orig', None) or exc}") from exc
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        try:
+            with self.engine.connect() as connection:
+                yield connection
+        except sa.exc.SQLAlchemyError as exc:
+            raise StorageError(f"storage failed: {getattr(exc, 'orig', None) or exc}") from exc
+
+    # -- ingest -------------------------------------------------------------------------
+
+    def save_batch(
+        self, accepted: Sequence[AcceptedReading], rejected: Sequence[Rejection]
+    ) -> list[StoreOutcome]:
+        """Store a batch in one durable transaction; one outcome per accepted reading."""
+        if not accepted and not rejected:
+            return []
+        with self._write() as connection:
+            outcomes = self._save_readings(connection, accepted)
+            conflicts = [
+                r for r, o in zip(accepted, outcomes, strict=True) if o is StoreOutcome.CONFLICT
+            ]
+            refused = [_as_rejection(r) for r in conflicts] + list(rejected)
+            if refused:
+                connection.execute(quarantine.insert(), [_quarantine_row(r) for r in refused])
+            tally = Counter(o.value for o in outcomes if o is not StoreOutcome.CONFLICT)
+            tally.update(r.reason for r in refused)
+            self._count(connection, tally)
+        return outcomes
+
+    def _save_readings(
+        self, connection: Connection, accepted: Sequence[AcceptedReading]
+    ) -> list[StoreOutcome]:
+        first: dict[Key, AcceptedReading] = {}
+        for reading in accepted:
+            first.setdefault(_key(reading), reading)
+        # Same key order in every writer, so two PostgreSQL transactions waiting on each
+        # other's uncommitted keys cannot deadlock.
+        ordered = [first[k] for k in sorted(first)]
+        inserted: set[Key] = set()
+        if ordered:
+            rows = self._bulk.params([_original_row(r) for r in ordered])
+            inserted = {(m, c) for m, c in connection.execute(self._insert_originals, rows)}
+        stored = self._stored_originals(connection, [k for k in first if k not in inserted])
+        # Arrival order, not key order: sorted rows would tell the utility how the
+        # pseudonyms in a batch rank by meter id.
+        fresh = [_measurement_row(r) for k, r in first.items() if k in inserted]
+        if fresh:
+            connection.execute(self._insert_measurements, self._bulk.params(fresh))
+        outcomes = []
+        claimed: set[Key] = set()  # inserted keys already reported STORED once
+        for reading in accepted:
+            key = _key(reading)
+            if key in inserted and key not in claimed:
+                claimed.add(key)
+                outcomes.append(StoreOutcome.STORED)
+                continue
+            kept = first[key].signed_original if key in inserted else stored[key]
+            same = reading.signed_original == kept
+            outcomes.append(StoreOutcome.DUPLICATE if same else StoreOutcome.CONFLICT)
+        return outcomes
+
+    def _stored_originals(self, connection: Connection, keys: list[Key]) -> dict[Key, bytes]:
+        found: dict[Key, bytes] = {}
+        if keys:
+            for statement, params in self._bulk.lookups(keys):
+                found.update({(m, c): blob for m, c, blob in connection.execute(statement, params)})
+        return found
+
+    def _count(self, connection: Connection, tally: Counter[str]) -> None:
+        # Sorted for the same reason as the originals: a fixed lock order across writers.
+        rows = [{"outcome": name, "count": tally[name]} for name in sorted(tally) if tally[name]]
+        if rows:
+            connection.execute(self._add_counts, rows)
+
+    def last_counters(self) -> dict[str, tuple[int, int]]:
+        """Per meter, its highest stored counter and that reading's timestamp."""
+        so = signed_originals
+        latest = (
+            sa.select(so.c.meter_id, sa.func.max(so.c.counter).label("counter"))
+            .group_by(so.c.meter_id)
+            .subquery()
+        )
+        query = sa.select(so.c.meter_id, so.c.counter, so.c.timestamp).join(
+            latest, sa.and_(so.c.meter_id == latest.c.meter_id, so.c.counter == latest.c.counter)
+        )
+        with self._read() as connection:
+            return {m: (c, t) for m, c, t in connection.execute(query)}
+
+    def counters(self) -> dict[str, int]:
+        """Ingest counters: stored, duplicate and one per rejection reason."""
+        with self._read() as connection:
+            rows = connection.execute(sa.select(ingest_counters.c.outcome, ingest_counters.c.count))
+            return {outcome: int(count) for outcome, count in rows}
+
+    # -- meters -------------------------------------------------------------------------
+
+    def register_meters(self, records: Iterable[MeterRecord], *, now: dt.datetime) -> int:
+        """Add or replace meters (their first registration time is kept); return how many."""
+        rows = [
+            {
+                "meter_id": r.meter_id,
+                "suite": r.suite.name,
+                "certificate": r.certificate.public_bytes(Encoding.DER),
+                "customer_id": r.customer_id,
+                "region_id": r.region_id,
+                "registered_at": now,
+                "revoked_at": r.revoked_at,
+            }
+            for r in records
+        ]
+        if rows:
+            with self._write() as connection:
+                connection.execute(self._upsert_meters, rows)
+        return len(rows)
+
+    def revoke_meter(self, meter_id: str, now: dt.datetime) -> None:
+        """Revoke a meter from `now` (an earlier revocation stands); KeyError if unknown."""
+        statement = (
+            meters.update()
+            .where(meters.c.meter_id == meter_id)
+            .values(revoked_at=sa.func.coalesce(meters.c.revoked_at, sa.literal(now, UtcDateTime)))
+        )
+        with self._write() as connection:
+            if connection.execute(statement).rowcount == 0:
+                raise KeyError(meter_id)
+
+    def meter_rows(self) -> list[MeterRow]:
+        """All meters as stored (certificates unparsed, unverified)."""
+        with self._read() as connection:
+            query = sa.select(*[meters.c[f] for f in MeterRow._fields])
+            return [MeterRow(*row) for row in connection.execute(query)]
+
+    # -- reading back -------------------------------------------------------------------
+
+    def regional_load(self, start: int, end: int, bucket_seconds: int = 3600) -> list[RegionalLoad]:
+        """Energy and reading count per region and bucket for timestamps in [start, end)."""
+        if isinstance(bucket_seconds, bool) or not isinstance(bucket_seconds, int):
+            raise TypeError("bucket_seconds must be an int")
+        if bucket_seconds <= 0:
+            raise ValueError("bucket_seconds must be positive")
+        m = measurements
+        # Inlined, not bound: PostgreSQL only matches the SELECT and GROUP BY expressions
+        # when they are textually equal, and two bound parameters are not.
+        width = sa.literal_column(str(bucket_seconds), sa.BigInteger)
+        bucket = (m.c.timestamp - m.c.timestamp % width).label("bucket_start")
+        query = (
+            sa.select(m.c.region_id, bucket, sa.func.sum(m.c.energy_wh), sa.func.count())
+            .where(m.c.timestamp >= start, m.c.timestamp < end)
+            .group_by(m.c.region_id, bucket)
+            .order_by(bucket, m.c.region_id)
+        )
+        with self._read() as connection:
+            return [
+                RegionalLoad(region, int(b), int(energy), int(n))
+                for region, b, energy, n in connection.execute(query)
+            ]
+
+    def originals(self, meter_id: str, start: int, end: int) -> list[StoredOriginal]:
+        """A meter's signed originals with timestamps in [start, end), by (timestamp, counter)."""
+        so = signed_originals
+        query = (
+            sa.select(*[so.c[f] for f in StoredOriginal._fields])
+            .where(so.c.meter_id == meter_id, so.c.timestamp >= start, so.c.timestamp < end)
+            .order_by(so.c.timestamp, so.c.counter)
+        )
+        with self._read() as connection:
+            return [StoredOriginal(*row) for row in connection.execute(query)]
+
+    def quarantined(self, limit: int = 100) -> list[QuarantinedPacket]:
+        """The most recently quarantined packets, newest first."""
+        q = quarantine
+        query = (
+            sa.select(q.c.id, q.c.received_at, q.c.reason, q.c.source, q.c.packet)
+            .order_by(q.c.id.desc())
+            .limit(limit)
+        )
+        with self._read() as connection:
+            return [QuarantinedPacket(*row) for row in connection.execute(query)]
+
+
+class StoreRegistry:
+    """A `MeterDirectory` loaded from the store; each certificate is re-verified against the CA.
+
+    Storage is untrusted: a meter row whose certificate does not chain to the CA, names
+    another meter or does not fit its suite is left out (and listed in `rejected`).
+    """
+
+    def __init__(self, store: Store, ca_certificate: x509.Certificate) -> None:
+        self.store = store
+        self.ca_certificate = ca_certificate
+        self.rejected: dict[str, str] = {}
+        self._known: dict[str, tuple[bytes, MeterRecord]] = {}
+        self.refresh()
+
+    def refresh(self) -> int:
+        """Reload meters from the store, parsing only new or changed certificates."""
+        verifier = MeterRegistry(self.ca_certificate)
+        known: dict[str, tuple[bytes, MeterRecord]] = {}
+        rejected: dict[str, str] = {}
+        for row in self.store.meter_rows():
+            try:
+                known[row.meter_id] = (row.certificate, self._record(row, verifier))
+            except (CertificateError, KeyError, ValueError) as exc:
+                rejected[row.meter_id] = str(exc)
+                log.warning("meter %s left out of the registry: %s", row.meter_id, exc)
+        # One assignment each, so a concurrent `get` sees the old or the new directory.
+        self._known, self.rejected = known, rejected
+        return len(known)
+
+    def _record(self, row: MeterRow, verifier: MeterRegistry) -> MeterRecord:
+        cached = self._known.get(row.meter_id)
+        if (
+            cached is not None
+            and cached[0] == row.certificate
+            and cached[1].suite.name == row.suite
+        ):
+            record = cached[1]
+        else:
+            certificate = x509.load_der_x509_certificate(row.certificate)
+            record = verifier.register(
+                certificate, suite_named(row.suite), row.customer_id, row.region_id
+            )
+            if record.meter_id != row.meter_id:
+                raise CertificateError(f"certificate names meter {record.meter_id}")
+        return dataclasses.replace(
+            record, customer_id=row.customer_id, region_id=row.region_id, revoked_at=row.revoked_at
+        )
+
+    def get(self, meter_id: str) -> MeterRecord | None:
+        """The record of `meter_id`, or None if unknown or left out."""
+        entry = self._known.get(meter_id)
+        return entry[1] if entry is not None else None
+
+    def __len__(self) -> int:
+        return len(self._known)

@@ -1,0 +1,138 @@
+"""Storage fixtures: one database per test on SQLite (a file) and PostgreSQL (a fresh schema)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from meterseal.acquisition.records import AcceptedReading
+from meterseal.crypto import certs
+from meterseal.crypto.keys import generate_meter_key
+from meterseal.crypto.registry import MeterRecord
+from meterseal.crypto.suites import ED25519, P256
+from meterseal.storage import Store
+from tests.conftest import NOW
+from tests.services import require_service
+
+PG_URL = os.environ.get("MS_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+T0 = 1_793_534_400  # 2026-11-01T12:00:00Z, an hour boundary
+REGIONS = {"M-001": "R01", "M-002": "R01", "M-003": "R02", "M-004": "R02"}
+
+
+def _probe_postgres() -> None:
+    engine = sa.create_engine(PG_URL, connect_args={"connect_timeout": 3})
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """MS_POSTGRES_URL once it answers (skip, or fail under MS_REQUIRE_SERVICES=1)."""
+    shown = sa.make_url(PG_URL).render_as_string(hide_password=True)
+    require_service("PostgreSQL", shown, _probe_postgres)
+    return PG_URL
+
+
+def _fresh_pg_schema(url: str) -> Iterator[str]:
+    # A schema per test, reached through search_path, so runs never see each other's tables.
+    schema = f"ms_test_{secrets.token_hex(6)}"
+    admin = sa.create_engine(url)
+    with admin.begin() as connection:
+        connection.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    try:
+        scoped = sa.make_url(url).update_query_dict({"options": f"-csearch_path={schema}"})
+        yield scoped.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as connection:
+            connection.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.services)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database: a SQLite file, or a fresh PostgreSQL schema dropped afterwards."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+    else:
+        yield from _fresh_pg_schema(request.getfixturevalue("postgres_url"))
+
+
+@dataclass
+class Authority:
+    """A CA that issues meter records for the storage tests."""
+
+    key: ec.EllipticCurvePrivateKey
+    certificate: x509.Certificate
+
+    def record(self, meter_id: str, region_id: str = "R01", *, fast: bool = True) -> MeterRecord:
+        """A registered-looking record with a real certificate (Ed25519 keys are quickest)."""
+        suite = ED25519 if fast else P256
+        key = generate_meter_key(meter_id, suite)
+        cert = certs.issue_meter_certificate(
+            self.key, self.certificate, meter_id, key.public_key(), now=NOW, rng=os.urandom
+        )
+        return MeterRecord.from_certificate(meter_id, suite, cert, f"CUST-{meter_id}", region_id)
+
+
+@pytest.fixture(scope="session")
+def authority() -> Authority:
+    """One CA for the session."""
+    return Authority(*certs.create_ca("storage test CA", now=NOW, rng=os.urandom))
+
+
+@pytest.fixture(scope="session")
+def fleet(authority: Authority) -> list[MeterRecord]:
+    """Four meters in two regions."""
+    return [authority.record(m, region) for m, region in REGIONS.items()]
+
+
+@pytest.fixture
+def store(db_url: str, fleet: list[MeterRecord]) -> Iterator[Store]:
+    """A migrated store with the four test meters registered."""
+    with Store.open(db_url) as opened:
+        opened.register_meters(fleet, now=NOW)
+        yield opened
+
+
+def pseudonym(meter_id: str) -> bytes:
+    """A stand-in for the keyed pseudonym: 16 bytes derived from the meter id."""
+    return hashlib.sha256(meter_id.encode()).digest()[:16]
+
+
+def reading(
+    meter_id: str,
+    counter: int,
+    *,
+    energy_wh: int = 100,
+    timestamp: int | None = None,
+    interval: int = 900,
+    variant: bytes = b"",
+) -> AcceptedReading:
+    """An accepted reading whose signed original is a deterministic stand-in."""
+    ts = T0 + counter * interval if timestamp is None else timestamp
+    original = f"sign1|{meter_id}|{counter}|{ts}|{energy_wh}|".encode() + variant
+    return AcceptedReading(
+        meter_id=meter_id,
+        counter=counter,
+        timestamp=ts,
+        interval=interval,
+        energy_wh=energy_wh,
+        suite="ed25519",
+        signed_original=original,
+        sent_at=ts + 1,
+        received_at=ts + 1.5,
+        region_id=REGIONS.get(meter_id, "R99"),
+        pseudonym=pseudonym(meter_id),
+    )
