@@ -9,10 +9,10 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from meterseal.crypto.suites import DEFAULT_SUITE, SUITES, suite_named
 from meterseal.errors import MetersealError
+from meterseal.ui import progress_bar
 
 app = typer.Typer(
     help="meterseal: sealed smart-meter readings from the meter to the bill.", no_args_is_help=True
@@ -44,17 +44,6 @@ def _passphrase(env_name: str) -> bytes | None:
 def _fail(exc: MetersealError) -> typer.Exit:
     console.print(f"[red]error:[/red] {exc.diagnostics()}")
     return typer.Exit(code=2)
-
-
-def progress_bar() -> Progress:
-    """The progress bar every long command shows."""
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    )
 
 
 @keys_app.command("init")
@@ -109,7 +98,7 @@ def meters_provision(
             _fail(exc) if isinstance(exc, MetersealError) else typer.BadParameter(str(exc))
         ) from exc
     started = time.perf_counter()
-    with progress_bar() as bar:
+    with progress_bar(console) as bar:
         task = bar.add_task(f"provisioning {chosen.name} meters", total=count)
         meters = provision(
             deployment.ca_key,

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from meterseal.crypto import packet
@@ -23,6 +22,7 @@ from meterseal.deployment import Deployment, init_deployment
 from meterseal.errors import InvalidPacket
 from meterseal.meter.provisioning import ProvisionedMeter, provision, register_fleet
 from meterseal.model import Reading
+from meterseal.ui import progress_bar
 
 INTERVAL = 900
 
@@ -134,13 +134,7 @@ def run_demo(
             register_fleet(registry, fleet)
             fleets[suite.name] = fleet
         total = len(SUITES) * meters_per_suite * readings_per_meter
-        progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-        )
+        progress = progress_bar(console)
         results = []
         with progress:
             task = progress.add_task("sealing and opening readings", total=total)

@@ -22,16 +22,7 @@ def test_faulty_fleet_stores_each_sent_reading_once(world: World) -> None:
     meters = provision(world.ca_key, world.ca_cert, 6, P256, now=NOW, prefix="SIM", workers=1)
     register_fleet(world.registry, meters)
     start = int(NOW.timestamp()) - 40 * 900
-    plan = FaultPlan(
-        drop=0.05,
-        duplicate=0.1,
-        reorder=0.1,
-        corrupt=0.05,
-        replay=0.05,
-        wrong_key=0.05,
-        clock_skew=0.05,
-        skew_seconds=2 * 86_400,  # lands in the future, beyond the allowed skew
-    )
+    plan = FaultPlan.every_fault(0.05)
     wire = {
         m.key.meter_id: seal_meter(
             m,

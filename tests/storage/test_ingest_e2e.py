@@ -25,16 +25,7 @@ from meterseal.model import Reading
 from meterseal.storage import Store, StoreRegistry
 from tests.conftest import NOW
 
-PLAN = FaultPlan(
-    drop=0.05,
-    duplicate=0.1,
-    reorder=0.1,
-    corrupt=0.05,
-    replay=0.05,
-    wrong_key=0.05,
-    clock_skew=0.05,
-    skew_seconds=2 * 86_400,
-)
+PLAN = FaultPlan.every_fault(0.05)
 
 
 async def _head_end(

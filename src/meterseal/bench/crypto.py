@@ -36,7 +36,6 @@ from meterseal.bench.timing import (
     Timing,
     measure_group,
     one_core,
-    progress_bar,
     usec,
 )
 from meterseal.crypto import certs, cose, packet
@@ -53,6 +52,7 @@ from meterseal.crypto.registry import MeterRegistry
 from meterseal.crypto.signing import VerifyingKey
 from meterseal.crypto.suites import SUITES, CipherSuite
 from meterseal.model import Reading
+from meterseal.ui import progress_bar
 
 TARGET = 0.85
 BATCH = 64  # packets per open_batch call, as the ingest batches them

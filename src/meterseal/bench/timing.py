@@ -16,8 +16,6 @@ from dataclasses import dataclass
 
 import cryptography
 from cryptography.hazmat.backends.openssl.backend import backend as openssl_backend
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 Op = Callable[[], object]
@@ -204,14 +202,3 @@ class TextTable:
         if self.notes:
             lines.extend(["", *(f"- {note}" for note in self.notes)])
         return "\n".join(lines)
-
-
-def progress_bar(console: Console) -> Progress:
-    """A progress bar over measurement batches, on the caller's console."""
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    )

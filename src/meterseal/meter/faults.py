@@ -44,6 +44,20 @@ class FaultPlan:
     clock_skew: float = 0.0
     skew_seconds: int = 6 * 3600
 
+    @classmethod
+    def every_fault(cls, rate: float = 0.05) -> FaultPlan:
+        """Each fault at `rate` (twice that for duplicates and reordering); skew into the future."""
+        return cls(
+            drop=rate,
+            duplicate=2 * rate,
+            reorder=2 * rate,
+            corrupt=rate,
+            replay=rate,
+            wrong_key=rate,
+            clock_skew=rate,
+            skew_seconds=2 * 86_400,
+        )
+
     def pick(self, rng: random.Random) -> Fault:
         """Draw at most one fault for the next reading."""
         roll = rng.random()
