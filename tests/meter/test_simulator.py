@@ -9,6 +9,8 @@ from meterseal.acquisition.ingest import Ingest
 from meterseal.acquisition.stages import TrustedStages
 from meterseal.acquisition.tcp import TcpReceiver
 from meterseal.crypto import packet
+from meterseal.crypto.keys import HeadEndKeys
+from meterseal.crypto.registry import MeterDirectory
 from meterseal.crypto.suites import P256
 from meterseal.meter.faults import Fault, FaultPlan
 from meterseal.meter.provisioning import provision, register_fleet
@@ -16,6 +18,22 @@ from meterseal.meter.simulator import SimulationReport, run_fleet, seal_meter
 from meterseal.model import Reading
 from tests.acquisition.test_tcp import MemorySink
 from tests.conftest import NOW, World
+
+HONEST = (Fault.NONE, Fault.REORDER, Fault.DUPLICATE, Fault.REPLAY)
+REFUSED = (Fault.CORRUPT, Fault.WRONG_KEY, Fault.CLOCK_SKEW)
+
+
+def honest_readings(
+    wire: dict[str, list[tuple[Fault, bytes]]], headend: HeadEndKeys, registry: MeterDirectory
+) -> set[tuple[str, int]]:
+    """(meter, counter) of every honest packet the fleet put on the wire."""
+    return {
+        (o.reading.meter_id, o.reading.counter)
+        for packets in wire.values()
+        for fault, data in packets
+        if fault in HONEST
+        for o in [packet.open(data, headend, registry, now=NOW)]
+    }
 
 
 def test_faulty_fleet_stores_each_sent_reading_once(world: World) -> None:
@@ -48,18 +66,10 @@ def test_faulty_fleet_stores_each_sent_reading_once(world: World) -> None:
         return sink, stages, report
 
     sink, stages, report = asyncio.run(scenario())
-    honest = (Fault.NONE, Fault.REORDER, Fault.DUPLICATE, Fault.REPLAY)
-    expected = {
-        (o.reading.meter_id, o.reading.counter)
-        for packets in wire.values()
-        for fault, data in packets
-        if fault in honest
-        for o in [packet.open(data, world.headend, world.registry, now=NOW)]
-    }
-    refused = (Fault.CORRUPT, Fault.WRONG_KEY, Fault.CLOCK_SKEW)
+    expected = honest_readings(wire, world.headend, world.registry)
     assert report.connection_errors == 0
     assert set(sink.originals) == expected  # every honest reading on the wire, stored once
-    assert len(sink.quarantine) == sum(1 for p in wire.values() for f, _ in p if f in refused)
+    assert len(sink.quarantine) == sum(1 for p in wire.values() for f, _ in p if f in REFUSED)
     assert {r.reason for r in sink.quarantine} <= {
         "decrypt_failed",
         "malformed",

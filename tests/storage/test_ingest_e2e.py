@@ -14,7 +14,7 @@ from meterseal.acquisition.freshness import FreshnessState
 from meterseal.acquisition.ingest import Ingest
 from meterseal.acquisition.stages import TrustedStages
 from meterseal.acquisition.tcp import TcpReceiver
-from meterseal.crypto import certs, packet
+from meterseal.crypto import certs
 from meterseal.crypto.keys import HeadEndKeys
 from meterseal.crypto.registry import MeterRegistry
 from meterseal.crypto.suites import ED25519
@@ -24,6 +24,7 @@ from meterseal.meter.simulator import SimulationReport, run_fleet, seal_meter
 from meterseal.model import Reading
 from meterseal.storage import Store, StoreRegistry
 from tests.conftest import NOW
+from tests.meter.test_simulator import REFUSED, honest_readings
 
 PLAN = FaultPlan.every_fault(0.05)
 
@@ -70,20 +71,8 @@ def test_fleet_into_store_then_restart(db_url: str) -> None:
         )
         for m in meters
     }
-    honest = (Fault.NONE, Fault.REORDER, Fault.DUPLICATE, Fault.REPLAY)
-    expected = {
-        (o.reading.meter_id, o.reading.counter)
-        for packets in wire.values()
-        for fault, data in packets
-        if fault in honest
-        for o in [packet.open(data, headend, verifier, now=NOW)]
-    }
-    refused = sum(
-        1
-        for p in wire.values()
-        for f, _ in p
-        if f in (Fault.CORRUPT, Fault.WRONG_KEY, Fault.CLOCK_SKEW)
-    )
+    expected = honest_readings(wire, headend, verifier)
+    refused = sum(1 for p in wire.values() for f, _ in p if f in REFUSED)
 
     with Store.open(db_url) as store:
         store.register_meters(records, now=NOW)
