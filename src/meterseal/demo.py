@@ -20,6 +20,7 @@ from meterseal.crypto.registry import MeterRegistry
 from meterseal.crypto.suites import SUITES, CipherSuite
 from meterseal.deployment import Deployment, init_deployment
 from meterseal.errors import InvalidPacket
+from meterseal.meter.faults import flip_bit
 from meterseal.meter.provisioning import ProvisionedMeter, provision, register_fleet
 from meterseal.model import Reading
 from meterseal.ui import progress_bar
@@ -97,11 +98,8 @@ def _tamper(
     result: SuiteResult,
 ) -> None:
     """Flip one random bit of the packet: it must be refused."""
-    bit = rng.randrange(len(blob) * 8)
-    flipped = bytearray(blob)
-    flipped[bit // 8] ^= 1 << (bit % 8)
     try:
-        packet.open(bytes(flipped), deployment.headend, registry, now=now)
+        packet.open(flip_bit(blob, rng), deployment.headend, registry, now=now)
     except InvalidPacket as exc:
         result.rejected[exc.reason.value] += 1
     else:

@@ -101,8 +101,3 @@ def verify_meter_certificate(cert: x509.Certificate, ca_cert: x509.Certificate) 
     if constraints.ca:
         raise CertificateError("a CA certificate cannot be a meter identity")
     return meter_id_of(cert)
-
-
-def valid_at(cert: x509.Certificate, now: dt.datetime) -> bool:
-    """Whether `now` (timezone-aware) lies inside the certificate's validity period."""
-    return cert.not_valid_before_utc <= now <= cert.not_valid_after_utc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -99,5 +100,5 @@ class MeterRegistry:
     def __len__(self) -> int:
         return len(self._records)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[MeterRecord]:
         return iter(self._records.values())
