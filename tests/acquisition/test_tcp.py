@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import struct
-from collections.abc import Sequence
 
 import pytest
 
 from meterseal.acquisition.anonymize import Anonymizer
 from meterseal.acquisition.ingest import Ack, Ingest
-from meterseal.acquisition.records import AcceptedReading, Rejection, StoreOutcome
+from meterseal.acquisition.memory import MemorySink
 from meterseal.acquisition.stages import TrustedStages
 from meterseal.acquisition.tcp import TcpLimits, TcpReceiver, send_frames
 from meterseal.crypto import packet
@@ -20,33 +19,6 @@ from meterseal.model import Reading
 from tests.conftest import NOW, World
 
 T = NOW.timestamp()
-
-
-class MemorySink:
-    """Records what would be stored; can be told to fail."""
-
-    def __init__(self) -> None:
-        self.originals: dict[tuple[str, int], bytes] = {}
-        self.quarantine: list[Rejection] = []
-        self.fail = False
-
-    def save_batch(
-        self, accepted: Sequence[AcceptedReading], rejected: Sequence[Rejection]
-    ) -> list[StoreOutcome]:
-        if self.fail:
-            raise OSError("disk on fire")
-        outcomes = []
-        for r in accepted:
-            key = (r.meter_id, r.counter)
-            if key not in self.originals:
-                self.originals[key] = r.signed_original
-                outcomes.append(StoreOutcome.STORED)
-            elif self.originals[key] == r.signed_original:
-                outcomes.append(StoreOutcome.DUPLICATE)
-            else:
-                outcomes.append(StoreOutcome.CONFLICT)
-        self.quarantine.extend(rejected)
-        return outcomes
 
 
 def _packets(world: World, counters: range, energy: int = 7) -> list[bytes]:

@@ -6,6 +6,7 @@ import asyncio
 
 from meterseal.acquisition.anonymize import Anonymizer
 from meterseal.acquisition.ingest import Ingest
+from meterseal.acquisition.memory import MemorySink
 from meterseal.acquisition.stages import TrustedStages
 from meterseal.acquisition.tcp import TcpReceiver
 from meterseal.crypto import packet
@@ -16,7 +17,6 @@ from meterseal.meter.faults import Fault, FaultPlan
 from meterseal.meter.provisioning import provision, register_fleet
 from meterseal.meter.simulator import SimulationReport, run_fleet, seal_meter
 from meterseal.model import Reading
-from tests.acquisition.test_tcp import MemorySink
 from tests.conftest import NOW, World
 
 HONEST = (Fault.NONE, Fault.REORDER, Fault.DUPLICATE, Fault.REPLAY)
