@@ -8,7 +8,7 @@ from meterseal.acquisition.anonymize import Anonymizer
 from meterseal.acquisition.ingest import Ingest
 from meterseal.acquisition.memory import MemorySink
 from meterseal.acquisition.stages import TrustedStages
-from meterseal.acquisition.tcp import TcpReceiver
+from meterseal.acquisition.tcp import TcpLink, TcpReceiver
 from meterseal.crypto import packet
 from meterseal.crypto.keys import HeadEndKeys
 from meterseal.crypto.registry import MeterDirectory
@@ -60,7 +60,7 @@ def test_faulty_fleet_stores_each_sent_reading_once(world: World) -> None:
         await ingest.start()
         receiver = TcpReceiver(ingest)
         port = await receiver.start()
-        report = await run_fleet(wire, "127.0.0.1", port, concurrency=3, window=8)
+        report = await run_fleet(wire, TcpLink("127.0.0.1", port), concurrency=3, window=8)
         await receiver.stop()
         await ingest.stop()
         return sink, stages, report

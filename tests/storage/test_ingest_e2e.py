@@ -13,7 +13,7 @@ from meterseal.acquisition.anonymize import Anonymizer
 from meterseal.acquisition.freshness import FreshnessState
 from meterseal.acquisition.ingest import Ingest
 from meterseal.acquisition.stages import TrustedStages
-from meterseal.acquisition.tcp import TcpReceiver
+from meterseal.acquisition.tcp import TcpLink, TcpReceiver
 from meterseal.crypto import certs
 from meterseal.crypto.keys import HeadEndKeys
 from meterseal.crypto.registry import MeterRegistry
@@ -44,7 +44,7 @@ async def _head_end(
     receiver = TcpReceiver(ingest)
     port = await receiver.start()
     try:
-        report = await run_fleet(wire, "127.0.0.1", port, concurrency=4, window=16)
+        report = await run_fleet(wire, TcpLink("127.0.0.1", port), concurrency=4, window=16)
     finally:
         await receiver.stop()
         await ingest.stop()

@@ -12,6 +12,7 @@ import contextlib
 import struct
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from meterseal.acquisition.ingest import Ack, Ingest
@@ -125,16 +126,29 @@ class TcpReceiver:
                 # Keep draining so queued packets still reach the store; they just go unanswered.
 
 
-async def send_frames(host: str, port: int, packets: list[bytes]) -> list[Ack]:
+async def send_frames(
+    host: str, port: int, packets: Sequence[bytes], timeout: float = 30.0
+) -> list[Ack]:
     """Meter-side helper: send packets over one connection, return their acks in order."""
-    reader, writer = await asyncio.open_connection(host, port)
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
     try:
-        for data in packets:
-            writer.write(_LENGTH.pack(len(data)) + data)
+        writer.write(b"".join(_LENGTH.pack(len(data)) + data for data in packets))
         await writer.drain()
-        replies = await reader.readexactly(len(packets))
+        replies = await asyncio.wait_for(reader.readexactly(len(packets)), timeout)
         return [Ack(b) for b in replies]
     finally:
         writer.close()
         with contextlib.suppress(Exception):
             await writer.wait_closed()
+
+
+@dataclass(frozen=True)
+class TcpLink:
+    """A `MeterLink` over TCP: one connection per exchange."""
+
+    host: str
+    port: int
+
+    async def exchange(self, meter_id: str, packets: Sequence[bytes], timeout: float) -> list[Ack]:
+        """Send the packets as frames on a new connection; their acks in order."""
+        return await send_frames(self.host, self.port, packets, timeout)

@@ -1,4 +1,4 @@
-"""The meter fleet simulator: many meters sending sealed readings concurrently over TCP.
+"""The meter fleet simulator: many meters sending sealed readings concurrently.
 
 Each meter is one asyncio task with its own connection. A meter keeps every packet until
 the head-end acknowledged it (ACCEPTED or REJECTED) and resends after RETRY or a broken
@@ -8,24 +8,21 @@ connection, so a head-end crash loses nothing that was not acknowledged.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import os
 import random
-import struct
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from meterseal.acquisition.ingest import Ack
+from meterseal.acquisition.links import MeterLink
 from meterseal.crypto import packet
 from meterseal.crypto.keys import HeadEndPublicKeys, MeterKey, generate_meter_key
 from meterseal.meter.faults import Fault, FaultPlan, FraudHook, plan_readings, wire_order
 from meterseal.meter.provisioning import ProvisionedMeter
 from meterseal.model import Reading
-
-_LENGTH = struct.Struct(">I")
 
 
 @dataclass
@@ -66,23 +63,9 @@ def seal_meter(
     return wire_order(sealed, rng)
 
 
-async def _exchange(host: str, port: int, frames: list[bytes], timeout: float) -> list[Ack]:
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-    try:
-        for data in frames:
-            writer.write(_LENGTH.pack(len(data)) + data)
-        await writer.drain()
-        replies = await asyncio.wait_for(reader.readexactly(len(frames)), timeout)
-        return [Ack(b) for b in replies]
-    finally:
-        writer.close()
-        with contextlib.suppress(Exception):
-            await writer.wait_closed()
-
-
 async def send_meter(
-    host: str,
-    port: int,
+    link: MeterLink,
+    meter_id: str,
     packets: list[tuple[Fault, bytes]],
     report: SimulationReport,
     *,
@@ -98,7 +81,7 @@ async def send_meter(
         batch, rest = pending[:window], pending[window:]
         started = time.perf_counter()
         try:
-            acks = await _exchange(host, port, [data for _, data in batch], timeout)
+            acks = await link.exchange(meter_id, [data for _, data in batch], timeout)
         except (OSError, asyncio.IncompleteReadError, TimeoutError):
             report.connection_errors += 1
             attempts += 1
@@ -122,8 +105,7 @@ async def send_meter(
 
 async def run_fleet(
     wire: dict[str, list[tuple[Fault, bytes]]],
-    host: str,
-    port: int,
+    link: MeterLink,
     *,
     concurrency: int = 1000,
     window: int = 32,
@@ -134,12 +116,12 @@ async def run_fleet(
     report = SimulationReport()
     gate = asyncio.Semaphore(concurrency)
 
-    async def one(packets: list[tuple[Fault, bytes]]) -> None:
+    async def one(meter_id: str, packets: list[tuple[Fault, bytes]]) -> None:
         async with gate:
-            await send_meter(host, port, packets, report, window=window, pace=pace)
+            await send_meter(link, meter_id, packets, report, window=window, pace=pace)
         progress(len(packets))
 
     started = time.perf_counter()
-    await asyncio.gather(*(one(p) for p in wire.values()))
+    await asyncio.gather(*(one(m, p) for m, p in wire.items()))
     report.seconds = time.perf_counter() - started
     return report
