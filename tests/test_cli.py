@@ -54,10 +54,11 @@ def test_unknown_suite_is_a_usage_error(tmp_path: Path) -> None:
     assert "unknown suite" in _text(result.output)
 
 
-def test_demo_opens_everything_and_refuses_every_tampered_packet() -> None:
-    result = runner.invoke(app, ["demo", "--meters", "2", "--readings", "3"])
+def test_demo_runs_the_journey_and_prints_both_views() -> None:
+    result = runner.invoke(app, ["demo", "--meters", "8", "--days", "1"])
     assert result.exit_code == 0, result.output
-    for suite in ("paper", "p256", "ed25519", "pq"):
-        assert suite in result.output
-    assert result.output.count("6/6") >= 8  # opened and bit-flipped-refused, per suite
-    assert "ACCEPTED-TAMPERED" not in result.output
+    text = _text(result.output)
+    assert "accepted: stored" in text
+    assert "rejected: revoked_meter" in text
+    assert "regional load" in text
+    assert "connection errors 0" in text

@@ -120,14 +120,15 @@ def meters_provision(
 
 @app.command()
 def demo(
-    meters: Annotated[int, typer.Option(help="meters per suite")] = 12,
-    readings: Annotated[int, typer.Option(help="readings per meter")] = 8,
-    seed: Annotated[int, typer.Option(help="seed of the simulated consumption")] = 7,
+    meters: Annotated[int, typer.Option(help="meters in the fleet (mixed suites)")] = 120,
+    days: Annotated[int, typer.Option(help="days of 15-minute readings per meter")] = 2,
+    faults: Annotated[float, typer.Option(help="rate of each injected fault")] = 0.02,
+    seed: Annotated[int, typer.Option(help="seed of the faults")] = 7,
 ) -> None:
-    """Provision a small fleet per suite, seal and open its readings, and summarise."""
+    """The whole journey in one process on SQLite: meters → TCP → trusted stages → store."""
     from meterseal.demo import run_demo
 
-    run_demo(console, meters_per_suite=meters, readings_per_meter=readings, seed=seed)
+    run_demo(console, meters=meters, days=days, faults=faults, seed=seed)
 
 
 @bench_app.command("crypto")

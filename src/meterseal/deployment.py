@@ -1,4 +1,4 @@
-"""A deployment on disk: its CA, head-end, billing and metrology-authority keys (0600 files)."""
+"""A deployment on disk: CA, head-end, billing, metrology and anonymization keys (0600 files)."""
 
 from __future__ import annotations
 
@@ -19,12 +19,15 @@ from meterseal.crypto.keys import (
     kid_of,
     public_bytes,
     read_private_key,
+    read_symmetric_secret,
     write_private_key,
+    write_symmetric_secret,
 )
 from meterseal.errors import ConfigurationError, KeyFileError
 
 MANIFEST = "deployment.json"
 CA_CERT = "ca.cert.pem"
+ANONYMIZATION_KEY = "anonymization.key"
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,7 @@ class Deployment:
     headend: HeadEndKeys
     billing_key: ec.EllipticCurvePrivateKey
     metrology_key: ec.EllipticCurvePrivateKey
+    anonymization_key: bytes  # HMAC key of the pseudonyms; only trusted stages may hold it
 
 
 def init_deployment(
@@ -60,10 +64,12 @@ def init_deployment(
         HeadEndKeys.generate(),
         ec.generate_private_key(ec.SECP256R1()),
         ec.generate_private_key(ec.SECP256R1()),
+        rng(32),
     )
     write_private_key(directory / "ca.key.pem", ca_key, passphrase)
     (directory / CA_CERT).write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     deployment.headend.save(directory, passphrase)
+    write_symmetric_secret(directory / ANONYMIZATION_KEY, deployment.anonymization_key, passphrase)
     for role, key in (("billing", deployment.billing_key), ("metrology", deployment.metrology_key)):
         write_private_key(directory / f"{role}.key.pem", key, passphrase)
         pem = key.public_key().public_bytes(
@@ -110,4 +116,5 @@ def load_deployment(directory: Path, passphrase: bytes | None = None) -> Deploym
         HeadEndKeys.load(directory, passphrase),
         _ec_key(directory / "billing.key.pem", passphrase),
         _ec_key(directory / "metrology.key.pem", passphrase),
+        read_symmetric_secret(directory / ANONYMIZATION_KEY, passphrase),
     )

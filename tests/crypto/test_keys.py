@@ -61,3 +61,22 @@ def test_headend_keys_survive_save_and_load(tmp_path: Path, world: World) -> Non
         )
         assert packet.open(blob, loaded, world.registry, now=NOW).reading.energy_wh == 3
         assert loaded.for_suite(suite)[0] == world.headend.for_suite(suite)[0]
+
+
+def test_symmetric_secret_round_trip_with_and_without_passphrase(tmp_path: Path) -> None:
+    from meterseal.crypto.keys import read_symmetric_secret, write_symmetric_secret
+
+    plain, sealed = tmp_path / "plain.key", tmp_path / "sealed.key"
+    write_symmetric_secret(plain, b"k" * 32)
+    write_symmetric_secret(sealed, b"s" * 32, b"correct horse")
+    assert (plain.stat().st_mode & 0o777) == 0o600
+    assert read_symmetric_secret(plain) == b"k" * 32
+    assert b"s" * 32 not in sealed.read_bytes()
+    assert read_symmetric_secret(sealed, b"correct horse") == b"s" * 32
+    with pytest.raises(KeyFileError, match="encrypted"):
+        read_symmetric_secret(sealed)
+    with pytest.raises(KeyFileError, match="wrong passphrase"):
+        read_symmetric_secret(sealed, b"battery staple")
+    sealed.chmod(0o644)
+    with pytest.raises(KeyFileError, match="readable by others"):
+        read_symmetric_secret(sealed, b"correct horse")

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from typing import Protocol
 
 from meterseal.acquisition.records import AcceptedReading, Rejection, StoreOutcome
 from meterseal.acquisition.stages import Incoming, TrustedStages
+
+log = logging.getLogger(__name__)
 
 
 class Ack(enum.Enum):
@@ -56,6 +59,7 @@ class Ingest:
         max_delay: float = 0.005,
         max_pending: int = 20_000,
         clock: Callable[[], float] = time.time,
+        latency_window: int = 1_000_000,
     ) -> None:
         self.stages = stages
         self.sink = sink
@@ -63,6 +67,8 @@ class Ingest:
         self.max_delay = max_delay
         self.clock = clock
         self.counts: Counter[str] = Counter()
+        # Acquisition latency (received -> durable, seconds) of the most recent packets.
+        self.latencies: deque[float] = deque(maxlen=latency_window)
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=max_pending)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trusted-stages")
         self._worker: asyncio.Task[None] | None = None
@@ -115,8 +121,15 @@ class Ingest:
                     self._executor, self._process, [p.item for p in batch]
                 )
             except Exception:
+                log.exception("batch of %d not stored; senders are told to retry", len(batch))
                 self.counts["store_unavailable"] += len(batch)
                 acks = [Ack.RETRY] * len(batch)
+            durable = time.time()
+            self.latencies.extend(
+                durable - p.item.received_at
+                for p, a in zip(batch, acks, strict=True)
+                if a is Ack.ACCEPTED
+            )
             for pending, ack in zip(batch, acks, strict=True):
                 if not pending.future.done():
                     pending.future.set_result(ack)

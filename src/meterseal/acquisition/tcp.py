@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import struct
 import time
 from collections import Counter
@@ -20,6 +21,7 @@ from meterseal.acquisition.stages import Incoming
 from meterseal.crypto.packet import MAX_PACKET_BYTES
 
 _LENGTH = struct.Struct(">I")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -49,10 +51,12 @@ class TcpReceiver:
         )
         return int(self._server.sockets[0].getsockname()[1])
 
-    async def stop(self) -> None:
-        """Stop accepting, then close the connections still open."""
+    async def stop(self, grace: float = 1.0) -> None:
+        """Stop accepting, give open connections `grace` seconds to finish, then close them."""
         if self._server is not None:
             self._server.close()
+        if self._connections:
+            await asyncio.wait(set(self._connections), timeout=grace)
         for task in list(self._connections):
             task.cancel()
         await asyncio.gather(*self._connections, return_exceptions=True)
@@ -73,10 +77,15 @@ class TcpReceiver:
         replier = asyncio.create_task(self._reply(acks, writer))
         try:
             await self._read_frames(reader, acks, source)
-        finally:
             await acks.put(None)
-            with contextlib.suppress(Exception):
-                await replier
+            await replier
+        except asyncio.CancelledError:
+            # Stopping: end quietly (Python 3.11's stream server logs a cancelled handler).
+            replier.cancel()
+        except Exception:
+            log.exception("TCP connection from %s failed", source)
+            replier.cancel()
+        finally:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()

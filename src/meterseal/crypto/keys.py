@@ -243,3 +243,47 @@ def read_private_key(path: Path, passphrase: bytes | None = None) -> PrivateKey:
     ) and not hasattr(key, "sign"):
         raise KeyFileError(f"{path}: unsupported key type {type(key).__name__}")
     return key  # type: ignore[return-value]
+
+
+_SECRET_MAGIC = b"meterseal-secret-v1\x00"
+_SCRYPT = {"n": 2**15, "r": 8, "p": 1}
+
+
+def write_symmetric_secret(path: Path, secret: bytes, passphrase: bytes | None = None) -> None:
+    """Write a symmetric secret (0600); with a passphrase, AES-256-GCM under an scrypt key."""
+    if passphrase is None:
+        write_secret(path, _SECRET_MAGIC + b"\x00" + secret)
+        return
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    salt, nonce = os.urandom(16), os.urandom(12)
+    key = hashlib.scrypt(passphrase, salt=salt, dklen=32, maxmem=2**26, **_SCRYPT)
+    sealed = AESGCM(key).encrypt(nonce, secret, _SECRET_MAGIC)
+    write_secret(path, _SECRET_MAGIC + b"\x01" + salt + nonce + sealed)
+
+
+def read_symmetric_secret(path: Path, passphrase: bytes | None = None) -> bytes:
+    """Read what `write_symmetric_secret` wrote, refusing files that others can read."""
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    try:
+        mode = path.stat().st_mode & 0o777
+        data = path.read_bytes()
+    except OSError as exc:
+        raise KeyFileError(f"cannot read secret file {path}: {exc.strerror}") from exc
+    if mode & 0o077:
+        raise KeyFileError(f"{path} is readable by others (mode {mode:o}); run chmod 600 {path}")
+    head, body = data[: len(_SECRET_MAGIC) + 1], data[len(_SECRET_MAGIC) + 1 :]
+    if head == _SECRET_MAGIC + b"\x00":
+        return body
+    if head != _SECRET_MAGIC + b"\x01" or len(body) < 28 + 16:
+        raise KeyFileError(f"{path}: not a meterseal secret file")
+    if passphrase is None:
+        raise KeyFileError(f"{path} is encrypted (pass --passphrase / MS_PASSPHRASE)")
+    salt, nonce, sealed = body[:16], body[16:28], body[28:]
+    key = hashlib.scrypt(passphrase, salt=salt, dklen=32, maxmem=2**26, **_SCRYPT)
+    try:
+        return AESGCM(key).decrypt(nonce, sealed, _SECRET_MAGIC)
+    except InvalidTag:
+        raise KeyFileError(f"{path}: wrong passphrase or damaged file") from None

@@ -1,0 +1,176 @@
+"""The head-end in one process: untrusted receivers, the trusted stages and the store.
+
+This is the monolith deployment (the embedded default). The receivers only move bytes;
+the stages hold the keys; the store decides durability. `meterseal serve`, `meterseal demo`
+and `meterseal bench ingest` all run this one object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+from cryptography import x509
+
+from meterseal.acquisition.anonymize import Anonymizer
+from meterseal.acquisition.freshness import FreshnessPolicy, FreshnessState
+from meterseal.acquisition.ingest import Ingest
+from meterseal.acquisition.stages import TrustedStages
+from meterseal.acquisition.tcp import TcpReceiver
+from meterseal.crypto.keys import HeadEndKeys
+from meterseal.errors import ConfigurationError
+from meterseal.storage import Store, StoreRegistry
+
+log = logging.getLogger(__name__)
+
+
+class Receiver(Protocol):
+    """What the head-end needs of a transport's receiver."""
+
+    counts: Counter[str]
+
+    async def stop(self) -> None:
+        """Stop receiving, finish what is in flight."""
+        ...
+
+
+def parse_address(text: str, default_port: int) -> tuple[str, int]:
+    """'host:port', 'host' or ':port' to (host, port); the host defaults to 127.0.0.1."""
+    host, _, port = text.rpartition(":") if ":" in text else (text, "", "")
+    try:
+        return host or "127.0.0.1", int(port) if port else default_port
+    except ValueError:
+        raise ConfigurationError(f"not an address: {text!r} (want host:port)") from None
+
+
+@dataclass(frozen=True)
+class HeadEndSettings:
+    """Where the head-end listens and how it batches; None turns a transport off."""
+
+    tcp: str | None = "127.0.0.1:7400"
+    http: str | None = None
+    mqtt: str | None = None
+    batch_size: int = 512
+    max_delay: float = 0.005
+    max_pending: int = 50_000
+    registry_refresh: float = 5.0  # seconds between registry reloads (new and revoked meters)
+    policy: FreshnessPolicy = field(default_factory=FreshnessPolicy)
+
+
+@dataclass(frozen=True)
+class TrustedMaterial:
+    """The secrets and trust anchor of the trusted stages."""
+
+    headend: HeadEndKeys
+    ca_certificate: x509.Certificate
+    anonymization_key: bytes
+
+
+@dataclass
+class HeadEndReport:
+    """Counters and acquisition latency since start."""
+
+    stages: Counter[str]
+    transports: dict[str, Counter[str]]
+    ingest: Counter[str]
+    latency_p50: float | None
+    latency_p99: float | None
+    accepted: int
+    seconds: float
+
+    @property
+    def throughput(self) -> float:
+        """Accepted packets per second since start."""
+        return self.accepted / self.seconds if self.seconds > 0 else 0.0
+
+
+class HeadEnd:
+    """Receivers, batching ingest, trusted stages and the store, run together."""
+
+    def __init__(
+        self,
+        material: TrustedMaterial,
+        store: Store,
+        settings: HeadEndSettings | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings or HeadEndSettings()
+        self.store = store
+        self.registry = StoreRegistry(store, material.ca_certificate)
+        last = store.last_counters()
+        self.stages = TrustedStages(
+            material.headend,
+            self.registry,
+            Anonymizer(material.anonymization_key),
+            policy=self.settings.policy,
+            state=FreshnessState({meter: counter for meter, (counter, _) in last.items()}),
+        )
+        self.ingest = Ingest(
+            self.stages,
+            store,
+            batch_size=self.settings.batch_size,
+            max_delay=self.settings.max_delay,
+            max_pending=self.settings.max_pending,
+            clock=clock,
+        )
+        self.receivers: dict[str, Receiver] = {}
+        self.endpoints: dict[str, str] = {}
+        self._refresher: asyncio.Task[None] | None = None
+        self._started = 0.0
+
+    async def start(self) -> dict[str, str]:
+        """Start ingest and every configured receiver; returns transport -> address."""
+        self._started = time.perf_counter()
+        await self.ingest.start()
+        settings = self.settings
+        if settings.tcp is not None:
+            tcp = TcpReceiver(self.ingest)
+            host, port = parse_address(settings.tcp, 7400)
+            port = await tcp.start(host, port)
+            self.receivers["tcp"], self.endpoints["tcp"] = tcp, f"{host}:{port}"
+        self._refresher = asyncio.create_task(self._refresh_registry(), name="registry-refresh")
+        return dict(self.endpoints)
+
+    async def stop(self) -> None:
+        """Stop receivers first, then let ingest finish what it already accepted."""
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+        for receiver in self.receivers.values():
+            await receiver.stop()
+        await self.ingest.stop()
+
+    async def _refresh_registry(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.registry_refresh)
+            try:
+                await asyncio.to_thread(self.registry.refresh)
+            except Exception:
+                log.exception("registry refresh failed; keeping the previous one")
+
+    def report(self) -> HeadEndReport:
+        """Counters and latency percentiles so far."""
+        latencies = np.fromiter(self.ingest.latencies, float)
+        p50, p99 = (
+            (float(np.percentile(latencies, 50)), float(np.percentile(latencies, 99)))
+            if len(latencies)
+            else (None, None)
+        )
+        return HeadEndReport(
+            stages=Counter(self.stages.counts),
+            transports={name: Counter(r.counts) for name, r in self.receivers.items()},
+            ingest=Counter(self.ingest.counts),
+            latency_p50=p50,
+            latency_p99=p99,
+            accepted=self.ingest.counts["accepted"],
+            seconds=time.perf_counter() - self._started,
+        )
