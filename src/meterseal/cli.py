@@ -5,13 +5,16 @@ from __future__ import annotations
 import datetime as dt
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
 from meterseal.crypto.suites import DEFAULT_SUITE, SUITES, suite_named
 from meterseal.errors import MetersealError
+
+if TYPE_CHECKING:
+    from meterseal.deployment import Deployment
 from meterseal.ui import progress_bar
 
 app = typer.Typer(
@@ -114,8 +117,136 @@ def meters_provision(
     path = out or deployment_dir / f"fleet-{chosen.name}.cbor"
     save_fleet(path, meters)
     console.print(
-        f"{count} meters ({chosen.name}) in {elapsed:.1f} s ({count / elapsed:,.0f}/s) -> {path}"
+        f"{count} meters ({chosen.name}) in {elapsed:.2f} s ({count / elapsed:,.0f}/s) -> {path}"
     )
+
+
+DeploymentDir = Annotated[Path, typer.Option("--deployment", "-d", help="deployment directory")]
+StoreUrl = Annotated[
+    str, typer.Option("--store", help="database URL (sqlite:///FILE or postgresql+psycopg://…)")
+]
+DEFAULT_DEPLOYMENT = Path("var/deployment")
+DEFAULT_STORE = "sqlite:///var/meterseal.db"
+
+
+def _load(deployment_dir: Path, passphrase_env: str) -> Deployment:
+    from meterseal.deployment import load_deployment
+
+    try:
+        return load_deployment(deployment_dir, _passphrase(passphrase_env))
+    except MetersealError as exc:
+        raise _fail(exc) from exc
+
+
+@meters_app.command("register")
+def meters_register(
+    fleet: Path,
+    deployment_dir: DeploymentDir = DEFAULT_DEPLOYMENT,
+    store: StoreUrl = DEFAULT_STORE,
+    passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
+) -> None:
+    """Admit a fleet file's meters (chain-checked certificates) into the head-end's store."""
+    from meterseal.crypto.registry import MeterRegistry
+    from meterseal.meter.provisioning import load_fleet
+    from meterseal.storage import Store
+
+    deployment = _load(deployment_dir, passphrase_env)
+    try:
+        meters = load_fleet(fleet)
+        verifier = MeterRegistry(deployment.ca_cert)
+        records = [
+            verifier.register(m.certificate, m.key.suite, m.customer_id, m.region_id)
+            for m in meters
+        ]
+        with Store.open(store) as db:
+            count = db.register_meters(records, now=dt.datetime.now(dt.UTC))
+    except MetersealError as exc:
+        raise _fail(exc) from exc
+    console.print(f"{count} meters registered in {_shown(store)}")
+
+
+@meters_app.command("revoke")
+def meters_revoke(meter_id: str, store: StoreUrl = DEFAULT_STORE) -> None:
+    """Revoke a meter: the head-end refuses its packets from its next registry refresh."""
+    from meterseal.storage import Store
+
+    try:
+        with Store.open(store) as db:
+            db.revoke_meter(meter_id, dt.datetime.now(dt.UTC))
+    except (MetersealError, KeyError) as exc:
+        console.print(f"[red]error:[/red] cannot revoke {meter_id}: {exc}")
+        raise typer.Exit(code=2) from exc
+    console.print(f"meter {meter_id} revoked")
+
+
+def _shown(url: str) -> str:
+    import sqlalchemy as sa
+
+    return sa.make_url(url).render_as_string(hide_password=True)
+
+
+@app.command()
+def serve(
+    deployment_dir: DeploymentDir = DEFAULT_DEPLOYMENT,
+    store: StoreUrl = DEFAULT_STORE,
+    tcp: Annotated[str, typer.Option(help="TCP listen address, or 'off'")] = "127.0.0.1:7400",
+    http: Annotated[str, typer.Option(help="HTTP listen address, or 'off'")] = "off",
+    mqtt: Annotated[str, typer.Option(help="MQTT broker URL to subscribe at, or 'off'")] = "off",
+    batch_size: Annotated[int, typer.Option(help="packets per trusted-stage batch")] = 512,
+    status_every: Annotated[float, typer.Option(help="seconds between status lines")] = 10.0,
+    passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
+) -> None:
+    """Run the head-end (receivers + trusted stages + store) until Ctrl-C or SIGTERM."""
+    from meterseal.headend import HeadEndSettings
+    from meterseal.runner import serve as run_serve
+
+    deployment = _load(deployment_dir, passphrase_env)
+    settings = HeadEndSettings(
+        tcp=None if tcp == "off" else tcp,
+        http=None if http == "off" else http,
+        mqtt=None if mqtt == "off" else mqtt,
+        batch_size=batch_size,
+    )
+    try:
+        run_serve(console, deployment, store, settings, status_every=status_every)
+    except MetersealError as exc:
+        raise _fail(exc) from exc
+
+
+@app.command()
+def simulate(
+    deployment_dir: DeploymentDir = DEFAULT_DEPLOYMENT,
+    fleet: Annotated[
+        Path | None, typer.Option(help="fleet file (default DEPLOYMENT/fleet-p256.cbor)")
+    ] = None,
+    transport: Annotated[str, typer.Option(help="tcp, http or mqtt")] = "tcp",
+    target: Annotated[
+        str, typer.Option(help="head-end address (host:port) or broker URL")
+    ] = "127.0.0.1:7400",
+    days: Annotated[float, typer.Option(help="days of 15-minute readings per meter")] = 1.0,
+    faults: Annotated[float, typer.Option(help="rate of each injected fault (0: honest)")] = 0.0,
+    concurrency: Annotated[int, typer.Option(help="meters connected at once")] = 1000,
+    window: Annotated[int, typer.Option(help="packets a meter sends before awaiting acks")] = 32,
+    pace: Annotated[
+        float, typer.Option(help="seconds a meter waits between windows (0: as fast as possible)")
+    ] = 0.0,
+    seed: Annotated[int, typer.Option(help="seed of the injected faults")] = 1,
+    passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
+) -> None:
+    """Send a provisioned fleet's readings to a running head-end and report its answers."""
+    from meterseal.meter.provisioning import load_fleet
+    from meterseal.runner import SimulationPlan
+    from meterseal.runner import simulate as run_simulate
+
+    deployment = _load(deployment_dir, passphrase_env)
+    plan = SimulationPlan(transport, target, days, faults, concurrency, window, pace, seed)
+    try:
+        meters = load_fleet(fleet or deployment_dir / "fleet-p256.cbor")
+        report = run_simulate(console, deployment, meters, plan)
+    except MetersealError as exc:
+        raise _fail(exc) from exc
+    if report.unacknowledged:
+        raise typer.Exit(code=1)
 
 
 @app.command()

@@ -30,6 +30,7 @@ from meterseal.meter.provisioning import ProvisionedMeter, provision
 from meterseal.meter.simulator import SimulationReport, run_fleet
 from meterseal.meter.workload import Wire, Workload, seal_workload
 from meterseal.storage import RegionalLoad, Store
+from meterseal.ui import milliseconds as _ms
 from meterseal.ui import progress_bar
 
 # Share of the fleet per suite: mostly the default, a few of each other suite to show them.
@@ -174,7 +175,3 @@ def regional_table(rows: list[RegionalLoad]) -> Table:
             f"{wh / 1000:,.1f}",  # one hour's Wh is the mean kW of that hour
         )
     return table
-
-
-def _ms(seconds: float | None) -> str:
-    return "n/a" if seconds is None else f"{seconds * 1000:.1f} ms"

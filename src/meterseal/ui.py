@@ -1,4 +1,4 @@
-"""Terminal pieces shared by the commands: one progress bar style."""
+"""Terminal pieces shared by the commands: one progress bar style, one duration format."""
 
 from __future__ import annotations
 
@@ -15,3 +15,8 @@ def progress_bar(console: Console) -> Progress:
         TimeElapsedColumn(),
         console=console,
     )
+
+
+def milliseconds(seconds: float | None) -> str:
+    """A duration for tables: '12.3 ms', or 'n/a' when nothing was measured."""
+    return "n/a" if seconds is None else f"{seconds * 1000:.1f} ms"

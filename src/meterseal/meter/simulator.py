@@ -32,6 +32,7 @@ class SimulationReport:
     sent: Counter[str] = field(default_factory=Counter)  # by injected fault
     acks: Counter[str] = field(default_factory=Counter)  # by ack
     resent: int = 0
+    unacknowledged: int = 0  # given up on after all retries: the head-end may not have them
     connection_errors: int = 0
     latencies: list[float] = field(default_factory=list)  # send -> ack, seconds
     seconds: float = 0.0
@@ -101,6 +102,7 @@ async def send_meter(
             await asyncio.sleep(min(0.05 * 2**attempts, 2.0))
         elif pace:
             await asyncio.sleep(pace)
+    report.unacknowledged += len(pending)
 
 
 async def run_fleet(

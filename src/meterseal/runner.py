@@ -1,0 +1,211 @@
+"""What `meterseal serve` and `meterseal simulate` do, apart from parsing their options."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from meterseal.acquisition.links import MeterLink
+from meterseal.acquisition.tcp import TcpLink
+from meterseal.deployment import Deployment
+from meterseal.errors import ConfigurationError
+from meterseal.headend import (
+    HeadEnd,
+    HeadEndReport,
+    HeadEndSettings,
+    TrustedMaterial,
+    parse_address,
+)
+from meterseal.meter.faults import FaultPlan
+from meterseal.meter.load import INTERVAL
+from meterseal.meter.provisioning import ProvisionedMeter
+from meterseal.meter.simulator import SimulationReport, run_fleet
+from meterseal.meter.workload import Wire, Workload, seal_workload
+from meterseal.storage import Store
+from meterseal.ui import milliseconds as _ms
+from meterseal.ui import progress_bar
+
+TRANSPORTS = ("tcp", "http", "mqtt")
+
+
+def material(deployment: Deployment) -> TrustedMaterial:
+    """The trusted stages' share of a deployment."""
+    return TrustedMaterial(deployment.headend, deployment.ca_cert, deployment.anonymization_key)
+
+
+def serve(
+    console: Console,
+    deployment: Deployment,
+    store_url: str,
+    settings: HeadEndSettings,
+    *,
+    status_every: float = 10.0,
+) -> HeadEndReport:
+    """Run the head-end until SIGINT or SIGTERM; print its endpoints, status lines and summary."""
+    return asyncio.run(_serve(console, deployment, store_url, settings, status_every))
+
+
+async def _serve(
+    console: Console,
+    deployment: Deployment,
+    store_url: str,
+    settings: HeadEndSettings,
+    status_every: float,
+) -> HeadEndReport:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    with Store.open(store_url) as store:
+        headend = HeadEnd(material(deployment), store, settings)
+        endpoints = await headend.start()
+        for name, address in endpoints.items():
+            # One parseable line per endpoint: scripts and tests wait for these.
+            print(f"listening {name} {address}", flush=True)
+        console.print(f"head-end ready: {len(headend.registry)} meters in the registry")
+        try:
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), status_every)
+                console.print(status_line(headend.report()))
+        finally:
+            await headend.stop()
+        report = headend.report()
+    console.print(report_table(report))
+    return report
+
+
+def status_line(report: HeadEndReport) -> str:
+    """One line of counters for the log."""
+    stages = ", ".join(f"{k} {v}" for k, v in sorted(report.stages.items()))
+    return (
+        f"[dim]{dt.datetime.now(dt.UTC):%H:%M:%S}[/dim] accepted {report.accepted:,} "
+        f"({report.throughput:,.0f}/s) · {stages or 'nothing yet'}"
+    )
+
+
+def report_table(report: HeadEndReport) -> Table:
+    """The head-end's counters by stage and transport, and its latency."""
+    table = Table(title="head-end summary")
+    table.add_column("where")
+    table.add_column("counter")
+    table.add_column("count", justify="right")
+    for name, counts in [("stages", report.stages), ("ingest", report.ingest)] + [
+        (f"receiver {t}", c) for t, c in report.transports.items()
+    ]:
+        for key, value in sorted(counts.items()):
+            table.add_row(name, key, f"{value:,}")
+    table.caption = (
+        f"acquisition latency p50 {_ms(report.latency_p50)}, p99 {_ms(report.latency_p99)}"
+    )
+    return table
+
+
+@dataclass(frozen=True)
+class SimulationPlan:
+    """What `meterseal simulate` sends, where and how fast."""
+
+    transport: str
+    target: str
+    days: float
+    faults: float
+    concurrency: int
+    window: int
+    pace: float
+    seed: int
+
+
+def link_for(transport: str, target: str) -> MeterLink:
+    """The meter side of `transport` pointed at `target`."""
+    if transport == "tcp":
+        host, port = parse_address(target, 7400)
+        return TcpLink(host, port)
+    if transport == "http":
+        from meterseal.acquisition.http import HttpLink
+
+        return HttpLink(target if "://" in target else f"http://{target}")
+    if transport == "mqtt":
+        from meterseal.acquisition.mqtt import MqttLink
+
+        return MqttLink(target if "://" in target else f"mqtt://{target}")
+    raise ConfigurationError(f"unknown transport {transport!r}; choose one of {TRANSPORTS}")
+
+
+def simulate(
+    console: Console,
+    deployment: Deployment,
+    fleet: list[ProvisionedMeter],
+    plan: SimulationPlan,
+) -> SimulationReport:
+    """Seal the fleet's last `days` of readings, send them, print what the head-end answered."""
+    now = dt.datetime.now(dt.UTC)
+    intervals = max(1, round(plan.days * 96))
+    start = (int(now.timestamp()) // INTERVAL - intervals) * INTERVAL
+    work = Workload(
+        fleet,
+        deployment.headend.public(),
+        start,
+        intervals,
+        FaultPlan.every_fault(plan.faults) if plan.faults else FaultPlan(),
+        seed=plan.seed,
+    )
+    with progress_bar(console) as bar:
+        task = bar.add_task("meters seal their readings", total=len(fleet))
+        wire = seal_workload(work, now=now, progress=lambda n: bar.advance(task, n))
+    link = link_for(plan.transport, plan.target)
+    with progress_bar(console) as bar:
+        total = sum(len(p) for p in wire.values())
+        task = bar.add_task(f"sending over {plan.transport} to {plan.target}", total=total)
+        report = asyncio.run(_send(wire, link, plan, lambda n: bar.advance(task, n)))
+    console.print(simulation_table(report))
+    return report
+
+
+async def _send(
+    wire: Wire,
+    link: MeterLink,
+    plan: SimulationPlan,
+    advance: Callable[[int], object],
+) -> SimulationReport:
+    try:
+        return await run_fleet(
+            wire,
+            link,
+            concurrency=plan.concurrency,
+            window=plan.window,
+            pace=plan.pace,
+            progress=advance,
+        )
+    finally:
+        close = getattr(link, "aclose", None)
+        if close is not None:
+            await close()
+
+
+def simulation_table(report: SimulationReport) -> Table:
+    """Acks, injected faults, throughput and send→ack latency of one simulation."""
+    table = Table(title="fleet simulation: what the head-end answered")
+    table.add_column("")
+    table.add_column("packets", justify="right")
+    for ack, count in sorted(report.acks.items()):
+        table.add_row(f"ack {ack}", f"{count:,}")
+    for fault, count in sorted(report.sent.items()):
+        table.add_row(f"fault {fault}", f"{count:,}")
+    sent = sum(report.sent.values())
+    lat = np.array(report.latencies) if report.latencies else None
+    table.caption = (
+        f"{sent:,} packets in {report.seconds:.1f} s = {sent / max(report.seconds, 1e-9):,.0f}/s; "
+        f"window send→ack p50 {_ms(None if lat is None else float(np.percentile(lat, 50)))}, "
+        f"p99 {_ms(None if lat is None else float(np.percentile(lat, 99)))}; "
+        f"resent {report.resent:,}, connection errors {report.connection_errors}, "
+        f"unacknowledged {report.unacknowledged:,}"
+    )
+    return table
