@@ -127,6 +127,8 @@ StoreUrl = Annotated[
 ]
 DEFAULT_DEPLOYMENT = Path("var/deployment")
 DEFAULT_STORE = "sqlite:///var/meterseal.db"
+# Every core opens packets when there is more than one; on one core a worker would only add IPC.
+AUTO_OPEN_WORKERS = cores if (cores := os.cpu_count() or 1) > 1 else 0
 
 
 def _load(deployment_dir: Path, passphrase_env: str) -> Deployment:
@@ -193,6 +195,9 @@ def serve(
     http: Annotated[str, typer.Option(help="HTTP listen address, or 'off'")] = "off",
     mqtt: Annotated[str, typer.Option(help="MQTT broker URL to subscribe at, or 'off'")] = "off",
     batch_size: Annotated[int, typer.Option(help="packets per trusted-stage batch")] = 512,
+    open_workers: Annotated[
+        int, typer.Option(help="processes opening packets (0: in the stage thread)")
+    ] = AUTO_OPEN_WORKERS,
     status_every: Annotated[float, typer.Option(help="seconds between status lines")] = 10.0,
     passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
 ) -> None:
@@ -206,6 +211,7 @@ def serve(
         http=None if http == "off" else http,
         mqtt=None if mqtt == "off" else mqtt,
         batch_size=batch_size,
+        open_workers=open_workers,
     )
     try:
         run_serve(console, deployment, store, settings, status_every=status_every)

@@ -22,6 +22,7 @@ from cryptography import x509
 from meterseal.acquisition.anonymize import Anonymizer
 from meterseal.acquisition.freshness import FreshnessPolicy, FreshnessState
 from meterseal.acquisition.ingest import Ingest
+from meterseal.acquisition.parallel import ParallelOpener
 from meterseal.acquisition.stages import TrustedStages
 from meterseal.acquisition.tcp import TcpReceiver
 from meterseal.crypto.keys import HeadEndKeys
@@ -61,6 +62,7 @@ class HeadEndSettings:
     max_delay: float = 0.005
     max_pending: int = 50_000
     registry_refresh: float = 5.0  # seconds between registry reloads (new and revoked meters)
+    open_workers: int = 0  # processes that open packets; 0 opens in the stage thread
     policy: FreshnessPolicy = field(default_factory=FreshnessPolicy)
 
 
@@ -124,11 +126,18 @@ class HeadEnd:
         self.receivers: dict[str, Receiver] = {}
         self.endpoints: dict[str, str] = {}
         self._refresher: asyncio.Task[None] | None = None
+        self._opener: ParallelOpener | None = None
         self._started = 0.0
 
     async def start(self) -> dict[str, str]:
         """Start ingest and every configured receiver; returns transport -> address."""
         self._started = time.perf_counter()
+        if self.settings.open_workers > 0:
+            # Forked before ingest starts its thread, so the workers copy no held lock.
+            self._opener = ParallelOpener(
+                self.stages.headend, self.registry, self.settings.open_workers
+            )
+            self.stages.opener = self._opener
         await self.ingest.start()
         settings = self.settings
         if settings.tcp is not None:
@@ -148,6 +157,9 @@ class HeadEnd:
         for receiver in self.receivers.values():
             await receiver.stop()
         await self.ingest.stop()
+        if self._opener is not None:
+            self._opener.close()
+            self.stages.opener = self._opener = None
 
     async def _refresh_registry(self) -> None:
         while True:

@@ -11,6 +11,7 @@ import datetime as dt
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from meterseal.acquisition.anonymize import Anonymizer
 from meterseal.acquisition.freshness import FreshnessPolicy, FreshnessState
@@ -41,6 +42,16 @@ class StageResult:
     order: list[int] = field(default_factory=list)
 
 
+class Opener(Protocol):
+    """Something that opens a batch like `packet.open_batch` (e.g. on several cores)."""
+
+    def open_batch(
+        self, blobs: list[bytes], now: dt.datetime
+    ) -> list[OpenedPacket | InvalidPacket]:
+        """One result per packet, in order."""
+        ...
+
+
 @dataclass
 class TrustedStages:
     """Keys, registry and freshness state of the trusted side, applied to batches."""
@@ -51,12 +62,17 @@ class TrustedStages:
     policy: FreshnessPolicy = field(default_factory=FreshnessPolicy)
     state: FreshnessState = field(default_factory=FreshnessState)
     counts: Counter[str] = field(default_factory=Counter)
+    opener: Opener | None = None  # None: open in this thread
 
     def process(self, batch: Iterable[Incoming], *, now: float) -> StageResult:
         """Run every packet of `batch` through the stages at time `now` (Unix seconds)."""
         items = list(batch)
         now_dt = dt.datetime.fromtimestamp(now, dt.UTC)
-        opened = packet.open_batch([i.data for i in items], self.headend, self.registry, now=now_dt)
+        blobs = [i.data for i in items]
+        if self.opener is not None:
+            opened = self.opener.open_batch(blobs, now_dt)
+        else:
+            opened = packet.open_batch(blobs, self.headend, self.registry, now=now_dt)
         result = StageResult()
         for item, outcome in zip(items, opened, strict=True):
             checked = self._check(item, outcome, now)

@@ -138,6 +138,11 @@ def _meter(
     record = registry.get(meter_id)
     if record is None:
         raise InvalidPacket(RejectReason.UNKNOWN_METER)
+    return check_meter(record, suite, now)
+
+
+def check_meter(record: MeterRecord, suite: CipherSuite, now: dt.datetime) -> MeterRecord:
+    """`record` if it may send with `suite` at `now`; InvalidPacket (revoked, …) otherwise."""
     if record.revoked:
         raise InvalidPacket(RejectReason.REVOKED_METER)
     if record.suite is not suite:

@@ -325,6 +325,7 @@ class StoreRegistry:
         self.store = store
         self.ca_certificate = ca_certificate
         self.rejected: dict[str, str] = {}
+        self.generation = 0  # moves on whenever a refresh changes any meter
         self._known: dict[str, tuple[bytes, MeterRecord]] = {}
         self.refresh()
 
@@ -339,8 +340,11 @@ class StoreRegistry:
             except (CertificateError, KeyError, ValueError) as exc:
                 rejected[row.meter_id] = str(exc)
                 log.warning("meter %s left out of the registry: %s", row.meter_id, exc)
+        changed = known != self._known
         # One assignment each, so a concurrent `get` sees the old or the new directory.
         self._known, self.rejected = known, rejected
+        if changed:
+            self.generation += 1
         return len(known)
 
     def _record(self, row: MeterRow, verifier: MeterRegistry) -> MeterRecord:
