@@ -103,8 +103,11 @@ class TcpReceiver:
                 if exc.partial:
                     self.counts["truncated_frame"] += 1
                 return
-            except (TimeoutError, ConnectionError):
+            except TimeoutError:
                 self.counts["idle_timeout"] += 1
+                return
+            except ConnectionError:
+                self.counts["connection_lost"] += 1
                 return
             (length,) = _LENGTH.unpack(header)
             if length == 0 or length > self.limits.max_frame:
@@ -125,14 +128,22 @@ class TcpReceiver:
     async def _reply(
         self, acks: asyncio.Queue[asyncio.Task[Ack] | None], writer: asyncio.StreamWriter
     ) -> None:
+        answering = True
         while (task := await acks.get()) is not None:
             ack = await task
+            if not answering:
+                continue  # keep draining so queued packets still reach the store, unanswered
             try:
                 writer.write(bytes((ack.value,)))
-                await writer.drain()
+                await asyncio.wait_for(writer.drain(), self.limits.frame_timeout)
             except ConnectionError:
                 self.counts["peer_gone"] += 1
-                # Keep draining so queued packets still reach the store; they just go unanswered.
+                answering = False
+            except TimeoutError:
+                # A peer that does not read its acks would hold the connection forever.
+                self.counts["slow_reader"] += 1
+                writer.transport.abort()
+                answering = False
 
 
 async def send_frames(
