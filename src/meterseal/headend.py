@@ -35,7 +35,10 @@ log = logging.getLogger(__name__)
 class Receiver(Protocol):
     """What the head-end needs of a transport's receiver."""
 
-    counts: Counter[str]
+    @property
+    def counts(self) -> Counter[str]:
+        """What the receiver counted (connections, refused frames, …)."""
+        ...
 
     async def stop(self) -> None:
         """Stop receiving, finish what is in flight."""
@@ -145,6 +148,19 @@ class HeadEnd:
             host, port = parse_address(settings.tcp, 7400)
             port = await tcp.start(host, port)
             self.receivers["tcp"], self.endpoints["tcp"] = tcp, f"{host}:{port}"
+        if settings.http is not None:
+            from meterseal.acquisition.http import HttpReceiver
+
+            http = HttpReceiver(self.ingest)
+            host, port = parse_address(settings.http, 8080)
+            port = await http.start(host, port)
+            self.receivers["http"], self.endpoints["http"] = http, f"http://{host}:{port}"
+        if settings.mqtt is not None:
+            from meterseal.acquisition.mqtt import MqttReceiver
+
+            mqtt = MqttReceiver(self.ingest, settings.mqtt)
+            await mqtt.start()
+            self.receivers["mqtt"], self.endpoints["mqtt"] = mqtt, settings.mqtt
         self._refresher = asyncio.create_task(self._refresh_registry(), name="registry-refresh")
         return dict(self.endpoints)
 

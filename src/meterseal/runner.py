@@ -185,7 +185,7 @@ async def _send(
             progress=advance,
         )
     finally:
-        close = getattr(link, "aclose", None)
+        close = getattr(link, "aclose", None) or getattr(link, "close", None)
         if close is not None:
             await close()
 
