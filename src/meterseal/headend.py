@@ -194,11 +194,17 @@ class HeadEnd:
             else (None, None)
         )
         return HeadEndReport(
-            stages=Counter(self.stages.counts),
-            transports={name: Counter(r.counts) for name, r in self.receivers.items()},
-            ingest=Counter(self.ingest.counts),
+            stages=_snapshot(self.stages.counts),
+            transports={name: _snapshot(r.counts) for name, r in self.receivers.items()},
+            ingest=_snapshot(self.ingest.counts),
             latency_p50=p50,
             latency_p99=p99,
             accepted=self.ingest.counts["accepted"],
             seconds=time.perf_counter() - self._started,
         )
+
+
+def _snapshot(counts: Counter[str]) -> Counter[str]:
+    # dict.copy runs in C without releasing the GIL, so a stage thread adding a key meanwhile
+    # cannot break it the way iterating the Counter can.
+    return Counter(dict.copy(counts))
