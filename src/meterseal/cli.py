@@ -279,6 +279,44 @@ def bench_crypto(
     run_bench(console, seconds=seconds, out_dir=out)
 
 
+@bench_app.command("ingest")
+def bench_ingest(
+    suite: Annotated[list[str], typer.Option(help=SUITE_HELP)] = ["p256", "paper"],  # noqa: B006
+    store: Annotated[list[str], typer.Option(help="sqlite and/or postgres")] = ["sqlite"],  # noqa: B006
+    transport: Annotated[str, typer.Option(help="tcp or inproc")] = "tcp",
+    meters: Annotated[int, typer.Option(help="meters (the paper suite uses an eighth)")] = 1000,
+    readings: Annotated[int, typer.Option(help="readings per meter")] = 24,
+    open_workers: Annotated[int, typer.Option(help="processes opening packets")] = max(
+        AUTO_OPEN_WORKERS, 1
+    ),
+    out: Annotated[Path, typer.Option(help="directory for the plot PNG")] = Path("docs/img"),
+) -> None:
+    """Packets/s from sent to durable per suite and store, beside the open-only bound."""
+    from meterseal.bench.ingest import plot_ingest, result_table, run_suite
+    from meterseal.bench.timing import Machine
+
+    results = []
+    for store_kind in store:
+        for name in suite:
+            chosen = suite_named(name)
+            count = max(1, meters // 8) if chosen.name == "paper" else meters
+            results.append(
+                run_suite(
+                    console,
+                    chosen,
+                    store_kind=store_kind,
+                    transport=transport,
+                    meters=count,
+                    readings=readings,
+                    open_workers=open_workers,
+                )
+            )
+    table = result_table(results, Machine.probe(None))
+    console.print(table.rich())
+    console.print(table.markdown(), markup=False, highlight=False)
+    console.print(f"plot: {plot_ingest(results, out / 'bench-ingest.png')}")
+
+
 def main() -> None:
     """Entry point that turns meterseal errors into a clean exit."""
     app()

@@ -216,22 +216,26 @@ async def _until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
 def test_overload_answers_503_with_retry_after_at_once(world: World) -> None:
     async def scenario() -> None:
         sink = _BlockingSink()
-        good = _packets(world, range(400, 404))
+        good = _packets(world, range(400, 405))
         async with _serve(world, sink, HttpLimits(max_pending=0)) as (served, client):
             first = asyncio.create_task(_single(client, good[0]))
-            await asyncio.to_thread(sink.entered.wait, 5)  # the worker holds good[0]
+            await asyncio.to_thread(sink.entered.wait, 5)  # the store thread holds good[0]
+            # good[1] goes through the stages and waits for the store; good[2] stays queued.
             second = asyncio.create_task(_single(client, good[1]))
+            await _until(lambda: served.ingest.pending() == 0 and served.ingest.counts == {})
+            await asyncio.sleep(0.1)
+            third = asyncio.create_task(_single(client, good[2]))
             await _until(lambda: served.ingest.pending() == 1)
             started = time.monotonic()
-            refused = await _single(client, good[2])  # queue over max_pending
+            refused = await _single(client, good[3])  # queue over max_pending
             assert (refused.status_code, refused.json()) == (503, {"status": "retry"})
             assert refused.headers["Retry-After"] == "1"
             assert time.monotonic() - started < 1  # refused at once, not after waiting
             sink.release.set()
-            assert [(await t).status_code for t in (first, second)] == [200, 200]
-            assert (await _single(client, good[2])).status_code == 200
+            assert [(await t).status_code for t in (first, second, third)] == [200, 200, 200]
+            assert (await _single(client, good[3])).status_code == 200
         assert served.receiver.counts["overload"] == 1
-        assert len(sink.originals) == 3
+        assert len(sink.originals) == 4
 
     asyncio.run(scenario())
 

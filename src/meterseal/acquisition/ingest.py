@@ -1,14 +1,19 @@
 """Batching between receivers and the trusted stages: acknowledge only what is durable.
 
 Receivers `await ingest.submit(packet)` and get an Ack once the batch holding the packet
-has been through the stages and committed by the store. One worker thread runs stages and
-store in order, so freshness state never races; the event loop keeps receiving meanwhile.
+has been through the stages and committed by the store. Two threads form a pipeline: the
+stage thread opens and checks batch N+1 while the store thread commits batch N. All stage
+state (freshness, counters) is touched by the stage thread only, and batches are committed
+in order; the event loop keeps receiving meanwhile. Running the freshness check of N+1
+before N is committed is safe: it only sees an older highest counter, and the store itself
+refuses a second packet with a counter it already holds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import logging
 import time
 from collections import Counter, deque
@@ -18,7 +23,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from meterseal.acquisition.records import AcceptedReading, Rejection, StoreOutcome
-from meterseal.acquisition.stages import Incoming, TrustedStages
+from meterseal.acquisition.stages import Incoming, StageResult, TrustedStages
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +75,10 @@ class Ingest:
         # Acquisition latency (received -> durable, seconds) of the most recent packets.
         self.latencies: deque[float] = deque(maxlen=latency_window)
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=max_pending)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trusted-stages")
+        self._stage_thread = ThreadPoolExecutor(1, thread_name_prefix="trusted-stages")
+        self._store_thread = ThreadPoolExecutor(1, thread_name_prefix="store")
         self._worker: asyncio.Task[None] | None = None
+        self._storing: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Start the batching worker."""
@@ -83,27 +90,38 @@ class Ingest:
             await self._queue.join()
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
-        self._executor.shutdown(wait=True)
+        self._stage_thread.shutdown(wait=True)
+        self._store_thread.shutdown(wait=True)
 
     def pending(self) -> int:
         """Packets waiting for a batch (a queue-depth metric)."""
         return self._queue.qsize()
 
-    async def submit(self, item: Incoming) -> Ack:
-        """Queue a packet and wait until it is durable (or refused)."""
+    def enqueue(self, item: Incoming) -> asyncio.Future[Ack]:
+        """Queue a packet; the future resolves once it is durable (or refused, or to retry)."""
         future: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
         try:
             self._queue.put_nowait(_Pending(item, future))
         except asyncio.QueueFull:
             self.counts["overload"] += 1
-            return Ack.RETRY
-        return await future
+            future.set_result(Ack.RETRY)
+        return future
+
+    async def submit(self, item: Incoming) -> Ack:
+        """Queue a packet and wait until it is durable (or refused)."""
+        return await self.enqueue(item)
 
     async def _next_batch(self) -> list[_Pending]:
+        loop = asyncio.get_running_loop()
         batch = [await self._queue.get()]
-        deadline = asyncio.get_running_loop().time() + self.max_delay
+        deadline = loop.time() + self.max_delay
         while len(batch) < self.batch_size:
-            timeout = deadline - asyncio.get_running_loop().time()
+            try:
+                batch.append(self._queue.get_nowait())  # the common case under load: no timer
+                continue
+            except asyncio.QueueEmpty:
+                pass
+            timeout = deadline - loop.time()
             if timeout <= 0:
                 break
             try:
@@ -116,35 +134,54 @@ class Ingest:
         loop = asyncio.get_running_loop()
         while True:
             batch = await self._next_batch()
+            items = [p.item for p in batch]
             try:
-                acks = await loop.run_in_executor(
-                    self._executor, self._process, [p.item for p in batch]
+                result = await loop.run_in_executor(
+                    self._stage_thread,
+                    functools.partial(self.stages.process, items, now=self.clock()),
                 )
             except Exception:
-                log.exception("batch of %d not stored; senders are told to retry", len(batch))
-                self.counts["store_unavailable"] += len(batch)
-                acks = [Ack.RETRY] * len(batch)
-            durable = time.time()
-            self.latencies.extend(
-                durable - p.item.received_at
-                for p, a in zip(batch, acks, strict=True)
-                if a is Ack.ACCEPTED
-            )
-            for pending, ack in zip(batch, acks, strict=True):
-                if not pending.future.done():
-                    pending.future.set_result(ack)
-                self._queue.task_done()
+                log.exception("batch of %d not checked; senders are told to retry", len(batch))
+                self._answer(batch, [Ack.RETRY] * len(batch), "stages_failed")
+                continue
+            if self._storing is not None:
+                await self._storing  # commit in order; the next batch is checked meanwhile
+            self._storing = asyncio.create_task(self._store(batch, result))
 
-    def _process(self, items: list[Incoming]) -> list[Ack]:
-        result = self.stages.process(items, now=self.clock())
-        outcomes = self.sink.save_batch(result.accepted, result.rejected)
-        self.stages.stored(result.accepted, outcomes)
+    async def _store(self, batch: list[_Pending], result: StageResult) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            outcomes = await loop.run_in_executor(
+                self._store_thread, self.sink.save_batch, result.accepted, result.rejected
+            )
+            await loop.run_in_executor(
+                self._stage_thread, self.stages.stored, result.accepted, outcomes
+            )
+        except Exception:
+            log.exception("batch of %d not stored; senders are told to retry", len(batch))
+            self._answer(batch, [Ack.RETRY] * len(batch), "store_unavailable")
+            return
         acks = []
         for index in result.order:
             if index < 0:
                 acks.append(Ack.REJECTED)
             else:
-                outcome = outcomes[index]
-                acks.append(Ack.REJECTED if outcome is StoreOutcome.CONFLICT else Ack.ACCEPTED)
-        self.counts.update(a.name.lower() for a in acks)
-        return acks
+                conflict = outcomes[index] is StoreOutcome.CONFLICT
+                acks.append(Ack.REJECTED if conflict else Ack.ACCEPTED)
+        self._answer(batch, acks)
+
+    def _answer(self, batch: list[_Pending], acks: list[Ack], failure: str = "") -> None:
+        if failure:
+            self.counts[failure] += len(batch)
+        else:
+            self.counts.update(a.name.lower() for a in acks)
+        durable = time.time()
+        self.latencies.extend(
+            durable - p.item.received_at
+            for p, a in zip(batch, acks, strict=True)
+            if a is Ack.ACCEPTED
+        )
+        for pending, ack in zip(batch, acks, strict=True):
+            if not pending.future.done():
+                pending.future.set_result(ack)
+            self._queue.task_done()

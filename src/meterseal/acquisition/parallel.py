@@ -100,14 +100,18 @@ class ParallelOpener:
         if getattr(self.registry, "generation", 0) != self._generation:
             self._pool.shutdown(wait=True)
             self._pool, self._generation = self._fork()
-        size = -(-len(blobs) // self.workers)
+        # The parent opens one slice itself while the workers open the others.
+        size = -(-len(blobs) // (self.workers + 1))
         slices = [blobs[i : i + size] for i in range(0, len(blobs), size)]
-        verdicts = [
-            v
-            for part in self._pool.map(_open_slice, [(s, now.timestamp()) for s in slices])
-            for v in part
-        ]
-        return [self._settle(b, v, now) for b, v in zip(blobs, verdicts, strict=True)]
+        futures = [self._pool.submit(_open_slice, (s, now.timestamp())) for s in slices[1:]]
+        own = packet.open_batch(slices[0], self.headend, self.registry, now=now)
+        settled: list[OpenedPacket | InvalidPacket] = list(own)
+        offset = len(own)
+        for future in futures:
+            for verdict in future.result():
+                settled.append(self._settle(blobs[offset], verdict, now))
+                offset += 1
+        return settled
 
     def _settle(
         self, blob: bytes, verdict: _Verdict, now: dt.datetime

@@ -21,6 +21,7 @@ from meterseal.acquisition.stages import Incoming
 from meterseal.crypto.packet import MAX_PACKET_BYTES
 
 _LENGTH = struct.Struct(">I")
+READ_SIZE = 256 * 1024
 log = logging.getLogger(__name__)
 
 
@@ -71,7 +72,7 @@ class TcpReceiver:
         peer = writer.get_extra_info("peername")
         source = f"tcp:{peer[0]}:{peer[1]}" if peer else "tcp"
         self.counts["connections"] += 1
-        acks: asyncio.Queue[asyncio.Task[Ack] | None] = asyncio.Queue(
+        acks: asyncio.Queue[asyncio.Future[Ack] | None] = asyncio.Queue(
             maxsize=self.limits.max_inflight
         )
         replier = asyncio.create_task(self._reply(acks, writer))
@@ -93,57 +94,89 @@ class TcpReceiver:
     async def _read_frames(
         self,
         reader: asyncio.StreamReader,
-        acks: asyncio.Queue[asyncio.Task[Ack] | None],
+        acks: asyncio.Queue[asyncio.Future[Ack] | None],
         source: str,
     ) -> None:
+        """Parse frames out of large reads; queue one ack future per frame, in order."""
+        loop = asyncio.get_running_loop()
+        buffer = bytearray()
+        frame_started = 0.0  # when the first byte of the frame now in `buffer` arrived
         while True:
+            offset = 0
+            while len(buffer) - offset >= 4:
+                (length,) = _LENGTH.unpack_from(buffer, offset)
+                if length == 0 or length > self.limits.max_frame:
+                    # The stream cannot be resynchronised after a bad length: drop it.
+                    self.counts["oversized_frame" if length else "empty_frame"] += 1
+                    return
+                if len(buffer) - offset - 4 < length:
+                    break
+                data = bytes(buffer[offset + 4 : offset + 4 + length])
+                offset += 4 + length
+                await acks.put(self.ingest.enqueue(Incoming(data, time.time(), source)))
+            if offset:
+                del buffer[:offset]
+                frame_started = loop.time()
+            if buffer:
+                timeout = frame_started + self.limits.frame_timeout - loop.time()
+            else:
+                timeout = self.limits.idle_timeout
             try:
-                header = await asyncio.wait_for(reader.readexactly(4), self.limits.idle_timeout)
-            except asyncio.IncompleteReadError as exc:
-                if exc.partial:
-                    self.counts["truncated_frame"] += 1
-                return
+                async with asyncio.timeout(max(timeout, 0.0)):
+                    chunk = await reader.read(READ_SIZE)
             except TimeoutError:
-                self.counts["idle_timeout"] += 1
+                self.counts["slow_peer" if buffer else "idle_timeout"] += 1
                 return
             except ConnectionError:
                 self.counts["connection_lost"] += 1
                 return
-            (length,) = _LENGTH.unpack(header)
-            if length == 0 or length > self.limits.max_frame:
-                # The stream cannot be resynchronised after a bad length: drop the connection.
-                self.counts["oversized_frame" if length else "empty_frame"] += 1
+            if not chunk:
+                if buffer:
+                    self.counts["truncated_frame"] += 1
                 return
-            try:
-                data = await asyncio.wait_for(reader.readexactly(length), self.limits.frame_timeout)
-            except asyncio.IncompleteReadError:
-                self.counts["truncated_frame"] += 1
-                return
-            except (TimeoutError, ConnectionError):
-                self.counts["slow_peer"] += 1
-                return
-            task = asyncio.create_task(self.ingest.submit(Incoming(data, time.time(), source)))
-            await acks.put(task)  # blocks when max_inflight acks are outstanding
+            if not buffer:
+                frame_started = loop.time()
+            buffer += chunk
 
     async def _reply(
-        self, acks: asyncio.Queue[asyncio.Task[Ack] | None], writer: asyncio.StreamWriter
+        self, acks: asyncio.Queue[asyncio.Future[Ack] | None], writer: asyncio.StreamWriter
     ) -> None:
+        """Write acks in frame order, as many at once as are already decided."""
         answering = True
-        while (task := await acks.get()) is not None:
-            ack = await task
-            if not answering:
-                continue  # keep draining so queued packets still reach the store, unanswered
-            try:
-                writer.write(bytes((ack.value,)))
-                await asyncio.wait_for(writer.drain(), self.limits.frame_timeout)
-            except ConnectionError:
-                self.counts["peer_gone"] += 1
-                answering = False
-            except TimeoutError:
-                # A peer that does not read its acks would hold the connection forever.
-                self.counts["slow_reader"] += 1
-                writer.transport.abort()
-                answering = False
+        while (future := await acks.get()) is not None:
+            out = bytearray(((await future).value,))
+            finished = False
+            while not finished:
+                try:
+                    following = acks.get_nowait()
+                except asyncio.QueueEmpty:
+                    break
+                if following is None:
+                    finished = True
+                elif following.done():
+                    out.append(following.result().value)
+                else:
+                    answering = await self._write(writer, out, answering)
+                    out = bytearray(((await following).value,))
+            answering = await self._write(writer, out, answering)
+            if finished:
+                return
+
+    async def _write(self, writer: asyncio.StreamWriter, out: bytearray, answering: bool) -> bool:
+        if not answering:
+            return False  # keep draining so queued packets still reach the store, unanswered
+        try:
+            writer.write(out)
+            await asyncio.wait_for(writer.drain(), self.limits.frame_timeout)
+        except ConnectionError:
+            self.counts["peer_gone"] += 1
+            return False
+        except TimeoutError:
+            # A peer that does not read its acks would hold the connection forever.
+            self.counts["slow_reader"] += 1
+            writer.transport.abort()
+            return False
+        return True
 
 
 async def send_frames(

@@ -1,0 +1,303 @@
+"""`meterseal bench ingest`: packets per second from sent to durable, against the open-only bound.
+
+For each suite, one run: a fleet is provisioned and its readings sealed beforehand (the
+meters' work, not the head-end's). Then, on the same machine and with the same number of
+opening processes, the bench measures
+  * the open-only bound: the trusted stages' opener alone on the same packets, batch by batch;
+  * end to end: a sender process pushes every packet through the transport into the head-end
+    (receiver → ingest → trusted stages → store) and waits for every acknowledgement, which the
+    head-end only gives once the packet is durable.
+Acquisition latency is the SGX billing paper's: from receipt at the head-end to durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import multiprocessing
+import os
+import secrets
+import struct
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+from rich.console import Console
+
+from meterseal.acquisition.ingest import Ack
+from meterseal.acquisition.parallel import ParallelOpener
+from meterseal.bench.timing import Machine, TextTable
+from meterseal.crypto import certs, packet
+from meterseal.crypto.keys import HeadEndKeys
+from meterseal.crypto.registry import MeterRegistry
+from meterseal.crypto.suites import CipherSuite
+from meterseal.headend import HeadEnd, HeadEndSettings, TrustedMaterial
+from meterseal.meter.load import INTERVAL
+from meterseal.meter.provisioning import provision
+from meterseal.meter.workload import Workload, seal_workload
+from meterseal.storage import Store
+from meterseal.ui import milliseconds, progress_bar
+
+TRANSPORTS = ("tcp", "inproc", "http", "mqtt")
+_LENGTH = struct.Struct(">I")
+POSTGRES_URL = os.environ.get(
+    "MS_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """One suite's run."""
+
+    suite: str
+    store: str
+    transport: str
+    packets: int
+    open_workers: int
+    bound_per_s: float  # open-only, same opener
+    end_to_end_per_s: float
+    latency_p50: float | None
+    latency_p99: float | None
+    stored: int
+
+    @property
+    def ratio(self) -> float:
+        """End to end as a share of the open-only bound."""
+        return self.end_to_end_per_s / self.bound_per_s if self.bound_per_s else 0.0
+
+
+@contextlib.contextmanager
+def scratch_store(kind: str) -> Iterator[str]:
+    """A database URL for one run: a temporary SQLite file or a PostgreSQL scratch schema."""
+    if kind == "sqlite":
+        with tempfile.TemporaryDirectory(prefix="meterseal-bench-") as tmp:
+            yield f"sqlite:///{tmp}/bench.db"
+        return
+    if kind != "postgres":
+        raise ValueError(f"store must be sqlite or postgres, not {kind!r}")
+    schema = f"ms_bench_{secrets.token_hex(4)}"
+    admin = sa.create_engine(POSTGRES_URL)
+    with admin.begin() as connection:
+        connection.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    try:
+        scoped = sa.make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+        yield scoped.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as connection:
+            connection.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        admin.dispose()
+
+
+def open_bound(
+    opener: ParallelOpener, blobs: Sequence[bytes], batch: int, now: dt.datetime
+) -> float:
+    """Packets per second the opener alone reaches on `blobs`, in batches of `batch`."""
+    started = time.perf_counter()
+    for i in range(0, len(blobs), batch):
+        results = opener.open_batch(list(blobs[i : i + batch]), now)
+        if any(not isinstance(r, packet.OpenedPacket) for r in results):
+            raise RuntimeError("the bench's own packets must open")
+    return len(blobs) / (time.perf_counter() - started)
+
+
+async def _stream(host: str, port: int, blobs: Sequence[bytes]) -> int:
+    """Pipeline frames on one connection while reading the acks; the number ACCEPTED."""
+    reader, writer = await asyncio.open_connection(host, port)
+
+    async def send() -> None:
+        for i in range(0, len(blobs), 64):
+            writer.write(b"".join(_LENGTH.pack(len(b)) + b for b in blobs[i : i + 64]))
+            await writer.drain()
+
+    sending = asyncio.create_task(send())
+    acks = await reader.readexactly(len(blobs))
+    await sending
+    writer.close()
+    return acks.count(Ack.ACCEPTED.value)
+
+
+def _tcp_sender(
+    host: str, port: int, slices: list[list[bytes]], out: multiprocessing.Queue[int]
+) -> None:
+    async def main() -> int:
+        return sum(await asyncio.gather(*(_stream(host, port, s) for s in slices)))
+
+    out.put(asyncio.run(main()))
+
+
+async def _end_to_end(
+    headend: HeadEnd, transport: str, blobs: list[bytes], connections: int
+) -> float:
+    """Seconds from the first packet sent to the last one acknowledged durable."""
+    endpoints = await headend.start()
+    try:
+        if transport == "inproc":
+            from meterseal.acquisition.stages import Incoming
+
+            gate = asyncio.Semaphore(4096)
+
+            async def submit(data: bytes) -> Ack:
+                async with gate:
+                    return await headend.ingest.submit(Incoming(data, time.time(), "inproc"))
+
+            started = time.perf_counter()
+            acks = await asyncio.gather(*(submit(b) for b in blobs))
+            elapsed = time.perf_counter() - started
+            accepted = sum(a is Ack.ACCEPTED for a in acks)
+        else:
+            host, port = endpoints["tcp"].rsplit(":", 1)
+            slices = [blobs[i::connections] for i in range(connections)]
+            context = multiprocessing.get_context("fork")
+            out = context.Queue()
+            sender = context.Process(target=_tcp_sender, args=(host, int(port), slices, out))
+            started = time.perf_counter()
+            sender.start()
+            accepted = await asyncio.to_thread(out.get)
+            elapsed = time.perf_counter() - started
+            await asyncio.to_thread(sender.join)
+        if accepted != len(blobs):
+            raise RuntimeError(f"only {accepted} of {len(blobs)} packets were accepted")
+        return elapsed
+    finally:
+        await headend.stop()
+
+
+def run_suite(
+    console: Console,
+    suite: CipherSuite,
+    *,
+    store_kind: str,
+    transport: str,
+    meters: int,
+    readings: int,
+    open_workers: int,
+    batch_size: int = 512,
+    connections: int = 16,
+) -> IngestResult:
+    """Provision, seal, then measure the open-only bound and the end-to-end rate of one suite."""
+    if transport not in ("tcp", "inproc"):
+        raise ValueError(f"bench ingest measures tcp and inproc so far, not {transport}")
+    now = dt.datetime.now(dt.UTC)
+    headend = HeadEndKeys.generate()
+    ca_key, ca_cert = certs.create_ca("bench CA", now=now, rng=os.urandom)
+    fleet = provision(ca_key, ca_cert, meters, suite, now=now, prefix="BENCH")
+    start = (int(now.timestamp()) // INTERVAL - readings) * INTERVAL
+    with progress_bar(console) as bar:
+        task = bar.add_task(
+            f"{suite.name}: meters seal {meters * readings:,} readings", total=meters
+        )
+        wire = seal_workload(
+            Workload(fleet, headend.public(), start, readings),
+            now=now,
+            progress=lambda n: bar.advance(task, n),
+        )
+    # Interleave meters as they would arrive, not one meter's month after another's.
+    per_meter = [[data for _, data in packets] for packets in wire.values()]
+    blobs = [p[i] for i in range(readings) for p in per_meter if i < len(p)]
+    verifier = MeterRegistry(ca_cert)
+    records = [verifier.register(m.certificate, suite, m.customer_id, m.region_id) for m in fleet]
+    with scratch_store(store_kind) as url, Store.open(url) as store:
+        store.register_meters(records, now=now)
+        settings = HeadEndSettings(
+            tcp="127.0.0.1:0", batch_size=batch_size, open_workers=open_workers
+        )
+        head = HeadEnd(TrustedMaterial(headend, ca_cert, b"b" * 32), store, settings)
+        with console.status(f"{suite.name}: open-only bound ({open_workers or 1} process(es))"):
+            opener = ParallelOpener(headend, head.registry, max(open_workers, 1))
+            try:
+                bound = open_bound(opener, blobs, batch_size, now)
+            finally:
+                opener.close()
+        with console.status(f"{suite.name}: end to end over {transport} into {store_kind}"):
+            seconds = asyncio.run(_end_to_end(head, transport, blobs, connections))
+        report = head.report()
+        stored = store.counters().get("stored", 0)
+    if stored != len(blobs):
+        raise RuntimeError(f"{stored} stored, {len(blobs)} sent")
+    return IngestResult(
+        suite.name,
+        store_kind,
+        transport,
+        len(blobs),
+        open_workers,
+        bound,
+        len(blobs) / seconds,
+        report.latency_p50,
+        report.latency_p99,
+        stored,
+    )
+
+
+def result_table(results: Sequence[IngestResult], machine: Machine) -> TextTable:
+    """Packets/s end to end beside the open-only bound, and latency."""
+    rows = [
+        (
+            r.suite,
+            r.store,
+            r.transport,
+            f"{r.packets:,}",
+            str(r.open_workers),
+            f"{r.bound_per_s:,.0f}",
+            f"{r.end_to_end_per_s:,.0f}",
+            f"{r.ratio:.0%}",
+            milliseconds(r.latency_p50),
+            milliseconds(r.latency_p99),
+        )
+        for r in results
+    ]
+    return TextTable(
+        "Ingest: sent → durable, against the open-only bound of the same run",
+        (
+            "suite",
+            "store",
+            "transport",
+            "packets",
+            "open procs",
+            "open-only/s",
+            "end to end/s",
+            "e2e/bound",
+            "latency p50",
+            "latency p99",
+        ),
+        rows,
+        (
+            f"{machine.cpu}, {machine.cpus} CPUs, load {machine.load[0]:.2f}; "
+            "targets for p256: ≥ 10,000/s end to end and ≥ 80% of the bound",
+        ),
+    )
+
+
+def plot_ingest(results: Sequence[IngestResult], path: Path) -> Path:
+    """Bars: open-only bound and end to end per configuration; the latency beside."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{r.suite}\n{r.store}/{r.transport}" for r in results]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), width_ratios=(3, 2))
+    x = range(len(results))
+    left.bar([i - 0.2 for i in x], [r.bound_per_s for r in results], 0.4, label="open-only bound")
+    left.bar([i + 0.2 for i in x], [r.end_to_end_per_s for r in results], 0.4, label="end to end")
+    left.axhline(10_000, color="grey", linestyle="--", linewidth=1, label="p256 target 10,000/s")
+    for i, r in enumerate(results):
+        left.annotate(f"{r.ratio:.0%}", (i + 0.2, r.end_to_end_per_s), ha="center", va="bottom")
+    left.set_xticks(list(x), labels)
+    left.set_ylabel("packets per second")
+    left.set_title("sent → durable, with the share of the bound reached")
+    left.legend(loc="upper right", fontsize=8)
+    right.bar([i - 0.2 for i in x], [(r.latency_p50 or 0) * 1e3 for r in results], 0.4, label="p50")
+    right.bar([i + 0.2 for i in x], [(r.latency_p99 or 0) * 1e3 for r in results], 0.4, label="p99")
+    right.set_xticks(list(x), labels)
+    right.set_ylabel("ms, received → durable")
+    right.set_title("acquisition latency under full load")
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
