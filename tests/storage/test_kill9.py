@@ -72,6 +72,28 @@ def _serve(deployment: Path, db_url: str, port: int) -> subprocess.Popen[str]:
     raise AssertionError(f"head-end did not start (exit {process.wait()})")
 
 
+def _children(pid: int) -> set[int]:
+    """Processes whose parent is `pid` (the head-end's opening workers)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.add(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 def _stored(db_url: str) -> int:
     with Store.open(db_url) as store:
         return store.counters().get("stored", 0)
@@ -102,8 +124,14 @@ def test_kill9_midstream_restart_loses_and_doubles_nothing(db_url: str, tmp_path
     while _stored(db_url) < total // 4:
         assert time.monotonic() < deadline, "the stream never got going"
         time.sleep(0.05)
+    workers = _children(first.pid)
     first.send_signal(signal.SIGKILL)
     first.wait()
+    # Its forked opening workers (holding the head-end keys) die with it.
+    deadline = time.monotonic() + 5
+    while any(_alive(w) for w in workers):
+        assert time.monotonic() < deadline, "workers outlived the killed head-end"
+        time.sleep(0.05)
     acked_by_first = set(link.accepted)
     assert _stored(db_url) < total, "killed too late: the stream had already finished"
 

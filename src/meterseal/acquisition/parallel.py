@@ -12,9 +12,12 @@ verdicts are those `open_batch` gives with the parent's registry.
 
 from __future__ import annotations
 
+import ctypes
 import datetime as dt
 import multiprocessing
 import os
+import signal
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
@@ -26,6 +29,7 @@ from meterseal.crypto.suites import suite_named
 from meterseal.errors import InvalidPacket, RejectReason
 from meterseal.model import Reading
 
+PR_SET_PDEATHSIG = 1
 MIN_SLICE = 32  # below this a batch is opened in the parent: shipping it costs more than it saves
 
 
@@ -70,6 +74,15 @@ def _worker_pid(_: int) -> int:
     return os.getpid()
 
 
+def _die_with_parent(parent: int) -> None:
+    # A head-end killed with SIGKILL must not leave its workers (and its keys) behind.
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 class ParallelOpener:
     """`open_batch` spread over `workers` forked processes, checked against the live registry."""
 
@@ -84,7 +97,12 @@ class ParallelOpener:
         generation = getattr(self.registry, "generation", 0)
         _inherited = (self.headend, self.registry)  # read by the workers as they fork
         try:
-            pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("fork"))
+            pool = ProcessPoolExecutor(
+                self.workers,
+                mp_context=multiprocessing.get_context("fork"),
+                initializer=_die_with_parent,
+                initargs=(os.getpid(),),
+            )
             # Fork every worker now rather than lazily in the middle of a batch.
             list(pool.map(_worker_pid, range(self.workers * 4)))
         finally:
