@@ -148,18 +148,13 @@ def meters_register(
     passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
 ) -> None:
     """Admit a fleet file's meters (chain-checked certificates) into the head-end's store."""
-    from meterseal.crypto.registry import MeterRegistry
-    from meterseal.meter.provisioning import load_fleet
+    from meterseal.meter.provisioning import fleet_records, load_fleet
     from meterseal.storage import Store
 
     deployment = _load(deployment_dir, passphrase_env)
     try:
         meters = load_fleet(fleet)
-        verifier = MeterRegistry(deployment.ca_cert)
-        records = [
-            verifier.register(m.certificate, m.key.suite, m.customer_id, m.region_id)
-            for m in meters
-        ]
+        records = fleet_records(deployment.ca_cert, meters)
         with Store.open(store) as db:
             count = db.register_meters(records, now=dt.datetime.now(dt.UTC))
     except MetersealError as exc:

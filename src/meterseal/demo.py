@@ -20,13 +20,12 @@ from rich.console import Console
 from rich.table import Table
 
 from meterseal.acquisition.tcp import TcpLink
-from meterseal.crypto.registry import MeterRegistry
 from meterseal.crypto.suites import ED25519, P256, PAPER, PQ, CipherSuite
 from meterseal.deployment import Deployment, init_deployment
 from meterseal.headend import HeadEnd, HeadEndReport, TrustedMaterial
 from meterseal.meter.faults import FaultPlan
 from meterseal.meter.load import INTERVAL
-from meterseal.meter.provisioning import ProvisionedMeter, provision
+from meterseal.meter.provisioning import ProvisionedMeter, fleet_records, provision
 from meterseal.meter.simulator import SimulationReport, run_fleet
 from meterseal.meter.workload import Wire, Workload, seal_workload
 from meterseal.storage import RegionalLoad, Store
@@ -62,11 +61,7 @@ def provision_mix(deployment: Deployment, meters: int, now: dt.datetime) -> list
 
 def register(store: Store, deployment: Deployment, fleet: list[ProvisionedMeter]) -> None:
     """Admit the fleet's certificates (chain-checked) into the store's meter registry."""
-    verifier = MeterRegistry(deployment.ca_cert)
-    records = [
-        verifier.register(m.certificate, m.key.suite, m.customer_id, m.region_id) for m in fleet
-    ]
-    store.register_meters(records, now=dt.datetime.now(dt.UTC))
+    store.register_meters(fleet_records(deployment.ca_cert, fleet), now=dt.datetime.now(dt.UTC))
 
 
 async def _journey(
@@ -109,10 +104,7 @@ def run_demo(
             with progress_bar(console) as bar:
                 task = bar.add_task("meters seal their readings", total=len(fleet))
                 wire = seal_workload(work, now=now, progress=lambda n: bar.advance(task, n))
-            material = TrustedMaterial(
-                deployment.headend, deployment.ca_cert, deployment.anonymization_key
-            )
-            headend = HeadEnd(material, store)
+            headend = HeadEnd(TrustedMaterial.of(deployment), store)
             with progress_bar(console) as bar:
                 total = sum(len(p) for p in wire.values())
                 task = bar.add_task("packets: meters → TCP → trusted stages → SQLite", total=total)

@@ -26,6 +26,7 @@ from meterseal.acquisition.parallel import ParallelOpener
 from meterseal.acquisition.stages import TrustedStages
 from meterseal.acquisition.tcp import TcpReceiver
 from meterseal.crypto.keys import HeadEndKeys
+from meterseal.deployment import Deployment
 from meterseal.errors import ConfigurationError
 from meterseal.storage import Store, StoreRegistry
 
@@ -76,6 +77,11 @@ class TrustedMaterial:
     headend: HeadEndKeys
     ca_certificate: x509.Certificate
     anonymization_key: bytes
+
+    @classmethod
+    def of(cls, deployment: Deployment) -> TrustedMaterial:
+        """The trusted stages' share of a deployment (not its CA, billing or metrology keys)."""
+        return cls(deployment.headend, deployment.ca_cert, deployment.anonymization_key)
 
 
 @dataclass

@@ -36,11 +36,6 @@ from meterseal.ui import progress_bar
 TRANSPORTS = ("tcp", "http", "mqtt")
 
 
-def material(deployment: Deployment) -> TrustedMaterial:
-    """The trusted stages' share of a deployment."""
-    return TrustedMaterial(deployment.headend, deployment.ca_cert, deployment.anonymization_key)
-
-
 def serve(
     console: Console,
     deployment: Deployment,
@@ -65,7 +60,7 @@ async def _serve(
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     with Store.open(store_url) as store:
-        headend = HeadEnd(material(deployment), store, settings)
+        headend = HeadEnd(TrustedMaterial.of(deployment), store, settings)
         endpoints = await headend.start()
         for name, address in endpoints.items():
             # One parseable line per endpoint: scripts and tests wait for these.

@@ -30,7 +30,7 @@ from meterseal.crypto.suites import P256
 from meterseal.demo import register
 from meterseal.deployment import init_deployment
 from meterseal.meter.load import INTERVAL
-from meterseal.meter.provisioning import provision
+from meterseal.meter.provisioning import provision, register_fleet
 from meterseal.meter.simulator import SimulationReport, run_fleet
 from meterseal.meter.workload import Workload, seal_workload
 from meterseal.storage import Store
@@ -147,8 +147,7 @@ def test_kill9_midstream_restart_loses_and_doubles_nothing(db_url: str, tmp_path
     assert report.connection_errors > 0  # the meters did feel the crash
     assert acked_by_first  # ...and the first process had acknowledged some packets
     registry = MeterRegistry(deployment.ca_cert)
-    for m in meters:
-        registry.register(m.certificate, m.key.suite, m.customer_id, m.region_id)
+    register_fleet(registry, meters)
     with Store.open(db_url) as store:
         stored = {
             (m.key.meter_id, o.counter): hashlib.sha256(o.signed_original).digest()

@@ -33,11 +33,10 @@ from meterseal.acquisition.parallel import ParallelOpener
 from meterseal.bench.timing import Machine, TextTable
 from meterseal.crypto import certs, packet
 from meterseal.crypto.keys import HeadEndKeys
-from meterseal.crypto.registry import MeterRegistry
 from meterseal.crypto.suites import CipherSuite
 from meterseal.headend import HeadEnd, HeadEndSettings, TrustedMaterial
 from meterseal.meter.load import INTERVAL
-from meterseal.meter.provisioning import provision
+from meterseal.meter.provisioning import fleet_records, provision
 from meterseal.meter.workload import Workload, seal_workload
 from meterseal.storage import Store
 from meterseal.ui import milliseconds, progress_bar
@@ -198,8 +197,7 @@ def run_suite(
     # Interleave meters as they would arrive, not one meter's month after another's.
     per_meter = [[data for _, data in packets] for packets in wire.values()]
     blobs = [p[i] for i in range(readings) for p in per_meter if i < len(p)]
-    verifier = MeterRegistry(ca_cert)
-    records = [verifier.register(m.certificate, suite, m.customer_id, m.region_id) for m in fleet]
+    records = fleet_records(ca_cert, fleet)
     with scratch_store(store_kind) as url, Store.open(url) as store:
         store.register_meters(records, now=now)
         settings = HeadEndSettings(

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from meterseal.crypto.certs import issue_meter_certificate
 from meterseal.crypto.keys import MeterKey, generate_meter_key, write_secret
-from meterseal.crypto.registry import MeterRegistry
+from meterseal.crypto.registry import MeterRecord, MeterRegistry
 from meterseal.crypto.suites import CipherSuite, suite_named
 from meterseal.errors import ConfigurationError
 
@@ -153,6 +153,15 @@ def load_fleet(path: Path) -> list[ProvisionedMeter]:
         cert = x509.load_der_x509_certificate(cert_der)
         meters.append(ProvisionedMeter(key, cert, customer_id, region_id))
     return meters
+
+
+def fleet_records(
+    ca_certificate: x509.Certificate, meters: list[ProvisionedMeter]
+) -> list[MeterRecord]:
+    """The fleet's registry records, each certificate checked against the CA (for the store)."""
+    verifier = MeterRegistry(ca_certificate)
+    register_fleet(verifier, meters)
+    return list(verifier)
 
 
 def register_fleet(registry: MeterRegistry, meters: list[ProvisionedMeter]) -> None:
