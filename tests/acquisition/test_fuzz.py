@@ -369,23 +369,25 @@ def test_open_batch_agrees_with_open(
             assert _same_packet(result, single)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known: outer unprotected headers accept non-canonical CBOR (float keys, long-form "
-    "heads, tag 55799), so one sealed reading has many valid packet encodings",
-)
-def test_unprotected_headers_are_malleable(world: World, sealed: list[Sealed]) -> None:
-    base = next(s for s in sealed if s.suite == "p256")
+@pytest.mark.parametrize("suite_name", ["p256", "ed25519"])
+def test_one_reading_has_one_packet_encoding(
+    world: World, sealed: list[Sealed], suite_name: str
+) -> None:
+    base = next(s for s in sealed if s.suite == suite_name)
+    assert isinstance(_open(world, base.blob), OpenedPacket)
     item = cbor2.loads(base.blob)
     fields = list(item.value)
-    fields[1] = {5.0: fields[1][cose.IV]}  # IV under the float key 5.0 instead of 5
+    iv = fields[1][cose.IV]
+    fields[1] = {5.0: iv}  # IV under the float key 5.0 instead of 5
     variants = [
         cbor2.dumps(cbor2.CBORTag(item.tag, fields)),
-        b"\xd9\xd9\xf7" + base.blob,  # the self-describe tag is dropped by the decoder
+        b"\xd9\xd9\xf7" + base.blob,  # the self-describe tag, which the decoder drops
     ]
     for variant in variants:
         assert variant != base.blob
-        assert isinstance(_open(world, variant), InvalidPacket)
+        refused = _open(world, variant)
+        assert isinstance(refused, InvalidPacket)
+        assert refused.reason is RejectReason.MALFORMED
 
 
 # -- the strict CBOR loader -------------------------------------------------------------
@@ -590,3 +592,18 @@ def test_stream_model_matches_the_documented_faults() -> None:
     assert _model(_LENGTH.pack(MAX_FRAME + 1), good) == (b"", "oversized_frame")
     assert _model(_LENGTH.pack(5) + b"abc", good) == (b"", "truncated_frame")
     assert _model(b"\x00", good) == (b"", "truncated_frame")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known: a long-form CBOR head in the outer layer still opens (checking preferred "
+    "serialisation by re-encoding costs ~8 us, 4% of an open); harmless to the store, which "
+    "deduplicates on the signed original",
+)
+def test_long_form_heads_in_the_outer_layer_are_refused(world: World, sealed: list[Sealed]) -> None:
+    base = next(s for s in sealed if s.suite == "p256")
+    iv = cbor2.loads(base.blob).value[1][cose.IV]
+    short_head = bytes((0x40 + len(iv),)) + iv
+    assert short_head in base.blob
+    variant = base.blob.replace(short_head, bytes((0x58, len(iv))) + iv, 1)
+    assert isinstance(_open(world, variant), InvalidPacket)

@@ -26,6 +26,10 @@ from meterseal.model import Reading
 MAX_PACKET_BYTES = 8192
 _SIGN1_LABELS = frozenset({cose.ALG, cose.KID, cose.CWT_CLAIMS})
 _CLAIM_LABELS = frozenset({cose.CLAIM_IAT})
+# The encoded tag heads a packet must start with (the tag number with its item dropped).
+_OUTER_TAG_HEADS = tuple(
+    cbor2.dumps(cbor2.CBORTag(tag, 0))[:-1] for tag in (cose.TAG_ENCRYPT0, cose.TAG_ENCRYPT)
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,11 +69,18 @@ def seal(
     return suite.encryption.seal(signed, public_key, kid, rng)
 
 
+def _int_keys(header: Any) -> bool:
+    # 5.0 == 5 in a Python dict: a float label would otherwise stand in for an integer one.
+    return isinstance(header, cose.MAP_TYPES) and all(type(k) is int for k in header)
+
+
 def _identify(item: Any) -> tuple[CipherSuite, Sequence[Any]]:
     """Which suite produced this outer message (from its tag and algorithm ids)."""
     if not isinstance(item, cbor2.CBORTag) or not isinstance(item.value, cose.ARRAY_TYPES):
         raise CoseFormatError("not a tagged COSE message")
     fields = item.value
+    if len(fields) >= 3 and not _int_keys(fields[1]):
+        raise CoseFormatError("unprotected header labels must be integers")
     if item.tag == cose.TAG_ENCRYPT0 and len(fields) == 3:
         content_alg, recipient_alg = cose.envelope_header_map(fields[0]).get(cose.ALG), 0
     elif item.tag == cose.TAG_ENCRYPT and len(fields) == 4:
@@ -84,6 +95,8 @@ def _identify(item: Any) -> tuple[CipherSuite, Sequence[Any]]:
             or not isinstance(recipient[1], cose.MAP_TYPES)
         ):
             raise CoseFormatError("malformed recipient")
+        if not _int_keys(recipient[1]):
+            raise CoseFormatError("unprotected header labels must be integers")
         recipient_alg = cose.envelope_header_map(recipient[0]).get(
             cose.ALG, recipient[1].get(cose.ALG)
         )
@@ -102,6 +115,9 @@ def _decrypt(blob: bytes, headend_key: HeadEndKeys) -> tuple[CipherSuite, bytes]
     if len(blob) > MAX_PACKET_BYTES:
         raise InvalidPacket(RejectReason.OVERSIZED)
     try:
+        # The COSE tag must come first: the decoder would silently drop a self-describe tag.
+        if not blob.startswith(_OUTER_TAG_HEADS):
+            raise CoseFormatError("not a tagged COSE message")
         suite, fields = _identify(cose.loads_strict(blob))
         kid, private_key = headend_key.for_suite(suite)
         return suite, suite.encryption.open(fields, private_key, kid)
