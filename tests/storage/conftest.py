@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from meterseal.crypto.keys import generate_meter_key
 from meterseal.crypto.registry import MeterRecord
 from meterseal.crypto.suites import ED25519, P256
 from meterseal.storage import Store
+from meterseal.storage.scratch import scratch_schema
 from tests.conftest import NOW
 from tests.services import require_service
 
@@ -45,28 +45,14 @@ def postgres_url() -> str:
     return PG_URL
 
 
-def _fresh_pg_schema(url: str) -> Iterator[str]:
-    # A schema per test, reached through search_path, so runs never see each other's tables.
-    schema = f"ms_test_{secrets.token_hex(6)}"
-    admin = sa.create_engine(url)
-    with admin.begin() as connection:
-        connection.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    try:
-        scoped = sa.make_url(url).update_query_dict({"options": f"-csearch_path={schema}"})
-        yield scoped.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as connection:
-            connection.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        admin.dispose()
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.services)])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty database: a SQLite file, or a fresh PostgreSQL schema dropped afterwards."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'store.db'}"
     else:
-        yield from _fresh_pg_schema(request.getfixturevalue("postgres_url"))
+        with scratch_schema(request.getfixturevalue("postgres_url"), "ms_test") as url:
+            yield url
 
 
 @dataclass

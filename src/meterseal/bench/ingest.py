@@ -17,7 +17,6 @@ import contextlib
 import datetime as dt
 import multiprocessing
 import os
-import secrets
 import struct
 import tempfile
 import time
@@ -25,7 +24,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import sqlalchemy as sa
 from rich.console import Console
 
 from meterseal.acquisition.ingest import Ack
@@ -39,6 +37,7 @@ from meterseal.meter.load import INTERVAL
 from meterseal.meter.provisioning import fleet_records, provision
 from meterseal.meter.workload import Workload, seal_workload
 from meterseal.storage import Store
+from meterseal.storage.scratch import scratch_schema
 from meterseal.ui import milliseconds, progress_bar
 
 TRANSPORTS = ("tcp", "inproc", "http", "mqtt")
@@ -78,17 +77,8 @@ def scratch_store(kind: str) -> Iterator[str]:
         return
     if kind != "postgres":
         raise ValueError(f"store must be sqlite or postgres, not {kind!r}")
-    schema = f"ms_bench_{secrets.token_hex(4)}"
-    admin = sa.create_engine(POSTGRES_URL)
-    with admin.begin() as connection:
-        connection.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    try:
-        scoped = sa.make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
-        yield scoped.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as connection:
-            connection.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        admin.dispose()
+    with scratch_schema(POSTGRES_URL, "ms_bench") as url:
+        yield url
 
 
 def open_bound(

@@ -219,15 +219,21 @@ def write_secret(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def read_private_key(path: Path, passphrase: bytes | None = None) -> PrivateKey:
-    """Load a PEM private key, refusing files that others can read."""
+def _read_private_file(path: Path, what: str) -> bytes:
+    """The bytes of a key or secret file, refused when others may read it."""
     try:
         mode = path.stat().st_mode & 0o777
         data = path.read_bytes()
     except OSError as exc:
-        raise KeyFileError(f"cannot read key file {path}: {exc.strerror}") from exc
+        raise KeyFileError(f"cannot read {what} file {path}: {exc.strerror}") from exc
     if mode & 0o077:
         raise KeyFileError(f"{path} is readable by others (mode {mode:o}); run chmod 600 {path}")
+    return data
+
+
+def read_private_key(path: Path, passphrase: bytes | None = None) -> PrivateKey:
+    """Load a PEM private key, refusing files that others can read."""
+    data = _read_private_file(path, "key")
     try:
         key = serialization.load_pem_private_key(data, password=passphrase)
     except TypeError as exc:
@@ -267,13 +273,7 @@ def read_symmetric_secret(path: Path, passphrase: bytes | None = None) -> bytes:
     from cryptography.exceptions import InvalidTag
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-    try:
-        mode = path.stat().st_mode & 0o777
-        data = path.read_bytes()
-    except OSError as exc:
-        raise KeyFileError(f"cannot read secret file {path}: {exc.strerror}") from exc
-    if mode & 0o077:
-        raise KeyFileError(f"{path} is readable by others (mode {mode:o}); run chmod 600 {path}")
+    data = _read_private_file(path, "secret")
     head, body = data[: len(_SECRET_MAGIC) + 1], data[len(_SECRET_MAGIC) + 1 :]
     if head == _SECRET_MAGIC + b"\x00":
         return body
