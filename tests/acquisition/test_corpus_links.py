@@ -14,29 +14,15 @@ from meterseal.acquisition.mqtt import MqttLimits, MqttLink, MqttReceiver
 from tests.acquisition.corpus import (
     BadPacket,
     CorpusDeployment,
-    build_corpus,
-    corpus_deployment,
     good_packets,
     run_corpus,
 )
 from tests.acquisition.test_mqtt import URL as MQTT_URL
 from tests.acquisition.test_mqtt import _probe as probe_mqtt
-from tests.conftest import NOW, World
+from tests.conftest import NOW
 from tests.services import require_service
 
 T = NOW.timestamp()
-
-
-@pytest.fixture(scope="module")
-def deployment(world: World) -> CorpusDeployment:
-    """The corpus's own meters and registry."""
-    return corpus_deployment(world, now=NOW)
-
-
-@pytest.fixture(scope="module")
-def corpus(deployment: CorpusDeployment) -> list[BadPacket]:
-    """The bad packets, built once."""
-    return build_corpus(deployment, now=NOW)
 
 
 def _check(run_bad: dict[str, Ack], corpus: list[BadPacket], late: list[Ack]) -> None:

@@ -19,26 +19,12 @@ from tests.acquisition.corpus import (
     BadPacket,
     CorpusDeployment,
     bad_frames,
-    build_corpus,
-    corpus_deployment,
     good_packets,
     run_corpus,
 )
 from tests.conftest import NOW, World
 
 T = NOW.timestamp()
-
-
-@pytest.fixture(scope="module")
-def deployment(world: World) -> CorpusDeployment:
-    """The corpus's own meters and registry (world.registry is left untouched)."""
-    return corpus_deployment(world, now=NOW)
-
-
-@pytest.fixture(scope="module")
-def corpus(deployment: CorpusDeployment) -> list[BadPacket]:
-    """The bad packets, built once per module."""
-    return build_corpus(deployment, now=NOW)
 
 
 async def _serve(
