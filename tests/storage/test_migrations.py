@@ -66,8 +66,21 @@ def test_migrated_database_matches_the_declared_schema(db_url: str) -> None:
             assert got["nullable"] == column.nullable, (table.name, column.name)
         pk = inspector.get_pk_constraint(table.name)["constrained_columns"]
         assert pk == [c.name for c in table.primary_key.columns], table.name
-        indexes = {i["name"]: i["column_names"] for i in inspector.get_indexes(table.name)}
+        # PostgreSQL also lists the index behind each unique constraint; those are compared below.
+        indexes = {
+            i["name"]: i["column_names"]
+            for i in inspector.get_indexes(table.name)
+            if "duplicates_constraint" not in i
+        }
         assert indexes == {i.name: [c.name for c in i.columns] for i in table.indexes}
+        unique = {
+            u["name"]: u["column_names"] for u in inspector.get_unique_constraints(table.name)
+        }
+        assert unique == {
+            u.name: [c.name for c in u.columns]
+            for u in table.constraints
+            if isinstance(u, sa.UniqueConstraint)
+        }, table.name
         foreign = {
             (tuple(f["constrained_columns"]), f["referred_table"])
             for f in inspector.get_foreign_keys(table.name)

@@ -283,3 +283,24 @@ def test_postgresql_commits_are_durable_whatever_the_session_default(postgres_ur
     url = sa.make_url(postgres_url).update_query_dict({"options": "-csynchronous_commit=off"})
     with Store(url) as store, store.engine.connect() as connection:
         assert connection.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
+
+
+def test_a_read_only_store_reads_but_cannot_write(db_url: str, authority: Authority) -> None:
+    with Store.open(db_url) as writer:
+        writer.register_meters([authority.record("M-001")], now=NOW)
+        writer.save_batch([reading("M-001", 1)], [])
+        with Store.open_read_only(db_url) as reader:
+            assert reader.counters()["stored"] == 1
+            with pytest.raises(StorageError):
+                reader.save_batch([reading("M-001", 2)], [])
+            with pytest.raises(StorageError):
+                reader.register_meters([authority.record("M-009")], now=NOW)
+        assert writer.counters()["stored"] == 1
+
+
+def test_a_read_only_store_refuses_an_unmigrated_database(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    with Store(url).engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE unrelated (x INTEGER)")
+    with pytest.raises(StorageError, match="schema version"):
+        Store.open_read_only(url)

@@ -53,6 +53,15 @@ def seal(
     rng: Rng,
 ) -> bytes:
     """Sign `reading` with the meter's key and encrypt it to the head-end's key for `suite`."""
+    signed = sign_reading(reading, meter_key, suite, now=now)
+    kid, public_key = headend_public.for_suite(suite)
+    return suite.encryption.seal(signed, public_key, kid, rng)
+
+
+def sign_reading(
+    reading: Reading, meter_key: MeterKey, suite: CipherSuite, *, now: dt.datetime
+) -> bytes:
+    """The meter's COSE_Sign1 over `reading`: the signed original that billing keeps."""
     if meter_key.suite is not suite or reading.meter_id != meter_key.meter_id:
         raise ValueError("reading, meter key and suite must belong together")
     protected = cose.dumps(
@@ -64,9 +73,7 @@ def seal(
     )
     payload = reading_codec.encode_reading(reading)
     signature = suite.signature.sign(meter_key.private_key, cose.sig_structure1(protected, payload))
-    signed = cose.Sign1(protected, {}, {}, payload, signature).encode()
-    kid, public_key = headend_public.for_suite(suite)
-    return suite.encryption.seal(signed, public_key, kid, rng)
+    return cose.Sign1(protected, {}, {}, payload, signature).encode()
 
 
 def _int_keys(header: Any) -> bool:
@@ -255,3 +262,38 @@ def open_batch(
             except InvalidPacket as exc:
                 results[i] = exc
     return results  # type: ignore[return-value]
+
+
+def verify_signed_original(signed_bytes: bytes, registry: MeterDirectory) -> OpenedPacket:
+    """Verify a stored signed original (no envelope) as an auditor does; InvalidPacket if not.
+
+    The meter must be known and its certificate must have been valid when the reading was
+    sent; a later revocation does not void readings signed before it.
+    """
+    try:
+        signed = cose.parse_sign1(signed_bytes)
+        meter_id = _kid(signed)
+    except CoseFormatError:
+        raise InvalidPacket(RejectReason.MALFORMED) from None
+    record = registry.get(meter_id)
+    if record is None:
+        raise InvalidPacket(RejectReason.UNKNOWN_METER)
+    try:
+        _, sent_at = _signer(signed, record.suite)
+        sent = dt.datetime.fromtimestamp(sent_at, dt.UTC)
+    except (CoseFormatError, OverflowError, OSError, ValueError):
+        raise InvalidPacket(RejectReason.MALFORMED) from None
+    if record.revoked_at is not None and record.revoked_at <= sent:
+        raise InvalidPacket(RejectReason.REVOKED_METER)
+    if not record.valid_at(sent):
+        raise InvalidPacket(RejectReason.CERTIFICATE_INVALID)
+    item = _Signed(record.suite, signed_bytes, signed, meter_id, sent_at, record)
+    _verify(item)
+    return _decode(item)
+
+
+def _kid(signed: cose.Sign1) -> str:
+    try:
+        return cose.expect_bytes(signed.headers.get(cose.KID)).decode("utf-8", errors="strict")
+    except UnicodeDecodeError as exc:
+        raise CoseFormatError("kid is not a meter id") from exc

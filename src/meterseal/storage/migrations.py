@@ -112,9 +112,72 @@ def _v2(connection: Connection) -> None:
     )
 
 
+def _v3(connection: Connection) -> None:
+    md = sa.MetaData()
+    sa.Table(
+        "tariffs",
+        md,
+        sa.Column("tariff_id", sa.String(64), nullable=False),
+        sa.Column("version", sa.Integer, nullable=False, autoincrement=False),
+        sa.Column("body", sa.LargeBinary, nullable=False),
+        sa.Column("digest", sa.LargeBinary(32), nullable=False),
+        sa.Column("added_at", UtcDateTime, nullable=False),
+        sa.PrimaryKeyConstraint("tariff_id", "version", name="pk_tariffs"),
+    )
+    sa.Table(
+        "bills",
+        md,
+        sa.Column("bill_id", sa.String(128), nullable=False),
+        sa.Column("customer_id", sa.String(64), nullable=False),
+        sa.Column("period_start", sa.BigInteger, nullable=False),
+        sa.Column("period_end", sa.BigInteger, nullable=False),
+        sa.Column("issued_at", sa.BigInteger, nullable=False),
+        sa.Column("currency", sa.String(8), nullable=False),
+        sa.Column("total", sa.String(64), nullable=False),
+        sa.Column("signed_bill", sa.LargeBinary, nullable=False),
+        sa.Column("manifest", sa.LargeBinary, nullable=False),
+        sa.Column("log_index", sa.BigInteger, nullable=False),
+        sa.PrimaryKeyConstraint("bill_id", name="pk_bills"),
+        sa.UniqueConstraint("log_index", name="uq_bills_log_index"),
+        sa.Index("ix_bills_customer_id_period_start", "customer_id", "period_start"),
+    )
+    sa.Table(
+        "bill_log",
+        md,
+        sa.Column("log_index", sa.BigInteger, nullable=False, autoincrement=False),
+        sa.Column("bill_id", sa.String(128), nullable=False),
+        sa.Column("leaf_hash", sa.LargeBinary(32), nullable=False),
+        sa.PrimaryKeyConstraint("log_index", name="pk_bill_log"),
+        sa.UniqueConstraint("bill_id", name="uq_bill_log_bill_id"),
+    )
+    sa.Table(
+        "bill_log_heads",
+        md,
+        sa.Column("tree_size", sa.BigInteger, nullable=False, autoincrement=False),
+        sa.Column("root", sa.LargeBinary(32), nullable=False),
+        sa.Column("signed_head", sa.LargeBinary, nullable=False),
+        sa.Column("issued_at", sa.BigInteger, nullable=False),
+        sa.PrimaryKeyConstraint("tree_size", name="pk_bill_log_heads"),
+    )
+    sa.Table(
+        "audit_reports",
+        md,
+        sa.Column("id", BigId, primary_key=True, autoincrement=True),
+        sa.Column("bill_id", sa.String(128), nullable=False),
+        sa.Column("audited_at", sa.BigInteger, nullable=False),
+        sa.Column("clean", sa.Boolean, nullable=False),
+        sa.Column("report", sa.JSON, nullable=False),
+        sa.Column("countersigned_bill", sa.LargeBinary, nullable=True),
+        sa.PrimaryKeyConstraint("id", name="pk_audit_reports"),
+        sa.Index("ix_audit_reports_bill_id", "bill_id"),
+    )
+    md.create_all(connection)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "meters, signed originals, measurements, quarantine", _v1),
     Migration(2, "ingest counters; index measurements by region and time", _v2),
+    Migration(3, "tariffs, bills, the bill log and its signed heads, audit reports", _v3),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -70,6 +70,7 @@ metadata = sa.MetaData(
         "ix": "ix_%(table_name)s_%(column_0_N_name)s",
         "pk": "pk_%(table_name)s",
         "fk": "fk_%(table_name)s_%(column_0_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
     }
 )
 
@@ -138,6 +139,66 @@ ingest_counters = sa.Table(
     metadata,
     sa.Column("outcome", sa.String(SHORT_TEXT), primary_key=True),
     sa.Column("count", sa.BigInteger, nullable=False),
+)
+
+BILL_ID = 128
+
+tariffs = sa.Table(
+    "tariffs",
+    metadata,
+    sa.Column("tariff_id", sa.String(SHORT_TEXT), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("body", sa.LargeBinary, nullable=False),  # canonical CBOR
+    sa.Column("digest", sa.LargeBinary(32), nullable=False),
+    sa.Column("added_at", UtcDateTime, nullable=False),
+)
+
+# A bill, its manifest (packets in bill order with their leaf hashes) and its place in the log.
+bills = sa.Table(
+    "bills",
+    metadata,
+    sa.Column("bill_id", sa.String(BILL_ID), primary_key=True),
+    sa.Column("customer_id", sa.String(SHORT_TEXT), nullable=False),
+    sa.Column("period_start", sa.BigInteger, nullable=False),
+    sa.Column("period_end", sa.BigInteger, nullable=False),
+    sa.Column("issued_at", sa.BigInteger, nullable=False),
+    sa.Column("currency", sa.String(8), nullable=False),
+    sa.Column("total", sa.String(SHORT_TEXT), nullable=False),  # decimal text, never a float
+    sa.Column("signed_bill", sa.LargeBinary, nullable=False),  # COSE_Sign1
+    sa.Column("manifest", sa.LargeBinary, nullable=False),  # CBOR
+    sa.Column("log_index", sa.BigInteger, nullable=False, unique=True),
+    sa.Index(None, "customer_id", "period_start"),
+)
+
+# The append-only bill log (RFC 9162): leaf i is the signed bill appended i-th.
+bill_log = sa.Table(
+    "bill_log",
+    metadata,
+    sa.Column("log_index", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("bill_id", sa.String(BILL_ID), nullable=False, unique=True),
+    sa.Column("leaf_hash", sa.LargeBinary(32), nullable=False),
+)
+
+# Signed tree heads of the bill log, one per size the log has had.
+bill_log_heads = sa.Table(
+    "bill_log_heads",
+    metadata,
+    sa.Column("tree_size", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("root", sa.LargeBinary(32), nullable=False),
+    sa.Column("signed_head", sa.LargeBinary, nullable=False),  # COSE_Sign1 by the billing key
+    sa.Column("issued_at", sa.BigInteger, nullable=False),
+)
+
+audit_reports = sa.Table(
+    "audit_reports",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("bill_id", sa.String(BILL_ID), nullable=False),
+    sa.Column("audited_at", sa.BigInteger, nullable=False),
+    sa.Column("clean", sa.Boolean, nullable=False),
+    sa.Column("report", sa.JSON, nullable=False),
+    sa.Column("countersigned_bill", sa.LargeBinary, nullable=True),
+    sa.Index(None, "bill_id"),
 )
 
 
@@ -277,15 +338,26 @@ class BulkStatements:
             yield _or_lookup(size), params
 
 
-def make_engine(url: str | sa.URL, **kwargs: Any) -> Engine:
-    """An engine for `url` with the settings the store needs (see `prepare_engine`)."""
+def make_engine(url: str | sa.URL, *, read_only: bool = False, **kwargs: Any) -> Engine:
+    """An engine for `url` with the settings the store needs (see `prepare_engine`).
+
+    `read_only` engines cannot change the database, whatever the code using them does:
+    SQLite opens the file with mode=ro, PostgreSQL makes every transaction READ ONLY.
+    """
     # Readings are personal data: keep bound values out of exception texts and logs.
     kwargs.setdefault("hide_parameters", True)
-    if sa.make_url(url).get_backend_name() == "sqlite":
-        connect_args = kwargs.setdefault("connect_args", {})
+    url = sa.make_url(url)
+    connect_args = kwargs.setdefault("connect_args", {})
+    if url.get_backend_name() == "sqlite":
         connect_args.setdefault("timeout", SQLITE_BUSY_SECONDS)
+        if read_only and url.database:
+            url = url.set(database=f"file:{url.database}", query={"mode": "ro", "uri": "true"})
     else:
         kwargs.setdefault("pool_pre_ping", True)  # survive a server restart between batches
+        if read_only:
+            # Added to any options the URL has (a scratch schema's search_path, say).
+            options = f"{url.query.get('options', '')} -c default_transaction_read_only=on"
+            url = url.update_query_dict({"options": options.strip()})
     return prepare_engine(sa.create_engine(url, **kwargs))
 
 

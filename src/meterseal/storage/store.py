@@ -8,6 +8,7 @@ acknowledge the batch's packets then.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
@@ -26,7 +27,7 @@ from meterseal.acquisition.records import AcceptedReading, Rejection, StoreOutco
 from meterseal.crypto.registry import MeterRecord, MeterRegistry
 from meterseal.crypto.suites import suite_named
 from meterseal.errors import CertificateError, RejectReason
-from meterseal.storage.migrations import migrate
+from meterseal.storage.migrations import LATEST_VERSION, current_version, migrate
 from meterseal.storage.schema import (
     BulkStatements,
     Key,
@@ -114,6 +115,20 @@ class Store:
         migrate(store.engine)
         return store
 
+    @classmethod
+    def open_read_only(cls, target: str | sa.URL) -> Store:
+        """A store that cannot write (an auditor's access); its schema must be current."""
+        store = cls(make_engine(target, read_only=True))
+        with store._read() as connection:
+            version = current_version(connection)
+        if version != LATEST_VERSION:
+            store.close()
+            raise StorageError(
+                f"the store is at schema version {version}, not {LATEST_VERSION}: "
+                "run `meterseal serve` or another writer once to migrate it"
+            )
+        return store
+
     def close(self) -> None:
         """Release the pooled connections (also of an engine that was passed in)."""
         self.engine.dispose()
@@ -141,6 +156,14 @@ class Store:
                 yield connection
         except sa.exc.SQLAlchemyError as exc:
             raise StorageError(f"storage failed: {getattr(exc, 'orig', None) or exc}") from exc
+
+    def transaction(self) -> contextlib.AbstractContextManager[Connection]:
+        """A write transaction for repositories sharing this store (StorageError on failure)."""
+        return self._write()
+
+    def connection(self) -> contextlib.AbstractContextManager[Connection]:
+        """A read connection for repositories sharing this store (StorageError on failure)."""
+        return self._read()
 
     # -- ingest -------------------------------------------------------------------------
 

@@ -1,0 +1,1 @@
+"""Bills: hash-chained, Merkle-committed statements a metrology authority can re-check."""

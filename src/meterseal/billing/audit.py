@@ -1,0 +1,469 @@
+"""The metrology authority's audit of one bill (sans-IO): re-derive all, name each difference.
+
+The auditor trusts the CA (through the meter registry it is given), its own copy of the
+billing service's public key and the tariff book — nothing the store says without a
+signature. It re-verifies every meter signature, rebuilds the month from the signed bytes
+alone, recomputes completeness, estimation, charges, chain and Merkle root, and compares them
+with the bill and its manifest. No finding: the caller countersigns. Any finding: the report
+names the packet (meter, counter) or the bill field, with both values.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from meterseal.billing.bill import (
+    Bill,
+    BillFormatError,
+    BillSignatureError,
+    ManifestEntry,
+    manifest_from_cbor,
+    parse_signed_bill,
+    verify_signed_bill,
+)
+from meterseal.billing.completeness import estimation_rule
+from meterseal.billing.compute import BillPacket, BillRequest, bill_order, compute_bill, leaf_hashes
+from meterseal.billing.merkle import root_of
+from meterseal.billing.tariff import Tariff, TariffBook, TariffError
+from meterseal.crypto.packet import verify_signed_original
+from meterseal.crypto.registry import MeterDirectory
+from meterseal.crypto.signing import VerifyingKey
+from meterseal.errors import InvalidPacket, MetersealError
+
+
+class FindingKind(enum.StrEnum):
+    """What kind of discrepancy an audit found."""
+
+    MISSING = "missing"  # a valid reading not on the bill, or a billed packet gone from the store
+    EXTRA = "extra"  # billed, but not a valid reading of this customer in this period
+    ALTERED = "altered"  # stored bytes or columns differ from what was signed or billed
+    REORDERED = "reordered"  # the bill's order is not (timestamp, meter, counter)
+    FOREIGN = "foreign"  # signed by another meter than the row claims
+    FORGED = "forged"  # the meter signature does not verify (or no such meter)
+    REPLAYED = "replayed"  # a reading signed for another time or counter, stored again
+    FIELD = "field"  # a bill field differs from the auditor's recomputation
+    SIGNATURE = "signature"  # the billing service's signature does not hold
+    TARIFF = "tariff"  # the tariff named on the bill is unknown or changed since signing
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One discrepancy, naming the packet (meter, counter) or the bill field concerned."""
+
+    kind: FindingKind
+    detail: str
+    meter_id: str | None = None
+    counter: int | None = None
+    field: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (None fields dropped)."""
+        out: dict[str, Any] = {"kind": self.kind.value, "detail": self.detail}
+        for name in ("meter_id", "counter", "field"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class AuditReport:
+    """The outcome of auditing one bill: clean (countersign) or the list of findings."""
+
+    bill_id: str
+    customer_id: str
+    audited_at: int
+    packets_checked: int
+    signatures_verified: int
+    findings: tuple[Finding, ...]
+
+    @property
+    def clean(self) -> bool:
+        """No discrepancy: the authority may countersign."""
+        return not self.findings
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form of the report."""
+        return {
+            "bill": self.bill_id,
+            "customer": self.customer_id,
+            "audited_at": self.audited_at,
+            "verdict": "countersigned" if self.clean else "discrepancies",
+            "packets_checked": self.packets_checked,
+            "signatures_verified": self.signatures_verified,
+            "findings": [f.to_dict() for f in self.findings],
+        }
+
+
+@dataclass(frozen=True)
+class AuditInput:
+    """What the auditor reads: the signed bill, its manifest, and the store's rows around it.
+
+    `stored` must hold the rows of the bill's customer's meters with timestamps in the period
+    (and a margin around it) plus every row the manifest names, as the store has them now.
+    """
+
+    signed_bill: bytes
+    manifest: bytes
+    stored: Sequence[BillPacket]
+    customer_meters: Sequence[str]
+    registry: MeterDirectory
+    tariffs: TariffBook
+    billing_key: VerifyingKey
+
+
+@dataclass
+class _Verified:
+    """The auditor's own view of the stored rows, after signature checks."""
+
+    valid: list[BillPacket] = field(default_factory=list)  # signed values, bill's period
+    by_key: dict[tuple[str, int], BillPacket] = field(default_factory=dict)  # rows as stored
+    bad: dict[tuple[str, int], FindingKind] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+    verified: int = 0
+
+
+def audit_bill(inp: AuditInput, *, now: int) -> AuditReport:
+    """Audit one signed bill against the store; see the module docstring."""
+    findings: list[Finding] = []
+    try:
+        bill = verify_signed_bill(inp.signed_bill, inp.billing_key)
+    except BillSignatureError as exc:
+        findings.append(Finding(FindingKind.SIGNATURE, exc.diagnostics(), field="signature"))
+        bill, _ = parse_signed_bill(inp.signed_bill)
+    manifest = _manifest(inp.manifest, bill, findings)
+    meters = _meter_findings(bill, inp.customer_meters, findings)
+    seen = _verify_rows(inp, bill, meters)
+    findings += seen.findings
+    ours = bill_order(seen.valid)
+    findings += _compare_manifest(manifest, ours, seen)
+    tariff = _tariff(bill, inp.tariffs, findings)
+    if tariff is not None:
+        findings += _compare_fields(bill, tariff, ours, meters)
+    return AuditReport(
+        bill.bill_id,
+        bill.customer_id,
+        now,
+        len(inp.stored),
+        seen.verified,
+        tuple(findings),
+    )
+
+
+def _manifest(data: bytes, bill: Bill, findings: list[Finding]) -> tuple[ManifestEntry, ...]:
+    try:
+        manifest = manifest_from_cbor(data)
+    except BillFormatError as exc:
+        findings.append(Finding(FindingKind.ALTERED, exc.diagnostics(), field="manifest"))
+        return ()
+    if (
+        len(manifest) != bill.packets
+        or root_of([e.leaf_hash for e in manifest]) != bill.merkle_root
+    ):
+        findings.append(
+            Finding(
+                FindingKind.ALTERED,
+                "the manifest does not match the bill's Merkle root and packet count",
+                field="manifest",
+            )
+        )
+    return manifest
+
+
+def _meter_findings(bill: Bill, customer_meters: Sequence[str], out: list[Finding]) -> set[str]:
+    billed = {m.meter_id for m in bill.meters}
+    for meter_id in sorted(set(customer_meters) - billed):
+        out.append(
+            Finding(
+                FindingKind.MISSING,
+                "a meter of this customer is not on the bill",
+                meter_id=meter_id,
+                field="meters",
+            )
+        )
+    for meter_id in sorted(billed - set(customer_meters)):
+        out.append(
+            Finding(
+                FindingKind.EXTRA,
+                "the bill names a meter this customer does not have",
+                meter_id=meter_id,
+                field="meters",
+            )
+        )
+    return billed | set(customer_meters)
+
+
+def _verify_rows(inp: AuditInput, bill: Bill, meters: set[str]) -> _Verified:
+    seen = _Verified()
+    signed_keys: Counter[tuple[str, int]] = Counter()
+    period = bill.period
+    for row in inp.stored:
+        key = (row.meter_id, row.counter)
+        seen.by_key[key] = row
+        kind, detail, reading = _check_signature(row, inp.registry)
+        if reading is not None:
+            seen.verified += 1
+            signed_keys[(reading.meter_id, reading.counter)] += 1
+        if kind is not None:
+            seen.bad[key] = kind
+            seen.findings.append(Finding(kind, detail, row.meter_id, row.counter))
+            continue
+        assert reading is not None
+        signed = BillPacket(
+            reading.meter_id,
+            reading.counter,
+            reading.timestamp,
+            reading.energy_wh,
+            row.signed_original,
+        )
+        if row.meter_id in meters and period.slot_of(reading.timestamp) is not None:
+            seen.valid.append(signed)
+        elif row.meter_id in meters and period.slot_of(row.timestamp) is not None:
+            seen.bad[key] = FindingKind.REPLAYED
+            seen.findings.append(
+                Finding(
+                    FindingKind.REPLAYED,
+                    f"signed for time {reading.timestamp}, outside the period, "
+                    f"stored as {row.timestamp}",
+                    row.meter_id,
+                    row.counter,
+                )
+            )
+            continue
+        _column_findings(row, signed, seen)
+    for (meter_id, counter), n in sorted(signed_keys.items()):
+        if n > 1:
+            seen.findings.append(
+                Finding(
+                    FindingKind.REPLAYED,
+                    f"{n} stored rows carry this one signed reading",
+                    meter_id,
+                    counter,
+                )
+            )
+    return seen
+
+
+def _check_signature(
+    row: BillPacket, registry: MeterDirectory
+) -> tuple[FindingKind | None, str, Any]:
+    try:
+        opened = verify_signed_original(row.signed_original, registry)
+    except InvalidPacket as exc:
+        return FindingKind.FORGED, f"meter signature refused ({exc.reason.value})", None
+    reading = opened.reading
+    if reading.meter_id != row.meter_id:
+        return FindingKind.FOREIGN, f"signed by meter {reading.meter_id}", reading
+    return None, "", reading
+
+
+def _column_findings(row: BillPacket, signed: BillPacket, seen: _Verified) -> None:
+    if signed.counter != row.counter:
+        seen.bad[(row.meter_id, row.counter)] = FindingKind.REPLAYED
+        seen.findings.append(
+            Finding(
+                FindingKind.REPLAYED,
+                f"signed as counter {signed.counter}, stored as counter {row.counter}",
+                row.meter_id,
+                row.counter,
+            )
+        )
+        return
+    for name in ("timestamp", "energy_wh"):
+        stored, real = getattr(row, name), getattr(signed, name)
+        if stored != real:
+            seen.findings.append(
+                Finding(
+                    FindingKind.ALTERED,
+                    f"stored {name} {stored}, signed {real}",
+                    row.meter_id,
+                    row.counter,
+                    name,
+                )
+            )
+
+
+def _compare_manifest(
+    manifest: Sequence[ManifestEntry], ours: Sequence[BillPacket], seen: _Verified
+) -> list[Finding]:
+    findings: list[Finding] = []
+    our_leaves = dict(zip(leaf_hashes(ours), ours, strict=True))
+    billed = {e.leaf_hash for e in manifest}
+    for entry in manifest:
+        if entry.leaf_hash in our_leaves:
+            continue
+        key = (entry.meter_id, entry.counter)
+        row = seen.by_key.get(key)
+        if row is None:
+            findings.append(
+                Finding(
+                    FindingKind.MISSING,
+                    "billed, but no longer in the store",
+                    entry.meter_id,
+                    entry.counter,
+                )
+            )
+        elif leaf_hashes([row])[0] != entry.leaf_hash:
+            findings.append(
+                Finding(
+                    FindingKind.ALTERED,
+                    "the stored packet's bytes differ from the billed ones",
+                    entry.meter_id,
+                    entry.counter,
+                )
+            )
+        elif key in seen.bad:
+            findings.append(
+                Finding(
+                    FindingKind.EXTRA,
+                    f"billed, but {seen.bad[key].value}",
+                    entry.meter_id,
+                    entry.counter,
+                )
+            )
+        else:
+            findings.append(
+                Finding(
+                    FindingKind.EXTRA,
+                    "billed, but outside the period",
+                    entry.meter_id,
+                    entry.counter,
+                )
+            )
+    twice = Counter(e.leaf_hash for e in manifest)
+    for entry in manifest:
+        if twice.pop(entry.leaf_hash, 1) > 1:
+            findings.append(
+                Finding(
+                    FindingKind.EXTRA,
+                    "the same packet is billed more than once",
+                    entry.meter_id,
+                    entry.counter,
+                )
+            )
+    billed_keys = {(e.meter_id, e.counter) for e in manifest}
+    for leaf, p in our_leaves.items():
+        if leaf not in billed and (p.meter_id, p.counter) not in billed_keys:
+            findings.append(
+                Finding(
+                    FindingKind.MISSING,
+                    "a valid reading of the period is not on the bill",
+                    p.meter_id,
+                    p.counter,
+                )
+            )
+    findings += _order_findings(manifest, our_leaves)
+    return findings
+
+
+def _order_findings(
+    manifest: Sequence[ManifestEntry], our_leaves: dict[bytes, BillPacket]
+) -> list[Finding]:
+    """Name each billed packet that sits before one that should precede it."""
+    billed = {e.leaf_hash for e in manifest}
+    expected = [leaf for leaf in our_leaves if leaf in billed]
+    actual = [e for e in manifest if e.leaf_hash in our_leaves]
+    findings = []
+    for want, got in zip(expected, actual, strict=False):
+        if want != got.leaf_hash:
+            should = our_leaves[want]
+            findings.append(
+                Finding(
+                    FindingKind.REORDERED,
+                    f"billed where counter {should.counter} of {should.meter_id} belongs",
+                    got.meter_id,
+                    got.counter,
+                )
+            )
+    return findings
+
+
+def _tariff(bill: Bill, tariffs: TariffBook, findings: list[Finding]) -> Tariff | None:
+    try:
+        tariff = tariffs.get(bill.tariff_id, bill.tariff_version)
+    except (TariffError, KeyError):
+        findings.append(
+            Finding(
+                FindingKind.TARIFF,
+                f"tariff {bill.tariff_id} v{bill.tariff_version} is unknown",
+                field="tariff",
+            )
+        )
+        return None
+    if tariff.digest() != bill.tariff_digest:
+        findings.append(
+            Finding(
+                FindingKind.TARIFF,
+                f"tariff {bill.tariff_id} v{bill.tariff_version} differs from the one billed "
+                f"(digest {tariff.digest().hex()[:16]}…, billed {bill.tariff_digest.hex()[:16]}…)",
+                field="tariff",
+            )
+        )
+    return tariff
+
+
+def _compare_fields(
+    bill: Bill, tariff: Tariff, ours: Sequence[BillPacket], meters: set[str]
+) -> list[Finding]:
+    try:
+        rule = estimation_rule(bill.estimation)
+    except MetersealError as exc:
+        return [Finding(FindingKind.FIELD, exc.diagnostics(), field="estimation")]
+    request = BillRequest(
+        bill.bill_id,
+        bill.customer_id,
+        tuple(m.meter_id for m in bill.meters),
+        bill.period,
+        tariff,
+        rule,
+        bill.issued_at,
+    )
+    expected, _ = compute_bill(request, ours)
+    findings = []
+    mine = {m.meter_id: m for m in expected.meters}
+    for statement in bill.meters:
+        theirs = mine[statement.meter_id]
+        for name in ("expected", "received", "measured_wh", "estimated_wh", "gaps", "duplicates"):
+            if getattr(statement, name) != getattr(theirs, name):
+                findings.append(
+                    _field(
+                        f"meters[{statement.meter_id}].{name}",
+                        getattr(statement, name),
+                        getattr(theirs, name),
+                        statement.meter_id,
+                    )
+                )
+    if bill.charges.lines != expected.charges.lines:
+        findings.append(_field("lines", _lines(bill), _lines(expected)))
+    for name, got, want in (
+        ("total", bill.charges.total, expected.charges.total),
+        ("currency", bill.charges.currency, expected.charges.currency),
+        ("packets", bill.packets, expected.packets),
+        ("chain", bill.chain_head.hex(), expected.chain_head.hex()),
+        ("merkle_root", bill.merkle_root.hex(), expected.merkle_root.hex()),
+    ):
+        if got != want:
+            findings.append(_field(name, got, want))
+    return findings
+
+
+def _field(name: str, billed: object, audited: object, meter_id: str | None = None) -> Finding:
+    detail = f"bill says {_short(billed)}, audit finds {_short(audited)}"
+    return Finding(FindingKind.FIELD, detail, meter_id=meter_id, field=name)
+
+
+def _short(value: object) -> str:
+    text = str(value)
+    return text if len(text) <= 80 else text[:77] + "…"
+
+
+def _lines(bill: Bill) -> list[str]:
+    return [f"{li.label}: {li.amount}" for li in bill.charges.lines]
+
+
+def rejected_reasons(findings: Iterable[Finding]) -> Counter[str]:
+    """How many findings of each kind (for the CLI summary)."""
+    return Counter(f.kind.value for f in findings)

@@ -1,0 +1,108 @@
+"""The metrology authority's auditor: read-only store access, its own key, its own reports.
+
+Around the sans-IO `audit_bill`: it loads what the audit needs through a read-only store,
+rebuilds the meter registry from certificates checked against the CA (the store's meter
+table is not trusted), countersigns a clean bill with the authority's key and writes each
+report through a separate, writable store (by default the same database's report table).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cryptography import x509
+
+from meterseal.billing.audit import AuditInput, AuditReport, audit_bill
+from meterseal.billing.bill import manifest_from_cbor, parse_signed_bill
+from meterseal.billing.tariff import TariffBook
+from meterseal.crypto.countersign import countersign
+from meterseal.crypto.keys import kid_of, public_bytes
+from meterseal.crypto.signing import SigningKey, VerifyingKey
+from meterseal.errors import MetersealError
+from meterseal.storage.bill_store import BillStore
+from meterseal.storage.store import StoreRegistry
+
+# Rows this far outside the period are read too: a timestamp column moved out of the
+# period must not hide a reading from the audit.
+MARGIN_SECONDS = 86_400
+
+
+class AuditError(MetersealError):
+    """A bill could not be audited at all (unknown bill id)."""
+
+
+@dataclass(frozen=True)
+class AuditOutcome:
+    """The report, the countersigned bill when clean, the report's id and the audit's seconds."""
+
+    report: AuditReport
+    countersigned: bytes | None
+    report_id: int
+    seconds: float
+
+
+class Auditor:
+    """Audits bills with the authority's key; trusts the CA, the billing key and its tariffs."""
+
+    def __init__(
+        self,
+        source: BillStore,
+        reports: BillStore,
+        key: SigningKey,
+        ca_certificate: x509.Certificate,
+        billing_key: VerifyingKey,
+        *,
+        tariffs: TariffBook | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.source = source
+        self.reports = reports
+        self.key = key
+        self.kid = kid_of(public_bytes(key.public_key()))
+        self.billing_key = billing_key
+        self.registry = StoreRegistry(source.store, ca_certificate)
+        # The authority should keep its own copy of the tariffs it approved; by default it
+        # reads the store's, which is enough to catch a tariff changed after signing.
+        self.tariffs = tariffs if tariffs is not None else source.tariff_book()
+        self.clock = clock
+
+    def audit(self, bill_id: str) -> AuditOutcome:
+        """Audit one bill, record the report; countersign it when nothing is found."""
+        started = time.perf_counter()
+        stored = self.source.bill(bill_id)
+        if stored is None:
+            raise AuditError(f"no bill {bill_id!r} in the store")
+        bill, _ = parse_signed_bill(stored.signed_bill)
+        customer_meters = self.source.customers().get(bill.customer_id, [])
+        meter_ids = sorted({m.meter_id for m in bill.meters} | set(customer_meters))
+        rows = self.source.packets(
+            meter_ids, bill.period.start - MARGIN_SECONDS, bill.period.end + MARGIN_SECONDS
+        )
+        seen = {(r.meter_id, r.counter) for r in rows}
+        try:
+            wanted = [(e.meter_id, e.counter) for e in manifest_from_cbor(stored.manifest)]
+        except MetersealError:
+            wanted = []
+        rows += self.source.packets_by_key(k for k in wanted if k not in seen)
+        report = audit_bill(
+            AuditInput(
+                stored.signed_bill,
+                stored.manifest,
+                rows,
+                customer_meters,
+                self.registry,
+                self.tariffs,
+                self.billing_key,
+            ),
+            now=int(self.clock()),
+        )
+        countersigned = (
+            countersign(stored.signed_bill, self.key, self.kid) if report.clean else None
+        )
+        seconds = time.perf_counter() - started
+        report_id = self.reports.record_report(
+            bill_id, report.audited_at, report.to_dict(), countersigned
+        )
+        return AuditOutcome(report, countersigned, report_id, seconds)

@@ -1,0 +1,328 @@
+"""The bill: what a customer owes for a period, with the evidence that binds it to the readings.
+
+A bill is canonical CBOR (text keys, decimal strings for money, no floats) signed by the
+billing service (COSE_Sign1, ES256) and countersigned by the metrology authority after its
+audit (RFC 9338). Beside it, the manifest lists the packets in bill order with their Merkle
+leaf hashes; the bill's Merkle root commits to the manifest, so the manifest needs no
+signature of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+
+from meterseal.billing.completeness import Duplicate, Period, PeriodError
+from meterseal.billing.tariff import ChargeLine, Charges
+from meterseal.crypto import cose
+from meterseal.crypto.cose import CoseFormatError
+from meterseal.crypto.signing import ES256, SigningKey, VerifyingKey
+from meterseal.errors import MetersealError
+
+BILL_FORMAT = 1
+CONTENT_TYPE_LABEL = 3
+CONTENT_TYPE = "application/meterseal-bill+cbor"
+CHAIN_CONTEXT = "meterseal bill chain v1"
+_SCHEME = ES256()
+
+
+class BillFormatError(MetersealError):
+    """Bytes that should be a bill, a signed bill or a manifest are not one."""
+
+
+class BillSignatureError(MetersealError):
+    """A bill's signature or countersignature does not verify with the key given."""
+
+
+@dataclass(frozen=True, slots=True)
+class MeterStatement:
+    """One meter's share of a bill: completeness, and measured and estimated energy."""
+
+    meter_id: str
+    expected: int
+    received: int
+    measured_wh: int
+    estimated_wh: int
+    gaps: tuple[tuple[int, int], ...]
+    duplicates: tuple[Duplicate, ...]
+    outside: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Bill:
+    """A customer's bill for one period: statements per meter, charges and the evidence roots."""
+
+    bill_id: str
+    customer_id: str
+    period: Period
+    issued_at: int
+    tariff_id: str
+    tariff_version: int
+    tariff_digest: bytes
+    estimation: str
+    meters: tuple[MeterStatement, ...]
+    charges: Charges
+    packets: int
+    chain_head: bytes
+    merkle_root: bytes
+
+    @property
+    def energy_wh(self) -> int:
+        """Billed energy: measured plus estimated, over every meter."""
+        return sum(m.measured_wh + m.estimated_wh for m in self.meters)
+
+    @property
+    def estimated_wh(self) -> int:
+        """The part of `energy_wh` that was estimated, never measured."""
+        return sum(m.estimated_wh for m in self.meters)
+
+    def context(self) -> bytes:
+        """h0's input: who, when, which meters and which tariff the chain belongs to."""
+        return bill_context(
+            self.customer_id,
+            self.period,
+            [m.meter_id for m in self.meters],
+            self.tariff_id,
+            self.tariff_version,
+            self.tariff_digest,
+        )
+
+    def to_cbor(self) -> bytes:
+        """Canonical CBOR: the payload the billing key signs."""
+        return cose.dumps(_bill_map(self))
+
+    @classmethod
+    def from_cbor(cls, data: bytes) -> Bill:
+        """Decode and check a bill; BillFormatError on anything off-schema."""
+        try:
+            return _bill_from_map(cose.loads_strict(data))
+        except (CoseFormatError, KeyError, TypeError, ValueError, InvalidOperation) as exc:
+            raise BillFormatError(f"not a meterseal bill: {exc}") from None
+
+
+def bill_context(
+    customer_id: str,
+    period: Period,
+    meter_ids: Sequence[str],
+    tariff_id: str,
+    tariff_version: int,
+    tariff_digest: bytes,
+) -> bytes:
+    """The canonical bytes hashed into h0 of the bill's chain."""
+    return cose.dumps(
+        [
+            CHAIN_CONTEXT,
+            customer_id,
+            [period.start, period.end, period.interval],
+            sorted(meter_ids),
+            [tariff_id, tariff_version, tariff_digest],
+        ]
+    )
+
+
+def _statement_map(m: MeterStatement) -> dict[str, Any]:
+    return {
+        "meter": m.meter_id,
+        "expected": m.expected,
+        "received": m.received,
+        "measured_wh": m.measured_wh,
+        "estimated_wh": m.estimated_wh,
+        "gaps": [list(g) for g in m.gaps],
+        "duplicates": [[d.timestamp, d.billed, list(d.extra)] for d in m.duplicates],
+        "outside": list(m.outside),
+    }
+
+
+def _bill_map(b: Bill) -> dict[str, Any]:
+    return {
+        "format": BILL_FORMAT,
+        "bill": b.bill_id,
+        "customer": b.customer_id,
+        "period": [b.period.start, b.period.end, b.period.interval],
+        "issued_at": b.issued_at,
+        "tariff": [b.tariff_id, b.tariff_version, b.tariff_digest],
+        "estimation": b.estimation,
+        "meters": [_statement_map(m) for m in b.meters],
+        "currency": b.charges.currency,
+        "lines": [
+            [li.label, li.energy_wh, str(li.unit_price), str(li.amount)] for li in b.charges.lines
+        ],
+        "total": str(b.charges.total),
+        "energy_wh": b.energy_wh,
+        "evidence": {"packets": b.packets, "chain": b.chain_head, "merkle_root": b.merkle_root},
+    }
+
+
+_BILL_KEYS = frozenset(
+    (
+        "format",
+        "bill",
+        "customer",
+        "period",
+        "issued_at",
+        "tariff",
+        "estimation",
+        "meters",
+        "currency",
+        "lines",
+        "total",
+        "energy_wh",
+        "evidence",
+    )
+)
+
+
+def _int(value: Any) -> int:
+    if type(value) is not int:
+        raise TypeError(f"expected an integer, got {value!r}")
+    return value
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected text, got {value!r}")
+    return value
+
+
+def _decimal(value: Any) -> Decimal:
+    number = Decimal(_str(value))
+    if not number.is_finite():
+        raise ValueError(f"not a finite amount: {value!r}")
+    return number
+
+
+def _exact_keys(item: Any, keys: frozenset[str]) -> Mapping[str, Any]:
+    if not isinstance(item, cose.MAP_TYPES) or set(item) != keys:
+        raise ValueError("unexpected or missing fields")
+    return item
+
+
+_STATEMENT_KEYS = frozenset(
+    (
+        "meter",
+        "expected",
+        "received",
+        "measured_wh",
+        "estimated_wh",
+        "gaps",
+        "duplicates",
+        "outside",
+    )
+)
+
+
+def _statement_from_map(item: Any) -> MeterStatement:
+    m = _exact_keys(item, _STATEMENT_KEYS)
+    return MeterStatement(
+        _str(m["meter"]),
+        _int(m["expected"]),
+        _int(m["received"]),
+        _int(m["measured_wh"]),
+        _int(m["estimated_wh"]),
+        tuple((_int(a), _int(b)) for a, b in m["gaps"]),
+        tuple(
+            Duplicate(_int(t), _int(billed), tuple(_int(c) for c in extra))
+            for t, billed, extra in m["duplicates"]
+        ),
+        tuple(_int(c) for c in m["outside"]),
+    )
+
+
+def _bill_from_map(item: Any) -> Bill:
+    m = _exact_keys(item, _BILL_KEYS)
+    if m["format"] != BILL_FORMAT:
+        raise ValueError(f"bill format {m['format']!r} is not {BILL_FORMAT}")
+    start, end, interval = (_int(x) for x in m["period"])
+    tariff_id, tariff_version, tariff_digest = m["tariff"]
+    evidence = _exact_keys(m["evidence"], frozenset(("packets", "chain", "merkle_root")))
+    lines = tuple(
+        ChargeLine(_str(label), _int(wh), _decimal(unit), _decimal(amount))
+        for label, wh, unit, amount in m["lines"]
+    )
+    try:
+        period = Period(start, end, interval)
+    except PeriodError as exc:
+        raise ValueError(str(exc)) from None
+    bill = Bill(
+        _str(m["bill"]),
+        _str(m["customer"]),
+        period,
+        _int(m["issued_at"]),
+        _str(tariff_id),
+        _int(tariff_version),
+        cose.expect_bytes(tariff_digest, 32),
+        _str(m["estimation"]),
+        tuple(_statement_from_map(s) for s in m["meters"]),
+        Charges(_str(m["currency"]), lines, _decimal(m["total"])),
+        _int(evidence["packets"]),
+        cose.expect_bytes(evidence["chain"], 32),
+        cose.expect_bytes(evidence["merkle_root"], 32),
+    )
+    if bill.energy_wh != _int(m["energy_wh"]):
+        raise ValueError("energy_wh is not the sum of the meter statements")
+    return bill
+
+
+def sign_bill(bill: Bill, key: SigningKey, kid: bytes) -> bytes:
+    """The bill as a COSE_Sign1 by the billing service's ES256 key."""
+    protected = cose.dumps(
+        {cose.ALG: _SCHEME.cose_alg, CONTENT_TYPE_LABEL: CONTENT_TYPE, cose.KID: kid}
+    )
+    payload = bill.to_cbor()
+    signature = _SCHEME.sign(key, cose.sig_structure1(protected, payload))
+    return cose.Sign1(protected, {}, {}, payload, signature).encode()
+
+
+def parse_signed_bill(signed: bytes) -> tuple[Bill, cose.Sign1]:
+    """The bill inside a COSE_Sign1, unverified (BillFormatError if either layer is off)."""
+    try:
+        body = cose.parse_sign1(signed)
+    except CoseFormatError as exc:
+        raise BillFormatError(f"not a signed bill: {exc}") from None
+    if body.headers.get(CONTENT_TYPE_LABEL) != CONTENT_TYPE:
+        raise BillFormatError("the signed object is not a meterseal bill")
+    return Bill.from_cbor(body.payload), body
+
+
+def verify_signed_bill(signed: bytes, billing_key: VerifyingKey) -> Bill:
+    """The bill if the billing service's signature holds; BillSignatureError otherwise."""
+    bill, body = parse_signed_bill(signed)
+    if body.headers.get(cose.ALG) != _SCHEME.cose_alg:
+        raise BillSignatureError("the bill is not signed with ES256")
+    try:
+        _SCHEME.verify(billing_key, body.signature, body.to_be_signed())
+    except InvalidSignature:
+        raise BillSignatureError("the billing service's signature does not verify") from None
+    return bill
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestEntry:
+    """One packet of a bill, in bill order: which meter and counter, and its Merkle leaf hash."""
+
+    meter_id: str
+    counter: int
+    leaf_hash: bytes
+
+
+def manifest_to_cbor(entries: Sequence[ManifestEntry]) -> bytes:
+    """The manifest as CBOR: [[meter, counter, leaf hash], …]."""
+    return cose.dumps([[e.meter_id, e.counter, e.leaf_hash] for e in entries])
+
+
+def manifest_from_cbor(data: bytes) -> tuple[ManifestEntry, ...]:
+    """Decode a manifest; BillFormatError if it is not one."""
+    try:
+        items = cose.loads_strict(data)
+        if not isinstance(items, list):
+            raise TypeError("a manifest is an array")
+        return tuple(
+            ManifestEntry(_str(meter), _int(counter), cose.expect_bytes(leaf, 32))
+            for meter, counter, leaf in items
+        )
+    except (CoseFormatError, TypeError, ValueError) as exc:
+        raise BillFormatError(f"not a bill manifest: {exc}") from None

@@ -1,0 +1,248 @@
+"""The billing side of the store: tariffs, billing inputs, bills, the bill log, audit reports.
+
+One `BillStore` wraps a `Store` (same engine, same transactions). Appending to the bill log
+is serialized (SQLite's write lock, a PostgreSQL advisory lock), so log indices never skip
+or repeat even with several billing processes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NamedTuple
+
+import sqlalchemy as sa
+
+from meterseal.billing.compute import BillPacket
+from meterseal.billing.merkle import MerkleTree
+from meterseal.billing.tariff import Tariff, TariffBook
+from meterseal.storage.schema import (
+    StorageError,
+    audit_reports,
+    bill_log,
+    bill_log_heads,
+    bills,
+    meters,
+    signed_originals,
+    tariffs,
+)
+from meterseal.storage.store import Store
+
+_BILL_LOG_LOCK = 0x6D657465_62696C6C  # any constant shared by every billing process
+_PACKET_COLUMNS = ("meter_id", "counter", "timestamp", "energy_wh", "signed_original")
+
+
+class StoredBill(NamedTuple):
+    """A bill as kept: the signed bill, its manifest and where it sits in the log."""
+
+    bill_id: str
+    customer_id: str
+    period_start: int
+    period_end: int
+    issued_at: int
+    currency: str
+    total: str
+    signed_bill: bytes
+    manifest: bytes
+    log_index: int
+
+
+class StoredReport(NamedTuple):
+    """An audit report as kept."""
+
+    id: int
+    bill_id: str
+    audited_at: int
+    clean: bool
+    report: dict[str, Any]
+    countersigned_bill: bytes | None
+
+
+class LogHead(NamedTuple):
+    """A signed tree head of the bill log."""
+
+    tree_size: int
+    root: bytes
+    signed_head: bytes
+    issued_at: int
+
+
+class BillStore:
+    """Repository of the billing service and the auditor over one `Store`."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    # -- tariffs ------------------------------------------------------------------------
+
+    def add_tariff(self, tariff: Tariff, *, now: dt.datetime) -> bool:
+        """Keep `tariff`; False if it was there already. StorageError if the version differs."""
+        row = {
+            "tariff_id": tariff.tariff_id,
+            "version": tariff.version,
+            "body": tariff.to_cbor(),
+            "digest": tariff.digest(),
+            "added_at": now,
+        }
+        with self.store.transaction() as connection:
+            stored = connection.scalar(
+                sa.select(tariffs.c.digest).where(
+                    tariffs.c.tariff_id == tariff.tariff_id, tariffs.c.version == tariff.version
+                )
+            )
+            if stored is not None:
+                if stored != row["digest"]:
+                    raise StorageError(
+                        f"tariff {tariff.tariff_id} v{tariff.version} exists with other content; "
+                        "publish a new version instead"
+                    )
+                return False
+            connection.execute(tariffs.insert().values(**row))
+            return True
+
+    def tariff_book(self) -> TariffBook:
+        """Every stored tariff, decoded as stored (an auditor compares digests with bills)."""
+        book = TariffBook()
+        with self.store.connection() as connection:
+            for (body,) in connection.execute(sa.select(tariffs.c.body)):
+                book.add(Tariff.from_cbor(body))
+        return book
+
+    # -- billing inputs -----------------------------------------------------------------
+
+    def customers(self) -> dict[str, list[str]]:
+        """Each customer's meters, from the registry (revoked meters included: they billed)."""
+        out: dict[str, list[str]] = defaultdict(list)
+        with self.store.connection() as connection:
+            query = sa.select(meters.c.customer_id, meters.c.meter_id).order_by(meters.c.meter_id)
+            for customer, meter_id in connection.execute(query):
+                out[customer].append(meter_id)
+        return dict(out)
+
+    def packets(self, meter_ids: Sequence[str], start: int, end: int) -> list[BillPacket]:
+        """The meters' stored originals with column timestamps in [start, end)."""
+        so = signed_originals
+        query = sa.select(*(so.c[c] for c in _PACKET_COLUMNS)).where(
+            so.c.meter_id.in_(list(meter_ids)), so.c.timestamp >= start, so.c.timestamp < end
+        )
+        with self.store.connection() as connection:
+            return [BillPacket(*row) for row in connection.execute(query)]
+
+    def packets_by_key(self, keys: Iterable[tuple[str, int]]) -> list[BillPacket]:
+        """The stored originals with these (meter, counter) keys, wherever their timestamps."""
+        so = signed_originals
+        by_meter: dict[str, list[int]] = defaultdict(list)
+        for meter_id, counter in keys:
+            by_meter[meter_id].append(counter)
+        out = []
+        with self.store.connection() as connection:
+            for meter_id, counters in by_meter.items():
+                for i in range(0, len(counters), 1000):
+                    query = sa.select(*(so.c[c] for c in _PACKET_COLUMNS)).where(
+                        so.c.meter_id == meter_id, so.c.counter.in_(counters[i : i + 1000])
+                    )
+                    out += [BillPacket(*row) for row in connection.execute(query)]
+        return out
+
+    # -- bills and the bill log ---------------------------------------------------------
+
+    def record_bill(
+        self,
+        bill: StoredBill,
+        leaf_hash: bytes,
+        log: MerkleTree,
+        sign_head: Callable[[int, bytes], bytes],
+    ) -> int:
+        """Append a bill to the log and keep it, atomically; its log index.
+
+        `log` is the caller's copy of the log tree: leaves other processes appended are
+        added to it under the lock, then this bill's. `sign_head(size, root)` signs the new
+        tree head. If this raises, `log` may be ahead of the database: reload it
+        (`MerkleTree(bill_store.log_leaves())`).
+        """
+        with self.store.transaction() as connection:
+            if connection.dialect.name == "postgresql":
+                connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_BILL_LOG_LOCK)))
+            newer = sa.select(bill_log.c.leaf_hash).where(bill_log.c.log_index >= log.size)
+            for (leaf,) in connection.execute(newer.order_by(bill_log.c.log_index)):
+                log.append(bytes(leaf))
+            index = log.append(leaf_hash)
+            connection.execute(bills.insert().values(**(bill._asdict() | {"log_index": index})))
+            connection.execute(
+                bill_log.insert().values(log_index=index, bill_id=bill.bill_id, leaf_hash=leaf_hash)
+            )
+            connection.execute(
+                bill_log_heads.insert().values(
+                    tree_size=log.size,
+                    root=log.root,
+                    signed_head=sign_head(log.size, log.root),
+                    issued_at=bill.issued_at,
+                )
+            )
+            return index
+
+    def bill(self, bill_id: str) -> StoredBill | None:
+        """One bill by id."""
+        with self.store.connection() as connection:
+            row = connection.execute(sa.select(bills).where(bills.c.bill_id == bill_id)).first()
+        return StoredBill(*row) if row else None
+
+    def bills(
+        self, customer_id: str | None = None, period_start: int | None = None
+    ) -> list[StoredBill]:
+        """Bills, optionally of one customer and/or one period start, oldest log entry first."""
+        query = sa.select(bills).order_by(bills.c.log_index)
+        if customer_id is not None:
+            query = query.where(bills.c.customer_id == customer_id)
+        if period_start is not None:
+            query = query.where(bills.c.period_start == period_start)
+        with self.store.connection() as connection:
+            return [StoredBill(*row) for row in connection.execute(query)]
+
+    def log_leaves(self) -> list[bytes]:
+        """Every leaf hash of the bill log, in order."""
+        with self.store.connection() as connection:
+            query = sa.select(bill_log.c.leaf_hash).order_by(bill_log.c.log_index)
+            return [bytes(leaf) for (leaf,) in connection.execute(query)]
+
+    def log_head(self, tree_size: int | None = None) -> LogHead | None:
+        """The signed tree head at `tree_size` (default: the latest)."""
+        h = bill_log_heads
+        query = sa.select(h.c.tree_size, h.c.root, h.c.signed_head, h.c.issued_at)
+        if tree_size is None:
+            query = query.order_by(h.c.tree_size.desc()).limit(1)
+        else:
+            query = query.where(h.c.tree_size == tree_size)
+        with self.store.connection() as connection:
+            row = connection.execute(query).first()
+        return LogHead(*row) if row else None
+
+    # -- audit reports ------------------------------------------------------------------
+
+    def record_report(
+        self, bill_id: str, audited_at: int, report: dict[str, Any], countersigned: bytes | None
+    ) -> int:
+        """Keep an audit report (and the countersigned bill if clean); its id."""
+        with self.store.transaction() as connection:
+            result = connection.execute(
+                audit_reports.insert()
+                .values(
+                    bill_id=bill_id,
+                    audited_at=audited_at,
+                    clean=countersigned is not None,
+                    report=report,
+                    countersigned_bill=countersigned,
+                )
+                .returning(audit_reports.c.id)
+            )
+            return int(result.scalar_one())
+
+    def reports(self, bill_id: str | None = None, limit: int = 1000) -> list[StoredReport]:
+        """Audit reports, newest first, optionally of one bill."""
+        a = audit_reports
+        query = sa.select(a).order_by(a.c.id.desc()).limit(limit)
+        if bill_id is not None:
+            query = query.where(a.c.bill_id == bill_id)
+        with self.store.connection() as connection:
+            return [StoredReport(*row) for row in connection.execute(query)]
