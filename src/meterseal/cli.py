@@ -5,16 +5,25 @@ from __future__ import annotations
 import datetime as dt
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from meterseal.billing.commands import billing_app
+from meterseal.cli_common import (
+    DEFAULT_DEPLOYMENT,
+    DEFAULT_STORE,
+    DeploymentDir,
+    PassphraseEnv,
+    StoreUrl,
+    console,
+)
+from meterseal.cli_common import fail as _fail
+from meterseal.cli_common import load as _load
+from meterseal.cli_common import passphrase as _passphrase
+from meterseal.cli_common import shown as _shown
 from meterseal.crypto.suites import DEFAULT_SUITE, SUITES, suite_named
 from meterseal.errors import MetersealError
-
-if TYPE_CHECKING:
-    from meterseal.deployment import Deployment
 from meterseal.ui import progress_bar
 
 app = typer.Typer(
@@ -30,23 +39,9 @@ bench_app = typer.Typer(
 app.add_typer(keys_app, name="keys")
 app.add_typer(meters_app, name="meters")
 app.add_typer(bench_app, name="bench")
+app.add_typer(billing_app)  # tariffs, bill, audit, export-bill, verify-bill
 
-console = Console()
 SUITE_HELP = f"cipher suite: {', '.join(SUITES)}"
-PassphraseEnv = Annotated[
-    str,
-    typer.Option(help="environment variable holding the key passphrase (unset: keys unencrypted)"),
-]
-
-
-def _passphrase(env_name: str) -> bytes | None:
-    value = os.environ.get(env_name)
-    return value.encode() if value else None
-
-
-def _fail(exc: MetersealError) -> typer.Exit:
-    console.print(f"[red]error:[/red] {exc.diagnostics()}")
-    return typer.Exit(code=2)
 
 
 @keys_app.command("init")
@@ -121,23 +116,8 @@ def meters_provision(
     )
 
 
-DeploymentDir = Annotated[Path, typer.Option("--deployment", "-d", help="deployment directory")]
-StoreUrl = Annotated[
-    str, typer.Option("--store", help="database URL (sqlite:///FILE or postgresql+psycopg://…)")
-]
-DEFAULT_DEPLOYMENT = Path("var/deployment")
-DEFAULT_STORE = "sqlite:///var/meterseal.db"
 # Every core opens packets when there is more than one; on one core a worker would only add IPC.
 AUTO_OPEN_WORKERS = cores if (cores := os.cpu_count() or 1) > 1 else 0
-
-
-def _load(deployment_dir: Path, passphrase_env: str) -> Deployment:
-    from meterseal.deployment import load_deployment
-
-    try:
-        return load_deployment(deployment_dir, _passphrase(passphrase_env))
-    except MetersealError as exc:
-        raise _fail(exc) from exc
 
 
 @meters_app.command("register")
@@ -174,12 +154,6 @@ def meters_revoke(meter_id: str, store: StoreUrl = DEFAULT_STORE) -> None:
         console.print(f"[red]error:[/red] cannot revoke {meter_id}: {exc}")
         raise typer.Exit(code=2) from exc
     console.print(f"meter {meter_id} revoked")
-
-
-def _shown(url: str) -> str:
-    import sqlalchemy as sa
-
-    return sa.make_url(url).render_as_string(hide_password=True)
 
 
 @app.command()
@@ -278,7 +252,9 @@ def bench_crypto(
 def bench_ingest(
     suite: Annotated[list[str], typer.Option(help=SUITE_HELP)] = ["p256", "paper"],  # noqa: B006
     store: Annotated[list[str], typer.Option(help="sqlite and/or postgres")] = ["sqlite"],  # noqa: B006
-    transport: Annotated[str, typer.Option(help="tcp or inproc")] = "tcp",
+    transport: Annotated[
+        str, typer.Option(help="tcp, mqtt (Mosquitto at MS_MQTT_URL) or inproc")
+    ] = "tcp",
     meters: Annotated[int, typer.Option(help="meters (the paper suite uses an eighth)")] = 1000,
     readings: Annotated[int, typer.Option(help="readings per meter")] = 24,
     open_workers: Annotated[int, typer.Option(help="processes opening packets")] = max(

@@ -1,0 +1,56 @@
+"""What every command module of the CLI shares: the console, option types, errors, deployments."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+
+from meterseal.errors import MetersealError
+
+if TYPE_CHECKING:
+    from meterseal.deployment import Deployment
+
+console = Console()
+PassphraseEnv = Annotated[
+    str,
+    typer.Option(help="environment variable holding the key passphrase (unset: keys unencrypted)"),
+]
+DeploymentDir = Annotated[Path, typer.Option("--deployment", "-d", help="deployment directory")]
+StoreUrl = Annotated[
+    str, typer.Option("--store", help="database URL (sqlite:///FILE or postgresql+psycopg://…)")
+]
+DEFAULT_DEPLOYMENT = Path("var/deployment")
+DEFAULT_STORE = "sqlite:///var/meterseal.db"
+
+
+def passphrase(env_name: str) -> bytes | None:
+    """The passphrase held in environment variable `env_name`, if set."""
+    value = os.environ.get(env_name)
+    return value.encode() if value else None
+
+
+def fail(exc: MetersealError) -> typer.Exit:
+    """Print a meterseal error's diagnostics; the exit to raise (code 2)."""
+    console.print(f"[red]error:[/red] {exc.diagnostics()}")
+    return typer.Exit(code=2)
+
+
+def load(deployment_dir: Path, passphrase_env: str) -> Deployment:
+    """The deployment in `deployment_dir`, or a clean exit naming what is wrong."""
+    from meterseal.deployment import load_deployment
+
+    try:
+        return load_deployment(deployment_dir, passphrase(passphrase_env))
+    except MetersealError as exc:
+        raise fail(exc) from exc
+
+
+def shown(url: str) -> str:
+    """A database URL fit to print (password hidden)."""
+    import sqlalchemy as sa
+
+    return sa.make_url(url).render_as_string(hide_password=True)
