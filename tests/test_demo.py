@@ -44,3 +44,10 @@ def test_demo_accounts_for_every_packet() -> None:
     assert result.headend.latency_p99 is not None
     assert result.headend.latency_p50 <= result.headend.latency_p99
     assert "regional load" in out.getvalue()
+    # Every customer is billed, every bill countersigned, and the tamper is named.
+    billing = result.billing
+    assert billing is not None
+    assert billing.countersigned == billing.bills > 0
+    assert billing.estimated_slots >= 96  # at least the revoked meter's whole day
+    assert any(line.startswith("altered") and "energy_wh" in line for line in billing.caught)
+    assert "metrology authority" in out.getvalue()
