@@ -3,6 +3,9 @@
 `POST /v1/readings` carries one packet (application/cose), `POST /v1/readings/batch` a CBOR
 array of packets (application/cbor). Like the TCP receiver it holds no key: it moves bytes to
 `Ingest` and answers once each packet is durable or refused, never saying why it was refused.
+
+`service_app` and `HttpServer` are the service skeleton other HTTP services build on (the
+billing API in `meterseal.billing.api`): the same /healthz, counters, OpenAPI and limits.
 """
 
 from __future__ import annotations
@@ -12,8 +15,8 @@ import contextlib
 import socket
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import h11
@@ -209,18 +212,46 @@ def _source(request: Request) -> str:
     return f"http:{client.host}:{client.port}" if client else "http"
 
 
+def service_app(
+    title: str, description: str, counts: Counter[str], counters: Callable[[], dict[str, Any]]
+) -> FastAPI:
+    """The service skeleton: OpenAPI, /healthz, /v1/counters (`counters()`), `state.counts`."""
+    app = FastAPI(title=title, version="1", description=description)
+    app.state.counts = counts  # `HttpServer` adds its connection-level refusals here
+
+    @app.get("/healthz", summary="Liveness")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/v1/counters", summary="Service counters")
+    async def service_counters() -> dict[str, Any]:
+        return counters()
+
+    return app
+
+
 def create_app(ingest: Ingest, limits: HttpLimits | None = None) -> FastAPI:
     """The HTTP API of the head-end's receiving side; counters live on `app.state.counts`."""
     limits = limits or HttpLimits()
     readings = _Readings(ingest, limits)
-    app = FastAPI(
-        title="meterseal head-end",
-        version="1",
-        description="Receives sealed smart-meter readings. Holds no key: an ack means durable.",
+
+    def counters() -> dict[str, Any]:
+        # No stage reasons here: on the senders' port they would tell why a packet was refused.
+        return {
+            "receiver": dict(readings.counts),
+            "ingest": dict(ingest.counts),
+            "pending": ingest.pending(),
+            "inflight": readings.inflight,
+        }
+
+    app = service_app(
+        "meterseal head-end",
+        "Receives sealed smart-meter readings. Holds no key: an ack means durable.",
+        readings.counts,
+        counters,
     )
     app.state.ingest = ingest
     app.state.limits = limits
-    app.state.counts = readings.counts
     app.post(
         "/v1/readings",
         summary="Submit one sealed packet",
@@ -239,21 +270,6 @@ def create_app(ingest: Ingest, limits: HttpLimits | None = None) -> FastAPI:
         responses={200: {"model": BatchAcks, "description": "One ack per packet."}, **_REFUSALS},
         openapi_extra=_binary_body(BATCH_TYPES, "A CBOR array of byte strings."),
     )(readings.batch)
-
-    @app.get("/healthz", summary="Liveness")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/v1/counters", summary="Receiver and ingest counters")
-    async def counters() -> dict[str, Any]:
-        # No stage reasons here: on the senders' port they would tell why a packet was refused.
-        return {
-            "receiver": dict(readings.counts),
-            "ingest": dict(ingest.counts),
-            "pending": ingest.pending(),
-            "inflight": readings.inflight,
-        }
-
     return app
 
 
@@ -306,22 +322,18 @@ def _head_deadline(timeout: float, counts: Counter[str]) -> type[H11Protocol]:
     return HeadDeadline
 
 
-@dataclass
-class HttpReceiver:
-    """The HTTP API served by uvicorn in the current event loop, feeding `Ingest`."""
+class HttpServer:
+    """A skeleton app (`service_app`) served by uvicorn in the current event loop."""
 
-    ingest: Ingest
-    limits: HttpLimits = field(default_factory=HttpLimits)
-    app: FastAPI = field(init=False)
-    _server: uvicorn.Server | None = None
-    _task: asyncio.Task[None] | None = None
-
-    def __post_init__(self) -> None:
-        self.app = create_app(self.ingest, self.limits)
+    def __init__(self, app: FastAPI, limits: HttpLimits | None = None) -> None:
+        self.app = app
+        self.limits = limits or HttpLimits()
+        self._server: uvicorn.Server | None = None
+        self._task: asyncio.Task[None] | None = None
 
     @property
     def counts(self) -> Counter[str]:
-        """What the receiver refused or dropped, by reason; plus requests and packets."""
+        """What the service refused or dropped, by reason; plus what it counts itself."""
         counts: Counter[str] = self.app.state.counts
         return counts
 
@@ -356,6 +368,15 @@ class HttpReceiver:
         if self._server is not None and self._task is not None:
             self._server.should_exit = True
             await self._task
+
+
+class HttpReceiver(HttpServer):
+    """The HTTP API served by uvicorn in the current event loop, feeding `Ingest`."""
+
+    def __init__(self, ingest: Ingest, limits: HttpLimits | None = None) -> None:
+        limits = limits or HttpLimits()
+        super().__init__(create_app(ingest, limits), limits)
+        self.ingest = ingest
 
 
 class HttpLink:

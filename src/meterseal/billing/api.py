@@ -1,0 +1,437 @@
+"""HTTP API of the billing side: customers' bills and reading proofs, the bill log, audit reports.
+
+`add_billing_routes` adds the routes to an app made by the service skeleton (`service_app`:
+/healthz, /v1/counters, OpenAPI); `create_billing_app` does both; `meterseal bills serve` serves
+it from a read-only store. JSON by default: hashes hex, other bytes (COSE, certificates, proof
+files) base64. Signed objects (bills, reading proofs, tree heads) come as raw bytes when Accept
+prefers `application/cbor` (or `application/cose`) to JSON. Nothing is verified for the caller.
+Bill ids contain a '/' (CUSTOMER/START-END): routes take them as is or percent-encoded. Errors
+are `{"detail": ...}`: 404 unknown id, 409 a stored reading no longer matches its bill, 422 bad
+parameters, 503 store unreachable. docs/billing.md lists the routes.
+
+Known gap: customers are not authenticated yet. Any caller can read any customer's bills,
+proofs and audit reports; serve it only to trusted networks until that exists.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import logging
+import re
+from collections import Counter
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import sqlalchemy as sa
+from cryptography import x509
+from fastapi import FastAPI, HTTPException, Path, Query, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, PlainSerializer
+
+from meterseal.acquisition.http import service_app
+from meterseal.billing.bill import Bill, manifest_from_cbor, parse_signed_bill
+from meterseal.billing.merkle import MerkleTree, leaf_hash
+from meterseal.billing.proofs import make_reading_proof
+from meterseal.errors import MetersealError
+from meterseal.storage.bill_store import BillStore, LogHead, StoredBill, StoredReport
+from meterseal.storage.schema import StorageError, audit_reports, meters
+
+MAX_INT = 2**63 - 1  # BIGINT: larger ids or sizes cannot exist and would overflow the driver
+COSE_TYPES = ("application/cbor", "application/cose")
+CBOR_TYPES = ("application/cbor",)
+_PRINTABLE = r"^[^\x00-\x1f\x7f]+$"  # PostgreSQL refuses NUL in text: bad input, not a 503
+_QVALUE = re.compile(r"0(\.\d{0,3})?|1(\.0{0,3})?")
+_T = TypeVar("_T")
+log = logging.getLogger(__name__)
+
+BillId = Annotated[str, Path(max_length=128, pattern=_PRINTABLE, description="CUSTOMER/START-END")]
+Name = Annotated[str, Path(max_length=64, pattern=_PRINTABLE, description="customer or meter id")]
+Size = Annotated[int, Path(ge=1, le=MAX_INT, description="a size the bill log has had")]
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+Hex = Annotated[bytes, PlainSerializer(bytes.hex, return_type=str)]
+B64 = Annotated[bytes, PlainSerializer(_b64, return_type=str)]
+
+
+class Detail(BaseModel):
+    """An error: what is unknown, or what is wrong with the request."""
+
+    detail: str
+
+
+class BillEntry(BaseModel):
+    """One bill in a customer's list; `clean` is the latest audit's verdict (None: unaudited)."""
+
+    bill_id: str
+    period_start: int
+    period_end: int
+    issued_at: int
+    currency: str
+    total: str
+    log_index: int
+    audited: bool
+    clean: bool | None
+    countersigned: bool  # some (maybe earlier) audit was clean and countersigned the bill
+
+
+class CustomerBills(BaseModel):
+    """A customer's bills, oldest log entry first."""
+
+    customer_id: str
+    bills: list[BillEntry]
+
+
+class ReportView(BaseModel):
+    """An audit report as the auditor stored it (a clean one countersigned the bill)."""
+
+    id: int
+    bill_id: str
+    audited_at: int
+    clean: bool
+    report: dict[str, Any]
+
+
+class BillView(BaseModel):
+    """A bill: countersigned if a clean audit exists, its decoded payload and audit state."""
+
+    model_config = ConfigDict(ser_json_bytes="hex")  # the bill's hashes and digests
+    bill_id: str
+    customer_id: str
+    log_index: int
+    countersigned: bool
+    latest_audit: ReportView | None
+    summary: Bill | None  # decoded from the served bytes, unverified; None if undecodable
+    signed_bill: B64  # billing-signed: the bytes the log leaf hashes
+    countersigned_bill: B64 | None  # what application/cbor returns when present
+
+
+class TreeHeadView(BaseModel):
+    """A signed tree head of the bill log; trust only what `signed_head` says."""
+
+    tree_size: int
+    root: Hex
+    issued_at: int
+    signed_head: B64
+
+
+class ConsistencyView(BaseModel):
+    """RFC 9162 consistency proof (bottom-up) between two sizes of the bill log."""
+
+    first: int
+    second: int
+    proof: list[Hex]
+
+
+class InclusionView(BaseModel):
+    """RFC 9162 inclusion proof of a bill's log leaf, with the signed head it leads to."""
+
+    bill_id: str
+    log_index: int
+    tree_size: int
+    proof: list[Hex]
+    signed_head: B64
+
+
+class ProofView(BaseModel):
+    """A `ReadingProof`'s fields, and the proof file itself (`proof`)."""
+
+    bill_id: str
+    signed_original: B64
+    meter_certificate: B64  # DER
+    suite: str
+    index: int
+    tree_size: int
+    path: list[Hex]
+    proof: B64
+
+
+class ReportList(BaseModel):
+    """Audit reports, newest first."""
+
+    reports: list[ReportView]
+
+
+def raw_media(accept: str, raw_types: tuple[str, ...]) -> str | None:
+    """The raw type `accept` prefers to JSON, or None for JSON (also on ties and no Accept)."""
+    q: dict[str, float] = {}
+    for item in accept.lower().split(","):
+        media, *params = (part.strip() for part in item.split(";"))
+        quality = next(
+            (v.strip() for n, _, v in (p.partition("=") for p in params) if n == "q"), "1"
+        )
+        if media:  # a malformed q-value counts as q=0
+            q[media] = max(q.get(media, 0.0), float(quality) if _QVALUE.fullmatch(quality) else 0.0)
+    json_q = next((q[m] for m in ("application/json", "application/*", "*/*") if m in q), 0.0)
+    json_q = json_q if q else 1.0
+    best = max(raw_types, key=lambda m: q.get(m, 0.0))  # wildcards never select raw bytes
+    return best if q.get(best, 0.0) > json_q else None
+
+
+def _negotiated(request: Request, raw: bytes, types: tuple[str, ...], view: BaseModel) -> Response:
+    headers = {"Vary": "Accept"}
+    media = raw_media(request.headers.get("accept", ""), types)
+    if media is not None:
+        return Response(raw, media_type=media, headers=headers)
+    return JSONResponse(view.model_dump(mode="json"), headers=headers)
+
+
+def _stored(decode: Callable[[bytes], _T], data: bytes, what: str) -> _T:
+    # Undecodable bytes in the store are the server's fault, not the caller's: a clear 500.
+    try:
+        return decode(data)
+    except (MetersealError, ValueError) as exc:
+        raise HTTPException(500, f"the store holds a malformed {what}: {exc}") from None
+
+
+def _countersigned(reports: list[StoredReport]) -> bytes | None:
+    # The newest clean audit's; a later unclean audit shows in `latest_audit`, not here.
+    return next((bytes(r.countersigned_bill) for r in reports if r.countersigned_bill), None)
+
+
+_Responses = dict[int | str, dict[str, Any]]
+_F = TypeVar("_F", bound=Callable[..., Any])
+_NOT_FOUND: _Responses = {404: {"model": Detail, "description": "Unknown id (see `detail`)."}}
+_CONFLICT: _Responses = {409: {"model": Detail, "description": "Reading changed since billing."}}
+_ROUTES: list[tuple[str, str, type[BaseModel], tuple[str, ...], _Responses]] = []
+
+
+def _get(
+    path: str, model: type[BaseModel], raw: tuple[str, ...] = (), errors: _Responses = _NOT_FOUND
+) -> Callable[[_F], _F]:
+    # Routes are registered in definition order: Starlette takes the first route that matches.
+    def mark(handler: _F) -> _F:
+        _ROUTES.append((path, handler.__name__, model, raw, errors))
+        return handler
+
+    return mark
+
+
+class _Routes:
+    """The handlers over one `BillStore`; sync, so FastAPI runs their queries in threads."""
+
+    def __init__(self, bills: BillStore, counts: Counter[str]) -> None:
+        self.bills = bills
+        self.counts = counts
+        self._tree = MerkleTree()
+
+    def _missing(self, detail: str) -> HTTPException:
+        self.counts["not_found"] += 1
+        return HTTPException(404, detail)
+
+    def _found(self, value: _T | None, detail: str) -> _T:
+        if value is None:
+            raise self._missing(detail)
+        return value
+
+    def _bill(self, bill_id: str) -> StoredBill:
+        return self._found(self.bills.bill(bill_id), f"no bill {bill_id!r}")
+
+    def _log(self) -> MerkleTree:
+        head, tree = self.bills.log_head(), self._tree
+        # Checked against the signed root too: a log rewritten in place is not served from memory.
+        if head is None or (head.tree_size, bytes(head.root)) != (tree.size, tree.root):
+            # Rebuilt whole, never appended to: other threads may be proving from the old one.
+            tree = self._tree = MerkleTree(self.bills.log_leaves())
+        return tree
+
+    def _head(self, size: int | None = None) -> LogHead:
+        detail = (
+            "the bill log is empty" if size is None else f"the bill log has no head of size {size}"
+        )
+        return self._found(self.bills.log_head(size), detail)
+
+    def _one(self, query: sa.Select[Any]) -> tuple[Any, ...] | None:
+        # Point queries BillStore/Store lack (Store.meter_rows() reads the whole fleet).
+        with self.bills.store.connection() as connection:
+            row = connection.execute(query).first()
+        return None if row is None else tuple(row)
+
+    @_get("/v1/customers/{customer_id}/bills", CustomerBills)
+    def customer_bills(self, customer_id: Name) -> CustomerBills:
+        """A customer's bills, oldest first, with each one's latest audit verdict."""
+        stored = self.bills.bills(customer_id)
+        known = sa.select(meters.c.meter_id).where(meters.c.customer_id == customer_id)
+        if not stored:
+            self._found(self._one(known.limit(1)), f"no customer {customer_id!r}")
+        entries = []
+        for b in stored:
+            reports = self.bills.reports(b.bill_id)
+            entries.append(
+                BillEntry(
+                    **b._asdict(),
+                    audited=bool(reports),
+                    clean=reports[0].clean if reports else None,
+                    countersigned=any(r.clean for r in reports),
+                )
+            )
+        self.counts["bill_lists"] += 1
+        return CustomerBills(customer_id=customer_id, bills=entries)
+
+    # Before /v1/bills/{bill_id:path}, which would match this path too.
+    @_get(
+        "/v1/bills/{bill_id:path}/readings/{meter_id}/{counter}/proof",
+        ProofView,
+        CBOR_TYPES,
+        _NOT_FOUND | _CONFLICT,
+    )
+    def reading_proof(
+        self,
+        request: Request,
+        bill_id: BillId,
+        meter_id: Name,
+        counter: Annotated[int, Path(ge=0, le=MAX_INT)],
+    ) -> Response:
+        """Proof that a reading is on a bill: a `ReadingProof`, the file itself on request."""
+        stored = self._bill(bill_id)
+        manifest = _stored(manifest_from_cbor, stored.manifest, f"manifest of {bill_id}")
+        entry = self._found(
+            next((e for e in manifest if (e.meter_id, e.counter) == (meter_id, counter)), None),
+            f"meter {meter_id} counter {counter} is not on bill {bill_id}",
+        )
+        rows = self.bills.packets_by_key([(meter_id, counter)])
+        lost = f"the store lost the original of {meter_id} counter {counter}"
+        original = bytes(self._found(rows[0] if rows else None, lost).signed_original)
+        if leaf_hash(original) != entry.leaf_hash:
+            # Tamper evidence, not a bad request: a proof from these bytes could never verify.
+            self.counts["conflicts"] += 1
+            raise HTTPException(409, f"stored {meter_id}/{counter} is not the billed one")
+        query = sa.select(meters.c.certificate, meters.c.suite).where(meters.c.meter_id == meter_id)
+        der, suite = self._found(self._one(query), f"meter {meter_id} is not registered")
+        certificate = _stored(
+            x509.load_der_x509_certificate, bytes(der), f"certificate of {meter_id}"
+        )
+        proof = make_reading_proof(
+            bill_id, manifest, meter_id, counter, original, certificate, suite
+        )
+        data = proof.to_cbor()
+        self.counts["proofs"] += 1
+        view = ProofView(**dataclasses.asdict(proof), proof=data)
+        return _negotiated(request, data, CBOR_TYPES, view)
+
+    @_get("/v1/bills/{bill_id:path}", BillView, COSE_TYPES)
+    def bill(self, request: Request, bill_id: BillId) -> Response:
+        """A signed bill, countersigned once audited clean; the COSE_Sign1 on request."""
+        stored = self._bill(bill_id)
+        reports = self.bills.reports(bill_id)
+        countersigned = _countersigned(reports)
+        served = countersigned or bytes(stored.signed_bill)
+        try:
+            summary: Bill | None = parse_signed_bill(served)[0]
+        except MetersealError:
+            summary = None
+        view = BillView(
+            **stored._asdict(),
+            countersigned=countersigned is not None,
+            latest_audit=ReportView(**reports[0]._asdict()) if reports else None,
+            summary=summary,
+            countersigned_bill=countersigned,
+        )
+        self.counts["bills"] += 1
+        return _negotiated(request, served, COSE_TYPES, view)
+
+    @_get("/v1/bill-log/head", TreeHeadView, COSE_TYPES)
+    def latest_head(self, request: Request) -> Response:
+        """The bill log's latest signed tree head; the COSE_Sign1 on request."""
+        head = self._head()
+        return _negotiated(request, head.signed_head, COSE_TYPES, TreeHeadView(**head._asdict()))
+
+    @_get("/v1/bill-log/heads/{size}", TreeHeadView, COSE_TYPES)
+    def head(self, request: Request, size: Size) -> Response:
+        """The bill log's signed tree head at a size; the COSE_Sign1 on request."""
+        head = self._head(size)
+        return _negotiated(request, head.signed_head, COSE_TYPES, TreeHeadView(**head._asdict()))
+
+    @_get("/v1/bill-log/consistency", ConsistencyView)
+    def consistency(
+        self,
+        first: Annotated[int, Query(ge=1, le=MAX_INT)],
+        second: Annotated[int, Query(ge=1, le=MAX_INT)],
+    ) -> ConsistencyView:
+        """Consistency proof between two sizes of the bill log."""
+        if first > second:
+            raise HTTPException(422, f"first ({first}) must not exceed second ({second})")
+        tree = self._log()
+        if second > tree.size:
+            raise self._missing(f"the bill log has {tree.size} entries, not {second}")
+        proof = tree.consistency_proof(first, second)
+        return ConsistencyView(first=first, second=second, proof=proof)
+
+    @_get("/v1/bill-log/inclusion/{bill_id:path}", InclusionView)
+    def inclusion(
+        self, bill_id: BillId, tree_size: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None
+    ) -> InclusionView:
+        """Inclusion proof of a bill in the log (latest size or `tree_size`), with that head."""
+        stored = self._bill(bill_id)
+        tree = self._log()
+        size = tree.size if tree_size is None else tree_size
+        if size > tree.size:
+            raise self._missing(f"the bill log has {tree.size} entries, not {size}")
+        if stored.log_index >= size:
+            raise HTTPException(422, f"{bill_id} is entry {stored.log_index}: ask a larger size")
+        return InclusionView(
+            bill_id=bill_id,
+            log_index=stored.log_index,
+            tree_size=size,
+            proof=tree.inclusion_proof(stored.log_index, size),
+            signed_head=self._head(size).signed_head,
+        )
+
+    @_get("/v1/audit/reports", ReportList, errors={})
+    def reports(
+        self,
+        bill: Annotated[str | None, Query(max_length=128, pattern=_PRINTABLE)] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> ReportList:
+        """The auditor's reports, newest first, optionally of one bill."""
+        found = self.bills.reports(bill, limit)
+        return ReportList(reports=[ReportView(**r._asdict()) for r in found])
+
+    @_get("/v1/audit/reports/{report_id}", ReportView)
+    def report(self, report_id: Annotated[int, Path(ge=1, le=MAX_INT)]) -> ReportView:
+        """One audit report as the auditor stored it."""
+        query = sa.select(audit_reports).where(audit_reports.c.id == report_id)
+        row = self._found(self._one(query), f"no audit report {report_id}")
+        return ReportView(**StoredReport(*row)._asdict())
+
+
+def add_billing_routes(app: FastAPI, bills: BillStore) -> None:
+    """Add the billing API to a `service_app` app; it counts into `app.state.counts`."""
+    routes = _Routes(bills, app.state.counts)
+
+    @app.exception_handler(StorageError)
+    async def store_unavailable(_request: Request, exc: StorageError) -> JSONResponse:
+        # The cause is for the operator's log; callers learn only that retrying may help.
+        log.warning("billing API: %s", exc)
+        routes.counts["store_unavailable"] += 1
+        detail = {"detail": "the store is unavailable; retry later"}
+        return JSONResponse(detail, 503, {"Retry-After": "5"})
+
+    for path, name, model, raw, errors in _ROUTES:
+        handler = getattr(routes, name)
+        binary = {"schema": {"type": "string", "format": "binary"}}
+        content: _Responses = {200: {"content": {media: binary for media in raw}}} if raw else {}
+        app.get(
+            path,
+            summary=handler.__doc__.splitlines()[0].rstrip("."),
+            response_model=model,
+            responses={**content, **errors},
+        )(handler)
+
+
+def create_billing_app(bills: BillStore) -> FastAPI:
+    """The billing API on the service skeleton (/healthz, /v1/counters, OpenAPI)."""
+    counts: Counter[str] = Counter()
+    app = service_app(
+        "meterseal bills",
+        "Customers' signed bills and reading proofs, the bill log, the auditor's reports. "
+        "Read-only. Customers are not authenticated yet: any caller can read any bill.",
+        counts,
+        lambda: {"api": dict(counts)},
+    )
+    add_billing_routes(app, bills)
+    return app

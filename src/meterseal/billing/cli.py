@@ -1,0 +1,61 @@
+"""`meterseal bills …`: serve customers' bills and proofs and the auditor's reports over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from meterseal.cli_common import DEFAULT_STORE, StoreUrl, console, fail
+from meterseal.errors import ConfigurationError, MetersealError
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+bills_app = typer.Typer(
+    help="Bills, reading proofs and audit reports over HTTP.", no_args_is_help=True
+)
+
+
+@bills_app.command("serve")
+def bills_serve(
+    store: StoreUrl = DEFAULT_STORE,
+    listen: Annotated[str, typer.Option(help="HTTP listen address host:port")] = "127.0.0.1:7480",
+) -> None:
+    """Serve the billing API from a read-only store until Ctrl-C (customers not authenticated)."""
+    from meterseal.billing.api import create_billing_app
+    from meterseal.headend import parse_address
+    from meterseal.storage import Store
+    from meterseal.storage.bill_store import BillStore
+
+    try:
+        host, port = parse_address(listen, 7480)
+        # Read-only: the API never writes, and a bug in it must not be able to.
+        with Store.open_read_only(store) as db:
+            asyncio.run(_serve(create_billing_app(BillStore(db)), host, port))
+    except MetersealError as exc:
+        raise fail(exc) from exc
+    except OSError as exc:
+        raise fail(ConfigurationError(f"cannot listen on {listen}: {exc}")) from exc
+
+
+async def _serve(app: FastAPI, host: str, port: int) -> None:
+    from meterseal.acquisition.http import HttpServer
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    server = HttpServer(app)
+    bound = await server.start(host, port)
+    # One parseable line, as `meterseal serve` prints: scripts and tests wait for it.
+    print(f"listening bills http://{host}:{bound}", flush=True)
+    console.print(
+        "billing API ready; customers are NOT authenticated: keep it on a trusted network"
+    )
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
