@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from meterseal.billing.cli import bills_app
 from meterseal.billing.commands import billing_app
 from meterseal.cli_common import (
     DEFAULT_DEPLOYMENT,
@@ -40,6 +41,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(meters_app, name="meters")
 app.add_typer(bench_app, name="bench")
 app.add_typer(billing_app)  # tariffs, bill, audit, export-bill, verify-bill
+app.add_typer(bills_app, name="bills")  # the bills HTTP API
 
 SUITE_HELP = f"cipher suite: {', '.join(SUITES)}"
 
@@ -237,6 +239,77 @@ def demo(
     run_demo(console, meters=meters, days=days, faults=faults, seed=seed)
 
 
+@app.command()
+def relay(
+    listen: Annotated[
+        str, typer.Option(help="address meters connect to, shared by the processes")
+    ] = "127.0.0.1:7401",
+    upstream: Annotated[
+        str, typer.Option(help="the head-end's TCP receiver (serve --tcp)")
+    ] = "127.0.0.1:7400",
+    processes: Annotated[
+        int, typer.Option(help="relay processes sharing the port (SO_REUSEPORT)")
+    ] = 2,
+    upstreams: Annotated[int, typer.Option(help="connections to the head-end per process")] = 4,
+    idle_timeout: Annotated[
+        float, typer.Option(help="seconds a silent meter connection is kept")
+    ] = 120.0,
+    status_every: Annotated[float, typer.Option(help="seconds between status lines")] = 10.0,
+) -> None:
+    """Run a TCP relay (data concentrator, holds no key) in front of the head-end's receiver."""
+    from meterseal.acquisition.relay import RelayConfig
+    from meterseal.acquisition.relay_pool import RelayPool, serve_pool, status_line
+    from meterseal.acquisition.tcp import TcpLimits
+    from meterseal.headend import parse_address
+
+    try:
+        listen_at, upstream_at = parse_address(listen, 7401), parse_address(upstream, 7400)
+    except MetersealError as exc:
+        raise _fail(exc) from exc
+    config = RelayConfig(listen_at, upstream_at, upstreams, TcpLimits(idle_timeout=idle_timeout))
+    pool = RelayPool(config, processes)
+    port = pool.start()
+    print(f"listening relay {listen_at[0]}:{port}", flush=True)  # scripts wait for this line
+    final = serve_pool(pool, status_every, lambda s: console.print(status_line(s)))
+    console.print(status_line(final))
+
+
+@bench_app.command("connections")
+def bench_connections(
+    meters: Annotated[int, typer.Option(help="meters connected at once")] = 65_000,
+    relays: Annotated[int, typer.Option(help="relay processes (0: one per 14,000 meters)")] = 0,
+    senders: Annotated[
+        int, typer.Option(help="meter-side processes (0: one per 16,250 meters)")
+    ] = 0,
+    readings: Annotated[int, typer.Option(help="sealed readings each meter sends")] = 1,
+    store: Annotated[str, typer.Option(help="sqlite or postgres (at MS_POSTGRES_URL)")] = "sqlite",
+    upstreams: Annotated[int, typer.Option(help="head-end connections per relay")] = 8,
+    open_workers: Annotated[int, typer.Option(help="processes opening packets")] = 1,
+    out: Annotated[Path, typer.Option(help="directory for the plot PNG")] = Path("docs/img"),
+) -> None:
+    """Meters connected at once over TCP through relay processes; exits 1 unless zero errors."""
+    from meterseal.bench.connections import (
+        ConnectionsPlan,
+        plot_connections,
+        result_table,
+        run_connections,
+    )
+    from meterseal.bench.timing import Machine
+
+    plan = ConnectionsPlan(meters, relays, senders, readings, store, upstreams, open_workers)
+    try:
+        result = run_connections(console, plan)
+    except MetersealError as exc:
+        raise _fail(exc) from exc
+    table = result_table([result], Machine.probe(None))
+    console.print(table.rich())
+    console.print(table.markdown(), markup=False, highlight=False, soft_wrap=True)
+    console.print(f"plot: {plot_connections(result, out / 'bench-connections.png')}")
+    if not result.ok:
+        console.print(f"[red]error:[/red] not zero errors: {dict(+result.errors)}")
+        raise typer.Exit(code=1)
+
+
 @bench_app.command("crypto")
 def bench_crypto(
     seconds: Annotated[float, typer.Option(help="measuring time per operation")] = 1.0,
@@ -286,6 +359,47 @@ def bench_ingest(
     console.print(table.rich())
     console.print(table.markdown(), markup=False, highlight=False)
     console.print(f"plot: {plot_ingest(results, out / 'bench-ingest.png')}")
+
+
+@bench_app.command("billing")
+def bench_billing(
+    customers: Annotated[
+        list[int], typer.Option(help="customers billed per round; each round bills fresh ones")
+    ] = [1, 100, 10_000],  # noqa: B006
+    store: Annotated[
+        list[str], typer.Option(help="sqlite and/or postgres (at MS_POSTGRES_URL)")
+    ] = ["sqlite", "postgres"],  # noqa: B006
+    suite: Annotated[str, typer.Option(help="meter " + SUITE_HELP)] = "p256",
+    audits: Annotated[int, typer.Option(help="bills audited per round, spread over it")] = 10,
+    intervals: Annotated[int, typer.Option(help="readings per customer month")] = 2880,
+    cache: Annotated[
+        Path | None,
+        typer.Option(help="directory keeping the signed months for later runs (default: none)"),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="directory for the plot PNG")] = Path("docs/img"),
+) -> None:
+    """The SGX billing paper's aggregation per bill (query → recorded) and its audit."""
+    from meterseal.bench.billing import audit_table, bill_table, plot_billing, run_billing
+
+    try:
+        bench = run_billing(
+            console,
+            suite_named(suite),
+            customers=customers,
+            stores=store,
+            audits=audits,
+            intervals=intervals,
+            cache=cache,
+        )
+    except (KeyError, ValueError) as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    for table in (bill_table(bench), audit_table(bench)):
+        console.print(table.rich())
+        console.print(table.markdown(), markup=False, highlight=False, soft_wrap=True)
+    console.print(f"plot: {plot_billing(bench, out / 'bench-billing.png')}")
+    if bench.findings:
+        console.print(f"[red]error:[/red] the audits found {bench.findings} discrepancies")
+        raise typer.Exit(code=1)
 
 
 def main() -> None:

@@ -11,10 +11,15 @@ from rich.console import Console
 from meterseal.bench.ingest import plot_ingest, result_table, run_suite
 from meterseal.bench.timing import Machine
 from meterseal.crypto.suites import P256
+from tests.acquisition.test_mqtt import URL as MQTT_URL
+from tests.acquisition.test_mqtt import _probe as probe_mqtt
+from tests.services import require_service
 
 
-@pytest.mark.parametrize("transport", ["tcp", "inproc"])
+@pytest.mark.parametrize("transport", ["tcp", "inproc", "mqtt"])
 def test_ingest_bench_stores_every_packet_and_plots(transport: str, tmp_path: Path) -> None:
+    if transport == "mqtt":
+        require_service("Mosquitto", MQTT_URL, probe_mqtt)
     console = Console(file=io.StringIO())
     result = run_suite(
         console,
@@ -25,6 +30,7 @@ def test_ingest_bench_stores_every_packet_and_plots(transport: str, tmp_path: Pa
         readings=12,
         open_workers=1,
         batch_size=32,
+        connections=3,
     )
     assert result.packets == result.stored == 96
     assert result.bound_per_s > 0
@@ -39,7 +45,7 @@ def test_ingest_bench_stores_every_packet_and_plots(transport: str, tmp_path: Pa
 
 
 def test_ingest_bench_refuses_transports_it_does_not_measure() -> None:
-    with pytest.raises(ValueError, match="tcp and inproc"):
+    with pytest.raises(ValueError, match="measures tcp, mqtt, inproc, not carrier-pigeon"):
         run_suite(
             Console(file=io.StringIO()),
             P256,

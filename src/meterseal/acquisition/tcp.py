@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import struct
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from meterseal.acquisition.ingest import Ack, Ingest
@@ -22,6 +23,8 @@ from meterseal.crypto.packet import MAX_PACKET_BYTES
 
 _LENGTH = struct.Struct(">I")
 READ_SIZE = 256 * 1024
+# Linux: pick the source port at connect() by the whole 4-tuple, not at bind() (socket(7)).
+_IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 log = logging.getLogger(__name__)
 
 
@@ -33,6 +36,87 @@ class TcpLimits:
     max_inflight: int = 64  # per connection: stop reading beyond this (back-pressure)
     frame_timeout: float = 10.0  # a started frame must complete within this
     idle_timeout: float = 120.0  # a silent connection is closed after this
+
+
+def encode_frames(packets: Iterable[bytes]) -> bytes:
+    """Packets as length-prefixed frames, ready to write."""
+    return b"".join(_LENGTH.pack(len(data)) + data for data in packets)
+
+
+@dataclass
+class FrameParser:
+    """Sans-IO framing: bytes in, whole frames out; a bad length ends the stream for good."""
+
+    max_frame: int
+    fault: str | None = None  # "oversized_frame" or "empty_frame" once a bad length is seen
+    _buffer: bytearray = field(default_factory=bytearray)
+
+    @property
+    def partial(self) -> bool:
+        """Whether part of a frame is buffered (then the frame timeout runs, not the idle one)."""
+        return bool(self._buffer)
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """Add received bytes; the frames they complete, in order (none once faulted)."""
+        if self.fault is not None:
+            return []
+        buffer = self._buffer
+        buffer += chunk
+        frames: list[bytes] = []
+        offset = 0
+        while len(buffer) - offset >= 4:
+            (length,) = _LENGTH.unpack_from(buffer, offset)
+            if length == 0 or length > self.max_frame:
+                # The stream cannot be resynchronised after a bad length: drop it.
+                self.fault = "oversized_frame" if length else "empty_frame"
+                buffer.clear()
+                return frames
+            if len(buffer) - offset - 4 < length:
+                break
+            frames.append(bytes(buffer[offset + 4 : offset + 4 + length]))
+            offset += 4 + length
+        del buffer[:offset]
+        return frames
+
+
+async def read_frames(
+    reader: asyncio.StreamReader, limits: TcpLimits, counts: Counter[str]
+) -> AsyncIterator[list[bytes]]:
+    """A connection's frames, a list per read; ends on EOF, a bad length or a timeout.
+
+    Why it ended is counted in `counts`. The peer is not read while the consumer handles a
+    list (back-pressure); a partial frame's timeout restarts after that.
+    """
+    loop = asyncio.get_running_loop()
+    parser = FrameParser(limits.max_frame)
+    started = 0.0  # when the first byte of the partial frame arrived
+    while True:
+        if parser.partial:
+            timeout = started + limits.frame_timeout - loop.time()
+        else:
+            timeout = limits.idle_timeout
+        try:
+            async with asyncio.timeout(max(timeout, 0.0)):
+                chunk = await reader.read(READ_SIZE)
+        except TimeoutError:
+            counts["slow_peer" if parser.partial else "idle_timeout"] += 1
+            return
+        except ConnectionError:
+            counts["connection_lost"] += 1
+            return
+        if not chunk:
+            if parser.partial:
+                counts["truncated_frame"] += 1
+            return
+        fresh = not parser.partial
+        frames = parser.feed(chunk)
+        if frames:
+            yield frames
+        if parser.fault is not None:
+            counts[parser.fault] += 1
+            return
+        if frames or fresh:
+            started = loop.time()
 
 
 @dataclass
@@ -97,46 +181,10 @@ class TcpReceiver:
         acks: asyncio.Queue[asyncio.Future[Ack] | None],
         source: str,
     ) -> None:
-        """Parse frames out of large reads; queue one ack future per frame, in order."""
-        loop = asyncio.get_running_loop()
-        buffer = bytearray()
-        frame_started = 0.0  # when the first byte of the frame now in `buffer` arrived
-        while True:
-            offset = 0
-            while len(buffer) - offset >= 4:
-                (length,) = _LENGTH.unpack_from(buffer, offset)
-                if length == 0 or length > self.limits.max_frame:
-                    # The stream cannot be resynchronised after a bad length: drop it.
-                    self.counts["oversized_frame" if length else "empty_frame"] += 1
-                    return
-                if len(buffer) - offset - 4 < length:
-                    break
-                data = bytes(buffer[offset + 4 : offset + 4 + length])
-                offset += 4 + length
+        """Queue one ack future per frame, in order; `acks` full stops the reading."""
+        async for frames in read_frames(reader, self.limits, self.counts):
+            for data in frames:
                 await acks.put(self.ingest.enqueue(Incoming(data, time.time(), source)))
-            if offset:
-                del buffer[:offset]
-                frame_started = loop.time()
-            if buffer:
-                timeout = frame_started + self.limits.frame_timeout - loop.time()
-            else:
-                timeout = self.limits.idle_timeout
-            try:
-                async with asyncio.timeout(max(timeout, 0.0)):
-                    chunk = await reader.read(READ_SIZE)
-            except TimeoutError:
-                self.counts["slow_peer" if buffer else "idle_timeout"] += 1
-                return
-            except ConnectionError:
-                self.counts["connection_lost"] += 1
-                return
-            if not chunk:
-                if buffer:
-                    self.counts["truncated_frame"] += 1
-                return
-            if not buffer:
-                frame_started = loop.time()
-            buffer += chunk
 
     async def _reply(
         self, acks: asyncio.Queue[asyncio.Future[Ack] | None], writer: asyncio.StreamWriter
@@ -179,13 +227,38 @@ class TcpReceiver:
         return True
 
 
+async def open_frames(
+    host: str, port: int, *, source: str | None = None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Connect to a frame receiver, from the local address `source` if given."""
+    if source is None:
+        return await asyncio.open_connection(host, port)
+    sock = socket.socket(socket.AF_INET6 if ":" in source else socket.AF_INET)
+    try:
+        # Without this, bind() would reserve the port against every destination, so one
+        # source address could not hold more than one ephemeral range of connections.
+        sock.setsockopt(socket.IPPROTO_IP, _IP_BIND_ADDRESS_NO_PORT, 1)
+        sock.bind((source, 0))
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return await asyncio.open_connection(sock=sock)
+
+
 async def send_frames(
-    host: str, port: int, packets: Sequence[bytes], timeout: float = 30.0
+    host: str,
+    port: int,
+    packets: Sequence[bytes],
+    timeout: float = 30.0,
+    *,
+    source: str | None = None,
 ) -> list[Ack]:
     """Meter-side helper: send packets over one connection, return their acks in order."""
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    reader, writer = await asyncio.wait_for(open_frames(host, port, source=source), timeout)
     try:
-        writer.write(b"".join(_LENGTH.pack(len(data)) + data for data in packets))
+        writer.write(encode_frames(packets))
         await writer.drain()
         replies = await asyncio.wait_for(reader.readexactly(len(packets)), timeout)
         return [Ack(b) for b in replies]
@@ -197,11 +270,12 @@ async def send_frames(
 
 @dataclass(frozen=True)
 class TcpLink:
-    """A `MeterLink` over TCP: one connection per exchange."""
+    """A `MeterLink` over TCP: one connection per exchange, from `source` if given."""
 
     host: str
     port: int
+    source: str | None = None  # a local address, e.g. one of 127.0.0.0/8 to widen the port space
 
     async def exchange(self, meter_id: str, packets: Sequence[bytes], timeout: float) -> list[Ack]:
         """Send the packets as frames on a new connection; their acks in order."""
-        return await send_frames(self.host, self.port, packets, timeout)
+        return await send_frames(self.host, self.port, packets, timeout, source=self.source)

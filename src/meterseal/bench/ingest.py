@@ -6,7 +6,9 @@ opening processes, the bench measures
   * the open-only bound: the trusted stages' opener alone on the same packets, batch by batch;
   * end to end: a sender process pushes every packet through the transport into the head-end
     (receiver → ingest → trusted stages → store) and waits for every acknowledgement, which the
-    head-end only gives once the packet is durable.
+    head-end only gives once the packet is durable. Over TCP it pipelines frames on a few
+    connections; over MQTT it publishes each packet (QoS 1) to its meter's topic on a real
+    Mosquitto and waits for the head-end's application ack on the meter's ack topic.
 Acquisition latency is the SGX billing paper's: from receipt at the head-end to durable.
 """
 
@@ -17,10 +19,11 @@ import contextlib
 import datetime as dt
 import multiprocessing
 import os
-import struct
+import queue
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +31,7 @@ from rich.console import Console
 
 from meterseal.acquisition.ingest import Ack
 from meterseal.acquisition.parallel import ParallelOpener
+from meterseal.acquisition.tcp import encode_frames
 from meterseal.bench.timing import Machine, TextTable
 from meterseal.crypto import certs, packet
 from meterseal.crypto.keys import HeadEndKeys
@@ -35,16 +39,21 @@ from meterseal.crypto.suites import CipherSuite
 from meterseal.headend import HeadEnd, HeadEndSettings, TrustedMaterial
 from meterseal.meter.load import INTERVAL
 from meterseal.meter.provisioning import fleet_records, provision
-from meterseal.meter.workload import Workload, seal_workload
+from meterseal.meter.simulator import run_fleet
+from meterseal.meter.workload import Wire, Workload, seal_workload
 from meterseal.storage import Store
 from meterseal.storage.scratch import scratch_schema
 from meterseal.ui import milliseconds, progress_bar
 
-TRANSPORTS = ("tcp", "inproc", "http", "mqtt")
-_LENGTH = struct.Struct(">I")
+TRANSPORTS = ("tcp", "mqtt", "inproc")
 POSTGRES_URL = os.environ.get(
     "MS_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
+MQTT_URL = os.environ.get("MS_MQTT_URL", "mqtt://127.0.0.1:1883")
+# Mosquitto queues at most max_queued_messages (default 1,000) QoS 1 messages per client
+# beyond those in flight and drops the rest, so the sender keeps fewer than that unanswered.
+MQTT_INFLIGHT = 960
+MQTT_WINDOW = 8  # packets a meter publishes before awaiting their acks
 
 
 @dataclass(frozen=True)
@@ -99,7 +108,7 @@ async def _stream(host: str, port: int, blobs: Sequence[bytes]) -> int:
 
     async def send() -> None:
         for i in range(0, len(blobs), 64):
-            writer.write(b"".join(_LENGTH.pack(len(b)) + b for b in blobs[i : i + 64]))
+            writer.write(encode_frames(blobs[i : i + 64]))
             await writer.drain()
 
     sending = asyncio.create_task(send())
@@ -118,10 +127,79 @@ def _tcp_sender(
     out.put(asyncio.run(main()))
 
 
-async def _end_to_end(
-    headend: HeadEnd, transport: str, blobs: list[bytes], connections: int
-) -> float:
+def _mqtt_sender(
+    url: str, prefix: str, slices: list[Wire], out: multiprocessing.Queue[int]
+) -> None:
+    from meterseal.acquisition.mqtt import MqttLink
+
+    # Meters as the simulator runs them (each on its own topic, resending what stays
+    # unanswered), one broker connection per slice, MQTT_INFLIGHT packets unanswered at most.
+    meters_at_once = max(1, MQTT_INFLIGHT // (MQTT_WINDOW * len(slices)))
+
+    async def link_run(wire: Wire) -> int:
+        link = MqttLink(url, prefix=prefix)
+        try:
+            report = await run_fleet(wire, link, concurrency=meters_at_once, window=MQTT_WINDOW)
+        finally:
+            await link.close()
+        return report.acks["accepted"]
+
+    async def main() -> int:
+        return sum(await asyncio.gather(*(link_run(s) for s in slices)))
+
+    out.put(asyncio.run(main()))
+
+
+async def _attach_mqtt(headend: HeadEnd) -> str:
+    """Subscribe the head-end at the broker under names of this run; returns the topic prefix."""
+    from meterseal.acquisition.mqtt import MqttLimits, MqttReceiver
+
+    # Fresh names and a short-lived session: a persistent session left by `serve` or an
+    # earlier run would otherwise hand this run old messages, or take a share of its own.
+    tag = uuid.uuid4().hex[:12]
+    prefix = f"meterseal-bench/{tag}"
+    receiver = MqttReceiver(
+        headend.ingest,
+        MQTT_URL,
+        limits=MqttLimits(session_expiry=60),
+        client_id=f"meterseal-bench-{tag}",
+        group=f"bench{tag}",
+        prefix=prefix,
+    )
+    await receiver.start()
+    headend.receivers["mqtt"] = receiver  # stopped with the head-end
+    return prefix
+
+
+async def _sender_process(target: Callable[..., None], *args: object) -> tuple[int, float]:
+    """Run `target(*args, out)` in a forked process: (packets ACCEPTED, seconds it took)."""
+    context = multiprocessing.get_context("fork")
+    out: multiprocessing.Queue[int] = context.Queue()
+    sender = context.Process(target=target, args=(*args, out))
+    started = time.perf_counter()
+    sender.start()
+    while True:
+        try:
+            accepted = await asyncio.to_thread(out.get, True, 1.0)
+            break
+        except queue.Empty:
+            if not sender.is_alive():
+                died = f"the sender process died (exit code {sender.exitcode})"
+                raise RuntimeError(died) from None
+    elapsed = time.perf_counter() - started
+    await asyncio.to_thread(sender.join)
+    return accepted, elapsed
+
+
+def interleaved(wire: Wire) -> list[bytes]:
+    """Every meter's first packet, then every second one, …: the order meters would send in."""
+    longest = max(map(len, wire.values()), default=0)
+    return [p[i][1] for i in range(longest) for p in wire.values() if i < len(p)]
+
+
+async def _end_to_end(headend: HeadEnd, transport: str, wire: Wire, connections: int) -> float:
     """Seconds from the first packet sent to the last one acknowledged durable."""
+    blobs = interleaved(wire)
     endpoints = await headend.start()
     try:
         if transport == "inproc":
@@ -137,17 +215,15 @@ async def _end_to_end(
             acks = await asyncio.gather(*(submit(b) for b in blobs))
             elapsed = time.perf_counter() - started
             accepted = sum(a is Ack.ACCEPTED for a in acks)
+        elif transport == "mqtt":
+            prefix = await _attach_mqtt(headend)
+            meters = list(wire.items())
+            by_link = [dict(meters[i::connections]) for i in range(connections)]
+            accepted, elapsed = await _sender_process(_mqtt_sender, MQTT_URL, prefix, by_link)
         else:
             host, port = endpoints["tcp"].rsplit(":", 1)
             slices = [blobs[i::connections] for i in range(connections)]
-            context = multiprocessing.get_context("fork")
-            out = context.Queue()
-            sender = context.Process(target=_tcp_sender, args=(host, int(port), slices, out))
-            started = time.perf_counter()
-            sender.start()
-            accepted = await asyncio.to_thread(out.get)
-            elapsed = time.perf_counter() - started
-            await asyncio.to_thread(sender.join)
+            accepted, elapsed = await _sender_process(_tcp_sender, host, int(port), slices)
         if accepted != len(blobs):
             raise RuntimeError(f"only {accepted} of {len(blobs)} packets were accepted")
         return elapsed
@@ -168,8 +244,8 @@ def run_suite(
     connections: int = 16,
 ) -> IngestResult:
     """Provision, seal, then measure the open-only bound and the end-to-end rate of one suite."""
-    if transport not in ("tcp", "inproc"):
-        raise ValueError(f"bench ingest measures tcp and inproc so far, not {transport}")
+    if transport not in TRANSPORTS:
+        raise ValueError(f"bench ingest measures {', '.join(TRANSPORTS)}, not {transport}")
     now = dt.datetime.now(dt.UTC)
     headend = HeadEndKeys.generate()
     ca_key, ca_cert = certs.create_ca("bench CA", now=now, rng=os.urandom)
@@ -185,13 +261,14 @@ def run_suite(
             progress=lambda n: bar.advance(task, n),
         )
     # Interleave meters as they would arrive, not one meter's month after another's.
-    per_meter = [[data for _, data in packets] for packets in wire.values()]
-    blobs = [p[i] for i in range(readings) for p in per_meter if i < len(p)]
+    blobs = interleaved(wire)
     records = fleet_records(ca_cert, fleet)
     with scratch_store(store_kind) as url, Store.open(url) as store:
         store.register_meters(records, now=now)
         settings = HeadEndSettings(
-            tcp="127.0.0.1:0", batch_size=batch_size, open_workers=open_workers
+            tcp=None if transport == "mqtt" else "127.0.0.1:0",
+            batch_size=batch_size,
+            open_workers=open_workers,
         )
         head = HeadEnd(TrustedMaterial(headend, ca_cert, b"b" * 32), store, settings)
         with console.status(f"{suite.name}: open-only bound ({open_workers or 1} process(es))"):
@@ -201,7 +278,7 @@ def run_suite(
             finally:
                 opener.close()
         with console.status(f"{suite.name}: end to end over {transport} into {store_kind}"):
-            seconds = asyncio.run(_end_to_end(head, transport, blobs, connections))
+            seconds = asyncio.run(_end_to_end(head, transport, wire, connections))
         report = head.report()
         stored = store.counters().get("stored", 0)
     if stored != len(blobs):

@@ -75,7 +75,7 @@ class Auditor:
         if stored is None:
             raise AuditError(f"no bill {bill_id!r} in the store")
         bill, _ = parse_signed_bill(stored.signed_bill)
-        customer_meters = self.source.customers().get(bill.customer_id, [])
+        customer_meters = self.source.customer_meters(bill.customer_id)
         meter_ids = sorted({m.meter_id for m in bill.meters} | set(customer_meters))
         rows = self.source.packets(
             meter_ids, bill.period.start - MARGIN_SECONDS, bill.period.end + MARGIN_SECONDS

@@ -120,6 +120,16 @@ class BillStore:
                 out[customer].append(meter_id)
         return dict(out)
 
+    def customer_meters(self, customer_id: str) -> list[str]:
+        """One customer's meters (revoked included), without reading the whole registry."""
+        query = (
+            sa.select(meters.c.meter_id)
+            .where(meters.c.customer_id == customer_id)
+            .order_by(meters.c.meter_id)
+        )
+        with self.store.connection() as connection:
+            return list(connection.scalars(query))
+
     def packets(self, meter_ids: Sequence[str], start: int, end: int) -> list[BillPacket]:
         """The meters' stored originals with column timestamps in [start, end)."""
         so = signed_originals
@@ -127,7 +137,8 @@ class BillStore:
             so.c.meter_id.in_(list(meter_ids)), so.c.timestamp >= start, so.c.timestamp < end
         )
         with self.store.connection() as connection:
-            return [BillPacket(*row) for row in connection.execute(query)]
+            # One fetchall: iterating the result fetches row by row, ~1.5 ms more per month.
+            return [BillPacket(*row) for row in connection.execute(query).all()]
 
     def packets_by_key(self, keys: Iterable[tuple[str, int]]) -> list[BillPacket]:
         """The stored originals with these (meter, counter) keys, wherever their timestamps."""
@@ -142,7 +153,7 @@ class BillStore:
                     query = sa.select(*(so.c[c] for c in _PACKET_COLUMNS)).where(
                         so.c.meter_id == meter_id, so.c.counter.in_(counters[i : i + 1000])
                     )
-                    out += [BillPacket(*row) for row in connection.execute(query)]
+                    out += [BillPacket(*row) for row in connection.execute(query).all()]
         return out
 
     # -- bills and the bill log ---------------------------------------------------------
