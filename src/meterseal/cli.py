@@ -379,7 +379,8 @@ def bench_billing(
     out: Annotated[Path, typer.Option(help="directory for the plot PNG")] = Path("docs/img"),
 ) -> None:
     """The SGX billing paper's aggregation per bill (query → recorded) and its audit."""
-    from meterseal.bench.billing import audit_table, bill_table, plot_billing, run_billing
+    from meterseal.bench.billing import audit_table, bill_table, run_billing
+    from meterseal.bench.billing_plot import plot_billing
 
     try:
         bench = run_billing(

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -85,6 +88,7 @@ class Relayed:
     def __init__(self, meters: list[ProvisionedMeter], world: World, store: Store) -> None:
         self.meters, self.world, self.store = meters, world, store
         self.port = 0
+        self.upstream = ("", 0)
         self.pool: RelayPool | None = None
         self.headend: _HeadEndThread | None = None
 
@@ -127,7 +131,7 @@ def relayed(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         store.register_meters(fleet_records(ca_cert, meters), now=NOW)
         fixture = Relayed(meters, world, store)
         headend = _HeadEndThread(TrustedMaterial(world.headend, ca_cert, b"r" * 32), store)
-        upstream = headend.start()
+        fixture.upstream = upstream = headend.start()
         fixture.headend = headend
         pool = RelayPool(RelayConfig(("127.0.0.1", 0), upstream, upstreams=1), 2)
         try:
@@ -234,3 +238,26 @@ def test_an_oversized_frame_cuts_only_its_meter(relayed: Relayed) -> None:
         assert other.result() == bytes(4)
     assert relayed.faults()["oversized_frame"] == before + 1
     assert _talk(relayed.port, [encode_frames(relayed.packets(4, range(3003, 3005)))]) == bytes(2)
+
+
+def test_the_relay_command_serves_until_interrupted(relayed: Relayed) -> None:
+    host, port = relayed.upstream
+    command = [sys.executable, "-m", "meterseal", "relay", "--listen", "127.0.0.1:0"]
+    command += ["--upstream", f"{host}:{port}", "--processes", "2", "--status-every", "0.2"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert process.stdout is not None
+        listening = process.stdout.readline().split()  # ["listening", "relay", "HOST:PORT"]
+        assert listening[:2] == ["listening", "relay"], listening
+        relay_port = int(listening[2].rsplit(":", 1)[1])
+        frames = encode_frames(relayed.packets(0, range(4000, 4005)))
+        assert _talk(relay_port, [frames]) == bytes(5)
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0
+    # The summary after SIGINT: one meter, five frames and acks, nothing else.
+    assert "1 so far, 5 frames, 5 acks; faults: none" in " ".join(output.split())

@@ -12,7 +12,14 @@ from meterseal.acquisition.anonymize import Anonymizer
 from meterseal.acquisition.ingest import Ack, Ingest
 from meterseal.acquisition.memory import MemorySink
 from meterseal.acquisition.stages import TrustedStages
-from meterseal.acquisition.tcp import TcpLimits, TcpReceiver, send_frames
+from meterseal.acquisition.tcp import (
+    FrameParser,
+    TcpLimits,
+    TcpLink,
+    TcpReceiver,
+    encode_frames,
+    send_frames,
+)
 from meterseal.crypto import packet
 from meterseal.crypto.suites import P256
 from meterseal.model import Reading
@@ -132,5 +139,30 @@ def test_slow_peer_is_timed_out(world: World) -> None:
         writer.close()
         await _stop(ingest, receiver)
         assert receiver.counts["slow_peer"] == 1
+
+    asyncio.run(scenario())
+
+
+def test_frame_parser_takes_frames_across_reads_and_stops_at_a_bad_length() -> None:
+    parser = FrameParser(max_frame=8)
+    stream = encode_frames([b"ab", b"cdefgh", b"i"])
+    assert parser.feed(stream[:3]) == []
+    assert parser.partial
+    assert parser.feed(stream[3:16]) == [b"ab", b"cdefgh"]
+    assert parser.feed(stream[16:] + struct.pack(">I", 9) + b"x") == [b"i"]
+    assert parser.fault == "oversized_frame"
+    assert not parser.partial
+    assert parser.feed(encode_frames([b"late"])) == []
+
+
+def test_a_link_sends_from_its_source_address(world: World) -> None:
+    async def scenario() -> None:
+        sink = MemorySink()
+        ingest, receiver, port = await _serve(world, sink)
+        link = TcpLink("127.0.0.1", port, source="127.0.0.7")
+        acks = await link.exchange("M-p256", [b"\x00junk"], 5)
+        await _stop(ingest, receiver)
+        assert acks == [Ack.REJECTED]
+        assert sink.quarantine[0].source.startswith("tcp:127.0.0.7:")
 
     asyncio.run(scenario())

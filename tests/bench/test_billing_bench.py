@@ -8,14 +8,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from meterseal.bench.billing import (
-    audit_table,
-    bill_table,
-    plot_billing,
-    run_billing,
-    spread,
-)
+from meterseal.bench.billing import audit_table, bill_table, run_billing, spread
 from meterseal.bench.billing_data import signed_fleet
+from meterseal.bench.billing_plot import plot_billing
 from meterseal.billing.service import PHASES
 from meterseal.crypto.suites import ED25519, P256
 from tests.storage.conftest import postgres_url  # noqa: F401 - fixture

@@ -198,7 +198,8 @@ class _Upstream:
             link.writer.close()
             lost = link.route.abandon()
             self.counts["upstream_lost" if lost else "upstream_closed"] += 1
-            self.counts["frames_lost"] += len(lost)
+            if lost:
+                self.counts["frames_lost"] += len(lost)
             self._free(len(lost))
             for meter in lost:
                 meter.settle(1)

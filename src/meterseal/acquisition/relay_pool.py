@@ -146,7 +146,9 @@ def status_line(statuses: Sequence[RelayStatus]) -> str:
     counts: Counter[str] = Counter()
     for status in statuses:
         counts.update(status.counts)
-    faults = ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items()) if k not in RELAY_EVENTS)
+    faults = ", ".join(
+        f"{k} {v:,}" for k, v in sorted(counts.items()) if k not in RELAY_EVENTS and v
+    )
     return (
         f"{len(statuses)} relays: {sum(s.open for s in statuses):,} meters connected "
         f"(peaks {sum(s.peak for s in statuses):,}), {counts['meters']:,} so far, "

@@ -102,11 +102,30 @@ class SlotReading:
     energy_wh: int
 
 
+class Slotted(Protocol):
+    """What completeness reads of a reading: a `SlotReading`, or a billing packet as it is."""
+
+    @property
+    def counter(self) -> int:
+        """The meter's counter."""
+        ...
+
+    @property
+    def timestamp(self) -> int:
+        """Start of the interval (Unix seconds)."""
+        ...
+
+    @property
+    def energy_wh(self) -> int:
+        """Energy of the interval (Wh)."""
+        ...
+
+
 def assess(
-    meter_id: str, period: Period, readings: Iterable[SlotReading]
+    meter_id: str, period: Period, readings: Iterable[Slotted]
 ) -> tuple[Completeness, dict[int, int]]:
     """Completeness of one meter and the billed energy per filled slot."""
-    billed: dict[int, SlotReading] = {}
+    billed: dict[int, Slotted] = {}
     extra: dict[int, list[int]] = {}
     outside = []
     for r in readings:
