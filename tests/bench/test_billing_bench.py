@@ -76,3 +76,9 @@ def test_spread_picks_first_last_and_evenly_between() -> None:
     assert spread(3, 10) == [0, 1, 2]
     assert spread(1, 10) == [0]
     assert spread(5, 0) == []
+
+
+def test_billing_bench_refuses_unknown_stores_before_signing_anything(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="not mysql"):
+        run_billing(Console(file=io.StringIO()), P256, stores=("mysql",), cache=tmp_path)
+    assert not any(tmp_path.iterdir())

@@ -164,6 +164,22 @@ def _months(stream: BinaryIO, count: int) -> Iterator[list[list[Any]]]:
         yield decoder.decode()
 
 
+def settle(store: Store) -> None:
+    """Leave a bulk-loaded store as a month of ingest would: vacuumed and analyzed, WAL folded in.
+
+    Right after the load, PostgreSQL's first read of each new page sets its hint bits (and
+    writes the page again) and autovacuum is due on millions of rows; SQLite's next commit
+    folds the load's WAL back into the file. Each would land in the first bills' time.
+    """
+    autocommit = store.engine.execution_options(isolation_level="AUTOCOMMIT")
+    with autocommit.connect() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.exec_driver_sql("VACUUM (ANALYZE) signed_originals")
+            connection.exec_driver_sql("CHECKPOINT")
+        else:
+            connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
 def load_fleet(store: Store, fleet: SignedFleet, *, progress: Progress = lambda _n: None) -> int:
     """Register the fleet's meters in `store` and load their signed months; rows loaded."""
     now = dt.datetime.fromtimestamp(fleet.signed_at, dt.UTC)
