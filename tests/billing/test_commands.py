@@ -9,12 +9,11 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from meterseal.cli import app
-from meterseal.deployment import load_deployment
 from meterseal.meter.months import store_months
-from meterseal.meter.provisioning import fleet_records, load_fleet
+from meterseal.meter.provisioning import ProvisionedMeter, load_fleet
 from meterseal.storage import Store
+from meterseal.storage.bill_store import BillStore
 from tests.billing.conftest import ANONYMIZATION_KEY, PERIOD
-from tests.conftest import NOW
 
 runner = CliRunner()
 TARIFFS = Path(__file__).resolve().parents[2] / "src" / "meterseal" / "billing" / "tariffs"
@@ -30,48 +29,41 @@ def _run(*args: str, code: int = 0) -> str:
     return _text(result.output)
 
 
-def test_bill_audit_export_and_verify_from_the_command_line(tmp_path: Path) -> None:
+def _month_on_disk(tmp_path: Path, meters: int) -> tuple[Path, str, list[ProvisionedMeter]]:
+    """A deployment, `meters` registered Ed25519 meters and a day of their signed readings."""
     deployment = tmp_path / "dep"
     store = f"sqlite:///{tmp_path / 'store.db'}"
+    fleet_file = deployment / "fleet-ed25519.cbor"
     _run("keys", "init", str(deployment))
-    _run("meters", "provision", "2", "--deployment", str(deployment), "--suite", "ed25519")
-    _run(
-        "meters",
-        "register",
-        str(deployment / "fleet-ed25519.cbor"),
-        "-d",
-        str(deployment),
-        "--store",
-        store,
-    )
-    fleet = load_fleet(deployment / "fleet-ed25519.cbor")
-    now = dt.datetime.now(dt.UTC)
+    _run("meters", "provision", str(meters), "--deployment", str(deployment), "--suite", "ed25519")
+    _run("meters", "register", str(fleet_file), "-d", str(deployment), "--store", store)
+    fleet = load_fleet(fleet_file)
     with Store.open(store) as db:
         store_months(
             db,
             fleet,
             PERIOD.start,
             PERIOD.slots,
-            now=now,
+            now=dt.datetime.now(dt.UTC),
             anonymization_key=ANONYMIZATION_KEY,
             workers=1,
         )
+    return deployment, store, fleet
+
+
+def _bill(deployment: Path, store: str, tariff: str) -> str:
+    first = dt.datetime.fromtimestamp(PERIOD.start, dt.UTC).date().isoformat()
+    return _run(
+        "bill", "--tariff", tariff, "--from", first, "--days", "1",
+        "-d", str(deployment), "--store", store,
+    )  # fmt: skip
+
+
+def test_bill_audit_export_and_verify_from_the_command_line(tmp_path: Path) -> None:
+    deployment, store, fleet = _month_on_disk(tmp_path, 2)
     assert "published" in _run("tariffs", "add", str(TARIFFS / "tou.toml"), "--store", store)
     assert "example-tou" in _run("tariffs", "list", "--store", store)
-    first = dt.datetime.fromtimestamp(PERIOD.start, dt.UTC).date().isoformat()
-    billed = _run(
-        "bill",
-        "--tariff",
-        "example-tou",
-        "--from",
-        first,
-        "--days",
-        "1",
-        "-d",
-        str(deployment),
-        "--store",
-        store,
-    )
+    billed = _bill(deployment, store, "example-tou")
     assert "96/96" in billed
     assert "EUR" in billed
     audited = _run("audit", "-d", str(deployment), "--store", store)
@@ -106,55 +98,24 @@ def test_bill_audit_export_and_verify_from_the_command_line(tmp_path: Path) -> N
     assert "packet 8 of 96" in verified
 
     # A customer holding the billing-signed bill only (no countersignature) is told so.
-    bill_file.write_bytes(
-        Store.open(store)
-        .engine.connect()
-        .execute(sa.text("SELECT signed_bill FROM bills WHERE bill_id = :b"), {"b": bill_id})
-        .scalar_one()
-    )
+    with Store.open(store) as db:
+        stored = BillStore(db).bill(bill_id)
+    assert stored is not None
+    bill_file.write_bytes(stored.signed_bill)
     refused = _run("verify-bill", str(bill_file), "--reading", str(proof), *keys, code=1)
     assert "NOT VERIFIED" in refused
     assert "countersignature" in refused
 
 
 def test_audit_exits_1_and_names_a_tampered_reading(tmp_path: Path) -> None:
-    deployment = tmp_path / "dep"
-    store = f"sqlite:///{tmp_path / 'store.db'}"
-    _run("keys", "init", str(deployment))
-    _run("meters", "provision", "1", "--deployment", str(deployment), "--suite", "ed25519")
-    fleet = load_fleet(deployment / "fleet-ed25519.cbor")
-    ca = load_deployment(deployment).ca_cert
-    with Store.open(store) as db:
-        db.register_meters(fleet_records(ca, fleet), now=NOW)
-        store_months(
-            db,
-            fleet,
-            PERIOD.start,
-            PERIOD.slots,
-            now=dt.datetime.now(dt.UTC),
-            anonymization_key=ANONYMIZATION_KEY,
-            workers=1,
+    deployment, store, _ = _month_on_disk(tmp_path, 1)
+    _run("tariffs", "add", str(TARIFFS / "flat.toml"), "--store", store)
+    _bill(deployment, store, "example-flat@1")
+    with Store.open(store) as db, db.transaction() as connection:
+        connection.execute(
+            sa.text("UPDATE signed_originals SET energy_wh = 1 WHERE counter = :c"),
+            {"c": PERIOD.start // 900 + 3},
         )
-        _run("tariffs", "add", str(TARIFFS / "flat.toml"), "--store", store)
-        first = dt.datetime.fromtimestamp(PERIOD.start, dt.UTC).date().isoformat()
-        _run(
-            "bill",
-            "--tariff",
-            "example-flat@1",
-            "--from",
-            first,
-            "--days",
-            "1",
-            "-d",
-            str(deployment),
-            "--store",
-            store,
-        )
-        with db.transaction() as connection:
-            connection.execute(
-                sa.text("UPDATE signed_originals SET energy_wh = 1 WHERE counter = :c"),
-                {"c": PERIOD.start // 900 + 3},
-            )
     found = _run("audit", "-d", str(deployment), "--store", store, code=1)
     assert "discrepancies" in found
     assert "altered" in found

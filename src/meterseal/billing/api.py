@@ -24,17 +24,22 @@ from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 import sqlalchemy as sa
-from cryptography import x509
 from fastapi import FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, PlainSerializer
 
 from meterseal.acquisition.http import service_app
-from meterseal.billing.bill import Bill, manifest_from_cbor, parse_signed_bill
-from meterseal.billing.merkle import MerkleTree, leaf_hash
-from meterseal.billing.proofs import make_reading_proof
+from meterseal.billing.bill import Bill, parse_signed_bill
+from meterseal.billing.merkle import MerkleTree
+from meterseal.billing.proofs import ProofConflict, ProofNotFound
 from meterseal.errors import MetersealError
-from meterseal.storage.bill_store import BillStore, LogHead, StoredBill, StoredReport
+from meterseal.storage.bill_store import (
+    BillStore,
+    LogHead,
+    StoredBill,
+    StoredReport,
+    countersigned_of,
+)
 from meterseal.storage.schema import StorageError, audit_reports, meters
 
 MAX_INT = 2**63 - 1  # BIGINT: larger ids or sizes cannot exist and would overflow the driver
@@ -180,19 +185,6 @@ def _negotiated(request: Request, raw: bytes, types: tuple[str, ...], view: Base
     return JSONResponse(view.model_dump(mode="json"), headers=headers)
 
 
-def _stored(decode: Callable[[bytes], _T], data: bytes, what: str) -> _T:
-    # Undecodable bytes in the store are the server's fault, not the caller's: a clear 500.
-    try:
-        return decode(data)
-    except (MetersealError, ValueError) as exc:
-        raise HTTPException(500, f"the store holds a malformed {what}: {exc}") from None
-
-
-def _countersigned(reports: list[StoredReport]) -> bytes | None:
-    # The newest clean audit's; a later unclean audit shows in `latest_audit`, not here.
-    return next((bytes(r.countersigned_bill) for r in reports if r.countersigned_bill), None)
-
-
 _Responses = dict[int | str, dict[str, Any]]
 _F = TypeVar("_F", bound=Callable[..., Any])
 _NOT_FOUND: _Responses = {404: {"model": Detail, "description": "Unknown id (see `detail`)."}}
@@ -287,27 +279,19 @@ class _Routes:
         counter: Annotated[int, Path(ge=0, le=MAX_INT)],
     ) -> Response:
         """Proof that a reading is on a bill: a `ReadingProof`, the file itself on request."""
-        stored = self._bill(bill_id)
-        manifest = _stored(manifest_from_cbor, stored.manifest, f"manifest of {bill_id}")
-        entry = self._found(
-            next((e for e in manifest if (e.meter_id, e.counter) == (meter_id, counter)), None),
-            f"meter {meter_id} counter {counter} is not on bill {bill_id}",
-        )
-        rows = self.bills.packets_by_key([(meter_id, counter)])
-        lost = f"the store lost the original of {meter_id} counter {counter}"
-        original = bytes(self._found(rows[0] if rows else None, lost).signed_original)
-        if leaf_hash(original) != entry.leaf_hash:
+        try:
+            proof = self.bills.reading_proof(bill_id, meter_id, counter)
+        except ProofNotFound as exc:
+            raise self._missing(str(exc)) from None
+        except ProofConflict as exc:
             # Tamper evidence, not a bad request: a proof from these bytes could never verify.
             self.counts["conflicts"] += 1
-            raise HTTPException(409, f"stored {meter_id}/{counter} is not the billed one")
-        query = sa.select(meters.c.certificate, meters.c.suite).where(meters.c.meter_id == meter_id)
-        der, suite = self._found(self._one(query), f"meter {meter_id} is not registered")
-        certificate = _stored(
-            x509.load_der_x509_certificate, bytes(der), f"certificate of {meter_id}"
-        )
-        proof = make_reading_proof(
-            bill_id, manifest, meter_id, counter, original, certificate, suite
-        )
+            raise HTTPException(409, str(exc)) from None
+        except StorageError:
+            raise  # the store is down: 503 from the app's handler
+        except (MetersealError, ValueError) as exc:
+            # Undecodable bytes in the store are the server's fault, not the caller's.
+            raise HTTPException(500, f"the store holds malformed billing data: {exc}") from None
         data = proof.to_cbor()
         self.counts["proofs"] += 1
         view = ProofView(**dataclasses.asdict(proof), proof=data)
@@ -318,7 +302,7 @@ class _Routes:
         """A signed bill, countersigned once audited clean; the COSE_Sign1 on request."""
         stored = self._bill(bill_id)
         reports = self.bills.reports(bill_id)
-        countersigned = _countersigned(reports)
+        countersigned = countersigned_of(reports)
         served = countersigned or bytes(stored.signed_bill)
         try:
             summary: Bill | None = parse_signed_bill(served)[0]

@@ -267,14 +267,28 @@ def _bill_from_map(item: Any) -> Bill:
     return bill
 
 
-def sign_bill(bill: Bill, key: SigningKey, kid: bytes) -> bytes:
-    """The bill as a COSE_Sign1 by the billing service's ES256 key."""
+def sign_typed(payload: bytes, content_type: str, key: SigningKey, kid: bytes) -> bytes:
+    """A COSE_Sign1 over `payload` by an ES256 key, its content type in the protected header."""
     protected = cose.dumps(
-        {cose.ALG: _SCHEME.cose_alg, CONTENT_TYPE_LABEL: CONTENT_TYPE, cose.KID: kid}
+        {cose.ALG: _SCHEME.cose_alg, CONTENT_TYPE_LABEL: content_type, cose.KID: kid}
     )
-    payload = bill.to_cbor()
     signature = _SCHEME.sign(key, cose.sig_structure1(protected, payload))
     return cose.Sign1(protected, {}, {}, payload, signature).encode()
+
+
+def verify_typed(body: cose.Sign1, key: VerifyingKey, what: str) -> None:
+    """Raise BillSignatureError unless `body` carries a valid ES256 signature by `key`."""
+    if body.headers.get(cose.ALG) != _SCHEME.cose_alg:
+        raise BillSignatureError(f"the {what} is not signed with ES256")
+    try:
+        _SCHEME.verify(key, body.signature, body.to_be_signed())
+    except InvalidSignature:
+        raise BillSignatureError(f"the {what}'s signature does not verify") from None
+
+
+def sign_bill(bill: Bill, key: SigningKey, kid: bytes) -> bytes:
+    """The bill as a COSE_Sign1 by the billing service's ES256 key."""
+    return sign_typed(bill.to_cbor(), CONTENT_TYPE, key, kid)
 
 
 def parse_signed_bill(signed: bytes) -> tuple[Bill, cose.Sign1]:
@@ -291,12 +305,7 @@ def parse_signed_bill(signed: bytes) -> tuple[Bill, cose.Sign1]:
 def verify_signed_bill(signed: bytes, billing_key: VerifyingKey) -> Bill:
     """The bill if the billing service's signature holds; BillSignatureError otherwise."""
     bill, body = parse_signed_bill(signed)
-    if body.headers.get(cose.ALG) != _SCHEME.cose_alg:
-        raise BillSignatureError("the bill is not signed with ES256")
-    try:
-        _SCHEME.verify(billing_key, body.signature, body.to_be_signed())
-    except InvalidSignature:
-        raise BillSignatureError("the billing service's signature does not verify") from None
+    verify_typed(body, billing_key, "bill")
     return bill
 
 

@@ -9,16 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidSignature
-
-from meterseal.billing.bill import CONTENT_TYPE_LABEL, BillFormatError, BillSignatureError
+from meterseal.billing.bill import CONTENT_TYPE_LABEL, BillFormatError, sign_typed, verify_typed
 from meterseal.billing.merkle import leaf_hash
 from meterseal.crypto import cose
 from meterseal.crypto.cose import CoseFormatError
-from meterseal.crypto.signing import ES256, SigningKey, VerifyingKey
+from meterseal.crypto.signing import SigningKey, VerifyingKey
 
 HEAD_CONTENT_TYPE = "application/meterseal-bill-log-head+cbor"
-_SCHEME = ES256()
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,12 +38,7 @@ def bill_leaf(signed_bill: bytes) -> bytes:
 
 def sign_tree_head(head: TreeHead, key: SigningKey, kid: bytes) -> bytes:
     """A COSE_Sign1 over `head` by the billing key."""
-    protected = cose.dumps(
-        {cose.ALG: _SCHEME.cose_alg, CONTENT_TYPE_LABEL: HEAD_CONTENT_TYPE, cose.KID: kid}
-    )
-    payload = head.to_cbor()
-    signature = _SCHEME.sign(key, cose.sig_structure1(protected, payload))
-    return cose.Sign1(protected, {}, {}, payload, signature).encode()
+    return sign_typed(head.to_cbor(), HEAD_CONTENT_TYPE, key, kid)
 
 
 def verify_tree_head(signed: bytes, billing_key: VerifyingKey) -> TreeHead:
@@ -64,8 +56,5 @@ def verify_tree_head(signed: bytes, billing_key: VerifyingKey) -> TreeHead:
         head = TreeHead(size, cose.expect_bytes(item["root"], 32), issued)
     except CoseFormatError as exc:
         raise BillFormatError(f"not a signed tree head: {exc}") from None
-    try:
-        _SCHEME.verify(billing_key, body.signature, body.to_be_signed())
-    except InvalidSignature:
-        raise BillSignatureError("the tree head's signature does not verify") from None
+    verify_typed(body, billing_key, "tree head")
     return head

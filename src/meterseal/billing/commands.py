@@ -6,7 +6,7 @@ import datetime as dt
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from cryptography.hazmat.primitives import serialization
@@ -27,6 +27,9 @@ from meterseal.cli_common import (
 from meterseal.errors import ConfigurationError, MetersealError
 from meterseal.ui import milliseconds, progress_bar
 
+if TYPE_CHECKING:
+    from meterseal.billing.completeness import Period
+
 billing_app = typer.Typer()
 tariffs_app = typer.Typer(
     help="Versioned tariffs (data, never edited in place).", no_args_is_help=True
@@ -37,7 +40,7 @@ FirstDay = Annotated[str, typer.Option("--from", help="first day of the period (
 Days = Annotated[int, typer.Option(help="days in the period (30 days = 2,880 readings)")]
 
 
-def _period(first_day: str, days: int) -> object:
+def _period(first_day: str, days: int) -> Period:
     from meterseal.billing.completeness import Period
 
     try:
@@ -108,7 +111,7 @@ def bill(
     passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
 ) -> None:
     """Bill every customer (or those named) for a period: sign, record, append to the log."""
-    from meterseal.billing.completeness import Period, estimation_rule
+    from meterseal.billing.completeness import estimation_rule
     from meterseal.billing.service import BillingService
     from meterseal.cli_common import load
     from meterseal.storage import Store
@@ -116,7 +119,6 @@ def bill(
 
     deployment = load(deployment_dir, passphrase_env)
     period = _period(first_day, days)
-    assert isinstance(period, Period)
     tariff_id, _, version = tariff.partition("@")
     table = Table("customer", "meters", "readings", "estimated", "kWh", "total", "time")
     try:
@@ -236,12 +238,8 @@ def export_bill(
     store: StoreUrl = DEFAULT_STORE,
 ) -> None:
     """Write a bill (countersigned if audited clean) and reading proofs for `verify-bill`."""
-    from cryptography import x509
-
-    from meterseal.billing.bill import manifest_from_cbor
-    from meterseal.billing.proofs import make_reading_proof
     from meterseal.storage import Store
-    from meterseal.storage.bill_store import BillStore
+    from meterseal.storage.bill_store import BillStore, countersigned_of
 
     try:
         with Store.open_read_only(store) as db:
@@ -249,27 +247,14 @@ def export_bill(
             stored = bills.bill(bill_id)
             if stored is None:
                 raise ConfigurationError(f"no bill {bill_id!r} in {shown(store)}")
-            clean = [r.countersigned_bill for r in bills.reports(bill_id) if r.countersigned_bill]
+            clean = countersigned_of(bills.reports(bill_id))
             out.mkdir(parents=True, exist_ok=True)
             stem = bill_id.replace("/", "_")
-            (out / f"{stem}.bill.cose").write_bytes(clean[0] if clean else stored.signed_bill)
+            (out / f"{stem}.bill.cose").write_bytes(clean or stored.signed_bill)
             console.print(f"{out / f'{stem}.bill.cose'}" + ("" if clean else " (not yet audited)"))
-            rows = {r.meter_id: r for r in db.meter_rows()}
             for item in reading or []:
                 meter_id, _, counter = item.rpartition(":")
-                found = bills.packets_by_key([(meter_id, int(counter))])
-                if not found or meter_id not in rows:
-                    raise ConfigurationError(f"no reading {item} in the store")
-                packet = found[0]
-                proof = make_reading_proof(
-                    bill_id,
-                    manifest_from_cbor(stored.manifest),
-                    meter_id,
-                    int(counter),
-                    packet.signed_original,
-                    x509.load_der_x509_certificate(rows[meter_id].certificate),
-                    rows[meter_id].suite,
-                )
+                proof = bills.reading_proof(bill_id, meter_id, int(counter))
                 path = out / f"{stem}.{meter_id}.{counter}.proof.cbor"
                 path.write_bytes(proof.to_cbor())
                 console.print(str(path))

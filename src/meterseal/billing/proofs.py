@@ -34,6 +34,14 @@ class ReadingProofError(MetersealError):
     """A reading proof does not hold; the text says which check failed."""
 
 
+class ProofNotFound(MetersealError):
+    """No proof can be made: unknown bill, reading not on it, original or meter missing."""
+
+
+class ProofConflict(MetersealError):
+    """The stored reading is not the one billed (changed since): its proof could never hold."""
+
+
 @dataclass(frozen=True, slots=True)
 class ReadingProof:
     """One reading's inclusion proof in one bill."""

@@ -66,14 +66,10 @@ def countersign(signed: bytes, key: SigningKey, kid: bytes) -> bytes:
     protected = cose.dumps({cose.ALG: _SCHEME.cose_alg})
     signature = _SCHEME.sign(key, _v2_to_be_signed(body, protected))
     mine = [protected, {cose.KID: kid}, signature]
+    # One countersignature stands alone; several form an array (RFC 9338 section 3.1).
+    existing = [[c.protected, c.unprotected, c.signature] for c in countersignatures(body)]
     unprotected = dict(body.unprotected)
-    existing = unprotected.get(COUNTERSIGNATURE_V2)
-    if existing is None:
-        unprotected[COUNTERSIGNATURE_V2] = mine
-    elif isinstance(existing, list | tuple) and existing and isinstance(existing[0], list | tuple):
-        unprotected[COUNTERSIGNATURE_V2] = [*existing, mine]
-    else:
-        unprotected[COUNTERSIGNATURE_V2] = [existing, mine]
+    unprotected[COUNTERSIGNATURE_V2] = [*existing, mine] if existing else mine
     return replace(body, unprotected=unprotected).encode()
 
 

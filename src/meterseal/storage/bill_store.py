@@ -13,9 +13,12 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
+from cryptography import x509
 
+from meterseal.billing.bill import manifest_from_cbor
 from meterseal.billing.compute import BillPacket
-from meterseal.billing.merkle import MerkleTree
+from meterseal.billing.merkle import MerkleTree, leaf_hash
+from meterseal.billing.proofs import ProofConflict, ProofNotFound, ReadingProof, make_reading_proof
 from meterseal.billing.tariff import Tariff, TariffBook
 from meterseal.storage.schema import (
     StorageError,
@@ -156,6 +159,40 @@ class BillStore:
                     out += [BillPacket(*row) for row in connection.execute(query).all()]
         return out
 
+    def meter_certificate(self, meter_id: str) -> tuple[bytes, str] | None:
+        """A meter's certificate (DER) and suite, without reading the whole registry."""
+        query = sa.select(meters.c.certificate, meters.c.suite).where(meters.c.meter_id == meter_id)
+        with self.store.connection() as connection:
+            row = connection.execute(query).first()
+        return None if row is None else (bytes(row[0]), str(row[1]))
+
+    def reading_proof(self, bill_id: str, meter_id: str, counter: int) -> ReadingProof:
+        """The inclusion proof of a billed reading, from the stored bill, original and meter.
+
+        ProofNotFound if any of them is missing, ProofConflict if the stored original is not
+        the billed one; BillFormatError or ValueError if the store holds malformed bytes.
+        """
+        stored = self.bill(bill_id)
+        if stored is None:
+            raise ProofNotFound(f"no bill {bill_id!r}")
+        manifest = manifest_from_cbor(stored.manifest)
+        entry = next((e for e in manifest if (e.meter_id, e.counter) == (meter_id, counter)), None)
+        if entry is None:
+            raise ProofNotFound(f"meter {meter_id} counter {counter} is not on bill {bill_id}")
+        rows = self.packets_by_key([(meter_id, counter)])
+        if not rows:
+            raise ProofNotFound(f"the store lost the original of {meter_id} counter {counter}")
+        original = bytes(rows[0].signed_original)
+        if leaf_hash(original) != entry.leaf_hash:
+            raise ProofConflict(f"stored {meter_id}/{counter} is not the billed one")
+        found = self.meter_certificate(meter_id)
+        if found is None:
+            raise ProofNotFound(f"meter {meter_id} is not registered")
+        certificate = x509.load_der_x509_certificate(found[0])
+        return make_reading_proof(
+            bill_id, manifest, meter_id, counter, original, certificate, found[1]
+        )
+
     # -- bills and the bill log ---------------------------------------------------------
 
     def record_bill(
@@ -257,3 +294,9 @@ class BillStore:
             query = query.where(a.c.bill_id == bill_id)
         with self.store.connection() as connection:
             return [StoredReport(*row) for row in connection.execute(query)]
+
+
+def countersigned_of(reports: Sequence[StoredReport]) -> bytes | None:
+    """The countersigned bill of the newest clean audit among `reports` (newest first)."""
+    # A later unclean audit does not withdraw an earlier countersignature; it shows in reports.
+    return next((bytes(r.countersigned_bill) for r in reports if r.countersigned_bill), None)
