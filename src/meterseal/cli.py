@@ -25,6 +25,7 @@ from meterseal.cli_common import passphrase as _passphrase
 from meterseal.cli_common import shown as _shown
 from meterseal.crypto.suites import DEFAULT_SUITE, SUITES, suite_named
 from meterseal.errors import MetersealError
+from meterseal.services.cli import Admin, CasUrl, NatsUrl, Prefix, service_app
 from meterseal.ui import progress_bar
 
 app = typer.Typer(
@@ -42,6 +43,7 @@ app.add_typer(meters_app, name="meters")
 app.add_typer(bench_app, name="bench")
 app.add_typer(billing_app)  # tariffs, bill, audit, export-bill, verify-bill
 app.add_typer(bills_app, name="bills")  # the bills HTTP API
+app.add_typer(service_app, name="service")  # one service of services/trusted mode
 
 SUITE_HELP = f"cipher suite: {', '.join(SUITES)}"
 
@@ -162,20 +164,53 @@ def meters_revoke(meter_id: str, store: StoreUrl = DEFAULT_STORE) -> None:
 def serve(
     deployment_dir: DeploymentDir = DEFAULT_DEPLOYMENT,
     store: StoreUrl = DEFAULT_STORE,
+    mode: Annotated[
+        str, typer.Option(help="monolith (one process), services (over NATS) or trusted (+CAS)")
+    ] = "monolith",
     tcp: Annotated[str, typer.Option(help="TCP listen address, or 'off'")] = "127.0.0.1:7400",
     http: Annotated[str, typer.Option(help="HTTP listen address, or 'off'")] = "off",
     mqtt: Annotated[str, typer.Option(help="MQTT broker URL to subscribe at, or 'off'")] = "off",
     batch_size: Annotated[int, typer.Option(help="packets per trusted-stage batch")] = 512,
     open_workers: Annotated[
-        int, typer.Option(help="processes opening packets (0: in the stage thread)")
+        int, typer.Option(help="monolith: processes opening packets (0: in the stage thread)")
     ] = AUTO_OPEN_WORKERS,
+    workers: Annotated[int, typer.Option(help="services/trusted: processes per stage")] = 1,
+    nats: NatsUrl = None,
+    cas: CasUrl = None,
+    prefix: Prefix = "",
+    ack_wait: Annotated[
+        float, typer.Option(help="services/trusted: seconds before JetStream redelivers")
+    ] = 10.0,
+    admin: Admin = "127.0.0.1:0",
     status_every: Annotated[float, typer.Option(help="seconds between status lines")] = 10.0,
     passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
 ) -> None:
     """Run the head-end (receivers + trusted stages + store) until Ctrl-C or SIGTERM."""
     from meterseal.headend import HeadEndSettings
     from meterseal.runner import serve as run_serve
+    from meterseal.services.catalog import MODES
+    from meterseal.services.cli import options_from, serve_services
 
+    if mode not in MODES:
+        raise typer.BadParameter(f"choose one of {', '.join(MODES)}", param_hint="--mode")
+    if mode != "monolith":
+        if (mode == "trusted") != (cas is not None):
+            raise typer.BadParameter("--cas URL goes with --mode trusted (and only with it)")
+        options = options_from(
+            deployment_dir,
+            store,
+            nats=nats,
+            cas=cas,
+            prefix=prefix,
+            tcp=tcp,
+            http=http,
+            mqtt=mqtt,
+            batch_size=batch_size,
+            ack_wait=ack_wait,
+            passphrase_env=passphrase_env,
+        )
+        serve_services(options, workers, None if admin == "off" else admin, status_every)
+        return
     deployment = _load(deployment_dir, passphrase_env)
     settings = HeadEndSettings(
         tcp=None if tcp == "off" else tcp,
@@ -185,7 +220,14 @@ def serve(
         open_workers=open_workers,
     )
     try:
-        run_serve(console, deployment, store, settings, status_every=status_every)
+        run_serve(
+            console,
+            deployment,
+            store,
+            settings,
+            status_every=status_every,
+            admin=None if admin == "off" else admin,
+        )
     except MetersealError as exc:
         raise _fail(exc) from exc
 

@@ -117,6 +117,7 @@ class HeadEnd:
         self.store = store
         self.registry = StoreRegistry(store, material.ca_certificate)
         last = store.last_counters()
+        self.material = material
         self.stages = TrustedStages(
             material.headend,
             self.registry,
@@ -144,7 +145,7 @@ class HeadEnd:
         if self.settings.open_workers > 0:
             # Forked before ingest starts its thread, so the workers copy no held lock.
             self._opener = ParallelOpener(
-                self.stages.headend, self.registry, self.settings.open_workers
+                self.material.headend, self.registry, self.settings.open_workers
             )
             self.stages.opener = self._opener
         await self.ingest.start()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -43,9 +42,10 @@ def serve(
     settings: HeadEndSettings,
     *,
     status_every: float = 10.0,
+    admin: str | None = "127.0.0.1:0",
 ) -> HeadEndReport:
     """Run the head-end until SIGINT or SIGTERM; print its endpoints, status lines and summary."""
-    return asyncio.run(_serve(console, deployment, store_url, settings, status_every))
+    return asyncio.run(_serve(console, deployment, store_url, settings, status_every, admin))
 
 
 async def _serve(
@@ -54,28 +54,34 @@ async def _serve(
     store_url: str,
     settings: HeadEndSettings,
     status_every: float,
+    admin: str | None,
 ) -> HeadEndReport:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+    from meterseal.services.frontends import MonolithService
+    from meterseal.services.skeleton import serve_stage
+
     with Store.open(store_url) as store:
-        headend = HeadEnd(TrustedMaterial.of(deployment), store, settings)
-        endpoints = await headend.start()
-        for name, address in endpoints.items():
-            # One parseable line per endpoint: scripts and tests wait for these.
-            print(f"listening {name} {address}", flush=True)
-        console.print(f"head-end ready: {len(headend.registry)} meters in the registry")
+        service = MonolithService(TrustedMaterial.of(deployment), store, settings)
+        headend = service.headend
+        # One parseable line per endpoint (printed by the skeleton): scripts wait for these.
+        status = asyncio.create_task(_status(console, headend, status_every))
         try:
-            while not stop.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), status_every)
-                console.print(status_line(headend.report()))
+            await serve_stage(service, admin=admin)
         finally:
-            await headend.stop()
+            status.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await status
         report = headend.report()
     console.print(report_table(report))
     return report
+
+
+async def _status(console: Console, headend: HeadEnd, every: float) -> None:
+    while not headend.endpoints:
+        await asyncio.sleep(0.05)
+    console.print(f"head-end ready: {len(headend.registry)} meters in the registry")
+    while True:
+        await asyncio.sleep(every)
+        console.print(status_line(headend.report()))
 
 
 def status_line(report: HeadEndReport) -> str:

@@ -9,9 +9,9 @@ anything older is refused. Timestamps must lie in [now - max_age, now + max_skew
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from meterseal.errors import RejectReason
-from meterseal.model import Reading
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,19 @@ class FreshnessPolicy:
             raise ValueError("freshness window and bounds must be positive")
 
 
+class Timed(Protocol):
+    """What freshness looks at: a meter's counter and the reading's time span."""
+
+    @property
+    def meter_id(self) -> str: ...
+    @property
+    def counter(self) -> int: ...
+    @property
+    def timestamp(self) -> int: ...
+    @property
+    def interval(self) -> int: ...
+
+
 class FreshnessState:
     """Highest counter seen per meter; seeded from the store at start-up."""
 
@@ -37,7 +50,7 @@ class FreshnessState:
         """The highest counter accepted from `meter_id`, if any."""
         return self._highest.get(meter_id)
 
-    def check(self, reading: Reading, now: float, policy: FreshnessPolicy) -> RejectReason | None:
+    def check(self, reading: Timed, now: float, policy: FreshnessPolicy) -> RejectReason | None:
         """The reason to refuse `reading`, or None if it may go on (state is not changed)."""
         if reading.timestamp > now + policy.max_skew_seconds:
             return RejectReason.FUTURE_TIMESTAMP

@@ -28,7 +28,7 @@ from pydantic import BaseModel
 from starlette.requests import ClientDisconnect
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from meterseal.acquisition.ingest import Ack, Ingest
+from meterseal.acquisition.ingest import Ack, PacketIntake
 from meterseal.acquisition.stages import Incoming
 from meterseal.crypto import cose
 from meterseal.crypto.packet import MAX_PACKET_BYTES
@@ -107,7 +107,7 @@ _REFUSALS: dict[int | str, dict[str, Any]] = {
 class _Readings:
     """The POST handlers: limits, counters and the hand-over to `Ingest`."""
 
-    def __init__(self, ingest: Ingest, limits: HttpLimits) -> None:
+    def __init__(self, ingest: PacketIntake, limits: HttpLimits) -> None:
         self.ingest = ingest
         self.limits = limits
         self.counts: Counter[str] = Counter()
@@ -230,7 +230,7 @@ def service_app(
     return app
 
 
-def create_app(ingest: Ingest, limits: HttpLimits | None = None) -> FastAPI:
+def create_app(ingest: PacketIntake, limits: HttpLimits | None = None) -> FastAPI:
     """The HTTP API of the head-end's receiving side; counters live on `app.state.counts`."""
     limits = limits or HttpLimits()
     readings = _Readings(ingest, limits)
@@ -373,7 +373,7 @@ class HttpServer:
 class HttpReceiver(HttpServer):
     """The HTTP API served by uvicorn in the current event loop, feeding `Ingest`."""
 
-    def __init__(self, ingest: Ingest, limits: HttpLimits | None = None) -> None:
+    def __init__(self, ingest: PacketIntake, limits: HttpLimits | None = None) -> None:
         limits = limits or HttpLimits()
         super().__init__(create_app(ingest, limits), limits)
         self.ingest = ingest

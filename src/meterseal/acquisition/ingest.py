@@ -46,6 +46,24 @@ class ReadingSink(Protocol):
         ...
 
 
+class PacketIntake(Protocol):
+    """What a receiver hands packets to: `Ingest` here, a bus publisher in services mode."""
+
+    counts: Counter[str]
+
+    def enqueue(self, item: Incoming) -> asyncio.Future[Ack]:
+        """Queue a packet; the future resolves once it is durable (or refused, or to retry)."""
+        ...
+
+    async def submit(self, item: Incoming) -> Ack:
+        """Queue a packet and wait for its ack."""
+        ...
+
+    def pending(self) -> int:
+        """Packets waiting (a queue-depth metric)."""
+        ...
+
+
 @dataclass
 class _Pending:
     item: Incoming

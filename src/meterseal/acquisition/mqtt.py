@@ -37,7 +37,7 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from meterseal.acquisition.ingest import Ack, Ingest
+from meterseal.acquisition.ingest import Ack, PacketIntake
 from meterseal.acquisition.stages import Incoming
 from meterseal.crypto.packet import MAX_PACKET_BYTES
 from meterseal.model import MAX_METER_ID_LENGTH
@@ -110,7 +110,7 @@ class MqttReceiver:
 
     def __init__(
         self,
-        ingest: Ingest,
+        ingest: PacketIntake,
         url: str,
         *,
         limits: MqttLimits | None = None,

@@ -34,6 +34,7 @@ class AcceptedReading:
     region_id: str
     pseudonym: bytes
     phasor: PhasorReport | None = None
+    source: str = ""  # where the packet came from (a receiver's peer), for quarantine
 
 
 @dataclass(frozen=True, slots=True)

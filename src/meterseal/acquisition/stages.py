@@ -7,6 +7,7 @@ process, behind a bus, or inside an attested worker.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections import Counter
 from collections.abc import Iterable
@@ -20,7 +21,7 @@ from meterseal.crypto import packet
 from meterseal.crypto.keys import HeadEndKeys
 from meterseal.crypto.packet import OpenedPacket
 from meterseal.crypto.registry import MeterDirectory
-from meterseal.errors import InvalidPacket, RejectReason
+from meterseal.errors import ConfigurationError, InvalidPacket, RejectReason
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,8 @@ class StageResult:
     rejected: list[Rejection] = field(default_factory=list)
     # For each incoming packet: index into accepted (>= 0) or rejected (encoded as -1 - index).
     order: list[int] = field(default_factory=list)
+    # The packet as it arrived, per accepted reading: quarantine keeps what came in.
+    sealed: list[bytes] = field(default_factory=list)
 
 
 class Opener(Protocol):
@@ -56,9 +59,9 @@ class Opener(Protocol):
 class TrustedStages:
     """Keys, registry and freshness state of the trusted side, applied to batches."""
 
-    headend: HeadEndKeys
+    headend: HeadEndKeys | None  # None: this process only admits (services mode)
     registry: MeterDirectory
-    anonymizer: Anonymizer
+    anonymizer: Anonymizer | None  # None: this process only verifies (services mode)
     policy: FreshnessPolicy = field(default_factory=FreshnessPolicy)
     state: FreshnessState = field(default_factory=FreshnessState)
     counts: Counter[str] = field(default_factory=Counter)
@@ -66,48 +69,53 @@ class TrustedStages:
 
     def process(self, batch: Iterable[Incoming], *, now: float) -> StageResult:
         """Run every packet of `batch` through the stages at time `now` (Unix seconds)."""
+        return self.admit(self.verify(batch, now=now), now=now)
+
+    def verify(self, batch: Iterable[Incoming], *, now: float) -> StageResult:
+        """Open and verify: readings whose pseudonym is still empty, and rejections."""
         items = list(batch)
         now_dt = dt.datetime.fromtimestamp(now, dt.UTC)
         blobs = [i.data for i in items]
         if self.opener is not None:
             opened = self.opener.open_batch(blobs, now_dt)
-        else:
+        elif self.headend is not None:
             opened = packet.open_batch(blobs, self.headend, self.registry, now=now_dt)
+        else:
+            raise ConfigurationError("these trusted stages hold no head-end key: cannot open")
         result = StageResult()
         for item, outcome in zip(items, opened, strict=True):
-            checked = self._check(item, outcome, now)
-            if isinstance(checked, Rejection):
-                result.order.append(-1 - len(result.rejected))
-                result.rejected.append(checked)
-                self.counts[checked.reason] += 1
+            if isinstance(outcome, InvalidPacket):
+                self._reject(result, Rejection(outcome.reason.value, *_origin(item)))
             else:
                 result.order.append(len(result.accepted))
-                result.accepted.append(checked)
+                result.accepted.append(_verified(item, outcome))
+                result.sealed.append(item.data)
         return result
 
-    def _check(
-        self, item: Incoming, opened: OpenedPacket | InvalidPacket, now: float
-    ) -> AcceptedReading | Rejection:
-        if isinstance(opened, InvalidPacket):
-            return Rejection(opened.reason.value, item.data, item.received_at, item.source)
-        reading = opened.reading
-        reason = self.state.check(reading, now, self.policy)
-        if reason is not None:
-            return Rejection(reason.value, item.data, item.received_at, item.source)
-        return AcceptedReading(
-            meter_id=reading.meter_id,
-            counter=reading.counter,
-            timestamp=reading.timestamp,
-            interval=reading.interval,
-            energy_wh=reading.energy_wh,
-            suite=opened.suite.name,
-            signed_original=opened.signed_original,
-            sent_at=opened.sent_at,
-            received_at=item.received_at,
-            region_id=opened.meter.region_id,
-            pseudonym=self.anonymizer.pseudonym(reading.meter_id),
-            phasor=reading.phasor,
-        )
+    def admit(self, verified: StageResult, *, now: float) -> StageResult:
+        """Freshness and anonymization of what `verify` accepted (possibly in another process)."""
+        if self.anonymizer is None:
+            raise ConfigurationError("these trusted stages hold no anonymization key")
+        result = StageResult(rejected=list(verified.rejected))
+        for index in verified.order:
+            if index < 0:
+                result.order.append(index)
+                continue
+            reading = verified.accepted[index]
+            reason = self.state.check(reading, now, self.policy)
+            if reason is not None:
+                origin = (verified.sealed[index], reading.received_at, reading.source)
+                self._reject(result, Rejection(reason.value, *origin))
+                continue
+            result.order.append(len(result.accepted))
+            pseudonym = self.anonymizer.pseudonym(reading.meter_id)
+            result.accepted.append(dataclasses.replace(reading, pseudonym=pseudonym))
+        return result
+
+    def _reject(self, result: StageResult, rejection: Rejection) -> None:
+        result.order.append(-1 - len(result.rejected))
+        result.rejected.append(rejection)
+        self.counts[rejection.reason] += 1
 
     def stored(self, accepted: list[AcceptedReading], outcomes: list[StoreOutcome]) -> None:
         """Learn what the store did: advance freshness for stored readings, count the rest."""
@@ -117,3 +125,26 @@ class TrustedStages:
                 continue
             self.counts[outcome.value] += 1
             self.state.advance(reading.meter_id, reading.counter)
+
+
+def _origin(item: Incoming) -> tuple[bytes, float, str]:
+    return item.data, item.received_at, item.source
+
+
+def _verified(item: Incoming, opened: OpenedPacket) -> AcceptedReading:
+    reading = opened.reading
+    return AcceptedReading(
+        meter_id=reading.meter_id,
+        counter=reading.counter,
+        timestamp=reading.timestamp,
+        interval=reading.interval,
+        energy_wh=reading.energy_wh,
+        suite=opened.suite.name,
+        signed_original=opened.signed_original,
+        sent_at=opened.sent_at,
+        received_at=item.received_at,
+        region_id=opened.meter.region_id,
+        pseudonym=b"",
+        phasor=reading.phasor,
+        source=item.source,
+    )

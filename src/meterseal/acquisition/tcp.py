@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from meterseal.acquisition.ingest import Ack, Ingest
+from meterseal.acquisition.ingest import Ack, PacketIntake
 from meterseal.acquisition.stages import Incoming
 from meterseal.crypto.packet import MAX_PACKET_BYTES
 
@@ -123,7 +123,7 @@ async def read_frames(
 class TcpReceiver:
     """An asyncio TCP server feeding `Ingest`."""
 
-    ingest: Ingest
+    ingest: PacketIntake
     limits: TcpLimits = field(default_factory=TcpLimits)
     counts: Counter[str] = field(default_factory=Counter)
     _server: asyncio.Server | None = None

@@ -1,0 +1,133 @@
+"""`meterseal serve --mode …` and `meterseal service run NAME`: the three deployments."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from meterseal.cli_common import (
+    DEFAULT_DEPLOYMENT,
+    DEFAULT_STORE,
+    DeploymentDir,
+    PassphraseEnv,
+    StoreUrl,
+    console,
+    fail,
+    passphrase,
+)
+from meterseal.errors import MetersealError
+
+if TYPE_CHECKING:
+    from meterseal.services.catalog import ServiceOptions
+
+service_app = typer.Typer(
+    help="One service of services/trusted mode (what `serve --mode services` starts).",
+    no_args_is_help=True,
+)
+
+Transport = Annotated[str, typer.Option(help="listen address, or 'off'")]
+NatsUrl = Annotated[str | None, typer.Option("--nats", help="NATS URL (default MS_NATS_URL)")]
+CasUrl = Annotated[
+    str | None, typer.Option("--cas", help="CAS URL: trusted mode, secrets after attestation")
+]
+Prefix = Annotated[str, typer.Option(help="stream name prefix (isolates runs on one server)")]
+Admin = Annotated[str, typer.Option(help="admin endpoint (health, metrics) address, or 'off'")]
+
+
+def _off(value: str) -> str | None:
+    return None if value == "off" else value
+
+
+def options_from(
+    deployment_dir: Path,
+    store: str,
+    *,
+    nats: str | None,
+    cas: str | None,
+    prefix: str,
+    tcp: str,
+    http: str,
+    mqtt: str,
+    batch_size: int,
+    ack_wait: float,
+    passphrase_env: str,
+) -> ServiceOptions:
+    """The ServiceOptions of a command line."""
+    from meterseal.headend import HeadEndSettings
+    from meterseal.services.catalog import ServiceOptions
+    from meterseal.services.intake import IntakeSettings
+
+    return ServiceOptions(
+        deployment_dir,
+        store,
+        nats_url=nats,
+        prefix=prefix,
+        receivers=HeadEndSettings(tcp=_off(tcp), http=_off(http), mqtt=_off(mqtt)),
+        intake=IntakeSettings(batch_size=batch_size),
+        cas_url=cas,
+        passphrase=passphrase(passphrase_env),
+        ack_wait=ack_wait,
+    )
+
+
+@service_app.command("run")
+def run(
+    name: Annotated[str, typer.Argument(help="receiver, open-verify, anonymize-store or billing")],
+    deployment_dir: DeploymentDir = DEFAULT_DEPLOYMENT,
+    store: StoreUrl = DEFAULT_STORE,
+    nats: NatsUrl = None,
+    cas: CasUrl = None,
+    prefix: Prefix = "",
+    tcp: Transport = "127.0.0.1:7400",
+    http: Transport = "off",
+    mqtt: Transport = "off",
+    batch_size: Annotated[int, typer.Option(help="packets per bus message")] = 256,
+    ack_wait: Annotated[float, typer.Option(help="seconds before JetStream redelivers")] = 10.0,
+    admin: Admin = "127.0.0.1:0",
+    passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
+) -> None:
+    """Run one service until SIGTERM (prints `listening …` lines, then `ready NAME`)."""
+    from meterseal.services.catalog import run_service
+
+    options = options_from(
+        deployment_dir,
+        store,
+        nats=nats,
+        cas=cas,
+        prefix=prefix,
+        tcp=tcp,
+        http=http,
+        mqtt=mqtt,
+        batch_size=batch_size,
+        ack_wait=ack_wait,
+        passphrase_env=passphrase_env,
+    )
+    raise typer.Exit(code=run_service(name, options, admin=_off(admin)))
+
+
+def serve_services(
+    options: ServiceOptions, workers: int, admin: str | None, status_every: float
+) -> None:
+    """Supervise the services (mode services or trusted) until Ctrl-C or SIGTERM."""
+    from meterseal.services.keys import ensure_stage_key
+    from meterseal.services.skeleton import run_main, serve_stage
+    from meterseal.services.supervisor import Supervisor, plan_processes
+
+    mode = "trusted" if options.trusted else "services"
+    try:
+        if not options.trusted:  # made once here, so the workers do not race to create it
+            ensure_stage_key(options.deployment, options.passphrase)
+        supervisor = Supervisor(plan_processes(options, workers))
+    except MetersealError as exc:
+        raise fail(exc) from exc
+    console.print(f"meterseal serve --mode {mode}: {len(supervisor.children)} processes")
+
+    async def main() -> None:
+        await serve_stage(supervisor, admin=admin)
+
+    code = run_main(main)
+    console.print(f"stopped: {dict(supervisor.counts)}")
+    if code:
+        raise typer.Exit(code=code)

@@ -1,0 +1,122 @@
+"""Where a stage's secrets come from: the deployment directory, or the CAS after attestation.
+
+Each stage gets only what it needs (least privilege, and what the CAS policy grants):
+
+| stage           | secrets                                   |
+| --------------- | ----------------------------------------- |
+| receiver        | none (it only moves bytes)                |
+| open-verify     | head-end keys, stage link key             |
+| anonymize-store | anonymization key, stage link key         |
+| billing         | billing key                               |
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from meterseal.crypto.keys import HeadEndKeys, read_symmetric_secret, write_symmetric_secret
+from meterseal.deployment import load_deployment
+from meterseal.errors import ConfigurationError
+from meterseal.services.messages import STAGE_KEY_BYTES
+
+_T = TypeVar("_T")
+STAGE_KEY_FILE = "stage-link.key"
+STAGE_SECRETS: dict[str, tuple[str, ...]] = {
+    "receiver": (),
+    "open-verify": ("headend-keys", "stage-key"),
+    "anonymize-store": ("anonymization-key", "stage-key"),
+    "billing": ("billing-key",),
+}
+
+
+@dataclass(frozen=True)
+class StageSecrets:
+    """The secrets one stage holds; a field it was not granted stays None."""
+
+    headend: HeadEndKeys | None = None
+    anonymization_key: bytes | None = None
+    stage_key: bytes | None = None
+    billing_key: ec.EllipticCurvePrivateKey | None = None
+    provenance: str = "deployment directory"  # shown in the service's status
+
+    def need_headend(self) -> HeadEndKeys:
+        """The head-end keys, or ConfigurationError."""
+        return _need(self.headend, "head-end keys")
+
+    def need_anonymization_key(self) -> bytes:
+        """The anonymization key, or ConfigurationError."""
+        return _need(self.anonymization_key, "anonymization key")
+
+    def need_stage_key(self) -> bytes:
+        """The stage link key, or ConfigurationError."""
+        return _need(self.stage_key, "stage link key")
+
+    def need_billing_key(self) -> ec.EllipticCurvePrivateKey:
+        """The billing key, or ConfigurationError."""
+        return _need(self.billing_key, "billing key")
+
+    def __repr__(self) -> str:
+        held = [
+            name
+            for name, value in (
+                ("headend", self.headend),
+                ("anonymization", self.anonymization_key),
+                ("stage-link", self.stage_key),
+                ("billing", self.billing_key),
+            )
+            if value is not None
+        ]
+        return f"StageSecrets(holds={held}, from={self.provenance!r})"
+
+
+def _need(value: _T | None, what: str) -> _T:
+    if value is None:
+        raise ConfigurationError(f"this stage was not given the {what}")
+    return value
+
+
+class KeySource(Protocol):
+    """Gives a stage its secrets."""
+
+    def secrets(self, stage: str) -> StageSecrets:
+        """The secrets of `stage` (one of STAGE_SECRETS)."""
+        ...
+
+
+def ensure_stage_key(directory: Path, passphrase: bytes | None = None) -> bytes:
+    """The deployment's stage link key, created (0600) on first use."""
+    path = directory / STAGE_KEY_FILE
+    if not path.exists():
+        write_symmetric_secret(path, os.urandom(STAGE_KEY_BYTES), passphrase)
+    return read_symmetric_secret(path, passphrase)
+
+
+@dataclass(frozen=True)
+class DeploymentKeys:
+    """Secrets read from the deployment directory (monolith and services modes)."""
+
+    directory: Path
+    passphrase: bytes | None = None
+
+    def secrets(self, stage: str) -> StageSecrets:
+        """Only the secrets `stage` is entitled to, read from their files."""
+        names = STAGE_SECRETS.get(stage)
+        if names is None:
+            raise ConfigurationError(f"unknown stage {stage!r}; known: {sorted(STAGE_SECRETS)}")
+        if not names:
+            return StageSecrets()
+        deployment = load_deployment(self.directory, self.passphrase)
+        stage_key = ensure_stage_key(self.directory, self.passphrase)
+        return StageSecrets(
+            headend=deployment.headend if "headend-keys" in names else None,
+            anonymization_key=(
+                deployment.anonymization_key if "anonymization-key" in names else None
+            ),
+            stage_key=stage_key if "stage-key" in names else None,
+            billing_key=deployment.billing_key if "billing-key" in names else None,
+        )

@@ -1,0 +1,187 @@
+"""The bus on NATS JetStream (nats-py): file-backed work-queue streams, shared pull consumers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import BadRequestError, NotFoundError
+
+from meterseal.services.bus import (
+    DEFAULT_ACK_WAIT,
+    MAX_MESSAGE_BYTES,
+    STREAMS,
+    BusError,
+    Consumer,
+    Delivery,
+)
+
+DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+
+
+def nats_url() -> str:
+    """MS_NATS_URL, or the local server."""
+    return os.environ.get("MS_NATS_URL", DEFAULT_NATS_URL)
+
+
+@dataclass
+class _NatsDelivery:
+    msg: Msg
+
+    @property
+    def data(self) -> bytes:
+        return self.msg.data
+
+    @property
+    def attempt(self) -> int:
+        return int(self.msg.metadata.num_delivered)
+
+    @property
+    def sequence(self) -> int:
+        return int(self.msg.metadata.sequence.stream)
+
+    async def ack(self) -> None:
+        # ack_sync: the ack is confirmed, so the message will not come back to anyone.
+        try:
+            await self.msg.ack_sync(timeout=5.0)
+        except (TimeoutError, NatsError) as exc:
+            raise BusError(f"ack not confirmed: {exc}") from exc
+
+    async def nak(self) -> None:
+        await self.msg.nak()
+
+
+@dataclass
+class _NatsConsumer:
+    subscription: JetStreamContext.PullSubscription
+
+    async def fetch(self, batch: int, timeout: float) -> Sequence[Delivery]:
+        try:
+            messages = await self.subscription.fetch(batch, timeout=timeout)
+        except (NatsTimeout, TimeoutError):  # nats-py raises either, depending on the path
+            return []
+        return [_NatsDelivery(m) for m in messages]
+
+    async def pending(self) -> int:
+        info = await self.subscription.consumer_info()
+        return int(info.num_pending or 0)
+
+
+class NatsBus:
+    """JetStream streams on one NATS connection."""
+
+    def __init__(
+        self, client: Client, ack_wait: float = DEFAULT_ACK_WAIT, prefix: str = ""
+    ) -> None:
+        self.client = client
+        self.js = client.jetstream()
+        self.ack_wait = ack_wait
+        self.prefix = prefix  # isolates tests and benchmarks sharing one server
+
+    @classmethod
+    async def connect(
+        cls, url: str | None = None, *, ack_wait: float = DEFAULT_ACK_WAIT, prefix: str = ""
+    ) -> NatsBus:
+        """Connect and make sure every stream exists."""
+        target = url or nats_url()
+        try:
+            client = await nats.connect(
+                target, connect_timeout=3, max_reconnect_attempts=5, allow_reconnect=True
+            )
+        except (TimeoutError, OSError, NatsError) as exc:
+            raise BusError(f"NATS not reachable at {target}: {exc}") from exc
+        bus = cls(client, ack_wait, prefix)
+        await bus.ensure_streams()
+        return bus
+
+    def stream_name(self, stream: str) -> str:
+        """The JetStream stream holding `stream` under this bus's prefix."""
+        return f"{self.prefix.upper()}{stream}"
+
+    def subject(self, stream: str) -> str:
+        """The subject of `stream` under this bus's prefix."""
+        return f"{self.prefix.lower()}{STREAMS[stream]}"
+
+    async def ensure_streams(self) -> None:
+        """Create the work-queue streams (file storage) that do not exist yet."""
+        for stream in STREAMS:
+            config = StreamConfig(
+                name=self.stream_name(stream),
+                subjects=[self.subject(stream)],
+                retention=RetentionPolicy.WORK_QUEUE,
+                storage=StorageType.FILE,
+                duplicate_window=120.0,
+                max_msg_size=MAX_MESSAGE_BYTES,
+            )
+            try:
+                await self.js.stream_info(config.name or "")
+            except NotFoundError:
+                try:
+                    await self.js.add_stream(config)
+                except BadRequestError as exc:  # another process created it meanwhile
+                    if "already in use" not in str(exc):
+                        raise BusError(f"cannot create stream {config.name}: {exc}") from exc
+
+    async def delete_streams(self) -> None:
+        """Drop every stream of this prefix (tests and benchmarks clean up)."""
+        for stream in STREAMS:
+            with contextlib.suppress(NotFoundError):
+                await self.js.delete_stream(self.stream_name(stream))
+
+    async def publish(self, stream: str, data: bytes, *, msg_id: str) -> None:
+        """Publish and wait for the stream's acknowledgement (durable on the server)."""
+        try:
+            await self.js.publish(
+                self.subject(stream), data, timeout=10.0, headers={"Nats-Msg-Id": msg_id}
+            )
+        except (TimeoutError, NatsError) as exc:
+            raise BusError(f"publish to {stream} failed: {exc}") from exc
+
+    async def consumer(self, stream: str, durable: str) -> Consumer:
+        """Bind to the shared durable pull consumer (created on first use)."""
+        config = ConsumerConfig(
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=self.ack_wait,
+            max_ack_pending=20_000,
+            max_deliver=-1,
+        )
+        subscription = await self.js.pull_subscribe(
+            self.subject(stream),
+            durable=f"{self.prefix}{durable}",
+            stream=self.stream_name(stream),
+            config=config,
+        )
+        return _NatsConsumer(subscription)
+
+    async def notify(self, subject: str, data: bytes) -> None:
+        """Core NATS publish: only current listeners get it."""
+        await self.client.publish(f"{self.prefix.lower()}{subject}", data)
+
+    async def listen(self, subject: str) -> asyncio.Queue[bytes]:
+        """Subscribe; messages land in the returned queue."""
+        queue: asyncio.Queue[bytes] = asyncio.Queue()
+
+        async def deliver(msg: Msg) -> None:
+            queue.put_nowait(msg.data)
+
+        await self.client.subscribe(f"{self.prefix.lower()}{subject}", cb=deliver)
+        await self.client.flush()
+        return queue
+
+    async def close(self) -> None:
+        """Drain and close the connection."""
+        if not self.client.is_closed:
+            try:
+                await asyncio.wait_for(self.client.drain(), 5.0)
+            except (TimeoutError, NatsError):
+                await self.client.close()

@@ -1,0 +1,215 @@
+"""`meterseal serve --mode services|trusted`: start each service as its own process, keep it up.
+
+The supervisor holds no key and touches no packet: it starts `meterseal service run NAME`
+processes (one receiver, `workers` of each trusted stage, one billing service), relays their
+`listening …` lines prefixed with the process name, restarts any that dies (JetStream
+redelivers what it had not acknowledged), and on SIGTERM stops them all gracefully.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from meterseal.errors import ConfigurationError
+from meterseal.services.catalog import ServiceOptions
+from meterseal.services.metrics import ServiceMetrics
+
+log = logging.getLogger(__name__)
+START_TIMEOUT = 60.0
+RESTART_DELAY = 0.5
+
+
+@dataclass(frozen=True)
+class ProcessPlan:
+    """One process to run: its label (service#index) and command line."""
+
+    label: str
+    service: str
+    argv: tuple[str, ...]
+
+
+def service_argv(service: str, options: ServiceOptions, *, receiver: bool) -> list[str]:
+    """The `meterseal service run` command line of one process."""
+    settings = options.receivers
+    argv = [sys.executable, "-m", "meterseal", "service", "run", service]
+    argv += ["--deployment", str(options.deployment), "--store", options.store_url]
+    argv += ["--prefix", options.prefix, "--ack-wait", str(options.ack_wait)]
+    if options.nats_url:
+        argv += ["--nats", options.nats_url]
+    if options.cas_url:
+        argv += ["--cas", options.cas_url]
+    for name, value in (("tcp", settings.tcp), ("http", settings.http), ("mqtt", settings.mqtt)):
+        argv += [f"--{name}", value if receiver and value else "off"]
+    argv += ["--batch-size", str(options.intake.batch_size)]
+    return argv
+
+
+def plan_processes(options: ServiceOptions, workers: int) -> list[ProcessPlan]:
+    """Receiver, `workers` open-verify and anonymize-store processes, one billing."""
+    if workers < 1:
+        raise ConfigurationError("services mode needs at least one worker per stage")
+    plans = [
+        ProcessPlan("receiver", "receiver", tuple(service_argv("receiver", options, receiver=True)))
+    ]
+    for service in ("open-verify", "anonymize-store"):
+        for index in range(workers):
+            argv = tuple(service_argv(service, options, receiver=False))
+            plans.append(ProcessPlan(f"{service}#{index}", service, argv))
+    plans.append(
+        ProcessPlan("billing", "billing", tuple(service_argv("billing", options, receiver=False)))
+    )
+    return plans
+
+
+class _Child:
+    def __init__(self, plan: ProcessPlan) -> None:
+        self.plan = plan
+        self.process: asyncio.subprocess.Process | None = None
+        self.ready = asyncio.Event()
+        self.endpoints: dict[str, str] = {}
+        self.reader: asyncio.Task[None] | None = None
+        self.started = 0.0
+        self.failures = 0  # consecutive early exits: the restart delay doubles with each
+
+
+class Supervisor:
+    """Runs a set of service processes; restarts the ones that die."""
+
+    name = "supervisor"
+
+    def __init__(
+        self,
+        plans: list[ProcessPlan],
+        *,
+        announce: Callable[[str], None] = lambda line: print(line, flush=True),
+        restart: bool = True,
+    ) -> None:
+        self.children = {p.label: _Child(p) for p in plans}
+        self.announce = announce
+        self.restart = restart
+        self.counts: Counter[str] = Counter()
+        self.metrics = ServiceMetrics(self.name)
+        self.metrics.bridge(
+            "meterseal_supervisor_events",
+            "Process starts, exits and restarts",
+            "kind",
+            lambda: self.counts,
+        )
+        self._stopping = False
+
+    async def start(self) -> dict[str, str]:
+        """Start every process and wait until each says it is ready."""
+        for child in self.children.values():
+            await self._spawn(child)
+        try:
+            await asyncio.gather(*(self._await_ready(c) for c in self.children.values()))
+        except ConfigurationError:
+            await self.stop()
+            raise
+        return {
+            f"{label} {name}": address
+            for label, child in self.children.items()
+            for name, address in child.endpoints.items()
+        }
+
+    async def _await_ready(self, child: _Child) -> None:
+        assert child.process is not None
+        ready = asyncio.create_task(child.ready.wait())
+        exited = asyncio.create_task(child.process.wait())
+        done, _ = await asyncio.wait(
+            {ready, exited}, timeout=START_TIMEOUT, return_when="FIRST_COMPLETED"
+        )
+        for task in (ready, exited):
+            task.cancel()
+        if ready not in done:
+            why = f"exited with {child.process.returncode}" if exited in done else "timed out"
+            raise ConfigurationError(f"service {child.plan.label} {why} before it was ready")
+
+    async def _spawn(self, child: _Child) -> None:
+        child.started = time.monotonic()
+        child.ready.clear()
+        child.process = await asyncio.create_subprocess_exec(
+            *child.plan.argv, stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL
+        )
+        self.counts["started"] += 1
+        child.reader = asyncio.create_task(self._read(child, child.process))
+
+    async def _read(self, child: _Child, process: asyncio.subprocess.Process) -> None:
+        assert process.stdout is not None
+        async for raw in process.stdout:
+            line = raw.decode(errors="replace").rstrip()
+            words = line.split()
+            if len(words) == 3 and words[0] == "listening":
+                child.endpoints[words[1]] = words[2]
+            elif words[:1] == ["ready"]:
+                child.ready.set()
+            self.announce(f"[{child.plan.label}] {line}")
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Watch the processes until `stop`; restart any that exits."""
+        while not stop.is_set():
+            for child in self.children.values():
+                process = child.process
+                if process is not None and process.returncode is not None and not self._stopping:
+                    self.counts["exited"] += 1
+                    self.announce(
+                        f"[{child.plan.label}] exited with {process.returncode}"
+                        + ("; restarting" if self.restart else "")
+                    )
+                    child.process = None
+                    early = time.monotonic() - child.started < 5.0
+                    child.failures = child.failures + 1 if early else 0
+                    if self.restart:
+                        await asyncio.sleep(min(30.0, RESTART_DELAY * 2**child.failures))
+                        await self._spawn(child)
+                        self.counts["restarted"] += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.2)
+
+    async def stop(self, grace: float = 15.0) -> None:
+        """SIGTERM every process (receiver first), SIGKILL what is left after `grace` s."""
+        self._stopping = True
+        ordered = sorted(self.children.values(), key=lambda c: c.plan.service != "receiver")
+        for child in ordered:
+            if child.process is not None and child.process.returncode is None:
+                child.process.send_signal(signal.SIGTERM)
+                if child.plan.service == "receiver":
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(child.process.wait(), grace)
+        deadline = time.monotonic() + grace
+        for child in ordered:
+            if child.process is None:
+                continue
+            try:
+                await asyncio.wait_for(child.process.wait(), max(0.1, deadline - time.monotonic()))
+            except TimeoutError:
+                child.process.kill()
+                await child.process.wait()
+            if child.reader is not None:
+                with contextlib.suppress(Exception):
+                    await child.reader
+
+    def pids(self) -> dict[str, int]:
+        """Process id of each running service process."""
+        return {
+            label: c.process.pid
+            for label, c in self.children.items()
+            if c.process is not None and c.process.returncode is None
+        }
+
+    async def wait_ready(self, label: str, timeout: float = START_TIMEOUT) -> None:
+        """Until the process `label` (maybe restarted) says it is ready."""
+        await asyncio.wait_for(self.children[label].ready.wait(), timeout)
+
+    def counters(self) -> dict[str, Any]:
+        """Starts, exits, restarts and the live processes."""
+        return {"supervisor": dict(self.counts), "processes": self.pids()}
