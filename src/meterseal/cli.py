@@ -26,6 +26,7 @@ from meterseal.cli_common import shown as _shown
 from meterseal.crypto.suites import DEFAULT_SUITE, SUITES, suite_named
 from meterseal.errors import MetersealError
 from meterseal.services.cli import Admin, CasUrl, NatsUrl, Prefix, service_app
+from meterseal.trust.cli import cas_app
 from meterseal.ui import progress_bar
 
 app = typer.Typer(
@@ -44,6 +45,7 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(billing_app)  # tariffs, bill, audit, export-bill, verify-bill
 app.add_typer(bills_app, name="bills")  # the bills HTTP API
 app.add_typer(service_app, name="service")  # one service of services/trusted mode
+app.add_typer(cas_app, name="cas")  # configuration and attestation service
 
 SUITE_HELP = f"cipher suite: {', '.join(SUITES)}"
 
@@ -401,6 +403,56 @@ def bench_ingest(
     console.print(table.rich())
     console.print(table.markdown(), markup=False, highlight=False)
     console.print(f"plot: {plot_ingest(results, out / 'bench-ingest.png')}")
+
+
+@bench_app.command("trusted-overhead")
+def bench_trusted_overhead(
+    seconds: Annotated[float, typer.Option(help="measuring time per operation and size")] = 0.5,
+    runs: Annotated[int, typer.Option(help="interleaved runs; the median counts")] = 15,
+    out: Annotated[Path, typer.Option(help="directory for the plot PNG")] = Path("docs/img"),
+) -> None:
+    """The SGX paper's experiment 3.1 inside vs outside an attested trusted worker."""
+    from meterseal.bench.trusted import run_trusted_overhead, tables
+
+    try:
+        result = run_trusted_overhead(console, seconds=seconds, runs=runs, out_dir=out)
+    except MetersealError as exc:
+        raise _fail(exc) from exc
+    for table in tables(result)[1:]:
+        console.print(table.markdown(), markup=False, highlight=False, soft_wrap=True)
+
+
+@bench_app.command("deployments")
+def bench_deployments(
+    mode: Annotated[
+        list[str] | None, typer.Option(help="modes to run [default: monolith services trusted]")
+    ] = None,
+    intervals: Annotated[int, typer.Option(help="readings in the month (2,880 = 30 days)")] = 2880,
+    store: Annotated[str, typer.Option(help="sqlite, or a PostgreSQL URL")] = "sqlite",
+    workers: Annotated[
+        list[int] | None, typer.Option(help="services-mode workers per stage [default: 1 2 4]")
+    ] = None,
+    scale_meters: Annotated[int, typer.Option(help="meters in the scaling fleet")] = 100,
+    scale_intervals: Annotated[int, typer.Option(help="readings per scaling meter")] = 96,
+    nats: NatsUrl = None,
+    out: Annotated[Path, typer.Option(help="directory for the plot PNG")] = Path("docs/img"),
+) -> None:
+    """The SGX paper's experiment 3.2: monolith vs services vs trusted, same machine, one run."""
+    from meterseal.bench.deployments import MODES, BenchPlan, run_deployments
+    from meterseal.bench.deployments_report import mode_table, plot_deployments, scaling_table
+
+    plan = BenchPlan(
+        tuple(mode or MODES), intervals, store, tuple(workers or (1, 2, 4)), scale_meters,
+        scale_intervals, nats,
+    )  # fmt: skip
+    try:
+        bench = run_deployments(console, plan)
+    except MetersealError as exc:
+        raise _fail(exc) from exc
+    for table in (mode_table(bench), scaling_table(bench)):
+        console.print(table.rich())
+        console.print(table.markdown(), markup=False, highlight=False, soft_wrap=True)
+    console.print(f"plot: {plot_deployments(bench, out / 'bench-deployments.png')}")
 
 
 @bench_app.command("billing")

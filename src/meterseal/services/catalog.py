@@ -51,7 +51,9 @@ def key_source(options: ServiceOptions) -> KeySource:
     """Deployment directory, or the CAS (trusted mode)."""
     if options.cas_url is None:
         return DeploymentKeys(options.deployment, options.passphrase)
-    raise ConfigurationError("trusted mode arrives with the CAS (next commit)")
+    from meterseal.services.attested import CasKeys
+
+    return CasKeys(options.cas_url, options.deployment)
 
 
 async def connect_bus(options: ServiceOptions) -> Bus:

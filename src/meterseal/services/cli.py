@@ -27,6 +27,12 @@ service_app = typer.Typer(
     no_args_is_help=True,
 )
 
+
+@service_app.callback()
+def _group() -> None:
+    """Keeps `run` a subcommand even when this app is the whole program (python -m)."""
+
+
 Transport = Annotated[str, typer.Option(help="listen address, or 'off'")]
 NatsUrl = Annotated[str | None, typer.Option("--nats", help="NATS URL (default MS_NATS_URL)")]
 CasUrl = Annotated[

@@ -130,3 +130,38 @@ class MonolithService:
             "ingest": dict(report.ingest),
             "transports": {n: dict(c) for n, c in report.transports.items()},
         }
+
+
+class HttpAppService:
+    """One of our FastAPI apps (the CAS, the bills API) served under the skeleton."""
+
+    def __init__(self, name: str, app: Any, listen: str, default_port: int) -> None:
+        from meterseal.acquisition.http import HttpServer
+
+        self.name = name
+        self.app = app
+        self.listen = listen
+        self.default_port = default_port
+        self.server = HttpServer(app)
+        self.metrics = ServiceMetrics(name)
+        self.metrics.bridge(
+            "meterseal_requests", "Requests and refusals, by kind", "kind", lambda: app.state.counts
+        )
+
+    async def start(self) -> dict[str, str]:
+        """Listen; the app's URL."""
+        host, port = parse_address(self.listen, self.default_port)
+        port = await self.server.start(host, port)
+        return {self.name: f"http://{host}:{port}"}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until stopped."""
+        await stop.wait()
+
+    async def stop(self) -> None:
+        """Finish running requests, close."""
+        await self.server.stop()
+
+    def counters(self) -> dict[str, Any]:
+        """The app's own counters."""
+        return {self.name: _snapshot(self.app.state.counts)}

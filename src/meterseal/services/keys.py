@@ -26,6 +26,7 @@ from meterseal.services.messages import STAGE_KEY_BYTES
 
 _T = TypeVar("_T")
 STAGE_KEY_FILE = "stage-link.key"
+STAGE_KEY = "stage-key"  # its name in the CAS
 STAGE_SECRETS: dict[str, tuple[str, ...]] = {
     "receiver": (),
     "open-verify": ("headend-keys", "stage-key"),

@@ -40,7 +40,7 @@ class ProcessPlan:
 def service_argv(service: str, options: ServiceOptions, *, receiver: bool) -> list[str]:
     """The `meterseal service run` command line of one process."""
     settings = options.receivers
-    argv = [sys.executable, "-m", "meterseal", "service", "run", service]
+    argv = [sys.executable, "-m", "meterseal.services", "run", service]
     argv += ["--deployment", str(options.deployment), "--store", options.store_url]
     argv += ["--prefix", options.prefix, "--ack-wait", str(options.ack_wait)]
     if options.nats_url:

@@ -174,10 +174,69 @@ def _v3(connection: Connection) -> None:
     md.create_all(connection)
 
 
+def _v4(connection: Connection) -> None:
+    md = sa.MetaData()
+    sa.Table(
+        "cas_secrets",
+        md,
+        sa.Column("name", sa.String(64), nullable=False),
+        sa.Column("version", sa.Integer, nullable=False, autoincrement=False),
+        sa.Column("sealed", sa.LargeBinary, nullable=False),
+        sa.Column("created_at", UtcDateTime, nullable=False),
+        sa.PrimaryKeyConstraint("name", "version", name="pk_cas_secrets"),
+    )
+    sa.Table(
+        "cas_policies",
+        md,
+        sa.Column("id", BigId, primary_key=True, autoincrement=True),
+        sa.Column("stage", sa.String(64), nullable=False),
+        sa.Column("measurement", sa.LargeBinary(32), nullable=False),
+        sa.Column("secret", sa.String(64), nullable=False),
+        sa.Column("added_at", UtcDateTime, nullable=False),
+        sa.PrimaryKeyConstraint("id", name="pk_cas_policies"),
+        sa.UniqueConstraint("measurement", "secret", "stage", name="uq_cas_policies_measurement"),
+    )
+    sa.Table(
+        "cas_revocations",
+        md,
+        sa.Column("measurement", sa.LargeBinary(32), nullable=False),
+        sa.Column("revoked_at", UtcDateTime, nullable=False),
+        sa.Column("reason", sa.Text, nullable=False),
+        sa.PrimaryKeyConstraint("measurement", name="pk_cas_revocations"),
+    )
+    sa.Table(
+        "cas_nonces",
+        md,
+        sa.Column("nonce", sa.LargeBinary(32), nullable=False),
+        sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("issued_at", sa.Double, nullable=False),
+        sa.Column("expires_at", sa.Double, nullable=False),
+        sa.PrimaryKeyConstraint("nonce", name="pk_cas_nonces"),
+        sa.Index("ix_cas_nonces_expires_at", "expires_at"),
+    )
+    sa.Table(
+        "cas_log",
+        md,
+        sa.Column("seq", sa.BigInteger, nullable=False, autoincrement=False),
+        sa.Column("at", sa.Double, nullable=False),
+        sa.Column("event", sa.String(32), nullable=False),
+        sa.Column("outcome", sa.String(16), nullable=False),
+        sa.Column("measurement", sa.LargeBinary(32), nullable=True),
+        sa.Column("entry", sa.LargeBinary, nullable=False),
+        sa.Column("leaf_hash", sa.LargeBinary(32), nullable=False),
+        sa.Column("root", sa.LargeBinary(32), nullable=False),
+        sa.Column("mac", sa.LargeBinary(32), nullable=False),
+        sa.PrimaryKeyConstraint("seq", name="pk_cas_log"),
+        sa.Index("ix_cas_log_measurement", "measurement"),
+    )
+    md.create_all(connection)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "meters, signed originals, measurements, quarantine", _v1),
     Migration(2, "ingest counters; index measurements by region and time", _v2),
     Migration(3, "tariffs, bills, the bill log and its signed heads, audit reports", _v3),
+    Migration(4, "CAS: secrets, allow rules, revocations, nonces, the CAS log", _v4),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -201,6 +201,62 @@ audit_reports = sa.Table(
     sa.Index(None, "bill_id"),
 )
 
+# The configuration and attestation service (meterseal.trust): secret versions encrypted
+# under the CAS master key, allow rules, revoked measurements, nonces, and the CAS log (an
+# RFC 9162 Merkle log; each row keeps the root after it and that head's MAC).
+cas_secrets = sa.Table(
+    "cas_secrets",
+    metadata,
+    sa.Column("name", sa.String(SHORT_TEXT), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("sealed", sa.LargeBinary, nullable=False),  # iv || AES-256-GCM
+    sa.Column("created_at", UtcDateTime, nullable=False),
+)
+
+cas_policies = sa.Table(
+    "cas_policies",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("stage", sa.String(SHORT_TEXT), nullable=False),
+    sa.Column("measurement", sa.LargeBinary(32), nullable=False),
+    sa.Column("secret", sa.String(SHORT_TEXT), nullable=False),
+    sa.Column("added_at", UtcDateTime, nullable=False),
+    sa.UniqueConstraint("measurement", "secret", "stage"),
+)
+
+cas_revocations = sa.Table(
+    "cas_revocations",
+    metadata,
+    sa.Column("measurement", sa.LargeBinary(32), primary_key=True),
+    sa.Column("revoked_at", UtcDateTime, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+)
+
+cas_nonces = sa.Table(
+    "cas_nonces",
+    metadata,
+    sa.Column("nonce", sa.LargeBinary(32), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("issued_at", sa.Double, nullable=False),
+    sa.Column("expires_at", sa.Double, nullable=False),
+    sa.Index(None, "expires_at"),
+)
+
+cas_log = sa.Table(
+    "cas_log",
+    metadata,
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("at", sa.Double, nullable=False),
+    sa.Column("event", sa.String(32), nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("measurement", sa.LargeBinary(32), nullable=True),
+    sa.Column("entry", sa.LargeBinary, nullable=False),  # canonical CBOR: the leaf's data
+    sa.Column("leaf_hash", sa.LargeBinary(32), nullable=False),
+    sa.Column("root", sa.LargeBinary(32), nullable=False),
+    sa.Column("mac", sa.LargeBinary(32), nullable=False),
+    sa.Index(None, "measurement"),
+)
+
 
 class StoredOriginal(NamedTuple):
     """A signed original as billing and audit read it back."""

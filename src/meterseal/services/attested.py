@@ -1,0 +1,49 @@
+"""Trusted mode: a stage's secrets come from the CAS, released to its attested measurement.
+
+At start the stage's process measures its code (`trust.measurement.stage_measurement`),
+quotes the measurement with the platform's attester (the simulated backend unless the
+hardware exists: see docs/trust.md) and fetches exactly the secrets of its stage
+(`keys.STAGE_SECRETS`). A worker whose code changed gets no secret and fails to start with
+the CAS's reason; nothing is read from the deployment directory's private key files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from meterseal.services.keys import STAGE_KEY, STAGE_SECRETS, StageSecrets
+from meterseal.trust.material import (
+    ANONYMIZATION_KEY,
+    BILLING_KEY,
+    HEADEND_KEYS,
+    anonymization_key_from,
+    billing_key_from,
+    headend_keys_from,
+)
+from meterseal.trust.worker import start_trusted
+
+
+@dataclass(frozen=True)
+class CasKeys:
+    """Fetches a stage's secrets from the CAS at `cas_url` after attesting (trusted mode)."""
+
+    cas_url: str
+    deployment: Path  # where the (simulated) platform attestation key lives
+
+    def secrets(self, stage: str) -> StageSecrets:
+        """Measure, attest, fetch; ReleaseRefused (with the reason) if the CAS says no."""
+        names = STAGE_SECRETS[stage]
+        if not names:
+            return StageSecrets(provenance="nothing to fetch")
+        worker = start_trusted(stage, self.cas_url, self.deployment, names=names)
+        got = worker.secrets
+        return StageSecrets(
+            headend=headend_keys_from(got) if HEADEND_KEYS in names else None,
+            anonymization_key=anonymization_key_from(got) if ANONYMIZATION_KEY in names else None,
+            stage_key=got[STAGE_KEY] if STAGE_KEY in names else None,
+            billing_key=billing_key_from(got) if BILLING_KEY in names else None,
+            provenance=(
+                f"CAS {self.cas_url}, measurement {worker.measurement.short}, {worker.assurance}"
+            ),
+        )

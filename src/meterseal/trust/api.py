@@ -1,0 +1,335 @@
+"""HTTP API of the CAS on the service skeleton (`service_app`: /healthz, /v1/counters, OpenAPI).
+
+* `POST /v1/nonce`: a fresh single-use nonce (hex) and when it expires.
+* `POST /v1/release`: body application/cbor {"stage": str, "quote": bytes, "secrets": [str]};
+  200 application/cbor {"secrets": {name: {"version", "sealed"}}, "measurement", "backend",
+  "assurance"}; 403 refused (attestation, nonce or policy), 400 malformed, 413 too large,
+  415 not CBOR. Every release and refusal is in the CAS log.
+* `GET /v1/policies`, `GET /v1/secrets` (metadata only, never a value), `GET /v1/log`,
+  `GET /v1/attestation` (the accepted backends and what each guarantees).
+
+Errors are `{"detail": "one reason"}`; a store that cannot be reached is 503. Writes
+(secrets, rules, revocations) are not on the API: they need an administrator's
+authentication the API does not have yet, so they go through `meterseal cas …` on the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections import Counter
+from typing import Annotated, Any
+
+import cbor2
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
+
+from meterseal.acquisition.http import HttpServer, service_app
+from meterseal.crypto import cose
+from meterseal.storage.schema import StorageError
+from meterseal.trust.attestation import MAX_QUOTE_BYTES, NO_HARDWARE, SIMULATED
+from meterseal.trust.cas import Cas, Release, ReleaseRequest, check_log, decode_entry
+from meterseal.trust.errors import ReleaseRefused, TrustError
+
+MAX_BODY = MAX_QUOTE_BYTES + 4096
+CBOR = "application/cbor"
+BODY_TIMEOUT = 10.0
+log = logging.getLogger(__name__)
+
+
+class Detail(BaseModel):
+    """An error with one reason."""
+
+    detail: str
+
+
+class NonceView(BaseModel):
+    """A nonce to put in the next quote (hex), fresh until `expires_at` (Unix seconds)."""
+
+    nonce: str
+    expires_at: float
+    ttl: float
+
+
+class RuleView(BaseModel):
+    """An allow rule."""
+
+    id: int
+    stage: str
+    measurement: str
+    secret: str
+    added_at: str
+
+
+class RevocationView(BaseModel):
+    """A revoked measurement."""
+
+    measurement: str
+    revoked_at: str
+    reason: str
+
+
+class PoliciesView(BaseModel):
+    """The allow rules and the revoked measurements (revocation overrides every rule)."""
+
+    rules: list[RuleView]
+    revoked: list[RevocationView]
+
+
+class SecretView(BaseModel):
+    """A secret's metadata; the API never serves a value."""
+
+    name: str
+    latest_version: int
+    versions: int
+    updated_at: str
+
+
+class SecretsView(BaseModel):
+    """Every secret the CAS holds, by name."""
+
+    secrets: list[SecretView]
+
+
+class LogView(BaseModel):
+    """A page of the CAS log and its current head (size, Merkle root)."""
+
+    size: int
+    root: str
+    entries: list[dict[str, Any]]
+    verified: bool | None  # with ?verify=true: the whole log re-derived, MACs checked
+    problems: list[str]
+
+
+class AttestationView(BaseModel):
+    """The quote backends this CAS accepts and what each guarantees."""
+
+    backends: dict[str, str]
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+async def _body(request: Request) -> bytes:
+    media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media != CBOR:
+        raise _Refused(415, f"Content-Type must be {CBOR}")
+    chunks, size = [], 0
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > MAX_BODY:
+                    raise _Refused(413, f"body over {MAX_BODY} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise _Refused(408, "body not received in time") from None
+    except ClientDisconnect:
+        raise _Refused(400, "client disconnected") from None
+    return b"".join(chunks)
+
+
+def parse_release(body: bytes) -> ReleaseRequest:
+    """A release request from its CBOR body; _Refused(400) naming what is wrong."""
+    try:
+        item = cose.loads_strict(body)
+    except cose.CoseFormatError:
+        raise _Refused(400, "the body is not one CBOR item") from None
+    if not isinstance(item, cose.MAP_TYPES) or set(item) != {"stage", "quote", "secrets"}:
+        raise _Refused(400, "the body is a map of stage, quote and secrets")
+    stage, quote, names = item["stage"], item["quote"], item["secrets"]
+    if not isinstance(stage, str) or not isinstance(quote, bytes):
+        raise _Refused(400, "stage is a text string and quote a byte string")
+    if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+        raise _Refused(400, "secrets is an array of text strings")
+    return ReleaseRequest(stage, quote, tuple(names))
+
+
+def _release_body(release: Release) -> bytes:
+    secrets = {s.name: {"version": s.version, "sealed": s.sealed} for s in release.secrets}
+    return cbor2.dumps(
+        {
+            "secrets": secrets,
+            "measurement": release.measurement.digest,
+            "backend": release.backend,
+            "assurance": release.assurance,
+        }
+    )
+
+
+def create_cas_app(cas: Cas) -> FastAPI:
+    """The CAS's HTTP API over `cas`; counters on `app.state.counts`."""
+    counts: Counter[str] = Counter()
+    app = service_app(
+        "meterseal CAS",
+        "Configuration and attestation service: releases secrets to attested trusted stages. "
+        f"Backends: {', '.join(sorted(cas.verifiers))} (simulated: no hardware guarantee).",
+        counts,
+        lambda: {"cas": dict(counts)},
+    )
+
+    @app.exception_handler(StorageError)
+    async def store_unavailable(_request: Request, exc: StorageError) -> JSONResponse:
+        log.warning("CAS: %s", exc)
+        counts["store_unavailable"] += 1
+        return JSONResponse({"detail": "the store is unavailable; retry later"}, 503)
+
+    @app.post("/v1/nonce", summary="A fresh single-use nonce", response_model=NonceView)
+    def nonce() -> NonceView:
+        issued = cas.issue_nonce()
+        counts["nonces"] += 1
+        return NonceView(nonce=issued.nonce.hex(), expires_at=issued.expires_at, ttl=cas.nonce_ttl)
+
+    @app.post(
+        "/v1/release",
+        summary="Release secrets to an attested worker",
+        responses={
+            200: {"content": {CBOR: {"schema": {"type": "string", "format": "binary"}}}},
+            **{s: {"model": Detail} for s in (400, 403, 408, 413, 415, 503)},
+        },
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {CBOR: {"schema": {"type": "string", "format": "binary"}}},
+            }
+        },
+    )
+    async def release(request: Request) -> Response:
+        try:
+            parsed = parse_release(await _body(request))
+            result = await run_in_threadpool(cas.release, parsed)
+        except _Refused as refused:
+            counts[f"bad_request_{refused.status}"] += 1
+            return JSONResponse({"detail": refused.reason}, refused.status)
+        except ReleaseRefused as refused:
+            counts["refused"] += 1
+            return JSONResponse({"detail": refused.reason}, refused.status)
+        except TrustError as exc:  # our own state is broken (e.g. another master key)
+            log.error("CAS cannot release: %s", exc)
+            counts["cas_broken"] += 1
+            return JSONResponse({"detail": f"the CAS cannot release: {exc}"}, 503)
+        counts["released"] += 1
+        return Response(
+            _release_body(result),
+            media_type=CBOR,
+            headers={"X-Meterseal-Assurance": result.assurance},
+        )
+
+    @app.get("/v1/policies", summary="Allow rules and revoked measurements")
+    def policies() -> PoliciesView:
+        rules = [
+            RuleView(
+                id=r.id,
+                stage=r.stage,
+                measurement=r.measurement.hex(),
+                secret=r.secret,
+                added_at=r.added_at.isoformat(),
+            )
+            for r in cas.state.rules()
+        ]
+        revoked = [
+            RevocationView(
+                measurement=r.measurement.hex(),
+                revoked_at=r.revoked_at.isoformat(),
+                reason=r.reason,
+            )
+            for r in cas.state.revocations()
+        ]
+        return PoliciesView(rules=rules, revoked=revoked)
+
+    @app.get("/v1/secrets", summary="Secrets' names and versions (never values)")
+    def secrets() -> SecretsView:
+        infos = cas.state.secret_infos()
+        return SecretsView(
+            secrets=[
+                SecretView(
+                    name=i.name,
+                    latest_version=i.latest_version,
+                    versions=i.versions,
+                    updated_at=i.updated_at.isoformat(),
+                )
+                for i in infos
+            ]
+        )
+
+    @app.get("/v1/log", summary="A page of the CAS log")
+    def log_page(
+        after: Annotated[int, Query(ge=-1, le=2**62)] = -1,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        verify: bool = False,
+    ) -> LogView:
+        everything = cas.state.log_rows()
+        page = [r for r in everything if r.seq > after][:limit]
+        problems = check_log(everything, cas.vault) if verify else []
+        head = everything[-1].root.hex() if everything else ""
+        entries = [decode_entry(r.entry) | {"leaf_hash": r.leaf_hash.hex()} for r in page]
+        return LogView(
+            size=len(everything),
+            root=head,
+            entries=entries,
+            verified=(not problems) if verify else None,
+            problems=problems,
+        )
+
+    @app.get("/v1/attestation", summary="Accepted quote backends and their guarantees")
+    def attestation() -> AttestationView:
+        guarantee = {SIMULATED: NO_HARDWARE}
+        return AttestationView(
+            backends={b: guarantee.get(b, "hardware") for b in sorted(cas.verifiers)}
+        )
+
+    return app
+
+
+class ThreadedServer:
+    """An app served by `HttpServer` on its own event loop in a thread (tests and benches)."""
+
+    def __init__(self, app: FastAPI, host: str = "127.0.0.1") -> None:
+        self.app = app
+        self.host = host
+        self.url = ""
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="cas-http", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except BaseException as exc:  # reported to the starting thread
+            self._error = exc
+            self._ready.set()
+
+    async def _serve(self) -> None:
+        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        server = HttpServer(self.app)
+        port = await server.start(self.host, 0)
+        self.url = f"http://{self.host}:{port}"
+        self._ready.set()
+        try:
+            await self._stop.wait()
+        finally:
+            await server.stop()
+
+    def __enter__(self) -> str:
+        self._thread.start()
+        self._ready.wait(30)
+        if self._error is not None or not self.url:
+            raise OSError(f"the server did not start: {self._error}")
+        return self.url
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._loop is not None and self._stop is not None:
+            with contextlib.suppress(RuntimeError):  # loop already closed
+                self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30)

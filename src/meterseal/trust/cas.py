@@ -1,0 +1,401 @@
+"""The configuration and attestation service (CAS), sans-IO: nonces, release, rotation, the log.
+
+The release protocol, one nonce per attempt (the states and moves are `TRANSITIONS`):
+
+    (none) ─issue─▶ ISSUED ─quote verified, in time─▶ ATTESTED ─policy allows all─▶ RELEASED
+                       │                                  └─policy refuses one (or the
+                       │                                    release fails)─▶ REFUSED
+                       └─quote verified, too late─▶ EXPIRED
+
+A nonce moves out of ISSUED exactly once (atomically, in the state), so a replayed quote
+finds it used and is refused. A release verifies the quote (its backend's verifier), checks
+the nonce, asks the policy about every requested secret (all or nothing), and HPKE-encrypts
+the latest version of each to the attested ephemeral key (`channel`). Every release and
+every refusal, and every administrative change, is appended to the CAS log: an RFC 9162
+Merkle log whose heads are MACed under the master key (`vault`).
+
+Rotation stores a new version of a secret; workers get the latest. Revocation denies a
+measurement everything from its next request; what it already received stays with it, so
+`revoke` reports those secrets, to be rotated (then the revoked worker's copies go stale).
+Time (`clock`) and randomness (`rng`) are injected; IO lives in the `CasState` adapter.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from meterseal.billing.merkle import MerkleTree, leaf_hash
+from meterseal.crypto import cose
+from meterseal.trust.attestation import (
+    NONCE_BYTES,
+    AttestedQuote,
+    QuoteVerifier,
+    parse_quote,
+)
+from meterseal.trust.channel import encrypt_to, release_info
+from meterseal.trust.errors import AttestationError, ReleaseRefused, TrustError
+from meterseal.trust.measurement import Measurement
+from meterseal.trust.policy import (
+    AllowMeasurement,
+    AnyOf,
+    Policy,
+    Query,
+    RevokedMeasurements,
+    release_decision,
+)
+from meterseal.trust.state import CasState, LogEntry, LogRow, NonceState
+from meterseal.trust.vault import Vault
+
+NONCE_TTL = 60.0  # seconds a nonce stays fresh
+MAX_SECRETS = 32  # per release request
+MAX_SECRET_BYTES = 1 << 20
+NAME = re.compile(r"[a-z0-9][a-z0-9._/-]{0,63}")
+
+
+class Event(enum.StrEnum):
+    """What moves a nonce on."""
+
+    QUOTE_IN_TIME = "quote verified in time"
+    QUOTE_LATE = "quote verified after the nonce expired"
+    POLICY_ALLOWS = "policy allows every requested secret"
+    POLICY_REFUSES = "policy refuses a requested secret"
+    RELEASE_FAILED = "a secret could not be decrypted or encrypted"
+
+
+# The release protocol: (state, event) -> next state. Anything else is refused.
+TRANSITIONS: Mapping[tuple[NonceState, Event], NonceState] = {
+    (NonceState.ISSUED, Event.QUOTE_IN_TIME): NonceState.ATTESTED,
+    (NonceState.ISSUED, Event.QUOTE_LATE): NonceState.EXPIRED,
+    (NonceState.ATTESTED, Event.POLICY_ALLOWS): NonceState.RELEASED,
+    (NonceState.ATTESTED, Event.POLICY_REFUSES): NonceState.REFUSED,
+    (NonceState.ATTESTED, Event.RELEASE_FAILED): NonceState.REFUSED,
+}
+
+
+def next_state(state: NonceState, event: Event) -> NonceState | None:
+    """Where `event` takes a nonce in `state`, or None if the protocol has no such move."""
+    return TRANSITIONS.get((state, event))
+
+
+class BadRequest(ReleaseRefused):
+    """The release request itself is malformed (HTTP 400/422), before any quote check."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, status=400)
+
+
+@dataclass(frozen=True)
+class IssuedNonce:
+    """A fresh nonce and when it stops being fresh (clock seconds)."""
+
+    nonce: bytes
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class ReleaseRequest:
+    """A worker's request: its stage label, its quote, the secrets it wants."""
+
+    stage: str
+    quote: bytes
+    secrets: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ReleasedSecret:
+    """One secret version, HPKE-encrypted to the attested key."""
+
+    name: str
+    version: int
+    sealed: bytes
+
+
+@dataclass(frozen=True)
+class Release:
+    """What a successful release hands back."""
+
+    measurement: Measurement
+    backend: str
+    assurance: str
+    secrets: tuple[ReleasedSecret, ...]
+
+
+@dataclass(frozen=True)
+class Revoked:
+    """The outcome of a revocation: was it new, and which secrets the measurement holds."""
+
+    new: bool
+    received: tuple[tuple[str, int], ...]
+
+
+def decode_entry(entry: bytes) -> dict[str, Any]:
+    """A log entry's fields (measurement as hex)."""
+    item = dict(cose.loads_strict(entry))
+    if item.get("measurement") is not None:
+        item["measurement"] = item["measurement"].hex()
+    item["secrets"] = [list(s) for s in item.get("secrets", [])]
+    return item
+
+
+def check_log(rows: Sequence[LogRow], vault: Vault) -> list[str]:
+    """Problems found re-deriving the log from its entries (none: it verifies)."""
+    problems = []
+    tree = MerkleTree()
+    for row in rows:
+        if row.seq != tree.size:
+            problems.append(f"entry {row.seq}: expected sequence number {tree.size}")
+        if leaf_hash(row.entry) != row.leaf_hash:
+            problems.append(f"entry {row.seq}: its leaf hash does not match its content")
+        tree.append(leaf_hash(row.entry))
+        if tree.root != row.root:
+            problems.append(f"entry {row.seq}: the stored root is not the tree's root")
+        elif vault.head_mac(tree.size, tree.root) != row.mac:
+            problems.append(f"entry {row.seq}: the head's MAC does not verify (rewritten?)")
+    return problems
+
+
+def check_name(kind: str, name: str) -> str:
+    """`name` if it is a valid secret or stage name, else BadRequest."""
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise BadRequest(f"{kind} names are 1-64 of a-z 0-9 . _ / - (got {str(name)[:70]!r})")
+    return name
+
+
+class Cas:
+    """The CAS core over one `CasState`, one `Vault` and the quote verifiers it accepts."""
+
+    def __init__(
+        self,
+        state: CasState,
+        vault: Vault,
+        verifiers: Iterable[QuoteVerifier],
+        *,
+        clock: Callable[[], float] = time.time,
+        rng: Callable[[int], bytes] = os.urandom,
+        nonce_ttl: float = NONCE_TTL,
+        extra_policy: Policy | None = None,
+    ) -> None:
+        self.state = state
+        self.vault = vault
+        self.verifiers = {v.backend: v for v in verifiers}
+        self.clock = clock
+        self.rng = rng
+        self.nonce_ttl = nonce_ttl
+        self.extra_policy = extra_policy
+        self._tree: MerkleTree | None = None
+        self._log_lock = threading.Lock()  # the cached tree is shared by the API's threads
+
+    # -- the release protocol -----------------------------------------------------------
+
+    def issue_nonce(self) -> IssuedNonce:
+        """A fresh single-use nonce; nonces long expired are forgotten meanwhile."""
+        now = self.clock()
+        # Kept one extra window after expiry, so a late replay is told "used", not "unknown".
+        self.state.purge_nonces(now - self.nonce_ttl)
+        nonce = self.rng(NONCE_BYTES)
+        self.state.add_nonce(nonce, now, now + self.nonce_ttl)
+        return IssuedNonce(nonce, now + self.nonce_ttl)
+
+    def release(self, request: ReleaseRequest) -> Release:
+        """Verify, check freshness and policy, encrypt; ReleaseRefused (logged) otherwise."""
+        try:
+            names = self._checked(request)
+        except BadRequest as refusal:
+            self._log_refusal(request, None, refusal.reason)
+            raise
+        attested = self._attest(request)
+        nonce = attested.nonce
+        record = self.state.nonce(nonce)
+        if record is None:
+            self._refuse(request, attested, "unknown nonce: this CAS never issued it, or forgot it")
+        elif record.state is not NonceState.ISSUED:
+            self._refuse(request, attested, f"nonce already {record.state}: a replayed quote")
+        elif self.clock() > record.expires_at:
+            self._step(nonce, NonceState.ISSUED, Event.QUOTE_LATE)
+            self._refuse(request, attested, f"nonce expired (fresh for {self.nonce_ttl:g} s)")
+        if not self._step(nonce, NonceState.ISSUED, Event.QUOTE_IN_TIME):
+            self._refuse(request, attested, "nonce already used: a replayed quote")
+        denied = self._policy_refusal(attested.measurement, request.stage, names)
+        if denied is not None:
+            self._step(nonce, NonceState.ATTESTED, Event.POLICY_REFUSES)
+            self._refuse(request, attested, denied)
+        try:
+            released = tuple(self._encrypt(name, attested) for name in names)
+        except TrustError as exc:  # the CAS's own fault (e.g. another master key): not a 4xx
+            self._step(nonce, NonceState.ATTESTED, Event.RELEASE_FAILED)
+            self._log_refusal(request, attested, f"release failed: {exc}")
+            raise
+        self._step(nonce, NonceState.ATTESTED, Event.POLICY_ALLOWS)
+        self._log(
+            "release",
+            "released",
+            request.stage,
+            attested.measurement.digest,
+            tuple((s.name, s.version) for s in released),
+            attested.backend,
+            assurance=attested.assurance,
+        )
+        return Release(attested.measurement, attested.backend, attested.assurance, released)
+
+    def _checked(self, request: ReleaseRequest) -> tuple[str, ...]:
+        check_name("stage", request.stage)
+        names = request.secrets
+        if not names or len(names) > MAX_SECRETS:
+            raise BadRequest(f"ask for 1 to {MAX_SECRETS} secrets")
+        for name in names:
+            check_name("secret", name)
+        if len(set(names)) != len(names):
+            raise BadRequest("a secret is named twice")
+        return names
+
+    def _attest(self, request: ReleaseRequest) -> AttestedQuote:
+        try:
+            backend = parse_quote(request.quote).backend
+            verifier = self.verifiers.get(backend)
+            if verifier is None:
+                accepted = ", ".join(sorted(self.verifiers)) or "none"
+                raise AttestationError(f"backend {backend!r} not accepted (accepted: {accepted})")
+            return verifier.verify(request.quote)
+        except AttestationError as exc:
+            self._refuse(request, None, f"quote refused ({exc.check}): {exc}")
+
+    def _step(self, nonce: bytes, source: NonceState, event: Event) -> bool:
+        target = next_state(source, event)
+        if target is None:  # a bug in this module, never the caller's input
+            raise RuntimeError(f"no transition from {source} on {event}")
+        return self.state.move_nonce(nonce, source, target)
+
+    def policy(self) -> Policy:
+        """The policy in force: revocations, the stored allow rules, and any extra policy."""
+        by_measurement: dict[bytes, set[str]] = {}
+        for rule in self.state.rules():
+            by_measurement.setdefault(rule.measurement, set()).add(rule.secret)
+        revoked = frozenset(Measurement(r.measurement) for r in self.state.revocations())
+        parts: list[Policy] = [RevokedMeasurements(revoked)]
+        parts += [AllowMeasurement(Measurement(m), frozenset(s)) for m, s in by_measurement.items()]
+        if self.extra_policy is not None:
+            parts.append(self.extra_policy)
+        return AnyOf(tuple(parts))
+
+    def _policy_refusal(
+        self, measurement: Measurement, stage: str, names: Sequence[str]
+    ) -> str | None:
+        policy = self.policy()
+        for name in names:
+            decision = release_decision(policy, Query(measurement, stage, name))
+            if not decision.allowed:
+                return decision.reason + self._hint(measurement, stage, name, decision.reason)
+            if self.state.latest_secret(name) is None:
+                return f"no secret named {name!r} in this CAS"
+        return None
+
+    def _hint(self, measurement: Measurement, stage: str, name: str, reason: str) -> str:
+        if "revoked" in reason:
+            return ""
+        others = sorted(
+            {r.measurement.hex()[:12] for r in self.state.rules() if r.stage == stage}
+            - {measurement.hex[:12]}
+        )
+        if not others:
+            return ""
+        return f"; the policy lets stage {stage} run as {', '.join(o + '…' for o in others)}"
+
+    def _encrypt(self, name: str, attested: AttestedQuote) -> ReleasedSecret:
+        stored = self.state.latest_secret(name)
+        assert stored is not None  # checked by _policy_refusal
+        value = self.vault.open(name, stored.version, stored.sealed)
+        info = release_info(name, stored.version, attested.measurement, attested.nonce)
+        return ReleasedSecret(name, stored.version, encrypt_to(attested.public_key, value, info))
+
+    def _refuse(
+        self, request: ReleaseRequest, attested: AttestedQuote | None, reason: str
+    ) -> NoReturn:
+        self._log_refusal(request, attested, reason)
+        raise ReleaseRefused(reason)
+
+    def _log_refusal(
+        self, request: ReleaseRequest, attested: AttestedQuote | None, reason: str
+    ) -> None:
+        names = request.secrets if isinstance(request.secrets, tuple) else ()
+        self._log(
+            "release",
+            "refused",
+            str(request.stage)[:64],
+            attested.measurement.digest if attested else None,
+            tuple((str(n)[:64], 0) for n in names[:MAX_SECRETS]),
+            attested.backend if attested else "",
+            reason,
+            attested.assurance if attested else "",
+        )
+
+    # -- administration -----------------------------------------------------------------
+
+    def _now(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self.clock(), dt.UTC)
+
+    def put_secret(self, name: str, value: bytes) -> int:
+        """Store a new version of secret `name` (import or rotation); its version."""
+        check_name("secret", name)
+        if not value or len(value) > MAX_SECRET_BYTES:
+            raise BadRequest(f"a secret is 1 to {MAX_SECRET_BYTES} bytes")
+        version = self.state.add_secret(
+            name, lambda v: self.vault.seal(name, v, value, self.rng(12)), self._now()
+        )
+        self._log("secret-added", "done", "", None, ((name, version),), "", "")
+        return version
+
+    def allow(self, stage: str, measurement: Measurement, secrets: Iterable[str]) -> list[int]:
+        """Let `measurement` (running `stage`) receive `secrets`; the rule ids."""
+        check_name("stage", stage)
+        names = tuple(check_name("secret", s) for s in secrets)
+        if not names:
+            raise BadRequest("name at least one secret")
+        now = self._now()
+        ids = [self.state.add_rule(stage, measurement.digest, name, now) for name in names]
+        self._log("policy-added", "done", stage, measurement.digest, tuple((n, 0) for n in names))
+        return ids
+
+    def revoke(self, measurement: Measurement, reason: str = "") -> Revoked:
+        """Deny `measurement` everything from now on; what it received, to be rotated."""
+        new = self.state.add_revocation(measurement.digest, self._now(), reason)
+        self._log("measurement-revoked", "done", "", measurement.digest, (), "", reason)
+        received: dict[str, int] = {}
+        for row in self.state.log_rows():
+            entry = decode_entry(row.entry)
+            if entry["outcome"] == "released" and entry["measurement"] == measurement.hex:
+                for name, version in entry["secrets"]:
+                    received[name] = max(version, received.get(name, 0))
+        return Revoked(new, tuple(sorted(received.items())))
+
+    def _log(
+        self,
+        event: str,
+        outcome: str,
+        stage: str = "",
+        measurement: bytes | None = None,
+        secrets: tuple[tuple[str, int], ...] = (),
+        backend: str = "",
+        reason: str = "",
+        assurance: str = "",
+    ) -> LogRow:
+        at = self.clock()
+        with self._log_lock:
+            tree = self._tree or MerkleTree(r.leaf_hash for r in self.state.log_rows())
+            self._tree = None  # if the append fails, the tree may be ahead of the state
+            row = self.state.append_log(
+                lambda seq: LogEntry(
+                    seq, at, event, outcome, stage, measurement, secrets, backend, reason, assurance
+                ),
+                self.vault.head_mac,
+                tree,
+            )
+            self._tree = tree
+        return row

@@ -1,0 +1,433 @@
+"""`meterseal cas …`: the configuration and attestation service and its administration.
+
+    cas init        master key, simulated platform attestation key, platform sealing secret
+    cas serve       the CAS HTTP API (prints `listening cas http://HOST:PORT`)
+    cas measure     a stage's measurement, as a worker computes it
+    cas fetch       act as a trusted worker: measure, attest, fetch (prints versions only)
+    cas policy      add | list | revoke (a measurement)
+    cas secrets     import | list | rotate
+    cas log         the CAS log, re-derived and checked
+
+Administration works on the store directly (the API has no administrator login yet).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from meterseal.cli_common import (
+    DEFAULT_DEPLOYMENT,
+    DEFAULT_STORE,
+    DeploymentDir,
+    PassphraseEnv,
+    StoreUrl,
+    console,
+    fail,
+    passphrase,
+)
+from meterseal.errors import ConfigurationError, MetersealError
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from meterseal.trust.attestation import Attester, QuoteVerifier
+    from meterseal.trust.cas import Cas
+
+cas_app = typer.Typer(
+    help="Configuration and attestation service: secrets released to attested trusted stages.",
+    no_args_is_help=True,
+)
+policy_app = typer.Typer(help="Which measurement may receive which secret.", no_args_is_help=True)
+secrets_app = typer.Typer(help="The deployment's secrets in the CAS.", no_args_is_help=True)
+cas_app.add_typer(policy_app, name="policy")
+cas_app.add_typer(secrets_app, name="secrets")
+
+BACKENDS = ("simulated", "configfs-tsm")
+Stage = Annotated[str, typer.Option(help="trusted stage: open-verify, anonymize-store, billing")]
+ConfigFile = Annotated[
+    Path | None, typer.Option("--config", help="the stage's configuration (JSON object)")
+]
+Backend = Annotated[str, typer.Option(help=f"attestation backend: {', '.join(BACKENDS)}")]
+Secret = Annotated[list[str], typer.Option("--secret", help="secret name (repeat for more)")]
+SIMULATED_NOTE = "attestation backend: simulated: no hardware guarantee"
+
+
+def _config(path: Path | None) -> dict[str, object]:
+    if path is None:
+        return {}
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise fail(ConfigurationError(f"cannot read the configuration {path}: {exc}")) from exc
+    if not isinstance(value, dict):
+        raise fail(ConfigurationError(f"{path} must hold a JSON object"))
+    return value
+
+
+def _verifiers(backends: list[str], directory: Path) -> list[QuoteVerifier]:
+    from meterseal.trust.attestation import ConfigfsTsmVerifier, SimulatedVerifier
+
+    out: list[QuoteVerifier] = []
+    for backend in backends:
+        if backend == "simulated":
+            out.append(SimulatedVerifier.from_deployment(directory))
+        elif backend == "configfs-tsm":
+            out.append(ConfigfsTsmVerifier())
+        else:
+            raise ConfigurationError(f"unknown backend {backend!r}; choose {', '.join(BACKENDS)}")
+    return out
+
+
+@contextlib.contextmanager
+def _cas(
+    store_url: str,
+    directory: Path,
+    passphrase_env: str,
+    verifiers: list[QuoteVerifier] | None = None,
+    nonce_ttl: float | None = None,
+) -> Iterator[Cas]:
+    """A CAS core over the store (migrated) and the master key of `directory`."""
+    from meterseal.storage import Store
+    from meterseal.trust.cas import NONCE_TTL, Cas
+    from meterseal.trust.cas_store import CasStore
+    from meterseal.trust.vault import Vault
+
+    vault = Vault.from_deployment(directory, passphrase(passphrase_env))
+    with Store.open(store_url) as store:
+        yield Cas(CasStore(store), vault, verifiers or [], nonce_ttl=nonce_ttl or NONCE_TTL)
+
+
+@cas_app.command("init")
+def cas_init(
+    deployment_dir: DeploymentDir = DEFAULT_DEPLOYMENT,
+    passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
+) -> None:
+    """Create the CAS master key and the simulated platform's keys (existing files are kept)."""
+    from meterseal.crypto.keys import write_symmetric_secret
+    from meterseal.trust.attestation import PLATFORM_KEY, init_simulated_platform
+    from meterseal.trust.sealing import SEALING_SECRET, init_sealing_secret
+    from meterseal.trust.vault import KEY_BYTES, MASTER_KEY
+
+    deployment_dir.mkdir(parents=True, exist_ok=True)
+    master = deployment_dir / MASTER_KEY
+    created = {MASTER_KEY: not master.exists()}
+    if created[MASTER_KEY]:
+        write_symmetric_secret(master, os.urandom(KEY_BYTES), passphrase(passphrase_env))
+    created[PLATFORM_KEY] = init_simulated_platform(deployment_dir)
+    created[SEALING_SECRET] = init_sealing_secret(deployment_dir)
+    for name, new in created.items():
+        console.print(f"{'created' if new else 'kept   '} {deployment_dir / name}")
+    console.print(f"platform keys are for the {SIMULATED_NOTE}")
+
+
+@cas_app.command("serve")
+def cas_serve(
+    store: StoreUrl = DEFAULT_STORE,
+    deployment_dir: DeploymentDir = DEFAULT_DEPLOYMENT,
+    listen: Annotated[str, typer.Option(help="HTTP listen address host:port")] = "127.0.0.1:7490",
+    backend: Annotated[
+        list[str], typer.Option(help=f"accepted quote backends: {', '.join(BACKENDS)}")
+    ] = ["simulated"],  # noqa: B006
+    nonce_ttl: Annotated[float, typer.Option(help="seconds a nonce stays fresh")] = 60.0,
+    passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
+) -> None:
+    """Serve the CAS API until Ctrl-C or SIGTERM."""
+    from meterseal.headend import parse_address
+    from meterseal.trust.api import create_cas_app
+
+    try:
+        host, port = parse_address(listen, 7490)
+        verifiers = _verifiers(backend, deployment_dir)
+        with _cas(store, deployment_dir, passphrase_env, verifiers, nonce_ttl) as cas:
+            asyncio.run(_serve(create_cas_app(cas), f"{host}:{port}", backend))
+    except MetersealError as exc:
+        raise fail(exc) from exc
+    except OSError as exc:
+        raise fail(ConfigurationError(f"cannot listen on {listen}: {exc}")) from exc
+
+
+async def _serve(app: FastAPI, listen: str, backends: list[str]) -> None:
+    from meterseal.services.frontends import HttpAppService
+    from meterseal.services.skeleton import serve_stage
+
+    if "simulated" in backends:  # on stderr: stdout carries the parseable lines only
+        Console(stderr=True).print(f"CAS: {SIMULATED_NOTE}")
+    # The skeleton prints `listening cas http://HOST:PORT` (scripts wait for it), then `ready cas`.
+    await serve_stage(HttpAppService("cas", app, listen, 7490))
+
+
+@cas_app.command("measure")
+def cas_measure(
+    stage: Stage,
+    config: ConfigFile = None,
+    components: Annotated[bool, typer.Option(help="list what went into it")] = False,
+) -> None:
+    """Print a stage's measurement, computed as its worker computes it."""
+    from meterseal.trust.measurement import stage_measurement
+
+    try:
+        measurement = stage_measurement(stage, _config(config))
+    except MetersealError as exc:
+        raise fail(exc) from exc
+    print(measurement.hex)
+    if components:
+        table = Table("kind", "name", "value")
+        for c in measurement.components:
+            table.add_row(c.kind, c.name, c.value[:16])
+        console.print(table)
+
+
+def _attester(backend: str, directory: Path) -> Attester:
+    from meterseal.trust.attestation import ConfigfsTsmAttester, SimulatedAttester
+
+    if backend == "simulated":
+        return SimulatedAttester.from_deployment(directory)
+    if backend == "configfs-tsm":
+        return ConfigfsTsmAttester()
+    raise ConfigurationError(f"unknown backend {backend!r}; choose {', '.join(BACKENDS)}")
+
+
+@cas_app.command("fetch")
+def cas_fetch(
+    cas_url: Annotated[str, typer.Option("--cas", help="the CAS's URL")],
+    stage: Stage,
+    secret: Secret,
+    config: ConfigFile = None,
+    deployment_dir: DeploymentDir = DEFAULT_DEPLOYMENT,
+    backend: Backend = "simulated",
+) -> None:
+    """Act as a trusted worker: measure, attest, fetch; print versions, never values."""
+    from meterseal.trust.worker import start_trusted
+
+    try:
+        worker = start_trusted(
+            stage,
+            cas_url,
+            deployment_dir,
+            names=secret,
+            config=_config(config),
+            attester=_attester(backend, deployment_dir),
+        )
+    except MetersealError as exc:
+        raise fail(exc) from exc
+    console.print(f"measurement {worker.measurement.hex} ({worker.assurance})")
+    for name, value in worker.secrets.items():
+        digest = hashlib.sha256(value).hexdigest()[:12]
+        print(f"released {name} v{worker.versions[name]} ({len(value)} bytes, sha256 {digest}…)")
+
+
+@policy_app.command("add")
+def policy_add(
+    stage: Stage,
+    secret: Secret,
+    measurement: Annotated[
+        str | None, typer.Option(help="64 hex digits (default: this checkout's measurement)")
+    ] = None,
+    config: ConfigFile = None,
+    store: StoreUrl = DEFAULT_STORE,
+    deployment_dir: DeploymentDir = DEFAULT_DEPLOYMENT,
+    passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
+) -> None:
+    """Let a measurement (running STAGE) receive the named secrets."""
+    from meterseal.trust.measurement import Measurement, stage_measurement
+
+    try:
+        chosen = (
+            Measurement.from_hex(measurement)
+            if measurement
+            else stage_measurement(stage, _config(config))
+        )
+        with _cas(store, deployment_dir, passphrase_env) as cas:
+            ids = cas.allow(stage, chosen, secret)
+    except MetersealError as exc:
+        raise fail(exc) from exc
+    console.print(
+        f"allowed {chosen.hex} ({stage}) to receive {', '.join(secret)} (rules {ids})",
+        soft_wrap=True,
+    )
+
+
+@policy_app.command("list")
+def policy_list(
+    store: StoreUrl = DEFAULT_STORE,
+    deployment_dir: DeploymentDir = DEFAULT_DEPLOYMENT,
+    passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
+) -> None:
+    """The allow rules and the revoked measurements."""
+    try:
+        with _cas(store, deployment_dir, passphrase_env) as cas:
+            rules, revoked = cas.state.rules(), cas.state.revocations()
+    except MetersealError as exc:
+        raise fail(exc) from exc
+    gone = {r.measurement for r in revoked}
+    table = Table("id", "stage", "measurement", "secret", "added", "state")
+    for r in rules:
+        state = "revoked" if r.measurement in gone else "allowed"
+        table.add_row(
+            str(r.id),
+            r.stage,
+            r.measurement.hex()[:16] + "…",
+            r.secret,
+            f"{r.added_at:%F %T}",
+            state,
+        )
+    console.print(table)
+    for gone_one in revoked:
+        console.print(
+            f"revoked {gone_one.measurement.hex()} at {gone_one.revoked_at:%F %T}: "
+            f"{gone_one.reason}"
+        )
+
+
+@policy_app.command("revoke")
+def policy_revoke(
+    measurement: str,
+    reason: Annotated[str, typer.Option(help="why (kept in the log)")] = "",
+    store: StoreUrl = DEFAULT_STORE,
+    deployment_dir: DeploymentDir = DEFAULT_DEPLOYMENT,
+    passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
+) -> None:
+    """Revoke a measurement: refused from its next request; rotate what it received."""
+    from meterseal.trust.measurement import Measurement
+
+    try:
+        chosen = Measurement.from_hex(measurement)
+        with _cas(store, deployment_dir, passphrase_env) as cas:
+            outcome = cas.revoke(chosen, reason)
+    except MetersealError as exc:
+        raise fail(exc) from exc
+    console.print(f"{'revoked' if outcome.new else 'already revoked'}: {chosen.hex}")
+    for name, version in outcome.received:
+        console.print(
+            f"  it received {name} v{version}: rotate it (`meterseal cas secrets rotate {name}`)"
+            " so that its copy goes stale"
+        )
+
+
+@secrets_app.command("import")
+def secrets_import(
+    name: Annotated[str | None, typer.Option(help="import one secret under this name")] = None,
+    file: Annotated[Path | None, typer.Option(help="the secret's bytes (with --name)")] = None,
+    store: StoreUrl = DEFAULT_STORE,
+    deployment_dir: DeploymentDir = DEFAULT_DEPLOYMENT,
+    passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
+) -> None:
+    """Import the deployment's secrets (or one file as --name); unchanged ones are skipped."""
+    from meterseal.cli_common import load
+    from meterseal.trust.material import deployment_secrets
+
+    if (name is None) != (file is None):
+        raise typer.BadParameter("--name and --file go together")
+    values = (
+        {name: _read(file)}
+        if name and file
+        else deployment_secrets(load(deployment_dir, passphrase_env))
+    )
+    try:
+        with _cas(store, deployment_dir, passphrase_env) as cas:
+            for secret_name, value in values.items():
+                latest = cas.state.latest_secret(secret_name)
+                if latest and cas.vault.open(secret_name, latest.version, latest.sealed) == value:
+                    console.print(f"{secret_name}: unchanged (v{latest.version})")
+                    continue
+                console.print(f"{secret_name}: v{cas.put_secret(secret_name, value)}")
+    except MetersealError as exc:
+        raise fail(exc) from exc
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise fail(ConfigurationError(f"cannot read {path}: {exc.strerror}")) from exc
+
+
+@secrets_app.command("list")
+def secrets_list(
+    store: StoreUrl = DEFAULT_STORE,
+    deployment_dir: DeploymentDir = DEFAULT_DEPLOYMENT,
+    passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
+) -> None:
+    """Secrets' names and versions (never values)."""
+    try:
+        with _cas(store, deployment_dir, passphrase_env) as cas:
+            infos = cas.state.secret_infos()
+    except MetersealError as exc:
+        raise fail(exc) from exc
+    table = Table("secret", "latest", "versions", "updated")
+    for i in infos:
+        table.add_row(i.name, f"v{i.latest_version}", str(i.versions), f"{i.updated_at:%F %T}")
+    console.print(table)
+
+
+@secrets_app.command("rotate")
+def secrets_rotate(
+    name: str,
+    file: Annotated[Path | None, typer.Option(help="the new value")] = None,
+    random: Annotated[int, typer.Option(help="or: this many fresh random bytes")] = 0,
+    store: StoreUrl = DEFAULT_STORE,
+    deployment_dir: DeploymentDir = DEFAULT_DEPLOYMENT,
+    passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
+) -> None:
+    """Store a new version of a secret; workers get it at their next fetch."""
+    if (file is None) == (random <= 0):
+        raise typer.BadParameter("give exactly one of --file and --random N")
+    value = _read(file) if file else os.urandom(random)
+    try:
+        with _cas(store, deployment_dir, passphrase_env) as cas:
+            if cas.state.latest_secret(name) is None:
+                raise ConfigurationError(f"no secret {name!r} to rotate; import it first")
+            version = cas.put_secret(name, value)
+    except MetersealError as exc:
+        raise fail(exc) from exc
+    console.print(f"{name}: rotated to v{version}")
+
+
+@cas_app.command("log")
+def cas_log(
+    limit: Annotated[int, typer.Option(help="show the newest N entries")] = 50,
+    store: StoreUrl = DEFAULT_STORE,
+    deployment_dir: DeploymentDir = DEFAULT_DEPLOYMENT,
+    passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
+) -> None:
+    """The CAS log (every release, refusal and change); exits 1 if it does not verify."""
+    from meterseal.trust.cas import check_log, decode_entry
+
+    try:
+        with _cas(store, deployment_dir, passphrase_env) as cas:
+            rows = cas.state.log_rows()
+            problems = check_log(rows, cas.vault)
+    except MetersealError as exc:
+        raise fail(exc) from exc
+    table = Table("#", "time", "event", "outcome", "stage", "measurement", "secrets", "reason")
+    for row in rows[-limit:]:
+        e = decode_entry(row.entry)
+        table.add_row(
+            str(e["seq"]),
+            f"{dt.datetime.fromtimestamp(e['at'], dt.UTC):%F %T}",
+            e["event"],
+            e["outcome"],
+            e["stage"],
+            (e["measurement"] or "")[:12],
+            ", ".join(f"{n} v{v}" if v else n for n, v in e["secrets"]),
+            e["reason"] or e.get("assurance", ""),
+        )
+    console.print(table)
+    head = rows[-1].root.hex() if rows else "(empty)"
+    if problems:
+        for problem in problems:
+            console.print(f"[red]log problem:[/red] {problem}")
+        raise typer.Exit(code=1)
+    console.print(f"{len(rows)} entries, root {head}: verified (MACs under the master key)")

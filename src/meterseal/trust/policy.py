@@ -1,0 +1,168 @@
+"""Release policies: which measurement may receive which secret. Composable, fail closed.
+
+A policy answers one `Query` (measurement, stage, secret) with ALLOW, DENY or ABSTAIN
+(not applicable). `release_decision` turns that into a yes/no and fails closed: only an
+ALLOW releases; ABSTAIN (nothing applies, an empty policy) and DENY refuse, and so does a
+policy that raises.
+
+* `AllowMeasurement(measurement, secrets, stage)`: ALLOW those secrets to that measurement.
+* `RevokedMeasurements(measurements)`: DENY everything to a revoked measurement.
+* `AnyOf(policies)`: deny-overrides. DENY if any part denies (or raises), else ALLOW if
+  any part allows, else ABSTAIN. An empty AnyOf abstains, so it refuses.
+* `AllOf(policies)`: every part must ALLOW. DENY if any part denies (or raises), ABSTAIN
+  if any abstains or there are no parts.
+* `UnsafeReleaseAll()`: ALLOW everything, for tests only; revocation still overrides it
+  inside an `AnyOf`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from meterseal.trust.measurement import Measurement
+
+
+class Effect(enum.StrEnum):
+    """A policy's answer to one query."""
+
+    ALLOW = "allow"
+    DENY = "deny"
+    ABSTAIN = "abstain"
+
+
+@dataclass(frozen=True)
+class Query:
+    """May `measurement` (which says it runs `stage`) receive `secret`?"""
+
+    measurement: Measurement
+    stage: str
+    secret: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    """An effect and the one-line reason for it."""
+
+    effect: Effect
+    reason: str
+
+    @property
+    def allowed(self) -> bool:
+        """True only for ALLOW (fail closed)."""
+        return self.effect is Effect.ALLOW
+
+
+_ABSTAIN = Decision(Effect.ABSTAIN, "no rule applies")
+
+
+class Policy(Protocol):
+    """Decides one query; may raise (callers treat that as DENY)."""
+
+    def decide(self, query: Query) -> Decision:
+        """ALLOW, DENY or ABSTAIN, with a reason."""
+        ...
+
+
+def _safely(policy: Policy, query: Query) -> Decision:
+    try:
+        decision = policy.decide(query)
+    except Exception as exc:  # a broken rule must refuse, never release
+        return Decision(Effect.DENY, f"policy error in {type(policy).__name__}: {exc}")
+    if not isinstance(decision, Decision) or not isinstance(decision.effect, Effect):
+        return Decision(Effect.DENY, f"policy {type(policy).__name__} gave no decision")
+    return decision
+
+
+@dataclass(frozen=True)
+class AllowMeasurement:
+    """ALLOW `secrets` to one measurement; `stage` labels the rule for people."""
+
+    measurement: Measurement
+    secrets: frozenset[str]
+    stage: str = ""
+
+    def decide(self, query: Query) -> Decision:
+        """ALLOW on a match of measurement and secret, else ABSTAIN."""
+        if query.measurement == self.measurement and query.secret in self.secrets:
+            label = f" ({self.stage})" if self.stage else ""
+            return Decision(Effect.ALLOW, f"measurement {self.measurement.short}{label} allowed")
+        return _ABSTAIN
+
+
+@dataclass(frozen=True)
+class RevokedMeasurements:
+    """DENY every secret to a revoked measurement."""
+
+    measurements: frozenset[Measurement]
+
+    def decide(self, query: Query) -> Decision:
+        """DENY if revoked, else ABSTAIN."""
+        if query.measurement in self.measurements:
+            return Decision(Effect.DENY, f"measurement {query.measurement.short} is revoked")
+        return _ABSTAIN
+
+
+@dataclass(frozen=True)
+class AnyOf:
+    """Deny-overrides: any DENY wins, then any ALLOW; nothing applicable abstains."""
+
+    policies: tuple[Policy, ...]
+
+    @classmethod
+    def of(cls, policies: Iterable[Policy]) -> AnyOf:
+        """An AnyOf over `policies`."""
+        return cls(tuple(policies))
+
+    def decide(self, query: Query) -> Decision:
+        """See the class."""
+        allow = None
+        for policy in self.policies:
+            decision = _safely(policy, query)
+            if decision.effect is Effect.DENY:
+                return decision
+            if decision.effect is Effect.ALLOW and allow is None:
+                allow = decision
+        return allow or _ABSTAIN
+
+
+@dataclass(frozen=True)
+class AllOf:
+    """Every part must ALLOW; any DENY denies; an abstaining part (or no part) abstains."""
+
+    policies: tuple[Policy, ...]
+
+    def decide(self, query: Query) -> Decision:
+        """See the class."""
+        if not self.policies:
+            return Decision(Effect.ABSTAIN, "an empty AllOf allows nothing")
+        decisions = [_safely(policy, query) for policy in self.policies]
+        for effect in (Effect.DENY, Effect.ABSTAIN):
+            found = next((d for d in decisions if d.effect is effect), None)
+            if found is not None:
+                return found
+        return Decision(Effect.ALLOW, "; ".join(d.reason for d in decisions))
+
+
+@dataclass(frozen=True)
+class UnsafeReleaseAll:
+    """ALLOW every secret to every measurement. Tests only: never configure it."""
+
+    def decide(self, query: Query) -> Decision:
+        """ALLOW."""
+        return Decision(Effect.ALLOW, "UnsafeReleaseAll (tests only)")
+
+
+def release_decision(policy: Policy, query: Query) -> Decision:
+    """The final answer: ALLOW only on an explicit ALLOW; ABSTAIN becomes DENY."""
+    decision = _safely(policy, query)
+    if decision.effect is Effect.ABSTAIN:
+        label = f" (stage {query.stage})" if query.stage else ""
+        return Decision(
+            Effect.DENY,
+            f"measurement {query.measurement.short}{label} is not allowed secret "
+            f"{query.secret!r} (code modified?)",
+        )
+    return decision
