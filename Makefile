@@ -30,5 +30,9 @@ pytest: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/meterseal bench crypto
 
+.PHONY: meter
+meter: $(STAMP)  # the C meter program the integrity monitor protects (gcc)
+	$(BIN)/meterseal integrity build var/integrity/meter
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -24,7 +24,10 @@ from meterseal.cli_common import load as _load
 from meterseal.cli_common import passphrase as _passphrase
 from meterseal.cli_common import shown as _shown
 from meterseal.crypto.suites import DEFAULT_SUITE, SUITES, suite_named
+from meterseal.dissemination.cli import dissemination_app
 from meterseal.errors import MetersealError
+from meterseal.fraud.cli import fraud_app
+from meterseal.integrity.cli import integrity_app
 from meterseal.services.cli import Admin, CasUrl, NatsUrl, Prefix, service_app
 from meterseal.trust.cli import cas_app
 from meterseal.ui import progress_bar
@@ -44,8 +47,11 @@ app.add_typer(meters_app, name="meters")
 app.add_typer(bench_app, name="bench")
 app.add_typer(billing_app)  # tariffs, bill, audit, export-bill, verify-bill
 app.add_typer(bills_app, name="bills")  # the bills HTTP API
+app.add_typer(dissemination_app, name="router")  # privacy-aware dissemination (router)
+app.add_typer(integrity_app, name="integrity")  # meter software integrity (trace, monitor)
 app.add_typer(service_app, name="service")  # one service of services/trusted mode
 app.add_typer(cas_app, name="cas")  # configuration and attestation service
+app.add_typer(fraud_app, name="fraud")  # fraud detection: rank, explain, evaluate (trusted job)
 
 SUITE_HELP = f"cipher suite: {', '.join(SUITES)}"
 
@@ -494,6 +500,117 @@ def bench_billing(
     console.print(f"plot: {plot_billing(bench, out / 'bench-billing.png')}")
     if bench.findings:
         console.print(f"[red]error:[/red] the audits found {bench.findings} discrepancies")
+        raise typer.Exit(code=1)
+
+
+@bench_app.command("integrity")
+def bench_integrity(
+    intervals: Annotated[int, typer.Option(help="meter intervals per run (as fast as it can)")] = (
+        400_000
+    ),
+    persist_every: Annotated[
+        int, typer.Option(help="intervals between energy-register writes (trapped)")
+    ] = 1000,
+    repeats: Annotated[int, typer.Option(help="interleaved runs of each mode")] = 7,
+    measure_seconds: Annotated[
+        float, typer.Option(help="seconds timing one dynamic measurement")
+    ] = 2.0,
+    out: Annotated[Path, typer.Option(help="directory for the plot PNG")] = Path("docs/img"),
+) -> None:
+    """The meter program bare vs under the integrity monitor; exits 1 above 1.1x."""
+    from meterseal.bench.integrity import plot_integrity, result_table, run_integrity
+    from meterseal.bench.timing import Machine
+
+    try:
+        bench = run_integrity(
+            console,
+            intervals=intervals,
+            persist_every=persist_every,
+            repeats=repeats,
+            measure_seconds=measure_seconds,
+        )
+    except MetersealError as exc:
+        raise _fail(exc) from exc
+    table = result_table(bench, Machine.probe(None))
+    console.print(table.rich())
+    console.print(table.markdown(), markup=False, highlight=False, soft_wrap=True)
+    console.print(f"plot: {plot_integrity(bench, out / 'bench-integrity.png')}")
+    if not bench.ok:
+        raise typer.Exit(code=1)
+
+
+@bench_app.command("dissemination")
+def bench_dissemination(
+    rates: Annotated[
+        list[int] | None,
+        typer.Option(help="offered publications/s, one run each (default: 1,000 … 40,000)"),
+    ] = None,
+    seconds: Annotated[float, typer.Option(help="seconds per offered rate")] = 10.0,
+    burst: Annotated[int, typer.Option(help="publications in the burst")] = 1_000_000,
+    isolated: Annotated[int, typer.Option(help="isolated publications")] = 100,
+    meters: Annotated[int, typer.Option(help="meters (customers) publishing")] = 5_000,
+    subscriptions: Annotated[int, typer.Option(help="subscriptions at the router")] = 10_000,
+    runs: Annotated[int, typer.Option(help="runs per aggregation size (figure 2)")] = 10,
+    paillier_bits: Annotated[int, typer.Option(help="Paillier modulus bits")] = 2048,
+    nats: Annotated[str, typer.Option("--nats", help="NATS server URL")] = os.environ.get(
+        "MS_NATS_URL", "nats://127.0.0.1:4222"
+    ),
+    out: Annotated[Path, typer.Option(help="directory for the plot PNG")] = Path("docs/img"),
+) -> None:
+    """The dissemination paper's experiments: isolated, 1M burst, rates, HE vs trusted."""
+    from meterseal.bench.dissemination import RATES, DisseminationPlan, run_dissemination
+    from meterseal.bench.dissemination_report import (
+        aggregation_table,
+        inprocess_table,
+        latency_table,
+        plot_dissemination,
+        rate_table,
+    )
+
+    plan = DisseminationPlan(
+        nats, tuple(rates or RATES), seconds, burst, isolated, meters=meters,
+        subscriptions=subscriptions, runs=runs, paillier_bits=paillier_bits,
+    )  # fmt: skip
+    try:
+        bench = run_dissemination(console, plan)
+    except MetersealError as exc:
+        raise _fail(exc) from exc
+    tables = (latency_table, rate_table, inprocess_table, aggregation_table)
+    for table in (make(bench) for make in tables):
+        console.print(table.rich())
+        console.print(table.markdown(), markup=False, highlight=False, soft_wrap=True)
+    console.print(f"plot: {plot_dissemination(bench, out / 'bench-dissemination.png')}")
+
+
+@bench_app.command("fraud")
+def bench_fraud(
+    customers: Annotated[int, typer.Option(help="customers ranked (0: no scale run)")] = 65_000,
+    days: Annotated[int, typer.Option(help="days of 15-minute readings per customer")] = 30,
+    eval_customers: Annotated[
+        int, typer.Option(help="labelled simulated customers evaluated (>= 5,000)")
+    ] = 10_000,
+    share: Annotated[float, typer.Option(help="share of thieves in the labelled fleet")] = 0.08,
+    supervised: Annotated[
+        bool, typer.Option("--supervised/--no-supervised", help="add the supervised row")
+    ] = True,
+    out: Annotated[Path, typer.Option(help="directory for the PNGs")] = Path("docs/img"),
+) -> None:
+    """Rank 65,000 customers x 30 days (time, memory); AUC, MAP@N, recall vs IF and LOF."""
+    from meterseal.bench.fraud import run_bench
+
+    try:
+        ok = run_bench(
+            console,
+            customers=customers,
+            days=days,
+            eval_customers=eval_customers,
+            share=share,
+            with_supervised=supervised,
+            out=out,
+        )
+    except MetersealError as exc:
+        raise _fail(exc) from exc
+    if not ok:
         raise typer.Exit(code=1)
 
 

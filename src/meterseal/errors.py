@@ -31,6 +31,7 @@ class RejectReason(enum.StrEnum):
     REPLAYED_COUNTER = "replayed_counter"
     FUTURE_TIMESTAMP = "future_timestamp"
     STALE_TIMESTAMP = "stale_timestamp"
+    METER_INTEGRITY = "meter_integrity"  # the meter's integrity monitor judged it malicious
 
 
 class InvalidPacket(MetersealError):

@@ -124,8 +124,10 @@ def corpus_deployment(
         "ed": provision("C-ed", ED25519),  # a second suite's signer
         "revoked": provision("C-revoked", ED25519),
         "early": provision("C-early", P256, issued=now + dt.timedelta(days=1)),
+        "held": provision("C-held", P256),  # its integrity monitor judged it malicious
     }
     registry.revoke("C-revoked", now=now)
+    registry.hold("C-held", "code in memory differs from the file")
     stranger = generate_meter_key("C-stranger", P256)
     certs.issue_meter_certificate(
         world.ca_key, world.ca_cert, "C-stranger", stranger.public_key(), now=now, rng=os.urandom
@@ -251,6 +253,11 @@ def build_corpus(d: CorpusDeployment, *, now: dt.datetime) -> list[BadPacket]:
             "revoked_meter",
             _seal(d, d.meters["revoked"], _reading(d.meters["revoked"], n, now), now),
             RejectReason.REVOKED_METER.value,
+        ),
+        BadPacket(
+            "integrity_hold",
+            _seal(d, d.meters["held"], _reading(d.meters["held"], n, now), now),
+            RejectReason.METER_INTEGRITY.value,
         ),
         BadPacket(
             "certificate_not_yet_valid",

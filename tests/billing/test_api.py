@@ -370,8 +370,10 @@ def test_bills_serve_runs_the_api_until_sigterm(api: Api) -> None:
     ) as process:
         try:
             assert process.stdout is not None
-            line = process.stdout.readline()
-            assert line.startswith("listening bills http://127.0.0.1:"), line
+            # The skeleton announces its admin endpoint first, then the API's.
+            lines = [process.stdout.readline() for _ in range(2)]
+            line = next((x for x in lines if x.startswith("listening bills ")), "")
+            assert line.startswith("listening bills http://127.0.0.1:"), lines
             url = line.split()[-1]
             bill_id = next(iter(api.billed.values()))
             assert httpx.get(f"{url}/v1/bills/{bill_id}", timeout=10).json()["bill_id"] == bill_id

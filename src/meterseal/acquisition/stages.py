@@ -86,6 +86,8 @@ class TrustedStages:
         for item, outcome in zip(items, opened, strict=True):
             if isinstance(outcome, InvalidPacket):
                 self._reject(result, Rejection(outcome.reason.value, *_origin(item)))
+            elif outcome.meter.integrity_hold is not None:  # quarantined until re-verified
+                self._reject(result, Rejection(RejectReason.METER_INTEGRITY.value, *_origin(item)))
             else:
                 result.order.append(len(result.accepted))
                 result.accepted.append(_verified(item, outcome))

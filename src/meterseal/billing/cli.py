@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.console import Console
 
-from meterseal.cli_common import DEFAULT_STORE, StoreUrl, console, fail
+from meterseal.cli_common import DEFAULT_STORE, StoreUrl, fail
 from meterseal.errors import ConfigurationError, MetersealError
 
 if TYPE_CHECKING:
@@ -42,20 +42,11 @@ def bills_serve(
 
 
 async def _serve(app: FastAPI, host: str, port: int) -> None:
-    from meterseal.acquisition.http import HttpServer
+    from meterseal.services.frontends import HttpAppService
+    from meterseal.services.skeleton import serve_stage
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    server = HttpServer(app)
-    bound = await server.start(host, port)
-    # One parseable line, as `meterseal serve` prints: scripts and tests wait for it.
-    print(f"listening bills http://{host}:{bound}", flush=True)
-    console.print(
-        "billing API ready; customers are NOT authenticated: keep it on a trusted network"
+    # On stderr: stdout carries the parseable `listening bills URL` line (scripts wait for it).
+    Console(stderr=True).print(
+        "billing API: customers are NOT authenticated; keep it on a trusted network"
     )
-    try:
-        await stop.wait()
-    finally:
-        await server.stop()
+    await serve_stage(HttpAppService("bills", app, f"{host}:{port}", 7480))

@@ -28,6 +28,7 @@ class MeterRecord:
     not_before: dt.datetime
     not_after: dt.datetime
     revoked_at: dt.datetime | None = None
+    integrity_hold: str | None = None  # the monitor's reason while its meter is judged malicious
 
     @classmethod
     def from_certificate(
@@ -92,6 +93,11 @@ class MeterRegistry:
         """Mark a meter revoked; its packets are refused from now on."""
         record = self._records[meter_id]
         self._records[meter_id] = replace(record, revoked_at=now)
+
+    def hold(self, meter_id: str, reason: str | None) -> None:
+        """Quarantine a meter's packets for an integrity `reason` (None lifts the hold)."""
+        record = self._records[meter_id]
+        self._records[meter_id] = replace(record, integrity_hold=reason)
 
     def get(self, meter_id: str) -> MeterRecord | None:
         """The record of `meter_id`, or None."""

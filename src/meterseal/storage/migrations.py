@@ -232,11 +232,41 @@ def _v4(connection: Connection) -> None:
     md.create_all(connection)
 
 
+def _v5(connection: Connection) -> None:
+    md = sa.MetaData()
+    sa.Table("meters", md, sa.Column("meter_id", sa.String(64), primary_key=True))
+    sa.Table(
+        "meter_integrity",
+        md,
+        sa.Column("meter_id", sa.String(64), nullable=False),
+        sa.Column("verdict", sa.String(16), nullable=False),
+        sa.Column("reason", sa.Text, nullable=False),
+        sa.Column("issued_at_ms", sa.BigInteger, nullable=False),
+        sa.Column("received_at", UtcDateTime, nullable=False),
+        sa.Column("report", sa.LargeBinary, nullable=False),
+        sa.PrimaryKeyConstraint("meter_id", name="pk_meter_integrity"),
+        sa.ForeignKeyConstraint(
+            ["meter_id"], ["meters.meter_id"], name="fk_meter_integrity_meter_id"
+        ),
+    ).create(connection)
+
+
+def _v6(connection: Connection) -> None:
+    # Each bill and audit looks one customer's meters up; v1 had only the primary key.
+    connection.exec_driver_sql("CREATE INDEX ix_meters_customer_id ON meters (customer_id)")
+    if connection.dialect.name == "postgresql":
+        # A manifest is ~150 kB of hashes, which do not compress: PostgreSQL's attempt to
+        # compress each one cost ~1.8 ms a bill (docs/benchmarks.md). Kept out of line as is.
+        connection.exec_driver_sql("ALTER TABLE bills ALTER COLUMN manifest SET STORAGE EXTERNAL")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "meters, signed originals, measurements, quarantine", _v1),
     Migration(2, "ingest counters; index measurements by region and time", _v2),
     Migration(3, "tariffs, bills, the bill log and its signed heads, audit reports", _v3),
     Migration(4, "CAS: secrets, allow rules, revocations, nonces, the CAS log", _v4),
+    Migration(5, "meter integrity verdicts (signed monitor reports)", _v5),
+    Migration(6, "index meters by customer; bill manifests stored uncompressed", _v6),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -93,6 +93,7 @@ meters = sa.Table(
     sa.Column("region_id", sa.String(SHORT_TEXT), nullable=False),
     sa.Column("registered_at", UtcDateTime, nullable=False),
     sa.Column("revoked_at", UtcDateTime, nullable=True),
+    sa.Index(None, "customer_id"),  # a customer's meters, for each bill and audit (v6)
 )
 
 signed_originals = sa.Table(
@@ -255,6 +256,19 @@ cas_log = sa.Table(
     sa.Column("root", sa.LargeBinary(32), nullable=False),
     sa.Column("mac", sa.LargeBinary(32), nullable=False),
     sa.Index(None, "measurement"),
+)
+
+# Each meter's latest integrity verdict (meterseal.integrity), from a report its monitor
+# signed with the meter key; readings of a meter judged malicious are quarantined.
+meter_integrity = sa.Table(
+    "meter_integrity",
+    metadata,
+    sa.Column("meter_id", sa.ForeignKey("meters.meter_id"), primary_key=True),
+    sa.Column("verdict", sa.String(16), nullable=False),  # trusted or malicious
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("issued_at_ms", sa.BigInteger, nullable=False),  # the report's own time
+    sa.Column("received_at", UtcDateTime, nullable=False),
+    sa.Column("report", sa.LargeBinary, nullable=False),  # the signed report, as evidence
 )
 
 

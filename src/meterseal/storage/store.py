@@ -41,6 +41,7 @@ from meterseal.storage.schema import (
     ingest_counters,
     make_engine,
     measurements,
+    meter_integrity,
     meters,
     phasor_to_json,
     prepare_engine,
@@ -283,6 +284,13 @@ class Store:
             if connection.execute(statement).rowcount == 0:
                 raise KeyError(meter_id)
 
+    def integrity_holds(self) -> dict[str, str]:
+        """Meters whose integrity monitor last judged them malicious, with its reason."""
+        mi = meter_integrity
+        query = sa.select(mi.c.meter_id, mi.c.reason).where(mi.c.verdict == "malicious")
+        with self._read() as connection:
+            return {meter_id: reason for meter_id, reason in connection.execute(query)}
+
     def meter_rows(self) -> list[MeterRow]:
         """All meters as stored (certificates unparsed, unverified)."""
         with self._read() as connection:
@@ -357,9 +365,13 @@ class StoreRegistry:
         verifier = MeterRegistry(self.ca_certificate)
         known: dict[str, tuple[bytes, MeterRecord]] = {}
         rejected: dict[str, str] = {}
+        holds = self.store.integrity_holds()
         for row in self.store.meter_rows():
             try:
-                known[row.meter_id] = (row.certificate, self._record(row, verifier))
+                record = dataclasses.replace(
+                    self._record(row, verifier), integrity_hold=holds.get(row.meter_id)
+                )
+                known[row.meter_id] = (row.certificate, record)
             except (CertificateError, KeyError, ValueError) as exc:
                 rejected[row.meter_id] = str(exc)
                 log.warning("meter %s left out of the registry: %s", row.meter_id, exc)

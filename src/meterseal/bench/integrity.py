@@ -1,0 +1,280 @@
+"""`meterseal bench integrity`: what the dynamic integrity monitor costs the meter program.
+
+The meter (built with gcc, its trace recorded and embedded) runs an ordinary workload as fast
+as it can: COUNT intervals of read sensor → accumulate → write display register → send the
+reading over UDP to a local socket, rewriting the energy register every PERSIST intervals.
+Three ways, interleaved over several repeats (median counts): bare; under the monitor with
+the seccomp filter (only modification behaviours stop the program); and under a monitor that
+stops it at every system call (what ptrace-only monitors pay; this run also counts the calls,
+giving the system-call rate). Beside it, the cost of one dynamic measurement (f_d, extraction,
+newHV of the running process, f_v, f_j) on a live meter, cold (DSig checked) and warm.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import statistics
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from meterseal.bench.timing import Machine, TextTable, Timing, measure
+from meterseal.integrity.auditlog import AuditLog
+from meterseal.integrity.behaviour import Action, Behaviour
+from meterseal.integrity.build import build_meter
+from meterseal.integrity.embed import embed
+from meterseal.integrity.judgement import judge
+from meterseal.integrity.monitor import Measurer, Monitor
+from meterseal.integrity.platform_key import PlatformKey
+from meterseal.integrity.procfs import ProcView
+from meterseal.integrity.recording import record_run
+from meterseal.integrity.trace import TraceRecorder
+from meterseal.ui import progress_bar
+
+TARGET_RATIO = 1.1
+MODES = ("bare", "monitor (seccomp)", "monitor (trap every call)")
+
+
+@dataclass(frozen=True)
+class ModeResult:
+    """One way of running the workload: wall seconds per repeat and what was trapped."""
+
+    name: str
+    seconds: tuple[float, ...]
+    trapped: int
+    syscalls: int
+
+    @property
+    def median(self) -> float:
+        """Median wall time of a run."""
+        return statistics.median(self.seconds)
+
+    @property
+    def best(self) -> float:
+        """Fastest run: the one least disturbed by other processes on a shared machine."""
+        return min(self.seconds)
+
+
+@dataclass(frozen=True)
+class IntegrityBench:
+    """The figures of one `bench integrity` run."""
+
+    intervals: int
+    persist_every: int
+    modes: dict[str, ModeResult]
+    measurement_cold: Timing
+    measurement_warm: Timing
+
+    @property
+    def syscalls(self) -> int:
+        """System calls of one run of the workload (counted when every call is trapped)."""
+        return self.modes[MODES[2]].syscalls
+
+    def ratio(self, mode: str) -> float:
+        """Median run time under `mode` over the bare median."""
+        return self.modes[mode].median / self.modes["bare"].median
+
+    def best_ratio(self, mode: str) -> float:
+        """Fastest run under `mode` over the fastest bare run (least disturbed by others)."""
+        return self.modes[mode].best / self.modes["bare"].best
+
+    @property
+    def ok(self) -> bool:
+        """Whether the seccomp-filtered monitor meets the target (fastest runs compared)."""
+        return self.best_ratio(MODES[1]) <= TARGET_RATIO
+
+
+@dataclass(frozen=True)
+class _Setup:
+    binary: Path
+    key: PlatformKey
+    argv: list[str]
+    log: Path
+
+
+def _prepare(work: Path, intervals: int, persist_every: int, port: int) -> _Setup:
+    binary = build_meter(work / "meter")
+    sensor = work / "sensor.txt"
+    sensor.write_text("".join(f"{200 + (i * 37) % 2800}\n" for i in range(1440)))
+    registers = work / "registers"
+    registers.mkdir()
+    key = PlatformKey.generate()
+    recorder = TraceRecorder("meter")
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for count in (25, 3):  # one run with several energy-register writes, one with one
+            argv = [str(binary), str(sensor), str(registers), f"127.0.0.1:{port}", "0", str(count)]
+            record_run(recorder, [*argv, "10"], stdout=devnull, timeout=60)
+    finally:
+        os.close(devnull)
+    embed(binary, recorder.model(), key)
+    argv = [str(binary), str(sensor), str(registers), f"127.0.0.1:{port}", "0"]
+    return _Setup(binary, key, [*argv, str(intervals), str(persist_every)], work / "audit.log")
+
+
+def _bare(setup: _Setup) -> tuple[float, int, int]:
+    start = time.perf_counter()
+    subprocess.run(setup.argv, stdout=subprocess.DEVNULL, check=True)  # noqa: S603 - our build
+    return time.perf_counter() - start, 0, 0
+
+
+def _monitored(setup: _Setup, trap_all: bool) -> tuple[float, int, int]:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    log = AuditLog(setup.log, setup.key)
+    try:
+        start = time.perf_counter()
+        result = Monitor(setup.argv, setup.key, log, period=1.0).run(
+            stdout=devnull, timeout=600, trap_all=trap_all
+        )
+        elapsed = time.perf_counter() - start
+    finally:
+        log.close()
+        os.close(devnull)
+    if result.malicious is not None or result.outcome.exit_code != 0:
+        raise RuntimeError(f"the benign workload was not trusted: {result.malicious}")
+    return elapsed, result.outcome.trapped, result.outcome.syscalls
+
+
+def _measurement_cost(setup: _Setup, seconds: float) -> tuple[Timing, Timing]:
+    """Seconds for one judgement of a behaviour on a live (sleeping) meter process."""
+    argv = [*setup.argv[:4], "1000", "100000", "1000"]  # one interval a second: it waits
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL)  # noqa: S603 - our build
+    try:
+        time.sleep(0.2)  # past the dynamic loader
+        view = ProcView(process.pid)
+        behaviour = Behaviour(
+            "${exe}",
+            "_start > main > persist_energy > write_energy_file",
+            Action.OPEN_WRITE,
+            "${arg2}/energy.reg",
+        )
+
+        def once(measurer: Measurer) -> None:
+            m = judge(
+                behaviour,
+                (),
+                lambda: measurer.extract(process.pid),
+                lambda: measurer.measure(process.pid, view),
+                pid=process.pid,
+                trigger="behaviour",
+                now_ms=0,
+            )
+            if m.f_v is not True:
+                raise RuntimeError(f"the live meter did not verify: {m.reason}")
+
+        warm = Measurer(setup.key)
+        cold = measure(lambda: once(Measurer(setup.key)), seconds, runs=5)
+        hot = measure(lambda: once(warm), seconds, runs=5)
+        view.close()
+    finally:
+        process.kill()
+        process.wait()
+    return cold, hot
+
+
+def run_integrity(
+    console: Console,
+    *,
+    intervals: int = 200_000,
+    persist_every: int = 1000,
+    repeats: int = 5,
+    measure_seconds: float = 1.0,
+) -> IntegrityBench:
+    """Build, trace and embed the meter, then time the three modes and one measurement."""
+    with (
+        tempfile.TemporaryDirectory(prefix="meterseal-bench-integrity-") as tmp,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink,
+    ):
+        sink.bind(("127.0.0.1", 0))  # readings land here; a full buffer only drops them
+        setup = _prepare(Path(tmp), intervals, persist_every, sink.getsockname()[1])
+        runs: dict[str, list[tuple[float, int, int]]] = {m: [] for m in MODES}
+        with progress_bar(console) as bar:
+            task = bar.add_task("meter workload, three ways", total=repeats * len(MODES))
+            for _ in range(repeats):
+                runs[MODES[0]].append(_bare(setup))
+                runs[MODES[1]].append(_monitored(setup, trap_all=False))
+                runs[MODES[2]].append(_monitored(setup, trap_all=True))
+                bar.advance(task, len(MODES))
+        cold, warm = _measurement_cost(setup, measure_seconds)
+    modes = {
+        name: ModeResult(name, tuple(r[0] for r in rs), rs[-1][1], rs[-1][2])
+        for name, rs in runs.items()
+    }
+    return IntegrityBench(intervals, persist_every, modes, cold, warm)
+
+
+def result_table(bench: IntegrityBench, machine: Machine) -> TextTable:
+    """The run times, system-call rates and overheads, and the measurement cost, as a table."""
+    rows = []
+    for name in MODES:
+        mode = bench.modes[name]
+        rate = bench.syscalls / mode.median
+        rows.append(
+            (
+                name,
+                f"{mode.median * 1000:,.0f} ms",
+                f"{bench.syscalls:,}",
+                f"{rate:,.0f}/s",
+                f"{mode.trapped:,}" if name != "bare" else "0",
+                f"{bench.ratio(name):.3f}x",
+                f"{bench.best_ratio(name):.3f}x",
+            )
+        )
+    verdict = "meets" if bench.ok else "misses"
+    notes = (
+        f"workload: {bench.intervals:,} intervals, energy register rewritten every "
+        f"{bench.persist_every:,}; median of {len(bench.modes['bare'].seconds)} interleaved runs",
+        f"seccomp-filtered monitor {bench.best_ratio(MODES[1]):.3f}x (fastest runs; median "
+        f"{bench.ratio(MODES[1]):.3f}x) {verdict} the target <= {TARGET_RATIO}x",
+        f"one dynamic measurement (f_d, extraction, newHV of the live process, f_v, f_j): "
+        f"cold {bench.measurement_cold.median * 1e6:,.0f} µs (DSig verified), "
+        f"warm {bench.measurement_warm.median * 1e6:,.0f} µs",
+        f"{machine.cpu}, {machine.cpus} CPUs, {machine.platform}, {machine.python}",
+    )
+    return TextTable(
+        "Integrity monitor overhead",
+        ("mode", "run time", "syscalls/run", "syscall rate", "stops", "overhead", "fastest"),
+        rows,
+        notes,
+    )
+
+
+def plot_integrity(bench: IntegrityBench, path: Path) -> Path:
+    """Bars of run time per mode with the overhead ratio; the measurement cost beside."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), width_ratios=(3, 2))
+    medians = [bench.modes[m].median * 1000 for m in MODES]
+    left.bar(range(len(MODES)), medians, color=("#8da0cb", "#66c2a5", "#fc8d62"))
+    for i, name in enumerate(MODES):
+        label = f"{bench.ratio(name):.2f}x (fastest {bench.best_ratio(name):.2f}x)"
+        left.annotate(label, (i, medians[i]), ha="center", va="bottom", fontsize=8)
+    left.axhline(
+        medians[0] * TARGET_RATIO,
+        color="grey",
+        linestyle="--",
+        linewidth=1,
+        label=f"target {TARGET_RATIO}x bare",
+    )
+    left.set_xticks(range(len(MODES)), [m.replace(" (", "\n(") for m in MODES])
+    left.set_ylabel("ms per run (median)")
+    left.set_title(f"meter workload, {bench.intervals:,} intervals")
+    left.legend(fontsize=8)
+    costs = [bench.measurement_cold.median * 1e6, bench.measurement_warm.median * 1e6]
+    right.bar((0, 1), costs, color=("#e78ac3", "#a6d854"))
+    right.set_xticks((0, 1), ("cold\n(DSig verified)", "warm\n(trace cached)"))
+    right.set_ylabel("µs per dynamic measurement")
+    right.set_title("one measurement of a live process")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,1 @@
+"""Privacy-aware dissemination: router, subscriptions, group keys, admission, aggregator."""

@@ -1,0 +1,199 @@
+"""The aggregator: an attested HIGH subscriber that publishes the MODERATE and LOW streams.
+
+MODERATE: per customer and frame (hourly by default), the energy and the readings counted.
+LOW: per region and frame, the energy of the meters that reported, released only when at
+least `k` distinct meters contributed, optionally with differential-privacy noise within a
+budget (`privacy`). Frames close on data time: once a reading starts at or after a frame's
+end plus `lateness`, that frame is released; readings for released frames are counted as
+late and dropped. `Aggregation` is the pure arithmetic; `Aggregator` adds the keys.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from meterseal.dissemination.errors import CannotDecrypt, DisseminationError
+from meterseal.dissemination.levels import PrivacyLevel
+from meterseal.dissemination.member import MemberClient, Publisher
+from meterseal.dissemination.privacy import DifferentialPrivacy
+from meterseal.dissemination.timeframe import Frame
+
+
+@dataclass(frozen=True)
+class CustomerLoad:
+    """One customer's energy in one frame (MODERATE)."""
+
+    customer: bytes
+    region: str
+    start: int
+    end: int
+    wh: int
+    readings: int
+
+
+@dataclass(frozen=True)
+class RegionalLoad:
+    """One region's energy in one frame (LOW); `epsilon` None when released without noise."""
+
+    region: str
+    start: int
+    end: int
+    wh: int
+    meters: int | None
+    epsilon: float | None
+
+
+@dataclass
+class AggregationPolicy:
+    """Frames, the minimum group size, lateness allowed, and optional differential privacy."""
+
+    moderate: Frame = field(default_factory=Frame)
+    low: Frame = field(default_factory=Frame)
+    k: int = 5
+    lateness: int = 900
+    privacy: DifferentialPrivacy | None = None
+
+    def __post_init__(self) -> None:
+        if self.k < 1 or self.lateness < 0:
+            raise ValueError("k must be at least 1 and lateness not negative")
+
+
+class Aggregation:
+    """Sums per customer and per region over frames; pure, fed one reading at a time."""
+
+    def __init__(self, policy: AggregationPolicy) -> None:
+        self.policy = policy
+        # frame start -> customer -> [wh, readings, region]
+        self._customers: dict[int, dict[bytes, list[Any]]] = {}
+        # frame start -> region -> customer -> wh
+        self._regions: dict[int, dict[str, dict[bytes, int]]] = {}
+        self._released_moderate = -1  # frames starting at or before this are closed
+        self._released_low = -1
+        self.watermark = 0
+        self.counters: Counter[str] = Counter()
+        self._seconds = (policy.moderate.seconds, policy.low.seconds)
+
+    def add(self, region: str, customer: bytes, start: int, wh: int) -> None:
+        """Count one reading starting at `start` (Unix seconds)."""
+        # Fixed-length frames inline (the hot path); calendar months ask the frame.
+        m_seconds, l_seconds = self._seconds
+        m_start = start - start % m_seconds if m_seconds else self.policy.moderate.start(start)
+        l_start = start - start % l_seconds if l_seconds else self.policy.low.start(start)
+        if m_start <= self._released_moderate or l_start <= self._released_low:
+            self.counters["late"] += 1
+            return
+        per_customer = self._customers.setdefault(m_start, {})
+        entry = per_customer.get(customer)
+        if entry is None:
+            per_customer[customer] = [wh, 1, region]
+        else:
+            entry[0] += wh
+            entry[1] += 1
+        per_region = self._regions.setdefault(l_start, {}).setdefault(region, {})
+        per_region[customer] = per_region.get(customer, 0) + wh
+        if start > self.watermark:
+            self.watermark = start
+
+    def due(self) -> list[CustomerLoad | RegionalLoad]:
+        """Releases of every frame that closed: its end plus lateness is behind the data."""
+        return self._close(self.watermark - self.policy.lateness)
+
+    def flush(self) -> list[CustomerLoad | RegionalLoad]:
+        """Release every open frame (end of the stream)."""
+        return self._close(None)
+
+    def _close(self, before: int | None) -> list[CustomerLoad | RegionalLoad]:
+        out: list[CustomerLoad | RegionalLoad] = []
+        frames = self.policy
+        for start in sorted(self._customers):
+            end = frames.moderate.end(start)
+            if before is not None and end > before:
+                break
+            for customer, (wh, readings, region) in sorted(self._customers.pop(start).items()):
+                out.append(CustomerLoad(customer, region, start, end, wh, readings))
+            self._released_moderate = max(self._released_moderate, start)
+        for start in sorted(self._regions):
+            end = frames.low.end(start)
+            if before is not None and end > before:
+                break
+            for region, meters in sorted(self._regions.pop(start).items()):
+                release = self._regional(region, start, end, meters)
+                if release is not None:
+                    out.append(release)
+            self._released_low = max(self._released_low, start)
+        return out
+
+    def _regional(
+        self, region: str, start: int, end: int, meters: dict[bytes, int]
+    ) -> RegionalLoad | None:
+        if len(meters) < self.policy.k:
+            self.counters["withheld_k"] += 1
+            return None
+        privacy = self.policy.privacy
+        if privacy is None:
+            return RegionalLoad(region, start, end, sum(meters.values()), len(meters), None)
+        if not privacy.budget.charge(start, privacy.epsilon):
+            self.counters["withheld_budget"] += 1
+            return None
+        clamped = sum(min(max(wh, 0), privacy.clamp_wh) for wh in meters.values())
+        # The count is not released under DP: only that it reached k.
+        return RegionalLoad(region, start, end, privacy.noise(clamped), None, privacy.epsilon)
+
+
+class Aggregator:
+    """Opens HIGH readings with its attested member's keys; seals MODERATE and LOW releases."""
+
+    def __init__(self, member: MemberClient, publisher: Publisher, policy: AggregationPolicy):
+        self.member = member
+        self.publisher = publisher
+        self.aggregation = Aggregation(policy)
+        self.counters: Counter[str] = Counter()
+
+    def consume(self, items: Iterable[Any], *, published_at: list[int] | None = None) -> int:
+        """Add the readings among `items`; how many were taken (others are counted, not raised).
+
+        `published_at`, if given, collects each opened publication's header time (µs).
+        """
+        taken = 0
+        add, open_fields = self.aggregation.add, self.member.open_fields
+        for item in items:
+            try:
+                fields, values = open_fields(item)
+            except (CannotDecrypt, DisseminationError, ValueError, TypeError) as exc:
+                reason = getattr(exc, "reason", None)
+                self.counters[f"refused_{reason.value if reason else 'malformed'}"] += 1
+                continue
+            if published_at is not None:
+                published_at.append(fields[5])
+            wh = values.get("wh")
+            if fields[2] != "reading" or type(wh) is not int:
+                self.counters["not_a_reading"] += 1
+                continue
+            add(fields[6], fields[7], fields[8], wh)
+            taken += 1
+        return taken
+
+    def releases(self, *, at: int, final: bool = False) -> list[list[bytes]]:
+        """Sealed publications of every closed frame (every frame when `final`)."""
+        done = self.aggregation.flush() if final else self.aggregation.due()
+        return [self.seal(release, at=at) for release in done]
+
+    def seal(self, release: CustomerLoad | RegionalLoad, *, at: int) -> list[bytes]:
+        """The publication of one release."""
+        seal, interval = self.publisher.seal, release.end - release.start
+        if isinstance(release, CustomerLoad):
+            values = {"wh": release.wh, "readings": release.readings}
+            return seal(
+                PrivacyLevel.MODERATE, "customer_load", values, at=at, region=release.region,
+                customer=release.customer, start=release.start, interval=interval,
+            )  # fmt: skip
+        low: dict[str, int | float | None] = {"wh": release.wh, "epsilon": release.epsilon}
+        if release.meters is not None:
+            low["meters"] = release.meters
+        return seal(
+            PrivacyLevel.LOW, "regional_load", low, at=at, region=release.region,
+            start=release.start, interval=interval,
+        )  # fmt: skip

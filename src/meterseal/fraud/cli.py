@@ -1,0 +1,286 @@
+"""`meterseal fraud …`: rank customers by theft likelihood, explain one, evaluate on labels."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.table import Table
+
+from meterseal.cli_common import console, fail
+from meterseal.errors import MetersealError
+from meterseal.ui import progress_bar
+
+if TYPE_CHECKING:
+    from meterseal.fraud.data import Consumption
+    from meterseal.fraud.ensemble import Scores
+    from meterseal.fraud.evaluate import Comparison
+    from meterseal.fraud.fleet import Labelled
+    from meterseal.fraud.pipeline import Analysis, Settings
+
+fraud_app = typer.Typer(
+    help="Fraud detection: rank customers by theft likelihood (a trusted job).",
+    no_args_is_help=True,
+)
+
+CsvOption = Annotated[
+    Path | None, typer.Option("--csv", help="long CSV: customer_id,timestamp,kwh[,phasor]")
+]
+SgccOption = Annotated[Path | None, typer.Option("--sgcc", help="SGCC wide CSV (CONS_NO,FLAG,…)")]
+StoreOption = Annotated[
+    str | None, typer.Option("--store", help="read the readings from this store URL")
+]
+FromOption = Annotated[
+    str | None, typer.Option("--from", help="first day read from the store (UTC, YYYY-MM-DD)")
+]
+DaysOption = Annotated[int, typer.Option(help="days read from the store")]
+SeedOption = Annotated[
+    int, typer.Option(help="seed of the map and models (same seed: same scores)")
+]
+LabelsOption = Annotated[
+    Path | None,
+    typer.Option(help="inspection labels (customer_id,thief): train the supervised model"),
+]
+
+
+def _source(
+    csv: Path | None, sgcc: Path | None, store: str | None, first_day: str | None, days: int
+) -> tuple[Consumption, dict[str, bool] | None]:
+    """The data named by exactly one of --csv, --sgcc, --store (with SGCC's own labels)."""
+    from meterseal.fraud import readers
+
+    chosen = [name for name, v in (("--csv", csv), ("--sgcc", sgcc), ("--store", store)) if v]
+    if len(chosen) != 1:
+        raise typer.BadParameter("name exactly one data source: --csv, --sgcc or --store")
+    if csv is not None:
+        return readers.read_long_csv(csv), None
+    if sgcc is not None:
+        return readers.read_sgcc(sgcc)
+    assert store is not None
+    if first_day is None:
+        raise typer.BadParameter("--store needs --from (and --days)")
+    try:
+        start = dt.date.fromisoformat(first_day)
+    except ValueError as exc:
+        raise typer.BadParameter(f"--from: {exc}") from exc
+    from meterseal.storage import Store
+    from meterseal.storage.bill_store import BillStore
+
+    with Store.open_read_only(store) as db, progress_bar(console) as bar:
+        bills = BillStore(db)
+        task = bar.add_task("reading customers", total=len(bills.customers()))
+        data = readers.read_store(bills, start, days, progress=lambda n: bar.advance(task, n))
+    return data, None
+
+
+def _analyse(data: Consumption, settings: Settings) -> Analysis:
+    from meterseal.fraud.pipeline import analyse
+
+    with progress_bar(console) as bar:
+        task = bar.add_task("scoring customers", total=len(data.customers))
+        return analyse(data, settings, progress=lambda n: bar.advance(task, n))
+
+
+def _scores(analysis: Analysis, labels: dict[str, bool] | None, seed: int) -> Scores:
+    from meterseal.fraud.ensemble import supervised, unsupervised
+
+    if labels:
+        return supervised(analysis.table, labels, seed=seed)
+    return unsupervised(analysis.table)
+
+
+@fraud_app.command("rank")
+def rank(
+    csv: CsvOption = None,
+    sgcc: SgccOption = None,
+    store: StoreOption = None,
+    first_day: FromOption = None,
+    days: DaysOption = 30,
+    labels: LabelsOption = None,
+    out: Annotated[Path, typer.Option(help="ranking CSV to write")] = Path("fraud-ranking.csv"),
+    umatrix: Annotated[
+        Path | None, typer.Option(help="SOM U-matrix PNG (default: beside --out)")
+    ] = None,
+    top: Annotated[int, typer.Option(help="rows shown in the terminal")] = 20,
+    seed: SeedOption = 1,
+) -> None:
+    """Rank every customer by theft likelihood: CSV, a table and the SOM U-matrix."""
+    from meterseal.fraud.pipeline import Settings
+    from meterseal.fraud.plots import plot_umatrix
+    from meterseal.fraud.readers import read_labels
+    from meterseal.fraud.report import hits, write_ranking
+
+    try:
+        data, own_labels = _source(csv, sgcc, store, first_day, days)
+        inspected = read_labels(labels) if labels else None
+        analysis = _analyse(data, Settings(seed=seed))
+        scores = _scores(analysis, inspected, seed)
+        explanations = write_ranking(out, data, analysis, scores)
+        picture = umatrix or out.with_name(out.stem + "-umatrix.png")
+        plot_umatrix(analysis.shape_map, hits(analysis), picture)
+    except MetersealError as exc:
+        raise fail(exc) from exc
+    table = Table("rank", "customer", "score", "pattern", "since", "why", title=scores.method)
+    for e in explanations[:top]:
+        table.add_row(
+            str(e.rank), e.customer, f"{e.score:.1f}", e.pattern, str(e.onset or ""), e.text()
+        )
+    console.print(table)
+    if own_labels is not None:
+        console.print("[dim]the SGCC FLAG labels are not used by rank (see evaluate)[/dim]")
+    console.print(f"ranking: {out} ({len(data.customers)} customers); U-matrix: {picture}")
+
+
+@fraud_app.command("explain")
+def explain_customer(
+    customer: str,
+    csv: CsvOption = None,
+    sgcc: SgccOption = None,
+    store: StoreOption = None,
+    first_day: FromOption = None,
+    days: DaysOption = 30,
+    out: Annotated[Path | None, typer.Option(help="PNG (default fraud-CUSTOMER.png)")] = None,
+    seed: SeedOption = 1,
+) -> None:
+    """Plot one customer's days against its regular behaviour, with the evidence."""
+    from meterseal.fraud.ensemble import unsupervised
+    from meterseal.fraud.explain import explain
+    from meterseal.fraud.pipeline import Settings
+    from meterseal.fraud.plots import plot_customer
+
+    try:
+        data, _ = _source(csv, sgcc, store, first_day, days)
+        row = data.index(customer)
+        analysis = _analyse(data, Settings(seed=seed))
+        scores = unsupervised(analysis.table)
+        (why,) = explain(
+            analysis, scores, data.first_day, data.period_days, data.regions, [customer]
+        )
+        picture = out or Path(f"fraud-{customer}.png")
+        typical = analysis.shape_map.typical
+        path = plot_customer(data, analysis.daily, row, why, picture, typical)
+    except MetersealError as exc:
+        raise fail(exc) from exc
+    console.print(f"{customer}: rank {why.rank} of {len(data.customers)}: {why.text()}")
+    for name, t in why.evidence:
+        console.print(f"  {name:18} t = {t:6.1f}")
+    if why.days:
+        console.print("  days breaking the pattern: " + ", ".join(str(d) for d in why.days))
+    console.print(f"plot: {path}")
+
+
+@fraud_app.command("evaluate")
+def evaluate(
+    dataset: Annotated[
+        str, typer.Argument(help="SGCC CSV, long CSV (with --labels), or 'sim' for a fleet")
+    ],
+    labels: LabelsOption = None,
+    customers: Annotated[int, typer.Option(help="sim: simulated customers")] = 5_000,
+    days: Annotated[int, typer.Option(help="sim: days per customer")] = 30,
+    share: Annotated[float, typer.Option(help="sim: share of thieves")] = 0.08,
+    phasor: Annotated[bool, typer.Option(help="sim: with phasor reports")] = True,
+    supervised_model: Annotated[
+        bool, typer.Option("--supervised/--no-supervised", help="add the supervised row (CV)")
+    ] = True,
+    seed: SeedOption = 1,
+) -> None:
+    """AUC, MAP@N and recall per pattern: meterseal beside IsolationForest and LOF."""
+    from meterseal.fraud.ensemble import truth_of
+    from meterseal.fraud.readers import read_labels, read_long_csv, read_patterns, read_sgcc
+    from meterseal.fraud.report import comparison_table
+
+    try:
+        if dataset == "sim":
+            fleet = _simulated(customers, days, share, phasor, seed)
+            data, truth, patterns = fleet.data, fleet.thief, fleet.patterns
+        else:
+            path = Path(dataset)
+            if labels is None and path.suffix.lower() == ".csv" and _is_sgcc(path):
+                data, flags = read_sgcc(path)
+            elif labels is not None:
+                data, flags = read_long_csv(path), read_labels(labels)
+            else:
+                raise typer.BadParameter("a long CSV needs --labels (or use an SGCC file)")
+            truth = truth_of(data.customers, flags)
+            named = read_patterns(labels) if labels is not None else {}
+            patterns = [
+                (named.get(c) or "theft") if t else ""
+                for c, t in zip(data.customers, truth.tolist(), strict=True)
+            ]
+        result = _compare(data, truth, patterns, dataset, seed, supervised_model)
+    except MetersealError as exc:
+        raise fail(exc) from exc
+    table = comparison_table(result)
+    console.print(table.rich())
+    console.print(table.markdown(), markup=False, highlight=False, soft_wrap=True)
+
+
+def _is_sgcc(path: Path) -> bool:
+    try:
+        with path.open(encoding="utf-8", errors="replace") as f:
+            return f.readline().startswith("CONS_NO")
+    except OSError:
+        return False
+
+
+def _simulated(customers: int, days: int, share: float, phasor: bool, seed: int) -> Labelled:
+    from meterseal.fraud.fleet import FleetSpec, labelled_fleet
+    from meterseal.meter.theft import TheftPlan
+
+    plan = TheftPlan(share=share, holiday_share=0.05, appliance_share=0.03, seed=seed)
+    spec = FleetSpec(customers, dt.date(2026, 9, 1), days, plan, seed=seed, phasor=phasor)
+    with progress_bar(console) as bar:
+        task = bar.add_task("simulating meters", total=customers)
+        return labelled_fleet(spec, progress=lambda n: bar.advance(task, n))
+
+
+def _compare(
+    data: Consumption,
+    truth: object,
+    patterns: list[str],
+    dataset: str,
+    seed: int,
+    with_supervised: bool,
+) -> Comparison:
+    import numpy as np
+
+    from meterseal.fraud.evaluate import compare
+    from meterseal.fraud.pipeline import Settings
+
+    started = time.perf_counter()
+    analysis = _analyse(data, Settings(seed=seed))
+    seconds = time.perf_counter() - started
+    with console.status("baselines") as status:
+        return compare(
+            data,
+            analysis,
+            np.asarray(truth, bool),
+            patterns,
+            dataset=dataset,
+            seed=seed,
+            with_supervised=with_supervised,
+            analysis_seconds=seconds,
+            step=lambda s: status.update(s),
+        )
+
+
+@fraud_app.command("simulate")
+def simulate(
+    out: Annotated[Path, typer.Argument(help="long CSV to write (labels beside it)")],
+    customers: Annotated[int, typer.Option(help="simulated customers")] = 500,
+    days: Annotated[int, typer.Option(help="days per customer")] = 30,
+    share: Annotated[float, typer.Option(help="share of thieves")] = 0.08,
+    seed: SeedOption = 1,
+) -> None:
+    """Write a labelled simulated fleet (energy only): OUT (long CSV) and OUT-labels.csv."""
+    from meterseal.fraud.report import write_fleet
+
+    try:
+        fleet = _simulated(customers, days, share, False, seed)
+        labels = write_fleet(fleet, out)
+    except MetersealError as exc:
+        raise fail(exc) from exc
+    console.print(f"{customers} customers ({int(fleet.thief.sum())} thieves) -> {out}, {labels}")

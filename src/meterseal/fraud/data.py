@@ -1,0 +1,205 @@
+"""What the fraud job reads: customers' consumption as periods (days) of equal slots.
+
+`Consumption` holds energy in kWh per slot, shape (customers, periods, slots), NaN where a
+reading is missing; for 15-minute data a period is a UTC day of 96 slots, for the SGCC daily
+layout a week of 7 days. Phasor reports, when present, are kept as daily aggregates per
+phase (`PhasorDays`). Sans-IO: the readers in `fraud.readers` build these from files and
+the store; `from_rows` builds one from plain rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from meterseal.errors import MetersealError
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+DAY = 86_400
+MAX_PHASES = 3
+
+
+class FraudDataError(MetersealError):
+    """Consumption data the fraud job cannot use (names the file, row or customer)."""
+
+
+class UnknownCustomer(FraudDataError):
+    """A customer asked for is not in the data."""
+
+
+@dataclass(frozen=True)
+class PhasorDays:
+    """Daily means per phase of the phasor reports: shape (customers, periods, phases).
+
+    NaN where a phase does not exist or the day has no report; `energy_kwh` is the energy
+    the phasor's active power accounts for over the day (C, D), NaN without reports.
+    """
+
+    voltage: F64
+    current: F64
+    energy_kwh: F64
+
+    def take(self, rows: I64 | slice) -> PhasorDays:
+        """The same aggregates for a subset of customers."""
+        return PhasorDays(self.voltage[rows], self.current[rows], self.energy_kwh[rows])
+
+
+@dataclass(frozen=True)
+class Consumption:
+    """Customers' energy in kWh per slot, (customers, periods, slots); NaN = missing."""
+
+    customers: tuple[str, ...]
+    first_day: dt.date
+    energy: F64
+    period_days: int = 1  # 1: a period is a day; 7: a week (daily data such as SGCC)
+    regions: tuple[str, ...] | None = None
+    phasor: PhasorDays | None = None
+
+    def __post_init__(self) -> None:
+        shape = self.energy.shape
+        if self.energy.ndim != 3 or shape[0] != len(self.customers):
+            raise FraudDataError(
+                f"energy must be (customers, periods, slots) with one row per customer, "
+                f"got {shape} for {len(self.customers)} customers"
+            )
+        if len(set(self.customers)) != len(self.customers):
+            raise FraudDataError("customer ids must be unique")
+        if self.regions is not None and len(self.regions) != len(self.customers):
+            raise FraudDataError("one region per customer")
+        if np.nanmin(self.energy, initial=0.0) < 0:
+            c, p, s = (int(v[0]) for v in np.nonzero(self.energy < 0))
+            raise FraudDataError(
+                f"negative reading for customer {self.customers[c]!r} on "
+                f"{self.period_start(p)} slot {s}: consumption cannot be negative "
+                "(export/net metering is not supported)"
+            )
+        if self.phasor is not None and self.phasor.current.shape[:2] != shape[:2]:
+            raise FraudDataError("phasor aggregates must be (customers, periods, phases)")
+
+    @property
+    def slots(self) -> int:
+        """Readings per period."""
+        return int(self.energy.shape[2])
+
+    @property
+    def periods(self) -> int:
+        """Periods (days or weeks) in the window."""
+        return int(self.energy.shape[1])
+
+    def period_start(self, period: int) -> dt.date:
+        """The first day of a period."""
+        return self.first_day + dt.timedelta(days=period * self.period_days)
+
+    def index(self, customer: str) -> int:
+        """Row of a customer; `UnknownCustomer` if absent."""
+        try:
+            return self.customers.index(customer)
+        except ValueError:
+            raise UnknownCustomer(f"no customer {customer!r} in the data") from None
+
+    def take(self, rows: I64 | slice) -> Consumption:
+        """The same data for a subset of customers (rows in this order)."""
+        picked = np.arange(len(self.customers))[rows]
+        return Consumption(
+            tuple(self.customers[i] for i in picked.tolist()),
+            self.first_day,
+            self.energy[rows],
+            self.period_days,
+            None if self.regions is None else tuple(self.regions[i] for i in picked.tolist()),
+            None if self.phasor is None else self.phasor.take(rows),
+        )
+
+    def chunks(self, size: int) -> Iterable[Consumption]:
+        """Consecutive slices of at most `size` customers."""
+        for start in range(0, len(self.customers), size):
+            yield self.take(slice(start, start + size))
+
+
+def grid(timestamps: I64) -> int:
+    """The reading interval in seconds: the most common step, which must divide a day."""
+    steps = np.diff(np.unique(timestamps))
+    if not len(steps):
+        return 900
+    values, counts = np.unique(steps, return_counts=True)
+    step = int(values[np.argmax(counts)])
+    if DAY % step:
+        raise FraudDataError(f"reading interval of {step} s does not divide a day")
+    return step
+
+
+def from_arrays(
+    customer_of: Sequence[str],
+    timestamps: I64,
+    kwh: F64,
+    *,
+    voltage: F64 | None = None,
+    current: F64 | None = None,
+    power_w: F64 | None = None,
+    regions: dict[str, str] | None = None,
+) -> Consumption:
+    """Long data (one reading a row) to days of slots; phasor arrays are (rows, phases)."""
+    ids, who = np.unique(np.asarray(customer_of, dtype=object), return_inverse=True)
+    step = grid(timestamps)
+    if np.any(timestamps % step):
+        bad = int(np.argmax(timestamps % step != 0))
+        raise FraudDataError(
+            f"reading of {customer_of[bad]!r} at {timestamps[bad]} is off the {step}-s grid"
+        )
+    day0 = int(timestamps.min()) // DAY
+    days = int(timestamps.max()) // DAY - day0 + 1
+    slots = DAY // step
+    flat = who * (days * slots) + (timestamps // step - day0 * slots)
+    if len(np.unique(flat)) != len(flat):
+        _, first, counts = np.unique(flat, return_index=True, return_counts=True)
+        dup = int(first[np.argmax(counts > 1)])
+        raise FraudDataError(f"two readings of {customer_of[dup]!r} at {timestamps[dup]}")
+    energy = np.full(len(ids) * days * slots, np.nan)
+    energy[flat] = kwh
+    phasor = None
+    if current is not None:
+        phasor = _phasor_days(flat // slots, len(ids), days, voltage, current, power_w)
+    return Consumption(
+        tuple(str(i) for i in ids),
+        dt.date(1970, 1, 1) + dt.timedelta(days=day0),
+        energy.reshape(len(ids), days, slots),
+        regions=None if regions is None else tuple(regions.get(str(i), "") for i in ids),
+        phasor=phasor,
+    )
+
+
+def _phasor_days(
+    cell: I64,
+    customers: int,
+    days: int,
+    voltage: F64 | None,
+    current: F64,
+    power_w: F64 | None,
+) -> PhasorDays:
+    """Daily means per phase (NaN where a phase reports nothing); `cell` = customer*days + day."""
+    cells = customers * days
+    phases = current.shape[1]
+    out = {}
+    for name, values in (("voltage", voltage), ("current", current)):
+        acc = np.full((cells, MAX_PHASES), np.nan)
+        if values is not None:
+            for k in range(phases):
+                present = ~np.isnan(values[:, k])
+                sums = np.bincount(cell[present], values[present, k], cells)
+                counts = np.bincount(cell[present], minlength=cells)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    acc[:, k] = np.where(counts > 0, sums / counts, np.nan)
+        out[name] = acc.reshape(customers, days, MAX_PHASES)
+    energy = np.full(cells, np.nan)
+    if power_w is not None:
+        total = np.nansum(power_w, axis=1)
+        present = ~np.all(np.isnan(power_w), axis=1)
+        sums = np.bincount(cell[present], total[present], cells)
+        counts = np.bincount(cell[present], minlength=cells)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            energy = np.where(counts > 0, sums / counts * 24.0 / 1000.0, np.nan)
+    return PhasorDays(out["voltage"], out["current"], energy.reshape(customers, days))

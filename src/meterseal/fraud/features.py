@@ -1,0 +1,332 @@
+"""Features that catch what a correlation misses, one number per customer each.
+
+Built from per-day series (`Daily`): each change feature is the t statistic of the largest
+lasting step (`changepoint`) in one series, in the direction theft moves it:
+
+* level_drop: daily energy falls, relative to the neighbourhood (customers of the same
+  region, or all) on the same days, so a cold snap or a public holiday is not a step;
+* base_drop: the standby load (10th percentile of the day) falls; a holiday leaves it,
+  a tampered register scales it with everything else;
+* zero_rise: runs of zero readings appear (a zeroed window);
+* flattening: the day's variation (coefficient of variation) collapses (constant days);
+* roughening: consecutive readings stop following each other (random per-reading factors);
+* pattern_break: the correlation with the regular behaviour (the seed's SOM method) moves;
+* reversal: days come to resemble the population's usual shape reversed in time more than
+  the shape itself;
+* atypical_shape: days stop resembling the population's usual shape;
+* load_centre: the hour the day's energy centres on (its centre of mass in time) moves;
+* phase_share_drop: one phase's share of the current falls (phasor tampering);
+* current_drop: the current falls while the voltage holds and the neighbourhood does not;
+* phasor_mismatch: days whose energy disagrees with their phasor reports' active power;
+* som_break: the seed's own score, the mean of (1 - correlation) over the window.
+
+The shape features are weighed by how well the change kept the day's energy (`kept`): a new
+appliance adds energy and an absence removes it, while the thefts that only a shape can
+reveal (constant or reversed days) keep it; the level features judge removals.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+
+import numpy as np
+import numpy.typing as npt
+
+from meterseal.fraud import changepoint
+from meterseal.fraud.data import Consumption
+from meterseal.fraud.days import summarise
+from meterseal.fraud.som import ShapeMap, hourly, regular_behaviour, zcurves
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+B = npt.NDArray[np.bool_]
+MISMATCH = 0.03  # a day whose energy and phasor energy differ by more than 3 %
+LEVEL_MARGIN = 0.1  # log units: drops of energy smaller than about 10 % are not evidence
+KEPT_SCALE = 0.2  # log units: a shape change that moved daily energy by 20 % no longer counts
+
+
+@dataclass(frozen=True)
+class Feature:
+    """A feature's name, the theft pattern it points to and what it measures."""
+
+    name: str
+    pattern: str
+    meaning: str
+
+
+FEATURES = (
+    Feature("level_drop", "scaled readings", "daily energy fell and stayed low"),
+    Feature("base_drop", "scaled readings", "the standby load fell with it"),
+    Feature("zero_rise", "zeroed window", "windows of zero readings appeared"),
+    Feature("flattening", "constant readings", "the daily curve went flat"),
+    Feature("roughening", "random scaling", "readings stopped following each other"),
+    Feature("pattern_break", "changed shape", "days stopped matching the regular behaviour"),
+    Feature("reversal", "reversed day", "days match the usual shape reversed in time"),
+    Feature("atypical_shape", "changed shape", "days stopped looking like anyone's days"),
+    Feature("load_centre", "reversed day", "the hour the day's energy centres on moved"),
+    Feature("phase_share_drop", "phase current", "one phase's share of the current fell"),
+    Feature("current_drop", "phase current", "current fell while voltage held"),
+    Feature("phasor_mismatch", "tampered register", "energy disagrees with the phasor reports"),
+    Feature("som_break", "changed shape", "mean (1 - correlation) with the regular behaviour"),
+)
+NAMES = tuple(f.name for f in FEATURES)
+# Features of the day's shape: they count only changes that kept the day's energy (`kept`).
+SHAPE = ("flattening", "roughening", "pattern_break", "reversal", "atypical_shape", "load_centre")
+
+
+@dataclass(frozen=True)
+class Daily:
+    """Per-day series of each customer (customers, days); NaN on missing days."""
+
+    total: F64
+    base: F64
+    cv: F64
+    lag1: F64
+    zero_run: F64
+    corr: F64
+    corr_typical: F64  # with the population's usual shape
+    corr_reversed: F64  # with the population's usual shape reversed in time
+    in_region: B
+    node: I64  # (C, D) best-matching node of the day, -1 when unusable
+    current: F64  # (C, D, phases) daily mean current, NaN without phasor
+    voltage: F64  # (C, D, phases)
+    phasor_kwh: F64  # (C, D) energy from the phasor's active power
+    hours: F64  # (C, D, 24 or slots) energy per hour of the day, 0 on missing days
+
+    @classmethod
+    def concat(cls, parts: Sequence[Daily]) -> Daily:
+        """Stack chunks of customers."""
+        return cls(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)))
+
+    def take(self, rows: I64 | slice) -> Daily:
+        """A subset of customers."""
+        return Daily(*(getattr(self, f.name)[rows] for f in fields(self)))
+
+
+def daily(chunk: Consumption, smap: ShapeMap) -> Daily:
+    """The per-day series of a chunk of customers (SOM mapping included)."""
+    s = summarise(chunk.energy)
+    z, usable = zcurves(hourly(s.filled))
+    regular = regular_behaviour(smap, z, usable & ~s.missing, s.missing)
+    c, d = s.total.shape
+    if chunk.phasor is None:
+        nan3 = np.full((c, d, 3), np.nan)
+        current, voltage, phasor_kwh = nan3, nan3.copy(), np.full((c, d), np.nan)
+    else:
+        current, voltage = chunk.phasor.current, chunk.phasor.voltage
+        phasor_kwh = chunk.phasor.energy_kwh
+    return Daily(
+        s.total,
+        s.base,
+        s.cv,
+        s.lag1,
+        s.zero_run,
+        regular.corr,
+        regular.corr_typical,
+        regular.corr_reversed,
+        regular.in_region,
+        regular.bmu,
+        current,
+        voltage,
+        phasor_kwh,
+        np.where(s.missing[..., None], 0.0, hourly(s.filled)),
+    )
+
+
+def common(y: F64, regions: Sequence[str] | None) -> F64:
+    """Each day's median over the customers of the region (all without regions), (C, D).
+
+    What every neighbour did that day (a weekend, a public holiday, a cold snap) is not a
+    customer's own change: the features subtract it.
+    """
+    keys = np.asarray(regions if regions is not None else [""] * len(y), dtype=object)
+    out = np.zeros_like(y)
+    with _quiet():
+        for region in np.unique(keys):
+            rows = keys == region
+            out[rows] = np.nan_to_num(np.nanmedian(y[rows], axis=0))[None, :]
+    return out
+
+
+def neighbourhood(total: F64, regions: Sequence[str] | None) -> F64:
+    """Log of the neighbourhood's relative level on each day, per customer (C, D).
+
+    Each customer's day is divided by its own median day; the neighbourhood's level is the
+    median of that over the customers of the region.
+    """
+    with np.errstate(invalid="ignore", divide="ignore"), _quiet():
+        own = np.nanmedian(total, axis=1, keepdims=True)
+        relative = np.log(np.where(own > 0, total / own, np.nan))
+    return common(relative, regions)
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence NumPy's warnings on all-NaN rows: customers without data are expected."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield
+
+
+def _log(x: F64, customer_scale: F64, share: float) -> F64:
+    """log(x + share * customer's typical x): zeros stay finite, small values stay visible."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.log(x + share * np.maximum(customer_scale, 1e-9)[:, None])
+
+
+@dataclass(frozen=True)
+class FeatureTable:
+    """Feature values (customers, features) and the onset day each change feature found."""
+
+    customers: tuple[str, ...]
+    values: F64
+    onset: I64  # (C, F): first day after the step, -1 when the feature has none
+
+    def column(self, name: str) -> F64:
+        """One feature for every customer."""
+        return self.values[:, NAMES.index(name)]
+
+
+@dataclass(frozen=True)
+class Series:
+    """The daily series a change feature tests, its noise floor and the direction of theft."""
+
+    y: F64  # (customers, days), NaN on missing days
+    floor: float
+    drop: bool  # True: theft lowers it; False: a change either way counts
+    margin: float = 0.0  # a change this small is not evidence yet
+
+    def step(self) -> changepoint.Step:
+        """The largest lasting change in the direction theft moves the series."""
+        test = changepoint.drop if self.drop else changepoint.either
+        return test(self.y, floor=self.floor, margin=self.margin)
+
+
+def series(d: Daily, regions: Sequence[str] | None) -> dict[str, Series]:
+    """The series behind the single-series change features (what every neighbour did on a
+    day is removed from each customer's day)."""
+    with _quiet():
+        typical = np.nan_to_num(np.nanmedian(d.total, axis=1))
+        typical_base = np.nan_to_num(np.nanmedian(d.base, axis=1))
+    level = neighbourhood(d.total, regions)
+
+    def own(y: F64) -> F64:
+        return y - common(y, regions)
+
+    base_scale = np.maximum(typical_base, typical / 200)
+    return {
+        "level_drop": Series(_log(d.total, typical, 0.02) - level, 0.05, True, LEVEL_MARGIN),
+        "base_drop": Series(_log(d.base, base_scale, 0.05) - level, 0.05, True, LEVEL_MARGIN),
+        "zero_rise": Series(-d.zero_run, 0.02, True),
+        "flattening": Series(own(np.log(d.cv + 0.02)), 0.05, True),
+        "roughening": Series(own(d.lag1), 0.03, True),
+        "pattern_break": Series(own(d.corr), 0.05, False),
+        "reversal": Series(own(d.corr_reversed - d.corr_typical), 0.05, False),
+        "atypical_shape": Series(own(d.corr_typical), 0.05, True),
+        "load_centre": Series(own(_centre(d.hours)), 0.25, False),
+    }
+
+
+def features(customers: tuple[str, ...], d: Daily, regions: Sequence[str] | None) -> FeatureTable:
+    """Every feature of every customer from its per-day series."""
+    tests = series(d, regions)
+    steps = {name: s.step() for name, s in tests.items()}
+    level = tests["level_drop"].y
+    for name in SHAPE:
+        step = steps[name]
+        steps[name] = changepoint.Step(step.t * kept(level, step.onset), step.onset, step.delta)
+    steps["phase_share_drop"] = _phase_share(d.current)
+    steps["current_drop"] = _current_drop(d, neighbourhood(d.total, regions))
+    values = np.zeros((len(customers), len(FEATURES)))
+    onset = np.full((len(customers), len(FEATURES)), -1, np.int64)
+    for name, step in steps.items():
+        j = NAMES.index(name)
+        values[:, j] = step.t
+        onset[:, j] = step.onset
+    values[:, NAMES.index("phasor_mismatch")] = _mismatch(d)
+    with _quiet():
+        values[:, NAMES.index("som_break")] = np.nan_to_num(np.nanmean(1.0 - d.corr, axis=1))
+    return FeatureTable(customers, values, onset)
+
+
+def kept(level: F64, onset: I64) -> F64:
+    """How well a change at `onset` kept the day's energy, per customer: 1 when the mean
+    daily energy (relative to the neighbourhood, log) is the same after as before, 0 when
+    it moved by `KEPT_SCALE` or more either way, in both halves of the days after the onset
+    (a holiday late in the window does not hide a change before it). The thefts only a shape
+    reveals (constant
+    or reversed days) keep the energy; a new appliance adds some, an absence removes some
+    (and the level features judge removals)."""
+    days = level.shape[1]
+    k = np.where(onset > 0, onset, days // 2)[:, None]
+    mid = k + (days - k + 1) // 2
+    day = np.arange(days)[None, :]
+    with _quiet():
+        before = np.nanmean(np.where(day < k, level, np.nan), axis=1)
+        halves = [
+            np.nanmean(np.where((day >= lo) & (day < hi), level, np.nan), axis=1)
+            for lo, hi in ((k, mid), (mid, days))
+        ]
+    change = np.min([np.abs(np.nan_to_num(h - before)) for h in halves], axis=0)
+    out: F64 = np.clip(1.0 - change / KEPT_SCALE, 0.0, 1.0)
+    return out
+
+
+def _centre(hours: F64) -> F64:
+    """Centre of mass in time of each day's energy, in hours (or slots) from the day's start."""
+    weights = np.arange(hours.shape[2]) + 0.5
+    total = hours.sum(2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        centre: F64 = np.where(total > 0, (hours * weights).sum(2) / total, np.nan)
+    return centre
+
+
+def _phase_share(current: F64) -> changepoint.Step:
+    """The largest lasting drop of one phase's share of the current (multi-phase meters)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        total = np.nansum(current, axis=2)
+        share = current / np.where(total > 0, total, np.nan)[..., None]
+    phases = (~np.isnan(current)).any(1).sum(1)
+    best = changepoint.Step(
+        np.zeros(len(current)), np.full(len(current), -1, np.int64), np.zeros(len(current))
+    )
+    for k in range(current.shape[2]):
+        step = changepoint.drop(share[:, :, k], floor=0.005)
+        better = (step.t > best.t) & (phases >= 2)
+        best = changepoint.Step(
+            np.where(better, step.t, best.t),
+            np.where(better, step.onset, best.onset),
+            np.where(better, step.delta, best.delta),
+        )
+    return best
+
+
+def _current_drop(d: Daily, level: F64) -> changepoint.Step:
+    """A lasting drop of the current (relative to the neighbourhood) with a steady voltage."""
+    with np.errstate(invalid="ignore", divide="ignore"), _quiet():
+        amps = np.nansum(d.current, axis=2)
+        amps = np.where(np.isnan(d.current).all(2), np.nan, amps)
+        volts = np.nanmean(d.voltage, axis=2)
+        typical = np.nan_to_num(np.nanmedian(amps, axis=1))
+    step = changepoint.drop(_log(amps, typical, 0.02) - level, floor=0.05, margin=LEVEL_MARGIN)
+    onset = np.maximum(step.onset, 1)
+    days = np.arange(amps.shape[1])[None, :]
+    with _quiet():
+        before = np.nanmean(np.where(days < onset[:, None], volts, np.nan), axis=1)
+        after = np.nanmean(np.where(days >= onset[:, None], volts, np.nan), axis=1)
+    steady = np.abs(np.nan_to_num(after / before - 1.0, nan=1.0)) < 0.01
+    t = np.where(steady & (step.onset >= 0), step.t, 0.0)
+    return changepoint.Step(t, np.where(t > 0, step.onset, -1), step.delta)
+
+
+def _mismatch(d: Daily) -> F64:
+    """Share of days whose energy and phasor energy differ by more than `MISMATCH`."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        gap = np.abs(d.phasor_kwh - d.total) / np.maximum(d.total, 1e-6)
+    known = ~np.isnan(gap)
+    count = (np.nan_to_num(gap) > MISMATCH).sum(1)
+    share: F64 = np.divide(count, known.sum(1), out=np.zeros(len(gap)), where=known.sum(1) > 0)
+    return share

@@ -1,0 +1,305 @@
+"""The security audit module's store: an append-only, signed log of every measurement.
+
+The log is the bill log's construction on a file: leaf i is the i-th measurement record
+(RFC 9162 Merkle tree, `billing.merkle`), and the platform key signs tree heads (size, root,
+time, signer label), as `billing.billlog` does for bills: at once after a malicious verdict,
+else at most HEAD_SECONDS after an entry, and when the log is closed. Records are
+length-prefixed CBOR pairs, ["entry", bytes] or ["head", COSE_Sign1], appended with O_APPEND.
+A verifier replays the file: every head must sign the tree of the entries before it, so a
+removed, changed or reordered entry breaks the next head, and two heads a verifier kept can be
+checked for consistency (the log only grew between them).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from meterseal.billing.merkle import MerkleTree, ProofError, leaf_hash, verify_consistency
+from meterseal.crypto import cose
+from meterseal.crypto.cose import CoseFormatError
+from meterseal.integrity.errors import IntegrityError
+from meterseal.integrity.platform_key import PlatformKey
+
+HEAD_CONTENT_TYPE = "application/meterseal-integrity-log-head+cbor"
+SYNC_SECONDS = 1.0
+HEAD_SECONDS = 0.25  # longest a trusted entry waits for a signed head
+WRITE_DELAY = 0.1  # longest a queued entry waits for the writer thread (LogWriter)
+_LENGTH = struct.Struct(">I")
+MAX_RECORD = 1 << 20
+
+
+class AuditLogError(IntegrityError):
+    """The audit log is unreadable, or does not verify where it must."""
+
+
+@dataclass(frozen=True, slots=True)
+class LogHead:
+    """The log at one size: its Merkle root, when it was signed, and by what kind of key."""
+
+    size: int
+    root: bytes
+    issued_at_ms: int
+    signer: str
+
+    def to_cbor(self) -> bytes:
+        """Canonical CBOR payload of a signed head."""
+        return cose.dumps(
+            {
+                "size": self.size,
+                "root": self.root,
+                "issued_at_ms": self.issued_at_ms,
+                "signer": self.signer,
+            }
+        )
+
+    @classmethod
+    def verified(cls, signed: bytes, key: PlatformKey) -> LogHead:
+        """The head inside `signed` if the platform key signed it; AuditLogError otherwise."""
+        try:
+            body = cose.parse_sign1(signed)
+            item = cose.loads_strict(body.payload)
+            if not isinstance(item, cose.MAP_TYPES) or set(item) != {
+                "size",
+                "root",
+                "issued_at_ms",
+                "signer",
+            }:
+                raise CoseFormatError("a head is {size, root, issued_at_ms, signer}")
+            size, at, signer = item["size"], item["issued_at_ms"], item["signer"]
+            if type(size) is not int or type(at) is not int or not isinstance(signer, str):
+                raise CoseFormatError("size and time are integers, signer is text")
+            head = cls(size, cose.expect_bytes(item["root"], 32), at, signer)
+        except CoseFormatError as exc:
+            raise AuditLogError(f"not a signed log head: {exc}") from None
+        if not key.verifies(body, HEAD_CONTENT_TYPE):
+            raise AuditLogError(f"the head of size {head.size} is not signed by the platform key")
+        return head
+
+
+def _records(data: bytes) -> tuple[list[tuple[str, bytes]], bool]:
+    """The (kind, bytes) records of a log file, and whether a partial record ends it."""
+    records: list[tuple[str, bytes]] = []
+    at = 0
+    while at + _LENGTH.size <= len(data):
+        (length,) = _LENGTH.unpack_from(data, at)
+        if length > MAX_RECORD or at + _LENGTH.size + length > len(data):
+            return records, True
+        try:
+            item = cose.loads_strict(data[at + _LENGTH.size : at + _LENGTH.size + length])
+        except CoseFormatError as exc:
+            raise AuditLogError(f"record at byte {at} is not CBOR: {exc}") from None
+        if (
+            not isinstance(item, cose.ARRAY_TYPES)
+            or len(item) != 2
+            or item[0] not in ("entry", "head")
+            or not isinstance(item[1], bytes)
+        ):
+            raise AuditLogError(f"record at byte {at} is not an entry or a head")
+        records.append((item[0], item[1]))
+        at += _LENGTH.size + length
+    return records, at != len(data)
+
+
+@dataclass
+class LogContents:
+    """A replayed log: its entries, the heads that verified, and what did not hold."""
+
+    entries: list[bytes] = field(default_factory=list)
+    heads: list[LogHead] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    tree: MerkleTree = field(default_factory=MerkleTree)
+
+    @property
+    def unsigned_tail(self) -> int:
+        """Entries after the last signed head."""
+        return len(self.entries) - (self.heads[-1].size if self.heads else 0)
+
+
+def replay(data: bytes, key: PlatformKey) -> LogContents:
+    """Check every head of a log file against the entries before it."""
+    contents = LogContents()
+    records, partial = _records(data)
+    last_at = 0
+    for kind, value in records:
+        if kind == "entry":
+            contents.entries.append(value)
+            contents.tree.append(leaf_hash(value))
+            continue
+        try:
+            head = LogHead.verified(value, key)
+        except AuditLogError as exc:
+            contents.problems.append(str(exc))
+            continue
+        if head.size != contents.tree.size or head.root != contents.tree.root:
+            contents.problems.append(f"the head of size {head.size} does not match the entries")
+        elif head.issued_at_ms < last_at:
+            contents.problems.append(f"the head of size {head.size} goes back in time")
+        else:
+            contents.heads.append(head)
+            last_at = head.issued_at_ms
+    if partial:
+        contents.problems.append("the log ends in a partial record (a crash while writing)")
+    return contents
+
+
+def check_consistency(contents: LogContents, old_size: int, old_root: bytes) -> None:
+    """Check that a head seen earlier (size, root) is a prefix of this log; AuditLogError if not."""
+    tree, new_size = contents.tree, contents.tree.size
+    try:
+        proof = tree.consistency_proof(old_size, new_size) if old_size <= new_size else []
+        verify_consistency(old_size, new_size, old_root, tree.root, proof)
+    except (ProofError, ValueError) as exc:
+        raise AuditLogError(f"the log is not an extension of the head seen before: {exc}") from None
+
+
+class AuditLog:
+    """The monitor's writer: appends measurement records and signs a head after each one."""
+
+    def __init__(
+        self, path: Path, key: PlatformKey, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.path, self.key, self.clock = path, key, clock
+        path.parent.mkdir(parents=True, exist_ok=True)
+        existing = path.read_bytes() if path.exists() else b""
+        contents = replay(existing, key)
+        if contents.problems:
+            more = len(contents.problems) - 3
+            shown = "; ".join(contents.problems[:3]) + (f"; and {more} more" if more > 0 else "")
+            raise AuditLogError(f"{path} does not verify: {shown}")
+        self.tree = contents.tree
+        self._lock = threading.Lock()
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._synced = self._signed = 0.0
+        self.last_head: LogHead | None = contents.heads[-1] if contents.heads else None
+
+    def append(self, entry: bytes, *, sync: bool = False) -> LogHead | None:
+        """Append one record; sign a head over it when `sync` or HEAD_SECONDS have passed.
+
+        `sync` (a malicious verdict) also forces the file to disk. Between heads, entries
+        are written but unsigned for at most HEAD_SECONDS; `close` signs the last ones.
+        """
+        with self._lock:
+            self.tree.append(leaf_hash(entry))
+            now = self.clock()
+            records = [("entry", entry)]
+            head = None
+            if sync or now - self._signed >= HEAD_SECONDS:
+                head = self._head(now)
+                records.append(("head", self.key.sign(head.to_cbor(), HEAD_CONTENT_TYPE)))
+            self._write(records)
+            if sync or now - self._synced >= SYNC_SECONDS:
+                os.fsync(self._fd)
+                self._synced = now
+            return head
+
+    def _head(self, now: float) -> LogHead:
+        head = LogHead(self.tree.size, self.tree.root, int(now * 1000), self.key.label)
+        self.last_head, self._signed = head, now
+        return head
+
+    def sign_head(self) -> LogHead:
+        """Sign a head over every entry so far (if the last head does not already cover them)."""
+        with self._lock:
+            if self.last_head is not None and self.last_head.size == self.tree.size:
+                return self.last_head
+            head = self._head(self.clock())
+            self._write([("head", self.key.sign(head.to_cbor(), HEAD_CONTENT_TYPE))])
+            return head
+
+    def _write(self, records: list[tuple[str, bytes]]) -> None:
+        out = b""
+        for kind, value in records:
+            encoded = cose.dumps([kind, value])
+            out += _LENGTH.pack(len(encoded)) + encoded
+        os.write(self._fd, out)  # one write: O_APPEND keeps a record pair together
+
+    def close(self) -> None:
+        """Sign the last entries, flush to disk and close."""
+        if self._fd >= 0 and self.tree.size:
+            self.sign_head()
+        with self._lock:
+            if self._fd >= 0:
+                os.fsync(self._fd)
+                os.close(self._fd)
+                self._fd = -1
+
+
+class LogWriter:
+    """Appends entries to an `AuditLog` from its own thread: the caller never waits for a disk.
+
+    The monitor judges while the program is stopped and hands the record over here, so
+    encoding, hashing, head signatures and fsync happen while the program runs again. The
+    thread wakes every WRITE_DELAY seconds to write what was queued (one wake-up for many
+    records, not one per stop), at once for an urgent entry, and records keep their order.
+    `wait` returns only once the entry is in the log (a report that names the log's head needs
+    it there). A write that fails makes every later `append` and `close` raise it: the monitor
+    stops, and the program with it (fail closed).
+    """
+
+    def __init__(self, log: AuditLog) -> None:
+        self.log = log
+        self._queue: deque[tuple[Callable[[], bytes], bool, threading.Event | None]] = deque()
+        self._ready = threading.Condition()
+        self._urgent = self._closed = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="integrity-audit-log", daemon=True)
+        self._thread.start()
+
+    def append(self, entry: Callable[[], bytes], *, sync: bool = False, wait: bool = False) -> None:
+        """Queue `entry()` for the log; `sync` as `AuditLog.append`; `wait` until it is written."""
+        done = threading.Event() if wait else None
+        with self._ready:
+            self._raise_failure()
+            if self._closed:
+                raise AuditLogError("the audit log writer is closed")
+            self._queue.append((entry, sync, done))
+            if sync or wait:
+                self._urgent = True
+                self._ready.notify()
+        if done is not None:
+            done.wait()
+            with self._ready:
+                self._raise_failure()
+
+    def close(self) -> None:
+        """Write what is queued and stop the thread (the log itself stays open)."""
+        with self._ready:
+            self._closed = True
+            self._ready.notify()
+        self._thread.join()
+        with self._ready:
+            self._raise_failure()
+
+    def _raise_failure(self) -> None:
+        if self._error is not None:
+            raise AuditLogError(f"the audit log cannot be written: {self._error}")
+
+    def _run(self) -> None:
+        closed = False
+        while not closed:
+            with self._ready:
+                if not (self._urgent or self._closed):
+                    self._ready.wait(WRITE_DELAY)
+                batch, closed = list(self._queue), self._closed
+                self._queue.clear()
+                self._urgent = False
+            for entry, sync, done in batch:
+                self._write(entry, sync)
+                if done is not None:
+                    done.set()
+
+    def _write(self, entry: Callable[[], bytes], sync: bool) -> None:
+        if self._error is not None:
+            return
+        try:
+            self.log.append(entry(), sync=sync)
+        except Exception as exc:  # kept and raised to the monitor at its next append
+            with self._ready:
+                self._error = exc

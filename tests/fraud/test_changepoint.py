@@ -1,0 +1,70 @@
+"""The lasting-step statistic: finds theft's onset, discounts dips that recover."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+
+from meterseal.fraud import changepoint
+
+
+def _noisy(days: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).normal(0.0, 0.1, days)
+
+
+def test_a_lasting_drop_is_found_at_its_onset() -> None:
+    y = _noisy(30, 1)
+    y[17:] -= 0.8
+    step = changepoint.drop(y[None, :], floor=0.05)
+    assert step.onset[0] == 17
+    assert step.t[0] > 8
+    assert step.delta[0] > 0.6
+
+
+def test_a_dip_that_recovers_scores_far_below_a_lasting_drop() -> None:
+    lasting, dip = _noisy(30, 2), _noisy(30, 2)
+    lasting[15:] -= 0.8
+    dip[15:22] -= 0.8  # a holiday week, then back to normal
+    steps = changepoint.drop(np.vstack([lasting, dip]), floor=0.05)
+    assert steps.t[1] < steps.t[0] / 3
+
+
+def test_a_rise_is_not_a_drop_but_is_a_change() -> None:
+    y = _noisy(30, 3)
+    y[12:] += 0.8
+    assert changepoint.drop(y[None, :], floor=0.05).t[0] < 1
+    either = changepoint.either(y[None, :], floor=0.05)
+    assert either.t[0] > 8
+    assert either.onset[0] == 12
+
+
+def test_missing_days_and_empty_rows_are_handled() -> None:
+    y = _noisy(30, 4)
+    y[20:] -= 1.0
+    y[[3, 8, 25]] = np.nan
+    rows = np.vstack([y, np.full(30, np.nan), np.zeros(30)])
+    step = changepoint.drop(rows, floor=0.05)
+    assert step.onset[0] == 20
+    assert step.t[1] == 0
+    assert step.onset[1] == -1
+    assert step.t[2] <= 0  # flat: nothing to find
+
+
+def test_the_margin_takes_small_drops_out_of_the_evidence() -> None:
+    y = _noisy(30, 5)
+    y[15:] -= 0.08
+    plain = changepoint.drop(y[None, :], floor=0.05)
+    margin = changepoint.drop(y[None, :], floor=0.05, margin=0.1)
+    assert margin.t[0] < plain.t[0]
+    assert margin.t[0] < 1
+
+
+@given(st.floats(-100, 100), st.integers(0, 1000))
+def test_the_statistic_ignores_the_series_level(shift: float, seed: int) -> None:
+    y = _noisy(25, seed)
+    y[14:] -= 0.5
+    a = changepoint.drop(y[None, :], floor=0.05)
+    b = changepoint.drop(y[None, :] + shift, floor=0.05)
+    assert a.onset[0] == b.onset[0]
+    np.testing.assert_allclose(a.t, b.t, rtol=1e-6, atol=1e-6)

@@ -1,0 +1,141 @@
+"""`meterseal fraud rank | explain | evaluate | simulate` on files, and their errors."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from meterseal.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def fleet_csv(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A simulated labelled fleet written by `fraud simulate`: the CSV and its labels."""
+    out = tmp_path_factory.mktemp("fleet") / "fleet.csv"
+    result = runner.invoke(
+        app,
+        [
+            "fraud",
+            "simulate",
+            str(out),
+            "--customers",
+            "160",
+            "--days",
+            "21",
+            "--share",
+            "0.1",
+            "--seed",
+            "4",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    return out, out.with_name("fleet-labels.csv")
+
+
+def test_rank_writes_the_ranking_and_the_u_matrix(
+    fleet_csv: tuple[Path, Path], tmp_path: Path
+) -> None:
+    data, labels = fleet_csv
+    out = tmp_path / "ranking.csv"
+    result = runner.invoke(
+        app, ["fraud", "rank", "--csv", str(data), "--out", str(out), "--top", "5"]
+    )
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 160
+    assert [int(r["rank"]) for r in rows] == list(range(1, 161))
+    scores = [float(r["score"]) for r in rows]
+    assert scores == sorted(scores, reverse=True)
+    truth = {r["customer_id"]: r["thief"] == "1" for r in csv.DictReader(labels.open())}
+    top = [r["customer_id"] for r in rows[:16]]
+    assert sum(truth[c] for c in top) >= 12  # 16 thieves among 160
+    assert rows[0]["explanation"]
+    assert rows[0]["pattern"]
+    assert (tmp_path / "ranking-umatrix.png").exists()
+    assert "rank" in result.output
+    assert rows[0]["customer_id"] in result.output
+
+
+def test_rank_with_inspection_labels_uses_the_supervised_model(
+    fleet_csv: tuple[Path, Path], tmp_path: Path
+) -> None:
+    data, labels = fleet_csv
+    out = tmp_path / "r.csv"
+    result = runner.invoke(
+        app, ["fraud", "rank", "--csv", str(data), "--labels", str(labels), "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "supervised" in result.output
+
+
+def test_explain_plots_one_customer(fleet_csv: tuple[Path, Path], tmp_path: Path) -> None:
+    data, labels = fleet_csv
+    thief = next(r["customer_id"] for r in csv.DictReader(labels.open()) if r["thief"] == "1")
+    png = tmp_path / "one.png"
+    result = runner.invoke(app, ["fraud", "explain", thief, "--csv", str(data), "--out", str(png)])
+    assert result.exit_code == 0, result.output
+    assert png.stat().st_size > 20_000
+    assert f"{thief}: rank" in result.output
+    assert "t =" in result.output
+
+
+def test_evaluate_prints_every_method(fleet_csv: tuple[Path, Path]) -> None:
+    data, labels = fleet_csv
+    result = runner.invoke(
+        app, ["fraud", "evaluate", str(data), "--labels", str(labels), "--no-supervised"]
+    )
+    assert result.exit_code == 0, result.output
+    for method in ("meterseal", "IsolationForest", "LocalOutlierFactor", "MAP@100", "AUC"):
+        assert method in result.output
+    assert "| scaled |" in result.output or "scaled |" in result.output  # recall per pattern
+
+
+def test_evaluate_an_sgcc_file(tmp_path: Path) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    import datetime as dt
+
+    first = dt.date(2014, 1, 1)
+    days = [f"{d.year}/{d.month}/{d.day}" for d in (first + dt.timedelta(i) for i in range(140))]
+    lines = ["CONS_NO,FLAG," + ",".join(days)]
+    for i in range(120):
+        level = rng.uniform(5, 20) * np.exp(rng.normal(0, 0.15, len(days)))
+        thief = i % 10 == 0
+        if thief:
+            level[80:] *= 0.3
+        cells = [f"{v:.2f}" if rng.random() > 0.02 else "" for v in level]
+        lines.append(f"C{i},{int(thief)}," + ",".join(cells))
+    path = tmp_path / "sgcc.csv"
+    path.write_text("\n".join(lines) + "\n")
+    result = runner.invoke(app, ["fraud", "evaluate", str(path), "--no-supervised"])
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.output.splitlines() if line.startswith("| meterseal |"))
+    assert float(row.split("|")[2]) > 0.9  # AUC on weekly curves
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["fraud", "rank"], "exactly one data source"),
+        (["fraud", "rank", "--csv", "a.csv", "--sgcc", "b.csv"], "exactly one data source"),
+        (["fraud", "rank", "--csv", "/nonexistent.csv"], "no such file"),
+        (["fraud", "rank", "--store", "sqlite:///x.db"], "--store needs --from"),
+        (["fraud", "evaluate", "plain.csv"], "needs --labels"),
+    ],
+)
+def test_bad_invocations_exit_with_a_message(args: list[str], message: str) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.split())
+
+
+def test_explain_an_unknown_customer(fleet_csv: tuple[Path, Path]) -> None:
+    result = runner.invoke(app, ["fraud", "explain", "nobody", "--csv", str(fleet_csv[0])])
+    assert result.exit_code == 2
+    assert "no customer 'nobody'" in result.output

@@ -1,0 +1,110 @@
+"""The whole job on a small labelled fleet: ranking, explanations, models, baselines."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from meterseal.fraud.data import FraudDataError
+from meterseal.fraud.ensemble import PATTERNS, supervised, unsupervised
+from meterseal.fraud.evaluate import compare
+from meterseal.fraud.explain import explain
+from meterseal.fraud.features import NAMES
+from meterseal.fraud.fleet import Labelled
+from meterseal.fraud.metrics import ranking
+from meterseal.fraud.pipeline import Analysis, analyse
+from tests.fraud.conftest import SETTINGS
+
+
+def test_the_ensemble_beats_both_baselines(small_fleet: Labelled, small_analysis: Analysis) -> None:
+    result = compare(
+        small_fleet.data,
+        small_analysis,
+        small_fleet.thief,
+        small_fleet.patterns,
+        dataset="small",
+        seed=3,
+        n=(20,),
+    )
+    rows = {e.method: e for e in result.rows}
+    ours = rows["meterseal"]
+    for base in ("IsolationForest", "LocalOutlierFactor"):
+        assert ours.auc > rows[base].auc + 0.2
+        assert ours.map_at[20] > rows[base].map_at[20]
+    assert ours.auc > 0.95
+    assert rows["meterseal (supervised)"].auc > 0.9
+    assert set(ours.recall) == {p for p in small_fleet.patterns if p}
+
+
+def test_flagged_customers_are_explained(small_fleet: Labelled, small_analysis: Analysis) -> None:
+    scores = unsupervised(small_analysis.table)
+    data = small_fleet.data
+    top = [data.customers[i] for i in ranking(scores.score)[:10].tolist()]
+    why = explain(small_analysis, scores, data.first_day, 1, data.regions, top)
+    assert [e.rank for e in why] == list(range(1, 11))
+    for e in why:
+        assert e.pattern in PATTERNS
+        assert e.feature in NAMES
+        assert e.t > 0
+        assert e.onset is not None
+        assert e.onset >= data.first_day
+        assert all(d >= e.onset for d in e.days)
+        assert e.pattern in e.text()
+        assert str(e.onset) in e.text()
+    # A zeroed-window thief is explained by the zero readings, from its true onset.
+    zeroed = [c for c in top if small_fleet.alterations.get(c, None) is not None
+              and str(small_fleet.alterations[c].kind) == "zeroed"]  # fmt: skip
+    for e in (w for w in why if w.customer in zeroed):
+        onset = small_fleet.alterations[e.customer].onset_day
+        assert e.feature == "zero_rise"
+        assert (e.onset - data.first_day).days == onset - _first_unix_day(small_fleet)
+        assert len(e.days) >= 3
+
+
+def _first_unix_day(fleet: Labelled) -> int:
+    import datetime as dt
+
+    return (fleet.data.first_day - dt.date(1970, 1, 1)).days
+
+
+def test_supervised_needs_enough_labels(small_analysis: Analysis) -> None:
+    few = {small_analysis.table.customers[0]: True, small_analysis.table.customers[1]: False}
+    with pytest.raises(FraudDataError, match="at least 5 thieves"):
+        supervised(small_analysis.table, few)
+
+
+def test_supervised_scores_every_customer(small_fleet: Labelled, small_analysis: Analysis) -> None:
+    labels = dict(
+        zip(small_fleet.data.customers[:300], small_fleet.thief[:300].tolist(), strict=True)
+    )
+    scores = supervised(small_analysis.table, labels, seed=3)
+    assert not np.isnan(scores.score).any()
+    unseen = small_fleet.thief[300:]
+    assert scores.score[300:][unseen].mean() > scores.score[300:][~unseen].mean()
+
+
+def test_same_seed_same_scores_other_seed_other_map(small_fleet: Labelled) -> None:
+    data = small_fleet.data.take(slice(0, 150))
+    a = analyse(data, SETTINGS)
+    b = analyse(data, SETTINGS)
+    np.testing.assert_array_equal(a.table.values, b.table.values)
+    np.testing.assert_array_equal(a.shape_map.weights, b.shape_map.weights)
+    from dataclasses import replace
+
+    c = analyse(data, replace(SETTINGS, seed=SETTINGS.seed + 1))
+    assert not np.array_equal(a.shape_map.weights, c.shape_map.weights)
+
+
+def test_customers_without_data_rank_last_without_crashing(small_fleet: Labelled) -> None:
+    data = small_fleet.data.take(slice(0, 120))
+    energy = data.energy.copy()
+    energy[5] = np.nan  # a customer with no reading at all
+    energy[6, :, ::2] = np.nan  # half of every day missing: every day counts as missing
+    energy[7, 3:9] = np.nan  # a missing week
+    from dataclasses import replace
+
+    broken = replace(data, energy=energy)
+    scores = unsupervised(analyse(broken, SETTINGS).table)
+    assert np.isfinite(scores.score).all()
+    assert scores.score[5] <= np.median(scores.score)
+    assert scores.score[6] <= np.median(scores.score)

@@ -1,0 +1,139 @@
+"""Reading the long CSV, the SGCC layout and labels; bad input gets one clear error."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from meterseal.fraud.data import Consumption, FraudDataError, UnknownCustomer
+from meterseal.fraud.fleet import Labelled
+from meterseal.fraud.readers import read_labels, read_long_csv, read_sgcc
+from meterseal.fraud.report import write_fleet
+
+HEADER = "customer_id,timestamp,kwh\n"
+
+
+def _write(tmp_path: Path, text: str, name: str = "data.csv") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_a_written_fleet_reads_back_the_same(tmp_path: Path, small_fleet: Labelled) -> None:
+    few = Labelled(small_fleet.data.take(slice(0, 12)), small_fleet.alterations)
+    path = tmp_path / "fleet.csv"
+    labels = write_fleet(few, path)
+    data = read_long_csv(path)
+    assert data.customers == few.data.customers
+    assert data.first_day == few.data.first_day
+    np.testing.assert_allclose(data.energy, few.data.energy, atol=5e-4)
+    flags = read_labels(labels)
+    assert [flags[c] for c in data.customers] == few.thief.tolist()
+
+
+def test_phasor_columns_become_daily_means_per_phase(tmp_path: Path) -> None:
+    rows = ["customer_id,timestamp,kwh,voltage_l1,current_l1,voltage_l2,current_l2,power_l1"]
+    for i in range(96 * 2):
+        stamp = 1_790_000_000 - 1_790_000_000 % 86_400 + i * 900
+        rows.append(f"c1,{stamp},0.25,230,{2 + i // 96},231,1.0,1000")
+    data = read_long_csv(_write(tmp_path, "\n".join(rows) + "\n"))
+    assert data.phasor is not None
+    np.testing.assert_allclose(data.phasor.current[0, :, 0], [2.0, 3.0])
+    np.testing.assert_allclose(data.phasor.current[0, :, 1], [1.0, 1.0])
+    assert np.isnan(data.phasor.current[0, :, 2]).all()
+    np.testing.assert_allclose(data.phasor.energy_kwh[0], [24.0, 24.0])  # 1 kW all day
+
+
+def test_iso_timestamps_missing_values_and_missing_days(tmp_path: Path) -> None:
+    text = (
+        HEADER + "a,2026-09-01T00:00:00Z,0.1\na,2026-09-01T00:15:00Z,\nb,2026-09-03T00:00:00,0.2\n"
+    )
+    data = read_long_csv(_write(tmp_path, text))
+    assert data.customers == ("a", "b")
+    assert data.periods == 3
+    assert data.slots == 96
+    assert data.first_day == dt.date(2026, 9, 1)
+    assert np.isnan(data.energy[0, 0, 1])  # the empty cell is a missing reading
+    assert np.isnan(data.energy[0, 2]).all()
+    assert np.isnan(data.energy[1, 0]).all()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("customer_id,kwh\na,1\n", "missing column"),
+        (HEADER, "no readings"),
+        (HEADER + "a,1789948800,-0.5\n", "negative reading"),
+        (HEADER + "a,1789948800,lots\n", "line 2: kwh 'lots' is not a number"),
+        (HEADER + "a,yesterday,1\n", "line 2: timestamp 'yesterday' unreadable"),
+        (HEADER + "a,1789948800,1\na,1789948800,2\n", "two readings of 'a'"),
+        (
+            HEADER
+            + "".join(f"a,{1789948800 + 900 * i},1\n" for i in range(4))
+            + "a,1789948810,1\n",
+            "off the 900-s grid",
+        ),
+        (HEADER + "a,1789948800,1\nb,1789948800,1,extra,fields\n", "not a readable CSV"),
+        (HEADER + "a,1789948800,1,extra,fields\n", "not a readable CSV"),
+        (HEADER + ",1789948800,1\n", "empty customer_id"),
+        ("\x00\x01\x02", "missing column"),
+    ],
+)
+def test_bad_long_csv_gets_one_clear_error(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(FraudDataError, match=message):
+        read_long_csv(_write(tmp_path, text))
+
+
+def test_a_missing_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(FraudDataError, match="no such file"):
+        read_long_csv(tmp_path / "absent.csv")
+
+
+def test_sgcc_layout_with_unsorted_and_missing_days(tmp_path: Path) -> None:
+    # Columns out of order, 2014/1/3 absent altogether, empty cells: all missing days.
+    text = (
+        "CONS_NO,FLAG,2014/1/2,2014/1/1,2014/1/4,2014/1/5,2014/1/6,2014/1/7,2014/1/8\n"
+        "A1,1,2.0,1.0,4.0,,6.0,7.0,8.0\n"
+        "B2,0,1.5,1.5,1.5,1.5,1.5,1.5,1.5\n"
+    )
+    data, labels = read_sgcc(_write(tmp_path, text))
+    assert labels == {"A1": True, "B2": False}
+    assert data.first_day == dt.date(2014, 1, 1)
+    assert data.period_days == 7
+    assert data.energy.shape == (2, 2, 7)  # 8 days: two weeks, the second mostly empty
+    week = data.energy[0, 0]
+    np.testing.assert_array_equal(week[[0, 1, 3, 5, 6]], [1.0, 2.0, 4.0, 6.0, 7.0])
+    assert np.isnan(week[2])
+    assert np.isnan(week[4])
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("ID,FLAG,2014/1/1\nA,1,1\n", "CONS_NO, FLAG"),
+        ("CONS_NO,FLAG,2014/1/1\nA,2,1\n", "FLAG must be 0 or 1"),
+        ("CONS_NO,FLAG,yesterday\nA,1,1\n", "are not dates"),
+        ("CONS_NO,FLAG,2014/1/1\nA,1,-3\n", "negative reading"),
+        ("CONS_NO,FLAG,2014/1/1\nA,1,1\nA,0,1\n", "'A' twice"),
+    ],
+)
+def test_bad_sgcc_gets_one_clear_error(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(FraudDataError, match=message):
+        read_sgcc(_write(tmp_path, text))
+
+
+def test_labels_must_be_yes_or_no(tmp_path: Path) -> None:
+    ok = read_labels(_write(tmp_path, "customer_id,thief\na,1\nb,false\n", "l.csv"))
+    assert ok == {"a": True, "b": False}
+    with pytest.raises(FraudDataError, match="line 3: thief 'maybe'"):
+        read_labels(_write(tmp_path, "customer_id,thief\na,1\nb,maybe\n", "l.csv"))
+
+
+def test_unknown_customer_is_named(small_fleet: Labelled) -> None:
+    data: Consumption = small_fleet.data
+    assert data.index(data.customers[3]) == 3
+    with pytest.raises(UnknownCustomer, match="no customer 'nobody'"):
+        data.index("nobody")
