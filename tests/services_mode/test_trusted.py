@@ -36,7 +36,7 @@ def _cas(fleet: Fleet) -> Served:
          "--listen", "127.0.0.1:0"],
         ready="cas",
     )  # fmt: skip
-    served.wait_ready(60)
+    served.wait_ready(120)
     return served
 
 
@@ -58,7 +58,7 @@ def test_attested_workers_get_their_keys_and_store_the_stream(
     cas = _cas(fleet)
     served = _trusted(fleet, cas.endpoint("cas"), nats_url, prefix)
     try:
-        served.wait_ready(120)
+        served.wait_ready(180)
         host, port = served.endpoint("tcp").rsplit(":", 1)
         report = asyncio.run(run_fleet(fleet.wire, TcpLink(host, int(port)), concurrency=8))
         deadline = time.monotonic() + 60
@@ -68,11 +68,22 @@ def test_attested_workers_get_their_keys_and_store_the_stream(
             if stored >= fleet.packets or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
+        # Every service exposes Prometheus metrics: packets, rejections, latency, queue depth.
+        (storing,) = served.admins("anonymize-store")
+        stored_metrics = served.scrape(storing)
+        (verifying,) = served.admins("open-verify")
+        verify_metrics = served.scrape(verifying)
+        receiver_metrics = served.scrape(served.admins("receiver")[0])
     finally:
         assert served.stop() == 0
         cas.stop()
     assert report.unacknowledged == 0
     assert stored == fleet.packets
+    assert stored_metrics["meterseal_acquisition_seconds_count"] == fleet.packets
+    assert stored_metrics["meterseal_worker_events_total{kind=stored}"] == fleet.packets
+    assert verify_metrics["meterseal_worker_events_total{kind=packets}"] == fleet.packets
+    assert "meterseal_queue_depth{queue=MS_PACKETS}" in verify_metrics, sorted(verify_metrics)
+    assert receiver_metrics["meterseal_packets_total{outcome=published}"] == fleet.packets
     releases = [e for e in _log(fleet) if e["outcome"] == "released"]
     # Each trusted stage was released exactly its own secrets, once (one process each).
     granted = {str(e["stage"]): sorted(name for name, _ in e["secrets"]) for e in releases}  # type: ignore[attr-defined]
@@ -95,7 +106,7 @@ def test_a_revoked_stage_gets_nothing_and_the_deployment_does_not_start(
     served = _trusted(fleet, cas.endpoint("cas"), nats_url, prefix)
     try:
         with pytest.raises(ConfigurationError):
-            served.wait_ready(120)
+            served.wait_ready(180)
     finally:
         served.stop()
         cas.stop()

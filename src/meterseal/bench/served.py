@@ -61,7 +61,7 @@ class Served:
                 self._ready.set()
         self._ready.set()  # the process ended: wake the waiter, which then sees it
 
-    def wait_ready(self, timeout: float = 120.0) -> None:
+    def wait_ready(self, timeout: float = 180.0) -> None:
         """Until the process announced it is ready; ConfigurationError if it ended first."""
         self._ready.wait(timeout)
         if self.process.poll() is not None or not self._ready.is_set():

@@ -24,7 +24,7 @@ from meterseal.services.catalog import ServiceOptions
 from meterseal.services.metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
-START_TIMEOUT = 60.0
+START_TIMEOUT = 120.0  # a trusted stage measures its code and attests first
 RESTART_DELAY = 0.5
 
 
@@ -205,10 +205,6 @@ class Supervisor:
             for label, c in self.children.items()
             if c.process is not None and c.process.returncode is None
         }
-
-    async def wait_ready(self, label: str, timeout: float = START_TIMEOUT) -> None:
-        """Until the process `label` (maybe restarted) says it is ready."""
-        await asyncio.wait_for(self.children[label].ready.wait(), timeout)
 
     def counters(self) -> dict[str, Any]:
         """Starts, exits, restarts and the live processes."""

@@ -39,6 +39,7 @@ from meterseal.services.metrics import ServiceMetrics
 from meterseal.storage import StorageError, Store, StoreRegistry
 
 FETCH_TIMEOUT = 0.25
+QUEUE_GAUGE_EVERY = 1.0  # seconds between queue-depth queries while busy
 log = logging.getLogger(__name__)
 
 
@@ -65,6 +66,7 @@ class BusWorker:
         self.metrics = metrics or ServiceMetrics(self.name)
         self.counts: Counter[str] = Counter()
         self.consumer: Consumer | None = None
+        self._gauged = 0.0
         self.metrics.bridge(
             "meterseal_worker_events", "What this worker did, by kind", "kind", lambda: self.counts
         )
@@ -72,15 +74,22 @@ class BusWorker:
     async def start(self) -> dict[str, str]:
         """Join the stage's shared consumer."""
         self.consumer = await self.bus.consumer(self.stream, self.name)
+        await self._gauge_queue()
         return {}
+
+    async def _gauge_queue(self) -> None:
+        assert self.consumer is not None
+        self.metrics.queue_depth.labels(self.stream).set(await self.consumer.pending())
+        self._gauged = time.monotonic()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Until `stop`: fetch, handle, ack."""
         assert self.consumer is not None, "start() first"
         while not stop.is_set():
             deliveries = await self.consumer.fetch(self.fetch_batch, FETCH_TIMEOUT)
+            if not deliveries or time.monotonic() - self._gauged > QUEUE_GAUGE_EVERY:
+                await self._gauge_queue()  # a stream query: at most once a second when busy
             if not deliveries:
-                self.metrics.queue_depth.labels(self.stream).set(await self.consumer.pending())
                 continue
             started = time.perf_counter()
             await self.handle(deliveries)
@@ -250,6 +259,7 @@ class BillingWorker(BusWorker):
 
     def _bill(self, body: bytes) -> BillOutcome:
         from meterseal.billing.completeness import Period
+        from meterseal.billing.service import bill_id_for
         from meterseal.errors import MetersealError
 
         started = time.perf_counter()
@@ -261,8 +271,14 @@ class BillingWorker(BusWorker):
             tariff_id, _, version = order.tariff.partition("@")
             book = self.bills.tariff_book()
             tariff = book.get(tariff_id, int(version)) if version else book.latest(tariff_id)
-            meters = self.bills.customer_meters(order.customer_id)
             period = Period(order.start, order.end)
+            existing = bill_id_for(order.customer_id, period)
+            if self.bills.bill(existing) is not None:
+                # Bills are never rewritten: an order redelivered after the bill was recorded
+                # (the worker died before its ack), or ordered twice, gets the same bill.
+                self.counts["already_billed"] += 1
+                return BillOutcome(order.request_id, existing, time.perf_counter() - started)
+            meters = self.bills.customer_meters(order.customer_id)
             billed = self.service.bill_customer(order.customer_id, meters, period, tariff)
         except (MetersealError, ValueError) as exc:
             text = exc.diagnostics() if isinstance(exc, MetersealError) else str(exc)

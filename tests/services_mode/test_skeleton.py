@@ -1,0 +1,113 @@
+"""The service skeleton: lifecycle table, admin endpoint, exit codes."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import pytest
+
+from meterseal.errors import ConfigurationError
+from meterseal.services.metrics import ServiceMetrics, parse_exposition
+from meterseal.services.skeleton import (
+    TRANSITIONS,
+    Event,
+    Lifecycle,
+    LifecycleError,
+    State,
+    run_main,
+    serve_stage,
+)
+
+
+def test_every_state_but_the_ends_can_fail_and_the_ends_are_final() -> None:
+    for state in State:
+        final = state in (State.STOPPED, State.FAILED)
+        assert any(s is state for s, _ in TRANSITIONS) is not final
+        if state is not State.CREATED and not final:
+            assert TRANSITIONS[(state, Event.FAIL)] is State.FAILED
+
+
+def test_an_event_the_table_does_not_allow_is_refused() -> None:
+    lifecycle = Lifecycle()
+    with pytest.raises(LifecycleError, match="cannot stop while created"):
+        lifecycle.on(Event.STOP)
+    assert lifecycle.on(Event.START) is State.STARTING
+    assert lifecycle.on(Event.STARTED) is State.READY
+    with pytest.raises(LifecycleError):
+        lifecycle.on(Event.START)
+
+
+class Counting:
+    """A stage that counts to three, then waits to be stopped."""
+
+    name = "counting"
+
+    def __init__(self, fail_in_run: bool = False) -> None:
+        self.metrics = ServiceMetrics(self.name)
+        self.seen = {"ticks": 0}
+        self.metrics.bridge("meterseal_ticks", "Ticks", "kind", lambda: self.seen)
+        self.stopped = False
+        self.fail_in_run = fail_in_run
+
+    async def start(self) -> dict[str, str]:
+        return {"nothing": "here"}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        for _ in range(3):
+            self.seen["ticks"] += 1
+            self.metrics.acquisition.observe(0.01)
+        if self.fail_in_run:
+            raise ConfigurationError("the stage broke")
+        await stop.wait()
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+    def counters(self) -> dict[str, Any]:
+        return dict(self.seen)
+
+
+def test_admin_endpoint_serves_health_readiness_metrics_and_counters() -> None:
+    lines: list[str] = []
+
+    async def scenario() -> None:
+        stage, stop = Counting(), asyncio.Event()
+        task = asyncio.create_task(serve_stage(stage, announce=lines.append, stop=stop))
+        while not any(line.startswith("ready ") for line in lines):
+            await asyncio.sleep(0.01)
+        admin = next(line.split()[2] for line in lines if line.startswith("listening admin"))
+        async with httpx.AsyncClient(base_url=admin) as client:
+            assert (await client.get("/healthz")).json() == {"status": "ok"}
+            ready = await client.get("/readyz")
+            assert (ready.status_code, ready.json()) == (200, {"state": "ready"})
+            samples = parse_exposition((await client.get("/metrics")).text)
+            assert samples["meterseal_ticks_total{kind=ticks}"] == 3
+            assert samples["meterseal_acquisition_seconds_count"] == 3
+            assert (await client.get("/v1/counters")).json() == {"ticks": 3}
+        stop.set()
+        lifecycle = await task
+        assert lifecycle.state is State.STOPPED
+        assert stage.stopped
+
+    asyncio.run(scenario())
+    assert "listening nothing here" in lines
+    assert lines[-1] == "ready counting"
+
+
+def test_a_meterseal_error_exits_2_and_the_stage_is_stopped() -> None:
+    stage = Counting(fail_in_run=True)
+
+    async def main() -> None:
+        await serve_stage(stage, admin=None, announce=lambda _: None)
+
+    assert run_main(main) == 2
+    assert stage.stopped
+
+
+def test_an_unexpected_error_exits_1() -> None:
+    async def main() -> None:
+        raise RuntimeError("bug")
+
+    assert run_main(main) == 1
