@@ -27,6 +27,7 @@ from meterseal.services.bus import (
 )
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+_MORE_WAIT = 0.002  # seconds to collect what is already queued behind a first message
 
 
 def nats_url() -> str:
@@ -66,10 +67,16 @@ class _NatsConsumer:
     subscription: JetStreamContext.PullSubscription
 
     async def fetch(self, batch: int, timeout: float) -> Sequence[Delivery]:
+        # Wait for one message only: a pull for `batch` holds until the batch is full or the
+        # request expires, which would delay a lone packet by up to `timeout` at every stage.
+        # Then take whatever else is already there without waiting (a no-wait pull).
         try:
-            messages = await self.subscription.fetch(batch, timeout=timeout)
+            messages = await self.subscription.fetch(1, timeout=timeout)
         except (NatsTimeout, TimeoutError):  # nats-py raises either, depending on the path
             return []
+        if batch > 1:
+            with contextlib.suppress(NatsTimeout, TimeoutError):
+                messages += await self.subscription.fetch(batch - 1, timeout=_MORE_WAIT)
         return [_NatsDelivery(m) for m in messages]
 
     async def pending(self) -> int:
