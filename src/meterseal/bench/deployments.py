@@ -3,12 +3,14 @@
 The paper compared a monolith, microservices and microservices in SGX enclaves by the mean
 acquisition time of a packet (received → stored) and the aggregation time of a 2,880-packet
 month (query → bill computed, checked, signed, recorded). Here the same stages run as
-`meterseal serve --mode monolith|services|trusted`, real processes on this machine, one after
-the other in one run: a meter sends its month one packet at a time (the paper's pace, minus
-its one-second sleep), the storing process's Prometheus histogram gives the acquisition time,
-then the month is billed (in-process for the monolith, through the billing service on the bus
-otherwise). A second part sends a fleet as fast as it can to services mode with 1, 2 and 4
-workers per stage and reports packets per second until everything is stored.
+`meterseal serve --mode monolith|services|trusted`, real processes on this machine, all up at
+the same time in one run: a meter sends its month one packet at a time (the paper's pace,
+minus its one-second sleep), in slices that go to each mode in turn, so that the shared
+machine's background load falls on every mode alike. The storing process's Prometheus
+histogram gives the acquisition time; then each month is billed (in-process for the
+monolith, through the billing service on the bus otherwise). A second part sends a fleet as
+fast as it can to services mode with 1, 2 and 4 workers per stage and reports packets per
+second until everything is stored.
 """
 
 from __future__ import annotations
@@ -238,30 +240,63 @@ async def _order_bill(world: World, period: Period, prefix: str) -> tuple[float,
     return outcome.seconds, roundtrip
 
 
-def run_mode(world: World, mode: str, advance: Callable[[int], object]) -> ModeResult:
-    """One mode: the month one packet at a time, then its bill."""
+@dataclass
+class _Running:
+    """One mode's deployment, up for the whole interleaved month."""
+
+    mode: str
+    url: str
+    prefix: str
+    served: Served
+    sent_seconds: float = 0.0
+
+
+def _start_mode(world: World, mode: str) -> _Running:
     url = world.fresh_store()
     prefix = f"b{uuid.uuid4().hex[:8]}"
-    served = _serve(world, mode, url, 1, prefix)
+    return _Running(mode, url, prefix, _serve(world, mode, url, 1, prefix))
+
+
+def _send_chunk(run: _Running, chunk: Wire, advance: Callable[[int], object]) -> None:
+    host, port = run.served.endpoint("tcp").rsplit(":", 1)
+    started = time.perf_counter()
+    link = TcpLink(host, int(port))
+    report = asyncio.run(run_fleet(chunk, link, concurrency=1, window=1, progress=advance))
+    run.sent_seconds += time.perf_counter() - started
+    if report.unacknowledged:
+        raise ConfigurationError(f"{run.mode}: {report.unacknowledged} packets unacknowledged")
+
+
+def _finish_mode(world: World, run: _Running) -> ModeResult:
+    _wait_stored(run.url, world.plan.intervals)
+    acquisition = _acquisition(run.served, run.mode)
+    bill, roundtrip = _bill(world, run.mode, run.url, run.prefix)
+    processes = len({who for who, endpoint in run.served.endpoints if endpoint == "admin"})
+    return ModeResult(
+        run.mode, world.plan.intervals, acquisition, run.sent_seconds, bill, roundtrip, processes
+    )
+
+
+def run_modes(
+    world: World, modes: Sequence[str], advance: Callable[[str, int], object], chunks: int = 12
+) -> list[ModeResult]:
+    """Every mode up at once; the month sent in `chunks` slices, mode after mode, one packet
+    at a time, so background load on the shared machine falls on every mode alike."""
+    running: list[_Running] = []
     try:
-        host, port = served.endpoint("tcp").rsplit(":", 1)
-        started = time.perf_counter()
-        report = asyncio.run(
-            run_fleet(
-                world.month, TcpLink(host, int(port)), concurrency=1, window=1, progress=advance
-            )
-        )
-        sent = time.perf_counter() - started
-        if report.unacknowledged:
-            raise ConfigurationError(f"{mode}: {report.unacknowledged} packets unacknowledged")
-        _wait_stored(url, world.plan.intervals)
-        acquisition = _acquisition(served, mode)
-        bill, roundtrip = _bill(world, mode, url, prefix)
-        processes = len({who for who, endpoint in served.endpoints if endpoint == "admin"})
+        for mode in modes:
+            running.append(_start_mode(world, mode))
+        ((meter, packets),) = world.month.items()
+        size = -(-len(packets) // chunks)
+        for first in range(0, len(packets), size):
+            chunk = {meter: packets[first : first + size]}
+            for run in running:
+                _send_chunk(run, chunk, functools.partial(advance, run.mode))
+        return [_finish_mode(world, run) for run in running]
     finally:
-        served.stop()
-        _drop_streams(world, prefix, mode)
-    return ModeResult(mode, world.plan.intervals, acquisition, sent, bill, roundtrip, processes)
+        for run in running:
+            run.served.stop()
+            _drop_streams(world, run.prefix, run.mode)
 
 
 def run_scale(world: World, workers: int, advance: Callable[[int], object]) -> ScaleResult:
@@ -310,9 +345,11 @@ def run_deployments(console: Console, plan: BenchPlan) -> DeploymentsBench:
         world = World(plan, now)
     bench = DeploymentsBench(Machine.probe(None), plan.store.split(":")[0], plan.intervals)
     with progress_bar(console) as bar:
-        for mode in plan.modes:
-            task = bar.add_task(f"{mode}: a month, one packet at a time", total=plan.intervals)
-            bench.modes.append(run_mode(world, mode, functools.partial(bar.advance, task)))
+        tasks = {
+            mode: bar.add_task(f"{mode}: a month, one packet at a time", total=plan.intervals)
+            for mode in plan.modes
+        }
+        bench.modes = run_modes(world, plan.modes, lambda mode, n: bar.advance(tasks[mode], n))
         total = sum(len(p) for p in world.fleet.values())
         for workers in plan.workers:
             task = bar.add_task(f"services, {workers} worker(s)/stage: fleet", total=total)
