@@ -30,6 +30,7 @@ def test_fraud_bench_runs_both_experiments_and_plots(tmp_path: Path) -> None:
     for method in ("SOM correlation (seed)", "meterseal (supervised)", "IsolationForest"):
         assert f"| {method} |" in text  # the Markdown table for docs/benchmarks.md
     assert "ahead of IsolationForest on AUC and MAP@N: yes" in text
+    assert "load average (1/5/15 min) before" in text
     for name in ("fraud-bench.png", "fraud-umatrix.png", "fraud-explain.png"):
         assert (tmp_path / name).read_bytes().startswith(PNG_SIGNATURE)
 

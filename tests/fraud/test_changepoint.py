@@ -68,3 +68,52 @@ def test_the_statistic_ignores_the_series_level(shift: float, seed: int) -> None
     b = changepoint.drop(y[None, :] + shift, floor=0.05)
     assert a.onset[0] == b.onset[0]
     np.testing.assert_allclose(a.t, b.t, rtol=1e-6, atol=1e-6)
+
+
+def test_a_step_that_does_not_reach_the_end_is_discounted() -> None:
+    """The lasting rule looks at the window's last quarter too: an absence that covers most
+    of both halves of the days after its start but ends six days before the end of the
+    window is not a theft that goes on."""
+    ending, lasting = _noisy(30, 6), _noisy(30, 6)
+    ending[12:24] -= 0.8
+    lasting[12:] -= 0.8
+    steps = changepoint.drop(np.vstack([ending, lasting]), floor=0.05)
+    assert steps.t[0] < steps.t[1] / 3
+
+
+def test_mirror_counts_a_change_only_as_far_as_it_crosses_zero() -> None:
+    """A reversal flips the series' sign; moving towards 0 (a day that merely matches its
+    template less) is not one."""
+    flipped, halfway = np.full((1, 29, 30), -1.0), np.full((1, 29, 30), -1.0)
+    flipped[..., 15:] = 1.0
+    halfway[..., 15:] = -0.4
+    for y in (flipped, halfway):
+        y += 0.1 * np.random.default_rng(7).standard_normal(y.shape)
+    rise = {
+        name: changepoint.split_drops(-y, floor=0.05, mirror=True).t[0]
+        for name, y in (("flipped", flipped), ("halfway", halfway))
+    }
+    assert rise["flipped"] > 10
+    assert rise["halfway"] <= 0
+    plain = changepoint.split_drops(-halfway, floor=0.05).t[0]
+    assert plain > 10  # without the mirror rule it would count
+
+
+def test_split_drops_reads_each_split_its_own_series() -> None:
+    y = np.tile(_noisy(30, 8), (1, 29, 1))
+    y[0, 19, 20:] -= 1.0  # only the series of the split before day 20 steps there
+    step = changepoint.split_drops(y, floor=0.05)
+    assert step.onset[0] == 20
+    assert step.t[0] > 8
+
+
+def test_noise_is_pulled_towards_the_populations() -> None:
+    rng = np.random.default_rng(9)
+    y = rng.normal(0.0, 0.2, (200, 30))
+    y[0] = rng.normal(0.0, 0.02, 30)  # a customer whose days happen to be very steady
+    alone = changepoint.noise(y, 0.0, pooled=False)
+    pooled = changepoint.noise(y, 0.0)
+    assert alone[0] < 0.05
+    assert alone[0] < pooled[0] < np.median(alone)
+    np.testing.assert_allclose(pooled[1:].mean(), alone[1:].mean(), rtol=0.1)
+    np.testing.assert_array_equal(changepoint.noise(y[:3], 0.0), alone[:3])  # too few rows

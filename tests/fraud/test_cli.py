@@ -139,3 +139,23 @@ def test_explain_an_unknown_customer(fleet_csv: tuple[Path, Path]) -> None:
     result = runner.invoke(app, ["fraud", "explain", "nobody", "--csv", str(fleet_csv[0])])
     assert result.exit_code == 2
     assert "no customer 'nobody'" in result.output
+
+
+def test_the_time_zone_option_and_bad_outputs(fleet_csv: tuple[Path, Path], tmp_path: Path) -> None:
+    """Days can be cut in another zone than the default (the simulator's Europe/Berlin);
+    an unknown zone or an unwritable picture is one clear error."""
+    data, _ = fleet_csv
+    out = tmp_path / "c0.png"
+    utc = runner.invoke(
+        app, ["fraud", "explain", "C000000", "--csv", str(data), "--tz", "UTC", "--out", str(out)]
+    )
+    assert utc.exit_code == 0, utc.output
+    assert out.read_bytes().startswith(b"\x89PNG")
+    wrong = runner.invoke(
+        app, ["fraud", "explain", "C000000", "--csv", str(data), "--out", "x.csv"]
+    )
+    assert wrong.exit_code == 2
+    assert "cannot write x.csv" in " ".join(wrong.output.split())
+    bad = runner.invoke(app, ["fraud", "rank", "--csv", str(data), "--tz", "Mars/Olympus"])
+    assert bad.exit_code == 2
+    assert "unknown time zone 'Mars/Olympus'" in " ".join(bad.output.split())

@@ -39,12 +39,47 @@ def test_phasor_columns_become_daily_means_per_phase(tmp_path: Path) -> None:
     for i in range(96 * 2):
         stamp = 1_790_000_000 - 1_790_000_000 % 86_400 + i * 900
         rows.append(f"c1,{stamp},0.25,230,{2 + i // 96},231,1.0,1000")
-    data = read_long_csv(_write(tmp_path, "\n".join(rows) + "\n"))
+    data = read_long_csv(_write(tmp_path, "\n".join(rows) + "\n"), tz="UTC")
     assert data.phasor is not None
     np.testing.assert_allclose(data.phasor.current[0, :, 0], [2.0, 3.0])
     np.testing.assert_allclose(data.phasor.current[0, :, 1], [1.0, 1.0])
     assert np.isnan(data.phasor.current[0, :, 2]).all()
     np.testing.assert_allclose(data.phasor.energy_kwh[0], [24.0, 24.0])  # 1 kW all day
+
+
+def _day_of_readings(tmp_path: Path, first: str, count: int, tz: str) -> Consumption:
+    start = int(dt.datetime.fromisoformat(first).timestamp())
+    text = HEADER + "".join(f"a,{start + 900 * i},{1 + i % 7}\n" for i in range(count))
+    return read_long_csv(_write(tmp_path, text), tz=tz)
+
+
+def test_days_are_cut_at_local_midnight(tmp_path: Path) -> None:
+    # Berlin in summer is UTC+2: its 2026-09-02 runs from 22:00 UTC on 09-01.
+    data = _day_of_readings(tmp_path, "2026-09-01T22:00:00+00:00", 96, "Europe/Berlin")
+    assert (data.first_day, data.periods, data.tz) == (dt.date(2026, 9, 2), 1, "Europe/Berlin")
+    np.testing.assert_array_equal(data.energy[0, 0], [1 + i % 7 for i in range(96)])
+    utc = _day_of_readings(tmp_path, "2026-09-01T22:00:00+00:00", 96, "UTC")
+    assert (utc.first_day, utc.periods) == (dt.date(2026, 9, 1), 2)
+
+
+def test_days_clocks_change_keep_96_wall_clock_slots(tmp_path: Path) -> None:
+    # 2026-03-29 (Berlin) has 23 hours: 02:00-03:00 does not exist.
+    spring = _day_of_readings(tmp_path, "2026-03-28T23:00:00+00:00", 92, "Europe/Berlin")
+    assert (spring.first_day, spring.periods) == (dt.date(2026, 3, 29), 1)
+    assert np.isnan(spring.energy[0, 0, 8:12]).all()
+    assert not np.isnan(np.delete(spring.energy[0, 0], range(8, 12))).any()
+    # 2026-10-25 has 25 hours: 02:00-03:00 twice, and those slots carry the mean of both.
+    autumn = _day_of_readings(tmp_path, "2026-10-24T22:00:00+00:00", 100, "Europe/Berlin")
+    assert (autumn.first_day, autumn.periods) == (dt.date(2026, 10, 25), 1)
+    values = [1 + i % 7 for i in range(100)]
+    np.testing.assert_allclose(autumn.energy[0, 0, :8], values[:8])
+    np.testing.assert_allclose(autumn.energy[0, 0, 8], (values[8] + values[12]) / 2)
+    np.testing.assert_allclose(autumn.energy[0, 0, 12:], values[16:])
+
+
+def test_an_unknown_time_zone_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(FraudDataError, match="unknown time zone 'Mars/Olympus'"):
+        _day_of_readings(tmp_path, "2026-09-01T00:00:00+00:00", 4, "Mars/Olympus")
 
 
 def test_iso_timestamps_missing_values_and_missing_days(tmp_path: Path) -> None:

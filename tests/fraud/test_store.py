@@ -65,7 +65,7 @@ def test_a_customers_meters_are_summed_per_interval(
     stored: str, meters: list[ProvisionedMeter]
 ) -> None:
     with Store.open_read_only(stored) as store:
-        data = read_store(BillStore(store), FIRST, DAYS)
+        data = read_store(BillStore(store), FIRST, DAYS, tz="UTC")
     honest = Fleet(7).energy(range(4), (FIRST - dt.date(1970, 1, 1)).days * 86_400, DAYS * 96)
     expected = {
         meters[0].customer_id: honest[0],
@@ -77,6 +77,19 @@ def test_a_customers_meters_are_summed_per_interval(
         np.testing.assert_allclose(data.energy[data.index(customer)].ravel(), wh / 1000.0)
     assert data.first_day == FIRST
     assert data.periods == DAYS
+
+
+def test_the_store_is_read_in_local_days(stored: str, meters: list[ProvisionedMeter]) -> None:
+    with Store.open_read_only(stored) as store:
+        data = read_store(BillStore(store), FIRST, 2, tz="Europe/Berlin")
+    # Berlin is UTC+1 in late October: its day starts at 23:00 UTC the day before, an hour
+    # before the first stored reading.
+    honest = Fleet(7).energy([0], (FIRST - dt.date(1970, 1, 1)).days * 86_400, DAYS * 96)[0]
+    row = data.energy[data.index(meters[0].customer_id)]
+    assert (data.first_day, data.periods, data.tz) == (FIRST, 2, "Europe/Berlin")
+    assert np.isnan(row[0, :4]).all()
+    np.testing.assert_allclose(row[0, 4:], honest[:92] / 1000.0)
+    np.testing.assert_allclose(row[1], honest[92:188] / 1000.0)
 
 
 def test_unknown_customers_and_empty_periods_are_errors(stored: str) -> None:

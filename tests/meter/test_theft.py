@@ -15,15 +15,19 @@ from meterseal.meter.faults import FaultPlan, plan_readings
 from meterseal.meter.load import Fleet
 from meterseal.meter.theft import (
     DAY_SECONDS,
+    DEFAULT_TZ,
     HIGH,
     LOW,
     THEFT_PATTERNS,
     Alteration,
     AlterationHook,
     Change,
+    LocalDays,
     Pattern,
     TheftPlan,
     alter_days,
+    alter_run,
+    local_midnight,
     phase_powers,
 )
 
@@ -97,7 +101,8 @@ def test_the_hook_alters_readings_as_the_bulk_path_does(
 ) -> None:
     meter = _meter(phases)
     alteration = _theft(kind, meter, end_day=DAY0 + 2 if kind is Change.HOLIDAY else None)
-    readings = list(FLEET.readings("M", meter, DAY0 * DAY_SECONDS, 96 * 3, with_phasor=True))
+    start = local_midnight(FLEET.tz, DAY0)  # the hook alters the meter's own (local) days
+    readings = list(FLEET.readings("M", meter, start, 96 * 3, with_phasor=True))
     hook = AlterationHook(FLEET, alteration)
     random.Random(1).shuffle(shuffled := list(readings))  # any order: each day is regenerated
     sent = {r.counter: r for r in map(hook, shuffled)}
@@ -121,7 +126,7 @@ def test_the_hook_alters_readings_as_the_bulk_path_does(
 
 def test_the_hook_plugs_into_the_unchanged_sender() -> None:
     alteration = _theft(Pattern.SCALED)
-    readings = list(FLEET.readings("M", 0, DAY0 * DAY_SECONDS, 96 * 2))
+    readings = list(FLEET.readings("M", 0, local_midnight(FLEET.tz, DAY0), 96 * 2))
     planned = plan_readings(
         readings, FaultPlan(), random.Random(1), AlterationHook(FLEET, alteration)
     )
@@ -129,6 +134,49 @@ def test_the_hook_plugs_into_the_unchanged_sender() -> None:
     honest = np.array([r.energy_wh for r in readings])
     np.testing.assert_array_equal(sent[:96], honest[:96])
     np.testing.assert_array_equal(sent[96:], np.rint(0.5 * honest[96:]))
+
+
+def test_a_thief_reverses_its_meters_local_day() -> None:
+    # Europe/Berlin in September is UTC+2: the meter's day runs 22:00-22:00 UTC.
+    start = local_midnight(FLEET.tz, DAY0 + 1)
+    assert start == (DAY0 + 1) * DAY_SECONDS - 7_200
+    readings = list(FLEET.readings("M", 0, start, 96))
+    sent = [AlterationHook(FLEET, _theft(Pattern.REVERSED))(r).energy_wh for r in readings]
+    assert sent == [r.energy_wh for r in readings][::-1]
+
+
+@pytest.mark.parametrize(
+    ("day", "length", "skipped"),
+    [(20_541, 92, range(8, 12)), (20_751, 100, range(0))],  # 2026-03-29, 2026-10-25
+    ids=("spring", "autumn"),
+)
+def test_days_clocks_change_are_whole_local_days(day: int, length: int, skipped: range) -> None:
+    days = LocalDays.of("Europe/Berlin", day - 1, 3)
+    assert np.diff(days.bounds).tolist() == [96, length, 96]
+    clock = days.clock[96 : 96 + length]
+    assert set(range(96)) - set(clock.tolist()) == set(skipped)
+    alteration = _theft(Pattern.REVERSED, onset_day=day, end_day=day + 1)
+    readings = list(FLEET.readings("M", 0, days.start, days.intervals))
+    honest = np.array([r.energy_wh for r in readings])
+    bulk, _ = alter_run(alteration, days, honest)
+    via_hook = [AlterationHook(FLEET, alteration)(r).energy_wh for r in readings]
+    np.testing.assert_array_equal(bulk, via_hook)
+    np.testing.assert_array_equal(bulk[96 : 96 + length], honest[96 : 96 + length][::-1])
+    np.testing.assert_array_equal(np.delete(bulk, range(96, 96 + length)),
+                                  np.delete(honest, range(96, 96 + length)))  # fmt: skip
+
+
+def test_windows_are_wall_clock_times_on_a_short_day() -> None:
+    days = LocalDays.of("Europe/Berlin", 20_541, 1)  # 23 hours
+    alteration = _theft(Pattern.ZEROED, onset_day=20_541, window=(12, 20))  # 03:00-05:00
+    honest = np.full(days.intervals, 100.0)
+    zeroed, _ = alter_run(alteration, days, honest)
+    assert np.flatnonzero(zeroed == 0).tolist() == list(range(8, 16))  # 4 slots earlier
+
+
+def test_an_unknown_zone_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match="unknown time zone 'Nowhere/Land'"):
+        LocalDays.of("Nowhere/Land", DAY0, 1)
 
 
 def test_the_hook_refuses_readings_of_another_meter() -> None:
@@ -167,3 +215,7 @@ def test_the_plan_labels_a_balanced_share_from_random_onsets() -> None:
 def test_impossible_plans_are_refused(shares: dict[str, float], days: int) -> None:
     with pytest.raises(ConfigurationError):
         TheftPlan(**shares).assign(range(10), DAY0, days)  # type: ignore[arg-type]
+
+
+def test_the_default_zone_is_the_fleets() -> None:
+    assert Fleet(1).tz == DEFAULT_TZ

@@ -19,6 +19,7 @@ Targets: ahead of both baselines on AUC and MAP@N; every pattern recalled >= 90 
 from __future__ import annotations
 
 import datetime as dt
+import os
 import resource
 import time
 from collections.abc import Iterator
@@ -251,6 +252,7 @@ def run_bench(
     from meterseal.fraud.plots import plot_customer, plot_umatrix
     from meterseal.fraud.report import comparison_table, hits
 
+    load_before = os.getloadavg()
     scale = run_scale(console, customers, days) if customers else None
     quality = run_quality(console, eval_customers, days, share, with_supervised=with_supervised)
     machine = Machine.probe(None)
@@ -260,6 +262,10 @@ def run_bench(
     for table in tables:
         console.print(table.rich())
         console.print(table.markdown(), markup=False, highlight=False, soft_wrap=True)
+    console.print(
+        f"machine: {machine.cpu}, {machine.cpus} logical CPUs, {machine.python}; load average "
+        f"(1/5/15 min) before {_load(load_before)}, after {_load(machine.load)}"
+    )
     lines = verdict(quality.comparison)
     for line in lines:
         console.print(("[green]" if line.endswith("yes") else "[red]") + line)
@@ -276,6 +282,10 @@ def run_bench(
         path = plot_customer(data, analysis.daily, row, why, picture, analysis.shape_map.typical)
         console.print(f"explained: {why.customer} ({why.text()}): {path}")
     return all(line.endswith("yes") for line in lines)
+
+
+def _load(load: tuple[float, float, float]) -> str:
+    return " / ".join(f"{x:.1f}" for x in load)
 
 
 def _example(quality: QualityResult) -> tuple[int, Explanation] | None:

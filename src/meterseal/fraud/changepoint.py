@@ -1,12 +1,17 @@
 """A step in a daily series that lasts to the end of the window, found and scored.
 
 Theft starts on an onset day and goes on; a holiday ends. For each customer's series y
-(one value a day, NaN = missing) the statistic is the largest two-sample t over the split
-days k of (mean before k - mean after k) / (sigma * sqrt(1/n1 + 1/n2)), taken as the smaller
-of the t for the first and the second half of the days after k (the step must last), with at
-least `min_side` present days before and after. sigma is the series' own noise, estimated robustly
-from day-to-day differences (so the step itself barely moves it) and floored, so that a
-perfectly steady series does not turn a tiny step into a huge one.
+(one value a day, NaN = missing) and each split day k the statistic is the two-sample t of
+a mean shift, (mean before k - mean after k - margin) / (sigma * sqrt(1/n1 + 1/n2)) (the
+likelihood ratio of one step at k with known noise), with at least `min_side` present days
+before. It counts in proportion to how well the step lasts: the two halves of the days
+after k and their last quarter must each keep at least `PERSIST` of the step to count
+fully, and a part keeping under half of that cancels it (a dip that recovers before the
+end of the window scores little). sigma
+is the series' own noise, estimated robustly from day-to-day differences (so the step
+itself barely moves it), pulled towards the population's typical noise (30 days give a
+rough estimate: a customer whose few differences happen to be small must not turn an
+ordinary wobble into a large t) and floored. The statistic of a customer is its best split.
 """
 
 from __future__ import annotations
@@ -21,6 +26,10 @@ F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 MAD_TO_SD = 1.4826
 MIN_BEFORE = 5  # days of history before a split: fewer make a baseline out of noise
+POOL = 20.0  # weight of the population's typical noise, in effective day-differences
+MAD_EFFICIENCY = 0.37  # a MAD weighs about as much as 37 % of its values in a variance
+MIN_POOLED = 50  # rows needed to speak of a population's typical noise
+PERSIST = 0.5  # share of the step each later part of the window must keep to count fully
 
 
 @dataclass(frozen=True)
@@ -32,60 +41,81 @@ class Step:
     delta: F64  # mean before - mean after at that split
 
 
-def noise(y: F64, floor: float) -> F64:
-    """Robust day-to-day noise of each row: MAD of consecutive differences / sqrt 2."""
+def noise(y: F64, floor: float, *, pooled: bool = True) -> F64:
+    """Robust day-to-day noise of each row: MAD of consecutive differences / sqrt 2, its
+    variance pooled with the median row's (weight `POOL`) when asked and there are enough
+    rows (a population, not a few customers)."""
     d = np.diff(y, axis=1)
     with warnings.catch_warnings():  # all-NaN rows (no data) are expected: they get the floor
         warnings.simplefilter("ignore", RuntimeWarning)
         mad = np.nanmedian(np.abs(d - np.nanmedian(d, axis=1, keepdims=True)), axis=1)
     sigma = MAD_TO_SD * np.nan_to_num(mad, nan=floor) / np.sqrt(2.0)
+    if pooled and len(y) >= MIN_POOLED:
+        weight = MAD_EFFICIENCY * np.sum(~np.isnan(d), axis=1)
+        typical = np.median(sigma)
+        sigma = np.sqrt((weight * sigma**2 + POOL * typical**2) / (weight + POOL))
     out: F64 = np.maximum(sigma, floor)
     return out
 
 
 def _means(cum_s: F64, cum_n: F64, lo: I64, hi: I64) -> tuple[F64, F64]:
-    """Mean and count of each row over days [lo, hi) from prefix sums (leading 0 column)."""
+    """Mean and count over days [lo, hi) (rows, splits) from prefix sums (rows, 1 or splits,
+    days + 1): one series per row, or one per row and split."""
     rows = np.arange(len(cum_s))[:, None]
-    n = cum_n[rows, hi] - cum_n[rows, lo]
+    series = np.arange(cum_s.shape[1])[None, :] if cum_s.shape[1] > 1 else 0
+    n = cum_n[rows, series, hi] - cum_n[rows, series, lo]
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (cum_s[rows, hi] - cum_s[rows, lo]) / n, n
+        return (cum_s[rows, series, hi] - cum_s[rows, series, lo]) / n, n
 
 
-@dataclass(frozen=True)
-class _Splits:
-    """t statistics of every split (rows, days - 1): before vs each half of after."""
+def _splits(
+    y: F64,
+    floor: float,
+    min_side: int,
+    min_half: int,
+    margin: float,
+    mirror: bool = False,
+    pooled: bool = True,
+) -> tuple[F64, F64]:
+    """The lasting-step statistic and the step's size at every split (rows, days - 1).
 
-    first: F64
-    last: F64
-    tail: F64
-    ok: npt.NDArray[np.bool_]
-    delta: F64
-
-
-def _splits(y: F64, floor: float, min_side: int, min_half: int, margin: float) -> _Splits:
-    rows, days = y.shape
-    present = ~np.isnan(y)
-    zero = np.zeros((rows, 1))
-    cum_s = np.hstack([zero, np.cumsum(np.where(present, y, 0.0), axis=1)])
-    cum_n = np.hstack([zero, np.cumsum(present, axis=1, dtype=np.float64)])
+    y is (rows, days), or (rows, days - 1, days) with its own series for each split.
+    `mirror`: the change flips the series' sign (0 is the midpoint between the two
+    behaviours), so a drop counts only as far as it crosses 0: min(step, -2 * after).
+    """
+    days = y.shape[-1]
+    y3 = y[:, None, :] if y.ndim == 2 else y
+    rows = len(y3)
+    present = ~np.isnan(y3)
+    zero = np.zeros((*y3.shape[:2], 1))
+    cum_s = np.concatenate([zero, np.cumsum(np.where(present, y3, 0.0), axis=2)], axis=2)
+    cum_n = np.concatenate([zero, np.cumsum(present, axis=2, dtype=np.float64)], axis=2)
     split = np.arange(1, days)[None, :].repeat(rows, 0)
     mid = split + (days - split + 1) // 2
     end = np.full_like(split, days)
-    before, n_before = _means(cum_s, cum_n, np.zeros_like(split), split)
-    after, _ = _means(cum_s, cum_n, split, end)
-    first, n_first = _means(cum_s, cum_n, split, mid)
-    last, n_last = _means(cum_s, cum_n, mid, end)
     # The tail: the last quarter of the days after the split (at least min_half days).
-    tail_start = np.minimum(end - np.maximum((days - split) // 4, min_half), mid)
-    tail, n_tail = _means(cum_s, cum_n, tail_start, end)
-    sigma = noise(y, floor)[:, None]
-    ok = (n_before >= min_side) & (n_first >= min_half) & (n_last >= min_half)
+    tail_start = np.maximum(end - np.maximum((days - split) // 4, min_half), mid)
+    before, n_before = _means(cum_s, cum_n, np.zeros_like(split), split)
+    after, n_after = _means(cum_s, cum_n, split, end)
+    parts = [
+        _means(cum_s, cum_n, lo, hi) for lo, hi in ((split, mid), (mid, end), (tail_start, end))
+    ]
+    sigma = noise(y3.reshape(-1, days), floor, pooled=pooled).reshape(y3.shape[:2])
+    ok = (n_before >= min_side) & (parts[0][1] >= min_half) & (parts[1][1] >= min_half)
+    ok &= parts[2][1] >= 1
+
+    def size(mean: F64) -> F64:
+        drop = before - mean - margin
+        return np.minimum(drop, -2.0 * mean) if mirror else drop
+
     with np.errstate(invalid="ignore", divide="ignore"):
-        t_first = (before - first - margin) / (sigma * np.sqrt(1.0 / n_before + 1.0 / n_first))
-        t_last = (before - last - margin) / (sigma * np.sqrt(1.0 / n_before + 1.0 / n_last))
-        t_tail = (before - tail - margin) / (sigma * np.sqrt(1.0 / n_before + 1.0 / n_tail))
-    ok &= n_tail >= 1
-    return _Splits(t_first, t_last, t_tail, ok, np.nan_to_num(before - after))
+        step = size(after)
+        t = step / (sigma * np.sqrt(1.0 / n_before + 1.0 / n_after))
+        kept = np.min([size(m) for m, _ in parts], axis=0)
+        share = kept / np.where(step > 0, step, np.inf)
+        lasting = np.clip((share - PERSIST / 2) / (PERSIST / 2), 0.0, 1.0)
+    t = np.where(t > 0, t * lasting, t)
+    return np.where(ok, t, -np.inf), np.nan_to_num(before - after)
 
 
 def _best(t: F64, delta: F64) -> Step:
@@ -106,16 +136,25 @@ def drop(
 ) -> Step:
     """The largest lasting drop in each row of y (customers, days); rows of NaN give 0.
 
-    Lasting: the days after the split are cut in two halves and the drop must show in both
-    and in the last quarter of them (the smallest t counts; each half at least `min_half`
-    present days), so a dip that recovers before the end of the window (a holiday) scores
-    little.
-    `margin`: the part of the drop that is not yet evidence (an effect size too small to
-    matter, e.g. 10 % of consumption); only what exceeds it counts.
+    Lasting: the days after the split are cut in two halves (each at least `min_half`
+    present days) and the drop must keep `PERSIST` of its size in both and in the last
+    quarter of them, so a dip that recovers before the end of the window (a holiday) scores
+    little. `margin`: the part of the drop that is not yet evidence (an effect size too
+    small to matter, e.g. 10 % of consumption); only what exceeds it counts.
     """
-    s = _splits(y, floor, min_side, min_half, margin)
-    t = np.minimum(np.minimum(s.first, s.last), s.tail)
-    return _best(np.where(s.ok, t, -np.inf), s.delta)
+    t, delta = _splits(y, floor, min_side, min_half, margin)
+    return _best(t, delta)
+
+
+def split_drops(
+    y: F64, *, floor: float, min_side: int = MIN_BEFORE, min_half: int = 2, mirror: bool = False
+) -> Step:
+    """As `drop`, with a series of its own for each split: y is (rows, days - 1, days) and
+    y[:, k - 1] is the series that tests a step before day k (say, each day compared with a
+    template learnt from the days before k). `mirror`: see `_splits`. Each series keeps its
+    own noise (no pooling: the rows are one customer's splits, not a population)."""
+    t, delta = _splits(y, floor, min_side, min_half, 0.0, mirror, pooled=False)
+    return _best(t, delta)
 
 
 def either(y: F64, *, floor: float, min_side: int = MIN_BEFORE, margin: float = 0.0) -> Step:

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from meterseal.cli_common import console, fail
 from meterseal.errors import MetersealError
+from meterseal.meter.theft import DEFAULT_TZ
 from meterseal.ui import progress_bar
 
 if TYPE_CHECKING:
@@ -40,6 +41,13 @@ DaysOption = Annotated[int, typer.Option(help="days read from the store")]
 SeedOption = Annotated[
     int, typer.Option(help="seed of the map and models (same seed: same scores)")
 ]
+TzOption = Annotated[
+    str,
+    typer.Option(
+        "--tz",
+        help="the meters' time zone (IANA name): days are cut midnight to midnight in it",
+    ),
+]
 LabelsOption = Annotated[
     Path | None,
     typer.Option(help="inspection labels (customer_id,thief): train the supervised model"),
@@ -47,7 +55,12 @@ LabelsOption = Annotated[
 
 
 def _source(
-    csv: Path | None, sgcc: Path | None, store: str | None, first_day: str | None, days: int
+    csv: Path | None,
+    sgcc: Path | None,
+    store: str | None,
+    first_day: str | None,
+    days: int,
+    tz: str = DEFAULT_TZ,
 ) -> tuple[Consumption, dict[str, bool] | None]:
     """The data named by exactly one of --csv, --sgcc, --store (with SGCC's own labels)."""
     from meterseal.fraud import readers
@@ -56,7 +69,7 @@ def _source(
     if len(chosen) != 1:
         raise typer.BadParameter("name exactly one data source: --csv, --sgcc or --store")
     if csv is not None:
-        return readers.read_long_csv(csv), None
+        return readers.read_long_csv(csv, tz=tz), None
     if sgcc is not None:
         return readers.read_sgcc(sgcc)
     assert store is not None
@@ -72,7 +85,9 @@ def _source(
     with Store.open_read_only(store) as db, progress_bar(console) as bar:
         bills = BillStore(db)
         task = bar.add_task("reading customers", total=len(bills.customers()))
-        data = readers.read_store(bills, start, days, progress=lambda n: bar.advance(task, n))
+        data = readers.read_store(
+            bills, start, days, tz=tz, progress=lambda n: bar.advance(task, n)
+        )
     return data, None
 
 
@@ -106,6 +121,7 @@ def rank(
     ] = None,
     top: Annotated[int, typer.Option(help="rows shown in the terminal")] = 20,
     seed: SeedOption = 1,
+    tz: TzOption = DEFAULT_TZ,
 ) -> None:
     """Rank every customer by theft likelihood: CSV, a table and the SOM U-matrix."""
     from meterseal.fraud.pipeline import Settings
@@ -114,7 +130,7 @@ def rank(
     from meterseal.fraud.report import hits, write_ranking
 
     try:
-        data, own_labels = _source(csv, sgcc, store, first_day, days)
+        data, own_labels = _source(csv, sgcc, store, first_day, days, tz)
         inspected = read_labels(labels) if labels else None
         analysis = _analyse(data, Settings(seed=seed))
         scores = _scores(analysis, inspected, seed)
@@ -144,6 +160,7 @@ def explain_customer(
     days: DaysOption = 30,
     out: Annotated[Path | None, typer.Option(help="PNG (default fraud-CUSTOMER.png)")] = None,
     seed: SeedOption = 1,
+    tz: TzOption = DEFAULT_TZ,
 ) -> None:
     """Plot one customer's days against its regular behaviour, with the evidence."""
     from meterseal.fraud.ensemble import unsupervised
@@ -152,7 +169,7 @@ def explain_customer(
     from meterseal.fraud.plots import plot_customer
 
     try:
-        data, _ = _source(csv, sgcc, store, first_day, days)
+        data, _ = _source(csv, sgcc, store, first_day, days, tz)
         row = data.index(customer)
         analysis = _analyse(data, Settings(seed=seed))
         scores = unsupervised(analysis.table)
@@ -186,6 +203,7 @@ def evaluate(
         bool, typer.Option("--supervised/--no-supervised", help="add the supervised row (CV)")
     ] = True,
     seed: SeedOption = 1,
+    tz: TzOption = DEFAULT_TZ,
 ) -> None:
     """AUC, MAP@N and recall per pattern: meterseal beside IsolationForest and LOF."""
     from meterseal.fraud.ensemble import truth_of
@@ -194,14 +212,14 @@ def evaluate(
 
     try:
         if dataset == "sim":
-            fleet = _simulated(customers, days, share, phasor, seed)
+            fleet = _simulated(customers, days, share, phasor, seed, tz)
             data, truth, patterns = fleet.data, fleet.thief, fleet.patterns
         else:
             path = Path(dataset)
             if labels is None and path.suffix.lower() == ".csv" and _is_sgcc(path):
                 data, flags = read_sgcc(path)
             elif labels is not None:
-                data, flags = read_long_csv(path), read_labels(labels)
+                data, flags = read_long_csv(path, tz=tz), read_labels(labels)
             else:
                 raise typer.BadParameter("a long CSV needs --labels (or use an SGCC file)")
             truth = truth_of(data.customers, flags)
@@ -226,12 +244,14 @@ def _is_sgcc(path: Path) -> bool:
         return False
 
 
-def _simulated(customers: int, days: int, share: float, phasor: bool, seed: int) -> Labelled:
+def _simulated(
+    customers: int, days: int, share: float, phasor: bool, seed: int, tz: str
+) -> Labelled:
     from meterseal.fraud.fleet import FleetSpec, labelled_fleet
     from meterseal.meter.theft import TheftPlan
 
     plan = TheftPlan(share=share, holiday_share=0.05, appliance_share=0.03, seed=seed)
-    spec = FleetSpec(customers, dt.date(2026, 9, 1), days, plan, seed=seed, phasor=phasor)
+    spec = FleetSpec(customers, dt.date(2026, 9, 1), days, plan, seed=seed, phasor=phasor, tz=tz)
     with progress_bar(console) as bar:
         task = bar.add_task("simulating meters", total=customers)
         return labelled_fleet(spec, progress=lambda n: bar.advance(task, n))
@@ -274,12 +294,13 @@ def simulate(
     days: Annotated[int, typer.Option(help="days per customer")] = 30,
     share: Annotated[float, typer.Option(help="share of thieves")] = 0.08,
     seed: SeedOption = 1,
+    tz: TzOption = DEFAULT_TZ,
 ) -> None:
     """Write a labelled simulated fleet (energy only): OUT (long CSV) and OUT-labels.csv."""
     from meterseal.fraud.report import write_fleet
 
     try:
-        fleet = _simulated(customers, days, share, False, seed)
+        fleet = _simulated(customers, days, share, False, seed, tz)
         labels = write_fleet(fleet, out)
     except MetersealError as exc:
         raise fail(exc) from exc

@@ -1,10 +1,12 @@
 """What the fraud job reads: customers' consumption as periods (days) of equal slots.
 
 `Consumption` holds energy in kWh per slot, shape (customers, periods, slots), NaN where a
-reading is missing; for 15-minute data a period is a UTC day of 96 slots, for the SGCC daily
-layout a week of 7 days. Phasor reports, when present, are kept as daily aggregates per
-phase (`PhasorDays`). Sans-IO: the readers in `fraud.readers` build these from files and
-the store; `from_rows` builds one from plain rows.
+reading is missing; for 15-minute data a period is a local day of the meters' time zone
+(midnight to midnight on the wall clock, 96 slots), for the SGCC daily layout a week of 7
+days. On the days clocks change, the skipped hour's slots are missing and the repeated
+hour's two readings share their slots (their mean). Phasor reports, when present, are kept
+as daily aggregates per phase (`PhasorDays`). Sans-IO: the readers in `fraud.readers` build
+these from files and the store; `from_arrays` builds one from plain arrays.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from meterseal.errors import MetersealError
+from meterseal.errors import ConfigurationError, MetersealError
+from meterseal.meter.theft import DEFAULT_TZ, LocalDays, local_clock
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -59,6 +62,7 @@ class Consumption:
     period_days: int = 1  # 1: a period is a day; 7: a week (daily data such as SGCC)
     regions: tuple[str, ...] | None = None
     phasor: PhasorDays | None = None
+    tz: str | None = None  # the zone whose local days the periods are (None: dates as given)
 
     def __post_init__(self) -> None:
         shape = self.energy.shape
@@ -112,6 +116,7 @@ class Consumption:
             self.period_days,
             None if self.regions is None else tuple(self.regions[i] for i in picked.tolist()),
             None if self.phasor is None else self.phasor.take(rows),
+            self.tz,
         )
 
     def chunks(self, size: int) -> Iterable[Consumption]:
@@ -132,6 +137,35 @@ def grid(timestamps: I64) -> int:
     return step
 
 
+def wall_grid(values: F64, days: LocalDays, slots: int = 96) -> F64:
+    """A run of local days (rows, intervals, ...) on the wall-clock grid (rows, days, slots,
+    ...): a skipped hour's slots are NaN, a repeated hour's two values are averaged."""
+    rows, intervals = values.shape[:2]
+    rest = values.shape[2:]
+    if intervals == days.days * slots and np.array_equal(
+        days.clock, np.tile(np.arange(slots), days.days)
+    ):
+        return values.reshape(rows, days.days, slots, *rest)
+    cell = days.day_index() * slots + days.clock
+    flat = values.reshape(rows, intervals, -1).transpose(1, 0, 2)
+    sums = np.zeros((days.days * slots, rows, flat.shape[2]))
+    np.add.at(sums, cell, flat)
+    counts = np.bincount(cell, minlength=days.days * slots)[:, None, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(counts > 0, sums / counts, np.nan).transpose(1, 0, 2)
+    return out.reshape(rows, days.days, slots, *rest)
+
+
+def _cells(customer_of: Sequence[str], timestamps: I64, step: int, tz: str) -> tuple[I64, int, int]:
+    """Each reading's local day (from the first) and wall-clock slot; the first day, the days."""
+    try:
+        day, second = local_clock(tz, timestamps)
+    except ConfigurationError as exc:
+        raise FraudDataError(str(exc)) from None
+    day0 = int(day.min())
+    return (day - day0) * (DAY // step) + second // step, day0, int(day.max()) - day0 + 1
+
+
 def from_arrays(
     customer_of: Sequence[str],
     timestamps: I64,
@@ -141,8 +175,10 @@ def from_arrays(
     current: F64 | None = None,
     power_w: F64 | None = None,
     regions: dict[str, str] | None = None,
+    tz: str = DEFAULT_TZ,
 ) -> Consumption:
-    """Long data (one reading a row) to days of slots; phasor arrays are (rows, phases)."""
+    """Long data (one reading a row, UTC timestamps) to local days of slots in zone `tz`;
+    phasor arrays are (rows, phases)."""
     ids, who = np.unique(np.asarray(customer_of, dtype=object), return_inverse=True)
     step = grid(timestamps)
     if np.any(timestamps % step):
@@ -150,16 +186,21 @@ def from_arrays(
         raise FraudDataError(
             f"reading of {customer_of[bad]!r} at {timestamps[bad]} is off the {step}-s grid"
         )
-    day0 = int(timestamps.min()) // DAY
-    days = int(timestamps.max()) // DAY - day0 + 1
-    slots = DAY // step
-    flat = who * (days * slots) + (timestamps // step - day0 * slots)
-    if len(np.unique(flat)) != len(flat):
-        _, first, counts = np.unique(flat, return_index=True, return_counts=True)
+    instant = who * (int(timestamps.max()) // step + 1) + timestamps // step
+    if len(np.unique(instant)) != len(instant):
+        _, first, counts = np.unique(instant, return_index=True, return_counts=True)
         dup = int(first[np.argmax(counts > 1)])
         raise FraudDataError(f"two readings of {customer_of[dup]!r} at {timestamps[dup]}")
-    energy = np.full(len(ids) * days * slots, np.nan)
-    energy[flat] = kwh
+    local, day0, days = _cells(customer_of, timestamps, step, tz)
+    slots = DAY // step
+    flat = who * (days * slots) + local
+    cells = len(ids) * days * slots
+    present = ~np.isnan(kwh)
+    # The repeated hour of a clock change puts two readings in one slot: their mean.
+    sums = np.bincount(flat[present], kwh[present], cells)
+    counts = np.bincount(flat[present], minlength=cells)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        energy = np.where(counts > 0, sums / counts, np.nan)
     phasor = None
     if current is not None:
         phasor = _phasor_days(flat // slots, len(ids), days, voltage, current, power_w)
@@ -169,6 +210,7 @@ def from_arrays(
         energy.reshape(len(ids), days, slots),
         regions=None if regions is None else tuple(regions.get(str(i), "") for i in ids),
         phasor=phasor,
+        tz=tz,
     )
 
 

@@ -18,6 +18,7 @@ B = npt.NDArray[np.bool_]
 MAX_MISSING = 0.1
 BASE_QUANTILE = 0.1
 ZERO_SHARE = 0.02  # a reading below 2 % of the customer's median reading counts as zero
+LOG_SHARE = 0.05  # logs of readings are taken of reading + 5 % of the customer's median one
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,8 @@ class DaySummaries:
     cv: F64  # standard deviation / mean of the day's readings (0: flat)
     lag1: F64  # lag-1 autocorrelation of the day's readings (smoothness)
     zero_run: F64  # longest run of zero readings, as a share of the day
+    log_level: F64  # mean of log(reading + LOG_SHARE * the customer's median reading)
+    log_spread: F64  # standard deviation of those logs over the day
     filled: F64  # the readings with small gaps filled (customers, days, slots)
 
 
@@ -71,9 +74,14 @@ def summarise(energy: F64) -> DaySummaries:
     with warnings.catch_warnings():  # customers without a single reading are expected
         warnings.simplefilter("ignore", RuntimeWarning)
         typical = np.nanmedian(present.reshape(len(filled), -1), axis=1)
-    threshold = np.nan_to_num(typical) * ZERO_SHARE
-    zero_run = _longest_run(filled <= threshold[:, None, None])
-    out = DaySummaries(missing, total, base, cv, lag1, zero_run, filled)
-    for name in ("total", "base", "cv", "lag1", "zero_run"):
+    typical = np.nan_to_num(typical)
+    zero_run = _longest_run(filled <= (typical * ZERO_SHARE)[:, None, None])
+    # A register that scales every reading shifts every log by the same amount: the day's
+    # mean log moves, their spread does not (an absence or a zeroed window changes both).
+    logs = np.log(filled + np.maximum(typical * LOG_SHARE, 1e-9)[:, None, None])
+    log_level = logs.mean(-1)
+    log_spread = logs.std(-1)
+    out = DaySummaries(missing, total, base, cv, lag1, zero_run, log_level, log_spread, filled)
+    for name in ("total", "base", "cv", "lag1", "zero_run", "log_level", "log_spread"):
         getattr(out, name)[missing] = np.nan
     return out

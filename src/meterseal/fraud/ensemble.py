@@ -37,11 +37,11 @@ class Detector:
 
 
 DETECTORS = (
-    Detector("scaled readings", ("level_drop", "base_drop")),
-    Detector("zeroed window", ("zero_rise", "base_drop")),
-    Detector("random scaling", ("roughening", "level_drop", "base_drop")),
-    Detector("constant readings", ("flattening", "atypical_shape")),
-    Detector("reversed day", ("reversal", "atypical_shape", "load_centre")),
+    Detector("scaled readings", ("scale_drop", "base_drop")),
+    Detector("zeroed window", ("zero_rise",)),
+    Detector("random scaling", ("roughening",)),
+    Detector("constant readings", ("flattening",)),
+    Detector("reversed day", ("own_reversal",)),
     Detector("phase current", ("phase_share_drop", "current_drop")),
     Detector("tampered register", ("phasor_mismatch",)),
 )

@@ -3,7 +3,8 @@
 For a flagged customer the explanation names the strongest detector (the theft pattern),
 the feature that carries most of its evidence (with its t statistic and meaning), the day
 that feature's lasting change starts, and the days from then on that break the customer's
-own earlier behaviour by more than `DEVIATION` times their day-to-day noise.
+own earlier behaviour by more than `DEVIATION` times their day-to-day noise (reversed days:
+the days that match the customer's earlier days reversed in time better than as they were).
 """
 
 from __future__ import annotations
@@ -16,10 +17,13 @@ import numpy as np
 import numpy.typing as npt
 
 from meterseal.fraud import changepoint
+from meterseal.fraud.daily import F32, wide
 from meterseal.fraud.ensemble import DETECTORS, Scores
 from meterseal.fraud.features import FEATURES, NAMES, series
 from meterseal.fraud.metrics import ranking
 from meterseal.fraud.pipeline import Analysis
+from meterseal.fraud.reversal import reversal_series
+from meterseal.fraud.som import zcurves
 
 F64 = npt.NDArray[np.float64]
 DEVIATION = 2.0
@@ -60,6 +64,13 @@ def _days(y: F64, onset: int, drop: bool, floor: float) -> list[int]:
     return [onset + int(i) for i in np.flatnonzero(np.nan_to_num(gap) > DEVIATION * sigma)]
 
 
+def _reversed_days(hours: F32, onset: int) -> list[int]:
+    """Days from `onset` on that match the customer's earlier days reversed better (r > 0)."""
+    z, usable = zcurves(wide(hours)[None])
+    r = reversal_series(z, usable)[0, onset - 1]
+    return [d for d in range(onset, len(r)) if r[d] > 0]
+
+
 def explain(
     analysis: Analysis,
     scores: Scores,
@@ -91,6 +102,8 @@ def explain(
         if feature in tests and onset > 0:
             s = tests[feature]
             days = _days(s.y[row], onset, s.drop, s.floor)
+        elif feature == "own_reversal" and onset > 0:
+            days = _reversed_days(analysis.daily.hours[row], onset)
         elif onset > 0:
             days = list(range(onset, analysis.daily.total.shape[1]))
 

@@ -1,18 +1,24 @@
 """Features that catch what a correlation misses, one number per customer each.
 
 Built from per-day series (`Daily`): each change feature is the t statistic of the largest
-lasting step (`changepoint`) in one series, in the direction theft moves it:
+lasting step (`changepoint`) in one series, in the direction theft moves it; what every
+neighbour did that day (customers of the same region, or all) is taken out first, so a
+weekend, a public holiday or a cold snap is not a step:
 
-* level_drop: daily energy falls, relative to the neighbourhood (customers of the same
-  region, or all) on the same days, so a cold snap or a public holiday is not a step;
+* scale_drop: the day's mean log reading falls while the spread of the logs holds: every
+  reading fell by one factor (a tampered register), not just the peaks (an absence keeps
+  the standby load and narrows the spread, `SPREAD_SCALE`);
+* level_drop: daily energy falls;
 * base_drop: the standby load (10th percentile of the day) falls; a holiday leaves it,
   a tampered register scales it with everything else;
 * zero_rise: runs of zero readings appear (a zeroed window);
-* flattening: the day's variation (coefficient of variation) collapses (constant days);
+* flattening: the day's variation (coefficient of variation) collapses, by far more than a
+  standby-only day's (`FLAT_MARGIN`): constant days;
 * roughening: consecutive readings stop following each other (random per-reading factors);
 * pattern_break: the correlation with the regular behaviour (the seed's SOM method) moves;
-* reversal: days come to resemble the population's usual shape reversed in time more than
-  the shape itself;
+* own_reversal: days come to match the customer's own earlier days reversed in time better
+  than as they were (`reversal`);
+* reversal: the same against the population's usual shape;
 * atypical_shape: days stop resembling the population's usual shape;
 * load_centre: the hour the day's energy centres on (its centre of mass in time) moves;
 * phase_share_drop: one phase's share of the current falls (phasor tampering);
@@ -30,21 +36,20 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
 from meterseal.fraud import changepoint
-from meterseal.fraud.data import Consumption
-from meterseal.fraud.days import summarise
-from meterseal.fraud.som import ShapeMap, hourly, regular_behaviour, zcurves
+from meterseal.fraud.daily import F32, Daily, wide
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 B = npt.NDArray[np.bool_]
 MISMATCH = 0.03  # a day whose energy and phasor energy differ by more than 3 %
 LEVEL_MARGIN = 0.1  # log units: drops of energy smaller than about 10 % are not evidence
+FLAT_MARGIN = 1.5  # log units: a day up to 4.5 times flatter (standby only) is no evidence
 KEPT_SCALE = 0.2  # log units: a shape change that moved daily energy by 20 % no longer counts
 
 
@@ -58,12 +63,14 @@ class Feature:
 
 
 FEATURES = (
+    Feature("scale_drop", "scaled readings", "every reading fell by the same factor"),
     Feature("level_drop", "scaled readings", "daily energy fell and stayed low"),
     Feature("base_drop", "scaled readings", "the standby load fell with it"),
     Feature("zero_rise", "zeroed window", "windows of zero readings appeared"),
     Feature("flattening", "constant readings", "the daily curve went flat"),
     Feature("roughening", "random scaling", "readings stopped following each other"),
     Feature("pattern_break", "changed shape", "days stopped matching the regular behaviour"),
+    Feature("own_reversal", "reversed day", "days match its earlier days reversed in time"),
     Feature("reversal", "reversed day", "days match the usual shape reversed in time"),
     Feature("atypical_shape", "changed shape", "days stopped looking like anyone's days"),
     Feature("load_centre", "reversed day", "the hour the day's energy centres on moved"),
@@ -74,66 +81,15 @@ FEATURES = (
 )
 NAMES = tuple(f.name for f in FEATURES)
 # Features of the day's shape: they count only changes that kept the day's energy (`kept`).
-SHAPE = ("flattening", "roughening", "pattern_break", "reversal", "atypical_shape", "load_centre")
-
-
-@dataclass(frozen=True)
-class Daily:
-    """Per-day series of each customer (customers, days); NaN on missing days."""
-
-    total: F64
-    base: F64
-    cv: F64
-    lag1: F64
-    zero_run: F64
-    corr: F64
-    corr_typical: F64  # with the population's usual shape
-    corr_reversed: F64  # with the population's usual shape reversed in time
-    in_region: B
-    node: I64  # (C, D) best-matching node of the day, -1 when unusable
-    current: F64  # (C, D, phases) daily mean current, NaN without phasor
-    voltage: F64  # (C, D, phases)
-    phasor_kwh: F64  # (C, D) energy from the phasor's active power
-    hours: F64  # (C, D, 24 or slots) energy per hour of the day, 0 on missing days
-
-    @classmethod
-    def concat(cls, parts: Sequence[Daily]) -> Daily:
-        """Stack chunks of customers."""
-        return cls(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)))
-
-    def take(self, rows: I64 | slice) -> Daily:
-        """A subset of customers."""
-        return Daily(*(getattr(self, f.name)[rows] for f in fields(self)))
-
-
-def daily(chunk: Consumption, smap: ShapeMap) -> Daily:
-    """The per-day series of a chunk of customers (SOM mapping included)."""
-    s = summarise(chunk.energy)
-    z, usable = zcurves(hourly(s.filled))
-    regular = regular_behaviour(smap, z, usable & ~s.missing, s.missing)
-    c, d = s.total.shape
-    if chunk.phasor is None:
-        nan3 = np.full((c, d, 3), np.nan)
-        current, voltage, phasor_kwh = nan3, nan3.copy(), np.full((c, d), np.nan)
-    else:
-        current, voltage = chunk.phasor.current, chunk.phasor.voltage
-        phasor_kwh = chunk.phasor.energy_kwh
-    return Daily(
-        s.total,
-        s.base,
-        s.cv,
-        s.lag1,
-        s.zero_run,
-        regular.corr,
-        regular.corr_typical,
-        regular.corr_reversed,
-        regular.in_region,
-        regular.bmu,
-        current,
-        voltage,
-        phasor_kwh,
-        np.where(s.missing[..., None], 0.0, hourly(s.filled)),
-    )
+SHAPE = (
+    "flattening",
+    "pattern_break",
+    "own_reversal",
+    "reversal",
+    "atypical_shape",
+    "load_centre",
+)
+SPREAD_SCALE = 0.3  # log units: a level drop whose log spread moved this much is no scaling
 
 
 def common(y: F64, regions: Sequence[str] | None) -> F64:
@@ -208,24 +164,30 @@ class Series:
 def series(d: Daily, regions: Sequence[str] | None) -> dict[str, Series]:
     """The series behind the single-series change features (what every neighbour did on a
     day is removed from each customer's day)."""
+    total = wide(d.total)
     with _quiet():
-        typical = np.nan_to_num(np.nanmedian(d.total, axis=1))
-        typical_base = np.nan_to_num(np.nanmedian(d.base, axis=1))
-    level = neighbourhood(d.total, regions)
+        typical = np.nan_to_num(np.nanmedian(total, axis=1))
+        typical_base = np.nan_to_num(np.nanmedian(wide(d.base), axis=1))
+    level = neighbourhood(total, regions)
 
     def own(y: F64) -> F64:
         return y - common(y, regions)
 
+    with _quiet():
+        log_level = wide(d.log_level)
+        log_level -= np.nanmedian(log_level, axis=1, keepdims=True)
+
     base_scale = np.maximum(typical_base, typical / 200)
     return {
-        "level_drop": Series(_log(d.total, typical, 0.02) - level, 0.05, True, LEVEL_MARGIN),
-        "base_drop": Series(_log(d.base, base_scale, 0.05) - level, 0.05, True, LEVEL_MARGIN),
-        "zero_rise": Series(-d.zero_run, 0.02, True),
-        "flattening": Series(own(np.log(d.cv + 0.02)), 0.05, True),
-        "roughening": Series(own(d.lag1), 0.03, True),
-        "pattern_break": Series(own(d.corr), 0.05, False),
-        "reversal": Series(own(d.corr_reversed - d.corr_typical), 0.05, False),
-        "atypical_shape": Series(own(d.corr_typical), 0.05, True),
+        "scale_drop": Series(own(log_level), 0.05, True, LEVEL_MARGIN),
+        "level_drop": Series(_log(total, typical, 0.02) - level, 0.05, True, LEVEL_MARGIN),
+        "base_drop": Series(_log(wide(d.base), base_scale, 0.05) - level, 0.05, True, LEVEL_MARGIN),
+        "zero_rise": Series(-wide(d.zero_run), 0.02, True),
+        "flattening": Series(own(np.log(wide(d.cv) + 0.02)), 0.05, True, FLAT_MARGIN),
+        "roughening": Series(own(wide(d.lag1)), 0.03, True),
+        "pattern_break": Series(own(wide(d.corr)), 0.05, False),
+        "reversal": Series(own(wide(d.corr_reversed) - wide(d.corr_typical)), 0.05, False),
+        "atypical_shape": Series(own(wide(d.corr_typical)), 0.05, True),
         "load_centre": Series(own(_centre(d.hours)), 0.25, False),
     }
 
@@ -235,11 +197,19 @@ def features(customers: tuple[str, ...], d: Daily, regions: Sequence[str] | None
     tests = series(d, regions)
     steps = {name: s.step() for name, s in tests.items()}
     level = tests["level_drop"].y
+    steps["own_reversal"] = changepoint.Step(
+        d.reversal_t, d.reversal_onset, np.zeros(len(d.reversal_t))
+    )
     for name in SHAPE:
         step = steps[name]
         steps[name] = changepoint.Step(step.t * kept(level, step.onset), step.onset, step.delta)
-    steps["phase_share_drop"] = _phase_share(d.current)
-    steps["current_drop"] = _current_drop(d, neighbourhood(d.total, regions))
+    scale = steps["scale_drop"]
+    spread = wide(d.log_spread)
+    spread -= common(spread, regions)
+    scale_kept = kept(spread, scale.onset, SPREAD_SCALE)
+    steps["scale_drop"] = changepoint.Step(scale.t * scale_kept, scale.onset, scale.delta)
+    steps["phase_share_drop"] = _phase_share(wide(d.current))
+    steps["current_drop"] = _current_drop(d, neighbourhood(wide(d.total), regions))
     values = np.zeros((len(customers), len(FEATURES)))
     onset = np.full((len(customers), len(FEATURES)), -1, np.int64)
     for name, step in steps.items():
@@ -248,39 +218,44 @@ def features(customers: tuple[str, ...], d: Daily, regions: Sequence[str] | None
         onset[:, j] = step.onset
     values[:, NAMES.index("phasor_mismatch")] = _mismatch(d)
     with _quiet():
-        values[:, NAMES.index("som_break")] = np.nan_to_num(np.nanmean(1.0 - d.corr, axis=1))
+        values[:, NAMES.index("som_break")] = np.nan_to_num(np.nanmean(1.0 - wide(d.corr), axis=1))
     return FeatureTable(customers, values, onset)
 
 
-def kept(level: F64, onset: I64) -> F64:
-    """How well a change at `onset` kept the day's energy, per customer: 1 when the mean
-    daily energy (relative to the neighbourhood, log) is the same after as before, 0 when
-    it moved by `KEPT_SCALE` or more either way, in both halves of the days after the onset
-    (a holiday late in the window does not hide a change before it). The thefts only a shape
-    reveals (constant
-    or reversed days) keep the energy; a new appliance adds some, an absence removes some
-    (and the level features judge removals)."""
+def kept(level: F64, onset: I64, scale: float = KEPT_SCALE) -> F64:
+    """How well a change at `onset` kept a daily quantity, per customer: 1 when its mean
+    (say, the log of the day's energy relative to the neighbourhood) is the same after as
+    before up to twice its standard error, falling to 0 when it moved `scale` further,
+    either way, in both halves of the days after the onset (a holiday late in the window
+    does not hide a change before it). The thefts only a shape reveals (constant or
+    reversed days) keep the energy; a new appliance adds some, an absence removes some (and
+    the level features judge removals)."""
     days = level.shape[1]
     k = np.where(onset > 0, onset, days // 2)[:, None]
     mid = k + (days - k + 1) // 2
     day = np.arange(days)[None, :]
+    present = ~np.isnan(level)
+    sigma = changepoint.noise(level, 0.0)
     with _quiet():
         before = np.nanmean(np.where(day < k, level, np.nan), axis=1)
-        halves = [
-            np.nanmean(np.where((day >= lo) & (day < hi), level, np.nan), axis=1)
-            for lo, hi in ((k, mid), (mid, days))
-        ]
-    change = np.min([np.abs(np.nan_to_num(h - before)) for h in halves], axis=0)
-    out: F64 = np.clip(1.0 - change / KEPT_SCALE, 0.0, 1.0)
+        n_before = (present & (day < k)).sum(1)
+        changes = []
+        for lo, hi in ((k, mid), (mid, days)):
+            inside = (day >= lo) & (day < hi)
+            half = np.nanmean(np.where(inside, level, np.nan), axis=1)
+            n = (present & inside).sum(1)
+            error = sigma * np.sqrt(1.0 / np.maximum(n_before, 1) + 1.0 / np.maximum(n, 1))
+            changes.append(np.maximum(np.abs(np.nan_to_num(half - before)) - 2.0 * error, 0.0))
+    out: F64 = np.clip(1.0 - np.min(changes, axis=0) / scale, 0.0, 1.0)
     return out
 
 
-def _centre(hours: F64) -> F64:
+def _centre(hours: F32) -> F64:
     """Centre of mass in time of each day's energy, in hours (or slots) from the day's start."""
-    weights = np.arange(hours.shape[2]) + 0.5
-    total = hours.sum(2)
+    weights = np.arange(hours.shape[2], dtype=np.float32) + 0.5
+    total = wide(hours.sum(2))
     with np.errstate(invalid="ignore", divide="ignore"):
-        centre: F64 = np.where(total > 0, (hours * weights).sum(2) / total, np.nan)
+        centre: F64 = np.where(total > 0, wide((hours * weights).sum(2)) / total, np.nan)
     return centre
 
 
@@ -307,9 +282,10 @@ def _phase_share(current: F64) -> changepoint.Step:
 def _current_drop(d: Daily, level: F64) -> changepoint.Step:
     """A lasting drop of the current (relative to the neighbourhood) with a steady voltage."""
     with np.errstate(invalid="ignore", divide="ignore"), _quiet():
-        amps = np.nansum(d.current, axis=2)
-        amps = np.where(np.isnan(d.current).all(2), np.nan, amps)
-        volts = np.nanmean(d.voltage, axis=2)
+        current = wide(d.current)
+        amps = np.nansum(current, axis=2)
+        amps = np.where(np.isnan(current).all(2), np.nan, amps)
+        volts = np.nanmean(wide(d.voltage), axis=2)
         typical = np.nan_to_num(np.nanmedian(amps, axis=1))
     step = changepoint.drop(_log(amps, typical, 0.02) - level, floor=0.05, margin=LEVEL_MARGIN)
     onset = np.maximum(step.onset, 1)
@@ -325,7 +301,8 @@ def _current_drop(d: Daily, level: F64) -> changepoint.Step:
 def _mismatch(d: Daily) -> F64:
     """Share of days whose energy and phasor energy differ by more than `MISMATCH`."""
     with np.errstate(invalid="ignore", divide="ignore"):
-        gap = np.abs(d.phasor_kwh - d.total) / np.maximum(d.total, 1e-6)
+        total = wide(d.total)
+        gap = np.abs(wide(d.phasor_kwh) - total) / np.maximum(total, 1e-6)
     known = ~np.isnan(gap)
     count = (np.nan_to_num(gap) > MISMATCH).sum(1)
     share: F64 = np.divide(count, known.sum(1), out=np.zeros(len(gap)), where=known.sum(1) > 0)

@@ -3,7 +3,8 @@
 The fast path, as the benchmark needs it: consumption straight from `meter.load.Fleet`
 (no sealing, no transport), altered by `meter.theft` exactly as the simulator's hook alters
 readings. With `phasor=True` each interval also gets per-phase voltage, current and power
-(`_phasors`), altered with the energy and kept as daily aggregates.
+(`_phasors`), altered with the energy and kept as daily aggregates. Days are local days of
+the fleet's zone (`tz`), cut as the fraud job's readers cut them.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from meterseal.fraud.data import MAX_PHASES, Consumption, PhasorDays
-from meterseal.meter.load import PER_DAY, Fleet
+from meterseal.fraud.data import MAX_PHASES, Consumption, PhasorDays, wall_grid
+from meterseal.meter.load import Fleet
 from meterseal.meter.phasor import NOMINAL_VOLTAGE, clip_voltage, phase_arrays
-from meterseal.meter.theft import DAY_SECONDS, Alteration, TheftPlan, alter_days
+from meterseal.meter.theft import DEFAULT_TZ, Alteration, LocalDays, TheftPlan, alter_run
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -62,6 +63,12 @@ class FleetSpec:
     three_phase_share: float = 0.3
     regions: int = 8
     phasor: bool = False
+    tz: str = DEFAULT_TZ  # the households' zone: their days, and the thieves'
+
+    @property
+    def local_days(self) -> LocalDays:
+        """The window's local days as one run of intervals."""
+        return LocalDays.of(self.tz, self.first_unix_day, self.days)
 
     @property
     def first_unix_day(self) -> int:
@@ -70,7 +77,7 @@ class FleetSpec:
 
     def fleet(self) -> Fleet:
         """The load model behind these customers."""
-        return Fleet(self.seed, three_phase_share=self.three_phase_share)
+        return Fleet(self.seed, three_phase_share=self.three_phase_share, tz=self.tz)
 
     def names(self) -> tuple[str, ...]:
         """Customer ids, one per meter index."""
@@ -91,7 +98,7 @@ class FleetSpec:
 
 
 def _phasors(spec: FleetSpec, fleet: Fleet, meters: range, wh: F64) -> tuple[F64, F64, F64]:
-    """Per-interval phase voltage (V), current (A) and power (W) for a chunk, (M, D, 96, 3).
+    """Per-interval phase voltage (V), current (A) and power (W) for a chunk, (M, T, 3).
 
     The model of `meter.phasor.synthetic` (voltage N(230 + offset, 1.6) within EN 50160,
     the household's power factor with a little noise, a random split over three phases),
@@ -101,15 +108,15 @@ def _phasors(spec: FleetSpec, fleet: Fleet, meters: range, wh: F64) -> tuple[F64
     """
     rng = np.random.default_rng((spec.seed, meters.start, 0xF4A5))
     m = len(meters)
-    shape = (m, spec.days, PER_DAY)
+    shape = wh.shape
     phases = np.array([fleet.household(i).phases for i in meters])
     pf_mean = np.array([fleet.household(i).power_factor for i in meters])
-    three = (phases == 3)[:, None, None, None]
+    three = (phases == 3)[:, None, None]
     raw = np.exp(0.3 * rng.standard_normal((*shape, MAX_PHASES)))
     split = np.where(three, raw / raw.sum(-1, keepdims=True), np.array([1.0, 0.0, 0.0]))
-    offset = 1.2 * rng.standard_normal(m)[:, None, None, None]
+    offset = 1.2 * rng.standard_normal(m)[:, None, None]
     volts = clip_voltage(NOMINAL_VOLTAGE + offset + 1.6 * rng.standard_normal((*shape, 3)))
-    pf = np.clip(pf_mean[:, None, None] + 0.02 * rng.standard_normal(shape), 0.85, 0.99)
+    pf = np.clip(pf_mean[:, None] + 0.02 * rng.standard_normal(shape), 0.85, 0.99)
     arrays = phase_arrays(
         (wh * 4.0).reshape(-1),
         volts.reshape(-1, 3),
@@ -122,50 +129,73 @@ def _phasors(spec: FleetSpec, fleet: Fleet, meters: range, wh: F64) -> tuple[F64
     return volts * missing, arrays.current.reshape(*shape, 3) * missing, power
 
 
+def _alter(
+    fleet: Fleet,
+    days: LocalDays,
+    i: int,
+    alt: Alteration,
+    wh: F64,
+    phasor: tuple[F64, F64, F64] | None,
+) -> None:
+    """One meter's run of intervals altered in place: energy (T,), phasor arrays (T, 3)."""
+    count = fleet.household(i).phases
+    if phasor is not None:
+        volts, amps, power = phasor
+        honest = np.nan_to_num(power[:, :count])
+    else:  # an even split, only to alter one phase
+        honest = np.repeat((wh * 4.0 / count)[:, None], count, axis=1)
+    altered_wh, altered = alter_run(alt, days, wh, honest)
+    assert altered is not None
+    wh[:] = altered_wh
+    if phasor is not None:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio = np.where(honest > 0, altered / honest, np.nan)
+            amps[:, :count] = np.where(
+                honest > 0, amps[:, :count] * ratio, altered / volts[:, :count]
+            )
+        power[:, :count] = altered
+
+
+def _daily_means(values: F64, days: LocalDays) -> F64:
+    """Mean of each local day of a run (M, T, ...) -> (M, D, ...)."""
+    lengths = np.diff(days.bounds).reshape(1, -1, *([1] * (values.ndim - 2)))
+    means: F64 = np.add.reduceat(values, days.bounds[:-1], axis=1) / lengths
+    return means
+
+
 def fleet_chunks(
     spec: FleetSpec, size: int = CHUNK
 ) -> Iterator[tuple[range, Consumption, dict[int, Alteration]]]:
     """The labelled fleet chunk by chunk: (meters, their consumption, their alterations)."""
     fleet = spec.fleet()
     alterations = spec.alterations(fleet)
-    start = spec.first_unix_day * DAY_SECONDS
+    days = spec.local_days
     names, regions = spec.names(), spec.region_names()
     for first in range(0, spec.customers, size):
         meters = range(first, min(first + size, spec.customers))
-        raw = fleet.energy(np.arange(meters.start, meters.stop), start, spec.days * PER_DAY)
-        wh = raw.reshape(len(meters), spec.days, PER_DAY).astype(np.float64)
-        if spec.phasor:
-            volts, amps, power = _phasors(spec, fleet, meters, wh)
+        raw = fleet.energy(np.arange(meters.start, meters.stop), days.start, days.intervals)
+        wh = raw.astype(np.float64)
+        arrays = _phasors(spec, fleet, meters, wh) if spec.phasor else None
         for i in meters:
-            if i not in alterations:
-                continue
-            j = i - first
-            count = fleet.household(i).phases
-            if spec.phasor:
-                honest = np.nan_to_num(power[j, ..., :count])
-            else:  # an even split, only to alter one phase
-                honest = np.repeat((wh[j] * 4.0 / count)[..., None], count, axis=2)
-            altered_wh, altered = alter_days(alterations[i], spec.first_unix_day, wh[j], honest)
-            assert altered is not None
-            wh[j] = altered_wh
-            if spec.phasor:
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    ratio = np.where(honest > 0, altered / honest, np.nan)
-                    amps[j, ..., :count] = np.where(
-                        honest > 0, amps[j, ..., :count] * ratio, altered / volts[j, ..., :count]
-                    )
-                power[j, ..., :count] = altered
+            if i in alterations:
+                j = i - first
+                one = None if arrays is None else (arrays[0][j], arrays[1][j], arrays[2][j])
+                _alter(fleet, days, i, alterations[i], wh[j], one)
         phasor = None
-        if spec.phasor:
+        if arrays is not None:
+            volts, amps, power = arrays
             phasor = PhasorDays(
-                volts.mean(2), amps.mean(2), np.nansum(power, axis=3).mean(2) * 24.0 / 1000.0
+                _daily_means(volts, days),
+                _daily_means(amps, days),
+                _daily_means(np.nansum(power, axis=2), days) * 24.0 / 1000.0,
             )
         data = Consumption(
             names[first : meters.stop],
             spec.first_day,
-            wh / 1000.0,
+            wall_grid(wh / 1000.0, days),
             regions=regions[first : meters.stop],
             phasor=phasor,
+            tz=spec.tz,
         )
         yield meters, data, {i: alterations[i] for i in meters if i in alterations}
 
@@ -194,5 +224,6 @@ def labelled_fleet(
         )
         if phasors
         else None,
+        tz=spec.tz,
     )
     return Labelled(data, {names[i]: a for i, a in alterations.items()})

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from meterseal.fraud.daily import Daily, daily
 from meterseal.fraud.data import Consumption, FraudDataError
 from meterseal.fraud.days import fill_days
-from meterseal.fraud.features import Daily, FeatureTable, daily, features
+from meterseal.fraud.features import FeatureTable, features
 from meterseal.fraud.som import ShapeMap, hourly, train_map, zcurves
 
 F64 = npt.NDArray[np.float64]

@@ -9,17 +9,20 @@ import numpy.typing as npt
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from meterseal.fraud.data import Consumption
+from meterseal.fraud.daily import Daily
+from meterseal.fraud.data import Consumption, FraudDataError
 from meterseal.fraud.explain import Explanation
-from meterseal.fraud.features import Daily
 from meterseal.fraud.som import ShapeMap
 
 F64 = npt.NDArray[np.float64]
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+    except (OSError, ValueError) as exc:  # ValueError: a suffix matplotlib cannot write
+        raise FraudDataError(f"cannot write {path}: {exc}") from None
     return path
 
 

@@ -3,14 +3,16 @@
 * Long CSV: one reading a row, columns `customer_id, timestamp, kwh`, optionally phasor
   means per phase `voltage_l1..3` (V), `current_l1..3` (A), `power_l1..3` (W), or
   `voltage`, `current`, `power` for a single phase. Timestamps: ISO 8601 (naive = UTC) or
-  Unix seconds, the start of the interval. Empty `kwh` cells are missing readings.
+  Unix seconds, the start of the interval. Empty `kwh` cells are missing readings. Days are
+  cut in the meters' time zone (`tz`, an IANA name; default the simulator fleet's).
 * SGCC (State Grid Corporation of China) layout, as used throughout the electricity-theft
   literature: `CONS_NO, FLAG, <date>, <date>, ...`, one row a customer, daily kWh, FLAG 1 for
   a thief. Dates may come in any order; days absent from the header, and empty cells, are
   missing. The days are grouped in weeks, the window the seed's correlation works on.
 * The store: each customer's meters (`BillStore.customer_meters`), their signed originals
   for the period (`Store.originals`), summed per interval; phasor reports are decoded from
-  the signed originals. The job sees per-customer data: it runs as a trusted job.
+  the signed originals, for whole local days of `tz`. The job sees per-customer data: it runs
+  as a trusted job.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from meterseal.fraud.data import DAY, Consumption, FraudDataError, UnknownCustomer, from_arrays
+from meterseal.errors import ConfigurationError
+from meterseal.fraud.data import Consumption, FraudDataError, UnknownCustomer, from_arrays
+from meterseal.meter.theft import DEFAULT_TZ, local_midnight
 
 if TYPE_CHECKING:
     from meterseal.storage.bill_store import BillStore
@@ -91,8 +95,10 @@ def _phase_columns(frame: Any, quantity: str) -> list[str]:
     return names or ([quantity] if quantity in frame.columns else [])
 
 
-def read_long_csv(path: Path, regions: dict[str, str] | None = None) -> Consumption:
-    """A long CSV (see the module doc) as consumption by customer and day."""
+def read_long_csv(
+    path: Path, regions: dict[str, str] | None = None, *, tz: str = DEFAULT_TZ
+) -> Consumption:
+    """A long CSV (see the module doc) as consumption by customer and local day of `tz`."""
     frame = _csv(path, dtype={"customer_id": str}, skipinitialspace=True)
     missing = {"customer_id", "timestamp", "kwh"} - set(frame.columns)
     if missing:
@@ -119,6 +125,7 @@ def read_long_csv(path: Path, regions: dict[str, str] | None = None) -> Consumpt
             current=phasor["current"],
             power_w=phasor["power"],
             regions=regions,
+            tz=tz,
         )
     except FraudDataError as exc:
         raise FraudDataError(f"{path}: {exc}") from None
@@ -193,9 +200,10 @@ def read_store(
     *,
     customers: Sequence[str] | None = None,
     with_phasor: bool = True,
+    tz: str = DEFAULT_TZ,
     progress: Callable[[int], object] = lambda _n: None,
 ) -> Consumption:
-    """Customers' stored readings for `days` UTC days from `first_day` (all customers)."""
+    """Customers' stored readings for `days` local days of `tz` from `first_day`."""
     from meterseal.crypto import cose
     from meterseal.crypto.reading_codec import decode_reading
     from meterseal.errors import MetersealError
@@ -207,8 +215,11 @@ def read_store(
             raise UnknownCustomer(f"no customer {name!r} in the store")
     if not wanted:
         raise FraudDataError("the store has no customers")
-    start = (first_day - dt.date(1970, 1, 1)).days * DAY
-    end = start + days * DAY
+    day = (first_day - dt.date(1970, 1, 1)).days
+    try:
+        start, end = local_midnight(tz, day), local_midnight(tz, day + days)
+    except ConfigurationError as exc:
+        raise FraudDataError(str(exc)) from None
     ids: list[str] = []
     stamps: list[int] = []
     kwh: list[float] = []
@@ -235,7 +246,7 @@ def read_store(
         progress(1)
     if not ids:
         raise FraudDataError(f"no readings stored from {first_day} for {days} days")
-    return _summed(ids, stamps, kwh, volts, amps, watts, with_phasor and bool(watts))
+    return _summed(ids, stamps, kwh, volts, amps, watts, with_phasor and bool(watts), tz)
 
 
 def _summed(
@@ -246,6 +257,7 @@ def _summed(
     amps: list[list[float]],
     watts: list[list[float]],
     with_phasor: bool,
+    tz: str,
 ) -> Consumption:
     """Readings of several meters of one customer in the same interval added together."""
     import pandas as pd
@@ -272,4 +284,5 @@ def _summed(
         voltage=summed[[f"v{k}" for k in cols]].to_numpy() if has_phasor else None,
         current=summed[[f"i{k}" for k in cols]].to_numpy() if has_phasor else None,
         power_w=summed[[f"p{k}" for k in cols]].to_numpy() if has_phasor else None,
+        tz=tz,
     )

@@ -17,6 +17,8 @@ from meterseal.fraud.explain import Explanation, explain
 from meterseal.fraud.fleet import Labelled
 from meterseal.fraud.metrics import ranking
 from meterseal.fraud.pipeline import Analysis
+from meterseal.meter.load import PER_DAY
+from meterseal.meter.theft import LocalDays
 
 F64 = npt.NDArray[np.float64]
 RANKING_COLUMNS = (
@@ -74,18 +76,28 @@ def write_fleet(fleet: Labelled, path: Path) -> Path:
     """A labelled fleet as a long CSV at `path` and its labels beside it (with patterns)."""
     data = fleet.data
     labels = path.with_name(path.stem + "-labels.csv")
-    start = (data.first_day - dt.date(1970, 1, 1)).days * DAY
+    day0 = (data.first_day - dt.date(1970, 1, 1)).days
+    if data.tz is not None and data.slots == PER_DAY and data.period_days == 1:
+        days = LocalDays.of(data.tz, day0, data.periods)  # local days back to UTC instants
+    else:
+        days = LocalDays.uniform(day0, data.periods, data.slots)
     step = DAY * data.period_days // data.slots
+    cells = days.day_index() * data.slots + days.clock
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("w", newline="", encoding="utf-8") as f:
             out = csv.writer(f)
             out.writerow(("customer_id", "timestamp", "kwh"))
+            stamps = [
+                dt.datetime.fromtimestamp(days.start + i * step, dt.UTC).strftime(
+                    "%Y-%m-%dT%H:%M:%SZ"
+                )
+                for i in range(len(cells))
+            ]
             for c, customer in enumerate(data.customers):
-                flat = data.energy[c].ravel()
-                for i, kwh in enumerate(flat.tolist()):
-                    stamp = dt.datetime.fromtimestamp(start + i * step, dt.UTC)
-                    out.writerow((customer, stamp.strftime("%Y-%m-%dT%H:%M:%SZ"), f"{kwh:.3f}"))
+                flat = data.energy[c].ravel()[cells]
+                for stamp, kwh in zip(stamps, flat.tolist(), strict=True):
+                    out.writerow((customer, stamp, f"{kwh:.3f}"))
         with labels.open("w", newline="", encoding="utf-8") as f:
             out = csv.writer(f)
             out.writerow(("customer_id", "thief", "pattern", "onset"))

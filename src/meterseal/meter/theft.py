@@ -20,12 +20,18 @@ factor k ~ U(0.1, 0.8), as a shunt across one current transformer does.
 
 Honest meters may get legitimate changes (labelled honest): a holiday (a few days with only
 the standby load) or a new appliance (1.5-3 kW for 1-3 hours each evening from a day on).
-Days are UTC days of 96 readings; `onset_day` and the like are Unix day numbers.
+
+Days are the meter's own days: local days of its time zone (the fleet's `tz`), midnight to
+midnight on the wall clock, 96 readings (92 or 100 on the days clocks change). `onset_day`
+and the like are local day numbers (days since 1970-01-01 on the local calendar); windows
+(zeroed, appliance) are wall-clock slots. A thief reverses the day its meter shows.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
+import zoneinfo
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -40,6 +46,80 @@ F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 DAY_SECONDS = INTERVAL * PER_DAY
 LOW, HIGH = 0.1, 0.8  # Jokar's range of the scaling factors
+DEFAULT_TZ = "Europe/Berlin"  # the simulator fleet's zone (`meter.load.Fleet`'s default)
+EPOCH = dt.date(1970, 1, 1)
+
+
+def zone(tz: str) -> zoneinfo.ZoneInfo:
+    """The IANA time zone named `tz`; `ConfigurationError` for an unknown name."""
+    try:
+        return zoneinfo.ZoneInfo(tz)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError):
+        raise ConfigurationError(
+            f"unknown time zone {tz!r}: name an IANA zone such as 'Europe/Berlin' or 'UTC'"
+        ) from None
+
+
+def local_midnight(tz: str, day: int) -> int:
+    """UTC second at which local day `day` starts in `tz` (on the 15-minute grid).
+
+    Where a clock change skips midnight, the day starts at the first instant it has.
+    """
+    start = dt.datetime.combine(EPOCH + dt.timedelta(days=day), dt.time(), tzinfo=zone(tz))
+    return int(start.timestamp()) // INTERVAL * INTERVAL
+
+
+def local_clock(tz: str, timestamps: I64) -> tuple[I64, I64]:
+    """Local day number and second of the local day (wall clock) of UTC instants."""
+    import pandas as pd
+
+    zone(tz)  # one clear error for an unknown zone
+    utc = pd.DatetimeIndex(np.asarray(timestamps, np.int64).astype("datetime64[s]"), tz="UTC")
+    local = np.asarray(utc.tz_convert(tz).tz_localize(None).as_unit("s").asi8, np.int64)
+    day, second = np.divmod(local, DAY_SECONDS)
+    return day, second
+
+
+@dataclass(frozen=True)
+class LocalDays:
+    """Whole local days as one run of 15-minute intervals: where each day starts in the run,
+    and the wall-clock slot (0..95) of each interval (a slot repeats or is skipped on the
+    days clocks change)."""
+
+    first_day: int  # local day number of the first day
+    start: int  # UTC second of the run's first interval
+    bounds: I64  # (days + 1,) index in the run of each day's first interval; last: the length
+    clock: I64  # (intervals,) wall-clock slot of each interval
+
+    @classmethod
+    def of(cls, tz: str, first_day: int, days: int) -> LocalDays:
+        """Local days [first_day, first_day + days) of zone `tz`."""
+        midnights = np.array([local_midnight(tz, first_day + d) for d in range(days + 1)])
+        bounds = (midnights - midnights[0]) // INTERVAL
+        stamps = midnights[0] + INTERVAL * np.arange(int(bounds[-1]), dtype=np.int64)
+        _, second = local_clock(tz, stamps)
+        return cls(first_day, int(midnights[0]), bounds, second // INTERVAL)
+
+    @classmethod
+    def uniform(cls, first_day: int, days: int, slots: int = PER_DAY) -> LocalDays:
+        """Days of `slots` readings each, as in UTC (or in data already cut into days)."""
+        bounds = np.arange(days + 1, dtype=np.int64) * slots
+        clock = np.tile(np.arange(slots, dtype=np.int64), days)
+        return cls(first_day, first_day * DAY_SECONDS, bounds, clock)
+
+    @property
+    def days(self) -> int:
+        """Days in the run."""
+        return len(self.bounds) - 1
+
+    @property
+    def intervals(self) -> int:
+        """Intervals in the run."""
+        return int(self.bounds[-1])
+
+    def day_index(self) -> I64:
+        """The day (0-based, in the run) of each interval."""
+        return np.repeat(np.arange(self.days, dtype=np.int64), np.diff(self.bounds))
 
 
 class Pattern(enum.StrEnum):
@@ -70,7 +150,7 @@ class Alteration:
 
     meter_index: int
     kind: Pattern | Change
-    onset_day: int  # Unix day number of the first altered day
+    onset_day: int  # local day number of the first altered day
     end_day: int | None = None  # first day back to normal (holidays); None: to the end
     factor: float = 1.0  # a (scaled) or k (phase_current)
     window: tuple[int, int] = (0, 0)  # zeroed slots [start, end); appliance slots likewise
@@ -84,7 +164,7 @@ class Alteration:
         return isinstance(self.kind, Pattern)
 
     def active(self, day: int) -> bool:
-        """Whether Unix day `day` is altered."""
+        """Whether local day `day` is altered."""
         return day >= self.onset_day and (self.end_day is None or day < self.end_day)
 
 
@@ -94,21 +174,24 @@ def _day_rng(alteration: Alteration, day: int) -> np.random.Generator:
 
 
 def _alter_day(
-    alt: Alteration, day: int, energy: F64, power: F64 | None
+    alt: Alteration, day: int, energy: F64, power: F64 | None, clock: I64 | None = None
 ) -> tuple[F64, F64 | None, I64]:
     """One day's energy (Wh, shape (S,)) and per-phase power (W, (S, P)) altered.
 
-    Returns the altered energy, the altered phase powers and, for each slot, the slot whose
-    phasor it carries (the reversed day carries its mirror's).
+    `clock` is each reading's wall-clock slot (default: 0..S-1): windows are wall-clock
+    times. Returns the altered energy, the altered phase powers and, for each slot, the
+    slot whose phasor it carries (the reversed day carries its mirror's).
     """
     slots = len(energy)
     source = np.arange(slots)
+    clock = source if clock is None else clock
     out = energy.astype(np.float64)
     kind = alt.kind
+    inside = (clock >= alt.window[0]) & (clock < alt.window[1])
     if kind is Pattern.SCALED:
         out = out * alt.factor
     elif kind is Pattern.ZEROED:
-        out[alt.window[0] : alt.window[1]] = 0.0
+        out[inside] = 0.0
     elif kind in (Pattern.RANDOM_SCALED, Pattern.MEAN_RANDOM):
         gamma = _day_rng(alt, day).uniform(LOW, HIGH, slots)
         out = gamma * (out if kind is Pattern.RANDOM_SCALED else np.full(slots, out.mean()))
@@ -121,7 +204,7 @@ def _alter_day(
         out = np.minimum(out, np.quantile(out, 0.25))  # only the standby load stays
     elif kind is Change.NEW_APPLIANCE:
         on = _day_rng(alt, day).random() < 0.85  # not every single day
-        out[alt.window[0] : alt.window[1]] += alt.power_w / 4.0 * on
+        out[inside] += alt.power_w / 4.0 * on
     if kind is Pattern.PHASE_CURRENT:
         return _phase_current(alt, energy, power)
     out = np.rint(out)
@@ -151,25 +234,41 @@ def _phase_current(alt: Alteration, energy: F64, power: F64 | None) -> tuple[F64
     return np.rint(altered.sum(1) / 4.0), altered, np.arange(slots)
 
 
+def alter_run(
+    alt: Alteration,
+    days: LocalDays,
+    energy_wh: I64 | F64,
+    phase_power: F64 | None = None,
+) -> tuple[F64, F64 | None]:
+    """Alter a run of whole local days: energy (T,) in Wh, optional phase power (T, P) in W."""
+    energy = np.asarray(energy_wh, np.float64)
+    out = energy.copy()
+    power = None if phase_power is None else np.array(phase_power, np.float64)
+    for d in range(days.days):
+        day = days.first_day + d
+        if not alt.active(day):
+            continue
+        cut = slice(int(days.bounds[d]), int(days.bounds[d + 1]))
+        day_power = None if phase_power is None else phase_power[cut]
+        out[cut], altered, _ = _alter_day(alt, day, energy[cut], day_power, days.clock[cut])
+        if power is not None and altered is not None:
+            power[cut] = altered
+    return out, power
+
+
 def alter_days(
     alt: Alteration,
     first_day: int,
     energy_wh: I64 | F64,
     phase_power: F64 | None = None,
 ) -> tuple[I64, F64 | None]:
-    """Alter whole days: energy (D, S) in Wh and optional per-phase power (D, S, P) in W."""
+    """Alter whole days of equal length: energy (D, S) in Wh, optional power (D, S, P) in W."""
     energy = np.asarray(energy_wh, np.float64)
-    out = energy.copy()
-    power = None if phase_power is None else np.array(phase_power, np.float64)
-    for d in range(energy.shape[0]):
-        day = first_day + d
-        if not alt.active(day):
-            continue
-        day_power = None if phase_power is None else phase_power[d]
-        out[d], altered, _ = _alter_day(alt, day, energy[d], day_power)
-        if power is not None and altered is not None:
-            power[d] = altered
-    return out.astype(np.int64), power
+    d, s = energy.shape
+    power = None if phase_power is None else np.asarray(phase_power).reshape(d * s, -1)
+    out, altered = alter_run(alt, LocalDays.uniform(first_day, d, s), energy.ravel(), power)
+    shaped = None if altered is None else altered.reshape(d, s, -1)
+    return out.reshape(d, s).astype(np.int64), shaped
 
 
 @dataclass(frozen=True)
@@ -294,6 +393,7 @@ def _scaled_report(report: PhasorReport, power: F64) -> PhasorReport:
 
 @dataclass(frozen=True)
 class _Day:
+    start: int  # UTC second of the local day's first reading
     honest: F64  # the honest day's energy (Wh)
     energy: F64  # the altered day's energy (Wh)
     reports: list[PhasorReport | None]  # the honest day's phasor reports
@@ -305,8 +405,9 @@ class _Day:
 class AlterationHook:
     """A `FraudHook` for the simulator: one meter's readings altered before they are sealed.
 
-    The load model is deterministic, so the hook regenerates the meter's honest day to alter
-    whole-day patterns (means, reversal) one reading at a time, in any order.
+    The load model is deterministic, so the hook regenerates the meter's honest day (a local
+    day of the fleet's zone) to alter whole-day patterns (means, reversal) one reading at a
+    time, in any order.
     """
 
     fleet: Fleet
@@ -316,28 +417,33 @@ class AlterationHook:
     def _day(self, meter_id: str, day: int, with_phasor: bool) -> _Day:
         key = (day, with_phasor)
         if key not in self._days:
+            days = LocalDays.of(self.fleet.tz, day, 1)
             honest = list(
                 self.fleet.readings(
                     meter_id,
                     self.alteration.meter_index,
-                    day * DAY_SECONDS,
-                    PER_DAY,
+                    days.start,
+                    days.intervals,
                     with_phasor=with_phasor,
                 )
             )
             energy = np.array([r.energy_wh for r in honest], np.float64)
             reports = [r.phasor for r in honest]
             power = np.stack([phase_powers(r) for r in reports if r]) if with_phasor else None
-            altered, altered_power, source = _alter_day(self.alteration, day, energy, power)
-            self._days = {key: _Day(energy, altered, reports, altered_power, source)}
+            altered, altered_power, source = _alter_day(
+                self.alteration, day, energy, power, days.clock
+            )
+            self._days = {key: _Day(days.start, energy, altered, reports, altered_power, source)}
         return self._days[key]
 
     def __call__(self, reading: Reading) -> Reading:
         """The reading as the altered meter sends it."""
-        day, slot = divmod(reading.timestamp // INTERVAL, PER_DAY)
+        moment = dt.datetime.fromtimestamp(reading.timestamp, zone(self.fleet.tz))
+        day = (moment.date() - EPOCH).days
         if not self.alteration.active(day):
             return reading
         altered = self._day(reading.meter_id, day, reading.phasor is not None)
+        slot = (reading.timestamp - altered.start) // INTERVAL
         if int(altered.honest[slot]) != reading.energy_wh:
             raise ConfigurationError(
                 f"reading {reading.meter_id}:{reading.counter} is not meter "
