@@ -179,12 +179,36 @@ def test_the_keyring_comes_from_the_cas_group_keys_or_not_at_all() -> None:
     import os
 
     from meterseal.dissemination.errors import CannotDecrypt
-    from meterseal.dissemination.groupkeys import group_key_secrets, keyring_from_secrets
+    from meterseal.dissemination.groupkeys import (
+        derive_level_key,
+        epoch_of,
+        group_key_secrets,
+        keyring_from_secrets,
+    )
 
     secrets = group_key_secrets(os.urandom)
     assert sorted(secrets) == ["group-key/high", "group-key/low", "group-key/moderate"]
-    keyring = keyring_from_secrets(secrets, os.urandom)
-    assert keyring.master(PrivacyLevel.HIGH) == (1, secrets["group-key/high"])
+    root = secrets["group-key/high"]
+    versions = {"group-key/high": 3}
+    keyring = keyring_from_secrets(secrets, os.urandom, versions=versions, counter=7)
+    first = epoch_of(3, 7)
+    assert first == (3 << 48) | 7
+    assert keyring.master(PrivacyLevel.HIGH) == (
+        first,
+        derive_level_key(root, PrivacyLevel.HIGH, first),
+    )
+    assert keyring.master(PrivacyLevel.LOW)[0] == epoch_of(1, 7)  # version 1 unless told
+    # Rotation (a member removed) derives the next epoch's master from the same root.
+    assert keyring.rotate(PrivacyLevel.HIGH) == first + 1
+    assert keyring.master(PrivacyLevel.HIGH)[1] == derive_level_key(
+        root, PrivacyLevel.HIGH, first + 1
+    )
+    assert keyring.master(PrivacyLevel.HIGH)[1] != derive_level_key(root, PrivacyLevel.HIGH, first)
+    # A restart never goes back to an epoch issued before, even with a clock behind.
+    again = keyring_from_secrets(
+        secrets, os.urandom, versions=versions, counter=2, after=keyring.epochs()
+    )
+    assert again.master(PrivacyLevel.HIGH)[0] == first + 2
     del secrets["group-key/low"]
     with pytest.raises(CannotDecrypt) as refused:
         keyring_from_secrets(secrets, os.urandom)

@@ -59,7 +59,7 @@ def _publish_low(keys: Path, platform: Path, namespace: str) -> None:
         item = publisher.seal(
             PrivacyLevel.LOW, "regional_load", {"wh": 1234}, at=0, region="R01", start=3600
         )
-        await member.send([item])
+        await member.send(item)  # one publication: a flat batch of one
         await member.drain()
         await nc.close()
 
@@ -153,7 +153,7 @@ def test_stored_readings_through_the_aggregator_to_the_utility(tmp_path: Path) -
         aggregate = _start(
             ["router", "aggregate", *member, "--measurement", AGGREGATOR.hex, "--k", "2",
              *common],
-            "aggregating as aggregator",
+            "ready aggregator",
         )  # fmt: skip
         utility = _start(
             ["router", "subscribe", "utility", *member, "--role", "utility", "--level",

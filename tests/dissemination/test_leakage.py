@@ -55,9 +55,9 @@ class Scenario:
         return items | more
 
     def received(self, items: dict[str, list[bytes]]) -> dict[str, set[str]]:
-        labels = {id(item): label for label, item in items.items()}
+        labels = {item[0]: label for label, item in items.items()}  # by header bytes
         return {
-            role: {labels[id(i)] for i in self.world.network.take(client.name)}
+            role: {labels[i[0]] for i in self.world.network.take(client.name)}
             for role, client in self.roles.items()
         }
 

@@ -18,6 +18,7 @@ from meterseal.dissemination.member import MemberClient, Publisher
 from meterseal.dissemination.nats_transport import NatsMember, operator_request, serve_node
 from meterseal.dissemination.node import RouterNode, operator_command
 from meterseal.dissemination.subscription import parse
+from meterseal.dissemination.wire import pairs
 from tests.dissemination.conftest import CUSTOMERS, World, make_world, measurement_of, reading
 from tests.services import require_service
 
@@ -66,8 +67,8 @@ async def _join(
 ) -> tuple[NatsMember, list[Any]]:
     inbox: list[Any] = []
 
-    async def deliver(items: list[Any]) -> None:
-        inbox.extend(items)
+    async def deliver(elements: list[bytes]) -> None:
+        inbox.extend(pairs(elements))
 
     member = NatsMember(nc, world.client(name, role), namespace=node.namespace)
     await member.join(
@@ -97,7 +98,7 @@ def test_publications_flow_through_nats_with_consent_and_removal(nats_up: None) 
         answer = await operator_request(nc, command, namespace=node.namespace)
         assert answer == {"ok": True, "rekeyed": ["app"]}
         await _settle(nc)
-        await headend_member.send([reading(headend, c, 0, 7) for c in CUSTOMERS])
+        await headend_member.send([e for c in CUSTOMERS for e in reading(headend, c, 0, 7)])
         await headend_member.drain()
         await _settle(nc)
         assert [agg.client.open(i).values for i in agg_inbox] == [{"wh": 7}] * 3
@@ -110,7 +111,7 @@ def test_publications_flow_through_nats_with_consent_and_removal(nats_up: None) 
         assert (await operator_request(nc, remove, namespace=node.namespace))["ok"]
         await _settle(nc)
         app_inbox.clear()
-        await headend_member.send([reading(headend, CUSTOMERS[0], 900, 8)])
+        await headend_member.send(reading(headend, CUSTOMERS[0], 900, 8))
         await headend_member.drain()
         await _settle(nc)
         assert app_inbox == []
@@ -142,10 +143,12 @@ def test_bad_input_over_nats_is_refused_and_the_router_stays_up(nats_up: None) -
             await NatsMember(nc, sneaky, namespace=node.namespace).join(((HIGH, parse("")),))
         assert refused.value.reason is Reason.ATTESTATION_FAILED
         headend = Publisher("headend", headend_member.client.keys, rng=os.urandom)
-        await headend_member.send([reading(headend, CUSTOMERS[1], 0, 3), ["junk"]])
+        good = reading(headend, CUSTOMERS[1], 0, 3)
+        await headend_member.send([*good, b"junk", good[1], b"odd one out"])
         await headend_member.drain()
         await _settle(nc)
-        assert headend_member.refused == [[1, "malformed_publication"]]
+        refused = [[1, "malformed_publication"], [2, "malformed_publication"]]
+        assert headend_member.refused == refused
         assert [agg.client.open(i).values for i in agg_inbox] == [{"wh": 3}]
 
     _run(scenario)

@@ -43,11 +43,17 @@ def test_any_bytes_on_any_subject_get_a_reply(data: bytes) -> None:
     assert not _answer(NODE.on_operator(data, now=NOW)[0])["ok"]
 
 
+elements = st.binary(max_size=80) | cbor_items.map(cbor2.dumps)
+
+
 @settings(max_examples=150, deadline=None)
-@given(st.lists(cbor_items, max_size=6))
-def test_any_batch_in_a_valid_frame_is_routed_item_by_item(items: list[object]) -> None:
+@given(st.lists(st.tuples(elements, elements | st.binary(min_size=28, max_size=60)), max_size=6))
+def test_any_batch_in_a_valid_frame_is_routed_item_by_item(
+    items: list[tuple[bytes, bytes]],
+) -> None:
     good = reading(HEADEND, CUSTOMERS[0], 0, 1)
-    frame = LINK.seal(NODE.subject("pub", "headend"), [*items, good], os.urandom)
+    flat = [element for item in items for element in item]
+    frame = LINK.seal(NODE.subject("pub", "headend"), [*flat, *good], os.urandom)
     answer, outgoing = NODE.on_publications("headend", frame)
     value = _answer(answer)
     assert value["ok"]

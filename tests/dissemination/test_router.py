@@ -74,8 +74,8 @@ def test_subscribing_an_unknown_member_or_above_its_role_is_refused(world: World
 def test_frames_refuse_replays_other_subjects_and_garbage() -> None:
     key = os.urandom(32)
     sender, receiver = Link(key), Link(key)
-    frame = sender.seal("ms.pub.a", [[b"h", b"s"]], os.urandom)
-    assert receiver.open("ms.pub.a", frame) == [[b"h", b"s"]]
+    frame = sender.seal("ms.pub.a", [b"h", b"s"], os.urandom)
+    assert receiver.open("ms.pub.a", frame) == [b"h", b"s"]
     with pytest.raises(DisseminationError) as refused:
         receiver.open("ms.pub.a", frame)
     assert refused.value.reason is Reason.REPLAYED_FRAME

@@ -75,8 +75,9 @@ def test_attested_workers_get_their_keys_and_store_the_stream(
         verify_metrics = served.scrape(verifying)
         receiver_metrics = served.scrape(served.admins("receiver")[0])
     finally:
-        assert served.stop() == 0
+        code = served.stop()
         cas.stop()
+    assert code == 0, "\n".join(served.lines[-30:])
     assert report.unacknowledged == 0
     assert stored == fleet.packets
     assert stored_metrics["meterseal_acquisition_seconds_count"] == fleet.packets

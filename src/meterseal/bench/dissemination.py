@@ -55,7 +55,8 @@ SIZES = (10, 50, 100, 200, 400, 800, 1_000)
 TARGET_RATE = 20_000
 TARGET_P99_MS = 100.0
 TARGET_BURST_S = 53.0
-TICK = 0.01  # seconds between paced batches
+TICK = 0.01  # seconds between paced batches (a frame each)
+WINDOW = 16  # frames the producer keeps unanswered (its back-pressure)
 
 
 @dataclass(frozen=True)
@@ -175,7 +176,7 @@ class Producer:
         self.nc = nc
         self.index = 0
         client = world.network.clients["headend"]
-        self.member = NatsMember(nc, client, namespace=world.node.namespace, window=4)
+        self.member = NatsMember(nc, client, namespace=world.node.namespace, window=WINDOW)
         self.report_subject = f"{world.node.namespace}.bench.report"
 
     async def start(self) -> None:
@@ -191,7 +192,10 @@ class Producer:
         reading, start = self.world.reading, self.index
         for offset in range(0, count, FRAME_ITEMS):
             n, at = min(FRAME_ITEMS, count - offset), int(time.time() * 1e6)
-            await self.member.send([reading(start + offset + i, at) for i in range(n)])
+            elements: list[bytes] = []
+            for i in range(start + offset, start + offset + n):
+                elements += reading(i, at)
+            await self.member.send(elements)
         self.index += count
 
     async def peek(self) -> int:
@@ -355,13 +359,17 @@ def inprocess_experiment(plan: DisseminationPlan, world: BenchWorld) -> InProces
     for start in range(0, count, FRAME_ITEMS):
         t0 = time.process_time()
         at = int(time.time() * 1e6)
-        items = [world.reading(start + i, at) for i in range(FRAME_ITEMS)]
+        elements: list[bytes] = []
+        for i in range(start, start + FRAME_ITEMS):
+            elements += world.reading(i, at)
         t1 = time.process_time()
-        routed = network.router.route("headend", items)
+        routed = network.router.route_elements("headend", elements)
         t2 = time.process_time()
         aggregator.consume(routed.deliveries.get("agg", []))
-        for release in aggregator.aggregation.due():  # releases are sealed, as in the service
-            aggregator.seal(release, at=at)
+        releases: list[bytes] = []
+        for release in aggregator.aggregation.due():  # releases are sealed and routed too
+            releases += aggregator.seal(release, at=at)
+        network.router.route_elements("agg", releases)
         t3 = time.process_time()
         seal_cpu, route_cpu, aggregate_cpu = (
             seal_cpu + t1 - t0, route_cpu + t2 - t1, aggregate_cpu + t3 - t2,

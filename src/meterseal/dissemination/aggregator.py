@@ -11,15 +11,32 @@ late and dropped. `Aggregation` is the pure arithmetic; `Aggregator` adds the ke
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
-from meterseal.dissemination.errors import CannotDecrypt, DisseminationError
+import cbor2
+from cryptography.exceptions import InvalidTag
+
+from meterseal.dissemination.errors import DisseminationError, Reason
 from meterseal.dissemination.levels import PrivacyLevel
 from meterseal.dissemination.member import MemberClient, Publisher
 from meterseal.dissemination.privacy import DifferentialPrivacy
+from meterseal.dissemination.publication import HEADER_FIELDS, NONCE_LENGTH
 from meterseal.dissemination.timeframe import Frame
+
+_FIELDS: Final = len(HEADER_FIELDS)
+_HIGH: Final = int(PrivacyLevel.HIGH)
+_DECODE_ERRORS = (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError)
+
+
+def _refusal(exc: Exception) -> str:
+    """The counter for a publication the aggregator could not take."""
+    if isinstance(exc, DisseminationError):
+        return f"refused_{exc.reason.value}"
+    if isinstance(exc, InvalidTag):
+        return f"refused_{Reason.DECRYPT_FAILED.value}"
+    return "refused_malformed"
 
 
 @dataclass(frozen=True)
@@ -44,6 +61,21 @@ class RegionalLoad:
     wh: int
     meters: int | None
     epsilon: float | None
+
+
+Release = CustomerLoad | RegionalLoad
+
+
+@dataclass(frozen=True)
+class Closing:
+    """The releases of frames that just closed: at most `count`, made as they are taken.
+
+    Closing a frame is instant (late readings are refused from then on); making and sealing
+    an hour's 5,000 releases is not, so a service takes them a slice at a time.
+    """
+
+    count: int
+    releases: Iterator[Release]
 
 
 @dataclass
@@ -97,34 +129,55 @@ class Aggregation:
         if start > self.watermark:
             self.watermark = start
 
-    def due(self) -> list[CustomerLoad | RegionalLoad]:
+    def due(self) -> list[Release]:
         """Releases of every frame that closed: its end plus lateness is behind the data."""
+        closing = self.closing()
+        return [] if closing is None else list(closing.releases)
+
+    def closing(self) -> Closing | None:
+        """Close the frames that are due (later readings for them count as late) and return
+        their releases, made as they are taken; None if no frame closed."""
         return self._close(self.watermark - self.policy.lateness)
 
-    def flush(self) -> list[CustomerLoad | RegionalLoad]:
+    def flush(self) -> list[Release]:
         """Release every open frame (end of the stream)."""
-        return self._close(None)
+        closing = self._close(None)
+        return [] if closing is None else list(closing.releases)
 
-    def _close(self, before: int | None) -> list[CustomerLoad | RegionalLoad]:
-        out: list[CustomerLoad | RegionalLoad] = []
+    def _close(self, before: int | None) -> Closing | None:
         frames = self.policy
+        customers: list[tuple[int, int, dict[bytes, list[Any]]]] = []
+        regions: list[tuple[int, int, dict[str, dict[bytes, int]]]] = []
         for start in sorted(self._customers):
             end = frames.moderate.end(start)
             if before is not None and end > before:
                 break
-            for customer, (wh, readings, region) in sorted(self._customers.pop(start).items()):
-                out.append(CustomerLoad(customer, region, start, end, wh, readings))
+            customers.append((start, end, self._customers.pop(start)))
             self._released_moderate = max(self._released_moderate, start)
         for start in sorted(self._regions):
             end = frames.low.end(start)
             if before is not None and end > before:
                 break
-            for region, meters in sorted(self._regions.pop(start).items()):
+            regions.append((start, end, self._regions.pop(start)))
+            self._released_low = max(self._released_low, start)
+        if not customers and not regions:
+            return None
+        count = sum(len(c) for _, _, c in customers) + sum(len(r) for _, _, r in regions)
+        return Closing(count, self._releases(customers, regions))
+
+    def _releases(
+        self,
+        customers: list[tuple[int, int, dict[bytes, list[Any]]]],
+        regions: list[tuple[int, int, dict[str, dict[bytes, int]]]],
+    ) -> Iterator[Release]:
+        for start, end, per_customer in customers:
+            for customer, (wh, readings, region) in sorted(per_customer.items()):
+                yield CustomerLoad(customer, region, start, end, wh, readings)
+        for start, end, per_region in regions:
+            for region, meters in sorted(per_region.items()):
                 release = self._regional(region, start, end, meters)
                 if release is not None:
-                    out.append(release)
-            self._released_low = max(self._released_low, start)
-        return out
+                    yield release
 
     def _regional(
         self, region: str, start: int, end: int, meters: dict[bytes, int]
@@ -152,28 +205,58 @@ class Aggregator:
         self.aggregation = Aggregation(policy)
         self.counters: Counter[str] = Counter()
 
-    def consume(self, items: Iterable[Any], *, published_at: list[int] | None = None) -> int:
-        """Add the readings among `items`; how many were taken (others are counted, not raised).
+    def consume(self, elements: Sequence[bytes], *, published_at: list[int] | None = None) -> int:
+        """Add the readings of a flat batch (header, sealed, …); how many were taken.
 
-        `published_at`, if given, collects each opened publication's header time (µs).
+        Others are counted, never raised. `published_at`, if given, collects each opened
+        publication's header time (µs). The hot path: one cbor2 decode of the header, one
+        AES-GCM open (the header is its associated data, so whatever decrypts was sealed by
+        a key holder exactly so), one decode of the payload; the fields used are type-checked.
         """
         taken = 0
-        add, open_fields = self.aggregation.add, self.member.open_fields
-        for item in items:
+        add, aead, loads, counters = (
+            self.aggregation.add,
+            self.member.keys.aead,
+            cbor2.loads,
+            self.counters,
+        )
+        for i in range(0, len(elements) - 1, 2):
+            header, sealed = elements[i], elements[i + 1]
             try:
-                fields, values = open_fields(item)
-            except (CannotDecrypt, DisseminationError, ValueError, TypeError) as exc:
-                reason = getattr(exc, "reason", None)
-                self.counters[f"refused_{reason.value if reason else 'malformed'}"] += 1
+                fields = loads(header)
+                if type(fields) is not list or len(fields) != _FIELDS:
+                    raise TypeError("not a header array")
+                level = fields[1]
+                ident = (
+                    (level, fields[10], fields[7], fields[11])
+                    if level == _HIGH
+                    else (level, fields[10], b"", 0)
+                )
+                plaintext = aead(ident).decrypt(
+                    sealed[:NONCE_LENGTH], sealed[NONCE_LENGTH:], header
+                )
+                values = loads(plaintext)
+                wh = values.get("wh")
+            except (DisseminationError, InvalidTag, AttributeError, *_DECODE_ERRORS) as exc:
+                counters[_refusal(exc)] += 1
                 continue
             if published_at is not None:
                 published_at.append(fields[5])
-            wh = values.get("wh")
-            if fields[2] != "reading" or type(wh) is not int:
-                self.counters["not_a_reading"] += 1
+            region, customer, start = fields[6], fields[7], fields[8]
+            if (
+                fields[2] != "reading"
+                or type(wh) is not int
+                or type(region) is not str
+                or type(customer) is not bytes
+                or type(start) is not int
+                or start < 0
+            ):
+                counters["not_a_reading"] += 1
                 continue
-            add(fields[6], fields[7], fields[8], wh)
+            add(region, customer, start, wh)
             taken += 1
+        if len(elements) % 2:
+            counters["refused_malformed"] += 1
         return taken
 
     def releases(self, *, at: int, final: bool = False) -> list[list[bytes]]:

@@ -1,4 +1,4 @@
-"""`meterseal router …`: the dissemination router as a service on NATS, and its clients."""
+"""`meterseal router …`: the dissemination router on NATS, its clients and its operator."""
 
 from __future__ import annotations
 
@@ -13,6 +13,25 @@ import typer
 from rich.table import Table
 
 from meterseal.cli_common import console, fail
+from meterseal.dissemination.cli_serve import (
+    AUTHORITY_KEY,
+    AUTHORITY_PUBLIC,
+    DEFAULT_KEYS,
+    DEFAULT_NATS,
+    OPERATOR_KEY,
+    STATE_KEY,
+    AuthorityOpt,
+    KeysDir,
+    MeasurementHex,
+    Namespace,
+    NatsUrl,
+    Platform,
+    attested_member,
+    authority_public_key,
+    router_aggregate,
+    router_provision,
+    router_serve,
+)
 from meterseal.errors import ConfigurationError, MetersealError
 
 dissemination_app = typer.Typer(
@@ -21,20 +40,14 @@ dissemination_app = typer.Typer(
 )
 consent_app = typer.Typer(help="A customer's consent to an app, per app.", no_args_is_help=True)
 dissemination_app.add_typer(consent_app, name="consent")
-
-AUTHORITY_KEY = "authority.key.pem"
-AUTHORITY_PUBLIC = "authority.pub"
-OPERATOR_KEY = "operator.key"
-NatsUrl = Annotated[str, typer.Option("--nats", help="NATS server URL")]
-Namespace = Annotated[str, typer.Option(help="subject prefix of this router")]
-KeysDir = Annotated[Path, typer.Option("--keys", help="the router's key directory (router init)")]
-DEFAULT_NATS = os.environ.get("MS_NATS_URL", "nats://127.0.0.1:4222")
-DEFAULT_KEYS = Path("var/router")
+dissemination_app.command("serve")(router_serve)
+dissemination_app.command("aggregate")(router_aggregate)
+dissemination_app.command("provision")(router_provision)
 
 
 @dissemination_app.command("init")
 def router_init(directory: Annotated[Path, typer.Argument()] = DEFAULT_KEYS) -> None:
-    """Create the publisher's handout-signing key and the operator key (0600)."""
+    """Create the publisher's handout-signing key, the operator and state keys (0600)."""
     from cryptography.hazmat.primitives.asymmetric import ed25519
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -48,97 +61,8 @@ def router_init(directory: Annotated[Path, typer.Argument()] = DEFAULT_KEYS) -> 
     public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
     (directory / AUTHORITY_PUBLIC).write_text(public + "\n")
     write_symmetric_secret(directory / OPERATOR_KEY, os.urandom(32))
+    write_symmetric_secret(directory / STATE_KEY, os.urandom(32))
     console.print(f"router keys in [bold]{directory}[/bold]; members pin authority key {public}")
-
-
-def _authority_public(text: str) -> Any:
-    from cryptography.hazmat.primitives.asymmetric import ed25519
-
-    path = Path(text)
-    value = path.read_text().strip() if path.exists() else text
-    try:
-        return ed25519.Ed25519PublicKey.from_public_bytes(bytes.fromhex(value))
-    except ValueError as exc:
-        raise fail(ConfigurationError(f"not an authority key (64 hex digits): {text}")) from exc
-
-
-def _policy(allow: list[str]) -> Any:
-    from meterseal.dissemination.authority import secret_name
-    from meterseal.dissemination.levels import GRANTS, Role
-    from meterseal.trust.measurement import Measurement
-    from meterseal.trust.policy import AllowMeasurement, AnyOf
-
-    rules = []
-    for rule in allow:
-        role_name, _, digest = rule.partition("=")
-        try:
-            role = Role(role_name)
-            measurement = Measurement.from_hex(digest)
-        except (ValueError, MetersealError) as exc:
-            raise typer.BadParameter(f"--allow ROLE=MEASUREMENT, not {rule!r}") from exc
-        names = frozenset(secret_name(role, lv) for (r, lv) in GRANTS if r is role)
-        rules.append(AllowMeasurement(measurement, names, role.value))
-    return AnyOf(tuple(rules))
-
-
-@dissemination_app.command("serve")
-def router_serve(
-    keys: KeysDir = DEFAULT_KEYS,
-    nats_url: NatsUrl = DEFAULT_NATS,
-    namespace: Namespace = "ms.dissem",
-    platform: Annotated[
-        Path | None, typer.Option(help="simulated attestation platform (cas init's directory)")
-    ] = None,
-    allow: Annotated[
-        list[str], typer.Option(help="ROLE=MEASUREMENT admitted after attestation; repeat")
-    ] = [],  # noqa: B006
-) -> None:
-    """Run the publisher's admissions and the router on NATS until Ctrl-C or SIGTERM."""
-    from cryptography.hazmat.primitives.asymmetric import ed25519
-
-    from meterseal.crypto.keys import read_private_key, read_symmetric_secret
-    from meterseal.dissemination.authority import Authority
-    from meterseal.dissemination.node import RouterNode
-    from meterseal.dissemination.router import Router
-    from meterseal.trust.attestation import SimulatedVerifier
-
-    try:
-        signing = read_private_key(keys / AUTHORITY_KEY)
-        operator = read_symmetric_secret(keys / OPERATOR_KEY)
-        verifier = SimulatedVerifier.from_deployment(platform) if platform else None
-    except (MetersealError, OSError) as exc:
-        error = exc if isinstance(exc, MetersealError) else ConfigurationError(str(exc))
-        raise fail(error) from exc
-    if not isinstance(signing, ed25519.Ed25519PrivateKey):
-        raise fail(ConfigurationError(f"{keys / AUTHORITY_KEY} is not an Ed25519 key"))
-    router = Router()
-    authority = Authority("utility", signing, verifier, _policy(allow), router, rng=os.urandom)
-    node = RouterNode(authority, router, operator, os.urandom, namespace=namespace)
-    if verifier is None:
-        console.print("no --platform: only public apps (LOW) can be admitted")
-    else:
-        console.print(f"attestation: {verifier!r}")
-    try:
-        asyncio.run(_serve(node, nats_url))
-    except OSError as exc:
-        raise fail(ConfigurationError(f"cannot reach NATS at {nats_url}: {exc}")) from exc
-
-
-async def _serve(node: Any, url: str) -> None:
-    import nats
-
-    from meterseal.dissemination.nats_transport import serve_node
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    nc = await nats.connect(url, connect_timeout=3, max_reconnect_attempts=3)
-    await serve_node(nc, node)
-    print(f"listening router {url} {node.namespace}", flush=True)  # scripts wait for this line
-    await stop.wait()
-    console.print(f"router counters: {dict(node.router.counters)}")
-    await nc.close()
 
 
 @dissemination_app.command("subscribe")
@@ -168,7 +92,7 @@ def router_subscribe(
     try:
         chosen = Role(role)
         subscription = ((PrivacyLevel.named(level), parse(where)),)
-        client = MemberClient(name, chosen, "utility", _authority_public(authority))
+        client = MemberClient(name, chosen, "utility", authority_public_key(authority))
         attester = SimulatedAttester.from_deployment(platform) if platform else None
         identity = Measurement.from_hex(measurement) if measurement else None
     except (ValueError, KeyError) as exc:
@@ -190,13 +114,14 @@ async def _subscribe(
 
     from meterseal.dissemination.errors import CannotDecrypt
     from meterseal.dissemination.nats_transport import NatsMember
+    from meterseal.dissemination.wire import pairs
 
     done = asyncio.Event()
     seen = 0
 
-    async def show(items: list[Any]) -> None:
+    async def show(elements: list[bytes]) -> None:
         nonlocal seen
-        for item in items:
+        for item in pairs(elements):
             try:
                 delivery = client.open(item)
             except (CannotDecrypt, ValueError) as exc:
@@ -309,92 +234,6 @@ def router_status(
     console.print(f"counters: {answer['counters']}")
 
 
-Platform = Annotated[
-    Path | None, typer.Option(help="simulated platform key directory (to attest this member)")
-]
-MeasurementHex = Annotated[str, typer.Option(help="this worker's measurement (64 hex digits)")]
-AuthorityOpt = Annotated[str, typer.Option(help="the router's authority.pub (file or hex)")]
-
-
-def _attested(name: str, role: str, authority: str, platform: Path | None, digest: str) -> Any:
-    """(client, attester, measurement) of an attested member, or a clean exit."""
-    from meterseal.dissemination.levels import Role
-    from meterseal.dissemination.member import MemberClient
-    from meterseal.trust.attestation import SimulatedAttester
-    from meterseal.trust.measurement import Measurement
-
-    if platform is None or not digest:
-        raise typer.BadParameter("an attested member needs --platform and --measurement")
-    try:
-        client = MemberClient(name, Role(role), "utility", _authority_public(authority))
-        return client, SimulatedAttester.from_deployment(platform), Measurement.from_hex(digest)
-    except MetersealError as exc:
-        raise fail(exc) from exc
-
-
-@dissemination_app.command("aggregate")
-def router_aggregate(
-    authority: AuthorityOpt,
-    name: Annotated[str, typer.Option(help="member name")] = "aggregator",
-    frame: Annotated[str, typer.Option(help="MODERATE frame: 15m, 1h, 1d, 1mo")] = "1h",
-    low_frame: Annotated[str, typer.Option(help="LOW frame")] = "1h",
-    k: Annotated[int, typer.Option(help="least meters in a regional release")] = 5,
-    lateness: Annotated[int, typer.Option(help="seconds a frame waits for late readings")] = 900,
-    epsilon: Annotated[float, typer.Option(help="DP epsilon per LOW frame (0: no noise)")] = 0.0,
-    clamp_wh: Annotated[int, typer.Option(help="DP: a meter's most Wh per LOW frame")] = 10_000,
-    budget: Annotated[float, typer.Option(help="DP: total epsilon before LOW stops")] = 10.0,
-    nats_url: NatsUrl = DEFAULT_NATS,
-    namespace: Namespace = "ms.dissem",
-    platform: Platform = None,
-    measurement: MeasurementHex = "",
-) -> None:
-    """Run the aggregator: HIGH readings in, MODERATE and LOW releases out, until Ctrl-C."""
-    from meterseal.dissemination.aggregator import AggregationPolicy
-    from meterseal.dissemination.privacy import DifferentialPrivacy
-    from meterseal.dissemination.timeframe import Frame
-
-    try:
-        policy = AggregationPolicy(
-            Frame.parse(frame), Frame.parse(low_frame), k, lateness,
-            DifferentialPrivacy.laplace(epsilon, clamp_wh, budget) if epsilon > 0 else None,
-        )  # fmt: skip
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from exc
-    client, attester, identity = _attested(name, "aggregator", authority, platform, measurement)
-    try:
-        asyncio.run(_aggregate(client, policy, attester, identity, nats_url, namespace))
-    except MetersealError as exc:
-        raise fail(exc) from exc
-
-
-async def _aggregate(
-    client: Any, policy: Any, attester: Any, identity: Any, url: str, ns: str
-) -> None:
-    import nats
-
-    from meterseal.dissemination.aggregator import Aggregator
-    from meterseal.dissemination.levels import PrivacyLevel
-    from meterseal.dissemination.member import Publisher
-    from meterseal.dissemination.nats_transport import NatsMember
-    from meterseal.dissemination.runners import AggregatorService, until_signalled
-    from meterseal.dissemination.subscription import Subscription
-
-    nc = await nats.connect(url, connect_timeout=3, max_reconnect_attempts=3)
-    member = NatsMember(nc, client, namespace=ns)
-    aggregator = Aggregator(client, Publisher(client.name, client.keys, rng=os.urandom), policy)
-    service = AggregatorService(member, aggregator)
-    await member.join(
-        ((PrivacyLevel.HIGH, Subscription()),),
-        on_delivery=service.deliver, attester=attester, measurement=identity,
-    )  # fmt: skip
-    console.print(f"aggregating as {client.name} (attested; {policy.moderate.text()} frames)")
-    await until_signalled()
-    await service.finish(flush=False)
-    counts = dict(aggregator.aggregation.counters + aggregator.counters)
-    console.print(f"released {service.released} publications; {counts}")
-    await nc.close()
-
-
 @dissemination_app.command("publish")
 def router_publish(
     authority: AuthorityOpt,
@@ -408,7 +247,9 @@ def router_publish(
     measurement: MeasurementHex = "",
 ) -> None:
     """Publish the store's anonymized readings in [since, until) as the HIGH stream."""
-    client, attester, identity = _attested(name, "publisher", authority, platform, measurement)
+    client, attester, identity = attested_member(
+        name, "publisher", authority, platform, measurement
+    )
     end = until or int(time.time()) + 1
     try:
         sent = asyncio.run(

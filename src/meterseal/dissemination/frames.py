@@ -1,26 +1,28 @@
 """Frames: a batch of publications on a wire, sealed with the member's link key.
 
 A frame is the CBOR array `[seq, nonce, ciphertext]`: AES-256-GCM under the link key that
-the publisher handed the member and the router, over the CBOR array of publications, with
-the subject and seq as associated data. So a transport (NATS) sees neither headers nor
-payloads, cannot move a frame to another member's subject, and a replayed frame (seq not
-above the last one taken on that link) is refused.
+the publisher handed the member and the router, over the packed flat batch of publications
+(`wire.pack`: header, sealed, header, sealed, …), with the subject and seq as associated
+data. So a transport (NATS) sees neither headers nor payloads, cannot move a frame to
+another member's subject, and a replayed frame (seq not above the last one taken on that
+link) is refused.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 import cbor2
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from meterseal.dissemination.errors import DisseminationError, Reason
+from meterseal.dissemination.wire import pack, unpack
 
 MAX_FRAME: Final = 8 * 1024 * 1024
-MAX_BATCH: Final = 20_000
+MAX_BATCH: Final = 20_000  # publications, so twice as many elements
 NONCE: Final = 12
 
 Rng = Callable[[int], bytes]
@@ -45,16 +47,16 @@ class Link:
     def __post_init__(self) -> None:
         self._aead = AESGCM(self.key)
 
-    def seal(self, subject: str, items: Sequence[Any], rng: Rng) -> bytes:
-        """The frame carrying `items` on `subject`."""
+    def seal(self, subject: str, elements: Sequence[bytes], rng: Rng) -> bytes:
+        """The frame carrying a flat batch (header, sealed, …) on `subject`."""
         self.sent += 1
         nonce = rng(NONCE)
-        body = self._aead.encrypt(nonce, cbor2.dumps(list(items)), _aad(subject, self.sent))
+        body = self._aead.encrypt(nonce, pack(elements), _aad(subject, self.sent))
         frame: bytes = cbor2.dumps([self.sent, nonce, body])
         return frame
 
-    def open(self, subject: str, frame: object) -> list[Any]:
-        """The publications in a frame; DisseminationError (malformed or replayed) else."""
+    def open(self, subject: str, frame: object) -> list[bytes]:
+        """The flat batch in a frame; DisseminationError (malformed or replayed) else."""
         if type(frame) is not bytes or len(frame) > MAX_FRAME:
             raise _malformed(f"a frame is bytes of <= {MAX_FRAME}")
         try:
@@ -69,12 +71,10 @@ class Link:
             raise DisseminationError(Reason.REPLAYED_FRAME, f"seq {seq} <= {self.received}")
         try:
             plaintext = self._aead.decrypt(nonce, body, _aad(subject, seq))
-            items = cbor2.loads(plaintext)
         except InvalidTag as exc:
             raise _malformed("does not authenticate on this link and subject") from exc
-        except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError) as exc:
-            raise _malformed("batch is not CBOR") from exc
-        if type(items) is not list or len(items) > MAX_BATCH:
-            raise _malformed(f"a batch is an array of <= {MAX_BATCH}")
+        elements = unpack(plaintext, 2 * MAX_BATCH)
+        if elements is None:
+            raise _malformed(f"not a packed batch of <= {MAX_BATCH} publications")
         self.received = seq
-        return items
+        return elements

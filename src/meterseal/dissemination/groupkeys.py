@@ -5,6 +5,15 @@ customer consented to gets only that customer's derived key, while an aggregator
 the master derives every customer's. Revoking one app's consent bumps that customer's epoch;
 removing a level-wide member bumps the level's epoch. Either way the removed party holds no
 key for anything sealed afterwards.
+
+In a deployment the CAS holds one *root* per level ("group-key/high", …), released only to
+the router's attested measurement, and the epoch masters are derived from it:
+master(level, epoch) = HKDF(root, level, epoch), with the epoch = (the root's CAS version
+<< 48) | a counter. The counter starts at the router's clock in milliseconds (or past the
+last one it recorded, whichever is later) and grows by one per rotation, so no epoch is
+ever issued twice for a root, not across restarts either; the root's holder can re-derive
+any epoch's master, and a member holding one epoch's master learns nothing of the next.
+`cas secrets rotate group-key/LEVEL` gives a new root (version n + 1) from the next start.
 """
 
 from __future__ import annotations
@@ -27,6 +36,9 @@ KEY_LENGTH: Final = 32
 KEPT_EPOCHS: Final = 2  # the current epoch and the one before, for publications in flight
 _HIGH = int(PrivacyLevel.HIGH)
 _LABEL = b"meterseal dissemination customer key v1\x00"
+_LEVEL_LABEL = b"meterseal dissemination level key v1\x00"
+COUNTER_BITS: Final = 48  # an epoch's low bits count rotations; the high bits, the CAS version
+_MAX_VERSION: Final = 2 ** (63 - COUNTER_BITS) - 1
 # (level, epoch, customer, customer epoch); customer is b"" and cepoch 0 for level-wide keys.
 KeyId = tuple[int, int, bytes, int]
 
@@ -38,6 +50,20 @@ def derive_customer_key(master: bytes, customer: bytes, cepoch: int) -> bytes:
     return hkdf.derive(master)
 
 
+def derive_level_key(root: bytes, level: PrivacyLevel, epoch: int) -> bytes:
+    """The master of `level` at `epoch`, from the level's root (the CAS's group key)."""
+    info = _LEVEL_LABEL + int(level).to_bytes(1, "big") + epoch.to_bytes(8, "big")
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=KEY_LENGTH, salt=None, info=info)
+    return hkdf.derive(root)
+
+
+def epoch_of(version: int, counter: int) -> int:
+    """The epoch numbering `counter` under the root of CAS version `version`."""
+    if not 0 < version <= _MAX_VERSION or not 0 <= counter < 2**COUNTER_BITS:
+        raise ValueError(f"no epoch for version {version}, counter {counter}")
+    return (version << COUNTER_BITS) | counter
+
+
 def key_id(fields: list[Any]) -> KeyId:
     """The key a validated header array names."""
     if fields[1] == _HIGH:
@@ -47,16 +73,29 @@ def key_id(fields: list[Any]) -> KeyId:
 
 @dataclass
 class Keyring:
-    """The publisher's (the utility's) keys: current master per level and customer epochs."""
+    """The publisher's (the utility's) keys: current master per level and customer epochs.
+
+    With `roots` (from the CAS) a level's masters are derived from its root; without, each
+    master is fresh randomness (the embedded default).
+    """
 
     rng: Rng
     masters: dict[PrivacyLevel, tuple[int, bytes]] = field(default_factory=dict)
     customer_epochs: dict[bytes, int] = field(default_factory=dict)
+    roots: dict[PrivacyLevel, bytes] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         for level in PrivacyLevel:
             if level not in self.masters:
-                self.masters[level] = (1, self.rng(KEY_LENGTH))
+                self.masters[level] = (1, self._fresh(level, 1))
+
+    def _fresh(self, level: PrivacyLevel, epoch: int) -> bytes:
+        root = self.roots.get(level)
+        return self.rng(KEY_LENGTH) if root is None else derive_level_key(root, level, epoch)
+
+    def epochs(self) -> dict[PrivacyLevel, int]:
+        """The current epoch of every level (what a router records to never reuse one)."""
+        return {level: epoch for level, (epoch, _) in self.masters.items()}
 
     def master(self, level: PrivacyLevel) -> tuple[int, bytes]:
         """(epoch, key) of `level` now."""
@@ -65,7 +104,7 @@ class Keyring:
     def rotate(self, level: PrivacyLevel) -> int:
         """A fresh master for `level`; its new epoch."""
         epoch = self.masters[level][0] + 1
-        self.masters[level] = (epoch, self.rng(KEY_LENGTH))
+        self.masters[level] = (epoch, self._fresh(level, epoch))
         return epoch
 
     def cepoch(self, customer: bytes) -> int:
@@ -94,19 +133,33 @@ def group_key_secrets(rng: Rng) -> dict[str, bytes]:
     return {cas_secret_name(level): rng(KEY_LENGTH) for level in PrivacyLevel}
 
 
-def keyring_from_secrets(secrets: Mapping[str, bytes], rng: Rng) -> Keyring:
-    """The publisher's keyring from the group keys the CAS released (epoch 1 each).
+def keyring_from_secrets(
+    secrets: Mapping[str, bytes],
+    rng: Rng,
+    *,
+    versions: Mapping[str, int] | None = None,
+    counter: int = 1,
+    after: Mapping[PrivacyLevel, int] | None = None,
+) -> Keyring:
+    """The publisher's keyring with each level's masters derived from the CAS's root.
 
-    CannotDecrypt(NO_KEY) names a missing or malformed one: the publisher must not start
-    with keys of its own making when the deployment's are meant to come from the CAS.
+    The first epoch is `epoch_of(version, counter)`, or one past `after[level]` (the last
+    epoch a previous run recorded) if that is later. CannotDecrypt(NO_KEY) names a missing
+    or malformed root: the publisher must not start with keys of its own making when the
+    deployment's are meant to come from the CAS.
     """
-    masters = {}
+    roots, masters = {}, {}
     for level in PrivacyLevel:
-        key = secrets.get(cas_secret_name(level))
-        if type(key) is not bytes or len(key) != KEY_LENGTH:
-            raise CannotDecrypt(Reason.NO_KEY, f"the CAS released no {cas_secret_name(level)}")
-        masters[level] = (1, key)
-    return Keyring(rng, masters)
+        name = cas_secret_name(level)
+        root = secrets.get(name)
+        if type(root) is not bytes or len(root) != KEY_LENGTH:
+            raise CannotDecrypt(Reason.NO_KEY, f"the CAS released no {name}")
+        epoch = max(
+            epoch_of((versions or {}).get(name, 1), counter), (after or {}).get(level, 0) + 1
+        )
+        roots[level] = root
+        masters[level] = (epoch, derive_level_key(root, level, epoch))
+    return Keyring(rng, masters, roots=roots)
 
 
 class KeyStore:

@@ -1,7 +1,8 @@
 """The in-process transport (the embedded default): authority, router and members in one process.
 
-Deliveries are handed to each member's handler as the router produces them; key handouts go
-straight to the member they are for. Nothing is framed, as nothing leaves the process.
+Deliveries are handed to each member's handler as the router produces them (flat batches:
+header, sealed, …, as over NATS), or kept in its inbox as `[header, sealed]` items; key
+handouts go straight to the member they are for. Nothing is framed: nothing leaves the process.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from meterseal.dissemination.levels import PrivacyLevel
 from meterseal.dissemination.member import MemberClient
 from meterseal.dissemination.router import Routed, Router
 from meterseal.dissemination.subscription import Subscription
+from meterseal.dissemination.wire import pairs
 from meterseal.trust.attestation import Attester
 from meterseal.trust.measurement import Measurement
 
-Handler = Callable[[list[Any]], None]
+Handler = Callable[[list[bytes]], object]
 
 
 class LocalNetwork:
@@ -61,7 +63,7 @@ class LocalNetwork:
             if handler is not None:
                 handler(batch)
             elif member in self.inboxes:
-                self.inboxes[member].extend(batch)
+                self.inboxes[member].extend(pairs(batch))
         return routed
 
     def deliver(self, handouts: Handouts) -> None:

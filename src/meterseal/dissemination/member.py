@@ -6,7 +6,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import cbor2
 from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -27,6 +26,15 @@ from meterseal.dissemination.publication import (
     validate_fields,
 )
 from meterseal.dissemination.subscription import Subscription
+from meterseal.dissemination.wire import (
+    EMPTY_MAP,
+    byte_string,
+    encode_header,
+    encode_map,
+    header_prefix,
+    text,
+    uint,
+)
 from meterseal.trust.attestation import Attester
 from meterseal.trust.measurement import Measurement
 
@@ -129,6 +137,8 @@ class Publisher:
         self.keys = keys
         self.seq = 0
         self._salt = rng(4)
+        self._prefixes: dict[tuple[PrivacyLevel, str], bytes] = {}
+        self._tails: dict[tuple[int, int, int], bytes] = {}
 
     def seal(
         self,
@@ -147,14 +157,27 @@ class Publisher:
         keys = self.keys
         ident = keys.sealing_id(level, customer)
         seq = self.seq = self.seq + 1
-        fields = [
-            VERSION, _LEVEL[level], kind, self.name, seq, at, region, customer, start,
-            interval, ident[1], ident[3], dict(attrs) if attrs else _NO_ATTRS,
-        ]  # fmt: skip
-        if self.checked:
+        if self.checked or attrs:
+            fields = [
+                VERSION, _LEVEL[level], kind, self.name, seq, at, region, customer, start,
+                interval, ident[1], ident[3], dict(attrs) if attrs else _NO_ATTRS,
+            ]  # fmt: skip
             validate_fields(fields)
-        # Header.encode's bytes: without a map, plain CBOR is already the canonical form.
-        header = cbor2.dumps(fields, canonical=True) if attrs else cbor2.dumps(fields)
+            header = encode_header(fields)
+        else:  # wire.encode_header, with the constant start and end kept
+            prefix = self._prefixes.get((level, kind))
+            if prefix is None:
+                prefix = header_prefix(_LEVEL[level], kind, self.name)
+                self._prefixes[(level, kind)] = prefix
+            tail = self._tails.get((interval, ident[1], ident[3]))
+            if tail is None:
+                tail = uint(interval) + uint(ident[1]) + uint(ident[3]) + EMPTY_MAP
+                if len(self._tails) > 64:
+                    self._tails.clear()
+                self._tails[(interval, ident[1], ident[3])] = tail
+            header = b"".join(
+                (prefix, uint(seq), uint(at), text(region), byte_string(customer), uint(start),
+                 tail)
+            )  # fmt: skip
         nonce = self._salt + seq.to_bytes(8, "big")
-        payload = cbor2.dumps(values, canonical=True) if len(values) > 1 else cbor2.dumps(values)
-        return [header, nonce + keys.aead(ident).encrypt(nonce, payload, header)]
+        return [header, nonce + keys.aead(ident).encrypt(nonce, encode_map(values), header)]

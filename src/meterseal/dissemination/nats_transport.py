@@ -20,6 +20,7 @@ import cbor2
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
+from nats.errors import Error as NatsError
 
 from meterseal.dissemination.errors import AdmissionRefused, DisseminationError, Reason
 from meterseal.dissemination.frames import Link
@@ -30,14 +31,23 @@ from meterseal.dissemination.subscription import Subscription
 from meterseal.trust.attestation import Attester
 from meterseal.trust.measurement import Measurement
 
-Delivered = Callable[[list[Any]], Awaitable[None]]
+Delivered = Callable[[list[bytes]], Awaitable[None]]  # a flat batch: header, sealed, …
 Clock = Callable[[], float]
 # A batch of deliveries can be large; the router's subscription must not drop frames.
 PENDING_BYTES = 512 * 1024 * 1024
 
 
-async def serve_node(nc: Client, node: RouterNode, *, clock: Clock = time.time) -> list[Any]:
-    """Answer the node's subjects on `nc`; the NATS subscriptions (unsubscribe to stop)."""
+async def serve_node(
+    nc: Client,
+    node: RouterNode,
+    *,
+    clock: Clock = time.time,
+    observe: Callable[[float], None] | None = None,
+) -> list[Any]:
+    """Answer the node's subjects on `nc`; the NATS subscriptions (unsubscribe to stop).
+
+    `observe`, if given, gets the seconds each frame of publications took to route.
+    """
 
     async def send(outgoing: list[tuple[str, bytes]]) -> None:
         for subject, data in outgoing:
@@ -51,7 +61,10 @@ async def serve_node(nc: Client, node: RouterNode, *, clock: Clock = time.time) 
 
     async def publications(msg: Msg) -> None:
         publisher = msg.subject.rsplit(".", 1)[-1]
+        started = time.perf_counter()
         answer, outgoing = node.on_publications(publisher, msg.data)
+        if observe is not None:
+            observe(time.perf_counter() - started)
         await send(outgoing)
         if msg.reply:
             await msg.respond(answer)
@@ -185,20 +198,22 @@ class NatsMember:
         async def on_frame(msg: Msg) -> None:
             assert self.link is not None
             try:
-                items = self.link.open(msg.subject, msg.data)
+                elements = self.link.open(msg.subject, msg.data)
             except DisseminationError as exc:
                 self.counters[f"refused_{exc.reason.value}"] += 1
                 return
             self.counters["frames"] += 1
-            await handler(items)
+            await handler(elements)
 
         return on_frame
 
-    async def send(self, items: list[Any]) -> None:
-        """Publish one frame, waiting only while `window` frames are unanswered."""
+    async def send(self, elements: list[bytes]) -> None:
+        """Publish one frame of a flat batch (header, sealed, header, sealed, …; one
+        publication `[header, sealed]` is a batch of one), waiting only while `window`
+        frames are unanswered."""
         assert self.link is not None, "join first"
         subject = self._subject("pub", self.client.name)
-        frame = self.link.seal(subject, items, os.urandom)  # seq fixed here, in order
+        frame = self.link.seal(subject, elements, os.urandom)  # seq fixed here, in order
         await self._window.acquire()
         task = asyncio.create_task(self._await_reply(subject, frame))
         self._pending.add(task)
@@ -211,7 +226,7 @@ class NatsMember:
                 self.counters[f"refused_{answer.get('reason')}"] += 1
             elif answer.get("refused"):
                 self.refused.extend(answer["refused"])
-        except (TimeoutError, DisseminationError) as exc:
+        except (TimeoutError, DisseminationError, NatsError) as exc:
             self.counters[f"send_failed_{type(exc).__name__}"] += 1
         finally:
             self._window.release()

@@ -5,7 +5,7 @@ it never holds a key. Subjects under a namespace NS:
 
     NS.challenge       request: member name              reply: {"ok", "nonce"}
     NS.admit           request: AdmissionRequest         reply: {"ok", "handout"}
-    NS.pub.MEMBER      request: frame of publications    reply: {"ok", "refused"}
+    NS.pub.MEMBER      request: frame of publications    reply: {"ok", "refused", "unmatched"}
     NS.sub.MEMBER      frames of deliveries, router to member
     NS.keys.MEMBER     handouts after a rotation, publisher to member
     NS.op              operator command (HMAC-SHA256 with the operator key), reply {"ok", …}
@@ -66,6 +66,8 @@ class RouterNode:
     namespace: str = DEFAULT_NAMESPACE
     links: dict[str, Link] = field(default_factory=dict)
     seen_commands: dict[bytes, float] = field(default_factory=dict)
+    # Called after an operator command changed consent or keys (the service saves its state).
+    on_change: Callable[[], None] | None = None
 
     def subject(self, kind: str, member: str = "") -> str:
         """NS.kind or NS.kind.member."""
@@ -105,11 +107,11 @@ class RouterNode:
         if link is None:
             return refusal(DisseminationError(Reason.UNKNOWN_LINK, publisher)), []
         try:
-            items = link.open(self.subject("pub", publisher), data)
+            elements = link.open(self.subject("pub", publisher), data)
         except DisseminationError as exc:
             self.router.counters[f"refused_{exc.reason.value}"] += 1
             return refusal(exc), []
-        routed = self.router.route(publisher, items)
+        routed = self.router.route_elements(publisher, elements)
         outgoing = []
         for member, batch in routed.deliveries.items():
             target = self._link(member)
@@ -173,4 +175,6 @@ class RouterNode:
             return reply(members=members, counters=dict(self.router.counters)), []
         else:
             raise DisseminationError(Reason.BAD_OPERATOR_COMMAND, f"unknown op {op!r}")
+        if self.on_change is not None:
+            self.on_change()
         return reply(rekeyed=[m for m, _ in handouts]), self.handouts(handouts)

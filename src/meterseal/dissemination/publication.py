@@ -1,15 +1,15 @@
 """Publications: a header the router matches on, and a payload only key holders can read.
 
 Wire form (canonical CBOR): a publication is `[header, sealed]`, both byte strings.
-`header` is the CBOR array of `HEADER_FIELDS` below; `sealed` is a 12-byte nonce followed
-by the AES-256-GCM ciphertext of the payload (a CBOR map of values) under the key the header
-names (level, epoch, customer epoch), with the header bytes as associated data, so that a
-router or transport that changes one header byte makes the payload unreadable.
+`header` is the canonical CBOR array of `HEADER_FIELDS` below (encoded by `wire`);
+`sealed` is a 12-byte nonce followed by the AES-256-GCM ciphertext of the payload (a CBOR
+map of values) under the key the header names (level, epoch, customer epoch), with the
+header bytes as associated data, so that a router or transport that changes one header byte
+makes the payload unreadable.
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, NoReturn
@@ -18,6 +18,7 @@ import cbor2
 
 from meterseal.dissemination.errors import MalformedPublication
 from meterseal.dissemination.levels import PrivacyLevel
+from meterseal.dissemination.wire import encode_header, encode_map
 
 VERSION: Final = 1
 NONCE_LENGTH: Final = 12
@@ -95,9 +96,9 @@ class Header:
 
     def encode(self) -> bytes:
         """Canonical CBOR of the header (what the payload's AEAD authenticates)."""
-        encoded: bytes = cbor2.dumps(self.fields(), canonical=True)
-        validate_fields(cbor2.loads(encoded))  # a publisher must not emit what routers refuse
-        return encoded
+        fields = self.fields()
+        validate_fields(fields)  # a publisher must not emit what routers refuse
+        return encode_header(fields)
 
     def attributes(self) -> dict[str, AttrValue]:
         """Every matchable attribute by name (fixed fields, then the extra `attrs`)."""
@@ -210,24 +211,21 @@ def _explain(fields: object) -> NoReturn:
 def decode_header(encoded: object, *, strict: bool = True) -> list[Any]:
     """The validated field array of a header's bytes; MalformedPublication otherwise.
 
-    Strict (the router, facing anyone): exactly one definite-length item, no duplicate map
-    keys, no trailing bytes. A member may skip strictness for what it then decrypts, as the
+    Strict (the router, facing anyone): the bytes must be the canonical CBOR of what they
+    decode to, so one definite-length item, shortest heads, no tags, no duplicate map keys
+    and no trailing bytes. A member may skip strictness for what it then decrypts, as the
     AEAD authenticates the exact header bytes a key holder sealed.
     """
     if type(encoded) is not bytes or len(encoded) > MAX_HEADER:
         raise _fail(f"header must be a byte string of <= {MAX_HEADER} bytes")
     try:
-        if strict:
-            stream = io.BytesIO(encoded)
-            decoder = cbor2.CBORDecoder(stream, allow_duplicate_keys=False, allow_indefinite=False)
-            fields = decoder.decode()
-            if stream.tell() != len(encoded):
-                raise _fail("trailing bytes after the header")
-        else:
-            fields = cbor2.loads(encoded)
+        fields = cbor2.loads(encoded)
     except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError) as exc:
         raise _fail(f"header is not CBOR ({exc.__class__.__name__})") from exc
-    return validate_fields(fields)
+    validate_fields(fields)
+    if strict and encode_header(fields) != encoded:
+        raise _fail("header is not canonical CBOR (or has trailing bytes)")
+    return fields  # type: ignore[no-any-return]
 
 
 def split_publication(item: object) -> tuple[bytes, bytes]:
@@ -244,8 +242,7 @@ def split_publication(item: object) -> tuple[bytes, bytes]:
 
 def encode_payload(values: Payload) -> bytes:
     """The canonical CBOR map that gets sealed."""
-    encoded: bytes = cbor2.dumps(dict(values), canonical=True)
-    return encoded
+    return encode_map(values)
 
 
 def decode_payload(plaintext: bytes) -> dict[str, Value]:

@@ -1,11 +1,13 @@
 """The router: matches publications to subscriptions and hands each member its share.
 
-Sans-IO and single-threaded: `route(publisher, items)` takes a batch of publications
-(`[header, sealed]` arrays) from one publisher and returns, per member, the publications it
-gets, plus each refused item's index and reason. The router reads headers only; payloads
-pass through sealed. It checks that the header names the publisher that sent it and that
-this publisher may publish at the header's level, and a type's floor level (raw readings
-never travel as LOW). HIGH publications reach an app only while the customer consents.
+Sans-IO and single-threaded: `route_elements(publisher, elements)` takes a flat batch
+(header, sealed, header, sealed, …: what a frame carries) from one publisher and returns, per
+member, the flat batch it gets, plus each refused publication's index and reason;
+`route(publisher, items)` does the same for a list of `[header, sealed]` items. The router
+reads headers only; payloads pass through sealed. It checks that the header names the
+publisher that sent it and that this publisher may publish at the header's level, and a
+type's floor level (raw readings never travel as LOW). HIGH publications reach an app
+only while the customer consents.
 """
 
 from __future__ import annotations
@@ -15,19 +17,31 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import cbor2
+
 from meterseal.dissemination.errors import DisseminationError, MalformedPublication, Reason
 from meterseal.dissemination.levels import TYPE_FLOOR, PrivacyLevel, Role, grant
 from meterseal.dissemination.matching import MatchingEngine
-from meterseal.dissemination.publication import decode_header, split_publication
+from meterseal.dissemination.publication import (
+    MAX_HEADER,
+    MAX_SEALED,
+    NONCE_LENGTH,
+    TAG_LENGTH,
+    validate_fields,
+)
 from meterseal.dissemination.subscription import Subscription
+from meterseal.dissemination.wire import encode_header
 
 _HIGH = int(PrivacyLevel.HIGH)
 _FLOORS = {kind: int(level) for kind, level in TYPE_FLOOR.items()}  # type_allowed, by int
+_SEALED_MIN = NONCE_LENGTH + TAG_LENGTH
+_MALFORMED = Reason.MALFORMED_PUBLICATION
+_CBOR_ERRORS = (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError)
 
 
 @dataclass
 class Routed:
-    """What one batch became: deliveries per member, and refusals as (index, reason)."""
+    """What one batch became: deliveries per member (flat), and refusals as (index, reason)."""
 
     deliveries: dict[str, list[Any]] = field(default_factory=dict)
     refused: list[tuple[int, Reason]] = field(default_factory=list)
@@ -104,44 +118,86 @@ class Router:
     # -- data -----------------------------------------------------------------------------
 
     def route(self, publisher: str, items: Sequence[object]) -> Routed:
-        """Route one batch from `publisher`; bad items are refused, never raised."""
-        routed = Routed()
-        allowed = self._publishes.get(publisher, frozenset())
-        deliveries, owner, match = routed.deliveries, self._owner, self.engine.match
+        """Route a batch of `[header, sealed]` items; refusals carry the item's index."""
+        elements: list[bytes] = []
+        positions: list[int] = []
+        shapeless: list[tuple[int, Reason]] = []
         for index, item in enumerate(items):
+            if type(item) is list and len(item) == 2 and type(item[0]) is type(item[1]) is bytes:
+                elements += item
+                positions.append(index)
+            else:
+                shapeless.append((index, Reason.MALFORMED_PUBLICATION))
+        routed = self.route_elements(publisher, elements)
+        routed.refused = sorted([*shapeless, *((positions[i], r) for i, r in routed.refused)])
+        self.counters["refused_malformed_publication"] += len(shapeless)
+        self.counters["received"] += len(shapeless)
+        return routed
+
+    def route_elements(self, publisher: str, elements: Sequence[bytes]) -> Routed:
+        """Route a flat batch `header, sealed, header, sealed, …` (a frame's elements).
+
+        Deliveries are flat batches too. The hot path: one strict decode per header (cbor2
+        and a canonical re-encoding), an index lookup, the consent filter; no copies.
+        """
+        routed = Routed()
+        refused, deliveries = routed.refused, routed.deliveries
+        allowed = self._publishes.get(publisher, frozenset())
+        owner, match, consent, everyone = (
+            self._owner,
+            self.engine.match,
+            self._consent,
+            self._all_customers,
+        )
+        loads, validate, encode, malformed = cbor2.loads, validate_fields, encode_header, _MALFORMED
+        marks: dict[str, int] = {}
+        unmatched = 0
+        for index in range(len(elements) // 2):
+            header, sealed = elements[2 * index], elements[2 * index + 1]
+            if not _SEALED_MIN <= len(sealed) <= MAX_SEALED or len(header) > MAX_HEADER:
+                refused.append((index, malformed))
+                continue
             try:
-                header, _ = split_publication(item)
-                fields = decode_header(header)
-            except MalformedPublication as exc:
-                routed.refused.append((index, exc.reason))
+                fields = loads(header)
+                validate(fields)
+                if encode(fields) != header:
+                    raise MalformedPublication("not canonical")
+            except (MalformedPublication, *_CBOR_ERRORS):
+                refused.append((index, malformed))
                 continue
             level = fields[1]
             if fields[3] != publisher or level not in allowed:
-                routed.refused.append((index, Reason.UNAUTHORIZED_PUBLISHER))
+                refused.append((index, Reason.UNAUTHORIZED_PUBLISHER))
                 continue
             if _FLOORS.get(fields[2], _HIGH) > level:
-                routed.refused.append((index, Reason.LEVEL_TOO_LOW_FOR_TYPE))
+                refused.append((index, Reason.LEVEL_TOO_LOW_FOR_TYPE))
                 continue
             hits = match(fields)
             if not hits:
-                routed.unmatched += 1
+                unmatched += 1
                 continue
-            targets = {owner[i] for i in hits}
-            if level == _HIGH:
-                consented = self._consent.get(fields[7], ())
-                targets = {t for t in targets if t in self._all_customers or t in consented}
-            for target in targets:
+            consented = consent.get(fields[7], ()) if level == _HIGH else None
+            for ident in hits:
+                target = owner[ident]
+                if consented is not None and target not in everyone and target not in consented:
+                    continue
+                if marks.get(target) == index:
+                    continue  # two of its subscriptions matched: one copy
+                marks[target] = index
                 batch = deliveries.get(target)
                 if batch is None:
-                    deliveries[target] = [item]
+                    deliveries[target] = [header, sealed]
                 else:
-                    batch.append(item)
-        self._count(routed, len(items))
+                    batch += (header, sealed)
+        if len(elements) % 2:
+            refused.append((len(elements) // 2, malformed))
+        routed.unmatched = unmatched
+        self._count(routed, (len(elements) + 1) // 2)
         return routed
 
     def _count(self, routed: Routed, received: int) -> None:
         self.counters["received"] += received
         self.counters["unmatched"] += routed.unmatched
-        self.counters["delivered"] += sum(len(b) for b in routed.deliveries.values())
+        self.counters["delivered"] += sum(len(b) for b in routed.deliveries.values()) // 2
         for _, reason in routed.refused:
             self.counters[f"refused_{reason.value}"] += 1

@@ -7,19 +7,23 @@ same pieces in its own processes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
-from meterseal.dissemination.aggregator import Aggregator, CustomerLoad, RegionalLoad
+from meterseal.dissemination.aggregator import Aggregator, Closing, CustomerLoad, RegionalLoad
 from meterseal.dissemination.feed import Anonymized, publish_accepted
 from meterseal.dissemination.member import Publisher
 from meterseal.dissemination.nats_transport import NatsMember
 
 FRAME_ITEMS = 1_000  # publications per frame: NATS caps a message at 1 MiB
-RELEASE_SLICE = 250  # releases sealed and sent before yielding to arriving readings
+RELEASE_SLICE = 500  # releases sealed and sent as one frame, between arriving readings
+RELEASE_SPREAD = 1.0  # seconds over which a closing frame's releases are spread
 Release = CustomerLoad | RegionalLoad
 
 
@@ -30,44 +34,79 @@ def now_us() -> int:
 
 @dataclass
 class AggregatorService:
-    """Feeds deliveries to an Aggregator and publishes its releases, in slices."""
+    """Feeds deliveries to an Aggregator and publishes its releases, spread out in time.
+
+    A closing hour of 5,000 customers is 5,000 releases to make, seal and route: done at
+    once, the readings arriving meanwhile wait for all of them (the latency spikes the bench
+    saw). So the receive path only closes the frames (`Aggregation.closing`, instant); a
+    releaser task makes, seals and sends their releases in slices of RELEASE_SLICE, spaced
+    so that they go out over `spread` seconds, and the readings are handled in between.
+    """
 
     member: NatsMember
     aggregator: Aggregator
     clock: Callable[[], int] = now_us
+    spread: float = RELEASE_SPREAD
+    monotonic: Callable[[], float] = time.monotonic
 
     def __post_init__(self) -> None:
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._pending: deque[list[Any]] = deque()  # [closing, releases taken so far]
+        self.pending = 0  # releases queued, not yet sent (at most: k may withhold some)
+        self._deadline = 0.0
+        self._releaser: asyncio.Task[None] | None = None
+        self._hurry = asyncio.Event()  # set by finish: no more spreading
         self.released = 0
 
-    async def deliver(self, items: list[Any], published_at: list[int] | None = None) -> None:
-        """Consume one frame of readings; release whatever frames closed."""
-        self.aggregator.consume(items, published_at=published_at)
-        due = self.aggregator.aggregation.due()
-        if due:
-            task = asyncio.get_running_loop().create_task(self.release(due))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+    async def deliver(self, elements: list[bytes], published_at: list[int] | None = None) -> None:
+        """Consume one flat batch of readings; queue the releases of the frames that closed."""
+        self.aggregator.consume(elements, published_at=published_at)
+        closing = self.aggregator.aggregation.closing()
+        if closing is not None:
+            self.queue(closing)
+
+    def queue(self, closing: Closing) -> None:
+        """Release what `closing` holds within `spread` seconds (behind what is queued)."""
+        self._pending.append([closing, 0])
+        self.pending += closing.count
+        self._deadline = max(self._deadline, self.monotonic() + self.spread)
+        if self._releaser is None or self._releaser.done():
+            self._releaser = asyncio.get_running_loop().create_task(self._release_queued())
+
+    async def _release_queued(self) -> None:
+        while self._pending:
+            entry = self._pending[0]
+            chunk = list(islice(entry[0].releases, RELEASE_SLICE))
+            entry[1] += len(chunk)
+            self.pending -= len(chunk)
+            if len(chunk) < RELEASE_SLICE:  # exhausted: what k withheld never comes
+                self._pending.popleft()
+                self.pending -= entry[0].count - entry[1]
+            if chunk:
+                await self.release(chunk)
+            if self.pending > 0 and not self._hurry.is_set():  # the rest evenly over the spread
+                left = self._deadline - self.monotonic()
+                share = RELEASE_SLICE / (self.pending + RELEASE_SLICE)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._hurry.wait(), max(0.0, left * share))
 
     async def release(self, records: list[Release]) -> None:
-        """Seal and send releases in slices, yielding between them.
-
-        A closing hour of thousands of customers must not hold up the readings arriving
-        meanwhile.
-        """
-        for i in range(0, len(records), RELEASE_SLICE):
-            at = self.clock()
-            chunk = records[i : i + RELEASE_SLICE]
-            await self.member.send([self.aggregator.seal(r, at=at) for r in chunk])
-            self.released += len(chunk)
-            await asyncio.sleep(0)
+        """Seal `records` and send them as one frame."""
+        at, seal = self.clock(), self.aggregator.seal
+        elements: list[bytes] = []
+        for record in records:
+            elements += seal(record, at=at)
+        await self.member.send(elements)
+        self.released += len(records)
 
     async def finish(self, *, flush: bool) -> None:
-        """Wait for releases in flight; with `flush`, release every open frame too."""
-        if self._tasks:
-            await asyncio.gather(*list(self._tasks))
+        """Send what is queued now; with `flush`, release every open frame too."""
+        self._hurry.set()
+        if self._releaser is not None:
+            await self._releaser
         if flush:
-            await self.release(self.aggregator.aggregation.flush())
+            records = self.aggregator.aggregation.flush()
+            for i in range(0, len(records), RELEASE_SLICE):
+                await self.release(records[i : i + RELEASE_SLICE])
         await self.member.drain()
 
 
@@ -80,7 +119,10 @@ async def publish_readings(
         readings: list[Anonymized] = page
         for i in range(0, len(readings), FRAME_ITEMS):
             chunk = readings[i : i + FRAME_ITEMS]
-            await member.send(publish_accepted(publisher, chunk, at=now_us()))
+            elements: list[bytes] = []
+            for item in publish_accepted(publisher, chunk, at=now_us()):
+                elements += item
+            await member.send(elements)
             sent += len(chunk)
     await member.drain()
     return sent

@@ -84,6 +84,22 @@ _BILLING = tuple(
 # The services of services/trusted mode run every trusted stage from one module
 # (`services.workers`), which imports the billing core: each service stage measures it all.
 _SERVICE = (*HEAD_END, *_BILLING, "meterseal.services", "meterseal.cli_common", *TRUST_RUNTIME)
+# The dissemination services: the package, the skeleton and its metrics, the admission policy,
+# and the CAS's own modules (`router provision` runs in the same entry point).
+_DISSEMINATION = (
+    *HEAD_END,
+    "meterseal.dissemination",
+    "meterseal.services.skeleton",
+    "meterseal.services.metrics",
+    "meterseal.cli_common",
+    "meterseal.billing.merkle",
+    "meterseal.trust.cas",
+    "meterseal.trust.cas_store",
+    "meterseal.trust.policy",
+    "meterseal.trust.state",
+    "meterseal.trust.vault",
+    *TRUST_RUNTIME,
+)
 STAGE_MODULES: dict[str, tuple[str, ...]] = {
     # open (decrypt) + verify + freshness: holds the head-end keys.
     "open-verify": _SERVICE,
@@ -91,6 +107,11 @@ STAGE_MODULES: dict[str, tuple[str, ...]] = {
     "anonymize-store": _SERVICE,
     # bill + sign + append to the bill log: holds the billing key.
     "billing": _SERVICE,
+    # `meterseal router serve --cas`: the group-key roots, the handout-signing, operator and
+    # state keys (issue 6). It runs under the service skeleton, which imports the head-end.
+    "dissemination-router": _DISSEMINATION,
+    # `meterseal router aggregate --cas`: the aggregation policy, the publisher's public key.
+    "dissemination-aggregator": _DISSEMINATION,
     # `meterseal bench trusted-overhead`: experiment 3.1 inside a worker (bench.crypto's ops).
     "bench-crypto": (
         *HEAD_END,
@@ -106,11 +127,20 @@ STAGE_MODULES: dict[str, tuple[str, ...]] = {
 # STAGE_MODULES cover their import closure. Services that start a stage add their module here.
 # A service process starts at `python -m meterseal.services` (services/__main__.py).
 _SERVICE_ENTRIES = ("meterseal.services.__main__", "meterseal.services.workers", *TRUST_RUNTIME)
+_DISSEMINATION_ENTRIES = (
+    "meterseal.dissemination.__main__",
+    "meterseal.dissemination.service",
+    "meterseal.dissemination.provision",
+    *TRUST_RUNTIME,
+)
 STAGE_ENTRIES: dict[str, tuple[str, ...]] = {
     "open-verify": ("meterseal.acquisition.stages", *_SERVICE_ENTRIES),
     "anonymize-store": ("meterseal.acquisition.anonymize", *_SERVICE_ENTRIES),
     "billing": ("meterseal.billing.service", *_SERVICE_ENTRIES),
     "bench-crypto": ("meterseal.bench.trusted_worker", *TRUST_RUNTIME),
+    # `python -m meterseal.dissemination serve|aggregate --cas …` (dissemination/__main__.py).
+    "dissemination-router": _DISSEMINATION_ENTRIES,
+    "dissemination-aggregator": _DISSEMINATION_ENTRIES,
 }
 
 Versions = Callable[[str], tuple[tuple[str, str], ...]]

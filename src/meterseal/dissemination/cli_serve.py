@@ -1,0 +1,297 @@
+"""`meterseal router serve | aggregate | provision`: the router and the aggregator as services
+(under the service skeleton), their keys from files or, as attested workers, from the CAS."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from meterseal.cli_common import DEFAULT_STORE, console, fail
+from meterseal.errors import ConfigurationError, MetersealError
+
+AUTHORITY_KEY = "authority.key.pem"
+AUTHORITY_PUBLIC = "authority.pub"
+OPERATOR_KEY = "operator.key"
+STATE_KEY = "state.key"
+NatsUrl = Annotated[str, typer.Option("--nats", help="NATS server URL")]
+Namespace = Annotated[str, typer.Option(help="subject prefix of this router")]
+KeysDir = Annotated[Path, typer.Option("--keys", help="the router's key directory (router init)")]
+DEFAULT_NATS = os.environ.get("MS_NATS_URL", "nats://127.0.0.1:4222")
+DEFAULT_KEYS = Path("var/router")
+
+
+def authority_public_key(text: str) -> Any:
+    """The publisher's Ed25519 public key from a file or 64 hex digits (or a clean exit)."""
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    path = Path(text)
+    value = path.read_text().strip() if path.exists() else text
+    try:
+        return ed25519.Ed25519PublicKey.from_public_bytes(bytes.fromhex(value))
+    except ValueError as exc:
+        raise fail(ConfigurationError(f"not an authority key (64 hex digits): {text}")) from exc
+
+
+def _allow(allow: list[str]) -> list[Any]:
+    """(role, measurement) pairs from --allow ROLE=MEASUREMENT options."""
+    from meterseal.dissemination.levels import Role
+    from meterseal.trust.measurement import Measurement
+
+    rules = []
+    for rule in allow:
+        role_name, _, digest = rule.partition("=")
+        try:
+            rules.append((Role(role_name), Measurement.from_hex(digest)))
+        except (ValueError, MetersealError) as exc:
+            raise typer.BadParameter(f"--allow ROLE=MEASUREMENT, not {rule!r}") from exc
+    return rules
+
+
+def _errors(exc: Exception) -> typer.Exit:
+    error = exc if isinstance(exc, MetersealError) else ConfigurationError(str(exc))
+    return fail(error)
+
+
+def _file_keys(keys: Path) -> Any:
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from meterseal.crypto.keys import read_private_key, read_symmetric_secret
+    from meterseal.dissemination.service import RouterKeys
+
+    try:
+        signing = read_private_key(keys / AUTHORITY_KEY)
+        operator = read_symmetric_secret(keys / OPERATOR_KEY)
+        state_key = read_symmetric_secret(keys / STATE_KEY) if (keys / STATE_KEY).exists() else None
+    except (MetersealError, OSError) as exc:
+        raise _errors(exc) from exc
+    if not isinstance(signing, ed25519.Ed25519PrivateKey):
+        raise fail(ConfigurationError(f"{keys / AUTHORITY_KEY} is not an Ed25519 key"))
+    return RouterKeys(signing, operator, state_key, provenance=f"key files in {keys}")
+
+
+CasUrl = Annotated[
+    str | None,
+    typer.Option("--cas", help="trusted mode: attest and fetch the keys from this CAS"),
+]
+Deployment = Annotated[
+    Path,
+    typer.Option("--deployment", "-d", help="trusted mode: the CAS's deployment directory"),
+]
+Admin = Annotated[str, typer.Option(help="admin endpoint (health, metrics) address, or 'off'")]
+DEFAULT_DEPLOYMENT = Path("var/deployment")
+
+
+def _run_stage(stage: Any, admin: str, after: Any = None) -> None:
+    from meterseal.services.skeleton import run_main, serve_stage
+
+    async def main() -> None:
+        await serve_stage(stage, admin=None if admin == "off" else admin)
+
+    code = run_main(main)
+    if after is not None:
+        after()
+    raise typer.Exit(code=code)
+
+
+def router_serve(
+    keys: KeysDir = DEFAULT_KEYS,
+    nats_url: NatsUrl = DEFAULT_NATS,
+    namespace: Namespace = "ms.dissem",
+    platform: Annotated[
+        Path | None, typer.Option(help="simulated attestation platform (cas init's directory)")
+    ] = None,
+    allow: Annotated[
+        list[str], typer.Option(help="ROLE=MEASUREMENT admitted after attestation; repeat")
+    ] = [],  # noqa: B006
+    cas_url: CasUrl = None,
+    deployment: Deployment = DEFAULT_DEPLOYMENT,
+    state: Annotated[
+        Path | None, typer.Option(help="file keeping consent and key epochs across restarts")
+    ] = None,
+    admin: Admin = "127.0.0.1:0",
+) -> None:
+    """Run the publisher's admissions and the router on NATS until Ctrl-C or SIGTERM.
+
+    With --cas the router is an attested trusted worker: it measures itself (its admission
+    rules included), attests and gets its keys from the CAS; it admits this checkout's
+    aggregator and whatever --allow adds. Without, its keys are --keys's files.
+    """
+    from meterseal.dissemination.service import (
+        RouterService,
+        StateFile,
+        build_node,
+        default_allow,
+        router_keys_from_cas,
+    )
+    from meterseal.trust.attestation import SimulatedVerifier
+
+    rules = _allow(allow)
+    try:
+        if cas_url is not None:
+            rules = [*default_allow(), *rules]
+            router_keys = router_keys_from_cas(cas_url, deployment, rules)
+            platform = platform or deployment
+        else:
+            router_keys = _file_keys(keys)
+        verifier = SimulatedVerifier.from_deployment(platform) if platform else None
+        node = build_node(
+            router_keys, verifier, rules, StateFile(state, router_keys.state_key),
+            namespace=namespace, now=time.time(),
+        )  # fmt: skip
+    except (MetersealError, OSError) as exc:
+        raise _errors(exc) from exc
+    note = Console(stderr=True)  # stdout carries the parseable `listening`/`ready` lines
+    note.print(f"router keys: {router_keys.provenance}", soft_wrap=True)
+    note.print(f"attestation: {verifier!r}" if verifier else "no --platform: LOW members only")
+    if state is None:
+        note.print("no --state: consent lives in memory only")
+    _run_stage(RouterService(node, nats_url), admin)
+
+
+Platform = Annotated[
+    Path | None, typer.Option(help="simulated platform key directory (to attest this member)")
+]
+MeasurementHex = Annotated[str, typer.Option(help="this worker's measurement (64 hex digits)")]
+AuthorityOpt = Annotated[str, typer.Option(help="the router's authority.pub (file or hex)")]
+
+
+def attested_member(
+    name: str, role: str, authority: str, platform: Path | None, digest: str
+) -> Any:
+    """(client, attester, measurement) of an attested member, or a clean exit."""
+    from meterseal.dissemination.levels import Role
+    from meterseal.dissemination.member import MemberClient
+    from meterseal.trust.attestation import SimulatedAttester
+    from meterseal.trust.measurement import Measurement
+
+    if platform is None or not digest:
+        raise typer.BadParameter("an attested member needs --platform and --measurement")
+    try:
+        client = MemberClient(name, Role(role), "utility", authority_public_key(authority))
+        return client, SimulatedAttester.from_deployment(platform), Measurement.from_hex(digest)
+    except MetersealError as exc:
+        raise fail(exc) from exc
+
+
+def router_aggregate(
+    authority: Annotated[
+        str, typer.Option(help="the router's authority.pub (file or hex); not with --cas")
+    ] = "",
+    name: Annotated[str, typer.Option(help="member name")] = "aggregator",
+    frame: Annotated[str, typer.Option(help="MODERATE frame: 15m, 1h, 1d, 1mo")] = "1h",
+    low_frame: Annotated[str, typer.Option(help="LOW frame")] = "1h",
+    k: Annotated[int, typer.Option(help="least meters in a regional release")] = 5,
+    lateness: Annotated[int, typer.Option(help="seconds a frame waits for late readings")] = 900,
+    epsilon: Annotated[float, typer.Option(help="DP epsilon per LOW frame (0: no noise)")] = 0.0,
+    clamp_wh: Annotated[int, typer.Option(help="DP: a meter's most Wh per LOW frame")] = 10_000,
+    budget: Annotated[float, typer.Option(help="DP: total epsilon before LOW stops")] = 10.0,
+    nats_url: NatsUrl = DEFAULT_NATS,
+    namespace: Namespace = "ms.dissem",
+    platform: Platform = None,
+    measurement: MeasurementHex = "",
+    cas_url: CasUrl = None,
+    deployment: Deployment = DEFAULT_DEPLOYMENT,
+    admin: Admin = "127.0.0.1:0",
+) -> None:
+    """Run the aggregator: HIGH readings in, MODERATE and LOW releases out, until Ctrl-C.
+
+    With --cas it is an attested trusted worker: it measures itself, attests, and gets its
+    aggregation policy and the router's public key from the CAS (the policy options here
+    are then ignored), then joins the router attested with that same measurement.
+    """
+    from meterseal.dissemination.levels import Role
+    from meterseal.dissemination.member import MemberClient
+    from meterseal.dissemination.service import AggregatorStage, aggregator_from_cas
+
+    if cas_url is not None:
+        try:
+            setup = aggregator_from_cas(cas_url, deployment)
+        except MetersealError as exc:
+            raise fail(exc) from exc
+        client = MemberClient(name, Role.AGGREGATOR, "utility", setup.authority)
+        policy, attester, identity = setup.policy, setup.attester, setup.measurement
+        Console(stderr=True).print(f"aggregator: {setup.provenance}", soft_wrap=True)
+    else:
+        policy = _aggregation_policy(frame, low_frame, k, lateness, epsilon, clamp_wh, budget)
+        client, attester, identity = attested_member(
+            name, "aggregator", authority, platform, measurement
+        )
+    stage = AggregatorStage(client, policy, attester, identity, nats_url, namespace)
+
+    def summary() -> None:
+        counts = stage.counters()["aggregator"]
+        Console(stderr=True).print(f"released {counts.pop('released')} publications; {counts}")
+
+    _run_stage(stage, admin, after=summary)
+
+
+def _aggregation_policy(
+    frame: str, low_frame: str, k: int, lateness: int, epsilon: float, clamp_wh: int,
+    budget: float,
+) -> Any:  # fmt: skip
+    from meterseal.dissemination.aggregator import AggregationPolicy
+    from meterseal.dissemination.privacy import DifferentialPrivacy
+    from meterseal.dissemination.timeframe import Frame
+
+    try:
+        return AggregationPolicy(
+            Frame.parse(frame), Frame.parse(low_frame), k, lateness,
+            DifferentialPrivacy.laplace(epsilon, clamp_wh, budget) if epsilon > 0 else None,
+        )  # fmt: skip
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+
+def router_provision(
+    keys: KeysDir = DEFAULT_KEYS,
+    deployment: Annotated[
+        Path, typer.Option("--deployment", "-d", help="the CAS's directory (cas init)")
+    ] = DEFAULT_DEPLOYMENT,
+    store: Annotated[str, typer.Option("--store", help="the CAS's store URL")] = DEFAULT_STORE,
+    allow: Annotated[
+        list[str], typer.Option(help="ROLE=MEASUREMENT the router admits besides the aggregator")
+    ] = [],  # noqa: B006
+    frame: Annotated[str, typer.Option(help="aggregator: MODERATE frame")] = "1h",
+    low_frame: Annotated[str, typer.Option(help="aggregator: LOW frame")] = "1h",
+    k: Annotated[int, typer.Option(help="aggregator: least meters in a LOW release")] = 5,
+    lateness: Annotated[int, typer.Option(help="aggregator: seconds for late readings")] = 900,
+    epsilon: Annotated[float, typer.Option(help="aggregator: DP epsilon (0: none)")] = 0.0,
+    clamp_wh: Annotated[int, typer.Option(help="aggregator: DP clamp (Wh)")] = 10_000,
+    budget: Annotated[float, typer.Option(help="aggregator: DP total epsilon")] = 10.0,
+    passphrase_env: Annotated[
+        str, typer.Option(help="variable holding the CAS key passphrase (unset: none)")
+    ] = "MS_PASSPHRASE",  # noqa: S107 - a variable name
+) -> None:
+    """Put the router's and aggregator's secrets in the CAS; allow this checkout's to fetch them.
+
+    Run after `cas init` and `router init`; prints the measurements it allowed.
+    """
+    from meterseal.cli_common import passphrase
+    from meterseal.dissemination.provision import provision_dissemination
+    from meterseal.storage import Store
+    from meterseal.trust.cas import Cas
+    from meterseal.trust.cas_store import CasStore
+    from meterseal.trust.vault import Vault
+
+    policy = _aggregation_policy(frame, low_frame, k, lateness, epsilon, clamp_wh, budget)
+    router_keys = _file_keys(keys)
+    try:
+        with Store.open(store) as db:
+            vault = Vault.from_deployment(deployment, passphrase(passphrase_env))
+            done = provision_dissemination(
+                Cas(CasStore(db), vault, []), signing_key=router_keys.signing,
+                operator_key=router_keys.operator, policy=policy, allow=_allow(allow),
+                rng=os.urandom,
+            )  # fmt: skip
+    except MetersealError as exc:
+        raise fail(exc) from exc
+    for name, version in sorted(done.versions.items()):
+        console.print(f"{name}: v{version}")
+    console.print(f"allowed dissemination-router {done.router.hex}", soft_wrap=True)
+    console.print(f"allowed dissemination-aggregator {done.aggregator.hex}", soft_wrap=True)
+    console.print(f"the router admits: {', '.join(r.value for r, _ in done.allow)}")
