@@ -43,7 +43,8 @@ class Served:
         self.lines: list[str] = []
         self.endpoints: dict[tuple[str, str], str] = {}  # (process label, endpoint) -> address
         self._ready_word = ready
-        self._ready = threading.Event()
+        self._ready = threading.Event()  # set on the ready line, or when the output ends
+        self.announced_ready = False
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
@@ -58,13 +59,15 @@ class Served:
             if len(words) == 3 and words[0] == "listening":
                 self.endpoints[(label, words[1])] = words[2]
             if not label and line.startswith(f"ready {self._ready_word}"):
+                self.announced_ready = True
                 self._ready.set()
         self._ready.set()  # the process ended: wake the waiter, which then sees it
 
     def wait_ready(self, timeout: float = 180.0) -> None:
         """Until the process announced it is ready; ConfigurationError if it ended first."""
         self._ready.wait(timeout)
-        if self.process.poll() is not None or not self._ready.is_set():
+        # Its output may end before its exit status is known: the ready line is the test.
+        if not self.announced_ready or self.process.poll() is not None:
             tail = "\n".join(self.lines[-20:])
             raise ConfigurationError(f"{self._ready_word} did not start:\n{tail}")
 
