@@ -29,7 +29,7 @@ from meterseal.billing.completeness import estimation_rule
 from meterseal.billing.compute import BillPacket, BillRequest, bill_order, compute_bill, leaf_hashes
 from meterseal.billing.merkle import root_of
 from meterseal.billing.tariff import Tariff, TariffBook, TariffError
-from meterseal.crypto.packet import verify_signed_original
+from meterseal.crypto.packet import verify_signed_originals
 from meterseal.crypto.registry import MeterDirectory
 from meterseal.crypto.signing import VerifyingKey
 from meterseal.errors import InvalidPacket, MetersealError
@@ -113,6 +113,7 @@ class AuditInput:
     registry: MeterDirectory
     tariffs: TariffBook
     billing_key: VerifyingKey
+    entries: tuple[ManifestEntry, ...] | None = None  # `manifest` already decoded by the caller
 
 
 @dataclass
@@ -134,15 +135,28 @@ def audit_bill(inp: AuditInput, *, now: int) -> AuditReport:
     except BillSignatureError as exc:
         findings.append(Finding(FindingKind.SIGNATURE, exc.diagnostics(), field="signature"))
         bill, _ = parse_signed_bill(inp.signed_bill)
-    manifest = _manifest(inp.manifest, bill, findings)
+    manifest = _manifest(inp, findings)
+    manifest_at = len(findings)  # where a manifest/root mismatch is reported
     meters = _meter_findings(bill, inp.customer_meters, findings)
     seen = _verify_rows(inp, bill, meters)
     findings += seen.findings
     ours = bill_order(seen.valid)
-    findings += _compare_manifest(manifest, ours, seen)
+    # The leaf hashes and the root over the verified rows, once for every comparison below.
+    leaves = leaf_hashes(ours)
+    root = root_of(leaves)
+    if manifest is not None and _manifest_disagrees(manifest, bill, leaves, root):
+        findings.insert(
+            manifest_at,
+            Finding(
+                FindingKind.ALTERED,
+                "the manifest does not match the bill's Merkle root and packet count",
+                field="manifest",
+            ),
+        )
+    findings += _compare_manifest(manifest or (), ours, seen, leaves)
     tariff = _tariff(bill, inp.tariffs, findings)
     if tariff is not None:
-        findings += _compare_fields(bill, tariff, ours, meters)
+        findings += _compare_fields(bill, tariff, ours, meters, (leaves, root))
     return AuditReport(
         bill.bill_id,
         bill.customer_id,
@@ -153,24 +167,25 @@ def audit_bill(inp: AuditInput, *, now: int) -> AuditReport:
     )
 
 
-def _manifest(data: bytes, bill: Bill, findings: list[Finding]) -> tuple[ManifestEntry, ...]:
+def _manifest(inp: AuditInput, findings: list[Finding]) -> tuple[ManifestEntry, ...] | None:
+    """The manifest's entries (decoded by the caller or here); None if it is not one."""
+    if inp.entries is not None:
+        return inp.entries
     try:
-        manifest = manifest_from_cbor(data)
+        return manifest_from_cbor(inp.manifest)
     except BillFormatError as exc:
         findings.append(Finding(FindingKind.ALTERED, exc.diagnostics(), field="manifest"))
-        return ()
-    if (
-        len(manifest) != bill.packets
-        or root_of([e.leaf_hash for e in manifest]) != bill.merkle_root
-    ):
-        findings.append(
-            Finding(
-                FindingKind.ALTERED,
-                "the manifest does not match the bill's Merkle root and packet count",
-                field="manifest",
-            )
-        )
-    return manifest
+        return None
+
+
+def _manifest_disagrees(
+    manifest: Sequence[ManifestEntry], bill: Bill, leaves: list[bytes], root: bytes
+) -> bool:
+    """Whether the manifest's size or Merkle root differs from the bill's."""
+    if len(manifest) != bill.packets:
+        return True
+    billed = [e.leaf_hash for e in manifest]
+    return (root if billed == leaves else root_of(billed)) != bill.merkle_root
 
 
 def _meter_findings(bill: Bill, customer_meters: Sequence[str], out: list[Finding]) -> set[str]:
@@ -198,66 +213,69 @@ def _meter_findings(bill: Bill, customer_meters: Sequence[str], out: list[Findin
 
 def _verify_rows(inp: AuditInput, bill: Bill, meters: set[str]) -> _Verified:
     seen = _Verified()
-    signed_keys: Counter[tuple[str, int]] = Counter()
+    once: set[tuple[str, int]] = set()
+    again: Counter[tuple[str, int]] = Counter()
     period = bill.period
-    for row in inp.stored:
+    # Every signature in one tight loop first (the verification code stays hot), then the rows.
+    outcomes = verify_signed_originals([row.signed_original for row in inp.stored], inp.registry)
+    for row, outcome in zip(inp.stored, outcomes, strict=True):
         key = (row.meter_id, row.counter)
         seen.by_key[key] = row
-        kind, detail, reading = _check_signature(row, inp.registry)
-        if reading is not None:
-            seen.verified += 1
-            signed_keys[(reading.meter_id, reading.counter)] += 1
-        if kind is not None:
-            seen.bad[key] = kind
-            seen.findings.append(Finding(kind, detail, row.meter_id, row.counter))
+        if isinstance(outcome, InvalidPacket):
+            _bad(seen, row, FindingKind.FORGED, f"meter signature refused ({outcome.reason.value})")
             continue
-        assert reading is not None
-        signed = BillPacket(
-            reading.meter_id,
-            reading.counter,
-            reading.timestamp,
-            reading.energy_wh,
-            row.signed_original,
-        )
+        reading = outcome.reading
+        seen.verified += 1
+        signed_key = (reading.meter_id, reading.counter)
+        if signed_key in once:
+            again[signed_key] += 1
+        else:
+            once.add(signed_key)
+        if reading.meter_id != row.meter_id:
+            _bad(seen, row, FindingKind.FOREIGN, f"signed by meter {reading.meter_id}")
+            continue
+        if (
+            reading.counter == row.counter
+            and reading.timestamp == row.timestamp
+            and reading.energy_wh == row.energy_wh
+        ):
+            signed = row  # the columns are the signed values (the usual case): no copy
+        else:
+            signed = BillPacket(
+                reading.meter_id,
+                reading.counter,
+                reading.timestamp,
+                reading.energy_wh,
+                row.signed_original,
+            )
         if row.meter_id in meters and period.slot_of(reading.timestamp) is not None:
             seen.valid.append(signed)
         elif row.meter_id in meters and period.slot_of(row.timestamp) is not None:
-            seen.bad[key] = FindingKind.REPLAYED
-            seen.findings.append(
-                Finding(
-                    FindingKind.REPLAYED,
-                    f"signed for time {reading.timestamp}, outside the period, "
-                    f"stored as {row.timestamp}",
-                    row.meter_id,
-                    row.counter,
-                )
+            _bad(
+                seen,
+                row,
+                FindingKind.REPLAYED,
+                f"signed for time {reading.timestamp}, outside the period, "
+                f"stored as {row.timestamp}",
             )
             continue
-        _column_findings(row, signed, seen)
-    for (meter_id, counter), n in sorted(signed_keys.items()):
-        if n > 1:
-            seen.findings.append(
-                Finding(
-                    FindingKind.REPLAYED,
-                    f"{n} stored rows carry this one signed reading",
-                    meter_id,
-                    counter,
-                )
+        if signed is not row:
+            _column_findings(row, signed, seen)
+    for (meter_id, counter), n in sorted(again.items()):
+        seen.findings.append(
+            Finding(
+                FindingKind.REPLAYED,
+                f"{n + 1} stored rows carry this one signed reading",
+                meter_id,
+                counter,
             )
+        )
     return seen
 
 
-def _check_signature(
-    row: BillPacket, registry: MeterDirectory
-) -> tuple[FindingKind | None, str, Any]:
-    try:
-        opened = verify_signed_original(row.signed_original, registry)
-    except InvalidPacket as exc:
-        return FindingKind.FORGED, f"meter signature refused ({exc.reason.value})", None
-    reading = opened.reading
-    if reading.meter_id != row.meter_id:
-        return FindingKind.FOREIGN, f"signed by meter {reading.meter_id}", reading
-    return None, "", reading
+def _bad(seen: _Verified, row: BillPacket, kind: FindingKind, detail: str) -> None:
+    seen.bad[(row.meter_id, row.counter)] = kind
+    seen.findings.append(Finding(kind, detail, row.meter_id, row.counter))
 
 
 def _column_findings(row: BillPacket, signed: BillPacket, seen: _Verified) -> None:
@@ -287,10 +305,15 @@ def _column_findings(row: BillPacket, signed: BillPacket, seen: _Verified) -> No
 
 
 def _compare_manifest(
-    manifest: Sequence[ManifestEntry], ours: Sequence[BillPacket], seen: _Verified
+    manifest: Sequence[ManifestEntry],
+    ours: Sequence[BillPacket],
+    seen: _Verified,
+    leaves: list[bytes],
 ) -> list[Finding]:
+    if [e.leaf_hash for e in manifest] == leaves and len(set(leaves)) == len(leaves):
+        return []  # every packet billed once, in our order: nothing below could differ
     findings: list[Finding] = []
-    our_leaves = dict(zip(leaf_hashes(ours), ours, strict=True))
+    our_leaves = dict(zip(leaves, ours, strict=True))
     billed = {e.leaf_hash for e in manifest}
     for entry in manifest:
         if entry.leaf_hash in our_leaves:
@@ -406,7 +429,11 @@ def _tariff(bill: Bill, tariffs: TariffBook, findings: list[Finding]) -> Tariff 
 
 
 def _compare_fields(
-    bill: Bill, tariff: Tariff, ours: Sequence[BillPacket], meters: set[str]
+    bill: Bill,
+    tariff: Tariff,
+    ours: Sequence[BillPacket],
+    meters: set[str],
+    tree: tuple[Sequence[bytes], bytes],
 ) -> list[Finding]:
     try:
         rule = estimation_rule(bill.estimation)
@@ -421,7 +448,7 @@ def _compare_fields(
         rule,
         bill.issued_at,
     )
-    expected, _ = compute_bill(request, ours)
+    expected, _ = compute_bill(request, ours, tree=tree)
     findings = []
     mine = {m.meter_id: m for m in expected.meters}
     for statement in bill.meters:

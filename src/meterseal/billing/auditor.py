@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from cryptography import x509
 
 from meterseal.billing.audit import AuditInput, AuditReport, audit_bill
-from meterseal.billing.bill import manifest_from_cbor, parse_signed_bill
+from meterseal.billing.bill import ManifestEntry, manifest_from_cbor, parse_signed_bill
 from meterseal.billing.tariff import TariffBook
 from meterseal.crypto.countersign import countersign
 from meterseal.crypto.keys import kid_of, public_bytes
@@ -82,9 +82,10 @@ class Auditor:
         )
         seen = {(r.meter_id, r.counter) for r in rows}
         try:
-            wanted = [(e.meter_id, e.counter) for e in manifest_from_cbor(stored.manifest)]
+            entries: tuple[ManifestEntry, ...] | None = manifest_from_cbor(stored.manifest)
         except MetersealError:
-            wanted = []
+            entries = None  # audit_bill decodes it again and reports why it is not a manifest
+        wanted = [(e.meter_id, e.counter) for e in entries or ()]
         rows += self.source.packets_by_key(k for k in wanted if k not in seen)
         report = audit_bill(
             AuditInput(
@@ -95,6 +96,7 @@ class Auditor:
                 self.registry,
                 self.tariffs,
                 self.billing_key,
+                entries,
             ),
             now=int(self.clock()),
         )

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, NamedTuple
 
 from cryptography.exceptions import InvalidSignature
 
@@ -309,9 +309,12 @@ def verify_signed_bill(signed: bytes, billing_key: VerifyingKey) -> Bill:
     return bill
 
 
-@dataclass(frozen=True, slots=True)
-class ManifestEntry:
-    """One packet of a bill, in bill order: which meter and counter, and its Merkle leaf hash."""
+class ManifestEntry(NamedTuple):
+    """One packet of a bill, in bill order: which meter and counter, and its Merkle leaf hash.
+
+    A tuple (2,880 per bill, built when billing and again when auditing), and so encoded by
+    CBOR as the array [meter, counter, leaf hash] it is.
+    """
 
     meter_id: str
     counter: int
@@ -319,8 +322,38 @@ class ManifestEntry:
 
 
 def manifest_to_cbor(entries: Sequence[ManifestEntry]) -> bytes:
-    """The manifest as CBOR: [[meter, counter, leaf hash], …]."""
-    return cose.dumps([[e.meter_id, e.counter, e.leaf_hash] for e in entries])
+    """The manifest as CBOR: [[meter, counter, leaf hash], …], deterministically encoded.
+
+    Written by hand (a meter's [meter, … head once, then the counter and the hash): cbor2
+    spends ~0.6 µs an entry, ~1.8 ms a 2,880-packet bill. Tests hold it to `cose.dumps`.
+    """
+    parts = [_head(0x80, len(entries))]
+    add = parts.append
+    heads: dict[str, bytes] = {}
+    for meter_id, counter, leaf in entries:
+        head = heads.get(meter_id)
+        if head is None:
+            head = heads[meter_id] = b"\x83" + cose.dumps(_str(meter_id))
+        if type(counter) is not int or not 0 <= counter < 2**64 or len(leaf) != 32:
+            return cose.dumps([list(e) for e in entries])  # not a well-formed entry: as is
+        add(head)
+        add(_head(0x00, counter))
+        add(b"\x58\x20")
+        add(leaf)
+    return b"".join(parts)
+
+
+def _head(major: int, value: int) -> bytes:
+    """A CBOR head (major type bits in `major`) with its argument in the shortest form."""
+    if value < 24:
+        return bytes((major | value,))
+    if value < 0x100:
+        return bytes((major | 24, value))
+    if value < 0x10000:
+        return bytes((major | 25,)) + value.to_bytes(2)
+    if value < 0x100000000:
+        return bytes((major | 26,)) + value.to_bytes(4)
+    return bytes((major | 27,)) + value.to_bytes(8)
 
 
 def manifest_from_cbor(data: bytes) -> tuple[ManifestEntry, ...]:
@@ -329,9 +362,14 @@ def manifest_from_cbor(data: bytes) -> tuple[ManifestEntry, ...]:
         items = cose.loads_strict(data)
         if not isinstance(items, list):
             raise TypeError("a manifest is an array")
-        return tuple(
-            ManifestEntry(_str(meter), _int(counter), cose.expect_bytes(leaf, 32))
-            for meter, counter, leaf in items
-        )
+        entries = []
+        for meter, counter, leaf in items:
+            # type(), as cbor2 builds exact types; `_int` would refuse a bool the same way.
+            if type(meter) is not str or type(counter) is not int or type(leaf) is not bytes:
+                raise TypeError("a manifest entry is [text, integer, bytes]")
+            if len(leaf) != 32:
+                raise ValueError("a leaf hash has 32 bytes")
+            entries.append(ManifestEntry(meter, counter, leaf))
+        return tuple(entries)
     except (CoseFormatError, TypeError, ValueError) as exc:
         raise BillFormatError(f"not a bill manifest: {exc}") from None

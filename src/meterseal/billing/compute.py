@@ -9,9 +9,11 @@ the signed bytes alone (`audit`), so a column that disagrees with its signature 
 from __future__ import annotations
 
 import hashlib
+import operator
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from meterseal.billing import chain
 from meterseal.billing.bill import Bill, ManifestEntry, MeterStatement, bill_context
@@ -22,15 +24,19 @@ from meterseal.billing.tariff import Tariff, price
 from meterseal.errors import MetersealError
 
 _sha256 = hashlib.sha256
+_BILL_ORDER = operator.attrgetter("timestamp", "meter_id", "counter")
 
 
 class BillCheckError(MetersealError):
     """A computed bill failed its own input check; it must not be signed."""
 
 
-@dataclass(frozen=True, slots=True)
-class BillPacket:
-    """A stored signed original as billing reads it (its columns and its signed bytes)."""
+class BillPacket(NamedTuple):
+    """A stored signed original as billing reads it (its columns and its signed bytes).
+
+    A tuple, not a frozen dataclass: 2,880 are built per bill and again per audit, and a
+    frozen dataclass's constructor costs several times a tuple's.
+    """
 
     meter_id: str
     counter: int
@@ -54,7 +60,7 @@ class BillRequest:
 
 def bill_order(packets: Sequence[BillPacket]) -> list[BillPacket]:
     """The order of a bill's chain and tree: by timestamp, then meter, then counter."""
-    return sorted(packets, key=lambda p: (p.timestamp, p.meter_id, p.counter))
+    return sorted(packets, key=_BILL_ORDER)
 
 
 def leaf_hashes(packets: Sequence[BillPacket]) -> list[bytes]:
@@ -63,15 +69,22 @@ def leaf_hashes(packets: Sequence[BillPacket]) -> list[bytes]:
 
 
 def compute_bill(
-    request: BillRequest, packets: Sequence[BillPacket]
+    request: BillRequest,
+    packets: Sequence[BillPacket],
+    *,
+    tree: tuple[Sequence[bytes], bytes] | None = None,
 ) -> tuple[Bill, tuple[ManifestEntry, ...]]:
-    """The bill and its manifest; `packets` are the customer's originals in the period."""
+    """The bill and its manifest; `packets` are the customer's originals in the period.
+
+    `tree`: the leaf hashes and Merkle root of `packets`, if the caller has them already
+    (then `packets` must be in bill order).
+    """
     ordered = bill_order(packets)
     statements, intervals = _statements(request, ordered)
     charges = price(
         request.tariff, intervals, period_start=request.period.start, period_end=request.period.end
     )
-    leaves = leaf_hashes(ordered)
+    leaves, root = (leaf_hashes(ordered), None) if tree is None else tree
     tariff = request.tariff
     digest = tariff.digest()
     context = bill_context(
@@ -95,7 +108,7 @@ def compute_bill(
         charges,
         len(ordered),
         chain.chain_head(context, (p.signed_original for p in ordered)),
-        root_of(leaves),
+        root_of(leaves) if root is None else root,
     )
     manifest = tuple(
         ManifestEntry(p.meter_id, p.counter, leaf) for p, leaf in zip(ordered, leaves, strict=True)

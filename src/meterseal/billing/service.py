@@ -20,7 +20,7 @@ from meterseal.billing.tariff import Tariff
 from meterseal.crypto.keys import kid_of, public_bytes
 from meterseal.crypto.signing import SigningKey
 from meterseal.errors import MetersealError
-from meterseal.storage.bill_store import BillStore, StoredBill
+from meterseal.storage.bill_store import BillExists, BillStore, StoredBill
 
 PHASES = ("query", "compute", "check", "sign", "record")
 
@@ -112,14 +112,16 @@ class BillingService:
             manifest,
             -1,
         )
-        if self.bills.bill(bill.bill_id) is not None:
-            raise BillingError(f"bill {bill.bill_id} exists already; bills are never rewritten")
 
         def sign_head(size: int, root: bytes) -> bytes:
             return sign_tree_head(TreeHead(size, root, bill.issued_at), self.key, self.kid)
 
         try:
             return self.bills.record_bill(row, bill_leaf(signed), self.log, sign_head)
-        except Exception:
+        except BaseException as exc:
             self.log = MerkleTree(self.bills.log_leaves())  # the append may not have landed
+            if isinstance(exc, BillExists):
+                raise BillingError(
+                    f"bill {bill.bill_id} exists already; bills are never rewritten"
+                ) from None
             raise

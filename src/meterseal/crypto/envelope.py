@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.hpke import (
 )
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from meterseal.crypto import cose
+from meterseal.crypto import cose, fixed
 from meterseal.crypto.cose import CoseFormatError
 
 Rng = Callable[[int], bytes]
@@ -50,6 +50,7 @@ RSA_OAEP_256 = -41
 HEADER_EK = -4
 
 _ECDH = ec.ECDH()
+_SHA256 = hashes.SHA256()
 _P256 = ec.SECP256R1()
 _OKP_LABELS = frozenset({cose.KTY, cose.CRV, cose.X})
 _EC2_LABELS = frozenset({cose.KTY, cose.CRV, cose.X, cose.Y})
@@ -240,7 +241,7 @@ class EcdhEsHkdf256:
         info = cose.kdf_context(
             self.content.cose_alg, self.content.key_length * 8, recipient_protected
         )
-        return HKDF(hashes.SHA256(), self.content.key_length, salt=None, info=info).derive(shared)
+        return HKDF(_SHA256, self.content.key_length, salt=None, info=info).derive(shared)
 
     def seal(self, plaintext: bytes, public_key: HeadEndPublicKey, kid: bytes, rng: Rng) -> bytes:
         ephemeral = self._ephemeral(rng)
@@ -280,6 +281,35 @@ class EcdhEsHkdf256:
         except TypeError as exc:
             raise CoseFormatError("ephemeral key is on the wrong curve") from exc
         return _decrypt_message(self.content, layer, self._derive(shared, protected))
+
+    def open_direct(
+        self, message: fixed.DirectEncrypt, private_key: HeadEndPrivateKey, kid: bytes
+    ) -> bytes:
+        """`open` for a message `fixed.direct_encrypt` has read: the same checks and primitives.
+
+        The reader has already held the message to the one shape `seal` writes; what is left
+        are the checks on values: the head-end kid, the content algorithm and the curve.
+        """
+        return self.finish_direct(message, self.agree_direct(message, private_key, kid))
+
+    def agree_direct(
+        self, message: fixed.DirectEncrypt, private_key: HeadEndPrivateKey, kid: bytes
+    ) -> bytes:
+        """The first half of `open_direct`: the checks, then the shared secret (ECDH / X25519)."""
+        _check_kid(message.kid, kid)  # first, as in `open`: a stranger's packet is not ours
+        if message.content_alg != self.content.cose_alg or message.curve != self.curve:
+            raise CoseFormatError("content algorithm or curve does not match the suite")
+        if self.curve == "X25519":
+            peer = x25519.X25519PublicKey.from_public_bytes(message.point)
+            return cast(x25519.X25519PrivateKey, private_key).exchange(peer)
+        point = ec.EllipticCurvePublicKey.from_encoded_point(_P256, message.point)
+        return cast(ec.EllipticCurvePrivateKey, private_key).exchange(_ECDH, point)
+
+    def finish_direct(self, message: fixed.DirectEncrypt, shared: bytes) -> bytes:
+        """The second half of `open_direct`: content key from `shared`, then the AEAD."""
+        cek = self._derive(shared, message.recipient_protected)
+        aad = cose.enc_structure("Encrypt", message.protected)
+        return self.content.factory(cek).decrypt(message.iv, message.ciphertext, aad)
 
 
 _HPKE_ENCRYPT = _rust_openssl.hpke._encrypt_with_aad

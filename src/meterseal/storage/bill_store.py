@@ -12,6 +12,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
+import psycopg
 import sqlalchemy as sa
 from cryptography import x509
 
@@ -34,6 +35,15 @@ from meterseal.storage.store import Store
 
 _BILL_LOG_LOCK = 0x6D657465_62696C6C  # any constant shared by every billing process
 _PACKET_COLUMNS = ("meter_id", "counter", "timestamp", "energy_wh", "signed_original")
+_PACKETS_SELECT = (
+    "SELECT "  # noqa: S608 - constant column names; every value is bound
+    + ", ".join(f'"{c}"' for c in _PACKET_COLUMNS)
+    + f" FROM {signed_originals.name}"
+)
+
+
+class BillExists(StorageError):
+    """A bill with this id is kept already (bills are never rewritten)."""
 
 
 class StoredBill(NamedTuple):
@@ -135,13 +145,18 @@ class BillStore:
 
     def packets(self, meter_ids: Sequence[str], start: int, end: int) -> list[BillPacket]:
         """The meters' stored originals with column timestamps in [start, end)."""
-        so = signed_originals
-        query = sa.select(*(so.c[c] for c in _PACKET_COLUMNS)).where(
-            so.c.meter_id.in_(list(meter_ids)), so.c.timestamp >= start, so.c.timestamp < end
-        )
+        ids = list(meter_ids)
         with self.store.connection() as connection:
-            # One fetchall: iterating the result fetches row by row, ~1.5 ms more per month.
-            return [BillPacket(*row) for row in connection.execute(query).all()]
+            if connection.dialect.name == "postgresql":
+                return _packets_postgres(connection, ids, start, end)
+            # The driver's own statement, all rows at once, tuples straight into BillPackets:
+            # SQLAlchemy's statement and row objects cost ~2 ms on a 2,880-row month.
+            marks = ", ".join("?" * len(ids))
+            where = f'meter_id IN ({marks}) AND "timestamp" >= ? AND "timestamp" < ?'
+            result = connection.exec_driver_sql(
+                f"{_PACKETS_SELECT} WHERE {where}", (*ids, start, end)
+            )
+            return list(map(BillPacket._make, result.cursor.fetchall()))
 
     def packets_by_key(self, keys: Iterable[tuple[str, int]]) -> list[BillPacket]:
         """The stored originals with these (meter, counter) keys, wherever their timestamps."""
@@ -216,7 +231,14 @@ class BillStore:
             for (leaf,) in connection.execute(newer.order_by(bill_log.c.log_index)):
                 log.append(bytes(leaf))
             index = log.append(leaf_hash)
-            connection.execute(bills.insert().values(**(bill._asdict() | {"log_index": index})))
+            try:
+                # No SELECT first: the primary key refuses a second bill under the same id.
+                connection.execute(bills.insert().values(**(bill._asdict() | {"log_index": index})))
+            except sa.exc.IntegrityError as exc:
+                # The transaction is aborted (PostgreSQL): tell a taken bill id by its key.
+                if not any(n in str(exc.orig) for n in ("pk_bills", "bills.bill_id")):
+                    raise
+                raise BillExists(f"bill {bill.bill_id} exists already") from None
             connection.execute(
                 bill_log.insert().values(log_index=index, bill_id=bill.bill_id, leaf_hash=leaf_hash)
             )
@@ -300,3 +322,18 @@ def countersigned_of(reports: Sequence[StoredReport]) -> bytes | None:
     """The countersigned bill of the newest clean audit among `reports` (newest first)."""
     # A later unclean audit does not withdraw an earlier countersignature; it shows in reports.
     return next((bytes(r.countersigned_bill) for r in reports if r.countersigned_bill), None)
+
+
+def _packets_postgres(
+    connection: sa.Connection, ids: list[str], start: int, end: int
+) -> list[BillPacket]:
+    """`BillStore.packets` on psycopg directly, in binary: no hex-encoded bytea on the socket."""
+    where = 'meter_id = ANY(%s) AND "timestamp" >= %s AND "timestamp" < %s'
+    driver = connection.connection.driver_connection
+    try:
+        cursor = driver.execute(  # type: ignore[union-attr]
+            f"{_PACKETS_SELECT} WHERE {where}", (ids, start, end), binary=True
+        )
+        return list(map(BillPacket._make, cursor.fetchall()))
+    except psycopg.Error as exc:
+        raise StorageError(f"storage failed: {exc}") from exc

@@ -1,0 +1,48 @@
+"""The manifest's hand-written encoder against the general deterministic CBOR encoder."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from meterseal.billing.bill import (
+    BillFormatError,
+    ManifestEntry,
+    manifest_from_cbor,
+    manifest_to_cbor,
+)
+from meterseal.crypto import cose
+
+entries = st.builds(
+    ManifestEntry,
+    st.text(min_size=1, max_size=70),
+    st.integers(0, 2**63 - 1) | st.sampled_from([0, 23, 24, 255, 256, 65535, 65536, 2**32]),
+    st.binary(min_size=32, max_size=32),
+)
+
+
+@given(st.lists(entries, max_size=300))
+def test_manifest_bytes_are_the_deterministic_cbor_and_decode_back(
+    manifest: list[ManifestEntry],
+) -> None:
+    data = manifest_to_cbor(manifest)
+    assert data == cose.dumps([[e.meter_id, e.counter, e.leaf_hash] for e in manifest])
+    assert manifest_from_cbor(data) == tuple(manifest)
+
+
+@given(
+    st.builds(
+        ManifestEntry,
+        st.text(min_size=1, max_size=8),
+        st.integers(max_value=-1) | st.integers(min_value=2**64) | st.booleans(),
+        st.binary(max_size=40).filter(lambda b: len(b) != 32),
+    )
+)
+def test_an_entry_off_the_shape_is_encoded_as_it_is_and_refused_on_decoding(
+    entry: ManifestEntry,
+) -> None:
+    data = manifest_to_cbor([entry])
+    assert data == cose.dumps([list(entry)])
+    with pytest.raises(BillFormatError):
+        manifest_from_cbor(data)
