@@ -511,7 +511,7 @@ def bench_integrity(
     persist_every: Annotated[
         int, typer.Option(help="intervals between energy-register writes (trapped)")
     ] = 1000,
-    repeats: Annotated[int, typer.Option(help="interleaved runs of each mode")] = 7,
+    repeats: Annotated[int, typer.Option(help="interleaved runs of each mode")] = 11,
     measure_seconds: Annotated[
         float, typer.Option(help="seconds timing one dynamic measurement")
     ] = 2.0,

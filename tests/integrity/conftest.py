@@ -151,12 +151,14 @@ class Lab:
         embed(copy, recorder.model(), self.key)
         return copy
 
-    def monitor(self, argv: list[str], *, period: float = 0.0) -> MonitorResult:
+    def monitor(
+        self, argv: list[str], *, period: float = 0.0, native: bool = True
+    ) -> MonitorResult:
         """Run `argv` under the monitor (in this process) with this lab's audit log."""
         log = AuditLog(self.log_path, self.key)
         try:
             with open(os.devnull, "wb") as devnull:
-                return Monitor(argv, self.key, log, period=period).run(
+                return Monitor(argv, self.key, log, period=period, native=native).run(
                     stdout=devnull.fileno(), timeout=RUN_TIMEOUT
                 )
         finally:

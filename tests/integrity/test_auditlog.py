@@ -10,6 +10,7 @@ import pytest
 from meterseal.integrity.auditlog import (
     AuditLog,
     AuditLogError,
+    LogWriter,
     check_consistency,
     replay,
 )
@@ -81,3 +82,46 @@ def test_another_key_and_a_torn_record_are_reported(tmp_path: Path, key: Platfor
     data = path.read_bytes()
     assert "not signed by the platform key" in replay(data, PlatformKey.generate()).problems[0]
     assert "partial record" in replay(data[:-3], key).problems[-1]
+
+
+def test_the_writer_thread_keeps_order_and_pulls_its_source_first(
+    tmp_path: Path, key: PlatformKey
+) -> None:
+    log = AuditLog(tmp_path / "audit.log", key, clock=lambda: float(next(_TICKS)))
+    produced: list[bytes] = []  # e.g. the judgements of natively re-checked calls
+    writer: LogWriter
+
+    def source() -> None:
+        while produced:
+            entry = produced.pop(0)
+            writer.append(lambda entry=entry: entry)
+
+    writer = LogWriter(log, source=source)
+    writer.append(lambda: b"queued")
+    produced.extend([b"from-source-1", b"from-source-2"])
+    done = writer.append(lambda: b"urgent", sync=True, urgent=True)
+    assert done is not None
+    writer.wait(done)  # returns only once it is in the log
+    assert b"urgent" in replay((tmp_path / "audit.log").read_bytes(), key).entries
+    writer.close()
+    log.close()
+    entries = replay((tmp_path / "audit.log").read_bytes(), key).entries
+    assert entries == [b"queued", b"urgent", b"from-source-1", b"from-source-2"]
+
+
+def test_a_failing_write_fails_the_monitor_closed(tmp_path: Path, key: PlatformKey) -> None:
+    log = AuditLog(tmp_path / "audit.log", key)
+    writer = LogWriter(log)
+
+    def broken() -> bytes:
+        raise OSError("disk full")
+
+    done = writer.append(broken, urgent=True)
+    assert done is not None
+    with pytest.raises(AuditLogError, match="disk full"):
+        writer.wait(done)
+    with pytest.raises(AuditLogError, match="cannot be written"):
+        writer.append(lambda: b"next")
+    with pytest.raises(AuditLogError):
+        writer.close()
+    log.close()

@@ -109,13 +109,17 @@ def test_a_stripped_trace_section_fails_extraction(lab: Lab, meter: Path) -> Non
         ("execmem", "protect_exec", "anonymous"),
     ],
 )
+@pytest.mark.parametrize("native", [True, False], ids=["native-loop", "python-loop"])
 def test_an_unexpected_behaviour_variant_is_caught(
-    lab: Lab, builds: dict[str, Path], variant: str, action: str, obj: str
+    lab: Lab, builds: dict[str, Path], variant: str, action: str, obj: str, native: bool
 ) -> None:
     binary = lab.trusted_copy(builds[variant], f"meter-{variant}")
-    # Its trusted runs never saw the trigger; now the sensor delivers it.
-    argv = lab.argv(binary, sensor=f"120\n{TRIGGER_WATTS}\n80\n", count=6)
-    result = lab.monitor(argv)
+    # Its trusted runs never saw the trigger; now the sensor delivers it, after enough
+    # energy-register writes (one per interval) for the native loop to resume the repeats.
+    sensor = "120\n" * 12 + f"{TRIGGER_WATTS}\n80\n"
+    argv = lab.argv(binary, sensor=sensor, count=16, persist=1)
+    result = lab.monitor(argv, native=native)
+    assert (result.outcome.rechecked > 0) is native
     logged = _killed_for(result, lab, "behaviour not in the trace")
     assert (logged["action"], logged["object"]) == (action, obj)
     assert logged["f_d"] is False

@@ -26,6 +26,7 @@ from meterseal.crypto import cose
 from meterseal.crypto.cose import CoseFormatError
 from meterseal.integrity.errors import IntegrityError
 from meterseal.integrity.platform_key import PlatformKey
+from meterseal.integrity.threads import helper_thread
 
 HEAD_CONTENT_TYPE = "application/meterseal-integrity-log-head+cbor"
 SYNC_SECONDS = 1.0
@@ -236,37 +237,47 @@ class LogWriter:
 
     The monitor judges while the program is stopped and hands the record over here, so
     encoding, hashing, head signatures and fsync happen while the program runs again. The
-    thread wakes every WRITE_DELAY seconds to write what was queued (one wake-up for many
-    records, not one per stop), at once for an urgent entry, and records keep their order.
-    `wait` returns only once the entry is in the log (a report that names the log's head needs
-    it there). A write that fails makes every later `append` and `close` raise it: the monitor
+    thread wakes every WRITE_DELAY seconds (one wake-up for many records, not one per stop),
+    at once for an urgent entry; records keep their order. Before each batch it calls
+    `source` (outside its lock), which may append entries produced elsewhere (the judgements
+    of calls the native fast path re-checked). `append(..., urgent=True)` returns an event set
+    once the entry is in the log: `wait` for it where a report must name a head covering it.
+    A write that fails makes every later `append`, `wait` and `close` raise it: the monitor
     stops, and the program with it (fail closed).
     """
 
-    def __init__(self, log: AuditLog) -> None:
-        self.log = log
+    def __init__(self, log: AuditLog, source: Callable[[], None] | None = None) -> None:
+        self.log, self.source = log, source
         self._queue: deque[tuple[Callable[[], bytes], bool, threading.Event | None]] = deque()
         self._ready = threading.Condition()
         self._urgent = self._closed = False
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="integrity-audit-log", daemon=True)
+        self._thread = helper_thread(self._run, "integrity-audit-log")
         self._thread.start()
 
-    def append(self, entry: Callable[[], bytes], *, sync: bool = False, wait: bool = False) -> None:
-        """Queue `entry()` for the log; `sync` as `AuditLog.append`; `wait` until it is written."""
-        done = threading.Event() if wait else None
+    def append(
+        self, entry: Callable[[], bytes], *, sync: bool = False, urgent: bool = False
+    ) -> threading.Event | None:
+        """Queue `entry()` for the log (`sync` as `AuditLog.append`).
+
+        An `urgent` entry is written at once; the event returned is set when it is.
+        """
+        done = threading.Event() if urgent else None
         with self._ready:
             self._raise_failure()
             if self._closed:
                 raise AuditLogError("the audit log writer is closed")
             self._queue.append((entry, sync, done))
-            if sync or wait:
+            if urgent:
                 self._urgent = True
                 self._ready.notify()
-        if done is not None:
-            done.wait()
-            with self._ready:
-                self._raise_failure()
+        return done
+
+    def wait(self, done: threading.Event) -> None:
+        """Wait until an urgent entry is written; raise if writing failed."""
+        done.wait()
+        with self._ready:
+            self._raise_failure()
 
     def close(self) -> None:
         """Write what is queued and stop the thread (the log itself stays open)."""
@@ -287,6 +298,10 @@ class LogWriter:
             with self._ready:
                 if not (self._urgent or self._closed):
                     self._ready.wait(WRITE_DELAY)
+                pull = self.source is not None and not self._closed  # the closer pulled last
+            if pull:
+                self._pull()
+            with self._ready:
                 batch, closed = list(self._queue), self._closed
                 self._queue.clear()
                 self._urgent = False
@@ -294,6 +309,14 @@ class LogWriter:
                 self._write(entry, sync)
                 if done is not None:
                     done.set()
+
+    def _pull(self) -> None:
+        assert self.source is not None
+        try:
+            self.source()
+        except Exception as exc:  # the same as a failed write: raised to the monitor
+            with self._ready:
+                self._error = self._error or exc
 
     def _write(self, entry: Callable[[], bytes], sync: bool) -> None:
         if self._error is not None:

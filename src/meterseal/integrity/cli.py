@@ -191,8 +191,8 @@ def monitor(
         raise typer.Exit(code=MALICIOUS_EXIT)
     outcome = result.outcome
     console.print(
-        f"trusted: {len(result.measurements)} measurements, {outcome.trapped} trapped calls, "
-        f"audit log {log}"
+        f"trusted: {len(result.measurements)} measurements, {outcome.trapped} trapped calls "
+        f"({outcome.rechecked} re-checked by the native loop), audit log {log}"
     )
     if outcome.exit_code is None:
         raise typer.Exit(code=128 + (outcome.signal or 0))

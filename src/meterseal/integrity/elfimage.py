@@ -9,6 +9,7 @@ hashing, so code patched in memory after the launch changes newHV just as a patc
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
 import io
 from collections.abc import Mapping
@@ -96,6 +97,12 @@ class ElfLayout:
             if s.flags & PF_X and s.vaddr <= vaddr < s.vaddr + s.filesz:
                 return s
         return None
+
+
+@functools.lru_cache(maxsize=16)
+def layout_of(data: bytes) -> ElfLayout:
+    """`ElfLayout.parse(data)`, kept by content: a program file is parsed once per process."""
+    return ElfLayout.parse(data)
 
 
 def _functions(elf: ELFFile) -> list[tuple[int, int, str]]:

@@ -15,7 +15,7 @@ import os
 import threading
 from dataclasses import dataclass
 
-from meterseal.integrity.elfimage import ElfLayout, Segment, hv, image_hv, section_bytes
+from meterseal.integrity.elfimage import ElfLayout, Segment, hv, image_hv, layout_of, section_bytes
 from meterseal.integrity.platform_key import PlatformKey
 from meterseal.integrity.procfs import MeasurementError, ProcView, read_maps
 from meterseal.integrity.section import IntegritySection, extract_verified
@@ -49,7 +49,6 @@ class Measurer:
     def __init__(self, key: PlatformKey) -> None:
         self.key = key
         self._files: dict[Identity, ProgramFile] = {}
-        self._layouts: dict[bytes, ElfLayout] = {}
         self._sections: dict[bytes, IntegritySection] = {}
         self._lock = threading.Lock()
 
@@ -68,20 +67,16 @@ class Measurer:
                 after = _identity(os.fstat(exe.fileno()))
         except OSError as exc:
             raise MeasurementError(f"cannot read the program of {pid}: {exc}") from None
-        with self._lock:
-            layout = self._layouts.get(data)
-        if layout is None:
-            layout = ElfLayout.parse(data)
+        layout = layout_of(data)
         program = ProgramFile(after, data, layout, hv(data, layout))
         with self._lock:
-            self._layouts[data] = layout
             if before == after:  # not written while it was read: safe to keep
                 self._files[after] = program
         return program
 
-    def extract(self, pid: int) -> IntegritySection:
-        """T, HV (and DSig checked) from the program file `pid` runs."""
-        program = self.program(pid)
+    def extract(self, pid: int, program: ProgramFile | None = None) -> IntegritySection:
+        """T, HV (and DSig checked) from the program file `pid` runs (`program`, if read)."""
+        program = program or self.program(pid)
         content = section_bytes(program.data, program.layout)
         with self._lock:
             cached = self._sections.get(content)
@@ -91,12 +86,18 @@ class Measurer:
                 self._sections[content] = cached
         return cached
 
-    def measure(self, pid: int, view: ProcView, base: int | None = None) -> tuple[bytes, bytes]:
+    def measure(
+        self,
+        pid: int,
+        view: ProcView,
+        base: int | None = None,
+        program: ProgramFile | None = None,
+    ) -> tuple[bytes, bytes]:
         """(newHV of the process: file plus mapped read-only segments, HV of the file).
 
-        `base` is where the program is loaded, if the caller knows it already.
+        `base` is where the program is loaded and `program` its file, if the caller knows them.
         """
-        program = self.program(pid)
+        program = program or self.program(pid)
         layout = program.layout
         at = _base(pid, layout) if base is None else base
         memory = {s: view.read_bytes(at + s.vaddr, s.filesz) for s in layout.segments if s.measured}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from meterseal.integrity.elfimage import ElfLayout, Segment
+from meterseal.integrity.elfimage import ElfLayout, Segment, layout_of
 from meterseal.integrity.errors import IntegrityError
 
 STRING_LIMIT = 4096
@@ -144,7 +144,7 @@ class ProcessImage:
             maps = read_maps(pid)
         except OSError as exc:
             raise MeasurementError(f"cannot read the program of process {pid}: {exc}") from None
-        layout = ElfLayout.parse(data)
+        layout = layout_of(data)
         first = [m for m in maps if m.inode == inode and m.offset == 0]
         if not first:
             raise MeasurementError(f"process {pid} has no mapping of its program file")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from meterseal.integrity.behaviour import Action, Behaviour, Placeholders
@@ -21,7 +22,8 @@ from meterseal.integrity.unwind import FrameTable, Module, frames
 LAUNCH_FUNCTION = "<launch>"
 CONTEXT_SEPARATOR = " > "
 MAX_CONTEXT = 8  # innermost program functions kept in a calling context
-STACK_CHUNK = 64  # bytes read from the stack at once while unwinding
+STACK_WINDOW = 16384  # bytes of stack above the stack pointer read at once to unwind
+MAX_UNWOUND = 256  # unwindings kept for reuse
 
 _tables: dict[tuple[str, int, int], FrameTable] = {}
 _tables_lock = threading.Lock()
@@ -86,26 +88,98 @@ class _Modules:
 
 
 class _StackWords:
-    """Words of a stopped process's stack, read a small aligned chunk at a time.
+    """Words of a stopped process's stack for one unwinding, noting each one handed out.
 
-    A frame's return address and saved rbp are neighbours: one read serves both.
+    The frames near the stack pointer come from one read of STACK_WINDOW bytes, any other
+    word from a read of its own.
+    """
+
+    def __init__(self, view: ProcView, sp: int) -> None:
+        self.view, self.sp = view, sp
+        self.reads: list[tuple[int, int | None]] = []  # every word handed out, in order
+        self._window: bytes | None = None
+
+    def read_word(self, address: int) -> int | None:
+        """The 64-bit little-endian word at `address`, None if unreadable."""
+        word = self._word(address)
+        self.reads.append((address, word))
+        return word
+
+    def unchanged(self, reads: Sequence[tuple[int, int | None]]) -> bool:
+        """Whether every word of an earlier unwinding still reads the same."""
+        return all(self._word(address) == word for address, word in reads)
+
+    def _word(self, address: int) -> int | None:
+        at = address - self.sp
+        if 0 <= at <= STACK_WINDOW - 8:
+            if self._window is None:
+                self._window = self.view.read_bytes(self.sp, STACK_WINDOW)  # short at the top
+            if at + 8 <= len(self._window):
+                return int.from_bytes(self._window[at : at + 8], "little")
+        return self.view.read_word(address)
+
+
+@dataclass(frozen=True, slots=True)
+class _Unwound:
+    """One unwinding: what it read and what it named.
+
+    Unwinding is a function of the registers, the words read, the mapped files and the
+    program image alone, so the same inputs, checked afresh, give the same calling context
+    without walking the frames again.
+    """
+
+    image: ProcessImage
+    modules: _Modules
+    reads: tuple[tuple[int, int | None], ...]
+    function: str
+
+
+class DecodeRecord:
+    """A `TraceeView` that notes what decoding read (for `rechecks`).
+
+    Strings and directory links are noted; `other` says it read anything else, and then the
+    judged call is not re-checked natively.
     """
 
     def __init__(self, view: ProcView) -> None:
         self.view = view
-        self._chunks: dict[int, bytes] = {}
+        self.strings: list[tuple[int, str]] = []  # (address, string)
+        self.links: list[tuple[str, str]] = []  # (/proc link, what it read)
+        self.other = False
 
-    def read_word(self, address: int) -> int | None:
-        """The 64-bit little-endian word at `address`, None if unreadable."""
-        start = address & ~(STACK_CHUNK - 1)
-        if address - start > STACK_CHUNK - 8:  # straddles two chunks: read it directly
-            return self.view.read_word(address)
-        data = self._chunks.get(start)
-        if data is None:
-            data = self._chunks[start] = self.view.read_bytes(start, STACK_CHUNK)
-        at = address - start
-        raw = data[at : at + 8]
-        return int.from_bytes(raw, "little") if len(raw) == 8 else None
+    @property
+    def tgid(self) -> int:
+        """The process (thread group) id."""
+        self.other = True
+        return self.view.tgid
+
+    def read_bytes(self, address: int, size: int) -> bytes:
+        """Up to `size` bytes at `address`."""
+        self.other = True
+        return self.view.read_bytes(address, size)
+
+    def read_string(self, address: int) -> str:
+        """The C string at `address`."""
+        text = self.view.read_string(address)
+        self.strings.append((address, text))
+        return text
+
+    def fd_path(self, fd: int) -> str:
+        """What descriptor `fd` refers to."""
+        target = self.view.fd_path(fd)
+        self.links.append((f"/proc/{self.view.pid}/fd/{fd}", target))
+        return target
+
+    def cwd(self) -> str:
+        """The working directory."""
+        target = self.view.cwd()
+        self.links.append((f"/proc/{self.view.pid}/cwd", target))
+        return target
+
+    def mapping_at(self, address: int) -> str:
+        """The file mapped at `address`."""
+        self.other = True
+        return self.view.mapping_at(address)
 
 
 @dataclass
@@ -117,6 +191,8 @@ class BehaviourReader:
     _views: dict[int, ProcView] = field(default_factory=dict)
     _modules: dict[int, _Modules] = field(default_factory=dict)
     _subjects: dict[int, str] = field(default_factory=dict)
+    _unwound: dict[tuple[int, Registers], _Unwound] = field(default_factory=dict)
+    decoded: DecodeRecord | None = None  # what the last trapped call's decoding read
 
     def view(self, pid: int) -> ProcView:
         """The /proc view of `pid` (kept open while the process lives)."""
@@ -141,6 +217,8 @@ class BehaviourReader:
         self._images.pop(pid, None)
         self._modules.pop(pid, None)
         self._subjects.pop(pid, None)
+        for slot in [s for s in self._unwound if s[0] == pid]:
+            del self._unwound[slot]
         view = self._views.pop(pid, None)
         if view is not None:
             view.close()
@@ -166,20 +244,42 @@ class BehaviourReader:
                 modules = self._modules[pid] = _Modules(read_maps(pid))
         except (MeasurementError, OSError):
             return f"<{os.path.basename(view.mapping_at(regs.rip))}>"
+        known = self._unwound.get((pid, regs))
+        if (
+            known is not None
+            and known.image is image
+            and known.modules is modules
+            and _StackWords(view, regs.rsp).unchanged(known.reads)
+        ):
+            return known.function
+        words = _StackWords(view, regs.rsp)
         chain = []
         for depth, pc in enumerate(
-            frames(_StackWords(view).read_word, modules.at, regs.rip, regs.rsp, regs.rbp)
+            frames(words.read_word, modules.at, regs.rip, regs.rsp, regs.rbp)
         ):
             link = pc - image.base - (1 if depth else 0)  # a return address is past its call
             if image.layout.code_segment(link) is not None:
                 chain.append(image.layout.function_at(link) or f"text+{link:#x}")
         if not chain:
+            self._unwound.pop((pid, regs), None)  # what an earlier unwinding read is stale now
             return f"<{os.path.basename(view.mapping_at(regs.rip))}>"
-        return CONTEXT_SEPARATOR.join(reversed(chain[:MAX_CONTEXT]))
+        function = CONTEXT_SEPARATOR.join(reversed(chain[:MAX_CONTEXT]))
+        if len(self._unwound) >= MAX_UNWOUND:
+            self._unwound.clear()
+        self._unwound[(pid, regs)] = _Unwound(image, modules, tuple(words.reads), function)
+        return function
+
+    def unwound(
+        self, pid: int, regs: Registers, function: str
+    ) -> tuple[tuple[int, int | None], ...] | None:
+        """The stack words the unwinding from `regs` that named `function` read, if one did."""
+        known = self._unwound.get((pid, regs))
+        return None if known is None or known.function != function else known.reads
 
     def syscall(self, pid: int, trap: Trap, args: Args, regs: Registers) -> Behaviour | None:
         """The behaviour a trapped call is, or None when its arguments make it harmless."""
-        obj = trap.decode(args, self.view(pid), self.placeholders)
+        self.decoded = DecodeRecord(self.view(pid))
+        obj = trap.decode(args, self.decoded, self.placeholders)
         if obj is None:
             return None
         return Behaviour(self.subject(pid), self.function(pid, regs), trap.action, obj)

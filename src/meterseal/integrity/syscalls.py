@@ -75,6 +75,7 @@ class Trap:
     action: Action
     decode: Decoder  # the object; None when the arguments make it no modification after all
     when: tuple[Condition, ...] = ()  # trapped if any holds; () traps every call
+    path: tuple[int, int] | None = None  # (dirfd argument or -1, path argument): its one path
 
 
 def s32(value: int) -> int:
@@ -209,12 +210,12 @@ _OPEN_WRITE_AT = tuple(Condition(2, bit) for bit in _WRITE_FLAGS)
 _OPEN_WRITE = tuple(Condition(1, bit) for bit in _WRITE_FLAGS)
 
 TRAPS: tuple[Trap, ...] = (
-    Trap("openat", Action.OPEN_WRITE, path_at(0, 1), _OPEN_WRITE_AT),
-    Trap("open", Action.OPEN_WRITE, path_arg(0), _OPEN_WRITE),
-    Trap("creat", Action.OPEN_WRITE, path_arg(0)),
+    Trap("openat", Action.OPEN_WRITE, path_at(0, 1), _OPEN_WRITE_AT, (0, 1)),
+    Trap("open", Action.OPEN_WRITE, path_arg(0), _OPEN_WRITE, (-1, 0)),
+    Trap("creat", Action.OPEN_WRITE, path_arg(0), path=(-1, 0)),
     Trap("openat2", Action.OPEN_WRITE, _openat2),
-    Trap("execve", Action.EXEC, path_arg(0)),
-    Trap("execveat", Action.EXEC, path_at(0, 1)),
+    Trap("execve", Action.EXEC, path_arg(0), path=(-1, 0)),
+    Trap("execveat", Action.EXEC, path_at(0, 1), path=(0, 1)),
     Trap("mmap", Action.MAP_EXEC, _mapped_file, (Condition(2, PROT_EXEC),)),
     Trap("mprotect", Action.PROTECT_EXEC, _protected, (Condition(2, PROT_EXEC),)),
     Trap("pkey_mprotect", Action.PROTECT_EXEC, _protected, (Condition(2, PROT_EXEC),)),
@@ -222,17 +223,17 @@ TRAPS: tuple[Trap, ...] = (
     Trap("sendto", Action.SEND_TO, _sendto, (Condition(4, 0),)),
     Trap("sendmsg", Action.SEND_TO, _sendmsg),
     Trap("sendmmsg", Action.SEND_TO, named("sendmmsg")),
-    Trap("unlink", Action.UNLINK, path_arg(0)),
-    Trap("unlinkat", Action.UNLINK, path_at(0, 1)),
-    Trap("rmdir", Action.UNLINK, path_arg(0)),
+    Trap("unlink", Action.UNLINK, path_arg(0), path=(-1, 0)),
+    Trap("unlinkat", Action.UNLINK, path_at(0, 1), path=(0, 1)),
+    Trap("rmdir", Action.UNLINK, path_arg(0), path=(-1, 0)),
     Trap("rename", Action.RENAME, renamed(path_arg(0), path_arg(1))),
     Trap("renameat", Action.RENAME, renamed(path_at(0, 1), path_at(2, 3))),
     Trap("renameat2", Action.RENAME, renamed(path_at(0, 1), path_at(2, 3))),
-    Trap("truncate", Action.TRUNCATE, path_arg(0)),
+    Trap("truncate", Action.TRUNCATE, path_arg(0), path=(-1, 0)),
     Trap("ftruncate", Action.TRUNCATE, fd_arg(0)),
-    Trap("chmod", Action.CHMOD, path_arg(0)),
+    Trap("chmod", Action.CHMOD, path_arg(0), path=(-1, 0)),
     Trap("fchmod", Action.CHMOD, fd_arg(0)),
-    Trap("fchmodat", Action.CHMOD, path_at(0, 1)),
+    Trap("fchmodat", Action.CHMOD, path_at(0, 1), path=(0, 1)),
     Trap("kill", Action.SIGNAL, signal_to(0, 1)),
     Trap("tkill", Action.SIGNAL, signal_to(0, 1)),
     Trap("tgkill", Action.SIGNAL, signal_to(0, 2)),

@@ -4,7 +4,9 @@ The child puts itself in its own process group, asks to be traced and stops; the
 its options (seccomp events, fork/vfork/clone/exec events, kill the tracees if the tracer
 dies) and lets it exec the program with the filter installed. Only trapped calls, process
 creation and the exec stop the tracee; the handler's `Decision` continues or kills it. All
-ptrace calls come from the thread that called `run`, as the kernel requires.
+ptrace calls come from the thread that called `run`, as the kernel requires. With a `FastPath`
+the wait loop runs natively (`native`): it resumes by itself the repeats it re-checked and
+hands every other stop to the same per-stop code as the Python loop (`_on_stop`).
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from meterseal.integrity.errors import MonitorUnavailable
+from meterseal.integrity.native import FastPath
 from meterseal.integrity.reader import Registers
 from meterseal.integrity.seccomp_filter import NOT_SENSITIVE, SeccompProgram, compile_filter
 from meterseal.integrity.syscalls import TRAPS, Args, Trap
+from meterseal.integrity.threads import helper_thread
 
 PTRACE_O_TRACEFORK = 0x2
 PTRACE_O_TRACEVFORK = 0x4
@@ -87,6 +91,7 @@ class Outcome:
     trapped: int = 0  # stops for sensitive calls, process creation and the launch
     syscalls: int = 0  # every system call, counted only when everything is trapped
     timed_out: bool = False
+    rechecked: int = 0  # trapped calls the native loop re-checked and resumed (in `trapped`)
 
 
 def _ptrace() -> Any:
@@ -109,9 +114,11 @@ class Tracer:
     stdout: int | None = None  # a descriptor for the program's stdout (default: inherited)
     trap_all: bool = False  # trap every call (to count them, or to compare the cost)
     timeout: float | None = None
+    fastpath: FastPath | None = None  # serve stops from the native loop (see `native`)
     _pt: Any = None
     _pids: set[int] = field(default_factory=set)
     _pgid: int = 0
+    _launched: bool = False
 
     def run(self, handler: Handler) -> Outcome:
         """Start the program, serve its stops until it ends, and say how it ended."""
@@ -122,7 +129,13 @@ class Tracer:
             self._child(program)
         outcome = Outcome(pid)
         self._pids, self._pgid = {pid}, pid
-        timer = threading.Timer(self.timeout, self._expire, (outcome,)) if self.timeout else None
+        ended = threading.Event()
+        timer = None
+        if self.timeout:
+            timeout = self.timeout
+            timer = helper_thread(
+                lambda: None if ended.wait(timeout) else self._expire(outcome), "integrity-timeout"
+            )
         try:
             self._start(pid)
             if timer is not None:
@@ -137,8 +150,7 @@ class Tracer:
             self._reap(pid)
             raise
         finally:
-            if timer is not None:
-                timer.cancel()
+            ended.set()
         return outcome
 
     def _child(self, program: SeccompProgram) -> None:  # pragma: no cover - runs in the child
@@ -167,50 +179,67 @@ class Tracer:
         self._pt.ptrace_cont(pid, 0)
 
     def _serve(self, handler: Handler, outcome: Outcome) -> None:
-        root, launched = outcome.pid, False
+        self._launched = False
+        if self.fastpath is not None:
+            self.fastpath.serve(
+                self._pgid,
+                lambda pid, status, msg: self._on_stop(handler, outcome, pid, status, msg),
+            )
+            outcome.rechecked = self.fastpath.hits
+            outcome.trapped += self.fastpath.hits
+            outcome.syscalls += self.fastpath.hits + self.fastpath.passed
+            return
         while self._pids:
             try:
                 pid, status = os.waitpid(-self._pgid, WALL)
             except ChildProcessError:
                 break
-            if os.WIFEXITED(status) or os.WIFSIGNALED(status):
-                self._gone(handler, outcome, pid, status)
-                continue
-            if not os.WIFSTOPPED(status):
-                continue
-            event, sig = status >> 16, os.WSTOPSIG(status)
-            decision = Decision.CONTINUE
-            if event == EVENT_SECCOMP:
-                decision, launched = self._on_seccomp(handler, outcome, pid, launched)
-            elif event in (EVENT_FORK, EVENT_VFORK, EVENT_CLONE):
-                decision = self._on_spawn(handler, outcome, pid)
-            elif event == EVENT_EXEC and pid == root and launched and not outcome.trapped:
-                outcome.trapped += 1
-                decision = handler.launched(pid)
-            elif event == EVENT_EXEC:
-                handler.execed(pid)
-            elif event == 0 and sig not in (signal.SIGSTOP, signal.SIGTRAP):
-                self._resume(pid, sig)  # a signal for the program: deliver it
-                continue
-            if decision is Decision.KILL:
-                outcome.killed = True
-                self._kill_all()
-            else:
-                self._resume(pid, 0)
+            self._on_stop(handler, outcome, pid, status, None)
+
+    def _on_stop(
+        self, handler: Handler, outcome: Outcome, pid: int, status: int, msg: int | None
+    ) -> bool:
+        """Handle one stop or exit (`msg`: its event message, if read); whether the run is over."""
+        if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+            self._gone(handler, outcome, pid, status)
+            return not self._pids
+        if not os.WIFSTOPPED(status):
+            return not self._pids
+        event, sig = status >> 16, os.WSTOPSIG(status)
+        decision = Decision.CONTINUE
+        if event == EVENT_SECCOMP:
+            decision = self._on_seccomp(handler, outcome, pid, msg)
+        elif event in (EVENT_FORK, EVENT_VFORK, EVENT_CLONE):
+            decision = self._on_spawn(handler, outcome, pid)
+        elif event == EVENT_EXEC and pid == outcome.pid and self._launched and not outcome.trapped:
+            outcome.trapped += 1
+            decision = handler.launched(pid)
+        elif event == EVENT_EXEC:
+            handler.execed(pid)
+        elif event == 0 and sig not in (signal.SIGSTOP, signal.SIGTRAP):
+            self._resume(pid, sig)  # a signal for the program: deliver it
+            return not self._pids
+        if decision is Decision.KILL:
+            outcome.killed = True
+            self._kill_all()
+        else:
+            self._resume(pid, 0)
+        return not self._pids
 
     def _on_seccomp(
-        self, handler: Handler, outcome: Outcome, pid: int, launched: bool
-    ) -> tuple[Decision, bool]:
-        index = self._event_message(pid)
+        self, handler: Handler, outcome: Outcome, pid: int, msg: int | None
+    ) -> Decision:
+        index = self._event_message(pid) if msg is None else msg
         outcome.syscalls += 1
         if index == NOT_SENSITIVE or index >= len(TRAPS):
-            return Decision.CONTINUE, launched
-        if not launched and pid == outcome.pid:
-            return Decision.CONTINUE, True  # the launch's own execve, judged at its exec stop
+            return Decision.CONTINUE
+        if not self._launched and pid == outcome.pid:
+            self._launched = True
+            return Decision.CONTINUE  # the launch's own execve, judged at its exec stop
         regs = self._pt.ptrace_getregs(pid)
         args = (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9)
         outcome.trapped += 1
-        return handler.syscall(pid, TRAPS[index], args, _registers(regs)), launched
+        return handler.syscall(pid, TRAPS[index], args, _registers(regs))
 
     def _on_spawn(self, handler: Handler, outcome: Outcome, pid: int) -> Decision:
         child = self._event_message(pid)
