@@ -8,30 +8,22 @@ checkout (`stage_measurement`) is allowed exactly the secrets of its stage
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from meterseal.crypto.keys import write_symmetric_secret
 from meterseal.deployment import load_deployment
 from meterseal.services.catalog import TRUSTED_SERVICES
 from meterseal.services.keys import STAGE_KEY, STAGE_SECRETS, ensure_stage_key
 from meterseal.storage import Store
-from meterseal.trust.attestation import init_simulated_platform
 from meterseal.trust.cas import Cas
 from meterseal.trust.cas_store import CasStore
 from meterseal.trust.material import deployment_secrets
 from meterseal.trust.measurement import stage_measurement
-from meterseal.trust.sealing import init_sealing_secret
-from meterseal.trust.vault import KEY_BYTES, MASTER_KEY, Vault
+from meterseal.trust.vault import Vault, init_cas_files
 
 
 def provision_cas(directory: Path, store_url: str, passphrase: bytes | None = None) -> None:
     """Keys of the CAS and simulated platform, every secret, one policy per trusted stage."""
-    master = directory / MASTER_KEY
-    if not master.exists():
-        write_symmetric_secret(master, os.urandom(KEY_BYTES), passphrase)
-    init_simulated_platform(directory)
-    init_sealing_secret(directory)
+    init_cas_files(directory, passphrase)
     secrets = deployment_secrets(load_deployment(directory, passphrase))
     secrets[STAGE_KEY] = ensure_stage_key(directory, passphrase)
     with Store.open(store_url) as store:

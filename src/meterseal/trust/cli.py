@@ -115,18 +115,9 @@ def cas_init(
     passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
 ) -> None:
     """Create the CAS master key and the simulated platform's keys (existing files are kept)."""
-    from meterseal.crypto.keys import write_symmetric_secret
-    from meterseal.trust.attestation import PLATFORM_KEY, init_simulated_platform
-    from meterseal.trust.sealing import SEALING_SECRET, init_sealing_secret
-    from meterseal.trust.vault import KEY_BYTES, MASTER_KEY
+    from meterseal.trust.vault import init_cas_files
 
-    deployment_dir.mkdir(parents=True, exist_ok=True)
-    master = deployment_dir / MASTER_KEY
-    created = {MASTER_KEY: not master.exists()}
-    if created[MASTER_KEY]:
-        write_symmetric_secret(master, os.urandom(KEY_BYTES), passphrase(passphrase_env))
-    created[PLATFORM_KEY] = init_simulated_platform(deployment_dir)
-    created[SEALING_SECRET] = init_sealing_secret(deployment_dir)
+    created = init_cas_files(deployment_dir, passphrase(passphrase_env))
     for name, new in created.items():
         console.print(f"{'created' if new else 'kept   '} {deployment_dir / name}")
     console.print(f"platform keys are for the {SIMULATED_NOTE}")

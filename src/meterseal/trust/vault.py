@@ -89,3 +89,18 @@ class Vault:
     @staticmethod
     def _aad(name: str, version: int) -> bytes:
         return cbor2.dumps([_SECRETS_FORMAT, name, version], canonical=True)
+
+
+def init_cas_files(directory: Path, passphrase: bytes | None = None) -> dict[str, bool]:
+    """The CAS master key and the simulated platform's keys (kept if present): name -> created."""
+    from meterseal.trust.attestation import PLATFORM_KEY, init_simulated_platform
+    from meterseal.trust.sealing import SEALING_SECRET, init_sealing_secret
+
+    directory.mkdir(parents=True, exist_ok=True)
+    master = directory / MASTER_KEY
+    created = {MASTER_KEY: not master.exists()}
+    if created[MASTER_KEY]:
+        write_symmetric_secret(master, os.urandom(KEY_BYTES), passphrase)
+    created[PLATFORM_KEY] = init_simulated_platform(directory)
+    created[SEALING_SECRET] = init_sealing_secret(directory)
+    return created
