@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from meterseal.billing.chain import chain_head, chain_links, chain_start, chain_step
+from meterseal.billing.compute import BillPacket, chain_and_leaves, leaf_hashes
 from meterseal.billing.merkle import leaf_hash, root_of
 
 CONTEXT = b"customer C-1, October"
@@ -62,3 +63,13 @@ def test_any_single_change_changes_chain_and_root(items: list[bytes], data: st.D
 def test_another_context_changes_the_chain(items: list[bytes], other: bytes) -> None:
     if other != CONTEXT:
         assert chain_head(other, items) != chain_head(CONTEXT, items)
+
+
+@given(packets, st.binary(max_size=40))
+def test_the_one_pass_evidence_equals_chain_and_leaves_computed_apart(
+    items: list[bytes], context: bytes
+) -> None:
+    rows = [BillPacket("M-1", n, 900 * n, 10, data) for n, data in enumerate(items)]
+    head, leaves = chain_and_leaves(context, rows)
+    assert head == chain_head(context, items)
+    assert leaves == [leaf_hash(p) for p in items] == leaf_hashes(rows)

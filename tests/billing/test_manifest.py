@@ -9,9 +9,11 @@ from hypothesis import strategies as st
 from meterseal.billing.bill import (
     BillFormatError,
     ManifestEntry,
+    encode_manifest,
     manifest_from_cbor,
     manifest_to_cbor,
 )
+from meterseal.billing.compute import BillPacket, ComputedBill
 from meterseal.crypto import cose
 
 entries = st.builds(
@@ -46,3 +48,18 @@ def test_an_entry_off_the_shape_is_encoded_as_it_is_and_refused_on_decoding(
     assert data == cose.dumps([list(entry)])
     with pytest.raises(BillFormatError):
         manifest_from_cbor(data)
+
+
+@given(st.lists(entries, max_size=50))
+def test_the_manifest_of_a_computed_bill_is_its_entries_encoded(
+    manifest: list[ManifestEntry],
+) -> None:
+    packets = [BillPacket(e.meter_id, e.counter, 0, 0, b"") for e in manifest]
+    computed = ComputedBill(None, packets, [e.leaf_hash for e in manifest])  # type: ignore[arg-type]
+    assert computed.manifest() == tuple(manifest)
+    assert computed.manifest_cbor() == manifest_to_cbor(manifest)
+
+
+def test_manifest_columns_of_different_lengths_are_refused() -> None:
+    with pytest.raises(ValueError, match="different lengths"):
+        encode_manifest(["M-1"], [1, 2], [b"\0" * 32])

@@ -448,7 +448,7 @@ def _compare_fields(
         rule,
         bill.issued_at,
     )
-    expected, _ = compute_bill(request, ours, tree=tree)
+    expected = compute_bill(request, ours, tree=tree).bill
     findings = []
     mine = {m.meter_id: m for m in expected.meters}
     for statement in bill.meters:

@@ -128,11 +128,13 @@ def assess(
     billed: dict[int, Slotted] = {}
     extra: dict[int, list[int]] = {}
     outside = []
+    start, end, interval = period.start, period.end, period.interval
     for r in readings:
-        slot = period.slot_of(r.timestamp)
-        if slot is None:
+        timestamp = r.timestamp
+        if not start <= timestamp < end:  # `period.slot_of`, inlined: 2,880 calls a month
             outside.append(r.counter)
             continue
+        slot = (timestamp - start) // interval
         kept = billed.get(slot)
         if kept is None:
             billed[slot] = r
@@ -156,6 +158,8 @@ def assess(
 
 
 def _gaps(period: Period, filled: Mapping[int, object]) -> tuple[tuple[int, int], ...]:
+    if len(filled) == period.slots:  # every slot filled (filled holds only slots inside)
+        return ()
     runs: list[tuple[int, int]] = []
     first: int | None = None
     for slot in range(period.slots + 1):

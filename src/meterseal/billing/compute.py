@@ -16,7 +16,13 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from meterseal.billing import chain
-from meterseal.billing.bill import Bill, ManifestEntry, MeterStatement, bill_context
+from meterseal.billing.bill import (
+    Bill,
+    ManifestEntry,
+    MeterStatement,
+    bill_context,
+    encode_manifest,
+)
 from meterseal.billing.completeness import EstimationRule, Period, assess
 from meterseal.billing.completeness import missing_slots as slots_in
 from meterseal.billing.merkle import root_of
@@ -25,6 +31,7 @@ from meterseal.errors import MetersealError
 
 _sha256 = hashlib.sha256
 _BILL_ORDER = operator.attrgetter("timestamp", "meter_id", "counter")
+_SIGNED = operator.itemgetter(4)  # BillPacket.signed_original
 
 
 class BillCheckError(MetersealError):
@@ -68,13 +75,50 @@ def leaf_hashes(packets: Sequence[BillPacket]) -> list[bytes]:
     return [_sha256(b"\x00" + p.signed_original).digest() for p in packets]
 
 
+def chain_and_leaves(context: bytes, ordered: Sequence[BillPacket]) -> tuple[bytes, list[bytes]]:
+    """The hash chain's head over `ordered` and their leaf hashes, in one pass over the bytes.
+
+    The same values as `chain.chain_head` and `leaf_hashes` (tests hold it to them); one loop
+    saves a bill ~0.3 ms of iterating 2,880 packets twice.
+    """
+    sha = _sha256
+    head = sha(context).digest()
+    leaves: list[bytes] = []
+    add = leaves.append
+    for packet in ordered:
+        data = packet[4]  # signed_original: an index, as attribute access costs more
+        add(sha(b"\x00" + data).digest())
+        head = sha(head + sha(data).digest()).digest()
+    return head, leaves
+
+
+class ComputedBill(NamedTuple):
+    """A computed bill with its packets in bill order and their leaf hashes (the manifest)."""
+
+    bill: Bill
+    packets: list[BillPacket]
+    leaf_hashes: Sequence[bytes]
+
+    def manifest(self) -> tuple[ManifestEntry, ...]:
+        """The manifest's entries: meter, counter and leaf hash of each packet, in bill order."""
+        return tuple(
+            ManifestEntry(p.meter_id, p.counter, leaf)
+            for p, leaf in zip(self.packets, self.leaf_hashes, strict=True)
+        )
+
+    def manifest_cbor(self) -> bytes:
+        """The manifest as stored beside the bill (`bill.manifest_to_cbor` of `manifest()`)."""
+        packets = self.packets
+        return encode_manifest([p[0] for p in packets], [p[1] for p in packets], self.leaf_hashes)
+
+
 def compute_bill(
     request: BillRequest,
     packets: Sequence[BillPacket],
     *,
     tree: tuple[Sequence[bytes], bytes] | None = None,
-) -> tuple[Bill, tuple[ManifestEntry, ...]]:
-    """The bill and its manifest; `packets` are the customer's originals in the period.
+) -> ComputedBill:
+    """The bill, with its packets put in bill order; `packets` are the customer's originals.
 
     `tree`: the leaf hashes and Merkle root of `packets`, if the caller has them already
     (then `packets` must be in bill order).
@@ -84,7 +128,6 @@ def compute_bill(
     charges = price(
         request.tariff, intervals, period_start=request.period.start, period_end=request.period.end
     )
-    leaves, root = (leaf_hashes(ordered), None) if tree is None else tree
     tariff = request.tariff
     digest = tariff.digest()
     context = bill_context(
@@ -95,6 +138,12 @@ def compute_bill(
         tariff.version,
         digest,
     )
+    leaves: Sequence[bytes]
+    if tree is None:
+        head, leaves = chain_and_leaves(context, ordered)
+        root = root_of(leaves)
+    else:
+        (leaves, root), head = tree, chain.chain_head(context, map(_SIGNED, ordered))
     bill = Bill(
         request.bill_id,
         request.customer_id,
@@ -107,13 +156,10 @@ def compute_bill(
         statements,
         charges,
         len(ordered),
-        chain.chain_head(context, (p.signed_original for p in ordered)),
-        root_of(leaves) if root is None else root,
+        head,
+        root,
     )
-    manifest = tuple(
-        ManifestEntry(p.meter_id, p.counter, leaf) for p, leaf in zip(ordered, leaves, strict=True)
-    )
-    return bill, manifest
+    return ComputedBill(bill, ordered, leaves)
 
 
 def _statements(
@@ -157,7 +203,7 @@ def check_bill(bill: Bill, packets: Sequence[BillPacket]) -> None:
     """
     if len(packets) != bill.packets:
         raise BillCheckError(f"{len(packets)} packets, the bill says {bill.packets}")
-    if chain.chain_head(bill.context(), (p.signed_original for p in packets)) != bill.chain_head:
+    if chain.chain_head(bill.context(), map(_SIGNED, packets)) != bill.chain_head:
         raise BillCheckError("the hash chain over the packets differs from the bill's")
     if sum(line.amount for line in bill.charges.lines) != bill.charges.total:
         raise BillCheckError("the charge lines do not add up to the total")

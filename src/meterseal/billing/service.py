@@ -11,10 +11,10 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from meterseal.billing.bill import Bill, manifest_to_cbor, sign_bill
+from meterseal.billing.bill import Bill, sign_bill
 from meterseal.billing.billlog import TreeHead, bill_leaf, sign_tree_head
 from meterseal.billing.completeness import EstimationRule, LinearEstimate, Period
-from meterseal.billing.compute import BillRequest, bill_order, check_bill, compute_bill
+from meterseal.billing.compute import BillRequest, check_bill, compute_bill
 from meterseal.billing.merkle import MerkleTree
 from meterseal.billing.tariff import Tariff
 from meterseal.crypto.keys import kid_of, public_bytes
@@ -84,18 +84,19 @@ class BillingService:
             seconds[phase] = now - mark
             mark = now
 
-        packets = bill_order(self.bills.packets(meters, period.start, period.end))
+        rows = self.bills.packets(meters, period.start, period.end)
         lap("query")
         request = BillRequest(
             bill_id, customer_id, meters, period, tariff, self.estimation, int(self.clock())
         )
-        bill, manifest = compute_bill(request, packets)
+        computed = compute_bill(request, rows)  # puts them in bill order
+        bill = computed.bill
         lap("compute")
-        check_bill(bill, packets)
+        check_bill(bill, computed.packets)
         lap("check")
         signed = sign_bill(bill, self.key, self.kid)
         lap("sign")
-        index = self._record(bill, signed, manifest_to_cbor(manifest))
+        index = self._record(bill, signed, computed.manifest_cbor())
         lap("record")
         return BilledCustomer(bill, signed, index, seconds)
 

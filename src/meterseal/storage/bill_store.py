@@ -12,7 +12,6 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
-import psycopg
 import sqlalchemy as sa
 from cryptography import x509
 
@@ -21,6 +20,7 @@ from meterseal.billing.compute import BillPacket
 from meterseal.billing.merkle import MerkleTree, leaf_hash
 from meterseal.billing.proofs import ProofConflict, ProofNotFound, ReadingProof, make_reading_proof
 from meterseal.billing.tariff import Tariff, TariffBook
+from meterseal.storage import bill_postgres
 from meterseal.storage.schema import (
     StorageError,
     audit_reports,
@@ -33,13 +33,8 @@ from meterseal.storage.schema import (
 )
 from meterseal.storage.store import Store
 
-_BILL_LOG_LOCK = 0x6D657465_62696C6C  # any constant shared by every billing process
-_PACKET_COLUMNS = ("meter_id", "counter", "timestamp", "energy_wh", "signed_original")
-_PACKETS_SELECT = (
-    "SELECT "  # noqa: S608 - constant column names; every value is bound
-    + ", ".join(f'"{c}"' for c in _PACKET_COLUMNS)
-    + f" FROM {signed_originals.name}"
-)
+_PACKET_COLUMNS = bill_postgres.PACKET_COLUMNS
+_PACKETS_SELECT = bill_postgres.PACKETS_SELECT
 
 
 class BillExists(StorageError):
@@ -148,7 +143,7 @@ class BillStore:
         ids = list(meter_ids)
         with self.store.connection() as connection:
             if connection.dialect.name == "postgresql":
-                return _packets_postgres(connection, ids, start, end)
+                return bill_postgres.packets(connection, ids, start, end)
             # The driver's own statement, all rows at once, tuples straight into BillPackets:
             # SQLAlchemy's statement and row objects cost ~2 ms on a 2,880-row month.
             marks = ", ".join("?" * len(ids))
@@ -226,7 +221,12 @@ class BillStore:
         """
         with self.store.transaction() as connection:
             if connection.dialect.name == "postgresql":
-                connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_BILL_LOG_LOCK)))
+                try:
+                    return bill_postgres.record_bill(
+                        connection, bill[:-1], leaf_hash, log, sign_head
+                    )
+                except bill_postgres.BillIdTaken:
+                    raise BillExists(f"bill {bill.bill_id} exists already") from None
             newer = sa.select(bill_log.c.leaf_hash).where(bill_log.c.log_index >= log.size)
             for (leaf,) in connection.execute(newer.order_by(bill_log.c.log_index)):
                 log.append(bytes(leaf))
@@ -235,8 +235,7 @@ class BillStore:
                 # No SELECT first: the primary key refuses a second bill under the same id.
                 connection.execute(bills.insert().values(**(bill._asdict() | {"log_index": index})))
             except sa.exc.IntegrityError as exc:
-                # The transaction is aborted (PostgreSQL): tell a taken bill id by its key.
-                if not any(n in str(exc.orig) for n in ("pk_bills", "bills.bill_id")):
+                if "bills.bill_id" not in str(exc.orig):
                     raise
                 raise BillExists(f"bill {bill.bill_id} exists already") from None
             connection.execute(
@@ -322,18 +321,3 @@ def countersigned_of(reports: Sequence[StoredReport]) -> bytes | None:
     """The countersigned bill of the newest clean audit among `reports` (newest first)."""
     # A later unclean audit does not withdraw an earlier countersignature; it shows in reports.
     return next((bytes(r.countersigned_bill) for r in reports if r.countersigned_bill), None)
-
-
-def _packets_postgres(
-    connection: sa.Connection, ids: list[str], start: int, end: int
-) -> list[BillPacket]:
-    """`BillStore.packets` on psycopg directly, in binary: no hex-encoded bytea on the socket."""
-    where = 'meter_id = ANY(%s) AND "timestamp" >= %s AND "timestamp" < %s'
-    driver = connection.connection.driver_connection
-    try:
-        cursor = driver.execute(  # type: ignore[union-attr]
-            f"{_PACKETS_SELECT} WHERE {where}", (ids, start, end), binary=True
-        )
-        return list(map(BillPacket._make, cursor.fetchall()))
-    except psycopg.Error as exc:
-        raise StorageError(f"storage failed: {exc}") from exc
