@@ -63,3 +63,24 @@ def test_the_manifest_of_a_computed_bill_is_its_entries_encoded(
 def test_manifest_columns_of_different_lengths_are_refused() -> None:
     with pytest.raises(ValueError, match="different lengths"):
         encode_manifest(["M-1"], [1, 2], [b"\0" * 32])
+
+
+@pytest.mark.parametrize(
+    "items",
+    [
+        {"M-1": 1},
+        [["M-1", 1]],
+        [["M-1", 1, b"\0" * 32, 0]],
+        [("M-1", 1, b"\0" * 32), "M-1"],
+        [["M-1", 1, b"\0" * 32], ["M-2", 2, "x" * 32]],
+        [["M-1", 1.0, b"\0" * 32]],
+        [[b"M-1", 1, b"\0" * 32]],
+    ],
+)
+def test_a_manifest_of_another_shape_is_refused(items: object) -> None:
+    with pytest.raises(BillFormatError, match="not a bill manifest"):
+        manifest_from_cbor(cose.dumps(items))
+
+
+def test_an_empty_manifest_decodes_to_no_entries() -> None:
+    assert manifest_from_cbor(cose.dumps([])) == ()

@@ -47,6 +47,7 @@ _INSERT_LEAF = "INSERT INTO bill_log (log_index, bill_id, leaf_hash) VALUES (%s,
 _INSERT_HEAD = (
     "INSERT INTO bill_log_heads (tree_size, root, signed_head, issued_at) VALUES (%s, %s, %s, %s)"
 )
+_BILL_SELECT = f"SELECT {', '.join(_BILL_COLUMNS)} FROM bills WHERE bill_id = %s"  # noqa: S608 - constant
 _NEWER_LEAVES = "SELECT leaf_hash FROM bill_log WHERE log_index >= %s ORDER BY log_index"
 
 
@@ -66,6 +67,15 @@ def packets(connection: sa.Connection, ids: list[str], start: int, end: int) -> 
             f"{PACKETS_SELECT} WHERE {where}", (ids, start, end), binary=True
         )
         return list(map(BillPacket._make, cursor.fetchall()))
+    except psycopg.Error as exc:
+        raise StorageError(f"storage failed: {exc}") from exc
+
+
+def bill(connection: sa.Connection, bill_id: str) -> tuple[Any, ...] | None:
+    """The bills row (columns in table order) of `bill_id`, read in binary, or None."""
+    try:
+        cursor = _driver(connection).execute(_BILL_SELECT, (bill_id,), binary=True)
+        return cursor.fetchone()  # type: ignore[no-any-return]
     except psycopg.Error as exc:
         raise StorageError(f"storage failed: {exc}") from exc
 
