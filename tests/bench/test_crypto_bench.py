@@ -96,7 +96,7 @@ def test_run_measures_every_suite(result: BenchResult) -> None:
         assert s.packet_bytes > 0
         assert s.bound == pytest.approx(sum(t.median for t in timings[2:]))
         assert s.ratio == pytest.approx(s.bound / s.open.median)
-        assert 0 < s.ratio < 5
+        assert s.ratio > 0  # a ratio of timings: its size is for the bench, not a test
         assert (s.aead is None) == (s.suite == "pq")
 
 

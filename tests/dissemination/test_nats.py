@@ -152,3 +152,46 @@ def test_bad_input_over_nats_is_refused_and_the_router_stays_up(nats_up: None) -
         assert [agg.client.open(i).values for i in agg_inbox] == [{"wh": 3}]
 
     _run(scenario)
+
+
+def test_a_member_waits_briefly_for_a_router_that_is_starting(nats_up: None) -> None:
+    async def main() -> None:
+        world = make_world()
+        node = RouterNode(
+            world.authority, world.router, OPERATOR, os.urandom,
+            namespace=f"test.dissem.{os.urandom(4).hex()}",
+        )  # fmt: skip
+        service, members = await _connect(), await _connect()
+        try:
+            joining = asyncio.create_task(
+                _join(world, node, members, "agg", Role.AGGREGATOR, (HIGH, ""))
+            )
+            await asyncio.sleep(0.2)  # the member asks before anyone answers
+            await serve_node(service, node)
+            member, _ = await joining
+            assert member.link is not None
+            assert member.counters["no_responders"] >= 1
+        finally:
+            await members.close()
+            await service.close()
+
+    asyncio.run(main())
+
+
+def test_a_member_gives_up_when_no_router_answers(nats_up: None) -> None:
+    from nats.errors import NoRespondersError
+
+    async def main() -> None:
+        world = make_world()
+        nc = await _connect()
+        try:
+            member = NatsMember(
+                nc, world.client("agg", Role.AGGREGATOR), namespace="test.dissem.nobody"
+            )
+            with pytest.raises(NoRespondersError):
+                await member.join(((HIGH, parse("")),))
+            assert member.counters["no_responders"] == 5
+        finally:
+            await nc.close()
+
+    asyncio.run(main())

@@ -21,6 +21,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
 from nats.errors import Error as NatsError
+from nats.errors import NoRespondersError
 
 from meterseal.dissemination.errors import AdmissionRefused, DisseminationError, Reason
 from meterseal.dissemination.frames import Link
@@ -35,6 +36,8 @@ Delivered = Callable[[list[bytes]], Awaitable[None]]  # a flat batch: header, se
 Clock = Callable[[], float]
 # A batch of deliveries can be large; the router's subscription must not drop frames.
 PENDING_BYTES = 512 * 1024 * 1024
+
+JOIN_RETRY_PAUSES = (0.05, 0.1, 0.2, 0.4, 0.8)  # seconds between join requests nobody took
 
 
 async def serve_node(
@@ -134,6 +137,15 @@ class NatsMember:
         return f"{self.namespace}.{kind}.{member}" if member else f"{self.namespace}.{kind}"
 
     async def _request(self, subject: str, data: bytes) -> dict[str, Any]:
+        # No responders: the router is not (or not yet, or no longer) subscribed, as while it
+        # restarts. The request never reached it, so asking again is safe; a while, not forever.
+        for pause in JOIN_RETRY_PAUSES:
+            try:
+                message = await self.nc.request(subject, data, timeout=self.timeout)
+                return _answer(message.data)
+            except NoRespondersError:
+                self.counters["no_responders"] += 1
+                await asyncio.sleep(pause)
         message = await self.nc.request(subject, data, timeout=self.timeout)
         return _answer(message.data)
 
