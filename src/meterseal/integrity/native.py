@@ -89,6 +89,7 @@ def _declare(lib: Any) -> Any:
                 ctypes.c_int,
             ],
         ),
+        "ms_watch_interrupts": (ctypes.c_int, []),
         "ms_hits": (ctypes.c_uint64, [session]),
         "ms_passed": (ctypes.c_uint64, [session]),
         "ms_next": (
@@ -115,6 +116,7 @@ class FastPath:
     def __init__(self, *, unsafe_resume_all: bool = False) -> None:
         """`unsafe_resume_all` resumes every trapped call unjudged: the benchmark's floor only."""
         self._lib = library()
+        self._lib.ms_watch_interrupts()  # Ctrl-C between two waits must still end the loop
         self._session = self._lib.ms_new(1 if unsafe_resume_all else 0)
         if not self._session:
             raise MemoryError("the fast path session could not be allocated")

@@ -24,6 +24,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -126,6 +127,36 @@ static void free_image(struct image *m) {
 }
 
 /* -- the session ---------------------------------------------------------------------------- */
+
+/*
+ * Ctrl-C while the loop is busy between two waits (re-checking a stop) runs Python's C-level
+ * handler, but the next waitpid then blocks without EINTR, and Python would see the signal
+ * only at the next stop served in Python: none, while every stop is re-checked here. So
+ * SIGINT is noted here first, then handed to the handler it replaced, and the loop returns
+ * -EINTR before it waits again.
+ */
+static volatile sig_atomic_t interrupted;
+static struct sigaction chained;
+
+static void note_interrupt(int sig) {
+    interrupted = 1;
+    if (chained.sa_handler != SIG_DFL && chained.sa_handler != SIG_IGN) {
+        chained.sa_handler(sig);
+    } else if (chained.sa_handler == SIG_DFL) {
+        signal(sig, SIG_DFL);
+        raise(sig);
+    }
+}
+
+int ms_watch_interrupts(void) {
+    struct sigaction current, ours;
+    if (sigaction(SIGINT, NULL, &current) != 0) return -errno;
+    if (current.sa_handler == note_interrupt || (current.sa_flags & SA_SIGINFO)) return 0;
+    chained = current;
+    ours = current;
+    ours.sa_handler = note_interrupt;
+    return sigaction(SIGINT, &ours, NULL) == 0 ? 0 : -errno;
+}
 
 struct ms_session *ms_new(int unsafe_resume_all) {
     struct ms_session *s = calloc(1, sizeof *s);
@@ -393,8 +424,12 @@ int ms_next(struct ms_session *s, int pgid, int *pid_out, int *status_out, unsig
             int *has_msg_out) {
     for (;;) {
         int status;
+        if (interrupted) { interrupted = 0; return -EINTR; }
         pid_t pid = waitpid(-pgid, &status, __WALL);
-        if (pid < 0) return errno == ECHILD ? 0 : -errno;
+        if (pid < 0) {
+            if (errno == EINTR) interrupted = 0;
+            return errno == ECHILD ? 0 : -errno;
+        }
         unsigned long msg = 0;
         int has_msg = 0;
         if (WIFSTOPPED(status) && (status >> 16) == EVENT_SECCOMP
