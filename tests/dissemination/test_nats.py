@@ -43,13 +43,17 @@ def nats_up() -> None:
     require_service("NATS", NATS_URL, lambda: asyncio.run(probe()))
 
 
+def _router_node(world: World) -> RouterNode:
+    return RouterNode(
+        world.authority, world.router, OPERATOR, os.urandom,
+        namespace=f"test.dissem.{os.urandom(4).hex()}",
+    )  # fmt: skip
+
+
 def _run(scenario: Callable[[World, RouterNode, Any], Awaitable[None]]) -> None:
     async def main() -> None:
         world = make_world()
-        node = RouterNode(
-            world.authority, world.router, OPERATOR, os.urandom,
-            namespace=f"test.dissem.{os.urandom(4).hex()}",
-        )  # fmt: skip
+        node = _router_node(world)
         service = await _connect()
         members = await _connect()
         try:
@@ -157,10 +161,7 @@ def test_bad_input_over_nats_is_refused_and_the_router_stays_up(nats_up: None) -
 def test_a_member_waits_briefly_for_a_router_that_is_starting(nats_up: None) -> None:
     async def main() -> None:
         world = make_world()
-        node = RouterNode(
-            world.authority, world.router, OPERATOR, os.urandom,
-            namespace=f"test.dissem.{os.urandom(4).hex()}",
-        )  # fmt: skip
+        node = _router_node(world)
         service, members = await _connect(), await _connect()
         try:
             joining = asyncio.create_task(
