@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -40,15 +41,22 @@ def build_meter(out: Path, variant: str | None = None, *, cc: str = "gcc") -> Pa
         raise IntegrityError(f"{cc} not found: install gcc (apt-get install gcc)")
     flags = [*CFLAGS] + ([f"-DMETER_VARIANT_{variant.upper()}"] if variant else [])
     out.parent.mkdir(parents=True, exist_ok=True)
+    compile_c(compiler, flags, source(), out, IntegrityError)
+    return out
+
+
+def compile_c(
+    compiler: str, flags: Sequence[str], src: Path, out: Path, error: type[IntegrityError]
+) -> None:
+    """Run `compiler flags -o out src`; `error` with gcc's message if it fails or hangs."""
     try:
         subprocess.run(  # noqa: S603 - fixed compiler and flags, our own source
-            [compiler, *flags, "-o", str(out), str(source())],
+            [compiler, *flags, "-o", str(out), str(src)],
             check=True,
             capture_output=True,
             timeout=GCC_SECONDS,
         )
     except subprocess.CalledProcessError as exc:
-        raise IntegrityError(f"gcc failed: {exc.stderr.decode(errors='replace')}") from None
+        raise error(f"gcc failed on {src.name}: {exc.stderr.decode(errors='replace')}") from None
     except subprocess.TimeoutExpired:
-        raise IntegrityError("gcc did not finish") from None
-    return out
+        raise error(f"gcc did not finish {src.name}") from None

@@ -16,17 +16,16 @@ import ctypes
 import errno
 import functools
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from meterseal.integrity.build import compile_c
 from meterseal.integrity.errors import MonitorUnavailable
 
 CFLAGS = ("-O2", "-Wall", "-Wextra", "-shared", "-fPIC", "-pthread")
-GCC_SECONDS = 120
 DRAIN = 4096  # re-checked stops moved out per call
 
 StopHandler = Callable[[int, int, int | None], bool]  # (pid, status, event message) -> over?
@@ -45,18 +44,7 @@ def library() -> Any:
         raise MonitorUnavailable("gcc not found: the tracer's fast path cannot be built")
     with tempfile.TemporaryDirectory(prefix="meterseal-fastpath-") as private:  # mode 0700
         out = Path(private) / "fastpath.so"
-        try:
-            subprocess.run(  # noqa: S603 - fixed compiler and flags, our own source
-                [compiler, *CFLAGS, "-o", str(out), str(source())],
-                check=True,
-                capture_output=True,
-                timeout=GCC_SECONDS,
-            )
-        except subprocess.CalledProcessError as exc:
-            detail = exc.stderr.decode(errors="replace")
-            raise MonitorUnavailable(f"gcc failed on fastpath.c: {detail}") from None
-        except subprocess.TimeoutExpired:
-            raise MonitorUnavailable("gcc did not finish fastpath.c") from None
+        compile_c(compiler, CFLAGS, source(), out, MonitorUnavailable)
         lib = ctypes.CDLL(str(out))  # mapped: the file may go with its directory
     return _declare(lib)
 
