@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import settings
 
 from meterseal.crypto import certs
 from meterseal.crypto.keys import HeadEndKeys, MeterKey, generate_meter_key
@@ -18,6 +19,12 @@ from meterseal.crypto.registry import MeterRegistry
 from meterseal.crypto.suites import SUITES, CipherSuite
 
 NOW = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC)
+
+# No per-example deadline: properties assert behaviour, and on a shared 2-core CI machine a
+# slow example (a 700-leaf tree's every prefix under load) is not a failure. Speed lives in
+# `meterseal bench`.
+settings.register_profile("meterseal", deadline=None)
+settings.load_profile("meterseal")
 
 
 def seeded_rng(seed: int) -> Callable[[int], bytes]:

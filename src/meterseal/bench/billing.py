@@ -36,11 +36,12 @@ from rich.console import Console
 from meterseal.bench.billing_data import SignedFleet, load_fleet, settle, signed_fleet
 from meterseal.bench.ingest import scratch_store
 from meterseal.bench.timing import Machine, TextTable
+from meterseal.billing import hashing
 from meterseal.billing.auditor import Auditor
 from meterseal.billing.compute import BillPacket
 from meterseal.billing.service import PHASES, BillingService
 from meterseal.billing.tariff import Tariff, builtin_tariffs
-from meterseal.crypto import cose
+from meterseal.crypto import cose, fixed
 from meterseal.crypto.registry import MeterDirectory
 from meterseal.crypto.suites import CipherSuite
 from meterseal.storage import Store
@@ -423,4 +424,6 @@ def _notes(bench: BillingBench) -> tuple[str, ...]:
         f"{bench.meters:,} meters x {bench.intervals:,} readings {signed}; {loads}",
         "each round bills customers no earlier round billed; phases are means, p50/p99/max "
         "are of the whole bill",
+        f"bill hashing (chain, leaves, Merkle root): {hashing.IMPLEMENTATION}; signed-original "
+        f"reader: {fixed.IMPLEMENTATION} (optional C extensions, built at install time)",
     )

@@ -27,7 +27,7 @@ from meterseal.billing.bill import (
 )
 from meterseal.billing.completeness import estimation_rule
 from meterseal.billing.compute import BillPacket, BillRequest, bill_order, compute_bill, leaf_hashes
-from meterseal.billing.merkle import root_of
+from meterseal.billing.hashing import merkle_root
 from meterseal.billing.tariff import Tariff, TariffBook, TariffError
 from meterseal.crypto.packet import verify_signed_originals
 from meterseal.crypto.registry import MeterDirectory
@@ -143,7 +143,7 @@ def audit_bill(inp: AuditInput, *, now: int) -> AuditReport:
     ours = bill_order(seen.valid)
     # The leaf hashes and the root over the verified rows, once for every comparison below.
     leaves = leaf_hashes(ours)
-    root = root_of(leaves)
+    root = merkle_root(leaves)
     if manifest is not None and _manifest_disagrees(manifest, bill, leaves, root):
         findings.insert(
             manifest_at,
@@ -185,7 +185,7 @@ def _manifest_disagrees(
     if len(manifest) != bill.packets:
         return True
     billed = [e.leaf_hash for e in manifest]
-    return (root if billed == leaves else root_of(billed)) != bill.merkle_root
+    return (root if billed == leaves else merkle_root(billed)) != bill.merkle_root
 
 
 def _meter_findings(bill: Bill, customer_meters: Sequence[str], out: list[Finding]) -> set[str]:

@@ -8,14 +8,13 @@ the signed bytes alone (`audit`), so a column that disagrees with its signature 
 
 from __future__ import annotations
 
-import hashlib
 import operator
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from meterseal.billing import chain
+from meterseal.billing import hashing
 from meterseal.billing.bill import (
     Bill,
     ManifestEntry,
@@ -25,13 +24,10 @@ from meterseal.billing.bill import (
 )
 from meterseal.billing.completeness import EstimationRule, Period, assess
 from meterseal.billing.completeness import missing_slots as slots_in
-from meterseal.billing.merkle import root_of
 from meterseal.billing.tariff import Tariff, price
 from meterseal.errors import MetersealError
 
-_sha256 = hashlib.sha256
 _BILL_ORDER = operator.attrgetter("timestamp", "meter_id", "counter")
-_SIGNED = operator.itemgetter(4)  # BillPacket.signed_original
 
 
 class BillCheckError(MetersealError):
@@ -72,24 +68,12 @@ def bill_order(packets: Sequence[BillPacket]) -> list[BillPacket]:
 
 def leaf_hashes(packets: Sequence[BillPacket]) -> list[bytes]:
     """RFC 9162 leaf hashes of the packets' signed bytes."""
-    return [_sha256(b"\x00" + p.signed_original).digest() for p in packets]
+    return hashing.leaf_hashes([p[4] for p in packets])
 
 
 def chain_and_leaves(context: bytes, ordered: Sequence[BillPacket]) -> tuple[bytes, list[bytes]]:
-    """The hash chain's head over `ordered` and their leaf hashes, in one pass over the bytes.
-
-    The same values as `chain.chain_head` and `leaf_hashes` (tests hold it to them); one loop
-    saves a bill ~0.3 ms of iterating 2,880 packets twice.
-    """
-    sha = _sha256
-    head = sha(context).digest()
-    leaves: list[bytes] = []
-    add = leaves.append
-    for packet in ordered:
-        data = packet[4]  # signed_original: an index, as attribute access costs more
-        add(sha(b"\x00" + data).digest())
-        head = sha(head + sha(data).digest()).digest()
-    return head, leaves
+    """The hash chain's head over `ordered` and their leaf hashes, in one pass over the bytes."""
+    return hashing.chain_and_leaves(context, [p[4] for p in ordered])
 
 
 class ComputedBill(NamedTuple):
@@ -141,9 +125,9 @@ def compute_bill(
     leaves: Sequence[bytes]
     if tree is None:
         head, leaves = chain_and_leaves(context, ordered)
-        root = root_of(leaves)
+        root = hashing.merkle_root(leaves)
     else:
-        (leaves, root), head = tree, chain.chain_head(context, map(_SIGNED, ordered))
+        (leaves, root), head = tree, hashing.chain_head(context, [p[4] for p in ordered])
     bill = Bill(
         request.bill_id,
         request.customer_id,
@@ -203,7 +187,7 @@ def check_bill(bill: Bill, packets: Sequence[BillPacket]) -> None:
     """
     if len(packets) != bill.packets:
         raise BillCheckError(f"{len(packets)} packets, the bill says {bill.packets}")
-    if chain.chain_head(bill.context(), map(_SIGNED, packets)) != bill.chain_head:
+    if hashing.chain_head(bill.context(), [p[4] for p in packets]) != bill.chain_head:
         raise BillCheckError("the hash chain over the packets differs from the bill's")
     if sum(line.amount for line in bill.charges.lines) != bill.charges.total:
         raise BillCheckError("the charge lines do not add up to the total")

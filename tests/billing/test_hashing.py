@@ -1,0 +1,98 @@
+"""The C bulk hashing gives exactly the Python definitions' bytes, and refuses what they refuse."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from types import ModuleType
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from meterseal.billing import chain, hashing
+from meterseal.billing.merkle import EMPTY_ROOT, MerkleTree, leaf_hash, root_of
+
+packets = st.lists(st.binary(max_size=300), max_size=70)
+hashes = st.lists(st.binary(min_size=32, max_size=32), max_size=300)
+
+
+def _native() -> ModuleType:
+    if hashing.NATIVE is None:
+        pytest.skip(
+            "meterseal.billing._hashes is not built (no C compiler or OpenSSL headers at "
+            f"install time, or {hashing.PURE_PYTHON_ENV}=1): billing hashes in Python"
+        )
+    return hashing.NATIVE
+
+
+@given(packets, st.binary(max_size=60))
+def test_the_native_chain_head_is_the_chain_of_the_definition(
+    items: list[bytes], context: bytes
+) -> None:
+    assert _native().chain_head(context, items) == chain.chain_head(context, items)
+
+
+@given(packets, st.binary(max_size=60))
+def test_the_native_chain_and_leaves_equal_the_python_pass(
+    items: list[bytes], context: bytes
+) -> None:
+    native = _native().chain_and_leaves(context, items)
+    assert native == hashing.py_chain_and_leaves(context, items)
+    assert native[1] == [leaf_hash(p) for p in items] == _native().leaf_hashes(items)
+
+
+@given(hashes)
+def test_the_native_merkle_root_is_rfc_9162s(leaves: list[bytes]) -> None:
+    assert _native().merkle_root(leaves) == root_of(leaves) == MerkleTree(leaves).root
+
+
+@pytest.mark.parametrize("size", [0, 1, 2, 3, 4, 5, 7, 8, 9, 1023, 1024, 1025, 2880])
+def test_the_native_merkle_root_at_every_tree_shape_boundary(size: int) -> None:
+    leaves = [leaf_hash(n.to_bytes(4, "big")) for n in range(size)]
+    assert _native().merkle_root(leaves) == root_of(leaves)
+    assert size or _native().merkle_root(leaves) == EMPTY_ROOT
+
+
+def test_the_native_functions_refuse_what_is_not_bytes() -> None:
+    native = _native()
+    with pytest.raises(TypeError, match="item 1 is not bytes"):
+        native.chain_head(b"context", [b"a", "b"])
+    with pytest.raises(TypeError):
+        native.chain_and_leaves("context", [b"a"])
+    with pytest.raises(TypeError, match="item 0 is not bytes"):
+        native.leaf_hashes([bytearray(b"a")])
+    with pytest.raises(TypeError):
+        native.merkle_root(None)
+
+
+def test_a_leaf_hash_of_another_length_is_refused_by_both() -> None:
+    leaves = [bytes(32), bytes(31)]
+    with pytest.raises(ValueError, match="leaf hash 1 is not 32 bytes"):
+        _native().merkle_root(leaves)
+    with pytest.raises(ValueError, match="32 bytes"):
+        root_of(leaves)
+
+
+def test_the_native_functions_take_any_sequence_and_leave_it_alone() -> None:
+    items = (b"one", b"two", b"three")
+    native = _native()
+    assert native.chain_and_leaves(b"c", items) == hashing.py_chain_and_leaves(b"c", list(items))
+    assert native.chain_head(b"c", iter(items)) == chain.chain_head(b"c", items)
+    assert items == (b"one", b"two", b"three")
+
+
+def test_the_environment_switch_selects_the_python_functions() -> None:
+    code = (
+        "from meterseal.billing import hashing, chain, merkle;"
+        "assert hashing.NATIVE is None;"
+        "assert hashing.chain_head is chain.chain_head;"
+        "assert hashing.merkle_root is merkle.root_of;"
+        "print(hashing.IMPLEMENTATION)"
+    )
+    env = {**os.environ, hashing.PURE_PYTHON_ENV: "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "Python (hashlib)"
