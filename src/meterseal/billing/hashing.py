@@ -12,12 +12,11 @@ define the values.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable, Sequence
-from types import ModuleType
 
 from meterseal.billing import chain
 from meterseal.billing.merkle import root_of
+from meterseal.native import optional_extension
 
 _sha256 = hashlib.sha256
 PURE_PYTHON_ENV = "MS_PURE_PYTHON_HASHES"
@@ -41,17 +40,7 @@ def py_leaf_hashes(packets: Sequence[bytes]) -> list[bytes]:
     return [sha(b"\x00" + data).digest() for data in packets]
 
 
-def _native() -> ModuleType | None:
-    if os.environ.get(PURE_PYTHON_ENV) == "1":
-        return None
-    try:
-        from meterseal.billing import _hashes  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return _hashes  # type: ignore[no-any-return]
-
-
-NATIVE = _native()
+NATIVE = optional_extension("meterseal.billing._hashes", PURE_PYTHON_ENV)
 IMPLEMENTATION = "C (OpenSSL)" if NATIVE is not None else "Python (hashlib)"
 
 chain_head: Callable[[bytes, Sequence[bytes]], bytes] = (

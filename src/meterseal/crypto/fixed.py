@@ -23,12 +23,11 @@ built and MS_PURE_PYTHON_READER is not 1; tests/crypto/test_fixed_native.py hold
 
 from __future__ import annotations
 
-import os
-from types import ModuleType
 from typing import NamedTuple
 
 from meterseal.errors import ReadingError
 from meterseal.model import Reading
+from meterseal.native import optional_extension
 
 PURE_PYTHON_ENV = "MS_PURE_PYTHON_READER"
 
@@ -48,18 +47,7 @@ CURVE_P256 = "P-256"
 CURVE_X25519 = "X25519"
 
 
-def _native() -> ModuleType | None:
-    # `meterseal.crypto._fixed` is an optional C extension built at install time (setup.py).
-    if os.environ.get(PURE_PYTHON_ENV) == "1":
-        return None
-    try:
-        from meterseal.crypto import _fixed  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return _fixed  # type: ignore[no-any-return]
-
-
-_NATIVE = _native()
+_NATIVE = optional_extension("meterseal.crypto._fixed", PURE_PYTHON_ENV)
 _native_read = _NATIVE.signed_reading if _NATIVE is not None else None
 IMPLEMENTATION = "C" if _NATIVE is not None else "Python"
 
