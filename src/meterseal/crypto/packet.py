@@ -365,12 +365,55 @@ def verify_signed_originals(
     verification code hot: an audit runs its 2,880 checks as fast as bare ones.
     """
     results: list[OpenedPacket | InvalidPacket | _Signed] = []
+    windows: dict[str, tuple[MeterRecord, int, int] | None] = {}
     for signed_bytes in originals:
         try:
-            results.append(_stored_signer(signed_bytes, registry))
+            results.append(_windowed_signer(signed_bytes, registry, windows))
         except InvalidPacket as exc:
             results.append(exc)
     return _verify_and_decode(results)
+
+
+def _windowed_signer(
+    signed_bytes: bytes,
+    registry: MeterDirectory,
+    windows: dict[str, tuple[MeterRecord, int, int] | None],
+) -> _Signed:
+    """`_stored_signer`, with each meter's record and send window looked up once per batch.
+
+    A reading in our meters' shape, sent inside its meter's window, is accepted on two integer
+    comparisons; anything else takes `_stored_signer`, which alone decides refusals.
+    """
+    quick = fixed.signed_reading(signed_bytes)
+    if quick is not None:
+        meter_id = quick.meter_id
+        if meter_id not in windows:
+            record = registry.get(meter_id)
+            windows[meter_id] = None if record is None else (record, *_send_window(record))
+        known = windows[meter_id]
+        if known is not None:
+            record, first, last = known
+            if first <= quick.sent_at <= last and quick.alg == record.suite.signature.cose_alg:
+                return _Signed(record.suite, signed_bytes, quick, record)
+    return _stored_signer(signed_bytes, registry)
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MICROSECOND = dt.timedelta(microseconds=1)
+
+
+def _send_window(record: MeterRecord) -> tuple[int, int]:
+    """The first and last whole second at which `_stored_signer` accepts the meter's readings.
+
+    Exact integer arithmetic on microseconds: not_before <= sent <= not_after, and sent before
+    any revocation (a reading sent at or after it is refused).
+    """
+    first = -(-((record.not_before - _EPOCH) // _MICROSECOND) // 1_000_000)
+    last = ((record.not_after - _EPOCH) // _MICROSECOND) // 1_000_000
+    if record.revoked_at is not None:
+        revoked = -(-((record.revoked_at - _EPOCH) // _MICROSECOND) // 1_000_000)
+        last = min(last, revoked - 1)
+    return first, last
 
 
 def _stored_signer(signed_bytes: bytes, registry: MeterDirectory) -> _Signed:
