@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import importlib.machinery
+import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from meterseal.trust import measurement
 from meterseal.trust.errors import MeasurementError
 from meterseal.trust.measurement import (
     STAGE_ENTRIES,
@@ -159,3 +164,55 @@ def test_the_closure_follows_function_imports_but_not_type_checking_ones(
         "fakestage",
         "fakestage.other",
     }
+
+
+def test_a_built_extension_in_a_package_is_measured_by_its_bytes(stage_package: Path) -> None:
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+    native = stage_package / f"_native{suffix}"
+    native.write_bytes(b"\x7fELF one")
+    files = module_files(["fakestage"])
+    assert files["fakestage._native"] == native
+    assert set(module_files(["fakestage._native"])) == {"fakestage", "fakestage._native"}
+    before = measure(["fakestage"], {})
+    native.write_bytes(b"\x7fELF two")
+    after = measure(["fakestage"], {})
+    assert {c.name for c in set(after.components) ^ set(before.components)} == {"fakestage._native"}
+
+
+def test_a_module_that_loads_an_optional_extension_brings_it_when_built(
+    stage_package: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+    monkeypatch.setitem(measurement.OPTIONAL_EXTENSIONS, "fakestage.core", "fakestage._speed")
+    assert "fakestage._speed" not in module_files(["fakestage.core"])  # not built: nothing
+    (stage_package / f"_speed{suffix}").write_bytes(b"\x7fELF")
+    assert module_files(["fakestage.core"])["fakestage._speed"].name == f"_speed{suffix}"
+
+
+def test_every_optional_extension_is_known_to_the_measurement() -> None:
+    # `optional_extension("…")` loads by name, which no import statement shows: each call's
+    # module must be in OPTIONAL_EXTENSIONS, or a trusted stage would run unmeasured C.
+    src = Path(measurement.__file__).parents[1]
+    calls = {}
+    for path in src.rglob("*.py"):
+        for match in re.finditer(r'optional_extension\(\s*"([\w.]+)"', path.read_text()):
+            module = ".".join(path.relative_to(src.parent).with_suffix("").parts)
+            calls[module] = match.group(1)
+    assert calls == measurement.OPTIONAL_EXTENSIONS
+
+
+def test_the_billing_stage_measures_the_built_extensions() -> None:
+    built = {
+        name
+        for name in measurement.OPTIONAL_EXTENSIONS.values()
+        if importlib.util.find_spec(name) is not None
+    }
+    if not built:
+        pytest.skip("no optional C extension is built in this install")
+    measured = {c.name: c.value for c in stage_measurement("billing", {}).components}
+    for name in built:
+        spec = importlib.util.find_spec(name)
+        assert spec is not None
+        assert spec.origin is not None
+        digest = hashlib.sha256(Path(spec.origin).read_bytes()).hexdigest()
+        assert measured[name] == digest

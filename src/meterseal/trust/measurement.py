@@ -3,8 +3,10 @@
 `measure(modules, config)` returns a `Measurement` (frozen; `.digest` 32 bytes, `.hex`). It hashes
 
 * the bytes of every named module's file, sorted by module name. A package stands for all of
-  its submodules (every .py file under it), and a module brings its parent packages'
-  `__init__.py`, which Python runs when it imports the module;
+  its submodules (every .py file and built extension under it), a module brings its parent
+  packages' `__init__.py`, which Python runs when it imports the module, and a module that
+  loads an optional C extension (`OPTIONAL_EXTENSIONS`) brings the extension's shared
+  library when it is built: native code a stage may run is measured like its Python;
 * the versions of the distributions those files import (`importlib.metadata`), and the
   interpreter's implementation and version;
 * the configuration, as canonical CBOR (RFC 8949 section 4.2.1).
@@ -23,6 +25,7 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
+import importlib.machinery
 import importlib.metadata
 import importlib.util
 import platform
@@ -36,6 +39,13 @@ import cbor2
 from meterseal.trust.errors import MeasurementError
 
 FORMAT = "meterseal-measurement/1"
+# Modules that load an optional C extension by name (`native.optional_extension`), which no
+# import statement shows: measuring the module measures the extension too, when it is built.
+OPTIONAL_EXTENSIONS = {
+    "meterseal.billing.hashing": "meterseal.billing._hashes",
+    "meterseal.crypto.fixed": "meterseal.crypto._fixed",
+}
+_EXTENSION_SUFFIXES = tuple(importlib.machinery.EXTENSION_SUFFIXES)
 DIGEST_BYTES = 32
 PACKAGE = "meterseal"
 
@@ -60,6 +70,7 @@ HEAD_END = (
     "meterseal.deployment",
     "meterseal.headend",
     "meterseal.model",
+    "meterseal.native",
     "meterseal.storage",
 )
 _BILLING = tuple(
@@ -70,6 +81,7 @@ _BILLING = tuple(
         "chain",
         "completeness",
         "compute",
+        "hashing",
         "merkle",
         "proofs",
         "service",
@@ -213,7 +225,8 @@ def measure(
     for name in sorted(files):
         data = _read(files[name])
         module_hashes.append(Component("module", name, hashlib.sha256(data).hexdigest()))
-        imported |= {n.partition(".")[0] for n in _imports(data, files[name], name)}
+        if not _is_extension(files[name]):
+            imported |= {n.partition(".")[0] for n in _imports(data, files[name], name)}
     third_party = sorted(imported - measured_tops - set(sys.stdlib_module_names) - {"__future__"})
     dists = sorted({pair for top in third_party for pair in lookup(top)})
     config_bytes = canonical_config(config)
@@ -312,17 +325,25 @@ def _locate(name: str) -> tuple[Path | None, Path | None]:
     path = root.joinpath(*rest.split(".")) if rest else root
     if path.with_suffix(".py").is_file():
         return path.with_suffix(".py"), None
+    for suffix in _EXTENSION_SUFFIXES:
+        if (built := path.with_name(path.name + suffix)).is_file():
+            return built, None
     if path.is_dir() and "__pycache__" not in path.parts:
         init = path / "__init__.py"
         return (init if init.is_file() else None), path
     raise MeasurementError(f"no module {name!r} to measure (looked in {root})")
 
 
+def _is_extension(path: Path) -> bool:
+    return path.name.endswith(_EXTENSION_SUFFIXES)
+
+
 def _submodules(base: Path, package: str) -> Iterator[tuple[str, Path]]:
-    for path in sorted(base.rglob("*.py")):
-        if "__pycache__" in path.parts:
+    for path in sorted(base.rglob("*")):
+        if "__pycache__" in path.parts or not (path.suffix == ".py" or _is_extension(path)):
             continue
-        parts = path.relative_to(base).with_suffix("").parts
+        parts = path.relative_to(base).parts
+        parts = (*parts[:-1], parts[-1].partition(".")[0])  # drop .py or .cpython-…so
         if parts[-1] == "__init__":
             parts = parts[:-1]
         yield ".".join((package, *parts)), path
@@ -343,6 +364,11 @@ def module_files(modules: Iterable[str]) -> dict[str, Path]:
             files.update(_submodules(package, name))
         elif path is not None:
             files[name] = path
+    for owner, extension in OPTIONAL_EXTENSIONS.items():
+        if owner in files and extension not in files and _exists(extension):
+            built = _locate(extension)[0]
+            if built is not None:
+                files[extension] = built
     return files
 
 
@@ -413,7 +439,8 @@ def import_closure(modules: Iterable[str], *, within: str = PACKAGE) -> frozense
         path = _locate(name)[0]
         if path is not None:  # a namespace package has no code of its own
             code.add(name)
-            work.extend(_imports(_read(path), path, name))
+            if not _is_extension(path):
+                work.extend(_imports(_read(path), path, name))
     return frozenset(code)
 
 
