@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from meterseal.services.bus import PACKETS, Bus, Delivery, MemoryBus
+from meterseal.services.bus import PACKETS, Bus, MemoryBus
 
 BusFactory = Callable[[float], Coroutine[Any, Any, Bus]]
 
@@ -47,22 +47,21 @@ def test_each_message_goes_to_one_worker_and_acked_ones_never_return(make_bus: B
             await bus.publish(PACKETS, f"m{i}".encode(), msg_id=f"id{i}")
         first = await bus.consumer(PACKETS, "stage")
         second = await bus.consumer(PACKETS, "stage")
-        a = await first.fetch(10, 2.0)
-        for delivery in a:
-            await delivery.ack()
-        # A JetStream pull may hand over part of a batch, and messages the server sent to a
-        # pull request the client stopped waiting for come back after ack_wait (5 s): fetch,
-        # acking as we go, until all 20 are in or ack_wait has passed twice.
-        b: list[Delivery] = []
-        deadline = time.monotonic() + 10.0
-        while len(a) + len(b) < 20 and time.monotonic() < deadline:
-            more = await second.fetch(20, 1.0)
-            for delivery in more:
-                await delivery.ack()
-            b += more
-        got = [d.data for d in [*a, *b]]
+        # Both workers keep pulling, acking as they go. A JetStream pull may hand over part
+        # of a batch, and what arrives after a worker's pull stopped waiting is buffered for
+        # that worker's next pull: so each keeps pulling until all 20 are in, well inside
+        # ack_wait (5 s), after which the server would redeliver what was not acked.
+        got: list[bytes] = []
+        deadline = time.monotonic() + 4.0
+        while len(got) < 20 and time.monotonic() < deadline:
+            for consumer in (first, second):
+                taken = await consumer.fetch(10, 0.5)
+                for delivery in taken:
+                    await delivery.ack()
+                got += [d.data for d in taken]
         assert sorted(got) == sorted(f"m{i}".encode() for i in range(20))  # each exactly once
         assert await first.fetch(5, 0.5) == []
+        assert await second.fetch(5, 0.5) == []
         await bus.close()
 
     run(scenario())
