@@ -1,4 +1,4 @@
-"""The optional C extension; everything else about the package is in pyproject.toml."""
+"""The optional C extensions; everything else about the package is in pyproject.toml."""
 
 from setuptools import Extension, setup
 

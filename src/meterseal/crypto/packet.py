@@ -408,12 +408,17 @@ def _send_window(record: MeterRecord) -> tuple[int, int]:
     Exact integer arithmetic on microseconds: not_before <= sent <= not_after, and sent before
     any revocation (a reading sent at or after it is refused).
     """
-    first = -(-((record.not_before - _EPOCH) // _MICROSECOND) // 1_000_000)
-    last = ((record.not_after - _EPOCH) // _MICROSECOND) // 1_000_000
+    first = _epoch_seconds(record.not_before, ceil=True)
+    last = _epoch_seconds(record.not_after, ceil=False)
     if record.revoked_at is not None:
-        revoked = -(-((record.revoked_at - _EPOCH) // _MICROSECOND) // 1_000_000)
-        last = min(last, revoked - 1)
+        last = min(last, _epoch_seconds(record.revoked_at, ceil=True) - 1)
     return first, last
+
+
+def _epoch_seconds(instant: dt.datetime, *, ceil: bool) -> int:
+    """Whole seconds since the epoch of `instant`, rounded up or down, exactly."""
+    micros = (instant - _EPOCH) // _MICROSECOND
+    return -(-micros // 1_000_000) if ceil else micros // 1_000_000
 
 
 def _stored_signer(signed_bytes: bytes, registry: MeterDirectory) -> _Signed:

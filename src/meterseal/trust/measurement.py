@@ -365,8 +365,11 @@ def module_files(modules: Iterable[str]) -> dict[str, Path]:
         elif path is not None:
             files[name] = path
     for owner, extension in OPTIONAL_EXTENSIONS.items():
-        if owner in files and extension not in files and _exists(extension):
-            built = _locate(extension)[0]
+        if owner in files and extension not in files:
+            try:
+                built = _locate(extension)[0]
+            except MeasurementError:
+                continue  # not built in this install
             if built is not None:
                 files[extension] = built
     return files
