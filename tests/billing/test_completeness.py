@@ -96,3 +96,55 @@ def test_gaps_and_received_always_add_up(present: set[int], rule_name: str) -> N
     estimated = estimation_rule(rule_name).estimate(measured, missing)
     assert set(estimated) == set(missing)
     assert all(wh >= 0 for wh in estimated.values())
+
+
+@st.composite
+def near_complete_days(draw: st.DrawFn) -> list[SlotReading]:
+    """A day's 96 readings on the grid, with a few edits that break the grid or not."""
+    readings = _readings(DAY, list(range(DAY.slots)))
+    edits = draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["shift", "drop", "duplicate", "outside", "swap", "energy"]),
+                st.integers(0, DAY.slots - 1),
+                st.integers(1, 899),
+            ),
+            max_size=3,
+        )
+    )
+    for kind, i, amount in edits:
+        i %= len(readings)
+        r = readings[i]
+        if kind == "shift":
+            readings[i] = SlotReading(r.counter, r.timestamp + amount, r.energy_wh)
+        elif kind == "drop":
+            del readings[i]
+        elif kind == "duplicate":
+            readings.insert(i, SlotReading(r.counter - amount, r.timestamp, amount))
+        elif kind == "outside":
+            readings[i] = SlotReading(r.counter, DAY.end + amount, r.energy_wh)
+        elif kind == "swap":
+            j = (i + amount) % len(readings)
+            readings[i], readings[j] = readings[j], readings[i]
+        else:
+            readings[i] = SlotReading(r.counter, r.timestamp, amount)
+        if not readings:
+            break
+    return readings
+
+
+@given(near_complete_days())
+def test_assessing_a_list_at_once_is_assessing_it_reading_by_reading(
+    readings: list[SlotReading],
+) -> None:
+    # A list of a period's size may take the whole-month check; an iterator never does.
+    assert assess("M1", DAY, readings) == assess("M1", DAY, iter(readings))
+
+
+def test_a_complete_month_on_the_grid_is_complete_with_every_energy() -> None:
+    readings = [SlotReading(7 + s, MONTH.slot_start(s), s % 13) for s in range(MONTH.slots)]
+    result, measured = assess("M1", MONTH, readings)
+    assert result.complete
+    assert result.received == MONTH.slots
+    assert measured == {s: s % 13 for s in range(MONTH.slots)}
+    assert (result, measured) == assess("M1", MONTH, iter(readings))

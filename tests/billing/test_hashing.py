@@ -1,4 +1,4 @@
-"""The C bulk hashing gives exactly the Python definitions' bytes, and refuses what they refuse."""
+"""The bill's C extension gives the Python definitions' bytes and refuses what they refuse."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meterseal.billing import chain, hashing
+from meterseal.billing import bill, chain, hashing
 from meterseal.billing.merkle import EMPTY_ROOT, MerkleTree, leaf_hash, root_of
 
 packets = st.lists(st.binary(max_size=300), max_size=70)
@@ -89,6 +89,7 @@ def test_the_environment_switch_selects_the_python_functions() -> None:
         "assert hashing.NATIVE is None;"
         "assert hashing.chain_head is chain.chain_head;"
         "assert hashing.merkle_root is merkle.root_of;"
+        "from meterseal.billing import bill; assert bill._native_manifest is None;"
         "print(hashing.IMPLEMENTATION)"
     )
     env = {**os.environ, hashing.PURE_PYTHON_ENV: "1"}
@@ -96,3 +97,71 @@ def test_the_environment_switch_selects_the_python_functions() -> None:
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "Python (hashlib)"
+
+
+counters = st.integers(0, 2**64 - 1) | st.sampled_from(
+    [0, 23, 24, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**64 - 1]
+)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["M-1", "M-2", "", "Zähler-ü", "x" * 300]) | st.text(max_size=30),
+            counters,
+            st.binary(min_size=32, max_size=32),
+        ),
+        max_size=80,
+    )
+)
+def test_the_native_manifest_is_the_python_encoders_bytes(
+    entries: list[tuple[str, int, bytes]],
+) -> None:
+    columns = [list(c) for c in zip(*entries, strict=True)] if entries else [[], [], []]
+    encoded = _native().encode_manifest(*columns)
+    assert encoded == bill.py_encode_manifest(*columns)
+    assert encoded == bill.encode_manifest(*columns)
+
+
+class _Text(str):
+    """A str subclass: the C encoder leaves it to Python."""
+
+
+class _Number(int):
+    """An int subclass: the C encoder leaves it to Python."""
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        ("M-1", -1, bytes(32)),
+        ("M-1", 2**64, bytes(32)),
+        ("M-1", True, bytes(32)),
+        ("M-1", _Number(5), bytes(32)),
+        ("M-1", 5, bytes(31)),
+        ("M-1", 5, bytes(33)),
+        ("M-1", 5, bytearray(32)),
+        (b"M-1", 5, bytes(32)),
+        (_Text("M-1"), 5, bytes(32)),
+        ("\ud800", 5, bytes(32)),
+        (None, 5, bytes(32)),
+    ],
+)
+def test_the_native_manifest_declines_an_entry_off_its_shape(entry: tuple[object, ...]) -> None:
+    columns = [["M-0", entry[0]], [1, entry[1]], [bytes(32), entry[2]]]
+    assert _native().encode_manifest(*columns) is None
+    try:
+        expected: object = bill.py_encode_manifest(*columns)  # type: ignore[arg-type]
+    except Exception as exc:  # the Python encoder's own verdict, whatever it is
+        expected = type(exc)
+    try:
+        got: object = bill.encode_manifest(*columns)  # type: ignore[arg-type]
+    except Exception as exc:
+        got = type(exc)
+    assert got == expected
+
+
+def test_the_native_manifest_declines_columns_of_different_lengths() -> None:
+    assert _native().encode_manifest(["M-1"], [1, 2], [bytes(32)]) is None
+    with pytest.raises(TypeError):
+        _native().encode_manifest(["M-1"], 1, [bytes(32)])

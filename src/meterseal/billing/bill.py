@@ -9,13 +9,14 @@ signature of its own.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, NamedTuple
 
 from cryptography.exceptions import InvalidSignature
 
+from meterseal.billing import hashing
 from meterseal.billing.completeness import Duplicate, Period, PeriodError
 from meterseal.billing.tariff import ChargeLine, Charges
 from meterseal.crypto import cose
@@ -29,6 +30,9 @@ CONTENT_TYPE = "application/meterseal-bill+cbor"
 CHAIN_CONTEXT = "meterseal bill chain v1"
 _SCHEME = ES256()
 HASH_BYTES = 32  # a manifest leaf hash (SHA-256)
+_native_manifest: Callable[[Sequence[str], Sequence[int], Sequence[bytes]], bytes | None] | None = (
+    hashing.NATIVE.encode_manifest if hashing.NATIVE is not None else None
+)
 
 
 class BillFormatError(MetersealError):
@@ -333,6 +337,23 @@ def encode_manifest(
     meter_ids: Sequence[str], counters: Sequence[int], leaf_hashes: Sequence[bytes]
 ) -> bytes:
     """The manifest of the entries given column by column (the billing service has columns).
+
+    The bill's C extension (`billing.hashing.NATIVE`) writes it when built, ~20 ns an entry;
+    `py_encode_manifest` defines the bytes and encodes whatever the C encoder declines.
+    """
+    if not len(meter_ids) == len(counters) == len(leaf_hashes):
+        raise ValueError("manifest columns of different lengths")
+    if _native_manifest is not None:
+        encoded = _native_manifest(meter_ids, counters, leaf_hashes)
+        if encoded is not None:
+            return encoded
+    return py_encode_manifest(meter_ids, counters, leaf_hashes)
+
+
+def py_encode_manifest(
+    meter_ids: Sequence[str], counters: Sequence[int], leaf_hashes: Sequence[bytes]
+) -> bytes:
+    """`encode_manifest` in Python: the definition the C encoder is tested against.
 
     Written by hand (a meter's [meter, … head once, then the counter and the hash): cbor2
     spends ~0.6 µs an entry, ~1.8 ms a 2,880-packet bill, this ~0.2 µs. Tests hold it to

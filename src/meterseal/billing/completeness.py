@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -125,6 +126,10 @@ def assess(
     meter_id: str, period: Period, readings: Iterable[Slotted]
 ) -> tuple[Completeness, dict[int, int]]:
     """Completeness of one meter and the billed energy per filled slot."""
+    if isinstance(readings, Sequence) and len(readings) == period.slots:
+        complete = _complete_month(meter_id, period, readings)
+        if complete is not None:
+            return complete
     billed: dict[int, Slotted] = {}
     extra: dict[int, list[int]] = {}
     outside = []
@@ -155,6 +160,26 @@ def assess(
         tuple(sorted(outside)),
     )
     return result, {slot: r.energy_wh for slot, r in billed.items()}
+
+
+def _complete_month(
+    meter_id: str, period: Period, readings: Sequence[Slotted]
+) -> tuple[Completeness, dict[int, int]] | None:
+    """`assess` of readings that start exactly on each slot, in slot order; else None.
+
+    The month almost every meter sends, checked with one list comparison instead of a
+    Python step per reading: each slot then holds exactly one reading, nothing is outside.
+    """
+    if [r.timestamp for r in readings] != _slot_starts(period):
+        return None
+    energy = dict(zip(range(period.slots), [r.energy_wh for r in readings], strict=True))
+    return Completeness(meter_id, period.slots, period.slots, (), (), ()), energy
+
+
+@functools.lru_cache(maxsize=16)
+def _slot_starts(period: Period) -> list[int]:
+    # Read-only by contract: only compared against.
+    return list(range(period.start, period.end, period.interval))
 
 
 def _gaps(period: Period, filled: Mapping[int, object]) -> tuple[tuple[int, int], ...]:
@@ -215,6 +240,8 @@ class LinearEstimate:
 
     def estimate(self, measured: Mapping[int, int], missing: Sequence[int]) -> dict[int, int]:
         """Interpolated energy for each missing slot; 0 Wh if nothing was measured."""
+        if not missing:
+            return {}
         known = sorted(measured)
         out: dict[int, int] = {}
         for slot in missing:

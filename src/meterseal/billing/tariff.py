@@ -12,7 +12,7 @@ import hashlib
 import re
 import tomllib
 import zoneinfo
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import cached_property
@@ -32,8 +32,10 @@ from meterseal.billing.tariff_files import (
 from meterseal.billing.tariff_pricing import (
     ChargeLine,
     Charges,
+    Use,
     energy_line,
     energy_use,
+    slot_energy_use,
     standing_days,
     standing_line,
     total_charges,
@@ -67,6 +69,7 @@ __all__ = [
     "load_tariff",
     "loads_tariff",
     "price",
+    "price_slots",
 ]
 
 MAX_CBOR_BYTES = 65_536
@@ -189,6 +192,23 @@ def price(
     if period_end <= period_start:
         raise TariffError("period_end", "must be later than period_start")
     uses = energy_use(tariff.rates, tariff.zone, intervals, period_start, period_end)
+    return _charges(tariff, uses, period_start, period_end)
+
+
+def price_slots(
+    tariff: Tariff, slot_energy: Sequence[int], *, period_start: int, interval: int
+) -> Charges:
+    """`price` of a period cut into equal slots: slot i holds `slot_energy[i]` Wh.
+
+    The same charges as `price` of the intervals (period_start + i * interval, interval, Wh)
+    in [period_start, period_start + len(slot_energy) * interval), faster: the billing
+    service has a month as one energy per slot.
+    """
+    uses = slot_energy_use(tariff.rates, tariff.zone, slot_energy, period_start, interval)
+    return _charges(tariff, uses, period_start, period_start + len(slot_energy) * interval)
+
+
+def _charges(tariff: Tariff, uses: Sequence[Use], period_start: int, period_end: int) -> Charges:
     lines = [energy_line(label, wh, unit, tariff.currency) for label, wh, unit in uses]
     if tariff.standing_charge_per_day:
         days = standing_days(tariff.zone, period_start, period_end)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import (
@@ -120,6 +121,45 @@ def energy_use(
     return [u for u in uses if u[1] > 0] or uses[:1]
 
 
+def slot_energy_use(
+    rates: Rates, zone: ZoneInfo, slot_energy: Sequence[int], start: int, interval: int
+) -> list[Use]:
+    """`energy_use` of a grid: slot i is the interval (start + i * interval, interval, Wh).
+
+    The same lines as `energy_use` of those intervals (tests hold it to that), computed per
+    label over the grid instead of per interval: a month of 2,880 slots in ~0.1 ms.
+    """
+    if interval <= 0 or not slot_energy:
+        raise TariffError("intervals", "a grid needs at least one slot of positive length")
+    if min(slot_energy) < 0:
+        slot = next(i for i, wh in enumerate(slot_energy) if wh < 0)
+        raise TariffError("intervals", f"slot {slot} has {slot_energy[slot]} Wh; energy is >= 0")
+    if isinstance(rates, FlatRate):
+        return [("energy", _whole(sum(slot_energy)), rates.price_per_kwh)]
+    if isinstance(rates, TimeOfUse):
+        slots = _label_slots(rates, zone, start, interval, len(slot_energy))
+        energy = [_whole(sum(map(slot_energy.__getitem__, s))) for s in slots]
+        uses = list(zip(rates.labels, energy, rates.prices, strict=True))
+    else:
+        uses = _tier_use(rates, _whole(sum(slot_energy)))
+    return [u for u in uses if u[1] > 0] or uses[:1]
+
+
+@functools.lru_cache(maxsize=64)
+def _label_slots(
+    tou: TimeOfUse, zone: ZoneInfo, start: int, interval: int, count: int
+) -> tuple[tuple[int, ...], ...]:
+    """For each of the tariff's labels, the slots of the grid whose start falls in it.
+
+    A billing run prices every customer's month on the same grid: this is worked out once.
+    """
+    labels = _tou_labels(tou, zone, ((start + i * interval, interval, 0) for i in range(count)))
+    slots: list[list[int]] = [[] for _ in tou.labels]
+    for i, label in enumerate(labels):
+        slots[label].append(i)
+    return tuple(tuple(s) for s in slots)
+
+
 def _bad_interval(interval: Interval, start: int, end: int) -> TariffError:
     return TariffError(
         "intervals",
@@ -160,20 +200,35 @@ def _tier_use(tiers: TieredBlocks, total: int) -> list[Use]:
 def _tou_energy(
     tou: TimeOfUse, zone: ZoneInfo, intervals: Iterable[Interval], start: int, end: int
 ) -> list[int]:
-    table = tou.minute_table
     energy = [0] * len(tou.labels)
-    day = None
-    offset, steady = 0, True
-    for interval in intervals:
+    checked = _inside(intervals, start, end)
+    for interval, label in zip(checked, _tou_labels(tou, zone, checked), strict=True):
+        energy[label] += interval[2]
+    return [_whole(e) for e in energy]
+
+
+def _inside(intervals: Iterable[Interval], start: int, end: int) -> list[Interval]:
+    out = list(intervals)
+    for interval in out:
         ts, length, wh = interval
         if wh < 0 or length <= 0 or ts < start or ts + length > end:
             raise _bad_interval(interval, start, end)
+    return out
+
+
+def _tou_labels(tou: TimeOfUse, zone: ZoneInfo, intervals: Iterable[Interval]) -> list[int]:
+    """The label index of each interval: where its start falls in the zone's local week."""
+    table = tou.minute_table
+    labels = []
+    day = None
+    offset, steady = 0, True
+    for ts, _, _ in intervals:
         if ts // SECONDS_PER_DAY != day:
             day = ts // SECONDS_PER_DAY
             offset, steady = _day_offset(zone, day)
         local_day, second = divmod(ts + (offset if steady else _utc_offset(zone, ts)), 86_400)
-        energy[table[local_day % 7 * MINUTES_PER_DAY + second // 60]] += wh
-    return [_whole(e) for e in energy]
+        labels.append(table[local_day % 7 * MINUTES_PER_DAY + second // 60])
+    return labels
 
 
 def _day_offset(zone: ZoneInfo, unix_day: int) -> tuple[int, bool]:

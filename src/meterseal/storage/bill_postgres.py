@@ -16,7 +16,7 @@ import psycopg
 import sqlalchemy as sa
 from psycopg import errors as pg_errors
 
-from meterseal.billing.compute import BillPacket
+from meterseal.billing.compute import BillPacket, packets_of
 from meterseal.billing.merkle import MerkleTree
 from meterseal.storage.schema import StorageError
 
@@ -66,7 +66,7 @@ def packets(connection: sa.Connection, ids: list[str], start: int, end: int) -> 
         cursor = _driver(connection).execute(
             f"{PACKETS_SELECT} WHERE {where}", (ids, start, end), binary=True
         )
-        return list(map(BillPacket._make, cursor.fetchall()))
+        return packets_of(cursor.fetchall())
     except psycopg.Error as exc:
         raise StorageError(f"storage failed: {exc}") from exc
 

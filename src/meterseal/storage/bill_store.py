@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from cryptography import x509
 
 from meterseal.billing.bill import manifest_from_cbor
-from meterseal.billing.compute import BillPacket
+from meterseal.billing.compute import BillPacket, packets_of
 from meterseal.billing.merkle import MerkleTree, leaf_hash
 from meterseal.billing.proofs import ProofConflict, ProofNotFound, ReadingProof, make_reading_proof
 from meterseal.billing.tariff import Tariff, TariffBook
@@ -151,7 +151,7 @@ class BillStore:
             result = connection.exec_driver_sql(
                 f"{_PACKETS_SELECT} WHERE {where}", (*ids, start, end)
             )
-            return list(map(BillPacket._make, result.cursor.fetchall()))
+            return packets_of(result.cursor.fetchall())
 
     def packets_by_key(self, keys: Iterable[tuple[str, int]]) -> list[BillPacket]:
         """The stored originals with these (meter, counter) keys, wherever their timestamps."""
@@ -166,7 +166,7 @@ class BillStore:
                     query = sa.select(*(so.c[c] for c in _PACKET_COLUMNS)).where(
                         so.c.meter_id == meter_id, so.c.counter.in_(counters[i : i + 1000])
                     )
-                    out += [BillPacket(*row) for row in connection.execute(query).all()]
+                    out += packets_of(connection.execute(query).all())
         return out
 
     def meter_certificate(self, meter_id: str) -> tuple[bytes, str] | None:

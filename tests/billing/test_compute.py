@@ -1,0 +1,89 @@
+"""A computed bill's charges are the tariff's price of every measured and estimated interval."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from meterseal.billing.completeness import (
+    ESTIMATION_RULES,
+    EstimationRule,
+    Period,
+    assess,
+    missing_slots,
+)
+from meterseal.billing.compute import BillPacket, BillRequest, compute_bill, packets_of
+from meterseal.billing.tariff import Tariff, builtin_tariffs, price
+
+DAY = Period.days(dt.date(2026, 10, 24), 2)  # over the night Berlin leaves summer time
+TARIFFS = [builtin_tariffs().get(t, 1) for t in ("example-flat", "example-tiered", "example-tou")]
+
+
+@st.composite
+def meter_days(draw: st.DrawFn, meter_id: str) -> list[BillPacket]:
+    """A meter's readings: most slots, some missing, some twice, one maybe outside."""
+    slots = draw(st.sets(st.integers(0, DAY.slots - 1), min_size=0, max_size=DAY.slots))
+    if draw(st.booleans()):
+        slots |= set(range(DAY.slots))  # a complete period, the common case
+    twice = draw(st.sets(st.sampled_from(sorted(slots)), max_size=3)) if slots else set()
+    packets = [
+        BillPacket(meter_id, 1000 + s, DAY.slot_start(s), draw(st.integers(0, 5000)), b"%d" % s)
+        for s in sorted(slots)
+    ]
+    packets += [BillPacket(meter_id, 9000 + s, DAY.slot_start(s) + 60, 7, b"x") for s in twice]
+    if draw(st.booleans()):
+        packets.append(BillPacket(meter_id, 50, DAY.end + 900, 10**6, b"late"))
+    return packets
+
+
+def _intervals(request: BillRequest, packets: list[BillPacket]) -> list[tuple[int, int, int]]:
+    """The priced intervals by the definition: each meter's measured and estimated slots."""
+    out = []
+    for meter_id in request.meter_ids:
+        mine = [p for p in packets if p.meter_id == meter_id]
+        result, measured = assess(meter_id, DAY, iter(mine))
+        estimated = request.estimation.estimate(measured, missing_slots(DAY, result.gaps))
+        out += [(DAY.slot_start(s), DAY.interval, wh) for s, wh in (measured | estimated).items()]
+    return out
+
+
+@given(
+    meter_days("M-1"),
+    meter_days("M-2"),
+    st.sampled_from(TARIFFS),
+    st.sampled_from(sorted(ESTIMATION_RULES.values(), key=lambda r: r.name)),
+)
+def test_charges_are_the_price_of_each_meters_measured_and_estimated_slots(
+    first: list[BillPacket], second: list[BillPacket], tariff: Tariff, rule: EstimationRule
+) -> None:
+    packets = first + second
+    request = BillRequest("b", "c", ("M-1", "M-2"), DAY, tariff, rule, 0)
+    bill = compute_bill(request, packets).bill
+    expected = price(tariff, _intervals(request, packets), period_start=DAY.start,
+                     period_end=DAY.end)  # fmt: skip
+    assert bill.charges == expected
+    assert [m.meter_id for m in bill.meters] == ["M-1", "M-2"]
+    assert sum(m.measured_wh + m.estimated_wh for m in bill.meters) == sum(
+        line.energy_wh for line in expected.lines
+    )
+
+
+def test_rows_become_bill_packets_field_by_field() -> None:
+    rows = [("M-1", 7, 1_700_000_000, 120, b"signed"), ["M-2", 8, 1_700_000_900, 0, b"s2"]]
+    packets = packets_of(rows)
+    assert packets == [BillPacket(*rows[0]), BillPacket(*rows[1])]
+    assert all(type(p) is BillPacket for p in packets)
+    assert (packets[1].meter_id, packets[1].timestamp, packets[1].signed_original) == (
+        "M-2",
+        1_700_000_900,
+        b"s2",
+    )
+    assert packets_of([]) == []
+
+
+def test_rows_of_another_width_are_refused() -> None:
+    with pytest.raises(TypeError, match="5 columns, not 4"):
+        packets_of([("M-1", 7, 1_700_000_000, 120)])
