@@ -39,16 +39,16 @@ _BILL_COLUMNS = (
     "manifest",
     "log_index",
 )
-_INSERT_BILL = (
+INSERT_BILL = (
     f"INSERT INTO bills ({', '.join(_BILL_COLUMNS)}) "  # noqa: S608 - constant names
     f"VALUES ({', '.join(['%s'] * len(_BILL_COLUMNS))})"
 )
-_INSERT_LEAF = "INSERT INTO bill_log (log_index, bill_id, leaf_hash) VALUES (%s, %s, %s)"
-_INSERT_HEAD = (
+INSERT_LEAF = "INSERT INTO bill_log (log_index, bill_id, leaf_hash) VALUES (%s, %s, %s)"
+INSERT_HEAD = (
     "INSERT INTO bill_log_heads (tree_size, root, signed_head, issued_at) VALUES (%s, %s, %s, %s)"
 )
 _BILL_SELECT = f"SELECT {', '.join(_BILL_COLUMNS)} FROM bills WHERE bill_id = %s"  # noqa: S608 - constant
-_NEWER_LEAVES = "SELECT leaf_hash FROM bill_log WHERE log_index >= %s ORDER BY log_index"
+NEWER_LEAVES = "SELECT leaf_hash FROM bill_log WHERE log_index >= %s ORDER BY log_index"
 
 
 class BillIdTaken(StorageError):
@@ -94,14 +94,14 @@ def record_bill(
     try:
         with driver.pipeline(), driver.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", (BILL_LOG_LOCK,))
-            cursor.execute(_NEWER_LEAVES, (log.size,), binary=True)
+            cursor.execute(NEWER_LEAVES, (log.size,), binary=True)
             for (leaf,) in cursor.fetchall():  # fetching syncs the pipeline: one round trip
                 log.append(bytes(leaf))
             index = log.append(leaf_hash)
             head = sign_head(log.size, log.root)
-            cursor.execute(_INSERT_BILL, (*row, index))
-            cursor.execute(_INSERT_LEAF, (index, row[0], leaf_hash))
-            cursor.execute(_INSERT_HEAD, (log.size, log.root, head, row[4]))
+            cursor.execute(INSERT_BILL, (*row, index))
+            cursor.execute(INSERT_LEAF, (index, row[0], leaf_hash))
+            cursor.execute(INSERT_HEAD, (log.size, log.root, head, row[4]))
     except pg_errors.UniqueViolation as exc:
         if exc.diag.constraint_name == "pk_bills":
             raise BillIdTaken(row[0]) from None

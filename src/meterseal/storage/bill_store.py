@@ -20,7 +20,7 @@ from meterseal.billing.compute import BillPacket, packets_of
 from meterseal.billing.merkle import MerkleTree, leaf_hash
 from meterseal.billing.proofs import ProofConflict, ProofNotFound, ReadingProof, make_reading_proof
 from meterseal.billing.tariff import Tariff, TariffBook
-from meterseal.storage import bill_postgres
+from meterseal.storage import bill_postgres, bill_sqlite
 from meterseal.storage.schema import (
     StorageError,
     audit_reports,
@@ -142,16 +142,9 @@ class BillStore:
         """The meters' stored originals with column timestamps in [start, end)."""
         ids = list(meter_ids)
         with self.store.connection() as connection:
-            if connection.dialect.name == "postgresql":
-                return bill_postgres.packets(connection, ids, start, end)
-            # The driver's own statement, all rows at once, tuples straight into BillPackets:
-            # SQLAlchemy's statement and row objects cost ~2 ms on a 2,880-row month.
-            marks = ", ".join("?" * len(ids))
-            where = f'meter_id IN ({marks}) AND "timestamp" >= ? AND "timestamp" < ?'
-            result = connection.exec_driver_sql(
-                f"{_PACKETS_SELECT} WHERE {where}", (*ids, start, end)
-            )
-            return packets_of(result.cursor.fetchall())
+            on_postgres = connection.dialect.name == "postgresql"
+            read = bill_postgres.packets if on_postgres else bill_sqlite.packets
+            return read(connection, ids, start, end)
 
     def packets_by_key(self, keys: Iterable[tuple[str, int]]) -> list[BillPacket]:
         """The stored originals with these (meter, counter) keys, wherever their timestamps."""
@@ -220,36 +213,12 @@ class BillStore:
         (`MerkleTree(bill_store.log_leaves())`).
         """
         with self.store.transaction() as connection:
-            if connection.dialect.name == "postgresql":
-                try:
-                    return bill_postgres.record_bill(
-                        connection, bill[:-1], leaf_hash, log, sign_head
-                    )
-                except bill_postgres.BillIdTaken:
-                    raise BillExists(f"bill {bill.bill_id} exists already") from None
-            newer = sa.select(bill_log.c.leaf_hash).where(bill_log.c.log_index >= log.size)
-            for (leaf,) in connection.execute(newer.order_by(bill_log.c.log_index)):
-                log.append(bytes(leaf))
-            index = log.append(leaf_hash)
+            on_postgres = connection.dialect.name == "postgresql"
+            record = bill_postgres.record_bill if on_postgres else bill_sqlite.record_bill
             try:
-                # No SELECT first: the primary key refuses a second bill under the same id.
-                connection.execute(bills.insert().values(**(bill._asdict() | {"log_index": index})))
-            except sa.exc.IntegrityError as exc:
-                if "bills.bill_id" not in str(exc.orig):
-                    raise
+                return record(connection, bill[:-1], leaf_hash, log, sign_head)
+            except bill_postgres.BillIdTaken:
                 raise BillExists(f"bill {bill.bill_id} exists already") from None
-            connection.execute(
-                bill_log.insert().values(log_index=index, bill_id=bill.bill_id, leaf_hash=leaf_hash)
-            )
-            connection.execute(
-                bill_log_heads.insert().values(
-                    tree_size=log.size,
-                    root=log.root,
-                    signed_head=sign_head(log.size, log.root),
-                    issued_at=bill.issued_at,
-                )
-            )
-            return index
 
     def bill(self, bill_id: str) -> StoredBill | None:
         """One bill by id."""
