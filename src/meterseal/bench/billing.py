@@ -424,7 +424,7 @@ def _notes(bench: BillingBench) -> tuple[str, ...]:
         f"{bench.meters:,} meters x {bench.intervals:,} readings {signed}; {loads}",
         "each round bills customers no earlier round billed; phases are means, p50/p99/max "
         "are of the whole bill",
-        f"bill hashing (chain, leaves, Merkle root): {hashing.IMPLEMENTATION}; signed-original "
+        f"bill hashing and manifest: {hashing.IMPLEMENTATION}; signed-original "
         f"reader: {fixed.IMPLEMENTATION} (C: the optional extensions; Python: not built, or "
         "switched off by MS_PURE_PYTHON_HASHES / MS_PURE_PYTHON_READER)",
     )
