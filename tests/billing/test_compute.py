@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping, Sequence
 
 import pytest
 from hypothesis import given
@@ -15,7 +16,13 @@ from meterseal.billing.completeness import (
     assess,
     missing_slots,
 )
-from meterseal.billing.compute import BillPacket, BillRequest, compute_bill, packets_of
+from meterseal.billing.compute import (
+    BillCheckError,
+    BillPacket,
+    BillRequest,
+    compute_bill,
+    packets_of,
+)
 from meterseal.billing.tariff import Tariff, builtin_tariffs, price
 
 DAY = Period.days(dt.date(2026, 10, 24), 2)  # over the night Berlin leaves summer time
@@ -87,3 +94,29 @@ def test_rows_become_bill_packets_field_by_field() -> None:
 def test_rows_of_another_width_are_refused() -> None:
     with pytest.raises(TypeError, match="5 columns, not 4"):
         packets_of([("M-1", 7, 1_700_000_000, 120)])
+
+
+class _Overreaching:
+    """An estimation rule that also 'estimates' a slot that was measured."""
+
+    name = "overreaching"
+
+    def estimate(self, measured: Mapping[int, int], missing: Sequence[int]) -> dict[int, int]:
+        return dict.fromkeys([*missing, *list(measured)[:1]], 1)
+
+
+def test_a_rule_estimating_more_than_the_gaps_is_refused() -> None:
+    packets = [BillPacket("M-1", s, DAY.slot_start(s), 5, b"x") for s in range(0, DAY.slots, 2)]
+    request = BillRequest("b", "c", ("M-1",), DAY, TARIFFS[0], _Overreaching(), 0)
+    with pytest.raises(BillCheckError, match="did not estimate exactly the gaps"):
+        compute_bill(request, packets)
+
+
+def test_negative_energy_is_refused_even_beside_another_meters_energy() -> None:
+    first = [BillPacket("M-1", s, DAY.slot_start(s), 10, b"a") for s in range(DAY.slots)]
+    second = [BillPacket("M-2", s, DAY.slot_start(s), 10, b"b") for s in range(DAY.slots)]
+    second[7] = second[7]._replace(energy_wh=-3)  # a column altered in the store
+    rule = ESTIMATION_RULES["zero"]
+    request = BillRequest("b", "c", ("M-1", "M-2"), DAY, TARIFFS[0], rule, 0)
+    with pytest.raises(BillCheckError, match="meter M-2: negative energy"):
+        compute_bill(request, first + second)

@@ -165,3 +165,13 @@ def test_the_native_manifest_declines_columns_of_different_lengths() -> None:
     assert _native().encode_manifest(["M-1"], [1, 2], [bytes(32)]) is None
     with pytest.raises(TypeError):
         _native().encode_manifest(["M-1"], 1, [bytes(32)])
+
+
+@pytest.mark.parametrize(
+    ("entries", "meter_id"),
+    [(255, "M-1"), (256, "M-1"), (65_536, "M-1"), (3, "m" * 65_536), (2, "ü" * 40_000)],
+)
+def test_the_native_manifest_at_array_and_text_head_boundaries(entries: int, meter_id: str) -> None:
+    columns = ([meter_id] * entries, list(range(entries)), [bytes(32)] * entries)
+    encoded = _native().encode_manifest(*columns)
+    assert encoded == bill.py_encode_manifest(*columns)

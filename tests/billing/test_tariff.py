@@ -609,3 +609,9 @@ def test_a_float_in_a_grid_is_refused() -> None:
     tou = tariff(TimeOfUse((window("day", "08:00", "20:00", "1"),), D(0)))
     with pytest.raises(TariffError, match="integer Wh"):
         price_slots(tou, [1, 2.5, 3], period_start=NOV1, interval=900)  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize(("start", "interval"), [(float(NOV1), 900), (NOV1, 900.0), (NOV1, True)])
+def test_a_grid_of_other_than_integer_seconds_is_refused(start: object, interval: object) -> None:
+    with pytest.raises(TariffError, match="integer seconds"):
+        price_slots(tariff(FlatRate(D(1))), [1, 2], period_start=start, interval=interval)  # type: ignore[arg-type]

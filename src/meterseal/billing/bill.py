@@ -31,7 +31,8 @@ CHAIN_CONTEXT = "meterseal bill chain v1"
 _SCHEME = ES256()
 HASH_BYTES = 32  # a manifest leaf hash (SHA-256)
 _native_manifest: Callable[[Sequence[str], Sequence[int], Sequence[bytes]], bytes | None] | None = (
-    hashing.NATIVE.encode_manifest if hashing.NATIVE is not None else None
+    # getattr: an extension built before the encoder existed still loads; Python encodes then.
+    getattr(hashing.NATIVE, "encode_manifest", None)
 )
 
 

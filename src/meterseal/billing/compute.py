@@ -180,7 +180,8 @@ def _statements(
     totals: list[int] | None = None
     for meter_id in sorted(request.meter_ids):
         completeness, measured = assess(meter_id, period, by_meter.get(meter_id, ()))
-        estimated = request.estimation.estimate(measured, slots_in(period, completeness.gaps))
+        missing = slots_in(period, completeness.gaps)
+        estimated = _estimate(request.estimation, measured, missing)
         statements.append(
             MeterStatement(
                 meter_id,
@@ -196,8 +197,18 @@ def _statements(
         # Every slot is measured or estimated: a gap's slots are exactly what is estimated.
         energy = (measured | estimated).get
         slots = list(map(energy, range(period.slots), repeat(0)))
+        if slots and min(slots) < 0:  # checked per meter: a sum over meters could hide it
+            raise BillCheckError(f"meter {meter_id}: negative energy in its readings")
         totals = slots if totals is None else list(map(operator.add, totals, slots))
     return tuple(statements), totals if totals is not None else [0] * period.slots
+
+
+def _estimate(rule: EstimationRule, measured: dict[int, int], missing: list[int]) -> dict[int, int]:
+    """The rule's estimate of exactly the missing slots; BillCheckError for anything else."""
+    estimated = rule.estimate(measured, missing)
+    if estimated.keys() != set(missing):
+        raise BillCheckError(f"estimation rule {rule.name!r} did not estimate exactly the gaps")
+    return estimated
 
 
 def check_bill(bill: Bill, packets: Sequence[BillPacket]) -> None:

@@ -14,6 +14,7 @@
 #define OPENSSL_SUPPRESS_DEPRECATED /* SHA256_Init & co.: the cheapest entry for short inputs */
 #include <Python.h>
 #include <openssl/sha.h>
+#include <assert.h>
 
 #define HASH 32
 #define MAX_DEPTH 64 /* a stack entry per bit of a Py_ssize_t leaf count */
@@ -267,15 +268,22 @@ static PyObject *encode_manifest(PyObject *self, PyObject *args) {
             result = Py_NewRef(Py_None);
             goto done;
         }
-        total += 1 + head_size((unsigned long long)text_size) + text_size + head_size(count) +
-                 2 + HASH;
+        Py_ssize_t entry = 1 + head_size((unsigned long long)text_size) + text_size +
+                           head_size(count) + 2 + HASH;
+        if (total > PY_SSIZE_T_MAX - entry) { /* only reachable where Py_ssize_t is 32 bits */
+            result = Py_NewRef(Py_None);
+            goto done;
+        }
+        total += entry;
     }
     result = PyBytes_FromStringAndSize(NULL, total);
     if (result == NULL) {
         goto done;
     }
-    unsigned char *out = put_head((unsigned char *)PyBytes_AS_STRING(result), 0x80,
-                                  (unsigned long long)n);
+    unsigned char *start = (unsigned char *)PyBytes_AS_STRING(result);
+    unsigned char *out = put_head(start, 0x80, (unsigned long long)n);
+    /* The GIL is held and nothing here runs Python code: the entries are as the first pass
+     * found them, so each still has its parts. */
     for (Py_ssize_t i = 0; i < n; i++) {
         entry_parts(meters[i], counters[i], leaves[i], &text, &text_size, &count);
         *out++ = 0x83;
@@ -288,6 +296,7 @@ static PyObject *encode_manifest(PyObject *self, PyObject *args) {
         memcpy(out, PyBytes_AS_STRING(leaves[i]), HASH);
         out += HASH;
     }
+    assert(out == start + total);
 done:
     for (int c = 0; c < 3; c++) {
         Py_XDECREF(fast[c]);
