@@ -246,21 +246,11 @@ class _Routes:
     @_get("/v1/customers/{customer_id}/bills", CustomerBills)
     def customer_bills(self, customer_id: Name) -> CustomerBills:
         """A customer's bills, oldest first, with each one's latest audit verdict."""
-        stored = self.bills.bills(customer_id)
+        listed = self.bills.bill_summaries(customer_id)
         known = sa.select(meters.c.meter_id).where(meters.c.customer_id == customer_id)
-        if not stored:
+        if not listed:
             self._found(self._one(known.limit(1)), f"no customer {customer_id!r}")
-        entries = []
-        for b in stored:
-            reports = self.bills.reports(b.bill_id)
-            entries.append(
-                BillEntry(
-                    **b._asdict(),
-                    audited=bool(reports),
-                    clean=reports[0].clean if reports else None,
-                    countersigned=any(r.clean for r in reports),
-                )
-            )
+        entries = [BillEntry(**b._asdict()) for b in listed]
         self.counts["bill_lists"] += 1
         return CustomerBills(customer_id=customer_id, bills=entries)
 

@@ -67,6 +67,21 @@ class StoredReport(NamedTuple):
     countersigned_bill: bytes | None
 
 
+class BillSummary(NamedTuple):
+    """A bill as a customer's list shows it: no signed bytes or manifest, its audit verdicts."""
+
+    bill_id: str
+    period_start: int
+    period_end: int
+    issued_at: int
+    currency: str
+    total: str
+    log_index: int
+    audited: bool
+    clean: bool | None  # the latest audit's verdict; None: never audited
+    countersigned: bool  # some audit, maybe an earlier one, was clean and countersigned it
+
+
 class LogHead(NamedTuple):
     """A signed tree head of the bill log."""
 
@@ -241,6 +256,32 @@ class BillStore:
         with self.store.connection() as connection:
             return [StoredBill(*row) for row in connection.execute(query)]
 
+    def bill_summaries(self, customer_id: str) -> list[BillSummary]:
+        """A customer's bills, oldest log entry first, with verdicts, in one query.
+
+        Not `bills()` and `reports()` per bill: those read every bill's ~130 kB manifest and
+        make a round trip per bill.
+        """
+        b, a = bills, audit_reports
+        latest = (
+            sa.select(a.c.clean)
+            .where(a.c.bill_id == b.c.bill_id)
+            .order_by(a.c.id.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
+        clean_once = sa.exists().where(a.c.bill_id == b.c.bill_id, a.c.clean)
+        query = (
+            sa.select(*(b.c[c] for c in BillSummary._fields[:7]), latest, clean_once)
+            .where(b.c.customer_id == customer_id)
+            .order_by(b.c.log_index)
+        )
+        with self.store.connection() as connection:
+            return [
+                BillSummary(*row[:7], row[7] is not None, _bool(row[7]), bool(row[8]))
+                for row in connection.execute(query)
+            ]
+
     def log_leaves(self) -> list[bytes]:
         """Every leaf hash of the bill log, in order."""
         with self.store.connection() as connection:
@@ -287,6 +328,10 @@ class BillStore:
             query = query.where(a.c.bill_id == bill_id)
         with self.store.connection() as connection:
             return [StoredReport(*row) for row in connection.execute(query)]
+
+
+def _bool(value: object) -> bool | None:
+    return None if value is None else bool(value)  # SQLite answers 0 and 1
 
 
 def countersigned_of(reports: Sequence[StoredReport]) -> bytes | None:
