@@ -172,7 +172,7 @@ def _complete_month(
     """
     if [r.timestamp for r in readings] != _slot_starts(period):
         return None
-    energy = dict(zip(range(period.slots), [r.energy_wh for r in readings], strict=True))
+    energy = dict(enumerate(r.energy_wh for r in readings))
     return Completeness(meter_id, period.slots, period.slots, (), (), ()), energy
 
 
