@@ -55,7 +55,8 @@ class BillIdTaken(StorageError):
     """The bills table's primary key refused the bill id (the bill store says BillExists)."""
 
 
-def _driver(connection: sa.Connection) -> Any:
+def driver_of(connection: sa.Connection) -> Any:
+    """The DB-API connection under a SQLAlchemy connection (psycopg or sqlite3)."""
     return connection.connection.driver_connection
 
 
@@ -63,7 +64,7 @@ def packets(connection: sa.Connection, ids: list[str], start: int, end: int) -> 
     """The meters' stored originals with column timestamps in [start, end), read in binary."""
     where = 'meter_id = ANY(%s) AND "timestamp" >= %s AND "timestamp" < %s'
     try:
-        cursor = _driver(connection).execute(
+        cursor = driver_of(connection).execute(
             f"{PACKETS_SELECT} WHERE {where}", (ids, start, end), binary=True
         )
         return packets_of(cursor.fetchall())
@@ -74,7 +75,7 @@ def packets(connection: sa.Connection, ids: list[str], start: int, end: int) -> 
 def bill(connection: sa.Connection, bill_id: str) -> tuple[Any, ...] | None:
     """The bills row (columns in table order) of `bill_id`, read in binary, or None."""
     try:
-        cursor = _driver(connection).execute(_BILL_SELECT, (bill_id,), binary=True)
+        cursor = driver_of(connection).execute(_BILL_SELECT, (bill_id,), binary=True)
         return cursor.fetchone()  # type: ignore[no-any-return]
     except psycopg.Error as exc:
         raise StorageError(f"storage failed: {exc}") from exc
@@ -90,7 +91,7 @@ def record_bill(
     """Append a bill (`row`: the bills columns but log_index) to the log, inside the caller's
     transaction; its log index. BillIdTaken if the id is taken (the transaction is then
     aborted), StorageError for anything else the server refuses."""
-    driver = _driver(connection)
+    driver = driver_of(connection)
     try:
         with driver.pipeline(), driver.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", (BILL_LOG_LOCK,))
@@ -98,10 +99,11 @@ def record_bill(
             for (leaf,) in cursor.fetchall():  # fetching syncs the pipeline: one round trip
                 log.append(bytes(leaf))
             index = log.append(leaf_hash)
-            head = sign_head(log.size, log.root)
+            root = log.root
+            head = sign_head(log.size, root)
             cursor.execute(INSERT_BILL, (*row, index))
             cursor.execute(INSERT_LEAF, (index, row[0], leaf_hash))
-            cursor.execute(INSERT_HEAD, (log.size, log.root, head, row[4]))
+            cursor.execute(INSERT_HEAD, (log.size, root, head, row[4]))
     except pg_errors.UniqueViolation as exc:
         if exc.diag.constraint_name == "pk_bills":
             raise BillIdTaken(row[0]) from None

@@ -25,10 +25,6 @@ _NEWER_LEAVES = bill_postgres.NEWER_LEAVES.replace("%s", "?")
 _TAKEN = "UNIQUE constraint failed: bills.bill_id"
 
 
-def _driver(connection: sa.Connection) -> Any:
-    return connection.connection.driver_connection
-
-
 def packets(
     connection: sa.Connection, ids: Sequence[str], start: int, end: int
 ) -> list[BillPacket]:
@@ -36,7 +32,7 @@ def packets(
     marks = ", ".join("?" * len(ids))
     where = f'meter_id IN ({marks}) AND "timestamp" >= ? AND "timestamp" < ?'
     try:
-        cursor = _driver(connection).execute(
+        cursor = bill_postgres.driver_of(connection).execute(
             f"{bill_postgres.PACKETS_SELECT} WHERE {where}", (*ids, start, end)
         )
         return packets_of(cursor.fetchall())
@@ -54,7 +50,7 @@ def record_bill(
     """Append a bill (`row`: the bills columns but log_index) to the log, inside the caller's
     write transaction (which holds SQLite's write lock); its log index. BillIdTaken if the id
     is taken, StorageError for anything else SQLite refuses."""
-    driver = _driver(connection)
+    driver = bill_postgres.driver_of(connection)
     try:
         for (leaf,) in driver.execute(_NEWER_LEAVES, (log.size,)):
             log.append(bytes(leaf))

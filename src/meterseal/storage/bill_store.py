@@ -34,7 +34,6 @@ from meterseal.storage.schema import (
 from meterseal.storage.store import Store
 
 _PACKET_COLUMNS = bill_postgres.PACKET_COLUMNS
-_PACKETS_SELECT = bill_postgres.PACKETS_SELECT
 
 
 class BillExists(StorageError):
