@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
+from meterseal.crypto.suites import SUITES
 from meterseal.errors import MetersealError
 
 if TYPE_CHECKING:
@@ -25,6 +26,9 @@ StoreUrl = Annotated[
 ]
 DEFAULT_DEPLOYMENT = Path("var/deployment")
 DEFAULT_STORE = "sqlite:///var/meterseal.db"
+SUITE_HELP = f"cipher suite: {', '.join(SUITES)}"
+# Every core opens packets when there is more than one; on one core a worker would only add IPC.
+AUTO_OPEN_WORKERS = cores if (cores := os.cpu_count() or 1) > 1 else 0
 
 
 def passphrase(env_name: str) -> bytes | None:

@@ -1,0 +1,308 @@
+"""The `meterseal bench` commands: reproducible experiments printing tables and writing plots."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from meterseal.cli_common import AUTO_OPEN_WORKERS, SUITE_HELP, console, fail
+from meterseal.crypto.suites import suite_named
+from meterseal.errors import MetersealError
+from meterseal.services.cli import NatsUrl
+
+bench_app = typer.Typer(
+    help="Reproducible experiments (tables, plots, docs/benchmarks.md).", no_args_is_help=True
+)
+
+
+@bench_app.command("connections")
+def bench_connections(
+    meters: Annotated[int, typer.Option(help="meters connected at once")] = 65_000,
+    relays: Annotated[int, typer.Option(help="relay processes (0: one per 14,000 meters)")] = 0,
+    senders: Annotated[
+        int, typer.Option(help="meter-side processes (0: one per 16,250 meters)")
+    ] = 0,
+    readings: Annotated[int, typer.Option(help="sealed readings each meter sends")] = 1,
+    store: Annotated[str, typer.Option(help="sqlite or postgres (at MS_POSTGRES_URL)")] = "sqlite",
+    upstreams: Annotated[int, typer.Option(help="head-end connections per relay")] = 8,
+    open_workers: Annotated[int, typer.Option(help="processes opening packets")] = 1,
+    out: Annotated[Path, typer.Option(help="directory for the plot PNG")] = Path("docs/img"),
+) -> None:
+    """Meters connected at once over TCP through relay processes; exits 1 unless zero errors."""
+    from meterseal.bench.connections import (
+        ConnectionsPlan,
+        plot_connections,
+        result_table,
+        run_connections,
+    )
+    from meterseal.bench.timing import Machine
+
+    plan = ConnectionsPlan(meters, relays, senders, readings, store, upstreams, open_workers)
+    try:
+        result = run_connections(console, plan)
+    except MetersealError as exc:
+        raise fail(exc) from exc
+    table = result_table([result], Machine.probe(None))
+    console.print(table.rich())
+    console.print(table.markdown(), markup=False, highlight=False, soft_wrap=True)
+    console.print(f"plot: {plot_connections(result, out / 'bench-connections.png')}")
+    if not result.ok:
+        console.print(f"[red]error:[/red] not zero errors: {dict(+result.errors)}")
+        raise typer.Exit(code=1)
+
+
+@bench_app.command("crypto")
+def bench_crypto(
+    seconds: Annotated[float, typer.Option(help="measuring time per operation")] = 1.0,
+    out: Annotated[Path, typer.Option(help="directory for the plot PNG")] = Path("docs/img"),
+) -> None:
+    """Seal/open per suite against the raw primitives, plus the SGX paper's experiment 3.1."""
+    from meterseal.bench.crypto import run_bench
+
+    run_bench(console, seconds=seconds, out_dir=out)
+
+
+@bench_app.command("ingest")
+def bench_ingest(
+    suite: Annotated[list[str], typer.Option(help=SUITE_HELP)] = ["p256", "paper"],  # noqa: B006
+    store: Annotated[list[str], typer.Option(help="sqlite and/or postgres")] = ["sqlite"],  # noqa: B006
+    transport: Annotated[
+        str, typer.Option(help="tcp, mqtt (Mosquitto at MS_MQTT_URL) or inproc")
+    ] = "tcp",
+    meters: Annotated[int, typer.Option(help="meters (the paper suite uses an eighth)")] = 1000,
+    readings: Annotated[int, typer.Option(help="readings per meter")] = 24,
+    open_workers: Annotated[int, typer.Option(help="processes opening packets")] = max(
+        AUTO_OPEN_WORKERS, 1
+    ),
+    out: Annotated[Path, typer.Option(help="directory for the plot PNG")] = Path("docs/img"),
+) -> None:
+    """Packets/s from sent to durable per suite and store, beside the open-only bound."""
+    from meterseal.bench.ingest import plot_ingest, result_table, run_suite
+    from meterseal.bench.timing import Machine
+
+    results = []
+    for store_kind in store:
+        for name in suite:
+            chosen = suite_named(name)
+            count = max(1, meters // 8) if chosen.name == "paper" else meters
+            results.append(
+                run_suite(
+                    console,
+                    chosen,
+                    store_kind=store_kind,
+                    transport=transport,
+                    meters=count,
+                    readings=readings,
+                    open_workers=open_workers,
+                )
+            )
+    table = result_table(results, Machine.probe(None))
+    console.print(table.rich())
+    console.print(table.markdown(), markup=False, highlight=False)
+    console.print(f"plot: {plot_ingest(results, out / 'bench-ingest.png')}")
+
+
+@bench_app.command("trusted-overhead")
+def bench_trusted_overhead(
+    seconds: Annotated[float, typer.Option(help="measuring time per operation and size")] = 0.5,
+    runs: Annotated[int, typer.Option(help="interleaved runs; the median counts")] = 15,
+    out: Annotated[Path, typer.Option(help="directory for the plot PNG")] = Path("docs/img"),
+) -> None:
+    """The SGX paper's experiment 3.1 inside vs outside an attested trusted worker."""
+    from meterseal.bench.trusted import run_trusted_overhead, tables
+
+    try:
+        result = run_trusted_overhead(console, seconds=seconds, runs=runs, out_dir=out)
+    except MetersealError as exc:
+        raise fail(exc) from exc
+    for table in tables(result)[1:]:
+        console.print(table.markdown(), markup=False, highlight=False, soft_wrap=True)
+
+
+@bench_app.command("deployments")
+def bench_deployments(
+    mode: Annotated[
+        list[str] | None, typer.Option(help="modes to run [default: monolith services trusted]")
+    ] = None,
+    intervals: Annotated[int, typer.Option(help="readings in the month (2,880 = 30 days)")] = 2880,
+    store: Annotated[str, typer.Option(help="sqlite, or a PostgreSQL URL")] = "sqlite",
+    workers: Annotated[
+        list[int] | None, typer.Option(help="services-mode workers per stage [default: 1 2 4]")
+    ] = None,
+    scale_meters: Annotated[int, typer.Option(help="meters in the scaling fleet")] = 100,
+    scale_intervals: Annotated[int, typer.Option(help="readings per scaling meter")] = 96,
+    nats: NatsUrl = None,
+    out: Annotated[Path, typer.Option(help="directory for the plot PNG")] = Path("docs/img"),
+) -> None:
+    """The SGX paper's experiment 3.2: monolith vs services vs trusted, same machine, one run."""
+    from meterseal.bench.deployments import MODES, BenchPlan, run_deployments
+    from meterseal.bench.deployments_report import mode_table, plot_deployments, scaling_table
+
+    plan = BenchPlan(
+        tuple(mode or MODES), intervals, store, tuple(workers or (1, 2, 4)), scale_meters,
+        scale_intervals, nats,
+    )  # fmt: skip
+    try:
+        bench = run_deployments(console, plan)
+    except MetersealError as exc:
+        raise fail(exc) from exc
+    for table in (mode_table(bench), scaling_table(bench)):
+        console.print(table.rich())
+        console.print(table.markdown(), markup=False, highlight=False, soft_wrap=True)
+    console.print(f"plot: {plot_deployments(bench, out / 'bench-deployments.png')}")
+
+
+@bench_app.command("billing")
+def bench_billing(
+    customers: Annotated[
+        list[int], typer.Option(help="customers billed per round; each round bills fresh ones")
+    ] = [1, 100, 10_000],  # noqa: B006
+    store: Annotated[
+        list[str], typer.Option(help="sqlite and/or postgres (at MS_POSTGRES_URL)")
+    ] = ["sqlite", "postgres"],  # noqa: B006
+    suite: Annotated[str, typer.Option(help="meter " + SUITE_HELP)] = "p256",
+    audits: Annotated[int, typer.Option(help="bills audited per round, spread over it")] = 10,
+    intervals: Annotated[int, typer.Option(help="readings per customer month")] = 2880,
+    cache: Annotated[
+        Path | None,
+        typer.Option(help="directory keeping the signed months for later runs (default: none)"),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="directory for the plot PNG")] = Path("docs/img"),
+) -> None:
+    """The SGX billing paper's aggregation per bill (query → recorded) and its audit."""
+    from meterseal.bench.billing import audit_table, bill_table, run_billing
+    from meterseal.bench.billing_plot import plot_billing
+
+    try:
+        bench = run_billing(
+            console,
+            suite_named(suite),
+            customers=customers,
+            stores=store,
+            audits=audits,
+            intervals=intervals,
+            cache=cache,
+        )
+    except (KeyError, ValueError) as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    for table in (bill_table(bench), audit_table(bench)):
+        console.print(table.rich())
+        console.print(table.markdown(), markup=False, highlight=False, soft_wrap=True)
+    console.print(f"plot: {plot_billing(bench, out / 'bench-billing.png')}")
+    if bench.findings:
+        console.print(f"[red]error:[/red] the audits found {bench.findings} discrepancies")
+        raise typer.Exit(code=1)
+
+
+@bench_app.command("integrity")
+def bench_integrity(
+    intervals: Annotated[int, typer.Option(help="meter intervals per run (as fast as it can)")] = (
+        400_000
+    ),
+    persist_every: Annotated[
+        int, typer.Option(help="intervals between energy-register writes (trapped)")
+    ] = 1000,
+    repeats: Annotated[int, typer.Option(help="interleaved runs of each mode")] = 11,
+    measure_seconds: Annotated[
+        float, typer.Option(help="seconds timing one dynamic measurement")
+    ] = 2.0,
+    out: Annotated[Path, typer.Option(help="directory for the plot PNG")] = Path("docs/img"),
+) -> None:
+    """The meter program bare vs under the integrity monitor; exits 1 above 1.1x."""
+    from meterseal.bench.integrity import plot_integrity, result_table, run_integrity
+    from meterseal.bench.timing import Machine
+
+    try:
+        bench = run_integrity(
+            console,
+            intervals=intervals,
+            persist_every=persist_every,
+            repeats=repeats,
+            measure_seconds=measure_seconds,
+        )
+    except MetersealError as exc:
+        raise fail(exc) from exc
+    table = result_table(bench, Machine.probe(None))
+    console.print(table.rich())
+    console.print(table.markdown(), markup=False, highlight=False, soft_wrap=True)
+    console.print(f"plot: {plot_integrity(bench, out / 'bench-integrity.png')}")
+    if not bench.ok:
+        raise typer.Exit(code=1)
+
+
+@bench_app.command("dissemination")
+def bench_dissemination(
+    rates: Annotated[
+        list[int] | None,
+        typer.Option(help="offered publications/s, one run each (default: 1,000 … 40,000)"),
+    ] = None,
+    seconds: Annotated[float, typer.Option(help="seconds per offered rate")] = 10.0,
+    burst: Annotated[int, typer.Option(help="publications in the burst")] = 1_000_000,
+    isolated: Annotated[int, typer.Option(help="isolated publications")] = 100,
+    meters: Annotated[int, typer.Option(help="meters (customers) publishing")] = 5_000,
+    subscriptions: Annotated[int, typer.Option(help="subscriptions at the router")] = 10_000,
+    runs: Annotated[int, typer.Option(help="runs per aggregation size (figure 2)")] = 10,
+    paillier_bits: Annotated[int, typer.Option(help="Paillier modulus bits")] = 2048,
+    nats: Annotated[str, typer.Option("--nats", help="NATS server URL")] = os.environ.get(
+        "MS_NATS_URL", "nats://127.0.0.1:4222"
+    ),
+    out: Annotated[Path, typer.Option(help="directory for the plot PNG")] = Path("docs/img"),
+) -> None:
+    """The dissemination paper's experiments: isolated, 1M burst, rates, HE vs trusted."""
+    from meterseal.bench.dissemination import RATES, DisseminationPlan, run_dissemination
+    from meterseal.bench.dissemination_report import (
+        aggregation_table,
+        inprocess_table,
+        latency_table,
+        plot_dissemination,
+        rate_table,
+    )
+
+    plan = DisseminationPlan(
+        nats, tuple(rates or RATES), seconds, burst, isolated, meters=meters,
+        subscriptions=subscriptions, runs=runs, paillier_bits=paillier_bits,
+    )  # fmt: skip
+    try:
+        bench = run_dissemination(console, plan)
+    except MetersealError as exc:
+        raise fail(exc) from exc
+    tables = (latency_table, rate_table, inprocess_table, aggregation_table)
+    for table in (make(bench) for make in tables):
+        console.print(table.rich())
+        console.print(table.markdown(), markup=False, highlight=False, soft_wrap=True)
+    console.print(f"plot: {plot_dissemination(bench, out / 'bench-dissemination.png')}")
+
+
+@bench_app.command("fraud")
+def bench_fraud(
+    customers: Annotated[int, typer.Option(help="customers ranked (0: no scale run)")] = 65_000,
+    days: Annotated[int, typer.Option(help="days of 15-minute readings per customer")] = 30,
+    eval_customers: Annotated[
+        int, typer.Option(help="labelled simulated customers evaluated (>= 5,000)")
+    ] = 10_000,
+    share: Annotated[float, typer.Option(help="share of thieves in the labelled fleet")] = 0.08,
+    supervised: Annotated[
+        bool, typer.Option("--supervised/--no-supervised", help="add the supervised row")
+    ] = True,
+    out: Annotated[Path, typer.Option(help="directory for the PNGs")] = Path("docs/img"),
+) -> None:
+    """Rank 65,000 customers x 30 days (time, memory); AUC, MAP@N, recall vs IF and LOF."""
+    from meterseal.bench.fraud import run_bench
+
+    try:
+        ok = run_bench(
+            console,
+            customers=customers,
+            days=days,
+            eval_customers=eval_customers,
+            share=share,
+            with_supervised=supervised,
+            out=out,
+        )
+    except MetersealError as exc:
+        raise fail(exc) from exc
+    if not ok:
+        raise typer.Exit(code=1)
