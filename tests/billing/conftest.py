@@ -13,13 +13,13 @@ import sqlalchemy as sa
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from meterseal.bench.months import store_months
 from meterseal.billing.auditor import Auditor
 from meterseal.billing.completeness import Period
 from meterseal.billing.service import BillingService
 from meterseal.billing.tariff import Tariff, builtin_tariffs
 from meterseal.crypto import certs
 from meterseal.crypto.suites import ED25519
-from meterseal.meter.months import store_months
 from meterseal.meter.provisioning import ProvisionedMeter, fleet_records, provision
 from meterseal.storage import Store
 from meterseal.storage.bill_store import BillStore

@@ -8,8 +8,8 @@ from pathlib import Path
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
+from meterseal.bench.months import store_months
 from meterseal.cli import app
-from meterseal.meter.months import store_months
 from meterseal.meter.provisioning import ProvisionedMeter, load_fleet
 from meterseal.storage import Store
 from meterseal.storage.bill_store import BillStore

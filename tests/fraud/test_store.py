@@ -13,13 +13,13 @@ import pytest
 from cryptography import x509
 from typer.testing import CliRunner
 
+from meterseal.bench.months import store_months
 from meterseal.cli import app
 from meterseal.crypto import certs
 from meterseal.crypto.suites import ED25519
 from meterseal.fraud.data import FraudDataError, UnknownCustomer
 from meterseal.fraud.readers import read_store
 from meterseal.meter.load import Fleet
-from meterseal.meter.months import store_months
 from meterseal.meter.provisioning import ProvisionedMeter, fleet_records, provision
 from meterseal.storage import Store
 from meterseal.storage.bill_store import BillStore

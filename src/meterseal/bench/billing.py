@@ -35,7 +35,7 @@ from rich.console import Console
 
 from meterseal.bench.billing_data import SignedFleet, load_fleet, settle, signed_fleet
 from meterseal.bench.ingest import scratch_store
-from meterseal.bench.timing import Machine, TextTable
+from meterseal.bench.timing import Machine
 from meterseal.billing import hashing
 from meterseal.billing.auditor import Auditor
 from meterseal.billing.compute import BillPacket
@@ -46,7 +46,7 @@ from meterseal.crypto.registry import MeterDirectory
 from meterseal.crypto.suites import CipherSuite
 from meterseal.storage import Store
 from meterseal.storage.bill_store import BillStore
-from meterseal.ui import progress_bar
+from meterseal.ui import TextTable, progress_bar
 
 CUSTOMERS = (1, 100, 10_000)
 STORES = ("sqlite", "postgres")

@@ -1,7 +1,7 @@
 """The billing bench's data: months of readings signed by real meter keys, once, kept on disk.
 
 Signing 10,000 meters x 2,880 readings takes minutes on every core, so the months are
-signed once (`meter.months.sign_months`, the meters' own keys in forked workers) into a
+signed once (`bench.months.sign_months`, the meters' own keys in forked workers) into a
 cache directory and loaded from there into each store, as many times as needed. The cache
 holds the CA certificate, the meters' certificates and the signed-original rows, never a
 private key. A cache made for at least as many meters with the same suite and month is
@@ -26,13 +26,13 @@ import cbor2
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from meterseal.bench.months import sign_months
 from meterseal.billing.completeness import Period
 from meterseal.crypto import certs
 from meterseal.crypto.keys import write_secret
 from meterseal.crypto.registry import MeterRecord, MeterRegistry
 from meterseal.crypto.suites import CipherSuite, suite_named
 from meterseal.meter.load import INTERVAL
-from meterseal.meter.months import sign_months
 from meterseal.meter.provisioning import provision
 from meterseal.storage.originals import ORIGINAL_COLUMNS, load_originals
 from meterseal.storage.store import Store

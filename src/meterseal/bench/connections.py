@@ -42,7 +42,7 @@ from meterseal.acquisition.relay import RelayConfig, RelayStatus
 from meterseal.acquisition.relay_pool import RelayPool, raise_open_files_limit, receive
 from meterseal.acquisition.tcp import TcpLimits, encode_frames, open_frames
 from meterseal.bench.ingest import scratch_store
-from meterseal.bench.timing import Machine, TextTable
+from meterseal.bench.timing import Machine
 from meterseal.crypto import certs
 from meterseal.crypto.keys import HeadEndKeys
 from meterseal.crypto.registry import MeterRecord
@@ -53,7 +53,7 @@ from meterseal.meter.load import INTERVAL
 from meterseal.meter.provisioning import fleet_records, provision
 from meterseal.meter.workload import Workload, seal_workload
 from meterseal.storage import Store
-from meterseal.ui import progress_bar
+from meterseal.ui import TextTable, progress_bar
 
 PER_RELAY = 14_000  # meter connections a relay should expect (FD limit 20,000, uneven spread)
 PER_SENDER = 16_250  # meter connections per sender process

@@ -32,7 +32,6 @@ from meterseal.bench.timing import (
     RUNS,
     Machine,
     Op,
-    TextTable,
     Timing,
     measure_group,
     one_core,
@@ -52,7 +51,7 @@ from meterseal.crypto.registry import MeterRegistry
 from meterseal.crypto.signing import VerifyingKey
 from meterseal.crypto.suites import SUITES, CipherSuite
 from meterseal.model import Reading
-from meterseal.ui import progress_bar
+from meterseal.ui import TextTable, progress_bar
 
 TARGET = 0.85
 BATCH = 64  # packets per open_batch call, as the ingest batches them

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from meterseal.bench.deployments import TRUSTED_TARGET, DeploymentsBench, scaling_note
-from meterseal.bench.timing import TextTable
+from meterseal.ui import TextTable
 
 SIMULATED = "trusted mode runs the simulated attestation backend: no hardware guarantee"
 

@@ -15,7 +15,7 @@ from meterseal.bench.dissemination import (
     DisseminationBench,
     Phase,
 )
-from meterseal.bench.timing import TextTable
+from meterseal.ui import TextTable
 
 
 def _ms(value: float) -> str:

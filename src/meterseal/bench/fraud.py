@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from meterseal.bench.timing import Machine, TextTable
+from meterseal.bench.timing import Machine
 from meterseal.fraud.data import Consumption
 from meterseal.fraud.ensemble import unsupervised
 from meterseal.fraud.evaluate import Comparison, compare
@@ -38,7 +38,7 @@ from meterseal.fraud.fleet import FleetSpec, Labelled, fleet_chunks, labelled_fl
 from meterseal.fraud.metrics import ranking
 from meterseal.fraud.pipeline import Analysis, Settings, analyse, analyse_chunks
 from meterseal.meter.theft import TheftPlan
-from meterseal.ui import progress_bar
+from meterseal.ui import TextTable, progress_bar
 
 FIRST_DAY = dt.date(2026, 9, 1)
 RECALL_TARGET = 0.9

@@ -32,7 +32,7 @@ from rich.console import Console
 from meterseal.acquisition.ingest import Ack
 from meterseal.acquisition.parallel import ParallelOpener
 from meterseal.acquisition.tcp import encode_frames
-from meterseal.bench.timing import Machine, TextTable
+from meterseal.bench.timing import Machine
 from meterseal.crypto import certs, packet
 from meterseal.crypto.keys import HeadEndKeys
 from meterseal.crypto.suites import CipherSuite
@@ -43,7 +43,7 @@ from meterseal.meter.simulator import run_fleet
 from meterseal.meter.workload import Wire, Workload, seal_workload
 from meterseal.storage import Store
 from meterseal.storage.scratch import scratch_schema
-from meterseal.ui import milliseconds, progress_bar
+from meterseal.ui import TextTable, milliseconds, progress_bar
 
 TRANSPORTS = ("tcp", "mqtt", "inproc")
 POSTGRES_URL = os.environ.get(

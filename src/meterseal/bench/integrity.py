@@ -28,7 +28,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from meterseal.bench.timing import Machine, TextTable, Timing, measure
+from meterseal.bench.timing import Machine, Timing, measure
 from meterseal.integrity import native
 from meterseal.integrity.auditlog import AuditLog
 from meterseal.integrity.behaviour import Action, Behaviour
@@ -45,7 +45,7 @@ from meterseal.integrity.recording import record_run
 from meterseal.integrity.syscalls import Args, Trap
 from meterseal.integrity.trace import TraceRecorder
 from meterseal.integrity.tracer import Decision, Tracer
-from meterseal.ui import progress_bar
+from meterseal.ui import TextTable, progress_bar
 
 TARGET_RATIO = 1.1
 MODES = (

@@ -1,4 +1,4 @@
-"""Helpers shared by the benches: seconds per call, the machine, and tables of results.
+"""Helpers shared by the benches: seconds per call and the machine they were measured on.
 
 Each callable is warmed up and calibrated alone, then every run times one batch of each in
 turn, so all of them see the same clock speed and background load; the median run counts.
@@ -10,13 +10,12 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import cryptography
 from cryptography.hazmat.backends.openssl.backend import backend as openssl_backend
-from rich.table import Table
 
 Op = Callable[[], object]
 RUNS = 15
@@ -170,35 +169,3 @@ def usec(seconds: float) -> str:
     """Seconds as microseconds, with precision to match the magnitude."""
     us = seconds * 1e6
     return f"{us:.2f}" if us < 10 else f"{us:.1f}" if us < 1000 else f"{us:,.0f}"
-
-
-@dataclass(frozen=True)
-class TextTable:
-    """A table of text cells that renders to Rich (terminal) or Markdown (docs)."""
-
-    title: str
-    headers: tuple[str, ...]
-    rows: Sequence[tuple[str, ...]]
-    notes: tuple[str, ...] = ()
-
-    def rich(self) -> Table:
-        """The table for a Rich console (numbers right-aligned, notes as the caption)."""
-        caption = "\n".join(self.notes) or None
-        table = Table(
-            title=self.title, title_justify="left", caption=caption, caption_justify="left"
-        )
-        for i, header in enumerate(self.headers):
-            table.add_column(header, justify="left" if i == 0 else "right")
-        for row in self.rows:
-            table.add_row(*row)
-        return table
-
-    def markdown(self) -> str:
-        """The table as GitHub Markdown under a bold title line."""
-        align = ["---", *("---:" for _ in self.headers[1:])]
-        lines = [f"**{self.title}**", "", "| " + " | ".join(self.headers) + " |"]
-        lines.append("| " + " | ".join(align) + " |")
-        lines.extend("| " + " | ".join(row) + " |" for row in self.rows)
-        if self.notes:
-            lines.extend(["", *(f"- {note}" for note in self.notes)])
-        return "\n".join(lines)

@@ -35,7 +35,7 @@ from rich.console import Console
 
 from meterseal.bench import trusted_worker
 from meterseal.bench.crypto import PAPER_SGX_FACTOR, PAPER_SIZES, RSA_BITS, SIZE_OPS
-from meterseal.bench.timing import RUNS, WARMUP_SHARE, Machine, TextTable, Timing, usec
+from meterseal.bench.timing import RUNS, WARMUP_SHARE, Machine, Timing, usec
 from meterseal.errors import MetersealError
 from meterseal.storage import Store
 from meterseal.trust.api import ThreadedServer, create_cas_app
@@ -45,7 +45,7 @@ from meterseal.trust.cas_store import CasStore
 from meterseal.trust.measurement import stage_measurement
 from meterseal.trust.sealing import init_sealing_secret
 from meterseal.trust.vault import Vault, init_master_key
-from meterseal.ui import progress_bar
+from meterseal.ui import TextTable, progress_bar
 
 PLOT_NAME = "bench-trusted-overhead.png"
 MODES = ("outside", "inside")

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from meterseal.bench.timing import TextTable
 from meterseal.fraud.data import DAY, Consumption, FraudDataError
 from meterseal.fraud.ensemble import Scores
 from meterseal.fraud.evaluate import Comparison
@@ -19,6 +18,7 @@ from meterseal.fraud.metrics import ranking
 from meterseal.fraud.pipeline import Analysis
 from meterseal.meter.load import PER_DAY
 from meterseal.meter.theft import LocalDays
+from meterseal.ui import TextTable
 
 F64 = npt.NDArray[np.float64]
 RANKING_COLUMNS = (

@@ -5,7 +5,7 @@ counts outcomes; billing and the audit read only `signed_originals`. To put tens
 of already signed readings in place for the billing benchmark, this path writes just those
 rows: PostgreSQL `COPY`, SQLite one prepared `INSERT` over many rows. Nothing is checked or
 deduplicated here (a repeated key fails the load): the rows must come from meters' real
-signatures (`meter.months`), never from a head-end's input.
+signatures (`bench.months`), never from a head-end's input.
 """
 
 from __future__ import annotations

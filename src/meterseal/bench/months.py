@@ -4,7 +4,7 @@ The billing benchmark and the billing tests start where the SGX billing paper's 
 experiment starts: signed originals already in the database. Producing them through the
 transports would only repeat the acquisition benchmark, so meters sign their readings here
 (the same `sign_reading` as on the wire) and the rows are written as ingest writes them.
-Workers are forked with the fleet in module state, as in `workload`: keys are never pickled.
+Workers are forked with the fleet in module state, as in `meter.workload`: keys are never pickled.
 """
 
 from __future__ import annotations
