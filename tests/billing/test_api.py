@@ -19,12 +19,12 @@ from fastapi import FastAPI
 
 from meterseal.billing.api import create_billing_app, raw_media
 from meterseal.billing.bill import parse_signed_bill
-from meterseal.billing.billlog import bill_leaf, verify_tree_head
-from meterseal.billing.merkle import verify_consistency, verify_inclusion
+from meterseal.billing.billlog import BILL_LOG_HEAD, bill_leaf
 from meterseal.billing.proofs import ReadingProof, verify_reading
 from meterseal.crypto.keys import kid_of, public_bytes
 from meterseal.storage import StorageError, Store
 from meterseal.storage.bill_store import BillStore
+from meterseal.transparency.merkle import verify_consistency, verify_inclusion
 from tests.billing.conftest import Month
 
 CBOR = {"Accept": "application/cbor"}
@@ -174,25 +174,25 @@ def test_a_fetched_bill_and_fetched_proof_verify_with_public_material(api: Api) 
 def test_the_bill_log_head_verifies_and_grows_consistently(api: Api) -> None:
     public = api.month.billing_key.public_key()
     head = api.json("/v1/bill-log/head")
-    latest = verify_tree_head(_b64(head["signed_head"]), public)
-    assert (latest.tree_size, latest.root.hex()) == (2, head["root"])
+    latest = BILL_LOG_HEAD.verified(_b64(head["signed_head"]), public)
+    assert (latest.size, latest.root.hex()) == (2, head["root"])
     assert api.get("/v1/bill-log/head", **CBOR).content == _b64(head["signed_head"])
-    first = verify_tree_head(api.get("/v1/bill-log/heads/1", **CBOR).content, public)
-    assert first.tree_size == 1
+    first = BILL_LOG_HEAD.verified(api.get("/v1/bill-log/heads/1", **CBOR).content, public)
+    assert first.size == 1
     consistency = api.json("/v1/bill-log/consistency?first=1&second=2")
     proof = [bytes.fromhex(h) for h in consistency["proof"]]
     verify_consistency(1, 2, first.root, latest.root, proof)
     assert api.json("/v1/bill-log/consistency?first=2&second=2")["proof"] == []
     for bill_id in api.billed.values():
         inclusion = api.json(f"/v1/bill-log/inclusion/{bill_id}")
-        head_there = verify_tree_head(_b64(inclusion["signed_head"]), public)
+        head_there = BILL_LOG_HEAD.verified(_b64(inclusion["signed_head"]), public)
         stored = api.bills.bill(bill_id)
         assert stored is not None
         assert inclusion["log_index"] == stored.log_index
         verify_inclusion(
             bill_leaf(_b64(api.json(_path(bill_id))["signed_bill"])),
             inclusion["log_index"],
-            head_there.tree_size,
+            head_there.size,
             [bytes.fromhex(h) for h in inclusion["proof"]],
             head_there.root,
         )

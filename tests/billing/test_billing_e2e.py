@@ -8,8 +8,7 @@ import pytest
 
 from meterseal.billing.audit import FindingKind
 from meterseal.billing.bill import manifest_from_cbor, verify_signed_bill
-from meterseal.billing.billlog import verify_tree_head
-from meterseal.billing.merkle import MerkleTree, verify_consistency
+from meterseal.billing.billlog import BILL_LOG_HEAD
 from meterseal.billing.proofs import (
     ReadingProof,
     ReadingProofError,
@@ -20,6 +19,7 @@ from meterseal.billing.service import BillingError
 from meterseal.billing.tariff import TariffBook
 from meterseal.crypto.keys import kid_of, public_bytes
 from meterseal.storage import StorageError
+from meterseal.transparency.merkle import MerkleTree, verify_consistency
 from tests.billing.conftest import Month
 
 
@@ -85,7 +85,8 @@ def test_the_bill_log_grows_consistently_with_signed_heads(month: Month) -> None
     heads = [month.bills.log_head(size) for size in (1, 2)]
     assert all(h is not None for h in heads)
     public = month.billing_key.public_key()
-    old, new = (verify_tree_head(h.signed_head, public) for h in heads if h is not None)
+    old, new = (BILL_LOG_HEAD.verified(h.signed, public) for h in heads if h is not None)
+    assert [h.head for h in heads if h is not None] == [old, new]
     tree = MerkleTree(month.bills.log_leaves())
     assert tree.root == new.root
     verify_consistency(1, 2, old.root, new.root, tree.consistency_proof(1))

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from meterseal.billing.chain import chain_head, chain_links, chain_start, chain_step
 from meterseal.billing.compute import BillPacket, chain_and_leaves, leaf_hashes
-from meterseal.billing.merkle import leaf_hash, root_of
+from meterseal.transparency.merkle import leaf_hash, root_of
 
 CONTEXT = b"customer C-1, October"
 packets = st.lists(st.binary(min_size=1, max_size=40), min_size=1, max_size=30, unique=True)

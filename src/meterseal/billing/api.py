@@ -30,17 +30,17 @@ from pydantic import BaseModel, ConfigDict, PlainSerializer
 
 from meterseal.acquisition.http import service_app
 from meterseal.billing.bill import Bill, parse_signed_bill
-from meterseal.billing.merkle import MerkleTree
 from meterseal.billing.proofs import ProofConflict, ProofNotFound
 from meterseal.errors import MetersealError
 from meterseal.storage.bill_store import (
     BillStore,
-    LogHead,
     StoredBill,
     StoredReport,
     countersigned_of,
 )
 from meterseal.storage.schema import StorageError, audit_reports, meters
+from meterseal.transparency.heads import SignedTreeHead
+from meterseal.transparency.merkle import MerkleTree
 
 MAX_INT = 2**63 - 1  # BIGINT: larger ids or sizes cannot exist and would overflow the driver
 COSE_TYPES = ("application/cbor", "application/cose")
@@ -185,6 +185,14 @@ def _negotiated(request: Request, raw: bytes, types: tuple[str, ...], view: Base
     return JSONResponse(view.model_dump(mode="json"), headers=headers)
 
 
+def _head_response(request: Request, signed: SignedTreeHead) -> Response:
+    head = signed.head
+    view = TreeHeadView(
+        tree_size=head.size, root=head.root, issued_at=head.issued_at, signed_head=signed.signed
+    )
+    return _negotiated(request, signed.signed, COSE_TYPES, view)
+
+
 _Responses = dict[int | str, dict[str, Any]]
 _F = TypeVar("_F", bound=Callable[..., Any])
 _NOT_FOUND: _Responses = {404: {"model": Detail, "description": "Unknown id (see `detail`)."}}
@@ -226,12 +234,12 @@ class _Routes:
     def _log(self) -> MerkleTree:
         head, tree = self.bills.log_head(), self._tree
         # Checked against the signed root too: a log rewritten in place is not served from memory.
-        if head is None or (head.tree_size, bytes(head.root)) != (tree.size, tree.root):
+        if head is None or (head.head.size, head.head.root) != (tree.size, tree.root):
             # Rebuilt whole, never appended to: other threads may be proving from the old one.
             tree = self._tree = MerkleTree(self.bills.log_leaves())
         return tree
 
-    def _head(self, size: int | None = None) -> LogHead:
+    def _head(self, size: int | None = None) -> SignedTreeHead:
         detail = (
             "the bill log is empty" if size is None else f"the bill log has no head of size {size}"
         )
@@ -311,14 +319,12 @@ class _Routes:
     @_get("/v1/bill-log/head", TreeHeadView, COSE_TYPES)
     def latest_head(self, request: Request) -> Response:
         """The bill log's latest signed tree head; the COSE_Sign1 on request."""
-        head = self._head()
-        return _negotiated(request, head.signed_head, COSE_TYPES, TreeHeadView(**head._asdict()))
+        return _head_response(request, self._head())
 
     @_get("/v1/bill-log/heads/{size}", TreeHeadView, COSE_TYPES)
     def head(self, request: Request, size: Size) -> Response:
         """The bill log's signed tree head at a size; the COSE_Sign1 on request."""
-        head = self._head(size)
-        return _negotiated(request, head.signed_head, COSE_TYPES, TreeHeadView(**head._asdict()))
+        return _head_response(request, self._head(size))
 
     @_get("/v1/bill-log/consistency", ConsistencyView)
     def consistency(
@@ -352,7 +358,7 @@ class _Routes:
             log_index=stored.log_index,
             tree_size=size,
             proof=tree.inclusion_proof(stored.log_index, size),
-            signed_head=self._head(size).signed_head,
+            signed_head=self._head(size).signed,
         )
 
     @_get("/v1/audit/reports", ReportList, errors={})

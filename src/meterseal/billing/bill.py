@@ -14,21 +14,18 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, NamedTuple
 
-from cryptography.exceptions import InvalidSignature
-
 from meterseal.billing import hashing
 from meterseal.billing.completeness import Duplicate, Period, PeriodError
 from meterseal.billing.tariff import ChargeLine, Charges
 from meterseal.crypto import cose
 from meterseal.crypto.cose import CoseFormatError
-from meterseal.crypto.signing import ES256, SigningKey, VerifyingKey
+from meterseal.crypto.signing import SigningKey, VerifyingKey
 from meterseal.errors import MetersealError
+from meterseal.transparency.documents import DocumentType
 
 BILL_FORMAT = 1
-CONTENT_TYPE_LABEL = 3
 CONTENT_TYPE = "application/meterseal-bill+cbor"
 CHAIN_CONTEXT = "meterseal bill chain v1"
-_SCHEME = ES256()
 HASH_BYTES = 32  # a manifest leaf hash (SHA-256)
 _native_manifest: Callable[[Sequence[str], Sequence[int], Sequence[bytes]], bytes | None] | None = (
     # getattr: an extension built before the encoder existed still loads; Python encodes then.
@@ -42,6 +39,9 @@ class BillFormatError(MetersealError):
 
 class BillSignatureError(MetersealError):
     """A bill's signature or countersignature does not verify with the key given."""
+
+
+SIGNED_BILL = DocumentType(CONTENT_TYPE, "bill", BillFormatError, BillSignatureError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,45 +273,21 @@ def _bill_from_map(item: Any) -> Bill:
     return bill
 
 
-def sign_typed(payload: bytes, content_type: str, key: SigningKey, kid: bytes) -> bytes:
-    """A COSE_Sign1 over `payload` by an ES256 key, its content type in the protected header."""
-    protected = cose.dumps(
-        {cose.ALG: _SCHEME.cose_alg, CONTENT_TYPE_LABEL: content_type, cose.KID: kid}
-    )
-    signature = _SCHEME.sign(key, cose.sig_structure1(protected, payload))
-    return cose.Sign1(protected, {}, {}, payload, signature).encode()
-
-
-def verify_typed(body: cose.Sign1, key: VerifyingKey, what: str) -> None:
-    """Raise BillSignatureError unless `body` carries a valid ES256 signature by `key`."""
-    if body.headers.get(cose.ALG) != _SCHEME.cose_alg:
-        raise BillSignatureError(f"the {what} is not signed with ES256")
-    try:
-        _SCHEME.verify(key, body.signature, body.to_be_signed())
-    except InvalidSignature:
-        raise BillSignatureError(f"the {what}'s signature does not verify") from None
-
-
 def sign_bill(bill: Bill, key: SigningKey, kid: bytes) -> bytes:
     """The bill as a COSE_Sign1 by the billing service's ES256 key."""
-    return sign_typed(bill.to_cbor(), CONTENT_TYPE, key, kid)
+    return SIGNED_BILL.sign(bill.to_cbor(), key, kid)
 
 
 def parse_signed_bill(signed: bytes) -> tuple[Bill, cose.Sign1]:
     """The bill inside a COSE_Sign1, unverified (BillFormatError if either layer is off)."""
-    try:
-        body = cose.parse_sign1(signed)
-    except CoseFormatError as exc:
-        raise BillFormatError(f"not a signed bill: {exc}") from None
-    if body.headers.get(CONTENT_TYPE_LABEL) != CONTENT_TYPE:
-        raise BillFormatError("the signed object is not a meterseal bill")
+    body = SIGNED_BILL.parse(signed)
     return Bill.from_cbor(body.payload), body
 
 
 def verify_signed_bill(signed: bytes, billing_key: VerifyingKey) -> Bill:
     """The bill if the billing service's signature holds; BillSignatureError otherwise."""
     bill, body = parse_signed_bill(signed)
-    verify_typed(body, billing_key, "bill")
+    SIGNED_BILL.verify(body, billing_key)
     return bill
 
 

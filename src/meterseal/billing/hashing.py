@@ -15,8 +15,8 @@ import hashlib
 from collections.abc import Callable, Sequence
 
 from meterseal.billing import chain
-from meterseal.billing.merkle import root_of
 from meterseal.native import optional_extension
+from meterseal.transparency.merkle import root_of
 
 _sha256 = hashlib.sha256
 PURE_PYTHON_ENV = "MS_PURE_PYTHON_HASHES"

@@ -16,7 +16,6 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from meterseal.billing.bill import Bill, BillFormatError, ManifestEntry, verify_signed_bill
-from meterseal.billing.merkle import MerkleTree, ProofError, leaf_hash, verify_inclusion
 from meterseal.crypto import cose
 from meterseal.crypto.cose import CoseFormatError
 from meterseal.crypto.countersign import verify_countersignature
@@ -26,6 +25,7 @@ from meterseal.crypto.signing import VerifyingKey
 from meterseal.crypto.suites import SUITES
 from meterseal.errors import CertificateError, InvalidPacket, MetersealError
 from meterseal.model import Reading
+from meterseal.transparency.merkle import MerkleTree, ProofError, leaf_hash, verify_inclusion
 
 PROOF_FORMAT = 1
 

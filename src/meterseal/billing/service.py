@@ -12,15 +12,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from meterseal.billing.bill import Bill, sign_bill
-from meterseal.billing.billlog import TreeHead, bill_leaf, sign_tree_head
+from meterseal.billing.billlog import BILL_LOG_HEAD, bill_leaf
 from meterseal.billing.completeness import EstimationRule, LinearEstimate, Period
 from meterseal.billing.compute import BillRequest, check_bill, compute_bill
-from meterseal.billing.merkle import MerkleTree
 from meterseal.billing.tariff import Tariff
 from meterseal.crypto.keys import kid_of, public_bytes
 from meterseal.crypto.signing import SigningKey
 from meterseal.errors import MetersealError
 from meterseal.storage.bill_store import BillExists, BillStore, StoredBill
+from meterseal.transparency.heads import TreeHead
+from meterseal.transparency.merkle import MerkleTree
 
 PHASES = ("query", "compute", "check", "sign", "record")
 
@@ -115,7 +116,7 @@ class BillingService:
         )
 
         def sign_head(size: int, root: bytes) -> bytes:
-            return sign_tree_head(TreeHead(size, root, bill.issued_at), self.key, self.kid)
+            return BILL_LOG_HEAD.sign(TreeHead(size, root, bill.issued_at), self.key, self.kid)
 
         try:
             return self.bills.record_bill(row, bill_leaf(signed), self.log, sign_head)

@@ -1,8 +1,8 @@
 """The security audit module's store: an append-only, signed log of every measurement.
 
 The log is the bill log's construction on a file: leaf i is the i-th measurement record
-(RFC 9162 Merkle tree, `billing.merkle`), and the platform key signs tree heads (size, root,
-time, signer label), as `billing.billlog` does for bills: at once after a malicious verdict,
+(RFC 9162 Merkle tree, `transparency.merkle`), and the platform key signs tree heads (size,
+root, time in milliseconds, signer label; `transparency.heads`): at once after a malicious verdict,
 else at most HEAD_SECONDS after an entry, and when the log is closed. Records are
 length-prefixed CBOR pairs, ["entry", bytes] or ["head", COSE_Sign1], appended with O_APPEND.
 A verifier replays the file: every head must sign the tree of the entries before it, so a
@@ -21,12 +21,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from meterseal.billing.merkle import MerkleTree, ProofError, leaf_hash, verify_consistency
 from meterseal.crypto import cose
 from meterseal.crypto.cose import CoseFormatError
 from meterseal.integrity.errors import IntegrityError
 from meterseal.integrity.platform_key import PlatformKey
 from meterseal.integrity.threads import helper_thread
+from meterseal.transparency.documents import DocumentType
+from meterseal.transparency.heads import HeadFormat, TreeHead
+from meterseal.transparency.merkle import MerkleTree, ProofError, leaf_hash, verify_consistency
 
 HEAD_CONTENT_TYPE = "application/meterseal-integrity-log-head+cbor"
 SYNC_SECONDS = 1.0
@@ -40,48 +42,21 @@ class AuditLogError(IntegrityError):
     """The audit log is unreadable, or does not verify where it must."""
 
 
-@dataclass(frozen=True, slots=True)
-class LogHead:
-    """The log at one size: its Merkle root, when it was signed, and by what kind of key."""
+# A head names the kind of key that signed it: "software key (no TPM)" says no TPM did.
+AUDIT_LOG_HEAD = HeadFormat(
+    DocumentType(HEAD_CONTENT_TYPE, "security audit-log head", AuditLogError, AuditLogError),
+    "issued_at_ms",
+    names_signer=True,
+)
 
-    size: int
-    root: bytes
-    issued_at_ms: int
-    signer: str
 
-    def to_cbor(self) -> bytes:
-        """Canonical CBOR payload of a signed head."""
-        return cose.dumps(
-            {
-                "size": self.size,
-                "root": self.root,
-                "issued_at_ms": self.issued_at_ms,
-                "signer": self.signer,
-            }
-        )
-
-    @classmethod
-    def verified(cls, signed: bytes, key: PlatformKey) -> LogHead:
-        """The head inside `signed` if the platform key signed it; AuditLogError otherwise."""
-        try:
-            body = cose.parse_sign1(signed)
-            item = cose.loads_strict(body.payload)
-            if not isinstance(item, cose.MAP_TYPES) or set(item) != {
-                "size",
-                "root",
-                "issued_at_ms",
-                "signer",
-            }:
-                raise CoseFormatError("a head is {size, root, issued_at_ms, signer}")
-            size, at, signer = item["size"], item["issued_at_ms"], item["signer"]
-            if type(size) is not int or type(at) is not int or not isinstance(signer, str):
-                raise CoseFormatError("size and time are integers, signer is text")
-            head = cls(size, cose.expect_bytes(item["root"], 32), at, signer)
-        except CoseFormatError as exc:
-            raise AuditLogError(f"not a signed log head: {exc}") from None
-        if not key.verifies(body, HEAD_CONTENT_TYPE):
-            raise AuditLogError(f"the head of size {head.size} is not signed by the platform key")
-        return head
+def verified_head(signed: bytes, key: PlatformKey) -> TreeHead:
+    """The head inside `signed` if the platform key signed it; AuditLogError otherwise."""
+    body = AUDIT_LOG_HEAD.document.parse(signed)
+    head = AUDIT_LOG_HEAD.decode(body.payload)
+    if not key.verifies(body, HEAD_CONTENT_TYPE):
+        raise AuditLogError(f"the head of size {head.size} is not signed by the platform key")
+    return head
 
 
 def _records(data: bytes) -> tuple[list[tuple[str, bytes]], bool]:
@@ -113,7 +88,7 @@ class LogContents:
     """A replayed log: its entries, the heads that verified, and what did not hold."""
 
     entries: list[bytes] = field(default_factory=list)
-    heads: list[LogHead] = field(default_factory=list)
+    heads: list[TreeHead] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     tree: MerkleTree = field(default_factory=MerkleTree)
 
@@ -134,17 +109,17 @@ def replay(data: bytes, key: PlatformKey) -> LogContents:
             contents.tree.append(leaf_hash(value))
             continue
         try:
-            head = LogHead.verified(value, key)
+            head = verified_head(value, key)
         except AuditLogError as exc:
             contents.problems.append(str(exc))
             continue
         if head.size != contents.tree.size or head.root != contents.tree.root:
             contents.problems.append(f"the head of size {head.size} does not match the entries")
-        elif head.issued_at_ms < last_at:
+        elif head.issued_at < last_at:
             contents.problems.append(f"the head of size {head.size} goes back in time")
         else:
             contents.heads.append(head)
-            last_at = head.issued_at_ms
+            last_at = head.issued_at
     if partial:
         contents.problems.append("the log ends in a partial record (a crash while writing)")
     return contents
@@ -177,10 +152,10 @@ class AuditLog:
         self.tree = contents.tree
         self._lock = threading.Lock()
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        self._synced = self._signed = 0.0
-        self.last_head: LogHead | None = contents.heads[-1] if contents.heads else None
+        self._synced = self._signed_at = 0.0
+        self.last_head: TreeHead | None = contents.heads[-1] if contents.heads else None
 
-    def append(self, entry: bytes, *, sync: bool = False) -> LogHead | None:
+    def append(self, entry: bytes, *, sync: bool = False) -> TreeHead | None:
         """Append one record; sign a head over it when `sync` or HEAD_SECONDS have passed.
 
         `sync` (a malicious verdict) also forces the file to disk. Between heads, entries
@@ -191,27 +166,30 @@ class AuditLog:
             now = self.clock()
             records = [("entry", entry)]
             head = None
-            if sync or now - self._signed >= HEAD_SECONDS:
+            if sync or now - self._signed_at >= HEAD_SECONDS:
                 head = self._head(now)
-                records.append(("head", self.key.sign(head.to_cbor(), HEAD_CONTENT_TYPE)))
+                records.append(("head", self._signed(head)))
             self._write(records)
             if sync or now - self._synced >= SYNC_SECONDS:
                 os.fsync(self._fd)
                 self._synced = now
             return head
 
-    def _head(self, now: float) -> LogHead:
-        head = LogHead(self.tree.size, self.tree.root, int(now * 1000), self.key.label)
-        self.last_head, self._signed = head, now
+    def _head(self, now: float) -> TreeHead:
+        head = TreeHead(self.tree.size, self.tree.root, int(now * 1000), self.key.label)
+        self.last_head, self._signed_at = head, now
         return head
 
-    def sign_head(self) -> LogHead:
+    def _signed(self, head: TreeHead) -> bytes:
+        return self.key.sign(AUDIT_LOG_HEAD.payload(head), HEAD_CONTENT_TYPE)
+
+    def sign_head(self) -> TreeHead:
         """Sign a head over every entry so far (if the last head does not already cover them)."""
         with self._lock:
             if self.last_head is not None and self.last_head.size == self.tree.size:
                 return self.last_head
             head = self._head(self.clock())
-            self._write([("head", self.key.sign(head.to_cbor(), HEAD_CONTENT_TYPE))])
+            self._write([("head", self._signed(head))])
             return head
 
     def _write(self, records: list[tuple[str, bytes]]) -> None:

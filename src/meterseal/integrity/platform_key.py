@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -19,11 +18,11 @@ from meterseal.crypto import cose
 from meterseal.crypto.keys import kid_of, public_bytes, read_private_key, write_private_key
 from meterseal.crypto.signing import ES256
 from meterseal.errors import KeyFileError
+from meterseal.transparency.documents import CONTENT_TYPE_LABEL, sign_typed, signature_holds
 
 SOFTWARE_KEY_LABEL = "software key (no TPM)"
 PRIVATE_FILE = "platform.key.pem"
 PUBLIC_FILE = "platform.pub.pem"
-CONTENT_TYPE_LABEL = 3
 _SCHEME = ES256()
 
 
@@ -50,23 +49,13 @@ class PlatformKey:
         """A COSE_Sign1 (ES256) over `payload` with its content type and kid protected."""
         if self.private is None:
             raise KeyFileError("this platform key has no private half: it can only verify")
-        protected = cose.dumps(
-            {cose.ALG: _SCHEME.cose_alg, CONTENT_TYPE_LABEL: content_type, cose.KID: self.kid}
-        )
-        signature = _SCHEME.sign(self.private, cose.sig_structure1(protected, payload))
-        return cose.Sign1(protected, {}, {}, payload, signature).encode()
+        return sign_typed(payload, content_type, self.private, self.kid)
 
     def verifies(self, body: cose.Sign1, content_type: str) -> bool:
         """Whether `body` is an ES256 signature by this key over content of `content_type`."""
-        if body.headers.get(cose.ALG) != _SCHEME.cose_alg:
-            return False
         if body.headers.get(CONTENT_TYPE_LABEL) != content_type:
             return False
-        try:
-            _SCHEME.verify(self.public, body.signature, body.to_be_signed())
-        except InvalidSignature:
-            return False
-        return True
+        return signature_holds(body, self.public)
 
     def save(self, directory: Path) -> tuple[Path, Path]:
         """Write the private (0600) and public PEM files into `directory`."""

@@ -17,7 +17,6 @@ from cryptography import x509
 
 from meterseal.billing.bill import manifest_from_cbor
 from meterseal.billing.compute import BillPacket, packets_of
-from meterseal.billing.merkle import MerkleTree, leaf_hash
 from meterseal.billing.proofs import ProofConflict, ProofNotFound, ReadingProof, make_reading_proof
 from meterseal.billing.tariff import Tariff, TariffBook
 from meterseal.storage import bill_postgres, bill_sqlite
@@ -32,6 +31,8 @@ from meterseal.storage.schema import (
     tariffs,
 )
 from meterseal.storage.store import Store
+from meterseal.transparency.heads import SignedTreeHead, TreeHead
+from meterseal.transparency.merkle import MerkleTree, leaf_hash
 
 _PACKET_COLUMNS = bill_postgres.PACKET_COLUMNS
 
@@ -79,15 +80,6 @@ class BillSummary(NamedTuple):
     audited: bool
     clean: bool | None  # the latest audit's verdict; None: never audited
     countersigned: bool  # some audit, maybe an earlier one, was clean and countersigned it
-
-
-class LogHead(NamedTuple):
-    """A signed tree head of the bill log."""
-
-    tree_size: int
-    root: bytes
-    signed_head: bytes
-    issued_at: int
 
 
 class BillStore:
@@ -287,7 +279,7 @@ class BillStore:
             query = sa.select(bill_log.c.leaf_hash).order_by(bill_log.c.log_index)
             return [bytes(leaf) for (leaf,) in connection.execute(query)]
 
-    def log_head(self, tree_size: int | None = None) -> LogHead | None:
+    def log_head(self, tree_size: int | None = None) -> SignedTreeHead | None:
         """The signed tree head at `tree_size` (default: the latest)."""
         h = bill_log_heads
         query = sa.select(h.c.tree_size, h.c.root, h.c.signed_head, h.c.issued_at)
@@ -297,7 +289,10 @@ class BillStore:
             query = query.where(h.c.tree_size == tree_size)
         with self.store.connection() as connection:
             row = connection.execute(query).first()
-        return LogHead(*row) if row else None
+        if row is None:
+            return None
+        size, root, signed, issued_at = row
+        return SignedTreeHead(TreeHead(size, bytes(root), issued_at), bytes(signed))
 
     # -- audit reports ------------------------------------------------------------------
 

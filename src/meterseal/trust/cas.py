@@ -32,8 +32,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from meterseal.billing.merkle import MerkleTree, leaf_hash
 from meterseal.crypto import cose
+from meterseal.transparency.merkle import MerkleTree, leaf_hash
 from meterseal.trust.attestation import (
     NONCE_BYTES,
     AttestedQuote,

@@ -13,9 +13,9 @@ import datetime as dt
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from meterseal.billing.merkle import MerkleTree
 from meterseal.storage import Store
 from meterseal.storage.schema import cas_log, cas_nonces, cas_policies, cas_revocations, cas_secrets
+from meterseal.transparency.merkle import MerkleTree
 from meterseal.trust.state import (
     EntryFor,
     HeadMac,

@@ -82,7 +82,6 @@ _BILLING = tuple(
         "completeness",
         "compute",
         "hashing",
-        "merkle",
         "proofs",
         "service",
         "tariff",
@@ -95,7 +94,14 @@ _BILLING = tuple(
 # puts the stage's name into its configuration, so stages running the same code differ.
 # The services of services/trusted mode run every trusted stage from one module
 # (`services.workers`), which imports the billing core: each service stage measures it all.
-_SERVICE = (*HEAD_END, *_BILLING, "meterseal.services", "meterseal.cli_common", *TRUST_RUNTIME)
+_SERVICE = (
+    *HEAD_END,
+    *_BILLING,
+    "meterseal.transparency",
+    "meterseal.services",
+    "meterseal.cli_common",
+    *TRUST_RUNTIME,
+)
 # The dissemination services: the package, the skeleton and its metrics, the admission policy,
 # and the CAS's own modules (`router provision` runs in the same entry point).
 _DISSEMINATION = (
@@ -104,7 +110,7 @@ _DISSEMINATION = (
     "meterseal.services.skeleton",
     "meterseal.services.metrics",
     "meterseal.cli_common",
-    "meterseal.billing.merkle",
+    "meterseal.transparency.merkle",
     "meterseal.trust.cas",
     "meterseal.trust.cas_store",
     "meterseal.trust.policy",

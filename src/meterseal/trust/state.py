@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
-from meterseal.billing.merkle import MerkleTree, leaf_hash
 from meterseal.crypto import cose
+from meterseal.transparency.merkle import MerkleTree, leaf_hash
 
 
 class NonceState(enum.StrEnum):

@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meterseal.billing.merkle import (
+from meterseal.errors import MetersealError
+from meterseal.transparency.merkle import (
     EMPTY_ROOT,
     MerkleTree,
     ProofError,
@@ -23,7 +24,6 @@ from meterseal.billing.merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from meterseal.errors import MetersealError
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "merkle"
 INCLUSION = sorted((VECTORS / "inclusion").rglob("*.json"))
