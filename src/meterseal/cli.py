@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
+from rich.markup import escape
 
 from meterseal.bench.cli import bench_app
 from meterseal.billing.cli import bills_app
@@ -21,13 +24,12 @@ from meterseal.cli_common import (
     StoreUrl,
     console,
 )
-from meterseal.cli_common import fail as _fail
 from meterseal.cli_common import load as _load
 from meterseal.cli_common import passphrase as _passphrase
 from meterseal.cli_common import shown as _shown
 from meterseal.crypto.suites import DEFAULT_SUITE, suite_named
 from meterseal.dissemination.cli import dissemination_app
-from meterseal.errors import MetersealError
+from meterseal.errors import ConfigurationError, MetersealError
 from meterseal.fraud.cli import fraud_app
 from meterseal.integrity.cli import integrity_app
 from meterseal.services.cli import Admin, CasUrl, NatsUrl, Prefix, service_app
@@ -62,16 +64,13 @@ def keys_init(
     """Create a deployment: CA, head-end keys (every suite), billing and metrology keys (0600)."""
     from meterseal.deployment import init_deployment
 
-    try:
-        with console.status("generating keys (RSA-4096 takes a moment)"):
-            deployment = init_deployment(
-                directory,
-                name=name,
-                passphrase=_passphrase(passphrase_env),
-                now=dt.datetime.now(dt.UTC),
-            )
-    except MetersealError as exc:
-        raise _fail(exc) from exc
+    with console.status("generating keys (RSA-4096 takes a moment)"):
+        deployment = init_deployment(
+            directory,
+            name=name,
+            passphrase=_passphrase(passphrase_env),
+            now=dt.datetime.now(dt.UTC),
+        )
     console.print(f"deployment created in [bold]{deployment.directory}[/bold]")
     for kid_name, (kid, _) in deployment.headend.public().keys.items():
         console.print(f"  head-end key for suite {kid_name:8} kid {kid.hex()}")
@@ -97,13 +96,11 @@ def meters_provision(
     from meterseal.deployment import load_deployment
     from meterseal.meter.provisioning import provision, save_fleet
 
+    deployment = load_deployment(deployment_dir, _passphrase(passphrase_env))
     try:
-        deployment = load_deployment(deployment_dir, _passphrase(passphrase_env))
         chosen = suite_named(suite)
-    except (MetersealError, KeyError) as exc:
-        raise (
-            _fail(exc) if isinstance(exc, MetersealError) else typer.BadParameter(str(exc))
-        ) from exc
+    except KeyError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--suite") from exc
     started = time.perf_counter()
     with progress_bar(console) as bar:
         task = bar.add_task(f"provisioning {chosen.name} meters", total=count)
@@ -137,13 +134,10 @@ def meters_register(
     from meterseal.storage import Store
 
     deployment = _load(deployment_dir, passphrase_env)
-    try:
-        meters = load_fleet(fleet)
-        records = fleet_records(deployment.ca_cert, meters)
-        with Store.open(store) as db:
-            count = db.register_meters(records, now=dt.datetime.now(dt.UTC))
-    except MetersealError as exc:
-        raise _fail(exc) from exc
+    meters = load_fleet(fleet)
+    records = fleet_records(deployment.ca_cert, meters)
+    with Store.open(store) as db:
+        count = db.register_meters(records, now=dt.datetime.now(dt.UTC))
     console.print(f"{count} meters registered in {_shown(store)}")
 
 
@@ -155,9 +149,8 @@ def meters_revoke(meter_id: str, store: StoreUrl = DEFAULT_STORE) -> None:
     try:
         with Store.open(store) as db:
             db.revoke_meter(meter_id, dt.datetime.now(dt.UTC))
-    except (MetersealError, KeyError) as exc:
-        console.print(f"[red]error:[/red] cannot revoke {meter_id}: {exc}")
-        raise typer.Exit(code=2) from exc
+    except KeyError as exc:
+        raise ConfigurationError(f"cannot revoke {meter_id}: no such meter") from exc
     console.print(f"meter {meter_id} revoked")
 
 
@@ -220,17 +213,14 @@ def serve(
         batch_size=batch_size,
         open_workers=open_workers,
     )
-    try:
-        run_serve(
-            console,
-            deployment,
-            store,
-            settings,
-            status_every=status_every,
-            admin=None if admin == "off" else admin,
-        )
-    except MetersealError as exc:
-        raise _fail(exc) from exc
+    run_serve(
+        console,
+        deployment,
+        store,
+        settings,
+        status_every=status_every,
+        admin=None if admin == "off" else admin,
+    )
 
 
 @app.command()
@@ -260,11 +250,8 @@ def simulate(
 
     deployment = _load(deployment_dir, passphrase_env)
     plan = SimulationPlan(transport, target, days, faults, concurrency, window, pace, seed)
-    try:
-        meters = load_fleet(fleet or deployment_dir / "fleet-p256.cbor")
-        report = run_simulate(console, deployment, meters, plan)
-    except MetersealError as exc:
-        raise _fail(exc) from exc
+    meters = load_fleet(fleet or deployment_dir / "fleet-p256.cbor")
+    report = run_simulate(console, deployment, meters, plan)
     if report.unacknowledged:
         raise typer.Exit(code=1)
 
@@ -305,10 +292,7 @@ def relay(
     from meterseal.acquisition.tcp import TcpLimits
     from meterseal.headend import parse_address
 
-    try:
-        listen_at, upstream_at = parse_address(listen, 7401), parse_address(upstream, 7400)
-    except MetersealError as exc:
-        raise _fail(exc) from exc
+    listen_at, upstream_at = parse_address(listen, 7401), parse_address(upstream, 7400)
     config = RelayConfig(listen_at, upstream_at, upstreams, TcpLimits(idle_timeout=idle_timeout))
     pool = RelayPool(config, processes)
     port = pool.start()
@@ -317,6 +301,11 @@ def relay(
     console.print(status_line(final))
 
 
-def main() -> None:
-    """Entry point that turns meterseal errors into a clean exit."""
-    app()
+def main(args: Sequence[str] | None = None) -> None:
+    """Run the command line; a MetersealError ends as its diagnostics on stderr and exit code 2."""
+    try:
+        app(args=args, prog_name="meterseal")
+    except MetersealError as exc:
+        # Escaped: diagnostics quote paths and values, whose brackets are not Rich markup.
+        Console(stderr=True).print(f"[red]error:[/red] {escape(exc.diagnostics())}")
+        raise SystemExit(2) from exc

@@ -10,7 +10,6 @@ import typer
 from rich.console import Console
 
 from meterseal.crypto.suites import SUITES
-from meterseal.errors import MetersealError
 
 if TYPE_CHECKING:
     from meterseal.deployment import Deployment
@@ -37,20 +36,11 @@ def passphrase(env_name: str) -> bytes | None:
     return value.encode() if value else None
 
 
-def fail(exc: MetersealError) -> typer.Exit:
-    """Print a meterseal error's diagnostics; the exit to raise (code 2)."""
-    console.print(f"[red]error:[/red] {exc.diagnostics()}")
-    return typer.Exit(code=2)
-
-
 def load(deployment_dir: Path, passphrase_env: str) -> Deployment:
-    """The deployment in `deployment_dir`, or a clean exit naming what is wrong."""
+    """The deployment in `deployment_dir` (a ConfigurationError names what is wrong)."""
     from meterseal.deployment import load_deployment
 
-    try:
-        return load_deployment(deployment_dir, passphrase(passphrase_env))
-    except MetersealError as exc:
-        raise fail(exc) from exc
+    return load_deployment(deployment_dir, passphrase(passphrase_env))
 
 
 def shown(url: str) -> str:

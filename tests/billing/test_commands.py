@@ -6,16 +6,14 @@ import datetime as dt
 from pathlib import Path
 
 import sqlalchemy as sa
-from typer.testing import CliRunner
 
 from meterseal.bench.months import store_months
-from meterseal.cli import app
 from meterseal.meter.provisioning import ProvisionedMeter, load_fleet
 from meterseal.storage import Store
 from meterseal.storage.bill_store import BillStore
 from tests.billing.conftest import ANONYMIZATION_KEY, PERIOD
+from tests.command_line import invoke
 
-runner = CliRunner()
 TARIFFS = Path(__file__).resolve().parents[2] / "src" / "meterseal" / "billing" / "tariffs"
 
 
@@ -24,7 +22,7 @@ def _text(output: str) -> str:
 
 
 def _run(*args: str, code: int = 0) -> str:
-    result = runner.invoke(app, list(args))
+    result = invoke(list(args))
     assert result.exit_code == code, result.output
     return _text(result.output)
 

@@ -10,19 +10,17 @@ import time
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from meterseal.cli import app
 from meterseal.dissemination.levels import PrivacyLevel, Role
 from meterseal.dissemination.member import MemberClient, Publisher
 from meterseal.dissemination.nats_transport import NatsMember
 from meterseal.trust.attestation import SimulatedAttester, init_simulated_platform
 from meterseal.trust.measurement import Measurement
+from tests.command_line import invoke
 from tests.dissemination.test_nats import NATS_URL, nats_up  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.services
 AGGREGATOR = Measurement(b"\x07" * 32)
-runner = CliRunner()
 
 
 def _start(args: list[str], wait_for: str | None) -> subprocess.Popen[str]:
@@ -71,8 +69,8 @@ def test_router_serve_subscribe_consent_and_status(tmp_path: Path) -> None:
     keys, platform, namespace = tmp_path / "router", tmp_path / "platform", f"t{os.getpid()}"
     platform.mkdir()
     init_simulated_platform(platform)
-    assert runner.invoke(app, ["router", "init", str(keys)]).exit_code == 0
-    assert runner.invoke(app, ["router", "init", str(keys)]).exit_code == 2  # never overwritten
+    assert invoke(["router", "init", str(keys)]).exit_code == 0
+    assert invoke(["router", "init", str(keys)]).exit_code == 2  # never overwritten
     common = ["--nats", NATS_URL, "--namespace", namespace]
     serve = _start(
         ["router", "serve", "--keys", str(keys), "--platform", str(platform),
@@ -90,19 +88,19 @@ def test_router_serve_subscribe_consent_and_status(tmp_path: Path) -> None:
         assert subscriber.returncode == 0, output
         assert "LOW" in output
         assert "1234" in output
-        granted = runner.invoke(
-            app, ["router", "consent", "grant", "--customer", "0a0b", "--app", "someapp",
-                  "--keys", str(keys), *common],
+        granted = invoke(
+            ["router", "consent", "grant", "--customer", "0a0b", "--app", "someapp",
+             "--keys", str(keys), *common],
         )  # fmt: skip
         assert granted.exit_code == 0, granted.output
         assert "consent granted" in granted.output
-        status = runner.invoke(app, ["router", "status", "--keys", str(keys), *common])
+        status = invoke(["router", "status", "--keys", str(keys), *common])
         assert status.exit_code == 0, status.output
         assert "viewer" in status.output
         assert "aggregator" in status.output
-        unattested = runner.invoke(
-            app, ["router", "subscribe", "sneaky", "--authority", str(keys / "authority.pub"),
-                  "--role", "utility", "--level", "moderate", *common],
+        unattested = invoke(
+            ["router", "subscribe", "sneaky", "--authority", str(keys / "authority.pub"),
+             "--role", "utility", "--level", "moderate", *common],
         )  # fmt: skip
         assert unattested.exit_code == 2
         assert "attestation_failed" in unattested.output
@@ -134,7 +132,7 @@ def test_stored_readings_through_the_aggregator_to_the_utility(tmp_path: Path) -
     keys, platform, namespace = tmp_path / "router", tmp_path / "platform", f"u{os.getpid()}"
     platform.mkdir()
     init_simulated_platform(platform)
-    assert runner.invoke(app, ["router", "init", str(keys)]).exit_code == 0
+    assert invoke(["router", "init", str(keys)]).exit_code == 0
     store = f"sqlite:///{tmp_path / 'store.db'}"
     alice, bob = b"\xaa" * 16, b"\xbb" * 16
     hour = 1_790_002_800
@@ -160,9 +158,9 @@ def test_stored_readings_through_the_aggregator_to_the_utility(tmp_path: Path) -
              "moderate", "--measurement", UTILITY.hex, "--count", "2", *common],
             "admitted as utility",
         )  # fmt: skip
-        published = runner.invoke(
-            app, ["router", "publish", *member, "--measurement", PUBLISHER.hex,
-                  "--store", store, *common],
+        published = invoke(
+            ["router", "publish", *member, "--measurement", PUBLISHER.hex,
+             "--store", store, *common],
         )  # fmt: skip
         assert published.exit_code == 0, published.output
         assert "published 9 readings" in published.output

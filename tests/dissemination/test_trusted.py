@@ -18,10 +18,8 @@ from typing import Any
 import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from typer.testing import CliRunner
 
 from meterseal.bench.served import Served
-from meterseal.cli import app
 from meterseal.crypto.keys import read_symmetric_secret
 from meterseal.dissemination.groupkeys import COUNTER_BITS, KeyStore, derive_level_key
 from meterseal.dissemination.levels import PrivacyLevel, Role
@@ -38,10 +36,10 @@ from meterseal.trust.cas import Cas, decode_entry
 from meterseal.trust.cas_store import CasStore
 from meterseal.trust.measurement import Measurement, stage_measurement
 from meterseal.trust.vault import Vault
+from tests.command_line import invoke
 from tests.dissemination.test_nats import NATS_URL, nats_up  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.services
-runner = CliRunner()
 PUBLISHER, UTILITY, APP = (Measurement(bytes([b]) * 32) for b in (5, 9, 11))
 ALICE, BOB = b"\xaa" * 16, b"\xbb" * 16
 HOUR = 1_790_002_800
@@ -60,7 +58,7 @@ class Deployment:
         for args in (["cas", "init", "-d", str(self.directory)], ["router", "init", str(self.keys)],
                      ["router", "provision", "--keys", str(self.keys), "-d", str(self.directory),
                       "--store", self.store, "--k", "2", *self.allow]):  # fmt: skip
-            done = runner.invoke(app, args)
+            done = invoke(args)
             assert done.exit_code == 0, done.output
         self.authority = ed25519.Ed25519PublicKey.from_public_bytes(
             bytes.fromhex((self.keys / "authority.pub").read_text().strip())

@@ -6,19 +6,15 @@ import csv
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from meterseal.cli import app
-
-runner = CliRunner()
+from tests.command_line import invoke
 
 
 @pytest.fixture(scope="module")
 def fleet_csv(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A simulated labelled fleet written by `fraud simulate`: the CSV and its labels."""
     out = tmp_path_factory.mktemp("fleet") / "fleet.csv"
-    result = runner.invoke(
-        app,
+    result = invoke(
         [
             "fraud",
             "simulate",
@@ -42,9 +38,7 @@ def test_rank_writes_the_ranking_and_the_u_matrix(
 ) -> None:
     data, labels = fleet_csv
     out = tmp_path / "ranking.csv"
-    result = runner.invoke(
-        app, ["fraud", "rank", "--csv", str(data), "--out", str(out), "--top", "5"]
-    )
+    result = invoke(["fraud", "rank", "--csv", str(data), "--out", str(out), "--top", "5"])
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 160
@@ -66,8 +60,8 @@ def test_rank_with_inspection_labels_uses_the_supervised_model(
 ) -> None:
     data, labels = fleet_csv
     out = tmp_path / "r.csv"
-    result = runner.invoke(
-        app, ["fraud", "rank", "--csv", str(data), "--labels", str(labels), "--out", str(out)]
+    result = invoke(
+        ["fraud", "rank", "--csv", str(data), "--labels", str(labels), "--out", str(out)]
     )
     assert result.exit_code == 0, result.output
     assert "supervised" in result.output
@@ -77,7 +71,7 @@ def test_explain_plots_one_customer(fleet_csv: tuple[Path, Path], tmp_path: Path
     data, labels = fleet_csv
     thief = next(r["customer_id"] for r in csv.DictReader(labels.open()) if r["thief"] == "1")
     png = tmp_path / "one.png"
-    result = runner.invoke(app, ["fraud", "explain", thief, "--csv", str(data), "--out", str(png)])
+    result = invoke(["fraud", "explain", thief, "--csv", str(data), "--out", str(png)])
     assert result.exit_code == 0, result.output
     assert png.stat().st_size > 20_000
     assert f"{thief}: rank" in result.output
@@ -86,9 +80,7 @@ def test_explain_plots_one_customer(fleet_csv: tuple[Path, Path], tmp_path: Path
 
 def test_evaluate_prints_every_method(fleet_csv: tuple[Path, Path]) -> None:
     data, labels = fleet_csv
-    result = runner.invoke(
-        app, ["fraud", "evaluate", str(data), "--labels", str(labels), "--no-supervised"]
-    )
+    result = invoke(["fraud", "evaluate", str(data), "--labels", str(labels), "--no-supervised"])
     assert result.exit_code == 0, result.output
     for method in ("meterseal", "IsolationForest", "LocalOutlierFactor", "MAP@100", "AUC"):
         assert method in result.output
@@ -113,7 +105,7 @@ def test_evaluate_an_sgcc_file(tmp_path: Path) -> None:
         lines.append(f"C{i},{int(thief)}," + ",".join(cells))
     path = tmp_path / "sgcc.csv"
     path.write_text("\n".join(lines) + "\n")
-    result = runner.invoke(app, ["fraud", "evaluate", str(path), "--no-supervised"])
+    result = invoke(["fraud", "evaluate", str(path), "--no-supervised"])
     assert result.exit_code == 0, result.output
     row = next(line for line in result.output.splitlines() if line.startswith("| meterseal |"))
     assert float(row.split("|")[2]) > 0.9  # AUC on weekly curves
@@ -130,13 +122,13 @@ def test_evaluate_an_sgcc_file(tmp_path: Path) -> None:
     ],
 )
 def test_bad_invocations_exit_with_a_message(args: list[str], message: str) -> None:
-    result = runner.invoke(app, args)
+    result = invoke(args)
     assert result.exit_code == 2
     assert message in " ".join(result.output.split())
 
 
 def test_explain_an_unknown_customer(fleet_csv: tuple[Path, Path]) -> None:
-    result = runner.invoke(app, ["fraud", "explain", "nobody", "--csv", str(fleet_csv[0])])
+    result = invoke(["fraud", "explain", "nobody", "--csv", str(fleet_csv[0])])
     assert result.exit_code == 2
     assert "no customer 'nobody'" in result.output
 
@@ -146,16 +138,14 @@ def test_the_time_zone_option_and_bad_outputs(fleet_csv: tuple[Path, Path], tmp_
     an unknown zone or an unwritable picture is one clear error."""
     data, _ = fleet_csv
     out = tmp_path / "c0.png"
-    utc = runner.invoke(
-        app, ["fraud", "explain", "C000000", "--csv", str(data), "--tz", "UTC", "--out", str(out)]
+    utc = invoke(
+        ["fraud", "explain", "C000000", "--csv", str(data), "--tz", "UTC", "--out", str(out)]
     )
     assert utc.exit_code == 0, utc.output
     assert out.read_bytes().startswith(b"\x89PNG")
-    wrong = runner.invoke(
-        app, ["fraud", "explain", "C000000", "--csv", str(data), "--out", "x.csv"]
-    )
+    wrong = invoke(["fraud", "explain", "C000000", "--csv", str(data), "--out", "x.csv"])
     assert wrong.exit_code == 2
     assert "cannot write x.csv" in " ".join(wrong.output.split())
-    bad = runner.invoke(app, ["fraud", "rank", "--csv", str(data), "--tz", "Mars/Olympus"])
+    bad = invoke(["fraud", "rank", "--csv", str(data), "--tz", "Mars/Olympus"])
     assert bad.exit_code == 2
     assert "unknown time zone 'Mars/Olympus'" in " ".join(bad.output.split())

@@ -11,10 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cryptography import x509
-from typer.testing import CliRunner
 
 from meterseal.bench.months import store_months
-from meterseal.cli import app
 from meterseal.crypto import certs
 from meterseal.crypto.suites import ED25519
 from meterseal.fraud.data import FraudDataError, UnknownCustomer
@@ -23,6 +21,7 @@ from meterseal.meter.load import Fleet
 from meterseal.meter.provisioning import ProvisionedMeter, fleet_records, provision
 from meterseal.storage import Store
 from meterseal.storage.bill_store import BillStore
+from tests.command_line import invoke
 from tests.conftest import NOW
 from tests.storage.conftest import db_url, postgres_url  # noqa: F401 - fixtures
 
@@ -103,8 +102,7 @@ def test_unknown_customers_and_empty_periods_are_errors(stored: str) -> None:
 
 def test_rank_from_the_store(stored: str, tmp_path: Path) -> None:
     out = tmp_path / "ranking.csv"
-    result = CliRunner().invoke(
-        app,
+    result = invoke(
         [
             "fraud",
             "rank",

@@ -7,9 +7,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from typer.testing import CliRunner
 
-from meterseal.cli import app
 from meterseal.crypto import certs
 from meterseal.crypto.keys import generate_meter_key
 from meterseal.crypto.suites import P256
@@ -17,15 +15,15 @@ from meterseal.deployment import CA_CERT
 from meterseal.integrity.build import TRIGGER_WATTS
 from meterseal.meter.provisioning import ProvisionedMeter, fleet_records, save_fleet
 from meterseal.storage import Store
+from tests.command_line import invoke
 from tests.conftest import NOW
 from tests.integrity.conftest import Lab
 
 pytestmark = pytest.mark.usefixtures("monitor_ready")
-runner = CliRunner()
 
 
 def _ok(*args: str, code: int = 0) -> str:
-    result = runner.invoke(app, ["integrity", *args])
+    result = invoke(["integrity", *args])
     assert result.exit_code == code, result.output
     return result.output
 

@@ -16,12 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 import meterseal
-from meterseal.cli import app
+from tests.command_line import invoke
 
-runner = CliRunner()
 STAGE = "anonymize-store"
 SECRET = "anonymization-key"
 
@@ -31,7 +29,7 @@ def _text(output: str) -> str:
 
 
 def _cas(*args: str) -> str:
-    result = runner.invoke(app, ["cas", *args], env={"COLUMNS": "200"})
+    result = invoke(["cas", *args], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     return _text(result.output)
 
@@ -149,11 +147,11 @@ def test_admin_commands_refuse_bad_input_cleanly(tmp_path: Path) -> None:
         (["measure", "--stage", "oven"], "no trusted stage 'oven'"),
         (["serve", *common, "--backend", "sgx"], "unknown backend 'sgx'"),
     ):
-        result = runner.invoke(app, ["cas", *args], env={"COLUMNS": "200"})
+        result = invoke(["cas", *args], env={"COLUMNS": "200"})
         assert result.exit_code == 2, result.output
         assert expected in _text(result.output)
-    no_keys = runner.invoke(
-        app, ["cas", "log", "--store", store, "-d", str(tmp_path / "none")], env={"COLUMNS": "300"}
+    no_keys = invoke(
+        ["cas", "log", "--store", store, "-d", str(tmp_path / "none")], env={"COLUMNS": "300"}
     )
     assert no_keys.exit_code == 2
     assert "run `meterseal cas init" in _text(no_keys.output)

@@ -8,9 +8,8 @@ from typing import Annotated
 
 import typer
 
-from meterseal.cli_common import AUTO_OPEN_WORKERS, SUITE_HELP, console, fail
+from meterseal.cli_common import AUTO_OPEN_WORKERS, SUITE_HELP, console
 from meterseal.crypto.suites import suite_named
-from meterseal.errors import MetersealError
 from meterseal.services.cli import NatsUrl
 
 bench_app = typer.Typer(
@@ -41,10 +40,7 @@ def bench_connections(
     from meterseal.bench.timing import Machine
 
     plan = ConnectionsPlan(meters, relays, senders, readings, store, upstreams, open_workers)
-    try:
-        result = run_connections(console, plan)
-    except MetersealError as exc:
-        raise fail(exc) from exc
+    result = run_connections(console, plan)
     table = result_table([result], Machine.probe(None))
     console.print(table.rich())
     console.print(table.markdown(), markup=False, highlight=False, soft_wrap=True)
@@ -114,10 +110,7 @@ def bench_trusted_overhead(
     """The SGX paper's experiment 3.1 inside vs outside an attested trusted worker."""
     from meterseal.bench.trusted import run_trusted_overhead, tables
 
-    try:
-        result = run_trusted_overhead(console, seconds=seconds, runs=runs, out_dir=out)
-    except MetersealError as exc:
-        raise fail(exc) from exc
+    result = run_trusted_overhead(console, seconds=seconds, runs=runs, out_dir=out)
     for table in tables(result)[1:]:
         console.print(table.markdown(), markup=False, highlight=False, soft_wrap=True)
 
@@ -145,10 +138,7 @@ def bench_deployments(
         tuple(mode or MODES), intervals, store, tuple(workers or (1, 2, 4)), scale_meters,
         scale_intervals, nats,
     )  # fmt: skip
-    try:
-        bench = run_deployments(console, plan)
-    except MetersealError as exc:
-        raise fail(exc) from exc
+    bench = run_deployments(console, plan)
     for table in (mode_table(bench), scaling_table(bench)):
         console.print(table.rich())
         console.print(table.markdown(), markup=False, highlight=False, soft_wrap=True)
@@ -215,16 +205,13 @@ def bench_integrity(
     from meterseal.bench.integrity import plot_integrity, result_table, run_integrity
     from meterseal.bench.timing import Machine
 
-    try:
-        bench = run_integrity(
-            console,
-            intervals=intervals,
-            persist_every=persist_every,
-            repeats=repeats,
-            measure_seconds=measure_seconds,
-        )
-    except MetersealError as exc:
-        raise fail(exc) from exc
+    bench = run_integrity(
+        console,
+        intervals=intervals,
+        persist_every=persist_every,
+        repeats=repeats,
+        measure_seconds=measure_seconds,
+    )
     table = result_table(bench, Machine.probe(None))
     console.print(table.rich())
     console.print(table.markdown(), markup=False, highlight=False, soft_wrap=True)
@@ -265,10 +252,7 @@ def bench_dissemination(
         nats, tuple(rates or RATES), seconds, burst, isolated, meters=meters,
         subscriptions=subscriptions, runs=runs, paillier_bits=paillier_bits,
     )  # fmt: skip
-    try:
-        bench = run_dissemination(console, plan)
-    except MetersealError as exc:
-        raise fail(exc) from exc
+    bench = run_dissemination(console, plan)
     tables = (latency_table, rate_table, inprocess_table, aggregation_table)
     for table in (make(bench) for make in tables):
         console.print(table.rich())
@@ -292,17 +276,14 @@ def bench_fraud(
     """Rank 65,000 customers x 30 days (time, memory); AUC, MAP@N, recall vs IF and LOF."""
     from meterseal.bench.fraud import run_bench
 
-    try:
-        ok = run_bench(
-            console,
-            customers=customers,
-            days=days,
-            eval_customers=eval_customers,
-            share=share,
-            with_supervised=supervised,
-            out=out,
-        )
-    except MetersealError as exc:
-        raise fail(exc) from exc
+    ok = run_bench(
+        console,
+        customers=customers,
+        days=days,
+        eval_customers=eval_customers,
+        share=share,
+        with_supervised=supervised,
+        out=out,
+    )
     if not ok:
         raise typer.Exit(code=1)

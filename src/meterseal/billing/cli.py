@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
-from meterseal.cli_common import DEFAULT_STORE, StoreUrl, fail
-from meterseal.errors import ConfigurationError, MetersealError
+from meterseal.cli_common import DEFAULT_STORE, StoreUrl
+from meterseal.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -35,10 +35,8 @@ def bills_serve(
         # Read-only: the API never writes, and a bug in it must not be able to.
         with Store.open_read_only(store) as db:
             asyncio.run(_serve(create_billing_app(BillStore(db)), host, port))
-    except MetersealError as exc:
-        raise fail(exc) from exc
     except OSError as exc:
-        raise fail(ConfigurationError(f"cannot listen on {listen}: {exc}")) from exc
+        raise ConfigurationError(f"cannot listen on {listen}: {exc}") from exc
 
 
 async def _serve(app: FastAPI, host: str, port: int) -> None:

@@ -20,7 +20,6 @@ from meterseal.cli_common import (
     PassphraseEnv,
     StoreUrl,
     console,
-    fail,
     passphrase,
     shown,
 )
@@ -50,13 +49,13 @@ def _period(first_day: str, days: int) -> Period:
 
 
 def _public_key(path: Path) -> ec.EllipticCurvePublicKey:
-    """A P-256 public key (billing or authority) from a PEM file, or a clean exit."""
+    """A P-256 public key (billing or authority) from a PEM file."""
     try:
         key = serialization.load_pem_public_key(path.read_bytes())
     except (OSError, ValueError) as exc:
-        raise fail(ConfigurationError(f"cannot read public key {path}: {exc}")) from exc
+        raise ConfigurationError(f"cannot read public key {path}: {exc}") from exc
     if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
-        raise fail(ConfigurationError(f"{path} is not a P-256 public key"))
+        raise ConfigurationError(f"{path} is not a P-256 public key")
     return key
 
 
@@ -67,18 +66,15 @@ def tariffs_add(files: list[Path], store: StoreUrl = DEFAULT_STORE) -> None:
     from meterseal.storage import Store
     from meterseal.storage.bill_store import BillStore
 
-    try:
-        with Store.open(store) as db:
-            for path in files:
-                tariff = load_tariff(path)
-                added = BillStore(db).add_tariff(tariff, now=dt.datetime.now(dt.UTC))
-                state = "published" if added else "already published"
-                console.print(
-                    f"{tariff.tariff_id} v{tariff.version}: {state} "
-                    f"(digest {tariff.digest().hex()[:16]}…)"
-                )
-    except MetersealError as exc:
-        raise fail(exc) from exc
+    with Store.open(store) as db:
+        for path in files:
+            tariff = load_tariff(path)
+            added = BillStore(db).add_tariff(tariff, now=dt.datetime.now(dt.UTC))
+            state = "published" if added else "already published"
+            console.print(
+                f"{tariff.tariff_id} v{tariff.version}: {state} "
+                f"(digest {tariff.digest().hex()[:16]}…)"
+            )
 
 
 @tariffs_app.command("list")
@@ -88,14 +84,9 @@ def tariffs_list(store: StoreUrl = DEFAULT_STORE) -> None:
     from meterseal.storage.bill_store import BillStore
 
     table = Table("tariff", "version", "kind", "currency", "digest")
-    try:
-        with Store.open(store) as db:
-            for t in BillStore(db).tariff_book():
-                table.add_row(
-                    t.tariff_id, str(t.version), t.kind, t.currency, t.digest().hex()[:16]
-                )
-    except MetersealError as exc:
-        raise fail(exc) from exc
+    with Store.open(store) as db:
+        for t in BillStore(db).tariff_book():
+            table.add_row(t.tariff_id, str(t.version), t.kind, t.currency, t.digest().hex()[:16])
     console.print(table)
 
 
@@ -148,10 +139,8 @@ def bill(
                         milliseconds(done.total_seconds),
                     )
                     bar.advance(task)
-    except (MetersealError, ValueError) as exc:
-        raise (
-            fail(exc) if isinstance(exc, MetersealError) else typer.BadParameter(str(exc))
-        ) from exc
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
     console.print(table)
     console.print(f"bills signed and appended to the bill log in {shown(store)}")
 
@@ -219,9 +208,8 @@ def audit(
                             f"  {name}: [yellow]{f.kind.value}[/yellow] {where}: {f.detail}"
                         )
                     bar.advance(task)
-    except (MetersealError, OSError, ValueError) as exc:
-        error = exc if isinstance(exc, MetersealError) else ConfigurationError(str(exc))
-        raise fail(error) from exc
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError(str(exc)) from exc
     console.print(table)
     if found:
         console.print("findings: " + ", ".join(f"{n} {k}" for k, n in found.most_common()))
@@ -258,9 +246,8 @@ def export_bill(
                 path = out / f"{stem}.{meter_id}.{counter}.proof.cbor"
                 path.write_bytes(proof.to_cbor())
                 console.print(str(path))
-    except (MetersealError, KeyError, ValueError) as exc:
-        error = exc if isinstance(exc, MetersealError) else ConfigurationError(str(exc))
-        raise fail(error) from exc
+    except (KeyError, ValueError) as exc:
+        raise ConfigurationError(str(exc)) from exc
 
 
 @billing_app.command("verify-bill")

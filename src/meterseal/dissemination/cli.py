@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from meterseal.cli_common import console, fail
+from meterseal.cli_common import console
 from meterseal.dissemination.cli_serve import (
     AUTHORITY_KEY,
     AUTHORITY_PUBLIC,
@@ -32,7 +32,7 @@ from meterseal.dissemination.cli_serve import (
     router_provision,
     router_serve,
 )
-from meterseal.errors import ConfigurationError, MetersealError
+from meterseal.errors import ConfigurationError
 
 dissemination_app = typer.Typer(
     help="Privacy-aware dissemination: the router on NATS, subscribers, consent.",
@@ -55,7 +55,7 @@ def router_init(directory: Annotated[Path, typer.Argument()] = DEFAULT_KEYS) -> 
 
     directory.mkdir(parents=True, exist_ok=True)
     if (directory / AUTHORITY_KEY).exists():
-        raise fail(ConfigurationError(f"{directory} already holds router keys"))
+        raise ConfigurationError(f"{directory} already holds router keys")
     key = ed25519.Ed25519PrivateKey.generate()
     write_private_key(directory / AUTHORITY_KEY, key)
     public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
@@ -97,14 +97,7 @@ def router_subscribe(
         identity = Measurement.from_hex(measurement) if measurement else None
     except (ValueError, KeyError) as exc:
         raise typer.BadParameter(str(exc)) from exc
-    except MetersealError as exc:
-        raise fail(exc) from exc
-    try:
-        asyncio.run(
-            _subscribe(client, subscription, attester, identity, nats_url, namespace, count)
-        )
-    except MetersealError as exc:
-        raise fail(exc) from exc
+    asyncio.run(_subscribe(client, subscription, attester, identity, nats_url, namespace, count))
 
 
 async def _subscribe(
@@ -153,10 +146,7 @@ def _operator(keys: Path, url: str, namespace: str, command: dict[str, Any]) -> 
     from meterseal.dissemination.nats_transport import operator_request
     from meterseal.dissemination.node import operator_command
 
-    try:
-        secret = read_symmetric_secret(keys / OPERATOR_KEY)
-    except MetersealError as exc:
-        raise fail(exc) from exc
+    secret = read_symmetric_secret(keys / OPERATOR_KEY)
     signed = operator_command(secret, command, now=time.time(), nonce=os.urandom(16))
 
     async def send() -> dict[str, Any]:
@@ -171,7 +161,7 @@ def _operator(keys: Path, url: str, namespace: str, command: dict[str, Any]) -> 
     try:
         answer = asyncio.run(send())
     except Exception as exc:
-        raise fail(ConfigurationError(f"no router answered on {url} ({namespace}): {exc}")) from exc
+        raise ConfigurationError(f"no router answered on {url} ({namespace}): {exc}") from exc
     if not answer.get("ok"):
         console.print(f"[red]refused:[/red] {answer.get('reason')}: {answer.get('detail', '')}")
         raise typer.Exit(code=1)
@@ -251,12 +241,7 @@ def router_publish(
         name, "publisher", authority, platform, measurement
     )
     end = until or int(time.time()) + 1
-    try:
-        sent = asyncio.run(
-            _publish(client, store, since, end, attester, identity, nats_url, namespace)
-        )
-    except MetersealError as exc:
-        raise fail(exc) from exc
+    sent = asyncio.run(_publish(client, store, since, end, attester, identity, nats_url, namespace))
     console.print(f"published {sent} readings")
 
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from meterseal.cli_common import DEFAULT_STORE, console, fail
+from meterseal.cli_common import DEFAULT_STORE, console
 from meterseal.errors import ConfigurationError, MetersealError
 
 AUTHORITY_KEY = "authority.key.pem"
@@ -34,7 +34,7 @@ def authority_public_key(text: str) -> Any:
     try:
         return ed25519.Ed25519PublicKey.from_public_bytes(bytes.fromhex(value))
     except ValueError as exc:
-        raise fail(ConfigurationError(f"not an authority key (64 hex digits): {text}")) from exc
+        raise ConfigurationError(f"not an authority key (64 hex digits): {text}") from exc
 
 
 def _allow(allow: list[str]) -> list[Any]:
@@ -52,11 +52,6 @@ def _allow(allow: list[str]) -> list[Any]:
     return rules
 
 
-def _errors(exc: Exception) -> typer.Exit:
-    error = exc if isinstance(exc, MetersealError) else ConfigurationError(str(exc))
-    return fail(error)
-
-
 def _file_keys(keys: Path) -> Any:
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
@@ -67,10 +62,10 @@ def _file_keys(keys: Path) -> Any:
         signing = read_private_key(keys / AUTHORITY_KEY)
         operator = read_symmetric_secret(keys / OPERATOR_KEY)
         state_key = read_symmetric_secret(keys / STATE_KEY) if (keys / STATE_KEY).exists() else None
-    except (MetersealError, OSError) as exc:
-        raise _errors(exc) from exc
+    except OSError as exc:
+        raise ConfigurationError(str(exc)) from exc
     if not isinstance(signing, ed25519.Ed25519PrivateKey):
-        raise fail(ConfigurationError(f"{keys / AUTHORITY_KEY} is not an Ed25519 key"))
+        raise ConfigurationError(f"{keys / AUTHORITY_KEY} is not an Ed25519 key")
     return RouterKeys(signing, operator, state_key, provenance=f"key files in {keys}")
 
 
@@ -143,8 +138,8 @@ def router_serve(
             router_keys, verifier, rules, StateFile(state, router_keys.state_key),
             namespace=namespace, now=time.time(),
         )  # fmt: skip
-    except (MetersealError, OSError) as exc:
-        raise _errors(exc) from exc
+    except OSError as exc:
+        raise ConfigurationError(str(exc)) from exc
     note = Console(stderr=True)  # stdout carries the parseable `listening`/`ready` lines
     note.print(f"router keys: {router_keys.provenance}", soft_wrap=True)
     note.print(f"attestation: {verifier!r}" if verifier else "no --platform: LOW members only")
@@ -171,11 +166,8 @@ def attested_member(
 
     if platform is None or not digest:
         raise typer.BadParameter("an attested member needs --platform and --measurement")
-    try:
-        client = MemberClient(name, Role(role), "utility", authority_public_key(authority))
-        return client, SimulatedAttester.from_deployment(platform), Measurement.from_hex(digest)
-    except MetersealError as exc:
-        raise fail(exc) from exc
+    client = MemberClient(name, Role(role), "utility", authority_public_key(authority))
+    return client, SimulatedAttester.from_deployment(platform), Measurement.from_hex(digest)
 
 
 def router_aggregate(
@@ -209,10 +201,7 @@ def router_aggregate(
     from meterseal.dissemination.service import AggregatorStage, aggregator_from_cas
 
     if cas_url is not None:
-        try:
-            setup = aggregator_from_cas(cas_url, deployment)
-        except MetersealError as exc:
-            raise fail(exc) from exc
+        setup = aggregator_from_cas(cas_url, deployment)
         client = MemberClient(name, Role.AGGREGATOR, "utility", setup.authority)
         policy, attester, identity = setup.policy, setup.attester, setup.measurement
         Console(stderr=True).print(f"aggregator: {setup.provenance}", soft_wrap=True)
@@ -280,16 +269,13 @@ def router_provision(
 
     policy = _aggregation_policy(frame, low_frame, k, lateness, epsilon, clamp_wh, budget)
     router_keys = _file_keys(keys)
-    try:
-        with Store.open(store) as db:
-            vault = Vault.from_deployment(deployment, passphrase(passphrase_env))
-            done = provision_dissemination(
-                Cas(CasStore(db), vault, []), signing_key=router_keys.signing,
-                operator_key=router_keys.operator, policy=policy, allow=_allow(allow),
-                rng=os.urandom,
-            )  # fmt: skip
-    except MetersealError as exc:
-        raise fail(exc) from exc
+    with Store.open(store) as db:
+        vault = Vault.from_deployment(deployment, passphrase(passphrase_env))
+        done = provision_dissemination(
+            Cas(CasStore(db), vault, []), signing_key=router_keys.signing,
+            operator_key=router_keys.operator, policy=policy, allow=_allow(allow),
+            rng=os.urandom,
+        )  # fmt: skip
     for name, version in sorted(done.versions.items()):
         console.print(f"{name}: v{version}")
     console.print(f"allowed dissemination-router {done.router.hex}", soft_wrap=True)

@@ -10,8 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from meterseal.cli_common import console, fail
-from meterseal.errors import MetersealError
+from meterseal.cli_common import console
 from meterseal.meter.theft import DEFAULT_TZ
 from meterseal.ui import progress_bar
 
@@ -129,16 +128,13 @@ def rank(
     from meterseal.fraud.readers import read_labels
     from meterseal.fraud.report import hits, write_ranking
 
-    try:
-        data, own_labels = _source(csv, sgcc, store, first_day, days, tz)
-        inspected = read_labels(labels) if labels else None
-        analysis = _analyse(data, Settings(seed=seed))
-        scores = _scores(analysis, inspected, seed)
-        explanations = write_ranking(out, data, analysis, scores)
-        picture = umatrix or out.with_name(out.stem + "-umatrix.png")
-        plot_umatrix(analysis.shape_map, hits(analysis), picture)
-    except MetersealError as exc:
-        raise fail(exc) from exc
+    data, own_labels = _source(csv, sgcc, store, first_day, days, tz)
+    inspected = read_labels(labels) if labels else None
+    analysis = _analyse(data, Settings(seed=seed))
+    scores = _scores(analysis, inspected, seed)
+    explanations = write_ranking(out, data, analysis, scores)
+    picture = umatrix or out.with_name(out.stem + "-umatrix.png")
+    plot_umatrix(analysis.shape_map, hits(analysis), picture)
     table = Table("rank", "customer", "score", "pattern", "since", "why", title=scores.method)
     for e in explanations[:top]:
         table.add_row(
@@ -168,19 +164,14 @@ def explain_customer(
     from meterseal.fraud.pipeline import Settings
     from meterseal.fraud.plots import plot_customer
 
-    try:
-        data, _ = _source(csv, sgcc, store, first_day, days, tz)
-        row = data.index(customer)
-        analysis = _analyse(data, Settings(seed=seed))
-        scores = unsupervised(analysis.table)
-        (why,) = explain(
-            analysis, scores, data.first_day, data.period_days, data.regions, [customer]
-        )
-        picture = out or Path(f"fraud-{customer}.png")
-        typical = analysis.shape_map.typical
-        path = plot_customer(data, analysis.daily, row, why, picture, typical)
-    except MetersealError as exc:
-        raise fail(exc) from exc
+    data, _ = _source(csv, sgcc, store, first_day, days, tz)
+    row = data.index(customer)
+    analysis = _analyse(data, Settings(seed=seed))
+    scores = unsupervised(analysis.table)
+    (why,) = explain(analysis, scores, data.first_day, data.period_days, data.regions, [customer])
+    picture = out or Path(f"fraud-{customer}.png")
+    typical = analysis.shape_map.typical
+    path = plot_customer(data, analysis.daily, row, why, picture, typical)
     console.print(f"{customer}: rank {why.rank} of {len(data.customers)}: {why.text()}")
     for name, t in why.evidence:
         console.print(f"  {name:18} t = {t:6.1f}")
@@ -210,27 +201,24 @@ def evaluate(
     from meterseal.fraud.readers import read_labels, read_long_csv, read_patterns, read_sgcc
     from meterseal.fraud.report import comparison_table
 
-    try:
-        if dataset == "sim":
-            fleet = _simulated(customers, days, share, phasor, seed, tz)
-            data, truth, patterns = fleet.data, fleet.thief, fleet.patterns
+    if dataset == "sim":
+        fleet = _simulated(customers, days, share, phasor, seed, tz)
+        data, truth, patterns = fleet.data, fleet.thief, fleet.patterns
+    else:
+        path = Path(dataset)
+        if labels is None and path.suffix.lower() == ".csv" and _is_sgcc(path):
+            data, flags = read_sgcc(path)
+        elif labels is not None:
+            data, flags = read_long_csv(path, tz=tz), read_labels(labels)
         else:
-            path = Path(dataset)
-            if labels is None and path.suffix.lower() == ".csv" and _is_sgcc(path):
-                data, flags = read_sgcc(path)
-            elif labels is not None:
-                data, flags = read_long_csv(path, tz=tz), read_labels(labels)
-            else:
-                raise typer.BadParameter("a long CSV needs --labels (or use an SGCC file)")
-            truth = truth_of(data.customers, flags)
-            named = read_patterns(labels) if labels is not None else {}
-            patterns = [
-                (named.get(c) or "theft") if t else ""
-                for c, t in zip(data.customers, truth.tolist(), strict=True)
-            ]
-        result = _compare(data, truth, patterns, dataset, seed, supervised_model)
-    except MetersealError as exc:
-        raise fail(exc) from exc
+            raise typer.BadParameter("a long CSV needs --labels (or use an SGCC file)")
+        truth = truth_of(data.customers, flags)
+        named = read_patterns(labels) if labels is not None else {}
+        patterns = [
+            (named.get(c) or "theft") if t else ""
+            for c, t in zip(data.customers, truth.tolist(), strict=True)
+        ]
+    result = _compare(data, truth, patterns, dataset, seed, supervised_model)
     table = comparison_table(result)
     console.print(table.rich())
     console.print(table.markdown(), markup=False, highlight=False, soft_wrap=True)
@@ -299,9 +287,6 @@ def simulate(
     """Write a labelled simulated fleet (energy only): OUT (long CSV) and OUT-labels.csv."""
     from meterseal.fraud.report import write_fleet
 
-    try:
-        fleet = _simulated(customers, days, share, False, seed, tz)
-        labels = write_fleet(fleet, out)
-    except MetersealError as exc:
-        raise fail(exc) from exc
+    fleet = _simulated(customers, days, share, False, seed, tz)
+    labels = write_fleet(fleet, out)
     console.print(f"{customers} customers ({int(fleet.thief.sum())} thieves) -> {out}, {labels}")

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from meterseal.cli_common import DEFAULT_DEPLOYMENT, DeploymentDir, console, fail
+from meterseal.cli_common import DEFAULT_DEPLOYMENT, DeploymentDir, console
 from meterseal.errors import MetersealError
 from meterseal.integrity.platform_key import SOFTWARE_KEY_LABEL, PlatformKey
 from meterseal.ui import progress_bar
@@ -52,10 +52,7 @@ def build(
     """Compile the meter program (or an attack variant) with gcc."""
     from meterseal.integrity.build import build_meter
 
-    try:
-        path = build_meter(out, variant)
-    except MetersealError as exc:
-        raise fail(exc) from exc
+    path = build_meter(out, variant)
     console.print(f"built {path}" + (f" (variant {variant})" if variant else ""))
 
 
@@ -83,8 +80,6 @@ def trace(
                     console.print(f"[yellow]warning:[/yellow] a run ended with {outcome}")
                 bar.advance(task)
         model = recorder.model(earlier)
-    except MetersealError as exc:
-        raise fail(exc) from exc
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     out.write_bytes(model.to_cbor())
@@ -115,8 +110,6 @@ def embed(
         result = do_embed(binary, TraceModel.from_cbor(trace_file.read_bytes()), key, out)
     except OSError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    except MetersealError as exc:
-        raise fail(exc) from exc
     console.print(
         f"embedded into {result.path}: HV {result.hv.hex()}, section {result.section_size} "
         f"bytes, DSig by {key.label}"
@@ -168,18 +161,15 @@ def monitor(
     from meterseal.integrity.reporting import Reporter
 
     argv = _binary(command)
+    key = PlatformKey.load(key_dir)
+    audit = AuditLog(log, key)
+    reporter = Reporter.configure(
+        meter, fleet, report_out, store, deployment_dir, audit, os.path.basename(argv[0])
+    )
     try:
-        key = PlatformKey.load(key_dir)
-        audit = AuditLog(log, key)
-        reporter = Reporter.configure(
-            meter, fleet, report_out, store, deployment_dir, audit, os.path.basename(argv[0])
-        )
-        try:
-            result = Monitor(argv, key, audit, period=period, on_verdict=reporter).run()
-        finally:
-            audit.close()
-    except MetersealError as exc:
-        raise fail(exc) from exc
+        result = Monitor(argv, key, audit, period=period, on_verdict=reporter).run()
+    finally:
+        audit.close()
     if not result.measurements:
         console.print(
             f"[red]error:[/red] {argv[0]} did not start (exit {result.outcome.exit_code})"
@@ -209,7 +199,7 @@ def show_log(
     last: Annotated[int, typer.Option(help="entries to show")] = 20,
 ) -> None:
     """Verify the security audit log (every signed head, and growth since a head) and show it."""
-    from meterseal.integrity.auditlog import AuditLogError, check_consistency, replay
+    from meterseal.integrity.auditlog import check_consistency, replay
     from meterseal.integrity.judgement import entry_fields
 
     try:
@@ -221,8 +211,6 @@ def show_log(
         raise typer.BadParameter(str(exc)) from exc
     except ValueError as exc:
         raise typer.BadParameter(f"--since is SIZE:HEXROOT ({exc})") from exc
-    except (AuditLogError, MetersealError) as exc:
-        raise fail(exc) from exc
     table = Table(title=f"{log}: {len(contents.entries)} measurements")
     for column in ("#", "trigger", "function", "action", "object", "verdict", "reason"):
         table.add_column(column)
@@ -261,8 +249,6 @@ def report(
         accepted = submit(store, deployment_dir, report_file.read_bytes(), dt.datetime.now(dt.UTC))
     except OSError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    except MetersealError as exc:
-        raise fail(exc) from exc
     console.print(f"meter {accepted.meter_id}: {accepted.verdict.value} ({accepted.reason})")
 
 
@@ -271,10 +257,7 @@ def status(store: Annotated[str, typer.Option("--store", help="head-end store UR
     """Each meter's latest integrity verdict as the head-end holds it."""
     from meterseal.integrity.reporting import states
 
-    try:
-        rows = states(store)
-    except MetersealError as exc:
-        raise fail(exc) from exc
+    rows = states(store)
     table = Table(title="meter integrity (malicious: readings quarantined as meter_integrity)")
     for column in ("meter", "verdict", "reason", "reported"):
         table.add_column(column)

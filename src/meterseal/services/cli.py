@@ -14,10 +14,8 @@ from meterseal.cli_common import (
     PassphraseEnv,
     StoreUrl,
     console,
-    fail,
     passphrase,
 )
-from meterseal.errors import MetersealError
 
 if TYPE_CHECKING:
     from meterseal.services.catalog import ServiceOptions
@@ -122,12 +120,9 @@ def serve_services(
     from meterseal.services.supervisor import Supervisor, plan_processes
 
     mode = "trusted" if options.trusted else "services"
-    try:
-        if not options.trusted:  # made once here, so the workers do not race to create it
-            ensure_stage_key(options.deployment, options.passphrase)
-        supervisor = Supervisor(plan_processes(options, workers))
-    except MetersealError as exc:
-        raise fail(exc) from exc
+    if not options.trusted:  # made once here, so the workers do not race to create it
+        ensure_stage_key(options.deployment, options.passphrase)
+    supervisor = Supervisor(plan_processes(options, workers))
     console.print(f"meterseal serve --mode {mode}: {len(supervisor.children)} processes")
 
     async def main() -> None:

@@ -34,10 +34,9 @@ from meterseal.cli_common import (
     PassphraseEnv,
     StoreUrl,
     console,
-    fail,
     passphrase,
 )
-from meterseal.errors import ConfigurationError, MetersealError
+from meterseal.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -70,9 +69,9 @@ def _config(path: Path | None) -> dict[str, object]:
     try:
         value = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise fail(ConfigurationError(f"cannot read the configuration {path}: {exc}")) from exc
+        raise ConfigurationError(f"cannot read the configuration {path}: {exc}") from exc
     if not isinstance(value, dict):
-        raise fail(ConfigurationError(f"{path} must hold a JSON object"))
+        raise ConfigurationError(f"{path} must hold a JSON object")
     return value
 
 
@@ -143,10 +142,8 @@ def cas_serve(
         verifiers = _verifiers(backend, deployment_dir)
         with _cas(store, deployment_dir, passphrase_env, verifiers, nonce_ttl) as cas:
             asyncio.run(_serve(create_cas_app(cas), f"{host}:{port}", backend))
-    except MetersealError as exc:
-        raise fail(exc) from exc
     except OSError as exc:
-        raise fail(ConfigurationError(f"cannot listen on {listen}: {exc}")) from exc
+        raise ConfigurationError(f"cannot listen on {listen}: {exc}") from exc
 
 
 async def _serve(app: FastAPI, listen: str, backends: list[str]) -> None:
@@ -168,10 +165,7 @@ def cas_measure(
     """Print a stage's measurement, computed as its worker computes it."""
     from meterseal.trust.measurement import stage_measurement
 
-    try:
-        measurement = stage_measurement(stage, _config(config))
-    except MetersealError as exc:
-        raise fail(exc) from exc
+    measurement = stage_measurement(stage, _config(config))
     print(measurement.hex)
     if components:
         table = Table("kind", "name", "value")
@@ -202,17 +196,14 @@ def cas_fetch(
     """Act as a trusted worker: measure, attest, fetch; print versions, never values."""
     from meterseal.trust.worker import start_trusted
 
-    try:
-        worker = start_trusted(
-            stage,
-            cas_url,
-            deployment_dir,
-            names=secret,
-            config=_config(config),
-            attester=_attester(backend, deployment_dir),
-        )
-    except MetersealError as exc:
-        raise fail(exc) from exc
+    worker = start_trusted(
+        stage,
+        cas_url,
+        deployment_dir,
+        names=secret,
+        config=_config(config),
+        attester=_attester(backend, deployment_dir),
+    )
     console.print(f"measurement {worker.measurement.hex} ({worker.assurance})")
     for name, value in worker.secrets.items():
         digest = hashlib.sha256(value).hexdigest()[:12]
@@ -234,16 +225,13 @@ def policy_add(
     """Let a measurement (running STAGE) receive the named secrets."""
     from meterseal.trust.measurement import Measurement, stage_measurement
 
-    try:
-        chosen = (
-            Measurement.from_hex(measurement)
-            if measurement
-            else stage_measurement(stage, _config(config))
-        )
-        with _cas(store, deployment_dir, passphrase_env) as cas:
-            ids = cas.allow(stage, chosen, secret)
-    except MetersealError as exc:
-        raise fail(exc) from exc
+    chosen = (
+        Measurement.from_hex(measurement)
+        if measurement
+        else stage_measurement(stage, _config(config))
+    )
+    with _cas(store, deployment_dir, passphrase_env) as cas:
+        ids = cas.allow(stage, chosen, secret)
     console.print(
         f"allowed {chosen.hex} ({stage}) to receive {', '.join(secret)} (rules {ids})",
         soft_wrap=True,
@@ -257,11 +245,8 @@ def policy_list(
     passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
 ) -> None:
     """The allow rules and the revoked measurements."""
-    try:
-        with _cas(store, deployment_dir, passphrase_env) as cas:
-            rules, revoked = cas.state.rules(), cas.state.revocations()
-    except MetersealError as exc:
-        raise fail(exc) from exc
+    with _cas(store, deployment_dir, passphrase_env) as cas:
+        rules, revoked = cas.state.rules(), cas.state.revocations()
     gone = {r.measurement for r in revoked}
     table = Table("id", "stage", "measurement", "secret", "added", "state")
     for r in rules:
@@ -293,12 +278,9 @@ def policy_revoke(
     """Revoke a measurement: refused from its next request; rotate what it received."""
     from meterseal.trust.measurement import Measurement
 
-    try:
-        chosen = Measurement.from_hex(measurement)
-        with _cas(store, deployment_dir, passphrase_env) as cas:
-            outcome = cas.revoke(chosen, reason)
-    except MetersealError as exc:
-        raise fail(exc) from exc
+    chosen = Measurement.from_hex(measurement)
+    with _cas(store, deployment_dir, passphrase_env) as cas:
+        outcome = cas.revoke(chosen, reason)
     console.print(f"{'revoked' if outcome.new else 'already revoked'}: {chosen.hex}")
     for name, version in outcome.received:
         console.print(
@@ -326,23 +308,20 @@ def secrets_import(
         if name and file
         else deployment_secrets(load(deployment_dir, passphrase_env))
     )
-    try:
-        with _cas(store, deployment_dir, passphrase_env) as cas:
-            for secret_name, value in values.items():
-                latest = cas.state.latest_secret(secret_name)
-                if latest and cas.vault.open(secret_name, latest.version, latest.sealed) == value:
-                    console.print(f"{secret_name}: unchanged (v{latest.version})")
-                    continue
-                console.print(f"{secret_name}: v{cas.put_secret(secret_name, value)}")
-    except MetersealError as exc:
-        raise fail(exc) from exc
+    with _cas(store, deployment_dir, passphrase_env) as cas:
+        for secret_name, value in values.items():
+            latest = cas.state.latest_secret(secret_name)
+            if latest and cas.vault.open(secret_name, latest.version, latest.sealed) == value:
+                console.print(f"{secret_name}: unchanged (v{latest.version})")
+                continue
+            console.print(f"{secret_name}: v{cas.put_secret(secret_name, value)}")
 
 
 def _read(path: Path) -> bytes:
     try:
         return path.read_bytes()
     except OSError as exc:
-        raise fail(ConfigurationError(f"cannot read {path}: {exc.strerror}")) from exc
+        raise ConfigurationError(f"cannot read {path}: {exc.strerror}") from exc
 
 
 @secrets_app.command("list")
@@ -352,11 +331,8 @@ def secrets_list(
     passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
 ) -> None:
     """Secrets' names and versions (never values)."""
-    try:
-        with _cas(store, deployment_dir, passphrase_env) as cas:
-            infos = cas.state.secret_infos()
-    except MetersealError as exc:
-        raise fail(exc) from exc
+    with _cas(store, deployment_dir, passphrase_env) as cas:
+        infos = cas.state.secret_infos()
     table = Table("secret", "latest", "versions", "updated")
     for i in infos:
         table.add_row(i.name, f"v{i.latest_version}", str(i.versions), f"{i.updated_at:%F %T}")
@@ -376,13 +352,10 @@ def secrets_rotate(
     if (file is None) == (random <= 0):
         raise typer.BadParameter("give exactly one of --file and --random N")
     value = _read(file) if file else os.urandom(random)
-    try:
-        with _cas(store, deployment_dir, passphrase_env) as cas:
-            if cas.state.latest_secret(name) is None:
-                raise ConfigurationError(f"no secret {name!r} to rotate; import it first")
-            version = cas.put_secret(name, value)
-    except MetersealError as exc:
-        raise fail(exc) from exc
+    with _cas(store, deployment_dir, passphrase_env) as cas:
+        if cas.state.latest_secret(name) is None:
+            raise ConfigurationError(f"no secret {name!r} to rotate; import it first")
+        version = cas.put_secret(name, value)
     console.print(f"{name}: rotated to v{version}")
 
 
@@ -396,12 +369,9 @@ def cas_log(
     """The CAS log (every release, refusal and change); exits 1 if it does not verify."""
     from meterseal.trust.cas import check_log, decode_entry
 
-    try:
-        with _cas(store, deployment_dir, passphrase_env) as cas:
-            rows = cas.state.log_rows()
-            problems = check_log(rows, cas.vault)
-    except MetersealError as exc:
-        raise fail(exc) from exc
+    with _cas(store, deployment_dir, passphrase_env) as cas:
+        rows = cas.state.log_rows()
+        problems = check_log(rows, cas.vault)
     table = Table("#", "time", "event", "outcome", "stage", "measurement", "secrets", "reason")
     for row in rows[-limit:]:
         e = decode_entry(row.entry)
