@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import importlib
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
@@ -11,8 +13,6 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from meterseal.bench.cli import bench_app
-from meterseal.billing.cli import bills_app
 from meterseal.billing.commands import billing_app
 from meterseal.cli_common import (
     AUTO_OPEN_WORKERS,
@@ -27,13 +27,10 @@ from meterseal.cli_common import (
 from meterseal.cli_common import load as _load
 from meterseal.cli_common import passphrase as _passphrase
 from meterseal.cli_common import shown as _shown
+from meterseal.cli_extras import MissingExtra
 from meterseal.crypto.suites import DEFAULT_SUITE, suite_named
-from meterseal.dissemination.cli import dissemination_app
 from meterseal.errors import ConfigurationError, MetersealError
-from meterseal.fraud.cli import fraud_app
-from meterseal.integrity.cli import integrity_app
 from meterseal.services.cli import Admin, CasUrl, NatsUrl, Prefix, service_app
-from meterseal.trust.cli import cas_app
 from meterseal.ui import progress_bar
 
 app = typer.Typer(
@@ -45,14 +42,35 @@ keys_app = typer.Typer(
 meters_app = typer.Typer(help="Meter identities.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(meters_app, name="meters")
-app.add_typer(bench_app, name="bench")  # reproducible experiments: tables and plots
 app.add_typer(billing_app)  # tariffs, bill, audit, export-bill, verify-bill
-app.add_typer(bills_app, name="bills")  # the bills HTTP API
-app.add_typer(dissemination_app, name="router")  # privacy-aware dissemination (router)
-app.add_typer(integrity_app, name="integrity")  # meter software integrity (trace, monitor)
 app.add_typer(service_app, name="service")  # one service of services/trusted mode
-app.add_typer(cas_app, name="cas")  # configuration and attestation service
-app.add_typer(fraud_app, name="fraud")  # fraud detection: rank, explain, evaluate (trusted job)
+
+
+def _add_group(name: str, module: str, attribute: str, summary: str) -> None:
+    """Add a command group, or, when its install extra is missing, a stand-in naming it."""
+    try:
+        group = getattr(importlib.import_module(module), attribute)
+    except ModuleNotFoundError as exc:
+        missing = MissingExtra.of(exc, name)
+        if missing is None:
+            raise
+        loose = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+        @app.command(name, help=escape(f"{summary} (needs meterseal[{missing.extra}])"),
+                     add_help_option=False, context_settings=loose)  # fmt: skip
+        def stand_in() -> None:
+            raise missing
+    else:
+        app.add_typer(group, name=name)
+
+
+# The groups beyond the core import their extras' packages: each is added if they are installed.
+_add_group("bills", "meterseal.billing.cli", "bills_app", "Bills over HTTP.")
+_add_group("router", "meterseal.dissemination.cli", "dissemination_app", "Dissemination.")
+_add_group("integrity", "meterseal.integrity.cli", "integrity_app", "Meter software integrity.")
+_add_group("cas", "meterseal.trust.cli", "cas_app", "Configuration and attestation service.")
+_add_group("fraud", "meterseal.fraud.cli", "fraud_app", "Fraud detection.")
+_add_group("bench", "meterseal.bench.cli", "bench_app", "Reproducible experiments.")
 
 
 @keys_app.command("init")
@@ -302,10 +320,24 @@ def relay(
 
 
 def main(args: Sequence[str] | None = None) -> None:
-    """Run the command line; a MetersealError ends as its diagnostics on stderr and exit code 2."""
+    """Run the command line; a MetersealError ends as its diagnostics on stderr and exit code 2.
+
+    So does a package missing from the install: the message names the extra that brings it.
+    """
+    argv = list(sys.argv[1:] if args is None else args)
     try:
-        app(args=args, prog_name="meterseal")
+        app(args=argv, prog_name="meterseal")
+    except ModuleNotFoundError as exc:
+        command = next((a for a in argv if not a.startswith("-")), "")
+        missing = MissingExtra.of(exc, command)
+        if missing is None:
+            raise
+        _exit_with(missing)
     except MetersealError as exc:
-        # Escaped: diagnostics quote paths and values, whose brackets are not Rich markup.
-        Console(stderr=True).print(f"[red]error:[/red] {escape(exc.diagnostics())}")
-        raise SystemExit(2) from exc
+        _exit_with(exc)
+
+
+def _exit_with(error: MetersealError) -> None:
+    # Escaped: diagnostics quote paths and values, whose brackets are not Rich markup.
+    Console(stderr=True).print(f"[red]error:[/red] {escape(error.diagnostics())}", soft_wrap=True)
+    raise SystemExit(2) from error
