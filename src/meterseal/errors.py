@@ -60,3 +60,7 @@ class CertificateError(MetersealError):
 
 class ReadingError(MetersealError):
     """A reading violates its schema (range, type or missing field)."""
+
+
+class StorageError(MetersealError):
+    """The database refused or failed an operation; nothing of that transaction was kept."""

@@ -22,7 +22,8 @@ from meterseal.billing.bill import parse_signed_bill
 from meterseal.billing.billlog import BILL_LOG_HEAD, bill_leaf
 from meterseal.billing.proofs import ReadingProof, verify_reading
 from meterseal.crypto.keys import kid_of, public_bytes
-from meterseal.storage import StorageError, Store
+from meterseal.errors import StorageError
+from meterseal.storage import Store
 from meterseal.storage.bill_store import BillStore
 from meterseal.transparency.merkle import verify_consistency, verify_inclusion
 from tests.billing.conftest import Month

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from meterseal.billing.completeness import Period
-from meterseal.storage.bill_store import BillSummary
+from meterseal.billing.ports import BillSummary
 from tests.billing.conftest import Month
 
 

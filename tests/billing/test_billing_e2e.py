@@ -18,7 +18,7 @@ from meterseal.billing.proofs import (
 from meterseal.billing.service import BillingError
 from meterseal.billing.tariff import TariffBook
 from meterseal.crypto.keys import kid_of, public_bytes
-from meterseal.storage import StorageError
+from meterseal.errors import StorageError
 from meterseal.transparency.merkle import MerkleTree, verify_consistency
 from tests.billing.conftest import Month
 

@@ -10,10 +10,10 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from meterseal.acquisition.records import AcceptedReading
 from meterseal.crypto.registry import MeterRecord
+from meterseal.errors import StorageError
 from meterseal.storage import (
     LATEST_VERSION,
     MIGRATIONS,
-    StorageError,
     Store,
     current_version,
     make_engine,

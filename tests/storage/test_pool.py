@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
+from meterseal.errors import StorageError
 from meterseal.storage import Store, schema
-from meterseal.storage.schema import StorageError
 from meterseal.storage.scratch import scratch_schema
 
 

@@ -14,10 +14,10 @@ import sqlalchemy as sa
 from meterseal.acquisition.records import Rejection, StoreOutcome
 from meterseal.crypto import certs
 from meterseal.crypto.registry import MeterRecord
+from meterseal.errors import StorageError
 from meterseal.model import PhaseMeasurement, PhasorReport
 from meterseal.storage import (
     REPLAYED_COUNTER,
-    StorageError,
     Store,
     StoredOriginal,
     StoreRegistry,

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from meterseal.storage import StorageError
+from meterseal.errors import StorageError
 from meterseal.trust.api import MAX_BODY, ThreadedServer, create_cas_app
 from meterseal.trust.client import fetch_release, fetch_secrets
 from meterseal.trust.errors import CasUnavailable, ReleaseRefused

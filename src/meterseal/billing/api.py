@@ -23,22 +23,15 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
-import sqlalchemy as sa
 from fastapi import FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, PlainSerializer
 
 from meterseal.acquisition.http import service_app
 from meterseal.billing.bill import Bill, parse_signed_bill
+from meterseal.billing.ports import BillArchive, StoredBill, countersigned_of
 from meterseal.billing.proofs import ProofConflict, ProofNotFound
-from meterseal.errors import MetersealError
-from meterseal.storage.bill_store import (
-    BillStore,
-    StoredBill,
-    StoredReport,
-    countersigned_of,
-)
-from meterseal.storage.schema import StorageError, audit_reports, meters
+from meterseal.errors import MetersealError, StorageError
 from meterseal.transparency.heads import SignedTreeHead
 from meterseal.transparency.merkle import MerkleTree
 
@@ -212,9 +205,9 @@ def _get(
 
 
 class _Routes:
-    """The handlers over one `BillStore`; sync, so FastAPI runs their queries in threads."""
+    """The handlers over one `BillArchive`; sync, so FastAPI runs their queries in threads."""
 
-    def __init__(self, bills: BillStore, counts: Counter[str]) -> None:
+    def __init__(self, bills: BillArchive, counts: Counter[str]) -> None:
         self.bills = bills
         self.counts = counts
         self._tree = MerkleTree()
@@ -245,19 +238,12 @@ class _Routes:
         )
         return self._found(self.bills.log_head(size), detail)
 
-    def _one(self, query: sa.Select[Any]) -> tuple[Any, ...] | None:
-        # Point queries BillStore/Store lack (Store.meter_rows() reads the whole fleet).
-        with self.bills.store.connection() as connection:
-            row = connection.execute(query).first()
-        return None if row is None else tuple(row)
-
     @_get("/v1/customers/{customer_id}/bills", CustomerBills)
     def customer_bills(self, customer_id: Name) -> CustomerBills:
         """A customer's bills, oldest first, with each one's latest audit verdict."""
         listed = self.bills.bill_summaries(customer_id)
-        known = sa.select(meters.c.meter_id).where(meters.c.customer_id == customer_id)
-        if not listed:
-            self._found(self._one(known.limit(1)), f"no customer {customer_id!r}")
+        if not listed and not self.bills.customer_meters(customer_id):
+            raise self._missing(f"no customer {customer_id!r}")
         entries = [BillEntry(**b._asdict()) for b in listed]
         self.counts["bill_lists"] += 1
         return CustomerBills(customer_id=customer_id, bills=entries)
@@ -374,12 +360,11 @@ class _Routes:
     @_get("/v1/audit/reports/{report_id}", ReportView)
     def report(self, report_id: Annotated[int, Path(ge=1, le=MAX_INT)]) -> ReportView:
         """One audit report as the auditor stored it."""
-        query = sa.select(audit_reports).where(audit_reports.c.id == report_id)
-        row = self._found(self._one(query), f"no audit report {report_id}")
-        return ReportView(**StoredReport(*row)._asdict())
+        found = self._found(self.bills.report(report_id), f"no audit report {report_id}")
+        return ReportView(**found._asdict())
 
 
-def add_billing_routes(app: FastAPI, bills: BillStore) -> None:
+def add_billing_routes(app: FastAPI, bills: BillArchive) -> None:
     """Add the billing API to a `service_app` app; it counts into `app.state.counts`."""
     routes = _Routes(bills, app.state.counts)
 
@@ -403,7 +388,7 @@ def add_billing_routes(app: FastAPI, bills: BillStore) -> None:
         )(handler)
 
 
-def create_billing_app(bills: BillStore) -> FastAPI:
+def create_billing_app(bills: BillArchive) -> FastAPI:
     """The billing API on the service skeleton (/healthz, /v1/counters, OpenAPI)."""
     counts: Counter[str] = Counter()
     app = service_app(

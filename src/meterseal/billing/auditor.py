@@ -1,9 +1,10 @@
 """The metrology authority's auditor: read-only store access, its own key, its own reports.
 
-Around the sans-IO `audit_bill`: it loads what the audit needs through a read-only store,
-rebuilds the meter registry from certificates checked against the CA (the store's meter
-table is not trusted), countersigns a clean bill with the authority's key and writes each
-report through a separate, writable store (by default the same database's report table).
+Around the sans-IO `audit_bill`: it loads what the audit needs through a read-only store
+(`ports.AuditSource`), has the meter registry rebuilt from certificates checked against the CA
+(the store's meter table is not trusted), countersigns a clean bill with the authority's key
+and writes each report through a separate, writable store (`ports.ReportSink`; by default the
+same database's report table).
 """
 
 from __future__ import annotations
@@ -16,13 +17,12 @@ from cryptography import x509
 
 from meterseal.billing.audit import AuditInput, AuditReport, audit_bill
 from meterseal.billing.bill import ManifestEntry, manifest_from_cbor, parse_signed_bill
+from meterseal.billing.ports import AuditSource, ReportSink
 from meterseal.billing.tariff import TariffBook
 from meterseal.crypto.countersign import countersign
 from meterseal.crypto.keys import kid_of, public_bytes
 from meterseal.crypto.signing import SigningKey, VerifyingKey
 from meterseal.errors import MetersealError
-from meterseal.storage.bill_store import BillStore
-from meterseal.storage.store import StoreRegistry
 
 # Rows this far outside the period are read too: a timestamp column moved out of the
 # period must not hide a reading from the audit.
@@ -48,8 +48,8 @@ class Auditor:
 
     def __init__(
         self,
-        source: BillStore,
-        reports: BillStore,
+        source: AuditSource,
+        reports: ReportSink,
         key: SigningKey,
         ca_certificate: x509.Certificate,
         billing_key: VerifyingKey,
@@ -62,7 +62,7 @@ class Auditor:
         self.key = key
         self.kid = kid_of(public_bytes(key.public_key()))
         self.billing_key = billing_key
-        self.registry = StoreRegistry(source.store, ca_certificate)
+        self.registry = source.meter_directory(ca_certificate)
         # The authority should keep its own copy of the tariffs it approved; by default it
         # reads the store's, which is enough to catch a tariff changed after signing.
         self.tariffs = tariffs if tariffs is not None else source.tariff_book()

@@ -226,8 +226,9 @@ def export_bill(
     store: StoreUrl = DEFAULT_STORE,
 ) -> None:
     """Write a bill (countersigned if audited clean) and reading proofs for `verify-bill`."""
+    from meterseal.billing.ports import countersigned_of
     from meterseal.storage import Store
-    from meterseal.storage.bill_store import BillStore, countersigned_of
+    from meterseal.storage.bill_store import BillStore
 
     try:
         with Store.open_read_only(store) as db:

@@ -15,11 +15,11 @@ from meterseal.billing.bill import Bill, sign_bill
 from meterseal.billing.billlog import BILL_LOG_HEAD, bill_leaf
 from meterseal.billing.completeness import EstimationRule, LinearEstimate, Period
 from meterseal.billing.compute import BillRequest, check_bill, compute_bill
+from meterseal.billing.ports import BillExists, BillLedger, StoredBill
 from meterseal.billing.tariff import Tariff
 from meterseal.crypto.keys import kid_of, public_bytes
 from meterseal.crypto.signing import SigningKey
 from meterseal.errors import MetersealError
-from meterseal.storage.bill_store import BillExists, BillStore, StoredBill
 from meterseal.transparency.heads import TreeHead
 from meterseal.transparency.merkle import MerkleTree
 
@@ -55,7 +55,7 @@ class BillingService:
 
     def __init__(
         self,
-        bills: BillStore,
+        bills: BillLedger,
         key: SigningKey,
         *,
         estimation: EstimationRule | None = None,

@@ -24,6 +24,7 @@ from meterseal.acquisition.freshness import FreshnessPolicy, FreshnessState
 from meterseal.acquisition.records import Rejection
 from meterseal.acquisition.stages import StageResult, TrustedStages
 from meterseal.crypto.registry import MeterRecord
+from meterseal.errors import StorageError
 from meterseal.services.bus import BILL_DONE, BILLING, PACKETS, VERIFIED, Bus, Consumer, Delivery
 from meterseal.services.keys import StageSecrets
 from meterseal.services.messages import (
@@ -36,7 +37,7 @@ from meterseal.services.messages import (
     seal_verified,
 )
 from meterseal.services.metrics import ServiceMetrics
-from meterseal.storage import StorageError, Store, StoreRegistry
+from meterseal.storage import Store, StoreRegistry
 
 FETCH_TIMEOUT = 0.25
 QUEUE_GAUGE_EVERY = 1.0  # seconds between queue-depth queries while busy

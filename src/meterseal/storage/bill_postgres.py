@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from psycopg import errors as pg_errors
 
 from meterseal.billing.compute import BillPacket, packets_of
-from meterseal.storage.schema import StorageError
+from meterseal.errors import StorageError
 from meterseal.transparency.merkle import MerkleTree
 
 BILL_LOG_LOCK = 0x6D657465_62696C6C  # any constant shared by every billing process

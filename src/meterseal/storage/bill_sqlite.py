@@ -14,8 +14,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from meterseal.billing.compute import BillPacket, packets_of
+from meterseal.errors import StorageError
 from meterseal.storage import bill_postgres
-from meterseal.storage.schema import StorageError
 from meterseal.transparency.merkle import MerkleTree
 
 _INSERT_BILL = bill_postgres.INSERT_BILL.replace("%s", "?")

@@ -1,6 +1,8 @@
 """The billing side of the store: tariffs, billing inputs, bills, the bill log, audit reports.
 
-One `BillStore` wraps a `Store` (same engine, same transactions). Appending to the bill log
+One `BillStore` wraps a `Store` (same engine, same transactions) and implements the
+repositories billing declares (`billing.ports`: BillLedger, AuditSource, ReportSink,
+BillArchive). Appending to the bill log
 is serialized (SQLite's write lock, a PostgreSQL advisory lock), so log indices never skip
 or repeat even with several billing processes.
 """
@@ -10,18 +12,28 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import sqlalchemy as sa
 from cryptography import x509
 
 from meterseal.billing.bill import manifest_from_cbor
 from meterseal.billing.compute import BillPacket, packets_of
+from meterseal.billing.ports import (
+    AuditSource,
+    BillArchive,
+    BillExists,
+    BillLedger,
+    BillSummary,
+    ReportSink,
+    StoredBill,
+    StoredReport,
+)
 from meterseal.billing.proofs import ProofConflict, ProofNotFound, ReadingProof, make_reading_proof
 from meterseal.billing.tariff import Tariff, TariffBook
+from meterseal.errors import StorageError
 from meterseal.storage import bill_postgres, bill_sqlite
 from meterseal.storage.schema import (
-    StorageError,
     audit_reports,
     bill_log,
     bill_log_heads,
@@ -30,60 +42,15 @@ from meterseal.storage.schema import (
     signed_originals,
     tariffs,
 )
-from meterseal.storage.store import Store
+from meterseal.storage.store import Store, StoreRegistry
 from meterseal.transparency.heads import SignedTreeHead, TreeHead
 from meterseal.transparency.merkle import MerkleTree, leaf_hash
 
 _PACKET_COLUMNS = bill_postgres.PACKET_COLUMNS
 
 
-class BillExists(StorageError):
-    """A bill with this id is kept already (bills are never rewritten)."""
-
-
-class StoredBill(NamedTuple):
-    """A bill as kept: the signed bill, its manifest and where it sits in the log."""
-
-    bill_id: str
-    customer_id: str
-    period_start: int
-    period_end: int
-    issued_at: int
-    currency: str
-    total: str
-    signed_bill: bytes
-    manifest: bytes
-    log_index: int
-
-
-class StoredReport(NamedTuple):
-    """An audit report as kept."""
-
-    id: int
-    bill_id: str
-    audited_at: int
-    clean: bool
-    report: dict[str, Any]
-    countersigned_bill: bytes | None
-
-
-class BillSummary(NamedTuple):
-    """A bill as a customer's list shows it: no signed bytes or manifest, its audit verdicts."""
-
-    bill_id: str
-    period_start: int
-    period_end: int
-    issued_at: int
-    currency: str
-    total: str
-    log_index: int
-    audited: bool
-    clean: bool | None  # the latest audit's verdict; None: never audited
-    countersigned: bool  # some audit, maybe an earlier one, was clean and countersigned it
-
-
-class BillStore:
-    """Repository of the billing service and the auditor over one `Store`."""
+class BillStore(BillLedger, AuditSource, ReportSink, BillArchive):
+    """Billing's repositories over one `Store` (subclassing the ports: mypy checks each)."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -174,6 +141,10 @@ class BillStore:
         with self.store.connection() as connection:
             row = connection.execute(query).first()
         return None if row is None else (bytes(row[0]), str(row[1]))
+
+    def meter_directory(self, ca_certificate: x509.Certificate) -> StoreRegistry:
+        """The stored meters whose certificates chain to the CA (the meter table is not trusted)."""
+        return StoreRegistry(self.store, ca_certificate)
 
     def reading_proof(self, bill_id: str, meter_id: str, counter: int) -> ReadingProof:
         """The inclusion proof of a billed reading, from the stored bill, original and meter.
@@ -296,6 +267,13 @@ class BillStore:
 
     # -- audit reports ------------------------------------------------------------------
 
+    def report(self, report_id: int) -> StoredReport | None:
+        """One audit report by id."""
+        query = sa.select(audit_reports).where(audit_reports.c.id == report_id)
+        with self.store.connection() as connection:
+            row = connection.execute(query).first()
+        return StoredReport(*row) if row else None
+
     def record_report(
         self, bill_id: str, audited_at: int, report: dict[str, Any], countersigned: bytes | None
     ) -> int:
@@ -326,9 +304,3 @@ class BillStore:
 
 def _bool(value: object) -> bool | None:
     return None if value is None else bool(value)  # SQLite answers 0 and 1
-
-
-def countersigned_of(reports: Sequence[StoredReport]) -> bytes | None:
-    """The countersigned bill of the newest clean audit among `reports` (newest first)."""
-    # A later unclean audit does not withdraw an earlier countersignature; it shows in reports.
-    return next((bytes(r.countersigned_bill) for r in reports if r.countersigned_bill), None)

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from meterseal.errors import StorageError
 from meterseal.storage.schema import (
     BigId,
-    StorageError,
     UtcDateTime,
     begin_write,
     schema_version,

@@ -21,7 +21,6 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from meterseal.errors import MetersealError
 from meterseal.model import PhaseMeasurement, PhasorReport
 
 METER_ID = 64
@@ -32,10 +31,6 @@ SQLITE_CHECKPOINT_PAGES = 20_000
 PG_PING_AFTER_IDLE = 1.0  # seconds a pooled connection may idle before it is pinged
 LOOKUP_CHUNK = 128  # keys per SQLite lookup statement (a power of two, see `_or_lookup`)
 WRITE_OPTION = "meterseal_write"
-
-
-class StorageError(MetersealError):
-    """The database refused or failed an operation; nothing of that transaction was kept."""
 
 
 Key = tuple[str, int]  # (meter_id, counter): a signed original's primary key

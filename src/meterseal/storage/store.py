@@ -26,7 +26,7 @@ from sqlalchemy.engine import Connection, Engine
 from meterseal.acquisition.records import AcceptedReading, Rejection, StoreOutcome
 from meterseal.crypto.registry import MeterRecord, MeterRegistry
 from meterseal.crypto.suites import suite_named
-from meterseal.errors import CertificateError, RejectReason
+from meterseal.errors import CertificateError, RejectReason, StorageError
 from meterseal.storage.migrations import LATEST_VERSION, current_version, migrate
 from meterseal.storage.schema import (
     BulkStatements,
@@ -34,7 +34,6 @@ from meterseal.storage.schema import (
     MeterRow,
     QuarantinedPacket,
     RegionalLoad,
-    StorageError,
     StoredOriginal,
     UtcDateTime,
     begin_write,

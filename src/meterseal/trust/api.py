@@ -31,7 +31,7 @@ from starlette.requests import ClientDisconnect
 
 from meterseal.acquisition.http import HttpServer, service_app
 from meterseal.crypto import cose
-from meterseal.storage.schema import StorageError
+from meterseal.errors import StorageError
 from meterseal.trust.attestation import MAX_QUOTE_BYTES, NO_HARDWARE, SIMULATED
 from meterseal.trust.cas import Cas, Release, ReleaseRequest, check_log, decode_entry
 from meterseal.trust.errors import ReleaseRefused, TrustError

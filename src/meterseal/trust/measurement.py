@@ -82,6 +82,7 @@ _BILLING = tuple(
         "completeness",
         "compute",
         "hashing",
+        "ports",
         "proofs",
         "service",
         "tariff",
