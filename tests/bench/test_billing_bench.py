@@ -49,9 +49,13 @@ def test_billing_bench_bills_fresh_customers_audits_clean_and_plots(
     assert bench.findings == 0
     bills = bill_table(bench)
     assert [row[:4] for row in bills.rows] == [(store, "1", "1", "96"), (store, "2", "2", "96")]
-    assert all(row[-1] in ("met", "**MISSED**") for row in bills.rows)
+    assert all(row[-1] in ("PASS", "FAIL") for row in bills.rows)
+    assert bills.verdict is not None
+    assert bills.verdict.met == all(row[-1] == "PASS" for row in bills.rows)
     audits = audit_table(bench)
     assert [row[-1] for row in audits.rows] == ["1/1 clean", "1/1 clean"]
+    assert audits.verdict is not None
+    assert audits.verdict.met == all(row[-2] == "PASS" for row in audits.rows)
     assert "| store | customers |" in bills.markdown()
     path = plot_billing(bench, tmp_path / "img" / "bench-billing.png")
     assert path.read_bytes()[:8] == PNG_SIGNATURE

@@ -30,6 +30,8 @@ def test_every_meter_connected_at_once_and_answered(tmp_path: Path) -> None:
     table = result_table([result], Machine.probe(None))
     assert table.rows[0][:4] == ("300", "2", "2", "sqlite")
     assert table.rows[0][5] == "300 / 300 / 300"
+    assert table.verdict is not None
+    assert table.verdict.met is True  # zero errors
     path = plot_connections(result, tmp_path / "connections.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

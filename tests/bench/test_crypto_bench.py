@@ -16,6 +16,7 @@ from meterseal.bench.crypto import (
     growth,
     markdown_report,
     run_bench,
+    tables,
 )
 from meterseal.bench.timing import Timing, measure, measure_group
 from meterseal.crypto.keys import HeadEndKeys
@@ -71,9 +72,9 @@ def test_bound_and_ratio_arithmetic() -> None:
     assert bench.ratio == pytest.approx(bench.bound / 2e-4)
     assert bench.best_ratio == pytest.approx(0.9 * (6e-5 + 1e-4 + 2e-6) / (0.9 * 2e-4))
     assert bench.batch_ratio == pytest.approx(bench.bound / 1.9e-4)
-    assert bench.verdict == ("PASS" if bench.batch_ratio >= TARGET else "MISS") == "PASS"
+    assert bench.verdict == ("PASS" if bench.batch_ratio >= TARGET else "FAIL") == "PASS"
     slow = SuiteBench("p256", 250, *(_timing(t) for t in (1e-4, 2e-4, 6e-5, 1e-4, 2e-6, 2e-4)))
-    assert slow.verdict == "MISS"
+    assert slow.verdict == "FAIL"
     hpke = SuiteBench(
         "pq", 3600, _timing(1e-3), _timing(2e-4), _timing(1e-4), _timing(9e-5), None, _timing(2e-4)
     )
@@ -105,11 +106,6 @@ def test_run_reproduces_experiment_3_1(result: BenchResult) -> None:
     for point in result.sizes:
         assert set(point.timings) == {"rsa_encrypt", "rsa_decrypt", "sha256", "sha512"}
         assert all(t.median > 0 for t in point.timings.values())
-    # Six OAEP blocks cost more than one.
-    assert (
-        result.sizes[-1].timings["rsa_decrypt"].median
-        > result.sizes[0].timings["rsa_decrypt"].median
-    )
 
 
 def test_run_writes_a_png_and_reports(result: BenchResult) -> None:
@@ -120,6 +116,10 @@ def test_run_writes_a_png_and_reports(result: BenchResult) -> None:
     report = markdown_report(result)
     assert all(f"| {name} |" in report for name in SUITES)
     assert "RSA-2048 decrypt" in report
+    assert all(table.verdict is not None for table in tables(result))
+    (bound,) = (t for t in tables(result) if t.verdict and t.verdict.met is not None)
+    assert bound.verdict is not None
+    assert f"{'PASS' if bound.verdict.met else 'FAIL'}: ed25519 and p256 open at ≥ 85%" in report
 
 
 def test_plot_lands_in_out_dir(result: BenchResult, tmp_path: Path) -> None:

@@ -28,5 +28,7 @@ def test_every_mode_acquires_and_bills_a_small_month(nats_url: str, tmp_path: Pa
     assert all(s.packets == 32 and s.rate > 0 for s in bench.scaling)
     assert bench.trusted_ratio is not None
     assert "trusted/services per packet" in mode_table(bench).markdown()
+    assert mode_table(bench).verdict is not None
+    assert scaling_table(bench).verdict is not None
     assert scaling_table(bench).rows[0][1] == "32"
     assert plot_deployments(bench, tmp_path / "plot.png").stat().st_size > 10_000

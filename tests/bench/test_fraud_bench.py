@@ -15,7 +15,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 def test_fraud_bench_runs_both_experiments_and_plots(tmp_path: Path) -> None:
     out = io.StringIO()
-    run_bench(
+    met = run_bench(
         Console(file=out, width=200),
         customers=300,
         days=21,
@@ -30,6 +30,8 @@ def test_fraud_bench_runs_both_experiments_and_plots(tmp_path: Path) -> None:
     for method in ("SOM correlation (seed)", "meterseal (supervised)", "IsolationForest"):
         assert f"| {method} |" in text  # the Markdown table for docs/benchmarks.md
     assert "ahead of IsolationForest on AUC and MAP@N: yes" in text
+    verdict_line = f"- {'PASS' if met else 'FAIL'}: ahead of IsolationForest and LocalOutlierFactor"
+    assert verdict_line in text
     assert "load average (1/5/15 min) before" in text
     for name in ("fraud-bench.png", "fraud-umatrix.png", "fraud-explain.png"):
         assert (tmp_path / name).read_bytes().startswith(PNG_SIGNATURE)
@@ -42,7 +44,9 @@ def test_the_scale_run_counts_every_customer_and_its_time() -> None:
     assert result.fraud_seconds > 0
     assert result.generate_seconds > 0
     assert result.peak_rss_mib > 50
-    rows = dict(scale_table(result, Machine.probe(None)).rows)
+    table = scale_table(result, Machine.probe(None))
+    assert table.verdict is not None
+    rows = dict(table.rows)
     assert rows["readings"] == f"{250 * 14 * 96:,}"
 
 

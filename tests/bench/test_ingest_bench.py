@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from meterseal.bench.ingest import plot_ingest, result_table, run_suite
+from meterseal.bench.ingest import TARGET_SHARE, plot_ingest, result_table, run_suite
 from meterseal.bench.timing import Machine
 from meterseal.crypto.suites import P256
 from tests.acquisition.test_mqtt import URL as MQTT_URL
@@ -40,6 +40,9 @@ def test_ingest_bench_stores_every_packet_and_plots(transport: str, tmp_path: Pa
     assert result.latency_p50 <= result.latency_p99
     table = result_table([result], Machine.probe(None))
     assert table.rows[0][:4] == ("p256", "sqlite", transport, "96")
+    assert table.rows[0][-1] in ("PASS", "FAIL")  # p256 carries the target
+    assert table.verdict is not None
+    assert table.verdict.met == (result.ratio >= TARGET_SHARE)
     path = plot_ingest([result], tmp_path / "ingest.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

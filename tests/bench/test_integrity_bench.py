@@ -46,5 +46,7 @@ def test_bench_integrity_runs_on_a_tiny_workload(tmp_path: Path) -> None:
     table = result_table(bench, Machine.probe(None))
     assert len(table.rows) == len(MODES)
     assert "overhead" in table.headers
+    assert table.verdict is not None
+    assert table.verdict.met == bench.ok
     png = plot_integrity(bench, tmp_path / "bench-integrity.png")
     assert png.read_bytes().startswith(b"\x89PNG")

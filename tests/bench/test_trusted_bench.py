@@ -35,6 +35,7 @@ def test_a_tiny_run_measures_inside_an_attested_worker(tmp_path: Path) -> None:
     assert "11.6x" in markdown
     assert "no hardware guarantee" in markdown
     assert "RSA-2048 decrypt inside/outside" in markdown
+    assert all(t.verdict is not None for t in tables(result))
 
 
 def test_a_worker_that_cannot_start_is_a_clean_error(

@@ -46,7 +46,7 @@ from meterseal.crypto.registry import MeterDirectory
 from meterseal.crypto.suites import CipherSuite
 from meterseal.storage import Store
 from meterseal.storage.bill_store import BillStore
-from meterseal.ui import TextTable, progress_bar
+from meterseal.ui import TextTable, Verdict, pass_fail, progress_bar
 
 CUSTOMERS = (1, 100, 10_000)
 STORES = ("sqlite", "postgres")
@@ -329,10 +329,6 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1e3:,.1f}"
 
 
-def _verdict(met: bool) -> str:
-    return "met" if met else "**MISSED**"
-
-
 def bill_table(bench: BillingBench) -> TextTable:
     """Per store and round: per-bill time (query → recorded), mean phases, bills/s, target."""
     rows = [
@@ -346,7 +342,7 @@ def bill_table(bench: BillingBench) -> TextTable:
             _ms(max(r.totals)),
             *(_ms(r.phase_mean(p)) for p in PHASES),
             f"{r.per_second:,.1f}",
-            _verdict(r.bill_met),
+            pass_fail(r.bill_met),
         )
         for r in bench.rounds
     ]
@@ -367,6 +363,10 @@ def bill_table(bench: BillingBench) -> TextTable:
         ),
         rows,
         _notes(bench),
+        Verdict(
+            f"p50 ≤ {BILL_TARGET * 1e3:.0f} ms per bill in every round",
+            all(r.bill_met for r in bench.rounds),
+        ),
     )
 
 
@@ -381,7 +381,7 @@ def audit_table(bench: BillingBench) -> TextTable:
             _ms(r.audit_p50),
             _ms(r.bare_p50),
             f"{r.ratio:.2f}x",
-            _verdict(r.audit_met),
+            pass_fail(r.audit_met),
             f"{sum(a.findings == 0 for a in r.audits)}/{len(r.audits)} clean",
         )
         for r in bench.rounds
@@ -405,6 +405,10 @@ def audit_table(bench: BillingBench) -> TextTable:
             "audit: `Auditor.audit` timed whole, the report's write included; bare: "
             f"`{bench.suite}` signature verify in a tight loop over the same packets, "
             "Sig_structures and keys prepared beforehand, same process, just before the audit",
+        ),
+        Verdict(
+            f"audit p50 ≤ {AUDIT_TARGET}x the bare verification in every round",
+            all(r.audit_met for r in bench.rounds),
         ),
     )
 

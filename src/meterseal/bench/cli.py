@@ -11,10 +11,26 @@ import typer
 from meterseal.cli_common import AUTO_OPEN_WORKERS, SUITE_HELP, console
 from meterseal.crypto.suites import suite_named
 from meterseal.services.cli import NatsUrl
+from meterseal.ui import print_table, print_written
 
 bench_app = typer.Typer(
     help="Reproducible experiments (tables, plots, docs/benchmarks.md).", no_args_is_help=True
 )
+PlotDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--out",
+        help="directory for the plots [default: $XDG_CACHE_HOME/meterseal/bench, "
+        "else ~/.cache/meterseal/bench]",
+        show_default=False,
+    ),
+]
+
+
+def plot_dir(out: Path | None) -> Path:
+    """Where a bench writes its plots: `--out`, else the per-user cache, never the checkout."""
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return out if out is not None else Path(cache) / "meterseal" / "bench"
 
 
 @bench_app.command("connections")
@@ -28,7 +44,7 @@ def bench_connections(
     store: Annotated[str, typer.Option(help="sqlite or postgres (at MS_POSTGRES_URL)")] = "sqlite",
     upstreams: Annotated[int, typer.Option(help="head-end connections per relay")] = 8,
     open_workers: Annotated[int, typer.Option(help="processes opening packets")] = 1,
-    out: Annotated[Path, typer.Option(help="directory for the plot PNG")] = Path("docs/img"),
+    out: PlotDir = None,
 ) -> None:
     """Meters connected at once over TCP through relay processes; exits 1 unless zero errors."""
     from meterseal.bench.connections import (
@@ -42,9 +58,9 @@ def bench_connections(
     plan = ConnectionsPlan(meters, relays, senders, readings, store, upstreams, open_workers)
     result = run_connections(console, plan)
     table = result_table([result], Machine.probe(None))
-    console.print(table.rich())
-    console.print(table.markdown(), markup=False, highlight=False, soft_wrap=True)
-    console.print(f"plot: {plot_connections(result, out / 'bench-connections.png')}")
+    print_table(console, table)
+    plot = plot_connections(result, plot_dir(out) / "bench-connections.png")
+    print_written(console, "plot", plot)
     if not result.ok:
         console.print(f"[red]error:[/red] not zero errors: {dict(+result.errors)}")
         raise typer.Exit(code=1)
@@ -53,12 +69,12 @@ def bench_connections(
 @bench_app.command("crypto")
 def bench_crypto(
     seconds: Annotated[float, typer.Option(help="measuring time per operation")] = 1.0,
-    out: Annotated[Path, typer.Option(help="directory for the plot PNG")] = Path("docs/img"),
+    out: PlotDir = None,
 ) -> None:
     """Seal/open per suite against the raw primitives, plus the SGX paper's experiment 3.1."""
     from meterseal.bench.crypto import run_bench
 
-    run_bench(console, seconds=seconds, out_dir=out)
+    run_bench(console, seconds=seconds, out_dir=plot_dir(out))
 
 
 @bench_app.command("ingest")
@@ -73,7 +89,7 @@ def bench_ingest(
     open_workers: Annotated[int, typer.Option(help="processes opening packets")] = max(
         AUTO_OPEN_WORKERS, 1
     ),
-    out: Annotated[Path, typer.Option(help="directory for the plot PNG")] = Path("docs/img"),
+    out: PlotDir = None,
 ) -> None:
     """Packets/s from sent to durable per suite and store, beside the open-only bound."""
     from meterseal.bench.ingest import plot_ingest, result_table, run_suite
@@ -96,23 +112,20 @@ def bench_ingest(
                 )
             )
     table = result_table(results, Machine.probe(None))
-    console.print(table.rich())
-    console.print(table.markdown(), markup=False, highlight=False)
-    console.print(f"plot: {plot_ingest(results, out / 'bench-ingest.png')}")
+    print_table(console, table)
+    print_written(console, "plot", plot_ingest(results, plot_dir(out) / "bench-ingest.png"))
 
 
 @bench_app.command("trusted-overhead")
 def bench_trusted_overhead(
     seconds: Annotated[float, typer.Option(help="measuring time per operation and size")] = 0.5,
     runs: Annotated[int, typer.Option(help="interleaved runs; the median counts")] = 15,
-    out: Annotated[Path, typer.Option(help="directory for the plot PNG")] = Path("docs/img"),
+    out: PlotDir = None,
 ) -> None:
     """The SGX paper's experiment 3.1 inside vs outside an attested trusted worker."""
-    from meterseal.bench.trusted import run_trusted_overhead, tables
+    from meterseal.bench.trusted import run_trusted_overhead
 
-    result = run_trusted_overhead(console, seconds=seconds, runs=runs, out_dir=out)
-    for table in tables(result)[1:]:
-        console.print(table.markdown(), markup=False, highlight=False, soft_wrap=True)
+    run_trusted_overhead(console, seconds=seconds, runs=runs, out_dir=plot_dir(out))
 
 
 @bench_app.command("deployments")
@@ -128,7 +141,7 @@ def bench_deployments(
     scale_meters: Annotated[int, typer.Option(help="meters in the scaling fleet")] = 100,
     scale_intervals: Annotated[int, typer.Option(help="readings per scaling meter")] = 96,
     nats: NatsUrl = None,
-    out: Annotated[Path, typer.Option(help="directory for the plot PNG")] = Path("docs/img"),
+    out: PlotDir = None,
 ) -> None:
     """The SGX paper's experiment 3.2: monolith vs services vs trusted, same machine, one run."""
     from meterseal.bench.deployments import MODES, BenchPlan, run_deployments
@@ -140,9 +153,8 @@ def bench_deployments(
     )  # fmt: skip
     bench = run_deployments(console, plan)
     for table in (mode_table(bench), scaling_table(bench)):
-        console.print(table.rich())
-        console.print(table.markdown(), markup=False, highlight=False, soft_wrap=True)
-    console.print(f"plot: {plot_deployments(bench, out / 'bench-deployments.png')}")
+        print_table(console, table)
+    print_written(console, "plot", plot_deployments(bench, plot_dir(out) / "bench-deployments.png"))
 
 
 @bench_app.command("billing")
@@ -160,7 +172,7 @@ def bench_billing(
         Path | None,
         typer.Option(help="directory keeping the signed months for later runs (default: none)"),
     ] = None,
-    out: Annotated[Path, typer.Option(help="directory for the plot PNG")] = Path("docs/img"),
+    out: PlotDir = None,
 ) -> None:
     """The SGX billing paper's aggregation per bill (query → recorded) and its audit."""
     from meterseal.bench.billing import audit_table, bill_table, run_billing
@@ -179,9 +191,8 @@ def bench_billing(
     except (KeyError, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from exc
     for table in (bill_table(bench), audit_table(bench)):
-        console.print(table.rich())
-        console.print(table.markdown(), markup=False, highlight=False, soft_wrap=True)
-    console.print(f"plot: {plot_billing(bench, out / 'bench-billing.png')}")
+        print_table(console, table)
+    print_written(console, "plot", plot_billing(bench, plot_dir(out) / "bench-billing.png"))
     if bench.findings:
         console.print(f"[red]error:[/red] the audits found {bench.findings} discrepancies")
         raise typer.Exit(code=1)
@@ -199,7 +210,7 @@ def bench_integrity(
     measure_seconds: Annotated[
         float, typer.Option(help="seconds timing one dynamic measurement")
     ] = 2.0,
-    out: Annotated[Path, typer.Option(help="directory for the plot PNG")] = Path("docs/img"),
+    out: PlotDir = None,
 ) -> None:
     """The meter program bare vs under the integrity monitor; exits 1 above 1.1x."""
     from meterseal.bench.integrity import plot_integrity, result_table, run_integrity
@@ -213,9 +224,8 @@ def bench_integrity(
         measure_seconds=measure_seconds,
     )
     table = result_table(bench, Machine.probe(None))
-    console.print(table.rich())
-    console.print(table.markdown(), markup=False, highlight=False, soft_wrap=True)
-    console.print(f"plot: {plot_integrity(bench, out / 'bench-integrity.png')}")
+    print_table(console, table)
+    print_written(console, "plot", plot_integrity(bench, plot_dir(out) / "bench-integrity.png"))
     if not bench.ok:
         raise typer.Exit(code=1)
 
@@ -236,7 +246,7 @@ def bench_dissemination(
     nats: Annotated[str, typer.Option("--nats", help="NATS server URL")] = os.environ.get(
         "MS_NATS_URL", "nats://127.0.0.1:4222"
     ),
-    out: Annotated[Path, typer.Option(help="directory for the plot PNG")] = Path("docs/img"),
+    out: PlotDir = None,
 ) -> None:
     """The dissemination paper's experiments: isolated, 1M burst, rates, HE vs trusted."""
     from meterseal.bench.dissemination import RATES, DisseminationPlan, run_dissemination
@@ -255,9 +265,9 @@ def bench_dissemination(
     bench = run_dissemination(console, plan)
     tables = (latency_table, rate_table, inprocess_table, aggregation_table)
     for table in (make(bench) for make in tables):
-        console.print(table.rich())
-        console.print(table.markdown(), markup=False, highlight=False, soft_wrap=True)
-    console.print(f"plot: {plot_dissemination(bench, out / 'bench-dissemination.png')}")
+        print_table(console, table)
+    plot = plot_dissemination(bench, plot_dir(out) / "bench-dissemination.png")
+    print_written(console, "plot", plot)
 
 
 @bench_app.command("fraud")
@@ -271,7 +281,7 @@ def bench_fraud(
     supervised: Annotated[
         bool, typer.Option("--supervised/--no-supervised", help="add the supervised row")
     ] = True,
-    out: Annotated[Path, typer.Option(help="directory for the PNGs")] = Path("docs/img"),
+    out: PlotDir = None,
 ) -> None:
     """Rank 65,000 customers x 30 days (time, memory); AUC, MAP@N, recall vs IF and LOF."""
     from meterseal.bench.fraud import run_bench
@@ -283,7 +293,7 @@ def bench_fraud(
         eval_customers=eval_customers,
         share=share,
         with_supervised=supervised,
-        out=out,
+        out=plot_dir(out),
     )
     if not ok:
         raise typer.Exit(code=1)

@@ -53,7 +53,7 @@ from meterseal.meter.load import INTERVAL
 from meterseal.meter.provisioning import fleet_records, provision
 from meterseal.meter.workload import Workload, seal_workload
 from meterseal.storage import Store
-from meterseal.ui import TextTable, progress_bar
+from meterseal.ui import TextTable, Verdict, progress_bar
 
 PER_RELAY = 14_000  # meter connections a relay should expect (FD limit 20,000, uneven spread)
 PER_SENDER = 16_250  # meter connections per sender process
@@ -457,6 +457,10 @@ def result_table(results: Sequence[ConnectionsResult], machine: Machine) -> Text
         HEADERS,
         rows,
         tuple(notes),
+        Verdict(
+            "every meter connected at once, and zero errors",
+            all(r.ok for r in results),
+        ),
     )
 
 

@@ -43,7 +43,7 @@ from meterseal.meter.simulator import run_fleet
 from meterseal.meter.workload import Wire, Workload, seal_workload
 from meterseal.storage import Store
 from meterseal.storage.scratch import scratch_schema
-from meterseal.ui import TextTable, milliseconds, progress_bar
+from meterseal.ui import TextTable, Verdict, milliseconds, pass_fail, progress_bar
 
 TRANSPORTS = ("tcp", "mqtt", "inproc")
 POSTGRES_URL = os.environ.get(
@@ -54,6 +54,8 @@ MQTT_URL = os.environ.get("MS_MQTT_URL", "mqtt://127.0.0.1:1883")
 # beyond those in flight and drops the rest, so the sender keeps fewer than that unanswered.
 MQTT_INFLIGHT = 960
 MQTT_WINDOW = 8  # packets a meter publishes before awaiting their acks
+TARGET_SUITE = "p256"  # the suite the targets are set for; the others are measured beside it
+TARGET_SHARE = 0.85  # end to end over the open-only bound of the same run
 
 
 @dataclass(frozen=True)
@@ -311,9 +313,11 @@ def result_table(results: Sequence[IngestResult], machine: Machine) -> TextTable
             f"{r.ratio:.0%}",
             milliseconds(r.latency_p50),
             milliseconds(r.latency_p99),
+            pass_fail(r.ratio >= TARGET_SHARE) if r.suite == TARGET_SUITE else "no target",
         )
         for r in results
     ]
+    judged = [r.ratio >= TARGET_SHARE for r in results if r.suite == TARGET_SUITE]
     return TextTable(
         "Ingest: sent → durable, against the open-only bound of the same run",
         (
@@ -327,11 +331,13 @@ def result_table(results: Sequence[IngestResult], machine: Machine) -> TextTable
             "e2e/bound",
             "latency p50",
             "latency p99",
+            f"≥ {TARGET_SHARE:.0%} of bound",
         ),
         rows,
-        (
-            f"{machine.cpu} ({cpu_features()}), {machine.cpus} CPUs, load {machine.load[0]:.2f}; "
-            "targets for p256: ≥ 10,000/s end to end and ≥ 80% of the bound",
+        (f"{machine.cpu} ({cpu_features()}), {machine.cpus} CPUs, load {machine.load[0]:.2f}",),
+        Verdict(
+            f"{TARGET_SUITE} end to end ≥ {TARGET_SHARE:.0%} of the open-only bound on every store",
+            all(judged) if judged else None,
         ),
     )
 
@@ -358,12 +364,11 @@ def plot_ingest(results: Sequence[IngestResult], path: Path) -> Path:
     x = range(len(results))
     left.bar([i - 0.2 for i in x], [r.bound_per_s for r in results], 0.4, label="open-only bound")
     left.bar([i + 0.2 for i in x], [r.end_to_end_per_s for r in results], 0.4, label="end to end")
-    left.axhline(10_000, color="grey", linestyle="--", linewidth=1, label="p256 target 10,000/s")
     for i, r in enumerate(results):
         left.annotate(f"{r.ratio:.0%}", (i + 0.2, r.end_to_end_per_s), ha="center", va="bottom")
     left.set_xticks(list(x), labels)
     left.set_ylabel("packets per second")
-    left.set_title("sent → durable, with the share of the bound reached")
+    left.set_title(f"sent → durable, share of the bound reached (target ≥ {TARGET_SHARE:.0%})")
     left.legend(loc="upper right", fontsize=8)
     right.bar([i - 0.2 for i in x], [(r.latency_p50 or 0) * 1e3 for r in results], 0.4, label="p50")
     right.bar([i + 0.2 for i in x], [(r.latency_p99 or 0) * 1e3 for r in results], 0.4, label="p99")

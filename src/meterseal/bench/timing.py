@@ -150,6 +150,10 @@ class Machine:
             load=os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0),
         )
 
+    def line(self) -> str:
+        """The machine in one line, for a table's notes."""
+        return "; ".join(f"{field}: {value}" for field, value in self.rows())
+
     def rows(self) -> list[tuple[str, str]]:
         """(field, value) pairs for a table."""
         pinned = "not pinned" if self.pinned_cpu is None else f"pinned to CPU {self.pinned_cpu}"

@@ -45,7 +45,7 @@ from meterseal.trust.cas_store import CasStore
 from meterseal.trust.measurement import stage_measurement
 from meterseal.trust.sealing import init_sealing_secret
 from meterseal.trust.vault import Vault, init_master_key
-from meterseal.ui import TextTable, progress_bar
+from meterseal.ui import TextTable, Verdict, print_table, print_written, progress_bar
 
 PLOT_NAME = "bench-trusted-overhead.png"
 MODES = ("outside", "inside")
@@ -180,7 +180,7 @@ def run_trusted_overhead(
     seconds: float = 0.5,
     sizes: Sequence[int] = PAPER_SIZES,
     runs: int = RUNS,
-    out_dir: Path = Path("docs/img"),
+    out_dir: Path,
 ) -> OverheadResult:
     """Start a CAS and both workers, time every op and size, print tables, write the plot."""
     from meterseal.bench.trusted_plot import plot_overhead
@@ -210,9 +210,9 @@ def run_trusted_overhead(
                 worker.stop()
     result = OverheadResult(Machine.probe(cpu), points, startup, seconds, runs, out_dir / PLOT_NAME)
     for table in tables(result):
-        console.print(table.rich())
+        print_table(console, table)
     plot_overhead(result, result.plot)
-    console.print(f"plot written to [bold]{result.plot}[/bold]")
+    print_written(console, "plot", result.plot)
     return result
 
 
@@ -237,9 +237,11 @@ def overhead_table(result: OverheadResult) -> TextTable:
         "RSA-2048 key released by the CAS); outside: the same process kind, key given directly",
         f"both pinned to one CPU, batches interleaved; medians of {result.runs} runs",
         f"{NO_HARDWARE}: no enclave, so no memory encryption or enclave transitions to pay for",
+        result.machine.line(),
     )
     title = "SGX paper experiment 3.1 inside vs outside a trusted worker, µs per whole input"
-    return TextTable(title, headers, rows, notes)
+    verdict = Verdict("reference figures: the paper's experiment 3.1 in a trusted worker", None)
+    return TextTable(title, headers, rows, notes, verdict)
 
 
 def summary_table(result: OverheadResult) -> TextTable:
@@ -256,12 +258,12 @@ def summary_table(result: OverheadResult) -> TextTable:
         f"ms, attest + fetch from the CAS {start['fetch_seconds'] * 1e3:.0f} ms; measurement "
         f"{start['measurement'][:16]}…; {start['assurance']}",
     )
+    verdict = Verdict("reference figures: our overhead factor beside the paper's", None)
     return TextTable(
-        "Overhead inside a trusted worker", ("operation", "ours", "paper"), rows, notes
+        "Overhead inside a trusted worker", ("operation", "ours", "paper"), rows, notes, verdict
     )
 
 
 def tables(result: OverheadResult) -> list[TextTable]:
     """Every table of a run, in print order."""
-    machine = TextTable("Machine", ("item", "value"), result.machine.rows())
-    return [machine, overhead_table(result), summary_table(result)]
+    return [overhead_table(result), summary_table(result)]

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from meterseal.cli_common import console
 from meterseal.meter.theft import DEFAULT_TZ
-from meterseal.ui import progress_bar
+from meterseal.ui import print_table, progress_bar
 
 if TYPE_CHECKING:
     from meterseal.fraud.data import Consumption
@@ -219,9 +219,7 @@ def evaluate(
             for c, t in zip(data.customers, truth.tolist(), strict=True)
         ]
     result = _compare(data, truth, patterns, dataset, seed, supervised_model)
-    table = comparison_table(result)
-    console.print(table.rich())
-    console.print(table.markdown(), markup=False, highlight=False, soft_wrap=True)
+    print_table(console, comparison_table(result))
 
 
 def _is_sgcc(path: Path) -> bool:
