@@ -1,10 +1,12 @@
-"""Shared fixtures: a fixed clock, one CA, one head-end and a meter per suite."""
+"""Shared fixtures: a fixed clock, one CA, one head-end and a meter per suite, unique names."""
 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import os
 import random
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,6 +21,10 @@ from meterseal.crypto.registry import MeterRegistry
 from meterseal.crypto.suites import SUITES, CipherSuite
 
 NOW = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC)
+# This run's tag on the shared services (NATS, PostgreSQL, Mosquitto): the process id keeps
+# runs side by side apart, the random part runs that reuse a process id.
+RUN_TAG = f"t{os.getpid():x}{secrets.token_hex(3)}"
+_test_numbers = itertools.count()
 
 # No per-example deadline: properties assert behaviour, and on a shared 2-core CI machine a
 # slow example (a 700-leaf tree's every prefix under load) is not a failure. Speed lives in
@@ -73,3 +79,11 @@ def world(headend: HeadEndKeys) -> World:
 def suite(request: pytest.FixtureRequest) -> CipherSuite:
     """Each suite in turn."""
     return SUITES[request.param]
+
+
+@pytest.fixture
+def unique_name() -> str:
+    """A name of this test's own on the shared services: lowercase letters and digits."""
+    # Stream prefixes, schemas, topics and subjects all derive from it: a run never meets
+    # another run's names, nor those of a head-end running on the same services.
+    return f"{RUN_TAG}n{next(_test_numbers)}"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 import pytest
 
@@ -19,6 +18,7 @@ from tests.acquisition.corpus import (
 )
 from tests.acquisition.test_mqtt import URL as MQTT_URL
 from tests.acquisition.test_mqtt import _probe as probe_mqtt
+from tests.acquisition.test_mqtt import mqtt_names
 from tests.conftest import NOW
 from tests.services import require_service
 
@@ -58,9 +58,11 @@ def test_corpus_over_http(
     asyncio.run(scenario())
 
 
-def test_corpus_over_mqtt(deployment: CorpusDeployment, corpus: list[BadPacket]) -> None:
+def test_corpus_over_mqtt(
+    deployment: CorpusDeployment, corpus: list[BadPacket], unique_name: str
+) -> None:
     require_service("Mosquitto", MQTT_URL, probe_mqtt)
-    tag = uuid.uuid4().hex[:12]
+    names = mqtt_names(unique_name)
 
     async def scenario() -> None:
         sink = MemorySink()
@@ -70,12 +72,12 @@ def test_corpus_over_mqtt(deployment: CorpusDeployment, corpus: list[BadPacket])
             ingest,
             MQTT_URL,
             limits=MqttLimits(session_expiry=60),
-            client_id=f"mstest-{tag}",
-            group=f"g{tag}",
-            prefix=f"mstest/{tag}",
+            client_id=names.client_id,
+            group=names.group,
+            prefix=names.prefix,
         )
         await receiver.start()
-        link = MqttLink(MQTT_URL, prefix=f"mstest/{tag}")
+        link = MqttLink(MQTT_URL, prefix=names.prefix)
         try:
             good = good_packets(deployment, range(1, len(corpus) + 2), now=NOW)
             run = await run_corpus(link, ingest, sink, deployment, corpus, good, now=NOW)

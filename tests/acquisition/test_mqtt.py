@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -56,12 +55,16 @@ class Names:
     client_id: str
 
 
+def mqtt_names(unique: str) -> Names:
+    """The MQTT names of a test, from its `unique_name`."""
+    return Names(f"mstest/{unique}", f"g{unique}", f"mstest-{unique}")
+
+
 @pytest.fixture
-def names() -> Names:
+def names(unique_name: str) -> Names:
     """Skip (or fail) without a broker; otherwise names no other run or test uses."""
     require_service("Mosquitto", URL, _probe)
-    tag = uuid.uuid4().hex[:12]
-    return Names(f"mstest/{tag}", f"g{tag}", f"mstest-{tag}")
+    return mqtt_names(unique_name)
 
 
 def _packets(key: MeterKey, world: World, counters: range) -> list[bytes]:

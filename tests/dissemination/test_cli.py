@@ -65,8 +65,8 @@ def _publish_low(keys: Path, platform: Path, namespace: str) -> None:
 
 
 @pytest.mark.usefixtures("nats_up")
-def test_router_serve_subscribe_consent_and_status(tmp_path: Path) -> None:
-    keys, platform, namespace = tmp_path / "router", tmp_path / "platform", f"t{os.getpid()}"
+def test_router_serve_subscribe_consent_and_status(tmp_path: Path, unique_name: str) -> None:
+    keys, platform, namespace = tmp_path / "router", tmp_path / "platform", unique_name
     platform.mkdir()
     init_simulated_platform(platform)
     assert invoke(["router", "init", str(keys)]).exit_code == 0
@@ -128,8 +128,10 @@ def _stored(url: str, readings: list[tuple[bytes, int, int]]) -> None:
 
 
 @pytest.mark.usefixtures("nats_up")
-def test_stored_readings_through_the_aggregator_to_the_utility(tmp_path: Path) -> None:
-    keys, platform, namespace = tmp_path / "router", tmp_path / "platform", f"u{os.getpid()}"
+def test_stored_readings_through_the_aggregator_to_the_utility(
+    tmp_path: Path, unique_name: str
+) -> None:
+    keys, platform, namespace = tmp_path / "router", tmp_path / "platform", unique_name
     platform.mkdir()
     init_simulated_platform(platform)
     assert invoke(["router", "init", str(keys)]).exit_code == 0

@@ -43,17 +43,20 @@ def nats_up() -> None:
     require_service("NATS", NATS_URL, lambda: asyncio.run(probe()))
 
 
-def _router_node(world: World) -> RouterNode:
-    return RouterNode(
-        world.authority, world.router, OPERATOR, os.urandom,
-        namespace=f"test.dissem.{os.urandom(4).hex()}",
-    )  # fmt: skip
+@pytest.fixture
+def namespace(nats_up: None, unique_name: str) -> str:
+    """Subjects of this test's own (once NATS answers)."""
+    return f"test.dissem.{unique_name}"
 
 
-def _run(scenario: Callable[[World, RouterNode, Any], Awaitable[None]]) -> None:
+def _router_node(world: World, namespace: str) -> RouterNode:
+    return RouterNode(world.authority, world.router, OPERATOR, os.urandom, namespace=namespace)
+
+
+def _run(scenario: Callable[[World, RouterNode, Any], Awaitable[None]], namespace: str) -> None:
     async def main() -> None:
         world = make_world()
-        node = _router_node(world)
+        node = _router_node(world, namespace)
         service = await _connect()
         members = await _connect()
         try:
@@ -89,7 +92,7 @@ async def _settle(nc: Any) -> None:
     await asyncio.sleep(0.1)
 
 
-def test_publications_flow_through_nats_with_consent_and_removal(nats_up: None) -> None:
+def test_publications_flow_through_nats_with_consent_and_removal(namespace: str) -> None:
     async def scenario(world: World, node: RouterNode, nc: Any) -> None:
         headend_member, _ = await _join(world, node, nc, "headend", Role.PUBLISHER)
         headend = Publisher("headend", headend_member.client.keys, rng=os.urandom)
@@ -123,10 +126,10 @@ def test_publications_flow_through_nats_with_consent_and_removal(nats_up: None) 
         assert agg.client.can_open(agg_inbox[-1])
         assert headend_member.counters["handouts"] >= 1  # the customer epoch moved on
 
-    _run(scenario)
+    _run(scenario, namespace)
 
 
-def test_bad_input_over_nats_is_refused_and_the_router_stays_up(nats_up: None) -> None:
+def test_bad_input_over_nats_is_refused_and_the_router_stays_up(namespace: str) -> None:
     async def scenario(world: World, node: RouterNode, nc: Any) -> None:
         agg, agg_inbox = await _join(world, node, nc, "agg", Role.AGGREGATOR, (HIGH, ""))
         headend_member, _ = await _join(world, node, nc, "headend", Role.PUBLISHER)
@@ -155,13 +158,13 @@ def test_bad_input_over_nats_is_refused_and_the_router_stays_up(nats_up: None) -
         assert headend_member.refused == refused
         assert [agg.client.open(i).values for i in agg_inbox] == [{"wh": 3}]
 
-    _run(scenario)
+    _run(scenario, namespace)
 
 
-def test_a_member_waits_briefly_for_a_router_that_is_starting(nats_up: None) -> None:
+def test_a_member_waits_briefly_for_a_router_that_is_starting(namespace: str) -> None:
     async def main() -> None:
         world = make_world()
-        node = _router_node(world)
+        node = _router_node(world, namespace)
         service, members = await _connect(), await _connect()
         try:
             joining = asyncio.create_task(
@@ -179,16 +182,14 @@ def test_a_member_waits_briefly_for_a_router_that_is_starting(nats_up: None) -> 
     asyncio.run(main())
 
 
-def test_a_member_gives_up_when_no_router_answers(nats_up: None) -> None:
+def test_a_member_gives_up_when_no_router_answers(namespace: str) -> None:
     from nats.errors import NoRespondersError
 
     async def main() -> None:
         world = make_world()
         nc = await _connect()
         try:
-            member = NatsMember(
-                nc, world.client("agg", Role.AGGREGATOR), namespace="test.dissem.nobody"
-            )
+            member = NatsMember(nc, world.client("agg", Role.AGGREGATOR), namespace=namespace)
             with pytest.raises(NoRespondersError):
                 await member.join(((HIGH, parse("")),))
             assert member.counters["no_responders"] == 5

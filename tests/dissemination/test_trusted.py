@@ -49,10 +49,10 @@ HIGH, MODERATE = PrivacyLevel.HIGH, PrivacyLevel.MODERATE
 class Deployment:
     """A CAS provisioned for dissemination, and the commands that serve it."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, namespace: str) -> None:
         self.directory, self.keys = tmp / "deployment", tmp / "router"
         self.store, self.state = f"sqlite:///{tmp / 'cas.db'}", tmp / "router.state"
-        self.namespace = f"trusted{os.getpid()}{os.urandom(2).hex()}"
+        self.namespace = namespace
         self.allow = [f"--allow={r}={m.hex}" for r, m in (("publisher", PUBLISHER),
                       ("utility", UTILITY), ("app", APP))]  # fmt: skip
         for args in (["cas", "init", "-d", str(self.directory)], ["router", "init", str(self.keys)],
@@ -144,8 +144,10 @@ def _run(scenario: Callable[[Any], Awaitable[None]]) -> None:
 
 
 @pytest.mark.usefixtures("nats_up")
-def test_router_and_aggregator_run_on_keys_released_by_the_cas(tmp_path: Path) -> None:
-    deployment = Deployment(tmp_path)
+def test_router_and_aggregator_run_on_keys_released_by_the_cas(
+    tmp_path: Path, unique_name: str
+) -> None:
+    deployment = Deployment(tmp_path, unique_name)
     cas = Served(["cas", "serve", "-d", str(deployment.directory), "--store", deployment.store,
                   "--listen", "127.0.0.1:0"], ready="cas")  # fmt: skip
     cas.wait_ready(60)
@@ -234,8 +236,10 @@ def test_router_and_aggregator_run_on_keys_released_by_the_cas(tmp_path: Path) -
 
 
 @pytest.mark.usefixtures("nats_up")
-def test_a_revoked_router_gets_no_group_keys_and_does_not_start(tmp_path: Path) -> None:
-    deployment = Deployment(tmp_path)
+def test_a_revoked_router_gets_no_group_keys_and_does_not_start(
+    tmp_path: Path, unique_name: str
+) -> None:
+    deployment = Deployment(tmp_path, unique_name)
     rules = [
         *default_allow(),
         (Role.PUBLISHER, PUBLISHER),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,9 +78,9 @@ def nats_url() -> str:
 
 
 @pytest.fixture
-def prefix(nats_url: str) -> Iterator[str]:
+def prefix(nats_url: str, unique_name: str) -> Iterator[str]:
     """A stream prefix of this test's own; its streams are deleted afterwards."""
-    name = f"t{uuid.uuid4().hex[:10]}"
+    name = unique_name
     yield name
 
     async def cleanup() -> None:

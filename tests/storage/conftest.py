@@ -46,12 +46,12 @@ def postgres_url() -> str:
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.services)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+def db_url(request: pytest.FixtureRequest, tmp_path: Path, unique_name: str) -> Iterator[str]:
     """An empty database: a SQLite file, or a fresh PostgreSQL schema dropped afterwards."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'store.db'}"
     else:
-        with scratch_schema(request.getfixturevalue("postgres_url"), "ms_test") as url:
+        with scratch_schema(request.getfixturevalue("postgres_url"), unique_name) as url:
             yield url
 
 

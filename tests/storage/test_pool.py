@@ -26,10 +26,10 @@ def _terminate(url: str, pid: int) -> None:
 
 @pytest.mark.services
 def test_an_idle_connection_killed_by_the_server_is_replaced_before_use(
-    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+    postgres_url: str, unique_name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(schema, "PG_PING_AFTER_IDLE", 0.0)  # every checkout counts as idle
-    with scratch_schema(postgres_url, "ms_pool") as url, Store.open(url) as store:
+    with scratch_schema(postgres_url, unique_name) as url, Store.open(url) as store:
         first = _backend_pid(store)
         _terminate(postgres_url, first)
         assert _backend_pid(store) != first  # the ping failed, the pool connected again
@@ -37,10 +37,10 @@ def test_an_idle_connection_killed_by_the_server_is_replaced_before_use(
 
 @pytest.mark.services
 def test_a_connection_used_a_moment_ago_is_not_pinged_and_a_restart_costs_one_failure(
-    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+    postgres_url: str, unique_name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(schema, "PG_PING_AFTER_IDLE", 3600.0)
-    with scratch_schema(postgres_url, "ms_pool") as url, Store.open(url) as store:
+    with scratch_schema(postgres_url, unique_name) as url, Store.open(url) as store:
         first = _backend_pid(store)
         _terminate(postgres_url, first)
         with pytest.raises(StorageError):
