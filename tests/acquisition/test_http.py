@@ -226,11 +226,11 @@ def test_overload_answers_503_with_retry_after_at_once(world: World) -> None:
             await asyncio.sleep(0.1)
             third = asyncio.create_task(_single(client, good[2]))
             await _until(lambda: served.ingest.pending() == 1)
-            started = time.monotonic()
             refused = await _single(client, good[3])  # queue over max_pending
             assert (refused.status_code, refused.json()) == (503, {"status": "retry"})
             assert refused.headers["Retry-After"] == "1"
-            assert time.monotonic() - started < 1  # refused at once, not after waiting
+            # Refused at once, not after a wait: every request ahead of it is still unanswered.
+            assert not any(task.done() for task in (first, second, third))
             sink.release.set()
             assert [(await t).status_code for t in (first, second, third)] == [200, 200, 200]
             assert (await _single(client, good[3])).status_code == 200
@@ -261,24 +261,23 @@ def test_too_many_requests_in_flight_is_overload(world: World) -> None:
     asyncio.run(scenario())
 
 
-def test_slow_peer_gets_408_within_the_deadline(world: World) -> None:
+def test_a_body_that_stops_coming_gets_408_and_the_receiver_serves_on(world: World) -> None:
     async def scenario() -> None:
         sink = MemorySink()
         good = _packets(world, range(600, 601))
         async with _serve(world, sink, HttpLimits(body_timeout=0.3)) as (served, client):
             reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
-            started = time.monotonic()
             writer.write(b"POST /v1/readings HTTP/1.1\r\nHost: x\r\n")
             writer.write(b"Content-Type: application/cose\r\nContent-Length: 1000\r\n\r\n")
             writer.write(b"x" * 10)  # then nothing
             await writer.drain()
-            reply = await asyncio.wait_for(reader.read(), 5)  # read() ends when server closes
-            elapsed = time.monotonic() - started
+            reply = await asyncio.wait_for(reader.read(), 30)  # read() ends when server closes
             writer.close()
             assert reply.startswith(b"HTTP/1.1 408 ")
-            assert 0.2 < elapsed < 3
             assert (await _single(client, good[0])).status_code == 200
         assert served.receiver.counts["slow_peer"] == 1
+        assert served.ingest.counts["accepted"] == 1  # the partial body never reached ingest
+        assert len(sink.originals) == 1
 
     asyncio.run(scenario())
 
@@ -289,14 +288,15 @@ def test_a_request_head_must_arrive_in_time(world: World) -> None:
         async with _serve(world, sink, HttpLimits(head_timeout=0.3)) as (served, client):
             silent = await asyncio.open_connection("127.0.0.1", served.port)
             dripping = await asyncio.open_connection("127.0.0.1", served.port)
-            started = time.monotonic()
             head = b"POST /v1/readings HTTP/1.1\r\nHost: x\r\n"
-            for byte in head:  # one byte per 50 ms: bytes keep coming, the head never does
+            written = 0
+            for byte in head:  # one byte per 100 ms: bytes keep coming, the head never does
                 if dripping[0].at_eof():
                     break
                 dripping[1].write(bytes((byte,)))
-                await asyncio.sleep(0.05)
-            assert time.monotonic() - started < 1  # closed long before the head was complete
+                written += 1
+                await asyncio.sleep(0.1)
+            assert written < len(head)  # closed before the head was complete, not after
             for reader, writer in (silent, dripping):
                 assert await asyncio.wait_for(reader.read(), 5) == b""  # closed, no reply
                 writer.close()

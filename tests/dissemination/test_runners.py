@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 from meterseal.dissemination.aggregator import AggregationPolicy, Aggregator
@@ -17,53 +16,73 @@ CUSTOMERS = [i.to_bytes(2, "big") * 8 for i in range(2 * RELEASE_SLICE + 50)]
 
 
 class Recorder:
-    """Stands in for a NatsMember: keeps what was sent, and when."""
+    """Stands in for a NatsMember: keeps what was sent."""
 
     def __init__(self) -> None:
-        self.sent: list[tuple[float, list[bytes]]] = []
+        self.sent: list[list[bytes]] = []
+        self.first = asyncio.Event()  # set by the first send
 
     async def send(self, elements: list[bytes]) -> None:
-        self.sent.append((time.monotonic(), elements))
+        self.sent.append(elements)
+        self.first.set()
 
     async def drain(self) -> None:
         return None
 
 
-def test_a_closing_hour_is_released_in_slices_spread_over_time(world: World) -> None:
+def _closing_hour(world: World, spread: float) -> tuple[AggregatorService, Recorder, Any, Any]:
+    """A service (releases spread over `spread` s), an hour of readings and the one closing it."""
     headend = world.publisher()
     member = world.join("agg", Role.AGGREGATOR, (PrivacyLevel.HIGH, ""))
     aggregator = Aggregator(
         member, Publisher("agg", member.keys, rng=seeded(2)), AggregationPolicy(k=5)
     )
     recorder = Recorder()
-    service = AggregatorService(recorder, aggregator, spread=0.3)  # type: ignore[arg-type]
+    service = AggregatorService(recorder, aggregator, spread=spread)  # type: ignore[arg-type]
     hour = [e for c in CUSTOMERS for q in range(4) for e in reading(headend, c, q * 900, 10)]
-    closing = reading(headend, CUSTOMERS[0], 3 * 3600, 1)
+    return service, recorder, hour, reading(headend, CUSTOMERS[0], 3 * 3600, 1)
 
-    async def scenario() -> tuple[int, float]:
+
+def test_a_closing_hour_is_released_in_slices(world: World) -> None:
+    service, recorder, hour, closing = _closing_hour(world, spread=0.3)
+
+    async def scenario() -> int:
         await service.deliver(hour)
-        started = time.monotonic()
         await service.deliver(closing)  # the hour closes: nothing is sealed on this path
         assert recorder.sent == []
         assert service.pending == len(CUSTOMERS) + 1  # and one region, at most
         while service.pending:
             await asyncio.sleep(0.01)
         await service.finish(flush=False)
-        return service.released, started
+        return service.released
 
-    released, started = asyncio.run(scenario())
-    assert released == len(CUSTOMERS) + 1
-    slices = [len(elements) // 2 for _, elements in recorder.sent]
+    assert asyncio.run(scenario()) == len(CUSTOMERS) + 1
+    slices = [len(elements) // 2 for elements in recorder.sent]
     assert slices == [RELEASE_SLICE, RELEASE_SLICE, 51]
     assert service.pending == 0
-    # Spread: the slices went out over the spread, not at once.
-    assert recorder.sent[-1][0] - started >= 0.1
     utility = world.join("utility1", Role.UTILITY, (PrivacyLevel.MODERATE, ""))
-    items = [i for _, elements in recorder.sent for i in pairs(elements)]
+    items = [i for elements in recorder.sent for i in pairs(elements)]
     opened = [utility.open(i) for i in items]
     loads = [d for d in opened if d.header.level is PrivacyLevel.MODERATE]
     assert len(loads) == len(CUSTOMERS)
     assert {d.values["wh"] for d in loads} == {40}
+
+
+def test_the_slices_after_the_first_wait_for_their_share_of_the_spread(world: World) -> None:
+    service, recorder, hour, closing = _closing_hour(world, spread=3600.0)
+
+    async def scenario() -> None:
+        await service.deliver(hour)
+        await service.deliver(closing)
+        await asyncio.wait_for(recorder.first.wait(), 30)
+        for _ in range(50):  # the releaser gets every chance to send more, were it not waiting
+            await asyncio.sleep(0)
+        assert len(recorder.sent) == 1
+        assert service.pending == RELEASE_SLICE + 51
+        await service.finish(flush=False)  # hurries: the rest goes now
+
+    asyncio.run(scenario())
+    assert [len(elements) // 2 for elements in recorder.sent] == [RELEASE_SLICE, RELEASE_SLICE, 51]
 
 
 def test_finish_sends_what_is_queued_at_once(world: World) -> None:
@@ -73,14 +92,13 @@ def test_finish_sends_what_is_queued_at_once(world: World) -> None:
         member, Publisher("agg", member.keys, rng=seeded(3)), AggregationPolicy(k=5)
     )
     recorder = Recorder()
-    service = AggregatorService(recorder, aggregator, spread=30.0)  # type: ignore[arg-type]
+    service = AggregatorService(recorder, aggregator, spread=3600.0)  # type: ignore[arg-type]
 
-    async def scenario() -> Any:
+    async def scenario() -> None:
         await service.deliver([e for c in CUSTOMERS for e in reading(headend, c, 0, 10)])
         await service.deliver(reading(headend, CUSTOMERS[0], 3 * 3600, 1))
-        started = time.monotonic()
-        await service.finish(flush=True)  # the queued hour, then the open one
-        return time.monotonic() - started
+        # The queued hour, then the open one; waiting out the hour-long spread would hang here.
+        await asyncio.wait_for(service.finish(flush=True), 60)
 
-    assert asyncio.run(scenario()) < 10  # not the 30 s spread
+    asyncio.run(scenario())
     assert service.released == len(CUSTOMERS) + 1 + 1  # then one customer; k withholds LOW
