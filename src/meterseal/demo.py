@@ -31,7 +31,7 @@ from meterseal.billing.service import BillingService
 from meterseal.billing.tariff import builtin_tariffs
 from meterseal.crypto.suites import ED25519, P256, PAPER, PQ, CipherSuite
 from meterseal.deployment import Deployment, init_deployment
-from meterseal.headend import HeadEnd, HeadEndReport, TrustedMaterial
+from meterseal.headend import HeadEnd, HeadEndReport, HeadEndSettings, TrustedMaterial
 from meterseal.meter.faults import FaultPlan
 from meterseal.meter.load import INTERVAL
 from meterseal.meter.provisioning import ProvisionedMeter, fleet_records, provision
@@ -131,7 +131,9 @@ def run_demo(
             with progress_bar(console) as bar:
                 task = bar.add_task("meters seal their readings", total=len(fleet))
                 wire = seal_workload(work, now=now, progress=lambda n: bar.advance(task, n))
-            headend = HeadEnd(TrustedMaterial.of(deployment), store)
+            # An ephemeral port: the demo runs beside a head-end serving on the default ones.
+            settings = HeadEndSettings(tcp="127.0.0.1:0")
+            headend = HeadEnd(TrustedMaterial.of(deployment), store, settings)
             with progress_bar(console) as bar:
                 total = sum(len(p) for p in wire.values())
                 task = bar.add_task("packets: meters → TCP → trusted stages → SQLite", total=total)

@@ -4,7 +4,8 @@
 NATS JetStream. Meters stream over TCP; once part of the stream is stored the test kills one
 service with SIGKILL. The supervisor restarts it, JetStream redelivers what it had taken but
 not acknowledged, the meters resend what the receiver had not acknowledged, and every
-reading ends up stored exactly once.
+reading ends up stored exactly once. The receiver binds an ephemeral port, and a restarted
+receiver binds the same one again (the meters keep sending there).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -32,12 +32,6 @@ pytestmark = pytest.mark.services
 METERS, INTERVALS = 24, 96
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Deployment:
     """A `serve --mode services` process and what it printed."""
 
@@ -52,6 +46,7 @@ class Deployment:
         self.lines: list[str] = []
         self.ready = threading.Event()
         self.admin = ""
+        self.tcp = ""  # the receiver's first start's address
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
@@ -60,6 +55,8 @@ class Deployment:
             self.lines.append(line.rstrip())
             if line.startswith("listening admin ") and not self.admin:
                 self.admin = line.split()[2]
+            if line.startswith("[receiver] listening tcp ") and not self.tcp:
+                self.tcp = line.split()[3]
             if line.startswith("ready supervisor"):
                 self.ready.set()
 
@@ -84,15 +81,15 @@ def test_kill9_of_one_service_loses_and_doubles_nothing(
     if db_url.startswith("postgresql") and victim != "anonymize-store#0":
         pytest.skip("PostgreSQL: the store writer's crash is the case that differs by store")
     fleet = make_fleet(tmp_path, db_url, METERS, INTERVALS)
-    port = _free_port()
     command = [sys.executable, "-m", "meterseal", "serve", "--mode", "services"]
     command += ["-d", str(fleet.directory), "--store", db_url, "--nats", nats_url]
-    command += ["--prefix", prefix, "--tcp", f"127.0.0.1:{port}", "--ack-wait", "2"]
+    command += ["--prefix", prefix, "--tcp", "127.0.0.1:0", "--ack-wait", "2"]
     served = Deployment(command)
     try:
         assert served.ready.wait(90), "\n".join(served.lines)
         outcome: list[SimulationReport] = []
-        link = TcpLink("127.0.0.1", port)
+        host, port = served.tcp.rsplit(":", 1)
+        link = TcpLink(host, int(port))
         sender = threading.Thread(
             target=lambda: outcome.append(
                 asyncio.run(run_fleet(fleet.wire, link, concurrency=12, window=8, pace=0.05))
@@ -117,6 +114,8 @@ def test_kill9_of_one_service_loses_and_doubles_nothing(
         code = served.stop()
     assert code == 0, "\n".join(served.lines[-30:])
     assert supervisor["restarted"] == 1  # the victim, and nothing else, was restarted
+    receivers = [line for line in served.lines if line.startswith("[receiver] listening tcp ")]
+    assert {line.split()[3] for line in receivers} == {served.tcp}  # a restart kept the port
     assert outcome[0].unacknowledged == 0
     with Store.open(db_url) as store:
         counts = store.counters()

@@ -2,9 +2,10 @@
 
 The head-end runs as a real `meterseal serve` process on SQLite and on PostgreSQL. Meters
 stream over TCP; the test kills the process with SIGKILL once part of the stream is stored,
-starts a new one on the same port and database, and lets the meters resend whatever was not
-acknowledged. Every reading ends up stored exactly once, and every packet the first process
-acknowledged was durable before it said so.
+starts a new one on the same database (each on an ephemeral port; the meters are pointed at
+the new one), and lets the meters resend whatever was not acknowledged. Every reading ends up
+stored exactly once, and every packet the first process acknowledged was durable before it
+said so.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import datetime as dt
 import hashlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -39,7 +39,7 @@ METERS, INTERVALS = 40, 96
 
 
 class RecordingLink:
-    """A TcpLink that remembers which packets were acknowledged ACCEPTED."""
+    """A TcpLink (replaceable: the head-end moves) that remembers what was acknowledged ACCEPTED."""
 
     def __init__(self, link: TcpLink) -> None:
         self.link = link
@@ -53,22 +53,18 @@ class RecordingLink:
         return acks
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _serve(deployment: Path, db_url: str, port: int) -> subprocess.Popen[str]:
+def _serve(deployment: Path, db_url: str) -> tuple[subprocess.Popen[str], TcpLink]:
+    """A head-end process on an ephemeral port, and a link to where it listens."""
     command = [sys.executable, "-m", "meterseal", "serve", "-d", str(deployment)]
-    command += ["--store", db_url, "--tcp", f"127.0.0.1:{port}", "--status-every", "60"]
+    command += ["--store", db_url, "--tcp", "127.0.0.1:0", "--status-every", "60"]
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy()
     )
     assert process.stdout is not None
     for line in process.stdout:  # wait for the endpoint line before sending
-        if line.startswith("listening tcp"):
-            return process
+        if line.startswith("listening tcp "):
+            host, port = line.split()[2].rsplit(":", 1)
+            return process, TcpLink(host, int(port))
     raise AssertionError(f"head-end did not start (exit {process.wait()})")
 
 
@@ -110,9 +106,8 @@ def test_kill9_midstream_restart_loses_and_doubles_nothing(db_url: str, tmp_path
     wire = seal_workload(work, now=now)
     total = METERS * INTERVALS
 
-    port = _free_port()
-    first = _serve(tmp_path / "deployment", db_url, port)
-    link = RecordingLink(TcpLink("127.0.0.1", port))
+    first, first_link = _serve(tmp_path / "deployment", db_url)
+    link = RecordingLink(first_link)
     outcome: list[SimulationReport] = []
     sender = threading.Thread(
         target=lambda: outcome.append(
@@ -136,7 +131,7 @@ def test_kill9_midstream_restart_loses_and_doubles_nothing(db_url: str, tmp_path
     assert _stored(db_url) < total, "killed too late: the stream had already finished"
 
     time.sleep(0.5)  # meters see refused connections and back off meanwhile
-    second = _serve(tmp_path / "deployment", db_url, port)
+    second, link.link = _serve(tmp_path / "deployment", db_url)
     sender.join(timeout=120)
     second.send_signal(signal.SIGTERM)
     assert second.wait(timeout=30) == 0

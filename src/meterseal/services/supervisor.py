@@ -3,7 +3,8 @@
 The supervisor holds no key and touches no packet: it starts `meterseal service run NAME`
 processes (one receiver, `workers` of each trusted stage, one billing service), relays their
 `listening …` lines prefixed with the process name, restarts any that dies (JetStream
-redelivers what it had not acknowledged), and on SIGTERM stops them all gracefully.
+redelivers what it had not acknowledged) on the addresses it had bound, and on SIGTERM stops
+them all gracefully.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from meterseal.errors import ConfigurationError
@@ -26,6 +27,7 @@ from meterseal.services.metrics import ServiceMetrics
 log = logging.getLogger(__name__)
 START_TIMEOUT = 120.0  # a trusted stage measures its code and attests first
 RESTART_DELAY = 0.5
+LISTEN_OPTIONS = {"tcp": "--tcp", "http": "--http"}  # endpoint name -> its listen option
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,16 @@ class ProcessPlan:
     label: str
     service: str
     argv: tuple[str, ...]
+
+    def pinned(self, endpoints: dict[str, str]) -> ProcessPlan:
+        """This plan listening on the addresses a start of it reported binding."""
+        # Meters keep sending where the receiver listened: a restart must not move it, even
+        # when it was told port 0 and the kernel picked one.
+        argv = list(self.argv)
+        for name, option in LISTEN_OPTIONS.items():
+            if name in endpoints and option in argv:
+                argv[argv.index(option) + 1] = endpoints[name].removeprefix("http://")
+        return replace(self, argv=tuple(argv))
 
 
 def service_argv(service: str, options: ServiceOptions, *, receiver: bool) -> list[str]:
@@ -170,6 +182,7 @@ class Supervisor:
                     child.failures = child.failures + 1 if early else 0
                     if self.restart:
                         await asyncio.sleep(min(30.0, RESTART_DELAY * 2**child.failures))
+                        child.plan = child.plan.pinned(child.endpoints)
                         await self._spawn(child)
                         self.counts["restarted"] += 1
             with contextlib.suppress(TimeoutError):
