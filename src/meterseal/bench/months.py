@@ -5,6 +5,8 @@ experiment starts: signed originals already in the database. Producing them thro
 transports would only repeat the acquisition benchmark, so meters sign their readings here
 (the same `sign_reading` as on the wire) and the rows are written as ingest writes them.
 Workers are forked with the fleet in module state, as in `meter.workload`: keys are never pickled.
+It lives with the benches, not under `meter/`: it writes past ingest straight into the
+head-end's store, which no meter can, and only the billing bench and test fixtures need it.
 """
 
 from __future__ import annotations
