@@ -66,6 +66,21 @@ def test_same_counter_with_other_bytes_is_quarantined_as_replay(store: Store) ->
     assert _rows(store, measurements) == 1
 
 
+def test_a_batch_mixing_stored_and_new_keys_stores_only_the_new_ones(store: Store) -> None:
+    # On SQLite the batch first goes in without RETURNING; a key already stored sends it
+    # back to a savepoint and in again with RETURNING: the first try must leave no trace.
+    old = [reading("M-001", 1), reading("M-002", 1)]
+    store.save_batch(old, [])
+    forged = reading("M-002", 1, variant=b"x")
+    batch = [reading("M-003", 1), old[0], forged, reading("M-001", 2), reading("M-003", 1)]
+    assert store.save_batch(batch, []) == [STORED, DUPLICATE, CONFLICT, STORED, DUPLICATE]
+    assert (_rows(store, signed_originals), _rows(store, measurements)) == (4, 4)
+    assert store.counters() == {"stored": 4, "duplicate": 2, REPLAYED_COUNTER: 1}
+    assert [o.signed_original for o in store.originals("M-002", 0, 2**62)] == [
+        old[1].signed_original
+    ]
+
+
 def test_conflict_inside_one_batch_keeps_the_first(store: Store) -> None:
     first, second = reading("M-001", 9), reading("M-001", 9, variant=b"other")
     assert store.save_batch([first, second, first], []) == [STORED, CONFLICT, DUPLICATE]

@@ -2,11 +2,14 @@
 
 Receivers `await ingest.submit(packet)` and get an Ack once the batch holding the packet
 has been through the stages and committed by the store. Two threads form a pipeline: the
-stage thread opens and checks batch N+1 while the store thread commits batch N. All stage
-state (freshness, counters) is touched by the stage thread only, and batches are committed
-in order; the event loop keeps receiving meanwhile. Running the freshness check of N+1
-before N is committed is safe: it only sees an older highest counter, and the store itself
-refuses a second packet with a counter it already holds.
+stage thread opens and checks the next batches while the store thread commits the earlier
+ones, in order, and tells the stages what it stored; the event loop keeps receiving
+meanwhile. A packet is acknowledged as soon as its batch is committed. When the store falls
+behind, the batches checked meanwhile are committed together in one transaction (a group
+commit: one durable flush for all of them), and the stage thread runs at most `store_depth`
+batches ahead of the store. Running the freshness check of a batch before the earlier ones
+are committed is safe: it only sees an older highest counter, and the store itself refuses a
+second packet with a counter it already holds.
 """
 
 from __future__ import annotations
@@ -70,6 +73,14 @@ class _Pending:
     future: asyncio.Future[Ack]
 
 
+@dataclass
+class _Checked:
+    """A batch through the stages, waiting for the store."""
+
+    batch: list[_Pending]
+    result: StageResult
+
+
 class Ingest:
     """The batching front of the trusted stages."""
 
@@ -83,6 +94,7 @@ class Ingest:
         max_pending: int = 20_000,
         clock: Callable[[], float] = time.time,
         latency_window: int = 1_000_000,
+        store_depth: int = 1,
     ) -> None:
         self.stages = stages
         self.sink = sink
@@ -93,27 +105,38 @@ class Ingest:
         # Acquisition latency (received -> durable, seconds) of the most recent packets.
         self.latencies: deque[float] = deque(maxlen=latency_window)
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=max_pending)
+        # Checked batches the store has not taken yet, and room for more: the stages take a
+        # batch only when there is room for it, so they run at most store_depth batches ahead.
+        self._checked: asyncio.Queue[_Checked] = asyncio.Queue()
+        self._room = asyncio.Semaphore(store_depth)
         self._stage_thread = ThreadPoolExecutor(1, thread_name_prefix="trusted-stages")
         self._store_thread = ThreadPoolExecutor(1, thread_name_prefix="store")
-        self._worker: asyncio.Task[None] | None = None
-        self._storing: asyncio.Task[None] | None = None
+        self._workers: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        """Start the batching worker."""
-        self._worker = asyncio.create_task(self._run(), name="ingest-worker")
+        """Start the batching and storing workers."""
+        self._workers = [
+            asyncio.create_task(self._run(), name="ingest-stages"),
+            asyncio.create_task(self._store_checked(), name="ingest-store"),
+        ]
 
     async def stop(self) -> None:
         """Finish what is queued, then stop."""
-        if self._worker is not None:
+        if self._workers:
             await self._queue.join()
-            self._worker.cancel()
-            await asyncio.gather(self._worker, return_exceptions=True)
+            for worker in self._workers:
+                worker.cancel()
+            await asyncio.gather(*self._workers, return_exceptions=True)
         self._stage_thread.shutdown(wait=True)
         self._store_thread.shutdown(wait=True)
 
     def pending(self) -> int:
         """Packets waiting for a batch (a queue-depth metric)."""
         return self._queue.qsize()
+
+    def awaiting_store(self) -> int:
+        """Checked batches waiting for the store (a queue-depth metric)."""
+        return self._checked.qsize()
 
     def enqueue(self, item: Incoming) -> asyncio.Future[Ack]:
         """Queue a packet; the future resolves once it is durable (or refused, or to retry)."""
@@ -151,6 +174,7 @@ class Ingest:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            await self._room.acquire()
             batch = await self._next_batch()
             items = [p.item for p in batch]
             try:
@@ -161,32 +185,44 @@ class Ingest:
             except Exception:
                 log.exception("batch of %d not checked; senders are told to retry", len(batch))
                 self._answer(batch, [Ack.RETRY] * len(batch), "stages_failed")
+                self._room.release()
                 continue
-            if self._storing is not None:
-                await self._storing  # commit in order; the next batch is checked meanwhile
-            self._storing = asyncio.create_task(self._store(batch, result))
+            self._checked.put_nowait(_Checked(batch, result))
 
-    async def _store(self, batch: list[_Pending], result: StageResult) -> None:
+    async def _store_checked(self) -> None:
+        while True:
+            group = [await self._checked.get()]
+            while not self._checked.empty():
+                group.append(self._checked.get_nowait())
+            for _ in group:
+                self._room.release()
+            await self._store(group)
+
+    async def _store(self, group: list[_Checked]) -> None:
         loop = asyncio.get_running_loop()
+        accepted = [r for checked in group for r in checked.result.accepted]
+        rejected = [r for checked in group for r in checked.result.rejected]
         try:
             outcomes = await loop.run_in_executor(
-                self._store_thread, self.sink.save_batch, result.accepted, result.rejected
-            )
-            await loop.run_in_executor(
-                self._stage_thread, self.stages.stored, result.accepted, outcomes
+                self._store_thread, self._save, accepted, rejected
             )
         except Exception:
-            log.exception("batch of %d not stored; senders are told to retry", len(batch))
-            self._answer(batch, [Ack.RETRY] * len(batch), "store_unavailable")
+            log.exception("%d batches not stored; senders are told to retry", len(group))
+            for checked in group:
+                self._answer(checked.batch, [Ack.RETRY] * len(checked.batch), "store_unavailable")
             return
-        acks = []
-        for index in result.order:
-            if index < 0:
-                acks.append(Ack.REJECTED)
-            else:
-                conflict = outcomes[index] is StoreOutcome.CONFLICT
-                acks.append(Ack.REJECTED if conflict else Ack.ACCEPTED)
-        self._answer(batch, acks)
+        offset = 0
+        for checked in group:
+            count = len(checked.result.accepted)
+            self._answer(checked.batch, _acks(checked.result, outcomes[offset : offset + count]))
+            offset += count
+
+    def _save(
+        self, accepted: list[AcceptedReading], rejected: list[Rejection]
+    ) -> list[StoreOutcome]:
+        outcomes = self.sink.save_batch(accepted, rejected)
+        self.stages.stored(accepted, outcomes)
+        return outcomes
 
     def _answer(self, batch: list[_Pending], acks: list[Ack], failure: str = "") -> None:
         if failure:
@@ -203,3 +239,14 @@ class Ingest:
             if not pending.future.done():
                 pending.future.set_result(ack)
             self._queue.task_done()
+
+
+def _acks(result: StageResult, outcomes: list[StoreOutcome]) -> list[Ack]:
+    """Each packet's ack, in arrival order: a replayed counter is refused like any rejection."""
+    acks = []
+    for index in result.order:
+        if index < 0 or outcomes[index] is StoreOutcome.CONFLICT:
+            acks.append(Ack.REJECTED)
+        else:
+            acks.append(Ack.ACCEPTED)
+    return acks

@@ -2,13 +2,15 @@
 
 Receivers hand it raw packets; it returns accepted readings for the store and rejections
 for quarantine. It never touches a socket or a database, so the same object runs in one
-process, behind a bus, or inside an attested worker.
+process, behind a bus, or inside an attested worker. Its state (freshness, counters) is
+guarded by a lock held only for bookkeeping, never while opening, so the store's thread can
+report outcomes (`stored`) while the next batch is being opened.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
+import threading
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -66,6 +68,7 @@ class TrustedStages:
     state: FreshnessState = field(default_factory=FreshnessState)
     counts: Counter[str] = field(default_factory=Counter)
     opener: Opener | None = None  # None: open in this thread
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def process(self, batch: Iterable[Incoming], *, now: float) -> StageResult:
         """Run every packet of `batch` through the stages at time `now` (Unix seconds)."""
@@ -83,6 +86,13 @@ class TrustedStages:
         else:
             raise ConfigurationError("these trusted stages hold no head-end key: cannot open")
         result = StageResult()
+        with self._lock:
+            self._classify(result, items, opened)
+        return result
+
+    def _classify(
+        self, result: StageResult, items: list[Incoming], opened: list[OpenedPacket | InvalidPacket]
+    ) -> None:
         for item, outcome in zip(items, opened, strict=True):
             if isinstance(outcome, InvalidPacket):
                 self._reject(result, Rejection(outcome.reason.value, *_origin(item)))
@@ -92,13 +102,18 @@ class TrustedStages:
                 result.order.append(len(result.accepted))
                 result.accepted.append(_verified(item, outcome))
                 result.sealed.append(item.data)
-        return result
 
     def admit(self, verified: StageResult, *, now: float) -> StageResult:
         """Freshness and anonymization of what `verify` accepted (possibly in another process)."""
         if self.anonymizer is None:
             raise ConfigurationError("these trusted stages hold no anonymization key")
         result = StageResult(rejected=list(verified.rejected))
+        with self._lock:
+            self._admit(result, verified, now)
+        return result
+
+    def _admit(self, result: StageResult, verified: StageResult, now: float) -> None:
+        assert self.anonymizer is not None
         for index in verified.order:
             if index < 0:
                 result.order.append(index)
@@ -111,8 +126,7 @@ class TrustedStages:
                 continue
             result.order.append(len(result.accepted))
             pseudonym = self.anonymizer.pseudonym(reading.meter_id)
-            result.accepted.append(dataclasses.replace(reading, pseudonym=pseudonym))
-        return result
+            result.accepted.append(_with_pseudonym(reading, pseudonym))
 
     def _reject(self, result: StageResult, rejection: Rejection) -> None:
         result.order.append(-1 - len(result.rejected))
@@ -121,6 +135,10 @@ class TrustedStages:
 
     def stored(self, accepted: list[AcceptedReading], outcomes: list[StoreOutcome]) -> None:
         """Learn what the store did: advance freshness for stored readings, count the rest."""
+        with self._lock:
+            self._learn(accepted, outcomes)
+
+    def _learn(self, accepted: list[AcceptedReading], outcomes: list[StoreOutcome]) -> None:
         for reading, outcome in zip(accepted, outcomes, strict=True):
             if outcome is StoreOutcome.CONFLICT:
                 self.counts[RejectReason.REPLAYED_COUNTER.value] += 1
@@ -131,6 +149,25 @@ class TrustedStages:
 
 def _origin(item: Incoming) -> tuple[bytes, float, str]:
     return item.data, item.received_at, item.source
+
+
+def _with_pseudonym(r: AcceptedReading, pseudonym: bytes) -> AcceptedReading:
+    # Positional: dataclasses.replace looks every field up by name and costs twice as much.
+    return AcceptedReading(
+        r.meter_id,
+        r.counter,
+        r.timestamp,
+        r.interval,
+        r.energy_wh,
+        r.suite,
+        r.signed_original,
+        r.sent_at,
+        r.received_at,
+        r.region_id,
+        pseudonym,
+        r.phasor,
+        r.source,
+    )
 
 
 def _verified(item: Incoming, opened: OpenedPacket) -> AcceptedReading:

@@ -11,12 +11,11 @@ import datetime as dt
 import functools
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -29,7 +28,6 @@ PSEUDONYM_BYTES = 16
 SQLITE_BUSY_SECONDS = 30.0
 SQLITE_CHECKPOINT_PAGES = 20_000
 PG_PING_AFTER_IDLE = 1.0  # seconds a pooled connection may idle before it is pinged
-LOOKUP_CHUNK = 128  # keys per SQLite lookup statement (a power of two, see `_or_lookup`)
 WRITE_OPTION = "meterseal_write"
 
 
@@ -335,73 +333,6 @@ def phasor_from_json(value: dict[str, Any]) -> PhasorReport:
     phases = tuple(PhaseMeasurement(*map(float, phase)) for phase in value["phases"])
     scalars = {k: float(value[k]) for k in ("power_factor", "thd", "frequency", "demand")}
     return PhasorReport(phases, **scalars)
-
-
-@functools.cache
-def _or_lookup(size: int) -> sa.Select[str, int, bytes]:
-    # `(meter_id, counter) IN (VALUES ...)` makes SQLite scan the whole table, and a VALUES
-    # list is recompiled on every call. An OR of key equalities probes the primary key;
-    # padding to powers of two keeps the compiled statements few and cached.
-    so = signed_originals
-    keys = [
-        sa.and_(so.c.meter_id == sa.bindparam(f"m{j}"), so.c.counter == sa.bindparam(f"c{j}"))
-        for j in range(size)
-    ]
-    return sa.select(so.c.meter_id, so.c.counter, so.c.signed_original).where(sa.or_(*keys))
-
-
-def _array(name: str, item: sa.types.TypeEngine[Any]) -> sa.Cast[Any]:
-    array = postgresql.ARRAY(item)
-    return sa.cast(sa.bindparam(name, type_=array), array)
-
-
-def _unnest(columns: dict[str, sa.types.TypeEngine[Any]]) -> sa.TableValuedAlias:
-    arrays = [_array(name, item) for name, item in columns.items()]
-    return sa.func.unnest(*arrays).table_valued(*columns).render_derived(name="k")
-
-
-class BulkStatements:
-    """Many rows per statement: a row list on SQLite, column arrays via unnest on PostgreSQL.
-
-    psycopg re-parses every statement longer than 4 KiB on each call, which a 500-row VALUES
-    list is; with unnest the text stays short (one placeholder per column) and cached.
-    """
-
-    def __init__(self, dialect: str) -> None:
-        self.columnar = dialect == "postgresql"
-        self.insert: Any = postgresql.insert if self.columnar else sqlite.insert
-        so = signed_originals
-        keys = _unnest({"meter_id": so.c.meter_id.type, "counter": so.c.counter.type})
-        self._pg_lookup = sa.select(so.c.meter_id, so.c.counter, so.c.signed_original).join(
-            keys, sa.and_(so.c.meter_id == keys.c.meter_id, so.c.counter == keys.c.counter)
-        )
-
-    def into(self, table: sa.Table, columns: Sequence[str]) -> Any:
-        """An INSERT of `columns` that `params` can feed with any number of rows."""
-        if not self.columnar:
-            return self.insert(table)
-        rows = _unnest({name: table.c[name].type for name in columns})
-        return self.insert(table).from_select(list(columns), sa.select(rows))
-
-    def params(self, rows: list[dict[str, Any]]) -> Any:
-        """The parameters of an `into` statement for `rows`."""
-        return {c: [r[c] for r in rows] for c in rows[0]} if self.columnar else rows
-
-    def lookups(self, keys: list[Key]) -> Iterator[tuple[sa.Select[str, int, bytes], Any]]:
-        """Statements and parameters that fetch the signed originals stored under `keys`."""
-        if self.columnar:
-            yield (
-                self._pg_lookup,
-                {"meter_id": [m for m, _ in keys], "counter": [c for _, c in keys]},
-            )
-            return
-        for i in range(0, len(keys), LOOKUP_CHUNK):
-            chunk = keys[i : i + LOOKUP_CHUNK]
-            size = 1 << (len(chunk) - 1).bit_length()
-            padded = chunk + [chunk[-1]] * (size - len(chunk))  # repeats match nothing new
-            params: dict[str, str | int] = {f"m{j}": m for j, (m, _) in enumerate(padded)}
-            params.update({f"c{j}": c for j, (_, c) in enumerate(padded)})
-            yield _or_lookup(size), params
 
 
 def make_engine(url: str | sa.URL, *, read_only: bool = False, **kwargs: Any) -> Engine:

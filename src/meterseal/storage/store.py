@@ -1,7 +1,7 @@
 """The head-end's durable store: signed originals, anonymized measurements, quarantine, meters.
 
 One `Store` serves SQLite and PostgreSQL with the same SQLAlchemy Core logic; only the shape
-of bulk statements differs (`schema.BulkStatements`). Every method runs in its own
+of an ingest batch's bulk statements differs (`bulk.BulkStatements`). Every method runs in its own
 transaction; `save_batch` returns only after its commit is durable, so the caller may
 acknowledge the batch's packets then.
 """
@@ -27,9 +27,9 @@ from meterseal.acquisition.records import AcceptedReading, Rejection, StoreOutco
 from meterseal.crypto.registry import MeterRecord, MeterRegistry
 from meterseal.crypto.suites import suite_named
 from meterseal.errors import CertificateError, RejectReason, StorageError
+from meterseal.storage.bulk import BulkStatements, measurement_row, original_row
 from meterseal.storage.migrations import LATEST_VERSION, current_version, migrate
 from meterseal.storage.schema import (
-    BulkStatements,
     Key,
     MeterRow,
     QuarantinedPacket,
@@ -42,7 +42,6 @@ from meterseal.storage.schema import (
     measurements,
     meter_integrity,
     meters,
-    phasor_to_json,
     prepare_engine,
     quarantine,
     signed_originals,
@@ -52,22 +51,9 @@ log = logging.getLogger(__name__)
 
 REPLAYED_COUNTER = RejectReason.REPLAYED_COUNTER.value
 
-ORIGINAL_COLUMNS = tuple(c.name for c in signed_originals.columns)
-MEASUREMENT_COLUMNS = ("region_id", "pseudonym", "timestamp", "interval", "energy_wh", "phasor")
-
 
 def _key(reading: AcceptedReading) -> Key:
     return (reading.meter_id, reading.counter)
-
-
-def _original_row(r: AcceptedReading) -> dict[str, Any]:
-    return {name: getattr(r, name) for name in ORIGINAL_COLUMNS}  # fields share column names
-
-
-def _measurement_row(r: AcceptedReading) -> dict[str, Any]:
-    row = {name: getattr(r, name) for name in MEASUREMENT_COLUMNS[:-1]}
-    row["phasor"] = phasor_to_json(r.phasor) if r.phasor is not None else None
-    return row
 
 
 def _quarantine_row(r: Rejection) -> dict[str, Any]:
@@ -88,13 +74,6 @@ class Store:
         if name not in ("sqlite", "postgresql"):
             raise StorageError(f"meterseal stores on SQLite or PostgreSQL, not {name}")
         self._bulk = bulk = BulkStatements(name)
-        so = signed_originals
-        self._insert_originals = (
-            bulk.into(so, ORIGINAL_COLUMNS)
-            .on_conflict_do_nothing(index_elements=["meter_id", "counter"])
-            .returning(so.c.meter_id, so.c.counter)
-        )
-        self._insert_measurements = bulk.into(measurements, MEASUREMENT_COLUMNS)
         upsert = bulk.insert(ingest_counters)
         self._add_counts = upsert.on_conflict_do_update(
             index_elements=["outcome"],
@@ -197,14 +176,13 @@ class Store:
         ordered = [first[k] for k in sorted(first)]
         inserted: set[Key] = set()
         if ordered:
-            rows = self._bulk.params([_original_row(r) for r in ordered])
-            inserted = {(m, c) for m, c in connection.execute(self._insert_originals, rows)}
+            inserted = self._bulk.insert_originals(connection, [original_row(r) for r in ordered])
         stored = self._stored_originals(connection, [k for k in first if k not in inserted])
         # Arrival order, not key order: sorted rows would tell the utility how the
         # pseudonyms in a batch rank by meter id.
-        fresh = [_measurement_row(r) for k, r in first.items() if k in inserted]
+        fresh = [measurement_row(r) for k, r in first.items() if k in inserted]
         if fresh:
-            connection.execute(self._insert_measurements, self._bulk.params(fresh))
+            self._bulk.insert_measurements(connection, fresh)
         outcomes = []
         claimed: set[Key] = set()  # inserted keys already reported STORED once
         for reading in accepted:

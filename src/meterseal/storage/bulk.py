@@ -1,0 +1,151 @@
+"""An ingest batch's bulk writes, one shape per engine, run at the driver level.
+
+SQLAlchemy builds a parameter dictionary per row and runs every value through its type's
+bind processor; for an ingest batch that cost more CPU than the database's own work. These
+statements take plain tuples and hand them to the driver as they are:
+
+* SQLite: one prepared INSERT run by the driver's `executemany`. It cannot return rows, so
+  the originals go in under a savepoint: if every row went in (the rowcount says so, the
+  common case), that is the answer; if some keys were already there, the savepoint is rolled
+  back and the batch goes in again as one multi-row INSERT … RETURNING.
+* PostgreSQL: `INSERT … SELECT … FROM unnest(arrays)` with the arrays sent in binary
+  (`%(name)b`). psycopg re-parses every statement over 4 KiB, which a 500-row VALUES list is,
+  so the text stays short and cached whatever the row count; text arrays would be escaped
+  element by element in Python.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import operator
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from meterseal.acquisition.records import AcceptedReading
+from meterseal.storage.schema import Key, measurements, phasor_to_json, signed_originals
+
+LOOKUP_CHUNK = 128  # keys per SQLite lookup statement (a power of two, see `_or_lookup`)
+ORIGINAL_COLUMNS = tuple(c.name for c in signed_originals.columns)
+MEASUREMENT_COLUMNS = ("region_id", "pseudonym", "timestamp", "interval", "energy_wh", "phasor")
+
+Row = tuple[Any, ...]
+original_row: Callable[[AcceptedReading], Row] = operator.attrgetter(*ORIGINAL_COLUMNS)
+_measured = operator.attrgetter(*MEASUREMENT_COLUMNS[:-1])
+
+
+def measurement_row(reading: AcceptedReading) -> Row:
+    """The `measurements` row of a reading, in MEASUREMENT_COLUMNS order (phasor as JSON text)."""
+    phasor = reading.phasor
+    return (*_measured(reading), None if phasor is None else json.dumps(phasor_to_json(phasor)))
+
+
+@functools.cache
+def _or_lookup(size: int) -> sa.Select[str, int, bytes]:
+    # `(meter_id, counter) IN (VALUES ...)` makes SQLite scan the whole table, and a VALUES
+    # list is recompiled on every call. An OR of key equalities probes the primary key;
+    # padding to powers of two keeps the compiled statements few and cached.
+    so = signed_originals
+    keys = [
+        sa.and_(so.c.meter_id == sa.bindparam(f"m{j}"), so.c.counter == sa.bindparam(f"c{j}"))
+        for j in range(size)
+    ]
+    return sa.select(so.c.meter_id, so.c.counter, so.c.signed_original).where(sa.or_(*keys))
+
+
+def _array(name: str, item: sa.types.TypeEngine[Any]) -> sa.Cast[Any]:
+    array = postgresql.ARRAY(item)
+    return sa.cast(sa.bindparam(name, type_=array), array)
+
+
+def _unnest(columns: dict[str, sa.types.TypeEngine[Any]]) -> sa.TableValuedAlias:
+    arrays = [_array(name, item) for name, item in columns.items()]
+    return sa.func.unnest(*arrays).table_valued(*columns).render_derived(name="k")
+
+
+def _unnest_insert(table: sa.Table, columns: Sequence[str], returning: str = "") -> str:
+    """PostgreSQL: INSERT of `columns` from binary arrays named after them."""
+    dialect = postgresql.psycopg.dialect()  # type: ignore[no-untyped-call]  # sqlalchemy
+    # Arrays of the unsized type: a value too long for the column then fails the insert
+    # instead of being cut to size by the cast.
+    types = {name: table.c[name].type.compile(dialect).split("(")[0] for name in columns}
+    arrays = ", ".join(f"%({name})b::{kind}[]" for name, kind in types.items())
+    names = ", ".join(columns)
+    return f"INSERT INTO {table.name} ({names}) SELECT * FROM unnest({arrays}){returning}"  # noqa: S608 - constant names, bound values
+
+
+def _sqlite_insert(statement: sa.Insert, columns: Sequence[str]) -> str:
+    """SQLite: `statement` with positional marks for `columns`, in that order."""
+    compiled = statement.compile(dialect=sqlite.dialect(), column_keys=list(columns))
+    assert compiled.positiontup == list(columns), "rows are tuples in column order"
+    return str(compiled)
+
+
+class BulkStatements:
+    """Bulk inserts and key lookups of an ingest batch for one engine (sqlite or postgresql)."""
+
+    def __init__(self, dialect: str) -> None:
+        self.columnar = dialect == "postgresql"
+        self.insert: Any = postgresql.insert if self.columnar else sqlite.insert
+        so = signed_originals
+        if self.columnar:
+            conflict = " ON CONFLICT (meter_id, counter) DO NOTHING RETURNING meter_id, counter"
+            self._originals = _unnest_insert(so, ORIGINAL_COLUMNS, conflict)
+            self._measurements = _unnest_insert(measurements, MEASUREMENT_COLUMNS)
+        else:
+            new_keys = sqlite.insert(so).on_conflict_do_nothing(
+                index_elements=["meter_id", "counter"]
+            )
+            self._originals = _sqlite_insert(new_keys, ORIGINAL_COLUMNS)
+            self._measurements = _sqlite_insert(sqlite.insert(measurements), MEASUREMENT_COLUMNS)
+            # For a batch with keys already stored: which of its rows went in.
+            self._returning = new_keys.returning(so.c.meter_id, so.c.counter)
+        keys = _unnest({"meter_id": so.c.meter_id.type, "counter": so.c.counter.type})
+        self._pg_lookup = sa.select(so.c.meter_id, so.c.counter, so.c.signed_original).join(
+            keys, sa.and_(so.c.meter_id == keys.c.meter_id, so.c.counter == keys.c.counter)
+        )
+
+    def insert_originals(self, connection: Connection, rows: list[Row]) -> set[Key]:
+        """Insert signed-original rows whose key is new (ORIGINAL_COLUMNS order); their keys."""
+        if self.columnar:
+            result = connection.exec_driver_sql(self._originals, _columns(ORIGINAL_COLUMNS, rows))
+            return {(m, c) for m, c in result}
+        connection.exec_driver_sql("SAVEPOINT originals")
+        if connection.exec_driver_sql(self._originals, rows).rowcount == len(rows):
+            connection.exec_driver_sql("RELEASE originals")
+            return {(row[0], row[1]) for row in rows}
+        connection.exec_driver_sql("ROLLBACK TO originals")
+        connection.exec_driver_sql("RELEASE originals")
+        dicts = [dict(zip(ORIGINAL_COLUMNS, row, strict=True)) for row in rows]
+        return {(m, c) for m, c in connection.execute(self._returning, dicts)}
+
+    def insert_measurements(self, connection: Connection, rows: list[Row]) -> None:
+        """Insert measurement rows (MEASUREMENT_COLUMNS order)."""
+        if self.columnar:
+            connection.exec_driver_sql(self._measurements, _columns(MEASUREMENT_COLUMNS, rows))
+        else:
+            connection.exec_driver_sql(self._measurements, rows)
+
+    def lookups(self, keys: list[Key]) -> Iterator[tuple[sa.Select[str, int, bytes], Any]]:
+        """Statements and parameters that fetch the signed originals stored under `keys`."""
+        if self.columnar:
+            yield (
+                self._pg_lookup,
+                {"meter_id": [m for m, _ in keys], "counter": [c for _, c in keys]},
+            )
+            return
+        for i in range(0, len(keys), LOOKUP_CHUNK):
+            chunk = keys[i : i + LOOKUP_CHUNK]
+            size = 1 << (len(chunk) - 1).bit_length()
+            padded = chunk + [chunk[-1]] * (size - len(chunk))  # repeats match nothing new
+            params: dict[str, str | int] = {f"m{j}": m for j, (m, _) in enumerate(padded)}
+            params.update({f"c{j}": c for j, (_, c) in enumerate(padded)})
+            yield _or_lookup(size), params
+
+
+def _columns(names: Sequence[str], rows: list[Row]) -> dict[str, list[Any]]:
+    return {name: list(column) for name, column in zip(names, zip(*rows, strict=True), strict=True)}
