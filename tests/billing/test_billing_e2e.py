@@ -10,6 +10,7 @@ from meterseal.billing.audit import FindingKind
 from meterseal.billing.bill import manifest_from_cbor, verify_signed_bill
 from meterseal.billing.billlog import BILL_LOG_HEAD
 from meterseal.billing.proofs import (
+    ProofNotFound,
     ReadingProof,
     ReadingProofError,
     make_reading_proof,
@@ -111,6 +112,16 @@ def test_a_customer_checks_a_reading_with_public_material_only(month: Month) -> 
         meter.key.suite.name,
     )
     proof = ReadingProof.from_cbor(proof.to_cbor())
+    with pytest.raises(ProofNotFound, match="is not on bill"):
+        make_reading_proof(
+            bill_id,
+            manifest_from_cbor(stored.manifest),
+            packet.meter_id,
+            -1,
+            packet.signed_original,
+            meter.certificate,
+            meter.key.suite.name,
+        )
     authority = month.authority_key.public_key()
     kid = kid_of(public_bytes(authority))
     keys = dict(ca_certificate=month.ca_cert, billing_key=month.billing_key.public_key())

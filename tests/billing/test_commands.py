@@ -35,6 +35,8 @@ def test_bill_audit_export_and_verify_from_the_command_line(tmp_path: Path) -> N
         "--store",
         store,
     )
+    bad = run("export-bill", bill_id, "--reading", f"{meter}:seven", "--store", store, code=2)
+    assert "METER:COUNTER" in bad
     stem = bill_id.replace("/", "_")
     bill_file = tmp_path / "out" / f"{stem}.bill.cose"
     proof = tmp_path / "out" / f"{stem}.{meter}.{counter}.proof.cbor"

@@ -273,7 +273,7 @@ class _Routes:
             raise HTTPException(409, str(exc)) from None
         except StorageError:
             raise  # the store is down: 503 from the app's handler
-        except (MetersealError, ValueError) as exc:
+        except MetersealError as exc:
             # Undecodable bytes in the store are the server's fault, not the caller's.
             raise HTTPException(500, f"the store holds malformed billing data: {exc}") from None
         data = proof.to_cbor()

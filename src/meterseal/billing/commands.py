@@ -230,25 +230,31 @@ def export_bill(
     from meterseal.storage import Store
     from meterseal.storage.bill_store import BillStore
 
+    keys = [_reading_key(item) for item in reading or []]
+    with Store.open_read_only(store) as db:
+        bills = BillStore(db)
+        stored = bills.bill(bill_id)
+        if stored is None:
+            raise ConfigurationError(f"no bill {bill_id!r} in {shown(store)}")
+        clean = countersigned_of(bills.reports(bill_id))
+        out.mkdir(parents=True, exist_ok=True)
+        stem = bill_id.replace("/", "_")
+        (out / f"{stem}.bill.cose").write_bytes(clean or stored.signed_bill)
+        console.print(f"{out / f'{stem}.bill.cose'}" + ("" if clean else " (not yet audited)"))
+        for meter_id, counter in keys:
+            proof = bills.reading_proof(bill_id, meter_id, counter)
+            path = out / f"{stem}.{meter_id}.{counter}.proof.cbor"
+            path.write_bytes(proof.to_cbor())
+            console.print(str(path))
+
+
+def _reading_key(item: str) -> tuple[str, int]:
+    """(meter, counter) from an --reading METER:COUNTER option."""
+    meter_id, _, counter = item.rpartition(":")
     try:
-        with Store.open_read_only(store) as db:
-            bills = BillStore(db)
-            stored = bills.bill(bill_id)
-            if stored is None:
-                raise ConfigurationError(f"no bill {bill_id!r} in {shown(store)}")
-            clean = countersigned_of(bills.reports(bill_id))
-            out.mkdir(parents=True, exist_ok=True)
-            stem = bill_id.replace("/", "_")
-            (out / f"{stem}.bill.cose").write_bytes(clean or stored.signed_bill)
-            console.print(f"{out / f'{stem}.bill.cose'}" + ("" if clean else " (not yet audited)"))
-            for item in reading or []:
-                meter_id, _, counter = item.rpartition(":")
-                proof = bills.reading_proof(bill_id, meter_id, int(counter))
-                path = out / f"{stem}.{meter_id}.{counter}.proof.cbor"
-                path.write_bytes(proof.to_cbor())
-                console.print(str(path))
-    except (KeyError, ValueError) as exc:
-        raise ConfigurationError(str(exc)) from exc
+        return meter_id, int(counter)
+    except ValueError:
+        raise typer.BadParameter(f"--reading is METER:COUNTER, not {item!r}") from None
 
 
 @billing_app.command("verify-bill")

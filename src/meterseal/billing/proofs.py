@@ -104,13 +104,13 @@ def make_reading_proof(
     certificate: x509.Certificate,
     suite: str,
 ) -> ReadingProof:
-    """The proof for the manifest entry (meter_id, counter); KeyError if it is not on the bill."""
+    """The proof for the manifest entry (meter_id, counter); ProofNotFound if it is not on it."""
     index = next(
         (i for i, e in enumerate(manifest) if e.meter_id == meter_id and e.counter == counter),
         None,
     )
     if index is None:
-        raise KeyError(f"{meter_id} counter {counter} is not on bill {bill_id}")
+        raise ProofNotFound(f"meter {meter_id} counter {counter} is not on bill {bill_id}")
     tree = MerkleTree(e.leaf_hash for e in manifest)
     der = certificate.public_bytes(Encoding.DER)
     return ReadingProof(

@@ -10,6 +10,8 @@ from typing import Any
 
 import cbor2
 
+from meterseal.errors import MetersealError
+
 # Header labels (RFC 9052 section 3.1; RFC 9597 for CWT claims in headers).
 ALG = 1
 KID = 4
@@ -39,8 +41,16 @@ MAP_TYPES = (dict, cbor2.frozendict)
 ARRAY_TYPES = (list, tuple)
 
 
-class CoseFormatError(ValueError):
-    """The bytes are not the COSE structure expected; callers turn it into InvalidPacket."""
+class CoseFormatError(MetersealError, ValueError):
+    """The bytes are not the CBOR or COSE structure expected (a ValueError too: a bad value).
+
+    Readers of a remote sender's bytes turn it into the opaque InvalidPacket (or their
+    protocol's refusal); readers of a named document raise that document's format error.
+    """
+
+    def diagnostics(self) -> str:
+        """What was malformed."""
+        return f"malformed CBOR or COSE: {self}"
 
 
 def loads_strict(data: bytes) -> Any:

@@ -31,7 +31,7 @@ from meterseal.billing.ports import (
 )
 from meterseal.billing.proofs import ProofConflict, ProofNotFound, ReadingProof, make_reading_proof
 from meterseal.billing.tariff import Tariff, TariffBook
-from meterseal.errors import StorageError
+from meterseal.errors import CertificateError, StorageError
 from meterseal.storage import bill_postgres, bill_sqlite
 from meterseal.storage.schema import (
     audit_reports,
@@ -150,7 +150,7 @@ class BillStore(BillLedger, AuditSource, ReportSink, BillArchive):
         """The inclusion proof of a billed reading, from the stored bill, original and meter.
 
         ProofNotFound if any of them is missing, ProofConflict if the stored original is not
-        the billed one; BillFormatError or ValueError if the store holds malformed bytes.
+        the billed one; BillFormatError or CertificateError if the store holds malformed bytes.
         """
         stored = self.bill(bill_id)
         if stored is None:
@@ -168,7 +168,10 @@ class BillStore(BillLedger, AuditSource, ReportSink, BillArchive):
         found = self.meter_certificate(meter_id)
         if found is None:
             raise ProofNotFound(f"meter {meter_id} is not registered")
-        certificate = x509.load_der_x509_certificate(found[0])
+        try:
+            certificate = x509.load_der_x509_certificate(found[0])
+        except ValueError as exc:
+            raise CertificateError(f"meter {meter_id}'s stored certificate: {exc}") from None
         return make_reading_proof(
             bill_id, manifest, meter_id, counter, original, certificate, found[1]
         )
