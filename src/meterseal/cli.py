@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from meterseal.billing.commands import billing_app
+from meterseal.cli_billing import billing_app
 from meterseal.cli_common import (
     AUTO_OPEN_WORKERS,
     DEFAULT_DEPLOYMENT,
@@ -65,7 +65,7 @@ def _add_group(name: str, module: str, attribute: str, summary: str) -> None:
 
 
 # The groups beyond the core import their extras' packages: each is added if they are installed.
-_add_group("bills", "meterseal.billing.cli", "bills_app", "Bills over HTTP.")
+_add_group("bills", "meterseal.cli_bills", "bills_app", "Bills over HTTP.")
 _add_group("router", "meterseal.dissemination.cli", "dissemination_app", "Dissemination.")
 _add_group("integrity", "meterseal.integrity.cli", "integrity_app", "Meter software integrity.")
 _add_group("cas", "meterseal.trust.cli", "cas_app", "Configuration and attestation service.")

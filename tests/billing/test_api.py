@@ -359,7 +359,7 @@ def test_content_negotiation(accept: str, raw: str | None) -> None:
 
 def test_bills_serve_runs_the_api_until_sigterm(api: Api) -> None:
     script = (
-        "import typer; from meterseal.billing.cli import bills_app; "
+        "import typer; from meterseal.cli_bills import bills_app; "
         "app = typer.Typer(); app.add_typer(bills_app, name='bills'); app()"
     )
     command = [sys.executable, "-c", script, "bills", "serve", "--store", api.month.url]

@@ -1,4 +1,9 @@
-"""Billing commands: `tariffs`, `bill`, `audit`, `export-bill` and `verify-bill`."""
+"""Billing commands: `tariffs`, `bill`, `audit`, `export-bill` and `verify-bill`.
+
+They sit with the command line, not in billing: they open the store a URL names and hand its
+repositories (`storage.bill_store.BillStore`, which implements `billing.ports`) to the billing
+service and the auditor, and billing imports nothing from storage.
+"""
 
 from __future__ import annotations
 

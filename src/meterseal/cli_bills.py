@@ -1,4 +1,7 @@
-"""`meterseal bills …`: serve customers' bills and proofs and the auditor's reports over HTTP."""
+"""`meterseal bills …`: serve customers' bills and proofs and the auditor's reports over HTTP.
+
+With the command line, not in billing: it composes the billing API with a read-only store.
+"""
 
 from __future__ import annotations
 
