@@ -225,9 +225,9 @@ class _Routes:
         return self._found(self.bills.bill(bill_id), f"no bill {bill_id!r}")
 
     def _log(self) -> MerkleTree:
-        head, tree = self.bills.log_head(), self._tree
+        latest, tree = self.bills.log_head(), self._tree
         # Checked against the signed root too: a log rewritten in place is not served from memory.
-        if head is None or (head.head.size, head.head.root) != (tree.size, tree.root):
+        if latest is None or (latest.head.size, latest.head.root) != (tree.size, tree.root):
             # Rebuilt whole, never appended to: other threads may be proving from the old one.
             tree = self._tree = MerkleTree(self.bills.log_leaves())
         return tree

@@ -20,9 +20,10 @@ from meterseal.crypto.keys import MeterKey
 from meterseal.crypto.registry import MeterRecord
 from meterseal.integrity.errors import ReportError
 from meterseal.integrity.judgement import Verdict
+from meterseal.transparency.documents import DocumentType, sign_typed
 
 CONTENT_TYPE = "application/meterseal-integrity-report+cbor"
-CONTENT_TYPE_LABEL = 3
+SIGNED_REPORT = DocumentType(CONTENT_TYPE, "meter integrity report", ReportError, ReportError)
 REPORT_FORMAT = 1
 _FIELDS = frozenset(
     {
@@ -123,27 +124,18 @@ def sign_report(report: IntegrityReport, key: MeterKey) -> bytes:
     """The report as a COSE_Sign1 by the meter's key (its suite's signature scheme)."""
     if key.meter_id != report.meter_id:
         raise ValueError("a meter signs only its own integrity reports")
-    scheme = key.suite.signature
-    protected = cose.dumps(
-        {
-            cose.ALG: scheme.cose_alg,
-            CONTENT_TYPE_LABEL: CONTENT_TYPE,
-            cose.KID: key.meter_id.encode(),
-        }
+    return sign_typed(
+        report.to_cbor(),
+        CONTENT_TYPE,
+        key.private_key,
+        key.meter_id.encode(),
+        key.suite.signature,
     )
-    payload = report.to_cbor()
-    signature = scheme.sign(key.private_key, cose.sig_structure1(protected, payload))
-    return cose.Sign1(protected, {}, {}, payload, signature).encode()
 
 
 def parse_report(signed: bytes) -> tuple[IntegrityReport, cose.Sign1]:
     """The report inside a COSE_Sign1, not yet verified."""
-    try:
-        body = cose.parse_sign1(signed)
-    except CoseFormatError as exc:
-        raise ReportError(f"not a signed integrity report: {exc}") from None
-    if body.headers.get(CONTENT_TYPE_LABEL) != CONTENT_TYPE:
-        raise ReportError("the signed object is not an integrity report")
+    body = SIGNED_REPORT.parse(signed)
     return IntegrityReport.from_cbor(body.payload), body
 
 

@@ -1,8 +1,9 @@
-"""Typed signed documents: an ES256 COSE_Sign1 whose protected header names its content type.
+"""Typed signed documents: a COSE_Sign1 whose protected header names its content type.
 
-Bills, bill-log tree heads and audit-log heads are such documents. The content type sits in
-the protected header, so a signature over one kind of document never passes for another. A
-`DocumentType` names the kind and the errors its readers raise: each log keeps its own.
+Bills, bill-log tree heads and audit-log heads are such documents (ES256), and so are a
+meter's integrity reports (its suite's scheme). The content type sits in the protected header,
+so a signature over one kind of document never passes for another. A `DocumentType` names the
+kind and the errors its readers raise: each log keeps its own.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from cryptography.exceptions import InvalidSignature
 
 from meterseal.crypto import cose
 from meterseal.crypto.cose import CoseFormatError
-from meterseal.crypto.signing import ES256, SigningKey, VerifyingKey
+from meterseal.crypto.signing import ES256, SignatureScheme, SigningKey, VerifyingKey
 from meterseal.errors import MetersealError
 
 CONTENT_TYPE_LABEL = 3  # COSE header parameter "content type" (RFC 9052 section 3.1)
@@ -28,12 +29,18 @@ class DocumentSignatureError(MetersealError):
     """A typed document's signature does not verify with the key given."""
 
 
-def sign_typed(payload: bytes, content_type: str, key: SigningKey, kid: bytes) -> bytes:
-    """A COSE_Sign1 over `payload` by an ES256 key, its content type and kid protected."""
+def sign_typed(
+    payload: bytes,
+    content_type: str,
+    key: SigningKey,
+    kid: bytes,
+    scheme: SignatureScheme = _SCHEME,
+) -> bytes:
+    """A COSE_Sign1 over `payload` (ES256 unless `scheme` says), content type and kid protected."""
     protected = cose.dumps(
-        {cose.ALG: _SCHEME.cose_alg, CONTENT_TYPE_LABEL: content_type, cose.KID: kid}
+        {cose.ALG: scheme.cose_alg, CONTENT_TYPE_LABEL: content_type, cose.KID: kid}
     )
-    signature = _SCHEME.sign(key, cose.sig_structure1(protected, payload))
+    signature = scheme.sign(key, cose.sig_structure1(protected, payload))
     return cose.Sign1(protected, {}, {}, payload, signature).encode()
 
 
