@@ -198,7 +198,7 @@ def serve(
     passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
 ) -> None:
     """Run the head-end (receivers + trusted stages + store) until Ctrl-C or SIGTERM."""
-    from meterseal.headend import HeadEndSettings
+    from meterseal.acquisition.headend import HeadEndSettings
     from meterseal.runner import serve as run_serve
     from meterseal.services.catalog import MODES
     from meterseal.services.cli import options_from, serve_services
@@ -308,13 +308,14 @@ def relay(
     from meterseal.acquisition.relay import RelayConfig
     from meterseal.acquisition.relay_pool import RelayPool, serve_pool, status_line
     from meterseal.acquisition.tcp import TcpLimits
-    from meterseal.headend import parse_address
+    from meterseal.runtime.address import format_address, parse_address
 
     listen_at, upstream_at = parse_address(listen, 7401), parse_address(upstream, 7400)
     config = RelayConfig(listen_at, upstream_at, upstreams, TcpLimits(idle_timeout=idle_timeout))
     pool = RelayPool(config, processes)
     port = pool.start()
-    print(f"listening relay {listen_at[0]}:{port}", flush=True)  # scripts wait for this line
+    # Scripts wait for this line.
+    print(f"listening relay {format_address(listen_at.host, port)}", flush=True)
     final = serve_pool(pool, status_every, lambda s: console.print(status_line(s)))
     console.print(status_line(final))
 

@@ -29,25 +29,25 @@ def bills_serve(
 ) -> None:
     """Serve the billing API from a read-only store until Ctrl-C (customers not authenticated)."""
     from meterseal.billing.api import create_billing_app
-    from meterseal.headend import parse_address
+    from meterseal.runtime.address import parse_address
     from meterseal.storage import Store
     from meterseal.storage.bill_store import BillStore
 
     try:
-        host, port = parse_address(listen, 7480)
+        address = str(parse_address(listen, 7480))  # refused before the store is opened
         # Read-only: the API never writes, and a bug in it must not be able to.
         with Store.open_read_only(store) as db:
-            asyncio.run(_serve(create_billing_app(BillStore(db)), host, port))
+            asyncio.run(_serve(create_billing_app(BillStore(db)), address))
     except OSError as exc:
         raise ConfigurationError(f"cannot listen on {listen}: {exc}") from exc
 
 
-async def _serve(app: FastAPI, host: str, port: int) -> None:
-    from meterseal.services.frontends import HttpAppService
-    from meterseal.services.skeleton import serve_stage
+async def _serve(app: FastAPI, listen: str) -> None:
+    from meterseal.runtime.http import HttpAppService
+    from meterseal.runtime.lifecycle import serve_stage
 
     # On stderr: stdout carries the parseable `listening bills URL` line (scripts wait for it).
     Console(stderr=True).print(
         "billing API: customers are NOT authenticated; keep it on a trusted network"
     )
-    await serve_stage(HttpAppService("bills", app, f"{host}:{port}", 7480))
+    await serve_stage(HttpAppService("bills", app, listen, 7480))

@@ -24,14 +24,14 @@ import sqlalchemy as sa
 from rich.console import Console
 from rich.table import Table
 
+from meterseal.acquisition.headend import HeadEnd, HeadEndReport, HeadEndSettings
 from meterseal.acquisition.tcp import TcpLink
 from meterseal.billing.auditor import Auditor
 from meterseal.billing.completeness import Period
 from meterseal.billing.service import BillingService
 from meterseal.billing.tariff import builtin_tariffs
 from meterseal.crypto.suites import ED25519, P256, PAPER, PQ, CipherSuite
-from meterseal.deployment import Deployment, init_deployment
-from meterseal.headend import HeadEnd, HeadEndReport, HeadEndSettings, TrustedMaterial
+from meterseal.deployment import Deployment, TrustedMaterial, init_deployment
 from meterseal.meter.faults import FaultPlan
 from meterseal.meter.load import INTERVAL
 from meterseal.meter.provisioning import ProvisionedMeter, fleet_records, provision

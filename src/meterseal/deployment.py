@@ -1,4 +1,8 @@
-"""A deployment on disk: CA, head-end, billing, metrology and anonymization keys (0600 files)."""
+"""A deployment on disk: CA, head-end, billing, metrology and anonymization keys (0600 files).
+
+`TrustedMaterial` is the trusted stages' share of it: the head-end keys, the CA certificate
+and the anonymization key, from the deployment directory or released by the CAS.
+"""
 
 from __future__ import annotations
 
@@ -41,6 +45,20 @@ class Deployment:
     billing_key: ec.EllipticCurvePrivateKey
     metrology_key: ec.EllipticCurvePrivateKey
     anonymization_key: bytes  # HMAC key of the pseudonyms; only trusted stages may hold it
+
+
+@dataclass(frozen=True)
+class TrustedMaterial:
+    """The secrets and trust anchor of the trusted stages."""
+
+    headend: HeadEndKeys
+    ca_certificate: x509.Certificate
+    anonymization_key: bytes
+
+    @classmethod
+    def of(cls, deployment: Deployment) -> TrustedMaterial:
+        """The trusted stages' share of a deployment (not its CA, billing or metrology keys)."""
+        return cls(deployment.headend, deployment.ca_cert, deployment.anonymization_key)
 
 
 def init_deployment(

@@ -12,22 +12,17 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from meterseal.acquisition.headend import HeadEnd, HeadEndReport, HeadEndSettings
 from meterseal.acquisition.links import MeterLink
 from meterseal.acquisition.tcp import TcpLink
-from meterseal.deployment import Deployment
+from meterseal.deployment import Deployment, TrustedMaterial
 from meterseal.errors import ConfigurationError
-from meterseal.headend import (
-    HeadEnd,
-    HeadEndReport,
-    HeadEndSettings,
-    TrustedMaterial,
-    parse_address,
-)
 from meterseal.meter.faults import FaultPlan
 from meterseal.meter.load import INTERVAL
 from meterseal.meter.provisioning import ProvisionedMeter
 from meterseal.meter.simulator import SimulationReport, run_fleet
 from meterseal.meter.workload import Wire, Workload, seal_workload
+from meterseal.runtime.address import parse_address
 from meterseal.storage import Store
 from meterseal.ui import milliseconds as _ms
 from meterseal.ui import progress_bar
@@ -56,13 +51,13 @@ async def _serve(
     status_every: float,
     admin: str | None,
 ) -> HeadEndReport:
+    from meterseal.runtime.lifecycle import serve_stage
     from meterseal.services.frontends import MonolithService
-    from meterseal.services.skeleton import serve_stage
 
     with Store.open(store_url) as store:
         service = MonolithService(TrustedMaterial.of(deployment), store, settings)
         headend = service.headend
-        # One parseable line per endpoint (printed by the skeleton): scripts wait for these.
+        # One parseable line per endpoint (printed by `serve_stage`): scripts wait for these.
         status = asyncio.create_task(_status(console, headend, status_every))
         try:
             await serve_stage(service, admin=admin)

@@ -23,12 +23,13 @@ from typing import Any
 
 import pytest
 
+from meterseal.acquisition.headend import HeadEnd, HeadEndSettings
 from meterseal.acquisition.relay import AckRoute, RelayConfig, RelayStatus
 from meterseal.acquisition.relay_pool import RelayPool
 from meterseal.acquisition.tcp import encode_frames
 from meterseal.crypto import certs, packet
 from meterseal.crypto.suites import P256
-from meterseal.headend import HeadEnd, HeadEndSettings, TrustedMaterial
+from meterseal.deployment import TrustedMaterial
 from meterseal.meter.provisioning import ProvisionedMeter, fleet_records, provision
 from meterseal.model import Reading
 from meterseal.storage import Store

@@ -12,11 +12,12 @@ import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from meterseal.acquisition.headend import HeadEnd, HeadEndSettings
 from meterseal.acquisition.stages import StageResult
 from meterseal.acquisition.tcp import TcpLink
 from meterseal.billing.completeness import Period
 from meterseal.billing.tariff import builtin_tariffs
-from meterseal.headend import HeadEnd, HeadEndSettings, TrustedMaterial
+from meterseal.deployment import TrustedMaterial
 from meterseal.meter.faults import FaultPlan
 from meterseal.meter.simulator import SimulationReport, run_fleet
 from meterseal.services.bus import BILL_DONE, BILLING, VERIFIED, MemoryBus

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from meterseal.headend import HeadEndSettings
+from meterseal.acquisition.headend import HeadEndSettings
 from meterseal.services.catalog import ServiceOptions
 from meterseal.services.supervisor import plan_processes
 

@@ -11,7 +11,8 @@ import pytest
 from fastapi import FastAPI
 
 from meterseal.errors import StorageError
-from meterseal.trust.api import MAX_BODY, ThreadedServer, create_cas_app
+from meterseal.runtime.http import ThreadedServer
+from meterseal.trust.api import MAX_BODY, create_cas_app
 from meterseal.trust.client import fetch_release, fetch_secrets
 from meterseal.trust.errors import CasUnavailable, ReleaseRefused
 from meterseal.trust.measurement import Measurement

@@ -13,8 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from meterseal.crypto import certs
 from meterseal.crypto.keys import HeadEndKeys
-from meterseal.deployment import Deployment
-from meterseal.headend import TrustedMaterial
+from meterseal.deployment import Deployment, TrustedMaterial
 from meterseal.trust.material import (
     ANONYMIZATION_KEY,
     BILLING_KEY,

@@ -4,34 +4,31 @@
 array of packets (application/cbor). Like the TCP receiver it holds no key: it moves bytes to
 `Ingest` and answers once each packet is durable or refused, never saying why it was refused.
 
-`service_app` and `HttpServer` are the service skeleton other HTTP services build on (the
-billing API in `meterseal.billing.api`): the same /healthz, counters, OpenAPI and limits.
+The app and its server are the runtime's (`meterseal.runtime.http`): /healthz, counters,
+OpenAPI and the connection limits are those of every other HTTP service.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import h11
 import httpx
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.requests import ClientDisconnect
-from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from meterseal.acquisition.ingest import Ack, PacketIntake
 from meterseal.acquisition.stages import Incoming
 from meterseal.crypto import cose
 from meterseal.crypto.packet import MAX_PACKET_BYTES
+from meterseal.runtime.http import HttpServer, ServerLimits, service_app
 
 SINGLE_TYPES = ("application/cose", "application/octet-stream")
 BATCH_TYPES = ("application/cbor",)
@@ -42,19 +39,15 @@ AckName = Literal["accepted", "rejected", "retry"]
 
 
 @dataclass(frozen=True)
-class HttpLimits:
-    """Caps that keep one peer from hurting the others."""
+class HttpLimits(ServerLimits):
+    """Caps that keep one peer from hurting the others (plus the server's connection caps)."""
 
     max_packet: int = MAX_PACKET_BYTES
     max_batch: int = 256
     max_inflight: int = 256  # requests being read or awaiting acks; beyond this: 503
     max_pending: int = 10_000  # packets queued in Ingest; beyond this: 503
     body_timeout: float = 10.0  # a request body must be complete within this
-    head_timeout: float = 10.0  # between requests, the next request head must arrive within this
-    keep_alive: int = 5  # an idle connection is closed after this (seconds)
-    max_head_bytes: int = 16 * 1024  # larger request heads are refused by h11
     retry_after: int = 1  # seconds, sent with every 503
-    shutdown_timeout: int = 15  # stop() cancels requests still running after this
 
     @property
     def max_batch_body(self) -> int:
@@ -212,24 +205,6 @@ def _source(request: Request) -> str:
     return f"http:{client.host}:{client.port}" if client else "http"
 
 
-def service_app(
-    title: str, description: str, counts: Counter[str], counters: Callable[[], dict[str, Any]]
-) -> FastAPI:
-    """The service skeleton: OpenAPI, /healthz, /v1/counters (`counters()`), `state.counts`."""
-    app = FastAPI(title=title, version="1", description=description)
-    app.state.counts = counts  # `HttpServer` adds its connection-level refusals here
-
-    @app.get("/healthz", summary="Liveness")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/v1/counters", summary="Service counters")
-    async def service_counters() -> dict[str, Any]:
-        return counters()
-
-    return app
-
-
 def create_app(ingest: PacketIntake, limits: HttpLimits | None = None) -> FastAPI:
     """The HTTP API of the head-end's receiving side; counters live on `app.state.counts`."""
     limits = limits or HttpLimits()
@@ -271,103 +246,6 @@ def create_app(ingest: PacketIntake, limits: HttpLimits | None = None) -> FastAP
         openapi_extra=_binary_body(BATCH_TYPES, "A CBOR array of byte strings."),
     )(readings.batch)
     return app
-
-
-def _head_deadline(timeout: float, counts: Counter[str]) -> type[H11Protocol]:
-    class HeadDeadline(H11Protocol):
-        """h11 whose peer must send each request head in time (uvicorn waits forever)."""
-
-        _deadline: asyncio.TimerHandle | None = None
-
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self._watch()
-
-        def data_received(self, data: bytes) -> None:
-            super().data_received(data)
-            self._watch()
-
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            self._watch()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._cancel()
-            super().connection_lost(exc)
-
-        def _serving(self) -> bool:
-            cycle = self.cycle  # None until the first request head
-            return cycle is not None and not cycle.response_complete
-
-        def _watch(self) -> None:
-            # Armed while no request is being served, from the moment that began: drip-fed
-            # bytes do not extend it (uvicorn's keep-alive timer restarts on every byte).
-            if self._serving():
-                self._cancel()
-            elif self._deadline is None and not self.transport.is_closing():
-                self._deadline = self.loop.call_later(timeout, self._expired)
-
-        def _expired(self) -> None:
-            self._deadline = None
-            if not self._serving() and not self.transport.is_closing():
-                idle = self.conn.their_state is h11.IDLE and not self.conn.trailing_data[0]
-                counts["idle_timeout" if idle else "slow_peer"] += 1
-                self.transport.close()
-
-        def _cancel(self) -> None:
-            if self._deadline is not None:
-                self._deadline.cancel()
-                self._deadline = None
-
-    return HeadDeadline
-
-
-class HttpServer:
-    """A skeleton app (`service_app`) served by uvicorn in the current event loop."""
-
-    def __init__(self, app: FastAPI, limits: HttpLimits | None = None) -> None:
-        self.app = app
-        self.limits = limits or HttpLimits()
-        self._server: uvicorn.Server | None = None
-        self._task: asyncio.Task[None] | None = None
-
-    @property
-    def counts(self) -> Counter[str]:
-        """What the service refused or dropped, by reason; plus what it counts itself."""
-        counts: Counter[str] = self.app.state.counts
-        return counts
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        """Listen; returns the bound port."""
-        # Bind here: uvicorn turns a bind failure into sys.exit, which would end the event loop.
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.create_server((host, port), family=family, backlog=4096)
-        config = uvicorn.Config(
-            self.app,
-            http=_head_deadline(self.limits.head_timeout, self.counts),
-            lifespan="off",
-            log_config=None,  # leave the embedding process's logging alone
-            access_log=False,  # one line per reading is noise; counters tell the story
-            proxy_headers=False,  # `source` is the real peer unless a proxy is configured
-            server_header=False,
-            timeout_keep_alive=self.limits.keep_alive,
-            h11_max_incomplete_event_size=self.limits.max_head_bytes,
-            timeout_graceful_shutdown=self.limits.shutdown_timeout,
-        )
-        self._server = uvicorn.Server(config)
-        self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
-        while not self._server.started:
-            if self._task.done():
-                self._task.result()
-                raise OSError("HTTP receiver stopped during startup")
-            await asyncio.sleep(0.005)
-        return int(sock.getsockname()[1])
-
-    async def stop(self) -> None:
-        """Stop accepting, let running requests finish (up to shutdown_timeout), close."""
-        if self._server is not None and self._task is not None:
-            self._server.should_exit = True
-            await self._task
 
 
 class HttpReceiver(HttpServer):

@@ -37,6 +37,7 @@ from typing import Any
 from cryptography import x509
 from rich.console import Console
 
+from meterseal.acquisition.headend import HeadEnd, HeadEndReport, HeadEndSettings
 from meterseal.acquisition.ingest import Ack
 from meterseal.acquisition.relay import RelayConfig, RelayStatus
 from meterseal.acquisition.relay_pool import RelayPool, raise_open_files_limit, receive
@@ -47,8 +48,8 @@ from meterseal.crypto import certs
 from meterseal.crypto.keys import HeadEndKeys
 from meterseal.crypto.registry import MeterRecord
 from meterseal.crypto.suites import P256
+from meterseal.deployment import TrustedMaterial
 from meterseal.errors import ConfigurationError
-from meterseal.headend import HeadEnd, HeadEndReport, HeadEndSettings, TrustedMaterial
 from meterseal.meter.load import INTERVAL
 from meterseal.meter.provisioning import fleet_records, provision
 from meterseal.meter.workload import Workload, seal_workload

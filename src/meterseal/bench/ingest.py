@@ -29,6 +29,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from meterseal.acquisition.headend import HeadEnd, HeadEndSettings
 from meterseal.acquisition.ingest import Ack
 from meterseal.acquisition.parallel import ParallelOpener
 from meterseal.acquisition.tcp import encode_frames
@@ -36,7 +37,7 @@ from meterseal.bench.timing import Machine
 from meterseal.crypto import certs, packet
 from meterseal.crypto.keys import HeadEndKeys
 from meterseal.crypto.suites import CipherSuite
-from meterseal.headend import HeadEnd, HeadEndSettings, TrustedMaterial
+from meterseal.deployment import TrustedMaterial
 from meterseal.meter.load import INTERVAL
 from meterseal.meter.provisioning import fleet_records, provision
 from meterseal.meter.simulator import run_fleet

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from meterseal.errors import ConfigurationError
-from meterseal.services.metrics import parse_exposition
+from meterseal.runtime.metrics import parse_exposition
 
 
 def _get(url: str, timeout: float = 5.0) -> bytes:

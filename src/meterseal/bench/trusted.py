@@ -37,8 +37,9 @@ from meterseal.bench import trusted_worker
 from meterseal.bench.crypto import PAPER_SGX_FACTOR, PAPER_SIZES, RSA_BITS, SIZE_OPS
 from meterseal.bench.timing import RUNS, WARMUP_SHARE, Machine, Timing, usec
 from meterseal.errors import MetersealError
+from meterseal.runtime.http import ThreadedServer
 from meterseal.storage import Store
-from meterseal.trust.api import ThreadedServer, create_cas_app
+from meterseal.trust.api import create_cas_app
 from meterseal.trust.attestation import NO_HARDWARE, SimulatedVerifier, init_simulated_platform
 from meterseal.trust.cas import Cas
 from meterseal.trust.cas_store import CasStore

@@ -1,6 +1,6 @@
 """HTTP API of the billing side: customers' bills and reading proofs, the bill log, audit reports.
 
-`add_billing_routes` adds the routes to an app made by the service skeleton (`service_app`:
+`add_billing_routes` adds the routes to an app made by the runtime's app factory (`service_app`:
 /healthz, /v1/counters, OpenAPI); `create_billing_app` does both; `meterseal bills serve` serves
 it from a read-only store. JSON by default: hashes hex, other bytes (COSE, certificates, proof
 files) base64. Signed objects (bills, reading proofs, tree heads) come as raw bytes when Accept
@@ -27,11 +27,11 @@ from fastapi import FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, PlainSerializer
 
-from meterseal.acquisition.http import service_app
 from meterseal.billing.bill import Bill, parse_signed_bill
 from meterseal.billing.ports import BillArchive, StoredBill, countersigned_of
 from meterseal.billing.proofs import ProofConflict, ProofNotFound
 from meterseal.errors import MetersealError, StorageError
+from meterseal.runtime.http import service_app
 from meterseal.transparency.heads import SignedTreeHead
 from meterseal.transparency.merkle import MerkleTree
 
@@ -389,7 +389,7 @@ def add_billing_routes(app: FastAPI, bills: BillArchive) -> None:
 
 
 def create_billing_app(bills: BillArchive) -> FastAPI:
-    """The billing API on the service skeleton (/healthz, /v1/counters, OpenAPI)."""
+    """The billing API on the runtime's app factory (/healthz, /v1/counters, OpenAPI)."""
     counts: Counter[str] = Counter()
     app = service_app(
         "meterseal bills",

@@ -1,5 +1,5 @@
 """`meterseal router serve | aggregate | provision`: the router and the aggregator as services
-(under the service skeleton), their keys from files or, as attested workers, from the CAS."""
+(under the runtime's lifecycle), their keys from files or, as attested workers, from the CAS."""
 
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ DEFAULT_DEPLOYMENT = Path("var/deployment")
 
 
 def _run_stage(stage: Any, admin: str, after: Any = None) -> None:
-    from meterseal.services.skeleton import run_main, serve_stage
+    from meterseal.runtime.lifecycle import run_main, serve_stage
 
     async def main() -> None:
         await serve_stage(stage, admin=None if admin == "off" else admin)

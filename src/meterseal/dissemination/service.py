@@ -1,4 +1,4 @@
-"""The router and the aggregator as services: the skeleton's lifecycle and metrics, and their
+"""The router and the aggregator as services: the runtime's lifecycle and metrics, and their
 keys from files or, as attested trusted workers, from the CAS.
 
 Trusted mode, like `meterseal serve --mode trusted`: before touching any data the process
@@ -48,7 +48,7 @@ from meterseal.dissemination.state import (
 from meterseal.dissemination.subscription import Subscription
 from meterseal.dissemination.timeframe import Frame
 from meterseal.errors import ConfigurationError
-from meterseal.services.metrics import ServiceMetrics
+from meterseal.runtime.metrics import ServiceMetrics
 from meterseal.trust.attestation import Attester, QuoteVerifier
 from meterseal.trust.measurement import Measurement, stage_measurement
 from meterseal.trust.policy import AllowMeasurement, AnyOf, Policy
@@ -203,7 +203,7 @@ async def _connect(url: str) -> Any:
 
 
 class RouterService:
-    """The router node on NATS, under the service skeleton."""
+    """The router node on NATS, under the runtime's lifecycle."""
 
     name = "router"
 
@@ -312,7 +312,7 @@ def aggregator_from_cas(
 
 
 class AggregatorStage:
-    """The attested aggregator on NATS, under the service skeleton."""
+    """The attested aggregator on NATS, under the runtime's lifecycle."""
 
     name = "aggregator"
 

@@ -1,1 +1,1 @@
-"""The deployments of the same stages: the service skeleton, the bus, services and trusted mode."""
+"""The deployments of the same stages on the runtime: the bus, services and trusted mode."""

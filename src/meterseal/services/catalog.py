@@ -13,13 +13,13 @@ from pathlib import Path
 
 from cryptography import x509
 
+from meterseal.acquisition.headend import HeadEndSettings
 from meterseal.deployment import CA_CERT
 from meterseal.errors import ConfigurationError
-from meterseal.headend import HeadEndSettings
+from meterseal.runtime.lifecycle import Stage
 from meterseal.services.bus import Bus, MemoryBus
 from meterseal.services.intake import IntakeSettings
 from meterseal.services.keys import STAGE_SECRETS, DeploymentKeys, KeySource
-from meterseal.services.skeleton import Stage
 from meterseal.storage import Store
 
 SERVICES = tuple(STAGE_SECRETS)  # receiver, open-verify, anonymize-store, billing
@@ -120,7 +120,7 @@ class OwnedStage:
 
 def run_service(name: str, options: ServiceOptions, *, admin: str | None = "127.0.0.1:0") -> int:
     """Build service `name`, serve it until SIGTERM, release it: the process exit code."""
-    from meterseal.services.skeleton import run_main, serve_stage
+    from meterseal.runtime.lifecycle import run_main, serve_stage
 
     async def main() -> None:
         owned = OwnedStage(name, options)

@@ -59,7 +59,7 @@ def options_from(
     passphrase_env: str,
 ) -> ServiceOptions:
     """The ServiceOptions of a command line."""
-    from meterseal.headend import HeadEndSettings
+    from meterseal.acquisition.headend import HeadEndSettings
     from meterseal.services.catalog import ServiceOptions
     from meterseal.services.intake import IntakeSettings
 
@@ -115,8 +115,8 @@ def serve_services(
     options: ServiceOptions, workers: int, admin: str | None, status_every: float
 ) -> None:
     """Supervise the services (mode services or trusted) until Ctrl-C or SIGTERM."""
+    from meterseal.runtime.lifecycle import run_main, serve_stage
     from meterseal.services.keys import ensure_stage_key
-    from meterseal.services.skeleton import run_main, serve_stage
     from meterseal.services.supervisor import Supervisor, plan_processes
 
     mode = "trusted" if options.trusted else "services"

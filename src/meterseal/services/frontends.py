@@ -7,11 +7,13 @@ import contextlib
 from collections import Counter
 from typing import Any
 
+from meterseal.acquisition.headend import HeadEnd, HeadEndSettings, Receiver
 from meterseal.acquisition.tcp import TcpReceiver
-from meterseal.headend import HeadEnd, HeadEndSettings, Receiver, TrustedMaterial, parse_address
+from meterseal.deployment import TrustedMaterial
+from meterseal.runtime.address import format_address, parse_address
+from meterseal.runtime.metrics import ServiceMetrics
 from meterseal.services.bus import Bus
 from meterseal.services.intake import BusIntake, IntakeSettings
-from meterseal.services.metrics import ServiceMetrics
 from meterseal.storage import Store
 
 
@@ -44,14 +46,14 @@ class ReceiverService:
             tcp = TcpReceiver(self.intake)
             host, port = parse_address(self.settings.tcp, 7400)
             port = await tcp.start(host, port)
-            self.receivers["tcp"], endpoints["tcp"] = tcp, f"{host}:{port}"
+            self.receivers["tcp"], endpoints["tcp"] = tcp, format_address(host, port)
         if self.settings.http is not None:
             from meterseal.acquisition.http import HttpReceiver
 
             http = HttpReceiver(self.intake)
             host, port = parse_address(self.settings.http, 8080)
             port = await http.start(host, port)
-            self.receivers["http"], endpoints["http"] = http, f"http://{host}:{port}"
+            self.receivers["http"], endpoints["http"] = http, f"http://{format_address(host, port)}"
         if self.settings.mqtt is not None:
             from meterseal.acquisition.mqtt import MqttReceiver
 
@@ -80,7 +82,7 @@ class ReceiverService:
 
 
 class MonolithService:
-    """The head-end in one process (receivers, trusted stages, store) under the skeleton."""
+    """The head-end in one process (receivers, trusted stages, store) as a runtime stage."""
 
     name = "monolith"
 
@@ -130,38 +132,3 @@ class MonolithService:
             "ingest": dict(report.ingest),
             "transports": {n: dict(c) for n, c in report.transports.items()},
         }
-
-
-class HttpAppService:
-    """One of our FastAPI apps (the CAS, the bills API) served under the skeleton."""
-
-    def __init__(self, name: str, app: Any, listen: str, default_port: int) -> None:
-        from meterseal.acquisition.http import HttpServer
-
-        self.name = name
-        self.app = app
-        self.listen = listen
-        self.default_port = default_port
-        self.server = HttpServer(app)
-        self.metrics = ServiceMetrics(name)
-        self.metrics.bridge(
-            "meterseal_requests", "Requests and refusals, by kind", "kind", lambda: app.state.counts
-        )
-
-    async def start(self) -> dict[str, str]:
-        """Listen; the app's URL."""
-        host, port = parse_address(self.listen, self.default_port)
-        port = await self.server.start(host, port)
-        return {self.name: f"http://{host}:{port}"}
-
-    async def run(self, stop: asyncio.Event) -> None:
-        """Serve until stopped."""
-        await stop.wait()
-
-    async def stop(self) -> None:
-        """Finish running requests, close."""
-        await self.server.stop()
-
-    def counters(self) -> dict[str, Any]:
-        """The app's own counters."""
-        return {self.name: _snapshot(self.app.state.counts)}

@@ -21,8 +21,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from meterseal.errors import ConfigurationError
+from meterseal.runtime.metrics import ServiceMetrics
 from meterseal.services.catalog import ServiceOptions
-from meterseal.services.metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
 START_TIMEOUT = 120.0  # a trusted stage measures its code and attests first

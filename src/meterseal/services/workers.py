@@ -1,6 +1,6 @@
 """The trusted stages as bus workers: open/verify, anonymize/store, billing.
 
-Each is a `Stage` for the skeleton and the same sans-IO code as the monolith
+Each is a `Stage` for the runtime and the same sans-IO code as the monolith
 (`TrustedStages.verify` / `.admit`, `BillingService`). A worker acknowledges a message only
 once its result is durable: open/verify after the verified batch is on the next stream,
 anonymize/store after the store committed, billing after the bill is recorded. A worker that
@@ -25,6 +25,7 @@ from meterseal.acquisition.records import Rejection
 from meterseal.acquisition.stages import StageResult, TrustedStages
 from meterseal.crypto.registry import MeterRecord
 from meterseal.errors import StorageError
+from meterseal.runtime.metrics import ServiceMetrics
 from meterseal.services.bus import BILL_DONE, BILLING, PACKETS, VERIFIED, Bus, Consumer, Delivery
 from meterseal.services.keys import StageSecrets
 from meterseal.services.messages import (
@@ -36,7 +37,6 @@ from meterseal.services.messages import (
     open_verified,
     seal_verified,
 )
-from meterseal.services.metrics import ServiceMetrics
 from meterseal.storage import Store, StoreRegistry
 
 FETCH_TIMEOUT = 0.25

@@ -1,4 +1,4 @@
-"""HTTP API of the CAS on the service skeleton (`service_app`: /healthz, /v1/counters, OpenAPI).
+"""HTTP API of the CAS on the runtime's `service_app` (/healthz, /v1/counters, OpenAPI).
 
 * `POST /v1/nonce`: a fresh single-use nonce (hex) and when it expires.
 * `POST /v1/release`: body application/cbor {"stage": str, "quote": bytes, "secrets": [str]};
@@ -16,9 +16,7 @@ authentication the API does not have yet, so they go through `meterseal cas …`
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import threading
 from collections import Counter
 from typing import Annotated, Any
 
@@ -29,9 +27,9 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from meterseal.acquisition.http import HttpServer, service_app
 from meterseal.crypto import cose
 from meterseal.errors import StorageError
+from meterseal.runtime.http import service_app
 from meterseal.trust.attestation import MAX_QUOTE_BYTES, NO_HARDWARE, SIMULATED
 from meterseal.trust.cas import Cas, Release, ReleaseRequest, check_log, decode_entry
 from meterseal.trust.errors import ReleaseRefused, TrustError
@@ -288,48 +286,3 @@ def create_cas_app(cas: Cas) -> FastAPI:
         )
 
     return app
-
-
-class ThreadedServer:
-    """An app served by `HttpServer` on its own event loop in a thread (tests and benches)."""
-
-    def __init__(self, app: FastAPI, host: str = "127.0.0.1") -> None:
-        self.app = app
-        self.host = host
-        self.url = ""
-        self._ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="cas-http", daemon=True)
-
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._serve())
-        except BaseException as exc:  # reported to the starting thread
-            self._error = exc
-            self._ready.set()
-
-    async def _serve(self) -> None:
-        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
-        server = HttpServer(self.app)
-        port = await server.start(self.host, 0)
-        self.url = f"http://{self.host}:{port}"
-        self._ready.set()
-        try:
-            await self._stop.wait()
-        finally:
-            await server.stop()
-
-    def __enter__(self) -> str:
-        self._thread.start()
-        self._ready.wait(30)
-        if self._error is not None or not self.url:
-            raise OSError(f"the server did not start: {self._error}")
-        return self.url
-
-    def __exit__(self, *_exc: object) -> None:
-        if self._loop is not None and self._stop is not None:
-            with contextlib.suppress(RuntimeError):  # loop already closed
-                self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(30)

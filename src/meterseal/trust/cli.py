@@ -134,25 +134,25 @@ def cas_serve(
     passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
 ) -> None:
     """Serve the CAS API until Ctrl-C or SIGTERM."""
-    from meterseal.headend import parse_address
+    from meterseal.runtime.address import parse_address
     from meterseal.trust.api import create_cas_app
 
     try:
-        host, port = parse_address(listen, 7490)
+        address = str(parse_address(listen, 7490))  # refused before the store is opened
         verifiers = _verifiers(backend, deployment_dir)
         with _cas(store, deployment_dir, passphrase_env, verifiers, nonce_ttl) as cas:
-            asyncio.run(_serve(create_cas_app(cas), f"{host}:{port}", backend))
+            asyncio.run(_serve(create_cas_app(cas), address, backend))
     except OSError as exc:
         raise ConfigurationError(f"cannot listen on {listen}: {exc}") from exc
 
 
 async def _serve(app: FastAPI, listen: str, backends: list[str]) -> None:
-    from meterseal.services.frontends import HttpAppService
-    from meterseal.services.skeleton import serve_stage
+    from meterseal.runtime.http import HttpAppService
+    from meterseal.runtime.lifecycle import serve_stage
 
     if "simulated" in backends:  # on stderr: stdout carries the parseable lines only
         Console(stderr=True).print(f"CAS: {SIMULATED_NOTE}")
-    # The skeleton prints `listening cas http://HOST:PORT` (scripts wait for it), then `ready cas`.
+    # `serve_stage` prints `listening cas http://HOST:PORT` (scripts wait for it), then `ready cas`.
     await serve_stage(HttpAppService("cas", app, listen, 7490))
 
 

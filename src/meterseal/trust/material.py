@@ -15,7 +15,7 @@ the billing key from released secrets, refusing anything malformed with Material
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import cbor2
 from cryptography import x509
@@ -24,11 +24,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, mlkem, rsa, x25519
 
 from meterseal.crypto import cose
 from meterseal.crypto.keys import HeadEndKeys, HybridKemKey
+from meterseal.deployment import Deployment, TrustedMaterial
 from meterseal.trust.errors import TrustError
-
-if TYPE_CHECKING:
-    from meterseal.deployment import Deployment
-    from meterseal.headend import TrustedMaterial
 
 HEADEND_KEYS = "headend-keys"
 ANONYMIZATION_KEY = "anonymization-key"
@@ -128,8 +125,6 @@ def trusted_material(
     secrets: Mapping[str, bytes], ca_certificate: x509.Certificate
 ) -> TrustedMaterial:
     """The trusted stages' `TrustedMaterial` from "headend-keys" and "anonymization-key"."""
-    from meterseal.headend import TrustedMaterial  # the head-end's module pulls in receivers
-
     return TrustedMaterial(
         headend_keys_from(secrets), ca_certificate, anonymization_key_from(secrets)
     )

@@ -50,8 +50,13 @@ DIGEST_BYTES = 32
 PACKAGE = "meterseal"
 
 # The worker side of the trust runtime: it holds the released secrets, so it is measured too.
+# `trust.material` rebuilds the deployment's `TrustedMaterial` (deployment.py) from them.
 TRUST_RUNTIME = (
+    "meterseal.crypto",
+    "meterseal.deployment",
     "meterseal.errors",
+    "meterseal.model",
+    "meterseal.native",
     "meterseal.trust.attestation",
     "meterseal.trust.channel",
     "meterseal.trust.client",
@@ -61,18 +66,8 @@ TRUST_RUNTIME = (
     "meterseal.trust.sealing",
     "meterseal.trust.worker",
 )
-# `trust.material.trusted_material` builds `headend.TrustedMaterial`, and headend.py imports
-# the receivers, ingest and the store: while TrustedMaterial lives there, every stage that
-# can call it runs (and so measures) the head-end's modules too.
-HEAD_END = (
-    "meterseal.acquisition",
-    "meterseal.crypto",
-    "meterseal.deployment",
-    "meterseal.headend",
-    "meterseal.model",
-    "meterseal.native",
-    "meterseal.storage",
-)
+# The head-end (receivers, ingest, trusted stages) and the store it writes to.
+HEAD_END = ("meterseal.acquisition", "meterseal.storage")
 _BILLING = tuple(
     f"meterseal.billing.{m}"
     for m in (
@@ -94,23 +89,26 @@ _BILLING = tuple(
 # What each trusted stage runs (a package covers its submodules); `stage_measurement` also
 # puts the stage's name into its configuration, so stages running the same code differ.
 # The services of services/trusted mode run every trusted stage from one module
-# (`services.workers`), which imports the billing core: each service stage measures it all.
+# (`services.workers`), which imports the billing core, and the receiver service (in the
+# same package) the head-end: each service stage measures it all, under the runtime.
 _SERVICE = (
     *HEAD_END,
     *_BILLING,
     "meterseal.transparency",
+    "meterseal.runtime",
     "meterseal.services",
     "meterseal.cli_common",
     *TRUST_RUNTIME,
 )
-# The dissemination services: the package, the skeleton and its metrics, the admission policy,
-# and the CAS's own modules (`router provision` runs in the same entry point).
+# The dissemination services: the package, the runtime, the admission policy, the readings
+# they publish from the store, and the CAS's own modules (`router provision` runs in the
+# same entry point).
 _DISSEMINATION = (
-    *HEAD_END,
     "meterseal.dissemination",
-    "meterseal.services.skeleton",
-    "meterseal.services.metrics",
+    "meterseal.runtime",
     "meterseal.cli_common",
+    "meterseal.acquisition.records",
+    "meterseal.storage",
     "meterseal.transparency.merkle",
     "meterseal.trust.cas",
     "meterseal.trust.cas_store",
@@ -127,13 +125,12 @@ STAGE_MODULES: dict[str, tuple[str, ...]] = {
     # bill + sign + append to the bill log: holds the billing key.
     "billing": _SERVICE,
     # `meterseal router serve --cas`: the group-key roots, the handout-signing, operator and
-    # state keys (issue 6). It runs under the service skeleton, which imports the head-end.
+    # state keys (issue 6). It runs under the runtime's lifecycle.
     "dissemination-router": _DISSEMINATION,
     # `meterseal router aggregate --cas`: the aggregation policy, the publisher's public key.
     "dissemination-aggregator": _DISSEMINATION,
     # `meterseal bench trusted-overhead`: experiment 3.1 inside a worker (bench.crypto's ops).
     "bench-crypto": (
-        *HEAD_END,
         "meterseal.bench.crypto",
         "meterseal.bench.plot",
         "meterseal.bench.timing",

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
-from cryptography import x509
 
 from meterseal.acquisition.anonymize import Anonymizer
 from meterseal.acquisition.freshness import FreshnessPolicy, FreshnessState
@@ -25,9 +24,8 @@ from meterseal.acquisition.ingest import Ingest
 from meterseal.acquisition.parallel import ParallelOpener
 from meterseal.acquisition.stages import TrustedStages
 from meterseal.acquisition.tcp import TcpReceiver
-from meterseal.crypto.keys import HeadEndKeys
-from meterseal.deployment import Deployment
-from meterseal.errors import ConfigurationError
+from meterseal.deployment import TrustedMaterial
+from meterseal.runtime.address import format_address, parse_address
 from meterseal.storage import Store, StoreRegistry
 
 log = logging.getLogger(__name__)
@@ -46,15 +44,6 @@ class Receiver(Protocol):
         ...
 
 
-def parse_address(text: str, default_port: int) -> tuple[str, int]:
-    """'host:port', 'host' or ':port' to (host, port); the host defaults to 127.0.0.1."""
-    host, _, port = text.rpartition(":") if ":" in text else (text, "", "")
-    try:
-        return host or "127.0.0.1", int(port) if port else default_port
-    except ValueError:
-        raise ConfigurationError(f"not an address: {text!r} (want host:port)") from None
-
-
 @dataclass(frozen=True)
 class HeadEndSettings:
     """Where the head-end listens and how it batches; None turns a transport off."""
@@ -68,20 +57,6 @@ class HeadEndSettings:
     registry_refresh: float = 5.0  # seconds between registry reloads (new and revoked meters)
     open_workers: int = 0  # processes that open packets; 0 opens in the stage thread
     policy: FreshnessPolicy = field(default_factory=FreshnessPolicy)
-
-
-@dataclass(frozen=True)
-class TrustedMaterial:
-    """The secrets and trust anchor of the trusted stages."""
-
-    headend: HeadEndKeys
-    ca_certificate: x509.Certificate
-    anonymization_key: bytes
-
-    @classmethod
-    def of(cls, deployment: Deployment) -> TrustedMaterial:
-        """The trusted stages' share of a deployment (not its CA, billing or metrology keys)."""
-        return cls(deployment.headend, deployment.ca_cert, deployment.anonymization_key)
 
 
 @dataclass
@@ -154,14 +129,17 @@ class HeadEnd:
             tcp = TcpReceiver(self.ingest)
             host, port = parse_address(settings.tcp, 7400)
             port = await tcp.start(host, port)
-            self.receivers["tcp"], self.endpoints["tcp"] = tcp, f"{host}:{port}"
+            self.receivers["tcp"], self.endpoints["tcp"] = tcp, format_address(host, port)
         if settings.http is not None:
             from meterseal.acquisition.http import HttpReceiver
 
             http = HttpReceiver(self.ingest)
             host, port = parse_address(settings.http, 8080)
             port = await http.start(host, port)
-            self.receivers["http"], self.endpoints["http"] = http, f"http://{host}:{port}"
+            self.receivers["http"], self.endpoints["http"] = (
+                http,
+                f"http://{format_address(host, port)}",
+            )
         if settings.mqtt is not None:
             from meterseal.acquisition.mqtt import MqttReceiver
 

@@ -1,4 +1,4 @@
-"""The one service skeleton: lifecycle, admin endpoint (health, readiness, metrics), shutdown.
+"""The service lifecycle: start, admin endpoint (health, readiness, metrics), drain, exit code.
 
 Every meterseal process (the monolith head-end, each service of services mode, each trusted
 worker) is a `Stage` run by `run_stage`: it starts the stage, serves `/healthz`, `/readyz`,
@@ -23,7 +23,9 @@ from typing import Any, Protocol
 from fastapi import Response
 
 from meterseal.errors import MetersealError
-from meterseal.services.metrics import CONTENT_TYPE, ServiceMetrics
+from meterseal.runtime.address import format_address, parse_address
+from meterseal.runtime.http import HttpServer, service_app
+from meterseal.runtime.metrics import CONTENT_TYPE, ServiceMetrics
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +83,7 @@ class Lifecycle:
 
 
 class Stage(Protocol):
-    """What a service does; the skeleton does the rest."""
+    """What a service does; `serve_stage` does the rest."""
 
     name: str
     metrics: ServiceMetrics
@@ -105,8 +107,6 @@ class Stage(Protocol):
 
 def admin_app(stage: Stage, lifecycle: Lifecycle) -> Any:
     """The admin HTTP app: /healthz, /readyz, /metrics, /v1/counters."""
-    from meterseal.acquisition.http import service_app
-
     app = service_app(
         f"meterseal {stage.name}",
         f"Admin endpoint of the {stage.name} service.",
@@ -135,9 +135,6 @@ async def serve_stage(
     stop: asyncio.Event | None = None,
 ) -> Lifecycle:
     """Run `stage` through its lifecycle in the current event loop until stopped."""
-    from meterseal.acquisition.http import HttpServer
-    from meterseal.headend import parse_address
-
     lifecycle = Lifecycle()
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -151,7 +148,7 @@ async def serve_stage(
             server = HttpServer(admin_app(stage, lifecycle))
             host, port = parse_address(admin, 0)
             port = await server.start(host, port)
-            announce(f"listening admin http://{host}:{port}")
+            announce(f"listening admin http://{format_address(host, port)}")
         for name, address in (await stage.start()).items():
             announce(f"listening {name} {address}")
         lifecycle.on(Event.STARTED)

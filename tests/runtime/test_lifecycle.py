@@ -1,4 +1,4 @@
-"""The service skeleton: lifecycle table, admin endpoint, exit codes."""
+"""The service lifecycle: its table, the admin endpoint, exit codes."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ import httpx
 import pytest
 
 from meterseal.errors import ConfigurationError
-from meterseal.services.metrics import ServiceMetrics, parse_exposition
-from meterseal.services.skeleton import (
+from meterseal.runtime.lifecycle import (
     TRANSITIONS,
     Event,
     Lifecycle,
@@ -19,6 +18,7 @@ from meterseal.services.skeleton import (
     run_main,
     serve_stage,
 )
+from meterseal.runtime.metrics import ServiceMetrics, parse_exposition
 
 
 def test_every_state_but_the_ends_can_fail_and_the_ends_are_final() -> None:

@@ -1,0 +1,86 @@
+"""Listen and connect addresses: 'host:port' for IPv4 and host names, '[v6]:port' for IPv6.
+
+`parse_address(text, default_port)` accepts `127.0.0.1:7400`, `[::1]:7400`, `[::]:0`,
+`meters.example:7400`, a host alone (`::1`, `10.0.0.1`, `localhost`), or a port alone (`:7400`
+or `7400`); the host defaults to 127.0.0.1, so nothing listens beyond the machine by
+accident. `format_address` writes an `Address` back in the same form, brackets included.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import NamedTuple
+
+from meterseal.errors import ConfigurationError
+
+DEFAULT_HOST = "127.0.0.1"
+MAX_PORT = 65_535
+# RFC 1123 host names: dot-separated labels of letters, digits and inner hyphens.
+_LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
+_HOST_NAME = re.compile(rf"{_LABEL}(\.{_LABEL})*\.?")
+_NUMERIC = re.compile(r"[0-9.]+")
+
+
+class AddressError(ConfigurationError):
+    """An address that is not host:port, [IPv6]:port, a host or a port."""
+
+
+class Address(NamedTuple):
+    """A host (IPv4, IPv6 without brackets, or a name) and a port."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return format_address(self.host, self.port)
+
+
+def format_address(host: str, port: int) -> str:
+    """'host:port', or '[host]:port' when the host is an IPv6 address."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def parse_address(text: str, default_port: int) -> Address:
+    """'host:port', '[v6]:port', 'host' or ':port' to an `Address`; AddressError otherwise."""
+    text = text.strip()
+    if not text:
+        raise AddressError("empty address (want host:port, [IPv6]:port, host or :port)")
+    if text.startswith("["):
+        host, closed, rest = text[1:].partition("]")
+        if not closed or (rest and not rest.startswith(":")):
+            raise AddressError(f"not an address: {text!r} (an IPv6 address is [host]:port)")
+        return Address(_ipv6(host, text), _port(rest[1:], default_port, text))
+    if text.count(":") > 1:  # an IPv6 address without a port
+        return Address(_ipv6(text, text), default_port)
+    if text.isascii() and text.isdigit():
+        return Address(DEFAULT_HOST, _port(text, default_port, text))
+    host, colon, port = text.partition(":")
+    port_number = _port(port, default_port, text) if colon else default_port
+    return Address(_host(host, text) if host else DEFAULT_HOST, port_number)
+
+
+def _ipv6(host: str, text: str) -> str:
+    try:
+        return str(ipaddress.IPv6Address(host))
+    except ValueError:
+        raise AddressError(f"not an IPv6 address: {host!r} in {text!r}") from None
+
+
+def _port(port: str, default_port: int, text: str) -> int:
+    if not port:
+        return default_port
+    if not (port.isascii() and port.isdigit()) or int(port) > MAX_PORT:
+        raise AddressError(f"not a port (0-{MAX_PORT}): {port!r} in {text!r}")
+    return int(port)
+
+
+def _host(host: str, text: str) -> str:
+    if _NUMERIC.fullmatch(host):  # digits and dots only: it must be a whole IPv4 address
+        try:
+            return str(ipaddress.IPv4Address(host))
+        except ValueError:
+            raise AddressError(f"not an IPv4 address: {host!r} in {text!r}") from None
+    if not host.isascii() or not _HOST_NAME.fullmatch(host):
+        raise AddressError(f"not a host name or IPv4 address: {host!r} in {text!r}")
+    return host

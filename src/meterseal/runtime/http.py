@@ -1,0 +1,239 @@
+"""The HTTP side of every service: the app factory, its uvicorn server and limits.
+
+`service_app` builds a FastAPI app with OpenAPI, `/healthz` and `/v1/counters`; `HttpServer`
+serves one in the current event loop (binding IPv4, IPv6 or a host name itself, and closing
+connections whose next request head does not arrive in time); `HttpAppService` runs one as a
+`Stage` under `serve_stage`; `ThreadedServer` runs one on its own loop in a thread (tests and
+benches). The head-end's receiver of readings (`acquisition.http`) and the CAS and billing APIs
+are built on these.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import h11
+import uvicorn
+from fastapi import FastAPI
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from meterseal.runtime.address import format_address, parse_address
+from meterseal.runtime.metrics import ServiceMetrics
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """Connection-level caps of an HTTP service."""
+
+    head_timeout: float = 10.0  # between requests, the next request head must arrive within this
+    keep_alive: int = 5  # an idle connection is closed after this (seconds)
+    max_head_bytes: int = 16 * 1024  # larger request heads are refused by h11
+    shutdown_timeout: int = 15  # stop() cancels requests still running after this
+
+
+def service_app(
+    title: str, description: str, counts: Counter[str], counters: Callable[[], dict[str, Any]]
+) -> FastAPI:
+    """A service's app: OpenAPI, /healthz, /v1/counters (`counters()`), `state.counts`."""
+    app = FastAPI(title=title, version="1", description=description)
+    app.state.counts = counts  # `HttpServer` adds its connection-level refusals here
+
+    @app.get("/healthz", summary="Liveness")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/v1/counters", summary="Service counters")
+    async def service_counters() -> dict[str, Any]:
+        return counters()
+
+    return app
+
+
+def _head_deadline(timeout: float, counts: Counter[str]) -> type[H11Protocol]:
+    class HeadDeadline(H11Protocol):
+        """h11 whose peer must send each request head in time (uvicorn waits forever)."""
+
+        _deadline: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._watch()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            self._watch()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._watch()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._cancel()
+            super().connection_lost(exc)
+
+        def _serving(self) -> bool:
+            cycle = self.cycle  # None until the first request head
+            return cycle is not None and not cycle.response_complete
+
+        def _watch(self) -> None:
+            # Armed while no request is being served, from the moment that began: drip-fed
+            # bytes do not extend it (uvicorn's keep-alive timer restarts on every byte).
+            if self._serving():
+                self._cancel()
+            elif self._deadline is None and not self.transport.is_closing():
+                self._deadline = self.loop.call_later(timeout, self._expired)
+
+        def _expired(self) -> None:
+            self._deadline = None
+            if not self._serving() and not self.transport.is_closing():
+                idle = self.conn.their_state is h11.IDLE and not self.conn.trailing_data[0]
+                counts["idle_timeout" if idle else "slow_peer"] += 1
+                self.transport.close()
+
+        def _cancel(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+    return HeadDeadline
+
+
+def listen_socket(host: str, port: int, backlog: int = 4096) -> socket.socket:
+    """A listening TCP socket on `host` (IPv4, IPv6 or a name, resolved here) and `port`."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family = infos[0][0] if infos else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=backlog)
+
+
+class HttpServer:
+    """A `service_app` served by uvicorn in the current event loop."""
+
+    def __init__(self, app: FastAPI, limits: ServerLimits | None = None) -> None:
+        self.app = app
+        self.limits = limits or ServerLimits()
+        self._server: uvicorn.Server | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def counts(self) -> Counter[str]:
+        """What the service refused or dropped, by reason; plus what it counts itself."""
+        counts: Counter[str] = self.app.state.counts
+        return counts
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        """Listen; returns the bound port."""
+        # Bind here: uvicorn turns a bind failure into sys.exit, which would end the event loop.
+        sock = listen_socket(host, port)
+        config = uvicorn.Config(
+            self.app,
+            http=_head_deadline(self.limits.head_timeout, self.counts),
+            lifespan="off",
+            log_config=None,  # leave the embedding process's logging alone
+            access_log=False,  # one line per request is noise; counters tell the story
+            proxy_headers=False,  # the client address is the real peer unless a proxy is set up
+            server_header=False,
+            timeout_keep_alive=self.limits.keep_alive,
+            h11_max_incomplete_event_size=self.limits.max_head_bytes,
+            timeout_graceful_shutdown=self.limits.shutdown_timeout,
+        )
+        self._server = uvicorn.Server(config)
+        self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()
+                raise OSError("HTTP server stopped during startup")
+            await asyncio.sleep(0.005)
+        return int(sock.getsockname()[1])
+
+    async def stop(self) -> None:
+        """Stop accepting, let running requests finish (up to shutdown_timeout), close."""
+        if self._server is not None and self._task is not None:
+            self._server.should_exit = True
+            await self._task
+
+
+def _snapshot(counts: Counter[str]) -> dict[str, int]:
+    return dict(dict.copy(counts))
+
+
+class HttpAppService:
+    """One of our apps (the CAS, the bills API) served as a `Stage` under `serve_stage`."""
+
+    def __init__(self, name: str, app: FastAPI, listen: str, default_port: int) -> None:
+        self.name = name
+        self.app = app
+        self.address = parse_address(listen, default_port)
+        self.server = HttpServer(app)
+        self.metrics = ServiceMetrics(name)
+        self.metrics.bridge(
+            "meterseal_requests", "Requests and refusals, by kind", "kind", lambda: app.state.counts
+        )
+
+    async def start(self) -> dict[str, str]:
+        """Listen; the app's URL."""
+        port = await self.server.start(*self.address)
+        return {self.name: f"http://{format_address(self.address.host, port)}"}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until stopped."""
+        await stop.wait()
+
+    async def stop(self) -> None:
+        """Finish running requests, close."""
+        await self.server.stop()
+
+    def counters(self) -> dict[str, Any]:
+        """The app's own counters."""
+        return {self.name: _snapshot(self.app.state.counts)}
+
+
+class ThreadedServer:
+    """An app served by `HttpServer` on its own event loop in a thread (tests and benches)."""
+
+    def __init__(self, app: FastAPI, host: str = "127.0.0.1") -> None:
+        self.app = app
+        self.host = host
+        self.url = ""
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="http-server", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except BaseException as exc:  # reported to the starting thread
+            self._error = exc
+            self._ready.set()
+
+    async def _serve(self) -> None:
+        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        server = HttpServer(self.app)
+        port = await server.start(self.host, 0)
+        self.url = f"http://{format_address(self.host, port)}"
+        self._ready.set()
+        try:
+            await self._stop.wait()
+        finally:
+            await server.stop()
+
+    def __enter__(self) -> str:
+        self._thread.start()
+        self._ready.wait(30)
+        if self._error is not None or not self.url:
+            raise OSError(f"the server did not start: {self._error}")
+        return self.url
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._loop is not None and self._stop is not None:
+            with contextlib.suppress(RuntimeError):  # loop already closed
+                self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30)
