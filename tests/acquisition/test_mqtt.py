@@ -7,6 +7,7 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiomqtt
 import pytest
@@ -21,11 +22,13 @@ from meterseal.acquisition.mqtt import (
     _Inbox,
     parse_mqtt_url,
 )
+from meterseal.acquisition.mqtt_endpoint import MqttEndpoint
 from meterseal.acquisition.records import AcceptedReading, Rejection, StoreOutcome
 from meterseal.acquisition.stages import TrustedStages
 from meterseal.crypto import packet
 from meterseal.crypto.keys import MeterKey
 from meterseal.crypto.suites import P256
+from meterseal.errors import ConfigurationError
 from meterseal.meter.faults import Fault, FaultPlan
 from meterseal.meter.provisioning import provision, register_fleet
 from meterseal.meter.simulator import SimulationReport, run_fleet, seal_meter, send_meter
@@ -119,8 +122,42 @@ async def _eventually(condition: Callable[[], bool], timeout: float = 5.0) -> No
 def test_parse_mqtt_url() -> None:
     assert parse_mqtt_url("mqtt://broker.example:1884") == ("broker.example", 1884)
     assert parse_mqtt_url("mqtt://127.0.0.1") == ("127.0.0.1", 1883)
-    with pytest.raises(ValueError, match="mqtt://"):
+    assert parse_mqtt_url("mqtts://broker.example") == ("broker.example", 8883)
+    with pytest.raises(ConfigurationError, match="mqtt://"):
         parse_mqtt_url("http://127.0.0.1:1883")
+
+
+def test_an_endpoint_carries_credentials_and_tls_files_but_never_shows_a_password(
+    tmp_path: Path,
+) -> None:
+    url = "mqtts://head%40end:s3cret@broker.example:8883?ca=/etc/ca.pem&client_id=he-1"
+    endpoint = MqttEndpoint.parse(url)
+    assert (endpoint.username, endpoint.password) == ("head@end", "s3cret")
+    assert (endpoint.tls, endpoint.ca_file, endpoint.session_id()) == (
+        True,
+        Path("/etc/ca.pem"),
+        "he-1",
+    )
+    assert "s3cret" not in endpoint.shown()
+    assert "s3cret" not in repr(endpoint)
+    assert (
+        endpoint.shown()
+        == "mqtts://head%40end@broker.example:8883?ca=%2Fetc%2Fca.pem&client_id=he-1"
+    )
+    secret = tmp_path / "password"
+    secret.write_text("from-a-file\n")
+    assert MqttEndpoint.parse(f"mqtts://he@b?password_file={secret}").password == "from-a-file"
+    assert MqttEndpoint.parse("mqtts://he@b").session_id() == "he"  # the user name
+    for bad, why in [
+        ("mqtt://u:pw@b?ca=/ca.pem", "need mqtts"),
+        ("mqtts://u:pw@b?cert=/c.pem", "together"),
+        ("mqtts://u:pw@b?cat=/ca.pem", "got cat"),
+        ("mqtts://u:pw@b:99999", "bad MQTT URL"),
+        (f"mqtts://u:pw@b?password_file={secret}", "not both"),
+    ]:
+        with pytest.raises(ConfigurationError, match=why) as caught:
+            MqttEndpoint.parse(bad)
+        assert "pw" not in str(caught.value)
 
 
 def test_packets_of_two_meters_are_stored_then_acked(world: World, names: Names) -> None:

@@ -145,7 +145,7 @@ class HeadEnd:
 
             mqtt = MqttReceiver(self.ingest, settings.mqtt)
             await mqtt.start()
-            self.receivers["mqtt"], self.endpoints["mqtt"] = mqtt, settings.mqtt
+            self.receivers["mqtt"], self.endpoints["mqtt"] = mqtt, mqtt.endpoint.shown()
         self._refresher = asyncio.create_task(self._refresh_registry(), name="registry-refresh")
         return dict(self.endpoints)
 

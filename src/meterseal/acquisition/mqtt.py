@@ -8,9 +8,14 @@ returned, i.e. once it is durable or refused:
 
 - to the meter by that ack; the meter resends what stays unacknowledged or RETRY;
 - to the broker by the PUBACK. aiomqtt has no API for this, so the receiver reaches its paho
-  client (``Client._client``) for manual acknowledgement. With a persistent session (fixed
-  client id, clean start off, a session expiry) the broker redelivers whatever a crashed or
-  stopped receiver had not acknowledged, and queues QoS 1 messages while it is away.
+  client (``Client._client``) for manual acknowledgement. With a persistent session (clean
+  start off, a session expiry) the broker redelivers whatever a crashed or stopped receiver
+  had not acknowledged, and queues QoS 1 messages while it is away.
+
+Who connects is an `MqttEndpoint` (URL with credentials and TLS). A receiver's client id is
+stable and its own (`MqttEndpoint.session_id`): a restart resumes the session, and with the
+shipped broker configuration (`acquisition.mosquitto`) nobody without its password or key
+can take the session, or the readings queued for it, over.
 
 Back-pressure: the receiver announces Receive Maximum = `max_inflight`, so the broker never
 has more unacknowledged QoS 1 messages out to it than it may submit at once. Slow meters
@@ -18,8 +23,7 @@ talk to the broker, which hands over whole messages only, so they cannot hold a 
 the receiver's own link is watched by keepalive. The receiver holds no key.
 
 Caveat (Mosquitto): a persistent session whose receiver is gone for good keeps getting its
-share of the group until the session expires; the meters' resends then reach live receivers.
-"""
+share of the group until the session expires; the meters' resends then reach live receivers."""
 
 from __future__ import annotations
 
@@ -28,9 +32,8 @@ import contextlib
 import hashlib
 import socket
 import time
-import urllib.parse
-from collections import Counter
-from collections.abc import Sequence
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import aiomqtt
@@ -38,6 +41,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from meterseal.acquisition.ingest import Ack, PacketIntake
+from meterseal.acquisition.mqtt_endpoint import MqttEndpoint, random_client_id
 from meterseal.acquisition.stages import Incoming
 from meterseal.crypto.packet import MAX_PACKET_BYTES
 from meterseal.model import MAX_METER_ID_LENGTH
@@ -50,11 +54,9 @@ _NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 
 
 def parse_mqtt_url(url: str) -> tuple[str, int]:
-    """Host and port of an ``mqtt://host[:port]`` URL."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme != "mqtt" or not parts.hostname:
-        raise ValueError(f"not an mqtt://host[:port] URL: {url!r}")
-    return parts.hostname, parts.port or 1883
+    """Host and port of an ``mqtt://`` or ``mqtts://`` URL (ConfigurationError otherwise)."""
+    endpoint = MqttEndpoint.parse(url)
+    return endpoint.host, endpoint.port
 
 
 def valid_meter_id(meter_id: str) -> bool:
@@ -111,17 +113,18 @@ class MqttReceiver:
     def __init__(
         self,
         ingest: PacketIntake,
-        url: str,
+        url: str | MqttEndpoint,
         *,
         limits: MqttLimits | None = None,
-        client_id: str = "meterseal-headend",
+        client_id: str | None = None,
         group: str = "headend",
         prefix: str = TOPIC_PREFIX,
     ) -> None:
         self.ingest = ingest
-        self.host, self.port = parse_mqtt_url(url)
+        self.endpoint = url if isinstance(url, MqttEndpoint) else MqttEndpoint.parse(url)
         self.limits = limits or MqttLimits()
-        self.client_id = client_id
+        # Stable per instance (see MqttEndpoint.session_id): a restart resumes the session.
+        self.client_id = client_id or self.endpoint.session_id()
         self.subscription = f"$share/{group}/{prefix}/readings/+"
         self.prefix = prefix
         self.counts: Counter[str] = Counter()
@@ -161,8 +164,7 @@ class MqttReceiver:
         properties.ReceiveMaximum = self.limits.max_inflight
         properties.MaximumPacketSize = self.limits.max_message
         client = aiomqtt.Client(
-            self.host,
-            self.port,
+            **self.endpoint.client_options(),
             identifier=self.client_id,
             protocol=aiomqtt.ProtocolVersion.V5,
             clean_start=False,
@@ -179,7 +181,7 @@ class MqttReceiver:
         await client.__aenter__()
         self._client = client
         try:
-            await client.subscribe(self.subscription, qos=1)
+            await _subscribe(client, self.subscription)
         except aiomqtt.MqttError:
             await self._disconnect()
             raise
@@ -258,23 +260,43 @@ class MqttReceiver:
             self._inflight.task_done()
 
 
+MeterPasswords = Callable[[str], str]  # a meter id -> the password it connects with
+
+
 @dataclass
 class _Session:
     client: aiomqtt.Client
     subscribed: set[str] = field(default_factory=set)
     waiting: dict[bytes, list[asyncio.Future[Ack]]] = field(default_factory=dict)
     reader: asyncio.Task[None] | None = None
+    users: int = 0  # exchanges using it now: never closed under them
 
 
 class MqttLink:
-    """A `MeterLink` over MQTT: one broker connection per link, reconnected when it fails."""
+    """A `MeterLink` over MQTT: broker connections reconnected when they fail.
 
-    def __init__(self, url: str, *, prefix: str = TOPIC_PREFIX, keepalive: int = 30) -> None:
-        self.host, self.port = parse_mqtt_url(url)
+    With `passwords`, each meter connects as itself (user name: its meter id), as a broker with
+    per-meter ACLs requires; the `max_connections` most recently used stay open. Without, all
+    meters share one connection as the URL's user (an open broker, or a concentrator's account).
+    """
+
+    def __init__(
+        self,
+        url: str | MqttEndpoint,
+        *,
+        prefix: str = TOPIC_PREFIX,
+        keepalive: int = 30,
+        passwords: MeterPasswords | None = None,
+        max_connections: int = 256,
+    ) -> None:
+        self.endpoint = url if isinstance(url, MqttEndpoint) else MqttEndpoint.parse(url)
         self.prefix = prefix
         self.keepalive = keepalive
-        self._session: _Session | None = None
-        self._lock = asyncio.Lock()
+        self.passwords = passwords
+        self.max_connections = max_connections
+        self._options = self.endpoint.client_options()  # one TLS context for every connection
+        self._sessions: OrderedDict[str, _Session] = OrderedDict()
+        self._locks: dict[str, asyncio.Lock] = {}
 
     async def exchange(self, meter_id: str, packets: Sequence[bytes], timeout: float) -> list[Ack]:
         """Publish the packets; their acks in order, or TimeoutError/ConnectionError."""
@@ -282,10 +304,10 @@ class MqttLink:
         session: _Session | None = None
         try:
             async with asyncio.timeout(timeout):
-                session = await self._connected()
+                session = await self._connected(meter_id)
                 if meter_id not in session.subscribed:
                     # Before publishing, or an early ack would find nobody listening.
-                    await session.client.subscribe(f"{self.prefix}/acks/{meter_id}", qos=1)
+                    await _subscribe(session.client, f"{self.prefix}/acks/{meter_id}")
                     session.subscribed.add(meter_id)
                 loop = asyncio.get_running_loop()
                 for data in packets:  # identical packets queue up under one digest
@@ -298,6 +320,8 @@ class MqttLink:
         except aiomqtt.MqttError as exc:
             raise ConnectionError(f"MQTT: {exc}") from exc
         finally:
+            if session is not None:
+                session.users -= 1
             for digest, future in futures:
                 if not future.done() and session is not None:
                     waiters = session.waiting[digest]
@@ -309,36 +333,52 @@ class MqttLink:
 
     async def close(self) -> None:
         """Disconnect (exchanges still waiting fail with ConnectionError)."""
-        async with self._lock:
-            await self._drop_session()
+        for key in list(self._sessions):
+            await self._drop(key)
 
-    async def _drop_session(self) -> None:
-        session, self._session = self._session, None
+    async def _drop(self, key: str) -> None:
+        session = self._sessions.pop(key, None)
+        lock = self._locks.get(key)
+        if lock is not None and not lock.locked():
+            del self._locks[key]
         if session is not None and session.reader is not None:
             session.reader.cancel()
             await asyncio.gather(session.reader, return_exceptions=True)
             with contextlib.suppress(aiomqtt.MqttError):
                 await session.client.__aexit__(None, None, None)
 
-    async def _connected(self) -> _Session:
-        async with self._lock:
-            if self._session is not None:
-                if self._session.reader and not self._session.reader.done():
-                    return self._session
-                await self._drop_session()
-            client = aiomqtt.Client(
-                self.host,
-                self.port,
-                protocol=aiomqtt.ProtocolVersion.V5,
-                keepalive=self.keepalive,
-                socket_options=_NODELAY,
-            )
-            client.pending_calls_threshold = 1 << 16  # a window of publishes is not a leak
-            await client.__aenter__()
-            session = _Session(client)
-            session.reader = asyncio.create_task(self._read(session), name="mqtt-link-read")
-            self._session = session
-            return session
+    async def _connected(self, meter_id: str) -> _Session:
+        key = meter_id if self.passwords is not None else ""
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            session = self._sessions.get(key)
+            if session is None or session.reader is None or session.reader.done():
+                await self._drop(key)  # keeps the lock: it is held
+                session = await self._open(meter_id)
+                self._sessions[key] = session
+            self._sessions.move_to_end(key)
+            session.users += 1
+        # The least recently used connections nobody is using go beyond the cap.
+        idle = [k for k, s in self._sessions.items() if not s.users and k != key]
+        for old in idle[: len(self._sessions) - self.max_connections]:
+            await self._drop(old)
+        return session
+
+    async def _open(self, meter_id: str) -> _Session:
+        options = dict(self._options)
+        if self.passwords is not None:
+            options.update(username=meter_id, password=self.passwords(meter_id))
+        client = aiomqtt.Client(
+            **options,
+            identifier=random_client_id("meter"),
+            protocol=aiomqtt.ProtocolVersion.V5,
+            keepalive=self.keepalive,
+            socket_options=_NODELAY,
+        )
+        client.pending_calls_threshold = 1 << 16  # a window of publishes is not a leak
+        await client.__aenter__()
+        session = _Session(client)
+        session.reader = asyncio.create_task(self._read(session), name="mqtt-link-read")
+        return session
 
     @staticmethod
     async def _read(session: _Session) -> None:
@@ -362,3 +402,11 @@ class MqttLink:
                 for future in waiters:
                     if not future.done():
                         future.set_exception(ConnectionError("MQTT connection lost"))
+
+
+async def _subscribe(client: aiomqtt.Client, topic: str) -> None:
+    """Subscribe at QoS 1; a broker's refusal (its ACL) is an MqttError like a lost link."""
+    granted = await client.subscribe(topic, qos=1)
+    codes = [getattr(code, "value", code) for code in (granted or ())]
+    if not codes or any(code >= 0x80 for code in codes):  # SUBACK reason codes: >= 0x80 refuse
+        raise aiomqtt.MqttError(f"broker refused the subscription to {topic}")

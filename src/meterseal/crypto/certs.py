@@ -1,15 +1,16 @@
-"""X.509 identities: the deployment CA and the meter certificates it issues."""
+"""X.509 identities: the deployment CA and the meter and TLS certificates it issues."""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+import ipaddress
+from collections.abc import Callable, Sequence
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from meterseal.crypto.signing import VerifyingKey
 from meterseal.errors import CertificateError
@@ -17,6 +18,7 @@ from meterseal.errors import CertificateError
 Rng = Callable[[int], bytes]
 CA_VALIDITY = dt.timedelta(days=20 * 365)
 METER_VALIDITY = dt.timedelta(days=15 * 365)
+TLS_VALIDITY = dt.timedelta(days=398)  # the CA/Browser Forum's cap for server certificates
 
 
 def _serial(rng: Rng) -> int:
@@ -101,3 +103,44 @@ def verify_meter_certificate(cert: x509.Certificate, ca_cert: x509.Certificate) 
     if constraints.ca:
         raise CertificateError("a CA certificate cannot be a meter identity")
     return meter_id_of(cert)
+
+
+def issue_tls_certificate(
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca_cert: x509.Certificate,
+    common_name: str,
+    public_key: ec.EllipticCurvePublicKey,
+    *,
+    hosts: Sequence[str] = (),
+    client: bool = False,
+    now: dt.datetime,
+    rng: Rng,
+) -> x509.Certificate:
+    """A TLS server certificate for `hosts` (names or IP addresses), or a client one."""
+    names: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(public_key)
+        .serial_number(_serial(rng))
+        .not_valid_before(now)
+        .not_valid_after(now + TLS_VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(True, False, False, False, False, False, False, False, False),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+    )
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    elif not client:
+        raise CertificateError("a TLS server certificate needs at least one host name or address")
+    return builder.sign(ca_key, hashes.SHA256())

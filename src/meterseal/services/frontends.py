@@ -59,7 +59,7 @@ class ReceiverService:
 
             mqtt = MqttReceiver(self.intake, self.settings.mqtt)
             await mqtt.start()
-            self.receivers["mqtt"], endpoints["mqtt"] = mqtt, self.settings.mqtt
+            self.receivers["mqtt"], endpoints["mqtt"] = mqtt, mqtt.endpoint.shown()
         return endpoints
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -1,0 +1,208 @@
+"""Where and as whom an MQTT client connects: broker URL, credentials, TLS, client id.
+
+One URL carries it all, as libpq's do::
+
+    mqtt://host[:1883]
+    mqtts://[user[:password]@]host[:8883][?ca=FILE&cert=FILE&key=FILE&password_file=FILE
+                                           &client_id=ID]
+
+``mqtts`` verifies the broker's certificate against ``ca`` (else the system's CAs) and its
+host name; ``cert``/``key`` present a client certificate (the broker may take its common
+name as the user name). A password is best kept in ``password_file`` (its first line); one
+written into the URL works too. `MqttEndpoint.shown` never includes a password.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import ssl
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from meterseal.errors import ConfigurationError
+
+DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+_OPTIONS = frozenset({"ca", "cert", "key", "password_file", "client_id"})
+_MAX_CLIENT_ID = 128  # MQTT 5 only promises 23 bytes; Mosquitto takes far more
+
+
+@dataclass(frozen=True)
+class MqttEndpoint:
+    """A broker to connect to and the identity to connect with."""
+
+    host: str
+    port: int
+    tls: bool = False
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    client_id: str | None = None
+
+    @classmethod
+    def parse(cls, url: str) -> MqttEndpoint:
+        """The endpoint an ``mqtt://`` or ``mqtts://`` URL names (ConfigurationError if none)."""
+        try:
+            parts = urllib.parse.urlsplit(url)
+            port = parts.port
+        except ValueError as exc:
+            raise ConfigurationError(f"bad MQTT URL {_redacted(url)}: {exc}") from None
+        if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
+            raise ConfigurationError(
+                f"not an mqtt://host[:port] or mqtts://host[:port] URL: {_redacted(url)}"
+            )
+        if parts.path not in ("", "/") or parts.fragment:
+            raise ConfigurationError(f"an MQTT URL has no path: {_redacted(url)}")
+        options = _options(parts.query, url)
+        tls = parts.scheme == "mqtts"
+        if not tls and (set(options) & {"ca", "cert", "key"}):
+            raise ConfigurationError(f"ca, cert and key need mqtts://: {_redacted(url)}")
+        if ("cert" in options) != ("key" in options):
+            raise ConfigurationError(f"give cert and key together: {_redacted(url)}")
+        password = urllib.parse.unquote(parts.password) if parts.password is not None else None
+        if "password_file" in options:
+            if password is not None:
+                raise ConfigurationError("give the MQTT password in the URL or a file, not both")
+            password = _first_line(Path(options["password_file"]))
+        client_id = options.get("client_id")
+        if client_id is not None and not 0 < len(client_id.encode()) <= _MAX_CLIENT_ID:
+            raise ConfigurationError(f"client_id must be 1 to {_MAX_CLIENT_ID} bytes")
+
+        def path(name: str) -> Path | None:
+            return Path(options[name]) if name in options else None
+
+        return cls(
+            parts.hostname,
+            port or DEFAULT_PORTS[parts.scheme],
+            tls,
+            urllib.parse.unquote(parts.username) if parts.username is not None else None,
+            password,
+            path("ca"),
+            path("cert"),
+            path("key"),
+            client_id,
+        )
+
+    def shown(self) -> str:
+        """The URL fit to print: no password, files by name."""
+        user = f"{urllib.parse.quote(self.username, safe='')}@" if self.username else ""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        options = {
+            name: str(value)
+            for name, value in (
+                ("ca", self.ca_file),
+                ("cert", self.cert_file),
+                ("key", self.key_file),
+                ("client_id", self.client_id),
+            )
+            if value is not None
+        }
+        query = f"?{urllib.parse.urlencode(options)}" if options else ""
+        return f"{'mqtts' if self.tls else 'mqtt'}://{user}{host}:{self.port}{query}"
+
+    def session_id(self) -> str:
+        """The client id of a persistent session: configured, else the user name, else the host's.
+
+        The user name is the client certificate's common name when there is one. Stable across
+        restarts, so a restarted receiver resumes its session; unique per instance, so no two
+        receivers share (and take over) one session.
+        """
+        if self.client_id:
+            return self.client_id
+        if self.username:
+            return self.username
+        if self.cert_file is not None:
+            return _common_name(self.cert_file)
+        return f"meterseal-headend-{socket.gethostname()}"[:_MAX_CLIENT_ID]
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """TLS ≥ 1.2 verifying the broker (its certificate and host name); None for mqtt://."""
+        if not self.tls:
+            return None
+        try:
+            context = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+            if self.cert_file is not None and self.key_file is not None:
+                # An encrypted client key opens with the deployment passphrase.
+                passphrase = os.environ.get("MS_PASSPHRASE")
+                context.load_cert_chain(self.cert_file, self.key_file, passphrase)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigurationError(f"MQTT TLS files of {self.shown()}: {exc}") from None
+        return context
+
+    def client_options(self) -> dict[str, Any]:
+        """Keyword arguments of `aiomqtt.Client` for this broker and identity."""
+        return {
+            "hostname": self.host,
+            "port": self.port,
+            "username": self.username,
+            "password": self.password,
+            "tls_context": self.tls_context(),
+        }
+
+    def with_user(self, username: str, password: str) -> MqttEndpoint:
+        """The same broker and CA, connecting as another user by password."""
+        return MqttEndpoint(
+            self.host, self.port, self.tls, username, password, self.ca_file, None, None, None
+        )
+
+
+def random_client_id(prefix: str) -> str:
+    """A client id nobody else uses (for clients without a session worth resuming)."""
+    return f"{prefix}-{secrets.token_hex(8)}"
+
+
+def _options(query: str, url: str) -> dict[str, str]:
+    try:
+        pairs = urllib.parse.parse_qsl(query, keep_blank_values=False, strict_parsing=bool(query))
+    except ValueError:
+        raise ConfigurationError(f"bad MQTT URL options: {_redacted(url)}") from None
+    options = dict(pairs)
+    unknown = set(options) - _OPTIONS
+    if unknown or len(options) != len(pairs):
+        wrong = ", ".join(sorted(unknown)) or "an option given twice"
+        raise ConfigurationError(
+            f"MQTT URL options are {', '.join(sorted(_OPTIONS))}; got {wrong}: {_redacted(url)}"
+        )
+    return options
+
+
+def _common_name(path: Path) -> str:
+    try:
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError(f"cannot read MQTT client certificate {path}: {exc}") from None
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if len(names) != 1 or not isinstance(names[0].value, str):
+        raise ConfigurationError(f"MQTT client certificate {path} has no single common name")
+    return names[0].value
+
+
+def _first_line(path: Path) -> str:
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read MQTT password file {path}: {exc.strerror}") from None
+    if not lines or not lines[0]:
+        raise ConfigurationError(f"MQTT password file {path} is empty")
+    return lines[0]
+
+
+def _redacted(url: str) -> str:
+    """`url` with any password replaced by ***, for error messages."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        if parts.password is None:
+            return url
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:
+        return "<unparseable URL>"
