@@ -15,7 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import settings
 
-from meterseal.crypto import certs
+from meterseal.crypto import at_rest, certs
 from meterseal.crypto.keys import HeadEndKeys, MeterKey, generate_meter_key
 from meterseal.crypto.registry import MeterRegistry
 from meterseal.crypto.suites import SUITES, CipherSuite
@@ -31,6 +31,13 @@ _test_numbers = itertools.count()
 # `meterseal bench`.
 settings.register_profile("meterseal", deadline=None)
 settings.load_profile("meterseal")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _unencrypted_keys_warned() -> None:
+    # Most tests keep their keys unencrypted on purpose: the once-per-process warning would
+    # land in whichever command's output came first. tests/crypto/test_at_rest.py renews it.
+    at_rest._warned = True
 
 
 def seeded_rng(seed: int) -> Callable[[int], bytes]:

@@ -39,7 +39,7 @@ def test_passphrase_from_the_environment(tmp_path: Path, monkeypatch: pytest.Mon
     deployment = tmp_path / "dep"
     monkeypatch.setenv("MS_PASSPHRASE", "s3cret")
     assert invoke(["keys", "init", str(deployment)]).exit_code == 0
-    assert b"ENCRYPTED" in (deployment / "ca.key.pem").read_bytes()
+    assert b"PRIVATE KEY" not in (deployment / "ca.key.pem").read_bytes()
     monkeypatch.delenv("MS_PASSPHRASE")
     result = invoke(["meters", "provision", "2", "--deployment", str(deployment)])
     assert result.exit_code == 2

@@ -23,6 +23,7 @@ from meterseal.cli_common import (
     PassphraseEnv,
     StoreUrl,
     console,
+    show_key_warnings,
 )
 from meterseal.cli_common import load as _load
 from meterseal.cli_common import passphrase as _passphrase
@@ -114,7 +115,8 @@ def meters_provision(
     from meterseal.deployment import load_deployment
     from meterseal.meter.provisioning import provision, save_fleet
 
-    deployment = load_deployment(deployment_dir, _passphrase(passphrase_env))
+    secret = _passphrase(passphrase_env)
+    deployment = load_deployment(deployment_dir, secret)
     try:
         chosen = suite_named(suite)
     except KeyError as exc:
@@ -134,7 +136,7 @@ def meters_provision(
         )
     elapsed = time.perf_counter() - started
     path = out or deployment_dir / f"fleet-{chosen.name}.cbor"
-    save_fleet(path, meters)
+    save_fleet(path, meters, secret)
     console.print(
         f"{count} meters ({chosen.name}) in {elapsed:.2f} s ({count / elapsed:,.0f}/s) -> {path}"
     )
@@ -152,7 +154,7 @@ def meters_register(
     from meterseal.storage import Store
 
     deployment = _load(deployment_dir, passphrase_env)
-    meters = load_fleet(fleet)
+    meters = load_fleet(fleet, _passphrase(passphrase_env))
     records = fleet_records(deployment.ca_cert, meters)
     with Store.open(store) as db:
         count = db.register_meters(records, now=dt.datetime.now(dt.UTC))
@@ -268,7 +270,7 @@ def simulate(
 
     deployment = _load(deployment_dir, passphrase_env)
     plan = SimulationPlan(transport, target, days, faults, concurrency, window, pace, seed)
-    meters = load_fleet(fleet or deployment_dir / "fleet-p256.cbor")
+    meters = load_fleet(fleet or deployment_dir / "fleet-p256.cbor", _passphrase(passphrase_env))
     report = run_simulate(console, deployment, meters, plan)
     if report.unacknowledged:
         raise typer.Exit(code=1)
@@ -326,6 +328,7 @@ def main(args: Sequence[str] | None = None) -> None:
     So does a package missing from the install: the message names the extra that brings it.
     """
     argv = list(sys.argv[1:] if args is None else args)
+    show_key_warnings()
     try:
         app(args=argv, prog_name="meterseal")
     except ModuleNotFoundError as exc:

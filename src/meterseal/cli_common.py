@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from meterseal.crypto.suites import SUITES
 
@@ -34,6 +36,24 @@ def passphrase(env_name: str) -> bytes | None:
     """The passphrase held in environment variable `env_name`, if set."""
     value = os.environ.get(env_name)
     return value.encode() if value else None
+
+
+class _StderrWarning(logging.Handler):
+    """Shows a warning record as one `warning:` line on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Print the record's message."""
+        text = escape(record.getMessage())
+        Console(stderr=True).print(f"[yellow]warning:[/yellow] {text}", soft_wrap=True)
+
+
+def show_key_warnings() -> None:
+    """Print the unencrypted-keys warning on stderr (once per process, as at_rest logs it)."""
+    from meterseal.crypto import at_rest
+
+    logger = logging.getLogger(at_rest.__name__)
+    if not any(isinstance(h, _StderrWarning) for h in logger.handlers):
+        logger.addHandler(_StderrWarning(logging.WARNING))
 
 
 def load(deployment_dir: Path, passphrase_env: str) -> Deployment:

@@ -17,15 +17,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from meterseal.crypto import certs
+from meterseal.crypto.at_rest import private_directory, read_secret_file, write_secret_file
 from meterseal.crypto.envelope import Rng
 from meterseal.crypto.keys import (
     HeadEndKeys,
     kid_of,
     public_bytes,
     read_private_key,
-    read_symmetric_secret,
     write_private_key,
-    write_symmetric_secret,
 )
 from meterseal.errors import ConfigurationError, KeyFileError
 
@@ -72,8 +71,8 @@ def init_deployment(
     """Create CA, head-end, billing and metrology keys in `directory` (which must be empty)."""
     if (directory / MANIFEST).exists():
         raise ConfigurationError(f"{directory} already holds a deployment; pick another directory")
-    directory.mkdir(parents=True, exist_ok=True)
-    os.chmod(directory, 0o700)
+    private_directory(directory)
+    os.chmod(directory, 0o700)  # also when it existed: it holds every key of the deployment
     ca_key, ca_cert = certs.create_ca(name, now=now, rng=rng)
     deployment = Deployment(
         directory,
@@ -87,7 +86,7 @@ def init_deployment(
     write_private_key(directory / "ca.key.pem", ca_key, passphrase)
     (directory / CA_CERT).write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     deployment.headend.save(directory, passphrase)
-    write_symmetric_secret(directory / ANONYMIZATION_KEY, deployment.anonymization_key, passphrase)
+    write_secret_file(directory / ANONYMIZATION_KEY, deployment.anonymization_key, passphrase)
     for role, key in (("billing", deployment.billing_key), ("metrology", deployment.metrology_key)):
         write_private_key(directory / f"{role}.key.pem", key, passphrase)
         pem = key.public_key().public_bytes(
@@ -134,5 +133,5 @@ def load_deployment(directory: Path, passphrase: bytes | None = None) -> Deploym
         HeadEndKeys.load(directory, passphrase),
         _ec_key(directory / "billing.key.pem", passphrase),
         _ec_key(directory / "metrology.key.pem", passphrase),
-        read_symmetric_secret(directory / ANONYMIZATION_KEY, passphrase),
+        read_secret_file(directory / ANONYMIZATION_KEY, passphrase),
     )

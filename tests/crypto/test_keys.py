@@ -1,4 +1,4 @@
-"""Key files: 0600, passphrases, refusal of unsafe files; head-end keys survive a save/load."""
+"""Key files: 0600, passphrases, refusal of unsafe files, earlier formats; head-end keys reload."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from meterseal.crypto import packet
@@ -34,8 +35,8 @@ def test_passphrase_protects_the_key(tmp_path: Path) -> None:
     path = tmp_path / "k.pem"
     key = ec.generate_private_key(ec.SECP256R1())
     write_private_key(path, key, b"correct horse")
-    assert b"ENCRYPTED" in path.read_bytes()
-    with pytest.raises(KeyFileError, match="passphrase"):
+    assert b"PRIVATE KEY" not in path.read_bytes()
+    with pytest.raises(KeyFileError, match=f"{path} is encrypted: set MS_PASSPHRASE"):
         read_private_key(path)
     with pytest.raises(KeyFileError, match="wrong passphrase"):
         read_private_key(path, b"wrong")
@@ -63,20 +64,26 @@ def test_headend_keys_survive_save_and_load(tmp_path: Path, world: World) -> Non
         assert loaded.for_suite(suite)[0] == world.headend.for_suite(suite)[0]
 
 
-def test_symmetric_secret_round_trip_with_and_without_passphrase(tmp_path: Path) -> None:
-    from meterseal.crypto.keys import read_symmetric_secret, write_symmetric_secret
+def test_key_files_of_earlier_versions_still_load(tmp_path: Path) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    plain, encrypted = tmp_path / "plain.pem", tmp_path / "pkcs8.pem"
+    for path, encryption in (
+        (plain, serialization.NoEncryption()),
+        (encrypted, serialization.BestAvailableEncryption(b"pw")),
+    ):
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+        )
+        path.write_bytes(pem)
+        path.chmod(0o600)
+    for loaded in (read_private_key(plain), read_private_key(encrypted, b"pw")):
+        assert isinstance(loaded, ec.EllipticCurvePrivateKey)
+        assert loaded.private_numbers() == key.private_numbers()
+    with pytest.raises(KeyFileError, match="is encrypted: set MS_PASSPHRASE"):
+        read_private_key(encrypted)
 
-    plain, sealed = tmp_path / "plain.key", tmp_path / "sealed.key"
-    write_symmetric_secret(plain, b"k" * 32)
-    write_symmetric_secret(sealed, b"s" * 32, b"correct horse")
-    assert (plain.stat().st_mode & 0o777) == 0o600
-    assert read_symmetric_secret(plain) == b"k" * 32
-    assert b"s" * 32 not in sealed.read_bytes()
-    assert read_symmetric_secret(sealed, b"correct horse") == b"s" * 32
-    with pytest.raises(KeyFileError, match="encrypted"):
-        read_symmetric_secret(sealed)
-    with pytest.raises(KeyFileError, match="wrong passphrase"):
-        read_symmetric_secret(sealed, b"battery staple")
-    sealed.chmod(0o644)
-    with pytest.raises(KeyFileError, match="readable by others"):
-        read_symmetric_secret(sealed, b"correct horse")
+
+def test_unencrypted_key_file_is_plain_pem(tmp_path: Path) -> None:
+    path = tmp_path / "k.pem"
+    write_private_key(path, ec.generate_private_key(ec.SECP256R1()))
+    assert path.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")

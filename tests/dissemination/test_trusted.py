@@ -20,7 +20,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from meterseal.bench.served import Served
-from meterseal.crypto.keys import read_symmetric_secret
+from meterseal.crypto.at_rest import read_secret_file
 from meterseal.dissemination.groupkeys import COUNTER_BITS, KeyStore, derive_level_key
 from meterseal.dissemination.levels import PrivacyLevel, Role
 from meterseal.dissemination.member import MemberClient, Publisher
@@ -63,7 +63,7 @@ class Deployment:
         self.authority = ed25519.Ed25519PublicKey.from_public_bytes(
             bytes.fromhex((self.keys / "authority.pub").read_text().strip())
         )
-        self.operator = read_symmetric_secret(self.keys / "operator.key")
+        self.operator = read_secret_file(self.keys / "operator.key", None)
         self.attester = SimulatedAttester.from_deployment(self.directory)
 
     def cas(self) -> Cas:

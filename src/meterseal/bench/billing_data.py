@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from meterseal.bench.months import sign_months
 from meterseal.billing.completeness import Period
 from meterseal.crypto import certs
-from meterseal.crypto.keys import write_secret
+from meterseal.crypto.at_rest import write_private_file
 from meterseal.crypto.registry import MeterRecord, MeterRegistry
 from meterseal.crypto.suites import CipherSuite, suite_named
 from meterseal.meter.load import INTERVAL
@@ -130,8 +130,8 @@ def signed_fleet(
         "meters": rows,
     }
     header["sign_seconds"] = seconds = time.perf_counter() - started
-    # Written whole or not at all (write_secret replaces atomically): it marks the cache complete.
-    write_secret(directory / FLEET_FILE, cbor2.dumps(header))
+    # Written whole or not at all (write_private_file renames atomically): it marks the cache done.
+    write_private_file(directory / FLEET_FILE, cbor2.dumps(header))
     return SignedFleet(
         directory, suite, period, int(now.timestamp()), ca_cert, tuple(rows), seconds, False
     )

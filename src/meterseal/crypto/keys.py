@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,6 +10,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, mlkem, rsa, x25519
 from cryptography.hazmat.primitives.hpke import MLKEM768X25519PrivateKey, MLKEM768X25519PublicKey
 
+from meterseal.crypto import at_rest
 from meterseal.crypto.envelope import HeadEndPrivateKey, HeadEndPublicKey
 from meterseal.crypto.signing import SigningKey, VerifyingKey
 from meterseal.crypto.suites import CipherSuite
@@ -18,7 +18,6 @@ from meterseal.errors import KeyFileError
 
 KID_LENGTH = 8
 HEADEND_RSA_BITS = 4096
-PRIVATE_FILE_MODE = 0o600
 
 PrivateKey = SigningKey | HeadEndPrivateKey | x25519.X25519PrivateKey | mlkem.MLKEM768PrivateKey
 
@@ -154,7 +153,7 @@ class HeadEndKeys:
 
     def save(self, directory: Path, passphrase: bytes | None = None) -> None:
         """Write one PKCS#8 PEM per key, mode 0600, encrypted when a passphrase is given."""
-        directory.mkdir(parents=True, exist_ok=True)
+        at_rest.private_directory(directory)
         for name, key in self._files().items():
             write_private_key(directory / f"{name}.key.pem", key, passphrase)
 
@@ -192,54 +191,31 @@ class HeadEndKeys:
 
 
 def write_private_key(path: Path, key: PrivateKey, passphrase: bytes | None = None) -> None:
-    """Write a PKCS#8 PEM private key readable by its owner only (created 0600, never wider)."""
+    """Write a PKCS#8 PEM private key, 0600; in the encrypted at-rest form with a passphrase."""
     if isinstance(key, MLKEM768X25519PrivateKey):
         raise TypeError("write the halves of a hybrid key separately")
-    encryption: serialization.KeySerializationEncryption = (
-        serialization.BestAvailableEncryption(passphrase)
-        if passphrase
-        else serialization.NoEncryption()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    data = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
-    )
-    write_secret(path, data)
-
-
-def write_secret(path: Path, data: bytes) -> None:
-    """Create or replace `path` with mode 0600 from the first byte on."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.chmod(tmp, PRIVATE_FILE_MODE)
-    os.replace(tmp, path)
-
-
-def _read_private_file(path: Path, what: str) -> bytes:
-    """The bytes of a key or secret file, refused when others may read it."""
-    try:
-        mode = path.stat().st_mode & 0o777
-        data = path.read_bytes()
-    except OSError as exc:
-        raise KeyFileError(f"cannot read {what} file {path}: {exc.strerror}") from exc
-    if mode & 0o077:
-        raise KeyFileError(f"{path} is readable by others (mode {mode:o}); run chmod 600 {path}")
-    return data
+    if passphrase:
+        at_rest.write_secret_file(path, pem, passphrase)
+    else:
+        at_rest.warn_unencrypted(path)
+        at_rest.write_private_file(path, pem)  # plain PEM, which any tool reads
 
 
 def read_private_key(path: Path, passphrase: bytes | None = None) -> PrivateKey:
-    """Load a PEM private key, refusing files that others can read."""
-    data = _read_private_file(path, "key")
-    try:
-        key = serialization.load_pem_private_key(data, password=passphrase)
-    except TypeError as exc:
-        raise KeyFileError(f"{path}: {exc} (pass --passphrase / MS_PASSPHRASE)") from exc
-    except ValueError as exc:
-        raise KeyFileError(f"{path}: not a key, or wrong passphrase") from exc
+    """Load a private key `write_private_key` (or an earlier version) wrote; refused if shared."""
+    data = at_rest.read_private_file(path, "key")
+    if at_rest.is_sealed_form(data):
+        key = _load_pem(path, at_rest.unseal(data, passphrase, path), None)
+    elif b"ENCRYPTED PRIVATE KEY" in data[:64]:  # PKCS#8-encrypted PEM of earlier versions
+        if not passphrase:
+            raise at_rest.needs_passphrase(path)
+        key = _load_pem(path, data, passphrase)
+    else:
+        at_rest.warn_unencrypted(path)
+        key = _load_pem(path, data, None)
     if not isinstance(
         key,
         rsa.RSAPrivateKey
@@ -251,39 +227,8 @@ def read_private_key(path: Path, passphrase: bytes | None = None) -> PrivateKey:
     return key  # type: ignore[return-value]
 
 
-_SECRET_MAGIC = b"meterseal-secret-v1\x00"
-_SCRYPT = {"n": 2**15, "r": 8, "p": 1}
-
-
-def write_symmetric_secret(path: Path, secret: bytes, passphrase: bytes | None = None) -> None:
-    """Write a symmetric secret (0600); with a passphrase, AES-256-GCM under an scrypt key."""
-    if passphrase is None:
-        write_secret(path, _SECRET_MAGIC + b"\x00" + secret)
-        return
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-    salt, nonce = os.urandom(16), os.urandom(12)
-    key = hashlib.scrypt(passphrase, salt=salt, dklen=32, maxmem=2**26, **_SCRYPT)
-    sealed = AESGCM(key).encrypt(nonce, secret, _SECRET_MAGIC)
-    write_secret(path, _SECRET_MAGIC + b"\x01" + salt + nonce + sealed)
-
-
-def read_symmetric_secret(path: Path, passphrase: bytes | None = None) -> bytes:
-    """Read what `write_symmetric_secret` wrote, refusing files that others can read."""
-    from cryptography.exceptions import InvalidTag
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-    data = _read_private_file(path, "secret")
-    head, body = data[: len(_SECRET_MAGIC) + 1], data[len(_SECRET_MAGIC) + 1 :]
-    if head == _SECRET_MAGIC + b"\x00":
-        return body
-    if head != _SECRET_MAGIC + b"\x01" or len(body) < 28 + 16:
-        raise KeyFileError(f"{path}: not a meterseal secret file")
-    if passphrase is None:
-        raise KeyFileError(f"{path} is encrypted (pass --passphrase / MS_PASSPHRASE)")
-    salt, nonce, sealed = body[:16], body[16:28], body[28:]
-    key = hashlib.scrypt(passphrase, salt=salt, dklen=32, maxmem=2**26, **_SCRYPT)
+def _load_pem(path: Path, data: bytes, passphrase: bytes | None) -> object:
     try:
-        return AESGCM(key).decrypt(nonce, sealed, _SECRET_MAGIC)
-    except InvalidTag:
-        raise KeyFileError(f"{path}: wrong passphrase or damaged file") from None
+        return serialization.load_pem_private_key(data, password=passphrase)
+    except (TypeError, ValueError) as exc:
+        raise KeyFileError(f"{path}: not a key, or wrong passphrase") from exc

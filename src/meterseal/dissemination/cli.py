@@ -29,6 +29,7 @@ from meterseal.dissemination.cli_serve import (
     attested_member,
     authority_public_key,
     router_aggregate,
+    router_passphrase,
     router_provision,
     router_serve,
 )
@@ -47,21 +48,23 @@ dissemination_app.command("provision")(router_provision)
 
 @dissemination_app.command("init")
 def router_init(directory: Annotated[Path, typer.Argument()] = DEFAULT_KEYS) -> None:
-    """Create the publisher's handout-signing key, the operator and state keys (0600)."""
+    """Create the handout-signing key, operator and state keys (0600; MS_PASSPHRASE encrypts)."""
     from cryptography.hazmat.primitives.asymmetric import ed25519
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-    from meterseal.crypto.keys import write_private_key, write_symmetric_secret
+    from meterseal.crypto.at_rest import private_directory, write_secret_file
+    from meterseal.crypto.keys import write_private_key
 
-    directory.mkdir(parents=True, exist_ok=True)
+    private_directory(directory)
     if (directory / AUTHORITY_KEY).exists():
         raise ConfigurationError(f"{directory} already holds router keys")
+    secret = router_passphrase()
     key = ed25519.Ed25519PrivateKey.generate()
-    write_private_key(directory / AUTHORITY_KEY, key)
+    write_private_key(directory / AUTHORITY_KEY, key, secret)
     public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
     (directory / AUTHORITY_PUBLIC).write_text(public + "\n")
-    write_symmetric_secret(directory / OPERATOR_KEY, os.urandom(32))
-    write_symmetric_secret(directory / STATE_KEY, os.urandom(32))
+    write_secret_file(directory / OPERATOR_KEY, os.urandom(32), secret)
+    write_secret_file(directory / STATE_KEY, os.urandom(32), secret)
     console.print(f"router keys in [bold]{directory}[/bold]; members pin authority key {public}")
 
 
@@ -93,7 +96,9 @@ def router_subscribe(
         chosen = Role(role)
         subscription = ((PrivacyLevel.named(level), parse(where)),)
         client = MemberClient(name, chosen, "utility", authority_public_key(authority))
-        attester = SimulatedAttester.from_deployment(platform) if platform else None
+        attester = (
+            SimulatedAttester.from_deployment(platform, router_passphrase()) if platform else None
+        )
         identity = Measurement.from_hex(measurement) if measurement else None
     except (ValueError, KeyError) as exc:
         raise typer.BadParameter(str(exc)) from exc
@@ -142,11 +147,11 @@ async def _subscribe(
 
 
 def _operator(keys: Path, url: str, namespace: str, command: dict[str, Any]) -> dict[str, Any]:
-    from meterseal.crypto.keys import read_symmetric_secret
+    from meterseal.crypto.at_rest import read_secret_file
     from meterseal.dissemination.nats_transport import operator_request
     from meterseal.dissemination.node import operator_command
 
-    secret = read_symmetric_secret(keys / OPERATOR_KEY)
+    secret = read_secret_file(keys / OPERATOR_KEY, router_passphrase())
     signed = operator_command(secret, command, now=time.time(), nonce=os.urandom(16))
 
     async def send() -> dict[str, Any]:

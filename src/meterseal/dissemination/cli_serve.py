@@ -11,7 +11,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from meterseal.cli_common import DEFAULT_STORE, console
+from meterseal.cli_common import DEFAULT_STORE, console, passphrase
+from meterseal.crypto.at_rest import PASSPHRASE_VARIABLE
 from meterseal.errors import ConfigurationError, MetersealError
 
 AUTHORITY_KEY = "authority.key.pem"
@@ -52,16 +53,24 @@ def _allow(allow: list[str]) -> list[Any]:
     return rules
 
 
-def _file_keys(keys: Path) -> Any:
+def router_passphrase() -> bytes | None:
+    """The passphrase of the router's key files and the simulated platform (MS_PASSPHRASE)."""
+    return passphrase(PASSPHRASE_VARIABLE)
+
+
+def _file_keys(keys: Path, secret: bytes | None) -> Any:
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
-    from meterseal.crypto.keys import read_private_key, read_symmetric_secret
+    from meterseal.crypto.at_rest import read_secret_file
+    from meterseal.crypto.keys import read_private_key
     from meterseal.dissemination.service import RouterKeys
 
     try:
-        signing = read_private_key(keys / AUTHORITY_KEY)
-        operator = read_symmetric_secret(keys / OPERATOR_KEY)
-        state_key = read_symmetric_secret(keys / STATE_KEY) if (keys / STATE_KEY).exists() else None
+        signing = read_private_key(keys / AUTHORITY_KEY, secret)
+        operator = read_secret_file(keys / OPERATOR_KEY, secret)
+        state_key = (
+            read_secret_file(keys / STATE_KEY, secret) if (keys / STATE_KEY).exists() else None
+        )
     except OSError as exc:
         raise ConfigurationError(str(exc)) from exc
     if not isinstance(signing, ed25519.Ed25519PrivateKey):
@@ -125,14 +134,14 @@ def router_serve(
     )
     from meterseal.trust.attestation import SimulatedVerifier
 
-    rules = _allow(allow)
+    rules, secret = _allow(allow), router_passphrase()
     try:
         if cas_url is not None:
             rules = [*default_allow(), *rules]
-            router_keys = router_keys_from_cas(cas_url, deployment, rules)
+            router_keys = router_keys_from_cas(cas_url, deployment, rules, passphrase=secret)
             platform = platform or deployment
         else:
-            router_keys = _file_keys(keys)
+            router_keys = _file_keys(keys, secret)
         verifier = SimulatedVerifier.from_deployment(platform) if platform else None
         node = build_node(
             router_keys, verifier, rules, StateFile(state, router_keys.state_key),
@@ -167,7 +176,8 @@ def attested_member(
     if platform is None or not digest:
         raise typer.BadParameter("an attested member needs --platform and --measurement")
     client = MemberClient(name, Role(role), "utility", authority_public_key(authority))
-    return client, SimulatedAttester.from_deployment(platform), Measurement.from_hex(digest)
+    attester = SimulatedAttester.from_deployment(platform, router_passphrase())
+    return client, attester, Measurement.from_hex(digest)
 
 
 def router_aggregate(
@@ -201,7 +211,7 @@ def router_aggregate(
     from meterseal.dissemination.service import AggregatorStage, aggregator_from_cas
 
     if cas_url is not None:
-        setup = aggregator_from_cas(cas_url, deployment)
+        setup = aggregator_from_cas(cas_url, deployment, passphrase=router_passphrase())
         client = MemberClient(name, Role.AGGREGATOR, "utility", setup.authority)
         policy, attester, identity = setup.policy, setup.attester, setup.measurement
         Console(stderr=True).print(f"aggregator: {setup.provenance}", soft_wrap=True)
@@ -253,14 +263,13 @@ def router_provision(
     clamp_wh: Annotated[int, typer.Option(help="aggregator: DP clamp (Wh)")] = 10_000,
     budget: Annotated[float, typer.Option(help="aggregator: DP total epsilon")] = 10.0,
     passphrase_env: Annotated[
-        str, typer.Option(help="variable holding the CAS key passphrase (unset: none)")
+        str, typer.Option(help="variable holding the key passphrase (unset: keys unencrypted)")
     ] = "MS_PASSPHRASE",  # noqa: S107 - a variable name
 ) -> None:
     """Put the router's and aggregator's secrets in the CAS; allow this checkout's to fetch them.
 
     Run after `cas init` and `router init`; prints the measurements it allowed.
     """
-    from meterseal.cli_common import passphrase
     from meterseal.dissemination.provision import provision_dissemination
     from meterseal.storage import Store
     from meterseal.trust.cas import Cas
@@ -268,9 +277,10 @@ def router_provision(
     from meterseal.trust.vault import Vault
 
     policy = _aggregation_policy(frame, low_frame, k, lateness, epsilon, clamp_wh, budget)
-    router_keys = _file_keys(keys)
+    secret = passphrase(passphrase_env)
+    router_keys = _file_keys(keys, secret)
     with Store.open(store) as db:
-        vault = Vault.from_deployment(deployment, passphrase(passphrase_env))
+        vault = Vault.from_deployment(deployment, secret)
         done = provision_dissemination(
             Cas(CasStore(db), vault, []), signing_key=router_keys.signing,
             operator_key=router_keys.operator, policy=policy, allow=_allow(allow),

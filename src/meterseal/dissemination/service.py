@@ -111,12 +111,17 @@ class RouterKeys:
 
 
 def router_keys_from_cas(
-    cas_url: str, deployment: Path, allow: Iterable[Allow], *, attester: Attester | None = None
+    cas_url: str,
+    deployment: Path,
+    allow: Iterable[Allow],
+    *,
+    attester: Attester | None = None,
+    passphrase: bytes | None = None,
 ) -> RouterKeys:
     """Measure the router (with its admission rules), attest, fetch ROUTER_SECRETS."""
     worker = start_trusted(
         ROUTER_STAGE, cas_url, deployment, names=ROUTER_SECRETS, config=router_config(allow),
-        attester=attester,
+        attester=attester, passphrase=passphrase,
     )  # fmt: skip
     got = worker.secrets
     for name in (OPERATOR_KEY, STATE_KEY):
@@ -291,12 +296,16 @@ class AggregatorSetup:
 
 
 def aggregator_from_cas(
-    cas_url: str, deployment: Path, *, attester: Attester | None = None
+    cas_url: str,
+    deployment: Path,
+    *,
+    attester: Attester | None = None,
+    passphrase: bytes | None = None,
 ) -> AggregatorSetup:
     """Measure the aggregator, attest, fetch AGGREGATOR_SECRETS."""
     from meterseal.trust.attestation import SimulatedAttester
 
-    chosen = attester or SimulatedAttester.from_deployment(deployment)
+    chosen = attester or SimulatedAttester.from_deployment(deployment, passphrase)
     worker = start_trusted(
         AGGREGATOR_STAGE, cas_url, deployment, names=AGGREGATOR_SECRETS, attester=chosen
     )

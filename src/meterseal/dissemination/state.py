@@ -10,7 +10,6 @@ atomically after every change. Sans-IO except `load_sealed` / `store_sealed`.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ import cbor2
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from meterseal.crypto.at_rest import write_private_file
 from meterseal.dissemination.levels import PrivacyLevel
 from meterseal.errors import ConfigurationError
 
@@ -79,13 +79,7 @@ def open_state(sealed: bytes, key: bytes) -> RouterState:
 
 def store_sealed(path: Path, sealed: bytes) -> None:
     """Write `sealed` to `path` atomically (0600)."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(sealed)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
+    write_private_file(path, sealed)
 
 
 def load_sealed(path: Path) -> bytes | None:

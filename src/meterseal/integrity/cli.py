@@ -10,7 +10,13 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from meterseal.cli_common import DEFAULT_DEPLOYMENT, DeploymentDir, console
+from meterseal.cli_common import (
+    DEFAULT_DEPLOYMENT,
+    DeploymentDir,
+    PassphraseEnv,
+    console,
+    passphrase,
+)
 from meterseal.errors import MetersealError
 from meterseal.integrity.platform_key import SOFTWARE_KEY_LABEL, PlatformKey
 from meterseal.ui import progress_bar
@@ -36,9 +42,12 @@ def _binary(command: list[str]) -> list[str]:
 
 
 @integrity_app.command("keygen")
-def keygen(key_dir: KeyDir = DEFAULT_KEYS) -> None:
+def keygen(
+    key_dir: KeyDir = DEFAULT_KEYS,
+    passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
+) -> None:
     """Create the platform key that signs DSig and the audit log (a software key: no TPM here)."""
-    private, public = PlatformKey.generate().save(key_dir)
+    private, public = PlatformKey.generate().save(key_dir, passphrase(passphrase_env))
     console.print(f"{SOFTWARE_KEY_LABEL}: private {private} (0600), public {public}")
 
 
@@ -100,13 +109,14 @@ def embed(
     ),
     key_dir: KeyDir = DEFAULT_KEYS,
     out: Annotated[Path | None, typer.Option(help="output file (default: in place)")] = None,
+    passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
 ) -> None:
     """Offline phase: embed HV, the trace and DSig into BINARY as a read-only ELF section."""
     from meterseal.integrity.embed import embed as do_embed
     from meterseal.integrity.trace import TraceModel
 
     try:
-        key = PlatformKey.load(key_dir)
+        key = PlatformKey.load(key_dir, passphrase(passphrase_env))
         result = do_embed(binary, TraceModel.from_cbor(trace_file.read_bytes()), key, out)
     except OSError as exc:
         raise typer.BadParameter(str(exc)) from exc
@@ -154,6 +164,7 @@ def monitor(
         str | None, typer.Option(help="submit reports to this head-end store URL")
     ] = None,
     deployment_dir: DeploymentDir = DEFAULT_DEPLOYMENT,
+    passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
 ) -> None:
     """Run time: start BINARY ARGS and watch it; kill it when it is judged malicious (exit 3)."""
     from meterseal.integrity.auditlog import AuditLog
@@ -161,10 +172,11 @@ def monitor(
     from meterseal.integrity.reporting import Reporter
 
     argv = _binary(command)
-    key = PlatformKey.load(key_dir)
+    secret = passphrase(passphrase_env)
+    key = PlatformKey.load(key_dir, secret)
     audit = AuditLog(log, key)
     reporter = Reporter.configure(
-        meter, fleet, report_out, store, deployment_dir, audit, os.path.basename(argv[0])
+        meter, fleet, report_out, store, deployment_dir, audit, os.path.basename(argv[0]), secret
     )
     try:
         result = Monitor(argv, key, audit, period=period, on_verdict=reporter).run()

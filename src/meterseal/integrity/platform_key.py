@@ -1,7 +1,8 @@
 """The platform key that signs DSig and the audit log: a software key, as no TPM is here.
 
 The paper has the TPM sign (HV, T). swtpm and tpm2-pytss are not installed on this machine,
-so the key is an ES256 key in a 0600 PEM file, and everything it signs says so: its label,
+so the key is an ES256 key in a 0600 PEM file (encrypted under the passphrase when one is
+set: `crypto.at_rest`), and everything it signs says so: its label,
 "software key (no TPM)", is inside every signed section and audit-log head. A TPM backend
 would keep the same interface (sign, public key, label) with the private key in the TPM.
 """
@@ -15,6 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from meterseal.crypto import cose
+from meterseal.crypto.at_rest import private_directory
 from meterseal.crypto.keys import kid_of, public_bytes, read_private_key, write_private_key
 from meterseal.crypto.signing import ES256
 from meterseal.errors import KeyFileError
@@ -57,13 +59,13 @@ class PlatformKey:
             return False
         return signature_holds(body, self.public)
 
-    def save(self, directory: Path) -> tuple[Path, Path]:
-        """Write the private (0600) and public PEM files into `directory`."""
+    def save(self, directory: Path, passphrase: bytes | None = None) -> tuple[Path, Path]:
+        """Write the private (0600, encrypted with a passphrase) and public PEM to `directory`."""
         if self.private is None:
             raise KeyFileError("only a key with its private half can be saved")
-        directory.mkdir(parents=True, exist_ok=True)
+        private_directory(directory)
         private, public = directory / PRIVATE_FILE, directory / PUBLIC_FILE
-        write_private_key(private, self.private)
+        write_private_key(private, self.private, passphrase)
         public.write_bytes(
             self.public.public_bytes(
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -72,9 +74,9 @@ class PlatformKey:
         return private, public
 
     @classmethod
-    def load(cls, directory: Path) -> PlatformKey:
+    def load(cls, directory: Path, passphrase: bytes | None = None) -> PlatformKey:
         """The key pair in `directory` (private file refused when others can read it)."""
-        private = read_private_key(directory / PRIVATE_FILE)
+        private = read_private_key(directory / PRIVATE_FILE, passphrase)
         if not isinstance(private, ec.EllipticCurvePrivateKey) or not _SCHEME.accepts(
             private.public_key()
         ):

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from cryptography import x509
 
-from meterseal.crypto.keys import MeterKey, write_secret
+from meterseal.crypto.at_rest import write_private_file
+from meterseal.crypto.keys import MeterKey
 from meterseal.deployment import CA_CERT
 from meterseal.errors import ConfigurationError
 from meterseal.integrity.auditlog import AuditLog
@@ -69,6 +70,7 @@ class Reporter:
         deployment_dir: Path,
         log: AuditLog,
         program: str,
+        passphrase: bytes | None = None,
     ) -> Reporter | None:
         """A reporter if a meter key is named; ConfigurationError for half a configuration."""
         if meter_id is None and fleet is None:
@@ -79,7 +81,7 @@ class Reporter:
             raise ConfigurationError("give both --meter and --fleet")
         from meterseal.meter.provisioning import load_fleet
 
-        keys = {m.key.meter_id: m.key for m in load_fleet(fleet)}
+        keys = {m.key.meter_id: m.key for m in load_fleet(fleet, passphrase)}
         if meter_id not in keys:
             raise ConfigurationError(f"meter {meter_id} is not in {fleet}")
         return cls(keys[meter_id], program, log, out, store_url, deployment_dir)
@@ -102,6 +104,6 @@ class Reporter:
         )
         signed = sign_report(report, self.key)
         if self.out is not None:
-            write_secret(self.out, signed)
+            write_private_file(self.out, signed)
         if self.store_url is not None and self.deployment_dir is not None:
             submit(self.store_url, self.deployment_dir, signed, dt.datetime.now(dt.UTC))

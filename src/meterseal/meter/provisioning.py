@@ -1,4 +1,9 @@
-"""Issue meter identities in bulk and keep them in one fleet file (private keys, 0600)."""
+"""Issue meter identities in bulk and keep them in one fleet file (private keys, 0600).
+
+The fleet file is a CBOR map {format, meters}, kept in the at-rest form of `crypto.at_rest`:
+encrypted whole under the deployment passphrase when one is set. Fleet files of earlier
+versions (bare CBOR) still load, with the unencrypted-keys warning.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +19,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from meterseal.crypto import at_rest
 from meterseal.crypto.certs import issue_meter_certificate
-from meterseal.crypto.keys import MeterKey, generate_meter_key, write_secret
+from meterseal.crypto.keys import MeterKey, generate_meter_key
 from meterseal.crypto.registry import MeterRecord, MeterRegistry
 from meterseal.crypto.suites import CipherSuite, suite_named
 from meterseal.errors import ConfigurationError
@@ -117,8 +123,8 @@ def _from_der(
     )
 
 
-def save_fleet(path: Path, meters: list[ProvisionedMeter]) -> None:
-    """Write the fleet (private keys included) as one CBOR file, mode 0600."""
+def save_fleet(path: Path, meters: list[ProvisionedMeter], passphrase: bytes | None = None) -> None:
+    """Write the fleet (private keys included) as one 0600 file, encrypted with a passphrase."""
     rows = [
         [
             m.key.meter_id,
@@ -134,15 +140,21 @@ def save_fleet(path: Path, meters: list[ProvisionedMeter]) -> None:
         ]
         for m in meters
     ]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_secret(path, cbor2.dumps({"format": FLEET_FORMAT, "meters": rows}))
+    at_rest.write_secret_file(
+        path, cbor2.dumps({"format": FLEET_FORMAT, "meters": rows}), passphrase
+    )
 
 
-def load_fleet(path: Path) -> list[ProvisionedMeter]:
-    """Read a fleet file written by `save_fleet`."""
+def load_fleet(path: Path, passphrase: bytes | None = None) -> list[ProvisionedMeter]:
+    """Read a fleet file written by `save_fleet` (KeyFileError if it needs a passphrase)."""
+    raw = at_rest.read_private_file(path, "fleet")
+    if at_rest.is_sealed_form(raw):
+        raw = at_rest.unseal(raw, passphrase, path)
+    else:  # a fleet file of an earlier version: bare CBOR
+        at_rest.warn_unencrypted(path)
     try:
-        data = cbor2.loads(path.read_bytes())
-    except (OSError, cbor2.CBORDecodeError) as exc:
+        data = cbor2.loads(raw)
+    except cbor2.CBORDecodeError as exc:
         raise ConfigurationError(f"cannot read fleet file {path}: {exc}") from exc
     if not isinstance(data, dict) or data.get("format") != FLEET_FORMAT:
         raise ConfigurationError(f"{path} is not a meterseal fleet file")

@@ -9,7 +9,7 @@ the CAS's reason; nothing is read from the deployment directory's private key fi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from meterseal.services.keys import STAGE_KEY, STAGE_SECRETS, StageSecrets
@@ -30,13 +30,16 @@ class CasKeys:
 
     cas_url: str
     deployment: Path  # where the (simulated) platform attestation key lives
+    passphrase: bytes | None = field(default=None, repr=False)  # of the platform's key file
 
     def secrets(self, stage: str) -> StageSecrets:
         """Measure, attest, fetch; ReleaseRefused (with the reason) if the CAS says no."""
         names = STAGE_SECRETS[stage]
         if not names:
             return StageSecrets(provenance="nothing to fetch")
-        worker = start_trusted(stage, self.cas_url, self.deployment, names=names)
+        worker = start_trusted(
+            stage, self.cas_url, self.deployment, names=names, passphrase=self.passphrase
+        )
         got = worker.secrets
         return StageSecrets(
             headend=headend_keys_from(got) if HEADEND_KEYS in names else None,

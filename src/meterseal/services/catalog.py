@@ -53,7 +53,7 @@ def key_source(options: ServiceOptions) -> KeySource:
         return DeploymentKeys(options.deployment, options.passphrase)
     from meterseal.services.attested import CasKeys
 
-    return CasKeys(options.cas_url, options.deployment)
+    return CasKeys(options.cas_url, options.deployment, options.passphrase)
 
 
 async def connect_bus(options: ServiceOptions) -> Bus:

@@ -19,7 +19,8 @@ from typing import Protocol, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from meterseal.crypto.keys import HeadEndKeys, read_symmetric_secret, write_symmetric_secret
+from meterseal.crypto.at_rest import read_secret_file, write_secret_file
+from meterseal.crypto.keys import HeadEndKeys
 from meterseal.deployment import load_deployment
 from meterseal.errors import ConfigurationError
 from meterseal.services.messages import STAGE_KEY_BYTES
@@ -93,8 +94,8 @@ def ensure_stage_key(directory: Path, passphrase: bytes | None = None) -> bytes:
     """The deployment's stage link key, created (0600) on first use."""
     path = directory / STAGE_KEY_FILE
     if not path.exists():
-        write_symmetric_secret(path, os.urandom(STAGE_KEY_BYTES), passphrase)
-    return read_symmetric_secret(path, passphrase)
+        write_secret_file(path, os.urandom(STAGE_KEY_BYTES), passphrase)
+    return read_secret_file(path, passphrase)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ import functools
 import sqlite3
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
@@ -20,6 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from meterseal.crypto.at_rest import create_private_file
 from meterseal.model import PhaseMeasurement, PhasorReport
 
 METER_ID = 64
@@ -347,6 +349,8 @@ def make_engine(url: str | sa.URL, *, read_only: bool = False, **kwargs: Any) ->
     connect_args = kwargs.setdefault("connect_args", {})
     if url.get_backend_name() == "sqlite":
         connect_args.setdefault("timeout", SQLITE_BUSY_SECONDS)
+        if not read_only:
+            _create_owner_only(url.database or "")
         if read_only and url.database:
             url = url.set(database=f"file:{url.database}", query={"mode": "ro", "uri": "true"})
     else:
@@ -355,6 +359,16 @@ def make_engine(url: str | sa.URL, *, read_only: bool = False, **kwargs: Any) ->
             options = f"{url.query.get('options', '')} -c default_transaction_read_only=on"
             url = url.update_query_dict({"options": options.strip()})
     return prepare_engine(sa.create_engine(url, **kwargs))
+
+
+def _create_owner_only(database: str) -> None:
+    # Readings are personal data: a new database file is the owner's only (SQLite would make
+    # it 0644), and SQLite gives its -wal and -shm files the database file's mode. A file that
+    # cannot be created is left for SQLite to report as it always has.
+    if database in ("", ":memory:") or database.startswith("file:"):
+        return
+    with suppress(OSError):
+        create_private_file(Path(database))
 
 
 def prepare_engine(engine: Engine) -> Engine:

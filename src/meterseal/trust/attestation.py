@@ -158,12 +158,12 @@ def parse_quote(data: bytes) -> Quote:
 # -- simulated ---------------------------------------------------------------------------
 
 
-def init_simulated_platform(directory: Path) -> bool:
+def init_simulated_platform(directory: Path, passphrase: bytes | None = None) -> bool:
     """Create the simulated platform attestation key pair in `directory`; False if present."""
     if (directory / PLATFORM_KEY).exists():
         return False
     key = ed25519.Ed25519PrivateKey.generate()
-    write_private_key(directory / PLATFORM_KEY, key)
+    write_private_key(directory / PLATFORM_KEY, key, passphrase)
     (directory / PLATFORM_PUBLIC).write_bytes(
         key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -184,9 +184,9 @@ class SimulatedAttester:
     backend: str = SIMULATED
 
     @classmethod
-    def from_deployment(cls, directory: Path) -> SimulatedAttester:
+    def from_deployment(cls, directory: Path, passphrase: bytes | None = None) -> SimulatedAttester:
         """The attester of the simulated platform whose key is in `directory`."""
-        key = read_private_key(directory / PLATFORM_KEY)
+        key = read_private_key(directory / PLATFORM_KEY, passphrase)
         if not isinstance(key, ed25519.Ed25519PrivateKey):
             raise AttestationError(f"{directory / PLATFORM_KEY} is not an Ed25519 key", "platform")
         return cls(key)

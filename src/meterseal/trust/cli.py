@@ -174,11 +174,11 @@ def cas_measure(
         console.print(table)
 
 
-def _attester(backend: str, directory: Path) -> Attester:
+def _attester(backend: str, directory: Path, secret: bytes | None) -> Attester:
     from meterseal.trust.attestation import ConfigfsTsmAttester, SimulatedAttester
 
     if backend == "simulated":
-        return SimulatedAttester.from_deployment(directory)
+        return SimulatedAttester.from_deployment(directory, secret)
     if backend == "configfs-tsm":
         return ConfigfsTsmAttester()
     raise ConfigurationError(f"unknown backend {backend!r}; choose {', '.join(BACKENDS)}")
@@ -192,6 +192,7 @@ def cas_fetch(
     config: ConfigFile = None,
     deployment_dir: DeploymentDir = DEFAULT_DEPLOYMENT,
     backend: Backend = "simulated",
+    passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
 ) -> None:
     """Act as a trusted worker: measure, attest, fetch; print versions, never values."""
     from meterseal.trust.worker import start_trusted
@@ -202,7 +203,7 @@ def cas_fetch(
         deployment_dir,
         names=secret,
         config=_config(config),
-        attester=_attester(backend, deployment_dir),
+        attester=_attester(backend, deployment_dir, passphrase(passphrase_env)),
     )
     console.print(f"measurement {worker.measurement.hex} ({worker.assurance})")
     for name, value in worker.secrets.items():

@@ -9,8 +9,9 @@ sealed (SGX's MRENCLAVE sealing policy). The measurement in the header only expl
 refusal; the key derivation is what enforces it.
 
 Simulated: the platform sealing secret is a 0600 file in the deployment directory
-(`platform-sealing.key`), where SGX would derive it inside the CPU. Whoever can read that
-file can unseal anything, so this gives no hardware guarantee.
+(`platform-sealing.key`, encrypted under the deployment passphrase when one is set), where SGX
+would derive it inside the CPU. Whoever can read that file (and knows the passphrase) can
+unseal anything, so this gives no hardware guarantee.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from meterseal.crypto import cose
-from meterseal.crypto.keys import read_symmetric_secret, write_secret, write_symmetric_secret
+from meterseal.crypto.at_rest import read_secret_file, write_private_file, write_secret_file
 from meterseal.trust.errors import SealingError
 from meterseal.trust.measurement import DIGEST_BYTES, Measurement
 
@@ -36,18 +37,23 @@ IV_BYTES = 12
 SECRET_BYTES = 32
 
 
-def init_sealing_secret(directory: Path, rng: Callable[[int], bytes] = os.urandom) -> bool:
+def init_sealing_secret(
+    directory: Path,
+    rng: Callable[[int], bytes] = os.urandom,
+    *,
+    passphrase: bytes | None = None,
+) -> bool:
     """Create the simulated platform sealing secret in `directory`; False if present."""
     path = directory / SEALING_SECRET
     if path.exists():
         return False
-    write_symmetric_secret(path, rng(SECRET_BYTES))
+    write_secret_file(path, rng(SECRET_BYTES), passphrase)
     return True
 
 
-def load_sealing_secret(directory: Path) -> bytes:
+def load_sealing_secret(directory: Path, passphrase: bytes | None = None) -> bytes:
     """The simulated platform sealing secret of `directory` (0600 file)."""
-    return read_symmetric_secret(directory / SEALING_SECRET)
+    return read_secret_file(directory / SEALING_SECRET, passphrase)
 
 
 def _key(platform_secret: bytes, measurement: Measurement, label: str) -> bytes:
@@ -119,7 +125,7 @@ def seal_to_file(
     path: Path, secret: bytes, measurement: Measurement, platform_secret: bytes, *, label: str
 ) -> None:
     """Seal `secret` into a 0600 file."""
-    write_secret(path, seal(secret, measurement, platform_secret, label=label))
+    write_private_file(path, seal(secret, measurement, platform_secret, label=label))
 
 
 def unseal_file(

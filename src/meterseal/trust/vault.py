@@ -1,6 +1,7 @@
 """The CAS master key: secrets at rest under it, and the MAC over the log's tree heads.
 
-The master key is a 32-byte 0600 file in the deployment directory (`cas-master.key`). Two
+The master key is a 32-byte 0600 file in the deployment directory (`cas-master.key`,
+encrypted under the deployment passphrase when one is set). Two
 keys are derived from it with HKDF-SHA256: one encrypts each secret version with
 AES-256-GCM (associated data: the secret's name and version, so a ciphertext cannot be
 moved to another name or version), the other MACs each (size, root) the log reaches (so a
@@ -22,7 +23,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from meterseal.crypto.keys import read_symmetric_secret, write_symmetric_secret
+from meterseal.crypto.at_rest import private_directory, read_secret_file, write_secret_file
 from meterseal.trust.errors import TrustError
 
 MASTER_KEY = "cas-master.key"
@@ -31,13 +32,17 @@ IV_BYTES = 12
 _SECRETS_FORMAT = "meterseal-cas-secret/1"
 
 
-def init_master_key(directory: Path, rng: Callable[[int], bytes] = os.urandom) -> bool:
+def init_master_key(
+    directory: Path,
+    rng: Callable[[int], bytes] = os.urandom,
+    *,
+    passphrase: bytes | None = None,
+) -> bool:
     """Create the CAS master key file in `directory`; False if it exists already."""
     path = directory / MASTER_KEY
     if path.exists():
         return False
-    directory.mkdir(parents=True, exist_ok=True)
-    write_symmetric_secret(path, rng(KEY_BYTES))
+    write_secret_file(path, rng(KEY_BYTES), passphrase)
     return True
 
 
@@ -63,7 +68,7 @@ class Vault:
         path = directory / MASTER_KEY
         if not path.exists():
             raise TrustError(f"no CAS master key {path}; run `meterseal cas init -d {directory}`")
-        return cls(read_symmetric_secret(path, passphrase))
+        return cls(read_secret_file(path, passphrase))
 
     def seal(self, name: str, version: int, value: bytes, iv: bytes | None = None) -> bytes:
         """iv || AES-256-GCM(value) bound to (name, version)."""
@@ -96,11 +101,9 @@ def init_cas_files(directory: Path, passphrase: bytes | None = None) -> dict[str
     from meterseal.trust.attestation import PLATFORM_KEY, init_simulated_platform
     from meterseal.trust.sealing import SEALING_SECRET, init_sealing_secret
 
-    directory.mkdir(parents=True, exist_ok=True)
-    master = directory / MASTER_KEY
-    created = {MASTER_KEY: not master.exists()}
-    if created[MASTER_KEY]:
-        write_symmetric_secret(master, os.urandom(KEY_BYTES), passphrase)
-    created[PLATFORM_KEY] = init_simulated_platform(directory)
-    created[SEALING_SECRET] = init_sealing_secret(directory)
-    return created
+    private_directory(directory)
+    return {
+        MASTER_KEY: init_master_key(directory, passphrase=passphrase),
+        PLATFORM_KEY: init_simulated_platform(directory, passphrase),
+        SEALING_SECRET: init_sealing_secret(directory, passphrase=passphrase),
+    }

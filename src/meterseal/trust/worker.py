@@ -47,6 +47,7 @@ def start_trusted(
     attester: Attester | None = None,
     timeout: float = 10.0,
     sealed_dir: Path | None = None,
+    passphrase: bytes | None = None,
 ) -> TrustedWorker:
     """Measure, attest and fetch the secrets `names` from the CAS (all or none)."""
     started = time.perf_counter()
@@ -56,14 +57,13 @@ def start_trusted(
         cas_url,
         stage=stage,
         measurement=measurement,
-        attester=attester or SimulatedAttester.from_deployment(deployment_dir),
+        attester=attester or SimulatedAttester.from_deployment(deployment_dir, passphrase),
         names=names,
         timeout=timeout,
     )
     done = time.perf_counter()
     if sealed_dir is not None:
-        platform_secret = load_sealing_secret(deployment_dir)
-        sealed_dir.mkdir(parents=True, exist_ok=True)
+        platform_secret = load_sealing_secret(deployment_dir, passphrase)
         for name, value in fetched.secrets.items():
             path = sealed_dir / f"{stage}.{name.replace('/', '_')}.sealed"
             seal_to_file(path, value, measurement, platform_secret, label=name)
