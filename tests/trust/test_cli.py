@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,22 @@ def _worker(
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[str, Path, str]]:
     """A deployment dir, a SQLite store and a `cas serve` process: (url, dir, store)."""
+    with _serving(tmp_path) as started:
+        yield started
+
+
+@pytest.fixture
+def served_encrypted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[str, Path, str]]:
+    """`served` with MS_PASSPHRASE set for `cas init`, `cas serve` and the workers."""
+    monkeypatch.setenv("MS_PASSPHRASE", "correct horse battery staple")
+    with _serving(tmp_path) as started:
+        yield started
+
+
+@contextmanager
+def _serving(tmp_path: Path) -> Iterator[tuple[str, Path, str]]:
     deployment, store = tmp_path / "dep", f"sqlite:///{tmp_path / 'cas.db'}"
     text = _cas("init", "-d", str(deployment))
     assert "created" in text
@@ -155,3 +172,24 @@ def test_admin_commands_refuse_bad_input_cleanly(tmp_path: Path) -> None:
     )
     assert no_keys.exit_code == 2
     assert "run `meterseal cas init" in _text(no_keys.output)
+
+
+def test_a_worker_attests_with_the_encrypted_platform_key(
+    served_encrypted: tuple[str, Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, deployment, store = served_encrypted
+    common = ["--store", store, "-d", str(deployment)]
+    secret_file = tmp_path / "anon.key"
+    secret_file.write_bytes(b"k" * 32)
+    _cas("secrets", "import", "--name", SECRET, "--file", str(secret_file), *common)
+    _cas("policy", "add", "--stage", STAGE, "--secret", SECRET, *common)
+    fetched = _worker(url, deployment)
+    assert fetched.returncode == 0, fetched.stdout + fetched.stderr
+    assert f"released {SECRET} v1" in fetched.stdout
+
+    monkeypatch.delenv("MS_PASSPHRASE")
+    refused = _worker(url, deployment)
+    assert refused.returncode == 2
+    said = _text(refused.stderr)
+    assert f"{deployment / 'platform-attestation.key.pem'} is encrypted: set MS_PASSPHRASE" in said
+    assert "Traceback" not in refused.stderr

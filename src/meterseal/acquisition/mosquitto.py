@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from meterseal.acquisition.mqtt import TOPIC_PREFIX, valid_meter_id
-from meterseal.crypto import certs
+from meterseal.crypto import at_rest, certs
 from meterseal.errors import ConfigurationError
 
 CONF = "mosquitto.conf"
@@ -191,12 +191,15 @@ def write_client_certificate(
     rng: Callable[[int], bytes],
 ) -> tuple[Path, Path]:
     """A client certificate whose CN is MQTT user `name`, and its key (encrypted if passphrase)."""
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    at_rest.private_directory(directory)
     key = ec.generate_private_key(ec.SECP256R1())
     cert = certs.issue_tls_certificate(
         ca_key, ca_cert, _checked_user(name), key.public_key(), client=True, now=now, rng=rng
     )
     cert_path, key_path = directory / f"{name}.cert.pem", directory / f"{name}.key.pem"
+    if not passphrase:
+        at_rest.warn_unencrypted(key_path)
+    # PKCS#8-encrypted PEM, not the at-rest form: Python's ssl module loads this file itself.
     write_private(key_path, _pem_key(key, passphrase))
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return cert_path, key_path
@@ -215,14 +218,7 @@ def _pem_key(key: ec.EllipticCurvePrivateKey, passphrase: bytes | None) -> bytes
 
 def write_private(path: Path, text: str | bytes) -> None:
     """Create or replace `path` readable by its owner only (chown it to the broker's user)."""
-    data = text.encode() if isinstance(text, str) else text
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    at_rest.write_private_file(path, text.encode() if isinstance(text, str) else text)
 
 
 def _checked_user(name: str) -> str:
