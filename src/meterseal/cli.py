@@ -304,6 +304,9 @@ def relay(
     idle_timeout: Annotated[
         float, typer.Option(help="seconds a silent meter connection is kept")
     ] = 120.0,
+    max_per_source: Annotated[
+        int, typer.Option(help="meter connections one source address may hold per process")
+    ] = 1024,
     status_every: Annotated[float, typer.Option(help="seconds between status lines")] = 10.0,
 ) -> None:
     """Run a TCP relay (data concentrator, holds no key) in front of the head-end's receiver."""
@@ -313,7 +316,8 @@ def relay(
     from meterseal.runtime.address import format_address, parse_address
 
     listen_at, upstream_at = parse_address(listen, 7401), parse_address(upstream, 7400)
-    config = RelayConfig(listen_at, upstream_at, upstreams, TcpLimits(idle_timeout=idle_timeout))
+    limits = TcpLimits(idle_timeout=idle_timeout, max_per_source=max_per_source)
+    config = RelayConfig(listen_at, upstream_at, upstreams, limits)
     pool = RelayPool(config, processes)
     port = pool.start()
     # Scripts wait for this line.

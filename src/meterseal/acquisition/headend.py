@@ -23,7 +23,7 @@ from meterseal.acquisition.freshness import FreshnessPolicy, FreshnessState
 from meterseal.acquisition.ingest import Ingest
 from meterseal.acquisition.parallel import ParallelOpener
 from meterseal.acquisition.stages import TrustedStages
-from meterseal.acquisition.tcp import TcpReceiver
+from meterseal.acquisition.tcp import TcpLimits, TcpReceiver
 from meterseal.deployment import TrustedMaterial
 from meterseal.runtime.address import format_address, parse_address
 from meterseal.storage import Store, StoreRegistry
@@ -57,6 +57,7 @@ class HeadEndSettings:
     registry_refresh: float = 5.0  # seconds between registry reloads (new and revoked meters)
     open_workers: int = 0  # processes that open packets; 0 opens in the stage thread
     policy: FreshnessPolicy = field(default_factory=FreshnessPolicy)
+    tcp_limits: TcpLimits = field(default_factory=TcpLimits)
 
 
 @dataclass
@@ -126,7 +127,7 @@ class HeadEnd:
         await self.ingest.start()
         settings = self.settings
         if settings.tcp is not None:
-            tcp = TcpReceiver(self.ingest)
+            tcp = TcpReceiver(self.ingest, settings.tcp_limits)
             host, port = parse_address(settings.tcp, 7400)
             port = await tcp.start(host, port)
             self.receivers["tcp"], self.endpoints["tcp"] = tcp, format_address(host, port)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from meterseal.acquisition.tcp import READ_SIZE, TcpLimits, encode_frames, read_frames
+from meterseal.runtime.connections import GatedListener
 
 T = TypeVar("T")
 # Counters that are normal events; any other counter is a fault (framing, timeouts, losses).
@@ -225,21 +226,17 @@ class Relay:
         self.open = self.peak = 0
         self._upstreams = [_Upstream(config, self.counts) for _ in range(config.upstreams)]
         self._next = 0
-        self._server: asyncio.Server | None = None
+        self._listener = GatedListener("relay", self._meter, config.limits, self.counts)
         self._meters: set[asyncio.Task[None]] = set()
 
     async def start(self) -> int:
         """Listen (sharing the port with sibling relays); returns the port."""
         host, port = self.config.listen
-        self._server = await asyncio.start_server(
-            self._meter, host, port, reuse_port=True, backlog=self.config.backlog
-        )
-        return int(self._server.sockets[0].getsockname()[1])
+        return await self._listener.start(host, port, backlog=self.config.backlog, reuse_port=True)
 
     async def stop(self) -> None:
         """Stop accepting, drop meter connections, close upstream connections."""
-        if self._server is not None:
-            self._server.close()
+        await self._listener.close()
         for task in list(self._meters):
             task.cancel()
         await asyncio.gather(*self._meters, return_exceptions=True)

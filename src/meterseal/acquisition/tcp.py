@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from meterseal.acquisition.ingest import Ack, PacketIntake
 from meterseal.acquisition.stages import Incoming
 from meterseal.crypto.packet import MAX_PACKET_BYTES
+from meterseal.runtime.connections import ConnectionLimits, GatedListener
 
 _LENGTH = struct.Struct(">I")
 READ_SIZE = 256 * 1024
@@ -28,9 +29,9 @@ _IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class TcpLimits:
-    """Caps that keep one peer from hurting the others."""
+@dataclass(frozen=True)
+class TcpLimits(ConnectionLimits):
+    """Caps that keep one peer from hurting the others (plus the connection caps)."""
 
     max_frame: int = MAX_PACKET_BYTES
     max_inflight: int = 64  # per connection: stop reading beyond this (back-pressure)
@@ -126,27 +127,30 @@ class TcpReceiver:
     ingest: PacketIntake
     limits: TcpLimits = field(default_factory=TcpLimits)
     counts: Counter[str] = field(default_factory=Counter)
-    _server: asyncio.Server | None = None
+    _listener: GatedListener | None = None
     _connections: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         """Listen; returns the bound port."""
-        self._server = await asyncio.start_server(
-            self._connection, host, port, limit=2**20, backlog=4096
+        self._listener = GatedListener(
+            "TCP receiver", self._connection, self.limits, self.counts, read_limit=2**20
         )
-        return int(self._server.sockets[0].getsockname()[1])
+        return await self._listener.start(host, port)
+
+    @property
+    def open_connections(self) -> int:
+        """Connections held now."""
+        return self._listener.gate.open if self._listener is not None else 0
 
     async def stop(self, grace: float = 1.0) -> None:
         """Stop accepting, give open connections `grace` seconds to finish, then close them."""
-        if self._server is not None:
-            self._server.close()
+        if self._listener is not None:
+            await self._listener.close()
         if self._connections:
             await asyncio.wait(set(self._connections), timeout=grace)
         for task in list(self._connections):
             task.cancel()
         await asyncio.gather(*self._connections, return_exceptions=True)
-        if self._server is not None:
-            await self._server.wait_closed()
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()

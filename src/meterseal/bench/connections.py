@@ -308,7 +308,7 @@ async def _run(
 ) -> ConnectionsResult:
     result = ConnectionsResult(plan, packets=len(framed) * plan.readings)
     host, port = (await head.start())["tcp"].rsplit(":", 1)
-    limits = TcpLimits(idle_timeout=HOLD)
+    limits = TcpLimits(idle_timeout=HOLD, max_per_source=PER_SOURCE)
     pool = RelayPool(
         RelayConfig(("127.0.0.1", 0), (host, int(port)), plan.upstreams, limits), plan.relays
     )

@@ -1,0 +1,251 @@
+"""TCP connection caps: one source's idle or slowloris flood does not starve the other meters.
+
+The flood comes from 127.0.0.1, the good meters from 127.0.0.7. Where the process's open-file
+limit matters, the receiver runs in a subprocess with a lowered RLIMIT_NOFILE and this process
+is the attacker, so the attacker's sockets do not count against the receiver's limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import struct
+import sys
+from collections import Counter
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from meterseal.acquisition.ingest import Ack
+from meterseal.acquisition.memory import MemorySink
+from meterseal.acquisition.relay import Relay, RelayConfig
+from meterseal.acquisition.tcp import TcpLimits, TcpLink, open_frames, send_frames
+from meterseal.runtime.connections import ConnectionGate, connection_budget, source_key
+from tests.acquisition.test_tcp import _packets, _serve, _stop
+from tests.conftest import World
+
+FLOOD = 100  # connections the attacker opens
+PER_SOURCE = 32
+GOOD = "127.0.0.7"
+ROUNDS = 50  # bounded waits: at most this many short sleeps
+
+
+async def _until(condition: Callable[[], bool], what: str) -> None:
+    for _ in range(ROUNDS * 10):
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"never happened: {what}")
+
+
+async def _flood(port: int, count: int, source: str = "127.0.0.1") -> list[asyncio.StreamWriter]:
+    """Open `count` connections; every other one starts a frame and never finishes it."""
+    writers = []
+    for i in range(count):
+        try:
+            _, writer = await open_frames("127.0.0.1", port, source=source)
+        except OSError:
+            continue
+        if i % 2:
+            writer.write(struct.pack(">I", 4000) + b"x")  # slowloris: a frame begun
+        writers.append(writer)
+    return writers
+
+
+def _close(writers: list[asyncio.StreamWriter]) -> None:
+    for writer in writers:
+        writer.transport.abort()
+
+
+def test_gate_caps_each_source_and_the_total() -> None:
+    counts: Counter[str] = Counter()
+    gate = ConnectionGate(max_per_source=2, max_connections=3, counts=counts)
+    assert [gate.admit("a"), gate.admit("a"), gate.admit("a")] == [
+        None,
+        None,
+        "refused_source_full",
+    ]
+    assert gate.admit("b") is None
+    assert gate.admit("c") == "refused_server_full"
+    gate.release("a")
+    assert gate.admit("c") is None
+    assert gate.held("a") == 1
+    assert gate.open == 3
+    assert counts == {"refused_source_full": 1, "refused_server_full": 1}
+
+
+def test_sources_and_the_budget() -> None:
+    assert source_key("10.1.2.3") == "10.1.2.3"
+    assert source_key("2001:db8::1") == source_key("2001:db8::ffff") == "2001:db8::/64"
+    assert source_key("::ffff:10.1.2.3") == "10.1.2.3"
+    assert connection_budget(20_000) == 17_500
+    assert connection_budget(256) == 128
+    assert connection_budget(64) == 1
+
+
+def test_idle_and_slowloris_flood_from_one_source_leaves_other_meters_served(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "meterseal.runtime.connections")
+
+    async def scenario() -> None:
+        sink = MemorySink()
+        limits = TcpLimits(max_per_source=PER_SOURCE)
+        ingest, receiver, port = await _serve(world, sink, limits)
+        flood = await _flood(port, FLOOD)
+        refused = FLOOD - PER_SOURCE
+        await _until(lambda: receiver.counts["refused_source_full"] == refused, "refusals")
+        assert receiver.open_connections == PER_SOURCE
+        link = TcpLink("127.0.0.1", port, source=GOOD)
+        good = _packets(world, range(9000, 9040))
+        acks = []
+        for start in range(0, len(good), 4):  # ten meters' exchanges, one connection each
+            acks += await link.exchange("M-p256", good[start : start + 4], 10)
+        _close(flood)
+        await _stop(ingest, receiver)
+        assert acks == [Ack.ACCEPTED] * len(good)
+        assert len(sink.originals) == len(good)
+        assert receiver.counts["refused_source_full"] == refused
+
+    asyncio.run(scenario())
+    lines = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    summed = sum(int(re.search(r"refused (\d+) connections", line)[1]) for line in lines)  # type: ignore[index]
+    assert summed == FLOOD - PER_SOURCE
+    assert len(lines) < summed  # summaries, not a line per refusal
+
+
+def test_relay_caps_meters_per_source() -> None:
+    async def scenario() -> None:
+        limits = TcpLimits(max_per_source=4)
+        relay = Relay(RelayConfig(("127.0.0.1", 0), ("127.0.0.1", 9), 1, limits))
+        port = await relay.start()
+        flood = await _flood(port, 10)
+        await _until(lambda: relay.counts["refused_source_full"] == 6, "refusals")
+        assert relay.status().faults == {"refused_source_full": 6}
+        await _until(lambda: relay.open == 4, "four meters held")
+        _close(flood)
+        await relay.stop()
+
+    asyncio.run(scenario())
+
+
+# The receiver in a subprocess with RLIMIT_NOFILE lowered; it accepts every frame (the
+# intake is not under test here) and answers "counts" on stdin with its counters as JSON.
+_RECEIVER = """
+import asyncio, json, resource, sys
+from collections import Counter
+from meterseal.acquisition.ingest import Ack
+from meterseal.acquisition.tcp import TcpLimits, TcpReceiver
+
+class Intake:
+    counts = Counter()
+    def enqueue(self, item):
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(Ack.ACCEPTED)
+        self.counts["packets"] += 1
+        return future
+    async def submit(self, item):
+        return await self.enqueue(item)
+    def pending(self):
+        return 0
+
+async def main(nofile, limits):
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, hard))
+    receiver = TcpReceiver(Intake(), TcpLimits(**limits))
+    print(await receiver.start(), flush=True)
+    loop = asyncio.get_running_loop()
+    while (line := await loop.run_in_executor(None, sys.stdin.readline)).strip() == "counts":
+        print(json.dumps({**receiver.counts, "open": receiver.open_connections}), flush=True)
+    await receiver.stop()
+
+asyncio.run(main(int(sys.argv[1]), json.loads(sys.argv[2])))
+"""
+
+
+Counts = Callable[[], Awaitable[dict[str, int]]]
+
+
+async def _with_receiver(
+    nofile: int, limits: dict[str, int], attack: Callable[[int, Counts], Awaitable[None]]
+) -> str:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _RECEIVER,
+        str(nofile),
+        json.dumps(limits),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stdin is not None
+    assert process.stdout is not None
+    stdin, stdout = process.stdin, process.stdout
+
+    async def counts() -> dict[str, int]:
+        stdin.write(b"counts\n")
+        await stdin.drain()
+        return dict(json.loads(await stdout.readline()))
+
+    try:
+        port = int(await asyncio.wait_for(stdout.readline(), 30))
+        await attack(port, counts)
+        stdin.write(b"stop\n")
+        await stdin.drain()
+        _, stderr = await asyncio.wait_for(process.communicate(), 30)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0, stderr.decode()
+    return stderr.decode()
+
+
+async def _good_meter_served(port: int) -> None:
+    acks = await send_frames("127.0.0.1", port, [b"sealed"] * 3, 10, source=GOOD)
+    assert acks == [Ack.ACCEPTED] * 3
+
+
+def test_the_total_stays_under_the_open_file_limit() -> None:
+    async def attack(port: int, counts: Counts) -> None:
+        flood = []
+        for source in ("127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"):
+            flood += await _flood(port, 40, source)
+        seen: dict[str, int] = {}
+
+        async def refused() -> bool:
+            seen.update(await counts())
+            return seen.get("refused_server_full", 0) + seen.get("open", 0) == 200
+
+        for _ in range(ROUNDS):
+            if await refused():
+                break
+            await asyncio.sleep(0.05)
+        assert seen["open"] == connection_budget(256) == 128
+        assert "accept_paused" not in seen  # never ran out of descriptors
+        _close(flood)
+        await _good_meter_served(port)
+
+    stderr = asyncio.run(_with_receiver(256, {}, attack))
+    assert "Traceback" not in stderr
+
+
+def test_out_of_descriptors_pauses_accepting_without_a_traceback_flood() -> None:
+    async def attack(port: int, counts: Counts) -> None:
+        flood = await _flood(port, 120)
+        for _ in range(ROUNDS):
+            if (await counts()).get("accept_paused"):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("accepting never paused")
+        _close(flood)
+        await _good_meter_served(port)  # accepting resumes once descriptors are free
+
+    # Caps above the limit on purpose: descriptors run out before any cap is reached.
+    stderr = asyncio.run(_with_receiver(64, {"max_connections": 10_000}, attack))
+    assert "Traceback" not in stderr
+    assert stderr.count("\n") <= 5  # at most a summary line or two
