@@ -76,9 +76,11 @@ def test_an_off_schema_head_is_a_format_error(
         BILL_LOG_HEAD.verified(signed, key.public_key())
 
 
-def test_a_head_without_its_signer_cannot_be_encoded_where_heads_name_one() -> None:
-    with pytest.raises(ValueError, match="signer"):
+def test_a_head_is_encoded_with_a_signer_exactly_where_its_log_names_one() -> None:
+    with pytest.raises(ValueError, match="name a signer"):
         AUDIT_LOG_HEAD.payload(TreeHead(1, ROOT, 1))
+    with pytest.raises(ValueError, match="omit a signer"):
+        BILL_LOG_HEAD.payload(TreeHead(1, ROOT, 1, "software key (no TPM)"))
     fmt = HeadFormat(NOTE, "issued_at", names_signer=True)
     with pytest.raises(DocumentFormatError, match="signer is text"):
         fmt.decode(cose.dumps({"size": 1, "root": ROOT, "issued_at": 1, "signer": 5}))

@@ -50,9 +50,9 @@ class HeadFormat:
             "root": head.root,
             self.time_field: head.issued_at,
         }
-        if self.names_signer:
-            if head.signer is None:
-                raise ValueError("this log's heads name their signer")
+        if self.names_signer != (head.signer is not None):  # a caller's bug, not input
+            raise ValueError(f"this log's heads {'name' if self.names_signer else 'omit'} a signer")
+        if head.signer is not None:
             item["signer"] = head.signer
         return cose.dumps(item)
 
