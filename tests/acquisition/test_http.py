@@ -26,6 +26,7 @@ from meterseal.meter.faults import FaultPlan
 from meterseal.meter.provisioning import provision, register_fleet
 from meterseal.meter.simulator import run_fleet, seal_meter
 from meterseal.model import Reading
+from meterseal.runtime.auth import check_access, route_rules
 from tests.conftest import NOW, World
 
 T = NOW.timestamp()
@@ -83,6 +84,14 @@ async def _single(client: httpx.AsyncClient, data: bytes) -> httpx.Response:
 
 async def _batch(client: httpx.AsyncClient, packets: Sequence[object]) -> httpx.Response:
     return await client.post("/v1/readings/batch", content=cbor2.dumps(packets), headers=CBOR)
+
+
+def test_the_readings_routes_are_proven_by_their_packets(world: World) -> None:
+    app = _serve(world, MemorySink()).receiver.app
+    check_access(app)
+    rules = route_rules(app)
+    assert rules["POST /v1/readings"] == rules["POST /v1/readings/batch"] == ["proven-by-body"]
+    assert rules["GET /healthz"] == rules["GET /v1/counters"] == ["public"]
 
 
 def test_single_and_batch_are_acked_once_stored_and_duplicates_are_idempotent(

@@ -23,6 +23,7 @@ from meterseal.billing.billlog import BILL_LOG_HEAD, bill_leaf
 from meterseal.billing.proofs import ReadingProof, verify_reading
 from meterseal.crypto.keys import kid_of, public_bytes
 from meterseal.errors import StorageError
+from meterseal.runtime.auth import check_access, route_rules
 from meterseal.storage import Store
 from meterseal.storage.bill_store import BillStore
 from meterseal.transparency.merkle import verify_consistency, verify_inclusion
@@ -316,6 +317,19 @@ def test_an_unreachable_store_is_503_and_counted(api: Api, monkeypatch: pytest.M
     assert (response.status_code, response.headers["retry-after"]) == (503, "5")
     assert "connection refused" not in response.text
     assert api.json("/v1/counters")["api"]["store_unavailable"] == 1
+
+
+def test_every_route_declares_its_access_and_customers_data_is_not_yet_protected(
+    api: Api,
+) -> None:
+    check_access(api.app)
+    rules = route_rules(api.app)
+    public = {"/healthz", "/v1/counters", "/v1/bill-log/head", "/v1/bill-log/heads/{size}"}
+    public |= {"/v1/bill-log/consistency", "/openapi.json", "/docs", "/redoc"}
+    public |= {"/docs/oauth2-redirect"}
+    for route, names in rules.items():
+        path = route.partition(" ")[2]
+        assert names == (["public"] if path in public else ["not-yet-protected"]), route
 
 
 def test_openapi_lists_the_routes_and_the_cbor_alternatives(api: Api) -> None:

@@ -11,8 +11,9 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from meterseal.dissemination.admission import AdmissionRequest
 from meterseal.dissemination.errors import AdmissionRefused, HandoutRejected, Reason
 from meterseal.dissemination.levels import PrivacyLevel, Role
-from meterseal.dissemination.lifecycle import TRANSITIONS, Event, State, step
+from meterseal.dissemination.lifecycle import TRANSITIONS, Event, InvalidTransition, State
 from meterseal.dissemination.subscription import Subscription, parse
+from meterseal.runtime.transitions import Driver, LocalProtocolError, RemoteProtocolError
 from meterseal.trust.attestation import SimulatedAttester
 from tests.dissemination.conftest import CUSTOMERS, NOW, World, measurement_of
 
@@ -157,10 +158,15 @@ def test_every_transition_of_the_table_and_nothing_else() -> None:
     for state in (None, *State):
         for event in Event:
             if (state, event) in TRANSITIONS:
-                assert step(state, event) is TRANSITIONS[(state, event)]
-            else:
-                with pytest.raises(AdmissionRefused):
-                    step(state, event)
+                assert TRANSITIONS.step(state, event, by=Driver.PEER) is TRANSITIONS[(state, event)]
+                continue
+            with pytest.raises(InvalidTransition) as refused:
+                TRANSITIONS.step(state, event, by=Driver.PEER)
+            assert isinstance(refused.value, AdmissionRefused)  # answered to the peer
+            assert isinstance(refused.value, RemoteProtocolError)
+            assert refused.value.reason is Reason.INVALID_TRANSITION
+            with pytest.raises(LocalProtocolError):  # the publisher's own move: its bug
+                TRANSITIONS.step(state, event, by=Driver.US)
 
 
 def test_a_request_with_a_malformed_subscription_is_refused_for_that_reason() -> None:

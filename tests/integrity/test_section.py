@@ -7,6 +7,7 @@ import pytest
 from meterseal.integrity.behaviour import Action, Behaviour
 from meterseal.integrity.errors import DsigError, ExtractionError, IntegrityError
 from meterseal.integrity.judgement import (
+    REASONS,
     TRANSITIONS,
     Event,
     Judgement,
@@ -24,6 +25,7 @@ from meterseal.integrity.section import (
     extract_verified,
 )
 from meterseal.integrity.trace import TraceRecorder
+from meterseal.runtime.transitions import LocalProtocolError
 
 HV = bytes(range(32))
 A = Behaviour("${exe}", "main", Action.CONNECT, "inet:${arg3}")
@@ -112,8 +114,9 @@ def test_f_j_is_trust_iff_f_d_and_f_v(section: IntegritySection) -> None:
 
 def test_the_table_ends_every_path_in_a_verdict() -> None:
     ends = {Step.TRUSTED, Step.MALICIOUS}
-    assert {to for to, _ in TRANSITIONS.values()} - ends <= {s for s, _ in TRANSITIONS}
-    assert not any(step in ends for step, _ in TRANSITIONS)
+    assert set(TRANSITIONS.values()) - ends <= TRANSITIONS.sources()
+    assert not TRANSITIONS.sources() & ends
+    assert {event for (_, event), to in TRANSITIONS.items() if to in ends} == set(REASONS)
     j = Judgement()
-    with pytest.raises(ValueError, match="no transition"):
+    with pytest.raises(LocalProtocolError, match="judgement cannot hv_equal when watching"):
         j.feed(Event.HV_EQUAL)

@@ -11,6 +11,7 @@ import pytest
 from fastapi import FastAPI
 
 from meterseal.errors import StorageError
+from meterseal.runtime.auth import check_access, route_rules
 from meterseal.runtime.http import ThreadedServer
 from meterseal.trust.api import MAX_BODY, create_cas_app
 from meterseal.trust.client import fetch_release, fetch_secrets
@@ -40,6 +41,16 @@ def ready(world: World, worker_measurement: Measurement) -> World:
     world.cas.put_secret("anonymization-key", SECRET)
     world.cas.allow("anonymize-store", worker_measurement, ["anonymization-key"])
     return world
+
+
+def test_every_route_declares_its_access(ready: World) -> None:
+    app = create_cas_app(ready.cas)
+    check_access(app)
+    rules = {route.partition(" ")[2]: names for route, names in route_rules(app).items()}
+    assert rules["/v1/nonce"] == rules["/v1/attestation"] == rules["/healthz"] == ["public"]
+    assert rules["/v1/release"] == ["proven-by-body"]
+    for path in ("/v1/policies", "/v1/secrets", "/v1/log"):
+        assert rules[path] == ["not-yet-protected"]
 
 
 def test_a_worker_fetches_its_secret_over_http(

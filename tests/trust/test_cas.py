@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from meterseal.runtime.transitions import Driver, LocalProtocolError
 from meterseal.trust.attestation import SimulatedAttester, init_simulated_platform
 from meterseal.trust.cas import (
     TRANSITIONS,
@@ -12,7 +13,6 @@ from meterseal.trust.cas import (
     ReleaseRequest,
     check_log,
     decode_entry,
-    next_state,
 )
 from meterseal.trust.channel import EphemeralKey, release_info
 from meterseal.trust.errors import ReleaseRefused, TrustError
@@ -223,15 +223,20 @@ def test_a_secret_the_cas_cannot_decrypt_fails_the_release_and_is_logged(
 
 
 def test_the_transition_table_is_the_protocol() -> None:
-    assert next_state(NonceState.ISSUED, Event.QUOTE_IN_TIME) is NonceState.ATTESTED
-    assert next_state(NonceState.ISSUED, Event.QUOTE_LATE) is NonceState.EXPIRED
-    assert next_state(NonceState.ATTESTED, Event.POLICY_ALLOWS) is NonceState.RELEASED
-    assert next_state(NonceState.ATTESTED, Event.POLICY_REFUSES) is NonceState.REFUSED
-    assert next_state(NonceState.ATTESTED, Event.RELEASE_FAILED) is NonceState.REFUSED
+    def step(state: NonceState, event: Event) -> NonceState:
+        return TRANSITIONS.step(state, event, by=Driver.US)
+
+    assert step(NonceState.ISSUED, Event.QUOTE_IN_TIME) is NonceState.ATTESTED
+    assert step(NonceState.ISSUED, Event.QUOTE_LATE) is NonceState.EXPIRED
+    assert step(NonceState.ATTESTED, Event.POLICY_ALLOWS) is NonceState.RELEASED
+    assert step(NonceState.ATTESTED, Event.POLICY_REFUSES) is NonceState.REFUSED
+    assert step(NonceState.ATTESTED, Event.RELEASE_FAILED) is NonceState.REFUSED
     terminal = {NonceState.RELEASED, NonceState.REFUSED, NonceState.EXPIRED}
     for state in terminal:
-        assert all(next_state(state, event) is None for event in Event)
-    assert {source for source, _ in TRANSITIONS} == {NonceState.ISSUED, NonceState.ATTESTED}
+        for event in Event:  # the CAS drives every event: a refused one is its own bug
+            with pytest.raises(LocalProtocolError, match="release cannot"):
+                step(state, event)
+    assert TRANSITIONS.sources() == {NonceState.ISSUED, NonceState.ATTESTED}
 
 
 def test_the_log_verifies_and_detects_rewrites(

@@ -28,6 +28,7 @@ from meterseal.acquisition.ingest import Ack, PacketIntake
 from meterseal.acquisition.stages import Incoming
 from meterseal.crypto import cose
 from meterseal.crypto.packet import MAX_PACKET_BYTES
+from meterseal.runtime.auth import PROVEN_BY_BODY, access
 from meterseal.runtime.http import HttpServer, ServerLimits, service_app
 
 SINGLE_TYPES = ("application/cose", "application/octet-stream")
@@ -237,6 +238,7 @@ def create_app(ingest: PacketIntake, limits: HttpLimits | None = None) -> FastAP
             **_REFUSALS,
         },
         openapi_extra=_binary_body(SINGLE_TYPES, "One sealed packet (COSE)."),
+        dependencies=[access(PROVEN_BY_BODY)],  # a packet's signature says who sent it
     )(readings.single)
     app.post(
         "/v1/readings/batch",
@@ -244,6 +246,7 @@ def create_app(ingest: PacketIntake, limits: HttpLimits | None = None) -> FastAP
         description=f"A CBOR array of at most {limits.max_batch} packets; one ack each, in order.",
         responses={200: {"model": BatchAcks, "description": "One ack per packet."}, **_REFUSALS},
         openapi_extra=_binary_body(BATCH_TYPES, "A CBOR array of byte strings."),
+        dependencies=[access(PROVEN_BY_BODY)],
     )(readings.batch)
     return app
 

@@ -31,6 +31,7 @@ from meterseal.billing.bill import Bill, parse_signed_bill
 from meterseal.billing.ports import BillArchive, StoredBill, countersigned_of
 from meterseal.billing.proofs import ProofConflict, ProofNotFound
 from meterseal.errors import MetersealError, StorageError
+from meterseal.runtime.auth import NOT_YET_PROTECTED, PUBLIC, Rule, access
 from meterseal.runtime.http import service_app
 from meterseal.transparency.heads import SignedTreeHead
 from meterseal.transparency.merkle import MerkleTree
@@ -190,15 +191,20 @@ _Responses = dict[int | str, dict[str, Any]]
 _F = TypeVar("_F", bound=Callable[..., Any])
 _NOT_FOUND: _Responses = {404: {"model": Detail, "description": "Unknown id (see `detail`)."}}
 _CONFLICT: _Responses = {409: {"model": Detail, "description": "Reading changed since billing."}}
-_ROUTES: list[tuple[str, str, type[BaseModel], tuple[str, ...], _Responses]] = []
+_ROUTES: list[tuple[str, str, type[BaseModel], tuple[str, ...], _Responses, Rule]] = []
 
 
 def _get(
-    path: str, model: type[BaseModel], raw: tuple[str, ...] = (), errors: _Responses = _NOT_FOUND
+    path: str,
+    model: type[BaseModel],
+    raw: tuple[str, ...] = (),
+    errors: _Responses = _NOT_FOUND,
+    *,
+    rule: Rule,
 ) -> Callable[[_F], _F]:
     # Routes are registered in definition order: Starlette takes the first route that matches.
     def mark(handler: _F) -> _F:
-        _ROUTES.append((path, handler.__name__, model, raw, errors))
+        _ROUTES.append((path, handler.__name__, model, raw, errors, rule))
         return handler
 
     return mark
@@ -238,7 +244,7 @@ class _Routes:
         )
         return self._found(self.bills.log_head(size), detail)
 
-    @_get("/v1/customers/{customer_id}/bills", CustomerBills)
+    @_get("/v1/customers/{customer_id}/bills", CustomerBills, rule=NOT_YET_PROTECTED)
     def customer_bills(self, customer_id: Name) -> CustomerBills:
         """A customer's bills, oldest first, with each one's latest audit verdict."""
         listed = self.bills.bill_summaries(customer_id)
@@ -254,6 +260,7 @@ class _Routes:
         ProofView,
         CBOR_TYPES,
         _NOT_FOUND | _CONFLICT,
+        rule=NOT_YET_PROTECTED,
     )
     def reading_proof(
         self,
@@ -281,7 +288,7 @@ class _Routes:
         view = ProofView(**dataclasses.asdict(proof), proof=data)
         return _negotiated(request, data, CBOR_TYPES, view)
 
-    @_get("/v1/bills/{bill_id:path}", BillView, COSE_TYPES)
+    @_get("/v1/bills/{bill_id:path}", BillView, COSE_TYPES, rule=NOT_YET_PROTECTED)
     def bill(self, request: Request, bill_id: BillId) -> Response:
         """A signed bill, countersigned once audited clean; the COSE_Sign1 on request."""
         stored = self._bill(bill_id)
@@ -302,17 +309,17 @@ class _Routes:
         self.counts["bills"] += 1
         return _negotiated(request, served, COSE_TYPES, view)
 
-    @_get("/v1/bill-log/head", TreeHeadView, COSE_TYPES)
+    @_get("/v1/bill-log/head", TreeHeadView, COSE_TYPES, rule=PUBLIC)
     def latest_head(self, request: Request) -> Response:
         """The bill log's latest signed tree head; the COSE_Sign1 on request."""
         return _head_response(request, self._head())
 
-    @_get("/v1/bill-log/heads/{size}", TreeHeadView, COSE_TYPES)
+    @_get("/v1/bill-log/heads/{size}", TreeHeadView, COSE_TYPES, rule=PUBLIC)
     def head(self, request: Request, size: Size) -> Response:
         """The bill log's signed tree head at a size; the COSE_Sign1 on request."""
         return _head_response(request, self._head(size))
 
-    @_get("/v1/bill-log/consistency", ConsistencyView)
+    @_get("/v1/bill-log/consistency", ConsistencyView, rule=PUBLIC)
     def consistency(
         self,
         first: Annotated[int, Query(ge=1, le=MAX_INT)],
@@ -327,7 +334,7 @@ class _Routes:
         proof = tree.consistency_proof(first, second)
         return ConsistencyView(first=first, second=second, proof=proof)
 
-    @_get("/v1/bill-log/inclusion/{bill_id:path}", InclusionView)
+    @_get("/v1/bill-log/inclusion/{bill_id:path}", InclusionView, rule=NOT_YET_PROTECTED)
     def inclusion(
         self, bill_id: BillId, tree_size: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None
     ) -> InclusionView:
@@ -347,7 +354,7 @@ class _Routes:
             signed_head=self._head(size).signed,
         )
 
-    @_get("/v1/audit/reports", ReportList, errors={})
+    @_get("/v1/audit/reports", ReportList, errors={}, rule=NOT_YET_PROTECTED)
     def reports(
         self,
         bill: Annotated[str | None, Query(max_length=128, pattern=_PRINTABLE)] = None,
@@ -357,7 +364,7 @@ class _Routes:
         found = self.bills.reports(bill, limit)
         return ReportList(reports=[ReportView(**r._asdict()) for r in found])
 
-    @_get("/v1/audit/reports/{report_id}", ReportView)
+    @_get("/v1/audit/reports/{report_id}", ReportView, rule=NOT_YET_PROTECTED)
     def report(self, report_id: Annotated[int, Path(ge=1, le=MAX_INT)]) -> ReportView:
         """One audit report as the auditor stored it."""
         found = self._found(self.bills.report(report_id), f"no audit report {report_id}")
@@ -376,7 +383,7 @@ def add_billing_routes(app: FastAPI, bills: BillArchive) -> None:
         detail = {"detail": "the store is unavailable; retry later"}
         return JSONResponse(detail, 503, {"Retry-After": "5"})
 
-    for path, name, model, raw, errors in _ROUTES:
+    for path, name, model, raw, errors, rule in _ROUTES:
         handler = getattr(routes, name)
         binary = {"schema": {"type": "string", "format": "binary"}}
         content: _Responses = {200: {"content": {media: binary for media in raw}}} if raw else {}
@@ -385,6 +392,7 @@ def add_billing_routes(app: FastAPI, bills: BillArchive) -> None:
             summary=handler.__doc__.splitlines()[0].rstrip("."),
             response_model=model,
             responses={**content, **errors},
+            dependencies=[access(rule)],
         )(handler)
 
 

@@ -31,8 +31,9 @@ from meterseal.dissemination.handout import (
     seal_handout,
 )
 from meterseal.dissemination.levels import PrivacyLevel, Role, grant
-from meterseal.dissemination.lifecycle import Event, State, step
+from meterseal.dissemination.lifecycle import TRANSITIONS, Event, State
 from meterseal.dissemination.subscription import Subscription
+from meterseal.runtime.transitions import Driver
 from meterseal.trust.attestation import QuoteVerifier
 from meterseal.trust.errors import AttestationError
 from meterseal.trust.policy import Policy, Query, release_decision
@@ -136,7 +137,7 @@ class Authority:
         """A fresh single-use nonce for `member`'s next admission request."""
         check_member_name(member)
         known = self.members.get(member)
-        state = step(known.state if known else None, Event.CHALLENGE)
+        state = TRANSITIONS.step(known.state if known else None, Event.CHALLENGE, by=Driver.PEER)
         nonce = self.rng(32)
         if known is None:
             known = self.members[member] = Member(member, state)
@@ -153,9 +154,9 @@ class Authority:
         try:
             self._check(request, nonce, expires, now, member)
         except AdmissionRefused:
-            member.state = step(member.state, Event.REFUSE)
+            member.state = TRANSITIONS.step(member.state, Event.REFUSE, by=Driver.PEER)
             raise
-        member.state = step(member.state, Event.ADMIT)
+        member.state = TRANSITIONS.step(member.state, Event.ADMIT, by=Driver.PEER)
         member.role = request.role
         member.public_key = x25519.X25519PublicKey.from_public_bytes(request.public_key)
         return self._register(member, request, now)
@@ -246,7 +247,7 @@ class Authority:
         for name in sorted(set(names)):
             member = self.members[name]
             if member.state is State.ADMITTED:
-                member.state = step(member.state, Event.REKEY)
+                member.state = TRANSITIONS.step(member.state, Event.REKEY, by=Driver.US)
                 handouts.append((name, self._handout(member, self._entries(member), now)))
         return handouts
 
@@ -277,7 +278,7 @@ class Authority:
         member = self.members.get(name)
         if member is None:
             raise AdmissionRefused(Reason.UNKNOWN_SUBSCRIBER, f"no member {name!r}")
-        member.state = step(member.state, Event.REMOVE)
+        member.state = TRANSITIONS.step(member.state, Event.REMOVE, by=Driver.PEER)
         self.router.remove_member(name)
         affected: list[str] = []
         for level in level_wide(member.role):

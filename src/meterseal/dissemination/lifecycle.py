@@ -7,7 +7,10 @@
     admitted    --remove-----> removed      subscriptions dropped, its keys rotated away
     refused, removed --challenge--> challenged   may apply again from the start
 
-Anything else (an admitted member asking to be admitted again, say) is refused.
+Anything else is refused. A member's request (challenge, admit, refuse) or the operator's
+command (remove) that the table refuses is the peer's fault: `InvalidTransition`, an
+`AdmissionRefused` answered to the peer. A rotation (rekey) is driven by the publisher
+itself, so a refused one is a bug here (`LocalProtocolError`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import enum
 from typing import Final
 
 from meterseal.dissemination.errors import AdmissionRefused, Reason
+from meterseal.runtime.transitions import RemoteProtocolError, TransitionTable
 
 
 class State(enum.StrEnum):
@@ -37,24 +41,25 @@ class Event(enum.StrEnum):
     REMOVE = "remove"
 
 
-TRANSITIONS: Final[dict[tuple[State | None, Event], State]] = {
-    (None, Event.CHALLENGE): State.CHALLENGED,
-    (State.CHALLENGED, Event.CHALLENGE): State.CHALLENGED,
-    (State.CHALLENGED, Event.ADMIT): State.ADMITTED,
-    (State.CHALLENGED, Event.REFUSE): State.REFUSED,
-    (State.ADMITTED, Event.REKEY): State.ADMITTED,
-    (State.ADMITTED, Event.REMOVE): State.REMOVED,
-    (State.REFUSED, Event.CHALLENGE): State.CHALLENGED,
-    (State.REMOVED, Event.CHALLENGE): State.CHALLENGED,
-}
+class InvalidTransition(AdmissionRefused, RemoteProtocolError):
+    """A member or the operator asked for a move the admission table does not have."""
+
+    def __init__(self, message: str, state: object = None, event: object = None) -> None:
+        super().__init__(Reason.INVALID_TRANSITION, message)
+        self.state, self.event = state, event
 
 
-def step(state: State | None, event: Event) -> State:
-    """The state after `event`; AdmissionRefused(INVALID_TRANSITION) if the table has none."""
-    try:
-        return TRANSITIONS[(state, event)]
-    except KeyError:
-        where = state.value if state else "unknown"
-        raise AdmissionRefused(
-            Reason.INVALID_TRANSITION, f"cannot {event.value} a member that is {where}"
-        ) from None
+TRANSITIONS: Final[TransitionTable[State, Event]] = TransitionTable(
+    "admission",
+    {
+        (None, Event.CHALLENGE): State.CHALLENGED,
+        (State.CHALLENGED, Event.CHALLENGE): State.CHALLENGED,
+        (State.CHALLENGED, Event.ADMIT): State.ADMITTED,
+        (State.CHALLENGED, Event.REFUSE): State.REFUSED,
+        (State.ADMITTED, Event.REKEY): State.ADMITTED,
+        (State.ADMITTED, Event.REMOVE): State.REMOVED,
+        (State.REFUSED, Event.CHALLENGE): State.CHALLENGED,
+        (State.REMOVED, Event.CHALLENGE): State.CHALLENGED,
+    },
+    remote_error=InvalidTransition,
+)

@@ -20,6 +20,7 @@ from meterseal.integrity.behaviour import Behaviour
 from meterseal.integrity.errors import DsigError, IntegrityError
 from meterseal.integrity.section import IntegritySection
 from meterseal.integrity.trace import Key
+from meterseal.runtime.transitions import Driver, TransitionTable
 
 
 class Step(enum.Enum):
@@ -48,17 +49,31 @@ class Event(enum.Enum):
     MEASUREMENT_FAILED = "measurement_failed"
 
 
-TRANSITIONS: dict[tuple[Step, Event], tuple[Step, str]] = {
-    (Step.WATCHING, Event.BEHAVIOUR): (Step.EXTRACTING, ""),
-    (Step.EXTRACTING, Event.EXTRACTED): (Step.DETECTING, ""),
-    (Step.EXTRACTING, Event.EXTRACTION_FAILED): (Step.MALICIOUS, "trace extraction failed"),
-    (Step.EXTRACTING, Event.DSIG_FAILED): (Step.MALICIOUS, "DSig does not verify"),
-    (Step.DETECTING, Event.IN_TRACE): (Step.MEASURING, ""),
-    (Step.DETECTING, Event.NO_BEHAVIOUR): (Step.MEASURING, ""),
-    (Step.DETECTING, Event.NOT_IN_TRACE): (Step.MALICIOUS, "behaviour not in the trace (f_d)"),
-    (Step.MEASURING, Event.HV_EQUAL): (Step.TRUSTED, "f_d and f_v hold"),
-    (Step.MEASURING, Event.HV_DIFFERENT): (Step.MALICIOUS, "newHV differs from HV (f_v)"),
-    (Step.MEASURING, Event.MEASUREMENT_FAILED): (Step.MALICIOUS, "the process cannot be measured"),
+# `judge` drives every event from what its own extraction and measurement returned, so a
+# refused one is a bug in the monitor (`Driver.US`), never the judged process's doing.
+TRANSITIONS: TransitionTable[Step, Event] = TransitionTable(
+    "judgement",
+    {
+        (Step.WATCHING, Event.BEHAVIOUR): Step.EXTRACTING,
+        (Step.EXTRACTING, Event.EXTRACTED): Step.DETECTING,
+        (Step.EXTRACTING, Event.EXTRACTION_FAILED): Step.MALICIOUS,
+        (Step.EXTRACTING, Event.DSIG_FAILED): Step.MALICIOUS,
+        (Step.DETECTING, Event.IN_TRACE): Step.MEASURING,
+        (Step.DETECTING, Event.NO_BEHAVIOUR): Step.MEASURING,
+        (Step.DETECTING, Event.NOT_IN_TRACE): Step.MALICIOUS,
+        (Step.MEASURING, Event.HV_EQUAL): Step.TRUSTED,
+        (Step.MEASURING, Event.HV_DIFFERENT): Step.MALICIOUS,
+        (Step.MEASURING, Event.MEASUREMENT_FAILED): Step.MALICIOUS,
+    },
+)
+# Why a judgement ended where the event took it (each ending event has one move).
+REASONS: dict[Event, str] = {
+    Event.EXTRACTION_FAILED: "trace extraction failed",
+    Event.DSIG_FAILED: "DSig does not verify",
+    Event.NOT_IN_TRACE: "behaviour not in the trace (f_d)",
+    Event.HV_EQUAL: "f_d and f_v hold",
+    Event.HV_DIFFERENT: "newHV differs from HV (f_v)",
+    Event.MEASUREMENT_FAILED: "the process cannot be measured",
 }
 
 
@@ -124,11 +139,9 @@ class Judgement:
         self.f_v: bool | None = None
 
     def feed(self, event: Event, detail: str = "") -> Step:
-        """Take one event; ValueError if the table has no such transition (a monitor bug)."""
-        try:
-            self.step, reason = TRANSITIONS[(self.step, event)]
-        except KeyError:
-            raise ValueError(f"no transition from {self.step.name} on {event.name}") from None
+        """Take one event; LocalProtocolError if the table has no such move (a monitor bug)."""
+        self.step = TRANSITIONS.step(self.step, event, by=Driver.US)
+        reason = REASONS.get(event, "")
         if event in (Event.IN_TRACE, Event.NOT_IN_TRACE):
             self.f_d = event is Event.IN_TRACE
         if event in (Event.HV_EQUAL, Event.HV_DIFFERENT):

@@ -1,6 +1,8 @@
-"""The runtime under every service: lifecycle, HTTP app and server, metrics, addresses.
+"""The runtime under every service: lifecycle, HTTP app and server, metrics, addresses, access.
 
 Below every feature package: it imports only `meterseal.errors` and third-party libraries,
 and every service (the head-end, services mode's stages and supervisor, the CAS, the bills
-API, the dissemination router and aggregator) runs on it.
+API, the dissemination router and aggregator) runs on it. `auth` is where authentication
+and authorization plug in (every route declares one access rule); `transitions` is the one
+way a protocol's transition table refuses a move, telling our bug from the peer's fault.
 """

@@ -1,11 +1,12 @@
 """The HTTP side of every service: the app factory, its uvicorn server and limits.
 
-`service_app` builds a FastAPI app with OpenAPI, `/healthz` and `/v1/counters`; `HttpServer`
-serves one in the current event loop (binding IPv4, IPv6 or a host name itself, and closing
-connections whose next request head does not arrive in time); `HttpAppService` runs one as a
-`Stage` under `serve_stage`; `ThreadedServer` runs one on its own loop in a thread (tests and
-benches). The head-end's receiver of readings (`acquisition.http`) and the CAS and billing APIs
-are built on these.
+`service_app` builds a FastAPI app with OpenAPI, `/healthz` and `/v1/counters`, each route
+declaring its access rule (`runtime.auth`). `HttpServer` serves one in the current event loop:
+it refuses to start an app with a route that declares none, binds IPv4, IPv6 or a host name
+itself, and closes connections whose next request head does not arrive in time.
+`HttpAppService` runs an app as a `Stage` under `serve_stage`; `ThreadedServer` runs one on
+its own loop in a thread (tests and benches). The head-end's receiver of readings
+(`acquisition.http`) and the CAS and billing APIs are built on these.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from fastapi import FastAPI
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from meterseal.runtime.address import format_address, parse_address
+from meterseal.runtime.auth import PUBLIC, access, check_access
 from meterseal.runtime.metrics import ServiceMetrics
 
 
@@ -45,11 +47,11 @@ def service_app(
     app = FastAPI(title=title, version="1", description=description)
     app.state.counts = counts  # `HttpServer` adds its connection-level refusals here
 
-    @app.get("/healthz", summary="Liveness")
+    @app.get("/healthz", summary="Liveness", dependencies=[access(PUBLIC)])
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/v1/counters", summary="Service counters")
+    @app.get("/v1/counters", summary="Service counters", dependencies=[access(PUBLIC)])
     async def service_counters() -> dict[str, Any]:
         return counters()
 
@@ -128,7 +130,8 @@ class HttpServer:
         return counts
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        """Listen; returns the bound port."""
+        """Listen; returns the bound port. UndeclaredAccess if a route declares no rule."""
+        check_access(self.app)
         # Bind here: uvicorn turns a bind failure into sys.exit, which would end the event loop.
         sock = listen_socket(host, port)
         config = uvicorn.Config(

@@ -24,8 +24,10 @@ from fastapi import Response
 
 from meterseal.errors import MetersealError
 from meterseal.runtime.address import format_address, parse_address
+from meterseal.runtime.auth import PUBLIC, access
 from meterseal.runtime.http import HttpServer, service_app
 from meterseal.runtime.metrics import CONTENT_TYPE, ServiceMetrics
+from meterseal.runtime.transitions import Driver, LocalProtocolError, TransitionTable
 
 log = logging.getLogger(__name__)
 
@@ -51,20 +53,25 @@ class Event(enum.StrEnum):
     FAIL = "fail"
 
 
-TRANSITIONS: dict[tuple[State, Event], State] = {
-    (State.CREATED, Event.START): State.STARTING,
-    (State.STARTING, Event.STARTED): State.READY,
-    (State.STARTING, Event.STOP): State.DRAINING,
-    (State.STARTING, Event.FAIL): State.FAILED,
-    (State.READY, Event.STOP): State.DRAINING,
-    (State.READY, Event.FAIL): State.FAILED,
-    (State.DRAINING, Event.DRAINED): State.STOPPED,
-    (State.DRAINING, Event.FAIL): State.FAILED,
-}
+class LifecycleError(LocalProtocolError):
+    """The lifecycle was driven along a move its table does not have: a bug in the runtime."""
 
 
-class LifecycleError(MetersealError):
-    """An event that the lifecycle table does not allow in the current state."""
+# Only `serve_stage` drives these events, so a refused one is our bug (`Driver.US`).
+TRANSITIONS: TransitionTable[State, Event] = TransitionTable(
+    "service",
+    {
+        (State.CREATED, Event.START): State.STARTING,
+        (State.STARTING, Event.STARTED): State.READY,
+        (State.STARTING, Event.STOP): State.DRAINING,
+        (State.STARTING, Event.FAIL): State.FAILED,
+        (State.READY, Event.STOP): State.DRAINING,
+        (State.READY, Event.FAIL): State.FAILED,
+        (State.DRAINING, Event.DRAINED): State.STOPPED,
+        (State.DRAINING, Event.FAIL): State.FAILED,
+    },
+    local_error=LifecycleError,
+)
 
 
 class Lifecycle:
@@ -75,11 +82,8 @@ class Lifecycle:
 
     def on(self, event: Event) -> State:
         """Apply `event`; LifecycleError if the table has no such transition."""
-        following = TRANSITIONS.get((self.state, event))
-        if following is None:
-            raise LifecycleError(f"service cannot {event.value} while {self.state.value}")
-        self.state = following
-        return following
+        self.state = TRANSITIONS.step(self.state, event, by=Driver.US)
+        return self.state
 
 
 class Stage(Protocol):
@@ -114,13 +118,18 @@ def admin_app(stage: Stage, lifecycle: Lifecycle) -> Any:
         stage.counters,
     )
 
-    @app.get("/readyz", summary="Readiness")
+    @app.get("/readyz", summary="Readiness", dependencies=[access(PUBLIC)])
     async def readyz(response: Response) -> dict[str, str]:
         if lifecycle.state is not State.READY:
             response.status_code = 503
         return {"state": lifecycle.state.value}
 
-    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    @app.get(
+        "/metrics",
+        summary="Prometheus metrics",
+        response_class=Response,
+        dependencies=[access(PUBLIC)],
+    )
     async def metrics() -> Response:
         return Response(stage.metrics.exposition(), media_type=CONTENT_TYPE)
 

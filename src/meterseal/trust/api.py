@@ -29,6 +29,7 @@ from starlette.requests import ClientDisconnect
 
 from meterseal.crypto import cose
 from meterseal.errors import StorageError
+from meterseal.runtime.auth import NOT_YET_PROTECTED, PROVEN_BY_BODY, PUBLIC, access
 from meterseal.runtime.http import service_app
 from meterseal.trust.attestation import MAX_QUOTE_BYTES, NO_HARDWARE, SIMULATED
 from meterseal.trust.cas import Cas, Release, ReleaseRequest, check_log, decode_entry
@@ -181,7 +182,12 @@ def create_cas_app(cas: Cas) -> FastAPI:
         counts["store_unavailable"] += 1
         return JSONResponse({"detail": "the store is unavailable; retry later"}, 503)
 
-    @app.post("/v1/nonce", summary="A fresh single-use nonce", response_model=NonceView)
+    @app.post(
+        "/v1/nonce",
+        summary="A fresh single-use nonce",
+        response_model=NonceView,
+        dependencies=[access(PUBLIC)],  # a nonce is worth nothing without an attested quote
+    )
     def nonce() -> NonceView:
         issued = cas.issue_nonce()
         counts["nonces"] += 1
@@ -190,6 +196,7 @@ def create_cas_app(cas: Cas) -> FastAPI:
     @app.post(
         "/v1/release",
         summary="Release secrets to an attested worker",
+        dependencies=[access(PROVEN_BY_BODY)],  # the quote attests the worker's code
         responses={
             200: {"content": {CBOR: {"schema": {"type": "string", "format": "binary"}}}},
             **{s: {"model": Detail} for s in (400, 403, 408, 413, 415, 503)},
@@ -222,7 +229,11 @@ def create_cas_app(cas: Cas) -> FastAPI:
             headers={"X-Meterseal-Assurance": result.assurance},
         )
 
-    @app.get("/v1/policies", summary="Allow rules and revoked measurements")
+    @app.get(
+        "/v1/policies",
+        summary="Allow rules and revoked measurements",
+        dependencies=[access(NOT_YET_PROTECTED)],
+    )
     def policies() -> PoliciesView:
         rules = [
             RuleView(
@@ -244,7 +255,11 @@ def create_cas_app(cas: Cas) -> FastAPI:
         ]
         return PoliciesView(rules=rules, revoked=revoked)
 
-    @app.get("/v1/secrets", summary="Secrets' names and versions (never values)")
+    @app.get(
+        "/v1/secrets",
+        summary="Secrets' names and versions (never values)",
+        dependencies=[access(NOT_YET_PROTECTED)],
+    )
     def secrets() -> SecretsView:
         infos = cas.state.secret_infos()
         return SecretsView(
@@ -259,7 +274,7 @@ def create_cas_app(cas: Cas) -> FastAPI:
             ]
         )
 
-    @app.get("/v1/log", summary="A page of the CAS log")
+    @app.get("/v1/log", summary="A page of the CAS log", dependencies=[access(NOT_YET_PROTECTED)])
     def log_page(
         after: Annotated[int, Query(ge=-1, le=2**62)] = -1,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -278,7 +293,11 @@ def create_cas_app(cas: Cas) -> FastAPI:
             problems=problems,
         )
 
-    @app.get("/v1/attestation", summary="Accepted quote backends and their guarantees")
+    @app.get(
+        "/v1/attestation",
+        summary="Accepted quote backends and their guarantees",
+        dependencies=[access(PUBLIC)],
+    )
     def attestation() -> AttestationView:
         guarantee = {SIMULATED: NO_HARDWARE}
         return AttestationView(

@@ -28,11 +28,12 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from meterseal.crypto import cose
+from meterseal.runtime.transitions import Driver, TransitionTable
 from meterseal.transparency.merkle import MerkleTree, leaf_hash
 from meterseal.trust.attestation import (
     NONCE_BYTES,
@@ -70,19 +71,19 @@ class Event(enum.StrEnum):
     RELEASE_FAILED = "a secret could not be decrypted or encrypted"
 
 
-# The release protocol: (state, event) -> next state. Anything else is refused.
-TRANSITIONS: Mapping[tuple[NonceState, Event], NonceState] = {
-    (NonceState.ISSUED, Event.QUOTE_IN_TIME): NonceState.ATTESTED,
-    (NonceState.ISSUED, Event.QUOTE_LATE): NonceState.EXPIRED,
-    (NonceState.ATTESTED, Event.POLICY_ALLOWS): NonceState.RELEASED,
-    (NonceState.ATTESTED, Event.POLICY_REFUSES): NonceState.REFUSED,
-    (NonceState.ATTESTED, Event.RELEASE_FAILED): NonceState.REFUSED,
-}
-
-
-def next_state(state: NonceState, event: Event) -> NonceState | None:
-    """Where `event` takes a nonce in `state`, or None if the protocol has no such move."""
-    return TRANSITIONS.get((state, event))
+# The release protocol: (state, event) -> next state. Anything else is refused. The CAS
+# drives every event after its own checks (the nonce's state is read and moved atomically),
+# so a refused move is a bug here, never the worker's input (`Driver.US`).
+TRANSITIONS: TransitionTable[NonceState, Event] = TransitionTable(
+    "release",
+    {
+        (NonceState.ISSUED, Event.QUOTE_IN_TIME): NonceState.ATTESTED,
+        (NonceState.ISSUED, Event.QUOTE_LATE): NonceState.EXPIRED,
+        (NonceState.ATTESTED, Event.POLICY_ALLOWS): NonceState.RELEASED,
+        (NonceState.ATTESTED, Event.POLICY_REFUSES): NonceState.REFUSED,
+        (NonceState.ATTESTED, Event.RELEASE_FAILED): NonceState.REFUSED,
+    },
+)
 
 
 class BadRequest(ReleaseRefused):
@@ -268,9 +269,7 @@ class Cas:
             self._refuse(request, None, f"quote refused ({exc.check}): {exc}")
 
     def _step(self, nonce: bytes, source: NonceState, event: Event) -> bool:
-        target = next_state(source, event)
-        if target is None:  # a bug in this module, never the caller's input
-            raise RuntimeError(f"no transition from {source} on {event}")
+        target = TRANSITIONS.step(source, event, by=Driver.US)
         return self.state.move_nonce(nonce, source, target)
 
     def policy(self) -> Policy:
