@@ -95,6 +95,25 @@ def keys_init(
         console.print(f"  head-end key for suite {kid_name:8} kid {kid.hex()}")
 
 
+@keys_app.command("encrypt")
+def keys_encrypt(
+    directories: Annotated[list[Path], typer.Argument(help="deployment, router or key dirs")],
+    passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
+    old_passphrase_env: Annotated[
+        str | None, typer.Option(help="variable holding the current passphrase, to change it")
+    ] = None,
+) -> None:
+    """Encrypt the key and secret files of existing directories under the passphrase."""
+    from meterseal.crypto.rekey import rekey
+
+    new = _passphrase(passphrase_env)
+    if new is None:
+        raise ConfigurationError(f"set {passphrase_env} to the passphrase to encrypt with")
+    old = _passphrase(old_passphrase_env) if old_passphrase_env else new
+    for path in rekey(directories, old, new):
+        console.print(f"encrypted {path}")
+
+
 @meters_app.command("provision")
 def meters_provision(
     count: int,
