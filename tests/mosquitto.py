@@ -12,7 +12,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,12 +105,7 @@ def running_broker(
         try:
             yield broker
         finally:
-            broker.process.terminate()
-            try:
-                broker.process.wait(10)
-            except subprocess.TimeoutExpired:
-                broker.process.kill()
-                broker.process.wait()
+            stop(broker.process)
 
 
 def _start(
@@ -121,33 +116,57 @@ def _start(
     prefix: str,
     now: dt.datetime,
 ) -> Broker:
-    # Mosquitto cannot bind port 0: take ports the kernel just handed out, and try again
-    # with others when someone took them meanwhile.
     log = directory / "mosquitto.log"
-    for _ in range(_ATTEMPTS):
-        password_port, certificate_port = _free_port(), _free_port()
-        plan = mosquitto.BrokerPlan(
-            directory,
-            password_port=password_port,
-            certificate_port=certificate_port,
-            prefix=prefix,
-            run_as=getpass.getuser(),
-            log_file=log,
+    plans: list[mosquitto.BrokerPlan] = []
+
+    def configure(password_port: int, certificate_port: int) -> Path:
+        plans.append(
+            mosquitto.BrokerPlan(
+                directory,
+                password_port=password_port,
+                certificate_port=certificate_port,
+                prefix=prefix,
+                run_as=getpass.getuser(),
+                log_file=log,
+            )
         )
-        mosquitto.write_broker(plan, ca_key, ca_cert, ["127.0.0.1"], now=now, rng=os.urandom)
+        mosquitto.write_broker(plans[-1], ca_key, ca_cert, ["127.0.0.1"], now=now, rng=os.urandom)
+        return directory / mosquitto.CONF
+
+    process = launch(configure, log)
+    return Broker(plans[-1], secret, directory / mosquitto.CA, process)
+
+
+def launch(configure: Callable[[int, int], Path], log: Path) -> subprocess.Popen[bytes]:
+    """Start mosquitto with the config `configure(password_port, certificate_port)` writes.
+
+    Mosquitto cannot bind port 0: this takes ports the kernel just handed out, and tries
+    again with others when someone took them meanwhile. The config must log to `log`.
+    """
+    require_mosquitto()
+    for _ in range(_ATTEMPTS):
+        conf = configure(_free_port(), _free_port())
         log.write_text("")
         process = subprocess.Popen(
-            [MOSQUITTO, "-c", str(directory / mosquitto.CONF)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            [MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         if _running(process, log):
-            return Broker(plan, secret, directory / mosquitto.CA, process)
+            return process
         process.kill()
         process.wait()
         if "in use" not in log.read_text(errors="replace"):
             raise RuntimeError(f"mosquitto did not start: {log.read_text(errors='replace')}")
     raise RuntimeError(f"no free port pair for mosquitto in {_ATTEMPTS} attempts")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop a broker `launch` started."""
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _free_port() -> int:

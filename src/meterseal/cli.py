@@ -67,6 +67,7 @@ def _add_group(name: str, module: str, attribute: str, summary: str) -> None:
 
 # The groups beyond the core import their extras' packages: each is added if they are installed.
 _add_group("bills", "meterseal.cli_bills", "bills_app", "Bills over HTTP.")
+_add_group("mqtt", "meterseal.cli_mqtt", "mqtt_app", "Mosquitto configuration.")
 _add_group("router", "meterseal.dissemination.cli", "dissemination_app", "Dissemination.")
 _add_group("integrity", "meterseal.integrity.cli", "integrity_app", "Meter software integrity.")
 _add_group("cas", "meterseal.trust.cli", "cas_app", "Configuration and attestation service.")
@@ -290,7 +291,7 @@ def simulate(
     deployment = _load(deployment_dir, passphrase_env)
     plan = SimulationPlan(transport, target, days, faults, concurrency, window, pace, seed)
     meters = load_fleet(fleet or deployment_dir / "fleet-p256.cbor", _passphrase(passphrase_env))
-    report = run_simulate(console, deployment, meters, plan)
+    report = run_simulate(console, deployment, meters, plan, _passphrase(passphrase_env))
     if report.unacknowledged:
         raise typer.Exit(code=1)
 

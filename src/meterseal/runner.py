@@ -119,8 +119,10 @@ class SimulationPlan:
     seed: int
 
 
-def link_for(transport: str, target: str) -> MeterLink:
-    """The meter side of `transport` pointed at `target`."""
+def link_for(
+    transport: str, target: str, *, mqtt_passwords: Callable[[str], str] | None = None
+) -> MeterLink:
+    """The meter side of `transport` pointed at `target` (MQTT meters log in if given passwords)."""
     if transport == "tcp":
         host, port = parse_address(target, 7400)
         return TcpLink(host, port)
@@ -131,7 +133,8 @@ def link_for(transport: str, target: str) -> MeterLink:
     if transport == "mqtt":
         from meterseal.acquisition.mqtt import MqttLink
 
-        return MqttLink(target if "://" in target else f"mqtt://{target}")
+        url = target if "://" in target else f"mqtt://{target}"
+        return MqttLink(url, passwords=mqtt_passwords)
     raise ConfigurationError(f"unknown transport {transport!r}; choose one of {TRANSPORTS}")
 
 
@@ -140,6 +143,7 @@ def simulate(
     deployment: Deployment,
     fleet: list[ProvisionedMeter],
     plan: SimulationPlan,
+    passphrase: bytes | None = None,
 ) -> SimulationReport:
     """Seal the fleet's last `days` of readings, send them, print what the head-end answered."""
     now = dt.datetime.now(dt.UTC)
@@ -156,13 +160,27 @@ def simulate(
     with progress_bar(console) as bar:
         task = bar.add_task("meters seal their readings", total=len(fleet))
         wire = seal_workload(work, now=now, progress=lambda n: bar.advance(task, n))
-    link = link_for(plan.transport, plan.target)
+    link = link_for(
+        plan.transport, plan.target, mqtt_passwords=_mqtt_passwords(deployment, plan, passphrase)
+    )
     with progress_bar(console) as bar:
         total = sum(len(p) for p in wire.values())
         task = bar.add_task(f"sending over {plan.transport} to {plan.target}", total=total)
         report = asyncio.run(_send(wire, link, plan, lambda n: bar.advance(task, n)))
     console.print(simulation_table(report))
     return report
+
+
+def _mqtt_passwords(
+    deployment: Deployment, plan: SimulationPlan, passphrase: bytes | None
+) -> Callable[[str], str] | None:
+    """The meters' MQTT passwords, when the deployment has an MQTT secret (`mqtt setup`)."""
+    if plan.transport != "mqtt":
+        return None
+    from meterseal.acquisition import mosquitto
+
+    secret = mosquitto.deployment_meter_secret(deployment.directory, passphrase)
+    return None if secret is None else mosquitto.meter_passwords(secret)
 
 
 async def _send(

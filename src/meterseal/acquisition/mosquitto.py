@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from meterseal.acquisition.mqtt import TOPIC_PREFIX, valid_meter_id
 from meterseal.crypto import at_rest, certs
+from meterseal.crypto.keys import write_private_key
 from meterseal.errors import ConfigurationError
 
 CONF = "mosquitto.conf"
@@ -44,6 +45,10 @@ SERVER_KEY = "server.key.pem"
 # Mosquitto's own default: the passwords are 256-bit random, so stretching adds nothing, and
 # the broker pays the iterations on every connect.
 PBKDF2_ITERATIONS = 101
+# In the deployment directory: the secret the meters' passwords derive from, and the
+# head-ends' client certificates and keys.
+DEPLOYMENT_DIR = "mqtt"
+METER_SECRET = "meters.key"  # noqa: S105 - a file name
 _PASSWORD_LABEL = b"meterseal mqtt meter password v1\x00"
 
 
@@ -69,6 +74,24 @@ def meter_password(secret: bytes, meter_id: str) -> str:
 def meter_passwords(secret: bytes) -> Callable[[str], str]:
     """`meter_password` bound to one secret, as `MqttLink(passwords=...)` takes it."""
     return lambda meter_id: meter_password(secret, meter_id)
+
+
+def deployment_meter_secret(
+    deployment: Path, passphrase: bytes | None, *, create: bool = False
+) -> bytes | None:
+    """The deployment's MQTT secret (made on first use if `create`); None if it has none."""
+    path = deployment / DEPLOYMENT_DIR / METER_SECRET
+    if not path.exists():
+        if not create:
+            return None
+        at_rest.write_secret_file(path, os.urandom(32), passphrase)
+    return at_rest.read_secret_file(path, passphrase)
+
+
+def deployment_headends(deployment: Path) -> list[str]:
+    """The head-ends that have an MQTT client certificate in the deployment."""
+    certificates = (deployment / DEPLOYMENT_DIR).glob("*.cert.pem")
+    return sorted(p.name.removesuffix(".cert.pem") for p in certificates)
 
 
 def password_line(username: str, password: str, salt: bytes) -> str:
@@ -154,7 +177,8 @@ def write_broker(
     cert = certs.issue_tls_certificate(
         ca_key, ca_cert, hosts[0] if hosts else "", key.public_key(), hosts=hosts, now=now, rng=rng
     )
-    write_private(d / SERVER_KEY, _pem_key(key, None))
+    # Mosquitto reads its key unencrypted: this one is the broker's, not a deployment secret.
+    write_private(d / SERVER_KEY, _pem_key(key))
     write_private(d / SERVER_CERT, cert.public_bytes(serialization.Encoding.PEM))
     write_private(d / CA, ca_cert.public_bytes(serialization.Encoding.PEM))
     write_private(d / CONF, mosquitto_conf(plan))
@@ -197,22 +221,14 @@ def write_client_certificate(
         ca_key, ca_cert, _checked_user(name), key.public_key(), client=True, now=now, rng=rng
     )
     cert_path, key_path = directory / f"{name}.cert.pem", directory / f"{name}.key.pem"
-    if not passphrase:
-        at_rest.warn_unencrypted(key_path)
-    # PKCS#8-encrypted PEM, not the at-rest form: Python's ssl module loads this file itself.
-    write_private(key_path, _pem_key(key, passphrase))
+    write_private_key(key_path, key, passphrase)
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return cert_path, key_path
 
 
-def _pem_key(key: ec.EllipticCurvePrivateKey, passphrase: bytes | None) -> bytes:
-    encryption: serialization.KeySerializationEncryption = (
-        serialization.BestAvailableEncryption(passphrase)
-        if passphrase
-        else serialization.NoEncryption()
-    )
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
 
 

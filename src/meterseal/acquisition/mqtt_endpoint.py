@@ -24,8 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
+from meterseal.crypto import at_rest
+from meterseal.crypto.keys import read_private_key
 from meterseal.errors import ConfigurationError
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
@@ -131,9 +135,7 @@ class MqttEndpoint:
             context = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
             context.minimum_version = ssl.TLSVersion.TLSv1_2
             if self.cert_file is not None and self.key_file is not None:
-                # An encrypted client key opens with the deployment passphrase.
-                passphrase = os.environ.get("MS_PASSPHRASE")
-                context.load_cert_chain(self.cert_file, self.key_file, passphrase)
+                _load_client_key(context, self.cert_file, self.key_file)
         except (OSError, ssl.SSLError) as exc:
             raise ConfigurationError(f"MQTT TLS files of {self.shown()}: {exc}") from None
         return context
@@ -173,6 +175,25 @@ def _options(query: str, url: str) -> dict[str, str]:
             f"MQTT URL options are {', '.join(sorted(_OPTIONS))}; got {wrong}: {_redacted(url)}"
         )
     return options
+
+
+def _load_client_key(context: ssl.SSLContext, cert_file: Path, key_file: Path) -> None:
+    """Load a client certificate and its key, which may be encrypted at rest (MS_PASSPHRASE)."""
+    # ssl takes keys from files only, and not in meterseal's at-rest form: the key goes to
+    # OpenSSL through an anonymous in-memory file that no other process can open.
+    passphrase = os.environ.get(at_rest.PASSPHRASE_VARIABLE)
+    key = read_private_key(key_file, passphrase.encode() if passphrase else None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        raise ConfigurationError(f"{key_file} holds no TLS client key (EC or RSA)")
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    fd = os.memfd_create("mqtt-client-key", os.MFD_CLOEXEC)
+    try:
+        os.write(fd, pem)
+        context.load_cert_chain(cert_file, f"/proc/self/fd/{fd}")
+    finally:
+        os.close(fd)
 
 
 def _common_name(path: Path) -> str:
