@@ -24,8 +24,9 @@ from meterseal.acquisition.memory import MemorySink
 from meterseal.acquisition.mqtt import MqttLimits, MqttLink, MqttReceiver
 from meterseal.acquisition.mqtt_endpoint import MqttEndpoint
 from meterseal.acquisition.stages import TrustedStages
-from meterseal.crypto import certs, packet
+from meterseal.crypto import at_rest, certs, packet
 from meterseal.crypto.keys import MeterKey
+from meterseal.errors import KeyFileError
 from meterseal.model import Reading
 from tests.conftest import NOW, World
 from tests.mosquitto import Broker, running_broker
@@ -327,7 +328,7 @@ def test_readings_sent_while_the_headend_is_away_are_stored_when_it_is_back(
     assert again.counts["received"] == 10
 
 
-def test_an_encrypted_headend_key_opens_with_the_passphrase(
+def test_an_encrypted_headend_key_opens_with_the_passphrase_only(
     secure: Secure, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cert, key = mosquitto.write_client_certificate(
@@ -339,6 +340,12 @@ def test_an_encrypted_headend_key_opens_with_the_passphrase(
         now=NOW,
         rng=os.urandom,
     )
-    url = secure.broker.url(certificate=True, query=f"cert={cert}&key={key}")
+    assert at_rest.is_encrypted(key.read_bytes())
+    endpoint = MqttEndpoint.parse(
+        secure.broker.url(certificate=True, query=f"cert={cert}&key={key}")
+    )
+    monkeypatch.delenv("MS_PASSPHRASE", raising=False)
+    with pytest.raises(KeyFileError, match="MS_PASSPHRASE"):
+        endpoint.tls_context()
     monkeypatch.setenv("MS_PASSPHRASE", "pass phrase")
-    assert not asyncio.run(_refused(MqttEndpoint.parse(url), "headend-a"))
+    assert not asyncio.run(_refused(endpoint, "headend-a"))
