@@ -7,7 +7,7 @@ import itertools
 import os
 import random
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -38,6 +38,16 @@ def _unencrypted_keys_warned() -> None:
     # Most tests keep their keys unencrypted on purpose: the once-per-process warning would
     # land in whichever command's output came first. tests/crypto/test_at_rest.py renews it.
     at_rest._warned = True
+
+
+@pytest.fixture
+def permissive_umask() -> Iterator[None]:
+    """Run with umask 0, so only the code's own modes keep files private."""
+    old = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(old)
 
 
 def seeded_rng(seed: int) -> Callable[[int], bytes]:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,16 +15,6 @@ from meterseal.crypto import at_rest
 from meterseal.errors import KeyFileError
 
 PASSPHRASE = b"correct horse"
-
-
-@pytest.fixture
-def permissive_umask() -> Iterator[None]:
-    """Run with umask 0, so only the code's own modes keep files private."""
-    old = os.umask(0)
-    try:
-        yield
-    finally:
-        os.umask(old)
 
 
 @pytest.fixture

@@ -2,24 +2,10 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from meterseal.storage import Store
 from meterseal.trust.cas_store import CasStore
-
-
-@pytest.fixture
-def permissive_umask() -> Iterator[None]:
-    """Run with umask 0, so only the code's own modes keep files private."""
-    old = os.umask(0)
-    try:
-        yield
-    finally:
-        os.umask(old)
 
 
 def _modes(directory: Path) -> dict[str, int]:
