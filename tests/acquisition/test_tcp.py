@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import os
 import struct
+from collections import Counter
+from collections.abc import Callable
 
 import pytest
 
 from meterseal.acquisition.anonymize import Anonymizer
 from meterseal.acquisition.ingest import Ack, Ingest
 from meterseal.acquisition.memory import MemorySink
-from meterseal.acquisition.stages import TrustedStages
+from meterseal.acquisition.stages import Incoming, TrustedStages
 from meterseal.acquisition.tcp import (
     FrameParser,
     TcpLimits,
@@ -99,6 +101,55 @@ def test_store_failure_means_retry_not_ack(world: World) -> None:
         assert acks == [Ack.RETRY] * 3
         assert again == [Ack.ACCEPTED] * 3
         assert len(sink.originals) == 3
+
+    asyncio.run(scenario())
+
+
+class _HeldIntake:
+    """An intake whose acks the test decides, one future per packet in arrival order."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.futures: list[asyncio.Future[Ack]] = []
+
+    def enqueue(self, item: Incoming) -> asyncio.Future[Ack]:
+        self.futures.append(asyncio.get_running_loop().create_future())
+        return self.futures[-1]
+
+    async def submit(self, item: Incoming) -> Ack:
+        return await self.enqueue(item)
+
+    def pending(self) -> int:
+        return 0
+
+
+def test_a_connection_is_not_read_beyond_its_unanswered_frames(world: World) -> None:
+    async def until(condition: Callable[[], bool]) -> None:
+        while not condition():
+            await asyncio.sleep(0.01)
+
+    async def scenario() -> None:
+        intake = _HeldIntake()
+        receiver = TcpReceiver(intake, TcpLimits(max_inflight=2))
+        port = await receiver.start()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(encode_frames(_packets(world, range(4000, 4005))))
+        await until(lambda: len(intake.futures) == 2)
+        await asyncio.sleep(0.2)  # time to read more, were the line not full
+        assert len(intake.futures) == 2
+        intake.futures[1].set_result(Ack.REJECTED)  # decided, but behind an unanswered one
+        await asyncio.sleep(0.05)
+        assert len(intake.futures) == 2
+        intake.futures[0].set_result(Ack.ACCEPTED)
+        assert await reader.readexactly(2) == bytes([0, 1])  # both at once, in frame order
+        await until(lambda: len(intake.futures) == 4)
+        for future in intake.futures[2:]:
+            future.set_result(Ack.RETRY)
+        await until(lambda: len(intake.futures) == 5)
+        intake.futures[4].set_result(Ack.ACCEPTED)
+        assert await reader.readexactly(3) == bytes([2, 2, 0])
+        writer.close()
+        await receiver.stop()
 
     asyncio.run(scenario())
 

@@ -31,12 +31,15 @@ from meterseal.acquisition.stages import Incoming, StageResult, TrustedStages
 log = logging.getLogger(__name__)
 
 
-class Ack(enum.Enum):
-    """What a receiver tells the sender; deliberately without a reason."""
+class Ack(enum.IntEnum):
+    """What a receiver tells the sender, as the byte on the wire; deliberately without a reason."""
 
     ACCEPTED = 0  # durable (stored now or before): do not resend
     REJECTED = 1  # refused for good: do not resend
     RETRY = 2  # not durable (overload, store unavailable): resend later
+
+
+_COUNTED = {ack: ack.name.lower() for ack in Ack}  # the counter each ack adds to
 
 
 class ReadingSink(Protocol):
@@ -67,10 +70,7 @@ class PacketIntake(Protocol):
         ...
 
 
-@dataclass
-class _Pending:
-    item: Incoming
-    future: asyncio.Future[Ack]
+_Pending = tuple[Incoming, asyncio.Future[Ack]]  # a packet and its ack, until answered
 
 
 @dataclass
@@ -104,7 +104,13 @@ class Ingest:
         self.counts: Counter[str] = Counter()
         # Acquisition latency (received -> durable, seconds) of the most recent packets.
         self.latencies: deque[float] = deque(maxlen=latency_window)
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=max_pending)
+        self.max_pending = max_pending
+        # Packets waiting for a batch; a deque and an event rather than an asyncio.Queue,
+        # whose per-item bookkeeping cost more than the rest of receiving a packet.
+        self._waiting: deque[_Pending] = deque()
+        self._arrival: asyncio.Future[None] | None = None  # the batcher waits for a packet
+        self._unanswered = 0  # queued or in a batch, not yet answered
+        self._answered_all = asyncio.Event()
         # Checked batches the store has not taken yet, and room for more: the stages take a
         # batch only when there is room for it, so they run at most store_depth batches ahead.
         self._checked: asyncio.Queue[_Checked] = asyncio.Queue()
@@ -123,7 +129,9 @@ class Ingest:
     async def stop(self) -> None:
         """Finish what is queued, then stop."""
         if self._workers:
-            await self._queue.join()
+            while self._unanswered:
+                self._answered_all.clear()
+                await self._answered_all.wait()
             for worker in self._workers:
                 worker.cancel()
             await asyncio.gather(*self._workers, return_exceptions=True)
@@ -132,7 +140,7 @@ class Ingest:
 
     def pending(self) -> int:
         """Packets waiting for a batch (a queue-depth metric)."""
-        return self._queue.qsize()
+        return len(self._waiting)
 
     def awaiting_store(self) -> int:
         """Checked batches waiting for the store (a queue-depth metric)."""
@@ -141,11 +149,14 @@ class Ingest:
     def enqueue(self, item: Incoming) -> asyncio.Future[Ack]:
         """Queue a packet; the future resolves once it is durable (or refused, or to retry)."""
         future: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
-        try:
-            self._queue.put_nowait(_Pending(item, future))
-        except asyncio.QueueFull:
+        if 0 < self.max_pending <= len(self._waiting):
             self.counts["overload"] += 1
             future.set_result(Ack.RETRY)
+            return future
+        self._waiting.append((item, future))
+        self._unanswered += 1
+        if self._arrival is not None and not self._arrival.done():
+            self._arrival.set_result(None)
         return future
 
     async def submit(self, item: Incoming) -> Ack:
@@ -154,29 +165,38 @@ class Ingest:
 
     async def _next_batch(self) -> list[_Pending]:
         loop = asyncio.get_running_loop()
-        batch = [await self._queue.get()]
+        await self._arrived()
         deadline = loop.time() + self.max_delay
-        while len(batch) < self.batch_size:
-            try:
-                batch.append(self._queue.get_nowait())  # the common case under load: no timer
-                continue
-            except asyncio.QueueEmpty:
-                pass
+        batch = self._take(self.batch_size)
+        while len(batch) < self.batch_size:  # under load the first take fills it: no timer
             timeout = deadline - loop.time()
             if timeout <= 0:
                 break
             try:
-                batch.append(await asyncio.wait_for(self._queue.get(), timeout))
+                await asyncio.wait_for(self._arrived(), timeout)
             except TimeoutError:
                 break
+            batch += self._take(self.batch_size - len(batch))
         return batch
+
+    async def _arrived(self) -> None:
+        while not self._waiting:
+            self._arrival = asyncio.get_running_loop().create_future()
+            try:
+                await self._arrival
+            finally:
+                self._arrival = None
+
+    def _take(self, most: int) -> list[_Pending]:
+        take = self._waiting.popleft
+        return [take() for _ in range(min(most, len(self._waiting)))]
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             await self._room.acquire()
             batch = await self._next_batch()
-            items = [p.item for p in batch]
+            items = [item for item, _ in batch]
             try:
                 result = await loop.run_in_executor(
                     self._stage_thread,
@@ -228,17 +248,20 @@ class Ingest:
         if failure:
             self.counts[failure] += len(batch)
         else:
-            self.counts.update(a.name.lower() for a in acks)
+            for ack, count in Counter(acks).items():
+                self.counts[_COUNTED[ack]] += count
         durable = time.time()
         self.latencies.extend(
-            durable - p.item.received_at
-            for p, a in zip(batch, acks, strict=True)
-            if a is Ack.ACCEPTED
+            durable - item.received_at
+            for (item, _), ack in zip(batch, acks, strict=True)
+            if ack is Ack.ACCEPTED
         )
-        for pending, ack in zip(batch, acks, strict=True):
-            if not pending.future.done():
-                pending.future.set_result(ack)
-            self._queue.task_done()
+        for (_, future), ack in zip(batch, acks, strict=True):
+            if not future.done():
+                future.set_result(ack)
+        self._unanswered -= len(batch)
+        if not self._unanswered:
+            self._answered_all.set()
 
 
 def _acks(result: StageResult, outcomes: list[StoreOutcome]) -> list[Ack]:

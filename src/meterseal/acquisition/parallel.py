@@ -19,7 +19,6 @@ import os
 import signal
 import sys
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 
 from meterseal.crypto import packet
 from meterseal.crypto.keys import HeadEndKeys
@@ -27,23 +26,16 @@ from meterseal.crypto.packet import OpenedPacket
 from meterseal.crypto.registry import MeterDirectory
 from meterseal.crypto.suites import suite_named
 from meterseal.errors import InvalidPacket, RejectReason
-from meterseal.model import Reading
+from meterseal.model import PhasorReport, Reading
 
 PR_SET_PDEATHSIG = 1
 MIN_SLICE = 32  # below this a batch is opened in the parent: shipping it costs more than it saves
 
 
-@dataclass(frozen=True, slots=True)
-class _Verified:
-    """What crosses back from a worker for one good packet (no key, no parsed certificate)."""
-
-    reading: Reading
-    suite: str
-    sent_at: int
-    signed_original: bytes
-    certificate_serial: int
-
-
+# What crosses back from a worker for one good packet (no key, no parsed certificate): the
+# reading's fields, suite name, send time, signed original and certificate serial. A plain
+# tuple: pickling a dataclass took ~3 us a packet on each side, a tuple ~0.2 us.
+_Verified = tuple[str, int, int, int, int, PhasorReport | None, str, int, bytes, int]
 _Verdict = _Verified | RejectReason
 _inherited: tuple[HeadEndKeys, MeterDirectory] | None = None
 
@@ -58,9 +50,15 @@ def _open_slice(args: tuple[list[bytes], float]) -> list[_Verdict]:
         if isinstance(result, InvalidPacket):
             out.append(result.reason)
         else:
+            r = result.reading
             out.append(
-                _Verified(
-                    result.reading,
+                (
+                    r.meter_id,
+                    r.counter,
+                    r.timestamp,
+                    r.interval,
+                    r.energy_wh,
+                    r.phasor,
                     result.suite.name,
                     result.sent_at,
                     result.signed_original,
@@ -136,16 +134,17 @@ class ParallelOpener:
     ) -> OpenedPacket | InvalidPacket:
         if isinstance(verdict, RejectReason):
             return InvalidPacket(verdict)
-        record = self.registry.get(verdict.reading.meter_id)
-        if record is None or record.certificate.serial_number != verdict.certificate_serial:
+        meter_id, counter, timestamp, interval, energy_wh, phasor = verdict[:6]
+        suite, sent_at, signed_original, serial = verdict[6:]
+        record = self.registry.get(meter_id)
+        if record is None or record.certificate.serial_number != serial:
             return self._open_here(blob, now)  # verified against a certificate we no longer hold
         try:
-            record = packet.check_meter(record, suite_named(verdict.suite), now)
+            record = packet.check_meter(record, suite_named(suite), now)
         except InvalidPacket as exc:
             return exc
-        return OpenedPacket(
-            verdict.reading, record, record.suite, verdict.sent_at, verdict.signed_original
-        )
+        reading = Reading(meter_id, counter, timestamp, interval, energy_wh, phasor)
+        return OpenedPacket(reading, record, record.suite, sent_at, signed_original)
 
     def _open_here(self, blob: bytes, now: dt.datetime) -> OpenedPacket | InvalidPacket:
         try:

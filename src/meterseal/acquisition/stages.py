@@ -75,7 +75,7 @@ class TrustedStages:
         return self.admit(self.verify(batch, now=now), now=now)
 
     def verify(self, batch: Iterable[Incoming], *, now: float) -> StageResult:
-        """Open and verify: readings whose pseudonym is still empty, and rejections."""
+        """Open and verify: readings (pseudonymous if this process holds the key) and rejections."""
         items = list(batch)
         now_dt = dt.datetime.fromtimestamp(now, dt.UTC)
         blobs = [i.data for i in items]
@@ -93,6 +93,7 @@ class TrustedStages:
     def _classify(
         self, result: StageResult, items: list[Incoming], opened: list[OpenedPacket | InvalidPacket]
     ) -> None:
+        anonymizer = self.anonymizer
         for item, outcome in zip(items, opened, strict=True):
             if isinstance(outcome, InvalidPacket):
                 self._reject(result, Rejection(outcome.reason.value, *_origin(item)))
@@ -100,7 +101,10 @@ class TrustedStages:
                 self._reject(result, Rejection(RejectReason.METER_INTEGRITY.value, *_origin(item)))
             else:
                 result.order.append(len(result.accepted))
-                result.accepted.append(_verified(item, outcome))
+                # The pseudonym now if the key is here: `admit` then keeps the reading as it is.
+                meter_id = outcome.reading.meter_id
+                pseudonym = anonymizer.pseudonym(meter_id) if anonymizer is not None else b""
+                result.accepted.append(_verified(item, outcome, pseudonym))
                 result.sealed.append(item.data)
 
     def admit(self, verified: StageResult, *, now: float) -> StageResult:
@@ -126,7 +130,9 @@ class TrustedStages:
                 continue
             result.order.append(len(result.accepted))
             pseudonym = self.anonymizer.pseudonym(reading.meter_id)
-            result.accepted.append(_with_pseudonym(reading, pseudonym))
+            if reading.pseudonym != pseudonym:
+                reading = _with_pseudonym(reading, pseudonym)
+            result.accepted.append(reading)
 
     def _reject(self, result: StageResult, rejection: Rejection) -> None:
         result.order.append(-1 - len(result.rejected))
@@ -170,7 +176,7 @@ def _with_pseudonym(r: AcceptedReading, pseudonym: bytes) -> AcceptedReading:
     )
 
 
-def _verified(item: Incoming, opened: OpenedPacket) -> AcceptedReading:
+def _verified(item: Incoming, opened: OpenedPacket, pseudonym: bytes) -> AcceptedReading:
     reading = opened.reading
     return AcceptedReading(
         meter_id=reading.meter_id,
@@ -183,7 +189,7 @@ def _verified(item: Incoming, opened: OpenedPacket) -> AcceptedReading:
         sent_at=opened.sent_at,
         received_at=item.received_at,
         region_id=opened.meter.region_id,
-        pseudonym=b"",
+        pseudonym=pseudonym,
         phasor=reading.phasor,
         source=item.source,
     )

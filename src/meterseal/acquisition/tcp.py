@@ -13,7 +13,7 @@ import logging
 import socket
 import struct
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -120,6 +120,67 @@ async def read_frames(
             started = loop.time()
 
 
+class AckLine:
+    """A connection's ack futures in frame order, at most `limit` unanswered (back-pressure).
+
+    A deque and two waiters rather than an asyncio.Queue, whose per-item bookkeeping cost
+    more than the rest of receiving a frame.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.futures: deque[asyncio.Future[Ack]] = deque()
+        self.ended = False  # the reader is done: no more futures will come
+        self._added: asyncio.Future[None] | None = None  # the replier waits for a frame
+        self._answered = asyncio.Event()
+
+    def full(self) -> bool:
+        """Whether `limit` frames are unanswered (then the reader waits for `room`)."""
+        return len(self.futures) >= self.limit
+
+    async def room(self) -> None:
+        """Wait until fewer than `limit` frames are unanswered."""
+        while self.full():
+            self._answered.clear()
+            await self._answered.wait()
+
+    def add(self, future: asyncio.Future[Ack]) -> None:
+        """Queue the ack future of the next frame."""
+        self.futures.append(future)
+        self._wake()
+
+    def end(self) -> None:
+        """No more frames: the replier stops once every queued one is answered."""
+        self.ended = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._added is not None and not self._added.done():
+            self._added.set_result(None)
+
+    async def oldest(self) -> asyncio.Future[Ack] | None:
+        """The oldest unanswered future (left in line), or None once ended and all answered."""
+        while not self.futures:
+            if self.ended:
+                return None
+            self._added = asyncio.get_running_loop().create_future()
+            try:
+                await self._added
+            finally:
+                self._added = None
+        return self.futures[0]
+
+    def decided(self) -> bytearray:
+        """The ack bytes of the leading futures that are done, taken out of the line."""
+        out = bytearray()
+        futures = self.futures
+        while futures and futures[0].done():
+            out.append(futures.popleft().result())
+        if out:
+            self._answered.set()
+        return out
+
+
 @dataclass
 class TcpReceiver:
     """An asyncio TCP server feeding `Ingest`."""
@@ -160,13 +221,11 @@ class TcpReceiver:
         peer = writer.get_extra_info("peername")
         source = f"tcp:{peer[0]}:{peer[1]}" if peer else "tcp"
         self.counts["connections"] += 1
-        acks: asyncio.Queue[asyncio.Future[Ack] | None] = asyncio.Queue(
-            maxsize=self.limits.max_inflight
-        )
+        acks = AckLine(self.limits.max_inflight)
         replier = asyncio.create_task(self._reply(acks, writer))
         try:
             await self._read_frames(reader, acks, source)
-            await acks.put(None)
+            acks.end()
             await replier
         except asyncio.CancelledError:
             # Stopping: end quietly (Python 3.11's stream server logs a cancelled handler).
@@ -179,40 +238,21 @@ class TcpReceiver:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    async def _read_frames(
-        self,
-        reader: asyncio.StreamReader,
-        acks: asyncio.Queue[asyncio.Future[Ack] | None],
-        source: str,
-    ) -> None:
-        """Queue one ack future per frame, in order; `acks` full stops the reading."""
+    async def _read_frames(self, reader: asyncio.StreamReader, acks: AckLine, source: str) -> None:
+        """Queue one ack future per frame, in order; a full line of acks stops the reading."""
         async for frames in read_frames(reader, self.limits, self.counts):
+            received = time.time()  # the frames of one read arrived together
             for data in frames:
-                await acks.put(self.ingest.enqueue(Incoming(data, time.time(), source)))
+                if acks.full():
+                    await acks.room()
+                acks.add(self.ingest.enqueue(Incoming(data, received, source)))
 
-    async def _reply(
-        self, acks: asyncio.Queue[asyncio.Future[Ack] | None], writer: asyncio.StreamWriter
-    ) -> None:
+    async def _reply(self, acks: AckLine, writer: asyncio.StreamWriter) -> None:
         """Write acks in frame order, as many at once as are already decided."""
         answering = True
-        while (future := await acks.get()) is not None:
-            out = bytearray(((await future).value,))
-            finished = False
-            while not finished:
-                try:
-                    following = acks.get_nowait()
-                except asyncio.QueueEmpty:
-                    break
-                if following is None:
-                    finished = True
-                elif following.done():
-                    out.append(following.result().value)
-                else:
-                    answering = await self._write(writer, out, answering)
-                    out = bytearray(((await following).value,))
-            answering = await self._write(writer, out, answering)
-            if finished:
-                return
+        while (oldest := await acks.oldest()) is not None:
+            await oldest
+            answering = await self._write(writer, acks.decided(), answering)
 
     async def _write(self, writer: asyncio.StreamWriter, out: bytearray, answering: bool) -> bool:
         if not answering:

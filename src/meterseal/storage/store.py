@@ -160,7 +160,8 @@ class Store:
             refused = [_as_rejection(r) for r in conflicts] + list(rejected)
             if refused:
                 connection.execute(quarantine.insert(), [_quarantine_row(r) for r in refused])
-            tally = Counter(o.value for o in outcomes if o is not StoreOutcome.CONFLICT)
+            tally = Counter({o.value: n for o, n in Counter(outcomes).items()})
+            tally.pop(StoreOutcome.CONFLICT.value, None)  # counted under its reason instead
             tally.update(r.reason for r in refused)
             self._count(connection, tally)
         return outcomes
@@ -183,6 +184,8 @@ class Store:
         fresh = [measurement_row(r) for k, r in first.items() if k in inserted]
         if fresh:
             self._bulk.insert_measurements(connection, fresh)
+        if len(inserted) == len(accepted):  # the common case: every reading new, none repeated
+            return [StoreOutcome.STORED] * len(accepted)
         outcomes = []
         claimed: set[Key] = set()  # inserted keys already reported STORED once
         for reading in accepted:
