@@ -23,7 +23,7 @@ def warning_renewed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(at_rest, "_warned", False)
 
 
-# scrypt takes ~0.1 s per derivation: a handful of examples covers the format.
+# scrypt takes 0.1 s or more per derivation: a handful of examples covers the format.
 @settings(max_examples=8)
 @given(content=st.binary(max_size=2048), passphrase=st.binary(min_size=1, max_size=64))
 def test_sealed_content_round_trips(content: bytes, passphrase: bytes) -> None:

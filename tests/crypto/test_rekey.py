@@ -110,6 +110,11 @@ def test_keys_encrypt_command(
     assert result.exit_code == 0, result.output
     assert f"encrypted {directory / 'ca.key.pem'}" in " ".join(result.stdout.split())
     load_deployment(directory, b"correct horse")
+    monkeypatch.setenv("OLD", "correct horse")
+    monkeypatch.setenv("MS_PASSPHRASE", "battery staple")
+    changed = invoke(["keys", "encrypt", str(directory), "--old-passphrase-env", "OLD"])
+    assert changed.exit_code == 0, changed.output
+    load_deployment(directory, b"battery staple")
     missing = invoke(["keys", "encrypt", str(tmp_path / "nowhere")])
     assert missing.exit_code == 2
     assert "is not a directory" in missing.stderr
