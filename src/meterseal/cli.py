@@ -203,7 +203,9 @@ def serve(
     ] = "monolith",
     tcp: Annotated[str, typer.Option(help="TCP listen address, or 'off'")] = "127.0.0.1:7400",
     http: Annotated[str, typer.Option(help="HTTP listen address, or 'off'")] = "off",
-    mqtt: Annotated[str, typer.Option(help="MQTT broker URL to subscribe at, or 'off'")] = "off",
+    mqtt: Annotated[
+        str, typer.Option(help="MQTT broker URL (mqtt:// or mqtts://…) to subscribe at, or 'off'")
+    ] = "off",
     batch_size: Annotated[int, typer.Option(help="packets per trusted-stage batch")] = 512,
     open_workers: Annotated[
         int, typer.Option(help="monolith: processes opening packets (0: in the stage thread)")

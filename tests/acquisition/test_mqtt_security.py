@@ -26,7 +26,7 @@ from meterseal.acquisition.mqtt_endpoint import MqttEndpoint
 from meterseal.acquisition.stages import TrustedStages
 from meterseal.crypto import at_rest, certs, packet
 from meterseal.crypto.keys import MeterKey
-from meterseal.errors import KeyFileError
+from meterseal.errors import ConfigurationError, KeyFileError
 from meterseal.model import Reading
 from tests.conftest import NOW, World
 from tests.mosquitto import Broker, running_broker
@@ -349,3 +349,48 @@ def test_an_encrypted_headend_key_opens_with_the_passphrase_only(
         endpoint.tls_context()
     monkeypatch.setenv("MS_PASSPHRASE", "pass phrase")
     assert not asyncio.run(_refused(endpoint, "headend-a"))
+
+
+def test_meters_beyond_the_links_connection_cap_reconnect_in_turn(secure: Secure) -> None:
+    meters = [secure.world.meters[s] for s in ("p256", "ed25519", "pq")]
+
+    async def scenario() -> tuple[list[list[Ack]], int]:
+        sink = MemorySink()
+        ingest = secure.ingest(sink)
+        await ingest.start()
+        receiver = secure.receiver(ingest)
+        await receiver.start()
+        link = MqttLink(
+            secure.broker.url(),
+            prefix=secure.prefix,
+            passwords=mosquitto.meter_passwords(secure.broker.secret),
+            max_connections=1,
+        )
+        acks = []
+        for round_ in range(2):  # each meter's connection was closed for the next one
+            for m in meters:
+                counters = range(10 * round_ + 1, 10 * round_ + 4)
+                acks.append(
+                    await link.exchange(m.meter_id, _packets(m, secure.world, counters), 10)
+                )
+        open_now = len(link._sessions)
+        await link.close()
+        await receiver.stop()
+        await ingest.stop()
+        return acks, open_now
+
+    acks, open_now = asyncio.run(scenario())
+    assert acks == [[Ack.ACCEPTED] * 3] * 6
+    assert open_now == 1
+
+
+def test_the_acl_gives_each_meter_its_own_topics_and_refuses_unusable_names() -> None:
+    acl = mosquitto.acl_file(["M-1"], ["he-1"], prefix="p")
+    assert "user he-1\ntopic read p/readings/+\ntopic write p/acks/+" in acl
+    assert "user M-1\ntopic write p/readings/M-1\ntopic read p/acks/M-1" in acl
+    assert "pattern" not in acl
+    for bad in ["a b", "a:b", "a/b", "a+b", "#", ""]:
+        with pytest.raises(ConfigurationError, match="cannot be an MQTT user name"):
+            mosquitto.acl_file([bad], [])
+    with pytest.raises(ConfigurationError, match="also a head-end"):
+        mosquitto.acl_file(["he-1"], ["he-1"])
