@@ -394,3 +394,20 @@ def test_the_acl_gives_each_meter_its_own_topics_and_refuses_unusable_names() ->
             mosquitto.acl_file([bad], [])
     with pytest.raises(ConfigurationError, match="also a head-end"):
         mosquitto.acl_file(["he-1"], ["he-1"])
+
+
+def test_a_refused_or_absent_broker_stops_the_receiver_with_one_line(secure: Secure) -> None:
+    wrong = secure.broker.url().replace("mqtts://", "mqtts://headend-b:wrong-secret@")
+    plain = f"mqtt://127.0.0.1:{secure.broker.plan.password_port}"
+
+    async def start(url: str) -> str:
+        receiver = secure.receiver(secure.ingest(MemorySink()), url)
+        with pytest.raises(ConfigurationError) as caught:
+            await receiver.start()
+        return str(caught.value)
+
+    for url, why in [(wrong, "authori"), (plain, "MQTT broker mqtt://127.0.0.1")]:
+        message = asyncio.run(start(url))
+        assert why in message
+        assert "wrong-secret" not in message
+        assert "\n" not in message

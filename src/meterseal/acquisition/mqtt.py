@@ -44,6 +44,7 @@ from meterseal.acquisition.ingest import Ack, PacketIntake
 from meterseal.acquisition.mqtt_endpoint import MqttEndpoint, random_client_id
 from meterseal.acquisition.stages import Incoming
 from meterseal.crypto.packet import MAX_PACKET_BYTES
+from meterseal.errors import ConfigurationError
 from meterseal.model import MAX_METER_ID_LENGTH
 
 TOPIC_PREFIX = "meterseal/v1"
@@ -134,8 +135,13 @@ class MqttReceiver:
         self._replier: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Connect and subscribe (raises `aiomqtt.MqttError` if that fails), then serve."""
-        await self._connect()
+        """Connect and subscribe, then serve; ConfigurationError in one line if that fails."""
+        try:
+            await self._connect()
+        except (aiomqtt.MqttError, OSError) as exc:
+            # Later losses are retried; a broker that refuses or is absent at start is a setting.
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise ConfigurationError(f"MQTT broker {self.endpoint.shown()}: {reason}") from None
         self._reader = asyncio.create_task(self._read(), name="mqtt-read")
         self._replier = asyncio.create_task(self._reply(), name="mqtt-reply")
 
