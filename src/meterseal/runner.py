@@ -94,9 +94,11 @@ def report_table(report: HeadEndReport) -> Table:
     table.add_column("where")
     table.add_column("counter")
     table.add_column("count", justify="right")
-    for name, counts in [("stages", report.stages), ("ingest", report.ingest)] + [
-        (f"receiver {t}", c) for t, c in report.transports.items()
-    ]:
+    for name, counts in [
+        ("stages", report.stages),
+        ("ingest", report.ingest),
+        ("quarantine", report.quarantine),
+    ] + [(f"receiver {t}", c) for t, c in report.transports.items()]:
         for key, value in sorted(counts.items()):
             table.add_row(name, key, f"{value:,}")
     table.caption = (

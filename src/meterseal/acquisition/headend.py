@@ -67,6 +67,7 @@ class HeadEndReport:
     stages: Counter[str]
     transports: dict[str, Counter[str]]
     ingest: Counter[str]
+    quarantine: Counter[str]  # refused packets whose bytes were not kept, or pruned since
     latency_p50: float | None
     latency_p99: float | None
     accepted: int
@@ -112,6 +113,8 @@ class HeadEnd:
         self.receivers: dict[str, Receiver] = {}
         self.endpoints: dict[str, str] = {}
         self._refresher: asyncio.Task[None] | None = None
+        self._pruner: asyncio.Task[None] | None = None
+        self._clock = clock
         self._opener: ParallelOpener | None = None
         self._started = 0.0
 
@@ -148,14 +151,16 @@ class HeadEnd:
             await mqtt.start()
             self.receivers["mqtt"], self.endpoints["mqtt"] = mqtt, mqtt.endpoint.shown()
         self._refresher = asyncio.create_task(self._refresh_registry(), name="registry-refresh")
+        self._pruner = asyncio.create_task(self._prune_quarantine(), name="quarantine-prune")
         return dict(self.endpoints)
 
     async def stop(self) -> None:
         """Stop receivers first, then let ingest finish what it already accepted."""
-        if self._refresher is not None:
-            self._refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresher
+        for task in (self._refresher, self._pruner):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for receiver in self.receivers.values():
             await receiver.stop()
         await self.ingest.stop()
@@ -171,6 +176,14 @@ class HeadEnd:
             except Exception:
                 log.exception("registry refresh failed; keeping the previous one")
 
+    async def _prune_quarantine(self) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(self.store.prune_quarantine, self._clock())
+            except Exception:
+                log.exception("quarantine prune failed; trying again later")
+            await asyncio.sleep(self.store.quarantine_limits.prune_every)
+
     def report(self) -> HeadEndReport:
         """Counters and latency percentiles so far."""
         latencies = np.fromiter(self.ingest.latencies, float)
@@ -183,6 +196,7 @@ class HeadEnd:
             stages=_snapshot(self.stages.counts),
             transports={name: _snapshot(r.counts) for name, r in self.receivers.items()},
             ingest=_snapshot(self.ingest.counts),
+            quarantine=_snapshot(self.store.quarantine_counts),
             latency_p50=p50,
             latency_p99=p99,
             accepted=self.ingest.counts["accepted"],

@@ -96,6 +96,21 @@ class MonolithService:
         self.metrics.bridge(
             "meterseal_rejections", "Packets refused, by reason", "reason", lambda: stages.counts
         )
+        self.metrics.bridge(
+            "meterseal_quarantine_discarded",
+            "Refused packets not kept in quarantine (dropped) or deleted by retention (pruned)",
+            "cause",
+            lambda: store.quarantine_counts,
+        )
+        receivers = self.headend.receivers
+        self.metrics.bridge(
+            "meterseal_receiver_events",
+            "Receivers' connection and framing events and refusals, as transport_event",
+            "event",
+            lambda: {
+                f"{t}_{k}": v for t, r in receivers.items() for k, v in dict(r.counts).items()
+            },
+        )
         self.metrics.queue_depth.labels("ingest").set_function(ingest.pending)
         self._observed = 0
 
@@ -131,4 +146,5 @@ class MonolithService:
             "stages": dict(report.stages),
             "ingest": dict(report.ingest),
             "transports": {n: dict(c) for n, c in report.transports.items()},
+            "quarantine": dict(report.quarantine),
         }

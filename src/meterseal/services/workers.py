@@ -189,6 +189,13 @@ class AnonymizeStoreWorker(BusWorker):
             "reason",
             lambda: self.stages.counts,
         )
+        self.metrics.bridge(
+            "meterseal_quarantine_discarded",
+            "Refused packets not kept in quarantine (dropped) or deleted by retention (pruned)",
+            "cause",
+            lambda: store.quarantine_counts,
+        )
+        self._pruned = float("-inf")  # monotonic time of the last quarantine prune
 
     async def handle(self, deliveries: Sequence[Delivery]) -> None:
         """Admit every batch, commit them in one transaction, then ack them all."""
@@ -225,6 +232,17 @@ class AnonymizeStoreWorker(BusWorker):
         self.counts["quarantined"] += len(merged.rejected)
         for delivery in deliveries:
             await delivery.ack()
+        await self._prune(now)
+
+    async def _prune(self, now: float) -> None:
+        """Apply the quarantine's retention now and then (not per batch: it scans)."""
+        if time.monotonic() - self._pruned < self.store.quarantine_limits.prune_every:
+            return
+        self._pruned = time.monotonic()
+        try:
+            await asyncio.to_thread(self.store.prune_quarantine, now)
+        except StorageError as exc:
+            log.warning("quarantine prune failed, trying again later: %s", exc)
 
 
 class BillingWorker(BusWorker):

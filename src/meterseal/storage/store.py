@@ -29,6 +29,7 @@ from meterseal.crypto.suites import suite_named
 from meterseal.errors import CertificateError, RejectReason, StorageError
 from meterseal.storage.bulk import BulkStatements, measurement_row, original_row
 from meterseal.storage.migrations import LATEST_VERSION, current_version, migrate
+from meterseal.storage.quarantine import QuarantineBudget, QuarantineLimits, prune_statements
 from meterseal.storage.schema import (
     Key,
     MeterRow,
@@ -68,8 +69,14 @@ def _as_rejection(r: AcceptedReading) -> Rejection:
 class Store:
     """The repository over one SQLite or PostgreSQL database."""
 
-    def __init__(self, target: str | sa.URL | Engine) -> None:
+    def __init__(
+        self, target: str | sa.URL | Engine, *, quarantine: QuarantineLimits | None = None
+    ) -> None:
         self.engine = prepare_engine(target) if isinstance(target, Engine) else make_engine(target)
+        self.quarantine_limits = quarantine or QuarantineLimits()
+        self._quarantine_budget = QuarantineBudget(self.quarantine_limits)
+        # Refused packets whose bytes were not kept (`dropped`) or deleted later (`pruned`).
+        self.quarantine_counts: Counter[str] = Counter()
         name = self.engine.dialect.name
         if name not in ("sqlite", "postgresql"):
             raise StorageError(f"meterseal stores on SQLite or PostgreSQL, not {name}")
@@ -88,9 +95,11 @@ class Store:
         )
 
     @classmethod
-    def open(cls, target: str | sa.URL | Engine) -> Store:
+    def open(
+        cls, target: str | sa.URL | Engine, *, quarantine: QuarantineLimits | None = None
+    ) -> Store:
         """A store on `target` after migrating its database to the latest schema."""
-        store = cls(target)
+        store = cls(target, quarantine=quarantine)
         migrate(store.engine)
         return store
 
@@ -158,12 +167,16 @@ class Store:
                 r for r, o in zip(accepted, outcomes, strict=True) if o is StoreOutcome.CONFLICT
             ]
             refused = [_as_rejection(r) for r in conflicts] + list(rejected)
-            if refused:
-                connection.execute(quarantine.insert(), [_quarantine_row(r) for r in refused])
+            # Every refusal is counted below; only the budget's share keeps its bytes.
+            kept = self._quarantine_budget.admit(refused) if refused else refused
+            if kept:
+                connection.execute(quarantine.insert(), [_quarantine_row(r) for r in kept])
             tally = Counter({o.value: n for o, n in Counter(outcomes).items()})
             tally.pop(StoreOutcome.CONFLICT.value, None)  # counted under its reason instead
             tally.update(r.reason for r in refused)
             self._count(connection, tally)
+        if len(kept) < len(refused):
+            self.quarantine_counts["dropped"] += len(refused) - len(kept)
         return outcomes
 
     def _save_readings(
@@ -312,6 +325,14 @@ class Store:
         )
         with self._read() as connection:
             return [StoredOriginal(*row) for row in connection.execute(query)]
+
+    def prune_quarantine(self, now: float) -> int:
+        """Delete quarantined packets past retention (`max_age`, `max_rows`); how many."""
+        with self._write() as connection:
+            statements = prune_statements(self.quarantine_limits, now)
+            deleted = sum(connection.execute(s).rowcount for s in statements)
+        self.quarantine_counts["pruned"] += deleted
+        return deleted
 
     def quarantined(self, limit: int = 100) -> list[QuarantinedPacket]:
         """The most recently quarantined packets, newest first."""
