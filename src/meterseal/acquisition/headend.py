@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -27,6 +27,9 @@ from meterseal.acquisition.tcp import TcpLimits, TcpReceiver
 from meterseal.deployment import TrustedMaterial
 from meterseal.runtime.address import format_address, parse_address
 from meterseal.storage import Store, StoreRegistry
+
+if TYPE_CHECKING:
+    from meterseal.acquisition.http import HttpLimits
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,7 @@ class HeadEndSettings:
     open_workers: int = 0  # processes that open packets; 0 opens in the stage thread
     policy: FreshnessPolicy = field(default_factory=FreshnessPolicy)
     tcp_limits: TcpLimits = field(default_factory=TcpLimits)
+    http_limits: HttpLimits | None = None  # None: HttpLimits() (fastapi is imported lazily)
 
 
 @dataclass
@@ -137,7 +141,7 @@ class HeadEnd:
         if settings.http is not None:
             from meterseal.acquisition.http import HttpReceiver
 
-            http = HttpReceiver(self.ingest)
+            http = HttpReceiver(self.ingest, settings.http_limits)
             host, port = parse_address(settings.http, 8080)
             port = await http.start(host, port)
             self.receivers["http"], self.endpoints["http"] = (

@@ -29,6 +29,7 @@ from meterseal.acquisition.stages import Incoming
 from meterseal.crypto import cose
 from meterseal.crypto.packet import MAX_PACKET_BYTES
 from meterseal.runtime.auth import PROVEN_BY_BODY, access
+from meterseal.runtime.connections import source_key
 from meterseal.runtime.http import HttpServer, ServerLimits, service_app
 
 SINGLE_TYPES = ("application/cose", "application/octet-stream")
@@ -46,9 +47,13 @@ class HttpLimits(ServerLimits):
     max_packet: int = MAX_PACKET_BYTES
     max_batch: int = 256
     max_inflight: int = 256  # requests being read or awaiting acks; beyond this: 503
+    max_inflight_per_source: int = 64  # of those, from one source; beyond this: 429
     max_pending: int = 10_000  # packets queued in Ingest; beyond this: 503
     body_timeout: float = 10.0  # a request body must be complete within this
-    retry_after: int = 1  # seconds, sent with every 503
+    body_grace: float = 1.0  # seconds before the body must keep up min_body_rate
+    min_body_rate: int = 32 * 1024  # bytes/s a body must average after body_grace, else 408
+    max_buffered: int = 64 * 2**20  # body bytes held by all requests at once; beyond: 503
+    retry_after: int = 1  # seconds, sent with every 503 and 429
 
     @property
     def max_batch_body(self) -> int:
@@ -75,6 +80,14 @@ class RequestError(BaseModel):
 
 
 @dataclass
+class _Slot:
+    """One request's place among those in flight: its source and the body bytes it holds."""
+
+    source: str
+    buffered: int = 0
+
+
+@dataclass
 class _Refused(Exception):
     """A request refused before its packets reached `Ingest`: status, counted reason, error."""
 
@@ -94,6 +107,7 @@ _REFUSALS: dict[int | str, dict[str, Any]] = {
     408: {"model": RequestError, "description": "The body did not arrive in time."},
     413: {"model": RequestError, "description": "Body (or batch) over the limit."},
     415: {"model": RequestError, "description": "Unsupported Content-Type."},
+    429: {"model": PacketStatus, "description": "Too many requests from this source: retry."},
     503: {"model": PacketStatus, "description": "Not durable (overload, store down): retry."},
 }
 
@@ -106,11 +120,13 @@ class _Readings:
         self.limits = limits
         self.counts: Counter[str] = Counter()
         self.inflight = 0
+        self.buffered = 0  # body bytes held by the requests in flight
+        self._by_source: Counter[str] = Counter()
 
     async def single(self, request: Request) -> Response:
         try:
-            with self._slot():
-                data = await self._body(request, SINGLE_TYPES, self.limits.max_packet)
+            with self._slot(request) as slot:
+                data = await self._body(request, SINGLE_TYPES, self.limits.max_packet, slot)
                 self.counts["packets"] += 1
                 ack = await self.ingest.submit(Incoming(data, time.time(), _source(request)))
         except _Refused as refused:
@@ -120,10 +136,10 @@ class _Readings:
 
     async def batch(self, request: Request) -> Response:
         try:
-            with self._slot():
-                packets = self._decode(
-                    await self._body(request, BATCH_TYPES, self.limits.max_batch_body)
-                )
+            with self._slot(request) as slot:
+                body = await self._body(request, BATCH_TYPES, self.limits.max_batch_body, slot)
+                packets = self._decode(body)
+                del body  # the packets are copies: let the body go before the acks come
                 self.counts["packets"] += len(packets)
                 received, source = time.time(), _source(request)
                 acks = await asyncio.gather(
@@ -134,21 +150,36 @@ class _Readings:
         return JSONResponse({"acks": [ack.name.lower() for ack in acks]})
 
     @contextlib.contextmanager
-    def _slot(self) -> Iterator[None]:
+    def _slot(self, request: Request) -> Iterator[_Slot]:
         # Refuse before reading the body: an overloaded head-end should not spend more on it.
         self.counts["requests"] += 1
-        if (
-            self.inflight >= self.limits.max_inflight
-            or self.ingest.pending() > self.limits.max_pending
-        ):
+        limits = self.limits
+        slot = _Slot(source_key(request.client.host) if request.client else "")
+        if self.inflight >= limits.max_inflight or self.ingest.pending() > limits.max_pending:
             raise _Refused(503, "overload", "overloaded, retry later")
+        if self._by_source[slot.source] >= limits.max_inflight_per_source:
+            # One source (a slow sender, a flood) must not hold the slots other meters need.
+            raise _Refused(429, "source_busy", "too many requests from this source")
         self.inflight += 1
+        self._by_source[slot.source] += 1
         try:
-            yield
+            yield slot
         finally:
             self.inflight -= 1
+            self.buffered -= slot.buffered
+            self._by_source[slot.source] -= 1
+            if not self._by_source[slot.source]:
+                del self._by_source[slot.source]
 
-    async def _body(self, request: Request, media_types: Sequence[str], cap: int) -> bytes:
+    def _hold(self, slot: _Slot, size: int) -> None:
+        if self.buffered + size > self.limits.max_buffered:
+            raise _Refused(503, "buffers_full", "overloaded, retry later")
+        self.buffered += size
+        slot.buffered += size
+
+    async def _body(
+        self, request: Request, media_types: Sequence[str], cap: int, slot: _Slot
+    ) -> bytes:
         media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
         if media not in media_types:
             raise _Refused(415, "unsupported_media_type", f"Content-Type must be {media_types}")
@@ -158,16 +189,25 @@ class _Readings:
         # Content-Length may be absent (chunked) or a lie: count what actually arrives.
         chunks: list[bytes] = []
         size = 0
+        limits = self.limits
+        began = asyncio.get_running_loop().time()
+        ceiling = began + limits.body_timeout
+
+        def deadline() -> float:  # the body must keep up min_body_rate after the grace
+            return min(ceiling, began + limits.body_grace + size / limits.min_body_rate)
+
         try:
             async with (
-                asyncio.timeout(self.limits.body_timeout),
+                asyncio.timeout_at(deadline()) as timer,
                 contextlib.aclosing(request.stream()) as stream,
             ):
                 async for chunk in stream:
                     size += len(chunk)
                     if size > cap:
                         raise _Refused(413, "oversized_frame", f"body over {cap} bytes")
+                    self._hold(slot, len(chunk))
                     chunks.append(chunk)
+                    timer.reschedule(deadline())
         except TimeoutError:
             raise _Refused(408, "slow_peer", "body not received in time") from None
         except ClientDisconnect:
@@ -189,8 +229,8 @@ class _Readings:
 
     def _refusal(self, refused: _Refused) -> Response:
         self.counts[refused.reason] += 1
-        if refused.status == 503:
-            return JSONResponse({"status": "retry"}, 503, self._retry_after(503))
+        if refused.status in (429, 503):
+            return JSONResponse({"status": "retry"}, refused.status, self._retry_after(503))
         # A slow peer's connection is not worth keeping. The unread rest of an oversized body
         # is discarded instead (closing now would reset the socket before the peer reads the
         # 413); the head deadline bounds how long that may take.
@@ -218,6 +258,7 @@ def create_app(ingest: PacketIntake, limits: HttpLimits | None = None) -> FastAP
             "ingest": dict(ingest.counts),
             "pending": ingest.pending(),
             "inflight": readings.inflight,
+            "buffered_bytes": readings.buffered,
         }
 
     app = service_app(

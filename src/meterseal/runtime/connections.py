@@ -161,10 +161,15 @@ def listen_socket(
     return socket.create_server((host, port), family=family, backlog=backlog, reuse_port=reuse_port)
 
 
-def refuse(connection: socket.socket) -> None:
-    """Close an accepted connection at once with a reset: nothing read, nothing left behind."""
+def reset_on_close(connection: socket.socket) -> None:
+    """Make closing `connection` send a reset: no FIN handshake, no TIME_WAIT left behind."""
     with contextlib.suppress(OSError):
         connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
+
+
+def refuse(connection: socket.socket) -> None:
+    """Close an accepted connection at once with a reset: nothing read, nothing left behind."""
+    reset_on_close(connection)
     connection.close()
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -27,12 +26,20 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from meterseal.runtime.address import format_address, parse_address
 from meterseal.runtime.auth import PUBLIC, access, check_access
+from meterseal.runtime.connections import (
+    ConnectionGate,
+    ConnectionLimits,
+    RefusalLog,
+    listen_socket,
+    reset_on_close,
+    source_key,
+)
 from meterseal.runtime.metrics import ServiceMetrics
 
 
 @dataclass(frozen=True)
-class ServerLimits:
-    """Connection-level caps of an HTTP service."""
+class ServerLimits(ConnectionLimits):
+    """Connection-level caps of an HTTP service (plus the connection caps per source and all)."""
 
     head_timeout: float = 10.0  # between requests, the next request head must arrive within this
     keep_alive: int = 5  # an idle connection is closed after this (seconds)
@@ -58,13 +65,25 @@ def service_app(
     return app
 
 
-def _head_deadline(timeout: float, counts: Counter[str]) -> type[H11Protocol]:
-    class HeadDeadline(H11Protocol):
-        """h11 whose peer must send each request head in time (uvicorn waits forever)."""
+def _guarded(
+    timeout: float, counts: Counter[str], gate: ConnectionGate, refusals: RefusalLog
+) -> type[H11Protocol]:
+    class Guarded(H11Protocol):
+        """h11 under the connection caps, whose peer must send each request head in time."""
 
         _deadline: asyncio.TimerHandle | None = None
+        _source: str | None = None  # set once admitted
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            peer = transport.get_extra_info("peername")
+            source = source_key(peer[0]) if isinstance(peer, tuple) else "local"
+            refusal = gate.admit(source)
+            if refusal is not None:  # uvicorn never sees it
+                refusals.note(refusal, source)
+                reset_on_close(transport.get_extra_info("socket"))
+                transport.abort()  # the transport closes the socket: never close it here
+                return
+            self._source = source
             super().connection_made(transport)
             self._watch()
 
@@ -77,6 +96,10 @@ def _head_deadline(timeout: float, counts: Counter[str]) -> type[H11Protocol]:
             self._watch()
 
         def connection_lost(self, exc: Exception | None) -> None:
+            if self._source is None:
+                return  # refused in connection_made
+            gate.release(self._source)
+            self._source = None
             self._cancel()
             super().connection_lost(exc)
 
@@ -104,14 +127,7 @@ def _head_deadline(timeout: float, counts: Counter[str]) -> type[H11Protocol]:
                 self._deadline.cancel()
                 self._deadline = None
 
-    return HeadDeadline
-
-
-def listen_socket(host: str, port: int, backlog: int = 4096) -> socket.socket:
-    """A listening TCP socket on `host` (IPv4, IPv6 or a name, resolved here) and `port`."""
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    family = infos[0][0] if infos else socket.AF_INET
-    return socket.create_server((host, port), family=family, backlog=backlog)
+    return Guarded
 
 
 class HttpServer:
@@ -122,6 +138,8 @@ class HttpServer:
         self.limits = limits or ServerLimits()
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
+        self.gate: ConnectionGate | None = None  # set by start()
+        self._refusals: RefusalLog | None = None
 
     @property
     def counts(self) -> Counter[str]:
@@ -134,9 +152,11 @@ class HttpServer:
         check_access(self.app)
         # Bind here: uvicorn turns a bind failure into sys.exit, which would end the event loop.
         sock = listen_socket(host, port)
+        self.gate = self.limits.gate(self.counts)
+        self._refusals = RefusalLog(self.app.title, self.limits.refusal_log_interval)
         config = uvicorn.Config(
             self.app,
-            http=_head_deadline(self.limits.head_timeout, self.counts),
+            http=_guarded(self.limits.head_timeout, self.counts, self.gate, self._refusals),
             lifespan="off",
             log_config=None,  # leave the embedding process's logging alone
             access_log=False,  # one line per request is noise; counters tell the story
@@ -160,6 +180,8 @@ class HttpServer:
         if self._server is not None and self._task is not None:
             self._server.should_exit = True
             await self._task
+        if self._refusals is not None:
+            self._refusals.close()
 
 
 def _snapshot(counts: Counter[str]) -> dict[str, int]:
