@@ -100,6 +100,31 @@ def test_a_worker_whose_code_was_modified_gets_nothing_and_is_told_why(
     )
 
 
+def test_a_request_claiming_another_stage_label_gets_nothing_and_both_labels_are_logged(
+    world: World, worker_measurement: Measurement
+) -> None:
+    # The attack: the open-verify measurement, labelled `stage: billing`, asked for the
+    # head-end keys and got them (the label was logged, never checked against the rule).
+    _setup(world, worker_measurement)
+    world.cas.allow("billing", MODIFIED, ["billing-key"])
+    quote, _ = world.quote(worker_measurement)
+    with pytest.raises(ReleaseRefused) as refused:
+        world.cas.release(ReleaseRequest("billing", quote, ("headend-keys",)))
+    reason = refused.value.reason
+    assert "stage label mismatch: the request claims stage 'billing'" in reason
+    assert "secret 'headend-keys' says 'open-verify'" in reason
+    entry = _log(world)[-1]
+    assert (entry["outcome"], entry["stage"], entry["measurement"], entry["reason"]) == (
+        "refused",
+        "billing",
+        worker_measurement.hex,
+        reason,
+    )
+    assert entry["secrets"] == [["headend-keys", 0]]
+    # the same measurement under its own label still gets its secret
+    assert _release(world, worker_measurement) == {"headend-keys": b"the head-end keys"}
+
+
 def test_all_or_nothing_a_secret_not_granted_refuses_the_whole_request(
     world: World, worker_measurement: Measurement
 ) -> None:

@@ -48,6 +48,9 @@ def test_an_allow_rule_matches_measurement_and_secret_only() -> None:
     assert release_decision(rule, QUERY).allowed
     assert not release_decision(rule, Query(OTHER, "open-verify", "headend-keys")).allowed
     assert not release_decision(rule, Query(GOOD, "open-verify", "billing-key")).allowed
+    assert not release_decision(rule, Query(GOOD, "billing", "headend-keys")).allowed
+    unlabelled = AllowMeasurement(GOOD, frozenset({"headend-keys"}))
+    assert release_decision(unlabelled, Query(GOOD, "billing", "headend-keys")).allowed
 
 
 def test_nothing_applicable_is_a_refusal_naming_the_measurement_and_secret() -> None:

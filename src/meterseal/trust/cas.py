@@ -14,6 +14,9 @@ the latest version of each to the attested ephemeral key (`channel`). Every rele
 every refusal, and every administrative change, is appended to the CAS log: an RFC 9162
 Merkle log whose heads are MACed under the master key (`vault`).
 
+The policy's allow rules name a stage: a request's stage label must be the label of the rule
+that allows its measurement the secret, or it gets nothing (and the refusal logs both labels).
+
 Rotation stores a new version of a secret; workers get the latest. Revocation denies a
 measurement everything from its next request; what it already received stays with it, so
 `revoke` reports those secrets, to be rotated (then the revoked worker's copies go stale).
@@ -274,12 +277,13 @@ class Cas:
 
     def policy(self) -> Policy:
         """The policy in force: revocations, the stored allow rules, and any extra policy."""
-        by_measurement: dict[bytes, set[str]] = {}
+        by_rule: dict[tuple[bytes, str], set[str]] = {}
         for rule in self.state.rules():
-            by_measurement.setdefault(rule.measurement, set()).add(rule.secret)
+            by_rule.setdefault((rule.measurement, rule.stage), set()).add(rule.secret)
         revoked = frozenset(Measurement(r.measurement) for r in self.state.revocations())
         parts: list[Policy] = [RevokedMeasurements(revoked)]
-        parts += [AllowMeasurement(Measurement(m), frozenset(s)) for m, s in by_measurement.items()]
+        for (digest, stage), names in by_rule.items():
+            parts.append(AllowMeasurement(Measurement(digest), frozenset(names), stage))
         if self.extra_policy is not None:
             parts.append(self.extra_policy)
         return AnyOf(tuple(parts))
@@ -299,6 +303,18 @@ class Cas:
     def _hint(self, measurement: Measurement, stage: str, name: str, reason: str) -> str:
         if "revoked" in reason:
             return ""
+        labels = sorted(
+            {
+                r.stage
+                for r in self.state.rules()
+                if r.measurement == measurement.digest and r.secret == name and r.stage != stage
+            }
+        )
+        if labels:  # the measurement is allowed the secret, but under another stage's label
+            return (
+                f"; stage label mismatch: the request claims stage {stage!r}, the policy rule "
+                f"for this measurement and secret {name!r} says {', '.join(map(repr, labels))}"
+            )
         others = sorted(
             {r.measurement.hex()[:12] for r in self.state.rules() if r.stage == stage}
             - {measurement.hex[:12]}

@@ -5,7 +5,9 @@ A policy answers one `Query` (measurement, stage, secret) with ALLOW, DENY or AB
 ALLOW releases; ABSTAIN (nothing applies, an empty policy) and DENY refuse, and so does a
 policy that raises.
 
-* `AllowMeasurement(measurement, secrets, stage)`: ALLOW those secrets to that measurement.
+* `AllowMeasurement(measurement, secrets, stage)`: ALLOW those secrets to that measurement,
+  and only to a query labelled with the rule's stage when the rule names one (a worker
+  claiming another stage's label gets nothing from the rule).
 * `RevokedMeasurements(measurements)`: DENY everything to a revoked measurement.
 * `AnyOf(policies)`: deny-overrides. DENY if any part denies (or raises), else ALLOW if
   any part allows, else ABSTAIN. An empty AnyOf abstains, so it refuses.
@@ -78,14 +80,16 @@ def _safely(policy: Policy, query: Query) -> Decision:
 
 @dataclass(frozen=True)
 class AllowMeasurement:
-    """ALLOW `secrets` to one measurement; `stage` labels the rule for people."""
+    """ALLOW `secrets` to one measurement, under the rule's `stage` label if it names one."""
 
     measurement: Measurement
     secrets: frozenset[str]
     stage: str = ""
 
     def decide(self, query: Query) -> Decision:
-        """ALLOW on a match of measurement and secret, else ABSTAIN."""
+        """ALLOW on a match of measurement, secret and (if set) stage, else ABSTAIN."""
+        if self.stage and query.stage != self.stage:
+            return _ABSTAIN
         if query.measurement == self.measurement and query.secret in self.secrets:
             label = f" ({self.stage})" if self.stage else ""
             return Decision(Effect.ALLOW, f"measurement {self.measurement.short}{label} allowed")

@@ -57,7 +57,7 @@ class SecretInfo(NamedTuple):
 
 
 class PolicyRule(NamedTuple):
-    """One allow rule: `measurement` may receive `secret`; `stage` is a label for people."""
+    """One allow rule: `measurement`, claiming stage `stage`, may receive `secret`."""
 
     id: int
     stage: str
