@@ -15,13 +15,12 @@ from meterseal.acquisition.records import Rejection, StoreOutcome
 from meterseal.crypto import certs
 from meterseal.crypto.registry import MeterRecord
 from meterseal.errors import StorageError
-from meterseal.model import PhaseMeasurement, PhasorReport
+from meterseal.model import PhaseMeasurement, PhasorReport, phasor_from_json
 from meterseal.storage import (
     REPLAYED_COUNTER,
     Store,
     StoredOriginal,
     StoreRegistry,
-    phasor_from_json,
 )
 from meterseal.storage.schema import measurements, signed_originals
 from tests.conftest import NOW

@@ -21,7 +21,7 @@ from meterseal.acquisition.records import AcceptedReading, Rejection
 from meterseal.acquisition.stages import Incoming, StageResult
 from meterseal.crypto.envelope import Rng
 from meterseal.errors import MetersealError
-from meterseal.storage.schema import phasor_from_json, phasor_to_json
+from meterseal.model import phasor_from_json, phasor_to_json
 
 STAGE_KEY_BYTES = 32
 _NONCE_BYTES = 12

@@ -7,8 +7,6 @@ from meterseal.storage.schema import (
     RegionalLoad,
     StoredOriginal,
     make_engine,
-    phasor_from_json,
-    phasor_to_json,
 )
 from meterseal.storage.store import REPLAYED_COUNTER, Store, StoreRegistry
 
@@ -25,6 +23,4 @@ __all__ = [
     "current_version",
     "make_engine",
     "migrate",
-    "phasor_from_json",
-    "phasor_to_json",
 ]

@@ -27,7 +27,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from meterseal.acquisition.records import AcceptedReading
-from meterseal.storage.schema import Key, measurements, phasor_to_json, signed_originals
+from meterseal.model import phasor_to_json
+from meterseal.storage.schema import Key, measurements, signed_originals
 
 LOOKUP_CHUNK = 128  # keys per SQLite lookup statement (a power of two, see `_or_lookup`)
 ORIGINAL_COLUMNS = tuple(c.name for c in signed_originals.columns)

@@ -22,7 +22,6 @@ from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from meterseal.crypto.at_rest import create_private_file
-from meterseal.model import PhaseMeasurement, PhasorReport
 
 METER_ID = 64
 SHORT_TEXT = 64
@@ -311,30 +310,6 @@ class MeterRow(NamedTuple):
     region_id: str
     registered_at: dt.datetime
     revoked_at: dt.datetime | None
-
-
-PHASE_FIELDS = ("voltage", "current", "angle", "active_power", "reactive_power")
-
-
-def phasor_to_json(report: PhasorReport) -> dict[str, Any]:
-    """The `measurements.phasor` value: each phase a list in `PHASE_FIELDS` order (compact)."""
-    # Hand-written: dataclasses.asdict deep-copies and cost more than the rest of a save.
-    return {
-        "phases": [
-            [p.voltage, p.current, p.angle, p.active_power, p.reactive_power] for p in report.phases
-        ],
-        "power_factor": report.power_factor,
-        "thd": report.thd,
-        "frequency": report.frequency,
-        "demand": report.demand,
-    }
-
-
-def phasor_from_json(value: dict[str, Any]) -> PhasorReport:
-    """The phasor report a `measurements.phasor` value holds."""
-    phases = tuple(PhaseMeasurement(*map(float, phase)) for phase in value["phases"])
-    scalars = {k: float(value[k]) for k in ("power_factor", "thd", "frequency", "demand")}
-    return PhasorReport(phases, **scalars)
 
 
 def make_engine(url: str | sa.URL, *, read_only: bool = False, **kwargs: Any) -> Engine:

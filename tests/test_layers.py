@@ -1,0 +1,262 @@
+"""Layers import downwards only: core <- runtime <- adapters <- services <- interfaces.
+
+Every module of `meterseal` has a layer (the most specific entry of `LAYERS` that names it);
+an import (module level, function level or under TYPE_CHECKING alike: each is a dependency)
+of a module in a higher layer fails. Below the interfaces, packages form no cycle either: a
+feature package that imports another is never imported back by it. docs/architecture.md
+draws the same table.
+"""
+
+from __future__ import annotations
+
+import ast
+import enum
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import pytest
+
+import meterseal
+
+PACKAGE_ROOT = Path(meterseal.__file__).parent
+
+
+class Layer(enum.IntEnum):
+    """The layers, lowest first; a module may import its own layer and those below."""
+
+    CORE = 0  # sans-IO: pure functions and small objects; time, randomness, keys are parameters
+    RUNTIME = 1  # under every service: lifecycle, HTTP app and server, auth, metrics, addresses
+    ADAPTER = 2  # transports, bus, storage, attestation backends, key files, native code
+    SERVICE = 3  # stages and adapters composed into runnable processes
+    INTERFACE = 4  # the CLI, HTTP APIs, the demo and the experiments behind `meterseal bench`
+
+
+CORE, RUNTIME, ADAPTER, SERVICE, INTERFACE = Layer
+
+# Most specific prefix wins. A new package has no entry and fails `test_every_module_has_a_layer`
+# until someone decides where it stands.
+LAYERS: dict[str, Layer] = {
+    "meterseal": CORE,
+    "meterseal.errors": CORE,
+    "meterseal.model": CORE,
+    "meterseal.native": CORE,  # finds the optional C extensions; no I/O of its own
+    "meterseal.deployment": ADAPTER,  # the deployment's key files
+    "meterseal.runner": SERVICE,
+    "meterseal.ui": RUNTIME,  # progress bars and tables: what people see, from any layer above
+    "meterseal.__main__": INTERFACE,
+    "meterseal.cli": INTERFACE,
+    "meterseal.cli_billing": INTERFACE,
+    "meterseal.cli_bills": INTERFACE,
+    "meterseal.cli_common": INTERFACE,
+    "meterseal.cli_extras": INTERFACE,
+    "meterseal.cli_mqtt": INTERFACE,
+    "meterseal.demo": INTERFACE,
+    "meterseal.runtime": RUNTIME,
+    "meterseal.runtime.transitions": CORE,  # sans-IO: the core protocols' tables use it
+    "meterseal.crypto": CORE,
+    "meterseal.transparency": CORE,
+    "meterseal.acquisition": CORE,
+    "meterseal.acquisition.http": ADAPTER,
+    "meterseal.acquisition.tcp": ADAPTER,
+    "meterseal.acquisition.mqtt": ADAPTER,
+    "meterseal.acquisition.mqtt_endpoint": ADAPTER,
+    "meterseal.acquisition.mosquitto": ADAPTER,
+    "meterseal.acquisition.relay": ADAPTER,
+    "meterseal.acquisition.relay_pool": ADAPTER,
+    "meterseal.acquisition.links": ADAPTER,
+    "meterseal.acquisition.memory": ADAPTER,
+    "meterseal.acquisition.parallel": ADAPTER,
+    "meterseal.acquisition.ingest": ADAPTER,
+    "meterseal.acquisition.headend": SERVICE,
+    "meterseal.storage": ADAPTER,
+    "meterseal.billing": CORE,
+    "meterseal.billing.service": SERVICE,
+    "meterseal.billing.auditor": SERVICE,
+    "meterseal.billing.api": INTERFACE,
+    "meterseal.meter": CORE,
+    "meterseal.meter.provisioning": ADAPTER,
+    "meterseal.meter.workload": ADAPTER,
+    "meterseal.meter.simulator": ADAPTER,  # the meter side of every transport (MeterLink)
+    "meterseal.trust": CORE,
+    "meterseal.trust.cas_store": ADAPTER,
+    "meterseal.trust.client": ADAPTER,
+    "meterseal.trust.material": ADAPTER,
+    "meterseal.trust.worker": SERVICE,
+    "meterseal.trust.api": INTERFACE,
+    "meterseal.trust.cli": INTERFACE,
+    "meterseal.services": SERVICE,
+    "meterseal.services.bus": ADAPTER,
+    "meterseal.services.nats_bus": ADAPTER,
+    "meterseal.services.messages": CORE,
+    "meterseal.services.cli": INTERFACE,
+    "meterseal.services.__main__": INTERFACE,
+    "meterseal.dissemination": CORE,
+    "meterseal.dissemination.feed": ADAPTER,
+    "meterseal.dissemination.nats_transport": ADAPTER,
+    "meterseal.dissemination.inproc": ADAPTER,
+    "meterseal.dissemination.service": SERVICE,
+    "meterseal.dissemination.provision": SERVICE,
+    "meterseal.dissemination.runners": SERVICE,
+    "meterseal.dissemination.cli": INTERFACE,
+    "meterseal.dissemination.cli_serve": INTERFACE,
+    "meterseal.dissemination.__main__": INTERFACE,
+    "meterseal.integrity": ADAPTER,  # the monitor: ptrace, seccomp, ELF files, gcc
+    "meterseal.integrity.judgement": CORE,
+    "meterseal.integrity.behaviour": CORE,
+    "meterseal.integrity.trace": CORE,
+    "meterseal.integrity.errors": CORE,
+    "meterseal.integrity.report": CORE,
+    "meterseal.integrity.section": CORE,
+    "meterseal.integrity.platform_key": CORE,
+    "meterseal.integrity.auditlog": ADAPTER,
+    "meterseal.integrity.cli": INTERFACE,
+    "meterseal.fraud": CORE,
+    "meterseal.fraud.readers": ADAPTER,
+    "meterseal.fraud.plots": INTERFACE,
+    "meterseal.fraud.report": INTERFACE,
+    "meterseal.fraud.cli": INTERFACE,
+    "meterseal.bench": INTERFACE,
+}
+
+
+def module_name(path: Path) -> str:
+    """The dotted name of a source file of the package."""
+    parts = path.relative_to(PACKAGE_ROOT.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def modules() -> dict[str, Path]:
+    """Every module of meterseal, by dotted name."""
+    return {module_name(path): path for path in sorted(PACKAGE_ROOT.rglob("*.py"))}
+
+
+def imported(name: str, path: Path) -> Iterator[tuple[int, str]]:
+    """(line, module) of every meterseal module that `name` imports, wherever the import is."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: resolve against the importing package
+                anchor = package.split(".")
+                anchor = anchor[: len(anchor) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            yield node.lineno, base
+            for alias in node.names:  # `from pkg import module` imports the module
+                yield node.lineno, f"{base}.{alias.name}"
+
+
+def layer_of(name: str) -> Layer | None:
+    """The layer of module `name`: the most specific LAYERS entry naming it or a parent package.
+
+    Every module directly in meterseal/ and every package needs an entry of its own.
+    """
+    parts = name.split(".")
+    for end in range(len(parts), 1, -1):
+        layer = LAYERS.get(".".join(parts[:end]))
+        if layer is not None:
+            return layer
+    return LAYERS["meterseal"] if name == "meterseal" else None
+
+
+def edges() -> Iterator[tuple[str, int, str]]:
+    """(importer, line, imported module) for every import of a meterseal module."""
+    known = modules()
+    for name, path in known.items():
+        for line, target in imported(name, path):
+            if target in known:
+                yield name, line, target
+
+
+def test_every_module_has_a_layer() -> None:
+    unplaced = [name for name in modules() if layer_of(name) is None]
+    assert unplaced == [], f"give these a layer in LAYERS: {unplaced}"
+
+
+Edge = tuple[str, int, str]
+
+
+def upward(found: Iterable[Edge]) -> list[str]:
+    """Each import of a module in a higher layer than the importer's, as a line of text."""
+    return [
+        f"{importer}:{line} ({_name(importer)}) imports {target} ({_name(target)})"
+        for importer, line, target in found
+        if _rank(target) > _rank(importer)
+    ]
+
+
+def _rank(module: str) -> int:
+    layer = layer_of(module)
+    return -1 if layer is None else int(layer)  # unplaced modules fail their own test
+
+
+def _name(module: str) -> str:
+    layer = layer_of(module)
+    return "no layer" if layer is None else layer.name
+
+
+def feature_package(name: str) -> str:
+    """The top-level package (or module) of meterseal that `name` belongs to."""
+    return ".".join(name.split(".")[:2])
+
+
+def both_ways(found: Iterable[Edge]) -> list[str]:
+    """Pairs of feature packages that import each other from below the services."""
+    # Services and interfaces compose across packages (the head-end in acquisition builds on
+    # storage, which stores acquisition's records); below them, a dependency between two
+    # feature packages runs one way.
+    depends = {
+        (feature_package(importer), feature_package(target))
+        for importer, _, target in found
+        if _below_services(importer)
+    }
+    return sorted(f"{a} <-> {b}" for a, b in depends if a < b and (b, a) in depends)
+
+
+def _below_services(module: str) -> bool:
+    layer = layer_of(module)
+    return layer is not None and layer < Layer.SERVICE
+
+
+def test_layers_import_downwards_only() -> None:
+    found = upward(edges())
+    assert found == [], "\n".join(found)
+
+
+def test_feature_packages_form_no_cycle() -> None:
+    assert both_ways(edges()) == []
+
+
+def test_the_checks_can_fail() -> None:
+    assert upward([("meterseal.crypto.packet", 1, "meterseal.cli")]) != []
+    assert upward([("meterseal.storage.store", 1, "meterseal.runtime.http")]) == []
+    assert upward([("meterseal.runtime.http", 1, "meterseal.storage.store")]) != []
+    cycle = [
+        ("meterseal.storage.store", 1, "meterseal.billing.compute"),
+        ("meterseal.billing.compute", 1, "meterseal.storage.schema"),
+    ]
+    assert both_ways(cycle) == ["meterseal.billing <-> meterseal.storage"]
+    assert both_ways(cycle[:1]) == []
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("import meterseal.cli\n", {"meterseal.cli"}),
+        ("from meterseal.billing import api\n", {"meterseal.billing", "meterseal.billing.api"}),
+        ("def f():\n    from .tcp import X\n", {"meterseal.acquisition.tcp"}),
+        ("from . import tcp\n", {"meterseal.acquisition", "meterseal.acquisition.tcp"}),
+    ],
+)
+def test_imports_are_found_wherever_they_are(
+    tmp_path: Path, source: str, expected: set[str]
+) -> None:
+    path = tmp_path / "meterseal" / "acquisition" / "example.py"
+    path.parent.mkdir(parents=True)
+    path.write_text(source)
+    found = {target for _, target in imported("meterseal.acquisition.example", path)}
+    assert expected <= found
+    assert all(target.startswith("meterseal") for target in found)
