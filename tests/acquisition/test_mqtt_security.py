@@ -8,8 +8,11 @@ certificate (``headend-a``) or a password (``headend-b``).
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
+import shutil
 import ssl
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -411,3 +414,14 @@ def test_a_refused_or_absent_broker_stops_the_receiver_with_one_line(secure: Sec
         assert why in message
         assert "wrong-secret" not in message
         assert "\n" not in message
+
+
+def test_password_lines_are_what_mosquitto_passwd_writes(tmp_path: Path) -> None:
+    tool = shutil.which("mosquitto_passwd")
+    if tool is None:
+        pytest.skip("mosquitto_passwd not installed")
+    path = tmp_path / "passwd"
+    subprocess.run([tool, "-c", "-b", str(path), "M-1", "s3cret"], check=True)
+    line = path.read_text().strip()
+    salt = base64.b64decode(line.split("$")[3])
+    assert mosquitto.password_line("M-1", "s3cret", salt) == line

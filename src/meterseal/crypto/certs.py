@@ -66,20 +66,32 @@ def issue_meter_certificate(
             x509.NameAttribute(NameOID.COMMON_NAME, f"meter {meter_id}"),
         ]
     )
+    builder = _end_entity(ca_cert, subject, public_key, now, now + METER_VALIDITY, rng)
+    return builder.sign(ca_key, hashes.SHA256())
+
+
+def _end_entity(
+    ca_cert: x509.Certificate,
+    subject: x509.Name,
+    public_key: VerifyingKey,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+    rng: Rng,
+) -> x509.CertificateBuilder:
+    """A certificate of `subject` under `ca_cert`: no CA, for signatures only."""
     return (
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(ca_cert.subject)
         .public_key(public_key)
         .serial_number(_serial(rng))
-        .not_valid_before(now)
-        .not_valid_after(now + METER_VALIDITY)
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(True, False, False, False, False, False, False, False, False),
             critical=True,
         )
-        .sign(ca_key, hashes.SHA256())
     )
 
 
@@ -124,21 +136,9 @@ def issue_tls_certificate(
         except ValueError:
             names.append(x509.DNSName(host))
     usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-        .issuer_name(ca_cert.subject)
-        .public_key(public_key)
-        .serial_number(_serial(rng))
-        .not_valid_before(now)
-        .not_valid_after(now + TLS_VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(True, False, False, False, False, False, False, False, False),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-    )
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    builder = _end_entity(ca_cert, subject, public_key, now, now + TLS_VALIDITY, rng)
+    builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
     if names:
         builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
     elif not client:
