@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -126,12 +125,3 @@ async def publish_readings(
             sent += len(chunk)
     await member.drain()
     return sent
-
-
-async def until_signalled() -> None:
-    """Return on SIGINT or SIGTERM."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
