@@ -22,7 +22,14 @@ from meterseal.acquisition.ingest import Ack
 from meterseal.acquisition.memory import MemorySink
 from meterseal.acquisition.relay import Relay, RelayConfig
 from meterseal.acquisition.tcp import TcpLimits, TcpLink, open_frames, send_frames
-from meterseal.runtime.connections import ConnectionGate, connection_budget, source_key
+from meterseal.runtime.connections import (
+    PROCESS,
+    ConnectionCount,
+    ConnectionGate,
+    ConnectionLimits,
+    connection_budget,
+    source_key,
+)
 from tests.acquisition.test_tcp import _packets, _serve, _stop
 from tests.conftest import World
 
@@ -74,6 +81,18 @@ def test_gate_caps_each_source_and_the_total() -> None:
     assert gate.held("a") == 1
     assert gate.open == 3
     assert counts == {"refused_source_full": 1, "refused_server_full": 1}
+
+
+def test_servers_left_at_the_default_share_the_process_budget() -> None:
+    shared = ConnectionCount()
+    tcp = ConnectionGate(10, 3, Counter(), shared)
+    http = ConnectionGate(10, 3, Counter(), shared)
+    assert [tcp.admit("a"), tcp.admit("b"), http.admit("c")] == [None, None, None]
+    assert http.admit("d") == "refused_server_full"
+    tcp.release("a")
+    assert http.admit("d") is None
+    assert ConnectionLimits().gate(Counter()).shared is PROCESS
+    assert ConnectionLimits(max_connections=5).gate(Counter()).shared is not PROCESS
 
 
 def test_sources_and_the_budget() -> None:

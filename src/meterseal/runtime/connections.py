@@ -19,6 +19,7 @@ import logging
 import resource
 import socket
 import struct
+import threading
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -63,33 +64,66 @@ class ConnectionLimits:
     """How many connections one source, and the server in all, may hold."""
 
     max_per_source: int = 1024  # meters behind one NAT share an address: raise it there
-    max_connections: int = 0  # 0: `connection_budget()` from RLIMIT_NOFILE at start
+    # 0: share the process's `connection_budget()` with its other servers (a TCP and an HTTP
+    # receiver in one head-end draw on the same descriptors); else this server's own cap.
+    max_connections: int = 0
     refusal_log_interval: float = 10.0  # seconds between summary lines of refusals
 
     def gate(self, counts: Counter[str]) -> ConnectionGate:
         """A gate applying these caps, counting refusals in `counts`."""
-        return ConnectionGate(
-            self.max_per_source, self.max_connections or connection_budget(), counts
-        )
+        if self.max_connections:
+            return ConnectionGate(self.max_per_source, self.max_connections, counts)
+        return ConnectionGate(self.max_per_source, connection_budget(), counts, PROCESS)
+
+
+class ConnectionCount:
+    """Connections open in all the servers that share it (the process's descriptors)."""
+
+    def __init__(self) -> None:
+        self.open = 0
+        self._lock = threading.Lock()  # servers may run on event loops in several threads
+
+    def take(self, most: int) -> bool:
+        """Count one more connection if fewer than `most` are open."""
+        with self._lock:
+            if self.open >= most:
+                return False
+            self.open += 1
+            return True
+
+    def give_back(self) -> None:
+        """Count one connection fewer."""
+        with self._lock:
+            self.open -= 1
+
+
+PROCESS = ConnectionCount()  # every server whose limits leave max_connections at 0
 
 
 class ConnectionGate:
     """Sans-IO bookkeeping of open connections per source; admits or names the cap hit."""
 
-    def __init__(self, max_per_source: int, max_connections: int, counts: Counter[str]) -> None:
+    def __init__(
+        self,
+        max_per_source: int,
+        max_connections: int,
+        counts: Counter[str],
+        shared: ConnectionCount | None = None,
+    ) -> None:
         self.max_per_source = max_per_source
         self.max_connections = max_connections
         self.counts = counts
+        self.shared = shared or ConnectionCount()  # max_connections applies to this count
         self.open = 0
         self._by_source: dict[str, int] = {}
 
     def admit(self, source: str) -> str | None:
         """Take a slot for a connection from `source`; None, or the refusal's counter name."""
         held = self._by_source.get(source, 0)
-        if self.open >= self.max_connections:
-            refusal = "refused_server_full"
-        elif held >= self.max_per_source:
+        if held >= self.max_per_source:
             refusal = "refused_source_full"
+        elif not self.shared.take(self.max_connections):
+            refusal = "refused_server_full"
         else:
             self._by_source[source] = held + 1
             self.open += 1
@@ -99,6 +133,7 @@ class ConnectionGate:
 
     def release(self, source: str) -> None:
         """Free the slot of a connection from `source` that `admit` let in."""
+        self.shared.give_back()
         self.open -= 1
         held = self._by_source.pop(source) - 1
         if held:
