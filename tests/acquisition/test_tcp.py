@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import struct
 from collections import Counter
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from meterseal.acquisition.tcp import (
 from meterseal.crypto import packet
 from meterseal.crypto.suites import P256
 from meterseal.model import Reading
+from meterseal.runtime.address import format_address, parse_address
 from tests.conftest import NOW, World
 
 T = NOW.timestamp()
@@ -71,6 +73,34 @@ def test_packets_are_acked_in_order_after_storage(world: World) -> None:
         assert len(sink.originals) == 40
         assert [r.reason for r in sink.quarantine] == ["malformed"]
         assert ingest.stages.counts["duplicate"] == 1
+
+    asyncio.run(scenario())
+
+
+def _has_ipv6() -> bool:
+    try:
+        socket.create_server(("::1", 0), family=socket.AF_INET6).close()
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_ipv6(), reason="no IPv6 loopback")
+def test_the_receiver_listens_and_acks_on_ipv6(world: World) -> None:
+    async def scenario() -> None:
+        sink = MemorySink()
+        stages = TrustedStages(world.headend, world.registry, Anonymizer(b"z" * 32))
+        ingest = Ingest(stages, sink, clock=lambda: T)
+        await ingest.start()
+        receiver = TcpReceiver(ingest, TcpLimits())
+        host, _ = parse_address("[::1]:0", 7400)  # as `serve --tcp [::1]:0` gives it
+        port = await receiver.start(host, 0)
+        endpoint = format_address(host, port)  # what the head-end announces
+        assert endpoint == f"[::1]:{port}"
+        acks = await send_frames(*parse_address(endpoint, 7400), _packets(world, range(1, 4)))
+        await _stop(ingest, receiver)
+        assert acks == [Ack.ACCEPTED] * 3
+        assert len(sink.originals) == 3
 
     asyncio.run(scenario())
 
