@@ -22,6 +22,8 @@ from meterseal.acquisition.ingest import Ack
 from meterseal.acquisition.memory import MemorySink
 from meterseal.acquisition.relay import Relay, RelayConfig
 from meterseal.acquisition.tcp import TcpLimits, TcpLink, open_frames, send_frames
+from meterseal.meter.faults import Fault
+from meterseal.meter.simulator import SimulationReport, send_meter
 from meterseal.runtime.connections import (
     PROCESS,
     ConnectionCount,
@@ -119,12 +121,14 @@ def test_idle_and_slowloris_flood_from_one_source_leaves_other_meters_served(
         assert receiver.open_connections == PER_SOURCE
         link = TcpLink("127.0.0.1", port, source=GOOD)
         good = _packets(world, range(9000, 9040))
-        acks = []
-        for start in range(0, len(good), 4):  # ten meters' exchanges, one connection each
-            acks += await link.exchange("M-p256", good[start : start + 4], 10)
+        report = SimulationReport()
+        # Ten exchanges of four (a connection each), with a retry budget of one resend.
+        wire = [(Fault.NONE, p) for p in good]
+        await send_meter(link, "M-p256", wire, report, window=4, timeout=10, retries=1)
         _close(flood)
         await _stop(ingest, receiver)
-        assert acks == [Ack.ACCEPTED] * len(good)
+        assert report.acks == {"accepted": len(good)}
+        assert (report.unacknowledged, report.connection_errors, report.resent) == (0, 0, 0)
         assert len(sink.originals) == len(good)
         assert receiver.counts["refused_source_full"] == refused
 

@@ -7,7 +7,10 @@ from __future__ import annotations
 import asyncio
 import os
 
+import pytest
+
 from meterseal.acquisition.anonymize import Anonymizer
+from meterseal.acquisition.http import HttpLink, HttpReceiver
 from meterseal.acquisition.ingest import Ack, Ingest
 from meterseal.acquisition.records import Rejection
 from meterseal.acquisition.stages import TrustedStages
@@ -86,7 +89,8 @@ def test_prune_keeps_the_newest_rows_within_age_and_count(db_url: str) -> None:
         assert store.counters() == {"malformed": 11}
 
 
-def test_garbage_frames_over_tcp_leave_the_quarantine_within_its_cap(db_url: str) -> None:
+@pytest.mark.parametrize("transport", ["tcp", "http"])
+def test_a_garbage_flood_leaves_the_quarantine_within_its_cap(db_url: str, transport: str) -> None:
     ca_key, ca_cert = certs.create_ca("flood CA", now=NOW, rng=os.urandom)
     headend = HeadEndKeys.generate()
     [meter] = provision(ca_key, ca_cert, 1, ED25519, now=NOW, prefix="FLD", workers=1)
@@ -112,10 +116,13 @@ def test_garbage_frames_over_tcp_leave_the_quarantine_within_its_cap(db_url: str
         stages = TrustedStages(headend, StoreRegistry(store, ca_cert), Anonymizer(b"f" * 32))
         ingest = Ingest(stages, store, clock=NOW.timestamp)
         await ingest.start()
-        receiver = TcpReceiver(ingest)
+        receiver = TcpReceiver(ingest) if transport == "tcp" else HttpReceiver(ingest)
         port = await receiver.start()
         try:
-            return await send_frames("127.0.0.1", port, frames, 60)
+            if transport == "tcp":
+                return await send_frames("127.0.0.1", port, frames, 60)
+            async with HttpLink(f"http://127.0.0.1:{port}", max_batch=48) as link:
+                return await link.exchange(meter.key.meter_id, frames, 60)
         finally:
             await receiver.stop()
             await ingest.stop()
