@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from meterseal.cli_billing import billing_app
@@ -30,7 +29,7 @@ from meterseal.cli_common import passphrase as _passphrase
 from meterseal.cli_common import shown as _shown
 from meterseal.cli_extras import MissingExtra
 from meterseal.crypto.suites import DEFAULT_SUITE, suite_named
-from meterseal.errors import ConfigurationError, MetersealError
+from meterseal.errors import ConfigurationError, MetersealError, exit_code_for
 from meterseal.services.cli import Admin, CasUrl, NatsUrl, Prefix, service_app
 from meterseal.ui import progress_bar
 
@@ -368,6 +367,4 @@ def main(args: Sequence[str] | None = None) -> None:
 
 
 def _exit_with(error: MetersealError) -> None:
-    # Escaped: diagnostics quote paths and values, whose brackets are not Rich markup.
-    Console(stderr=True).print(f"[red]error:[/red] {escape(error.diagnostics())}", soft_wrap=True)
-    raise SystemExit(2) from error
+    raise SystemExit(exit_code_for(error)) from error

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import sys
 
 
 class MetersealError(Exception):
@@ -11,6 +12,19 @@ class MetersealError(Exception):
     def diagnostics(self) -> str:
         """Text for the CLI: what went wrong and, where known, what to do about it."""
         return str(self)
+
+
+EXIT_REFUSED = 2  # the exit code of a process that stopped on a MetersealError
+
+
+def exit_code_for(error: MetersealError) -> int:
+    """Print `error`'s diagnostics on stderr; the exit code of a process that stops on it.
+
+    The one mapping of a MetersealError to a process's end: the CLI's `main()` and every
+    service process (`runtime.lifecycle.run_main`) use it.
+    """
+    print(f"error: {error.diagnostics()}", file=sys.stderr, flush=True)
+    return EXIT_REFUSED
 
 
 class RejectReason(enum.StrEnum):

@@ -15,14 +15,13 @@ import contextlib
 import enum
 import logging
 import signal
-import sys
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 from fastapi import Response
 
-from meterseal.errors import MetersealError
+from meterseal.errors import MetersealError, exit_code_for
 from meterseal.runtime.address import format_address, parse_address
 from meterseal.runtime.auth import PUBLIC, access
 from meterseal.runtime.http import HttpServer, service_app
@@ -183,8 +182,7 @@ def run_main(main: Callable[[], Coroutine[Any, Any, None]]) -> int:
     try:
         asyncio.run(main())
     except MetersealError as exc:
-        print(f"error: {exc.diagnostics()}", file=sys.stderr, flush=True)
-        return 2
+        return exit_code_for(exc)
     except KeyboardInterrupt:
         return 0
     except Exception:
