@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
+from meterseal.acquisition import parallel
 from meterseal.acquisition.parallel import ParallelOpener
 from meterseal.crypto import packet
 from meterseal.crypto.registry import MeterRegistry
@@ -28,7 +31,10 @@ def _verdict(result: packet.OpenedPacket | InvalidPacket) -> object:
     return (result.reading, result.meter.meter_id, result.suite.name, result.signed_original)
 
 
-def test_parallel_opener_matches_open_batch_across_registry_changes(world: World) -> None:
+@pytest.mark.parametrize("parent_opens", [True, False])
+def test_parallel_opener_matches_open_batch_across_registry_changes(
+    world: World, parent_opens: bool
+) -> None:
     import random
 
     registry = VersionedRegistry(world.ca_cert)
@@ -50,7 +56,7 @@ def test_parallel_opener_matches_open_batch_across_registry_changes(world: World
     rng = random.Random(4)
     blobs[3] = flip_bit(blobs[3], rng)
     blobs[10] = b"\xa0garbage"
-    opener = ParallelOpener(world.headend, registry, 2)
+    opener = ParallelOpener(world.headend, registry, 2, parent_opens=parent_opens)
     try:
         expected = [_verdict(r) for r in packet.open_batch(blobs, world.headend, registry, now=NOW)]
         assert [_verdict(r) for r in opener.open_batch(blobs, NOW)] == expected
@@ -82,3 +88,15 @@ def test_parallel_opener_matches_open_batch_across_registry_changes(world: World
         assert ED25519.name not in {g[2] for g in got if isinstance(g, tuple)}
     finally:
         opener.close()
+
+
+def test_the_parent_opens_a_slice_only_while_workers_are_fewer_than_cores(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(parallel, "_cores", lambda: 2)
+    for workers, parent_opens in ((1, True), (2, False)):
+        opener = ParallelOpener(world.headend, world.registry, workers)
+        try:
+            assert opener.parent_opens is parent_opens
+        finally:
+            opener.close()

@@ -68,6 +68,13 @@ def _open_slice(args: tuple[list[bytes], float]) -> list[_Verdict]:
     return out
 
 
+def _cores() -> int:
+    """The cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def _worker_pid(_: int) -> int:
     return os.getpid()
 
@@ -84,10 +91,22 @@ def _die_with_parent(parent: int) -> None:
 class ParallelOpener:
     """`open_batch` spread over `workers` forked processes, checked against the live registry."""
 
-    def __init__(self, headend: HeadEndKeys, registry: MeterDirectory, workers: int) -> None:
+    def __init__(
+        self,
+        headend: HeadEndKeys,
+        registry: MeterDirectory,
+        workers: int,
+        *,
+        parent_opens: bool | None = None,
+    ) -> None:
         self.headend = headend
         self.registry = registry
         self.workers = workers
+        # By default the parent opens a slice too only while there are fewer workers than
+        # cores. With a worker per core it would only hold its GIL, for tens of milliseconds
+        # a batch, against its receivers and store, which wait up to a switch interval
+        # (5 ms) at every socket event and every database call to get it back.
+        self.parent_opens = workers < _cores() if parent_opens is None else parent_opens
         self._pool, self._generation = self._fork()
 
     def _fork(self) -> tuple[ProcessPoolExecutor, int]:
@@ -116,12 +135,11 @@ class ParallelOpener:
         if getattr(self.registry, "generation", 0) != self._generation:
             self._pool.shutdown(wait=True)
             self._pool, self._generation = self._fork()
-        # The parent opens one slice itself while the workers open the others.
-        size = -(-len(blobs) // (self.workers + 1))
+        size = -(-len(blobs) // (self.workers + self.parent_opens))
         slices = [blobs[i : i + size] for i in range(0, len(blobs), size)]
-        futures = [self._pool.submit(_open_slice, (s, now.timestamp())) for s in slices[1:]]
-        own = packet.open_batch(slices[0], self.headend, self.registry, now=now)
-        settled: list[OpenedPacket | InvalidPacket] = list(own)
+        own = slices.pop(0) if self.parent_opens else []  # opened here while workers open theirs
+        futures = [self._pool.submit(_open_slice, (s, now.timestamp())) for s in slices]
+        settled = packet.open_batch(own, self.headend, self.registry, now=now) if own else []
         offset = len(own)
         for future in futures:
             for verdict in future.result():
