@@ -144,3 +144,62 @@ def issue_tls_certificate(
     elif not client:
         raise CertificateError("a TLS server certificate needs at least one host name or address")
     return builder.sign(ca_key, hashes.SHA256())
+
+
+SERVICE_URI_PREFIX = "urn:meterseal:service:"  # the SAN that names a service in its certificate
+
+
+def issue_service_certificate(
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca_cert: x509.Certificate,
+    service: str,
+    public_key: ec.EllipticCurvePublicKey,
+    *,
+    hosts: Sequence[str] = (),
+    now: dt.datetime,
+    rng: Rng,
+) -> x509.Certificate:
+    """A service's TLS certificate: client (named by a URI SAN), and server for `hosts` if any."""
+    names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(SERVICE_URI_PREFIX + service)]
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
+    if hosts:
+        usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, service)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(public_key)
+        .serial_number(_serial(rng))
+        .not_valid_before(now)
+        .not_valid_after(now + TLS_VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(True, False, False, False, False, False, False, False, False),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+
+
+def service_of(cert: x509.Certificate) -> str | None:
+    """The service a client certificate names (its meterseal URI SAN), if it is one."""
+    try:
+        usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return None
+    if ExtendedKeyUsageOID.CLIENT_AUTH not in usage:
+        return None
+    services = [
+        uri[len(SERVICE_URI_PREFIX) :]
+        for uri in names.get_values_for_type(x509.UniformResourceIdentifier)
+        if uri.startswith(SERVICE_URI_PREFIX)
+    ]
+    return services[0] if len(services) == 1 and services[0] else None

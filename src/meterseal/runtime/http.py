@@ -3,7 +3,9 @@
 `service_app` builds a FastAPI app with OpenAPI, `/healthz` and `/v1/counters`, each route
 declaring its access rule (`runtime.auth`). `HttpServer` serves one in the current event loop:
 it refuses to start an app with a route that declares none, binds IPv4, IPv6 or a host name
-itself, and closes connections whose next request head does not arrive in time.
+itself, and closes connections whose next request head does not arrive in time. Given an
+`ssl.SSLContext` (`runtime.tls`) it serves HTTPS only; a verified client certificate reaches
+the app's authenticator as the calling service's identity (mutual TLS).
 `HttpAppService` runs an app as a `Stage` under `serve_stage`; `ThreadedServer` runs one on
 its own loop in a thread (tests and benches). The head-end's receiver of readings
 (`acquisition.http`) and the CAS and billing APIs are built on these.
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -35,6 +38,7 @@ from meterseal.runtime.connections import (
     source_key,
 )
 from meterseal.runtime.metrics import ServiceMetrics
+from meterseal.runtime.tls import tls_scope, with_peer_certificates
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,9 @@ def _guarded(
                 return
             self._source = source
             super().connection_made(transport)
+            tls = tls_scope(transport.get_extra_info("ssl_object"))
+            if tls is not None:
+                self.app = _with_tls_scope(self.app, tls)
             self._watch()
 
         def data_received(self, data: bytes) -> None:
@@ -130,12 +137,34 @@ def _guarded(
     return Guarded
 
 
-class HttpServer:
-    """A `service_app` served by uvicorn in the current event loop."""
+def _with_tls_scope(app: Any, tls: dict[str, Any]) -> Any:
+    """`app` with the connection's ASGI ``tls`` extension in every request's scope."""
 
-    def __init__(self, app: FastAPI, limits: ServerLimits | None = None) -> None:
+    async def with_tls(scope: Any, receive: Any, send: Any) -> None:
+        scope["extensions"] = {**(scope.get("extensions") or {}), "tls": tls}
+        await app(scope, receive, send)
+
+    return with_tls
+
+
+def _know_peers(app: FastAPI) -> None:
+    """Let the app's authenticator know services by their client certificates."""
+    current = getattr(app.state, "authenticator", None)
+    if not getattr(current, "peer_certificates", False):
+        app.state.authenticator = (
+            with_peer_certificates(current) if current else with_peer_certificates()
+        )
+
+
+class HttpServer:
+    """A `service_app` served by uvicorn in the current event loop (HTTPS given `tls`)."""
+
+    def __init__(
+        self, app: FastAPI, limits: ServerLimits | None = None, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.app = app
         self.limits = limits or ServerLimits()
+        self.tls = tls
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
         self.gate: ConnectionGate | None = None  # set by start()
@@ -154,6 +183,9 @@ class HttpServer:
         sock = listen_socket(host, port)
         self.gate = self.limits.gate(self.counts)
         self._refusals = RefusalLog(self.app.title, self.limits.refusal_log_interval)
+        if self.tls is not None:
+            _know_peers(self.app)
+        tls = self.tls
         config = uvicorn.Config(
             self.app,
             http=_guarded(self.limits.head_timeout, self.counts, self.gate, self._refusals),
@@ -165,6 +197,7 @@ class HttpServer:
             timeout_keep_alive=self.limits.keep_alive,
             h11_max_incomplete_event_size=self.limits.max_head_bytes,
             timeout_graceful_shutdown=self.limits.shutdown_timeout,
+            ssl_context_factory=None if tls is None else lambda _config, _default: tls,
         )
         self._server = uvicorn.Server(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
@@ -191,11 +224,18 @@ def _snapshot(counts: Counter[str]) -> dict[str, int]:
 class HttpAppService:
     """One of our apps (the CAS, the bills API) served as a `Stage` under `serve_stage`."""
 
-    def __init__(self, name: str, app: FastAPI, listen: str, default_port: int) -> None:
+    def __init__(
+        self,
+        name: str,
+        app: FastAPI,
+        listen: str,
+        default_port: int,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.name = name
         self.app = app
         self.address = parse_address(listen, default_port)
-        self.server = HttpServer(app)
+        self.server = HttpServer(app, tls=tls)
         self.metrics = ServiceMetrics(name)
         self.metrics.bridge(
             "meterseal_requests", "Requests and refusals, by kind", "kind", lambda: app.state.counts
@@ -204,7 +244,8 @@ class HttpAppService:
     async def start(self) -> dict[str, str]:
         """Listen; the app's URL."""
         port = await self.server.start(*self.address)
-        return {self.name: f"http://{format_address(self.address.host, port)}"}
+        scheme = "http" if self.server.tls is None else "https"
+        return {self.name: f"{scheme}://{format_address(self.address.host, port)}"}
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until stopped."""
@@ -222,9 +263,12 @@ class HttpAppService:
 class ThreadedServer:
     """An app served by `HttpServer` on its own event loop in a thread (tests and benches)."""
 
-    def __init__(self, app: FastAPI, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, app: FastAPI, host: str = "127.0.0.1", tls: ssl.SSLContext | None = None
+    ) -> None:
         self.app = app
         self.host = host
+        self.tls = tls
         self.url = ""
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -241,9 +285,10 @@ class ThreadedServer:
 
     async def _serve(self) -> None:
         self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
-        server = HttpServer(self.app)
+        server = HttpServer(self.app, tls=self.tls)
         port = await server.start(self.host, 0)
-        self.url = f"http://{format_address(self.host, port)}"
+        scheme = "http" if self.tls is None else "https"
+        self.url = f"{scheme}://{format_address(self.host, port)}"
         self._ready.set()
         try:
             await self._stop.wait()

@@ -4,8 +4,10 @@ Every meterseal process (the monolith head-end, each service of services mode, e
 worker) is a `Stage` run by `run_stage`: it starts the stage, serves `/healthz`, `/readyz`,
 `/metrics` (Prometheus) and `/v1/counters` on an admin port, prints one parseable
 `listening NAME ADDRESS` line per endpoint, runs until SIGINT/SIGTERM (or the stage ends),
-then drains and stops. Errors map to exit codes: a `MetersealError` prints its diagnostics
-and exits 2, anything else is logged and exits 1. The lifecycle is the table below.
+then drains and stops. The admin endpoint serves HTTPS given `admin_tls` (a trusted worker's
+uses the TLS key the CAS released to it). Errors map to exit codes: a `MetersealError`
+prints its diagnostics and exits 2, anything else is logged and exits 1. The lifecycle is
+the table below.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import contextlib
 import enum
 import logging
 import signal
+import ssl
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
@@ -141,6 +144,7 @@ async def serve_stage(
     admin: str | None = "127.0.0.1:0",
     announce: Callable[[str], None] = lambda line: print(line, flush=True),
     stop: asyncio.Event | None = None,
+    admin_tls: ssl.SSLContext | None = None,
 ) -> Lifecycle:
     """Run `stage` through its lifecycle in the current event loop until stopped."""
     lifecycle = Lifecycle()
@@ -153,10 +157,11 @@ async def serve_stage(
     lifecycle.on(Event.START)
     try:
         if admin is not None:
-            server = HttpServer(admin_app(stage, lifecycle))
+            server = HttpServer(admin_app(stage, lifecycle), tls=admin_tls)
             host, port = parse_address(admin, 0)
             port = await server.start(host, port)
-            announce(f"listening admin http://{format_address(host, port)}")
+            scheme = "http" if admin_tls is None else "https"
+            announce(f"listening admin {scheme}://{format_address(host, port)}")
         for name, address in (await stage.start()).items():
             announce(f"listening {name} {address}")
         lifecycle.on(Event.STARTED)
