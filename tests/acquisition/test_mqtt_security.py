@@ -25,7 +25,7 @@ from meterseal.acquisition.anonymize import Anonymizer
 from meterseal.acquisition.ingest import Ack, Ingest
 from meterseal.acquisition.memory import MemorySink
 from meterseal.acquisition.mqtt import MqttLimits, MqttLink, MqttReceiver
-from meterseal.acquisition.mqtt_endpoint import MqttEndpoint
+from meterseal.acquisition.mqtt_endpoint import MqttEndpoint, certificate_user
 from meterseal.acquisition.stages import TrustedStages
 from meterseal.crypto import at_rest, certs, packet
 from meterseal.crypto.keys import MeterKey
@@ -45,6 +45,7 @@ class Secure:
     broker: Broker
     prefix: str
     headend_url: str  # headend-a, by client certificate
+    headend_user: str  # its user name and client id: headend-a-<random>
     world: World
 
     def link(self, *, passwords: bool = True) -> MqttLink:
@@ -80,17 +81,18 @@ def secure(world: World, unique_name: str, tmp_path: Path) -> Iterator[Secure]:
         now=NOW,
         rng=os.urandom,
     )
+    user = certificate_user(cert)
     with running_broker(
         world.ca_key,
         world.ca_cert,
         sorted(m.meter_id for m in world.meters.values()),
         prefix=prefix,
-        headends=["headend-a"],
+        headends=[user],
         headend_passwords={"headend-b": HEADEND_B_PASSWORD},
         now=NOW,
     ) as broker:
         url = broker.url(certificate=True, query=f"cert={cert}&key={key}")
-        yield Secure(broker, prefix, url, world)
+        yield Secure(broker, prefix, url, user, world)
 
 
 def _packets(key: MeterKey, world: World, counters: range) -> list[bytes]:
@@ -155,7 +157,8 @@ def test_good_meters_readings_are_all_stored_by_two_headends_sharing_them(
 
     sink, receivers = asyncio.run(scenario())
     assert set(sink.originals) == {(m.meter_id, c) for m in (a, b) for c in range(1, 21)}
-    assert [r.client_id for r in receivers] == ["headend-a", "headend-b"]
+    assert [r.client_id for r in receivers] == [secure.headend_user, "headend-b"]
+    assert secure.headend_user.startswith("headend-a-")
     assert sum(r.counts["received"] for r in receivers) == 40
     assert all(r.counts["disconnected"] == 0 for r in receivers)
 
@@ -175,10 +178,10 @@ def test_nobody_without_the_headends_identity_can_take_its_session_over(secure: 
             # Its client id, no credentials (the old attack).
             await _refused(tls, receiver.client_id),
             # Its user name with a wrong password, and the password head-end's likewise.
-            await _refused(tls.with_user("headend-a", "guess"), "headend-a"),
+            await _refused(tls.with_user(receiver.client_id, "guess"), receiver.client_id),
             await _refused(tls.with_user("headend-b", "guess"), "headend-b"),
             # The certificate listener without a certificate.
-            await _refused(cert_listener, "headend-a"),
+            await _refused(cert_listener, receiver.client_id),
         ]
         # A meter's own good credentials asking for the head-end's client id: the broker
         # makes its id its user name, so the head-end's session is not touched.
@@ -288,7 +291,7 @@ def test_a_meter_removed_from_the_registry_is_refused_after_a_reload(secure: Sec
         secure.broker.plan.directory,
         [a.meter_id],
         secure.broker.secret,
-        headends=["headend-a"],
+        headends=[secure.headend_user],
         prefix=secure.prefix,
     )
     secure.broker.reload()
@@ -317,6 +320,15 @@ def test_readings_sent_while_the_headend_is_away_are_stored_when_it_is_back(
         async with _client(secure.broker.meter_endpoint(meter.meter_id)) as client:
             for data in _packets(meter, secure.world, range(1, 11)):
                 await client.publish(f"{secure.prefix}/readings/{meter.meter_id}", data, qos=1)
+        # Someone after the queued readings, without the head-end's key. (A refused CONNECT
+        # naming its exact client id would still drop the session: eclipse-mosquitto#3551.)
+        tls, cert_listener = (
+            MqttEndpoint.parse(secure.broker.url(certificate=b)) for b in (False, True)
+        )
+        for guess in ["headend-a", "headend", "meterseal-headend"]:
+            assert await _refused(tls, guess)
+            assert await _refused(tls.with_user(guess, "guess"), guess)
+        assert await _refused(cert_listener, first.client_id)
         again = secure.receiver(ingest)  # the same identity: the same session
         await again.start()
         async with asyncio.timeout(10):

@@ -8,7 +8,10 @@ deployment CA, a server certificate it issued, ``passwd`` and ``acl``. Two TLS l
   CA, whose common name is their user name.
 
 On both the client id is the user name (``use_username_as_clientid``), so nobody without an
-identity's password or key can take over its session or the readings queued for it. A meter
+identity's password or key can take over its session or the readings queued for it. A
+head-end's certificate name ends in a random suffix: Mosquitto drops the session of any
+CONNECT that names its client id with Clean Start, even one it then refuses
+(eclipse-mosquitto#3551), so the id of a session worth keeping must not be guessable. A meter
 may publish on its own readings topic and read its own acks only; a head-end may read every
 reading (``$share/...`` subscriptions included) and write acks. Meters' passwords are not
 stored: each is an HMAC of the meter id under the deployment's MQTT secret, so the
@@ -32,6 +35,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from meterseal.acquisition.mqtt import TOPIC_PREFIX, valid_meter_id
+from meterseal.acquisition.mqtt_endpoint import certificate_user
 from meterseal.crypto import at_rest, certs
 from meterseal.crypto.keys import write_private_key
 from meterseal.errors import ConfigurationError
@@ -89,9 +93,8 @@ def deployment_meter_secret(
 
 
 def deployment_headends(deployment: Path) -> list[str]:
-    """The head-ends that have an MQTT client certificate in the deployment."""
-    certificates = (deployment / DEPLOYMENT_DIR).glob("*.cert.pem")
-    return sorted(p.name.removesuffix(".cert.pem") for p in certificates)
+    """The MQTT user names of the head-ends that have a client certificate in the deployment."""
+    return sorted(map(certificate_user, (deployment / DEPLOYMENT_DIR).glob("*.cert.pem")))
 
 
 def password_line(username: str, password: str, salt: bytes) -> str:
@@ -214,11 +217,13 @@ def write_client_certificate(
     now: dt.datetime,
     rng: Callable[[int], bytes],
 ) -> tuple[Path, Path]:
-    """A client certificate whose CN is MQTT user `name`, and its key (encrypted if passphrase)."""
+    """Head-end `name`'s client certificate (CN: `name`-random) and key, in `directory`."""
+    # The CN is the MQTT user name and so the client id, which must not be guessable.
     at_rest.private_directory(directory)
     key = ec.generate_private_key(ec.SECP256R1())
+    user = _checked_user(f"{name}-{rng(8).hex()}")
     cert = certs.issue_tls_certificate(
-        ca_key, ca_cert, _checked_user(name), key.public_key(), client=True, now=now, rng=rng
+        ca_key, ca_cert, user, key.public_key(), client=True, now=now, rng=rng
     )
     cert_path, key_path = directory / f"{name}.cert.pem", directory / f"{name}.key.pem"
     write_private_key(key_path, key, passphrase)

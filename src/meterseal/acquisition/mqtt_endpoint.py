@@ -124,7 +124,7 @@ class MqttEndpoint:
         if self.username:
             return self.username
         if self.cert_file is not None:
-            return _common_name(self.cert_file)
+            return certificate_user(self.cert_file)
         return f"meterseal-headend-{socket.gethostname()}"[:_MAX_CLIENT_ID]
 
     def tls_context(self) -> ssl.SSLContext | None:
@@ -196,7 +196,8 @@ def _load_client_key(context: ssl.SSLContext, cert_file: Path, key_file: Path) -
         os.close(fd)
 
 
-def _common_name(path: Path) -> str:
+def certificate_user(path: Path) -> str:
+    """The MQTT user name a client certificate gives (its common name)."""
     try:
         cert = x509.load_pem_x509_certificate(path.read_bytes())
     except (OSError, ValueError) as exc:
