@@ -22,6 +22,7 @@ from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from meterseal.crypto.at_rest import create_private_file
+from meterseal.storage.reach import store_url
 
 METER_ID = 64
 SHORT_TEXT = 64
@@ -320,7 +321,7 @@ def make_engine(url: str | sa.URL, *, read_only: bool = False, **kwargs: Any) ->
     """
     # Readings are personal data: keep bound values out of exception texts and logs.
     kwargs.setdefault("hide_parameters", True)
-    url = sa.make_url(url)
+    url = store_url(url)
     connect_args = kwargs.setdefault("connect_args", {})
     if url.get_backend_name() == "sqlite":
         connect_args.setdefault("timeout", SQLITE_BUSY_SECONDS)

@@ -30,6 +30,7 @@ from meterseal.errors import CertificateError, RejectReason, StorageError
 from meterseal.storage.bulk import BulkStatements, measurement_row, original_row
 from meterseal.storage.migrations import LATEST_VERSION, current_version, migrate
 from meterseal.storage.quarantine import QuarantineBudget, QuarantineLimits, prune_statements
+from meterseal.storage.reach import StoreUnreachable, unreachable
 from meterseal.storage.schema import (
     Key,
     MeterRow,
@@ -45,6 +46,7 @@ from meterseal.storage.schema import (
     meters,
     prepare_engine,
     quarantine,
+    schema_version,
     signed_originals,
 )
 
@@ -100,6 +102,10 @@ class Store:
     ) -> Store:
         """A store on `target` after migrating its database to the latest schema."""
         store = cls(target, quarantine=quarantine)
+        reason = store.unreachable()
+        if reason is not None:
+            store.close()
+            raise reason
         migrate(store.engine)
         return store
 
@@ -107,6 +113,10 @@ class Store:
     def open_read_only(cls, target: str | sa.URL) -> Store:
         """A store that cannot write (an auditor's access); its schema must be current."""
         store = cls(make_engine(target, read_only=True))
+        reason = store.unreachable()
+        if reason is not None:
+            store.close()
+            raise reason
         with store._read() as connection:
             version = current_version(connection)
         if version != LATEST_VERSION:
@@ -116,6 +126,23 @@ class Store:
                 "run `meterseal serve` or another writer once to migrate it"
             )
         return store
+
+    def unreachable(self) -> StoreUnreachable | None:
+        """Why the database cannot be connected to now (one line, password hidden); else None."""
+        try:
+            with self.engine.connect():
+                return None
+        except sa.exc.SQLAlchemyError as exc:
+            return unreachable(self.engine.url, exc)
+
+    def not_ready(self) -> str | None:
+        """Why the store cannot serve now (unreachable, tables gone), for /readyz; else None."""
+        try:
+            with self.engine.connect() as connection:
+                connection.scalar(sa.select(sa.func.max(schema_version.c.version)))
+        except sa.exc.SQLAlchemyError as exc:
+            return unreachable(self.engine.url, exc).diagnostics()
+        return None
 
     def close(self) -> None:
         """Release the pooled connections (also of an engine that was passed in)."""
