@@ -139,11 +139,9 @@ def _start(
 
 
 def launch(configure: Callable[[int, int], Path], log: Path) -> subprocess.Popen[bytes]:
-    """Start mosquitto with the config `configure(password_port, certificate_port)` writes.
-
-    Mosquitto cannot bind port 0: this takes ports the kernel just handed out, and tries
-    again with others when someone took them meanwhile. The config must log to `log`.
-    """
+    """Start mosquitto with the config `configure(port, cert_port)` writes (logging to `log`)."""
+    # Mosquitto cannot bind port 0: take ports the kernel just handed out, and try again
+    # with others when someone took them meanwhile.
     require_mosquitto()
     for _ in range(_ATTEMPTS):
         conf = configure(_free_port(), _free_port())

@@ -35,7 +35,7 @@ def mqtt_setup(
     store: StoreUrl = DEFAULT_STORE,
     headend: Annotated[
         list[str] | None,
-        typer.Option(help="MQTT user name of a head-end instance (repeatable; headend-1)"),
+        typer.Option(help="a head-end instance, its MQTT user name plus a suffix (repeatable)"),
     ] = None,
     host: Annotated[
         list[str] | None,

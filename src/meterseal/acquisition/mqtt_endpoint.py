@@ -113,12 +113,10 @@ class MqttEndpoint:
         return f"{'mqtts' if self.tls else 'mqtt'}://{user}{host}:{self.port}{query}"
 
     def session_id(self) -> str:
-        """The client id of a persistent session: configured, else the user name, else the host's.
-
-        The user name is the client certificate's common name when there is one. Stable across
-        restarts, so a restarted receiver resumes its session; unique per instance, so no two
-        receivers share (and take over) one session.
-        """
+        """A receiver's client id: configured, else its user name or certificate CN, else host's."""
+        # Stable across restarts, so a restarted receiver resumes its session; one identity per
+        # instance, so no two receivers share (and take over) one session. Two receivers on
+        # one host without an identity of their own need a client_id each.
         if self.client_id:
             return self.client_id
         if self.username:
