@@ -49,6 +49,7 @@ LAYERS: dict[str, Layer] = {
     "meterseal.cli_bills": INTERFACE,
     "meterseal.cli_common": INTERFACE,
     "meterseal.cli_extras": INTERFACE,
+    "meterseal.cli_certs": INTERFACE,
     "meterseal.cli_mqtt": INTERFACE,
     "meterseal.demo": INTERFACE,
     "meterseal.runtime": RUNTIME,

@@ -13,6 +13,7 @@ import typer
 from rich.markup import escape
 
 from meterseal.cli_billing import billing_app
+from meterseal.cli_certs import certs_app
 from meterseal.cli_common import (
     AUTO_OPEN_WORKERS,
     DEFAULT_DEPLOYMENT,
@@ -30,7 +31,7 @@ from meterseal.cli_common import shown as _shown
 from meterseal.cli_extras import MissingExtra
 from meterseal.crypto.suites import DEFAULT_SUITE, suite_named
 from meterseal.errors import ConfigurationError, MetersealError, exit_code_for
-from meterseal.services.cli import Admin, CasUrl, NatsUrl, Prefix, service_app
+from meterseal.services.cli import Admin, CasUrl, NatsUrl, Prefix, WorkerTls, service_app
 from meterseal.ui import progress_bar
 
 app = typer.Typer(
@@ -41,6 +42,7 @@ keys_app = typer.Typer(
 )
 meters_app = typer.Typer(help="Meter identities.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+app.add_typer(certs_app, name="certs")
 app.add_typer(meters_app, name="meters")
 app.add_typer(billing_app)  # tariffs, bill, audit, export-bill, verify-bill
 app.add_typer(service_app, name="service")  # one service of services/trusted mode
@@ -218,6 +220,7 @@ def serve(
     ] = 10.0,
     admin: Admin = "127.0.0.1:0",
     status_every: Annotated[float, typer.Option(help="seconds between status lines")] = 10.0,
+    worker_tls: WorkerTls = False,
     passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
 ) -> None:
     """Run the head-end (receivers + trusted stages + store) until Ctrl-C or SIGTERM."""
@@ -231,6 +234,8 @@ def serve(
     if mode != "monolith":
         if (mode == "trusted") != (cas is not None):
             raise typer.BadParameter("--cas URL goes with --mode trusted (and only with it)")
+        if worker_tls and mode != "trusted":
+            raise typer.BadParameter("--worker-tls goes with --mode trusted")
         options = options_from(
             deployment_dir,
             store,
@@ -243,6 +248,7 @@ def serve(
             batch_size=batch_size,
             ack_wait=ack_wait,
             passphrase_env=passphrase_env,
+            worker_tls=worker_tls,
         )
         serve_services(options, workers, None if admin == "off" else admin, status_every)
         return

@@ -11,10 +11,21 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
-from meterseal.cli_common import DEFAULT_STORE, StoreUrl
+from meterseal.cli_common import (
+    DEFAULT_DEPLOYMENT,
+    DEFAULT_STORE,
+    ClientCerts,
+    DeploymentDir,
+    PassphraseEnv,
+    StoreUrl,
+    TlsName,
+    server_tls,
+)
 from meterseal.errors import ConfigurationError
 
 if TYPE_CHECKING:
+    import ssl
+
     from fastapi import FastAPI
 
 bills_app = typer.Typer(
@@ -26,6 +37,10 @@ bills_app = typer.Typer(
 def bills_serve(
     store: StoreUrl = DEFAULT_STORE,
     listen: Annotated[str, typer.Option(help="HTTP listen address host:port")] = "127.0.0.1:7480",
+    deployment_dir: DeploymentDir = DEFAULT_DEPLOYMENT,
+    tls: TlsName = None,
+    client_certs: ClientCerts = "optional",
+    passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
 ) -> None:
     """Serve the billing API from a read-only store until Ctrl-C (customers not authenticated)."""
     from meterseal.billing.api import create_billing_app
@@ -35,14 +50,15 @@ def bills_serve(
 
     try:
         address = str(parse_address(listen, 7480))  # refused before the store is opened
+        context = server_tls(deployment_dir, tls, client_certs, passphrase_env)
         # Read-only: the API never writes, and a bug in it must not be able to.
         with Store.open_read_only(store) as db:
-            asyncio.run(_serve(create_billing_app(BillStore(db)), address))
+            asyncio.run(_serve(create_billing_app(BillStore(db)), address, context))
     except OSError as exc:
         raise ConfigurationError(f"cannot listen on {listen}: {exc}") from exc
 
 
-async def _serve(app: FastAPI, listen: str) -> None:
+async def _serve(app: FastAPI, listen: str, tls: ssl.SSLContext | None) -> None:
     from meterseal.runtime.http import HttpAppService
     from meterseal.runtime.lifecycle import serve_stage
 
@@ -50,4 +66,4 @@ async def _serve(app: FastAPI, listen: str) -> None:
     Console(stderr=True).print(
         "billing API: customers are NOT authenticated; keep it on a trusted network"
     )
-    await serve_stage(HttpAppService("bills", app, listen, 7480))
+    await serve_stage(HttpAppService("bills", app, listen, 7480, tls))

@@ -14,6 +14,8 @@ from rich.markup import escape
 from meterseal.crypto.suites import SUITES
 
 if TYPE_CHECKING:
+    import ssl
+
     from meterseal.deployment import Deployment
 
 console = Console()
@@ -25,6 +27,21 @@ DeploymentDir = Annotated[Path, typer.Option("--deployment", "-d", help="deploym
 StoreUrl = Annotated[
     str, typer.Option("--store", help="database URL (sqlite:///FILE or postgresql+psycopg://…)")
 ]
+TlsName = Annotated[
+    str | None,
+    typer.Option(
+        "--tls",
+        help="serve HTTPS with this service's certificate (DEPLOYMENT/tls/NAME: `certs issue`)",
+    ),
+]
+ClientCerts = Annotated[
+    str,
+    typer.Option(
+        help="with --tls, client certificates of the deployment CA: required (mutual TLS), "
+        "optional (known services are named) or off"
+    ),
+]
+CLIENT_CERTS = ("required", "optional", "off")
 DEFAULT_DEPLOYMENT = Path("var/deployment")
 DEFAULT_STORE = "sqlite:///var/meterseal.db"
 SUITE_HELP = f"cipher suite: {', '.join(SUITES)}"
@@ -68,3 +85,20 @@ def shown(url: str) -> str:
     import sqlalchemy as sa
 
     return sa.make_url(url).render_as_string(hide_password=True)
+
+
+def server_tls(
+    deployment_dir: Path, name: str | None, client_certs: str, passphrase_env: str
+) -> ssl.SSLContext | None:
+    """The TLS context `--tls NAME --client-certs ...` ask for (None: plain HTTP)."""
+    from meterseal.deployment import load_ca_certificate, load_tls_identity
+    from meterseal.errors import ConfigurationError
+    from meterseal.runtime.tls import server_context
+
+    if client_certs not in CLIENT_CERTS:
+        raise ConfigurationError(f"--client-certs is one of {', '.join(CLIENT_CERTS)}")
+    if name is None:
+        return None
+    identity = load_tls_identity(deployment_dir, name, passphrase(passphrase_env))
+    ca = None if client_certs == "off" else load_ca_certificate(deployment_dir)
+    return server_context(identity, ca, require_client=client_certs == "required")

@@ -2,6 +2,8 @@
 
 `TrustedMaterial` is the trusted stages' share of it: the head-end keys, the CA certificate
 and the anonymization key, from the deployment directory or released by the CAS.
+`issue_tls_identity` gives a service its TLS certificate from the deployment CA (``tls/``),
+`load_tls_identity` reads it back.
 """
 
 from __future__ import annotations
@@ -9,15 +11,22 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from meterseal.crypto import certs
-from meterseal.crypto.at_rest import private_directory, read_secret_file, write_secret_file
+from meterseal.crypto.at_rest import (
+    private_directory,
+    read_secret_file,
+    write_private_file,
+    write_secret_file,
+)
 from meterseal.crypto.envelope import Rng
 from meterseal.crypto.keys import (
     HeadEndKeys,
@@ -27,10 +36,13 @@ from meterseal.crypto.keys import (
     write_private_key,
 )
 from meterseal.errors import ConfigurationError, KeyFileError
+from meterseal.runtime.tls import TlsIdentity
 
 MANIFEST = "deployment.json"
 CA_CERT = "ca.cert.pem"
 ANONYMIZATION_KEY = "anonymization.key"
+TLS_DIRECTORY = "tls"
+SERVICE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -135,3 +147,60 @@ def load_deployment(directory: Path, passphrase: bytes | None = None) -> Deploym
         _ec_key(directory / "metrology.key.pem", passphrase),
         read_secret_file(directory / ANONYMIZATION_KEY, passphrase),
     )
+
+
+def issue_tls_identity(
+    deployment: Deployment,
+    service: str,
+    hosts: Sequence[str],
+    *,
+    passphrase: bytes | None,
+    now: dt.datetime,
+    rng: Rng = os.urandom,
+) -> tuple[Path, Path]:
+    """Issue `service` a TLS key and certificate (server for `hosts` too); their paths."""
+    if not SERVICE_NAME.fullmatch(service):
+        raise ConfigurationError(f"service names are 1-64 of a-z 0-9 . _ - (got {service!r})")
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = certs.issue_service_certificate(
+        deployment.ca_key,
+        deployment.ca_cert,
+        service,
+        key.public_key(),
+        hosts=hosts,
+        now=now,
+        rng=rng,
+    )
+    private_directory(deployment.directory / TLS_DIRECTORY)
+    cert_path, key_path = tls_identity_paths(deployment.directory, service)
+    write_private_key(key_path, key, passphrase)
+    write_private_file(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+    return cert_path, key_path
+
+
+def tls_identity_paths(directory: Path, name: str) -> tuple[Path, Path]:
+    """Where `name`'s TLS certificate and key live in a deployment directory."""
+    tls = directory / TLS_DIRECTORY
+    return tls / f"{name}.cert.pem", tls / f"{name}.key.pem"
+
+
+def load_tls_identity(directory: Path, name: str, passphrase: bytes | None) -> TlsIdentity:
+    """`name`'s TLS certificate and key (`meterseal certs issue` wrote them)."""
+    cert_path, key_path = tls_identity_paths(directory, name)
+    if not cert_path.exists():
+        raise ConfigurationError(
+            f"no TLS certificate {cert_path}; run `meterseal certs issue {name} -d {directory}`"
+        )
+    chain = tuple(x509.load_pem_x509_certificates(cert_path.read_bytes()))
+    key = read_private_key(key_path, passphrase)
+    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        raise KeyFileError(f"{key_path} holds no TLS key (EC or RSA)")
+    return TlsIdentity(chain, key)
+
+
+def load_ca_certificate(directory: Path) -> x509.Certificate:
+    """The deployment's CA certificate, the trust anchor of every TLS connection."""
+    path = directory / CA_CERT
+    if not path.exists():
+        raise ConfigurationError(f"no CA certificate in {directory}; run `meterseal keys init`")
+    return x509.load_pem_x509_certificate(path.read_bytes())

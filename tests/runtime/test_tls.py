@@ -19,12 +19,8 @@ from fastapi import FastAPI, Request
 from meterseal.crypto import certs
 from meterseal.runtime.auth import PUBLIC, Identity, access
 from meterseal.runtime.http import ThreadedServer, service_app
-from meterseal.runtime.tls import (
-    FromService,
-    TlsIdentity,
-    client_context,
-    server_context,
-)
+from meterseal.runtime.peer import FromService
+from meterseal.runtime.tls import TlsIdentity, client_context, server_context
 
 NOW = dt.datetime.now(dt.UTC)
 ANYONE = access(PUBLIC)

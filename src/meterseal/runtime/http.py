@@ -38,7 +38,8 @@ from meterseal.runtime.connections import (
     source_key,
 )
 from meterseal.runtime.metrics import ServiceMetrics
-from meterseal.runtime.tls import tls_scope, with_peer_certificates
+from meterseal.runtime.peer import with_peer_certificates
+from meterseal.runtime.tls import tls_scope
 
 
 @dataclass(frozen=True)

@@ -1,44 +1,34 @@
 """TLS and mutual TLS between machines, with certificates from the deployment's CA.
 
 A `TlsIdentity` is a certificate chain and its private key: a service's, read from the
-deployment's ``tls/`` directory (`load_identity`, the key through the at-rest reader), or a
-trusted worker's, released by the CAS to its attested measurement (`TlsIdentity.from_pem`,
-never from a file). `server_context` serves TLS 1.2 or 1.3 (1.3 when both ends have it) with
-ECDHE and AEAD ciphers only; given the CA it asks for a client certificate and, with
-`require_client`, refuses a handshake without one from that CA (mutual TLS).
-`client_context` verifies the server against the deployment CA (and its host name) and
-presents the client's certificate.
+deployment's ``tls/`` directory (`deployment.load_tls_identity`, the key through the at-rest
+reader), or a trusted worker's, released by the CAS to its attested measurement
+(`TlsIdentity.from_pem`, never from a file).
 
-`HttpServer` puts a verified client certificate in the request's ASGI scope (the ``tls``
-extension: ``client_cert_chain``, ``client_cert_name``) and `with_peer_certificates` turns
-it into an `Identity` for the app's authenticator: ``service:NAME`` with the role
-``service``, NAME taken from the certificate's ``urn:meterseal:service:`` name (a meter's
-or a broker's certificate from the same CA names no service, and identifies nobody).
-`FromService(names)` is the rule a route declares to admit only those services.
+`server_context` serves TLS 1.2 or 1.3 (1.3 when both ends have it) with ECDHE and AEAD
+ciphers only; given the CA it asks for a client certificate and, with `require_client`,
+refuses a handshake without one from that CA (mutual TLS). `client_context` verifies the
+server against the deployment CA (and its host name) and presents the client's certificate.
+
+`HttpServer` puts a verified client certificate in the request's ASGI scope (`tls_scope`:
+the ``tls`` extension, ``client_cert_chain`` and ``client_cert_name``); `runtime.peer` turns
+it into the caller's identity. No web framework is imported here: trusted workers measure
+this module, since it holds their released key.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import ssl
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from fastapi import Request
 
-from meterseal.crypto.certs import service_of
-from meterseal.crypto.keys import read_private_key
 from meterseal.errors import ConfigurationError
-from meterseal.runtime.auth import Authenticator, Identity, anonymous
 
-TLS_DIRECTORY = "tls"  # in the deployment directory: NAME.cert.pem, NAME.key.pem
-SERVICE_ROLE = "service"
 # TLS 1.2 suites: forward secrecy and AEAD only (TLS 1.3's are all of that kind).
 CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 TlsKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
@@ -76,34 +66,6 @@ class TlsIdentity:
         if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
             raise ConfigurationError("a TLS key is EC or RSA")
         return cls(chain, key)
-
-
-def identity_paths(deployment: Path, name: str) -> tuple[Path, Path]:
-    """Where `name`'s certificate and key live in a deployment directory."""
-    directory = deployment / TLS_DIRECTORY
-    return directory / f"{name}.cert.pem", directory / f"{name}.key.pem"
-
-
-def load_identity(deployment: Path, name: str, passphrase: bytes | None) -> TlsIdentity:
-    """`name`'s certificate and key from the deployment (`meterseal certs issue` wrote them)."""
-    cert_path, key_path = identity_paths(deployment, name)
-    if not cert_path.exists():
-        raise ConfigurationError(
-            f"no TLS certificate {cert_path}; run `meterseal certs issue {name} -d {deployment}`"
-        )
-    chain = tuple(x509.load_pem_x509_certificates(cert_path.read_bytes()))
-    key = read_private_key(key_path, passphrase)
-    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
-        raise ConfigurationError(f"{key_path} holds no TLS key (EC or RSA)")
-    return TlsIdentity(chain, key)
-
-
-def load_ca(deployment: Path) -> x509.Certificate:
-    """The deployment's CA certificate, the trust anchor of every TLS connection."""
-    path = deployment / "ca.cert.pem"
-    if not path.exists():
-        raise ConfigurationError(f"no CA certificate in {deployment}; run `meterseal keys init`")
-    return x509.load_pem_x509_certificate(path.read_bytes())
 
 
 def _load_chain(context: ssl.SSLContext, identity: TlsIdentity) -> None:
@@ -166,50 +128,3 @@ def tls_scope(ssl_object: ssl.SSLObject | None) -> dict[str, Any] | None:
         "tls_version": ssl_object.version(),
         "cipher_suite": (ssl_object.cipher() or ("",))[0],
     }
-
-
-@functools.lru_cache(maxsize=256)
-def _service_in(pem: str) -> str | None:
-    return service_of(x509.load_pem_x509_certificate(pem.encode()))
-
-
-def peer_identity(request: Request) -> Identity | None:
-    """The service whose verified client certificate made this request, if any."""
-    tls = request.scope.get("extensions", {}).get("tls") or {}
-    chain = tls.get("client_cert_chain") or []
-    service = _service_in(chain[0]) if chain else None
-    if service is None:
-        return None
-    return Identity(f"service:{service}", frozenset({SERVICE_ROLE}))
-
-
-def with_peer_certificates(inner: Authenticator = anonymous) -> Authenticator:
-    """An authenticator that knows services by their client certificate, else asks `inner`."""
-
-    async def authenticate(request: Request) -> Identity:
-        return peer_identity(request) or await inner(request)
-
-    authenticate.peer_certificates = True  # type: ignore[attr-defined]
-    return authenticate
-
-
-@dataclass(frozen=True)
-class FromService:
-    """Lets through only the named services (by their client certificate: mutual TLS)."""
-
-    services: frozenset[str]
-
-    @classmethod
-    def of(cls, names: Iterable[str]) -> FromService:
-        """A rule admitting `names`."""
-        return cls(frozenset(names))
-
-    @property
-    def name(self) -> str:
-        """service:NAME,... for the route table."""
-        return "service:" + ",".join(sorted(self.services))
-
-    def allows(self, identity: Identity, request: Request) -> bool:
-        """The caller is one of the services, proven by its client certificate."""
-        subjects = {f"service:{s}" for s in self.services}
-        return SERVICE_ROLE in identity.roles and identity.subject in subjects

@@ -5,6 +5,8 @@ quotes the measurement with the platform's attester (the simulated backend unles
 hardware exists: see docs/trust.md) and fetches exactly the secrets of its stage
 (`keys.STAGE_SECRETS`). A worker whose code changed gets no secret and fails to start with
 the CAS's reason; nothing is read from the deployment directory's private key files.
+With `tls`, the stage also fetches its TLS identity (`tls/STAGE`) and its admin endpoint
+serves HTTPS with it: TLS ends inside the attested worker.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from meterseal.trust.material import (
     billing_key_from,
     headend_keys_from,
 )
-from meterseal.trust.worker import start_trusted
+from meterseal.trust.worker import start_trusted, tls_secret
 
 
 @dataclass(frozen=True)
@@ -31,10 +33,11 @@ class CasKeys:
     cas_url: str
     deployment: Path  # where the (simulated) platform attestation key lives
     passphrase: bytes | None = field(default=None, repr=False)  # of the platform's key file
+    tls: bool = False  # also fetch the stage's TLS identity (trusted stages only)
 
     def secrets(self, stage: str) -> StageSecrets:
         """Measure, attest, fetch; ReleaseRefused (with the reason) if the CAS says no."""
-        names = STAGE_SECRETS[stage]
+        names = STAGE_SECRETS[stage] + ((tls_secret(stage),) if self.tls else ())
         if not names:
             return StageSecrets(provenance="nothing to fetch")
         worker = start_trusted(
@@ -46,6 +49,7 @@ class CasKeys:
             anonymization_key=anonymization_key_from(got) if ANONYMIZATION_KEY in names else None,
             stage_key=got[STAGE_KEY] if STAGE_KEY in names else None,
             billing_key=billing_key_from(got) if BILLING_KEY in names else None,
+            tls=worker.tls_identity(),
             provenance=(
                 f"CAS {self.cas_url}, measurement {worker.measurement.short}, {worker.assurance}"
             ),

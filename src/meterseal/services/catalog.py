@@ -8,6 +8,7 @@ mode the stages that hold secrets get them from the CAS after attesting their me
 from __future__ import annotations
 
 import contextlib
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,9 +18,10 @@ from meterseal.acquisition.headend import HeadEndSettings
 from meterseal.deployment import CA_CERT
 from meterseal.errors import ConfigurationError
 from meterseal.runtime.lifecycle import Stage
+from meterseal.runtime.tls import server_context
 from meterseal.services.bus import Bus, MemoryBus
 from meterseal.services.intake import IntakeSettings
-from meterseal.services.keys import STAGE_SECRETS, DeploymentKeys, KeySource
+from meterseal.services.keys import STAGE_SECRETS, DeploymentKeys, KeySource, StageSecrets
 from meterseal.storage import Store
 
 SERVICES = tuple(STAGE_SECRETS)  # receiver, open-verify, anonymize-store, billing
@@ -40,6 +42,7 @@ class ServiceOptions:
     cas_url: str | None = None  # set: trusted mode, secrets from the CAS after attestation
     passphrase: bytes | None = None
     ack_wait: float = 10.0
+    worker_tls: bool = False  # trusted mode: admin endpoints serve HTTPS with a CAS-released key
 
     @property
     def trusted(self) -> bool:
@@ -53,7 +56,7 @@ def key_source(options: ServiceOptions) -> KeySource:
         return DeploymentKeys(options.deployment, options.passphrase)
     from meterseal.services.attested import CasKeys
 
-    return CasKeys(options.cas_url, options.deployment, options.passphrase)
+    return CasKeys(options.cas_url, options.deployment, options.passphrase, options.worker_tls)
 
 
 async def connect_bus(options: ServiceOptions) -> Bus:
@@ -71,7 +74,13 @@ def ca_certificate(directory: Path) -> x509.Certificate:
     return x509.load_pem_x509_certificate(path.read_bytes())
 
 
-def make_stage(name: str, options: ServiceOptions, bus: Bus, store: Store | None) -> Stage:
+def make_stage(
+    name: str,
+    options: ServiceOptions,
+    bus: Bus,
+    store: Store | None,
+    secrets: StageSecrets | None = None,
+) -> Stage:
     """The stage `name` on `bus` (and `store` for the stages that need one)."""
     from meterseal.services.frontends import ReceiverService
     from meterseal.services.workers import AnonymizeStoreWorker, BillingWorker, OpenVerifyWorker
@@ -80,7 +89,7 @@ def make_stage(name: str, options: ServiceOptions, bus: Bus, store: Store | None
         return ReceiverService(bus, options.receivers, options.intake)
     if store is None:
         raise ConfigurationError(f"the {name} service needs a store")
-    secrets = key_source(options).secrets(name)
+    secrets = secrets or key_source(options).secrets(name)
     if name == "open-verify":
         return OpenVerifyWorker(bus, store, ca_certificate(options.deployment), secrets)
     if name == "anonymize-store":
@@ -99,15 +108,21 @@ class OwnedStage:
         self.bus: Bus = MemoryBus()
         self.store: Store | None = None
         self.inner: Stage | None = None
+        self.admin_tls: ssl.SSLContext | None = None  # a trusted worker's, from its CAS key
 
     async def build(self) -> Stage:
         """Connect, open the store, build the stage."""
         if self.name not in SERVICES:
             raise ConfigurationError(f"unknown service {self.name!r}; choose one of {SERVICES}")
         self.bus = await connect_bus(self.options)
+        secrets = None
         if self.name != "receiver":
             self.store = Store.open(self.options.store_url)
-        self.inner = make_stage(self.name, self.options, self.bus, self.store)
+            secrets = key_source(self.options).secrets(self.name)
+            if secrets.tls is not None:
+                ca = ca_certificate(self.options.deployment)
+                self.admin_tls = server_context(secrets.tls, ca)
+        self.inner = make_stage(self.name, self.options, self.bus, self.store, secrets)
         return self.inner
 
     async def close(self) -> None:
@@ -125,7 +140,8 @@ def run_service(name: str, options: ServiceOptions, *, admin: str | None = "127.
     async def main() -> None:
         owned = OwnedStage(name, options)
         try:
-            await serve_stage(await owned.build(), admin=admin)
+            stage = await owned.build()
+            await serve_stage(stage, admin=admin, admin_tls=owned.admin_tls)
         finally:
             await owned.close()
 

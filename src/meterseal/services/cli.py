@@ -37,6 +37,13 @@ CasUrl = Annotated[
     str | None, typer.Option("--cas", help="CAS URL: trusted mode, secrets after attestation")
 ]
 Prefix = Annotated[str, typer.Option(help="stream name prefix (isolates runs on one server)")]
+WorkerTls = Annotated[
+    bool,
+    typer.Option(
+        help="trusted mode: fetch each stage's TLS key (tls/STAGE) from the CAS and serve "
+        "its admin endpoint over HTTPS with it"
+    ),
+]
 Admin = Annotated[str, typer.Option(help="admin endpoint (health, metrics) address, or 'off'")]
 
 
@@ -57,6 +64,7 @@ def options_from(
     batch_size: int,
     ack_wait: float,
     passphrase_env: str,
+    worker_tls: bool = False,
 ) -> ServiceOptions:
     """The ServiceOptions of a command line."""
     from meterseal.acquisition.headend import HeadEndSettings
@@ -73,6 +81,7 @@ def options_from(
         cas_url=cas,
         passphrase=passphrase(passphrase_env),
         ack_wait=ack_wait,
+        worker_tls=worker_tls,
     )
 
 
@@ -90,6 +99,7 @@ def run(
     batch_size: Annotated[int, typer.Option(help="packets per bus message")] = 256,
     ack_wait: Annotated[float, typer.Option(help="seconds before JetStream redelivers")] = 10.0,
     admin: Admin = "127.0.0.1:0",
+    worker_tls: WorkerTls = False,
     passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
 ) -> None:
     """Run one service until SIGTERM (prints `listening …` lines, then `ready NAME`)."""
@@ -107,6 +117,7 @@ def run(
         batch_size=batch_size,
         ack_wait=ack_wait,
         passphrase_env=passphrase_env,
+        worker_tls=worker_tls,
     )
     raise typer.Exit(code=run_service(name, options, admin=_off(admin)))
 

@@ -23,6 +23,7 @@ from meterseal.crypto.at_rest import read_secret_file, write_secret_file
 from meterseal.crypto.keys import HeadEndKeys
 from meterseal.deployment import load_deployment
 from meterseal.errors import ConfigurationError
+from meterseal.runtime.tls import TlsIdentity
 from meterseal.services.messages import STAGE_KEY_BYTES
 
 _T = TypeVar("_T")
@@ -44,6 +45,7 @@ class StageSecrets:
     anonymization_key: bytes | None = None
     stage_key: bytes | None = None
     billing_key: ec.EllipticCurvePrivateKey | None = None
+    tls: TlsIdentity | None = None  # trusted mode: the worker's TLS key, released by the CAS
     provenance: str = "deployment directory"  # shown in the service's status
 
     def need_headend(self) -> HeadEndKeys:
@@ -70,6 +72,7 @@ class StageSecrets:
                 ("anonymization", self.anonymization_key),
                 ("stage-link", self.stage_key),
                 ("billing", self.billing_key),
+                ("tls", self.tls),
             )
             if value is not None
         ]

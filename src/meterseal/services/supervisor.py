@@ -59,6 +59,8 @@ def service_argv(service: str, options: ServiceOptions, *, receiver: bool) -> li
         argv += ["--nats", options.nats_url]
     if options.cas_url:
         argv += ["--cas", options.cas_url]
+    if options.worker_tls:
+        argv += ["--worker-tls"]
     for name, value in (("tcp", settings.tcp), ("http", settings.http), ("mqtt", settings.mqtt)):
         argv += [f"--{name}", value if receiver and value else "off"]
     argv += ["--batch-size", str(options.intake.batch_size)]

@@ -4,13 +4,25 @@ What an operator does with `meterseal cas init`, `cas secrets import` and `cas p
 as one function for benches, tests and the demo: each trusted stage's measurement of this
 checkout (`stage_measurement`) is allowed exactly the secrets of its stage
 (`keys.STAGE_SECRETS`), and nothing else is allowed anything.
+
+`issue_worker_tls` gives a trusted stage a TLS identity from the deployment CA straight into
+the CAS (`tls/STAGE`): its key is never written to a disk, and only the stage's attested
+measurement receives it.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import os
+from collections.abc import Sequence
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from meterseal.crypto.certs import issue_service_certificate
 from meterseal.deployment import load_deployment
+from meterseal.runtime.tls import TlsIdentity
 from meterseal.services.catalog import TRUSTED_SERVICES
 from meterseal.services.keys import STAGE_KEY, STAGE_SECRETS, ensure_stage_key
 from meterseal.storage import Store
@@ -19,16 +31,55 @@ from meterseal.trust.cas_store import CasStore
 from meterseal.trust.material import deployment_secrets
 from meterseal.trust.measurement import stage_measurement
 from meterseal.trust.vault import Vault, init_cas_files
+from meterseal.trust.worker import tls_secret
 
 
-def provision_cas(directory: Path, store_url: str, passphrase: bytes | None = None) -> None:
-    """Keys of the CAS and simulated platform, every secret, one policy per trusted stage."""
+def issue_worker_tls(
+    cas: Cas,
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca_cert: x509.Certificate,
+    stage: str,
+    hosts: Sequence[str],
+) -> int:
+    """Issue `stage` a TLS key and certificate for `hosts` into the CAS only; its version."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    cert = issue_service_certificate(
+        ca_key,
+        ca_cert,
+        stage,
+        key.public_key(),
+        hosts=hosts,
+        now=now,
+        rng=os.urandom,
+    )
+    return cas.put_secret(tls_secret(stage), TlsIdentity((cert,), key).pem())
+
+
+def provision_cas(
+    directory: Path,
+    store_url: str,
+    passphrase: bytes | None = None,
+    *,
+    worker_tls_hosts: Sequence[str] = (),
+) -> None:
+    """Keys of the CAS and simulated platform, every secret, one policy per trusted stage.
+
+    With `worker_tls_hosts`, each trusted stage also gets a TLS identity for those hosts.
+    """
     init_cas_files(directory, passphrase)
-    secrets = deployment_secrets(load_deployment(directory, passphrase))
+    deployment = load_deployment(directory, passphrase)
+    secrets = deployment_secrets(deployment)
     secrets[STAGE_KEY] = ensure_stage_key(directory, passphrase)
     with Store.open(store_url) as store:
         cas = Cas(CasStore(store), Vault.from_deployment(directory, passphrase), [])
         for name, value in secrets.items():
             cas.put_secret(name, value)
         for stage in TRUSTED_SERVICES:
-            cas.allow(stage, stage_measurement(stage), STAGE_SECRETS[stage])
+            names = STAGE_SECRETS[stage]
+            if worker_tls_hosts:
+                issue_worker_tls(
+                    cas, deployment.ca_key, deployment.ca_cert, stage, worker_tls_hosts
+                )
+                names += (tls_secret(stage),)
+            cas.allow(stage, stage_measurement(stage), names)

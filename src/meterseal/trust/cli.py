@@ -30,15 +30,20 @@ from rich.table import Table
 from meterseal.cli_common import (
     DEFAULT_DEPLOYMENT,
     DEFAULT_STORE,
+    ClientCerts,
     DeploymentDir,
     PassphraseEnv,
     StoreUrl,
+    TlsName,
     console,
     passphrase,
+    server_tls,
 )
 from meterseal.errors import ConfigurationError
 
 if TYPE_CHECKING:
+    import ssl
+
     from fastapi import FastAPI
 
     from meterseal.trust.attestation import Attester, QuoteVerifier
@@ -131,6 +136,8 @@ def cas_serve(
         list[str], typer.Option(help=f"accepted quote backends: {', '.join(BACKENDS)}")
     ] = ["simulated"],  # noqa: B006
     nonce_ttl: Annotated[float, typer.Option(help="seconds a nonce stays fresh")] = 60.0,
+    tls: TlsName = None,
+    client_certs: ClientCerts = "optional",
     passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
 ) -> None:
     """Serve the CAS API until Ctrl-C or SIGTERM."""
@@ -140,20 +147,23 @@ def cas_serve(
     try:
         address = str(parse_address(listen, 7490))  # refused before the store is opened
         verifiers = _verifiers(backend, deployment_dir)
+        context = server_tls(deployment_dir, tls, client_certs, passphrase_env)
         with _cas(store, deployment_dir, passphrase_env, verifiers, nonce_ttl) as cas:
-            asyncio.run(_serve(create_cas_app(cas), address, backend))
+            asyncio.run(_serve(create_cas_app(cas), address, backend, context))
     except OSError as exc:
         raise ConfigurationError(f"cannot listen on {listen}: {exc}") from exc
 
 
-async def _serve(app: FastAPI, listen: str, backends: list[str]) -> None:
+async def _serve(
+    app: FastAPI, listen: str, backends: list[str], tls: ssl.SSLContext | None
+) -> None:
     from meterseal.runtime.http import HttpAppService
     from meterseal.runtime.lifecycle import serve_stage
 
     if "simulated" in backends:  # on stderr: stdout carries the parseable lines only
         Console(stderr=True).print(f"CAS: {SIMULATED_NOTE}")
-    # `serve_stage` prints `listening cas http://HOST:PORT` (scripts wait for it), then `ready cas`.
-    await serve_stage(HttpAppService("cas", app, listen, 7490))
+    # `serve_stage` prints `listening cas URL` (scripts wait for it), then `ready cas`.
+    await serve_stage(HttpAppService("cas", app, listen, 7490, tls))
 
 
 @cas_app.command("measure")
@@ -316,6 +326,28 @@ def secrets_import(
                 console.print(f"{secret_name}: unchanged (v{latest.version})")
                 continue
             console.print(f"{secret_name}: v{cas.put_secret(secret_name, value)}")
+
+
+@secrets_app.command("issue-tls")
+def secrets_issue_tls(
+    stage: Stage,
+    host: Annotated[list[str], typer.Option(help="host name or IP address it serves at (repeat)")],
+    store: StoreUrl = DEFAULT_STORE,
+    deployment_dir: DeploymentDir = DEFAULT_DEPLOYMENT,
+    passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
+) -> None:
+    """Issue STAGE a TLS key and certificate into the CAS only (secret tls/STAGE)."""
+    from meterseal.cli_common import load
+    from meterseal.services.trusted_setup import issue_worker_tls
+    from meterseal.trust.worker import tls_secret
+
+    deployment = load(deployment_dir, passphrase_env)
+    with _cas(store, deployment_dir, passphrase_env) as cas:
+        version = issue_worker_tls(cas, deployment.ca_key, deployment.ca_cert, stage, host)
+    name = tls_secret(stage)
+    console.print(
+        f"{name}: v{version}; allow it with `cas policy add --stage {stage} --secret {name}`"
+    )
 
 
 def _read(path: Path) -> bytes:

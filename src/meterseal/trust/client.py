@@ -6,12 +6,17 @@ CAS's reason (e.g. "measurement 3fa2… (stage open-verify) is not allowed secre
 'headend-keys' (code modified?)"), `CasUnavailable` when the CAS cannot be reached, or
 `AttestationError` when this machine cannot produce a quote.
 
+Over ``https://`` the CAS is verified against `verify` (the deployment CA's client context,
+`runtime.tls.client_context`). TLS hides which secrets a worker asks for; the secrets
+themselves are protected by the attested key whatever the transport.
+
 The ephemeral X25519 key lives only in this call: secrets are encrypted to it by the CAS,
 and nothing else can decrypt them, not even someone who recorded the exchange.
 """
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,6 +73,7 @@ def fetch_secrets(
     attester: Attester,
     names: Sequence[str],
     timeout: float = 10.0,
+    verify: ssl.SSLContext | None = None,
 ) -> dict[str, bytes]:
     """Attest to the CAS at `cas_url` and return the released secrets `names` (all or none)."""
     return fetch_release(
@@ -77,6 +83,7 @@ def fetch_secrets(
         attester=attester,
         names=names,
         timeout=timeout,
+        verify=verify,
     ).secrets
 
 
@@ -88,11 +95,14 @@ def fetch_release(
     attester: Attester,
     names: Sequence[str],
     timeout: float = 10.0,
+    verify: ssl.SSLContext | None = None,
 ) -> Fetched:
     """`fetch_secrets`, also telling each secret's version and the attestation's assurance."""
     key = EphemeralKey.generate()
     try:
-        with httpx.Client(base_url=cas_url.rstrip("/"), timeout=timeout) as client:
+        with httpx.Client(
+            base_url=cas_url.rstrip("/"), timeout=timeout, verify=verify or True
+        ) as client:
             issued = _checked(client.post("/v1/nonce")).json()
             nonce = bytes.fromhex(issued["nonce"])
             quote = attester.quote(measurement, nonce, key.public_bytes)

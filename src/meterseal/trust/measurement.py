@@ -57,6 +57,7 @@ TRUST_RUNTIME = (
     "meterseal.errors",
     "meterseal.model",
     "meterseal.native",
+    "meterseal.runtime.tls",  # serves HTTPS with a released TLS key
     "meterseal.trust.attestation",
     "meterseal.trust.channel",
     "meterseal.trust.client",
