@@ -135,9 +135,14 @@ class ParallelOpener:
         if getattr(self.registry, "generation", 0) != self._generation:
             self._pool.shutdown(wait=True)
             self._pool, self._generation = self._fork()
-        size = -(-len(blobs) // (self.workers + self.parent_opens))
-        slices = [blobs[i : i + size] for i in range(0, len(blobs), size)]
-        own = slices.pop(0) if self.parent_opens else []  # opened here while workers open theirs
+        share = -(-len(blobs) // (self.workers + self.parent_opens))
+        own = blobs[:share] if self.parent_opens else []  # opened here while workers open theirs
+        rest = blobs[len(own) :]
+        # Two slices a worker, handed out as workers come free: the parent settles the
+        # first slices while the workers still open the last ones, instead of leaving them
+        # idle while it settles the whole batch at the end.
+        size = max(MIN_SLICE, -(-len(rest) // (2 * self.workers)))
+        slices = [rest[i : i + size] for i in range(0, len(rest), size)]
         futures = [self._pool.submit(_open_slice, (s, now.timestamp())) for s in slices]
         settled = packet.open_batch(own, self.headend, self.registry, now=now) if own else []
         offset = len(own)
