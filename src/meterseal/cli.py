@@ -23,6 +23,7 @@ from meterseal.cli_common import (
     PassphraseEnv,
     StoreUrl,
     console,
+    server_tls,
     show_key_warnings,
 )
 from meterseal.cli_common import load as _load
@@ -31,7 +32,15 @@ from meterseal.cli_common import shown as _shown
 from meterseal.cli_extras import MissingExtra
 from meterseal.crypto.suites import DEFAULT_SUITE, suite_named
 from meterseal.errors import ConfigurationError, MetersealError, exit_code_for
-from meterseal.services.cli import Admin, CasUrl, NatsUrl, Prefix, WorkerTls, service_app
+from meterseal.services.cli import (
+    Admin,
+    CasUrl,
+    HttpTls,
+    NatsUrl,
+    Prefix,
+    WorkerTls,
+    service_app,
+)
 from meterseal.ui import progress_bar
 
 app = typer.Typer(
@@ -221,6 +230,7 @@ def serve(
     admin: Admin = "127.0.0.1:0",
     status_every: Annotated[float, typer.Option(help="seconds between status lines")] = 10.0,
     worker_tls: WorkerTls = False,
+    http_tls: HttpTls = None,
     passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
 ) -> None:
     """Run the head-end (receivers + trusted stages + store) until Ctrl-C or SIGTERM."""
@@ -249,6 +259,7 @@ def serve(
             ack_wait=ack_wait,
             passphrase_env=passphrase_env,
             worker_tls=worker_tls,
+            http_tls=http_tls,
         )
         serve_services(options, workers, None if admin == "off" else admin, status_every)
         return
@@ -259,6 +270,7 @@ def serve(
         mqtt=None if mqtt == "off" else mqtt,
         batch_size=batch_size,
         open_workers=open_workers,
+        http_tls=server_tls(deployment_dir, http_tls, "off", passphrase_env),
     )
     run_serve(
         console,

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from cryptography import x509
 from rich.console import Console
 from rich.table import Table
 
@@ -122,16 +123,25 @@ class SimulationPlan:
 
 
 def link_for(
-    transport: str, target: str, *, mqtt_passwords: Callable[[str], str] | None = None
+    transport: str,
+    target: str,
+    *,
+    mqtt_passwords: Callable[[str], str] | None = None,
+    ca: x509.Certificate | None = None,
 ) -> MeterLink:
-    """The meter side of `transport` pointed at `target` (MQTT meters log in if given passwords)."""
+    """The meter side of `transport` pointed at `target` (MQTT meters log in if given passwords).
+
+    An ``https://`` target is verified against `ca` (the deployment's CA).
+    """
     if transport == "tcp":
         host, port = parse_address(target, 7400)
         return TcpLink(host, port)
     if transport == "http":
         from meterseal.acquisition.http import HttpLink
+        from meterseal.runtime.tls import client_context
 
-        return HttpLink(target if "://" in target else f"http://{target}")
+        verify = client_context(ca) if ca is not None and target.startswith("https:") else None
+        return HttpLink(target if "://" in target else f"http://{target}", verify=verify)
     if transport == "mqtt":
         from meterseal.acquisition.mqtt import MqttLink
 
@@ -163,7 +173,10 @@ def simulate(
         task = bar.add_task("meters seal their readings", total=len(fleet))
         wire = seal_workload(work, now=now, progress=lambda n: bar.advance(task, n))
     link = link_for(
-        plan.transport, plan.target, mqtt_passwords=_mqtt_passwords(deployment, plan, passphrase)
+        plan.transport,
+        plan.target,
+        mqtt_passwords=_mqtt_passwords(deployment, plan, passphrase),
+        ca=deployment.ca_cert,
     )
     with progress_bar(console) as bar:
         total = sum(len(p) for p in wire.values())

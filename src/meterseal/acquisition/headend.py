@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -62,6 +63,7 @@ class HeadEndSettings:
     policy: FreshnessPolicy = field(default_factory=FreshnessPolicy)
     tcp_limits: TcpLimits = field(default_factory=TcpLimits)
     http_limits: HttpLimits | None = None  # None: HttpLimits() (fastapi is imported lazily)
+    http_tls: ssl.SSLContext | None = None  # set: the HTTP receiver serves HTTPS only
 
 
 @dataclass
@@ -141,13 +143,10 @@ class HeadEnd:
         if settings.http is not None:
             from meterseal.acquisition.http import HttpReceiver
 
-            http = HttpReceiver(self.ingest, settings.http_limits)
+            http = HttpReceiver(self.ingest, settings.http_limits, settings.http_tls)
             host, port = parse_address(settings.http, 8080)
             port = await http.start(host, port)
-            self.receivers["http"], self.endpoints["http"] = (
-                http,
-                f"http://{format_address(host, port)}",
-            )
+            self.receivers["http"], self.endpoints["http"] = http, http.url(host, port)
         if settings.mqtt is not None:
             from meterseal.acquisition.mqtt import MqttReceiver
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -295,19 +296,32 @@ def create_app(ingest: PacketIntake, limits: HttpLimits | None = None) -> FastAP
 class HttpReceiver(HttpServer):
     """The HTTP API served by uvicorn in the current event loop, feeding `Ingest`."""
 
-    def __init__(self, ingest: PacketIntake, limits: HttpLimits | None = None) -> None:
+    def __init__(
+        self,
+        ingest: PacketIntake,
+        limits: HttpLimits | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         limits = limits or HttpLimits()
-        super().__init__(create_app(ingest, limits), limits)
+        super().__init__(create_app(ingest, limits), limits, tls)
         self.ingest = ingest
 
 
 class HttpLink:
     """A `MeterLink` over HTTP with pooled connections; close it with `aclose()`."""
 
-    def __init__(self, base_url: str, *, max_batch: int = 256, max_connections: int = 100) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        max_batch: int = 256,
+        max_connections: int = 100,
+        verify: ssl.SSLContext | None = None,
+    ) -> None:
         self.max_batch = max_batch
         self._client = httpx.AsyncClient(
             base_url=base_url,
+            verify=verify or True,  # https://: the head-end's certificate, from the deployment CA
             limits=httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections
             ),

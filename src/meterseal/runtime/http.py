@@ -209,6 +209,10 @@ class HttpServer:
             await asyncio.sleep(0.005)
         return int(sock.getsockname()[1])
 
+    def url(self, host: str, port: int) -> str:
+        """The URL this server answers at on `host`:`port` (https when it serves TLS)."""
+        return f"{'http' if self.tls is None else 'https'}://{format_address(host, port)}"
+
     async def stop(self) -> None:
         """Stop accepting, let running requests finish (up to shutdown_timeout), close."""
         if self._server is not None and self._task is not None:

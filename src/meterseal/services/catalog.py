@@ -43,6 +43,7 @@ class ServiceOptions:
     passphrase: bytes | None = None
     ack_wait: float = 10.0
     worker_tls: bool = False  # trusted mode: admin endpoints serve HTTPS with a CAS-released key
+    http_tls: str | None = None  # the receiver's TLS identity (DEPLOYMENT/tls/NAME), if HTTPS
 
     @property
     def trusted(self) -> bool:

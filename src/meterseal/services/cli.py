@@ -15,6 +15,7 @@ from meterseal.cli_common import (
     StoreUrl,
     console,
     passphrase,
+    server_tls,
 )
 
 if TYPE_CHECKING:
@@ -37,6 +38,12 @@ CasUrl = Annotated[
     str | None, typer.Option("--cas", help="CAS URL: trusted mode, secrets after attestation")
 ]
 Prefix = Annotated[str, typer.Option(help="stream name prefix (isolates runs on one server)")]
+HttpTls = Annotated[
+    str | None,
+    typer.Option(
+        help="serve the HTTP receiver over HTTPS with this certificate (DEPLOYMENT/tls/NAME)"
+    ),
+]
 WorkerTls = Annotated[
     bool,
     typer.Option(
@@ -65,6 +72,7 @@ def options_from(
     ack_wait: float,
     passphrase_env: str,
     worker_tls: bool = False,
+    http_tls: str | None = None,
 ) -> ServiceOptions:
     """The ServiceOptions of a command line."""
     from meterseal.acquisition.headend import HeadEndSettings
@@ -76,12 +84,18 @@ def options_from(
         store,
         nats_url=nats,
         prefix=prefix,
-        receivers=HeadEndSettings(tcp=_off(tcp), http=_off(http), mqtt=_off(mqtt)),
+        receivers=HeadEndSettings(
+            tcp=_off(tcp),
+            http=_off(http),
+            mqtt=_off(mqtt),
+            http_tls=server_tls(deployment_dir, http_tls, "off", passphrase_env),
+        ),
         intake=IntakeSettings(batch_size=batch_size),
         cas_url=cas,
         passphrase=passphrase(passphrase_env),
         ack_wait=ack_wait,
         worker_tls=worker_tls,
+        http_tls=http_tls,
     )
 
 
@@ -100,6 +114,7 @@ def run(
     ack_wait: Annotated[float, typer.Option(help="seconds before JetStream redelivers")] = 10.0,
     admin: Admin = "127.0.0.1:0",
     worker_tls: WorkerTls = False,
+    http_tls: HttpTls = None,
     passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
 ) -> None:
     """Run one service until SIGTERM (prints `listening …` lines, then `ready NAME`)."""
@@ -118,6 +133,7 @@ def run(
         ack_wait=ack_wait,
         passphrase_env=passphrase_env,
         worker_tls=worker_tls,
+        http_tls=http_tls,
     )
     raise typer.Exit(code=run_service(name, options, admin=_off(admin)))
 

@@ -50,10 +50,10 @@ class ReceiverService:
         if self.settings.http is not None:
             from meterseal.acquisition.http import HttpReceiver
 
-            http = HttpReceiver(self.intake)
+            http = HttpReceiver(self.intake, tls=self.settings.http_tls)
             host, port = parse_address(self.settings.http, 8080)
             port = await http.start(host, port)
-            self.receivers["http"], endpoints["http"] = http, f"http://{format_address(host, port)}"
+            self.receivers["http"], endpoints["http"] = http, http.url(host, port)
         if self.settings.mqtt is not None:
             from meterseal.acquisition.mqtt import MqttReceiver
 

@@ -61,6 +61,8 @@ def service_argv(service: str, options: ServiceOptions, *, receiver: bool) -> li
         argv += ["--cas", options.cas_url]
     if options.worker_tls:
         argv += ["--worker-tls"]
+    if options.http_tls and receiver:
+        argv += ["--http-tls", options.http_tls]
     for name, value in (("tcp", settings.tcp), ("http", settings.http), ("mqtt", settings.mqtt)):
         argv += [f"--{name}", value if receiver and value else "off"]
     argv += ["--batch-size", str(options.intake.batch_size)]
