@@ -341,12 +341,12 @@ class MqttLink:
         """Disconnect (exchanges still waiting fail with ConnectionError)."""
         for key in list(self._sessions):
             await self._drop(key)
+        self._locks.clear()
 
     async def _drop(self, key: str) -> None:
+        # The key's lock stays (a small object per meter): one deleted while a waiter is being
+        # woken would let a second connection of the same meter be opened beside the first.
         session = self._sessions.pop(key, None)
-        lock = self._locks.get(key)
-        if lock is not None and not lock.locked():
-            del self._locks[key]
         if session is not None and session.reader is not None:
             session.reader.cancel()
             await asyncio.gather(session.reader, return_exceptions=True)
@@ -358,7 +358,7 @@ class MqttLink:
         async with self._locks.setdefault(key, asyncio.Lock()):
             session = self._sessions.get(key)
             if session is None or session.reader is None or session.reader.done():
-                await self._drop(key)  # keeps the lock: it is held
+                await self._drop(key)
                 session = await self._open(meter_id)
                 self._sessions[key] = session
             self._sessions.move_to_end(key)
