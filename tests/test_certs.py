@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
 
+import httpx
 import pytest
 from cryptography import x509
 
+from meterseal.bench.served import Served
 from meterseal.crypto import at_rest
 from meterseal.crypto.certs import service_of
 from meterseal.deployment import load_tls_identity
 from meterseal.errors import KeyFileError
-from meterseal.runtime.tls import TlsIdentity, server_context
+from meterseal.runtime.tls import TlsIdentity, client_context, server_context
 from meterseal.storage import Store
 from meterseal.trust.cas import Cas
 from meterseal.trust.cas_store import CasStore
@@ -78,3 +81,38 @@ def test_cas_secrets_issue_tls_puts_the_key_in_the_cas_only(
         assert stored is not None
         identity = TlsIdentity.from_pem(cas.vault.open("tls/billing", 1, stored.sealed))
     assert service_of(identity.certificate) == "billing"
+    args = ["cas", "policy", "add", "--stage", "billing", "--secret", "tls/billing"]
+    result = invoke([*args, "--store", store, "-d", str(deployment)], env=env)
+    assert result.exit_code == 0, result.output
+    assert "(billing) to receive tls/billing" in result.output
+
+
+def test_bills_serve_over_mutual_tls(deployment: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "MS_PASSPHRASE": PASSPHRASE}
+    d = str(deployment)
+    for name, hosts in (("bills", ["--host", "127.0.0.1"]), ("auditor", [])):
+        result = invoke(["certs", "issue", name, *hosts, "-d", d], env=env)
+        assert result.exit_code == 0, result.output
+    store = f"sqlite:///{tmp_path / 'bills.db'}"
+    Store.open(store).close()  # created and migrated: the API opens it read-only
+    served = Served(
+        ["bills", "serve", "--store", store, "--listen", "127.0.0.1:0", "-d", d,
+         "--tls", "bills", "--client-certs", "required"],
+        ready="bills",
+        env=env,
+    )  # fmt: skip
+    try:
+        served.wait_ready(60)
+        url = served.endpoint("bills")
+        ca = x509.load_pem_x509_certificate((deployment / "ca.cert.pem").read_bytes())
+        auditor = load_tls_identity(deployment, "auditor", PASSPHRASE.encode())
+        with httpx.Client(verify=client_context(ca, auditor), timeout=10) as client:
+            assert client.get(url + "/healthz").json() == {"status": "ok"}
+        with (
+            httpx.Client(verify=client_context(ca), timeout=10) as client,
+            pytest.raises(httpx.TransportError),
+        ):
+            client.get(url + "/healthz")
+    finally:
+        served.stop()
+    assert url.startswith("https://127.0.0.1:")
