@@ -241,11 +241,10 @@ class TcpReceiver:
     async def _read_frames(self, reader: asyncio.StreamReader, acks: AckLine, source: str) -> None:
         """Queue one ack future per frame, in order; a full line of acks stops the reading."""
         async for frames in read_frames(reader, self.limits, self.counts):
-            received = time.time()  # the frames of one read arrived together
             for data in frames:
                 if acks.full():
                     await acks.room()
-                acks.add(self.ingest.enqueue(Incoming(data, received, source)))
+                acks.add(self.ingest.enqueue(Incoming(data, time.time(), source)))
 
     async def _reply(self, acks: AckLine, writer: asyncio.StreamWriter) -> None:
         """Write acks in frame order, as many at once as are already decided."""
