@@ -77,6 +77,8 @@ def _add_group(name: str, module: str, attribute: str, summary: str) -> None:
 
 # The groups beyond the core import their extras' packages: each is added if they are installed.
 _add_group("bills", "meterseal.cli_bills", "bills_app", "Bills over HTTP.")
+_add_group("accounts", "meterseal.cli_accounts", "accounts_app", "Accounts of people and machines.")
+_add_group("api-keys", "meterseal.cli_accounts", "api_keys_app", "API keys of machines.")
 _add_group("mqtt", "meterseal.cli_mqtt", "mqtt_app", "Mosquitto configuration.")
 _add_group("router", "meterseal.dissemination.cli", "dissemination_app", "Dissemination.")
 _add_group("integrity", "meterseal.integrity.cli", "integrity_app", "Meter software integrity.")

@@ -1,6 +1,8 @@
 """`meterseal bills …`: serve customers' bills and proofs and the auditor's reports over HTTP.
 
-With the command line, not in billing: it composes the billing API with a read-only store.
+With the command line, not in billing: it composes the billing API with a read-only store for
+the bills, the accounts that may sign in, and the access log (written through a second,
+writable engine on the same database).
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ import asyncio
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 
 from meterseal.cli_common import (
     DEFAULT_DEPLOYMENT,
@@ -19,6 +20,7 @@ from meterseal.cli_common import (
     PassphraseEnv,
     StoreUrl,
     TlsName,
+    passphrase,
     server_tls,
 )
 from meterseal.errors import ConfigurationError
@@ -42,18 +44,25 @@ def bills_serve(
     client_certs: ClientCerts = "optional",
     passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
 ) -> None:
-    """Serve the billing API from a read-only store until Ctrl-C (customers not authenticated)."""
+    """Serve the billing API until Ctrl-C; callers sign in (`meterseal accounts add`)."""
+    from meterseal.accounts.authn import AccountAuthenticator
+    from meterseal.accounts.credentials import TokenSigner, token_key
     from meterseal.billing.api import create_billing_app
     from meterseal.runtime.address import parse_address
     from meterseal.storage import Store
+    from meterseal.storage.accounts import AccountStore
     from meterseal.storage.bill_store import BillStore
 
     try:
         address = str(parse_address(listen, 7480))  # refused before the store is opened
         context = server_tls(deployment_dir, tls, client_certs, passphrase_env)
-        # Read-only: the API never writes, and a bug in it must not be able to.
-        with Store.open_read_only(store) as db:
-            asyncio.run(_serve(create_billing_app(BillStore(db)), address, context))
+        signer = TokenSigner(token_key(deployment_dir, passphrase(passphrase_env)))
+        # The bills through a read-only engine: the API never writes them, and a bug in it
+        # must not be able to. Accounts and the access log through a writable one.
+        with Store.open(store) as writable, Store.open_read_only(store) as db:
+            people = AccountStore(writable)
+            app = create_billing_app(BillStore(db), AccountAuthenticator(people, signer), people)
+            asyncio.run(_serve(app, address, context))
     except OSError as exc:
         raise ConfigurationError(f"cannot listen on {listen}: {exc}") from exc
 
@@ -62,8 +71,5 @@ async def _serve(app: FastAPI, listen: str, tls: ssl.SSLContext | None) -> None:
     from meterseal.runtime.http import HttpAppService
     from meterseal.runtime.lifecycle import serve_stage
 
-    # On stderr: stdout carries the parseable `listening bills URL` line (scripts wait for it).
-    Console(stderr=True).print(
-        "billing API: customers are NOT authenticated; keep it on a trusted network"
-    )
+    # `serve_stage` prints `listening bills URL` on stdout (scripts wait for it).
     await serve_stage(HttpAppService("bills", app, listen, 7480, tls))

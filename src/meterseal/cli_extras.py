@@ -25,6 +25,8 @@ _HEADEND = {
     "numpy": "numpy",
     "pandas": "pandas",
     "demandlib": "demandlib",
+    "argon2": "argon2-cffi",
+    "jwt": "PyJWT",
 }
 _DISSEMINATION = {"phe": "phe", "gmpy2": "gmpy2", "opendp": "opendp"}
 _FRAUD = {

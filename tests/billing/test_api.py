@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -17,6 +18,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from meterseal.accounts.model import Role
 from meterseal.billing.api import create_billing_app, raw_media
 from meterseal.billing.bill import parse_signed_bill
 from meterseal.billing.billlog import BILL_LOG_HEAD, bill_leaf
@@ -25,35 +27,40 @@ from meterseal.crypto.keys import kid_of, public_bytes
 from meterseal.errors import StorageError
 from meterseal.runtime.auth import check_access, route_rules
 from meterseal.storage import Store
+from meterseal.storage.accounts import AccountStore
 from meterseal.storage.bill_store import BillStore
 from meterseal.transparency.merkle import verify_consistency, verify_inclusion
+from tests.accounts.people import PASSWORD, People
 from tests.billing.conftest import Month
 
 CBOR = {"Accept": "application/cbor"}
+AUDITOR, OPERATOR, ADMINISTRATOR = "auditor", "operator", "administrator"
 
 
 @dataclass
 class Api:
-    """A billing API on a read-only view of `month`'s store, and who was billed."""
+    """A billing API on a read-only view of `month`'s store, who was billed, who signs in."""
 
     month: Month
     app: FastAPI
     bills: BillStore
     billed: dict[str, str]  # customer -> bill id
+    people: People
+    customers: dict[str, str]  # customer id -> their account
 
-    def get(self, path: str, **headers: str) -> httpx.Response:
-        """GET `path` in process; an exception in the app (a 500) is raised here."""
+    def get(self, path: str, who: str | None = AUDITOR, **headers: str) -> httpx.Response:
+        """GET `path` in process as `who`; an exception in the app (a 500) is raised here."""
 
         async def get() -> httpx.Response:
             transport = httpx.ASGITransport(app=self.app)
             async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-                return await client.get(path, headers=headers)
+                return await client.get(path, headers=headers | self.people.headers(who))
 
         return asyncio.run(get())
 
-    def json(self, path: str) -> Any:
-        """GET `path`, which must answer 200, as JSON."""
-        response = self.get(path)
+    def json(self, path: str, who: str | None = AUDITOR) -> Any:
+        """GET `path` as `who`, which must answer 200, as JSON."""
+        response = self.get(path, who)
         assert response.status_code == 200, response.text
         return response.json()
 
@@ -70,11 +77,26 @@ def _bill(month: Month, customers: list[str] | None = None, audit: bool = True) 
     return billed
 
 
+def staff(people: People) -> None:
+    """The auditor, an operator and an administrator."""
+    people.add(AUDITOR, Role.AUDITOR)
+    people.add(OPERATOR, Role.OPERATOR)
+    people.add(ADMINISTRATOR, Role.ADMINISTRATOR)
+
+
 def _serve(month: Month, billed: dict[str, str]) -> Iterator[Api]:
     store = Store.open_read_only(month.url)
     bills = BillStore(store)
+    accounts = AccountStore(month.store)
+    people = People(accounts)
+    staff(people)
+    customers = {
+        customer: people.add(f"customer{n}", Role.CUSTOMER, customer_id=customer)
+        for n, customer in enumerate(sorted(month.bills.customers()))
+    }
+    app = create_billing_app(bills, people.authenticator, accounts)
     try:
-        yield Api(month, create_billing_app(bills), bills, billed)
+        yield Api(month, app, bills, billed, people, customers)
     finally:
         store.close()
 
@@ -319,17 +341,15 @@ def test_an_unreachable_store_is_503_and_counted(api: Api, monkeypatch: pytest.M
     assert api.json("/v1/counters")["api"]["store_unavailable"] == 1
 
 
-def test_every_route_declares_its_access_and_customers_data_is_not_yet_protected(
-    api: Api,
-) -> None:
+def test_every_route_declares_its_access_and_customers_data_needs_a_role(api: Api) -> None:
     check_access(api.app)
     rules = route_rules(api.app)
     public = {"/healthz", "/v1/counters", "/v1/bill-log/head", "/v1/bill-log/heads/{size}"}
     public |= {"/v1/bill-log/consistency", "/openapi.json", "/docs", "/redoc"}
-    public |= {"/docs/oauth2-redirect"}
+    public |= {"/docs/oauth2-redirect", "/v1/auth/token"}
     for route, names in rules.items():
         path = route.partition(" ")[2]
-        assert names == (["public"] if path in public else ["not-yet-protected"]), route
+        assert (names == ["public"]) == (path in public), route
 
 
 def test_openapi_lists_the_routes_and_the_cbor_alternatives(api: Api) -> None:
@@ -371,12 +391,15 @@ def test_content_negotiation(accept: str, raw: str | None) -> None:
     assert raw_media(accept, ("application/cbor", "application/cose")) == raw
 
 
-def test_bills_serve_runs_the_api_until_sigterm(api: Api) -> None:
+def test_bills_serve_runs_the_api_until_sigterm_and_callers_sign_in(
+    api: Api, tmp_path: Path
+) -> None:
     script = (
         "import typer; from meterseal.cli_bills import bills_app; "
         "app = typer.Typer(); app.add_typer(bills_app, name='bills'); app()"
     )
     command = [sys.executable, "-c", script, "bills", "serve", "--store", api.month.url]
+    command += ["--deployment", str(tmp_path / "deployment")]
     with subprocess.Popen(
         [*command, "--listen", "127.0.0.1:0"],
         stdout=subprocess.PIPE,
@@ -391,7 +414,20 @@ def test_bills_serve_runs_the_api_until_sigterm(api: Api) -> None:
             assert line.startswith("listening bills http://127.0.0.1:"), lines
             url = line.split()[-1]
             bill_id = next(iter(api.billed.values()))
-            assert httpx.get(f"{url}/v1/bills/{bill_id}", timeout=10).json()["bill_id"] == bill_id
+            assert httpx.get(f"{url}/v1/bills/{bill_id}", timeout=10).status_code == 401
+            login = {"username": AUDITOR, "password": PASSWORD}
+            signed_in = httpx.post(f"{url}/v1/auth/token", json=login, timeout=10)
+            assert signed_in.status_code == 200, signed_in.text
+            token = {"Authorization": f"Bearer {signed_in.json()['access_token']}"}
+            found = httpx.get(f"{url}/v1/bills/{bill_id}", headers=token, timeout=10)
+            assert found.json()["bill_id"] == bill_id
         finally:
             process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) == 0
+    # The read is in the access log, under the auditor's name.
+    (entry,) = AccountStore(api.month.store).entries()
+    assert (entry.subject, entry.customer_id, entry.object_id) == (
+        AUDITOR,
+        api.bills.bill(bill_id).customer_id,  # type: ignore[union-attr]
+        bill_id,
+    )

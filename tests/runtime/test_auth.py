@@ -13,8 +13,8 @@ from fastapi import FastAPI, Request
 
 from meterseal.runtime.auth import (
     ANONYMOUS,
-    NOT_YET_PROTECTED,
     PUBLIC,
+    AnyRole,
     HasRole,
     Identity,
     UndeclaredAccess,
@@ -144,12 +144,34 @@ def test_an_object_level_rule_is_declared_the_same_way_and_gives_the_identity() 
     assert _get(app, "/v1/customers/C1/bills").status_code == 401
 
 
-def test_today_s_open_rules_let_everyone_through_and_say_so() -> None:
+def test_the_open_rule_lets_everyone_through_and_says_so() -> None:
     app = _app()
 
-    @app.get("/v1/data", dependencies=[access(NOT_YET_PROTECTED)])
-    async def data() -> dict[str, str]:
+    @app.get("/v1/heads", dependencies=[access(PUBLIC)])
+    async def heads() -> dict[str, str]:
         return {"data": "open"}
 
-    assert _get(app, "/v1/data").json() == {"data": "open"}
-    assert route_rules(app)["GET /v1/data"] == ["not-yet-protected"]
+    assert _get(app, "/v1/heads").json() == {"data": "open"}
+    assert route_rules(app)["GET /v1/heads"] == ["public"]
+
+
+def test_any_role_lets_through_a_holder_of_one_of_its_roles() -> None:
+    app = _app()
+    app.state.authenticator = _token_authenticator(
+        {
+            "t-auditor": Identity("a", frozenset({"auditor"})),
+            "t-admin": Identity("b", frozenset({"administrator"})),
+            "t-customer": Identity("c", frozenset({"customer"}), "C1"),
+        }
+    )
+
+    @app.get("/v1/log", dependencies=[access(AnyRole(("auditor", "administrator")))])
+    async def log() -> dict[str, str]:
+        return {}
+
+    assert route_rules(app)["GET /v1/log"] == ["roles:auditor|administrator"]
+    assert _get(app, "/v1/log", "t-auditor").status_code == 200
+    assert _get(app, "/v1/log", "t-admin").status_code == 200
+    assert _get(app, "/v1/log", "t-customer").status_code == 403
+    refused = _get(app, "/v1/log")
+    assert (refused.status_code, refused.headers["www-authenticate"]) == (401, "Bearer")

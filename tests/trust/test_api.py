@@ -10,6 +10,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from meterseal.accounts.model import Role
 from meterseal.errors import StorageError
 from meterseal.runtime.auth import check_access, route_rules
 from meterseal.runtime.http import ThreadedServer
@@ -17,21 +18,31 @@ from meterseal.trust.api import MAX_BODY, create_cas_app
 from meterseal.trust.client import fetch_release, fetch_secrets
 from meterseal.trust.errors import CasUnavailable, ReleaseRefused
 from meterseal.trust.measurement import Measurement
+from tests.accounts.people import MemoryAccounts, People
 from tests.trust.conftest import World
 
 CBOR = {"Content-Type": "application/cbor"}
 SECRET = b"the-anonymization-key-0123456789"
 
 
+def administered(world: World) -> tuple[FastAPI, dict[str, str]]:
+    """The CAS app with an administrator's account, and the administrator's header."""
+    people = People(MemoryAccounts())
+    people.add("admin", Role.ADMINISTRATOR)
+    return create_cas_app(world.cas, people.authenticator), people.headers("admin")
+
+
 def _call(
     world: World, method: str, path: str, app: FastAPI | None = None, **kwargs: Any
 ) -> httpx.Response:
-    """One request to the app in process; an exception in the app (a 500) is raised here."""
+    """One request as an administrator in process; an exception in the app (a 500) is raised."""
+    made, admin = administered(world)
 
     async def call() -> httpx.Response:
-        transport = httpx.ASGITransport(app=app or create_cas_app(world.cas))
+        transport = httpx.ASGITransport(app=app or made)
         async with httpx.AsyncClient(transport=transport, base_url="http://cas") as client:
-            return await client.request(method, path, **kwargs)
+            headers = admin | kwargs.pop("headers", {})
+            return await client.request(method, path, headers=headers, **kwargs)
 
     return asyncio.run(call())
 
@@ -49,8 +60,8 @@ def test_every_route_declares_its_access(ready: World) -> None:
     rules = {route.partition(" ")[2]: names for route, names in route_rules(app).items()}
     assert rules["/v1/nonce"] == rules["/v1/attestation"] == rules["/healthz"] == ["public"]
     assert rules["/v1/release"] == ["proven-by-body"]
-    for path in ("/v1/policies", "/v1/secrets", "/v1/log"):
-        assert rules[path] == ["not-yet-protected"]
+    assert rules["/v1/policies"] == rules["/v1/secrets"] == ["role:administrator"]
+    assert rules["/v1/log"] == ["roles:administrator|auditor"]
 
 
 def test_a_worker_fetches_its_secret_over_http(
@@ -188,7 +199,7 @@ def test_an_unreachable_store_is_503(
     def down(*_args: object) -> None:
         raise StorageError("storage failed: connection refused")
 
-    app = create_cas_app(ready.cas)
+    app = administered(ready)[0]
     body = _release_body(ready, worker_measurement)
     for name in ("secret_infos", "add_nonce", "nonce"):
         monkeypatch.setattr(ready.cas.state, name, down)

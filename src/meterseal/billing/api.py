@@ -9,8 +9,11 @@ Bill ids contain a '/' (CUSTOMER/START-END): routes take them as is or percent-e
 are `{"detail": ...}`: 404 unknown id, 409 a stored reading no longer matches its bill, 422 bad
 parameters, 503 store unreachable. docs/billing.md lists the routes.
 
-Known gap: customers are not authenticated yet. Any caller can read any customer's bills,
-proofs and audit reports; serve it only to trusted networks until that exists.
+Who may read what (docs/security.md, "People and roles"): a customer their own bills,
+proofs and bill list, an auditor every bill and the audit reports; the bill log's heads and
+consistency proofs are public. A customer asking for another customer's bill, proof or list
+gets exactly the 404 of an id that does not exist. Every read of a customer's data is
+recorded in the access log.
 """
 
 from __future__ import annotations
@@ -20,18 +23,21 @@ import dataclasses
 import logging
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, TypeVar
 
 from fastapi import FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, PlainSerializer
 
+from meterseal.accounts.api import AccessRecorder, add_account_routes
+from meterseal.accounts.authn import AccountAuthenticator
+from meterseal.accounts.model import AccessLog, Role
 from meterseal.billing.bill import Bill, parse_signed_bill
-from meterseal.billing.ports import BillArchive, StoredBill, countersigned_of
+from meterseal.billing.ports import BillArchive, StoredBill, StoredReport, countersigned_of
 from meterseal.billing.proofs import ProofConflict, ProofNotFound
 from meterseal.errors import MetersealError, StorageError
-from meterseal.runtime.auth import NOT_YET_PROTECTED, PUBLIC, Rule, access
+from meterseal.runtime.auth import PUBLIC, AnyRole, HasRole, Rule, access, identity_of
 from meterseal.runtime.http import service_app
 from meterseal.transparency.heads import SignedTreeHead
 from meterseal.transparency.merkle import MerkleTree
@@ -187,10 +193,19 @@ def _head_response(request: Request, signed: SignedTreeHead) -> Response:
     return _negotiated(request, signed.signed, COSE_TYPES, view)
 
 
+def _route(request: Request) -> str:
+    # The route's template (/v1/bills/{bill_id:path}): the object id is logged on its own.
+    route = request.scope.get("route")
+    return str(getattr(route, "path", request.url.path))
+
+
 _Responses = dict[int | str, dict[str, Any]]
 _F = TypeVar("_F", bound=Callable[..., Any])
 _NOT_FOUND: _Responses = {404: {"model": Detail, "description": "Unknown id (see `detail`)."}}
 _CONFLICT: _Responses = {409: {"model": Detail, "description": "Reading changed since billing."}}
+# Customers' data: a customer's own (the handler checks whose), or any for an auditor.
+CUSTOMER_DATA = AnyRole((Role.CUSTOMER.value, Role.AUDITOR.value))
+AUDIT_DATA = HasRole(Role.AUDITOR.value)
 _ROUTES: list[tuple[str, str, type[BaseModel], tuple[str, ...], _Responses, Rule]] = []
 
 
@@ -213,10 +228,27 @@ def _get(
 class _Routes:
     """The handlers over one `BillArchive`; sync, so FastAPI runs their queries in threads."""
 
-    def __init__(self, bills: BillArchive, counts: Counter[str]) -> None:
+    def __init__(self, bills: BillArchive, counts: Counter[str], reads: AccessRecorder) -> None:
         self.bills = bills
         self.counts = counts
+        self.reads = reads
         self._tree = MerkleTree()
+
+    def _own(self, request: Request, customer_id: str | None, object_id: str, missing: str) -> None:
+        # Whose data it is comes from the store, never from the URL. An auditor reads any;
+        # a customer only their own, and another's looks like nothing at all.
+        identity = identity_of(request)
+        if customer_id is None or not (
+            Role.AUDITOR.value in identity.roles or identity.customer_id == customer_id
+        ):
+            raise self._missing(missing)
+        self.reads.read(identity, _route(request), customer_id, object_id)
+
+    def _owned_bill(self, request: Request, bill_id: str) -> StoredBill:
+        stored = self.bills.bill(bill_id)
+        self._own(request, stored.customer_id if stored else None, bill_id, f"no bill {bill_id!r}")
+        assert stored is not None
+        return stored
 
     def _missing(self, detail: str) -> HTTPException:
         self.counts["not_found"] += 1
@@ -226,9 +258,6 @@ class _Routes:
         if value is None:
             raise self._missing(detail)
         return value
-
-    def _bill(self, bill_id: str) -> StoredBill:
-        return self._found(self.bills.bill(bill_id), f"no bill {bill_id!r}")
 
     def _log(self) -> MerkleTree:
         latest, tree = self.bills.log_head(), self._tree
@@ -244,12 +273,15 @@ class _Routes:
         )
         return self._found(self.bills.log_head(size), detail)
 
-    @_get("/v1/customers/{customer_id}/bills", CustomerBills, rule=NOT_YET_PROTECTED)
-    def customer_bills(self, customer_id: Name) -> CustomerBills:
+    @_get("/v1/customers/{customer_id}/bills", CustomerBills, rule=CUSTOMER_DATA)
+    def customer_bills(self, request: Request, customer_id: Name) -> CustomerBills:
         """A customer's bills, oldest first, with each one's latest audit verdict."""
+        missing = f"no customer {customer_id!r}"
+        if identity_of(request).customer_id not in (None, customer_id):
+            raise self._missing(missing)  # before any query: nothing to time either
         listed = self.bills.bill_summaries(customer_id)
-        if not listed and not self.bills.customer_meters(customer_id):
-            raise self._missing(f"no customer {customer_id!r}")
+        known = bool(listed) or bool(self.bills.customer_meters(customer_id))
+        self._own(request, customer_id if known else None, customer_id, missing)
         entries = [BillEntry(**b._asdict()) for b in listed]
         self.counts["bill_lists"] += 1
         return CustomerBills(customer_id=customer_id, bills=entries)
@@ -260,7 +292,7 @@ class _Routes:
         ProofView,
         CBOR_TYPES,
         _NOT_FOUND | _CONFLICT,
-        rule=NOT_YET_PROTECTED,
+        rule=CUSTOMER_DATA,
     )
     def reading_proof(
         self,
@@ -270,6 +302,7 @@ class _Routes:
         counter: Annotated[int, Path(ge=0, le=MAX_INT)],
     ) -> Response:
         """Proof that a reading is on a bill: a `ReadingProof`, the file itself on request."""
+        self._owned_bill(request, bill_id)
         try:
             proof = self.bills.reading_proof(bill_id, meter_id, counter)
         except ProofNotFound as exc:
@@ -288,10 +321,10 @@ class _Routes:
         view = ProofView(**dataclasses.asdict(proof), proof=data)
         return _negotiated(request, data, CBOR_TYPES, view)
 
-    @_get("/v1/bills/{bill_id:path}", BillView, COSE_TYPES, rule=NOT_YET_PROTECTED)
+    @_get("/v1/bills/{bill_id:path}", BillView, COSE_TYPES, rule=CUSTOMER_DATA)
     def bill(self, request: Request, bill_id: BillId) -> Response:
         """A signed bill, countersigned once audited clean; the COSE_Sign1 on request."""
-        stored = self._bill(bill_id)
+        stored = self._owned_bill(request, bill_id)
         reports = self.bills.reports(bill_id)
         countersigned = countersigned_of(reports)
         served = countersigned or bytes(stored.signed_bill)
@@ -334,12 +367,15 @@ class _Routes:
         proof = tree.consistency_proof(first, second)
         return ConsistencyView(first=first, second=second, proof=proof)
 
-    @_get("/v1/bill-log/inclusion/{bill_id:path}", InclusionView, rule=NOT_YET_PROTECTED)
+    @_get("/v1/bill-log/inclusion/{bill_id:path}", InclusionView, rule=CUSTOMER_DATA)
     def inclusion(
-        self, bill_id: BillId, tree_size: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None
+        self,
+        request: Request,
+        bill_id: BillId,
+        tree_size: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None,
     ) -> InclusionView:
         """Inclusion proof of a bill in the log (latest size or `tree_size`), with that head."""
-        stored = self._bill(bill_id)
+        stored = self._owned_bill(request, bill_id)
         tree = self._log()
         size = tree.size if tree_size is None else tree_size
         if size > tree.size:
@@ -354,26 +390,39 @@ class _Routes:
             signed_head=self._head(size).signed,
         )
 
-    @_get("/v1/audit/reports", ReportList, errors={}, rule=NOT_YET_PROTECTED)
+    @_get("/v1/audit/reports", ReportList, errors={}, rule=AUDIT_DATA)
     def reports(
         self,
+        request: Request,
         bill: Annotated[str | None, Query(max_length=128, pattern=_PRINTABLE)] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> ReportList:
         """The auditor's reports, newest first, optionally of one bill."""
         found = self.bills.reports(bill, limit)
+        self._reports_read(request, found)
         return ReportList(reports=[ReportView(**r._asdict()) for r in found])
 
-    @_get("/v1/audit/reports/{report_id}", ReportView, rule=NOT_YET_PROTECTED)
-    def report(self, report_id: Annotated[int, Path(ge=1, le=MAX_INT)]) -> ReportView:
+    @_get("/v1/audit/reports/{report_id}", ReportView, rule=AUDIT_DATA)
+    def report(
+        self, request: Request, report_id: Annotated[int, Path(ge=1, le=MAX_INT)]
+    ) -> ReportView:
         """One audit report as the auditor stored it."""
         found = self._found(self.bills.report(report_id), f"no audit report {report_id}")
+        self._reports_read(request, [found])
         return ReportView(**found._asdict())
 
+    def _reports_read(self, request: Request, reports: Sequence[StoredReport]) -> None:
+        # A report is about one bill, so one customer: the access log names them all.
+        identity, route = identity_of(request), _route(request)
+        for bill_id in dict.fromkeys(r.bill_id for r in reports):
+            stored = self.bills.bill(bill_id)
+            if stored is not None:
+                self.reads.read(identity, route, stored.customer_id, bill_id)
 
-def add_billing_routes(app: FastAPI, bills: BillArchive) -> None:
+
+def add_billing_routes(app: FastAPI, bills: BillArchive, reads: AccessRecorder) -> None:
     """Add the billing API to a `service_app` app; it counts into `app.state.counts`."""
-    routes = _Routes(bills, app.state.counts)
+    routes = _Routes(bills, app.state.counts, reads)
 
     @app.exception_handler(StorageError)
     async def store_unavailable(_request: Request, exc: StorageError) -> JSONResponse:
@@ -396,15 +445,21 @@ def add_billing_routes(app: FastAPI, bills: BillArchive) -> None:
         )(handler)
 
 
-def create_billing_app(bills: BillArchive) -> FastAPI:
-    """The billing API on the runtime's app factory (/healthz, /v1/counters, OpenAPI)."""
+def create_billing_app(
+    bills: BillArchive,
+    authenticator: AccountAuthenticator | None = None,
+    access_log: AccessLog | None = None,
+) -> FastAPI:
+    """The billing API on the runtime's app factory; without an authenticator, anonymous."""
     counts: Counter[str] = Counter()
     app = service_app(
         "meterseal bills",
         "Customers' signed bills and reading proofs, the bill log, the auditor's reports. "
-        "Read-only. Customers are not authenticated yet: any caller can read any bill.",
+        "Read-only. Sign in at /v1/auth/token; send `Authorization: Bearer TOKEN`.",
         counts,
         lambda: {"api": dict(counts)},
     )
-    add_billing_routes(app, bills)
+    if authenticator is not None:
+        add_account_routes(app, authenticator, access_log)
+    add_billing_routes(app, bills, AccessRecorder(access_log))
     return app

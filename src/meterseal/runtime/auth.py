@@ -8,13 +8,12 @@ than one. Per request, the app's `Authenticator` (`app.state.authenticator`, ano
 unless one is installed) says who is asking and the rule decides; a refusal is 401 for an
 anonymous caller and 403 for a known one, without saying which rule refused.
 
-Today no caller is authenticated, so every rule in use lets everyone through and the rules
-say honestly why: `PUBLIC` (health, metrics, counters, OpenAPI), `PROVEN_BY_BODY` (the body
-carries its own proof, checked by the handler: sealed packets, attestation quotes) and
-`NOT_YET_PROTECTED` (data served without authentication until identities exist; keep such
-services on a trusted network). Role rules (`HasRole`) and object-level rules (a `Rule` reads
-the request's path parameters) are declared the same way, and token or OIDC authentication
-is an `Authenticator`.
+Two rules let everyone through and say why: `PUBLIC` (health, metrics, counters, OpenAPI,
+the bill log's heads) and `PROVEN_BY_BODY` (the body carries its own proof, checked by the
+handler: sealed packets, attestation quotes). Every other route names the roles it serves
+(`HasRole`, `AnyRole`); which objects a role may see is the handler's check, from the
+`Identity` (a customer's `customer_id`), never from the URL. Password tokens and API keys are
+one `Authenticator` (meterseal.accounts); OIDC would be another.
 """
 
 from __future__ import annotations
@@ -31,10 +30,11 @@ from meterseal.errors import ConfigurationError
 
 @dataclass(frozen=True)
 class Identity:
-    """Who made a request: a subject (None when anonymous) and the roles it holds."""
+    """Who made a request: a subject (None when anonymous), its roles, a customer's id."""
 
     subject: str | None = None
     roles: frozenset[str] = field(default_factory=frozenset)
+    customer_id: str | None = None  # set for a customer: the only customer whose data it sees
 
     @property
     def authenticated(self) -> bool:
@@ -93,13 +93,29 @@ class HasRole:
         return identity.authenticated and self.role in identity.roles
 
 
+@dataclass(frozen=True)
+class AnyRole:
+    """Lets through an authenticated caller holding at least one of `roles`."""
+
+    roles: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        """roles:A|B."""
+        return "roles:" + "|".join(self.roles)
+
+    def allows(self, identity: Identity, request: Request) -> bool:
+        """The caller is authenticated and holds one of the roles."""
+        return identity.authenticated and not identity.roles.isdisjoint(self.roles)
+
+
 PUBLIC = Everyone("public", "public by design: health, metrics, counters, the API description")
 PROVEN_BY_BODY = Everyone(
     "proven-by-body", "anyone may send; the body proves itself and the handler checks the proof"
 )
-NOT_YET_PROTECTED = Everyone(
-    "not-yet-protected", "data served without authentication until identities exist"
-)
+# One body for every refusal of credentials: a caller learns nothing about which part failed.
+UNAUTHENTICATED = "authentication required"
+CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
 class AccessGuard:
@@ -115,9 +131,17 @@ class AccessGuard:
         identity = await authenticate(request)
         if not self.rule.allows(identity, request):
             if not identity.authenticated:
-                raise HTTPException(401, "authentication required")
+                raise HTTPException(401, UNAUTHENTICATED, headers=CHALLENGE)
             raise HTTPException(403, "not allowed")
+        request.state.identity = identity  # for handlers declared with `dependencies=`
         return identity
+
+
+def identity_of(request: Request) -> Identity:
+    """The identity the route's guard let through (anonymous if it declared none)."""
+    identity = getattr(request.state, "identity", ANONYMOUS)
+    assert isinstance(identity, Identity)
+    return identity
 
 
 def access(rule: Rule) -> Any:

@@ -260,6 +260,48 @@ def _v6(connection: Connection) -> None:
         connection.exec_driver_sql("ALTER TABLE bills ALTER COLUMN manifest SET STORAGE EXTERNAL")
 
 
+def _v7(connection: Connection) -> None:
+    md = sa.MetaData()
+    sa.Table(
+        "accounts",
+        md,
+        sa.Column("username", sa.String(64), nullable=False),
+        sa.Column("roles", sa.String(128), nullable=False),
+        sa.Column("customer_id", sa.String(64), nullable=True),
+        sa.Column("password_hash", sa.Text, nullable=False),
+        sa.Column("created_at", sa.Double, nullable=False),
+        sa.Column("disabled_at", sa.Double, nullable=True),
+        sa.PrimaryKeyConstraint("username", name="pk_accounts"),
+    )
+    sa.Table(
+        "api_keys",
+        md,
+        sa.Column("key_id", sa.String(32), nullable=False),
+        sa.Column("username", sa.String(64), nullable=False),
+        sa.Column("digest", sa.LargeBinary(32), nullable=False),
+        sa.Column("scopes", sa.String(128), nullable=False),
+        sa.Column("label", sa.Text, nullable=False),
+        sa.Column("created_at", sa.Double, nullable=False),
+        sa.Column("revoked_at", sa.Double, nullable=True),
+        sa.PrimaryKeyConstraint("key_id", name="pk_api_keys"),
+        sa.ForeignKeyConstraint(["username"], ["accounts.username"], name="fk_api_keys_username"),
+    )
+    sa.Table(
+        "access_log",
+        md,
+        sa.Column("id", BigId, primary_key=True, autoincrement=True),
+        sa.Column("at", sa.Double, nullable=False),
+        sa.Column("subject", sa.String(64), nullable=False),
+        sa.Column("roles", sa.String(128), nullable=False),
+        sa.Column("route", sa.String(256), nullable=False),
+        sa.Column("customer_id", sa.String(64), nullable=False),
+        sa.Column("object_id", sa.String(256), nullable=False),
+        sa.PrimaryKeyConstraint("id", name="pk_access_log"),
+        sa.Index("ix_access_log_customer_id_id", "customer_id", "id"),
+    )
+    md.create_all(connection)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "meters, signed originals, measurements, quarantine", _v1),
     Migration(2, "ingest counters; index measurements by region and time", _v2),
@@ -267,6 +309,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "CAS: secrets, allow rules, revocations, nonces, the CAS log", _v4),
     Migration(5, "meter integrity verdicts (signed monitor reports)", _v5),
     Migration(6, "index meters by customer; bill manifests stored uncompressed", _v6),
+    Migration(7, "accounts, API keys, the access log", _v7),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -268,6 +268,45 @@ meter_integrity = sa.Table(
 )
 
 
+# People and machines (meterseal.accounts): accounts with argon2id password hashes, API keys
+# (only the SHA-256 of each secret), and the access log of reads of customers' data.
+accounts = sa.Table(
+    "accounts",
+    metadata,
+    sa.Column("username", sa.String(SHORT_TEXT), primary_key=True),
+    sa.Column("roles", sa.String(128), nullable=False),  # comma-separated role names
+    sa.Column("customer_id", sa.String(SHORT_TEXT), nullable=True),  # set for a customer
+    sa.Column("password_hash", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("disabled_at", sa.Double, nullable=True),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("key_id", sa.String(32), primary_key=True),
+    sa.Column("username", sa.ForeignKey("accounts.username"), nullable=False),
+    sa.Column("digest", sa.LargeBinary(32), nullable=False),
+    sa.Column("scopes", sa.String(128), nullable=False),
+    sa.Column("label", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("revoked_at", sa.Double, nullable=True),
+)
+
+access_log = sa.Table(
+    "access_log",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.Double, nullable=False),
+    sa.Column("subject", sa.String(SHORT_TEXT), nullable=False),
+    sa.Column("roles", sa.String(128), nullable=False),
+    sa.Column("route", sa.String(256), nullable=False),
+    sa.Column("customer_id", sa.String(SHORT_TEXT), nullable=False),
+    sa.Column("object_id", sa.String(256), nullable=False),
+    sa.Index(None, "customer_id", "id"),
+)
+
+
 class StoredOriginal(NamedTuple):
     """A signed original as billing and audit read it back."""
 

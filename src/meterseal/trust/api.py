@@ -5,12 +5,15 @@
   200 application/cbor {"secrets": {name: {"version", "sealed"}}, "measurement", "backend",
   "assurance"}; 403 refused (attestation, nonce or policy), 400 malformed, 413 too large,
   415 not CBOR. Every release and refusal is in the CAS log.
-* `GET /v1/policies`, `GET /v1/secrets` (metadata only, never a value), `GET /v1/log`,
-  `GET /v1/attestation` (the accepted backends and what each guarantees).
+* `GET /v1/policies`, `GET /v1/secrets` (metadata only, never a value): administrators.
+* `GET /v1/log`: administrators and auditors. `GET /v1/attestation` (the accepted backends
+  and what each guarantees): public.
+* `POST /v1/auth/token`, `GET /v1/auth/whoami`: sign-in (meterseal.accounts), with an
+  authenticator; without one every protected route is 401.
 
 Errors are `{"detail": "one reason"}`; a store that cannot be reached is 503. Writes
-(secrets, rules, revocations) are not on the API: they need an administrator's
-authentication the API does not have yet, so they go through `meterseal cas …` on the store.
+(secrets, rules, revocations) are not on the API: they go through `meterseal cas …` on the
+store, by whoever holds the store and the deployment's master key.
 """
 
 from __future__ import annotations
@@ -27,9 +30,12 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
+from meterseal.accounts.api import add_account_routes
+from meterseal.accounts.authn import AccountAuthenticator
+from meterseal.accounts.model import Role
 from meterseal.crypto import cose
 from meterseal.errors import StorageError
-from meterseal.runtime.auth import NOT_YET_PROTECTED, PROVEN_BY_BODY, PUBLIC, access
+from meterseal.runtime.auth import PROVEN_BY_BODY, PUBLIC, AnyRole, HasRole, access
 from meterseal.runtime.http import service_app
 from meterseal.trust.attestation import MAX_QUOTE_BYTES, NO_HARDWARE, SIMULATED
 from meterseal.trust.cas import Cas, Release, ReleaseRequest, check_log, decode_entry
@@ -39,6 +45,8 @@ MAX_BODY = MAX_QUOTE_BYTES + 4096
 CBOR = "application/cbor"
 BODY_TIMEOUT = 10.0
 log = logging.getLogger(__name__)
+ADMINISTRATOR = HasRole(Role.ADMINISTRATOR.value)
+ADMINISTRATOR_OR_AUDITOR = AnyRole((Role.ADMINISTRATOR.value, Role.AUDITOR.value))
 
 
 class Detail(BaseModel):
@@ -165,7 +173,7 @@ def _release_body(release: Release) -> bytes:
     )
 
 
-def create_cas_app(cas: Cas) -> FastAPI:
+def create_cas_app(cas: Cas, authenticator: AccountAuthenticator | None = None) -> FastAPI:
     """The CAS's HTTP API over `cas`; counters on `app.state.counts`."""
     counts: Counter[str] = Counter()
     app = service_app(
@@ -175,6 +183,8 @@ def create_cas_app(cas: Cas) -> FastAPI:
         counts,
         lambda: {"cas": dict(counts)},
     )
+    if authenticator is not None:
+        add_account_routes(app, authenticator, None)
 
     @app.exception_handler(StorageError)
     async def store_unavailable(_request: Request, exc: StorageError) -> JSONResponse:
@@ -232,7 +242,7 @@ def create_cas_app(cas: Cas) -> FastAPI:
     @app.get(
         "/v1/policies",
         summary="Allow rules and revoked measurements",
-        dependencies=[access(NOT_YET_PROTECTED)],
+        dependencies=[access(ADMINISTRATOR)],
     )
     def policies() -> PoliciesView:
         rules = [
@@ -258,7 +268,7 @@ def create_cas_app(cas: Cas) -> FastAPI:
     @app.get(
         "/v1/secrets",
         summary="Secrets' names and versions (never values)",
-        dependencies=[access(NOT_YET_PROTECTED)],
+        dependencies=[access(ADMINISTRATOR)],
     )
     def secrets() -> SecretsView:
         infos = cas.state.secret_infos()
@@ -274,7 +284,9 @@ def create_cas_app(cas: Cas) -> FastAPI:
             ]
         )
 
-    @app.get("/v1/log", summary="A page of the CAS log", dependencies=[access(NOT_YET_PROTECTED)])
+    @app.get(
+        "/v1/log", summary="A page of the CAS log", dependencies=[access(ADMINISTRATOR_OR_AUDITOR)]
+    )
     def log_page(
         after: Annotated[int, Query(ge=-1, le=2**62)] = -1,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
     from fastapi import FastAPI
 
+    from meterseal.accounts.authn import AccountAuthenticator
     from meterseal.trust.attestation import Attester, QuoteVerifier
     from meterseal.trust.cas import Cas
 
@@ -148,10 +149,26 @@ def cas_serve(
         address = str(parse_address(listen, 7490))  # refused before the store is opened
         verifiers = _verifiers(backend, deployment_dir)
         context = server_tls(deployment_dir, tls, client_certs, passphrase_env)
-        with _cas(store, deployment_dir, passphrase_env, verifiers, nonce_ttl) as cas:
-            asyncio.run(_serve(create_cas_app(cas), address, backend, context))
+        with (
+            _cas(store, deployment_dir, passphrase_env, verifiers, nonce_ttl) as cas,
+            _people(store, deployment_dir, passphrase_env) as people,
+        ):
+            asyncio.run(_serve(create_cas_app(cas, people), address, backend, context))
     except OSError as exc:
         raise ConfigurationError(f"cannot listen on {listen}: {exc}") from exc
+
+
+@contextlib.contextmanager
+def _people(store_url: str, directory: Path, passphrase_env: str) -> Iterator[AccountAuthenticator]:
+    """Who may sign in to the CAS's read routes: the accounts of the CAS's store."""
+    from meterseal.accounts.authn import AccountAuthenticator
+    from meterseal.accounts.credentials import TokenSigner, token_key
+    from meterseal.storage import Store
+    from meterseal.storage.accounts import AccountStore
+
+    signer = TokenSigner(token_key(directory, passphrase(passphrase_env)))
+    with Store.open(store_url) as store:
+        yield AccountAuthenticator(AccountStore(store), signer)
 
 
 async def _serve(

@@ -1,0 +1,118 @@
+"""The runtime's `Authenticator` over accounts: login tokens and API keys, rate-limited.
+
+A request names its caller with `Authorization: Bearer CREDENTIAL`, where the credential is a
+login token (from `POST /v1/auth/token`) or an API key (`msk_…`). No header: anonymous, which
+only public routes let through. A credential that is wrong in any way (unknown, expired,
+tampered, revoked, a disabled account) is 401 with one body, and counts as a failure of its
+source; a source or account backing off, or spending requests too fast, gets 429 with
+Retry-After. The account is read on every request, so disabling it ends its tokens and keys.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+from fastapi import HTTPException, Request
+from starlette.concurrency import run_in_threadpool
+
+from meterseal.accounts.credentials import (
+    TokenSigner,
+    digests_match,
+    password_matches,
+    split_api_key,
+)
+from meterseal.accounts.model import AccountRepository, Role
+from meterseal.accounts.throttle import Throttle
+from meterseal.runtime.auth import ANONYMOUS, CHALLENGE, UNAUTHENTICATED, Identity
+from meterseal.runtime.connections import source_key
+
+TOO_MANY = "too many attempts; retry later"
+LOGIN_FAILED = "wrong account name or password"
+
+
+def refused() -> HTTPException:
+    """The one answer to credentials that do not prove anything."""
+    return HTTPException(401, UNAUTHENTICATED, headers=CHALLENGE)
+
+
+def too_many(wait: float) -> HTTPException:
+    """The one answer to a caller that must wait `wait` seconds."""
+    return HTTPException(429, TOO_MANY, headers={"Retry-After": str(max(1, math.ceil(wait)))})
+
+
+def request_source(request: Request) -> str:
+    """The key a request's source counts under: its peer address (IPv6 by /64)."""
+    host = request.client.host if request.client else "unknown"
+    return f"source:{source_key(host)}"
+
+
+class AccountAuthenticator:
+    """Who a request comes from, by its login token or API key; the login itself."""
+
+    def __init__(
+        self,
+        accounts: AccountRepository,
+        signer: TokenSigner,
+        throttle: Throttle | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.accounts = accounts
+        self.signer = signer
+        self.throttle = throttle or Throttle()
+        self.clock = clock
+
+    async def __call__(self, request: Request) -> Identity:
+        """The caller's identity (anonymous without credentials); 401/429 as above."""
+        header = request.headers.get("authorization")
+        if header is None:
+            return ANONYMOUS
+        source, now = request_source(request), self.clock()
+        wait = self.throttle.retry_after([source], now)
+        if wait > 0:
+            raise too_many(wait)
+        scheme, _, credential = header.strip().partition(" ")
+        identity = None
+        if scheme.lower() == "bearer" and 0 < len(credential) <= 4096:
+            identity = await run_in_threadpool(self.identify, credential.strip(), now)
+        if identity is None:
+            self.throttle.failed([source], now)
+            raise refused()
+        for key in (source, f"account:{identity.subject}"):
+            if not self.throttle.spend(key, now):
+                raise too_many(1.0)
+        return identity
+
+    def identify(self, credential: str, now: float) -> Identity | None:
+        """The identity a credential proves, None if it proves nothing."""
+        split = split_api_key(credential)
+        if split is not None:
+            key = self.accounts.api_key(split[0])
+            if key is None or key.revoked_at is not None or not digests_match(key.digest, split[1]):
+                return None
+            return self._identity(key.username, key.scopes)
+        subject = self.signer.subject(credential, now)
+        return None if subject is None else self._identity(subject, None)
+
+    def _identity(self, username: str, scopes: frozenset[Role] | None) -> Identity | None:
+        account = self.accounts.account(username)
+        if account is None or not account.enabled:
+            return None
+        roles = account.roles if scopes is None else account.roles & scopes
+        return Identity(username, frozenset(str(r) for r in roles), account.customer_id)
+
+    def login(self, username: str, password: str, source: str) -> str:
+        """A token for a correct name and password; 401 otherwise, 429 while backing off."""
+        now = self.clock()
+        keys = [source, f"account:{username}"]
+        wait = self.throttle.retry_after(keys, now)
+        if wait > 0:
+            raise too_many(wait)
+        account = self.accounts.account(username)
+        proven = password_matches(account.password_hash if account else None, password)
+        if account is None or not proven or not account.enabled:
+            self.throttle.failed(keys, now)
+            raise HTTPException(401, LOGIN_FAILED, headers=CHALLENGE)
+        self.throttle.succeeded(keys[1])
+        return self.signer.issue(username, now)

@@ -1,0 +1,85 @@
+"""Every route of every HTTP app has the rule this table gives it (a new route must be added).
+
+The table is the access policy in one place: public by design, proven by its body, or the
+roles that may call it. The behaviour behind the role rules is tested per app
+(tests/billing/test_api_access.py, tests/trust/test_api.py); this test makes sure no route
+of any app escapes the table.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+from fastapi import FastAPI
+
+from meterseal.acquisition.http import create_app
+from meterseal.billing.api import create_billing_app
+from meterseal.runtime.auth import check_access, route_rules
+from meterseal.runtime.lifecycle import Lifecycle, admin_app
+from meterseal.trust.api import create_cas_app
+from tests.accounts.people import MemoryAccounts, People
+from tests.runtime.test_auth import Idle
+
+PUBLIC, BODY = ["public"], ["proven-by-body"]
+FRAMEWORK = {
+    "GET,HEAD /openapi.json": PUBLIC,
+    "GET,HEAD /docs": PUBLIC,
+    "GET,HEAD /docs/oauth2-redirect": PUBLIC,
+    "GET,HEAD /redoc": PUBLIC,
+    "GET /healthz": PUBLIC,
+    "GET /v1/counters": PUBLIC,
+}
+SIGN_IN = {
+    "POST /v1/auth/token": PUBLIC,
+    "GET /v1/auth/whoami": ["roles:customer|auditor|operator|administrator"],
+}
+CUSTOMER_DATA = ["roles:customer|auditor"]
+EXPECTED: dict[str, dict[str, list[str]]] = {
+    "meterseal bills": FRAMEWORK
+    | SIGN_IN
+    | {
+        "GET /v1/access-log": CUSTOMER_DATA,
+        "GET /v1/customers/{customer_id}/bills": CUSTOMER_DATA,
+        "GET /v1/bills/{bill_id:path}/readings/{meter_id}/{counter}/proof": CUSTOMER_DATA,
+        "GET /v1/bills/{bill_id:path}": CUSTOMER_DATA,
+        "GET /v1/bill-log/inclusion/{bill_id:path}": CUSTOMER_DATA,
+        "GET /v1/bill-log/head": PUBLIC,
+        "GET /v1/bill-log/heads/{size}": PUBLIC,
+        "GET /v1/bill-log/consistency": PUBLIC,
+        "GET /v1/audit/reports": ["role:auditor"],
+        "GET /v1/audit/reports/{report_id}": ["role:auditor"],
+    },
+    "meterseal CAS": FRAMEWORK
+    | SIGN_IN
+    | {
+        "POST /v1/nonce": PUBLIC,
+        "POST /v1/release": BODY,
+        "GET /v1/policies": ["role:administrator"],
+        "GET /v1/secrets": ["role:administrator"],
+        "GET /v1/log": ["roles:administrator|auditor"],
+        "GET /v1/attestation": PUBLIC,
+    },
+    "meterseal head-end": FRAMEWORK | {"POST /v1/readings": BODY, "POST /v1/readings/batch": BODY},
+    "meterseal idle": FRAMEWORK | {"GET /readyz": PUBLIC, "GET /metrics": PUBLIC},
+}
+
+
+def every_app() -> list[FastAPI]:
+    """One of each HTTP app meterseal serves (their handlers are not called here)."""
+    people = People(MemoryAccounts())
+    unused: Any = SimpleNamespace(verifiers={}, counts={}, pending=lambda: 0)
+    return [
+        create_billing_app(unused, people.authenticator, MemoryAccounts()),
+        create_cas_app(unused, people.authenticator),
+        create_app(unused),
+        admin_app(Idle(), Lifecycle()),
+    ]
+
+
+def test_every_route_of_every_app_has_the_rule_of_the_table() -> None:
+    apps = every_app()
+    assert {app.title for app in apps} == set(EXPECTED)
+    for app in apps:
+        check_access(app)
+        assert route_rules(app) == EXPECTED[app.title], app.title
