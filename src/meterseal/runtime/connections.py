@@ -220,6 +220,7 @@ class GatedListener:
         *,
         read_limit: int = 2**16,
     ) -> None:
+        self.server = server
         self.handler = handler
         self.counts = counts
         self.gate = limits.gate(counts)
@@ -262,7 +263,8 @@ class GatedListener:
                     continue
                 if exc.errno in _ABORTED:
                     continue
-                raise
+                log.exception("%s stopped accepting connections", self.server)
+                return
             source = source_key(address[0]) if isinstance(address, tuple) else "local"
             refusal = self.gate.admit(source)
             if refusal is not None:
