@@ -204,3 +204,16 @@ def test_unencrypted_files_of_earlier_versions_still_load(tmp_path: Path) -> Non
     legacy.write_bytes(data)
     legacy.chmod(0o600)
     assert [m.key.meter_id for m in load_fleet(legacy)] == [m.key.meter_id for m in fleet]
+
+
+def test_cas_init_without_the_passphrase_refuses_an_encrypted_deployment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deployment = tmp_path / "deployment"
+    monkeypatch.setenv("MS_PASSPHRASE", PASSPHRASE)
+    _run("keys", "init", str(deployment))
+    monkeypatch.delenv("MS_PASSPHRASE")
+    refused = invoke(["cas", "init", "-d", str(deployment)])
+    assert refused.exit_code == 2
+    assert "keeps its keys encrypted: set MS_PASSPHRASE" in " ".join(refused.stderr.split())
+    assert not (deployment / "cas-master.key").exists()

@@ -124,6 +124,15 @@ def _manifest(deployment: Deployment, now: dt.datetime, encrypted: bool) -> dict
     }
 
 
+def keys_encrypted(directory: Path) -> bool:
+    """Whether the deployment in `directory` (if any) keeps its keys under a passphrase."""
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("encrypted") is True
+
+
 def _ec_key(path: Path, passphrase: bytes | None) -> ec.EllipticCurvePrivateKey:
     key = read_private_key(path, passphrase)
     if not isinstance(key, ec.EllipticCurvePrivateKey):
