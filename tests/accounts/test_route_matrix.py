@@ -8,11 +8,14 @@ of any app escapes the table.
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 from fastapi import FastAPI
 
+import meterseal
 from meterseal.acquisition.http import create_app
 from meterseal.billing.api import create_billing_app
 from meterseal.runtime.auth import check_access, route_rules
@@ -41,6 +44,7 @@ EXPECTED: dict[str, dict[str, list[str]]] = {
     | {
         "GET /v1/access-log": CUSTOMER_DATA,
         "GET /v1/customers/{customer_id}/bills": CUSTOMER_DATA,
+        "GET /v1/customers/{customer_id}/readings": CUSTOMER_DATA,
         "GET /v1/bills/{bill_id:path}/readings/{meter_id}/{counter}/proof": CUSTOMER_DATA,
         "GET /v1/bills/{bill_id:path}": CUSTOMER_DATA,
         "GET /v1/bill-log/inclusion/{bill_id:path}": CUSTOMER_DATA,
@@ -83,3 +87,28 @@ def test_every_route_of_every_app_has_the_rule_of_the_table() -> None:
     for app in apps:
         check_access(app)
         assert route_rules(app) == EXPECTED[app.title], app.title
+
+
+def _apps_made_in(root: Path) -> set[str]:
+    """Modules that make an HTTP app: they call `service_app(TITLE, ...)`."""
+    found = set()
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Call)
+                and getattr(node.func, "id", None) == "service_app"
+                and node.args  # the typer app of the same name takes keywords only
+            ):
+                found.add(str(path.relative_to(root)))
+    return found
+
+
+def test_the_table_covers_every_app_the_source_makes() -> None:
+    # A new app is a new module here: add it to every_app() and to EXPECTED.
+    root = Path(meterseal.__file__).parent
+    assert _apps_made_in(root) == {
+        "billing/api.py",
+        "trust/api.py",
+        "acquisition/http.py",
+        "runtime/lifecycle.py",
+    }

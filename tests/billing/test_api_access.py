@@ -8,6 +8,7 @@ those that do not by 200/404.
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -41,10 +42,15 @@ class Objects:
     customer: str
     bill_id: str
     proofs: list[str]
+    span: str  # ?start=&end= of the billed period
 
     @property
     def listing(self) -> str:
         return f"/v1/customers/{self.customer}/bills"
+
+    @property
+    def readings(self) -> str:
+        return f"/v1/customers/{self.customer}/readings{self.span}"
 
     @property
     def bill(self) -> str:
@@ -63,7 +69,8 @@ def objects_of(api: Api, customer: str) -> Objects:
         period = api.month.period
         for packet in api.month.bills.packets([meter], period.start, period.end):
             proofs.append(f"/v1/bills/{bill_id}/readings/{meter}/{packet.counter}/proof")
-    return Objects(customer, bill_id, proofs)
+    span = f"?start={api.month.period.start}&end={api.month.period.end}"
+    return Objects(customer, bill_id, proofs, span)
 
 
 def _customers(api: Api) -> tuple[str, str]:
@@ -106,6 +113,7 @@ MATRIX: dict[str, tuple[Path, dict[str, int]]] = {
     "GET /v1/auth/whoami": (lambda a, o: "/v1/auth/whoami", SIGNED_IN),
     "GET /v1/access-log": (lambda a, o: "/v1/access-log", ACCESS_LOG),
     "GET /v1/customers/{customer_id}/bills": (lambda a, o: o.listing, CUSTOMER_DATA),
+    "GET /v1/customers/{customer_id}/readings": (lambda a, o: o.readings, CUSTOMER_DATA),
     "GET /v1/bills/{bill_id:path}/readings/{meter_id}/{counter}/proof": (
         lambda a, o: o.proofs[0],
         CUSTOMER_DATA,
@@ -165,6 +173,7 @@ def test_customer_a_never_reads_b_by_any_id_proof_or_listing(api: Api) -> None:
     reader, theirs = api.customers[a], objects_of(api, b)
     assert len(theirs.proofs) > 100  # every reading of B's two meters, walked by counter
     _same_as_unknown(api, reader, theirs.listing, b, _unknown(b))
+    _same_as_unknown(api, reader, theirs.readings, b, _unknown(b))
     for path in (theirs.bill, theirs.inclusion, *theirs.proofs):
         _same_as_unknown(api, reader, path, theirs.bill_id, _unknown(theirs.bill_id))
     # Percent-encoded ids are the same ids.
@@ -172,9 +181,14 @@ def test_customer_a_never_reads_b_by_any_id_proof_or_listing(api: Api) -> None:
     assert api.get(encoded, reader).content == api.get(theirs.bill, reader).content
     # Nothing of B was read, so nothing of B is in the access log.
     assert AccountStore(api.month.store).entries(customer_id=b) == []
-    # A's own: every proof is served.
+    # A's own: proofs, and every reading of the period, each with its signed original.
     mine = objects_of(api, a)
     assert all(api.get(p, reader).status_code == 200 for p in mine.proofs[:5])
+    readings = api.json(mine.readings, reader)["readings"]
+    assert len(readings) == len(mine.proofs)
+    (meter,) = api.month.customer(a)
+    assert {r["meter_id"] for r in readings} == {meter}
+    assert all(base64.b64decode(r["signed_original"]) for r in readings)
 
 
 def test_the_issue_s_attacks_are_refused(api: Api) -> None:
@@ -185,8 +199,9 @@ def test_the_issue_s_attacks_are_refused(api: Api) -> None:
     assert (listing.status_code, listing.json()) == (401, unauthenticated)
     assert listing.headers["www-authenticate"] == "Bearer"
     assert api.get("/v1/audit/reports?limit=1000", api.customers[a]).status_code == 403
-    # Walking B's counters through /proof, anonymously.
-    for path in objects_of(api, b).proofs:
+    # Walking B's counters through /proof, or B's readings, anonymously.
+    theirs = objects_of(api, b)
+    for path in [*theirs.proofs, theirs.readings]:
         refused = api.get(path, None)
         assert (refused.status_code, refused.json()) == (401, unauthenticated)
     # Which customer ids exist: the same 401 for a real id and an unknown one.
@@ -306,3 +321,11 @@ def test_the_access_log_records_reads_and_shows_customers_their_own(api: Api) ->
     api.get("/v1/audit/reports", AUDITOR)
     latest = api.json(f"/v1/access-log?after={entries[-1]['id']}")["entries"]
     assert sorted(e["customer_id"] for e in latest[:2]) == sorted([a, b])
+
+
+def test_a_readings_span_is_bounded(api: Api) -> None:
+    a = _customers(api)[0]
+    path = f"/v1/customers/{a}/readings"
+    for span in ("?start=10&end=10", "?start=10&end=5", f"?start=0&end={31 * 86_400 + 1}"):
+        assert api.get(path + span, api.customers[a]).status_code == 422
+    assert api.get(f"{path}?start=0&end={31 * 86_400}", api.customers[a]).status_code == 200

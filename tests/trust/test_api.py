@@ -209,3 +209,29 @@ def test_an_unreachable_store_is_503(
     assert response.json() == {"detail": "the store is unavailable; retry later"}
     assert response.status_code == 503
     assert _call(ready, "GET", "/v1/counters", app).json()["cas"]["store_unavailable"] == 3
+
+
+def test_each_role_reads_only_what_the_cas_gives_it(ready: World) -> None:
+    people = People(MemoryAccounts())
+    people.add("admin", Role.ADMINISTRATOR)
+    people.add("ann", Role.AUDITOR)
+    people.add("ops", Role.OPERATOR)
+    people.add("cust", Role.CUSTOMER, customer_id="CUST-1")
+    app = create_cas_app(ready.cas, people.authenticator)
+    expected = {
+        "/v1/policies": {None: 401, "admin": 200, "ann": 403, "ops": 403, "cust": 403},
+        "/v1/secrets": {None: 401, "admin": 200, "ann": 403, "ops": 403, "cust": 403},
+        "/v1/log": {None: 401, "admin": 200, "ann": 200, "ops": 403, "cust": 403},
+        "/v1/attestation": {None: 200, "admin": 200, "ann": 200, "ops": 200, "cust": 200},
+    }
+
+    async def status(method: str, path: str, who: str | None) -> int:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://cas") as client:
+            response = await client.request(method, path, headers=people.headers(who))
+            return response.status_code
+
+    for path, statuses in expected.items():
+        for who, wanted in statuses.items():
+            assert asyncio.run(status("GET", path, who)) == wanted, (path, who)
+    assert asyncio.run(status("POST", "/v1/nonce", None)) == 200

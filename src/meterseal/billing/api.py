@@ -9,8 +9,8 @@ Bill ids contain a '/' (CUSTOMER/START-END): routes take them as is or percent-e
 are `{"detail": ...}`: 404 unknown id, 409 a stored reading no longer matches its bill, 422 bad
 parameters, 503 store unreachable. docs/billing.md lists the routes.
 
-Who may read what (docs/security.md, "People and roles"): a customer their own bills,
-proofs and bill list, an auditor every bill and the audit reports; the bill log's heads and
+Who may read what (docs/security.md, "People and roles"): a customer their own readings,
+bills, proofs and bill list, an auditor every bill and the audit reports; the bill log's heads and
 consistency proofs are public. A customer asking for another customer's bill, proof or list
 gets exactly the 404 of an id that does not exist. Every read of a customer's data is
 recorded in the access log.
@@ -43,6 +43,7 @@ from meterseal.transparency.heads import SignedTreeHead
 from meterseal.transparency.merkle import MerkleTree
 
 MAX_INT = 2**63 - 1  # BIGINT: larger ids or sizes cannot exist and would overflow the driver
+MAX_READING_SPAN = 31 * 86_400  # seconds of readings one request may ask for
 COSE_TYPES = ("application/cbor", "application/cose")
 CBOR_TYPES = ("application/cbor",)
 _PRINTABLE = r"^[^\x00-\x1f\x7f]+$"  # PostgreSQL refuses NUL in text: bad input, not a 503
@@ -89,6 +90,25 @@ class CustomerBills(BaseModel):
 
     customer_id: str
     bills: list[BillEntry]
+
+
+class ReadingView(BaseModel):
+    """One stored reading: its columns and the meter's signed original (COSE, base64)."""
+
+    meter_id: str
+    counter: int
+    timestamp: int
+    energy_wh: int
+    signed_original: B64
+
+
+class CustomerReadings(BaseModel):
+    """A customer's readings in [start, end), by meter then time."""
+
+    customer_id: str
+    start: int
+    end: int
+    readings: list[ReadingView]
 
 
 class ReportView(BaseModel):
@@ -285,6 +305,26 @@ class _Routes:
         entries = [BillEntry(**b._asdict()) for b in listed]
         self.counts["bill_lists"] += 1
         return CustomerBills(customer_id=customer_id, bills=entries)
+
+    @_get("/v1/customers/{customer_id}/readings", CustomerReadings, rule=CUSTOMER_DATA)
+    def customer_readings(
+        self,
+        request: Request,
+        customer_id: Name,
+        start: Annotated[int, Query(ge=0, le=MAX_INT)],
+        end: Annotated[int, Query(ge=1, le=MAX_INT)],
+    ) -> CustomerReadings:
+        """A customer's stored readings with timestamps in [start, end), at most 31 days."""
+        if not 0 < end - start <= MAX_READING_SPAN:
+            raise HTTPException(422, f"end must be after start, by at most {MAX_READING_SPAN} s")
+        missing = f"no customer {customer_id!r}"
+        if identity_of(request).customer_id not in (None, customer_id):
+            raise self._missing(missing)
+        meters = self.bills.customer_meters(customer_id)
+        self._own(request, customer_id if meters else None, f"{start}-{end}", missing)
+        found = self.bills.packets(meters, start, end)
+        readings = [ReadingView(**p._asdict()) for p in found]
+        return CustomerReadings(customer_id=customer_id, start=start, end=end, readings=readings)
 
     # Before /v1/bills/{bill_id:path}, which would match this path too.
     @_get(

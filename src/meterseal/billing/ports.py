@@ -149,6 +149,10 @@ class BillArchive(Protocol):
         """One customer's meters (revoked included); none for an unknown customer."""
         ...
 
+    def packets(self, meter_ids: Sequence[str], start: int, end: int) -> list[BillPacket]:
+        """The meters' stored originals with column timestamps in [start, end)."""
+        ...
+
     def reading_proof(self, bill_id: str, meter_id: str, counter: int) -> ReadingProof:
         """The inclusion proof of a billed reading; ProofNotFound or ProofConflict if none."""
         ...
