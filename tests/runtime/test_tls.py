@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import os
 import ssl
@@ -18,7 +19,7 @@ from fastapi import FastAPI, Request
 
 from meterseal.crypto import certs
 from meterseal.runtime.auth import PUBLIC, Identity, access
-from meterseal.runtime.http import ThreadedServer, service_app
+from meterseal.runtime.http import HttpServer, ServerLimits, ThreadedServer, service_app
 from meterseal.runtime.peer import FromService
 from meterseal.runtime.tls import TlsIdentity, client_context, server_context
 
@@ -167,3 +168,40 @@ def test_a_tls_identity_round_trips_through_its_pem(ca: Ca, server_identity: Tls
     again = TlsIdentity.from_pem(server_identity.pem())
     assert again.chain == server_identity.chain
     assert certs.service_of(again.certificate) == "cas"
+
+
+async def _closed(reader: asyncio.StreamReader) -> bytes:
+    """What the server sent before closing (a reset counts as nothing)."""
+    try:
+        return await asyncio.wait_for(reader.read(), 60)
+    except ConnectionResetError:
+        return b""
+
+
+def test_a_silent_tls_client_is_capped_before_its_handshake_and_closed(
+    ca: Ca, server_identity: TlsIdentity
+) -> None:
+    async def scenario() -> None:
+        limits = ServerLimits(max_per_source=2, head_timeout=0.5)
+        server = HttpServer(_app(), limits, tls=server_context(server_identity, ca.cert))
+        port = await server.start()
+        try:
+            silent = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+            assert server.gate is not None
+            while server.gate.held("127.0.0.1") < 2:  # accepted: held by the caps, no hello
+                await asyncio.sleep(0.01)
+            third, _ = await asyncio.open_connection("127.0.0.1", port)
+            assert await _closed(third) == b""  # over the cap: reset before any handshake
+            for reader, _ in silent:  # no hello within the head timeout: closed
+                assert await _closed(reader) == b""
+            assert server.counts["tls_handshake_failed"] == 2
+            assert server.counts["refused_source_full"] == 1
+            assert server.gate.held("127.0.0.1") == 0
+            verify = client_context(ca.cert, ca.service("open-verify"))
+            async with httpx.AsyncClient(verify=verify, timeout=10) as client:
+                answer = await client.get(f"https://127.0.0.1:{port}/whoami")
+            assert answer.json()["subject"] == "service:open-verify"
+        finally:
+            await server.stop()
+
+    asyncio.run(scenario())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,17 @@ class Fleet:
     def packets(self) -> int:
         """How many packets the wire holds."""
         return sum(len(p) for p in self.wire.values())
+
+
+def wait_stored(fleet: Fleet, seconds: float = 60) -> int:
+    """The store's count of stored readings once it reaches the fleet's, or after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        with Store.open(fleet.store_url) as store:
+            stored = int(store.counters().get("stored", 0))
+        if stored >= fleet.packets or time.monotonic() > deadline:
+            return stored
+        time.sleep(0.2)
 
 
 def make_fleet(

@@ -9,7 +9,6 @@ the simulated one: the protocol is real, the hardware guarantee is not.
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,7 @@ from meterseal.trust.cas import Cas, decode_entry
 from meterseal.trust.cas_store import CasStore
 from meterseal.trust.measurement import stage_measurement
 from meterseal.trust.vault import Vault
-from tests.services_mode.conftest import Fleet, make_fleet
+from tests.services_mode.conftest import Fleet, make_fleet, wait_stored
 
 pytestmark = pytest.mark.services
 
@@ -61,13 +60,7 @@ def test_attested_workers_get_their_keys_and_store_the_stream(
         served.wait_ready(180)
         host, port = served.endpoint("tcp").rsplit(":", 1)
         report = asyncio.run(run_fleet(fleet.wire, TcpLink(host, int(port)), concurrency=8))
-        deadline = time.monotonic() + 60
-        while True:
-            with Store.open(fleet.store_url) as store:
-                stored = store.counters().get("stored", 0)
-            if stored >= fleet.packets or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
+        stored = wait_stored(fleet)
         # Every service exposes Prometheus metrics: packets, rejections, latency, queue depth.
         (storing,) = served.admins("anonymize-store")
         stored_metrics = served.scrape(storing)

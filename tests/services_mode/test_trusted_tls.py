@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import socket
-import ssl
-import time
 from pathlib import Path
 
 import httpx
@@ -26,20 +23,10 @@ from meterseal.trust.cas import Cas
 from meterseal.trust.cas_store import CasStore
 from meterseal.trust.vault import Vault
 from meterseal.trust.worker import tls_secret
-from tests.services_mode.conftest import make_fleet
+from tests.services_mode.conftest import make_fleet, wait_stored
+from tests.tls import served_certificate
 
 pytestmark = pytest.mark.services
-
-
-def _served_certificate(url: str, verify: ssl.SSLContext) -> bytes:
-    host, port = url.removeprefix("https://").rsplit(":", 1)
-    with (
-        socket.create_connection((host, int(port)), timeout=10) as raw,
-        verify.wrap_socket(raw, server_hostname=host) as tls,
-    ):
-        der = tls.getpeercert(binary_form=True)
-    assert der is not None
-    return der
 
 
 def test_trusted_mode_over_tls_with_worker_keys_from_the_cas(
@@ -73,18 +60,12 @@ def test_trusted_mode_over_tls_with_worker_keys_from_the_cas(
         assert receiver_url.startswith("https://")
         link = HttpLink(receiver_url, verify=verify)
         report = asyncio.run(run_fleet(fleet.wire, link, concurrency=4))
-        deadline = time.monotonic() + 60
-        while True:
-            with Store.open(fleet.store_url) as store:
-                stored = store.counters().get("stored", 0)
-            if stored >= fleet.packets or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
+        stored = wait_stored(fleet)
         (billing_admin,) = served.admins("billing")
         assert billing_admin.startswith("https://")
         with httpx.Client(verify=verify, timeout=10) as client:
             assert client.get(billing_admin + "/readyz").json() == {"state": "ready"}
-        served_cert = _served_certificate(billing_admin, verify)
+        served_cert = served_certificate(billing_admin, verify)
     finally:
         code = served.stop() if served else None
         cas.stop()

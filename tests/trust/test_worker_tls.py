@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import socket
-import ssl
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +26,7 @@ from meterseal.trust.api import create_cas_app
 from meterseal.trust.errors import ReleaseRefused
 from meterseal.trust.measurement import stage_measurement
 from meterseal.trust.worker import start_trusted, tls_secret
+from tests.tls import served_certificate
 from tests.trust.conftest import World
 
 STAGE = "billing"
@@ -57,17 +56,6 @@ def cas_url(world: World, ca: tuple[ec.EllipticCurvePrivateKey, x509.Certificate
         yield url
 
 
-def _peer_certificate(url: str, verify: ssl.SSLContext) -> bytes:
-    host, port = url.removeprefix("https://").rsplit(":", 1)
-    with (
-        socket.create_connection((host, int(port)), timeout=10) as raw,
-        verify.wrap_socket(raw, server_hostname=host) as tls,
-    ):
-        der = tls.getpeercert(binary_form=True)
-    assert der is not None
-    return der
-
-
 def _files_under(directory: Path) -> list[bytes]:
     return [p.read_bytes() for p in directory.rglob("*") if p.is_file()]
 
@@ -94,7 +82,7 @@ def test_the_worker_serves_https_with_the_key_the_cas_released_to_it(
         verify = client_context(ca[1])
         with httpx.Client(verify=verify, timeout=10) as client:
             assert client.get(url + "/healthz").json() == {"status": "ok"}
-        served = _peer_certificate(url, verify)
+        served = served_certificate(url, verify)
     assert served == identity.certificate.public_bytes(serialization.Encoding.DER)
     released = world.cas.state.latest_secret(tls_secret(STAGE))
     assert released is not None

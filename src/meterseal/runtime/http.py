@@ -4,8 +4,9 @@
 declaring its access rule (`runtime.auth`). `HttpServer` serves one in the current event loop:
 it refuses to start an app with a route that declares none, binds IPv4, IPv6 or a host name
 itself, and closes connections whose next request head does not arrive in time. Given an
-`ssl.SSLContext` (`runtime.tls`) it serves HTTPS only; a verified client certificate reaches
-the app's authenticator as the calling service's identity (mutual TLS).
+`ssl.SSLContext` (`runtime.tls`) it serves HTTPS only: the handshake starts once the
+connection caps admitted the connection and must end within the head timeout, and a verified
+client certificate reaches the app's authenticator as the calling service's identity.
 `HttpAppService` runs an app as a `Stage` under `serve_stage`; `ThreadedServer` runs one on
 its own loop in a thread (tests and benches). The head-end's receiver of readings
 (`acquisition.http`) and the CAS and billing APIs are built on these.
@@ -70,14 +71,39 @@ def service_app(
     return app
 
 
+class _Handshaking(asyncio.Protocol):
+    """Holds what arrives between the end of a TLS handshake and h11 taking the connection."""
+
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+        self.lost: tuple[Exception | None] | None = None
+
+    def data_received(self, data: bytes) -> None:
+        """Keep it for h11 (a TLS 1.3 client sends its request with its Finished)."""
+        self.received.append(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Remember it for h11."""
+        self.lost = (exc,)
+
+
 def _guarded(
-    timeout: float, counts: Counter[str], gate: ConnectionGate, refusals: RefusalLog
+    timeout: float,
+    counts: Counter[str],
+    gate: ConnectionGate,
+    refusals: RefusalLog,
+    tls: ssl.SSLContext | None,
 ) -> type[H11Protocol]:
     class Guarded(H11Protocol):
-        """h11 under the connection caps, whose peer must send each request head in time."""
+        """h11 under the connection caps, whose peer must send each request head in time.
+
+        With `tls`, the TLS handshake starts only once the caps admitted the connection, and
+        must end within `timeout` (a connection that never says hello is not held longer).
+        """
 
         _deadline: asyncio.TimerHandle | None = None
         _source: str | None = None  # set once admitted
+        _handshake: asyncio.Task[None] | None = None
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             peer = transport.get_extra_info("peername")
@@ -89,11 +115,45 @@ def _guarded(
                 transport.abort()  # the transport closes the socket: never close it here
                 return
             self._source = source
+            if tls is None:
+                self._serve(transport)
+                return
+            transport.pause_reading()  # not one byte reaches h11 before the handshake is done
+            self._handshake = asyncio.get_running_loop().create_task(self._secure(transport))
+
+        async def _secure(self, transport: asyncio.Transport) -> None:
+            assert tls is not None
+            waiting = _Handshaking()
+            try:
+                secured = await asyncio.get_running_loop().start_tls(
+                    transport, waiting, tls, server_side=True, ssl_handshake_timeout=timeout
+                )
+            except (OSError, RuntimeError):  # a bad or slow hello, or a peer already gone
+                counts["tls_handshake_failed"] += 1
+                transport.abort()
+                self._release()
+                return
+            if secured is None:  # the connection went while shaking hands
+                self._release()
+                return
+            secured.set_protocol(self)
+            self._serve(secured)
+            for data in waiting.received:
+                self.data_received(data)
+            if waiting.lost is not None:
+                self.connection_lost(waiting.lost[0])
+
+        def _serve(self, transport: asyncio.Transport) -> None:
             super().connection_made(transport)
-            tls = tls_scope(transport.get_extra_info("ssl_object"))
-            if tls is not None:
-                self.app = _with_tls_scope(self.app, tls)
+            scope = tls_scope(transport.get_extra_info("ssl_object"))
+            if scope is not None:
+                self.app = _with_tls_scope(self.app, scope)
             self._watch()
+
+        def _release(self) -> None:
+            if self._source is not None:
+                gate.release(self._source)
+                self._source = None
 
         def data_received(self, data: bytes) -> None:
             super().data_received(data)
@@ -105,9 +165,8 @@ def _guarded(
 
         def connection_lost(self, exc: Exception | None) -> None:
             if self._source is None:
-                return  # refused in connection_made
-            gate.release(self._source)
-            self._source = None
+                return  # refused in connection_made, or its handshake failed
+            self._release()
             self._cancel()
             super().connection_lost(exc)
 
@@ -186,10 +245,11 @@ class HttpServer:
         self._refusals = RefusalLog(self.app.title, self.limits.refusal_log_interval)
         if self.tls is not None:
             _know_peers(self.app)
-        tls = self.tls
         config = uvicorn.Config(
             self.app,
-            http=_guarded(self.limits.head_timeout, self.counts, self.gate, self._refusals),
+            http=_guarded(
+                self.limits.head_timeout, self.counts, self.gate, self._refusals, self.tls
+            ),
             lifespan="off",
             log_config=None,  # leave the embedding process's logging alone
             access_log=False,  # one line per request is noise; counters tell the story
@@ -198,7 +258,6 @@ class HttpServer:
             timeout_keep_alive=self.limits.keep_alive,
             h11_max_incomplete_event_size=self.limits.max_head_bytes,
             timeout_graceful_shutdown=self.limits.shutdown_timeout,
-            ssl_context_factory=None if tls is None else lambda _config, _default: tls,
         )
         self._server = uvicorn.Server(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
