@@ -21,7 +21,15 @@ import pytest
 from meterseal.acquisition.ingest import Ack
 from meterseal.acquisition.memory import MemorySink
 from meterseal.acquisition.relay import Relay, RelayConfig
-from meterseal.acquisition.tcp import TcpLimits, TcpLink, open_frames, send_frames
+from meterseal.acquisition.stages import Incoming
+from meterseal.acquisition.tcp import (
+    TcpLimits,
+    TcpLink,
+    TcpReceiver,
+    encode_frames,
+    open_frames,
+    send_frames,
+)
 from meterseal.meter.faults import Fault
 from meterseal.meter.simulator import SimulationReport, send_meter
 from meterseal.runtime.connections import (
@@ -272,3 +280,58 @@ def test_out_of_descriptors_pauses_accepting_without_a_traceback_flood() -> None
     stderr = asyncio.run(_with_receiver(64, {"max_connections": 10_000}, attack))
     assert "Traceback" not in stderr
     assert stderr.count("\n") <= 5  # at most a summary line or two
+
+
+class _HeldIntake:
+    """An intake whose acks wait until released: what it holds is what the receiver let in."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.held: list[tuple[str, asyncio.Future[Ack]]] = []
+
+    def enqueue(self, item: Incoming) -> asyncio.Future[Ack]:
+        future: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
+        self.held.append((item.source, future))
+        return future
+
+    async def submit(self, item: Incoming) -> Ack:
+        return await self.enqueue(item)
+
+    def pending(self) -> int:
+        return len(self.held)
+
+    def from_source(self, prefix: str) -> int:
+        return sum(source.startswith(prefix) for source, _ in self.held)
+
+    def release(self) -> None:
+        for _, future in self.held:
+            if not future.done():
+                future.set_result(Ack.ACCEPTED)
+
+
+def test_one_source_cannot_fill_the_shared_ingest_queue() -> None:
+    async def scenario() -> None:
+        intake = _HeldIntake()
+        receiver = TcpReceiver(intake, TcpLimits(max_unanswered_per_source=16))
+        port = await receiver.start()
+        flood = []
+        for _ in range(4):  # four connections of twenty frames each, all from 127.0.0.1
+            reader, writer = await open_frames("127.0.0.1", port, source="127.0.0.1")
+            writer.write(encode_frames([b"frame"] * 20))
+            flood.append((reader, writer))
+        await _until(lambda: intake.from_source("tcp:127.0.0.1:") == 20, "one read let in")
+        meter = asyncio.create_task(send_frames("127.0.0.1", port, [b"m"] * 3, 10, source=GOOD))
+        await _until(lambda: intake.from_source(f"tcp:{GOOD}:") == 3, "the meter let in")
+        assert intake.from_source("tcp:127.0.0.1:") == 20  # the other three wait their turn
+        assert receiver.counts["source_share_full"] == 3
+        for _ in range(ROUNDS):  # answer everything, as the ingest would
+            intake.release()
+            if intake.pending() == 83 and all(f.done() for _, f in intake.held):
+                break
+            await asyncio.sleep(0.02)
+        assert await meter == [Ack.ACCEPTED] * 3
+        assert [len(await r.readexactly(20)) for r, _ in flood] == [20] * 4
+        _close([w for _, w in flood])
+        await receiver.stop()
+
+    asyncio.run(scenario())

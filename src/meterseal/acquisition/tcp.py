@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from meterseal.acquisition.ingest import Ack, PacketIntake
 from meterseal.acquisition.stages import Incoming
 from meterseal.crypto.packet import MAX_PACKET_BYTES
-from meterseal.runtime.connections import ConnectionLimits, GatedListener
+from meterseal.runtime.connections import ConnectionLimits, GatedListener, source_key
 
 _LENGTH = struct.Struct(">I")
 READ_SIZE = 256 * 1024
@@ -37,6 +37,9 @@ class TcpLimits(ConnectionLimits):
     max_inflight: int = 64  # per connection: stop reading beyond this (back-pressure)
     frame_timeout: float = 10.0  # a started frame must complete within this
     idle_timeout: float = 120.0  # a silent connection is closed after this
+    # Over all of one source's connections: beyond this it is not read until acks go out,
+    # so one source cannot fill the ingest queue that every meter shares.
+    max_unanswered_per_source: int = 8192
 
 
 def encode_frames(packets: Iterable[bytes]) -> bytes:
@@ -181,6 +184,63 @@ class AckLine:
         return out
 
 
+class SourceShares:
+    """Unanswered frames per source over all its connections; a source at the cap waits."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self._held: dict[str, int] = {}
+        self._room: dict[str, asyncio.Event] = {}
+
+    def held(self, source: str) -> int:
+        """Frames of `source` not answered yet."""
+        return self._held.get(source, 0)
+
+    async def room(self, source: str) -> None:
+        """Wait until `source` is below the cap."""
+        while self.held(source) >= self.cap:
+            room = self._room.setdefault(source, asyncio.Event())
+            await room.wait()
+
+    def add(self, source: str, count: int) -> None:
+        """`count` more frames of `source` are waiting for their acks."""
+        self._held[source] = self.held(source) + count
+
+    def settle(self, source: str, count: int) -> None:
+        """`count` frames of `source` were answered (or given up on)."""
+        held = self.held(source) - count
+        if held:
+            self._held[source] = held
+        else:
+            self._held.pop(source, None)
+        if held < self.cap and (room := self._room.pop(source, None)) is not None:
+            room.set()
+
+
+class _Share:
+    """One connection's part of its source's share: what it added, given back when it ends."""
+
+    def __init__(self, shares: SourceShares, source: str) -> None:
+        self.shares, self.source, self.held = shares, source, 0
+
+    def full(self) -> bool:
+        return self.shares.held(self.source) >= self.shares.cap
+
+    async def room(self) -> None:
+        await self.shares.room(self.source)
+
+    def add(self, count: int) -> None:
+        self.held += count
+        self.shares.add(self.source, count)
+
+    def settle(self, count: int) -> None:
+        self.held -= count
+        self.shares.settle(self.source, count)
+
+    def close(self) -> None:
+        self.settle(self.held)  # frames never answered (the connection broke) are given up
+
+
 @dataclass
 class TcpReceiver:
     """An asyncio TCP server feeding `Ingest`."""
@@ -190,12 +250,14 @@ class TcpReceiver:
     counts: Counter[str] = field(default_factory=Counter)
     _listener: GatedListener | None = None
     _connections: set[asyncio.Task[None]] = field(default_factory=set)
+    _shares: SourceShares | None = None
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         """Listen; returns the bound port."""
         self._listener = GatedListener(
             "TCP receiver", self._connection, self.limits, self.counts, read_limit=2**20
         )
+        self._shares = SourceShares(self.limits.max_unanswered_per_source)
         return await self._listener.start(host, port)
 
     @property
@@ -222,9 +284,11 @@ class TcpReceiver:
         source = f"tcp:{peer[0]}:{peer[1]}" if peer else "tcp"
         self.counts["connections"] += 1
         acks = AckLine(self.limits.max_inflight)
-        replier = asyncio.create_task(self._reply(acks, writer))
+        assert self._shares is not None
+        share = _Share(self._shares, source_key(peer[0]) if peer else "")
+        replier = asyncio.create_task(self._reply(acks, writer, share))
         try:
-            await self._read_frames(reader, acks, source)
+            await self._read_frames(reader, acks, source, share)
             acks.end()
             await replier
         except asyncio.CancelledError:
@@ -234,24 +298,33 @@ class TcpReceiver:
             log.exception("TCP connection from %s failed", source)
             replier.cancel()
         finally:
+            share.close()
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    async def _read_frames(self, reader: asyncio.StreamReader, acks: AckLine, source: str) -> None:
+    async def _read_frames(
+        self, reader: asyncio.StreamReader, acks: AckLine, source: str, share: _Share
+    ) -> None:
         """Queue one ack future per frame, in order; a full line of acks stops the reading."""
         async for frames in read_frames(reader, self.limits, self.counts):
+            if share.full():
+                self.counts["source_share_full"] += 1
+                await share.room()
+            share.add(len(frames))
             for data in frames:
                 if acks.full():
                     await acks.room()
                 acks.add(self.ingest.enqueue(Incoming(data, time.time(), source)))
 
-    async def _reply(self, acks: AckLine, writer: asyncio.StreamWriter) -> None:
+    async def _reply(self, acks: AckLine, writer: asyncio.StreamWriter, share: _Share) -> None:
         """Write acks in frame order, as many at once as are already decided."""
         answering = True
         while (oldest := await acks.oldest()) is not None:
             await oldest
-            answering = await self._write(writer, acks.decided(), answering)
+            out = acks.decided()
+            share.settle(len(out))
+            answering = await self._write(writer, out, answering)
 
     async def _write(self, writer: asyncio.StreamWriter, out: bytearray, answering: bool) -> bool:
         if not answering:
