@@ -47,12 +47,18 @@ class Written:
     router: Path
 
     def directories(self) -> list[Path]:
-        """Each directory holding secrets."""
-        return [self.deployment, self.integrity, self.router]
+        """Each directory holding secrets (the broker's own files are Mosquitto's to read)."""
+        tls, mqtt = self.deployment / "tls", self.deployment / "mqtt"
+        return [self.deployment, tls, mqtt, self.integrity, self.router]
 
     def secret_files(self) -> list[Path]:
         """Every file not known to be public."""
-        return [p for d in self.directories() for p in d.iterdir() if p.name not in PUBLIC]
+        return [
+            p
+            for d in self.directories()
+            for p in d.iterdir()
+            if p.is_file() and p.name not in PUBLIC and not p.name.endswith(".cert.pem")
+        ]
 
 
 def _run(*args: str) -> None:
@@ -69,6 +75,11 @@ def _write_everything(root: Path) -> Written:
     _run("cas", "init", "-d", deployment)
     _run("integrity", "keygen", "--key-dir", str(written.integrity))
     _run("router", "init", str(written.router))
+    _run("certs", "issue", "receiver", "--host", "127.0.0.1", "-d", deployment)
+    store = f"sqlite:///{root / 'store.db'}"
+    fleet = str(written.deployment / "fleet-ed25519.cbor")
+    _run("meters", "register", fleet, "-d", deployment, "--store", store)
+    _run("mqtt", "setup", str(root / "broker"), "-d", deployment, "--store", store)
     return written
 
 
@@ -108,6 +119,7 @@ def test_every_secret_file_is_encrypted(encrypted: Written) -> None:
     names = {p.name for p in files}
     assert {"fleet-ed25519.cbor", "platform-attestation.key.pem", "platform-sealing.key"} <= names
     assert {"cas-master.key", "platform.key.pem", "authority.key.pem", "operator.key"} <= names
+    assert {"receiver.key.pem", "headend-1.key.pem"} <= names  # TLS and MQTT client keys
     for path in files:
         data = path.read_bytes()
         assert at_rest.is_encrypted(data), path
@@ -138,6 +150,9 @@ def _loaders(written: Written) -> list[tuple[Path, Callable[[], object]]]:
         (d / "cas-master.key", lambda: Vault.from_deployment(d)),
         (d / "ca.key.pem", lambda: read_private_key(d / "ca.key.pem")),
         (written.integrity / "platform.key.pem", lambda: PlatformKey.load(written.integrity)),
+        (d / "tls" / "receiver.key.pem", lambda: read_private_key(d / "tls" / "receiver.key.pem")),
+        (d / "mqtt" / "headend-1.key.pem", lambda: read_private_key(
+            d / "mqtt" / "headend-1.key.pem")),
         (written.router / "operator.key", lambda: at_rest.read_secret_file(
             written.router / "operator.key", None)),
     ]  # fmt: skip
