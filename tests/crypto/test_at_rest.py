@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -119,3 +121,25 @@ def test_encrypted_secrets_are_not_warned_about(
         at_rest.write_secret_file(tmp_path / "a.key", b"a", PASSPHRASE)
         at_rest.read_secret_file(tmp_path / "a.key", PASSPHRASE)
     assert not [r for r in caplog.records if r.name == at_rest.__name__]
+
+
+def test_a_secret_made_on_first_use_has_one_winner(tmp_path: Path) -> None:
+    path = tmp_path / "keys" / "auth-token.key"
+    start = threading.Barrier(8)
+
+    def first_use(n: int) -> bytes:
+        start.wait()
+        return at_rest.ensure_secret_file(path, lambda: bytes([n]) * 32, PASSPHRASE)
+
+    with ThreadPoolExecutor(8) as pool:
+        seen = set(pool.map(first_use, range(8)))
+    assert seen == {at_rest.read_secret_file(path, PASSPHRASE)}
+    assert [p.name for p in path.parent.iterdir()] == ["auth-token.key"]
+
+
+def test_creating_without_replacing_keeps_the_existing_file(tmp_path: Path) -> None:
+    path = tmp_path / "secret.key"
+    assert at_rest.write_private_file(path, b"first", replace=False)
+    assert not at_rest.write_private_file(path, b"second", replace=False)
+    assert path.read_bytes() == b"first"
+    assert [p.name for p in tmp_path.iterdir()] == ["secret.key"]

@@ -134,7 +134,6 @@ class TokenSigner:
 
 def token_key(directory: Path, passphrase: bytes | None) -> bytes:
     """The deployment's token key in `directory`, made on first use (0600, encrypted)."""
-    path = directory / TOKEN_KEY_FILE
-    if not path.exists():
-        at_rest.write_secret_file(path, secrets.token_bytes(32), passphrase)
-    return at_rest.read_secret_file(path, passphrase, "token key")
+    return at_rest.ensure_secret_file(
+        directory / TOKEN_KEY_FILE, lambda: secrets.token_bytes(32), passphrase
+    )

@@ -85,11 +85,9 @@ def deployment_meter_secret(
 ) -> bytes | None:
     """The deployment's MQTT secret (made on first use if `create`); None if it has none."""
     path = deployment / DEPLOYMENT_DIR / METER_SECRET
-    if not path.exists():
-        if not create:
-            return None
-        at_rest.write_secret_file(path, os.urandom(32), passphrase)
-    return at_rest.read_secret_file(path, passphrase)
+    if not create and not path.exists():
+        return None
+    return at_rest.ensure_secret_file(path, lambda: os.urandom(32), passphrase)
 
 
 def deployment_headends(deployment: Path) -> list[str]:

@@ -21,6 +21,7 @@ import contextlib
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -75,8 +76,12 @@ def private_directory(path: Path) -> Path:
     return path
 
 
-def write_private_file(path: Path, data: bytes) -> None:
-    """Create or replace `path` with `data`, mode 0600 from the first byte on (atomic rename)."""
+def write_private_file(path: Path, data: bytes, *, replace: bool = True) -> bool:
+    """Create (or replace) `path` with `data`, mode 0600 from the first byte on, atomically.
+
+    With `replace=False` an existing file is kept and False returned: of processes creating
+    the same file at once, exactly one wins and all then read the winner's.
+    """
     private_directory(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -85,11 +90,17 @@ def write_private_file(path: Path, data: bytes) -> None:
             out.write(data)
             out.flush()
             os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+        if replace:
+            os.replace(tmp, path)
+            return True
+        try:
+            os.link(tmp, path)  # fails if `path` exists, where a rename would overwrite it
+        except FileExistsError:
+            return False
+        return True
+    finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        raise
 
 
 def create_private_file(path: Path) -> bool:
@@ -171,6 +182,15 @@ def write_secret_file(path: Path, content: bytes, passphrase: bytes | None) -> N
     if not passphrase:
         warn_unencrypted(path)
     write_private_file(path, seal(content, passphrase))
+
+
+def ensure_secret_file(path: Path, make: Callable[[], bytes], passphrase: bytes | None) -> bytes:
+    """The secret in `path`, created from `make()` first if missing (one winner if racing)."""
+    if not path.exists():
+        if not passphrase:
+            warn_unencrypted(path)
+        write_private_file(path, seal(make(), passphrase), replace=False)
+    return read_secret_file(path, passphrase)
 
 
 def read_secret_file(path: Path, passphrase: bytes | None, what: str = "secret") -> bytes:

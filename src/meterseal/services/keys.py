@@ -19,7 +19,7 @@ from typing import Protocol, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from meterseal.crypto.at_rest import read_secret_file, write_secret_file
+from meterseal.crypto.at_rest import ensure_secret_file
 from meterseal.crypto.keys import HeadEndKeys
 from meterseal.deployment import load_deployment
 from meterseal.errors import ConfigurationError
@@ -95,10 +95,9 @@ class KeySource(Protocol):
 
 def ensure_stage_key(directory: Path, passphrase: bytes | None = None) -> bytes:
     """The deployment's stage link key, created (0600) on first use."""
-    path = directory / STAGE_KEY_FILE
-    if not path.exists():
-        write_secret_file(path, os.urandom(STAGE_KEY_BYTES), passphrase)
-    return read_secret_file(path, passphrase)
+    return ensure_secret_file(
+        directory / STAGE_KEY_FILE, lambda: os.urandom(STAGE_KEY_BYTES), passphrase
+    )
 
 
 @dataclass(frozen=True)
