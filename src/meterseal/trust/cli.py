@@ -39,7 +39,7 @@ from meterseal.cli_common import (
     passphrase,
     server_tls,
 )
-from meterseal.errors import ConfigurationError
+from meterseal.errors import ConfigurationError, KeyFileError
 
 if TYPE_CHECKING:
     import ssl
@@ -120,9 +120,17 @@ def cas_init(
     passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
 ) -> None:
     """Create the CAS master key and the simulated platform's keys (existing files are kept)."""
+    from meterseal.deployment import keys_encrypted
     from meterseal.trust.vault import init_cas_files
 
-    created = init_cas_files(deployment_dir, passphrase(passphrase_env))
+    secret = passphrase(passphrase_env)
+    if secret is None and keys_encrypted(deployment_dir):
+        # Plain CAS keys beside encrypted deployment keys would undo the passphrase.
+        raise KeyFileError(
+            f"the deployment in {deployment_dir} keeps its keys encrypted: set {passphrase_env} "
+            "so that the CAS's keys are encrypted too"
+        )
+    created = init_cas_files(deployment_dir, secret)
     for name, new in created.items():
         console.print(f"{'created' if new else 'kept   '} {deployment_dir / name}")
     console.print(f"platform keys are for the {SIMULATED_NOTE}")

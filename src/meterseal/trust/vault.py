@@ -23,13 +23,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from meterseal.crypto.at_rest import (
-    PASSPHRASE_VARIABLE,
-    private_directory,
-    read_secret_file,
-    write_secret_file,
-)
-from meterseal.errors import KeyFileError
+from meterseal.crypto.at_rest import private_directory, read_secret_file, write_secret_file
 from meterseal.trust.errors import TrustError
 
 MASTER_KEY = "cas-master.key"
@@ -104,16 +98,9 @@ class Vault:
 
 def init_cas_files(directory: Path, passphrase: bytes | None = None) -> dict[str, bool]:
     """The CAS master key and the simulated platform's keys (kept if present): name -> created."""
-    from meterseal.deployment import keys_encrypted
     from meterseal.trust.attestation import PLATFORM_KEY, init_simulated_platform
     from meterseal.trust.sealing import SEALING_SECRET, init_sealing_secret
 
-    if passphrase is None and keys_encrypted(directory):
-        # Plain CAS keys beside encrypted deployment keys would undo the passphrase.
-        raise KeyFileError(
-            f"the deployment in {directory} keeps its keys encrypted: set {PASSPHRASE_VARIABLE} "
-            "(or the variable --passphrase-env names) so that the CAS's keys are encrypted too"
-        )
     private_directory(directory)
     return {
         MASTER_KEY: init_master_key(directory, passphrase=passphrase),
