@@ -51,10 +51,14 @@ LAYERS: dict[str, Layer] = {
     "meterseal.cli_extras": INTERFACE,
     "meterseal.cli_certs": INTERFACE,
     "meterseal.cli_mqtt": INTERFACE,
+    "meterseal.cli_accounts": INTERFACE,
     "meterseal.demo": INTERFACE,
     "meterseal.runtime": RUNTIME,
     "meterseal.runtime.transitions": CORE,  # sans-IO: the core protocols' tables use it
     "meterseal.crypto": CORE,
+    "meterseal.accounts": CORE,  # roles, password hashes, tokens, API keys, the throttle
+    "meterseal.accounts.authn": RUNTIME,  # the runtime's Authenticator over accounts
+    "meterseal.accounts.api": INTERFACE,  # sign-in and the access log over HTTP
     "meterseal.transparency": CORE,
     "meterseal.acquisition": CORE,
     "meterseal.acquisition.http": ADAPTER,
