@@ -85,6 +85,9 @@ def test_an_api_key_is_shown_once_and_stored_as_a_digest() -> None:
 def test_the_token_key_is_made_once_private_and_encrypted_with_a_passphrase(
     tmp_path: Path,
 ) -> None:
+    with pytest.raises(ConfigurationError, match="no deployment directory"):
+        token_key(tmp_path / "d", b"pass")
+    (tmp_path / "d").mkdir(mode=0o700)
     first = token_key(tmp_path / "d", b"pass")
     assert len(first) == 32
     assert token_key(tmp_path / "d", b"pass") == first

@@ -399,6 +399,7 @@ def test_bills_serve_runs_the_api_until_sigterm_and_callers_sign_in(
         "app = typer.Typer(); app.add_typer(bills_app, name='bills'); app()"
     )
     command = [sys.executable, "-c", script, "bills", "serve", "--store", api.month.url]
+    (tmp_path / "deployment").mkdir()
     command += ["--deployment", str(tmp_path / "deployment")]
     with subprocess.Popen(
         [*command, "--listen", "127.0.0.1:0"],

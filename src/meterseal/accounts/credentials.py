@@ -24,6 +24,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from argon2.profiles import RFC_9106_LOW_MEMORY
 
 from meterseal.crypto import at_rest
+from meterseal.errors import ConfigurationError
 
 TOKEN_TTL = 900.0  # seconds a login token stays valid
 TOKEN_KEY_FILE = "auth-token.key"  # noqa: S105 - a file name
@@ -133,7 +134,9 @@ class TokenSigner:
 
 
 def token_key(directory: Path, passphrase: bytes | None) -> bytes:
-    """The deployment's token key in `directory`, made on first use (0600, encrypted)."""
+    """The deployment's token key in `directory` (which must exist), made on first use."""
+    if not directory.is_dir():
+        raise ConfigurationError(f"no deployment directory {directory} (meterseal keys init)")
     return at_rest.ensure_secret_file(
         directory / TOKEN_KEY_FILE, lambda: secrets.token_bytes(32), passphrase
     )
