@@ -183,7 +183,7 @@ def test_measurements_carry_no_meter_or_customer_id(store: Store) -> None:
 def test_phasor_is_kept_as_compact_json(store: Store) -> None:
     phase = PhaseMeasurement(230.1, 4.2, -12.5, 950.0, 210.0)
     phasor = PhasorReport((phase,), power_factor=0.97, thd=2.5, frequency=50.01, demand=1000.0)
-    with_phasor = dataclasses.replace(reading("M-001", 2), phasor=phasor)
+    with_phasor = reading("M-001", 2)._replace(phasor=phasor)
     store.save_batch([reading("M-001", 1), with_phasor], [])
     with store.engine.connect() as connection:
         query = sa.select(measurements.c.phasor).order_by(measurements.c.timestamp)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from meterseal.model import PhasorReport
 
@@ -18,9 +19,12 @@ class StoreOutcome(enum.StrEnum):
     CONFLICT = "conflict"  # same (meter, counter), different content: a replay or forgery
 
 
-@dataclass(frozen=True, slots=True)
-class AcceptedReading:
-    """A verified, fresh reading with its signed original and its anonymized identity."""
+class AcceptedReading(NamedTuple):
+    """A verified, fresh reading with its signed original and its anonymized identity.
+
+    A tuple rather than a frozen dataclass: one is built for every packet the head-end
+    accepts, and a frozen dataclass took ~1.2 us to build (a tuple ~0.3 us).
+    """
 
     meter_id: str
     counter: int
