@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
     from fastapi import FastAPI
 
+    from meterseal.runtime.readiness import Readiness
+
 bills_app = typer.Typer(
     help="Bills, reading proofs and audit reports over HTTP.", no_args_is_help=True
 )
@@ -49,6 +51,7 @@ def bills_serve(
     from meterseal.accounts.credentials import TokenSigner, token_key
     from meterseal.billing.api import create_billing_app
     from meterseal.runtime.address import parse_address
+    from meterseal.runtime.readiness import Readiness
     from meterseal.storage import Store
     from meterseal.storage.accounts import AccountStore
     from meterseal.storage.bill_store import BillStore
@@ -63,14 +66,16 @@ def bills_serve(
             signer = TokenSigner(token_key(deployment_dir, passphrase(passphrase_env)))
             people = AccountStore(writable)
             app = create_billing_app(BillStore(db), AccountAuthenticator(people, signer), people)
-            asyncio.run(_serve(app, address, context))
+            asyncio.run(_serve(app, address, context, Readiness(db.not_ready)))
     except OSError as exc:
         raise ConfigurationError(f"cannot listen on {listen}: {exc}") from exc
 
 
-async def _serve(app: FastAPI, listen: str, tls: ssl.SSLContext | None) -> None:
+async def _serve(
+    app: FastAPI, listen: str, tls: ssl.SSLContext | None, readiness: Readiness
+) -> None:
     from meterseal.runtime.http import HttpAppService
     from meterseal.runtime.lifecycle import serve_stage
 
     # `serve_stage` prints `listening bills URL` on stdout (scripts wait for it).
-    await serve_stage(HttpAppService("bills", app, listen, 7480, tls))
+    await serve_stage(HttpAppService("bills", app, listen, 7480, tls, readiness))

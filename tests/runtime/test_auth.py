@@ -25,6 +25,7 @@ from meterseal.runtime.auth import (
 from meterseal.runtime.http import HttpServer, service_app
 from meterseal.runtime.lifecycle import Lifecycle, admin_app
 from meterseal.runtime.metrics import ServiceMetrics
+from meterseal.runtime.readiness import Readiness
 
 
 def _app() -> FastAPI:
@@ -86,6 +87,7 @@ class Idle:
 
     def __init__(self) -> None:
         self.metrics = ServiceMetrics(self.name)
+        self.readiness = Readiness()
 
     async def start(self) -> dict[str, str]:
         return {}

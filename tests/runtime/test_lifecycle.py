@@ -19,6 +19,7 @@ from meterseal.runtime.lifecycle import (
     serve_stage,
 )
 from meterseal.runtime.metrics import ServiceMetrics, parse_exposition
+from meterseal.runtime.readiness import Readiness
 
 
 def test_every_state_but_the_ends_can_fail_and_the_ends_are_final() -> None:
@@ -46,6 +47,8 @@ class Counting:
 
     def __init__(self, fail_in_run: bool = False) -> None:
         self.metrics = ServiceMetrics(self.name)
+        self.outage: str | None = None  # what a readiness check reports, when set
+        self.readiness = Readiness(lambda: self.outage, every=0.0)
         self.seen = {"ticks": 0}
         self.metrics.bridge("meterseal_ticks", "Ticks", "kind", lambda: self.seen)
         self.stopped = False
@@ -81,7 +84,13 @@ def test_admin_endpoint_serves_health_readiness_metrics_and_counters() -> None:
         async with httpx.AsyncClient(base_url=admin) as client:
             assert (await client.get("/healthz")).json() == {"status": "ok"}
             ready = await client.get("/readyz")
-            assert (ready.status_code, ready.json()) == (200, {"state": "ready"})
+            assert (ready.status_code, ready.json()) == (200, {"state": "ready", "reason": None})
+            stage.outage = "cannot reach the store sqlite:///x.db: gone"
+            ready = await client.get("/readyz")
+            assert ready.status_code == 503
+            assert ready.json() == {"state": "ready", "reason": stage.outage}
+            stage.outage = None
+            assert (await client.get("/readyz")).status_code == 200
             samples = parse_exposition((await client.get("/metrics")).text)
             assert samples["meterseal_ticks_total{kind=ticks}"] == 3
             assert samples["meterseal_acquisition_seconds_count"] == 3
@@ -111,3 +120,25 @@ def test_an_unexpected_error_exits_1() -> None:
         raise RuntimeError("bug")
 
     assert run_main(main) == 1
+
+
+def test_readiness_checks_run_once_per_interval_and_a_failing_check_is_a_reason() -> None:
+    calls = {"n": 0}
+
+    def counted() -> str | None:
+        calls["n"] += 1
+        return None
+
+    def broken() -> str | None:
+        raise RuntimeError("bug")
+
+    async def scenario() -> None:
+        cached = Readiness(counted, every=3600.0)
+        assert [await cached.reason() for _ in range(5)] == [None] * 5
+        assert calls["n"] == 1  # one probe answers every scrape within the interval
+        assert await Readiness(counted, broken, every=0.0).reason() == (
+            "readiness check failed: RuntimeError"
+        )
+        assert await Readiness().reason() is None
+
+    asyncio.run(scenario())

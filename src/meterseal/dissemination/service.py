@@ -48,7 +48,9 @@ from meterseal.dissemination.state import (
 from meterseal.dissemination.subscription import Subscription
 from meterseal.dissemination.timeframe import Frame
 from meterseal.errors import ConfigurationError
+from meterseal.runtime.address import hide_password
 from meterseal.runtime.metrics import ServiceMetrics
+from meterseal.runtime.readiness import Readiness
 from meterseal.trust.attestation import Attester, QuoteVerifier
 from meterseal.trust.measurement import Measurement, stage_measurement
 from meterseal.trust.policy import AllowMeasurement, AnyOf, Policy
@@ -204,7 +206,13 @@ async def _connect(url: str) -> Any:
             url, connect_timeout=3, max_reconnect_attempts=3, pending_size=64 * 1024 * 1024
         )
     except Exception as exc:  # nats-py raises its own and OS errors alike
-        raise ConfigurationError(f"cannot reach NATS at {url}: {exc}") from exc
+        raise ConfigurationError(f"cannot reach NATS at {hide_password(url)}: {exc}") from exc
+
+
+def _nats_ready(nc: Any) -> str | None:
+    if nc is None or nc.is_connected:
+        return None  # not connected yet is the lifecycle's to report
+    return "the NATS connection is " + ("closed" if nc.is_closed else "lost, reconnecting")
 
 
 class RouterService:
@@ -216,6 +224,7 @@ class RouterService:
         self.node = node
         self.nats_url = nats_url
         self.nc: Any = None
+        self.readiness = Readiness(lambda: _nats_ready(self.nc), every=0.0)  # no I/O: no cache
         self.metrics = ServiceMetrics(self.name)
         self.metrics.bridge(
             "meterseal_dissemination",
@@ -344,6 +353,7 @@ class AggregatorStage:
         )
         self.service: Any = None
         self.nc: Any = None
+        self.readiness = Readiness(lambda: _nats_ready(self.nc), every=0.0)
         self.metrics = ServiceMetrics(self.name)
         self.metrics.bridge(
             "meterseal_dissemination", "Aggregator events: readings taken, refused, late, withheld",

@@ -3,7 +3,8 @@
 `parse_address(text, default_port)` accepts `127.0.0.1:7400`, `[::1]:7400`, `[::]:0`,
 `meters.example:7400`, a host alone (`::1`, `10.0.0.1`, `localhost`), or a port alone (`:7400`
 or `7400`); the host defaults to 127.0.0.1, so nothing listens beyond the machine by
-accident. `format_address` writes an `Address` back in the same form, brackets included.
+accident. `format_address` writes an `Address` back in the same form, brackets included;
+`hide_password` makes a service URL fit for an error message or a log.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ MAX_PORT = 65_535
 _LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
 _HOST_NAME = re.compile(rf"{_LABEL}(\.{_LABEL})*\.?")
 _NUMERIC = re.compile(r"[0-9.]+")
+_PASSWORD = re.compile(r"(//[^/:@]*:)[^/@]*@")
 
 
 class AddressError(ConfigurationError):
@@ -34,6 +36,11 @@ class Address(NamedTuple):
 
     def __str__(self) -> str:
         return format_address(self.host, self.port)
+
+
+def hide_password(url: str) -> str:
+    """`url` with the password of its user part (scheme://user:PASSWORD@host) shown as ***."""
+    return _PASSWORD.sub(r"\1***@", url)
 
 
 def format_address(host: str, port: int) -> str:

@@ -40,6 +40,7 @@ from meterseal.runtime.connections import (
 )
 from meterseal.runtime.metrics import ServiceMetrics
 from meterseal.runtime.peer import with_peer_certificates
+from meterseal.runtime.readiness import Readiness
 from meterseal.runtime.tls import tls_scope
 
 
@@ -295,9 +296,11 @@ class HttpAppService:
         listen: str,
         default_port: int,
         tls: ssl.SSLContext | None = None,
+        readiness: Readiness | None = None,
     ) -> None:
         self.name = name
         self.app = app
+        self.readiness = readiness or Readiness()  # the store behind the app, say
         self.address = parse_address(listen, default_port)
         self.server = HttpServer(app, tls=tls)
         self.metrics = ServiceMetrics(name)

@@ -2,12 +2,13 @@
 
 Every meterseal process (the monolith head-end, each service of services mode, each trusted
 worker) is a `Stage` run by `run_stage`: it starts the stage, serves `/healthz`, `/readyz`,
-`/metrics` (Prometheus) and `/v1/counters` on an admin port, prints one parseable
-`listening NAME ADDRESS` line per endpoint, runs until SIGINT/SIGTERM (or the stage ends),
-then drains and stops. The admin endpoint serves HTTPS given `admin_tls` (a trusted worker's
-uses the TLS key the CAS released to it). Errors map to exit codes: a `MetersealError`
-prints its diagnostics and exits 2, anything else is logged and exits 1. The lifecycle is
-the table below.
+`/metrics` (Prometheus) and `/v1/counters` on an admin port (`/readyz` is 503 with a reason
+while the stage is not ready or one of its `readiness` checks fails: store or bus gone),
+prints one parseable `listening NAME ADDRESS` line per endpoint, runs until SIGINT/SIGTERM
+(or the stage ends), then drains and stops. The admin endpoint serves HTTPS given
+`admin_tls` (a trusted worker's uses the TLS key the CAS released to it). Errors map to exit
+codes: a `MetersealError` prints its diagnostics and exits 2, anything else is logged and
+exits 1. The lifecycle is the table below.
 """
 
 from __future__ import annotations
@@ -23,12 +24,14 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 from fastapi import Response
+from pydantic import BaseModel
 
 from meterseal.errors import MetersealError, exit_code_for
 from meterseal.runtime.address import format_address, parse_address
 from meterseal.runtime.auth import PUBLIC, access
 from meterseal.runtime.http import HttpServer, service_app
 from meterseal.runtime.metrics import CONTENT_TYPE, ServiceMetrics
+from meterseal.runtime.readiness import Readiness
 from meterseal.runtime.transitions import Driver, LocalProtocolError, TransitionTable
 
 log = logging.getLogger(__name__)
@@ -93,6 +96,7 @@ class Stage(Protocol):
 
     name: str
     metrics: ServiceMetrics
+    readiness: Readiness  # what must be reachable for the stage to work (store, bus)
 
     async def start(self) -> dict[str, str]:
         """Connect and listen; returns endpoint name -> address."""
@@ -111,6 +115,13 @@ class Stage(Protocol):
         ...
 
 
+class ReadyState(BaseModel):
+    """The body of /readyz: the lifecycle state and, when not ready, why not (one line)."""
+
+    state: State
+    reason: str | None = None
+
+
 def admin_app(stage: Stage, lifecycle: Lifecycle) -> Any:
     """The admin HTTP app: /healthz, /readyz, /metrics, /v1/counters."""
     app = service_app(
@@ -120,11 +131,19 @@ def admin_app(stage: Stage, lifecycle: Lifecycle) -> Any:
         stage.counters,
     )
 
-    @app.get("/readyz", summary="Readiness", dependencies=[access(PUBLIC)])
-    async def readyz(response: Response) -> dict[str, str]:
-        if lifecycle.state is not State.READY:
+    @app.get(
+        "/readyz",
+        summary="Readiness",
+        dependencies=[access(PUBLIC)],
+        responses={503: {"model": ReadyState, "description": "Not ready, with the reason"}},
+    )
+    async def readyz(response: Response) -> ReadyState:
+        state = lifecycle.state
+        reason = f"the service is {state.value}" if state is not State.READY else None
+        reason = reason or await stage.readiness.reason()
+        if reason is not None:
             response.status_code = 503
-        return {"state": lifecycle.state.value}
+        return ReadyState(state=state, reason=reason)
 
     @app.get(
         "/metrics",

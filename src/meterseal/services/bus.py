@@ -97,6 +97,10 @@ class Bus(Protocol):
         """Messages on `subject` from now on."""
         ...
 
+    def not_ready(self) -> str | None:
+        """Why the bus cannot carry messages now (one line); None when it can."""
+        ...
+
     async def close(self) -> None:
         """Disconnect."""
         ...
@@ -217,6 +221,10 @@ class MemoryBus:
         queue: asyncio.Queue[bytes] = asyncio.Queue()
         self._listeners.setdefault(subject, []).append(queue)
         return queue
+
+    def not_ready(self) -> str | None:
+        """In-process: always carries."""
+        return None
 
     async def close(self) -> None:
         """Nothing to release."""

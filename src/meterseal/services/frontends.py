@@ -12,6 +12,7 @@ from meterseal.acquisition.tcp import TcpReceiver
 from meterseal.deployment import TrustedMaterial
 from meterseal.runtime.address import format_address, parse_address
 from meterseal.runtime.metrics import ServiceMetrics
+from meterseal.runtime.readiness import Readiness
 from meterseal.services.bus import Bus
 from meterseal.services.intake import BusIntake, IntakeSettings
 from meterseal.storage import Store
@@ -33,6 +34,7 @@ class ReceiverService:
         self.settings = settings
         self.intake = BusIntake(bus, intake)
         self.receivers: dict[str, Receiver] = {}
+        self.readiness = Readiness(bus.not_ready)
         self.metrics = ServiceMetrics(self.name)
         self.metrics.bridge(
             "meterseal_packets", "Packets by outcome", "outcome", lambda: self.intake.counts
@@ -88,6 +90,7 @@ class MonolithService:
 
     def __init__(self, material: TrustedMaterial, store: Store, settings: HeadEndSettings) -> None:
         self.headend = HeadEnd(material, store, settings)
+        self.readiness = Readiness(store.not_ready)
         self.metrics = ServiceMetrics(self.name)
         ingest, stages = self.headend.ingest, self.headend.stages
         self.metrics.bridge(

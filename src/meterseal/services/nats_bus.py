@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,11 +13,13 @@ import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
+from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
 
+from meterseal.runtime.address import hide_password
 from meterseal.services.bus import (
     DEFAULT_ACK_WAIT,
     MAX_MESSAGE_BYTES,
@@ -26,6 +29,8 @@ from meterseal.services.bus import (
     Delivery,
 )
 
+log = logging.getLogger(__name__)
+
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 _MORE_WAIT = 0.002  # seconds to collect what is already queued behind a first message
 
@@ -33,6 +38,38 @@ _MORE_WAIT = 0.002  # seconds to collect what is already queued behind a first m
 def nats_url() -> str:
     """MS_NATS_URL, or the local server."""
     return os.environ.get("MS_NATS_URL", DEFAULT_NATS_URL)
+
+
+async def connect_nats(url: str, **options: object) -> Client:
+    """A NATS connection to `url`; BusError in one line (password hidden) if there is none.
+
+    nats-py's default error callback logs a traceback per failed try; here a failure to
+    connect is the one BusError, and later losses are one warning line each.
+    """
+    shown = hide_password(url)
+    errors: list[Exception] = []
+
+    async def note(exc: Exception) -> None:
+        errors.append(exc)
+        if connected:
+            log.warning("NATS %s: %s", shown, exc or type(exc).__name__)
+
+    async def note_loss() -> None:
+        if connected and client.is_reconnecting:  # not when closed on purpose
+            log.warning("NATS %s: connection lost, reconnecting", shown)
+
+    connected = False
+    options.setdefault("connect_timeout", 3)
+    try:
+        client = await nats.connect(url, error_cb=note, disconnected_cb=note_loss, **options)
+    except (TimeoutError, OSError, NatsError) as exc:
+        reason = errors[-1] if errors else exc
+        raise BusError(
+            f"cannot reach NATS at {shown}: {reason or type(reason).__name__} "
+            "(is nats-server running there, and the URL's user and password right?)"
+        ) from exc
+    connected = True
+    return client
 
 
 @dataclass
@@ -101,15 +138,23 @@ class NatsBus:
     ) -> NatsBus:
         """Connect and make sure every stream exists."""
         target = url or nats_url()
-        try:
-            client = await nats.connect(
-                target, connect_timeout=3, max_reconnect_attempts=5, allow_reconnect=True
-            )
-        except (TimeoutError, OSError, NatsError) as exc:
-            raise BusError(f"NATS not reachable at {target}: {exc}") from exc
+        client = await connect_nats(target, max_reconnect_attempts=5, allow_reconnect=True)
         bus = cls(client, ack_wait, prefix)
-        await bus.ensure_streams()
+        try:
+            await bus.ensure_streams()
+        except (ServiceUnavailableError, NoRespondersError, NatsTimeout, TimeoutError) as exc:
+            await client.close()
+            raise BusError(
+                f"NATS at {hide_password(target)} has no JetStream (start nats-server with -js)"
+            ) from exc
         return bus
+
+    def not_ready(self) -> str | None:
+        """Why the bus cannot carry messages now (connection lost or closed); else None."""
+        if self.client.is_connected:
+            return None
+        state = "closed" if self.client.is_closed else "lost, reconnecting"
+        return f"the NATS connection is {state}"
 
     def stream_name(self, stream: str) -> str:
         """The JetStream stream holding `stream` under this bus's prefix."""

@@ -22,6 +22,7 @@ from typing import Any
 
 from meterseal.errors import ConfigurationError
 from meterseal.runtime.metrics import ServiceMetrics
+from meterseal.runtime.readiness import Readiness
 from meterseal.services.catalog import ServiceOptions
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,7 @@ class Supervisor:
         self.announce = announce
         self.restart = restart
         self.counts: Counter[str] = Counter()
+        self.readiness = Readiness()  # each child answers its own /readyz
         self.metrics = ServiceMetrics(self.name)
         self.metrics.bridge(
             "meterseal_supervisor_events",

@@ -26,6 +26,7 @@ from meterseal.acquisition.stages import StageResult, TrustedStages
 from meterseal.crypto.registry import MeterRecord
 from meterseal.errors import StorageError
 from meterseal.runtime.metrics import ServiceMetrics
+from meterseal.runtime.readiness import Readiness
 from meterseal.services.bus import BILL_DONE, BILLING, PACKETS, VERIFIED, Bus, Consumer, Delivery
 from meterseal.services.keys import StageSecrets
 from meterseal.services.messages import (
@@ -65,6 +66,7 @@ class BusWorker:
     def __init__(self, bus: Bus, metrics: ServiceMetrics | None = None) -> None:
         self.bus = bus
         self.metrics = metrics or ServiceMetrics(self.name)
+        self.readiness = Readiness(bus.not_ready)
         self.counts: Counter[str] = Counter()
         self.consumer: Consumer | None = None
         self._gauged = 0.0
@@ -127,6 +129,7 @@ class OpenVerifyWorker(BusWorker):
         metrics: ServiceMetrics | None = None,
     ) -> None:
         super().__init__(bus, metrics)
+        self.readiness.add(store.not_ready)
         self.registry = StoreRegistry(store, ca_certificate)
         self.stage_key = secrets.need_stage_key()
         self.stages = TrustedStages(secrets.need_headend(), self.registry, None)
@@ -173,6 +176,7 @@ class AnonymizeStoreWorker(BusWorker):
         metrics: ServiceMetrics | None = None,
     ) -> None:
         super().__init__(bus, metrics)
+        self.readiness.add(store.not_ready)
         self.store = store
         self.stage_key = secrets.need_stage_key()
         last = store.last_counters()
@@ -264,6 +268,7 @@ class BillingWorker(BusWorker):
         from meterseal.storage.bill_store import BillStore
 
         super().__init__(bus, metrics)
+        self.readiness.add(store.not_ready)
         self.bills = BillStore(store)
         self.service = BillingService(self.bills, secrets.need_billing_key())
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from meterseal.errors import ConfigurationError, StorageError
+from meterseal.runtime.address import hide_password
 
 URL_FORMS = "sqlite:///PATH or postgresql+psycopg://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
-_PASSWORD = re.compile(r"(//[^/:@]*:)[^/@]*@")
 # psycopg prefixes its reason with where it tried: keep the reason.
 _PG_PREFIX = re.compile(
     r'^(connection failed: )?(connection to server at "[^"]*",? (port \d+ )?failed: )?'
@@ -49,7 +49,7 @@ def shown(url: str | sa.URL) -> str:
     """`url` as text with any password replaced by ***."""
     if isinstance(url, sa.URL):
         return url.render_as_string(hide_password=True)
-    return _PASSWORD.sub(r"\1***@", url)
+    return hide_password(url)
 
 
 def store_url(url: str | sa.URL) -> sa.URL:

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from meterseal.accounts.authn import AccountAuthenticator
+    from meterseal.runtime.readiness import Readiness
     from meterseal.trust.attestation import Attester, QuoteVerifier
     from meterseal.trust.cas import Cas
 
@@ -161,7 +162,8 @@ def cas_serve(
             _cas(store, deployment_dir, passphrase_env, verifiers, nonce_ttl) as cas,
             _people(store, deployment_dir, passphrase_env) as people,
         ):
-            asyncio.run(_serve(create_cas_app(cas, people), address, backend, context))
+            app = create_cas_app(cas, people)
+            asyncio.run(_serve(app, address, backend, context, _store_readiness(cas)))
     except OSError as exc:
         raise ConfigurationError(f"cannot listen on {listen}: {exc}") from exc
 
@@ -179,8 +181,20 @@ def _people(store_url: str, directory: Path, passphrase_env: str) -> Iterator[Ac
         yield AccountAuthenticator(AccountStore(store), signer)
 
 
+def _store_readiness(cas: Cas) -> Readiness:
+    """/readyz of the CAS: its store must answer."""
+    from meterseal.runtime.readiness import Readiness
+    from meterseal.trust.cas_store import CasStore
+
+    return Readiness(cas.state.store.not_ready) if isinstance(cas.state, CasStore) else Readiness()
+
+
 async def _serve(
-    app: FastAPI, listen: str, backends: list[str], tls: ssl.SSLContext | None
+    app: FastAPI,
+    listen: str,
+    backends: list[str],
+    tls: ssl.SSLContext | None,
+    readiness: Readiness,
 ) -> None:
     from meterseal.runtime.http import HttpAppService
     from meterseal.runtime.lifecycle import serve_stage
@@ -188,7 +202,7 @@ async def _serve(
     if "simulated" in backends:  # on stderr: stdout carries the parseable lines only
         Console(stderr=True).print(f"CAS: {SIMULATED_NOTE}")
     # `serve_stage` prints `listening cas URL` (scripts wait for it), then `ready cas`.
-    await serve_stage(HttpAppService("cas", app, listen, 7490, tls))
+    await serve_stage(HttpAppService("cas", app, listen, 7490, tls, readiness))
 
 
 @cas_app.command("measure")
