@@ -75,6 +75,8 @@ def test_attested_workers_get_their_keys_and_store_the_stream(
     assert stored == fleet.packets
     assert stored_metrics["meterseal_acquisition_seconds_count"] == fleet.packets
     assert stored_metrics["meterseal_worker_events_total{kind=stored}"] == fleet.packets
+    assert stored_metrics["meterseal_readings_stored_total{outcome=stored}"] == fleet.packets
+    assert not any(k.startswith("meterseal_rejections_total") for k in stored_metrics)
     assert verify_metrics["meterseal_worker_events_total{kind=packets}"] == fleet.packets
     assert "meterseal_queue_depth{queue=MS_PACKETS}" in verify_metrics, sorted(verify_metrics)
     assert receiver_metrics["meterseal_packets_total{outcome=published}"] == fleet.packets

@@ -305,7 +305,10 @@ class HttpAppService:
         self.server = HttpServer(app, tls=tls)
         self.metrics = ServiceMetrics(name)
         self.metrics.bridge(
-            "meterseal_requests", "Requests and refusals, by kind", "kind", lambda: app.state.counts
+            "meterseal_requests",
+            "Requests by outcome and connections refused or closed, by kind",
+            "kind",
+            lambda: app.state.counts,
         )
 
     async def start(self) -> dict[str, str]:

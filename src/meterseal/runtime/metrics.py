@@ -1,5 +1,9 @@
 """Prometheus metrics of a service: packets, rejections by reason, latencies, queue depth.
 
+Every name says what it counts: `meterseal_rejections_total` counts refused packets only
+(by reason); accepted readings are counted by what storing them did in
+`meterseal_readings_stored_total{outcome="stored"|"duplicate"}`.
+
 Each service has its own registry (so tests and one-process runs do not share global state).
 Counters that a stage already keeps as a `collections.Counter` are bridged at scrape time
 rather than incremented twice on the hot path.
@@ -14,23 +18,36 @@ from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_late
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from meterseal.errors import RejectReason
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Acquisition latency runs from ~1 ms (monolith, idle) to seconds (a busy bus): log-spaced.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+REJECT_REASONS = frozenset(r.value for r in RejectReason)
+# acquisition.records.StoreOutcome but conflict, which is counted as the rejection
+# replayed_counter (named here: the runtime sits below acquisition).
+STORAGE_OUTCOMES = frozenset(("stored", "duplicate"))
 
 
 class _CounterBridge(Collector):
     """Exposes a live `Mapping[str, int]` as one labelled counter family."""
 
     def __init__(
-        self, name: str, documentation: str, label: str, source: Callable[[], Mapping[str, int]]
+        self,
+        name: str,
+        documentation: str,
+        label: str,
+        source: Callable[[], Mapping[str, int]],
+        keys: frozenset[str] | None,
     ) -> None:
         self.name, self.documentation, self.label, self.source = name, documentation, label, source
+        self.keys = keys
 
     def collect(self) -> Iterator[Metric]:
         family = CounterMetricFamily(self.name, self.documentation, labels=[self.label])
         for key, value in sorted(dict(self.source()).items()):
-            family.add_metric([key], float(value))
+            if self.keys is None or key in self.keys:
+                family.add_metric([key], float(value))
         yield family
 
 
@@ -61,10 +78,33 @@ class ServiceMetrics:
         )
 
     def bridge(
-        self, name: str, documentation: str, label: str, source: Callable[[], Mapping[str, int]]
+        self,
+        name: str,
+        documentation: str,
+        label: str,
+        source: Callable[[], Mapping[str, int]],
+        *,
+        keys: frozenset[str] | None = None,
     ) -> None:
-        """Expose `source()` (read at scrape time) as counter `name` with one label."""
-        self.registry.register(_CounterBridge(name, documentation, label, source))
+        """Expose `source()` (read at scrape time; only `keys` if given) as counter `name`."""
+        self.registry.register(_CounterBridge(name, documentation, label, source, keys))
+
+    def bridge_stages(self, source: Callable[[], Mapping[str, int]]) -> None:
+        """The trusted stages' counts: rejections by reason, readings by storage outcome."""
+        self.bridge(
+            "meterseal_rejections",
+            "Packets refused by the trusted stages, by reason",
+            "reason",
+            source,
+            keys=REJECT_REASONS,
+        )
+        self.bridge(
+            "meterseal_readings_stored",
+            "Accepted readings by what storing them did: stored (new) or duplicate (kept already)",
+            "outcome",
+            source,
+            keys=STORAGE_OUTCOMES,
+        )
 
     def exposition(self) -> bytes:
         """The text exposition format for GET /metrics."""

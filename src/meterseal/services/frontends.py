@@ -37,7 +37,11 @@ class ReceiverService:
         self.readiness = Readiness(bus.not_ready)
         self.metrics = ServiceMetrics(self.name)
         self.metrics.bridge(
-            "meterseal_packets", "Packets by outcome", "outcome", lambda: self.intake.counts
+            "meterseal_packets",
+            "Packets received, by what became of them: published to the bus, bus_unavailable, "
+            "overload",
+            "outcome",
+            lambda: self.intake.counts,
         )
         self.metrics.queue_depth.labels("unconfirmed").set_function(self.intake.pending)
 
@@ -94,11 +98,12 @@ class MonolithService:
         self.metrics = ServiceMetrics(self.name)
         ingest, stages = self.headend.ingest, self.headend.stages
         self.metrics.bridge(
-            "meterseal_packets", "Packets by outcome", "outcome", lambda: ingest.counts
+            "meterseal_packets",
+            "Packets answered, by the answer (accepted, rejected, retry) or why none (overload)",
+            "outcome",
+            lambda: ingest.counts,
         )
-        self.metrics.bridge(
-            "meterseal_rejections", "Packets refused, by reason", "reason", lambda: stages.counts
-        )
+        self.metrics.bridge_stages(lambda: stages.counts)
         self.metrics.bridge(
             "meterseal_quarantine_discarded",
             "Refused packets not kept in quarantine (dropped) or deleted by retention (pruned)",

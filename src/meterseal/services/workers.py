@@ -71,7 +71,10 @@ class BusWorker:
         self.consumer: Consumer | None = None
         self._gauged = 0.0
         self.metrics.bridge(
-            "meterseal_worker_events", "What this worker did, by kind", "kind", lambda: self.counts
+            "meterseal_worker_events",
+            "Bus messages handled and redelivered, and what became of their packets or bills",
+            "kind",
+            lambda: self.counts,
         )
 
     async def start(self) -> dict[str, str]:
@@ -133,12 +136,7 @@ class OpenVerifyWorker(BusWorker):
         self.registry = StoreRegistry(store, ca_certificate)
         self.stage_key = secrets.need_stage_key()
         self.stages = TrustedStages(secrets.need_headend(), self.registry, None)
-        self.metrics.bridge(
-            "meterseal_rejections",
-            "Packets refused, by reason",
-            "reason",
-            lambda: self.stages.counts,
-        )
+        self.metrics.bridge_stages(lambda: self.stages.counts)
         self.registry_refresh = registry_refresh
         self._refreshed = time.monotonic()
 
@@ -187,12 +185,7 @@ class AnonymizeStoreWorker(BusWorker):
             policy=policy or FreshnessPolicy(),
             state=FreshnessState({meter: counter for meter, (counter, _) in last.items()}),
         )
-        self.metrics.bridge(
-            "meterseal_rejections",
-            "Packets refused, by reason",
-            "reason",
-            lambda: self.stages.counts,
-        )
+        self.metrics.bridge_stages(lambda: self.stages.counts)
         self.metrics.bridge(
             "meterseal_quarantine_discarded",
             "Refused packets not kept in quarantine (dropped) or deleted by retention (pruned)",
