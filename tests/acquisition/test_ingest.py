@@ -132,3 +132,51 @@ def test_batches_checked_while_the_store_is_busy_are_committed_together_in_order
         ]
 
     asyncio.run(scenario())
+
+
+class _FirstHeldOpener:
+    """Opens like `packet.open_batch`, but holds the first batch until released."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.calls = 0
+        self.lock = threading.Lock()
+        self.second = threading.Event()
+        self.release = threading.Event()
+
+    def open_batch(
+        self, blobs: list[bytes], now: dt.datetime
+    ) -> list[OpenedPacket | InvalidPacket]:
+        with self.lock:
+            self.calls += 1
+            first = self.calls == 1
+        if first:
+            self.release.wait(10)
+        else:
+            self.second.set()
+        return packet.open_batch(blobs, self.world.headend, self.world.registry, now=now)
+
+
+def test_with_stage_depth_two_a_full_batch_is_opened_beside_the_first_and_stored_after_it(
+    world: World,
+) -> None:
+    async def scenario() -> None:
+        opener = _FirstHeldOpener(world)
+        stages = _stages(world)
+        stages.opener = opener
+        sink = MemorySink()
+        ingest = Ingest(stages, sink, batch_size=4, stage_depth=2, clock=lambda: T)
+        await ingest.start()
+        packets = _incoming(world, range(3000, 3008))
+        acks = [ingest.enqueue(i) for i in packets]
+        # The second batch is being opened while the first is still held in the stages.
+        assert await asyncio.to_thread(opener.second.wait, 5)
+        assert not any(f.done() for f in acks)
+        opener.release.set()
+        assert await asyncio.wait_for(asyncio.gather(*acks), 5) == [Ack.ACCEPTED] * 8
+        await ingest.stop()
+        # Stored in arrival order although the second batch was through the stages first.
+        meter = world.meters["p256"].meter_id
+        assert list(sink.originals) == [(meter, c) for c in range(3000, 3008)]
+
+    asyncio.run(scenario())

@@ -115,6 +115,9 @@ class HeadEnd:
             max_delay=self.settings.max_delay,
             max_pending=self.settings.max_pending,
             clock=clock,
+            # Opening workers get the next batch while this one is settled (no idle gap);
+            # opening in the stage thread itself, a second batch would only wait for the GIL.
+            stage_depth=2 if self.settings.open_workers > 0 else 1,
         )
         self.receivers: dict[str, Receiver] = {}
         self.endpoints: dict[str, str] = {}

@@ -4,10 +4,13 @@ Receivers `await ingest.submit(packet)` and get an Ack once the batch holding th
 has been through the stages and committed by the store. Two threads form a pipeline: the
 stage thread opens and checks the next batches while the store thread commits the earlier
 ones, in order, and tells the stages what it stored; the event loop keeps receiving
-meanwhile. A packet is acknowledged as soon as its batch is committed. When the store falls
-behind, the batches checked meanwhile are committed together in one transaction (a group
-commit: one durable flush for all of them), and the stage thread runs at most `store_depth`
-batches ahead of the store. Running the freshness check of a batch before the earlier ones
+meanwhile. With `stage_depth` 2, a second batch goes into the stages (to their opening
+workers) as soon as it is full, while the first is still being settled, so the workers do
+not idle between batches; checked batches still reach the store in arrival order. A packet
+is acknowledged as soon as its batch is committed. When the store falls behind, the batches
+checked meanwhile are committed together in one transaction (a group commit: one durable
+flush for all of them), and the stages run at most `store_depth` batches ahead of the
+store. Running the freshness check of a batch before the earlier ones
 are committed is safe: it only sees an older highest counter, and the store itself refuses a
 second packet with a counter it already holds.
 """
@@ -95,6 +98,7 @@ class Ingest:
         clock: Callable[[], float] = time.time,
         latency_window: int = 1_000_000,
         store_depth: int = 1,
+        stage_depth: int = 1,
     ) -> None:
         self.stages = stages
         self.sink = sink
@@ -108,14 +112,19 @@ class Ingest:
         # Packets waiting for a batch; a deque and an event rather than an asyncio.Queue,
         # whose per-item bookkeeping cost more than the rest of receiving a packet.
         self._waiting: deque[_Pending] = deque()
-        self._arrival: asyncio.Future[None] | None = None  # the batcher waits for a packet
+        self._arrival: asyncio.Future[None] | None = None  # the batcher waits for packets
+        self._wanted = 1  # how many waiting packets wake the batcher
         self._unanswered = 0  # queued or in a batch, not yet answered
         self._answered_all = asyncio.Event()
         # Checked batches the store has not taken yet, and room for more: the stages take a
         # batch only when there is room for it, so they run at most store_depth batches ahead.
         self._checked: asyncio.Queue[_Checked] = asyncio.Queue()
-        self._room = asyncio.Semaphore(store_depth)
-        self._stage_thread = ThreadPoolExecutor(1, thread_name_prefix="trusted-stages")
+        # Up to stage_depth batches in the stages at once, each in its own thread: with
+        # opening workers, the next batch goes to them while this one is still being
+        # settled, so they do not idle between batches.
+        self.stage_depth = stage_depth
+        self._room = asyncio.Semaphore(store_depth + stage_depth - 1)
+        self._stage_thread = ThreadPoolExecutor(stage_depth, thread_name_prefix="trusted-stages")
         self._store_thread = ThreadPoolExecutor(1, thread_name_prefix="store")
         self._workers: list[asyncio.Task[None]] = []
 
@@ -155,8 +164,9 @@ class Ingest:
             return future
         self._waiting.append((item, future))
         self._unanswered += 1
-        if self._arrival is not None and not self._arrival.done():
-            self._arrival.set_result(None)
+        arrival = self._arrival
+        if arrival is not None and not arrival.done() and len(self._waiting) >= self._wanted:
+            arrival.set_result(None)
         return future
 
     async def submit(self, item: Incoming) -> Ack:
@@ -192,22 +202,43 @@ class Ingest:
         return [take() for _ in range(min(most, len(self._waiting)))]
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
+        opening: deque[tuple[list[_Pending], asyncio.Future[StageResult]]] = deque()
         while True:
-            await self._room.acquire()
-            batch = await self._next_batch()
-            items = [item for item, _ in batch]
+            if not opening:
+                await self._room.acquire()
+                opening.append(self._start(await self._next_batch()))
+            elif len(opening) < self.stage_depth and await self._full_batch_before(opening[0][1]):
+                # Room comes back as the store takes checked batches, whatever this task does.
+                await self._room.acquire()
+                opening.append(self._start(await self._next_batch()))
+            else:
+                await self._finish(*opening.popleft())
+
+    def _start(self, batch: list[_Pending]) -> tuple[list[_Pending], asyncio.Future[StageResult]]:
+        items = [item for item, _ in batch]
+        checking = functools.partial(self.stages.process, items, now=self.clock())
+        return batch, asyncio.get_running_loop().run_in_executor(self._stage_thread, checking)
+
+    async def _finish(self, batch: list[_Pending], checking: asyncio.Future[StageResult]) -> None:
+        try:
+            result = await checking
+        except Exception:
+            log.exception("batch of %d not checked; senders are told to retry", len(batch))
+            self._answer(batch, [Ack.RETRY] * len(batch), "stages_failed")
+            self._room.release()
+            return
+        self._checked.put_nowait(_Checked(batch, result))
+
+    async def _full_batch_before(self, checking: asyncio.Future[StageResult]) -> bool:
+        """Whether a full batch is waiting before `checking` is done (then it goes in too)."""
+        if len(self._waiting) < self.batch_size and not checking.done():
+            self._wanted = self.batch_size
+            self._arrival = arrival = asyncio.get_running_loop().create_future()
             try:
-                result = await loop.run_in_executor(
-                    self._stage_thread,
-                    functools.partial(self.stages.process, items, now=self.clock()),
-                )
-            except Exception:
-                log.exception("batch of %d not checked; senders are told to retry", len(batch))
-                self._answer(batch, [Ack.RETRY] * len(batch), "stages_failed")
-                self._room.release()
-                continue
-            self._checked.put_nowait(_Checked(batch, result))
+                await asyncio.wait((arrival, checking), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                self._arrival, self._wanted = None, 1
+        return len(self._waiting) >= self.batch_size
 
     async def _store_checked(self) -> None:
         while True:

@@ -18,7 +18,8 @@ import multiprocessing
 import os
 import signal
 import sys
-from concurrent.futures import ProcessPoolExecutor
+import threading
+from concurrent.futures import Future, ProcessPoolExecutor
 
 from meterseal.crypto import packet
 from meterseal.crypto.keys import HeadEndKeys
@@ -113,6 +114,7 @@ class ParallelOpener:
         # (5 ms) at every socket event and every database call to get it back.
         self.parent_opens = workers < _cores() if parent_opens is None else parent_opens
         self._pool, self._generation = self._fork()
+        self._submitting = threading.Lock()
 
     def _fork(self) -> tuple[ProcessPoolExecutor, int]:
         global _inherited
@@ -141,6 +143,22 @@ class ParallelOpener:
         """Like `open_batch`, but a packet a worker opened stays (its live record, its fields)."""
         if len(blobs) < MIN_SLICE * 2:
             return list(packet.open_batch(blobs, self.headend, self.registry, now=now))
+        with self._submitting:  # two batches may be opened at once, from two threads
+            futures, own = self._submit(blobs, now)
+        settled: list[Opened] = []
+        if own:
+            settled += packet.open_batch(own, self.headend, self.registry, now=now)
+        offset = len(own)
+        settle = self._settle
+        for future in futures:
+            for verdict in future.result():
+                settled.append(settle(blobs[offset], verdict, now))
+                offset += 1
+        return settled
+
+    def _submit(
+        self, blobs: list[bytes], now: dt.datetime
+    ) -> tuple[list[Future[list[_Verdict]]], list[bytes]]:
         if getattr(self.registry, "generation", 0) != self._generation:
             self._pool.shutdown(wait=True)
             self._pool, self._generation = self._fork()
@@ -152,17 +170,7 @@ class ParallelOpener:
         # idle while it settles the whole batch at the end.
         size = max(MIN_SLICE, -(-len(rest) // (2 * self.workers)))
         slices = [rest[i : i + size] for i in range(0, len(rest), size)]
-        futures = [self._pool.submit(_open_slice, (s, now.timestamp())) for s in slices]
-        settled: list[Opened] = []
-        if own:
-            settled += packet.open_batch(own, self.headend, self.registry, now=now)
-        offset = len(own)
-        settle = self._settle
-        for future in futures:
-            for verdict in future.result():
-                settled.append(settle(blobs[offset], verdict, now))
-                offset += 1
-        return settled
+        return [self._pool.submit(_open_slice, (s, now.timestamp())) for s in slices], own
 
     def _settle(self, blob: bytes, verdict: _Verdict, now: dt.datetime) -> Opened:
         if isinstance(verdict, RejectReason):
