@@ -26,6 +26,7 @@ from typing import Any
 import h11
 import uvicorn
 from fastapi import FastAPI
+from pydantic import BaseModel
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from meterseal.runtime.address import format_address, parse_address
@@ -54,11 +55,29 @@ class ServerLimits(ConnectionLimits):
     shutdown_timeout: int = 15  # stop() cancels requests still running after this
 
 
+class Problem(BaseModel):
+    """An error body: `detail` says what is wrong; for a malformed request, a list per field."""
+
+    detail: str | list[dict[str, Any]]
+
+
+# Declared on every route of every app (a route's own declaration of a status wins), so the
+# OpenAPI description covers every error body a caller can get: FastAPI's validation list
+# and our one-line reasons alike.
+REFUSALS: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem, "description": "Not signed in, where the route's rule needs it."},
+    403: {"model": Problem, "description": "Signed in, but the route's rule does not allow it."},
+    422: {"model": Problem, "description": "Malformed (a list per field) or inconsistent."},
+    429: {"model": Problem, "description": "Too many attempts: retry after a while."},
+    503: {"model": Problem, "description": "Unavailable (the store): retry later."},
+}
+
+
 def service_app(
     title: str, description: str, counts: Counter[str], counters: Callable[[], dict[str, Any]]
 ) -> FastAPI:
     """A service's app: OpenAPI, /healthz, /v1/counters (`counters()`), `state.counts`."""
-    app = FastAPI(title=title, version="1", description=description)
+    app = FastAPI(title=title, version="1", description=description, responses=REFUSALS)
     app.state.counts = counts  # `HttpServer` adds its connection-level refusals here
 
     @app.get("/healthz", summary="Liveness", dependencies=[access(PUBLIC)])
