@@ -14,7 +14,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from meterseal.acquisition.anonymize import Anonymizer
 from meterseal.acquisition.freshness import FreshnessPolicy, FreshnessState
@@ -27,8 +27,7 @@ from meterseal.crypto.registry import MeterDirectory, MeterRecord
 from meterseal.errors import ConfigurationError, InvalidPacket, RejectReason
 
 
-@dataclass(frozen=True, slots=True)
-class Incoming:
+class Incoming(NamedTuple):
     """A packet as a receiver got it: bytes, arrival time (Unix s) and where from."""
 
     data: bytes

@@ -152,6 +152,11 @@ class AckLine:
         self.futures.append(future)
         self._wake()
 
+    def extend(self, futures: list[asyncio.Future[Ack]]) -> None:
+        """Queue the ack futures of the next frames."""
+        self.futures.extend(futures)
+        self._wake()
+
     def end(self) -> None:
         """No more frames: the replier stops once every queued one is answered."""
         self.ended = True
@@ -312,10 +317,15 @@ class TcpReceiver:
                 self.counts["source_share_full"] += 1
                 await share.room()
             share.add(len(frames))
-            for data in frames:
+            enqueue, start = self.ingest.enqueue, 0
+            while start < len(frames):
                 if acks.full():
                     await acks.room()
-                acks.add(self.ingest.enqueue(Incoming(data, time.time(), source)))
+                # As many as the ack line has room for, handed over (and stamped) at once.
+                ready = frames[start : start + acks.limit - len(acks.futures)]
+                now = time.time()
+                acks.extend([enqueue(Incoming(data, now, source)) for data in ready])
+                start += len(ready)
 
     async def _reply(self, acks: AckLine, writer: asyncio.StreamWriter, share: _Share) -> None:
         """Write acks in frame order, as many at once as are already decided."""
