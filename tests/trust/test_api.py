@@ -11,7 +11,7 @@ import pytest
 from fastapi import FastAPI
 
 from meterseal.accounts.model import Role
-from meterseal.errors import StorageError
+from meterseal.errors import ConfigurationError, StorageError
 from meterseal.runtime.auth import check_access, route_rules
 from meterseal.runtime.http import ThreadedServer
 from meterseal.trust.api import MAX_BODY, create_cas_app
@@ -106,6 +106,35 @@ def test_an_unreachable_cas_is_unavailable_not_refused(
             names=["anonymization-key"],
             timeout=2,
         )
+
+
+@pytest.mark.parametrize(
+    ("url", "error", "says"),
+    [
+        ("http://op:s3cret@127.0.0.1:{port}", CasUnavailable, "is `meterseal cas serve` running"),
+        ("ftp://op:s3cret@127.0.0.1:{port}", ConfigurationError, "give http(s)://HOST:PORT"),
+    ],
+)
+def test_a_wrong_cas_url_is_one_line_without_the_password(
+    ready: World, worker_measurement: Measurement, url: str, error: type[Exception], says: str
+) -> None:
+    with ThreadedServer(create_cas_app(ready.cas)) as served:
+        pass  # stopped: nothing listens there any more
+    port = served.rsplit(":", 1)[1]
+    with pytest.raises(error) as raised:
+        fetch_secrets(
+            url.format(port=port),
+            stage="anonymize-store",
+            measurement=worker_measurement,
+            attester=ready.attester,
+            names=["anonymization-key"],
+            timeout=2,
+        )
+    text = raised.value.diagnostics()  # type: ignore[attr-defined]
+    assert says in text
+    assert "op:***@127.0.0.1" in text
+    assert "s3cret" not in text
+    assert "\n" not in text
 
 
 def _release_body(ready: World, measurement: Measurement, **override: Any) -> bytes:

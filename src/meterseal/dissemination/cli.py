@@ -108,11 +108,10 @@ def router_subscribe(
 async def _subscribe(
     client: Any, subscription: Any, attester: Any, identity: Any, url: str, ns: str, count: int
 ) -> None:
-    import nats
-
     from meterseal.dissemination.errors import CannotDecrypt
     from meterseal.dissemination.nats_transport import NatsMember
     from meterseal.dissemination.wire import pairs
+    from meterseal.services.nats_bus import connect_nats
 
     done = asyncio.Event()
     seen = 0
@@ -135,7 +134,7 @@ async def _subscribe(
             if count and seen >= count:
                 done.set()
 
-    nc = await nats.connect(url, connect_timeout=3, max_reconnect_attempts=3)
+    nc = await connect_nats(url, max_reconnect_attempts=3)
     member = NatsMember(nc, client, namespace=ns)
     await member.join(subscription, on_delivery=show, attester=attester, measurement=identity)
     console.print(f"admitted as {client.name} ({client.role}); waiting for publications")
@@ -155,9 +154,9 @@ def _operator(keys: Path, url: str, namespace: str, command: dict[str, Any]) -> 
     signed = operator_command(secret, command, now=time.time(), nonce=os.urandom(16))
 
     async def send() -> dict[str, Any]:
-        import nats
+        from meterseal.services.nats_bus import connect_nats
 
-        nc = await nats.connect(url, connect_timeout=3, max_reconnect_attempts=0)
+        nc = await connect_nats(url, max_reconnect_attempts=1)
         try:
             return await operator_request(nc, signed, namespace=namespace)
         finally:
@@ -253,15 +252,14 @@ def router_publish(
 async def _publish(
     client: Any, store: str, since: int, end: int, attester: Any, identity: Any, url: str, ns: str
 ) -> int:
-    import nats
-
     from meterseal.dissemination.feed import stored_readings
     from meterseal.dissemination.member import Publisher
     from meterseal.dissemination.nats_transport import NatsMember
     from meterseal.dissemination.runners import publish_readings
+    from meterseal.services.nats_bus import connect_nats
     from meterseal.storage import Store
 
-    nc = await nats.connect(url, connect_timeout=3, max_reconnect_attempts=3)
+    nc = await connect_nats(url, max_reconnect_attempts=3)
     try:
         member = NatsMember(nc, client, namespace=ns)
         await member.join(attester=attester, measurement=identity)

@@ -48,7 +48,6 @@ from meterseal.dissemination.state import (
 from meterseal.dissemination.subscription import Subscription
 from meterseal.dissemination.timeframe import Frame
 from meterseal.errors import ConfigurationError
-from meterseal.runtime.address import hide_password
 from meterseal.runtime.metrics import ServiceMetrics
 from meterseal.runtime.readiness import Readiness
 from meterseal.trust.attestation import Attester, QuoteVerifier
@@ -199,14 +198,10 @@ def build_node(
 
 
 async def _connect(url: str) -> Any:
-    import nats
+    from meterseal.services.nats_bus import connect_nats
 
-    try:
-        return await nats.connect(
-            url, connect_timeout=3, max_reconnect_attempts=3, pending_size=64 * 1024 * 1024
-        )
-    except Exception as exc:  # nats-py raises its own and OS errors alike
-        raise ConfigurationError(f"cannot reach NATS at {hide_password(url)}: {exc}") from exc
+    # One line (password hidden) if there is no server, not nats-py's traceback per try.
+    return await connect_nats(url, max_reconnect_attempts=3, pending_size=64 * 1024 * 1024)
 
 
 def _nats_ready(nc: Any) -> str | None:

@@ -24,6 +24,8 @@ from typing import Any
 import cbor2
 import httpx
 
+from meterseal.errors import ConfigurationError
+from meterseal.runtime.address import hide_password
 from meterseal.trust.attestation import Attester
 from meterseal.trust.channel import EphemeralKey, release_info
 from meterseal.trust.errors import CasUnavailable, ReleaseRefused, TrustError
@@ -112,10 +114,19 @@ def fetch_release(
                     "/v1/release", content=body, headers={"Content-Type": CBOR, "Accept": CBOR}
                 )
             )
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+        raise ConfigurationError(
+            f"the CAS URL {hide_password(cas_url)!r} is not usable ({exc}); give http(s)://HOST:PORT"
+        ) from None
     except httpx.HTTPError as exc:
-        raise CasUnavailable(f"cannot reach the CAS at {cas_url}: {exc}") from exc
+        raise CasUnavailable(
+            f"cannot reach the CAS at {hide_password(cas_url)}: {exc or type(exc).__name__} "
+            "(is `meterseal cas serve` running there?)"
+        ) from exc
     except (KeyError, ValueError, TypeError) as exc:
-        raise TrustError(f"the CAS at {cas_url} sent an unexpected nonce: {exc}") from None
+        raise TrustError(
+            f"the CAS at {hide_password(cas_url)} sent an unexpected nonce: {exc}"
+        ) from None
     return _open(_decode(response), key, measurement, nonce, names)
 
 
