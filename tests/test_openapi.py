@@ -1,9 +1,10 @@
 """Every HTTP app answers what its OpenAPI description says: schemathesis, in-process, bounded.
 
 For each app (the admin endpoint, the bills API anonymous and signed in, the readings
-receiver) schemathesis generates requests from /openapi.json and checks that no answer is a
-5xx and that every status code and body is the one declared (errors included: 401, 403, 422
-with `detail` a string or FastAPI's list, the receiver's refusals).
+receiver; the CAS in tests/trust/test_openapi.py) schemathesis generates requests from
+/openapi.json and checks that no answer is a 5xx and that every status code and body is the
+one declared (errors included: 401, 403, 422 with `detail` a string or FastAPI's list, the
+receiver's refusals).
 """
 
 from __future__ import annotations
@@ -12,9 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import cbor2
 import pytest
-from hypothesis import HealthCheck, given, settings
 
 from meterseal.accounts.model import Role
 from meterseal.billing.api import create_billing_app
@@ -24,46 +23,8 @@ from meterseal.storage.bill_store import BillStore
 from tests.accounts.people import MemoryAccounts, People
 from tests.runtime.test_auth import Idle
 
-schemathesis = pytest.importorskip("schemathesis")
-
-
-@schemathesis.serializer("application/cbor")
-def _cbor(_context: Any, value: Any) -> bytes:
-    """A generated batch body as CBOR (bytes as they are: a binary schema)."""
-    return value if isinstance(value, bytes) else bytes(cbor2.dumps(value))
-
-
-EXAMPLES = 8  # per operation: the whole file stays well under a minute on two cores
-# A request that fits the schema may still be refused for what its values mean together
-# (bill-log consistency with first > second): that is the API's 422, not a schema mismatch.
-EXCLUDED_CHECKS = ("positive_data_acceptance",)
-
-
-def _conforms(app: Any, headers: dict[str, str] | None = None) -> list[str]:
-    """Every operation of `app` through schemathesis; the failures found, one line each."""
-    from schemathesis import checks
-
-    excluded = [getattr(checks, name) for name in EXCLUDED_CHECKS if hasattr(checks, name)]
-    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
-    failures: list[str] = []
-    for result in schema.get_all_operations():
-        operation = result.ok()
-
-        @given(operation.as_strategy())
-        @settings(
-            max_examples=EXAMPLES,
-            deadline=None,
-            database=None,
-            suppress_health_check=list(HealthCheck),
-        )
-        def call(case: Any) -> None:
-            case.call_and_validate(headers=headers, excluded_checks=excluded)
-
-        try:
-            call()
-        except BaseException as exc:  # hypothesis re-raises schemathesis' failure group
-            failures.append(f"{operation.label}: {' '.join(str(exc).split())[:300]}")
-    return failures
+pytest.importorskip("schemathesis")
+from tests.openapi_check import conforms
 
 
 @pytest.fixture
@@ -86,12 +47,12 @@ def test_the_admin_endpoint() -> None:
     lifecycle = Lifecycle()
     lifecycle.on(Event.START)
     lifecycle.on(Event.STARTED)
-    assert _conforms(admin_app(Idle(), lifecycle)) == []
+    assert conforms(admin_app(Idle(), lifecycle)) == []
 
 
 @pytest.mark.parametrize("who", [None, "alice", "audrey"])
 def test_the_bills_api(bills_app: Any, people: People, who: str | None) -> None:
-    assert _conforms(bills_app, people.headers(who)) == []
+    assert conforms(bills_app, people.headers(who)) == []
 
 
 def test_the_readings_receiver() -> None:
@@ -100,4 +61,4 @@ def test_the_readings_receiver() -> None:
     from meterseal.services.intake import BusIntake
 
     # Generated bodies are garbage to the stages: each is refused, as declared (400/413/415/422).
-    assert _conforms(create_app(BusIntake(MemoryBus()))) == []
+    assert conforms(create_app(BusIntake(MemoryBus()))) == []
