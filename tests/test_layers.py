@@ -92,6 +92,7 @@ LAYERS: dict[str, Layer] = {
     "meterseal.services": SERVICE,
     "meterseal.services.bus": ADAPTER,
     "meterseal.services.nats_bus": ADAPTER,
+    "meterseal.services.nats_server": ADAPTER,  # writes the nats-server config and certificate
     "meterseal.services.messages": CORE,
     "meterseal.services.cli": INTERFACE,
     "meterseal.services.__main__": INTERFACE,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from meterseal.crypto import certs
 from meterseal.crypto.at_rest import (
@@ -200,11 +200,7 @@ def load_tls_identity(directory: Path, name: str, passphrase: bytes | None) -> T
         raise ConfigurationError(
             f"no TLS certificate {cert_path}; run `meterseal certs issue {name} -d {directory}`"
         )
-    chain = tuple(x509.load_pem_x509_certificates(cert_path.read_bytes()))
-    key = read_private_key(key_path, passphrase)
-    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
-        raise KeyFileError(f"{key_path} holds no TLS key (EC or RSA)")
-    return TlsIdentity(chain, key)
+    return TlsIdentity.read(cert_path, key_path, passphrase)
 
 
 def load_ca_certificate(directory: Path) -> x509.Certificate:

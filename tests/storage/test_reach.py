@@ -116,3 +116,32 @@ def test_serve_with_a_wrong_postgresql_url_as_installed(tmp_path: Path, closed_p
 def test_shown_hides_the_password_of_unparseable_urls() -> None:
     assert shown(f"postgresql://u:{SECRET}@h:port/x") == "postgresql://u:***@h:port/x"
     assert shown("sqlite:///a/b.db") == "sqlite:///a/b.db"
+
+
+TLS_OPTIONS = "sslmode=verify-full&sslrootcert=/etc/meterseal/ca.cert.pem"
+
+
+def test_a_tls_url_is_shown_without_its_password_and_with_its_sslmode() -> None:
+    url = f"postgresql+psycopg://meterseal:{SECRET}@db.example:5432/meterseal?{TLS_OPTIONS}"
+    for given in (url, sa.make_url(url)):
+        text = shown(given)
+        assert SECRET not in text
+        assert "meterseal:***@db.example" in text
+        assert "sslmode=verify-full" in text
+
+
+@pytest.mark.services
+def test_sslmode_reaches_libpq_and_its_refusal_hides_the_password(postgres_url: str) -> None:
+    from meterseal.storage import Store
+    from meterseal.storage.reach import StoreUnreachable
+
+    # The local server either has no TLS or a certificate this made-up CA did not issue:
+    # libpq refuses both under verify-full, which shows the option got through to it.
+    url = sa.make_url(postgres_url).set(password=SECRET)
+    url = url.update_query_dict({"sslmode": "verify-full", "sslrootcert": "/nonexistent/ca.pem"})
+    with pytest.raises(StoreUnreachable) as caught:
+        Store.open(url.render_as_string(hide_password=False))
+    assert SECRET not in str(caught.value)
+    assert SECRET not in str(caught.value.diagnostics())
+    assert "sslmode=verify-full" in str(caught.value)
+    assert "ssl" in str(caught.value).lower()

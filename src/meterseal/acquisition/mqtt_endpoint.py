@@ -24,13 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from meterseal.crypto import at_rest
-from meterseal.crypto.keys import read_private_key
 from meterseal.errors import ConfigurationError
+from meterseal.runtime.tls import TlsIdentity, load_identity
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 _OPTIONS = frozenset({"ca", "cert", "key", "password_file", "client_id"})
@@ -177,21 +175,9 @@ def _options(query: str, url: str) -> dict[str, str]:
 
 def _load_client_key(context: ssl.SSLContext, cert_file: Path, key_file: Path) -> None:
     """Load a client certificate and its key, which may be encrypted at rest (MS_PASSPHRASE)."""
-    # ssl takes keys from files only, and not in meterseal's at-rest form: the key goes to
-    # OpenSSL through an anonymous in-memory file that no other process can open.
     passphrase = os.environ.get(at_rest.PASSPHRASE_VARIABLE)
-    key = read_private_key(key_file, passphrase.encode() if passphrase else None)
-    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
-        raise ConfigurationError(f"{key_file} holds no TLS client key (EC or RSA)")
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    fd = os.memfd_create("mqtt-client-key", os.MFD_CLOEXEC)
-    try:
-        os.write(fd, pem)
-        context.load_cert_chain(cert_file, f"/proc/self/fd/{fd}")
-    finally:
-        os.close(fd)
+    identity = TlsIdentity.read(cert_file, key_file, passphrase.encode() if passphrase else None)
+    load_identity(context, identity)
 
 
 def certificate_user(path: Path) -> str:

@@ -48,6 +48,7 @@ from meterseal.dissemination.homomorphic import (
 )
 from meterseal.dissemination.runners import FRAME_ITEMS
 from meterseal.errors import ConfigurationError
+from meterseal.runtime.nats_endpoint import connect as connect_nats
 from meterseal.ui import progress_bar
 
 RATES = (1_000, 2_500, 5_000, 10_000, 15_000, 20_000, 30_000, 40_000)
@@ -255,10 +256,9 @@ async def _phase(
 async def _experiments(
     bench: DisseminationBench, world: BenchWorld, router_pid: int, console: Console
 ) -> None:
-    import nats
 
     plan = bench.plan
-    nc = await nats.connect(plan.nats_url, pending_size=64 * 1024 * 1024)
+    nc = await connect_nats(plan.nats_url, pending_size=64 * 1024 * 1024)
     producer = Producer(world, nc)
     await producer.start()
     await producer.paced(5_000, 0.5)  # warm-up, not recorded
@@ -299,9 +299,8 @@ def _rate_runner(producer: Producer, rate: int, seconds: float) -> Callable[[], 
 
 def _wait_ready(url: str, namespace: str, timeout: float = 20.0) -> None:
     async def probe() -> None:
-        import nats
 
-        nc = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=0)
+        nc = await connect_nats(url, connect_timeout=2, max_reconnect_attempts=0)
         deadline = time.monotonic() + timeout
         try:
             while True:

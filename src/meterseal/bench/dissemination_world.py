@@ -30,6 +30,7 @@ from meterseal.dissemination.member import MemberClient, Publisher
 from meterseal.dissemination.node import RouterNode
 from meterseal.dissemination.router import Router
 from meterseal.dissemination.subscription import Subscription, parse
+from meterseal.runtime.nats_endpoint import connect as connect_nats
 from meterseal.trust.attestation import SimulatedAttester, SimulatedVerifier
 from meterseal.trust.measurement import Measurement, measure
 from meterseal.trust.policy import AllowMeasurement, AnyOf
@@ -171,11 +172,10 @@ def router_process(world: BenchWorld, url: str) -> None:
     from meterseal.dissemination.nats_transport import serve_node
 
     async def main() -> None:
-        import nats
 
         stop = asyncio.Event()
         _stop_on_sigterm(asyncio.get_running_loop(), stop)
-        nc = await nats.connect(url, pending_size=64 * 1024 * 1024)
+        nc = await connect_nats(url, pending_size=64 * 1024 * 1024)
         await serve_node(nc, world.node)
         print("router ready", flush=True)
         await stop.wait()
@@ -190,11 +190,10 @@ def aggregator_process(world: BenchWorld, url: str) -> None:
     from meterseal.dissemination.runners import AggregatorService
 
     async def main() -> None:
-        import nats
 
         stop = asyncio.Event()
         _stop_on_sigterm(asyncio.get_running_loop(), stop)
-        nc = await nats.connect(url, pending_size=64 * 1024 * 1024)
+        nc = await connect_nats(url, pending_size=64 * 1024 * 1024)
         member = NatsMember(nc, world.aggregator.member, namespace=world.node.namespace)
         service = AggregatorService(member, world.aggregator)
         sink = Sink()

@@ -34,6 +34,7 @@ from meterseal.dissemination.cli_serve import (
     router_serve,
 )
 from meterseal.errors import ConfigurationError
+from meterseal.runtime.nats_endpoint import shown
 
 dissemination_app = typer.Typer(
     help="Privacy-aware dissemination: the router on NATS, subscribers, consent.",
@@ -165,7 +166,8 @@ def _operator(keys: Path, url: str, namespace: str, command: dict[str, Any]) -> 
     try:
         answer = asyncio.run(send())
     except Exception as exc:
-        raise ConfigurationError(f"no router answered on {url} ({namespace}): {exc}") from exc
+        where = f"{shown(url)} ({namespace})"
+        raise ConfigurationError(f"no router answered on {where}: {exc}") from exc
     if not answer.get("ok"):
         console.print(f"[red]refused:[/red] {answer.get('reason')}: {answer.get('detail', '')}")
         raise typer.Exit(code=1)

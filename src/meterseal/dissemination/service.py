@@ -49,6 +49,7 @@ from meterseal.dissemination.subscription import Subscription
 from meterseal.dissemination.timeframe import Frame
 from meterseal.errors import ConfigurationError
 from meterseal.runtime.metrics import ServiceMetrics
+from meterseal.runtime.nats_endpoint import shown
 from meterseal.runtime.readiness import Readiness
 from meterseal.trust.attestation import Attester, QuoteVerifier
 from meterseal.trust.measurement import Measurement, stage_measurement
@@ -238,7 +239,7 @@ class RouterService:
 
         self.nc = await _connect(self.nats_url)
         await serve_node(self.nc, self.node, observe=self._route_seconds.observe)
-        return {"router": f"{self.nats_url}/{self.node.namespace}"}
+        return {"router": f"{shown(self.nats_url)}/{self.node.namespace}"}
 
     async def run(self, stop: asyncio.Event) -> None:
         """Route until stopped."""
@@ -378,7 +379,7 @@ class AggregatorStage:
             ((PrivacyLevel.HIGH, Subscription()),), on_delivery=self.service.deliver,
             attester=self.attester, measurement=self.measurement,
         )  # fmt: skip
-        return {"aggregator": f"{self.nats_url}/{self.namespace}"}
+        return {"aggregator": f"{shown(self.nats_url)}/{self.namespace}"}
 
     async def run(self, stop: asyncio.Event) -> None:
         """Aggregate until stopped."""

@@ -21,13 +21,15 @@ from __future__ import annotations
 import os
 import ssl
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from meterseal.errors import ConfigurationError
+from meterseal.crypto.keys import read_private_key
+from meterseal.errors import ConfigurationError, KeyFileError
 
 # TLS 1.2 suites: forward secrecy and AEAD only (TLS 1.3's are all of that kind).
 CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
@@ -67,8 +69,21 @@ class TlsIdentity:
             raise ConfigurationError("a TLS key is EC or RSA")
         return cls(chain, key)
 
+    @classmethod
+    def read(cls, cert_file: Path, key_file: Path, passphrase: bytes | None) -> TlsIdentity:
+        """The chain in `cert_file` and the key in `key_file` (at rest, maybe encrypted)."""
+        try:
+            chain = tuple(x509.load_pem_x509_certificates(cert_file.read_bytes()))
+        except (OSError, ValueError) as exc:
+            raise ConfigurationError(f"cannot read TLS certificate {cert_file}: {exc}") from None
+        key = read_private_key(key_file, passphrase)
+        if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+            raise KeyFileError(f"{key_file} holds no TLS key (EC or RSA)")
+        return cls(chain, key)
 
-def _load_chain(context: ssl.SSLContext, identity: TlsIdentity) -> None:
+
+def load_identity(context: ssl.SSLContext, identity: TlsIdentity) -> None:
+    """Have `context` present `identity` (the key never written to a file on disk)."""
     # ssl loads keys from files only: the key goes to OpenSSL through an anonymous in-memory
     # file that no other process can open, so a released key never touches a disk.
     fd = os.memfd_create("meterseal-tls", os.MFD_CLOEXEC)
@@ -91,7 +106,7 @@ def server_context(
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.set_ciphers(CIPHERS)
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
-    _load_chain(context, identity)
+    load_identity(context, identity)
     if ca is not None:
         context.load_verify_locations(cadata=_ca_pem(ca))
         context.verify_mode = ssl.CERT_REQUIRED if require_client else ssl.CERT_OPTIONAL
@@ -106,7 +121,7 @@ def client_context(ca: x509.Certificate, identity: TlsIdentity | None = None) ->
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.set_ciphers(CIPHERS)
     if identity is not None:
-        _load_chain(context, identity)
+        load_identity(context, identity)
     return context
 
 

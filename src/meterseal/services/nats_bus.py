@@ -9,7 +9,6 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
@@ -19,7 +18,8 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
 
-from meterseal.runtime.address import hide_password
+from meterseal.runtime.nats_endpoint import NatsEndpoint
+from meterseal.runtime.nats_endpoint import connect as connect_endpoint
 from meterseal.services.bus import (
     DEFAULT_ACK_WAIT,
     MAX_MESSAGE_BYTES,
@@ -36,17 +36,17 @@ _MORE_WAIT = 0.002  # seconds to collect what is already queued behind a first m
 
 
 def nats_url() -> str:
-    """MS_NATS_URL, or the local server."""
+    """MS_NATS_URL (``nats://`` or ``tls://``: runtime/nats_endpoint.py), or the local server."""
     return os.environ.get("MS_NATS_URL", DEFAULT_NATS_URL)
 
 
 async def connect_nats(url: str, **options: object) -> Client:
-    """A NATS connection to `url`; BusError in one line (password hidden) if there is none.
+    """A NATS connection to `url` (``nats://`` or ``tls://``); BusError in one line if none.
 
     nats-py's default error callback logs a traceback per failed try; here a failure to
-    connect is the one BusError, and later losses are one warning line each.
+    connect is the one BusError (no password or token in it), later losses a warning line.
     """
-    shown = hide_password(url)
+    shown = NatsEndpoint.parse(url).shown()
     errors: list[Exception] = []
 
     async def note(exc: Exception) -> None:
@@ -61,7 +61,7 @@ async def connect_nats(url: str, **options: object) -> Client:
     connected = False
     options.setdefault("connect_timeout", 3)
     try:
-        client = await nats.connect(url, error_cb=note, disconnected_cb=note_loss, **options)
+        client = await connect_endpoint(url, error_cb=note, disconnected_cb=note_loss, **options)
     except (TimeoutError, OSError, NatsError) as exc:
         reason = errors[-1] if errors else exc
         raise BusError(
@@ -145,7 +145,8 @@ class NatsBus:
         except (ServiceUnavailableError, NoRespondersError, NatsTimeout, TimeoutError) as exc:
             await client.close()
             raise BusError(
-                f"NATS at {hide_password(target)} has no JetStream (start nats-server with -js)"
+                f"NATS at {NatsEndpoint.parse(target).shown()} has no JetStream "
+                "(start nats-server with -js)"
             ) from exc
         return bus
 
