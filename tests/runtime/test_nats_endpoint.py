@@ -59,6 +59,6 @@ def test_bad_urls_are_refused_without_their_password(url: str) -> None:
 
 
 def test_shown_and_redacted_hide_user_information() -> None:
-    assert shown("nats://u:pw@h:1") == "nats://u@h:1"
+    assert shown("nats://u:pw@h:1") == "nats://u:***@h:1"
     assert redacted("nats://u:pw@h:notaport") == "nats://***@h:notaport"
     assert shown("nats://h:1") == "nats://h:1"

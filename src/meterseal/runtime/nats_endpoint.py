@@ -97,9 +97,10 @@ class NatsEndpoint:
         return f"{'tls' if self.tls else 'nats'}://{host}:{self.port}"
 
     def shown(self) -> str:
-        """The URL fit to print: no password or token, files by name."""
+        """The URL fit to print: password and token as ***, files by name."""
         scheme, rest = self.server.split("://", 1)
-        who = f"{urllib.parse.quote(self.user, safe='')}@" if self.user else ""
+        user = urllib.parse.quote(self.user or "", safe="")
+        who = f"{user}{':***' if self.password else ''}@" if self.user else ""
         who = "***@" if self.token else who
         files = (("ca", self.ca_file), ("cert", self.cert_file), ("key", self.key_file))
         options = {name: str(value) for name, value in files if value is not None}
