@@ -21,28 +21,20 @@ import sys
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor
 
+from meterseal.acquisition.records import Opened, Verified
 from meterseal.crypto import packet
 from meterseal.crypto.keys import HeadEndKeys
 from meterseal.crypto.packet import OpenedPacket
-from meterseal.crypto.registry import MeterDirectory, MeterRecord
+from meterseal.crypto.registry import MeterDirectory
 from meterseal.crypto.suites import suite_named
 from meterseal.errors import InvalidPacket, RejectReason
-from meterseal.model import PhasorReport, Reading
+from meterseal.model import Reading
 
 PR_SET_PDEATHSIG = 1
 MIN_SLICE = 32  # below this a batch is opened in the parent: shipping it costs more than it saves
 
 
-# What crosses back from a worker for one good packet (no key, no parsed certificate): the
-# reading's fields, suite name, send time, signed original and certificate serial. A plain
-# tuple: pickling a dataclass took ~3 us a packet on each side, a tuple ~0.2 us.
-Verified = tuple[str, int, int, int, int, PhasorReport | None, str, int, bytes, int]
 _Verdict = Verified | RejectReason
-# A packet a worker opened, checked against the live registry: the record and the fields as
-# they came back. The stages build their reading straight from them (building a Reading and
-# an OpenedPacket first cost ~1.5 us a packet in the parent, on the critical path).
-Settled = tuple[MeterRecord, Verified]
-Opened = Settled | OpenedPacket | InvalidPacket
 _inherited: tuple[HeadEndKeys, MeterDirectory] | None = None
 
 

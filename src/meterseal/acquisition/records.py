@@ -6,6 +6,9 @@ import enum
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from meterseal.crypto.packet import OpenedPacket
+from meterseal.crypto.registry import MeterRecord
+from meterseal.errors import InvalidPacket
 from meterseal.model import PhasorReport
 
 QUARANTINE_PACKET_CAP = 16_384
@@ -53,3 +56,14 @@ class Rejection:
     def __post_init__(self) -> None:
         if len(self.packet) > QUARANTINE_PACKET_CAP:
             object.__setattr__(self, "packet", self.packet[:QUARANTINE_PACKET_CAP])
+
+
+# What crosses back from an opening worker for one good packet (no key, no parsed
+# certificate): the reading's fields, suite name, send time, signed original and certificate
+# serial. A plain tuple: pickling a dataclass took ~3 us a packet on each side, a tuple ~0.2 us.
+Verified = tuple[str, int, int, int, int, PhasorReport | None, str, int, bytes, int]
+# A packet a worker opened, checked against the live registry: the record and the fields as
+# they came back. The stages build their reading straight from them (building a Reading and
+# an OpenedPacket first cost ~1.5 us a packet in the parent, on the critical path).
+Settled = tuple[MeterRecord, Verified]
+Opened = Settled | OpenedPacket | InvalidPacket

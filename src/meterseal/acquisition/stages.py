@@ -14,12 +14,11 @@ import threading
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from meterseal.acquisition.anonymize import Anonymizer
 from meterseal.acquisition.freshness import FreshnessPolicy, FreshnessState
-from meterseal.acquisition.parallel import Opened, ParallelOpener, Verified
-from meterseal.acquisition.records import AcceptedReading, Rejection, StoreOutcome
+from meterseal.acquisition.records import AcceptedReading, Opened, Rejection, StoreOutcome, Verified
 from meterseal.crypto import packet
 from meterseal.crypto.keys import HeadEndKeys
 from meterseal.crypto.packet import OpenedPacket
@@ -57,6 +56,15 @@ class Opener(Protocol):
         ...
 
 
+@runtime_checkable
+class SettlingOpener(Opener, Protocol):
+    """An opener that also checks each packet against the live registry (`ParallelOpener`)."""
+
+    def open_settled(self, blobs: list[bytes], now: dt.datetime) -> Sequence[Opened]:
+        """One result per packet, in order; good packets as (record, fields)."""
+        ...
+
+
 @dataclass
 class TrustedStages:
     """Keys, registry and freshness state of the trusted side, applied to batches."""
@@ -83,7 +91,7 @@ class TrustedStages:
 
     def _open(self, blobs: list[bytes], now: float) -> Sequence[Opened]:
         now_dt = dt.datetime.fromtimestamp(now, dt.UTC)
-        if isinstance(self.opener, ParallelOpener):
+        if isinstance(self.opener, SettlingOpener):
             return self.opener.open_settled(blobs, now_dt)
         if self.opener is not None:
             return self.opener.open_batch(blobs, now_dt)

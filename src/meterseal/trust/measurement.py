@@ -57,6 +57,7 @@ TRUST_RUNTIME = (
     "meterseal.errors",
     "meterseal.model",
     "meterseal.native",
+    "meterseal.runtime.address",  # the CAS URL shown without its password
     "meterseal.runtime.tls",  # serves HTTPS with a released TLS key
     "meterseal.trust.attestation",
     "meterseal.trust.channel",
@@ -109,6 +110,9 @@ _DISSEMINATION = (
     "meterseal.runtime",
     "meterseal.cli_common",
     "meterseal.acquisition.records",
+    "meterseal.services",  # the package's __init__, on the way to its NATS connection
+    "meterseal.services.bus",
+    "meterseal.services.nats_bus",  # connect_nats: one NATS connection, one-line errors
     "meterseal.storage",
     "meterseal.transparency.merkle",
     "meterseal.trust.cas",
