@@ -12,18 +12,23 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import socket
+import sys
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from meterseal.acquisition.tcp import TcpLink
 from meterseal.deployment import init_deployment, issue_tls_identity, tls_identity_paths
 from meterseal.errors import KeyFileError
+from meterseal.meter.simulator import run_fleet
 from meterseal.services.bus import PACKETS, BusError
 from meterseal.services.nats_bus import NatsBus
 from tests.command_line import invoke
 from tests.nats_server import NatsServer, running_nats, started
+from tests.services_mode.conftest import make_fleet, wait_stored
+from tests.services_mode.test_kill9 import Deployment as Served
 
 pytestmark = pytest.mark.services
 PASSPHRASE = "nats tls test passphrase"
@@ -31,11 +36,14 @@ PASSPHRASE = "nats tls test passphrase"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
-    """A nats-server of this module's own; the receiver and open-verify may connect."""
+    """A nats-server of this module's own; three services may connect."""
     now = dt.datetime.now(dt.UTC)
     deployment = init_deployment(tmp_path_factory.mktemp("deployment"), now=now)
     with running_nats(
-        deployment, ["receiver", "open-verify"], now=now, passphrase=PASSPHRASE.encode()
+        deployment,
+        ["receiver", "open-verify", "services"],
+        now=now,
+        passphrase=PASSPHRASE.encode(),
     ) as running:
         yield running
 
@@ -160,3 +168,25 @@ def test_certs_nats_server_writes_a_config_the_services_connect_to(
     monkeypatch.setenv("MS_PASSPHRASE", PASSPHRASE)
     with started(conf, tmp_path / "nats.log") as port:
         run(scenario(port))
+
+
+def test_services_mode_stores_every_reading_over_mutual_tls(
+    server: NatsServer, passphrase: None, unique_name: str, tmp_path: Path
+) -> None:
+    fleet = make_fleet(tmp_path, f"sqlite:///{tmp_path / 'store.db'}", 4, 8)
+    # The services' certificate and key are the server fixture's deployment's; the fleet's
+    # deployment (its own CA) only signs the meters, whose packets travel over TCP.
+    command = [sys.executable, "-m", "meterseal", "serve", "--mode", "services"]
+    command += ["-d", str(fleet.directory), "--store", fleet.store_url]
+    command += ["--nats", server.url("services"), "--prefix", unique_name, "--tcp", "127.0.0.1:0"]
+    served = Served(command)
+    try:
+        assert served.ready.wait(90), "\n".join(served.lines)
+        host, port = served.tcp.rsplit(":", 1)
+        report = asyncio.run(run_fleet(fleet.wire, TcpLink(host, int(port)), concurrency=4))
+        assert report.unacknowledged == 0
+        assert wait_stored(fleet) == fleet.packets
+    finally:
+        code = served.stop()
+    assert code == 0, "\n".join(served.lines[-30:])
+    assert not any(PASSPHRASE in line for line in served.lines)
