@@ -28,6 +28,7 @@ from cryptography.x509.oid import NameOID
 
 from meterseal.crypto import at_rest
 from meterseal.errors import ConfigurationError
+from meterseal.runtime.address import url_options
 from meterseal.runtime.tls import TlsIdentity, load_identity
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
@@ -159,18 +160,7 @@ def random_client_id(prefix: str) -> str:
 
 
 def _options(query: str, url: str) -> dict[str, str]:
-    try:
-        pairs = urllib.parse.parse_qsl(query, keep_blank_values=False, strict_parsing=bool(query))
-    except ValueError:
-        raise ConfigurationError(f"bad MQTT URL options: {_redacted(url)}") from None
-    options = dict(pairs)
-    unknown = set(options) - _OPTIONS
-    if unknown or len(options) != len(pairs):
-        wrong = ", ".join(sorted(unknown)) or "an option given twice"
-        raise ConfigurationError(
-            f"MQTT URL options are {', '.join(sorted(_OPTIONS))}; got {wrong}: {_redacted(url)}"
-        )
-    return options
+    return url_options(query, _OPTIONS, "MQTT", _redacted(url))
 
 
 def _load_client_key(context: ssl.SSLContext, cert_file: Path, key_file: Path) -> None:

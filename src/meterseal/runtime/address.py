@@ -4,13 +4,15 @@
 `meters.example:7400`, a host alone (`::1`, `10.0.0.1`, `localhost`), or a port alone (`:7400`
 or `7400`); the host defaults to 127.0.0.1, so nothing listens beyond the machine by
 accident. `format_address` writes an `Address` back in the same form, brackets included;
-`hide_password` makes a service URL fit for an error message or a log.
+`hide_password` makes a service URL fit for an error message or a log; `url_options` reads
+the ``?name=value`` options of a service URL (MQTT, NATS).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
+import urllib.parse
 from typing import NamedTuple
 
 from meterseal.errors import ConfigurationError
@@ -91,3 +93,19 @@ def _host(host: str, text: str) -> str:
     if not host.isascii() or not _HOST_NAME.fullmatch(host):
         raise AddressError(f"not a host name or IPv4 address: {host!r} in {text!r}")
     return host
+
+
+def url_options(query: str, allowed: frozenset[str], kind: str, shown_url: str) -> dict[str, str]:
+    """A `kind` URL's options, each given once and named in `allowed`; ConfigurationError if not."""
+    try:
+        pairs = urllib.parse.parse_qsl(query, keep_blank_values=False, strict_parsing=bool(query))
+    except ValueError:
+        raise ConfigurationError(f"bad {kind} URL options: {shown_url}") from None
+    options = dict(pairs)
+    unknown = set(options) - allowed
+    if unknown or len(options) != len(pairs):
+        wrong = ", ".join(sorted(unknown)) or "an option given twice"
+        raise ConfigurationError(
+            f"{kind} URL options are {', '.join(sorted(allowed))}; got {wrong}: {shown_url}"
+        )
+    return options

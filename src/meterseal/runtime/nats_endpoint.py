@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from meterseal.crypto import at_rest
 from meterseal.errors import ConfigurationError
+from meterseal.runtime.address import url_options
 from meterseal.runtime.tls import CIPHERS, TlsIdentity, load_identity
 
 DEFAULT_PORT = 4222
@@ -185,15 +186,4 @@ def redacted(url: str) -> str:
 
 
 def _options(query: str, url: str) -> dict[str, str]:
-    try:
-        pairs = urllib.parse.parse_qsl(query, keep_blank_values=False, strict_parsing=bool(query))
-    except ValueError:
-        raise ConfigurationError(f"bad NATS URL options: {redacted(url)}") from None
-    options = dict(pairs)
-    unknown = set(options) - _OPTIONS
-    if unknown or len(options) != len(pairs):
-        wrong = ", ".join(sorted(unknown)) or "an option given twice"
-        raise ConfigurationError(
-            f"NATS URL options are {', '.join(sorted(_OPTIONS))}; got {wrong}: {redacted(url)}"
-        )
-    return options
+    return url_options(query, _OPTIONS, "NATS", redacted(url))
