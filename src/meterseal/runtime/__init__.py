@@ -6,5 +6,6 @@ head-end, services mode's stages and supervisor, the CAS, the bills API, the dis
 router and aggregator) runs on it. `auth` is where authentication
 and authorization plug in (every route declares one access rule); `transitions` is the one
 way a protocol's transition table refuses a move, telling our bug from the peer's fault;
-`tls` and `peer` are TLS, mutual TLS and the identity a client certificate proves.
+`tls` and `peer` are TLS, mutual TLS and the identity a client certificate proves;
+`nats_endpoint` is where and as whom a NATS client connects (TLS and mutual TLS included).
 """

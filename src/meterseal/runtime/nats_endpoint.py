@@ -8,7 +8,8 @@ One URL carries it all, as for MQTT::
 ``tls`` verifies the server's certificate against ``ca`` (the deployment CA; else the
 system's CAs) and its host name; ``cert``/``key`` present a client certificate (mutual TLS;
 the key may be encrypted at rest, read with MS_PASSPHRASE). `NatsEndpoint.shown` never
-includes a password or token; `connect_options` hands nats-py the server without them.
+includes a password or token; `connect_options` hands nats-py the server without them, and
+`connect` connects with them, bounded in time.
 """
 
 from __future__ import annotations
@@ -158,11 +159,6 @@ async def connect(url: str, **options: Any) -> Client:
     # (a server certificate that does not verify): the whole attempt is bounded here.
     merged = {**endpoint.connect_options(), **options}  # the caller's callbacks win
     return await asyncio.wait_for(nats.connect(**merged), within)
-
-
-def connect_options(url: str) -> dict[str, Any]:
-    """`NatsEndpoint.connect_options` of the endpoint `url` names."""
-    return NatsEndpoint.parse(url).connect_options()
 
 
 def shown(url: str) -> str:
