@@ -34,7 +34,7 @@ class TcpLimits(ConnectionLimits):
     """Caps that keep one peer from hurting the others (plus the connection caps)."""
 
     max_frame: int = MAX_PACKET_BYTES
-    max_inflight: int = 64  # per connection: stop reading beyond this (back-pressure)
+    max_inflight: int = 128  # per connection: stop reading beyond this (back-pressure)
     frame_timeout: float = 10.0  # a started frame must complete within this
     idle_timeout: float = 120.0  # a silent connection is closed after this
     # Over all of one source's connections: beyond this it is not read until acks go out,
