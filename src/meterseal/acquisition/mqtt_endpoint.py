@@ -28,7 +28,7 @@ from cryptography.x509.oid import NameOID
 
 from meterseal.crypto import at_rest
 from meterseal.errors import ConfigurationError
-from meterseal.runtime.address import url_options
+from meterseal.runtime.address import hide_password, url_options
 from meterseal.runtime.tls import TlsIdentity, load_identity
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
@@ -57,19 +57,19 @@ class MqttEndpoint:
             parts = urllib.parse.urlsplit(url)
             port = parts.port
         except ValueError as exc:
-            raise ConfigurationError(f"bad MQTT URL {_redacted(url)}: {exc}") from None
+            raise ConfigurationError(f"bad MQTT URL {hide_password(url)}: {exc}") from None
         if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
             raise ConfigurationError(
-                f"not an mqtt://host[:port] or mqtts://host[:port] URL: {_redacted(url)}"
+                f"not an mqtt://host[:port] or mqtts://host[:port] URL: {hide_password(url)}"
             )
         if parts.path not in ("", "/") or parts.fragment:
-            raise ConfigurationError(f"an MQTT URL has no path: {_redacted(url)}")
+            raise ConfigurationError(f"an MQTT URL has no path: {hide_password(url)}")
         options = _options(parts.query, url)
         tls = parts.scheme == "mqtts"
         if not tls and (set(options) & {"ca", "cert", "key"}):
-            raise ConfigurationError(f"ca, cert and key need mqtts://: {_redacted(url)}")
+            raise ConfigurationError(f"ca, cert and key need mqtts://: {hide_password(url)}")
         if ("cert" in options) != ("key" in options):
-            raise ConfigurationError(f"give cert and key together: {_redacted(url)}")
+            raise ConfigurationError(f"give cert and key together: {hide_password(url)}")
         password = urllib.parse.unquote(parts.password) if parts.password is not None else None
         if "password_file" in options:
             if password is not None:
@@ -160,7 +160,7 @@ def random_client_id(prefix: str) -> str:
 
 
 def _options(query: str, url: str) -> dict[str, str]:
-    return url_options(query, _OPTIONS, "MQTT", _redacted(url))
+    return url_options(query, _OPTIONS, "MQTT", hide_password(url))
 
 
 def _load_client_key(context: ssl.SSLContext, cert_file: Path, key_file: Path) -> None:
@@ -190,15 +190,3 @@ def _first_line(path: Path) -> str:
     if not lines or not lines[0]:
         raise ConfigurationError(f"MQTT password file {path} is empty")
     return lines[0]
-
-
-def _redacted(url: str) -> str:
-    """`url` with any password replaced by ***, for error messages."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        if parts.password is None:
-            return url
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-    except ValueError:
-        return "<unparseable URL>"
