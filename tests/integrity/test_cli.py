@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 from pathlib import Path
 
 import pytest
@@ -105,3 +106,52 @@ def test_verify_refuses_a_changed_file(lab: Lab, meter: Path) -> None:
     data[0x1100] ^= 1
     meter.write_bytes(bytes(data))
     assert "untrusted" in _ok("verify", str(meter), "--key-dir", str(keys), code=1)
+
+
+def _readme_integrity_commands() -> list[list[str]]:
+    """README's `meterseal integrity …` command lines, as they are written there."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    commands = []
+    for line in readme.splitlines():
+        code = line.split("  #", 1)[0].strip()
+        if ".venv/bin/meterseal integrity " not in code or code.startswith("#"):
+            continue
+        for part in code.split("&&"):
+            words = shlex.split(part)
+            assert words[0] == ".venv/bin/meterseal", line
+            commands.append(words[1:])
+    return commands
+
+
+def test_readme_integrity_lines_run_as_written(
+    monitor_ready: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """keygen, build, example, trace, embed, monitor: each README line works in an empty dir."""
+    monkeypatch.chdir(tmp_path)
+    commands = _readme_integrity_commands()
+    names = [words[1] for words in commands]
+    assert names[:6] == ["keygen", "build", "example", "trace", "embed", "monitor"], names
+    for words in commands[:6]:
+        result = invoke(words)
+        assert result.exit_code == 0, (words, result.output)
+    assert (tmp_path / "trace.cbor").exists()
+    assert "trusted:" in result.output
+    # The example keeps an operator's own sensor file.
+    (tmp_path / "sensor.txt").write_text("5\n")
+    assert "kept the existing" in _ok("example")
+    assert (tmp_path / "sensor.txt").read_text() == "5\n"
+
+
+def test_trace_fails_when_the_traced_program_fails(lab: Lab, builds: dict[str, Path]) -> None:
+    """A meter that exits 2 (no sensor file) gives exit 2, the reason, and no trace."""
+    out = lab.root / "trace.cbor"
+    argv = lab.argv(builds["meter"], name="broken")
+    os.remove(argv[1])
+    failed = _ok("trace", "--out", str(out), "--runs", "2", "--", *argv, code=2)
+    assert "exited with status 2 in trusted run 1 of 2" in failed
+    assert "no trace written" in failed
+    assert not out.exists()
+    # With --merge an existing model is left exactly as it was.
+    out.write_bytes(b"earlier")
+    _ok("trace", "--out", str(out), "--merge", "--", *argv, code=2)
+    assert out.read_bytes() == b"earlier"

@@ -25,6 +25,10 @@ CFLAGS = (
 )
 TRIGGER_WATTS = 31337  # a sensor value that wakes a variant's dormant attack (see meter.c)
 GCC_SECONDS = 120
+SENSOR_FILE = "sensor.txt"  # the example inputs of the README's and docs' command lines
+REGISTER_DIR = "regs"
+# A household's day in quarter hours (watts): night standby, a morning and an evening peak.
+_DAY_PROFILE = (120, 110, 105, 100, 140, 900, 1400, 650, 380, 350, 420, 760, 500, 450, 1800, 2400)
 
 
 def source() -> Path:
@@ -43,6 +47,24 @@ def build_meter(out: Path, variant: str | None = None, *, cc: str = "gcc") -> Pa
     out.parent.mkdir(parents=True, exist_ok=True)
     compile_c(compiler, flags, source(), out, IntegrityError)
     return out
+
+
+def write_example_inputs(directory: Path) -> tuple[Path, Path, bool]:
+    """Write a sensor source (a day of quarter-hour watts) and an empty register directory.
+
+    Returns (sensor file, register directory, whether the sensor file was written): an
+    existing sensor file is kept, since it may be the operator's own input.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    registers = directory / REGISTER_DIR
+    registers.mkdir(exist_ok=True)
+    sensor = directory / SENSOR_FILE
+    if sensor.exists():
+        return sensor, registers, False
+    # 96 quarter hours: each of the 16 profile steps lasts 6 of them, with a small ripple.
+    lines = [f"{_DAY_PROFILE[i // 6] + (i * 37) % 23}\n" for i in range(96)]
+    sensor.write_text("".join(lines))
+    return sensor, registers, True
 
 
 def compile_c(

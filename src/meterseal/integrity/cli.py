@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -18,8 +18,12 @@ from meterseal.cli_common import (
     passphrase,
 )
 from meterseal.errors import MetersealError
+from meterseal.integrity.errors import TracedRunFailed
 from meterseal.integrity.platform_key import SOFTWARE_KEY_LABEL, PlatformKey
 from meterseal.ui import progress_bar
+
+if TYPE_CHECKING:
+    from meterseal.integrity.tracer import Outcome
 
 integrity_app = typer.Typer(
     help="Meter software integrity: behaviour traces embedded in the program, a run-time monitor.",
@@ -65,6 +69,43 @@ def build(
     console.print(f"built {path}" + (f" (variant {variant})" if variant else ""))
 
 
+def _failed_run(program: str, outcome: Outcome, run: int, runs: int, out: Path) -> str:
+    """Why a trusted run records no trace: how it ended, and that --out was left alone."""
+    if outcome.timed_out:
+        how = "did not finish in time"
+    elif outcome.exit_code is None:
+        how = f"was ended by signal {outcome.signal}"
+    else:
+        how = f"exited with status {outcome.exit_code}"
+    return (
+        f"{os.path.basename(program)} {how} in trusted run {run} of {runs} (its own message, "
+        f"if any, is above): no trace written, "
+        f"{out} left as it was (a trace records only runs that end normally; for the example "
+        "meter, `meterseal integrity example` writes the sensor.txt and regs/ its command "
+        "line names)"
+    )
+
+
+@integrity_app.command("example")
+def example(
+    directory: Annotated[Path, typer.Argument(help="where to write sensor.txt and regs/")] = Path(
+        "."
+    ),
+) -> None:
+    """Write the example meter's inputs: a sensor source (sensor.txt) and registers (regs/)."""
+    from meterseal.integrity.build import write_example_inputs
+
+    sensor, registers, written = write_example_inputs(directory)
+    lines = len(sensor.read_text().splitlines())
+    state = "wrote" if written else "kept the existing"
+    console.print(f"{state} {sensor} ({lines} sensor values in watts, one per interval)")
+    console.print(f"register directory {registers} (the meter keeps display.reg and energy.reg)")
+    console.print(
+        "next: meterseal integrity trace --runs 2 -- ./meter "
+        f"{sensor} {registers} 127.0.0.1:7500 0 25 10"
+    )
+
+
 @integrity_app.command("trace")
 def trace(
     command: Command,
@@ -83,10 +124,10 @@ def trace(
         recorder = TraceRecorder(os.path.basename(argv[0]), window=window)
         with progress_bar(console) as bar:
             task = bar.add_task(f"tracing {os.path.basename(argv[0])}", total=runs)
-            for _ in range(runs):
+            for run in range(1, runs + 1):
                 outcome = record_run(recorder, argv)
                 if outcome.exit_code != 0:
-                    console.print(f"[yellow]warning:[/yellow] a run ended with {outcome}")
+                    raise TracedRunFailed(_failed_run(argv[0], outcome, run, runs, out))
                 bar.advance(task)
         model = recorder.model(earlier)
     except ValueError as exc:

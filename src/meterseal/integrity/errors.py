@@ -31,3 +31,7 @@ class MonitorUnavailable(IntegrityError):
 
 class ReportError(IntegrityError):
     """An integrity report is malformed, forged, stale or names an unknown meter."""
+
+
+class TracedRunFailed(IntegrityError):
+    """A trusted run of the offline phase did not end normally, so it records no trace."""
