@@ -1,11 +1,11 @@
 """`meterseal bench dissemination`: the dissemination paper's experiments, on this machine.
 
-The router runs as a service on NATS in its own process with 10,000 subscriptions; the
-attested aggregator runs in another, decrypting and aggregating every reading and
-publishing its MODERATE/LOW releases back through the router; this process produces the
-HIGH readings (one producer, as in the paper). Latency is from the moment a batch of
-publications is sealed (the header's `at`) to the moment the aggregator has decrypted and
-aggregated it. Router CPU is read from /proc for the router's process.
+The router runs as a service on NATS in its own process with its subscriptions (10,000 by
+default, as in the paper); the attested aggregator runs in another, decrypting and
+aggregating every reading and publishing its MODERATE/LOW releases back through the
+router; this process produces the HIGH readings (one producer, as in the paper). Latency
+is from the moment a batch of publications is sealed (the header's `at`) to the moment the
+aggregator has decrypted and aggregated it. Router CPU is read from /proc for the router's process.
 
   1. isolated publications: one at a time, `gap` seconds apart (the paper: one per second);
   2. a burst of 1,000,000 publications from one producer, as fast as the router answers
@@ -326,7 +326,9 @@ def _wait_ready(url: str, namespace: str, timeout: float = 20.0) -> None:
 def run_dissemination(console: Console, plan: DisseminationPlan) -> DisseminationBench:
     """Run every experiment (router and aggregator in their own processes on NATS)."""
     bench = DisseminationBench(plan, Machine.probe(None), load_before=os.getloadavg())
-    with console.status("setting up the publisher, router and 10,000 subscriptions"):
+    with console.status(
+        f"setting up the publisher, router and {plan.subscriptions:,} subscriptions"
+    ):
         world = build_world(plan.meters, plan.subscriptions)
     context = multiprocessing.get_context("fork")
     router = context.Process(target=router_process, args=(world, plan.nats_url), daemon=True)
@@ -350,7 +352,7 @@ def run_dissemination(console: Console, plan: DisseminationPlan) -> Disseminatio
 
 
 def inprocess_experiment(plan: DisseminationPlan, world: BenchWorld) -> InProcess:
-    """The same pipeline without NATS: seal, route (10,000 subscriptions), aggregate."""
+    """The same pipeline without NATS: seal, route (`plan.subscriptions`), aggregate."""
     count = max(1_000, min(plan.burst, 200_000))
     network, aggregator = world.network, world.aggregator
     seal_cpu = route_cpu = aggregate_cpu = 0.0

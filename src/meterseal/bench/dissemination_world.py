@@ -1,9 +1,10 @@
-"""The world `bench dissemination` runs in: a publisher, a router with 10,000 subscriptions,
-an attested aggregator and the head-end's publisher, and the processes that host them.
+"""The world `bench dissemination` runs in: a publisher, a router with its subscriptions
+(10,000 by default), an attested aggregator and the head-end's publisher, and the processes
+that host them.
 
 Setup happens in the parent (admissions with simulated attestation: no hardware guarantee);
 then the router service and the aggregator are forked onto NATS with the keys they were
-handed, and the parent produces. The 9,998 subscriptions besides the aggregator's and the
+handed, and the parent produces. The subscriptions besides the aggregator's and the
 utility's are registered at the router directly (per-customer apps without consent, which
 the router matches and then drops, and public regional views), so that every publication
 goes through the equality index, the residual predicates and the consent filter.

@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from rich.console import Console
@@ -40,6 +41,9 @@ from meterseal.fraud.pipeline import Analysis, Settings, analyse, analyse_chunks
 from meterseal.fraud.report import comparison_table
 from meterseal.meter.theft import TheftPlan
 from meterseal.ui import TextTable, Verdict, print_table, print_written, progress_bar
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 FIRST_DAY = dt.date(2026, 9, 1)
 RECALL_TARGET = 0.9
@@ -214,11 +218,19 @@ def verdict(comparison: Comparison) -> list[str]:
 
 def plot_fraud(quality: QualityResult, scale: ScaleResult | None, path: Path) -> Path:
     """AUC/MAP per method and recall per pattern per method (one PNG)."""
+    fig = fraud_figure(quality.comparison, scale)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def fraud_figure(c: Comparison, scale: ScaleResult | None) -> Figure:
+    """The bench's figure: the run's customers, thieves and scale figures in its titles."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    rows = quality.comparison.rows
-    fig = Figure(figsize=(14, 5.2), layout="constrained")
+    rows = c.rows
+    fig = Figure(figsize=(14, 5.6), layout="constrained")
     FigureCanvasAgg(fig)
     left, right = fig.subplots(1, 2, width_ratios=(2, 3))
     metrics = ("AUC", "MAP@100", "MAP@200")
@@ -230,16 +242,30 @@ def plot_fraud(quality: QualityResult, scale: ScaleResult | None, path: Path) ->
     left.set_xticks(x + width * (len(rows) - 1) / 2, metrics)
     left.set_ylim(0, 1.05)
     left.set_title("Ranking quality")
-    left.legend(fontsize=8, loc="lower right")
     patterns = sorted({p for e in rows for p in e.recall})
     x = np.arange(len(patterns))
     for i, e in enumerate(rows):
         right.bar(x + i * width, [e.recall.get(p, np.nan) for p in patterns], width, label=e.method)
-    right.axhline(RECALL_TARGET, color="#d62728", linestyle="--", linewidth=1.2, label="target")
+    target = right.axhline(
+        RECALL_TARGET,
+        color="#d62728",
+        linestyle="--",
+        linewidth=1.2,
+        label=f"recall target ({RECALL_TARGET:.0%})",
+    )
     right.set_xticks(x + width * (len(rows) - 1) / 2, patterns, rotation=20, fontsize=8)
     right.set_ylim(0, 1.05)
-    right.set_title(f"Recall per pattern at a cut of {quality.comparison.thieves:,} (the thieves)")
-    c = quality.comparison
+    right.set_title(f"Recall per pattern at a cut of {c.thieves:,} (the thieves)")
+    # One legend for both panels, below them: inside either it covered bars (whichever corner).
+    handles, labels = left.get_legend_handles_labels()
+    fig.legend(
+        [*handles, target],
+        [*labels, target.get_label()],
+        loc="outside lower center",
+        ncol=len(rows) + 1,
+        fontsize=8,
+        frameon=False,
+    )
     title = f"meterseal bench fraud — {c.customers:,} labelled customers ({c.thieves:,} thieves)"
     if scale is not None:
         title += (
@@ -247,9 +273,7 @@ def plot_fraud(quality: QualityResult, scale: ScaleResult | None, path: Path) ->
             f"{scale.fraud_seconds:.0f} s, {scale.peak_rss_mib:,.0f} MiB peak"
         )
     fig.suptitle(title, fontsize=10)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    return path
+    return fig
 
 
 def run_bench(
