@@ -75,6 +75,9 @@ LAYERS: dict[str, Layer] = {
     "meterseal.acquisition.headend": SERVICE,
     "meterseal.storage": ADAPTER,
     "meterseal.billing": CORE,
+    "meterseal.exchange": CORE,  # CSV and ESPI formats, sans-IO
+    "meterseal.exchange.importer": ADAPTER,  # into the store
+    "meterseal.exchange.cli": INTERFACE,
     "meterseal.billing.service": SERVICE,
     "meterseal.billing.auditor": SERVICE,
     "meterseal.billing.api": INTERFACE,

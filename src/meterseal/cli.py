@@ -85,6 +85,7 @@ _add_group("integrity", "meterseal.integrity.cli", "integrity_app", "Meter softw
 _add_group("cas", "meterseal.trust.cli", "cas_app", "Configuration and attestation service.")
 _add_group("fraud", "meterseal.fraud.cli", "fraud_app", "Fraud detection.")
 _add_group("bench", "meterseal.bench.cli", "bench_app", "Reproducible experiments.")
+_add_group("import", "meterseal.exchange.cli", "import_app", "Import meter readings.")
 
 
 @keys_app.command("init")

@@ -302,6 +302,43 @@ def _v7(connection: Connection) -> None:
     md.create_all(connection)
 
 
+def _v8(connection: Connection) -> None:
+    md = sa.MetaData()
+    sa.Table("meters", md, sa.Column("meter_id", sa.String(64), primary_key=True))
+    sa.Table(
+        "unsigned_readings",
+        md,
+        sa.Column("meter_id", sa.String(64), nullable=False),
+        sa.Column("timestamp", sa.BigInteger, nullable=False, autoincrement=False),
+        sa.Column("interval", sa.Integer, nullable=False),
+        sa.Column("energy_wh", sa.BigInteger, nullable=False),
+        sa.Column("quality", sa.String(16), nullable=False),
+        sa.Column("record", sa.LargeBinary, nullable=False),
+        sa.Column("source", sa.Text, nullable=False),
+        sa.Column("imported_at", UtcDateTime, nullable=False),
+        sa.PrimaryKeyConstraint("meter_id", "timestamp", name="pk_unsigned_readings"),
+        sa.ForeignKeyConstraint(
+            ["meter_id"], ["meters.meter_id"], name="fk_unsigned_readings_meter_id"
+        ),
+    )
+    sa.Table(
+        "meter_assignments",
+        md,
+        sa.Column("meter_id", sa.String(64), nullable=False),
+        sa.Column("valid_from", sa.BigInteger, nullable=False, autoincrement=False),
+        sa.Column("valid_to", sa.BigInteger, nullable=True),
+        sa.Column("customer_id", sa.String(64), nullable=False),
+        sa.PrimaryKeyConstraint("meter_id", "valid_from", name="pk_meter_assignments"),
+        sa.ForeignKeyConstraint(
+            ["meter_id"], ["meters.meter_id"], name="fk_meter_assignments_meter_id"
+        ),
+        sa.Index("ix_meter_assignments_customer_id", "customer_id"),
+    )
+    md.create_all(
+        connection, tables=[md.tables[n] for n in ("unsigned_readings", "meter_assignments")]
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "meters, signed originals, measurements, quarantine", _v1),
     Migration(2, "ingest counters; index measurements by region and time", _v2),
@@ -310,6 +347,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "meter integrity verdicts (signed monitor reports)", _v5),
     Migration(6, "index meters by customer; bill manifests stored uncompressed", _v6),
     Migration(7, "accounts, API keys, the access log", _v7),
+    Migration(8, "unsigned imported readings; customer-meter assignments with dates", _v8),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

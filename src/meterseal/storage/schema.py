@@ -268,6 +268,34 @@ meter_integrity = sa.Table(
 )
 
 
+# Imported readings no meter signed (v8): kept apart from the signed originals, each with its
+# canonical record (`billing.unsigned`), where it came from and when it was imported.
+unsigned_readings = sa.Table(
+    "unsigned_readings",
+    metadata,
+    sa.Column("meter_id", sa.ForeignKey("meters.meter_id"), primary_key=True),
+    sa.Column("timestamp", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("interval", sa.Integer, nullable=False),
+    sa.Column("energy_wh", sa.BigInteger, nullable=False),
+    sa.Column("quality", sa.String(16), nullable=False),
+    sa.Column("record", sa.LargeBinary, nullable=False),  # billing.unsigned's CBOR
+    sa.Column("source", sa.Text, nullable=False),  # e.g. csv:readings.csv
+    sa.Column("imported_at", UtcDateTime, nullable=False),
+)
+
+# Which customer a meter belongs to when (v8): [valid_from, valid_to) in Unix seconds, valid_to
+# null while it lasts. Move-in and move-out dates; several meters per customer.
+meter_assignments = sa.Table(
+    "meter_assignments",
+    metadata,
+    sa.Column("meter_id", sa.ForeignKey("meters.meter_id"), primary_key=True),
+    sa.Column("valid_from", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("valid_to", sa.BigInteger, nullable=True),
+    sa.Column("customer_id", sa.String(SHORT_TEXT), nullable=False),
+    sa.Index(None, "customer_id"),
+)
+
+
 # People and machines (meterseal.accounts): accounts with argon2id password hashes, API keys
 # (only the SHA-256 of each secret), and the access log of reads of customers' data.
 accounts = sa.Table(
