@@ -1,12 +1,14 @@
-"""The supervisor's process plans: one per service process, restarted where it listened."""
+"""The supervisor: its process plans (restarted where they listened) and its readiness."""
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from pathlib import Path
 
 from meterseal.acquisition.headend import HeadEndSettings
 from meterseal.services.catalog import ServiceOptions
-from meterseal.services.supervisor import plan_processes
+from meterseal.services.supervisor import ProcessPlan, Supervisor, plan_processes
 
 
 def _options(tcp: str, http: str | None) -> ServiceOptions:
@@ -48,3 +50,55 @@ def test_a_restart_listens_where_the_first_start_bound() -> None:
     assert worker.pinned({"admin": "http://127.0.0.1:40004"}) == worker
     off = plan_processes(_options("127.0.0.1:0", None), 1)[0]
     assert _option(off.pinned({"tcp": "127.0.0.1:40001"}).argv, "--http") == "off"
+
+
+def _plan(label: str, script: str) -> ProcessPlan:
+    return ProcessPlan(label, label, (sys.executable, "-c", script))
+
+
+READY_THEN = "import sys, time; print('ready {0}', flush=True); time.sleep({1}); sys.exit({2})"
+
+
+def test_readiness_reflects_the_children_and_a_crash_loop_is_not_ready() -> None:
+    async def scenario() -> list[str | None]:
+        steady = _plan("steady", READY_THEN.format("steady", 60, 0))
+        # Ready at once, then dies at its first "message": what a wrong stage key did.
+        crashy = _plan("crashy", READY_THEN.format("crashy", 0.3, 1))
+        supervisor = Supervisor([steady, crashy], announce=lambda _line: None)
+        seen: list[str | None] = []
+        await supervisor.start()
+        seen.append(supervisor.not_ready())  # both said ready: ready
+        stop = asyncio.Event()
+        watcher = asyncio.create_task(supervisor.run(stop))
+        for _ in range(100):  # until the crashy child has died at least once
+            await asyncio.sleep(0.1)
+            if supervisor.counts["exited"]:
+                break
+        for _ in range(30):  # and through its restarts, whenever it is asked
+            await asyncio.sleep(0.1)
+            seen.append(supervisor.not_ready())
+        seen.append(await supervisor.readiness.reason())
+        stop.set()
+        await watcher
+        await supervisor.stop(grace=2)
+        return seen
+
+    seen = asyncio.run(scenario())
+    assert seen[0] is None
+    assert all(reason is not None and reason.startswith("crashy ") for reason in seen[1:]), seen
+    assert any("exited" in str(reason) and "last exit code 1" in str(reason) for reason in seen)
+
+
+def test_a_child_that_is_not_running_or_still_starting_is_not_ready() -> None:
+    async def scenario() -> tuple[str | None, str | None]:
+        slow = _plan("slow", "import time; time.sleep(60)")  # never says ready
+        supervisor = Supervisor([slow], announce=lambda _line: None)
+        before = supervisor.not_ready()
+        await supervisor._spawn(supervisor.children["slow"])
+        starting = supervisor.not_ready()
+        await supervisor.stop(grace=2)
+        return before, starting
+
+    before, starting = asyncio.run(scenario())
+    assert before == "slow is not running"
+    assert starting == "slow is starting (not ready yet)"

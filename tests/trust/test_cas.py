@@ -78,6 +78,32 @@ def test_an_allowed_measurement_gets_its_secret_encrypted_to_its_key(
     assert entry["assurance"] == "simulated: no hardware guarantee"
 
 
+def test_a_missing_policy_is_reported_as_missing_not_as_modified_code(
+    world: World, worker_measurement: Measurement
+) -> None:
+    _setup(world, worker_measurement)  # a rule for open-verify's head-end keys only
+    world.cas.put_secret("stage-key", b"the stage link key")
+    quote, _ = world.quote(worker_measurement)
+    with pytest.raises(ReleaseRefused) as refused:
+        world.cas.release(ReleaseRequest("open-verify", quote, ("headend-keys", "stage-key")))
+    reason = refused.value.reason
+    assert "code modified" not in reason
+    assert reason == (
+        f"measurement {worker_measurement.hex[:12]}… (stage open-verify) is not allowed secret "
+        "'stage-key': no policy lets stage open-verify receive 'stage-key' (missing policy); "
+        "add one with `meterseal cas policy add --stage open-verify --secret stage-key`"
+    )
+    # A stage with no rule at all is missing its policy too, whatever its measurement.
+    quote, _ = world.quote(MODIFIED)
+    with pytest.raises(ReleaseRefused, match=r"no policy lets stage billing receive 'billing-key'"):
+        world.cas.release(ReleaseRequest("billing", quote, ("billing-key",)))
+    # Allowed, but never imported: the secret is missing, said as such.
+    world.cas.allow("billing", worker_measurement, ["billing-key", "never-imported"])
+    quote, _ = world.quote(worker_measurement)
+    with pytest.raises(ReleaseRefused, match=r"no secret named 'never-imported' in this CAS"):
+        world.cas.release(ReleaseRequest("billing", quote, ("never-imported",)))
+
+
 def test_a_worker_whose_code_was_modified_gets_nothing_and_is_told_why(
     world: World, worker_measurement: Measurement
 ) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from meterseal.services.keys import STAGE_KEY, STAGE_SECRETS, StageSecrets
+from meterseal.services.keys import STAGE_KEY, STAGE_SECRETS, StageSecrets, checked_stage_key
 from meterseal.trust.material import (
     ANONYMIZATION_KEY,
     BILLING_KEY,
@@ -47,7 +47,11 @@ class CasKeys:
         return StageSecrets(
             headend=headend_keys_from(got) if HEADEND_KEYS in names else None,
             anonymization_key=anonymization_key_from(got) if ANONYMIZATION_KEY in names else None,
-            stage_key=got[STAGE_KEY] if STAGE_KEY in names else None,
+            stage_key=(
+                checked_stage_key(got[STAGE_KEY], f"the CAS {self.cas_url}")
+                if STAGE_KEY in names
+                else None
+            ),
             billing_key=billing_key_from(got) if BILLING_KEY in names else None,
             tls=worker.tls_identity(),
             provenance=(

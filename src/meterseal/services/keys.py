@@ -95,9 +95,25 @@ class KeySource(Protocol):
 
 def ensure_stage_key(directory: Path, passphrase: bytes | None = None) -> bytes:
     """The deployment's stage link key, created (0600) on first use."""
-    return ensure_secret_file(
-        directory / STAGE_KEY_FILE, lambda: os.urandom(STAGE_KEY_BYTES), passphrase
+    return checked_stage_key(
+        ensure_secret_file(
+            directory / STAGE_KEY_FILE, lambda: os.urandom(STAGE_KEY_BYTES), passphrase
+        ),
+        str(directory / STAGE_KEY_FILE),
     )
+
+
+def checked_stage_key(value: bytes, source: str) -> bytes:
+    """`value` if it is a stage link key (32 bytes); ConfigurationError naming `source`."""
+    # A key of another length would fail only at the first bus message (AES-GCM), after the
+    # stage said it was ready; refused here, the stage does not start and says why.
+    if len(value) != STAGE_KEY_BYTES:
+        raise ConfigurationError(
+            f"{STAGE_KEY} from {source} is {len(value)} bytes, not {STAGE_KEY_BYTES}: not a "
+            f"stage link key (an imported {STAGE_KEY_FILE} must be its content, not the "
+            "file as stored: `meterseal cas secrets import` unwraps it)"
+        )
+    return value
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,9 @@ from meterseal.services.catalog import ServiceOptions
 log = logging.getLogger(__name__)
 START_TIMEOUT = 120.0  # a trusted stage measures its code and attests first
 RESTART_DELAY = 0.5
+# A child that exited this recently is not trusted to be up: a stage that crashes on each
+# message it takes becomes ready again between crashes, and must not read as ready then.
+UNSTEADY_FOR = 30.0
 LISTEN_OPTIONS = {"tcp": "--tcp", "http": "--http"}  # endpoint name -> its listen option
 
 
@@ -96,6 +99,23 @@ class _Child:
         self.reader: asyncio.Task[None] | None = None
         self.started = 0.0
         self.failures = 0  # consecutive early exits: the restart delay doubles with each
+        self.exits: list[tuple[float, int]] = []  # (monotonic time, code) of recent exits
+
+    def not_ready(self, now: float) -> str | None:
+        """Why this process does not count as ready (down, starting, or crash-looping)."""
+        # Read only: this runs in the readiness thread while the loop appends exits.
+        recent = [(at, code) for at, code in tuple(self.exits) if now - at < UNSTEADY_FOR]
+        if recent:
+            code = recent[-1][1]
+            return (
+                f"{self.plan.label} exited {len(recent)} time(s) in the last "
+                f"{UNSTEADY_FOR:g} s (last exit code {code}): see its output"
+            )
+        if self.process is None or self.process.returncode is not None:
+            return f"{self.plan.label} is not running"
+        if not self.ready.is_set():
+            return f"{self.plan.label} is starting (not ready yet)"
+        return None
 
 
 class Supervisor:
@@ -114,7 +134,8 @@ class Supervisor:
         self.announce = announce
         self.restart = restart
         self.counts: Counter[str] = Counter()
-        self.readiness = Readiness()  # each child answers its own /readyz
+        # Ready only while every child is up, ready and has not exited lately.
+        self.readiness = Readiness(self.not_ready)
         self.metrics = ServiceMetrics(self.name)
         self.metrics.bridge(
             "meterseal_supervisor_events",
@@ -123,6 +144,15 @@ class Supervisor:
             lambda: self.counts,
         )
         self._stopping = False
+
+    def not_ready(self) -> str | None:
+        """The first child that is down, starting or crash-looping, and why; None if all run."""
+        now = time.monotonic()
+        for child in list(self.children.values()):
+            reason = child.not_ready(now)
+            if reason is not None:
+                return reason
+        return None
 
     async def start(self) -> dict[str, str]:
         """Start every process and wait until each says it is ready."""
@@ -179,6 +209,9 @@ class Supervisor:
                 process = child.process
                 if process is not None and process.returncode is not None and not self._stopping:
                     self.counts["exited"] += 1
+                    now = time.monotonic()
+                    child.exits = [e for e in child.exits if now - e[0] < UNSTEADY_FOR]
+                    child.exits.append((now, process.returncode))
                     self.announce(
                         f"[{child.plan.label}] exited with {process.returncode}"
                         + ("; restarting" if self.restart else "")

@@ -20,18 +20,67 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from meterseal.crypto import at_rest
 from meterseal.crypto.certs import issue_service_certificate
 from meterseal.deployment import load_deployment
+from meterseal.errors import ConfigurationError
 from meterseal.runtime.tls import TlsIdentity
 from meterseal.services.catalog import TRUSTED_SERVICES
-from meterseal.services.keys import STAGE_KEY, STAGE_SECRETS, ensure_stage_key
+from meterseal.services.keys import STAGE_KEY, STAGE_SECRETS, checked_stage_key, ensure_stage_key
 from meterseal.storage import Store
 from meterseal.trust.cas import Cas
 from meterseal.trust.cas_store import CasStore
-from meterseal.trust.material import deployment_secrets
+from meterseal.trust.material import (
+    ANONYMIZATION_KEY,
+    BILLING_KEY,
+    HEADEND_KEYS,
+    anonymization_key_from,
+    billing_key_from,
+    deployment_secrets,
+    headend_keys_from,
+)
 from meterseal.trust.measurement import stage_measurement
 from meterseal.trust.vault import Vault, init_cas_files
 from meterseal.trust.worker import tls_secret
+
+
+def trusted_secrets(directory: Path, passphrase: bytes | None = None) -> dict[str, bytes]:
+    """Every secret the trusted stages need (`keys.STAGE_SECRETS`), by CAS name.
+
+    The deployment's keys and the stage link key (created on first use, as services mode does).
+    """
+    secrets = deployment_secrets(load_deployment(directory, passphrase))
+    secrets[STAGE_KEY] = ensure_stage_key(directory, passphrase)
+    return secrets
+
+
+def checked_secret(name: str, value: bytes, source: str) -> bytes:
+    """`value` if it holds what secret `name` must (for the names the stages use)."""
+    checks = {
+        HEADEND_KEYS: headend_keys_from,
+        ANONYMIZATION_KEY: anonymization_key_from,
+        BILLING_KEY: billing_key_from,
+    }
+    if name == STAGE_KEY:
+        checked_stage_key(value, source)
+    elif name in checks:
+        checks[name]({name: value})  # MaterialError says what is wrong with it
+    return value
+
+
+def secret_file(path: Path, passphrase: bytes | None) -> bytes:
+    """A secret's bytes from `path`: a key file as meterseal stores it is unwrapped first.
+
+    Files meterseal writes (`stage-link.key`, …) are in the at-rest form of `crypto.at_rest`;
+    their content, not the stored form, is the secret. An encrypted one needs the passphrase.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read {path}: {exc.strerror}") from exc
+    if at_rest.is_sealed_form(data):
+        return at_rest.unseal(data, passphrase, path)
+    return data
 
 
 def issue_worker_tls(
@@ -69,8 +118,7 @@ def provision_cas(
     """
     init_cas_files(directory, passphrase)
     deployment = load_deployment(directory, passphrase)
-    secrets = deployment_secrets(deployment)
-    secrets[STAGE_KEY] = ensure_stage_key(directory, passphrase)
+    secrets = trusted_secrets(directory, passphrase)
     with Store.open(store_url) as store:
         cas = Cas(CasStore(store), Vault.from_deployment(directory, passphrase), [])
         for name, value in secrets.items():

@@ -297,16 +297,21 @@ class Cas:
             if not decision.allowed:
                 return decision.reason + self._hint(measurement, stage, name, decision.reason)
             if self.state.latest_secret(name) is None:
-                return f"no secret named {name!r} in this CAS"
+                return (
+                    f"no secret named {name!r} in this CAS: import it "
+                    "(`meterseal cas secrets import`, or `meterseal init` for a new deployment)"
+                )
         return None
 
     def _hint(self, measurement: Measurement, stage: str, name: str, reason: str) -> str:
+        """Why no rule allowed it: a missing policy, a modified worker, or a wrong label."""
         if "revoked" in reason:
             return ""
+        rules = self.state.rules()
         labels = sorted(
             {
                 r.stage
-                for r in self.state.rules()
+                for r in rules
                 if r.measurement == measurement.digest and r.secret == name and r.stage != stage
             }
         )
@@ -316,12 +321,19 @@ class Cas:
                 f"for this measurement and secret {name!r} says {', '.join(map(repr, labels))}"
             )
         others = sorted(
-            {r.measurement.hex()[:12] for r in self.state.rules() if r.stage == stage}
+            {r.measurement.hex()[:12] for r in rules if r.stage == stage and r.secret == name}
             - {measurement.hex[:12]}
         )
-        if not others:
-            return ""
-        return f"; the policy lets stage {stage} run as {', '.join(o + '…' for o in others)}"
+        if not others:  # nobody may have it as this stage: the operator added no rule for it
+            return (
+                f": no policy lets stage {stage} receive {name!r} (missing policy); add one with "
+                f"`meterseal cas policy add --stage {stage} --secret {name}`"
+            )
+        # The stage may have the secret, as other code: this worker is not the allowed build.
+        return (
+            f" (code modified?); the policy lets stage {stage} run as "
+            f"{', '.join(o + '…' for o in others)}"
+        )
 
     def _encrypt(self, name: str, attested: AttestedQuote) -> ReleasedSecret:
         stored = self.state.latest_secret(name)

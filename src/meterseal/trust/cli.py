@@ -347,16 +347,20 @@ def secrets_import(
     deployment_dir: DeploymentDir = DEFAULT_DEPLOYMENT,
     passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
 ) -> None:
-    """Import the deployment's secrets (or one file as --name); unchanged ones are skipped."""
-    from meterseal.cli_common import load
-    from meterseal.trust.material import deployment_secrets
+    """Import every secret the trusted stages need (or one file as --name); unchanged: kept.
+
+    A key file as meterseal stores it (e.g. `stage-link.key`) is unwrapped first, with the
+    passphrase if it is encrypted; a value that is not what its name must hold is refused.
+    """
+    from meterseal.services.trusted_setup import checked_secret, secret_file, trusted_secrets
 
     if (name is None) != (file is None):
         raise typer.BadParameter("--name and --file go together")
+    secret = passphrase(passphrase_env)
     values = (
-        {name: _read(file)}
+        {name: checked_secret(name, secret_file(file, secret), str(file))}
         if name and file
-        else deployment_secrets(load(deployment_dir, passphrase_env))
+        else trusted_secrets(deployment_dir, secret)
     )
     with _cas(store, deployment_dir, passphrase_env) as cas:
         for secret_name, value in values.items():
@@ -389,13 +393,6 @@ def secrets_issue_tls(
     )
 
 
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read {path}: {exc.strerror}") from exc
-
-
 @secrets_app.command("list")
 def secrets_list(
     store: StoreUrl = DEFAULT_STORE,
@@ -421,9 +418,12 @@ def secrets_rotate(
     passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
 ) -> None:
     """Store a new version of a secret; workers get it at their next fetch."""
+    from meterseal.services.trusted_setup import checked_secret, secret_file
+
     if (file is None) == (random <= 0):
         raise typer.BadParameter("give exactly one of --file and --random N")
-    value = _read(file) if file else os.urandom(random)
+    value = secret_file(file, passphrase(passphrase_env)) if file else os.urandom(random)
+    checked_secret(name, value, str(file) if file else f"--random {random}")
     with _cas(store, deployment_dir, passphrase_env) as cas:
         if cas.state.latest_secret(name) is None:
             raise ConfigurationError(f"no secret {name!r} to rotate; import it first")

@@ -166,7 +166,6 @@ def release_decision(policy: Policy, query: Query) -> Decision:
         label = f" (stage {query.stage})" if query.stage else ""
         return Decision(
             Effect.DENY,
-            f"measurement {query.measurement.short}{label} is not allowed secret "
-            f"{query.secret!r} (code modified?)",
+            f"measurement {query.measurement.short}{label} is not allowed secret {query.secret!r}",
         )
     return decision
