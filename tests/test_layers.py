@@ -54,6 +54,9 @@ LAYERS: dict[str, Layer] = {
     "meterseal.cli_accounts": INTERFACE,
     "meterseal.demo": INTERFACE,
     "meterseal.runtime": RUNTIME,
+    # Reads one file and the environment (I/O, so not core); every layer above may read settings.
+    "meterseal.config": RUNTIME,
+    "meterseal.config.cli": INTERFACE,
     "meterseal.runtime.transitions": CORE,  # sans-IO: the core protocols' tables use it
     "meterseal.crypto": CORE,
     "meterseal.accounts": CORE,  # roles, password hashes, tokens, API keys, the throttle

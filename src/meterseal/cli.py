@@ -30,6 +30,7 @@ from meterseal.cli_common import load as _load
 from meterseal.cli_common import passphrase as _passphrase
 from meterseal.cli_common import shown as _shown
 from meterseal.cli_extras import MissingExtra
+from meterseal.config.cli import cli_defaults, config_app, root_callback
 from meterseal.crypto.suites import DEFAULT_SUITE, suite_named
 from meterseal.errors import ConfigurationError, MetersealError, exit_code_for
 from meterseal.services.cli import (
@@ -55,6 +56,8 @@ app.add_typer(certs_app, name="certs")
 app.add_typer(meters_app, name="meters")
 app.add_typer(billing_app)  # tariffs, bill, audit, export-bill, verify-bill
 app.add_typer(service_app, name="service")  # one service of services/trusted mode
+app.add_typer(config_app, name="config")
+app.callback()(root_callback)  # the global --config option
 
 
 def _add_group(name: str, module: str, attribute: str, summary: str) -> None:
@@ -376,7 +379,7 @@ def main(args: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if args is None else args)
     show_key_warnings()
     try:
-        app(args=argv, prog_name="meterseal")
+        app(args=argv, prog_name="meterseal", default_map=cli_defaults(app, argv))
     except ModuleNotFoundError as exc:
         command = next((a for a in argv if not a.startswith("-")), "")
         missing = MissingExtra.of(exc, command)

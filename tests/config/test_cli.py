@@ -1,0 +1,133 @@
+"""`meterseal --config`, `config show|check|example`, and the settings fed to every command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import typer
+
+from meterseal.cli import app
+from meterseal.config import load_settings
+from meterseal.config.cli import config_path, default_map, hidden
+from tests.command_line import invoke
+
+NORTH = '[deployment]\nname = "north"\ndir = "keys"\n'
+
+
+@pytest.fixture
+def north(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A configuration file in tmp_path/north; the working directory elsewhere, nothing in env."""
+    for spec_env in ("MS_CONFIG", "MS_STORE_URL", "MS_NATS_URL", "MS_DEPLOYMENT_DIR"):
+        monkeypatch.delenv(spec_env, raising=False)
+    (tmp_path / "north").mkdir()
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    path = tmp_path / "north" / "meterseal.toml"
+    path.write_text(NORTH)
+    return path
+
+
+def test_default_map_feeds_each_option_its_setting(north: Path) -> None:
+    settings = load_settings(north, environ={})
+    defaults = default_map(typer.main.get_command(app), settings)
+    keys = north.parent / "keys"
+    assert defaults["serve"]["deployment_dir"] == keys
+    assert defaults["serve"]["store"] == f"sqlite:///{keys}/meterseal.db"
+    assert defaults["serve"]["prefix"] == "north_"  # NATS streams
+    assert defaults["service"]["run"]["prefix"] == "north_"
+    assert defaults["router"]["serve"]["deployment"] == keys
+    assert "prefix" not in defaults["meters"]["provision"]  # that --prefix is the meter ids'
+    assert "bench" not in defaults  # experiments stay reproducible
+    assert "config" not in defaults
+
+
+def test_flag_beats_environment_beats_file_beats_default(north: Path) -> None:
+    cwd = Path.cwd()
+    (cwd / "var").mkdir()
+    north.write_text(NORTH + '[store]\nurl = "sqlite:///file.db"\n')
+    assert invoke(["tariffs", "list"]).exit_code == 0  # no file here: the built-in default
+    assert (cwd / "var" / "meterseal.db").exists()
+    assert invoke(["--config", str(north), "tariffs", "list"]).exit_code == 0
+    assert (north.parent / "file.db").exists()
+    env = {"MS_CONFIG": str(north), "MS_STORE_URL": "sqlite:///env.db"}
+    assert invoke(["tariffs", "list"], env=env).exit_code == 0
+    assert (cwd / "env.db").exists()
+    assert invoke(["tariffs", "list", "--store", "sqlite:///flag.db"], env=env).exit_code == 0
+    assert (cwd / "flag.db").exists()
+    assert sorted(p.name for p in cwd.iterdir()) == ["env.db", "flag.db", "var"]
+
+
+def test_a_file_in_the_working_directory_is_found(north: Path) -> None:
+    (Path.cwd() / "meterseal.toml").write_text('[deployment]\nname = "here"\n')
+    result = invoke(["config", "show"])
+    assert result.exit_code == 0, result.output
+    assert "here_" in result.stdout
+
+
+def test_show_tells_where_each_value_comes_from_without_secrets(north: Path) -> None:
+    env = {"MS_CONFIG": str(north), "MS_STORE_URL": "postgresql+psycopg://ms:hunter2@db/ms"}
+    result = invoke(["config", "show", "--nats", "nats://t0ken@bus:4222"], env=env)
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines()[1:]}
+    assert lines["deployment.name"] == ["north", "file", "(MS_DEPLOYMENT_NAME)"]
+    assert lines["nats.prefix"][:2] == ["north_", "derived"]
+    assert lines["store.url"][:2] == ["postgresql+psycopg://ms:***@db/ms", "env"]
+    assert lines["nats.url"][:2] == ["nats://***@bus:4222", "flag"]
+    assert lines["cas.url"][:2] == ["(unset)", "default"]
+    assert "hunter2" not in result.output
+    assert "t0ken" not in result.output
+
+
+def test_check_reports_the_wrong_key_and_fails(north: Path) -> None:
+    result = invoke(["config", "check", str(north)])
+    assert result.exit_code == 0, result.output
+    assert "ok (2 keys set)" in result.stdout
+    north.write_text(NORTH + "[nats]\nurl = 4222\n")
+    result = invoke(["config", "check", str(north)])
+    assert result.exit_code == 2
+    assert f"{north}:5: nats.url must be a string, not int 4222" in result.stderr
+    # Every other command refuses to run on it, with the same reason.
+    result = invoke(["--config", str(north), "tariffs", "list"])
+    assert result.exit_code == 2
+    assert "nats.url must be a string" in result.stderr
+
+
+def test_check_without_a_file_says_so(north: Path) -> None:
+    result = invoke(["config", "check"])
+    assert result.exit_code == 2
+    assert "no configuration file" in result.output
+
+
+def test_example_is_a_valid_file(north: Path) -> None:
+    result = invoke(["config", "example"])
+    assert result.exit_code == 0
+    north.write_text(result.stdout)
+    assert invoke(["config", "check", str(north)]).exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "path"),
+    [
+        (["--config", "a.toml", "serve"], Path("a.toml")),
+        (["--config=b.toml", "serve"], Path("b.toml")),
+        (["serve", "--config", "c.toml"], None),  # a command's own --config (cas measure)
+        ([], None),
+    ],
+)
+def test_config_path_is_the_global_option_only(argv: list[str], path: Path | None) -> None:
+    assert config_path(argv) == path
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("postgresql://u:pw@h/db", "postgresql://u:***@h/db"),
+        ("nats://token@h:4222", "nats://***@h:4222"),
+        ("mqtts://h:8883?password=x&ca=/c.pem", "mqtts://h:8883?password=***&ca=/c.pem"),
+        ("sqlite:////var/ms.db", "sqlite:////var/ms.db"),
+        (None, "(unset)"),
+    ],
+)
+def test_hidden(value: str | None, shown: str) -> None:
+    assert hidden(value) == shown
