@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from pathlib import Path
 
@@ -70,3 +71,51 @@ def test_a_file_without_the_needed_columns_is_one_line_and_exit_2(tmp_path: Path
     data.write_text("meter,when,kwh\nM,1,1\n")
     shown = run("import", "csv", str(data), "-d", str(deployment), "--store", store, code=2)
     assert "unknown column 'when'" in shown
+
+
+SAMPLE = Path(__file__).resolve().parents[1] / "vectors" / "espi" / "test_usage_data_01.xml"
+
+
+def test_a_green_button_file_imports_for_the_meter_named_and_exports_back(tmp_path: Path) -> None:
+    deployment, store = on_disk(tmp_path, 1)
+    args = ["-d", str(deployment), "--store", store]
+    refused = run("import", "espi", str(SAMPLE), *args, "--errors", str(tmp_path / "e.csv"),
+                  code=1)  # fmt: skip
+    assert "usage points 5446AF3F (Front Electric Meter)" in refused
+    assert "96 rejected" in refused
+    assert "mapped to no meter" in (tmp_path / "e.csv").read_text()
+    bad = run("import", "espi", str(SAMPLE), "--meter", "NOPE=MTR-000001", *args, code=2)
+    assert "no usage point 'NOPE'" in bad
+    shown = run("import", "espi", str(SAMPLE), "--meter", "MTR-000001", *args)
+    assert "96 rows: 0 stored signed, 96 stored UNSIGNED, 0 already stored, 0 rejected" in shown
+    out = tmp_path / "c.xml"
+    exported = run("export", "espi", "--customer", "CUST-MTR-000001", "--from", "2012-03-01",
+                   "--to", "2012-03-02", "--store", store, "--out", str(out))  # fmt: skip
+    assert f"{out}: 1 meters, 0 meter-signed readings, 96 UNSIGNED readings, 0 bills" in exported
+    again = run("import", "espi", str(out), "--meter", "MTR-000001=MTR-000001", *args)
+    assert "0 stored UNSIGNED, 96 already stored, 0 rejected" in again
+
+
+def test_export_espi_carries_signed_readings_and_the_bill(tmp_path: Path) -> None:
+    from meterseal.exchange.espi import parse_espi
+    from meterseal.exchange.espi_write import usage_summaries
+    from tests.billing.conftest import PERIOD
+    from tests.billing.on_disk import TARIFFS, bill_on_disk, month_on_disk
+
+    deployment, store, fleet = month_on_disk(tmp_path, 1)
+    run("tariffs", "add", str(TARIFFS / "flat.toml"), "--store", store)
+    bill_on_disk(deployment, store, "example-flat@1")
+    customer = fleet[0].customer_id
+    day = dt.datetime.fromtimestamp(PERIOD.start, dt.UTC).date().isoformat()
+    out = tmp_path / "c.xml"
+    shown = run("export", "espi", "--customer", customer, "--from", day, "--to", day,
+                "--store", store, "--out", str(out))  # fmt: skip
+    assert "96 meter-signed readings, 0 UNSIGNED readings, 1 bills" in shown
+    data = out.read_bytes()
+    assert len(parse_espi(data).readings) == 96
+    (summary,) = usage_summaries(data)
+    assert summary.title.startswith(f"bill {customer}/{PERIOD.start}-{PERIOD.end}")
+    assert summary.bill_last_period > 0
+    missing = run("export", "espi", "--customer", "NOBODY", "--from", day, "--to", day,
+                  "--store", store, code=2)  # fmt: skip
+    assert "customer 'NOBODY' has no meters" in missing

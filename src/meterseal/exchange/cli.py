@@ -17,6 +17,7 @@ from meterseal.cli_common import (
     PassphraseEnv,
     StoreUrl,
     console,
+    shown,
 )
 from meterseal.errors import ConfigurationError
 from meterseal.ui import progress_bar
@@ -27,6 +28,9 @@ if TYPE_CHECKING:
 
 import_app = typer.Typer(
     help="Import meter readings (CSV, Green Button ESPI).", no_args_is_help=True
+)
+export_app = typer.Typer(
+    help="Export readings and bills (Green Button ESPI).", no_args_is_help=True
 )
 
 ErrorsFile = Annotated[
@@ -61,6 +65,110 @@ def import_csv(
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigurationError(f"cannot read {file}: {exc}") from exc
     _show(report, errors, [*rows.header, "line", "error"], store)
+
+
+@import_app.command("espi")
+def import_espi(
+    file: Annotated[Path, typer.Argument(help="Green Button (ESPI) Atom XML file")],
+    meter: Annotated[
+        list[str] | None,
+        typer.Option(help="USAGEPOINT=METER for each usage point; METER alone if it has one"),
+    ] = None,
+    round_wh: Annotated[
+        bool, typer.Option("--round-wh", help="round energy finer than 1 Wh (half to even)")
+    ] = False,
+    errors: ErrorsFile = None,
+    deployment_dir: DeploymentDir = DEFAULT_DEPLOYMENT,
+    store: StoreUrl = DEFAULT_STORE,
+    passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
+) -> None:
+    """Import a Green Button feed's interval readings as UNSIGNED imports of the meters named."""
+    from meterseal.exchange.espi import FIELDS, parse_espi, readings_of
+
+    try:
+        feed = parse_espi(file.read_bytes())
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read {file}: {exc}") from exc
+    points = ", ".join(f"{p} ({t})" if t else p for p, t in feed.usage_points.items())
+    console.print(f"{file.name}: usage points {points or 'none'}", highlight=False)
+    mapping = _meter_map(meter or [], list(feed.usage_points))
+    rows = readings_of(feed, mapping, round_wh=round_wh)
+    report = _import(rows, len(feed.readings), f"espi:{file.name}", deployment_dir, store,
+                     passphrase_env)  # fmt: skip
+    _show(report, errors, [*FIELDS, "reading", "error"], store)
+
+
+def _meter_map(items: list[str], points: list[str]) -> dict[str, str]:
+    """{usage point: meter} from --meter options (a lone METER for a feed of one usage point)."""
+    mapping: dict[str, str] = {}
+    for item in items:
+        point, sep, meter_id = item.rpartition("=")
+        if not sep:
+            if len(points) != 1:
+                raise typer.BadParameter(
+                    f"the feed has {len(points)} usage points: give --meter USAGEPOINT=METER"
+                )
+            point = points[0]
+        if point not in points:
+            raise typer.BadParameter(f"no usage point {point!r} in the feed ({', '.join(points)})")
+        mapping[point] = meter_id
+    return mapping
+
+
+@export_app.command("espi")
+def export_espi(
+    customer: Annotated[str, typer.Option(help="the customer whose data to export")],
+    first_day: Annotated[str, typer.Option("--from", help="first day (UTC, YYYY-MM-DD)")],
+    last_day: Annotated[str, typer.Option("--to", help="last day, included (UTC, YYYY-MM-DD)")],
+    out: Annotated[
+        Path | None, typer.Option(help="file to write (default CUSTOMER.espi.xml)")
+    ] = None,
+    store: StoreUrl = DEFAULT_STORE,
+) -> None:
+    """Write a customer's readings (signed and UNSIGNED apart) and bills as Green Button XML."""
+    from meterseal.billing.bill import parse_signed_bill
+    from meterseal.exchange.espi_write import SignedInterval, espi_feed
+    from meterseal.storage import Store
+    from meterseal.storage.bill_store import BillStore
+    from meterseal.storage.imports import ImportStore
+
+    start, end = _day(first_day, "--from"), _day(last_day, "--to") + 86_400
+    if end <= start:
+        raise typer.BadParameter("--to is before --from")
+    with Store.open_read_only(store) as db:
+        windows = ImportStore(db).customer_windows(customer, start, end)
+        if not windows:
+            raise ConfigurationError(f"customer {customer!r} has no meters in {shown(store)}")
+        signed, unsigned = [], []
+        for meter_id, spans in windows.items():
+            for w in spans:
+                signed += [
+                    SignedInterval(r.meter_id, r.timestamp, r.interval, r.energy_wh)
+                    for r in db.originals(meter_id, w.start, w.end)
+                ]
+                unsigned += ImportStore(db).unsigned([meter_id], w.start, w.end)
+        bills = [
+            parse_signed_bill(b.signed_bill)[0]
+            for b in BillStore(db).bills(customer)
+            if b.period_start < end and b.period_end > start
+        ]
+    now = int(dt.datetime.now(dt.UTC).timestamp())
+    data = espi_feed(customer, list(windows), signed, unsigned, bills, now=now)
+    path = out or Path(f"{customer.replace('/', '_')}.espi.xml")
+    path.write_bytes(data)
+    console.print(
+        f"{path}: {len(windows)} meters, {len(signed)} meter-signed readings, "
+        f"{len(unsigned)} UNSIGNED readings, {len(bills)} bills",
+        highlight=False,
+    )
+
+
+def _day(text: str, option: str) -> int:
+    try:
+        day = dt.date.fromisoformat(text)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{option}: {exc}") from exc
+    return int(dt.datetime.combine(day, dt.time(), dt.UTC).timestamp())
 
 
 def _lines(path: Path) -> int:

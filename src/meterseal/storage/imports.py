@@ -34,6 +34,17 @@ class Assignment(NamedTuple):
     valid_to: int | None
 
 
+class Window(NamedTuple):
+    """[start, end) in Unix seconds."""
+
+    start: int
+    end: int
+
+    def holds(self, timestamp: int) -> bool:
+        """Whether `timestamp` falls inside."""
+        return self.start <= timestamp < self.end
+
+
 class ImportStore:
     """Unsigned readings and assignments over one `Store` (its engine and transactions)."""
 
@@ -145,6 +156,33 @@ class ImportStore:
             query = query.where(a.c.customer_id == customer_id)
         with self.store.connection() as connection:
             return [Assignment(*row) for row in connection.execute(query)]
+
+    def customer_windows(self, customer_id: str, start: int, end: int) -> dict[str, list[Window]]:
+        """The customer's meters in [start, end), each with the windows it is theirs.
+
+        A meter with assignments is the customer's only inside them; a meter with none is
+        its registered customer's (`meters.customer_id`) all the time.
+        """
+        a = meter_assignments
+        ends = sa.func.coalesce(a.c.valid_to, end)
+        assigned = (
+            sa.select(a.c.meter_id, a.c.valid_from, ends)
+            .where(a.c.customer_id == customer_id, a.c.valid_from < end, ends > start)
+            .order_by(a.c.meter_id, a.c.valid_from)
+        )
+        unassigned = (
+            sa.select(meters.c.meter_id)
+            .where(meters.c.customer_id == customer_id)
+            .where(~sa.exists().where(a.c.meter_id == meters.c.meter_id))
+            .order_by(meters.c.meter_id)
+        )
+        out: dict[str, list[Window]] = defaultdict(list)
+        with self.store.connection() as connection:
+            for meter_id, valid_from, valid_to in connection.execute(assigned):
+                out[meter_id].append(Window(max(valid_from, start), min(valid_to, end)))
+            for meter_id in connection.scalars(unassigned):
+                out[meter_id].append(Window(start, end))
+        return dict(sorted(out.items()))
 
     def meter_assignments(self, meter_ids: Iterable[str]) -> dict[str, list[Assignment]]:
         """Every assignment of these meters (whoever the customer), by meter."""
