@@ -81,6 +81,7 @@ LAYERS: dict[str, Layer] = {
     "meterseal.exchange": CORE,  # CSV and ESPI formats, sans-IO
     "meterseal.exchange.importer": ADAPTER,  # into the store
     "meterseal.exchange.cli": INTERFACE,
+    "meterseal.exchange.cli_customers": INTERFACE,
     "meterseal.billing.service": SERVICE,
     "meterseal.billing.auditor": SERVICE,
     "meterseal.billing.api": INTERFACE,

@@ -90,6 +90,7 @@ _add_group("fraud", "meterseal.fraud.cli", "fraud_app", "Fraud detection.")
 _add_group("bench", "meterseal.bench.cli", "bench_app", "Reproducible experiments.")
 _add_group("import", "meterseal.exchange.cli", "import_app", "Import meter readings.")
 _add_group("export", "meterseal.exchange.cli", "export_app", "Export readings and bills.")
+_add_group("customers", "meterseal.exchange.cli_customers", "customers_app", "Customers' meters.")
 
 
 @keys_app.command("init")

@@ -119,3 +119,25 @@ def test_export_espi_carries_signed_readings_and_the_bill(tmp_path: Path) -> Non
     missing = run("export", "espi", "--customer", "NOBODY", "--from", day, "--to", day,
                   "--store", store, code=2)  # fmt: skip
     assert "customer 'NOBODY' has no meters" in missing
+
+
+def test_customers_import_and_show(tmp_path: Path) -> None:
+    _, store = on_disk(tmp_path, 2)
+    data = tmp_path / "a.csv"
+    data.write_text(
+        "customer,meter,from,to\n"
+        "ALICE,MTR-000001,2026-10-01,2026-10-16\n"
+        "BOB,MTR-000001,2026-10-16,\n"
+        "BOB,MTR-000002,2026-10-01,\n"
+        "EVE,MTR-000001,2026-10-10,\n"
+    )
+    shown = run("customers", "import", str(data), "--store", store, code=1)
+    assert "3 assignments stored, 0 unchanged, 1 rejected" in shown
+    assert "line 5: meter MTR-000001 is ALICE's from 2026-10-01 to 2026-10-16" in shown
+    assert "meterseal customers show BOB" in shown
+    bob = run("customers", "show", "BOB", "--store", store)
+    assert "customer BOB: 2 meters" in bob
+    assert "MTR-000001 │ 2026-10-16 │ -" in bob
+    assert "MTR-000002 │ 2026-10-01 │ -" in bob
+    unknown = run("customers", "show", "NOBODY", "--store", store, code=2)
+    assert "customer 'NOBODY' has no meters" in unknown

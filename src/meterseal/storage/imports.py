@@ -19,7 +19,12 @@ from sqlalchemy.engine import Connection
 from meterseal.acquisition.records import StoreOutcome
 from meterseal.billing.compute import BillPacket
 from meterseal.billing.unsigned import UnsignedReading
-from meterseal.storage.schema import meter_assignments, meters, unsigned_readings
+from meterseal.storage.schema import (
+    meter_assignments,
+    meters,
+    signed_originals,
+    unsigned_readings,
+)
 from meterseal.storage.store import Store
 
 _CHUNK = 500  # keys per lookup statement
@@ -183,6 +188,37 @@ class ImportStore:
             for meter_id in connection.scalars(unassigned):
                 out[meter_id].append(Window(start, end))
         return dict(sorted(out.items()))
+
+    def customers_between(self, start: int, end: int) -> dict[str, dict[str, list[Window]]]:
+        """Every customer with meters in [start, end): meter -> the windows it is theirs."""
+        a = meter_assignments
+        ends = sa.func.coalesce(a.c.valid_to, end)
+        assigned = sa.select(a.c.customer_id, a.c.meter_id, a.c.valid_from, ends).where(
+            a.c.valid_from < end, ends > start
+        )
+        unassigned = sa.select(meters.c.customer_id, meters.c.meter_id).where(
+            ~sa.exists().where(a.c.meter_id == meters.c.meter_id)
+        )
+        out: dict[str, dict[str, list[Window]]] = defaultdict(lambda: defaultdict(list))
+        with self.store.connection() as connection:
+            for customer, meter_id, valid_from, valid_to in connection.execute(assigned):
+                window = Window(max(valid_from, start), min(valid_to, end))
+                out[customer][meter_id].append(window)
+            for customer, meter_id in connection.execute(unassigned):
+                out[customer][meter_id].append(Window(start, end))
+        return {c: {m: sorted(w) for m, w in sorted(ms.items())} for c, ms in sorted(out.items())}
+
+    def reading_counts(self, meter_id: str, start: int, end: int) -> tuple[int, int]:
+        """How many signed and unsigned readings the meter has with timestamps in [start, end)."""
+        so, u = signed_originals, unsigned_readings
+        signed = sa.select(sa.func.count()).where(
+            so.c.meter_id == meter_id, so.c.timestamp >= start, so.c.timestamp < end
+        )
+        unsigned = sa.select(sa.func.count()).where(
+            u.c.meter_id == meter_id, u.c.timestamp >= start, u.c.timestamp < end
+        )
+        with self.store.connection() as connection:
+            return int(connection.scalar(signed) or 0), int(connection.scalar(unsigned) or 0)
 
     def meter_assignments(self, meter_ids: Iterable[str]) -> dict[str, list[Assignment]]:
         """Every assignment of these meters (whoever the customer), by meter."""
