@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from meterseal.acquisition.mqtt_endpoint import TOPIC_PREFIX
 from meterseal.cli_billing import billing_app
 from meterseal.cli_certs import certs_app
 from meterseal.cli_common import (
@@ -37,6 +38,7 @@ from meterseal.services.cli import (
     Admin,
     CasUrl,
     HttpTls,
+    MqttPrefix,
     NatsUrl,
     Prefix,
     WorkerTls,
@@ -224,6 +226,7 @@ def serve(
     mqtt: Annotated[
         str, typer.Option(help="MQTT broker URL (mqtt:// or mqtts://…) to subscribe at, or 'off'")
     ] = "off",
+    mqtt_prefix: MqttPrefix = TOPIC_PREFIX,
     batch_size: Annotated[int, typer.Option(help="packets per trusted-stage batch")] = 512,
     open_workers: Annotated[
         int, typer.Option(help="monolith: processes opening packets (0: in the stage thread)")
@@ -263,6 +266,7 @@ def serve(
             tcp=tcp,
             http=http,
             mqtt=mqtt,
+            mqtt_prefix=mqtt_prefix,
             batch_size=batch_size,
             ack_wait=ack_wait,
             passphrase_env=passphrase_env,
@@ -276,6 +280,7 @@ def serve(
         tcp=None if tcp == "off" else tcp,
         http=None if http == "off" else http,
         mqtt=None if mqtt == "off" else mqtt,
+        mqtt_prefix=mqtt_prefix,
         batch_size=batch_size,
         open_workers=open_workers,
         http_tls=server_tls(deployment_dir, http_tls, "off", passphrase_env),
@@ -308,6 +313,7 @@ def simulate(
         float, typer.Option(help="seconds a meter waits between windows (0: as fast as possible)")
     ] = 0.0,
     seed: Annotated[int, typer.Option(help="seed of the injected faults")] = 1,
+    mqtt_prefix: MqttPrefix = TOPIC_PREFIX,
     passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
 ) -> None:
     """Send a provisioned fleet's readings to a running head-end and report its answers."""
@@ -316,7 +322,9 @@ def simulate(
     from meterseal.runner import simulate as run_simulate
 
     deployment = _load(deployment_dir, passphrase_env)
-    plan = SimulationPlan(transport, target, days, faults, concurrency, window, pace, seed)
+    plan = SimulationPlan(
+        transport, target, days, faults, concurrency, window, pace, seed, mqtt_prefix
+    )
     meters = load_fleet(fleet or deployment_dir / "fleet-p256.cbor", _passphrase(passphrase_env))
     report = run_simulate(console, deployment, meters, plan, _passphrase(passphrase_env))
     if report.unacknowledged:

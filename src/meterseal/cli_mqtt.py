@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from meterseal.acquisition import mosquitto
-from meterseal.acquisition.mqtt import TOPIC_PREFIX
+from meterseal.acquisition.mqtt_endpoint import TOPIC_PREFIX
 from meterseal.cli_common import (
     DEFAULT_DEPLOYMENT,
     DEFAULT_STORE,

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from meterseal.acquisition.headend import HeadEnd, HeadEndReport, HeadEndSettings
 from meterseal.acquisition.links import MeterLink
+from meterseal.acquisition.mqtt_endpoint import TOPIC_PREFIX
 from meterseal.acquisition.tcp import TcpLink
 from meterseal.deployment import Deployment, TrustedMaterial
 from meterseal.errors import ConfigurationError
@@ -120,6 +121,7 @@ class SimulationPlan:
     window: int
     pace: float
     seed: int
+    mqtt_prefix: str = TOPIC_PREFIX  # topics of the MQTT transport
 
 
 def link_for(
@@ -128,6 +130,7 @@ def link_for(
     *,
     mqtt_passwords: Callable[[str], str] | None = None,
     ca: x509.Certificate | None = None,
+    mqtt_prefix: str = TOPIC_PREFIX,
 ) -> MeterLink:
     """The meter side of `transport` pointed at `target` (MQTT meters log in if given passwords).
 
@@ -146,7 +149,7 @@ def link_for(
         from meterseal.acquisition.mqtt import MqttLink
 
         url = target if "://" in target else f"mqtt://{target}"
-        return MqttLink(url, passwords=mqtt_passwords)
+        return MqttLink(url, passwords=mqtt_passwords, prefix=mqtt_prefix)
     raise ConfigurationError(f"unknown transport {transport!r}; choose one of {TRANSPORTS}")
 
 
@@ -177,6 +180,7 @@ def simulate(
         plan.target,
         mqtt_passwords=_mqtt_passwords(deployment, plan, passphrase),
         ca=deployment.ca_cert,
+        mqtt_prefix=plan.mqtt_prefix,
     )
     with progress_bar(console) as bar:
         total = sum(len(p) for p in wire.values())

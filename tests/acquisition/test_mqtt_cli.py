@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from meterseal.storage import Store
 from tests.command_line import invoke
 from tests.mosquitto import launch, require_mosquitto, stop
@@ -26,15 +28,21 @@ def _urls(output: str) -> dict[str, str]:
     return {line.split()[0]: line.split()[-1] for line in output.splitlines() if line.strip()}
 
 
-def test_setup_serve_simulate_then_a_revoked_meter_leaves_the_acl(tmp_path: Path) -> None:
+def test_setup_serve_simulate_then_a_revoked_meter_leaves_the_acl(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     require_mosquitto()
+    # One configuration for every command: the deployment, the store, and the topic root
+    # (meterseal/v1/north, from deployment.name) that the ACL, the head-end and meters share.
+    config = tmp_path / "meterseal.toml"
+    config.write_text('[deployment]\nname = "north"\ndir = "deployment"\n')
+    monkeypatch.setenv("MS_CONFIG", str(config))
     deployment, broker = tmp_path / "deployment", tmp_path / "broker"
-    store = f"sqlite:///{tmp_path / 'meterseal.db'}"
+    store = f"sqlite:///{deployment / 'meterseal.db'}"
     log = tmp_path / "mosquitto.log"
     _ok(["keys", "init", str(deployment)])
-    _ok(["meters", "provision", str(METERS), "-d", str(deployment), "--prefix", "MQ"])
-    fleet = str(deployment / "fleet-p256.cbor")
-    _ok(["meters", "register", fleet, "-d", str(deployment), "--store", store])
+    _ok(["meters", "provision", str(METERS), "--prefix", "MQ"])
+    _ok(["meters", "register", str(deployment / "fleet-p256.cbor")])
     outputs: list[str] = []
 
     def configure(port: int, cert_port: int) -> Path:
@@ -44,10 +52,6 @@ def test_setup_serve_simulate_then_a_revoked_meter_leaves_the_acl(tmp_path: Path
                     "mqtt",
                     "setup",
                     str(broker),
-                    "-d",
-                    str(deployment),
-                    "--store",
-                    store,
                     "--port",
                     str(port),
                     "--cert-port",
@@ -64,6 +68,7 @@ def test_setup_serve_simulate_then_a_revoked_meter_leaves_the_acl(tmp_path: Path
         return broker / "mosquitto.conf"
 
     mosquitto = launch(configure, log)
+    assert "topic read meterseal/v1/north/readings/+" in (broker / "acl").read_text()
     urls = _urls(outputs[-1])
     headend = subprocess.Popen(
         [
@@ -71,10 +76,6 @@ def test_setup_serve_simulate_then_a_revoked_meter_leaves_the_acl(tmp_path: Path
             "-m",
             "meterseal",
             "serve",
-            "-d",
-            str(deployment),
-            "--store",
-            store,
             "--tcp",
             "off",
             "--mqtt",
@@ -98,8 +99,6 @@ def test_setup_serve_simulate_then_a_revoked_meter_leaves_the_acl(tmp_path: Path
         _ok(
             [
                 "simulate",
-                "-d",
-                str(deployment),
                 "--transport",
                 "mqtt",
                 "--target",
@@ -119,10 +118,8 @@ def test_setup_serve_simulate_then_a_revoked_meter_leaves_the_acl(tmp_path: Path
     assert "headend he-1 " in outputs[-1]
     assert len((broker / "passwd").read_text().splitlines()) == METERS
 
-    _ok(["meters", "revoke", "MQ-000001", "--store", store])
-    assert "2 meters may connect" in _ok(
-        ["mqtt", "acl", str(broker), "-d", str(deployment), "--store", store]
-    )
+    _ok(["meters", "revoke", "MQ-000001"])
+    assert "2 meters may connect" in _ok(["mqtt", "acl", str(broker)])
     acl = (broker / "acl").read_text()
     assert "user MQ-000001" not in acl
     assert "user MQ-000002" in acl

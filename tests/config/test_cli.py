@@ -36,6 +36,11 @@ def test_default_map_feeds_each_option_its_setting(north: Path) -> None:
     assert defaults["serve"]["store"] == f"sqlite:///{keys}/meterseal.db"
     assert defaults["serve"]["prefix"] == "north_"  # NATS streams
     assert defaults["service"]["run"]["prefix"] == "north_"
+    assert defaults["service"]["streams"]["prefix"] == "north_"
+    assert defaults["mqtt"]["acl"]["prefix"] == "meterseal/v1/north"  # MQTT topics
+    assert defaults["serve"]["mqtt_prefix"] == "meterseal/v1/north"
+    assert defaults["simulate"]["mqtt_prefix"] == "meterseal/v1/north"
+    assert defaults["router"]["consent"]["grant"]["namespace"] == "north.dissem"
     assert defaults["router"]["serve"]["deployment"] == keys
     assert "prefix" not in defaults["meters"]["provision"]  # that --prefix is the meter ids'
     assert "bench" not in defaults  # experiments stay reproducible
@@ -72,7 +77,8 @@ def test_show_tells_where_each_value_comes_from_without_secrets(north: Path) -> 
     lines = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines()[1:]}
     assert lines["deployment.name"] == ["north", "file", "(MS_DEPLOYMENT_NAME)"]
     assert lines["nats.prefix"][:2] == ["north_", "derived"]
-    assert lines["store.url"][:2] == ["postgresql+psycopg://ms:***@db/ms", "env"]
+    shown = "postgresql+psycopg://ms:***@db/ms?options=-csearch_path%3Dnorth"  # the schema
+    assert lines["store.url"][:2] == [shown, "env"]
     assert lines["nats.url"][:2] == ["nats://***@bus:4222", "flag"]
     assert lines["cas.url"][:2] == ["(unset)", "default"]
     assert "hunter2" not in result.output

@@ -25,6 +25,7 @@ def test_written_values_load_back(prefix: str, url: str) -> None:
         "nats": {"prefix": prefix, "url": url},
         "mqtt": {},
         "cas": {},
+        "router": {},
     }
 
 

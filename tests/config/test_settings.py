@@ -49,7 +49,10 @@ def test_defaults_derive_from_the_deployment(tmp_path: Path) -> None:
     assert settings.store.url == f"sqlite:///{settings.deployment.dir}/meterseal.db"
     assert settings.store.url.startswith("sqlite:////")  # absolute, not the working directory
     assert settings.nats.prefix == "south_grid_2_"
-    for key in ("deployment.name", "store.url", "nats.prefix"):
+    assert settings.mqtt.topic_root == "meterseal/v1/south_grid_2"
+    assert settings.router.namespace == "south_grid_2.dissem"
+    assert settings.store.schema == "south_grid_2"  # PostgreSQL only: not in a SQLite URL
+    for key in ("deployment.name", "store.url", "nats.prefix", "mqtt.topic_root"):
         assert settings.source(key) is Source.DERIVED
 
 
@@ -64,6 +67,18 @@ def test_environment_beats_the_file(tmp_path: Path) -> None:
     assert settings.source("nats.prefix") is Source.FILE
 
 
+def test_a_postgresql_store_lives_in_the_deployment_schema(tmp_path: Path) -> None:
+    url = "postgresql+psycopg://ms:pw@db:5432/utility"
+    path = _write(tmp_path / "north", f'[store]\nurl = "{url}"\n')
+    settings = load_settings(path, environ={}, cwd=tmp_path)
+    assert settings.store.url == f"{url}?options=-csearch_path%3Dnorth"
+    path.write_text(f'[store]\nurl = "{url}?sslmode=require"\nschema = "billing_a"\n')
+    settings = load_settings(path, environ={}, cwd=tmp_path)
+    assert settings.store.url == f"{url}?sslmode=require&options=-csearch_path%3Dbilling_a"
+    path.write_text(f'[store]\nurl = "{url}"\nschema = ""\n')  # the database's default
+    assert load_settings(path, environ={}, cwd=tmp_path).store.url == url
+
+
 def test_environment_alone_configures_without_a_file(tmp_path: Path) -> None:
     settings = load_settings(None, environ={"MS_DEPLOYMENT_DIR": "dep"}, cwd=tmp_path)
     assert settings.deployment.dir == tmp_path / "dep"
@@ -75,7 +90,10 @@ def test_environment_alone_configures_without_a_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("[store]\nuri = 'x'\n", "meterseal.toml:2: unknown key 'uri' in [store] (known: url)"),
+        (
+            "[store]\nuri = 'x'\n",
+            "meterseal.toml:2: unknown key 'uri' in [store] (known: url, schema)",
+        ),
         ("[stor]\nurl = 'x'\n", "unknown section [stor] (known: deployment, store, nats"),
         ("[store]\n\nurl = 3\n", "meterseal.toml:3: store.url must be a string, not int 3"),
         ("[deployment]\ndir = true\n", "deployment.dir must be a path (string), not bool"),

@@ -180,3 +180,27 @@ def test_two_processes_migrating_at_once_both_succeed(db_url: str) -> None:
     assert _versions(engines[0]) == list(range(1, LATEST_VERSION + 1))
     for engine in engines:
         engine.dispose()
+
+
+@pytest.mark.services
+def test_a_missing_search_path_schema_is_created(postgres_url: str, unique_name: str) -> None:
+    # meterseal.toml's store.schema: each deployment's tables in its own schema of one database.
+    from meterseal.config.settings import in_schema
+
+    url = in_schema(postgres_url, unique_name)
+    admin = sa.create_engine(postgres_url)
+    try:
+        with Store.open(url):
+            pass
+        with Store.open(url):  # a second writer finds it there
+            pass
+        with admin.connect() as connection:
+            tables = connection.exec_driver_sql(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+                (unique_name,),
+            ).scalars()
+            assert {"meters", "schema_version"} <= set(tables)
+    finally:
+        with admin.begin() as connection:
+            connection.exec_driver_sql(f"DROP SCHEMA IF EXISTS {unique_name} CASCADE")
+        admin.dispose()

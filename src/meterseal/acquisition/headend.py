@@ -22,6 +22,7 @@ import numpy as np
 from meterseal.acquisition.anonymize import Anonymizer
 from meterseal.acquisition.freshness import FreshnessPolicy, FreshnessState
 from meterseal.acquisition.ingest import Ingest
+from meterseal.acquisition.mqtt_endpoint import TOPIC_PREFIX
 from meterseal.acquisition.parallel import ParallelOpener
 from meterseal.acquisition.stages import TrustedStages
 from meterseal.acquisition.tcp import TcpLimits, TcpReceiver
@@ -55,6 +56,7 @@ class HeadEndSettings:
     tcp: str | None = "127.0.0.1:7400"
     http: str | None = None
     mqtt: str | None = None
+    mqtt_prefix: str = TOPIC_PREFIX  # topics: PREFIX/readings/METER, PREFIX/acks/METER
     batch_size: int = 512
     max_delay: float = 0.005
     max_pending: int = 50_000
@@ -153,7 +155,7 @@ class HeadEnd:
         if settings.mqtt is not None:
             from meterseal.acquisition.mqtt import MqttReceiver
 
-            mqtt = MqttReceiver(self.ingest, settings.mqtt)
+            mqtt = MqttReceiver(self.ingest, settings.mqtt, prefix=settings.mqtt_prefix)
             await mqtt.start()
             self.receivers["mqtt"], self.endpoints["mqtt"] = mqtt, mqtt.endpoint.shown()
         self._refresher = asyncio.create_task(self._refresh_registry(), name="registry-refresh")

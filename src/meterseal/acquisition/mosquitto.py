@@ -34,8 +34,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from meterseal.acquisition.mqtt import TOPIC_PREFIX, valid_meter_id
-from meterseal.acquisition.mqtt_endpoint import certificate_user
+from meterseal.acquisition.mqtt import valid_meter_id
+from meterseal.acquisition.mqtt_endpoint import TOPIC_PREFIX, certificate_user
 from meterseal.crypto import at_rest, certs
 from meterseal.crypto.keys import write_private_key
 from meterseal.errors import ConfigurationError

@@ -41,13 +41,12 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from meterseal.acquisition.ingest import Ack, PacketIntake
-from meterseal.acquisition.mqtt_endpoint import MqttEndpoint, random_client_id
+from meterseal.acquisition.mqtt_endpoint import TOPIC_PREFIX, MqttEndpoint, random_client_id
 from meterseal.acquisition.stages import Incoming
 from meterseal.crypto.packet import MAX_PACKET_BYTES
 from meterseal.errors import ConfigurationError
 from meterseal.model import MAX_METER_ID_LENGTH
 
-TOPIC_PREFIX = "meterseal/v1"
 _DIGEST_BYTES = 32
 _ACK_VALUES = frozenset(a.value for a in Ack)
 # Small messages answered one by one: Nagle's algorithm would hold each back ~40 ms.

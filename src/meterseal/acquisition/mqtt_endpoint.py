@@ -32,6 +32,9 @@ from meterseal.runtime.address import hide_password, url_options
 from meterseal.runtime.tls import TlsIdentity, load_identity
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+# Meters publish on PREFIX/readings/METER, read PREFIX/acks/METER (acquisition/mqtt.py). Here,
+# not there: commands and settings name it without importing aiomqtt.
+TOPIC_PREFIX = "meterseal/v1"
 _OPTIONS = frozenset({"ca", "cert", "key", "password_file", "client_id"})
 _MAX_CLIENT_ID = 128  # MQTT 5 only promises 23 bytes; Mosquitto takes far more
 

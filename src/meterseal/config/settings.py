@@ -90,6 +90,12 @@ class StoreSection:
         flags=("--store",),
         derived="sqlite:///DEPLOYMENT_DIR/meterseal.db",
     )
+    schema: str = _key(
+        "PostgreSQL only: the schema holding the store (created on first use), added to the "
+        "URL as its search_path; '' for the database's default",
+        "",
+        derived="DEPLOYMENT_NAME",
+    )
 
 
 @dataclass(frozen=True)
@@ -117,7 +123,8 @@ class MqttSection:
     topic_root: str = _key(
         "topic root: meters publish on ROOT/readings/METER and read ROOT/acks/METER",
         "meterseal/v1",
-        flags=("mqtt:--prefix",),
+        flags=("mqtt:--prefix", "--mqtt-prefix"),
+        derived="meterseal/v1/DEPLOYMENT_NAME",
     )
 
 
@@ -130,12 +137,25 @@ class CasSection:
     )
 
 
+@dataclass(frozen=True)
+class RouterSection:
+    """[router]: the dissemination router's NATS subjects."""
+
+    namespace: str = _key(
+        "subject prefix of the dissemination router and its members",
+        "ms.dissem",
+        flags=("router:--namespace",),
+        derived="DEPLOYMENT_NAME.dissem",
+    )
+
+
 SECTIONS: dict[str, type] = {
     "deployment": DeploymentSection,
     "store": StoreSection,
     "nats": NatsSection,
     "mqtt": MqttSection,
     "cas": CasSection,
+    "router": RouterSection,
 }
 
 
@@ -199,6 +219,7 @@ class Settings:
     nats: NatsSection = NatsSection()
     mqtt: MqttSection = MqttSection()
     cas: CasSection = CasSection()
+    router: RouterSection = RouterSection()
     file: Path | None = None  # the configuration file, if one was read
     sources: Mapping[str, Source] = field(default_factory=dict)
 
@@ -360,7 +381,20 @@ def load_settings(
                 values[key], sources[key] = value, source
                 break
     _derive(values, sources, path, base)
+    if values.get("store.schema") and "store.url" in values:
+        values["store.url"] = in_schema(values["store.url"], values["store.schema"])
     return _build(values, path, sources)
+
+
+def in_schema(url: str, schema: str) -> str:
+    """A PostgreSQL `url` whose tables live in `schema` (other URLs, or one with options, as is).
+
+    The schema goes in as the connection's search_path (libpq's `options`), which the store
+    creates when it is missing (storage/migrations.py).
+    """
+    if not url.startswith("postgresql") or "options=" in url:
+        return url
+    return f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
 
 
 def _derive(
@@ -382,7 +416,10 @@ def _derive(
         put("store.url", f"sqlite:///{Path(deployment_dir) / 'meterseal.db'}")
     name = values.get("deployment.name")
     if name:
+        put("store.schema", name)
         put("nats.prefix", f"{name}_")
+        put("mqtt.topic_root", f"meterseal/v1/{name}")
+        put("router.namespace", f"{name}.dissem")
 
 
 def _build(values: Mapping[str, Any], path: Path | None, sources: dict[str, Source]) -> Settings:

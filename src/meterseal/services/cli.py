@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from meterseal.acquisition.mqtt_endpoint import TOPIC_PREFIX
 from meterseal.cli_common import (
     DEFAULT_DEPLOYMENT,
     DEFAULT_STORE,
@@ -38,6 +39,9 @@ CasUrl = Annotated[
     str | None, typer.Option("--cas", help="CAS URL: trusted mode, secrets after attestation")
 ]
 Prefix = Annotated[str, typer.Option(help="stream name prefix (isolates runs on one server)")]
+MqttPrefix = Annotated[
+    str, typer.Option(help="MQTT topic prefix: meters publish on PREFIX/readings/METER")
+]
 HttpTls = Annotated[
     str | None,
     typer.Option(
@@ -69,6 +73,7 @@ def options_from(
     http: str,
     mqtt: str,
     batch_size: int,
+    mqtt_prefix: str = TOPIC_PREFIX,
     ack_wait: float,
     passphrase_env: str,
     worker_tls: bool = False,
@@ -88,6 +93,7 @@ def options_from(
             tcp=_off(tcp),
             http=_off(http),
             mqtt=_off(mqtt),
+            mqtt_prefix=mqtt_prefix,
             http_tls=server_tls(deployment_dir, http_tls, "off", passphrase_env),
         ),
         intake=IntakeSettings(batch_size=batch_size),
@@ -110,6 +116,7 @@ def run(
     tcp: Transport = "127.0.0.1:7400",
     http: Transport = "off",
     mqtt: Transport = "off",
+    mqtt_prefix: MqttPrefix = TOPIC_PREFIX,
     batch_size: Annotated[int, typer.Option(help="packets per bus message")] = 256,
     ack_wait: Annotated[float, typer.Option(help="seconds before JetStream redelivers")] = 10.0,
     admin: Admin = "127.0.0.1:0",
@@ -129,6 +136,7 @@ def run(
         tcp=tcp,
         http=http,
         mqtt=mqtt,
+        mqtt_prefix=mqtt_prefix,
         batch_size=batch_size,
         ack_wait=ack_wait,
         passphrase_env=passphrase_env,
@@ -136,6 +144,45 @@ def run(
         http_tls=http_tls,
     )
     raise typer.Exit(code=run_service(name, options, admin=_off(admin)))
+
+
+@service_app.command("streams")
+def streams(
+    nats: NatsUrl = None,
+    prefix: Prefix = "",
+    every_prefix: Annotated[
+        bool, typer.Option("--all", help="list the streams of every prefix on the server")
+    ] = False,
+    delete: Annotated[
+        bool, typer.Option(help="delete this prefix's streams and what they hold")
+    ] = False,
+) -> None:
+    """List a deployment's JetStream streams (name, messages), or delete them with --delete."""
+    import asyncio
+
+    from meterseal.errors import ConfigurationError
+    from meterseal.runtime.nats_endpoint import shown
+    from meterseal.services.nats_bus import NatsBus, connect_nats, nats_url
+
+    if delete and every_prefix:
+        raise ConfigurationError("--delete removes one prefix's streams: name it with --prefix")
+    url = nats or nats_url()
+
+    async def main() -> list[str]:
+        # Not NatsBus.connect: that would create the streams this command looks at.
+        bus = NatsBus(await connect_nats(url), prefix=prefix)
+        try:
+            if delete:
+                return [f"deleted {name}" for name in await bus.delete_streams()]
+            listed = await bus.streams(every_prefix=every_prefix)
+            return [f"{name}  {messages:,} messages" for name, messages in listed]
+        finally:
+            await bus.close()
+
+    lines = asyncio.run(main())
+    where = "any prefix" if every_prefix else f"prefix {prefix!r}"
+    for line in lines or [f"no streams of {where} on {shown(url)}"]:
+        console.print(line, highlight=False)
 
 
 def serve_services(

@@ -63,7 +63,7 @@ class ReceiverService:
         if self.settings.mqtt is not None:
             from meterseal.acquisition.mqtt import MqttReceiver
 
-            mqtt = MqttReceiver(self.intake, self.settings.mqtt)
+            mqtt = MqttReceiver(self.intake, self.settings.mqtt, prefix=self.settings.mqtt_prefix)
             await mqtt.start()
             self.receivers["mqtt"], endpoints["mqtt"] = mqtt, mqtt.endpoint.shown()
         return endpoints

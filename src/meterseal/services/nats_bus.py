@@ -15,7 +15,14 @@ from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+    StreamInfo,
+)
 from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
 
 from meterseal.runtime.nats_endpoint import NatsEndpoint
@@ -185,11 +192,30 @@ class NatsBus:
                     if "already in use" not in str(exc):
                         raise BusError(f"cannot create stream {config.name}: {exc}") from exc
 
-    async def delete_streams(self) -> None:
-        """Drop every stream of this prefix (tests and benchmarks clean up)."""
+    async def delete_streams(self) -> list[str]:
+        """Drop every stream of this prefix; the names of those that existed."""
+        deleted = []
         for stream in STREAMS:
             with contextlib.suppress(NotFoundError):
                 await self.js.delete_stream(self.stream_name(stream))
+                deleted.append(self.stream_name(stream))
+        return deleted
+
+    async def streams(self, *, every_prefix: bool = False) -> list[tuple[str, int]]:
+        """(name, messages) of this prefix's streams, or of every prefix's (`every_prefix`)."""
+        found: list[StreamInfo] = []
+        while True:  # the server answers a page of streams at a time
+            page = await self.js.streams_info(offset=len(found))
+            found += page
+            if not page:
+                break
+        ours = [self.stream_name(s) for s in STREAMS]
+        return sorted(
+            (info.config.name or "", int(info.state.messages))
+            for info in found
+            if info.config.name in ours
+            or (every_prefix and (info.config.name or "").endswith(tuple(STREAMS)))
+        )
 
     async def publish(self, stream: str, data: bytes, *, msg_id: str) -> None:
         """Publish and wait for the stream's acknowledgement (durable on the server)."""

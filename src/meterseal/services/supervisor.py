@@ -69,6 +69,8 @@ def service_argv(service: str, options: ServiceOptions, *, receiver: bool) -> li
         argv += ["--http-tls", options.http_tls]
     for name, value in (("tcp", settings.tcp), ("http", settings.http), ("mqtt", settings.mqtt)):
         argv += [f"--{name}", value if receiver and value else "off"]
+    if receiver and settings.mqtt:
+        argv += ["--mqtt-prefix", settings.mqtt_prefix]
     argv += ["--batch-size", str(options.intake.batch_size)]
     return argv
 

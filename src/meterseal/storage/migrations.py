@@ -360,6 +360,21 @@ def current_version(connection: Connection) -> int:
     return int(latest or 0)
 
 
+def _create_search_path_schema(connection: Connection) -> None:
+    """Create the schema the connection's search_path names first, when it does not exist.
+
+    A deployment's store lives in its own schema (meterseal.toml's store.schema puts it in
+    the URL's search_path), so deployments can share one database.
+    """
+    if connection.exec_driver_sql("SELECT current_schema()").scalar() is not None:
+        return
+    search_path = str(connection.exec_driver_sql("SHOW search_path").scalar() or "")
+    first = search_path.split(",")[0].strip().strip('"')
+    if first and first != "$user":
+        quoted = connection.dialect.identifier_preparer.quote(first)
+        connection.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {quoted}")
+
+
 def migrate(engine: Engine, target: int = LATEST_VERSION, *, now: dt.datetime | None = None) -> int:
     """Upgrade the database to `target` (default: latest) in one transaction; return it."""
     if not 0 <= target <= LATEST_VERSION:
@@ -368,6 +383,7 @@ def migrate(engine: Engine, target: int = LATEST_VERSION, *, now: dt.datetime | 
         if connection.dialect.name == "postgresql":
             # Serializes concurrent `migrate` calls; SQLite's BEGIN IMMEDIATE already does.
             connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_LOCK_KEY)))
+            _create_search_path_schema(connection)
         schema_version.create(connection, checkfirst=True)
         version = current_version(connection)
         if version > LATEST_VERSION:
