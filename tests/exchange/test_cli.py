@@ -141,3 +141,18 @@ def test_customers_import_and_show(tmp_path: Path) -> None:
     assert "MTR-000002 │ 2026-10-01 │ -" in bob
     unknown = run("customers", "show", "NOBODY", "--store", store, code=2)
     assert "customer 'NOBODY' has no meters" in unknown
+
+
+def test_the_household_sample_imports_a_whole_utc_month_with_its_zone(tmp_path: Path) -> None:
+    deployment, store = on_disk(tmp_path, 1)
+    sample = tmp_path / "h.csv"
+    written = run("import", "sample", "--out", str(sample))
+    assert "2880 quarter-hours" in written
+    assert "CC BY 4.0" in written
+    args = ["import", "csv", str(sample), "-d", str(deployment), "--store", store]
+    refused = run(*args, code=1)  # local times: the zone must be given
+    assert "2880 rejected" in refused
+    assert "has no UTC offset: add one, or give --tz" in refused
+    shown = run(*args, "--tz", "Europe/Paris")
+    assert "2880 rows: 0 stored signed, 2880 stored UNSIGNED" in shown
+    assert "readings from 2010-10-01 00:00 to 2010-10-30 23:45 UTC" in shown

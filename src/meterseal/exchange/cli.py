@@ -98,6 +98,31 @@ def import_espi(
     _show(report, errors, [*FIELDS, "reading", "error"], store)
 
 
+@import_app.command("sample")
+def import_sample(
+    out: Annotated[Path, typer.Option(help="file to write")] = Path("household-2010-10.csv"),
+    meter: Annotated[str, typer.Option(help="the meter id to give the readings")] = "MTR-000001",
+) -> None:
+    """Write a month of a real household's quarter-hour readings (UCI, CC BY 4.0) as CSV."""
+    from importlib.resources import files
+
+    data = files("meterseal.exchange").joinpath("data/household-2010-10.csv").read_text()
+    header, _, body = data.partition("\n")
+    rows = [line.partition(",")[2] for line in body.splitlines()]
+    out.write_text("\n".join([header, *(f"{meter},{row}" for row in rows)]) + "\n")
+    console.print(
+        f"{out}: {len(rows)} quarter-hours of a household near Paris, 2010-10-01 to 2010-10-31, "
+        f"as meter {meter}, times local to Europe/Paris",
+        highlight=False,
+    )
+    console.print(
+        "  source: UCI 'Individual household electric power consumption' "
+        "(Hebrail & Berard), CC BY 4.0",
+        highlight=False,
+    )
+    console.print(f"  next: meterseal import csv {out} --tz Europe/Paris", highlight=False)
+
+
 def _meter_map(items: list[str], points: list[str]) -> dict[str, str]:
     """{usage point: meter} from --meter options (a lone METER for a feed of one usage point)."""
     mapping: dict[str, str] = {}
