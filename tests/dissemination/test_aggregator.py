@@ -191,3 +191,37 @@ def test_stored_readings_come_back_in_pages_within_the_window(
     assert [len(p) for p in pages] == [2, 2, 1]
     assert [r.energy_wh for p in pages for r in p] == [1, 2, 3, 4, 5]
     assert pages[0][0] == feed.StoredReading("R01", C[1], 900, 900, 1)
+
+
+def test_a_day_stored_meter_by_meter_is_published_in_data_time_and_none_is_late(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As `simulate` fills the store: each meter's day in a row. The aggregator closes hours
+    # on data time, so in ingest order it would drop most of the fleet's readings as late.
+    from meterseal.dissemination import feed
+    from meterseal.storage import Store
+    from meterseal.storage.schema import measurements
+
+    monkeypatch.setattr(feed, "PAGE", 7)
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    day = 1_796_515_200
+    rows = [
+        {"region_id": "R01", "pseudonym": customer, "timestamp": day + q * 900, "interval": 900,
+         "energy_wh": 10, "phasor": None}
+        for customer in C for q in range(96)
+    ]  # fmt: skip
+    agg, releases = Aggregation(AggregationPolicy(k=2)), []
+    with Store.open(url) as db:
+        with db.transaction() as connection:
+            connection.execute(measurements.insert(), rows)
+        stamps = []
+        for page in feed.stored_readings(db, day, day + 86_400):
+            for r in page:
+                stamps.append(r.timestamp)
+                agg.add(r.region_id, r.pseudonym, r.timestamp, r.energy_wh)
+                releases += agg.due()
+    assert stamps == sorted(stamps)
+    assert len(stamps) == len(C) * 96
+    assert agg.counters["late"] == 0
+    releases += agg.flush()
+    assert sum(r.readings for r in releases if isinstance(r, CustomerLoad)) == len(C) * 96

@@ -102,3 +102,42 @@ def test_finish_sends_what_is_queued_at_once(world: World) -> None:
 
     asyncio.run(scenario())
     assert service.released == len(CUSTOMERS) + 1 + 1  # then one customer; k withholds LOW
+
+
+def test_the_aggregator_reports_late_readings_while_it_runs(world: World) -> None:
+    from meterseal.dissemination.runners import progress_line
+    from meterseal.dissemination.service import AggregatorStage
+
+    headend = world.publisher()
+    member = world.join("agg", Role.AGGREGATOR, (PrivacyLevel.HIGH, ""))
+    lines: list[str] = []
+    stage = AggregatorStage(
+        member, AggregationPolicy(k=1, lateness=900), world.attester, None,  # type: ignore[arg-type]
+        "nats://unused", "ns", report=lines.append, report_every=0.01,
+    )  # fmt: skip
+    # A meter's whole day first, then another's: the second's first hours are late.
+    day = [e for q in range(96) for e in reading(headend, CUSTOMERS[0], q * 900, 10)]
+    second = [e for q in range(8) for e in reading(headend, CUSTOMERS[1], q * 900, 10)]
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        task = asyncio.get_running_loop().create_task(stage.run(stop))
+        await asyncio.sleep(0)  # run() takes its first counts: nothing yet
+        stage.aggregator.consume(day)
+        stage.aggregator.aggregation.closing()
+        stage.aggregator.consume(second)
+        for _ in range(3000):  # a report every 0.01 s: at most seconds, even under load
+            if any("warning" in line for line in lines):
+                break
+            await asyncio.sleep(0.01)
+        stop.set()
+        await task
+
+    asyncio.run(scenario())
+    assert "104 readings in, 8 dropped as late" in lines[-1]
+    assert "late by more than the window" in lines[-1]
+    metrics = stage.metrics.exposition().decode()
+    assert 'meterseal_dissemination_total{kind="late"} 8.0' in metrics
+    quiet = {"readings": 5, "late": 0, "released": 2}
+    assert progress_line(quiet, quiet, 900) is None  # nothing moved: no line
+    assert "warning" not in (progress_line({}, quiet, 900) or "")

@@ -5,7 +5,9 @@ LOW: per region and frame, the energy of the meters that reported, released only
 least `k` distinct meters contributed, optionally with differential-privacy noise within a
 budget (`privacy`). Frames close on data time: once a reading starts at or after a frame's
 end plus `lateness`, that frame is released; readings for released frames are counted as
-late and dropped. `Aggregation` is the pure arithmetic; `Aggregator` adds the keys.
+late and dropped ("late by more than the window": a reading at least `lateness` seconds past
+the frame's end had already arrived). `Aggregation` is the pure arithmetic; `Aggregator`
+adds the keys.
 """
 
 from __future__ import annotations
@@ -257,6 +259,7 @@ class Aggregator:
             taken += 1
         if len(elements) % 2:
             counters["refused_malformed"] += 1
+        counters["readings"] += taken  # late ones included: Aggregation counts those
         return taken
 
     def releases(self, *, at: int, final: bool = False) -> list[list[bytes]]:

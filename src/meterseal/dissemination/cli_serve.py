@@ -180,6 +180,15 @@ def attested_member(
     return client, attester, Measurement.from_hex(digest)
 
 
+Lateness = Annotated[
+    int,
+    typer.Option(
+        help="seconds a frame stays open after its end; a reading for a frame already closed "
+        "is dropped and counted as late"
+    ),
+]
+
+
 def router_aggregate(
     authority: Annotated[
         str, typer.Option(help="the router's authority.pub (file or hex); not with --cas")
@@ -188,7 +197,7 @@ def router_aggregate(
     frame: Annotated[str, typer.Option(help="MODERATE frame: 15m, 1h, 1d, 1mo")] = "1h",
     low_frame: Annotated[str, typer.Option(help="LOW frame")] = "1h",
     k: Annotated[int, typer.Option(help="least meters in a regional release")] = 5,
-    lateness: Annotated[int, typer.Option(help="seconds a frame waits for late readings")] = 900,
+    lateness: Lateness = 900,
     epsilon: Annotated[float, typer.Option(help="DP epsilon per LOW frame (0: no noise)")] = 0.0,
     clamp_wh: Annotated[int, typer.Option(help="DP: a meter's most Wh per LOW frame")] = 10_000,
     budget: Annotated[float, typer.Option(help="DP: total epsilon before LOW stops")] = 10.0,
@@ -199,8 +208,15 @@ def router_aggregate(
     cas_url: CasUrl = None,
     deployment: Deployment = DEFAULT_DEPLOYMENT,
     admin: Admin = "127.0.0.1:0",
+    report_every: Annotated[
+        float, typer.Option(help="seconds between progress lines on stderr (0: none)")
+    ] = 5.0,
 ) -> None:
     """Run the aggregator: HIGH readings in, MODERATE and LOW releases out, until Ctrl-C.
+
+    Every --report-every seconds it prints its counts on stderr, readings dropped as late
+    included (with a warning as soon as any are): a reading is late when its frame has
+    closed, i.e. a reading --lateness seconds or more past that frame's end had arrived.
 
     With --cas it is an attested trusted worker: it measures itself, attests, and gets its
     aggregation policy and the router's public key from the CAS (the policy options here
@@ -220,11 +236,15 @@ def router_aggregate(
         client, attester, identity = attested_member(
             name, "aggregator", authority, platform, measurement
         )
-    stage = AggregatorStage(client, policy, attester, identity, nats_url, namespace)
+    note = Console(stderr=True)  # stdout carries the parseable `listening`/`ready` lines
+    stage = AggregatorStage(
+        client, policy, attester, identity, nats_url, namespace,
+        report=lambda line: note.print(line, soft_wrap=True), report_every=report_every,
+    )  # fmt: skip
 
     def summary() -> None:
         counts = stage.counters()["aggregator"]
-        Console(stderr=True).print(f"released {counts.pop('released')} publications; {counts}")
+        note.print(f"released {counts.pop('released')} publications; {counts}", soft_wrap=True)
 
     _run_stage(stage, admin, after=summary)
 
@@ -258,7 +278,7 @@ def router_provision(
     frame: Annotated[str, typer.Option(help="aggregator: MODERATE frame")] = "1h",
     low_frame: Annotated[str, typer.Option(help="aggregator: LOW frame")] = "1h",
     k: Annotated[int, typer.Option(help="aggregator: least meters in a LOW release")] = 5,
-    lateness: Annotated[int, typer.Option(help="aggregator: seconds for late readings")] = 900,
+    lateness: Lateness = 900,
     epsilon: Annotated[float, typer.Option(help="aggregator: DP epsilon (0: none)")] = 0.0,
     clamp_wh: Annotated[int, typer.Option(help="aggregator: DP clamp (Wh)")] = 10_000,
     budget: Annotated[float, typer.Option(help="aggregator: DP total epsilon")] = 10.0,

@@ -67,20 +67,20 @@ def publish_accepted(
 
 
 def stored_readings(store: Store, start: int, end: int) -> Iterator[list[StoredReading]]:
-    """The stored measurements with timestamps in [start, end), in pages, oldest first."""
+    """The stored measurements with timestamps in [start, end), in pages, in data-time order.
+
+    Data time, not ingest order: a fleet's day arrives meter by meter (each meter sends its
+    96 readings in a row), and in that order the aggregator, whose frames close on data
+    time, would see the first meter's end of day, close every earlier hour and drop the
+    other meters' readings as late (93% of a simulated day). One query, read as it streams.
+    """
     m = measurements
-    last = 0
-    while True:
-        query = (
-            sa.select(m.c.id, m.c.region_id, m.c.pseudonym, m.c.timestamp, m.c.interval,
-                      m.c.energy_wh)
-            .where(m.c.timestamp >= start, m.c.timestamp < end, m.c.id > last)
-            .order_by(m.c.id)
-            .limit(PAGE)
-        )  # fmt: skip
-        with store.connection() as connection:
-            rows = connection.execute(query).all()
-        if not rows:
-            return
-        last = rows[-1][0]
-        yield [StoredReading(r, bytes(p), int(t), int(i), int(e)) for _, r, p, t, i, e in rows]
+    query = (
+        sa.select(m.c.region_id, m.c.pseudonym, m.c.timestamp, m.c.interval, m.c.energy_wh)
+        .where(m.c.timestamp >= start, m.c.timestamp < end)
+        .order_by(m.c.timestamp, m.c.id)
+    )
+    with store.connection() as connection:
+        result = connection.execution_options(stream_results=True, yield_per=PAGE).execute(query)
+        for rows in result.partitions(PAGE):
+            yield [StoredReading(r, bytes(p), int(t), int(i), int(e)) for r, p, t, i, e in rows]

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any
@@ -107,6 +107,31 @@ class AggregatorService:
             for i in range(0, len(records), RELEASE_SLICE):
                 await self.release(records[i : i + RELEASE_SLICE])
         await self.member.drain()
+
+
+def progress_line(before: Mapping[str, int], now: Mapping[str, int], lateness: int) -> str | None:
+    """The aggregator's console line when its counts moved since `before` (None if not).
+
+    Late readings are dropped, so they are said at once, with the reason and the remedy:
+    a run that loses most of its data must not look like one that works.
+    """
+    if now == before:
+        return None
+    late, new_late = now.get("late", 0), now.get("late", 0) - before.get("late", 0)
+    line = (
+        f"aggregator: {now.get('readings', 0):,} readings in, {late:,} dropped as late, "
+        f"{now.get('released', 0):,} releases out"
+    )
+    refused = sum(v for k, v in now.items() if k.startswith("refused_") or k == "not_a_reading")
+    if refused:
+        line += f", {refused:,} refused"
+    if new_late > 0:
+        line += (
+            f"\n[yellow]warning:[/yellow] {new_late:,} more readings dropped as late: late by "
+            f"more than the window (their frame had closed: a reading {lateness:,} s or more "
+            "past its end had arrived). Publish in data-time order or raise --lateness."
+        )
+    return line
 
 
 async def publish_readings(

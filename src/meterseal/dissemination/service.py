@@ -340,8 +340,11 @@ class AggregatorStage:
         namespace: str,
         *,
         clock: Callable[[], float] = time.time,
+        report: Callable[[str], None] | None = None,
+        report_every: float = 5.0,
     ) -> None:
         self.client, self.policy = client, policy
+        self.report, self.report_every = report, report_every
         self.attester, self.measurement = attester, measurement
         self.nats_url, self.namespace = nats_url, namespace
         self.aggregator = Aggregator(
@@ -362,6 +365,8 @@ class AggregatorStage:
     def _events(self) -> dict[str, int]:
         released = self.service.released if self.service is not None else 0
         return {
+            "readings": 0,
+            "late": 0,  # there from the start: a dashboard's rate of it needs the zero
             **self.aggregator.counters,
             **self.aggregator.aggregation.counters,
             "released": released,
@@ -382,8 +387,21 @@ class AggregatorStage:
         return {"aggregator": f"{shown(self.nats_url)}/{self.namespace}"}
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Aggregate until stopped."""
-        await stop.wait()
+        """Aggregate until stopped; report the counts every `report_every` s they moved."""
+        from meterseal.dissemination.runners import progress_line
+
+        if self.report is None or self.report_every <= 0:
+            await stop.wait()
+            return
+        shown = self._events()
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.report_every)
+            now = self._events()
+            line = progress_line(shown, now, self.policy.lateness)
+            if line is not None:
+                self.report(line)
+                shown = now
 
     async def stop(self) -> None:
         """Send the releases queued, disconnect."""
