@@ -33,6 +33,8 @@ from meterseal.ui import milliseconds, progress_bar
 
 if TYPE_CHECKING:
     from meterseal.billing.completeness import Period
+    from meterseal.billing.policy import EstimationPolicy
+    from meterseal.storage.bill_store import BillStore
 
 billing_app = typer.Typer()
 tariffs_app = typer.Typer(
@@ -44,13 +46,38 @@ FirstDay = Annotated[str, typer.Option("--from", help="first day of the period (
 Days = Annotated[int, typer.Option(help="days in the period (30 days = 2,880 readings)")]
 
 
-def _period(first_day: str, days: int) -> Period:
+def period_option(first_day: str, days: int) -> Period:
+    """The period the --from and --days options name; BadParameter if --from is no date."""
     from meterseal.billing.completeness import Period
 
     try:
         return Period.days(dt.date.fromisoformat(first_day), days)
     except ValueError as exc:
         raise typer.BadParameter(f"--from: {exc}") from exc
+
+
+class IdRows:
+    """Rows led by an id, printed as padded plain columns, one line each.
+
+    Not a Rich table: on an 80-column terminal a table squeezes or cuts its columns, and the
+    ids are what the operator copies into the next command, so they are never wrapped or cut.
+    """
+
+    def __init__(self, *header: str) -> None:
+        self.header = header
+        self.rows: list[tuple[str, ...]] = []
+
+    def add_row(self, *cells: str) -> None:
+        """One row (plain text, no markup)."""
+        self.rows.append(cells)
+
+    def print(self) -> None:
+        """The header and the rows, each column as wide as its widest cell."""
+        lines = [self.header, *self.rows]
+        widths = [max(len(line[i]) for line in lines) for i in range(len(self.header))]
+        for line in lines:
+            text = "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
+            console.print(text, soft_wrap=True, markup=False, highlight=False)
 
 
 def _public_key(path: Path) -> ec.EllipticCurvePublicKey:
@@ -95,6 +122,37 @@ def tariffs_list(store: StoreUrl = DEFAULT_STORE) -> None:
     console.print(table)
 
 
+MaxEstimated = Annotated[
+    str,
+    typer.Option(
+        "--max-estimated-percent",
+        help="refuse a bill whose estimated share of the period's slots exceeds this percent",
+    ),
+]
+AllowEstimated = Annotated[
+    bool,
+    typer.Option(
+        "--allow-estimated",
+        help="bill above --max-estimated-percent anyway; the signed bill then says so",
+    ),
+]
+SHOWN_BILLS = 20  # rows of billed customers printed before "… N more" (refusals: all)
+
+
+def estimation_policy(max_estimated: str, allow: bool) -> EstimationPolicy:
+    """The policy the options name; BadParameter for a limit that is no percentage."""
+    from decimal import Decimal, InvalidOperation
+
+    from meterseal.billing.policy import EstimationPolicy
+
+    try:
+        return EstimationPolicy(Decimal(max_estimated.rstrip("%")), allow)
+    except (InvalidOperation, ValueError) as exc:
+        raise typer.BadParameter(
+            f"--max-estimated-percent is a percentage 0-100, not {max_estimated!r}"
+        ) from exc
+
+
 @billing_app.command("bill")
 def bill(
     tariff: Annotated[str, typer.Option(help="tariff id, optionally @version (default latest)")],
@@ -102,52 +160,100 @@ def bill(
     days: Days = 30,
     customer: Annotated[list[str] | None, typer.Option(help="bill only these customers")] = None,
     estimation: Annotated[str, typer.Option(help="linear, zero or previous-day")] = "linear",
+    max_estimated: MaxEstimated = "10",
+    allow_estimated: AllowEstimated = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="show what would be signed; sign and write nothing")
+    ] = False,
+    show: Annotated[int, typer.Option(help="bills to list (refusals are always listed)")] = (
+        SHOWN_BILLS
+    ),
     deployment_dir: DeploymentDir = DEFAULT_DEPLOYMENT,
     store: StoreUrl = DEFAULT_STORE,
     passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
 ) -> None:
-    """Bill every customer (or those named) for a period: sign, record, append to the log."""
+    """Bill every customer (or those named) for a period: sign, record, append to the log.
+
+    Refused, and named with the reason: a customer with no readings in the period, one whose
+    estimated share exceeds --max-estimated-percent (unless --allow-estimated), one billed
+    already. Exits 1 if every customer was refused.
+    """
     from meterseal.billing.completeness import estimation_rule
+    from meterseal.billing.policy import BillRefused, percent
     from meterseal.billing.service import BillingService
     from meterseal.cli_common import load
     from meterseal.storage import Store
     from meterseal.storage.bill_store import BillStore
 
+    policy = estimation_policy(max_estimated, allow_estimated)
     deployment = load(deployment_dir, passphrase_env)
-    period = _period(first_day, days)
+    period = period_option(first_day, days)
     tariff_id, _, version = tariff.partition("@")
-    table = Table("customer", "meters", "readings", "estimated", "kWh", "total", "time")
+    table = IdRows("bill", "readings", "estimated", "kWh", "total", "time", "flag")
+    refused: list[BillRefused] = []
+    billed = shown_rows = 0
     try:
         with Store.open(store) as db:
             bills = BillStore(db)
             book = bills.tariff_book()
             chosen = book.get(tariff_id, int(version)) if version else book.latest(tariff_id)
             service = BillingService(
-                bills, deployment.billing_key, estimation=estimation_rule(estimation)
+                bills, deployment.billing_key, estimation=estimation_rule(estimation), policy=policy
             )
             customers = bills.customers()
             wanted = sorted(customer or customers)
+            unknown = sorted(set(wanted) - set(customers))
+            if unknown:
+                raise ConfigurationError(f"no customer {unknown[0]!r} in the store")
+            verb = "checking" if dry_run else "billing"
             with progress_bar(console) as bar:
-                task = bar.add_task(f"billing {len(wanted)} customers", total=len(wanted))
+                task = bar.add_task(f"{verb} {len(wanted)} customers", total=len(wanted))
                 for name in wanted:
-                    if name not in customers:
-                        raise ConfigurationError(f"no customer {name!r} in the store")
-                    done = service.bill_customer(name, customers[name], period, chosen)
-                    b = done.bill
+                    bar.advance(task)
+                    seconds: dict[str, float] = {}
+                    try:
+                        computed = service.compute(name, customers[name], period, chosen, seconds)
+                        if not dry_run:
+                            service.sign_and_record(computed, seconds)
+                    except BillRefused as exc:
+                        refused.append(exc)
+                        continue
+                    billed += 1
+                    if shown_rows >= show:
+                        continue
+                    shown_rows += 1
+                    b = computed.bill
                     table.add_row(
-                        name,
-                        str(len(b.meters)),
+                        b.bill_id,
                         f"{sum(m.received for m in b.meters)}/{sum(m.expected for m in b.meters)}",
-                        f"{b.estimated_wh / 1000:.1f} kWh",
+                        f"{percent(b)}%",
                         f"{b.energy_wh / 1000:.1f}",
                         f"{b.charges.total} {b.charges.currency}",
-                        milliseconds(done.total_seconds),
+                        milliseconds(sum(seconds.values())),
+                        "" if b.estimated_over_limit is None else "over the estimated limit",
                     )
-                    bar.advance(task)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    console.print(table)
-    console.print(f"bills signed and appended to the bill log in {shown(store)}")
+    if shown_rows:
+        table.print()
+    if billed > shown_rows:
+        console.print(f"… and {billed - shown_rows} more (--show N lists more)")
+    for no in refused:
+        console.print(f"[red]refused[/red] {no.customer_id}: {no.reason}", soft_wrap=True)
+    done = "would be signed" if dry_run else "signed and appended to the bill log"
+    console.print(
+        f"{billed} bills {done}, {len(refused)} refused, "
+        f"period {period.start}-{period.end}, store {shown(store)}",
+        soft_wrap=True,
+    )
+    if dry_run:
+        console.print("dry run: nothing was signed or written", soft_wrap=True)
+    elif billed:
+        console.print(
+            f"list their ids: meterseal bills list --from {first_day} --days {days}", soft_wrap=True
+        )
+    if refused and not billed:
+        raise typer.Exit(code=1)
 
 
 @billing_app.command("audit")
@@ -159,6 +265,9 @@ def audit(
     reports: Annotated[
         str | None, typer.Option(help="database for reports (default: --store)")
     ] = None,
+    show: Annotated[int, typer.Option(help="clean bills to list (others always are)")] = (
+        SHOWN_BILLS
+    ),
     deployment_dir: DeploymentDir = DEFAULT_DEPLOYMENT,
     store: StoreUrl = DEFAULT_STORE,
     passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
@@ -178,8 +287,9 @@ def audit(
     key = key or deployment_dir / "metrology.key.pem"
     ca = ca or deployment_dir / "ca.cert.pem"
     billing_key = billing_key or deployment_dir / "billing.pub.pem"
-    table = Table("bill", "verdict", "packets", "signatures", "findings", "time")
+    table = IdRows("bill", "verdict", "packets", "signatures", "findings", "time")
     found: Counter[str] = Counter()
+    clean = 0
     try:
         authority = read_private_key(key, passphrase(passphrase_env))
         if not isinstance(authority, ec.EllipticCurvePrivateKey):
@@ -196,9 +306,11 @@ def audit(
                     outcome = auditor.audit(name)
                     r = outcome.report
                     found.update(f.kind.value for f in r.findings)
-                    verdict = (
-                        "[green]countersigned[/green]" if r.clean else "[red]discrepancies[/red]"
-                    )
+                    verdict = "countersigned" if r.clean else "discrepancies"
+                    clean += r.clean
+                    bar.advance(task)
+                    if r.clean and clean > show:
+                        continue  # bills with findings are always listed
                     table.add_row(
                         name,
                         verdict,
@@ -210,12 +322,19 @@ def audit(
                     for f in r.findings:
                         where = f.field or f"{f.meter_id} #{f.counter}"
                         console.print(
-                            f"  {name}: [yellow]{f.kind.value}[/yellow] {where}: {f.detail}"
+                            f"  {name}: [yellow]{f.kind.value}[/yellow] {where}: {f.detail}",
+                            soft_wrap=True,
                         )
-                    bar.advance(task)
     except (OSError, ValueError) as exc:
         raise ConfigurationError(str(exc)) from exc
-    console.print(table)
+    table.print()
+    if clean > show:
+        console.print(f"… and {clean - show} more countersigned (--show N lists more)")
+    console.print(
+        f"{clean} of {len(wanted)} bills countersigned; export one for its customer: "
+        "meterseal export-bill BILL (ids: meterseal bills list)",
+        soft_wrap=True,
+    )
     if found:
         console.print("findings: " + ", ".join(f"{n} {k}" for k, n in found.most_common()))
         raise typer.Exit(code=1)
@@ -223,14 +342,25 @@ def audit(
 
 @billing_app.command("export-bill")
 def export_bill(
-    bill_id: str,
+    bill_id: Annotated[
+        str | None, typer.Argument(metavar="[BILL]", help="bill id (meterseal bills list)")
+    ] = None,
+    customer: Annotated[
+        str | None, typer.Option(help="instead of BILL: this customer's bill in force for --from")
+    ] = None,
+    first_day: Annotated[
+        str | None, typer.Option("--from", help="with --customer: the period's first day")
+    ] = None,
+    days: Annotated[int, typer.Option(help="with --customer: days of the period")] = 30,
     out: Annotated[Path, typer.Option(help="directory to write the files into")] = Path("."),
     reading: Annotated[
-        list[str] | None, typer.Option(help="METER:COUNTER proofs to export")
+        list[str] | None,
+        typer.Option(help="METER:COUNTER proofs to export (default: the bill's first reading)"),
     ] = None,
     store: StoreUrl = DEFAULT_STORE,
 ) -> None:
     """Write a bill (countersigned if audited clean) and reading proofs for `verify-bill`."""
+    from meterseal.billing.bill import manifest_from_cbor
     from meterseal.billing.ports import countersigned_of
     from meterseal.storage import Store
     from meterseal.storage.bill_store import BillStore
@@ -238,19 +368,45 @@ def export_bill(
     keys = [_reading_key(item) for item in reading or []]
     with Store.open_read_only(store) as db:
         bills = BillStore(db)
+        bill_id = bill_id or _bill_in_force(bills, customer, first_day, days)
         stored = bills.bill(bill_id)
         if stored is None:
-            raise ConfigurationError(f"no bill {bill_id!r} in {shown(store)}")
+            raise ConfigurationError(
+                f"no bill {bill_id!r} in {shown(store)} (meterseal bills list shows the ids)"
+            )
+        if not keys:  # the customer checks one reading at least: the first billed one
+            keys = [e[:2] for e in manifest_from_cbor(stored.manifest)[:1]]
         clean = countersigned_of(bills.reports(bill_id))
         out.mkdir(parents=True, exist_ok=True)
         stem = bill_id.replace("/", "_")
-        (out / f"{stem}.bill.cose").write_bytes(clean or stored.signed_bill)
-        console.print(f"{out / f'{stem}.bill.cose'}" + ("" if clean else " (not yet audited)"))
+        bill_file = out / f"{stem}.bill.cose"
+        bill_file.write_bytes(clean or stored.signed_bill)
+        console.print(f"{bill_file}" + ("" if clean else " (not yet audited)"), soft_wrap=True)
         for meter_id, counter in keys:
             proof = bills.reading_proof(bill_id, meter_id, counter)
             path = out / f"{stem}.{meter_id}.{counter}.proof.cbor"
             path.write_bytes(proof.to_cbor())
-            console.print(str(path))
+            console.print(f"{path} (reading {meter_id}:{counter})", soft_wrap=True)
+            console.print(
+                f"check it: meterseal verify-bill {bill_file} --reading {path}", soft_wrap=True
+            )
+
+
+def _bill_in_force(bills: BillStore, customer: str | None, first_day: str | None, days: int) -> str:
+    """The id of `customer`'s bill in force for the period; BadParameter without one."""
+    from meterseal.billing.bill import parse_signed_bill
+    from meterseal.billing.ledger import ledger
+
+    if customer is None or first_day is None:
+        raise typer.BadParameter("name a BILL, or a --customer and the period's --from")
+    period = period_option(first_day, days)
+    kept = bills.signed_bills(customer, period.start, period.end)
+    live = [e for e in ledger((i, parse_signed_bill(b)[0]) for i, b in kept) if e.in_force]
+    if not live:
+        raise ConfigurationError(
+            f"customer {customer} has no bill in force for {first_day}+{days}d"
+        )
+    return live[-1].bill.bill_id
 
 
 def _reading_key(item: str) -> tuple[str, int]:
@@ -301,6 +457,13 @@ def verify_bill(
     console.print(
         f"  bill {b.bill_id}: {b.charges.total} {b.charges.currency}, signed by the billing "
         "service, countersigned by the metrology authority"
+    )
+    from meterseal.billing.policy import percent
+
+    over = b.estimated_over_limit
+    console.print(
+        f"  estimated: {percent(b)}% of the period's slots"
+        + ("" if over is None else f", OVER the {over}% limit: billed on the operator's allowance")
     )
     console.print(
         f"  reading: meter {r.meter_id} counter {r.counter} at {when:%Y-%m-%d %H:%M} UTC, "

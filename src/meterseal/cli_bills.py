@@ -33,8 +33,104 @@ if TYPE_CHECKING:
     from meterseal.runtime.readiness import Readiness
 
 bills_app = typer.Typer(
-    help="Bills, reading proofs and audit reports over HTTP.", no_args_is_help=True
+    help="The bills kept (ids, readings) and the billing API over HTTP.", no_args_is_help=True
 )
+
+
+@bills_app.command("list")
+def bills_list(
+    customer: Annotated[str | None, typer.Option(help="only this customer's bills")] = None,
+    first_day: Annotated[
+        str | None, typer.Option("--from", help="only bills of the period from this day")
+    ] = None,
+    days: Annotated[int, typer.Option(help="days of the period (with --from)")] = 30,
+    ids: Annotated[bool, typer.Option("--ids", help="print only the ids, one a line")] = False,
+    store: StoreUrl = DEFAULT_STORE,
+) -> None:
+    """The bills kept, in log order: id, kind, total and standing (in force, credited, …)."""
+    import datetime as dt
+
+    from meterseal.billing.bill import parse_signed_bill
+    from meterseal.billing.ledger import ledger
+    from meterseal.cli_billing import IdRows, period_option
+    from meterseal.cli_common import console, shown
+    from meterseal.storage import Store
+    from meterseal.storage.bill_store import BillStore
+
+    period = period_option(first_day, days) if first_day else None
+    with Store.open_read_only(store) as db:
+        kept = BillStore(db).signed_bills(
+            customer,
+            period.start if period else None,
+            period.end if period else None,
+        )
+    entries = ledger((i, parse_signed_bill(signed)[0]) for i, signed in kept)
+    if ids:
+        for e in entries:
+            print(e.bill.bill_id)  # plain stdout: for scripts and copying
+        return
+    table = IdRows("bill", "kind", "period (UTC)", "total", "standing", "log")
+    for e in entries:
+        b = e.bill
+        start = dt.datetime.fromtimestamp(b.period.start, dt.UTC).date()
+        end = dt.datetime.fromtimestamp(b.period.end, dt.UTC).date()
+        table.add_row(
+            b.bill_id,
+            b.kind,
+            f"{start} to {end}",
+            f"{b.charges.total} {b.charges.currency}",
+            e.standing,
+            str(e.log_index),
+        )
+    table.print()
+    console.print(
+        f"{len(entries)} bills in {shown(store)}; a bill's readings: meterseal bills readings BILL",
+        soft_wrap=True,
+    )
+
+
+@bills_app.command("readings")
+def bills_readings(
+    bill_id: Annotated[str, typer.Argument(metavar="BILL")],
+    limit: Annotated[int, typer.Option(help="readings to list (0: all)")] = 10,
+    store: StoreUrl = DEFAULT_STORE,
+) -> None:
+    """A bill's readings in bill order as METER:COUNTER (what `export-bill --reading` takes)."""
+    import datetime as dt
+
+    from meterseal.billing.bill import manifest_from_cbor
+    from meterseal.cli_billing import IdRows
+    from meterseal.cli_common import console, shown
+    from meterseal.storage import Store
+    from meterseal.storage.bill_store import BillStore
+
+    with Store.open_read_only(store) as db:
+        bills = BillStore(db)
+        stored = bills.bill(bill_id)
+        if stored is None:
+            raise ConfigurationError(
+                f"no bill {bill_id!r} in {shown(store)} (meterseal bills list shows the ids)"
+            )
+        entries = manifest_from_cbor(stored.manifest)
+        chosen = entries if limit <= 0 else entries[:limit]
+        rows = {(p.meter_id, p.counter): p for p in bills.packets_by_key(e[:2] for e in chosen)}
+    table = IdRows("reading", "time (UTC)", "Wh")
+    for e in chosen:
+        p = rows.get((e.meter_id, e.counter))
+        when = (
+            "" if p is None else f"{dt.datetime.fromtimestamp(p.timestamp, dt.UTC):%Y-%m-%d %H:%M}"
+        )
+        table.add_row(f"{e.meter_id}:{e.counter}", when, "" if p is None else str(p.energy_wh))
+    table.print()
+    if len(chosen) < len(entries):
+        console.print(f"… {len(entries) - len(chosen)} more (--limit 0 lists all)")
+    if chosen:
+        first = chosen[0]
+        console.print(
+            f"export one: meterseal export-bill '{bill_id}' "
+            f"--reading {first.meter_id}:{first.counter}",
+            soft_wrap=True,
+        )
 
 
 @bills_app.command("serve")

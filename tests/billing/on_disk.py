@@ -49,12 +49,12 @@ def month_on_disk(directory: Path, meters: int) -> tuple[Path, str, list[Provisi
     return deployment, store, fleet
 
 
-def bill_on_disk(deployment: Path, store: str, tariff: str) -> str:
-    """`meterseal bill` for the day of readings; its output."""
+def bill_on_disk(deployment: Path, store: str, tariff: str, *more: str, code: int = 0) -> str:
+    """`meterseal bill` for the day of readings (options `more`); its output."""
     first = dt.datetime.fromtimestamp(PERIOD.start, dt.UTC).date().isoformat()
     return run(
         "bill", "--tariff", tariff, "--from", first, "--days", "1",
-        "-d", str(deployment), "--store", store,
+        "-d", str(deployment), "--store", store, *more, code=code,
     )  # fmt: skip
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from meterseal.bench.months import store_months
 from meterseal.billing.completeness import Period
 from meterseal.billing.ports import BillSummary
-from tests.billing.conftest import Month
+from tests.billing.conftest import ANONYMIZATION_KEY, Month
+from tests.conftest import NOW
 
 
 def test_a_customers_list_shows_each_bills_latest_and_any_clean_audit(month: Month) -> None:
@@ -12,6 +14,17 @@ def test_a_customers_list_shows_each_bills_latest_and_any_clean_audit(month: Mon
     customer, meters = sorted(month.bills.customers().items())[0]
     days = month.period.end - month.period.start
     periods = [Period(month.period.start - k * days, month.period.end - k * days) for k in range(4)]
+    mine = [m for m in month.fleet if m.customer_id == customer]
+    for p in periods[1:]:  # a period without readings is refused, never billed
+        store_months(
+            month.store,
+            mine,
+            p.start,
+            p.slots,
+            now=NOW,
+            anonymization_key=ANONYMIZATION_KEY,
+            workers=1,
+        )
     ids = [service.bill_customer(customer, meters, p, month.tariff).bill.bill_id for p in periods]
     never, clean, unclean, clean_then_unclean = ids
     for bill_id, verdicts in (

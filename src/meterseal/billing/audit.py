@@ -28,6 +28,7 @@ from meterseal.billing.bill import (
 from meterseal.billing.completeness import estimation_rule
 from meterseal.billing.compute import BillPacket, BillRequest, bill_order, compute_bill, leaf_hashes
 from meterseal.billing.hashing import merkle_root
+from meterseal.billing.policy import flag_problem
 from meterseal.billing.tariff import Tariff, TariffBook, TariffError
 from meterseal.crypto.packet import verify_signed_originals
 from meterseal.crypto.registry import MeterDirectory
@@ -157,6 +158,8 @@ def audit_bill(inp: AuditInput, *, now: int) -> AuditReport:
     tariff = _tariff(bill, inp.tariffs, findings)
     if tariff is not None:
         findings += _compare_fields(bill, tariff, ours, meters, (leaves, root))
+    if (flag := flag_problem(bill)) is not None:  # a claim of the bill's own statements
+        findings.append(Finding(FindingKind.FIELD, flag, field="estimated_over_limit"))
     return AuditReport(
         bill.bill_id,
         bill.customer_id,

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from fractions import Fraction
 from typing import Any, NamedTuple
 
 from meterseal.billing import hashing
@@ -23,7 +24,8 @@ from meterseal.crypto.signing import SigningKey, VerifyingKey
 from meterseal.errors import MetersealError
 from meterseal.transparency.documents import DocumentType
 
-BILL_FORMAT = 1
+BILL_FORMAT = 2  # 2 added kind, refers, reason and estimated_over_limit; 1 still decodes
+KINDS = ("bill", "credit", "rebill")  # a credit cancels the bill it refers to, a rebill replaces it
 CONTENT_TYPE = "application/meterseal-bill+cbor"
 CHAIN_CONTEXT = "meterseal bill chain v1"
 HASH_BYTES = 32  # a manifest leaf hash (SHA-256)
@@ -75,6 +77,23 @@ class Bill:
     packets: int
     chain_head: bytes
     merkle_root: bytes
+    kind: str = "bill"
+    refers: tuple[str, bytes] | None = None  # (bill id, its log leaf hash): cancelled or replaced
+    reason: str = ""  # why a credit or rebill was issued
+    # The estimated-share limit (percent) this bill exceeds, billed on the operator's explicit
+    # allowance (`bill --allow-estimated`); None: within the limit when it was billed.
+    estimated_over_limit: Decimal | None = None
+
+    @property
+    def estimated_slots(self) -> int:
+        """Slots with no reading, whose energy the estimation rule filled in (all meters)."""
+        return sum(m.expected - m.received for m in self.meters)
+
+    @property
+    def estimated_share(self) -> Fraction:
+        """The estimated part of the period: estimated slots over expected slots (0 if none)."""
+        expected = sum(m.expected for m in self.meters)
+        return Fraction(self.estimated_slots, expected) if expected else Fraction(0)
 
     @property
     def energy_wh(self) -> int:
@@ -160,10 +179,16 @@ def _bill_map(b: Bill) -> dict[str, Any]:
         "total": str(b.charges.total),
         "energy_wh": b.energy_wh,
         "evidence": {"packets": b.packets, "chain": b.chain_head, "merkle_root": b.merkle_root},
+        "kind": b.kind,
+        "refers": None if b.refers is None else list(b.refers),
+        "reason": b.reason,
+        "estimated_over_limit": (
+            None if b.estimated_over_limit is None else str(b.estimated_over_limit)
+        ),
     }
 
 
-_BILL_KEYS = frozenset(
+_BILL_KEYS_V1 = frozenset(
     (
         "format",
         "bill",
@@ -180,6 +205,7 @@ _BILL_KEYS = frozenset(
         "evidence",
     )
 )
+_BILL_KEYS = _BILL_KEYS_V1 | {"kind", "refers", "reason", "estimated_over_limit"}
 
 
 def _int(value: Any) -> int:
@@ -239,9 +265,24 @@ def _statement_from_map(item: Any) -> MeterStatement:
 
 
 def _bill_from_map(item: Any) -> Bill:
-    m = _exact_keys(item, _BILL_KEYS)
-    if m["format"] != BILL_FORMAT:
-        raise ValueError(f"bill format {m['format']!r} is not {BILL_FORMAT}")
+    m: Mapping[str, Any]
+    if isinstance(item, cose.MAP_TYPES) and item.get("format") == 1:  # bills signed before v2
+        old = {"kind": "bill", "refers": None, "reason": "", "estimated_over_limit": None}
+        m = {**_exact_keys(item, _BILL_KEYS_V1), **old}
+    else:
+        m = _exact_keys(item, _BILL_KEYS)
+        if m["format"] != BILL_FORMAT:
+            raise ValueError(f"bill format {m['format']!r} is not {BILL_FORMAT}")
+    kind = _str(m["kind"])
+    if kind not in KINDS:
+        raise ValueError(f"bill kind {kind!r} is not one of {', '.join(KINDS)}")
+    refers = None
+    if m["refers"] is not None:
+        refers_id, refers_hash = m["refers"]
+        refers = (_str(refers_id), cose.expect_bytes(refers_hash, 32))
+    if (refers is None) != (kind == "bill"):
+        raise ValueError(f"a {kind} {'must' if kind != 'bill' else 'cannot'} refer to a bill")
+    over = m["estimated_over_limit"]
     start, end, interval = (_int(x) for x in m["period"])
     tariff_id, tariff_version, tariff_digest = m["tariff"]
     evidence = _exact_keys(m["evidence"], frozenset(("packets", "chain", "merkle_root")))
@@ -267,6 +308,10 @@ def _bill_from_map(item: Any) -> Bill:
         _int(evidence["packets"]),
         cose.expect_bytes(evidence["chain"], 32),
         cose.expect_bytes(evidence["merkle_root"], 32),
+        kind,
+        refers,
+        _str(m["reason"]),
+        None if over is None else _decimal(over),
     )
     if bill.energy_wh != _int(m["energy_wh"]):
         raise ValueError("energy_wh is not the sum of the meter statements")

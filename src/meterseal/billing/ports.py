@@ -77,6 +77,10 @@ def countersigned_of(reports: Sequence[StoredReport]) -> bytes | None:
 class BillLedger(Protocol):
     """The billing service's store: a period's readings, and the bill log it appends to."""
 
+    def bill(self, bill_id: str) -> StoredBill | None:
+        """One bill by id."""
+        ...
+
     def packets(self, meter_ids: Sequence[str], start: int, end: int) -> list[BillPacket]:
         """The meters' stored originals with column timestamps in [start, end)."""
         ...

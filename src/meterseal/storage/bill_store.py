@@ -221,6 +221,26 @@ class BillStore(BillLedger, AuditSource, ReportSink, BillArchive):
         with self.store.connection() as connection:
             return [StoredBill(*row) for row in connection.execute(query)]
 
+    def signed_bills(
+        self,
+        customer_id: str | None = None,
+        period_start: int | None = None,
+        period_end: int | None = None,
+    ) -> list[tuple[int, bytes]]:
+        """(log index, signed bill) of the bills kept, optionally of one customer and period.
+
+        Without their manifests (~130 kB each): what lists and the corrections' checks need.
+        """
+        query = sa.select(bills.c.log_index, bills.c.signed_bill).order_by(bills.c.log_index)
+        if customer_id is not None:
+            query = query.where(bills.c.customer_id == customer_id)
+        if period_start is not None:
+            query = query.where(bills.c.period_start == period_start)
+        if period_end is not None:
+            query = query.where(bills.c.period_end == period_end)
+        with self.store.connection() as connection:
+            return [(int(i), bytes(signed)) for i, signed in connection.execute(query)]
+
     def bill_summaries(self, customer_id: str) -> list[BillSummary]:
         """A customer's bills, oldest log entry first, with verdicts, in one query.
 
