@@ -16,18 +16,20 @@ import statistics
 import tempfile
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
 import sqlalchemy as sa
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from meterseal.acquisition.headend import HeadEnd, HeadEndReport, HeadEndSettings
 from meterseal.acquisition.tcp import TcpLink
 from meterseal.billing.auditor import Auditor
 from meterseal.billing.completeness import Period
+from meterseal.billing.policy import BillRefused, EstimationPolicy
 from meterseal.billing.service import BillingService
 from meterseal.billing.tariff import builtin_tariffs
 from meterseal.crypto.suites import ED25519, P256, PAPER, PQ, CipherSuite
@@ -73,6 +75,8 @@ class BillingSummary:
     audit_ms_p50: float
     tampered: str
     caught: list[str]
+    refused: list[str] = field(default_factory=list)  # customers billing refused
+    flagged: int = 0  # bills over the estimated-share limit, billed and flagged as such
 
 
 def provision_mix(deployment: Deployment, meters: int, now: dt.datetime) -> list[ProvisionedMeter]:
@@ -211,15 +215,23 @@ def bill_and_audit(
     bills = BillStore(store)
     tariff = builtin_tariffs().latest("example-tou")
     bills.add_tariff(tariff, now=dt.datetime.now(dt.UTC))
-    service = BillingService(bills, deployment.billing_key)
+    # The demo injects faults on purpose: bills over the estimated limit are billed and carry
+    # the flag; a customer left without readings (its meter revoked) is refused.
+    service = BillingService(
+        bills, deployment.billing_key, policy=EstimationPolicy(allow_estimated=True)
+    )
     customers = bills.customers()
     made = []
+    refused = []
     with progress_bar(console) as bar:
         task = bar.add_task(
             "billing: query → compute → check → sign → record", total=len(customers)
         )
         for customer, meter_ids in sorted(customers.items()):
-            made.append(service.bill_customer(customer, meter_ids, period, tariff))
+            try:
+                made.append(service.bill_customer(customer, meter_ids, period, tariff))
+            except BillRefused as exc:
+                refused.append(exc.diagnostics())
             bar.advance(task)
     with Store.open_read_only(f"sqlite:///{path}") as source:
         auditor = Auditor(
@@ -265,6 +277,8 @@ def bill_and_audit(
             f"{f.kind.value} {f.meter_id or ''} {f.counter or ''} {f.field or ''}: {f.detail}"
             for f in caught
         ],
+        refused,
+        sum(d.bill.estimated_over_limit is not None for d in made),
     )
 
 
@@ -276,10 +290,14 @@ def print_billing(console: Console, b: BillingSummary) -> None:
     table.add_row("bills signed and appended to the bill log", f"{b.bills:,}")
     table.add_row("total billed (tariff example-tou)", f"{b.total:,} {b.currency}")
     table.add_row("missing intervals, named and estimated on the bills", f"{b.estimated_slots:,}")
+    table.add_row("bills over the estimated-share limit, flagged on the bill", f"{b.flagged:,}")
+    table.add_row("customers refused (no readings)", f"{len(b.refused):,}")
     table.add_row("bills countersigned by the authority", f"{b.countersigned:,} of {b.bills:,}")
     table.add_row("one bill: query → recorded (p50)", f"{b.bill_ms_p50:.1f} ms")
     table.add_row("one audit, every signature re-verified (p50)", f"{b.audit_ms_p50:.1f} ms")
     console.print(table)
+    for line in b.refused:
+        console.print(f"  refused {escape(line)}")
     console.print(f"[bold]tamper:[/bold] {b.tampered}")
     for line in b.caught:
         console.print(f"  audit finds [yellow]{line}[/yellow]")
