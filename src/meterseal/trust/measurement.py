@@ -79,6 +79,7 @@ _BILLING = tuple(
         "completeness",
         "compute",
         "hashing",
+        "policy",
         "ports",
         "proofs",
         "service",
