@@ -102,3 +102,22 @@ def test_a_child_that_is_not_running_or_still_starting_is_not_ready() -> None:
     before, starting = asyncio.run(scenario())
     assert before == "slow is not running"
     assert starting == "slow is starting (not ready yet)"
+
+
+def test_children_get_the_deployment_s_names_not_its_secrets() -> None:
+    receivers = HeadEndSettings(tcp="127.0.0.1:0", mqtt="mqtts://broker", mqtt_prefix="t/north")
+    options = ServiceOptions(
+        Path("deployment"),
+        "sqlite:///store.db",
+        prefix="north_",
+        receivers=receivers,
+        passphrase=b"s3cret",
+        passphrase_env="NORTH_PASSPHRASE",
+    )
+    receiver, worker = plan_processes(options, 1)[:2]
+    for plan in (receiver, worker):
+        assert _option(plan.argv, "--prefix") == "north_"
+        assert _option(plan.argv, "--passphrase-env") == "NORTH_PASSPHRASE"
+        assert "s3cret" not in " ".join(plan.argv)
+    assert _option(receiver.argv, "--mqtt-prefix") == "t/north"
+    assert _option(worker.argv, "--mqtt") == "off"

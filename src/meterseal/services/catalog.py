@@ -41,6 +41,7 @@ class ServiceOptions:
     intake: IntakeSettings = field(default_factory=IntakeSettings)
     cas_url: str | None = None  # set: trusted mode, secrets from the CAS after attestation
     passphrase: bytes | None = None
+    passphrase_env: str = "MS_PASSPHRASE"  # noqa: S105 - the variable children read it from
     ack_wait: float = 10.0
     worker_tls: bool = False  # trusted mode: admin endpoints serve HTTPS with a CAS-released key
     http_tls: str | None = None  # the receiver's TLS identity (DEPLOYMENT/tls/NAME), if HTTPS

@@ -99,6 +99,7 @@ def options_from(
         intake=IntakeSettings(batch_size=batch_size),
         cas_url=cas,
         passphrase=passphrase(passphrase_env),
+        passphrase_env=passphrase_env,
         ack_wait=ack_wait,
         worker_tls=worker_tls,
         http_tls=http_tls,

@@ -59,6 +59,7 @@ def service_argv(service: str, options: ServiceOptions, *, receiver: bool) -> li
     argv = [sys.executable, "-m", "meterseal.services", "run", service]
     argv += ["--deployment", str(options.deployment), "--store", options.store_url]
     argv += ["--prefix", options.prefix, "--ack-wait", str(options.ack_wait)]
+    argv += ["--passphrase-env", options.passphrase_env]  # a variable's name, not the secret
     if options.nats_url:
         argv += ["--nats", options.nats_url]
     if options.cas_url:
