@@ -24,6 +24,7 @@ from meterseal.cli_common import (
     server_tls,
 )
 from meterseal.errors import ConfigurationError
+from meterseal.services.cli import Admin
 
 if TYPE_CHECKING:
     import ssl
@@ -140,6 +141,7 @@ def bills_serve(
     deployment_dir: DeploymentDir = DEFAULT_DEPLOYMENT,
     tls: TlsName = None,
     client_certs: ClientCerts = "optional",
+    admin: Admin = "127.0.0.1:0",
     passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
 ) -> None:
     """Serve the billing API until Ctrl-C; callers sign in (`meterseal accounts add`)."""
@@ -162,16 +164,17 @@ def bills_serve(
             signer = TokenSigner(token_key(deployment_dir, passphrase(passphrase_env)))
             people = AccountStore(writable)
             app = create_billing_app(BillStore(db), AccountAuthenticator(people, signer), people)
-            asyncio.run(_serve(app, address, context, Readiness(db.not_ready)))
+            asyncio.run(_serve(app, address, context, Readiness(db.not_ready), admin))
     except OSError as exc:
         raise ConfigurationError(f"cannot listen on {listen}: {exc}") from exc
 
 
 async def _serve(
-    app: FastAPI, listen: str, tls: ssl.SSLContext | None, readiness: Readiness
+    app: FastAPI, listen: str, tls: ssl.SSLContext | None, readiness: Readiness, admin: str
 ) -> None:
     from meterseal.runtime.http import HttpAppService
     from meterseal.runtime.lifecycle import serve_stage
 
     # `serve_stage` prints `listening bills URL` on stdout (scripts wait for it).
-    await serve_stage(HttpAppService("bills", app, listen, 7480, tls, readiness))
+    service = HttpAppService("bills", app, listen, 7480, tls, readiness)
+    await serve_stage(service, admin=None if admin == "off" else admin)

@@ -40,6 +40,7 @@ from meterseal.cli_common import (
     server_tls,
 )
 from meterseal.errors import ConfigurationError, KeyFileError
+from meterseal.services.cli import Admin
 
 if TYPE_CHECKING:
     import ssl
@@ -148,6 +149,7 @@ def cas_serve(
     nonce_ttl: Annotated[float, typer.Option(help="seconds a nonce stays fresh")] = 60.0,
     tls: TlsName = None,
     client_certs: ClientCerts = "optional",
+    admin: Admin = "127.0.0.1:0",
     passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
 ) -> None:
     """Serve the CAS API until Ctrl-C or SIGTERM."""
@@ -163,7 +165,8 @@ def cas_serve(
             _people(store, deployment_dir, passphrase_env) as people,
         ):
             app = create_cas_app(cas, people)
-            asyncio.run(_serve(app, address, backend, context, _store_readiness(cas)))
+            readiness = _store_readiness(cas)
+            asyncio.run(_serve(app, address, backend, context, readiness, admin))
     except OSError as exc:
         raise ConfigurationError(f"cannot listen on {listen}: {exc}") from exc
 
@@ -195,6 +198,7 @@ async def _serve(
     backends: list[str],
     tls: ssl.SSLContext | None,
     readiness: Readiness,
+    admin: str = "127.0.0.1:0",
 ) -> None:
     from meterseal.runtime.http import HttpAppService
     from meterseal.runtime.lifecycle import serve_stage
@@ -202,7 +206,8 @@ async def _serve(
     if "simulated" in backends:  # on stderr: stdout carries the parseable lines only
         Console(stderr=True).print(f"CAS: {SIMULATED_NOTE}")
     # `serve_stage` prints `listening cas URL` (scripts wait for it), then `ready cas`.
-    await serve_stage(HttpAppService("cas", app, listen, 7490, tls, readiness))
+    service = HttpAppService("cas", app, listen, 7490, tls, readiness)
+    await serve_stage(service, admin=None if admin == "off" else admin)
 
 
 @cas_app.command("measure")
