@@ -52,6 +52,8 @@ LAYERS: dict[str, Layer] = {
     "meterseal.cli_certs": INTERFACE,
     "meterseal.cli_mqtt": INTERFACE,
     "meterseal.cli_accounts": INTERFACE,
+    "meterseal.cli_init": INTERFACE,
+    "meterseal.bootstrap": SERVICE,  # keys, CAS state, policies and secrets of a new deployment
     "meterseal.demo": INTERFACE,
     "meterseal.runtime": RUNTIME,
     # Reads one file and the environment (I/O, so not core); every layer above may read settings.

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from meterseal import cli_init
 from meterseal.acquisition.mqtt_endpoint import TOPIC_PREFIX
 from meterseal.cli_billing import billing_app
 from meterseal.cli_certs import certs_app
@@ -60,6 +61,7 @@ app.add_typer(billing_app)  # tariffs, bill, audit, export-bill, verify-bill
 app.add_typer(service_app, name="service")  # one service of services/trusted mode
 app.add_typer(config_app, name="config")
 app.callback()(root_callback)  # the global --config option
+app.command("init")(cli_init.init)  # a new deployment: keys, CAS, policies, secrets, config
 
 
 def _add_group(name: str, module: str, attribute: str, summary: str) -> None:
@@ -214,8 +216,15 @@ def meters_revoke(meter_id: str, store: StoreUrl = DEFAULT_STORE) -> None:
     console.print(f"meter {meter_id} revoked")
 
 
+def _from_config(ctx: typer.Context, name: str) -> bool:
+    """Whether option `name` came from the configuration file (click's default_map)."""
+    source = ctx.get_parameter_source(name)  # typer's click: compared by name, not imported
+    return source is not None and source.name == "DEFAULT_MAP"
+
+
 @app.command()
 def serve(
+    ctx: typer.Context,
     deployment_dir: DeploymentDir = DEFAULT_DEPLOYMENT,
     store: StoreUrl = DEFAULT_STORE,
     mode: Annotated[
@@ -252,6 +261,8 @@ def serve(
 
     if mode not in MODES:
         raise typer.BadParameter(f"choose one of {', '.join(MODES)}", param_hint="--mode")
+    if mode != "trusted" and cas is not None and _from_config(ctx, "cas"):
+        cas = None  # the deployment's CAS (meterseal.toml) is for trusted mode only
     if mode != "monolith":
         if (mode == "trusted") != (cas is not None):
             raise typer.BadParameter("--cas URL goes with --mode trusted (and only with it)")

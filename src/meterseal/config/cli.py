@@ -43,8 +43,9 @@ ConfigOption = Annotated[
         show_default=False,
     ),
 ]
-# Experiments stay reproducible whatever the deployment says; `config` shows and checks itself.
-_NOT_FED = ("bench", "config")
+# Experiments stay reproducible whatever the deployment says; `config` shows and checks itself;
+# `init` writes a new deployment's file and must not take another's (./meterseal.toml) values.
+_NOT_FED = ("bench", "config", "init")
 
 config_app = typer.Typer(
     help=f"The configuration file ({CONFIG_FILE}): show, check, example.", no_args_is_help=True

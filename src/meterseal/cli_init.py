@@ -1,0 +1,215 @@
+"""`meterseal init DIR`: a new deployment, ready for `cas serve` and `serve --mode trusted`.
+
+Keys, CAS state, the secrets and policies of every trusted stage (the three of
+`serve --mode trusted` and the dissemination router and aggregator), TLS when hosts are
+given, and DIR/meterseal.toml. Prints what it created and the commands to run next.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from meterseal.cli_common import PassphraseEnv, console, passphrase
+from meterseal.config import CONFIG_FILE, render_config
+from meterseal.errors import ConfigurationError
+from meterseal.ui import progress_bar
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from meterseal.bootstrap import InitReport
+    from meterseal.runtime.address import Address
+    from meterseal.trust.cas import Cas
+
+ROUTER_DIRECTORY = "router"  # the router's key files (what `router init` makes)
+CAS_PORT = 7490
+
+
+def namespace(directory: Path) -> str:
+    """A deployment name from a directory name: [a-z][a-z0-9_]* (shared-infrastructure prefix)."""
+    name = re.sub(r"[^a-z0-9_]+", "_", directory.resolve().name.lower()).strip("_")
+    name = name.lstrip("0123456789_")
+    return name or "meterseal"
+
+
+def _router_keys(
+    directory: Path, secret: bytes | None, report: InitReport
+) -> tuple[ed25519.Ed25519PrivateKey, bytes]:
+    """The router's signing and operator keys: made as `router init` makes them, or kept."""
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from meterseal.crypto.at_rest import private_directory, read_secret_file, write_secret_file
+    from meterseal.crypto.keys import read_private_key, write_private_key
+    from meterseal.dissemination.cli_serve import (
+        AUTHORITY_KEY,
+        AUTHORITY_PUBLIC,
+        OPERATOR_KEY,
+        STATE_KEY,
+    )
+
+    keys = private_directory(directory / ROUTER_DIRECTORY)
+    if (keys / AUTHORITY_KEY).exists():
+        report.note(f"router keys {keys}", False)
+        signing = read_private_key(keys / AUTHORITY_KEY, secret)
+        if not isinstance(signing, ed25519.Ed25519PrivateKey):
+            raise ConfigurationError(f"{keys / AUTHORITY_KEY} is not an Ed25519 key")
+        return signing, read_secret_file(keys / OPERATOR_KEY, secret)
+    key = ed25519.Ed25519PrivateKey.generate()
+    operator = os.urandom(32)
+    write_private_key(keys / AUTHORITY_KEY, key, secret)
+    public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
+    (keys / AUTHORITY_PUBLIC).write_text(public + "\n")
+    write_secret_file(keys / OPERATOR_KEY, operator, secret)
+    write_secret_file(keys / STATE_KEY, os.urandom(32), secret)
+    report.note(f"router keys {keys} (members pin authority key {public[:16]}…)", True)
+    return key, operator
+
+
+def _dissemination(directory: Path, secret: bytes | None) -> Callable[[Cas, InitReport], None]:
+    """Provisioning of the dissemination router and aggregator, run with init's CAS."""
+
+    def provision(cas: Cas, report: InitReport) -> None:
+        # What `router init` and `router provision` do, with the aggregation policy's defaults
+        # and the router admitting this checkout's aggregator (re-run `router provision` to
+        # change either).
+        from meterseal.dissemination.aggregator import AggregationPolicy
+        from meterseal.dissemination.provision import provision_dissemination
+        from meterseal.dissemination.service import AGGREGATOR_SECRETS, ROUTER_SECRETS
+
+        signing, operator = _router_keys(directory, secret, report)
+        done = provision_dissemination(
+            cas,
+            signing_key=signing,
+            operator_key=operator,
+            policy=AggregationPolicy(),
+            rng=os.urandom,
+        )
+        for name, version in done.versions.items():
+            report.secrets.setdefault(name, (version, True))
+        report.policies["dissemination-router"] = (done.router.hex, tuple(ROUTER_SECRETS))
+        report.policies["dissemination-aggregator"] = (
+            done.aggregator.hex,
+            tuple(AGGREGATOR_SECRETS),
+        )
+
+    return provision
+
+
+def init(
+    directory: Annotated[Path, typer.Argument(help="the new deployment's directory")],
+    init_store: Annotated[
+        str | None,
+        typer.Option(
+            "--store", help="store URL (head-end and CAS; default: sqlite DIR/meterseal.db)"
+        ),
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="deployment name: prefix on NATS, MQTT (default: DIR's)")
+    ] = None,
+    ca_name: Annotated[str, typer.Option(help="CA common name")] = "meterseal utility CA",
+    host: Annotated[
+        list[str] | None,
+        typer.Option(help="serve the CAS and the trusted workers over TLS for this host (repeat)"),
+    ] = None,
+    cas_listen: Annotated[
+        str, typer.Option(help="host:port the CAS will listen on (written in the config)")
+    ] = f"127.0.0.1:{CAS_PORT}",
+    init_nats: Annotated[
+        str | None, typer.Option("--nats", help="NATS URL of the services (into the config)")
+    ] = None,
+    dissemination: Annotated[
+        bool, typer.Option(help="also the dissemination router's and aggregator's keys and rules")
+    ] = True,
+    force: Annotated[
+        bool, typer.Option(help="complete a non-empty DIR: keep what exists, add what is missing")
+    ] = False,
+    passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
+) -> None:
+    """Create a deployment: keys, CAS state, every trusted stage's policy and secrets, a config."""
+    from meterseal.bootstrap import InitOptions, bootstrap, check_directory
+    from meterseal.runtime.address import format_address, parse_address
+
+    check_directory(directory, force)  # before anything is written
+    directory = directory.absolute()
+    chosen = name or namespace(directory)
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", chosen):
+        raise typer.BadParameter("a-z, 0-9 and _, starting with a letter", param_hint="--name")
+    listen = parse_address(cas_listen, CAS_PORT)
+    scheme = "https" if host else "http"
+    cas_url = f"{scheme}://{format_address(host[0] if host else listen.host, listen.port)}"
+    store = init_store or f"sqlite:///{directory / 'meterseal.db'}"
+    secret = passphrase(passphrase_env)
+    options = InitOptions(ca_name, secret, tuple(host or ()), force)
+    extra = [("dissemination", _dissemination(directory, secret))] if dissemination else []
+    steps = 4 + len(extra)
+    with progress_bar(console) as bar:
+        task = bar.add_task("meterseal init", total=steps)
+
+        def step(what: str) -> None:
+            bar.update(task, description=what)
+            bar.advance(task)
+
+        report = bootstrap(
+            directory,
+            store,
+            options,
+            now=dt.datetime.now(dt.UTC),
+            step=step,
+            extra=extra,
+        )
+    config = directory / CONFIG_FILE
+    if config.exists():  # --force: the operator's file stays as it is
+        report.note(str(config), False)
+    else:
+        values: dict[str, dict[str, object]] = {
+            "deployment": {"name": chosen, "dir": ".", "passphrase_env": passphrase_env},
+            # Relative to the file: the directory can move with its store.
+            "store": {"url": "sqlite:///meterseal.db" if init_store is None else store},
+            "cas": {"url": cas_url},
+        }
+        if init_nats:
+            values["nats"] = {"url": init_nats}
+        config.write_text(render_config(values))
+        report.note(str(config), True)
+    _print(report, directory, listen, host or [])
+
+
+def _print(report: InitReport, directory: Path, listen: Address, hosts: list[str]) -> None:
+    console.print(f"deployment in {directory}")
+    for what in report.created:
+        console.print(f"  created {what}", soft_wrap=True, highlight=False)
+    for what in report.kept:
+        console.print(f"  kept    {what}", soft_wrap=True, highlight=False)
+    for secret_name, (version, new) in sorted(report.secrets.items()):
+        console.print(f"  secret  {secret_name} v{version}{'' if new else ' (kept)'}")
+    for stage, (measurement, names) in report.policies.items():
+        console.print(
+            f"  policy  {stage} {measurement} may receive {', '.join(names)}",
+            soft_wrap=True,
+            highlight=False,
+        )
+    tls = " --tls cas" if hosts else ""
+    worker_tls = " --worker-tls" if hosts else ""
+    console.print(
+        f"next, in {directory} (its {CONFIG_FILE} sets the deployment, store, CAS and NATS "
+        f"prefix; from elsewhere: meterseal --config {directory / CONFIG_FILE} …):",
+        soft_wrap=True,
+        highlight=False,
+    )
+    for line in (
+        f"meterseal cas serve --listen {listen}{tls}",
+        "meterseal meters provision 100",
+        "meterseal meters register fleet-p256.cbor",
+        f"meterseal serve --mode trusted{worker_tls}",
+        "meterseal simulate --days 1",
+    ):
+        console.print(f"  {line}", soft_wrap=True, highlight=False)

@@ -1,0 +1,131 @@
+"""`meterseal init DIR`: one command makes a deployment that trusted mode can start from.
+
+Every trusted stage (the three of `serve --mode trusted`, the dissemination router and
+aggregator) finds a rule for this checkout's measurement and every secret it asks for, so a
+real attested release succeeds for each; a directory that holds anything is refused, and
+`--force` completes one without replacing a key.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from meterseal.dissemination.service import (
+    AGGREGATOR_SECRETS,
+    AGGREGATOR_STAGE,
+    ROUTER_SECRETS,
+    ROUTER_STAGE,
+    default_allow,
+    router_config,
+)
+from meterseal.services.catalog import TRUSTED_SERVICES
+from meterseal.services.keys import STAGE_SECRETS
+from meterseal.storage import Store
+from meterseal.trust.attestation import SimulatedAttester, SimulatedVerifier
+from meterseal.trust.cas import Cas, ReleaseRequest
+from meterseal.trust.cas_store import CasStore
+from meterseal.trust.channel import EphemeralKey
+from meterseal.trust.measurement import stage_measurement
+from meterseal.trust.vault import Vault
+from tests.command_line import invoke
+
+WANTED = {
+    **{stage: STAGE_SECRETS[stage] for stage in TRUSTED_SERVICES},
+    ROUTER_STAGE: tuple(ROUTER_SECRETS),
+    AGGREGATOR_STAGE: tuple(AGGREGATOR_SECRETS),
+}
+
+
+def _init(*args: str) -> str:
+    result = invoke(["init", *args], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """One `meterseal init` for the module (RSA-4096 keys take a moment): (DIR, output)."""
+    directory = tmp_path_factory.mktemp("init") / "north"
+    return directory, _init(str(directory))
+
+
+def test_every_trusted_stage_is_released_its_secrets_by_the_cas_init_made(
+    deployment: tuple[Path, str],
+) -> None:
+    directory, _ = deployment
+    measurements = {stage: stage_measurement(stage) for stage in WANTED}
+    measurements[ROUTER_STAGE] = stage_measurement(ROUTER_STAGE, router_config(default_allow()))
+    attester = SimulatedAttester.from_deployment(directory)
+    with Store.open(f"sqlite:///{directory / 'meterseal.db'}") as store:
+        cas = Cas(
+            CasStore(store),
+            Vault.from_deployment(directory),
+            [SimulatedVerifier.from_deployment(directory)],
+        )
+        for stage, names in WANTED.items():
+            key = EphemeralKey.generate()
+            quote = attester.quote(measurements[stage], cas.issue_nonce().nonce, key.public_bytes)
+            released = cas.release(ReleaseRequest(stage, quote, tuple(names)))
+            assert {s.name for s in released.secrets} == set(names), stage
+
+
+def test_init_prints_what_it_made_and_the_next_commands(deployment: tuple[Path, str]) -> None:
+    directory, output = deployment
+    text = " ".join(output.split())
+    for stage in WANTED:
+        assert f"policy {stage} " in text
+    assert f"policy open-verify {stage_measurement('open-verify').hex} may receive" in text
+    assert "secret stage-key v1" in text
+    assert f"created {directory / 'stage-link.key'}" in text
+    assert f"from elsewhere: meterseal --config {directory / 'meterseal.toml'}" in text
+    for command in (
+        "meterseal cas serve --listen 127.0.0.1:7490",
+        "meterseal meters provision 100",
+        "meterseal meters register fleet-p256.cbor",
+        "meterseal serve --mode trusted",
+    ):
+        assert f" {command} " in text
+    config = tomllib.loads((directory / "meterseal.toml").read_text())
+    assert config["deployment"] == {"name": "north", "dir": ".", "passphrase_env": "MS_PASSPHRASE"}
+    assert config["store"]["url"] == "sqlite:///meterseal.db"
+    assert config["cas"]["url"] == "http://127.0.0.1:7490"
+    assert (directory / "router" / "authority.key.pem").exists()
+
+
+def test_a_directory_that_holds_anything_is_refused_and_force_keeps_every_key(
+    deployment: tuple[Path, str],
+) -> None:
+    directory, _ = deployment
+    before = {p.name: p.read_bytes() for p in directory.iterdir() if p.suffix in {".pem", ".key"}}
+    refused = invoke(["init", str(directory)])
+    assert refused.exit_code == 2
+    assert "is not empty" in refused.output
+    assert "--force" in refused.output
+    again = " ".join(_init(str(directory), "--force").split())
+    assert "kept deployment keys" in again
+    assert "secret headend-keys v1 (kept)" in again
+    assert "secret stage-key v1 (kept)" in again
+    after = {p.name: p.read_bytes() for p in directory.iterdir() if p.suffix in {".pem", ".key"}}
+    assert after == before
+
+
+def test_a_non_empty_directory_is_left_as_it_was(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    result = invoke(["init", str(tmp_path)])
+    assert result.exit_code == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_the_configured_cas_is_for_trusted_mode_only(deployment: tuple[Path, str]) -> None:
+    directory, _ = deployment
+    config = ["--config", str(directory / "meterseal.toml")]
+    # Monolith and services mode leave the file's CAS URL alone (workers 0: it stops there).
+    services = invoke([*config, "serve", "--mode", "services", "--workers", "0"])
+    assert "needs at least one worker per stage" in services.output, services.output
+    # A --cas given on the command line is the operator's: refused without trusted mode.
+    explicit = invoke([*config, "serve", "--mode", "services", "--cas", "http://127.0.0.1:1"])
+    assert explicit.exit_code == 2
+    assert "--cas URL goes with --mode trusted" in " ".join(explicit.output.split())
