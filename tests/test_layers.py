@@ -42,6 +42,7 @@ LAYERS: dict[str, Layer] = {
     "meterseal.native": CORE,  # finds the optional C extensions; no I/O of its own
     "meterseal.deployment": ADAPTER,  # the deployment's key files
     "meterseal.runner": SERVICE,
+    "meterseal.simulation": SERVICE,  # what `meterseal simulate` does: fleet, period, store check
     "meterseal.ui": RUNTIME,  # progress bars and tables: what people see, from any layer above
     "meterseal.__main__": INTERFACE,
     "meterseal.cli": INTERFACE,

@@ -316,6 +316,12 @@ def simulate(
     target: Annotated[
         str, typer.Option(help="head-end address (host:port) or broker URL")
     ] = "127.0.0.1:7400",
+    first_day: Annotated[
+        str | None,
+        typer.Option(
+            "--from", help="first day of the period (UTC, YYYY-MM-DD; default: --days ago)"
+        ),
+    ] = None,
     days: Annotated[float, typer.Option(help="days of 15-minute readings per meter")] = 1.0,
     faults: Annotated[float, typer.Option(help="rate of each injected fault (0: honest)")] = 0.0,
     concurrency: Annotated[int, typer.Option(help="meters connected at once")] = 1000,
@@ -325,21 +331,41 @@ def simulate(
     ] = 0.0,
     seed: Annotated[int, typer.Option(help="seed of the injected faults")] = 1,
     mqtt_prefix: MqttPrefix = TOPIC_PREFIX,
+    wait: Annotated[
+        float, typer.Option(help="seconds to wait for the head-end (or the store) to answer")
+    ] = 10.0,
+    store: Annotated[
+        str | None, typer.Option(help="the head-end's store, read to report what it kept")
+    ] = None,
     passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
 ) -> None:
-    """Send a provisioned fleet's readings to a running head-end and report its answers."""
+    """Send a provisioned fleet's readings of a period to a running head-end; report the outcome."""
     from meterseal.meter.provisioning import load_fleet
-    from meterseal.runner import SimulationPlan
-    from meterseal.runner import simulate as run_simulate
+    from meterseal.simulation import SimulationPlan, simulation_period
+    from meterseal.simulation import simulate as run_simulate
 
-    deployment = _load(deployment_dir, passphrase_env)
+    try:
+        day = None if first_day is None else dt.date.fromisoformat(first_day)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--from") from exc
+    start, intervals = simulation_period(day, days, dt.datetime.now(dt.UTC))
     plan = SimulationPlan(
-        transport, target, days, faults, concurrency, window, pace, seed, mqtt_prefix
+        transport,
+        target,
+        start,
+        intervals,
+        faults,
+        concurrency,
+        window,
+        pace,
+        seed,
+        wait,
+        store,
+        mqtt_prefix,
     )
+    deployment = _load(deployment_dir, passphrase_env)
     meters = load_fleet(fleet or deployment_dir / "fleet-p256.cbor", _passphrase(passphrase_env))
-    report = run_simulate(console, deployment, meters, plan, _passphrase(passphrase_env))
-    if report.unacknowledged:
-        raise typer.Exit(code=1)
+    run_simulate(console, deployment, meters, plan, _passphrase(passphrase_env))
 
 
 @app.command()

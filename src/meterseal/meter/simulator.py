@@ -113,9 +113,13 @@ async def run_fleet(
     window: int = 32,
     pace: float = 0.0,
     progress: Callable[[int], object] = lambda _n: None,
+    report: SimulationReport | None = None,
 ) -> SimulationReport:
-    """Send every meter's packets concurrently (at most `concurrency` connections at once)."""
-    report = SimulationReport()
+    """Send every meter's packets concurrently (at most `concurrency` connections at once).
+
+    The counts go into `report` if given, so a caller can watch them while the fleet sends.
+    """
+    report = report if report is not None else SimulationReport()
     gate = asyncio.Semaphore(concurrency)
 
     async def one(meter_id: str, packets: list[tuple[Fault, bytes]]) -> None:
