@@ -137,3 +137,10 @@ def test_config_path_is_the_global_option_only(argv: list[str], path: Path | Non
 )
 def test_hidden(value: str | None, shown: str) -> None:
     assert hidden(value) == shown
+
+
+def test_a_cas_typed_for_services_mode_is_still_refused(north: Path) -> None:
+    # serve drops a configured cas.url unless --mode trusted, not one typed on its line.
+    result = invoke(["serve", "--mode", "services", "--cas", "http://127.0.0.1:9"])
+    assert result.exit_code == 2
+    assert "--cas URL goes with --mode trusted" in result.output
