@@ -56,6 +56,7 @@ LAYERS: dict[str, Layer] = {
     "meterseal.cli_init": INTERFACE,
     "meterseal.bootstrap": SERVICE,  # keys, CAS state, policies and secrets of a new deployment
     "meterseal.demo": INTERFACE,
+    "meterseal.api": INTERFACE,  # the Python API for programs: a facade over the core and key files
     "meterseal.runtime": RUNTIME,
     # Reads one file and the environment (I/O, so not core); every layer above may read settings.
     "meterseal.config": RUNTIME,
