@@ -14,6 +14,7 @@ import pytest
 from meterseal.dissemination.levels import PrivacyLevel, Role
 from meterseal.dissemination.member import MemberClient, Publisher
 from meterseal.dissemination.nats_transport import NatsMember
+from meterseal.dissemination.service import member_measurement
 from meterseal.trust.attestation import SimulatedAttester, init_simulated_platform
 from meterseal.trust.measurement import Measurement
 from tests.command_line import invoke
@@ -109,10 +110,6 @@ def test_router_serve_subscribe_consent_and_status(tmp_path: Path, unique_name: 
         serve.wait(10)
 
 
-PUBLISHER = Measurement(b"\x05" * 32)
-UTILITY = Measurement(b"\x09" * 32)
-
-
 def _stored(url: str, readings: list[tuple[bytes, int, int]]) -> None:
     """Anonymized measurements as the head-end's store keeps them."""
     from meterseal.storage import Store
@@ -131,10 +128,14 @@ def _stored(url: str, readings: list[tuple[bytes, int, int]]) -> None:
 def test_stored_readings_through_the_aggregator_to_the_utility(
     tmp_path: Path, unique_name: str
 ) -> None:
+    # The documented journey: no measurement to invent, the router admits this checkout's
+    # publisher and aggregator by itself and the utility by its role.
     keys, platform, namespace = tmp_path / "router", tmp_path / "platform", unique_name
     platform.mkdir()
     init_simulated_platform(platform)
-    assert invoke(["router", "init", str(keys)]).exit_code == 0
+    init = invoke(["router", "init", str(keys)])
+    assert init.exit_code == 0
+    assert f"publisher  {member_measurement(Role.PUBLISHER).hex}" in init.output
     store = f"sqlite:///{tmp_path / 'store.db'}"
     alice, bob = b"\xaa" * 16, b"\xbb" * 16
     hour = 1_790_002_800
@@ -145,25 +146,19 @@ def test_stored_readings_through_the_aggregator_to_the_utility(
     member = ["--authority", str(keys / "authority.pub"), "--platform", str(platform)]
     serve = _start(
         ["router", "serve", "--keys", str(keys), "--platform", str(platform),
-         "--allow", f"aggregator={AGGREGATOR.hex}", "--allow", f"publisher={PUBLISHER.hex}",
-         "--allow", f"utility={UTILITY.hex}", *common],
+         "--allow", "utility", *common],
         "listening router",
     )  # fmt: skip
     try:
         aggregate = _start(
-            ["router", "aggregate", *member, "--measurement", AGGREGATOR.hex, "--k", "2",
-             *common],
-            "ready aggregator",
+            ["router", "aggregate", *member, "--k", "2", *common], "ready aggregator"
         )  # fmt: skip
         utility = _start(
             ["router", "subscribe", "utility", *member, "--role", "utility", "--level",
-             "moderate", "--measurement", UTILITY.hex, "--count", "2", *common],
+             "moderate", "--count", "2", *common],
             "admitted as utility",
         )  # fmt: skip
-        published = invoke(
-            ["router", "publish", *member, "--measurement", PUBLISHER.hex,
-             "--store", store, *common],
-        )  # fmt: skip
+        published = invoke(["router", "publish", *member, "--store", store, *common])
         assert published.exit_code == 0, published.output
         assert "published 9 readings" in published.output
         output, _ = utility.communicate(timeout=30)

@@ -28,6 +28,7 @@ from meterseal.dissemination.cli_serve import (
     Platform,
     attested_member,
     authority_public_key,
+    platform_attester,
     router_aggregate,
     router_passphrase,
     router_provision,
@@ -66,7 +67,34 @@ def router_init(directory: Annotated[Path, typer.Argument()] = DEFAULT_KEYS) -> 
     (directory / AUTHORITY_PUBLIC).write_text(public + "\n")
     write_secret_file(directory / OPERATOR_KEY, os.urandom(32), secret)
     write_secret_file(directory / STATE_KEY, os.urandom(32), secret)
-    console.print(f"router keys in [bold]{directory}[/bold]; members pin authority key {public}")
+    console.print(
+        f"router keys in [bold]{directory}[/bold]; members pin authority key {public}",
+        soft_wrap=True,
+    )
+    console.print(f"members pass --authority {directory / AUTHORITY_PUBLIC}", soft_wrap=True)
+    _print_members()
+    console.print(
+        f"next: meterseal router serve --keys {directory} --platform var/deployment "
+        "--allow utility", soft_wrap=True,
+    )  # fmt: skip
+
+
+def _print_members() -> None:
+    from meterseal.dissemination.service import DEFAULT_MEMBERS, MEMBER_COMMANDS, member_measurement
+
+    console.print("this checkout's members attest with (router serve admits them as shown):")
+    for role, command in MEMBER_COMMANDS.items():
+        admitted = "admitted by default" if role in DEFAULT_MEMBERS else f"--allow {role.value}"
+        console.print(
+            f"  {role.value:10} {member_measurement(role).hex}  {command}  ({admitted})",
+            soft_wrap=True,
+        )
+
+
+@dissemination_app.command("members")
+def router_members() -> None:
+    """This checkout's member measurements: what each `router` member attests with."""
+    _print_members()
 
 
 @dissemination_app.command("subscribe")
@@ -83,24 +111,28 @@ def router_subscribe(
     platform: Annotated[
         Path | None, typer.Option(help="simulated platform key directory (to attest)")
     ] = None,
-    measurement: Annotated[str, typer.Option(help="this worker's measurement (hex)")] = "",
+    measurement: MeasurementHex = "",
     count: Annotated[int, typer.Option(help="stop after this many publications (0: never)")] = 0,
 ) -> None:
     """Join as NAME (attested unless a public app) and print what arrives, decrypted."""
     from meterseal.dissemination.levels import PrivacyLevel, Role
     from meterseal.dissemination.member import MemberClient
+    from meterseal.dissemination.service import member_measurement
     from meterseal.dissemination.subscription import parse
-    from meterseal.trust.attestation import SimulatedAttester
     from meterseal.trust.measurement import Measurement
 
     try:
         chosen = Role(role)
         subscription = ((PrivacyLevel.named(level), parse(where)),)
         client = MemberClient(name, chosen, "utility", authority_public_key(authority))
-        attester = (
-            SimulatedAttester.from_deployment(platform, router_passphrase()) if platform else None
+        attester = platform_attester(platform) if platform else None
+        identity = (
+            Measurement.from_hex(measurement)
+            if measurement
+            else member_measurement(chosen)
+            if platform and chosen is not Role.PUBLIC_APP
+            else None
         )
-        identity = Measurement.from_hex(measurement) if measurement else None
     except (ValueError, KeyError) as exc:
         raise typer.BadParameter(str(exc)) from exc
     asyncio.run(_subscribe(client, subscription, attester, identity, nats_url, namespace, count))

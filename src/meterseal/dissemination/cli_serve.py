@@ -39,17 +39,24 @@ def authority_public_key(text: str) -> Any:
 
 
 def _allow(allow: list[str]) -> list[Any]:
-    """(role, measurement) pairs from --allow ROLE=MEASUREMENT options."""
+    """(role, measurement) pairs from --allow ROLE[=MEASUREMENT] options (ROLE alone: this
+    checkout's member of that role, as `router init` lists them)."""
     from meterseal.dissemination.levels import Role
+    from meterseal.dissemination.service import member_measurement
     from meterseal.trust.measurement import Measurement
 
     rules = []
     for rule in allow:
         role_name, _, digest = rule.partition("=")
         try:
-            rules.append((Role(role_name), Measurement.from_hex(digest)))
+            role = Role(role_name)
+            chosen = Measurement.from_hex(digest) if digest else member_measurement(role)
+            rules.append((role, chosen))
         except (ValueError, MetersealError) as exc:
-            raise typer.BadParameter(f"--allow ROLE=MEASUREMENT, not {rule!r}") from exc
+            roles = ", ".join(r.value for r in Role if r is not Role.PUBLIC_APP)
+            raise typer.BadParameter(
+                f"--allow ROLE or ROLE=MEASUREMENT (ROLE: {roles}), not {rule!r}"
+            ) from exc
     return rules
 
 
@@ -110,7 +117,11 @@ def router_serve(
         Path | None, typer.Option(help="simulated attestation platform (cas init's directory)")
     ] = None,
     allow: Annotated[
-        list[str], typer.Option(help="ROLE=MEASUREMENT admitted after attestation; repeat")
+        list[str],
+        typer.Option(
+            help="ROLE (this checkout's member, see `router init`) or ROLE=MEASUREMENT admitted "
+            "after attestation, besides this checkout's publisher and aggregator; repeat"
+        ),
     ] = [],  # noqa: B006
     cas_url: CasUrl = None,
     deployment: Deployment = DEFAULT_DEPLOYMENT,
@@ -121,9 +132,11 @@ def router_serve(
 ) -> None:
     """Run the publisher's admissions and the router on NATS until Ctrl-C or SIGTERM.
 
-    With --cas the router is an attested trusted worker: it measures itself (its admission
-    rules included), attests and gets its keys from the CAS; it admits this checkout's
-    aggregator and whatever --allow adds. Without, its keys are --keys's files.
+    It admits this checkout's publisher (`router publish`) and aggregator (`router
+    aggregate`) and whatever --allow adds, e.g. --allow utility for `router subscribe --role
+    utility`. With --cas it is an attested trusted worker: it measures itself (its admission
+    rules included), attests and gets its keys from the CAS. Without, its keys are --keys's
+    files.
     """
     from meterseal.dissemination.service import (
         RouterService,
@@ -134,10 +147,10 @@ def router_serve(
     )
     from meterseal.trust.attestation import SimulatedVerifier
 
-    rules, secret = _allow(allow), router_passphrase()
+    secret = router_passphrase()
+    rules = list(dict.fromkeys([*default_allow(), *_allow(allow)]))
     try:
         if cas_url is not None:
-            rules = [*default_allow(), *rules]
             router_keys = router_keys_from_cas(cas_url, deployment, rules, passphrase=secret)
             platform = platform or deployment
         else:
@@ -152,6 +165,8 @@ def router_serve(
     note = Console(stderr=True)  # stdout carries the parseable `listening`/`ready` lines
     note.print(f"router keys: {router_keys.provenance}", soft_wrap=True)
     note.print(f"attestation: {verifier!r}" if verifier else "no --platform: LOW members only")
+    admitted = ", ".join(f"{role.value}={m.short}" for role, m in rules)
+    note.print(f"admits after attestation: {admitted}", soft_wrap=True)
     if state is None:
         note.print("no --state: consent lives in memory only")
     _run_stage(RouterService(node, nats_url), admin)
@@ -160,7 +175,13 @@ def router_serve(
 Platform = Annotated[
     Path | None, typer.Option(help="simulated platform key directory (to attest this member)")
 ]
-MeasurementHex = Annotated[str, typer.Option(help="this worker's measurement (64 hex digits)")]
+MeasurementHex = Annotated[
+    str,
+    typer.Option(
+        help="expert: the measurement to attest with (64 hex digits); default this checkout's "
+        "for the role, as `router init` lists it"
+    ),
+]
 AuthorityOpt = Annotated[str, typer.Option(help="the router's authority.pub (file or hex)")]
 
 
@@ -170,14 +191,29 @@ def attested_member(
     """(client, attester, measurement) of an attested member, or a clean exit."""
     from meterseal.dissemination.levels import Role
     from meterseal.dissemination.member import MemberClient
-    from meterseal.trust.attestation import SimulatedAttester
+    from meterseal.dissemination.service import member_measurement
     from meterseal.trust.measurement import Measurement
 
-    if platform is None or not digest:
-        raise typer.BadParameter("an attested member needs --platform and --measurement")
-    client = MemberClient(name, Role(role), "utility", authority_public_key(authority))
-    attester = SimulatedAttester.from_deployment(platform, router_passphrase())
-    return client, attester, Measurement.from_hex(digest)
+    if platform is None:
+        raise typer.BadParameter(
+            "an attested member needs --platform (the simulated platform: `cas init`'s directory)"
+        )
+    chosen = Role(role)
+    client = MemberClient(name, chosen, "utility", authority_public_key(authority))
+    attester = platform_attester(platform)
+    return client, attester, Measurement.from_hex(digest) if digest else member_measurement(chosen)
+
+
+def platform_attester(platform: Path) -> Any:
+    """The simulated platform's attester in `platform`, or a clean ConfigurationError."""
+    from meterseal.trust.attestation import PLATFORM_KEY, SimulatedAttester
+
+    if not (platform / PLATFORM_KEY).exists():
+        raise ConfigurationError(
+            f"no simulated platform in {platform}: run `meterseal cas init -d {platform}` "
+            "or pass --platform"
+        )
+    return SimulatedAttester.from_deployment(platform, router_passphrase())
 
 
 Lateness = Annotated[

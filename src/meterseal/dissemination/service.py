@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -52,7 +53,7 @@ from meterseal.runtime.metrics import ServiceMetrics
 from meterseal.runtime.nats_endpoint import shown
 from meterseal.runtime.readiness import Readiness
 from meterseal.trust.attestation import Attester, QuoteVerifier
-from meterseal.trust.measurement import Measurement, stage_measurement
+from meterseal.trust.measurement import STAGE_MODULES, Measurement, measure, stage_measurement
 from meterseal.trust.policy import AllowMeasurement, AnyOf, Policy
 from meterseal.trust.worker import start_trusted
 
@@ -78,9 +79,33 @@ def admission_policy(allow: Iterable[Allow]) -> Policy:
     return AnyOf(tuple(rules))
 
 
+MEMBER_STAGE: Final = "dissemination-member"
+# Members `meterseal router` runs, and the command that runs each as that role.
+MEMBER_COMMANDS: Final = {
+    Role.PUBLISHER: "router publish",
+    Role.AGGREGATOR: "router aggregate",
+    Role.UTILITY: "router subscribe --role utility",
+    Role.APP: "router subscribe --role app",
+}
+DEFAULT_MEMBERS: Final = (Role.PUBLISHER, Role.AGGREGATOR)  # the data path; readers: --allow
+
+
+@functools.cache
+def member_measurement(role: Role) -> Measurement:
+    """This checkout's code identity as a member of `role`: what `meterseal router` attests
+    with unless told otherwise, and what `--allow ROLE` admits.
+
+    The aggregator's is its trusted stage's (the CAS and the router agree on it); the other
+    members run the same package, so they measure its modules under their role's name.
+    """
+    if role is Role.AGGREGATOR:
+        return stage_measurement(AGGREGATOR_STAGE)
+    return measure(STAGE_MODULES[AGGREGATOR_STAGE], {"stage": MEMBER_STAGE, "role": role.value})
+
+
 def default_allow() -> list[Allow]:
-    """This checkout's aggregator, which a trusted router admits unless told otherwise."""
-    return [(Role.AGGREGATOR, stage_measurement(AGGREGATOR_STAGE))]
+    """This checkout's publisher and aggregator, which a router admits unless told otherwise."""
+    return [(role, member_measurement(role)) for role in DEFAULT_MEMBERS]
 
 
 def router_config(allow: Iterable[Allow]) -> dict[str, object]:
