@@ -129,3 +129,28 @@ def test_the_configured_cas_is_for_trusted_mode_only(deployment: tuple[Path, str
     explicit = invoke([*config, "serve", "--mode", "services", "--cas", "http://127.0.0.1:1"])
     assert explicit.exit_code == 2
     assert "--cas URL goes with --mode trusted" in " ".join(explicit.output.split())
+
+
+@pytest.mark.services
+def test_a_postgresql_store_is_set_up_where_the_config_points(
+    tmp_path: Path, unique_name: str
+) -> None:
+    from meterseal.config import load_settings
+    from tests.services import require_service
+    from tests.storage.conftest import PG_URL, _probe_postgres
+
+    require_service("PostgreSQL", PG_URL, _probe_postgres)
+    directory = tmp_path / "south"
+    _init(str(directory), "--store", PG_URL, "--name", unique_name, "--no-dissemination")
+    settings = load_settings(directory / "meterseal.toml", environ={})
+    assert unique_name in settings.store.url  # the deployment's own schema
+    try:
+        with Store.open(settings.store.url) as store:  # where serve and the CAS will look
+            assert CasStore(store).rules()
+    finally:
+        import sqlalchemy as sa
+
+        admin = sa.create_engine(PG_URL)
+        with admin.begin() as connection:
+            connection.exec_driver_sql(f"DROP SCHEMA IF EXISTS {unique_name} CASCADE")
+        admin.dispose()

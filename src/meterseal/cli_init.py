@@ -17,6 +17,7 @@ import typer
 
 from meterseal.cli_common import PassphraseEnv, console, passphrase
 from meterseal.config import CONFIG_FILE, render_config
+from meterseal.config.settings import in_schema
 from meterseal.errors import ConfigurationError
 from meterseal.ui import progress_bar
 
@@ -146,7 +147,10 @@ def init(
     listen = parse_address(cas_listen, CAS_PORT)
     scheme = "https" if host else "http"
     cas_url = f"{scheme}://{format_address(host[0] if host else listen.host, listen.port)}"
-    store = init_store or f"sqlite:///{directory / 'meterseal.db'}"
+    # In the schema every later command reads it from (store.schema defaults to the name).
+    store = (
+        in_schema(init_store, chosen) if init_store else f"sqlite:///{directory / 'meterseal.db'}"
+    )
     secret = passphrase(passphrase_env)
     options = InitOptions(ca_name, secret, tuple(host or ()), force)
     extra = [("dissemination", _dissemination(directory, secret))] if dissemination else []
@@ -173,7 +177,7 @@ def init(
         values: dict[str, dict[str, object]] = {
             "deployment": {"name": chosen, "dir": ".", "passphrase_env": passphrase_env},
             # Relative to the file: the directory can move with its store.
-            "store": {"url": "sqlite:///meterseal.db" if init_store is None else store},
+            "store": {"url": "sqlite:///meterseal.db" if init_store is None else init_store},
             "cas": {"url": cas_url},
         }
         if init_nats:
