@@ -27,6 +27,7 @@ _HEADEND = {
     "demandlib": "demandlib",
     "argon2": "argon2-cffi",
     "jwt": "PyJWT",
+    "defusedxml": "defusedxml",
 }
 _DISSEMINATION = {"phe": "phe", "gmpy2": "gmpy2", "opendp": "opendp"}
 _FRAUD = {

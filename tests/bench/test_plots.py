@@ -77,9 +77,7 @@ def _integrity(bare: float, ratios: tuple[float, ...]) -> IntegrityBench:
         name: ModeResult(name, (bare * r, bare * r, bare * r), 5, 100, 2)
         for name, r in zip(MODES, ratios, strict=True)
     }
-    return IntegrityBench(
-        4_321, 500, modes, Timing((4.2e-3,), 1), Timing((1.4e-4,), 1)
-    )
+    return IntegrityBench(4_321, 500, modes, Timing((4.2e-3,), 1), Timing((1.4e-4,), 1))
 
 
 def test_the_integrity_target_line_is_labelled_and_no_ratio_sits_on_it(tmp_path: Path) -> None:
@@ -135,7 +133,5 @@ def test_the_dissemination_titles_state_the_run_s_sizes(
         f"Burst of 54,321: {shown} (paper fig. 4); drained in {seconds:.1f} s"
     )
     assert iso.get_title() == "Latency of 7 isolated publications (paper fig. 3)"
-    assert [t.get_text() for t in iso.get_xticklabels()] == [
-        "isolated (NATS, 2,345 subscriptions)"
-    ]
+    assert [t.get_text() for t in iso.get_xticklabels()] == ["isolated (NATS, 2,345 subscriptions)"]
     assert not [t for t in _texts(fig) if "10k" in t or "10,000" in t]
