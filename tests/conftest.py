@@ -40,6 +40,19 @@ def _unencrypted_keys_warned() -> None:
     at_rest._warned = True
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _no_configuration_file() -> Iterator[None]:
+    # A meterseal.toml in the checkout must not steer the suite; tests that want one set
+    # MS_CONFIG (or --config) themselves. Processes the tests start inherit it.
+    old = os.environ.get("MS_CONFIG")
+    os.environ["MS_CONFIG"] = "none"
+    yield
+    if old is None:
+        del os.environ["MS_CONFIG"]
+    else:
+        os.environ["MS_CONFIG"] = old
+
+
 @pytest.fixture
 def permissive_umask() -> Iterator[None]:
     """Run with umask 0, so only the code's own modes keep files private."""

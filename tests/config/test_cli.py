@@ -144,3 +144,15 @@ def test_a_cas_typed_for_services_mode_is_still_refused(north: Path) -> None:
     result = invoke(["serve", "--mode", "services", "--cas", "http://127.0.0.1:9"])
     assert result.exit_code == 2
     assert "--cas URL goes with --mode trusted" in result.output
+
+
+def test_none_means_no_file_even_in_the_working_directory(north: Path) -> None:
+    (Path.cwd() / "meterseal.toml").write_text('[deployment]\nname = "here"\n')
+    for args, env in (
+        (["config", "show"], {"MS_CONFIG": "none"}),
+        (["--config", "none", "config", "show"], {}),
+    ):
+        result = invoke(args, env=env)
+        assert result.exit_code == 0, result.output
+        assert result.stdout.startswith("configuration file: (none)")
+        assert "here" not in result.stdout

@@ -125,6 +125,8 @@ def test_locate_order(tmp_path: Path) -> None:
     assert locate(None, {}, tmp_path) == tmp_path / "meterseal.toml"
     assert locate(None, {"MS_CONFIG": "/e.toml"}, tmp_path) == Path("/e.toml")
     assert locate(Path("f.toml"), {"MS_CONFIG": "/e.toml"}, tmp_path) == Path("f.toml")
+    assert locate(None, {"MS_CONFIG": "none"}, tmp_path) is None  # not even ./meterseal.toml
+    assert locate(Path("none"), {"MS_CONFIG": "/e.toml"}, tmp_path) is None
 
 
 @given(st.text(min_size=1, max_size=30))

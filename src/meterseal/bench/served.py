@@ -38,7 +38,8 @@ class Served:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env=env or os.environ.copy(),
+            # The operator's meterseal.toml is not the experiment's: MS_CONFIG=none.
+            env=env or {**os.environ, "MS_CONFIG": "none"},
         )
         self.lines: list[str] = []
         self.endpoints: dict[tuple[str, str], str] = {}  # (process label, endpoint) -> address

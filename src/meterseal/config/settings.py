@@ -25,6 +25,7 @@ from meterseal.errors import ConfigurationError
 
 CONFIG_FILE = "meterseal.toml"
 CONFIG_ENV = "MS_CONFIG"
+NO_CONFIG = "none"  # --config none, MS_CONFIG=none: no file, not even ./meterseal.toml
 # One name that is a valid PostgreSQL schema, NATS stream prefix and MQTT topic level alike.
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
 
@@ -339,11 +340,15 @@ def _sqlite_relative_to(url: str, base: Path) -> str:
 
 
 def locate(explicit: Path | None, environ: Mapping[str, str], cwd: Path) -> Path | None:
-    """The configuration file: `explicit` (--config), else MS_CONFIG, else ./meterseal.toml."""
-    if explicit is not None:
-        return explicit
-    if environ.get(CONFIG_ENV):
-        return Path(environ[CONFIG_ENV])
+    """The configuration file: `explicit` (--config), else MS_CONFIG, else ./meterseal.toml.
+
+    ``none`` as either means no file at all (benches' servers, the test suite).
+    """
+    chosen = str(explicit) if explicit is not None else environ.get(CONFIG_ENV, "")
+    if chosen == NO_CONFIG:
+        return None
+    if chosen:
+        return Path(chosen)
     candidate = cwd / CONFIG_FILE
     return candidate if candidate.is_file() else None
 
