@@ -54,6 +54,7 @@ LAYERS: dict[str, Layer] = {
     "meterseal.cli_mqtt": INTERFACE,
     "meterseal.cli_accounts": INTERFACE,
     "meterseal.cli_init": INTERFACE,
+    "meterseal.cli_meter_certs": INTERFACE,
     "meterseal.bootstrap": SERVICE,  # keys, CAS state, policies and secrets of a new deployment
     "meterseal.demo": INTERFACE,
     "meterseal.api": INTERFACE,  # the Python API for programs: a facade over the core and key files

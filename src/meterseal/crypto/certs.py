@@ -58,6 +58,7 @@ def issue_meter_certificate(
     *,
     now: dt.datetime,
     rng: Rng,
+    not_after: dt.datetime | None = None,
 ) -> x509.Certificate:
     """A meter certificate whose subject serialNumber is the meter id (as IEEE 802.1AR does)."""
     subject = x509.Name(
@@ -66,7 +67,8 @@ def issue_meter_certificate(
             x509.NameAttribute(NameOID.COMMON_NAME, f"meter {meter_id}"),
         ]
     )
-    builder = _end_entity(ca_cert, subject, public_key, now, now + METER_VALIDITY, rng)
+    end = now + METER_VALIDITY if not_after is None else not_after
+    builder = _end_entity(ca_cert, subject, public_key, now, end, rng)
     return builder.sign(ca_key, hashes.SHA256())
 
 

@@ -1,0 +1,141 @@
+"""`meterseal meters certify|trust-manufacturer|import-cert`: factory-made meter keys registered.
+
+The meters certified from CSRs or imported from a trusted manufacturer's certificates are in
+the store's registry as the head-end reads it (re-verified against the deployment CA); a
+tampered CSR, a certificate of an untrusted CA and an id already registered with another key
+are refused, and nothing is registered then.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import NameOID
+
+from meterseal.crypto.certs import create_ca
+from meterseal.crypto.keys import generate_meter_key
+from meterseal.crypto.suites import ED25519, P256, CipherSuite
+from meterseal.deployment import init_deployment
+from meterseal.storage import Store
+from meterseal.storage.store import StoreRegistry
+from tests.command_line import invoke
+
+PEM = serialization.Encoding.PEM
+
+
+def _csr_pem(meter_id: str, suite: CipherSuite) -> bytes:
+    key = generate_meter_key(meter_id, suite).private_key
+    subject = x509.Name([x509.NameAttribute(NameOID.SERIAL_NUMBER, meter_id)])
+    algorithm = hashes.SHA256() if suite is P256 else None
+    csr = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, algorithm)  # type: ignore[arg-type]
+    return csr.public_bytes(PEM)
+
+
+@pytest.fixture
+def deployment(tmp_path: Path) -> tuple[Path, str]:
+    """A deployment directory and an empty store: (DIR, store URL)."""
+    directory = tmp_path / "dep"
+    init_deployment(directory, now=dt.datetime.now(dt.UTC))
+    return directory, f"sqlite:///{tmp_path / 'store.db'}"
+
+
+def _meters(directory: Path, store_url: str) -> dict[str, str]:
+    ca = x509.load_pem_x509_certificate((directory / "ca.cert.pem").read_bytes())
+    with Store.open(store_url) as store:
+        registry = StoreRegistry(store, ca)
+        assert registry.rejected == {}
+        return {row.meter_id: row.customer_id for row in store.meter_rows()}
+
+
+def _run(*args: str) -> tuple[int, str]:
+    result = invoke(["meters", *args], env={"COLUMNS": "250"})
+    return result.exit_code, " ".join(result.output.split())
+
+
+def test_csrs_are_certified_registered_and_written_back(
+    deployment: tuple[Path, str], tmp_path: Path
+) -> None:
+    directory, store = deployment
+    batch = tmp_path / "factory.csr.pem"
+    batch.write_bytes(_csr_pem("ACME-1", P256) + _csr_pem("ACME-2", ED25519))
+    common = ["-d", str(directory), "--store", store]
+    code, said = _run("certify", str(batch), *common, "--customer", "CUST-9", "--region", "R03")
+    assert code == 0, said
+    assert f"certified ACME-1 (p256, from CSR): {directory / 'meters' / 'ACME-1.cert.pem'}" in said
+    assert "certified ACME-2 (ed25519, from CSR)" in said
+    assert "2 meters registered in" in said
+    assert _meters(directory, store) == {"ACME-1": "CUST-9", "ACME-2": "CUST-9"}
+    # The same CSR again is the same key: nothing to refuse. Another key for the id is refused.
+    assert _run("certify", str(batch), *common)[0] == 0
+    other = tmp_path / "other.csr.pem"
+    other.write_bytes(_csr_pem("ACME-1", P256))
+    code, said = _run("certify", str(other), *common)
+    assert code == 2
+    assert "meter ACME-1 is registered with another key" in said
+    assert _run("certify", str(other), *common, "--replace")[0] == 0
+
+
+def test_a_tampered_csr_is_refused_and_nothing_is_registered(
+    deployment: tuple[Path, str], tmp_path: Path
+) -> None:
+    directory, store = deployment
+    der = bytearray(
+        x509.load_pem_x509_csr(_csr_pem("ACME-3", P256)).public_bytes(serialization.Encoding.DER)
+    )
+    der[-3] ^= 0x40  # inside the signature
+    tampered = tmp_path / "tampered.csr"
+    tampered.write_bytes(bytes(der))
+    code, said = _run("certify", str(tampered), "-d", str(directory), "--store", store)
+    assert code == 2
+    assert "the CSR's signature does not verify" in said
+    assert _meters(directory, store) == {}
+
+
+def test_certificates_of_a_trusted_manufacturer_only_are_imported(
+    deployment: tuple[Path, str], tmp_path: Path
+) -> None:
+    directory, store = deployment
+    now = dt.datetime.now(dt.UTC)
+    common = ["-d", str(directory), "--store", store]
+    maker_key, maker_ca = create_ca("ACME meters CA", now=now, rng=os.urandom)
+    rogue_key, rogue_ca = create_ca("ACME meters CA", now=now, rng=os.urandom)
+    meter = generate_meter_key("ACME-5", P256)
+    from meterseal.crypto.certs import issue_meter_certificate
+
+    def issued(key: object, ca: x509.Certificate, path: Path) -> Path:
+        cert = issue_meter_certificate(key, ca, "ACME-5", meter.public_key(), now=now,  # type: ignore[arg-type]
+                                       rng=os.urandom)  # fmt: skip
+        path.write_bytes(cert.public_bytes(PEM))
+        return path
+
+    genuine = issued(maker_key, maker_ca, tmp_path / "acme-5.pem")
+    forged = issued(rogue_key, rogue_ca, tmp_path / "forged.pem")
+    code, said = _run("import-cert", str(genuine), *common)
+    assert code == 2
+    assert "no manufacturer CA is trusted" in said
+    (tmp_path / "acme-ca.pem").write_bytes(maker_ca.public_bytes(PEM))
+    code, said = _run(
+        "trust-manufacturer", "acme", str(tmp_path / "acme-ca.pem"), "-d", str(directory)
+    )
+    assert code == 0, said
+    assert "trusting manufacturer acme: CN=ACME meters CA (sha256 " in said
+    code, said = _run("import-cert", str(forged), *common)
+    assert code == 2
+    assert "not a trusted manufacturer CA" in said
+    assert _meters(directory, store) == {}
+    code, said = _run("import-cert", str(genuine), *common)
+    assert code == 0, said
+    assert "certified ACME-5 (p256, from CN=ACME meters CA)" in said
+    assert _meters(directory, store) == {"ACME-5": "CUST-ACME-5"}
+    assert (
+        directory / "meters" / "ACME-5.manufacturer.cert.pem"
+    ).read_bytes() == genuine.read_bytes()
+    # A meter certificate is no manufacturer CA.
+    code, said = _run("trust-manufacturer", "bad", str(genuine), "-d", str(directory))
+    assert code == 2
+    assert "not a CA certificate" in said
