@@ -117,6 +117,8 @@ LAYERS: dict[str, Layer] = {
     "meterseal.dissemination.runners": SERVICE,
     "meterseal.dissemination.cli": INTERFACE,
     "meterseal.dissemination.cli_serve": INTERFACE,
+    "meterseal.dissemination.cli_consent": INTERFACE,
+    "meterseal.dissemination.customers": ADAPTER,  # the store's meters, the anonymization key
     "meterseal.dissemination.__main__": INTERFACE,
     "meterseal.integrity": ADAPTER,  # the monitor: ptrace, seccomp, ELF files, gcc
     "meterseal.integrity.judgement": CORE,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from meterseal.acquisition.anonymize import Anonymizer
 from meterseal.dissemination.levels import PrivacyLevel, Role
 from meterseal.dissemination.member import MemberClient, Publisher
 from meterseal.dissemination.nats_transport import NatsMember
@@ -18,6 +19,7 @@ from meterseal.dissemination.service import member_measurement
 from meterseal.trust.attestation import SimulatedAttester, init_simulated_platform
 from meterseal.trust.measurement import Measurement
 from tests.command_line import invoke
+from tests.dissemination.test_consent_cli import KEY, _deployment
 from tests.dissemination.test_nats import NATS_URL, nats_up  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.services
@@ -89,12 +91,27 @@ def test_router_serve_subscribe_consent_and_status(tmp_path: Path, unique_name: 
         assert subscriber.returncode == 0, output
         assert "LOW" in output
         assert "1234" in output
+        directory, store = _deployment(tmp_path)
+        whose = ["--customer", "CUST-A", "-d", str(directory), "--store", store]
         granted = invoke(
-            ["router", "consent", "grant", "--customer", "0a0b", "--app", "someapp",
-             "--keys", str(keys), *common],
+            ["router", "consent", "grant", *whose, "--app", "someapp", "--keys", str(keys),
+             *common],
         )  # fmt: skip
         assert granted.exit_code == 0, granted.output
-        assert "consent granted" in granted.output
+        mtr1 = Anonymizer(KEY).pseudonym("MTR-1").hex()
+        assert f"someapp now receives the raw (HIGH) readings of customer CUST-A (meter MTR-1, " \
+            f"pseudonym {mtr1})" in granted.output  # fmt: skip
+        assert "(meter MTR-2" in granted.output  # every meter of the customer's
+        listed = invoke(
+            ["router", "consent", "list", "-d", str(directory), "--store", store, "--keys",
+             str(keys), *common],
+        )  # fmt: skip
+        assert listed.exit_code == 0, listed.output
+        assert "someapp receives the raw (HIGH) readings of 2 pseudonym(s) (once admitted" in (
+            listed.output
+        )
+        assert f"customer CUST-A (meter MTR-1, pseudonym {mtr1})" in listed.output
+        assert "viewer (public_app, admitted) receives LOW" in listed.output
         status = invoke(["router", "status", "--keys", str(keys), *common])
         assert status.exit_code == 0, status.output
         assert "viewer" in status.output

@@ -13,6 +13,7 @@ import typer
 from rich.table import Table
 
 from meterseal.cli_common import console
+from meterseal.dissemination.cli_consent import consent_app, operator, router_pseudonym
 from meterseal.dissemination.cli_serve import (
     AUTHORITY_KEY,
     AUTHORITY_PUBLIC,
@@ -35,14 +36,13 @@ from meterseal.dissemination.cli_serve import (
     router_serve,
 )
 from meterseal.errors import ConfigurationError
-from meterseal.runtime.nats_endpoint import shown
 
 dissemination_app = typer.Typer(
     help="Privacy-aware dissemination: the router on NATS, subscribers, consent.",
     no_args_is_help=True,
 )
-consent_app = typer.Typer(help="A customer's consent to an app, per app.", no_args_is_help=True)
 dissemination_app.add_typer(consent_app, name="consent")
+dissemination_app.command("pseudonym")(router_pseudonym)
 dissemination_app.command("serve")(router_serve)
 dissemination_app.command("aggregate")(router_aggregate)
 dissemination_app.command("provision")(router_provision)
@@ -178,73 +178,13 @@ async def _subscribe(
     await nc.close()
 
 
-def _operator(keys: Path, url: str, namespace: str, command: dict[str, Any]) -> dict[str, Any]:
-    from meterseal.crypto.at_rest import read_secret_file
-    from meterseal.dissemination.nats_transport import operator_request
-    from meterseal.dissemination.node import operator_command
-
-    secret = read_secret_file(keys / OPERATOR_KEY, router_passphrase())
-    signed = operator_command(secret, command, now=time.time(), nonce=os.urandom(16))
-
-    async def send() -> dict[str, Any]:
-        from meterseal.services.nats_bus import connect_nats
-
-        nc = await connect_nats(url, max_reconnect_attempts=1)
-        try:
-            return await operator_request(nc, signed, namespace=namespace)
-        finally:
-            await nc.close()
-
-    try:
-        answer = asyncio.run(send())
-    except Exception as exc:
-        where = f"{shown(url)} ({namespace})"
-        raise ConfigurationError(f"no router answered on {where}: {exc}") from exc
-    if not answer.get("ok"):
-        console.print(f"[red]refused:[/red] {answer.get('reason')}: {answer.get('detail', '')}")
-        raise typer.Exit(code=1)
-    return answer
-
-
-def _consent(op: str, customer: str, app: str, keys: Path, url: str, namespace: str) -> None:
-    try:
-        pseudonym = bytes.fromhex(customer)
-    except ValueError as exc:
-        raise typer.BadParameter("--customer is the customer's pseudonym in hex") from exc
-    answer = _operator(keys, url, namespace, {"op": op, "customer": pseudonym, "app": app})
-    rekeyed = ", ".join(answer.get("rekeyed", [])) or "nobody"
-    console.print(f"consent {op}ed: {app} for customer {customer}; new keys for {rekeyed}")
-
-
-CustomerOpt = Annotated[str, typer.Option("--customer", help="the customer's pseudonym (hex)")]
-AppOpt = Annotated[str, typer.Option("--app", help="the app's member name")]
-
-
-@consent_app.command("grant")
-def consent_grant(
-    customer: CustomerOpt, app: AppOpt, keys: KeysDir = DEFAULT_KEYS,
-    nats_url: NatsUrl = DEFAULT_NATS, namespace: Namespace = "ms.dissem",
-) -> None:  # fmt: skip
-    """The customer lets APP read its raw (HIGH) data from the next publication on."""
-    _consent("grant", customer, app, keys, nats_url, namespace)
-
-
-@consent_app.command("revoke")
-def consent_revoke(
-    customer: CustomerOpt, app: AppOpt, keys: KeysDir = DEFAULT_KEYS,
-    nats_url: NatsUrl = DEFAULT_NATS, namespace: Namespace = "ms.dissem",
-) -> None:  # fmt: skip
-    """The customer withdraws APP's access: routing stops and the customer's key rotates."""
-    _consent("revoke", customer, app, keys, nats_url, namespace)
-
-
 @dissemination_app.command("remove")
 def router_remove(
     member: str, keys: KeysDir = DEFAULT_KEYS, nats_url: NatsUrl = DEFAULT_NATS,
     namespace: Namespace = "ms.dissem",
 ) -> None:  # fmt: skip
     """Expel MEMBER: its subscriptions go, every key it held is rotated for the others."""
-    answer = _operator(keys, nats_url, namespace, {"op": "remove", "member": member})
+    answer = operator(keys, nats_url, namespace, {"op": "remove", "member": member})
     console.print(f"{member} removed; new keys for {', '.join(answer['rekeyed']) or 'nobody'}")
 
 
@@ -254,7 +194,7 @@ def router_status(
     namespace: Namespace = "ms.dissem",
 ) -> None:  # fmt: skip
     """Members (role, state) and the router's counters."""
-    answer = _operator(keys, nats_url, namespace, {"op": "status"})
+    answer = operator(keys, nats_url, namespace, {"op": "status"})
     table = Table("member", "role", "state", title="members")
     for name, (role, state) in sorted(answer["members"].items()):
         table.add_row(name, role, state)

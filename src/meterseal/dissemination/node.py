@@ -173,6 +173,10 @@ class RouterNode:
         elif op == "status":
             members = {m.name: [m.role.value, m.state.value] for m in authority.members.values()}
             return reply(members=members, counters=dict(self.router.counters)), []
+        elif op == "consents":
+            members = {m.name: [m.role.value, m.state.value] for m in authority.members.values()}
+            consent = sorted([c, sorted(apps)] for c, apps in authority.consent.items() if apps)
+            return reply(consents=consent, members=members), []
         else:
             raise DisseminationError(Reason.BAD_OPERATOR_COMMAND, f"unknown op {op!r}")
         if self.on_change is not None:
