@@ -48,6 +48,8 @@ LAYERS: dict[str, Layer] = {
     "meterseal.cli": INTERFACE,
     "meterseal.cli_billing": INTERFACE,
     "meterseal.cli_bills": INTERFACE,
+    "meterseal.cli_corrections": INTERFACE,
+    "meterseal.cli_billing_parts": INTERFACE,
     "meterseal.cli_common": INTERFACE,
     "meterseal.cli_extras": INTERFACE,
     "meterseal.cli_certs": INTERFACE,

@@ -31,6 +31,7 @@ from meterseal.cli_common import (
 from meterseal.cli_common import load as _load
 from meterseal.cli_common import passphrase as _passphrase
 from meterseal.cli_common import shown as _shown
+from meterseal.cli_corrections import corrections_app
 from meterseal.cli_extras import MissingExtra
 from meterseal.config.cli import cli_defaults, config_app, root_callback
 from meterseal.crypto.suites import DEFAULT_SUITE, suite_named
@@ -58,6 +59,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(certs_app, name="certs")
 app.add_typer(meters_app, name="meters")
 app.add_typer(billing_app)  # tariffs, bill, audit, export-bill, verify-bill
+app.add_typer(corrections_app)  # rebill
 app.add_typer(service_app, name="service")  # one service of services/trusted mode
 app.add_typer(config_app, name="config")
 app.callback()(root_callback)  # the global --config option

@@ -18,6 +18,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from rich.table import Table
 
+from meterseal.cli_billing_parts import (
+    SHOWN_BILLS,
+    AllowEstimated,
+    IdRows,
+    MaxEstimated,
+    bill_ledger,
+    estimation_policy,
+)
 from meterseal.cli_common import (
     DEFAULT_DEPLOYMENT,
     DEFAULT_STORE,
@@ -33,7 +41,6 @@ from meterseal.ui import milliseconds, progress_bar
 
 if TYPE_CHECKING:
     from meterseal.billing.completeness import Period
-    from meterseal.billing.policy import EstimationPolicy
     from meterseal.storage.bill_store import BillStore
 
 billing_app = typer.Typer()
@@ -54,30 +61,6 @@ def period_option(first_day: str, days: int) -> Period:
         return Period.days(dt.date.fromisoformat(first_day), days)
     except ValueError as exc:
         raise typer.BadParameter(f"--from: {exc}") from exc
-
-
-class IdRows:
-    """Rows led by an id, printed as padded plain columns, one line each.
-
-    Not a Rich table: on an 80-column terminal a table squeezes or cuts its columns, and the
-    ids are what the operator copies into the next command, so they are never wrapped or cut.
-    """
-
-    def __init__(self, *header: str) -> None:
-        self.header = header
-        self.rows: list[tuple[str, ...]] = []
-
-    def add_row(self, *cells: str) -> None:
-        """One row (plain text, no markup)."""
-        self.rows.append(cells)
-
-    def print(self) -> None:
-        """The header and the rows, each column as wide as its widest cell."""
-        lines = [self.header, *self.rows]
-        widths = [max(len(line[i]) for line in lines) for i in range(len(self.header))]
-        for line in lines:
-            text = "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
-            console.print(text, soft_wrap=True, markup=False, highlight=False)
 
 
 def _public_key(path: Path) -> ec.EllipticCurvePublicKey:
@@ -122,37 +105,6 @@ def tariffs_list(store: StoreUrl = DEFAULT_STORE) -> None:
     console.print(table)
 
 
-MaxEstimated = Annotated[
-    str,
-    typer.Option(
-        "--max-estimated-percent",
-        help="refuse a bill whose estimated share of the period's slots exceeds this percent",
-    ),
-]
-AllowEstimated = Annotated[
-    bool,
-    typer.Option(
-        "--allow-estimated",
-        help="bill above --max-estimated-percent anyway; the signed bill then says so",
-    ),
-]
-SHOWN_BILLS = 20  # rows of billed customers printed before "… N more" (refusals: all)
-
-
-def estimation_policy(max_estimated: str, allow: bool) -> EstimationPolicy:
-    """The policy the options name; BadParameter for a limit that is no percentage."""
-    from decimal import Decimal, InvalidOperation
-
-    from meterseal.billing.policy import EstimationPolicy
-
-    try:
-        return EstimationPolicy(Decimal(max_estimated.rstrip("%")), allow)
-    except (InvalidOperation, ValueError) as exc:
-        raise typer.BadParameter(
-            f"--max-estimated-percent is a percentage 0-100, not {max_estimated!r}"
-        ) from exc
-
-
 @billing_app.command("bill")
 def bill(
     tariff: Annotated[str, typer.Option(help="tariff id, optionally @version (default latest)")],
@@ -160,7 +112,7 @@ def bill(
     days: Days = 30,
     customer: Annotated[list[str] | None, typer.Option(help="bill only these customers")] = None,
     estimation: Annotated[str, typer.Option(help="linear, zero or previous-day")] = "linear",
-    max_estimated: MaxEstimated = "10",
+    max_estimated_percent: MaxEstimated = "10",
     allow_estimated: AllowEstimated = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="show what would be signed; sign and write nothing")
@@ -185,7 +137,7 @@ def bill(
     from meterseal.storage import Store
     from meterseal.storage.bill_store import BillStore
 
-    policy = estimation_policy(max_estimated, allow_estimated)
+    policy = estimation_policy(max_estimated_percent, allow_estimated)
     deployment = load(deployment_dir, passphrase_env)
     period = period_option(first_day, days)
     tariff_id, _, version = tariff.partition("@")
@@ -299,18 +251,28 @@ def audit(
             auditor = Auditor(
                 BillStore(source), BillStore(out), authority, ca_cert, _public_key(billing_key)
             )
-            wanted = bill_id or [b.bill_id for b in BillStore(source).bills()]
+            standing = bill_ledger(BillStore(source))
+            wanted = bill_id or list(standing)
+            corrected: list[str] = []  # superseded or credited bills with findings
             with progress_bar(console) as bar:
                 task = bar.add_task(f"auditing {len(wanted)} bills", total=len(wanted))
                 for name in wanted:
                     outcome = auditor.audit(name)
                     r = outcome.report
-                    found.update(f.kind.value for f in r.findings)
+                    entry = standing.get(name)
+                    replaced = (
+                        entry is not None and not entry.in_force and entry.bill.kind != "credit"
+                    )
                     verdict = "countersigned" if r.clean else "discrepancies"
                     clean += r.clean
                     bar.advance(task)
                     if r.clean and clean > show:
                         continue  # bills with findings are always listed
+                    if replaced and entry is not None and not r.clean:
+                        verdict += f" ({entry.standing})"  # corrected: not counted below
+                        corrected.append(name)
+                    else:
+                        found.update(f.kind.value for f in r.findings)
                     table.add_row(
                         name,
                         verdict,
@@ -335,6 +297,12 @@ def audit(
         "meterseal export-bill BILL (ids: meterseal bills list)",
         soft_wrap=True,
     )
+    if corrected:
+        console.print(
+            f"{len(corrected)} bills with discrepancies are corrected already (a credit cancels "
+            "them, a rebill replaces them): not counted",
+            soft_wrap=True,
+        )
     if found:
         console.print("findings: " + ", ".join(f"{n} {k}" for k, n in found.most_common()))
         raise typer.Exit(code=1)
@@ -382,6 +350,9 @@ def export_bill(
         bill_file = out / f"{stem}.bill.cose"
         bill_file.write_bytes(clean or stored.signed_bill)
         console.print(f"{bill_file}" + ("" if clean else " (not yet audited)"), soft_wrap=True)
+        entry = bill_ledger(bills, stored.customer_id).get(bill_id)
+        if entry is not None and not entry.in_force and entry.bill.kind != "credit":
+            console.print(f"[yellow]not in force[/yellow]: {entry.standing}", soft_wrap=True)
         for meter_id, counter in keys:
             proof = bills.reading_proof(bill_id, meter_id, counter)
             path = out / f"{stem}.{meter_id}.{counter}.proof.cbor"
@@ -394,14 +365,10 @@ def export_bill(
 
 def _bill_in_force(bills: BillStore, customer: str | None, first_day: str | None, days: int) -> str:
     """The id of `customer`'s bill in force for the period; BadParameter without one."""
-    from meterseal.billing.bill import parse_signed_bill
-    from meterseal.billing.ledger import ledger
-
     if customer is None or first_day is None:
         raise typer.BadParameter("name a BILL, or a --customer and the period's --from")
     period = period_option(first_day, days)
-    kept = bills.signed_bills(customer, period.start, period.end)
-    live = [e for e in ledger((i, parse_signed_bill(b)[0]) for i, b in kept) if e.in_force]
+    live = [e for e in bill_ledger(bills, customer, period).values() if e.in_force]
     if not live:
         raise ConfigurationError(
             f"customer {customer} has no bill in force for {first_day}+{days}d"
@@ -429,6 +396,9 @@ def verify_bill(
     authority_key: Annotated[
         Path, typer.Option(help="the authority's public key (PEM)")
     ] = DEFAULT_DEPLOYMENT / "metrology.pub.pem",
+    store: Annotated[
+        str | None, typer.Option(help="also say whether the bill is still in force (read-only)")
+    ] = None,
 ) -> None:
     """Check a reading's inclusion proof and the bill's two signatures with public material only."""
     from cryptography import x509
@@ -465,6 +435,13 @@ def verify_bill(
         f"  estimated: {percent(b)}% of the period's slots"
         + ("" if over is None else f", OVER the {over}% limit: billed on the operator's allowance")
     )
+    if b.refers is not None:
+        what = "cancels" if b.kind == "credit" else "replaces"
+        console.print(f"  {b.kind}: {what} bill {b.refers[0]}; reason: {b.reason}", soft_wrap=True)
+    if store is not None:
+        console.print(
+            f"  in the bill log: {_standing(store, b.customer_id, b.bill_id)}", soft_wrap=True
+        )
     console.print(
         f"  reading: meter {r.meter_id} counter {r.counter} at {when:%Y-%m-%d %H:%M} UTC, "
         f"{r.energy_wh} Wh, meter signature valid"
@@ -473,3 +450,13 @@ def verify_bill(
         f"  included as packet {checked.index + 1} of {b.packets} "
         f"(Merkle root {b.merkle_root.hex()[:16]}…)"
     )
+
+
+def _standing(store: str, customer: str, bill_id: str) -> str:
+    """The bill's standing in a store's bill log: in force, superseded by …, not there."""
+    from meterseal.storage import Store
+    from meterseal.storage.bill_store import BillStore
+
+    with Store.open_read_only(store) as db:
+        entry = bill_ledger(BillStore(db), customer).get(bill_id)
+    return "not in this store" if entry is None else entry.standing

@@ -53,7 +53,8 @@ def bills_list(
 
     from meterseal.billing.bill import parse_signed_bill
     from meterseal.billing.ledger import ledger
-    from meterseal.cli_billing import IdRows, period_option
+    from meterseal.cli_billing import period_option
+    from meterseal.cli_billing_parts import IdRows
     from meterseal.cli_common import console, shown
     from meterseal.storage import Store
     from meterseal.storage.bill_store import BillStore
@@ -100,7 +101,7 @@ def bills_readings(
     import datetime as dt
 
     from meterseal.billing.bill import manifest_from_cbor
-    from meterseal.cli_billing import IdRows
+    from meterseal.cli_billing_parts import IdRows
     from meterseal.cli_common import console, shown
     from meterseal.storage import Store
     from meterseal.storage.bill_store import BillStore

@@ -9,15 +9,24 @@ same database's report table).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography import x509
 
-from meterseal.billing.audit import AuditInput, AuditReport, audit_bill
-from meterseal.billing.bill import ManifestEntry, manifest_from_cbor, parse_signed_bill
-from meterseal.billing.ports import AuditSource, ReportSink
+from meterseal.billing.audit import AuditInput, AuditReport, Finding, FindingKind, audit_bill
+from meterseal.billing.bill import (
+    Bill,
+    BillSignatureError,
+    ManifestEntry,
+    manifest_from_cbor,
+    parse_signed_bill,
+    verify_signed_bill,
+)
+from meterseal.billing.corrections import credit_problems, rebill_problems
+from meterseal.billing.ports import AuditSource, ReportSink, StoredBill
 from meterseal.billing.tariff import TariffBook
 from meterseal.crypto.countersign import countersign
 from meterseal.crypto.keys import kid_of, public_bytes
@@ -75,6 +84,23 @@ class Auditor:
         if stored is None:
             raise AuditError(f"no bill {bill_id!r} in the store")
         bill, _ = parse_signed_bill(stored.signed_bill)
+        if bill.kind == "credit":
+            report = self._credit_report(bill, stored)
+        else:
+            report = self._bill_report(bill, stored)
+            if bill.kind == "rebill":
+                report = _with(report, self._rebill_findings(bill))
+        countersigned = (
+            countersign(stored.signed_bill, self.key, self.kid) if report.clean else None
+        )
+        seconds = time.perf_counter() - started
+        report_id = self.reports.record_report(
+            bill_id, report.audited_at, report.to_dict(), countersigned
+        )
+        return AuditOutcome(report, countersigned, report_id, seconds)
+
+    def _bill_report(self, bill: Bill, stored: StoredBill) -> AuditReport:
+        """The audit of a bill's (or rebill's) readings, tariff and evidence (`audit_bill`)."""
         customer_meters = self.source.customer_meters(bill.customer_id)
         meter_ids = sorted({m.meter_id for m in bill.meters} | set(customer_meters))
         rows = self.source.packets(
@@ -87,7 +113,7 @@ class Auditor:
             entries = None  # audit_bill decodes it again and reports why it is not a manifest
         wanted = [(e.meter_id, e.counter) for e in entries or ()]
         rows += self.source.packets_by_key(k for k in wanted if k not in seen)
-        report = audit_bill(
+        return audit_bill(
             AuditInput(
                 stored.signed_bill,
                 stored.manifest,
@@ -100,11 +126,49 @@ class Auditor:
             ),
             now=int(self.clock()),
         )
-        countersigned = (
-            countersign(stored.signed_bill, self.key, self.kid) if report.clean else None
+
+    def _referred(self, bill: Bill) -> tuple[Bill, bytes] | None:
+        """The bill `bill` refers to and its signed bytes, if the store has it."""
+        stored = self.source.bill(bill.refers[0]) if bill.refers else None
+        return (
+            None
+            if stored is None
+            else (parse_signed_bill(stored.signed_bill)[0], stored.signed_bill)
         )
-        seconds = time.perf_counter() - started
-        report_id = self.reports.record_report(
-            bill_id, report.audited_at, report.to_dict(), countersigned
+
+    def _credit_report(self, credit: Bill, stored: StoredBill) -> AuditReport:
+        """A credit: signed by billing, the exact negation of the bill it cancels, its evidence."""
+        findings = []
+        try:
+            verify_signed_bill(stored.signed_bill, self.billing_key)
+        except BillSignatureError as exc:
+            findings.append(Finding(FindingKind.SIGNATURE, exc.diagnostics(), field="signature"))
+        cancelled = self._referred(credit)
+        for name, detail in credit_problems(credit, cancelled):
+            findings.append(Finding(FindingKind.FIELD, detail, field=name))
+        original = self.source.bill(credit.refers[0]) if credit.refers else None
+        if original is not None and original.manifest != stored.manifest:
+            findings.append(
+                Finding(
+                    FindingKind.ALTERED,
+                    "the credit's manifest is not the cancelled bill's",
+                    field="manifest",
+                )
+            )
+        return AuditReport(
+            credit.bill_id, credit.customer_id, int(self.clock()), 0, 0, tuple(findings)
         )
-        return AuditOutcome(report, countersigned, report_id, seconds)
+
+    def _rebill_findings(self, rebill: Bill) -> list[Finding]:
+        """A rebill replaces a bill of its customer and period that a credit cancels."""
+        period = rebill.period
+        kept = self.source.signed_bills(rebill.customer_id, period.start, period.end)
+        period_bills = [parse_signed_bill(signed)[0] for _, signed in kept]
+        return [
+            Finding(FindingKind.FIELD, detail, field=name)
+            for name, detail in rebill_problems(rebill, self._referred(rebill), period_bills)
+        ]
+
+
+def _with(report: AuditReport, findings: list[Finding]) -> AuditReport:
+    return dataclasses.replace(report, findings=report.findings + tuple(findings))

@@ -89,14 +89,23 @@ class BillLedger(Protocol):
         """Every leaf hash of the bill log, in order."""
         ...
 
-    def record_bill(
+    def signed_bills(
         self,
-        bill: StoredBill,
-        leaf_hash: bytes,
+        customer_id: str | None = None,
+        period_start: int | None = None,
+        period_end: int | None = None,
+    ) -> list[tuple[int, bytes]]:
+        """(log index, signed bill) of the bills kept, optionally of one customer and period."""
+        ...
+
+    def record_bills(
+        self,
+        bills: Sequence[tuple[StoredBill, bytes]],
         log: MerkleTree,
         sign_head: Callable[[int, bytes], bytes],
-    ) -> int:
-        """Append a bill to the log (catching `log` up first) and keep it; BillExists if kept."""
+    ) -> list[int]:
+        """Append (bill, leaf hash) entries to the log in one transaction (catching `log` up
+        first) and keep them; their indices. BillExists if one is kept (then none is)."""
         ...
 
 
@@ -117,6 +126,15 @@ class AuditSource(Protocol):
 
     def packets_by_key(self, keys: Iterable[tuple[str, int]]) -> list[BillPacket]:
         """The stored originals with these (meter, counter) keys, wherever their timestamps."""
+        ...
+
+    def signed_bills(
+        self,
+        customer_id: str | None = None,
+        period_start: int | None = None,
+        period_end: int | None = None,
+    ) -> list[tuple[int, bytes]]:
+        """(log index, signed bill) of the bills kept, optionally of one customer and period."""
         ...
 
     def tariff_book(self) -> TariffBook:

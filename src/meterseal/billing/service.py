@@ -8,13 +8,15 @@ checked, signed and recorded, and it reports how long each phase took.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from meterseal.billing.bill import Bill, sign_bill
+from meterseal.billing.bill import Bill, parse_signed_bill, sign_bill, verify_signed_bill
 from meterseal.billing.billlog import BILL_LOG_HEAD, bill_leaf
 from meterseal.billing.completeness import EstimationRule, LinearEstimate, Period
 from meterseal.billing.compute import BillRequest, ComputedBill, check_bill, compute_bill
+from meterseal.billing.corrections import correction_ids, credit_for, rebill_of
+from meterseal.billing.ledger import ledger
 from meterseal.billing.policy import BillingError, BillRefused, EstimationPolicy, screen
 from meterseal.billing.ports import BillExists, BillLedger, StoredBill
 from meterseal.billing.tariff import Tariff
@@ -124,37 +126,111 @@ class BillingService:
         bill = computed.bill
         signed = sign_bill(bill, self.key, self.kid)
         laps("sign")
-        index = self._record(bill, signed, computed.manifest_cbor())
+        (index,) = self._record([(bill, signed, computed.manifest_cbor())])
         laps("record")
         return BilledCustomer(bill, signed, index, seconds)
 
-    def _record(self, bill: Bill, signed: bytes, manifest: bytes) -> int:
-        row = StoredBill(
-            bill.bill_id,
-            bill.customer_id,
-            bill.period.start,
-            bill.period.end,
-            bill.issued_at,
-            bill.charges.currency,
-            str(bill.charges.total),
-            signed,
-            manifest,
-            -1,
+    def correct(
+        self,
+        bill_id: str,
+        meter_ids: Iterable[str],
+        tariff: Tariff,
+        reason: str,
+        *,
+        dry_run: bool = False,
+    ) -> Correction:
+        """Cancel a bill in force with a credit and replace it with a rebill from today's data.
+
+        Both are appended to the log in one transaction (never one without the other); the
+        rebill is screened like a bill (BillRefused: no readings, too much estimated).
+        `dry_run`: computed and checked, neither signed nor written.
+        """
+        stored = self.bills.bill(bill_id)
+        if stored is None:
+            raise BillingError(f"no bill {bill_id!r} (meterseal bills list shows the ids)")
+        if not reason.strip():
+            raise BillingError("a correction needs a --reason (it is signed into both entries)")
+        original = verify_signed_bill(stored.signed_bill, self.key.public_key())
+        customer, period = original.customer_id, original.period
+        kept = self.bills.signed_bills(customer, period.start, period.end)
+        entries = ledger((i, parse_signed_bill(signed)[0]) for i, signed in kept)
+        entry = next(e for e in entries if e.bill.bill_id == bill_id)
+        if not entry.in_force:
+            live = ", ".join(e.bill.bill_id for e in entries if e.in_force) or "none"
+            raise BillRefused(
+                customer, f"{bill_id} is not in force ({entry.standing}); in force: {live}"
+            )
+        n = 1 + sum(e.bill.kind == "credit" for e in entries)
+        credit_id, rebill_id = correction_ids(bill_id_for(customer, period), n)
+        now = int(self.clock())
+        meters = tuple(sorted(meter_ids))
+        rows = self.bills.packets(meters, period.start, period.end)
+        request = BillRequest(rebill_id, customer, meters, period, tariff, self.estimation, now)
+        computed = compute_bill(request, rows)
+        fresh = screen(computed.bill, self.policy)
+        rebill = rebill_of(fresh, original, stored.signed_bill, reason)
+        computed = computed._replace(bill=rebill)
+        check_bill(rebill, computed.packets)
+        credit = credit_for(original, stored.signed_bill, credit_id, now, reason)
+        if dry_run:
+            return Correction(credit, rebill, None)
+        signed_credit = sign_bill(credit, self.key, self.kid)
+        signed_rebill = sign_bill(rebill, self.key, self.kid)
+        indices = self._record(
+            [
+                (credit, signed_credit, stored.manifest),  # the evidence of the bill it cancels
+                (rebill, signed_rebill, computed.manifest_cbor()),
+            ]
         )
+        return Correction(credit, rebill, (indices[0], indices[1]))
+
+    def _record(self, entries: Sequence[tuple[Bill, bytes, bytes]]) -> list[int]:
+        """Append (bill, signed bill, manifest) entries to the log, all or none; their indices."""
+        rows = [
+            (
+                StoredBill(
+                    bill.bill_id,
+                    bill.customer_id,
+                    bill.period.start,
+                    bill.period.end,
+                    bill.issued_at,
+                    bill.charges.currency,
+                    str(bill.charges.total),
+                    signed,
+                    manifest,
+                    -1,
+                ),
+                bill_leaf(signed),
+            )
+            for bill, signed, manifest in entries
+        ]
+        issued_at = entries[-1][0].issued_at
 
         def sign_head(size: int, root: bytes) -> bytes:
-            return BILL_LOG_HEAD.sign(TreeHead(size, root, bill.issued_at), self.key, self.kid)
+            return BILL_LOG_HEAD.sign(TreeHead(size, root, issued_at), self.key, self.kid)
 
         try:
-            return self.bills.record_bill(row, bill_leaf(signed), self.log, sign_head)
+            return self.bills.record_bills(rows, self.log, sign_head)
         except BaseException as exc:
             self.log = MerkleTree(self.bills.log_leaves())  # the append may not have landed
             if isinstance(exc, BillExists):
                 raise BillRefused(
-                    bill.customer_id,
-                    f"bill {bill.bill_id} exists already; bills are never rewritten",
+                    entries[0][0].customer_id,
+                    f"{exc}: bills are never rewritten (another run appended it meanwhile?)",
                 ) from None
             raise
+
+
+@dataclass(frozen=True)
+class Correction:
+    """A credit cancelling a bill and the rebill replacing it, with their log indices.
+
+    `log_indices` is None for a dry run (neither signed nor written).
+    """
+
+    credit: Bill
+    rebill: Bill
+    log_indices: tuple[int, int] | None
 
 
 class _Laps:

@@ -185,20 +185,32 @@ class BillStore(BillLedger, AuditSource, ReportSink, BillArchive):
         log: MerkleTree,
         sign_head: Callable[[int, bytes], bytes],
     ) -> int:
-        """Append a bill to the log and keep it, atomically; its log index.
+        """Append one bill to the log and keep it, atomically; its log index (`record_bills`)."""
+        return self.record_bills([(bill, leaf_hash)], log, sign_head)[0]
+
+    def record_bills(
+        self,
+        entries: Sequence[tuple[StoredBill, bytes]],
+        log: MerkleTree,
+        sign_head: Callable[[int, bytes], bytes],
+    ) -> list[int]:
+        """Append (bill, leaf hash) entries to the log and keep them in one transaction.
 
         `log` is the caller's copy of the log tree: leaves other processes appended are
-        added to it under the lock, then this bill's. `sign_head(size, root)` signs the new
+        added to it under the lock, then these bills'. `sign_head(size, root)` signs each new
         tree head. If this raises, `log` may be ahead of the database: reload it
-        (`MerkleTree(bill_store.log_leaves())`).
+        (`MerkleTree(bill_store.log_leaves())`). A credit and its rebill go in together.
         """
         with self.store.transaction() as connection:
             on_postgres = connection.dialect.name == "postgresql"
             record = bill_postgres.record_bill if on_postgres else bill_sqlite.record_bill
-            try:
-                return record(connection, bill[:-1], leaf_hash, log, sign_head)
-            except bill_postgres.BillIdTaken:
-                raise BillExists(f"bill {bill.bill_id} exists already") from None
+            indices = []
+            for bill, leaf_hash in entries:
+                try:
+                    indices.append(record(connection, bill[:-1], leaf_hash, log, sign_head))
+                except bill_postgres.BillIdTaken:
+                    raise BillExists(f"bill {bill.bill_id} exists already") from None
+            return indices
 
     def bill(self, bill_id: str) -> StoredBill | None:
         """One bill by id."""

@@ -1,0 +1,87 @@
+"""What the billing commands share: rows of ids, the estimated-share options, bill standing.
+
+Apart from `cli_billing` so that each command module stays small; `cli_bills` and
+`cli_corrections` use it too.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from meterseal.cli_common import console
+
+if TYPE_CHECKING:
+    from meterseal.billing.completeness import Period
+    from meterseal.billing.ledger import LedgerEntry
+    from meterseal.billing.policy import EstimationPolicy
+    from meterseal.storage.bill_store import BillStore
+
+
+MaxEstimated = Annotated[
+    str,
+    typer.Option(
+        "--max-estimated-percent",
+        help="refuse a bill whose estimated share of the period's slots exceeds this percent",
+    ),
+]
+AllowEstimated = Annotated[
+    bool,
+    typer.Option(
+        "--allow-estimated",
+        help="bill above --max-estimated-percent anyway; the signed bill then says so",
+    ),
+]
+SHOWN_BILLS = 20  # rows of billed customers printed before "… N more" (refusals: all)
+
+
+def estimation_policy(max_estimated: str, allow: bool) -> EstimationPolicy:
+    """The policy the options name; BadParameter for a limit that is no percentage."""
+    from decimal import Decimal, InvalidOperation
+
+    from meterseal.billing.policy import EstimationPolicy
+
+    try:
+        return EstimationPolicy(Decimal(max_estimated.rstrip("%")), allow)
+    except (InvalidOperation, ValueError) as exc:
+        raise typer.BadParameter(
+            f"--max-estimated-percent is a percentage 0-100, not {max_estimated!r}"
+        ) from exc
+
+
+class IdRows:
+    """Rows led by an id, printed as padded plain columns, one line each.
+
+    Not a Rich table: on an 80-column terminal a table squeezes or cuts its columns, and the
+    ids are what the operator copies into the next command, so they are never wrapped or cut.
+    """
+
+    def __init__(self, *header: str) -> None:
+        self.header = header
+        self.rows: list[tuple[str, ...]] = []
+
+    def add_row(self, *cells: str) -> None:
+        """One row (plain text, no markup)."""
+        self.rows.append(cells)
+
+    def print(self) -> None:
+        """The header and the rows, each column as wide as its widest cell."""
+        lines = [self.header, *self.rows]
+        widths = [max(len(line[i]) for line in lines) for i in range(len(self.header))]
+        for line in lines:
+            text = "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
+            console.print(text, soft_wrap=True, markup=False, highlight=False)
+
+
+def bill_ledger(
+    bills: BillStore, customer: str | None = None, period: Period | None = None
+) -> dict[str, LedgerEntry]:
+    """The bills kept (of a customer and period if given) with their standing, in log order."""
+    from meterseal.billing.bill import parse_signed_bill
+    from meterseal.billing.ledger import ledger
+
+    start, end = (period.start, period.end) if period else (None, None)
+    kept = bills.signed_bills(customer, start, end)
+    entries = ledger((i, parse_signed_bill(signed)[0]) for i, signed in kept)
+    return {e.bill.bill_id: e for e in entries}
