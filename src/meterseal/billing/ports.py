@@ -100,7 +100,7 @@ class BillLedger(Protocol):
 
     def record_bills(
         self,
-        bills: Sequence[tuple[StoredBill, bytes]],
+        entries: Sequence[tuple[StoredBill, bytes]],
         log: MerkleTree,
         sign_head: Callable[[int, bytes], bytes],
     ) -> list[int]:
