@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -139,3 +141,44 @@ def test_certificates_of_a_trusted_manufacturer_only_are_imported(
     code, said = _run("trust-manufacturer", "bad", str(genuine), "-d", str(directory))
     assert code == 2
     assert "not a CA certificate" in said
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_csrs_and_a_manufacturer_ca_made_by_openssl_are_accepted(
+    deployment: tuple[Path, str], tmp_path: Path
+) -> None:
+    # What a factory would run (docs/keys-and-meters.md): a CA, a meter key and its CSR.
+    directory, store = deployment
+    common = ["-d", str(directory), "--store", store]
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", "m1.key", "-subj", "/serialNumber=ACME-11/CN=meter ACME-11",
+            "-out", "m1.csr")  # fmt: skip
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", "maker.key", "-subj", "/CN=ACME meters CA", "-days", "3650",
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign", "-out", "maker.pem")  # fmt: skip
+    (tmp_path / "ext.cnf").write_text(
+        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+    )
+    openssl("req", "-new", "-newkey", "ed25519", "-nodes", "-keyout", "m2.key",
+            "-subj", "/serialNumber=ACME-12", "-out", "m2.csr")  # fmt: skip
+    openssl("x509", "-req", "-in", "m2.csr", "-CA", "maker.pem", "-CAkey", "maker.key",
+            "-days", "30", "-extfile", "ext.cnf", "-out", "m2.pem")  # fmt: skip
+    code, said = _run("certify", str(tmp_path / "m1.csr"), *common)
+    assert code == 0, said
+    assert "certified ACME-11 (p256, from CSR)" in said
+    assert (
+        _run("trust-manufacturer", "acme", str(tmp_path / "maker.pem"), "-d", str(directory))[0]
+        == 0
+    )
+    code, said = _run("import-cert", str(tmp_path / "m2.pem"), *common)
+    assert code == 0, said
+    assert "certified ACME-12 (ed25519, from CN=ACME meters CA)" in said
+    ours = x509.load_pem_x509_certificate((directory / "meters" / "ACME-12.cert.pem").read_bytes())
+    theirs = x509.load_pem_x509_certificate((tmp_path / "m2.pem").read_bytes())
+    assert ours.not_valid_after_utc <= theirs.not_valid_after_utc  # never outlives the maker's
+    assert _meters(directory, store) == {"ACME-11": "CUST-ACME-11", "ACME-12": "CUST-ACME-12"}
