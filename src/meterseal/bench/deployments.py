@@ -16,6 +16,7 @@ second until everything is stored.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import functools
 import gc
@@ -170,6 +171,15 @@ def _serve(world: World, mode: str, store_url: str, workers: int, prefix: str) -
     return served
 
 
+def _serve_or_drop(world: World, mode: str, store_url: str, workers: int, prefix: str) -> Served:
+    """`_serve`, dropping the run's streams if it fails (its processes may have made them)."""
+    try:
+        return _serve(world, mode, store_url, workers, prefix)
+    except BaseException:
+        _drop_streams(world, prefix, mode)
+        raise
+
+
 def _stored(url: str) -> int:
     with Store.open(url) as store:
         return store.counters().get("stored", 0)
@@ -254,7 +264,7 @@ class _Running:
 def _start_mode(world: World, mode: str) -> _Running:
     url = world.fresh_store()
     prefix = f"b{uuid.uuid4().hex[:8]}"
-    return _Running(mode, url, prefix, _serve(world, mode, url, 1, prefix))
+    return _Running(mode, url, prefix, _serve_or_drop(world, mode, url, 1, prefix))
 
 
 def _send_chunk(run: _Running, chunk: Wire, advance: Callable[[int], object]) -> None:
@@ -294,16 +304,17 @@ def run_modes(
                 _send_chunk(run, chunk, functools.partial(advance, run.mode))
         return [_finish_mode(world, run) for run in running]
     finally:
-        for run in running:
-            run.served.stop()
-            _drop_streams(world, run.prefix, run.mode)
+        with contextlib.ExitStack() as cleanup:  # every run's, even when one of them fails
+            for run in running:
+                cleanup.callback(_drop_streams, world, run.prefix, run.mode)
+                cleanup.callback(run.served.stop)  # first: callbacks run last in, first out
 
 
 def run_scale(world: World, workers: int, advance: Callable[[int], object]) -> ScaleResult:
     """Services mode with `workers` per stage: the fleet as fast as it goes."""
     url = world.fresh_store()
     prefix = f"s{uuid.uuid4().hex[:8]}"
-    served = _serve(world, "services", url, workers, prefix)
+    served = _serve_or_drop(world, "services", url, workers, prefix)
     total = sum(len(p) for p in world.fleet.values())
     try:
         host, port = served.endpoint("tcp").rsplit(":", 1)
