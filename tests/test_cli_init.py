@@ -8,11 +8,15 @@ real attested release succeeds for each; a directory that holds anything is refu
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
 import pytest
 
+from meterseal.bench.served import Served
+from meterseal.crypto.at_rest import is_encrypted
 from meterseal.dissemination.service import (
     AGGREGATOR_SECRETS,
     AGGREGATOR_STAGE,
@@ -154,3 +158,37 @@ def test_a_postgresql_store_is_set_up_where_the_config_points(
         with admin.begin() as connection:
             connection.exec_driver_sql(f"DROP SCHEMA IF EXISTS {unique_name} CASCADE")
         admin.dispose()
+
+
+def test_with_a_host_the_cas_serves_tls_and_each_stage_gets_its_tls_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MS_PASSPHRASE", "correct horse battery staple")
+    directory = tmp_path / "south"
+    text = " ".join(_init(str(directory), "--host", "127.0.0.1").split())
+    assert " meterseal cas serve --listen 127.0.0.1:7490 --tls cas " in text
+    assert " meterseal serve --mode trusted --worker-tls " in text
+    config_file = directory / "meterseal.toml"
+    assert tomllib.loads(config_file.read_text())["cas"]["url"] == "https://127.0.0.1:7490"
+    assert is_encrypted((directory / "ca.key.pem").read_bytes())  # MS_PASSPHRASE: at rest
+    assert is_encrypted((directory / "tls" / "cas.key.pem").read_bytes())
+    config = ["--config", str(config_file)]
+    cas = Served([*config, "cas", "serve", "--listen", "127.0.0.1:0", "--tls", "cas"], ready="cas")
+    try:
+        cas.wait_ready(60)
+        url = cas.endpoint("cas")
+        assert url.startswith("https://127.0.0.1:")
+        fetch = ["cas", "fetch", "--cas", url, "--stage", "billing"]
+        fetch += ["--secret", "billing-key", "--secret", "tls/billing"]
+        fetched = subprocess.run(
+            [sys.executable, "-m", "meterseal", *config, *fetch],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        cas.stop()
+    assert fetched.returncode == 0, fetched.stdout + fetched.stderr
+    assert "released tls/billing v1" in fetched.stdout
+    assert "released billing-key v1" in fetched.stdout
