@@ -45,6 +45,7 @@ def test_default_map_feeds_each_option_its_setting(north: Path) -> None:
     assert "prefix" not in defaults["meters"]["provision"]  # that --prefix is the meter ids'
     assert "bench" not in defaults  # experiments stay reproducible
     assert "config" not in defaults
+    assert "init" not in defaults  # a new deployment, not this one
 
 
 def test_flag_beats_environment_beats_file_beats_default(north: Path) -> None:
