@@ -269,7 +269,7 @@ def audit(
                     if r.clean and clean > show:
                         continue  # bills with findings are always listed
                     if replaced and entry is not None and not r.clean:
-                        verdict += f" ({entry.standing})"  # corrected: not counted below
+                        verdict += " (corrected)"  # bills list shows by what; not counted below
                         corrected.append(name)
                     else:
                         found.update(f.kind.value for f in r.findings)
@@ -281,6 +281,11 @@ def audit(
                         str(len(r.findings)),
                         milliseconds(outcome.seconds),
                     )
+                    if name in corrected:  # listed when found; now one line, not each again
+                        kinds = Counter(f.kind.value for f in r.findings).most_common()
+                        said = ", ".join(f"{n} {k}" for k, n in kinds)
+                        console.print(f"  {name}: {said} (corrected)", soft_wrap=True)
+                        continue
                     for f in r.findings:
                         where = f.field or f"{f.meter_id} #{f.counter}"
                         console.print(
@@ -426,7 +431,8 @@ def verify_bill(
     console.print(f"[green]verified[/green] in {milliseconds(time.perf_counter() - started)}")
     console.print(
         f"  bill {b.bill_id}: {b.charges.total} {b.charges.currency}, signed by the billing "
-        "service, countersigned by the metrology authority"
+        "service, countersigned by the metrology authority",
+        soft_wrap=True,
     )
     from meterseal.billing.policy import percent
 
@@ -444,7 +450,8 @@ def verify_bill(
         )
     console.print(
         f"  reading: meter {r.meter_id} counter {r.counter} at {when:%Y-%m-%d %H:%M} UTC, "
-        f"{r.energy_wh} Wh, meter signature valid"
+        f"{r.energy_wh} Wh, meter signature valid",
+        soft_wrap=True,
     )
     console.print(
         f"  included as packet {checked.index + 1} of {b.packets} "

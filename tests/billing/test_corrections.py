@@ -63,7 +63,8 @@ def test_rebill_appends_a_credit_and_a_rebill_and_the_audit_knows_both(tmp_path:
     assert f"{base}/rebill-1 rebill 2026-10-30 to 2026-10-31 3.32 EUR in force 2" in listed
     # The corrected bill's findings remain visible but no longer fail the audit.
     audited = run("audit", "-d", str(deployment), "--store", store)
-    assert f"{base} discrepancies (superseded by {base}/rebill-1)" in audited
+    assert f"{base} discrepancies (corrected) 96 96" in audited
+    assert f"{base}: 9 field, 5 missing (corrected)" in audited
     assert f"{base}/credit-1 countersigned 0 0 0" in audited
     assert f"{base}/rebill-1 countersigned 96 96 0" in audited
     assert "1 bills with discrepancies are corrected already" in audited
