@@ -41,6 +41,7 @@ from meterseal.ui import milliseconds, progress_bar
 
 if TYPE_CHECKING:
     from meterseal.billing.completeness import Period
+    from meterseal.billing.policy import BillRefused
     from meterseal.storage.bill_store import BillStore
 
 billing_app = typer.Typer()
@@ -117,7 +118,7 @@ def bill(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="show what would be signed; sign and write nothing")
     ] = False,
-    show: Annotated[int, typer.Option(help="bills to list (refusals are always listed)")] = (
+    show: Annotated[int, typer.Option(help="bills (and refusals) to list one by one")] = (
         SHOWN_BILLS
     ),
     deployment_dir: DeploymentDir = DEFAULT_DEPLOYMENT,
@@ -190,8 +191,7 @@ def bill(
         table.print()
     if billed > shown_rows:
         console.print(f"… and {billed - shown_rows} more (--show N lists more)")
-    for no in refused:
-        console.print(f"[red]refused[/red] {no.customer_id}: {no.reason}", soft_wrap=True)
+    _print_refusals(refused, show)
     done = "would be signed" if dry_run else "signed and appended to the bill log"
     console.print(
         f"{billed} bills {done}, {len(refused)} refused, "
@@ -206,6 +206,25 @@ def bill(
         )
     if refused and not billed:
         raise typer.Exit(code=1)
+
+
+def _print_refusals(refused: list[BillRefused], show: int) -> None:
+    """Each refusal with its reason, or, beyond `show`, one line per reason naming them all."""
+    from meterseal.billing.policy import REFUSALS
+
+    if len(refused) <= show:
+        for no in refused:
+            console.print(f"[red]refused[/red] {no.customer_id}: {no.reason}", soft_wrap=True)
+        return
+    kinds: dict[str, list[str]] = {}
+    for no in refused:
+        kinds.setdefault(no.kind, []).append(no.customer_id)
+    for kind, names in kinds.items():
+        console.print(
+            f"[red]refused[/red] {len(names)}, {REFUSALS[kind]}: {', '.join(names)}",
+            soft_wrap=True,
+        )
+    console.print(f"(--show {len(refused)} gives each refusal's own reason)", soft_wrap=True)
 
 
 @billing_app.command("audit")

@@ -50,6 +50,14 @@ def test_a_period_without_readings_is_refused_and_nothing_is_signed(tmp_path: Pa
         assert f"refused {meter.customer_id}: no readings in the period (0 of 96 slots)" in later
     assert "0 bills signed and appended to the bill log, 2 refused" in later
     assert _log_size(store) == 0
+    # Many refusals: one line per reason, naming every customer.
+    grouped = run(
+        "bill", "--tariff", "example-tou", "--from", "2026-11-05", "--days", "1", "--show", "1",
+        "-d", str(deployment), "--store", store, code=1,
+    )  # fmt: skip
+    names = ", ".join(m.customer_id for m in fleet)
+    assert f"refused 2, no readings in the period: {names}" in grouped
+    assert "(--show 2 gives each refusal's own reason)" in grouped
     # One customer without readings among others: refused and named, the others billed, exit 0.
     _drop_readings(store, fleet[1].key.meter_id, 96)
     mixed = bill_on_disk(deployment, store, "example-tou")

@@ -23,13 +23,24 @@ class BillingError(MetersealError):
     """A bill could not be produced (unknown customer, bill exists, …)."""
 
 
+# Why a bill was refused, and what an operator reads for a group of such refusals.
+REFUSALS = {
+    "no-readings": "no readings in the period",
+    "estimated": "estimated share above the limit (--allow-estimated bills it anyway)",
+    "exists": "billed already: bills are never rewritten (correct one with meterseal rebill)",
+    "not-in-force": "not the bill in force",
+    "no-meters": "no meters",
+}
+
+
 class BillRefused(BillingError):
     """Billing refused to sign a customer's bill; the message says why and what to do."""
 
-    def __init__(self, customer_id: str, reason: str) -> None:
+    def __init__(self, customer_id: str, reason: str, kind: str) -> None:
         super().__init__(f"{customer_id}: {reason}")
         self.customer_id = customer_id
         self.reason = reason
+        self.kind = kind  # a key of REFUSALS
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +71,7 @@ def screen(bill: Bill, policy: EstimationPolicy) -> Bill:
         raise BillRefused(
             bill.customer_id,
             f"no readings in the period (0 of {expected} slots): nothing measured to bill",
+            "no-readings",
         )
     if not _over(bill, policy.max_estimated_percent):
         return bill
@@ -69,6 +81,7 @@ def screen(bill: Bill, policy: EstimationPolicy) -> Bill:
             bill.customer_id,
             f"{said}, above the {policy.max_estimated_percent}% limit "
             "(--max-estimated-percent); bill it anyway with --allow-estimated",
+            "estimated",
         )
     return dataclasses.replace(bill, estimated_over_limit=policy.max_estimated_percent)
 

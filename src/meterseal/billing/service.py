@@ -97,12 +97,13 @@ class BillingService:
         bill_id = bill_id_for(customer_id, period)
         meters = tuple(sorted(meter_ids))
         if not meters:
-            raise BillRefused(customer_id, "no meters")
+            raise BillRefused(customer_id, "no meters", "no-meters")
         if self.bills.bill(bill_id) is not None:
             raise BillRefused(
                 customer_id,
                 f"bill {bill_id} exists already; bills are never rewritten "
                 f"(correct it with `meterseal rebill {bill_id} --reason …`)",
+                "exists",
             )
         laps = _Laps(seconds if seconds is not None else {})
         rows = self.bills.packets(meters, period.start, period.end)
@@ -158,7 +159,9 @@ class BillingService:
         if not entry.in_force:
             live = ", ".join(e.bill.bill_id for e in entries if e.in_force) or "none"
             raise BillRefused(
-                customer, f"{bill_id} is not in force ({entry.standing}); in force: {live}"
+                customer,
+                f"{bill_id} is not in force ({entry.standing}); in force: {live}",
+                "not-in-force",
             )
         n = 1 + sum(e.bill.kind == "credit" for e in entries)
         credit_id, rebill_id = correction_ids(bill_id_for(customer, period), n)
@@ -217,6 +220,7 @@ class BillingService:
                 raise BillRefused(
                     entries[0][0].customer_id,
                     f"{exc}: bills are never rewritten (another run appended it meanwhile?)",
+                    "exists",
                 ) from None
             raise
 
