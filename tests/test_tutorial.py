@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import sys
 import textwrap
@@ -22,16 +23,21 @@ PASSED_ON = ("MS_POSTGRES_URL", "MS_NATS_URL", "MS_MQTT_URL", "MS_MOSQUITTO", "L
 
 
 def page_env(home: Path) -> dict[str, str]:
-    """A new user's environment: this checkout's meterseal first on PATH, an empty home."""
+    """A new user's environment: this checkout's meterseal first on PATH, an empty home.
+
+    The deployment name is the run's own, so the streams, topics and schema the page creates on
+    the shared services are too (it is the namespace every one of them derives from).
+    """
     home.mkdir(parents=True, exist_ok=True)
     env = {name: os.environ[name] for name in PASSED_ON if name in os.environ}
     env.update(
+        MS_DEPLOYMENT_NAME=f"tutorial{os.getpid():x}{secrets.token_hex(3)}",
         PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
         # The package under test, also when it runs from a worktree's src without an install.
         PYTHONPATH=str(Path(meterseal.__file__).resolve().parents[1]),
         HOME=str(home),
         XDG_CACHE_HOME=str(home / ".cache"),
-        COLUMNS="100",
+        COLUMNS="160",
         NO_COLOR="1",
         TERM="dumb",
     )
@@ -102,7 +108,7 @@ def service_gate() -> Callable[[Step], str | None]:
 @pytest.mark.services
 def test_tutorial_runs_as_written(tmp_path: Path) -> None:
     steps = parse_page(TUTORIAL.read_text())
-    assert len(steps) >= 8, "docs/tutorial.md has lost its commands"
+    assert len(steps) >= 30, "docs/tutorial.md has lost its commands"
     assert not {need for step in steps for need in step.needs} - set(PROBES)
     workdir, harness = tmp_path / "tutorial", tmp_path / "harness"
     workdir.mkdir()

@@ -284,8 +284,8 @@ def _store_counts(
         newest = max(last[m][1] for m in again)
         console.print(
             f"warning: the store already holds readings of {len(again):,} of these meters in "
-            f"this period (up to {_when(newest)}): a counter sent again with a new signature "
-            "is refused as replayed_counter (choose a later --from)"
+            f"this period (up to {_when(newest)}): sent again with new signatures, they are "
+            "refused (replayed_counter, or stale_counter far below the newest)"
         )
     return counts
 

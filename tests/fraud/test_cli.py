@@ -149,3 +149,22 @@ def test_the_time_zone_option_and_bad_outputs(fleet_csv: tuple[Path, Path], tmp_
     bad = invoke(["fraud", "rank", "--csv", str(data), "--tz", "Mars/Olympus"])
     assert bad.exit_code == 2
     assert "unknown time zone 'Mars/Olympus'" in " ".join(bad.output.split())
+
+
+def test_a_named_csv_wins_over_the_configured_store(
+    fleet_csv: tuple[Path, Path], tmp_path: Path
+) -> None:
+    # meterseal.toml gives every command its store; naming --csv must not make that two sources.
+    from meterseal.config import render_config
+
+    config = tmp_path / "meterseal.toml"
+    config.write_text(render_config({"store": {"url": "sqlite:///meterseal.db"}}))
+    out = tmp_path / "ranking.csv"
+    result = invoke(
+        ["fraud", "rank", "--csv", str(fleet_csv[0]), "--out", str(out), "--top", "1"],
+        env={"MS_CONFIG": str(config)},
+    )
+    assert result.exit_code == 0, result.output
+    assert len(list(csv.DictReader(out.open()))) == 160
+    both = ["fraud", "rank", "--csv", str(fleet_csv[0]), "--store", "sqlite:///x.db"]
+    assert "name exactly one data source" in invoke(both, env={"MS_CONFIG": str(config)}).output

@@ -106,8 +106,16 @@ def _scores(analysis: Analysis, labels: dict[str, bool] | None, seed: int) -> Sc
     return unsupervised(analysis.table)
 
 
+def _explicit(ctx: typer.Context, store: str | None, *files: Path | None) -> str | None:
+    """`store`, unless it is meterseal.toml's store and a file was named instead."""
+    source = ctx.get_parameter_source("store")  # typer's click: compared by name, not imported
+    from_config = source is not None and source.name == "DEFAULT_MAP"
+    return None if from_config and any(files) else store
+
+
 @fraud_app.command("rank")
 def rank(
+    ctx: typer.Context,
     csv: CsvOption = None,
     sgcc: SgccOption = None,
     store: StoreOption = None,
@@ -128,6 +136,7 @@ def rank(
     from meterseal.fraud.readers import read_labels
     from meterseal.fraud.report import hits, write_ranking
 
+    store = _explicit(ctx, store, csv, sgcc)
     data, own_labels = _source(csv, sgcc, store, first_day, days, tz)
     inspected = read_labels(labels) if labels else None
     analysis = _analyse(data, Settings(seed=seed))
@@ -148,6 +157,7 @@ def rank(
 
 @fraud_app.command("explain")
 def explain_customer(
+    ctx: typer.Context,
     customer: str,
     csv: CsvOption = None,
     sgcc: SgccOption = None,
@@ -164,7 +174,7 @@ def explain_customer(
     from meterseal.fraud.pipeline import Settings
     from meterseal.fraud.plots import plot_customer
 
-    data, _ = _source(csv, sgcc, store, first_day, days, tz)
+    data, _ = _source(csv, sgcc, _explicit(ctx, store, csv, sgcc), first_day, days, tz)
     row = data.index(customer)
     analysis = _analyse(data, Settings(seed=seed))
     scores = unsupervised(analysis.table)

@@ -190,6 +190,7 @@ def verify(binary: Path, key_dir: KeyDir = DEFAULT_KEYS) -> None:
 
 @integrity_app.command("monitor")
 def monitor(
+    ctx: typer.Context,
     command: Command,
     key_dir: KeyDir = DEFAULT_KEYS,
     log: LogPath = DEFAULT_KEYS / "audit.log",
@@ -213,6 +214,9 @@ def monitor(
     from meterseal.integrity.reporting import Reporter
 
     argv = _binary(command)
+    source = ctx.get_parameter_source("store")  # typer's click: compared by name, not imported
+    if meter is None and fleet is None and source is not None and source.name == "DEFAULT_MAP":
+        store = None  # meterseal.toml's store: reports go there only when a meter key is named
     secret = passphrase(passphrase_env)
     key = PlatformKey.load(key_dir, secret)
     audit = AuditLog(log, key)
