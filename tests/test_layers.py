@@ -92,6 +92,7 @@ LAYERS: dict[str, Layer] = {
     "meterseal.billing.service": SERVICE,
     "meterseal.billing.auditor": SERVICE,
     "meterseal.billing.api": INTERFACE,
+    "meterseal.portal": INTERFACE,  # the customer's pages on the bills API
     "meterseal.meter": CORE,
     "meterseal.meter.provisioning": ADAPTER,
     "meterseal.meter.workload": ADAPTER,

@@ -28,9 +28,11 @@ from meterseal.services.cli import Admin
 
 if TYPE_CHECKING:
     import ssl
+    from pathlib import Path
 
     from fastapi import FastAPI
 
+    from meterseal.portal.app import PublishedKeys
     from meterseal.runtime.readiness import Readiness
 
 bills_app = typer.Typer(
@@ -145,10 +147,14 @@ def bills_serve(
     admin: Admin = "127.0.0.1:0",
     passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
 ) -> None:
-    """Serve the billing API until Ctrl-C; callers sign in (`meterseal accounts add`)."""
+    """Serve the billing API and the customer portal (/portal/) until Ctrl-C.
+
+    Callers sign in with accounts (`meterseal accounts add`); the portal publishes the
+    deployment's billing.pub.pem and metrology.pub.pem at /v1/keys for browsers to pin.
+    """
     from meterseal.accounts.authn import AccountAuthenticator
     from meterseal.accounts.credentials import TokenSigner, token_key
-    from meterseal.billing.api import create_billing_app
+    from meterseal.portal.app import create_portal_app
     from meterseal.runtime.address import parse_address
     from meterseal.runtime.readiness import Readiness
     from meterseal.storage import Store
@@ -158,16 +164,38 @@ def bills_serve(
     try:
         address = str(parse_address(listen, 7480))  # refused before the store is opened
         context = server_tls(deployment_dir, tls, client_certs, passphrase_env)
+        keys = _published_keys(deployment_dir)
         # The bills through a read-only engine: the API never writes them, and a bug in it
         # must not be able to. Accounts and the access log through a writable one, opened
         # second: a store that does not exist or is not migrated is refused, not made.
         with Store.open_read_only(store) as db, Store.open(store) as writable:
             signer = TokenSigner(token_key(deployment_dir, passphrase(passphrase_env)))
             people = AccountStore(writable)
-            app = create_billing_app(BillStore(db), AccountAuthenticator(people, signer), people)
+            authenticator = AccountAuthenticator(people, signer)
+            app = create_portal_app(BillStore(db), authenticator, people, keys)
             asyncio.run(_serve(app, address, context, Readiness(db.not_ready), admin))
     except OSError as exc:
         raise ConfigurationError(f"cannot listen on {listen}: {exc}") from exc
+
+
+def _published_keys(deployment_dir: Path) -> PublishedKeys | None:
+    """The billing and authority public keys of the deployment, None (with a warning) if absent."""
+    from rich.console import Console
+
+    from meterseal.cli_billing import _public_key
+    from meterseal.portal.app import PublishedKeys
+
+    files = [deployment_dir / "billing.pub.pem", deployment_dir / "metrology.pub.pem"]
+    missing = [str(f) for f in files if not f.exists()]
+    if missing:
+        Console(stderr=True).print(
+            f"warning: {', '.join(missing)} missing: the portal publishes no keys, so "
+            "browsers cannot verify bills",
+            soft_wrap=True,
+            markup=False,
+        )
+        return None
+    return PublishedKeys(_public_key(files[0]), _public_key(files[1]))
 
 
 async def _serve(

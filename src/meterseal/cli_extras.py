@@ -28,6 +28,7 @@ _HEADEND = {
     "argon2": "argon2-cffi",
     "jwt": "PyJWT",
     "defusedxml": "defusedxml",
+    "jinja2": "jinja2",
 }
 _DISSEMINATION = {"phe": "phe", "gmpy2": "gmpy2", "opendp": "opendp"}
 _FRAUD = {

@@ -13,11 +13,13 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi import FastAPI
 
 import meterseal
 from meterseal.acquisition.http import create_app
 from meterseal.billing.api import create_billing_app
+from meterseal.portal.app import PublishedKeys, create_portal_app
 from meterseal.runtime.auth import check_access, route_rules
 from meterseal.runtime.lifecycle import Lifecycle, admin_app
 from meterseal.trust.api import create_cas_app
@@ -38,8 +40,8 @@ SIGN_IN = {
     "GET /v1/auth/whoami": ["roles:customer|auditor|operator|administrator"],
 }
 CUSTOMER_DATA = ["roles:customer|auditor"]
-EXPECTED: dict[str, dict[str, list[str]]] = {
-    "meterseal bills": FRAMEWORK
+BILLS: dict[str, list[str]] = (
+    FRAMEWORK
     | SIGN_IN
     | {
         "GET /v1/access-log": CUSTOMER_DATA,
@@ -53,7 +55,22 @@ EXPECTED: dict[str, dict[str, list[str]]] = {
         "GET /v1/bill-log/consistency": PUBLIC,
         "GET /v1/audit/reports": ["role:auditor"],
         "GET /v1/audit/reports/{report_id}": ["role:auditor"],
-    },
+    }
+)
+PORTAL = {
+    "GET /v1/keys": PUBLIC,
+    "GET /portal/static/{name}": PUBLIC,
+    "GET /portal/": PUBLIC,
+    "GET /portal/login": PUBLIC,
+    "POST /portal/login": PUBLIC,  # checks the form's CSRF token, then the password
+    "POST /portal/logout": PUBLIC,  # checks the form's CSRF token
+    "GET /portal/bills": ["role:customer"],
+    "GET /portal/bills/{bill_id:path}": ["role:customer"],
+    "GET /portal/access": ["role:customer"],
+}
+EXPECTED: dict[str, dict[str, list[str]]] = {
+    "meterseal bills": BILLS,
+    "meterseal bills and portal": BILLS | PORTAL,
     "meterseal CAS": FRAMEWORK
     | SIGN_IN
     | {
@@ -69,12 +86,18 @@ EXPECTED: dict[str, dict[str, list[str]]] = {
 }
 
 
+def _keys() -> PublishedKeys:
+    key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    return PublishedKeys(key, key)
+
+
 def every_app() -> list[FastAPI]:
     """One of each HTTP app meterseal serves (their handlers are not called here)."""
     people = People(MemoryAccounts())
     unused: Any = SimpleNamespace(verifiers={}, counts={}, pending=lambda: 0)
     return [
         create_billing_app(unused, people.authenticator, MemoryAccounts()),
+        create_portal_app(unused, people.authenticator, MemoryAccounts(), _keys()),
         create_cas_app(unused, people.authenticator),
         create_app(unused),
         admin_app(Idle(), Lifecycle()),

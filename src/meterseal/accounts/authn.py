@@ -57,17 +57,21 @@ class AccountAuthenticator:
         signer: TokenSigner,
         throttle: Throttle | None = None,
         clock: Callable[[], float] = time.time,
+        session_cookie: str | None = None,
     ) -> None:
         self.accounts = accounts
         self.signer = signer
         self.throttle = throttle or Throttle()
         self.clock = clock
+        # The portal's sign-in cookie (a login token), read on safe methods only: a form
+        # posted from elsewhere never acts with it (the portal's POSTs also check CSRF).
+        self.session_cookie = session_cookie
 
     async def __call__(self, request: Request) -> Identity:
         """The caller's identity (anonymous without credentials); 401/429 as above."""
         header = request.headers.get("authorization")
         if header is None:
-            return ANONYMOUS
+            return await self._from_cookie(request)
         source, now = request_source(request), self.clock()
         wait = self.throttle.retry_after([source], now)
         if wait > 0:
@@ -83,6 +87,26 @@ class AccountAuthenticator:
             if not self.throttle.spend(key, now):
                 raise too_many(1.0)
         return identity
+
+    async def _from_cookie(self, request: Request) -> Identity:
+        # A session cookie that proves nothing (expired, from an old key) is no sign-in:
+        # anonymous, so the portal sends the browser to its sign-in page.
+        cookie = self.session_cookie
+        token = request.cookies.get(cookie) if cookie else None
+        if token is None or request.method not in ("GET", "HEAD") or len(token) > 4096:
+            return ANONYMOUS
+        source, now = request_source(request), self.clock()
+        identity = await run_in_threadpool(self._from_token, token, now)
+        if identity is None:
+            return ANONYMOUS
+        for key in (source, f"account:{identity.subject}"):
+            if not self.throttle.spend(key, now):
+                raise too_many(1.0)
+        return identity
+
+    def _from_token(self, token: str, now: float) -> Identity | None:
+        subject = self.signer.subject(token, now)
+        return None if subject is None else self._identity(subject, None)
 
     def identify(self, credential: str, now: float) -> Identity | None:
         """The identity a credential proves, None if it proves nothing."""

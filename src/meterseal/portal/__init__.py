@@ -1,0 +1,1 @@
+"""The web portal: the customer's pages on the bills API, and in-browser verification."""

@@ -1,0 +1,216 @@
+"""The customer's pages: sign-in, roles, CSRF, headers, and customers kept apart."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import quote
+
+import pytest
+from fastapi.testclient import TestClient
+
+from meterseal.portal.app import CSP, CSRF_COOKIE, SESSION_COOKIE
+from meterseal.runtime.auth import check_access, route_rules
+from tests.accounts.people import PASSWORD
+from tests.billing.test_api import AUDITOR
+from tests.portal.conftest import Portal
+
+_CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+def csrf_of(html: str) -> str:
+    """The CSRF token a page's form carries."""
+    match = _CSRF.search(html)
+    assert match, html
+    return match.group(1)
+
+
+def signed_in(portal: Portal, account: str, base_url: str = "http://testserver") -> TestClient:
+    """A browser-like client signed in through the form as `account`."""
+    client = TestClient(portal.app, base_url=base_url, follow_redirects=False)
+    page = client.get("/portal/login")
+    form = {"username": account, "password": PASSWORD, "csrf": csrf_of(page.text)}
+    response = client.post("/portal/login", data=form)
+    assert response.status_code == 303, response.text
+    assert response.headers["location"] == "/portal/bills"
+    return client
+
+
+def test_every_route_declares_a_rule(portal: Portal) -> None:
+    check_access(portal.app)
+    rules = route_rules(portal.app)
+    assert rules["GET /portal/bills"] == ["role:customer"]
+    assert rules["GET /portal/bills/{bill_id:path}"] == ["role:customer"]
+    assert rules["GET /portal/access"] == ["role:customer"]
+    assert rules["POST /portal/login"] == ["public"]
+    assert rules["GET /v1/keys"] == ["public"]
+
+
+def test_anonymous_is_sent_to_sign_in_and_pages_carry_a_strict_csp(portal: Portal) -> None:
+    client = TestClient(portal.app, follow_redirects=False)
+    for path in ("/portal/bills", "/portal/access", f"/portal/bills/{portal.customer(0)[2]}"):
+        response = client.get(path)
+        assert (response.status_code, response.headers["location"]) == (303, "/portal/login")
+    page = client.get("/portal/login")
+    assert page.status_code == 200
+    assert page.headers["content-security-policy"] == CSP
+    assert "script-src 'self'" in CSP
+    assert "unsafe-inline" not in CSP
+    assert page.headers["x-frame-options"] == "DENY"
+    assert "<script>" not in page.text
+    assert "style=" not in page.text
+    assert '<label for="username">' in page.text
+    assert '<label for="password">' in page.text
+    # The API keeps its JSON refusals.
+    assert client.get("/v1/auth/whoami").json() == {"detail": "authentication required"}
+
+
+def test_sign_in_sets_a_strict_session_cookie_and_shows_the_bills(portal: Portal) -> None:
+    customer, account, bill_id = portal.customer(0)
+    client = TestClient(portal.app, follow_redirects=False)
+    form = {
+        "username": account,
+        "password": PASSWORD,
+        "csrf": csrf_of(client.get("/portal/login").text),
+    }
+    response = client.post("/portal/login", data=form)
+    cookie = next(
+        c for c in response.headers.get_list("set-cookie") if c.startswith(SESSION_COOKIE)
+    )
+    assert "HttpOnly" in cookie
+    assert "SameSite=strict" in cookie
+    assert "Max-Age=900" in cookie
+    assert "Secure" not in cookie  # plain HTTP here; TLS below
+    page = client.get("/portal/bills")
+    assert page.status_code == 200
+    assert f"/portal/bills/{quote(bill_id, safe='')}" in page.text
+    bill = portal.month.bills.bill(bill_id)
+    assert bill is not None
+    assert f"{bill.total} {bill.currency}" in page.text
+    one = client.get(f"/portal/bills/{quote(bill_id, safe='')}")
+    assert one.status_code == 200
+    assert 'src="/portal/static/verify.js"' in one.text
+    assert "<svg" in one.text
+    assert one.text.count("Check this reading") == 96  # the day's quarter-hours of one meter
+    # The session acts on the JSON API too (GET only), as the browser's verification needs.
+    assert client.get(f"/v1/bills/{bill_id}").status_code == 200
+    assert client.get("/v1/auth/whoami").json()["customer_id"] == customer
+
+
+def test_over_tls_the_cookies_are_secure(portal: Portal) -> None:
+    client = TestClient(portal.app, base_url="https://testserver", follow_redirects=False)
+    page = client.get("/portal/login")
+    assert "Secure" in page.headers["set-cookie"]
+    form = {"username": portal.customer(0)[1], "password": PASSWORD, "csrf": csrf_of(page.text)}
+    response = client.post("/portal/login", data=form)
+    assert all("Secure" in c for c in response.headers.get_list("set-cookie"))
+
+
+def test_a_form_without_its_csrf_token_is_refused(portal: Portal) -> None:
+    client = TestClient(portal.app, follow_redirects=False)
+    token = csrf_of(client.get("/portal/login").text)
+    account = portal.customer(0)[1]
+    for sent in ("", token[:-1] + ("A" if token[-1] != "A" else "B")):
+        response = client.post(
+            "/portal/login", data={"username": account, "password": PASSWORD, "csrf": sent}
+        )
+        assert response.status_code == 403
+        assert SESSION_COOKIE not in response.headers.get("set-cookie", "")
+    # A cross-site form has the token but not the cookie (SameSite=Strict keeps it home).
+    fresh = TestClient(portal.app, follow_redirects=False)
+    response = fresh.post(
+        "/portal/login", data={"username": account, "password": PASSWORD, "csrf": token}
+    )
+    assert response.status_code == 403
+    # Sign-out needs the token too.
+    client = signed_in(portal, account)
+    assert client.post("/portal/logout", data={"csrf": "nope"}).status_code == 403
+    assert client.get("/portal/bills").status_code == 200
+    out = client.post("/portal/logout", data={"csrf": client.cookies[CSRF_COOKIE]})
+    assert out.status_code == 303
+    client.cookies.delete(SESSION_COOKIE)  # what the browser does with the expired cookie
+    assert client.get("/portal/bills").status_code == 303
+
+
+def test_the_session_cookie_does_not_authorize_a_post(portal: Portal) -> None:
+    client = signed_in(portal, portal.customer(0)[1])
+    # whoami by GET works with the cookie; the same cookie on a POST is anonymous.
+    assert client.get("/v1/auth/whoami").status_code == 200
+    assert client.post("/v1/auth/whoami").status_code == 405
+    response = client.post("/v1/auth/token", json={})
+    assert response.status_code == 422
+
+
+def test_wrong_password_and_non_customers(portal: Portal) -> None:
+    client = TestClient(portal.app, follow_redirects=False)
+    token = csrf_of(client.get("/portal/login").text)
+    bad = client.post(
+        "/portal/login", data={"username": "customer0", "password": "x", "csrf": token}
+    )
+    assert bad.status_code == 401
+    assert "wrong account name or password" in bad.text
+    staff = client.post(
+        "/portal/login", data={"username": AUDITOR, "password": PASSWORD, "csrf": token}
+    )
+    assert staff.status_code == 403
+    assert SESSION_COOKIE not in staff.headers.get("set-cookie", "")
+
+
+def test_a_customer_never_reaches_another_s_bill(portal: Portal) -> None:
+    _, account, _ = portal.customer(0)
+    other, _, theirs = portal.customer(1)
+    client = signed_in(portal, account)
+    unknown = theirs[:-1] + ("Y" if theirs[-1] == "Z" else "Z")
+    refused = client.get(f"/portal/bills/{quote(theirs, safe='')}")
+    nothing = client.get(f"/portal/bills/{quote(unknown, safe='')}")
+    assert refused.status_code == nothing.status_code == 404
+    assert refused.text.replace(theirs, unknown) == nothing.text.replace(
+        csrf_of(nothing.text), csrf_of(refused.text)
+    )
+    # Unencoded, with a day, through the list: never theirs.
+    assert client.get(f"/portal/bills/{theirs}?day=2026-10-30").status_code == 404
+    assert theirs not in client.get("/portal/bills").text
+    assert portal.accounts.entries(customer_id=other) == []
+    # Its proofs and inclusion through the API the page's script uses: 404 too.
+    assert client.get(f"/v1/bills/{quote(theirs, safe='')}").status_code == 404
+    assert client.get(f"/v1/bill-log/inclusion/{quote(theirs, safe='')}").status_code == 404
+
+
+def test_the_access_log_page_shows_who_read_only_my_data(portal: Portal) -> None:
+    _customer, account, bill_id = portal.customer(0)
+    client = signed_in(portal, account)
+    client.get(f"/portal/bills/{quote(bill_id, safe='')}")
+    auditor = TestClient(portal.app)
+    assert (
+        auditor.get(f"/v1/bills/{bill_id}", headers=portal.people.headers(AUDITOR)).status_code
+        == 200
+    )
+    page = client.get("/portal/access").text
+    assert AUDITOR in page
+    assert "/v1/bills/{bill_id:path}" in page
+    assert bill_id in page
+    assert portal.customer(1)[2] not in page
+
+
+def test_keys_endpoint_publishes_the_billing_and_authority_keys(portal: Portal) -> None:
+    keys = TestClient(portal.app).get("/v1/keys").json()["keys"]
+    assert [(k["role"], k["alg"]) for k in keys] == [("billing", "ES256"), ("authority", "ES256")]
+    assert all(len(bytes.fromhex(k["kid"])) == 8 for k in keys)
+
+
+def test_static_files_are_a_fixed_set(portal: Portal) -> None:
+    client = TestClient(portal.app)
+    js = client.get("/portal/static/verify.js")
+    assert js.status_code == 200
+    assert js.headers["content-type"].startswith("text/javascript")
+    assert client.get("/portal/static/..%2Fapp.py").status_code == 404
+    assert client.get("/portal/static/app.py").status_code == 404
+
+
+@pytest.mark.parametrize("day", ["2026-10-30", "nonsense", None])
+def test_a_bill_page_shows_a_day_of_readings(portal: Portal, day: str | None) -> None:
+    _, account, bill_id = portal.customer(0)
+    client = signed_in(portal, account)
+    query = f"?day={day}" if day else ""
+    page = client.get(f"/portal/bills/{quote(bill_id, safe='')}{query}")
+    assert page.status_code == 200
+    assert "Readings of 2026-10-30" in page.text
