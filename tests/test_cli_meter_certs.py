@@ -182,3 +182,20 @@ def test_csrs_and_a_manufacturer_ca_made_by_openssl_are_accepted(
     theirs = x509.load_pem_x509_certificate((tmp_path / "m2.pem").read_bytes())
     assert ours.not_valid_after_utc <= theirs.not_valid_after_utc  # never outlives the maker's
     assert _meters(directory, store) == {"ACME-11": "CUST-ACME-11", "ACME-12": "CUST-ACME-12"}
+
+
+def test_a_file_that_is_no_csr_is_one_clear_error(
+    deployment: tuple[Path, str], tmp_path: Path
+) -> None:
+    directory, store = deployment
+    der = bytearray(
+        x509.load_pem_x509_csr(_csr_pem("ACME-6", P256)).public_bytes(serialization.Encoding.DER)
+    )
+    der[7] ^= 0x02  # the version field (after two headers): 2, which no CSR has
+    broken = tmp_path / "broken.csr"
+    broken.write_bytes(bytes(der))
+    (tmp_path / "text.csr").write_text("not a request")
+    for path in (broken, tmp_path / "text.csr"):
+        code, said = _run("certify", str(path), "-d", str(directory), "--store", store)
+        assert code == 2, said
+        assert f"{path}: not a CSR" in said

@@ -67,12 +67,15 @@ def _pem_blocks(data: bytes) -> list[bytes]:
 def _load_all(
     path: Path, what: str, pem: Callable[[bytes], _T], der: Callable[[bytes], _T]
 ) -> list[_T]:
+    """Every CSR or certificate in a file: PEM blocks, or one DER object."""
+    from cryptography import x509
+
     data = _read(path)
     try:
         if _PEM_BEGIN in data:
             return [pem(block) for block in _pem_blocks(data)]
         return [der(data)]
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:  # InvalidVersion is no ValueError
         raise CertificateError(f"{path}: not a {what} ({exc})") from exc
 
 
