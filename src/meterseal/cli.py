@@ -14,6 +14,7 @@ from rich.markup import escape
 
 from meterseal import cli_init, cli_meter_certs
 from meterseal.acquisition.mqtt_endpoint import TOPIC_PREFIX
+from meterseal.cli_billdoc import billdoc_app
 from meterseal.cli_billing import billing_app
 from meterseal.cli_certs import certs_app
 from meterseal.cli_common import (
@@ -60,6 +61,7 @@ app.add_typer(certs_app, name="certs")
 app.add_typer(meters_app, name="meters")
 app.add_typer(billing_app)  # tariffs, bill, audit, export-bill, verify-bill
 app.add_typer(corrections_app)  # rebill
+app.add_typer(billdoc_app)  # bill-doc: a bill as HTML and PDF
 app.add_typer(service_app, name="service")  # one service of services/trusted mode
 app.add_typer(config_app, name="config")
 app.callback()(root_callback)  # the global --config option

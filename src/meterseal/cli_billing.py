@@ -412,7 +412,10 @@ def _reading_key(item: str) -> tuple[str, int]:
 @billing_app.command("verify-bill")
 def verify_bill(
     bill_file: Annotated[Path, typer.Argument(metavar="BILL")],
-    reading: Annotated[Path, typer.Option(help="a reading proof file (export-bill --reading)")],
+    reading: Annotated[
+        Path | None,
+        typer.Option(help="a reading proof file (export-bill --reading); without: the bill alone"),
+    ] = None,
     ca: Annotated[Path, typer.Option(help="the meter CA certificate (PEM)")] = DEFAULT_DEPLOYMENT
     / "ca.cert.pem",
     billing_key: Annotated[Path, typer.Option(help="billing public key (PEM)")] = DEFAULT_DEPLOYMENT
@@ -424,37 +427,53 @@ def verify_bill(
         str | None, typer.Option(help="also say whether the bill is still in force (read-only)")
     ] = None,
 ) -> None:
-    """Check a reading's inclusion proof and the bill's two signatures with public material only."""
+    """Check the bill's two signatures (and a reading's inclusion proof) with public material only.
+
+    Prints the bill's verification code, as its document (`bill-doc`) shows it.
+    """
     from cryptography import x509
 
-    from meterseal.billing.proofs import ReadingProof, verify_reading
+    from meterseal.billing.document import verification_code
+    from meterseal.billing.policy import percent
+    from meterseal.billing.proofs import (
+        ReadingProof,
+        VerifiedReading,
+        verify_bill_signatures,
+        verify_reading,
+    )
     from meterseal.crypto.keys import kid_of, public_bytes
 
     started = time.perf_counter()
+    checked: VerifiedReading | None = None
     try:
         authority = _public_key(authority_key)
-        checked = verify_reading(
-            bill_file.read_bytes(),
-            ReadingProof.from_cbor(reading.read_bytes()),
-            ca_certificate=x509.load_pem_x509_certificate(ca.read_bytes()),
-            billing_key=_public_key(billing_key),
-            authority_key=authority,
-            authority_kid=kid_of(public_bytes(authority)),
-        )
+        signed = bill_file.read_bytes()
+        billing = _public_key(billing_key)
+        kid = kid_of(public_bytes(authority))
+        if reading is None:
+            b = verify_bill_signatures(
+                signed, billing_key=billing, authority_key=authority, authority_kid=kid
+            )
+        else:
+            checked = verify_reading(
+                signed,
+                ReadingProof.from_cbor(reading.read_bytes()),
+                ca_certificate=x509.load_pem_x509_certificate(ca.read_bytes()),
+                billing_key=billing,
+                authority_key=authority,
+                authority_kid=kid,
+            )
+            b = checked.bill
     except (MetersealError, OSError, ValueError) as exc:
         why = exc.diagnostics() if isinstance(exc, MetersealError) else str(exc)
         console.print(f"[red]NOT VERIFIED[/red]: {why}")
         raise typer.Exit(code=1) from exc
-    r, b = checked.reading, checked.bill
-    when = dt.datetime.fromtimestamp(r.timestamp, dt.UTC)
     console.print(f"[green]verified[/green] in {milliseconds(time.perf_counter() - started)}")
     console.print(
         f"  bill {b.bill_id}: {b.charges.total} {b.charges.currency}, signed by the billing "
         "service, countersigned by the metrology authority",
         soft_wrap=True,
     )
-    from meterseal.billing.policy import percent
-
     over = b.estimated_over_limit
     console.print(
         f"  estimated: {percent(b)}% of the period's slots"
@@ -467,6 +486,11 @@ def verify_bill(
         console.print(
             f"  in the bill log: {_standing(store, b.customer_id, b.bill_id)}", soft_wrap=True
         )
+    console.print(f"  verification code {verification_code(signed)}")
+    if checked is None:
+        return
+    r = checked.reading
+    when = dt.datetime.fromtimestamp(r.timestamp, dt.UTC)
     console.print(
         f"  reading: meter {r.meter_id} counter {r.counter} at {when:%Y-%m-%d %H:%M} UTC, "
         f"{r.energy_wh} Wh, meter signature valid",

@@ -29,6 +29,8 @@ _HEADEND = {
     "jwt": "PyJWT",
     "defusedxml": "defusedxml",
     "jinja2": "jinja2",
+    "fpdf": "fpdf2",
+    "segno": "segno",
 }
 _DISSEMINATION = {"phe": "phe", "gmpy2": "gmpy2", "opendp": "opendp"}
 _FRAUD = {

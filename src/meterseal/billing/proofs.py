@@ -137,14 +137,12 @@ def verify_reading(
     authority_kid: bytes,
 ) -> VerifiedReading:
     """Check both bill signatures, the meter's signature and the inclusion proof."""
-    try:
-        bill = verify_signed_bill(signed_bill, billing_key)
-    except MetersealError as exc:
-        raise ReadingProofError(f"bill: {exc.diagnostics()}") from None
-    try:
-        verify_countersignature(signed_bill, authority_key, authority_kid)
-    except (InvalidSignature, CoseFormatError) as exc:
-        raise ReadingProofError(f"the authority's countersignature does not hold: {exc}") from None
+    bill = verify_bill_signatures(
+        signed_bill,
+        billing_key=billing_key,
+        authority_key=authority_key,
+        authority_kid=authority_kid,
+    )
     if proof.bill_id != bill.bill_id:
         raise ReadingProofError(f"the proof is for bill {proof.bill_id}, not {bill.bill_id}")
     reading = _meter_signed(proof, ca_certificate)
@@ -163,6 +161,25 @@ def verify_reading(
     except ProofError as exc:
         raise ReadingProofError(f"inclusion proof: {exc.diagnostics()}") from None
     return VerifiedReading(bill, reading, proof.index)
+
+
+def verify_bill_signatures(
+    signed_bill: bytes,
+    *,
+    billing_key: VerifyingKey,
+    authority_key: VerifyingKey,
+    authority_kid: bytes,
+) -> Bill:
+    """The bill, if the billing signature and the authority's countersignature both hold."""
+    try:
+        bill = verify_signed_bill(signed_bill, billing_key)
+    except MetersealError as exc:
+        raise ReadingProofError(f"bill: {exc.diagnostics()}") from None
+    try:
+        verify_countersignature(signed_bill, authority_key, authority_kid)
+    except (InvalidSignature, CoseFormatError) as exc:
+        raise ReadingProofError(f"the authority's countersignature does not hold: {exc}") from None
+    return bill
 
 
 def _meter_signed(proof: ReadingProof, ca_certificate: x509.Certificate) -> Reading:
