@@ -59,6 +59,7 @@ def bill_doc(
     from meterseal.billing.document_pdf import render_pdf
     from meterseal.billing.document_view import document_view
     from meterseal.cli_billing import _public_key
+    from meterseal.cli_billing_parts import bill_ledger
     from meterseal.crypto.keys import kid_of, public_bytes
     from meterseal.storage import Store
     from meterseal.storage.bill_store import BillStore
@@ -85,6 +86,8 @@ def bill_doc(
         packets = bills.packets_by_key(keys)
         reports = bills.reports(bill_id)
         countersigned = next((r.countersigned_bill for r in reports if r.countersigned_bill), None)
+        # Its standing among the customer's bills: in force, or which correction refers to it.
+        entry = bill_ledger(bills, stored.customer_id).get(bill_id)
         doc = bill_document(
             stored.signed_bill,
             stored.manifest,
@@ -97,6 +100,7 @@ def bill_doc(
                 authority,
                 None if authority is None else kid_of(public_bytes(authority)),
             ),
+            standing=None if entry is None else entry.standing,
         )
     view = document_view(doc)
     for path, data in (

@@ -34,6 +34,7 @@ def test_bill_doc_writes_the_pages_and_verify_bill_prints_their_code(tmp_path: P
     text = " ".join(p.extract_text() for p in PdfReader(pdf).pages)
     for document in (text, page.read_text()):
         assert code in document
+        assert "Standing in force" in " ".join(re.sub("<[^>]+>", " ", document).split())
         assert bill_id in document
         assert AuditState.COUNTERSIGNED.value in document
 
@@ -46,6 +47,18 @@ def test_bill_doc_writes_the_pages_and_verify_bill_prints_their_code(tmp_path: P
     )  # fmt: skip
     assert verified.startswith("verified")
     assert f"verification code {code}" in verified
+
+    # A correction: the bill's page says it is superseded, the credit note's what it cancels.
+    run("rebill", bill_id, "--reason", "meter constant fixed", *where)
+    credit = tmp_path / "doc" / "credit.pdf"
+    run("bill-doc", bill_id, "--pdf", str(pdf), *where)
+    run("bill-doc", f"{bill_id}/credit-1", "--pdf", str(credit), *where)
+    text = " ".join(" ".join(p.extract_text() for p in PdfReader(pdf).pages).split())
+    assert f"Standing superseded by {bill_id}/rebill-1" in text
+    text = " ".join(" ".join(p.extract_text() for p in PdfReader(credit).pages).split())
+    assert f"Credit note {bill_id}/credit-1" in text
+    assert f"Cancels {bill_id} Reason meter constant fixed Standing cancels {bill_id}" in text
+    assert "Consumption" not in text  # a credit note has none of its own
 
 
 def test_bill_doc_refuses_in_one_line(tmp_path: Path) -> None:

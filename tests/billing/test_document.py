@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import html
 import io
 
 import pytest
@@ -23,8 +22,11 @@ from meterseal.billing.document_chart import ESTIMATED, MEASURED, daily_chart, t
 from meterseal.billing.document_html import render_html
 from meterseal.billing.document_pdf import render_pdf
 from meterseal.billing.document_view import document_view, kwh
+from meterseal.billing.policy import EstimationPolicy
+from meterseal.billing.service import BillingService
 from meterseal.crypto.keys import kid_of, public_bytes
 from tests.billing.conftest import Month
+from tests.conftest import NOW
 
 
 def _bill(month: Month, customer: str) -> str:
@@ -48,7 +50,9 @@ def _document(month: Month, bill_id: str, audit: AuditInput | None = None) -> Bi
 
 
 def _pdf_text(data: bytes) -> str:
-    return "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(data)).pages)
+    """The PDF's text read back, runs of white space (line breaks of wrapped text) as one."""
+    pages = PdfReader(io.BytesIO(data)).pages
+    return " ".join(" ".join(page.extract_text() for page in pages).split())
 
 
 def _with_gaps(month: Month) -> str:
@@ -99,7 +103,7 @@ def test_the_pages_print_the_signed_figures(month: Month) -> None:
         expected += [m.meter_id, kwh(m.measured_wh), kwh(m.estimated_wh)]
     for value in expected:
         assert value in text, value
-        assert html.escape(value) in page, value
+        assert str(escape(value)) in page, value
     assert f'fill="{ESTIMATED}"' in page  # the estimated days are drawn, and named
     assert "estimated (gaps filled)" in text
 
@@ -206,3 +210,24 @@ def test_the_code_is_the_signed_payload_s(month: Month) -> None:
         bill.bill_id
         != verify_signed_bill(other.signed_bill, month.billing_key.public_key()).bill_id
     )
+
+
+def test_a_bill_over_the_estimated_limit_says_so_on_the_page(month: Month) -> None:
+    meter = month.fleet[0].key.meter_id
+    month.execute(
+        "DELETE FROM signed_originals WHERE meter_id = :m AND timestamp < :b",
+        m=meter,
+        b=month.period.start + 20 * 900,  # 20 of 96 intervals: 20.83 %, over the 10 % limit
+    )
+    allowed = EstimationPolicy(allow_estimated=True)
+    service = BillingService(
+        month.bills, month.billing_key, clock=lambda: NOW.timestamp(), policy=allowed
+    )
+    customer = month.fleet[0].customer_id
+    billed = service.bill_customer(customer, [meter], month.period, month.tariff).bill
+    assert billed.estimated_over_limit is not None
+    view = document_view(_document(month, billed.bill_id))
+    flag = "20.83 % of the period's intervals are estimated, above the 10 % limit"
+    assert flag in view.estimated_note
+    assert flag in _pdf_text(render_pdf(view, issued_at=billed.issued_at))
+    assert str(escape(flag)) in render_html(view)

@@ -18,7 +18,6 @@ import hashlib
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 
 from cryptography.exceptions import InvalidSignature
 
@@ -101,12 +100,7 @@ class BillDocument:
     days: tuple[DayUse, ...]
     hours: tuple[tuple[int, int], ...]  # (measured, estimated) Wh per hour of the day (UTC)
     audit: AuditState
-
-    @property
-    def estimated_share(self) -> Fraction:
-        """The part of the billed energy that was estimated (0 when nothing was billed)."""
-        total = self.bill.energy_wh
-        return Fraction(self.bill.estimated_wh, total) if total else Fraction(0)
+    standing: str | None = None  # in the bill log: in force, credited by …, superseded by …
 
     @property
     def readings(self) -> tuple[int, int]:
@@ -123,16 +117,20 @@ def bill_document(
     billing_key: VerifyingKey,
     meters: MeterDirectory,
     audit: AuditInput,
+    standing: str | None = None,
 ) -> BillDocument:
-    """The document of a stored bill: `packets` are the store's rows of its manifest's keys."""
+    """The document of a stored bill: `packets` are the store's rows of its manifest's keys.
+
+    `standing` is the bill's place in the log (`billing.ledger`), printed as given. A credit
+    note has no consumption of its own: it cancels a bill whose document has it.
+    """
     bill = verify_signed_bill(signed_bill, billing_key)
     entries = _manifest(bill, manifest)
     originals = _billed_originals(entries, packets)
     readings = _meter_signed(entries, originals, meters)
-    days, hours = _consumption(bill, readings)
-    return BillDocument(
-        bill, verification_code(signed_bill), days, hours, _audit_state(signed_bill, audit)
-    )
+    days, hours = ((), ()) if bill.kind == "credit" else _consumption(bill, readings)
+    code = verification_code(signed_bill)
+    return BillDocument(bill, code, days, hours, _audit_state(signed_bill, audit), standing)
 
 
 def _manifest(bill: Bill, manifest: bytes) -> tuple[ManifestEntry, ...]:

@@ -188,7 +188,8 @@ def render_pdf(view: DocumentView, *, issued_at: int) -> bytes:
         pdf.set_font("Courier", "", 7)
         pdf.cell(0, 4, _text(value), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
 
-    pdf.heading("Consumption")
+    if view.charts:
+        pdf.heading("Consumption")
     for chart in view.charts:
         pdf.chart(chart)
         pdf.ln(2)

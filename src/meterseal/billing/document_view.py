@@ -12,8 +12,14 @@ from decimal import Decimal
 
 from meterseal.billing.document import BillDocument
 from meterseal.billing.document_chart import BarChart, daily_chart, hourly_chart
+from meterseal.billing.policy import percent
 
 STANDING = "standing charge"
+TITLES = {
+    "bill": "Electricity bill",
+    "credit": "Credit note",
+    "rebill": "Corrected electricity bill",
+}
 
 
 def kwh(wh: int) -> str:
@@ -76,15 +82,20 @@ def document_view(doc: BillDocument) -> DocumentView:
     b = doc.bill
     currency = b.charges.currency
     received, expected = doc.readings
-    facts = (
-        ("Customer", b.customer_id),
-        ("Bill", b.bill_id),
+    facts: list[tuple[str, str]] = [("Customer", b.customer_id), ("Bill", b.bill_id)]
+    if b.refers is not None:
+        facts.append(("Cancels" if b.kind == "credit" else "Replaces", b.refers[0]))
+    if b.reason:
+        facts.append(("Reason", b.reason))
+    if doc.standing is not None:
+        facts.append(("Standing", doc.standing))
+    facts += [
         ("Period", f"{utc(b.period.start)} to {utc(b.period.end)}"),
         ("Issued", utc(b.issued_at)),
         ("Tariff", f"{b.tariff_id}, version {b.tariff_version}"),
         ("Readings", f"{received:,} of {expected:,} intervals received"),
         ("Gaps estimated by", b.estimation),
-    )
+    ]
     meters = tuple(
         MeterRow(
             m.meter_id,
@@ -112,7 +123,13 @@ def document_view(doc: BillDocument) -> DocumentView:
             f"{kwh(b.estimated_wh)} kWh of {kwh(b.energy_wh)} kWh "
             f"({_share(b.estimated_wh, b.energy_wh)}) is estimated: {missing:,} intervals had "
             f"no reading and were filled by the '{b.estimation}' rule, priced like measured "
-            "energy in their interval. Estimated energy is shown in orange in the chart."
+            "energy in their interval. Estimated energy is shown in orange in the charts."
+        )
+    if b.estimated_over_limit is not None:
+        note += (
+            f" {percent(b)} % of the period's intervals are estimated, above the "
+            f"{b.estimated_over_limit} % limit: billed on the operator's explicit allowance, "
+            "as the signed bill states."
         )
     file_name = f"{b.bill_id.replace('/', '_')}.bill.cose"
     checks = (
@@ -127,14 +144,14 @@ def document_view(doc: BillDocument) -> DocumentView:
         ("Tariff digest", b.tariff_digest.hex()),
     )
     return DocumentView(
-        title=f"Electricity bill {b.bill_id}",
-        facts=facts,
+        title=f"{TITLES.get(b.kind, 'Bill')} {b.bill_id}",
+        facts=tuple(facts),
         meters=meters,
         charges=charges,
         total=f"{b.charges.total} {currency}",
         energy=f"{kwh(b.energy_wh)} kWh",
         estimated_note=note,
-        charts=(daily_chart(doc.days), hourly_chart(doc.hours)),
+        charts=(daily_chart(doc.days), hourly_chart(doc.hours)) if doc.days else (),
         code=doc.code,
         qr_text=f"meterseal bill {b.bill_id} code {doc.code}",
         audit=doc.audit.value,
