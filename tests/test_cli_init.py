@@ -192,3 +192,18 @@ def test_with_a_host_the_cas_serves_tls_and_each_stage_gets_its_tls_key(
     assert fetched.returncode == 0, fetched.stdout + fetched.stderr
     assert "released tls/billing v1" in fetched.stdout
     assert "released billing-key v1" in fetched.stdout
+    again = " ".join(_init(str(directory), "--host", "127.0.0.1", "--force").split())
+    assert "secret tls/billing v1 (kept)" in again  # --force renews no key
+
+
+def test_a_directory_name_becomes_a_deployment_name_or_is_refused_before_any_file(
+    tmp_path: Path,
+) -> None:
+    from meterseal.cli_init import namespace
+
+    assert namespace(tmp_path / "2026 North-East Grid!") == "north_east_grid"
+    assert namespace(tmp_path / ("x" * 80)) == "x" * 40
+    assert namespace(tmp_path / "___") == "meterseal"
+    refused = invoke(["init", str(tmp_path / "d"), "--name", "North"])
+    assert refused.exit_code == 2
+    assert not (tmp_path / "d").exists()

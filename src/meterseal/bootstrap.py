@@ -135,10 +135,14 @@ def allow_trusted_stages(
     for stage in TRUSTED_SERVICES:
         names = STAGE_SECRETS[stage]
         if options.tls_hosts:
-            version = issue_worker_tls(
-                cas, deployment.ca_key, deployment.ca_cert, stage, options.tls_hosts
-            )
-            report.secrets[tls_secret(stage)] = (version, True)
+            latest = cas.state.latest_secret(tls_secret(stage))
+            if latest is not None:  # --force: the stage keeps its TLS key (`issue-tls` renews)
+                report.secrets[tls_secret(stage)] = (latest.version, False)
+            else:
+                version = issue_worker_tls(
+                    cas, deployment.ca_key, deployment.ca_cert, stage, options.tls_hosts
+                )
+                report.secrets[tls_secret(stage)] = (version, True)
             names += (tls_secret(stage),)
         measurement = stage_measurement(stage)
         cas.allow(stage, measurement, names)  # an existing rule is not added twice

@@ -37,7 +37,7 @@ CAS_PORT = 7490
 def namespace(directory: Path) -> str:
     """A deployment name from a directory name: [a-z][a-z0-9_]* (shared-infrastructure prefix)."""
     name = re.sub(r"[^a-z0-9_]+", "_", directory.resolve().name.lower()).strip("_")
-    name = name.lstrip("0123456789_")
+    name = name.lstrip("0123456789_")[:40]  # the configuration's limit for a name
     return name or "meterseal"
 
 
@@ -142,8 +142,10 @@ def init(
     check_directory(directory, force)  # before anything is written
     directory = directory.absolute()
     chosen = name or namespace(directory)
-    if not re.fullmatch(r"[a-z][a-z0-9_]*", chosen):
-        raise typer.BadParameter("a-z, 0-9 and _, starting with a letter", param_hint="--name")
+    if not re.fullmatch(r"[a-z][a-z0-9_]{0,39}", chosen):  # checked before a file is written
+        raise typer.BadParameter(
+            "1-40 of a-z, 0-9 and _, starting with a letter", param_hint="--name"
+        )
     listen = parse_address(cas_listen, CAS_PORT)
     scheme = "https" if host else "http"
     cas_url = f"{scheme}://{format_address(host[0] if host else listen.host, listen.port)}"
