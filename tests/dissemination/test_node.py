@@ -74,3 +74,24 @@ def test_operator_commands_are_checked_and_run() -> None:
     assert _answer(NODE.on_operator(stale, now=time.time())[0])["reason"] == "bad_operator_command"
     forged = operator_command(b"x" * 32, {"op": "status"}, now=time.time(), nonce=b"f")
     assert not _answer(NODE.on_operator(forged, now=time.time())[0])["ok"]
+
+
+def test_a_member_that_leaves_is_removed_and_may_be_admitted_again() -> None:
+    world = make_world(seed=9)
+    node = RouterNode(world.authority, world.router, b"k" * 32, os.urandom, namespace="bye")
+    world.publisher("job")
+    world.join("agg2", Role.AGGREGATOR, (PrivacyLevel.HIGH, ""))
+    link, subject = Link(world.router.links["job"]), node.subject("leave", "job")
+    forged = Link(b"\x00" * 32).seal(subject, [], os.urandom)
+    assert not _answer(node.on_leave("job", forged, now=NOW)[0])["ok"]
+    moved = link.seal(node.subject("leave", "agg2"), [], os.urandom)  # another's subject
+    assert not _answer(node.on_leave("agg2", moved, now=NOW)[0])["ok"]
+    answer, outgoing = node.on_leave("job", link.seal(subject, [], os.urandom), now=NOW)
+    assert _answer(answer)["rekeyed"] == ["agg2"]  # the HIGH master it held rotated away
+    assert [s for s, _ in outgoing] == ["bye.keys.agg2"]
+    assert "job" not in world.router.members()
+    assert _answer(node.on_leave("job", link.seal(subject, [], os.urandom), now=NOW)[0])[
+        "reason"
+    ] == "unknown_link"  # fmt: skip
+    world.publisher("job")  # the next run of the job is admitted under the same name
+    assert "job" in world.router.members()

@@ -17,6 +17,7 @@ from meterseal.dissemination.cli_consent import consent_app, operator, router_ps
 from meterseal.dissemination.cli_serve import (
     AUTHORITY_KEY,
     AUTHORITY_PUBLIC,
+    DEFAULT_DEPLOYMENT,
     DEFAULT_KEYS,
     DEFAULT_NATS,
     OPERATOR_KEY,
@@ -49,13 +50,23 @@ dissemination_app.command("provision")(router_provision)
 
 
 @dissemination_app.command("init")
-def router_init(directory: Annotated[Path, typer.Argument()] = DEFAULT_KEYS) -> None:
-    """Create the handout-signing key, operator and state keys (0600; MS_PASSPHRASE encrypts)."""
+def router_init(
+    directory: Annotated[Path, typer.Argument()] = DEFAULT_KEYS,
+    deployment: Annotated[
+        Path,
+        typer.Option(
+            "--deployment", "-d", help="the deployment whose simulated platform members attest on"
+        ),
+    ] = DEFAULT_DEPLOYMENT,
+) -> None:
+    """Create the handout-signing key, operator and state keys (0600; MS_PASSPHRASE encrypts);
+    print what members pin and attest with, and the command that serves the router."""
     from cryptography.hazmat.primitives.asymmetric import ed25519
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
     from meterseal.crypto.at_rest import private_directory, write_secret_file
     from meterseal.crypto.keys import write_private_key
+    from meterseal.trust.attestation import PLATFORM_KEY
 
     private_directory(directory)
     if (directory / AUTHORITY_KEY).exists():
@@ -73,8 +84,10 @@ def router_init(directory: Annotated[Path, typer.Argument()] = DEFAULT_KEYS) -> 
     )
     console.print(f"members pass --authority {directory / AUTHORITY_PUBLIC}", soft_wrap=True)
     _print_members()
+    if not (deployment / PLATFORM_KEY).exists():
+        console.print(f"first: meterseal cas init -d {deployment}  (the simulated platform)")
     console.print(
-        f"next: meterseal router serve --keys {directory} --platform var/deployment "
+        f"next: meterseal router serve --keys {directory} --platform {deployment} "
         "--allow utility", soft_wrap=True,
     )  # fmt: skip
 
@@ -226,6 +239,7 @@ def router_publish(
 async def _publish(
     client: Any, store: str, since: int, end: int, attester: Any, identity: Any, url: str, ns: str
 ) -> int:
+    from meterseal.dissemination.errors import AdmissionRefused, Reason
     from meterseal.dissemination.feed import stored_readings
     from meterseal.dissemination.member import Publisher
     from meterseal.dissemination.nats_transport import NatsMember
@@ -236,12 +250,21 @@ async def _publish(
     nc = await connect_nats(url, max_reconnect_attempts=3)
     try:
         member = NatsMember(nc, client, namespace=ns)
-        await member.join(attester=attester, measurement=identity)
+        try:
+            await member.join(attester=attester, measurement=identity)
+        except AdmissionRefused as exc:
+            if exc.reason is not Reason.INVALID_TRANSITION:
+                raise
+            raise ConfigurationError(
+                f"a member named {client.name!r} is still admitted at the router (a run that "
+                f"did not finish?): `meterseal router remove {client.name}`, or --name another"
+            ) from exc
         publisher = Publisher(client.name, client.keys, rng=os.urandom)
         with Store.open_read_only(store) as db:
             sent = await publish_readings(member, publisher, stored_readings(db, since, end))
         if member.refused:
             console.print(f"[yellow]refused by the router:[/yellow] {member.refused[:5]}")
+        await member.leave()  # a job: the next run is admitted again under the same name
         return sent
     finally:
         await nc.close()

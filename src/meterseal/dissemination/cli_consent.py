@@ -123,13 +123,14 @@ def _consent(
     for row in _meters(customer, pseudonym, deployment, store):
         command = {"op": op, "customer": row.pseudonym, "app": app}
         answer = operator(keys, url, namespace, command)
-        rekeyed = ", ".join(answer.get("rekeyed", [])) or "nobody"
-        now = "now receives" if op == "grant" else "no longer receives"
-        console.print(
-            f"consent {op}ed: {app} {now} the raw (HIGH) readings of {_whose(row)}; "
-            f"new keys for {rekeyed}",
-            soft_wrap=True,
-        )
+        rekeyed = ", ".join(answer.get("rekeyed", []))
+        if op == "grant":
+            what = f"{app} now receives the raw (HIGH) readings of {_whose(row)}"
+            what += f"; new keys for {rekeyed}" if rekeyed else f" (once {app} is admitted)"
+        else:
+            what = f"{app} no longer receives the raw (HIGH) readings of {_whose(row)}"
+            what += f"; new keys for {rekeyed or 'nobody'}"
+        console.print(f"consent {op}ed: {what}", soft_wrap=True)
 
 
 @consent_app.command("grant")
@@ -174,7 +175,9 @@ def consent_list(
                 _whose(row) if row else f"pseudonym {bytes(customer).hex()}"
             )
     for name, (role, state) in sorted(members.items()):
-        console.print(f"{name} ({role}, {state}) receives {_RECEIVES.get(role, 'nothing')}")
+        console.print(
+            f"{name} ({role}, {state}) receives {_RECEIVES.get(role, 'nothing')}", soft_wrap=True
+        )
     if not per_app:
         console.print("no consent granted: apps receive LOW (regional) data only")
     for app, whose in sorted(per_app.items()):

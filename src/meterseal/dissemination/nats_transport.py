@@ -72,6 +72,12 @@ async def serve_node(
         if msg.reply:
             await msg.respond(answer)
 
+    async def leave(msg: Msg) -> None:
+        member = msg.subject.rsplit(".", 1)[-1]
+        answer, outgoing = node.on_leave(member, msg.data, now=clock())
+        await send(outgoing)
+        await msg.respond(answer)
+
     async def operator(msg: Msg) -> None:
         answer, outgoing = node.on_operator(msg.data, now=clock())
         await send(outgoing)
@@ -84,6 +90,7 @@ async def serve_node(
             node.subject("pub", "*"), cb=publications, pending_bytes_limit=PENDING_BYTES
         ),
         await nc.subscribe(node.subject("op"), cb=operator),
+        await nc.subscribe(node.subject("leave", "*"), cb=leave),
     ]
     await nc.flush()  # registered at the server before anyone is told the node is up
     return subscriptions
@@ -247,6 +254,16 @@ class NatsMember:
         """Wait until every frame sent has been answered by the router."""
         while self._pending:
             await asyncio.gather(*list(self._pending))
+
+    async def leave(self) -> None:
+        """After every frame is answered, tell the router this member is done: it removes
+        the member (the keys it held rotate), so the same name may be admitted again."""
+        await self.drain()
+        assert self.link is not None, "join first"
+        subject = self._subject("leave", self.client.name)
+        answer = await self._request(subject, self.link.seal(subject, [], os.urandom))
+        _raise_refusal(answer)
+        await self.close()
 
     async def close(self) -> None:
         """Stop listening."""

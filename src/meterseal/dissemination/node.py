@@ -8,6 +8,7 @@ it never holds a key. Subjects under a namespace NS:
     NS.pub.MEMBER      request: frame of publications    reply: {"ok", "refused", "unmatched"}
     NS.sub.MEMBER      frames of deliveries, router to member
     NS.keys.MEMBER     handouts after a rotation, publisher to member
+    NS.leave.MEMBER    request: an empty frame under the member's link   reply: {"ok", "rekeyed"}
     NS.op              operator command (HMAC-SHA256 with the operator key), reply {"ok", …}
 
 Every refusal is a reply {"ok": false, "reason", "detail"}; nothing a client sends can stop
@@ -120,6 +121,23 @@ class RouterNode:
                 outgoing.append((subject, target.seal(subject, batch, self.rng)))
         refused = [[index, reason.value] for index, reason in routed.refused]
         return reply(refused=refused, unmatched=routed.unmatched), outgoing
+
+    def on_leave(self, member: str, data: bytes, *, now: float) -> tuple[bytes, Outgoing]:
+        """A member's own goodbye, sealed under its link (so only it can send it): it is
+        removed as the operator would remove it, and every key it held rotates away. A
+        publisher that runs as a job (`router publish`) may then be admitted again."""
+        link = self._link(member)
+        if link is None:
+            return refusal(DisseminationError(Reason.UNKNOWN_LINK, member)), []
+        try:
+            link.open(self.subject("leave", member), data)
+            handouts = self.authority.remove(member, now=now)
+        except DisseminationError as exc:
+            return refusal(exc), []
+        self.links.pop(member, None)
+        if self.on_change is not None:
+            self.on_change()
+        return reply(rekeyed=[m for m, _ in handouts]), self.handouts(handouts)
 
     def handouts(self, handouts: Handouts) -> Outgoing:
         """Handouts as messages to each member's keys subject."""
