@@ -2,7 +2,7 @@
 
 What a trusted router or aggregator runs, so that its process imports only what its
 measurement covers (`trust.measurement.STAGE_ENTRIES`); `meterseal router …` is the same
-app inside the full CLI.
+app inside the full CLI, plus the operator's consent tools (`cli_consent`).
 """
 
 from meterseal.dissemination.cli import dissemination_app

@@ -13,7 +13,6 @@ import typer
 from rich.table import Table
 
 from meterseal.cli_common import console
-from meterseal.dissemination.cli_consent import consent_app, operator, router_pseudonym
 from meterseal.dissemination.cli_serve import (
     AUTHORITY_KEY,
     AUTHORITY_PUBLIC,
@@ -30,6 +29,7 @@ from meterseal.dissemination.cli_serve import (
     Platform,
     attested_member,
     authority_public_key,
+    operator,
     platform_attester,
     router_aggregate,
     router_passphrase,
@@ -42,8 +42,6 @@ dissemination_app = typer.Typer(
     help="Privacy-aware dissemination: the router on NATS, subscribers, consent.",
     no_args_is_help=True,
 )
-dissemination_app.add_typer(consent_app, name="consent")
-dissemination_app.command("pseudonym")(router_pseudonym)
 dissemination_app.command("serve")(router_serve)
 dissemination_app.command("aggregate")(router_aggregate)
 dissemination_app.command("provision")(router_provision)

@@ -2,28 +2,28 @@
 
 Consent names a customer's pseudonyms (one per meter, see `customers`): the commands find
 them from the customer's id with the deployment's anonymization key and the store, and
-refuse a pseudonym nobody's data travels under.
+refuse a pseudonym nobody's data travels under. They are the operator's tools, so they join
+`meterseal router` here (the full CLI loads this module) and stay out of the lean
+`python -m meterseal.dissemination` that trusted routers and aggregators run and measure.
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from meterseal.cli_common import DEFAULT_STORE, console
+from meterseal.dissemination.cli import dissemination_app
 from meterseal.dissemination.cli_serve import (
     DEFAULT_DEPLOYMENT,
     DEFAULT_KEYS,
     DEFAULT_NATS,
-    OPERATOR_KEY,
     KeysDir,
     Namespace,
     NatsUrl,
+    operator,
     router_passphrase,
 )
 from meterseal.errors import ConfigurationError
@@ -46,35 +46,6 @@ PseudonymOpt = Annotated[
     str, typer.Option("--pseudonym", help="expert: one pseudonym (32 hex digits) instead")
 ]
 AppOpt = Annotated[str, typer.Option("--app", help="the app's member name")]
-
-
-def operator(keys: Path, url: str, namespace: str, command: dict[str, Any]) -> dict[str, Any]:
-    """Send one operator command to the router; its answer, or a clean exit."""
-    from meterseal.crypto.at_rest import read_secret_file
-    from meterseal.dissemination.nats_transport import operator_request
-    from meterseal.dissemination.node import operator_command
-
-    secret = read_secret_file(keys / OPERATOR_KEY, router_passphrase())
-    signed = operator_command(secret, command, now=time.time(), nonce=os.urandom(16))
-
-    async def send() -> dict[str, Any]:
-        from meterseal.services.nats_bus import connect_nats
-
-        nc = await connect_nats(url, max_reconnect_attempts=1)
-        try:
-            return await operator_request(nc, signed, namespace=namespace)
-        finally:
-            await nc.close()
-
-    try:
-        answer = asyncio.run(send())
-    except Exception as exc:
-        where = f"{shown(url)} ({namespace})"
-        raise ConfigurationError(f"no router answered on {where}: {exc}") from exc
-    if not answer.get("ok"):
-        console.print(f"[red]refused:[/red] {answer.get('reason')}: {answer.get('detail', '')}")
-        raise typer.Exit(code=1)
-    return answer
 
 
 def _meters(customer: str, pseudonym: str, deployment: Path, store: str) -> list[Any]:
@@ -240,3 +211,7 @@ def router_pseudonym(
     console.print(
         f"next: meterseal router consent grant --customer {customer} --app APP", soft_wrap=True
     )
+
+
+dissemination_app.add_typer(consent_app, name="consent")
+dissemination_app.command("pseudonym")(router_pseudonym)

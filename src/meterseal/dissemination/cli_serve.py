@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ from rich.console import Console
 from meterseal.cli_common import DEFAULT_STORE, console, passphrase
 from meterseal.crypto.at_rest import PASSPHRASE_VARIABLE
 from meterseal.errors import ConfigurationError, MetersealError
+from meterseal.runtime.nats_endpoint import shown
 
 AUTHORITY_KEY = "authority.key.pem"
 AUTHORITY_PUBLIC = "authority.pub"
@@ -347,3 +349,32 @@ def router_provision(
     console.print(f"allowed dissemination-router {done.router.hex}", soft_wrap=True)
     console.print(f"allowed dissemination-aggregator {done.aggregator.hex}", soft_wrap=True)
     console.print(f"the router admits: {', '.join(r.value for r, _ in done.allow)}")
+
+
+def operator(keys: Path, url: str, namespace: str, command: dict[str, Any]) -> dict[str, Any]:
+    """Send one operator command to the router; its answer, or a clean exit."""
+    from meterseal.crypto.at_rest import read_secret_file
+    from meterseal.dissemination.nats_transport import operator_request
+    from meterseal.dissemination.node import operator_command
+
+    secret = read_secret_file(keys / OPERATOR_KEY, router_passphrase())
+    signed = operator_command(secret, command, now=time.time(), nonce=os.urandom(16))
+
+    async def send() -> dict[str, Any]:
+        from meterseal.services.nats_bus import connect_nats
+
+        nc = await connect_nats(url, max_reconnect_attempts=1)
+        try:
+            return await operator_request(nc, signed, namespace=namespace)
+        finally:
+            await nc.close()
+
+    try:
+        answer = asyncio.run(send())
+    except Exception as exc:
+        where = f"{shown(url)} ({namespace})"
+        raise ConfigurationError(f"no router answered on {where}: {exc}") from exc
+    if not answer.get("ok"):
+        console.print(f"[red]refused:[/red] {answer.get('reason')}: {answer.get('detail', '')}")
+        raise typer.Exit(code=1)
+    return answer
