@@ -9,7 +9,14 @@ import pytest
 from markupsafe import escape
 from pypdf import PdfReader
 
-from meterseal.billing.bill import manifest_from_cbor, parse_signed_bill, verify_signed_bill
+from meterseal.billing.bill import (
+    manifest_from_cbor,
+    parse_signed_bill,
+    sign_bill,
+    verify_signed_bill,
+)
+from meterseal.billing.completeness import estimation_rule
+from meterseal.billing.compute import BillPacket, BillRequest, compute_bill
 from meterseal.billing.document import (
     AuditInput,
     AuditState,
@@ -24,6 +31,7 @@ from meterseal.billing.document_pdf import render_pdf
 from meterseal.billing.document_view import document_view, kwh
 from meterseal.billing.policy import EstimationPolicy
 from meterseal.billing.service import BillingService
+from meterseal.billing.unsigned import UnsignedReading
 from meterseal.crypto.keys import kid_of, public_bytes
 from tests.billing.conftest import Month
 from tests.conftest import NOW
@@ -231,3 +239,40 @@ def test_a_bill_over_the_estimated_limit_says_so_on_the_page(month: Month) -> No
     assert flag in view.estimated_note
     assert flag in _pdf_text(render_pdf(view, issued_at=billed.issued_at))
     assert str(escape(flag)) in render_html(view)
+
+
+def test_unsigned_imports_on_a_bill_are_counted_as_such(month: Month) -> None:
+    meter, customer = month.fleet[0].key.meter_id, month.fleet[0].customer_id
+    packets = month.bills.packets([meter], month.period.start, month.period.end)
+    # Two slots billed from UNSIGNED imported records instead of the meter's readings.
+    imported = [UnsignedReading(meter, p.timestamp, 900, p.energy_wh + 7) for p in packets[:2]]
+    packets = [
+        *(BillPacket(meter, r.counter, r.timestamp, r.energy_wh, r.to_cbor()) for r in imported),
+        *packets[2:],
+    ]
+    request = BillRequest(
+        f"{customer}/imported", customer, (meter,), month.period, month.tariff,
+        estimation_rule("linear"), int(NOW.timestamp()),
+    )  # fmt: skip
+    computed = compute_bill(request, packets)
+    key = month.billing_key
+    signed = sign_bill(computed.bill, key, kid_of(public_bytes(key.public_key())))
+    directory = month.bills.meter_directory(month.ca_cert)
+
+    def document(rows: list[BillPacket]) -> BillDocument:
+        return bill_document(
+            signed, computed.manifest_cbor(), rows, billing_key=key.public_key(),
+            meters=directory, audit=AuditInput(),
+        )  # fmt: skip
+
+    doc = document(packets)
+    assert (doc.unsigned, doc.unsigned_wh) == (2, sum(r.energy_wh for r in imported))
+    assert sum(d.total_wh for d in doc.days) == doc.bill.energy_wh
+    view = document_view(doc)
+    assert ("Unsigned readings", f"2 imported ({kwh(doc.unsigned_wh)} kWh)") in view.facts
+    assert "are UNSIGNED imports: no meter signed them" in view.estimated_note
+    # An imported value changed after billing: its record no longer hashes to the leaf.
+    changed = UnsignedReading(meter, imported[0].timestamp, 900, imported[0].energy_wh + 1)
+    rows = [BillPacket(meter, changed.counter, changed.timestamp, 0, changed.to_cbor())]
+    with pytest.raises(DocumentError, match=f"stored reading {meter} #{changed.counter} is not"):
+        document(rows + packets[1:])

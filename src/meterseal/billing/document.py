@@ -3,10 +3,12 @@
 Everything a document shows comes from signed bytes. The charges, energy and meters are the
 bill's own (its billing signature verified). The consumption by day is rebuilt from the
 meters' signed originals that the bill's Merkle root commits to: each must hash to its
-manifest leaf, the manifest must give the signed root, each meter signature must verify,
-and the measured and estimated energy per meter must come out as the bill states, or no
-document is made. The verification code is the first 100 bits of the SHA-256 of the signed
-bill's payload: `meterseal verify-bill` prints the same code for the bill file it checks.
+manifest leaf, the manifest must give the signed root, each meter signature must verify
+(an UNSIGNED import, on a bill allowed to count them, is its committed record, and counted
+as such), and the measured and estimated energy per meter must come out as the bill
+states, or no document is made. The verification code is the first 100 bits of the SHA-256
+of the signed bill's payload: `meterseal verify-bill` prints the same code for the bill file
+it checks.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import hashlib
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from cryptography.exceptions import InvalidSignature
 
@@ -31,6 +34,7 @@ from meterseal.billing.bill import (
 )
 from meterseal.billing.completeness import SlotReading, assess, estimation_rule, missing_slots
 from meterseal.billing.compute import BillPacket
+from meterseal.billing.unsigned import UnsignedRecordError, is_unsigned, unsigned_from_cbor
 from meterseal.crypto.cose import CoseFormatError
 from meterseal.crypto.countersign import verify_countersignature
 from meterseal.crypto.packet import verify_signed_originals
@@ -101,6 +105,8 @@ class BillDocument:
     hours: tuple[tuple[int, int], ...]  # (measured, estimated) Wh per hour of the day (UTC)
     audit: AuditState
     standing: str | None = None  # in the bill log: in force, credited by …, superseded by …
+    unsigned: int = 0  # billed readings that are UNSIGNED imports (no meter signature)
+    unsigned_wh: int = 0
 
     @property
     def readings(self) -> tuple[int, int]:
@@ -128,9 +134,17 @@ def bill_document(
     entries = _manifest(bill, manifest)
     originals = _billed_originals(entries, packets)
     readings = _meter_signed(entries, originals, meters)
-    days, hours = ((), ()) if bill.kind == "credit" else _consumption(bill, readings)
-    code = verification_code(signed_bill)
-    return BillDocument(bill, code, days, hours, _audit_state(signed_bill, audit), standing)
+    days, hours = ((), ()) if bill.kind == "credit" else _consumption(bill, readings.by_meter)
+    return BillDocument(
+        bill,
+        verification_code(signed_bill),
+        days,
+        hours,
+        _audit_state(signed_bill, audit),
+        standing,
+        readings.unsigned,
+        readings.unsigned_wh,
+    )
 
 
 def _manifest(bill: Bill, manifest: bytes) -> tuple[ManifestEntry, ...]:
@@ -162,12 +176,41 @@ def _billed_originals(
     return originals
 
 
+class _Readings(NamedTuple):
+    """The billed readings per meter with the values they were billed with."""
+
+    by_meter: dict[str, list[SlotReading]]
+    unsigned: int  # of them UNSIGNED imports (no meter signature)
+    unsigned_wh: int
+
+
 def _meter_signed(
     entries: Sequence[ManifestEntry], originals: Sequence[bytes], meters: MeterDirectory
-) -> dict[str, list[SlotReading]]:
-    """Each meter's readings as its signature says (every signature verified)."""
+) -> _Readings:
+    """Each meter's readings as its signature says (every signature verified).
+
+    An UNSIGNED import (a bill made with them allowed) has no signature to check: its values
+    are its record's, which the bill's Merkle root commits to, and the page says how many.
+    """
     by_meter: dict[str, list[SlotReading]] = defaultdict(list)
-    for e, outcome in zip(entries, verify_signed_originals(originals, meters), strict=True):
+    imported = [i for i, original in enumerate(originals) if is_unsigned(original)]
+    unsigned_wh = 0
+    for i in imported:
+        e = entries[i]
+        try:
+            record = unsigned_from_cbor(originals[i])
+        except UnsignedRecordError as exc:
+            raise DocumentError(f"reading {e.meter_id} #{e.counter}: {exc}") from None
+        if (record.meter_id, record.counter) != (e.meter_id, e.counter):
+            raise DocumentError(f"reading {e.meter_id} #{e.counter} is recorded as another")
+        by_meter[e.meter_id].append(SlotReading(record.counter, record.timestamp, record.energy_wh))
+        unsigned_wh += record.energy_wh
+    skip = set(imported)
+    signed = [
+        (e, o) for i, (e, o) in enumerate(zip(entries, originals, strict=True)) if i not in skip
+    ]
+    outcomes = verify_signed_originals([o for _, o in signed], meters)
+    for (e, _), outcome in zip(signed, outcomes, strict=True):
         if isinstance(outcome, InvalidPacket):
             raise DocumentError(
                 f"reading {e.meter_id} #{e.counter}: meter signature refused "
@@ -177,7 +220,7 @@ def _meter_signed(
         if (r.meter_id, r.counter) != (e.meter_id, e.counter):
             raise DocumentError(f"reading {e.meter_id} #{e.counter} is signed as {r.meter_id}")
         by_meter[r.meter_id].append(SlotReading(r.counter, r.timestamp, r.energy_wh))
-    return by_meter
+    return _Readings(by_meter, len(imported), unsigned_wh)
 
 
 def _consumption(

@@ -89,6 +89,10 @@ def document_view(doc: BillDocument) -> DocumentView:
         facts.append(("Reason", b.reason))
     if doc.standing is not None:
         facts.append(("Standing", doc.standing))
+    if doc.unsigned:
+        facts.append(
+            ("Unsigned readings", f"{doc.unsigned:,} imported ({kwh(doc.unsigned_wh)} kWh)")
+        )
     facts += [
         ("Period", f"{utc(b.period.start)} to {utc(b.period.end)}"),
         ("Issued", utc(b.issued_at)),
@@ -125,6 +129,11 @@ def document_view(doc: BillDocument) -> DocumentView:
             f"no reading and were filled by the '{b.estimation}' rule, priced like measured "
             "energy in their interval. Estimated energy is shown in orange in the charts."
         )
+    if doc.unsigned:
+        note += (
+            f" {doc.unsigned:,} readings ({kwh(doc.unsigned_wh)} kWh) are UNSIGNED imports: no "
+            "meter signed them; their values are as imported, committed by the bill's signature."
+        )
     if b.estimated_over_limit is not None:
         note += (
             f" {percent(b)} % of the period's intervals are estimated, above the "
@@ -150,7 +159,7 @@ def document_view(doc: BillDocument) -> DocumentView:
         charges=charges,
         total=f"{b.charges.total} {currency}",
         energy=f"{kwh(b.energy_wh)} kWh",
-        estimated_note=note,
+        estimated_note=note.strip(),
         charts=(daily_chart(doc.days), hourly_chart(doc.hours)) if doc.days else (),
         code=doc.code,
         qr_text=f"meterseal bill {b.bill_id} code {doc.code}",
