@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from meterseal.cli_common import console
+from meterseal.cli_common import DEFAULT_STORE, console
 from meterseal.dissemination.cli_serve import (
     AUTHORITY_KEY,
     AUTHORITY_PUBLIC,
@@ -213,30 +213,80 @@ def router_status(
     console.print(f"counters: {answer['counters']}")
 
 
+def _moment(text: str, option: str) -> int:
+    """Unix seconds from `text`: seconds, or an ISO date (UTC midnight) or date and time."""
+    import datetime as dt
+
+    text = text.strip()
+    if not text or text.isdigit():
+        return int(text or 0)
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise typer.BadParameter(
+            f"{text!r}: Unix seconds, a date (2026-10-01) or a date and time", param_hint=option
+        ) from exc
+    return int((moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)).timestamp())
+
+
+class _Tally:
+    """What went by: readings, distinct pseudonyms, first and last data time."""
+
+    def __init__(self) -> None:
+        self.customers: set[bytes] = set()
+        self.first, self.last = 2**63, -1
+
+    def pages(self, pages: Any) -> Any:
+        """The same pages, counted on the way."""
+        for page in pages:
+            for reading in page:
+                self.customers.add(reading.pseudonym)
+                self.first = min(self.first, reading.timestamp)
+                self.last = max(self.last, reading.timestamp)
+            yield page
+
+    def span(self) -> str:
+        """What was published, for the operator."""
+        import datetime as dt
+
+        if self.last < 0:
+            return "nothing in that period"
+        shown = [dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M") for t in
+                 (self.first, self.last)]  # fmt: skip
+        return f"{len(self.customers):,} pseudonyms, {shown[0]} to {shown[1]} UTC (data time)"
+
+
 @dissemination_app.command("publish")
 def router_publish(
     authority: AuthorityOpt,
-    store: Annotated[str, typer.Option(help="the head-end's store URL")],
-    since: Annotated[int, typer.Option(help="first reading time (Unix seconds)")] = 0,
-    until: Annotated[int, typer.Option(help="end (exclusive; 0: now)")] = 0,
+    store: Annotated[str, typer.Option(help="the head-end's store URL")] = DEFAULT_STORE,
+    since: Annotated[
+        str, typer.Option(help="first reading time: a date (UTC), date and time, or Unix seconds")
+    ] = "",
+    until: Annotated[str, typer.Option(help="end, exclusive (same forms; default now)")] = "",
     name: Annotated[str, typer.Option(help="member name")] = "headend",
     nats_url: NatsUrl = DEFAULT_NATS,
     namespace: Namespace = "ms.dissem",
     platform: Platform = None,
     measurement: MeasurementHex = "",
 ) -> None:
-    """Publish the store's anonymized readings in [since, until) as the HIGH stream."""
+    """Publish the store's anonymized readings in [since, until) as the HIGH stream, in data
+    time (so the aggregator's frames close in order), then leave the router."""
+    start, end = _moment(since, "--since"), _moment(until, "--until") or int(time.time()) + 1
     client, attester, identity = attested_member(
         name, "publisher", authority, platform, measurement
     )
-    end = until or int(time.time()) + 1
-    sent = asyncio.run(_publish(client, store, since, end, attester, identity, nats_url, namespace))
-    console.print(f"published {sent} readings")
+    tally = _Tally()
+    sent = asyncio.run(
+        _publish(client, store, start, end, attester, identity, nats_url, namespace, tally)
+    )
+    console.print(f"published {sent:,} readings: {tally.span()}", soft_wrap=True)
 
 
 async def _publish(
-    client: Any, store: str, since: int, end: int, attester: Any, identity: Any, url: str, ns: str
-) -> int:
+    client: Any, store: str, since: int, end: int, attester: Any, identity: Any, url: str, ns: str,
+    tally: _Tally,
+) -> int:  # fmt: skip
     from meterseal.dissemination.errors import AdmissionRefused, Reason
     from meterseal.dissemination.feed import stored_readings
     from meterseal.dissemination.member import Publisher
@@ -259,7 +309,8 @@ async def _publish(
             ) from exc
         publisher = Publisher(client.name, client.keys, rng=os.urandom)
         with Store.open_read_only(store) as db:
-            sent = await publish_readings(member, publisher, stored_readings(db, since, end))
+            pages = tally.pages(stored_readings(db, since, end))
+            sent = await publish_readings(member, publisher, pages)
         if member.refused:
             console.print(f"[yellow]refused by the router:[/yellow] {member.refused[:5]}")
         await member.leave()  # a job: the next run is admitted again under the same name
