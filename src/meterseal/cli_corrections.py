@@ -30,7 +30,7 @@ def rebill(
     reason: Annotated[str, typer.Option(help="why (signed into the credit and the rebill)")],
     tariff: Annotated[
         str | None,
-        typer.Option(help="tariff id[@version] of the rebill (default: the bill's, latest)"),
+        typer.Option(help="tariff id, optionally @version (default: the bill's, latest version)"),
     ] = None,
     estimation: Annotated[
         str | None, typer.Option(help="linear, zero or previous-day (default: the bill's)")

@@ -140,6 +140,7 @@ def test_a_customer_lists_their_audited_bills(api: Api) -> None:
         )
         assert entry["log_index"] == stored.log_index
         assert (entry["audited"], entry["clean"], entry["countersigned"]) == (True, True, True)
+        assert (entry["kind"], entry["standing"]) == ("bill", "in force")
     assert {
         e["log_index"] for c in api.billed for e in api.json(f"/v1/customers/{c}/bills")["bills"]
     } == {0, 1}

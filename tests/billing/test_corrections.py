@@ -118,6 +118,16 @@ def test_a_credit_and_its_rebill_are_appended_together_or_not_at_all(month: Mont
         service.correct(original.bill.bill_id, meters, month.tariff, " ")
 
 
+def test_a_customers_list_shows_each_entrys_kind_and_standing(month: Month) -> None:
+    original_id, credit, rebill = _correct(month)
+    listed = month.bills.bill_summaries(credit.customer_id)
+    assert [(b.bill_id, b.kind, b.standing, b.total) for b in listed] == [
+        (original_id, "bill", f"superseded by {rebill.bill_id}", str(-credit.charges.total)),
+        (credit.bill_id, "credit", f"cancels {original_id}", str(credit.charges.total)),
+        (rebill.bill_id, "rebill", "in force", str(rebill.charges.total)),
+    ]
+
+
 def test_the_audit_refuses_a_credit_that_is_not_the_bills_negation(month: Month) -> None:
     original_id, credit, _ = _correct(month)
     auditor = month.auditor()

@@ -83,6 +83,8 @@ class BillEntry(BaseModel):
     audited: bool
     clean: bool | None
     countersigned: bool  # some (maybe earlier) audit was clean and countersigned the bill
+    kind: str  # bill, or a correction: credit (cancels a bill) or rebill (replaces it)
+    standing: str  # in force, superseded by …, credited by …, cancels …
 
 
 class CustomerBills(BaseModel):

@@ -66,6 +66,8 @@ class BillSummary(NamedTuple):
     audited: bool
     clean: bool | None  # the latest audit's verdict; None: never audited
     countersigned: bool  # some audit, maybe an earlier one, was clean and countersigned it
+    kind: str = "bill"  # bill, credit or rebill
+    standing: str = "in force"  # in force, superseded by …, credited by …, cancels …
 
 
 def countersigned_of(reports: Sequence[StoredReport]) -> bytes | None:

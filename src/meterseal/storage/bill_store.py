@@ -17,8 +17,9 @@ from typing import Any
 import sqlalchemy as sa
 from cryptography import x509
 
-from meterseal.billing.bill import manifest_from_cbor
+from meterseal.billing.bill import manifest_from_cbor, parse_signed_bill
 from meterseal.billing.compute import BillPacket, packets_of
+from meterseal.billing.ledger import ledger
 from meterseal.billing.ports import (
     AuditSource,
     BillArchive,
@@ -269,15 +270,25 @@ class BillStore(BillLedger, AuditSource, ReportSink, BillArchive):
         )
         clean_once = sa.exists().where(a.c.bill_id == b.c.bill_id, a.c.clean)
         query = (
-            sa.select(*(b.c[c] for c in BillSummary._fields[:7]), latest, clean_once)
+            sa.select(
+                *(b.c[c] for c in BillSummary._fields[:7]), latest, clean_once, b.c.signed_bill
+            )
             .where(b.c.customer_id == customer_id)
             .order_by(b.c.log_index)
         )
         with self.store.connection() as connection:
-            return [
-                BillSummary(*row[:7], row[7] is not None, _bool(row[7]), bool(row[8]))
-                for row in connection.execute(query)
-            ]
+            rows = connection.execute(query).all()
+        # Kind and standing are in the signed bills (a credit or rebill names what it corrects).
+        standing = {
+            e.bill.bill_id: (e.bill.kind, e.standing)
+            for e in ledger((row[6], parse_signed_bill(bytes(row[9]))[0]) for row in rows)
+        }
+        return [
+            BillSummary(
+                *row[:7], row[7] is not None, _bool(row[7]), bool(row[8]), *standing[row[0]]
+            )
+            for row in rows
+        ]
 
     def log_leaves(self) -> list[bytes]:
         """Every leaf hash of the bill log, in order."""
