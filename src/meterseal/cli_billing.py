@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from meterseal.billing.completeness import Period
     from meterseal.billing.policy import BillRefused
     from meterseal.storage.bill_store import BillStore
+    from meterseal.storage.imports import Window
 
 billing_app = typer.Typer()
 tariffs_app = typer.Typer(
@@ -62,6 +63,19 @@ def period_option(first_day: str, days: int) -> Period:
         return Period.days(dt.date.fromisoformat(first_day), days)
     except ValueError as exc:
         raise typer.BadParameter(f"--from: {exc}") from exc
+
+
+def meter_windows(meters: dict[str, list[Window]], period: Period) -> dict[str, tuple[int, int]]:
+    """Meters the customer had for part of the period (one span each, else ConfigurationError)."""
+    out = {}
+    for meter_id, spans in meters.items():
+        if len(spans) > 1:
+            raise ConfigurationError(
+                f"meter {meter_id} changes hands more than once for one customer in this period"
+            )
+        if (spans[0].start, spans[0].end) != (period.start, period.end):
+            out[meter_id] = (spans[0].start, spans[0].end)
+    return out
 
 
 def _public_key(path: Path) -> ec.EllipticCurvePublicKey:
@@ -121,6 +135,12 @@ def bill(
     show: Annotated[int, typer.Option(help="bills (and refusals) to list one by one")] = (
         SHOWN_BILLS
     ),
+    allow_unsigned: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unsigned", help="count UNSIGNED imported readings (the bill says how much)"
+        ),
+    ] = False,
     deployment_dir: DeploymentDir = DEFAULT_DEPLOYMENT,
     store: StoreUrl = DEFAULT_STORE,
     passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
@@ -137,6 +157,7 @@ def bill(
     from meterseal.cli_common import load
     from meterseal.storage import Store
     from meterseal.storage.bill_store import BillStore
+    from meterseal.storage.imports import ImportStore
 
     policy = estimation_policy(max_estimated_percent, allow_estimated)
     deployment = load(deployment_dir, passphrase_env)
@@ -151,9 +172,13 @@ def bill(
             book = bills.tariff_book()
             chosen = book.get(tariff_id, int(version)) if version else book.latest(tariff_id)
             service = BillingService(
-                bills, deployment.billing_key, estimation=estimation_rule(estimation), policy=policy
+                bills,
+                deployment.billing_key,
+                estimation=estimation_rule(estimation),
+                policy=policy,
+                allow_unsigned=allow_unsigned,
             )
-            customers = bills.customers()
+            customers = ImportStore(db).customers_between(period.start, period.end)
             wanted = sorted(customer or customers)
             unknown = sorted(set(wanted) - set(customers))
             if unknown:
@@ -165,7 +190,10 @@ def bill(
                     bar.advance(task)
                     seconds: dict[str, float] = {}
                     try:
-                        computed = service.compute(name, customers[name], period, chosen, seconds)
+                        meters = customers[name]
+                        computed = service.compute(
+                            name, meters, period, chosen, seconds, meter_windows(meters, period)
+                        )
                         if not dry_run:
                             service.sign_and_record(computed, seconds)
                     except BillRefused as exc:
@@ -179,7 +207,8 @@ def bill(
                     table.add_row(
                         b.bill_id,
                         f"{sum(m.received for m in b.meters)}/{sum(m.expected for m in b.meters)}",
-                        f"{percent(b)}%",
+                        f"{percent(b)}%"
+                        + (f", {b.unsigned_wh / 1000:.1f} kWh UNSIGNED" if b.unsigned_wh else ""),
                         f"{b.energy_wh / 1000:.1f}",
                         f"{b.charges.total} {b.charges.currency}",
                         milliseconds(sum(seconds.values())),
@@ -198,6 +227,8 @@ def bill(
         f"period {period.start}-{period.end}, store {shown(store)}",
         soft_wrap=True,
     )
+    if allow_unsigned:
+        console.print("UNSIGNED imported readings were allowed; each bill states their energy")
     if dry_run:
         console.print("dry run: nothing was signed or written", soft_wrap=True)
     elif billed:
@@ -493,9 +524,16 @@ def verify_bill(
     when = dt.datetime.fromtimestamp(r.timestamp, dt.UTC)
     console.print(
         f"  reading: meter {r.meter_id} counter {r.counter} at {when:%Y-%m-%d %H:%M} UTC, "
-        f"{r.energy_wh} Wh, meter signature valid",
+        f"{r.energy_wh} Wh, "
+        + (
+            "an UNSIGNED import: no meter signature (the meter's certificate is valid)"
+            if checked.unsigned
+            else "meter signature valid"
+        ),
         soft_wrap=True,
     )
+    if b.unsigned_wh is not None:
+        console.print(f"  the bill counts {b.unsigned_wh} Wh of UNSIGNED imported readings")
     console.print(
         f"  included as packet {checked.index + 1} of {b.packets} "
         f"(Merkle root {b.merkle_root.hex()[:16]}…)"

@@ -53,9 +53,11 @@ def rebill(
     from meterseal.billing.completeness import estimation_rule
     from meterseal.billing.policy import percent
     from meterseal.billing.service import BillingService
+    from meterseal.cli_billing import meter_windows
     from meterseal.cli_common import load
     from meterseal.storage import Store
     from meterseal.storage.bill_store import BillStore
+    from meterseal.storage.imports import ImportStore
 
     policy = estimation_policy(max_estimated_percent, allow_estimated)
     deployment = load(deployment_dir, passphrase_env)
@@ -77,8 +79,12 @@ def rebill(
             estimation=estimation_rule(estimation or billed.estimation),
             policy=policy,
         )
-        meters = bills.customer_meters(billed.customer_id)
-        done = service.correct(bill_id, meters, chosen, reason, dry_run=dry_run)
+        period = billed.period
+        owned = ImportStore(db).customers_between(period.start, period.end)
+        meters = owned.get(billed.customer_id, {})
+        done = service.correct(
+            bill_id, meters, chosen, reason, dry_run=dry_run, windows=meter_windows(meters, period)
+        )
     credit, new = done.credit, done.rebill
     rows = IdRows("bill", "kind", "total", "", "readings", "estimated", "kWh")
     rows.add_row(credit.bill_id, "credit", f"{credit.charges.total} {credit.charges.currency}",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +29,9 @@ from meterseal.billing.completeness import estimation_rule
 from meterseal.billing.compute import BillPacket, BillRequest, bill_order, compute_bill, leaf_hashes
 from meterseal.billing.hashing import merkle_root
 from meterseal.billing.policy import flag_problem
+from meterseal.billing.scope import in_scope
 from meterseal.billing.tariff import Tariff, TariffBook, TariffError
+from meterseal.billing.unsigned import UnsignedRecordError, unsigned_from_cbor
 from meterseal.crypto.packet import verify_signed_originals
 from meterseal.crypto.registry import MeterDirectory
 from meterseal.crypto.signing import VerifyingKey
@@ -80,6 +82,7 @@ class AuditReport:
     packets_checked: int
     signatures_verified: int
     findings: tuple[Finding, ...]
+    unsigned_checked: int = 0  # UNSIGNED imports checked against their columns (no signature)
 
     @property
     def clean(self) -> bool:
@@ -88,6 +91,12 @@ class AuditReport:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form of the report."""
+        out = self._base_dict()
+        if self.unsigned_checked:
+            out["unsigned_checked"] = self.unsigned_checked
+        return out
+
+    def _base_dict(self) -> dict[str, Any]:
         return {
             "bill": self.bill_id,
             "customer": self.customer_id,
@@ -115,6 +124,8 @@ class AuditInput:
     tariffs: TariffBook
     billing_key: VerifyingKey
     entries: tuple[ManifestEntry, ...] | None = None  # `manifest` already decoded by the caller
+    # The store's dates of the customer's meters held for part of the period only.
+    windows: Mapping[str, tuple[int, int]] | None = None
 
 
 @dataclass
@@ -126,6 +137,7 @@ class _Verified:
     bad: dict[tuple[str, int], FindingKind] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
     verified: int = 0
+    unsigned: int = 0
 
 
 def audit_bill(inp: AuditInput, *, now: int) -> AuditReport:
@@ -139,9 +151,15 @@ def audit_bill(inp: AuditInput, *, now: int) -> AuditReport:
     manifest = _manifest(inp, findings)
     manifest_at = len(findings)  # where a manifest/root mismatch is reported
     meters = _meter_findings(bill, inp.customer_meters, findings)
+    findings += _window_findings(bill, inp.windows or {})
     seen = _verify_rows(inp, bill, meters)
     findings += seen.findings
-    ours = bill_order(seen.valid)
+    windows = {m.meter_id: m.window for m in bill.meters if m.window is not None}
+    allow_unsigned = bill.unsigned_wh is not None
+    valid = seen.valid
+    if windows or allow_unsigned:
+        valid = in_scope(valid, bill.period, windows, allow_unsigned=allow_unsigned)
+    ours = bill_order(valid)
     # The leaf hashes and the root over the verified rows, once for every comparison below.
     leaves = leaf_hashes(ours)
     root = merkle_root(leaves)
@@ -167,6 +185,7 @@ def audit_bill(inp: AuditInput, *, now: int) -> AuditReport:
         len(inp.stored),
         seen.verified,
         tuple(findings),
+        seen.unsigned,
     )
 
 
@@ -214,14 +233,55 @@ def _meter_findings(bill: Bill, customer_meters: Sequence[str], out: list[Findin
     return billed | set(customer_meters)
 
 
+def _window_findings(bill: Bill, stored: Mapping[str, tuple[int, int]]) -> list[Finding]:
+    """A billed meter whose dates with the customer differ from the store's assignments."""
+    return [
+        _field(f"meters[{m.meter_id}].window", m.window, stored.get(m.meter_id), m.meter_id)
+        for m in bill.meters
+        if m.window != stored.get(m.meter_id)
+    ]
+
+
+def _unsigned_rows(
+    rows: Sequence[BillPacket], bill: Bill, meters: set[str], seen: _Verified
+) -> None:
+    """UNSIGNED imports: no signature to check, but the record must match its columns."""
+    for row in rows:
+        seen.by_key[(row.meter_id, row.counter)] = row
+        if bill.unsigned_wh is None:
+            _bad(seen, row, FindingKind.FORGED, "an UNSIGNED import on a bill allowing none")
+            continue
+        try:
+            record = unsigned_from_cbor(row.signed_original)
+        except UnsignedRecordError as exc:
+            _bad(seen, row, FindingKind.ALTERED, exc.diagnostics())
+            continue
+        columns = (row.meter_id, row.counter, row.timestamp, row.energy_wh)
+        if (record.meter_id, record.counter, record.timestamp, record.energy_wh) != columns:
+            _bad(
+                seen,
+                row,
+                FindingKind.ALTERED,
+                f"the stored columns differ from its record {record}",
+            )
+            continue
+        seen.unsigned += 1
+        if row.meter_id in meters and bill.period.slot_of(row.timestamp) is not None:
+            seen.valid.append(row)
+
+
 def _verify_rows(inp: AuditInput, bill: Bill, meters: set[str]) -> _Verified:
     seen = _Verified()
     once: set[tuple[str, int]] = set()
     again: Counter[tuple[str, int]] = Counter()
     period = bill.period
+    stored = inp.stored
+    if any(row.counter < 0 for row in stored):  # UNSIGNED imports' keys
+        _unsigned_rows([r for r in stored if r.counter < 0], bill, meters, seen)
+        stored = [r for r in stored if r.counter >= 0]
     # Every signature in one tight loop first (the verification code stays hot), then the rows.
-    outcomes = verify_signed_originals([row.signed_original for row in inp.stored], inp.registry)
-    for row, outcome in zip(inp.stored, outcomes, strict=True):
+    outcomes = verify_signed_originals([row.signed_original for row in stored], inp.registry)
+    for row, outcome in zip(stored, outcomes, strict=True):
         key = (row.meter_id, row.counter)
         seen.by_key[key] = row
         if isinstance(outcome, InvalidPacket):
@@ -450,6 +510,8 @@ def _compare_fields(
         tariff,
         rule,
         bill.issued_at,
+        tuple((m.meter_id, *m.window) for m in bill.meters if m.window is not None),
+        bill.unsigned_wh is not None,
     )
     expected = compute_bill(request, ours, tree=tree).bill
     findings = []
@@ -472,6 +534,7 @@ def _compare_fields(
         ("total", bill.charges.total, expected.charges.total),
         ("currency", bill.charges.currency, expected.charges.currency),
         ("packets", bill.packets, expected.packets),
+        ("unsigned_wh", bill.unsigned_wh, expected.unsigned_wh),
         ("chain", bill.chain_head.hex(), expected.chain_head.hex()),
         ("merkle_root", bill.merkle_root.hex(), expected.merkle_root.hex()),
     ):

@@ -101,11 +101,20 @@ class Auditor:
 
     def _bill_report(self, bill: Bill, stored: StoredBill) -> AuditReport:
         """The audit of a bill's (or rebill's) readings, tariff and evidence (`audit_bill`)."""
-        customer_meters = self.source.customer_meters(bill.customer_id)
+        period = bill.period
+        owned = self.source.customer_windows(bill.customer_id, period.start, period.end)
+        customer_meters = list(owned)
+        # Dates the store gives a meter of this customer for part of the period (one span).
+        windows = {
+            m: spans[0] if len(spans) == 1 else (-1, -1)
+            for m, spans in owned.items()
+            if spans != [(period.start, period.end)]
+        }
         meter_ids = sorted({m.meter_id for m in bill.meters} | set(customer_meters))
-        rows = self.source.packets(
-            meter_ids, bill.period.start - MARGIN_SECONDS, bill.period.end + MARGIN_SECONDS
-        )
+        start, end = period.start - MARGIN_SECONDS, period.end + MARGIN_SECONDS
+        rows = self.source.packets(meter_ids, start, end)
+        if bill.unsigned_wh is not None:
+            rows += self.source.unsigned_packets(meter_ids, start, end)
         seen = {(r.meter_id, r.counter) for r in rows}
         try:
             entries: tuple[ManifestEntry, ...] | None = manifest_from_cbor(stored.manifest)
@@ -123,6 +132,7 @@ class Auditor:
                 self.tariffs,
                 self.billing_key,
                 entries,
+                windows,
             ),
             now=int(self.clock()),
         )

@@ -58,6 +58,9 @@ class MeterStatement:
     gaps: tuple[tuple[int, int], ...]
     duplicates: tuple[Duplicate, ...]
     outside: tuple[int, ...]
+    # [start, end) when the meter was the customer's for part of the period only (moved in or
+    # out); None: the whole period. On the bill only when set.
+    window: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +86,9 @@ class Bill:
     # The estimated-share limit (percent) this bill exceeds, billed on the operator's explicit
     # allowance (`bill --allow-estimated`); None: within the limit when it was billed.
     estimated_over_limit: Decimal | None = None
+    # Wh of UNSIGNED imported readings billed, when the bill was made with them allowed; None:
+    # meter-signed readings only. On the bill only when set.
+    unsigned_wh: int | None = None
 
     @property
     def estimated_slots(self) -> int:
@@ -150,6 +156,25 @@ def bill_context(
 
 
 def _statement_map(m: MeterStatement) -> dict[str, Any]:
+    return _with(_statement_base(m), "window", None if m.window is None else list(m.window))
+
+
+def _with(mapping: dict[str, Any], key: str, value: object | None) -> dict[str, Any]:
+    """`mapping` with an optional key, present only when its value is not None."""
+    if value is not None:
+        mapping[key] = value
+    return mapping
+
+
+def _optional(item: Any, key: str) -> tuple[Any, Any]:
+    """A map without an optional key, and that key's value (None if absent)."""
+    if not isinstance(item, cose.MAP_TYPES) or key not in item:
+        return item, None
+    rest = {k: v for k, v in item.items() if k != key}
+    return rest, item[key]
+
+
+def _statement_base(m: MeterStatement) -> dict[str, Any]:
     return {
         "meter": m.meter_id,
         "expected": m.expected,
@@ -163,6 +188,10 @@ def _statement_map(m: MeterStatement) -> dict[str, Any]:
 
 
 def _bill_map(b: Bill) -> dict[str, Any]:
+    return _with(_bill_base(b), "unsigned_wh", b.unsigned_wh)
+
+
+def _bill_base(b: Bill) -> dict[str, Any]:
     return {
         "format": BILL_FORMAT,
         "bill": b.bill_id,
@@ -248,6 +277,7 @@ _STATEMENT_KEYS = frozenset(
 
 
 def _statement_from_map(item: Any) -> MeterStatement:
+    item, window = _optional(item, "window")
     m = _exact_keys(item, _STATEMENT_KEYS)
     return MeterStatement(
         _str(m["meter"]),
@@ -261,10 +291,12 @@ def _statement_from_map(item: Any) -> MeterStatement:
             for t, billed, extra in m["duplicates"]
         ),
         tuple(_int(c) for c in m["outside"]),
+        window=None if window is None else (_int(window[0]), _int(window[1])),
     )
 
 
 def _bill_from_map(item: Any) -> Bill:
+    item, unsigned_wh = _optional(item, "unsigned_wh")
     m: Mapping[str, Any]
     if isinstance(item, cose.MAP_TYPES) and item.get("format") == 1:  # bills signed before v2
         old = {"kind": "bill", "refers": None, "reason": "", "estimated_over_limit": None}
@@ -312,6 +344,7 @@ def _bill_from_map(item: Any) -> Bill:
         refers,
         _str(m["reason"]),
         None if over is None else _decimal(over),
+        unsigned_wh=None if unsigned_wh is None else _int(unsigned_wh),
     )
     if bill.energy_wh != _int(m["energy_wh"]):
         raise ValueError("energy_wh is not the sum of the meter statements")

@@ -75,6 +75,9 @@ class BillRequest:
     tariff: Tariff
     estimation: EstimationRule
     issued_at: int
+    # (meter, start, end): meters the customer had for part of the period only (`scope`).
+    windows: tuple[tuple[str, int, int], ...] = ()
+    allow_unsigned: bool = False  # the bill may count UNSIGNED imports (and says how much)
 
 
 def bill_order(packets: Sequence[BillPacket]) -> list[BillPacket]:
@@ -163,6 +166,9 @@ def compute_bill(
         len(ordered),
         head,
         root,
+        unsigned_wh=(
+            sum(p.energy_wh for p in ordered if p.counter < 0) if request.allow_unsigned else None
+        ),
     )
     return ComputedBill(bill, ordered, leaves)
 
@@ -176,11 +182,14 @@ def _statements(
     for p in ordered:
         by_meter[p.meter_id].append(p)
     period = request.period
+    windows = {m: (start, end) for m, start, end in request.windows}
     statements = []
     totals: list[int] | None = None
     for meter_id in sorted(request.meter_ids):
-        completeness, measured = assess(meter_id, period, by_meter.get(meter_id, ()))
-        missing = slots_in(period, completeness.gaps)
+        window = windows.get(meter_id)
+        span = period if window is None else Period(*window, period.interval)
+        completeness, measured = assess(meter_id, span, by_meter.get(meter_id, ()))
+        missing = slots_in(span, completeness.gaps)
         estimated = _estimate(request.estimation, measured, missing)
         statements.append(
             MeterStatement(
@@ -192,11 +201,15 @@ def _statements(
                 completeness.gaps,
                 completeness.duplicates,
                 completeness.outside,
+                window=window,
             )
         )
         # Every slot is measured or estimated: a gap's slots are exactly what is estimated.
         energy = (measured | estimated).get
-        slots = list(map(energy, range(period.slots), repeat(0)))
+        slots = list(map(energy, range(span.slots), repeat(0)))
+        if window is not None:  # the meter's slots in the period's grid, 0 outside its dates
+            before = (span.start - period.start) // period.interval
+            slots = [0] * before + slots + [0] * (period.slots - before - span.slots)
         if slots and min(slots) < 0:  # checked per meter: a sum over meters could hide it
             raise BillCheckError(f"meter {meter_id}: negative energy in its readings")
         totals = slots if totals is None else list(map(operator.add, totals, slots))

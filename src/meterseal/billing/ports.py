@@ -22,6 +22,8 @@ from meterseal.errors import MetersealError
 from meterseal.transparency.heads import SignedTreeHead
 from meterseal.transparency.merkle import MerkleTree
 
+Window = tuple[int, int]  # [start, end), Unix seconds
+
 
 class BillExists(MetersealError):
     """A bill with this id is kept already (bills are never rewritten)."""
@@ -87,6 +89,10 @@ class BillLedger(Protocol):
         """The meters' stored originals with column timestamps in [start, end)."""
         ...
 
+    def unsigned_packets(self, meter_ids: Sequence[str], start: int, end: int) -> list[BillPacket]:
+        """The meters' UNSIGNED imports with timestamps in [start, end) (counter -timestamp)."""
+        ...
+
     def log_leaves(self) -> list[bytes]:
         """Every leaf hash of the bill log, in order."""
         ...
@@ -128,6 +134,14 @@ class AuditSource(Protocol):
 
     def packets_by_key(self, keys: Iterable[tuple[str, int]]) -> list[BillPacket]:
         """The stored originals with these (meter, counter) keys, wherever their timestamps."""
+        ...
+
+    def unsigned_packets(self, meter_ids: Sequence[str], start: int, end: int) -> list[BillPacket]:
+        """The meters' UNSIGNED imports with timestamps in [start, end) (counter -timestamp)."""
+        ...
+
+    def customer_windows(self, customer_id: str, start: int, end: int) -> dict[str, list[Window]]:
+        """The customer's meters in [start, end), each with the [start, end) it was theirs."""
         ...
 
     def signed_bills(

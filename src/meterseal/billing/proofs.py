@@ -16,6 +16,12 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from meterseal.billing.bill import Bill, BillFormatError, ManifestEntry, verify_signed_bill
+from meterseal.billing.unsigned import (
+    UnsignedReading,
+    UnsignedRecordError,
+    is_unsigned,
+    unsigned_from_cbor,
+)
 from meterseal.crypto import cose
 from meterseal.crypto.cose import CoseFormatError
 from meterseal.crypto.countersign import verify_countersignature
@@ -123,8 +129,13 @@ class VerifiedReading:
     """What a successful check establishes: this reading is on this audited bill."""
 
     bill: Bill
-    reading: Reading
+    reading: Reading | UnsignedReading  # UnsignedReading: an import no meter signed
     index: int
+
+    @property
+    def unsigned(self) -> bool:
+        """Whether the reading is an UNSIGNED import (meter certificate checked, no signature)."""
+        return isinstance(self.reading, UnsignedReading)
 
 
 def verify_reading(
@@ -145,7 +156,11 @@ def verify_reading(
     )
     if proof.bill_id != bill.bill_id:
         raise ReadingProofError(f"the proof is for bill {proof.bill_id}, not {bill.bill_id}")
-    reading = _meter_signed(proof, ca_certificate)
+    reading: Reading | UnsignedReading
+    if is_unsigned(proof.signed_original):
+        reading = _unsigned(proof, ca_certificate, bill)
+    else:
+        reading = _meter_signed(proof, ca_certificate)
     if reading.meter_id not in {m.meter_id for m in bill.meters}:
         raise ReadingProofError(f"meter {reading.meter_id} is not on this bill")
     if proof.tree_size != bill.packets:
@@ -180,6 +195,30 @@ def verify_bill_signatures(
     except (InvalidSignature, CoseFormatError) as exc:
         raise ReadingProofError(f"the authority's countersignature does not hold: {exc}") from None
     return bill
+
+
+def _unsigned(proof: ReadingProof, ca_certificate: x509.Certificate, bill: Bill) -> UnsignedReading:
+    """An UNSIGNED import on a bill that allows them; its meter's certificate must chain."""
+    if bill.unsigned_wh is None:
+        raise ReadingProofError(
+            "an UNSIGNED import, but the bill counts meter-signed readings only"
+        )
+    try:
+        reading = unsigned_from_cbor(proof.signed_original)
+    except UnsignedRecordError as exc:
+        raise ReadingProofError(exc.diagnostics()) from None
+    registry = MeterRegistry(ca_certificate)
+    suite = SUITES.get(proof.suite)
+    if suite is None:
+        raise ReadingProofError(f"unknown suite {proof.suite!r}")
+    try:
+        certificate = x509.load_der_x509_certificate(proof.meter_certificate)
+        registry.register(certificate, suite, customer_id="-", region_id="-")
+    except (CertificateError, ValueError) as exc:
+        raise ReadingProofError(f"meter certificate: {exc}") from None
+    if registry.get(reading.meter_id) is None:
+        raise ReadingProofError(f"the certificate is not meter {reading.meter_id}'s")
+    return reading
 
 
 def _meter_signed(proof: ReadingProof, ca_certificate: x509.Certificate) -> Reading:

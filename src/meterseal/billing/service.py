@@ -14,11 +14,18 @@ from dataclasses import dataclass, field
 from meterseal.billing.bill import Bill, parse_signed_bill, sign_bill, verify_signed_bill
 from meterseal.billing.billlog import BILL_LOG_HEAD, bill_leaf
 from meterseal.billing.completeness import EstimationRule, LinearEstimate, Period
-from meterseal.billing.compute import BillRequest, ComputedBill, check_bill, compute_bill
+from meterseal.billing.compute import (
+    BillPacket,
+    BillRequest,
+    ComputedBill,
+    check_bill,
+    compute_bill,
+)
 from meterseal.billing.corrections import correction_ids, credit_for, rebill_of
 from meterseal.billing.ledger import ledger
 from meterseal.billing.policy import BillingError, BillRefused, EstimationPolicy, screen
 from meterseal.billing.ports import BillExists, BillLedger, StoredBill
+from meterseal.billing.scope import Windows, check_windows, in_scope
 from meterseal.billing.tariff import Tariff
 from meterseal.crypto.keys import kid_of, public_bytes
 from meterseal.crypto.signing import SigningKey
@@ -61,9 +68,11 @@ class BillingService:
         estimation: EstimationRule | None = None,
         policy: EstimationPolicy | None = None,
         clock: Callable[[], float] = time.time,
+        allow_unsigned: bool = False,
     ) -> None:
         self.bills = bills
         self.policy = policy or EstimationPolicy()
+        self.allow_unsigned = allow_unsigned  # count UNSIGNED imports (the bill says how much)
         self.key = key
         self.kid = kid_of(public_bytes(key.public_key()))
         self.estimation = estimation or LinearEstimate()
@@ -71,15 +80,21 @@ class BillingService:
         self.log = MerkleTree(bills.log_leaves())
 
     def bill_customer(
-        self, customer_id: str, meter_ids: Iterable[str], period: Period, tariff: Tariff
+        self,
+        customer_id: str,
+        meter_ids: Iterable[str],
+        period: Period,
+        tariff: Tariff,
+        windows: Windows | None = None,
     ) -> BilledCustomer:
         """Bill one customer for `period` under `tariff`; BillRefused if it may not be signed.
 
         Refused: a bill kept already (bills are never rewritten), no readings in the period,
-        an estimated share above the policy's limit unless the policy allows it.
+        an estimated share above the policy's limit unless the policy allows it. `windows`:
+        meters the customer had for part of the period only, with those dates.
         """
         seconds: dict[str, float] = {}
-        computed = self.compute(customer_id, meter_ids, period, tariff, seconds)
+        computed = self.compute(customer_id, meter_ids, period, tariff, seconds, windows)
         return self.sign_and_record(computed, seconds)
 
     def compute(
@@ -89,6 +104,7 @@ class BillingService:
         period: Period,
         tariff: Tariff,
         seconds: dict[str, float] | None = None,
+        windows: Windows | None = None,
     ) -> ComputedBill:
         """The bill as `bill_customer` would sign it (query, compute, screen, check), unsigned.
 
@@ -107,10 +123,13 @@ class BillingService:
             )
         laps = _Laps(seconds if seconds is not None else {})
         rows = self.bills.packets(meters, period.start, period.end)
+        windows = dict(windows or {})
+        rows = self._scoped(rows, meters, period, windows, self.allow_unsigned)
         laps("query")
         request = BillRequest(
-            bill_id, customer_id, meters, period, tariff, self.estimation, int(self.clock())
-        )
+            bill_id, customer_id, meters, period, tariff, self.estimation, int(self.clock()),
+            tuple((m, *w) for m, w in sorted(windows.items())), self.allow_unsigned,
+        )  # fmt: skip
         computed = compute_bill(request, rows)  # puts them in bill order
         computed = computed._replace(bill=screen(computed.bill, self.policy))
         laps("compute")
@@ -131,6 +150,22 @@ class BillingService:
         laps("record")
         return BilledCustomer(bill, signed, index, seconds)
 
+    def _scoped(
+        self,
+        rows: list[BillPacket],
+        meters: tuple[str, ...],
+        period: Period,
+        windows: Windows,
+        allow_unsigned: bool,
+    ) -> list[BillPacket]:
+        """The rows a bill counts (`scope.in_scope`); as they are when neither option is used."""
+        if not (allow_unsigned or windows):
+            return rows
+        check_windows(period, windows)
+        if allow_unsigned:
+            rows = rows + self.bills.unsigned_packets(meters, period.start, period.end)
+        return in_scope(rows, period, windows, allow_unsigned=allow_unsigned)
+
     def correct(
         self,
         bill_id: str,
@@ -139,6 +174,7 @@ class BillingService:
         reason: str,
         *,
         dry_run: bool = False,
+        windows: Windows | None = None,
     ) -> Correction:
         """Cancel a bill in force with a credit and replace it with a rebill from today's data.
 
@@ -168,7 +204,13 @@ class BillingService:
         now = int(self.clock())
         meters = tuple(sorted(meter_ids))
         rows = self.bills.packets(meters, period.start, period.end)
-        request = BillRequest(rebill_id, customer, meters, period, tariff, self.estimation, now)
+        # A rebill counts what its bill could: UNSIGNED imports if it did, today's dates.
+        allow, windows = original.unsigned_wh is not None, dict(windows or {})
+        rows = self._scoped(rows, meters, period, windows, allow)
+        request = BillRequest(
+            rebill_id, customer, meters, period, tariff, self.estimation, now,
+            tuple((m, *w) for m, w in sorted(windows.items())), allow,
+        )  # fmt: skip
         computed = compute_bill(request, rows)
         fresh = screen(computed.bill, self.policy)
         rebill = rebill_of(fresh, original, stored.signed_bill, reason)

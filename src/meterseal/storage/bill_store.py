@@ -34,6 +34,7 @@ from meterseal.billing.proofs import ProofConflict, ProofNotFound, ReadingProof,
 from meterseal.billing.tariff import Tariff, TariffBook
 from meterseal.errors import CertificateError, StorageError
 from meterseal.storage import bill_postgres, bill_sqlite
+from meterseal.storage.imports import ImportStore
 from meterseal.storage.schema import (
     audit_reports,
     bill_log,
@@ -120,13 +121,31 @@ class BillStore(BillLedger, AuditSource, ReportSink, BillArchive):
             read = bill_postgres.packets if on_postgres else bill_sqlite.packets
             return read(connection, ids, start, end)
 
+    def unsigned_packets(self, meter_ids: Sequence[str], start: int, end: int) -> list[BillPacket]:
+        """The meters' UNSIGNED imports with timestamps in [start, end) (counter -timestamp)."""
+        return ImportStore(self.store).unsigned_packets(meter_ids, start, end)
+
+    def customer_windows(
+        self, customer_id: str, start: int, end: int
+    ) -> dict[str, list[tuple[int, int]]]:
+        """The customer's meters in [start, end), each with the [start, end) it was theirs."""
+        found = ImportStore(self.store).customer_windows(customer_id, start, end)
+        return {m: [(w.start, w.end) for w in spans] for m, spans in found.items()}
+
     def packets_by_key(self, keys: Iterable[tuple[str, int]]) -> list[BillPacket]:
-        """The stored originals with these (meter, counter) keys, wherever their timestamps."""
+        """The stored originals with these (meter, counter) keys, wherever their timestamps.
+
+        A negative counter is an UNSIGNED import's key (minus its timestamp).
+        """
         so = signed_originals
         by_meter: dict[str, list[int]] = defaultdict(list)
+        unsigned = []
         for meter_id, counter in keys:
-            by_meter[meter_id].append(counter)
-        out = []
+            if counter < 0:
+                unsigned.append((meter_id, counter))
+            else:
+                by_meter[meter_id].append(counter)
+        out = ImportStore(self.store).unsigned_packets_by_key(unsigned) if unsigned else []
         with self.store.connection() as connection:
             for meter_id, counters in by_meter.items():
                 for i in range(0, len(counters), 1000):
