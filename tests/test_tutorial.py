@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import subprocess
 import sys
 import textwrap
 from collections.abc import Callable
@@ -113,7 +114,16 @@ def test_tutorial_runs_as_written(tmp_path: Path) -> None:
     workdir, harness = tmp_path / "tutorial", tmp_path / "harness"
     workdir.mkdir()
     harness.mkdir()
-    outcome = PageRun(workdir, harness, page_env(tmp_path / "home")).run(steps, service_gate())
+    env = page_env(tmp_path / "home")
+    try:
+        outcome = PageRun(workdir, harness, env).run(steps, service_gate())
+    finally:
+        # The page deletes its streams at the end; a run that failed before leaves none either.
+        prefix = f"{env['MS_DEPLOYMENT_NAME']}_"
+        subprocess.run(
+            ["meterseal", "service", "streams", "--prefix", prefix, "--delete"],
+            env=env, cwd=tmp_path, capture_output=True, timeout=60, check=False,
+        )  # fmt: skip
     if outcome.skipped:
         reasons = sorted({reason for _, reason in outcome.skipped})
         pytest.skip(
