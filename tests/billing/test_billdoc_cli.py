@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from pathlib import Path
 
@@ -10,6 +11,14 @@ from pypdf import PdfReader
 from meterseal.billing.document import AuditState
 from tests.billing.conftest import PERIOD
 from tests.billing.on_disk import TARIFFS, bill_on_disk, month_on_disk, run
+from tests.billing.test_imported import (
+    CUSTOMER,
+    DAY,
+    METER,
+    bill_args,
+    delete_signed,
+    import_rows,
+)
 from tests.command_line import invoke
 
 
@@ -71,3 +80,35 @@ def test_bill_doc_refuses_in_one_line(tmp_path: Path) -> None:
     assert unknown.exit_code != 0
     assert "no bill 'CUST-1/0-900'" in unknown.output
     assert not (tmp_path / "x.pdf").exists()
+
+
+def _pdf_text(path: Path) -> str:
+    return " ".join(" ".join(p.extract_text() for p in PdfReader(path).pages).split())
+
+
+def test_bills_of_imported_readings_and_of_tenants_render(tmp_path: Path) -> None:
+    deployment, store, _ = month_on_disk(tmp_path, 1)
+    run("tariffs", "add", str(TARIFFS / "flat.toml"), "--store", store)
+    where = ("-d", str(deployment), "--store", store)
+    delete_signed(store, range(10, 20))
+    import_rows(tmp_path, deployment, store, range(10, 20), 7)  # UNSIGNED, 7 Wh each
+    run(*bill_args(deployment, store, "--allow-unsigned"))
+    pdf = tmp_path / "imported.pdf"
+    run("bill-doc", f"{CUSTOMER}/{PERIOD.start}-{PERIOD.end}", "--pdf", str(pdf), *where)
+    text = _pdf_text(pdf)
+    assert "Unsigned readings 10 imported (0.070 kWh)" in text
+    assert "10 readings (0.070 kWh) are UNSIGNED imports" in text
+
+    noon = PERIOD.start + 43_200
+    tenants = tmp_path / "t.csv"
+    tenants.write_text(
+        f"customer,meter,from,to\nALICE,{METER},{DAY},"
+        f"{dt.datetime.fromtimestamp(noon, dt.UTC).isoformat()}\n"
+    )
+    run("customers", "import", str(tenants), "--store", store)
+    run(*bill_args(deployment, store, "--customer", "ALICE", "--allow-unsigned"))
+    pdf = tmp_path / "alice.pdf"
+    run("bill-doc", f"ALICE/{PERIOD.start}-{PERIOD.end}", "--pdf", str(pdf), *where)
+    text = _pdf_text(pdf)
+    assert f"Meter {METER} from {DAY} 00:00 UTC to {DAY} 12:00 UTC" in text
+    assert "48 of 48 intervals received" in text

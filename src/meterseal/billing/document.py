@@ -32,7 +32,13 @@ from meterseal.billing.bill import (
     manifest_from_cbor,
     verify_signed_bill,
 )
-from meterseal.billing.completeness import SlotReading, assess, estimation_rule, missing_slots
+from meterseal.billing.completeness import (
+    Period,
+    SlotReading,
+    assess,
+    estimation_rule,
+    missing_slots,
+)
 from meterseal.billing.compute import BillPacket
 from meterseal.billing.unsigned import UnsignedRecordError, is_unsigned, unsigned_from_cbor
 from meterseal.crypto.cose import CoseFormatError
@@ -134,6 +140,11 @@ def bill_document(
     entries = _manifest(bill, manifest)
     originals = _billed_originals(entries, packets)
     readings = _meter_signed(entries, originals, meters)
+    if bill.unsigned_wh is not None and bill.unsigned_wh != readings.unsigned_wh:
+        raise DocumentError(
+            f"bill {bill.bill_id}: its unsigned readings hold {readings.unsigned_wh} Wh, "
+            f"the bill says {bill.unsigned_wh}"
+        )
     days, hours = ((), ()) if bill.kind == "credit" else _consumption(bill, readings.by_meter)
     return BillDocument(
         bill,
@@ -234,8 +245,11 @@ def _consumption(
     estimated_by_day: dict[int, int] = defaultdict(int)
     hours = [[0, 0] for _ in range(24)]  # measured, estimated
     for statement in bill.meters:
-        completeness, measured = assess(statement.meter_id, period, readings[statement.meter_id])
-        estimated = rule.estimate(measured, missing_slots(period, completeness.gaps))
+        # A meter the customer had for part of the period (moved in or out) counts its dates.
+        window = statement.window
+        span = period if window is None else Period(window[0], window[1], period.interval)
+        completeness, measured = assess(statement.meter_id, span, readings[statement.meter_id])
+        estimated = rule.estimate(measured, missing_slots(span, completeness.gaps))
         shown = (sum(measured.values()), sum(estimated.values()), completeness.gaps)
         billed = (statement.measured_wh, statement.estimated_wh, statement.gaps)
         if shown != billed:
@@ -247,7 +261,7 @@ def _consumption(
             ((measured, measured_by_day), (estimated, estimated_by_day))
         ):
             for slot, wh in slots.items():
-                start = period.slot_start(slot)
+                start = span.slot_start(slot)
                 by_day[start // DAY - first_day] += wh
                 hours[start % DAY // 3600][kind] += wh
     last_day = (period.end - 1) // DAY

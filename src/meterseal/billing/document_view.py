@@ -32,6 +32,11 @@ def utc(timestamp: int) -> str:
     return f"{dt.datetime.fromtimestamp(timestamp, dt.UTC):%Y-%m-%d %H:%M} UTC"
 
 
+def _dates(start: int, end: int) -> str:
+    """A meter's dates with the customer: 'from 2026-10-12 00:00 UTC to 2026-10-31 00:00 UTC'."""
+    return f"from {utc(start)} to {utc(end)}"
+
+
 def _share(part: int, whole: int) -> str:
     return f"{Decimal(part * 100) / Decimal(whole):.1f} %" if whole else "0.0 %"
 
@@ -93,6 +98,9 @@ def document_view(doc: BillDocument) -> DocumentView:
         facts.append(
             ("Unsigned readings", f"{doc.unsigned:,} imported ({kwh(doc.unsigned_wh)} kWh)")
         )
+    for m in b.meters:  # a meter the customer had for part of the period only
+        if m.window is not None:
+            facts.append((f"Meter {m.meter_id}", _dates(*m.window)))
     facts += [
         ("Period", f"{utc(b.period.start)} to {utc(b.period.end)}"),
         ("Issued", utc(b.issued_at)),
