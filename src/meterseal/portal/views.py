@@ -134,7 +134,7 @@ def daily_chart(days: dict[dt.date, int]) -> Chart:
     top = max(days.values(), default=0) or 1
     plot_width = CHART_WIDTH - _MARGIN_LEFT - 8
     plot_height = CHART_HEIGHT - _MARGIN_BOTTOM - _MARGIN_TOP
-    slot = plot_width / max(1, len(days))
+    slot = min(48.0, plot_width / max(1, len(days)))  # a day or two: bars, not slabs
     bars = []
     for i, (day, wh) in enumerate(days.items()):
         height = plot_height * wh / top
