@@ -70,7 +70,8 @@ def test_the_default_rules_admit_this_checkouts_publisher_and_aggregator_only() 
         network.join(client, (), now=NOW, attester=attester, measurement=member_measurement(role))
         assert client.keys is not None
     reader = MemberClient("reader", Role.UTILITY, "utility", public)
-    with pytest.raises(DisseminationError, match="measurement_not_allowed"):
+    with pytest.raises(DisseminationError, match="measurement_not_allowed") as refused:
         network.join(
             reader, (), now=NOW, attester=attester, measurement=member_measurement(Role.UTILITY)
         )
+    assert "`router serve --allow utility`" in str(refused.value)  # says how to admit it

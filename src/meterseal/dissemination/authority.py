@@ -200,7 +200,12 @@ class Authority:
             )
             decision = release_decision(self.policy, query)
             if not decision.allowed:
-                raise AdmissionRefused(Reason.MEASUREMENT_NOT_ALLOWED, decision.reason)
+                role = request.role.value  # the operator's fix, where the refusal is read
+                raise AdmissionRefused(
+                    Reason.MEASUREMENT_NOT_ALLOWED,
+                    f"{decision.reason}; a router admits a {role} with `router serve --allow "
+                    f"{role}` (this checkout's) or --allow {role}=MEASUREMENT",
+                )
         member.measurement, member.assurance = attested.measurement.hex, attested.assurance
 
     def _register(self, member: Member, request: AdmissionRequest, now: float) -> bytes:
