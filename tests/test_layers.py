@@ -90,6 +90,7 @@ LAYERS: dict[str, Layer] = {
     "meterseal.exchange.importer": ADAPTER,  # into the store
     "meterseal.exchange.cli": INTERFACE,
     "meterseal.exchange.cli_customers": INTERFACE,
+    "meterseal.exchange.cli_scope": INTERFACE,
     "meterseal.billing.service": SERVICE,
     "meterseal.billing.auditor": SERVICE,
     "meterseal.billing.api": INTERFACE,

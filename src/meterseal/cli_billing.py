@@ -37,13 +37,13 @@ from meterseal.cli_common import (
     shown,
 )
 from meterseal.errors import ConfigurationError, MetersealError
+from meterseal.exchange.cli_scope import meter_windows, unsigned_of
 from meterseal.ui import milliseconds, progress_bar
 
 if TYPE_CHECKING:
     from meterseal.billing.completeness import Period
     from meterseal.billing.policy import BillRefused
     from meterseal.storage.bill_store import BillStore
-    from meterseal.storage.imports import Window
 
 billing_app = typer.Typer()
 tariffs_app = typer.Typer(
@@ -63,19 +63,6 @@ def period_option(first_day: str, days: int) -> Period:
         return Period.days(dt.date.fromisoformat(first_day), days)
     except ValueError as exc:
         raise typer.BadParameter(f"--from: {exc}") from exc
-
-
-def meter_windows(meters: dict[str, list[Window]], period: Period) -> dict[str, tuple[int, int]]:
-    """Meters the customer had for part of the period (one span each, else ConfigurationError)."""
-    out = {}
-    for meter_id, spans in meters.items():
-        if len(spans) > 1:
-            raise ConfigurationError(
-                f"meter {meter_id} changes hands more than once for one customer in this period"
-            )
-        if (spans[0].start, spans[0].end) != (period.start, period.end):
-            out[meter_id] = (spans[0].start, spans[0].end)
-    return out
 
 
 def _public_key(path: Path) -> ec.EllipticCurvePublicKey:
@@ -214,6 +201,7 @@ def bill(
                         milliseconds(sum(seconds.values())),
                         "" if b.estimated_over_limit is None else "over the estimated limit",
                     )
+            unsigned = 0 if allow_unsigned else unsigned_of(db, refused, customers, period)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     if shown_rows:
@@ -221,6 +209,12 @@ def bill(
     if billed > shown_rows:
         console.print(f"… and {billed - shown_rows} more (--show N lists more)")
     _print_refusals(refused, show)
+    if unsigned:
+        console.print(
+            f"{unsigned} UNSIGNED imported readings of the refused customers' meters are in the "
+            "period: --allow-unsigned counts them (and the bill says so)",
+            soft_wrap=True,
+        )
     done = "would be signed" if dry_run else "signed and appended to the bill log"
     console.print(
         f"{billed} bills {done}, {len(refused)} refused, "

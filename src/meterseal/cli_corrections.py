@@ -53,8 +53,8 @@ def rebill(
     from meterseal.billing.completeness import estimation_rule
     from meterseal.billing.policy import percent
     from meterseal.billing.service import BillingService
-    from meterseal.cli_billing import meter_windows
     from meterseal.cli_common import load
+    from meterseal.exchange.cli_scope import meter_windows
     from meterseal.storage import Store
     from meterseal.storage.bill_store import BillStore
     from meterseal.storage.imports import ImportStore

@@ -172,3 +172,17 @@ def test_dates_and_unsigned_energy_are_on_the_bill_only_when_set() -> None:
         assert Bill.from_cbor(bill.to_cbor()) == bill
 
     round_trip()
+
+
+def test_a_refused_bill_points_at_the_unsigned_readings_it_left_out(tmp_path: Path) -> None:
+    deployment, store, _ = month_on_disk(tmp_path, 1)
+    run("tariffs", "add", str(TARIFFS / "flat.toml"), "--store", store)
+    delete_signed(store, range(96))
+    import_rows(tmp_path, deployment, store, range(96), 5)
+    refused = run(*bill_args(deployment, store), code=1)
+    assert "no readings in the period" in refused
+    assert "96 UNSIGNED imported readings of the refused customers' meters" in refused
+    assert "--allow-unsigned counts them" in refused
+    billed = run(*bill_args(deployment, store, "--allow-unsigned"))
+    assert "1 bills signed" in billed
+    assert stored_bill(store).unsigned_wh == 480
