@@ -30,7 +30,9 @@ from hypothesis import strategies as st
 
 from meterseal.transparency.merkle import MerkleTree
 from tests.accounts.people import PASSWORD
-from tests.portal.conftest import Portal
+from tests.billing.conftest import Month
+from tests.billing.test_api import _bill
+from tests.portal.conftest import Portal, serve_portal
 from tests.services import require_service
 
 CHROMIUM = os.environ.get("MS_CHROMIUM", "/usr/bin/chromium")
@@ -65,6 +67,10 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture
 def served(portal: Portal) -> Iterator[str]:
     """The portal app over HTTP on 127.0.0.1 (a secure context for WebCrypto); its URL."""
+    yield from _serve(portal)
+
+
+def _serve(portal: Portal) -> Iterator[str]:
     config = uvicorn.Config(portal.app, host="127.0.0.1", port=0, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -412,3 +418,19 @@ def test_the_cbor_decoder_agrees_with_cbor2(origin_page: Page, _: None) -> None:
         assert decoded_in_browser(origin_page, encoded) == expected
 
     agrees()
+
+
+@pytest.fixture
+def unaudited(month: Month) -> Iterator[str]:
+    """The portal over bills nobody audited (so none is countersigned), served; its URL."""
+    for portal in serve_portal(month, _bill(month, audit=False)):
+        yield from _serve(portal)
+
+
+def test_a_bill_not_countersigned_is_not_verified(unaudited: str, page: Page) -> None:
+    sign_in(page, unaudited, "customer0")
+    page.get_by_role("link", name=re.compile(r"2026-10-30")).click()
+    assert verdict(page) == (
+        "not verified: the metrology authority has not countersigned this bill yet (no clean audit)"
+    )
+    assert page.locator("#verify .status.unverifiable").is_visible()

@@ -86,6 +86,7 @@ def test_sign_in_sets_a_strict_session_cookie_and_shows_the_bills(portal: Portal
     bill = portal.month.bills.bill(bill_id)
     assert bill is not None
     assert f"{bill.total} {bill.currency}" in page.text
+    assert "<td>in force</td>" in page.text
     one = client.get(f"/portal/bills/{quote(bill_id, safe='')}")
     assert one.status_code == 200
     assert 'src="/portal/static/verify.js"' in one.text
