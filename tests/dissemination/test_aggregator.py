@@ -225,3 +225,14 @@ def test_a_day_stored_meter_by_meter_is_published_in_data_time_and_none_is_late(
     assert agg.counters["late"] == 0
     releases += agg.flush()
     assert sum(r.readings for r in releases if isinstance(r, CustomerLoad)) == len(C) * 96
+
+
+def test_a_reading_published_twice_counts_once() -> None:
+    agg = Aggregation(AggregationPolicy(k=1))
+    for _ in range(2):  # the same hour twice, e.g. two publish runs that overlap
+        for q in range(4):
+            agg.add("R01", C[0], q * 900, 10)
+    agg.add("R01", C[0], 900, 99)  # another value for a start already counted: still once
+    (moderate,) = [r for r in agg.flush() if isinstance(r, CustomerLoad)]
+    assert (moderate.wh, moderate.readings) == (40, 4)
+    assert agg.counters["duplicate"] == 5

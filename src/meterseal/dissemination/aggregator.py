@@ -100,7 +100,7 @@ class Aggregation:
 
     def __init__(self, policy: AggregationPolicy) -> None:
         self.policy = policy
-        # frame start -> customer -> [wh, readings, region]
+        # frame start -> customer -> [wh, readings, region, starts of its readings]
         self._customers: dict[int, dict[bytes, list[Any]]] = {}
         # frame start -> region -> customer -> wh
         self._regions: dict[int, dict[str, dict[bytes, int]]] = {}
@@ -122,8 +122,14 @@ class Aggregation:
         per_customer = self._customers.setdefault(m_start, {})
         entry = per_customer.get(customer)
         if entry is None:
-            per_customer[customer] = [wh, 1, region]
+            per_customer[customer] = [wh, 1, region, {start}]
         else:
+            starts = entry[3]
+            if start in starts and region == entry[2]:
+                # The same reading again (a period published twice): counted once.
+                self.counters["duplicate"] += 1
+                return
+            starts.add(start)
             entry[0] += wh
             entry[1] += 1
         per_region = self._regions.setdefault(l_start, {}).setdefault(region, {})
@@ -173,7 +179,7 @@ class Aggregation:
         regions: list[tuple[int, int, dict[str, dict[bytes, int]]]],
     ) -> Iterator[Release]:
         for start, end, per_customer in customers:
-            for customer, (wh, readings, region) in sorted(per_customer.items()):
+            for customer, (wh, readings, region, _) in sorted(per_customer.items()):
                 yield CustomerLoad(customer, region, start, end, wh, readings)
         for start, end, per_region in regions:
             for region, meters in sorted(per_region.items()):
