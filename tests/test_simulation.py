@@ -39,6 +39,19 @@ def test_without_from_the_period_is_the_whole_days_before_today() -> None:
     assert simulation_period(None, 0.25, NOW) == (_utc(2026, 11, 9, 18), 24)
 
 
+def test_bill_without_from_bills_the_days_simulate_sends_without_it() -> None:
+    from meterseal.cli_billing import period_option
+
+    for days in (1, 30):
+        while True:  # both read the clock: should midnight pass between them, ask again
+            before = dt.datetime.now(dt.UTC)
+            start, intervals = simulation_period(None, days, before)
+            billed = period_option(None, days)
+            if dt.datetime.now(dt.UTC).date() == before.date():
+                break
+        assert (billed.start, billed.slots) == (start, intervals)
+
+
 def test_from_names_the_first_day_of_a_real_month() -> None:
     early_november = dt.datetime(2026, 11, 5, tzinfo=dt.UTC)
     assert simulation_period(dt.date(2026, 10, 1), 30, early_november) == (_utc(2026, 10, 1), 2880)

@@ -51,15 +51,27 @@ tariffs_app = typer.Typer(
 )
 billing_app.add_typer(tariffs_app, name="tariffs")
 
-FirstDay = Annotated[str, typer.Option("--from", help="first day of the period (UTC, YYYY-MM-DD)")]
+FirstDay = Annotated[
+    str | None,
+    typer.Option(
+        "--from",
+        help="first day of the period (UTC, YYYY-MM-DD; default: the --days days before today)",
+    ),
+]
 Days = Annotated[int, typer.Option(help="days in the period (30 days = 2,880 readings)")]
 
 
-def period_option(first_day: str, days: int) -> Period:
-    """The period the --from and --days options name; BadParameter if --from is no date."""
+def period_option(first_day: str | None, days: int) -> Period:
+    """The period the --from and --days options name; BadParameter if --from is no date.
+
+    Without --from: the `days` whole days (UTC) before today, the period `simulate --days`
+    sends by default.
+    """
     from meterseal.billing.completeness import Period
 
     try:
+        if first_day is None:
+            return Period.days(dt.datetime.now(dt.UTC).date() - dt.timedelta(days=days), days)
         return Period.days(dt.date.fromisoformat(first_day), days)
     except ValueError as exc:
         raise typer.BadParameter(f"--from: {exc}") from exc
@@ -110,7 +122,7 @@ def tariffs_list(store: StoreUrl = DEFAULT_STORE) -> None:
 @billing_app.command("bill")
 def bill(
     tariff: Annotated[str, typer.Option(help="tariff id, optionally @version (default latest)")],
-    first_day: FirstDay,
+    first_day: FirstDay = None,
     days: Days = 30,
     customer: Annotated[list[str] | None, typer.Option(help="bill only these customers")] = None,
     estimation: Annotated[str, typer.Option(help="linear, zero or previous-day")] = "linear",
