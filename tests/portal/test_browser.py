@@ -434,3 +434,43 @@ def test_a_bill_not_countersigned_is_not_verified(unaudited: str, page: Page) ->
         "not verified: the metrology authority has not countersigned this bill yet (no clean audit)"
     )
     assert page.locator("#verify .status.unverifiable").is_visible()
+
+
+MERKLE_VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "merkle"
+_MERKLE_JS = """
+async ([inclusion, consistency]) => {
+  const { verifyInclusion, verifyConsistency, fromHex } = await import('/portal/static/verify.js');
+  const out = [];
+  for (const [leaf, index, size, path, root] of inclusion) {
+    out.push(await verifyInclusion(fromHex(leaf), index, size, path.map(fromHex), fromHex(root)));
+  }
+  for (const [first, second, proof, root1, root2] of consistency) {
+    const [r1, r2] = [fromHex(root1), fromHex(root2)];
+    out.push(await verifyConsistency(first, second, proof.map(fromHex), r1, r2));
+  }
+  return out;
+}
+"""
+
+
+def _hex(text: str) -> str:
+    return base64.b64decode(text).hex()
+
+
+def test_the_browser_s_merkle_checks_agree_with_the_transparency_dev_vectors(
+    origin_page: Page,
+) -> None:
+    inclusion, consistency, expected = [], [], []
+    for path in sorted((MERKLE_VECTORS / "inclusion").rglob("*.json")):
+        v = json.loads(path.read_text())
+        proof = [_hex(h) for h in v["proof"] or []]
+        inclusion.append([_hex(v["leafHash"]), v["leafIdx"], v["treeSize"], proof, _hex(v["root"])])
+        expected.append((path.name, not v["wantErr"]))
+    for path in sorted((MERKLE_VECTORS / "consistency").rglob("*.json")):
+        v = json.loads(path.read_text())
+        proof = [_hex(h) for h in v["proof"] or []]
+        consistency.append([v["size1"], v["size2"], proof, _hex(v["root1"]), _hex(v["root2"])])
+        expected.append((path.name, not v["wantErr"]))
+    assert len(expected) >= 180
+    verdicts = origin_page.evaluate(_MERKLE_JS, [inclusion, consistency])
+    assert [(name, ok) for (name, _), ok in zip(expected, verdicts, strict=True)] == expected

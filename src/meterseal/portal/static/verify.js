@@ -18,6 +18,7 @@ const CONTENT_TYPE = 3;
 const ALG = 1;
 const KID = 4;
 const COUNTERSIGNATURE = 11;
+const EMPTY_ROOT = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"; // SHA-256("")
 const PINNED_KEYS = "meterseal.pinned-keys";
 const KEPT_HEAD = "meterseal.bill-log-head";
 
@@ -63,9 +64,11 @@ function nodeHash(left, right) {
 const half = (n) => Math.floor(n / 2);
 const odd = (n) => n % 2 === 1;
 
+const hashes = (...items) => items.every((h) => h instanceof Uint8Array && h.length === 32);
+
 // RFC 9162 section 2.1.3.2: does `path` lead from leaf `index` of `size` to `root`?
 export async function verifyInclusion(leaf, index, size, path, root) {
-  if (!(index >= 0 && index < size)) return false;
+  if (!(index >= 0 && index < size) || !hashes(leaf, root, ...path)) return false;
   let fn = index;
   let sn = size - 1;
   let r = leaf;
@@ -89,9 +92,13 @@ export async function verifyInclusion(leaf, index, size, path, root) {
 // RFC 9162 section 2.1.4.2: do the first `first` leaves of the tree with `secondRoot`
 // have `firstRoot`?
 export async function verifyConsistency(first, second, proof, firstRoot, secondRoot) {
-  if (first < 1 || first > second) return false;
-  if (first === second) return proof.length === 0 && equal(firstRoot, secondRoot);
-  if (proof.length === 0) return false;
+  if (first < 0 || first > second) return false;
+  if (first === second) {
+    const empty = first > 0 || hex(firstRoot) === EMPTY_ROOT; // the empty tree has one root
+    return proof.length === 0 && equal(firstRoot, secondRoot) && empty;
+  }
+  if (first === 0 || proof.length === 0) return false; // nothing to be consistent with
+  if (!hashes(firstRoot, secondRoot, ...proof)) return false;
   let path = proof;
   if ((first & (first - 1)) === 0 && first < 2 ** 31) path = [firstRoot, ...proof];
   let fn = first - 1;
