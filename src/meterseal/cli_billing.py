@@ -191,7 +191,13 @@ def bill(
                     try:
                         meters = customers[name]
                         computed = service.compute(
-                            name, meters, period, chosen, seconds, meter_windows(meters, period)
+                            name,
+                            meters,
+                            period,
+                            chosen,
+                            seconds,
+                            meter_windows(meters, period),
+                            look=dry_run,
                         )
                         if not dry_run:
                             service.sign_and_record(computed, seconds)

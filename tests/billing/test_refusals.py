@@ -121,9 +121,13 @@ def test_a_dry_run_shows_what_would_be_signed_and_writes_nothing(tmp_path: Path)
     real = bill_on_disk(deployment, store, "example-tou")
     assert "1 bills signed" in real
     # Billed already: refused by name (bills are never rewritten), and the run exits 1.
-    again = bill_on_disk(deployment, store, "example-tou", "--dry-run", code=1)
-    assert f"refused {fleet[0].customer_id}: bill {bill_id_for(fleet[0].customer_id, PERIOD)}"
-    assert "exists already" in again
+    bill_id = bill_id_for(fleet[0].customer_id, PERIOD)
+    for options in (["--dry-run"], []):  # a dry run looks first; a real one is refused on record
+        again = bill_on_disk(deployment, store, "example-tou", *options, code=1)
+        assert f"refused {fleet[0].customer_id}: bill {bill_id} exists already" in again
+        assert f"meterseal rebill {bill_id} --reason" in again
+        assert "0 bills" in again
+    assert _log_size(store) == 1
 
 
 def test_ids_printed_by_bill_list_and_readings_feed_export(tmp_path: Path) -> None:
