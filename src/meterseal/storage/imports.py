@@ -27,8 +27,6 @@ from meterseal.storage.schema import (
 )
 from meterseal.storage.store import Store
 
-_CHUNK = 500  # keys per lookup statement
-
 
 class Assignment(NamedTuple):
     """A meter's customer from `valid_from` until `valid_to` (None: still)."""
@@ -242,12 +240,23 @@ def _stored(connection: Connection, keys: list[tuple[str, int]]) -> dict[tuple[s
 def _stored_rows(
     connection: Connection, keys: list[tuple[str, int]]
 ) -> dict[tuple[str, int], tuple[int, bytes]]:
-    """Energy and record stored under (meter, timestamp) keys."""
+    """Energy and record stored under (meter, timestamp) keys.
+
+    One range scan of the primary key per meter (a batch's readings of a meter are mostly one
+    stretch of time): a `(meter_id, timestamp) IN (...)` list of 500 pairs made SQLite scan
+    the table and cost ~0.3 s a batch once it held 100,000 readings.
+    """
     u = unsigned_readings
+    by_meter: dict[str, set[int]] = defaultdict(set)
+    for meter_id, timestamp in keys:
+        by_meter[meter_id].add(timestamp)
     out: dict[tuple[str, int], tuple[int, bytes]] = {}
-    columns = [u.c.meter_id, u.c.timestamp, u.c.energy_wh, u.c.record]
-    for i in range(0, len(keys), _CHUNK):
-        match = sa.tuple_(u.c.meter_id, u.c.timestamp).in_(keys[i : i + _CHUNK])
-        for m, t, e, record in connection.execute(sa.select(*columns).where(match)):
-            out[(m, t)] = (e, bytes(record))
+    columns = [u.c.timestamp, u.c.energy_wh, u.c.record]
+    for meter_id, wanted in by_meter.items():
+        query = sa.select(*columns).where(
+            u.c.meter_id == meter_id, u.c.timestamp.between(min(wanted), max(wanted))
+        )
+        for t, e, record in connection.execute(query):
+            if t in wanted:
+                out[(meter_id, t)] = (e, bytes(record))
     return out
