@@ -90,7 +90,7 @@ def import_espi(
     except OSError as exc:
         raise ConfigurationError(f"cannot read {file}: {exc}") from exc
     points = ", ".join(f"{p} ({t})" if t else p for p, t in feed.usage_points.items())
-    console.print(f"{file.name}: usage points {points or 'none'}", highlight=False)
+    console.print(f"{file.name}: usage points {points or 'none'}", highlight=False, soft_wrap=True)
     mapping = _meter_map(meter or [], list(feed.usage_points))
     rows = readings_of(feed, mapping, round_wh=round_wh)
     report = _import(rows, len(feed.readings), f"espi:{file.name}", deployment_dir, store,
@@ -114,13 +114,17 @@ def import_sample(
         f"{out}: {len(rows)} quarter-hours of a household near Paris, 2010-10-01 to 2010-10-31, "
         f"as meter {meter}, times local to Europe/Paris",
         highlight=False,
+        soft_wrap=True,
     )
     console.print(
         "  source: UCI 'Individual household electric power consumption' "
         "(Hebrail & Berard), CC BY 4.0",
         highlight=False,
+        soft_wrap=True,
     )
-    console.print(f"  next: meterseal import csv {out} --tz Europe/Paris", highlight=False)
+    console.print(
+        f"  next: meterseal import csv {out} --tz Europe/Paris", highlight=False, soft_wrap=True
+    )
 
 
 def _meter_map(items: list[str], points: list[str]) -> dict[str, str]:
@@ -185,6 +189,7 @@ def export_espi(
         f"{path}: {len(windows)} meters, {len(signed)} meter-signed readings, "
         f"{len(unsigned)} UNSIGNED readings, {len(bills)} bills",
         highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -229,6 +234,7 @@ def _show(report: ImportReport, errors: Path | None, header: list[str], store: s
         f"{out['stored unsigned']} stored UNSIGNED, {out['duplicate']} already stored, "
         f"{len(report.rejected)} rejected",
         highlight=False,
+        soft_wrap=True,
     )
     if report.first is not None and report.last is not None:
         first = dt.datetime.fromtimestamp(report.first, dt.UTC)
@@ -239,9 +245,10 @@ def _show(report: ImportReport, errors: Path | None, header: list[str], store: s
             f"{len(names)} meters ({listed}): readings from "
             f"{first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M} UTC",
             highlight=False,
+            soft_wrap=True,
         )
     for row in report.rejected[:SHOWN_ERRORS]:
-        console.print(f"  line {row.line}: {row.reason}", highlight=False)
+        console.print(f"  line {row.line}: {row.reason}", highlight=False, soft_wrap=True)
     if len(report.rejected) > SHOWN_ERRORS:
         more = len(report.rejected) - SHOWN_ERRORS
         console.print(f"  … {more} more" + ("" if errors else " (--errors FILE lists them all)"))
@@ -252,6 +259,6 @@ def _show(report: ImportReport, errors: Path | None, header: list[str], store: s
             for row in report.rejected:
                 fields = row.fields + [""] * (len(header) - 2 - len(row.fields))
                 writer.writerow([*fields[: len(header) - 2], str(row.line), row.reason])
-        console.print(f"rejected rows written to {errors}")
+        console.print(f"rejected rows written to {errors}", soft_wrap=True)
     if report.rejected:
         raise typer.Exit(code=1)

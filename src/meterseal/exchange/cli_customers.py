@@ -52,18 +52,21 @@ def customers_import(
         f"{len(plan.store)} assignments stored, {plan.unchanged} unchanged, "
         f"{len(plan.rejected)} rejected",
         highlight=False,
+        soft_wrap=True,
     )
     for customer in sorted({a.customer_id for a in plan.store}):
-        console.print(f"  {customer}: meterseal customers show {customer}", highlight=False)
+        console.print(
+            f"  {customer}: meterseal customers show {customer}", highlight=False, soft_wrap=True
+        )
     for row in plan.rejected[:SHOWN_ERRORS]:
-        console.print(f"  line {row.line}: {row.reason}", highlight=False)
+        console.print(f"  line {row.line}: {row.reason}", highlight=False, soft_wrap=True)
     if errors is not None and plan.rejected:
         with errors.open("w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
             writer.writerow(["customer", "meter", "from", "to", "line", "error"])
             for row in plan.rejected:
                 writer.writerow([*row.fields, str(row.line), row.reason])
-        console.print(f"rejected rows written to {errors}")
+        console.print(f"rejected rows written to {errors}", soft_wrap=True)
     if plan.rejected:
         raise typer.Exit(code=1)
 
@@ -92,5 +95,5 @@ def customers_show(customer: str, store: StoreUrl = DEFAULT_STORE) -> None:
                     str(signed),
                     str(unsigned),
                 )
-    console.print(f"customer {customer}: {len(windows)} meters", highlight=False)
+    console.print(f"customer {customer}: {len(windows)} meters", highlight=False, soft_wrap=True)
     console.print(table)
