@@ -41,7 +41,7 @@ from meterseal.billing.ports import BillArchive, countersigned_of
 from meterseal.crypto.keys import kid_of, public_bytes
 from meterseal.crypto.signing import VerifyingKey
 from meterseal.errors import MetersealError
-from meterseal.portal import views
+from meterseal.portal import hours, views
 from meterseal.runtime.auth import PUBLIC, HasRole, Identity, access
 
 SESSION_COOKIE = "ms_session"
@@ -312,6 +312,7 @@ def add_portal_routes(
             days=days,
             chosen=chosen,
             readings=shown,
+            hours=hours.hour_view(packets, chosen),
             kwh=views.kwh,
             when=views.utc,
         )
