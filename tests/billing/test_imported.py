@@ -186,3 +186,26 @@ def test_a_refused_bill_points_at_the_unsigned_readings_it_left_out(tmp_path: Pa
     billed = run(*bill_args(deployment, store, "--allow-unsigned"))
     assert "1 bills signed" in billed
     assert stored_bill(store).unsigned_wh == 480
+
+
+def test_a_rebill_counts_what_its_bill_could_and_tenants_keep_their_dates(tmp_path: Path) -> None:
+    deployment, store, _ = month_on_disk(tmp_path, 1)
+    run("tariffs", "add", str(TARIFFS / "flat.toml"), "--store", store)
+    delete_signed(store, range(0, 4))
+    import_rows(tmp_path, deployment, store, range(0, 4), 7)
+    noon = dt.datetime.fromtimestamp(PERIOD.start + 43_200, dt.UTC).isoformat()
+    tenants = tmp_path / "t.csv"
+    tenants.write_text(f"customer,meter,from,to\nALICE,{METER},{DAY},{noon}\n")
+    run("customers", "import", str(tenants), "--store", store)
+    run(*bill_args(deployment, store, "--customer", "ALICE", "--allow-unsigned"))
+    base = f"ALICE/{PERIOD.start}-{PERIOD.end}"
+    common = ["-d", str(deployment), "--store", store]
+    run("rebill", base, "--reason", "late readings", *common)
+    with Store.open(store) as db:
+        rebilled = [parse_signed_bill(b.signed_bill)[0] for b in BillStore(db).bills("ALICE")]
+    new = next(b for b in rebilled if b.kind == "rebill")
+    assert new.unsigned_wh == 28
+    assert new.meters[0].window == (PERIOD.start, PERIOD.start + 43_200)
+    assert new.packets == 48
+    audited = run("audit", *common)
+    assert "3 of 3 bills countersigned" in audited
