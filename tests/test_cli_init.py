@@ -123,6 +123,22 @@ def test_a_non_empty_directory_is_left_as_it_was(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
 
+def test_a_store_that_holds_another_deployment_is_refused_before_any_file(
+    deployment: tuple[Path, str], tmp_path: Path
+) -> None:
+    # Two deployments given one store (a shared SQLite file, or one PostgreSQL database and
+    # the same name, hence the same schema) would mix their CAS state and their meters.
+    directory, _ = deployment
+    shared = f"sqlite:///{directory / 'meterseal.db'}"
+    other = tmp_path / "south"
+    refused = invoke(["init", str(other), "--store", shared], env={"COLUMNS": "250"})
+    assert refused.exit_code == 2, refused.output
+    text = " ".join(refused.output.split())
+    assert "already holds a deployment" in text
+    assert "--name" in text
+    assert not other.exists() or not any(other.iterdir())
+
+
 def test_the_configured_cas_is_for_trusted_mode_only(deployment: tuple[Path, str]) -> None:
     directory, _ = deployment
     config = ["--config", str(directory / "meterseal.toml")]

@@ -81,6 +81,23 @@ def check_directory(directory: Path, force: bool) -> None:
     )
 
 
+def check_store(store_url: str, shown: str) -> None:
+    """Refuse a store that holds a deployment already: its CAS secrets or meters are another's."""
+    from meterseal.storage import Store
+    from meterseal.trust.cas_store import CasStore
+
+    with Store.open(store_url) as store:
+        if not CasStore(store).secret_infos() and not store.meter_rows():
+            return
+    # A second deployment there would mix its CAS state and meters with the first's (the
+    # vault then fails on a secret it cannot open, after keys were written).
+    raise ConfigurationError(
+        f"the store {shown} already holds a deployment (CAS secrets or meters): give this one "
+        "its own store (--store), or on a shared PostgreSQL database its own --name (its "
+        "schema); --force completes the deployment whose keys are in DIR"
+    )
+
+
 def deployment_keys(
     directory: Path, options: InitOptions, report: InitReport, *, now: dt.datetime
 ) -> Deployment:

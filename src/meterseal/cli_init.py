@@ -136,8 +136,8 @@ def init(
     passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
 ) -> None:
     """Create a deployment: keys, CAS state, every trusted stage's policy and secrets, a config."""
-    from meterseal.bootstrap import InitOptions, bootstrap, check_directory
-    from meterseal.runtime.address import format_address, parse_address
+    from meterseal.bootstrap import InitOptions, bootstrap, check_directory, check_store
+    from meterseal.runtime.address import format_address, hide_password, parse_address
 
     check_directory(directory, force)  # before anything is written
     directory = directory.absolute()
@@ -153,6 +153,8 @@ def init(
     store = (
         in_schema(init_store, chosen) if init_store else f"sqlite:///{directory / 'meterseal.db'}"
     )
+    if init_store and not force:  # the default, DIR/meterseal.db, is new
+        check_store(store, hide_password(init_store))
     secret = passphrase(passphrase_env)
     options = InitOptions(ca_name, secret, tuple(host or ()), force)
     extra = [("dissemination", _dissemination(directory, secret))] if dissemination else []
