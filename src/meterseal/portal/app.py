@@ -42,7 +42,9 @@ from meterseal.crypto.keys import kid_of, public_bytes
 from meterseal.crypto.signing import VerifyingKey
 from meterseal.errors import MetersealError
 from meterseal.portal import hours, views
-from meterseal.runtime.auth import PUBLIC, HasRole, Identity, access
+from meterseal.portal.staff import StaffArchive, add_staff_routes
+from meterseal.portal.staff_views import home_of
+from meterseal.runtime.auth import PUBLIC, HasRole, Identity, access, identity_of
 
 SESSION_COOKIE = "ms_session"
 CSRF_COOKIE = "ms_csrf"
@@ -65,8 +67,9 @@ STATIC = {
     "portal.css": "text/css; charset=utf-8",
     "cbor.js": "text/javascript; charset=utf-8",
     "verify.js": "text/javascript; charset=utf-8",
+    "staff.css": "text/css; charset=utf-8",
 }
-NOT_CUSTOMER = "this portal has pages for customer accounts only so far"
+NOT_YOURS = "this page is not for your account's role"
 
 
 @dataclass(frozen=True)
@@ -190,7 +193,7 @@ def add_portal_routes(
     keys: PublishedKeys | None,
 ) -> None:
     """Add the customer's pages, their static files and `GET /v1/keys` to the bills app."""
-    pages = _Pages(bills, authenticator, access_log)
+    pages = app.state.portal_pages = _Pages(bills, authenticator, access_log)
     published = key_set(keys)
 
     @app.middleware("http")
@@ -209,7 +212,7 @@ def add_portal_routes(
             return await http_exception_handler(request, exc)
         if exc.status_code == 401:
             return RedirectResponse("/portal/login", 303)
-        detail = NOT_CUSTOMER if exc.status_code == 403 else str(exc.detail)
+        detail = NOT_YOURS if exc.status_code == 403 else str(exc.detail)
         return pages.render(request, "error.html", exc.status_code, detail=detail)
 
     @app.get("/v1/keys", summary="The deployment's public keys", dependencies=[access(PUBLIC)])
@@ -223,8 +226,8 @@ def add_portal_routes(
         return Response(_static(name), media_type=STATIC[name])
 
     @app.get("/portal/", include_in_schema=False, dependencies=[access(PUBLIC)])
-    def home() -> Response:
-        return RedirectResponse("/portal/bills", 303)
+    def home(request: Request) -> Response:
+        return RedirectResponse(home_of(identity_of(request).roles), 303)
 
     @app.get("/portal/login", include_in_schema=False, dependencies=[access(PUBLIC)])
     def login_page(request: Request) -> Response:
@@ -252,9 +255,9 @@ def add_portal_routes(
             )
             return page
         account = await run_in_threadpool(authenticator.accounts.account, username)
-        if account is None or Role.CUSTOMER not in account.roles:
-            return pages.render(request, "login.html", 403, error=NOT_CUSTOMER, username=username)
-        response = RedirectResponse("/portal/bills", 303)
+        if account is None:  # removed between the two calls
+            return pages.render(request, "login.html", 403, error=NOT_YOURS, username=username)
+        response = RedirectResponse(home_of(r.value for r in account.roles), 303)
         _set_cookie(request, response, SESSION_COOKIE, token, int(authenticator.signer.ttl))
         _set_cookie(request, response, CSRF_COOKIE, secrets.token_urlsafe(32), None)
         return response
@@ -335,14 +338,16 @@ def add_portal_routes(
 
 
 def create_portal_app(
-    bills: BillArchive,
+    bills: StaffArchive,
     authenticator: AccountAuthenticator,
     access_log: AccessLog | None,
     keys: PublishedKeys | None,
 ) -> FastAPI:
-    """The bills API with the customer's portal on it (sessions through `authenticator`)."""
+    """The bills API with the portal's pages on it (sessions through `authenticator`)."""
     authenticator.session_cookie = SESSION_COOKIE
     app = create_billing_app(bills, authenticator, access_log)
     app.title = "meterseal bills and portal"
     add_portal_routes(app, bills, authenticator, access_log, keys)
+    render, reads = app.state.portal_pages.render, AccessRecorder(access_log)
+    add_staff_routes(app, render, bills, reads, keys.billing if keys else None)
     return app

@@ -330,6 +330,21 @@ class BillStore(BillLedger, AuditSource, ReportSink, BillArchive):
         size, root, signed, issued_at = row
         return SignedTreeHead(TreeHead(size, bytes(root), issued_at), bytes(signed))
 
+    def log_heads(self, limit: int = 20) -> list[SignedTreeHead]:
+        """The bill log's newest signed heads, newest first (the auditor's page checks them)."""
+        h = bill_log_heads
+        query = (
+            sa.select(h.c.tree_size, h.c.root, h.c.signed_head, h.c.issued_at)
+            .order_by(h.c.tree_size.desc())
+            .limit(limit)
+        )
+        with self.store.connection() as connection:
+            rows = connection.execute(query).all()
+        return [
+            SignedTreeHead(TreeHead(size, bytes(root), issued_at), bytes(signed))
+            for size, root, signed, issued_at in rows
+        ]
+
     # -- audit reports ------------------------------------------------------------------
 
     def report(self, report_id: int) -> StoredReport | None:
