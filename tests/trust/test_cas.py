@@ -117,6 +117,9 @@ def test_a_worker_whose_code_was_modified_gets_nothing_and_is_told_why(
         "'headend-keys' (code modified?)"
     )
     assert f"the policy lets stage open-verify run as {worker_measurement.hex[:12]}…" in reason
+    # The operator who upgraded (or reconfigured) on purpose is told how to allow this build.
+    assert "`meterseal init DIR --force`" in reason
+    assert "`meterseal cas policy add --stage open-verify --secret headend-keys`" in reason
     assert refused.value.diagnostics() == f"the CAS refused to release secrets: {reason}"
     entry = _log(world)[-1]
     assert (entry["outcome"], entry["measurement"], entry["reason"]) == (

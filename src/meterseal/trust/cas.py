@@ -330,9 +330,17 @@ class Cas:
                 f"`meterseal cas policy add --stage {stage} --secret {name}`"
             )
         # The stage may have the secret, as other code: this worker is not the allowed build.
+        # Often it is the operator's own upgrade or new configuration: say how to allow it.
+        allow = (
+            "`meterseal router provision` (with the router's --allow)"
+            if stage.startswith("dissemination-")
+            else "`meterseal init DIR --force` or "
+            f"`meterseal cas policy add --stage {stage} --secret {name}`"
+        )
         return (
             f" (code modified?); the policy lets stage {stage} run as "
-            f"{', '.join(o + '…' for o in others)}"
+            f"{', '.join(o + '…' for o in others)}; if this build or configuration is meant "
+            f"to run (an upgrade), allow it: {allow}"
         )
 
     def _encrypt(self, name: str, attested: AttestedQuote) -> ReleasedSecret:
