@@ -6,9 +6,13 @@ import asyncio
 import sys
 from pathlib import Path
 
+import pytest
+from typer.testing import CliRunner
+
 from meterseal.acquisition.headend import HeadEndSettings
 from meterseal.services.catalog import ServiceOptions
-from meterseal.services.supervisor import ProcessPlan, Supervisor, plan_processes
+from meterseal.services.cli import service_app
+from meterseal.services.supervisor import STORE_VARIABLE, ProcessPlan, Supervisor, plan_processes
 
 
 def _options(tcp: str, http: str | None) -> ServiceOptions:
@@ -121,3 +125,33 @@ def test_children_get_the_deployment_s_names_not_its_secrets() -> None:
         assert "s3cret" not in " ".join(plan.argv)
     assert _option(receiver.argv, "--mqtt-prefix") == "t/north"
     assert _option(worker.argv, "--mqtt") == "off"
+
+
+def test_no_child_command_line_carries_a_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    # `ps` shows every user a process's command line; only its user sees its environment.
+    store = "postgresql+psycopg://meterseal:db-pw-1@db:5432/meterseal"
+    nats = "nats://svc:bus-pw-2@nats:4222"
+    options = ServiceOptions(Path("deployment"), store, nats_url=nats, cas_url="http://cas:7490")
+    plans = plan_processes(options, 2)
+    seen: list[str] = []
+
+    def run_service(name: str, given: ServiceOptions, *, admin: str | None) -> int:
+        from meterseal.services.nats_bus import nats_url
+
+        seen.append(f"{name} {given.store_url} {given.nats_url or nats_url()}")
+        return 0
+
+    monkeypatch.setattr("meterseal.services.catalog.run_service", run_service)
+    for plan in plans:
+        shown = " ".join(plan.argv)
+        assert "db-pw-1" not in shown
+        assert "bus-pw-2" not in shown
+        assert "--store" not in plan.argv
+        assert "--nats" not in plan.argv
+        # What the child does with its command line and environment: the same URLs.
+        env = plan.environment({})
+        monkeypatch.setenv(STORE_VARIABLE, env[STORE_VARIABLE])
+        monkeypatch.setenv("MS_NATS_URL", env["MS_NATS_URL"])
+        result = CliRunner().invoke(service_app, list(plan.argv[3:]))
+        assert result.exit_code == 0, result.output
+    assert seen == [f"{plan.service} {store} {nats}" for plan in plans]

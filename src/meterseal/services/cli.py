@@ -13,7 +13,6 @@ from meterseal.cli_common import (
     DEFAULT_STORE,
     DeploymentDir,
     PassphraseEnv,
-    StoreUrl,
     console,
     passphrase,
     server_tls,
@@ -56,6 +55,17 @@ WorkerTls = Annotated[
     ),
 ]
 Admin = Annotated[str, typer.Option(help="admin endpoint (health, metrics) address, or 'off'")]
+# The supervisor hands its services the store URL in this variable, not on their command line
+# (world-readable in `ps`), since it may hold a password: services.supervisor.STORE_VARIABLE.
+RunStore = Annotated[
+    str,
+    typer.Option(
+        "--store",
+        envvar="MS_SERVICE_STORE",
+        show_envvar=False,
+        help="database URL (sqlite:///FILE or postgresql+psycopg://…)",
+    ),
+]
 
 
 def _off(value: str) -> str | None:
@@ -110,7 +120,7 @@ def options_from(
 def run(
     name: Annotated[str, typer.Argument(help="receiver, open-verify, anonymize-store or billing")],
     deployment_dir: DeploymentDir = DEFAULT_DEPLOYMENT,
-    store: StoreUrl = DEFAULT_STORE,
+    store: RunStore = DEFAULT_STORE,
     nats: NatsUrl = None,
     cas: CasUrl = None,
     prefix: Prefix = "",

@@ -5,6 +5,10 @@ processes (one receiver, `workers` of each trusted stage, one billing service), 
 `listening …` lines prefixed with the process name, restarts any that dies (JetStream
 redelivers what it had not acknowledged) on the addresses it had bound, and on SIGTERM stops
 them all gracefully.
+
+A child's command line is world-readable (`ps`, /proc/PID/cmdline); its environment only to
+its user and root. So the store URL and the NATS URL, which may carry a password, reach the
+children in their environment (`STORE_VARIABLE`, MS_NATS_URL), never on their command line.
 """
 
 from __future__ import annotations
@@ -12,11 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -32,15 +37,22 @@ RESTART_DELAY = 0.5
 # message it takes becomes ready again between crashes, and must not read as ready then.
 UNSTEADY_FOR = 30.0
 LISTEN_OPTIONS = {"tcp": "--tcp", "http": "--http"}  # endpoint name -> its listen option
+STORE_VARIABLE = "MS_SERVICE_STORE"  # the store URL `service run` reads when --store is absent
+NATS_VARIABLE = "MS_NATS_URL"  # what services.nats_bus reads when --nats is absent
 
 
 @dataclass(frozen=True)
 class ProcessPlan:
-    """One process to run: its label (service#index) and command line."""
+    """One process to run: its label (service#index), command line and added environment."""
 
     label: str
     service: str
     argv: tuple[str, ...]
+    env: tuple[tuple[str, str], ...] = ()  # set in the child's environment (URLs with passwords)
+
+    def environment(self, base: Mapping[str, str]) -> dict[str, str]:
+        """`base` (the supervisor's environment) with this plan's variables set."""
+        return {**base, **dict(self.env)}
 
     def pinned(self, endpoints: dict[str, str]) -> ProcessPlan:
         """This plan listening on the addresses a start of it reported binding."""
@@ -53,15 +65,21 @@ class ProcessPlan:
         return replace(self, argv=tuple(argv))
 
 
+def service_env(options: ServiceOptions) -> tuple[tuple[str, str], ...]:
+    """The variables every service process gets: the URLs that may hold a password."""
+    env = [(STORE_VARIABLE, options.store_url)]
+    if options.nats_url:
+        env.append((NATS_VARIABLE, options.nats_url))
+    return tuple(env)
+
+
 def service_argv(service: str, options: ServiceOptions, *, receiver: bool) -> list[str]:
-    """The `meterseal service run` command line of one process."""
+    """The `meterseal service run` command line of one process (no URL: see `service_env`)."""
     settings = options.receivers
     argv = [sys.executable, "-m", "meterseal.services", "run", service]
-    argv += ["--deployment", str(options.deployment), "--store", options.store_url]
+    argv += ["--deployment", str(options.deployment)]
     argv += ["--prefix", options.prefix, "--ack-wait", str(options.ack_wait)]
     argv += ["--passphrase-env", options.passphrase_env]  # a variable's name, not the secret
-    if options.nats_url:
-        argv += ["--nats", options.nats_url]
     if options.cas_url:
         argv += ["--cas", options.cas_url]
     if options.worker_tls:
@@ -80,16 +98,16 @@ def plan_processes(options: ServiceOptions, workers: int) -> list[ProcessPlan]:
     """Receiver, `workers` open-verify and anonymize-store processes, one billing."""
     if workers < 1:
         raise ConfigurationError("services mode needs at least one worker per stage")
-    plans = [
-        ProcessPlan("receiver", "receiver", tuple(service_argv("receiver", options, receiver=True)))
-    ]
+    env = service_env(options)
+
+    def plan(label: str, service: str) -> ProcessPlan:
+        argv = service_argv(service, options, receiver=service == "receiver")
+        return ProcessPlan(label, service, tuple(argv), env)
+
+    plans = [plan("receiver", "receiver")]
     for service in ("open-verify", "anonymize-store"):
-        for index in range(workers):
-            argv = tuple(service_argv(service, options, receiver=False))
-            plans.append(ProcessPlan(f"{service}#{index}", service, argv))
-    plans.append(
-        ProcessPlan("billing", "billing", tuple(service_argv("billing", options, receiver=False)))
-    )
+        plans += [plan(f"{service}#{index}", service) for index in range(workers)]
+    plans.append(plan("billing", "billing"))
     return plans
 
 
@@ -189,7 +207,10 @@ class Supervisor:
         child.started = time.monotonic()
         child.ready.clear()
         child.process = await asyncio.create_subprocess_exec(
-            *child.plan.argv, stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL
+            *child.plan.argv,
+            stdout=asyncio.subprocess.PIPE,
+            stdin=asyncio.subprocess.DEVNULL,
+            env=child.plan.environment(os.environ),
         )
         self.counts["started"] += 1
         child.reader = asyncio.create_task(self._read(child, child.process))
