@@ -223,3 +223,53 @@ def test_a_directory_name_becomes_a_deployment_name_or_is_refused_before_any_fil
     refused = invoke(["init", str(tmp_path / "d"), "--name", "North"])
     assert refused.exit_code == 2
     assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "reason"),
+    [
+        ("--name", "n" * 41, "1-40 of a-z"),
+        ("--nats", "nats://svc:bus-pw@127.0.0.1:4222", "credentials are never written"),
+        ("--nats", "nats://s3cret-token@127.0.0.1:4222", "credentials are never written"),
+    ],
+)
+def test_a_wrong_setting_is_refused_before_anything_is_made(
+    tmp_path: Path, option: str, value: str, reason: str
+) -> None:
+    directory = tmp_path / "north"
+    result = invoke(["init", str(directory), option, value], env={"COLUMNS": "250"})
+    assert result.exit_code == 2, result.output
+    assert reason in " ".join(result.output.split())
+    assert not directory.exists()  # no keys, no CAS state: nothing to clean up
+
+
+@pytest.mark.services
+def test_the_store_password_stays_out_of_the_config_file(tmp_path: Path, unique_name: str) -> None:
+    import sqlalchemy as sa
+
+    from meterseal.config import load_settings
+    from tests.services import require_service
+    from tests.storage.conftest import PG_URL, _probe_postgres
+
+    require_service("PostgreSQL", PG_URL, _probe_postgres)
+    url = sa.make_url(PG_URL)
+    password = url.password or "init-pw-51"  # local trust authentication ignores it
+    given = url.set(password=password).render_as_string(hide_password=False)
+    directory = tmp_path / "east"
+    try:
+        output = _init(
+            str(directory), "--store", given, "--name", unique_name, "--no-dissemination"
+        )
+        text = (directory / "meterseal.toml").read_text()
+        assert password not in text
+        settings = load_settings(directory / "meterseal.toml", environ={})
+        assert sa.make_url(settings.store.url).password is None
+        assert sa.make_url(settings.store.url).username == url.username
+        assert "PGPASSWORD" in " ".join(output.split())
+        shown = invoke(["--config", str(directory / "meterseal.toml"), "config", "show"])
+        assert password not in shown.output
+    finally:
+        admin = sa.create_engine(PG_URL)
+        with admin.begin() as connection:
+            connection.exec_driver_sql(f"DROP SCHEMA IF EXISTS {unique_name} CASCADE")
+        admin.dispose()

@@ -12,6 +12,7 @@ import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
+from urllib.parse import urlsplit
 
 import typer
 
@@ -137,7 +138,12 @@ def init(
 ) -> None:
     """Create a deployment: keys, CAS state, every trusted stage's policy and secrets, a config."""
     from meterseal.bootstrap import InitOptions, bootstrap, check_directory, check_store
-    from meterseal.runtime.address import format_address, hide_password, parse_address
+    from meterseal.runtime.address import (
+        format_address,
+        hide_password,
+        parse_address,
+        without_password,
+    )
 
     check_directory(directory, force)  # before anything is written
     directory = directory.absolute()
@@ -153,6 +159,23 @@ def init(
     store = (
         in_schema(init_store, chosen) if init_store else f"sqlite:///{directory / 'meterseal.db'}"
     )
+    # The file holds no password: later commands give it to libpq as PGPASSWORD or ~/.pgpass.
+    file_store = None if init_store is None else without_password(init_store)
+    values: dict[str, dict[str, object]] = {
+        "deployment": {"name": chosen, "dir": ".", "passphrase_env": passphrase_env},
+        # Relative to the file: the directory can move with its store.
+        "store": {"url": file_store or "sqlite:///meterseal.db"},
+        "cas": {"url": cas_url},
+    }
+    if init_nats:
+        if "@" in urlsplit(init_nats).netloc:  # user:password@ or token@
+            raise typer.BadParameter(
+                f"credentials are never written into {CONFIG_FILE}: give the services the URL "
+                "in MS_NATS_URL instead (or use certificates: tls://…)",
+                param_hint="--nats",
+            )
+        values["nats"] = {"url": init_nats}
+    rendered = render_config(values)  # checked before anything is made: no half-made deployment
     if init_store and not force:  # the default, DIR/meterseal.db, is new
         check_store(store, hide_password(init_store))
     secret = passphrase(passphrase_env)
@@ -178,17 +201,16 @@ def init(
     if config.exists():  # --force: the operator's file stays as it is
         report.note(str(config), False)
     else:
-        values: dict[str, dict[str, object]] = {
-            "deployment": {"name": chosen, "dir": ".", "passphrase_env": passphrase_env},
-            # Relative to the file: the directory can move with its store.
-            "store": {"url": "sqlite:///meterseal.db" if init_store is None else init_store},
-            "cas": {"url": cas_url},
-        }
-        if init_nats:
-            values["nats"] = {"url": init_nats}
-        config.write_text(render_config(values))
+        config.write_text(rendered)
         report.note(str(config), True)
     _print(report, directory, listen, host or [])
+    if file_store != init_store:
+        console.print(
+            f"the store's password is not in {CONFIG_FILE}: give it to every command as "
+            "PGPASSWORD (or in ~/.pgpass), which libpq reads",
+            soft_wrap=True,
+            highlight=False,
+        )
 
 
 def _print(report: InitReport, directory: Path, listen: Address, hosts: list[str]) -> None:

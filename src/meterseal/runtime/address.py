@@ -45,6 +45,11 @@ def hide_password(url: str) -> str:
     return _PASSWORD.sub(r"\1***@", url)
 
 
+def without_password(url: str) -> str:
+    """`url` with the password of its user part left out (scheme://user@host)."""
+    return _PASSWORD.sub(lambda match: match.group(1)[:-1] + "@", url)
+
+
 def format_address(host: str, port: int) -> str:
     """'host:port', or '[host]:port' when the host is an IPv6 address."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
