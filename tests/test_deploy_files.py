@@ -419,7 +419,10 @@ def test_the_admin_endpoint_answers_the_probe_paths(tmp_path: Path) -> None:
 
     url = f"sqlite:///{tmp_path / 'store.db'}"
     Store.open(url).close()  # made and migrated, as the head-end leaves it
+    from meterseal.accounts.token_key import ensure_token_key
+
     (tmp_path / "deployment").mkdir()
+    ensure_token_key(tmp_path / "deployment", None)  # what `keys init` makes
     command = [sys.executable, "-m", "meterseal", "bills", "serve", "--store", url]
     command += ["-d", str(tmp_path / "deployment"), "--listen", "127.0.0.1:0"]
     command += ["--admin", "127.0.0.1:0"]

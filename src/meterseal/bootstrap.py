@@ -24,7 +24,9 @@ from pathlib import Path
 
 from meterseal.deployment import (
     MANIFEST,
+    SHARED_SECRETS,
     Deployment,
+    ensure_shared_secrets,
     init_deployment,
     issue_tls_identity,
     keys_encrypted,
@@ -32,7 +34,7 @@ from meterseal.deployment import (
 )
 from meterseal.errors import ConfigurationError, KeyFileError
 from meterseal.services.catalog import TRUSTED_SERVICES
-from meterseal.services.keys import STAGE_KEY_FILE, STAGE_SECRETS
+from meterseal.services.keys import STAGE_SECRETS
 from meterseal.services.trusted_setup import issue_worker_tls, trusted_secrets
 from meterseal.trust.cas import Cas
 from meterseal.trust.measurement import stage_measurement
@@ -107,11 +109,15 @@ def deployment_keys(
             raise KeyFileError(f"the deployment in {directory} is encrypted: set the passphrase")
         deployment = load_deployment(directory, options.passphrase)
         report.note(f"deployment keys {directory} (CA sha256 {fingerprint(deployment)})", False)
-        return deployment
-    deployment = init_deployment(
-        directory, name=options.ca_name, passphrase=options.passphrase, now=now
-    )
-    report.note(f"deployment keys {directory} (CA sha256 {fingerprint(deployment)})", True)
+        shared = ensure_shared_secrets(directory, options.passphrase)  # a deployment made before
+    else:
+        deployment = init_deployment(
+            directory, name=options.ca_name, passphrase=options.passphrase, now=now
+        )
+        report.note(f"deployment keys {directory} (CA sha256 {fingerprint(deployment)})", True)
+        shared = dict.fromkeys(SHARED_SECRETS, True)  # init_deployment made them
+    for name, new in shared.items():
+        report.note(str(directory / name), new)
     return deployment
 
 
@@ -130,9 +136,7 @@ def cas_files(directory: Path, options: InitOptions, report: InitReport) -> None
 
 def import_secrets(cas: Cas, directory: Path, options: InitOptions, report: InitReport) -> None:
     """Every secret of every trusted stage into the CAS; one equal to its latest is kept."""
-    stage_key_new = not (directory / STAGE_KEY_FILE).exists()
-    values = trusted_secrets(directory, options.passphrase)
-    report.note(str(directory / STAGE_KEY_FILE), stage_key_new)
+    values = trusted_secrets(directory, options.passphrase)  # the stage key: deployment_keys
     for name, value in values.items():
         report.secrets[name] = put_unless_same(cas, name, value)
 

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from meterseal import cli_init, cli_meter_certs
+from meterseal import cli_init, cli_keys, cli_meter_certs
 from meterseal.acquisition.mqtt_endpoint import TOPIC_PREFIX
 from meterseal.cli_billdoc import billdoc_app
 from meterseal.cli_billing import billing_app
@@ -66,6 +66,7 @@ app.add_typer(service_app, name="service")  # one service of services/trusted mo
 app.add_typer(config_app, name="config")
 app.callback()(root_callback)  # the global --config option
 app.command("init")(cli_init.init)  # a new deployment: keys, CAS, policies, secrets, config
+keys_app.command("shared")(cli_keys.shared)  # stage link and token keys every replica shares
 meters_app.command("certify")(cli_meter_certs.certify)  # meter keys made at the factory
 meters_app.command("trust-manufacturer")(cli_meter_certs.trust_manufacturer)
 meters_app.command("import-cert")(cli_meter_certs.import_cert)

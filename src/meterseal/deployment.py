@@ -20,8 +20,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from meterseal.accounts.token_key import TOKEN_KEY_FILE, ensure_token_key
 from meterseal.crypto import certs
 from meterseal.crypto.at_rest import (
+    ensure_secret_file,
     private_directory,
     read_secret_file,
     write_private_file,
@@ -42,6 +44,12 @@ MANIFEST = "deployment.json"
 CA_CERT = "ca.cert.pem"
 ANONYMIZATION_KEY = "anonymization.key"
 TLS_DIRECTORY = "tls"
+STAGE_KEY_FILE = "stage-link.key"  # AES-256-GCM key of the bus between the trusted stages
+STAGE_KEY_BYTES = 32
+# Secrets that every process of one kind must hold the same copy of (every open-verify and
+# anonymize-store the stage link key, every bills API and CAS replica the token key): made
+# once with the deployment, never by a process at its start, where replicas would diverge.
+SHARED_SECRETS = (STAGE_KEY_FILE, TOKEN_KEY_FILE)
 SERVICE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
 
@@ -105,10 +113,19 @@ def init_deployment(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
         (directory / f"{role}.pub.pem").write_bytes(pem)
+    ensure_shared_secrets(directory, passphrase)
     (directory / MANIFEST).write_text(
         json.dumps(_manifest(deployment, now, passphrase is not None), indent=2) + "\n"
     )
     return deployment
+
+
+def ensure_shared_secrets(directory: Path, passphrase: bytes | None) -> dict[str, bool]:
+    """Make the `SHARED_SECRETS` missing from `directory`; each file name -> made now."""
+    made = {STAGE_KEY_FILE: not (directory / STAGE_KEY_FILE).exists()}
+    ensure_secret_file(directory / STAGE_KEY_FILE, lambda: os.urandom(STAGE_KEY_BYTES), passphrase)
+    made[TOKEN_KEY_FILE] = ensure_token_key(directory, passphrase)
+    return made
 
 
 def _manifest(deployment: Deployment, now: dt.datetime, encrypted: bool) -> dict[str, object]:

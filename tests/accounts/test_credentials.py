@@ -13,6 +13,7 @@ from meterseal.accounts.credentials import (
     TOKEN_KEY_FILE,
     UNSAFE_FAST_HASHING,
     TokenSigner,
+    ensure_token_key,
     hash_password,
     new_api_key,
     password_matches,
@@ -86,15 +87,24 @@ def test_the_token_key_is_made_once_private_and_encrypted_with_a_passphrase(
     tmp_path: Path,
 ) -> None:
     with pytest.raises(ConfigurationError, match="no deployment directory"):
-        token_key(tmp_path / "d", b"pass")
+        ensure_token_key(tmp_path / "d", b"pass")
     (tmp_path / "d").mkdir(mode=0o700)
+    assert ensure_token_key(tmp_path / "d", b"pass") is True
     first = token_key(tmp_path / "d", b"pass")
     assert len(first) == 32
+    assert ensure_token_key(tmp_path / "d", b"pass") is False  # kept, never replaced
     assert token_key(tmp_path / "d", b"pass") == first
     assert (tmp_path / "d" / TOKEN_KEY_FILE).stat().st_mode & 0o777 == 0o600
     assert first not in (tmp_path / "d" / TOKEN_KEY_FILE).read_bytes()
     with pytest.raises(KeyFileError):
         token_key(tmp_path / "d", None)
+
+
+def test_a_server_never_makes_the_token_key_its_replicas_share(tmp_path: Path) -> None:
+    # Replicas that each made their own key would refuse each other's tokens.
+    with pytest.raises(ConfigurationError, match=r"no token key .*auth-token\.key.*keys shared"):
+        token_key(tmp_path, None)
+    assert not (tmp_path / TOKEN_KEY_FILE).exists()
 
 
 def test_accounts_are_checked_before_they_are_stored() -> None:

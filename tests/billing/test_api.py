@@ -400,7 +400,10 @@ def test_bills_serve_runs_the_api_until_sigterm_and_callers_sign_in(
         "app = typer.Typer(); app.add_typer(bills_app, name='bills'); app()"
     )
     command = [sys.executable, "-c", script, "bills", "serve", "--store", api.month.url]
+    from meterseal.accounts.token_key import ensure_token_key
+
     (tmp_path / "deployment").mkdir()
+    ensure_token_key(tmp_path / "deployment", None)  # what `keys init` makes
     command += ["--deployment", str(tmp_path / "deployment")]
     with subprocess.Popen(
         [*command, "--listen", "127.0.0.1:0"],

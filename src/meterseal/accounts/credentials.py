@@ -16,18 +16,18 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from pathlib import Path
 
 import jwt
 from argon2 import Parameters, PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 from argon2.profiles import RFC_9106_LOW_MEMORY
 
-from meterseal.crypto import at_rest
-from meterseal.errors import ConfigurationError
+# The token key's file, where the servers have always found it (accounts.token_key).
+from meterseal.accounts.token_key import TOKEN_KEY_FILE as TOKEN_KEY_FILE
+from meterseal.accounts.token_key import ensure_token_key as ensure_token_key
+from meterseal.accounts.token_key import token_key as token_key
 
 TOKEN_TTL = 900.0  # seconds a login token stays valid
-TOKEN_KEY_FILE = "auth-token.key"  # noqa: S105 - a file name
 ISSUER = "meterseal"
 API_KEY_PREFIX = "msk_"
 _ALGORITHM = "HS256"
@@ -131,12 +131,3 @@ class TokenSigner:
         if not isinstance(expires, int) or now >= expires or not isinstance(subject, str):
             return None
         return subject
-
-
-def token_key(directory: Path, passphrase: bytes | None) -> bytes:
-    """The deployment's token key in `directory` (which must exist), made on first use."""
-    if not directory.is_dir():
-        raise ConfigurationError(f"no deployment directory {directory} (meterseal keys init)")
-    return at_rest.ensure_secret_file(
-        directory / TOKEN_KEY_FILE, lambda: secrets.token_bytes(32), passphrase
-    )

@@ -21,13 +21,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from meterseal.crypto.at_rest import ensure_secret_file
 from meterseal.crypto.keys import HeadEndKeys
+from meterseal.deployment import STAGE_KEY_FILE as STAGE_KEY_FILE  # where it always was
 from meterseal.deployment import load_deployment
 from meterseal.errors import ConfigurationError
 from meterseal.runtime.tls import TlsIdentity
 from meterseal.services.messages import STAGE_KEY_BYTES
 
 _T = TypeVar("_T")
-STAGE_KEY_FILE = "stage-link.key"
 STAGE_KEY = "stage-key"  # its name in the CAS
 STAGE_SECRETS: dict[str, tuple[str, ...]] = {
     "receiver": (),

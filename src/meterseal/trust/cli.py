@@ -122,6 +122,7 @@ def cas_init(
     passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
 ) -> None:
     """Create the CAS master key and the simulated platform's keys (existing files are kept)."""
+    from meterseal.accounts.token_key import TOKEN_KEY_FILE, ensure_token_key
     from meterseal.deployment import keys_encrypted
     from meterseal.trust.vault import init_cas_files
 
@@ -133,6 +134,8 @@ def cas_init(
             "so that the CAS's keys are encrypted too"
         )
     created = init_cas_files(deployment_dir, secret)
+    # The key of its sign-in tokens, which every CAS replica must share: made here, not at start.
+    created[TOKEN_KEY_FILE] = ensure_token_key(deployment_dir, secret)
     for name, new in created.items():
         console.print(f"{'created' if new else 'kept   '} {deployment_dir / name}")
     console.print(f"platform keys are for the {SIMULATED_NOTE}")
