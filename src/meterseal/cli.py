@@ -66,6 +66,7 @@ app.add_typer(service_app, name="service")  # one service of services/trusted mo
 app.add_typer(config_app, name="config")
 app.callback()(root_callback)  # the global --config option
 app.command("init")(cli_init.init)  # a new deployment: keys, CAS, policies, secrets, config
+keys_app.command("stage")(cli_keys.stage)  # one stage's key files, for its Secret or host
 keys_app.command("shared")(cli_keys.shared)  # stage link and token keys every replica shares
 meters_app.command("certify")(cli_meter_certs.certify)  # meter keys made at the factory
 meters_app.command("trust-manufacturer")(cli_meter_certs.trust_manufacturer)

@@ -88,6 +88,15 @@ class HeadEndPublicKeys:
         return self.keys[suite.name]
 
 
+HEADEND_KEY_NAMES = (
+    "headend-rsa4096",
+    "headend-p256",
+    "headend-x25519",
+    "headend-mlkem768",
+    "headend-mlkem768-x25519",
+)
+
+
 @dataclass(frozen=True)
 class HeadEndKeys:
     """The head-end's decryption keys, one per suite; lives only on the trusted side."""
@@ -158,13 +167,19 @@ class HeadEndKeys:
             write_private_key(directory / f"{name}.key.pem", key, passphrase)
 
     def _files(self) -> dict[str, PrivateKey]:
-        return {
-            "headend-rsa4096": self.rsa_key,
-            "headend-p256": self.p256_key,
-            "headend-x25519": self.x25519_key,
-            "headend-mlkem768": self.hybrid_key.mlkem_key,
-            "headend-mlkem768-x25519": self.hybrid_key.x25519_key,
-        }
+        keys: tuple[PrivateKey, ...] = (
+            self.rsa_key,
+            self.p256_key,
+            self.x25519_key,
+            self.hybrid_key.mlkem_key,
+            self.hybrid_key.x25519_key,
+        )
+        return dict(zip(HEADEND_KEY_NAMES, keys, strict=True))
+
+    @staticmethod
+    def file_names() -> tuple[str, ...]:
+        """The names of the files `save` writes (and `load` reads)."""
+        return tuple(f"{name}.key.pem" for name in HEADEND_KEY_NAMES)
 
     @classmethod
     def load(cls, directory: Path, passphrase: bytes | None = None) -> HeadEndKeys:

@@ -8,6 +8,10 @@ Each stage gets only what it needs (least privilege, and what the CAS policy gra
 | open-verify     | head-end keys, stage link key             |
 | anonymize-store | anonymization key, stage link key         |
 | billing         | billing key                               |
+
+From a deployment directory (services mode) a stage reads only its own files
+(`STAGE_FILES`), so each can be given a directory holding just those (`meterseal keys stage`
+copies them): never the CA's key, nor another stage's.
 """
 
 from __future__ import annotations
@@ -19,21 +23,35 @@ from typing import Protocol, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from meterseal.crypto.at_rest import ensure_secret_file
-from meterseal.crypto.keys import HeadEndKeys
+from meterseal.crypto.at_rest import ensure_secret_file, read_secret_file
+from meterseal.crypto.keys import HeadEndKeys, read_private_key
+from meterseal.deployment import ANONYMIZATION_KEY, CA_CERT
 from meterseal.deployment import STAGE_KEY_FILE as STAGE_KEY_FILE  # where it always was
-from meterseal.deployment import load_deployment
-from meterseal.errors import ConfigurationError
+from meterseal.errors import ConfigurationError, KeyFileError
 from meterseal.runtime.tls import TlsIdentity
 from meterseal.services.messages import STAGE_KEY_BYTES
 
 _T = TypeVar("_T")
 STAGE_KEY = "stage-key"  # its name in the CAS
+BILLING_KEY_FILE = "billing.key.pem"
 STAGE_SECRETS: dict[str, tuple[str, ...]] = {
     "receiver": (),
     "open-verify": ("headend-keys", "stage-key"),
     "anonymize-store": ("anonymization-key", "stage-key"),
     "billing": ("billing-key",),
+}
+_FILES_OF_SECRET = {
+    "headend-keys": HeadEndKeys.file_names(),
+    "anonymization-key": (ANONYMIZATION_KEY,),
+    "stage-key": (STAGE_KEY_FILE,),
+    "billing-key": (BILLING_KEY_FILE,),
+}
+# The files of the deployment directory each stage reads in services mode: its secrets, and
+# open-verify the CA certificate (public: meters' certificates are checked against it).
+STAGE_FILES: dict[str, tuple[str, ...]] = {
+    stage: tuple(f for name in names for f in _FILES_OF_SECRET[name])
+    + ((CA_CERT,) if stage == "open-verify" else ())
+    for stage, names in STAGE_SECRETS.items()
 }
 
 
@@ -116,6 +134,11 @@ def checked_stage_key(value: bytes, source: str) -> bytes:
     return value
 
 
+def missing_stage_files(directory: Path, stage: str) -> list[str]:
+    """The files of `STAGE_FILES[stage]` that `directory` lacks."""
+    return [name for name in STAGE_FILES[stage] if not (directory / name).is_file()]
+
+
 @dataclass(frozen=True)
 class DeploymentKeys:
     """Secrets read from the deployment directory (monolith and services modes)."""
@@ -124,19 +147,43 @@ class DeploymentKeys:
     passphrase: bytes | None = None
 
     def secrets(self, stage: str) -> StageSecrets:
-        """Only the secrets `stage` is entitled to, read from their files."""
+        """Only the secrets `stage` is entitled to, read from their files and no other."""
         names = STAGE_SECRETS.get(stage)
         if names is None:
             raise ConfigurationError(f"unknown stage {stage!r}; known: {sorted(STAGE_SECRETS)}")
-        if not names:
-            return StageSecrets()
-        deployment = load_deployment(self.directory, self.passphrase)
-        stage_key = ensure_stage_key(self.directory, self.passphrase)
+        missing = missing_stage_files(self.directory, stage)
+        if missing:
+            raise ConfigurationError(
+                f"the {stage} stage cannot start: {', '.join(missing)} missing from "
+                f"{self.directory} (it reads {', '.join(STAGE_FILES[stage])}; `meterseal keys "
+                f"stage {stage} -d DEPLOYMENT --out DIR` copies them out of the deployment)"
+            )
+        directory, passphrase = self.directory, self.passphrase
         return StageSecrets(
-            headend=deployment.headend if "headend-keys" in names else None,
+            headend=(HeadEndKeys.load(directory, passphrase) if "headend-keys" in names else None),
             anonymization_key=(
-                deployment.anonymization_key if "anonymization-key" in names else None
+                read_secret_file(directory / ANONYMIZATION_KEY, passphrase)
+                if "anonymization-key" in names
+                else None
             ),
-            stage_key=stage_key if "stage-key" in names else None,
-            billing_key=deployment.billing_key if "billing-key" in names else None,
+            stage_key=(
+                checked_stage_key(
+                    read_secret_file(directory / STAGE_KEY_FILE, passphrase),
+                    str(directory / STAGE_KEY_FILE),
+                )
+                if "stage-key" in names
+                else None
+            ),
+            billing_key=(
+                _ec_key(directory / BILLING_KEY_FILE, passphrase)
+                if "billing-key" in names
+                else None
+            ),
         )
+
+
+def _ec_key(path: Path, passphrase: bytes | None) -> ec.EllipticCurvePrivateKey:
+    key = read_private_key(path, passphrase)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise KeyFileError(f"{path} is not an EC key")
+    return key
