@@ -131,7 +131,11 @@ def test_no_child_command_line_carries_a_password(monkeypatch: pytest.MonkeyPatc
     # `ps` shows every user a process's command line; only its user sees its environment.
     store = "postgresql+psycopg://meterseal:db-pw-1@db:5432/meterseal"
     nats = "nats://svc:bus-pw-2@nats:4222"
-    options = ServiceOptions(Path("deployment"), store, nats_url=nats, cas_url="http://cas:7490")
+    mqtt = "mqtts://headend:mqtt-pw-3@broker:8883"
+    receivers = HeadEndSettings(tcp="127.0.0.1:0", mqtt=mqtt)
+    options = ServiceOptions(
+        Path("deployment"), store, nats_url=nats, cas_url="http://cas:7490", receivers=receivers
+    )
     plans = plan_processes(options, 2)
     seen: list[str] = []
 
@@ -139,6 +143,7 @@ def test_no_child_command_line_carries_a_password(monkeypatch: pytest.MonkeyPatc
         from meterseal.services.nats_bus import nats_url
 
         seen.append(f"{name} {given.store_url} {given.nats_url or nats_url()}")
+        seen.append(f"{name} mqtt {given.receivers.mqtt}")
         return 0
 
     monkeypatch.setattr("meterseal.services.catalog.run_service", run_service)
@@ -146,12 +151,24 @@ def test_no_child_command_line_carries_a_password(monkeypatch: pytest.MonkeyPatc
         shown = " ".join(plan.argv)
         assert "db-pw-1" not in shown
         assert "bus-pw-2" not in shown
+        assert "mqtt-pw-3" not in shown
         assert "--store" not in plan.argv
         assert "--nats" not in plan.argv
         # What the child does with its command line and environment: the same URLs.
         env = plan.environment({})
         monkeypatch.setenv(STORE_VARIABLE, env[STORE_VARIABLE])
         monkeypatch.setenv("MS_NATS_URL", env["MS_NATS_URL"])
+        if "MS_SERVICE_MQTT" in env:
+            monkeypatch.setenv("MS_SERVICE_MQTT", env["MS_SERVICE_MQTT"])
+        else:
+            monkeypatch.delenv("MS_SERVICE_MQTT", raising=False)
         result = CliRunner().invoke(service_app, list(plan.argv[3:]))
         assert result.exit_code == 0, result.output
-    assert seen == [f"{plan.service} {store} {nats}" for plan in plans]
+    assert seen == [
+        line
+        for plan in plans
+        for line in (
+            f"{plan.service} {store} {nats}",
+            f"{plan.service} mqtt {mqtt if plan.service == 'receiver' else None}",
+        )
+    ]

@@ -66,6 +66,10 @@ RunStore = Annotated[
         help="database URL (sqlite:///FILE or postgresql+psycopg://…)",
     ),
 ]
+RunMqtt = Annotated[  # likewise the broker URL (services.supervisor.MQTT_VARIABLE)
+    str,
+    typer.Option(envvar="MS_SERVICE_MQTT", show_envvar=False, help="MQTT broker URL, or 'off'"),
+]
 
 
 def _off(value: str) -> str | None:
@@ -126,7 +130,7 @@ def run(
     prefix: Prefix = "",
     tcp: Transport = "127.0.0.1:7400",
     http: Transport = "off",
-    mqtt: Transport = "off",
+    mqtt: RunMqtt = "off",
     mqtt_prefix: MqttPrefix = TOPIC_PREFIX,
     batch_size: Annotated[int, typer.Option(help="packets per bus message")] = 256,
     ack_wait: Annotated[float, typer.Option(help="seconds before JetStream redelivers")] = 10.0,

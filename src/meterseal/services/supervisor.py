@@ -8,7 +8,8 @@ them all gracefully.
 
 A child's command line is world-readable (`ps`, /proc/PID/cmdline); its environment only to
 its user and root. So the store URL and the NATS URL, which may carry a password, reach the
-children in their environment (`STORE_VARIABLE`, MS_NATS_URL), never on their command line.
+children in their environment (`STORE_VARIABLE`, MS_NATS_URL, the receiver's MQTT broker in
+`MQTT_VARIABLE`), never on their command line.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ RESTART_DELAY = 0.5
 UNSTEADY_FOR = 30.0
 LISTEN_OPTIONS = {"tcp": "--tcp", "http": "--http"}  # endpoint name -> its listen option
 STORE_VARIABLE = "MS_SERVICE_STORE"  # the store URL `service run` reads when --store is absent
+MQTT_VARIABLE = "MS_SERVICE_MQTT"  # the receiver's MQTT broker URL, when --mqtt is absent
 NATS_VARIABLE = "MS_NATS_URL"  # what services.nats_bus reads when --nats is absent
 
 
@@ -65,11 +67,13 @@ class ProcessPlan:
         return replace(self, argv=tuple(argv))
 
 
-def service_env(options: ServiceOptions) -> tuple[tuple[str, str], ...]:
-    """The variables every service process gets: the URLs that may hold a password."""
+def service_env(options: ServiceOptions, *, receiver: bool) -> tuple[tuple[str, str], ...]:
+    """The variables a service process gets: the URLs that may hold a password."""
     env = [(STORE_VARIABLE, options.store_url)]
     if options.nats_url:
         env.append((NATS_VARIABLE, options.nats_url))
+    if receiver and options.receivers.mqtt:
+        env.append((MQTT_VARIABLE, options.receivers.mqtt))
     return tuple(env)
 
 
@@ -86,10 +90,12 @@ def service_argv(service: str, options: ServiceOptions, *, receiver: bool) -> li
         argv += ["--worker-tls"]
     if options.http_tls and receiver:
         argv += ["--http-tls", options.http_tls]
-    for name, value in (("tcp", settings.tcp), ("http", settings.http), ("mqtt", settings.mqtt)):
+    for name, value in (("tcp", settings.tcp), ("http", settings.http)):
         argv += [f"--{name}", value if receiver and value else "off"]
-    if receiver and settings.mqtt:
+    if receiver and settings.mqtt:  # the broker's URL in MQTT_VARIABLE (service_env)
         argv += ["--mqtt-prefix", settings.mqtt_prefix]
+    else:
+        argv += ["--mqtt", "off"]
     argv += ["--batch-size", str(options.intake.batch_size)]
     return argv
 
@@ -98,11 +104,11 @@ def plan_processes(options: ServiceOptions, workers: int) -> list[ProcessPlan]:
     """Receiver, `workers` open-verify and anonymize-store processes, one billing."""
     if workers < 1:
         raise ConfigurationError("services mode needs at least one worker per stage")
-    env = service_env(options)
 
     def plan(label: str, service: str) -> ProcessPlan:
-        argv = service_argv(service, options, receiver=service == "receiver")
-        return ProcessPlan(label, service, tuple(argv), env)
+        receiver = service == "receiver"
+        argv = service_argv(service, options, receiver=receiver)
+        return ProcessPlan(label, service, tuple(argv), service_env(options, receiver=receiver))
 
     plans = [plan("receiver", "receiver")]
     for service in ("open-verify", "anonymize-store"):
