@@ -66,7 +66,7 @@ def test_an_imported_key_file_is_unwrapped_not_stored_as_it_lies(
 ) -> None:
     directory, store = encrypted
     key_file = directory / STAGE_KEY_FILE
-    assert not key_file.exists()  # made by the import, as `serve --mode services` would
+    assert key_file.exists()  # made with the deployment, like every secret replicas share
     common = ["-d", str(directory), "--store", store]
     assert invoke(["cas", "secrets", "import", *common]).exit_code == 0
     key = read_secret_file(key_file, PASSPHRASE.encode())
