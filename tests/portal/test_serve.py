@@ -13,6 +13,7 @@ from urllib.parse import quote
 import httpx
 from cryptography.hazmat.primitives import serialization
 
+from meterseal.accounts.token_key import ensure_token_key
 from meterseal.crypto.keys import kid_of, public_bytes
 from meterseal.portal.app import CSP
 from tests.accounts.people import PASSWORD
@@ -32,6 +33,7 @@ def _pem(path: Path, key: object) -> None:
 def test_bills_serve_serves_the_portal(portal: Portal, tmp_path: Path) -> None:
     deployment = tmp_path / "deployment"
     deployment.mkdir(mode=0o700)
+    ensure_token_key(deployment, None)  # what `keys init` makes; a server never does
     billing, authority = (
         portal.month.billing_key.public_key(),
         portal.month.authority_key.public_key(),
