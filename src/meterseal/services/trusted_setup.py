@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from meterseal.crypto import at_rest
 from meterseal.crypto.certs import issue_service_certificate
-from meterseal.deployment import load_deployment
+from meterseal.deployment import ensure_shared_secrets, load_deployment
 from meterseal.errors import ConfigurationError
 from meterseal.runtime.tls import TlsIdentity
 from meterseal.services.catalog import TRUSTED_SERVICES
@@ -117,6 +117,7 @@ def provision_cas(
     With `worker_tls_hosts`, each trusted stage also gets a TLS identity for those hosts.
     """
     init_cas_files(directory, passphrase)
+    ensure_shared_secrets(directory, passphrase)  # as `cas init` (token key) and `keys shared`
     deployment = load_deployment(directory, passphrase)
     secrets = trusted_secrets(directory, passphrase)
     with Store.open(store_url) as store:
