@@ -8,6 +8,7 @@ writable engine on the same database).
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -28,7 +29,6 @@ from meterseal.services.cli import Admin
 
 if TYPE_CHECKING:
     import ssl
-    from pathlib import Path
 
     from fastapi import FastAPI
 
@@ -137,6 +137,13 @@ def bills_readings(
         )
 
 
+RouterNats = Annotated[
+    str, typer.Option(help="the router's NATS URL: customers see and change consent per app")
+]
+RouterKeys = Annotated[Path, typer.Option(help="the router's key directory (its operator.key)")]
+RouterNamespace = Annotated[str, typer.Option(help="the router's subject namespace")]
+
+
 @bills_app.command("serve")
 def bills_serve(
     store: StoreUrl = DEFAULT_STORE,
@@ -146,6 +153,9 @@ def bills_serve(
     client_certs: ClientCerts = "optional",
     admin: Admin = "127.0.0.1:0",
     passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
+    router_nats: RouterNats = "",
+    router_keys: RouterKeys = Path("router"),
+    router_namespace: RouterNamespace = "ms.dissem",
 ) -> None:
     """Serve the billing API and the customer portal (/portal/) until Ctrl-C.
 
@@ -155,6 +165,7 @@ def bills_serve(
     from meterseal.accounts.authn import AccountAuthenticator
     from meterseal.accounts.credentials import TokenSigner, token_key
     from meterseal.portal.app import create_portal_app
+    from meterseal.portal.consent import router_consent
     from meterseal.runtime.address import parse_address
     from meterseal.runtime.readiness import Readiness
     from meterseal.storage import Store
@@ -172,7 +183,13 @@ def bills_serve(
             signer = TokenSigner(token_key(deployment_dir, passphrase(passphrase_env)))
             people = AccountStore(writable)
             authenticator = AccountAuthenticator(people, signer)
-            app = create_portal_app(BillStore(db), authenticator, people, keys)
+            consent = None
+            if router_nats:  # the apps page: consent through the router (portal.consent)
+                consent = router_consent(
+                    router_nats, router_keys, router_namespace, deployment_dir, db,
+                    passphrase(passphrase_env),
+                )  # fmt: skip
+            app = create_portal_app(BillStore(db), authenticator, people, keys, consent)
             asyncio.run(_serve(app, address, context, Readiness(db.not_ready), admin))
     except OSError as exc:
         raise ConfigurationError(f"cannot listen on {listen}: {exc}") from exc

@@ -42,6 +42,7 @@ from meterseal.crypto.keys import kid_of, public_bytes
 from meterseal.crypto.signing import VerifyingKey
 from meterseal.errors import MetersealError
 from meterseal.portal import hours, views
+from meterseal.portal.consent import RouterConsent
 from meterseal.portal.staff import StaffArchive, add_staff_routes
 from meterseal.portal.staff_views import home_of
 from meterseal.runtime.auth import PUBLIC, HasRole, Identity, access, identity_of
@@ -342,12 +343,17 @@ def create_portal_app(
     authenticator: AccountAuthenticator,
     access_log: AccessLog | None,
     keys: PublishedKeys | None,
+    consent: RouterConsent | None = None,
 ) -> FastAPI:
-    """The bills API with the portal's pages on it (sessions through `authenticator`)."""
+    """The bills API with the portal's pages on it (sessions through `authenticator`); the
+    customer's apps page reaches the router through `consent` (None: the page says it is not)."""
+    from meterseal.portal.consent_pages import add_consent_routes  # it imports this module
+
     authenticator.session_cookie = SESSION_COOKIE
     app = create_billing_app(bills, authenticator, access_log)
     app.title = "meterseal bills and portal"
     add_portal_routes(app, bills, authenticator, access_log, keys)
     render, reads = app.state.portal_pages.render, AccessRecorder(access_log)
     add_staff_routes(app, render, bills, reads, keys.billing if keys else None)
+    add_consent_routes(app, app.state.portal_pages, consent)
     return app

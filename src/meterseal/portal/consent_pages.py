@@ -1,0 +1,84 @@
+"""The customer's apps page: who receives their data at which level, consent per app.
+
+`GET /portal/apps` lists the router's members that receive data (apps, with the customer's
+consent to each; the utility, aggregators and public apps by their role) and `POST
+/portal/apps` grants or withdraws one app's consent (CSRF-checked form: `app`, `action`).
+Whose consent it is comes from the session's identity only; the page says so plainly when
+the portal has no router configured or the router does not answer.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import FastAPI, Request
+from fastapi.responses import RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from meterseal.portal.app import (
+    CUSTOMER,
+    SESSION_COOKIE,
+    _csrf_holds,
+    _form,
+    _Pages,
+)
+from meterseal.portal.consent import RouterConsent, RouterUnreachable
+from meterseal.runtime.auth import PUBLIC, Identity, access
+
+NOT_CONNECTED = (
+    "This portal is not connected to the router that shares readings with apps "
+    "(the operator starts it with `bills serve --router-nats URL --router-keys DIR`)."
+)
+
+
+def add_consent_routes(app: FastAPI, pages: _Pages, consent: RouterConsent | None) -> None:
+    """Add the apps page and its consent form."""
+
+    async def show(
+        request: Request, identity: Identity, status: int = 200, done: str = "", error: str = ""
+    ) -> Response:
+        customer = identity.customer_id or ""
+        view, problem = None, error
+        if consent is None:
+            problem, status = NOT_CONNECTED, 503
+        else:
+            try:
+                view = await consent.view(customer)
+            except RouterUnreachable as exc:
+                problem, status = error or f"Your apps cannot be shown now: {exc}", 503
+        return pages.render(request, "apps.html", status, view=view, done=done, problem=problem)
+
+    @app.get("/portal/apps", include_in_schema=False)
+    async def apps_page(
+        request: Request, identity: Annotated[Identity, access(CUSTOMER)]
+    ) -> Response:
+        return await show(request, identity)
+
+    # Public as a route: the session cookie authorizes GET and HEAD only (accounts.authn), so
+    # this handler reads it itself, and only once the form's CSRF token matched its cookie.
+    @app.post("/portal/apps", include_in_schema=False, dependencies=[access(PUBLIC)])
+    async def apps_change(request: Request) -> Response:
+        form = await _form(request)
+        if not _csrf_holds(request, form):
+            return pages.render(request, "error.html", 403, detail="the form expired; reload it")
+        token = request.cookies.get(SESSION_COOKIE, "")[:4096]
+        identity = await run_in_threadpool(
+            pages.authenticator.identify, token, pages.authenticator.clock()
+        )
+        if identity is None:
+            return RedirectResponse("/portal/login", 303)
+        if not CUSTOMER.allows(identity, request):
+            return pages.render(request, "error.html", 403, detail="the apps page is a customer's")
+        request.state.identity = identity  # the page's header shows who is signed in
+        action, name = form.get("action", ""), form.get("app", "")[:64]
+        if action not in ("grant", "revoke"):
+            return await show(request, identity, 400, error="choose to give or withdraw consent")
+        if consent is None:
+            return await show(request, identity)
+        try:
+            done = await consent.change(identity.customer_id or "", name, action == "grant")
+        except LookupError:
+            return await show(request, identity, 404, error=f"no app {name!r} receives data")
+        except RouterUnreachable as exc:
+            return await show(request, identity, 503, error=f"Nothing changed: {exc}")
+        return await show(request, identity, done=done)
