@@ -319,3 +319,19 @@ def test_blocks_that_need_absent_services_are_skipped_and_others_are_not(tmp_pat
 def test_a_command_past_its_timeout_fails(tmp_path: Path) -> None:
     with pytest.raises(PageError, match="did not finish within 1 s"):
         run_page("<!-- tutorial: timeout 1 -->\n```console\n$ sleep 20\n```\n", tmp_path)
+
+
+def test_kill_waits_for_what_the_job_prints_before_stopping_it(tmp_path: Path) -> None:
+    # A subscriber prints what it received a moment after the publisher returned.
+    run_page(
+        """
+        <!-- tutorial: timeout 30 -->
+        ```console
+        $ sh -c 'echo waiting; sleep 1; echo "received 3 publications"; exec sleep 60' &
+        waiting
+        $ kill %1
+        received 3 publications
+        ```
+        """,
+        tmp_path,
+    )

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_TIMEOUT = 180.0
+QUIET = 2.0  # seconds a background job's output stands still before `kill %N` stops it
 SHARED_PORTS = frozenset({1883, 4222, 5432, 8222, 8883})  # Mosquitto, NATS, PostgreSQL
 _ANNOTATION = re.compile(r"<!--\s*tutorial:\s*(.*?)\s*-->")
 _PLACEHOLDER = re.compile(r"<([A-Za-z][A-Za-z0-9_-]*)>")
@@ -220,6 +221,20 @@ class Job:
         """What it printed so far."""
         return self.log.read_text(errors="replace")
 
+    def settle(self, sample: list[str], quiet: float, timeout: float) -> None:
+        """Wait until its output shows `sample`, or stayed the same for `quiet` seconds."""
+        deadline = time.monotonic() + timeout
+        seen, since = "", time.monotonic()
+        while time.monotonic() < deadline and self.process.poll() is None:
+            output = self.output()
+            if match_sample(sample, output)[1] is None:
+                return
+            if output != seen:
+                seen, since = output, time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                return
+            time.sleep(0.1)
+
     def stop(self, sig: int = signal.SIGTERM, grace: float = 20.0) -> int:
         """Signal its process group; kill it after `grace` seconds; its exit status."""
         if self.process.poll() is None:
@@ -374,6 +389,7 @@ class PageRun:
             if name.isdigit()
             else signal.Signals[name if name[:3] == "SIG" else f"SIG{name}"]
         )
+        job.settle(sample, QUIET, step.timeout)
         job.stop(sig)
         self._check(step, sample, job.output())
 
