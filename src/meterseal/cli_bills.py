@@ -171,6 +171,7 @@ def bills_serve(
     from meterseal.storage import Store
     from meterseal.storage.accounts import AccountStore
     from meterseal.storage.bill_store import BillStore
+    from meterseal.storage.fleet import FleetStore
 
     try:
         address = str(parse_address(listen, 7480))  # refused before the store is opened
@@ -189,7 +190,9 @@ def bills_serve(
                     router_nats, router_keys, router_namespace, deployment_dir, db,
                     passphrase(passphrase_env),
                 )  # fmt: skip
-            app = create_portal_app(BillStore(db), authenticator, people, keys, consent)
+            app = create_portal_app(
+                BillStore(db), authenticator, people, keys, consent, fleet=FleetStore(db)
+            )
             asyncio.run(_serve(app, address, context, Readiness(db.not_ready), admin))
     except OSError as exc:
         raise ConfigurationError(f"cannot listen on {listen}: {exc}") from exc

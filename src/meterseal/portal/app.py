@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import hmac
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -43,6 +44,7 @@ from meterseal.crypto.signing import VerifyingKey
 from meterseal.errors import MetersealError
 from meterseal.portal import hours, views
 from meterseal.portal.consent import RouterConsent
+from meterseal.portal.fleet import FleetSource
 from meterseal.portal.staff import StaffArchive, add_staff_routes
 from meterseal.portal.staff_views import home_of
 from meterseal.runtime.auth import PUBLIC, HasRole, Identity, access, identity_of
@@ -344,6 +346,8 @@ def create_portal_app(
     access_log: AccessLog | None,
     keys: PublishedKeys | None,
     consent: RouterConsent | None = None,
+    fleet: FleetSource | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> FastAPI:
     """The bills API with the portal's pages on it (sessions through `authenticator`); the
     customer's apps page reaches the router through `consent` (None: the page says it is not)."""
@@ -354,6 +358,6 @@ def create_portal_app(
     app.title = "meterseal bills and portal"
     add_portal_routes(app, bills, authenticator, access_log, keys)
     render, reads = app.state.portal_pages.render, AccessRecorder(access_log)
-    add_staff_routes(app, render, bills, reads, keys.billing if keys else None)
+    add_staff_routes(app, render, bills, reads, keys.billing if keys else None, fleet, clock)
     add_consent_routes(app, app.state.portal_pages, consent)
     return app

@@ -1,16 +1,17 @@
 """The staff's pages: the auditor's (audits, countersignatures, the bill log) and the operator's.
 
 Every route declares its rule (runtime.auth): `role:auditor` pages read the bills API's own
-`BillArchive` (reports, bills, the log), `role:operator` pages a `FleetSource` (meters, ingest
-counters, the quarantine, integrity verdicts, the anonymized regional load); a customer or a
-role not named is refused (403 page). Reads of customers' data (reports name a customer's
-bill) go to the access log as the API's do.
+`BillArchive` (reports, bills, the log), `role:operator` pages (portal.fleet) a `FleetSource`
+(meters, ingest counters, the quarantine, integrity verdicts, the anonymized regional load); a
+customer or a role not named is refused (403 page). Reads of customers' data (reports name a
+customer's bill) go to the access log as the API's do.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Annotated, Protocol
 
 from fastapi import FastAPI, HTTPException, Path, Query, Request
@@ -21,7 +22,8 @@ from meterseal.billing.bill import Bill, parse_signed_bill
 from meterseal.billing.ports import BillArchive, StoredReport
 from meterseal.crypto.signing import VerifyingKey
 from meterseal.errors import MetersealError
-from meterseal.portal import staff_views
+from meterseal.portal import fleet, staff_views
+from meterseal.portal.fleet import FleetSource
 from meterseal.runtime.auth import HasRole, Identity, access
 from meterseal.transparency.heads import SignedTreeHead
 
@@ -70,6 +72,8 @@ def add_staff_routes(
     bills: StaffArchive,
     reads: Reads,
     billing_key: VerifyingKey | None,
+    source: FleetSource | None,
+    clock: Callable[[], float] = time.time,
 ) -> None:
     """Add the auditor's and the operator's pages to the portal app."""
 
@@ -121,6 +125,8 @@ def add_staff_routes(
         # A report or a bill is one customer's: the access log names each, as the API does.
         for customer, bill_id in dict.fromkeys(read):
             reads.read(identity, route, customer, bill_id)
+
+    fleet.add_operator_routes(app, render, source, clock, OPERATOR)
 
 
 def _customer(report: StoredReport) -> str:
