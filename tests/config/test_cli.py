@@ -48,6 +48,23 @@ def test_default_map_feeds_each_option_its_setting(north: Path) -> None:
     assert "init" not in defaults  # a new deployment, not this one
 
 
+def test_every_router_command_takes_its_keys_from_the_deployment(north: Path) -> None:
+    # `meterseal init` writes the router's keys to DEPLOYMENT_DIR/router: `router …` finds them.
+    defaults = default_map(typer.main.get_command(app), load_settings(north, environ={}))
+    router = typer.main.get_command(app).commands["router"]  # type: ignore[attr-defined]
+    fed = []
+
+    def walk(node: object, fed_here: dict[str, object], path: str) -> None:
+        for name, sub in getattr(node, "commands", {}).items():
+            walk(sub, fed_here.get(name, {}), f"{path} {name}")  # type: ignore[arg-type]
+        if any("--keys" in p.opts for p in getattr(node, "params", [])):
+            assert fed_here.get("keys") == north.parent / "keys" / "router", path
+            fed.append(path)
+
+    walk(router, defaults["router"], "router")
+    assert {"router serve", "router provision", "router consent grant"} <= set(fed)
+
+
 def test_flag_beats_environment_beats_file_beats_default(north: Path) -> None:
     cwd = Path.cwd()
     (cwd / "var").mkdir()

@@ -140,13 +140,19 @@ class CasSection:
 
 @dataclass(frozen=True)
 class RouterSection:
-    """[router]: the dissemination router's NATS subjects."""
+    """[router]: the dissemination router's NATS subjects and keys."""
 
     namespace: str = _key(
         "subject prefix of the dissemination router and its members",
         "ms.dissem",
         flags=("router:--namespace",),
         derived="DEPLOYMENT_NAME.dissem",
+    )
+    keys: Path = _key(  # noqa: RUF009 - _key is a dataclasses.field
+        "the router's key directory (what `meterseal init` writes as DEPLOYMENT_DIR/router)",
+        Path("var/router"),
+        flags=("router:--keys",),
+        derived="DEPLOYMENT_DIR/router",
     )
 
 
@@ -419,6 +425,7 @@ def _derive(
     deployment_dir = values.get("deployment.dir")
     if deployment_dir is not None:
         put("store.url", f"sqlite:///{Path(deployment_dir) / 'meterseal.db'}")
+        put("router.keys", Path(deployment_dir) / "router")  # where `meterseal init` puts them
     name = values.get("deployment.name")
     if name:
         put("store.schema", name)
