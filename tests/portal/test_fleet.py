@@ -157,3 +157,46 @@ def test_health_counts_a_meter_without_readings_as_silent() -> None:
     report = health([], {}, {"stored": 5}, {}, {}, [], [], NOW.timestamp(), 24)
     assert (report.registered, report.online, report.received, report.rejected) == (0, 0, 0, ())
     assert report.accepted == (("stored", 5), ("duplicate", 0))
+
+
+ADMIN_PAGES = ("/portal/admin/meters", "/portal/admin/tariffs")
+
+
+def test_only_an_administrator_reaches_the_admin_pages(operated: Portal) -> None:
+    rules = route_rules(operated.app)
+    for path in ADMIN_PAGES:
+        assert rules[f"GET {path}"] == ["role:administrator"]
+    for account in (operated.customer(0)[1], AUDITOR, OPERATOR):
+        client, _ = sign_in(operated, account)
+        for path in ADMIN_PAGES:
+            assert client.get(path).status_code == 403, (account, path)
+    client, home = sign_in(operated, ADMINISTRATOR)
+    assert home == "/portal/admin/meters"
+    for path in ("/portal/audit", "/portal/fleet", "/portal/bills"):
+        assert client.get(path).status_code == 403
+
+
+def test_the_administrator_lists_meters_and_tariffs(operated: Portal) -> None:
+    month = operated.month
+    meters = sorted(m.key.meter_id for m in month.fleet)
+    month.execute("UPDATE meters SET revoked_at = :t WHERE meter_id = :m", t=NOW, m=meters[1])
+    month.execute(
+        "INSERT INTO meter_integrity VALUES (:m, 'malicious', :why, 1, :t, :r)",
+        why="text section changed",
+        m=meters[0],
+        t=NOW,
+        r=b"report",
+    )
+    client, _ = sign_in(operated, ADMINISTRATOR)
+    page = client.get("/portal/admin/meters").text
+    rows = re.findall(r"<tr>\s*<td><code>([^<]+)</code></td>", page)
+    assert rows == meters
+    assert page.count("2026-10-30 23:45") == 3  # each meter's newest reading
+    assert "malicious: text section changed" in page
+    assert page.count("no report") == 2
+    assert page.count("2026-11-01 12:00</strong>") == 1  # the revoked one
+    tariffs = client.get("/portal/admin/tariffs").text
+    tariff = month.tariff
+    assert f"{tariff.tariff_id} version {tariff.version}" in tariffs
+    assert tariff.digest().hex() in tariffs
+    assert tariffs.count("<section") == len(month.bills.tariff_book())

@@ -1,4 +1,5 @@
-"""The staff's pages: the auditor's (audits, countersignatures, the bill log) and the operator's.
+"""The staff's pages: the auditor's (audits, countersignatures, the bill log), the operator's, the
+administrator's (read-only).
 
 Every route declares its rule (runtime.auth): `role:auditor` pages read the bills API's own
 `BillArchive` (reports, bills, the log), `role:operator` pages (portal.fleet) a `FleetSource`
@@ -20,15 +21,17 @@ from fastapi.responses import Response
 from meterseal.accounts.model import Role
 from meterseal.billing.bill import Bill, parse_signed_bill
 from meterseal.billing.ports import BillArchive, StoredReport
+from meterseal.billing.tariff import TariffBook
 from meterseal.crypto.signing import VerifyingKey
 from meterseal.errors import MetersealError
-from meterseal.portal import fleet, staff_views
+from meterseal.portal import admin, fleet, staff_views
 from meterseal.portal.fleet import FleetSource
 from meterseal.runtime.auth import HasRole, Identity, access
 from meterseal.transparency.heads import SignedTreeHead
 
 AUDITOR = HasRole(Role.AUDITOR.value)
 OPERATOR = HasRole(Role.OPERATOR.value)
+ADMINISTRATOR = HasRole(Role.ADMINISTRATOR.value)
 BILLS_SHOWN = 100  # the newest log entries the countersign page lists
 HEADS_SHOWN = 20
 
@@ -47,6 +50,10 @@ class StaffArchive(BillArchive, Protocol):
 
     def log_heads(self, limit: int = 20) -> list[SignedTreeHead]:
         """The bill log's newest signed heads, newest first."""
+        ...
+
+    def tariff_book(self) -> TariffBook:
+        """Every stored tariff, decoded as stored."""
         ...
 
 
@@ -127,11 +134,16 @@ def add_staff_routes(
             reads.read(identity, route, customer, bill_id)
 
     fleet.add_operator_routes(app, render, source, clock, OPERATOR)
+    admin.add_admin_routes(app, render, source, bills, ADMINISTRATOR, _utc)
 
 
 def _customer(report: StoredReport) -> str:
     # The report names its customer; the bill's id starts with it (CUSTOMER/START-END) too.
     return str(report.report.get("customer") or report.bill_id.partition("/")[0])
+
+
+def _utc(timestamp: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC)
 
 
 def _day(timestamp: int) -> dt.date:
