@@ -383,11 +383,15 @@ def demo(
     days: Annotated[int, typer.Option(help="days of 15-minute readings per meter")] = 2,
     faults: Annotated[float, typer.Option(help="rate of each injected fault")] = 0.02,
     seed: Annotated[int, typer.Option(help="seed of the faults")] = 7,
+    serve: Annotated[bool, typer.Option(help="then serve the portal (accounts printed)")] = False,
+    listen: Annotated[str, typer.Option(help="--serve's host:port")] = "127.0.0.1:7480",
 ) -> None:
     """The whole journey in one process on SQLite: meters → TCP → trusted stages → store."""
     from meterseal.demo import run_demo
+    from meterseal.demo_serve import serve_demo
 
-    run_demo(console, meters=meters, days=days, faults=faults, seed=seed)
+    then = (lambda d, url: serve_demo(console, d, url, listen)) if serve else None
+    run_demo(console, meters=meters, days=days, faults=faults, seed=seed, then=then)
 
 
 @app.command()

@@ -109,9 +109,11 @@ async def _journey(
 
 
 def run_demo(
-    console: Console, *, meters: int = 120, days: int = 2, faults: float = 0.02, seed: int = 7
-) -> DemoResult:
-    """Run the journey and print its summary; returns what was measured."""
+    console: Console, *, meters: int = 120, days: int = 2, faults: float = 0.02, seed: int = 7,
+    then: Callable[[Deployment, str], None] | None = None,
+) -> DemoResult:  # fmt: skip
+    """Run the journey and print its summary; returns what was measured. `then` runs after
+    the summary with the deployment and store URL, before the demo's files are removed."""
     now = dt.datetime.now(dt.UTC)
     with tempfile.TemporaryDirectory(prefix="meterseal-demo-") as tmp:
         with console.status("creating a deployment (CA; head-end RSA-4096, P-256, X25519, ML-KEM)"):
@@ -155,7 +157,9 @@ def run_demo(
             )
         finally:
             store.close()
-    print_summary(console, result)
+        print_summary(console, result)
+        if then is not None:
+            then(deployment, f"sqlite:///{tmp}/meterseal.db")
     return result
 
 

@@ -1,0 +1,65 @@
+"""`meterseal demo --serve`: the portal on the demo's data, an account a role, Ctrl-C stops it."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import httpx
+
+from tests.portal.test_pages import csrf_of
+
+_LOGIN = re.compile(r"^\s+login (\w+)\s+(\S+)\s+password (\S+)")
+
+
+def _sign_in(url: str, username: str, password: str) -> httpx.Client:
+    client = httpx.Client(base_url=url, timeout=10)
+    page = client.get("/portal/login")
+    form = {"username": username, "password": password, "csrf": csrf_of(page.text)}
+    response = client.post("/portal/login", data=form)
+    assert response.status_code == 303, response.text
+    return client
+
+
+def test_demo_serve_leaves_the_portal_running_with_one_account_per_role() -> None:
+    command = [sys.executable, "-m", "meterseal", "demo", "--meters", "8", "--days", "1"]
+    command += ["--serve", "--listen", "127.0.0.1:0"]
+    env = {**os.environ, "COLUMNS": "200"}
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env) as process:
+        try:
+            assert process.stdout is not None
+            logins: dict[str, tuple[str, str]] = {}
+            url = ""
+            for line in process.stdout:
+                if match := _LOGIN.match(line):
+                    logins[match.group(1)] = (match.group(2), match.group(3))
+                if line.startswith("listening bills "):
+                    url = line.split()[-1]
+                    break
+            assert url.startswith("http://127.0.0.1:"), logins
+            assert set(logins) == {"customer", "auditor", "operator", "administrator"}
+            passwords = [p for _, p in logins.values()]
+            assert len(set(passwords)) == 4  # drawn, not fixed
+            assert all(len(p) >= 16 for p in passwords)
+            customer = _sign_in(url, *logins["customer"])
+            bills = customer.get("/portal/bills")
+            assert bills.status_code == 200
+            link = re.search(r'href="(/portal/bills/[^"]+)"', bills.text)
+            assert link, bills.text
+            bill = customer.get(link.group(1))
+            customer.close()
+            assert bill.status_code == 200
+            assert "Charges" in bill.text
+            for role in ("auditor", "operator", "administrator"):
+                _sign_in(url, *logins[role]).close()  # each role's account signs in
+            with httpx.Client(base_url=url, timeout=10) as stranger:
+                page = stranger.get("/portal/login")
+                form = {"username": logins["customer"][0], "password": "guessed-password"}
+                refused = stranger.post("/portal/login", data={**form, "csrf": csrf_of(page.text)})
+                assert refused.status_code == 401
+        finally:
+            process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
