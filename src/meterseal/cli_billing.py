@@ -459,13 +459,17 @@ def verify_bill(
         Path | None,
         typer.Option(help="a reading proof file (export-bill --reading); without: the bill alone"),
     ] = None,
-    ca: Annotated[Path, typer.Option(help="the meter CA certificate (PEM)")] = DEFAULT_DEPLOYMENT
-    / "ca.cert.pem",
-    billing_key: Annotated[Path, typer.Option(help="billing public key (PEM)")] = DEFAULT_DEPLOYMENT
-    / "billing.pub.pem",
+    ca: Annotated[
+        Path | None, typer.Option(help="the meter CA certificate (PEM; default: the deployment's)")
+    ] = None,
+    billing_key: Annotated[
+        Path | None, typer.Option(help="billing public key (PEM; default: the deployment's)")
+    ] = None,
     authority_key: Annotated[
-        Path, typer.Option(help="the authority's public key (PEM)")
-    ] = DEFAULT_DEPLOYMENT / "metrology.pub.pem",
+        Path | None,
+        typer.Option(help="the authority's public key (PEM; default: the deployment's)"),
+    ] = None,
+    deployment_dir: DeploymentDir = DEFAULT_DEPLOYMENT,
     store: Annotated[
         str | None, typer.Option(help="also say whether the bill is still in force (read-only)")
     ] = None,
@@ -486,6 +490,10 @@ def verify_bill(
     )
     from meterseal.crypto.keys import kid_of, public_bytes
 
+    # Keys not named are the deployment's (meterseal.toml's, in an operator's directory).
+    ca = ca or deployment_dir / "ca.cert.pem"
+    billing_key = billing_key or deployment_dir / "billing.pub.pem"
+    authority_key = authority_key or deployment_dir / "metrology.pub.pem"
     started = time.perf_counter()
     checked: VerifiedReading | None = None
     try:

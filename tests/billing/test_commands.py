@@ -75,3 +75,20 @@ def test_audit_exits_1_and_names_a_tampered_reading(tmp_path: Path) -> None:
     assert "discrepancies" in found
     assert "altered" in found
     assert "energy_wh" in found
+
+
+def test_verify_bill_takes_the_public_keys_of_the_configured_deployment(tmp_path: Path) -> None:
+    # An operator in a deployment's directory (its meterseal.toml names it) checks a bill
+    # without naming each public key file; a customer still names them (--ca …).
+    from tests.billing.on_disk import exported_bill
+
+    exported = exported_bill(tmp_path)
+    config = tmp_path / "meterseal.toml"
+    config.write_text(
+        f'[deployment]\ndir = "{exported.deployment.name}"\n[store]\nurl = "sqlite:///store.db"\n'
+    )
+    args = ["verify-bill", str(exported.bill_file), "--reading", str(exported.proof)]
+    verified = run("--config", str(config), *args)
+    assert f"meter {exported.meter_id} counter {exported.counter}" in verified
+    assert "in the bill log: in force" in verified  # the configured store
+    assert f"meter {exported.meter_id}" in run(*args, "-d", str(exported.deployment))
