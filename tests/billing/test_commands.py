@@ -51,6 +51,14 @@ def test_bill_audit_export_and_verify_from_the_command_line(tmp_path: Path) -> N
     verified = run("verify-bill", str(bill_file), "--reading", str(proof), *keys)
     assert f"meter {meter} counter {counter}" in verified
     assert "packet 8 of 96" in verified
+    # Without key options: the configured deployment's public material (as init writes it).
+    config = tmp_path / "meterseal.toml"
+    config.write_text(f'[deployment]\ndir = "{deployment.name}"\n[store]\nurl = "{store}"\n')
+    configured = ["--config", str(config), "verify-bill", str(bill_file), "--reading", str(proof)]
+    assert f"meter {meter} counter {counter}" in run(*configured)
+    assert "verified" in run("verify-bill", str(bill_file), "-d", str(deployment))
+    refused = run(*configured, "--ca", str(bill_file), code=1)  # a named file still wins
+    assert "NOT VERIFIED" in refused
 
     # A customer holding the billing-signed bill only (no countersignature) is told so.
     with Store.open(store) as db:
