@@ -200,3 +200,35 @@ def test_the_administrator_lists_meters_and_tariffs(operated: Portal) -> None:
     assert f"{tariff.tariff_id} version {tariff.version}" in tariffs
     assert tariff.digest().hex() in tariffs
     assert tariffs.count("<section") == len(month.bills.tariff_book())
+
+
+def test_the_fleet_page_shows_service_health(operated: Portal) -> None:
+    client, _ = sign_in(operated, OPERATOR)
+    page = client.get("/portal/fleet").text
+    assert "The store is ready" in page
+    # A bill the operator may not read is counted by the API as not found, and shown here.
+    client.get("/v1/bills/nobody/1-2")
+    assert re.search(r"<code>not_found</code> \d+", client.get("/portal/fleet").text) is None
+    api = TestClient(operated.app)
+    headers = operated.people.headers(AUDITOR)
+    assert api.get("/v1/bills/nobody/1-2", headers=headers).status_code == 404
+    assert "<code>not_found</code> 1" in client.get("/portal/fleet").text
+    # A store that cannot answer: the page says why, as /readyz would.
+    down = create_portal_app(
+        BillStore(operated.month.store),
+        operated.people.authenticator,
+        operated.accounts,
+        None,
+        fleet=_Down(operated.month.store),
+    )
+    client, _ = sign_in(Portal(**{**vars(operated), "app": down}), OPERATOR)
+    refused = client.get("/portal/fleet")
+    assert refused.status_code == 503
+    assert "the store is not ready: database unreachable" in refused.text
+
+
+class _Down(FleetStore):
+    """A fleet store whose readiness check fails."""
+
+    def not_ready(self) -> str | None:
+        return "database unreachable"

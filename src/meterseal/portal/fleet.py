@@ -3,7 +3,8 @@
 Fleet health (`/portal/fleet`): meters registered, revoked and online (a reading in the last
 N hours, by the meter's own timestamps), the ingest rate (readings stored per hour of arrival),
 the ingest counters' rejections by reason, the quarantine by reason with its newest packets,
-and the integrity monitors' verdicts (a meter judged malicious has its readings quarantined).
+and the integrity monitors' verdicts (a meter judged malicious has its readings quarantined);
+the store's readiness (as /readyz) and this server's counters (as /v1/counters).
 Regional load (`/portal/fleet/load`): energy per region and UTC hour of one day, from the
 anonymized measurements only (no meter or customer id), drawn with the bill document's chart
 code as inline SVG (no chart script: the strict CSP holds). Both are `role:operator`.
@@ -34,6 +35,10 @@ HOURS = 24
 
 class FleetSource(Protocol):
     """What the operator's pages read (storage.fleet.FleetStore implements it)."""
+
+    def not_ready(self) -> str | None:
+        """Why the store cannot serve now (the /readyz reason); None when it can."""
+        ...
 
     def meter_rows(self) -> list[MeterRow]:
         """Every registered meter, revoked included."""
@@ -229,6 +234,9 @@ def add_operator_routes(
         request: Request, hours: Annotated[int, Query(ge=1, le=24 * 31)] = 24
     ) -> Response:
         fleet, now = _source(), clock()
+        down = fleet.not_ready()
+        if down is not None:  # the readiness check's reason, not a stack of query errors
+            raise HTTPException(503, f"the store is not ready: {down}")
         report = health(
             fleet.meter_rows(),
             fleet.last_counters(),
@@ -240,7 +248,9 @@ def add_operator_routes(
             now,
             hours,
         )
-        return render(request, "staff/fleet.html", h=report, when=_utc)
+        # This server's own counters (/v1/counters): API outcomes and connection refusals.
+        service = sorted(request.app.state.counts.items())
+        return render(request, "staff/fleet.html", h=report, when=_utc, service=service)
 
     @app.get("/portal/fleet/load", include_in_schema=False, dependencies=[access(rule)])
     def regional_load(

@@ -41,6 +41,10 @@ class FleetStore:
     def __init__(self, store: Store) -> None:
         self.store = store
 
+    def not_ready(self) -> str | None:
+        """Why the store cannot serve now (the /readyz reason); None when it can."""
+        return self.store.not_ready()
+
     def meter_rows(self) -> list[MeterRow]:
         """Every registered meter, revoked included."""
         return self.store.meter_rows()
