@@ -88,6 +88,14 @@ def test_read_only_store_that_does_not_exist(tmp_path: Path) -> None:
     assert "does not exist" in line
 
 
+def test_a_read_only_store_is_named_as_the_operator_gave_it(tmp_path: Path) -> None:
+    # Not as the read-only URI it is opened with (sqlite:///file%3A…?mode=ro&uri=true).
+    line = _refused(["bills", "list", "--store", f"sqlite:///{tmp_path}/none.db"])
+    assert f"cannot reach the store sqlite:///{tmp_path}/none.db: " in line
+    line = _refused(["bills", "list", "--store", "sqlite:///absent-dir/meterseal.db"])
+    assert "cannot reach the store sqlite:///absent-dir/meterseal.db: " in line
+
+
 def test_serve_with_a_wrong_postgresql_url_as_installed(tmp_path: Path, closed_port: int) -> None:
     """The attacker's finding: `meterseal serve --store <wrong URL>` printed 562 lines."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")}

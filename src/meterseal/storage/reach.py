@@ -81,10 +81,18 @@ def unreachable(url: sa.URL, error: BaseException) -> StoreUnreachable:
     if url.password:
         text = text.replace(str(url.password), "***")
     if url.get_backend_name() == "sqlite":
-        return StoreUnreachable(shown(url), *_sqlite_reason(url, text))
+        return StoreUnreachable(_sqlite_shown(url), *_sqlite_reason(url, text))
     reason = _PG_PREFIX.sub("", text).removeprefix("FATAL: ")
     advice = next((a for key, a in _PG_ADVICE if key in reason.lower()), "")
     return StoreUnreachable(shown(url), reason or type(cause).__name__, advice)
+
+
+def _sqlite_shown(url: sa.URL) -> str:
+    """The SQLite store as given (sqlite:///PATH), not the read-only URI it is opened with."""
+    database = url.database or ""
+    if url.query.get("uri") == "true" and database.startswith("file:"):
+        return f"sqlite:///{database.removeprefix('file:')}"
+    return shown(url)
 
 
 def _sqlite_reason(url: sa.URL, text: str) -> tuple[str, str]:
