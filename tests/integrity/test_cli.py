@@ -108,6 +108,18 @@ def test_verify_refuses_a_changed_file(lab: Lab, meter: Path) -> None:
     assert "untrusted" in _ok("verify", str(meter), "--key-dir", str(keys), code=1)
 
 
+def test_monitor_says_when_the_program_itself_failed(lab: Lab, meter: Path) -> None:
+    # Trusted all along, but the meter stopped on its own error (here: no sensor source):
+    # the exit status is the program's, and a line says so beside the verdict.
+    keys = lab.root / "keys"
+    lab.key.save(keys)
+    argv = lab.argv(meter, name="no-sensor")
+    argv[1] = str(lab.root / "absent.txt")
+    out = _ok("monitor", "--key-dir", str(keys), "--log", str(lab.log_path), "--", *argv, code=2)
+    assert "trusted:" in out
+    assert "exited with status 2" in " ".join(out.split())
+
+
 def _readme_integrity_commands() -> list[list[str]]:
     """README's `meterseal integrity …` command lines, as they are written there."""
     readme = (Path(__file__).parents[2] / "README.md").read_text()

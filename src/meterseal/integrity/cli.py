@@ -241,8 +241,15 @@ def monitor(
         f"trusted: {len(result.measurements)} measurements, {outcome.trapped} trapped calls "
         f"({outcome.rechecked} re-checked by the native loop), audit log {log}"
     )
+    # Trusted, yet the program may have stopped on its own error: say so (its exit status is
+    # the command's), so that a failed meter is not read as a clean run.
     if outcome.exit_code is None:
+        console.print(f"{argv[0]} was stopped by signal {outcome.signal}")
         raise typer.Exit(code=128 + (outcome.signal or 0))
+    if outcome.exit_code != 0:
+        console.print(
+            f"{argv[0]} exited with status {outcome.exit_code} (its own message, if any, is above)"
+        )
     raise typer.Exit(code=outcome.exit_code)
 
 
