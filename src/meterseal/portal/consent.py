@@ -10,6 +10,7 @@ ever name their own meters: the page never takes a pseudonym or a customer id fr
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -119,7 +120,7 @@ class RouterConsent:
 
     async def view(self, customer_id: str) -> ConsentView:
         """The customer's meters, each app with its consent, and the other receivers."""
-        meters = self.meters(customer_id)
+        meters = await asyncio.to_thread(self.meters, customer_id)  # a store query
         answer = await self._ask({"op": "consents"})
         mine = {m.pseudonym for m in meters}
         consented: set[str] = set()
@@ -137,7 +138,7 @@ class RouterConsent:
 
     async def change(self, customer_id: str, app: str, grant: bool) -> str:
         """Grant or withdraw `app`'s access to every meter of the customer; what it does now."""
-        meters = self.meters(customer_id)
+        meters = await asyncio.to_thread(self.meters, customer_id)  # a store query
         if not meters:
             raise RouterUnreachable("no meter is registered to you: there is nothing to share")
         view = await self.view(customer_id)
