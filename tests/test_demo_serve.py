@@ -53,8 +53,18 @@ def test_demo_serve_leaves_the_portal_running_with_one_account_per_role() -> Non
             customer.close()
             assert bill.status_code == 200
             assert "Charges" in bill.text
-            for role in ("auditor", "operator", "administrator"):
-                _sign_in(url, *logins[role]).close()  # each role's account signs in
+            # Each staff account lands on its role's pages, on the demo's data.
+            homes = {
+                "auditor": ("/portal/audit", "clean, countersigned"),
+                "operator": ("/portal/fleet/load", "<svg"),
+                "administrator": ("/portal/admin/meters", " meters, by id."),
+            }
+            for role, (path, shown) in homes.items():
+                staff = _sign_in(url, *logins[role])
+                page = staff.get(path)
+                staff.close()
+                assert page.status_code == 200, (role, page.text)
+                assert shown in page.text, (role, page.text)
             with httpx.Client(base_url=url, timeout=10) as stranger:
                 page = stranger.get("/portal/login")
                 form = {"username": logins["customer"][0], "password": "guessed-password"}

@@ -78,6 +78,7 @@ def serve_demo(console: Console, deployment: Deployment, store_url: str, listen:
     from meterseal.runtime.readiness import Readiness
     from meterseal.storage.accounts import AccountStore
     from meterseal.storage.bill_store import BillStore
+    from meterseal.storage.fleet import FleetStore
 
     with Store.open(store_url) as writable:
         logins = add_accounts(writable, billed_customer(writable))
@@ -96,7 +97,8 @@ def serve_demo(console: Console, deployment: Deployment, store_url: str, listen:
     with Store.open_read_only(store_url) as db, Store.open(store_url) as writable:
         people = AccountStore(writable)
         signer = TokenSigner(token_key(deployment.directory, None))
-        app = create_portal_app(BillStore(db), AccountAuthenticator(people, signer), people, keys)
+        authenticator = AccountAuthenticator(people, signer)
+        app = create_portal_app(BillStore(db), authenticator, people, keys, fleet=FleetStore(db))
         service = HttpAppService("bills", app, listen, 7480, None, Readiness(db.not_ready))
         asyncio.run(serve_stage(service, admin=None))
     console.print("portal stopped; the demo's files are removed")
