@@ -8,6 +8,7 @@ from urllib.parse import quote
 import pytest
 from fastapi.testclient import TestClient
 
+from meterseal.portal import staff
 from meterseal.portal.staff_views import HOMES
 from meterseal.runtime.auth import check_access, route_rules
 from tests.accounts.people import PASSWORD
@@ -158,3 +159,17 @@ def test_auditor_page_links_stay_on_the_portal(portal: Portal) -> None:
     assert f'href="/portal/audit/reports/{report_id}"' in page
     assert 'href="/portal/bills"' not in page  # a customer's link is not an auditor's
     assert quote(portal.customer(0)[2], safe="") not in page
+
+
+def test_countersign_page_lists_the_newest_log_entries_first(
+    portal: Portal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, _ = sign_in(portal, AUDITOR)
+    page = client.get("/portal/audit/bills").text
+    indices = [int(i) for i in re.findall(r'<td class="num">(\d+)</td>\s*<td class="id">', page)]
+    assert indices == sorted(indices, reverse=True) == [1, 0]
+    monkeypatch.setattr(staff, "BILLS_SHOWN", 1)
+    page = client.get("/portal/audit/bills").text
+    newest = max(portal.billed.values(), key=lambda b: portal.bills.bill(b).log_index)  # type: ignore[union-attr]
+    assert newest in page
+    assert sum(b in page for b in portal.billed.values()) == 1

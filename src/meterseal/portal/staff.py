@@ -39,13 +39,8 @@ HEADS_SHOWN = 20
 class StaffArchive(BillArchive, Protocol):
     """The bills API's archive, plus what the auditor's pages list (storage's BillStore)."""
 
-    def signed_bills(
-        self,
-        customer_id: str | None = None,
-        period_start: int | None = None,
-        period_end: int | None = None,
-    ) -> list[tuple[int, bytes]]:
-        """(log index, signed bill) of the bills kept, optionally of one customer and period."""
+    def newest_bills(self, limit: int) -> list[tuple[int, bytes]]:
+        """(log index, signed bill) of the newest `limit` log entries, newest first."""
         ...
 
     def log_heads(self, limit: int = 20) -> list[SignedTreeHead]:
@@ -111,7 +106,7 @@ def add_staff_routes(
     @app.get("/portal/audit/bills", include_in_schema=False)
     def countersigned(request: Request, identity: Annotated[Identity, access(AUDITOR)]) -> Response:
         rows: list[tuple[int, Bill | None, str]] = []
-        for index, signed in reversed(bills.signed_bills()[-BILLS_SHOWN:]):
+        for index, signed in bills.newest_bills(BILLS_SHOWN):
             try:
                 bill = parse_signed_bill(signed)[0]
             except MetersealError as exc:

@@ -273,6 +273,16 @@ class BillStore(BillLedger, AuditSource, ReportSink, BillArchive):
         with self.store.connection() as connection:
             return [(int(i), bytes(signed)) for i, signed in connection.execute(query)]
 
+    def newest_bills(self, limit: int) -> list[tuple[int, bytes]]:
+        """(log index, signed bill) of the newest `limit` log entries, newest first."""
+        query = (
+            sa.select(bills.c.log_index, bills.c.signed_bill)
+            .order_by(bills.c.log_index.desc())
+            .limit(limit)
+        )
+        with self.store.connection() as connection:
+            return [(int(i), bytes(signed)) for i, signed in connection.execute(query)]
+
     def bill_summaries(self, customer_id: str) -> list[BillSummary]:
         """A customer's bills, oldest log entry first, with verdicts, in one query.
 
