@@ -42,3 +42,29 @@ def test_delete_takes_one_prefix(nats_url: str) -> None:
     result = invoke(["service", "streams", "--nats", nats_url, "--all", "--delete"])
     assert result.exit_code == 2
     assert "--delete removes one prefix's streams" in result.stderr
+
+
+def test_a_deployment_does_not_join_streams_another_deployment_owns(
+    nats_url: str, prefix: str
+) -> None:
+    # Two deployments given the same name (e.g. both made by `meterseal init my-utility`)
+    # share a stream prefix: the second one's workers would take the first one's packets,
+    # fail to open them and quarantine them in the wrong store. It is refused at connect.
+    from meterseal.services.bus import BusError
+
+    async def connect(owner: str) -> None:
+        bus = await NatsBus.connect(nats_url, prefix=prefix, owner=owner)
+        await bus.close()
+
+    asyncio.run(connect("ca-of-north"))
+    asyncio.run(connect("ca-of-north"))  # the same deployment again: fine
+    try:
+        asyncio.run(connect("ca-of-south"))
+    except BusError as exc:
+        said = str(exc)
+    else:
+        raise AssertionError("a second deployment joined the first one's streams")
+    assert f"{prefix.upper()}MS_PACKETS" in said
+    assert "another deployment" in said
+    assert "deployment.name" in said
+    asyncio.run(connect(""))  # no owner (benches, tools): not checked

@@ -62,10 +62,18 @@ def key_source(options: ServiceOptions) -> KeySource:
 
 
 async def connect_bus(options: ServiceOptions) -> Bus:
-    """The NATS JetStream bus these options name."""
+    """The NATS JetStream bus these options name, its streams checked to be this deployment's."""
+    import hashlib
+
     from meterseal.services.nats_bus import NatsBus
 
-    return await NatsBus.connect(options.nats_url, ack_wait=options.ack_wait, prefix=options.prefix)
+    # The CA names the deployment (two may share a name, hence a prefix); a stage given only
+    # its own files (`keys stage`) may lack the certificate: then nothing is checked.
+    ca = options.deployment / CA_CERT
+    owner = hashlib.sha256(ca.read_bytes()).hexdigest() if ca.is_file() else ""
+    return await NatsBus.connect(
+        options.nats_url, ack_wait=options.ack_wait, prefix=options.prefix, owner=owner
+    )
 
 
 def ca_certificate(directory: Path) -> x509.Certificate:

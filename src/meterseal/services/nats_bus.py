@@ -128,25 +128,34 @@ class _NatsConsumer:
         return int(info.num_pending or 0)
 
 
+_OWNED_BY = "meterseal deployment CA sha256 "  # a stream's description: whose it is
+
+
 class NatsBus:
     """JetStream streams on one NATS connection."""
 
     def __init__(
-        self, client: Client, ack_wait: float = DEFAULT_ACK_WAIT, prefix: str = ""
+        self, client: Client, ack_wait: float = DEFAULT_ACK_WAIT, prefix: str = "", owner: str = ""
     ) -> None:
         self.client = client
         self.js = client.jetstream()
         self.ack_wait = ack_wait
         self.prefix = prefix  # isolates tests and benchmarks sharing one server
+        self.owner = owner  # the deployment's identity (its CA); '' for tools and benches
 
     @classmethod
     async def connect(
-        cls, url: str | None = None, *, ack_wait: float = DEFAULT_ACK_WAIT, prefix: str = ""
+        cls,
+        url: str | None = None,
+        *,
+        ack_wait: float = DEFAULT_ACK_WAIT,
+        prefix: str = "",
+        owner: str = "",
     ) -> NatsBus:
-        """Connect and make sure every stream exists."""
+        """Connect and make sure every stream exists (and, given `owner`, is this deployment's)."""
         target = url or nats_url()
         client = await connect_nats(target, max_reconnect_attempts=5, allow_reconnect=True)
-        bus = cls(client, ack_wait, prefix)
+        bus = cls(client, ack_wait, prefix, owner)
         try:
             await bus.ensure_streams()
         except (ServiceUnavailableError, NoRespondersError, NatsTimeout, TimeoutError) as exc:
@@ -155,6 +164,9 @@ class NatsBus:
                 f"NATS at {NatsEndpoint.parse(target).shown()} has no JetStream "
                 "(start nats-server with -js)"
             ) from exc
+        except BusError:
+            await client.close()
+            raise
         return bus
 
     def not_ready(self) -> str | None:
@@ -173,10 +185,16 @@ class NatsBus:
         return f"{self.prefix.lower()}{STREAMS[stream]}"
 
     async def ensure_streams(self) -> None:
-        """Create the work-queue streams (file storage) that do not exist yet."""
+        """Create the work-queue streams (file storage) that do not exist yet.
+
+        With an owner, a stream is created saying whose it is, and one that says it is
+        another deployment's is refused (BusError).
+        """
+        owned = f"{_OWNED_BY}{self.owner}" if self.owner else None
         for stream in STREAMS:
             config = StreamConfig(
                 name=self.stream_name(stream),
+                description=owned,
                 subjects=[self.subject(stream)],
                 retention=RetentionPolicy.WORK_QUEUE,
                 storage=StorageType.FILE,
@@ -184,13 +202,27 @@ class NatsBus:
                 max_msg_size=MAX_MESSAGE_BYTES,
             )
             try:
-                await self.js.stream_info(config.name or "")
+                info = await self.js.stream_info(config.name or "")
+                self._check_owner(info)
             except NotFoundError:
                 try:
                     await self.js.add_stream(config)
                 except BadRequestError as exc:  # another process created it meanwhile
                     if "already in use" not in str(exc):
                         raise BusError(f"cannot create stream {config.name}: {exc}") from exc
+
+    def _check_owner(self, info: StreamInfo) -> None:
+        """Refuse a stream of this prefix that another deployment made (shared names)."""
+        said = info.config.description or ""
+        if not self.owner or not said.startswith(_OWNED_BY) or said == f"{_OWNED_BY}{self.owner}":
+            return
+        # Their workers and ours would take each other's packets, fail to open them and
+        # quarantine them in the wrong store.
+        raise BusError(
+            f"stream {info.config.name} belongs to another deployment "
+            f"({said.removeprefix(_OWNED_BY)[:16]}…, this one is {self.owner[:16]}…): give this "
+            "deployment a name of its own (deployment.name in meterseal.toml, or --prefix)"
+        )
 
     async def delete_streams(self) -> list[str]:
         """Drop every stream of this prefix; the names of those that existed."""
