@@ -67,6 +67,17 @@ PORTAL = {
     "GET /portal/bills": ["role:customer"],
     "GET /portal/bills/{bill_id:path}": ["role:customer"],
     "GET /portal/access": ["role:customer"],
+    "GET /portal/apps": ["role:customer"],
+    # A form's POST: the session counts only with the form's matching CSRF token.
+    "POST /portal/apps": ["role:customer"],
+    "GET /portal/audit": ["role:auditor"],
+    "GET /portal/audit/reports/{report_id}": ["role:auditor"],
+    "GET /portal/audit/bills": ["role:auditor"],
+    "GET /portal/audit/log": ["role:auditor"],
+    "GET /portal/fleet": ["role:operator"],
+    "GET /portal/fleet/load": ["role:operator"],
+    "GET /portal/admin/meters": ["role:administrator"],
+    "GET /portal/admin/tariffs": ["role:administrator"],
 }
 EXPECTED: dict[str, dict[str, list[str]]] = {
     "meterseal bills": BILLS,

@@ -23,6 +23,8 @@ from meterseal.dissemination.node import RouterNode
 from meterseal.portal.app import create_portal_app
 from meterseal.portal.consent import RouterConsent, router_consent
 from meterseal.storage import Store
+from tests.accounts.people import PASSWORD
+from tests.billing.test_api import AUDITOR
 from tests.dissemination.conftest import World, make_world, reading
 from tests.portal.conftest import Portal
 from tests.portal.test_pages import csrf_of, signed_in
@@ -136,6 +138,35 @@ def test_csrf_unknown_apps_and_an_unreachable_router(
     refused = client.post("/portal/apps", data={"app": "myapp", "action": "grant", "csrf": csrf})
     assert refused.status_code == 503
     assert "Nothing changed" in refused.text
+
+
+def test_the_consent_post_needs_the_session_its_token_and_the_customer_role(
+    client_of: tuple[Portal, Router, Store],
+) -> None:
+    portal, router, store = client_of
+    customer, account, _ = portal.customer(0)
+    pseudonym = customer_pseudonyms(store, ANON, customer)[0].pseudonym
+    client = signed_in(portal, account)
+    csrf = csrf_of(client.get("/portal/apps").text)
+    grant = {"app": "myapp", "action": "grant"}
+    for token in ({}, {"csrf": ""}, {"csrf": csrf[:-1]}):
+        refused = client.post("/portal/apps", data={**grant, **token})
+        assert refused.status_code == 403
+        assert "the form expired; reload it" in refused.text
+    # The token alone (its cookie, no session): anonymous, sent to sign in.
+    stranger = TestClient(portal.app, follow_redirects=False)
+    stranger.cookies.set("ms_csrf", csrf)
+    assert stranger.post("/portal/apps", data={**grant, "csrf": csrf}).status_code == 303
+    assert router.world.authority.consent.get(pseudonym, set()) == set()
+    # Signed-in staff with a matching token: the route is the customer's.
+    staff = TestClient(portal.app, follow_redirects=False)
+    token = csrf_of(staff.get("/portal/login").text)
+    staff.post("/portal/login", data={"username": AUDITOR, "password": PASSWORD, "csrf": token})
+    token = staff.cookies["ms_csrf"]
+    assert staff.post("/portal/apps", data={**grant, "csrf": token}).status_code == 403
+    assert router.world.authority.consent.get(pseudonym, set()) == set()
+    assert "myapp now receives" in _post(client, **grant)
+    assert router.world.authority.consent.get(pseudonym, set()) != set()
 
 
 def test_without_a_router_the_page_says_so(portal: Portal) -> None:

@@ -6,13 +6,21 @@ only public routes let through. A credential that is wrong in any way (unknown, 
 tampered, revoked, a disabled account) is 401 with one body, and counts as a failure of its
 source; a source or account backing off, or spending requests too fast, gets 429 with
 Retry-After. The account is read on every request, so disabling it ends its tokens and keys.
+
+A browser's session (the portal) is a login token in a cookie. On GET and HEAD it signs the
+request in; on any other method it does so only together with a CSRF token: the urlencoded
+form's `csrf_field` must equal the `csrf_cookie` (double submit, which a page of another
+origin cannot read). A cookie sent on such a request without a matching token is refused
+(403, `CSRF_REFUSED`) whatever route it is for, so no handler reads the cookie itself.
 """
 
 from __future__ import annotations
 
+import hmac
 import math
 import time
 from collections.abc import Callable
+from urllib.parse import parse_qs
 
 from fastapi import HTTPException, Request
 from starlette.concurrency import run_in_threadpool
@@ -30,6 +38,9 @@ from meterseal.runtime.connections import source_key
 
 TOO_MANY = "too many attempts; retry later"
 LOGIN_FAILED = "wrong account name or password"
+CSRF_REFUSED = "the form expired; reload it"
+SAFE_METHODS = ("GET", "HEAD")
+MAX_FORM = 4096  # bytes of a portal form: a CSRF token and a few short fields
 
 
 def refused() -> HTTPException:
@@ -40,6 +51,21 @@ def refused() -> HTTPException:
 def too_many(wait: float) -> HTTPException:
     """The one answer to a caller that must wait `wait` seconds."""
     return HTTPException(429, TOO_MANY, headers={"Retry-After": str(max(1, math.ceil(wait)))})
+
+
+async def form_fields(request: Request) -> dict[str, str]:
+    """A urlencoded form's fields (first value each); 413 beyond MAX_FORM bytes."""
+    body = await request.body()  # Starlette keeps it: the handler reads the same bytes
+    if len(body) > MAX_FORM:
+        raise HTTPException(413, "form too large")
+    fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=8)
+    return {k: v[0] for k, v in fields.items()}
+
+
+def csrf_matches(request: Request, form: dict[str, str], cookie: str, field: str) -> bool:
+    """Whether the form's `field` equals the non-empty `cookie` (compared in constant time)."""
+    kept, sent = request.cookies.get(cookie, ""), form.get(field, "")
+    return bool(kept) and hmac.compare_digest(kept.encode(), sent.encode())
 
 
 def request_source(request: Request) -> str:
@@ -58,14 +84,16 @@ class AccountAuthenticator:
         throttle: Throttle | None = None,
         clock: Callable[[], float] = time.time,
         session_cookie: str | None = None,
+        csrf: tuple[str, str] | None = None,
     ) -> None:
         self.accounts = accounts
         self.signer = signer
         self.throttle = throttle or Throttle()
         self.clock = clock
-        # The portal's sign-in cookie (a login token), read on safe methods only: a form
-        # posted from elsewhere never acts with it (the portal's POSTs also check CSRF).
+        # The portal's sign-in cookie (a login token) and its CSRF (cookie, form field) pair:
+        # on unsafe methods the session counts only with a matching token (module doc).
         self.session_cookie = session_cookie
+        self.csrf = csrf
 
     async def __call__(self, request: Request) -> Identity:
         """The caller's identity (anonymous without credentials); 401/429 as above."""
@@ -93,8 +121,10 @@ class AccountAuthenticator:
         # anonymous, so the portal sends the browser to its sign-in page.
         cookie = self.session_cookie
         token = request.cookies.get(cookie) if cookie else None
-        if token is None or request.method not in ("GET", "HEAD") or len(token) > 4096:
+        if token is None or len(token) > 4096:
             return ANONYMOUS
+        if request.method not in SAFE_METHODS and not await self._csrf_holds(request):
+            raise HTTPException(403, CSRF_REFUSED)
         source, now = request_source(request), self.clock()
         identity = await run_in_threadpool(self._from_token, token, now)
         if identity is None:
@@ -103,6 +133,14 @@ class AccountAuthenticator:
             if not self.throttle.spend(key, now):
                 raise too_many(1.0)
         return identity
+
+    async def _csrf_holds(self, request: Request) -> bool:
+        if self.csrf is None:  # no CSRF pair configured: the cookie never acts on a POST
+            return False
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind != "application/x-www-form-urlencoded":
+            return False
+        return csrf_matches(request, await form_fields(request), *self.csrf)
 
     def _from_token(self, token: str, now: float) -> Identity | None:
         subject = self.signer.subject(token, now)

@@ -5,8 +5,10 @@ readings, daily chart and in-browser verification (static/verify.js), and who re
 Every route declares its rule (runtime.auth); whose bill it is comes from the store against
 the signed-in identity, never from the URL: another customer's bill is the page of an
 unknown id. Sessions are the API's login tokens in an HttpOnly, SameSite=Strict cookie
-(Secure over TLS), honoured on GET and HEAD only; every form carries a CSRF token that must
-match its cookie (double submit). Pages send a strict Content-Security-Policy: scripts and
+(Secure over TLS); every form carries a CSRF token that must match its cookie (double
+submit). The session signs in a GET or HEAD, and a POST only with a matching CSRF token
+(accounts.authn: a POST with the cookie and no such token is refused before any handler), so
+a form's route declares its real role rule. Pages send a strict Content-Security-Policy: scripts and
 styles from this origin only, nothing inline.
 
 `GET /v1/keys` publishes the deployment's public keys (billing, metrology authority), which
@@ -16,14 +18,13 @@ the browser pins on first use.
 from __future__ import annotations
 
 import base64
-import hmac
 import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Annotated, Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import quote
 
 import jinja2
 from fastapi import FastAPI, HTTPException, Path, Query, Request
@@ -34,7 +35,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from meterseal.accounts.api import AccessRecorder
-from meterseal.accounts.authn import AccountAuthenticator, request_source
+from meterseal.accounts.authn import (
+    CSRF_REFUSED,
+    AccountAuthenticator,
+    csrf_matches,
+    form_fields,
+    request_source,
+)
 from meterseal.accounts.model import AccessLog, Role
 from meterseal.billing.api import create_billing_app
 from meterseal.billing.bill import manifest_from_cbor, parse_signed_bill
@@ -52,7 +59,6 @@ from meterseal.runtime.auth import PUBLIC, HasRole, Identity, access, identity_o
 SESSION_COOKIE = "ms_session"
 CSRF_COOKIE = "ms_csrf"
 CSRF_FIELD = "csrf"
-MAX_FORM = 4096  # bytes of a sign-in form: a name and a password
 CUSTOMER = HasRole(Role.CUSTOMER.value)
 # No inline script or style anywhere: the pages load /portal/static/* only.
 CSP = (
@@ -176,16 +182,11 @@ def _set_cookie(
 
 async def _form(request: Request) -> dict[str, str]:
     """A urlencoded form's fields (first value each); 413 beyond MAX_FORM bytes."""
-    body = await request.body()
-    if len(body) > MAX_FORM:
-        raise HTTPException(413, "form too large")
-    fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=8)
-    return {k: v[0] for k, v in fields.items()}
+    return await form_fields(request)
 
 
 def _csrf_holds(request: Request, form: dict[str, str]) -> bool:
-    cookie, sent = request.cookies.get(CSRF_COOKIE, ""), form.get(CSRF_FIELD, "")
-    return bool(cookie) and hmac.compare_digest(cookie.encode(), sent.encode())
+    return csrf_matches(request, form, CSRF_COOKIE, CSRF_FIELD)
 
 
 def add_portal_routes(
@@ -215,7 +216,9 @@ def add_portal_routes(
             return await http_exception_handler(request, exc)
         if exc.status_code == 401:
             return RedirectResponse("/portal/login", 303)
-        detail = NOT_YOURS if exc.status_code == 403 else str(exc.detail)
+        detail = str(exc.detail)
+        if exc.status_code == 403 and exc.detail != CSRF_REFUSED:
+            detail = NOT_YOURS
         return pages.render(request, "error.html", exc.status_code, detail=detail)
 
     @app.get("/v1/keys", summary="The deployment's public keys", dependencies=[access(PUBLIC)])
@@ -241,7 +244,7 @@ def add_portal_routes(
         form = await _form(request)
         username = form.get("username", "")[:64]
         if not _csrf_holds(request, form):
-            return pages.render(request, "error.html", 403, detail="the form expired; reload it")
+            return pages.render(request, "error.html", 403, detail=CSRF_REFUSED)
         try:
             token = await run_in_threadpool(
                 authenticator.login,
@@ -269,7 +272,7 @@ def add_portal_routes(
     async def logout(request: Request) -> Response:
         form = await _form(request)
         if not _csrf_holds(request, form):
-            return pages.render(request, "error.html", 403, detail="the form expired; reload it")
+            return pages.render(request, "error.html", 403, detail=CSRF_REFUSED)
         response = RedirectResponse("/portal/login", 303)
         response.delete_cookie(SESSION_COOKIE, path="/", secure=_secure(request), httponly=True)
         return response
@@ -354,6 +357,7 @@ def create_portal_app(
     from meterseal.portal.consent_pages import add_consent_routes  # it imports this module
 
     authenticator.session_cookie = SESSION_COOKIE
+    authenticator.csrf = (CSRF_COOKIE, CSRF_FIELD)
     app = create_billing_app(bills, authenticator, access_log)
     app.title = "meterseal bills and portal"
     add_portal_routes(app, bills, authenticator, access_log, keys)

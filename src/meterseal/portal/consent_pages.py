@@ -12,18 +12,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import FastAPI, Request
-from fastapi.responses import RedirectResponse, Response
-from starlette.concurrency import run_in_threadpool
+from fastapi.responses import Response
 
-from meterseal.portal.app import (
-    CUSTOMER,
-    SESSION_COOKIE,
-    _csrf_holds,
-    _form,
-    _Pages,
-)
+from meterseal.portal.app import CUSTOMER, _form, _Pages
 from meterseal.portal.consent import RouterConsent, RouterUnreachable
-from meterseal.runtime.auth import PUBLIC, Identity, access
+from meterseal.runtime.auth import Identity, access
 
 NOT_CONNECTED = (
     "This portal is not connected to the router that shares readings with apps "
@@ -54,22 +47,12 @@ def add_consent_routes(app: FastAPI, pages: _Pages, consent: RouterConsent | Non
     ) -> Response:
         return await show(request, identity)
 
-    # Public as a route: the session cookie authorizes GET and HEAD only (accounts.authn), so
-    # this handler reads it itself, and only once the form's CSRF token matched its cookie.
-    @app.post("/portal/apps", include_in_schema=False, dependencies=[access(PUBLIC)])
-    async def apps_change(request: Request) -> Response:
+    # The session signs in this POST only with the form's matching CSRF token (accounts.authn).
+    @app.post("/portal/apps", include_in_schema=False)
+    async def apps_change(
+        request: Request, identity: Annotated[Identity, access(CUSTOMER)]
+    ) -> Response:
         form = await _form(request)
-        if not _csrf_holds(request, form):
-            return pages.render(request, "error.html", 403, detail="the form expired; reload it")
-        token = request.cookies.get(SESSION_COOKIE, "")[:4096]
-        identity = await run_in_threadpool(
-            pages.authenticator.identify, token, pages.authenticator.clock()
-        )
-        if identity is None:
-            return RedirectResponse("/portal/login", 303)
-        if not CUSTOMER.allows(identity, request):
-            return pages.render(request, "error.html", 403, detail="the apps page is a customer's")
-        request.state.identity = identity  # the page's header shows who is signed in
         action, name = form.get("action", ""), form.get("app", "")[:64]
         if action not in ("grant", "revoke"):
             return await show(request, identity, 400, error="choose to give or withdraw consent")
