@@ -335,3 +335,16 @@ def test_kill_waits_for_what_the_job_prints_before_stopping_it(tmp_path: Path) -
         """,
         tmp_path,
     )
+
+
+def test_readmes_command_lines_are_the_tutorials_in_its_order() -> None:
+    # README shows an excerpt; the page is what CI runs, so every line shown must be one of its.
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Command line") :]
+    section = section[: section.index("\n## ", 1)]
+    shown = [step.command for step in parse_page(section)]
+    assert len(shown) >= 10
+    commands = [step.command for step in parse_page(TUTORIAL.read_text())]
+    positions = [commands.index(command) for command in shown if command in commands]
+    assert [c for c in shown if c not in commands] == []
+    assert positions == sorted(positions)

@@ -120,27 +120,27 @@ def test_monitor_says_when_the_program_itself_failed(lab: Lab, meter: Path) -> N
     assert "exited with status 2" in " ".join(out.split())
 
 
-def _readme_integrity_commands() -> list[list[str]]:
-    """README's `meterseal integrity …` command lines, as they are written there."""
-    readme = (Path(__file__).parents[2] / "README.md").read_text()
+def _tutorial_integrity_commands() -> list[list[str]]:
+    """docs/tutorial.md's `meterseal integrity …` commands, as they are written there."""
+    tutorial = (Path(__file__).parents[2] / "docs" / "tutorial.md").read_text()
     commands = []
-    for line in readme.splitlines():
-        code = line.split("  #", 1)[0].strip()
-        if ".venv/bin/meterseal integrity " not in code or code.startswith("#"):
-            continue
-        for part in code.split("&&"):
-            words = shlex.split(part)
-            assert words[0] == ".venv/bin/meterseal", line
+    for line in tutorial.splitlines():
+        if line.startswith("$ meterseal integrity "):
+            words = shlex.split(line[2:])
             commands.append(words[1:])
     return commands
 
 
-def test_readme_integrity_lines_run_as_written(
+def test_tutorial_integrity_lines_run_as_written(
     monitor_ready: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """keygen, build, example, trace, embed, monitor: each README line works in an empty dir."""
+    """keygen, build, example, trace, embed, monitor: each tutorial line works in an empty dir.
+
+    The tutorial runs them in a deployment's directory (tests/test_tutorial.py); here they run
+    where nothing is configured, as an integrity lab would.
+    """
     monkeypatch.chdir(tmp_path)
-    commands = _readme_integrity_commands()
+    commands = _tutorial_integrity_commands()
     names = [words[1] for words in commands]
     assert names[:6] == ["keygen", "build", "example", "trace", "embed", "monitor"], names
     for words in commands[:6]:
