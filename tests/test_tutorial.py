@@ -348,3 +348,20 @@ def test_readmes_command_lines_are_the_tutorials_in_its_order() -> None:
     positions = [commands.index(command) for command in shown if command in commands]
     assert [c for c in shown if c not in commands] == []
     assert positions == sorted(positions)
+
+
+def test_a_block_needing_an_absent_service_is_skipped_or_fails_when_services_are_required(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def absent() -> None:
+        raise OSError("connection refused")
+
+    monkeypatch.setitem(PROBES, "nats", absent)
+    needs_nats, plain = Step("x", (), 1, frozenset({"nats"})), Step("y", (), 2)
+    monkeypatch.delenv(REQUIRE_ENV, raising=False)
+    gate = service_gate()
+    assert gate(needs_nats) == "nats: connection refused"
+    assert gate(plain) is None
+    monkeypatch.setenv(REQUIRE_ENV, "1")
+    with pytest.raises(pytest.fail.Exception, match="nats: connection refused"):
+        service_gate()(needs_nats)
