@@ -215,3 +215,21 @@ def test_a_head_end_that_stops_answering_ends_the_run_with_what_was_not_acknowle
     plan = SimulationPlan("tcp", listener, start, intervals, wait=0.5)
     with pytest.raises(HeadEndUnreachable, match=r"48 of 48 packets unacknowledged"):
         _simulate(site, plan)
+
+
+def test_packets_the_store_has_not_counted_yet_are_not_called_refused() -> None:
+    # Services mode, stages still working when the wait ended: 288 accepted, 96 counted,
+    # none refused. The 192 are not counted yet, not refused (with no reason to give).
+    from collections import Counter
+
+    from meterseal.meter.simulator import SimulationReport
+
+    report = SimulationReport()
+    report.acks["accepted"] = 288
+    outcome = simulation.SimulationOutcome(
+        report, 288, Counter({"stored": 96, "duplicate": 0}), settled=False
+    )
+    lines = simulation.store_lines(outcome)
+    assert lines[0] == "the store kept 96 readings (0 duplicates) and refused 0: none"
+    assert not any("then refused" in line for line in lines), lines
+    assert "the store had counted 96 of the 288 answered packets" in lines[-1]

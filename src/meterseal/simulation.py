@@ -323,10 +323,13 @@ def store_lines(outcome: SimulationOutcome) -> list[str]:
         f"the store kept {kept['stored']:,} readings ({kept['duplicate']:,} duplicates) "
         f"and refused {sum(refused.values()):,}: {reasons}"
     ]
-    if outcome.refused_after_ack:
+    # Accepted but not kept is refused only as far as the store counted refusals; the rest
+    # is not counted yet (the stages may still be working: said below).
+    refused_after_ack = min(outcome.refused_after_ack, sum(refused.values()))
+    if refused_after_ack:
         lines.append(
             f"accepted by the receiver: {outcome.report.acks['accepted']:,}, of which the store "
-            f"then refused {outcome.refused_after_ack:,} ({reasons})"
+            f"then refused {refused_after_ack:,} ({reasons})"
         )
     if not outcome.settled:
         answered = outcome.report.acks["accepted"] + outcome.report.acks["rejected"]
