@@ -8,6 +8,7 @@ real attested release succeeds for each; a directory that holds anything is refu
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import tomllib
@@ -93,7 +94,11 @@ def test_init_prints_what_it_made_and_the_next_commands(deployment: tuple[Path, 
     ):
         assert f" {command} " in text
     config = tomllib.loads((directory / "meterseal.toml").read_text())
-    assert config["deployment"] == {"name": "north", "dir": ".", "passphrase_env": "MS_PASSPHRASE"}
+    # DIR's name and a random suffix: two operators' `init north` do not share a namespace.
+    name = config["deployment"].pop("name")
+    assert re.fullmatch(r"north_[0-9a-f]{4}", name)
+    assert f"deployment name {name}: NATS streams {name.upper()}_" in text
+    assert config["deployment"] == {"dir": ".", "passphrase_env": "MS_PASSPHRASE"}
     assert config["store"]["url"] == "sqlite:///meterseal.db"
     assert config["cas"]["url"] == "http://127.0.0.1:7490"
     assert (directory / "router" / "authority.key.pem").exists()
@@ -114,6 +119,8 @@ def test_a_directory_that_holds_anything_is_refused_and_force_keeps_every_key(
     assert "secret stage-key v1 (kept)" in again
     after = {p.name: p.read_bytes() for p in directory.iterdir() if p.suffix in {".pem", ".key"}}
     assert after == before
+    name = tomllib.loads((directory / "meterseal.toml").read_text())["deployment"]["name"]
+    assert f"deployment name {name}:" in again  # --force keeps the name (and so the schema)
 
 
 def test_a_non_empty_directory_is_left_as_it_was(tmp_path: Path) -> None:
@@ -215,11 +222,16 @@ def test_with_a_host_the_cas_serves_tls_and_each_stage_gets_its_tls_key(
 def test_a_directory_name_becomes_a_deployment_name_or_is_refused_before_any_file(
     tmp_path: Path,
 ) -> None:
-    from meterseal.cli_init import namespace
+    from meterseal.cli_init import deployment_name, namespace
 
     assert namespace(tmp_path / "2026 North-East Grid!") == "north_east_grid"
     assert namespace(tmp_path / ("x" * 80)) == "x" * 40
     assert namespace(tmp_path / "___") == "meterseal"
+    assert deployment_name(tmp_path / "b" / "my-utility", "3fa2") == "my_utility_3fa2"
+    assert deployment_name(tmp_path / ("x" * 80), "3fa2") == "x" * 35 + "_3fa2"
+    mine, theirs = deployment_name(tmp_path / "my-utility"), deployment_name(tmp_path / "my-u")
+    assert mine.startswith("my_utility_")
+    assert theirs.startswith("my_u_")
     refused = invoke(["init", str(tmp_path / "d"), "--name", "North"])
     assert refused.exit_code == 2
     assert not (tmp_path / "d").exists()

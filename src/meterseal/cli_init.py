@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 from urllib.parse import urlsplit
@@ -18,7 +19,7 @@ import typer
 
 from meterseal.cli_common import PassphraseEnv, console, passphrase
 from meterseal.config import CONFIG_FILE, render_config
-from meterseal.config.settings import in_schema
+from meterseal.config.settings import in_schema, read_file
 from meterseal.errors import ConfigurationError
 from meterseal.ui import progress_bar
 
@@ -40,6 +41,20 @@ def namespace(directory: Path) -> str:
     name = re.sub(r"[^a-z0-9_]+", "_", directory.resolve().name.lower()).strip("_")
     name = name.lstrip("0123456789_")[:40]  # the configuration's limit for a name
     return name or "meterseal"
+
+
+def deployment_name(directory: Path, token: str | None = None) -> str:
+    """A new deployment's name: DIR's (`namespace`) plus a random suffix, unique on shared servers.
+
+    Two operators who both run `init my-utility` must not share NATS streams, MQTT topics or a
+    PostgreSQL schema. A deployment re-made with --force keeps the name in its file.
+    """
+    config = directory / CONFIG_FILE
+    if config.is_file():
+        kept = read_file(config).get("deployment.name")
+        if kept:
+            return str(kept)
+    return f"{namespace(directory)[:35]}_{token or secrets.token_hex(2)}"
 
 
 def _router_keys(
@@ -115,7 +130,11 @@ def init(
         ),
     ] = None,
     name: Annotated[
-        str | None, typer.Option(help="deployment name: prefix on NATS, MQTT (default: DIR's)")
+        str | None,
+        typer.Option(
+            help="deployment name: its NATS, MQTT and PostgreSQL namespace "
+            "(default: DIR's name and a random suffix)"
+        ),
     ] = None,
     ca_name: Annotated[str, typer.Option(help="CA common name")] = "meterseal utility CA",
     host: Annotated[
@@ -147,7 +166,7 @@ def init(
 
     check_directory(directory, force)  # before anything is written
     directory = directory.absolute()
-    chosen = name or namespace(directory)
+    chosen = name or deployment_name(directory)
     if not re.fullmatch(r"[a-z][a-z0-9_]{0,39}", chosen):  # checked before a file is written
         raise typer.BadParameter(
             "1-40 of a-z, 0-9 and _, starting with a letter", param_hint="--name"
@@ -203,6 +222,12 @@ def init(
     else:
         config.write_text(rendered)
         report.note(str(config), True)
+    console.print(
+        f"deployment name {chosen}: NATS streams {chosen.upper()}_…, MQTT topics "
+        f"meterseal/v1/{chosen}/…" + (f", PostgreSQL schema {chosen}" if init_store else ""),
+        soft_wrap=True,
+        highlight=False,
+    )
     _print(report, directory, listen, host or [])
     if file_store != init_store:
         console.print(
