@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -173,8 +174,6 @@ def streams(
     ] = False,
 ) -> None:
     """List a deployment's JetStream streams (name, messages), or delete them with --delete."""
-    import asyncio
-
     from meterseal.errors import ConfigurationError
     from meterseal.runtime.nats_endpoint import shown
     from meterseal.services.nats_bus import NatsBus, connect_nats, nats_url
@@ -200,6 +199,13 @@ def streams(
         console.print(line, highlight=False)
 
 
+async def _attach_streams(options: ServiceOptions) -> None:
+    from meterseal.services.catalog import connect_bus
+
+    bus = await connect_bus(options)
+    await bus.close()
+
+
 def serve_services(
     options: ServiceOptions, workers: int, admin: str | None, status_every: float
 ) -> None:
@@ -211,6 +217,9 @@ def serve_services(
     mode = "trusted" if options.trusted else "services"
     if not options.trusted:  # made once here, so the workers do not race to create it
         ensure_stage_key(options.deployment, options.passphrase)
+    # Streams made, or found to be this deployment's, before any child starts: a clash with
+    # another deployment on the same NATS stops serve with one reason, not crash-looping children.
+    asyncio.run(_attach_streams(options))
     supervisor = Supervisor(plan_processes(options, workers))
     console.print(f"meterseal serve --mode {mode}: {len(supervisor.children)} processes")
 

@@ -221,7 +221,8 @@ class NatsBus:
         raise BusError(
             f"stream {info.config.name} belongs to another deployment "
             f"({said.removeprefix(_OWNED_BY)[:16]}…, this one is {self.owner[:16]}…): give this "
-            "deployment a name of its own (deployment.name in meterseal.toml, or --prefix)"
+            "deployment a name of its own (deployment.name in meterseal.toml, or --prefix); if "
+            f"the other one is gone: meterseal service streams --prefix {self.prefix} --delete"
         )
 
     async def delete_streams(self) -> list[str]:
