@@ -191,8 +191,9 @@ def bills_serve(
                     passphrase(passphrase_env),
                 )  # fmt: skip
             app = create_portal_app(
-                BillStore(db), authenticator, people, keys, consent, fleet=FleetStore(db)
-            )
+                BillStore(db), authenticator, people, keys, consent, fleet=FleetStore(db),
+                meters=writable,  # the administrator's revoke: `meters revoke`'s store call
+            )  # fmt: skip
             asyncio.run(_serve(app, address, context, Readiness(db.not_ready), admin))
     except OSError as exc:
         raise ConfigurationError(f"cannot listen on {listen}: {exc}") from exc

@@ -98,7 +98,9 @@ def serve_demo(console: Console, deployment: Deployment, store_url: str, listen:
         people = AccountStore(writable)
         signer = TokenSigner(token_key(deployment.directory, None))
         authenticator = AccountAuthenticator(people, signer)
-        app = create_portal_app(BillStore(db), authenticator, people, keys, fleet=FleetStore(db))
+        app = create_portal_app(
+            BillStore(db), authenticator, people, keys, fleet=FleetStore(db), meters=writable
+        )
         service = HttpAppService("bills", app, listen, 7480, None, Readiness(db.not_ready))
         asyncio.run(serve_stage(service, admin=None))
     console.print("portal stopped; the demo's files are removed")

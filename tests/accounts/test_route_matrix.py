@@ -78,6 +78,8 @@ PORTAL = {
     "GET /portal/fleet/load": ["role:operator"],
     "GET /portal/admin/meters": ["role:administrator"],
     "GET /portal/admin/tariffs": ["role:administrator"],
+    "GET /portal/admin/meters/{meter_id}/revoke": ["role:administrator"],
+    "POST /portal/admin/meters/{meter_id}/revoke": ["role:administrator"],
 }
 EXPECTED: dict[str, dict[str, list[str]]] = {
     "meterseal bills": BILLS,

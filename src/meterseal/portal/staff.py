@@ -1,5 +1,5 @@
 """The staff's pages: the auditor's (audits, countersignatures, the bill log), the operator's, the
-administrator's (read-only).
+administrator's (portal.admin: meters, revoking one, tariffs).
 
 Every route declares its rule (runtime.auth): `role:auditor` pages read the bills API's own
 `BillArchive` (reports, bills, the log), `role:operator` pages (portal.fleet) a `FleetSource`
@@ -76,8 +76,9 @@ def add_staff_routes(
     billing_key: VerifyingKey | None,
     source: FleetSource | None,
     clock: Callable[[], float] = time.time,
+    revocation: admin.MeterRevocation | None = None,
 ) -> None:
-    """Add the auditor's and the operator's pages to the portal app."""
+    """Add the auditor's, the operator's and the administrator's pages to the portal app."""
 
     @app.get("/portal/audit", include_in_schema=False)
     def audit_reports(
@@ -129,7 +130,9 @@ def add_staff_routes(
             reads.read(identity, route, customer, bill_id)
 
     fleet.add_operator_routes(app, render, source, clock, OPERATOR)
-    admin.add_admin_routes(app, render, source, bills, ADMINISTRATOR, _utc)
+    admin.add_admin_routes(
+        app, render, source, bills, ADMINISTRATOR, _utc, revocation, reads, clock
+    )
 
 
 def _customer(report: StoredReport) -> str:
