@@ -176,12 +176,12 @@ def bills_serve(
     try:
         address = str(parse_address(listen, 7480))  # refused before the store is opened
         context = server_tls(deployment_dir, tls, client_certs, passphrase_env)
-        keys = _published_keys(deployment_dir)
         # The bills through a read-only engine: the API never writes them, and a bug in it
         # must not be able to. Accounts and the access log through a writable one, opened
         # second: a store that does not exist or is not migrated is refused, not made.
         with Store.open_read_only(store) as db, Store.open(store) as writable:
             signer = TokenSigner(token_key(deployment_dir, passphrase(passphrase_env)))
+            keys = _published_keys(deployment_dir)  # warned only once the store is reached
             people = AccountStore(writable)
             authenticator = AccountAuthenticator(people, signer)
             consent = None
