@@ -52,6 +52,8 @@ PACKAGE = "meterseal"
 # The worker side of the trust runtime: it holds the released secrets, so it is measured too.
 # `trust.material` rebuilds the deployment's `TrustedMaterial` (deployment.py) from them.
 TRUST_RUNTIME = (
+    "meterseal.accounts",  # the package's __init__, on the way to token_key
+    "meterseal.accounts.token_key",  # deployment.py makes the APIs' shared token key
     "meterseal.crypto",
     "meterseal.deployment",
     "meterseal.errors",
@@ -84,11 +86,13 @@ _BILLING = tuple(
         "policy",
         "ports",
         "proofs",
+        "scope",  # which readings a bill counts (a meter's dates, UNSIGNED imports)
         "service",
         "tariff",
         "tariff_files",
         "tariff_pricing",
         "tariff_rates",
+        "unsigned",  # the store keeps UNSIGNED imports in billing.unsigned's records
     )
 )
 # What each trusted stage runs (a package covers its submodules); `stage_measurement` also
