@@ -97,6 +97,10 @@ class BillLedger(Protocol):
         """Every leaf hash of the bill log, in order."""
         ...
 
+    def log_head(self, tree_size: int | None = None) -> SignedTreeHead | None:
+        """The signed tree head at `tree_size` (default: the latest), None if there is none."""
+        ...
+
     def signed_bills(
         self,
         customer_id: str | None = None,

@@ -11,7 +11,13 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from meterseal.billing.bill import Bill, parse_signed_bill, sign_bill, verify_signed_bill
+from meterseal.billing.bill import (
+    Bill,
+    BillSignatureError,
+    parse_signed_bill,
+    sign_bill,
+    verify_signed_bill,
+)
 from meterseal.billing.billlog import BILL_LOG_HEAD, bill_leaf
 from meterseal.billing.completeness import EstimationRule, LinearEstimate, Period
 from meterseal.billing.compute import (
@@ -78,6 +84,7 @@ class BillingService:
         self.estimation = estimation or LinearEstimate()
         self.clock = clock
         self.log = MerkleTree(bills.log_leaves())
+        _check_log_key(bills, key)
 
     def bill_customer(
         self,
@@ -284,6 +291,25 @@ class Correction:
     credit: Bill
     rebill: Bill
     log_indices: tuple[int, int] | None
+
+
+def _check_log_key(bills: BillLedger, key: SigningKey) -> None:
+    """Refuse a key that did not sign the log's newest head: it is another deployment's.
+
+    A deployment directory (-d, deployment.dir) pointing at another deployment's keys would
+    otherwise sign bills into this store's log that only the audit, later, calls forged.
+    """
+    head = bills.log_head()
+    if head is None:
+        return
+    try:
+        BILL_LOG_HEAD.verified(head.signed, key.public_key())
+    except BillSignatureError:
+        raise BillingError(
+            "this store's bill log is signed with another billing key: the deployment "
+            "directory's keys (-d, deployment.dir) are not the ones this store's bills were "
+            "signed with"
+        ) from None
 
 
 class _Laps:
