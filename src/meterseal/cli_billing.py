@@ -148,7 +148,8 @@ def bill(
 
     Refused, and named with the reason: a customer with no readings in the period, one whose
     estimated share exceeds --max-estimated-percent (unless --allow-estimated), one billed
-    already. Exits 1 if every customer was refused.
+    already, one with a bill in force overlapping the period (rebill corrects that bill).
+    Exits 1 if every customer was refused.
     """
     from meterseal.billing.completeness import estimation_rule
     from meterseal.billing.policy import BillRefused, percent
@@ -182,6 +183,8 @@ def bill(
             unknown = sorted(set(wanted) - set(customers))
             if unknown:
                 raise ConfigurationError(f"no customer {unknown[0]!r} in the store")
+            # One query for the run: its customers' bills in force overlapping the period.
+            in_force = service.in_force_bills(period, wanted if customer else None)
             verb = "checking" if dry_run else "billing"
             with progress_bar(console) as bar:
                 task = bar.add_task(f"{verb} {len(wanted)} customers", total=len(wanted))
@@ -198,6 +201,7 @@ def bill(
                             seconds,
                             meter_windows(meters, period),
                             look=dry_run,
+                            in_force=in_force,
                         )
                         if not dry_run:
                             service.sign_and_record(computed, seconds)

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from meterseal.billing.bill import Bill
+from meterseal.billing.completeness import Period
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,3 +53,21 @@ def ledger(bills: Iterable[tuple[int, Bill]]) -> list[LedgerEntry]:
         LedgerEntry(bill, index, credited.get(bill.bill_id), superseded.get(bill.bill_id))
         for index, bill in ordered
     ]
+
+
+def overlaps(a: Period, b: Period) -> bool:
+    """Whether two [start, end) periods share a second (adjacent periods do not)."""
+    return a.start < b.end and b.start < a.end
+
+
+def in_force_overlapping(bills: Iterable[tuple[int, Bill]], period: Period) -> dict[str, list[str]]:
+    """The ids of the bills in force whose periods overlap `period`, by customer, in log order.
+
+    `bills`: (log index, bill) of the log's bills overlapping `period` (a credit has the
+    period of the bill it cancels, so it is among them): what a billing run must not bill again.
+    """
+    found: dict[str, list[str]] = {}
+    for entry in ledger(bills):
+        if entry.in_force and overlaps(entry.bill.period, period):
+            found.setdefault(entry.bill.customer_id, []).append(entry.bill.bill_id)
+    return found

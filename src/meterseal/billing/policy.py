@@ -28,6 +28,7 @@ REFUSALS = {
     "no-readings": "no readings in the period",
     "estimated": "estimated share above the limit (--allow-estimated bills it anyway)",
     "exists": "billed already: bills are never rewritten (correct one with meterseal rebill)",
+    "overlaps": "a bill in force covers part of the period (correct it with meterseal rebill)",
     "not-in-force": "not the bill in force",
     "no-meters": "no meters",
 }

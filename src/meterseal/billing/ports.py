@@ -110,6 +110,12 @@ class BillLedger(Protocol):
         """(log index, signed bill) of the bills kept, optionally of one customer and period."""
         ...
 
+    def bills_overlapping(
+        self, start: int, end: int, customer_ids: Sequence[str] | None = None
+    ) -> list[tuple[int, bytes]]:
+        """(log index, signed bill) of the bills (of these customers) overlapping [start, end)."""
+        ...
+
     def record_bills(
         self,
         entries: Sequence[tuple[StoredBill, bytes]],

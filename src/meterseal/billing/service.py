@@ -8,7 +8,7 @@ checked, signed and recorded, and it reports how long each phase took.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from meterseal.billing.bill import (
@@ -28,7 +28,7 @@ from meterseal.billing.compute import (
     compute_bill,
 )
 from meterseal.billing.corrections import correction_ids, credit_for, rebill_of
-from meterseal.billing.ledger import ledger
+from meterseal.billing.ledger import in_force_overlapping, ledger
 from meterseal.billing.policy import BillingError, BillRefused, EstimationPolicy, screen
 from meterseal.billing.ports import BillExists, BillLedger, StoredBill
 from meterseal.billing.scope import Windows, check_windows, in_scope
@@ -93,17 +93,21 @@ class BillingService:
         period: Period,
         tariff: Tariff,
         windows: Windows | None = None,
+        *,
+        in_force: Mapping[str, Sequence[str]] | None = None,
     ) -> BilledCustomer:
         """Bill one customer for `period` under `tariff`; BillRefused if it may not be signed.
 
-        Refused: a bill kept already (bills are never rewritten), no readings in the period,
-        an estimated share above the policy's limit unless the policy allows it. `windows`:
-        meters the customer had for part of the period only, with those dates.
+        Refused: a bill kept already (bills are never rewritten), a bill in force overlapping
+        the period, no readings in the period, an estimated share above the policy's limit
+        unless the policy allows it. `windows`: meters the customer had for part of the
+        period only, with those dates. `in_force`: as `compute`.
         """
         seconds: dict[str, float] = {}
         computed = self.compute(
-            customer_id, meter_ids, period, tariff, seconds, windows, look=False
-        )
+            customer_id, meter_ids, period, tariff, seconds, windows, look=False,
+            in_force=in_force,
+        )  # fmt: skip
         return self.sign_and_record(computed, seconds)
 
     def compute(
@@ -116,12 +120,15 @@ class BillingService:
         windows: Windows | None = None,
         *,
         look: bool = True,
+        in_force: Mapping[str, Sequence[str]] | None = None,
     ) -> ComputedBill:
         """The bill as `bill_customer` would sign it (query, compute, screen, check), unsigned.
 
         `--dry-run` stops here; BillRefused as `bill_customer`. `seconds` gets each phase's time.
         `look`: refuse a bill kept already before computing it; without, recording refuses it
         (a lookup costs ~0.75 ms on SQLite, ~10% of a day's bill: skipped when signing).
+        `in_force`: the run's `in_force_bills` (one query for the whole run); None: this
+        customer's are queried.
         """
         laps = _Laps(seconds if seconds is not None else {})
         bill_id = bill_id_for(customer_id, period)
@@ -135,6 +142,9 @@ class BillingService:
                 f"(correct it with `meterseal rebill {bill_id} --reason …`)",
                 "exists",
             )
+        if in_force is None:
+            in_force = self.in_force_bills(period, [customer_id])
+        self._refuse_overlap(customer_id, bill_id, in_force.get(customer_id, ()))
         rows = self.bills.packets(meters, period.start, period.end)
         windows = dict(windows or {})
         rows = self._scoped(rows, meters, period, windows, self.allow_unsigned)
@@ -149,6 +159,36 @@ class BillingService:
         check_bill(computed.bill, computed.packets)
         laps("check")
         return computed
+
+    def in_force_bills(
+        self, period: Period, customer_ids: Sequence[str] | None = None
+    ) -> dict[str, list[str]]:
+        """The ids of the bills in force overlapping `period`, by customer (None: every one).
+
+        One query for a billing run; `compute` then checks each customer in memory.
+        """
+        kept = self.bills.bills_overlapping(period.start, period.end, customer_ids)
+        return in_force_overlapping(((i, parse_signed_bill(s)[0]) for i, s in kept), period)
+
+    @staticmethod
+    def _refuse_overlap(customer_id: str, bill_id: str, in_force: Sequence[str]) -> None:
+        """BillRefused if a bill of the customer's in force overlaps the period being billed."""
+        if not in_force:
+            return
+        if bill_id in in_force:  # this very bill
+            raise BillRefused(
+                customer_id,
+                f"bill {bill_id} exists already; bills are never rewritten "
+                f"(correct it with `meterseal rebill {bill_id} --reason …`)",
+                "exists",
+            )
+        named = ", ".join(in_force)
+        raise BillRefused(
+            customer_id,
+            f"the period overlaps bill {named}, in force: a period is never billed twice "
+            f"(correct that bill with `meterseal rebill {in_force[0]} --reason …`)",
+            "overlaps",
+        )
 
     def sign_and_record(
         self, computed: ComputedBill, seconds: dict[str, float] | None = None

@@ -273,6 +273,23 @@ class BillStore(BillLedger, AuditSource, ReportSink, BillArchive):
         with self.store.connection() as connection:
             return [(int(i), bytes(signed)) for i, signed in connection.execute(query)]
 
+    def bills_overlapping(
+        self, start: int, end: int, customer_ids: Sequence[str] | None = None
+    ) -> list[tuple[int, bytes]]:
+        """(log index, signed bill) of the bills (of these customers) overlapping [start, end).
+
+        One query for a whole billing run (not a lookup per bill), without the manifests.
+        """
+        query = (
+            sa.select(bills.c.log_index, bills.c.signed_bill)
+            .where(bills.c.period_start < end, bills.c.period_end > start)
+            .order_by(bills.c.log_index)
+        )
+        if customer_ids is not None:
+            query = query.where(bills.c.customer_id.in_(sorted(set(customer_ids))))
+        with self.store.connection() as connection:
+            return [(int(i), bytes(signed)) for i, signed in connection.execute(query)]
+
     def newest_bills(self, limit: int) -> list[tuple[int, bytes]]:
         """(log index, signed bill) of the newest `limit` log entries, newest first."""
         query = (
