@@ -60,6 +60,7 @@ def bills_list(
     from meterseal.cli_common import console, shown
     from meterseal.storage import Store
     from meterseal.storage.bill_store import BillStore
+    from meterseal.storage.imports import ImportStore
 
     period = period_option(first_day, days) if first_day else None
     with Store.open_read_only(store) as db:
@@ -68,6 +69,9 @@ def bills_list(
             period.start if period else None,
             period.end if period else None,
         )
+        # "0 bills" for a mistyped customer would read as "not billed yet": say it instead.
+        if customer and not kept and customer not in ImportStore(db).customers_between(0, 2**62):
+            raise ConfigurationError(f"no customer {customer!r} in {shown(store)}")
     entries = ledger((i, parse_signed_bill(signed)[0]) for i, signed in kept)
     if ids:
         for e in entries:

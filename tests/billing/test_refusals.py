@@ -143,6 +143,13 @@ def test_ids_printed_by_bill_list_and_readings_feed_export(tmp_path: Path) -> No
     for bill_id in ids:
         assert f"{bill_id} bill 2026-10-30 to 2026-10-31" in listed
     assert run("bills", "list", "--ids", "--store", store).split() == ids
+    mistyped = fleet[0].customer_id + "X"
+    assert f"no customer '{mistyped}'" in run(
+        "bills", "list", "--customer", mistyped, "--store", store, code=2
+    )
+    unbilled = run("bills", "list", "--customer", fleet[0].customer_id, "--from", "2026-11-01",
+                   "--store", store)  # fmt: skip
+    assert "0 bills" in unbilled  # a known customer with nothing billed is no error
     audited = run("audit", "-d", str(deployment), "--store", store, "--show", "3")
     for bill_id in ids:
         assert f"{bill_id} countersigned 96 96 0" in audited  # full ids, never cut
