@@ -51,7 +51,9 @@ def test_rank_writes_the_ranking_and_the_u_matrix(
     assert rows[0]["explanation"]
     assert rows[0]["pattern"]
     assert (tmp_path / "ranking-umatrix.png").exists()
-    assert "rank" in result.output
+    assert "customers ranked by theft likelihood (meterseal ranking)" in " ".join(
+        result.output.split()
+    )  # the table says what it ranks (it was titled "meterseal")
     assert rows[0]["customer_id"] in result.output
 
 

@@ -144,7 +144,8 @@ def rank(
     explanations = write_ranking(out, data, analysis, scores)
     picture = umatrix or out.with_name(out.stem + "-umatrix.png")
     plot_umatrix(analysis.shape_map, hits(analysis), picture)
-    table = Table("rank", "customer", "score", "pattern", "since", "why", title=scores.method)
+    title = f"customers ranked by theft likelihood ({scores.method} ranking)"
+    table = Table("rank", "customer", "score", "pattern", "since", "why", title=title)
     for e in explanations[:top]:
         table.add_row(
             str(e.rank), e.customer, f"{e.score:.1f}", e.pattern, str(e.onset or ""), e.text()
