@@ -225,6 +225,7 @@ def bill_and_audit(
         bills, deployment.billing_key, policy=EstimationPolicy(allow_estimated=True)
     )
     customers = bills.customers()
+    in_force = service.in_force_bills(period)  # one query for the run, not one per customer
     made = []
     refused = []
     with progress_bar(console) as bar:
@@ -233,7 +234,9 @@ def bill_and_audit(
         )
         for customer, meter_ids in sorted(customers.items()):
             try:
-                made.append(service.bill_customer(customer, meter_ids, period, tariff))
+                made.append(
+                    service.bill_customer(customer, meter_ids, period, tariff, in_force=in_force)
+                )
             except BillRefused as exc:
                 refused.append(exc.diagnostics())
             bar.advance(task)
