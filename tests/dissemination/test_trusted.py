@@ -154,7 +154,10 @@ def test_router_and_aggregator_run_on_keys_released_by_the_cas(
     url = cas.endpoint("cas")
     router_args = (*deployment.allow, "--state", str(deployment.state))
     router = deployment.serve(url, "serve", "router", *router_args)
-    aggregator = deployment.serve(url, "aggregate", "aggregator")
+    aggregator = deployment.serve(url, "aggregate", "aggregator", "--k", "7")
+    warned = [line for line in aggregator.lines if line.startswith("warning: --k ignored")]
+    assert warned, aggregator.lines  # the CAS's policy applies, and the operator is told so
+    assert "(k=2," in warned[0]  # provisioned with --k 2: the CAS's value, not 7
     epochs: list[int] = []
     try:
 

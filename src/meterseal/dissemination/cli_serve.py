@@ -228,6 +228,7 @@ Lateness = Annotated[
 
 
 def router_aggregate(
+    ctx: typer.Context,
     authority: Annotated[
         str, typer.Option(help="the router's authority.pub (file or hex); not with --cas")
     ] = "",
@@ -269,6 +270,15 @@ def router_aggregate(
         client = MemberClient(name, Role.AGGREGATOR, "utility", setup.authority)
         policy, attester, identity = setup.policy, setup.attester, setup.measurement
         Console(stderr=True).print(f"aggregator: {setup.provenance}", soft_wrap=True)
+        ignored = given_on_command_line(ctx, POLICY_OPTIONS)
+        if ignored:  # an operator's --k 2 silently running as the CAS's k=5 misleads
+            Console(stderr=True).print(
+                f"warning: {', '.join(ignored)} ignored: with --cas the CAS's aggregation "
+                f"policy applies (k={policy.k}, lateness {policy.lateness} s); change it with "
+                f"meterseal router provision {' '.join(f'{o} …' for o in ignored)}",
+                soft_wrap=True,
+                markup=False,
+            )
     else:
         policy = _aggregation_policy(frame, low_frame, k, lateness, epsilon, clamp_wh, budget)
         client, attester, identity = attested_member(
@@ -285,6 +295,23 @@ def router_aggregate(
         note.print(f"released {counts.pop('released')} publications; {counts}", soft_wrap=True)
 
     _run_stage(stage, admin, after=summary)
+
+
+# The aggregator's policy options: under --cas the CAS's policy sets them instead.
+POLICY_OPTIONS = ("frame", "low_frame", "k", "lateness", "epsilon", "clamp_wh", "budget")
+
+
+def given_on_command_line(ctx: typer.Context, names: tuple[str, ...]) -> list[str]:
+    """The options among `names` the operator gave (flag or variable), as --option names."""
+    # By the enum member's name: typer carries a click of its own, whose ParameterSource is
+    # not the installed click's.
+    given = {"COMMANDLINE", "ENVIRONMENT"}
+    sources = {name: ctx.get_parameter_source(name) for name in names}
+    return [
+        "--" + name.replace("_", "-")
+        for name, source in sources.items()
+        if source is not None and source.name in given
+    ]
 
 
 def _aggregation_policy(
