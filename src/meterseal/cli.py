@@ -26,6 +26,7 @@ from meterseal.cli_common import (
     PassphraseEnv,
     StoreUrl,
     console,
+    from_config,
     server_tls,
     show_key_warnings,
 )
@@ -225,12 +226,6 @@ def meters_revoke(meter_id: str, store: StoreUrl = DEFAULT_STORE) -> None:
     console.print(f"meter {meter_id} revoked")
 
 
-def _from_config(ctx: typer.Context, name: str) -> bool:
-    """Whether option `name` came from the configuration file (click's default_map)."""
-    source = ctx.get_parameter_source(name)  # typer's click: compared by name, not imported
-    return source is not None and source.name == "DEFAULT_MAP"
-
-
 @app.command()
 def serve(
     ctx: typer.Context,
@@ -270,7 +265,7 @@ def serve(
 
     if mode not in MODES:
         raise typer.BadParameter(f"choose one of {', '.join(MODES)}", param_hint="--mode")
-    if mode != "trusted" and cas is not None and _from_config(ctx, "cas"):
+    if mode != "trusted" and cas is not None and from_config(ctx, "cas"):
         cas = None  # the deployment's CAS (meterseal.toml) is for trusted mode only
     if mode != "monolith":
         if (mode == "trusted") != (cas is not None):

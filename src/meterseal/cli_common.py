@@ -49,6 +49,19 @@ SUITE_HELP = f"cipher suite: {', '.join(SUITES)}"
 AUTO_OPEN_WORKERS = cores if (cores := os.cpu_count() or 1) > 1 else 0
 
 
+def option_source(ctx: typer.Context, name: str) -> str | None:
+    """Where option `name` came from: COMMANDLINE, ENVIRONMENT, DEFAULT_MAP (meterseal.toml)…"""
+    # By the enum member's name: typer carries a click of its own, whose ParameterSource is
+    # not the installed click's.
+    source = ctx.get_parameter_source(name)
+    return None if source is None else source.name
+
+
+def from_config(ctx: typer.Context, name: str) -> bool:
+    """Whether option `name` came from the configuration file (click's default_map)."""
+    return option_source(ctx, name) == "DEFAULT_MAP"
+
+
 def passphrase(env_name: str) -> bytes | None:
     """The passphrase held in environment variable `env_name`, if set."""
     value = os.environ.get(env_name)

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from meterseal.cli_common import DEFAULT_STORE, console, passphrase
+from meterseal.cli_common import DEFAULT_STORE, console, option_source, passphrase
 from meterseal.crypto.at_rest import PASSPHRASE_VARIABLE
 from meterseal.errors import ConfigurationError, MetersealError
 from meterseal.runtime.nats_endpoint import shown
@@ -303,15 +303,8 @@ POLICY_OPTIONS = ("frame", "low_frame", "k", "lateness", "epsilon", "clamp_wh", 
 
 def given_on_command_line(ctx: typer.Context, names: tuple[str, ...]) -> list[str]:
     """The options among `names` the operator gave (flag or variable), as --option names."""
-    # By the enum member's name: typer carries a click of its own, whose ParameterSource is
-    # not the installed click's.
     given = {"COMMANDLINE", "ENVIRONMENT"}
-    sources = {name: ctx.get_parameter_source(name) for name in names}
-    return [
-        "--" + name.replace("_", "-")
-        for name, source in sources.items()
-        if source is not None and source.name in given
-    ]
+    return ["--" + n.replace("_", "-") for n in names if option_source(ctx, n) in given]
 
 
 def _aggregation_policy(

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from meterseal.cli_common import console
+from meterseal.cli_common import console, from_config
 from meterseal.meter.theft import DEFAULT_TZ
 from meterseal.ui import print_table, progress_bar
 
@@ -108,9 +108,7 @@ def _scores(analysis: Analysis, labels: dict[str, bool] | None, seed: int) -> Sc
 
 def _explicit(ctx: typer.Context, store: str | None, *files: Path | None) -> str | None:
     """`store`, unless it is meterseal.toml's store and a file was named instead."""
-    source = ctx.get_parameter_source("store")  # typer's click: compared by name, not imported
-    from_config = source is not None and source.name == "DEFAULT_MAP"
-    return None if from_config and any(files) else store
+    return None if from_config(ctx, "store") and any(files) else store
 
 
 @fraud_app.command("rank")

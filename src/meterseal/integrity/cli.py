@@ -15,6 +15,7 @@ from meterseal.cli_common import (
     DeploymentDir,
     PassphraseEnv,
     console,
+    from_config,
     passphrase,
 )
 from meterseal.errors import MetersealError
@@ -214,8 +215,7 @@ def monitor(
     from meterseal.integrity.reporting import Reporter
 
     argv = _binary(command)
-    source = ctx.get_parameter_source("store")  # typer's click: compared by name, not imported
-    if meter is None and fleet is None and source is not None and source.name == "DEFAULT_MAP":
+    if meter is None and fleet is None and from_config(ctx, "store"):
         store = None  # meterseal.toml's store: reports go there only when a meter key is named
     secret = passphrase(passphrase_env)
     key = PlatformKey.load(key_dir, secret)
