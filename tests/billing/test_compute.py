@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Mapping, Sequence
 
@@ -120,3 +121,36 @@ def test_negative_energy_is_refused_even_beside_another_meters_energy() -> None:
     request = BillRequest("b", "c", ("M-1", "M-2"), DAY, TARIFFS[0], rule, 0)
     with pytest.raises(BillCheckError, match="meter M-2: negative energy"):
         compute_bill(request, first + second)
+
+
+def test_a_customer_who_moved_in_mid_period_pays_the_standing_charge_from_then() -> None:
+    from meterseal.billing.completeness import LinearEstimate
+    from meterseal.billing.compute import compute_bill, standing_span
+
+    month = Period.days(dt.date(2026, 11, 6), 30)
+    move_in = month.start + 29 * 86_400  # the last day: one day of standing charge
+    flat = TARIFFS[0]
+    windows = (("M-1", move_in, month.end), ("M-2", move_in + 900, month.end))
+    assert standing_span(month, ("M-1", "M-2"), windows) == (move_in, month.end)
+    assert standing_span(month, ("M-1", "M-2", "M-3"), windows) is None  # M-3: all month
+    assert standing_span(month, ("M-1",), (("M-1", month.start, month.end),)) is None
+    packets = [
+        BillPacket(m, (move_in - month.start) // 900 + i, move_in + 900 * i, 10, bytes(4))
+        for m in ("M-1", "M-2")
+        for i in range(1, 96)
+    ]
+    request = BillRequest("b", "c", ("M-1", "M-2"), month, flat, LinearEstimate(), 0, windows)
+    bill = compute_bill(request, packets).bill
+    assert bill.standing == (move_in, month.end)
+    assert bill.charges.lines[-1].label == "standing charge (1 day)"
+    assert bill.charges.lines[-1].amount == flat.standing_charge_per_day
+    # A bill that does not say so (signed before this rule) is recomputed for the whole period.
+    old = compute_bill(dataclasses.replace(request, prorate_standing=False), packets).bill
+    assert old.standing is None
+    assert old.charges.lines[-1].label == "standing charge (30 days)"
+    # On the bill only when set: bills signed before it keep their bytes.
+    from meterseal.billing.bill import Bill
+
+    assert Bill.from_cbor(bill.to_cbor()) == bill
+    assert b"hstanding\x82" in bill.to_cbor()  # the key (text, 8 bytes) and its 2-array
+    assert b"hstanding" not in old.to_cbor()

@@ -124,6 +124,8 @@ def test_two_tenants_of_one_meter_are_each_billed_for_their_part(tmp_path: Path)
     half = PERIOD.start + 43_200
     assert alice.meters[0].window == (PERIOD.start, half)
     assert bob.meters[0].window == (half, PERIOD.end)
+    # Each is charged standing for their own dates (the audit recomputes it, below).
+    assert (alice.standing, bob.standing) == ((PERIOD.start, half), (half, PERIOD.end))
     assert (alice.meters[0].expected, alice.meters[0].received) == (48, 48)
     assert (bob.meters[0].expected, bob.meters[0].received) == (48, 48)
     assert (alice.packets, bob.packets) == (48, 48)

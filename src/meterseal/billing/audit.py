@@ -512,6 +512,8 @@ def _compare_fields(
         bill.issued_at,
         tuple((m.meter_id, *m.window) for m in bill.meters if m.window is not None),
         bill.unsigned_wh is not None,
+        # The rule the bill was signed under: bills before move-in standing charges lack it.
+        prorate_standing=bill.standing is not None,
     )
     expected = compute_bill(request, ours, tree=tree).bill
     findings = []
@@ -535,6 +537,7 @@ def _compare_fields(
         ("currency", bill.charges.currency, expected.charges.currency),
         ("packets", bill.packets, expected.packets),
         ("unsigned_wh", bill.unsigned_wh, expected.unsigned_wh),
+        ("standing", bill.standing, expected.standing),
         ("chain", bill.chain_head.hex(), expected.chain_head.hex()),
         ("merkle_root", bill.merkle_root.hex(), expected.merkle_root.hex()),
     ):

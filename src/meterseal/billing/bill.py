@@ -89,6 +89,10 @@ class Bill:
     # Wh of UNSIGNED imported readings billed, when the bill was made with them allowed; None:
     # meter-signed readings only. On the bill only when set.
     unsigned_wh: int | None = None
+    # [start, end) the standing charge is for when every meter was the customer's for part of
+    # the period only (moved in or out: `compute.standing_span`); None: the whole period. On
+    # the bill only when set.
+    standing: tuple[int, int] | None = None
 
     @property
     def estimated_slots(self) -> int:
@@ -188,7 +192,8 @@ def _statement_base(m: MeterStatement) -> dict[str, Any]:
 
 
 def _bill_map(b: Bill) -> dict[str, Any]:
-    return _with(_bill_base(b), "unsigned_wh", b.unsigned_wh)
+    standing = None if b.standing is None else list(b.standing)
+    return _with(_with(_bill_base(b), "unsigned_wh", b.unsigned_wh), "standing", standing)
 
 
 def _bill_base(b: Bill) -> dict[str, Any]:
@@ -296,6 +301,7 @@ def _statement_from_map(item: Any) -> MeterStatement:
 
 
 def _bill_from_map(item: Any) -> Bill:
+    item, standing = _optional(item, "standing")
     item, unsigned_wh = _optional(item, "unsigned_wh")
     m: Mapping[str, Any]
     if isinstance(item, cose.MAP_TYPES) and item.get("format") == 1:  # bills signed before v2
@@ -345,6 +351,7 @@ def _bill_from_map(item: Any) -> Bill:
         _str(m["reason"]),
         None if over is None else _decimal(over),
         unsigned_wh=None if unsigned_wh is None else _int(unsigned_wh),
+        standing=None if standing is None else (_int(standing[0]), _int(standing[1])),
     )
     if bill.energy_wh != _int(m["energy_wh"]):
         raise ValueError("energy_wh is not the sum of the meter statements")

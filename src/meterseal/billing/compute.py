@@ -78,6 +78,23 @@ class BillRequest:
     # (meter, start, end): meters the customer had for part of the period only (`scope`).
     windows: tuple[tuple[str, int, int], ...] = ()
     allow_unsigned: bool = False  # the bill may count UNSIGNED imports (and says how much)
+    # Standing charge for the days the customer had a meter (`standing_span`); the audit
+    # passes False for a bill that does not say so (signed before, or for the whole period).
+    prorate_standing: bool = True
+
+
+def standing_span(
+    period: Period, meter_ids: Sequence[str], windows: Sequence[tuple[str, int, int]]
+) -> tuple[int, int] | None:
+    """[start, end) of the standing charge when the customer had meters for part of the period.
+
+    From the first meter's move-in to the last one's move-out, when every meter has a window
+    (one without is the customer's all period); None when that is the whole period.
+    """
+    if not windows or {m for m, _, _ in windows} != set(meter_ids):
+        return None
+    span = (min(s for _, s, _ in windows), max(e for _, _, e in windows))
+    return None if span == (period.start, period.end) else span
 
 
 def bill_order(packets: Sequence[BillPacket]) -> list[BillPacket]:
@@ -133,8 +150,17 @@ def compute_bill(
     ordered = bill_order(packets)
     statements, slot_energy = _statements(request, ordered)
     period = request.period
+    standing = (
+        standing_span(period, request.meter_ids, request.windows)
+        if request.prorate_standing
+        else None
+    )
     charges = price_slots(
-        request.tariff, slot_energy, period_start=period.start, interval=period.interval
+        request.tariff,
+        slot_energy,
+        period_start=period.start,
+        interval=period.interval,
+        standing=standing,
     )
     tariff = request.tariff
     digest = tariff.digest()
@@ -169,6 +195,7 @@ def compute_bill(
         unsigned_wh=(
             sum(p.energy_wh for p in ordered if p.counter < 0) if request.allow_unsigned else None
         ),
+        standing=standing,
     )
     return ComputedBill(bill, ordered, leaves)
 

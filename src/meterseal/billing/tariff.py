@@ -196,16 +196,24 @@ def price(
 
 
 def price_slots(
-    tariff: Tariff, slot_energy: Sequence[int], *, period_start: int, interval: int
+    tariff: Tariff,
+    slot_energy: Sequence[int],
+    *,
+    period_start: int,
+    interval: int,
+    standing: tuple[int, int] | None = None,
 ) -> Charges:
     """`price` of a period cut into equal slots: slot i holds `slot_energy[i]` Wh.
+
+    `standing`: [start, end) the standing charge is for, if not the whole period.
 
     The same charges as `price` of the intervals (period_start + i * interval, interval, Wh)
     in [period_start, period_start + len(slot_energy) * interval), faster: the billing
     service has a month as one energy per slot.
     """
     uses = slot_energy_use(tariff.rates, tariff.zone, slot_energy, period_start, interval)
-    return _charges(tariff, uses, period_start, period_start + len(slot_energy) * interval)
+    start, end = standing or (period_start, period_start + len(slot_energy) * interval)
+    return _charges(tariff, uses, start, end)
 
 
 def _charges(tariff: Tariff, uses: Sequence[Use], period_start: int, period_end: int) -> Charges:
