@@ -65,6 +65,17 @@ def test_every_router_command_takes_its_keys_from_the_deployment(north: Path) ->
     assert {"router serve", "router provision", "router consent grant"} <= set(fed)
 
 
+def test_the_integrity_key_and_log_live_in_the_deployment(north: Path) -> None:
+    # Not var/integrity under whatever directory the operator ran keygen in.
+    defaults = default_map(typer.main.get_command(app), load_settings(north, environ={}))
+    keys = north.parent / "keys" / "integrity"
+    integrity = defaults["integrity"]
+    for command in ("keygen", "embed", "verify", "monitor", "log"):
+        assert integrity[command]["key_dir"] == keys, command
+    assert integrity["monitor"]["log"] == keys / "audit.log"
+    assert integrity["log"]["log"] == keys / "audit.log"
+
+
 def test_flag_beats_environment_beats_file_beats_default(north: Path) -> None:
     cwd = Path.cwd()
     (cwd / "var").mkdir()

@@ -26,6 +26,7 @@ def test_written_values_load_back(prefix: str, url: str) -> None:
         "mqtt": {},
         "cas": {},
         "router": {},
+        "integrity": {},
     }
 
 

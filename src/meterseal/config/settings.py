@@ -156,6 +156,24 @@ class RouterSection:
     )
 
 
+@dataclass(frozen=True)
+class IntegritySection:
+    """[integrity]: the meter software integrity monitor's platform key and audit log."""
+
+    keys: Path = _key(  # noqa: RUF009 - _key is a dataclasses.field
+        "the platform key directory of `integrity keygen|embed|verify|monitor`",
+        Path("var/integrity"),
+        flags=("integrity:--key-dir",),
+        derived="DEPLOYMENT_DIR/integrity",
+    )
+    log: Path = _key(  # noqa: RUF009 - _key is a dataclasses.field
+        "the monitor's security audit log",
+        Path("var/integrity/audit.log"),
+        flags=("integrity:--log",),
+        derived="DEPLOYMENT_DIR/integrity/audit.log",
+    )
+
+
 SECTIONS: dict[str, type] = {
     "deployment": DeploymentSection,
     "store": StoreSection,
@@ -163,6 +181,7 @@ SECTIONS: dict[str, type] = {
     "mqtt": MqttSection,
     "cas": CasSection,
     "router": RouterSection,
+    "integrity": IntegritySection,
 }
 
 
@@ -227,6 +246,7 @@ class Settings:
     mqtt: MqttSection = MqttSection()
     cas: CasSection = CasSection()
     router: RouterSection = RouterSection()
+    integrity: IntegritySection = IntegritySection()
     file: Path | None = None  # the configuration file, if one was read
     sources: Mapping[str, Source] = field(default_factory=dict)
 
@@ -426,6 +446,8 @@ def _derive(
     if deployment_dir is not None:
         put("store.url", f"sqlite:///{Path(deployment_dir) / 'meterseal.db'}")
         put("router.keys", Path(deployment_dir) / "router")  # where `meterseal init` puts them
+        put("integrity.keys", Path(deployment_dir) / "integrity")  # not the working directory
+        put("integrity.log", Path(deployment_dir) / "integrity" / "audit.log")
     name = values.get("deployment.name")
     if name:
         put("store.schema", name)

@@ -53,7 +53,8 @@ def keygen(
 ) -> None:
     """Create the platform key that signs DSig and the audit log (a software key: no TPM here)."""
     private, public = PlatformKey.generate().save(key_dir, passphrase(passphrase_env))
-    console.print(f"{SOFTWARE_KEY_LABEL}: private {private} (0600), public {public}")
+    console.print(f"{SOFTWARE_KEY_LABEL}: private {private} (0600)", soft_wrap=True)
+    console.print(f"public {public}", soft_wrap=True)  # paths whole: they are copied
 
 
 @integrity_app.command("build")
