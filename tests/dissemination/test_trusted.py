@@ -155,11 +155,11 @@ def test_router_and_aggregator_run_on_keys_released_by_the_cas(
     router_args = (*deployment.allow, "--state", str(deployment.state))
     router = deployment.serve(url, "serve", "router", *router_args)
     aggregator = deployment.serve(url, "aggregate", "aggregator", "--k", "7")
-    warned = [line for line in aggregator.lines if line.startswith("warning: --k ignored")]
-    assert warned, aggregator.lines  # the CAS's policy applies, and the operator is told so
-    assert "(k=2," in warned[0]  # provisioned with --k 2: the CAS's value, not 7
     epochs: list[int] = []
-    try:
+    try:  # every assertion inside: a failing one still stops the processes (finally)
+        warned = [line for line in aggregator.lines if line.startswith("warning: --k ignored")]
+        assert warned, aggregator.lines  # the CAS's policy applies, and the operator is told so
+        assert "(k=2," in warned[0]  # provisioned with --k 2: the CAS's value, not 7
 
         async def before_restart(nc: Any) -> None:
             headend, _ = await _member(deployment, nc, "headend", Role.PUBLISHER, PUBLISHER)
