@@ -44,14 +44,14 @@ def readme_block() -> str:
 
 @pytest.fixture(scope="module")
 def operator_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A directory after the README's commands: keys, a fleet, an audited bill exported."""
-    root = tmp_path_factory.mktemp("readme")
+    """`my-utility` after the README's commands: keys, a fleet, an audited bill exported."""
+    root = tmp_path_factory.mktemp("readme") / "my-utility"
     now = dt.datetime.now(dt.UTC)
-    deployment_dir = root / "var" / "deployment"
+    deployment_dir = root  # `meterseal init my-utility` makes the deployment the directory
     deployment = init_deployment(deployment_dir, now=now)
     meters = provision(deployment.ca_key, deployment.ca_cert, 1, P256, now=now, workers=1)
     save_fleet(deployment_dir / "fleet-p256.cbor", meters)
-    url = f"sqlite:///{root / 'var' / 'meterseal.db'}"
+    url = f"sqlite:///{root / 'meterseal.db'}"
     period = Period.days(now.date() - dt.timedelta(days=2), 1)
     meter_id, customer = meters[0].key.meter_id, meters[0].customer_id
     with Store.open(url) as store:
@@ -92,7 +92,7 @@ def operator_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "--store",
             url,
             "--out",
-            str(root),
+            str(root / "for-customer"),
         ]
     )
     assert exported.exit_code == 0, exported.output
@@ -120,8 +120,8 @@ def test_the_readme_python_block_runs_as_written(operator_dir: Path) -> None:
 
 def test_the_api_refuses_what_it_must(operator_dir: Path) -> None:
     """A packet for other keys, a forged signature, an altered bill: each one refusal."""
-    keys = api.load_deployment(operator_dir / "var" / "deployment")
-    meters = api.load_fleet(operator_dir / "var" / "deployment" / "fleet-p256.cbor")
+    keys = api.load_deployment(operator_dir)
+    meters = api.load_fleet(operator_dir / "fleet-p256.cbor")
     now = dt.datetime.now(dt.UTC)
     reading = api.Reading(meters[0].key.meter_id, 7, int(now.timestamp()), 900, 5)
     sealed = api.seal_reading(reading, meters[0], keys.headend.public(), now=now)
@@ -136,9 +136,9 @@ def test_the_api_refuses_what_it_must(operator_dir: Path) -> None:
         api.open_reading(sealed, keys.headend, api.meter_registry(keys.ca_cert, []), now=now)
     assert unknown.value.reason is RejectReason.UNKNOWN_METER
 
-    bill = next(operator_dir.glob("*.bill.cose")).read_bytes()
-    proof = next(operator_dir.glob("*.proof.cbor")).read_bytes()
-    public = operator_dir / "var" / "deployment"
+    bill = next((operator_dir / "for-customer").glob("*.bill.cose")).read_bytes()
+    proof = next((operator_dir / "for-customer").glob("*.proof.cbor")).read_bytes()
+    public = operator_dir
     assert api.verify_bill(bill, proof, public).reading.meter_id == reading.meter_id
     changed = bytearray(bill)
     changed[len(changed) // 2] ^= 1
