@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from meterseal.cli_billing_parts import BillingKeyFile, MeterCaFile
 from meterseal.cli_common import (
     DEFAULT_DEPLOYMENT,
     DEFAULT_STORE,
@@ -33,12 +34,8 @@ def bill_doc(
     bill_id: Annotated[str, typer.Argument(metavar="BILL", help="bill id (CUSTOMER/START-END)")],
     html: Annotated[Path | None, typer.Option(help="write the HTML page here")] = None,
     pdf: Annotated[Path | None, typer.Option(help="write the PDF here")] = None,
-    ca: Annotated[
-        Path | None, typer.Option(help="meter CA certificate (PEM; default: the deployment's)")
-    ] = None,
-    billing_key: Annotated[
-        Path | None, typer.Option(help="billing public key (PEM; default: the deployment's)")
-    ] = None,
+    ca: MeterCaFile = None,
+    billing_key: BillingKeyFile = None,
     authority_key: Annotated[
         Path | None,
         typer.Option(help="the authority's public key, to check a countersignature (PEM)"),

@@ -21,8 +21,10 @@ from rich.table import Table
 from meterseal.cli_billing_parts import (
     SHOWN_BILLS,
     AllowEstimated,
+    BillingKeyFile,
     IdRows,
     MaxEstimated,
+    MeterCaFile,
     bill_ledger,
     estimation_policy,
 )
@@ -278,8 +280,8 @@ def _print_refusals(refused: list[BillRefused], show: int) -> None:
 def audit(
     bill_id: Annotated[list[str] | None, typer.Option("--bill", help="audit these bills")] = None,
     key: Annotated[Path | None, typer.Option(help="the authority's private key (PEM)")] = None,
-    ca: Annotated[Path | None, typer.Option(help="the meter CA certificate (PEM)")] = None,
-    billing_key: Annotated[Path | None, typer.Option(help="the billing public key (PEM)")] = None,
+    ca: MeterCaFile = None,
+    billing_key: BillingKeyFile = None,
     reports: Annotated[
         str | None, typer.Option(help="database for reports (default: --store)")
     ] = None,
@@ -463,12 +465,8 @@ def verify_bill(
         Path | None,
         typer.Option(help="a reading proof file (export-bill --reading); without: the bill alone"),
     ] = None,
-    ca: Annotated[
-        Path | None, typer.Option(help="the meter CA certificate (PEM; default: the deployment's)")
-    ] = None,
-    billing_key: Annotated[
-        Path | None, typer.Option(help="billing public key (PEM; default: the deployment's)")
-    ] = None,
+    ca: MeterCaFile = None,
+    billing_key: BillingKeyFile = None,
     authority_key: Annotated[
         Path | None,
         typer.Option(help="the authority's public key (PEM; default: the deployment's)"),

@@ -6,11 +6,23 @@ Apart from `cli_billing` so that each command module stays small; `cli_bills` an
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from meterseal.cli_common import console
+
+# The public files audit, verify-bill and bill-doc check bills with: each defaults to the
+# deployment's (ca.cert.pem, billing.pub.pem), so meterseal.toml's deployment.dir serves all three.
+MeterCaFile = Annotated[
+    Path | None,
+    typer.Option("--ca", help="the meter CA certificate (PEM; default: the deployment's)"),
+]
+BillingKeyFile = Annotated[
+    Path | None,
+    typer.Option("--billing-key", help="the billing public key (PEM; default: the deployment's)"),
+]
 
 if TYPE_CHECKING:
     from meterseal.billing.completeness import Period
