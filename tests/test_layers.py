@@ -143,6 +143,13 @@ LAYERS: dict[str, Layer] = {
     "meterseal.fraud.report": INTERFACE,
     "meterseal.fraud.cli": INTERFACE,
     "meterseal.bench": INTERFACE,
+    "meterseal.kvs": ADAPTER,  # the secure KVS: nodes, catalogs, the store engine
+    "meterseal.kvs.policy": CORE,
+    "meterseal.kvs.sealing": CORE,
+    "meterseal.kvs.erasure": CORE,  # pyeclib in memory: no I/O
+    "meterseal.kvs.manifest": CORE,
+    "meterseal.kvs.nodes": ADAPTER,
+    "meterseal.kvs.store": ADAPTER,
 }
 
 

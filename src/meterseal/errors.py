@@ -78,3 +78,7 @@ class ReadingError(MetersealError):
 
 class StorageError(MetersealError):
     """The database refused or failed an operation; nothing of that transaction was kept."""
+
+
+class KvsError(MetersealError):
+    """The secure KVS refused an operation (policy, placement, integrity); nothing half-done."""
