@@ -117,3 +117,54 @@ def test_noise_is_pulled_towards_the_populations() -> None:
     assert alone[0] < pooled[0] < np.median(alone)
     np.testing.assert_allclose(pooled[1:].mean(), alone[1:].mean(), rtol=0.1)
     np.testing.assert_array_equal(changepoint.noise(y[:3], 0.0), alone[:3])  # too few rows
+
+
+@given(
+    st.integers(0, 1000),
+    st.integers(0, 70),
+    st.integers(0, 40),
+    st.integers(8, 20),
+    st.booleans(),
+)
+def test_each_series_is_judged_on_its_own_span(
+    seed: int, before: int, after: int, onset: int, pooled: bool
+) -> None:
+    """Days without readings at either end (data that start late or stop early) change
+    nothing: the statistic, the size and the onset (shifted by the gap) are the series'
+    own, whatever the window of the others."""
+    y = _noisy(30, seed)
+    y[onset:] -= 0.6
+    padded = np.full(before + 30 + after, np.nan)
+    padded[before : before + 30] = y
+    alone = changepoint._best(*changepoint._splits(y[None, :], 0.05, 5, 2, 0.0, pooled=pooled))
+    shifted = changepoint._best(
+        *changepoint._splits(padded[None, :], 0.05, 5, 2, 0.0, pooled=pooled)
+    )
+    np.testing.assert_allclose(shifted.t, alone.t, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(shifted.delta, alone.delta, rtol=1e-9, atol=1e-9)
+    assert shifted.onset[0] == alone.onset[0] + before
+
+
+def test_a_customer_starting_later_does_not_change_the_others() -> None:
+    """A population sharing one start date, then the same with one customer who starts two
+    months later and one who stops three weeks early: the first ones' statistics (noise
+    pooled over the population: fewer than `MIN_POOLED` rows here) do not move, and the
+    late and early customers' own lasting drops are found."""
+    rng = np.random.default_rng(11)
+    shared = rng.normal(0.0, 0.1, (20, 40))
+    shared[:5, 25:] -= 0.8  # five thieves
+    window = np.full((22, 100), np.nan)
+    window[:20, :40] = shared
+    window[20, 60:] = rng.normal(0.0, 0.1, 40)  # starts two months later
+    window[20, 85:] -= 0.8
+    window[21, :19] = rng.normal(0.0, 0.1, 19)  # stops three weeks early
+    window[21, 10:19] -= 0.8
+    alone = changepoint.drop(shared, floor=0.05)
+    together = changepoint.drop(window, floor=0.05)
+    np.testing.assert_allclose(together.t[:20], alone.t, rtol=1e-9)
+    np.testing.assert_array_equal(together.onset[:20], alone.onset)
+    assert (together.t[:5] > 8).all()
+    assert together.onset[20] == 85
+    assert together.t[20] > 8
+    assert together.onset[21] == 10
+    assert together.t[21] > 4

@@ -7,7 +7,9 @@ likelihood ratio of one step at k with known noise), with at least `min_side` pr
 before. It counts in proportion to how well the step lasts: the two halves of the days
 after k and their last quarter must each keep at least `PERSIST` of the step to count
 fully, and a part keeping under half of that cancels it (a dip that recovers before the
-end of the window scores little). sigma
+end of the series scores little). "The days after k" end at the series' own last present
+day: customers whose readings start or stop on different dates are each judged on their
+own span, never on the population's window. sigma
 is the series' own noise, estimated robustly from day-to-day differences (so the step
 itself barely moves it), pulled towards the population's typical noise (30 days give a
 rough estimate: a customer whose few differences happen to be small must not turn an
@@ -68,6 +70,14 @@ def _means(cum_s: F64, cum_n: F64, lo: I64, hi: I64) -> tuple[F64, F64]:
         return (cum_s[rows, series, hi] - cum_s[rows, series, lo]) / n, n
 
 
+def own_end(present: npt.NDArray[np.bool_]) -> I64:
+    """One past the last present day of each series (last axis); 0 for a series of NaN."""
+    days = present.shape[-1]
+    last = days - np.argmax(present[..., ::-1], axis=-1)
+    out: I64 = np.where(present.any(axis=-1), last, 0).astype(np.int64)
+    return out
+
+
 def _splits(
     y: F64,
     floor: float,
@@ -91,10 +101,13 @@ def _splits(
     cum_s = np.concatenate([zero, np.cumsum(np.where(present, y3, 0.0), axis=2)], axis=2)
     cum_n = np.concatenate([zero, np.cumsum(present, axis=2, dtype=np.float64)], axis=2)
     split = np.arange(1, days)[None, :].repeat(rows, 0)
-    mid = split + (days - split + 1) // 2
-    end = np.full_like(split, days)
+    # Each series is judged on its own span: the days after a split run to its own last
+    # reading, not to the end of everyone's window (data that stop early, or a population
+    # whose customers start on different dates, must not hide a lasting step).
+    end = np.broadcast_to(own_end(present), split.shape).astype(np.int64)
+    mid = split + (end - split + 1) // 2
     # The tail: the last quarter of the days after the split (at least min_half days).
-    tail_start = np.maximum(end - np.maximum((days - split) // 4, min_half), mid)
+    tail_start = np.maximum(end - np.maximum((end - split) // 4, min_half), mid)
     before, n_before = _means(cum_s, cum_n, np.zeros_like(split), split)
     after, n_after = _means(cum_s, cum_n, split, end)
     parts = [

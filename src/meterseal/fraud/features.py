@@ -231,16 +231,18 @@ def kept(level: F64, onset: I64, scale: float = KEPT_SCALE) -> F64:
     reversed days) keep the energy; a new appliance adds some, an absence removes some (and
     the level features judge removals)."""
     days = level.shape[1]
-    k = np.where(onset > 0, onset, days // 2)[:, None]
-    mid = k + (days - k + 1) // 2
-    day = np.arange(days)[None, :]
     present = ~np.isnan(level)
+    end = changepoint.own_end(present)[:, None]  # each customer's own last day
+    start = np.argmax(present, axis=1)[:, None]
+    k = np.where(onset[:, None] > 0, onset[:, None], (start + end) // 2)
+    mid = k + (end - k + 1) // 2
+    day = np.arange(days)[None, :]
     sigma = changepoint.noise(level, 0.0)
     with _quiet():
         before = np.nanmean(np.where(day < k, level, np.nan), axis=1)
         n_before = (present & (day < k)).sum(1)
         changes = []
-        for lo, hi in ((k, mid), (mid, days)):
+        for lo, hi in ((k, mid), (mid, end)):
             inside = (day >= lo) & (day < hi)
             half = np.nanmean(np.where(inside, level, np.nan), axis=1)
             n = (present & inside).sum(1)
