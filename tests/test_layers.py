@@ -150,6 +150,7 @@ LAYERS: dict[str, Layer] = {
     "meterseal.kvs.manifest": CORE,
     "meterseal.kvs.nodes": ADAPTER,
     "meterseal.kvs.store": ADAPTER,
+    "meterseal.cascadb": CORE,  # SQL to ordered keys: parser, plan, executor over an OrderedKv
 }
 
 

@@ -31,6 +31,7 @@ _HEADEND = {
     "jinja2": "jinja2",
     "fpdf": "fpdf2",
     "segno": "segno",
+    "sqlglot": "sqlglot",
 }
 _DISSEMINATION = {"phe": "phe", "gmpy2": "gmpy2", "opendp": "opendp"}
 _FRAUD = {
