@@ -75,10 +75,12 @@ def encode_value(value: Value) -> bytes:
 def _number(number: Decimal, kind: int) -> bytes:
     if number.is_zero():
         return bytes((ZERO_TAG, kind))
-    sign, digits, exponent = number.normalize().as_tuple()
+    sign, digits, exponent = number.as_tuple()  # normalize() would round to 28 digits
     assert isinstance(exponent, int)
-    text = "".join(map(str, digits)).encode()
-    adjusted = exponent + len(digits) + _EXPONENT_BIAS  # value = 0.d1d2... x 10^adjusted
+    text = "".join(map(str, digits)).encode().lstrip(b"0")
+    stripped = text.rstrip(b"0")
+    adjusted = exponent + len(text) + _EXPONENT_BIAS  # value = 0.d1d2... x 10^adjusted
+    text = stripped
     body = adjusted.to_bytes(4, "big") + text.translate(_DIGITS_UP) + b"\x00"
     if sign:
         return bytes((NEGATIVE_TAG,)) + body.translate(_COMPLEMENT) + bytes((kind,))
