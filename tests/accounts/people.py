@@ -44,6 +44,7 @@ class MemoryAccounts:
     accounts: dict[str, Account] = field(default_factory=dict)
     keys: dict[str, ApiKey] = field(default_factory=dict)
     log: list[AccessEntry] = field(default_factory=list)
+    revoked: dict[str, float] = field(default_factory=dict)  # token id -> its expiry
 
     def add_account(self, account: Account) -> None:
         check_account(account.username, account.roles, account.customer_id)
@@ -65,6 +66,13 @@ class MemoryAccounts:
     def revoke_api_key(self, key_id: str, now: float) -> bool:
         self.keys[key_id] = replace(self.keys[key_id], revoked_at=now)
         return True
+
+    def revoke_token(self, token_id: str, username: str, expires: float, now: float) -> None:
+        self.revoked = {t: e for t, e in self.revoked.items() if e > now}
+        self.revoked[token_id] = expires
+
+    def token_revoked(self, token_id: str) -> bool:
+        return token_id in self.revoked
 
     def record(self, entries: Sequence[AccessEntry]) -> None:
         self.log.extend(replace(e, id=len(self.log) + i + 1) for i, e in enumerate(entries))

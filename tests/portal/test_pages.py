@@ -132,6 +132,38 @@ def test_a_form_without_its_csrf_token_is_refused(portal: Portal) -> None:
     assert client.get("/portal/bills").status_code == 303
 
 
+def test_signing_out_revokes_the_session_on_the_server(portal: Portal) -> None:
+    account = portal.customer(0)[1]
+    client, other = signed_in(portal, account), signed_in(portal, account)
+    cookie = client.cookies[SESSION_COOKIE]
+    assert client.get("/portal/bills").status_code == 200
+    out = client.post("/portal/logout", data={"csrf": client.cookies[CSRF_COOKIE]})
+    assert out.status_code == 303
+    # A copy of the cookie (kept by an attacker, or a browser that did not drop it) is no
+    # session any more, though the token has not expired: the clock has not moved.
+    copy = TestClient(portal.app, follow_redirects=False)
+    copy.cookies.set(SESSION_COOKIE, cookie)
+    assert copy.get("/portal/bills").headers["location"] == "/portal/login"
+    bearer = copy.get("/v1/auth/whoami", headers={"Authorization": f"Bearer {cookie}"})
+    assert bearer.status_code == 401
+    # Another session of the same account (another browser) goes on.
+    assert other.get("/portal/bills").status_code == 200
+    assert portal.people.authenticator.sign_out(cookie) is False  # already revoked
+
+
+def test_the_revocation_list_forgets_tokens_once_they_expire(portal: Portal) -> None:
+    accounts, now = portal.accounts, portal.people.clock()
+    accounts.revoke_token("old", "someone", now + 10, now)
+    accounts.revoke_token("new", "someone", now + 900, now)
+    accounts.revoke_token("new", "someone", now + 900, now)  # twice: one row
+    assert accounts.token_revoked("old")
+    assert accounts.token_revoked("new")
+    accounts.revoke_token("newer", "someone", now + 1800, now + 10)
+    assert not accounts.token_revoked("old")  # it expired: no token of that id works anyway
+    assert accounts.token_revoked("new")
+    assert accounts.token_revoked("newer")
+
+
 def test_the_session_cookie_on_a_post_needs_the_csrf_token(portal: Portal) -> None:
     client = signed_in(portal, portal.customer(0)[1])
     assert client.get("/v1/auth/whoami").status_code == 200

@@ -3,9 +3,12 @@
 A request names its caller with `Authorization: Bearer CREDENTIAL`, where the credential is a
 login token (from `POST /v1/auth/token`) or an API key (`msk_…`). No header: anonymous, which
 only public routes let through. A credential that is wrong in any way (unknown, expired,
-tampered, revoked, a disabled account) is 401 with one body, and counts as a failure of its
-source; a source or account backing off, or spending requests too fast, gets 429 with
-Retry-After. The account is read on every request, so disabling it ends its tokens and keys.
+tampered, revoked, signed out, a disabled account) is 401 with one body, and counts as a
+failure of its source; a source or account backing off, or spending requests too fast, gets
+429 with Retry-After. The account is read on every request, so disabling it ends its tokens
+and keys. Signing out (`sign_out`) revokes a login token server-side: its id goes to the
+accounts' revocation list (`revoke_token`), which every use of a token checks, until the token
+would have expired anyway.
 
 A browser's session (the portal) is a login token in a cookie. On GET and HEAD it signs the
 request in; on any other method it does so only together with a CSRF token: the urlencoded
@@ -143,8 +146,20 @@ class AccountAuthenticator:
         return csrf_matches(request, await form_fields(request), *self.csrf)
 
     def _from_token(self, token: str, now: float) -> Identity | None:
-        subject = self.signer.subject(token, now)
-        return None if subject is None else self._identity(subject, None)
+        claims = self.signer.claims(token, now)
+        if claims is None or self.accounts.token_revoked(claims.token_id):
+            return None
+        return self._identity(claims.subject, None)
+
+    def sign_out(self, token: str) -> bool:
+        """Revoke a valid login token server-side (it proves nothing from now on); False when
+        it proved nothing already (expired, tampered, revoked)."""
+        now = self.clock()
+        claims = self.signer.claims(token, now)
+        if claims is None or self.accounts.token_revoked(claims.token_id):
+            return False
+        self.accounts.revoke_token(claims.token_id, claims.subject, claims.expires, now)
+        return True
 
     def identify(self, credential: str, now: float) -> Identity | None:
         """The identity a credential proves, None if it proves nothing."""
@@ -154,8 +169,7 @@ class AccountAuthenticator:
             if key is None or key.revoked_at is not None or not digests_match(key.digest, split[1]):
                 return None
             return self._identity(key.username, key.scopes)
-        subject = self.signer.subject(credential, now)
-        return None if subject is None else self._identity(subject, None)
+        return self._from_token(credential, now)
 
     def _identity(self, username: str, scopes: frozenset[Role] | None) -> Identity | None:
         account = self.accounts.account(username)

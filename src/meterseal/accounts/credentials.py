@@ -94,6 +94,15 @@ def digests_match(stored: bytes, presented: bytes) -> bool:
     return hmac.compare_digest(stored, presented)
 
 
+@dataclass(frozen=True)
+class TokenClaims:
+    """What a valid login token says: its account, its id (jti) and when it expires."""
+
+    subject: str
+    token_id: str
+    expires: int
+
+
 class TokenSigner:
     """Issues and checks login tokens with one deployment key."""
 
@@ -116,6 +125,11 @@ class TokenSigner:
 
     def subject(self, token: str, now: float) -> str | None:
         """The account a valid, unexpired token names; None for anything else."""
+        claims = self.claims(token, now)
+        return None if claims is None else claims.subject
+
+    def claims(self, token: str, now: float) -> TokenClaims | None:
+        """Whom a valid, unexpired token names, its id and expiry; None for anything else."""
         try:
             claims = jwt.decode(
                 token,
@@ -127,7 +141,9 @@ class TokenSigner:
         except jwt.PyJWTError:
             return None
         # Expiry checked here against the injected clock, not PyJWT's wall clock.
-        expires, subject = claims.get("exp"), claims.get("sub")
+        expires, subject, token_id = claims.get("exp"), claims.get("sub"), claims.get("jti")
         if not isinstance(expires, int) or now >= expires or not isinstance(subject, str):
             return None
-        return subject
+        if not isinstance(token_id, str) or not 0 < len(token_id) <= 64:
+            return None  # every token issued here has one: it is what sign-out revokes
+        return TokenClaims(subject, token_id, expires)

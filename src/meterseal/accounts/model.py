@@ -109,6 +109,14 @@ class AccountRepository(Protocol):
         """The API key with id `key_id`, revoked or not."""
         ...
 
+    def revoke_token(self, token_id: str, username: str, expires: float, now: float) -> None:
+        """Refuse the login token `token_id` from now on (sign-out); forget expired ones."""
+        ...
+
+    def token_revoked(self, token_id: str) -> bool:
+        """Whether the login token `token_id` was revoked."""
+        ...
+
 
 class AccessLog(Protocol):
     """Where reads of customers' data are recorded and read back."""

@@ -2,14 +2,14 @@
 
 Pages (`/portal/…`, Jinja2 with autoescape): sign-in, the customer's bills, one bill with its
 readings, daily chart and in-browser verification (static/verify.js), and who read their data.
-Every route declares its rule (runtime.auth); whose bill it is comes from the store against
-the signed-in identity, never from the URL: another customer's bill is the page of an
-unknown id. Sessions are the API's login tokens in an HttpOnly, SameSite=Strict cookie
-(Secure over TLS); every form carries a CSRF token that must match its cookie (double
-submit). The session signs in a GET or HEAD, and a POST only with a matching CSRF token
-(accounts.authn: a POST with the cookie and no such token is refused before any handler), so
-a form's route declares its real role rule. Pages send a strict Content-Security-Policy: scripts and
-styles from this origin only, nothing inline.
+Every route declares its rule (runtime.auth); whose bill it is comes from the store against the
+signed-in identity, never from the URL: another customer's bill is the page of an unknown id.
+Sessions are the API's login tokens in an HttpOnly, SameSite=Strict cookie (Secure over TLS),
+revoked server-side on sign-out (a copied cookie stops working too); every form carries a CSRF
+token that must match its cookie (double submit). The session signs in a GET or HEAD, and a
+POST only with a matching CSRF token (accounts.authn: a POST with the cookie and no such token
+is refused before any handler), so a form's route declares its real role rule. Pages send a
+strict Content-Security-Policy: scripts and styles from this origin only, nothing inline.
 
 `GET /v1/keys` publishes the deployment's public keys (billing, metrology authority), which
 the browser pins on first use.
@@ -274,6 +274,9 @@ def add_portal_routes(
         form = await _form(request)
         if not _csrf_holds(request, form):
             return pages.render(request, "error.html", 403, detail=CSRF_REFUSED)
+        token = request.cookies.get(SESSION_COOKIE)
+        if token is not None and len(token) <= 4096:  # ended here, not only in this browser
+            await run_in_threadpool(authenticator.sign_out, token)
         response = RedirectResponse("/portal/login", 303)
         response.delete_cookie(SESSION_COOKIE, path="/", secure=_secure(request), httponly=True)
         return response

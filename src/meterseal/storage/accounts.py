@@ -1,4 +1,5 @@
-"""Accounts, API keys and the access log in the store (`AccountRepository`, `AccessLog`)."""
+"""Accounts, API keys, signed-out tokens and the access log in the store (`AccountRepository`,
+`AccessLog`)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from meterseal.accounts.model import (
     Role,
     check_account,
 )
-from meterseal.storage.schema import access_log, accounts, api_keys
+from meterseal.storage.schema import access_log, accounts, api_keys, revoked_tokens
 from meterseal.storage.store import Store
 
 
@@ -145,6 +146,24 @@ class AccountStore:
             )
             found = connection.scalar(sa.select(api_keys.c.key_id).filter_by(key_id=key_id))
         return found is not None
+
+    def revoke_token(self, token_id: str, username: str, expires: float, now: float) -> None:
+        """Refuse the login token `token_id` until it expires; forget expired revocations."""
+        with self.store.transaction() as connection:
+            connection.execute(revoked_tokens.delete().where(revoked_tokens.c.expires_at <= now))
+            found = sa.select(revoked_tokens.c.token_id).filter_by(token_id=token_id)
+            if connection.scalar(found) is None:
+                connection.execute(
+                    revoked_tokens.insert().values(
+                        token_id=token_id, username=username, expires_at=expires, revoked_at=now
+                    )
+                )
+
+    def token_revoked(self, token_id: str) -> bool:
+        """Whether the login token `token_id` was signed out (and has not expired since)."""
+        query = sa.select(revoked_tokens.c.token_id).filter_by(token_id=token_id)
+        with self.store.connection() as connection:
+            return connection.scalar(query) is not None
 
     def record(self, entries: Sequence[AccessEntry]) -> None:
         """Append reads of customers' data to the access log."""

@@ -339,6 +339,21 @@ def _v8(connection: Connection) -> None:
     )
 
 
+def _v9(connection: Connection) -> None:
+    md = sa.MetaData()
+    sa.Table(
+        "revoked_tokens",
+        md,
+        sa.Column("token_id", sa.String(64), nullable=False),
+        sa.Column("username", sa.String(64), nullable=False),
+        sa.Column("expires_at", sa.Double, nullable=False),
+        sa.Column("revoked_at", sa.Double, nullable=False),
+        sa.PrimaryKeyConstraint("token_id", name="pk_revoked_tokens"),
+        sa.Index("ix_revoked_tokens_expires_at", "expires_at"),
+    )
+    md.create_all(connection)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "meters, signed originals, measurements, quarantine", _v1),
     Migration(2, "ingest counters; index measurements by region and time", _v2),
@@ -348,6 +363,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "index meters by customer; bill manifests stored uncompressed", _v6),
     Migration(7, "accounts, API keys, the access log", _v7),
     Migration(8, "unsigned imported readings; customer-meter assignments with dates", _v8),
+    Migration(9, "login tokens revoked by signing out", _v9),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -321,6 +321,17 @@ api_keys = sa.Table(
     sa.Column("revoked_at", sa.Double, nullable=True),
 )
 
+# Login tokens signed out before they expire (a row lives until the token's expiry).
+revoked_tokens = sa.Table(
+    "revoked_tokens",
+    metadata,
+    sa.Column("token_id", sa.String(SHORT_TEXT), primary_key=True),
+    sa.Column("username", sa.String(SHORT_TEXT), nullable=False),
+    sa.Column("expires_at", sa.Double, nullable=False),
+    sa.Column("revoked_at", sa.Double, nullable=False),
+    sa.Index(None, "expires_at"),
+)
+
 access_log = sa.Table(
     "access_log",
     metadata,
