@@ -42,6 +42,7 @@ _FRAUD = {
     "sklearn": "scikit-learn",
 }
 _INTEGRITY = {"elftools": "pyelftools", "pyseccomp": "pyseccomp", "ptrace": "python-ptrace"}
+_KVS = {"pyeclib": "pyeclib"}
 _BENCH = {"matplotlib": "matplotlib"}
 
 OWN_PACKAGES: dict[str, dict[str, str]] = {
@@ -49,17 +50,20 @@ OWN_PACKAGES: dict[str, dict[str, str]] = {
     "dissemination": _DISSEMINATION,
     "fraud": _FRAUD,
     "integrity": _INTEGRITY,
+    "kvs": _KVS,
     "bench": _BENCH,
 }
 INCLUDED: dict[str, tuple[str, ...]] = {
     "dissemination": ("headend",),
-    "bench": ("headend", "dissemination", "fraud", "integrity"),
+    "kvs": ("headend",),
+    "bench": ("headend", "dissemination", "fraud", "integrity", "kvs"),
 }
 # The extra each command group needs; every other command beyond the core needs `headend`.
 GROUP_EXTRA = {
     "router": "dissemination",
     "fraud": "fraud",
     "integrity": "integrity",
+    "kvs": "kvs",
     "bench": "bench",
 }
 
