@@ -150,6 +150,14 @@ LAYERS: dict[str, Layer] = {
     "meterseal.kvs.manifest": CORE,
     "meterseal.kvs.nodes": ADAPTER,
     "meterseal.kvs.store": ADAPTER,
+    "meterseal.kvs.gateway_keys": CORE,  # API keys and their scopes, sans-IO
+    "meterseal.kvs.gateway_auth": SERVICE,  # the gateway's authenticator and access rules
+    "meterseal.kvs.gateway_state": SERVICE,
+    "meterseal.kvs.gateway_http": SERVICE,
+    "meterseal.kvs.gateway": SERVICE,  # the gateway's REST API
+    "meterseal.kvs.gateway_client": SERVICE,  # its client (CLI, benches)
+    "meterseal.kvs.service": SERVICE,  # the attested gateway as a running service
+    "meterseal.kvs.service_trust": SERVICE,  # its CAS policy, secrets and attestation
     "meterseal.cascadb": CORE,  # SQL to ordered keys: parser, plan, executor over an OrderedKv
 }
 

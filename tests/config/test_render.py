@@ -27,6 +27,7 @@ def test_written_values_load_back(prefix: str, url: str) -> None:
         "cas": {},
         "router": {},
         "integrity": {},
+        "kvs": {},
     }
 
 

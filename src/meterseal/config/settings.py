@@ -174,6 +174,39 @@ class IntegritySection:
     )
 
 
+@dataclass(frozen=True)
+class KvsSection:
+    """[kvs]: the secure key-value store's gateway, its storage nodes and default policy."""
+
+    dir: Path = _key(  # noqa: RUF009 - _key is a dataclasses.field
+        "local storage: one directory per node (node-0 …) and the catalog under it",
+        Path("var/kvs"),
+        flags=("kvs:--dir",),
+        derived="DEPLOYMENT_DIR/kvs",
+    )
+    nodes: int = _key("number of local storage nodes (directories)", 9, flags=("kvs:--nodes",))
+    nats: str | None = _key(
+        "NATS cluster URL of the storage nodes (unset: the local directories)",
+        None,
+        flags=("kvs:--nodes-nats",),
+        example="nats://127.0.0.1:4222",
+    )
+    policy: str = _key(
+        "default redundancy of a bucket: rep:N, ec:K+M or hybrid:K+M",
+        "ec:6+2",
+        flags=("kvs:--default-policy",),
+    )
+    listen: str = _key(
+        "host:port the gateway listens on", "127.0.0.1:7470", flags=("kvs serve:--listen",)
+    )
+    url: str | None = _key(
+        "the gateway's URL, for the client commands (unset: http://127.0.0.1:7470)",
+        None,
+        flags=("kvs:--gateway",),
+        example="https://kvs.example:7470",
+    )
+
+
 SECTIONS: dict[str, type] = {
     "deployment": DeploymentSection,
     "store": StoreSection,
@@ -182,6 +215,7 @@ SECTIONS: dict[str, type] = {
     "cas": CasSection,
     "router": RouterSection,
     "integrity": IntegritySection,
+    "kvs": KvsSection,
 }
 
 
@@ -247,6 +281,7 @@ class Settings:
     cas: CasSection = CasSection()
     router: RouterSection = RouterSection()
     integrity: IntegritySection = IntegritySection()
+    kvs: KvsSection = KvsSection()
     file: Path | None = None  # the configuration file, if one was read
     sources: Mapping[str, Source] = field(default_factory=dict)
 
@@ -448,6 +483,7 @@ def _derive(
         put("router.keys", Path(deployment_dir) / "router")  # where `meterseal init` puts them
         put("integrity.keys", Path(deployment_dir) / "integrity")  # not the working directory
         put("integrity.log", Path(deployment_dir) / "integrity" / "audit.log")
+        put("kvs.dir", Path(deployment_dir) / "kvs")  # the local storage nodes
     name = values.get("deployment.name")
     if name:
         put("store.schema", name)

@@ -141,6 +141,14 @@ STAGE_MODULES: dict[str, tuple[str, ...]] = {
     "dissemination-router": _DISSEMINATION,
     # `meterseal router aggregate --cas`: the aggregation policy, the publisher's public key.
     "dissemination-aggregator": _DISSEMINATION,
+    # `meterseal kvs serve`: the secure KVS's gateway (TLS, API keys, sealing, erasure coding,
+    # the storage nodes' clients) holding the KVS master secret (issue 21).
+    "kvs-gateway": (
+        "meterseal.kvs",
+        "meterseal.runtime",
+        "meterseal.accounts.throttle",  # failed API keys back off per source
+        *TRUST_RUNTIME,
+    ),
     # `meterseal bench trusted-overhead`: experiment 3.1 inside a worker (bench.crypto's ops).
     "bench-crypto": (
         "meterseal.bench.crypto",
@@ -166,6 +174,8 @@ STAGE_ENTRIES: dict[str, tuple[str, ...]] = {
     "anonymize-store": ("meterseal.acquisition.anonymize", *_SERVICE_ENTRIES),
     "billing": ("meterseal.billing.service", *_SERVICE_ENTRIES),
     "bench-crypto": ("meterseal.bench.trusted_worker", *TRUST_RUNTIME),
+    # `meterseal kvs serve` runs the gateway from kvs.service (the CLI only parses options).
+    "kvs-gateway": ("meterseal.kvs.service_trust", *TRUST_RUNTIME),
     # `python -m meterseal.dissemination serve|aggregate --cas …` (dissemination/__main__.py).
     "dissemination-router": _DISSEMINATION_ENTRIES,
     "dissemination-aggregator": _DISSEMINATION_ENTRIES,

@@ -1,0 +1,108 @@
+"""Who may call the KVS gateway: its API keys as the runtime's Authenticator and access rules.
+
+A request names its key with `Authorization: Bearer kvk_…`. No header is anonymous, which only
+the public routes let through; a key that proves nothing (malformed, unknown, wrong secret,
+revoked) is 401 with the runtime's one body (`UNAUTHENTICATED`), and counts as a failure of
+its source, which backs off (429) after a few (`accounts.throttle`). A known key outside its
+scope is 403 with one body whatever the reason (other bucket, other prefix, missing right),
+checked before the object is looked up, so a refusal says nothing about what exists.
+
+The rules (`KvsAccess`) read the bucket and object key from the route's path parameters and
+the key's scope from the request, put there by `KvsAuthenticator`: a request that reaches a
+rule without a scope is refused (fail closed).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from fastapi import HTTPException, Request
+
+from meterseal.accounts.throttle import Throttle
+from meterseal.kvs.gateway_keys import KeyTable, KvsKey, Right, Scope
+from meterseal.runtime.auth import ANONYMOUS, CHALLENGE, UNAUTHENTICATED, Identity
+from meterseal.runtime.connections import source_key
+
+ROLE = "kvs-client"
+TOO_MANY = "too many attempts; retry later"
+KeyTableSource = Callable[[], Awaitable[KeyTable]]
+
+
+def key_scope(request: Request) -> Scope | None:
+    """The scope of the key that signed `request` in, None if none did."""
+    scope = getattr(request.state, "kvs_scope", None)
+    return scope if isinstance(scope, Scope) else None
+
+
+class KvsAuthenticator:
+    """The caller's identity from its KVS API key (the key table read through `table`)."""
+
+    def __init__(
+        self,
+        table: KeyTableSource,
+        throttle: Throttle | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.table = table
+        self.throttle = throttle or Throttle()
+        self.clock = clock
+
+    async def __call__(self, request: Request) -> Identity:
+        """Anonymous without a header; the key's identity, or 401/429 (module doc)."""
+        header = request.headers.get("authorization")
+        if header is None:
+            return ANONYMOUS
+        host = request.client.host if request.client else "unknown"
+        source, now = f"source:{source_key(host)}", self.clock()
+        wait = self.throttle.retry_after([source], now)
+        if wait > 0:
+            raise HTTPException(429, TOO_MANY, headers={"Retry-After": str(max(1, int(wait)))})
+        scheme, _, credential = header.strip().partition(" ")
+        key: KvsKey | None = None
+        if scheme.lower() == "bearer" and 0 < len(credential) <= 256:
+            key = (await self.table()).verify(credential.strip())
+        if key is None:
+            self.throttle.failed([source], now)
+            raise HTTPException(401, UNAUTHENTICATED, headers=CHALLENGE)
+        if not self.throttle.spend(f"key:{key.key_id}", now):
+            raise HTTPException(429, TOO_MANY, headers={"Retry-After": "1"})
+        request.state.kvs_scope = key.scope
+        return Identity(f"kvs-key:{key.key_id}", frozenset((ROLE,)))
+
+
+@dataclass(frozen=True)
+class KvsAccess:
+    """Lets through a key whose scope grants `right` on the route's bucket (and object key)."""
+
+    right: Right
+    whole_store: bool = False  # scrub: a scope over every bucket
+
+    @property
+    def name(self) -> str:
+        """kvs:RIGHT (kvs:admin:* for the whole store)."""
+        return f"kvs:{self.right}" + (":*" if self.whole_store else "")
+
+    def allows(self, identity: Identity, request: Request) -> bool:
+        """The caller's key scope covers the request (no scope: refused)."""
+        scope = key_scope(request)
+        if not identity.authenticated or ROLE not in identity.roles or scope is None:
+            return False
+        if self.whole_store:
+            return self.right in scope.rights and scope.bucket == "*"
+        bucket = request.path_params.get("bucket")
+        if not isinstance(bucket, str):
+            return False
+        key = request.path_params.get("key")
+        if isinstance(key, str):
+            return scope.allows(self.right, bucket, key)
+        if self.right is Right.READ:  # a list: narrowed to the scope's prefix by the handler
+            return scope.listing_prefix(bucket, request.query_params.get("prefix", "")) is not None
+        return self.right in scope.rights and scope.covers(bucket) and scope.prefix == ""
+
+
+READ = KvsAccess(Right.READ)
+WRITE = KvsAccess(Right.WRITE)
+ADMIN = KvsAccess(Right.ADMIN)
+ADMIN_ALL = KvsAccess(Right.ADMIN, whole_store=True)
