@@ -82,3 +82,7 @@ class StorageError(MetersealError):
 
 class KvsError(MetersealError):
     """The secure KVS refused an operation (policy, placement, integrity); nothing half-done."""
+
+
+class ObjectNotFound(KvsError):
+    """The secure KVS holds no object of that name in that bucket."""

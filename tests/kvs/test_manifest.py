@@ -15,7 +15,7 @@ from meterseal.kvs.manifest import (
     decode_manifest,
     encode_manifest,
 )
-from meterseal.kvs.policy import ErasureCoded, Hybrid, Replication, chunk_sizes
+from meterseal.kvs.policy import ErasureCoded, Hybrid, Policy, Replication, chunk_sizes
 
 blobs = st.builds(
     Blob,
@@ -29,6 +29,8 @@ blobs = st.builds(
 def manifests(draw: st.DrawFn) -> Manifest:
     size = draw(st.integers(0, 500))
     chunk_size = draw(st.integers(1, 200))
+    choices: list[Policy] = [Replication(3), ErasureCoded(6, 2), Hybrid(2, 1)]
+    policy = draw(st.sampled_from(choices))
     chunks = tuple(
         ChunkEntry(n, tuple(draw(st.lists(blobs, max_size=2))), tuple(draw(st.lists(blobs))))
         for n in chunk_sizes(size, chunk_size)
@@ -40,7 +42,7 @@ def manifests(draw: st.DrawFn) -> Manifest:
         content_id="00ff" * 8,
         size=size,
         chunk_size=chunk_size,
-        policy=draw(st.sampled_from([Replication(3), ErasureCoded(6, 2), Hybrid(2, 1)])),
+        policy=policy,
         wrapped_key=draw(st.binary(max_size=60)),
         created_at=draw(st.floats(0, 2e9)),
         chunks=chunks,

@@ -1,0 +1,493 @@
+"""The store engine of the secure KVS: sealed, streamed objects over nodes and a catalog.
+
+`ObjectStore` seals each chunk of an object as it arrives, spreads it over distinct healthy
+nodes by the object's policy (copies, fragments or both), and only then swaps the object's
+sealed manifest in the catalog: a reader sees the old version or the new one, never half. A
+write that cannot place its policy fails with KvsError and deletes what it had written. Reads
+check every blob's sha256 and fall back to other copies or fragments; a reader whose version
+was re-encoded by a policy change (or repaired) reloads the manifest and goes on. Scrubbing and
+repair are in kvs/repair.py. Time and randomness are parameters (`clock`, `rng`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import weakref
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from meterseal.errors import KvsError, ObjectNotFound
+from meterseal.kvs.erasure import coder
+from meterseal.kvs.manifest import (
+    Blob,
+    ChunkEntry,
+    Manifest,
+    chunk_spans,
+    decode_manifest,
+    encode_manifest,
+)
+from meterseal.kvs.nodes import BlobNode, Catalog, ReplicaSet
+from meterseal.kvs.policy import DEFAULT_CHUNK_SIZE, SEAL_OVERHEAD, Hybrid, Policy, Replication
+from meterseal.kvs.sealing import (
+    BucketKeys,
+    ObjectContext,
+    Random,
+    new_object_key,
+    open_chunk,
+    open_manifest,
+    seal_chunk,
+    seal_manifest,
+    unwrap_key,
+    wrap_key,
+)
+
+Clock = Callable[[], float]  # seconds since the epoch
+BucketKeySource = Callable[[str], bytes]  # bucket name -> its 32-byte key
+T = TypeVar("T")
+
+OFFLOAD_BYTES = 256 * 1024  # seal/encode/decode chunks from this size in a worker thread
+READ_RETRIES = 8  # manifest reloads a read makes while policy changes or repairs go on
+MAX_NAME_BYTES = 1024
+DEFAULT_POLICY: Policy = Replication(1)  # the embedded default: one copy
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What `head` and `list` tell of an object."""
+
+    bucket: str
+    name: str
+    size: int
+    version: int
+    policy: Policy
+    created_at: float
+    content_id: str
+
+    @classmethod
+    def of(cls, m: Manifest) -> ObjectInfo:
+        """The info of a manifest."""
+        return cls(m.bucket, m.name, m.size, m.version, m.policy, m.created_at, m.content_id)
+
+
+@dataclass(frozen=True)
+class ListPage:
+    """One page of a listing in name order; `next_after` continues it (None: no more)."""
+
+    objects: list[ObjectInfo]
+    next_after: str | None
+
+
+async def _rechunk(
+    source: AsyncIterable[bytes], size: int
+) -> AsyncIterator[tuple[int, bool, bytes]]:
+    """(index, final, chunk) of `size`-byte chunks, one chunk held back to know the last."""
+    buffer = bytearray()
+    pending: bytes | None = None
+    index = 0
+    async for piece in source:
+        buffer += piece
+        while len(buffer) >= size:
+            chunk = bytes(buffer[:size])
+            del buffer[:size]
+            if pending is not None:
+                yield index, False, pending
+                index += 1
+            pending = chunk
+    if pending is not None and buffer:
+        yield index, False, pending
+        index += 1
+        pending = None
+    yield index, True, pending if pending is not None else bytes(buffer)
+
+
+async def _pieces(data: bytes, size: int) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+def _sha(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+class ObjectStore:
+    """Objects by (bucket, name): put, get (ranges), head, delete, list, set_policy."""
+
+    def __init__(
+        self,
+        nodes: Sequence[BlobNode],
+        catalog: Catalog,
+        bucket_key: BucketKeySource,
+        *,
+        clock: Clock,
+        rng: Random,
+        replica_sets: Sequence[ReplicaSet] = (),
+        default_policy: Policy = DEFAULT_POLICY,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+    ) -> None:
+        self.nodes = list(nodes)
+        self.replica_sets = list(replica_sets)
+        self.by_name: dict[str, BlobNode] = {n.name: n for n in [*self.nodes, *self.replica_sets]}
+        if len(self.by_name) != len(self.nodes) + len(self.replica_sets):
+            raise KvsError("node and replica set names must be distinct")
+        self.catalog = catalog
+        self.clock = clock
+        self.rng = rng
+        self.default_policy = default_policy
+        if chunk_size < 1:
+            raise KvsError(f"chunk size {chunk_size} must be positive")
+        self.chunk_size = chunk_size
+        self._bucket_key = bucket_key
+        self.orphans: set[Blob] = set()  # blobs to delete when their node answers again
+        self._keys: dict[str, BucketKeys] = {}
+        self._locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
+
+    # -- keys, locks, manifests ------------------------------------------------------------
+
+    def keys(self, bucket: str) -> BucketKeys:
+        """The bucket's subkeys (derived once)."""
+        if not bucket:
+            raise KvsError("a bucket needs a name")
+        found = self._keys.get(bucket)
+        if found is None:
+            found = self._keys[bucket] = BucketKeys.derive(bucket, self._bucket_key(bucket))
+        return found
+
+    def lock(self, bucket: str, name: str) -> asyncio.Lock:
+        """The lock serializing this store's writes, policy changes and repairs of an object."""
+        lock = self._locks.get((bucket, name))
+        if lock is None:
+            lock = self._locks[(bucket, name)] = asyncio.Lock()
+        return lock
+
+    def open_entry(self, keys: BucketKeys, key: str, sealed: bytes) -> Manifest:
+        """The manifest of a catalog entry; KvsError when it is not this bucket's, at this key."""
+        manifest = decode_manifest(open_manifest(keys, key, sealed))
+        if manifest.bucket != keys.bucket or keys.catalog_key(manifest.name) != key:
+            raise KvsError(f"catalog entry {key} of bucket {keys.bucket} names another object")
+        return manifest
+
+    async def load(self, keys: BucketKeys, name: str) -> Manifest | None:
+        """The object's current manifest, or None."""
+        key = keys.catalog_key(name)
+        sealed = await self.catalog.get(keys.bucket_id, key)
+        return None if sealed is None else self.open_entry(keys, key, sealed)
+
+    async def save(self, keys: BucketKeys, manifest: Manifest) -> None:
+        """Seal the manifest and make it the object's current one."""
+        key = keys.catalog_key(manifest.name)
+        sealed = seal_manifest(keys, key, encode_manifest(manifest), self.rng)
+        await self.catalog.put(keys.bucket_id, key, sealed)
+
+    async def cpu(self, size: int, work: Callable[..., T], *args: Any) -> T:
+        """`work(*args)`, in a worker thread when it handles `size` >= OFFLOAD_BYTES bytes."""
+        if size >= OFFLOAD_BYTES:
+            return await asyncio.to_thread(work, *args)
+        return work(*args)
+
+    # -- writing -------------------------------------------------------------------------------
+
+    async def put(
+        self,
+        bucket: str,
+        name: str,
+        chunks: AsyncIterable[bytes],
+        policy: Policy | None = None,
+    ) -> ObjectInfo:
+        """Store the object streamed as `chunks` (any sizes) as a new version; its info."""
+        keys = self.keys(bucket)
+        _check_name(name)
+        async with self.lock(bucket, name):
+            old = await self.load(keys, name)
+            manifest = await self._write(
+                keys,
+                name,
+                chunks,
+                policy or self.default_policy,
+                version=old.version + 1 if old else 1,
+                content_id=self.rng(16).hex(),
+                created_at=self.clock(),
+                chunk_size=self.chunk_size,
+            )
+            await self.save(keys, manifest)
+        if old is not None:
+            await self.discard(old.blobs())
+        return ObjectInfo.of(manifest)
+
+    async def put_bytes(
+        self, bucket: str, name: str, data: bytes, policy: Policy | None = None
+    ) -> ObjectInfo:
+        """`put` of an object already in memory."""
+        return await self.put(bucket, name, _pieces(data, self.chunk_size), policy)
+
+    async def _write(
+        self,
+        keys: BucketKeys,
+        name: str,
+        source: AsyncIterable[bytes],
+        policy: Policy,
+        **fields: Any,
+    ) -> Manifest:
+        """Seal and place every chunk of `source`; the manifest (not yet saved)."""
+        ctx = ObjectContext(keys.bucket, name, fields["version"], str(policy))
+        object_key = new_object_key(self.rng)
+        written: list[Blob] = []
+        entries: list[ChunkEntry] = []
+        try:
+            targets = await self.placement(policy)
+            async for index, final, plain in _rechunk(source, fields["chunk_size"]):
+                sealed = await self.cpu(
+                    len(plain), seal_chunk, object_key, ctx, index, final, plain
+                )
+                round_robin = targets[index % len(targets) :] + targets[: index % len(targets)]
+                entry = await self._place(policy, round_robin, sealed, written)
+                entries.append(entry)
+        except BaseException as error:
+            await asyncio.shield(self.discard(written))
+            if isinstance(error, KvsError):
+                raise KvsError(
+                    f"writing {keys.bucket}/{name} failed, nothing kept: {error}"
+                ) from error
+            raise
+        return Manifest(
+            bucket=keys.bucket,
+            name=name,
+            policy=policy,
+            size=sum(e.length for e in entries),
+            wrapped_key=wrap_key(keys, ctx, object_key, self.rng),
+            chunks=tuple(entries),
+            **fields,
+        )
+
+    async def placement(self, policy: Policy) -> list[BlobNode]:
+        """The healthy nodes a write of `policy` rotates over; KvsError when too few are."""
+        if isinstance(policy, Replication):
+            for replica_set in self.replica_sets:
+                if replica_set.copies == policy.copies and await _healthy(replica_set):
+                    return [replica_set]
+        health = await asyncio.gather(*(_healthy(n) for n in self.nodes))
+        pool = [node for node, ok in zip(self.nodes, health, strict=True) if ok]
+        if len(pool) < policy.nodes_needed:
+            down = [node.name for node, ok in zip(self.nodes, health, strict=True) if not ok]
+            raise KvsError(
+                f"policy {policy} needs {policy.nodes_needed} healthy nodes; {len(pool)} of "
+                f"{len(self.nodes)} are healthy" + (f" (down: {', '.join(down)})" if down else "")
+            )
+        return pool
+
+    async def _place(
+        self, policy: Policy, targets: list[BlobNode], sealed: bytes, written: list[Blob]
+    ) -> ChunkEntry:
+        """Store one sealed chunk's copies and fragments on distinct `targets`."""
+        copies: list[bytes] = []
+        fragments: list[bytes] = []
+        if isinstance(policy, Replication):
+            copies = [sealed] * (1 if isinstance(targets[0], ReplicaSet) else policy.copies)
+        else:
+            copies = [sealed] if isinstance(policy, Hybrid) else []
+            fragments = await self.cpu(len(sealed), coder(policy.k, policy.m).encode, sealed)
+        sealed_sha = _sha(sealed)
+        shas = [sealed_sha] * len(copies) + [_sha(f) for f in fragments]
+        datas = copies + fragments
+        blobs = [
+            Blob(node.name, self.rng(16).hex(), sha)
+            for node, sha in zip(targets, shas, strict=False)
+        ]
+        written.extend(blobs)
+        results = await asyncio.gather(
+            *(self.by_name[b.node].put(b.blob_id, d) for b, d in zip(blobs, datas, strict=True)),
+            return_exceptions=True,
+        )
+        for blob, result in zip(blobs, results, strict=True):
+            if isinstance(result, BaseException):
+                raise KvsError(f"node {blob.node} failed: {result}") from result
+        return ChunkEntry(
+            len(sealed) - SEAL_OVERHEAD, tuple(blobs[: len(copies)]), tuple(blobs[len(copies) :])
+        )
+
+    async def discard(self, blobs: Sequence[Blob]) -> None:
+        """Delete blobs; those a failing node keeps are retried by `collect` (scrub runs it)."""
+        blobs = [b for b in blobs if b.node in self.by_name]
+        results = await asyncio.gather(
+            *(self.by_name[b.node].delete(b.blob_id) for b in blobs), return_exceptions=True
+        )
+        for blob, result in zip(blobs, results, strict=True):
+            if isinstance(result, Exception):
+                self.orphans.add(blob)
+
+    async def collect(self) -> int:
+        """Retry deleting the blobs failed nodes kept; how many are still left."""
+        orphans, self.orphans = list(self.orphans), set()
+        await self.discard(orphans)
+        return len(self.orphans)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    async def head(self, bucket: str, name: str) -> ObjectInfo | None:
+        """The object's info, or None."""
+        manifest = await self.load(self.keys(bucket), name)
+        return None if manifest is None else ObjectInfo.of(manifest)
+
+    async def get(
+        self, bucket: str, name: str, start: int = 0, end: int | None = None
+    ) -> AsyncGenerator[bytes, None]:
+        """The bytes [start, end) of the object (end None: to its end), chunk by chunk."""
+        keys = self.keys(bucket)
+        manifest = await self.load(keys, name)
+        if manifest is None:
+            raise ObjectNotFound(f"no object {name!r} in bucket {bucket!r}")
+        end = manifest.size if end is None else min(end, manifest.size)
+        if not 0 <= start <= manifest.size or end < start:
+            raise KvsError(f"range {start}-{end} is outside {name!r} ({manifest.size} bytes)")
+        position, retries = start, READ_RETRIES
+        object_key = unwrap_key(keys, manifest.context, manifest.wrapped_key)
+        while position < end:
+            index, lo, hi = chunk_spans(manifest, position, end)[0]
+            try:
+                plain = await self.read_chunk(manifest, object_key, index)
+            except KvsError:
+                newer = await self.load(keys, name)
+                if retries == 0 or not _same_content(manifest, newer):
+                    raise
+                assert newer is not None
+                manifest, retries = newer, retries - 1
+                object_key = unwrap_key(keys, manifest.context, manifest.wrapped_key)
+                continue
+            yield plain[lo:hi]
+            position += hi - lo
+
+    async def get_bytes(
+        self, bucket: str, name: str, start: int = 0, end: int | None = None
+    ) -> bytes:
+        """`get` gathered into one bytes object."""
+        return b"".join([piece async for piece in self.get(bucket, name, start, end)])
+
+    async def read_chunk(self, manifest: Manifest, object_key: bytes, index: int) -> bytes:
+        """The plaintext of chunk `index`; KvsError when too few of its blobs are intact."""
+        sealed = await self.read_sealed(manifest, index)
+        final = index == len(manifest.chunks) - 1
+        ctx = manifest.context
+        return await self.cpu(len(sealed), open_chunk, object_key, ctx, index, final, sealed)
+
+    async def read_sealed(self, manifest: Manifest, index: int) -> bytes:
+        """Chunk `index` sealed: from an intact copy, else decoded from intact fragments."""
+        entry = manifest.chunks[index]
+        for blob in entry.replicas:
+            data = await self.fetch(blob)
+            if data is not None:
+                return data
+        if entry.fragments and not isinstance(manifest.policy, Replication):
+            k, m = manifest.policy.k, manifest.policy.m
+            found = await self.fetch_fragments(entry.fragments, k)
+            if len(found) >= k:
+                return await self.cpu(entry.length, coder(k, m).decode, found)
+        raise KvsError(
+            f"chunk {index} of {manifest.bucket}/{manifest.name} v{manifest.version}: "
+            f"too few intact blobs ({len(entry.replicas)} copies, {len(entry.fragments)} fragments)"
+        )
+
+    async def fetch_fragments(self, fragments: Sequence[Blob], k: int) -> dict[int, bytes]:
+        """At least k intact fragments by index when there are: data fragments first."""
+        found: dict[int, bytes] = {}
+        order = list(range(len(fragments)))
+        while order and len(found) < k:
+            batch, order = order[: k - len(found)], order[k - len(found) :]
+            datas = await asyncio.gather(*(self.fetch(fragments[i]) for i in batch))
+            found.update({i: d for i, d in zip(batch, datas, strict=True) if d is not None})
+        return found
+
+    async def fetch(self, blob: Blob) -> bytes | None:
+        """The blob's bytes when its node answers and they match its sha256; else None."""
+        node = self.by_name.get(blob.node)
+        if node is None:
+            return None
+        try:
+            data = await node.get(blob.blob_id)
+        except Exception:  # a dead or failing node is what the other copies are for
+            return None
+        return data if data is not None and _sha(data) == blob.sha256 else None
+
+    # -- delete, list, policy --------------------------------------------------------------
+
+    async def delete(self, bucket: str, name: str) -> bool:
+        """Remove the object (catalog entry first, then its blobs); whether it existed."""
+        keys = self.keys(bucket)
+        async with self.lock(bucket, name):
+            manifest = await self.load(keys, name)
+            if manifest is None:
+                return False
+            await self.catalog.delete(keys.bucket_id, keys.catalog_key(name))
+        await self.discard(manifest.blobs())
+        return True
+
+    async def manifests(self, bucket: str) -> AsyncIterator[Manifest | KvsError]:
+        """Every manifest of the bucket, or the KvsError of an entry that does not open."""
+        keys = self.keys(bucket)
+        async for key, sealed in self.catalog.items(keys.bucket_id):
+            try:
+                yield self.open_entry(keys, key, sealed)
+            except KvsError as error:
+                yield error
+
+    async def list(
+        self, bucket: str, prefix: str = "", after: str = "", limit: int = 1000
+    ) -> ListPage:
+        """Objects whose name starts with `prefix` and sorts after `after`, in name order."""
+        if limit < 1:
+            raise KvsError(f"limit {limit} must be positive")
+        found = [
+            ObjectInfo.of(m)
+            async for m in self.manifests(bucket)
+            if isinstance(m, Manifest) and m.name.startswith(prefix) and m.name > after
+        ]
+        found.sort(key=lambda info: info.name)
+        page = found[:limit]
+        return ListPage(page, page[-1].name if len(found) > limit else None)
+
+    async def set_policy(self, bucket: str, name: str, policy: Policy) -> ObjectInfo:
+        """Re-encode the object under `policy` as a new version, swap, delete the old blobs."""
+        keys = self.keys(bucket)
+        async with self.lock(bucket, name):
+            old = await self.load(keys, name)
+            if old is None:
+                raise ObjectNotFound(f"no object {name!r} in bucket {bucket!r}")
+            if old.policy == policy:
+                return ObjectInfo.of(old)
+            manifest = await self._write(
+                keys,
+                name,
+                self._plaintext(keys, old),
+                policy,
+                version=old.version + 1,
+                content_id=old.content_id,
+                created_at=old.created_at,
+                chunk_size=old.chunk_size,
+            )
+            await self.save(keys, manifest)
+        await self.discard(old.blobs())
+        return ObjectInfo.of(manifest)
+
+    async def _plaintext(self, keys: BucketKeys, manifest: Manifest) -> AsyncIterator[bytes]:
+        object_key = unwrap_key(keys, manifest.context, manifest.wrapped_key)
+        for index in range(len(manifest.chunks)):
+            yield await self.read_chunk(manifest, object_key, index)
+
+
+def _check_name(name: str) -> None:
+    if not name or len(name.encode()) > MAX_NAME_BYTES:
+        raise KvsError(f"an object name has 1 to {MAX_NAME_BYTES} bytes (UTF-8)")
+
+
+def _same_content(old: Manifest, new: Manifest | None) -> bool:
+    """Whether a reader of `old` may go on with `new`: same content, other placement."""
+    return new is not None and new != old and new.content_id == old.content_id
+
+
+async def _healthy(node: BlobNode) -> bool:
+    try:
+        return bool(await node.healthy())
+    except Exception:  # a node that cannot say it is healthy is not
+        return False

@@ -1,0 +1,202 @@
+"""The store engine: round trips of every policy, node losses, clean failures, listing."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from meterseal.errors import KvsError, ObjectNotFound
+from meterseal.kvs.policy import ErasureCoded, Hybrid, Policy, Replication, raw_bytes
+from tests.kvs.store_fixtures import SMALL_CHUNK, memory_store, pieces
+
+POLICIES: list[Policy] = [
+    Replication(1),
+    Replication(3),
+    ErasureCoded(2, 1),
+    ErasureCoded(3, 2),
+    Hybrid(2, 1),
+    Hybrid(3, 2),
+]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.sampled_from(POLICIES),
+    st.binary(max_size=5 * SMALL_CHUNK + 7),
+    st.lists(st.integers(1, 200), max_size=4),
+    st.integers(0, 400),
+    st.integers(0, 400),
+)
+def test_every_policy_round_trips_objects_and_ranges(
+    policy: Policy, data: bytes, cuts: list[int], a: int, b: int
+) -> None:
+    store, nodes, _ = memory_store()
+    start, end = sorted((min(a, len(data)), min(b, len(data))))
+
+    async def scenario() -> None:
+        info = await store.put("meters", "obj", pieces(data, cuts), policy)
+        assert (info.size, info.version, info.policy) == (len(data), 1, policy)
+        assert await store.get_bytes("meters", "obj") == data
+        assert await store.get_bytes("meters", "obj", start, end) == data[start:end]
+        assert await store.get_bytes("meters", "obj", start) == data[start:]
+
+    asyncio.run(scenario())
+    stored = sum(len(blob) for node in nodes for blob in node.blobs.values())
+    assert stored == raw_bytes(policy, len(data), SMALL_CHUNK)
+
+
+LOSSES = [(Replication(3), 2), (ErasureCoded(3, 2), 2), (Hybrid(2, 1), 2), (Hybrid(3, 2), 3)]
+
+
+@pytest.mark.parametrize(("policy", "lost"), LOSSES, ids=[str(p) for p, _ in LOSSES])
+def test_reads_survive_any_tolerated_node_losses_mid_stream(policy: Policy, lost: int) -> None:
+    assert policy.tolerates == lost
+    data = bytes(range(256)) * 3  # 12 chunks of 64 bytes
+    store, nodes, _ = memory_store(policy.nodes_needed)
+
+    async def scenario() -> None:
+        await store.put_bytes("meters", "obj", data, policy)
+        for down in itertools.combinations(nodes, lost):
+            stream = store.get("meters", "obj")
+            first = await anext(stream)  # the nodes die after the first chunk went out
+            for node in down:
+                node.up = False
+            assert first + b"".join([p async for p in stream]) == data
+            assert await store.get_bytes("meters", "obj", 100, 300) == data[100:300]
+            for node in down:
+                node.up = True
+        for node in nodes[: lost + 1]:
+            node.up = False
+        with pytest.raises(KvsError, match="too few intact blobs"):
+            await store.get_bytes("meters", "obj")
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("policy", POLICIES[1:], ids=str)
+def test_a_write_with_too_few_healthy_nodes_fails_clearly_and_leaves_nothing(
+    policy: Policy,
+) -> None:
+    store, nodes, catalog = memory_store(policy.nodes_needed)
+    nodes[1].up = False
+
+    async def scenario() -> None:
+        with pytest.raises(KvsError) as failure:
+            await store.put_bytes("meters", "obj", b"x" * 500, policy)
+        message = failure.value.diagnostics()
+        assert f"policy {policy} needs {policy.nodes_needed} healthy nodes" in message
+        assert (
+            f"{policy.nodes_needed - 1} of {policy.nodes_needed} are healthy (down: n1)" in message
+        )
+        assert "nothing kept" in message
+        assert await store.head("meters", "obj") is None
+
+    asyncio.run(scenario())
+    assert all(node.blobs == {} for node in nodes)
+    assert catalog.entries == {}
+
+
+class DiesAfter:
+    """A source whose node n2 dies after `chunks` chunks went out."""
+
+    def __init__(self, node_to_kill: object, chunks: int) -> None:
+        self.node = node_to_kill
+        self.chunks = chunks
+
+    async def __call__(self) -> AsyncIterator[bytes]:
+        for i in range(8):
+            if i == self.chunks:
+                self.node.up = False  # type: ignore[attr-defined]
+            yield bytes([i]) * SMALL_CHUNK
+
+
+@pytest.mark.parametrize("policy", [Replication(3), ErasureCoded(2, 1), Hybrid(2, 1)], ids=str)
+def test_a_node_dying_mid_write_fails_it_and_leaves_nothing(policy: Policy) -> None:
+    store, nodes, _ = memory_store(policy.nodes_needed)
+
+    async def scenario() -> None:
+        await store.put_bytes("meters", "obj", b"old content", policy)
+        before = {n.name: dict(n.blobs) for n in nodes}
+        with pytest.raises(KvsError, match=r"writing meters/obj failed, nothing kept: node n2"):
+            await store.put("meters", "obj", DiesAfter(nodes[2], 3)(), policy)
+        nodes[2].up = True
+        assert await store.collect() == 0  # what the dead node kept goes when it is back
+        assert {n.name: dict(n.blobs) for n in nodes} == before
+        assert await store.get_bytes("meters", "obj") == b"old content"
+
+    asyncio.run(scenario())
+
+
+def test_put_streams_chunk_by_chunk() -> None:
+    store, nodes, _ = memory_store(3)
+
+    async def source() -> AsyncIterator[bytes]:
+        for i in range(10):
+            stored = sum(len(n.blobs) for n in nodes)
+            assert stored >= 3 * max(0, i - 2), "chunks are written while the source streams"
+            yield bytes([i]) * SMALL_CHUNK
+
+    async def scenario() -> None:
+        info = await store.put("meters", "big", source(), ErasureCoded(2, 1))
+        assert info.size == 10 * SMALL_CHUNK
+        stream = store.get("meters", "big")
+        assert await anext(stream) == b"\x00" * SMALL_CHUNK
+        await stream.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_overwrite_head_delete_and_missing_objects() -> None:
+    store, nodes, catalog = memory_store()
+
+    async def scenario() -> None:
+        await store.put_bytes("meters", "a", b"one", ErasureCoded(2, 1))
+        info = await store.put_bytes("meters", "a", b"two!", Replication(2))
+        assert (info.version, info.size) == (2, 4)
+        assert sum(len(n.blobs) for n in nodes) == 2  # the first version's blobs are gone
+        assert await store.head("meters", "a") == info
+        with pytest.raises(ObjectNotFound):
+            await store.get_bytes("other", "a")
+        with pytest.raises(KvsError, match="outside"):
+            await store.get_bytes("meters", "a", 5)
+        assert await store.delete("meters", "a")
+        assert not await store.delete("meters", "a")
+        assert await store.head("meters", "a") is None
+        with pytest.raises(KvsError, match="name"):
+            await store.put_bytes("meters", "", b"")
+
+    asyncio.run(scenario())
+    assert all(n.blobs == {} for n in nodes)
+    assert all(entries == {} for entries in catalog.entries.values())
+
+
+def test_list_pages_in_name_order_by_prefix() -> None:
+    store, _, catalog = memory_store()
+    names = ["b/2", "a/1", "b/10", "b/1", "c", "b/3"]
+
+    async def scenario() -> None:
+        for name in names:
+            await store.put_bytes("meters", name, name.encode())
+        await store.put_bytes("other", "b/9", b"elsewhere")
+        seen, after = [], ""
+        while True:
+            page = await store.list("meters", prefix="b/", after=after, limit=2)
+            seen += [o.name for o in page.objects]
+            if page.next_after is None:
+                break
+            after = page.next_after
+        assert seen == ["b/1", "b/10", "b/2", "b/3"]
+        everything = await store.list("meters")
+        assert [o.name for o in everything.objects] == sorted(names)
+        assert everything.next_after is None
+        bucket_id = store.keys("meters").bucket_id
+        key = store.keys("meters").catalog_key("c")
+        catalog.entries[bucket_id][key] = catalog.entries[bucket_id][key][:-1] + b"\x00"
+        assert "c" not in [o.name for o in (await store.list("meters")).objects]
+
+    asyncio.run(scenario())
