@@ -112,6 +112,7 @@ LAYERS: dict[str, Layer] = {
     "meterseal.services.bus": ADAPTER,
     "meterseal.services.nats_bus": ADAPTER,
     "meterseal.services.nats_server": ADAPTER,  # writes the nats-server config and certificate
+    "meterseal.services.nats_cluster": SERVICE,  # runs a local nats-server cluster (tests, bench)
     "meterseal.services.messages": CORE,
     "meterseal.services.cli": INTERFACE,
     "meterseal.services.__main__": INTERFACE,
@@ -149,6 +150,7 @@ LAYERS: dict[str, Layer] = {
     "meterseal.kvs.erasure": CORE,  # pyeclib in memory: no I/O
     "meterseal.kvs.manifest": CORE,
     "meterseal.kvs.nodes": ADAPTER,
+    "meterseal.kvs.nats_nodes": ADAPTER,  # nodes, replica sets and catalog on NATS JetStream
     "meterseal.kvs.store": ADAPTER,
     "meterseal.kvs.gateway_keys": CORE,  # API keys and their scopes, sans-IO
     "meterseal.kvs.gateway_auth": SERVICE,  # the gateway's authenticator and access rules
