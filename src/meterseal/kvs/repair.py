@@ -1,0 +1,166 @@
+"""Scrubbing and repair of the secure KVS: find missing and corrupt blobs, rebuild them.
+
+`scrub(store, buckets, repair=True)` reads every blob of every object of the buckets and checks
+its sha256 against the manifest. A bad blob is rebuilt from the chunk's intact copies or
+fragments (encoding is deterministic: a rebuilt fragment is byte for byte the lost one) and
+written back to its node when that node is healthy, else to a healthy node holding nothing of
+that chunk; the manifest then records the move. Afterwards, blobs failed nodes kept from
+deleted versions are collected again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from meterseal.errors import KvsError
+from meterseal.kvs.erasure import coder
+from meterseal.kvs.manifest import Blob, Manifest
+from meterseal.kvs.nodes import BlobNode
+from meterseal.kvs.policy import Replication
+from meterseal.kvs.store import ObjectStore
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass
+class ScrubReport:
+    """What a scrub found and did."""
+
+    objects: int = 0
+    blobs: int = 0
+    missing: int = 0
+    corrupt: int = 0
+    repaired: int = 0
+    unrepaired: int = 0
+    orphans_left: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def healthy(self) -> bool:
+        """Whether every blob is (again) where its manifest says, intact."""
+        return self.unrepaired == 0 and not self.problems
+
+
+async def scrub(store: ObjectStore, buckets: Iterable[str], repair: bool = True) -> ScrubReport:
+    """Check every blob of every object in `buckets`; rebuild bad ones when `repair`."""
+    report = ScrubReport()
+    for bucket in buckets:
+        names = []
+        async for found in store.manifests(bucket):
+            if isinstance(found, KvsError):
+                report.problems.append(f"bucket {bucket}: {found}")
+            else:
+                names.append(found.name)
+        for name in names:
+            await _scrub_object(store, bucket, name, repair, report)
+    report.orphans_left = await store.collect()
+    return report
+
+
+async def _scrub_object(
+    store: ObjectStore, bucket: str, name: str, repair: bool, report: ScrubReport
+) -> None:
+    keys = store.keys(bucket)
+    async with store.lock(bucket, name):
+        manifest = await store.load(keys, name)
+        if manifest is None:  # deleted meanwhile
+            return
+        report.objects += 1
+        repaired = manifest
+        for index in range(len(manifest.chunks)):
+            repaired = await _scrub_chunk(store, repaired, index, repair, report)
+        if repaired != manifest:
+            await store.save(keys, repaired)
+
+
+async def _scrub_chunk(
+    store: ObjectStore, manifest: Manifest, index: int, repair: bool, report: ScrubReport
+) -> Manifest:
+    """The manifest after checking (and repairing) chunk `index`."""
+    entry = manifest.chunks[index]
+    bad: list[Blob] = []
+    for blob in entry.blobs():
+        report.blobs += 1
+        problem = await _check(store, blob)
+        if problem is not None:
+            bad.append(blob)
+            if problem == "missing":
+                report.missing += 1
+            else:
+                report.corrupt += 1
+    if not bad or not repair:
+        report.unrepaired += len(bad)
+        return manifest
+    where = f"{manifest.bucket}/{manifest.name} chunk {index}"
+    try:
+        sealed = await store.read_sealed(manifest, index)
+    except KvsError as error:
+        report.unrepaired += len(bad)
+        report.problems.append(f"{where}: lost, {error}")
+        return manifest
+    rebuilt = _rebuild(manifest, index, sealed)
+    for blob in bad:
+        moved = await _rewrite(store, manifest, index, blob, rebuilt[blob])
+        if moved is None:
+            report.unrepaired += 1
+            report.problems.append(f"{where}: no healthy node to rebuild a blob of {blob.node} on")
+            continue
+        report.repaired += 1
+        manifest = manifest.with_blob(index, blob, moved)
+    return manifest
+
+
+async def _check(store: ObjectStore, blob: Blob) -> str | None:
+    """None for an intact blob, else 'missing' (or unreachable) or 'corrupt'."""
+    node = store.by_name.get(blob.node)
+    if node is None:
+        return "missing"
+    try:
+        data = await node.get(blob.blob_id)
+    except Exception:  # an unreachable node: its blobs are as good as missing
+        return "missing"
+    if data is None:
+        return "missing"
+    return None if hashlib.sha256(data).digest() == blob.sha256 else "corrupt"
+
+
+def _rebuild(manifest: Manifest, index: int, sealed: bytes) -> dict[Blob, bytes]:
+    """Every blob of the chunk from its sealed bytes (fragments by deterministic encoding)."""
+    entry = manifest.chunks[index]
+    rebuilt = dict.fromkeys(entry.replicas, sealed)
+    if entry.fragments and not isinstance(manifest.policy, Replication):
+        fragments = coder(manifest.policy.k, manifest.policy.m).encode(sealed)
+        rebuilt.update(zip(entry.fragments, fragments, strict=True))
+    for blob, data in rebuilt.items():
+        if hashlib.sha256(data).digest() != blob.sha256:
+            raise KvsError(f"rebuilt blob {blob.blob_id} does not match its manifest")
+    return rebuilt
+
+
+async def _rewrite(
+    store: ObjectStore, manifest: Manifest, index: int, blob: Blob, data: bytes
+) -> Blob | None:
+    """Write a rebuilt blob: on its own node if healthy, else on a node free of this chunk."""
+    holding = {b.node for b in manifest.chunks[index].blobs()}
+    own = store.by_name.get(blob.node)
+    candidates: list[tuple[BlobNode, Blob]] = []
+    if own is not None:
+        candidates.append((own, blob))
+    candidates += [
+        (node, Blob(node.name, store.rng(16).hex(), blob.sha256))
+        for node in store.nodes
+        if node.name not in holding
+    ]
+    for node, target in candidates:
+        try:
+            if not await node.healthy():
+                continue
+            await node.put(target.blob_id, data)
+        except Exception as error:  # a node failing now: try the next one
+            _log.warning("kvs repair: node %s refused a rebuilt blob: %s", node.name, error)
+            continue
+        return target
+    return None
