@@ -166,6 +166,7 @@ LAYERS: dict[str, Layer] = {
     "meterseal.kvs.export_format": SERVICE,
     "meterseal.kvs.export_objects": SERVICE,
     "meterseal.kvs.export_read": SERVICE,
+    "meterseal.kvs.export_store": SERVICE,
 }
 
 

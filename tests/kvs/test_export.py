@@ -11,6 +11,7 @@ import datetime as dt
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import cbor2
 import numpy as np
@@ -48,6 +49,11 @@ from meterseal.kvs.export_format import (
 )
 from meterseal.kvs.export_objects import MemoryObjects, ObjectMap
 from meterseal.kvs.export_read import KvsAuditSource, KvsOriginals, read_consumption
+from meterseal.kvs.export_store import StoreObjects
+from meterseal.kvs.nodes import LocalDirCatalog, LocalDirNode
+from meterseal.kvs.policy import parse_policy
+from meterseal.kvs.sealing import derive_bucket_key
+from meterseal.kvs.store import ObjectStore
 from meterseal.meter.provisioning import ProvisionedMeter, fleet_records, provision
 from meterseal.storage import Store
 from meterseal.storage.bill_store import BillStore
@@ -160,6 +166,41 @@ def test_originals_read_back_byte_for_byte(stored: Stored) -> None:
     september = month_bounds("2026-09")
     assert reader.originals(stored.fleet[0].key.meter_id, *september) == []
     assert reader.absent_months == {"2026-09"}  # never exported: named
+
+
+def _local_store(root: Path) -> ObjectStore:
+    """The KVS over nine local-directory nodes, as the embedded gateway opens it."""
+    nodes = [LocalDirNode(f"node-{i}", root / f"node-{i}") for i in range(9)]
+    master = b"m" * 32
+    return ObjectStore(
+        nodes,
+        LocalDirCatalog(root / "catalog"),
+        lambda bucket: derive_bucket_key(master, bucket),
+        clock=lambda: NOW.timestamp(),
+        rng=os.urandom,
+    )
+
+
+def test_exported_into_the_kvs_the_nodes_hold_no_reading(stored: Stored, tmp_path: Path) -> None:
+    root = tmp_path / "kvs"
+    objects = StoreObjects(_local_store(root), policy=parse_policy("hybrid:6+2"))
+    try:
+        stored.export(objects)
+        reader = KvsOriginals(objects)
+        for meter in stored.fleet:
+            want = stored.bills.store.originals(meter.key.meter_id, 0, 10**10)
+            assert reader.originals(meter.key.meter_id, 0, 10**10) == want
+        assert objects.names("originals-index/") == [
+            "originals-index/2026-10",
+            "originals-index/2026-11",
+        ]
+    finally:
+        objects.close()
+    held = b"".join(p.read_bytes() for p in root.rglob("*") if p.is_file())
+    assert len(held) > 3 * INTERVALS * 100
+    original = bytes(want[0].signed_original)
+    for needle in (original[-64:], want[0].meter_id.encode(), b"originals/"):
+        assert needle not in held
 
 
 def _bill_all(stored: Stored) -> list[str]:
