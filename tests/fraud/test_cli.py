@@ -38,7 +38,20 @@ def test_rank_writes_the_ranking_and_the_u_matrix(
 ) -> None:
     data, labels = fleet_csv
     out = tmp_path / "ranking.csv"
-    result = invoke(["fraud", "rank", "--csv", str(data), "--out", str(out), "--top", "5"])
+    result = invoke(
+        [
+            "fraud",
+            "rank",
+            "--csv",
+            str(data),
+            "--tz",
+            "Europe/Berlin",
+            "--out",
+            str(out),
+            "--top",
+            "5",
+        ]
+    )
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 160
@@ -63,7 +76,18 @@ def test_rank_with_inspection_labels_uses_the_supervised_model(
     data, labels = fleet_csv
     out = tmp_path / "r.csv"
     result = invoke(
-        ["fraud", "rank", "--csv", str(data), "--labels", str(labels), "--out", str(out)]
+        [
+            "fraud",
+            "rank",
+            "--csv",
+            str(data),
+            "--tz",
+            "Europe/Berlin",
+            "--labels",
+            str(labels),
+            "--out",
+            str(out),
+        ]
     )
     assert result.exit_code == 0, result.output
     assert "supervised" in result.output
@@ -73,7 +97,9 @@ def test_explain_plots_one_customer(fleet_csv: tuple[Path, Path], tmp_path: Path
     data, labels = fleet_csv
     thief = next(r["customer_id"] for r in csv.DictReader(labels.open()) if r["thief"] == "1")
     png = tmp_path / "one.png"
-    result = invoke(["fraud", "explain", thief, "--csv", str(data), "--out", str(png)])
+    result = invoke(
+        ["fraud", "explain", thief, "--csv", str(data), "--tz", "Europe/Berlin", "--out", str(png)]
+    )
     assert result.exit_code == 0, result.output
     assert png.stat().st_size > 20_000
     assert f"{thief}: rank" in result.output
@@ -82,7 +108,9 @@ def test_explain_plots_one_customer(fleet_csv: tuple[Path, Path], tmp_path: Path
 
 def test_evaluate_prints_every_method(fleet_csv: tuple[Path, Path]) -> None:
     data, labels = fleet_csv
-    result = invoke(["fraud", "evaluate", str(data), "--labels", str(labels), "--no-supervised"])
+    result = invoke(
+        ["fraud", "evaluate", str(data), "--labels", str(labels), "--tz", "Europe/Berlin"]
+    )
     assert result.exit_code == 0, result.output
     for method in ("meterseal", "IsolationForest", "LocalOutlierFactor", "MAP@100", "AUC"):
         assert method in result.output
@@ -118,7 +146,12 @@ def test_evaluate_an_sgcc_file(tmp_path: Path) -> None:
     [
         (["fraud", "rank"], "exactly one data source"),
         (["fraud", "rank", "--csv", "a.csv", "--sgcc", "b.csv"], "exactly one data source"),
-        (["fraud", "rank", "--csv", "/nonexistent.csv"], "no such file"),
+        (["fraud", "rank", "--csv", "/nonexistent.csv", "--tz", "UTC"], "no such file"),
+        (["fraud", "rank", "--csv", "a.csv"], "--csv needs --tz"),
+        (
+            ["fraud", "rank", "--store", "sqlite:///x.db", "--from", "2026-01-01"],
+            "--store needs --tz",
+        ),
         (["fraud", "rank", "--store", "sqlite:///x.db"], "--store needs --from"),
         (["fraud", "evaluate", "plain.csv"], "needs --labels"),
     ],
@@ -130,13 +163,13 @@ def test_bad_invocations_exit_with_a_message(args: list[str], message: str) -> N
 
 
 def test_explain_an_unknown_customer(fleet_csv: tuple[Path, Path]) -> None:
-    result = invoke(["fraud", "explain", "nobody", "--csv", str(fleet_csv[0])])
+    result = invoke(["fraud", "explain", "nobody", "--csv", str(fleet_csv[0]), "--tz", "UTC"])
     assert result.exit_code == 2
     assert "no customer 'nobody'" in result.output
 
 
 def test_the_time_zone_option_and_bad_outputs(fleet_csv: tuple[Path, Path], tmp_path: Path) -> None:
-    """Days can be cut in another zone than the default (the simulator's Europe/Berlin);
+    """Days can be cut in another zone than the simulator's Europe/Berlin;
     an unknown zone or an unwritable picture is one clear error."""
     data, _ = fleet_csv
     out = tmp_path / "c0.png"
@@ -145,7 +178,9 @@ def test_the_time_zone_option_and_bad_outputs(fleet_csv: tuple[Path, Path], tmp_
     )
     assert utc.exit_code == 0, utc.output
     assert out.read_bytes().startswith(b"\x89PNG")
-    wrong = invoke(["fraud", "explain", "C000000", "--csv", str(data), "--out", "x.csv"])
+    wrong = invoke(
+        ["fraud", "explain", "C000000", "--csv", str(data), "--tz", "UTC", "--out", "x.csv"]
+    )
     assert wrong.exit_code == 2
     assert "cannot write x.csv" in " ".join(wrong.output.split())
     bad = invoke(["fraud", "rank", "--csv", str(data), "--tz", "Mars/Olympus"])
@@ -163,10 +198,65 @@ def test_a_named_csv_wins_over_the_configured_store(
     config.write_text(render_config({"store": {"url": "sqlite:///meterseal.db"}}))
     out = tmp_path / "ranking.csv"
     result = invoke(
-        ["fraud", "rank", "--csv", str(fleet_csv[0]), "--out", str(out), "--top", "1"],
+        [
+            "fraud",
+            "rank",
+            "--csv",
+            str(fleet_csv[0]),
+            "--tz",
+            "UTC",
+            "--out",
+            str(out),
+            "--top",
+            "1",
+        ],
         env={"MS_CONFIG": str(config)},
     )
     assert result.exit_code == 0, result.output
     assert len(list(csv.DictReader(out.open()))) == 160
     both = ["fraud", "rank", "--csv", str(fleet_csv[0]), "--store", "sqlite:///x.db"]
     assert "name exactly one data source" in invoke(both, env={"MS_CONFIG": str(config)}).output
+
+
+def test_without_tz_the_csv_path_stops_or_estimates_and_says_so(
+    fleet_csv: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """No silent default zone: without --tz rank stops with what to pass; --tz auto
+    estimates the simulator fleet's winter offset (UTC+1, Europe/Berlin in September is
+    UTC+2: a fixed offset within an hour of it) and prints it."""
+    data, _ = fleet_csv
+    stopped = invoke(["fraud", "rank", "--csv", str(data), "--out", str(tmp_path / "r.csv")])
+    assert stopped.exit_code == 2
+    said = " ".join(stopped.output.replace("│", " ").split())
+    assert "--csv needs --tz" in said
+    assert "There is no default" in said
+    assert not (tmp_path / "r.csv").exists()
+    auto = invoke(
+        ["fraud", "rank", "--csv", str(data), "--tz", "auto", "--out", str(tmp_path / "a.csv")]
+    )
+    assert auto.exit_code == 0, auto.output
+    said = " ".join(auto.output.replace("│", " ").split())
+    assert "time zone estimated from the readings: UTC+0" in said
+    assert "pass --tz NAME to set the zone" in said
+
+
+def test_printed_scores_do_not_tie(fleet_csv: tuple[Path, Path], tmp_path: Path) -> None:
+    """Customers without evidence of theft are still ordered: no two printed scores equal."""
+    out = tmp_path / "ranking.csv"
+    result = invoke(
+        ["fraud", "rank", "--csv", str(fleet_csv[0]), "--tz", "Europe/Berlin", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    printed = [r["score"] for r in csv.DictReader(out.open())]
+    assert len(set(printed)) == len(printed)
+
+
+def test_evaluate_trains_on_the_labels_only_when_asked(fleet_csv: tuple[Path, Path]) -> None:
+    data, labels = fleet_csv
+    plain = invoke(["fraud", "evaluate", str(data), "--labels", str(labels), "--tz", "UTC"])
+    assert plain.exit_code == 0, plain.output
+    assert "supervised" not in plain.output
+    asked = ["fraud", "evaluate", str(data), "--labels", str(labels), "--tz", "UTC", "--supervised"]
+    result = invoke(asked)
+    assert result.exit_code == 0, result.output
+    assert "meterseal (supervised)" in result.output

@@ -112,6 +112,8 @@ def test_rank_from_the_store(stored: str, tmp_path: Path) -> None:
             str(FIRST),
             "--days",
             str(DAYS),
+            "--tz",
+            "UTC",
             "--out",
             str(out),
         ],

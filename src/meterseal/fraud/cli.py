@@ -41,12 +41,39 @@ SeedOption = Annotated[
     int, typer.Option(help="seed of the map and models (same seed: same scores)")
 ]
 TzOption = Annotated[
-    str,
+    str | None,
     typer.Option(
         "--tz",
-        help="the meters' time zone (IANA name): days are cut midnight to midnight in it",
+        help="the meters' time zone (IANA name, e.g. UTC or Europe/Paris), required with --csv "
+        "and --store: days are cut midnight to midnight in it; 'auto': estimate a fixed "
+        "offset from the customers' night trough (printed)",
     ),
 ]
+NO_TZ = (
+    "{source} needs --tz: the meters' time zone, where days are cut at midnight (an IANA "
+    "name such as UTC or Europe/Paris; 'auto' estimates a fixed offset from the readings "
+    "and prints it). There is no default: cutting days in the wrong zone hides thefts."
+)
+
+
+def _zone(tz: str | None, source: str) -> str:
+    """The zone named with --tz; a clear error when there is none."""
+    if tz is None:
+        raise typer.BadParameter(NO_TZ.format(source=source), param_hint="--tz")
+    return tz
+
+
+def _read_csv(path: Path, tz: str | None, source: str = "--csv") -> Consumption:
+    """A long CSV cut into days of --tz (an estimate is printed, never applied silently)."""
+    from meterseal.fraud.readers import read_long_csv
+
+    return read_long_csv(
+        path,
+        tz=_zone(tz, source),
+        on_estimate=lambda e: console.print(f"[yellow]{e.describe()}[/yellow]"),
+    )
+
+
 LabelsOption = Annotated[
     Path | None,
     typer.Option(help="inspection labels (customer_id,thief): train the supervised model"),
@@ -59,7 +86,7 @@ def _source(
     store: str | None,
     first_day: str | None,
     days: int,
-    tz: str = DEFAULT_TZ,
+    tz: str | None,
 ) -> tuple[Consumption, dict[str, bool] | None]:
     """The data named by exactly one of --csv, --sgcc, --store (with SGCC's own labels)."""
     from meterseal.fraud import readers
@@ -68,7 +95,7 @@ def _source(
     if len(chosen) != 1:
         raise typer.BadParameter("name exactly one data source: --csv, --sgcc or --store")
     if csv is not None:
-        return readers.read_long_csv(csv, tz=tz), None
+        return _read_csv(csv, tz), None
     if sgcc is not None:
         return readers.read_sgcc(sgcc)
     assert store is not None
@@ -81,11 +108,14 @@ def _source(
     from meterseal.storage import Store
     from meterseal.storage.bill_store import BillStore
 
+    zone = _zone(tz, "--store")
+    if zone == readers.AUTO:
+        raise typer.BadParameter("--store: name the zone (--tz auto reads CSV files only)")
     with Store.open_read_only(store) as db, progress_bar(console) as bar:
         bills = BillStore(db)
         task = bar.add_task("reading customers", total=len(bills.customers()))
         data = readers.read_store(
-            bills, start, days, tz=tz, progress=lambda n: bar.advance(task, n)
+            bills, start, days, tz=zone, progress=lambda n: bar.advance(task, n)
         )
     return data, None
 
@@ -126,13 +156,13 @@ def rank(
     ] = None,
     top: Annotated[int, typer.Option(help="rows shown in the terminal")] = 20,
     seed: SeedOption = 1,
-    tz: TzOption = DEFAULT_TZ,
+    tz: TzOption = None,
 ) -> None:
     """Rank every customer by theft likelihood: CSV, a table and the SOM U-matrix."""
     from meterseal.fraud.pipeline import Settings
     from meterseal.fraud.plots import plot_umatrix
     from meterseal.fraud.readers import read_labels
-    from meterseal.fraud.report import hits, write_ranking
+    from meterseal.fraud.report import decimals, hits, write_ranking
 
     store = _explicit(ctx, store, csv, sgcc)
     data, own_labels = _source(csv, sgcc, store, first_day, days, tz)
@@ -144,9 +174,15 @@ def rank(
     plot_umatrix(analysis.shape_map, hits(analysis), picture)
     title = f"customers ranked by theft likelihood ({scores.method} ranking)"
     table = Table("rank", "customer", "score", "pattern", "since", "why", title=title)
+    places = decimals(scores.score)
     for e in explanations[:top]:
         table.add_row(
-            str(e.rank), e.customer, f"{e.score:.1f}", e.pattern, str(e.onset or ""), e.text()
+            str(e.rank),
+            e.customer,
+            f"{e.score:.{places}f}",
+            e.pattern,
+            str(e.onset or ""),
+            e.text(),
         )
     console.print(table)
     if own_labels is not None:
@@ -165,7 +201,7 @@ def explain_customer(
     days: DaysOption = 30,
     out: Annotated[Path | None, typer.Option(help="PNG (default fraud-CUSTOMER.png)")] = None,
     seed: SeedOption = 1,
-    tz: TzOption = DEFAULT_TZ,
+    tz: TzOption = None,
 ) -> None:
     """Plot one customer's days against its regular behaviour, with the evidence."""
     from meterseal.fraud.ensemble import unsupervised
@@ -200,25 +236,30 @@ def evaluate(
     share: Annotated[float, typer.Option(help="sim: share of thieves")] = 0.08,
     phasor: Annotated[bool, typer.Option(help="sim: with phasor reports")] = True,
     supervised_model: Annotated[
-        bool, typer.Option("--supervised/--no-supervised", help="add the supervised row (CV)")
-    ] = True,
+        bool,
+        typer.Option(
+            "--supervised/--no-supervised",
+            help="add a supervised row: it trains on the labels being evaluated (5-fold "
+            "cross-validated, each customer scored by a model that never saw its label)",
+        ),
+    ] = False,
     seed: SeedOption = 1,
-    tz: TzOption = DEFAULT_TZ,
+    tz: TzOption = None,
 ) -> None:
     """AUC, MAP@N and recall per pattern: meterseal beside IsolationForest and LOF."""
     from meterseal.fraud.ensemble import truth_of
-    from meterseal.fraud.readers import read_labels, read_long_csv, read_patterns, read_sgcc
+    from meterseal.fraud.readers import read_labels, read_patterns, read_sgcc
     from meterseal.fraud.report import comparison_table
 
     if dataset == "sim":
-        fleet = _simulated(customers, days, share, phasor, seed, tz)
+        fleet = _simulated(customers, days, share, phasor, seed, tz or DEFAULT_TZ)
         data, truth, patterns = fleet.data, fleet.thief, fleet.patterns
     else:
         path = Path(dataset)
         if labels is None and path.suffix.lower() == ".csv" and _is_sgcc(path):
             data, flags = read_sgcc(path)
         elif labels is not None:
-            data, flags = read_long_csv(path, tz=tz), read_labels(labels)
+            data, flags = _read_csv(path, tz, "a long CSV"), read_labels(labels)
         else:
             raise typer.BadParameter("a long CSV needs --labels (or use an SGCC file)")
         truth = truth_of(data.customers, flags)
@@ -289,11 +330,13 @@ def simulate(
     days: Annotated[int, typer.Option(help="days per customer")] = 30,
     share: Annotated[float, typer.Option(help="share of thieves")] = 0.08,
     seed: SeedOption = 1,
-    tz: TzOption = DEFAULT_TZ,
+    tz: TzOption = None,
 ) -> None:
     """Write a labelled simulated fleet (energy only): OUT (long CSV) and OUT-labels.csv."""
     from meterseal.fraud.report import write_fleet
 
-    fleet = _simulated(customers, days, share, False, seed, tz)
+    fleet = _simulated(customers, days, share, False, seed, tz or DEFAULT_TZ)
     labels = write_fleet(fleet, out)
+    zone = tz or DEFAULT_TZ
     console.print(f"{customers} customers ({int(fleet.thief.sum())} thieves) -> {out}, {labels}")
+    console.print(f"meters' time zone: {zone} (rank with: --csv {out} --tz {zone})")

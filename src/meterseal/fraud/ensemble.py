@@ -24,6 +24,7 @@ I64 = npt.NDArray[np.int64]
 B = npt.NDArray[np.bool_]
 MISMATCH_SCALE = 20.0  # a share of mismatching days -> t-like units (a quarter of days: 5)
 CALIBRATION = 0.9  # the population quantile each detector is scaled by
+TIE_WEIGHT = 0.01  # weight of the mean of all detectors in the score (orders equal maxima)
 MIN_SPREAD = 0.5  # t units: detectors silent for nine customers in ten keep this scale
 
 
@@ -50,8 +51,11 @@ PATTERNS = tuple(d.pattern for d in DETECTORS)
 
 def detector_scores(table: FeatureTable) -> F64:
     """Each detector's evidence for each customer (customers, detectors), >= 0."""
-    values = np.maximum(np.nan_to_num(table.values), 0.0)
-    values[:, NAMES.index("phasor_mismatch")] *= MISMATCH_SCALE
+    raw = np.nan_to_num(table.values)
+    raw[:, NAMES.index("phasor_mismatch")] *= MISMATCH_SCALE
+    # softplus, not max(t, 0): evidence against theft still orders customers (no ties
+    # among the many without evidence), and a t of a few units counts as itself.
+    values = np.logaddexp(0.0, raw)
     out = np.zeros((len(values), len(DETECTORS)))
     for j, det in enumerate(DETECTORS):
         cols = [NAMES.index(n) for n in det.features]
@@ -84,13 +88,27 @@ def calibrated(detectors: F64) -> F64:
     median = np.median(detectors, axis=0)
     spread = np.maximum(np.quantile(detectors, CALIBRATION, axis=0) - median, MIN_SPREAD)
     out: F64 = (detectors - median) / spread
+    # A detector with one value for everyone (phasor detectors without phasor reports)
+    # says nothing: it must not set a floor every customer ties on.
+    silent = np.ptp(detectors, axis=0) <= 1e-12
+    if silent.all():
+        return np.zeros_like(out)
+    out[:, silent] = -np.inf
     return out
 
 
 def unsupervised(table: FeatureTable) -> Scores:
     """The unsupervised ensemble: each customer's strongest calibrated pattern detector."""
     det = calibrated(detector_scores(table))
-    return Scores(table.customers, det.max(1), det, "meterseal")
+    finite = np.where(np.isfinite(det), det, 0.0)
+    # Many customers sit exactly on a detector's median (no zero runs, say): the mean of
+    # all detectors, weighed a hundredth, orders them without moving anyone with evidence.
+    score = det.max(1) + TIE_WEIGHT * finite.mean(1)
+    # No lasting-change test could run (no data, or too few days): no evidence, last.
+    untested = (table.onset < 0).all(axis=1) & (np.nan_to_num(table.values) <= 0).all(axis=1)
+    if untested.any() and not untested.all():
+        score[untested] = score[~untested].min() - 1.0
+    return Scores(table.customers, score, finite, "meterseal")
 
 
 def design(table: FeatureTable) -> F64:

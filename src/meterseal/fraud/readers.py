@@ -4,7 +4,8 @@
   means per phase `voltage_l1..3` (V), `current_l1..3` (A), `power_l1..3` (W), or
   `voltage`, `current`, `power` for a single phase. Timestamps: ISO 8601 (naive = UTC) or
   Unix seconds, the start of the interval. Empty `kwh` cells are missing readings. Days are
-  cut in the meters' time zone (`tz`, an IANA name; default the simulator fleet's).
+  cut in the meters' time zone (`tz`, an IANA name, or "auto": a fixed offset estimated
+  from the customers' night trough, reported to the caller; the commands require one).
 * SGCC (State Grid Corporation of China) layout, as used throughout the electricity-theft
   literature: `CONS_NO, FLAG, <date>, <date>, ...`, one row a customer, daily kWh, FLAG 1 for
   a thief. Dates may come in any order; days absent from the header, and empty cells, are
@@ -27,6 +28,7 @@ import numpy.typing as npt
 
 from meterseal.errors import ConfigurationError
 from meterseal.fraud.data import Consumption, FraudDataError, UnknownCustomer, from_arrays
+from meterseal.fraud.zone import Estimate, estimate
 from meterseal.meter.theft import DEFAULT_TZ, local_midnight
 
 if TYPE_CHECKING:
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 PHASES = ("l1", "l2", "l3")
+AUTO = "auto"  # tz: estimate a fixed offset from the readings (`zone`)
 
 
 def _csv(path: Path, **options: Any) -> Any:
@@ -96,9 +99,15 @@ def _phase_columns(frame: Any, quantity: str) -> list[str]:
 
 
 def read_long_csv(
-    path: Path, regions: dict[str, str] | None = None, *, tz: str = DEFAULT_TZ
+    path: Path,
+    regions: dict[str, str] | None = None,
+    *,
+    tz: str = DEFAULT_TZ,
+    on_estimate: Callable[[Estimate], object] = lambda _e: None,
 ) -> Consumption:
-    """A long CSV (see the module doc) as consumption by customer and local day of `tz`."""
+    """A long CSV (see the module doc) as consumption by customer and local day of `tz`;
+    tz "auto": a fixed offset estimated from the night trough (`zone`), told to
+    `on_estimate`."""
     frame = _csv(path, dtype={"customer_id": str}, skipinitialspace=True)
     missing = {"customer_id", "timestamp", "kwh"} - set(frame.columns)
     if missing:
@@ -116,6 +125,11 @@ def read_long_csv(
         )
     stamps = _timestamps(path, frame["timestamp"])
     kwh = _numbers(path, frame, "kwh")
+    if tz == AUTO:
+        _, who = np.unique(frame["customer_id"].to_numpy(dtype=object), return_inverse=True)
+        found = estimate(np.asarray(who, np.int64), stamps, kwh)
+        on_estimate(found)
+        tz = found.zone
     try:
         return from_arrays(
             frame["customer_id"].tolist(),

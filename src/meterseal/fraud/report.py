@@ -41,6 +41,15 @@ def hits(analysis: Analysis) -> F64:
     return counts
 
 
+def decimals(scores: F64, least: int = 3, most: int = 9) -> int:
+    """Decimals enough to print every two different scores differently (at least `least`)."""
+    values = np.unique(np.round(scores[np.isfinite(scores)], most))
+    gaps = np.diff(values)
+    if not len(gaps):
+        return least
+    return int(np.clip(np.ceil(-np.log10(gaps.min())) + 1, least, most))
+
+
 def write_ranking(
     path: Path, data: Consumption, analysis: Analysis, scores: Scores
 ) -> list[Explanation]:
@@ -48,6 +57,7 @@ def write_ranking(
     order = ranking(scores.score)
     customers = [scores.customers[i] for i in order.tolist()]
     why = explain(analysis, scores, data.first_day, data.period_days, data.regions, customers)
+    places = decimals(scores.score)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("w", newline="", encoding="utf-8") as f:
@@ -58,7 +68,7 @@ def write_ranking(
                     (
                         e.rank,
                         e.customer,
-                        f"{e.score:.3f}",
+                        f"{e.score:.{places}f}",
                         e.pattern if e.score > 0 else "",
                         e.feature if e.score > 0 else "",
                         f"{e.t:.2f}",
