@@ -99,11 +99,13 @@ LAYERS: dict[str, Layer] = {
     "meterseal.portal": INTERFACE,  # the customer's pages on the bills API
     "meterseal.meter": CORE,
     "meterseal.meter.provisioning": ADAPTER,
+    "meterseal.meter.enrolment": ADAPTER,  # factory-made meters certified and registered
     "meterseal.meter.workload": ADAPTER,
     "meterseal.meter.simulator": ADAPTER,  # the meter side of every transport (MeterLink)
     "meterseal.trust": CORE,
     "meterseal.trust.cas_store": ADAPTER,
     "meterseal.trust.client": ADAPTER,
+    "meterseal.trust.admin_client": ADAPTER,  # an administrator over the CAS API
     "meterseal.trust.material": ADAPTER,
     "meterseal.trust.worker": SERVICE,
     "meterseal.trust.api": INTERFACE,

@@ -34,13 +34,12 @@ from meterseal.ui import progress_bar
 
 if TYPE_CHECKING:
     from cryptography import x509
-    from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
     from meterseal.crypto.manufacturer import Certified
     from meterseal.crypto.suites import CipherSuite
     from meterseal.deployment import Deployment
 
-METERS_DIRECTORY = "meters"  # DEPLOYMENT/meters/ID.cert.pem: what goes back to the factory
+METERS_DIRECTORY = "meters"  # DEPLOYMENT/meters/ID.cert.pem (meter.enrolment writes them)
 MANUFACTURERS_DIRECTORY = "manufacturers"  # DEPLOYMENT/manufacturers/NAME.cert.pem: trusted CAs
 Customer = Annotated[
     str | None, typer.Option(help="customer of the meter(s) (default CUST-METER_ID)")
@@ -98,46 +97,15 @@ def _register(
     replace: bool,
 ) -> list[Path]:
     """Register the meters (a known id with another key refused) and write their certificates."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-
-    from meterseal.crypto.at_rest import private_directory
-    from meterseal.crypto.registry import MeterRegistry
+    from meterseal.meter.enrolment import register_certified, write_certificates
     from meterseal.storage import Store
 
-    registry = MeterRegistry(deployment.ca_cert)
-    records = [
-        registry.register(c.certificate, c.suite, customer or f"CUST-{c.meter_id}", region)
-        for c in done
-    ]
     with Store.open(store_url) as store:
-        known = {row.meter_id: row.certificate for row in store.meter_rows()}
-        for record in records:
-            stored = known.get(record.meter_id)
-            if stored is None or replace:
-                continue
-            old = x509.load_der_x509_certificate(stored).public_key()
-            if _public(old) != _public(record.public_key):
-                raise CertificateError(
-                    f"meter {record.meter_id} is registered with another key: revoke it first "
-                    "(`meterseal meters revoke`), or give --replace to give the id this key"
-                )
-        store.register_meters(records, now=dt.datetime.now(dt.UTC))
-    out = private_directory(directory / METERS_DIRECTORY)
-    paths = []
-    for c in done:
-        path = out / f"{c.meter_id}.cert.pem"
-        path.write_bytes(c.certificate.public_bytes(serialization.Encoding.PEM))
-        paths.append(path)
-    return paths
-
-
-def _public(key: PublicKeyTypes) -> bytes:
-    from cryptography.hazmat.primitives import serialization
-
-    return key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+        register_certified(
+            deployment.ca_cert, store, done, customer, region, replace=replace,
+            now=dt.datetime.now(dt.UTC),
+        )  # fmt: skip
+    return write_certificates(directory, done)
 
 
 def _report(done: Sequence[Certified], paths: Sequence[Path], store_url: str) -> None:

@@ -6,8 +6,10 @@ version with its content digest and rates. One change: revoking a meter, in two 
 /portal/admin/meters/{id}/revoke` shows what it does and a CSRF-protected form, whose POST
 revokes it with the store call `meterseal meters revoke` makes) and recorded in the access log
 (who, when, route `/portal/admin/meters/{meter_id}/revoke`, the meter's customer, the meter).
-All are `role:administrator`. Provisioning and tariffs stay with the CLI (`meterseal meters
-register`, `meterseal tariffs add`).
+Each revocation (and each repeated attempt) is also in the administrators' change log. All are
+`role:administrator`. Provisioning a meter, publishing a tariff, the CAS and the change log's
+page are `portal.admin_tools`'s, added here (saying they cannot change anything when the
+portal was given no tools for them).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from meterseal.accounts.authn import form_fields
 from meterseal.billing.tariff import TariffBook
 from meterseal.billing.tariff_files import rates_to_dict
+from meterseal.portal.admin_tools import AdminTools, add_admin_tools
 from meterseal.portal.fleet import FleetSource
 from meterseal.runtime.auth import Identity, Rule, access, identity_of
 from meterseal.storage.schema import MeterRow
@@ -57,6 +60,7 @@ class Changes(Protocol):
 
 MeterId = Annotated[str, Path(max_length=128)]
 REVOKE_ROUTE = "/portal/admin/meters/{meter_id}/revoke"
+ACTION = "meter.revoke"
 NO_CHANGES = "this portal cannot change meters (it was started without a writable store)"
 
 
@@ -99,8 +103,10 @@ def add_admin_routes(
     revocation: MeterRevocation | None = None,
     changes: Changes | None = None,
     clock: Callable[[], float] = time.time,
+    tools: AdminTools | None = None,
 ) -> None:
     """Add the administrator's pages (and the meter revocation, given where it is made)."""
+    recorder = add_admin_tools(app, render, tools or AdminTools(), rule, clock)
 
     @app.get("/portal/admin/meters", include_in_schema=False, dependencies=[access(rule)])
     def meters(request: Request) -> Response:
@@ -131,6 +137,7 @@ def add_admin_routes(
         if revocation is None:
             raise HTTPException(503, NO_CHANGES)
         if row.revoked_at is not None:
+            await recorder.refused(identity_of(request), ACTION, meter_id, "already revoked")
             return page(request, row, 409, "")
         now = dt.datetime.fromtimestamp(clock(), dt.UTC)
         await run_in_threadpool(revocation.revoke_meter, meter_id, now)
@@ -138,6 +145,7 @@ def add_admin_routes(
             await run_in_threadpool(
                 changes.read, identity_of(request), REVOKE_ROUTE, row.customer_id, meter_id
             )
+        await recorder.done(identity_of(request), ACTION, meter_id, f"customer {row.customer_id}")
         return meter_list(request, f"meter {meter_id} revoked")
 
     def page(request: Request, row: MeterRow, status: int, problem: str) -> Response:

@@ -51,6 +51,7 @@ from meterseal.crypto.signing import VerifyingKey
 from meterseal.errors import MetersealError
 from meterseal.portal import hours, views
 from meterseal.portal.admin import MeterRevocation
+from meterseal.portal.admin_tools import AdminTools
 from meterseal.portal.consent import RouterConsent
 from meterseal.portal.fleet import FleetSource
 from meterseal.portal.staff import StaffArchive, add_staff_routes
@@ -356,10 +357,12 @@ def create_portal_app(
     fleet: FleetSource | None = None,
     clock: Callable[[], float] = time.time,
     meters: MeterRevocation | None = None,
+    admin: AdminTools | None = None,
 ) -> FastAPI:
     """The bills API with the portal's pages on it (sessions through `authenticator`); the
     customer's apps page reaches the router through `consent` (None: the page says it is not);
-    the administrator revokes meters through `meters` (None: the page says it cannot)."""
+    the administrator revokes meters through `meters` and makes the other changes with `admin`
+    (None: the pages say they cannot)."""
     from meterseal.portal.consent_pages import add_consent_routes  # it imports this module
 
     authenticator.session_cookie = SESSION_COOKIE
@@ -369,6 +372,6 @@ def create_portal_app(
     add_portal_routes(app, bills, authenticator, access_log, keys)
     render, reads = app.state.portal_pages.render, AccessRecorder(access_log)
     billing_key = keys.billing if keys else None
-    add_staff_routes(app, render, bills, reads, billing_key, fleet, clock, meters)
+    add_staff_routes(app, render, bills, reads, billing_key, fleet, clock, meters, admin)
     add_consent_routes(app, app.state.portal_pages, consent)
     return app

@@ -24,7 +24,7 @@ from meterseal.billing.ports import BillArchive, StoredReport
 from meterseal.billing.tariff import TariffBook
 from meterseal.crypto.signing import VerifyingKey
 from meterseal.errors import MetersealError
-from meterseal.portal import admin, fleet, staff_views
+from meterseal.portal import admin, admin_tools, fleet, staff_views
 from meterseal.portal.fleet import FleetSource
 from meterseal.runtime.auth import HasRole, Identity, access
 from meterseal.transparency.heads import SignedTreeHead
@@ -77,6 +77,7 @@ def add_staff_routes(
     source: FleetSource | None,
     clock: Callable[[], float] = time.time,
     revocation: admin.MeterRevocation | None = None,
+    tools: admin_tools.AdminTools | None = None,
 ) -> None:
     """Add the auditor's, the operator's and the administrator's pages to the portal app."""
 
@@ -131,7 +132,7 @@ def add_staff_routes(
 
     fleet.add_operator_routes(app, render, source, clock, OPERATOR)
     admin.add_admin_routes(
-        app, render, source, bills, ADMINISTRATOR, _utc, revocation, reads, clock
+        app, render, source, bills, ADMINISTRATOR, _utc, revocation, reads, clock, tools
     )
 
 

@@ -354,6 +354,26 @@ def _v9(connection: Connection) -> None:
     md.create_all(connection)
 
 
+def _v10(connection: Connection) -> None:
+    md = sa.MetaData()
+    sa.Table(
+        "admin_changes",
+        md,
+        sa.Column("id", BigId, primary_key=True, autoincrement=True),
+        sa.Column("at", sa.Double, nullable=False),
+        sa.Column("subject", sa.String(64), nullable=False),
+        sa.Column("roles", sa.String(128), nullable=False),
+        sa.Column("action", sa.String(64), nullable=False),
+        sa.Column("object_id", sa.String(256), nullable=False),
+        sa.Column("outcome", sa.Text, nullable=False),
+        sa.Column("detail", sa.Text, nullable=False),
+        sa.Column("previous", sa.LargeBinary(32), nullable=False),
+        sa.Column("digest", sa.LargeBinary(32), nullable=False),
+        sa.PrimaryKeyConstraint("id", name="pk_admin_changes"),
+    )
+    md.create_all(connection)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "meters, signed originals, measurements, quarantine", _v1),
     Migration(2, "ingest counters; index measurements by region and time", _v2),
@@ -364,6 +384,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(7, "accounts, API keys, the access log", _v7),
     Migration(8, "unsigned imported readings; customer-meter assignments with dates", _v8),
     Migration(9, "login tokens revoked by signing out", _v9),
+    Migration(10, "the administrators' change log (a hash chain)", _v10),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

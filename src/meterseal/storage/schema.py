@@ -345,6 +345,23 @@ access_log = sa.Table(
     sa.Index(None, "customer_id", "id"),
 )
 
+# The administrators' change log (accounts.changes): a hash chain, each digest over the one
+# before and the entry.
+admin_changes = sa.Table(
+    "admin_changes",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.Double, nullable=False),
+    sa.Column("subject", sa.String(SHORT_TEXT), nullable=False),
+    sa.Column("roles", sa.String(128), nullable=False),
+    sa.Column("action", sa.String(SHORT_TEXT), nullable=False),
+    sa.Column("object_id", sa.String(256), nullable=False),
+    sa.Column("outcome", sa.Text, nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("previous", sa.LargeBinary(32), nullable=False),
+    sa.Column("digest", sa.LargeBinary(32), nullable=False),
+)
+
 
 class StoredOriginal(NamedTuple):
     """A signed original as billing and audit read it back."""

@@ -6,13 +6,18 @@
   "assurance"}; 403 refused (attestation, nonce or policy), 400 malformed, 413 too large,
   415 not CBOR. Every release and refusal is in the CAS log.
 * `GET /v1/policies`, `GET /v1/secrets` (metadata only, never a value): administrators.
+* `POST /v1/secrets/{name}/rotate` (a fresh random value as long as the latest: secrets of a
+  fixed form, such as key bundles, are refused with 409 and rotate with `meterseal cas secrets
+  rotate --file`), `POST /v1/measurements/{hex}/revoke` (body JSON {"reason": str}: the
+  measurement gets nothing from its next request; the answer names the secrets it received,
+  to be rotated): administrators. Each is in the CAS log.
 * `GET /v1/log`: administrators and auditors. `GET /v1/attestation` (the accepted backends
   and what each guarantees): public.
 * `POST /v1/auth/token`, `GET /v1/auth/whoami`: sign-in (meterseal.accounts), with an
   authenticator; without one every protected route is 401.
 
-Errors are `{"detail": "one reason"}`; a store that cannot be reached is 503. Writes
-(secrets, rules, revocations) are not on the API: they go through `meterseal cas …` on the
+Errors are `{"detail": "one reason"}`; a store that cannot be reached is 503. Other writes
+(importing secrets, allow rules) are not on the API: they go through `meterseal cas …` on the
 store, by whoever holds the store and the deployment's master key.
 """
 
@@ -24,9 +29,9 @@ from collections import Counter
 from typing import Annotated, Any
 
 import cbor2
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
@@ -34,12 +39,13 @@ from meterseal.accounts.api import add_account_routes
 from meterseal.accounts.authn import AccountAuthenticator
 from meterseal.accounts.model import Role
 from meterseal.crypto import cose
-from meterseal.errors import StorageError
+from meterseal.errors import MetersealError, StorageError
 from meterseal.runtime.auth import PROVEN_BY_BODY, PUBLIC, AnyRole, HasRole, access
 from meterseal.runtime.http import service_app
 from meterseal.trust.attestation import MAX_QUOTE_BYTES, NO_HARDWARE, SIMULATED
 from meterseal.trust.cas import Cas, Release, ReleaseRequest, check_log, decode_entry
 from meterseal.trust.errors import ReleaseRefused, TrustError
+from meterseal.trust.measurement import Measurement
 
 MAX_BODY = MAX_QUOTE_BYTES + 4096
 CBOR = "application/cbor"
@@ -101,6 +107,27 @@ class SecretsView(BaseModel):
     """Every secret the CAS holds, by name."""
 
     secrets: list[SecretView]
+
+
+class RotatedView(BaseModel):
+    """A secret's new version."""
+
+    name: str
+    version: int
+
+
+class RevokeBody(BaseModel):
+    """Why a measurement is revoked (kept in the CAS log)."""
+
+    reason: str = Field(default="", max_length=500)
+
+
+class RevokedView(BaseModel):
+    """A revocation's outcome: was it new, and what the measurement received (to rotate)."""
+
+    measurement: str
+    new: bool
+    received: list[tuple[str, int]]
 
 
 class LogView(BaseModel):
@@ -283,6 +310,48 @@ def create_cas_app(cas: Cas, authenticator: AccountAuthenticator | None = None) 
                 for i in infos
             ]
         )
+
+    @app.post(
+        "/v1/secrets/{name}/rotate",
+        summary="Rotate a secret to a fresh random value",
+        dependencies=[access(ADMINISTRATOR)],
+        responses={s: {"model": Detail} for s in (400, 404, 409, 503)},
+    )
+    def rotate(name: Annotated[str, Path(max_length=128)]) -> Response:
+        from meterseal.services.trusted_setup import checked_secret
+
+        if cas.state.latest_secret(name) is None:
+            return JSONResponse({"detail": f"no secret {name!r}"}, 404)
+        try:
+            version = cas.rotate(name, lambda n, v: checked_secret(n, v, "random bytes"))
+        except ReleaseRefused as refused:
+            return JSONResponse({"detail": refused.reason}, refused.status)
+        except MetersealError as exc:  # the secret holds key material of a fixed form
+            reason = (
+                f"{name} cannot take random bytes ({exc}): rotate it with "
+                f"`meterseal cas secrets rotate {name} --file NEW`"
+            )
+            return JSONResponse({"detail": reason}, 409)
+        counts["rotated"] += 1
+        return JSONResponse(RotatedView(name=name, version=version).model_dump())
+
+    @app.post(
+        "/v1/measurements/{measurement}/revoke",
+        summary="Revoke a measurement: it gets nothing from its next request",
+        dependencies=[access(ADMINISTRATOR)],
+        responses={400: {"model": Detail}, 503: {"model": Detail}},
+    )
+    def revoke(
+        measurement: Annotated[str, Path(min_length=64, max_length=64)], body: RevokeBody
+    ) -> Response:
+        try:
+            chosen = Measurement.from_hex(measurement)
+        except (MetersealError, ValueError) as exc:
+            return JSONResponse({"detail": f"not a measurement: {exc}"}, 400)
+        outcome = cas.revoke(chosen, body.reason)
+        counts["revoked"] += 1
+        view = RevokedView(measurement=chosen.hex, new=outcome.new, received=list(outcome.received))
+        return JSONResponse(view.model_dump())
 
     @app.get(
         "/v1/log", summary="A page of the CAS log", dependencies=[access(ADMINISTRATOR_OR_AUDITOR)]

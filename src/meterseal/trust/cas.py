@@ -387,6 +387,21 @@ class Cas:
         self._log("secret-added", "done", "", None, ((name, version),), "", "")
         return version
 
+    def rotate(self, name: str, check: Callable[[str, bytes], object] | None = None) -> int:
+        """A fresh random value for secret `name`, as long as its latest; its new version.
+
+        `check(name, value)` raises when `name` must hold something random bytes are not
+        (key material of a fixed form): then nothing is stored. BadRequest if `name` is unknown.
+        """
+        latest = self.state.latest_secret(check_name("secret", name))
+        if latest is None:
+            raise BadRequest(f"no secret {name!r} to rotate; import it first")
+        size = len(self.vault.open(name, latest.version, latest.sealed))
+        value = self.rng(size)
+        if check is not None:
+            check(name, value)
+        return self.put_secret(name, value)
+
     def allow(self, stage: str, measurement: Measurement, secrets: Iterable[str]) -> list[int]:
         """Let `measurement` (running `stage`) receive `secrets`; the rule ids."""
         check_name("stage", stage)

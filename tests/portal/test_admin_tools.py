@@ -1,0 +1,319 @@
+"""The administrator's changes from the portal: provisioning a meter, publishing a tariff, rotating
+a CAS secret and revoking a measurement (through the CAS's own HTTP API), each in the
+hash-chained change log; bad input said on the form; an operator or a customer refused."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from fastapi.testclient import TestClient
+
+from meterseal.accounts.changes import DONE, check_chain
+from meterseal.crypto.certs import create_ca, issue_meter_certificate
+from meterseal.crypto.keys import generate_meter_key
+from meterseal.crypto.suites import ED25519, P256, CipherSuite
+from meterseal.meter.enrolment import Enrolment
+from meterseal.portal import admin_tools
+from meterseal.portal.admin_tools import AdminTools
+from meterseal.portal.app import CSRF_COOKIE, SESSION_COOKIE, PublishedKeys, create_portal_app
+from meterseal.runtime.http import ThreadedServer
+from meterseal.storage.admin_changes import ChangeStore
+from meterseal.storage.bill_store import BillStore
+from meterseal.storage.fleet import FleetStore
+from meterseal.storage.store import StoreRegistry
+from meterseal.trust.admin_client import CasAdmin
+from meterseal.trust.api import create_cas_app
+from meterseal.trust.cas import ReleaseRequest
+from meterseal.trust.measurement import Measurement
+from meterseal.trust.state import MemoryCasState
+from tests.billing.test_api import ADMINISTRATOR, OPERATOR
+from tests.conftest import NOW
+from tests.portal.conftest import Portal
+from tests.portal.test_pages import csrf_of
+from tests.portal.test_staff import sign_in
+from tests.trust.conftest import World, make_world, platform, worker_measurement  # noqa: F401
+
+PEM = serialization.Encoding.PEM
+SECRET = b"a database password, 32 bytes!!!"
+NEW_ROUTES = [
+    "/portal/admin/meters/new",
+    "/portal/admin/tariffs/new",
+    "/portal/admin/cas",
+    "/portal/admin/cas/secrets/db-password/rotate",
+    f"/portal/admin/cas/measurements/{'ab' * 32}/revoke",
+    "/portal/admin/changes",
+]
+
+
+def csr_pem(meter_id: str, suite: CipherSuite = P256) -> str:
+    """A meter's PKCS#10 request naming it (subject serialNumber), as a factory sends it."""
+    key = generate_meter_key(meter_id, suite).private_key
+    subject = x509.Name([x509.NameAttribute(NameOID.SERIAL_NUMBER, meter_id)])
+    algorithm = hashes.SHA256() if suite is P256 else None
+    csr = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, algorithm)  # type: ignore[arg-type]
+    return csr.public_bytes(PEM).decode()
+
+
+@dataclass
+class Tooled:
+    """The portal with every administrator's tool; the CAS world behind its API."""
+
+    portal: Portal
+    world: World
+    maker: tuple[ec.EllipticCurvePrivateKey, x509.Certificate]
+    directory: Path
+
+    def changes(self) -> list[tuple[str, str, str, str]]:
+        """(subject, action, object, outcome) of every recorded change."""
+        return [
+            (c.request.subject, c.request.action, c.request.object_id, c.request.outcome)
+            for c in ChangeStore(self.portal.month.store).changes()
+        ]
+
+
+def tooled_portal(
+    portal: Portal,
+    ca: tuple[ec.EllipticCurvePrivateKey, x509.Certificate],
+    tmp_path: Path,
+    measurement: Measurement,
+) -> Iterator[Tooled]:
+    """`portal` with its tools, a CAS served over HTTP with a secret and a rule."""
+    month = portal.month
+    world = make_world(platform(tmp_path / "cas"), MemoryCasState())
+    world.cas.put_secret("db-password", SECRET)
+    world.cas.put_secret("headend-keys", b"not a key bundle")
+    world.cas.allow("anonymize-store", measurement, ["db-password"])
+    maker = create_ca("ACME meters CA", now=NOW, rng=os.urandom)
+    with ThreadedServer(create_cas_app(world.cas, portal.people.authenticator)) as url:
+        tools = AdminTools(
+            changes=ChangeStore(month.store),
+            enrolment=Enrolment(*ca, month.store, tmp_path / "dep", manufacturers=[maker[1]]),
+            tariffs=BillStore(month.store),
+            cas=CasAdmin(url),
+        )
+        keys = PublishedKeys(month.billing_key.public_key(), month.authority_key.public_key())
+        app = create_portal_app(
+            portal.bills, portal.people.authenticator, portal.accounts, keys,
+            fleet=FleetStore(month.store), clock=NOW.timestamp, meters=month.store, admin=tools,
+        )  # fmt: skip
+        yield Tooled(dataclasses.replace(portal, app=app), world, maker, tmp_path / "dep")
+
+
+@pytest.fixture
+def tooled(
+    portal: Portal,
+    ca: tuple[ec.EllipticCurvePrivateKey, x509.Certificate],
+    tmp_path: Path,
+    worker_measurement: Measurement,  # noqa: F811
+) -> Iterator[Tooled]:
+    """The portal with every tool."""
+    yield from tooled_portal(portal, ca, tmp_path, worker_measurement)
+
+
+def _post(client: TestClient, path: str, **form: str) -> object:
+    return client.post(path, data={"csrf": client.cookies[CSRF_COOKIE], **form})
+
+
+def _alert(html: str) -> str:
+    found = re.search(r'role="alert"[^>]*>(.*?)</p>', html, re.S)
+    assert found, html
+    return found.group(1)
+
+
+def test_the_session_cookie_is_the_apps() -> None:
+    assert admin_tools.SESSION_COOKIE == SESSION_COOKIE
+
+
+def test_an_operator_or_a_customer_reaches_no_administrator_change(tooled: Tooled) -> None:
+    portal = tooled.portal
+    for account in (OPERATOR, portal.customer(0)[1]):
+        client, _ = sign_in(portal, account)
+        for path in NEW_ROUTES:
+            assert client.get(path).status_code == 403, (account, path)
+            if path != "/portal/admin/changes" and path != "/portal/admin/cas":
+                refused = _post(client, path, secret="db-password", toml="x", pem="x")
+                assert refused.status_code == 403, (account, path)  # type: ignore[attr-defined]
+    anonymous = TestClient(portal.app, follow_redirects=False)
+    assert anonymous.post(NEW_ROUTES[0], data={"pem": "x"}).status_code == 303
+    assert tooled.changes() == []
+    assert tooled.world.cas.state.latest_secret("db-password").version == 1  # type: ignore[union-attr]
+
+
+def test_an_administrator_provisions_a_meter_from_a_csr(tooled: Tooled) -> None:
+    portal = tooled.portal
+    client, _ = sign_in(portal, ADMINISTRATOR)
+    form = client.get("/portal/admin/meters/new")
+    for label in ("PEM", "Customer id", "Region", "Cipher suite", "Meter id"):
+        assert re.search(rf'<label for="\w+">{label}', form.text), label
+    # Bad input: said on the form, recorded as refused, nothing registered.
+    bad = _post(client, "/portal/admin/meters/new", how="csr", pem="hello", customer="C-9",
+                region="R02")  # fmt: skip
+    assert bad.status_code == 400  # type: ignore[attr-defined]
+    assert "paste exactly one PEM" in _alert(bad.text)  # type: ignore[attr-defined]
+    assert 'value="C-9"' in bad.text  # type: ignore[attr-defined] - what was typed stays
+    no_customer = _post(client, "/portal/admin/meters/new", how="csr", pem=csr_pem("ACME-7"),
+                        customer="", region="R02")  # fmt: skip
+    assert "customer id: 1 to 64" in _alert(no_customer.text)  # type: ignore[attr-defined]
+    before = {r.meter_id for r in portal.month.store.meter_rows()}
+    assert "ACME-7" not in before
+    done = _post(client, "/portal/admin/meters/new", how="csr", pem=csr_pem("ACME-7"),
+                 customer="C-9", region="R02", suite="")  # fmt: skip
+    assert done.status_code == 200, done.text  # type: ignore[attr-defined]
+    assert "meter ACME-7 provisioned: customer C-9, region R02, p256, from CSR" in done.text  # type: ignore[attr-defined]
+    rows = {r.meter_id: r for r in portal.month.store.meter_rows()}
+    assert (rows["ACME-7"].customer_id, rows["ACME-7"].region_id) == ("C-9", "R02")
+    assert (tooled.directory / "meters" / "ACME-7.cert.pem").exists()
+    registry = StoreRegistry(portal.month.store, portal.month.ca_cert)
+    assert "ACME-7" in {r.meter_id for r in portal.month.store.meter_rows()}
+    assert registry.rejected == {}
+    # The same id with another key: refused by name, nothing changes.
+    again = _post(client, "/portal/admin/meters/new", how="csr", pem=csr_pem("ACME-7", ED25519),
+                  customer="C-9", region="R02")  # fmt: skip
+    assert "registered with another key" in _alert(again.text)  # type: ignore[attr-defined]
+    assert tooled.changes() == [
+        (ADMINISTRATOR, "meter.provision", "(named by its key)", tooled.changes()[0][3]),
+        (ADMINISTRATOR, "meter.provision", "(named by its key)", tooled.changes()[1][3]),
+        (ADMINISTRATOR, "meter.provision", "ACME-7", DONE),
+        (ADMINISTRATOR, "meter.provision", "(named by its key)", tooled.changes()[3][3]),
+    ]
+    assert [c[3].startswith("refused: ") for c in tooled.changes()] == [True, True, False, True]
+
+
+def test_a_manufacturers_certificate_is_imported(tooled: Tooled) -> None:
+    client, _ = sign_in(tooled.portal, ADMINISTRATOR)
+    maker_key, maker_ca = tooled.maker
+    meter = generate_meter_key("ACME-8", P256)
+    cert = issue_meter_certificate(maker_key, maker_ca, "ACME-8", meter.public_key(), now=NOW,  # type: ignore[arg-type]
+                                   rng=os.urandom)  # fmt: skip
+    rogue_key, rogue_ca = create_ca("ACME meters CA", now=NOW, rng=os.urandom)
+    forged = issue_meter_certificate(rogue_key, rogue_ca, "ACME-8", meter.public_key(), now=NOW,  # type: ignore[arg-type]
+                                     rng=os.urandom)  # fmt: skip
+    path = "/portal/admin/meters/new"
+    refused = _post(client, path, how="manufacturer", pem=forged.public_bytes(PEM).decode(),
+                    customer="C-8", region="R01")  # fmt: skip
+    assert refused.status_code == 400  # type: ignore[attr-defined]
+    done = _post(client, path, how="manufacturer", pem=cert.public_bytes(PEM).decode(),
+                 customer="C-8", region="R01")  # fmt: skip
+    assert "meter ACME-8 provisioned" in done.text  # type: ignore[attr-defined]
+    assert tooled.changes()[-1] == (ADMINISTRATOR, "meter.provision", "ACME-8", DONE)
+
+
+def test_an_administrator_publishes_a_tariffs_next_version(tooled: Tooled) -> None:
+    portal = tooled.portal
+    tariff = portal.month.tariff
+    client, _ = sign_in(portal, ADMINISTRATOR)
+    assert (
+        f"/portal/admin/tariffs/new?from={tariff.tariff_id}"
+        in client.get("/portal/admin/tariffs").text
+    )
+    form = client.get(f"/portal/admin/tariffs/new?from={quote(tariff.tariff_id)}")
+    text = re.search(r"<textarea[^>]*>(.*?)</textarea>", form.text, re.S)
+    assert text
+    toml = text.group(1).replace("&#34;", '"').replace("&quot;", '"')
+    assert f"version = {tariff.version + 1}" in toml
+    bad = _post(
+        client, "/portal/admin/tariffs/new", toml=toml.replace('currency = "', 'currency = "X')
+    )
+    assert bad.status_code == 400  # type: ignore[attr-defined]
+    assert "field &#39;currency&#39;" in _alert(bad.text)  # type: ignore[attr-defined]
+    done = _post(client, "/portal/admin/tariffs/new", toml=toml)
+    assert done.status_code == 200, done.text  # type: ignore[attr-defined]
+    book = BillStore(portal.month.store).tariff_book()
+    published = book.get(tariff.tariff_id, tariff.version + 1)
+    assert published.rates == tariff.rates
+    assert f"tariff {tariff.tariff_id} v{tariff.version + 1} published" in done.text  # type: ignore[attr-defined]
+    same = _post(client, "/portal/admin/tariffs/new", toml=toml)
+    assert same.status_code == 409  # type: ignore[attr-defined]
+    changed = toml.replace('standing_charge_per_day = "', 'standing_charge_per_day = "1')
+    other = _post(client, "/portal/admin/tariffs/new", toml=changed)
+    assert other.status_code == 400
+    assert "publish a new version" in other.text
+    assert book.get(tariff.tariff_id, tariff.version + 1) == published
+    outcomes = [(a, o.split(":")[0]) for _, a, _, o in tooled.changes()]
+    assert outcomes == [("tariff.publish", "refused"), ("tariff.publish", DONE),
+                        ("tariff.publish", "refused"), ("tariff.publish", "refused")]  # fmt: skip
+
+
+def test_an_administrator_rotates_a_secret_and_revokes_a_measurement(
+    tooled: Tooled,
+    worker_measurement: Measurement,  # noqa: F811
+) -> None:
+    cas = tooled.world.cas
+    client, _ = sign_in(tooled.portal, ADMINISTRATOR)
+    listed = client.get("/portal/admin/cas")
+    assert listed.status_code == 200, listed.text
+    assert "db-password" in listed.text
+    assert "headend-keys" in listed.text
+    assert SECRET.decode() not in listed.text  # names and versions only
+    rotate = "/portal/admin/cas/secrets/db-password/rotate"
+    confirm = client.get(rotate)
+    assert "Rotate secret db-password" in confirm.text
+    assert cas.state.latest_secret("db-password").version == 1  # type: ignore[union-attr]
+    other = _post(client, rotate, secret="headend-keys")
+    assert other.status_code == 400  # type: ignore[attr-defined]
+    assert csrf_of(confirm.text) == client.cookies[CSRF_COOKIE]
+    done = _post(client, rotate, secret="db-password")
+    assert "secret db-password rotated to version 2" in done.text  # type: ignore[attr-defined]
+    assert cas.state.latest_secret("db-password").version == 2  # type: ignore[union-attr]
+    fixed = _post(client, "/portal/admin/cas/secrets/headend-keys/rotate", secret="headend-keys")
+    assert fixed.status_code == 409
+    assert "--file" in fixed.text
+    # A worker fetched the secret; revoking its measurement names what it received.
+    quote_, _ = tooled.world.quote(worker_measurement)
+    cas.release(ReleaseRequest("anonymize-store", quote_, ("db-password",)))
+    revoke = f"/portal/admin/cas/measurements/{worker_measurement.hex}/revoke"
+    assert revoke in client.get("/portal/admin/cas").text
+    assert "Revoke this measurement" in client.get(revoke).text
+    revoked = _post(client, revoke, measurement=worker_measurement.hex, reason="host lost")
+    assert revoked.status_code == 200, revoked.text  # type: ignore[attr-defined]
+    assert "db-password</code> v2" in revoked.text  # type: ignore[attr-defined]
+    assert [r.reason for r in cas.state.revocations()] == ["host lost"]
+    assert "nothing to do" in client.get(revoke).text
+    assert tooled.changes() == [
+        (ADMINISTRATOR, "cas.secret.rotate", "db-password", DONE),
+        (ADMINISTRATOR, "cas.secret.rotate", "headend-keys", tooled.changes()[1][3]),
+        (ADMINISTRATOR, "cas.measurement.revoke", worker_measurement.hex, DONE),
+    ]
+    assert "cannot take random bytes" in tooled.changes()[1][3]
+
+
+def test_the_change_log_page_shows_the_chain_and_an_edit_breaks_it(tooled: Tooled) -> None:
+    portal = tooled.portal
+    client, _ = sign_in(portal, ADMINISTRATOR)
+    meter = sorted(r.meter_id for r in portal.month.store.meter_rows())[0]
+    path = f"/portal/admin/meters/{quote(meter, safe='')}/revoke"
+    _post(client, path, meter=meter)
+    _post(client, path, meter=meter)  # already revoked: recorded as refused
+    _post(client, "/portal/admin/cas/secrets/db-password/rotate", secret="db-password")
+    page = client.get("/portal/admin/changes")
+    assert "The chain holds over all 3 entries" in page.text
+    assert page.text.index("cas.secret.rotate") < page.text.index("meter.revoke")  # newest first
+    assert "refused: already revoked" in page.text
+    changes = ChangeStore(portal.month.store).changes()
+    assert check_chain(changes) == []
+    assert changes[-1].digest.hex() in page.text
+    portal.month.execute("UPDATE admin_changes SET subject = 'someone' WHERE id = :i",
+                         i=changes[0].id)  # fmt: skip
+    broken = client.get("/portal/admin/changes")
+    assert f"entry {changes[0].id} differs from what was recorded" in _alert(broken.text)
+
+
+def test_a_portal_without_tools_says_it_cannot(portal: Portal) -> None:
+    client, _ = sign_in(portal, ADMINISTRATOR)
+    assert "cannot provision meters" in client.get("/portal/admin/meters/new").text
+    assert "cannot publish tariffs" in client.get("/portal/admin/tariffs/new").text
+    assert client.get("/portal/admin/cas").status_code == 503
+    assert "keeps no change log" in client.get("/portal/admin/changes").text
+    refused = _post(client, "/portal/admin/tariffs/new", toml="x")
+    assert refused.status_code == 503  # type: ignore[attr-defined]
