@@ -12,13 +12,13 @@ repair are in kvs/repair.py. Time and randomness are parameters (`clock`, `rng`)
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from meterseal.errors import KvsError, ObjectNotFound
+from meterseal.kvs.chunks import Prepared, pieces, prepare, rechunk, sha256
 from meterseal.kvs.erasure import coder
 from meterseal.kvs.manifest import (
     Blob,
@@ -29,7 +29,7 @@ from meterseal.kvs.manifest import (
     encode_manifest,
 )
 from meterseal.kvs.nodes import BlobNode, Catalog, ReplicaSet
-from meterseal.kvs.policy import DEFAULT_CHUNK_SIZE, SEAL_OVERHEAD, Hybrid, Policy, Replication
+from meterseal.kvs.policy import DEFAULT_CHUNK_SIZE, Policy, Replication
 from meterseal.kvs.sealing import (
     BucketKeys,
     ObjectContext,
@@ -37,7 +37,6 @@ from meterseal.kvs.sealing import (
     new_object_key,
     open_chunk,
     open_manifest,
-    seal_chunk,
     seal_manifest,
     unwrap_key,
     wrap_key,
@@ -77,38 +76,6 @@ class ListPage:
 
     objects: list[ObjectInfo]
     next_after: str | None
-
-
-async def _rechunk(
-    source: AsyncIterable[bytes], size: int
-) -> AsyncIterator[tuple[int, bool, bytes]]:
-    """(index, final, chunk) of `size`-byte chunks, one chunk held back to know the last."""
-    buffer = bytearray()
-    pending: bytes | None = None
-    index = 0
-    async for piece in source:
-        buffer += piece
-        while len(buffer) >= size:
-            chunk = bytes(buffer[:size])
-            del buffer[:size]
-            if pending is not None:
-                yield index, False, pending
-                index += 1
-            pending = chunk
-    if pending is not None and buffer:
-        yield index, False, pending
-        index += 1
-        pending = None
-    yield index, True, pending if pending is not None else bytes(buffer)
-
-
-async def _pieces(data: bytes, size: int) -> AsyncIterator[bytes]:
-    for start in range(0, len(data), size):
-        yield data[start : start + size]
-
-
-def _sha(data: bytes) -> bytes:
-    return hashlib.sha256(data).digest()
 
 
 class ObjectStore:
@@ -221,7 +188,7 @@ class ObjectStore:
         self, bucket: str, name: str, data: bytes, policy: Policy | None = None
     ) -> ObjectInfo:
         """`put` of an object already in memory."""
-        return await self.put(bucket, name, _pieces(data, self.chunk_size), policy)
+        return await self.put(bucket, name, pieces(data, self.chunk_size), policy)
 
     async def _write(
         self,
@@ -236,16 +203,26 @@ class ObjectStore:
         object_key = new_object_key(self.rng)
         written: list[Blob] = []
         entries: list[ChunkEntry] = []
+        storing: asyncio.Task[ChunkEntry] | None = None  # chunk i is stored while i+1 seals
         try:
             targets = await self.placement(policy)
-            async for index, final, plain in _rechunk(source, fields["chunk_size"]):
-                sealed = await self.cpu(
-                    len(plain), seal_chunk, object_key, ctx, index, final, plain
+            copies = 1 if isinstance(targets[0], ReplicaSet) else getattr(policy, "copies", 1)
+            async for index, final, plain in rechunk(source, fields["chunk_size"]):
+                ready = await self.cpu(
+                    len(plain), prepare, policy, copies, object_key, ctx, index, final, plain
                 )
-                round_robin = targets[index % len(targets) :] + targets[: index % len(targets)]
-                entry = await self._place(policy, round_robin, sealed, written)
-                entries.append(entry)
+                if storing is not None:
+                    entries.append(await storing)
+                turn = index % len(targets)
+                storing = asyncio.create_task(
+                    self._place(targets[turn:] + targets[:turn], ready, written)
+                )
+            if storing is not None:
+                entries.append(await storing)
         except BaseException as error:
+            if storing is not None:
+                storing.cancel()
+                await asyncio.gather(storing, return_exceptions=True)
             await asyncio.shield(self.discard(written))
             if isinstance(error, KvsError):
                 raise KvsError(
@@ -279,34 +256,25 @@ class ObjectStore:
         return pool
 
     async def _place(
-        self, policy: Policy, targets: list[BlobNode], sealed: bytes, written: list[Blob]
+        self, targets: list[BlobNode], ready: Prepared, written: list[Blob]
     ) -> ChunkEntry:
-        """Store one sealed chunk's copies and fragments on distinct `targets`."""
-        copies: list[bytes] = []
-        fragments: list[bytes] = []
-        if isinstance(policy, Replication):
-            copies = [sealed] * (1 if isinstance(targets[0], ReplicaSet) else policy.copies)
-        else:
-            copies = [sealed] if isinstance(policy, Hybrid) else []
-            fragments = await self.cpu(len(sealed), coder(policy.k, policy.m).encode, sealed)
-        sealed_sha = _sha(sealed)
-        shas = [sealed_sha] * len(copies) + [_sha(f) for f in fragments]
-        datas = copies + fragments
+        """Store one chunk's copies and fragments on distinct `targets`."""
         blobs = [
             Blob(node.name, self.rng(16).hex(), sha)
-            for node, sha in zip(targets, shas, strict=False)
+            for node, sha in zip(targets, ready.shas, strict=False)
         ]
         written.extend(blobs)
         results = await asyncio.gather(
-            *(self.by_name[b.node].put(b.blob_id, d) for b, d in zip(blobs, datas, strict=True)),
+            *(
+                self.by_name[b.node].put(b.blob_id, d)
+                for b, d in zip(blobs, ready.datas, strict=True)
+            ),
             return_exceptions=True,
         )
         for blob, result in zip(blobs, results, strict=True):
             if isinstance(result, BaseException):
                 raise KvsError(f"node {blob.node} failed: {result}") from result
-        return ChunkEntry(
-            len(sealed) - SEAL_OVERHEAD, tuple(blobs[: len(copies)]), tuple(blobs[len(copies) :])
-        )
+        return ChunkEntry(ready.length, tuple(blobs[: ready.copies]), tuple(blobs[ready.copies :]))
 
     async def discard(self, blobs: Sequence[Blob]) -> None:
         """Delete blobs; those a failing node keeps are retried by `collect` (scrub runs it)."""
@@ -408,7 +376,7 @@ class ObjectStore:
             data = await node.get(blob.blob_id)
         except Exception:  # a dead or failing node is what the other copies are for
             return None
-        return data if data is not None and _sha(data) == blob.sha256 else None
+        return data if data is not None and sha256(data) == blob.sha256 else None
 
     # -- delete, list, policy --------------------------------------------------------------
 

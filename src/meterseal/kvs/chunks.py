@@ -1,0 +1,92 @@
+"""Chunks of the secure KVS: cutting a stream into chunks, turning one into blobs (sans-IO).
+
+`rechunk` cuts any stream of byte pieces into chunks of the object's chunk size (one chunk
+held back, so the last is known: its seal says so), copying each byte at most once.
+`prepare` seals a chunk and makes its blobs (full copies, then fragments) with their sha256s,
+in one call a worker thread can run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
+
+from meterseal.kvs.erasure import coder
+from meterseal.kvs.policy import Hybrid, Policy, Replication
+from meterseal.kvs.sealing import ObjectContext, seal_chunk
+
+
+def sha256(data: bytes) -> bytes:
+    """The sha256 digest of `data`."""
+    return hashlib.sha256(data).digest()
+
+
+async def rechunk(
+    source: AsyncIterable[bytes], size: int
+) -> AsyncIterator[tuple[int, bool, bytes]]:
+    """(index, final, chunk) of `size`-byte chunks of `source`; an empty source gives one."""
+    parts: list[memoryview] = []
+    have = 0
+    pending: bytes | None = None
+    index = 0
+    async for piece in source:
+        view = memoryview(piece)
+        while len(view):
+            take = min(size - have, len(view))
+            parts.append(view[:take])
+            have += take
+            view = view[take:]
+            if have == size:
+                chunk = _join(parts)
+                parts, have = [], 0
+                if pending is not None:
+                    yield index, False, pending
+                    index += 1
+                pending = chunk
+    if pending is not None and have:
+        yield index, False, pending
+        index += 1
+        pending = None
+    yield index, True, pending if pending is not None else _join(parts)
+
+
+def _join(parts: list[memoryview]) -> bytes:
+    if len(parts) == 1 and isinstance(parts[0].obj, bytes) and len(parts[0]) == len(parts[0].obj):
+        return parts[0].obj  # a whole piece: no copy
+    return b"".join(parts)
+
+
+async def pieces(data: bytes, size: int) -> AsyncIterator[bytes]:
+    """`data` as a stream of `size`-byte pieces."""
+    for start in range(0, len(data), size):
+        yield data[start : start + size] if len(data) > size else data
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A sealed chunk as blobs: `copies` full copies first, then the fragments."""
+
+    length: int  # plaintext bytes
+    copies: int
+    datas: list[bytes]
+    shas: list[bytes]
+
+
+def prepare(
+    policy: Policy,
+    copies: int,
+    key: bytes,
+    ctx: ObjectContext,
+    index: int,
+    final: bool,
+    plain: bytes,
+) -> Prepared:
+    """Seal chunk `index` and make its blobs: `copies` copies (replication), fragments."""
+    sealed = seal_chunk(key, ctx, index, final, plain)
+    if isinstance(policy, Replication):
+        return Prepared(len(plain), copies, [sealed] * copies, [sha256(sealed)] * copies)
+    fragments = coder(policy.k, policy.m).encode(sealed)
+    full = [sealed] if isinstance(policy, Hybrid) else []
+    shas = [sha256(f) for f in full + fragments]
+    return Prepared(len(plain), len(full), full + fragments, shas)

@@ -1,0 +1,41 @@
+"""Cutting streams into chunks: every split of the input gives the object's chunks."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from meterseal.kvs.chunks import pieces, rechunk
+from meterseal.kvs.policy import chunk_sizes
+
+
+async def _stream(parts: list[bytes]) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+
+
+async def _collect(parts: list[bytes], size: int) -> list[tuple[int, bool, bytes]]:
+    return [item async for item in rechunk(_stream(parts), size)]
+
+
+@given(st.lists(st.binary(max_size=50), max_size=8), st.integers(1, 20))
+def test_any_split_gives_the_objects_chunks(parts: list[bytes], size: int) -> None:
+    data = b"".join(parts)
+    chunks = asyncio.run(_collect(parts, size))
+    assert b"".join(c for _, _, c in chunks) == data
+    assert [len(c) for _, _, c in chunks] == chunk_sizes(len(data), size)
+    assert [i for i, _, _ in chunks] == list(range(len(chunks)))
+    assert [f for _, f, _ in chunks] == [False] * (len(chunks) - 1) + [True]
+
+
+@given(st.binary(max_size=100), st.integers(1, 30))
+def test_pieces_cover_the_data(data: bytes, size: int) -> None:
+    async def collect() -> list[bytes]:
+        return [p async for p in pieces(data, size)]
+
+    got = asyncio.run(collect())
+    assert b"".join(got) == data
+    assert all(len(p) <= size for p in got)
