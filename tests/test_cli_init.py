@@ -26,6 +26,7 @@ from meterseal.dissemination.service import (
     default_allow,
     router_config,
 )
+from meterseal.kvs.service_trust import KVS_STAGE, MASTER_SECRET
 from meterseal.services.catalog import TRUSTED_SERVICES
 from meterseal.services.keys import STAGE_SECRETS
 from meterseal.storage import Store
@@ -41,6 +42,7 @@ WANTED = {
     **{stage: STAGE_SECRETS[stage] for stage in TRUSTED_SERVICES},
     ROUTER_STAGE: tuple(ROUTER_SECRETS),
     AGGREGATOR_STAGE: tuple(AGGREGATOR_SECRETS),
+    KVS_STAGE: (MASTER_SECRET,),
 }
 
 
@@ -91,8 +93,9 @@ def test_init_prints_what_it_made_and_the_next_commands(deployment: tuple[Path, 
         "meterseal meters provision 100",
         "meterseal meters register fleet-p256.cbor",
         "meterseal serve --mode trusted",
+        "meterseal kvs serve",
     ):
-        assert f" {command} " in text
+        assert f" {command} " in f"{text} "
     config = tomllib.loads((directory / "meterseal.toml").read_text())
     # DIR's name and a random suffix: two operators' `init north` do not share a namespace.
     name = config["deployment"].pop("name")

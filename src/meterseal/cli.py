@@ -105,6 +105,7 @@ _add_group("bench", "meterseal.bench.cli", "bench_app", "Reproducible experiment
 _add_group("import", "meterseal.exchange.cli", "import_app", "Import meter readings.")
 _add_group("export", "meterseal.exchange.cli", "export_app", "Export readings and bills.")
 _add_group("customers", "meterseal.exchange.cli_customers", "customers_app", "Customers' meters.")
+_add_group("kvs", "meterseal.cli_kvs", "kvs_app", "Secure key-value store.")
 
 
 @keys_app.command("init")

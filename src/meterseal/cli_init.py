@@ -121,6 +121,28 @@ def _dissemination(directory: Path, secret: bytes | None) -> Callable[[Cas, Init
     return provision
 
 
+def _kvs_gateway(hosts: list[str]) -> Callable[[Cas, InitReport], None]:
+    """The KVS gateway's master secret, TLS identity (with hosts) and rule, run with init's CAS."""
+
+    def provision(cas: Cas, report: InitReport) -> None:
+        from meterseal.kvs.service_trust import provision_gateway
+        from meterseal.services.trusted_setup import issue_worker_tls
+
+        keys = report.deployment
+        assert keys is not None  # bootstrap made or loaded it before the extras run
+        done = provision_gateway(
+            cas,
+            os.urandom,
+            issue_tls=lambda c, stage: issue_worker_tls(c, keys.ca_key, keys.ca_cert, stage, hosts),
+            hosts=hosts,
+        )
+        for name, found in done.secrets.items():
+            report.secrets.setdefault(name, found)
+        report.policies["kvs-gateway"] = (done.measurement.hex, done.names)
+
+    return provision
+
+
 def init(
     directory: Annotated[Path, typer.Argument(help="the new deployment's directory")],
     init_store: Annotated[
@@ -200,6 +222,7 @@ def init(
     secret = passphrase(passphrase_env)
     options = InitOptions(ca_name, secret, tuple(host or ()), force)
     extra = [("dissemination", _dissemination(directory, secret))] if dissemination else []
+    extra.append(("KVS gateway", _kvs_gateway(host or [])))
     steps = 4 + len(extra)
     with progress_bar(console) as bar:
         task = bar.add_task("meterseal init", total=steps)
@@ -266,5 +289,6 @@ def _print(report: InitReport, directory: Path, listen: Address, hosts: list[str
         "meterseal meters register fleet-p256.cbor",
         f"meterseal serve --mode trusted{worker_tls}",
         "meterseal simulate --days 1",
+        f"meterseal kvs serve{' --tls' if hosts else ''}",
     ):
         console.print(f"  {line}", soft_wrap=True, highlight=False)

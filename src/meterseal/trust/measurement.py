@@ -175,7 +175,7 @@ STAGE_ENTRIES: dict[str, tuple[str, ...]] = {
     "billing": ("meterseal.billing.service", *_SERVICE_ENTRIES),
     "bench-crypto": ("meterseal.bench.trusted_worker", *TRUST_RUNTIME),
     # `meterseal kvs serve` runs the gateway from kvs.service (the CLI only parses options).
-    "kvs-gateway": ("meterseal.kvs.service_trust", *TRUST_RUNTIME),
+    "kvs-gateway": ("meterseal.kvs.service", *TRUST_RUNTIME),
     # `python -m meterseal.dissemination serve|aggregate --cas …` (dissemination/__main__.py).
     "dissemination-router": _DISSEMINATION_ENTRIES,
     "dissemination-aggregator": _DISSEMINATION_ENTRIES,

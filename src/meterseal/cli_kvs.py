@@ -1,0 +1,447 @@
+"""`meterseal kvs …`: the secure key-value store's gateway, its API keys, and a client.
+
+`kvs serve` runs the gateway attested (its keys come from the CAS); `kvs keys add|list|revoke`
+manage its API keys, attested as the gateway too (the key table is sealed under the gateway's
+master secret); `kvs put|get|stat|ls|rm|policy|scrub` are clients of a running gateway, with
+the API key from an environment variable (never a flag, which other users of the machine
+could read in the process list).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import ssl
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+
+from meterseal.cli_common import DeploymentDir, PassphraseEnv, console, passphrase
+from meterseal.errors import ConfigurationError
+from meterseal.kvs.gateway_client import GatewayClient, open_source
+from meterseal.kvs.gateway_keys import KvsKey, NewKey, Scope, parse_rights
+from meterseal.kvs.service import GATEWAY_PORT, GatewayOptions, StoreLayout, attested_store
+from meterseal.kvs.service_trust import Provisioned
+from meterseal.ui import progress_bar
+
+if TYPE_CHECKING:
+    from meterseal.trust.cas import Cas as Cas_
+
+kvs_app = typer.Typer(
+    help="The secure key-value store: its gateway, API keys, and objects.", no_args_is_help=True
+)
+keys_app = typer.Typer(
+    help="API keys of the KVS gateway (run attested as the gateway).", no_args_is_help=True
+)
+kvs_app.add_typer(keys_app, name="keys")
+err = Console(stderr=True)
+
+DEFAULT_GATEWAY = f"http://127.0.0.1:{GATEWAY_PORT}"
+Cas = Annotated[str | None, typer.Option("--cas", help="CAS URL (the gateway's keys)")]
+StoreDir = Annotated[
+    Path, typer.Option("--dir", help="local storage: one directory per node, and the catalog")
+]
+Nodes = Annotated[int, typer.Option("--nodes", help="number of local storage nodes")]
+NodesNats = Annotated[
+    str | None, typer.Option("--nodes-nats", help="NATS cluster URL of the storage nodes")
+]
+DefaultPolicy = Annotated[
+    str, typer.Option("--default-policy", help="a bucket's policy: rep:N, ec:K+M, hybrid:K+M")
+]
+Gateway = Annotated[str | None, typer.Option("--gateway", help=f"gateway URL ({DEFAULT_GATEWAY})")]
+KeyEnv = Annotated[str, typer.Option(help="environment variable holding the API key (kvk_…)")]
+CaFile = Annotated[
+    Path | None,
+    typer.Option("--ca", help="CA certificate of an https gateway (default: the deployment's)"),
+]
+Bucket = Annotated[str, typer.Argument(help="bucket name")]
+ObjectKey = Annotated[str, typer.Argument(help="object key")]
+
+
+def _options(
+    deployment: Path,
+    cas: str | None,
+    layout: StoreLayout,
+    passphrase_env: str,
+    policy: str = "rep:1",
+) -> GatewayOptions:
+    if not cas:
+        raise ConfigurationError(
+            "the gateway's keys come from the CAS: give --cas URL (or cas.url in meterseal.toml)"
+        )
+    return GatewayOptions(deployment, cas, layout, policy, passphrase=passphrase(passphrase_env))
+
+
+@kvs_app.command("serve")
+def serve(
+    deployment: DeploymentDir = Path("var/deployment"),
+    cas: Cas = None,
+    directory: StoreDir = Path("var/kvs"),
+    nodes: Nodes = 9,
+    nodes_nats: NodesNats = None,
+    default_policy: DefaultPolicy = "ec:6+2",
+    listen: Annotated[str, typer.Option(help="host:port to listen on")] = "127.0.0.1:7470",
+    tls: Annotated[
+        bool, typer.Option(help="serve HTTPS with the TLS key the CAS releases (init --host)")
+    ] = False,
+    admin: Annotated[
+        str, typer.Option(help="host:port of /metrics and /readyz ('off': none)")
+    ] = "127.0.0.1:0",
+    passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
+) -> None:
+    """Serve the KVS gateway: attest, fetch its keys from the CAS, serve until Ctrl-C."""
+    from dataclasses import replace
+
+    from meterseal.kvs.policy import parse_policy
+    from meterseal.kvs.service import serve_gateway
+    from meterseal.runtime.address import parse_address
+
+    parse_address(listen, GATEWAY_PORT)  # both refused before attesting
+    parse_policy(default_policy)
+    layout = StoreLayout(directory, nodes, nodes_nats)
+    options = replace(
+        _options(deployment, cas, layout, passphrase_env, default_policy),
+        listen=listen,
+        tls=tls,
+        admin=None if admin == "off" else admin,
+    )
+    try:
+        asyncio.run(serve_gateway(options))
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        raise ConfigurationError(f"cannot listen on {listen}: {exc}") from exc
+
+
+@kvs_app.command("provision")
+def provision(
+    deployment: DeploymentDir = Path("var/deployment"),
+    store: Annotated[
+        str, typer.Option("--store", help="the CAS's store URL")
+    ] = "sqlite:///var/meterseal.db",
+    host: Annotated[
+        list[str] | None, typer.Option(help="issue the gateway a TLS identity for this host")
+    ] = None,
+    passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
+) -> None:
+    """Put the gateway's master secret (and TLS identity) in the CAS and allow its measurement.
+
+    What `meterseal init` does for the gateway; run it again after an upgrade of the code.
+    """
+    from meterseal.kvs.service_trust import provision_gateway
+    from meterseal.trust.cli import _cas
+
+    with _cas(store, deployment, passphrase_env) as cas:
+        done = provision_gateway(
+            cas, os.urandom, issue_tls=_tls_issuer(deployment, passphrase_env, host or []),
+            hosts=host or [],
+        )  # fmt: skip
+    _print_provisioned(done)
+
+
+def _tls_issuer(
+    deployment: Path, passphrase_env: str, hosts: list[str]
+) -> Callable[[Cas_, str], int] | None:
+    """Issues the gateway's TLS identity from the deployment CA (None without hosts)."""
+    if not hosts:
+        return None
+    from meterseal.deployment import load_deployment
+    from meterseal.services.trusted_setup import issue_worker_tls
+
+    keys = load_deployment(deployment, passphrase(passphrase_env))
+    return lambda cas, stage: issue_worker_tls(cas, keys.ca_key, keys.ca_cert, stage, hosts)
+
+
+def _print_provisioned(done: Provisioned) -> None:
+    for name, (version, new) in done.secrets.items():
+        console.print(f"secret  {name} v{version}{'' if new else ' (kept)'}", highlight=False)
+    console.print(
+        f"policy  kvs-gateway {done.measurement.hex} may receive {', '.join(done.names)}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@keys_app.command("add")
+def keys_add(
+    bucket: Annotated[str, typer.Option(help="the bucket the key opens ('*': every bucket)")],
+    rights: Annotated[str, typer.Option(help="read, write, admin (comma-separated) or rw")],
+    prefix: Annotated[str, typer.Option(help="only object keys starting with this")] = "",
+    label: Annotated[str, typer.Option(help="what the key is for (shown in lists)")] = "",
+    deployment: DeploymentDir = Path("var/deployment"),
+    cas: Cas = None,
+    directory: StoreDir = Path("var/kvs"),
+    nodes: Nodes = 9,
+    nodes_nats: NodesNats = None,
+    passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
+) -> None:
+    """Make an API key for one bucket (and key prefix) with its rights; shown once."""
+    scope = Scope(bucket, prefix, parse_rights(rights))
+    options = _options(deployment, cas, StoreLayout(directory, nodes, nodes_nats), passphrase_env)
+
+    async def add() -> NewKey:
+        async with attested_store(options) as state:
+            table, new = (await state.key_table()).add(scope, label, time.time(), os.urandom)
+            await state.save_keys(table)
+            return new
+
+    new = asyncio.run(add())
+    console.print(f"key id {new.key.key_id}: {new.key.scope}", highlight=False, soft_wrap=True)
+    err.print("the key, shown once (give it to the client in MS_KVS_KEY):")
+    print(new.secret, flush=True)
+
+
+@keys_app.command("list")
+def keys_list(
+    deployment: DeploymentDir = Path("var/deployment"),
+    cas: Cas = None,
+    directory: StoreDir = Path("var/kvs"),
+    nodes: Nodes = 9,
+    nodes_nats: NodesNats = None,
+    passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
+) -> None:
+    """List the API keys: id, scope, active or revoked, label."""
+    options = _options(deployment, cas, StoreLayout(directory, nodes, nodes_nats), passphrase_env)
+
+    async def listing() -> list[KvsKey]:
+        async with attested_store(options) as state:
+            return (await state.key_table()).listing()
+
+    keys = asyncio.run(listing())
+    for key in keys:
+        status = "active" if key.active else "revoked"
+        line = f"{key.key_id}  {key.scope}  {status}  {key.label}"
+        console.print(line, highlight=False, soft_wrap=True, markup=False)
+    console.print(f"{len(keys)} keys")
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="the key's id (kvs keys list)")],
+    deployment: DeploymentDir = Path("var/deployment"),
+    cas: Cas = None,
+    directory: StoreDir = Path("var/kvs"),
+    nodes: Nodes = 9,
+    nodes_nats: NodesNats = None,
+    passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
+) -> None:
+    """Revoke an API key (every gateway refuses it within seconds)."""
+    options = _options(deployment, cas, StoreLayout(directory, nodes, nodes_nats), passphrase_env)
+
+    async def revoke() -> None:
+        async with attested_store(options) as state:
+            await state.save_keys((await state.key_table()).revoke(key_id, time.time()))
+
+    asyncio.run(revoke())
+    console.print(f"revoked {key_id}")
+
+
+def _verify(url: str, ca: Path | None, deployment: Path) -> ssl.SSLContext | bool:
+    if not url.startswith("https:"):
+        return True
+    from cryptography import x509
+
+    from meterseal.deployment import load_ca_certificate
+    from meterseal.runtime.tls import client_context
+
+    if ca is None:
+        return client_context(load_ca_certificate(deployment))
+    return client_context(x509.load_pem_x509_certificate(ca.read_bytes()))
+
+
+@contextlib.contextmanager
+def _client(
+    gateway: str | None, key_env: str, ca: Path | None, deployment: Path
+) -> Iterator[GatewayClient]:
+    key = os.environ.get(key_env, "")
+    if not key:
+        raise ConfigurationError(f"set {key_env} to the API key (`meterseal kvs keys add`)")
+    url = gateway or DEFAULT_GATEWAY
+    with GatewayClient(url, key, verify=_verify(url, ca, deployment)) as client:
+        yield client
+
+
+@kvs_app.command("put")
+def put(
+    bucket: Bucket,
+    key: ObjectKey,
+    file: Annotated[Path, typer.Argument(help="the file to store ('-': standard input)")],
+    policy: Annotated[
+        str | None, typer.Option(help="this object's policy (default: the bucket's)")
+    ] = None,
+    gateway: Gateway = None,
+    key_env: KeyEnv = "MS_KVS_KEY",
+    ca: CaFile = None,
+    deployment: DeploymentDir = Path("var/deployment"),
+) -> None:
+    """Store FILE as KEY in BUCKET (streamed; sealed by the gateway)."""
+    size = None if str(file) == "-" else file.stat().st_size
+    with (
+        _client(gateway, key_env, ca, deployment) as client,
+        open_source(file) as source,
+        progress_bar(err) as bar,
+    ):
+        task = bar.add_task(f"put {bucket}/{key}", total=size)
+        done = client.put(bucket, key, source, policy, lambda n: bar.advance(task, n))
+    console.print(
+        f"stored {bucket}/{key} version {done['version']} ({done['size']} bytes, {done['policy']})",
+        highlight=False,
+        soft_wrap=True,
+        markup=False,
+    )
+
+
+def _range(text: str | None) -> tuple[int, int | None] | None:
+    if text is None:
+        return None
+    first, _, last = text.partition("-")
+    try:
+        return int(first), (int(last) if last else None)
+    except ValueError:
+        raise typer.BadParameter("FIRST-LAST or FIRST- (bytes, inclusive)") from None
+
+
+@kvs_app.command("get")
+def get(
+    bucket: Bucket,
+    key: ObjectKey,
+    out: Annotated[Path, typer.Argument(help="where to write it ('-': standard output)")] = Path(
+        "-"
+    ),
+    byte_range: Annotated[
+        str | None, typer.Option("--range", help="bytes FIRST-LAST (inclusive) or FIRST-")
+    ] = None,
+    gateway: Gateway = None,
+    key_env: KeyEnv = "MS_KVS_KEY",
+    ca: CaFile = None,
+    deployment: DeploymentDir = Path("var/deployment"),
+) -> None:
+    """Read KEY of BUCKET (streamed) into OUT."""
+    wanted = _range(byte_range)
+    with _client(gateway, key_env, ca, deployment) as client:
+        if str(out) == "-":
+            client.get(bucket, key, sys.stdout.buffer, wanted)
+            sys.stdout.buffer.flush()
+            return
+        size = client.stat(bucket, key).size
+        with out.open("wb") as sink, progress_bar(err) as bar:
+            task = bar.add_task(f"get {bucket}/{key}", total=None if wanted else size)
+            written = client.get(bucket, key, sink, wanted, lambda n: bar.advance(task, n))
+    console.print(f"wrote {written} bytes to {out}", highlight=False, soft_wrap=True)
+
+
+@kvs_app.command("stat")
+def stat(
+    bucket: Bucket,
+    key: ObjectKey,
+    gateway: Gateway = None,
+    key_env: KeyEnv = "MS_KVS_KEY",
+    ca: CaFile = None,
+    deployment: DeploymentDir = Path("var/deployment"),
+) -> None:
+    """Size, version and policy of KEY."""
+    with _client(gateway, key_env, ca, deployment) as client:
+        found = client.stat(bucket, key)
+    console.print(
+        f"{bucket}/{key}: {found.size} bytes, version {found.version}, {found.policy}",
+        highlight=False,
+        soft_wrap=True,
+        markup=False,
+    )
+
+
+@kvs_app.command("ls")
+def ls(
+    bucket: Bucket,
+    prefix: Annotated[str, typer.Option(help="only keys starting with this")] = "",
+    limit: Annotated[int, typer.Option(help="at most this many (0: all)")] = 0,
+    gateway: Gateway = None,
+    key_env: KeyEnv = "MS_KVS_KEY",
+    ca: CaFile = None,
+    deployment: DeploymentDir = Path("var/deployment"),
+) -> None:
+    """List BUCKET's objects in key order: key, size, version, policy."""
+    count = 0
+    with _client(gateway, key_env, ca, deployment) as client:
+        for item in client.list_all(bucket, prefix):
+            line = f"{item['key']}  {item['size']}  v{item['version']}  {item['policy']}"
+            console.print(line, highlight=False, soft_wrap=True, markup=False)
+            count += 1
+            if count == limit:
+                break
+    console.print(f"{count} objects")
+
+
+@kvs_app.command("rm")
+def rm(
+    bucket: Bucket,
+    key: ObjectKey,
+    gateway: Gateway = None,
+    key_env: KeyEnv = "MS_KVS_KEY",
+    ca: CaFile = None,
+    deployment: DeploymentDir = Path("var/deployment"),
+) -> None:
+    """Delete KEY from BUCKET."""
+    with _client(gateway, key_env, ca, deployment) as client:
+        client.delete(bucket, key)
+    console.print(f"deleted {bucket}/{key}", highlight=False, markup=False)
+
+
+@kvs_app.command("policy")
+def policy(
+    bucket: Bucket,
+    new: Annotated[
+        str | None, typer.Argument(help="rep:N, ec:K+M or hybrid:K+M (none: show it)")
+    ] = None,
+    key: Annotated[
+        str | None, typer.Option("--key", help="one object (default: the bucket)")
+    ] = None,
+    existing: Annotated[
+        bool, typer.Option(help="re-encode the bucket's objects too (in the background)")
+    ] = False,
+    gateway: Gateway = None,
+    key_env: KeyEnv = "MS_KVS_KEY",
+    ca: CaFile = None,
+    deployment: DeploymentDir = Path("var/deployment"),
+) -> None:
+    """Show or change a bucket's default policy, or re-encode one object (--key)."""
+    with _client(gateway, key_env, ca, deployment) as client:
+        if key is not None:
+            if new is None:
+                raise typer.BadParameter("give the object's new policy", param_hint="NEW")
+            done = client.set_policy(bucket, key, new)
+            console.print(
+                f"{bucket}/{key} version {done['version']} is {done['policy']}",
+                highlight=False,
+                markup=False,
+            )
+            return
+        shown = client.bucket_policy(bucket, new, existing)
+    job = shown.get("reencoding")
+    line = f"bucket {bucket}: {shown['policy']}"
+    if job:
+        state = "done" if job["finished"] else "running"
+        line += f"; re-encoding to {job['policy']} {state}: {job['done']}/{job['total']}"
+        line += f" done, {job['failed']} failed"
+    console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
+@kvs_app.command("scrub")
+def scrub(
+    repair: Annotated[bool, typer.Option(help="rebuild what is missing or corrupt")] = False,
+    gateway: Gateway = None,
+    key_env: KeyEnv = "MS_KVS_KEY",
+    ca: CaFile = None,
+    deployment: DeploymentDir = Path("var/deployment"),
+) -> None:
+    """Check every blob of the store (an admin key over '*'); with --repair, rebuild."""
+    with _client(gateway, key_env, ca, deployment) as client:
+        report = client.scrub(repair)
+    for name, value in report.items():
+        console.print(f"{name}: {value}", highlight=False, markup=False, soft_wrap=True)

@@ -1,0 +1,355 @@
+"""The KVS gateway's REST API: objects streamed in chunks, sealed before they leave.
+
+Every route declares its rule (`runtime.auth`): the object routes a right of the caller's API
+key on the route's bucket and key (`gateway_auth`), checked before the object is looked up.
+
+* `PUT /v1/kvs/{bucket}/{key}`: the body is the object (any length, streamed in chunks);
+  `X-Kvs-Policy: ec:6+2` overrides the bucket's default policy. 201 with its version.
+* `GET /v1/kvs/{bucket}/{key}`: the object, streamed; `Range: bytes=a-b` gives 206.
+* `HEAD /v1/kvs/{bucket}/{key}`: size, version, policy (headers `X-Kvs-…`).
+* `DELETE /v1/kvs/{bucket}/{key}`: 204.
+* `GET /v1/kvs/{bucket}?prefix=&after=&limit=`: names in key order; page on with `after` =
+  the response's `next_after`. A key scoped to a prefix lists only under it.
+* `PUT /v1/policy/{bucket}/{key}`: re-encode one object under another policy.
+* `GET|PUT /v1/policy/{bucket}`: the bucket's default policy; with `"existing": true` the
+  bucket's objects are re-encoded in the background (progress in the GET).
+* `POST /v1/scrub?repair=`: find (and rebuild) missing or corrupt blobs, whole store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Header, HTTPException, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+from meterseal.errors import KvsError, ObjectNotFound
+from meterseal.kvs.gateway_auth import ADMIN, ADMIN_ALL, READ, WRITE, KvsAuthenticator, key_scope
+from meterseal.kvs.gateway_http import KvsMetrics, Unsatisfiable, byte_range
+from meterseal.kvs.gateway_keys import KvsKeyError, check_bucket, check_object_key
+from meterseal.kvs.gateway_state import GatewayState, ObjectInfo, Objects
+from meterseal.kvs.policy import Policy, parse_policy
+from meterseal.runtime.auth import access
+from meterseal.runtime.http import service_app
+
+NOT_FOUND = "no such object"
+Scrub = Callable[[bool], Awaitable[dict[str, Any]]]
+
+
+class ObjectView(BaseModel):
+    """One object version as the API shows it."""
+
+    key: str
+    size: int
+    version: int
+    policy: str
+    created_at: float
+
+
+class Listing(BaseModel):
+    """Objects in key order; `next_after` (when set) fetches the next page."""
+
+    bucket: str
+    prefix: str
+    objects: list[ObjectView]
+    next_after: str | None
+
+
+class PolicyChange(BaseModel):
+    """A policy (rep:N, ec:K+M, hybrid:K+M); for a bucket, whether to re-encode its objects."""
+
+    policy: str = Field(max_length=32)
+    existing: bool = False
+
+
+class Reencoding(BaseModel):
+    """Progress of a bucket's background re-encoding."""
+
+    policy: str
+    done: int
+    total: int
+    failed: int
+    finished: bool
+
+
+class BucketPolicy(BaseModel):
+    """A bucket's default policy and its last re-encoding, if any."""
+
+    bucket: str
+    policy: str
+    reencoding: Reencoding | None
+
+
+def view(info: ObjectInfo) -> ObjectView:
+    """The API's view of a manifest."""
+    return ObjectView(
+        key=info.name,
+        size=info.size,
+        version=info.version,
+        policy=str(info.policy),
+        created_at=info.created_at,
+    )
+
+
+def _policy(text: str) -> Policy:
+    try:
+        return parse_policy(text)
+    except KvsError as exc:
+        raise HTTPException(422, str(exc)) from None
+
+
+def _names(bucket: str, key: str | None = None) -> None:
+    try:
+        check_bucket(bucket)
+        if key is not None:
+            check_object_key(key)
+    except KvsKeyError as exc:
+        raise HTTPException(422, str(exc)) from None
+
+
+def _unavailable(exc: KvsError) -> HTTPException:
+    if isinstance(exc, ObjectNotFound):  # deleted between the check and the operation
+        return HTTPException(404, NOT_FOUND)
+    return HTTPException(503, f"the store refused: {exc}")
+
+
+def create_gateway_app(
+    objects: Objects,
+    state: GatewayState,
+    authenticator: KvsAuthenticator,
+    metrics: KvsMetrics,
+    *,
+    scrub: Scrub | None = None,
+) -> FastAPI:
+    """The gateway's app over `objects`, its keys and policies in `state`."""
+    counts: Counter[str] = Counter()
+    app = service_app(
+        "meterseal KVS gateway",
+        "The secure key-value store: objects sealed in the gateway, stored as ciphertext.",
+        counts,
+        lambda: dict(counts),
+    )
+    app.state.authenticator = authenticator
+    jobs: dict[str, Reencoding] = {}
+    _object_routes(app, objects, state, metrics)
+    _list_route(app, objects, metrics)
+    _policy_routes(app, objects, state, jobs)
+    _scrub_route(app, scrub)
+    return app
+
+
+def _object_routes(
+    app: FastAPI, objects: Objects, state: GatewayState, metrics: KvsMetrics
+) -> None:
+    @app.put("/v1/kvs/{bucket}/{key:path}", status_code=201, dependencies=[access(WRITE)])
+    async def put_object(
+        bucket: str,
+        key: str,
+        request: Request,
+        policy: Annotated[str | None, Header(alias="X-Kvs-Policy", max_length=32)] = None,
+    ) -> ObjectView:
+        _names(bucket, key)
+        chosen = _policy(policy) if policy else await state.bucket_policy(bucket)
+
+        async def body() -> AsyncIterator[bytes]:
+            async for piece in request.stream():
+                metrics.bytes.labels("in").inc(len(piece))
+                yield piece
+
+        with metrics.timed("put"):
+            try:
+                info = await objects.put(bucket, key, body(), chosen)
+            except KvsError as exc:
+                metrics.count("put", "failed")
+                raise _unavailable(exc) from None
+        metrics.count("put", "ok")
+        return view(info)
+
+    @app.get("/v1/kvs/{bucket}/{key:path}", dependencies=[access(READ)])
+    async def get_object(
+        bucket: str, key: str, range_: Annotated[str | None, Header(alias="Range")] = None
+    ) -> Response:
+        _names(bucket, key)
+        info = await _head(objects, metrics, "get", bucket, key)
+        headers = _headers(info)
+        try:
+            wanted = byte_range(range_, info.size)
+        except Unsatisfiable:
+            metrics.count("get", "refused")
+            return Response(status_code=416, headers={"Content-Range": f"bytes */{info.size}"})
+        start, end = wanted or (0, info.size)
+        if wanted is not None:
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{info.size}"
+        headers["Content-Length"] = str(end - start)
+        metrics.count("get", "ok")
+        return StreamingResponse(
+            _stream(objects, metrics, bucket, key, start, end),
+            status_code=206 if wanted is not None else 200,
+            headers=headers,
+            media_type="application/octet-stream",
+        )
+
+    @app.head("/v1/kvs/{bucket}/{key:path}", dependencies=[access(READ)])
+    async def head_object(bucket: str, key: str) -> Response:
+        _names(bucket, key)
+        info = await _head(objects, metrics, "head", bucket, key)
+        headers = {**_headers(info), "Content-Length": str(info.size)}
+        metrics.count("head", "ok")
+        return Response(status_code=200, headers=headers)
+
+    @app.delete("/v1/kvs/{bucket}/{key:path}", status_code=204, dependencies=[access(WRITE)])
+    async def delete_object(bucket: str, key: str) -> Response:
+        _names(bucket, key)
+        try:
+            existed = await objects.delete(bucket, key)
+        except KvsError as exc:
+            metrics.count("delete", "failed")
+            raise _unavailable(exc) from None
+        if not existed:
+            metrics.count("delete", "missing")
+            raise HTTPException(404, NOT_FOUND)
+        metrics.count("delete", "ok")
+        return Response(status_code=204)
+
+
+async def _head(
+    objects: Objects, metrics: KvsMetrics, op: str, bucket: str, key: str
+) -> ObjectInfo:
+    try:
+        info = await objects.head(bucket, key)
+    except KvsError as exc:
+        metrics.count(op, "failed")
+        raise _unavailable(exc) from None
+    if info is None:
+        metrics.count(op, "missing")
+        raise HTTPException(404, NOT_FOUND)
+    return info
+
+
+def _headers(info: ObjectInfo) -> dict[str, str]:
+    return {
+        "Accept-Ranges": "bytes",
+        "ETag": f'"{info.content_id}-{info.version}"',
+        "X-Kvs-Version": str(info.version),
+        "X-Kvs-Policy": str(info.policy),
+        "X-Kvs-Size": str(info.size),
+    }
+
+
+async def _stream(
+    objects: Objects, metrics: KvsMetrics, bucket: str, key: str, start: int, end: int
+) -> AsyncIterator[bytes]:
+    started = time.perf_counter()
+    try:
+        async for piece in objects.get(bucket, key, start, end):
+            metrics.bytes.labels("out").inc(len(piece))
+            yield piece
+    finally:
+        metrics.seconds.labels("get").observe(time.perf_counter() - started)
+
+
+def _list_route(app: FastAPI, objects: Objects, metrics: KvsMetrics) -> None:
+    @app.get("/v1/kvs/{bucket}", dependencies=[access(READ)])
+    async def list_objects(
+        bucket: str,
+        request: Request,
+        prefix: Annotated[str, Query(max_length=1024)] = "",
+        after: Annotated[str, Query(max_length=1024)] = "",
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> Listing:
+        _names(bucket)
+        scope = key_scope(request)
+        narrowed = None if scope is None else scope.listing_prefix(bucket, prefix)
+        if narrowed is None:  # the rule checked it: unreachable unless the scope changed
+            raise HTTPException(403, "not allowed")
+        with metrics.timed("list"):
+            try:
+                found = await objects.list(bucket, narrowed, after, limit)
+            except KvsError as exc:
+                metrics.count("list", "failed")
+                raise _unavailable(exc) from None
+        metrics.count("list", "ok")
+        return Listing(
+            bucket=bucket,
+            prefix=narrowed,
+            objects=[view(i) for i in found.objects],
+            next_after=found.next_after,
+        )
+
+
+def _policy_routes(
+    app: FastAPI, objects: Objects, state: GatewayState, jobs: dict[str, Reencoding]
+) -> None:
+    @app.put("/v1/policy/{bucket}/{key:path}", dependencies=[access(WRITE)])
+    async def object_policy(bucket: str, key: str, change: PolicyChange) -> ObjectView:
+        _names(bucket, key)
+        policy = _policy(change.policy)
+        if await objects.head(bucket, key) is None:
+            raise HTTPException(404, NOT_FOUND)
+        try:
+            return view(await objects.set_policy(bucket, key, policy))
+        except KvsError as exc:
+            raise _unavailable(exc) from None
+
+    @app.get("/v1/policy/{bucket}", dependencies=[access(READ)])
+    async def get_bucket_policy(bucket: str) -> BucketPolicy:
+        _names(bucket)
+        policy = await state.bucket_policy(bucket)
+        return BucketPolicy(bucket=bucket, policy=str(policy), reencoding=jobs.get(bucket))
+
+    @app.put("/v1/policy/{bucket}", dependencies=[access(ADMIN)])
+    async def put_bucket_policy(bucket: str, change: PolicyChange) -> BucketPolicy:
+        _names(bucket)
+        policy = _policy(change.policy)
+        try:
+            await state.set_bucket_policy(bucket, policy)
+        except KvsError as exc:
+            raise _unavailable(exc) from None
+        running = jobs.get(bucket)
+        if change.existing and (running is None or running.finished):
+            jobs[bucket] = Reencoding(policy=str(policy), done=0, total=0, failed=0, finished=False)
+            task = asyncio.create_task(_reencode(objects, bucket, policy, jobs))
+            app.state.background = getattr(app.state, "background", set()) | {task}
+        return BucketPolicy(bucket=bucket, policy=str(policy), reencoding=jobs.get(bucket))
+
+
+async def _reencode(
+    objects: Objects, bucket: str, policy: Policy, jobs: dict[str, Reencoding]
+) -> None:
+    """Re-encode every object of `bucket` not under `policy`, one at a time, counting."""
+    job = jobs[bucket]
+    after: str | None = ""
+    while after is not None:
+        try:
+            page = await objects.list(bucket, "", after, 100)
+        except KvsError:
+            job.failed += 1
+            break
+        for info in page.objects:
+            job.total += 1
+            if info.policy == policy:
+                job.done += 1
+                continue
+            try:
+                await objects.set_policy(bucket, info.name, policy)
+                job.done += 1
+            except KvsError:
+                job.failed += 1
+        after = page.next_after
+    job.finished = True
+
+
+def _scrub_route(app: FastAPI, scrub: Scrub | None) -> None:
+    @app.post("/v1/scrub", dependencies=[access(ADMIN_ALL)])
+    async def run_scrub(repair: Annotated[bool, Query()] = False) -> dict[str, Any]:
+        if scrub is None:
+            raise HTTPException(503, "this gateway's store cannot scrub")
+        try:
+            return await scrub(repair)
+        except KvsError as exc:
+            raise _unavailable(exc) from None

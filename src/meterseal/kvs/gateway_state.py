@@ -1,0 +1,175 @@
+"""The gateway's own state, kept as reserved objects of the store: API keys, bucket policies.
+
+The key table and each bucket's default policy live in the reserved bucket `RESERVED` (a
+name no client can address: bucket names start with a letter or digit), so they are sealed
+under keys derived from the CAS's master secret like every object, and every gateway over
+the same nodes reads the same ones. Reads are cached for `ttl` seconds: a revoked key stops
+working within that time on every gateway, at once on the one that revoked it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import cbor2
+
+from meterseal.errors import KvsError
+from meterseal.kvs.gateway_keys import KeyTable
+from meterseal.kvs.policy import Policy, parse_policy
+
+RESERVED = "_kvs"  # the gateway's own bucket
+KEY_TABLE = "keys"
+BUCKET_POLICIES = "buckets"
+
+
+class ObjectInfo(Protocol):
+    """What the gateway reads of an object version (the store's manifest)."""
+
+    @property
+    def name(self) -> str:
+        """The object's key."""
+        ...
+
+    @property
+    def size(self) -> int:
+        """Plaintext bytes."""
+        ...
+
+    @property
+    def version(self) -> int:
+        """Its version (writes and policy changes add one)."""
+        ...
+
+    @property
+    def policy(self) -> Policy:
+        """How its chunks are kept."""
+        ...
+
+    @property
+    def created_at(self) -> float:
+        """When this version was written (seconds since the epoch)."""
+        ...
+
+    @property
+    def content_id(self) -> str:
+        """The same across policy changes of one write."""
+        ...
+
+
+class Page(Protocol):
+    """One page of a listing (kvs.store.ListPage)."""
+
+    @property
+    def objects(self) -> Sequence[ObjectInfo]:
+        """The page's objects, in name order."""
+        ...
+
+    @property
+    def next_after(self) -> str | None:
+        """The name to list after for the next page; None on the last page."""
+        ...
+
+
+class Objects(Protocol):
+    """What the gateway needs of the store engine (kvs.store.ObjectStore)."""
+
+    async def put(
+        self, bucket: str, name: str, chunks: AsyncIterable[bytes], policy: Policy
+    ) -> ObjectInfo:
+        """Write an object from its chunks (streamed); its new version's manifest."""
+        ...
+
+    def get(
+        self, bucket: str, name: str, start: int = 0, end: int | None = None
+    ) -> AsyncIterator[bytes]:
+        """Plaintext bytes [start, end) of the object, chunk by chunk."""
+        ...
+
+    async def head(self, bucket: str, name: str) -> ObjectInfo | None:
+        """The object's current manifest, None if absent."""
+        ...
+
+    async def delete(self, bucket: str, name: str) -> bool:
+        """Delete the object (manifest then blobs); whether it existed."""
+        ...
+
+    async def list(self, bucket: str, prefix: str = "", after: str = "", limit: int = 1000) -> Page:
+        """Objects whose name starts with `prefix`, after `after`, in name order."""
+        ...
+
+    async def set_policy(self, bucket: str, name: str, policy: Policy) -> ObjectInfo:
+        """Re-encode the object under `policy` (a new version; reads never fail meanwhile)."""
+        ...
+
+
+async def read_all(objects: Objects, bucket: str, name: str) -> bytes | None:
+    """A small object's bytes (the gateway's own state), None if absent."""
+    if await objects.head(bucket, name) is None:
+        return None
+    return b"".join([piece async for piece in objects.get(bucket, name)])
+
+
+async def _one(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+@dataclass
+class GatewayState:
+    """The key table and bucket policies over `objects`, cached for `ttl` seconds."""
+
+    objects: Objects
+    default_policy: Policy
+    internal_policy: Policy  # how the gateway's own objects are kept
+    clock: Callable[[], float] = time.monotonic
+    ttl: float = 2.0
+    _keys: tuple[float, KeyTable] | None = field(default=None, init=False)
+    _policies: tuple[float, dict[str, str]] | None = field(default=None, init=False)
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
+
+    def _fresh(self, cached: tuple[float, object] | None) -> bool:
+        return cached is not None and self.clock() - cached[0] < self.ttl
+
+    async def key_table(self) -> KeyTable:
+        """The current key table (empty before the first key is made)."""
+        if self._keys is not None and self._fresh(self._keys):
+            return self._keys[1]
+        async with self._lock:
+            if self._keys is None or not self._fresh(self._keys):
+                data = await read_all(self.objects, RESERVED, KEY_TABLE)
+                table = KeyTable() if data is None else KeyTable.from_bytes(data)
+                self._keys = (self.clock(), table)
+            return self._keys[1]
+
+    async def save_keys(self, table: KeyTable) -> None:
+        """Store `table` as the key table (and use it at once here)."""
+        await self.objects.put(RESERVED, KEY_TABLE, _one(table.to_bytes()), self.internal_policy)
+        self._keys = (self.clock(), table)
+
+    async def _bucket_policies(self) -> dict[str, str]:
+        if self._policies is not None and self._fresh(self._policies):
+            return self._policies[1]
+        data = await read_all(self.objects, RESERVED, BUCKET_POLICIES)
+        try:
+            policies = {} if data is None else dict(cbor2.loads(data))
+        except (ValueError, TypeError, cbor2.CBORDecodeError) as exc:
+            raise KvsError(f"the gateway's bucket policies are unreadable: {exc}") from None
+        self._policies = (self.clock(), policies)
+        return policies
+
+    async def bucket_policy(self, bucket: str) -> Policy:
+        """The policy new objects of `bucket` get unless the writer names one."""
+        text = (await self._bucket_policies()).get(bucket)
+        return self.default_policy if text is None else parse_policy(text)
+
+    async def set_bucket_policy(self, bucket: str, policy: Policy) -> None:
+        """Make `policy` the default of `bucket`."""
+        async with self._lock:
+            self._policies = None
+            policies = {**(await self._bucket_policies()), bucket: str(policy)}
+            data = cbor2.dumps(policies, canonical=True)
+            await self.objects.put(RESERVED, BUCKET_POLICIES, _one(data), self.internal_policy)
+            self._policies = (self.clock(), policies)

@@ -1,0 +1,298 @@
+"""The gateway's REST API on a store of memory nodes: objects, ranges, lists, policies, keys."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from meterseal.accounts.throttle import Throttle, ThrottleLimits
+from meterseal.kvs.gateway_http import Unsatisfiable, byte_range
+from meterseal.runtime.auth import UNAUTHENTICATED
+from meterseal.runtime.metrics import parse_exposition
+from tests.kvs.gateway_fixtures import CHUNK, Gateway, serve_gateway
+
+BODY = random.Random(21).randbytes(5 * CHUNK + 123)  # six chunks, the last one short
+
+
+@pytest.fixture(scope="module")
+def gateway() -> Iterator[Gateway]:
+    """One gateway for the module: tests use distinct keys (objects) so they never collide."""
+    with serve_gateway() as served:
+        yield served
+
+
+def _pieces(data: bytes, size: int) -> Iterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+def test_an_object_round_trips_streamed_in_chunks(gateway: Gateway) -> None:
+    rw = gateway.client("meters-rw")
+    big = random.Random(5).randbytes(600 * 1024 + 17)  # 601 chunks of 1 KiB
+    gateway.store.received.clear()
+    put = rw.put("/v1/kvs/meters/stream/one", content=_pieces(big, 64 * 1024))
+    assert put.status_code == 201, put.text
+    assert put.json()["size"] == len(big)
+    # the store received the body in pieces as they arrived, never the whole object
+    assert sum(gateway.store.received) == len(big)
+    assert len(gateway.store.received) > 1
+    assert max(gateway.store.received) < len(big)
+    gateway.store.sent.clear()
+    with rw.stream("GET", "/v1/kvs/meters/stream/one") as response:
+        assert response.status_code == 200
+        assert response.headers["content-length"] == str(len(big))
+        got = b"".join(response.iter_bytes())
+    assert got == big
+    assert len(gateway.store.sent) == len(big) // CHUNK + 1  # one piece per chunk, as opened
+    assert max(gateway.store.sent) == CHUNK
+    head = rw.head("/v1/kvs/meters/stream/one")
+    assert head.status_code == 200
+    assert head.headers["x-kvs-size"] == str(len(big))
+    assert head.headers["x-kvs-policy"] == "ec:3+2"
+    assert head.headers["x-kvs-version"] == "1"
+
+
+@pytest.mark.parametrize(
+    ("header", "start", "end"),
+    [
+        ("bytes=0-0", 0, 1),
+        ("bytes=1000-2100", 1000, 2101),  # across a chunk boundary
+        (f"bytes={CHUNK}-", CHUNK, len(BODY)),
+        ("bytes=-200", len(BODY) - 200, len(BODY)),
+        ("bytes=5000-999999", 5000, len(BODY)),
+    ],
+)
+def test_range_reads(gateway: Gateway, header: str, start: int, end: int) -> None:
+    rw = gateway.client("meters-rw")
+    if rw.head("/v1/kvs/meters/ranges").status_code == 404:
+        assert rw.put("/v1/kvs/meters/ranges", content=BODY).status_code == 201
+    response = rw.get("/v1/kvs/meters/ranges", headers={"Range": header})
+    assert response.status_code == 206
+    assert response.content == BODY[start:end]
+    assert response.headers["content-range"] == f"bytes {start}-{end - 1}/{len(BODY)}"
+
+
+def test_a_range_beyond_the_object_is_416(gateway: Gateway) -> None:
+    rw = gateway.client("meters-rw")
+    assert rw.put("/v1/kvs/meters/short", content=b"0123456789").status_code == 201
+    response = rw.get("/v1/kvs/meters/short", headers={"Range": "bytes=10-"})
+    assert response.status_code == 416
+    assert response.headers["content-range"] == "bytes */10"
+    assert rw.get("/v1/kvs/meters/short", headers={"Range": "bytes=2-4,6-7"}).content == (
+        b"0123456789"  # several ranges: the whole object, as RFC 9110 allows
+    )
+
+
+@given(size=st.integers(0, 5000), first=st.integers(0, 6000) | st.none(),
+       last=st.integers(0, 6000) | st.none())  # fmt: skip
+def test_byte_range_matches_slicing(size: int, first: int | None, last: int | None) -> None:
+    header = f"bytes={'' if first is None else first}-{'' if last is None else last}"
+    data = bytes(range(256)) * 20
+    try:
+        found = byte_range(header, size)
+    except Unsatisfiable:
+        assert (first is not None and first >= size) or (first is None and last == 0)
+        return
+    if found is None:
+        assert (first is None and last is None) or (
+            first is not None and last is not None and last < first
+        )
+        return
+    start, end = found
+    if first is None:
+        assert last is not None
+        assert data[:size][start:end] == data[:size][-last:]
+    else:
+        stop = size if last is None else last + 1
+        assert data[:size][start:end] == data[:size][first:stop]
+
+
+def test_a_key_for_one_bucket_cannot_read_another(gateway: Gateway) -> None:
+    bills = gateway.client("bills-rw")
+    assert bills.put("/v1/kvs/bills/b1", content=b"bill").status_code == 201
+    meters = gateway.client("meters-rw")
+    for method, path in (("GET", "/v1/kvs/bills/b1"), ("HEAD", "/v1/kvs/bills/b1"),
+                         ("PUT", "/v1/kvs/bills/b1"), ("DELETE", "/v1/kvs/bills/b1"),
+                         ("GET", "/v1/kvs/bills"), ("GET", "/v1/kvs/bills/absent")):  # fmt: skip
+        response = meters.request(method, path, content=b"x" if method == "PUT" else None)
+        assert response.status_code == 403, (method, path)
+    # an object that exists and one that does not are refused alike
+    assert meters.get("/v1/kvs/bills/b1").json() == meters.get("/v1/kvs/bills/absent").json()
+    assert bills.get("/v1/kvs/bills/b1").content == b"bill"
+
+
+def test_a_key_for_a_prefix_cannot_reach_another_prefix(gateway: Gateway) -> None:
+    rw, north = gateway.client("meters-rw"), gateway.client("north-rw")
+    assert north.put("/v1/kvs/meters/north/a", content=b"n").status_code == 201
+    assert rw.put("/v1/kvs/meters/south/a", content=b"s").status_code == 201
+    assert north.get("/v1/kvs/meters/south/a").status_code == 403
+    assert north.put("/v1/kvs/meters/south/b", content=b"x").status_code == 403
+    assert north.delete("/v1/kvs/meters/south/a").status_code == 403
+    assert north.get("/v1/kvs/meters/nort").status_code == 403  # a prefix of the prefix
+    # its lists are narrowed to its prefix, or refused when they cannot overlap
+    listed = north.get("/v1/kvs/meters", params={"prefix": ""}).json()
+    assert listed["prefix"] == "north/"
+    assert [o["key"] for o in listed["objects"]] == ["north/a"]
+    assert north.get("/v1/kvs/meters", params={"prefix": "south/"}).status_code == 403
+
+
+def test_write_only_and_read_only_keys(gateway: Gateway) -> None:
+    writer, reader = gateway.client("meters-write"), gateway.client("meters-read")
+    assert writer.put("/v1/kvs/meters/wo/a", content=b"w").status_code == 201
+    assert writer.get("/v1/kvs/meters/wo/a").status_code == 403
+    assert writer.head("/v1/kvs/meters/wo/a").status_code == 403
+    assert writer.get("/v1/kvs/meters").status_code == 403
+    assert reader.get("/v1/kvs/meters/wo/a").content == b"w"
+    assert reader.put("/v1/kvs/meters/wo/a", content=b"r").status_code == 403
+    assert reader.delete("/v1/kvs/meters/wo/a").status_code == 403
+    assert writer.delete("/v1/kvs/meters/wo/a").status_code == 204
+    assert reader.get("/v1/kvs/meters/wo/a").status_code == 404
+
+
+def test_callers_without_a_valid_key_get_one_opaque_refusal() -> None:
+    lenient = Throttle(ThrottleLimits(free_failures=1000))  # the back-off: the next test
+    with serve_gateway(throttle=lenient) as gateway:
+        _refused_alike(gateway)
+
+
+def _refused_alike(gateway: Gateway) -> None:
+    assert gateway.client("meters-rw").put("/v1/kvs/meters/secret", content=b"s").status_code == 201
+    valid = gateway.keys["meters-rw"]
+    bodies = set()
+    wrong = [None, "Bearer kvk_0000000000000000_" + "a" * 40, f"Bearer {gateway.revoked}",
+             f"Bearer {valid[:-2]}xx", "Bearer nonsense", f"Basic {valid}", "Bearer"]  # fmt: skip
+    for header in wrong:
+        client = gateway.client(None)
+        headers = {} if header is None else {"Authorization": header}
+        for method, path in (("GET", "/v1/kvs/meters/secret"), ("GET", "/v1/kvs/meters/absent"),
+                             ("GET", "/v1/kvs/meters"), ("PUT", "/v1/kvs/meters/x")):  # fmt: skip
+            response = client.request(method, path, headers=headers)
+            assert response.status_code == 401, (header, method, path)
+            bodies.add(response.text)
+    assert bodies == {f'{{"detail":"{UNAUTHENTICATED}"}}'}
+
+
+def test_a_source_guessing_keys_backs_off() -> None:
+    with serve_gateway(throttle=Throttle(ThrottleLimits(free_failures=3))) as gateway:
+        guesser = gateway.client(None)
+        bad = {"Authorization": "Bearer kvk_0000000000000000_" + "b" * 40}
+        codes = [guesser.get("/v1/kvs/meters/x", headers=bad).status_code for _ in range(5)]
+        assert codes[:3] == [401, 401, 401]
+        assert codes[-1] == 429
+        # the source waits, whatever key it sends next
+        assert gateway.client("meters-rw").get("/v1/kvs/meters/x").status_code == 429
+
+
+def test_lists_page_in_key_order(gateway: Gateway) -> None:
+    rw = gateway.client("meters-rw")
+    names = [f"list/{n:03d}" for n in random.Random(3).sample(range(100), 9)]
+    for name in names:
+        assert rw.put(f"/v1/kvs/meters/{name}", content=name.encode()).status_code == 201
+    seen, after = [], ""
+    while True:
+        page = rw.get("/v1/kvs/meters", params={"prefix": "list/", "after": after, "limit": 4})
+        assert page.status_code == 200
+        body = page.json()
+        seen += [o["key"] for o in body["objects"]]
+        if body["next_after"] is None:
+            break
+        after = body["next_after"]
+    assert seen == sorted(names)
+
+
+def test_an_objects_policy_changes_and_its_content_stays(gateway: Gateway) -> None:
+    rw = gateway.client("meters-rw")
+    assert (
+        rw.put("/v1/kvs/meters/hot", content=BODY, headers={"X-Kvs-Policy": "rep:3"}).json()[
+            "policy"
+        ]
+        == "rep:3"
+    )
+    changed = rw.put("/v1/policy/meters/hot", json={"policy": "hybrid:3+2"})
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["policy"] == "hybrid:3+2"
+    assert changed.json()["version"] == 2
+    assert rw.get("/v1/kvs/meters/hot").content == BODY
+    assert rw.put("/v1/policy/meters/hot", json={"policy": "rep:x"}).status_code == 422
+    assert rw.put("/v1/policy/meters/absent", json={"policy": "rep:2"}).status_code == 404
+    assert (
+        gateway.client("meters-read")
+        .put("/v1/policy/meters/hot", json={"policy": "rep:2"})
+        .status_code
+        == 403
+    )
+
+
+def test_a_bucket_default_changes_by_admin_and_reencodes_existing_objects(
+    gateway: Gateway,
+) -> None:
+    bills = gateway.client("bills-rw")
+    for n in range(3):
+        assert bills.put(f"/v1/kvs/bills/old/{n}", content=BODY[: 100 * n]).status_code == 201
+    assert bills.put("/v1/policy/bills", json={"policy": "rep:2"}).status_code == 403
+    admin = gateway.client("all-admin")
+    response = admin.put("/v1/policy/bills", json={"policy": "rep:2", "existing": True})
+    assert response.status_code == 200, response.text
+    deadline = time.monotonic() + 30
+    while True:
+        shown = bills.get("/v1/policy/bills").json()
+        if shown["reencoding"]["finished"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert shown["policy"] == "rep:2"
+    assert shown["reencoding"]["failed"] == 0
+    assert shown["reencoding"]["done"] == shown["reencoding"]["total"] >= 3
+    assert bills.put("/v1/kvs/bills/new", content=b"n").json()["policy"] == "rep:2"
+    listed = bills.get("/v1/kvs/bills", params={"prefix": "old/"}).json()["objects"]
+    assert {o["policy"] for o in listed} == {"rep:2"}
+    for n in range(3):
+        assert bills.get(f"/v1/kvs/bills/old/{n}").content == BODY[: 100 * n]
+    # an admin key of one bucket sets that bucket's default, no other
+    meters_admin = gateway.client("meters-admin")
+    assert meters_admin.put("/v1/policy/meters", json={"policy": "ec:3+2"}).status_code == 200
+    assert meters_admin.put("/v1/policy/bills", json={"policy": "rep:1"}).status_code == 403
+
+
+def test_a_write_without_enough_healthy_nodes_is_refused_clearly(gateway: Gateway) -> None:
+    rw = gateway.client("meters-rw")
+    gateway.nodes[0].up = False
+    try:
+        response = rw.put("/v1/kvs/meters/ec", content=BODY, headers={"X-Kvs-Policy": "ec:4+2"})
+    finally:
+        gateway.nodes[0].up = True
+    assert response.status_code == 503
+    assert "ec:4+2" in response.json()["detail"] or "node" in response.json()["detail"]
+    assert rw.head("/v1/kvs/meters/ec").status_code == 404
+
+
+def test_metrics_count_requests_and_bytes(gateway: Gateway) -> None:
+    rw = gateway.client("meters-rw")
+    before = parse_exposition(_scrape(gateway))
+    assert rw.put("/v1/kvs/meters/metered", content=b"m" * 300).status_code == 201
+    assert rw.get("/v1/kvs/meters/metered").content == b"m" * 300
+    after = parse_exposition(_scrape(gateway))
+    put, got = (
+        "meterseal_kvs_requests_total{op=put,outcome=ok}",
+        "meterseal_kvs_bytes_total{direction=out}",
+    )
+    assert after[put] == before.get(put, 0) + 1
+    assert after[got] >= before.get(got, 0) + 300
+
+
+def _scrape(gateway: Gateway) -> str:
+    from prometheus_client import generate_latest
+
+    return generate_latest(gateway.registry).decode()
+
+
+def test_bad_names_and_policies_are_refused(gateway: Gateway) -> None:
+    rw = gateway.client("meters-rw")
+    bad = rw.put("/v1/kvs/meters/p", content=b"x", headers={"X-Kvs-Policy": "raid5"})
+    assert bad.status_code == 422
+    assert "rep:N" in bad.json()["detail"]
+    assert rw.put("/v1/kvs/meters/", content=b"x").status_code in (403, 404, 422)
