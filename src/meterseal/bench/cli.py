@@ -297,3 +297,32 @@ def bench_fraud(
     )
     if not ok:
         raise typer.Exit(code=1)
+
+
+@bench_app.command("kvs")
+def bench_kvs(
+    clients: Annotated[int, typer.Option(help="client processes for Fig. 6")] = 8,
+    seconds: Annotated[float, typer.Option(help="window per Fig. 6 cell (seconds)")] = 2.0,
+    nodes: Annotated[int, typer.Option(help="local-directory storage nodes (>= 9)")] = 10,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="small sizes, 2 clients, short windows (a smoke run)")
+    ] = False,
+    work: Annotated[
+        Path | None, typer.Option(help="directory for the nodes' files [default: the temp dir]")
+    ] = None,
+    out: PlotDir = None,
+) -> None:
+    """Secure KVS: Fig. 5 bytes per policy, Fig. 6 ops/s by size, a failure run, the codec."""
+    import dataclasses
+
+    from meterseal.bench.kvs import QUICK, KvsPlan
+    from meterseal.bench.kvs_report import correct, run_bench
+
+    if nodes < 9:
+        raise typer.BadParameter("hybrid:6+2 needs 9 distinct nodes: --nodes 9 or more")
+    plan = QUICK if quick else KvsPlan(clients=clients, seconds=seconds)
+    plan = dataclasses.replace(plan, nodes=nodes)
+    result = run_bench(console, plan, plot_dir(out), work)
+    if not correct(result):
+        console.print("[red]error:[/red] a correctness verdict failed (see the tables)")
+        raise typer.Exit(code=1)

@@ -1,0 +1,171 @@
+"""The client processes of `bench kvs`: each opens the store over the same node directories.
+
+A `ClientPool` starts `n` processes once (spawn: no inherited threads or loops); each keeps
+its own event loop and `ObjectStore` over the bench's local-directory nodes and catalog, as
+one more gateway process would. For a cell of Fig. 6 the parent sends every client the same
+task with a common start time; each client puts (or gets) objects of the cell's size until
+the window closes and reports its operations, so the rate is all clients' operations in the
+same window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import time
+from dataclasses import dataclass
+from multiprocessing.queues import Queue
+from pathlib import Path
+from typing import Any
+
+from meterseal.kvs.nodes import BlobNode, LocalDirCatalog, LocalDirNode
+from meterseal.kvs.policy import parse_policy
+from meterseal.kvs.sealing import derive_bucket_key
+from meterseal.kvs.store import ObjectStore
+
+BUCKET = "bench"
+START_DELAY = 0.3  # seconds from sending a task to its window opening (every client waiting)
+NAMES_PER_CLIENT = 2  # written objects rotate over these names: disk use stays bounded
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The bench's storage: `nodes` directories and a catalog under `root`, one master key."""
+
+    root: Path
+    nodes: int
+    master: bytes
+
+    def node_dirs(self) -> list[Path]:
+        """DIR/node-0 …"""
+        return [self.root / f"node-{i}" for i in range(self.nodes)]
+
+    def open(self, clock: Any = time.time) -> ObjectStore:
+        """The store over these nodes (randomness from the OS, as the gateway's)."""
+        nodes: list[BlobNode] = [
+            LocalDirNode(f"node-{i}", path) for i, path in enumerate(self.node_dirs())
+        ]
+        return ObjectStore(
+            nodes,
+            LocalDirCatalog(self.root / "catalog"),
+            lambda bucket: derive_bucket_key(self.master, bucket),
+            clock=clock,
+            rng=os.urandom,
+        )
+
+
+@dataclass(frozen=True)
+class Task:
+    """One cell for every client: prepare read objects, or run puts/gets in a window."""
+
+    op: str  # "prepare", "put", "get" or "stop"
+    policy: str = "rep:1"
+    size: int = 0
+    start_at: float = 0.0
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class ClientResult:
+    """What one client did in a window: operations, failures, and when it finished."""
+
+    client: int
+    ops: int
+    errors: int
+    started_at: float
+    finished_at: float
+    error: str | None = None
+
+
+def read_name(policy: str, size: int, client: int) -> str:
+    """The object a client reads in a cell."""
+    return f"read/{policy}/{size}/c{client}"
+
+
+async def _window(store: ObjectStore, client: int, task: Task, data: bytes) -> ClientResult:
+    """Run the task's operation back to back until its window closes."""
+    policy = parse_policy(task.policy)
+    await asyncio.sleep(max(0.0, task.start_at - time.time()))
+    end = task.start_at + task.seconds
+    ops = errors = 0
+    last: str | None = None
+    while True:
+        try:
+            if task.op == "put":
+                name = f"write/{task.policy}/{task.size}/c{client}/{ops % NAMES_PER_CLIENT}"
+                await store.put_bytes(BUCKET, name, data, policy)
+            else:
+                got = await store.get_bytes(BUCKET, read_name(task.policy, task.size, client))
+                if len(got) != task.size:
+                    raise ValueError(f"read {len(got)} bytes, not {task.size}")
+            ops += 1
+        except Exception as exc:  # counted and reported: the bench says how many failed
+            errors += 1
+            last = f"{type(exc).__name__}: {exc}"
+        if time.time() >= end:
+            return ClientResult(client, ops, errors, task.start_at, time.time(), last)
+
+
+def _client_main(client: int, layout: Layout, inbox: Queue[Task], outbox: Queue[Any]) -> None:
+    """A client process: serve tasks until told to stop."""
+    loop = asyncio.new_event_loop()
+    store = layout.open()
+    while (task := inbox.get()).op != "stop":
+        data = os.urandom(task.size)
+        if task.op == "prepare":
+            name = read_name(task.policy, task.size, client)
+            loop.run_until_complete(store.put_bytes(BUCKET, name, data, parse_policy(task.policy)))
+            outbox.put(ClientResult(client, 1, 0, time.time(), time.time()))
+        else:
+            outbox.put(loop.run_until_complete(_window(store, client, task, data)))
+    loop.close()
+
+
+class ClientPool:
+    """`n` client processes over one layout; `run` gives every client the same task."""
+
+    def __init__(self, layout: Layout, clients: int) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.outbox: Queue[Any] = context.Queue()
+        self.inboxes: list[Queue[Task]] = [context.Queue() for _ in range(clients)]
+        self.processes = [
+            context.Process(
+                target=_client_main, args=(i, layout, self.inboxes[i], self.outbox), daemon=True
+            )
+            for i in range(clients)
+        ]
+        for process in self.processes:
+            process.start()
+
+    def run(self, task: Task) -> list[ClientResult]:
+        """Send `task` to every client; their results, by client."""
+        for inbox in self.inboxes:
+            inbox.put(task)
+        timeout = 600 + task.seconds
+        results = [self.outbox.get(timeout=timeout) for _ in self.inboxes]
+        return sorted(results, key=lambda r: r.client)
+
+    def run_prepare(self, policy: str, size: int) -> None:
+        """Every client writes the object of `size` it will read in the cell."""
+        self.run(Task("prepare", policy, size))
+
+    def window(self, op: str, policy: str, size: int, seconds: float) -> list[ClientResult]:
+        """Every client runs `op` on objects of `size` in one common window."""
+        start_at = time.time() + START_DELAY
+        return self.run(Task(op, policy, size, start_at, seconds))
+
+    def close(self) -> None:
+        """Stop the clients and wait for them."""
+        for inbox in self.inboxes:
+            inbox.put(Task("stop"))
+        for process in self.processes:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
+
+    def __enter__(self) -> ClientPool:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
