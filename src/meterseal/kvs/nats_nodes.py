@@ -314,6 +314,15 @@ class NatsCatalog:
                 yield name.removeprefix(prefix), sealed
 
 
+@dataclass(frozen=True)
+class NatsParts:
+    """What an ObjectStore on NATS is made of: nodes, replica sets, the catalog."""
+
+    nodes: list[NatsNode]
+    replica_sets: list[NatsReplicaSet]
+    catalog: NatsCatalog
+
+
 class NatsStorage:
     """One client connection to the cluster; the deployment's nodes, replica sets, catalog."""
 
@@ -383,6 +392,14 @@ class NatsStorage:
         stream = _Stream(self, *self.layout.stream("cat"), replicas)
         await stream.ensure()
         return NatsCatalog(stream)
+
+    async def parts(
+        self, node_names: Sequence[str], *, copies: Sequence[int] = (3,), catalog_replicas: int = 3
+    ) -> NatsParts:
+        """The nodes named, a replica set per entry of `copies` and the catalog (made as needed)."""
+        nodes = [await self.node(name) for name in node_names]
+        replica_sets = [await self.replica_set(n) for n in copies]
+        return NatsParts(nodes, replica_sets, await self.catalog(catalog_replicas))
 
     async def delete_streams(self) -> list[str]:
         """Delete every stream of this deployment (tests, teardown); their names."""
