@@ -118,6 +118,10 @@ class Overlay:
             if value is not None:
                 yield key, value
 
+    def write(self, batch: Sequence[Write]) -> None:
+        """Buffer every write of `batch` (applied together at commit)."""
+        self._pending.update(batch)
+
     def writes(self) -> list[Write]:
         """The buffered writes, in key order."""
         return sorted(self._pending.items())

@@ -1,0 +1,531 @@
+"""SQL expressions (sqlglot trees) compiled into Python closures over a row and a context."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sqlglot import exp
+
+from meterseal.cascadb import values as sv
+from meterseal.cascadb.errors import InterfaceError, NotSupportedError, ProgrammingError
+from meterseal.cascadb.functions import FUNCTIONS
+
+Row = tuple[Any, ...]
+
+
+class SubPlan(Protocol):
+    """A compiled subquery: its rows under a context."""
+
+    def rows(self, ctx: Ctx) -> Iterator[Row]:
+        """The subquery's rows."""
+        ...
+
+
+@dataclass
+class Ctx:
+    """What an expression reads beside its row: parameters and the rows of outer queries."""
+
+    params: Sequence[Any]
+    kv: Any = None  # the OrderedKv the statement reads (its write buffer)
+    outer: tuple[Row, ...] = ()
+    memo: dict[int, Any] = field(default_factory=dict)  # uncorrelated subqueries' results
+
+    def inner(self, row: Row) -> Ctx:
+        """The context of a subquery evaluated for `row`."""
+        return Ctx(self.params, self.kv, (*self.outer, row), self.memo)
+
+
+Fn = Callable[[Row, Ctx], Any]
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One position of a row: the table alias, the column name and its affinity."""
+
+    table: str | None
+    name: str
+    affinity: str = sv.NUMERIC
+    source: tuple[str, int] | None = None  # (table name, column position) when a base column
+
+
+@dataclass
+class Scope:
+    """The slots of a row and the scope of the query around it (for correlated columns)."""
+
+    slots: list[Slot]
+    outer: Scope | None = None
+
+    def resolve(self, table: str | None, name: str) -> tuple[int, int, Slot]:
+        """(depth, position, slot) of a column; depth 0 is this row, 1 the enclosing query's."""
+        scope: Scope | None = self
+        depth = 0
+        while scope is not None:
+            found = [
+                i
+                for i, s in enumerate(scope.slots)
+                if s.name == name and (table is None or s.table == table)
+            ]
+            if len(found) > 1 and table is None:
+                raise ProgrammingError(f"ambiguous column name: {name}")
+            if found:
+                return depth, found[0], scope.slots[found[0]]
+            scope = scope.outer
+            depth += 1
+        raise ProgrammingError(f"no such column: {table + '.' if table else ''}{name}")
+
+
+@dataclass
+class Aggregate:
+    """One aggregate call: its function, argument (None: count(*)) and DISTINCT."""
+
+    func: str
+    arg: Fn | None
+    distinct: bool = False
+    sql: str = ""
+
+
+@dataclass
+class Params:
+    """Numbers the statement's `?` placeholders in order; counts every parameter seen."""
+
+    next: int = 0
+    highest: int = 0
+
+    def take(self, explicit: int | None) -> int:
+        """The index of the next parameter (`$n`: n - 1)."""
+        if explicit is None:
+            explicit = self.next
+            self.next += 1
+        self.highest = max(self.highest, explicit + 1)
+        return explicit
+
+
+AGGREGATES = {"count", "sum", "avg", "min", "max", "total", "group_concat"}
+
+SubqueryCompiler = Callable[[exp.Expression, Scope], SubPlan]
+
+
+@dataclass
+class Compiler:
+    """Compiles expressions of one scope; with `aggregates` set, aggregate calls become slots."""
+
+    scope: Scope
+    params: Params
+    subquery: SubqueryCompiler
+    aggregates: list[Aggregate] | None = None
+    aliases: dict[str, Fn] = field(default_factory=dict)
+
+    def compile(self, node: exp.Expression) -> Fn:
+        """A closure computing `node` from a row and a context."""
+        method = _COMPILERS.get(type(node))
+        if method is not None:
+            return method(self, node)
+        if isinstance(node, exp.Func) and _agg_name(node) is not None:
+            return self._aggregate(node)
+        if isinstance(node, exp.Binary) and type(node) in _BINARY:
+            return self._binary(_BINARY[type(node)], node)
+        if isinstance(node, exp.Anonymous | exp.Func):
+            return self._function(node)
+        raise NotSupportedError(f"CascaDB does not support {node.sql()!r} ({node.key})")
+
+    def affinity(self, node: exp.Expression) -> str | None:
+        """The affinity of an expression: a column's, else None."""
+        while isinstance(node, exp.Paren):
+            node = node.this
+        if isinstance(node, exp.Column) and not node.name.startswith("$"):
+            try:
+                return self.scope.resolve(_table(node), node.name.lower())[2].affinity
+            except ProgrammingError:
+                return None
+        return None
+
+    def _column(self, node: exp.Column) -> Fn:
+        name = node.name
+        if name.startswith("$") and name[1:].isdigit():
+            return self._param_at(self.params.take(int(name[1:]) - 1))
+        table = _table(node)
+        if table is None and name.lower() in self.aliases:
+            return self.aliases[name.lower()]
+        depth, position, _ = self.scope.resolve(table, name.lower())
+        if depth == 0:
+            return lambda row, ctx: row[position]
+        return lambda row, ctx: ctx.outer[-depth][position]
+
+    def _param_at(self, index: int) -> Fn:
+        def parameter(row: Row, ctx: Ctx) -> Any:
+            try:
+                return ctx.params[index]
+            except IndexError:
+                raise InterfaceError(f"parameter {index + 1} was not given") from None
+
+        return parameter
+
+    def _placeholder(self, node: exp.Expression) -> Fn:
+        raw = node.name if isinstance(node, exp.Placeholder) else node.this.name
+        explicit = int(raw) - 1 if raw and str(raw).isdigit() else None
+        return self._param_at(self.params.take(explicit))
+
+    def _literal(self, node: exp.Literal) -> Fn:
+        value: Any
+        if node.is_string:
+            value = node.this
+        else:
+            text = node.this
+            parsed = sv.parse_number(text)
+            value = parsed if parsed is not None else float(text)
+            if isinstance(value, int) and ("." in text or "e" in text.lower()):
+                value = float(value)
+        return lambda row, ctx: value
+
+    def _binary(self, op: Callable[[Any, Any], Any], node: exp.Binary) -> Fn:
+        left, right = self.compile(node.this), self.compile(node.expression)
+        return lambda row, ctx: op(left(row, ctx), right(row, ctx))
+
+    def comparison(self, node: exp.Binary) -> tuple[Fn, Fn]:
+        """Both sides of a comparison, SQLite's affinity applied to the side without one."""
+        left, right = self.compile(node.this), self.compile(node.expression)
+        la, ra = self.affinity(node.this), self.affinity(node.expression)
+        if la is not None and ra is None:
+            right = _with_affinity(right, la)
+        elif ra is not None and la is None:
+            left = _with_affinity(left, ra)
+        return left, right
+
+    def _compare(self, node: exp.Binary) -> Fn:
+        test = _COMPARISONS[type(node)]  # type: ignore[index]
+        left, right = self.comparison(node)
+
+        compare = sv.compare
+
+        def compared(row: Row, ctx: Ctx) -> int | None:
+            a, b = left(row, ctx), right(row, ctx)
+            if type(a) is type(b) and a is not None and type(a) is not float:
+                return int(test(int(a > b) - int(a < b)))
+            order = compare(a, b)
+            return None if order is None else int(test(order))
+
+        return compared
+
+    def _is(self, node: exp.Binary) -> Fn:
+        left, right = self.comparison(node)
+        negate = isinstance(node, exp.NullSafeNEQ)
+
+        def same(row: Row, ctx: Ctx) -> int:
+            a, b = left(row, ctx), right(row, ctx)
+            equal = (a is None and b is None) or (a is not None and sv.compare(a, b) == 0)
+            return int(equal != negate)
+
+        return same
+
+    def _and(self, node: exp.And) -> Fn:
+        left, right = self.compile(node.this), self.compile(node.expression)
+
+        def both(row: Row, ctx: Ctx) -> int | None:
+            a = sv.truth(left(row, ctx))
+            if a is False:
+                return 0
+            b = sv.truth(right(row, ctx))
+            if b is False:
+                return 0
+            return None if a is None or b is None else 1
+
+        return both
+
+    def _or(self, node: exp.Or) -> Fn:
+        left, right = self.compile(node.this), self.compile(node.expression)
+
+        def either(row: Row, ctx: Ctx) -> int | None:
+            a = sv.truth(left(row, ctx))
+            if a:
+                return 1
+            b = sv.truth(right(row, ctx))
+            if b:
+                return 1
+            return None if a is None or b is None else 0
+
+        return either
+
+    def _not(self, node: exp.Not) -> Fn:
+        inner = self.compile(node.this)
+
+        def negated(row: Row, ctx: Ctx) -> int | None:
+            value = sv.truth(inner(row, ctx))
+            return None if value is None else int(not value)
+
+        return negated
+
+    def _is_null(self, node: exp.Is) -> Fn:
+        if not isinstance(node.expression, exp.Null):
+            return self._is(node)
+        inner = self.compile(node.this)
+        return lambda row, ctx: int(inner(row, ctx) is None)
+
+    def _between(self, node: exp.Between) -> Fn:
+        low = self.compile(exp.GTE(this=node.this, expression=node.args["low"]))
+        high = self.compile(exp.LTE(this=node.this, expression=node.args["high"]))
+        return self._and_fns(low, high)
+
+    def _and_fns(self, low: Fn, high: Fn) -> Fn:
+        def both(row: Row, ctx: Ctx) -> int | None:
+            a, b = sv.truth(low(row, ctx)), sv.truth(high(row, ctx))
+            if a is False or b is False:
+                return 0
+            return None if a is None or b is None else 1
+
+        return both
+
+    def _in(self, node: exp.In) -> Fn:
+        needle = self.compile(node.this)
+        affinity = self.affinity(node.this)
+        query = node.args.get("query")
+        if query is not None:
+            plan = self.subquery(
+                query.this if isinstance(query, exp.Subquery) else query, self.scope
+            )
+            if len(getattr(plan, "columns", [None])) != 1:
+                raise ProgrammingError("the subquery of IN must return one column")
+
+            uncorrelated = self._uncorrelated(
+                query.this if isinstance(query, exp.Subquery) else query
+            )
+
+            def candidates(row: Row, ctx: Ctx) -> list[Any]:
+                if uncorrelated and id(plan) in ctx.memo:
+                    return ctx.memo[id(plan)]  # type: ignore[no-any-return]
+                found = [r[0] for r in plan.rows(ctx.inner(row))]
+                if uncorrelated:
+                    ctx.memo[id(plan)] = found
+                return found
+        else:
+            items = [self.compile(e) for e in node.expressions]
+            if affinity is not None:
+                items = [_with_affinity(f, affinity) for f in items]
+
+            def candidates(row: Row, ctx: Ctx) -> list[Any]:
+                return [f(row, ctx) for f in items]
+
+        def member(row: Row, ctx: Ctx) -> int | None:
+            value = needle(row, ctx)
+            found = candidates(row, ctx)
+            if not found:
+                return 0
+            if value is None:
+                return None
+            if any(sv.compare(value, c) == 0 for c in found):
+                return 1
+            return None if any(c is None for c in found) else 0
+
+        return member
+
+    def _exists(self, node: exp.Exists) -> Fn:
+        plan = self.subquery(node.this, self.scope)
+        return lambda row, ctx: int(next(iter(plan.rows(ctx.inner(row))), None) is not None)
+
+    def _subquery(self, node: exp.Subquery) -> Fn:
+        plan = self.subquery(node.this, self.scope)
+
+        def scalar(row: Row, ctx: Ctx) -> Any:
+            first = next(iter(plan.rows(ctx.inner(row))), None)
+            return None if first is None else first[0]
+
+        if not self._uncorrelated(node.this):
+            return scalar
+
+        def once(row: Row, ctx: Ctx) -> Any:
+            if id(plan) not in ctx.memo:
+                ctx.memo[id(plan)] = scalar(row, ctx)
+            return ctx.memo[id(plan)]
+
+        return once
+
+    def _uncorrelated(self, node: exp.Expression) -> bool:
+        """Whether a subquery reads no column of the queries around it."""
+        try:
+            self.subquery(node, Scope([]))
+        except ProgrammingError:
+            return False
+        return True
+
+    def _case(self, node: exp.Case) -> Fn:
+        subject = self.compile(node.this) if node.this is not None else None
+        branches = [(self.compile(i.this), self.compile(i.args["true"])) for i in node.args["ifs"]]
+        default = self.compile(node.args["default"]) if node.args.get("default") else None
+
+        def case(row: Row, ctx: Ctx) -> Any:
+            value = subject(row, ctx) if subject is not None else None
+            for when, then in branches:
+                test = when(row, ctx)
+                hit = sv.compare(value, test) == 0 if subject is not None else sv.truth(test)
+                if hit:
+                    return then(row, ctx)
+            return default(row, ctx) if default is not None else None
+
+        return case
+
+    def _like(self, node: exp.Like) -> Fn:
+        value, pattern = self.compile(node.this), self.compile(node.expression)
+        escape_node = node.args.get("escape")
+        escape = escape_node.name if escape_node is not None else None
+        negate = bool(node.args.get("negate"))
+
+        def matches(row: Row, ctx: Ctx) -> int | None:
+            found = sv.like(value(row, ctx), pattern(row, ctx), escape)
+            return None if found is None else int(found != negate)
+
+        return matches
+
+    def _escape(self, node: exp.Escape) -> Fn:
+        like = node.this.copy()
+        like.set("escape", node.expression.copy())
+        return self.compile(like)
+
+    def _cast(self, node: exp.Cast) -> Fn:
+        inner = self.compile(node.this)
+        target = node.to.sql(dialect="sqlite")
+        return lambda row, ctx: sv.cast(inner(row, ctx), target)
+
+    def _aggregate(self, node: exp.Expression) -> Fn:
+        if self.aggregates is None:
+            raise ProgrammingError(f"misuse of aggregate function {node.sql()}")
+        name = _agg_name(node)
+        assert name is not None
+        arg_node = node.this if not isinstance(node, exp.Anonymous) else node.expressions[0]
+        distinct = isinstance(arg_node, exp.Distinct)
+        if distinct:
+            arg_node = arg_node.expressions[0]
+        inner = Compiler(self.scope, self.params, self.subquery)  # no nested aggregates
+        arg = (
+            None if isinstance(arg_node, exp.Star) or arg_node is None else inner.compile(arg_node)
+        )
+        slot = len(self.scope.slots) + len(self.aggregates)
+        self.aggregates.append(Aggregate(name, arg, distinct))
+        return lambda row, ctx: row[slot]
+
+    def _function(self, node: exp.Expression) -> Fn:
+        name = node.name.lower() if isinstance(node, exp.Anonymous) else node.key
+        args = [self.compile(a) for a in _arguments(node)]
+        function = FUNCTIONS.get(name)
+        if function is None:
+            raise NotSupportedError(f"CascaDB does not support the function {name}()")
+        return lambda row, ctx: function(*(a(row, ctx) for a in args))
+
+    def _paren(self, node: exp.Paren) -> Fn:
+        return self.compile(node.this)
+
+    def _hex(self, node: exp.HexString) -> Fn:
+        value = bytes.fromhex(node.this)
+        return lambda row, ctx: value
+
+    def _null(self, node: exp.Null) -> Fn:
+        return lambda row, ctx: None
+
+    def _boolean(self, node: exp.Boolean) -> Fn:
+        value = int(node.this)
+        return lambda row, ctx: value
+
+    def _neg(self, node: exp.Neg) -> Fn:
+        inner = self.compile(node.this)
+        return lambda row, ctx: sv.negate(inner(row, ctx))
+
+    def _concat(self, node: exp.DPipe) -> Fn:
+        left, right = self.compile(node.this), self.compile(node.expression)
+
+        def joined(row: Row, ctx: Ctx) -> str | None:
+            a, b = left(row, ctx), right(row, ctx)
+            return None if a is None or b is None else sv.text_of(a) + sv.text_of(b)
+
+        return joined
+
+
+def _table(node: exp.Column) -> str | None:
+    return node.table.lower() if node.table else None
+
+
+def _with_affinity(fn: Fn, affinity: str) -> Fn:
+    if affinity in (sv.INTEGER, sv.REAL, sv.NUMERIC):
+        return lambda row, ctx: _numeric_affinity(fn(row, ctx))
+    if affinity == sv.TEXT:
+        return lambda row, ctx: _text_affinity(fn(row, ctx))
+    return fn
+
+
+def _numeric_affinity(value: Any) -> Any:
+    if isinstance(value, str):
+        parsed = sv.parse_number(value)
+        return value if parsed is None else parsed
+    return value
+
+
+def _text_affinity(value: Any) -> Any:
+    return sv.text_of(value) if isinstance(value, int | float) else value
+
+
+def _agg_name(node: exp.Expression) -> str | None:
+    if isinstance(node, exp.Count | exp.Sum | exp.Avg | exp.GroupConcat):
+        return node.key.lower() if not isinstance(node, exp.GroupConcat) else "group_concat"
+    if isinstance(node, exp.Max | exp.Min) and not node.expressions:
+        return node.key.lower()
+    if isinstance(node, exp.Anonymous) and node.name.lower() == "total":
+        return "total"
+    return None
+
+
+def _arguments(node: exp.Expression) -> list[exp.Expression]:
+    if isinstance(node, exp.Anonymous):
+        return list(node.expressions)
+    found: list[exp.Expression] = []
+    for name in node.arg_types:
+        value = node.args.get(name)
+        if isinstance(value, exp.Expression):
+            found.append(value)
+        elif isinstance(value, list):
+            found += [e for e in value if isinstance(e, exp.Expression)]
+    return found
+
+
+_BINARY: dict[type[exp.Expression], Callable[[Any, Any], Any]] = {
+    exp.Add: sv.add,
+    exp.Sub: sv.subtract,
+    exp.Mul: sv.multiply,
+    exp.Div: sv.divide,
+    exp.Mod: sv.modulo,
+}
+
+_COMPARISONS: dict[type[exp.Expression], Callable[[int], bool]] = {
+    exp.EQ: lambda o: o == 0,
+    exp.NEQ: lambda o: o != 0,
+    exp.GT: lambda o: o > 0,
+    exp.GTE: lambda o: o >= 0,
+    exp.LT: lambda o: o < 0,
+    exp.LTE: lambda o: o <= 0,
+}
+
+_COMPILERS: dict[type[exp.Expression], Callable[[Compiler, Any], Fn]] = {
+    exp.Column: Compiler._column,
+    exp.Placeholder: Compiler._placeholder,
+    exp.Parameter: Compiler._placeholder,
+    exp.Literal: Compiler._literal,
+    exp.Null: Compiler._null,
+    exp.HexString: Compiler._hex,
+    exp.Boolean: Compiler._boolean,
+    exp.Paren: Compiler._paren,
+    exp.Neg: Compiler._neg,
+    exp.And: Compiler._and,
+    exp.Or: Compiler._or,
+    exp.Not: Compiler._not,
+    exp.Is: Compiler._is_null,
+    exp.NullSafeEQ: Compiler._is,
+    exp.NullSafeNEQ: Compiler._is,
+    exp.Between: Compiler._between,
+    exp.In: Compiler._in,
+    exp.Exists: Compiler._exists,
+    exp.Subquery: Compiler._subquery,
+    exp.Case: Compiler._case,
+    exp.Like: Compiler._like,
+    exp.Escape: Compiler._escape,
+    exp.Cast: Compiler._cast,
+    exp.DPipe: Compiler._concat,
+    **{t: Compiler._compare for t in _COMPARISONS},
+}

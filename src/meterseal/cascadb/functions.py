@@ -1,0 +1,71 @@
+"""SQL's scalar functions (abs, coalesce, substr, round, ...) as SQLite computes them."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from meterseal.cascadb import values as sv
+
+
+def _round(value: Any, digits: Any = 0) -> float | None:
+    number = sv.to_number(value)
+    if number is None:
+        return None
+    places = int(sv.to_number(digits) or 0)
+    scaled = float(number) * 10**places
+    rounded = math.floor(abs(scaled) + 0.5) * (1 if scaled >= 0 else -1)
+    return float(rounded / 10**places)
+
+
+def _substr(value: Any, start: Any, length: Any = None) -> Any:
+    if value is None or start is None:
+        return None
+    text = value if isinstance(value, bytes) else sv.text_of(value)
+    begin = int(sv.to_number(start) or 0)
+    begin = begin - 1 if begin > 0 else (len(text) + begin if begin < 0 else 0)
+    if length is None:
+        return text[max(begin, 0) :]
+    end = begin + int(sv.to_number(length) or 0)
+    return text[max(begin, 0) : max(end, 0)]
+
+
+def _extreme(pick: Callable[..., Any]) -> Callable[..., Any]:
+    def chosen(*args: Any) -> Any:
+        if any(a is None for a in args):
+            return None
+        return pick(args, key=sv.sort_key)
+
+    return chosen
+
+
+def _coalesce(*args: Any) -> Any:
+    return next((a for a in args if a is not None), None)
+
+
+FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "abs": lambda v: None if v is None else abs(sv.to_number(v)),  # type: ignore[arg-type]
+    "coalesce": _coalesce,
+    "ifnull": _coalesce,
+    "nullif": lambda a, b: None if sv.compare(a, b) == 0 else a,
+    "length": lambda v: None if v is None else len(v if isinstance(v, bytes) else sv.text_of(v)),
+    "lower": lambda v: None if v is None else sv.text_of(v).lower(),
+    "upper": lambda v: None if v is None else sv.text_of(v).upper(),
+    "substring": _substr,
+    "substr": _substr,
+    "round": _round,
+    "typeof": sv.type_name,
+    "greatest": _extreme(max),
+    "least": _extreme(min),
+    "max": _extreme(max),
+    "min": _extreme(min),
+    "trim": lambda v: None if v is None else sv.text_of(v).strip(),
+    "strposition": lambda a, b: (
+        None if a is None or b is None else sv.text_of(a).find(sv.text_of(b)) + 1
+    ),
+    "instr": lambda a, b: None if a is None or b is None else sv.text_of(a).find(sv.text_of(b)) + 1,
+    "replace": lambda a, b, c: (
+        None if None in (a, b, c) else sv.text_of(a).replace(sv.text_of(b), sv.text_of(c))
+    ),
+}

@@ -1,0 +1,302 @@
+"""SQL values as SQLite treats them: type order, affinity, arithmetic, truth, text and sort keys."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from decimal import Decimal
+from typing import Any
+
+from meterseal.cascadb.keys import Value
+
+Number = int | float | Decimal
+_INT64 = (-(2**63), 2**63 - 1)
+_NUMERIC_PREFIX = re.compile(r"\s*[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?)")
+
+# Column affinities (SQLite's rules on the declared type name), plus TIMESTAMP of our own.
+INTEGER, REAL, NUMERIC, TEXT, BLOB, TIMESTAMP = "INTEGER", "REAL", "NUMERIC", "TEXT", "BLOB", "TS"
+
+
+def affinity_of(declared: str) -> str:
+    """SQLite's affinity of a declared column type (section 3.1 of its datatype page)."""
+    upper = declared.upper()
+    if "INT" in upper:
+        return INTEGER
+    if any(word in upper for word in ("CHAR", "CLOB", "TEXT")):
+        return TEXT
+    if "BLOB" in upper or upper in ("", "VARBINARY", "BINARY"):
+        return BLOB
+    if any(word in upper for word in ("REAL", "FLOA", "DOUB")):
+        return REAL
+    if "TIMESTAMP" in upper or upper == "DATETIME":
+        return TIMESTAMP
+    return NUMERIC
+
+
+def kind(value: Any) -> int:
+    """SQLite's order of kinds: NULL 0 < numbers 1 < text 2 < blobs 3 (< timestamps 4)."""
+    if value is None:
+        return 0
+    if isinstance(value, int | float | Decimal):
+        return 1
+    if isinstance(value, str):
+        return 2
+    if isinstance(value, bytes):
+        return 3
+    return 4
+
+
+def sort_key(value: Any) -> tuple[int, Any]:
+    """A key sorting values as SQLite's ORDER BY does (NULLs first)."""
+    return (kind(value), value if value is not None else 0)
+
+
+def compare(a: Any, b: Any) -> int | None:
+    """-1, 0 or 1 as SQLite compares a and b; None when either is NULL."""
+    if a is None or b is None:
+        return None
+    ka, kb = kind(a), kind(b)
+    if ka != kb:
+        return -1 if ka < kb else 1
+    if (isinstance(a, Decimal) and isinstance(b, float)) or (
+        isinstance(b, Decimal) and isinstance(a, float)
+    ):
+        a, b = float(a), float(b)
+    return int(a > b) - int(a < b)
+
+
+def hash_key(value: Any) -> Any:
+    """A dict key equal for values SQLite calls equal (1 and 1.0)."""
+    if isinstance(value, float | Decimal) and value == int(value):
+        return int(value)
+    return value
+
+
+def parse_number(text: str) -> Number | None:
+    """The number `text` is wholly (SQLite's 'looks like a number'), else None."""
+    stripped = text.strip()
+    try:
+        return int(stripped)
+    except ValueError:
+        pass
+    try:
+        number = float(stripped)
+    except ValueError:
+        return None
+    return number if number == number else None
+
+
+def to_number(value: Any) -> Number | None:
+    """The numeric value SQLite's arithmetic uses (text: its numeric prefix, else 0)."""
+    if value is None or isinstance(value, int | float | Decimal):
+        return value
+    if isinstance(value, bytes):
+        value = value.decode(errors="replace")
+    if isinstance(value, dt.datetime):
+        return value.timestamp()
+    match = _NUMERIC_PREFIX.match(str(value))
+    if match is None:
+        return 0
+    parsed = parse_number(match.group(0))
+    return 0 if parsed is None else parsed
+
+
+def apply_affinity(value: Any, affinity: str) -> Value:
+    """`value` as a column of `affinity` stores it (SQLite's conversions on insert)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        value = int(value)
+    if affinity in (INTEGER, NUMERIC, REAL):
+        if isinstance(value, str):
+            parsed = parse_number(value)
+            if parsed is None:
+                return value
+            value = parsed
+        integral = isinstance(value, float) and value.is_integer()
+        if integral and affinity != REAL and _INT64[0] <= value <= _INT64[1]:
+            return int(value)
+        if isinstance(value, int) and affinity == REAL:
+            return float(value)
+        return value  # type: ignore[no-any-return]
+    if affinity == TEXT and isinstance(value, int | float | Decimal):
+        return text_of(value)
+    if affinity == TIMESTAMP and isinstance(value, str):
+        return dt.datetime.fromisoformat(value)
+    return value  # type: ignore[no-any-return]
+
+
+def text_of(value: Any) -> str:
+    """The text SQLite gives a value (CAST AS TEXT, ||)."""
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) < 1e15:
+            return f"{value:.1f}"
+        return repr(value).replace("e+", "e+")
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    if isinstance(value, dt.datetime):
+        return value.isoformat(sep=" ")
+    return str(value)
+
+
+def truth(value: Any) -> bool | None:
+    """SQLite's truth of a value: None for NULL, else non-zero."""
+    if value is None:
+        return None
+    number = to_number(value)
+    return bool(number)
+
+
+def from_bool(flag: bool | None) -> int | None:
+    """SQL's 1/0/NULL for a truth value."""
+    return None if flag is None else int(flag)
+
+
+def _int_result(number: int) -> Number:
+    return number if _INT64[0] <= number <= _INT64[1] else float(number)
+
+
+def _operands(a: Any, b: Any) -> tuple[Number, Number] | None:
+    x, y = to_number(a), to_number(b)
+    if x is None or y is None:
+        return None
+    if isinstance(x, Decimal) and isinstance(y, float):
+        return float(x), y
+    if isinstance(y, Decimal) and isinstance(x, float):
+        return x, float(y)
+    return x, y
+
+
+def add(a: Any, b: Any) -> Number | None:
+    """a + b."""
+    pair = _operands(a, b)
+    if pair is None:
+        return None
+    result = pair[0] + pair[1]  # type: ignore[operator]
+    return _int_result(result) if isinstance(result, int) else result
+
+
+def subtract(a: Any, b: Any) -> Number | None:
+    """a - b."""
+    pair = _operands(a, b)
+    if pair is None:
+        return None
+    result = pair[0] - pair[1]  # type: ignore[operator]
+    return _int_result(result) if isinstance(result, int) else result
+
+
+def multiply(a: Any, b: Any) -> Number | None:
+    """a * b."""
+    pair = _operands(a, b)
+    if pair is None:
+        return None
+    result = pair[0] * pair[1]  # type: ignore[operator]
+    return _int_result(result) if isinstance(result, int) else result
+
+
+def divide(a: Any, b: Any) -> Number | None:
+    """a / b: integers truncate toward zero; dividing by zero is NULL."""
+    pair = _operands(a, b)
+    if pair is None or pair[1] == 0:
+        return None
+    x, y = pair
+    if isinstance(x, int) and isinstance(y, int):
+        quotient = abs(x) // abs(y)
+        return _int_result(quotient if (x < 0) == (y < 0) else -quotient)
+    return x / y  # type: ignore[operator]
+
+
+def modulo(a: Any, b: Any) -> Number | None:
+    """a % b on the operands as integers, the sign of a; modulo zero is NULL."""
+    pair = _operands(a, b)
+    if pair is None:
+        return None
+    x, y = int(pair[0]), int(pair[1])
+    if y == 0:
+        return None
+    remainder = abs(x) % abs(y)
+    return remainder if x >= 0 else -remainder
+
+
+def negate(a: Any) -> Number | None:
+    """-a."""
+    x = to_number(a)
+    return None if x is None else -x
+
+
+def like(value: Any, pattern: Any, escape: str | None = None) -> bool | None:
+    """SQLite's LIKE: % and _, ASCII case-insensitive."""
+    if value is None or pattern is None:
+        return None
+    return _like_regex(text_of(pattern), escape).fullmatch(text_of(value)) is not None
+
+
+_LIKE_CACHE: dict[tuple[str, str | None], re.Pattern[str]] = {}
+
+
+def _like_regex(pattern: str, escape: str | None) -> re.Pattern[str]:
+    cached = _LIKE_CACHE.get((pattern, escape))
+    if cached is not None:
+        return cached
+    parts: list[str] = []
+    chars = iter(pattern)
+    for char in chars:
+        if escape is not None and char == escape:
+            parts.append(re.escape(next(chars, "")))
+        elif char == "%":
+            parts.append(".*")
+        elif char == "_":
+            parts.append(".")
+        else:
+            parts.append(re.escape(char))
+    compiled = re.compile("".join(parts), re.IGNORECASE | re.DOTALL)
+    _LIKE_CACHE[(pattern, escape)] = compiled
+    return compiled
+
+
+def like_prefixes(pattern: str, most: int = 16) -> list[str] | None:
+    """The literal prefixes a LIKE pattern's matches start with (LIKE ignores ASCII case).
+
+    'c1%' gives ['C1', 'c1']; None when the pattern starts with a wildcard or its prefix has
+    so many letters that more than `most` spellings would be read.
+    """
+    prefix = re.split(r"[%_]", pattern, maxsplit=1)[0]
+    if not prefix or any(ord(c) > 127 for c in prefix):
+        return None
+    spellings = [""]
+    for char in prefix:
+        cases = sorted({char.upper(), char.lower()})
+        spellings = [s + c for s in spellings for c in cases]
+        if len(spellings) > most:
+            return None
+    return sorted(spellings)
+
+
+def cast(value: Any, target: str) -> Value:
+    """CAST(value AS target) with SQLite's conversions."""
+    if value is None:
+        return None
+    affinity = affinity_of(target)
+    if affinity == INTEGER:
+        number = to_number(value)
+        return int(number) if number is not None else None
+    if affinity == REAL:
+        number = to_number(value)
+        return float(number) if number is not None else None
+    if affinity == TEXT:
+        return text_of(value)
+    if affinity == NUMERIC:
+        number = to_number(value)
+        if isinstance(number, float) and number.is_integer():
+            return int(number)
+        return number
+    if affinity == BLOB:
+        return value if isinstance(value, bytes) else text_of(value).encode()
+    return apply_affinity(value, affinity)
+
+
+def type_name(value: Any) -> str:
+    """SQLite's typeof()."""
+    return {0: "null", 2: "text", 3: "blob", 4: "timestamp"}.get(
+        kind(value), "integer" if isinstance(value, int) else "real"
+    )
