@@ -5,15 +5,20 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
 from meterseal.bench.fraud import run_bench, run_scale, scale_table, verdict
+from meterseal.bench.fraud_sources import default_trace
 from meterseal.bench.timing import Machine
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def test_fraud_bench_runs_both_experiments_and_plots(tmp_path: Path) -> None:
+def test_fraud_bench_runs_every_experiment_and_plots(tmp_path: Path) -> None:
+    trace = default_trace()
+    if trace is None:
+        pytest.skip("the UCI household trace (shared/data) is not beside this checkout")
     out = io.StringIO()
     met = run_bench(
         Console(file=out, width=200),
@@ -23,8 +28,17 @@ def test_fraud_bench_runs_both_experiments_and_plots(tmp_path: Path) -> None:
         share=0.1,
         with_supervised=True,
         out=tmp_path,
+        trace=trace,
+        source_customers=100,
     )
     text = out.getvalue()
+    assert "all sources side by side" in text
+    for name in ("uci-tuning (tuning)", "uci-windows (evaluation)", "uci-composite (evaluation)"):
+        assert f"| {name} | meterseal |" in text
+        assert f"| {name} | LocalOutlierFactor |" in text
+    assert "uci-windows: AUC" in text
+    assert "recall per pattern at top-k" in text
+    assert "gradual drift" in text
     assert "Fraud: ranking at fleet scale" in text
     assert "300 x 21" in text
     for method in ("SOM correlation (seed)", "meterseal (supervised)", "IsolationForest"):

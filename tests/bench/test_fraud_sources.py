@@ -1,0 +1,84 @@
+"""The real-data sources of `bench fraud`: thieves injected apart from the detectors,
+households on calendars of their own, read back the user's way."""
+
+from __future__ import annotations
+
+import ast
+import datetime as dt
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from meterseal.bench import fraud_inject
+from meterseal.bench.fraud_inject import PATTERNS, inject
+from meterseal.bench.fraud_sources import MINUTES, SOURCES, Trace, build
+
+
+def test_the_injector_shares_no_code_with_the_detectors() -> None:
+    tree = ast.parse(Path(fraud_inject.__file__).read_text())
+    imported = {
+        node.module if isinstance(node, ast.ImportFrom) else alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+    }
+    assert not {m for m in imported if m and m.startswith("meterseal")}
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from(sorted(PATTERNS)), st.integers(0, 10_000), st.integers(0, 20))
+def test_a_theft_starts_at_its_onset_and_keeps_missing_days(
+    pattern: str, seed: int, lead: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    days = np.full((lead + 40, 96), np.nan)
+    days[lead:] = rng.gamma(2.0, 0.1, (40, 96))
+    days[lead + 30] = np.nan  # a missing day stays missing
+    altered = inject(days, pattern, np.random.default_rng(seed))
+    changed = np.flatnonzero(np.nansum(np.abs(altered - days), axis=1) > 1e-9)
+    assert len(changed)
+    onset = changed[0]
+    assert lead + 0.3 * 40 - 1 <= onset <= lead + 0.7 * 40
+    np.testing.assert_array_equal(altered[:onset], days[:onset])
+    assert np.isnan(altered[lead + 30]).all()
+    assert np.isnan(altered[:lead]).all()
+    assert (np.nan_to_num(altered) >= 0).all()
+
+
+def _trace(days: int = 400) -> Trace:
+    """A small stand-in for the house: a daily rhythm with noise, four channels."""
+    rng = np.random.default_rng(3)
+    minute = np.arange(MINUTES)
+    rhythm = 5 + 4 * np.sin((minute / MINUTES - 0.3) * 2 * np.pi).clip(0)
+    channels = np.stack([rng.gamma(1.0, 1.0, (days, MINUTES)) * rhythm / 4 for _ in range(4)])
+    return Trace(dt.date(2007, 1, 1), channels.sum(0), channels)
+
+
+@pytest.mark.parametrize("spec", SOURCES, ids=[s.name for s in SOURCES])
+def test_a_source_has_households_on_calendars_of_their_own(spec: object) -> None:
+    from meterseal.bench.fraud_sources import SourceSpec
+
+    assert isinstance(spec, SourceSpec)
+    small = replace(
+        spec,
+        customers=60,
+        span_days=50,
+        window=(20, 40),
+        trace_days=(dt.date(2007, 1, 1), dt.date(2008, 1, 20)),
+    )
+    source = build(small, _trace())
+    data = source.data
+    assert len(data.customers) == 60
+    assert source.thief.sum() == round(small.share * 60)
+    assert set(p for p, t in zip(source.patterns, source.thief, strict=True) if t) <= set(PATTERNS)
+    present = ~np.isnan(data.energy).all(axis=2)
+    first = present.argmax(axis=1)
+    last = data.periods - present[:, ::-1].argmax(axis=1)
+    assert len(set(first.tolist())) > 5  # different start dates
+    assert len(set(last.tolist())) > 5  # and end dates
+    assert data.slots == MINUTES // small.slot_minutes
+    assert data.tz == small.tz
