@@ -49,7 +49,11 @@ StoreDir = Annotated[
 ]
 Nodes = Annotated[int, typer.Option("--nodes", help="number of local storage nodes")]
 NodesNats = Annotated[
-    str | None, typer.Option("--nodes-nats", help="NATS cluster URL of the storage nodes")
+    str | None,
+    typer.Option("--nodes-nats", help="NATS cluster URL(s) of the storage nodes (n1 … nN)"),
+]
+Prefix = Annotated[
+    str, typer.Option("--nats-prefix", help="names this deployment's streams on a NATS cluster")
 ]
 DefaultPolicy = Annotated[
     str, typer.Option("--default-policy", help="a bucket's policy: rep:N, ec:K+M, hybrid:K+M")
@@ -62,6 +66,10 @@ CaFile = Annotated[
 ]
 Bucket = Annotated[str, typer.Argument(help="bucket name")]
 ObjectKey = Annotated[str, typer.Argument(help="object key")]
+
+
+def _layout(directory: Path, nodes: int, nats: str | None, prefix: str) -> StoreLayout:
+    return StoreLayout(directory, nodes, nats, prefix.strip("_.") or "kvs")
 
 
 def _options(
@@ -85,6 +93,7 @@ def serve(
     directory: StoreDir = Path("var/kvs"),
     nodes: Nodes = 9,
     nodes_nats: NodesNats = None,
+    nats_prefix: Prefix = "",
     default_policy: DefaultPolicy = "ec:6+2",
     listen: Annotated[str, typer.Option(help="host:port to listen on")] = "127.0.0.1:7470",
     tls: Annotated[
@@ -104,7 +113,7 @@ def serve(
 
     parse_address(listen, GATEWAY_PORT)  # both refused before attesting
     parse_policy(default_policy)
-    layout = StoreLayout(directory, nodes, nodes_nats)
+    layout = _layout(directory, nodes, nodes_nats, nats_prefix)
     options = replace(
         _options(deployment, cas, layout, passphrase_env, default_policy),
         listen=listen,
@@ -179,11 +188,14 @@ def keys_add(
     directory: StoreDir = Path("var/kvs"),
     nodes: Nodes = 9,
     nodes_nats: NodesNats = None,
+    nats_prefix: Prefix = "",
     passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
 ) -> None:
     """Make an API key for one bucket (and key prefix) with its rights; shown once."""
     scope = Scope(bucket, prefix, parse_rights(rights))
-    options = _options(deployment, cas, StoreLayout(directory, nodes, nodes_nats), passphrase_env)
+    options = _options(
+        deployment, cas, _layout(directory, nodes, nodes_nats, nats_prefix), passphrase_env
+    )
 
     async def add() -> NewKey:
         async with attested_store(options) as state:
@@ -204,10 +216,13 @@ def keys_list(
     directory: StoreDir = Path("var/kvs"),
     nodes: Nodes = 9,
     nodes_nats: NodesNats = None,
+    nats_prefix: Prefix = "",
     passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
 ) -> None:
     """List the API keys: id, scope, active or revoked, label."""
-    options = _options(deployment, cas, StoreLayout(directory, nodes, nodes_nats), passphrase_env)
+    options = _options(
+        deployment, cas, _layout(directory, nodes, nodes_nats, nats_prefix), passphrase_env
+    )
 
     async def listing() -> list[KvsKey]:
         async with attested_store(options) as state:
@@ -229,10 +244,13 @@ def keys_revoke(
     directory: StoreDir = Path("var/kvs"),
     nodes: Nodes = 9,
     nodes_nats: NodesNats = None,
+    nats_prefix: Prefix = "",
     passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
 ) -> None:
     """Revoke an API key (every gateway refuses it within seconds)."""
-    options = _options(deployment, cas, StoreLayout(directory, nodes, nodes_nats), passphrase_env)
+    options = _options(
+        deployment, cas, _layout(directory, nodes, nodes_nats, nats_prefix), passphrase_env
+    )
 
     async def revoke() -> None:
         async with attested_store(options) as state:

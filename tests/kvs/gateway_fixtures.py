@@ -17,9 +17,10 @@ from meterseal.kvs.gateway import create_gateway_app
 from meterseal.kvs.gateway_auth import KvsAuthenticator
 from meterseal.kvs.gateway_http import KvsMetrics
 from meterseal.kvs.gateway_keys import KeyTable, Right, Scope
-from meterseal.kvs.gateway_state import GatewayState
+from meterseal.kvs.gateway_state import RESERVED, GatewayState
 from meterseal.kvs.nodes import MemoryNode
 from meterseal.kvs.policy import Policy, Replication, parse_policy
+from meterseal.kvs.service import store_scrub
 from meterseal.kvs.store import ObjectInfo, ObjectStore
 from meterseal.runtime.http import ThreadedServer
 from tests.kvs.store_fixtures import memory_store
@@ -55,7 +56,8 @@ class Recording:
 
         async def counted() -> AsyncIterator[bytes]:
             async for piece in chunks:
-                self.received.append(len(piece))
+                if bucket != RESERVED:  # the gateway's own state is not the client's object
+                    self.received.append(len(piece))
                 yield piece
 
         return await self.store.put(bucket, name, counted(), policy)
@@ -107,7 +109,9 @@ def serve_gateway(
     asyncio.run(state.save_keys(table))
     registry = CollectorRegistry()
     metrics = KvsMetrics(registry)
-    app = create_gateway_app(recording, state, KvsAuthenticator(state.key_table, throttle), metrics)
+    authenticator = KvsAuthenticator(state.key_table, throttle)
+    scrub = store_scrub(store, state)
+    app = create_gateway_app(recording, state, authenticator, metrics, scrub=scrub)
     with ThreadedServer(app) as url:
         gateway = Gateway(url, keys, recording, memory_nodes, state, registry, gone.secret)
         try:

@@ -296,3 +296,24 @@ def test_bad_names_and_policies_are_refused(gateway: Gateway) -> None:
     assert bad.status_code == 422
     assert "rep:N" in bad.json()["detail"]
     assert rw.put("/v1/kvs/meters/", content=b"x").status_code in (403, 404, 422)
+
+
+def test_scrub_finds_and_repairs_a_lost_and_a_corrupted_blob(gateway: Gateway) -> None:
+    rw, admin = gateway.client("meters-rw"), gateway.client("all-admin")
+    assert rw.put("/v1/kvs/meters/scrubbed", content=BODY).status_code == 201
+    assert rw.put("/v1/kvs/meters/scrubbed", content=BODY).status_code == 201  # version 2
+    clean = admin.post("/v1/scrub", params={"repair": "false"})
+    assert clean.status_code == 200, clean.text
+    assert clean.json()["healthy"]
+    assert clean.json()["buckets"] >= 2  # meters and the gateway's own
+    victim = next(node for node in gateway.nodes if node.blobs)
+    lost, bent = list(victim.blobs)[:2]
+    del victim.blobs[lost]
+    victim.blobs[bent] = b"x" + victim.blobs[bent][1:]
+    found = admin.post("/v1/scrub", params={"repair": "true"}).json()
+    assert found["missing"] + found["corrupt"] == 2
+    assert found["repaired"] == 2
+    assert admin.post("/v1/scrub").json()["healthy"]
+    assert rw.get("/v1/kvs/meters/scrubbed").content == BODY
+    assert rw.post("/v1/scrub").status_code == 403  # only an admin key over every bucket
+    assert gateway.client("meters-admin").post("/v1/scrub").status_code == 403

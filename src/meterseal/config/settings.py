@@ -112,7 +112,7 @@ class NatsSection:
     prefix: str = _key(
         "prefix of this deployment's JetStream streams and subjects",
         "",
-        flags=("serve:--prefix", "service:--prefix"),
+        flags=("serve:--prefix", "service:--prefix", "kvs:--nats-prefix"),
         derived="DEPLOYMENT_NAME_",
     )
 

@@ -155,6 +155,10 @@ def _object_routes(
     ) -> ObjectView:
         _names(bucket, key)
         chosen = _policy(policy) if policy else await state.bucket_policy(bucket)
+        try:
+            await state.note_bucket(bucket)
+        except KvsError as exc:
+            raise _unavailable(exc) from None
 
         async def body() -> AsyncIterator[bytes]:
             async for piece in request.stream():

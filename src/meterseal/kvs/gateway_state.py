@@ -1,10 +1,10 @@
 """The gateway's own state, kept as reserved objects of the store: API keys, bucket policies.
 
-The key table and each bucket's default policy live in the reserved bucket `RESERVED` (a
-name no client can address: bucket names start with a letter or digit), so they are sealed
-under keys derived from the CAS's master secret like every object, and every gateway over
-the same nodes reads the same ones. Reads are cached for `ttl` seconds: a revoked key stops
-working within that time on every gateway, at once on the one that revoked it.
+The key table and the buckets written to (each with its default policy, '' for the gateway's)
+live in the reserved bucket `RESERVED` (a name no client can address: bucket names start
+with a letter or digit), so they are sealed under keys derived from the CAS's master secret
+like every object, and every gateway over the same nodes reads the same ones. Reads are
+cached for `ttl` seconds: a revoked key stops working within that time on every gateway.
 """
 
 from __future__ import annotations
@@ -163,13 +163,28 @@ class GatewayState:
     async def bucket_policy(self, bucket: str) -> Policy:
         """The policy new objects of `bucket` get unless the writer names one."""
         text = (await self._bucket_policies()).get(bucket)
-        return self.default_policy if text is None else parse_policy(text)
+        return parse_policy(text) if text else self.default_policy
+
+    async def buckets(self) -> list[str]:
+        """Every bucket written to through a gateway (scrub walks them: ids hide names)."""
+        return sorted(await self._bucket_policies())
+
+    async def note_bucket(self, bucket: str) -> None:
+        """Remember `bucket` (with the default policy) if it is new."""
+        if bucket not in await self._bucket_policies():
+            await self._set(bucket, None)
 
     async def set_bucket_policy(self, bucket: str, policy: Policy) -> None:
         """Make `policy` the default of `bucket`."""
+        await self._set(bucket, policy)
+
+    async def _set(self, bucket: str, policy: Policy | None) -> None:
         async with self._lock:
             self._policies = None
-            policies = {**(await self._bucket_policies()), bucket: str(policy)}
+            known = await self._bucket_policies()
+            if policy is None and bucket in known:  # another gateway noted it meanwhile
+                return
+            policies = {**known, bucket: "" if policy is None else str(policy)}
             data = cbor2.dumps(policies, canonical=True)
             await self.objects.put(RESERVED, BUCKET_POLICIES, _one(data), self.internal_policy)
             self._policies = (self.clock(), policies)

@@ -11,20 +11,21 @@ the gateway (the table is sealed under the master secret, which only the gateway
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from meterseal.errors import ConfigurationError, KvsError
-from meterseal.kvs.gateway import create_gateway_app
+from meterseal.errors import ConfigurationError
+from meterseal.kvs.gateway import Scrub, create_gateway_app
 from meterseal.kvs.gateway_auth import KvsAuthenticator
 from meterseal.kvs.gateway_http import KvsMetrics
-from meterseal.kvs.gateway_state import GatewayState
-from meterseal.kvs.nodes import BlobNode, LocalDirCatalog, LocalDirNode
+from meterseal.kvs.gateway_state import RESERVED, GatewayState
+from meterseal.kvs.nodes import BlobNode, Catalog, LocalDirCatalog, LocalDirNode
 from meterseal.kvs.policy import Policy, Replication, parse_policy
 from meterseal.kvs.sealing import derive_bucket_key
 from meterseal.kvs.service_trust import GatewaySecrets, attest_gateway
@@ -36,20 +37,38 @@ CATALOG_DIR = "catalog"
 
 @dataclass(frozen=True)
 class StoreLayout:
-    """Where the storage nodes are: `nodes` directories under `dir` (or a NATS cluster)."""
+    """Where the storage nodes are: `nodes` directories under `dir`, or `nodes` NATS servers.
+
+    On NATS (`nats`: one URL or several, comma-separated) the nodes are the cluster's servers
+    named n1 … nN (tagged ``node:nI``), each holding a single-replica stream, and the catalog
+    is a stream replicated on up to 3 of them; `namespace` keeps this deployment's streams
+    apart from another's on the same cluster.
+    """
 
     dir: Path
     nodes: int = 9
     nats: str | None = None
+    namespace: str = "kvs"
 
     def node_dirs(self) -> list[Path]:
         """The local nodes' directories: DIR/node-0 …"""
         return [self.dir / f"node-{i}" for i in range(self.nodes)]
 
+    def node_names(self) -> list[str]:
+        """The nodes' names (placement tags in manifests)."""
+        if self.nats:
+            return [f"n{i + 1}" for i in range(self.nodes)]
+        return [f"node-{i}" for i in range(self.nodes)]
+
     def describe(self) -> str:
         """One line for the operator: what the nodes are."""
         if self.nats:
-            return f"storage nodes on NATS {self.nats}"
+            from meterseal.runtime.address import hide_password
+
+            return (
+                f"{self.nodes} storage nodes on NATS {hide_password(self.nats)} "
+                f"(servers {', '.join(self.node_names())}; streams KVS_{self.namespace}_…)"
+            )
         return f"{self.nodes} local storage nodes under {self.dir} (catalog {CATALOG_DIR}/)"
 
     def internal_policy(self) -> Policy:
@@ -71,33 +90,59 @@ class GatewayOptions:
     passphrase: bytes | None = field(default=None, repr=False)
 
 
-def open_store(
+@dataclass
+class OpenStore:
+    """The store engine over the layout's nodes, and what closing it takes."""
+
+    store: ObjectStore
+    close: Callable[[], Awaitable[None]]
+
+
+async def _nothing() -> None:
+    return None
+
+
+async def open_store(
     layout: StoreLayout, master: bytes, default_policy: Policy, rng: Callable[[int], bytes]
-) -> ObjectStore:
+) -> OpenStore:
     """The store engine over the layout's nodes, bucket keys derived from `master`."""
-    if layout.nats:
-        raise ConfigurationError(
-            "storage nodes on NATS (kvs.nats) are not wired into the gateway yet: unset kvs.nats "
-            "to use the local directories"
-        )
     if layout.nodes < 1:
         raise ConfigurationError(f"kvs.nodes is {layout.nodes}: at least one storage node")
-    nodes: list[BlobNode] = [
-        LocalDirNode(f"node-{i}", path) for i, path in enumerate(layout.node_dirs())
-    ]
-    if default_policy.nodes_needed > len(nodes):
+    if default_policy.nodes_needed > layout.nodes:
         raise ConfigurationError(
             f"the default policy {default_policy} needs {default_policy.nodes_needed} storage "
-            f"nodes; there are {len(nodes)} (kvs.nodes, or another kvs.policy)"
+            f"nodes; there are {layout.nodes} (kvs.nodes, or another kvs.policy)"
         )
-    return ObjectStore(
+    close = _nothing
+    nodes: list[BlobNode]
+    catalog: Catalog
+    if layout.nats:
+        from meterseal.kvs.nats_nodes import NatsStorage
+
+        urls = [url.strip() for url in layout.nats.split(",") if url.strip()]
+        storage = await NatsStorage.connect(urls, layout.namespace)
+        close = storage.close
+        try:
+            nodes = [await storage.node(name) for name in layout.node_names()]
+            catalog = await storage.catalog(min(3, layout.nodes))
+        except BaseException:
+            await close()
+            raise
+    else:
+        nodes = [
+            LocalDirNode(name, path)
+            for name, path in zip(layout.node_names(), layout.node_dirs(), strict=True)
+        ]
+        catalog = LocalDirCatalog(layout.dir / CATALOG_DIR)
+    store = ObjectStore(
         nodes,
-        LocalDirCatalog(layout.dir / CATALOG_DIR),
+        catalog,
         lambda bucket: derive_bucket_key(master, bucket),
         clock=time.time,
         rng=rng,
         default_policy=default_policy,
     )
+    return OpenStore(store, close)
 
 
 def gateway_state(store: ObjectStore, layout: StoreLayout, default_policy: Policy) -> GatewayState:
@@ -105,16 +150,26 @@ def gateway_state(store: ObjectStore, layout: StoreLayout, default_policy: Polic
     return GatewayState(store, default_policy, layout.internal_policy())
 
 
+def store_scrub(store: ObjectStore, state: GatewayState) -> Scrub:
+    """The gateway's scrub: every bucket written to (and its own), repaired when asked."""
+
+    async def scrub(repair: bool) -> dict[str, Any]:
+        from meterseal.kvs.repair import scrub as scrub_store
+
+        buckets = [RESERVED, *await state.buckets()]
+        report = await scrub_store(store, buckets, repair)
+        return {**dataclasses.asdict(report), "buckets": len(buckets), "healthy": report.healthy}
+
+    return scrub
+
+
 def build_gateway(
-    options: GatewayOptions, secrets: GatewaySecrets
-) -> tuple[Any, KvsMetrics, ObjectStore]:
-    """The gateway's app, its metrics (to register) and its store, from attested secrets."""
-    policy = parse_policy(options.default_policy)
-    store = open_store(options.layout, secrets.master, policy, os.urandom)
-    state = gateway_state(store, options.layout, policy)
-    metrics = KvsMetrics()
-    app = create_gateway_app(store, state, KvsAuthenticator(state.key_table), metrics)
-    return app, metrics, store
+    store: ObjectStore, layout: StoreLayout, default_policy: Policy, metrics: KvsMetrics
+) -> Any:
+    """The gateway's app over `store` (its keys and bucket policies kept in it)."""
+    state = gateway_state(store, layout, default_policy)
+    authenticator = KvsAuthenticator(state.key_table)
+    return create_gateway_app(store, state, authenticator, metrics, scrub=store_scrub(store, state))
 
 
 async def serve_gateway(
@@ -134,11 +189,17 @@ async def serve_gateway(
         )
     announce(f"keys from {secrets.provenance}")
     announce(options.layout.describe())
-    app, metrics, _store = build_gateway(options, secrets)
-    tls = None if secrets.tls is None else server_context(secrets.tls)
-    service = HttpAppService("kvs", app, options.listen, GATEWAY_PORT, tls)
-    metrics.register(service.metrics.registry)
-    await serve_stage(service, admin=options.admin, announce=announce)
+    policy = parse_policy(options.default_policy)
+    opened = await open_store(options.layout, secrets.master, policy, os.urandom)
+    try:
+        metrics = KvsMetrics()
+        app = build_gateway(opened.store, options.layout, policy, metrics)
+        tls = None if secrets.tls is None else server_context(secrets.tls)
+        service = HttpAppService("kvs", app, options.listen, GATEWAY_PORT, tls)
+        metrics.register(service.metrics.registry)
+        await serve_stage(service, admin=options.admin, announce=announce)
+    finally:
+        await opened.close()
 
 
 @asynccontextmanager
@@ -146,8 +207,8 @@ async def attested_store(options: GatewayOptions) -> AsyncIterator[GatewayState]
     """The gateway's state after attesting as the gateway (`meterseal kvs keys …`)."""
     secrets = attest_gateway(options.cas_url, options.deployment, passphrase=options.passphrase)
     policy = parse_policy(options.default_policy)
+    opened = await open_store(options.layout, secrets.master, policy, os.urandom)
     try:
-        store = open_store(options.layout, secrets.master, policy, os.urandom)
-    except KvsError as exc:
-        raise ConfigurationError(f"cannot open the KVS: {exc}") from exc
-    yield gateway_state(store, options.layout, policy)
+        yield gateway_state(opened.store, options.layout, policy)
+    finally:
+        await opened.close()
