@@ -160,14 +160,22 @@ def bills_serve(
     router_nats: RouterNats = "",
     router_keys: RouterKeys = Path("router"),
     router_namespace: RouterNamespace = "ms.dissem",
+    cas: Annotated[
+        str | None, typer.Option("--cas", help="the CAS's URL: the administrator's CAS pages")
+    ] = None,
 ) -> None:
     """Serve the billing API and the customer portal (/portal/) until Ctrl-C.
 
     Callers sign in with accounts (`meterseal accounts add`); the portal publishes the
     deployment's billing.pub.pem and metrology.pub.pem at /v1/keys for browsers to pin.
+    The administrator's pages provision meters with the deployment CA, publish tariffs, keep
+    the change log in the store and reach the CAS at --cas (sharing this store's accounts).
     """
+    from rich.console import Console
+
     from meterseal.accounts.authn import AccountAuthenticator
     from meterseal.accounts.credentials import TokenSigner, token_key
+    from meterseal.portal.admin_tools import deployment_tools
     from meterseal.portal.app import create_portal_app
     from meterseal.portal.consent import router_consent
     from meterseal.runtime.address import parse_address
@@ -194,9 +202,15 @@ def bills_serve(
                     router_nats, router_keys, router_namespace, deployment_dir, db,
                     passphrase(passphrase_env),
                 )  # fmt: skip
+            tools, warnings = deployment_tools(
+                deployment_dir, writable, cas, passphrase(passphrase_env)
+            )
+            for warning in warnings:
+                Console(stderr=True).print(f"warning: {warning}", soft_wrap=True, markup=False)
             app = create_portal_app(
                 BillStore(db), authenticator, people, keys, consent, fleet=FleetStore(db),
                 meters=writable,  # the administrator's revoke: `meters revoke`'s store call
+                admin=tools,  # provisioning, tariffs, the CAS, the change log
             )  # fmt: skip
             asyncio.run(_serve(app, address, context, Readiness(db.not_ready), admin))
     except OSError as exc:

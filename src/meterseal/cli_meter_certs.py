@@ -203,16 +203,16 @@ def trust_manufacturer(
 
 
 def trusted_manufacturers(deployment_dir: Path) -> list[x509.Certificate]:
-    """The manufacturer CAs the deployment trusts (`trust-manufacturer`)."""
-    from cryptography import x509
+    """The manufacturer CAs the deployment trusts (`trust-manufacturer`); at least one."""
+    from meterseal.meter.enrolment import manufacturer_cas
 
-    paths = sorted((deployment_dir / MANUFACTURERS_DIRECTORY).glob("*.cert.pem"))
-    if not paths:
+    found = manufacturer_cas(deployment_dir)
+    if not found:
         raise ConfigurationError(
             f"no manufacturer CA is trusted in {deployment_dir}: "
             "run `meterseal meters trust-manufacturer NAME CA.pem` first"
         )
-    return [x509.load_pem_x509_certificate(_read(p)) for p in paths]
+    return found
 
 
 def import_cert(

@@ -72,11 +72,14 @@ def serve_demo(console: Console, deployment: Deployment, store_url: str, listen:
     from meterseal.accounts.authn import AccountAuthenticator
     from meterseal.accounts.credentials import TokenSigner
     from meterseal.accounts.token_key import token_key
+    from meterseal.meter.enrolment import Enrolment
+    from meterseal.portal.admin_tools import AdminTools
     from meterseal.portal.app import PublishedKeys, create_portal_app
     from meterseal.runtime.http import HttpAppService
     from meterseal.runtime.lifecycle import serve_stage
     from meterseal.runtime.readiness import Readiness
     from meterseal.storage.accounts import AccountStore
+    from meterseal.storage.admin_changes import ChangeStore
     from meterseal.storage.bill_store import BillStore
     from meterseal.storage.fleet import FleetStore
 
@@ -98,9 +101,13 @@ def serve_demo(console: Console, deployment: Deployment, store_url: str, listen:
         people = AccountStore(writable)
         signer = TokenSigner(token_key(deployment.directory, None))
         authenticator = AccountAuthenticator(people, signer)
+        # The administrator's changes (no CAS in the demo: its CAS page says so).
+        enrolment = Enrolment(deployment.ca_key, deployment.ca_cert, writable, deployment.directory)
+        tools = AdminTools(ChangeStore(writable), enrolment, BillStore(writable))
         app = create_portal_app(
-            BillStore(db), authenticator, people, keys, fleet=FleetStore(db), meters=writable
-        )
+            BillStore(db), authenticator, people, keys, fleet=FleetStore(db), meters=writable,
+            admin=tools,
+        )  # fmt: skip
         service = HttpAppService("bills", app, listen, 7480, None, Readiness(db.not_ready))
         asyncio.run(serve_stage(service, admin=None))
     console.print("portal stopped; the demo's files are removed")

@@ -30,6 +30,7 @@ from meterseal.errors import CertificateError
 from meterseal.storage import Store
 
 METERS_DIRECTORY = "meters"  # DEPLOYMENT/meters/ID.cert.pem: what goes back to the factory
+MANUFACTURERS_DIRECTORY = "manufacturers"  # DEPLOYMENT/manufacturers/NAME.cert.pem: trusted CAs
 PEM_BEGIN = b"-----BEGIN "
 
 
@@ -80,6 +81,15 @@ def write_certificates(directory: Path, done: Sequence[Certified]) -> list[Path]
         path.write_bytes(c.certificate.public_bytes(serialization.Encoding.PEM))
         paths.append(path)
     return paths
+
+
+def manufacturer_cas(deployment_dir: Path) -> list[x509.Certificate]:
+    """The manufacturer CAs the deployment trusts (`meters trust-manufacturer`); maybe none."""
+    paths = sorted((deployment_dir / MANUFACTURERS_DIRECTORY).glob("*.cert.pem"))
+    try:
+        return [x509.load_pem_x509_certificate(p.read_bytes()) for p in paths]
+    except (OSError, ValueError) as exc:
+        raise CertificateError(f"a trusted manufacturer CA cannot be read: {exc}") from None
 
 
 def _one_pem(text: bytes, what: str) -> bytes:
