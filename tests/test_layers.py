@@ -171,6 +171,7 @@ LAYERS: dict[str, Layer] = {
     "meterseal.kvs.export_objects": SERVICE,
     "meterseal.kvs.export_read": SERVICE,
     "meterseal.kvs.export_store": SERVICE,
+    "meterseal.kvs.export_gateway": SERVICE,
 }
 
 
