@@ -21,7 +21,7 @@ blobs = st.builds(
     Blob,
     st.sampled_from(["n1", "n2", "n3"]),
     st.text("0123456789abcdef", min_size=8, max_size=32),
-    st.binary(min_size=32, max_size=32),
+    st.binary(min_size=16, max_size=16),
 )
 
 

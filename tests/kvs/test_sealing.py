@@ -13,6 +13,8 @@ from meterseal.errors import KvsError
 from meterseal.kvs.sealing import (
     BucketKeys,
     ObjectContext,
+    blob_intact,
+    blob_tag,
     derive_bucket_key,
     new_object_key,
     open_chunk,
@@ -130,3 +132,19 @@ def test_names_and_buckets_are_hidden_and_keys_differ_per_bucket() -> None:
         derive_bucket_key(b"short", "meters")
     with pytest.raises(KvsError):
         new_object_key(lambda n: b"\x00" * (n - 1))
+
+
+@given(st.binary(max_size=200), st.integers(0, 2**32 - 1), st.integers(0, 2**16 - 1))
+def test_blob_tags_hold_only_for_their_bytes_chunk_and_position(
+    data: bytes, index: int, position: int
+) -> None:
+    key = new_object_key(os.urandom)
+    tag = blob_tag(key, index, position, data)
+    assert len(tag) == 16
+    assert blob_intact(key, index, position, data, tag)
+    assert not blob_intact(key, index, position, data + b"\x00", tag)
+    assert not blob_intact(key, index ^ 1, position, data, tag)
+    assert not blob_intact(key, index, position ^ 1, data, tag)
+    assert not blob_intact(new_object_key(os.urandom), index, position, data, tag)
+    with pytest.raises(KvsError):
+        blob_tag(key, 2**32, 0, data)

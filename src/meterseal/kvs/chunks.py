@@ -2,24 +2,18 @@
 
 `rechunk` cuts any stream of byte pieces into chunks of the object's chunk size (one chunk
 held back, so the last is known: its seal says so), copying each byte at most once.
-`prepare` seals a chunk and makes its blobs (full copies, then fragments) with their sha256s,
-in one call a worker thread can run.
+`prepare` seals a chunk and makes its blobs (full copies, then fragments) with their tags, in
+one call a worker thread can run.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 
 from meterseal.kvs.erasure import coder
 from meterseal.kvs.policy import Hybrid, Policy, Replication
-from meterseal.kvs.sealing import ObjectContext, seal_chunk
-
-
-def sha256(data: bytes) -> bytes:
-    """The sha256 digest of `data`."""
-    return hashlib.sha256(data).digest()
+from meterseal.kvs.sealing import ObjectContext, blob_tag, seal_chunk
 
 
 async def rechunk(
@@ -70,7 +64,7 @@ class Prepared:
     length: int  # plaintext bytes
     copies: int
     datas: list[bytes]
-    shas: list[bytes]
+    tags: list[bytes]
 
 
 def prepare(
@@ -85,8 +79,9 @@ def prepare(
     """Seal chunk `index` and make its blobs: `copies` copies (replication), fragments."""
     sealed = seal_chunk(key, ctx, index, final, plain)
     if isinstance(policy, Replication):
-        return Prepared(len(plain), copies, [sealed] * copies, [sha256(sealed)] * copies)
-    fragments = coder(policy.k, policy.m).encode(sealed)
-    full = [sealed] if isinstance(policy, Hybrid) else []
-    shas = [sha256(f) for f in full + fragments]
-    return Prepared(len(plain), len(full), full + fragments, shas)
+        datas = [sealed] * copies
+    else:
+        copies = 1 if isinstance(policy, Hybrid) else 0
+        datas = [sealed] * copies + coder(policy.k, policy.m).encode(sealed)
+    tags = [blob_tag(key, index, position, data) for position, data in enumerate(datas)]
+    return Prepared(len(plain), copies, datas, tags)

@@ -4,8 +4,9 @@ A manifest names the object (bucket, name), its version (each write and each pol
 adds one), its `content_id` (the same across policy changes of one write: a reader may switch
 to a re-encoded version, never to other content), size, chunk size, policy, the wrapped object
 key, its creation time and, per chunk, the plaintext length, full copies
-[(node, blob id, sha256)] and fragments (position = fragment index). The gateway seals the
-encoded manifest (sealing.seal_manifest) before the catalog stores it.
+[(node, blob id, tag)] and fragments (fragment index = position); a blob's tag is its GMAC
+under the object key (sealing.blob_tag) at its position (copies first, then fragments). The
+gateway seals the encoded manifest (sealing.seal_manifest) before the catalog stores it.
 """
 
 from __future__ import annotations
@@ -24,11 +25,11 @@ FORMAT = 1
 
 @dataclass(frozen=True)
 class Blob:
-    """One stored blob: the node holding it, its id, the sha256 of its bytes."""
+    """One stored blob: the node holding it, its id, the tag of its bytes (sealing.blob_tag)."""
 
     node: str
     blob_id: str
-    sha256: bytes
+    tag: bytes
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ def chunk_spans(manifest: Manifest, start: int, end: int) -> list[tuple[int, int
 
 
 def _blob(blob: Blob) -> list[Any]:
-    return [blob.node, blob.blob_id, blob.sha256]
+    return [blob.node, blob.blob_id, blob.tag]
 
 
 def encode_manifest(manifest: Manifest) -> bytes:
@@ -125,10 +126,10 @@ def encode_manifest(manifest: Manifest) -> bytes:
 
 
 def _parse_blob(item: Any) -> Blob:
-    node, blob_id, sha256 = item
-    if not (isinstance(node, str) and isinstance(blob_id, str) and isinstance(sha256, bytes)):
+    node, blob_id, tag = item
+    if not (isinstance(node, str) and isinstance(blob_id, str) and isinstance(tag, bytes)):
         raise TypeError("blob entry")
-    return Blob(node, blob_id, sha256)
+    return Blob(node, blob_id, tag)
 
 
 def decode_manifest(data: bytes) -> Manifest:

@@ -1,16 +1,15 @@
 """Scrubbing and repair of the secure KVS: find missing and corrupt blobs, rebuild them.
 
 `scrub(store, buckets, repair=True)` reads every blob of every object of the buckets and checks
-its sha256 against the manifest. A bad blob is rebuilt from the chunk's intact copies or
-fragments (encoding is deterministic: a rebuilt fragment is byte for byte the lost one) and
-written back to its node when that node is healthy, else to a healthy node holding nothing of
-that chunk; the manifest then records the move. Afterwards, blobs failed nodes kept from
-deleted versions are collected again.
+its tag (a GMAC under the object's key) against the manifest. A bad blob is rebuilt from the
+chunk's intact copies or fragments (encoding is deterministic: a rebuilt fragment is byte for
+byte the lost one) and written back to its node when that node is healthy, else to a healthy
+node holding nothing of that chunk; the manifest then records the move. Afterwards, blobs
+failed nodes kept from deleted versions are collected again.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from meterseal.kvs.erasure import coder
 from meterseal.kvs.manifest import Blob, Manifest
 from meterseal.kvs.nodes import BlobNode
 from meterseal.kvs.policy import Replication
+from meterseal.kvs.sealing import blob_intact, unwrap_key
 from meterseal.kvs.store import ObjectStore
 
 _log = logging.getLogger(__name__)
@@ -69,22 +69,32 @@ async def _scrub_object(
         if manifest is None:  # deleted meanwhile
             return
         report.objects += 1
+        try:
+            object_key = unwrap_key(keys, manifest.context, manifest.wrapped_key)
+        except KvsError as error:
+            report.problems.append(f"{bucket}/{name}: {error}")
+            return
         repaired = manifest
         for index in range(len(manifest.chunks)):
-            repaired = await _scrub_chunk(store, repaired, index, repair, report)
+            repaired = await _scrub_chunk(store, repaired, object_key, index, repair, report)
         if repaired != manifest:
             await store.save(keys, repaired)
 
 
 async def _scrub_chunk(
-    store: ObjectStore, manifest: Manifest, index: int, repair: bool, report: ScrubReport
+    store: ObjectStore,
+    manifest: Manifest,
+    object_key: bytes,
+    index: int,
+    repair: bool,
+    report: ScrubReport,
 ) -> Manifest:
     """The manifest after checking (and repairing) chunk `index`."""
     entry = manifest.chunks[index]
     bad: list[Blob] = []
-    for blob in entry.blobs():
+    for position, blob in enumerate(entry.blobs()):
         report.blobs += 1
-        problem = await _check(store, blob)
+        problem = await _check(store, blob, object_key, index, position)
         if problem is not None:
             bad.append(blob)
             if problem == "missing":
@@ -96,12 +106,12 @@ async def _scrub_chunk(
         return manifest
     where = f"{manifest.bucket}/{manifest.name} chunk {index}"
     try:
-        sealed = await store.read_sealed(manifest, index)
+        sealed = await store.read_sealed(manifest, object_key, index)
     except KvsError as error:
         report.unrepaired += len(bad)
         report.problems.append(f"{where}: lost, {error}")
         return manifest
-    rebuilt = _rebuild(manifest, index, sealed)
+    rebuilt = _rebuild(manifest, object_key, index, sealed)
     for blob in bad:
         moved = await _rewrite(store, manifest, index, blob, rebuilt[blob])
         if moved is None:
@@ -113,7 +123,9 @@ async def _scrub_chunk(
     return manifest
 
 
-async def _check(store: ObjectStore, blob: Blob) -> str | None:
+async def _check(
+    store: ObjectStore, blob: Blob, object_key: bytes, index: int, position: int
+) -> str | None:
     """None for an intact blob, else 'missing' (or unreachable) or 'corrupt'."""
     node = store.by_name.get(blob.node)
     if node is None:
@@ -124,20 +136,20 @@ async def _check(store: ObjectStore, blob: Blob) -> str | None:
         return "missing"
     if data is None:
         return "missing"
-    return None if hashlib.sha256(data).digest() == blob.sha256 else "corrupt"
+    return None if blob_intact(object_key, index, position, data, blob.tag) else "corrupt"
 
 
-def _rebuild(manifest: Manifest, index: int, sealed: bytes) -> dict[Blob, bytes]:
+def _rebuild(manifest: Manifest, object_key: bytes, index: int, sealed: bytes) -> dict[Blob, bytes]:
     """Every blob of the chunk from its sealed bytes (fragments by deterministic encoding)."""
     entry = manifest.chunks[index]
-    rebuilt = dict.fromkeys(entry.replicas, sealed)
+    datas = [sealed] * len(entry.replicas)
     if entry.fragments and not isinstance(manifest.policy, Replication):
-        fragments = coder(manifest.policy.k, manifest.policy.m).encode(sealed)
-        rebuilt.update(zip(entry.fragments, fragments, strict=True))
-    for blob, data in rebuilt.items():
-        if hashlib.sha256(data).digest() != blob.sha256:
+        datas += coder(manifest.policy.k, manifest.policy.m).encode(sealed)
+    blobs = entry.blobs()
+    for position, (blob, data) in enumerate(zip(blobs, datas, strict=True)):
+        if not blob_intact(object_key, index, position, data, blob.tag):
             raise KvsError(f"rebuilt blob {blob.blob_id} does not match its manifest")
-    return rebuilt
+    return dict(zip(blobs, datas, strict=True))
 
 
 async def _rewrite(
@@ -150,7 +162,7 @@ async def _rewrite(
     if own is not None:
         candidates.append((own, blob))
     candidates += [
-        (node, Blob(node.name, store.rng(16).hex(), blob.sha256))
+        (node, Blob(node.name, store.rng(16).hex(), blob.tag))
         for node in store.nodes
         if node.name not in holding
     ]

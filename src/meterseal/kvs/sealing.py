@@ -126,6 +126,27 @@ def open_chunk(key: bytes, ctx: ObjectContext, index: int, final: bool, sealed: 
         ) from None
 
 
+def _blob_nonce(index: int, position: int) -> bytes:
+    if not (0 <= index < MAX_CHUNKS and 0 <= position < 2**16):
+        raise KvsError(f"blob {position} of chunk {index} out of range")
+    return ((1 << 95) | (index << 16) | position).to_bytes(NONCE_BYTES, "big")
+
+
+def blob_tag(key: bytes, index: int, position: int, data: bytes) -> bytes:
+    """The 16-byte GMAC of blob `position` of chunk `index` under the object key.
+
+    Storage cannot forge it (it never has the key); its nonces (top bit set) never meet the
+    chunks' (indices below 2^32). It locates a bad copy or fragment: the chunk's own seal is
+    what proves the bytes are the object's.
+    """
+    return AESGCM(key).encrypt(_blob_nonce(index, position), b"", data)
+
+
+def blob_intact(key: bytes, index: int, position: int, data: bytes, tag: bytes) -> bool:
+    """Whether `data` is blob `position` of chunk `index` as written."""
+    return hmac.compare_digest(blob_tag(key, index, position, data), tag)
+
+
 def wrap_key(keys: BucketKeys, ctx: ObjectContext, object_key: bytes, rng: Random) -> bytes:
     """The object key sealed under the bucket's wrap key: random nonce + ciphertext + tag."""
     nonce = rng(NONCE_BYTES)

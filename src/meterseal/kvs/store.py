@@ -4,7 +4,7 @@
 nodes by the object's policy (copies, fragments or both), and only then swaps the object's
 sealed manifest in the catalog: a reader sees the old version or the new one, never half. A
 write that cannot place its policy fails with KvsError and deletes what it had written. Reads
-check every blob's sha256 and fall back to other copies or fragments; a reader whose version
+check every blob's tag and fall back to other copies or fragments; a reader whose version
 was re-encoded by a policy change (or repaired) reloads the manifest and goes on. Scrubbing and
 repair are in kvs/repair.py. Time and randomness are parameters (`clock`, `rng`).
 """
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from meterseal.errors import KvsError, ObjectNotFound
-from meterseal.kvs.chunks import Prepared, pieces, prepare, rechunk, sha256
+from meterseal.kvs.chunks import Prepared, pieces, prepare, rechunk
 from meterseal.kvs.erasure import coder
 from meterseal.kvs.manifest import (
     Blob,
@@ -34,6 +34,7 @@ from meterseal.kvs.sealing import (
     BucketKeys,
     ObjectContext,
     Random,
+    blob_intact,
     new_object_key,
     open_chunk,
     open_manifest,
@@ -260,8 +261,8 @@ class ObjectStore:
     ) -> ChunkEntry:
         """Store one chunk's copies and fragments on distinct `targets`."""
         blobs = [
-            Blob(node.name, self.rng(16).hex(), sha)
-            for node, sha in zip(targets, ready.shas, strict=False)
+            Blob(node.name, self.rng(16).hex(), tag)
+            for node, tag in zip(targets, ready.tags, strict=False)
         ]
         written.extend(blobs)
         results = await asyncio.gather(
@@ -335,21 +336,21 @@ class ObjectStore:
 
     async def read_chunk(self, manifest: Manifest, object_key: bytes, index: int) -> bytes:
         """The plaintext of chunk `index`; KvsError when too few of its blobs are intact."""
-        sealed = await self.read_sealed(manifest, index)
+        sealed = await self.read_sealed(manifest, object_key, index)
         final = index == len(manifest.chunks) - 1
         ctx = manifest.context
         return await self.cpu(len(sealed), open_chunk, object_key, ctx, index, final, sealed)
 
-    async def read_sealed(self, manifest: Manifest, index: int) -> bytes:
+    async def read_sealed(self, manifest: Manifest, object_key: bytes, index: int) -> bytes:
         """Chunk `index` sealed: from an intact copy, else decoded from intact fragments."""
         entry = manifest.chunks[index]
-        for blob in entry.replicas:
-            data = await self.fetch(blob)
+        for position, blob in enumerate(entry.replicas):
+            data = await self.fetch(blob, object_key, index, position)
             if data is not None:
                 return data
         if entry.fragments and not isinstance(manifest.policy, Replication):
             k, m = manifest.policy.k, manifest.policy.m
-            found = await self.fetch_fragments(entry.fragments, k)
+            found = await self.fetch_fragments(entry, object_key, index, k)
             if len(found) >= k:
                 return await self.cpu(entry.length, coder(k, m).decode, found)
         raise KvsError(
@@ -357,18 +358,23 @@ class ObjectStore:
             f"too few intact blobs ({len(entry.replicas)} copies, {len(entry.fragments)} fragments)"
         )
 
-    async def fetch_fragments(self, fragments: Sequence[Blob], k: int) -> dict[int, bytes]:
-        """At least k intact fragments by index when there are: data fragments first."""
+    async def fetch_fragments(
+        self, entry: ChunkEntry, object_key: bytes, index: int, k: int
+    ) -> dict[int, bytes]:
+        """At least k intact fragments of a chunk by index when there are: data ones first."""
         found: dict[int, bytes] = {}
-        order = list(range(len(fragments)))
+        order = list(range(len(entry.fragments)))
+        skip = len(entry.replicas)  # a fragment's position counts the copies before it
         while order and len(found) < k:
             batch, order = order[: k - len(found)], order[k - len(found) :]
-            datas = await asyncio.gather(*(self.fetch(fragments[i]) for i in batch))
+            datas = await asyncio.gather(
+                *(self.fetch(entry.fragments[i], object_key, index, skip + i) for i in batch)
+            )
             found.update({i: d for i, d in zip(batch, datas, strict=True) if d is not None})
         return found
 
-    async def fetch(self, blob: Blob) -> bytes | None:
-        """The blob's bytes when its node answers and they match its sha256; else None."""
+    async def fetch(self, blob: Blob, object_key: bytes, index: int, position: int) -> bytes | None:
+        """The bytes of blob `position` of chunk `index` when its node has them intact."""
         node = self.by_name.get(blob.node)
         if node is None:
             return None
@@ -376,7 +382,9 @@ class ObjectStore:
             data = await node.get(blob.blob_id)
         except Exception:  # a dead or failing node is what the other copies are for
             return None
-        return data if data is not None and sha256(data) == blob.sha256 else None
+        if data is None or not blob_intact(object_key, index, position, data, blob.tag):
+            return None
+        return data
 
     # -- delete, list, policy --------------------------------------------------------------
 
