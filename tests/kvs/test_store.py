@@ -11,8 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meterseal.errors import KvsError, ObjectNotFound
+from meterseal.kvs.nodes import MemoryNode, MirrorSet
 from meterseal.kvs.policy import ErasureCoded, Hybrid, Policy, Replication, raw_bytes
-from tests.kvs.store_fixtures import SMALL_CHUNK, memory_store, pieces
+from meterseal.kvs.sealing import derive_bucket_key
+from meterseal.kvs.store import ObjectStore
+from tests.kvs.store_fixtures import MASTER, SMALL_CHUNK, memory_store, pieces
 
 POLICIES: list[Policy] = [
     Replication(1),
@@ -198,5 +201,52 @@ def test_list_pages_in_name_order_by_prefix() -> None:
         key = store.keys("meters").catalog_key("c")
         catalog.entries[bucket_id][key] = catalog.entries[bucket_id][key][:-1] + b"\x00"
         assert "c" not in [o.name for o in (await store.list("meters")).objects]
+
+    asyncio.run(scenario())
+
+
+def test_a_closed_read_leaves_no_read_ahead_running() -> None:
+    store, _, _ = memory_store(3, yielding=True)
+
+    async def scenario() -> None:
+        await store.put_bytes("meters", "obj", b"z" * SMALL_CHUNK * 5, Replication(2))
+        stream = store.get("meters", "obj")
+        assert await anext(stream) == b"z" * SMALL_CHUNK
+        assert len(asyncio.all_tasks()) == 2  # this one and the next chunk's read
+        await stream.aclose()
+        assert asyncio.all_tasks() == {asyncio.current_task()}
+
+    asyncio.run(scenario())
+
+
+def test_replication_uses_a_replica_set_of_as_many_copies() -> None:
+    members = [MemoryNode(f"m{i}") for i in range(3)]
+    store, nodes, _ = memory_store(3)
+    store = ObjectStore(
+        nodes,
+        store.catalog,
+        lambda bucket: derive_bucket_key(MASTER, bucket),
+        clock=store.clock,
+        rng=store.rng,
+        replica_sets=[MirrorSet("rep3", members)],
+        chunk_size=SMALL_CHUNK,
+    )
+    data = bytes(range(200))
+
+    async def scenario() -> None:
+        await store.put_bytes("meters", "three", data, Replication(3))
+        await store.put_bytes("meters", "two", data, Replication(2))
+        manifest = await store.load(store.keys("meters"), "three")
+        assert manifest is not None
+        assert {b.node for b in manifest.blobs()} == {"rep3"}
+        assert all(len(c.replicas) == 1 for c in manifest.chunks)
+        assert all(len(m.blobs) == 4 for m in members)  # one blob per chunk on each member
+        assert sum(len(n.blobs) for n in nodes) == 2 * 4  # rep:2 went to the plain nodes
+        members[0].up = members[1].up = False
+        assert await store.get_bytes("meters", "three") == data
+        members[2].up = False
+        nodes[0].up = nodes[1].up = nodes[2].up = True
+        with pytest.raises(KvsError):
+            await store.get_bytes("meters", "three")
 
     asyncio.run(scenario())

@@ -68,8 +68,15 @@ def test_a_reader_does_not_switch_to_other_content() -> None:
         assert await anext(stream) == b"a" * SMALL_CHUNK
         await store.put_bytes("meters", "x", b"b" * SMALL_CHUNK * 3, Replication(1))
         # the old version is gone: an error, never the new content after the old
+        got: list[bytes] = []
+
+        async def drain() -> None:
+            async for piece in stream:
+                got.append(piece)
+
         with pytest.raises(KvsError, match="too few intact blobs"):
-            await anext(stream)
+            await drain()
+        assert set(b"".join(got)) <= {ord("a")}
 
     asyncio.run(scenario())
 

@@ -85,6 +85,32 @@ class Manifest:
         return replace(self, chunks=(*self.chunks[:chunk], swapped, *self.chunks[chunk + 1 :]))
 
 
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What `head` and `list` tell of an object."""
+
+    bucket: str
+    name: str
+    size: int
+    version: int
+    policy: Policy
+    created_at: float
+    content_id: str
+
+    @classmethod
+    def of(cls, m: Manifest) -> ObjectInfo:
+        """The info of a manifest."""
+        return cls(m.bucket, m.name, m.size, m.version, m.policy, m.created_at, m.content_id)
+
+
+@dataclass(frozen=True)
+class ListPage:
+    """One page of a listing in name order; `next_after` continues it (None: no more)."""
+
+    objects: list[ObjectInfo]
+    next_after: str | None
+
+
 def chunk_spans(manifest: Manifest, start: int, end: int) -> list[tuple[int, int, int]]:
     """(chunk index, first byte, byte after the last) within each chunk of bytes [start, end)."""
     spans = []

@@ -23,7 +23,9 @@ from meterseal.kvs.erasure import coder
 from meterseal.kvs.manifest import (
     Blob,
     ChunkEntry,
+    ListPage,
     Manifest,
+    ObjectInfo,
     chunk_spans,
     decode_manifest,
     encode_manifest,
@@ -43,6 +45,8 @@ from meterseal.kvs.sealing import (
     wrap_key,
 )
 
+__all__ = ["BucketKeySource", "Clock", "ListPage", "ObjectInfo", "ObjectStore"]
+
 Clock = Callable[[], float]  # seconds since the epoch
 BucketKeySource = Callable[[str], bytes]  # bucket name -> its 32-byte key
 T = TypeVar("T")
@@ -51,32 +55,6 @@ OFFLOAD_BYTES = 256 * 1024  # seal/encode/decode chunks from this size in a work
 READ_RETRIES = 8  # manifest reloads a read makes while policy changes or repairs go on
 MAX_NAME_BYTES = 1024
 DEFAULT_POLICY: Policy = Replication(1)  # the embedded default: one copy
-
-
-@dataclass(frozen=True)
-class ObjectInfo:
-    """What `head` and `list` tell of an object."""
-
-    bucket: str
-    name: str
-    size: int
-    version: int
-    policy: Policy
-    created_at: float
-    content_id: str
-
-    @classmethod
-    def of(cls, m: Manifest) -> ObjectInfo:
-        """The info of a manifest."""
-        return cls(m.bucket, m.name, m.size, m.version, m.policy, m.created_at, m.content_id)
-
-
-@dataclass(frozen=True)
-class ListPage:
-    """One page of a listing in name order; `next_after` continues it (None: no more)."""
-
-    objects: list[ObjectInfo]
-    next_after: str | None
 
 
 class ObjectStore:
@@ -313,20 +291,34 @@ class ObjectStore:
             raise KvsError(f"range {start}-{end} is outside {name!r} ({manifest.size} bytes)")
         position, retries = start, READ_RETRIES
         object_key = unwrap_key(keys, manifest.context, manifest.wrapped_key)
-        while position < end:
-            index, lo, hi = chunk_spans(manifest, position, end)[0]
-            try:
-                plain = await self.read_chunk(manifest, object_key, index)
-            except KvsError:
-                newer = await self.load(keys, name)
-                if retries == 0 or not _same_content(manifest, newer):
-                    raise
-                assert newer is not None
-                manifest, retries = newer, retries - 1
-                object_key = unwrap_key(keys, manifest.context, manifest.wrapped_key)
-                continue
-            yield plain[lo:hi]
-            position += hi - lo
+        ahead: _Ahead | None = None  # chunk i+1 is read while the caller takes chunk i
+        try:
+            while position < end:
+                index, lo, hi = chunk_spans(manifest, position, end)[0]
+                if ahead is None or ahead.key != (manifest, index):
+                    await _cancel(ahead)
+                    ahead = _Ahead((manifest, index), self._reader(manifest, object_key, index))
+                try:
+                    plain = await ahead.task
+                except KvsError:
+                    newer = await self.load(keys, name)
+                    if retries == 0 or not _same_content(manifest, newer):
+                        raise
+                    assert newer is not None
+                    manifest, retries = newer, retries - 1
+                    object_key = unwrap_key(keys, manifest.context, manifest.wrapped_key)
+                    continue
+                ahead = None
+                if position + hi - lo < end:
+                    after = self._reader(manifest, object_key, index + 1)
+                    ahead = _Ahead((manifest, index + 1), after)
+                yield plain[lo:hi]
+                position += hi - lo
+        finally:
+            await _cancel(ahead)
+
+    def _reader(self, manifest: Manifest, object_key: bytes, index: int) -> asyncio.Task[bytes]:
+        return asyncio.create_task(self.read_chunk(manifest, object_key, index))
 
     async def get_bytes(
         self, bucket: str, name: str, start: int = 0, end: int | None = None
@@ -450,6 +442,20 @@ class ObjectStore:
         object_key = unwrap_key(keys, manifest.context, manifest.wrapped_key)
         for index in range(len(manifest.chunks)):
             yield await self.read_chunk(manifest, object_key, index)
+
+
+@dataclass
+class _Ahead:
+    """A chunk being read ahead: (manifest, index) and its task."""
+
+    key: tuple[Manifest, int]
+    task: asyncio.Task[bytes]
+
+
+async def _cancel(ahead: _Ahead | None) -> None:
+    if ahead is not None:
+        ahead.task.cancel()
+        await asyncio.gather(ahead.task, return_exceptions=True)
 
 
 def _check_name(name: str) -> None:
