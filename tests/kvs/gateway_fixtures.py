@@ -18,12 +18,13 @@ from meterseal.kvs.gateway_auth import KvsAuthenticator
 from meterseal.kvs.gateway_http import KvsMetrics
 from meterseal.kvs.gateway_keys import KeyTable, Right, Scope
 from meterseal.kvs.gateway_state import RESERVED, GatewayState
-from meterseal.kvs.nodes import MemoryNode
+from meterseal.kvs.nodes import MemoryCatalog, MemoryNode
 from meterseal.kvs.policy import Policy, Replication, parse_policy
+from meterseal.kvs.sealing import derive_bucket_key
 from meterseal.kvs.service import store_scrub
 from meterseal.kvs.store import ObjectInfo, ObjectStore
 from meterseal.runtime.http import ThreadedServer
-from tests.kvs.store_fixtures import memory_store
+from tests.kvs.store_fixtures import MASTER, memory_store
 
 CHUNK = 1024
 R, W, A = Right.READ, Right.WRITE, Right.ADMIN
@@ -81,6 +82,7 @@ class Gateway:
     nodes: list[MemoryNode]
     state: GatewayState
     registry: CollectorRegistry
+    catalog: MemoryCatalog
     revoked: str = ""
     clients: list[httpx.Client] = field(default_factory=list)
 
@@ -92,12 +94,25 @@ class Gateway:
         return client
 
 
+def another_gateway(gateway: Gateway) -> GatewayState:
+    """The state of a second gateway over the same nodes (or of `kvs keys …`)."""
+    store = ObjectStore(
+        gateway.nodes,
+        gateway.catalog,
+        lambda bucket: derive_bucket_key(MASTER, bucket),
+        clock=lambda: 1_780_000_000.0,
+        rng=os.urandom,
+        chunk_size=CHUNK,
+    )
+    return GatewayState(store, parse_policy("ec:3+2"), Replication(3))
+
+
 @contextmanager
 def serve_gateway(
     nodes: int = 6, policy: str = "ec:3+2", throttle: Throttle | None = None
 ) -> Iterator[Gateway]:
     """A gateway over `nodes` memory nodes (1 KiB chunks) with a key per scope of SCOPES."""
-    store, memory_nodes, _catalog = memory_store(nodes, chunk_size=CHUNK)
+    store, memory_nodes, catalog = memory_store(nodes, chunk_size=CHUNK)
     recording = Recording(store)
     state = GatewayState(recording, parse_policy(policy), Replication(3))
     table, keys = KeyTable(), {}
@@ -113,7 +128,7 @@ def serve_gateway(
     scrub = store_scrub(store, state)
     app = create_gateway_app(recording, state, authenticator, metrics, scrub=scrub)
     with ThreadedServer(app) as url:
-        gateway = Gateway(url, keys, recording, memory_nodes, state, registry, gone.secret)
+        gateway = Gateway(url, keys, recording, memory_nodes, state, registry, catalog, gone.secret)
         try:
             yield gateway
         finally:

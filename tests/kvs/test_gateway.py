@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import random
 import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from meterseal.accounts.throttle import Throttle, ThrottleLimits
 from meterseal.kvs.gateway_http import Unsatisfiable, byte_range
+from meterseal.kvs.gateway_keys import Right, Scope
 from meterseal.runtime.auth import UNAUTHENTICATED
 from meterseal.runtime.metrics import parse_exposition
-from tests.kvs.gateway_fixtures import CHUNK, Gateway, serve_gateway
+from tests.kvs.gateway_fixtures import CHUNK, Gateway, another_gateway, serve_gateway
 
 BODY = random.Random(21).randbytes(5 * CHUNK + 123)  # six chunks, the last one short
 
@@ -317,3 +321,20 @@ def test_scrub_finds_and_repairs_a_lost_and_a_corrupted_blob(gateway: Gateway) -
     assert rw.get("/v1/kvs/meters/scrubbed").content == BODY
     assert rw.post("/v1/scrub").status_code == 403  # only an admin key over every bucket
     assert gateway.client("meters-admin").post("/v1/scrub").status_code == 403
+
+
+def test_a_key_made_elsewhere_works_at_once_and_a_revoked_one_stops(gateway: Gateway) -> None:
+    keys = another_gateway(gateway)  # `meterseal kvs keys add`, in another process
+    table, new = asyncio.run(keys.key_table()).add(
+        Scope("meters", "late/", frozenset((Right.READ, Right.WRITE))), "late", 3.0, os.urandom
+    )
+    asyncio.run(keys.save_keys(table))
+    late = httpx.Client(base_url=gateway.url, headers={"Authorization": f"Bearer {new.secret}"})
+    gateway.clients.append(late)
+    assert late.put("/v1/kvs/meters/late/a", content=b"late").status_code == 201
+    asyncio.run(keys.save_keys(table.revoke(new.key.key_id, 4.0)))
+    deadline = time.monotonic() + 10  # the table's lifetime in the serving gateway: 2 s
+    while late.get("/v1/kvs/meters/late/a").status_code == 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert late.get("/v1/kvs/meters/late/a").status_code == 401

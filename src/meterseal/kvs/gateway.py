@@ -29,7 +29,15 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from meterseal.errors import KvsError, ObjectNotFound
-from meterseal.kvs.gateway_auth import ADMIN, ADMIN_ALL, READ, WRITE, KvsAuthenticator, key_scope
+from meterseal.kvs.gateway_auth import (
+    ADMIN,
+    ADMIN_ALL,
+    READ,
+    READ_OR_ADMIN,
+    WRITE,
+    KvsAuthenticator,
+    key_scope,
+)
 from meterseal.kvs.gateway_http import KvsMetrics, Unsatisfiable, byte_range
 from meterseal.kvs.gateway_keys import KvsKeyError, check_bucket, check_object_key
 from meterseal.kvs.gateway_state import GatewayState, ObjectInfo, Objects
@@ -300,7 +308,7 @@ def _policy_routes(
         except KvsError as exc:
             raise _unavailable(exc) from None
 
-    @app.get("/v1/policy/{bucket}", dependencies=[access(READ)])
+    @app.get("/v1/policy/{bucket}", dependencies=[access(READ_OR_ADMIN)])
     async def get_bucket_policy(bucket: str) -> BucketPolicy:
         _names(bucket)
         policy = await state.bucket_policy(bucket)

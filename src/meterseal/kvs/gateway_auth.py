@@ -21,13 +21,13 @@ from dataclasses import dataclass
 from fastapi import HTTPException, Request
 
 from meterseal.accounts.throttle import Throttle
-from meterseal.kvs.gateway_keys import KeyTable, KvsKey, Right, Scope
+from meterseal.kvs.gateway_keys import KeyTable, KvsKey, Right, Scope, split_key
 from meterseal.runtime.auth import ANONYMOUS, CHALLENGE, UNAUTHENTICATED, Identity
 from meterseal.runtime.connections import source_key
 
 ROLE = "kvs-client"
 TOO_MANY = "too many attempts; retry later"
-KeyTableSource = Callable[[], Awaitable[KeyTable]]
+KeyTableSource = Callable[[bool], Awaitable[KeyTable]]  # reload: a key it did not know
 
 
 def key_scope(request: Request) -> Scope | None:
@@ -62,7 +62,7 @@ class KvsAuthenticator:
         scheme, _, credential = header.strip().partition(" ")
         key: KvsKey | None = None
         if scheme.lower() == "bearer" and 0 < len(credential) <= 256:
-            key = (await self.table()).verify(credential.strip())
+            key = await self._verify(credential.strip())
         if key is None:
             self.throttle.failed([source], now)
             raise HTTPException(401, UNAUTHENTICATED, headers=CHALLENGE)
@@ -71,38 +71,52 @@ class KvsAuthenticator:
         request.state.kvs_scope = key.scope
         return Identity(f"kvs-key:{key.key_id}", frozenset((ROLE,)))
 
+    async def _verify(self, credential: str) -> KvsKey | None:
+        table = await self.table(False)
+        split = split_key(credential)
+        if split is not None and split[0] not in table.keys:  # made since the table was read?
+            table = await self.table(True)
+        return table.verify(credential)
+
 
 @dataclass(frozen=True)
 class KvsAccess:
-    """Lets through a key whose scope grants `right` on the route's bucket (and object key)."""
+    """Lets through a key whose scope grants `right` (or `also`) on the route's bucket and key."""
 
     right: Right
     whole_store: bool = False  # scrub: a scope over every bucket
+    also: Right | None = None  # a second right that suffices (an admin reads a bucket's policy)
 
     @property
     def name(self) -> str:
-        """kvs:RIGHT (kvs:admin:* for the whole store)."""
-        return f"kvs:{self.right}" + (":*" if self.whole_store else "")
+        """kvs:RIGHT (kvs:admin:* for the whole store, kvs:read|admin for either)."""
+        rights = self.right.value + (f"|{self.also.value}" if self.also else "")
+        return f"kvs:{rights}" + (":*" if self.whole_store else "")
 
     def allows(self, identity: Identity, request: Request) -> bool:
         """The caller's key scope covers the request (no scope: refused)."""
         scope = key_scope(request)
         if not identity.authenticated or ROLE not in identity.roles or scope is None:
             return False
+        rights = (self.right,) if self.also is None else (self.right, self.also)
+        return any(self._grants(scope, right, request) for right in rights)
+
+    def _grants(self, scope: Scope, right: Right, request: Request) -> bool:
         if self.whole_store:
-            return self.right in scope.rights and scope.bucket == "*"
+            return right in scope.rights and scope.bucket == "*"
         bucket = request.path_params.get("bucket")
         if not isinstance(bucket, str):
             return False
         key = request.path_params.get("key")
         if isinstance(key, str):
-            return scope.allows(self.right, bucket, key)
-        if self.right is Right.READ:  # a list: narrowed to the scope's prefix by the handler
+            return scope.allows(right, bucket, key)
+        if right is Right.READ:  # a list: narrowed to the scope's prefix by the handler
             return scope.listing_prefix(bucket, request.query_params.get("prefix", "")) is not None
-        return self.right in scope.rights and scope.covers(bucket) and scope.prefix == ""
+        return right in scope.rights and scope.covers(bucket) and scope.prefix == ""
 
 
 READ = KvsAccess(Right.READ)
 WRITE = KvsAccess(Right.WRITE)
 ADMIN = KvsAccess(Right.ADMIN)
 ADMIN_ALL = KvsAccess(Right.ADMIN, whole_store=True)
+READ_OR_ADMIN = KvsAccess(Right.READ, also=Right.ADMIN)

@@ -4,7 +4,8 @@ The key table and the buckets written to (each with its default policy, '' for t
 live in the reserved bucket `RESERVED` (a name no client can address: bucket names start
 with a letter or digit), so they are sealed under keys derived from the CAS's master secret
 like every object, and every gateway over the same nodes reads the same ones. Reads are
-cached for `ttl` seconds: a revoked key stops working within that time on every gateway.
+cached for `ttl` seconds (a revoked key stops working within that time on every gateway); a
+key the cached table does not know has it read again at once (at most every RELOAD_EVERY).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from meterseal.kvs.policy import Policy, parse_policy
 RESERVED = "_kvs"  # the gateway's own bucket
 KEY_TABLE = "keys"
 BUCKET_POLICIES = "buckets"
+RELOAD_EVERY = 0.5  # seconds: how often an unknown key may make the table be read again
 
 
 class ObjectInfo(Protocol):
@@ -133,8 +135,15 @@ class GatewayState:
     def _fresh(self, cached: tuple[float, object] | None) -> bool:
         return cached is not None and self.clock() - cached[0] < self.ttl
 
-    async def key_table(self) -> KeyTable:
-        """The current key table (empty before the first key is made)."""
+    async def key_table(self, reload: bool = False) -> KeyTable:
+        """The key table (empty before the first key is made), cached for `ttl` seconds.
+
+        `reload` (a key the cached table does not know) reads it again unless it was read in
+        the last `RELOAD_EVERY` seconds, so a new key works at once and unknown keys cannot
+        make the gateway read its table more often than that.
+        """
+        if reload and self._keys is not None and self.clock() - self._keys[0] >= RELOAD_EVERY:
+            self._keys = None
         if self._keys is not None and self._fresh(self._keys):
             return self._keys[1]
         async with self._lock:
