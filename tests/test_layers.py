@@ -59,6 +59,7 @@ LAYERS: dict[str, Layer] = {
     "meterseal.cli_init": INTERFACE,
     "meterseal.cli_keys": INTERFACE,
     "meterseal.cli_kvs": INTERFACE,
+    "meterseal.cli_kvs_export": INTERFACE,
     "meterseal.cli_meter_certs": INTERFACE,
     "meterseal.bootstrap": SERVICE,  # keys, CAS state, policies and secrets of a new deployment
     "meterseal.demo": INTERFACE,

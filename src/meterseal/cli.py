@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import importlib
 import sys
@@ -106,6 +107,12 @@ _add_group("import", "meterseal.exchange.cli", "import_app", "Import meter readi
 _add_group("export", "meterseal.exchange.cli", "export_app", "Export readings and bills.")
 _add_group("customers", "meterseal.exchange.cli_customers", "customers_app", "Customers' meters.")
 _add_group("kvs", "meterseal.cli_kvs", "kvs_app", "Secure key-value store.")
+# `kvs export`: customers' months of signed originals into the KVS (without the kvs extra,
+# the group's stand-in names it)
+with contextlib.suppress(ModuleNotFoundError):
+    importlib.import_module("meterseal.cli_kvs").kvs_app.command("export")(
+        importlib.import_module("meterseal.cli_kvs_export").export_command
+    )
 
 
 @keys_app.command("init")

@@ -291,6 +291,17 @@ def audit(
     deployment_dir: DeploymentDir = DEFAULT_DEPLOYMENT,
     store: StoreUrl = DEFAULT_STORE,
     passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
+    from_kvs: Annotated[
+        str | None,
+        typer.Option(
+            "--from-kvs",
+            help="read the signed originals from the KVS gateway at this URL "
+            "(months written by meterseal kvs export)",
+        ),
+    ] = None,
+    kvs_key_env: Annotated[
+        str, typer.Option(help="environment variable holding the KVS API key (--from-kvs)")
+    ] = "MS_KVS_KEY",
 ) -> None:
     """The metrology authority's audit: read-only store, own key; countersign or report.
 
@@ -300,6 +311,7 @@ def audit(
     from cryptography import x509
 
     from meterseal.billing.auditor import Auditor
+    from meterseal.cli_kvs_export import audit_source
     from meterseal.crypto.keys import read_private_key
     from meterseal.storage import Store
     from meterseal.storage.bill_store import BillStore
@@ -315,9 +327,13 @@ def audit(
         if not isinstance(authority, ec.EllipticCurvePrivateKey):
             raise ConfigurationError(f"{key} is not the authority's P-256 key")
         ca_cert = x509.load_pem_x509_certificate(ca.read_bytes())
-        with Store.open_read_only(store) as source, Store.open(reports or store) as out:
+        with (
+            Store.open_read_only(store) as source,
+            Store.open(reports or store) as out,
+            audit_source(BillStore(source), from_kvs, kvs_key_env, deployment_dir) as readings,
+        ):
             auditor = Auditor(
-                BillStore(source), BillStore(out), authority, ca_cert, _public_key(billing_key)
+                readings, BillStore(out), authority, ca_cert, _public_key(billing_key)
             )
             standing = bill_ledger(BillStore(source))
             wanted = bill_id or list(standing)
