@@ -168,6 +168,7 @@ LAYERS: dict[str, Layer] = {
     "meterseal.kvs.service_trust": SERVICE,  # its CAS policy, secrets and attestation
     "meterseal.cascadb": CORE,  # SQL to ordered keys: parser, plan, executor over an OrderedKv
     "meterseal.cascadb.kvs_adapter": ADAPTER,  # the OrderedKv on the secure KVS
+    "meterseal.cascadb.pgwire": SERVICE,  # the PostgreSQL wire protocol server
     "meterseal.kvs.export": SERVICE,  # exported customer months: the platform's use of the KVS
     "meterseal.kvs.export_format": SERVICE,
     "meterseal.kvs.export_objects": SERVICE,

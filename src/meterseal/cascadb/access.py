@@ -179,10 +179,10 @@ def _path_over(
 def _keyable(value: Any, affinity: str) -> bytes | None:
     """The encoding of `value` for a bound on a column of `affinity`; None if it may not order."""
     value = sv.apply_affinity(value, affinity)
-    numeric = affinity in (sv.INTEGER, sv.REAL, sv.NUMERIC)
+    numeric = affinity in (sv.INTEGER, sv.REAL, sv.NUMERIC, sv.DECIMAL)
     if (numeric and sv.kind(value) != 1) or (affinity == sv.TEXT and not isinstance(value, str)):
         return None
-    if affinity not in (sv.INTEGER, sv.REAL, sv.NUMERIC, sv.TEXT):
+    if affinity not in (sv.INTEGER, sv.REAL, sv.NUMERIC, sv.DECIMAL, sv.TEXT):
         return None
     return encode_value(value)
 

@@ -67,7 +67,7 @@ def _positions(table: Table, names: Sequence[str]) -> tuple[int, ...]:
 
 def _column(item: exp.ColumnDef, primary: list[str], uniques: list[list[str]]) -> Column:
     kind = item.args.get("kind")
-    declared = kind.sql(dialect="sqlite") if kind is not None else ""
+    declared = kind.sql() if kind is not None else ""  # the generic spelling of any dialect
     not_null, default = False, None
     for constraint in item.constraints:
         what = constraint.kind

@@ -38,11 +38,12 @@ class Result:
     rows: list[Row] = field(default_factory=list)
     rowcount: int = -1
     plan: list[str] = field(default_factory=list)
+    command: str = ""  # what PostgreSQL's CommandComplete says: SELECT, INSERT, CREATE TABLE...
 
 
-def number_placeholders(sql: str) -> str:
+def number_placeholders(sql: str, dialect: str = DIALECT) -> str:
     """`?` placeholders rewritten as `$1`, `$2`, ... in the order they appear."""
-    if "?" not in sql:
+    if "?" not in sql or dialect != DIALECT:
         return sql
     tokens = [
         t
@@ -54,10 +55,10 @@ def number_placeholders(sql: str) -> str:
     return sql
 
 
-def parse(sql: str) -> list[exp.Expression]:
-    """The statements of `sql` (sqlglot's SQLite dialect); ProgrammingError on bad syntax."""
+def parse(sql: str, dialect: str = DIALECT) -> list[exp.Expression]:
+    """The statements of `sql` in `dialect` (sqlglot's); ProgrammingError on bad syntax."""
     try:
-        statements = sqlglot.parse(number_placeholders(sql), read=DIALECT)
+        statements = sqlglot.parse(number_placeholders(sql, dialect), read=dialect)
     except (ParseError, TokenError) as exc:
         raise ProgrammingError(f"syntax error: {exc}") from exc
     return [s for s in statements if isinstance(s, exp.Expression)]
@@ -70,24 +71,24 @@ class Database:
         self.kv = kv
         self.lock_timeout = lock_timeout
         self._lock = threading.Lock()
-        self._parsed: dict[str, list[exp.Expression]] = {}
+        self._parsed: dict[tuple[str, str], list[exp.Expression]] = {}
 
-    def session(self, *, autocommit: bool = True) -> Session:
+    def session(self, *, autocommit: bool = True, dialect: str = DIALECT) -> Session:
         """A new session (autocommit: each statement its own transaction unless BEGIN)."""
-        return Session(self, autocommit=autocommit)
+        return Session(self, autocommit=autocommit, dialect=dialect)
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Result:
         """Run `sql` in a session of its own (autocommit); the last statement's result."""
         return self.session().execute(sql, params)
 
-    def parsed(self, sql: str) -> list[exp.Expression]:
+    def parsed(self, sql: str, dialect: str = DIALECT) -> list[exp.Expression]:
         """The parsed statements of `sql`, cached by text (planning does not change them)."""
-        cached = self._parsed.get(sql)
+        cached = self._parsed.get((sql, dialect))
         if cached is None:
-            cached = parse(sql)
+            cached = parse(sql, dialect)
             if len(self._parsed) > 512:
                 self._parsed.clear()
-            self._parsed[sql] = cached
+            self._parsed[(sql, dialect)] = cached
         return cached
 
     def acquire(self) -> None:
@@ -103,9 +104,10 @@ class Database:
 class Session:
     """A connection's state: its open transaction (a write buffer) and autocommit mode."""
 
-    def __init__(self, database: Database, *, autocommit: bool) -> None:
+    def __init__(self, database: Database, *, autocommit: bool, dialect: str = DIALECT) -> None:
         self.database = database
         self.autocommit = autocommit
+        self.dialect = dialect
         self._txn: Overlay | None = None
         self._explicit = False
 
@@ -117,9 +119,17 @@ class Session:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Result:
         """Run every statement of `sql`; the last one's result."""
         result = Result()
-        for statement in self.database.parsed(sql):
+        for statement in self.database.parsed(sql, self.dialect):
             result = self._statement(statement, params)
         return result
+
+    def statements(self, sql: str) -> list[exp.Expression]:
+        """The parsed statements of `sql` (for a caller running them one by one)."""
+        return self.database.parsed(sql, self.dialect)
+
+    def run_statement(self, statement: exp.Expression, params: Sequence[Any] = ()) -> Result:
+        """Run one parsed statement in this session."""
+        return self._statement(statement, params)
 
     def _begin(self) -> Overlay:
         if self._txn is None:
@@ -131,13 +141,13 @@ class Session:
         if isinstance(node, exp.Transaction):
             self._begin()
             self._explicit = True
-            return Result()
+            return Result(command="BEGIN")
         if isinstance(node, exp.Commit):
             self.commit()
-            return Result()
+            return Result(command="COMMIT")
         if isinstance(node, exp.Rollback):
             self.rollback()
-            return Result()
+            return Result(command="ROLLBACK")
         txn = self._begin()
         statement = Overlay(txn)
         try:
@@ -187,7 +197,7 @@ def run(node: exp.Expression, kv: OrderedKv, params: Sequence[Any]) -> Result:
         plan = plan_query(node, None, numbering, dictionary.require)
         _check_params(numbering, params)
         rows = list(plan.rows(ctx))
-        return Result(columns=list(plan.columns), rows=rows, rowcount=-1, plan=plan.explain())
+        return Result(list(plan.columns), rows, -1, plan.explain(), "SELECT")
     if isinstance(node, exp.Create):
         kind = (node.args.get("kind") or "").upper()
         if kind == "TABLE":
@@ -196,14 +206,15 @@ def run(node: exp.Expression, kv: OrderedKv, params: Sequence[Any]) -> Result:
             dml.create_index(node, dictionary, kv)
         else:
             raise NotSupportedError(f"CascaDB does not support CREATE {kind}")
-        return Result()
+        return Result(command=f"CREATE {kind}")
     if isinstance(node, exp.Drop):
         dml.drop(node, dictionary, kv)
-        return Result()
+        return Result(command=f"DROP {(node.args.get('kind') or '').upper()}")
     writes = {exp.Insert: dml.insert, exp.Update: dml.update, exp.Delete: dml.delete}
     for kind_, handler in writes.items():
         if isinstance(node, kind_):
-            return Result(rowcount=handler(node, ctx, numbering, dictionary))  # type: ignore[operator]
+            count = handler(node, ctx, numbering, dictionary)  # type: ignore[operator]
+            return Result(rowcount=count, command=node.key.upper())
     raise NotSupportedError(f"CascaDB does not support {node.key.upper()} statements")
 
 

@@ -444,7 +444,7 @@ def _table(node: exp.Column) -> str | None:
 
 
 def _with_affinity(fn: Fn, affinity: str) -> Fn:
-    if affinity in (sv.INTEGER, sv.REAL, sv.NUMERIC):
+    if affinity in (sv.INTEGER, sv.REAL, sv.NUMERIC, sv.DECIMAL):
         return lambda row, ctx: _numeric_affinity(fn(row, ctx))
     if affinity == sv.TEXT:
         return lambda row, ctx: _text_affinity(fn(row, ctx))

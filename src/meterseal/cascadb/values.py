@@ -15,12 +15,13 @@ _NUMERIC_PREFIX = re.compile(r"\s*[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?
 
 # Column affinities (SQLite's rules on the declared type name), plus TIMESTAMP of our own.
 INTEGER, REAL, NUMERIC, TEXT, BLOB, TIMESTAMP = "INTEGER", "REAL", "NUMERIC", "TEXT", "BLOB", "TS"
+DECIMAL = "DECIMAL"  # NUMERIC that keeps fractions exact (Decimal), as PostgreSQL's numeric
 
 
 def affinity_of(declared: str) -> str:
     """SQLite's affinity of a declared column type (section 3.1 of its datatype page)."""
     upper = declared.upper()
-    if "INT" in upper:
+    if "INT" in upper or "SERIAL" in upper:
         return INTEGER
     if any(word in upper for word in ("CHAR", "CLOB", "TEXT")):
         return TEXT
@@ -30,6 +31,8 @@ def affinity_of(declared: str) -> str:
         return REAL
     if "TIMESTAMP" in upper or upper == "DATETIME":
         return TIMESTAMP
+    if upper.startswith(("DECIMAL", "NUMERIC")):
+        return DECIMAL
     return NUMERIC
 
 
@@ -107,6 +110,8 @@ def apply_affinity(value: Any, affinity: str) -> Value:
         return None
     if isinstance(value, bool):
         value = int(value)
+    if affinity == DECIMAL:
+        return _decimal(value)
     if affinity in (INTEGER, NUMERIC, REAL):
         if isinstance(value, str):
             parsed = parse_number(value)
@@ -123,6 +128,18 @@ def apply_affinity(value: Any, affinity: str) -> Value:
         return text_of(value)
     if affinity == TIMESTAMP and isinstance(value, str):
         return dt.datetime.fromisoformat(value)
+    return value  # type: ignore[no-any-return]
+
+
+def _decimal(value: Any) -> Value:
+    """A DECIMAL column's value: integers stay, other numbers and numeric text become Decimal."""
+    if isinstance(value, float):
+        return Decimal(repr(value)) if value == value and abs(value) != float("inf") else value
+    if isinstance(value, str):
+        parsed = parse_number(value)
+        if parsed is None:
+            return value
+        return parsed if isinstance(parsed, int) else Decimal(value.strip())
     return value  # type: ignore[no-any-return]
 
 

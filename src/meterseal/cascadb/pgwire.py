@@ -1,0 +1,407 @@
+"""The PostgreSQL wire protocol (v3) in front of CascaDB, so psql and psycopg connect unchanged.
+
+Startup (SSL and GSS requests answered 'N' unless a TLS context is given, then TLS), cleartext
+password authentication when an `authenticate` callback is given (else trust), the simple
+query protocol (Query: several statements, each with RowDescription/DataRow/CommandComplete)
+and the extended one (Parse, Bind, Describe, Execute, Close, Sync, Flush). Values travel as
+text (result format 0; parameters as text or binary for the integer, float and bytea types).
+SQL is read in PostgreSQL's dialect. A portal runs when it is described or executed; column
+types are told from the values (int8, float8, numeric, text, bytea, timestamptz, else text).
+Each connection is a session; statements run in worker threads (the engine is synchronous).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import itertools
+import ssl
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from sqlglot import exp
+
+from meterseal.cascadb import errors
+from meterseal.cascadb.engine import Database, Result, Session
+
+Authenticate = Callable[[str, str], bool]  # (user, password) -> allowed
+SSL_REQUEST, GSS_REQUEST, CANCEL_REQUEST, PROTOCOL_3 = 80877103, 80877104, 80877102, 196608
+TEXT, INT8, FLOAT8, NUMERIC, BYTEA, TIMESTAMPTZ = 25, 20, 701, 1700, 17, 1184
+_SQLSTATE = {
+    errors.ProgrammingError: "42601",
+    errors.IntegrityError: "23505",
+    errors.DataError: "22000",
+    errors.NotSupportedError: "0A000",
+    errors.OperationalError: "57000",
+    errors.InterfaceError: "08P01",
+}
+_PROCESS_IDS = itertools.count(1000)
+# Session commands answered without the engine: SET is accepted and has no effect (CascaDB has
+# one date style, time zone UTC, one isolation level); DEALLOCATE/DISCARD drop prepared ones.
+_SESSION_COMMANDS = {"SET", "DEALLOCATE", "DISCARD"}
+
+
+def _message(kind: bytes, payload: bytes = b"") -> bytes:
+    return kind + struct.pack("!I", len(payload) + 4) + payload
+
+
+def _cstr(text: str) -> bytes:
+    return text.encode() + b"\x00"
+
+
+def _oid_of(values: list[Any]) -> int:
+    kinds = {type(v) for v in values if v is not None}
+    if kinds == {int}:
+        return INT8
+    if kinds and kinds <= {int, float}:
+        return FLOAT8
+    if kinds and kinds <= {int, Decimal}:
+        return NUMERIC
+    if kinds == {bytes}:
+        return BYTEA
+    if kinds == {dt.datetime}:
+        return TIMESTAMPTZ
+    return TEXT
+
+
+def _text(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return b"\\x" + value.hex().encode()
+    if isinstance(value, float):
+        return repr(value).replace("inf", "Infinity").encode()
+    if isinstance(value, dt.datetime):
+        stamp = value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+        return stamp.isoformat(sep=" ").encode()
+    return str(value).encode()
+
+
+def _parameter(raw: bytes | None, oid: int, binary: bool) -> Any:
+    if raw is None:
+        return None
+    if binary:
+        if oid in (20, 21, 23):
+            return int.from_bytes(raw, "big", signed=True)
+        if oid == FLOAT8:
+            return struct.unpack("!d", raw)[0]
+        if oid == 700:
+            return struct.unpack("!f", raw)[0]
+        if oid == BYTEA:
+            return raw
+        raise errors.NotSupportedError(f"binary parameters of type {oid} are not supported")
+    text = raw.decode()
+    if oid in (20, 21, 23):
+        return int(text)
+    if oid in (700, FLOAT8):
+        return float(text)
+    if oid == NUMERIC:
+        return Decimal(text)
+    if oid == 16:
+        return int(text in ("t", "true", "1"))
+    if oid == BYTEA:
+        return bytes.fromhex(text[2:]) if text.startswith("\\x") else raw
+    if oid in (1114, TIMESTAMPTZ):
+        return dt.datetime.fromisoformat(text)
+    return text
+
+
+def _tag(result: Result) -> str:
+    if result.command == "SELECT":
+        return f"SELECT {len(result.rows)}"
+    if result.command == "INSERT":
+        return f"INSERT 0 {result.rowcount}"
+    if result.command in ("UPDATE", "DELETE"):
+        return f"{result.command} {result.rowcount}"
+    return result.command or "OK"
+
+
+@dataclass
+class _Prepared:
+    statement: exp.Expression | None
+    types: list[int]
+
+
+@dataclass
+class _Portal:
+    prepared: _Prepared
+    params: list[Any]
+    result: Result | None = None
+
+
+@dataclass
+class _Connection:
+    session: Session
+    prepared: dict[str, _Prepared] = field(default_factory=dict)
+    portals: dict[str, _Portal] = field(default_factory=dict)
+    failed: bool = False  # an extended-protocol error: skip to Sync
+
+
+class PgServer:
+    """Serves one Database over the PostgreSQL protocol; `start()` binds, `port` tells where."""
+
+    def __init__(
+        self,
+        database: Database,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        authenticate: Authenticate | None = None,
+        tls: ssl.SSLContext | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        self.database = database
+        self.host, self.port = host, port
+        self.authenticate = authenticate
+        self.tls = tls
+        self.log = log or (lambda line: None)
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        """Listen (port 0: any free port, then `self.port` is it)."""
+        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        """Stop listening and close the connections."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        session: Session | None = None
+        try:
+            session = await self._startup(reader, writer)
+            if session is not None:
+                await self._loop(_Connection(session), reader, writer)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            if session is not None:
+                session.close()  # rolls back in memory: quick, and safe at interpreter exit
+            writer.close()
+
+    async def _startup(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> Session | None:
+        while True:
+            length = struct.unpack("!I", await reader.readexactly(4))[0]
+            body = await reader.readexactly(length - 4)
+            code = struct.unpack("!I", body[:4])[0]
+            if code in (SSL_REQUEST, GSS_REQUEST):
+                if code == SSL_REQUEST and self.tls is not None:
+                    writer.write(b"S")
+                    await writer.drain()
+                    await writer.start_tls(self.tls)
+                else:
+                    writer.write(b"N")
+                    await writer.drain()
+                continue
+            if code != PROTOCOL_3:
+                return None  # cancel requests and old protocols: nothing to do
+            items = body[4:].split(b"\x00")
+            options = {
+                k.decode(): v.decode() for k, v in zip(items[::2], items[1::2], strict=False) if k
+            }
+            return await self._authenticated(options.get("user", ""), reader, writer)
+
+    async def _authenticated(
+        self, user: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> Session | None:
+        if self.authenticate is not None:
+            writer.write(_message(b"R", struct.pack("!I", 3)))
+            await writer.drain()
+            kind = await reader.readexactly(1)
+            length = struct.unpack("!I", await reader.readexactly(4))[0]
+            password = (await reader.readexactly(length - 4)).rstrip(b"\x00").decode()
+            if kind != b"p" or not self.authenticate(user, password):
+                writer.write(self._error("28P01", f"password authentication failed for {user}"))
+                await writer.drain()
+                return None
+        parameters = {
+            "server_version": "14.0 (CascaDB)",
+            "server_encoding": "UTF8",
+            "client_encoding": "UTF8",
+            "DateStyle": "ISO, MDY",
+            "TimeZone": "UTC",
+            "integer_datetimes": "on",
+            "standard_conforming_strings": "on",
+        }
+        out = _message(b"R", struct.pack("!I", 0))
+        for name, value in parameters.items():
+            out += _message(b"S", _cstr(name) + _cstr(value))
+        out += _message(b"K", struct.pack("!II", next(_PROCESS_IDS), 0))
+        self.log(f"session for {user!r}")
+        session = self.database.session(autocommit=True, dialect="postgres")
+        writer.write(out + self._ready(session))
+        await writer.drain()
+        return session
+
+    def _ready(self, session: Session) -> bytes:
+        return _message(b"Z", b"T" if session.in_transaction else b"I")
+
+    def _error(self, code: str, text: str) -> bytes:
+        fields = b"SERROR\x00VERROR\x00C" + _cstr(code) + b"M" + _cstr(text) + b"\x00"
+        return _message(b"E", fields)
+
+    def _failure(self, exc: BaseException) -> bytes:
+        code = next((c for k, c in _SQLSTATE.items() if isinstance(exc, k)), "XX000")
+        return self._error(code, str(exc))
+
+    async def _loop(
+        self, conn: _Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        while True:
+            kind = await reader.readexactly(1)
+            length = struct.unpack("!I", await reader.readexactly(4))[0]
+            body = await reader.readexactly(length - 4)
+            if kind == b"X":
+                return
+            out = await self._handle(conn, kind, body)
+            if out:
+                writer.write(out)
+                await writer.drain()
+
+    async def _handle(self, conn: _Connection, kind: bytes, body: bytes) -> bytes:
+        if kind == b"Q":
+            return await self._simple(conn, body.rstrip(b"\x00").decode())
+        if kind == b"S":
+            conn.failed = False
+            return self._ready(conn.session)
+        if kind == b"H":
+            return b""
+        if conn.failed:
+            return b""
+        try:
+            return await self._extended(conn, kind, body)
+        except errors.Error as exc:
+            conn.failed = True
+            return self._failure(exc)
+
+    async def _simple(self, conn: _Connection, sql: str) -> bytes:
+        out = b""
+        words = sql.strip().rstrip(";").split()
+        if words and words[0].upper() in _SESSION_COMMANDS:
+            if words[0].upper() == "DEALLOCATE" and len(words) > 1:
+                conn.prepared.pop(words[-1].strip('"'), None)
+            if words[0].upper() == "DISCARD":
+                conn.prepared.clear()
+            tag = _cstr(
+                " ".join(words[:2]).upper() if words[0].upper() == "DISCARD" else words[0].upper()
+            )
+            return _message(b"C", tag) + self._ready(conn.session)
+        try:
+            statements = conn.session.statements(sql)
+            if not statements:
+                out += _message(b"I")
+            for statement in statements:
+                self.log(f"statement {statement.key}")  # never the values
+                result = await asyncio.to_thread(conn.session.run_statement, statement, [])
+                out += self._description(result) + self._rows(result)
+        except errors.Error as exc:
+            out += self._failure(exc)
+        return out + self._ready(conn.session)
+
+    def _description(self, result: Result) -> bytes:
+        if result.columns is None:
+            return b""
+        payload = struct.pack("!H", len(result.columns))
+        for i, name in enumerate(result.columns):
+            oid = _oid_of([row[i] for row in result.rows])
+            payload += _cstr(name) + struct.pack("!IhIhih", 0, 0, oid, -1, -1, 0)
+        return _message(b"T", payload)
+
+    def _rows(self, result: Result) -> bytes:
+        out = bytearray()
+        for row in result.rows:
+            payload = bytearray(struct.pack("!H", len(row)))
+            for value in row:
+                if value is None:
+                    payload += struct.pack("!i", -1)
+                else:
+                    text = _text(value)
+                    payload += struct.pack("!I", len(text)) + text
+            out += _message(b"D", bytes(payload))
+        return bytes(out) + _message(b"C", _cstr(_tag(result)))
+
+    async def _extended(self, conn: _Connection, kind: bytes, body: bytes) -> bytes:
+        if kind == b"P":
+            name, rest = _split(body)
+            sql, rest = _split(rest)
+            count = struct.unpack("!H", rest[:2])[0]
+            types = list(struct.unpack(f"!{count}I", rest[2 : 2 + 4 * count]))
+            statements = conn.session.statements(sql)
+            if len(statements) > 1:
+                raise errors.ProgrammingError("a prepared statement holds one statement")
+            conn.prepared[name] = _Prepared(statements[0] if statements else None, types)
+            return _message(b"1")
+        if kind == b"B":
+            return self._bind(conn, body)
+        if kind == b"D":
+            target, name = body[:1], _split(body[1:])[0]
+            if target == b"S":
+                return self._describe_statement(conn.prepared[name])
+            portal = await self._run(conn, name)
+            described = self._description(portal)
+            return described or _message(b"n")
+        if kind == b"E":
+            name = _split(body)[0]
+            result = await self._run(conn, name)
+            if result.columns is None and not result.command:
+                return _message(b"I")
+            return (
+                self._rows(result)
+                if result.columns is not None
+                else _message(b"C", _cstr(_tag(result)))
+            )
+        if kind == b"C":
+            target, name = body[:1], _split(body[1:])[0]
+            (conn.prepared if target == b"S" else conn.portals).pop(name, None)
+            return _message(b"3")
+        raise errors.InterfaceError(f"unknown message {kind!r}")
+
+    def _bind(self, conn: _Connection, body: bytes) -> bytes:
+        portal, rest = _split(body)
+        name, rest = _split(rest)
+        prepared = conn.prepared.get(name)
+        if prepared is None:
+            raise errors.ProgrammingError(f"no prepared statement {name!r}")
+        count = struct.unpack("!H", rest[:2])[0]
+        formats = list(struct.unpack(f"!{count}h", rest[2 : 2 + 2 * count]))
+        rest = rest[2 + 2 * count :]
+        total = struct.unpack("!H", rest[:2])[0]
+        rest = rest[2:]
+        params = []
+        for i in range(total):
+            size = struct.unpack("!i", rest[:4])[0]
+            raw = None if size < 0 else rest[4 : 4 + size]
+            rest = rest[4 + max(size, 0) :]
+            binary = (formats[i] if len(formats) > 1 else formats[0] if formats else 0) == 1
+            oid = prepared.types[i] if i < len(prepared.types) else 0
+            params.append(_parameter(raw, oid, binary))
+        conn.portals[portal] = _Portal(prepared, params)
+        return _message(b"2")
+
+    def _describe_statement(self, prepared: _Prepared) -> bytes:
+        oids = prepared.types
+        return _message(b"t", struct.pack(f"!H{len(oids)}I", len(oids), *oids)) + _message(b"n")
+
+    async def _run(self, conn: _Connection, name: str) -> Result:
+        portal = conn.portals.get(name)
+        if portal is None:
+            raise errors.ProgrammingError(f"no portal {name!r}")
+        if portal.result is None:
+            statement = portal.prepared.statement
+            if statement is None:
+                portal.result = Result()
+            else:
+                self.log(f"statement {statement.key}")
+                run = conn.session.run_statement
+                portal.result = await asyncio.to_thread(run, statement, portal.params)
+        return portal.result
+
+
+def _split(data: bytes) -> tuple[str, bytes]:
+    end = data.index(b"\x00")
+    return data[:end].decode(), data[end + 1 :]

@@ -1,0 +1,125 @@
+"""psycopg and psql talk to CascaDB over the PostgreSQL wire protocol, unchanged."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from decimal import Decimal
+
+import psycopg
+import pytest
+
+from meterseal.cascadb import Database, MemoryKv
+from meterseal.cascadb.pgwire import PgServer
+
+
+class Running:
+    """A PgServer on port 0 in a loop thread; what it logged."""
+
+    def __init__(self, **options: object) -> None:
+        self.logged: list[str] = []
+        self.database = Database(MemoryKv())
+        self.loop = asyncio.new_event_loop()
+        self.server = PgServer(self.database, log=self.logged.append, **options)  # type: ignore[arg-type]
+        self.loop.run_until_complete(self.server.start())
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def dsn(self, user: str = "mdc", password: str = "") -> str:
+        """A libpq connection string to the server (no TLS)."""
+        secret = f" password={password}" if password else ""
+        where = f"host=127.0.0.1 port={self.server.port}"
+        return f"{where} user={user} dbname=meter sslmode=disable{secret}"
+
+    def stop(self) -> None:
+        """Close the server and its loop."""
+        asyncio.run_coroutine_threadsafe(self.server.close(), self.loop).result(timeout=30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=30)
+
+
+@pytest.fixture
+def running() -> Iterator[Running]:
+    server = Running()
+    yield server
+    server.stop()
+
+
+def test_psycopg_with_parameters_prepared_statements_and_transactions(running: Running) -> None:
+    with psycopg.connect(running.dsn()) as conn:
+        conn.execute(
+            "CREATE TABLE reading(meter TEXT, ts BIGINT, kwh NUMERIC(10, 3), "
+            "PRIMARY KEY (meter, ts))"
+        )
+        with conn.cursor() as cur:
+            rows = [("m1", t, Decimal(t) / 4) for t in range(8)]
+            cur.executemany("INSERT INTO reading VALUES (%s, %s, %s)", rows)
+            cur.execute(
+                "SELECT ts, kwh FROM reading WHERE meter = %s AND ts >= %s "
+                "ORDER BY ts DESC LIMIT 2",
+                ("m1", 3),
+            )
+            assert cur.fetchall() == [(7, Decimal("1.75")), (6, Decimal("1.5"))]
+            assert [c.name for c in cur.description or []] == ["ts", "kwh"]
+            for t in range(8):  # psycopg prepares the statement after a few runs
+                cur.execute(
+                    "SELECT kwh FROM reading WHERE meter = %s AND ts = %s", ("m1", t), prepare=t > 2
+                )
+                assert cur.fetchone() == (Decimal(t) / 4,)
+        conn.commit()
+        conn.execute("DELETE FROM reading")
+        conn.rollback()
+        assert conn.execute("SELECT COUNT(*), SUM(kwh) FROM reading").fetchone() == (
+            8,
+            Decimal("7"),
+        )
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            conn.execute("INSERT INTO reading VALUES ('m1', 1, 0)")
+        conn.rollback()
+        with pytest.raises(psycopg.errors.SyntaxError):
+            conn.execute("SELEC 1")
+    assert not any("m1" in line for line in running.logged)  # statements logged without values
+
+
+def test_the_simple_query_protocol_runs_several_statements(running: Running) -> None:
+    with psycopg.connect(running.dsn(), autocommit=True) as conn:
+        cur = conn.cursor()
+        cur.execute(
+            "CREATE TABLE t(a INT PRIMARY KEY, b TEXT); INSERT INTO t VALUES (1, 'x'), (2, NULL)"
+        )
+        cur.execute("SELECT a, b FROM t ORDER BY a")
+        assert cur.fetchall() == [(1, "x"), (2, None)]
+        assert conn.execute("SELECT 1.5, 'y', NULL").fetchone() == (1.5, "y", None)
+
+
+def test_a_password_is_checked_when_asked() -> None:
+    server = Running(authenticate=lambda user, password: (user, password) == ("mdc", "s3cret"))
+    try:
+        with psycopg.connect(server.dsn(password="s3cret")) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+            psycopg.connect(server.dsn(password="wrong"))
+    finally:
+        server.stop()
+
+
+@pytest.mark.skipif(shutil.which("psql") is None, reason="psql is not installed")
+def test_a_psql_session(running: Running) -> None:
+    script = (
+        "CREATE TABLE meter(id INT PRIMARY KEY, name TEXT);\n"
+        "INSERT INTO meter VALUES (10, 'ten'), (9, 'nine');\n"
+        "SELECT id, name FROM meter ORDER BY id;\n"
+    )
+    done = subprocess.run(
+        ["psql", running.dsn(), "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1"],
+        input=script,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["CREATE", "TABLE", "INSERT", "0", "2", "9|nine", "10|ten"]
