@@ -11,11 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meterseal.errors import KvsError, ObjectNotFound
-from meterseal.kvs.nodes import MemoryNode, MirrorSet
+from meterseal.kvs.nodes import MemoryCatalog, MemoryNode, MirrorSet
 from meterseal.kvs.policy import ErasureCoded, Hybrid, Policy, Replication, raw_bytes
 from meterseal.kvs.sealing import derive_bucket_key
 from meterseal.kvs.store import ObjectStore
-from tests.kvs.store_fixtures import MASTER, SMALL_CHUNK, memory_store, pieces
+from tests.kvs.store_fixtures import MASTER, SMALL_CHUNK, memory_store, pieces, seeded
 
 POLICIES: list[Policy] = [
     Replication(1),
@@ -250,3 +250,75 @@ def test_replication_uses_a_replica_set_of_as_many_copies() -> None:
             await store.get_bytes("meters", "three")
 
     asyncio.run(scenario())
+
+
+class Counting(MemoryNode):
+    """A MemoryNode counting how often it is asked whether it is healthy."""
+
+    asked = 0
+
+    async def healthy(self) -> bool:
+        """Count, then answer."""
+        self.asked += 1
+        return await super().healthy()
+
+
+def test_health_answers_are_kept_for_the_ttl_and_dropped_on_a_failed_write() -> None:
+    now = [100.0]
+    nodes = [Counting(f"c{i}") for i in range(3)]
+    store = ObjectStore(
+        nodes,
+        MemoryCatalog(),
+        lambda bucket: derive_bucket_key(MASTER, bucket),
+        clock=lambda: now[0],
+        rng=seeded().randbytes,
+        chunk_size=SMALL_CHUNK,
+        health_ttl=5.0,
+    )
+
+    async def scenario() -> None:
+        for i in range(3):
+            await store.put_bytes("meters", f"o{i}", b"x", Replication(3))
+        assert [n.asked for n in nodes] == [1, 1, 1]
+        now[0] += 5.0
+        await store.put_bytes("meters", "o", b"x", Replication(3))
+        assert [n.asked for n in nodes] == [2, 2, 2]
+        nodes[1].up = False  # within the ttl: the write is tried, fails cleanly
+        with pytest.raises(KvsError, match="node c1 failed"):
+            await store.put_bytes("meters", "p", b"x", Replication(3))
+        with pytest.raises(KvsError, match=r"needs 3 healthy nodes; 2 of 3 are healthy \(down: c1"):
+            await store.put_bytes("meters", "p", b"x", Replication(3))
+
+    asyncio.run(scenario())
+
+
+def test_a_failing_or_cancelled_source_leaves_nothing() -> None:
+    store, nodes, catalog = memory_store(3, yielding=True)
+    started = asyncio.Event()
+
+    async def failing() -> AsyncIterator[bytes]:
+        for i in range(4):
+            yield bytes([i]) * SMALL_CHUNK
+        raise ConnectionResetError("client went away")
+
+    async def endless() -> AsyncIterator[bytes]:
+        while True:
+            started.set()
+            yield b"e" * SMALL_CHUNK
+
+    async def scenario() -> None:
+        with pytest.raises(ConnectionResetError):
+            await store.put("meters", "obj", failing(), ErasureCoded(2, 1))
+        task = asyncio.create_task(store.put("meters", "obj", endless(), ErasureCoded(2, 1)))
+        await started.wait()
+        while sum(len(n.blobs) for n in nodes) < 9:  # a few chunks are on the nodes
+            await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        for _ in range(5):
+            await asyncio.sleep(0)
+
+    asyncio.run(scenario())
+    assert all(node.blobs == {} for node in nodes)
+    assert catalog.entries == {}

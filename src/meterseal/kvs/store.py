@@ -71,6 +71,7 @@ class ObjectStore:
         replica_sets: Sequence[ReplicaSet] = (),
         default_policy: Policy = DEFAULT_POLICY,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
+        health_ttl: float = 0.0,
     ) -> None:
         self.nodes = list(nodes)
         self.replica_sets = list(replica_sets)
@@ -86,6 +87,10 @@ class ObjectStore:
         self.chunk_size = chunk_size
         self._bucket_key = bucket_key
         self.orphans: set[Blob] = set()  # blobs to delete when their node answers again
+        # A node's "healthy" is trusted for `health_ttl` seconds of `clock` when placing writes
+        # (0: asked on every write); a node failing a write is asked again next time.
+        self.health_ttl = health_ttl
+        self._health: dict[str, tuple[float, bool]] = {}
         self._keys: dict[str, BucketKeys] = {}
         self._locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
             weakref.WeakValueDictionary()
@@ -222,9 +227,9 @@ class ObjectStore:
         """The healthy nodes a write of `policy` rotates over; KvsError when too few are."""
         if isinstance(policy, Replication):
             for replica_set in self.replica_sets:
-                if replica_set.copies == policy.copies and await _healthy(replica_set):
+                if replica_set.copies == policy.copies and await self.healthy(replica_set):
                     return [replica_set]
-        health = await asyncio.gather(*(_healthy(n) for n in self.nodes))
+        health = await asyncio.gather(*(self.healthy(n) for n in self.nodes))
         pool = [node for node, ok in zip(self.nodes, health, strict=True) if ok]
         if len(pool) < policy.nodes_needed:
             down = [node.name for node, ok in zip(self.nodes, health, strict=True) if not ok]
@@ -233,6 +238,19 @@ class ObjectStore:
                 f"{len(self.nodes)} are healthy" + (f" (down: {', '.join(down)})" if down else "")
             )
         return pool
+
+    async def healthy(self, node: BlobNode) -> bool:
+        """Whether `node` takes writes (its answer kept for `health_ttl` seconds)."""
+        now = self.clock()
+        known = self._health.get(node.name)
+        if known is not None and 0 <= now - known[0] < self.health_ttl:
+            return known[1]
+        try:
+            ok = bool(await node.healthy())
+        except Exception:  # a node that cannot say it is healthy is not
+            ok = False
+        self._health[node.name] = (now, ok)
+        return ok
 
     async def _place(
         self, targets: list[BlobNode], ready: Prepared, written: list[Blob]
@@ -252,6 +270,7 @@ class ObjectStore:
         )
         for blob, result in zip(blobs, results, strict=True):
             if isinstance(result, BaseException):
+                self._health.pop(blob.node, None)
                 raise KvsError(f"node {blob.node} failed: {result}") from result
         return ChunkEntry(ready.length, tuple(blobs[: ready.copies]), tuple(blobs[ready.copies :]))
 
@@ -466,10 +485,3 @@ def _check_name(name: str) -> None:
 def _same_content(old: Manifest, new: Manifest | None) -> bool:
     """Whether a reader of `old` may go on with `new`: same content, other placement."""
     return new is not None and new != old and new.content_id == old.content_id
-
-
-async def _healthy(node: BlobNode) -> bool:
-    try:
-        return bool(await node.healthy())
-    except Exception:  # a node that cannot say it is healthy is not
-        return False
