@@ -169,6 +169,7 @@ LAYERS: dict[str, Layer] = {
     "meterseal.cascadb": CORE,  # SQL to ordered keys: parser, plan, executor over an OrderedKv
     "meterseal.cascadb.kvs_adapter": ADAPTER,  # the OrderedKv on the secure KVS
     "meterseal.cascadb.pgwire": SERVICE,  # the PostgreSQL wire protocol server
+    "meterseal.cascadb.http_api": INTERFACE,  # the JSON-over-HTTP API
     "meterseal.kvs.export": SERVICE,  # exported customer months: the platform's use of the KVS
     "meterseal.kvs.export_format": SERVICE,
     "meterseal.kvs.export_objects": SERVICE,

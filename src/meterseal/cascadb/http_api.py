@@ -1,0 +1,97 @@
+"""CascaDB's JSON-over-HTTP API (the paper's interface): SQL in, JSON rows out.
+
+`POST /v1/sql` with `{"sql": "...", "params": [...]}` runs every statement of `sql` as one
+transaction (all or nothing) and answers the last statement's `columns`, `rows`, `rowcount`
+and `command`. Values: numbers as JSON numbers except DECIMAL ones (strings, exact), bytes as
+`\\x`-hex strings, timestamps in ISO 8601. Operators and administrators may call it (the
+runtime's rule); statements are counted by kind, never logged with their values. Serve it
+with the runtime's HttpServer (TLS from the deployment) like the other services.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections import Counter
+from decimal import Decimal
+from typing import Any
+
+from fastapi import FastAPI, HTTPException
+from pydantic import BaseModel, Field
+
+from meterseal.cascadb.engine import Database, Result
+from meterseal.cascadb.errors import Error, NotSupportedError, OperationalError
+from meterseal.runtime.auth import AnyRole, Authenticator, access
+from meterseal.runtime.http import service_app
+
+SQL_CALLERS = AnyRole(("operator", "administrator"))
+MAX_SQL = 1_000_000
+
+
+class Statement(BaseModel):
+    """SQL and its positional parameters (`?` or `$1`)."""
+
+    sql: str = Field(min_length=1, max_length=MAX_SQL)
+    params: list[Any] = Field(default_factory=list, max_length=100_000)
+
+
+class Answer(BaseModel):
+    """The last statement's result."""
+
+    command: str
+    columns: list[str] | None
+    rows: list[list[Any]]
+    rowcount: int
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, bytes):
+        return "\\x" + value.hex()
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    return value
+
+
+def _run(database: Database, statement: Statement) -> Result:
+    session = database.session(autocommit=False)
+    try:
+        result = session.execute(statement.sql, statement.params)
+        session.commit()
+        return result
+    finally:
+        session.rollback()
+
+
+def create_app(database: Database, authenticator: Authenticator) -> FastAPI:
+    """The API over `database`; `authenticator` tells who calls."""
+    counts: Counter[str] = Counter()
+    app = service_app(
+        "meterseal CascaDB",
+        "SQL over the secure key-value store: statements in, JSON rows out.",
+        counts,
+        lambda: dict(counts),
+    )
+    app.state.authenticator = authenticator
+
+    @app.post("/v1/sql", summary="Run SQL as one transaction", dependencies=[access(SQL_CALLERS)])
+    async def run_sql(statement: Statement) -> Answer:
+        try:
+            result = await asyncio.to_thread(_run, database, statement)
+        except OperationalError as exc:
+            counts["unavailable"] += 1
+            raise HTTPException(503, str(exc)) from None
+        except NotSupportedError as exc:
+            counts["unsupported"] += 1
+            raise HTTPException(422, str(exc)) from None
+        except Error as exc:
+            counts["refused"] += 1
+            raise HTTPException(400, str(exc)) from None
+        counts[result.command.lower() or "statement"] += 1
+        rows = [[_json(v) for v in row] for row in result.rows]
+        return Answer(
+            command=result.command, columns=result.columns, rows=rows, rowcount=result.rowcount
+        )
+
+    return app

@@ -1,0 +1,77 @@
+"""CascaDB's JSON-over-HTTP API: one transaction a request, JSON values, the runtime's rules."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request
+
+from meterseal.cascadb import Database, MemoryKv
+from meterseal.cascadb.http_api import create_app
+from meterseal.runtime.auth import ANONYMOUS, Identity, check_access
+
+OPERATOR = Identity("mdc", frozenset({"operator"}))
+CUSTOMER = Identity("alice", frozenset({"customer"}), customer_id="CUST-A")
+
+
+def _app() -> tuple[FastAPI, Database]:
+    tokens = {"op": OPERATOR, "cust": CUSTOMER}
+
+    async def authenticate(request: Request) -> Identity:
+        return tokens.get(request.headers.get("authorization", ""), ANONYMOUS)
+
+    database = Database(MemoryKv())
+    return create_app(database, authenticate), database
+
+
+def _post(app: FastAPI, body: dict[str, Any], token: str = "op") -> httpx.Response:
+    async def call() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+            return await client.post("/v1/sql", json=body, headers={"authorization": token})
+
+    return asyncio.run(call())
+
+
+def test_sql_in_json_rows_out() -> None:
+    app, _ = _app()
+    check_access(app)
+    created = _post(
+        app,
+        {
+            "sql": "CREATE TABLE reading(meter TEXT, ts INTEGER, kwh DECIMAL(8, 3), raw BLOB, "
+            "PRIMARY KEY (meter, ts)); "
+            "INSERT INTO reading VALUES (?, ?, ?, ?), ('m1', 2, 0.25, NULL)",
+            "params": ["m1", 1, "1.125", None],
+        },
+    )
+    assert created.status_code == 200, created.text
+    assert created.json() == {"command": "INSERT", "columns": None, "rows": [], "rowcount": 2}
+    answer = _post(
+        app,
+        {"sql": "SELECT ts, kwh, raw FROM reading WHERE meter = ? ORDER BY ts", "params": ["m1"]},
+    )
+    assert answer.json() == {
+        "command": "SELECT",
+        "columns": ["ts", "kwh", "raw"],
+        "rows": [[1, "1.125", None], [2, "0.25", None]],
+        "rowcount": -1,
+    }
+
+
+def test_a_request_is_one_transaction() -> None:
+    app, database = _app()
+    _post(app, {"sql": "CREATE TABLE t(a INTEGER PRIMARY KEY)"})
+    refused = _post(app, {"sql": "INSERT INTO t VALUES (1); INSERT INTO t VALUES (1)"})
+    assert refused.status_code == 400
+    assert "UNIQUE constraint failed" in refused.json()["detail"]
+    assert database.execute("SELECT COUNT(*) FROM t").rows == [(0,)]
+    assert _post(app, {"sql": "SELECT 1 FROM a RIGHT JOIN b ON 1"}).status_code == 422
+
+
+def test_only_operators_and_administrators_run_sql() -> None:
+    app, _ = _app()
+    assert _post(app, {"sql": "SELECT 1"}, token="").status_code == 401
+    assert _post(app, {"sql": "SELECT 1"}, token="cust").status_code == 403
