@@ -6,12 +6,19 @@ protocol is real, the hardware guarantee is not.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
 
+from meterseal.crypto import certs
+from meterseal.kvs.gateway_http import KvsMetrics
+from meterseal.kvs.policy import parse_policy
+from meterseal.kvs.service import StoreLayout, build_gateway
 from meterseal.kvs.service_trust import (
     KVS_STAGE,
     MASTER_SECRET,
@@ -19,11 +26,16 @@ from meterseal.kvs.service_trust import (
     provision_gateway,
 )
 from meterseal.runtime.http import ThreadedServer
+from meterseal.runtime.tls import client_context, server_context
+from meterseal.services.trusted_setup import issue_worker_tls
 from meterseal.trust.api import create_cas_app
 from meterseal.trust.attestation import SimulatedAttester
 from meterseal.trust.errors import ReleaseRefused
 from meterseal.trust.measurement import measure
 from meterseal.trust.state import MemoryCasState
+from meterseal.trust.worker import tls_secret
+from tests.kvs.store_fixtures import memory_store
+from tests.tls import served_certificate
 from tests.trust.conftest import World, make_world, platform
 
 
@@ -81,3 +93,29 @@ def test_a_gateway_without_a_policy_gets_no_key(world: World, cas_url: str) -> N
     world.cas.put_secret(MASTER_SECRET, os.urandom(32))
     with pytest.raises(ReleaseRefused):
         attest_gateway(cas_url, world.directory, attester=world.attester)
+
+
+def test_the_gateway_serves_https_with_the_key_the_cas_released_to_it(
+    world: World, cas_url: str
+) -> None:
+    ca_key, ca_cert = certs.create_ca("kvs CA", now=dt.datetime.now(dt.UTC), rng=os.urandom)
+    (world.directory / "ca.cert.pem").write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    done = provision_gateway(
+        world.cas,
+        os.urandom,
+        issue_tls=lambda cas, stage: issue_worker_tls(cas, ca_key, ca_cert, stage, ["127.0.0.1"]),
+        hosts=["127.0.0.1"],
+    )
+    assert set(done.names) == {MASTER_SECRET, tls_secret(KVS_STAGE)}
+    secrets = attest_gateway(cas_url, world.directory, tls=True, attester=world.attester)
+    assert secrets.tls is not None
+    assert certs.service_of(secrets.tls.certificate) == KVS_STAGE
+    store, _nodes, _catalog = memory_store(5)
+    app = build_gateway(store, StoreLayout(world.directory, 5), parse_policy("rep:2"), KvsMetrics())
+    with ThreadedServer(app, tls=server_context(secrets.tls)) as url:
+        verify = client_context(ca_cert)
+        assert served_certificate(url, verify) == secrets.tls.certificate.public_bytes(
+            serialization.Encoding.DER
+        )
+        with httpx.Client(verify=verify) as client:  # TLS ends in the gateway; keys still rule
+            assert client.get(f"{url}/v1/kvs/meters/x").status_code == 401

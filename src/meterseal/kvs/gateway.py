@@ -43,9 +43,19 @@ from meterseal.kvs.gateway_keys import KvsKeyError, check_bucket, check_object_k
 from meterseal.kvs.gateway_state import GatewayState, ObjectInfo, Objects
 from meterseal.kvs.policy import Policy, parse_policy
 from meterseal.runtime.auth import access
-from meterseal.runtime.http import service_app
+from meterseal.runtime.http import Problem, service_app
 
 NOT_FOUND = "no such object"
+BYTES = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+MISSING: dict[int | str, dict[str, Any]] = {
+    404: {"model": Problem, "description": "No such object (or a path no route takes)."}
+}
+READ_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **MISSING,
+    200: {"content": BYTES, "description": "The object, streamed."},
+    206: {"content": BYTES, "description": "The bytes of the Range, streamed."},
+    416: {"description": "The range starts beyond the object (Content-Range: bytes */SIZE)."},
+}
 Scrub = Callable[[bool], Awaitable[dict[str, Any]]]
 
 
@@ -154,7 +164,12 @@ def create_gateway_app(
 def _object_routes(
     app: FastAPI, objects: Objects, state: GatewayState, metrics: KvsMetrics
 ) -> None:
-    @app.put("/v1/kvs/{bucket}/{key:path}", status_code=201, dependencies=[access(WRITE)])
+    @app.put(
+        "/v1/kvs/{bucket}/{key:path}",
+        status_code=201,
+        dependencies=[access(WRITE)],
+        responses=MISSING,
+    )
     async def put_object(
         bucket: str,
         key: str,
@@ -182,7 +197,12 @@ def _object_routes(
         metrics.count("put", "ok")
         return view(info)
 
-    @app.get("/v1/kvs/{bucket}/{key:path}", dependencies=[access(READ)])
+    @app.get(
+        "/v1/kvs/{bucket}/{key:path}",
+        dependencies=[access(READ)],
+        response_class=Response,
+        responses=READ_RESPONSES,
+    )
     async def get_object(
         bucket: str, key: str, range_: Annotated[str | None, Header(alias="Range")] = None
     ) -> Response:
@@ -206,7 +226,12 @@ def _object_routes(
             media_type="application/octet-stream",
         )
 
-    @app.head("/v1/kvs/{bucket}/{key:path}", dependencies=[access(READ)])
+    @app.head(
+        "/v1/kvs/{bucket}/{key:path}",
+        dependencies=[access(READ)],
+        response_class=Response,
+        responses={**MISSING, 200: {"description": "X-Kvs-Size, X-Kvs-Version, X-Kvs-Policy"}},
+    )
     async def head_object(bucket: str, key: str) -> Response:
         _names(bucket, key)
         info = await _head(objects, metrics, "head", bucket, key)
@@ -214,7 +239,13 @@ def _object_routes(
         metrics.count("head", "ok")
         return Response(status_code=200, headers=headers)
 
-    @app.delete("/v1/kvs/{bucket}/{key:path}", status_code=204, dependencies=[access(WRITE)])
+    @app.delete(
+        "/v1/kvs/{bucket}/{key:path}",
+        status_code=204,
+        dependencies=[access(WRITE)],
+        response_class=Response,
+        responses=MISSING,
+    )
     async def delete_object(bucket: str, key: str) -> Response:
         _names(bucket, key)
         try:
@@ -266,7 +297,7 @@ async def _stream(
 
 
 def _list_route(app: FastAPI, objects: Objects, metrics: KvsMetrics) -> None:
-    @app.get("/v1/kvs/{bucket}", dependencies=[access(READ)])
+    @app.get("/v1/kvs/{bucket}", dependencies=[access(READ)], responses=MISSING)
     async def list_objects(
         bucket: str,
         request: Request,
@@ -297,7 +328,7 @@ def _list_route(app: FastAPI, objects: Objects, metrics: KvsMetrics) -> None:
 def _policy_routes(
     app: FastAPI, objects: Objects, state: GatewayState, jobs: dict[str, Reencoding]
 ) -> None:
-    @app.put("/v1/policy/{bucket}/{key:path}", dependencies=[access(WRITE)])
+    @app.put("/v1/policy/{bucket}/{key:path}", dependencies=[access(WRITE)], responses=MISSING)
     async def object_policy(bucket: str, key: str, change: PolicyChange) -> ObjectView:
         _names(bucket, key)
         policy = _policy(change.policy)
@@ -308,13 +339,13 @@ def _policy_routes(
         except KvsError as exc:
             raise _unavailable(exc) from None
 
-    @app.get("/v1/policy/{bucket}", dependencies=[access(READ_OR_ADMIN)])
+    @app.get("/v1/policy/{bucket}", dependencies=[access(READ_OR_ADMIN)], responses=MISSING)
     async def get_bucket_policy(bucket: str) -> BucketPolicy:
         _names(bucket)
         policy = await state.bucket_policy(bucket)
         return BucketPolicy(bucket=bucket, policy=str(policy), reencoding=jobs.get(bucket))
 
-    @app.put("/v1/policy/{bucket}", dependencies=[access(ADMIN)])
+    @app.put("/v1/policy/{bucket}", dependencies=[access(ADMIN)], responses=MISSING)
     async def put_bucket_policy(bucket: str, change: PolicyChange) -> BucketPolicy:
         _names(bucket)
         policy = _policy(change.policy)
@@ -357,7 +388,7 @@ async def _reencode(
 
 
 def _scrub_route(app: FastAPI, scrub: Scrub | None) -> None:
-    @app.post("/v1/scrub", dependencies=[access(ADMIN_ALL)])
+    @app.post("/v1/scrub", dependencies=[access(ADMIN_ALL)], responses=MISSING)
     async def run_scrub(repair: Annotated[bool, Query()] = False) -> dict[str, Any]:
         if scrub is None:
             raise HTTPException(503, "this gateway's store cannot scrub")
