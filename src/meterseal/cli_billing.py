@@ -123,7 +123,12 @@ def tariffs_list(store: StoreUrl = DEFAULT_STORE) -> None:
 
 @billing_app.command("bill")
 def bill(
-    tariff: Annotated[str, typer.Option(help="tariff id, optionally @version (default latest)")],
+    tariff: Annotated[
+        str,
+        typer.Option(
+            help="tariff id, optionally @version (default: the version in force at the start)"
+        ),
+    ],
     first_day: FirstDay = None,
     days: Days = 30,
     customer: Annotated[list[str] | None, typer.Option(help="bill only these customers")] = None,
@@ -172,7 +177,11 @@ def bill(
         with Store.open(store) as db:
             bills = BillStore(db)
             book = bills.tariff_book()
-            chosen = book.get(tariff_id, int(version)) if version else book.latest(tariff_id)
+            chosen = (
+                book.get(tariff_id, int(version))
+                if version
+                else book.in_force(tariff_id, period.start)
+            )
             service = BillingService(
                 bills,
                 deployment.billing_key,

@@ -30,7 +30,9 @@ def rebill(
     reason: Annotated[str, typer.Option(help="why (signed into the credit and the rebill)")],
     tariff: Annotated[
         str | None,
-        typer.Option(help="tariff id, optionally @version (default: the bill's, latest version)"),
+        typer.Option(
+            help="tariff id, optionally @version (default: the bill's, version in force then)"
+        ),
     ] = None,
     estimation: Annotated[
         str | None, typer.Option(help="linear, zero or previous-day (default: the bill's)")
@@ -70,7 +72,11 @@ def rebill(
         tariff_id, _, version = (tariff or billed.tariff_id).partition("@")
         book = bills.tariff_book()
         try:
-            chosen = book.get(tariff_id, int(version)) if version else book.latest(tariff_id)
+            chosen = (
+                book.get(tariff_id, int(version))
+                if version
+                else book.in_force(tariff_id, billed.period.start)
+            )
         except (KeyError, ValueError) as exc:
             raise typer.BadParameter(f"--tariff: {exc}") from exc
         service = BillingService(

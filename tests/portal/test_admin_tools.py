@@ -5,6 +5,7 @@ hash-chained change log; bad input said on the form; an operator or a customer r
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import os
 import re
 from collections.abc import Iterator
@@ -227,11 +228,14 @@ def test_an_administrator_publishes_a_tariffs_next_version(tooled: Tooled) -> No
     )
     assert bad.status_code == 400  # type: ignore[attr-defined]
     assert "field &#39;currency&#39;" in _alert(bad.text)  # type: ignore[attr-defined]
+    toml = toml.replace("[rates]", 'effective_from = "2027-01-01"\n\n[rates]', 1)
     done = _post(client, "/portal/admin/tariffs/new", toml=toml)
     assert done.status_code == 200, done.text  # type: ignore[attr-defined]
     book = BillStore(portal.month.store).tariff_book()
     published = book.get(tariff.tariff_id, tariff.version + 1)
     assert published.rates == tariff.rates
+    assert published.effective_from == dt.date(2027, 1, 1)
+    assert "<dt>Effective from</dt><dd>2027-01-01</dd>" in client.get("/portal/admin/tariffs").text
     assert f"tariff {tariff.tariff_id} v{tariff.version + 1} published" in done.text  # type: ignore[attr-defined]
     same = _post(client, "/portal/admin/tariffs/new", toml=toml)
     assert same.status_code == 409  # type: ignore[attr-defined]

@@ -7,6 +7,7 @@ Pricing is sans-IO; only `load_tariff` and `builtin_tariffs` read files.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import hashlib
 import re
@@ -76,6 +77,7 @@ MAX_CBOR_BYTES = 65_536
 _TARIFF_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _CURRENCY = re.compile(r"[A-Z]{3}")
 _FIELDS = ("tariff_id", "version", "currency", "timezone", "standing_charge_per_day", "rates")
+_OPTIONAL = ("effective_from",)  # present only when set: older tariffs keep their bytes
 # "localtime" is whatever the machine is set to, so it would price alike nowhere else.
 _NOT_IANA = frozenset({"localtime", "posixrules"})
 
@@ -101,6 +103,7 @@ class Tariff:
     timezone: str
     standing_charge_per_day: Decimal
     rates: Rates
+    effective_from: dt.date | None = None  # first local day it prices (None: since always)
 
     def __post_init__(self) -> None:
         if not isinstance(self.tariff_id, str) or not _TARIFF_ID.fullmatch(self.tariff_id):
@@ -114,6 +117,10 @@ class Tariff:
         check_price("standing_charge_per_day", self.standing_charge_per_day)
         if not isinstance(self.rates, FlatRate | TimeOfUse | TieredBlocks):
             raise TariffError("rates", "must be a FlatRate, TimeOfUse or TieredBlocks")
+        if self.effective_from is not None and (
+            type(self.effective_from) is not dt.date or self.effective_from.year < 1970
+        ):
+            raise TariffError("effective_from", "must be a date from 1970-01-01 on")
 
     @property
     def kind(self) -> str:
@@ -127,7 +134,7 @@ class Tariff:
 
     def to_dict(self) -> dict[str, Any]:
         """The tariff as a TOML/JSON-ready dict; prices are canonical decimal strings."""
-        return {
+        data = {
             "tariff_id": self.tariff_id,
             "version": self.version,
             "currency": self.currency,
@@ -135,11 +142,18 @@ class Tariff:
             "standing_charge_per_day": decimal_text(self.standing_charge_per_day),
             "rates": rates_to_dict(self.rates),
         }
+        if self.effective_from is not None:
+            data["effective_from"] = self.effective_from.isoformat()
+        return data
+
+    def in_force_on(self, day: dt.date) -> bool:
+        """Whether this version prices periods starting on local `day` (its date has come)."""
+        return self.effective_from is None or self.effective_from <= day
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Tariff:
         """A tariff from a dict as `to_dict` writes it; unknown keys and floats are refused."""
-        table = take(data, "", _FIELDS)
+        table = take(data, "", _FIELDS, _OPTIONAL)
         return cls(
             str_value("tariff_id", table["tariff_id"]),
             int_value("version", table["version"]),
@@ -147,6 +161,7 @@ class Tariff:
             str_value("timezone", table["timezone"]),
             decimal_value("standing_charge_per_day", table["standing_charge_per_day"]),
             rates_from_dict(table["rates"]),
+            _date("effective_from", table.get("effective_from")),
         )
 
     def to_cbor(self) -> bytes:
@@ -250,6 +265,21 @@ class TariffBook:
         except KeyError:
             raise TariffError("version", f"no tariff {tariff_id} version {version}") from None
 
+    def in_force(self, tariff_id: str, at: int) -> Tariff:
+        """The highest version of `tariff_id` whose effective date has come by Unix time `at`
+        (its local day in the tariff's zone); a version without a date is always in force."""
+        versions = [t for (i, _), t in self._tariffs.items() if i == tariff_id]
+        if not versions:
+            raise TariffError("tariff_id", f"no tariff {tariff_id}")
+        ready = [t for t in versions if t.in_force_on(_local_day(at, t))]
+        if not ready:
+            first = min(t.effective_from for t in versions if t.effective_from is not None)
+            day = _local_day(at, versions[0])
+            raise TariffError(
+                "effective_from", f"no version of {tariff_id} is in force on {day} (from {first})"
+            )
+        return max(ready, key=lambda t: t.version)
+
     def latest(self, tariff_id: str) -> Tariff:
         """The highest version of `tariff_id`."""
         versions = [v for (i, v) in self._tariffs if i == tariff_id]
@@ -262,6 +292,24 @@ class TariffBook:
 
     def __len__(self) -> int:
         return len(self._tariffs)
+
+
+def _local_day(at: int, tariff: Tariff) -> dt.date:
+    return dt.datetime.fromtimestamp(at, tariff.zone).date()
+
+
+def _date(field: str, value: object) -> dt.date | None:
+    """A date from a TOML date or a "YYYY-MM-DD" string; None when absent."""
+    if value is None:
+        return None
+    if type(value) is dt.date:
+        return value
+    if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError:
+            pass
+    raise TariffError(field, f'must be a date "YYYY-MM-DD", got {value!r}')
 
 
 def loads_tariff(text: str, source: str | None = None) -> Tariff:

@@ -85,6 +85,7 @@ class TariffLine:
     standing: str
     digest: str
     rates: str  # the rates as indented JSON
+    effective: str  # its effective_from, or "the start"
 
 
 class _Render(Protocol):
@@ -181,6 +182,7 @@ def add_admin_routes(
                 str(t.standing_charge_per_day),
                 t.digest().hex(),
                 json.dumps(rates_to_dict(t.rates), indent=2, default=str),
+                t.effective_from.isoformat() if t.effective_from else "the start",
             )
             for t in tariffs.tariff_book()
         ]

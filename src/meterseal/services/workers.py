@@ -287,8 +287,12 @@ class BillingWorker(BusWorker):
         try:
             tariff_id, _, version = order.tariff.partition("@")
             book = self.bills.tariff_book()
-            tariff = book.get(tariff_id, int(version)) if version else book.latest(tariff_id)
             period = Period(order.start, order.end)
+            tariff = (
+                book.get(tariff_id, int(version))
+                if version
+                else book.in_force(tariff_id, period.start)
+            )
             existing = bill_id_for(order.customer_id, period)
             if self.bills.bill(existing) is not None:
                 # Bills are never rewritten: an order redelivered after the bill was recorded
