@@ -128,6 +128,8 @@ def test_a_replica_set_reads_with_all_but_one_server_lost(cluster: LocalCluster)
         assert await replicas.get("0123abcd") == blob
         assert await replicas.get("4567abcd") is None
         assert await catalog.get("b1", "89abcdef") == b"sealed"
+        assert [item async for item in catalog.items("b1")] == [("89abcdef", b"sealed")]
+        assert [i async for i in replicas.blob_ids()] == ["0123abcd"]
         assert not await replicas.healthy()
         with pytest.raises(KvsError):
             await replicas.put("4567abcd", b"no quorum")
@@ -170,5 +172,19 @@ def test_a_node_whose_server_is_missing_cannot_be_made(cluster: LocalCluster) ->
     async def scenario(storage: NatsStorage) -> None:
         with pytest.raises(KvsError, match="n-n9"):
             await storage.node("n9")  # no server carries the tag node:n9
+
+    _on(cluster, scenario)
+
+
+def test_a_killed_node_cannot_list_its_blobs_as_none(cluster: LocalCluster) -> None:
+    async def scenario(storage: NatsStorage) -> None:
+        node = await storage.node("n3")
+        await node.put("0123abcd", b"kept")
+        cluster.kill("n3")
+        for _ in range(3):  # the meta leader may answer for the stream after a while
+            with pytest.raises(KvsError, match="n-n3"):
+                _ = [i async for i in node.blob_ids()]
+        with pytest.raises(KvsError, match="n-n3"):
+            await node.delete("0123abcd")
 
     _on(cluster, scenario)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -42,6 +43,7 @@ PARTS = "Ms-Parts"
 SIZE = "Ms-Size"
 HEADROOM = 1024  # bytes of a message left for headers below the server's max_payload
 MAX_REPLICAS = 5  # JetStream's limit on a stream's replicas
+LEADERLESS_PAUSE = 5.0  # seconds consistent reads go to any replica after the leader failed
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
 
 
@@ -77,6 +79,17 @@ class _Stream:
     def __init__(self, storage: NatsStorage, name: str, base: str, replicas: int) -> None:
         self.storage, self.name, self.base, self.replicas = storage, name, base, replicas
         self.suspect = False  # a request timed out: probe before the next read
+        self.no_leader_until = 0.0  # monotonic time until which reads skip the stream leader
+
+    async def _gate(self) -> None:
+        """Fail fast when a single-replica stream's server was found down and still is."""
+        if self.replicas == 1 and self.suspect and not await self.probe():
+            raise KvsError(f"stream {self.name} is unavailable (its server does not answer)")
+
+    def _lost(self, exc: BaseException) -> None:
+        """Note a request that timed out: the next request probes the server first."""
+        if isinstance(exc, TimeoutError):
+            self.suspect = True
 
     def _error(self, what: str, exc: BaseException) -> KvsError:
         reason = str(exc) or type(exc).__name__
@@ -143,8 +156,7 @@ class _Stream:
     ) -> tuple[bytes, dict[str, str]] | None:
         subject = f"{self.base}.{name}.{index}"
         single = self.replicas == 1
-        if single and self.suspect and not await self.probe():
-            raise KvsError(f"stream {self.name} is unavailable (its server does not answer)")
+        await self._gate()
         try:
             return await self._get(subject, consistent)
         except TimeoutError:
@@ -164,6 +176,8 @@ class _Stream:
         from nats.js.errors import NotFoundError, ServiceUnavailableError
 
         js = self.storage.jetstream()
+        if consistent and self._leaderless():
+            return await self._fallback(subject, direct=True)
         try:
             message = await js.get_msg(self.name, subject=subject, direct=not consistent)
         except NotFoundError:
@@ -176,6 +190,7 @@ class _Stream:
                 raise
             if not consistent:
                 raise self._error(f"read of {subject}", exc) from None
+            self.no_leader_until = time.monotonic() + LEADERLESS_PAUSE
             return await self._fallback(subject, direct=True)
         except Exception as exc:
             raise self._error(f"read of {subject}", exc) from None
@@ -198,14 +213,29 @@ class _Stream:
 
     async def purge(self, name: str) -> None:
         """Remove every part of `name` (absent is fine)."""
+        await self._gate()
         try:
             await self.storage.jetstream().purge_stream(self.name, subject=f"{self.base}.{name}.>")
         except Exception as exc:
+            self._lost(exc)
             raise self._error(f"delete of {name}", exc) from None
 
     async def names(self, pattern: str = "*") -> list[str]:
         """The names of the whole blobs (those with a part 0) matching `pattern`, sorted."""
         wanted = f"{self.base}.{pattern}.0"
+        if self.replicas > 1 and self._leaderless():
+            return await self._scanned(wanted)
+        try:
+            return await self._listed(wanted)
+        except KvsError:
+            if self.replicas == 1:
+                raise
+            self.no_leader_until = time.monotonic() + LEADERLESS_PAUSE
+            return await self._scanned(wanted)  # no leader: walk the replicas' messages
+
+    async def _listed(self, wanted: str) -> list[str]:
+        """The names from the leader's subject counts (stream info), page by page."""
+        await self._gate()
         found: list[str] = []
         offset = 0
         while True:
@@ -213,14 +243,40 @@ class _Stream:
             try:
                 reply = await self.storage.request(f"$JS.API.STREAM.INFO.{self.name}", request)
             except Exception as exc:
+                self._lost(exc)
                 raise self._error("listing", exc) from None
             if "error" in reply:
                 raise KvsError(f"stream {self.name}: listing: {reply['error']}")
+            if "cluster" in reply and not (reply["cluster"] or {}).get("leader"):
+                # The meta leader answers for a stream without a leader: config, no state.
+                raise KvsError(f"stream {self.name}: listing: the stream has no leader")
             subjects = (reply.get("state") or {}).get("subjects") or {}
             found.extend(s[len(self.base) + 1 : -2] for s in subjects)
             offset += len(subjects)
             if not subjects or offset >= int(reply.get("total") or 0):
                 return sorted(found)
+
+    async def _scanned(self, wanted: str) -> list[str]:
+        """The names from any replica, message by message (next message matching `wanted`)."""
+        from nats.js.errors import NotFoundError
+
+        js = self.storage.jetstream()
+        found: set[str] = set()
+        seq = 1
+        while True:
+            try:
+                message = await js.get_msg(
+                    self.name, seq=seq, subject=wanted, direct=True, next=True
+                )
+            except NotFoundError:
+                return sorted(found)
+            except Exception as exc:
+                raise self._error("listing", exc) from None
+            found.add(str(message.subject)[len(self.base) + 1 : -2])
+            seq = int(message.seq or seq) + 1
+
+    def _leaderless(self) -> bool:
+        return time.monotonic() < self.no_leader_until
 
     async def probe(self) -> bool:
         """Whether the stream takes a write now (a tiny message on ``<base>.probe``)."""
