@@ -7,14 +7,15 @@
   directories, put and get objects of 1 KiB to 16 MiB back to back in common windows.
 * Failure run: objects stored, one node's directory taken away (reads and a write with the
   node dead), then the node comes back empty (a new disk) and `kvs.repair.scrub` rebuilds it.
-* Codec: put and get of a 16 MiB object (in-memory nodes, one process) against AES-GCM and
-  pyeclib alone on the same bytes, interleaved; target: within 2x of the primitives' sum.
+* Codec: put and get of a 16 MiB object through the gateway (its app on loopback HTTP, a
+  client with a bucket key) and through the store engine alone, on in-memory nodes, against
+  AES-GCM and pyeclib alone on the same bytes, interleaved; target: the gateway's put and get
+  within 2x of the primitives' sum.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import shutil
 import tempfile
@@ -23,20 +24,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
+from meterseal.bench.kvs_codec import CodecResult, measure_codec
 from meterseal.bench.kvs_load import ClientPool, Layout
-from meterseal.bench.timing import Machine, Timing, measure_group
+from meterseal.bench.timing import Machine
 from meterseal.kvs.erasure import coder
-from meterseal.kvs.nodes import BlobNode, MemoryCatalog, MemoryNode
-from meterseal.kvs.policy import DEFAULT_CHUNK_SIZE, ErasureCoded, parse_policy, raw_bytes
+from meterseal.kvs.policy import (
+    parse_policy,
+    raw_bytes,
+)
 from meterseal.kvs.repair import scrub
 from meterseal.kvs.store import ObjectStore
 
 KiB, MiB = 1024, 1024 * 1024
 POLICIES = ("rep:3", "ec:6+2", "hybrid:6+2")  # the paper's hot, cold and warm examples
-TARGET = 2.0  # put/get of 16 MiB within this factor of AES-GCM + erasure coding alone
-CODEC_POLICY = ErasureCoded(6, 2)
 BUCKET = "bench"
 Step = Callable[[str], None]
 
@@ -119,30 +119,6 @@ class FailureRow:
     repair_seconds: float
     rebuilt: int
     healthy_after: bool
-
-
-@dataclass(frozen=True)
-class CodecResult:
-    """Seconds per call for the codec and the store on `size` bytes (interleaved runs)."""
-
-    size: int
-    timings: dict[str, Timing]
-
-    def bound(self, op: str) -> float:
-        """The primitives' time of a put (encrypt + encode) or a get (decrypt + decode)."""
-        t = self.timings
-        if op == "put":
-            return t["aes_encrypt"].median + t["encode"].median
-        return t["aes_decrypt"].median + t["decode"].median
-
-    def ratio(self, op: str) -> float:
-        """The store's put or get time over its primitives' time."""
-        return self.timings[f"store_{op}"].median / self.bound(op)
-
-    @property
-    def met(self) -> bool:
-        """Both within TARGET."""
-        return self.ratio("put") <= TARGET and self.ratio("get") <= TARGET
 
 
 @dataclass(frozen=True)
@@ -281,39 +257,6 @@ def measure_failures(root: Path, plan: KvsPlan, step: Step) -> list[FailureRow]:
     return rows
 
 
-def measure_codec(plan: KvsPlan) -> CodecResult:
-    """16 MiB through the store (ec:6+2, in-memory nodes) and through its primitives alone."""
-    size, k, m = plan.codec_size, CODEC_POLICY.k, CODEC_POLICY.m
-    data = os.urandom(size)
-    nodes: list[BlobNode] = [MemoryNode(f"m{i}") for i in range(k + m)]
-    master = os.urandom(32)
-    store = ObjectStore(nodes, MemoryCatalog(), lambda _b: master, clock=time.time, rng=os.urandom)
-    loop = asyncio.new_event_loop()
-    loop.run_until_complete(store.put_bytes(BUCKET, "codec", data, CODEC_POLICY))
-    key, nonce, ad = os.urandom(32), bytes(12), b"bucket/name/version/policy/index"
-    chunks = [data[i : i + DEFAULT_CHUNK_SIZE] for i in range(0, size, DEFAULT_CHUNK_SIZE)]
-    sealed = [AESGCM(key).encrypt(nonce, c, ad) for c in chunks]
-    ec = coder(k, m)
-    encoded = [ec.encode(s) for s in sealed]
-    fragments = [dict(enumerate(f[:k])) for f in encoded]
-    ops: dict[str, Callable[[], object]] = {
-        "aes_encrypt": lambda: [AESGCM(key).encrypt(nonce, c, ad) for c in chunks],
-        "aes_decrypt": lambda: [AESGCM(key).decrypt(nonce, s, ad) for s in sealed],
-        "encode": lambda: [ec.encode(s) for s in sealed],
-        "decode": lambda: [ec.decode(f) for f in fragments],
-        "sha256": lambda: [hashlib.sha256(f).digest() for e in encoded for f in e],
-        "store_put": lambda: loop.run_until_complete(
-            store.put_bytes(BUCKET, "codec", data, CODEC_POLICY)
-        ),
-        "store_get": lambda: loop.run_until_complete(store.get_bytes(BUCKET, "codec")),
-    }
-    try:
-        timings = measure_group(ops, plan.codec_seconds, runs=5 if plan.quick else 9)
-    finally:
-        loop.close()
-    return CodecResult(size, timings)
-
-
 def run_measurements(plan: KvsPlan, work: Path | None, step: Step) -> KvsResult:
     """Every part of the bench under a fresh directory (removed afterwards)."""
     with tempfile.TemporaryDirectory(prefix="meterseal-bench-kvs-", dir=work) as tmp:
@@ -321,6 +264,6 @@ def run_measurements(plan: KvsPlan, work: Path | None, step: Step) -> KvsResult:
         storage = measure_storage(root, plan, step)
         rates = measure_rates(root, plan, step)
         failures = measure_failures(root, plan, step)
-    codec = measure_codec(plan)
+    codec = measure_codec(plan.codec_size, plan.codec_seconds, 5 if plan.quick else 9)
     step(f"codec: {plan.codec_size:,} bytes against AES-GCM and pyeclib alone")
     return KvsResult(plan, storage, rates, failures, codec, Machine.probe(None))

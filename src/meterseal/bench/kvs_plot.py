@@ -89,7 +89,9 @@ def _codec(ax: Axes, result: KvsResult) -> None:
     ax.invert_yaxis()
     ax.set_xlabel("ms")
     put, get = result.codec.ratio("put"), result.codec.ratio("get")
-    ax.set_title(f"{size_text(result.codec.size)}: put {put:.1f}x, get {get:.1f}x the primitives")
+    ax.set_title(
+        f"{size_text(result.codec.size)}: gateway put {put:.1f}x, get {get:.1f}x the primitives"
+    )
 
 
 def plot_kvs(result: KvsResult, path: Path) -> Path:

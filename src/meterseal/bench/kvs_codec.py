@@ -1,0 +1,119 @@
+"""The codec part of `bench kvs`: 16 MiB through the gateway and the store vs its primitives.
+
+The gateway's app is served on loopback HTTP over in-memory nodes (no disk: what the engine
+and the gateway add, not what the nodes cost) with a client holding a key of the bench's
+bucket; AES-256-GCM, pyeclib (6+2) and SHA-256 run alone on the same bytes, interleaved with
+the puts and gets (`timing.measure_group`), so all see the same load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from prometheus_client import CollectorRegistry
+
+from meterseal.bench.timing import Timing, measure_group
+from meterseal.kvs.erasure import coder
+from meterseal.kvs.gateway import create_gateway_app
+from meterseal.kvs.gateway_auth import KvsAuthenticator
+from meterseal.kvs.gateway_client import GatewayClient
+from meterseal.kvs.gateway_http import KvsMetrics
+from meterseal.kvs.gateway_keys import KeyTable, Right, Scope
+from meterseal.kvs.gateway_state import GatewayState
+from meterseal.kvs.nodes import BlobNode, MemoryCatalog, MemoryNode
+from meterseal.kvs.policy import DEFAULT_CHUNK_SIZE, ErasureCoded, Replication
+from meterseal.kvs.store import ObjectStore
+from meterseal.runtime.http import ThreadedServer
+
+TARGET = 2.0  # the gateway's put/get within this factor of AES-GCM + erasure coding alone
+CODEC_POLICY = ErasureCoded(6, 2)
+BUCKET = "bench"
+
+
+@dataclass(frozen=True)
+class CodecResult:
+    """Seconds per call for the codec and the store on `size` bytes (interleaved runs)."""
+
+    size: int
+    timings: dict[str, Timing]
+
+    def bound(self, op: str) -> float:
+        """The primitives' time of a put (encrypt + encode) or a get (decrypt + decode)."""
+        t = self.timings
+        if op == "put":
+            return t["aes_encrypt"].median + t["encode"].median
+        return t["aes_decrypt"].median + t["decode"].median
+
+    def ratio(self, op: str, via: str = "gateway") -> float:
+        """The gateway's (or the store's) put or get time over its primitives' time."""
+        return self.timings[f"{via}_{op}"].median / self.bound(op)
+
+    @property
+    def met(self) -> bool:
+        """The gateway's put and get both within TARGET."""
+        return self.ratio("put") <= TARGET and self.ratio("get") <= TARGET
+
+
+def memory_store(nodes: int) -> ObjectStore:
+    """A store over in-memory nodes (no disk: what the engine itself costs)."""
+    master = os.urandom(32)
+    memory: list[BlobNode] = [MemoryNode(f"m{i}") for i in range(nodes)]
+    return ObjectStore(memory, MemoryCatalog(), lambda _b: master, clock=time.time, rng=os.urandom)
+
+
+@contextmanager
+def served_gateway(nodes: int) -> Iterator[GatewayClient]:
+    """The gateway's app over in-memory nodes on loopback HTTP; a client with a bucket key."""
+    store = memory_store(nodes)
+    state = GatewayState(store, CODEC_POLICY, Replication(3))
+    scope = Scope(BUCKET, "", frozenset((Right.READ, Right.WRITE)))
+    table, key = KeyTable().add(scope, "bench", time.time(), os.urandom)
+    asyncio.run(state.save_keys(table))
+    metrics = KvsMetrics(CollectorRegistry())
+    app = create_gateway_app(store, state, KvsAuthenticator(state.key_table), metrics)
+    with ThreadedServer(app) as url, GatewayClient(url, key.secret, timeout=600) as client:
+        yield client
+
+
+def measure_codec(size: int, seconds: float, runs: int) -> CodecResult:
+    """`size` bytes through the gateway and the store (ec:6+2, in-memory nodes) and through
+    their primitives alone, interleaved."""
+    k, m = CODEC_POLICY.k, CODEC_POLICY.m
+    data = os.urandom(size)
+    store = memory_store(k + m)
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(store.put_bytes(BUCKET, "codec", data, CODEC_POLICY))
+    key, nonce, ad = os.urandom(32), bytes(12), b"bucket/name/version/policy/index"
+    chunks = [data[i : i + DEFAULT_CHUNK_SIZE] for i in range(0, size, DEFAULT_CHUNK_SIZE)]
+    sealed = [AESGCM(key).encrypt(nonce, c, ad) for c in chunks]
+    ec = coder(k, m)
+    encoded = [ec.encode(s) for s in sealed]
+    fragments = [dict(enumerate(f[:k])) for f in encoded]
+    ops: dict[str, Callable[[], object]] = {
+        "aes_encrypt": lambda: [AESGCM(key).encrypt(nonce, c, ad) for c in chunks],
+        "aes_decrypt": lambda: [AESGCM(key).decrypt(nonce, s, ad) for s in sealed],
+        "encode": lambda: [ec.encode(s) for s in sealed],
+        "decode": lambda: [ec.decode(f) for f in fragments],
+        "sha256": lambda: [hashlib.sha256(f).digest() for e in encoded for f in e],
+        "store_put": lambda: loop.run_until_complete(
+            store.put_bytes(BUCKET, "codec", data, CODEC_POLICY)
+        ),
+        "store_get": lambda: loop.run_until_complete(store.get_bytes(BUCKET, "codec")),
+    }
+    policy = str(CODEC_POLICY)
+    try:
+        with served_gateway(k + m) as gateway:
+            gateway.put(BUCKET, "codec", data, policy)
+            ops["gateway_put"] = lambda: gateway.put(BUCKET, "codec", data, policy)
+            ops["gateway_get"] = lambda: gateway.read(BUCKET, "codec")
+            timings = measure_group(ops, seconds, runs=runs)
+    finally:
+        loop.close()
+    return CodecResult(size, timings)
