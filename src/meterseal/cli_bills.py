@@ -146,6 +146,13 @@ RouterNats = Annotated[
 ]
 RouterKeys = Annotated[Path, typer.Option(help="the router's key directory (its operator.key)")]
 RouterNamespace = Annotated[str, typer.Option(help="the router's subject namespace")]
+Health = Annotated[
+    str,
+    typer.Option(
+        help="services the operator's Services page asks: NAME=URL, … (admin endpoints; "
+        "[portal] health)"
+    ),
+]
 
 
 @bills_app.command("serve")
@@ -163,6 +170,7 @@ def bills_serve(
     cas: Annotated[
         str | None, typer.Option("--cas", help="the CAS's URL: the administrator's CAS pages")
     ] = None,
+    health: Health = "",
 ) -> None:
     """Serve the billing API and the customer portal (/portal/) until Ctrl-C.
 
@@ -178,6 +186,7 @@ def bills_serve(
     from meterseal.portal.admin_tools import deployment_tools
     from meterseal.portal.app import create_portal_app
     from meterseal.portal.consent import router_consent
+    from meterseal.portal.health import HealthProbe, parse_targets
     from meterseal.runtime.address import parse_address
     from meterseal.runtime.readiness import Readiness
     from meterseal.storage import Store
@@ -187,6 +196,7 @@ def bills_serve(
 
     try:
         address = str(parse_address(listen, 7480))  # refused before the store is opened
+        probe = HealthProbe(parse_targets(health))
         context = server_tls(deployment_dir, tls, client_certs, passphrase_env)
         # The bills through a read-only engine: the API never writes them, and a bug in it
         # must not be able to. Accounts and the access log through a writable one, opened
@@ -211,6 +221,7 @@ def bills_serve(
                 BillStore(db), authenticator, people, keys, consent, fleet=FleetStore(db),
                 meters=writable,  # the administrator's revoke: `meters revoke`'s store call
                 admin=tools,  # provisioning, tariffs, the CAS, the change log
+                health=probe,
             )  # fmt: skip
             asyncio.run(_serve(app, address, context, Readiness(db.not_ready), admin))
     except OSError as exc:

@@ -59,7 +59,7 @@ BILLS: dict[str, list[str]] = (
 )
 PORTAL = {
     "GET /v1/keys": PUBLIC,
-    "GET /portal/static/{name}": PUBLIC,
+    "GET /portal/static/{name:path}": PUBLIC,
     "GET /portal/": PUBLIC,
     "GET /portal/login": PUBLIC,
     "POST /portal/login": PUBLIC,  # checks the form's CSRF token, then the password
@@ -76,6 +76,7 @@ PORTAL = {
     "GET /portal/audit/log": ["role:auditor"],
     "GET /portal/fleet": ["role:operator"],
     "GET /portal/fleet/load": ["role:operator"],
+    "GET /portal/fleet/services": ["role:operator"],
     "GET /portal/admin/meters": ["role:administrator"],
     "GET /portal/admin/tariffs": ["role:administrator"],
     "GET /portal/admin/meters/{meter_id}/revoke": ["role:administrator"],

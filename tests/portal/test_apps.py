@@ -113,6 +113,20 @@ def test_consent_given_and_withdrawn_changes_what_the_app_receives(
     assert "myapp no longer receives your readings" in done
     assert router.receivers(mine[0].pseudonym) == {"agg"}
 
+    # Both changes are in the customer's access log, which their page shows; no other's.
+    changes = [
+        (e.subject, e.route, e.object_id)
+        for e in portal.accounts.entries(customer)
+        if e.route == "POST /portal/apps"
+    ]
+    assert changes == [
+        (account, "POST /portal/apps", "consent given to myapp"),
+        (account, "POST /portal/apps", "consent withdrawn from myapp"),
+    ]
+    assert not [e for e in portal.accounts.entries(other_customer) if "consent" in e.object_id]
+    log = client.get("/portal/access").text
+    assert log.index("consent given to myapp") < log.index("consent withdrawn from myapp")
+
 
 def test_csrf_unknown_apps_and_an_unreachable_router(
     client_of: tuple[Portal, Router, Store],
@@ -138,6 +152,7 @@ def test_csrf_unknown_apps_and_an_unreachable_router(
     refused = client.post("/portal/apps", data={"app": "myapp", "action": "grant", "csrf": csrf})
     assert refused.status_code == 503
     assert "Nothing changed" in refused.text
+    assert not [e for e in portal.accounts.entries(customer) if "consent" in e.object_id]
 
 
 def test_the_consent_post_needs_the_session_its_token_and_the_customer_role(

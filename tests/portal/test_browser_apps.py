@@ -47,20 +47,30 @@ def test_consent_with_the_keyboard_in_chromium(
     mine = customer_pseudonyms(store, ANON, customer)[0].pseudonym
     sign_in(page, url, account)
     page.goto(f"{url}/portal/apps")
+    # htmx swaps the answer in: the page is never reloaded (this mark would go).
+    page.evaluate("window.notReloaded = true")
     grant = page.get_by_role("button", name="Let myapp read my readings")
     grant.focus()
     page.keyboard.press("Enter")
     page.wait_for_selector("[data-done]")
     assert "myapp now receives your raw readings" in page.inner_text("[data-done]")
     assert router.receivers(mine) == {"agg", "myapp"}
-    page.set_viewport_size({"width": 375, "height": 800})
-    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    # The keyboard stays where it was: on the same app's button, which now withdraws.
+    assert page.evaluate("document.activeElement.id") == "consent-myapp"
+    assert page.evaluate("document.activeElement.textContent") == "Withdraw consent from myapp"
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
     shot(page, tmp_path, "portal-apps.png")
-    page.get_by_role("button", name="Withdraw consent from myapp").focus()
     page.keyboard.press("Enter")
-    page.wait_for_selector("[data-done]")
+    page.wait_for_selector("[data-done]:has-text('no longer')")
     assert "myapp no longer receives your readings" in page.inner_text("[data-done]")
-    assert router.receivers(mine) == {"agg"}
+    assert router.receivers(mine) == {"agg"}  # withdrawn: the router delivers it no more
+    assert page.evaluate("window.notReloaded") is True
+    # The customer's access log shows both changes, oldest first.
+    page.get_by_role("link", name="Who read my data").first.click()
+    page.wait_for_url(f"{url}/portal/access")
+    log = page.inner_text("main")
+    assert log.index("consent given to myapp") < log.index("consent withdrawn from myapp")
     page.set_viewport_size({"width": 1000, "height": 900})
     page.goto(f"{url}/portal/bills/{quote(bill_id, safe='')}")
     page.locator("#hours").scroll_into_view_if_needed()

@@ -19,6 +19,7 @@ from meterseal.portal.app import CSP
 from tests.accounts.people import PASSWORD
 from tests.portal.conftest import Portal
 from tests.portal.test_pages import csrf_of
+from tests.portal.test_services_health import services  # noqa: F401 - fixture
 
 
 def _pem(path: Path, key: object) -> None:
@@ -61,6 +62,41 @@ def test_bills_serve_serves_the_portal(portal: Portal, tmp_path: Path) -> None:
                 keys = client.get("/v1/keys").json()["keys"]
             expected = [kid_of(public_bytes(k)).hex() for k in (billing, authority)]
             assert [k["kid"] for k in keys] == expected
+        finally:
+            process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+
+
+def test_the_services_page_asks_what_meterseal_toml_names(
+    portal: Portal,
+    tmp_path: Path,
+    services: dict[str, str],  # noqa: F811
+) -> None:
+    """docs/portal.md's [portal] health: the operator's Services page asks those endpoints."""
+    deployment = tmp_path / "deployment"
+    deployment.mkdir(mode=0o700)
+    ensure_token_key(deployment, None)
+    named = ", ".join(f"{name}={url}" for name, url in services.items())
+    config = tmp_path / "meterseal.toml"
+    config.write_text(f'[portal]\nhealth = "{named}"\n')
+    command = [sys.executable, "-m", "meterseal", "--config", str(config), "bills", "serve"]
+    command += ["--store", portal.month.url, "--deployment", str(deployment)]
+    command += ["--listen", "127.0.0.1:0", "--admin", "off"]
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=os.environ
+    ) as process:
+        try:
+            assert process.stdout is not None
+            line = process.stdout.readline()
+            assert line.startswith("listening bills http://127.0.0.1:"), line
+            with httpx.Client(base_url=line.split()[-1], timeout=20) as client:
+                page = client.get("/portal/login")
+                form = {"username": "operator", "password": PASSWORD, "csrf": csrf_of(page.text)}
+                assert client.post("/portal/login", data=form).status_code == 303
+                shown = client.get("/portal/fleet/services")
+            assert shown.status_code == 200, shown.text
+            assert "2 of 5 services ready" in shown.text
+            assert services["cas"] in shown.text
         finally:
             process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) == 0

@@ -207,6 +207,19 @@ class KvsSection:
     )
 
 
+@dataclass(frozen=True)
+class PortalSection:
+    """[portal]: what the portal's operator pages show."""
+
+    health: str = _key(
+        "services whose /readyz and /metrics the operator's Services page shows: "
+        "NAME=URL pairs, comma-separated, each URL a service's admin endpoint",
+        "",
+        flags=("bills serve:--health",),
+        example="head-end=http://127.0.0.1:7481, router=http://127.0.0.1:7482",
+    )
+
+
 SECTIONS: dict[str, type] = {
     "deployment": DeploymentSection,
     "store": StoreSection,
@@ -216,6 +229,7 @@ SECTIONS: dict[str, type] = {
     "router": RouterSection,
     "integrity": IntegritySection,
     "kvs": KvsSection,
+    "portal": PortalSection,
 }
 
 
@@ -282,6 +296,7 @@ class Settings:
     router: RouterSection = RouterSection()
     integrity: IntegritySection = IntegritySection()
     kvs: KvsSection = KvsSection()
+    portal: PortalSection = PortalSection()
     file: Path | None = None  # the configuration file, if one was read
     sources: Mapping[str, Source] = field(default_factory=dict)
 

@@ -54,7 +54,8 @@ from meterseal.portal.admin import MeterRevocation
 from meterseal.portal.admin_tools import AdminTools
 from meterseal.portal.consent import RouterConsent
 from meterseal.portal.fleet import FleetSource
-from meterseal.portal.staff import StaffArchive, add_staff_routes
+from meterseal.portal.health import HealthProbe, add_health_routes
+from meterseal.portal.staff import OPERATOR, StaffArchive, add_staff_routes
 from meterseal.portal.staff_views import home_of
 from meterseal.runtime.auth import PUBLIC, HasRole, Identity, access, identity_of
 
@@ -79,6 +80,7 @@ STATIC = {
     "cbor.js": "text/javascript; charset=utf-8",
     "verify.js": "text/javascript; charset=utf-8",
     "staff.css": "text/css; charset=utf-8",
+    "vendor/htmx/htmx.min.js": "text/javascript; charset=utf-8",  # SOURCE says whence
 }
 NOT_YOURS = "this page is not for your account's role"
 
@@ -131,7 +133,7 @@ def _templates() -> jinja2.Environment:
 
 
 def _static(name: str) -> bytes:
-    return resources.files("meterseal.portal").joinpath("static", name).read_bytes()
+    return resources.files("meterseal.portal").joinpath("static", *name.split("/")).read_bytes()
 
 
 class _Pages:
@@ -217,6 +219,8 @@ def add_portal_routes(
         if not request.url.path.startswith("/portal/"):
             return await http_exception_handler(request, exc)
         if exc.status_code == 401:
+            if request.headers.get("HX-Request") == "true":  # a partial update: reload whole
+                return Response(status_code=204, headers={"HX-Redirect": "/portal/login"})
             return RedirectResponse("/portal/login", 303)
         detail = str(exc.detail)
         if exc.status_code == 403 and exc.detail != CSRF_REFUSED:
@@ -227,8 +231,8 @@ def add_portal_routes(
     def public_keys() -> KeySet:
         return published
 
-    @app.get("/portal/static/{name}", include_in_schema=False, dependencies=[access(PUBLIC)])
-    def static(name: Annotated[str, Path(max_length=32)]) -> Response:
+    @app.get("/portal/static/{name:path}", include_in_schema=False, dependencies=[access(PUBLIC)])
+    def static(name: Annotated[str, Path(max_length=64)]) -> Response:
         if name not in STATIC:
             raise HTTPException(404, "no such file")
         return Response(_static(name), media_type=STATIC[name])
@@ -358,11 +362,13 @@ def create_portal_app(
     clock: Callable[[], float] = time.time,
     meters: MeterRevocation | None = None,
     admin: AdminTools | None = None,
+    health: HealthProbe | None = None,
 ) -> FastAPI:
     """The bills API with the portal's pages on it (sessions through `authenticator`); the
     customer's apps page reaches the router through `consent` (None: the page says it is not);
     the administrator revokes meters through `meters` and makes the other changes with `admin`
-    (None: the pages say they cannot)."""
+    (None: the pages say they cannot); the operator's services page asks the services `health`
+    names."""
     from meterseal.portal.consent_pages import add_consent_routes  # it imports this module
 
     authenticator.session_cookie = SESSION_COOKIE
@@ -374,4 +380,5 @@ def create_portal_app(
     billing_key = keys.billing if keys else None
     add_staff_routes(app, render, bills, reads, billing_key, fleet, clock, meters, admin)
     add_consent_routes(app, app.state.portal_pages, consent)
+    add_health_routes(app, render, health, OPERATOR, clock)
     return app

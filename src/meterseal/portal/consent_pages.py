@@ -2,7 +2,8 @@
 
 `GET /portal/apps` lists the router's members that receive data (apps, with the customer's
 consent to each; the utility, aggregators and public apps by their role) and `POST
-/portal/apps` grants or withdraws one app's consent (CSRF-checked form: `app`, `action`).
+/portal/apps` grants or withdraws one app's consent (CSRF-checked form: `app`, `action`), says
+what the app receives from then on, and records the change in the customer's access log.
 Whose consent it is comes from the session's identity only; the page says so plainly when
 the portal has no router configured or the router does not answer.
 """
@@ -13,6 +14,7 @@ from typing import Annotated
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
 from meterseal.portal.app import CUSTOMER, _form, _Pages
 from meterseal.portal.consent import RouterConsent, RouterUnreachable
@@ -58,10 +60,14 @@ def add_consent_routes(app: FastAPI, pages: _Pages, consent: RouterConsent | Non
             return await show(request, identity, 400, error="choose to give or withdraw consent")
         if consent is None:
             return await show(request, identity)
+        customer, grant = identity.customer_id or "", action == "grant"
         try:
-            done = await consent.change(identity.customer_id or "", name, action == "grant")
+            done = await consent.change(customer, name, grant)
         except LookupError:
             return await show(request, identity, 404, error=f"no app {name!r} receives data")
         except RouterUnreachable as exc:
             return await show(request, identity, 503, error=f"Nothing changed: {exc}")
+        # The change is the customer's own act on their data: their access log keeps it.
+        what = f"consent given to {name}" if grant else f"consent withdrawn from {name}"
+        await run_in_threadpool(pages.reads.read, identity, "POST /portal/apps", customer, what)
         return await show(request, identity, done=done)
