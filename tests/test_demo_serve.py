@@ -32,10 +32,12 @@ def test_demo_serve_leaves_the_portal_running_with_one_account_per_role() -> Non
         try:
             assert process.stdout is not None
             logins: dict[str, tuple[str, str]] = {}
-            url = ""
+            url, router = "", ""
             for line in process.stdout:
                 if match := _LOGIN.match(line):
                     logins[match.group(1)] = (match.group(2), match.group(3))
+                if line.startswith("the dissemination router runs in this process"):
+                    router = line
                 if line.startswith("listening bills "):
                     url = line.split()[-1]
                     break
@@ -50,9 +52,22 @@ def test_demo_serve_leaves_the_portal_running_with_one_account_per_role() -> Non
             link = re.search(r'href="(/portal/bills/[^"]+)"', bills.text)
             assert link, bills.text
             bill = customer.get(link.group(1))
-            customer.close()
             assert bill.status_code == 200
             assert "Charges" in bill.text
+            # The router runs too: the customer gives demo-app consent, then withdraws it.
+            assert "SIMULATED attestation" in router
+            assert "demo-app" in router
+            apps = customer.get("/portal/apps")
+            assert apps.status_code == 200, apps.text
+            assert "Let demo-app read my readings" in apps.text
+            for action, said in (("grant", "now receives"), ("revoke", "no longer receives")):
+                form = {"app": "demo-app", "action": action, "csrf": csrf_of(apps.text)}
+                apps = customer.post("/portal/apps", data=form)
+                assert apps.status_code == 200, apps.text
+                assert f"demo-app {said} your" in apps.text
+            log = customer.get("/portal/access").text
+            customer.close()
+            assert log.index("consent given to demo-app") < log.index("consent withdrawn from")
             # Each staff account lands on its role's pages, on the demo's data.
             homes = {
                 "auditor": ("/portal/audit", "clean, countersigned"),

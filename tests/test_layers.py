@@ -64,6 +64,7 @@ LAYERS: dict[str, Layer] = {
     "meterseal.bootstrap": SERVICE,  # keys, CAS state, policies and secrets of a new deployment
     "meterseal.demo": INTERFACE,
     "meterseal.demo_serve": INTERFACE,  # demo --serve: the portal on the demo's data
+    "meterseal.demo_router": INTERFACE,  # demo --serve's in-process dissemination router
     "meterseal.api": INTERFACE,  # the Python API for programs: a facade over the core and key files
     "meterseal.runtime": RUNTIME,
     # Reads one file and the environment (I/O, so not core); every layer above may read settings.

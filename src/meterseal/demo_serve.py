@@ -3,7 +3,9 @@
 After the demo, the bills API and portal (`bills serve`'s app) serve the demo's SQLite store
 and deployment (its published keys, its token key) until Ctrl-C, with an account for each
 role: a customer who was billed, an auditor, an operator and an administrator. Their
-passwords are drawn now and printed once; nothing about them is fixed.
+passwords are drawn now and printed once; nothing about them is fixed. A dissemination router
+runs in the same process (demo_router: simulated attestation, an app `demo-app`), so the
+customer's apps page gives and withdraws consent as against `bills serve --router-nats`.
 """
 
 from __future__ import annotations
@@ -72,9 +74,12 @@ def serve_demo(console: Console, deployment: Deployment, store_url: str, listen:
     from meterseal.accounts.authn import AccountAuthenticator
     from meterseal.accounts.credentials import TokenSigner
     from meterseal.accounts.token_key import token_key
+    from meterseal.acquisition.anonymize import Anonymizer
+    from meterseal.demo_router import DEMO_APP, MEMBERS, demo_router
     from meterseal.meter.enrolment import Enrolment
     from meterseal.portal.admin_tools import AdminTools
     from meterseal.portal.app import PublishedKeys, create_portal_app
+    from meterseal.portal.consent import RouterConsent
     from meterseal.runtime.http import HttpAppService
     from meterseal.runtime.lifecycle import serve_stage
     from meterseal.runtime.readiness import Readiness
@@ -96,6 +101,16 @@ def serve_demo(console: Console, deployment: Deployment, store_url: str, listen:
             highlight=False,
             soft_wrap=True,
         )
+    operator_key = secrets.token_bytes(32)
+    router = demo_router(operator_key)
+    members = ", ".join(name for name, _, _ in MEMBERS)
+    console.print(
+        f"the dissemination router runs in this process (SIMULATED attestation), members "
+        f"{members}: the customer gives or withdraws {DEMO_APP}'s consent at /portal/apps",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
     console.print("the portal is at the `listening bills` URL below + /portal/; Ctrl-C stops it")
     with Store.open_read_only(store_url) as db, Store.open(store_url) as writable:
         people = AccountStore(writable)
@@ -104,9 +119,11 @@ def serve_demo(console: Console, deployment: Deployment, store_url: str, listen:
         # The administrator's changes (no CAS in the demo: its CAS page says so).
         enrolment = Enrolment(deployment.ca_key, deployment.ca_cert, writable, deployment.directory)
         tools = AdminTools(ChangeStore(writable), enrolment, BillStore(writable))
+        anonymizer = Anonymizer(deployment.anonymization_key)
+        consent = RouterConsent(router.channel, operator_key, anonymizer, db, "in this process")
         app = create_portal_app(
-            BillStore(db), authenticator, people, keys, fleet=FleetStore(db), meters=writable,
-            admin=tools,
+            BillStore(db), authenticator, people, keys, consent, fleet=FleetStore(db),
+            meters=writable, admin=tools,
         )  # fmt: skip
         service = HttpAppService("bills", app, listen, 7480, None, Readiness(db.not_ready))
         asyncio.run(serve_stage(service, admin=None))
