@@ -11,6 +11,7 @@ the gateway (the table is sealed under the master secret, which only the gateway
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import time
@@ -177,6 +178,7 @@ async def serve_gateway(
     *,
     secrets: GatewaySecrets | None = None,
     announce: Callable[[str], None] = lambda line: print(line, flush=True),
+    stop: asyncio.Event | None = None,
 ) -> None:
     """Attest (unless `secrets` are given), open the store, serve until stopped."""
     from meterseal.runtime.http import HttpAppService
@@ -197,7 +199,7 @@ async def serve_gateway(
         tls = None if secrets.tls is None else server_context(secrets.tls)
         service = HttpAppService("kvs", app, options.listen, GATEWAY_PORT, tls)
         metrics.register(service.metrics.registry)
-        await serve_stage(service, admin=options.admin, announce=announce)
+        await serve_stage(service, admin=options.admin, announce=announce, stop=stop)
     finally:
         await opened.close()
 

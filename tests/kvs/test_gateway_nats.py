@@ -1,0 +1,117 @@
+"""The gateway over storage nodes on a NATS JetStream cluster of the test's own (5 servers)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from meterseal.kvs.gateway_keys import KeyTable, Right, Scope
+from meterseal.kvs.policy import parse_policy
+from meterseal.kvs.service import (
+    GatewayOptions,
+    StoreLayout,
+    gateway_state,
+    open_store,
+    serve_gateway,
+)
+from meterseal.kvs.service_trust import GatewaySecrets
+from meterseal.services.nats_cluster import LocalCluster
+from tests.nats_cluster import running_cluster
+
+MASTER = os.urandom(32)
+OBJECT = random.Random(8).randbytes(9 * 1024 * 1024 + 3)  # three 4 MiB chunks
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    """Five nats-server processes n1..n5, tagged node:nI."""
+    with running_cluster(tmp_path / "nats", 5) as started:
+        yield started
+
+
+class Running:
+    """`serve_gateway` on its own event loop in a thread, with given secrets (no CAS here)."""
+
+    def __init__(self, options: GatewayOptions) -> None:
+        self.options, self.url = options, ""
+        self.ready = threading.Event()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.stop: asyncio.Event | None = None
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._serve()), daemon=True)
+
+    async def _serve(self) -> None:
+        self.loop, self.stop = asyncio.get_running_loop(), asyncio.Event()
+
+        def announce(line: str) -> None:
+            if line.startswith("listening kvs "):
+                self.url = line.split()[-1]
+            if line.startswith("ready kvs"):
+                self.ready.set()
+
+        try:
+            secrets = GatewaySecrets(MASTER, None, "test")
+            await serve_gateway(self.options, secrets=secrets, announce=announce, stop=self.stop)
+        finally:
+            self.ready.set()
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        self.ready.wait(60)
+        assert self.url, "the gateway did not start"
+        return self.url
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.loop is not None and self.stop is not None:
+            self.loop.call_soon_threadsafe(self.stop.set)
+        self.thread.join(30)
+
+
+def test_the_gateway_stores_on_nats_nodes_and_reads_with_two_servers_lost(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    namespace = f"gw{os.urandom(4).hex()}"
+    layout = StoreLayout(tmp_path, 5, ",".join(cluster.urls), namespace)
+    policy = parse_policy("ec:3+2")
+
+    async def add_key() -> str:
+        opened = await open_store(layout, MASTER, policy, os.urandom)
+        try:
+            state = gateway_state(opened.store, layout, policy)
+            table, new = KeyTable().add(
+                Scope("meters", "", frozenset((Right.READ, Right.WRITE))), "t", 1.0, os.urandom
+            )
+            await state.save_keys(table)
+            return new.secret
+        finally:
+            await opened.close()
+
+    key = asyncio.run(add_key())
+    options = GatewayOptions(tmp_path, "http://unused", layout, "ec:3+2", "127.0.0.1:0", admin=None)
+    with (
+        Running(options) as url,
+        httpx.Client(
+            base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60
+        ) as client,
+    ):
+        put = client.put("/v1/kvs/meters/month", content=OBJECT)
+        assert put.status_code == 201, put.text
+        assert put.json()["policy"] == "ec:3+2"
+        assert client.get("/v1/kvs/meters/month").content == OBJECT
+        cluster.kill("n2")
+        cluster.kill("n5")
+        assert client.get("/v1/kvs/meters/month").content == OBJECT
+        assert (
+            client.get("/v1/kvs/meters/month", headers={"Range": "bytes=5000000-5000099"}).content
+            == (OBJECT[5_000_000:5_000_100])
+        )
+        # a write needs all five nodes of ec:3+2 now: refused clearly, nothing half-written
+        refused = client.put("/v1/kvs/meters/later", content=b"x" * 100)
+        assert refused.status_code == 503
+        assert client.head("/v1/kvs/meters/later").status_code == 404
