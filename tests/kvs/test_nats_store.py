@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import os
 import random
+import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 
 from meterseal.kvs.nats_nodes import NatsParts, NatsStorage
 from meterseal.kvs.policy import parse_policy
+from meterseal.kvs.repair import scrub
 from meterseal.kvs.sealing import derive_bucket_key
 from meterseal.kvs.store import ObjectStore
 from meterseal.services.nats_cluster import LocalCluster
@@ -153,3 +155,28 @@ def test_no_server_store_holds_plaintext_names_or_keys(tmp_path: Path) -> None:
     needles = [*windows, *(n.encode() for n in names), b"originals", MASTER]
     assert _scan(tmp_path, needles) == []
     assert len(_scan(tmp_path, [canary])) >= 1
+
+
+def test_a_server_back_with_an_empty_disk_is_refilled_by_a_scrub(tmp_path: Path) -> None:
+    data = {f"obj-{i}": os.urandom(150 * 1024 + i) for i in range(3)}
+    with running_cluster(tmp_path, 5) as cluster:
+
+        async def scenario(store: ObjectStore, parts: NatsParts, storage: NatsStorage) -> None:
+            for name, content in data.items():
+                await store.put_bytes("meters", name, content, parse_policy("ec:3+2"))
+            cluster.kill("n2")
+            shutil.rmtree(cluster.node("n2").store)  # a new, empty disk
+            await asyncio.to_thread(cluster.restart, "n2")
+            n2 = parts.nodes[1]
+            assert [i async for i in n2.blob_ids()] == []  # its stream is back, empty
+            report = await scrub(store, ["meters"], repair=True)
+            assert report.missing == 9  # 3 objects x 3 chunks, one fragment each on n2
+            assert report.repaired == report.missing
+            assert report.healthy
+            assert len([i async for i in n2.blob_ids()]) == 9
+            cluster.kill("n4")
+            cluster.kill("n5")  # the two losses ec:3+2 tolerates, n2's fragments needed
+            for name, content in data.items():
+                assert await store.get_bytes("meters", name) == content
+
+        _on(cluster, scenario, chunk_size=64 * 1024, keep=True)
