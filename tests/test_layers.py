@@ -158,6 +158,7 @@ LAYERS: dict[str, Layer] = {
     "meterseal.kvs.nodes": ADAPTER,
     "meterseal.kvs.nats_nodes": ADAPTER,  # nodes, replica sets and catalog on NATS JetStream
     "meterseal.kvs.store": ADAPTER,
+    "meterseal.kvs.pool": ADAPTER,  # the nodes, their health, where a write goes
     "meterseal.kvs.repair": ADAPTER,  # scrub: checks and rebuilds blobs through the store
     "meterseal.kvs.gateway_keys": CORE,  # API keys and their scopes, sans-IO
     "meterseal.kvs.gateway_auth": SERVICE,  # the gateway's authenticator and access rules

@@ -322,3 +322,43 @@ def test_a_failing_or_cancelled_source_leaves_nothing() -> None:
     asyncio.run(scenario())
     assert all(node.blobs == {} for node in nodes)
     assert catalog.entries == {}
+
+
+class RefusingCatalog(MemoryCatalog):
+    """A catalog that refuses puts while `refuse` is set."""
+
+    refuse = False
+
+    async def put(self, bucket_id: str, key: str, sealed: bytes) -> None:
+        """Refuse or keep."""
+        if self.refuse:
+            raise KvsError("catalog unavailable")
+        await super().put(bucket_id, key, sealed)
+
+
+def test_a_catalog_refusing_the_manifest_leaves_no_blob() -> None:
+    nodes = [MemoryNode(f"n{i}") for i in range(3)]
+    catalog = RefusingCatalog()
+    store = ObjectStore(
+        nodes,
+        catalog,
+        lambda bucket: derive_bucket_key(MASTER, bucket),
+        clock=lambda: 0.0,
+        rng=seeded().randbytes,
+        chunk_size=SMALL_CHUNK,
+    )
+
+    async def scenario() -> None:
+        await store.put_bytes("meters", "obj", b"kept", ErasureCoded(2, 1))
+        before = [dict(n.blobs) for n in nodes]
+        catalog.refuse = True
+        with pytest.raises(KvsError, match="catalog unavailable"):
+            await store.put_bytes("meters", "obj", b"y" * 300, ErasureCoded(2, 1))
+        with pytest.raises(KvsError, match="catalog unavailable"):
+            await store.set_policy("meters", "obj", Replication(3))
+        assert [dict(n.blobs) for n in nodes] == before
+        assert store.writing() == set()
+        catalog.refuse = False
+        assert await store.get_bytes("meters", "obj") == b"kept"
+
+    asyncio.run(scenario())

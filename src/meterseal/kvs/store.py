@@ -12,6 +12,7 @@ repair are in kvs/repair.py. Time and randomness are parameters (`clock`, `rng`)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from meterseal.kvs.manifest import (
 )
 from meterseal.kvs.nodes import BlobNode, Catalog, ReplicaSet
 from meterseal.kvs.policy import DEFAULT_CHUNK_SIZE, Policy, Replication
+from meterseal.kvs.pool import NodePool
 from meterseal.kvs.sealing import (
     BucketKeys,
     ObjectContext,
@@ -73,11 +75,8 @@ class ObjectStore:
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         health_ttl: float = 0.0,
     ) -> None:
-        self.nodes = list(nodes)
-        self.replica_sets = list(replica_sets)
-        self.by_name: dict[str, BlobNode] = {n.name: n for n in [*self.nodes, *self.replica_sets]}
-        if len(self.by_name) != len(self.nodes) + len(self.replica_sets):
-            raise KvsError("node and replica set names must be distinct")
+        self.pool = NodePool(nodes, replica_sets, clock, health_ttl)
+        self.nodes, self.by_name = self.pool.nodes, self.pool.by_name
         self.catalog = catalog
         self.clock = clock
         self.rng = rng
@@ -87,10 +86,7 @@ class ObjectStore:
         self.chunk_size = chunk_size
         self._bucket_key = bucket_key
         self.orphans: set[Blob] = set()  # blobs to delete when their node answers again
-        # A node's "healthy" is trusted for `health_ttl` seconds of `clock` when placing writes
-        # (0: asked on every write); a node failing a write is asked again next time.
-        self.health_ttl = health_ttl
-        self._health: dict[str, tuple[float, bool]] = {}
+        self._writing: list[list[Blob]] = []
         self._keys: dict[str, BucketKeys] = {}
         self._locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
             weakref.WeakValueDictionary()
@@ -163,7 +159,6 @@ class ObjectStore:
                 created_at=self.clock(),
                 chunk_size=self.chunk_size,
             )
-            await self.save(keys, manifest)
         if old is not None:
             await self.discard(old.blobs())
         return ObjectInfo.of(manifest)
@@ -182,14 +177,47 @@ class ObjectStore:
         policy: Policy,
         **fields: Any,
     ) -> Manifest:
+        """Seal and place every chunk of `source`, then save its manifest; the manifest."""
+        written: list[Blob] = []
+        self._writing.append(written)  # a sweep leaves blobs of writes under way alone
+        try:
+            manifest = await self._place_all(keys, name, source, policy, written, **fields)
+            await self._commit(keys, manifest)
+        finally:
+            self._writing.remove(written)
+        return manifest
+
+    def writing(self) -> set[Blob]:
+        """The blobs of this store's writes under way (no manifest names them yet)."""
+        return {blob for blobs in self._writing for blob in blobs}
+
+    async def _commit(self, keys: BucketKeys, manifest: Manifest) -> None:
+        """Save the manifest; when that fails, its blobs go unless the catalog took it."""
+        try:
+            await self.save(keys, manifest)
+        except BaseException:
+            # unless the catalog took it after all; when that is unknown the blobs stay (sweep)
+            with contextlib.suppress(Exception):
+                if await asyncio.shield(self.load(keys, manifest.name)) != manifest:
+                    await asyncio.shield(self.discard(manifest.blobs()))
+            raise
+
+    async def _place_all(
+        self,
+        keys: BucketKeys,
+        name: str,
+        source: AsyncIterable[bytes],
+        policy: Policy,
+        written: list[Blob],
+        **fields: Any,
+    ) -> Manifest:
         """Seal and place every chunk of `source`; the manifest (not yet saved)."""
         ctx = ObjectContext(keys.bucket, name, fields["version"], str(policy))
         object_key = new_object_key(self.rng)
-        written: list[Blob] = []
         entries: list[ChunkEntry] = []
         storing: asyncio.Task[ChunkEntry] | None = None  # chunk i is stored while i+1 seals
         try:
-            targets = await self.placement(policy)
+            targets = await self.pool.placement(policy)
             copies = 1 if isinstance(targets[0], ReplicaSet) else getattr(policy, "copies", 1)
             async for index, final, plain in rechunk(source, fields["chunk_size"]):
                 ready = await self.cpu(
@@ -223,35 +251,6 @@ class ObjectStore:
             **fields,
         )
 
-    async def placement(self, policy: Policy) -> list[BlobNode]:
-        """The healthy nodes a write of `policy` rotates over; KvsError when too few are."""
-        if isinstance(policy, Replication):
-            for replica_set in self.replica_sets:
-                if replica_set.copies == policy.copies and await self.healthy(replica_set):
-                    return [replica_set]
-        health = await asyncio.gather(*(self.healthy(n) for n in self.nodes))
-        pool = [node for node, ok in zip(self.nodes, health, strict=True) if ok]
-        if len(pool) < policy.nodes_needed:
-            down = [node.name for node, ok in zip(self.nodes, health, strict=True) if not ok]
-            raise KvsError(
-                f"policy {policy} needs {policy.nodes_needed} healthy nodes; {len(pool)} of "
-                f"{len(self.nodes)} are healthy" + (f" (down: {', '.join(down)})" if down else "")
-            )
-        return pool
-
-    async def healthy(self, node: BlobNode) -> bool:
-        """Whether `node` takes writes (its answer kept for `health_ttl` seconds)."""
-        now = self.clock()
-        known = self._health.get(node.name)
-        if known is not None and 0 <= now - known[0] < self.health_ttl:
-            return known[1]
-        try:
-            ok = bool(await node.healthy())
-        except Exception:  # a node that cannot say it is healthy is not
-            ok = False
-        self._health[node.name] = (now, ok)
-        return ok
-
     async def _place(
         self, targets: list[BlobNode], ready: Prepared, written: list[Blob]
     ) -> ChunkEntry:
@@ -270,7 +269,7 @@ class ObjectStore:
         )
         for blob, result in zip(blobs, results, strict=True):
             if isinstance(result, BaseException):
-                self._health.pop(blob.node, None)
+                self.pool.forget(blob.node)
                 raise KvsError(f"node {blob.node} failed: {result}") from result
         return ChunkEntry(ready.length, tuple(blobs[: ready.copies]), tuple(blobs[ready.copies :]))
 
@@ -453,7 +452,6 @@ class ObjectStore:
                 created_at=old.created_at,
                 chunk_size=old.chunk_size,
             )
-            await self.save(keys, manifest)
         await self.discard(old.blobs())
         return ObjectInfo.of(manifest)
 
