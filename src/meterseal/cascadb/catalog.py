@@ -150,13 +150,20 @@ def _table_key(name: str) -> bytes:
 class Dictionary:
     """Reads and writes table descriptors and counters in an OrderedKv."""
 
-    def __init__(self, kv: OrderedKv) -> None:
+    def __init__(self, kv: OrderedKv, cache: dict[str, Table] | None = None) -> None:
         self.kv = kv
+        self.cache = cache  # committed descriptors by lowercase name (None: read every time)
+        self.changed = False  # whether this statement changed the dictionary
 
     def table(self, name: str) -> Table | None:
         """The descriptor of table `name`, None if there is none."""
+        if self.cache is not None and name.lower() in self.cache:
+            return self.cache[name.lower()]
         raw = self.kv.get(_table_key(name))
-        return None if raw is None else Table.from_cbor(raw)
+        table = None if raw is None else Table.from_cbor(raw)
+        if table is not None and self.cache is not None:
+            self.cache[name.lower()] = table
+        return table
 
     def require(self, name: str) -> Table:
         """The descriptor of table `name`; ProgrammingError if there is none."""
@@ -172,10 +179,12 @@ class Dictionary:
 
     def save(self, table: Table) -> None:
         """Store `table`'s descriptor."""
+        self.changed = True
         self.kv.put(_table_key(table.name), table.to_cbor())
 
     def remove(self, table: Table) -> None:
         """Remove `table`'s descriptor, its rows, its index entries and its rowid counter."""
+        self.changed = True
         start = key_of(table.id, 0, ())
         for key, _ in list(self.kv.scan(start, key_of(table.id + 1, 0, ()))):
             self.kv.delete(key)

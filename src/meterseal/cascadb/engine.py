@@ -71,6 +71,7 @@ class Database:
         self.kv = kv
         self.lock_timeout = lock_timeout
         self._lock = threading.Lock()
+        self.tables: dict[str, Table] = {}  # committed descriptors (only this object writes)
         self._parsed: dict[tuple[str, str], list[exp.Expression]] = {}
 
     def session(self, *, autocommit: bool = True, dialect: str = DIALECT) -> Session:
@@ -110,6 +111,7 @@ class Session:
         self.dialect = dialect
         self._txn: Overlay | None = None
         self._explicit = False
+        self._ddl = False  # the open transaction changed the dictionary: bypass the cache
 
     @property
     def in_transaction(self) -> bool:
@@ -150,8 +152,10 @@ class Session:
             return Result(command="ROLLBACK")
         txn = self._begin()
         statement = Overlay(txn)
+        cache = None if self._ddl else self.database.tables
         try:
-            result = run(node, statement, params)
+            result, changed = run(node, statement, params, cache)
+            self._ddl |= changed
             statement.commit()
         except BaseException:
             statement.rollback()
@@ -179,8 +183,11 @@ class Session:
         self._end()
 
     def _end(self) -> None:
+        if self._ddl:
+            self.database.tables.clear()
         self._txn = None
         self._explicit = False
+        self._ddl = False
         self.database.release()
 
     def close(self) -> None:
@@ -188,9 +195,20 @@ class Session:
         self.rollback()
 
 
-def run(node: exp.Expression, kv: OrderedKv, params: Sequence[Any]) -> Result:
-    """Run one parsed statement against `kv` (a statement's buffer)."""
-    dictionary = Dictionary(kv)
+def run(
+    node: exp.Expression,
+    kv: OrderedKv,
+    params: Sequence[Any],
+    cache: dict[str, Table] | None = None,
+) -> tuple[Result, bool]:
+    """Run one parsed statement against `kv` (a statement's buffer); whether it was DDL."""
+    dictionary = Dictionary(kv, cache)
+    return _run(node, kv, params, dictionary), dictionary.changed
+
+
+def _run(
+    node: exp.Expression, kv: OrderedKv, params: Sequence[Any], dictionary: Dictionary
+) -> Result:
     numbering = Params()
     ctx = Ctx(params, kv)
     if isinstance(node, exp.Select | exp.Union | exp.Intersect | exp.Except | exp.Subquery):
