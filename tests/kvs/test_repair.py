@@ -8,8 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from meterseal.errors import KvsError
+from meterseal.kvs.nodes import MemoryCatalog
 from meterseal.kvs.policy import ErasureCoded, Hybrid, Policy, Replication
-from meterseal.kvs.repair import scrub
+from meterseal.kvs.repair import scrub, sweep
 from tests.kvs.store_fixtures import SMALL_CHUNK, memory_store
 
 POLICIES: list[Policy] = [Replication(3), ErasureCoded(3, 2), Hybrid(2, 1)]
@@ -102,5 +104,54 @@ def test_with_no_node_to_move_to_the_blob_stays_unrepaired() -> None:
         assert "no healthy node" in report.problems[0]
         nodes[2].up = True
         assert (await scrub(store, ["meters"])).healthy
+
+    asyncio.run(scenario())
+
+
+def test_a_sweep_deletes_unreferenced_blobs_after_the_grace_period_only() -> None:
+    now = [1000.0]
+    store, nodes, _ = memory_store(4)
+    store.clock = lambda: now[0]
+    store.pool.clock = store.clock
+    suspects: dict[tuple[str, str], float] = {}
+
+    async def scenario() -> None:
+        await store.put_bytes("meters", "a", DATA, ErasureCoded(2, 1))
+        await store.put_bytes("other", "b", DATA, Replication(2))
+        live = {n.name: set(n.blobs) for n in nodes}
+        for node in nodes[:3]:  # a crashed writer's leftovers
+            node.blobs["deadbeef" + node.name.encode().hex()] = b"left behind"
+        nodes[3].up = False  # down: its blobs are not judged
+        first = await sweep(store, ["meters", "other"], suspects, grace=60)
+        assert (first.suspects, first.deleted) == (3, 0)
+        assert len(first.unreachable) == 1
+        now[0] += 59
+        assert (await sweep(store, ["meters", "other"], suspects, grace=60)).deleted == 0
+        now[0] += 1
+        nodes[3].up = True
+        done = await sweep(store, ["meters", "other"], suspects, grace=60)
+        assert (done.deleted, done.suspects) == (3, 0)
+        assert {n.name: set(n.blobs) for n in nodes} == live
+        assert suspects == {}
+        assert await store.get_bytes("meters", "a") == DATA
+        assert await store.get_bytes("other", "b") == DATA
+
+    asyncio.run(scenario())
+
+
+def test_a_manifest_that_does_not_open_stops_a_sweep() -> None:
+    store, nodes, _ = memory_store(3)
+    suspects: dict[tuple[str, str], float] = {}
+
+    async def scenario() -> None:
+        await store.put_bytes("meters", "a", DATA[:10], Replication(3))
+        bucket_id = store.keys("meters").bucket_id
+        catalog = store.catalog
+        assert isinstance(catalog, MemoryCatalog)
+        key = next(iter(catalog.entries[bucket_id]))
+        catalog.entries[bucket_id][key] = b"garbage" * 10
+        with pytest.raises(KvsError, match="sweep stopped"):
+            await sweep(store, ["meters"], suspects, grace=0)
+        assert all(len(n.blobs) == 1 for n in nodes)
 
     asyncio.run(scenario())

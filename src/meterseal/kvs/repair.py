@@ -6,6 +6,9 @@ chunk's intact copies or fragments (encoding is deterministic: a rebuilt fragmen
 byte the lost one) and written back to its node when that node is healthy, else to a healthy
 node holding nothing of that chunk; the manifest then records the move. Afterwards, blobs
 failed nodes kept from deleted versions are collected again.
+
+`sweep(store, buckets, suspects, grace)` deletes blobs no manifest names (a writer that crashed
+mid-write, a delete a dead node missed) once they stayed unnamed for `grace` seconds.
 """
 
 from __future__ import annotations
@@ -176,3 +179,71 @@ async def _rewrite(
             continue
         return target
     return None
+
+
+@dataclass
+class SweepReport:
+    """What a sweep of unreferenced blobs found and deleted."""
+
+    blobs: int = 0  # on the nodes that answered
+    referenced: int = 0
+    suspects: int = 0  # unreferenced, kept until the grace period has passed
+    deleted: int = 0
+    unreachable: list[str] = field(default_factory=list)
+
+
+async def sweep(
+    store: ObjectStore,
+    buckets: Iterable[str],
+    suspects: dict[tuple[str, str], float],
+    grace: float,
+) -> SweepReport:
+    """Delete blobs no manifest names that were already unnamed `grace` seconds ago.
+
+    `buckets` must be every bucket of the store: a blob of a bucket left out looks unused.
+    `suspects` ((node, blob id) -> when first seen unused, by the store's clock) carries the
+    marks from one sweep to the next; a write under way elsewhere has `grace` to save its
+    manifest (this store's own writes are never suspects). A manifest that does not open
+    stops the sweep: the blobs it names are unknown.
+    """
+    named = {(b.node, b.blob_id) for b in store.writing()}
+    for bucket in buckets:
+        async for found in store.manifests(bucket):
+            if isinstance(found, KvsError):
+                raise KvsError(f"sweep stopped, bucket {bucket}: {found}")
+            named |= {(b.node, b.blob_id) for b in found.blobs()}
+    report = SweepReport()
+    now = store.clock()
+    seen: set[tuple[str, str]] = set()
+    down: set[str] = set()
+    for node in store.by_name.values():
+        try:
+            ids = [blob_id async for blob_id in node.blob_ids()]
+        except Exception as error:  # a node down keeps its blobs for a later sweep
+            report.unreachable.append(f"{node.name}: {error}")
+            down.add(node.name)
+            continue
+        for blob_id in ids:
+            item = (node.name, blob_id)
+            seen.add(item)
+            report.blobs += 1
+            if item in named:
+                report.referenced += 1
+            elif now - suspects.setdefault(item, now) >= grace:
+                await _delete(node, blob_id, report)
+                suspects.pop(item)
+            else:
+                report.suspects += 1
+    for gone in set(suspects) - seen:  # deleted meanwhile (a node down keeps its marks)
+        if gone[0] not in down:
+            suspects.pop(gone)
+    return report
+
+
+async def _delete(node: BlobNode, blob_id: str, report: SweepReport) -> None:
+    try:
+        await node.delete(blob_id)
+    except Exception as error:  # tried again on the next sweep
+        report.unreachable.append(f"{node.name}: {error}")
+        return
+    report.deleted += 1
