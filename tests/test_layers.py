@@ -168,6 +168,7 @@ LAYERS: dict[str, Layer] = {
     "meterseal.kvs.gateway_client": SERVICE,  # its client (CLI, benches)
     "meterseal.kvs.service": SERVICE,  # the attested gateway as a running service
     "meterseal.kvs.service_trust": SERVICE,  # its CAS policy, secrets and attestation
+    "meterseal.kvs.service_health": SERVICE,  # its storage nodes' health, for /readyz
     "meterseal.cascadb": CORE,  # SQL to ordered keys: parser, plan, executor over an OrderedKv
     "meterseal.cascadb.kvs_adapter": ADAPTER,  # the OrderedKv on the secure KVS
     "meterseal.cascadb.pgwire": SERVICE,  # the PostgreSQL wire protocol server

@@ -6,6 +6,7 @@ import asyncio
 import os
 import random
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,7 +41,7 @@ class Running:
     """`serve_gateway` on its own event loop in a thread, with given secrets (no CAS here)."""
 
     def __init__(self, options: GatewayOptions) -> None:
-        self.options, self.url = options, ""
+        self.options, self.url, self.admin_url = options, "", ""
         self.ready = threading.Event()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stop: asyncio.Event | None = None
@@ -52,6 +53,8 @@ class Running:
         def announce(line: str) -> None:
             if line.startswith("listening kvs "):
                 self.url = line.split()[-1]
+            if line.startswith("listening admin "):
+                self.admin_url = line.split()[-1]
             if line.startswith("ready kvs"):
                 self.ready.set()
 
@@ -60,6 +63,10 @@ class Running:
             await serve_gateway(self.options, secrets=secrets, announce=announce, stop=self.stop)
         finally:
             self.ready.set()
+
+    def admin(self) -> str:
+        """The admin endpoint's URL (announced as `listening admin URL`)."""
+        return self.admin_url
 
     def __enter__(self) -> str:
         self.thread.start()
@@ -93,9 +100,10 @@ def test_the_gateway_stores_on_nats_nodes_and_reads_with_two_servers_lost(
             await opened.close()
 
     key = asyncio.run(add_key())
-    options = GatewayOptions(tmp_path, "http://unused", layout, "ec:3+2", "127.0.0.1:0", admin=None)
+    options = GatewayOptions(tmp_path, "http://unused", layout, "ec:3+2", "127.0.0.1:0")
+    running = Running(options)
     with (
-        Running(options) as url,
+        running as url,
         httpx.Client(
             base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60
         ) as client,
@@ -115,3 +123,10 @@ def test_the_gateway_stores_on_nats_nodes_and_reads_with_two_servers_lost(
         refused = client.put("/v1/kvs/meters/later", content=b"x" * 100)
         assert refused.status_code == 503
         assert client.head("/v1/kvs/meters/later").status_code == 404
+        # and /readyz says why, once the nodes were probed again (every 5 s)
+        deadline = time.monotonic() + 30
+        while (ready := httpx.get(f"{running.admin()}/readyz")).status_code == 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        assert ready.status_code == 503
+        assert "3 of 5 storage nodes are healthy" in ready.json()["reason"]

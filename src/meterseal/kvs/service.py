@@ -29,6 +29,7 @@ from meterseal.kvs.gateway_state import RESERVED, GatewayState
 from meterseal.kvs.nodes import BlobNode, Catalog, LocalDirCatalog, LocalDirNode
 from meterseal.kvs.policy import Policy, Replication, parse_policy
 from meterseal.kvs.sealing import derive_bucket_key
+from meterseal.kvs.service_health import NodeHealth
 from meterseal.kvs.service_trust import GatewaySecrets, attest_gateway
 from meterseal.kvs.store import ObjectStore
 
@@ -183,6 +184,7 @@ async def serve_gateway(
     """Attest (unless `secrets` are given), open the store, serve until stopped."""
     from meterseal.runtime.http import HttpAppService
     from meterseal.runtime.lifecycle import serve_stage
+    from meterseal.runtime.readiness import Readiness
     from meterseal.runtime.tls import server_context
 
     if secrets is None:
@@ -197,9 +199,17 @@ async def serve_gateway(
         metrics = KvsMetrics()
         app = build_gateway(opened.store, options.layout, policy, metrics)
         tls = None if secrets.tls is None else server_context(secrets.tls)
-        service = HttpAppService("kvs", app, options.listen, GATEWAY_PORT, tls)
+        health = NodeHealth(opened.store.nodes, policy)
+        await health.probe()
+        watching = asyncio.create_task(health.watch())
+        service = HttpAppService(
+            "kvs", app, options.listen, GATEWAY_PORT, tls, Readiness(health.reason, every=1.0)
+        )
         metrics.register(service.metrics.registry)
-        await serve_stage(service, admin=options.admin, announce=announce, stop=stop)
+        try:
+            await serve_stage(service, admin=options.admin, announce=announce, stop=stop)
+        finally:
+            watching.cancel()
     finally:
         await opened.close()
 
