@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -115,3 +116,30 @@ def test_nodes_and_catalog_never_hold_plaintext_names_or_buckets(tmp_path: Path)
         for needle in needles:
             assert needle not in content, f"{needle!r} in {path}"
         assert set(path) <= set("0123456789abcdef/dcatlog"), path  # hex ids, no names
+
+
+def test_local_dir_nodes_taken_away_mid_read_are_survived(tmp_path: Path) -> None:
+    nodes = [LocalDirNode(f"d{i}", tmp_path / f"d{i}") for i in range(5)]
+    store = ObjectStore(
+        nodes,
+        LocalDirCatalog(tmp_path / "catalog"),
+        lambda bucket: derive_bucket_key(MASTER, bucket),
+        clock=time.time,
+        rng=os.urandom,
+        chunk_size=SMALL_CHUNK,
+    )
+    data = os.urandom(SMALL_CHUNK * 6 + 1)
+
+    async def scenario() -> None:
+        await store.put_bytes("meters", "obj", data, ErasureCoded(3, 2))
+        stream = store.get("meters", "obj")
+        first = await anext(stream)
+        shutil.rmtree(tmp_path / "d0")
+        (tmp_path / "d3").rename(tmp_path / "d3.gone")
+        rest = b"".join([piece async for piece in stream])
+        assert first + rest == data
+        report = await scrub(store, ["meters"])
+        assert (report.missing, report.unrepaired) == (2 * 7, 0)
+        assert await store.get_bytes("meters", "obj") == data
+
+    asyncio.run(scenario())

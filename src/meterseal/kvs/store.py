@@ -354,8 +354,10 @@ class ObjectStore:
     async def read_sealed(self, manifest: Manifest, object_key: bytes, index: int) -> bytes:
         """Chunk `index` sealed: from an intact copy, else decoded from intact fragments."""
         entry = manifest.chunks[index]
-        for position, blob in enumerate(entry.replicas):
-            data = await self.fetch(blob, object_key, index, position)
+        copies = len(entry.replicas)
+        for turn in range(copies):  # chunk i starts at copy i: reads spread over the copies
+            position = (index + turn) % copies
+            data = await self.fetch(entry.replicas[position], object_key, index, position)
             if data is not None:
                 return data
         if entry.fragments and not isinstance(manifest.policy, Replication):
