@@ -79,3 +79,20 @@ def test_a_repair_moves_one_blob(manifest: Manifest) -> None:
 def test_garbage_is_a_kvs_error(data: bytes) -> None:
     with pytest.raises(KvsError):
         decode_manifest(data)
+
+
+@pytest.mark.parametrize(("size", "lengths"), [(10, []), (10, [5]), (0, []), (10, [4, 6])])
+def test_chunks_must_add_up_to_the_size(size: int, lengths: list[int]) -> None:
+    with pytest.raises(KvsError, match="add up"):
+        Manifest(
+            bucket="b",
+            name="n",
+            version=1,
+            content_id="00",
+            size=size,
+            chunk_size=4,
+            policy=Replication(1),
+            wrapped_key=b"",
+            created_at=0.0,
+            chunks=tuple(ChunkEntry(n) for n in lengths),
+        )

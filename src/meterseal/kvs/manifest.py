@@ -62,7 +62,7 @@ class Manifest:
 
     def __post_init__(self) -> None:
         lengths = [c.length for c in self.chunks]
-        if self.chunks and lengths != chunk_sizes(self.size, self.chunk_size):
+        if lengths != chunk_sizes(self.size, self.chunk_size):
             raise KvsError(f"manifest of {self.name!r}: chunk lengths do not add up to its size")
 
     @property
