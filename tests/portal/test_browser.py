@@ -192,8 +192,8 @@ def test_a_customer_signs_in_sees_bills_and_the_browser_verifies(
         f":{counter} is reading 6 of" in c for c in page.locator("#verify li").all_inner_texts()
     )
     # At phone width nothing sticks out sideways.
-    page.set_viewport_size({"width": 375, "height": 800})
-    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
     page.evaluate("window.scrollTo(0, 0)")
     shot(page, tmp_path, "portal-bill-phone.png")
     page.goto(f"{served}/portal/access")

@@ -91,7 +91,7 @@ def test_sign_in_sets_a_strict_session_cookie_and_shows_the_bills(portal: Portal
     assert one.status_code == 200
     assert 'src="/portal/static/verify.js"' in one.text
     assert "<svg" in one.text
-    assert one.text.count("Check this reading") == 96  # the day's quarter-hours of one meter
+    assert one.text.count(">Check this reading<") == 96  # the day's quarter-hours of one meter
     # The session acts on the JSON API too (GET only), as the browser's verification needs.
     assert client.get(f"/v1/bills/{bill_id}").status_code == 200
     assert client.get("/v1/auth/whoami").json()["customer_id"] == customer
