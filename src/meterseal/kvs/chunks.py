@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 
+from meterseal.errors import KvsError
 from meterseal.kvs.erasure import coder
 from meterseal.kvs.policy import Hybrid, Policy, Replication
-from meterseal.kvs.sealing import ObjectContext, blob_tag, seal_chunk
+from meterseal.kvs.sealing import ObjectContext, blob_tag, open_chunk, seal_chunk
 
 
 async def rechunk(
@@ -85,3 +86,24 @@ def prepare(
         datas = [sealed] * copies + coder(policy.k, policy.m).encode(sealed)
     tags = [blob_tag(key, index, position, data) for position, data in enumerate(datas)]
     return Prepared(len(plain), copies, datas, tags)
+
+
+def decode(policy: Policy, found: bytes | dict[int, bytes]) -> bytes:
+    """The sealed chunk from a copy (as is) or from k fragments by index."""
+    if isinstance(found, bytes):
+        return found
+    if isinstance(policy, Replication):
+        raise KvsError("a replicated chunk has no fragments")
+    return coder(policy.k, policy.m).decode(found)
+
+
+def unseal(
+    policy: Policy,
+    found: bytes | dict[int, bytes],
+    key: bytes,
+    ctx: ObjectContext,
+    index: int,
+    final: bool,
+) -> bytes:
+    """The plaintext of chunk `index` from a copy or k fragments (one call for a thread)."""
+    return open_chunk(key, ctx, index, final, decode(policy, found))

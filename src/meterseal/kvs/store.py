@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from meterseal.errors import KvsError, ObjectNotFound
-from meterseal.kvs.chunks import Prepared, pieces, prepare, rechunk
-from meterseal.kvs.erasure import coder
+from meterseal.kvs.chunks import Prepared, decode, pieces, prepare, rechunk, unseal
 from meterseal.kvs.manifest import (
     Blob,
     ChunkEntry,
@@ -40,7 +39,6 @@ from meterseal.kvs.sealing import (
     Random,
     blob_intact,
     new_object_key,
-    open_chunk,
     open_manifest,
     seal_manifest,
     unwrap_key,
@@ -346,13 +344,23 @@ class ObjectStore:
 
     async def read_chunk(self, manifest: Manifest, object_key: bytes, index: int) -> bytes:
         """The plaintext of chunk `index`; KvsError when too few of its blobs are intact."""
-        sealed = await self.read_sealed(manifest, object_key, index)
+        found = await self.gather_blobs(manifest, object_key, index)
         final = index == len(manifest.chunks) - 1
-        ctx = manifest.context
-        return await self.cpu(len(sealed), open_chunk, object_key, ctx, index, final, sealed)
+        args = (manifest.policy, found, object_key, manifest.context, index, final)
+        return await self.cpu(manifest.chunks[index].length, unseal, *args)
 
     async def read_sealed(self, manifest: Manifest, object_key: bytes, index: int) -> bytes:
         """Chunk `index` sealed: from an intact copy, else decoded from intact fragments."""
+        found = await self.gather_blobs(manifest, object_key, index)
+        if isinstance(found, bytes):
+            return found
+        size = manifest.chunks[index].length
+        return await self.cpu(size, decode, manifest.policy, found)
+
+    async def gather_blobs(
+        self, manifest: Manifest, object_key: bytes, index: int
+    ) -> bytes | dict[int, bytes]:
+        """An intact copy of chunk `index`, else k intact fragments; KvsError when neither."""
         entry = manifest.chunks[index]
         copies = len(entry.replicas)
         for turn in range(copies):  # chunk i starts at copy i: reads spread over the copies
@@ -361,10 +369,9 @@ class ObjectStore:
             if data is not None:
                 return data
         if entry.fragments and not isinstance(manifest.policy, Replication):
-            k, m = manifest.policy.k, manifest.policy.m
-            found = await self.fetch_fragments(entry, object_key, index, k)
-            if len(found) >= k:
-                return await self.cpu(entry.length, coder(k, m).decode, found)
+            found = await self.fetch_fragments(entry, object_key, index, manifest.policy.k)
+            if len(found) >= manifest.policy.k:
+                return found
         raise KvsError(
             f"chunk {index} of {manifest.bucket}/{manifest.name} v{manifest.version}: "
             f"too few intact blobs ({len(entry.replicas)} copies, {len(entry.fragments)} fragments)"
