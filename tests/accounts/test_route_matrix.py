@@ -19,6 +19,8 @@ from fastapi import FastAPI
 import meterseal
 from meterseal.acquisition.http import create_app
 from meterseal.billing.api import create_billing_app
+from meterseal.kvs.gateway import create_gateway_app
+from meterseal.kvs.gateway_http import KvsMetrics
 from meterseal.portal.app import PublishedKeys, create_portal_app
 from meterseal.runtime.auth import check_access, route_rules
 from meterseal.runtime.lifecycle import Lifecycle, admin_app
@@ -109,6 +111,19 @@ EXPECTED: dict[str, dict[str, list[str]]] = {
     },
     "meterseal head-end": FRAMEWORK | {"POST /v1/readings": BODY, "POST /v1/readings/batch": BODY},
     "meterseal idle": FRAMEWORK | {"GET /readyz": PUBLIC, "GET /metrics": PUBLIC},
+    # The KVS gateway: API keys scoped to a bucket, key prefix and rights (kvs.gateway_auth).
+    "meterseal KVS gateway": FRAMEWORK
+    | {
+        "PUT /v1/kvs/{bucket}/{key:path}": ["kvs:write"],
+        "GET /v1/kvs/{bucket}/{key:path}": ["kvs:read"],
+        "HEAD /v1/kvs/{bucket}/{key:path}": ["kvs:read"],
+        "DELETE /v1/kvs/{bucket}/{key:path}": ["kvs:write"],
+        "GET /v1/kvs/{bucket}": ["kvs:read"],
+        "PUT /v1/policy/{bucket}/{key:path}": ["kvs:write"],
+        "GET /v1/policy/{bucket}": ["kvs:read|admin"],
+        "PUT /v1/policy/{bucket}": ["kvs:admin"],
+        "POST /v1/scrub": ["kvs:admin:*"],
+    },
 }
 
 
@@ -127,6 +142,7 @@ def every_app() -> list[FastAPI]:
         create_cas_app(unused, people.authenticator),
         create_app(unused),
         admin_app(Idle(), Lifecycle()),
+        create_gateway_app(unused, unused, unused, KvsMetrics()),
     ]
 
 
@@ -160,4 +176,5 @@ def test_the_table_covers_every_app_the_source_makes() -> None:
         "trust/api.py",
         "acquisition/http.py",
         "runtime/lifecycle.py",
+        "kvs/gateway.py",
     }

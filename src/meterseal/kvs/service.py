@@ -35,6 +35,7 @@ from meterseal.kvs.store import ObjectStore
 
 GATEWAY_PORT = 7470
 CATALOG_DIR = "catalog"
+HEALTH_TTL = 1.0  # seconds a node's health answer serves writes (one probe per node, not per put)
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,7 @@ async def open_store(
         clock=time.time,
         rng=rng,
         default_policy=default_policy,
+        health_ttl=HEALTH_TTL,
     )
     return OpenStore(store, close)
 
