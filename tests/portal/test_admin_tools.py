@@ -52,6 +52,7 @@ NEW_ROUTES = [
     "/portal/admin/tariffs/new",
     "/portal/admin/cas",
     "/portal/admin/cas/secrets/db-password/rotate",
+    "/portal/admin/cas/secrets/db-password/revoke",
     f"/portal/admin/cas/measurements/{'ab' * 32}/revoke",
     "/portal/admin/changes",
 ]
@@ -249,7 +250,7 @@ def test_an_administrator_publishes_a_tariffs_next_version(tooled: Tooled) -> No
                         ("tariff.publish", "refused"), ("tariff.publish", "refused")]  # fmt: skip
 
 
-def test_an_administrator_rotates_a_secret_and_revokes_a_measurement(
+def test_an_administrator_rotates_and_revokes_a_secret_and_revokes_a_measurement(
     tooled: Tooled,
     worker_measurement: Measurement,  # noqa: F811
 ) -> None:
@@ -284,10 +285,21 @@ def test_an_administrator_rotates_a_secret_and_revokes_a_measurement(
     assert "db-password</code> v2" in revoked.text  # type: ignore[attr-defined]
     assert [r.reason for r in cas.state.revocations()] == ["host lost"]
     assert "nothing to do" in client.get(revoke).text
+    # Revoking the secret: released to nobody until rotated again.
+    withdraw = "/portal/admin/cas/secrets/db-password/revoke"
+    assert withdraw in client.get("/portal/admin/cas").text
+    assert "Revoke secret db-password" in client.get(withdraw).text
+    assert _post(client, withdraw, secret="headend-keys").status_code == 400  # type: ignore[attr-defined]
+    gone = _post(client, withdraw, secret="db-password", reason="pasted in a ticket")
+    assert "secret db-password revoked through version 2" in gone.text  # type: ignore[attr-defined]
+    assert cas.revoked_through("db-password") == 2
+    assert "revoked through v2" in client.get("/portal/admin/cas").text
+    assert "nothing to do" in client.get(withdraw).text
     assert tooled.changes() == [
         (ADMINISTRATOR, "cas.secret.rotate", "db-password", DONE),
         (ADMINISTRATOR, "cas.secret.rotate", "headend-keys", tooled.changes()[1][3]),
         (ADMINISTRATOR, "cas.measurement.revoke", worker_measurement.hex, DONE),
+        (ADMINISTRATOR, "cas.secret.revoke", "db-password", DONE),
     ]
     assert "cannot take random bytes" in tooled.changes()[1][3]
 

@@ -206,6 +206,7 @@ def test_views_show_metadata_never_values(ready: World, worker_measurement: Meas
         "latest_version": 1,
         "versions": 1,
         "updated_at": "",
+        "revoked_through": 0,
     }
     policies = _call(ready, "GET", "/v1/policies").json()
     assert policies["rules"][0]["measurement"] == worker_measurement.hex

@@ -1,8 +1,9 @@
 """The administrator's CAS pages: policies and secrets' names, rotating a secret, revoking one.
 
 `/portal/admin/cas` lists the CAS's allow rules, revoked measurements and secrets (names and
-versions: the CAS never serves a value). Rotating a secret and revoking a measurement (which
-takes it out of every rule) each have a confirmation page whose CSRF-protected form names the
+versions: the CAS never serves a value). Rotating a secret, revoking a secret (no version so
+far is released until it is rotated) and revoking a measurement (which takes it out of every
+rule) each have a confirmation page whose CSRF-protected form names the
 object, which must be the page's. Every call goes to the CAS's own HTTP API
 (`trust.admin_client.CasAdmin`) with the signed-in administrator's session token, so the CAS's
 route rules decide as for any administrator (the CAS must share the deployment's accounts and
@@ -29,6 +30,7 @@ from meterseal.trust.admin_client import CasAdmin
 CAS_PAGE = "/portal/admin/cas"
 ROTATE = "/portal/admin/cas/secrets/{name}/rotate"
 REVOKE = "/portal/admin/cas/measurements/{measurement}/revoke"
+WITHDRAW = "/portal/admin/cas/secrets/{name}/revoke"
 NO_CAS = "this portal reaches no CAS (start it with `bills serve --cas URL`)"
 SecretName = Annotated[str, Path(max_length=128)]
 MeasurementHex = Annotated[str, Path(max_length=64)]
@@ -91,6 +93,35 @@ def add_cas_routes(
             request, "staff/admin_done.html", title="Secret rotated",
             said=f"secret {name} rotated to version {done.version}: workers get it at their "
             "next fetch", back=(CAS_PAGE, "Back to the CAS"),
+        )  # fmt: skip
+
+    @app.get(WITHDRAW, include_in_schema=False, dependencies=[access(rule)])
+    async def confirm_withdraw(request: Request, name: SecretName) -> Response:
+        _, secrets = await reach(request)
+        found = next((s for s in secrets if s["name"] == name), None)
+        if found is None:
+            raise HTTPException(404, f"no secret {name!r}")
+        return render(request, "staff/admin_cas_withdraw.html", secret=found)
+
+    @app.post(WITHDRAW, include_in_schema=False, dependencies=[access(rule)])
+    async def withdraw(request: Request, name: SecretName) -> Response:
+        form = await form_fields(request)
+        identity, action = identity_of(request), "cas.secret.revoke"
+        if form.get("secret") != name:
+            raise HTTPException(400, "the form names another secret: confirm this one")
+        if cas is None:
+            raise HTTPException(503, NO_CAS)
+        reason = form.get("reason", "").strip()[:500]
+        try:
+            done = await run_in_threadpool(cas.revoke_secret, credential(request), name, reason)
+        except MetersealError as exc:
+            await recorder.refused(identity, action, name, exc.diagnostics())
+            raise HTTPException(_status(exc), exc.diagnostics()) from None
+        await recorder.done(identity, action, name, f"through v{done.version}; reason: {reason}")
+        return render(
+            request, "staff/admin_done.html", title="Secret revoked",
+            said=f"secret {name} revoked through version {done.version}: the CAS releases it "
+            "to nobody until it is rotated", back=(CAS_PAGE, "Back to the CAS"),
         )  # fmt: skip
 
     @app.get(REVOKE, include_in_schema=False, dependencies=[access(rule)])

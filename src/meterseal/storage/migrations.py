@@ -374,6 +374,20 @@ def _v10(connection: Connection) -> None:
     md.create_all(connection)
 
 
+def _v11(connection: Connection) -> None:
+    md = sa.MetaData()
+    sa.Table(
+        "cas_secret_revocations",
+        md,
+        sa.Column("name", sa.String(64), nullable=False),
+        sa.Column("version", sa.Integer, nullable=False, autoincrement=False),
+        sa.Column("revoked_at", UtcDateTime, nullable=False),
+        sa.Column("reason", sa.Text, nullable=False),
+        sa.PrimaryKeyConstraint("name", "version", name="pk_cas_secret_revocations"),
+    )
+    md.create_all(connection)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "meters, signed originals, measurements, quarantine", _v1),
     Migration(2, "ingest counters; index measurements by region and time", _v2),
@@ -385,6 +399,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(8, "unsigned imported readings; customer-meter assignments with dates", _v8),
     Migration(9, "login tokens revoked by signing out", _v9),
     Migration(10, "the administrators' change log (a hash chain)", _v10),
+    Migration(11, "CAS: secrets withdrawn through a version", _v11),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

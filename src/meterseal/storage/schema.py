@@ -229,6 +229,15 @@ cas_revocations = sa.Table(
     sa.Column("reason", sa.Text, nullable=False),
 )
 
+cas_secret_revocations = sa.Table(
+    "cas_secret_revocations",
+    metadata,
+    sa.Column("name", sa.String(SHORT_TEXT), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),  # withdrawn through
+    sa.Column("revoked_at", UtcDateTime, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+)
+
 cas_nonces = sa.Table(
     "cas_nonces",
     metadata,

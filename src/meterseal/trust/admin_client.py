@@ -31,7 +31,7 @@ class CasRefused(TrustError):
 
 @dataclass(frozen=True)
 class Rotated:
-    """A secret's new version."""
+    """A secret and a version: the new one of a rotation, the last withdrawn of a revocation."""
 
     name: str
     version: int
@@ -98,6 +98,12 @@ class CasAdmin:
     def rotate(self, credential: str, name: str) -> Rotated:
         """`POST /v1/secrets/NAME/rotate`: the secret's new version."""
         answer = self._call("POST", f"/v1/secrets/{quote(name, safe='')}/rotate", credential)
+        return Rotated(str(answer["name"]), int(answer["version"]))
+
+    def revoke_secret(self, credential: str, name: str, reason: str) -> Rotated:
+        """`POST /v1/secrets/NAME/revoke`: the version it is withdrawn through."""
+        path = f"/v1/secrets/{quote(name, safe='')}/revoke"
+        answer = self._call("POST", path, credential, {"reason": reason})
         return Rotated(str(answer["name"]), int(answer["version"]))
 
     def revoke(self, credential: str, measurement: str, reason: str) -> RevokedMeasurement:

@@ -10,7 +10,9 @@
   fixed form, such as key bundles, are refused with 409 and rotate with `meterseal cas secrets
   rotate --file`), `POST /v1/measurements/{hex}/revoke` (body JSON {"reason": str}: the
   measurement gets nothing from its next request; the answer names the secrets it received,
-  to be rotated): administrators. Each is in the CAS log.
+  to be rotated), `POST /v1/secrets/{name}/revoke` (body JSON {"reason": str}: every version
+  so far is released to nobody until a rotation stores a newer one): administrators. Each is
+  in the CAS log.
 * `GET /v1/log`: administrators and auditors. `GET /v1/attestation` (the accepted backends
   and what each guarantees): public.
 * `POST /v1/auth/token`, `GET /v1/auth/whoami`: sign-in (meterseal.accounts), with an
@@ -101,6 +103,7 @@ class SecretView(BaseModel):
     latest_version: int
     versions: int
     updated_at: str
+    revoked_through: int = 0  # versions up to this one are withdrawn (0: none)
 
 
 class SecretsView(BaseModel):
@@ -114,6 +117,14 @@ class RotatedView(BaseModel):
 
     name: str
     version: int
+
+
+class SecretRevokedView(BaseModel):
+    """A secret's revocation: through which version, and whether it was new."""
+
+    name: str
+    version: int
+    new: bool
 
 
 class RevokeBody(BaseModel):
@@ -299,6 +310,7 @@ def create_cas_app(cas: Cas, authenticator: AccountAuthenticator | None = None) 
     )
     def secrets() -> SecretsView:
         infos = cas.state.secret_infos()
+        withdrawn = {i.name: cas.revoked_through(i.name) for i in infos}
         return SecretsView(
             secrets=[
                 SecretView(
@@ -306,6 +318,7 @@ def create_cas_app(cas: Cas, authenticator: AccountAuthenticator | None = None) 
                     latest_version=i.latest_version,
                     versions=i.versions,
                     updated_at=i.updated_at.isoformat(),
+                    revoked_through=withdrawn.get(i.name, 0),
                 )
                 for i in infos
             ]
@@ -334,6 +347,23 @@ def create_cas_app(cas: Cas, authenticator: AccountAuthenticator | None = None) 
             return JSONResponse({"detail": reason}, 409)
         counts["rotated"] += 1
         return JSONResponse(RotatedView(name=name, version=version).model_dump())
+
+    @app.post(
+        "/v1/secrets/{name}/revoke",
+        summary="Revoke a secret: no version so far is released until it is rotated",
+        dependencies=[access(ADMINISTRATOR)],
+        responses={s: {"model": Detail} for s in (400, 404, 503)},
+    )
+    def revoke_secret(name: Annotated[str, Path(max_length=128)], body: RevokeBody) -> Response:
+        if cas.state.latest_secret(name) is None:
+            return JSONResponse({"detail": f"no secret {name!r}"}, 404)
+        try:
+            done = cas.revoke_secret(name, body.reason)
+        except ReleaseRefused as refused:
+            return JSONResponse({"detail": refused.reason}, refused.status)
+        counts["secrets_revoked"] += 1
+        view = SecretRevokedView(name=name, version=done.version, new=done.new)
+        return JSONResponse(view.model_dump())
 
     @app.post(
         "/v1/measurements/{measurement}/revoke",

@@ -17,7 +17,9 @@ Merkle log whose heads are MACed under the master key (`vault`).
 The policy's allow rules name a stage: a request's stage label must be the label of the rule
 that allows its measurement the secret, or it gets nothing (and the refusal logs both labels).
 
-Rotation stores a new version of a secret; workers get the latest. Revocation denies a
+Rotation stores a new version of a secret; workers get the latest. Revoking a secret withdraws
+every version stored so far: it is released to nobody (the refusal says so) until a newer
+version is stored, e.g. by a rotation. Revocation denies a
 measurement everything from its next request; what it already received stays with it, so
 `revoke` reports those secrets, to be rotated (then the revoked worker's copies go stale).
 Time (`clock`) and randomness (`rng`) are injected; IO lives in the `CasState` adapter.
@@ -138,6 +140,14 @@ class Revoked:
 
     new: bool
     received: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True)
+class SecretRevoked:
+    """The outcome of a secret's revocation: was it new, and through which version."""
+
+    new: bool
+    version: int
 
 
 def decode_entry(entry: bytes) -> dict[str, Any]:
@@ -301,7 +311,21 @@ class Cas:
                     f"no secret named {name!r} in this CAS: import it "
                     "(`meterseal cas secrets import`, or `meterseal init` for a new deployment)"
                 )
+        for name in names:
+            latest = self.state.latest_secret(name)
+            withdrawn = self.revoked_through(name)
+            if latest is not None and latest.version <= withdrawn:
+                return (
+                    f"secret {name!r} is revoked through version {withdrawn}: it is released "
+                    f"again once rotated (`meterseal cas secrets rotate {name}`)"
+                )
         return None
+
+    def revoked_through(self, name: str) -> int:
+        """The newest version of secret `name` withdrawn (0: none)."""
+        return max(
+            (r.version for r in self.state.secret_revocations() if r.name == name), default=0
+        )
 
     def _hint(self, measurement: Measurement, stage: str, name: str, reason: str) -> str:
         """Why no rule allowed it: a missing policy, a modified worker, or a wrong label."""
@@ -401,6 +425,15 @@ class Cas:
         if check is not None:
             check(name, value)
         return self.put_secret(name, value)
+
+    def revoke_secret(self, name: str, reason: str = "") -> SecretRevoked:
+        """Withdraw every stored version of `name`: released to nobody until rotated."""
+        latest = self.state.latest_secret(check_name("secret", name))
+        if latest is None:
+            raise BadRequest(f"no secret {name!r} to revoke")
+        new = self.state.add_secret_revocation(name, latest.version, self._now(), reason)
+        self._log("secret-revoked", "done", "", None, ((name, latest.version),), "", reason)
+        return SecretRevoked(new, latest.version)
 
     def allow(self, stage: str, measurement: Measurement, secrets: Iterable[str]) -> list[int]:
         """Let `measurement` (running `stage`) receive `secrets`; the rule ids."""

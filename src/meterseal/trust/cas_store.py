@@ -14,7 +14,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from meterseal.storage import Store
-from meterseal.storage.schema import cas_log, cas_nonces, cas_policies, cas_revocations, cas_secrets
+from meterseal.storage.schema import (
+    cas_log,
+    cas_nonces,
+    cas_policies,
+    cas_revocations,
+    cas_secret_revocations,
+    cas_secrets,
+)
 from meterseal.transparency.merkle import MerkleTree
 from meterseal.trust.state import (
     EntryFor,
@@ -26,6 +33,7 @@ from meterseal.trust.state import (
     Revocation,
     SealFor,
     SecretInfo,
+    SecretRevocation,
     StoredSecret,
     next_log_row,
 )
@@ -175,6 +183,29 @@ class CasStore:
         with self.store.connection() as connection:
             rows = connection.execute(sa.select(r.c.measurement, r.c.revoked_at, r.c.reason)).all()
         return [Revocation(bytes(m), at, reason) for m, at, reason in rows]
+
+    def add_secret_revocation(
+        self, name: str, version: int, revoked_at: dt.datetime, reason: str
+    ) -> bool:
+        """See `CasState`."""
+        w = cas_secret_revocations
+        with self.store.transaction() as connection:
+            _lock(connection)
+            known = sa.select(w.c.version).where(w.c.name == name, w.c.version >= version)
+            if connection.scalar(known) is not None:
+                return False
+            connection.execute(
+                w.insert().values(name=name, version=version, revoked_at=revoked_at, reason=reason)
+            )
+            return True
+
+    def secret_revocations(self) -> list[SecretRevocation]:
+        """See `CasState`."""
+        w = cas_secret_revocations
+        query = sa.select(w.c.name, w.c.version, w.c.revoked_at, w.c.reason)
+        with self.store.connection() as connection:
+            rows = connection.execute(query.order_by(w.c.revoked_at, w.c.name)).all()
+        return [SecretRevocation(n, int(v), at, reason) for n, v, at, reason in rows]
 
     # -- the log ------------------------------------------------------------------------
 

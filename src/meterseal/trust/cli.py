@@ -5,7 +5,7 @@
     cas measure     a stage's measurement, as a worker computes it
     cas fetch       act as a trusted worker: measure, attest, fetch (prints versions only)
     cas policy      add | list | revoke (a measurement)
-    cas secrets     import | list | rotate
+    cas secrets     import | list | rotate | revoke
     cas log         the CAS log, re-derived and checked
 
 Administration works on the store directly (the API has no administrator login yet).
@@ -410,9 +410,14 @@ def secrets_list(
     """Secrets' names and versions (never values)."""
     with _cas(store, deployment_dir, passphrase_env) as cas:
         infos = cas.state.secret_infos()
-    table = Table("secret", "latest", "versions", "updated")
+        withdrawn = {i.name: cas.revoked_through(i.name) for i in infos}
+    table = Table("secret", "latest", "versions", "updated", "state")
     for i in infos:
-        table.add_row(i.name, f"v{i.latest_version}", str(i.versions), f"{i.updated_at:%F %T}")
+        gone = withdrawn[i.name] >= i.latest_version
+        state = f"revoked through v{withdrawn[i.name]}" if gone else "released"
+        table.add_row(
+            i.name, f"v{i.latest_version}", str(i.versions), f"{i.updated_at:%F %T}", state
+        )
     console.print(table)
 
 
@@ -437,6 +442,27 @@ def secrets_rotate(
             raise ConfigurationError(f"no secret {name!r} to rotate; import it first")
         version = cas.put_secret(name, value)
     console.print(f"{name}: rotated to v{version}")
+
+
+@secrets_app.command("revoke")
+def secrets_revoke(
+    name: str,
+    reason: Annotated[str, typer.Option(help="why (kept in the log)")] = "",
+    store: StoreUrl = DEFAULT_STORE,
+    deployment_dir: DeploymentDir = DEFAULT_DEPLOYMENT,
+    passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
+) -> None:
+    """Revoke a secret: no version so far is released to anyone until it is rotated."""
+    with _cas(store, deployment_dir, passphrase_env) as cas:
+        if cas.state.latest_secret(name) is None:
+            raise ConfigurationError(f"no secret {name!r} to revoke")
+        done = cas.revoke_secret(name, reason)
+    said = "revoked" if done.new else "already revoked"
+    console.print(
+        f"{name}: {said} through v{done.version}; release it again with "
+        f"`meterseal cas secrets rotate {name}`",
+        soft_wrap=True,
+    )
 
 
 @cas_app.command("log")

@@ -74,6 +74,15 @@ class Revocation(NamedTuple):
     reason: str
 
 
+class SecretRevocation(NamedTuple):
+    """A secret withdrawn through `version`: released to nobody until a newer version."""
+
+    name: str
+    version: int
+    revoked_at: dt.datetime
+    reason: str
+
+
 @dataclass(frozen=True)
 class LogEntry:
     """One event of the CAS log; `encode()` is the Merkle leaf's data."""
@@ -169,6 +178,16 @@ class CasState(Protocol):
         """Every revoked measurement."""
         ...
 
+    def add_secret_revocation(
+        self, name: str, version: int, revoked_at: dt.datetime, reason: str
+    ) -> bool:
+        """Withdraw secret `name` through `version`; False if it already was (that far)."""
+        ...
+
+    def secret_revocations(self) -> list[SecretRevocation]:
+        """Every secret revocation, oldest first."""
+        ...
+
     def append_log(self, entry_for: EntryFor, head_mac: HeadMac, tree: MerkleTree) -> LogRow:
         """Append `entry_for(seq)` atomically; `tree` is caught up, then extended by it."""
         ...
@@ -197,6 +216,7 @@ class MemoryCasState:
     _secrets: dict[str, list[StoredSecret]] = field(default_factory=dict)
     _rules: list[PolicyRule] = field(default_factory=list)
     _revoked: dict[bytes, Revocation] = field(default_factory=dict)
+    _withdrawn: list[SecretRevocation] = field(default_factory=list)
     _log: list[LogRow] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -273,6 +293,20 @@ class MemoryCasState:
     def revocations(self) -> list[Revocation]:
         """See `CasState`."""
         return list(self._revoked.values())
+
+    def add_secret_revocation(
+        self, name: str, version: int, revoked_at: dt.datetime, reason: str
+    ) -> bool:
+        """See `CasState`."""
+        with self._lock:
+            if any(r.name == name and r.version >= version for r in self._withdrawn):
+                return False
+            self._withdrawn.append(SecretRevocation(name, version, revoked_at, reason))
+            return True
+
+    def secret_revocations(self) -> list[SecretRevocation]:
+        """See `CasState`."""
+        return list(self._withdrawn)
 
     def append_log(self, entry_for: EntryFor, head_mac: HeadMac, tree: MerkleTree) -> LogRow:
         """See `CasState`."""
