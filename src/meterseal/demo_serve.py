@@ -120,7 +120,7 @@ def serve_demo(console: Console, deployment: Deployment, store_url: str, listen:
         enrolment = Enrolment(deployment.ca_key, deployment.ca_cert, writable, deployment.directory)
         tools = AdminTools(ChangeStore(writable), enrolment, BillStore(writable))
         anonymizer = Anonymizer(deployment.anonymization_key)
-        consent = RouterConsent(router.channel, operator_key, anonymizer, db, "in this process")
+        consent = RouterConsent(router.channel, operator_key, anonymizer, db, "the demo's process")
         app = create_portal_app(
             BillStore(db), authenticator, people, keys, consent, fleet=FleetStore(db),
             meters=writable, admin=tools,

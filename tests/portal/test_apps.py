@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from meterseal.acquisition.anonymize import Anonymizer
 from meterseal.crypto.at_rest import write_secret_file
 from meterseal.deployment import ANONYMIZATION_KEY
-from meterseal.dissemination.customers import customer_pseudonyms
+from meterseal.dissemination.customers import MeterPseudonym, customer_pseudonyms
 from meterseal.dissemination.levels import PrivacyLevel, Role
 from meterseal.dissemination.node import RouterNode
 from meterseal.portal.app import create_portal_app
@@ -213,3 +213,44 @@ def test_a_portal_on_nats_says_when_the_router_is_unreachable(
         page = signed_in(portal, account).get("/portal/apps")
     assert page.status_code == 503
     assert "the router at nats://127.0.0.1:9 (ms.test) did not answer" in page.text
+
+
+class _TwoMeters(RouterConsent):
+    """The customer's meter and a second one (not in the store: the router does not mind)."""
+
+    def meters(self, customer_id: str) -> list[MeterPseudonym]:
+        first = super().meters(customer_id)[0]
+        return [first, MeterPseudonym(customer_id, "SECOND-METER", b"\x09" * 16)]
+
+
+def test_a_router_lost_midway_says_which_meters_changed_and_logs_them(
+    portal: Portal, router: Router
+) -> None:
+    customer, account, _ = portal.customer(0)
+    sent = 0
+
+    async def channel(command: bytes) -> bytes:
+        nonlocal sent
+        sent += 1
+        if sent > 2:  # the consents view, then the first meter's grant: then it is gone
+            raise ConnectionResetError("nats: connection closed")
+        return await router.channel(command)
+
+    with Store.open_read_only(portal.month.url) as store:
+        consent = _TwoMeters(channel, KEY, ANON, store, "nats://router.test:4222")
+        portal.app = create_portal_app(
+            portal.bills, portal.people.authenticator, portal.accounts, None, consent
+        )
+        first = consent.meters(customer)[0]
+        client = signed_in(portal, account)
+        page = client.get("/portal/apps")
+        sent = 0
+        form = {"app": "myapp", "action": "grant", "csrf": csrf_of(page.text)}
+        answer = client.post("/portal/apps", data=form)
+    assert answer.status_code == 503
+    assert f"changed for meter(s) {first.meter_id} only: choose again to finish" in answer.text
+    assert "Not finished" in answer.text
+    assert router.world.authority.consent.get(first.pseudonym) == {"myapp"}
+    assert not router.world.authority.consent.get(b"\x09" * 16)
+    (entry,) = [e for e in portal.accounts.entries(customer) if "consent" in e.object_id]
+    assert entry.object_id == f"consent given to myapp (meters {first.meter_id} only)"

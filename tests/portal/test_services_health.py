@@ -156,7 +156,9 @@ def test_targets_are_name_url_pairs() -> None:
         Target("b", "https://h:2"),
     )
     assert parse_targets("") == ()
-    for bad in ("a", "a=ftp://h", "=http://h:1", "a=http://h:1,a=http://h:2", "a=http://"):
+    bad_entries = ("a", "a=ftp://h", "=http://h:1", "a=http://h:1,a=http://h:2", "a=http://",
+                   "a=http://h:port", "a=http://h:99999")  # fmt: skip
+    for bad in bad_entries:
         with pytest.raises(ConfigurationError):
             parse_targets(bad)
 

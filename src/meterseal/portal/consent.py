@@ -43,6 +43,14 @@ class RouterUnreachable(MetersealError):
     """The router did not answer (or refused): consent cannot be shown or changed now."""
 
 
+class PartlyChanged(RouterUnreachable):
+    """The router stopped answering after the change was made for some meters (`done`)."""
+
+    def __init__(self, message: str, done: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.done = done
+
+
 @dataclass(frozen=True)
 class AppRow:
     """One member that receives data: its name, role, admission state, and what it gets."""
@@ -144,9 +152,19 @@ class RouterConsent:
         view = await self.view(customer_id)
         if app not in {a.name for a in view.apps}:
             raise LookupError(app)
+        done: list[str] = []
         for meter in meters:
             op = "grant" if grant else "revoke"
-            await self._ask({"op": op, "customer": meter.pseudonym, "app": app})
+            try:
+                await self._ask({"op": op, "customer": meter.pseudonym, "app": app})
+            except RouterUnreachable as exc:
+                if not done:
+                    raise
+                raise PartlyChanged(  # which meters changed: the customer can choose again
+                    f"{exc}; changed for meter(s) {', '.join(done)} only: choose again to finish",
+                    tuple(done),
+                ) from exc
+            done.append(meter.meter_id)
         if grant:
             return f"{app} now receives your raw readings (every reading), from the next ones on."
         return (

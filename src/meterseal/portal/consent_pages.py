@@ -17,7 +17,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from meterseal.portal.app import CUSTOMER, _form, _Pages
-from meterseal.portal.consent import RouterConsent, RouterUnreachable
+from meterseal.portal.consent import PartlyChanged, RouterConsent, RouterUnreachable
 from meterseal.runtime.auth import Identity, access
 
 NOT_CONNECTED = (
@@ -65,9 +65,19 @@ def add_consent_routes(app: FastAPI, pages: _Pages, consent: RouterConsent | Non
             done = await consent.change(customer, name, grant)
         except LookupError:
             return await show(request, identity, 404, error=f"no app {name!r} receives data")
+        except PartlyChanged as exc:
+            meters = ", ".join(exc.done)
+            await _record(pages, identity, customer, name, grant, f" (meters {meters} only)")
+            return await show(request, identity, 503, error=f"Not finished: {exc}")
         except RouterUnreachable as exc:
             return await show(request, identity, 503, error=f"Nothing changed: {exc}")
-        # The change is the customer's own act on their data: their access log keeps it.
-        what = f"consent given to {name}" if grant else f"consent withdrawn from {name}"
-        await run_in_threadpool(pages.reads.read, identity, "POST /portal/apps", customer, what)
+        await _record(pages, identity, customer, name, grant, "")
         return await show(request, identity, done=done)
+
+
+async def _record(
+    pages: _Pages, identity: Identity, customer: str, app: str, grant: bool, scope: str
+) -> None:
+    # The change is the customer's own act on their data: their access log keeps it.
+    what = f"consent given to {app}" if grant else f"consent withdrawn from {app}"
+    await run_in_threadpool(pages.reads.read, identity, "POST /portal/apps", customer, what + scope)

@@ -68,7 +68,11 @@ def parse_targets(text: str) -> tuple[Target, ...]:
             continue
         name, _, url = (part.strip() for part in entry.partition("="))
         parts = urlsplit(url)
-        if not name or parts.scheme not in ("http", "https") or not parts.netloc:
+        try:
+            parts.port  # noqa: B018 - raises ValueError for a port that is not one
+        except ValueError:
+            parts = urlsplit("")
+        if not name or parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigurationError(
                 f"service health entry {entry!r}: NAME=URL with an http(s) URL of the "
                 "service's admin endpoint, e.g. head-end=http://127.0.0.1:7481"
@@ -144,6 +148,12 @@ class HealthProbe:
             return list(await asyncio.gather(*(self._one(client, t) for t in self.targets)))
 
     async def _one(self, client: httpx.AsyncClient, target: Target) -> ServiceHealth:
+        try:
+            return await self._ask(client, target)
+        except Exception as exc:  # whatever went wrong, the page shows it and goes on
+            return ServiceHealth(target.name, target.url, "unreachable", _why(exc))
+
+    async def _ask(self, client: httpx.AsyncClient, target: Target) -> ServiceHealth:
         try:
             answer = await client.get(f"{target.url}/readyz")
         except (httpx.HTTPError, OSError) as exc:
