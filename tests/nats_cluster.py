@@ -25,9 +25,11 @@ def require_nats_cluster() -> str:
 
 
 @contextlib.contextmanager
-def running_cluster(directory: Path, size: int = 3) -> Iterator[LocalCluster]:
+def running_cluster(
+    directory: Path, size: int = 3, *, max_payload: int | None = None
+) -> Iterator[LocalCluster]:
     """Start `size` servers under `directory` (own ports, stores, cluster name); stop after."""
-    cluster = LocalCluster(directory, size, binary=require_nats_cluster())
+    cluster = LocalCluster(directory, size, binary=require_nats_cluster(), max_payload=max_payload)
     try:
         yield cluster.start()
     finally:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import random
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from meterseal.errors import KvsError
-from meterseal.kvs.nats_nodes import NatsStorage
+from meterseal.kvs.nats_nodes import HEADROOM, NatsStorage
 from meterseal.kvs.nodes import ReplicaSet
 from meterseal.services.nats_cluster import LocalCluster
 from tests.conftest import RUN_TAG
@@ -188,3 +191,41 @@ def test_a_killed_node_cannot_list_its_blobs_as_none(cluster: LocalCluster) -> N
             await node.delete("0123abcd")
 
     _on(cluster, scenario)
+
+
+SMALL_PAYLOAD = 4096  # a server's max_payload small enough to split blobs of a few KiB
+PART = SMALL_PAYLOAD - HEADROOM
+
+
+@pytest.fixture(scope="module")
+def small_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """A 3-server cluster with max_payload 4 KiB, shared by the module's property test."""
+    with running_cluster(tmp_path_factory.mktemp("small"), 3, max_payload=SMALL_PAYLOAD) as started:
+        yield started
+
+
+_SIZES = st.one_of(
+    st.integers(0, 5 * PART + 10),
+    st.sampled_from([k * PART + d for k in range(1, 5) for d in (-1, 0, 1)]),
+)
+
+
+@settings(max_examples=15, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(_SIZES, st.integers(0, 2**32)), min_size=1, max_size=3))
+def test_blobs_round_trip_across_part_boundaries(
+    small_cluster: LocalCluster, blobs: list[tuple[int, int]]
+) -> None:
+    async def scenario(storage: NatsStorage) -> None:
+        assert storage.part_size == PART
+        node, replicas = await storage.node("n2"), await storage.replica_set(3)
+        catalog = await storage.catalog()
+        for size, seed in blobs:  # each replaces the one before, whatever its parts
+            blob = random.Random(seed).randbytes(size)
+            for target in (node, replicas):
+                await target.put("0123abcd", blob)
+                assert await target.get("0123abcd") == blob
+            await catalog.put("b1", "0123abcd", blob)
+            assert [item async for item in catalog.items("b1")] == [("0123abcd", blob)]
+        await storage.delete_streams()
+
+    _on(small_cluster, scenario)

@@ -15,10 +15,9 @@ limits a message to the server's ``max_payload`` (1 MiB by default), so a larger
 split into parts of ``max_payload - 1 KiB``; part 0 names the count and size in its headers
 and is written last, so a blob whose part 0 is there is whole. A put is durable when the
 stream acknowledged every part. Reads of a single-replica node go to its server (direct
-get); reads of replicated streams go to any replica holding the message and confirm an
-absence with the stream leader, so a replica set serves reads with all but one server down.
-The catalog reads through the leader (a follower may lag behind a delete) and falls back to
-any replica when there is none.
+get); reads of replicated streams (replica sets, the catalog) go through the stream leader,
+as a follower may lag behind an overwrite or a delete, and to any replica when there is no
+leader, so a replica set serves reads with all but one of its servers down.
 """
 
 from __future__ import annotations
@@ -172,43 +171,41 @@ class _Stream:
                 raise self._error(f"read of {subject}", exc) from None
 
     async def _get(self, subject: str, consistent: bool) -> tuple[bytes, dict[str, str]] | None:
+        """One message: from the stream leader when `consistent` (any replica without one)."""
         from nats.errors import NoRespondersError
         from nats.js.errors import NotFoundError, ServiceUnavailableError
 
-        js = self.storage.jetstream()
         if consistent and self._leaderless():
-            return await self._fallback(subject, direct=True)
+            return await self._direct(subject)
         try:
-            message = await js.get_msg(self.name, subject=subject, direct=not consistent)
+            message = await self.storage.jetstream().get_msg(
+                self.name, subject=subject, direct=not consistent
+            )
         except NotFoundError:
-            if self.replicas == 1 or consistent:
-                return None
-            # A follower may not hold a message acked a moment ago: the leader decides.
-            return await self._fallback(subject, direct=False)
+            return None
         except (ServiceUnavailableError, NoRespondersError, TimeoutError) as exc:
             if isinstance(exc, TimeoutError) and not consistent:
                 raise
             if not consistent:
                 raise self._error(f"read of {subject}", exc) from None
             self.no_leader_until = time.monotonic() + LEADERLESS_PAUSE
-            return await self._fallback(subject, direct=True)
+            return await self._direct(subject)
         except Exception as exc:
             raise self._error(f"read of {subject}", exc) from None
         return message.data or b"", dict(message.headers or {})
 
-    async def _fallback(self, subject: str, *, direct: bool) -> tuple[bytes, dict[str, str]] | None:
+    async def _direct(self, subject: str) -> tuple[bytes, dict[str, str]] | None:
+        """One message from whichever replica answers first (direct get)."""
         from nats.js.errors import NotFoundError
 
         try:
             message = await self.storage.jetstream().get_msg(
-                self.name, subject=subject, direct=direct
+                self.name, subject=subject, direct=True
             )
         except NotFoundError:
             return None
         except Exception as exc:
-            if direct:
-                raise self._error(f"read of {subject}", exc) from None
-            return None  # no leader to confirm: the replicas that answered do not hold it
+            raise self._error(f"read of {subject}", exc) from None
         return message.data or b"", dict(message.headers or {})
 
     async def purge(self, name: str) -> None:
@@ -330,6 +327,9 @@ class NatsNode(_Blobs):
 
 class NatsReplicaSet(_Blobs):
     """A ReplicaSet: one stream JetStream replicates on `copies` servers."""
+
+    # Through the leader: a follower may still hold the blob an overwrite replaced.
+    _consistent = True
 
     def __init__(self, name: str, copies: int, stream: _Stream) -> None:
         self.name = name

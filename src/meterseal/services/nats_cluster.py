@@ -87,7 +87,9 @@ class ClusterNode:
         return path.read_text(errors="replace") if path.exists() else ""
 
 
-def cluster_conf(node: ClusterNode, cluster: str, routes: Sequence[int]) -> str:
+def cluster_conf(
+    node: ClusterNode, cluster: str, routes: Sequence[int], max_payload: int | None = None
+) -> str:
     """``nats-server.conf`` of `node` in cluster `cluster`, routing to the ports `routes`."""
 
     def q(value: object) -> str:
@@ -102,6 +104,7 @@ def cluster_conf(node: ClusterNode, cluster: str, routes: Sequence[int]) -> str:
             "port: -1",
             'http: "127.0.0.1:-1"',
             f"server_tags: [{q(node_tag(node.name))}]",
+            *([f"max_payload: {max_payload}"] if max_payload else []),
             f"log_file: {q((node.directory / LOG).resolve())}",
             "jetstream {",
             f"  store_dir: {q(node.store.resolve())}",
@@ -122,7 +125,13 @@ class LocalCluster:
     """3 to 9 nats-server processes forming one JetStream cluster under `directory`."""
 
     def __init__(
-        self, directory: Path, size: int = 3, *, binary: str | None = None, prefix: str = "n"
+        self,
+        directory: Path,
+        size: int = 3,
+        *,
+        binary: str | None = None,
+        prefix: str = "n",
+        max_payload: int | None = None,
     ) -> None:
         if not MIN_NODES <= size <= MAX_NODES:
             raise ConfigurationError(f"a local cluster has {MIN_NODES} to {MAX_NODES} servers")
@@ -130,6 +139,7 @@ class LocalCluster:
         if found is None:
             raise ConfigurationError("nats-server binary not found (set MS_NATS_SERVER)")
         self.binary = found
+        self.max_payload = max_payload  # None: the server's default (1 MiB)
         self.directory = directory
         self.name = f"ms-kvs-{secrets.token_hex(4)}"
         self.nodes = [
@@ -220,7 +230,7 @@ class LocalCluster:
         node.directory.mkdir(parents=True, exist_ok=True)
         routes = [other.cluster_port for other in self.nodes if other is not node]
         conf = node.directory / CONF
-        conf.write_text(cluster_conf(node, self.name, routes))
+        conf.write_text(cluster_conf(node, self.name, routes, self.max_payload))
         before = len(node.log())
         with (node.directory / LOG).open("ab") as log:  # errors before the log file opens
             node.process = subprocess.Popen(  # noqa: S603 - the binary found, our own config
