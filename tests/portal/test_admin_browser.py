@@ -25,6 +25,8 @@ PAGES = [
     "/portal/admin/meters/new",
     "/portal/admin/tariffs/new",
     "/portal/admin/cas",
+    "/portal/admin/cas/secrets/db-password/rotate",
+    "/portal/admin/cas/secrets/db-password/revoke",
     "/portal/admin/changes",
 ]
 
@@ -105,7 +107,7 @@ def test_an_administrator_changes_things_with_the_keyboard(
         assert page.locator("tbody tr.failed").count() == 1  # the bad paste, refused
         shot(page, tmp_path, "portal-admin-changes.png")
         page.set_viewport_size({"width": 375, "height": 800})
-        for path in PAGES:
+        for path in [*PAGES, f"/portal/admin/cas/measurements/{worker_measurement.hex}/revoke"]:
             page.goto(f"{url}{path}")
             assert page.evaluate("document.documentElement.scrollWidth") <= 375, path
         page.goto(f"{url}/portal/admin/meters/new")

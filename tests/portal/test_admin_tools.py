@@ -179,17 +179,26 @@ def test_an_administrator_provisions_a_meter_from_a_csr(tooled: Tooled) -> None:
     registry = StoreRegistry(portal.month.store, portal.month.ca_cert)
     assert "ACME-7" in {r.meter_id for r in portal.month.store.meter_rows()}
     assert registry.rejected == {}
-    # The same id with another key: refused by name, nothing changes.
+    # The same id again (another key, or once revoked): refused by name, nothing changes.
     again = _post(client, "/portal/admin/meters/new", how="csr", pem=csr_pem("ACME-7", ED25519),
                   customer="C-9", region="R02")  # fmt: skip
-    assert "registered with another key" in _alert(again.text)  # type: ignore[attr-defined]
+    said = "meter ACME-7 is registered already (for customer C-9)"
+    assert said in _alert(again.text)  # type: ignore[attr-defined]
+    portal.month.store.revoke_meter("ACME-7", NOW)
+    revoked = _post(client, "/portal/admin/meters/new", how="csr", pem=csr_pem("ACME-7"),
+                    customer="C-9", region="R02")  # fmt: skip
+    assert "registered already (revoked on" in _alert(revoked.text)  # type: ignore[attr-defined]
+    row = next(r for r in portal.month.store.meter_rows() if r.meter_id == "ACME-7")
+    assert row.revoked_at == NOW  # still revoked
     assert tooled.changes() == [
         (ADMINISTRATOR, "meter.provision", "(named by its key)", tooled.changes()[0][3]),
         (ADMINISTRATOR, "meter.provision", "(named by its key)", tooled.changes()[1][3]),
         (ADMINISTRATOR, "meter.provision", "ACME-7", DONE),
         (ADMINISTRATOR, "meter.provision", "(named by its key)", tooled.changes()[3][3]),
+        (ADMINISTRATOR, "meter.provision", "(named by its key)", tooled.changes()[4][3]),
     ]
-    assert [c[3].startswith("refused: ") for c in tooled.changes()] == [True, True, False, True]
+    refused = [c[3].startswith("refused: ") for c in tooled.changes()]
+    assert refused == [True, True, False, True, True]
 
 
 def test_a_manufacturers_certificate_is_imported(tooled: Tooled) -> None:

@@ -100,7 +100,7 @@ def _one_pem(text: bytes, what: str) -> bytes:
 
 @dataclass
 class Enrolment:
-    """One meter at a time, from a CSR or a manufacturer's certificate, into `store`."""
+    """One new meter at a time, from a CSR or a manufacturer's certificate, into `store`."""
 
     ca_key: ec.EllipticCurvePrivateKey = field(repr=False)
     ca_cert: x509.Certificate
@@ -153,6 +153,19 @@ class Enrolment:
         return self._register(done, customer, region, now)
 
     def _register(self, done: Certified, customer: str, region: str, now: dt.datetime) -> Certified:
+        # New meters only: registering a known id again would replace its row, and so clear a
+        # revocation (the store's upsert); a revoked meter stays revoked.
+        known = next((r for r in self.store.meter_rows() if r.meter_id == done.meter_id), None)
+        if known is not None:
+            state = (
+                f"revoked on {known.revoked_at:%Y-%m-%d %H:%M} UTC"
+                if known.revoked_at
+                else f"for customer {known.customer_id}"
+            )
+            raise CertificateError(
+                f"meter {done.meter_id} is registered already ({state}): only new meters are "
+                "provisioned here"
+            )
         register_certified(
             self.ca_cert, self.store, [done], customer or None, region, replace=False, now=now
         )
