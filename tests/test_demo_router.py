@@ -34,14 +34,21 @@ def test_consent_decides_what_demo_app_receives() -> None:
     }
 
     def receivers(pseudonym: bytes, start: int) -> set[str]:
-        return set(router.publish([router.reading(pseudonym, start, 5, "R01")]).deliveries)
+        """Who received a reading of `pseudonym`; each of them can open it (holds its key)."""
+        item = router.reading(pseudonym, start, 5, "R01")
+        routed = router.publish([item])
+        for member in routed.deliveries:
+            assert router.clients[member].can_open(item), member
+        return set(routed.deliveries)
 
     assert receivers(METER, 0) == {"aggregator"}
     assert _ask(router, {"op": "grant", "customer": METER, "app": DEMO_APP})["ok"]
     assert receivers(METER, 900) == {"aggregator", DEMO_APP}
     assert receivers(OTHER, 900) == {"aggregator"}  # another customer's: no consent
     assert _ask(router, {"op": "revoke", "customer": METER, "app": DEMO_APP})["ok"]
-    assert receivers(METER, 1800) == {"aggregator"}
+    assert receivers(METER, 1800) == {"aggregator"}  # its key rotated, handed out in-process
+    assert router.network.refused_handouts == []
+    assert not router.clients[DEMO_APP].can_open(router.reading(METER, 3600, 5, "R01"))
     # A command not signed with the operator key changes nothing.
     forged = _ask(router, {"op": "grant", "customer": METER, "app": DEMO_APP}, b"x" * 32)
     assert forged["ok"] is False

@@ -8,7 +8,9 @@ role): the head-end's publisher, an aggregator, the utility and one app, `demo-a
 subscribed to every raw reading, which the router delivers a customer's readings only with
 that customer's consent.
 The portal's apps page reaches it as `bills serve --router-nats` reaches a router on NATS:
-signed operator commands, here handed to the node in the same process instead of over NATS.
+signed operator commands, here handed to the node in the same process instead of over NATS;
+the key handouts a command makes (a withdrawal rotates the customer's key) go straight to the
+members here (`DeliveringAuthority`), as the node would send them over NATS.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from meterseal.dissemination.authority import Authority, Handouts
 from meterseal.dissemination.inproc import LocalNetwork
 from meterseal.dissemination.levels import PrivacyLevel, Role
 from meterseal.dissemination.member import MemberClient, Publisher
@@ -38,17 +42,48 @@ MEMBERS = (
 
 
 @dataclass
+class DeliveringAuthority(Authority):
+    """The authority, handing the key handouts an operator command makes (consent, rotation,
+    removal) straight to the members in this process, as LocalNetwork's own methods do: the
+    node would send them over NATS, and in-process members have no NATS link."""
+
+    deliver: Callable[[Handouts], None] | None = None
+
+    def _handed(self, handouts: Handouts) -> Handouts:
+        if self.deliver is not None:
+            self.deliver(handouts)
+        return handouts
+
+    def grant_consent(self, customer: bytes, app: str, *, now: float) -> Handouts:
+        """As Authority's, the handouts delivered."""
+        return self._handed(super().grant_consent(customer, app, now=now))
+
+    def revoke_consent(self, customer: bytes, app: str, *, now: float) -> Handouts:
+        """As Authority's, the handouts delivered."""
+        return self._handed(super().revoke_consent(customer, app, now=now))
+
+    def rotate(self, level: PrivacyLevel, *, now: float) -> Handouts:
+        """As Authority's, the handouts delivered."""
+        return self._handed(super().rotate(level, now=now))
+
+    def remove(self, name: str, *, now: float) -> Handouts:
+        """As Authority's, the handouts delivered."""
+        return self._handed(super().remove(name, now=now))
+
+
+@dataclass
 class DemoRouter:
     """An in-process router with the demo's members, and the portal's channel to it."""
 
     node: RouterNode
     headend: Publisher
     network: LocalNetwork
+    clients: dict[str, MemberClient]  # each member's side (its keys), by name
 
     async def channel(self, command: bytes) -> bytes:
         """Run one signed operator command (portal.consent's Channel), as NATS would carry it."""
         answer, _outgoing = self.node.on_operator(command, now=time.time())
-        return answer  # in-process members hold no NATS link: nothing goes out
+        return answer  # handouts went to the members already (DeliveringAuthority)
 
     def publish(self, items: list[list[bytes]]) -> Routed:
         """Route a batch of publications from the head-end's publisher; who received what."""
@@ -72,7 +107,6 @@ def demo_router(operator_key: bytes | None = None) -> DemoRouter:
     """A router admitting the demo's members after simulated attestation."""
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
-    from meterseal.dissemination.authority import Authority
     from meterseal.dissemination.router import Router
     from meterseal.dissemination.service import admission_policy
     from meterseal.trust.attestation import SimulatedAttester, SimulatedVerifier
@@ -80,11 +114,12 @@ def demo_router(operator_key: bytes | None = None) -> DemoRouter:
     platform = ed25519.Ed25519PrivateKey.generate()  # SIMULATED: no hardware behind it
     allow = [(role, stand_in(role)) for _, role, _ in MEMBERS]
     router = Router()
-    authority = Authority(
+    authority = DeliveringAuthority(
         PUBLISHER, ed25519.Ed25519PrivateKey.generate(), SimulatedVerifier(platform.public_key()),
         admission_policy(allow), router, rng=os.urandom,
     )  # fmt: skip
     network = LocalNetwork(authority, router)
+    authority.deliver = network.deliver
     attester, now = SimulatedAttester(platform), time.time()
     clients = {}
     for name, role, levels in MEMBERS:
@@ -94,4 +129,4 @@ def demo_router(operator_key: bytes | None = None) -> DemoRouter:
         clients[name] = client
     node = RouterNode(authority, router, operator_key or os.urandom(32), os.urandom)
     headend = Publisher("headend", clients["headend"].keys, rng=os.urandom)
-    return DemoRouter(node, headend, network)
+    return DemoRouter(node, headend, network, clients)
