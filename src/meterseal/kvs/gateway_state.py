@@ -138,12 +138,18 @@ class GatewayState:
     async def key_table(self, reload: bool = False) -> KeyTable:
         """The key table (empty before the first key is made), cached for `ttl` seconds.
 
-        `reload` (a key the cached table does not know) reads it again unless it was read in
-        the last `RELOAD_EVERY` seconds, so a new key works at once and unknown keys cannot
-        make the gateway read its table more often than that.
+        `reload` (a key the cached table does not know) reads it again, waiting first until
+        the last read is `RELOAD_EVERY` seconds old: a new key works at once (within that
+        wait), and unknown keys cannot make the gateway read its table more often.
         """
-        if reload and self._keys is not None and self.clock() - self._keys[0] >= RELOAD_EVERY:
-            self._keys = None
+        if reload and self._keys is not None:
+            loaded = self._keys[0]
+            async with self._lock:
+                if self._keys is not None and self._keys[0] == loaded:  # nobody reloaded since
+                    wait = RELOAD_EVERY - (self.clock() - loaded)
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                    self._keys = None
         if self._keys is not None and self._fresh(self._keys):
             return self._keys[1]
         async with self._lock:
