@@ -18,6 +18,7 @@ from meterseal.portal.health import HealthProbe, parse_targets
 from tests.billing.test_api import OPERATOR
 from tests.portal.conftest import Portal
 from tests.portal.test_browser import _serve, browser, page, shot, sign_in  # noqa: F401
+from tests.portal.test_fleet import operated  # noqa: F401 - fixture
 from tests.portal.test_services_health import _with, services  # noqa: F401 - fixture
 from tests.portal.test_staff_browser import staff_sign_in
 
@@ -118,3 +119,30 @@ def sign_in_without_js(page: Page, url: str, account: str) -> None:  # noqa: F81
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url(f"{url}/portal/bills")
+
+
+def test_the_fleet_figures_refresh_in_place(
+    operated: Portal,  # noqa: F811
+    page: Page,  # noqa: F811
+) -> None:
+    served = _served(operated)
+    url = next(served)
+    try:
+        staff_sign_in(page, url, OPERATOR, "/portal/fleet")
+        live = page.locator("#fleet-live")
+        assert live.get_attribute("hx-trigger") == "every 60s"
+        page.evaluate("window.notReloaded = true")
+        page.evaluate("document.querySelector('#fleet-live').dataset.old = 'yes'")
+        # What the minute's trigger does, now: the element's own hx-get and hx-select.
+        page.evaluate(
+            "const el = document.querySelector('#fleet-live');"
+            "htmx.ajax('GET', el.getAttribute('hx-get'), {source: el, target: el,"
+            " swap: 'outerHTML', select: el.getAttribute('hx-select')})"
+        )
+        page.wait_for_function("!document.querySelector('#fleet-live').dataset.old")
+        assert page.locator("#fleet-live").count() == 1
+        assert page.locator("main h1").count() == 1
+        assert page.locator("#registered").is_visible()
+        assert page.evaluate("window.notReloaded") is True
+    finally:
+        next(served, None)
