@@ -19,6 +19,8 @@ import pytest
 
 from meterseal.bench.served import Served
 from meterseal.kvs.gateway_client import GatewayClient, GatewayError
+from meterseal.kvs.service_trust import KVS_STAGE
+from meterseal.trust.measurement import stage_measurement
 from tests.command_line import invoke
 
 DOC = Path(__file__).parents[2] / "docs" / "kvs.md"
@@ -161,3 +163,16 @@ def test_a_client_without_a_key_is_told_where_to_get_one(deployment: Path) -> No
                                                  "MS_KVS_KEY": ""})  # fmt: skip
     assert done.exit_code == 2
     assert "set MS_KVS_KEY to the API key (`meterseal kvs keys add`)" in done.output
+
+
+def test_provision_puts_the_master_secret_once_and_allows_the_gateway(tmp_path: Path) -> None:
+    directory, store = tmp_path / "deployment", f"sqlite:///{tmp_path / 'cas.db'}"
+    env = {"MS_CONFIG": "none"}
+    assert invoke(["cas", "init", "-d", str(directory)], env=env).exit_code == 0
+    first = invoke(["kvs", "provision", "-d", str(directory), "--store", store], env=env)
+    assert first.exit_code == 0, first.output
+    text = " ".join(first.output.split())
+    assert "secret kvs/master v1" in text
+    assert f"policy kvs-gateway {stage_measurement(KVS_STAGE).hex} may receive kvs/master" in text
+    again = invoke(["kvs", "provision", "-d", str(directory), "--store", store], env=env)
+    assert "secret kvs/master v1 (kept)" in " ".join(again.output.split())
