@@ -36,6 +36,7 @@ SCOPES = {
     "bills-rw": Scope("bills", "", frozenset((R, W))),
     "meters-admin": Scope("meters", "", frozenset((A, R))),
     "all-admin": Scope("*", "", frozenset((A,))),
+    "all-rw": Scope("*", "", frozenset((R, W))),
 }
 
 

@@ -338,3 +338,14 @@ def test_a_key_made_elsewhere_works_at_once_and_a_revoked_one_stops(gateway: Gat
         assert time.monotonic() < deadline
         time.sleep(0.1)
     assert late.get("/v1/kvs/meters/late/a").status_code == 401
+
+
+def test_no_key_reaches_the_gateways_own_bucket(gateway: Gateway) -> None:
+    everything = gateway.client("all-rw")  # read and write on every bucket
+    assert everything.put("/v1/kvs/other/x", content=b"x").status_code == 201
+    for method, path in (("GET", "/v1/kvs/_kvs/keys"), ("HEAD", "/v1/kvs/_kvs/keys"),
+                         ("PUT", "/v1/kvs/_kvs/keys"), ("DELETE", "/v1/kvs/_kvs/buckets"),
+                         ("GET", "/v1/kvs/_kvs"), ("PUT", "/v1/policy/_kvs/keys")):  # fmt: skip
+        response = everything.request(method, path, content=b"{}" if method == "PUT" else None)
+        assert response.status_code == 422, (method, path)
+    assert asyncio.run(gateway.state.key_table()).keys  # the table is still there, unchanged
