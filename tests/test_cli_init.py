@@ -196,6 +196,9 @@ def test_with_a_host_the_cas_serves_tls_and_each_stage_gets_its_tls_key(
     assert " meterseal serve --mode trusted --worker-tls " in text
     config_file = directory / "meterseal.toml"
     assert tomllib.loads(config_file.read_text())["cas"]["url"] == "https://127.0.0.1:7490"
+    assert tomllib.loads(config_file.read_text())["kvs"]["url"] == "https://127.0.0.1:7470"
+    assert f"{text} ".count(" meterseal kvs serve --tls ") == 1
+    assert "secret tls/kvs-gateway v1" in text
     assert is_encrypted((directory / "ca.key.pem").read_bytes())  # MS_PASSPHRASE: at rest
     assert is_encrypted((directory / "tls" / "cas.key.pem").read_bytes())
     config = ["--config", str(config_file)]

@@ -208,6 +208,8 @@ def init(
         "store": {"url": file_store or "sqlite:///meterseal.db"},
         "cas": {"url": cas_url},
     }
+    if host:  # the KVS gateway serves HTTPS with its CAS-released key for the first host
+        values["kvs"] = {"url": f"https://{format_address(host[0], 7470)}"}
     if init_nats:
         if "@" in urlsplit(init_nats).netloc:  # user:password@ or token@
             raise typer.BadParameter(
