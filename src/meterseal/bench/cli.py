@@ -337,3 +337,26 @@ def bench_kvs(
     if not correct(result):
         console.print("[red]error:[/red] a correctness verdict failed (see the tables)")
         raise typer.Exit(code=1)
+
+
+@bench_app.command("cascadb")
+def bench_cascadb(
+    meters: Annotated[int, typer.Option(help="meters, each with a month of readings")] = 4,
+    readings: Annotated[int, typer.Option(help="readings per meter (a 15-minute month)")] = 2880,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="2 meters of 192 readings (a smoke run)")
+    ] = False,
+    out: PlotDir = None,
+) -> None:
+    """CascaDB: SQL inserts, point, range and join beside the bare KVS, memory, PostgreSQL."""
+    import dataclasses
+
+    from meterseal.bench.cascadb import QUICK, CascadbPlan
+    from meterseal.bench.cascadb_report import run_bench
+
+    plan = QUICK if quick else CascadbPlan(meters=meters, readings=readings)
+    plan = dataclasses.replace(plan, postgres=os.environ.get("MS_POSTGRES_URL"))
+    bench = run_bench(console, plan, plot_dir(out))
+    if not bench.agreed:
+        console.print("[red]error:[/red] the systems' answers differ (see the table)")
+        raise typer.Exit(code=1)

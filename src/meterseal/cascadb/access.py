@@ -272,8 +272,17 @@ def read(path: Path, table: Table, kv: OrderedKv, row: Row, ctx: Ctx) -> Iterato
 def read_keyed(
     path: Path, table: Table, kv: OrderedKv, row: Row, ctx: Ctx
 ) -> Iterator[tuple[bytes, Row]]:
-    """(row key, row) of each row of `table` in the key ranges of `path`."""
+    """(row key, row) of each row of `table` in the key ranges of `path`.
+
+    Equality on the whole primary key is one get, not a scan (on the KVS a scan lists).
+    """
+    whole_key = path.index is None and table.primary and len(path.eq) == len(table.primary)
     for start, end in key_ranges(path, table, row, ctx):
+        if whole_key and end == start + END:
+            stored = kv.get(start)
+            if stored is not None:
+                yield start, table.decode_row(start, stored)
+            continue
         if path.index is None:
             for key, value in kv.scan(start, end):
                 yield key, table.decode_row(key, value)

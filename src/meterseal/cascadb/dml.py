@@ -17,7 +17,7 @@ from meterseal.cascadb.catalog import Column, Dictionary, Index, Table
 from meterseal.cascadb.errors import IntegrityError, NotSupportedError, ProgrammingError
 from meterseal.cascadb.expr import Compiler, Ctx, Params, Scope, Slot
 from meterseal.cascadb.keys import END, Value, key_of
-from meterseal.cascadb.kv import OrderedKv
+from meterseal.cascadb.kv import OrderedKv, get_many
 from meterseal.cascadb.query import plan_query
 from meterseal.cascadb.select import conjuncts
 
@@ -177,14 +177,24 @@ def _rowid_alias(table: Table, position: int) -> bool:
     return table.primary == (position,) and table.columns[position].affinity == sv.INTEGER
 
 
-def put_row(table: Table, row: tuple[Value, ...], kv: OrderedKv, dictionary: Dictionary) -> None:
-    """Store a new row and its index entries; IntegrityError on a duplicate key."""
+def put_row(
+    table: Table,
+    row: tuple[Value, ...],
+    kv: OrderedKv,
+    dictionary: Dictionary,
+    *,
+    checked: bool = False,
+) -> None:
+    """Store a new row and its index entries; IntegrityError on a duplicate key.
+
+    `checked`: the caller already made sure the key is new.
+    """
     rowid = None
     if table.rowid:
         rowid = dictionary.last_rowid(table) + 1
         dictionary.set_last_rowid(table, rowid)
     key = table.row_key(row, rowid)
-    if not table.rowid and kv.get(key) is not None:
+    if not table.rowid and not checked and kv.get(key) is not None:
         names = ", ".join(f"{table.name}.{table.columns[i].name}" for i in table.primary)
         raise IntegrityError(f"UNIQUE constraint failed: {names}")
     for index in table.indexes:
@@ -222,18 +232,22 @@ def insert(node: exp.Insert, ctx: Ctx, params: Params, dictionary: Dictionary) -
         rows = ([f((), ctx) for f in fns] for fns in compiled)
     else:
         rows = list(plan_query(source, None, params, dictionary.require).rows(ctx))
-    count = 0
+    complete: list[tuple[Value, ...]] = []
     for values in rows:
         if len(values) != len(positions):
             raise ProgrammingError(f"{len(values)} values for {len(positions)} columns")
-        row: list[Value] = [c.default for c in table.columns]
+        given: list[Value] = [c.default for c in table.columns]
         for position, value in zip(positions, values, strict=True):
-            row[position] = value
-        put_row(
-            table, _numbered(table, _complete(table, row), ctx.kv, dictionary), ctx.kv, dictionary
-        )
-        count += 1
-    return count
+            given[position] = value
+        complete.append(_numbered(table, _complete(table, given), ctx.kv, dictionary))
+    if not table.rowid:  # every new key checked against the store in one call
+        keys = [table.row_key(row) for row in complete]
+        if len(set(keys)) < len(keys) or any(v is not None for v in get_many(ctx.kv, keys)):
+            names = ", ".join(f"{table.name}.{table.columns[i].name}" for i in table.primary)
+            raise IntegrityError(f"UNIQUE constraint failed: {names}")
+    for row in complete:
+        put_row(table, row, ctx.kv, dictionary, checked=True)
+    return len(complete)
 
 
 def _numbered(

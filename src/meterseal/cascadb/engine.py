@@ -72,6 +72,7 @@ class Database:
         self.lock_timeout = lock_timeout
         self._lock = threading.Lock()
         self.tables: dict[str, Table] = {}  # committed descriptors (only this object writes)
+        self.plans: Plans = {}  # SELECT plans made from them, by parsed statement
         self._parsed: dict[tuple[str, str], list[exp.Expression]] = {}
 
     def session(self, *, autocommit: bool = True, dialect: str = DIALECT) -> Session:
@@ -153,8 +154,9 @@ class Session:
         txn = self._begin()
         statement = Overlay(txn)
         cache = None if self._ddl else self.database.tables
+        plans = None if self._ddl else self.database.plans
         try:
-            result, changed = run(node, statement, params, cache)
+            result, changed = run(node, statement, params, cache, plans)
             self._ddl |= changed
             statement.commit()
         except BaseException:
@@ -185,6 +187,7 @@ class Session:
     def _end(self) -> None:
         if self._ddl:
             self.database.tables.clear()
+            self.database.plans.clear()
         self._txn = None
         self._explicit = False
         self._ddl = False
@@ -195,27 +198,67 @@ class Session:
         self.rollback()
 
 
+@dataclass
+class Planned:
+    """A SELECT's plan kept for the next run of the same parsed statement."""
+
+    node: exp.Expression  # held so that its id is not reused
+    plan: Any
+    parameters: int
+    explained: list[str]
+
+
+Plans = dict[int, Planned]
+
+
 def run(
     node: exp.Expression,
     kv: OrderedKv,
     params: Sequence[Any],
     cache: dict[str, Table] | None = None,
+    plans: Plans | None = None,
 ) -> tuple[Result, bool]:
-    """Run one parsed statement against `kv` (a statement's buffer); whether it was DDL."""
+    """Run one parsed statement against `kv` (a statement's buffer); whether it was DDL.
+
+    `cache` holds committed table descriptors and `plans` SELECT plans made from them; both
+    are None in a transaction that changed the dictionary.
+    """
     dictionary = Dictionary(kv, cache)
-    return _run(node, kv, params, dictionary), dictionary.changed
+    return _run(node, kv, params, dictionary, plans), dictionary.changed
+
+
+def _select(
+    node: exp.Expression, params: Sequence[Any], dictionary: Dictionary, plans: Plans | None
+) -> Planned:
+    planned = plans.get(id(node)) if plans is not None else None
+    if planned is None:
+        numbering = Params()
+        plan = plan_query(node, None, numbering, dictionary.require)
+        planned = Planned(node, plan, numbering.highest, plan.explain())
+        if plans is not None:
+            if len(plans) > 1024:
+                plans.clear()
+            plans[id(node)] = planned
+    if planned.parameters > len(params):
+        raise ProgrammingError(
+            f"the statement has {planned.parameters} parameters, {len(params)} given"
+        )
+    return planned
 
 
 def _run(
-    node: exp.Expression, kv: OrderedKv, params: Sequence[Any], dictionary: Dictionary
+    node: exp.Expression,
+    kv: OrderedKv,
+    params: Sequence[Any],
+    dictionary: Dictionary,
+    plans: Plans | None = None,
 ) -> Result:
     numbering = Params()
     ctx = Ctx(params, kv)
     if isinstance(node, exp.Select | exp.Union | exp.Intersect | exp.Except | exp.Subquery):
-        plan = plan_query(node, None, numbering, dictionary.require)
-        _check_params(numbering, params)
-        rows = list(plan.rows(ctx))
-        return Result(list(plan.columns), rows, -1, plan.explain(), "SELECT")
+        planned = _select(node, params, dictionary, plans)
+        rows = list(planned.plan.rows(ctx))
+        return Result(list(planned.plan.columns), rows, -1, planned.explained, "SELECT")
     if isinstance(node, exp.Create):
         kind = (node.args.get("kind") or "").upper()
         if kind == "TABLE":
@@ -234,13 +277,6 @@ def _run(
             count = handler(node, ctx, numbering, dictionary)  # type: ignore[operator]
             return Result(rowcount=count, command=node.key.upper())
     raise NotSupportedError(f"CascaDB does not support {node.key.upper()} statements")
-
-
-def _check_params(numbering: Params, params: Sequence[Any]) -> None:
-    if numbering.highest > len(params):
-        raise ProgrammingError(
-            f"the statement has {numbering.highest} parameters, {len(params)} given"
-        )
 
 
 def tables(kv: OrderedKv) -> list[Table]:

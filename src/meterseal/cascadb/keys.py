@@ -18,6 +18,7 @@ No encoded value starts with 0xFF, so every key extending `prefix` lies in [pref
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
 
@@ -52,9 +53,9 @@ def encode_value(value: Value) -> bytes:
     if value is None:
         return bytes((NULL_TAG,))
     if isinstance(value, bool):
-        return _number(Decimal(int(value)), _INT)
+        return _integer(int(value))
     if isinstance(value, int):
-        return _number(Decimal(value), _INT)
+        return _integer(value)
     if isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):
             raise DataError(f"{value} cannot be a key value")
@@ -70,6 +71,18 @@ def encode_value(value: Value) -> bytes:
     if isinstance(value, dt.datetime):
         return bytes((TIMESTAMP_TAG,)) + _flip(_micros(value))
     raise DataError(f"no key encoding for {type(value).__name__}")
+
+
+def _integer(number: int) -> bytes:
+    """`_number` of an int without going through Decimal (the common case: ids, times)."""
+    if number == 0:
+        return bytes((ZERO_TAG, _INT))
+    text = str(abs(number)).encode()
+    adjusted = len(text) + _EXPONENT_BIAS
+    body = adjusted.to_bytes(4, "big") + text.rstrip(b"0").translate(_DIGITS_UP) + b"\x00"
+    if number < 0:
+        return bytes((NEGATIVE_TAG,)) + body.translate(_COMPLEMENT) + bytes((_INT,))
+    return bytes((POSITIVE_TAG,)) + body + bytes((_INT,))
 
 
 def _number(number: Decimal, kind: int) -> bytes:
@@ -143,8 +156,12 @@ def _decode_number(key: bytes, offset: int, *, negative: bool) -> tuple[Value, i
         body = body.translate(_COMPLEMENT)
     adjusted = int.from_bytes(body[:4], "big") - _EXPONENT_BIAS
     digits = body[4:].translate(_DIGITS_DOWN).decode()
+    kind = key[stop + 1]
+    if kind == _INT and adjusted >= len(digits):  # an integer: no Decimal on the way
+        whole = int(digits) * 10 ** (adjusted - len(digits))
+        return (-whole if negative else whole), stop + 2
     number = Decimal(f"{'-' if negative else ''}0.{digits}E{adjusted}")
-    return _typed(number, key[stop + 1]), stop + 2
+    return _typed(number, kind), stop + 2
 
 
 def _typed(number: Decimal, kind: int) -> Value:
@@ -167,6 +184,7 @@ def _unescape(key: bytes, offset: int) -> tuple[bytes, int]:
         offset = zero + 2
 
 
+@functools.lru_cache(maxsize=4096)
 def table_prefix(table_id: int, index_id: int) -> bytes:
     """The prefix of every key of one index (index 1 is the table's primary key: its rows)."""
     return encode_key((table_id, index_id))

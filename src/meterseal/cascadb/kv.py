@@ -35,6 +35,15 @@ class OrderedKv(Protocol):
         ...
 
 
+def get_many(kv: OrderedKv, keys: Sequence[bytes]) -> list[bytes | None]:
+    """The values of `keys` in one call where the store can (a remote store: one round)."""
+    many = getattr(kv, "get_many", None)
+    if many is not None:
+        found: list[bytes | None] = many(keys)
+        return found
+    return [kv.get(key) for key in keys]
+
+
 class MemoryKv:
     """An OrderedKv in memory: a sorted key list beside a dict, guarded by a lock."""
 
@@ -96,6 +105,12 @@ class Overlay:
         if key in self._pending:
             return self._pending[key]
         return self.base.get(key)
+
+    def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        """The buffered or stored values of `keys` (one call to the store for the rest)."""
+        unknown = [k for k in keys if k not in self._pending]
+        stored = dict(zip(unknown, get_many(self.base, unknown), strict=True))
+        return [self._pending[k] if k in self._pending else stored[k] for k in keys]
 
     def put(self, key: bytes, value: bytes) -> None:
         """Buffer a put."""

@@ -78,6 +78,15 @@ class KvsOrderedKv:
         """The value of `key`, None when absent."""
         return self._call(self._get(name_of(key)))
 
+    def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        """The values of `keys`, fetched concurrently in one call."""
+        if not keys:
+            return []
+        return self._call(self._get_many([name_of(k) for k in keys]))
+
+    async def _get_many(self, names: list[str]) -> list[bytes | None]:
+        return list(await asyncio.gather(*(self._get(n) for n in names)))
+
     async def _get(self, name: str) -> bytes | None:
         try:
             return await self.store.get_bytes(self.bucket, name)
