@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from meterseal.accounts.throttle import Throttle, ThrottleLimits
@@ -349,3 +349,27 @@ def test_no_key_reaches_the_gateways_own_bucket(gateway: Gateway) -> None:
         response = everything.request(method, path, content=b"{}" if method == "PUT" else None)
         assert response.status_code == 422, (method, path)
     assert asyncio.run(gateway.state.key_table()).keys  # the table is still there, unchanged
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    size=st.integers(0, 4 * CHUNK + 7),
+    policy=st.sampled_from(["rep:2", "ec:3+2", "hybrid:3+2"]),
+    first=st.integers(0, 5 * CHUNK),
+    length=st.integers(1, 3 * CHUNK),
+)
+def test_any_object_round_trips_whole_and_by_range_under_every_policy(
+    gateway: Gateway, size: int, policy: str, first: int, length: int
+) -> None:
+    rw = gateway.client("meters-rw")
+    data = random.Random(size).randbytes(size)
+    name = f"/v1/kvs/meters/any/{policy}/{size}"
+    put = rw.put(name, content=_pieces(data, 333), headers={"X-Kvs-Policy": policy})
+    assert put.status_code == 201, put.text
+    assert rw.get(name).content == data
+    ranged = rw.get(name, headers={"Range": f"bytes={first}-{first + length - 1}"})
+    if first >= size:
+        assert ranged.status_code == 416
+    else:
+        assert ranged.status_code == 206
+        assert ranged.content == data[first : first + length]
