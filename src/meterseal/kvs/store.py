@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from meterseal.errors import KvsError, ObjectNotFound
@@ -212,11 +211,39 @@ class ObjectStore:
         """Seal and place every chunk of `source`; the manifest (not yet saved)."""
         ctx = ObjectContext(keys.bucket, name, fields["version"], str(policy))
         object_key = new_object_key(self.rng)
-        entries: list[ChunkEntry] = []
-        storing: asyncio.Task[ChunkEntry] | None = None  # chunk i is stored while i+1 seals
         try:
-            targets = await self.pool.placement(policy)
-            copies = 1 if isinstance(targets[0], ReplicaSet) else getattr(policy, "copies", 1)
+            entries = await self._store_chunks(source, policy, object_key, ctx, written, fields)
+        except BaseException as error:
+            await asyncio.shield(self.discard(written))
+            if isinstance(error, KvsError):
+                where = f"{keys.bucket}/{name}"
+                raise KvsError(f"writing {where} failed, nothing kept: {error}") from error
+            raise
+        return Manifest(
+            bucket=keys.bucket,
+            name=name,
+            policy=policy,
+            size=sum(e.length for e in entries),
+            wrapped_key=wrap_key(keys, ctx, object_key, self.rng),
+            chunks=tuple(entries),
+            **fields,
+        )
+
+    async def _store_chunks(
+        self,
+        source: AsyncIterable[bytes],
+        policy: Policy,
+        object_key: bytes,
+        ctx: ObjectContext,
+        written: list[Blob],
+        fields: dict[str, Any],
+    ) -> list[ChunkEntry]:
+        """Seal and store chunk after chunk: chunk i is stored while chunk i+1 is sealed."""
+        targets = await self.pool.placement(policy)
+        copies = 1 if isinstance(targets[0], ReplicaSet) else getattr(policy, "copies", 1)
+        entries: list[ChunkEntry] = []
+        storing: asyncio.Task[ChunkEntry] | None = None
+        try:
             async for index, final, plain in rechunk(source, fields["chunk_size"]):
                 ready = await self.cpu(
                     len(plain), prepare, policy, copies, object_key, ctx, index, final, plain
@@ -229,25 +256,10 @@ class ObjectStore:
                 )
             if storing is not None:
                 entries.append(await storing)
-        except BaseException as error:
+        finally:
             if storing is not None:
-                storing.cancel()
-                await asyncio.gather(storing, return_exceptions=True)
-            await asyncio.shield(self.discard(written))
-            if isinstance(error, KvsError):
-                raise KvsError(
-                    f"writing {keys.bucket}/{name} failed, nothing kept: {error}"
-                ) from error
-            raise
-        return Manifest(
-            bucket=keys.bucket,
-            name=name,
-            policy=policy,
-            size=sum(e.length for e in entries),
-            wrapped_key=wrap_key(keys, ctx, object_key, self.rng),
-            chunks=tuple(entries),
-            **fields,
-        )
+                await _drop(storing)  # a no-op once it is done and its result was taken
+        return entries
 
     async def _place(
         self, targets: list[BlobNode], ready: Prepared, written: list[Blob]
@@ -307,15 +319,13 @@ class ObjectStore:
             raise KvsError(f"range {start}-{end} is outside {name!r} ({manifest.size} bytes)")
         position, retries = start, READ_RETRIES
         object_key = unwrap_key(keys, manifest.context, manifest.wrapped_key)
-        ahead: _Ahead | None = None  # chunk i+1 is read while the caller takes chunk i
+        ahead: dict[int, asyncio.Task[bytes]] = {}  # chunk i+1 is read while i goes out
         try:
             while position < end:
                 index, lo, hi = chunk_spans(manifest, position, end)[0]
-                if ahead is None or ahead.key != (manifest, index):
-                    await _cancel(ahead)
-                    ahead = _Ahead((manifest, index), self._reader(manifest, object_key, index))
+                task = ahead.pop(index, None) or self._reader(manifest, object_key, index)
                 try:
-                    plain = await ahead.task
+                    plain = await task
                 except KvsError:
                     newer = await self.load(keys, name)
                     if retries == 0 or not _same_content(manifest, newer):
@@ -324,14 +334,12 @@ class ObjectStore:
                     manifest, retries = newer, retries - 1
                     object_key = unwrap_key(keys, manifest.context, manifest.wrapped_key)
                     continue
-                ahead = None
                 if position + hi - lo < end:
-                    after = self._reader(manifest, object_key, index + 1)
-                    ahead = _Ahead((manifest, index + 1), after)
+                    ahead[index + 1] = self._reader(manifest, object_key, index + 1)
                 yield plain[lo:hi]
                 position += hi - lo
         finally:
-            await _cancel(ahead)
+            await _drop(*ahead.values())
 
     def _reader(self, manifest: Manifest, object_key: bytes, index: int) -> asyncio.Task[bytes]:
         return asyncio.create_task(self.read_chunk(manifest, object_key, index))
@@ -470,18 +478,10 @@ class ObjectStore:
             yield await self.read_chunk(manifest, object_key, index)
 
 
-@dataclass
-class _Ahead:
-    """A chunk being read ahead: (manifest, index) and its task."""
-
-    key: tuple[Manifest, int]
-    task: asyncio.Task[bytes]
-
-
-async def _cancel(ahead: _Ahead | None) -> None:
-    if ahead is not None:
-        ahead.task.cancel()
-        await asyncio.gather(ahead.task, return_exceptions=True)
+async def _drop(*tasks: asyncio.Task[Any]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _check_name(name: str) -> None:
