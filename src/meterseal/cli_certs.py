@@ -63,6 +63,18 @@ def certs_nats_server(
     ] = None,
     bind: Annotated[str, typer.Option(help="address the server listens on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="its TLS client port")] = 4222,
+    name: Annotated[str | None, typer.Option(help="server name (distinct in a cluster)")] = None,
+    tag: Annotated[
+        list[str] | None, typer.Option(help="placement tag, e.g. node:n1 for a KVS node (repeat)")
+    ] = None,
+    cluster: Annotated[str | None, typer.Option(help="join the cluster of this name")] = None,
+    cluster_port: Annotated[int, typer.Option(help="its TLS route port (--cluster)")] = 6222,
+    route: Annotated[
+        list[str] | None, typer.Option(help="HOST:PORT of another server's routes (repeat)")
+    ] = None,
+    monitor: Annotated[
+        str | None, typer.Option(help="HOST:PORT of an HTTP monitoring listener (none if unset)")
+    ] = None,
     deployment_dir: DeploymentDir = DEFAULT_DEPLOYMENT,
     passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
 ) -> None:
@@ -75,7 +87,19 @@ def certs_nats_server(
     if not clients:
         raise ConfigurationError("no service may connect: `certs issue NAME` first, or --client")
     hosts = host or ["127.0.0.1"]
-    plan = nats_server.ServerPlan(server_dir, tuple(clients), bind, port)
+    if route and not cluster:
+        raise ConfigurationError("--route belongs to a cluster: give --cluster NAME")
+    joined = nats_server.ClusterPlan(cluster, cluster_port, tuple(route or ())) if cluster else None
+    plan = nats_server.ServerPlan(
+        server_dir,
+        tuple(clients),
+        bind,
+        port,
+        server_name=name,
+        tags=tuple(tag or ()),
+        cluster=joined,
+        monitor=monitor,
+    )
     now = dt.datetime.now(dt.UTC)
     ca_key, ca_cert = deployment.ca_key, deployment.ca_cert
     conf = nats_server.write_server(plan, ca_key, ca_cert, hosts, now=now, rng=os.urandom)

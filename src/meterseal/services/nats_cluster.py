@@ -24,7 +24,7 @@ import socket
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,6 +121,12 @@ def cluster_conf(
     )
 
 
+# Writes a server's configuration into its directory: (server, cluster name, the other
+# servers' route ports) -> the file. It must log to DIRECTORY/nats-server.log and open an
+# HTTP monitor (the cluster reads both); the default is `cluster_conf`.
+ConfWriter = Callable[["ClusterNode", str, Sequence[int]], Path]
+
+
 class LocalCluster:
     """3 to 9 nats-server processes forming one JetStream cluster under `directory`."""
 
@@ -132,6 +138,7 @@ class LocalCluster:
         binary: str | None = None,
         prefix: str = "n",
         max_payload: int | None = None,
+        writer: ConfWriter | None = None,
     ) -> None:
         if not MIN_NODES <= size <= MAX_NODES:
             raise ConfigurationError(f"a local cluster has {MIN_NODES} to {MAX_NODES} servers")
@@ -140,6 +147,7 @@ class LocalCluster:
             raise ConfigurationError("nats-server binary not found (set MS_NATS_SERVER)")
         self.binary = found
         self.max_payload = max_payload  # None: the server's default (1 MiB)
+        self.writer = writer or self._plain
         self.directory = directory
         self.name = f"ms-kvs-{secrets.token_hex(4)}"
         self.nodes = [
@@ -229,8 +237,7 @@ class LocalCluster:
     def _launch(self, node: ClusterNode) -> bool:
         node.directory.mkdir(parents=True, exist_ok=True)
         routes = [other.cluster_port for other in self.nodes if other is not node]
-        conf = node.directory / CONF
-        conf.write_text(cluster_conf(node, self.name, routes, self.max_payload))
+        conf = self.writer(node, self.name, routes)
         before = len(node.log())
         with (node.directory / LOG).open("ab") as log:  # errors before the log file opens
             node.process = subprocess.Popen(  # noqa: S603 - the binary found, our own config
@@ -248,6 +255,11 @@ class LocalCluster:
                 return True
             time.sleep(0.02)
         return False
+
+    def _plain(self, node: ClusterNode, cluster: str, routes: Sequence[int]) -> Path:
+        conf = node.directory / CONF
+        conf.write_text(cluster_conf(node, cluster, routes, self.max_payload))
+        return conf
 
     def _logs(self) -> str:
         return "\n".join(f"--- {node.name}\n{node.log()}" for node in self.nodes)

@@ -35,6 +35,15 @@ MAX_PAYLOAD = 1024 * 1024
 
 
 @dataclass(frozen=True)
+class ClusterPlan:
+    """The cluster a server joins: its name, the route port, the other servers' routes."""
+
+    name: str
+    port: int  # the route listener (on the server's bind address)
+    routes: tuple[str, ...]  # host:port of every other server's route listener
+
+
+@dataclass(frozen=True)
 class ServerPlan:
     """Where the server listens, who may connect, and where it keeps its files."""
 
@@ -43,6 +52,10 @@ class ServerPlan:
     bind: str = "127.0.0.1"
     port: int = DEFAULT_PORT  # -1: a random free port, which the server logs
     log_file: Path | None = None  # None: standard error
+    server_name: str | None = None  # a cluster's servers need distinct names
+    tags: tuple[str, ...] = ()  # placement tags (a KVS storage node: node:NAME)
+    cluster: ClusterPlan | None = None  # None: a server of its own
+    monitor: str | None = None  # host:port of the HTTP monitoring listener (None: none)
 
 
 def client_user(name: str) -> str:
@@ -61,13 +74,19 @@ def server_conf(plan: ServerPlan) -> str:
 
     users = "\n".join(f"    {{user: {q(client_user(name))}}}" for name in plan.clients)
     log = [f"log_file: {q(plan.log_file.resolve())}"] if plan.log_file else []
+    name = [f"server_name: {q(plan.server_name)}"] if plan.server_name else []
+    tags = [f"server_tags: [{', '.join(q(tag) for tag in plan.tags)}]"] if plan.tags else []
+    monitor = [f"http: {q(plan.monitor)}"] if plan.monitor else []
     return "\n".join(
         [
             "# nats-server for meterseal (written by meterseal; see docs/deployments.md).",
+            *name,
             f"host: {q(plan.bind)}",
             f"port: {plan.port}",
             f"max_payload: {MAX_PAYLOAD}",
             *log,
+            *tags,
+            *monitor,
             "jetstream {",
             f"  store_dir: {q(d / STORE)}",
             "}",
@@ -84,9 +103,35 @@ def server_conf(plan: ServerPlan) -> str:
             users,
             "  ]",
             "}",
+            *_cluster_block(plan, d, q),
             "",
         ]
     )
+
+
+def _cluster_block(plan: ServerPlan, d: Path, q: Callable[[object], str]) -> list[str]:
+    """The routes to the other servers: TLS both ways, certificates of the deployment CA."""
+    if plan.cluster is None:
+        return []
+    if not plan.server_name:
+        raise ConfigurationError("a server in a cluster needs a name of its own")
+    routes = ", ".join(q(f"nats-route://{route}") for route in plan.cluster.routes)
+    return [
+        "# Routes to the cluster's other servers, each proving itself by its certificate.",
+        "cluster {",
+        f"  name: {q(plan.cluster.name)}",
+        f"  host: {q(plan.bind)}",
+        f"  port: {plan.cluster.port}",
+        f"  routes: [{routes}]",
+        "  tls {",
+        f"    cert_file: {q(d / SERVER_CERT)}",
+        f"    key_file: {q(d / SERVER_KEY)}",
+        f"    ca_file: {q(d / CA)}",
+        "    verify: true",
+        "    timeout: 2",
+        "  }",
+        "}",
+    ]
 
 
 def write_server(
@@ -105,9 +150,15 @@ def write_server(
     at_rest.private_directory(d)
     at_rest.private_directory(d / STORE)
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = certs.issue_tls_certificate(
-        ca_key, ca_cert, hosts[0], key.public_key(), hosts=hosts, now=now, rng=rng
-    )
+    if plan.cluster is None:
+        cert = certs.issue_tls_certificate(
+            ca_key, ca_cert, hosts[0], key.public_key(), hosts=hosts, now=now, rng=rng
+        )
+    else:  # a route is a TLS client of the other server too: client and server certificate
+        name = plan.server_name or hosts[0]
+        cert = certs.issue_service_certificate(
+            ca_key, ca_cert, name, key.public_key(), hosts=hosts, now=now, rng=rng
+        )
     # nats-server reads its key unencrypted: this one is the server's, not a deployment secret.
     pem_key = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()

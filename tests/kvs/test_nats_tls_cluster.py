@@ -1,0 +1,75 @@
+"""Storage nodes on a cluster of servers configured as meterseal ships them: TLS everywhere."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+
+from meterseal.deployment import tls_identity_paths
+from meterseal.kvs.nats_nodes import NatsStorage, node_tag
+from meterseal.services import nats_server
+from meterseal.services.nats_cluster import ClusterNode, LocalCluster
+from tests.command_line import invoke
+from tests.conftest import RUN_TAG
+from tests.nats_cluster import require_nats_cluster
+
+
+def test_node_streams_land_on_their_servers_of_a_tls_cluster(tmp_path: Path) -> None:
+    deployment = tmp_path / "deployment"
+    assert invoke(["keys", "init", str(deployment)]).exit_code == 0
+    assert invoke(["certs", "issue", "kvs-gateway", "-d", str(deployment)]).exit_code == 0
+    written: list[str] = []
+
+    def writer(node: ClusterNode, cluster: str, routes: Sequence[int]) -> Path:
+        # What an operator runs for each storage node (the ports are this test's own).
+        args = ["certs", "nats-server", str(node.directory), "--port=-1", "--name", node.name]
+        args += ["--tag", node_tag(node.name), "--cluster", cluster]
+        args += ["--cluster-port", str(node.cluster_port), "--monitor", "127.0.0.1:-1"]
+        for port in routes:
+            args += ["--route", f"127.0.0.1:{port}"]
+        result = invoke([*args, "-d", str(deployment)])
+        assert result.exit_code == 0, result.output
+        written.append(result.output)
+        return node.directory / nats_server.CONF
+
+    cert, key = tls_identity_paths(deployment, "kvs-gateway")
+    ca = deployment / "ca.cert.pem"
+    with LocalCluster(tmp_path / "cluster", 3, binary=require_nats_cluster(), writer=writer) as c:
+        assert all("client kvs-gateway tls://" in output for output in written)
+        urls = [f"tls://127.0.0.1:{n.client_port}?ca={ca}&cert={cert}&key={key}" for n in c.nodes]
+
+        async def scenario() -> None:
+            storage = await NatsStorage.connect(urls, f"{RUN_TAG}tls")
+            try:
+                for server in c.nodes:
+                    node = await storage.node(server.name)
+                    await node.put("0123abcd", server.name.encode())
+                    assert await node.get("0123abcd") == server.name.encode()
+                    info = await storage.jetstream().stream_info(node.stream)
+                    assert info.cluster is not None
+                    assert info.cluster.leader == server.name
+                catalog = await storage.catalog(3)
+                await catalog.put("b1", "89abcdef", b"sealed")
+                assert await catalog.get("b1", "89abcdef") == b"sealed"
+            finally:
+                await storage.close()
+
+        asyncio.run(scenario())
+        for server in c.nodes:
+            conf = (server.directory / nats_server.CONF).read_text()
+            assert "verify: true" in conf.split("cluster {")[1]  # routes prove themselves
+            assert "Route connection created" in server.log()
+
+
+def test_routes_need_a_cluster_and_a_clustered_server_a_name(tmp_path: Path) -> None:
+    deployment = tmp_path / "deployment"
+    assert invoke(["keys", "init", str(deployment)]).exit_code == 0
+    assert invoke(["certs", "issue", "kvs-gateway", "-d", str(deployment)]).exit_code == 0
+    base = ["certs", "nats-server", str(tmp_path / "nats"), "-d", str(deployment)]
+    no_cluster = invoke([*base, "--route", "127.0.0.1:6222"])
+    assert no_cluster.exit_code == 2
+    assert "--cluster" in no_cluster.output
+    no_name = invoke([*base, "--cluster", "kvs"])
+    assert no_name.exit_code == 2
+    assert "name of its own" in no_name.output
