@@ -362,3 +362,17 @@ def test_a_catalog_refusing_the_manifest_leaves_no_blob() -> None:
         assert await store.get_bytes("meters", "obj") == b"kept"
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("policy", [Replication(1), Replication(2), ErasureCoded(2, 1)], ids=str)
+def test_one_chunk_objects_spread_over_every_node(policy: Policy) -> None:
+    store, nodes, _ = memory_store(5)
+
+    async def scenario() -> None:
+        for i in range(60):
+            await store.put_bytes("meters", f"small-{i}", b"reading", policy)
+
+    asyncio.run(scenario())
+    held = [len(node.blobs) for node in nodes]
+    assert sum(held) == 60 * policy.nodes_needed
+    assert min(held) >= 60 * policy.nodes_needed // 5 // 3, held  # no node left out or flooded

@@ -241,6 +241,7 @@ class ObjectStore:
         """Seal and store chunk after chunk: chunk i is stored while chunk i+1 is sealed."""
         targets = await self.pool.placement(policy)
         copies = 1 if isinstance(targets[0], ReplicaSet) else getattr(policy, "copies", 1)
+        offset = int.from_bytes(self.rng(4), "big")  # objects start on random nodes
         entries: list[ChunkEntry] = []
         storing: asyncio.Task[ChunkEntry] | None = None
         try:
@@ -250,7 +251,7 @@ class ObjectStore:
                 )
                 if storing is not None:
                     entries.append(await storing)
-                turn = index % len(targets)
+                turn = (offset + index) % len(targets)
                 storing = asyncio.create_task(
                     self._place(targets[turn:] + targets[:turn], ready, written)
                 )
