@@ -140,7 +140,9 @@ def _fsync_dir(path: Path) -> None:
 
 def _write_durably(path: Path, data: bytes) -> None:
     """Write to a temporary file beside `path`, fsync it, rename over `path`, fsync the dir."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.parent.is_dir():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _fsync_dir(path.parent.parent)  # the new directory's entry is durable too
     temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         with open(temp, "wb") as file:
