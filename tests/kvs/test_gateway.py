@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from meterseal.accounts.throttle import Throttle, ThrottleLimits
 from meterseal.kvs.gateway_http import Unsatisfiable, byte_range
-from meterseal.kvs.gateway_keys import Right, Scope
+from meterseal.kvs.gateway_keys import KvsKeyError, Right, Scope
 from meterseal.runtime.auth import UNAUTHENTICATED
 from meterseal.runtime.metrics import parse_exposition
 from tests.kvs.gateway_fixtures import CHUNK, Gateway, another_gateway, serve_gateway
@@ -373,3 +373,20 @@ def test_any_object_round_trips_whole_and_by_range_under_every_policy(
     else:
         assert ranged.status_code == 206
         assert ranged.content == data[first : first + length]
+
+
+def test_a_key_table_changed_meanwhile_is_never_overwritten(gateway: Gateway) -> None:
+    first, second = another_gateway(gateway), another_gateway(gateway)  # two `kvs keys` runs
+    scope = Scope("meters", "race/", frozenset((Right.READ,)))
+    table_1 = asyncio.run(first.key_table())
+    table_2 = asyncio.run(second.key_table())
+    added, _ = table_1.add(scope, "one", 5.0, os.urandom)
+    asyncio.run(first.save_keys(added))
+    also_added, _ = table_2.add(scope, "two", 6.0, os.urandom)
+    with pytest.raises(KvsKeyError, match="changed since it was read"):
+        asyncio.run(second.save_keys(also_added))
+    again = asyncio.run(second.key_table())  # read afresh: the first change is there
+    assert {k.label for k in again.keys.values()} >= {"one"}
+    done, _ = again.add(scope, "two", 7.0, os.urandom)
+    asyncio.run(second.save_keys(done))
+    assert {"one", "two"} <= {k.label for k in asyncio.run(first.key_table(True)).keys.values()}

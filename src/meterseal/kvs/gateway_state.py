@@ -19,7 +19,7 @@ from typing import Protocol
 import cbor2
 
 from meterseal.errors import KvsError
-from meterseal.kvs.gateway_keys import KeyTable
+from meterseal.kvs.gateway_keys import KeyTable, KvsKeyError
 from meterseal.kvs.policy import Policy, parse_policy
 
 RESERVED = "_kvs"  # the gateway's own bucket
@@ -110,9 +110,16 @@ class Objects(Protocol):
 
 async def read_all(objects: Objects, bucket: str, name: str) -> bytes | None:
     """A small object's bytes (the gateway's own state), None if absent."""
-    if await objects.head(bucket, name) is None:
+    found = await read_versioned(objects, bucket, name)
+    return None if found is None else found[1]
+
+
+async def read_versioned(objects: Objects, bucket: str, name: str) -> tuple[int, bytes] | None:
+    """(version, bytes) of a small object, None if absent."""
+    info = await objects.head(bucket, name)
+    if info is None:
         return None
-    return b"".join([piece async for piece in objects.get(bucket, name)])
+    return info.version, b"".join([piece async for piece in objects.get(bucket, name)])
 
 
 async def _one(data: bytes) -> AsyncIterator[bytes]:
@@ -129,6 +136,7 @@ class GatewayState:
     clock: Callable[[], float] = time.monotonic
     ttl: float = 2.0
     _keys: tuple[float, KeyTable] | None = field(default=None, init=False)
+    _keys_version: int | None = field(default=None, init=False)  # of the table read (0: none)
     _policies: tuple[float, dict[str, str]] | None = field(default=None, init=False)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
 
@@ -154,15 +162,30 @@ class GatewayState:
             return self._keys[1]
         async with self._lock:
             if self._keys is None or not self._fresh(self._keys):
-                data = await read_all(self.objects, RESERVED, KEY_TABLE)
-                table = KeyTable() if data is None else KeyTable.from_bytes(data)
-                self._keys = (self.clock(), table)
+                found = await read_versioned(self.objects, RESERVED, KEY_TABLE)
+                table = KeyTable() if found is None else KeyTable.from_bytes(found[1])
+                self._keys, self._keys_version = (self.clock(), table), found[0] if found else 0
             return self._keys[1]
 
     async def save_keys(self, table: KeyTable) -> None:
-        """Store `table` as the key table (and use it at once here)."""
-        await self.objects.put(RESERVED, KEY_TABLE, _one(table.to_bytes()), self.internal_policy)
-        self._keys = (self.clock(), table)
+        """Store `table` as the key table (and use it at once here).
+
+        When this state read the table before, the stored one must still be the one it read:
+        a change made meanwhile elsewhere (another `kvs keys` command) is never overwritten,
+        so a revocation cannot be undone by an addition racing it (KvsKeyError: run again).
+        """
+        async with self._lock:
+            if self._keys_version is not None:
+                current = await self.objects.head(RESERVED, KEY_TABLE)
+                if (0 if current is None else current.version) != self._keys_version:
+                    self._keys = self._keys_version = None
+                    raise KvsKeyError(
+                        "the KVS key table changed since it was read (another `meterseal kvs "
+                        "keys` command?): nothing was saved; run the command again"
+                    )
+            data = _one(table.to_bytes())
+            info = await self.objects.put(RESERVED, KEY_TABLE, data, self.internal_policy)
+            self._keys, self._keys_version = (self.clock(), table), info.version
 
     async def _bucket_policies(self) -> dict[str, str]:
         if self._policies is not None and self._fresh(self._policies):
