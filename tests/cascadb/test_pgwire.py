@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import ipaddress
 import shutil
+import ssl
 import subprocess
 import threading
 from collections.abc import Iterator
 from decimal import Decimal
+from pathlib import Path
 
 import psycopg
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from meterseal.cascadb import Database, MemoryKv
 from meterseal.cascadb.pgwire import PgServer
@@ -123,3 +131,49 @@ def test_a_psql_session(running: Running) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["CREATE", "TABLE", "INSERT", "0", "2", "9|nine", "10|ten"]
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 signed by its own key: (certificate, key) PEM files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cascadb test")])
+    now = dt.datetime.now(dt.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "server.pem", directory / "server.key"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_tls_when_the_server_has_a_context(tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server = Running(tls=context)
+    try:
+        dsn = server.dsn().replace("sslmode=disable", f"sslmode=verify-full sslrootcert={cert}")
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            assert conn.execute("SELECT 'sealed'").fetchone() == ("sealed",)
+            assert conn.pgconn.ssl_in_use
+    finally:
+        server.stop()
