@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
+
 from meterseal.deployment import tls_identity_paths
 from meterseal.kvs.nats_nodes import NatsStorage, node_tag
 from meterseal.services import nats_server
@@ -15,10 +17,18 @@ from tests.conftest import RUN_TAG
 from tests.nats_cluster import require_nats_cluster
 
 
-def test_node_streams_land_on_their_servers_of_a_tls_cluster(tmp_path: Path) -> None:
-    deployment = tmp_path / "deployment"
-    assert invoke(["keys", "init", str(deployment)]).exit_code == 0
-    assert invoke(["certs", "issue", "kvs-gateway", "-d", str(deployment)]).exit_code == 0
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A deployment whose CA issued the gateway's client certificate."""
+    directory = tmp_path_factory.mktemp("nats-tls") / "deployment"
+    assert invoke(["keys", "init", str(directory)]).exit_code == 0
+    assert invoke(["certs", "issue", "kvs-gateway", "-d", str(directory)]).exit_code == 0
+    return directory
+
+
+def test_node_streams_land_on_their_servers_of_a_tls_cluster(
+    tmp_path: Path, deployment: Path
+) -> None:
     written: list[str] = []
 
     def writer(node: ClusterNode, cluster: str, routes: Sequence[int]) -> Path:
@@ -62,10 +72,9 @@ def test_node_streams_land_on_their_servers_of_a_tls_cluster(tmp_path: Path) -> 
             assert "Route connection created" in server.log()
 
 
-def test_routes_need_a_cluster_and_a_clustered_server_a_name(tmp_path: Path) -> None:
-    deployment = tmp_path / "deployment"
-    assert invoke(["keys", "init", str(deployment)]).exit_code == 0
-    assert invoke(["certs", "issue", "kvs-gateway", "-d", str(deployment)]).exit_code == 0
+def test_routes_need_a_cluster_and_a_clustered_server_a_name(
+    tmp_path: Path, deployment: Path
+) -> None:
     base = ["certs", "nats-server", str(tmp_path / "nats"), "-d", str(deployment)]
     no_cluster = invoke([*base, "--route", "127.0.0.1:6222"])
     assert no_cluster.exit_code == 2
