@@ -12,7 +12,7 @@ import pytest
 from playwright.sync_api import Page
 
 from meterseal.portal.health import HealthProbe, parse_targets
-from tests.billing.test_api import AUDITOR, OPERATOR
+from tests.billing.test_api import ADMINISTRATOR, AUDITOR, OPERATOR
 from tests.portal.conftest import Portal
 from tests.portal.test_browser import _serve, browser, page, sign_in  # noqa: F401 - fixtures
 from tests.portal.test_services_health import _with
@@ -120,4 +120,7 @@ def test_every_page_is_labelled_keyboard_reachable_and_fits_a_phone(
         _check(page, f"{url}{path}")
     staff_sign_in(page, url, OPERATOR, "/portal/fleet")
     for path in ("/portal/fleet", "/portal/fleet/load", "/portal/fleet/services"):
+        _check(page, f"{url}{path}")
+    staff_sign_in(page, url, ADMINISTRATOR, "/portal/admin/meters")
+    for path in ("/portal/admin/meters", "/portal/admin/tariffs", "/portal/admin/changes"):
         _check(page, f"{url}{path}")
