@@ -31,6 +31,8 @@ MIN_BEFORE = 5  # days of history before a split: fewer make a baseline out of n
 POOL = 20.0  # weight of the population's typical noise, in effective day-differences
 MAD_EFFICIENCY = 0.37  # a MAD weighs about as much as 37 % of its values in a variance
 MIN_POOLED = 50  # rows needed to speak of a population's typical noise
+MIRROR_MARGIN = 1.4  # mirror: the part of the crossing that is not evidence, x |before|
+WANDER_POOL = 3.0  # weight of the population's typical wander, in effective week-differences
 PERSIST = 0.5  # share of the step each later part of the window must keep to count fully
 
 
@@ -60,6 +62,36 @@ def noise(y: F64, floor: float, *, pooled: bool = True) -> F64:
     return out
 
 
+def wander(y: F64, sigma: F64, *, pooled: bool = True) -> F64:
+    """Each row's own slow wander: the standard deviation of a week's mean level that the
+    day-to-day noise `sigma` does not explain (a household whose weeks differ by a fifth
+    has it). From second differences of consecutive 7-day means (MAD): a steady drift
+    leaves them at 0 and a step moves two of them, so neither a theft's step nor its drift
+    passes for wander. Pooled with the median row's like `noise`."""
+    rows, days = y.shape
+    weeks = days // 7
+    if weeks < 4:
+        return np.zeros(rows)
+    # Weeks from each row's own first day (the population's window is not its calendar).
+    first = np.argmax(~np.isnan(y), axis=1)
+    index = np.arange(weeks * 7)[None, :] + first[:, None]
+    own = np.where(index < days, np.take_along_axis(y, np.minimum(index, days - 1), 1), np.nan)
+    block = own.reshape(rows, weeks, 7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        means = np.where((~np.isnan(block)).sum(2) >= 4, np.nanmean(block, axis=2), np.nan)
+        d = np.diff(means, n=2, axis=1)
+        mad = np.nanmedian(np.abs(d - np.nanmedian(d, axis=1, keepdims=True)), axis=1)
+    spread = MAD_TO_SD * np.nan_to_num(mad) / np.sqrt(6.0)
+    var = np.maximum(spread**2 - sigma**2 / 7.0, 0.0)
+    if pooled and rows >= MIN_POOLED:
+        weight = MAD_EFFICIENCY * np.sum(~np.isnan(d), axis=1)
+        typical = np.median(var)
+        var = (weight * var + WANDER_POOL * typical) / (weight + WANDER_POOL)
+    out: F64 = np.sqrt(var)
+    return out
+
+
 def _means(cum_s: F64, cum_n: F64, lo: I64, hi: I64) -> tuple[F64, F64]:
     """Mean and count over days [lo, hi) (rows, splits) from prefix sums (rows, 1 or splits,
     days + 1): one series per row, or one per row and split."""
@@ -86,12 +118,15 @@ def _splits(
     margin: float,
     mirror: bool = False,
     pooled: bool = True,
-) -> tuple[F64, F64]:
-    """The lasting-step statistic and the step's size at every split (rows, days - 1).
+) -> tuple[F64, F64, F64]:
+    """The lasting-step statistic, the step's size and the statistic that picks the onset
+    at every split (rows, days - 1).
 
     y is (rows, days), or (rows, days - 1, days) with its own series for each split.
     `mirror`: the change flips the series' sign (0 is the midpoint between the two
-    behaviours), so a drop counts only as far as it crosses 0: min(step, -2 * after).
+    behaviours), so a drop counts only as far as it crosses 0, past a margin of
+    `MIRROR_MARGIN` of the value before (days that merely lose their shape sit near 0):
+    min(step, -2 * after - MIRROR_MARGIN * |before|).
     """
     days = y.shape[-1]
     y3 = y[:, None, :] if y.ndim == 2 else y
@@ -117,23 +152,33 @@ def _splits(
     ok = (n_before >= min_side) & (parts[0][1] >= min_half) & (parts[1][1] >= min_half)
     ok &= parts[2][1] >= 1
 
-    def size(mean: F64) -> F64:
+    def size(mean: F64, mirror_margin: float) -> F64:
         drop = before - mean - margin
-        return np.minimum(drop, -2.0 * mean) if mirror else drop
+        if not mirror:
+            return drop
+        return np.minimum(drop, -2.0 * mean - mirror_margin * np.abs(before))
 
-    with np.errstate(invalid="ignore", divide="ignore"):
-        step = size(after)
-        t = step / (sigma * np.sqrt(1.0 / n_before + 1.0 / n_after))
-        kept = np.min([size(m) for m, _ in parts], axis=0)
-        share = kept / np.where(step > 0, step, np.inf)
-        lasting = np.clip((share - PERSIST / 2) / (PERSIST / 2), 0.0, 1.0)
-    t = np.where(t > 0, t * lasting, t)
-    return np.where(ok, t, -np.inf), np.nan_to_num(before - after)
+    def lasting_t(mirror_margin: float) -> F64:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            step = size(after, mirror_margin)
+            t = step / (sigma * np.sqrt(1.0 / n_before + 1.0 / n_after))
+            kept = np.min([size(m, mirror_margin) for m, _ in parts], axis=0)
+            share = kept / np.where(step > 0, step, np.inf)
+            lasting = np.clip((share - PERSIST / 2) / (PERSIST / 2), 0.0, 1.0)
+        out: F64 = np.where(ok, np.where(t > 0, t * lasting, t), -np.inf)
+        return out
+
+    t = lasting_t(MIRROR_MARGIN)
+    # The mirror's margin grows with |before|, which later splits (their "before" holding
+    # reversed days) make smaller: the onset is where the crossing is clearest without it.
+    pick = lasting_t(0.0) if mirror else t
+    return t, np.nan_to_num(before - after), pick
 
 
-def _best(t: F64, delta: F64) -> Step:
-    """The split with the largest statistic in each row (-inf where no split is allowed)."""
-    best = np.argmax(t, axis=1)
+def _best(t: F64, delta: F64, pick: F64 | None = None) -> Step:
+    """The split with the largest statistic in each row (-inf where no split is allowed),
+    or with the largest `pick` when given."""
+    best = np.argmax(t if pick is None else pick, axis=1)
     rows = np.arange(len(t))
     top = t[rows, best]
     found = np.isfinite(top)
@@ -145,7 +190,12 @@ def _best(t: F64, delta: F64) -> Step:
 
 
 def drop(
-    y: F64, *, floor: float, min_side: int = MIN_BEFORE, min_half: int = 2, margin: float = 0.0
+    y: F64,
+    *,
+    floor: float,
+    min_side: int = MIN_BEFORE,
+    min_half: int = 2,
+    margin: float = 0.0,
 ) -> Step:
     """The largest lasting drop in each row of y (customers, days); rows of NaN give 0.
 
@@ -155,7 +205,7 @@ def drop(
     little. `margin`: the part of the drop that is not yet evidence (an effect size too
     small to matter, e.g. 10 % of consumption); only what exceeds it counts.
     """
-    t, delta = _splits(y, floor, min_side, min_half, margin)
+    t, delta, _ = _splits(y, floor, min_side, min_half, margin)
     return _best(t, delta)
 
 
@@ -166,8 +216,8 @@ def split_drops(
     y[:, k - 1] is the series that tests a step before day k (say, each day compared with a
     template learnt from the days before k). `mirror`: see `_splits`. Each series keeps its
     own noise (no pooling: the rows are one customer's splits, not a population)."""
-    t, delta = _splits(y, floor, min_side, min_half, 0.0, mirror, pooled=False)
-    return _best(t, delta)
+    t, delta, pick = _splits(y, floor, min_side, min_half, 0.0, mirror, pooled=False)
+    return _best(t, delta, pick)
 
 
 def either(y: F64, *, floor: float, min_side: int = MIN_BEFORE, margin: float = 0.0) -> Step:

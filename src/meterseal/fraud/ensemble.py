@@ -42,9 +42,10 @@ DETECTORS = (
     Detector("zeroed window", ("zero_rise",)),
     Detector("random scaling", ("roughening",)),
     Detector("constant readings", ("flattening",)),
-    Detector("reversed day", ("own_reversal",)),
+    Detector("reversed day", ("own_reversal", "reversal")),
     Detector("phase current", ("phase_share_drop", "current_drop")),
     Detector("tampered register", ("phasor_mismatch",)),
+    Detector("gradual drift", ("drift",)),
 )
 PATTERNS = tuple(d.pattern for d in DETECTORS)
 

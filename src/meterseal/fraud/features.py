@@ -24,7 +24,13 @@ weekend, a public holiday or a cold snap is not a step:
 * phase_share_drop: one phase's share of the current falls (phasor tampering);
 * current_drop: the current falls while the voltage holds and the neighbourhood does not;
 * phasor_mismatch: days whose energy disagrees with their phasor reports' active power;
-* som_break: the seed's own score, the mean of (1 - correlation) over the window.
+* som_break: the seed's own score, the mean of (1 - correlation) over the window;
+* drift: the standby load loses a growing share from an onset day on (`drift.ramp`: a
+  register that drifts), measured against the customer's own week-to-week wander.
+
+The level features (scale_drop, level_drop, base_drop) lose the t of any lasting rise
+within the days after their onset (`rebound`): a theft stays, a household back from a
+holiday rises again. Each customer is judged on its own span of days (`changepoint`).
 
 The shape features are weighed by how well the change kept the day's energy (`kept`): a new
 appliance adds energy and an absence removes it, while the thefts that only a shape can
@@ -41,7 +47,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from meterseal.fraud import changepoint
+from meterseal.fraud import changepoint, drift
 from meterseal.fraud.daily import F32, Daily, wide
 
 F64 = npt.NDArray[np.float64]
@@ -50,7 +56,14 @@ B = npt.NDArray[np.bool_]
 MISMATCH = 0.03  # a day whose energy and phasor energy differ by more than 3 %
 LEVEL_MARGIN = 0.1  # log units: drops of energy smaller than about 10 % are not evidence
 FLAT_MARGIN = 1.5  # log units: a day up to 4.5 times flatter (standby only) is no evidence
-KEPT_SCALE = 0.2  # log units: a shape change that moved daily energy by 20 % no longer counts
+LEVEL_HALF = 2  # level changes: each half of the days after them has 5 days (a week's
+# holiday at the end of the window is not a lasting drop yet)
+REBOUND_WEIGHT = 0.5  # t of a rise after the onset taken off a drop's t
+# Level features: a rise after their onset (a household back from holiday) weakens them.
+LEVEL = ("scale_drop", "level_drop", "base_drop")
+ZERO_EVIDENCE = 5.0  # t of zero_rise beyond which a fallen standby load is not a drift
+DRIFT_MARGIN = 0.2  # log units: a drift losing less than about 15 % by the end is no evidence
+KEPT_SCALE = 0.4  # log units: a shape change that moved daily energy by 20 % no longer counts
 
 
 @dataclass(frozen=True)
@@ -78,6 +91,7 @@ FEATURES = (
     Feature("current_drop", "phase current", "current fell while voltage held"),
     Feature("phasor_mismatch", "tampered register", "energy disagrees with the phasor reports"),
     Feature("som_break", "changed shape", "mean (1 - correlation) with the regular behaviour"),
+    Feature("drift", "gradual drift", "the standby load drifted down from a day on"),
 )
 NAMES = tuple(f.name for f in FEATURES)
 # Features of the day's shape: they count only changes that kept the day's energy (`kept`).
@@ -154,11 +168,15 @@ class Series:
     floor: float
     drop: bool  # True: theft lowers it; False: a change either way counts
     margin: float = 0.0  # a change this small is not evidence yet
+    min_half: int = 2  # present days each half of the days after the change must have
 
     def step(self) -> changepoint.Step:
         """The largest lasting change in the direction theft moves the series."""
-        test = changepoint.drop if self.drop else changepoint.either
-        return test(self.y, floor=self.floor, margin=self.margin)
+        if self.drop:
+            return changepoint.drop(
+                self.y, floor=self.floor, margin=self.margin, min_half=self.min_half
+            )
+        return changepoint.either(self.y, floor=self.floor, margin=self.margin)
 
 
 def series(d: Daily, regions: Sequence[str] | None) -> dict[str, Series]:
@@ -179,9 +197,13 @@ def series(d: Daily, regions: Sequence[str] | None) -> dict[str, Series]:
 
     base_scale = np.maximum(typical_base, typical / 200)
     return {
-        "scale_drop": Series(own(log_level), 0.05, True, LEVEL_MARGIN),
-        "level_drop": Series(_log(total, typical, 0.02) - level, 0.05, True, LEVEL_MARGIN),
-        "base_drop": Series(_log(wide(d.base), base_scale, 0.05) - level, 0.05, True, LEVEL_MARGIN),
+        "scale_drop": Series(own(log_level), 0.05, True, LEVEL_MARGIN, LEVEL_HALF),
+        "level_drop": Series(
+            _log(total, typical, 0.02) - level, 0.05, True, LEVEL_MARGIN, LEVEL_HALF
+        ),
+        "base_drop": Series(
+            _log(wide(d.base), base_scale, 0.05) - level, 0.05, True, LEVEL_MARGIN, LEVEL_HALF
+        ),
         "zero_rise": Series(-wide(d.zero_run), 0.02, True),
         "flattening": Series(own(np.log(wide(d.cv) + 0.02)), 0.05, True, FLAT_MARGIN),
         "roughening": Series(own(wide(d.lag1)), 0.03, True),
@@ -208,6 +230,17 @@ def features(customers: tuple[str, ...], d: Daily, regions: Sequence[str] | None
     spread -= common(spread, regions)
     scale_kept = kept(spread, scale.onset, SPREAD_SCALE)
     steps["scale_drop"] = changepoint.Step(scale.t * scale_kept, scale.onset, scale.delta)
+    ramp = drift.ramp(tests["base_drop"].y, floor=0.05, margin=DRIFT_MARGIN)
+    # A drifting register scales readings, it does not zero them: where runs of zeros
+    # appeared, they (a zeroed window) explain the fallen standby load.
+    grows = steps["zero_rise"].t < ZERO_EVIDENCE
+    steps["drift"] = changepoint.Step(np.where(grows, ramp.t, 0.0), ramp.onset, ramp.delta)
+    for name in LEVEL:
+        step = steps[name]
+        back = rebound(tests[name].y if name in tests else level, step.onset, 0.05)
+        steps[name] = changepoint.Step(
+            np.where(step.t > 0, step.t - REBOUND_WEIGHT * back, step.t), step.onset, step.delta
+        )
     steps["phase_share_drop"] = _phase_share(wide(d.current))
     steps["current_drop"] = _current_drop(d, neighbourhood(wide(d.total), regions))
     values = np.zeros((len(customers), len(FEATURES)))
@@ -220,6 +253,22 @@ def features(customers: tuple[str, ...], d: Daily, regions: Sequence[str] | None
     with _quiet():
         values[:, NAMES.index("som_break")] = np.nan_to_num(np.nanmean(1.0 - wide(d.corr), axis=1))
     return FeatureTable(customers, values, onset)
+
+
+def rebound(y: F64, onset: I64, floor: float) -> F64:
+    """The largest lasting rise within the days after each customer's onset (t, >= 0).
+
+    A theft stays: after a tampered register's step the days go on as before at the lower
+    level. A household that was away comes back: a deep dip, then a rise. The rise found
+    after the onset is what the change's evidence loses (`REBOUND_WEIGHT`).
+    """
+    days = y.shape[1]
+    shift = np.where(onset > 0, onset, days)
+    idx = np.arange(days)[None, :] + shift[:, None]
+    after = np.where(idx < days, np.take_along_axis(y, np.minimum(idx, days - 1), 1), np.nan)
+    rise = changepoint.drop(-after, floor=floor, min_side=3)
+    out: F64 = np.maximum(rise.t, 0.0)
+    return out
 
 
 def kept(level: F64, onset: I64, scale: float = KEPT_SCALE) -> F64:
