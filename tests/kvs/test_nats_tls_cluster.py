@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import os
+import socket
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from meterseal.deployment import tls_identity_paths
+from meterseal.deployment import load_deployment, tls_identity_paths
 from meterseal.kvs.nats_nodes import NatsStorage, node_tag
 from meterseal.services import nats_server
 from meterseal.services.nats_cluster import ClusterNode, LocalCluster
 from tests.command_line import invoke
 from tests.conftest import RUN_TAG
 from tests.nats_cluster import require_nats_cluster
+from tests.nats_server import started
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -82,3 +93,43 @@ def test_routes_need_a_cluster_and_a_clustered_server_a_name(
     no_name = invoke([*base, "--cluster", "kvs"])
     assert no_name.exit_code == 2
     assert "name of its own" in no_name.output
+
+
+def test_a_server_without_the_routes_password_cannot_join(tmp_path: Path, deployment: Path) -> None:
+    keys = load_deployment(deployment)
+    now = dt.datetime.now(dt.UTC)
+
+    def plan(directory: Path, cluster: str, port: int, routes: Sequence[int], pw: str) -> Path:
+        joined = nats_server.ClusterPlan(
+            cluster, port, tuple(f"127.0.0.1:{p}" for p in routes), password=pw
+        )
+        server = nats_server.ServerPlan(
+            directory,
+            ("kvs-gateway",),
+            port=-1,
+            server_name=directory.name,
+            cluster=joined,
+            monitor="127.0.0.1:-1",
+        )
+        return nats_server.write_server(
+            server, keys.ca_key, keys.ca_cert, ["127.0.0.1"], now=now, rng=os.urandom
+        )
+
+    def writer(node: ClusterNode, cluster: str, routes: Sequence[int]) -> Path:
+        return plan(node.directory, cluster, node.cluster_port, routes, "")  # derived
+
+    with LocalCluster(tmp_path / "c", 3, binary=require_nats_cluster(), writer=writer) as c:
+        first = (c.nodes[0].directory / nats_server.CONF).read_text()
+        password = nats_server.route_password(keys.ca_key, c.name)
+        assert f"route:{password}@127.0.0.1:" in first
+        assert password in (c.nodes[1].directory / nats_server.CONF).read_text()
+        assert nats_server.route_password(keys.ca_key, "other") != password
+        intruder = tmp_path / "intruder"
+        ports = [node.cluster_port for node in c.nodes]
+        conf = plan(intruder, c.name, _free_port(), ports, "not-the-password")
+        with started(conf, intruder / "nats-server.log") as _port:
+            deadline = time.monotonic() + 20
+            while "Authorization Violation" not in (intruder / "nats-server.log").read_text():
+                assert time.monotonic() < deadline, "the intruder's routes were not refused"
+                time.sleep(0.1)
+            assert c.wait_ready()  # the three still agree, without the intruder

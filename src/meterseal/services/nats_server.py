@@ -11,9 +11,11 @@ connect: a meter's certificate, or a trusted worker's, is from the same CA but i
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from cryptography import x509
@@ -41,6 +43,22 @@ class ClusterPlan:
     name: str
     port: int  # the route listener (on the server's bind address)
     routes: tuple[str, ...]  # host:port of every other server's route listener
+    password: str = field(default="", repr=False)  # the routes' shared secret (`route_password`)
+
+
+ROUTE_USER = "route"
+
+
+def route_password(ca_key: ec.EllipticCurvePrivateKey, cluster: str) -> str:
+    """The routes' password of `cluster`: the same for every server the deployment CA writes.
+
+    HMAC-SHA256 under the CA's private key, so only whoever holds it (the operator writing the
+    servers' configurations) knows it, and no second secret has to be handed around.
+    """
+    secret = ca_key.private_numbers().private_value.to_bytes(66, "big")
+    return hmac.new(
+        secret, b"meterseal nats route\x00" + cluster.encode(), hashlib.sha256
+    ).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -115,13 +133,17 @@ def _cluster_block(plan: ServerPlan, d: Path, q: Callable[[object], str]) -> lis
         return []
     if not plan.server_name:
         raise ConfigurationError("a server in a cluster needs a name of its own")
-    routes = ", ".join(q(f"nats-route://{route}") for route in plan.cluster.routes)
+    if not plan.cluster.password:
+        raise ConfigurationError("a cluster's routes need their password (route_password)")
+    who = f"{ROUTE_USER}:{plan.cluster.password}@"
+    routes = ", ".join(q(f"nats-route://{who}{route}") for route in plan.cluster.routes)
     return [
         "# Routes to the cluster's other servers, each proving itself by its certificate.",
         "cluster {",
         f"  name: {q(plan.cluster.name)}",
         f"  host: {q(plan.bind)}",
         f"  port: {plan.cluster.port}",
+        f"  authorization {{ user: {q(ROUTE_USER)}, password: {q(plan.cluster.password)} }}",
         f"  routes: [{routes}]",
         "  tls {",
         f"    cert_file: {q(d / SERVER_CERT)}",
@@ -146,6 +168,9 @@ def write_server(
     """Write the server's configuration, the CA and a server certificate for `hosts`; the config."""
     if not hosts:
         raise ConfigurationError("the NATS server needs a host name or address to be reached by")
+    if plan.cluster is not None and not plan.cluster.password:
+        joined = replace(plan.cluster, password=route_password(ca_key, plan.cluster.name))
+        plan = replace(plan, cluster=joined)
     d = plan.directory
     at_rest.private_directory(d)
     at_rest.private_directory(d / STORE)
