@@ -196,7 +196,7 @@ def bills_serve(
 
     try:
         address = str(parse_address(listen, 7480))  # refused before the store is opened
-        probe = HealthProbe(parse_targets(health))
+        probe = HealthProbe(parse_targets(health), verify=_deployment_ca(deployment_dir))
         context = server_tls(deployment_dir, tls, client_certs, passphrase_env)
         # The bills through a read-only engine: the API never writes them, and a bug in it
         # must not be able to. Accounts and the access log through a writable one, opened
@@ -226,6 +226,20 @@ def bills_serve(
             asyncio.run(_serve(app, address, context, Readiness(db.not_ready), admin))
     except OSError as exc:
         raise ConfigurationError(f"cannot listen on {listen}: {exc}") from exc
+
+
+def _deployment_ca(deployment_dir: Path) -> ssl.SSLContext | bool:
+    """What verifies the services' https admin endpoints: the deployment's CA when it has one
+    (a trusted worker's TLS key is issued under it), else the system's."""
+    from cryptography import x509
+
+    from meterseal.deployment import CA_CERT
+    from meterseal.runtime.tls import client_context
+
+    path = deployment_dir / CA_CERT
+    return (
+        client_context(x509.load_pem_x509_certificate(path.read_bytes())) if path.exists() else True
+    )
 
 
 def _published_keys(deployment_dir: Path) -> PublishedKeys | None:

@@ -176,3 +176,20 @@ def test_metric_rows_keep_the_non_zero_meterseal_samples_biggest_first() -> None
 
 def test_a_probe_of_nothing_asks_nobody() -> None:
     assert asyncio.run(HealthProbe(()).check()) == []
+
+
+def test_an_https_endpoint_is_verified_against_the_deployment_ca() -> None:
+    from meterseal.runtime.http import ThreadedServer
+    from meterseal.runtime.tls import client_context, server_context
+    from tests.runtime.test_tls import Ca
+
+    ca = Ca.create("test deployment CA")
+    tls = server_context(ca.service("billing", ("127.0.0.1",)))
+    with ThreadedServer(_admin(_Stage("billing", None, {})), tls=tls) as url:
+        assert url.startswith("https://")
+        target = (Target("billing", url),)
+        (trusted,) = asyncio.run(HealthProbe(target, verify=client_context(ca.cert)).check())
+        (stranger,) = asyncio.run(HealthProbe(target).check())  # the system's CAs only
+    assert trusted.ready, trusted
+    assert stranger.state == "unreachable"
+    assert "CERTIFICATE_VERIFY_FAILED" in stranger.reason

@@ -6,7 +6,8 @@ health = "head-end=http://127.0.0.1:7481, router=http://…"`, or `bills serve -
 page asks each of them at once, with a short timeout, and shows what it said: ready, not ready
 with its reason, or unreachable with why. An endpoint that answers nonsense is shown so, never
 raised: one service down must not take the operator's page down with it. A supervisor's
-counters list its child processes, which the page lists under it.
+counters list its child processes, which the page lists under it. An https endpoint (a trusted
+worker's, with a key the CAS released) is verified against the deployment's CA.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import math
+import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Protocol
@@ -136,15 +138,23 @@ def _why(exc: Exception) -> str:
 class HealthProbe:
     """Asks the named services how they are, all at once."""
 
-    def __init__(self, targets: Sequence[Target], timeout: float = TIMEOUT) -> None:
+    def __init__(
+        self,
+        targets: Sequence[Target],
+        timeout: float = TIMEOUT,
+        verify: ssl.SSLContext | bool = True,
+    ) -> None:
         self.targets = tuple(targets)
         self.timeout = timeout
+        self.verify = verify  # https endpoints: a trusted worker's chains to the deployment CA
 
     async def check(self) -> list[ServiceHealth]:
         """Each target's health, in the configured order."""
         if not self.targets:
             return []
-        async with httpx.AsyncClient(timeout=self.timeout, follow_redirects=False) as client:
+        async with httpx.AsyncClient(
+            timeout=self.timeout, follow_redirects=False, verify=self.verify
+        ) as client:
             return list(await asyncio.gather(*(self._one(client, t) for t in self.targets)))
 
     async def _one(self, client: httpx.AsyncClient, target: Target) -> ServiceHealth:
