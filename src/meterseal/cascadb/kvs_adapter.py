@@ -107,7 +107,7 @@ class KvsOrderedKv:
 
     async def _scan(self, start: bytes, end: bytes | None) -> list[tuple[bytes, bytes]]:
         low, high = start.hex(), end.hex() if end is not None else INTENT
-        prefix = _common_prefix(low, high)
+        prefix = common_prefix(low, high)
         found: list[tuple[bytes, bytes]] = []
         after = ""
         while True:
@@ -155,7 +155,8 @@ class KvsOrderedKv:
         return True
 
 
-def _common_prefix(a: str, b: str) -> str:
+def common_prefix(a: str, b: str) -> str:
+    """The longest prefix the two names share."""
     length = 0
     for x, y in zip(a, b, strict=False):
         if x != y:
