@@ -171,7 +171,7 @@ LAYERS: dict[str, Layer] = {
     "meterseal.kvs.service_health": SERVICE,  # its storage nodes' health, for /readyz
     "meterseal.cascadb": CORE,  # SQL to ordered keys: parser, plan, executor over an OrderedKv
     "meterseal.cascadb.kvs_adapter": ADAPTER,  # the OrderedKv on the secure KVS
-    "meterseal.cascadb.gateway_kv": ADAPTER,  # the OrderedKv through the KVS gateway
+    "meterseal.cascadb.gateway_kv": SERVICE,  # the OrderedKv through the KVS gateway client
     "meterseal.cascadb.pgwire": SERVICE,  # the PostgreSQL wire protocol server
     "meterseal.cascadb.http_api": INTERFACE,  # the JSON-over-HTTP API
     "meterseal.kvs.export": SERVICE,  # exported customer months: the platform's use of the KVS
