@@ -149,6 +149,7 @@ LAYERS: dict[str, Layer] = {
     "meterseal.fraud.report": INTERFACE,
     "meterseal.fraud.cli": INTERFACE,
     "meterseal.bench": INTERFACE,
+    "meterseal.jobs": CORE,  # the controller modes and the job lifecycle, sans-IO
     "meterseal.kvs": ADAPTER,  # the secure KVS: nodes, catalogs, the store engine
     "meterseal.kvs.policy": CORE,
     "meterseal.kvs.sealing": CORE,

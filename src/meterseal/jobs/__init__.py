@@ -1,0 +1,1 @@
+"""Confidential batch jobs with deadlines: Asperathos' Manager, Monitor and Controller on Dask."""

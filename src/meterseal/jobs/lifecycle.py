@@ -1,0 +1,73 @@
+"""A batch job's lifecycle as one transition table: submitted, running, then one end.
+
+The convention for a refused move is the runtime's (`meterseal.runtime.transitions`): a move
+the Manager itself drove (start, succeed, fail) that the table refuses is a bug here,
+`JobStateError`; one a user asked for (cancel a finished job) is refused to that user,
+`JobRefused`, which the CLI and API print as a refusal.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Final
+
+from meterseal.runtime.transitions import (
+    Driver,
+    LocalProtocolError,
+    RemoteProtocolError,
+    TransitionTable,
+)
+
+
+class JobState(enum.StrEnum):
+    """Where a job is: waiting, running, or one of its three ends."""
+
+    SUBMITTED = "submitted"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class JobEvent(enum.StrEnum):
+    """What moves a job: the submission, the Manager's start and ends, a user's cancel."""
+
+    SUBMIT = "submit"
+    START = "start"
+    SUCCEED = "succeed"
+    FAIL = "fail"
+    CANCEL = "cancel"
+
+
+class JobStateError(LocalProtocolError):
+    """The Manager drove a move the job's table refuses: a bug in the Manager."""
+
+
+class JobRefused(RemoteProtocolError):
+    """A user asked for a move the job's state does not allow (cancel a finished job)."""
+
+
+S, E = JobState, JobEvent
+TRANSITIONS: Final[TransitionTable[JobState, JobEvent]] = TransitionTable(
+    "job",
+    {
+        (None, E.SUBMIT): S.SUBMITTED,
+        (S.SUBMITTED, E.START): S.RUNNING,
+        (S.SUBMITTED, E.CANCEL): S.CANCELLED,
+        (S.SUBMITTED, E.FAIL): S.FAILED,  # its input could not be read
+        (S.RUNNING, E.SUCCEED): S.SUCCEEDED,
+        (S.RUNNING, E.FAIL): S.FAILED,
+        (S.RUNNING, E.CANCEL): S.CANCELLED,
+    },
+    local_error=JobStateError,
+    remote_error=JobRefused,
+)
+FINAL: Final[frozenset[JobState]] = frozenset(JobState) - {
+    s for s in TRANSITIONS.sources() if s is not None
+}
+
+
+def step(state: JobState | None, event: JobEvent) -> JobState:
+    """The state after `event`; cancel is a user's request, every other move the Manager's."""
+    by = Driver.PEER if event is JobEvent.CANCEL else Driver.US
+    return TRANSITIONS.step(state, event, by=by)
