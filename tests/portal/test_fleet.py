@@ -151,6 +151,16 @@ def test_without_a_fleet_store_the_pages_say_so(portal: Portal) -> None:
     refused = client.get("/portal/fleet")
     assert refused.status_code == 503
     assert "reads no fleet store" in refused.text
+    # The minute's refresh (htmx) gets the element it was to replace, saying why.
+    htmx = {"HX-Request": "true", "HX-Target": "fleet-live"}
+    part = client.get("/portal/fleet?hours=24", headers=htmx)
+    assert part.status_code == 503
+    assert part.text.lstrip().startswith('<div id="fleet-live" class="status failed" role="alert">')
+    assert "reads no fleet store" in part.text
+    assert "<html" not in part.text
+    odd = client.get("/portal/fleet", headers={**htmx, "HX-Target": '"><script>'})
+    assert "<html" in odd.text  # an id that is not one: the whole page, nothing echoed
+    assert "<script>" not in odd.text
 
 
 def test_health_counts_a_meter_without_readings_as_silent() -> None:

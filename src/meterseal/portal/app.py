@@ -18,6 +18,7 @@ the browser pins on first use.
 from __future__ import annotations
 
 import base64
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -225,6 +226,10 @@ def add_portal_routes(
         detail = str(exc.detail)
         if exc.status_code == 403 and exc.detail != CSRF_REFUSED:
             detail = NOT_YOURS
+        target = request.headers.get("HX-Target", "")
+        if request.headers.get("HX-Request") == "true" and re.fullmatch(r"[\w-]{1,64}", target):
+            part = "error_part.html"  # the element it was to replace, saying why
+            return pages.render(request, part, exc.status_code, detail=detail, target=target)
         return pages.render(request, "error.html", exc.status_code, detail=detail)
 
     @app.get("/v1/keys", summary="The deployment's public keys", dependencies=[access(PUBLIC)])
