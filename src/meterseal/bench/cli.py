@@ -318,6 +318,10 @@ def bench_kvs(
     quick: Annotated[
         bool, typer.Option("--quick", help="small sizes, 2 clients, short windows (a smoke run)")
     ] = False,
+    nats: Annotated[
+        bool,
+        typer.Option("--nats", help="also on a local 5-server NATS cluster (needs nats-server)"),
+    ] = False,
     work: Annotated[
         Path | None, typer.Option(help="directory for the nodes' files [default: the temp dir]")
     ] = None,
@@ -332,7 +336,7 @@ def bench_kvs(
     if nodes < 9:
         raise typer.BadParameter("hybrid:6+2 needs 9 distinct nodes: --nodes 9 or more")
     plan = QUICK if quick else KvsPlan(clients=clients, seconds=seconds)
-    plan = dataclasses.replace(plan, nodes=nodes)
+    plan = dataclasses.replace(plan, nodes=nodes, nats=nats)
     result = run_bench(console, plan, plot_dir(out), work)
     if not correct(result):
         console.print("[red]error:[/red] a correctness verdict failed (see the tables)")

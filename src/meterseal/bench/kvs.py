@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import shutil
 import tempfile
@@ -23,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from meterseal.bench.kvs_codec import CodecResult, measure_codec
 from meterseal.bench.kvs_load import ClientPool, Layout
@@ -40,6 +42,9 @@ POLICIES = ("rep:3", "ec:6+2", "hybrid:6+2")  # the paper's hot, cold and warm e
 BUCKET = "bench"
 Step = Callable[[str], None]
 
+if TYPE_CHECKING:
+    from meterseal.bench.kvs_nats import NatsResult
+
 
 @dataclass(frozen=True)
 class KvsPlan:
@@ -56,11 +61,13 @@ class KvsPlan:
     failure_objects: int = 12
     failure_size: int = MiB
     quick: bool = False
+    nats: bool = False  # Fig. 6 and the failure run again on a local NATS cluster
 
     def steps(self) -> int:
         """Progress steps: storage puts, Fig. 6 cells (prepare, put, get), failure, codec."""
         fig6 = len(self.policies) * len(self.sizes) * 3
-        return len(self.policies) * len(self.storage_sizes) + fig6 + len(self.policies) + 1
+        nats = len(self.policies) * (len(self.sizes) * 3 + 1) if self.nats else 0
+        return len(self.policies) * len(self.storage_sizes) + fig6 + len(self.policies) + 1 + nats
 
 
 QUICK = KvsPlan(
@@ -131,6 +138,7 @@ class KvsResult:
     failures: list[FailureRow]
     codec: CodecResult
     machine: Machine
+    nats: NatsResult | None = None
     backend: str = field(default_factory=lambda: coder(6, 2).backend)
 
 
@@ -161,12 +169,13 @@ def measure_storage(root: Path, plan: KvsPlan, step: Step) -> list[StorageRow]:
     return rows
 
 
-def measure_rates(root: Path, plan: KvsPlan, step: Step) -> list[RateRow]:
+def measure_rates(
+    layout: Layout, policies: tuple[str, ...], plan: KvsPlan, step: Step
+) -> list[RateRow]:
     """Fig. 6: every client puts, then gets, objects of each size in common windows."""
-    layout = Layout(root / "fig6", plan.nodes, os.urandom(32))
     rows = []
     with ClientPool(layout, plan.clients) as pool:
-        for text in plan.policies:
+        for text in policies:
             for size in plan.sizes:
                 pool.run_prepare(text, size)
                 step(f"Fig. 6: {text}, {size:,} bytes: objects to read")
@@ -186,6 +195,7 @@ def measure_rates(root: Path, plan: KvsPlan, step: Step) -> list[RateRow]:
                         )
                     )
                     step(f"Fig. 6: {text}, {size:,} bytes: {op}")
+                pool.clean(text, size)
     return rows
 
 
@@ -201,39 +211,55 @@ def _replace(directory: Path) -> None:
     shutil.rmtree(directory.with_name(directory.name + ".lost"))
 
 
-async def _read_ok(store: ObjectStore, name: str) -> bool:
+async def _read_ok(store: ObjectStore, bucket: str, name: str) -> bool:
     try:
-        await store.get_bytes(BUCKET, name)
+        await store.get_bytes(bucket, name)
     except Exception:  # a failed read is what availability counts
         return False
     return True
 
 
-async def _read_all(store: ObjectStore, names: list[str]) -> tuple[int, float]:
+async def _read_all(store: ObjectStore, bucket: str, names: list[str]) -> tuple[int, float]:
     started, ok = time.perf_counter(), 0
     for name in names:
-        ok += await _read_ok(store, name)
+        ok += await _read_ok(store, bucket, name)
     return ok, time.perf_counter() - started
 
 
-async def _failure(layout: Layout, text: str, plan: KvsPlan) -> FailureRow:
-    store, policy = layout.open(), parse_policy(text)
+async def failure_run(
+    layout: Layout, text: str, plan: KvsPlan, kill: Callable[[], object], back: Callable[[], object]
+) -> FailureRow:
+    """Store objects, `kill` a node, read them all and write one, bring it `back` empty and
+    time the repair (each policy in its own bucket)."""
+    async with layout.session() as store:
+        return await _failure(store, text, plan, kill, back)
+
+
+async def _failure(
+    store: ObjectStore,
+    text: str,
+    plan: KvsPlan,
+    kill: Callable[[], object],
+    back: Callable[[], object],
+) -> FailureRow:
+    policy = parse_policy(text)
+    bucket = f"failure-{text.replace(':', '-').replace('+', '-')}"
     names = [f"failure/{i}" for i in range(plan.failure_objects)]
     for name in names:
-        await store.put_bytes(BUCKET, name, os.urandom(plan.failure_size), policy)
-    _, healthy = await _read_all(store, names)
-    _kill(layout.node_dirs()[0])
-    ok, degraded = await _read_all(store, names)
+        await store.put_bytes(bucket, name, os.urandom(plan.failure_size), policy)
+    _, healthy = await _read_all(store, bucket, names)
+    kill()
+    ok, degraded = await _read_all(store, bucket, names)
     write_error = None
     try:
-        await store.put_bytes(BUCKET, "failure/during", os.urandom(plan.failure_size), policy)
+        await store.put_bytes(bucket, "failure/during", os.urandom(plan.failure_size), policy)
     except Exception as exc:  # reported in the table
         write_error = str(exc)
-    _replace(layout.node_dirs()[0])
+    back()
     started = time.perf_counter()
-    report = await scrub(store, [BUCKET], repair=True)
+    report = await scrub(store, [bucket], repair=True)
     repair = time.perf_counter() - started
-    after = await scrub(store, [BUCKET], repair=False)
+    after = await scrub(store, [bucket], repair=False)
     return FailureRow(
         text,
         len(names),
@@ -252,7 +278,11 @@ def measure_failures(root: Path, plan: KvsPlan, step: Step) -> list[FailureRow]:
     rows = []
     for i, text in enumerate(plan.policies):
         layout = Layout(root / f"failure-{i}", plan.nodes, os.urandom(32))
-        rows.append(asyncio.run(_failure(layout, text, plan)))
+        first = layout.node_dirs()[0]
+        row = failure_run(
+            layout, text, plan, functools.partial(_kill, first), functools.partial(_replace, first)
+        )
+        rows.append(asyncio.run(row))
         step(f"failure run: {text}")
     return rows
 
@@ -262,8 +292,15 @@ def run_measurements(plan: KvsPlan, work: Path | None, step: Step) -> KvsResult:
     with tempfile.TemporaryDirectory(prefix="meterseal-bench-kvs-", dir=work) as tmp:
         root = Path(tmp)
         storage = measure_storage(root, plan, step)
-        rates = measure_rates(root, plan, step)
+        rates = measure_rates(
+            Layout(root / "fig6", plan.nodes, os.urandom(32)), plan.policies, plan, step
+        )
         failures = measure_failures(root, plan, step)
+        nats = None
+        if plan.nats:
+            from meterseal.bench.kvs_nats import measure_nats
+
+            nats = measure_nats(root, plan, step)
     codec = measure_codec(plan.codec_size, plan.codec_seconds, 5 if plan.quick else 9)
     step(f"codec: {plan.codec_size:,} bytes against AES-GCM and pyeclib alone")
-    return KvsResult(plan, storage, rates, failures, codec, Machine.probe(None))
+    return KvsResult(plan, storage, rates, failures, codec, Machine.probe(None), nats=nats)

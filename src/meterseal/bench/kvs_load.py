@@ -14,6 +14,8 @@ import asyncio
 import multiprocessing
 import os
 import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from multiprocessing.queues import Queue
 from pathlib import Path
@@ -31,11 +33,14 @@ NAMES_PER_CLIENT = 2  # written objects rotate over these names: disk use stays 
 
 @dataclass(frozen=True)
 class Layout:
-    """The bench's storage: `nodes` directories and a catalog under `root`, one master key."""
+    """The bench's storage, one master key: `nodes` directories and a catalog under `root`, or
+    the servers n1..nN of a local NATS cluster at `nats` (streams named after `deployment`)."""
 
     root: Path
     nodes: int
     master: bytes
+    nats: tuple[str, ...] = ()
+    deployment: str = "bench"
 
     def node_dirs(self) -> list[Path]:
         """DIR/node-0 …"""
@@ -54,12 +59,36 @@ class Layout:
             rng=os.urandom,
         )
 
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[ObjectStore]:
+        """The store: over the local directories, or over the NATS servers (connected on the
+        running loop, closed at the end; a replica set of 3 copies for rep:3, the catalog
+        with 3 replicas)."""
+        if not self.nats:
+            yield self.open()
+            return
+        from meterseal.kvs.nats_nodes import NatsStorage
+
+        storage = await NatsStorage.connect(self.nats, self.deployment)
+        try:
+            parts = await storage.parts([f"n{i + 1}" for i in range(self.nodes)], copies=(3,))
+            yield ObjectStore(
+                parts.nodes,
+                parts.catalog,
+                lambda bucket: derive_bucket_key(self.master, bucket),
+                clock=time.time,
+                rng=os.urandom,
+                replica_sets=parts.replica_sets,
+            )
+        finally:
+            await storage.close()
+
 
 @dataclass(frozen=True)
 class Task:
     """One cell for every client: prepare read objects, or run puts/gets in a window."""
 
-    op: str  # "prepare", "put", "get" or "stop"
+    op: str  # "prepare", "put", "get", "clean" or "stop"
     policy: str = "rep:1"
     size: int = 0
     start_at: float = 0.0
@@ -93,7 +122,7 @@ async def _window(store: ObjectStore, client: int, task: Task, data: bytes) -> C
     while True:
         try:
             if task.op == "put":
-                name = f"write/{task.policy}/{task.size}/c{client}/{ops % NAMES_PER_CLIENT}"
+                name = write_name(task.policy, task.size, client, ops)
                 await store.put_bytes(BUCKET, name, data, policy)
             else:
                 got = await store.get_bytes(BUCKET, read_name(task.policy, task.size, client))
@@ -107,18 +136,37 @@ async def _window(store: ObjectStore, client: int, task: Task, data: bytes) -> C
             return ClientResult(client, ops, errors, task.start_at, time.time(), last)
 
 
+def write_name(policy: str, size: int, client: int, turn: int) -> str:
+    """An object a client writes in a cell (NAMES_PER_CLIENT of them in turn)."""
+    return f"write/{policy}/{size}/c{client}/{turn % NAMES_PER_CLIENT}"
+
+
+async def _clean(store: ObjectStore, client: int, task: Task) -> ClientResult:
+    """Delete what the client stored in the cell: disk use stays one cell's."""
+    names = [read_name(task.policy, task.size, client)] + [
+        write_name(task.policy, task.size, client, turn) for turn in range(NAMES_PER_CLIENT)
+    ]
+    for name in names:
+        await store.delete(BUCKET, name)
+    return ClientResult(client, len(names), 0, time.time(), time.time())
+
+
 def _client_main(client: int, layout: Layout, inbox: Queue[Task], outbox: Queue[Any]) -> None:
     """A client process: serve tasks until told to stop."""
     loop = asyncio.new_event_loop()
-    store = layout.open()
+    session = AsyncExitStack()
+    store = loop.run_until_complete(session.enter_async_context(layout.session()))
     while (task := inbox.get()).op != "stop":
         data = os.urandom(task.size)
-        if task.op == "prepare":
+        if task.op == "clean":
+            outbox.put(loop.run_until_complete(_clean(store, client, task)))
+        elif task.op == "prepare":
             name = read_name(task.policy, task.size, client)
             loop.run_until_complete(store.put_bytes(BUCKET, name, data, parse_policy(task.policy)))
             outbox.put(ClientResult(client, 1, 0, time.time(), time.time()))
         else:
             outbox.put(loop.run_until_complete(_window(store, client, task, data)))
+    loop.run_until_complete(session.aclose())
     loop.close()
 
 
@@ -149,6 +197,10 @@ class ClientPool:
     def run_prepare(self, policy: str, size: int) -> None:
         """Every client writes the object of `size` it will read in the cell."""
         self.run(Task("prepare", policy, size))
+
+    def clean(self, policy: str, size: int) -> None:
+        """Every client deletes the objects it stored in the cell."""
+        self.run(Task("clean", policy, size))
 
     def window(self, op: str, policy: str, size: int, seconds: float) -> list[ClientResult]:
         """Every client runs `op` on objects of `size` in one common window."""
