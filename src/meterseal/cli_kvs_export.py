@@ -85,14 +85,16 @@ def kvs_originals(
     """A reader of the exported months through the gateway; warns of months never exported."""
     with gateway_objects(url, key_env, ca, deployment) as objects:
         reader = KvsOriginals(objects)
-        yield reader
-    if reader.absent_months:
-        months = ", ".join(sorted(reader.absent_months))
-        console.print(
-            f"[yellow]warning:[/yellow] the KVS has no export of {months}: their readings "
-            "were read as none (meterseal kvs export --month …)",
-            soft_wrap=True,
-        )
+        try:
+            yield reader
+        finally:  # also when reading failed: an unexported month may be why
+            if reader.absent_months:
+                months = ", ".join(sorted(reader.absent_months))
+                console.print(
+                    f"[yellow]warning:[/yellow] the KVS has no export of {months}: their "
+                    "readings were read as none (meterseal kvs export --month …)",
+                    soft_wrap=True,
+                )
 
 
 @contextlib.contextmanager

@@ -23,6 +23,7 @@ from meterseal.storage import Store
 from tests.billing.conftest import PERIOD
 from tests.billing.on_disk import TARIFFS, bill_on_disk, month_on_disk, run
 from tests.kvs.store_fixtures import memory_store
+from tests.kvs.test_export import town  # noqa: F401 - the fixture
 
 
 @contextmanager
@@ -82,3 +83,27 @@ def test_a_read_only_key_cannot_export(tmp_path: Path, monkeypatch: pytest.Monke
         monkeypatch.setenv("MS_KVS_KEY", key)
         refused = export("--month", "2026-10", "--gateway", url, "--store", store, code=2)
     assert "the gateway answered 403: not allowed" in refused
+
+
+def test_fraud_rank_from_the_kvs_is_the_stores_ranking(
+    town: str,  # noqa: F811 - the fixture
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    period = ["--from", "2026-10-20", "--days", "12", "--tz", "UTC"]
+    with originals_gateway(Right.READ, Right.WRITE) as (url, key):
+        monkeypatch.setenv("MS_KVS_KEY", key)
+        done = export("--month", "2026-10", "--gateway", url, "--store", town)
+        assert "2026-10: 16 customer objects" in done
+        from_kvs = tmp_path / "kvs.csv"
+        ranked = run("fraud", "rank", "--from-kvs", url, *period, "--out", str(from_kvs))
+        assert "ranking:" in ranked
+        assert "(16 customers)" in ranked
+        none = run("fraud", "rank", "--from-kvs", url, "--from", "2026-08-01", "--days", "3",
+                   "--tz", "UTC", "--out", str(tmp_path / "none.csv"), code=2)  # fmt: skip
+        assert "no readings" in none
+        assert "the KVS has no export of 2026-08" in none
+    from_store = tmp_path / "store.csv"
+    run("fraud", "rank", "--store", town, *period, "--out", str(from_store))
+    assert from_kvs.read_text() == from_store.read_text()
+    assert len(from_kvs.read_text().splitlines()) == 1 + 16

@@ -19,16 +19,22 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from multiprocessing.queues import Queue
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from meterseal.errors import KvsError
 from meterseal.kvs.nodes import BlobNode, LocalDirCatalog, LocalDirNode
 from meterseal.kvs.policy import parse_policy
 from meterseal.kvs.sealing import derive_bucket_key
 from meterseal.kvs.store import ObjectStore
 
+if TYPE_CHECKING:
+    from meterseal.kvs.nats_nodes import NatsParts, NatsStorage
+
 BUCKET = "bench"
 START_DELAY = 0.3  # seconds from sending a task to its window opening (every client waiting)
-NAMES_PER_CLIENT = 2  # written objects rotate over these names: disk use stays bounded
+NAMES_PER_CLIENT = 2
+NATS_TIMEOUT = 5.0  # seconds per JetStream request: a loaded 2-vCPU machine runs 5 servers
+NATS_ATTEMPTS = 20  # written objects rotate over these names: disk use stays bounded
 
 
 @dataclass(frozen=True)
@@ -69,9 +75,9 @@ class Layout:
             return
         from meterseal.kvs.nats_nodes import NatsStorage
 
-        storage = await NatsStorage.connect(self.nats, self.deployment)
+        storage = await NatsStorage.connect(self.nats, self.deployment, timeout=NATS_TIMEOUT)
         try:
-            parts = await storage.parts([f"n{i + 1}" for i in range(self.nodes)], copies=(3,))
+            parts = await _parts(storage, self.nodes)
             yield ObjectStore(
                 parts.nodes,
                 parts.catalog,
@@ -82,6 +88,17 @@ class Layout:
             )
         finally:
             await storage.close()
+
+
+async def _parts(storage: NatsStorage, nodes: int) -> NatsParts:
+    """The nodes' streams, retried while a restarted server is taking its streams back."""
+    names = [f"n{i + 1}" for i in range(nodes)]
+    for _ in range(NATS_ATTEMPTS - 1):
+        try:
+            return await storage.parts(names, copies=(3,))
+        except KvsError:
+            await asyncio.sleep(1.0)
+    return await storage.parts(names, copies=(3,))
 
 
 @dataclass(frozen=True)

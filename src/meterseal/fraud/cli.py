@@ -33,6 +33,14 @@ SgccOption = Annotated[Path | None, typer.Option("--sgcc", help="SGCC wide CSV (
 StoreOption = Annotated[
     str | None, typer.Option("--store", help="read the readings from this store URL")
 ]
+FromKvsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--from-kvs",
+        help="read the readings from the KVS gateway at this URL (months written by meterseal "
+        "kvs export; its API key in MS_KVS_KEY)",
+    ),
+]
 FromOption = Annotated[
     str | None, typer.Option("--from", help="first day read from the store (UTC, YYYY-MM-DD)")
 ]
@@ -80,6 +88,22 @@ LabelsOption = Annotated[
 ]
 
 
+def _period(first_day: str | None, tz: str | None, source: str) -> tuple[dt.date, str]:
+    """--from and --tz of a store-like source (--store, --from-kvs)."""
+    from meterseal.fraud import readers
+
+    if first_day is None:
+        raise typer.BadParameter(f"{source} needs --from (and --days)")
+    try:
+        start = dt.date.fromisoformat(first_day)
+    except ValueError as exc:
+        raise typer.BadParameter(f"--from: {exc}") from exc
+    zone = _zone(tz, source)
+    if zone == readers.AUTO:
+        raise typer.BadParameter(f"{source}: name the zone (--tz auto reads CSV files only)")
+    return start, zone
+
+
 def _source(
     csv: Path | None,
     sgcc: Path | None,
@@ -87,30 +111,27 @@ def _source(
     first_day: str | None,
     days: int,
     tz: str | None,
+    from_kvs: str | None = None,
 ) -> tuple[Consumption, dict[str, bool] | None]:
-    """The data named by exactly one of --csv, --sgcc, --store (with SGCC's own labels)."""
+    """The data named by exactly one of --csv, --sgcc, --store, --from-kvs (SGCC: its labels)."""
     from meterseal.fraud import readers
 
-    chosen = [name for name, v in (("--csv", csv), ("--sgcc", sgcc), ("--store", store)) if v]
-    if len(chosen) != 1:
-        raise typer.BadParameter("name exactly one data source: --csv, --sgcc or --store")
+    named = (("--csv", csv), ("--sgcc", sgcc), ("--store", store), ("--from-kvs", from_kvs))
+    if len([name for name, v in named if v]) != 1:
+        raise typer.BadParameter(
+            "name exactly one data source: --csv, --sgcc, --store or --from-kvs"
+        )
     if csv is not None:
         return _read_csv(csv, tz), None
     if sgcc is not None:
         return readers.read_sgcc(sgcc)
+    if from_kvs is not None:
+        return _read_kvs(from_kvs, *_period(first_day, tz, "--from-kvs"), days), None
     assert store is not None
-    if first_day is None:
-        raise typer.BadParameter("--store needs --from (and --days)")
-    try:
-        start = dt.date.fromisoformat(first_day)
-    except ValueError as exc:
-        raise typer.BadParameter(f"--from: {exc}") from exc
+    start, zone = _period(first_day, tz, "--store")
     from meterseal.storage import Store
     from meterseal.storage.bill_store import BillStore
 
-    zone = _zone(tz, "--store")
-    if zone == readers.AUTO:
-        raise typer.BadParameter("--store: name the zone (--tz auto reads CSV files only)")
     with Store.open_read_only(store) as db, progress_bar(console) as bar:
         bills = BillStore(db)
         task = bar.add_task("reading customers", total=len(bills.customers()))
@@ -118,6 +139,18 @@ def _source(
             bills, start, days, tz=zone, progress=lambda n: bar.advance(task, n)
         )
     return data, None
+
+
+def _read_kvs(url: str, start: dt.date, zone: str, days: int) -> Consumption:
+    """The customers' readings from the months exported into the KVS (as read_store reads)."""
+    from meterseal.cli_kvs_export import kvs_originals
+    from meterseal.kvs.export_read import read_consumption
+
+    with kvs_originals(url) as reader, progress_bar(console) as bar:
+        task = bar.add_task("reading customers", total=len(reader.customers()))
+        return read_consumption(
+            reader, start, days, tz=zone, progress=lambda n: bar.advance(task, n)
+        )
 
 
 def _analyse(data: Consumption, settings: Settings) -> Analysis:
@@ -136,7 +169,7 @@ def _scores(analysis: Analysis, labels: dict[str, bool] | None, seed: int) -> Sc
     return unsupervised(analysis.table)
 
 
-def _explicit(ctx: typer.Context, store: str | None, *files: Path | None) -> str | None:
+def _explicit(ctx: typer.Context, store: str | None, *files: Path | str | None) -> str | None:
     """`store`, unless it is meterseal.toml's store and a file was named instead."""
     return None if from_config(ctx, "store") and any(files) else store
 
@@ -157,6 +190,7 @@ def rank(
     top: Annotated[int, typer.Option(help="rows shown in the terminal")] = 20,
     seed: SeedOption = 1,
     tz: TzOption = None,
+    from_kvs: FromKvsOption = None,
 ) -> None:
     """Rank every customer by theft likelihood: CSV, a table and the SOM U-matrix."""
     from meterseal.fraud.pipeline import Settings
@@ -164,8 +198,8 @@ def rank(
     from meterseal.fraud.readers import read_labels
     from meterseal.fraud.report import decimals, hits, write_ranking
 
-    store = _explicit(ctx, store, csv, sgcc)
-    data, own_labels = _source(csv, sgcc, store, first_day, days, tz)
+    store = _explicit(ctx, store, csv, sgcc, from_kvs)
+    data, own_labels = _source(csv, sgcc, store, first_day, days, tz, from_kvs)
     inspected = read_labels(labels) if labels else None
     analysis = _analyse(data, Settings(seed=seed))
     scores = _scores(analysis, inspected, seed)
@@ -202,6 +236,7 @@ def explain_customer(
     out: Annotated[Path | None, typer.Option(help="PNG (default fraud-CUSTOMER.png)")] = None,
     seed: SeedOption = 1,
     tz: TzOption = None,
+    from_kvs: FromKvsOption = None,
 ) -> None:
     """Plot one customer's days against its regular behaviour, with the evidence."""
     from meterseal.fraud.ensemble import unsupervised
@@ -209,7 +244,8 @@ def explain_customer(
     from meterseal.fraud.pipeline import Settings
     from meterseal.fraud.plots import plot_customer
 
-    data, _ = _source(csv, sgcc, _explicit(ctx, store, csv, sgcc), first_day, days, tz)
+    store = _explicit(ctx, store, csv, sgcc, from_kvs)
+    data, _ = _source(csv, sgcc, store, first_day, days, tz, from_kvs)
     row = data.index(customer)
     analysis = _analyse(data, Settings(seed=seed))
     scores = unsupervised(analysis.table)
