@@ -260,3 +260,26 @@ def test_evaluate_trains_on_the_labels_only_when_asked(fleet_csv: tuple[Path, Pa
     result = invoke(asked)
     assert result.exit_code == 0, result.output
     assert "meterseal (supervised)" in result.output
+
+
+def test_an_sgcc_file_without_labels_ranks_but_does_not_evaluate(tmp_path: Path) -> None:
+    import datetime as dt
+
+    import numpy as np
+
+    rng = np.random.default_rng(2)
+    first = dt.date(2015, 3, 2)
+    days = [f"{d.year}/{d.month}/{d.day}" for d in (first + dt.timedelta(i) for i in range(70))]
+    lines = ["CONS_NO," + ",".join(days)]
+    for i in range(60):
+        level = rng.uniform(5, 20) * np.exp(rng.normal(0, 0.15, len(days)))
+        lines.append(f"C{i}," + ",".join(f"{v:.2f}" for v in level))
+    path = tmp_path / "unlabelled.csv"
+    path.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "ranking.csv"
+    ranked = invoke(["fraud", "rank", "--sgcc", str(path), "--out", str(out), "--top", "3"])
+    assert ranked.exit_code == 0, ranked.output
+    assert len(list(csv.DictReader(out.open()))) == 60
+    refused = invoke(["fraud", "evaluate", str(path)])
+    assert refused.exit_code == 2
+    assert "no FLAG column" in " ".join(refused.output.replace("│", " ").split())

@@ -145,10 +145,31 @@ def test_sgcc_layout_with_unsorted_and_missing_days(tmp_path: Path) -> None:
     assert np.isnan(week[4])
 
 
+def test_sgcc_layout_without_labels_is_data_to_rank(tmp_path: Path) -> None:
+    text = "CONS_NO,2014/1/1,2014/1/2\nA1,1.0,2.0\nB2,1.5,\n"
+    data, labels = read_sgcc(_write(tmp_path, text))
+    assert labels is None
+    assert data.customers == ("A1", "B2")
+    np.testing.assert_array_equal(data.energy[0, 0, :2], [1.0, 2.0])
+    assert np.isnan(data.energy[1, 0, 1])
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("ID,FLAG,2014/1/1\nA,1,1\n", "CONS_NO, FLAG"),
+        ("CONS_NO,2014/1/1\nA,1\nA,2\n", "'A' twice"),
+        ("CONS_NO,someday\nA,1\n", "are not dates"),
+    ],
+)
+def test_bad_unlabelled_sgcc_gets_one_clear_error(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(FraudDataError, match=message):
+        read_sgcc(_write(tmp_path, text))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("ID,FLAG,2014/1/1\nA,1,1\n", "CONS_NO"),
         ("CONS_NO,FLAG,2014/1/1\nA,2,1\n", "FLAG must be 0 or 1"),
         ("CONS_NO,FLAG,yesterday\nA,1,1\n", "are not dates"),
         ("CONS_NO,FLAG,2014/1/1\nA,1,-3\n", "negative reading"),

@@ -292,8 +292,12 @@ def evaluate(
         data, truth, patterns = fleet.data, fleet.thief, fleet.patterns
     else:
         path = Path(dataset)
-        if labels is None and path.suffix.lower() == ".csv" and _is_sgcc(path):
+        flags: dict[str, bool] | None
+        if path.suffix.lower() == ".csv" and _is_sgcc(path):
             data, flags = read_sgcc(path)
+            flags = read_labels(labels) if labels is not None else flags
+            if flags is None:
+                raise typer.BadParameter("this SGCC file has no FLAG column: give --labels")
         elif labels is not None:
             data, flags = _read_csv(path, tz, "a long CSV"), read_labels(labels)
         else:

@@ -8,8 +8,9 @@
   from the customers' night trough, reported to the caller; the commands require one).
 * SGCC (State Grid Corporation of China) layout, as used throughout the electricity-theft
   literature: `CONS_NO, FLAG, <date>, <date>, ...`, one row a customer, daily kWh, FLAG 1 for
-  a thief. Dates may come in any order; days absent from the header, and empty cells, are
-  missing. The days are grouped in weeks, the window the seed's correlation works on.
+  a thief; without the FLAG column the same layout is data to rank. Dates may come in any
+  order; days absent from the header, and empty cells, are missing. The days are grouped
+  in weeks, the window the seed's correlation works on.
 * The store: each customer's meters (`BillStore.customer_meters`), their signed originals
   for the period (`Store.originals`), summed per interval; phasor reports are decoded from
   the signed originals, for whole local days of `tz`. The job sees per-customer data: it runs
@@ -145,24 +146,25 @@ def read_long_csv(
         raise FraudDataError(f"{path}: {exc}") from None
 
 
-def read_sgcc(path: Path) -> tuple[Consumption, dict[str, bool]]:
-    """An SGCC-layout CSV: consumption by customer and week of days, and the FLAG labels."""
+def read_sgcc(path: Path) -> tuple[Consumption, dict[str, bool] | None]:
+    """An SGCC-layout CSV: consumption by customer and week of days, and the FLAG labels
+    (None when the file has no FLAG column: data to rank, not to evaluate on)."""
     import pandas as pd
 
     frame = _csv(path, dtype={"CONS_NO": str})
-    if "CONS_NO" not in frame.columns or "FLAG" not in frame.columns:
-        raise FraudDataError(f"{path}: an SGCC file starts with the columns CONS_NO, FLAG")
-    dates = pd.to_datetime(
-        pd.Series([c for c in frame.columns if c not in ("CONS_NO", "FLAG")]), errors="coerce"
-    )
+    if "CONS_NO" not in frame.columns:
+        raise FraudDataError(f"{path}: an SGCC file starts with the columns CONS_NO[, FLAG]")
+    labelled = "FLAG" in frame.columns
+    day_columns = [c for c in frame.columns if c not in ("CONS_NO", "FLAG")]
+    dates = pd.to_datetime(pd.Series(day_columns), errors="coerce")
     if dates.isna().any() or not len(dates):
-        bad = [c for c, d in zip(frame.columns[2:], dates, strict=False) if pd.isna(d)]
+        bad = [c for c, d in zip(day_columns, dates, strict=False) if pd.isna(d)]
         raise FraudDataError(f"{path}: column(s) {bad[:3]} are not dates")
     if frame["CONS_NO"].duplicated().any():
         raise FraudDataError(
             f"{path}: customer {frame['CONS_NO'][frame['CONS_NO'].duplicated()].iloc[0]!r} twice"
         )
-    flags = _numbers(path, frame, "FLAG")
+    flags = _numbers(path, frame, "FLAG") if labelled else np.zeros(len(frame))
     if not np.isin(flags, (0, 1)).all():
         raise FraudDataError(f"{path}: FLAG must be 0 or 1")
     days = np.asarray(dates.dt.date.map(lambda d: d.toordinal()).to_numpy(np.int64))
@@ -170,7 +172,7 @@ def read_sgcc(path: Path) -> tuple[Consumption, dict[str, bool]]:
     span = int(days.max()) - first + 1
     weeks = -(-span // 7)
     energy = np.full((len(frame), weeks * 7), np.nan)
-    values = np.column_stack([_numbers(path, frame, c) for c in frame.columns[2:]])
+    values = np.column_stack([_numbers(path, frame, c) for c in day_columns])
     energy[:, days - first] = values
     customers = tuple(frame["CONS_NO"].astype(str))
     data = Consumption(
@@ -179,6 +181,8 @@ def read_sgcc(path: Path) -> tuple[Consumption, dict[str, bool]]:
         energy.reshape(len(frame), weeks, 7),
         period_days=7,
     )
+    if not labelled:
+        return data, None
     return data, {c: bool(f) for c, f in zip(customers, flags.tolist(), strict=True)}
 
 
