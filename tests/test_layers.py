@@ -175,6 +175,7 @@ LAYERS: dict[str, Layer] = {
     "meterseal.cascadb.gateway_kv": SERVICE,  # the OrderedKv through the KVS gateway client
     "meterseal.cascadb.pgwire": SERVICE,  # the PostgreSQL wire protocol server
     "meterseal.cascadb.http_api": INTERFACE,  # the JSON-over-HTTP API
+    "meterseal.cli_cascadb": INTERFACE,
     "meterseal.kvs.export": SERVICE,  # exported customer months: the platform's use of the KVS
     "meterseal.kvs.export_format": SERVICE,
     "meterseal.kvs.export_objects": SERVICE,
