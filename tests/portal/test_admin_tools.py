@@ -342,3 +342,13 @@ def test_a_portal_without_tools_says_it_cannot(portal: Portal) -> None:
     assert "keeps no change log" in client.get("/portal/admin/changes").text
     refused = _post(client, "/portal/admin/tariffs/new", toml="x")
     assert refused.status_code == 503  # type: ignore[attr-defined]
+
+
+def test_an_administrators_bearer_token_reaches_the_cas_too(tooled: Tooled) -> None:
+    portal = tooled.portal
+    client = TestClient(portal.app, follow_redirects=False)
+    listed = client.get("/portal/admin/cas", headers=portal.people.headers(ADMINISTRATOR))
+    assert listed.status_code == 200, listed.text
+    assert "db-password" in listed.text
+    operator = client.get("/portal/admin/cas", headers=portal.people.headers(OPERATOR))
+    assert operator.status_code == 403

@@ -31,8 +31,11 @@ SESSION_COOKIE = "ms_session"  # app.SESSION_COOKIE (app imports this module; a 
 
 
 def session_credential(request: Request) -> str:
-    """The signed-in administrator's login token (the session cookie), for the CAS's API."""
-    return request.cookies.get(SESSION_COOKIE, "")
+    """The administrator's own credential for the CAS's API: the session cookie's login token,
+    or the request's bearer token or API key."""
+    scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
+    fallback = bearer.strip() if scheme.lower() == "bearer" else ""
+    return request.cookies.get(SESSION_COOKIE) or fallback
 
 
 @dataclass
