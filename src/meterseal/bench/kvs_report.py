@@ -18,9 +18,9 @@ CODEC_ROWS = (
     ("encode", "pyeclib encode 6+2 alone"),
     ("aes_decrypt", "AES-256-GCM decrypt alone"),
     ("decode", "pyeclib decode from the 6 data fragments alone"),
-    ("sha256", "SHA-256 of every fragment alone (the store's integrity check)"),
-    ("store_put", "store put, ec:6+2 (seal, encode, hash, place)"),
-    ("store_get", "store get, ec:6+2 (fetch, verify, decode, open)"),
+    ("tags", "GMAC tag of every fragment alone (the store's blob check)"),
+    ("store_put", "store put, ec:6+2 (seal, encode, tag, place)"),
+    ("store_get", "store get, ec:6+2 (fetch, check tags, decode, open)"),
     ("gateway_put", "gateway put over loopback HTTP (client to nodes)"),
     ("gateway_get", "gateway get over loopback HTTP (nodes to client)"),
 )
