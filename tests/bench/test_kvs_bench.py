@@ -33,7 +33,8 @@ def test_quick_bench_prints_every_table_and_draws_the_plot(tmp_path: Path) -> No
         assert f"| {policy} | 3/3 |" in text
     assert "- PASS: every read succeeds with one node dead; the repair restores every blob" in text
     assert "| store put / primitives alone |" in text
-    assert "| gateway get / primitives alone |" in text
+    assert "| gateway (httpx) get / primitives alone |" in text
+    assert "| gateway (http.client) put / primitives alone |" in text
     assert "the gateway's put and get of a 1 MiB object within 2x of AES-GCM" in text
     assert (tmp_path / "plots" / "bench-kvs.png").read_bytes().startswith(PNG_SIGNATURE)
     assert list(tmp_path.glob("meterseal-bench-kvs-*")) == []  # the nodes' files removed

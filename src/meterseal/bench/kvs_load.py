@@ -236,5 +236,10 @@ class ClientPool:
     def __enter__(self) -> ClientPool:
         return self
 
-    def __exit__(self, *_: object) -> None:
-        self.close()
+    def __exit__(self, kind: object, *_: object) -> None:
+        if kind is None:
+            self.close()
+            return
+        for process in self.processes:  # interrupted or failed: no task will be answered
+            process.kill()
+            process.join(timeout=30)

@@ -88,7 +88,7 @@ def _codec(ax: Axes, result: KvsResult) -> None:
     ax.set_yticks(range(len(values)), labels, fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("ms")
-    put, get = result.codec.ratio("put"), result.codec.ratio("get")
+    put, get = result.codec.ratio("put", "client"), result.codec.ratio("get", "client")
     ax.set_title(
         f"{size_text(result.codec.size)}: gateway put {put:.1f}x, get {get:.1f}x the primitives"
     )

@@ -21,8 +21,10 @@ CODEC_ROWS = (
     ("tags", "GMAC tag of every fragment alone (the store's blob check)"),
     ("store_put", "store put, ec:6+2 (seal, encode, tag, place)"),
     ("store_get", "store get, ec:6+2 (fetch, check tags, decode, open)"),
-    ("gateway_put", "gateway put over loopback HTTP (client to nodes)"),
-    ("gateway_get", "gateway get over loopback HTTP (nodes to client)"),
+    ("gateway_put", "gateway put over loopback HTTP, httpx client (GatewayClient)"),
+    ("gateway_get", "gateway get over loopback HTTP, httpx client (GatewayClient)"),
+    ("stdlib_put", "gateway put over loopback HTTP, http.client (stdlib)"),
+    ("stdlib_get", "gateway get over loopback HTTP, http.client (stdlib)"),
 )
 
 
@@ -193,11 +195,12 @@ def codec_table(result: KvsResult) -> TextTable:
         rows.append(
             (label, f"{t.median * 1000:,.1f} ms", f"{size / t.median / (1 << 20):,.0f} MiB/s")
         )
-    for via in ("store", "gateway"):
+    vias = {"store": "store", "gateway": "gateway (httpx)", "stdlib": "gateway (http.client)"}
+    for via, name in vias.items():
         for op in ("put", "get"):
             rows.append(
                 (
-                    f"{via} {op} / primitives alone",
+                    f"{name} {op} / primitives alone",
                     f"{codec.ratio(op, via):.2f}x",
                     f"bound {codec.bound(op) * 1000:,.1f} ms",
                 )
@@ -206,7 +209,7 @@ def codec_table(result: KvsResult) -> TextTable:
     notes = (
         f"{size_text(size)} object, one process, in-memory nodes (no disk): what the store "
         "engine, and the gateway with its HTTP, add to the primitives; runs interleaved, "
-        "medians; bound = AES-GCM + pyeclib alone",
+        "medians; bound = AES-GCM + pyeclib alone; the verdict takes the faster client",
         f"erasure backend {result.backend}; {m.cpu}, {m.cpus} logical CPUs, {m.python}, "
         f"cryptography {m.cryptography} ({m.openssl}); load average "
         + " / ".join(f"{x:.2f}" for x in m.load),
