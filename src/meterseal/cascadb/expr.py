@@ -10,7 +10,7 @@ from sqlglot import exp
 
 from meterseal.cascadb import values as sv
 from meterseal.cascadb.errors import InterfaceError, NotSupportedError, ProgrammingError
-from meterseal.cascadb.functions import FUNCTIONS
+from meterseal.cascadb.functions import FUNCTIONS, agg_name, arguments
 
 Row = tuple[Any, ...]
 
@@ -122,7 +122,7 @@ class Compiler:
         method = _COMPILERS.get(type(node))
         if method is not None:
             return method(self, node)
-        if isinstance(node, exp.Func) and _agg_name(node) is not None:
+        if isinstance(node, exp.Func) and agg_name(node) is not None:
             return self._aggregate(node)
         if isinstance(node, exp.Binary) and type(node) in _BINARY:
             return self._binary(_BINARY[type(node)], node)
@@ -389,7 +389,7 @@ class Compiler:
     def _aggregate(self, node: exp.Expression) -> Fn:
         if self.aggregates is None:
             raise ProgrammingError(f"misuse of aggregate function {node.sql()}")
-        name = _agg_name(node)
+        name = agg_name(node)
         assert name is not None
         arg_node = node.this if not isinstance(node, exp.Anonymous) else node.expressions[0]
         distinct = isinstance(arg_node, exp.Distinct)
@@ -405,7 +405,7 @@ class Compiler:
 
     def _function(self, node: exp.Expression) -> Fn:
         name = node.name.lower() if isinstance(node, exp.Anonymous) else node.key
-        args = [self.compile(a) for a in _arguments(node)]
+        args = [self.compile(a) for a in arguments(node)]
         function = FUNCTIONS.get(name)
         if function is None:
             raise NotSupportedError(f"CascaDB does not support the function {name}()")
@@ -460,29 +460,6 @@ def _numeric_affinity(value: Any) -> Any:
 
 def _text_affinity(value: Any) -> Any:
     return sv.text_of(value) if isinstance(value, int | float) else value
-
-
-def _agg_name(node: exp.Expression) -> str | None:
-    if isinstance(node, exp.Count | exp.Sum | exp.Avg | exp.GroupConcat):
-        return node.key.lower() if not isinstance(node, exp.GroupConcat) else "group_concat"
-    if isinstance(node, exp.Max | exp.Min) and not node.expressions:
-        return node.key.lower()
-    if isinstance(node, exp.Anonymous) and node.name.lower() == "total":
-        return "total"
-    return None
-
-
-def _arguments(node: exp.Expression) -> list[exp.Expression]:
-    if isinstance(node, exp.Anonymous):
-        return list(node.expressions)
-    found: list[exp.Expression] = []
-    for name in node.arg_types:
-        value = node.args.get(name)
-        if isinstance(value, exp.Expression):
-            found.append(value)
-        elif isinstance(value, list):
-            found += [e for e in value if isinstance(e, exp.Expression)]
-    return found
 
 
 _BINARY: dict[type[exp.Expression], Callable[[Any, Any], Any]] = {

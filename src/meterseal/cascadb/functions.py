@@ -6,6 +6,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from sqlglot import exp
+
 from meterseal.cascadb import values as sv
 
 
@@ -69,3 +71,28 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
         None if None in (a, b, c) else sv.text_of(a).replace(sv.text_of(b), sv.text_of(c))
     ),
 }
+
+
+def agg_name(node: exp.Expression) -> str | None:
+    """The aggregate a call is (count, sum, ...), None for a scalar function."""
+    if isinstance(node, exp.Count | exp.Sum | exp.Avg | exp.GroupConcat):
+        return node.key.lower() if not isinstance(node, exp.GroupConcat) else "group_concat"
+    if isinstance(node, exp.Max | exp.Min) and not node.expressions:
+        return node.key.lower()
+    if isinstance(node, exp.Anonymous) and node.name.lower() == "total":
+        return "total"
+    return None
+
+
+def arguments(node: exp.Expression) -> list[exp.Expression]:
+    """A function call's arguments, in order."""
+    if isinstance(node, exp.Anonymous):
+        return list(node.expressions)
+    found: list[exp.Expression] = []
+    for name in node.arg_types:
+        value = node.args.get(name)
+        if isinstance(value, exp.Expression):
+            found.append(value)
+        elif isinstance(value, list):
+            found += [e for e in value if isinstance(e, exp.Expression)]
+    return found

@@ -99,6 +99,7 @@ class Overlay:
     def __init__(self, base: OrderedKv) -> None:
         self.base = base
         self._pending: dict[bytes, bytes | None] = {}
+        self._order: list[bytes] = []  # the pending keys, sorted (scans bisect it)
 
     def get(self, key: bytes) -> bytes | None:
         """The buffered value of `key`, else the store's."""
@@ -114,20 +115,26 @@ class Overlay:
 
     def put(self, key: bytes, value: bytes) -> None:
         """Buffer a put."""
+        self._note(key)
         self._pending[key] = value
 
     def delete(self, key: bytes) -> None:
         """Buffer a delete."""
+        self._note(key)
         self._pending[key] = None
+
+    def _note(self, key: bytes) -> None:
+        if key not in self._pending:
+            bisect.insort(self._order, key)
 
     def scan(self, start: bytes, end: bytes | None) -> Iterator[tuple[bytes, bytes]]:
         """The store's range merged with the buffered writes, in key order."""
         if not self._pending:
             yield from self.base.scan(start, end)
             return
-        mine = sorted(
-            (k, v) for k, v in self._pending.items() if k >= start and (end is None or k < end)
-        )
+        low = bisect.bisect_left(self._order, start)
+        high = len(self._order) if end is None else bisect.bisect_left(self._order, end)
+        mine = [(k, self._pending[k]) for k in self._order[low:high]]
         base = ((k, v) for k, v in self.base.scan(start, end) if k not in self._pending)
         for key, value in heapq.merge(base, mine, key=lambda kv: kv[0]):
             if value is not None:
@@ -135,21 +142,24 @@ class Overlay:
 
     def write(self, batch: Sequence[Write]) -> None:
         """Buffer every write of `batch` (applied together at commit)."""
+        for key, _ in batch:
+            self._note(key)
         self._pending.update(batch)
 
     def writes(self) -> list[Write]:
         """The buffered writes, in key order."""
-        return sorted(self._pending.items())
+        return [(k, self._pending[k]) for k in self._order]
 
     def commit(self) -> None:
         """Apply the buffered writes as one atomic batch and forget them."""
         if self._pending:
             self.base.write(self.writes())
-        self._pending.clear()
+        self.rollback()
 
     def rollback(self) -> None:
         """Forget the buffered writes."""
         self._pending.clear()
+        self._order.clear()
 
     @property
     def dirty(self) -> bool:
