@@ -149,7 +149,10 @@ LAYERS: dict[str, Layer] = {
     "meterseal.fraud.report": INTERFACE,
     "meterseal.fraud.cli": INTERFACE,
     "meterseal.bench": INTERFACE,
-    "meterseal.jobs": CORE,  # the controller modes and the job lifecycle, sans-IO
+    "meterseal.jobs": CORE,  # the controller modes, the monitor, the job lifecycle: sans-IO
+    "meterseal.jobs.engine": ADAPTER,  # Dask distributed: the cluster and its scaling
+    "meterseal.jobs.runner": ADAPTER,  # chunks as Dask tasks under the monitor and controller
+    "meterseal.jobs.validation": SERVICE,  # the audit of a period's bills, chunk by chunk
     "meterseal.kvs": ADAPTER,  # the secure KVS: nodes, catalogs, the store engine
     "meterseal.kvs.policy": CORE,
     "meterseal.kvs.sealing": CORE,

@@ -43,6 +43,7 @@ _FRAUD = {
 }
 _INTEGRITY = {"elftools": "pyelftools", "pyseccomp": "pyseccomp", "ptrace": "python-ptrace"}
 _KVS = {"pyeclib": "pyeclib"}
+_JOBS = {"dask": "dask", "distributed": "distributed"}
 _BENCH = {"matplotlib": "matplotlib"}
 
 OWN_PACKAGES: dict[str, dict[str, str]] = {
@@ -51,12 +52,14 @@ OWN_PACKAGES: dict[str, dict[str, str]] = {
     "fraud": _FRAUD,
     "integrity": _INTEGRITY,
     "kvs": _KVS,
+    "jobs": _JOBS,
     "bench": _BENCH,
 }
 INCLUDED: dict[str, tuple[str, ...]] = {
     "dissemination": ("headend",),
     "kvs": ("headend",),
-    "bench": ("headend", "dissemination", "fraud", "integrity", "kvs"),
+    "jobs": ("headend",),
+    "bench": ("headend", "dissemination", "fraud", "integrity", "kvs", "jobs"),
 }
 # The extra each command group needs; every other command beyond the core needs `headend`.
 GROUP_EXTRA = {
@@ -64,6 +67,7 @@ GROUP_EXTRA = {
     "fraud": "fraud",
     "integrity": "integrity",
     "kvs": "kvs",
+    "jobs": "jobs",
     "bench": "bench",
 }
 

@@ -1,0 +1,80 @@
+"""The engine under the jobs: Dask distributed, and the actuator that scales it.
+
+The embedded default is a `distributed.LocalCluster` of worker processes on this machine
+(`processes=False` keeps them as threads in this process, for tests). The Controller acts
+through an `Actuator`; `DaskClusterActuator` is the cluster's own scaling (`cluster.scale`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from meterseal.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from distributed import Client, SpecCluster
+
+
+class Actuator(Protocol):
+    """What the Controller changes: the number of workers the job runs on."""
+
+    def workers(self) -> int:
+        """The workers connected now."""
+        ...
+
+    def scale(self, workers: int) -> None:
+        """Ask for `workers` workers (they join or leave in the background)."""
+        ...
+
+
+class DaskClusterActuator:
+    """The Dask cluster's own scaling: `cluster.scale(n)` adds or retires local workers."""
+
+    def __init__(self, cluster: SpecCluster, client: Client) -> None:
+        self.cluster = cluster
+        self.client = client
+
+    def workers(self) -> int:
+        """The workers the scheduler knows now."""
+        return len(self.client.scheduler_info()["workers"])
+
+    def scale(self, workers: int) -> None:
+        """Ask the cluster for `workers` workers."""
+        self.cluster.scale(workers)  # type: ignore[no-untyped-call]
+
+
+@dataclass
+class Engine:
+    """A Dask client on a cluster, and the actuator the Controller scales it with."""
+
+    client: Client
+    actuator: Actuator
+    address: str
+
+
+@contextmanager
+def local_engine(
+    workers: int = 1, *, processes: bool = True, threads_per_worker: int = 1
+) -> Iterator[Engine]:
+    """A LocalCluster of `workers` (processes unless told), its client and its actuator."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError as exc:  # pragma: no cover - the extra names it
+        raise ConfigurationError("the jobs need Dask: pip install 'meterseal[jobs]'") from exc
+    cluster = LocalCluster(  # type: ignore[no-untyped-call]
+        n_workers=workers,
+        threads_per_worker=threads_per_worker,
+        processes=processes,
+        dashboard_address=None,
+    )
+    try:
+        client = Client(cluster)  # type: ignore[no-untyped-call]
+        try:
+            yield Engine(client, DaskClusterActuator(cluster, client), cluster.scheduler_address)
+        finally:
+            client.close()  # type: ignore[no-untyped-call]
+    finally:
+        cluster.close()

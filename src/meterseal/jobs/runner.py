@@ -1,0 +1,111 @@
+"""Run a job's chunks on the Dask engine under the Monitor and the Controller.
+
+Each chunk is one Dask task (retried by Dask if it fails or its worker dies). A chunk's
+result is handed to `on_result` once, when its task first completes: tasks have no side
+effects, the runner alone writes, so a retried task cannot write twice. Every check (after a
+chunk completes, or `interval` seconds without one) the Monitor observes the job and the
+Controller may scale the cluster through the engine's actuator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from meterseal.errors import MetersealError
+from meterseal.jobs.control import Controller, Decision
+from meterseal.jobs.engine import Engine
+from meterseal.jobs.monitor import Monitor, Snapshot
+
+T = TypeVar("T")
+
+
+class JobFailed(MetersealError):
+    """A chunk failed on every attempt Dask made; the job stops."""
+
+
+@dataclass
+class Run:
+    """What a run did: each check's snapshot and decision, and whether it was cancelled."""
+
+    checks: list[tuple[Snapshot, Decision | None]] = field(default_factory=list)
+    cancelled: bool = False
+
+    @property
+    def actuations(self) -> int:
+        """How many checks changed the worker count."""
+        return sum(1 for _, d in self.checks if d is not None and d.acted)
+
+
+def _never() -> bool:
+    return False
+
+
+def run_chunks(
+    engine: Engine,
+    task: Callable[[Sequence[T]], Any],
+    chunks: Sequence[Sequence[T]],
+    on_result: Callable[[int, Any], None],
+    *,
+    monitor: Monitor,
+    control: Controller | None = None,
+    key: str,
+    interval: float = 5.0,
+    retries: int = 3,
+    finished: Collection[int] = (),
+    stop: Callable[[], bool] = _never,
+    on_check: Callable[[Snapshot, Decision | None], None] | None = None,
+) -> Run:
+    """Run `task` on every chunk not `finished` yet; `on_result(index, result)` once each."""
+    from distributed import TimeoutError as DaskTimeout
+    from distributed import wait
+
+    client = engine.client
+    monitor.record(sum(len(chunks[i]) for i in finished))
+    pending = {
+        client.submit(task, chunk, key=f"{key}-{i}", retries=retries, pure=False): i
+        for i, chunk in enumerate(chunks)
+        if i not in finished
+    }
+    run = Run()
+    while pending:
+        if stop():
+            client.cancel(list(pending))  # type: ignore[no-untyped-call]
+            run.cancelled = True
+            break
+        try:
+            done, _ = wait(  # type: ignore[no-untyped-call]
+                list(pending), timeout=interval, return_when="FIRST_COMPLETED"
+            )
+        except DaskTimeout:
+            done = set()
+        for future in done:
+            index = pending.pop(future)
+            if future.status != "finished":
+                raise JobFailed(f"chunk {index} of {key} failed: {future.exception()!r}")
+            on_result(index, future.result())
+            monitor.record(len(chunks[index]))
+        run.checks.append(_check(engine, monitor, control, len(pending)))
+        if on_check is not None:
+            on_check(*run.checks[-1])
+    return run
+
+
+def _check(
+    engine: Engine, monitor: Monitor, control: Controller | None, queued: int
+) -> tuple[Snapshot, Decision | None]:
+    snapshot = monitor.check(engine.actuator.workers(), queued)
+    if control is None or queued == 0:
+        return snapshot, None
+    decision = control.decide(snapshot.observation)
+    if decision.acted:
+        engine.actuator.scale(decision.workers)
+    return snapshot, decision
+
+
+def chunked(items: Sequence[T], size: int) -> list[list[T]]:
+    """`items` in consecutive chunks of `size` (the last may be shorter)."""
+    if size < 1:
+        raise ValueError("chunk size must be >= 1")
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]

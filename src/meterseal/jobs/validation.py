@@ -1,0 +1,112 @@
+"""The data validation job: the metrology authority's audit of every bill of a period.
+
+Each chunk of bill ids is one task: the worker opens the store read-only, reads the
+authority's key files itself (the task carries their paths, never the keys) and runs the
+same `Auditor` that `meterseal audit` runs, into a sink that keeps the reports in memory.
+The runner writes each chunk's reports once, through the reports store's `record_report`,
+as `meterseal audit` writes them; a retried task writes nothing, so retries change nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from meterseal.billing.auditor import Auditor
+from meterseal.billing.bill import parse_signed_bill
+from meterseal.billing.completeness import Period
+from meterseal.crypto.keys import read_private_key
+from meterseal.errors import ConfigurationError
+from meterseal.storage import Store
+from meterseal.storage.bill_store import BillStore
+
+
+@dataclass(frozen=True, slots=True)
+class AuditSpec:
+    """What a worker needs to audit: the store and the paths of the authority's key files."""
+
+    store: str  # read-only access is all a worker gets
+    authority_key: str
+    ca_certificate: str
+    billing_key: str
+    passphrase_env: str = "MS_PASSPHRASE"  # noqa: S105 - a variable name
+    now: float | None = None  # the reports' audit time; None: each audit's own clock
+
+
+@dataclass(frozen=True, slots=True)
+class Audited:
+    """One bill's audit as `Auditor.audit` hands it to its report sink."""
+
+    bill_id: str
+    audited_at: int
+    report: dict[str, Any]
+    countersigned: bytes | None
+
+
+class _Kept:
+    """A report sink that keeps the reports for the runner to write (no side effect)."""
+
+    def __init__(self) -> None:
+        self.audited: list[Audited] = []
+
+    def record_report(
+        self, bill_id: str, audited_at: int, report: dict[str, Any], countersigned: bytes | None
+    ) -> int:
+        """Keep one report; its position stands in for the id the store will give it."""
+        self.audited.append(Audited(bill_id, audited_at, report, countersigned))
+        return len(self.audited)
+
+
+def _billing_key(path: Path) -> ec.EllipticCurvePublicKey:
+    key = serialization.load_pem_public_key(path.read_bytes())
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise ConfigurationError(f"{path} is not a P-256 public key")
+    return key
+
+
+def audit_chunk(spec: AuditSpec, bill_ids: list[str]) -> list[Audited]:
+    """Audit `bill_ids` as `meterseal audit` does; the reports, unwritten (a Dask task)."""
+    value = os.environ.get(spec.passphrase_env)
+    key = read_private_key(Path(spec.authority_key), value.encode() if value else None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ConfigurationError(f"{spec.authority_key} is not the authority's P-256 key")
+    ca = x509.load_pem_x509_certificate(Path(spec.ca_certificate).read_bytes())
+    kept = _Kept()
+    now = spec.now
+    source = Store.open_read_only(spec.store)
+    try:
+        auditor = Auditor(
+            BillStore(source),
+            kept,
+            key,
+            ca,
+            _billing_key(Path(spec.billing_key)),
+            clock=time.time if now is None else lambda: now,
+        )
+        for bill_id in bill_ids:
+            auditor.audit(bill_id)
+    finally:
+        source.close()
+    return kept.audited
+
+
+def period_bills(bills: BillStore, period: Period | None = None) -> list[str]:
+    """The ids of the bills kept for `period` (every bill without one), in log order."""
+    start, end = (period.start, period.end) if period else (None, None)
+    return [
+        parse_signed_bill(signed)[0].bill_id for _, signed in bills.signed_bills(None, start, end)
+    ]
+
+
+def write_reports(reports: BillStore, audited: list[Audited]) -> list[int]:
+    """Record a chunk's reports as `meterseal audit` does; their ids."""
+    return [
+        reports.record_report(a.bill_id, a.audited_at, a.report, a.countersigned) for a in audited
+    ]

@@ -1,0 +1,105 @@
+"""Chunks on Dask: results handed over once, the controller scaling the cluster, retries."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from meterseal.jobs.control import Limits, ThresholdController
+from meterseal.jobs.engine import Engine, local_engine
+from meterseal.jobs.monitor import Monitor
+from meterseal.jobs.runner import chunked, run_chunks
+
+
+def total(chunk: Sequence[int]) -> int:
+    """A task: the sum of a chunk."""
+    return sum(chunk)
+
+
+def fake_clock(step: float) -> Callable[[], float]:
+    """A clock that moves `step` seconds each time it is read."""
+    ticks = itertools.count()
+    return lambda: next(ticks) * step
+
+
+def test_each_chunk_is_handed_over_once(engine: Engine) -> None:
+    chunks = chunked(list(range(20)), 3)
+    got: dict[int, list[int]] = {}
+    monitor = Monitor(20, 1e9, clock=fake_clock(0.0))
+    run = run_chunks(
+        engine,
+        total,
+        chunks,
+        lambda i, r: got.setdefault(i, []).append(r),
+        monitor=monitor,
+        key="once",
+        finished={0},
+    )
+    assert got == {i: [sum(c)] for i, c in enumerate(chunks) if i != 0}
+    assert monitor.done == 20
+    assert not run.cancelled
+    last, decision = run.checks[-1]
+    assert (last.observation.progress, decision) == (1.0, None)
+
+
+def test_a_late_job_gets_more_workers(engine: Engine) -> None:
+    # Compressed time: every clock read is 100 s, the deadline 10 s: always late.
+    monitor = Monitor(12, 10.0, clock=fake_clock(100.0))
+    control = ThresholdController(up=0.0, actuation_size=1, limits=Limits(1, 2))
+    run = run_chunks(
+        engine,
+        total,
+        chunked(list(range(12)), 1),
+        lambda i, r: None,
+        monitor=monitor,
+        control=control,
+        key="late",
+    )
+    assert run.actuations >= 1
+    first = next(d for _, d in run.checks if d is not None and d.acted)
+    assert (first.workers, first.error < 0) == (2, True)
+    engine.client.wait_for_workers(2)
+    assert engine.actuator.workers() == 2
+
+
+def test_a_cancelled_run_stops(engine: Engine) -> None:
+    run = run_chunks(
+        engine,
+        total,
+        chunked(list(range(6)), 1),
+        lambda i, r: None,
+        monitor=Monitor(6, 1e9, clock=fake_clock(0.0)),
+        key="stop",
+        stop=lambda: True,
+    )
+    assert run.cancelled
+    assert run.checks == []
+
+
+def dies_once(marker: str, chunk: Sequence[int]) -> int:
+    """A task whose first attempt kills its worker process mid-task."""
+    if chunk[0] == 3 and not Path(marker).exists():
+        Path(marker).write_text("killed")
+        os._exit(1)
+    return sum(chunk)
+
+
+def test_a_job_survives_a_worker_killed_mid_task(tmp_path: Path) -> None:
+    import functools
+
+    chunks = chunked(list(range(8)), 1)
+    got: dict[int, list[int]] = {}
+    task = functools.partial(dies_once, str(tmp_path / "killed"))
+    with local_engine(2, processes=True) as engine:
+        run_chunks(
+            engine,
+            task,
+            chunks,
+            lambda i, r: got.setdefault(i, []).append(r),
+            monitor=Monitor(8, 1e9, clock=fake_clock(0.0)),
+            key="kill",
+        )
+    assert (tmp_path / "killed").exists()  # a worker did die
+    assert got == {i: [i] for i in range(8)}  # every result once, the killed one retried
