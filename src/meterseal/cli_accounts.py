@@ -3,6 +3,8 @@
 An account has roles (customer, auditor, operator, administrator; a customer is bound to a
 customer id) and an argon2id password hash; an API key acts for an account with some of its
 roles and is printed once (only its hash is stored). Both live in the store the APIs serve.
+`accounts changes` prints the administrators' change log (the portal's changes) and checks
+its hash chain.
 """
 
 from __future__ import annotations
@@ -95,6 +97,32 @@ def accounts_disable(username: Username, store: StoreUrl = DEFAULT_STORE) -> Non
         if not AccountStore(db).disable(username, time.time()):
             raise ConfigurationError(f"no account {username!r}")
     print(f"disabled {username}")
+
+
+@accounts_app.command("changes")
+def accounts_changes(
+    store: StoreUrl = DEFAULT_STORE,
+    limit: Annotated[int, typer.Option(help="show the newest N entries")] = 50,
+) -> None:
+    """The administrators' change log, newest last; exits 1 if its hash chain does not hold."""
+    from meterseal.accounts.changes import check_chain
+    from meterseal.storage import Store
+    from meterseal.storage.admin_changes import ChangeStore
+
+    with Store.open_read_only(store) as db:
+        changes = ChangeStore(db).changes()
+    table = Table("#", "when (UTC)", "who", "action", "object", "outcome")
+    for c in changes[-limit:] if limit > 0 else changes:
+        r = c.request
+        table.add_row(str(c.id), _when(r.at), r.subject, r.action, r.object_id, r.outcome)
+    console.print(table)
+    problems = check_chain(changes)
+    if problems:
+        for problem in problems:
+            console.print(f"[red]change log problem:[/red] {problem}", soft_wrap=True)
+        raise typer.Exit(code=1)
+    head = changes[-1].digest.hex() if changes else "(empty)"
+    console.print(f"{len(changes)} changes, newest digest {head}: the chain holds", soft_wrap=True)
 
 
 @api_keys_app.command("create")
