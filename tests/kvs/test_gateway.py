@@ -14,6 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from meterseal.accounts.throttle import Throttle, ThrottleLimits
+from meterseal.errors import KvsError
+from meterseal.kvs.gateway import store_refusal
 from meterseal.kvs.gateway_http import Unsatisfiable, byte_range
 from meterseal.kvs.gateway_keys import KvsKeyError, Right, Scope
 from meterseal.runtime.auth import UNAUTHENTICATED
@@ -272,6 +274,15 @@ def test_a_write_without_enough_healthy_nodes_is_refused_clearly(gateway: Gatewa
     assert response.status_code == 503
     assert "ec:4+2" in response.json()["detail"] or "node" in response.json()["detail"]
     assert rw.head("/v1/kvs/meters/ec").status_code == 404
+
+
+def test_a_refusal_names_no_file_of_the_gateway() -> None:
+    path = "/srv/kvs/node-3"
+    error = KvsError(f"node node-3 ({path}): [Errno 28] No space left: '{path}/ab/x'")
+    detail = store_refusal(error).detail
+    assert "/srv" not in detail
+    assert "node node-3" in detail
+    assert "No space left" in detail
 
 
 def test_metrics_count_requests_and_bytes(gateway: Gateway) -> None:

@@ -19,6 +19,8 @@ key on the route's bucket and key (`gateway_auth`), checked before the object is
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -46,6 +48,8 @@ from meterseal.runtime.auth import access
 from meterseal.runtime.http import Problem, service_app
 
 NOT_FOUND = "no such object"
+_PATH = re.compile(r"'?/(?:[^\s'():/]+/)+[^\s'():]*'?")  # an absolute file path, maybe quoted
+_log = logging.getLogger(__name__)
 BYTES = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
 MISSING: dict[int | str, dict[str, Any]] = {
     404: {"model": Problem, "description": "No such object (or a path no route takes)."}
@@ -130,10 +134,13 @@ def _names(bucket: str, key: str | None = None) -> None:
         raise HTTPException(422, str(exc)) from None
 
 
-def _unavailable(exc: KvsError) -> HTTPException:
+def store_refusal(exc: KvsError) -> HTTPException:
+    """The answer to a store's refusal: 404 for an object gone meanwhile, else 503 (no paths)."""
     if isinstance(exc, ObjectNotFound):  # deleted between the check and the operation
         return HTTPException(404, NOT_FOUND)
-    return HTTPException(503, f"the store refused: {exc}")
+    _log.warning("the store refused: %s", exc)  # whole, for the operator
+    # The caller learns what failed (a policy, a node's name), not the gateway's file paths.
+    return HTTPException(503, f"the store refused: {_PATH.sub('…', str(exc))}")
 
 
 def create_gateway_app(
@@ -181,7 +188,7 @@ def _object_routes(
         try:
             await state.note_bucket(bucket)
         except KvsError as exc:
-            raise _unavailable(exc) from None
+            raise store_refusal(exc) from None
 
         async def body() -> AsyncIterator[bytes]:
             async for piece in request.stream():
@@ -193,7 +200,7 @@ def _object_routes(
                 info = await objects.put(bucket, key, body(), chosen)
             except KvsError as exc:
                 metrics.count("put", "failed")
-                raise _unavailable(exc) from None
+                raise store_refusal(exc) from None
         metrics.count("put", "ok")
         return view(info)
 
@@ -252,7 +259,7 @@ def _object_routes(
             existed = await objects.delete(bucket, key)
         except KvsError as exc:
             metrics.count("delete", "failed")
-            raise _unavailable(exc) from None
+            raise store_refusal(exc) from None
         if not existed:
             metrics.count("delete", "missing")
             raise HTTPException(404, NOT_FOUND)
@@ -267,7 +274,7 @@ async def _head(
         info = await objects.head(bucket, key)
     except KvsError as exc:
         metrics.count(op, "failed")
-        raise _unavailable(exc) from None
+        raise store_refusal(exc) from None
     if info is None:
         metrics.count(op, "missing")
         raise HTTPException(404, NOT_FOUND)
@@ -315,7 +322,7 @@ def _list_route(app: FastAPI, objects: Objects, metrics: KvsMetrics) -> None:
                 found = await objects.list(bucket, narrowed, after, limit)
             except KvsError as exc:
                 metrics.count("list", "failed")
-                raise _unavailable(exc) from None
+                raise store_refusal(exc) from None
         metrics.count("list", "ok")
         return Listing(
             bucket=bucket,
@@ -337,7 +344,7 @@ def _policy_routes(
         try:
             return view(await objects.set_policy(bucket, key, policy))
         except KvsError as exc:
-            raise _unavailable(exc) from None
+            raise store_refusal(exc) from None
 
     @app.get("/v1/policy/{bucket}", dependencies=[access(READ_OR_ADMIN)], responses=MISSING)
     async def get_bucket_policy(bucket: str) -> BucketPolicy:
@@ -352,7 +359,7 @@ def _policy_routes(
         try:
             await state.set_bucket_policy(bucket, policy)
         except KvsError as exc:
-            raise _unavailable(exc) from None
+            raise store_refusal(exc) from None
         running = jobs.get(bucket)
         if change.existing and (running is None or running.finished):
             jobs[bucket] = Reencoding(policy=str(policy), done=0, total=0, failed=0, finished=False)
@@ -395,4 +402,4 @@ def _scrub_route(app: FastAPI, scrub: Scrub | None) -> None:
         try:
             return await scrub(repair)
         except KvsError as exc:
-            raise _unavailable(exc) from None
+            raise store_refusal(exc) from None
