@@ -145,6 +145,7 @@ LAYERS: dict[str, Layer] = {
     "meterseal.integrity.cli": INTERFACE,
     "meterseal.fraud": CORE,
     "meterseal.fraud.readers": ADAPTER,
+    "meterseal.fraud.model": ADAPTER,  # model files (joblib)
     "meterseal.fraud.plots": INTERFACE,
     "meterseal.fraud.report": INTERFACE,
     "meterseal.fraud.cli": INTERFACE,

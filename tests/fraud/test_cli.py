@@ -283,3 +283,39 @@ def test_an_sgcc_file_without_labels_ranks_but_does_not_evaluate(tmp_path: Path)
     refused = invoke(["fraud", "evaluate", str(path)])
     assert refused.exit_code == 2
     assert "no FLAG column" in " ".join(refused.output.replace("│", " ").split())
+
+
+def test_a_model_trained_on_one_file_ranks_another(
+    fleet_csv: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """`fraud train` saves the supervised model; `rank --model` applies it to other data
+    (here a second simulated fleet); a file that is no model is one clear error."""
+    data, labels = fleet_csv
+    model = tmp_path / "model.joblib"
+    trained = invoke(
+        ["fraud", "train", str(model), "--csv", str(data), "--labels", str(labels), "--tz", "UTC"]
+    )
+    assert trained.exit_code == 0, trained.output
+    assert f"model: {model}" in " ".join(trained.output.split())
+    other = tmp_path / "other.csv"
+    made = invoke(["fraud", "simulate", str(other), "--customers", "120", "--days", "21",
+                   "--share", "0.1", "--seed", "9"])  # fmt: skip
+    assert made.exit_code == 0, made.output
+    out = tmp_path / "ranked.csv"
+    ranked = invoke(["fraud", "rank", "--csv", str(other), "--tz", "Europe/Berlin",
+                     "--model", str(model), "--out", str(out)])  # fmt: skip
+    assert ranked.exit_code == 0, ranked.output
+    assert "model model.joblib" in " ".join(ranked.output.split())
+    rows = list(csv.DictReader(out.open()))
+    truth = {r["customer_id"]: r["thief"] == "1" for r in csv.DictReader(
+        other.with_name("other-labels.csv").open())}  # fmt: skip
+    assert sum(truth[r["customer_id"]] for r in rows[:12]) >= 8  # 12 thieves among 120
+    seed = invoke(["fraud", "rank", "--csv", str(other), "--tz", "UTC", "--method", "seed",
+                   "--out", str(tmp_path / "seed.csv")])  # fmt: skip
+    assert seed.exit_code == 0, seed.output
+    assert "SOM correlation (seed)" in seed.output
+    junk = tmp_path / "junk.joblib"
+    junk.write_bytes(b"not a model")
+    bad = invoke(["fraud", "rank", "--csv", str(other), "--tz", "UTC", "--model", str(junk)])
+    assert bad.exit_code == 2
+    assert "not a meterseal fraud model" in " ".join(bad.output.replace("│", " ").split())

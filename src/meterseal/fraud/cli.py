@@ -161,12 +161,38 @@ def _analyse(data: Consumption, settings: Settings) -> Analysis:
         return analyse(data, settings, progress=lambda n: bar.advance(task, n))
 
 
-def _scores(analysis: Analysis, labels: dict[str, bool] | None, seed: int) -> Scores:
-    from meterseal.fraud.ensemble import supervised, unsupervised
+METHODS = ("ensemble", "seed", "supervised")
 
-    if labels:
-        return supervised(analysis.table, labels, seed=seed)
-    return unsupervised(analysis.table)
+
+def _scores(
+    analysis: Analysis,
+    labels: dict[str, bool] | None,
+    seed: int,
+    method: str | None = None,
+    model: Path | None = None,
+) -> Scores:
+    """The ranking asked for: the ensemble (default without labels), the seed's SOM score,
+    or a supervised model (trained on --labels here, or read from --model)."""
+    from meterseal.fraud.ensemble import Scores, applied, supervised, unsupervised
+    from meterseal.fraud.model import load
+
+    method = method or ("supervised" if labels or model else "ensemble")
+    if method not in METHODS:
+        raise typer.BadParameter(f"--method: one of {', '.join(METHODS)}")
+    if method == "seed":
+        base = unsupervised(analysis.table)
+        som = analysis.table.column("som_break")
+        return Scores(analysis.table.customers, som, base.detectors, "SOM correlation (seed)")
+    if method == "ensemble":
+        return unsupervised(analysis.table)
+    if model is not None:
+        saved = load(model)
+        scored = applied(saved.model, analysis.table)
+        name = f"model {model.name}: {saved.thieves} thieves of {saved.customers} labelled"
+        return Scores(scored.customers, scored.score, scored.detectors, name)
+    if not labels:
+        raise typer.BadParameter("--method supervised needs --labels or --model")
+    return supervised(analysis.table, labels, seed=seed)
 
 
 def _explicit(ctx: typer.Context, store: str | None, *files: Path | str | None) -> str | None:
@@ -191,6 +217,16 @@ def rank(
     seed: SeedOption = 1,
     tz: TzOption = None,
     from_kvs: FromKvsOption = None,
+    method: Annotated[
+        str | None,
+        typer.Option(
+            help="ensemble (default), seed (the SOM score alone) or supervised "
+            "(default with --labels or --model)"
+        ),
+    ] = None,
+    model: Annotated[
+        Path | None, typer.Option(help="a model written by `fraud train` (supervised)")
+    ] = None,
 ) -> None:
     """Rank every customer by theft likelihood: CSV, a table and the SOM U-matrix."""
     from meterseal.fraud.pipeline import Settings
@@ -202,7 +238,7 @@ def rank(
     data, own_labels = _source(csv, sgcc, store, first_day, days, tz, from_kvs)
     inspected = read_labels(labels) if labels else None
     analysis = _analyse(data, Settings(seed=seed))
-    scores = _scores(analysis, inspected, seed)
+    scores = _scores(analysis, inspected, seed, method, model)
     explanations = write_ranking(out, data, analysis, scores)
     picture = umatrix or out.with_name(out.stem + "-umatrix.png")
     plot_umatrix(analysis.shape_map, hits(analysis), picture)
@@ -222,6 +258,39 @@ def rank(
     if own_labels is not None:
         console.print("[dim]the SGCC FLAG labels are not used by rank (see evaluate)[/dim]")
     console.print(f"ranking: {out} ({len(data.customers)} customers); U-matrix: {picture}")
+
+
+@fraud_app.command("train")
+def train_model(
+    ctx: typer.Context,
+    model: Annotated[Path, typer.Argument(help="model file to write")],
+    csv: CsvOption = None,
+    sgcc: SgccOption = None,
+    store: StoreOption = None,
+    first_day: FromOption = None,
+    days: DaysOption = 30,
+    labels: LabelsOption = None,
+    seed: SeedOption = 1,
+    tz: TzOption = None,
+) -> None:
+    """Train the supervised model on labelled customers and save it (rank --model FILE)."""
+    from meterseal.fraud.ensemble import train, truth_of
+    from meterseal.fraud.model import SavedModel, save
+    from meterseal.fraud.pipeline import Settings
+    from meterseal.fraud.readers import read_labels
+
+    data, own = _source(csv, sgcc, _explicit(ctx, store, csv, sgcc), first_day, days, tz)
+    flags = read_labels(labels) if labels else own
+    if not flags:
+        raise typer.BadParameter("training needs labels: --labels (or an SGCC file's FLAG)")
+    analysis = _analyse(data, Settings(seed=seed))
+    truth = truth_of(data.customers, flags)
+    known = sum(c in flags for c in data.customers)
+    fitted = train(analysis.table, flags, seed=seed)
+    source = str(csv or sgcc or store)
+    path = save(SavedModel(fitted, known, int(truth.sum()), source), model)
+    console.print(f"model: {path} ({int(truth.sum())} thieves among {known} labelled customers)")
+    console.print(f"rank with: meterseal fraud rank --model {path} --csv FILE --tz ZONE")
 
 
 @fraud_app.command("explain")

@@ -1,0 +1,69 @@
+"""A supervised model saved to a file by `fraud train` and read back by `rank --model`.
+
+The file is a joblib pickle of the fitted scikit-learn model with the feature and
+detector names it was trained on; a model whose names differ from this version's (trained
+by another meterseal) is refused with one clear error. A pickle runs code when loaded:
+load only models you trained.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from meterseal.fraud.data import FraudDataError
+from meterseal.fraud.ensemble import PATTERNS
+from meterseal.fraud.features import NAMES
+
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class SavedModel:
+    """A trained model and what it was trained on."""
+
+    model: Any
+    customers: int  # labelled customers it learnt from
+    thieves: int
+    source: str  # the file or store it was trained on
+
+
+def save(saved: SavedModel, path: Path) -> Path:
+    """Write the model file (its parent folder made when missing)."""
+    import joblib  # type: ignore[import-untyped]
+
+    record = {
+        "format": FORMAT,
+        "features": list(NAMES),
+        "detectors": list(PATTERNS),
+        "model": saved.model,
+        "customers": saved.customers,
+        "thieves": saved.thieves,
+        "source": saved.source,
+    }
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        joblib.dump(record, path)
+    except OSError as exc:
+        raise FraudDataError(f"cannot write {path}: {exc}") from None
+    return path
+
+
+def load(path: Path) -> SavedModel:
+    """Read a model file written by `save`; one clear error for anything else."""
+    import joblib
+
+    try:
+        record = joblib.load(path)
+    except FileNotFoundError:
+        raise FraudDataError(f"{path}: no such model file") from None
+    except Exception as exc:  # any unreadable pickle is one error
+        raise FraudDataError(f"{path}: not a meterseal fraud model ({exc})") from None
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        raise FraudDataError(f"{path}: not a meterseal fraud model (format {FORMAT})")
+    if record.get("features") != list(NAMES) or record.get("detectors") != list(PATTERNS):
+        raise FraudDataError(
+            f"{path}: trained on other features than this meterseal's: train it again"
+        )
+    return SavedModel(record["model"], record["customers"], record["thieves"], record["source"])
