@@ -154,6 +154,10 @@ LAYERS: dict[str, Layer] = {
     "meterseal.jobs.engine": ADAPTER,  # Dask distributed: the cluster and its scaling
     "meterseal.jobs.runner": ADAPTER,  # chunks as Dask tasks under the monitor and controller
     "meterseal.jobs.validation": SERVICE,  # the audit of a period's bills, chunk by chunk
+    "meterseal.jobs.records": ADAPTER,  # durable job records, one JSON file per job
+    "meterseal.jobs.metrics": RUNTIME,  # the Monitor's figures as Prometheus metrics
+    "meterseal.jobs.manager": SERVICE,  # submit, run, cancel, list
+    "meterseal.cli_jobs": INTERFACE,
     "meterseal.kvs": ADAPTER,  # the secure KVS: nodes, catalogs, the store engine
     "meterseal.kvs.policy": CORE,
     "meterseal.kvs.sealing": CORE,

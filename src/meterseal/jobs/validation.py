@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,7 @@ def _billing_key(path: Path) -> ec.EllipticCurvePublicKey:
     return key
 
 
-def audit_chunk(spec: AuditSpec, bill_ids: list[str]) -> list[Audited]:
+def audit_chunk(spec: AuditSpec, bill_ids: Sequence[str]) -> list[Audited]:
     """Audit `bill_ids` as `meterseal audit` does; the reports, unwritten (a Dask task)."""
     value = os.environ.get(spec.passphrase_env)
     key = read_private_key(Path(spec.authority_key), value.encode() if value else None)

@@ -1,0 +1,196 @@
+"""The Manager of Asperathos: submit, run, cancel and list jobs, with durable records.
+
+A submission is recorded (`submitted`) before anything runs; `run` starts it (or resumes a
+job left `running` by a Manager that stopped) on a Dask engine under the Monitor and the
+Controller, writing each chunk's results once and the chunk into the record after them. A
+resumed job skips finished chunks, and a chunk written but not yet recorded when the Manager
+stopped is recognised by its reports' audit time (the job's own), so nothing is written twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from meterseal.billing.completeness import Period
+from meterseal.errors import ConfigurationError
+from meterseal.jobs.control import Decision, Limits, controller
+from meterseal.jobs.engine import Engine
+from meterseal.jobs.lifecycle import FINAL, JobEvent, JobRefused, JobState, step
+from meterseal.jobs.monitor import Monitor, Snapshot
+from meterseal.jobs.records import JobBook, JobRecord
+from meterseal.jobs.runner import chunked, run_chunks
+from meterseal.jobs.validation import Audited, AuditSpec, audit_chunk, period_bills, write_reports
+from meterseal.storage import Store
+from meterseal.storage.bill_store import BillStore
+
+APPLICATIONS = ("validation",)
+
+
+@dataclass(frozen=True)
+class Control:
+    """A job's deadline and controller settings, as submitted."""
+
+    deadline: float  # seconds from the job's start
+    tolerance: float = 0.0
+    mode: str = "threshold"
+    settings: dict[str, float] | None = None
+    min_workers: int = 1
+    max_workers: int = 4
+    interval: float = 5.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The settings as a record keeps them."""
+        return {**dataclasses.asdict(self), "settings": dict(self.settings or {})}
+
+
+Observer = Callable[[JobRecord, Snapshot, Decision | None], None]
+
+
+class Manager:
+    """Jobs of a deployment: records in `book`, time from `clock`, ids from `new_id`."""
+
+    def __init__(
+        self,
+        book: JobBook,
+        *,
+        clock: Callable[[], float] = time.time,
+        new_id: Callable[[], str] = lambda: f"job-{secrets.token_hex(4)}",
+    ) -> None:
+        self.book = book
+        self.clock = clock
+        self.new_id = new_id
+
+    def submit_validation(
+        self, audit: AuditSpec, reports: str | None, period: Period, chunk: int, control: Control
+    ) -> JobRecord:
+        """Record a validation job of `period`'s bills; it runs on `run`."""
+        if chunk < 1:
+            raise ConfigurationError("chunk must be >= 1")
+        controller(
+            control.mode,
+            tolerance=control.tolerance,
+            limits=Limits(control.min_workers, control.max_workers),
+            **(control.settings or {}),
+        )  # refused here, not when it runs
+        now = self.clock()
+        spec = {
+            "audit": {
+                **dataclasses.asdict(audit),
+                "now": int(now),
+            },  # the reports' audit time: the job's
+            "reports": reports or audit.store,
+            "period": [period.start, period.end, period.interval],
+            "chunk": chunk,
+            "control": control.as_dict(),
+        }
+        state = step(None, JobEvent.SUBMIT)
+        return self.book.save(JobRecord(self.new_id(), "validation", spec, state, now))
+
+    def cancel(self, job_id: str) -> JobRecord:
+        """Cancel a job: a running Manager stops its tasks at its next check."""
+        record = self.book.load(job_id)
+        record.state = step(record.state, JobEvent.CANCEL)
+        record.ended_at = self.clock()
+        return self.book.save(record)
+
+    def run(self, job_id: str, engine: Engine, observe: Observer | None = None) -> JobRecord:
+        """Run (or resume) a job to its end on `engine`; the record as it ended."""
+        record = self.book.load(job_id)
+        if record.state is JobState.SUBMITTED:
+            record.state = step(record.state, JobEvent.START)
+            record.started_at = self.clock()
+            self.book.save(record)
+        elif record.state is not JobState.RUNNING:
+            raise JobRefused(f"job {job_id} is {record.state.value}: nothing to run")
+        try:
+            self._validate(record, engine, observe)
+        except Exception as exc:
+            record.state = step(record.state, JobEvent.FAIL)
+            record.error, record.ended_at = repr(exc), self.clock()
+            self.book.save(record)
+            raise
+        if record.state is JobState.RUNNING:
+            record.state = step(record.state, JobEvent.SUCCEED)
+            record.ended_at = self.clock()
+        return self.book.save(record)
+
+    def _validate(self, record: JobRecord, engine: Engine, observe: Observer | None) -> None:
+        spec = record.spec
+        audit = AuditSpec(**spec["audit"])
+        settings = dict(spec["control"])
+        limits = Limits(settings["min_workers"], settings["max_workers"])
+        control = controller(
+            settings["mode"],
+            tolerance=settings["tolerance"],
+            limits=limits,
+            **settings["settings"],
+        )
+        with Store.open_read_only(audit.store) as source:
+            bills = period_bills(BillStore(source), Period(*spec["period"]))
+        monitor = Monitor(len(bills), settings["deadline"], self.clock)
+        monitor.started = record.started_at or monitor.started
+        engine.actuator.scale(limits.clamp(engine.actuator.workers()))
+        with Store.open(spec["reports"]) as out:
+            reports = BillStore(out)
+
+            def keep(index: int, audited: list[Audited]) -> None:
+                fresh = [a for a in audited if not _written(reports, a)]
+                write_reports(reports, fresh)
+                record.finished.append(index)
+                record.written += len(fresh)
+                self.book.save(record)
+
+            def checked(snapshot: Snapshot, decision: Decision | None) -> None:
+                record.status = snapshot.to_dict()
+                record.actuations += decision is not None and decision.acted
+                self.book.save(record)
+                if observe is not None:
+                    observe(record, snapshot, decision)
+
+            run_chunks(
+                engine,
+                _task(audit),
+                chunked(bills, spec["chunk"]),
+                keep,
+                monitor=monitor,
+                control=control,
+                key=record.job_id,
+                interval=settings["interval"],
+                finished=set(record.finished),
+                stop=lambda: self.book.load(record.job_id).state in FINAL,
+                on_check=checked,
+            )
+        record.state = self.book.load(record.job_id).state  # a cancel stays a cancel
+
+    def status(self, job_id: str) -> JobRecord:
+        """The record of `job_id`."""
+        return self.book.load(job_id)
+
+    def jobs(self) -> list[JobRecord]:
+        """Every job, oldest first."""
+        return self.book.records()
+
+
+def _task(audit: AuditSpec) -> Callable[[Sequence[str]], list[Audited]]:
+    import functools
+
+    return functools.partial(audit_chunk, audit)
+
+
+def _written(reports: BillStore, audited: Audited) -> bool:
+    """A report of this job (same bill, same audit time) is kept already."""
+    return any(r.audited_at == audited.audited_at for r in reports.reports(audited.bill_id))
+
+
+def period_of(first_day: str, days: int) -> Period:
+    """The billing period of `days` UTC days from `first_day` (YYYY-MM-DD)."""
+    try:
+        return Period.days(dt.date.fromisoformat(first_day), days)
+    except ValueError as exc:
+        raise ConfigurationError(f"--from {first_day!r}: {exc}") from exc

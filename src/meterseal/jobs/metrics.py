@@ -1,0 +1,43 @@
+"""The Monitor's figures as Prometheus metrics, labelled with the job's id."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from meterseal.jobs.control import Decision
+from meterseal.jobs.monitor import Snapshot
+
+# Snapshot field -> (metric name, help)
+GAUGES = {
+    "progress": ("meterseal_job_progress", "Share of the job's tasks done (0..1)"),
+    "expected": ("meterseal_job_expected_progress", "Share of the deadline used (0..1)"),
+    "error": ("meterseal_job_error", "Progress minus expected progress (negative: late)"),
+    "workers": ("meterseal_job_workers", "Dask workers connected at the last check"),
+    "queued": ("meterseal_job_queued_chunks", "Chunks not finished yet"),
+    "tasks_per_second": ("meterseal_job_tasks_per_second", "Tasks done per second so far"),
+}
+
+
+class JobMetrics:
+    """Gauges of each job's last check and a counter of the Controller's actuations."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        self.gauges = {
+            field: Gauge(name, text, ["job"], registry=self.registry)
+            for field, (name, text) in GAUGES.items()
+        }
+        self.actuations = Counter(
+            "meterseal_job_actuations",
+            "Checks at which the Controller changed the worker count",
+            ["job"],
+            registry=self.registry,
+        )
+
+    def observe(self, job_id: str, snapshot: Snapshot, decision: Decision | None) -> None:
+        """Publish one check of `job_id`."""
+        figures = snapshot.to_dict()
+        for field, gauge in self.gauges.items():
+            gauge.labels(job=job_id).set(figures[field])
+        if decision is not None and decision.acted:
+            self.actuations.labels(job=job_id).inc()

@@ -1,0 +1,90 @@
+"""Durable job records: one JSON file per job in the deployment's `jobs/` directory.
+
+A record is replaced whole (written beside, then renamed), so a reader never sees half of
+one and a record survives the Manager's restart. A record on disk in a final state is never
+moved out of it: a user's cancel, written by another process, wins over the runner's next
+progress write.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from meterseal.errors import MetersealError
+from meterseal.jobs.lifecycle import FINAL, JobState
+
+
+class UnknownJob(MetersealError):
+    """No job has this id."""
+
+
+@dataclass
+class JobRecord:
+    """A job as the Manager keeps it: its submission, state, progress and results."""
+
+    job_id: str
+    application: str
+    spec: dict[str, Any]  # the application's input and the controller's settings
+    state: JobState
+    submitted_at: float
+    started_at: float | None = None
+    ended_at: float | None = None
+    finished: list[int] = field(default_factory=list)  # chunks whose results are written
+    written: int = 0  # results written (reports, for the validation job)
+    status: dict[str, Any] = field(default_factory=dict)  # the Monitor's last check
+    actuations: int = 0
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as JSON holds it."""
+        return {**dataclasses.asdict(self), "state": self.state.value}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobRecord:
+        """A record from its JSON form."""
+        return cls(**{**data, "state": JobState(data["state"])})
+
+
+class JobBook:
+    """The job records of a deployment, one file each under `directory`."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def _path(self, job_id: str) -> Path:
+        if not job_id.replace("-", "").isalnum():
+            raise UnknownJob(f"no job {job_id!r}")
+        return self.directory / f"{job_id}.json"
+
+    def load(self, job_id: str) -> JobRecord:
+        """The record of `job_id`."""
+        try:
+            text = self._path(job_id).read_text()
+        except FileNotFoundError:
+            raise UnknownJob(f"no job {job_id!r} (ids: meterseal jobs list)") from None
+        return JobRecord.from_dict(json.loads(text))
+
+    def save(self, record: JobRecord) -> JobRecord:
+        """Write `record` whole; a final state already on disk stays (the saved record)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self._path(record.job_id)
+        if path.exists() and record.state not in FINAL:
+            kept = self.load(record.job_id)
+            if kept.state in FINAL:
+                record.state, record.ended_at = kept.state, kept.ended_at
+        spare = path.with_suffix(f".{os.getpid()}.tmp")
+        spare.write_text(json.dumps(record.to_dict(), indent=1, sort_keys=True))
+        spare.replace(path)
+        return record
+
+    def records(self) -> list[JobRecord]:
+        """Every job, oldest submission first."""
+        if not self.directory.is_dir():
+            return []
+        found = [self.load(p.stem) for p in self.directory.glob("*.json")]
+        return sorted(found, key=lambda r: (r.submitted_at, r.job_id))
