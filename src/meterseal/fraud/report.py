@@ -145,6 +145,7 @@ def comparison_table(result: Comparison, n: tuple[int, ...] = (100, 200)) -> Tex
     notes = (
         f"{result.dataset}: {result.customers:,} customers, {result.thieves:,} thieves; "
         f"recall per pattern at a cut of {result.thieves:,} (the number of thieves)",
-        "MAP@N as Zheng et al. (2018); baselines on each customer's raw readings",
+        "MAP@N as Zheng et al. (2018); baselines on per-customer features (mean, spread, "
+        "zero share, day-to-day change, trend)",
     )
     return TextTable("Fraud detection: ranking quality", headers, tuple(rows), notes)
