@@ -195,18 +195,23 @@ class _Stream:
         return message.data or b"", dict(message.headers or {})
 
     async def _direct(self, subject: str) -> tuple[bytes, dict[str, str]] | None:
-        """One message from whichever replica answers first (direct get)."""
+        """One message from whichever replica answers first (direct get; asked twice)."""
         from nats.js.errors import NotFoundError
 
-        try:
-            message = await self.storage.jetstream().get_msg(
-                self.name, subject=subject, direct=True
-            )
-        except NotFoundError:
-            return None
-        except Exception as exc:
-            raise self._error(f"read of {subject}", exc) from None
-        return message.data or b"", dict(message.headers or {})
+        js = self.storage.jetstream()
+        failure: BaseException | None = None
+        for _ in range(2):  # a reply may race the client's reconnect after a loss
+            try:
+                message = await js.get_msg(self.name, subject=subject, direct=True)
+            except NotFoundError:
+                return None
+            except TimeoutError as exc:
+                failure = exc
+                continue
+            except Exception as exc:
+                raise self._error(f"read of {subject}", exc) from None
+            return message.data or b"", dict(message.headers or {})
+        raise self._error(f"read of {subject}", failure or TimeoutError())
 
     async def purge(self, name: str) -> None:
         """Remove every part of `name` (absent is fine)."""
