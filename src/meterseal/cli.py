@@ -108,6 +108,7 @@ _add_group("export", "meterseal.exchange.cli", "export_app", "Export readings an
 _add_group("customers", "meterseal.exchange.cli_customers", "customers_app", "Customers' meters.")
 _add_group("kvs", "meterseal.cli_kvs", "kvs_app", "Secure key-value store.")
 _add_group("cascadb", "meterseal.cli_cascadb", "cascadb_app", "SQL over the secure KVS.")
+_add_group("jobs", "meterseal.cli_jobs", "jobs_app", "Batch jobs with deadlines on Dask.")
 # `kvs export`: customers' months of signed originals into the KVS (without the kvs extra,
 # the group's stand-in names it)
 with contextlib.suppress(ModuleNotFoundError):
