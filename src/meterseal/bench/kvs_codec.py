@@ -83,6 +83,14 @@ class StdlibClient:
         self.headers = {"Authorization": f"Bearer {key}"}
 
     def _send(self, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> bytes:
+        try:
+            return self._once(method, path, body, headers)
+        except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+            # The server closed the idle connection (keep-alive timeout): open a new one.
+            self.connection.close()
+            return self._once(method, path, body, headers)
+
+    def _once(self, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> bytes:
         self.connection.request(method, path, body=body, headers={**self.headers, **headers})
         response = self.connection.getresponse()
         data = response.read()
