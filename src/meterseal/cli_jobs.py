@@ -20,7 +20,7 @@ from meterseal.errors import ConfigurationError
 from meterseal.jobs.control import Decision
 from meterseal.jobs.engine import local_engine
 from meterseal.jobs.manager import Control, Manager, period_of
-from meterseal.jobs.metrics import JobMetrics
+from meterseal.jobs.metrics import DEFAULT_PORT, JobMetrics, serve_metrics
 from meterseal.jobs.monitor import Snapshot
 from meterseal.jobs.records import JobBook, JobRecord
 from meterseal.jobs.validation import AuditSpec
@@ -30,6 +30,10 @@ jobs_app = typer.Typer(help="Batch jobs with deadlines on Dask.", no_args_is_hel
 JobId = Annotated[str, typer.Argument(help="job id (meterseal jobs list)")]
 Threads = Annotated[
     bool, typer.Option("--threads", help="workers as threads of this process, not processes")
+]
+MetricsPort = Annotated[
+    int | None,
+    typer.Option(help=f"serve the job's metrics on 127.0.0.1:PORT/metrics (e.g. {DEFAULT_PORT})"),
 ]
 
 
@@ -54,10 +58,28 @@ def _when(stamp: float | None) -> str:
     return dt.datetime.fromtimestamp(stamp, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _run(boss: Manager, job_id: str, workers: int, threads: bool) -> JobRecord:
+def _run(
+    boss: Manager, job_id: str, workers: int, threads: bool, metrics_port: int | None
+) -> JobRecord:
     """Run a job on a local cluster with a progress bar; the record as it ended."""
     record = boss.status(job_id)
     metrics = JobMetrics()
+    server = None
+    if metrics_port is not None:
+        server, port = serve_metrics(metrics, metrics_port)
+        console.print(f"metrics: http://127.0.0.1:{port}/metrics", soft_wrap=True)
+    try:
+        return _run_on(boss, record, workers, threads, metrics)
+    finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+
+
+def _run_on(
+    boss: Manager, record: JobRecord, workers: int, threads: bool, metrics: JobMetrics
+) -> JobRecord:
+    job_id = record.job_id
     with progress_bar(console) as bar, local_engine(workers, processes=not threads) as engine:
         task = bar.add_task(f"{job_id} {record.application}", total=None)
 
@@ -112,6 +134,7 @@ def submit(
     ] = None,
     detach: Annotated[bool, typer.Option(help="record the job only; run it later")] = False,
     threads: Threads = False,
+    metrics_port: MetricsPort = None,
     deployment_dir: DeploymentDir = DEFAULT_DEPLOYMENT,
     store: StoreUrl = DEFAULT_STORE,
     passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
@@ -135,7 +158,7 @@ def submit(
     if detach:
         console.print(f"run it: meterseal jobs run {record.job_id}", soft_wrap=True)
         return
-    _run(boss, record.job_id, workers, threads)
+    _run(boss, record.job_id, workers, threads, metrics_port)
     console.print(f"its status: meterseal jobs status {record.job_id}", soft_wrap=True)
 
 
@@ -144,10 +167,11 @@ def run(
     job_id: JobId,
     workers: Annotated[int, typer.Option(help="workers to start with")] = 1,
     threads: Threads = False,
+    metrics_port: MetricsPort = None,
     deployment_dir: DeploymentDir = DEFAULT_DEPLOYMENT,
 ) -> None:
     """Run a submitted job, or resume one a stopped Manager left running."""
-    _run(_manager(deployment_dir), job_id, workers, threads)
+    _run(_manager(deployment_dir), job_id, workers, threads, metrics_port)
 
 
 @jobs_app.command("status")

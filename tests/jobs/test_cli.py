@@ -32,12 +32,14 @@ def test_the_validation_job_from_the_command_line(tmp_path: Path) -> None:
 
     out = run(
         "jobs", "submit", "validation", "--from", FIRST, "--days", "1", "--threads",
-        "--chunk", "1", "--tolerance", "0.05", "--store", store, "--reports", spread, *d,
+        "--chunk", "1", "--tolerance", "0.05", "--metrics-port", "0",
+        "--store", store, "--reports", spread, *d,
     )  # fmt: skip
     job = re.search(r"submitted (job-\w+)", out)
     assert job is not None, out
     assert f"{job[1]} validation: succeeded, 2 results written" in out
     assert f"meterseal jobs status {job[1]}" in out
+    assert "metrics: http://127.0.0.1:" in out
     run("audit", "--store", store, "--reports", alone, *d)
     assert kept(spread) == kept(alone)
     assert [clean for _, clean, _ in kept(spread)] == [True, True]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
 from meterseal.jobs.control import Decision
 from meterseal.jobs.monitor import Snapshot
@@ -41,3 +43,12 @@ class JobMetrics:
             gauge.labels(job=job_id).set(figures[field])
         if decision is not None and decision.acted:
             self.actuations.labels(job=job_id).inc()
+
+
+DEFAULT_PORT = 9464  # what docs/jobs-grafana/prometheus.yml scrapes
+
+
+def serve_metrics(metrics: JobMetrics, port: int, addr: str = "127.0.0.1") -> tuple[Any, int]:
+    """Serve `metrics` at http://addr:port/metrics in a thread; the server and its port."""
+    server, _ = start_http_server(port, addr=addr, registry=metrics.registry)
+    return server, int(server.server_port)
