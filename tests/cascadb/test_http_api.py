@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import httpx
+import pytest
 from fastapi import FastAPI, Request
 
 from meterseal.cascadb import Database, MemoryKv
@@ -75,3 +76,12 @@ def test_only_operators_and_administrators_run_sql() -> None:
     app, _ = _app()
     assert _post(app, {"sql": "SELECT 1"}, token="").status_code == 401
     assert _post(app, {"sql": "SELECT 1"}, token="cust").status_code == 403
+
+
+def test_the_api_answers_as_its_openapi_says() -> None:
+    pytest.importorskip("schemathesis")
+    from tests.openapi_check import conforms
+
+    app, _ = _app()
+    assert conforms(app) == []
+    assert conforms(app, {"authorization": "op"}) == []

@@ -22,9 +22,13 @@ from pydantic import BaseModel, Field
 from meterseal.cascadb.engine import Database, Result
 from meterseal.cascadb.errors import Error, NotSupportedError, OperationalError
 from meterseal.runtime.auth import AnyRole, Authenticator, access
-from meterseal.runtime.http import service_app
+from meterseal.runtime.http import Problem, service_app
 
 SQL_CALLERS = AnyRole(("operator", "administrator"))
+REFUSED_SQL: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem, "description": "The SQL was refused: syntax, names, constraints."},
+    422: {"model": Problem, "description": "Malformed body, or SQL CascaDB does not support."},
+}
 MAX_SQL = 1_000_000
 
 
@@ -75,7 +79,12 @@ def create_app(database: Database, authenticator: Authenticator) -> FastAPI:
     )
     app.state.authenticator = authenticator
 
-    @app.post("/v1/sql", summary="Run SQL as one transaction", dependencies=[access(SQL_CALLERS)])
+    @app.post(
+        "/v1/sql",
+        summary="Run SQL as one transaction",
+        dependencies=[access(SQL_CALLERS)],
+        responses=REFUSED_SQL,
+    )
     async def run_sql(statement: Statement) -> Answer:
         try:
             result = await asyncio.to_thread(_run, database, statement)

@@ -341,7 +341,10 @@ class PgServer:
         if kind == b"D":
             target, name = body[:1], _split(body[1:])[0]
             if target == b"S":
-                return self._describe_statement(conn.prepared[name])
+                prepared = conn.prepared.get(name)
+                if prepared is None:
+                    raise errors.ProgrammingError(f"no prepared statement {name!r}")
+                return self._describe_statement(prepared)
             portal = await self._run(conn, name)
             described = self._description(portal)
             return described or _message(b"n")
