@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 import meterseal.cascadb as cascadb
 from meterseal.cascadb.errors import DataError
 from meterseal.cascadb.kv import MemoryKv
-from meterseal.cascadb.kvs_adapter import INTENT, KvsOrderedKv, LoopThread, name_of
+from meterseal.cascadb.kvs_adapter import KvsOrderedKv, LoopThread
+from meterseal.cascadb.names import INTENT, name_of
 from tests.kvs.store_fixtures import memory_store
 
 

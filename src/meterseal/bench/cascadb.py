@@ -29,7 +29,8 @@ from meterseal.cascadb import Database, MemoryKv
 from meterseal.cascadb.catalog import Dictionary, Table
 from meterseal.cascadb.keys import END, key_of
 from meterseal.cascadb.kv import OrderedKv
-from meterseal.cascadb.kvs_adapter import KvsOrderedKv, LoopThread, name_of
+from meterseal.cascadb.kvs_adapter import KvsOrderedKv, LoopThread
+from meterseal.cascadb.names import name_of
 from meterseal.kvs.nodes import MemoryCatalog, MemoryNode
 from meterseal.kvs.sealing import derive_bucket_key
 from meterseal.kvs.store import ObjectStore

@@ -16,7 +16,7 @@ import cbor2
 
 from meterseal.cascadb.errors import OperationalError
 from meterseal.cascadb.kv import Write
-from meterseal.cascadb.kvs_adapter import INTENT, PAGE, common_prefix, name_of
+from meterseal.cascadb.names import INTENT, PAGE, common_prefix, name_of
 from meterseal.kvs.gateway_client import GatewayClient, GatewayError
 
 FETCHERS = 8  # concurrent GETs of a scan or of get_many

@@ -19,15 +19,13 @@ from typing import Any, TypeVar
 
 import cbor2
 
-from meterseal.cascadb.errors import DataError, OperationalError
+from meterseal.cascadb.errors import OperationalError
 from meterseal.cascadb.kv import Write
+from meterseal.cascadb.names import INTENT, PAGE, common_prefix, name_of
 from meterseal.errors import KvsError, ObjectNotFound
 from meterseal.kvs.store import ObjectStore
 
 T = TypeVar("T")
-INTENT = "~batch"  # '~' sorts after the hex digits: never inside a key range
-MAX_KEY_BYTES = 512  # names are at most 1024 bytes: two hex digits a key byte
-PAGE = 1000
 
 
 class LoopThread:
@@ -50,13 +48,6 @@ class LoopThread:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join()
         self.loop.close()
-
-
-def name_of(key: bytes) -> str:
-    """The object name of a key (lowercase hex: order-preserving)."""
-    if not key or len(key) > MAX_KEY_BYTES:
-        raise DataError(f"a key has 1 to {MAX_KEY_BYTES} bytes on the KVS, not {len(key)}")
-    return key.hex()
 
 
 class KvsOrderedKv:
@@ -153,13 +144,3 @@ class KvsOrderedKv:
         await self._apply([(str(n), v) for n, v in cbor2.loads(pending)])
         await self.store.delete(self.bucket, INTENT)
         return True
-
-
-def common_prefix(a: str, b: str) -> str:
-    """The longest prefix the two names share."""
-    length = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        length += 1
-    return a[:length]
