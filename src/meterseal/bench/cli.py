@@ -364,3 +364,36 @@ def bench_cascadb(
     if not bench.agreed:
         console.print("[red]error:[/red] the systems' answers differ (see the table)")
         raise typer.Exit(code=1)
+
+
+@bench_app.command("jobs")
+def bench_jobs(
+    customers: Annotated[int, typer.Option(help="bills in the job (one simulated meter each)")] = (
+        200
+    ),
+    days: Annotated[int, typer.Option(help="days of readings per bill")] = 1,
+    chunk: Annotated[int, typer.Option(help="bills per task")] = 10,
+    share: Annotated[
+        float, typer.Option(help="deadline as a share of the 1-worker run's time")
+    ] = 0.7,
+    interval: Annotated[float, typer.Option(help="seconds between checks at most")] = 0.5,
+    threads: Annotated[
+        bool, typer.Option("--threads", help="workers as threads of this process (quick check)")
+    ] = False,
+    out: PlotDir = None,
+) -> None:
+    """The validation job on Dask: bills/s per worker and the paper's deadline experiment."""
+    from meterseal.bench.jobs import deadline_table, plot_jobs, run_jobs_bench, throughput_table
+
+    bench = run_jobs_bench(
+        console,
+        customers=customers,
+        days=days,
+        chunk=chunk,
+        share=share,
+        interval=interval,
+        processes=not threads,
+    )
+    for table in (throughput_table(bench), deadline_table(bench)):
+        print_table(console, table)
+    print_written(console, "plot", plot_jobs(bench, plot_dir(out) / "bench-jobs.png"))

@@ -7,6 +7,7 @@ through an `Actuator`; `DaskClusterActuator` is the cluster's own scaling (`clus
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -69,6 +70,7 @@ def local_engine(
         threads_per_worker=threads_per_worker,
         processes=processes,
         dashboard_address=None,
+        silence_logs=logging.CRITICAL,  # a closing cluster's heartbeats are not errors
     )
     try:
         client = Client(cluster)  # type: ignore[no-untyped-call]

@@ -3,6 +3,7 @@
 Each chunk of bill ids is one task: the worker opens the store read-only, reads the
 authority's key files itself (the task carries their paths, never the keys) and runs the
 same `Auditor` that `meterseal audit` runs, into a sink that keeps the reports in memory.
+Each worker thread keeps its auditor for the job (store, keys, meter registry) across chunks.
 The runner writes each chunk's reports once, through the reports store's `record_report`,
 as `meterseal audit` writes them; a retried task writes nothing, so retries change nothing.
 """
@@ -10,6 +11,7 @@ as `meterseal audit` writes them; a retried task writes nothing, so retries chan
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -72,29 +74,49 @@ def _billing_key(path: Path) -> ec.EllipticCurvePublicKey:
     return key
 
 
-def audit_chunk(spec: AuditSpec, bill_ids: Sequence[str]) -> list[Audited]:
-    """Audit `bill_ids` as `meterseal audit` does; the reports, unwritten (a Dask task)."""
-    value = os.environ.get(spec.passphrase_env)
-    key = read_private_key(Path(spec.authority_key), value.encode() if value else None)
-    if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise ConfigurationError(f"{spec.authority_key} is not the authority's P-256 key")
-    ca = x509.load_pem_x509_certificate(Path(spec.ca_certificate).read_bytes())
-    kept = _Kept()
-    now = spec.now
-    source = Store.open_read_only(spec.store)
-    try:
+class _Auditors(threading.local):
+    """Each worker thread's auditor of its current job (the meter registry is built once)."""
+
+    spec: AuditSpec | None = None
+    auditor: Auditor | None = None
+    kept: _Kept | None = None
+    store: Store | None = None
+
+
+_AUDITORS = _Auditors()
+
+
+def _auditor(spec: AuditSpec) -> tuple[Auditor, _Kept]:
+    """This thread's auditor for `spec`, made on its first chunk (store, keys, registry)."""
+    if _AUDITORS.spec != spec or _AUDITORS.auditor is None or _AUDITORS.kept is None:
+        if _AUDITORS.store is not None:
+            _AUDITORS.store.close()
+        value = os.environ.get(spec.passphrase_env)
+        key = read_private_key(Path(spec.authority_key), value.encode() if value else None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise ConfigurationError(f"{spec.authority_key} is not the authority's P-256 key")
+        ca = x509.load_pem_x509_certificate(Path(spec.ca_certificate).read_bytes())
+        now = spec.now
+        kept = _Kept()
+        store = _AUDITORS.store = Store.open_read_only(spec.store)
         auditor = Auditor(
-            BillStore(source),
+            BillStore(store),
             kept,
             key,
             ca,
             _billing_key(Path(spec.billing_key)),
             clock=time.time if now is None else lambda: now,
         )
-        for bill_id in bill_ids:
-            auditor.audit(bill_id)
-    finally:
-        source.close()
+        _AUDITORS.spec, _AUDITORS.auditor, _AUDITORS.kept = spec, auditor, kept
+    return _AUDITORS.auditor, _AUDITORS.kept
+
+
+def audit_chunk(spec: AuditSpec, bill_ids: Sequence[str]) -> list[Audited]:
+    """Audit `bill_ids` as `meterseal audit` does; the reports, unwritten (a Dask task)."""
+    auditor, kept = _auditor(spec)
+    kept.audited = []
+    for bill_id in bill_ids:
+        auditor.audit(bill_id)
     return kept.audited
 
 
