@@ -352,3 +352,27 @@ def test_an_administrators_bearer_token_reaches_the_cas_too(tooled: Tooled) -> N
     assert "db-password" in listed.text
     operator = client.get("/portal/admin/cas", headers=portal.people.headers(OPERATOR))
     assert operator.status_code == 403
+
+
+def test_a_form_with_too_many_fields_is_one_clear_400(tooled: Tooled) -> None:
+    client, _ = sign_in(tooled.portal, ADMINISTRATOR)
+    fields = {f"extra{i}": "x" for i in range(20)}
+    for path in ("/portal/admin/meters/new", "/portal/admin/tariffs/new"):
+        refused = _post(client, path, **fields)
+        assert refused.status_code == 400, (path, refused.text)  # type: ignore[attr-defined]
+        assert "too many form fields (at most 16)" in refused.text  # type: ignore[attr-defined]
+    assert tooled.changes() == []  # refused before any handler
+
+
+def test_the_provisioning_form_takes_a_large_certificate_and_no_more(tooled: Tooled) -> None:
+    client, _ = sign_in(tooled.portal, ADMINISTRATOR)
+    path = "/portal/admin/meters/new"
+    # ~10 KiB of PEM: more than the other forms take (MAX_FORM), within the page's 16 KiB.
+    pem = csr_pem("ACME-9") + " " * 10_000  # a space is one byte urlencoded ("+")
+    done = _post(client, path, how="csr", pem=pem, customer="C-9", region="R01")
+    assert done.status_code == 200, done.text  # type: ignore[attr-defined]
+    assert "meter ACME-9 provisioned" in done.text  # type: ignore[attr-defined]
+    too_large = _post(client, path, how="csr", pem=pem + " " * 8_000, customer="C-9")
+    assert too_large.status_code == 413  # type: ignore[attr-defined]
+    elsewhere = _post(client, "/portal/admin/tariffs/new", toml="#" * 6_000)
+    assert elsewhere.status_code == 413  # type: ignore[attr-defined]

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from urllib.parse import parse_qs
 
-from fastapi import HTTPException, Request
+from fastapi import FastAPI, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
 from meterseal.accounts.credentials import (
@@ -44,6 +44,9 @@ LOGIN_FAILED = "wrong account name or password"
 CSRF_REFUSED = "the form expired; reload it"
 SAFE_METHODS = ("GET", "HEAD")
 MAX_FORM = 4096  # bytes of a portal form: a CSRF token and a few short fields
+MAX_FORM_FIELDS = 16  # fields of a portal form (the largest, provisioning a meter, has 7)
+TOO_MANY_FIELDS = f"too many form fields (at most {MAX_FORM_FIELDS})"
+FORM_LIMITS = "form_limits"  # app.state's {route path: bytes} for forms allowed more than MAX_FORM
 
 
 def refused() -> HTTPException:
@@ -56,12 +59,36 @@ def too_many(wait: float) -> HTTPException:
     return HTTPException(429, TOO_MANY, headers={"Retry-After": str(max(1, math.ceil(wait)))})
 
 
+def allow_larger_form(app: FastAPI, path: str, limit: int) -> None:
+    """Let the urlencoded forms POSTed to the route `path` of `app` be up to `limit` bytes."""
+    limits: dict[str, int] = getattr(app.state, FORM_LIMITS, {})
+    limits[path] = limit
+    setattr(app.state, FORM_LIMITS, limits)
+
+
+def form_limit(request: Request) -> int:
+    """The largest urlencoded form a request's route takes, in bytes (MAX_FORM unless allowed)."""
+    limits: dict[str, int] = getattr(request.app.state, FORM_LIMITS, {})
+    route = request.scope.get("route")
+    return limits.get(getattr(route, "path", request.url.path), MAX_FORM)
+
+
 async def form_fields(request: Request) -> dict[str, str]:
-    """A urlencoded form's fields (first value each); 413 beyond MAX_FORM bytes."""
-    body = await request.body()  # Starlette keeps it: the handler reads the same bytes
-    if len(body) > MAX_FORM:
+    """A urlencoded form's fields (first value each); 413 beyond the route's form limit (MAX_FORM
+    bytes unless `allow_larger_form`), 400 beyond MAX_FORM_FIELDS fields."""
+    limit = form_limit(request)
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
         raise HTTPException(413, "form too large")
-    fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=8)
+    body = await request.body()  # Starlette keeps it: the handler reads the same bytes
+    if len(body) > limit:
+        raise HTTPException(413, "form too large")
+    try:
+        fields = parse_qs(
+            body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS
+        )
+    except ValueError:  # "Max number of fields exceeded"
+        raise HTTPException(400, TOO_MANY_FIELDS) from None
     return {k: v[0] for k, v in fields.items()}
 
 

@@ -17,7 +17,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from meterseal.accounts.authn import form_fields
+from meterseal.accounts.authn import allow_larger_form, form_fields
 from meterseal.crypto.manufacturer import Certified
 from meterseal.crypto.suites import SUITES, CipherSuite
 from meterseal.errors import MetersealError
@@ -28,6 +28,7 @@ from meterseal.runtime.auth import Rule, access, identity_of
 
 NEW_METER = "/portal/admin/meters/new"
 ACTION = "meter.provision"
+PROVISION_FORM = 16 * 1024  # bytes: a pasted manufacturer's certificate with a long chain of names
 SOURCES = {"csr": "a certificate request (PKCS#10)", "manufacturer": "a manufacturer's certificate"}
 NO_ENROLMENT = (
     "this portal cannot provision meters (it was started without the deployment CA's key "
@@ -54,6 +55,7 @@ def add_meter_provisioning(
     app: FastAPI, render: Render, enrolment: Enrolment | None, recorder: Recorder, rule: Rule
 ) -> None:
     """Add the meter provisioning form and its POST."""
+    allow_larger_form(app, NEW_METER, PROVISION_FORM)
 
     def form_page(request: Request, status: int = 200, problem: str = "", **sent: str) -> Response:
         values = {"how": "csr", "pem": "", "meter": "", "customer": "", "region": "R01",

@@ -186,7 +186,7 @@ def _set_cookie(
 
 
 async def _form(request: Request) -> dict[str, str]:
-    """A urlencoded form's fields (first value each); 413 beyond MAX_FORM bytes."""
+    """A urlencoded form's fields (first value each); 413/400 beyond the form limits."""
     return await form_fields(request)
 
 
