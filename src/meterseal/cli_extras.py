@@ -20,6 +20,7 @@ _HEADEND = {
     "httpx": "httpx",
     "pydantic": "pydantic",
     "h11": "h11",
+    "httptools": "httptools",
     "prometheus_client": "prometheus-client",
     "nats": "nats-py",
     "numpy": "numpy",

@@ -1,0 +1,140 @@
+"""The runtime server's guards hold under both parsers: httptools (llhttp) and h11."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+from fastapi import FastAPI, Request
+
+from meterseal.runtime.auth import PUBLIC, access
+from meterseal.runtime.http import HttpServer, ServerLimits, protocol_base, service_app
+
+PARSERS = [
+    pytest.param(
+        "httptools",
+        marks=pytest.mark.skipif(
+            protocol_base() is protocol_base("h11"), reason="httptools not installed"
+        ),
+    ),
+    "h11",
+]
+
+
+def _app() -> FastAPI:
+    counts: Counter[str] = Counter()
+    app = service_app("guards", "A test service.", counts, lambda: dict(counts))
+
+    @app.put("/digest", dependencies=[access(PUBLIC)])
+    async def digest(request: Request) -> dict[str, object]:
+        sha, size = hashlib.sha256(), 0
+        async for piece in request.stream():
+            sha.update(piece)
+            size += len(piece)
+        return {"size": size, "sha256": sha.hexdigest()}
+
+    return app
+
+
+@asynccontextmanager
+async def _served(parser: str, limits: ServerLimits) -> AsyncIterator[tuple[HttpServer, int]]:
+    server = HttpServer(_app(), limits, parser=parser)
+    port = await server.start("127.0.0.1", 0)
+    try:
+        yield server, port
+    finally:
+        await server.stop()
+
+
+async def _exchange(port: int, raw: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(raw)
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    return answer
+
+
+def _put(body: bytes, close: bool) -> bytes:
+    head = f"PUT /digest HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+    return (head + ("Connection: close\r\n" if close else "") + "\r\n").encode() + body
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+def test_large_bodies_arrive_whole_and_only_the_head_is_capped(parser: str) -> None:
+    async def scenario() -> None:
+        async with _served(parser, ServerLimits(max_head_bytes=1024)) as (_server, port):
+            first, second = os.urandom(3 * 1024 * 1024 + 7), os.urandom(70_000)
+            # Two requests on one connection, the first's head sent with 3 MiB of its body.
+            answer = await _exchange(port, _put(first, close=False) + _put(second, close=True))
+            assert answer.count(b"HTTP/1.1 200") == 2
+            for body in (first, second):
+                assert hashlib.sha256(body).hexdigest().encode() in answer
+                assert f'"size":{len(body)}'.encode() in answer
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+def test_a_head_beyond_the_limit_is_refused_and_closed(parser: str) -> None:
+    async def scenario() -> None:
+        async with _served(parser, ServerLimits(max_head_bytes=1024)) as (server, port):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            answer, lines = b"", 0
+            while not answer and lines < 40:  # 100 bytes of headers at a time, no blank line
+                writer.write(b"X-Filler: " + b"a" * 88 + b"\r\n")
+                lines += 1
+                with contextlib.suppress(TimeoutError):
+                    answer = await asyncio.wait_for(reader.read(4096), 0.05)
+            writer.close()
+            assert lines < 40  # answered before the 4000 bytes were all sent
+            assert answer.split(b" ")[1] in (b"400", b"431")  # h11: 400, httptools: 431
+            assert b"connection: close" in answer.lower()
+            if parser == "httptools":
+                assert server.counts["head_too_large"] == 1
+            closing = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            ok = await _exchange(port, closing)
+            assert ok.startswith(b"HTTP/1.1 200")
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+def test_silent_and_drip_fed_connections_are_closed_and_told_apart(parser: str) -> None:
+    async def scenario() -> None:
+        limits = ServerLimits(head_timeout=0.3)
+        async with _served(parser, limits) as (server, port):
+            # A kept-alive connection after a request is idle again, not a slow peer.
+            reused = await asyncio.open_connection("127.0.0.1", port)
+            reused[1].write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert (await reused[0].readuntil(b'ok"}')).startswith(b"HTTP/1.1 200")
+            silent = await asyncio.open_connection("127.0.0.1", port)
+            dripping = await asyncio.open_connection("127.0.0.1", port)
+            head, written = b"GET /healthz HTTP/1.1\r\nHost: x\r\n", 0
+            for byte in head:  # one byte per 100 ms: bytes keep coming, the head never does
+                if dripping[0].at_eof():
+                    break
+                dripping[1].write(bytes((byte,)))
+                written += 1
+                await asyncio.sleep(0.1)
+            assert written < len(head)
+            for reader, writer in (reused, silent, dripping):
+                assert await asyncio.wait_for(reader.read(), 5) == b""  # closed, no reply
+                writer.close()
+        assert server.counts["idle_timeout"] == 2
+        assert server.counts["slow_peer"] == 1
+
+    asyncio.run(scenario())
+
+
+def test_httptools_is_chosen_when_installed_and_h11_on_request() -> None:
+    pytest.importorskip("httptools")
+    assert protocol_base().__name__ == "HttpToolsProtocol"
+    assert protocol_base("h11").__name__ == "H11Protocol"
