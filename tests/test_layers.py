@@ -146,6 +146,7 @@ LAYERS: dict[str, Layer] = {
     "meterseal.fraud": CORE,
     "meterseal.fraud.readers": ADAPTER,
     "meterseal.fraud.model": ADAPTER,  # model files (joblib)
+    "meterseal.fraud.stream": ADAPTER,  # CSV files read in chunks
     "meterseal.fraud.plots": INTERFACE,
     "meterseal.fraud.report": INTERFACE,
     "meterseal.fraud.cli": INTERFACE,
