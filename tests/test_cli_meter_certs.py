@@ -199,3 +199,31 @@ def test_a_file_that_is_no_csr_is_one_clear_error(
         code, said = _run("certify", str(path), "-d", str(directory), "--store", store)
         assert code == 2, said
         assert f"{path}: not a CSR" in said
+
+
+def test_a_revoked_meter_stays_revoked_whatever_registers_it_again(
+    deployment: tuple[Path, str], tmp_path: Path
+) -> None:
+    directory, store = deployment
+    common = ["-d", str(directory), "--store", store]
+    csr = tmp_path / "acme-6.csr.pem"
+    csr.write_bytes(_csr_pem("ACME-6", P256))
+    assert _run("certify", str(csr), *common)[0] == 0
+    assert _run("provision", "1", "-d", str(directory), "--prefix", "F", "--out",
+                str(tmp_path / "fleet.cbor"))[0] == 0  # fmt: skip
+    assert _run("register", str(tmp_path / "fleet.cbor"), *common)[0] == 0
+    registered = _meters(directory, store)
+    assert len(registered) == 2
+    for meter_id in registered:
+        assert _run("revoke", meter_id, "--store", store)[0] == 0
+    refusals = [
+        ("certify", str(csr)),  # the same key
+        ("certify", str(csr), "--replace"),
+        ("register", str(tmp_path / "fleet.cbor")),
+    ]
+    for args in refusals:
+        code, said = _run(*args, *common)
+        assert code == 2, (args, said)
+        assert "a revoked meter stays revoked, nothing was registered" in said, said
+    with Store.open(store) as opened:
+        assert all(row.revoked_at is not None for row in opened.meter_rows())

@@ -1,7 +1,8 @@
 """Registering meters whose keys were made at the factory (`meters certify|import-cert`, portal).
 
 `register_certified` checks each deployment-CA certificate's chain and suite (the registry's
-rules), refuses an id registered with another key unless `replace`, and stores the meters;
+rules), refuses an id registered with another key unless `replace` and a revoked id always (a
+revoked meter stays revoked; the store refuses it too), and stores the meters;
 `write_certificates` writes DEPLOYMENT/meters/ID.cert.pem (what goes back to the factory).
 `Enrolment` does the whole of one meter from a PEM CSR or a manufacturer's PEM certificate,
 as the administrator's portal page does: the CLI and the page share every step.
@@ -28,6 +29,7 @@ from meterseal.crypto.registry import MeterRecord, MeterRegistry
 from meterseal.crypto.suites import CipherSuite
 from meterseal.errors import CertificateError
 from meterseal.storage import Store
+from meterseal.storage.store import refuse_revoked
 
 METERS_DIRECTORY = "meters"  # DEPLOYMENT/meters/ID.cert.pem: what goes back to the factory
 MANUFACTURERS_DIRECTORY = "manufacturers"  # DEPLOYMENT/manufacturers/NAME.cert.pem: trusted CAs
@@ -50,21 +52,26 @@ def register_certified(
     replace: bool,
     now: dt.datetime,
 ) -> list[MeterRecord]:
-    """Register certified meters (default customer CUST-ID); a known id with another key refused."""
+    """Register certified meters (default customer CUST-ID); a known id with another key
+    refused (unless `replace`), a revoked id always (MeterRevoked)."""
     registry = MeterRegistry(ca_cert)
     records = [
         registry.register(c.certificate, c.suite, customer or f"CUST-{c.meter_id}", region)
         for c in done
     ]
-    known = {row.meter_id: row.certificate for row in store.meter_rows()}
+    rows = {row.meter_id: row for row in store.meter_rows()}
+    revoked = {r.meter_id: rows[r.meter_id].revoked_at for r in records if r.meter_id in rows}
+    if any(revoked.values()):  # --replace or not (the store refuses them too)
+        raise refuse_revoked({m: at for m, at in revoked.items() if at is not None})
     for record, c in zip(records, done, strict=True):
-        stored = known.get(record.meter_id)
+        stored = rows.get(record.meter_id)
         if stored is None or replace:
             continue
-        if _public(x509.load_der_x509_certificate(stored)) != _public(c.certificate):
+        if _public(x509.load_der_x509_certificate(stored.certificate)) != _public(c.certificate):
             raise CertificateError(
-                f"meter {record.meter_id} is registered with another key: revoke it first "
-                "(`meterseal meters revoke`), or give --replace to give the id this key"
+                f"meter {record.meter_id} is registered with another key: revoke it "
+                "(`meterseal meters revoke`) and register this key under a new id, or give "
+                "--replace to give the id this key"
             )
     store.register_meters(records, now=now)
     return records

@@ -68,6 +68,21 @@ def _as_rejection(r: AcceptedReading) -> Rejection:
     return Rejection(REPLAYED_COUNTER, r.signed_original, r.received_at, f"meter:{r.meter_id}")
 
 
+class MeterRevoked(CertificateError):
+    """A registration names a revoked meter: a revoked meter stays revoked."""
+
+
+def refuse_revoked(revoked: dict[str, dt.datetime]) -> MeterRevoked:
+    """The refusal to register again the revoked meters `revoked` (id -> revocation time)."""
+    named = ", ".join(
+        f"{m} (revoked on {at:%Y-%m-%d %H:%M} UTC)" for m, at in sorted(revoked.items())
+    )
+    return MeterRevoked(
+        f"a revoked meter stays revoked, nothing was registered: {named}; "
+        "register the meter's key under a new id"
+    )
+
+
 class Store:
     """The repository over one SQLite or PostgreSQL database."""
 
@@ -89,11 +104,12 @@ class Store:
             set_={"count": ingest_counters.c.count + upsert.excluded.count},
         )
         meter_upsert = bulk.insert(meters)
+        replaced = {c.name: meter_upsert.excluded[c.name] for c in meters.c}
+        del replaced["registered_at"]  # the first registration time is kept
+        # A revocation stands: even a registration racing a revocation cannot clear it.
+        replaced["revoked_at"] = sa.func.coalesce(meters.c.revoked_at, replaced["revoked_at"])
         self._upsert_meters = meter_upsert.on_conflict_do_update(
-            index_elements=["meter_id"],
-            set_={
-                c.name: meter_upsert.excluded[c.name] for c in meters.c if c.name != "registered_at"
-            },
+            index_elements=["meter_id"], set_=replaced
         )
 
     @classmethod
@@ -275,7 +291,8 @@ class Store:
     # -- meters -------------------------------------------------------------------------
 
     def register_meters(self, records: Iterable[MeterRecord], *, now: dt.datetime) -> int:
-        """Add or replace meters (their first registration time is kept); return how many."""
+        """Add or replace meters (their first registration time is kept); return how many.
+        MeterRevoked, and nothing registered, if one of them is a revoked meter's id."""
         rows = [
             {
                 "meter_id": r.meter_id,
@@ -290,6 +307,15 @@ class Store:
         ]
         if rows:
             with self._write() as connection:
+                # Every revoked meter (few), not an IN list as long as a fleet of parameters.
+                query = sa.select(meters.c.meter_id, meters.c.revoked_at).where(
+                    meters.c.revoked_at.is_not(None)
+                )
+                ever: dict[str, dt.datetime] = {m: at for m, at in connection.execute(query)}
+                named = {str(row["meter_id"]) for row in rows}
+                revoked = {m: ever[m] for m in named if m in ever}
+                if revoked:
+                    raise refuse_revoked(revoked)
                 connection.execute(self._upsert_meters, rows)
         return len(rows)
 
