@@ -6,7 +6,8 @@ import asyncio
 import os
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -297,6 +298,35 @@ def test_metrics_count_requests_and_bytes(gateway: Gateway) -> None:
     )
     assert after[put] == before.get(put, 0) + 1
     assert after[got] >= before.get(got, 0) + 300
+
+
+def test_a_get_whose_store_fails_mid_stream_counts_as_failed_not_ok(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rw = gateway.client("meters-rw")
+    assert rw.put("/v1/kvs/meters/cut-short", content=BODY).status_code == 201
+    real = gateway.store.get
+
+    async def failing(*args: Any, **kwargs: Any) -> AsyncIterator[bytes]:
+        async for piece in real(*args, **kwargs):
+            yield piece
+            raise KvsError("node node-2: lost between two chunks")
+
+    monkeypatch.setattr(gateway.store, "get", failing)
+    before = parse_exposition(_scrape(gateway))
+    with pytest.raises(httpx.TransportError):  # headers sent: the body is cut short
+        rw.get("/v1/kvs/meters/cut-short")
+    after = parse_exposition(_scrape(gateway))
+    ok, failed = (f"meterseal_kvs_requests_total{{op=get,outcome={o}}}" for o in ("ok", "failed"))
+    assert after.get(ok, 0) == before.get(ok, 0)
+    assert after[failed] == before.get(failed, 0) + 1
+    monkeypatch.undo()
+    assert rw.get("/v1/kvs/meters/cut-short").content == BODY
+    for _ in range(500):  # counted after the last byte went, which the client may see first
+        if parse_exposition(_scrape(gateway)).get(ok, 0) > before.get(ok, 0):
+            break
+        time.sleep(0.01)
+    assert parse_exposition(_scrape(gateway))[ok] == before.get(ok, 0) + 1
 
 
 def _scrape(gateway: Gateway) -> str:

@@ -225,7 +225,6 @@ def _object_routes(
         if wanted is not None:
             headers["Content-Range"] = f"bytes {start}-{end - 1}/{info.size}"
         headers["Content-Length"] = str(end - start)
-        metrics.count("get", "ok")
         return StreamingResponse(
             _stream(objects, metrics, bucket, key, start, end),
             status_code=206 if wanted is not None else 200,
@@ -294,12 +293,19 @@ def _headers(info: ObjectInfo) -> dict[str, str]:
 async def _stream(
     objects: Objects, metrics: KvsMetrics, bucket: str, key: str, start: int, end: int
 ) -> AsyncIterator[bytes]:
-    started = time.perf_counter()
+    """The object's bytes; the GET is counted once its last byte went (ok), when the store
+    failed mid-stream (failed: the client sees a short body) or the client left (aborted)."""
+    started, outcome = time.perf_counter(), "aborted"
     try:
         async for piece in objects.get(bucket, key, start, end):
             metrics.bytes.labels("out").inc(len(piece))
             yield piece
+        outcome = "ok"
+    except Exception:
+        outcome = "failed"  # the headers went: the connection is cut short of Content-Length
+        raise
     finally:
+        metrics.count("get", outcome)
         metrics.seconds.labels("get").observe(time.perf_counter() - started)
 
 

@@ -52,7 +52,7 @@ class KvsMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.requests = Counter(
             "meterseal_kvs_requests",
-            "KVS requests by operation and outcome (ok, refused, missing, failed)",
+            "KVS requests by operation and outcome (ok, refused, missing, failed, aborted)",
             ["op", "outcome"],
             registry=registry,
         )
