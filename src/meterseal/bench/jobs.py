@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import os
+import secrets
 import tempfile
 import time
 from collections.abc import Iterator
@@ -43,6 +44,7 @@ from meterseal.storage.bill_store import BillStore
 from meterseal.ui import TextTable, Verdict
 
 TOLERANCES = (0.0, 0.05, 0.10)
+PASSPHRASE_ENV = "MS_BENCH_JOBS_PASSPHRASE"  # noqa: S105 - a variable name
 MONTH_AUDIT_SECONDS = 0.160  # one core, a 30-day bill (docs/benchmarks.md, bench billing)
 
 
@@ -105,7 +107,10 @@ def prepare(where: Path, customers: int, days: int) -> tuple[AuditSpec, Period]:
         service = BillingService(bills, billing, clock=lambda: now.timestamp())
         for customer, meters in bills.customers().items():
             service.bill_customer(customer, meters, period, tariff)
-    write_private_key(where / "metrology.key.pem", authority)
+    # Encrypted at rest as a deployment keeps it; the workers (child processes) inherit the
+    # variable that holds this run's passphrase.
+    os.environ[PASSPHRASE_ENV] = secrets.token_hex(16)
+    write_private_key(where / "metrology.key.pem", authority, os.environ[PASSPHRASE_ENV].encode())
     (where / "ca.cert.pem").write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     (where / "billing.pub.pem").write_bytes(
         billing.public_key().public_bytes(
@@ -117,6 +122,7 @@ def prepare(where: Path, customers: int, days: int) -> tuple[AuditSpec, Period]:
         str(where / "metrology.key.pem"),
         str(where / "ca.cert.pem"),
         str(where / "billing.pub.pem"),
+        PASSPHRASE_ENV,
     )
     return spec, period
 

@@ -23,7 +23,7 @@ class Actuator(Protocol):
     """What the Controller changes: the number of workers the job runs on."""
 
     def workers(self) -> int:
-        """The workers connected now."""
+        """The workers the job runs on: those asked for, which the Controller acts from."""
         ...
 
     def scale(self, workers: int) -> None:
@@ -39,6 +39,14 @@ class DaskClusterActuator:
         self.client = client
 
     def workers(self) -> int:
+        """The workers the cluster was asked for (`worker_spec`), starting ones included.
+
+        Not those connected: a worker process takes seconds to start, and a Controller that
+        saw only connected workers would ask again at every check until it had joined.
+        """
+        return len(self.cluster.worker_spec)
+
+    def connected(self) -> int:
         """The workers the scheduler knows now."""
         return len(self.client.scheduler_info()["workers"])
 

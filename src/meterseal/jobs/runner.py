@@ -1,6 +1,7 @@
 """Run a job's chunks on the Dask engine under the Monitor and the Controller.
 
-Each chunk is one Dask task (retried by Dask if it fails or its worker dies). A chunk's
+Each chunk is one Dask task (retried by Dask if it fails or its worker dies; submitted again
+if the scheduler drops it, as it may when the Controller retires a worker). A chunk's
 result is handed to `on_result` once, when its task first completes: tasks have no side
 effects, the runner alone writes, so a retried task cannot write twice. Every check (after a
 chunk completes, or `interval` seconds without one) the Monitor observes the job and the
@@ -63,11 +64,14 @@ def run_chunks(
 
     client = engine.client
     monitor.record(sum(len(chunks[i]) for i in finished))
-    pending = {
-        client.submit(task, chunk, key=f"{key}-{i}", retries=retries, pure=False): i
-        for i, chunk in enumerate(chunks)
-        if i not in finished
-    }
+    attempts: dict[int, int] = {}
+
+    def submit(i: int) -> Any:
+        attempts[i] = attempts.get(i, 0) + 1
+        name = f"{key}-{i}-{attempts[i]}"
+        return client.submit(task, chunks[i], key=name, retries=retries, pure=False)
+
+    pending = {submit(i): i for i in range(len(chunks)) if i not in finished}
     run = Run()
     while pending:
         if stop():
@@ -82,8 +86,11 @@ def run_chunks(
             done = set()
         for future in done:
             index = pending.pop(future)
+            if future.status == "cancelled" and attempts[index] <= retries:
+                pending[submit(index)] = index  # dropped by the scheduler (a retired worker)
+                continue
             if future.status != "finished":
-                raise JobFailed(f"chunk {index} of {key} failed: {future.exception()!r}")
+                raise JobFailed(f"chunk {index} of {key} {future.status}: {future.exception()!r}")
             on_result(index, future.result())
             monitor.record(len(chunks[index]))
         run.checks.append(_check(engine, monitor, control, len(pending)))
