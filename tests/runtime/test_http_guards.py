@@ -10,11 +10,18 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 import pytest
 from fastapi import FastAPI, Request
 
 from meterseal.runtime.auth import PUBLIC, access
-from meterseal.runtime.http import HttpServer, ServerLimits, protocol_base, service_app
+from meterseal.runtime.http import (
+    HttpServer,
+    ServerLimits,
+    ThreadedServer,
+    protocol_base,
+    service_app,
+)
 
 PARSERS = [
     pytest.param(
@@ -138,3 +145,11 @@ def test_httptools_is_chosen_when_installed_and_h11_on_request() -> None:
     pytest.importorskip("httptools")
     assert protocol_base().__name__ == "HttpToolsProtocol"
     assert protocol_base("h11").__name__ == "H11Protocol"
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+def test_a_threaded_server_serves_with_the_parser_asked(parser: str) -> None:
+    with ThreadedServer(_app(), parser=parser) as url:
+        body = os.urandom(300_000)
+        answer = httpx.put(f"{url}/digest", content=body).json()
+        assert answer == {"size": len(body), "sha256": hashlib.sha256(body).hexdigest()}

@@ -190,9 +190,11 @@ def _object_routes(
         except KvsError as exc:
             raise store_refusal(exc) from None
 
+        inbound = metrics.bytes.labels("in")  # looked up once, not per piece
+
         async def body() -> AsyncIterator[bytes]:
             async for piece in request.stream():
-                metrics.bytes.labels("in").inc(len(piece))
+                inbound.inc(len(piece))
                 yield piece
 
         with metrics.timed("put"):
@@ -295,10 +297,10 @@ async def _stream(
 ) -> AsyncIterator[bytes]:
     """The object's bytes; the GET is counted once its last byte went (ok), when the store
     failed mid-stream (failed: the client sees a short body) or the client left (aborted)."""
-    started, outcome = time.perf_counter(), "aborted"
+    started, outcome, outbound = time.perf_counter(), "aborted", metrics.bytes.labels("out")
     try:
         async for piece in objects.get(bucket, key, start, end):
-            metrics.bytes.labels("out").inc(len(piece))
+            outbound.inc(len(piece))
             yield piece
         outcome = "ok"
     except Exception:

@@ -413,11 +413,16 @@ class ThreadedServer:
     """An app served by `HttpServer` on its own event loop in a thread (tests and benches)."""
 
     def __init__(
-        self, app: FastAPI, host: str = "127.0.0.1", tls: ssl.SSLContext | None = None
+        self,
+        app: FastAPI,
+        host: str = "127.0.0.1",
+        tls: ssl.SSLContext | None = None,
+        parser: str = "auto",
     ) -> None:
         self.app = app
         self.host = host
         self.tls = tls
+        self.parser = parser  # as HttpServer's: "auto", "httptools" or "h11"
         self.url = ""
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -434,7 +439,7 @@ class ThreadedServer:
 
     async def _serve(self) -> None:
         self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
-        server = HttpServer(self.app, tls=self.tls)
+        server = HttpServer(self.app, tls=self.tls, parser=self.parser)
         port = await server.start(self.host, 0)
         scheme = "http" if self.tls is None else "https"
         self.url = f"{scheme}://{format_address(self.host, port)}"
