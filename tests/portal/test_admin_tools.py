@@ -20,10 +20,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from fastapi.testclient import TestClient
 
-from meterseal.accounts.changes import DONE, check_chain
+from meterseal.accounts.changes import DONE, Change, ChangeRequest, check_chain
 from meterseal.crypto.certs import create_ca, issue_meter_certificate
 from meterseal.crypto.keys import generate_meter_key
 from meterseal.crypto.suites import ED25519, P256, CipherSuite
+from meterseal.errors import StorageError
 from meterseal.meter.enrolment import Enrolment
 from meterseal.portal import admin_tools
 from meterseal.portal.admin_tools import AdminTools
@@ -89,8 +90,10 @@ def tooled_portal(
     ca: tuple[ec.EllipticCurvePrivateKey, x509.Certificate],
     tmp_path: Path,
     measurement: Measurement,
+    log: ChangeStore | None = None,
 ) -> Iterator[Tooled]:
-    """`portal` with its tools, a CAS served over HTTP with a secret and a rule."""
+    """`portal` with its tools (the change log `log`, default the store's), a CAS served over
+    HTTP with a secret and a rule."""
     month = portal.month
     world = make_world(platform(tmp_path / "cas"), MemoryCasState())
     world.cas.put_secret("db-password", SECRET)
@@ -99,7 +102,7 @@ def tooled_portal(
     maker = create_ca("ACME meters CA", now=NOW, rng=os.urandom)
     with ThreadedServer(create_cas_app(world.cas, portal.people.authenticator)) as url:
         tools = AdminTools(
-            changes=ChangeStore(month.store),
+            changes=log or ChangeStore(month.store),
             enrolment=Enrolment(*ca, month.store, tmp_path / "dep", manufacturers=[maker[1]]),
             tariffs=BillStore(month.store),
             cas=CasAdmin(url),
@@ -376,3 +379,44 @@ def test_the_provisioning_form_takes_a_large_certificate_and_no_more(tooled: Too
     assert too_large.status_code == 413  # type: ignore[attr-defined]
     elsewhere = _post(client, "/portal/admin/tariffs/new", toml="#" * 6_000)
     assert elsewhere.status_code == 413  # type: ignore[attr-defined]
+
+
+class FailingLog(ChangeStore):
+    """The store's change log whose every "done" entry fails once written (a full disk)."""
+
+    def record(self, request: ChangeRequest) -> Change:
+        """Write the entry, then fail for a change that took effect."""
+        made = super().record(request)
+        if request.outcome == DONE:
+            raise StorageError("storage failed: the disk is full (simulated)")
+        return made
+
+
+def test_a_change_whose_entry_cannot_be_recorded_is_not_made(
+    portal: Portal,
+    ca: tuple[ec.EllipticCurvePrivateKey, x509.Certificate],
+    tmp_path: Path,
+    worker_measurement: Measurement,  # noqa: F811
+) -> None:
+    store = portal.month.store
+    tooled = next(tooled_portal(portal, ca, tmp_path, worker_measurement, FailingLog(store)))
+    client, _ = sign_in(tooled.portal, ADMINISTRATOR)
+    provision = _post(client, "/portal/admin/meters/new", how="csr", pem=csr_pem("ACME-20"),
+                      customer="C-20", region="R01")  # fmt: skip
+    assert provision.status_code == 400  # type: ignore[attr-defined]
+    assert "the disk is full" in _alert(provision.text)  # type: ignore[attr-defined]
+    assert "ACME-20" not in {r.meter_id for r in store.meter_rows()}
+    tariff = portal.month.tariff
+    toml = dataclasses.replace(tariff, version=tariff.version + 1).to_toml()
+    publish = _post(client, "/portal/admin/tariffs/new", toml=toml)
+    assert publish.status_code == 400  # type: ignore[attr-defined]
+    assert BillStore(store).tariff_book().latest(tariff.tariff_id).version == tariff.version
+    meter = sorted(r.meter_id for r in store.meter_rows())[0]
+    revoke = _post(client, f"/portal/admin/meters/{meter}/revoke", meter=meter)
+    assert revoke.status_code == 503  # type: ignore[attr-defined]
+    assert "not revoked: storage failed: the disk is full" in revoke.text  # type: ignore[attr-defined]
+    assert next(r for r in store.meter_rows() if r.meter_id == meter).revoked_at is None
+    # Only the refusals are in the log: no entry of a change that was rolled back.
+    outcomes = [(a, o.split(":")[0]) for _, a, _, o in tooled.changes()]
+    assert outcomes == [("meter.provision", "refused"), ("tariff.publish", "refused")]
+    assert check_chain(ChangeStore(store).changes()) == []

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -87,4 +88,9 @@ class ChangeLog(Protocol):
 
     def changes(self, after: int = 0, limit: int | None = None) -> list[Change]:
         """Changes with id > `after`, oldest first, at most `limit`."""
+        ...
+
+    def together(self) -> AbstractContextManager[object]:
+        """A transaction that the changes this thread makes inside it to the log's own store
+        join, with the entries recorded: committed together, or neither."""
         ...

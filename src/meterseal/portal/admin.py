@@ -6,7 +6,8 @@ version with its content digest and rates. One change: revoking a meter, in two 
 /portal/admin/meters/{id}/revoke` shows what it does and a CSRF-protected form, whose POST
 revokes it with the store call `meterseal meters revoke` makes) and recorded in the access log
 (who, when, route `/portal/admin/meters/{meter_id}/revoke`, the meter's customer, the meter).
-Each revocation (and each repeated attempt) is also in the administrators' change log. All are
+Each revocation (and each repeated attempt) is also in the administrators' change log: the
+revocation and both entries in one transaction when they share the store. All are
 `role:administrator`. Provisioning a meter, publishing a tariff, the CAS and the change log's
 page are `portal.admin_tools`'s, added here (saying they cannot change anything when the
 portal was given no tools for them).
@@ -26,8 +27,10 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from meterseal.accounts.authn import form_fields
+from meterseal.accounts.changes import DONE
 from meterseal.billing.tariff import TariffBook
 from meterseal.billing.tariff_files import rates_to_dict
+from meterseal.errors import MetersealError
 from meterseal.portal.admin_tools import AdminTools, add_admin_tools
 from meterseal.portal.fleet import FleetSource
 from meterseal.runtime.auth import Identity, Rule, access, identity_of
@@ -140,13 +143,19 @@ def add_admin_routes(
         if row.revoked_at is not None:
             await recorder.refused(identity_of(request), ACTION, meter_id, "already revoked")
             return page(request, row, 409, "")
-        now = dt.datetime.fromtimestamp(clock(), dt.UTC)
-        await run_in_threadpool(revocation.revoke_meter, meter_id, now)
-        if changes is not None:
-            await run_in_threadpool(
-                changes.read, identity_of(request), REVOKE_ROUTE, row.customer_id, meter_id
-            )
-        await recorder.done(identity_of(request), ACTION, meter_id, f"customer {row.customer_id}")
+        now, identity = dt.datetime.fromtimestamp(clock(), dt.UTC), identity_of(request)
+
+        def revoke_and_log() -> None:  # with the change log's entry, in one transaction
+            assert revocation is not None
+            revocation.revoke_meter(meter_id, now)
+            if changes is not None:
+                changes.read(identity, REVOKE_ROUTE, row.customer_id, meter_id)
+
+        entry = (meter_id, DONE, f"customer {row.customer_id}")
+        try:
+            await recorder.made(identity, ACTION, revoke_and_log, lambda _: entry)
+        except MetersealError as exc:
+            return page(request, row, 503, f"not revoked: {exc.diagnostics()}")
         return meter_list(request, f"meter {meter_id} revoked")
 
     def page(request: Request, row: MeterRow, status: int, problem: str) -> Response:

@@ -2,7 +2,11 @@
 
 Every change an administrator makes or attempts through the portal is recorded through a
 `Recorder` (who, roles, when, action, object, outcome, detail) into the store's hash-chained
-log (`accounts.changes`); `/portal/admin/changes` (`role:administrator`) lists the newest
+log (`accounts.changes`). A change to the log's own store (a meter provisioned or revoked, a
+tariff published) is made and recorded in one transaction (`Recorder.make`): if the entry
+cannot be written the change is rolled back, and the reverse. A change made elsewhere (the
+CAS's, over its HTTP API) is recorded after the CAS answered, and stands unrecorded if the
+recording then fails; `/portal/admin/changes` (`role:administrator`) lists the newest
 entries with the chain's check over the whole log and its newest digest.
 """
 
@@ -12,6 +16,7 @@ import datetime as dt
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
@@ -22,6 +27,8 @@ from meterseal.portal.admin_render import Render
 from meterseal.runtime.auth import Identity, Rule, access
 
 CHANGES_SHOWN = 200
+T = TypeVar("T")
+Entry = tuple[str, str, str]  # a change's (object id, outcome, detail) in the log
 NO_LOG = "this portal keeps no change log (it was started without a writable store)"
 
 
@@ -43,6 +50,24 @@ class Recorder:
             self.clock(), identity.subject or "", roles, action, object_id[:256], outcome, detail
         )
         self.log.record(request)
+
+    def make(
+        self, identity: Identity, action: str, change: Callable[[], T], entry: Callable[[T], Entry]
+    ) -> T:
+        """Make `change` and record its `entry` (object, outcome, detail) in one transaction
+        when the change is to the log's own store: both stand, or neither (module doc)."""
+        if self.log is None:
+            return change()
+        with self.log.together():
+            made = change()
+            self.record(identity, action, *entry(made))
+        return made
+
+    async def made(
+        self, identity: Identity, action: str, change: Callable[[], T], entry: Callable[[T], Entry]
+    ) -> T:
+        """`make` off the event loop."""
+        return await run_in_threadpool(self.make, identity, action, change, entry)
 
     async def done(self, identity: Identity, action: str, object_id: str, detail: str = "") -> None:
         """Record a change that took effect (off the event loop)."""

@@ -4,8 +4,9 @@ The form takes one meter's key made at the factory, pasted as PEM: a PKCS#10 req
 deployment CA certifies as `meterseal meters certify` does, or a trusted manufacturer's meter
 certificate, imported as `meterseal meters import-cert` does (both through
 `meter.enrolment.Enrolment`); with the meter's customer, region and optionally its suite and
-id. A good form registers the meter and records the change; a bad one is said on the form
-(400), recorded as refused, and changes nothing. `role:administrator` both ways.
+id. A good form registers the meter and records the change in one transaction of the store; a
+bad one is said on the form (400), recorded as refused, and changes nothing.
+`role:administrator` both ways.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ import hashlib
 from cryptography.hazmat.primitives import serialization
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import Response
-from starlette.concurrency import run_in_threadpool
 
 from meterseal.accounts.authn import allow_larger_form, form_fields
+from meterseal.accounts.changes import DONE
 from meterseal.crypto.manufacturer import Certified
 from meterseal.crypto.suites import SUITES, CipherSuite
 from meterseal.errors import MetersealError
@@ -86,26 +87,30 @@ def add_meter_provisioning(
             customer = field_name(form, "customer", "customer id")
             region = field_name(form, "region", "region")
             suite = _suite(form)
-            pem = sent["pem"].encode()
-            now = moment(recorder.clock)
-            if how == "csr":
-                done = await run_in_threadpool(
-                    enrolment.certify, pem, meter_id, customer, region, suite, now
+            pem, now = sent["pem"].encode(), moment(recorder.clock)
+            if how != "csr" and meter_id is not None:
+                raise BadInput("a manufacturer's certificate names its meter: leave the id empty")
+
+            def register() -> Certified:
+                assert enrolment is not None
+                if how == "csr":
+                    return enrolment.certify(pem, meter_id, customer, region, suite, now)
+                return enrolment.import_certificate(pem, customer, region, suite, now)
+
+            def entry(done: Certified) -> tuple[str, str, str]:
+                return (
+                    done.meter_id,
+                    DONE,
+                    f"customer {customer}, region {region}, {_summary(done)}",
                 )
-            else:
-                if meter_id is not None:
-                    raise BadInput(
-                        "a manufacturer's certificate names its meter: leave the id empty"
-                    )
-                done = await run_in_threadpool(
-                    enrolment.import_certificate, pem, customer, region, suite, now
-                )
+
+            # Registered and recorded in one transaction of the store (Recorder.make).
+            done = await recorder.made(identity, ACTION, register, entry)
         except (BadInput, MetersealError) as exc:
             reason = exc.diagnostics() if isinstance(exc, MetersealError) else str(exc)
             await recorder.refused(identity, ACTION, named, reason)
             return form_page(request, 400, reason, **sent)
-        detail = f"customer {customer}, region {region}, {_summary(done)}"
-        await recorder.done(identity, ACTION, done.meter_id, detail)
+        detail = entry(done)[2]
         return render(
             request, "staff/admin_done.html", title="Meter provisioned",
             said=f"meter {done.meter_id} provisioned: {detail}",

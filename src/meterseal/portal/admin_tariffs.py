@@ -17,9 +17,9 @@ from typing import Annotated, Protocol
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import Response
-from starlette.concurrency import run_in_threadpool
 
 from meterseal.accounts.authn import form_fields
+from meterseal.accounts.changes import DONE
 from meterseal.billing.tariff import Tariff, TariffBook, loads_tariff
 from meterseal.errors import MetersealError
 from meterseal.portal.admin_changes import Recorder
@@ -89,19 +89,24 @@ def add_tariff_publishing(
             raise HTTPException(503, NO_PUBLISHING)
         try:
             tariff = loads_tariff(text, "the form")
-            added = await run_in_threadpool(
-                lambda: publisher.add_tariff(tariff, now=moment(recorder.clock))
-            )
+            name, digest = f"{tariff.tariff_id} v{tariff.version}", tariff.digest().hex()
+
+            def entry(added: bool) -> tuple[str, str, str]:
+                if added:
+                    return name, DONE, f"{tariff.kind}, digest {digest}"
+                return name, "refused: already published", f"digest {digest}"
+
+            # Published and recorded in one transaction of the store (Recorder.make).
+            added = await recorder.made(
+                identity, ACTION, lambda: publisher.add_tariff(tariff, now=moment(recorder.clock)),
+                entry,
+            )  # fmt: skip
         except MetersealError as exc:
             await recorder.refused(identity, ACTION, _named(text), exc.diagnostics())
             return form_page(request, text, 400, exc.diagnostics())
-        name = f"{tariff.tariff_id} v{tariff.version}"
-        digest = tariff.digest().hex()
         if not added:
             said = f"{name} is already published with this content (digest {digest[:16]}…)"
-            await recorder.refused(identity, ACTION, name, "already published", f"digest {digest}")
             return form_page(request, text, 409, said)
-        await recorder.done(identity, ACTION, name, f"{tariff.kind}, digest {digest}")
         return render(
             request, "staff/admin_done.html", title="Tariff published",
             said=f"tariff {name} published (digest {digest})",

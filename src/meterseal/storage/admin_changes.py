@@ -2,11 +2,13 @@
 
 An append reads the newest digest and writes the next entry in one write transaction under a
 lock (SQLite's write lock; a PostgreSQL advisory lock), so two portals on one store never fork
-the chain.
+the chain. Inside `together()` (the store's `unit()`) the entry joins the transaction of the
+change it records.
 """
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import Any
 
 import sqlalchemy as sa
@@ -55,6 +57,10 @@ class ChangeStore:
             )
             (key,) = inserted.inserted_primary_key or (0,)
         return Change(int(key), request, previous, digest)
+
+    def together(self) -> AbstractContextManager[object]:
+        """The store's unit: changes made to it inside commit with the entries, or neither."""
+        return self.store.unit()
 
     def changes(self, after: int = 0, limit: int | None = None) -> list[Change]:
         """Changes with id > `after`, oldest first, at most `limit`."""

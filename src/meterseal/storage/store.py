@@ -2,8 +2,9 @@
 
 One `Store` serves SQLite and PostgreSQL with the same SQLAlchemy Core logic; only the shape
 of an ingest batch's bulk statements differs (`bulk.BulkStatements`). Every method runs in its own
-transaction; `save_batch` returns only after its commit is durable, so the caller may
-acknowledge the batch's packets then.
+transaction, unless its thread is inside the store's `unit()`, whose one transaction it joins;
+`save_batch` returns only after its commit is durable, so the caller may acknowledge the
+batch's packets then.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import logging
+import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -98,6 +100,7 @@ class Store:
         if name not in ("sqlite", "postgresql"):
             raise StorageError(f"meterseal stores on SQLite or PostgreSQL, not {name}")
         self._bulk = bulk = BulkStatements(name)
+        self._unit = threading.local()  # the connection of this thread's `unit()`, if any
         upsert = bulk.insert(ingest_counters)
         self._add_counts = upsert.on_conflict_do_update(
             index_elements=["outcome"],
@@ -173,8 +176,32 @@ class Store:
         self.close()
 
     @contextmanager
+    def unit(self) -> Iterator[Connection]:
+        """One write transaction that every read and write of this store (and of the
+        repositories sharing it) made in this thread inside it joins: committed together at
+        its end, or all rolled back if anything raises. Nested units join the outer one."""
+        if self._joined() is not None:
+            with self._write() as connection:
+                yield connection
+            return
+        with self._write() as connection:
+            self._unit.connection = connection
+            try:
+                yield connection
+            finally:
+                self._unit.connection = None
+
+    def _joined(self) -> Connection | None:
+        connection: Connection | None = getattr(self._unit, "connection", None)
+        return connection
+
+    @contextmanager
     def _write(self) -> Iterator[Connection]:
         try:
+            joined = self._joined()
+            if joined is not None:
+                yield joined
+                return
             with begin_write(self.engine) as connection:
                 yield connection
         except sa.exc.SQLAlchemyError as exc:
@@ -183,6 +210,10 @@ class Store:
     @contextmanager
     def _read(self) -> Iterator[Connection]:
         try:
+            joined = self._joined()
+            if joined is not None:  # inside a unit: read what it wrote so far
+                yield joined
+                return
             with self.engine.connect() as connection:
                 yield connection
         except sa.exc.SQLAlchemyError as exc:
