@@ -141,6 +141,13 @@ def test_certificates_of_a_trusted_manufacturer_only_are_imported(
     code, said = _run("trust-manufacturer", "bad", str(genuine), "-d", str(directory))
     assert code == 2
     assert "not a CA certificate" in said
+    # Revoked, the meter stays revoked: the same certificate again is refused.
+    assert _run("revoke", "ACME-5", "--store", store)[0] == 0
+    code, said = _run("import-cert", str(genuine), *common, "--replace")
+    assert code == 2
+    assert "a revoked meter stays revoked, nothing was registered: ACME-5 (revoked on" in said
+    with Store.open(store) as opened:
+        assert [row.revoked_at is not None for row in opened.meter_rows()] == [True]
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
