@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -103,3 +105,37 @@ def test_a_job_survives_a_worker_killed_mid_task(tmp_path: Path) -> None:
         )
     assert (tmp_path / "killed").exists()  # a worker did die
     assert got == {i: [i] for i in range(8)}  # every result once, the killed one retried
+
+
+class Overlap:
+    """How many tasks ran at once, at most (tasks in this process's worker threads)."""
+
+    lock = threading.Lock()
+    now = 0
+    most = 0
+
+
+def held(chunk: Sequence[int]) -> int:
+    """A task that stays a moment, counting the tasks running beside it."""
+    with Overlap.lock:
+        Overlap.now += 1
+        Overlap.most = max(Overlap.most, Overlap.now)
+    time.sleep(0.05)
+    with Overlap.lock:
+        Overlap.now -= 1
+    return sum(chunk)
+
+
+def test_trusted_memory_is_never_over_committed() -> None:
+    # One worker declaring 100 MiB with 4 threads; each task needs 60: one at a time.
+    Overlap.most = 0
+    snapshots = []
+    with local_engine(1, processes=False, threads_per_worker=4, trusted_memory=100) as engine:
+        run_chunks(
+            engine, held, chunked(list(range(8)), 1), lambda i, r: None,
+            monitor=Monitor(8, 1e9, clock=fake_clock(0.0)), key="epc", interval=0.01,
+            trusted_memory=60, on_check=lambda s, d: snapshots.append(s),
+        )  # fmt: skip
+    assert Overlap.most == 1
+    assert {s.trusted_capacity for s in snapshots} == {100.0}
+    assert {s.trusted_used for s in snapshots} <= {0.0, 60.0}

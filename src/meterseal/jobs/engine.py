@@ -11,7 +11,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from meterseal.errors import ConfigurationError
 
@@ -55,6 +55,9 @@ class DaskClusterActuator:
         self.cluster.scale(workers)  # type: ignore[no-untyped-call]
 
 
+TRUSTED_MEMORY = "TRUSTED_MEMORY_MB"  # the Dask resource: enclave (EPC) memory in MiB
+
+
 @dataclass
 class Engine:
     """A Dask client on a cluster, and the actuator the Controller scales it with."""
@@ -63,12 +66,37 @@ class Engine:
     actuator: Actuator
     address: str
 
+    def trusted_memory(self) -> tuple[float, float]:
+        """Trusted memory (MiB) the running tasks hold and the workers declare, cluster-wide."""
+        held = declared = 0.0
+        for worker in self.client.scheduler_info()["workers"].values():
+            declared += worker.get("resources", {}).get(TRUSTED_MEMORY, 0.0)
+        if declared:
+            used = self.client.run(_trusted_in_use)
+            held = float(sum(used.values()))
+        return held, declared
+
+
+def _trusted_in_use(dask_worker: Any) -> float:
+    """On a worker: the trusted memory its executing tasks hold (declared minus available)."""
+    state = dask_worker.state
+    total = state.total_resources.get(TRUSTED_MEMORY, 0.0)
+    return float(total - state.available_resources.get(TRUSTED_MEMORY, total))
+
 
 @contextmanager
 def local_engine(
-    workers: int = 1, *, processes: bool = True, threads_per_worker: int = 1
+    workers: int = 1,
+    *,
+    processes: bool = True,
+    threads_per_worker: int = 1,
+    trusted_memory: float | None = None,
 ) -> Iterator[Engine]:
-    """A LocalCluster of `workers` (processes unless told), its client and its actuator."""
+    """A LocalCluster of `workers` (processes unless told), its client and its actuator.
+
+    `trusted_memory` (MiB) is each worker's declared enclave memory, a Dask resource: the
+    scheduler never runs tasks on a worker whose needs together exceed it.
+    """
     try:
         from distributed import Client, LocalCluster
     except ImportError as exc:  # pragma: no cover - the extra names it
@@ -79,6 +107,7 @@ def local_engine(
         processes=processes,
         dashboard_address=None,
         silence_logs=logging.CRITICAL,  # a closing cluster's heartbeats are not errors
+        resources=None if trusted_memory is None else {TRUSTED_MEMORY: trusted_memory},
     )
     try:
         client = Client(cluster)  # type: ignore[no-untyped-call]

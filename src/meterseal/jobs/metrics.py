@@ -14,9 +14,14 @@ GAUGES = {
     "progress": ("meterseal_job_progress", "Share of the job's tasks done (0..1)"),
     "expected": ("meterseal_job_expected_progress", "Share of the deadline used (0..1)"),
     "error": ("meterseal_job_error", "Progress minus expected progress (negative: late)"),
-    "workers": ("meterseal_job_workers", "Dask workers connected at the last check"),
+    "workers": ("meterseal_job_workers", "Dask workers asked for at the last check"),
     "queued": ("meterseal_job_queued_chunks", "Chunks not finished yet"),
     "tasks_per_second": ("meterseal_job_tasks_per_second", "Tasks done per second so far"),
+    "trusted_used": ("meterseal_job_trusted_memory_used_mib", "Trusted memory running tasks hold"),
+    "trusted_capacity": (
+        "meterseal_job_trusted_memory_capacity_mib",
+        "Trusted memory the workers declare",
+    ),
 }
 
 

@@ -19,6 +19,8 @@ class Snapshot:
 
     observation: Observation
     tasks_per_second: float
+    trusted_used: float = 0.0  # MiB of trusted memory the running tasks hold
+    trusted_capacity: float = 0.0  # MiB the workers declare
 
     def to_dict(self) -> dict[str, float | int]:
         """The figures a job's status and its metrics show."""
@@ -33,6 +35,8 @@ class Snapshot:
             "queued": seen.queued,
             "elapsed": seen.elapsed,
             "tasks_per_second": self.tasks_per_second,
+            "trusted_used": self.trusted_used,
+            "trusted_capacity": self.trusted_capacity,
         }
 
 
@@ -53,9 +57,11 @@ class Monitor:
         """Count `tasks` more done."""
         self.done += tasks
 
-    def check(self, workers: int, queued: int) -> Snapshot:
-        """The observation now, with `workers` running and `queued` tasks waiting."""
+    def check(
+        self, workers: int, queued: int, trusted: tuple[float, float] = (0.0, 0.0)
+    ) -> Snapshot:
+        """The observation now: `workers`, `queued` tasks, trusted memory (held, declared)."""
         elapsed = max(0.0, self.clock() - self.started)
         seen = Observation(self.done, self.total, elapsed, self.deadline, workers, queued)
         rate = self.done / elapsed if elapsed > 0 else 0.0
-        return Snapshot(seen, rate)
+        return Snapshot(seen, rate, *trusted)

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from meterseal.errors import MetersealError
 from meterseal.jobs.control import Controller, Decision
-from meterseal.jobs.engine import Engine
+from meterseal.jobs.engine import TRUSTED_MEMORY, Engine
 from meterseal.jobs.monitor import Monitor, Snapshot
 
 T = TypeVar("T")
@@ -57,8 +57,12 @@ def run_chunks(
     finished: Collection[int] = (),
     stop: Callable[[], bool] = _never,
     on_check: Callable[[Snapshot, Decision | None], None] | None = None,
+    trusted_memory: float | None = None,
 ) -> Run:
-    """Run `task` on every chunk not `finished` yet; `on_result(index, result)` once each."""
+    """Run `task` on every chunk not `finished` yet; `on_result(index, result)` once each.
+
+    `trusted_memory` (MiB) is what each task needs of the workers' declared trusted memory.
+    """
     from distributed import TimeoutError as DaskTimeout
     from distributed import wait
 
@@ -69,7 +73,8 @@ def run_chunks(
     def submit(i: int) -> Any:
         attempts[i] = attempts.get(i, 0) + 1
         name = f"{key}-{i}-{attempts[i]}"
-        return client.submit(task, chunks[i], key=name, retries=retries, pure=False)
+        need = None if trusted_memory is None else {TRUSTED_MEMORY: trusted_memory}
+        return client.submit(task, chunks[i], key=name, retries=retries, pure=False, resources=need)
 
     pending = {submit(i): i for i in range(len(chunks)) if i not in finished}
     run = Run()
@@ -102,7 +107,7 @@ def run_chunks(
 def _check(
     engine: Engine, monitor: Monitor, control: Controller | None, queued: int
 ) -> tuple[Snapshot, Decision | None]:
-    snapshot = monitor.check(engine.actuator.workers(), queued)
+    snapshot = monitor.check(engine.actuator.workers(), queued, engine.trusted_memory())
     if control is None or queued == 0:
         return snapshot, None
     decision = control.decide(snapshot.observation)
