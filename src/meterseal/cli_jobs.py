@@ -31,6 +31,10 @@ JobId = Annotated[str, typer.Argument(help="job id (meterseal jobs list)")]
 Threads = Annotated[
     bool, typer.Option("--threads", help="workers as threads of this process, not processes")
 ]
+TrustedMemory = Annotated[
+    float | None,
+    typer.Option(help="MiB of trusted (enclave) memory each worker declares, a Dask resource"),
+]
 MetricsPort = Annotated[
     int | None,
     typer.Option(help=f"serve the job's metrics on 127.0.0.1:PORT/metrics (e.g. {DEFAULT_PORT})"),
@@ -59,7 +63,12 @@ def _when(stamp: float | None) -> str:
 
 
 def _run(
-    boss: Manager, job_id: str, workers: int, threads: bool, metrics_port: int | None
+    boss: Manager,
+    job_id: str,
+    workers: int,
+    threads: bool,
+    metrics_port: int | None,
+    trusted_memory: float | None = None,
 ) -> JobRecord:
     """Run a job on a local cluster with a progress bar; the record as it ended."""
     record = boss.status(job_id)
@@ -69,7 +78,7 @@ def _run(
         server, port = serve_metrics(metrics, metrics_port)
         console.print(f"metrics: http://127.0.0.1:{port}/metrics", soft_wrap=True)
     try:
-        return _run_on(boss, record, workers, threads, metrics)
+        return _run_on(boss, record, workers, threads, metrics, trusted_memory)
     finally:
         if server is not None:
             server.shutdown()
@@ -77,10 +86,16 @@ def _run(
 
 
 def _run_on(
-    boss: Manager, record: JobRecord, workers: int, threads: bool, metrics: JobMetrics
+    boss: Manager,
+    record: JobRecord,
+    workers: int,
+    threads: bool,
+    metrics: JobMetrics,
+    trusted_memory: float | None,
 ) -> JobRecord:
     job_id = record.job_id
-    with progress_bar(console) as bar, local_engine(workers, processes=not threads) as engine:
+    engine_of = local_engine(workers, processes=not threads, trusted_memory=trusted_memory)
+    with progress_bar(console) as bar, engine_of as engine:
         task = bar.add_task(f"{job_id} {record.application}", total=None)
 
         def show(rec: JobRecord, snapshot: Snapshot, decision: Decision | None) -> None:
@@ -102,6 +117,12 @@ def _print(record: JobRecord) -> None:
         f"{record.written} results written, {record.actuations} actuations",
         soft_wrap=True,
     )
+    if status.get("trusted_capacity"):
+        console.print(
+            f"  trusted memory {status['trusted_used']:.0f} of {status['trusted_capacity']:.0f}"
+            " MiB held",
+            soft_wrap=True,
+        )
     if status:
         console.print(
             f"  progress {status['progress']:.1%} (expected {status['expected']:.1%}, "
@@ -132,6 +153,11 @@ def submit(
     reports: Annotated[
         str | None, typer.Option(help="database for reports (default: --store)")
     ] = None,
+    task_memory: Annotated[
+        float | None,
+        typer.Option(help="MiB of the workers' trusted memory each task needs (--trusted-memory)"),
+    ] = None,
+    trusted_memory: TrustedMemory = None,
     detach: Annotated[bool, typer.Option(help="record the job only; run it later")] = False,
     threads: Threads = False,
     metrics_port: MetricsPort = None,
@@ -150,7 +176,14 @@ def submit(
         passphrase_env,
     )
     control = Control(
-        deadline, tolerance, mode, _settings(setting), min_workers, max_workers, interval
+        deadline,
+        tolerance,
+        mode,
+        _settings(setting),
+        min_workers,
+        max_workers,
+        interval,
+        task_memory,
     )
     boss = _manager(deployment_dir)
     record = boss.submit_validation(audit, reports, period_of(first_day, days), chunk, control)
@@ -158,7 +191,7 @@ def submit(
     if detach:
         console.print(f"run it: meterseal jobs run {record.job_id}", soft_wrap=True)
         return
-    _run(boss, record.job_id, workers, threads, metrics_port)
+    _run(boss, record.job_id, workers, threads, metrics_port, trusted_memory)
     console.print(f"its status: meterseal jobs status {record.job_id}", soft_wrap=True)
 
 
@@ -168,10 +201,11 @@ def run(
     workers: Annotated[int, typer.Option(help="workers to start with")] = 1,
     threads: Threads = False,
     metrics_port: MetricsPort = None,
+    trusted_memory: TrustedMemory = None,
     deployment_dir: DeploymentDir = DEFAULT_DEPLOYMENT,
 ) -> None:
     """Run a submitted job, or resume one a stopped Manager left running."""
-    _run(_manager(deployment_dir), job_id, workers, threads, metrics_port)
+    _run(_manager(deployment_dir), job_id, workers, threads, metrics_port, trusted_memory)
 
 
 @jobs_app.command("status")

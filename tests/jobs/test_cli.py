@@ -33,6 +33,7 @@ def test_the_validation_job_from_the_command_line(tmp_path: Path) -> None:
     out = run(
         "jobs", "submit", "validation", "--from", FIRST, "--days", "1", "--threads",
         "--chunk", "1", "--tolerance", "0.05", "--metrics-port", "0",
+        "--trusted-memory", "100", "--task-memory", "60",
         "--store", store, "--reports", spread, *d,
     )  # fmt: skip
     job = re.search(r"submitted (job-\w+)", out)
@@ -44,7 +45,9 @@ def test_the_validation_job_from_the_command_line(tmp_path: Path) -> None:
     assert kept(spread) == kept(alone)
     assert [clean for _, clean, _ in kept(spread)] == [True, True]
 
-    assert "progress 100.0%" in run("jobs", "status", job[1], *d)
+    shown = run("jobs", "status", job[1], *d)
+    assert "progress 100.0%" in shown
+    assert "of 100 MiB held" in shown
     assert "error: job cannot cancel when succeeded" in run("jobs", "cancel", job[1], *d, code=2)
 
     later = run(

@@ -43,6 +43,7 @@ class Control:
     min_workers: int = 1
     max_workers: int = 4
     interval: float = 5.0
+    task_memory: float | None = None  # MiB of the workers' trusted memory each task needs
 
     def as_dict(self) -> dict[str, Any]:
         """The settings as a record keeps them."""
@@ -163,6 +164,7 @@ class Manager:
                 key=record.job_id,
                 interval=settings["interval"],
                 finished=set(record.finished),
+                trusted_memory=settings.get("task_memory"),
                 stop=lambda: self.book.load(record.job_id).state in FINAL,
                 on_check=checked,
             )
