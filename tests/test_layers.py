@@ -153,6 +153,7 @@ LAYERS: dict[str, Layer] = {
     "meterseal.bench": INTERFACE,
     "meterseal.jobs": CORE,  # the controller modes, the monitor, the job lifecycle: sans-IO
     "meterseal.jobs.engine": ADAPTER,  # Dask distributed: the cluster and its scaling
+    "meterseal.jobs.kubernetes": ADAPTER,  # scaling Dask workers as a Kubernetes Job's pods
     "meterseal.jobs.runner": ADAPTER,  # chunks as Dask tasks under the monitor and controller
     "meterseal.jobs.validation": SERVICE,  # the audit of a period's bills, chunk by chunk
     "meterseal.jobs.records": ADAPTER,  # durable job records, one JSON file per job

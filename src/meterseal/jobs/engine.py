@@ -117,3 +117,15 @@ def local_engine(
             client.close()  # type: ignore[no-untyped-call]
     finally:
         cluster.close()
+
+
+@contextmanager
+def remote_engine(address: str, actuator: Actuator) -> Iterator[Engine]:
+    """A client of a running `dask scheduler` at `address`, scaled through `actuator`."""
+    from distributed import Client
+
+    client = Client(address)  # type: ignore[no-untyped-call]
+    try:
+        yield Engine(client, actuator, address)
+    finally:
+        client.close()  # type: ignore[no-untyped-call]
