@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from meterseal.kvs.gateway_keys import KeyTable, Right, Scope
+from meterseal.kvs.nats_nodes import NatsStorage
 from meterseal.kvs.policy import parse_policy
 from meterseal.kvs.service import (
     GatewayOptions,
@@ -130,3 +131,38 @@ def test_the_gateway_stores_on_nats_nodes_and_reads_with_two_servers_lost(
             time.sleep(0.5)
         assert ready.status_code == 503
         assert "3 of 5 storage nodes are healthy" in ready.json()["reason"]
+
+
+def test_replicated_objects_live_on_a_stream_jetstream_replicates(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    namespace = f"gw{os.urandom(4).hex()}"
+    layout = StoreLayout(tmp_path, 5, ",".join(cluster.urls), namespace)
+    policy = parse_policy("rep:3")
+
+    async def scenario() -> tuple[int, int, list[int], bytes]:
+        opened = await open_store(layout, MASTER, policy, os.urandom)
+        storage = await NatsStorage.connect(list(cluster.urls), namespace)
+        try:
+            await opened.store.put_bytes("meters", "month", OBJECT, policy)
+            js = storage.jetstream()
+            info = await js.stream_info(f"KVS_{namespace}_r-rep3")
+            nodes = [await js.stream_info(f"KVS_{namespace}_n-n{i}") for i in range(1, 6)]
+            await storage.close()
+            cluster.kill("n1")
+            cluster.kill("n2")
+            read = await opened.store.get_bytes("meters", "month")
+            return (
+                info.config.num_replicas or 0,
+                info.state.messages,
+                [n.state.messages for n in nodes],
+                read,
+            )
+        finally:
+            await opened.close()
+
+    replicas, messages, on_nodes, read = asyncio.run(scenario())
+    assert replicas == 3
+    assert messages > 0
+    assert on_nodes == [0, 0, 0, 0, 0]  # no copy went to a single-replica node stream
+    assert read == OBJECT  # two of five servers down: the stream still has a copy to read

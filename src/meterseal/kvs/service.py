@@ -26,7 +26,7 @@ from meterseal.kvs.gateway import Scrub, create_gateway_app
 from meterseal.kvs.gateway_auth import KvsAuthenticator
 from meterseal.kvs.gateway_http import KvsMetrics
 from meterseal.kvs.gateway_state import RESERVED, GatewayState
-from meterseal.kvs.nodes import BlobNode, Catalog, LocalDirCatalog, LocalDirNode
+from meterseal.kvs.nodes import BlobNode, Catalog, LocalDirCatalog, LocalDirNode, ReplicaSet
 from meterseal.kvs.policy import Policy, Replication, parse_policy
 from meterseal.kvs.sealing import derive_bucket_key
 from meterseal.kvs.service_health import NodeHealth
@@ -43,8 +43,9 @@ class StoreLayout:
     """Where the storage nodes are: `nodes` directories under `dir`, or `nodes` NATS servers.
 
     On NATS (`nats`: one URL or several, comma-separated) the nodes are the cluster's servers
-    named n1 … nN (tagged ``node:nI``), each holding a single-replica stream, and the catalog
-    is a stream replicated on up to 3 of them; `namespace` keeps this deployment's streams
+    named n1 … nN (tagged ``node:nI``), each holding a single-replica stream (fragments), rep:N
+    objects go to one stream JetStream replicates on N servers, and the catalog is a stream
+    replicated on up to 3 of them; `namespace` keeps this deployment's streams
     apart from another's on the same cluster.
     """
 
@@ -117,16 +118,22 @@ async def open_store(
             f"nodes; there are {layout.nodes} (kvs.nodes, or another kvs.policy)"
         )
     close = _nothing
+    replica_sets: list[ReplicaSet] = []
     nodes: list[BlobNode]
     catalog: Catalog
     if layout.nats:
-        from meterseal.kvs.nats_nodes import NatsStorage
+        from meterseal.kvs.nats_nodes import MAX_REPLICAS, NatsStorage
 
         urls = [url.strip() for url in layout.nats.split(",") if url.strip()]
         storage = await NatsStorage.connect(urls, layout.namespace)
         close = storage.close
         try:
             nodes = [await storage.node(name) for name in layout.node_names()]
+            # rep:N goes to one stream JetStream itself keeps on N servers, not N node streams
+            replica_sets = [
+                await storage.replica_set(copies)
+                for copies in range(2, min(MAX_REPLICAS, layout.nodes) + 1)
+            ]
             catalog = await storage.catalog(min(3, layout.nodes))
         except BaseException:
             await close()
@@ -143,6 +150,7 @@ async def open_store(
         lambda bucket: derive_bucket_key(master, bucket),
         clock=time.time,
         rng=rng,
+        replica_sets=replica_sets,
         default_policy=default_policy,
         health_ttl=HEALTH_TTL,
     )
