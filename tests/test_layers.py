@@ -156,6 +156,7 @@ LAYERS: dict[str, Layer] = {
     "meterseal.jobs.kubernetes": ADAPTER,  # scaling Dask workers as a Kubernetes Job's pods
     "meterseal.jobs.runner": ADAPTER,  # chunks as Dask tasks under the monitor and controller
     "meterseal.jobs.validation": SERVICE,  # the audit of a period's bills, chunk by chunk
+    "meterseal.jobs.fraud": ADAPTER,  # the fraud analysis's per-chunk step as Dask tasks
     "meterseal.jobs.records": ADAPTER,  # durable job records, one JSON file per job
     "meterseal.jobs.metrics": RUNTIME,  # the Monitor's figures as Prometheus metrics
     "meterseal.jobs.manager": SERVICE,  # submit, run, cancel, list
