@@ -152,6 +152,12 @@ def test_replicated_objects_live_on_a_stream_jetstream_replicates(
             cluster.kill("n1")
             cluster.kill("n2")
             read = await opened.store.get_bytes("meters", "month")
+            # a gateway (re)started while two servers are down opens and reads too
+            reopened = await open_store(layout, MASTER, policy, os.urandom)
+            try:
+                assert await reopened.store.get_bytes("meters", "month") == OBJECT
+            finally:
+                await reopened.close()
             return (
                 info.config.num_replicas or 0,
                 info.state.messages,

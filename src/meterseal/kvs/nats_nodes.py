@@ -78,6 +78,8 @@ class _Stream:
     def __init__(self, storage: NatsStorage, name: str, base: str, replicas: int) -> None:
         self.storage, self.name, self.base, self.replicas = storage, name, base, replicas
         self.suspect = False  # a request timed out: probe before the next read
+        self.tags: Sequence[str] = ()
+        self.made = True  # False: its server was down when it was opened; made on a probe
         self.no_leader_until = 0.0  # monotonic time until which reads skip the stream leader
 
     async def _gate(self) -> None:
@@ -97,6 +99,8 @@ class _Stream:
     async def ensure(self, tags: Sequence[str] = ()) -> None:
         """Create the stream (or find it with the same configuration)."""
         from nats.js.api import Placement, StorageType, StreamConfig
+
+        self.tags = tags
         from nats.js.errors import BadRequestError
 
         config = StreamConfig(
@@ -282,6 +286,12 @@ class _Stream:
 
     async def probe(self) -> bool:
         """Whether the stream takes a write now (a tiny message on ``<base>.probe``)."""
+        if not self.made:
+            try:
+                await self.ensure(self.tags)
+            except KvsError:
+                return False
+            self.made = True
         try:
             await self.storage.jetstream().publish(
                 f"{self.base}.probe", b"", stream=self.name, timeout=self.storage.probe_timeout
@@ -431,19 +441,35 @@ class NatsStorage:
         answer = json.loads(reply.data)
         return answer if isinstance(answer, dict) else {}
 
-    async def node(self, name: str) -> NatsNode:
-        """Node `name`: its stream made (single replica, placed by tag ``node:<name>``)."""
+    async def node(self, name: str, *, down_ok: bool = False) -> NatsNode:
+        """Node `name`: its stream made (single replica, placed by tag ``node:<name>``).
+
+        With `down_ok`, a node whose server does not answer now is returned unhealthy (its
+        stream is made on the first probe that reaches it), so a gateway starts with a node down.
+        """
         stream = _Stream(self, *self.layout.stream(f"n-{check_name('node', name)}"), 1)
-        await stream.ensure([node_tag(name)])
+        try:
+            await stream.ensure([node_tag(name)])
+        except KvsError:
+            if not down_ok:
+                raise
+            stream.made, stream.suspect = False, True
         return NatsNode(name, stream)
 
-    async def replica_set(self, copies: int, name: str | None = None) -> NatsReplicaSet:
-        """A replica set of `copies` (1-5) copies: one stream with R=copies."""
+    async def replica_set(
+        self, copies: int, name: str | None = None, *, down_ok: bool = False
+    ) -> NatsReplicaSet:
+        """A replica set of `copies` (1-5) copies: one stream with R=copies (`down_ok`: as node)."""
         if not 1 <= copies <= MAX_REPLICAS:
             raise KvsError(f"a NATS replica set keeps 1 to {MAX_REPLICAS} copies, not {copies}")
         name = check_name("replica set", name or f"rep{copies}")
         stream = _Stream(self, *self.layout.stream(f"r-{name}"), copies)
-        await stream.ensure()
+        try:
+            await stream.ensure()
+        except KvsError:
+            if not down_ok:
+                raise
+            stream.made, stream.suspect = False, True
         return NatsReplicaSet(name, copies, stream)
 
     async def catalog(self, replicas: int = 3) -> NatsCatalog:

@@ -128,10 +128,10 @@ async def open_store(
         storage = await NatsStorage.connect(urls, layout.namespace)
         close = storage.close
         try:
-            nodes = [await storage.node(name) for name in layout.node_names()]
+            nodes = [await storage.node(name, down_ok=True) for name in layout.node_names()]
             # rep:N goes to one stream JetStream itself keeps on N servers, not N node streams
             replica_sets = [
-                await storage.replica_set(copies)
+                await storage.replica_set(copies, down_ok=True)
                 for copies in range(2, min(MAX_REPLICAS, layout.nodes) + 1)
             ]
             catalog = await storage.catalog(min(3, layout.nodes))
