@@ -19,6 +19,7 @@ from fastapi import FastAPI
 import meterseal
 from meterseal.acquisition.http import create_app
 from meterseal.billing.api import create_billing_app
+from meterseal.cascadb.http_api import create_app as create_cascadb_app
 from meterseal.kvs.gateway import create_gateway_app
 from meterseal.kvs.gateway_http import KvsMetrics
 from meterseal.portal.app import PublishedKeys, create_portal_app
@@ -127,6 +128,8 @@ EXPECTED: dict[str, dict[str, list[str]]] = {
         "PUT /v1/policy/{bucket}": ["kvs:admin"],
         "POST /v1/scrub": ["kvs:admin:*"],
     },
+    # CascaDB's JSON API: the utility's staff run SQL; customers reach data through bills.
+    "meterseal CascaDB": FRAMEWORK | {"POST /v1/sql": ["roles:operator|administrator"]},
 }
 
 
@@ -146,6 +149,7 @@ def every_app() -> list[FastAPI]:
         create_app(unused),
         admin_app(Idle(), Lifecycle()),
         create_gateway_app(unused, unused, unused, KvsMetrics()),
+        create_cascadb_app(unused, people.authenticator),
     ]
 
 
@@ -180,4 +184,5 @@ def test_the_table_covers_every_app_the_source_makes() -> None:
         "acquisition/http.py",
         "runtime/lifecycle.py",
         "kvs/gateway.py",
+        "cascadb/http_api.py",
     }
