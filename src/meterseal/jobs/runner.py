@@ -94,14 +94,24 @@ def run_chunks(
             if future.status == "cancelled" and attempts[index] <= retries:
                 pending[submit(index)] = index  # dropped by the scheduler (a retired worker)
                 continue
-            if future.status != "finished":
-                raise JobFailed(f"chunk {index} of {key} {future.status}: {future.exception()!r}")
-            on_result(index, future.result())
+            on_result(index, _result(future, f"chunk {index} of {key}"))
             monitor.record(len(chunks[index]))
         run.checks.append(_check(engine, monitor, control, len(pending)))
         if on_check is not None:
             on_check(*run.checks[-1])
     return run
+
+
+def _result(future: Any, what: str) -> Any:
+    """A done future's result. `wait` counts a "lost" future as done: its worker died holding
+    the result, and Dask computes it again (the client still wants it); wait for that."""
+    status = future.status
+    if status not in ("finished", "lost"):
+        raise JobFailed(f"{what} {status}: {future.exception()!r}")
+    try:
+        return future.result()
+    except Exception as exc:  # the recomputation failed on every attempt
+        raise JobFailed(f"{what} failed: {exc!r}") from exc
 
 
 def _check(
