@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 from pathlib import Path
 from typing import Annotated
@@ -19,7 +20,8 @@ from meterseal.cli_common import (
 from meterseal.errors import ConfigurationError
 from meterseal.jobs.control import Decision
 from meterseal.jobs.engine import local_engine
-from meterseal.jobs.manager import Control, Manager, period_of
+from meterseal.jobs.fraud import RankSpec
+from meterseal.jobs.manager import APPLICATIONS, Control, Manager, period_of
 from meterseal.jobs.metrics import DEFAULT_PORT, JobMetrics, serve_metrics
 from meterseal.jobs.monitor import Snapshot
 from meterseal.jobs.records import JobBook, JobRecord
@@ -132,13 +134,33 @@ def _print(record: JobRecord) -> None:
         )
     if record.error:
         console.print(f"  error: {record.error}", soft_wrap=True)
+    if record.application == "fraud" and record.written:
+        console.print(f"  ranking: {record.spec['ranking']}", soft_wrap=True)
+
+
+def _month(month: str) -> tuple[str, int]:
+    """The first day and the day count of YYYY-MM."""
+    try:
+        first = dt.date.fromisoformat(f"{month}-01")
+    except ValueError:
+        raise ConfigurationError(f"--month {month!r}: need YYYY-MM") from None
+    return first.isoformat(), calendar.monthrange(first.year, first.month)[1]
 
 
 @jobs_app.command("submit")
 def submit(
-    application: Annotated[str, typer.Argument(help="validation: audit every bill of a period")],
-    first_day: Annotated[str, typer.Option("--from", help="the period's first day")],
+    application: Annotated[
+        str, typer.Argument(help="validation (audit every bill) or fraud (rank the fleet)")
+    ],
+    first_day: Annotated[str | None, typer.Option("--from", help="the period's first day")] = None,
     days: Annotated[int, typer.Option(help="days of the period")] = 30,
+    month: Annotated[
+        str | None, typer.Option(help="fraud: the fleet-month YYYY-MM (instead of --from/--days)")
+    ] = None,
+    tz: Annotated[
+        str | None, typer.Option(help="fraud: the meters' time zone (IANA), days cut in it")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="fraud: the pipeline's seed (fraud rank's)")] = 1,
     deadline: Annotated[float, typer.Option(help="seconds the job may take")] = 3600.0,
     tolerance: Annotated[float, typer.Option(help="lateness (0..1) before actuation")] = 0.0,
     mode: Annotated[str, typer.Option(help="threshold, pid or queue")] = "threshold",
@@ -148,7 +170,7 @@ def submit(
     min_workers: Annotated[int, typer.Option(help="fewest workers")] = 1,
     max_workers: Annotated[int, typer.Option(help="most workers")] = 2,
     workers: Annotated[int, typer.Option(help="workers to start with")] = 1,
-    chunk: Annotated[int, typer.Option(help="bills per task")] = 50,
+    chunk: Annotated[int, typer.Option(help="bills (fraud: customers) per task")] = 50,
     interval: Annotated[float, typer.Option(help="seconds between checks at most")] = 5.0,
     reports: Annotated[
         str | None, typer.Option(help="database for reports (default: --store)")
@@ -166,8 +188,8 @@ def submit(
     passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
 ) -> None:
     """Submit a job and run it here on a local Dask cluster (--detach: record it only)."""
-    if application != "validation":
-        raise ConfigurationError(f"no application {application!r}: validation is the one built")
+    if application not in APPLICATIONS:
+        raise ConfigurationError(f"no application {application!r}: one of {APPLICATIONS}")
     audit = AuditSpec(
         store,
         str(deployment_dir / "metrology.key.pem"),
@@ -186,7 +208,17 @@ def submit(
         task_memory,
     )
     boss = _manager(deployment_dir)
-    record = boss.submit_validation(audit, reports, period_of(first_day, days), chunk, control)
+    if application == "fraud":
+        start, days = _month(month) if month else (first_day, days)
+        if start is None or tz is None:
+            raise ConfigurationError("fraud needs --month (or --from and --days) and --tz")
+        spec = RankSpec(store, start, days, tz, seed, chunk)
+        record = boss.submit_fraud(spec, control)
+    else:
+        if first_day is None:
+            raise ConfigurationError("validation needs --from (and --days)")
+        period = period_of(first_day, days)
+        record = boss.submit_validation(audit, reports, period, chunk, control)
     console.print(f"submitted {record.job_id}", soft_wrap=True)
     if detach:
         console.print(f"run it: meterseal jobs run {record.job_id}", soft_wrap=True)

@@ -15,12 +15,14 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from meterseal.billing.completeness import Period
 from meterseal.errors import ConfigurationError
-from meterseal.jobs.control import Decision, Limits, controller
+from meterseal.jobs.control import Controller, Decision, Limits, controller
 from meterseal.jobs.engine import Engine
+from meterseal.jobs.fraud import RankingCancelled, RankSpec, rank_job
 from meterseal.jobs.lifecycle import FINAL, JobEvent, JobRefused, JobState, step
 from meterseal.jobs.monitor import Monitor, Snapshot
 from meterseal.jobs.records import JobBook, JobRecord
@@ -29,7 +31,7 @@ from meterseal.jobs.validation import Audited, AuditSpec, audit_chunk, period_bi
 from meterseal.storage import Store
 from meterseal.storage.bill_store import BillStore
 
-APPLICATIONS = ("validation",)
+APPLICATIONS = ("validation", "fraud")
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class Control:
 
 
 Observer = Callable[[JobRecord, Snapshot, Decision | None], None]
+CheckHook = Callable[[Snapshot, Decision | None], None]
 
 
 class Manager:
@@ -93,6 +96,21 @@ class Manager:
         state = step(None, JobEvent.SUBMIT)
         return self.book.save(JobRecord(self.new_id(), "validation", spec, state, now))
 
+    def submit_fraud(self, spec: RankSpec, control: Control) -> JobRecord:
+        """Record a fraud ranking job of the store's fleet; it runs on `run`."""
+        if spec.chunk < 1 or spec.days < 1:
+            raise ConfigurationError("chunk and days must be >= 1")
+        _controller(control.as_dict())  # refused here, not when it runs
+        job_id = self.new_id()
+        ranking = self.book.directory / f"{job_id}-ranking.csv"
+        data = {
+            "rank": dataclasses.asdict(spec),
+            "ranking": str(ranking),
+            "control": control.as_dict(),
+        }
+        state = step(None, JobEvent.SUBMIT)
+        return self.book.save(JobRecord(job_id, "fraud", data, state, self.clock()))
+
     def cancel(self, job_id: str) -> JobRecord:
         """Cancel a job: a running Manager stops its tasks at its next check."""
         record = self.book.load(job_id)
@@ -110,7 +128,10 @@ class Manager:
         elif record.state is not JobState.RUNNING:
             raise JobRefused(f"job {job_id} is {record.state.value}: nothing to run")
         try:
-            self._validate(record, engine, observe)
+            if record.application == "fraud":
+                self._rank(record, engine, observe)
+            else:
+                self._validate(record, engine, observe)
         except Exception as exc:
             record.state = step(record.state, JobEvent.FAIL)
             record.error, record.ended_at = repr(exc), self.clock()
@@ -126,12 +147,7 @@ class Manager:
         audit = AuditSpec(**spec["audit"])
         settings = dict(spec["control"])
         limits = Limits(settings["min_workers"], settings["max_workers"])
-        control = controller(
-            settings["mode"],
-            tolerance=settings["tolerance"],
-            limits=limits,
-            **settings["settings"],
-        )
+        control = _controller(settings)
         with Store.open_read_only(audit.store) as source:
             bills = period_bills(BillStore(source), Period(*spec["period"]))
         monitor = Monitor(len(bills), settings["deadline"], self.clock)
@@ -147,13 +163,6 @@ class Manager:
                 record.written += len(fresh)
                 self.book.save(record)
 
-            def checked(snapshot: Snapshot, decision: Decision | None) -> None:
-                record.status = snapshot.to_dict()
-                record.actuations += decision is not None and decision.acted
-                self.book.save(record)
-                if observe is not None:
-                    observe(record, snapshot, decision)
-
             run_chunks(
                 engine,
                 _task(audit),
@@ -166,8 +175,47 @@ class Manager:
                 finished=set(record.finished),
                 trusted_memory=settings.get("task_memory"),
                 stop=lambda: self.book.load(record.job_id).state in FINAL,
-                on_check=checked,
+                on_check=self._checked(record, observe),
             )
+        record.state = self.book.load(record.job_id).state  # a cancel stays a cancel
+
+    def _checked(self, record: JobRecord, observe: Observer | None) -> CheckHook:
+        def checked(snapshot: Snapshot, decision: Decision | None) -> None:
+            record.status = snapshot.to_dict()
+            record.actuations += decision is not None and decision.acted
+            self.book.save(record)
+            if observe is not None:
+                observe(record, snapshot, decision)
+
+        return checked
+
+    def _rank(self, record: JobRecord, engine: Engine, observe: Observer | None) -> None:
+        """Rank the fleet (again, whole, on a resume) and write its CSV as the result."""
+        settings = record.spec["control"]
+        limits = Limits(settings["min_workers"], settings["max_workers"])
+        engine.actuator.scale(limits.clamp(engine.actuator.workers()))
+
+        def monitor(total: int) -> Monitor:
+            watch = Monitor(total, settings["deadline"], self.clock)
+            watch.started = record.started_at or watch.started
+            return watch
+
+        try:
+            ranked = rank_job(
+                engine,
+                RankSpec(**record.spec["rank"]),
+                Path(record.spec["ranking"]),
+                key=record.job_id,
+                monitor=monitor,
+                control=_controller(settings),
+                interval=settings["interval"],
+                trusted_memory=settings.get("task_memory"),
+                stop=lambda: self.book.load(record.job_id).state in FINAL,
+                on_check=self._checked(record, observe),
+            )
+        except RankingCancelled:
+            ranked = 0
+        record.written = ranked
         record.state = self.book.load(record.job_id).state  # a cancel stays a cancel
 
     def status(self, job_id: str) -> JobRecord:
@@ -177,6 +225,16 @@ class Manager:
     def jobs(self) -> list[JobRecord]:
         """Every job, oldest first."""
         return self.book.records()
+
+
+def _controller(settings: dict[str, Any]) -> Controller:
+    """The controller a job's settings name (a ConfigurationError if they are wrong)."""
+    return controller(
+        settings["mode"],
+        tolerance=settings["tolerance"],
+        limits=Limits(settings["min_workers"], settings["max_workers"]),
+        **(settings["settings"] or {}),
+    )
 
 
 def _task(audit: AuditSpec) -> Callable[[Sequence[str]], list[Audited]]:
