@@ -182,7 +182,11 @@ def test_meters_sharing_an_upstream_get_their_own_acks_in_order(relayed: Relayed
     accepted = sum(expected.count(ACCEPTED) for _, expected in scripts)
     assert relayed.stored() - before == accepted
     statuses = relayed.status()
-    assert sum(s.counts.get("upstream_connects", 0) for s in statuses) == 2
+    # one upstream connection per relay that served meters, shared by all of them (the kernel
+    # may hand every meter to one relay: how many relays served is not ours to assert)
+    for status in statuses:
+        assert status.counts.get("upstream_connects", 0) == min(1, status.counts.get("meters", 0))
+    assert sum(status.counts.get("meters", 0) for status in statuses) >= len(counts)
     assert relayed.faults() == Counter()
 
 
