@@ -169,6 +169,7 @@ LAYERS: dict[str, Layer] = {
     "meterseal.kvs.chunks": CORE,  # cutting streams into chunks, chunks into blobs
     "meterseal.kvs.nodes": ADAPTER,
     "meterseal.kvs.nats_nodes": ADAPTER,  # nodes, replica sets and catalog on NATS JetStream
+    "meterseal.kvs.listing": ADAPTER,  # the store's name index for paged listing
     "meterseal.kvs.store": ADAPTER,
     "meterseal.kvs.pool": ADAPTER,  # the nodes, their health, where a write goes
     "meterseal.kvs.repair": ADAPTER,  # scrub: checks and rebuilds blobs through the store

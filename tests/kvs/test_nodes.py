@@ -112,6 +112,8 @@ async def _catalog_contract(catalog: Catalog) -> None:
     await catalog.delete("b1", "0123abcd")
     await catalog.delete("b1", "0123abcd")
     assert [k async for k, _ in catalog.items("b1")] == ["89abcdef"]
+    assert await catalog.keys("b1") == ["89abcdef"]
+    assert await catalog.keys("nobody") == []
     assert [k async for k, _ in catalog.items("nobody")] == []
     with pytest.raises(KvsError):
         await catalog.put("../x", "0123abcd", b"")

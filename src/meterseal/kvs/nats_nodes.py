@@ -378,11 +378,15 @@ class NatsCatalog:
 
     async def items(self, bucket_id: str) -> AsyncIterator[tuple[str, bytes]]:
         """Every (key, sealed manifest) of the bucket, by key."""
-        prefix = f"{check_bucket_id(bucket_id)}."
-        for name in await self._stream.names(f"{prefix}*"):
-            sealed = await self._stream.read(name, consistent=True)
+        for key in await self.keys(bucket_id):
+            sealed = await self._stream.read(self._name(bucket_id, key), consistent=True)
             if sealed is not None:
-                yield name.removeprefix(prefix), sealed
+                yield key, sealed
+
+    async def keys(self, bucket_id: str) -> list[str]:
+        """The bucket's keys, sorted (from the stream's subjects: no entry is read)."""
+        prefix = f"{check_bucket_id(bucket_id)}."
+        return [name.removeprefix(prefix) for name in await self._stream.names(f"{prefix}*")]
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,10 @@ class Catalog(Protocol):
         """Every (key, sealed manifest) of the bucket, in no particular order."""
         ...
 
+    async def keys(self, bucket_id: str) -> list[str]:
+        """The bucket's keys now, without reading an entry (the store's listing uses it)."""
+        ...
+
 
 def check_blob_id(blob_id: str) -> str:
     """`blob_id` when it is 8 to 128 lowercase hex digits (ids never carry names or paths)."""
@@ -296,6 +300,10 @@ class MemoryCatalog:
         for item in list(self.entries.get(bucket_id, {}).items()):
             yield item
 
+    async def keys(self, bucket_id: str) -> list[str]:
+        """The bucket's keys now."""
+        return sorted(self.entries.get(bucket_id, {}))
+
 
 class LocalDirCatalog:
     """A Catalog over a local directory: <root>/<bucket id>/<key>, written durably."""
@@ -321,10 +329,14 @@ class LocalDirCatalog:
     async def items(self, bucket_id: str) -> AsyncIterator[tuple[str, bytes]]:
         """Every entry of the bucket (files read one at a time)."""
         folder = self.root / check_bucket_id(bucket_id)
-        names = await asyncio.to_thread(
-            lambda: sorted(p.name for p in folder.glob("*") if _ID.fullmatch(p.name))
-        )
-        for name in names:
+        for name in await self.keys(bucket_id):
             data = await asyncio.to_thread(_read, folder / name)
             if data is not None:
                 yield name, data
+
+    async def keys(self, bucket_id: str) -> list[str]:
+        """The bucket's keys (its file names), sorted."""
+        folder = self.root / check_bucket_id(bucket_id)
+        return await asyncio.to_thread(
+            lambda: sorted(p.name for p in folder.glob("*") if _ID.fullmatch(p.name))
+        )

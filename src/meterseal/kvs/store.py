@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from meterseal.errors import KvsError, ObjectNotFound
 from meterseal.kvs.chunks import Prepared, decode, pieces, prepare, rechunk, unseal
+from meterseal.kvs.listing import NameIndex, page_of
 from meterseal.kvs.manifest import (
     Blob,
     ChunkEntry,
@@ -85,6 +86,7 @@ class ObjectStore:
         self.orphans: set[Blob] = set()  # blobs to delete when their node answers again
         self._writing: list[list[Blob]] = []
         self._keys: dict[str, BucketKeys] = {}
+        self._index: dict[str, NameIndex] = {}  # bucket -> its names (kvs/listing.py)
         self._locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
@@ -125,6 +127,7 @@ class ObjectStore:
         key = keys.catalog_key(manifest.name)
         sealed = seal_manifest(keys, key, encode_manifest(manifest), self.rng)
         await self.catalog.put(keys.bucket_id, key, sealed)
+        self._index.setdefault(keys.bucket, NameIndex()).learn(key, manifest.name)
 
     async def cpu(self, size: int, work: Callable[..., T], *args: Any) -> T:
         """`work(*args)`, in a worker thread when it handles `size` >= OFFLOAD_BYTES bytes."""
@@ -442,14 +445,15 @@ class ObjectStore:
         """Objects whose name starts with `prefix` and sorts after `after`, in name order."""
         if limit < 1:
             raise KvsError(f"limit {limit} must be positive")
-        found = [
-            ObjectInfo.of(m)
-            async for m in self.manifests(bucket)
-            if isinstance(m, Manifest) and m.name.startswith(prefix) and m.name > after
-        ]
-        found.sort(key=lambda info: info.name)
-        page = found[:limit]
-        return ListPage(page, page[-1].name if len(found) > limit else None)
+        keys = self.keys(bucket)
+        index = self._index.setdefault(bucket, NameIndex())
+
+        async def opener(key: str) -> Manifest | None:
+            sealed = await self.catalog.get(keys.bucket_id, key)
+            return None if sealed is None else self.open_entry(keys, key, sealed)
+
+        names = await index.refresh(await self.catalog.keys(keys.bucket_id), opener)
+        return await page_of(names, lambda name: self.load(keys, name), prefix, after, limit)
 
     async def set_policy(self, bucket: str, name: str, policy: Policy) -> ObjectInfo:
         """Re-encode the object under `policy` as a new version, swap, delete the old blobs."""
