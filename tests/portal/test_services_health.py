@@ -68,11 +68,12 @@ def _admin(stage: _Stage) -> Any:
     return admin_app(stage, lifecycle)
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:  # bound, then closed: nothing listens there
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
+def _refusing_port() -> socket.socket:
+    """A socket bound and never listening: connections to its port are refused, and no other
+    server can take the port while it is held (a closed port could be handed out again)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    return sock
 
 
 @pytest.fixture
@@ -94,10 +95,12 @@ def services() -> Iterator[dict[str, str]]:
     }
     servers = [_serve(app) for app in apps.values()]
     urls = {name: next(server) for name, server in zip(apps, servers, strict=True)}
-    urls["cas"] = f"http://127.0.0.1:{_closed_port()}"
+    refusing = _refusing_port()
+    urls["cas"] = f"http://127.0.0.1:{refusing.getsockname()[1]}"
     try:
         yield urls
     finally:
+        refusing.close()
         for server in servers:
             next(server, None)
 
