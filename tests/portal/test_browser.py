@@ -105,7 +105,7 @@ def page(browser: Browser) -> Iterator[Page]:
 def sign_in(page: Page, url: str, account: str) -> None:
     """Sign in with the keyboard only: the name field has focus, Tab, Enter."""
     page.goto(f"{url}/portal/login")
-    page.wait_for_function("document.activeElement?.id === 'username'")  # autofocus
+    page.wait_for_function("() => document.activeElement?.id === 'username'")  # autofocus
     page.keyboard.type(account)
     page.keyboard.press("Tab")
     page.keyboard.type(PASSWORD)

@@ -52,7 +52,7 @@ def test_the_services_table_is_replaced_in_place(
             "htmx.ajax('GET', '/portal/fleet/services', {source: '#services', "
             "target: '#services', swap: 'outerHTML'})"
         )
-        page.wait_for_function("!document.querySelector('#services').dataset.old")
+        page.wait_for_function("() => !document.querySelector('#services').dataset.old")
         assert page.locator("#services").count() == 1
         assert page.locator("main h1").count() == 1  # no page inside the page
         assert page.evaluate("window.notReloaded") is True
@@ -92,7 +92,11 @@ def test_the_access_log_pages_in_place_and_without_javascript(
         assert "read 0" in page.inner_text("main")
         assert "read 120" not in page.inner_text("main")
         page.get_by_role("link", name="Later entries").click()
-        page.wait_for_function("document.querySelector('main').innerText.includes('read 120')")
+        # A function, not an expression: Playwright evals an expression again at every poll,
+        # which the strict CSP refuses once the first poll found it false (the swap pending).
+        page.wait_for_function(
+            "() => document.querySelector('main').innerText.includes('read 120')"
+        )
         assert page.evaluate("window.notReloaded") is True
         assert page.locator("#access").count() == 1
         # Without JavaScript the same link is a plain page.
@@ -139,7 +143,7 @@ def test_the_fleet_figures_refresh_in_place(
             "htmx.ajax('GET', el.getAttribute('hx-get'), {source: el, target: el,"
             " swap: 'outerHTML', select: el.getAttribute('hx-select')})"
         )
-        page.wait_for_function("!document.querySelector('#fleet-live').dataset.old")
+        page.wait_for_function("() => !document.querySelector('#fleet-live').dataset.old")
         assert page.locator("#fleet-live").count() == 1
         assert page.locator("main h1").count() == 1
         assert page.locator("#registered").is_visible()

@@ -23,7 +23,7 @@ from tests.portal.test_fleet import operated  # noqa: F401 - fixture
 def staff_sign_in(page: Page, url: str, account: str, home: str) -> None:  # noqa: F811
     """Sign in with the keyboard only; land on the role's home."""
     page.goto(f"{url}/portal/login")
-    page.wait_for_function("document.activeElement?.id === 'username'")
+    page.wait_for_function("() => document.activeElement?.id === 'username'")
     page.keyboard.type(account)
     page.keyboard.press("Tab")
     page.keyboard.type(PASSWORD)
