@@ -1,8 +1,8 @@
 """CascaDB's OrderedKv on the secure KVS: one sealed object per key, in one bucket.
 
 An object's name is its key in lowercase hex, which sorts as the key's bytes do, so the store's
-name-ordered listing is a key-ordered scan (the KVS lists by decrypting the bucket's manifests
-in the gateway: a scan costs a pass over the bucket's catalog, then one get per key). A batch
+name-ordered listing is a key-ordered scan (the store pages from its name index: a page lists
+the bucket's catalog keys and opens only its own manifests, then one get per key). A batch
 is made atomic by an intent object: the whole batch is first stored as `~batch` (a name after
 every hex name), then applied, then removed; `recover()` (run when the adapter opens) applies a
 batch a crash left behind. The ObjectStore is asynchronous; this adapter runs its coroutines on
