@@ -39,3 +39,22 @@ def test_pieces_cover_the_data(data: bytes, size: int) -> None:
     got = asyncio.run(collect())
     assert b"".join(got) == data
     assert all(len(p) <= size for p in got)
+
+
+def test_a_full_chunk_is_handed_out_as_soon_as_the_next_byte_arrives() -> None:
+    received: list[int] = []
+
+    async def source() -> AsyncIterator[bytes]:
+        for piece in (b"ab", b"cd", b"e", b"fgh", b"ij"):
+            received.append(len(piece))
+            yield piece
+
+    async def run() -> list[tuple[int, bool, bytes, int]]:
+        return [(i, f, c, sum(received)) async for i, f, c in rechunk(source(), 4)]
+
+    # chunk 0 goes out on byte 5 (not once chunk 1 is complete): its sealing overlaps receiving
+    assert asyncio.run(run()) == [
+        (0, False, b"abcd", 5),
+        (1, False, b"efgh", 10),
+        (2, True, b"ij", 10),
+    ]

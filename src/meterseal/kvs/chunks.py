@@ -1,7 +1,8 @@
 """Chunks of the secure KVS: cutting a stream into chunks, turning one into blobs (sans-IO).
 
-`rechunk` cuts any stream of byte pieces into chunks of the object's chunk size (one chunk
-held back, so the last is known: its seal says so), copying each byte at most once.
+`rechunk` cuts any stream of byte pieces into chunks of the object's chunk size (a full chunk
+is held back only until the next byte arrives, so the last is known: its seal says so),
+copying each byte at most once.
 `prepare` seals a chunk and makes its blobs (full copies, then fragments) with their tags, in
 one call a worker thread can run.
 """
@@ -28,21 +29,17 @@ async def rechunk(
     async for piece in source:
         view = memoryview(piece)
         while len(view):
+            if pending is not None:  # more follows: the held chunk is not the last
+                yield index, False, pending
+                index += 1
+                pending = None
             take = min(size - have, len(view))
             parts.append(view[:take])
             have += take
             view = view[take:]
             if have == size:
-                chunk = _join(parts)
+                pending = _join(parts)
                 parts, have = [], 0
-                if pending is not None:
-                    yield index, False, pending
-                    index += 1
-                pending = chunk
-    if pending is not None and have:
-        yield index, False, pending
-        index += 1
-        pending = None
     yield index, True, pending if pending is not None else _join(parts)
 
 

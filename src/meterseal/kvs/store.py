@@ -241,28 +241,42 @@ class ObjectStore:
         written: list[Blob],
         fields: dict[str, Any],
     ) -> list[ChunkEntry]:
-        """Seal and store chunk after chunk: chunk i is stored while chunk i+1 is sealed."""
+        """Seal and store chunk after chunk: while chunk i is sealed, chunk i+1 is received
+        and chunk i-1 stored."""
         targets = await self.pool.placement(policy)
         copies = 1 if isinstance(targets[0], ReplicaSet) else getattr(policy, "copies", 1)
         offset = int.from_bytes(self.rng(4), "big")  # objects start on random nodes
         entries: list[ChunkEntry] = []
+        sealing: asyncio.Future[Prepared] | None = None
         storing: asyncio.Task[ChunkEntry] | None = None
-        try:
-            async for index, final, plain in rechunk(source, fields["chunk_size"]):
-                ready = await self.cpu(
-                    len(plain), prepare, policy, copies, object_key, ctx, index, final, plain
-                )
-                if storing is not None:
-                    entries.append(await storing)
-                turn = (offset + index) % len(targets)
-                storing = asyncio.create_task(
-                    self._place(targets[turn:] + targets[:turn], ready, written)
-                )
+
+        async def place(index: int) -> None:  # chunk `index`, once sealed, after the one before
+            nonlocal storing
+            assert sealing is not None
+            ready = await sealing
             if storing is not None:
                 entries.append(await storing)
+            turn = (offset + index) % len(targets)
+            storing = asyncio.create_task(
+                self._place(targets[turn:] + targets[:turn], ready, written)
+            )
+
+        try:
+            count = 0
+            async for index, final, plain in rechunk(source, fields["chunk_size"]):
+                if sealing is not None:
+                    await place(index - 1)
+                sealing = asyncio.ensure_future(
+                    self.cpu(
+                        len(plain), prepare, policy, copies, object_key, ctx, index, final, plain
+                    )
+                )
+                count = index + 1
+            await place(count - 1)  # rechunk gives at least one chunk
+            assert storing is not None
+            entries.append(await storing)
         finally:
-            if storing is not None:
-                await _drop(storing)  # a no-op once it is done and its result was taken
+            await _drop(*(task for task in (sealing, storing) if task is not None))
         return entries
 
     async def _place(
@@ -483,7 +497,7 @@ class ObjectStore:
             yield await self.read_chunk(manifest, object_key, index)
 
 
-async def _drop(*tasks: asyncio.Task[Any]) -> None:
+async def _drop(*tasks: asyncio.Future[Any]) -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
