@@ -148,7 +148,7 @@ LAYERS: dict[str, Layer] = {
     "meterseal.fraud.model": ADAPTER,  # model files (joblib)
     "meterseal.fraud.stream": ADAPTER,  # CSV files read in chunks
     "meterseal.fraud.plots": INTERFACE,
-    "meterseal.fraud.report": INTERFACE,
+    "meterseal.fraud.report": ADAPTER,  # rankings and evaluations written as CSV and tables
     "meterseal.fraud.cli": INTERFACE,
     "meterseal.bench": INTERFACE,
     "meterseal.jobs": CORE,  # the controller modes, the monitor, the job lifecycle: sans-IO
