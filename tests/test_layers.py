@@ -194,6 +194,7 @@ LAYERS: dict[str, Layer] = {
     "meterseal.kvs.export_read": SERVICE,
     "meterseal.kvs.export_store": SERVICE,
     "meterseal.kvs.export_gateway": SERVICE,
+    "meterseal.agent": CORE,  # the driver protocol, frame codecs and readings: sans-IO
 }
 
 

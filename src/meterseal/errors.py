@@ -86,3 +86,41 @@ class KvsError(MetersealError):
 
 class ObjectNotFound(KvsError):
     """The secure KVS holds no object of that name in that bucket."""
+
+
+class MeterDriverError(MetersealError):
+    """A meter protocol driver could not get a usable answer from the meter.
+
+    `skip` names the failure for the sealing agent's counters (what it skipped and why).
+    """
+
+    skip = "driver_error"
+
+
+class MeterTimeout(MeterDriverError):
+    """The meter did not answer (or not completely) within the driver's deadline."""
+
+    skip = "timeout"
+
+
+class MeterFrameError(MeterDriverError):
+    """The meter's answer was malformed: bad CRC, wrong length or a frame cut short."""
+
+    skip = "bad_frame"
+
+
+class WrongMeterSerial(MeterDriverError):
+    """The meter answered for another serial number than the one addressed."""
+
+    skip = "wrong_serial"
+
+    def __init__(self, expected: str, answered: str) -> None:
+        super().__init__(f"meter {answered!r} answered for {expected!r}")
+        self.expected = expected
+        self.answered = answered
+
+
+class MeterUnsupported(MeterDriverError):
+    """The meter or its driver does not implement the requested function."""
+
+    skip = "unsupported"

@@ -1,0 +1,1 @@
+"""The meter-side sealing agent: legacy meter protocols read, their values sealed as readings."""
