@@ -67,28 +67,40 @@ def add_cas_routes(
             revoked=policies["revoked"], secrets=secrets, gone=gone,
         )  # fmt: skip
 
-    @app.get(ROTATE, include_in_schema=False, dependencies=[access(rule)])
-    async def confirm_rotate(request: Request, name: SecretName) -> Response:
+    async def secret_named(request: Request, name: str) -> dict[str, Any]:
         _, secrets = await reach(request)
         found = next((s for s in secrets if s["name"] == name), None)
         if found is None:
             raise HTTPException(404, f"no secret {name!r}")
+        return found
+
+    async def confirmed(
+        request: Request, field: str, value: str, action: str, call: CasCall
+    ) -> tuple[str, Any]:
+        """Run `call` once the form names this object; a CAS refusal goes to the change log."""
+        form = await form_fields(request)
+        if form.get(field) != value:
+            raise HTTPException(400, f"the form names another {field}: confirm this one")
+        if cas is None:
+            raise HTTPException(503, NO_CAS)
+        reason = form.get("reason", "").strip()[:500]
+        try:
+            done = await run_in_threadpool(call, cas, credential(request), value, reason)
+        except MetersealError as exc:
+            await recorder.refused(identity_of(request), action, value, exc.diagnostics())
+            raise HTTPException(_status(exc), exc.diagnostics()) from None
+        return reason, done
+
+    @app.get(ROTATE, include_in_schema=False, dependencies=[access(rule)])
+    async def confirm_rotate(request: Request, name: SecretName) -> Response:
+        found = await secret_named(request, name)
         return render(request, "staff/admin_cas_rotate.html", secret=found, problem="")
 
     @app.post(ROTATE, include_in_schema=False, dependencies=[access(rule)])
     async def rotate(request: Request, name: SecretName) -> Response:
-        form = await form_fields(request)
-        identity, action = identity_of(request), "cas.secret.rotate"
-        if form.get("secret") != name:
-            raise HTTPException(400, "the form names another secret: confirm this one")
-        if cas is None:
-            raise HTTPException(503, NO_CAS)
-        try:
-            done = await run_in_threadpool(cas.rotate, credential(request), name)
-        except MetersealError as exc:
-            await recorder.refused(identity, action, name, exc.diagnostics())
-            raise HTTPException(_status(exc), exc.diagnostics()) from None
-        await recorder.done(identity, action, name, f"now version {done.version}")
+        action = "cas.secret.rotate"
+        _, done = await confirmed(request, "secret", name, action, _rotate)
+        await recorder.done(identity_of(request), action, name, f"now version {done.version}")
         return render(
             request, "staff/admin_done.html", title="Secret rotated",
             said=f"secret {name} rotated to version {done.version}: workers get it at their "
@@ -97,27 +109,15 @@ def add_cas_routes(
 
     @app.get(WITHDRAW, include_in_schema=False, dependencies=[access(rule)])
     async def confirm_withdraw(request: Request, name: SecretName) -> Response:
-        _, secrets = await reach(request)
-        found = next((s for s in secrets if s["name"] == name), None)
-        if found is None:
-            raise HTTPException(404, f"no secret {name!r}")
+        found = await secret_named(request, name)
         return render(request, "staff/admin_cas_withdraw.html", secret=found)
 
     @app.post(WITHDRAW, include_in_schema=False, dependencies=[access(rule)])
     async def withdraw(request: Request, name: SecretName) -> Response:
-        form = await form_fields(request)
-        identity, action = identity_of(request), "cas.secret.revoke"
-        if form.get("secret") != name:
-            raise HTTPException(400, "the form names another secret: confirm this one")
-        if cas is None:
-            raise HTTPException(503, NO_CAS)
-        reason = form.get("reason", "").strip()[:500]
-        try:
-            done = await run_in_threadpool(cas.revoke_secret, credential(request), name, reason)
-        except MetersealError as exc:
-            await recorder.refused(identity, action, name, exc.diagnostics())
-            raise HTTPException(_status(exc), exc.diagnostics()) from None
-        await recorder.done(identity, action, name, f"through v{done.version}; reason: {reason}")
+        action = "cas.secret.revoke"
+        reason, done = await confirmed(request, "secret", name, action, _withdraw)
+        said = f"through v{done.version}; reason: {reason}"
+        await recorder.done(identity_of(request), action, name, said)
         return render(
             request, "staff/admin_done.html", title="Secret revoked",
             said=f"secret {name} revoked through version {done.version}: the CAS releases it "
@@ -138,25 +138,31 @@ def add_cas_routes(
 
     @app.post(REVOKE, include_in_schema=False, dependencies=[access(rule)])
     async def revoke(request: Request, measurement: MeasurementHex) -> Response:
-        form = await form_fields(request)
-        identity, action = identity_of(request), "cas.measurement.revoke"
-        if form.get("measurement") != measurement:
-            raise HTTPException(400, "the form names another measurement: confirm this one")
-        if cas is None:
-            raise HTTPException(503, NO_CAS)
-        reason = form.get("reason", "").strip()[:500]
-        try:
-            done = await run_in_threadpool(cas.revoke, credential(request), measurement, reason)
-        except MetersealError as exc:
-            await recorder.refused(identity, action, measurement, exc.diagnostics())
-            raise HTTPException(_status(exc), exc.diagnostics()) from None
+        action = "cas.measurement.revoke"
+        reason, done = await confirmed(request, "measurement", measurement, action, _revoke)
         received = ", ".join(f"{n} v{v}" for n, v in done.received) or "nothing"
         state = "revoked" if done.new else "already revoked"
-        await recorder.done(identity, action, measurement, f"{state}; reason: {reason}")
+        await recorder.done(identity_of(request), action, measurement, f"{state}; reason: {reason}")
         return render(
             request, "staff/admin_cas_revoked.html", measurement=measurement, state=state,
             received=done.received, said=received,
         )  # fmt: skip
+
+
+# One CAS call per confirmed action: (client, credential, object, reason) -> the CAS's answer.
+CasCall = Callable[[CasAdmin, str, str, str], Any]
+
+
+def _rotate(cas: CasAdmin, credential: str, name: str, reason: str) -> Any:
+    return cas.rotate(credential, name)
+
+
+def _withdraw(cas: CasAdmin, credential: str, name: str, reason: str) -> Any:
+    return cas.revoke_secret(credential, name, reason)
+
+
+def _revoke(cas: CasAdmin, credential: str, measurement: str, reason: str) -> Any:
+    return cas.revoke(credential, measurement, reason)
 
 
 def _status(exc: MetersealError) -> int:
