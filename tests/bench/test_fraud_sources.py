@@ -15,7 +15,14 @@ from hypothesis import strategies as st
 
 from meterseal.bench import fraud_inject
 from meterseal.bench.fraud_inject import PATTERNS, inject
-from meterseal.bench.fraud_sources import MINUTES, SOURCES, Trace, build
+from meterseal.bench.fraud_sources import (
+    MINUTES,
+    SOURCES,
+    Trace,
+    build,
+    default_simbench,
+    load_simbench,
+)
 
 
 def test_the_injector_shares_no_code_with_the_detectors() -> None:
@@ -55,7 +62,13 @@ def _trace(days: int = 400) -> Trace:
     minute = np.arange(MINUTES)
     rhythm = 5 + 4 * np.sin((minute / MINUTES - 0.3) * 2 * np.pi).clip(0)
     channels = np.stack([rng.gamma(1.0, 1.0, (days, MINUTES)) * rhythm / 4 for _ in range(4)])
-    return Trace(dt.date(2007, 1, 1), channels.sum(0), channels)
+    return Trace(dt.date(2007, 1, 1), channels.sum(0)[None], channels)
+
+
+def _houses(days: int = 400) -> Trace:
+    """A stand-in for several households: the same rhythm at different levels."""
+    one = _trace(days).houses[0]
+    return Trace(dt.date(2007, 1, 1), np.stack([one, 2 * one, 0.5 * one]))
 
 
 @pytest.mark.parametrize("spec", SOURCES, ids=[s.name for s in SOURCES])
@@ -70,7 +83,7 @@ def test_a_source_has_households_on_calendars_of_their_own(spec: object) -> None
         window=(20, 40),
         trace_days=(dt.date(2007, 1, 1), dt.date(2008, 1, 20)),
     )
-    source = build(small, _trace())
+    source = build(small, _houses() if spec.trace == "simbench" else _trace())
     data = source.data
     assert len(data.customers) == 60
     assert source.thief.sum() == round(small.share * 60)
@@ -82,3 +95,21 @@ def test_a_source_has_households_on_calendars_of_their_own(spec: object) -> None
     assert len(set(last.tolist())) > 5  # and end dates
     assert data.slots == MINUTES // small.slot_minutes
     assert data.tz == small.tz
+
+
+def test_simbench_households_are_five_real_years_of_their_own() -> None:
+    path = default_simbench()
+    assert path is not None, "tests/vectors/simbench-households is part of the checkout"
+    trace = load_simbench(path)
+    assert trace.first_day == dt.date(2016, 1, 1)
+    assert trace.houses.shape == (5, 366, MINUTES)
+    daily = trace.houses.sum(axis=2)  # Wh a day
+    assert not np.isnan(daily).any()
+    # every household at the same mean draw, each with a year of its own
+    np.testing.assert_allclose(daily.mean(axis=1) / 1000 / 24, 0.45, rtol=1e-9)
+    assert np.corrcoef(daily).max(initial=0, where=~np.eye(5, dtype=bool)) < 0.9
+    # a window of the SimBench source comes from one of them, on its own calendar
+    spec = next(s for s in SOURCES if s.trace == "simbench")
+    source = build(replace(spec, customers=40, span_days=60, window=(30, 50)), trace)
+    assert len(source.data.customers) == 40
+    assert source.data.tz == "Australia/Sydney"

@@ -17,7 +17,16 @@ from pathlib import Path
 
 from rich.console import Console
 
-from meterseal.bench.fraud_sources import SOURCES, Source, SourceSpec, build, load_trace
+from meterseal.bench.fraud_sources import (
+    SOURCES,
+    Source,
+    SourceSpec,
+    Trace,
+    build,
+    default_simbench,
+    load_simbench,
+    load_trace,
+)
 from meterseal.fraud.evaluate import Comparison, compare
 from meterseal.fraud.pipeline import Settings, analyse
 from meterseal.ui import TextTable, Verdict, progress_bar
@@ -60,16 +69,36 @@ def run_source(console: Console, source: Source, seed: int) -> Comparison:
 
 
 def run_sources(
-    console: Console, trace: Path, *, customers: int | None = None, seed: int = 2026
+    console: Console,
+    trace: Path,
+    *,
+    customers: int | None = None,
+    seed: int = 2026,
+    simbench: Path | None = None,
+    only: tuple[str, ...] = (),
 ) -> list[SourceResult]:
-    """Build and evaluate every source (`customers`: fewer per source, for a quick run)."""
-    with console.status("reading the household trace"):
-        house = load_trace(trace)
+    """Build and evaluate every source (`customers`: fewer per source, for a quick run;
+    `only`: these sources by name). SimBench's sources need its profiles (`simbench`, by
+    default the checkout's vendored copy) and are left out without them."""
+    simbench = simbench or default_simbench()
+    traces: dict[str, Trace] = {}
     out = []
     for spec in SOURCES:
+        if only and spec.name not in only:
+            continue
+        if spec.trace == "simbench" and simbench is None:
+            console.print(f"[yellow]{spec.name} left out: SimBench's profiles not found[/yellow]")
+            continue
+        if spec.trace not in traces:
+            with console.status(f"reading the {spec.trace} trace"):
+                traces[spec.trace] = (
+                    load_simbench(simbench)
+                    if spec.trace == "simbench" and simbench is not None
+                    else load_trace(trace)
+                )
         spec = replace(spec, customers=customers) if customers else spec
         with console.status(f"building {spec.name} (households, thieves, days of {spec.tz})"):
-            source = build(spec, house)
+            source = build(spec, traces[spec.trace])
         out.append(SourceResult(spec, run_source(console, source, seed)))
     return out
 

@@ -16,6 +16,10 @@ its daily rhythm of up to two hours. Two ways of making households from the one 
   conditioning, the rest) each from another run of days, each with its own weight: the
   households differ in appliances as well as in level.
 
+A second, independent trace: SimBench's household load profiles (German, 2016, 15 minutes,
+five households, ODbL; `tests/vectors/simbench-households/`), made into windows the same
+way (each customer a window of one of the five). No constant was chosen on it.
+
 Thieves are injected by `fraud_inject` (no detector code) on the customer's own local
 days; the labelled readings are then turned into UTC instants in the source's time zone
 and read back into days by `fraud.data.from_arrays`, as a user's CSV is.
@@ -37,22 +41,30 @@ from meterseal.fraud.data import Consumption, from_arrays
 F64 = npt.NDArray[np.float64]
 B = npt.NDArray[np.bool_]
 UCI_NAME = "uci_household_power_1min.csv.gz"
+SIMBENCH_NAME = "simbench_households_2016.csv.gz"
+SIMBENCH_MEAN_KW = 0.45  # a household's mean draw (about 3,900 kWh a year) before its scale
 TUNING_END = dt.date(2008, 6, 30)  # trace days up to here: tuning; after: evaluation
 MINUTES = 1_440
 
 
 @dataclass(frozen=True)
 class Trace:
-    """The house's channels in Wh per minute on whole local days (days, 1440); NaN missing."""
+    """Households' readings in Wh per minute on whole local days; NaN missing."""
 
     first_day: dt.date
-    total: F64
-    channels: F64  # (4, days, 1440): kitchen, laundry, heater + AC, the rest
+    houses: F64  # (houses, days, 1440): each household's total
+    channels: F64 | None = None  # (4, days, 1440): kitchen, laundry, heater + AC, the rest
+
+    @property
+    def total(self) -> F64:
+        """The first household's days (the UCI trace has one)."""
+        out: F64 = self.houses[0]
+        return out
 
     def days_between(self, first: dt.date, last: dt.date) -> tuple[int, int]:
         """Indices [lo, hi) of the trace's days in [first, last]."""
         lo = max((first - self.first_day).days, 0)
-        hi = min((last - self.first_day).days + 1, self.total.shape[0])
+        hi = min((last - self.first_day).days + 1, self.houses.shape[1])
         return lo, hi
 
 
@@ -84,7 +96,33 @@ def load_trace(path: Path) -> Trace:
     rest[np.isnan(total)] = np.nan
     channels = np.concatenate([subs, rest[None]]).reshape(4, days, MINUTES)
     first = dt.date.fromisoformat(str(day0))
-    return Trace(first, total.reshape(days, MINUTES), channels)
+    return Trace(first, total.reshape(1, days, MINUTES), channels)
+
+
+def default_simbench() -> Path | None:
+    """SimBench's household profiles vendored in this checkout's tests (None: not there)."""
+    for folder in Path(__file__).resolve().parents:
+        candidate = folder / "tests" / "vectors" / "simbench-households" / SIMBENCH_NAME
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+@lru_cache(maxsize=1)
+def load_simbench(path: Path) -> Trace:
+    """SimBench's five household profiles of 2016 (15 min, per unit of peak) as minutes.
+
+    Each household is scaled to a mean of `SIMBENCH_MEAN_KW`; a 15-minute value holds for
+    each of its minutes (the rhythm shift of `_household` then blends neighbouring slots)."""
+    import pandas as pd
+
+    frame = pd.read_csv(path)
+    first = dt.datetime.strptime(str(frame["time"].iloc[0]), "%d.%m.%Y %H:%M").date()
+    values = frame.drop(columns="time").to_numpy(np.float64).T  # (houses, slots)
+    values *= SIMBENCH_MEAN_KW / values.mean(axis=1, keepdims=True)
+    per_minute = np.repeat(values, 15, axis=1) * 1000.0 / 60.0  # kW over a minute -> Wh
+    houses = per_minute.reshape(values.shape[0], -1, MINUTES)
+    return Trace(first, houses)
 
 
 @dataclass(frozen=True)
@@ -101,6 +139,7 @@ class SourceSpec:
     trace_days: tuple[dt.date, dt.date]  # the trace's days drawn from
     composite: bool
     customers: int = 600
+    trace: str = "uci"  # "uci" (one house) or "simbench" (five households)
     share: float = 0.12
     seed: int = 1
     months: tuple[int, ...] = ()  # composite: components start in these months (all: ())
@@ -160,10 +199,14 @@ def _household(
         return minutes[start : start + length]
 
     if spec.composite:
+        channels = trace.channels
+        if channels is None:
+            raise ValueError(f"{spec.name}: composite households need a trace with channels")
         weights = (rng.uniform(0, 2), rng.uniform(0, 2), rng.uniform(0, 1.5), rng.uniform(0.5, 1.5))
-        minutes = sum(w * run(trace.channels[k]) for k, w in enumerate(weights))
-    else:
-        minutes = run(trace.total)
+        minutes = sum(w * run(channels[k]) for k, w in enumerate(weights))
+    else:  # a window of one household (drawn when the trace has several)
+        house = int(rng.integers(trace.houses.shape[0])) if trace.houses.shape[0] > 1 else 0
+        minutes = run(trace.houses[house])
     shift = int(rng.integers(-120, 121))
     flat = np.roll(np.asarray(minutes, np.float64).ravel(), shift)
     scale = float(rng.lognormal(0.0, 0.4))
@@ -247,5 +290,18 @@ SOURCES = (
         composite=True,
         seed=31,
         months=(12, 1, 2, 3),
+    ),
+    SourceSpec(
+        "simbench-households",
+        "evaluation",
+        "Australia/Sydney",
+        15,
+        dt.date(2025, 8, 4),
+        120,
+        (45, 90),
+        (dt.date(2016, 1, 1), dt.date(2016, 12, 31)),
+        composite=False,
+        seed=41,
+        trace="simbench",
     ),
 )
