@@ -2,30 +2,33 @@
 
 from __future__ import annotations
 
-import calendar
+import dataclasses
 import datetime as dt
+import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from meterseal.cli_common import (
     DEFAULT_DEPLOYMENT,
     DEFAULT_STORE,
+    ClientCerts,
     DeploymentDir,
     PassphraseEnv,
     StoreUrl,
+    TlsName,
     console,
+    passphrase,
+    server_tls,
 )
 from meterseal.errors import ConfigurationError
 from meterseal.jobs.control import Decision
 from meterseal.jobs.engine import local_engine
-from meterseal.jobs.fraud import RankSpec
-from meterseal.jobs.manager import APPLICATIONS, Control, Manager, period_of
+from meterseal.jobs.manager import Control, Manager, Site, Submission, job_view
 from meterseal.jobs.metrics import DEFAULT_PORT, JobMetrics, serve_metrics
 from meterseal.jobs.monitor import Snapshot
 from meterseal.jobs.records import JobBook, JobRecord
-from meterseal.jobs.validation import AuditSpec
 from meterseal.ui import progress_bar
 
 jobs_app = typer.Typer(help="Batch jobs with deadlines on Dask.", no_args_is_help=True)
@@ -37,6 +40,16 @@ TrustedMemory = Annotated[
     float | None,
     typer.Option(help="MiB of trusted (enclave) memory each worker declares, a Dask resource"),
 ]
+Url = Annotated[
+    str | None,
+    typer.Option(
+        "--url", envvar="MS_JOBS_URL", help="a served Manager (meterseal jobs serve): ask it"
+    ),
+]
+TokenEnv = Annotated[
+    str, typer.Option(help="environment variable holding the credential for --url (token/key)")
+]
+CaFile = Annotated[Path | None, typer.Option("--ca", help="CA certificate of an https --url")]
 MetricsPort = Annotated[
     int | None,
     typer.Option(help=f"serve the job's metrics on 127.0.0.1:PORT/metrics (e.g. {DEFAULT_PORT})"),
@@ -108,15 +121,16 @@ def _run_on(
                 bar.console.print(f"controller: {decision.reason} (error {seen.error:+.3f})")
 
         ended = boss.run(job_id, engine, show)
-    _print(ended)
+    _print(job_view(ended), boss.book.directory)
     return ended
 
 
-def _print(record: JobRecord) -> None:
-    status = record.status
+def _print(view: dict[str, Any], jobs_dir: Path | None = None) -> None:
+    """A job's view (`job_view`): state, results, the Monitor's last figures."""
+    status = view["status"]
     console.print(
-        f"{record.job_id} {record.application}: {record.state.value}, "
-        f"{record.written} results written, {record.actuations} actuations",
+        f"{view['job_id']} {view['application']}: {view['state']}, "
+        f"{view['written']} results written, {view['actuations']} actuations",
         soft_wrap=True,
     )
     if status.get("trusted_capacity"):
@@ -132,19 +146,27 @@ def _print(record: JobRecord) -> None:
             f"{status['workers']} workers, {status['tasks_per_second']:.2f} tasks/s",
             soft_wrap=True,
         )
-    if record.error:
-        console.print(f"  error: {record.error}", soft_wrap=True)
-    if record.application == "fraud" and record.written:
-        console.print(f"  ranking: {record.spec['ranking']}", soft_wrap=True)
+    if view["error"]:
+        console.print(f"  error: {view['error']}", soft_wrap=True)
+    if view["result"]:
+        where = view["result"] if jobs_dir is None else str(jobs_dir / view["result"])
+        console.print(f"  ranking: {where}", soft_wrap=True)
 
 
-def _month(month: str) -> tuple[str, int]:
-    """The first day and the day count of YYYY-MM."""
-    try:
-        first = dt.date.fromisoformat(f"{month}-01")
-    except ValueError:
-        raise ConfigurationError(f"--month {month!r}: need YYYY-MM") from None
-    return first.isoformat(), calendar.monthrange(first.year, first.month)[1]
+def _client(url: str, token_env: str, ca: Path | None) -> Any:
+    import ssl
+
+    from meterseal.jobs.client import JobsClient
+
+    credential = os.environ.get(token_env, "")
+    if not credential:
+        raise ConfigurationError(
+            f"set {token_env} to a login token or API key of an operator (--url {url})"
+        )
+    verify: ssl.SSLContext | bool = True
+    if ca is not None:
+        verify = ssl.create_default_context(cafile=str(ca))
+    return JobsClient(url, credential, verify=verify)
 
 
 @jobs_app.command("submit")
@@ -183,20 +205,18 @@ def submit(
     detach: Annotated[bool, typer.Option(help="record the job only; run it later")] = False,
     threads: Threads = False,
     metrics_port: MetricsPort = None,
+    url: Url = None,
+    token_env: TokenEnv = "MS_JOBS_TOKEN",  # noqa: S107 - a variable name
+    ca: CaFile = None,
     deployment_dir: DeploymentDir = DEFAULT_DEPLOYMENT,
     store: StoreUrl = DEFAULT_STORE,
     passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
 ) -> None:
-    """Submit a job and run it here on a local Dask cluster (--detach: record it only)."""
-    if application not in APPLICATIONS:
-        raise ConfigurationError(f"no application {application!r}: one of {APPLICATIONS}")
-    audit = AuditSpec(
-        store,
-        str(deployment_dir / "metrology.key.pem"),
-        str(deployment_dir / "ca.cert.pem"),
-        str(deployment_dir / "billing.pub.pem"),
-        passphrase_env,
-    )
+    """Submit a job and run it here on a local Dask cluster (--detach: record it only).
+
+    With --url, the served Manager at that URL records it and runs it on its own cluster,
+    with its own store and key files (--store, --reports and -d are not sent).
+    """
     control = Control(
         deadline,
         tolerance,
@@ -207,18 +227,20 @@ def submit(
         interval,
         task_memory,
     )
+    asked = Submission(application, control, first_day, days, month, tz, seed, chunk)
+    if url is not None:
+        body = {
+            **{k: v for k, v in dataclasses.asdict(asked).items() if k != "control"},
+            **{k: v for k, v in control.as_dict().items() if v is not None},
+        }
+        with _client(url, token_env, ca) as client:
+            view = client.submit(body)
+        console.print(f"submitted {view['job_id']} to {url}", soft_wrap=True)
+        console.print(f"its status: meterseal jobs status {view['job_id']} --url {url}")
+        return
     boss = _manager(deployment_dir)
-    if application == "fraud":
-        start, days = _month(month) if month else (first_day, days)
-        if start is None or tz is None:
-            raise ConfigurationError("fraud needs --month (or --from and --days) and --tz")
-        spec = RankSpec(store, start, days, tz, seed, chunk)
-        record = boss.submit_fraud(spec, control)
-    else:
-        if first_day is None:
-            raise ConfigurationError("validation needs --from (and --days)")
-        period = period_of(first_day, days)
-        record = boss.submit_validation(audit, reports, period, chunk, control)
+    site = Site(store, deployment_dir, passphrase_env, reports)
+    record = boss.submit(asked, site)
     console.print(f"submitted {record.job_id}", soft_wrap=True)
     if detach:
         console.print(f"run it: meterseal jobs run {record.job_id}", soft_wrap=True)
@@ -241,38 +263,137 @@ def run(
 
 
 @jobs_app.command("status")
-def status(job_id: JobId, deployment_dir: DeploymentDir = DEFAULT_DEPLOYMENT) -> None:
+def status(
+    job_id: JobId,
+    url: Url = None,
+    token_env: TokenEnv = "MS_JOBS_TOKEN",  # noqa: S107 - a variable name
+    ca: CaFile = None,
+    deployment_dir: DeploymentDir = DEFAULT_DEPLOYMENT,
+) -> None:
     """A job's state, progress against its deadline, workers and results."""
-    record = _manager(deployment_dir).status(job_id)
-    _print(record)
-    control = record.spec.get("control", {})
+    jobs_dir: Path | None = None
+    if url is not None:
+        with _client(url, token_env, ca) as client:
+            view = client.status(job_id)
+    else:
+        boss = _manager(deployment_dir)
+        view, jobs_dir = job_view(boss.status(job_id)), boss.book.directory
+    _print(view, jobs_dir)
+    control = view["control"]
     console.print(
-        f"  submitted {_when(record.submitted_at)}, started {_when(record.started_at)}, "
-        f"ended {_when(record.ended_at)}; deadline {control.get('deadline')} s, "
+        f"  submitted {_when(view['submitted_at'])}, started {_when(view['started_at'])}, "
+        f"ended {_when(view['ended_at'])}; deadline {control.get('deadline')} s, "
         f"mode {control.get('mode')}, tolerance {control.get('tolerance')}",
         soft_wrap=True,
     )
 
 
 @jobs_app.command("cancel")
-def cancel(job_id: JobId, deployment_dir: DeploymentDir = DEFAULT_DEPLOYMENT) -> None:
+def cancel(
+    job_id: JobId,
+    url: Url = None,
+    token_env: TokenEnv = "MS_JOBS_TOKEN",  # noqa: S107 - a variable name
+    ca: CaFile = None,
+    deployment_dir: DeploymentDir = DEFAULT_DEPLOYMENT,
+) -> None:
     """Cancel a job; a Manager running it stops its tasks at its next check."""
-    record = _manager(deployment_dir).cancel(job_id)
-    console.print(f"{record.job_id}: {record.state.value}", soft_wrap=True)
+    if url is not None:
+        with _client(url, token_env, ca) as client:
+            view = client.cancel(job_id)
+    else:
+        view = job_view(_manager(deployment_dir).cancel(job_id))
+    console.print(f"{view['job_id']}: {view['state']}", soft_wrap=True)
 
 
 @jobs_app.command("list")
-def list_jobs(deployment_dir: DeploymentDir = DEFAULT_DEPLOYMENT) -> None:
-    """Every job of the deployment, oldest first."""
-    records = _manager(deployment_dir).jobs()
-    for r in records:
-        done = r.status.get("done", 0)
-        total = r.status.get("total", "?")
+def list_jobs(
+    url: Url = None,
+    token_env: TokenEnv = "MS_JOBS_TOKEN",  # noqa: S107 - a variable name
+    ca: CaFile = None,
+    deployment_dir: DeploymentDir = DEFAULT_DEPLOYMENT,
+) -> None:
+    """Every job of the deployment (or of the Manager at --url), oldest first."""
+    if url is not None:
+        with _client(url, token_env, ca) as client:
+            views = client.jobs()
+    else:
+        views = [job_view(r) for r in _manager(deployment_dir).jobs()]
+    for v in views:
+        done = v["status"].get("done", 0)
+        total = v["status"].get("total", "?")
         console.print(
-            f"{r.job_id}  {r.application}  {r.state.value}  {done}/{total}  "
-            f"submitted {_when(r.submitted_at)}",
+            f"{v['job_id']}  {v['application']}  {v['state']}  {done}/{total}  "
+            f"submitted {_when(v['submitted_at'])}",
             soft_wrap=True,
             markup=False,
             highlight=False,
         )
-    console.print(f"{len(records)} jobs; details: meterseal jobs status JOB", soft_wrap=True)
+    console.print(f"{len(views)} jobs; details: meterseal jobs status JOB", soft_wrap=True)
+
+
+@jobs_app.command("serve")
+def serve(
+    listen: Annotated[str, typer.Option(help="HTTP listen address host:port")] = "127.0.0.1:7490",
+    workers: Annotated[int, typer.Option(help="workers the cluster starts with")] = 1,
+    threads: Threads = False,
+    trusted_memory: TrustedMemory = None,
+    metrics_port: MetricsPort = None,
+    tls: TlsName = None,
+    client_certs: ClientCerts = "optional",
+    admin: Annotated[
+        str, typer.Option(help="admin endpoint host:port (health, readiness, metrics) or off")
+    ] = "127.0.0.1:0",
+    reports: Annotated[
+        str | None, typer.Option(help="database for reports (default: --store)")
+    ] = None,
+    deployment_dir: DeploymentDir = DEFAULT_DEPLOYMENT,
+    store: StoreUrl = DEFAULT_STORE,
+    passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
+) -> None:
+    """Serve the Manager's API (/v1/jobs) and run its jobs on a local Dask cluster.
+
+    Callers sign in with accounts (`meterseal accounts add`, operators and administrators
+    submit and cancel, auditors read). Jobs run one at a time, oldest first; a job a stopped
+    Manager left running is resumed first. Until SIGINT or SIGTERM; a job halted then stays
+    running, for the next `serve` (or `meterseal jobs run`) to resume.
+    """
+    import asyncio
+    import functools
+
+    from meterseal.accounts.authn import AccountAuthenticator
+    from meterseal.accounts.credentials import TokenSigner, token_key
+    from meterseal.jobs.http_api import create_jobs_app
+    from meterseal.jobs.service import JobRunner, JobsStage
+    from meterseal.runtime.address import parse_address
+    from meterseal.runtime.http import HttpAppService
+    from meterseal.runtime.lifecycle import serve_stage
+    from meterseal.storage import Store
+    from meterseal.storage.accounts import AccountStore
+
+    address = str(parse_address(listen, 7490))  # refused before anything opens
+    context = server_tls(deployment_dir, tls, client_certs, passphrase_env)
+    metrics = JobMetrics()
+    server = None
+    if metrics_port is not None:
+        server, port = serve_metrics(metrics, metrics_port)
+        console.print(f"metrics: http://127.0.0.1:{port}/metrics", soft_wrap=True)
+    boss = _manager(deployment_dir)
+    engine = functools.partial(
+        local_engine, workers, processes=not threads, trusted_memory=trusted_memory
+    )
+    runner = JobRunner(boss, engine, metrics)
+    try:
+        with Store.open(store) as accounts:
+            signer = TokenSigner(token_key(deployment_dir, passphrase(passphrase_env)))
+            authenticator = AccountAuthenticator(AccountStore(accounts), signer)
+            site = Site(store, deployment_dir, passphrase_env, reports)
+            app = create_jobs_app(boss, site, authenticator, runner.wake)
+            http = HttpAppService("jobs", app, address, 7490, context)
+            stage = JobsStage(http, runner)
+            asyncio.run(serve_stage(stage, admin=None if admin == "off" else admin))
+    except OSError as exc:
+        raise ConfigurationError(f"cannot listen on {listen}: {exc}") from exc
+    finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()

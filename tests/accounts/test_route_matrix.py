@@ -20,6 +20,7 @@ import meterseal
 from meterseal.acquisition.http import create_app
 from meterseal.billing.api import create_billing_app
 from meterseal.cascadb.http_api import create_app as create_cascadb_app
+from meterseal.jobs.http_api import create_jobs_app
 from meterseal.kvs.gateway import create_gateway_app
 from meterseal.kvs.gateway_http import KvsMetrics
 from meterseal.portal.app import PublishedKeys, create_portal_app
@@ -130,6 +131,15 @@ EXPECTED: dict[str, dict[str, list[str]]] = {
     },
     # CascaDB's JSON API: the utility's staff run SQL; customers reach data through bills.
     "meterseal CascaDB": FRAMEWORK | {"POST /v1/sql": ["roles:operator|administrator"]},
+    # The jobs' Manager: the utility's staff run jobs; auditors follow them.
+    "meterseal jobs": FRAMEWORK
+    | SIGN_IN
+    | {
+        "POST /v1/jobs": ["roles:operator|administrator"],
+        "GET /v1/jobs": ["roles:operator|administrator|auditor"],
+        "GET /v1/jobs/{job_id}": ["roles:operator|administrator|auditor"],
+        "POST /v1/jobs/{job_id}/cancel": ["roles:operator|administrator"],
+    },
 }
 
 
@@ -150,6 +160,7 @@ def every_app() -> list[FastAPI]:
         admin_app(Idle(), Lifecycle()),
         create_gateway_app(unused, unused, unused, KvsMetrics()),
         create_cascadb_app(unused, people.authenticator),
+        create_jobs_app(unused, unused, people.authenticator),
     ]
 
 
@@ -185,4 +196,5 @@ def test_the_table_covers_every_app_the_source_makes() -> None:
         "runtime/lifecycle.py",
         "kvs/gateway.py",
         "cascadb/http_api.py",
+        "jobs/http_api.py",
     }

@@ -9,6 +9,7 @@ stopped is recognised by its reports' audit time (the job's own), so nothing is 
 
 from __future__ import annotations
 
+import calendar
 import dataclasses
 import datetime as dt
 import secrets
@@ -52,6 +53,45 @@ class Control:
         return {**dataclasses.asdict(self), "settings": dict(self.settings or {})}
 
 
+@dataclass(frozen=True)
+class Submission:
+    """A job as a user asks for it: the application, its input, chunk size and control.
+
+    Validation names its period with `first_day` and `days`; fraud names its fleet-month
+    with `month` (YYYY-MM) or `first_day` and `days`, and the meters' zone `tz`.
+    """
+
+    application: str
+    control: Control
+    first_day: str | None = None
+    days: int = 30
+    month: str | None = None
+    tz: str | None = None
+    seed: int = 1
+    chunk: int = 50
+
+
+@dataclass(frozen=True)
+class Site:
+    """Where a Manager's jobs read and write: the store, the deployment's key files."""
+
+    store: str
+    deployment_dir: Path
+    passphrase_env: str = "MS_PASSPHRASE"  # noqa: S105 - a variable name
+    reports: str | None = None  # the reports' database (default: the store)
+
+    def audit(self) -> AuditSpec:
+        """The validation job's auditor: the store and the authority's key files."""
+        d = self.deployment_dir
+        return AuditSpec(
+            self.store,
+            str(d / "metrology.key.pem"),
+            str(d / "ca.cert.pem"),
+            str(d / "billing.pub.pem"),
+            self.passphrase_env,
+        )
+
+
 Observer = Callable[[JobRecord, Snapshot, Decision | None], None]
 CheckHook = Callable[[Snapshot, Decision | None], None]
 
@@ -69,6 +109,25 @@ class Manager:
         self.book = book
         self.clock = clock
         self.new_id = new_id
+
+    def submit(self, asked: Submission, site: Site) -> JobRecord:
+        """Record the job `asked` for, reading and writing at `site`; it runs on `run`."""
+        if asked.application == "fraud":
+            start, days = month_of(asked.month) if asked.month else (asked.first_day, asked.days)
+            if start is None or asked.tz is None:
+                raise ConfigurationError("fraud needs --month (or --from and --days) and --tz")
+            spec = RankSpec(site.store, start, days, asked.tz, asked.seed, asked.chunk)
+            return self.submit_fraud(spec, asked.control)
+        if asked.application != "validation":
+            raise ConfigurationError(
+                f"no application {asked.application!r}: one of {', '.join(APPLICATIONS)}"
+            )
+        if asked.first_day is None:
+            raise ConfigurationError("validation needs --from (and --days)")
+        period = period_of(asked.first_day, asked.days)
+        return self.submit_validation(
+            site.audit(), site.reports, period, asked.chunk, asked.control
+        )
 
     def submit_validation(
         self, audit: AuditSpec, reports: str | None, period: Period, chunk: int, control: Control
@@ -118,8 +177,18 @@ class Manager:
         record.ended_at = self.clock()
         return self.book.save(record)
 
-    def run(self, job_id: str, engine: Engine, observe: Observer | None = None) -> JobRecord:
-        """Run (or resume) a job to its end on `engine`; the record as it ended."""
+    def run(
+        self,
+        job_id: str,
+        engine: Engine,
+        observe: Observer | None = None,
+        halt: Callable[[], bool] = lambda: False,
+    ) -> JobRecord:
+        """Run (or resume) a job to its end on `engine`; the record as it ended.
+
+        `halt()` true at a check stops the run without ending the job: it stays `running`,
+        for this Manager or another to resume (a served Manager that is stopping).
+        """
         record = self.book.load(job_id)
         if record.state is JobState.SUBMITTED:
             record.state = step(record.state, JobEvent.START)
@@ -128,21 +197,28 @@ class Manager:
         elif record.state is not JobState.RUNNING:
             raise JobRefused(f"job {job_id} is {record.state.value}: nothing to run")
         try:
+            stop = self._stop(record.job_id, halt)
             if record.application == "fraud":
-                self._rank(record, engine, observe)
+                self._rank(record, engine, observe, stop)
             else:
-                self._validate(record, engine, observe)
+                self._validate(record, engine, observe, stop)
         except Exception as exc:
             record.state = step(record.state, JobEvent.FAIL)
             record.error, record.ended_at = repr(exc), self.clock()
             self.book.save(record)
             raise
-        if record.state is JobState.RUNNING:
+        if record.state is JobState.RUNNING and not halt():
             record.state = step(record.state, JobEvent.SUCCEED)
             record.ended_at = self.clock()
         return self.book.save(record)
 
-    def _validate(self, record: JobRecord, engine: Engine, observe: Observer | None) -> None:
+    def _stop(self, job_id: str, halt: Callable[[], bool]) -> Callable[[], bool]:
+        """Whether a run stops at this check: halted, or the job cancelled meanwhile."""
+        return lambda: halt() or self.book.load(job_id).state in FINAL
+
+    def _validate(
+        self, record: JobRecord, engine: Engine, observe: Observer | None, stop: Callable[[], bool]
+    ) -> None:
         spec = record.spec
         audit = AuditSpec(**spec["audit"])
         settings = dict(spec["control"])
@@ -174,7 +250,7 @@ class Manager:
                 interval=settings["interval"],
                 finished=set(record.finished),
                 trusted_memory=settings.get("task_memory"),
-                stop=lambda: self.book.load(record.job_id).state in FINAL,
+                stop=stop,
                 on_check=self._checked(record, observe),
             )
         record.state = self.book.load(record.job_id).state  # a cancel stays a cancel
@@ -189,7 +265,9 @@ class Manager:
 
         return checked
 
-    def _rank(self, record: JobRecord, engine: Engine, observe: Observer | None) -> None:
+    def _rank(
+        self, record: JobRecord, engine: Engine, observe: Observer | None, stop: Callable[[], bool]
+    ) -> None:
         """Rank the fleet (again, whole, on a resume) and write its CSV as the result."""
         settings = record.spec["control"]
         limits = Limits(settings["min_workers"], settings["max_workers"])
@@ -210,7 +288,7 @@ class Manager:
                 control=_controller(settings),
                 interval=settings["interval"],
                 trusted_memory=settings.get("task_memory"),
-                stop=lambda: self.book.load(record.job_id).state in FINAL,
+                stop=stop,
                 on_check=self._checked(record, observe),
             )
         except RankingCancelled:
@@ -246,6 +324,47 @@ def _task(audit: AuditSpec) -> Callable[[Sequence[str]], list[Audited]]:
 def _written(reports: BillStore, audited: Audited) -> bool:
     """A report of this job (same bill, same audit time) is kept already."""
     return any(r.audited_at == audited.audited_at for r in reports.reports(audited.bill_id))
+
+
+def month_of(month: str) -> tuple[str, int]:
+    """The first day and the day count of YYYY-MM."""
+    try:
+        first = dt.date.fromisoformat(f"{month}-01")
+    except ValueError:
+        raise ConfigurationError(f"--month {month!r}: need YYYY-MM") from None
+    return first.isoformat(), calendar.monthrange(first.year, first.month)[1]
+
+
+def job_view(record: JobRecord) -> dict[str, Any]:
+    """A job as its callers see it: state, the Monitor's last figures, control and input.
+
+    The record's store URLs and key file paths stay on the Manager's side: a URL may hold a
+    password, and a path tells a caller nothing it can use.
+    """
+    spec = record.spec
+    if record.application == "fraud":
+        rank = spec["rank"]
+        given = {k: rank[k] for k in ("first_day", "days", "tz", "seed", "chunk")}
+        result = Path(spec["ranking"]).name if record.written else None
+    else:
+        start, end, _ = spec["period"]
+        given = {"period": [start, end], "chunk": spec["chunk"]}
+        result = None
+    return {
+        "job_id": record.job_id,
+        "application": record.application,
+        "state": record.state.value,
+        "submitted_at": record.submitted_at,
+        "started_at": record.started_at,
+        "ended_at": record.ended_at,
+        "written": record.written,
+        "actuations": record.actuations,
+        "error": record.error,
+        "status": dict(record.status),
+        "control": dict(spec.get("control", {})),
+        "input": given,
+        "result": result,
+    }
 
 
 def period_of(first_day: str, days: int) -> Period:
