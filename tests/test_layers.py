@@ -198,6 +198,8 @@ LAYERS: dict[str, Layer] = {
     "meterseal.kvs.export_store": SERVICE,
     "meterseal.kvs.export_gateway": SERVICE,
     "meterseal.agent": CORE,  # the driver protocol, frame codecs and readings: sans-IO
+    "meterseal.agent.nbr_driver": ADAPTER,  # NBR 14522 reader over TCP or a serial device
+    "meterseal.agent.nbr_emulator": ADAPTER,  # emulated NBR 14522 meters on TCP ports
 }
 
 

@@ -109,6 +109,12 @@ class MeterFrameError(MeterDriverError):
     skip = "bad_frame"
 
 
+class PartialFrame(MeterFrameError):
+    """The meter sent part of a frame and fell silent."""
+
+    skip = "partial_frame"
+
+
 class WrongMeterSerial(MeterDriverError):
     """The meter answered for another serial number than the one addressed."""
 

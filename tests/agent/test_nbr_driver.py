@@ -1,0 +1,151 @@
+"""The NBR 14522 driver against emulated meters: what it reads, and each fault it meets."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import pytest
+
+from meterseal.agent.driver import LoadState, MeterDriver, MeterTarget
+from meterseal.agent.nbr_driver import NbrDriver, open_nbr
+from meterseal.agent.nbr_emulator import Fault, MeterLine
+from meterseal.agent.nbr_meter import EmulatedMeter
+from meterseal.errors import (
+    MeterDriverError,
+    MeterFrameError,
+    MeterTimeout,
+    PartialFrame,
+    WrongMeterSerial,
+)
+from meterseal.meter.load import INTERVAL, Fleet
+from tests.conftest import NOW
+
+T = int(NOW.timestamp())
+ZONE = "America/Sao_Paulo"
+R = TypeVar("R")
+
+
+def _meter(index: int = 0) -> EmulatedMeter:
+    return EmulatedMeter(f"{10_000_001 + index}", index, Fleet(7), lambda: T, tz=ZONE)
+
+
+def _with_driver(
+    meter: EmulatedMeter,
+    fault: Fault,
+    use: Callable[[NbrDriver, MeterLine], Awaitable[R]],
+    timeout: float = 3.0,
+) -> R:
+    # A meter working out a load-model month holds the GIL for a while: generous timeouts,
+    # except where a timeout is the point.
+    async def run() -> R:
+        line = MeterLine(meter, fault)
+        host, port = await line.start()
+        target = MeterTarget(f"{host}:{port}", meter.serial, timeout=timeout)
+        driver = await open_nbr(target, tz=ZONE, attempts=2)
+        try:
+            return await use(driver, line)
+        finally:
+            await driver.close()
+            await line.stop()
+
+    return asyncio.run(run())
+
+
+def test_the_driver_reads_what_the_meter_holds() -> None:
+    meter = _meter()
+    start, end = T - T % INTERVAL - 86_400, T - T % INTERVAL
+
+    async def read(driver: NbrDriver, _: MeterLine) -> None:
+        assert isinstance(driver, MeterDriver)
+        assert (await driver.identify()).serial == meter.serial
+        registers = await driver.read_registers()
+        assert registers.active_import_wh == meter.register_wh(T)
+        assert registers.read_at == T
+        profile = await driver.read_load_profile(start, end)
+        assert [i.start for i in profile.intervals] == list(range(start, end, INTERVAL))
+        assert [i.active_import_wh for i in profile.intervals] == meter.energy(start, end)
+        values = await driver.read_instantaneous()
+        assert values.read_at == T
+        assert 45 < values.frequency < 55
+        assert values.phasor().phases[0].voltage > 200
+
+    _with_driver(meter, Fault.NONE, read)
+
+
+def test_a_window_inside_the_profile_gets_only_its_intervals() -> None:
+    meter = _meter(1)
+    end = T - T % INTERVAL - 3 * INTERVAL
+    start = end - 5 * INTERVAL
+
+    async def read(driver: NbrDriver, _: MeterLine) -> list[int]:
+        profile = await driver.read_load_profile(start, end)
+        return [i.start for i in profile.intervals]
+
+    assert _with_driver(meter, Fault.NONE, read) == list(range(start, end, INTERVAL))
+
+
+def test_the_load_relay_and_the_clock_are_set() -> None:
+    meter = _meter(2)
+
+    async def act(driver: NbrDriver, _: MeterLine) -> None:
+        assert await driver.set_load(LoadState.DISCONNECTED) is LoadState.DISCONNECTED
+        assert meter.load_connected is False
+        values = await driver.read_instantaneous()
+        assert values.demand == 0.0
+        assert await driver.set_load(LoadState.CONNECTED) is LoadState.CONNECTED
+        assert await driver.set_clock(T + 120) == T + 120
+        assert int(meter.now()) == T + 120
+
+    _with_driver(meter, Fault.NONE, act)
+
+
+def test_damaged_blocks_are_naked_and_read_again() -> None:
+    async def read(driver: NbrDriver, line: MeterLine) -> int:
+        await driver.read_registers()
+        return driver.counts.naks
+
+    assert _with_driver(_meter(3), Fault.FLAKY_CRC, read) == 2  # parameters, registers
+
+
+@pytest.mark.parametrize(
+    ("fault", "error", "skip"),
+    [
+        (Fault.BAD_CRC, MeterFrameError, "bad_frame"),
+        (Fault.TIMEOUT, MeterTimeout, "timeout"),
+        (Fault.PARTIAL, PartialFrame, "partial_frame"),
+        (Fault.FOREIGN, WrongMeterSerial, "wrong_serial"),
+    ],
+)
+def test_each_fault_raises_its_driver_error(
+    fault: Fault, error: type[MeterDriverError], skip: str
+) -> None:
+    async def read(driver: NbrDriver, _: MeterLine) -> None:
+        with pytest.raises(error) as caught:
+            await driver.read_registers()
+        assert caught.value.skip == skip
+
+    _with_driver(_meter(4), fault, read, timeout=0.3)
+
+
+def test_a_meter_that_is_not_there_is_a_timeout() -> None:
+    async def run() -> None:
+        line = MeterLine(_meter())
+        host, port = await line.start()
+        await line.stop()
+        with pytest.raises(MeterTimeout):
+            await open_nbr(MeterTarget(f"{host}:{port}", "10000001", timeout=0.3))
+
+    asyncio.run(run())
+
+
+def test_clocks_are_read_in_the_meters_zone() -> None:
+    meter = _meter(5)
+
+    async def read(driver: NbrDriver, _: MeterLine) -> dt.datetime:
+        return (await driver.parameters()).clock
+
+    local = _with_driver(meter, Fault.NONE, read)
+    assert local == NOW.astimezone(dt.timezone(dt.timedelta(hours=-3))).replace(tzinfo=None)
