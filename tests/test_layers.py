@@ -76,6 +76,11 @@ LAYERS: dict[str, Layer] = {
     "meterseal.accounts.authn": RUNTIME,  # the runtime's Authenticator over accounts
     "meterseal.accounts.api": INTERFACE,  # sign-in and the access log over HTTP
     "meterseal.transparency": CORE,
+    "meterseal.commands": CORE,  # signed meter commands, the verifier, the log's chain
+    "meterseal.commands.keys": ADAPTER,  # the operator command key's files
+    "meterseal.commands.logfile": ADAPTER,  # the command log on a file
+    "meterseal.commands.desk": SERVICE,  # the head-end's side: issue, record, expire
+    "meterseal.commands.cli": INTERFACE,
     "meterseal.acquisition": CORE,
     "meterseal.acquisition.http": ADAPTER,
     "meterseal.acquisition.tcp": ADAPTER,
