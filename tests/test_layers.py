@@ -205,6 +205,8 @@ LAYERS: dict[str, Layer] = {
     "meterseal.agent": CORE,  # the driver protocol, frame codecs and readings: sans-IO
     "meterseal.agent.nbr_driver": ADAPTER,  # NBR 14522 reader over TCP or a serial device
     "meterseal.agent.nbr_emulator": ADAPTER,  # emulated NBR 14522 meters on TCP ports
+    "meterseal.agent.protocols": ADAPTER,  # protocol name -> driver factory
+    "meterseal.agent.runner": SERVICE,  # the agent's pass: read, seal, send to the head-end
 }
 
 

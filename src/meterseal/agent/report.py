@@ -17,6 +17,7 @@ class AgentReport:
     readings_published: int = 0
     skipped: Counter[str] = field(default_factory=Counter)  # meters skipped, by reason
     acks: Counter[str] = field(default_factory=Counter)  # the head-end's answers, by ack
+    unacknowledged: int = 0  # sealed readings the head-end never answered
     seconds: float = 0.0
 
     def skip(self, error: MeterDriverError) -> None:
