@@ -10,12 +10,18 @@ names the packet (meter, counter) or the bill field, with both values.
 
 from __future__ import annotations
 
-import enum
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from meterseal.billing.audit_compare import compare_fields, compare_manifest, tariff_of
+from meterseal.billing.audit_findings import (
+    Finding,
+    FindingKind,
+    field_finding,
+    rejected_reasons,
+)
 from meterseal.billing.bill import (
     Bill,
     BillFormatError,
@@ -25,51 +31,26 @@ from meterseal.billing.bill import (
     parse_signed_bill,
     verify_signed_bill,
 )
-from meterseal.billing.completeness import estimation_rule
-from meterseal.billing.compute import BillPacket, BillRequest, bill_order, compute_bill, leaf_hashes
+from meterseal.billing.compute import BillPacket, bill_order, leaf_hashes
 from meterseal.billing.hashing import merkle_root
 from meterseal.billing.policy import flag_problem
 from meterseal.billing.scope import in_scope
-from meterseal.billing.tariff import Tariff, TariffBook, TariffError
+from meterseal.billing.tariff import TariffBook
 from meterseal.billing.unsigned import UnsignedRecordError, unsigned_from_cbor
 from meterseal.crypto.packet import verify_signed_originals
 from meterseal.crypto.registry import MeterDirectory
 from meterseal.crypto.signing import VerifyingKey
-from meterseal.errors import InvalidPacket, MetersealError
+from meterseal.errors import InvalidPacket
 
-
-class FindingKind(enum.StrEnum):
-    """What kind of discrepancy an audit found."""
-
-    MISSING = "missing"  # a valid reading not on the bill, or a billed packet gone from the store
-    EXTRA = "extra"  # billed, but not a valid reading of this customer in this period
-    ALTERED = "altered"  # stored bytes or columns differ from what was signed or billed
-    REORDERED = "reordered"  # the bill's order is not (timestamp, meter, counter)
-    FOREIGN = "foreign"  # signed by another meter than the row claims
-    FORGED = "forged"  # the meter signature does not verify (or no such meter)
-    REPLAYED = "replayed"  # a reading signed for another time or counter, stored again
-    FIELD = "field"  # a bill field differs from the auditor's recomputation
-    SIGNATURE = "signature"  # the billing service's signature does not hold
-    TARIFF = "tariff"  # the tariff named on the bill is unknown or changed since signing
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """One discrepancy, naming the packet (meter, counter) or the bill field concerned."""
-
-    kind: FindingKind
-    detail: str
-    meter_id: str | None = None
-    counter: int | None = None
-    field: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (None fields dropped)."""
-        out: dict[str, Any] = {"kind": self.kind.value, "detail": self.detail}
-        for name in ("meter_id", "counter", "field"):
-            if getattr(self, name) is not None:
-                out[name] = getattr(self, name)
-        return out
+# Findings are the audit's vocabulary: callers import them from here as from audit_findings.
+__all__ = [
+    "AuditInput",
+    "AuditReport",
+    "Finding",
+    "FindingKind",
+    "audit_bill",
+    "rejected_reasons",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,10 +153,10 @@ def audit_bill(inp: AuditInput, *, now: int) -> AuditReport:
                 field="manifest",
             ),
         )
-    findings += _compare_manifest(manifest or (), ours, seen, leaves)
-    tariff = _tariff(bill, inp.tariffs, findings)
+    findings += compare_manifest(manifest or (), ours, seen.by_key, seen.bad, leaves)
+    tariff = tariff_of(bill, inp.tariffs, findings)
     if tariff is not None:
-        findings += _compare_fields(bill, tariff, ours, meters, (leaves, root))
+        findings += compare_fields(bill, tariff, ours, meters, (leaves, root))
     if (flag := flag_problem(bill)) is not None:  # a claim of the bill's own statements
         findings.append(Finding(FindingKind.FIELD, flag, field="estimated_over_limit"))
     return AuditReport(
@@ -236,7 +217,7 @@ def _meter_findings(bill: Bill, customer_meters: Sequence[str], out: list[Findin
 def _window_findings(bill: Bill, stored: Mapping[str, tuple[int, int]]) -> list[Finding]:
     """A billed meter whose dates with the customer differ from the store's assignments."""
     return [
-        _field(f"meters[{m.meter_id}].window", m.window, stored.get(m.meter_id), m.meter_id)
+        field_finding(f"meters[{m.meter_id}].window", m.window, stored.get(m.meter_id), m.meter_id)
         for m in bill.meters
         if m.window != stored.get(m.meter_id)
     ]
@@ -365,201 +346,3 @@ def _column_findings(row: BillPacket, signed: BillPacket, seen: _Verified) -> No
                     name,
                 )
             )
-
-
-def _compare_manifest(
-    manifest: Sequence[ManifestEntry],
-    ours: Sequence[BillPacket],
-    seen: _Verified,
-    leaves: list[bytes],
-) -> list[Finding]:
-    if [e.leaf_hash for e in manifest] == leaves and len(set(leaves)) == len(leaves):
-        return []  # every packet billed once, in our order: nothing below could differ
-    findings: list[Finding] = []
-    our_leaves = dict(zip(leaves, ours, strict=True))
-    billed = {e.leaf_hash for e in manifest}
-    for entry in manifest:
-        if entry.leaf_hash in our_leaves:
-            continue
-        key = (entry.meter_id, entry.counter)
-        row = seen.by_key.get(key)
-        if row is None:
-            findings.append(
-                Finding(
-                    FindingKind.MISSING,
-                    "billed, but no longer in the store",
-                    entry.meter_id,
-                    entry.counter,
-                )
-            )
-        elif leaf_hashes([row])[0] != entry.leaf_hash:
-            findings.append(
-                Finding(
-                    FindingKind.ALTERED,
-                    "the stored packet's bytes differ from the billed ones",
-                    entry.meter_id,
-                    entry.counter,
-                )
-            )
-        elif key in seen.bad:
-            findings.append(
-                Finding(
-                    FindingKind.EXTRA,
-                    f"billed, but {seen.bad[key].value}",
-                    entry.meter_id,
-                    entry.counter,
-                )
-            )
-        else:
-            findings.append(
-                Finding(
-                    FindingKind.EXTRA,
-                    "billed, but outside the period",
-                    entry.meter_id,
-                    entry.counter,
-                )
-            )
-    twice = Counter(e.leaf_hash for e in manifest)
-    for entry in manifest:
-        if twice.pop(entry.leaf_hash, 1) > 1:
-            findings.append(
-                Finding(
-                    FindingKind.EXTRA,
-                    "the same packet is billed more than once",
-                    entry.meter_id,
-                    entry.counter,
-                )
-            )
-    billed_keys = {(e.meter_id, e.counter) for e in manifest}
-    for leaf, p in our_leaves.items():
-        if leaf not in billed and (p.meter_id, p.counter) not in billed_keys:
-            findings.append(
-                Finding(
-                    FindingKind.MISSING,
-                    "a valid reading of the period is not on the bill",
-                    p.meter_id,
-                    p.counter,
-                )
-            )
-    findings += _order_findings(manifest, our_leaves)
-    return findings
-
-
-def _order_findings(
-    manifest: Sequence[ManifestEntry], our_leaves: dict[bytes, BillPacket]
-) -> list[Finding]:
-    """Name each billed packet that sits before one that should precede it."""
-    billed = {e.leaf_hash for e in manifest}
-    expected = [leaf for leaf in our_leaves if leaf in billed]
-    actual = [e for e in manifest if e.leaf_hash in our_leaves]
-    findings = []
-    for want, got in zip(expected, actual, strict=False):
-        if want != got.leaf_hash:
-            should = our_leaves[want]
-            findings.append(
-                Finding(
-                    FindingKind.REORDERED,
-                    f"billed where counter {should.counter} of {should.meter_id} belongs",
-                    got.meter_id,
-                    got.counter,
-                )
-            )
-    return findings
-
-
-def _tariff(bill: Bill, tariffs: TariffBook, findings: list[Finding]) -> Tariff | None:
-    try:
-        tariff = tariffs.get(bill.tariff_id, bill.tariff_version)
-    except (TariffError, KeyError):
-        findings.append(
-            Finding(
-                FindingKind.TARIFF,
-                f"tariff {bill.tariff_id} v{bill.tariff_version} is unknown",
-                field="tariff",
-            )
-        )
-        return None
-    if tariff.digest() != bill.tariff_digest:
-        findings.append(
-            Finding(
-                FindingKind.TARIFF,
-                f"tariff {bill.tariff_id} v{bill.tariff_version} differs from the one billed "
-                f"(digest {tariff.digest().hex()[:16]}…, billed {bill.tariff_digest.hex()[:16]}…)",
-                field="tariff",
-            )
-        )
-    return tariff
-
-
-def _compare_fields(
-    bill: Bill,
-    tariff: Tariff,
-    ours: Sequence[BillPacket],
-    meters: set[str],
-    tree: tuple[Sequence[bytes], bytes],
-) -> list[Finding]:
-    try:
-        rule = estimation_rule(bill.estimation)
-    except MetersealError as exc:
-        return [Finding(FindingKind.FIELD, exc.diagnostics(), field="estimation")]
-    request = BillRequest(
-        bill.bill_id,
-        bill.customer_id,
-        tuple(m.meter_id for m in bill.meters),
-        bill.period,
-        tariff,
-        rule,
-        bill.issued_at,
-        tuple((m.meter_id, *m.window) for m in bill.meters if m.window is not None),
-        bill.unsigned_wh is not None,
-        # The rule the bill was signed under: bills before move-in standing charges lack it.
-        prorate_standing=bill.standing is not None,
-    )
-    expected = compute_bill(request, ours, tree=tree).bill
-    findings = []
-    mine = {m.meter_id: m for m in expected.meters}
-    for statement in bill.meters:
-        theirs = mine[statement.meter_id]
-        for name in ("expected", "received", "measured_wh", "estimated_wh", "gaps", "duplicates"):
-            if getattr(statement, name) != getattr(theirs, name):
-                findings.append(
-                    _field(
-                        f"meters[{statement.meter_id}].{name}",
-                        getattr(statement, name),
-                        getattr(theirs, name),
-                        statement.meter_id,
-                    )
-                )
-    if bill.charges.lines != expected.charges.lines:
-        findings.append(_field("lines", _lines(bill), _lines(expected)))
-    for name, got, want in (
-        ("total", bill.charges.total, expected.charges.total),
-        ("currency", bill.charges.currency, expected.charges.currency),
-        ("packets", bill.packets, expected.packets),
-        ("unsigned_wh", bill.unsigned_wh, expected.unsigned_wh),
-        ("standing", bill.standing, expected.standing),
-        ("chain", bill.chain_head.hex(), expected.chain_head.hex()),
-        ("merkle_root", bill.merkle_root.hex(), expected.merkle_root.hex()),
-    ):
-        if got != want:
-            findings.append(_field(name, got, want))
-    return findings
-
-
-def _field(name: str, billed: object, audited: object, meter_id: str | None = None) -> Finding:
-    detail = f"bill says {_short(billed)}, audit finds {_short(audited)}"
-    return Finding(FindingKind.FIELD, detail, meter_id=meter_id, field=name)
-
-
-def _short(value: object) -> str:
-    text = str(value)
-    return text if len(text) <= 80 else text[:77] + "…"
-
-
-def _lines(bill: Bill) -> list[str]:
-    return [f"{li.label}: {li.amount}" for li in bill.charges.lines]
-
-
-def rejected_reasons(findings: Iterable[Finding]) -> Counter[str]:
-    """How many findings of each kind (for the CLI summary)."""
-    return Counter(f.kind.value for f in findings)
