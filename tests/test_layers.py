@@ -207,6 +207,7 @@ LAYERS: dict[str, Layer] = {
     "meterseal.agent.nbr_emulator": ADAPTER,  # emulated NBR 14522 meters on TCP ports
     "meterseal.agent.protocols": ADAPTER,  # protocol name -> driver factory
     "meterseal.agent.runner": SERVICE,  # the agent's pass: read, seal, send to the head-end
+    "meterseal.agent.cli": INTERFACE,  # meterseal agent run | emulate
 }
 
 

@@ -110,6 +110,7 @@ _add_group("kvs", "meterseal.cli_kvs", "kvs_app", "Secure key-value store.")
 _add_group("cascadb", "meterseal.cli_cascadb", "cascadb_app", "SQL over the secure KVS.")
 _add_group("jobs", "meterseal.cli_jobs", "jobs_app", "Batch jobs with deadlines on Dask.")
 _add_group("command", "meterseal.commands.cli", "command_app", "Signed commands to meters.")
+_add_group("agent", "meterseal.agent.cli", "agent_app", "The meter-side sealing agent.")
 # `kvs export`: customers' months of signed originals into the KVS (without the kvs extra,
 # the group's stand-in names it)
 with contextlib.suppress(ModuleNotFoundError):

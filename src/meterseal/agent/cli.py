@@ -1,0 +1,198 @@
+"""`meterseal agent`: read legacy meters and seal their readings; emulate NBR 14522 meters."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import signal
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from meterseal.cli_common import DEFAULT_DEPLOYMENT, DeploymentDir, PassphraseEnv, console
+from meterseal.cli_common import load as load_deployment
+from meterseal.cli_common import passphrase as read_passphrase
+from meterseal.errors import ConfigurationError
+
+agent_app = typer.Typer(
+    help="The meter-side sealing agent: legacy meter protocols in, sealed readings out.",
+    no_args_is_help=True,
+)
+
+FAULT_HELP = (
+    "faults of the last meters, comma-separated: bad_crc, flaky_crc, timeout, partial, foreign"
+)
+
+
+@agent_app.command("emulate")
+def emulate(
+    meters: Annotated[int, typer.Option(help="emulated NBR 14522 meters, one TCP port each")] = 4,
+    prefix: Annotated[str, typer.Option(help="meter ids PREFIX-000001 ... (as provisioned)")] = (
+        "MTR"
+    ),
+    serial_base: Annotated[int, typer.Option(help="serial number of the first meter")] = 20_000_001,
+    seed: Annotated[int, typer.Option(help="the load model's seed (simulate uses 7)")] = 7,
+    tz: Annotated[str, typer.Option(help="the meters' clock zone")] = "UTC",
+    faults: Annotated[str, typer.Option(help=FAULT_HELP)] = "",
+    host: Annotated[str, typer.Option(help="address the meters listen on")] = "127.0.0.1",
+    write_meters: Annotated[
+        Path | None, typer.Option(help="write the meter list `agent run --meters-file` reads")
+    ] = None,
+    duration: Annotated[float, typer.Option(help="seconds to run (0: until interrupted)")] = 0.0,
+) -> None:
+    """Emulate NBR 14522 meters (registers and load profile from the load model) on TCP ports."""
+    from meterseal.agent.nbr_emulator import Emulator, Fault, MeterLine
+    from meterseal.agent.nbr_meter import EmulatedMeter
+    from meterseal.agent.targets import MeterLineEntry
+    from meterseal.meter.load import Fleet
+    from meterseal.meter.provisioning import meter_ids
+
+    try:
+        chosen = [Fault(f.strip()) for f in faults.split(",") if f.strip()]
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--faults") from exc
+    if len(chosen) > meters:
+        raise typer.BadParameter("more faults than meters", param_hint="--faults")
+    plan = [Fault.NONE] * (meters - len(chosen)) + chosen
+    model = Fleet(seed)
+    ids = meter_ids(meters, prefix)
+    emulated = [
+        EmulatedMeter(f"{serial_base + i:08d}", i, model, time.time, tz=tz) for i in range(meters)
+    ]
+    emulator = Emulator([MeterLine(m, f) for m, f in zip(emulated, plan, strict=True)])
+
+    async def serve() -> None:
+        addresses = await emulator.start(host)
+        entries = [
+            MeterLineEntry(meter_id, m.serial, f"{h}:{p}")
+            for meter_id, m, (h, p) in zip(ids, emulated, addresses, strict=True)
+        ]
+        for entry, fault in zip(entries, plan, strict=True):
+            # Scripts wait for these lines: the meter list, one meter a line.
+            print(f"meter {entry.line()} fault {fault.value}", flush=True)
+        if write_meters is not None:
+            write_meters.write_text("".join(f"{e.line()}\n" for e in entries))
+            console.print(f"meter list written to {write_meters}")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), duration or None)
+        await emulator.stop()
+
+    asyncio.run(serve())
+    for line, entry in zip(emulator.lines, ids, strict=True):
+        counts = line.counts
+        console.print(
+            f"{entry}: {counts.commands} commands, {counts.blocks} blocks, "
+            f"{counts.naks_heard} NAKs heard"
+        )
+
+
+@agent_app.command("run")
+def run(
+    deployment_dir: DeploymentDir = DEFAULT_DEPLOYMENT,
+    protocol: Annotated[str, typer.Option(help="the meters' protocol")] = "nbr14522",
+    address: Annotated[str | None, typer.Option(help="one meter's HOST:PORT")] = None,
+    serial: Annotated[str | None, typer.Option(help="its serial number")] = None,
+    meter_id: Annotated[str | None, typer.Option(help="its meterseal meter id")] = None,
+    meters_file: Annotated[
+        Path | None, typer.Option(help="meter list: METER_ID SERIAL HOST:PORT a line")
+    ] = None,
+    fleet: Annotated[
+        Path | None, typer.Option(help="fleet file with the meters' keys (default p256)")
+    ] = None,
+    transport: Annotated[str, typer.Option(help="to the head-end: tcp, http or mqtt")] = "tcp",
+    target: Annotated[str, typer.Option(help="the head-end's address")] = "127.0.0.1:7400",
+    first_day: Annotated[
+        str | None, typer.Option("--from", help="first day to read (UTC, YYYY-MM-DD)")
+    ] = None,
+    days: Annotated[float, typer.Option(help="days of load profile to read")] = 1.0,
+    tz: Annotated[str, typer.Option(help="the meters' clock zone")] = "UTC",
+    timeout: Annotated[float, typer.Option(help="seconds a meter may take to answer")] = 5.0,
+    attempts: Annotated[int, typer.Option(help="times a command is sent before giving up")] = 3,
+    concurrency: Annotated[int, typer.Option(help="meters read at once")] = 16,
+    wait: Annotated[float, typer.Option(help="seconds to wait for the head-end")] = 10.0,
+    passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
+) -> None:
+    """Read meters over their protocol, seal their readings, send them to the head-end."""
+    from meterseal.agent.driver import MeterTarget
+    from meterseal.agent.protocols import driver_factory
+    from meterseal.agent.runner import AgentMeter, run_pass
+    from meterseal.agent.targets import MeterLineEntry, parse_meter_list
+    from meterseal.meter.provisioning import load_fleet
+    from meterseal.simulation import link_for, simulation_period, wait_for_listener
+
+    entries = parse_meter_list(meters_file.read_text().splitlines()) if meters_file else []
+    single = (address, serial, meter_id)
+    if any(single):
+        if not all(single):
+            raise typer.BadParameter("--address, --serial and --meter-id go together")
+        entries.append(MeterLineEntry(meter_id or "", serial or "", address or ""))
+    if not entries:
+        raise typer.BadParameter("name meters with --meters-file or --address/--serial/--meter-id")
+    try:
+        day = None if first_day is None else dt.date.fromisoformat(first_day)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--from") from exc
+    start, intervals = simulation_period(day, days, dt.datetime.now(dt.UTC))
+    end = start + intervals * 900
+    deployment = load_deployment(deployment_dir, passphrase_env)
+    passphrase = read_passphrase(passphrase_env)
+    keys = {
+        m.key.meter_id: m
+        for m in load_fleet(fleet or deployment_dir / "fleet-p256.cbor", passphrase)
+    }
+    missing = [e.meter_id for e in entries if e.meter_id not in keys]
+    if missing:
+        raise ConfigurationError(f"not in the fleet file: {', '.join(missing)}")
+    meters = [
+        AgentMeter(MeterTarget(e.address, e.serial, timeout), keys[e.meter_id]) for e in entries
+    ]
+    asyncio.run(wait_for_listener(transport, target, wait))
+    link = link_for(transport, target, ca=deployment.ca_cert)
+    result = asyncio.run(
+        run_pass(
+            meters,
+            driver_factory(protocol, tz=tz, attempts=attempts),
+            link,
+            deployment.headend.public(),
+            start,
+            end,
+            concurrency=concurrency,
+        )
+    )
+    table = Table(title=f"agent pass over {len(meters)} {protocol} meters")
+    for column in ("meter", "serial", "readings", "register Wh", "skipped"):
+        table.add_column(column)
+    for outcome in sorted(result.meters, key=lambda o: o.meter_id):
+        registers = outcome.registers
+        table.add_row(
+            outcome.meter_id,
+            outcome.serial,
+            str(outcome.readings),
+            "" if registers is None else f"{registers.active_import_wh:,}",
+            outcome.skipped or "",
+        )
+    console.print(table)
+    report = result.report
+    console.print(
+        f"meters read {report.meters_read}, readings sealed {report.readings_sealed}, "
+        f"accepted {report.acks['accepted']}, rejected {report.acks['rejected']}, "
+        f"unacknowledged {report.unacknowledged} in {report.seconds:.1f} s"
+    )
+    skipped = ", ".join(f"{k} {v}" for k, v in sorted(report.skipped.items())) or "none"
+    console.print(f"skipped: {skipped}")
+    for outcome in result.meters:
+        if outcome.skipped:
+            console.print(f"  {outcome.meter_id} ({outcome.serial}): {outcome.detail}")
+    if start % 86_400 == 0 and intervals % 96 == 0:
+        first = dt.datetime.fromtimestamp(start, dt.UTC).date()
+        console.print(
+            f"bill this period with: meterseal bill --from {first} --days {intervals // 96}"
+        )

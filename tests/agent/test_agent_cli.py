@@ -1,0 +1,121 @@
+"""`meterseal agent emulate` and `meterseal agent run` end to end, with a head-end serving."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from meterseal.crypto.suites import P256
+from meterseal.demo import register
+from meterseal.deployment import init_deployment
+from meterseal.meter.provisioning import provision, save_fleet
+from meterseal.storage import Store
+from tests.command_line import invoke
+
+METERS = 3  # the last one times out
+
+
+def _start(args: list[str], ready: str, count: int = 1) -> tuple[subprocess.Popen[str], list[str]]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "meterseal", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=os.environ.copy(),
+    )
+    assert process.stdout is not None
+    lines = []
+    for line in process.stdout:
+        if line.startswith(ready):
+            lines.append(line.split())
+            if len(lines) == count:
+                return process, [" ".join(words) for words in lines]
+    raise AssertionError(f"meterseal {args[0]} did not start (exit {process.wait()})")
+
+
+def _stop(process: subprocess.Popen[str]) -> None:
+    process.terminate()
+    process.wait(30)
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> tuple[Path, str]:
+    """A deployment with three p256 meters registered in a SQLite store."""
+    now = dt.datetime.now(dt.UTC)
+    deployment = init_deployment(tmp_path / "deployment", now=now)
+    meters = provision(deployment.ca_key, deployment.ca_cert, METERS, P256, now=now, workers=1)
+    save_fleet(tmp_path / "deployment" / "fleet-p256.cbor", meters, None)
+    url = f"sqlite:///{tmp_path / 'meterseal.db'}"
+    with Store.open(url) as store:
+        register(store, deployment, meters)
+    return tmp_path / "deployment", url
+
+
+def test_the_agent_reads_emulated_meters_into_a_serving_head_end(
+    site: tuple[Path, str], tmp_path: Path
+) -> None:
+    deployment, url = site
+    meter_list = tmp_path / "meters.txt"
+    emulator, meters = _start(
+        [
+            "agent",
+            "emulate",
+            "--meters",
+            str(METERS),
+            "--faults",
+            "timeout",
+            "--write-meters",
+            str(meter_list),
+        ],
+        "meter ",
+        METERS,
+    )
+    headend, (endpoint,) = _start(
+        ["serve", "-d", str(deployment), "--store", url, "--tcp", "127.0.0.1:0"], "listening tcp "
+    )
+    try:
+        assert meters[0].startswith("meter MTR-000001 20000001 127.0.0.1:")
+        assert meters[-1].endswith("fault timeout")
+        result = invoke(
+            [
+                "agent",
+                "run",
+                "-d",
+                str(deployment),
+                "--meters-file",
+                str(meter_list),
+                "--target",
+                endpoint.split()[2],
+                "--days",
+                "1",
+                "--timeout",
+                "1",
+                "--attempts",
+                "1",
+            ]
+        )
+    finally:
+        _stop(headend)
+        _stop(emulator)
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "meters read 2, readings sealed 192, accepted 192" in text
+    assert "skipped: timeout 1" in text
+    assert "MTR-000003 (20000003): meter 20000003" in text
+    assert "bill this period with: meterseal bill --from" in text
+    with Store.open(url) as store:
+        assert store.counters().get("stored") == 192
+
+
+def test_a_meter_list_line_must_have_three_fields(site: tuple[Path, str], tmp_path: Path) -> None:
+    deployment, _ = site
+    meter_list = tmp_path / "meters.txt"
+    meter_list.write_text("MTR-000001 20000001\n")
+    result = invoke(["agent", "run", "-d", str(deployment), "--meters-file", str(meter_list)])
+    assert result.exit_code == 2
+    assert "meter list line 1" in " ".join(result.output.split())
