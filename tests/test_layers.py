@@ -165,6 +165,7 @@ LAYERS: dict[str, Layer] = {
     "meterseal.jobs.records": ADAPTER,  # durable job records, one JSON file per job
     "meterseal.jobs.metrics": RUNTIME,  # the Monitor's figures as Prometheus metrics
     "meterseal.jobs.manager": SERVICE,  # submit, run, cancel, list
+    "meterseal.jobs.attest": SERVICE,  # workers attest to the CAS for the job's keys (a plugin)
     "meterseal.jobs.service": SERVICE,  # a served Manager: its runner thread and its Stage
     "meterseal.jobs.client": SERVICE,  # a client of a served Manager's API (the CLI's --url)
     "meterseal.jobs.http_api": INTERFACE,  # the Manager over the runtime's HTTP API

@@ -49,6 +49,14 @@ Url = Annotated[
 TokenEnv = Annotated[
     str, typer.Option(help="environment variable holding the credential for --url (token/key)")
 ]
+Cas = Annotated[
+    str | None,
+    typer.Option(
+        "--cas",
+        help="the CAS each worker attests to for the authority's key (simulated attestation "
+        "unless the platform has a TEE)",
+    ),
+]
 CaFile = Annotated[Path | None, typer.Option("--ca", help="CA certificate of an https --url")]
 MetricsPort = Annotated[
     int | None,
@@ -109,7 +117,13 @@ def _run_on(
     trusted_memory: float | None,
 ) -> JobRecord:
     job_id = record.job_id
-    engine_of = local_engine(workers, processes=not threads, trusted_memory=trusted_memory)
+    cas = record.spec.get("audit", {}).get("cas")
+    engine_of = local_engine(
+        workers,
+        processes=not threads,
+        trusted_memory=trusted_memory,
+        **_attesting(cas, Path(record.spec["audit"]["authority_key"]).parent if cas else None),
+    )
     with progress_bar(console) as bar, engine_of as engine:
         task = bar.add_task(f"{job_id} {record.application}", total=None)
 
@@ -125,6 +139,15 @@ def _run_on(
     return ended
 
 
+def _attesting(cas: str | None, deployment_dir: Path | None) -> dict[str, Any]:
+    """local_engine's options for workers that attest to `cas` (none without a CAS)."""
+    if cas is None or deployment_dir is None:
+        return {}
+    from meterseal.jobs.attest import AttestedKeys
+
+    return {"plugins": (AttestedKeys(cas, deployment_dir),), "attested": True}
+
+
 def _print(view: dict[str, Any], jobs_dir: Path | None = None) -> None:
     """A job's view (`job_view`): state, results, the Monitor's last figures."""
     status = view["status"]
@@ -138,6 +161,15 @@ def _print(view: dict[str, Any], jobs_dir: Path | None = None) -> None:
             f"  trusted memory {status['trusted_used']:.0f} of {status['trusted_capacity']:.0f}"
             " MiB held",
             soft_wrap=True,
+        )
+    measured = status.get("trusted_measured_mib") or {}
+    if measured:
+        each = ", ".join(f"{name} {mib:.0f}" for name, mib in sorted(measured.items()))
+        console.print(
+            f"  trusted workers' memory, MiB (simulated enclave: the worker process's RSS): "
+            f"{each}",
+            soft_wrap=True,
+            markup=False,
         )
     if status:
         console.print(
@@ -208,6 +240,7 @@ def submit(
     url: Url = None,
     token_env: TokenEnv = "MS_JOBS_TOKEN",  # noqa: S107 - a variable name
     ca: CaFile = None,
+    cas: Cas = None,
     deployment_dir: DeploymentDir = DEFAULT_DEPLOYMENT,
     store: StoreUrl = DEFAULT_STORE,
     passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
@@ -239,7 +272,7 @@ def submit(
         console.print(f"its status: meterseal jobs status {view['job_id']} --url {url}")
         return
     boss = _manager(deployment_dir)
-    site = Site(store, deployment_dir, passphrase_env, reports)
+    site = Site(store, deployment_dir, passphrase_env, reports, cas)
     record = boss.submit(asked, site)
     console.print(f"submitted {record.job_id}", soft_wrap=True)
     if detach:
@@ -346,6 +379,7 @@ def serve(
     reports: Annotated[
         str | None, typer.Option(help="database for reports (default: --store)")
     ] = None,
+    cas: Cas = None,
     deployment_dir: DeploymentDir = DEFAULT_DEPLOYMENT,
     store: StoreUrl = DEFAULT_STORE,
     passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
@@ -379,14 +413,18 @@ def serve(
         console.print(f"metrics: http://127.0.0.1:{port}/metrics", soft_wrap=True)
     boss = _manager(deployment_dir)
     engine = functools.partial(
-        local_engine, workers, processes=not threads, trusted_memory=trusted_memory
+        local_engine,
+        workers,
+        processes=not threads,
+        trusted_memory=trusted_memory,
+        **_attesting(cas, deployment_dir),
     )
     runner = JobRunner(boss, engine, metrics)
     try:
         with Store.open(store) as accounts:
             signer = TokenSigner(token_key(deployment_dir, passphrase(passphrase_env)))
             authenticator = AccountAuthenticator(AccountStore(accounts), signer)
-            site = Site(store, deployment_dir, passphrase_env, reports)
+            site = Site(store, deployment_dir, passphrase_env, reports, cas)
             app = create_jobs_app(boss, site, authenticator, runner.wake)
             http = HttpAppService("jobs", app, address, 7490, context)
             stage = JobsStage(http, runner)

@@ -21,7 +21,11 @@ def exported() -> set[str]:
     """Every sample name the jobs' metrics export once a job was observed."""
     metrics = JobMetrics()
     seen = Observation(5, 10, 30.0, 100.0, 2, 3)
-    metrics.observe("job-1", Snapshot(seen, 0.5), Decision(3, seen.error, True, "late"))
+    metrics.observe(
+        "job-1",
+        Snapshot(seen, 0.5, trusted_measured=(("w-0", 80.0),)),
+        Decision(3, seen.error, True, "late"),
+    )
     return {s.name for family in metrics.registry.collect() for s in family.samples}
 
 

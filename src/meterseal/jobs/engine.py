@@ -8,7 +8,7 @@ through an `Actuator`; `DaskClusterActuator` is the cluster's own scaling (`clus
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -56,6 +56,8 @@ class DaskClusterActuator:
 
 
 TRUSTED_MEMORY = "TRUSTED_MEMORY_MB"  # the Dask resource: enclave (EPC) memory in MiB
+ATTESTED = "ATTESTED"  # the Dask resource a worker the CAS released keys to declares (jobs.attest)
+MIB = 1024 * 1024
 
 
 @dataclass
@@ -65,6 +67,7 @@ class Engine:
     client: Client
     actuator: Actuator
     address: str
+    attested: bool = False  # every task needs an attested worker (jobs.attest's plugin)
 
     def trusted_memory(self) -> tuple[float, float]:
         """Trusted memory (MiB) the running tasks hold and the workers declare, cluster-wide."""
@@ -75,6 +78,22 @@ class Engine:
             used = self.client.run(_trusted_in_use)
             held = float(sum(used.values()))
         return held, declared
+
+    def trusted_workers(self) -> dict[str, float]:
+        """Each trusted worker's measured trusted memory in MiB, by worker name.
+
+        Simulated enclave: no EPC to read, so the figure is the worker process's resident
+        memory as Dask measured it at the worker's last heartbeat (workers that are threads
+        of one process each report that process). On an attested engine only the workers
+        that attested count as trusted.
+        """
+        found: dict[str, float] = {}
+        for address, worker in self.client.scheduler_info()["workers"].items():
+            if self.attested and ATTESTED not in worker.get("resources", {}):
+                continue
+            rss = worker.get("metrics", {}).get("memory", 0) or 0
+            found[str(worker.get("name", address))] = float(rss) / MIB
+        return found
 
 
 def _trusted_in_use(dask_worker: Any) -> float:
@@ -91,11 +110,15 @@ def local_engine(
     processes: bool = True,
     threads_per_worker: int = 1,
     trusted_memory: float | None = None,
+    plugins: Sequence[Any] = (),
+    attested: bool = False,
 ) -> Iterator[Engine]:
     """A LocalCluster of `workers` (processes unless told), its client and its actuator.
 
     `trusted_memory` (MiB) is each worker's declared enclave memory, a Dask resource: the
-    scheduler never runs tasks on a worker whose needs together exceed it.
+    scheduler never runs tasks on a worker whose needs together exceed it. `plugins` go to
+    every worker at its start (jobs.attest's `AttestedKeys`), before it registers; with
+    `attested`, every task needs a worker that attested.
     """
     try:
         from distributed import Client, LocalCluster
@@ -108,11 +131,13 @@ def local_engine(
         dashboard_address=None,
         silence_logs=logging.CRITICAL,  # a closing cluster's heartbeats are not errors
         resources=None if trusted_memory is None else {TRUSTED_MEMORY: trusted_memory},
+        **({"plugins": tuple(plugins)} if plugins else {}),
     )
     try:
         client = Client(cluster)  # type: ignore[no-untyped-call]
         try:
-            yield Engine(client, DaskClusterActuator(cluster, client), cluster.scheduler_address)
+            actuator = DaskClusterActuator(cluster, client)
+            yield Engine(client, actuator, cluster.scheduler_address, attested)
         finally:
             client.close()  # type: ignore[no-untyped-call]
     finally:

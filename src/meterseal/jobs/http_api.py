@@ -93,7 +93,7 @@ class JobView(BaseModel):
     written: int = Field(description="results written (reports; ranked customers)")
     actuations: int
     error: str | None
-    status: dict[str, float | int] = Field(description="the Monitor's last check")
+    status: dict[str, Any] = Field(description="the Monitor's last check")
     control: dict[str, Any]
     input: dict[str, Any]
     result: str | None = Field(description="fraud: the ranking CSV's name in the jobs dir")

@@ -79,6 +79,7 @@ class Site:
     deployment_dir: Path
     passphrase_env: str = "MS_PASSPHRASE"  # noqa: S105 - a variable name
     reports: str | None = None  # the reports' database (default: the store)
+    cas: str | None = None  # the CAS workers attest to for the authority's key (jobs.attest)
 
     def audit(self) -> AuditSpec:
         """The validation job's auditor: the store and the authority's key files."""
@@ -89,6 +90,7 @@ class Site:
             str(d / "ca.cert.pem"),
             str(d / "billing.pub.pem"),
             self.passphrase_env,
+            cas=self.cas,
         )
 
 

@@ -34,6 +34,12 @@ class JobMetrics:
             field: Gauge(name, text, ["job"], registry=self.registry)
             for field, (name, text) in GAUGES.items()
         }
+        self.measured = Gauge(
+            "meterseal_job_worker_trusted_memory_mib",
+            "Trusted memory each trusted worker measures (simulated enclave: its process's RSS)",
+            ["job", "worker"],
+            registry=self.registry,
+        )
         self.actuations = Counter(
             "meterseal_job_actuations",
             "Checks at which the Controller changed the worker count",
@@ -46,6 +52,8 @@ class JobMetrics:
         figures = snapshot.to_dict()
         for field, gauge in self.gauges.items():
             gauge.labels(job=job_id).set(figures[field])
+        for worker, mib in snapshot.trusted_measured:
+            self.measured.labels(job=job_id, worker=worker).set(mib)
         if decision is not None and decision.acted:
             self.actuations.labels(job=job_id).inc()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from meterseal.jobs.control import Observation
 
@@ -21,8 +22,10 @@ class Snapshot:
     tasks_per_second: float
     trusted_used: float = 0.0  # MiB of trusted memory the running tasks hold
     trusted_capacity: float = 0.0  # MiB the workers declare
+    # MiB each trusted worker measures (simulated enclave: its process's resident memory)
+    trusted_measured: tuple[tuple[str, float], ...] = ()
 
-    def to_dict(self) -> dict[str, float | int]:
+    def to_dict(self) -> dict[str, Any]:
         """The figures a job's status and its metrics show."""
         seen = self.observation
         return {
@@ -37,6 +40,7 @@ class Snapshot:
             "tasks_per_second": self.tasks_per_second,
             "trusted_used": self.trusted_used,
             "trusted_capacity": self.trusted_capacity,
+            "trusted_measured_mib": dict(self.trusted_measured),
         }
 
 
@@ -58,10 +62,15 @@ class Monitor:
         self.done += tasks
 
     def check(
-        self, workers: int, queued: int, trusted: tuple[float, float] = (0.0, 0.0)
+        self,
+        workers: int,
+        queued: int,
+        trusted: tuple[float, float] = (0.0, 0.0),
+        measured: dict[str, float] | None = None,
     ) -> Snapshot:
-        """The observation now: `workers`, `queued` tasks, trusted memory (held, declared)."""
+        """The observation now: `workers`, `queued` tasks, trusted memory (held, declared)
+        and each trusted worker's measured use (MiB by worker)."""
         elapsed = max(0.0, self.clock() - self.started)
         seen = Observation(self.done, self.total, elapsed, self.deadline, workers, queued)
         rate = self.done / elapsed if elapsed > 0 else 0.0
-        return Snapshot(seen, rate, *trusted)
+        return Snapshot(seen, rate, *trusted, tuple(sorted((measured or {}).items())))

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from meterseal.errors import MetersealError
 from meterseal.jobs.control import Controller, Decision
-from meterseal.jobs.engine import TRUSTED_MEMORY, Engine
+from meterseal.jobs.engine import ATTESTED, TRUSTED_MEMORY, Engine
 from meterseal.jobs.monitor import Monitor, Snapshot
 
 T = TypeVar("T")
@@ -67,14 +67,20 @@ def run_chunks(
     from distributed import wait
 
     client = engine.client
+    need: dict[str, float] = {}
+    if trusted_memory is not None:
+        need[TRUSTED_MEMORY] = trusted_memory
+    if engine.attested:
+        need[ATTESTED] = 1.0  # only a worker the CAS released the job's keys to
     monitor.record(sum(len(chunks[i]) for i in finished))
     attempts: dict[int, int] = {}
 
     def submit(i: int) -> Any:
         attempts[i] = attempts.get(i, 0) + 1
         name = f"{key}-{i}-{attempts[i]}"
-        need = None if trusted_memory is None else {TRUSTED_MEMORY: trusted_memory}
-        return client.submit(task, chunks[i], key=name, retries=retries, pure=False, resources=need)
+        return client.submit(
+            task, chunks[i], key=name, retries=retries, pure=False, resources=need or None
+        )
 
     pending = {submit(i): i for i in range(len(chunks)) if i not in finished}
     run = Run()
@@ -117,7 +123,9 @@ def _result(future: Any, what: str) -> Any:
 def _check(
     engine: Engine, monitor: Monitor, control: Controller | None, queued: int
 ) -> tuple[Snapshot, Decision | None]:
-    snapshot = monitor.check(engine.actuator.workers(), queued, engine.trusted_memory())
+    snapshot = monitor.check(
+        engine.actuator.workers(), queued, engine.trusted_memory(), engine.trusted_workers()
+    )
     if control is None or queued == 0:
         return snapshot, None
     decision = control.decide(snapshot.observation)

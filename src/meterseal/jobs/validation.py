@@ -41,6 +41,7 @@ class AuditSpec:
     billing_key: str
     passphrase_env: str = "MS_PASSPHRASE"  # noqa: S105 - a variable name
     now: float | None = None  # the reports' audit time; None: each audit's own clock
+    cas: str | None = None  # set: the authority's key is the CAS's, released to attested workers
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +93,14 @@ def _auditor(spec: AuditSpec) -> tuple[Auditor, _Kept]:
         if _AUDITORS.store is not None:
             _AUDITORS.store.close()
         value = os.environ.get(spec.passphrase_env)
-        key = read_private_key(Path(spec.authority_key), value.encode() if value else None)
+        password = value.encode() if value else None
+        if spec.cas is not None:  # the worker attested (jobs.attest): the CAS's copy, no file
+            from meterseal.jobs.attest import AUTHORITY_KEY, attested_secret
+
+            pem = attested_secret(AUTHORITY_KEY)
+            key: object = serialization.load_pem_private_key(pem, password)
+        else:
+            key = read_private_key(Path(spec.authority_key), password)
         if not isinstance(key, ec.EllipticCurvePrivateKey):
             raise ConfigurationError(f"{spec.authority_key} is not the authority's P-256 key")
         ca = x509.load_pem_x509_certificate(Path(spec.ca_certificate).read_bytes())

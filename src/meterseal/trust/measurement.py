@@ -158,6 +158,20 @@ STAGE_MODULES: dict[str, tuple[str, ...]] = {
         "meterseal.ui",
         *TRUST_RUNTIME,
     ),
+    # A Dask worker of the batch jobs (`jobs.attest`'s plugin): the jobs, the auditor and the
+    # store it reads, the fraud pipeline's per-chunk step, holding the authority's key.
+    "jobs-worker": (
+        "meterseal.jobs",
+        "meterseal.billing",
+        "meterseal.storage",
+        "meterseal.fraud",
+        "meterseal.meter",
+        "meterseal.acquisition",
+        "meterseal.transparency",
+        "meterseal.runtime",
+        "meterseal.ui",
+        *TRUST_RUNTIME,
+    ),
 }
 # The modules a stage's process imports to run it: tests/trust checks that the stage's
 # STAGE_MODULES cover their import closure. Services that start a stage add their module here.
@@ -179,6 +193,13 @@ STAGE_ENTRIES: dict[str, tuple[str, ...]] = {
     # `python -m meterseal.dissemination serve|aggregate --cas …` (dissemination/__main__.py).
     "dissemination-router": _DISSEMINATION_ENTRIES,
     "dissemination-aggregator": _DISSEMINATION_ENTRIES,
+    # a Dask worker process: the plugin, then the tasks it runs (distributed imports them)
+    "jobs-worker": (
+        "meterseal.jobs.attest",
+        "meterseal.jobs.validation",
+        "meterseal.jobs.fraud",
+        *TRUST_RUNTIME,
+    ),
 }
 
 Versions = Callable[[str], tuple[tuple[str, str], ...]]
