@@ -206,6 +206,8 @@ LAYERS: dict[str, Layer] = {
     "meterseal.agent": CORE,  # the driver protocol, frame codecs and readings: sans-IO
     "meterseal.agent.nbr_driver": ADAPTER,  # NBR 14522 reader over TCP or a serial device
     "meterseal.agent.nbr_emulator": ADAPTER,  # emulated NBR 14522 meters on TCP ports
+    "meterseal.agent.nbr_sealed_link": ADAPTER,  # the sealed, asynchronous NBR 14522 on TCP
+    "meterseal.agent.link_keys": ADAPTER,  # key files of sealed links
     "meterseal.agent.protocols": ADAPTER,  # protocol name -> driver factory
     "meterseal.agent.runner": SERVICE,  # the agent's pass: read, seal, send to the head-end
     "meterseal.agent.cli": INTERFACE,  # meterseal agent run | emulate

@@ -126,6 +126,12 @@ class WrongMeterSerial(MeterDriverError):
         self.answered = answered
 
 
+class SealedMessageRefused(MeterDriverError):
+    """A sealed meter message did not open: wrong keys, tampered, or a replay."""
+
+    skip = "bad_seal"
+
+
 class MeterUnsupported(MeterDriverError):
     """The meter or its driver does not implement the requested function."""
 

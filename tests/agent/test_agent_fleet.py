@@ -12,14 +12,17 @@ import os
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from meterseal.acquisition.headend import HeadEnd, HeadEndSettings
 from meterseal.acquisition.tcp import TcpLink
 from meterseal.agent.driver import MeterTarget
-from meterseal.agent.nbr_emulator import Fault, MeterLine
+from meterseal.agent.link_keys import party
+from meterseal.agent.nbr_emulator import Fault, MeterLine, TcpLine
 from meterseal.agent.nbr_meter import EmulatedMeter
-from meterseal.agent.protocols import driver_factory
+from meterseal.agent.nbr_sealed_link import SealedMeterLine
+from meterseal.agent.protocols import READER, driver_factory
 from meterseal.agent.runner import AgentMeter, AgentPass, run_pass
 from meterseal.billing.auditor import Auditor
 from meterseal.billing.completeness import Period
@@ -42,9 +45,12 @@ FAULTS = [Fault.NONE, Fault.NONE, Fault.FLAKY_CRC, Fault.NONE]
 FAULTY = [Fault.BAD_CRC, Fault.TIMEOUT, Fault.PARTIAL, Fault.FOREIGN]
 
 
+@pytest.mark.parametrize("protocol", ["nbr14522", "nbr14522-sealed"])
 def test_an_emulated_fleet_is_read_sealed_billed_and_audited(
-    headend: HeadEndKeys, tmp_path: Path
+    headend: HeadEndKeys, tmp_path: Path, protocol: str
 ) -> None:
+    sealed = protocol.endswith("-sealed")
+    keys = tmp_path / "link-keys"
     ca_key, ca_cert = certs.create_ca("agent CA", now=NOW, rng=os.urandom)
     faults = FAULTS + FAULTY
     fleet = provision(ca_key, ca_cert, len(faults), ED25519, now=NOW, prefix="NBR", workers=1)
@@ -64,7 +70,13 @@ def test_an_emulated_fleet_is_read_sealed_billed_and_audited(
             clock=lambda: T,
         )
         host, port = (await head.start())["tcp"].rsplit(":", 1)
-        lines = [MeterLine(m, f) for m, f in zip(emulated, faults, strict=True)]
+        lines: list[TcpLine] = []
+        for meter, fault in zip(emulated, faults, strict=True):
+            if sealed:
+                me, reader = party(keys, meter.serial), party(keys, READER).peer()
+                lines.append(SealedMeterLine(meter=meter, me=me, reader=reader, fault=fault))
+            else:
+                lines.append(MeterLine(meter=meter, fault=fault))
         try:
             addresses = [await line.start() for line in lines]
             meters = [
@@ -73,7 +85,7 @@ def test_an_emulated_fleet_is_read_sealed_billed_and_audited(
             ]
             return await run_pass(
                 meters,
-                driver_factory("nbr14522", tz=ZONE, attempts=2),
+                driver_factory(protocol, tz=ZONE, attempts=2, link_keys=keys),
                 TcpLink(host, int(port)),
                 headend.public(),
                 PERIOD.start,
@@ -89,16 +101,14 @@ def test_an_emulated_fleet_is_read_sealed_billed_and_audited(
     report = result.report
     good = len(FAULTS)
     assert report.meters_read == good
-    assert report.skipped == Counter(
-        {"bad_frame": 1, "timeout": 1, "partial_frame": 1, "wrong_serial": 1}
-    )
+    # A damaged block is NAKed on the plain line; a tampered sealed message does not open.
+    damaged = "bad_seal" if sealed else "bad_frame"
+    reasons = [damaged, "timeout", "partial_frame", "wrong_serial"]
+    assert report.skipped == Counter(reasons)
     assert report.readings_sealed == good * 96
     assert report.acks == Counter({"accepted": good * 96})
     skipped = {o.meter_id: o.skipped for o in result.meters if o.skipped}
-    assert skipped == {
-        fleet[good + i].key.meter_id: reason
-        for i, reason in enumerate(["bad_frame", "timeout", "partial_frame", "wrong_serial"])
-    }
+    assert skipped == {fleet[good + i].key.meter_id: reason for i, reason in enumerate(reasons)}
 
     bills = BillStore(store)
     tariff = builtin_tariffs().latest("example-tou")

@@ -41,7 +41,7 @@ def _with_driver(
     # A meter working out a load-model month holds the GIL for a while: generous timeouts,
     # except where a timeout is the point.
     async def run() -> R:
-        line = MeterLine(meter, fault)
+        line = MeterLine(meter=meter, fault=fault)
         host, port = await line.start()
         target = MeterTarget(f"{host}:{port}", meter.serial, timeout=timeout)
         driver = await open_nbr(target, tz=ZONE, attempts=2)
@@ -132,7 +132,7 @@ def test_each_fault_raises_its_driver_error(
 
 def test_a_meter_that_is_not_there_is_a_timeout() -> None:
     async def run() -> None:
-        line = MeterLine(_meter())
+        line = MeterLine(meter=_meter())
         host, port = await line.start()
         await line.stop()
         with pytest.raises(MeterTimeout):

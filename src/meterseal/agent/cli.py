@@ -43,10 +43,17 @@ def emulate(
         Path | None, typer.Option(help="write the meter list `agent run --meters-file` reads")
     ] = None,
     duration: Annotated[float, typer.Option(help="seconds to run (0: until interrupted)")] = 0.0,
+    sealed: Annotated[
+        Path | None,
+        typer.Option(help="speak the sealed, asynchronous variant; link keys in this directory"),
+    ] = None,
 ) -> None:
     """Emulate NBR 14522 meters (registers and load profile from the load model) on TCP ports."""
-    from meterseal.agent.nbr_emulator import Emulator, Fault, MeterLine
+    from meterseal.agent.link_keys import party
+    from meterseal.agent.nbr_emulator import Emulator, Fault, MeterLine, TcpLine
     from meterseal.agent.nbr_meter import EmulatedMeter
+    from meterseal.agent.nbr_sealed_link import SealedMeterLine
+    from meterseal.agent.protocols import READER
     from meterseal.agent.targets import MeterLineEntry
     from meterseal.meter.load import Fleet
     from meterseal.meter.provisioning import meter_ids
@@ -63,7 +70,15 @@ def emulate(
     emulated = [
         EmulatedMeter(f"{serial_base + i:08d}", i, model, time.time, tz=tz) for i in range(meters)
     ]
-    emulator = Emulator([MeterLine(m, f) for m, f in zip(emulated, plan, strict=True)])
+    lines: list[TcpLine] = []
+    for meter, fault in zip(emulated, plan, strict=True):
+        if sealed is None:
+            lines.append(MeterLine(meter=meter, fault=fault))
+        else:
+            reader = party(sealed, READER).peer()
+            me = party(sealed, meter.serial)
+            lines.append(SealedMeterLine(meter=meter, me=me, reader=reader, fault=fault))
+    emulator = Emulator(lines)
 
     async def serve() -> None:
         addresses = await emulator.start(host)
@@ -118,6 +133,9 @@ def run(
     attempts: Annotated[int, typer.Option(help="times a command is sent before giving up")] = 3,
     concurrency: Annotated[int, typer.Option(help="meters read at once")] = 16,
     wait: Annotated[float, typer.Option(help="seconds to wait for the head-end")] = 10.0,
+    link_keys: Annotated[
+        Path | None, typer.Option(help="link keys of nbr14522-sealed (agent emulate --sealed)")
+    ] = None,
     passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
 ) -> None:
     """Read meters over their protocol, seal their readings, send them to the head-end."""
@@ -159,7 +177,9 @@ def run(
     result = asyncio.run(
         run_pass(
             meters,
-            driver_factory(protocol, tz=tz, attempts=attempts),
+            driver_factory(
+                protocol, tz=tz, attempts=attempts, link_keys=link_keys, passphrase=passphrase
+            ),
             link,
             deployment.headend.public(),
             start,

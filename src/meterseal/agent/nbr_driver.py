@@ -241,13 +241,11 @@ class NbrDriver:
         blocks: list[Response] = []
         while True:
             block = await self._block()
-            if block.meter != self.target.serial:
-                raise WrongMeterSerial(self.target.serial, block.meter)
-            if block.code == Code.NOT_IMPLEMENTED:
-                await self._signal(Signal.ACK)
-                raise MeterUnsupported(f"the meter does not implement 0x{command.code:02x}")
-            if block.code != command.code:
-                raise MeterFrameError(f"0x{block.code:02x} answered 0x{command.code:02x}")
+            try:
+                check_block(self.target.serial, command, block)
+            except MeterUnsupported:
+                await self._signal(Signal.ACK)  # the answer came whole; it is a refusal
+                raise
             await self._signal(Signal.ACK)
             blocks.append(block)
             if command.code not in COMPOSITE or block_number(block)[1]:
@@ -299,6 +297,16 @@ class NbrDriver:
     async def _signal(self, signal: Signal) -> None:
         self.writer.write(bytes([signal]))
         await self.writer.drain()
+
+
+def check_block(serial: str, command: Command, block: Response) -> None:
+    """Raise if `block` is not an answer to `command` from meter `serial`."""
+    if block.meter != serial:
+        raise WrongMeterSerial(serial, block.meter)
+    if block.code == Code.NOT_IMPLEMENTED:
+        raise MeterUnsupported(f"the meter does not implement 0x{command.code:02x}")
+    if block.code != command.code:
+        raise MeterFrameError(f"0x{block.code:02x} answered 0x{command.code:02x}")
 
 
 def _active_channel(setup: Parameters) -> int:

@@ -57,19 +57,14 @@ class _Dropped(Exception):
 
 
 @dataclass
-class MeterLine:
-    """One emulated meter behind one TCP port."""
+class TcpLine:
+    """An emulated serial line on a TCP port: one reader at a time, `session` per connection."""
 
-    meter: EmulatedMeter
-    fault: Fault = Fault.NONE
-    enq_every: float = 0.05
-    reply_timeout: float = 0.5
-    wait_every: float = 0.1
     counts: LineCounts = field(default_factory=LineCounts)
     address: tuple[str, int] = ("", 0)
-    _server: asyncio.Server | None = None
-    _busy: asyncio.Lock = field(default_factory=asyncio.Lock)
-    _sessions: set[asyncio.Task[None]] = field(default_factory=set)
+    _server: asyncio.Server | None = field(default=None, init=False)
+    _busy: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
+    _sessions: set[asyncio.Task[None]] = field(default_factory=set, init=False)
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
         """Listen (port 0: any free port); the address readers connect to."""
@@ -102,6 +97,21 @@ class MeterLine:
                 pass
             finally:
                 writer.close()
+
+    async def session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Serve one reader until it hangs up."""
+        raise NotImplementedError
+
+
+@dataclass(kw_only=True)
+class MeterLine(TcpLine):
+    """One emulated meter speaking the conventional communication behind one TCP port."""
+
+    meter: EmulatedMeter
+    fault: Fault = Fault.NONE
+    enq_every: float = 0.05
+    reply_timeout: float = 0.5
+    wait_every: float = 0.1
 
     async def session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Serve one reader until it hangs up: ENQ while idle, answer each command."""
@@ -150,7 +160,7 @@ class MeterLine:
     ) -> None:
         for response in responses:
             if self.fault is Fault.FOREIGN:
-                response = Response(response.code, _another(response.meter), response.data)
+                response = Response(response.code, another_serial(response.meter), response.data)
             frame = response.encode()
             for attempt in range(MAX_NAKS + 1):
                 out = frame
@@ -180,7 +190,7 @@ class MeterLine:
             raise _Dropped from None
 
 
-def _another(serial: str) -> str:
+def another_serial(serial: str) -> str:
     """A serial number that is not `serial` (the last digit moved on by one)."""
     return serial[:-1] + str((int(serial[-1]) + 1) % 10)
 
@@ -189,7 +199,7 @@ def _another(serial: str) -> str:
 class Emulator:
     """A fleet of emulated NBR 14522 meters, each on a port of its own."""
 
-    lines: list[MeterLine]
+    lines: Sequence[TcpLine]
 
     async def start(self, host: str = "127.0.0.1") -> list[tuple[str, int]]:
         """Start every meter; their addresses, in order."""

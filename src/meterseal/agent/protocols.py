@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from meterseal.agent.driver import DriverFactory, MeterDriver, MeterTarget
 from meterseal.errors import ConfigurationError
 
-PROTOCOLS = ("nbr14522",)
+PROTOCOLS = ("nbr14522", "nbr14522-sealed")
+READER = "reader-000001"  # the agent's name on sealed links
 
 
-def driver_factory(protocol: str, *, tz: str = "UTC", attempts: int = 3) -> DriverFactory:
-    """Opens drivers of `protocol`; `tz` is the meters' clock zone where the protocol has one."""
+def driver_factory(
+    protocol: str,
+    *,
+    tz: str = "UTC",
+    attempts: int = 3,
+    link_keys: Path | None = None,
+    passphrase: bytes | None = None,
+) -> DriverFactory:
+    """Opens drivers of `protocol`; `tz` is the meters' clock zone where the protocol has one.
+
+    The sealed NBR 14522 reads the agent's and the meters' link keys from `link_keys`.
+    """
     if protocol == "nbr14522":
         from meterseal.agent.nbr_driver import open_nbr
 
@@ -17,4 +30,17 @@ def driver_factory(protocol: str, *, tz: str = "UTC", attempts: int = 3) -> Driv
             return await open_nbr(target, tz=tz, attempts=attempts)
 
         return open_driver
+    if protocol == "nbr14522-sealed":
+        from meterseal.agent.link_keys import read_party, read_peer
+        from meterseal.agent.nbr_sealed_link import open_sealed_nbr
+
+        if link_keys is None:
+            raise ConfigurationError("the sealed NBR 14522 needs --link-keys DIRECTORY")
+        me = read_party(link_keys, READER, passphrase)
+
+        async def open_sealed(target: MeterTarget) -> MeterDriver:
+            meter = read_peer(link_keys, target.serial)
+            return await open_sealed_nbr(target, me, meter, tz=tz, attempts=attempts)
+
+        return open_sealed
     raise ConfigurationError(f"unknown meter protocol {protocol!r}; choose one of {PROTOCOLS}")
