@@ -94,7 +94,7 @@ def serve(
     host, _, port = listen.rpartition(":")
     password = os.environ.get("MS_CASCADB_PASSWORD")
 
-    def check(user: str, given: str) -> bool:
+    def check(user: str, given: str, source: str) -> bool:
         return given == password
 
     with _store(gateway, bucket, key_env, ca) as kv:

@@ -85,3 +85,25 @@ def test_the_api_answers_as_its_openapi_says() -> None:
     app, _ = _app()
     assert conforms(app) == []
     assert conforms(app, {"authorization": "op"}) == []
+
+
+def test_statements_are_logged_by_caller_and_shape_without_values() -> None:
+    logged: list[str] = []
+
+    async def authenticate(request: Request) -> Identity:
+        return OPERATOR
+
+    app = create_app(Database(MemoryKv()), authenticate, log=logged.append)
+    _post(app, {"sql": "CREATE TABLE r(meter TEXT PRIMARY KEY, kwh DECIMAL(8, 3))"})
+    _post(
+        app,
+        {
+            "sql": "INSERT INTO r VALUES (?, 17.125); SELECT kwh FROM r WHERE meter = 'CUST-LIT-4'",
+            "params": ["CUST-PARAM-3"],
+        },
+    )
+    assert logged[1:] == [
+        "mdc: INSERT INTO r VALUES ($1, ?)",
+        "mdc: SELECT kwh FROM r WHERE meter = ?",
+    ]
+    assert not any(v in "\n".join(logged) for v in ("CUST-LIT-4", "CUST-PARAM-3", "17.125"))

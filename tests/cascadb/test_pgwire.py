@@ -104,7 +104,9 @@ def test_the_simple_query_protocol_runs_several_statements(running: Running) -> 
 
 
 def test_a_password_is_checked_when_asked() -> None:
-    server = Running(authenticate=lambda user, password: (user, password) == ("mdc", "s3cret"))
+    server = Running(
+        authenticate=lambda user, password, _source: (user, password) == ("mdc", "s3cret")
+    )
     try:
         with psycopg.connect(server.dsn(password="s3cret")) as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)
@@ -177,3 +179,42 @@ def test_tls_when_the_server_has_a_context(tmp_path: Path) -> None:
             assert conn.pgconn.ssl_in_use
     finally:
         server.stop()
+
+
+def test_a_server_that_requires_tls_refuses_a_client_before_its_password(tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    asked: list[str] = []
+
+    def check(user: str, password: str, source: str) -> bool:
+        asked.append(password)
+        return password == "s3cret"
+
+    server = Running(tls=context, require_tls=True, authenticate=check)
+    try:
+        with pytest.raises(psycopg.OperationalError, match="must use TLS"):
+            psycopg.connect(server.dsn(password="s3cret"))
+        assert asked == []  # the password never crossed the network in the clear
+        dsn = server.dsn(password="s3cret").replace(
+            "sslmode=disable", f"sslmode=verify-full sslrootcert={cert}"
+        )
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        assert asked == ["s3cret"]
+    finally:
+        server.stop()
+
+
+def test_the_log_names_statements_without_their_values(running: Running) -> None:
+    with psycopg.connect(running.dsn(user="mdc"), autocommit=True) as conn:
+        conn.execute("CREATE TABLE r(meter TEXT PRIMARY KEY, kwh NUMERIC(10, 3))")
+        conn.execute("INSERT INTO r VALUES ('CUST-SECRET-7', 4242.125) /* by hand */")
+        conn.execute("SELECT kwh FROM r WHERE meter = %s", ("CUST-PARAM-8",), prepare=True)
+        conn.execute("SELECT kwh FROM r WHERE meter = %s", ("CUST-PARAM-9",))
+    logged = "\n".join(running.logged)
+    for value in ("CUST-SECRET-7", "4242", "CUST-PARAM-8", "CUST-PARAM-9", "by hand"):
+        assert value not in logged
+    assert "mdc: INSERT INTO r VALUES (?, ?)" in running.logged
+    assert "mdc: SELECT kwh FROM r WHERE meter = $1" in running.logged
+    assert "mdc: CREATE TABLE r (meter TEXT PRIMARY KEY, kwh DECIMAL(10, 3))" in running.logged

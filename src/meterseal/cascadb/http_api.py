@@ -4,8 +4,9 @@
 transaction (all or nothing) and answers the last statement's `columns`, `rows`, `rowcount`
 and `command`. Values: numbers as JSON numbers except DECIMAL ones (strings, exact), bytes as
 `\\x`-hex strings, timestamps in ISO 8601. Operators and administrators may call it (the
-runtime's rule); statements are counted by kind, never logged with their values. Serve it
-with the runtime's HttpServer (TLS from the deployment) like the other services.
+runtime's rule); statements are counted by kind and logged by their caller and shape only,
+every value replaced (`statement_log`). `meterseal cascadb serve` (cascadb.service) serves it
+attested, over TLS, with the accounts' identities.
 """
 
 from __future__ import annotations
@@ -13,15 +14,17 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections import Counter
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Request
 from pydantic import BaseModel, Field
 
 from meterseal.cascadb.engine import Database, Result
 from meterseal.cascadb.errors import Error, NotSupportedError, OperationalError
-from meterseal.runtime.auth import AnyRole, Authenticator, access
+from meterseal.cascadb.statement_log import statement_shape
+from meterseal.runtime.auth import AnyRole, Authenticator, access, identity_of
 from meterseal.runtime.http import Problem, service_app
 
 SQL_CALLERS = AnyRole(("operator", "administrator"))
@@ -58,19 +61,27 @@ def _json(value: Any) -> Any:
     return value
 
 
-def _run(database: Database, statement: Statement) -> Result:
+def _run(database: Database, statement: Statement, log: Callable[[str], None], who: str) -> Result:
     session = database.session(autocommit=False)
     try:
-        result = session.execute(statement.sql, statement.params)
+        result = Result()
+        for parsed in session.statements(statement.sql):
+            log(f"{who}: {statement_shape(parsed, session.dialect)}")
+            result = session.run_statement(parsed, statement.params)
         session.commit()
         return result
     finally:
         session.rollback()
 
 
-def create_app(database: Database, authenticator: Authenticator) -> FastAPI:
-    """The API over `database`; `authenticator` tells who calls."""
+def create_app(
+    database: Database,
+    authenticator: Authenticator,
+    log: Callable[[str], None] | None = None,
+) -> FastAPI:
+    """The API over `database`; `authenticator` tells who calls, `log` takes statement shapes."""
     counts: Counter[str] = Counter()
+    log_line = log or (lambda line: None)
     app = service_app(
         "meterseal CascaDB",
         "SQL over the secure key-value store: statements in, JSON rows out.",
@@ -85,9 +96,10 @@ def create_app(database: Database, authenticator: Authenticator) -> FastAPI:
         dependencies=[access(SQL_CALLERS)],
         responses=REFUSED_SQL,
     )
-    async def run_sql(statement: Statement) -> Answer:
+    async def run_sql(statement: Statement, request: Request) -> Answer:
+        who = identity_of(request).subject or "?"
         try:
-            result = await asyncio.to_thread(_run, database, statement)
+            result = await asyncio.to_thread(_run, database, statement, log_line, who)
         except OperationalError as exc:
             counts["unavailable"] += 1
             raise HTTPException(503, str(exc)) from None

@@ -1,7 +1,8 @@
 """The PostgreSQL wire protocol (v3) in front of CascaDB, so psql and psycopg connect unchanged.
 
 Startup (SSL and GSS requests answered 'N' unless a TLS context is given, then TLS), cleartext
-password authentication when an `authenticate` callback is given (else trust), the simple
+password authentication when an `authenticate` callback is given (else trust; with
+`require_tls`, a client that did not start TLS is refused before it sends a password), the simple
 query protocol (Query: several statements, each with RowDescription/DataRow/CommandComplete)
 and the extended one (Parse, Bind, Describe, Execute, Close, Sync, Flush). Values travel as
 text (result format 0; parameters as text or binary for the integer, float and bytea types).
@@ -26,8 +27,10 @@ from sqlglot import exp
 
 from meterseal.cascadb import errors
 from meterseal.cascadb.engine import Database, Result, Session
+from meterseal.cascadb.statement_log import statement_shape
 
-Authenticate = Callable[[str, str], bool]  # (user, password) -> allowed
+# (user, password, source address) -> allowed; run in a thread (a password hash is slow)
+Authenticate = Callable[[str, str, str], bool]
 SSL_REQUEST, GSS_REQUEST, CANCEL_REQUEST, PROTOCOL_3 = 80877103, 80877104, 80877102, 196608
 TEXT, INT8, FLOAT8, NUMERIC, BYTEA, TIMESTAMPTZ = 25, 20, 701, 1700, 17, 1184
 _SQLSTATE = {
@@ -39,6 +42,7 @@ _SQLSTATE = {
     errors.InterfaceError: "08P01",
 }
 _PROCESS_IDS = itertools.count(1000)
+MAX_PASSWORD = 8192  # bytes of a password message: a login token or API key fits many times
 # Session commands answered without the engine: SET is accepted and has no effect (CascaDB has
 # one date style, time zone UTC, one isolation level); DEALLOCATE/DISCARD drop prepared ones.
 _SESSION_COMMANDS = {"SET", "DEALLOCATE", "DISCARD"}
@@ -133,6 +137,7 @@ class _Portal:
 @dataclass
 class _Connection:
     session: Session
+    user: str
     prepared: dict[str, _Prepared] = field(default_factory=dict)
     portals: dict[str, _Portal] = field(default_factory=dict)
     failed: bool = False  # an extended-protocol error: skip to Sync
@@ -149,12 +154,16 @@ class PgServer:
         port: int = 0,
         authenticate: Authenticate | None = None,
         tls: ssl.SSLContext | None = None,
+        require_tls: bool = False,
         log: Callable[[str], None] | None = None,
     ) -> None:
+        if require_tls and tls is None:
+            raise ValueError("require_tls needs a TLS context")
         self.database = database
         self.host, self.port = host, port
         self.authenticate = authenticate
         self.tls = tls
+        self.require_tls = require_tls
         self.log = log or (lambda line: None)
         self._server: asyncio.Server | None = None
 
@@ -170,21 +179,22 @@ class PgServer:
             await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        session: Session | None = None
+        conn: _Connection | None = None
         try:
-            session = await self._startup(reader, writer)
-            if session is not None:
-                await self._loop(_Connection(session), reader, writer)
+            conn = await self._startup(reader, writer)
+            if conn is not None:
+                await self._loop(conn, reader, writer)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
-            if session is not None:
-                session.close()  # rolls back in memory: quick, and safe at interpreter exit
+            if conn is not None:
+                conn.session.close()  # rolls back in memory: quick, and safe at interpreter exit
             writer.close()
 
     async def _startup(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> Session | None:
+    ) -> _Connection | None:
+        secure = False
         while True:
             length = struct.unpack("!I", await reader.readexactly(4))[0]
             body = await reader.readexactly(length - 4)
@@ -194,6 +204,7 @@ class PgServer:
                     writer.write(b"S")
                     await writer.drain()
                     await writer.start_tls(self.tls)
+                    secure = True
                 else:
                     writer.write(b"N")
                     await writer.drain()
@@ -204,18 +215,30 @@ class PgServer:
             options = {
                 k.decode(): v.decode() for k, v in zip(items[::2], items[1::2], strict=False) if k
             }
+            if self.require_tls and not secure:
+                # as pg_hba's hostssl: no password crosses the network in the clear
+                writer.write(self._error("28000", "connections must use TLS (sslmode=require)"))
+                await writer.drain()
+                return None
             return await self._authenticated(options.get("user", ""), reader, writer)
 
     async def _authenticated(
         self, user: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> Session | None:
+    ) -> _Connection | None:
         if self.authenticate is not None:
             writer.write(_message(b"R", struct.pack("!I", 3)))
             await writer.drain()
             kind = await reader.readexactly(1)
             length = struct.unpack("!I", await reader.readexactly(4))[0]
-            password = (await reader.readexactly(length - 4)).rstrip(b"\x00").decode()
-            if kind != b"p" or not self.authenticate(user, password):
+            if not 4 <= length <= MAX_PASSWORD:
+                return None
+            password = (await reader.readexactly(length - 4)).rstrip(b"\x00")
+            peer = writer.get_extra_info("peername")
+            source = str(peer[0]) if isinstance(peer, tuple) else "unknown"
+            allowed = kind == b"p" and await asyncio.to_thread(
+                self.authenticate, user, password.decode(errors="replace"), source
+            )
+            if not allowed:  # one answer whatever failed: name, password, role, back-off
                 writer.write(self._error("28P01", f"password authentication failed for {user}"))
                 await writer.drain()
                 return None
@@ -232,11 +255,11 @@ class PgServer:
         for name, value in parameters.items():
             out += _message(b"S", _cstr(name) + _cstr(value))
         out += _message(b"K", struct.pack("!II", next(_PROCESS_IDS), 0))
-        self.log(f"session for {user!r}")
+        self.log(f"{user}: session")
         session = self.database.session(autocommit=True, dialect="postgres")
         writer.write(out + self._ready(session))
         await writer.drain()
-        return session
+        return _Connection(session, user)
 
     def _ready(self, session: Session) -> bytes:
         return _message(b"Z", b"T" if session.in_transaction else b"I")
@@ -296,7 +319,7 @@ class PgServer:
             if not statements:
                 out += _message(b"I")
             for statement in statements:
-                self.log(f"statement {statement.key}")  # never the values
+                self.log(f"{conn.user}: {statement_shape(statement, 'postgres')}")
                 result = await asyncio.to_thread(conn.session.run_statement, statement, [])
                 out += self._description(result) + self._rows(result)
         except errors.Error as exc:
@@ -399,7 +422,7 @@ class PgServer:
             if statement is None:
                 portal.result = Result()
             else:
-                self.log(f"statement {statement.key}")
+                self.log(f"{conn.user}: {statement_shape(statement, 'postgres')}")
                 run = conn.session.run_statement
                 portal.result = await asyncio.to_thread(run, statement, portal.params)
         return portal.result
