@@ -195,7 +195,10 @@ LAYERS: dict[str, Layer] = {
     "meterseal.cascadb.kvs_adapter": ADAPTER,  # the OrderedKv on the secure KVS
     "meterseal.cascadb.gateway_kv": SERVICE,  # the OrderedKv through the KVS gateway client
     "meterseal.cascadb.pgwire": SERVICE,  # the PostgreSQL wire protocol server
-    "meterseal.cascadb.http_api": INTERFACE,  # the JSON-over-HTTP API
+    "meterseal.cascadb.http_api": SERVICE,  # the JSON-over-HTTP API (as kvs.gateway's REST API)
+    "meterseal.cascadb.identities": RUNTIME,  # the accounts' identities on HTTP and the protocol
+    "meterseal.cascadb.service": SERVICE,  # the attested server: JSON API and PostgreSQL protocol
+    "meterseal.cascadb.service_trust": SERVICE,  # its CAS policy, secrets and attestation
     "meterseal.cli_cascadb": INTERFACE,
     "meterseal.kvs.export": SERVICE,  # exported customer months: the platform's use of the KVS
     "meterseal.kvs.export_format": SERVICE,

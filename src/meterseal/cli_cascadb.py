@@ -1,10 +1,10 @@
-"""`meterseal cascadb sql|serve`: SQL over a bucket of the secure KVS, through its gateway.
+"""`meterseal cascadb sql|serve|provision`: SQL over a bucket of the secure KVS.
 
-CascaDB holds only the gateway's API key for its bucket (MS_KVS_KEY, read and write rights,
-`meterseal kvs keys add --bucket cascadb --rights rw`); the gateway keeps the keys and seals.
-`serve` speaks the PostgreSQL protocol, so psql and psycopg connect unchanged; with
-MS_CASCADB_PASSWORD set, clients must give that password (cleartext in the protocol: use it on
-loopback or behind TLS).
+`sql` is a client of the KVS gateway holding only the gateway's API key for its bucket
+(MS_KVS_KEY, `meterseal kvs keys add --bucket cascadb --rights rw`). `serve` is CascaDB as an
+attested trusted worker (cascadb.service): its bucket's key and TLS identity from the CAS,
+the JSON API over HTTPS and the PostgreSQL protocol over TLS, clients authenticated as the
+accounts' operators and administrators. `provision` puts its secrets and rule in the CAS.
 """
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import ssl
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from meterseal.cli_common import console
+from meterseal.cli_common import DeploymentDir, PassphraseEnv, StoreUrl, console, passphrase
 from meterseal.errors import ConfigurationError
 
 cascadb_app = typer.Typer(help="CascaDB: SQL over the secure KVS.", no_args_is_help=True)
@@ -79,51 +79,116 @@ def sql(
 
 @cascadb_app.command("serve")
 def serve(
-    listen: Annotated[str, typer.Option(help="host:port of the PostgreSQL protocol")] = (
+    deployment: DeploymentDir = Path("var/deployment"),
+    cas: Annotated[str | None, typer.Option("--cas", help="CAS URL (CascaDB's keys)")] = None,
+    store: StoreUrl = "sqlite:///var/meterseal.db",
+    memory: Annotated[
+        bool, typer.Option("--memory", help="keep the database in memory, not on the KVS")
+    ] = False,
+    bucket: Bucket = "cascadb",
+    directory: Annotated[
+        Path, typer.Option("--dir", help="the KVS's local storage nodes and catalog")
+    ] = Path("var/kvs"),
+    nodes: Annotated[int, typer.Option("--nodes", help="number of KVS storage nodes")] = 9,
+    nodes_nats: Annotated[
+        str | None, typer.Option("--nodes-nats", help="NATS URL(s) of the KVS storage nodes")
+    ] = None,
+    nats_prefix: Annotated[
+        str, typer.Option("--nats-prefix", help="this deployment's KVS streams on NATS")
+    ] = "",
+    default_policy: Annotated[
+        str, typer.Option("--default-policy", help="redundancy of its objects: rep:N, ec:K+M")
+    ] = "ec:6+2",
+    listen: Annotated[str, typer.Option(help="host:port of the JSON API (HTTPS)")] = (
+        "127.0.0.1:7472"
+    ),
+    pg_listen: Annotated[str, typer.Option(help="host:port of the PostgreSQL protocol")] = (
         "127.0.0.1:5433"
     ),
-    gateway: Gateway = DEFAULT_GATEWAY,
-    bucket: Bucket = "cascadb",
-    key_env: KeyEnv = "MS_KVS_KEY",
-    ca: CaFile = None,
+    admin: Annotated[
+        str, typer.Option(help="host:port of /metrics and /readyz ('off': none)")
+    ] = "127.0.0.1:0",
+    log_statements: Annotated[
+        bool, typer.Option(help="log each statement's caller and shape (no values) to stderr")
+    ] = True,
+    passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
 ) -> None:
-    """Serve the bucket's database over the PostgreSQL protocol until SIGINT or SIGTERM."""
-    from meterseal.cascadb import Database
-    from meterseal.cascadb.pgwire import PgServer
+    """Serve CascaDB attested: keys from the CAS, JSON API and PostgreSQL protocol over TLS."""
+    from meterseal.cascadb.service import CascadbOptions, serve_cascadb
+    from meterseal.kvs.policy import parse_policy
+    from meterseal.kvs.service import StoreLayout
 
-    host, _, port = listen.rpartition(":")
-    password = os.environ.get("MS_CASCADB_PASSWORD")
-
-    def check(user: str, given: str, source: str) -> bool:
-        return given == password
-
-    with _store(gateway, bucket, key_env, ca) as kv:
-        server = PgServer(
-            Database(kv),  # type: ignore[arg-type]
-            host=host or "127.0.0.1",
-            port=int(port),
-            authenticate=check if password else None,
-            log=lambda line: None,
+    if not cas:
+        raise ConfigurationError(
+            "CascaDB's keys come from the CAS: give --cas URL (or cas.url in meterseal.toml)"
         )
-        asyncio.run(_serve(server, gateway, bucket))
+    parse_policy(default_policy)  # refused before attesting
+    layout = None
+    if not memory:
+        layout = StoreLayout(directory, nodes, nodes_nats, nats_prefix.strip("_.") or "kvs")
+    options = CascadbOptions(
+        deployment,
+        cas,
+        store,
+        layout,
+        bucket=bucket,
+        default_policy=default_policy,
+        listen=listen,
+        pg_listen=pg_listen,
+        admin=None if admin == "off" else admin,
+        passphrase=passphrase(passphrase_env),
+    )
+
+    def log(line: str) -> None:
+        print(f"statement {line}", file=sys.stderr, flush=True)
+
+    try:
+        asyncio.run(serve_cascadb(options, log=log if log_statements else lambda line: None))
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        raise ConfigurationError(f"cannot listen on {listen} or {pg_listen}: {exc}") from exc
 
 
-async def _serve(server: object, gateway: str, bucket: str) -> None:
-    from meterseal.cascadb.pgwire import PgServer
+@cascadb_app.command("provision")
+def provision(
+    deployment: DeploymentDir = Path("var/deployment"),
+    store: Annotated[str, typer.Option("--store", help="the CAS's store URL")] = (
+        "sqlite:///var/meterseal.db"
+    ),
+    bucket: Annotated[
+        list[str] | None, typer.Option("--bucket", help="a bucket CascaDB keeps a database in")
+    ] = None,
+    host: Annotated[
+        list[str] | None, typer.Option(help="issue CascaDB a TLS identity for this host")
+    ] = None,
+    passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
+) -> None:
+    """Put CascaDB's bucket keys and TLS identity in the CAS and allow its measurement.
 
-    assert isinstance(server, PgServer)
-    await server.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    Run it again after an upgrade of the code (the rule names the new measurement).
+    """
+    from meterseal.cascadb.service_trust import provision_cascadb
+    from meterseal.deployment import load_deployment
+    from meterseal.services.trusted_setup import issue_worker_tls
+    from meterseal.trust.cas import Cas
+    from meterseal.trust.cli import _cas
+
+    hosts = host or []
+    secret = passphrase(passphrase_env)
+
+    def issue(cas: Cas, stage: str) -> int:
+        keys = load_deployment(deployment, secret)
+        return issue_worker_tls(cas, keys.ca_key, keys.ca_cert, stage, hosts)
+
+    with _cas(store, deployment, passphrase_env) as authority:
+        done = provision_cascadb(
+            authority, os.urandom, buckets=bucket or ["cascadb"], issue_tls=issue, hosts=hosts
+        )
+    for name, (version, new) in done.secrets.items():
+        console.print(f"secret  {name} v{version}{'' if new else ' (kept)'}", highlight=False)
     console.print(
-        f"cascadb: PostgreSQL protocol on {server.host}:{server.port} "
-        f'(bucket {bucket} at {gateway}); psql "host={server.host} port={server.port} '
-        'sslmode=disable"',
-        markup=False,
+        f"policy  cascadb {done.measurement.hex} may receive {', '.join(done.names)}",
         highlight=False,
         soft_wrap=True,
     )
-    await stop.wait()
-    await server.close()

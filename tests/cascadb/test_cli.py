@@ -1,16 +1,28 @@
-"""`meterseal cascadb sql|serve` against a served KVS gateway (memory nodes)."""
+"""`meterseal cascadb sql` against a served KVS gateway (memory nodes), and docs/cascadb.md's
+"Running the server" commands run as written in a deployment `meterseal init` made.
+
+Real processes for the servers (`cas serve`, `cascadb serve`, printing their addresses), the
+other meterseal commands in-process through the CLI, psql and curl as processes; only the
+listening ports (0), the addresses the servers printed, the key `api-keys create` printed and
+DEPLOYMENT_DIR are filled in. The attestation backend is the simulated one.
+"""
 
 from __future__ import annotations
 
+import json
 import os
-import signal
+import re
+import shutil
 import subprocess
-import sys
+from pathlib import Path
 
-import psycopg
+import pytest
 
+from meterseal.bench.served import Served
 from tests.command_line import invoke
 from tests.kvs.gateway_fixtures import serve_gateway
+
+DOC = Path(__file__).parents[2] / "docs" / "cascadb.md"
 
 
 def test_sql_runs_statements_in_the_gateway_bucket() -> None:
@@ -31,22 +43,98 @@ def test_sql_runs_statements_in_the_gateway_bucket() -> None:
         assert "set MS_KVS_KEY" in refused.output
 
 
-def test_serve_speaks_postgresql_until_sigterm() -> None:
-    with serve_gateway() as gateway:
-        env = {**os.environ, "MS_KVS_KEY": gateway.keys["meters-rw"], "MS_CASCADB_PASSWORD": "pw"}
-        command = [sys.executable, "-m", "meterseal", "cascadb", "serve", "--gateway", gateway.url,
-                   "--bucket", "meters", "--listen", "127.0.0.1:0"]  # fmt: skip
-        server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
-        try:
-            assert server.stdout is not None
-            line = server.stdout.readline()
-            assert line.startswith("cascadb: PostgreSQL protocol on 127.0.0.1:"), line
-            port = int(line.split("127.0.0.1:")[1].split()[0])
-            dsn = f"host=127.0.0.1 port={port} user=mdc password=pw sslmode=disable"
-            with psycopg.connect(dsn, autocommit=True) as conn:
-                conn.execute("CREATE TABLE m(id INT PRIMARY KEY, v TEXT)")
-                conn.execute("INSERT INTO m VALUES (%s, %s)", (10, "ten"))
-                assert conn.execute("SELECT v FROM m WHERE id = %s", (10,)).fetchone() == ("ten",)
-        finally:
-            server.send_signal(signal.SIGTERM)
-            assert server.wait(timeout=60) == 0
+def server_commands() -> list[str]:
+    """The lines of docs/cascadb.md's console block that starts the CAS."""
+    blocks = re.findall(r"```console\n(.*?)```", DOC.read_text(), re.DOTALL)
+    block = next(b for b in blocks if b.startswith("meterseal cas serve"))
+    return [line.strip() for line in block.splitlines() if line.strip()]
+
+
+def _environ() -> dict[str, str]:
+    """This environment, with this checkout first on the path."""
+    import meterseal
+
+    source = str(Path(meterseal.__file__).resolve().parents[1])
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([source, os.environ.get("PYTHONPATH", "")])}
+
+
+@pytest.mark.skipif(
+    shutil.which("psql") is None or shutil.which("curl") is None, reason="needs psql and curl"
+)
+def test_the_documented_server_commands_run_as_written(tmp_path: Path) -> None:
+    directory = tmp_path / "utility"
+    made = invoke(["init", str(directory)], env={"COLUMNS": "250"})
+    assert made.exit_code == 0, made.output
+    env = {"MS_CONFIG": str(directory / "meterseal.toml"), "COLUMNS": "250"}
+    served: list[Served] = []
+    cas = api = pg = key = ""
+    outputs: dict[str, str] = {}
+    try:
+        for line in server_commands():
+            shown = line.replace("DEPLOYMENT_DIR", str(directory))
+            args = shown.split()
+            if args[:3] == ["meterseal", "cas", "serve"] or args[:3] == [
+                "meterseal",
+                "cascadb",
+                "serve",
+            ]:
+                extra = [] if args[1] == "cas" else ["--cas", cas, "--pg-listen", "127.0.0.1:0"]
+                server = Served([*args[1:], "--listen", "127.0.0.1:0", *extra], ready=args[1],
+                                env={**_environ(), **env})  # fmt: skip
+                served.append(server)
+                server.wait_ready(120)
+                if args[1] == "cas":
+                    cas = server.endpoint("cas")
+                else:
+                    api, pg = server.endpoint("cascadb"), server.endpoint("cascadb-pg")
+                continue
+            if shown.startswith("export PGPASSWORD="):
+                env["PGPASSWORD"] = key
+                continue
+            if args[0] in ("psql", "curl"):
+                host, port = pg.removeprefix("postgresql://").rsplit(":", 1)
+                shown = shown.replace("port=5433", f"port={port}").replace(
+                    "host=127.0.0.1", f"host={host}"
+                )
+                shown = shown.replace("https://127.0.0.1:7472", api)
+                done = subprocess.run(
+                    ["bash", "-c", shown],
+                    env={**os.environ, **env},
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                    check=False,
+                )
+                assert done.returncode == 0, (line, done.stdout, done.stderr)
+                outputs[args[0]] = done.stdout
+                continue
+            password = re.match(r"MS_ACCOUNT_PASSWORD='(.*?)' ", shown)
+            extra_env = {"MS_ACCOUNT_PASSWORD": password.group(1) * 8} if password else {}
+            command = shown[password.end() :] if password else shown
+            done = invoke(command.split()[1:], env={**env, **extra_env})
+            assert done.exit_code == 0, (line, done.output)
+            if "api-keys create" in command:
+                found = re.search(r"^api_key (msk_\S+)$", done.output, re.MULTILINE)
+                assert found is not None, done.output
+                key = found.group(1)
+        assert outputs["psql"].split() == ["CREATE", "TABLE", "INSERT", "0", "2"]
+        answer = json.loads(outputs["curl"])
+        assert answer == {
+            "command": "SELECT",
+            "columns": ["ts", "kwh"],
+            "rows": [[1, "0.25"], [2, "0.5"]],
+            "rowcount": -1,
+        }
+        cascadb = served[-1]
+    finally:
+        for server in reversed(served):
+            server.stop()
+    printed = "\n".join(cascadb.lines)
+    assert "keys from CAS" in printed
+    assert "simulated: no hardware guarantee" in printed
+    assert "statement mdc: INSERT INTO reading VALUES (?, ?, ?), (?, ?, ?)" in printed
+    assert "m-9" not in printed
+    # the rows are sealed on the deployment's storage nodes
+    stored = b"".join(p.read_bytes() for p in (directory / "kvs").rglob("*") if p.is_file())
+    assert stored
+    assert b"m-9" not in stored

@@ -23,11 +23,12 @@ from pydantic import BaseModel, Field
 
 from meterseal.cascadb.engine import Database, Result
 from meterseal.cascadb.errors import Error, NotSupportedError, OperationalError
+from meterseal.cascadb.identities import SQL_ROLES
 from meterseal.cascadb.statement_log import statement_shape
 from meterseal.runtime.auth import AnyRole, Authenticator, access, identity_of
 from meterseal.runtime.http import Problem, service_app
 
-SQL_CALLERS = AnyRole(("operator", "administrator"))
+SQL_CALLERS = AnyRole(SQL_ROLES)
 REFUSED_SQL: dict[int | str, dict[str, Any]] = {
     400: {"model": Problem, "description": "The SQL was refused: syntax, names, constraints."},
     422: {"model": Problem, "description": "Malformed body, or SQL CascaDB does not support."},

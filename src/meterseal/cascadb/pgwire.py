@@ -18,6 +18,7 @@ import datetime as dt
 import itertools
 import ssl
 import struct
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -164,6 +165,8 @@ class PgServer:
         self.authenticate = authenticate
         self.tls = tls
         self.require_tls = require_tls
+        # sessions, refused (logins and plain connections), statements, failed (statements)
+        self.counts: Counter[str] = Counter()
         self.log = log or (lambda line: None)
         self._server: asyncio.Server | None = None
 
@@ -217,6 +220,7 @@ class PgServer:
             }
             if self.require_tls and not secure:
                 # as pg_hba's hostssl: no password crosses the network in the clear
+                self.counts["refused"] += 1
                 writer.write(self._error("28000", "connections must use TLS (sslmode=require)"))
                 await writer.drain()
                 return None
@@ -239,6 +243,7 @@ class PgServer:
                 self.authenticate, user, password.decode(errors="replace"), source
             )
             if not allowed:  # one answer whatever failed: name, password, role, back-off
+                self.counts["refused"] += 1
                 writer.write(self._error("28P01", f"password authentication failed for {user}"))
                 await writer.drain()
                 return None
@@ -256,6 +261,7 @@ class PgServer:
             out += _message(b"S", _cstr(name) + _cstr(value))
         out += _message(b"K", struct.pack("!II", next(_PROCESS_IDS), 0))
         self.log(f"{user}: session")
+        self.counts["sessions"] += 1
         session = self.database.session(autocommit=True, dialect="postgres")
         writer.write(out + self._ready(session))
         await writer.drain()
@@ -269,6 +275,7 @@ class PgServer:
         return _message(b"E", fields)
 
     def _failure(self, exc: BaseException) -> bytes:
+        self.counts["failed"] += 1
         code = next((c for k, c in _SQLSTATE.items() if isinstance(exc, k)), "XX000")
         return self._error(code, str(exc))
 
@@ -320,6 +327,7 @@ class PgServer:
                 out += _message(b"I")
             for statement in statements:
                 self.log(f"{conn.user}: {statement_shape(statement, 'postgres')}")
+                self.counts["statements"] += 1
                 result = await asyncio.to_thread(conn.session.run_statement, statement, [])
                 out += self._description(result) + self._rows(result)
         except errors.Error as exc:
@@ -423,6 +431,7 @@ class PgServer:
                 portal.result = Result()
             else:
                 self.log(f"{conn.user}: {statement_shape(statement, 'postgres')}")
+                self.counts["statements"] += 1
                 run = conn.session.run_statement
                 portal.result = await asyncio.to_thread(run, statement, portal.params)
         return portal.result

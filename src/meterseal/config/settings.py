@@ -112,7 +112,12 @@ class NatsSection:
     prefix: str = _key(
         "prefix of this deployment's JetStream streams and subjects",
         "",
-        flags=("serve:--prefix", "service:--prefix", "kvs:--nats-prefix"),
+        flags=(
+            "serve:--prefix",
+            "service:--prefix",
+            "kvs:--nats-prefix",
+            "cascadb serve:--nats-prefix",
+        ),
         derived="DEPLOYMENT_NAME_",
     )
 
@@ -181,20 +186,24 @@ class KvsSection:
     dir: Path = _key(  # noqa: RUF009 - _key is a dataclasses.field
         "local storage: one directory per node (node-0 …) and the catalog under it",
         Path("var/kvs"),
-        flags=("kvs:--dir",),
+        flags=("kvs:--dir", "cascadb serve:--dir"),
         derived="DEPLOYMENT_DIR/kvs",
     )
-    nodes: int = _key("number of local storage nodes (directories)", 9, flags=("kvs:--nodes",))
+    nodes: int = _key(
+        "number of local storage nodes (directories)",
+        9,
+        flags=("kvs:--nodes", "cascadb serve:--nodes"),
+    )
     nats: str | None = _key(
         "NATS cluster URL of the storage nodes (unset: the local directories)",
         None,
-        flags=("kvs:--nodes-nats",),
+        flags=("kvs:--nodes-nats", "cascadb serve:--nodes-nats"),
         example="nats://127.0.0.1:4222",
     )
     policy: str = _key(
         "default redundancy of a bucket: rep:N, ec:K+M or hybrid:K+M",
         "ec:6+2",
-        flags=("kvs:--default-policy",),
+        flags=("kvs:--default-policy", "cascadb serve:--default-policy"),
     )
     listen: str = _key(
         "host:port the gateway listens on", "127.0.0.1:7470", flags=("kvs serve:--listen",)

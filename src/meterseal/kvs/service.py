@@ -107,9 +107,15 @@ async def _nothing() -> None:
 
 
 async def open_store(
-    layout: StoreLayout, master: bytes, default_policy: Policy, rng: Callable[[int], bytes]
+    layout: StoreLayout,
+    master: bytes,
+    default_policy: Policy,
+    rng: Callable[[int], bytes],
+    *,
+    bucket_key: Callable[[str], bytes] | None = None,
 ) -> OpenStore:
-    """The store engine over the layout's nodes, bucket keys derived from `master`."""
+    """The store engine over the layout's nodes, bucket keys derived from `master`, or given
+    by `bucket_key` (CascaDB holds one bucket's key, never the master secret)."""
     if layout.nodes < 1:
         raise ConfigurationError(f"kvs.nodes is {layout.nodes}: at least one storage node")
     if default_policy.nodes_needed > layout.nodes:
@@ -147,7 +153,7 @@ async def open_store(
     store = ObjectStore(
         nodes,
         catalog,
-        lambda bucket: derive_bucket_key(master, bucket),
+        bucket_key or (lambda bucket: derive_bucket_key(master, bucket)),
         clock=time.time,
         rng=rng,
         replica_sets=replica_sets,

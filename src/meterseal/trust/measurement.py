@@ -149,6 +149,17 @@ STAGE_MODULES: dict[str, tuple[str, ...]] = {
         "meterseal.accounts.throttle",  # failed API keys back off per source
         *TRUST_RUNTIME,
     ),
+    # `meterseal cascadb serve`: SQL over the KVS (issue 22): the engine, the JSON API and the
+    # PostgreSQL protocol, the KVS store engine holding its bucket's key, the accounts' store.
+    "cascadb": (
+        "meterseal.cascadb",
+        "meterseal.kvs",
+        "meterseal.runtime",
+        "meterseal.accounts",
+        "meterseal.storage",  # the accounts are read from the deployment's store
+        "meterseal.acquisition.records",  # the store's row types
+        *TRUST_RUNTIME,
+    ),
     # `meterseal bench trusted-overhead`: experiment 3.1 inside a worker (bench.crypto's ops).
     "bench-crypto": (
         "meterseal.bench.crypto",
@@ -190,6 +201,8 @@ STAGE_ENTRIES: dict[str, tuple[str, ...]] = {
     "bench-crypto": ("meterseal.bench.trusted_worker", *TRUST_RUNTIME),
     # `meterseal kvs serve` runs the gateway from kvs.service (the CLI only parses options).
     "kvs-gateway": ("meterseal.kvs.service", *TRUST_RUNTIME),
+    # `meterseal cascadb serve` runs it from cascadb.service (the CLI only parses options).
+    "cascadb": ("meterseal.cascadb.service", *TRUST_RUNTIME),
     # `python -m meterseal.dissemination serve|aggregate --cas …` (dissemination/__main__.py).
     "dissemination-router": _DISSEMINATION_ENTRIES,
     "dissemination-aggregator": _DISSEMINATION_ENTRIES,
