@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
+import secrets
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -47,6 +48,7 @@ from meterseal.trust.errors import ReleaseRefused
 from meterseal.trust.state import MemoryCasState
 from meterseal.trust.worker import tls_secret
 from tests.accounts.people import PASSWORD, Clock, People
+from tests.nats_cluster import running_cluster
 from tests.trust.conftest import World, make_world, platform
 
 BUCKET = "meters"
@@ -306,7 +308,7 @@ def test_without_attestation_it_gets_no_key_and_does_not_start(
 
 def test_attested_it_holds_its_bucket_key_only(deployment: Deployment) -> None:
     deployment.provision()
-    secrets = attest_cascadb(
+    released = attest_cascadb(
         deployment.cas_url,
         deployment.world.directory,
         bucket=BUCKET,
@@ -316,10 +318,10 @@ def test_attested_it_holds_its_bucket_key_only(deployment: Deployment) -> None:
     master = cas.state.latest_secret(MASTER_SECRET)
     assert master is not None
     opened = cas.vault.open(MASTER_SECRET, master.version, master.sealed)
-    assert secrets.bucket_key == derive_bucket_key(opened, BUCKET)  # what the gateway seals with
-    assert secrets.bucket_key.hex() not in repr(secrets)
-    assert "simulated" in secrets.provenance
-    assert certs.service_of(secrets.tls.certificate) == CASCADB_STAGE
+    assert released.bucket_key == derive_bucket_key(opened, BUCKET)  # what the gateway seals with
+    assert released.bucket_key.hex() not in repr(secrets)
+    assert "simulated" in released.provenance
+    assert certs.service_of(released.tls.certificate) == CASCADB_STAGE
     policy = {(rule.stage, rule.secret) for rule in cas.state.rules()}
     assert (CASCADB_STAGE, MASTER_SECRET) not in policy
     assert {
@@ -354,3 +356,29 @@ def test_in_memory_it_still_attests_for_its_tls_key(deployment: Deployment, tmp_
     finally:
         running.close()
     assert not (tmp_path / "kvs").exists()
+
+
+def test_over_storage_nodes_on_nats(deployment: Deployment, tmp_path: Path) -> None:
+    with running_cluster(tmp_path / "nats", 3) as cluster:
+        deployment.provision()
+        deployment.people.add("mdc", Role.OPERATOR)
+        key = deployment.people.api_key("mdc", Role.OPERATOR)
+        namespace = f"cdb{secrets.token_hex(4)}"  # this run's streams on the cluster
+        layout = StoreLayout(tmp_path / "unused", 3, ",".join(cluster.urls), namespace)
+        options = replace(deployment.options(tmp_path), layout=layout)
+        running = Served(options).wait_ready()
+        try:
+            assert any(f"KVS_{namespace}_" in line for line in running.announced)
+            dsn = _dsn(deployment, running, tmp_path, "mdc", key)
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute("CREATE TABLE m(id BIGINT PRIMARY KEY, v TEXT)")
+                conn.execute("INSERT INTO m VALUES (%s, %s), (%s, %s)", (10, "ten", 9, "nine"))
+                assert conn.execute(
+                    "SELECT v FROM m WHERE id >= %s ORDER BY id", (9,)
+                ).fetchall() == [
+                    ("nine",),
+                    ("ten",),
+                ]
+        finally:
+            running.close()
+        assert not (tmp_path / "unused").exists()  # nothing on local disks
