@@ -47,6 +47,7 @@ LAYERS: dict[str, Layer] = {
     "meterseal.__main__": INTERFACE,
     "meterseal.cli": INTERFACE,
     "meterseal.cli_billing": INTERFACE,
+    "meterseal.cli_bill_proofs": INTERFACE,
     "meterseal.cli_billdoc": INTERFACE,
     "meterseal.cli_bills": INTERFACE,
     "meterseal.cli_corrections": INTERFACE,

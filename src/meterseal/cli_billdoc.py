@@ -55,8 +55,7 @@ def bill_doc(
     from meterseal.billing.document_html import render_html
     from meterseal.billing.document_pdf import render_pdf
     from meterseal.billing.document_view import document_view
-    from meterseal.cli_billing import _public_key
-    from meterseal.cli_billing_parts import bill_ledger
+    from meterseal.cli_billing_parts import bill_ledger, public_key_file
     from meterseal.crypto.keys import kid_of, public_bytes
     from meterseal.storage import Store
     from meterseal.storage.bill_store import BillStore
@@ -72,8 +71,8 @@ def bill_doc(
         ca_cert = x509.load_pem_x509_certificate(ca.read_bytes())
     except (OSError, ValueError) as exc:
         raise ConfigurationError(f"cannot read the meter CA certificate {ca}: {exc}") from exc
-    billing = _public_key(billing_key or deployment_dir / "billing.pub.pem")
-    authority = None if authority_key is None else _public_key(authority_key)
+    billing = public_key_file(billing_key or deployment_dir / "billing.pub.pem")
+    authority = None if authority_key is None else public_key_file(authority_key)
     with Store.open_read_only(store) as db:
         bills = BillStore(db)
         stored = bills.bill(bill_id)

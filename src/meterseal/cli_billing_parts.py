@@ -6,12 +6,16 @@ Apart from `cli_billing` so that each command module stays small; `cli_bills` an
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from meterseal.cli_common import console
+from meterseal.errors import ConfigurationError
 
 # The public files audit, verify-bill and bill-doc check bills with: each defaults to the
 # deployment's (ca.cert.pem, billing.pub.pem), so meterseal.toml's deployment.dir serves all three.
@@ -97,3 +101,30 @@ def bill_ledger(
     kept = bills.signed_bills(customer, start, end)
     entries = ledger((i, parse_signed_bill(signed)[0]) for i, signed in kept)
     return {e.bill.bill_id: e for e in entries}
+
+
+def period_option(first_day: str | None, days: int) -> Period:
+    """The period the --from and --days options name; BadParameter if --from is no date.
+
+    Without --from: the `days` whole days (UTC) before today, the period `simulate --days`
+    sends by default.
+    """
+    from meterseal.billing.completeness import Period
+
+    try:
+        if first_day is None:
+            return Period.days(dt.datetime.now(dt.UTC).date() - dt.timedelta(days=days), days)
+        return Period.days(dt.date.fromisoformat(first_day), days)
+    except ValueError as exc:
+        raise typer.BadParameter(f"--from: {exc}") from exc
+
+
+def public_key_file(path: Path) -> ec.EllipticCurvePublicKey:
+    """A P-256 public key (billing or authority) from a PEM file."""
+    try:
+        key = serialization.load_pem_public_key(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError(f"cannot read public key {path}: {exc}") from exc
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise ConfigurationError(f"{path} is not a P-256 public key")
+    return key

@@ -55,8 +55,7 @@ def bills_list(
 
     from meterseal.billing.bill import parse_signed_bill
     from meterseal.billing.ledger import ledger
-    from meterseal.cli_billing import period_option
-    from meterseal.cli_billing_parts import IdRows
+    from meterseal.cli_billing_parts import IdRows, period_option
     from meterseal.cli_common import console, shown
     from meterseal.storage import Store
     from meterseal.storage.bill_store import BillStore
@@ -246,7 +245,7 @@ def _published_keys(deployment_dir: Path) -> PublishedKeys | None:
     """The billing and authority public keys of the deployment, None (with a warning) if absent."""
     from rich.console import Console
 
-    from meterseal.cli_billing import _public_key
+    from meterseal.cli_billing_parts import public_key_file
     from meterseal.portal.app import PublishedKeys
 
     files = [deployment_dir / "billing.pub.pem", deployment_dir / "metrology.pub.pem"]
@@ -259,7 +258,7 @@ def _published_keys(deployment_dir: Path) -> PublishedKeys | None:
             markup=False,
         )
         return None
-    return PublishedKeys(_public_key(files[0]), _public_key(files[1]))
+    return PublishedKeys(public_key_file(files[0]), public_key_file(files[1]))
 
 
 async def _serve(
