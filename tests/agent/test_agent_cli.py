@@ -56,11 +56,15 @@ def site(tmp_path: Path) -> tuple[Path, str]:
     return tmp_path / "deployment", url
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("sealed", [False, True], ids=["nbr14522", "nbr14522-sealed"])
 def test_the_agent_reads_emulated_meters_into_a_serving_head_end(
-    site: tuple[Path, str], tmp_path: Path
+    site: tuple[Path, str], tmp_path: Path, sealed: bool
 ) -> None:
     deployment, url = site
     meter_list = tmp_path / "meters.txt"
+    keys = tmp_path / "link-keys"
+    variant = ["--sealed", str(keys)] if sealed else []
     emulator, meters = _start(
         [
             "agent",
@@ -71,10 +75,12 @@ def test_the_agent_reads_emulated_meters_into_a_serving_head_end(
             "timeout",
             "--write-meters",
             str(meter_list),
+            *variant,
         ],
         "meter ",
         METERS,
     )
+    protocol = ["--protocol", "nbr14522-sealed", "--link-keys", str(keys)] if sealed else []
     headend, (endpoint,) = _start(
         ["serve", "-d", str(deployment), "--store", url, "--tcp", "127.0.0.1:0"], "listening tcp "
     )
@@ -94,9 +100,12 @@ def test_the_agent_reads_emulated_meters_into_a_serving_head_end(
                 "--days",
                 "1",
                 "--timeout",
-                "1",
+                # The sealed link has no WAIT signal: a meter's first answer (the load model's
+                # first month in a fresh process) must come within the timeout itself.
+                "8" if sealed else "1",
                 "--attempts",
                 "1",
+                *protocol,
             ]
         )
     finally:
