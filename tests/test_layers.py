@@ -166,6 +166,8 @@ LAYERS: dict[str, Layer] = {
     "meterseal.jobs.records": ADAPTER,  # durable job records, one JSON file per job
     "meterseal.jobs.metrics": RUNTIME,  # the Monitor's figures as Prometheus metrics
     "meterseal.jobs.manager": SERVICE,  # submit, run, cancel, list
+    "meterseal.jobs.kvs_source": SERVICE,  # the fraud job reading the KVS export
+    "meterseal.jobs.reencode": SERVICE,  # a KVS bucket re-encoded through its gateway client
     "meterseal.jobs.attest": SERVICE,  # workers attest to the CAS for the job's keys (a plugin)
     "meterseal.jobs.service": SERVICE,  # a served Manager: its runner thread and its Stage
     "meterseal.jobs.client": SERVICE,  # a client of a served Manager's API (the CLI's --url)

@@ -58,6 +58,13 @@ Cas = Annotated[
     ),
 ]
 CaFile = Annotated[Path | None, typer.Option("--ca", help="CA certificate of an https --url")]
+KvsGateway = Annotated[
+    str | None, typer.Option("--gateway", help="reencode: the KVS gateway's URL")
+]
+KvsKeyEnv = Annotated[
+    str,
+    typer.Option(help="reencode: variable holding the gateway API key (write rights), per worker"),
+]
 MetricsPort = Annotated[
     int | None,
     typer.Option(help=f"serve the job's metrics on 127.0.0.1:PORT/metrics (e.g. {DEFAULT_PORT})"),
@@ -166,8 +173,7 @@ def _print(view: dict[str, Any], jobs_dir: Path | None = None) -> None:
     if measured:
         each = ", ".join(f"{name} {mib:.0f}" for name, mib in sorted(measured.items()))
         console.print(
-            f"  trusted workers' memory, MiB (simulated enclave: the worker process's RSS): "
-            f"{each}",
+            f"  trusted workers' memory, MiB (simulated enclave: the worker process's RSS): {each}",
             soft_wrap=True,
             markup=False,
         )
@@ -204,7 +210,11 @@ def _client(url: str, token_env: str, ca: Path | None) -> Any:
 @jobs_app.command("submit")
 def submit(
     application: Annotated[
-        str, typer.Argument(help="validation (audit every bill) or fraud (rank the fleet)")
+        str,
+        typer.Argument(
+            help="validation (audit every bill), fraud (rank the fleet) or reencode (a KVS "
+            "bucket's objects to --policy)"
+        ),
     ],
     first_day: Annotated[str | None, typer.Option("--from", help="the period's first day")] = None,
     days: Annotated[int, typer.Option(help="days of the period")] = 30,
@@ -215,6 +225,19 @@ def submit(
         str | None, typer.Option(help="fraud: the meters' time zone (IANA), days cut in it")
     ] = None,
     seed: Annotated[int, typer.Option(help="fraud: the pipeline's seed (fraud rank's)")] = 1,
+    bucket: Annotated[str | None, typer.Option(help="reencode: the KVS bucket")] = None,
+    prefix: Annotated[str, typer.Option(help="reencode: only keys under this prefix")] = "",
+    policy: Annotated[
+        str | None, typer.Option(help="reencode: the target policy (rep:N, ec:K+M, hybrid:K+M)")
+    ] = None,
+    from_kvs: Annotated[
+        bool,
+        typer.Option(
+            "--from-kvs", help="fraud: read the months `kvs export` wrote, through --gateway"
+        ),
+    ] = False,
+    gateway: KvsGateway = None,
+    gateway_key_env: KvsKeyEnv = "MS_KVS_KEY",
     deadline: Annotated[float, typer.Option(help="seconds the job may take")] = 3600.0,
     tolerance: Annotated[float, typer.Option(help="lateness (0..1) before actuation")] = 0.0,
     mode: Annotated[str, typer.Option(help="threshold, pid or queue")] = "threshold",
@@ -260,7 +283,10 @@ def submit(
         interval,
         task_memory,
     )
-    asked = Submission(application, control, first_day, days, month, tz, seed, chunk)
+    asked = Submission(
+        application, control, first_day, days, month, tz, seed, chunk, from_kvs, bucket,
+        prefix, policy,
+    )  # fmt: skip
     if url is not None:
         body = {
             **{k: v for k, v in dataclasses.asdict(asked).items() if k != "control"},
@@ -272,7 +298,7 @@ def submit(
         console.print(f"its status: meterseal jobs status {view['job_id']} --url {url}")
         return
     boss = _manager(deployment_dir)
-    site = Site(store, deployment_dir, passphrase_env, reports, cas)
+    site = Site(store, deployment_dir, passphrase_env, reports, cas, gateway, gateway_key_env)
     record = boss.submit(asked, site)
     console.print(f"submitted {record.job_id}", soft_wrap=True)
     if detach:
@@ -380,6 +406,8 @@ def serve(
         str | None, typer.Option(help="database for reports (default: --store)")
     ] = None,
     cas: Cas = None,
+    gateway: KvsGateway = None,
+    gateway_key_env: KvsKeyEnv = "MS_KVS_KEY",
     deployment_dir: DeploymentDir = DEFAULT_DEPLOYMENT,
     store: StoreUrl = DEFAULT_STORE,
     passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
@@ -424,7 +452,9 @@ def serve(
         with Store.open(store) as accounts:
             signer = TokenSigner(token_key(deployment_dir, passphrase(passphrase_env)))
             authenticator = AccountAuthenticator(AccountStore(accounts), signer)
-            site = Site(store, deployment_dir, passphrase_env, reports, cas)
+            site = Site(
+                store, deployment_dir, passphrase_env, reports, cas, gateway, gateway_key_env
+            )
             app = create_jobs_app(boss, site, authenticator, runner.wake)
             http = HttpAppService("jobs", app, address, 7490, context)
             stage = JobsStage(http, runner)

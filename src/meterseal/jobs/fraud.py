@@ -47,6 +47,10 @@ class RankSpec:
     tz: str
     seed: int = 1
     chunk: int = Settings.chunk  # customers per task
+    # Set: the readings come from the months `kvs export` wrote, through this gateway.
+    kvs: str | None = None
+    kvs_key_env: str = "MS_KVS_KEY"  # the variable holding its API key (read rights)
+    kvs_ca: str | None = None  # its CA certificate's path (https)
 
     def settings(self) -> Settings:
         """The fraud pipeline's settings, `fraud rank`'s with this seed and chunk."""
@@ -117,11 +121,20 @@ def read_fleet(spec: RankSpec) -> Consumption:
         )
 
 
-def rank_job(engine: Engine, spec: RankSpec, out: Path, *, key: str, **run: Any) -> int:
-    """Rank the fleet on `engine` and write `fraud rank`'s CSV to `out`; customers ranked."""
+def rank_job(
+    engine: Engine,
+    spec: RankSpec,
+    out: Path,
+    *,
+    key: str,
+    read: Callable[[RankSpec], Consumption] = read_fleet,
+    **run: Any,
+) -> int:
+    """Rank the fleet `read` reads (the store's: `read_fleet`) on `engine` and write `fraud
+    rank`'s CSV to `out`; customers ranked."""
     from meterseal.fraud.report import write_ranking
 
-    data = read_fleet(spec)
+    data = read(spec)
     analysis = analyse_on(engine, data, spec.settings(), key=key, **run)
     scores = unsupervised(analysis.table)
     spare = out.with_name(out.name + ".part")

@@ -1,8 +1,9 @@
 """The Manager over the runtime's authenticated HTTP API: submit, list, status, cancel.
 
-`POST /v1/jobs` records a job (the served Manager's runner takes it at once); `GET /v1/jobs`
-lists them oldest first; `GET /v1/jobs/{id}` is one job with the Monitor's last figures
-(progress, expected progress, error, workers, queue, tasks per second, trusted memory);
+`POST /v1/jobs` records a job (validation, fraud ranking, KVS policy re-encode), which the
+served Manager's runner takes at once; `GET /v1/jobs` lists them oldest first;
+`GET /v1/jobs/{id}` is one job with the Monitor's last figures (progress, expected
+progress, error, workers, queue, tasks per second, trusted memory);
 `POST /v1/jobs/{id}/cancel` cancels it (its tasks stop at the run's next check). Operators
 and administrators submit and cancel; auditors may also read. The store and the key files
 a job uses are the served Manager's own (`Site`): a caller names the application, its input
@@ -41,13 +42,19 @@ REFUSED: dict[int | str, dict[str, Any]] = {
 class JobAsked(BaseModel):
     """A job submission: the application, its input, and the deadline and controller."""
 
-    application: Literal["validation", "fraud"]
+    application: Literal["validation", "fraud", "reencode"]
     first_day: str | None = Field(None, description="the period's first day, YYYY-MM-DD")
     days: int = Field(30, ge=1, le=366)
     month: str | None = Field(None, description="fraud: the fleet-month YYYY-MM")
     tz: str | None = Field(None, max_length=64, description="fraud: the meters' IANA zone")
     seed: int = 1
-    chunk: int = Field(50, ge=1, le=100_000, description="bills (fraud: customers) per task")
+    chunk: int = Field(
+        50, ge=1, le=100_000, description="bills (fraud: customers; reencode: objects) per task"
+    )
+    from_kvs: bool = Field(False, description="fraud: read the KVS export (the server's gateway)")
+    bucket: str | None = Field(None, max_length=64, description="reencode: the KVS bucket")
+    prefix: str = Field("", max_length=1024, description="reencode: only keys under it")
+    policy: str | None = Field(None, max_length=32, description="reencode: rep:N, ec:K+M, …")
     deadline: float = Field(3600.0, gt=0, description="seconds the job may take")
     tolerance: float = Field(0.0, ge=0, lt=1, description="lateness before actuation")
     mode: Literal["threshold", "pid", "queue"] = "threshold"
@@ -78,6 +85,10 @@ class JobAsked(BaseModel):
             self.tz,
             self.seed,
             self.chunk,
+            self.from_kvs,
+            self.bucket,
+            self.prefix,
+            self.policy,
         )
 
 

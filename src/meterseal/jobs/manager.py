@@ -12,6 +12,7 @@ from __future__ import annotations
 import calendar
 import dataclasses
 import datetime as dt
+import functools
 import secrets
 import time
 from collections.abc import Callable, Sequence
@@ -24,15 +25,17 @@ from meterseal.errors import ConfigurationError
 from meterseal.jobs.control import Controller, Decision, Limits, controller
 from meterseal.jobs.engine import Engine
 from meterseal.jobs.fraud import RankingCancelled, RankSpec, rank_job
+from meterseal.jobs.kvs_source import fleet_reader
 from meterseal.jobs.lifecycle import FINAL, JobEvent, JobRefused, JobState, step
 from meterseal.jobs.monitor import Monitor, Snapshot
 from meterseal.jobs.records import JobBook, JobRecord
+from meterseal.jobs.reencode import ReencodeSpec, objects_to_reencode, reencode_chunk
 from meterseal.jobs.runner import chunked, run_chunks
 from meterseal.jobs.validation import Audited, AuditSpec, audit_chunk, period_bills, write_reports
 from meterseal.storage import Store
 from meterseal.storage.bill_store import BillStore
 
-APPLICATIONS = ("validation", "fraud")
+APPLICATIONS = ("validation", "fraud", "reencode")
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,10 @@ class Submission:
     tz: str | None = None
     seed: int = 1
     chunk: int = 50
+    from_kvs: bool = False  # fraud: read the KVS export (through the site's gateway)
+    bucket: str | None = None  # reencode: the KVS bucket, its key prefix, the target policy
+    prefix: str = ""
+    policy: str | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,9 @@ class Site:
     passphrase_env: str = "MS_PASSPHRASE"  # noqa: S105 - a variable name
     reports: str | None = None  # the reports' database (default: the store)
     cas: str | None = None  # the CAS workers attest to for the authority's key (jobs.attest)
+    gateway: str | None = None  # the KVS gateway a re-encode job asks
+    gateway_key_env: str = "MS_KVS_KEY"  # the variable holding its API key, on every worker
+    gateway_ca: str | None = None  # its CA certificate's path (https)
 
     def audit(self) -> AuditSpec:
         """The validation job's auditor: the store and the authority's key files."""
@@ -118,8 +128,33 @@ class Manager:
             start, days = month_of(asked.month) if asked.month else (asked.first_day, asked.days)
             if start is None or asked.tz is None:
                 raise ConfigurationError("fraud needs --month (or --from and --days) and --tz")
-            spec = RankSpec(site.store, start, days, asked.tz, asked.seed, asked.chunk)
+            if asked.from_kvs and site.gateway is None:
+                raise ConfigurationError("fraud --from-kvs needs the KVS gateway (--gateway)")
+            spec = RankSpec(
+                site.store,
+                start,
+                days,
+                asked.tz,
+                asked.seed,
+                asked.chunk,
+                site.gateway if asked.from_kvs else None,
+                site.gateway_key_env,
+                site.gateway_ca,
+            )
             return self.submit_fraud(spec, asked.control)
+        if asked.application == "reencode":
+            if site.gateway is None or asked.bucket is None or asked.policy is None:
+                raise ConfigurationError("reencode needs a gateway (--gateway), --bucket, --policy")
+            moved = ReencodeSpec(
+                site.gateway,
+                asked.bucket,
+                asked.policy,
+                asked.prefix,
+                site.gateway_key_env,
+                site.gateway_ca,
+                asked.chunk,
+            )
+            return self.submit_reencode(moved, asked.control)
         if asked.application != "validation":
             raise ConfigurationError(
                 f"no application {asked.application!r}: one of {', '.join(APPLICATIONS)}"
@@ -172,6 +207,16 @@ class Manager:
         state = step(None, JobEvent.SUBMIT)
         return self.book.save(JobRecord(job_id, "fraud", data, state, self.clock()))
 
+    def submit_reencode(self, spec: ReencodeSpec, control: Control) -> JobRecord:
+        """Record a KVS policy re-encode job of a bucket's objects; it runs on `run`."""
+        if spec.chunk < 1:
+            raise ConfigurationError("chunk must be >= 1")
+        spec.target()  # a policy the gateway does not know is refused here
+        _controller(control.as_dict())
+        data = {"reencode": dataclasses.asdict(spec), "control": control.as_dict()}
+        state = step(None, JobEvent.SUBMIT)
+        return self.book.save(JobRecord(self.new_id(), "reencode", data, state, self.clock()))
+
     def cancel(self, job_id: str) -> JobRecord:
         """Cancel a job: a running Manager stops its tasks at its next check."""
         record = self.book.load(job_id)
@@ -202,6 +247,8 @@ class Manager:
             stop = self._stop(record.job_id, halt)
             if record.application == "fraud":
                 self._rank(record, engine, observe, stop)
+            elif record.application == "reencode":
+                self._reencode(record, engine, observe, stop)
             else:
                 self._validate(record, engine, observe, stop)
         except Exception as exc:
@@ -257,6 +304,37 @@ class Manager:
             )
         record.state = self.book.load(record.job_id).state  # a cancel stays a cancel
 
+    def _reencode(
+        self, record: JobRecord, engine: Engine, observe: Observer | None, stop: Callable[[], bool]
+    ) -> None:
+        """Re-encode what is not under the target policy yet (a resume lists it again)."""
+        spec = ReencodeSpec(**record.spec["reencode"])
+        settings = record.spec["control"]
+        limits = Limits(settings["min_workers"], settings["max_workers"])
+        names = objects_to_reencode(spec)
+        monitor = Monitor(len(names), settings["deadline"], self.clock)
+        monitor.started = record.started_at or monitor.started
+        engine.actuator.scale(limits.clamp(engine.actuator.workers()))
+
+        def keep(_index: int, moved: list[str]) -> None:
+            record.written += len(moved)
+            self.book.save(record)
+
+        run_chunks(
+            engine,
+            functools.partial(reencode_chunk, spec),
+            chunked(names, spec.chunk),
+            keep,
+            monitor=monitor,
+            control=_controller(settings),
+            key=f"{record.job_id}-{int(self.clock())}",  # a resume's chunks are new ones
+            interval=settings["interval"],
+            trusted_memory=settings.get("task_memory"),
+            stop=stop,
+            on_check=self._checked(record, observe),
+        )
+        record.state = self.book.load(record.job_id).state  # a cancel stays a cancel
+
     def _checked(self, record: JobRecord, observe: Observer | None) -> CheckHook:
         def checked(snapshot: Snapshot, decision: Decision | None) -> None:
             record.status = snapshot.to_dict()
@@ -292,6 +370,7 @@ class Manager:
                 trusted_memory=settings.get("task_memory"),
                 stop=stop,
                 on_check=self._checked(record, observe),
+                read=fleet_reader,
             )
         except RankingCancelled:
             ranked = 0
@@ -318,8 +397,6 @@ def _controller(settings: dict[str, Any]) -> Controller:
 
 
 def _task(audit: AuditSpec) -> Callable[[Sequence[str]], list[Audited]]:
-    import functools
-
     return functools.partial(audit_chunk, audit)
 
 
@@ -344,9 +421,14 @@ def job_view(record: JobRecord) -> dict[str, Any]:
     password, and a path tells a caller nothing it can use.
     """
     spec = record.spec
-    if record.application == "fraud":
+    if record.application == "reencode":
+        moved = spec["reencode"]
+        given = {k: moved[k] for k in ("bucket", "prefix", "policy", "chunk")}
+        result = None
+    elif record.application == "fraud":
         rank = spec["rank"]
         given = {k: rank[k] for k in ("first_day", "days", "tz", "seed", "chunk")}
+        given["source"] = "kvs export" if rank.get("kvs") else "store"
         result = Path(spec["ranking"]).name if record.written else None
     else:
         start, end, _ = spec["period"]
