@@ -62,7 +62,7 @@ def test_every_bench_command_takes_out() -> None:
     runner = CliRunner()
     listing = runner.invoke(app, ["bench", "--help"], terminal_width=200)
     commands = re.findall(r"^│ ([a-z][a-z-]*) ", listing.output, re.M)
-    assert len(commands) == 12  # connections, crypto, ingest, ..., fraud, kvs, cascadb, jobs
+    assert len(commands) == 13  # connections, crypto, ingest, ..., kvs, cascadb, jobs, agent
     for command in commands:
         shown = runner.invoke(app, ["bench", command, "--help"], terminal_width=200)
         assert "--out" in shown.output, command

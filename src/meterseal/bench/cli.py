@@ -397,3 +397,34 @@ def bench_jobs(
     for table in (throughput_table(bench), deadline_table(bench)):
         print_table(console, table)
     print_written(console, "plot", plot_jobs(bench, plot_dir(out) / "bench-jobs.png"))
+
+
+@bench_app.command("agent")
+def bench_agent(
+    meters: Annotated[int, typer.Option(help="emulated meters read at once")] = 16,
+    days: Annotated[int, typer.Option(help="days of load profile per meter and pass")] = 1,
+    rounds: Annotated[
+        int, typer.Option(help="measured passes (after a warm-up); the best counts")
+    ] = 3,
+    protocol: Annotated[
+        list[str] | None, typer.Option(help="protocols [default: nbr14522 nbr14522-sealed]")
+    ] = None,
+    out: PlotDir = None,
+) -> None:
+    """Readings/s one sealing agent reads and seals from emulated meters vs the line's bounds."""
+    import tempfile
+
+    from meterseal.bench.agent import PROTOCOLS, agent_table, plot_agent, run_agent_bench
+    from meterseal.bench.timing import Machine
+
+    with tempfile.TemporaryDirectory(prefix="meterseal-bench-agent-") as where:
+        runs = run_agent_bench(
+            console,
+            meters=meters,
+            days=days,
+            rounds=rounds,
+            protocols=protocol or list(PROTOCOLS),
+            where=Path(where),
+        )
+    print_table(console, agent_table(runs, Machine.probe(None).line()))
+    print_written(console, "plot", plot_agent(runs, plot_dir(out) / "bench-agent.png"))
