@@ -10,10 +10,13 @@ stopped is recognised by its reports' audit time (the job's own), so nothing is 
 from __future__ import annotations
 
 import calendar
+import contextlib
 import dataclasses
 import datetime as dt
 import functools
+import os
 import secrets
+import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,7 +34,14 @@ from meterseal.jobs.monitor import Monitor, Snapshot
 from meterseal.jobs.records import JobBook, JobRecord
 from meterseal.jobs.reencode import ReencodeSpec, objects_to_reencode, reencode_chunk
 from meterseal.jobs.runner import chunked, run_chunks
-from meterseal.jobs.validation import Audited, AuditSpec, audit_chunk, period_bills, write_reports
+from meterseal.jobs.validation import (
+    Audited,
+    AuditSpec,
+    audit_chunk,
+    period_bills,
+    release_auditors,
+    write_reports,
+)
 from meterseal.storage import Store
 from meterseal.storage.bill_store import BillStore
 
@@ -121,6 +131,8 @@ class Manager:
         self.book = book
         self.clock = clock
         self.new_id = new_id
+        # Who holds a job's lease, as another Manager's refusal names it.
+        self.holder = f"Manager {socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
 
     def submit(self, asked: Submission, site: Site) -> JobRecord:
         """Record the job `asked` for, reading and writing at `site`; it runs on `run`."""
@@ -234,9 +246,16 @@ class Manager:
         """Run (or resume) a job to its end on `engine`; the record as it ended.
 
         `halt()` true at a check stops the run without ending the job: it stays `running`,
-        for this Manager or another to resume (a served Manager that is stopping).
+        for this Manager or another to resume (a served Manager that is stopping). The run
+        holds the job's lease throughout: JobLeased while another Manager runs it.
         """
-        record = self.book.load(job_id)
+        with self.book.lease(job_id, self.holder):
+            return self._run(job_id, engine, observe, halt)
+
+    def _run(
+        self, job_id: str, engine: Engine, observe: Observer | None, halt: Callable[[], bool]
+    ) -> JobRecord:
+        record = self.book.load(job_id)  # read under the lease: the holder before wrote last
         if record.state is JobState.SUBMITTED:
             record.state = step(record.state, JobEvent.START)
             record.started_at = self.clock()
@@ -288,20 +307,23 @@ class Manager:
                 record.written += len(fresh)
                 self.book.save(record)
 
-            run_chunks(
-                engine,
-                _task(audit),
-                chunked(bills, spec["chunk"]),
-                keep,
-                monitor=monitor,
-                control=control,
-                key=record.job_id,
-                interval=settings["interval"],
-                finished=set(record.finished),
-                trusted_memory=settings.get("task_memory"),
-                stop=stop,
-                on_check=self._checked(record, observe),
-            )
+            try:
+                run_chunks(
+                    engine,
+                    _task(audit),
+                    chunked(bills, spec["chunk"]),
+                    keep,
+                    monitor=monitor,
+                    control=control,
+                    key=record.job_id,
+                    interval=settings["interval"],
+                    finished=set(record.finished),
+                    trusted_memory=settings.get("task_memory"),
+                    stop=stop,
+                    on_check=self._checked(record, observe),
+                )
+            finally:  # the worker threads' auditors keep their stores open: close them
+                _release_auditors(engine)
         record.state = self.book.load(record.job_id).state  # a cancel stays a cancel
 
     def _reencode(
@@ -398,6 +420,13 @@ def _controller(settings: dict[str, Any]) -> Controller:
 
 def _task(audit: AuditSpec) -> Callable[[Sequence[str]], list[Audited]]:
     return functools.partial(audit_chunk, audit)
+
+
+def _release_auditors(engine: Engine) -> None:
+    """Close the stores the workers' auditors hold (their PostgreSQL connections)."""
+    # A worker gone: its process closed its connections with it.
+    with contextlib.suppress(OSError, TimeoutError):
+        engine.client.run(release_auditors)
 
 
 def _written(reports: BillStore, audited: Audited) -> bool:

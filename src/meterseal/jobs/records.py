@@ -4,11 +4,14 @@ A record is replaced whole (written beside, then renamed), so a reader never see
 one and a record survives the Manager's restart. A record on disk in a final state is never
 moved out of it: a user's cancel, written by another process, wins over the runner's next
 progress write.
+Running a job takes its lease first (`lease`: an exclusive lock on JOB.lock beside the
+record), so two Managers resuming the same job never both run it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import os
 from dataclasses import dataclass, field
@@ -21,6 +24,36 @@ from meterseal.jobs.lifecycle import FINAL, JobState
 
 class UnknownJob(MetersealError):
     """No job has this id."""
+
+
+class JobLeased(MetersealError):
+    """Another Manager holds the job's lease: it is running the job now."""
+
+
+class JobLease:
+    """A Manager's exclusive hold on running one job: an exclusive `flock` on JOB.lock.
+
+    The operating system drops the lock when the holder's process ends, however it ends, so
+    a job whose Manager died is free for the next; while it lives, no other Manager (another
+    process, or another Manager in this one: a `flock` belongs to its open file) runs it.
+    """
+
+    def __init__(self, fd: int, path: Path) -> None:
+        self.fd = fd
+        self.path = path
+
+    def release(self) -> None:
+        """Let another Manager run the job."""
+        if self.fd >= 0:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> JobLease:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.release()
 
 
 @dataclass
@@ -81,6 +114,29 @@ class JobBook:
         spare.write_text(json.dumps(record.to_dict(), indent=1, sort_keys=True))
         spare.replace(path)
         return record
+
+    def lease(self, job_id: str, holder: str) -> JobLease:
+        """Hold `job_id`'s lease as `holder` (host, process); JobLeased if another holds it."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self._path(job_id).with_suffix(".lock")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            held = os.pread(fd, 512, 0).decode(errors="replace").strip() or "another Manager"
+            os.close(fd)
+            raise JobLeased(f"job {job_id} is being run by {held}") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, holder.encode(), 0)
+        return JobLease(fd, path)
+
+    def held(self, job_id: str) -> bool:
+        """Whether a Manager holds `job_id`'s lease now."""
+        try:
+            self.lease(job_id, "a probe").release()
+        except JobLeased:
+            return True
+        return False
 
     def records(self) -> list[JobRecord]:
         """Every job, oldest submission first."""

@@ -2,7 +2,8 @@
 
 `JobRunner` takes the oldest job that is `submitted`, or `running` because a Manager stopped
 while it ran (resumed first, as `meterseal jobs run` would), and runs it to its end on the
-engine it opened at start; a submission wakes it. Stopping halts the job at its next check
+engine it opened at start; a submission wakes it. A job another Manager holds the lease of
+(it runs it now) is left to that Manager. Stopping halts the job at its next check
 and leaves it `running`, so the next Manager resumes it. `JobsStage` is the runner with the
 Manager's HTTP API as one runtime `Stage` (`meterseal jobs serve`).
 """
@@ -24,7 +25,7 @@ from meterseal.jobs.lifecycle import JobState
 from meterseal.jobs.manager import Manager
 from meterseal.jobs.metrics import JobMetrics
 from meterseal.jobs.monitor import Snapshot
-from meterseal.jobs.records import JobRecord
+from meterseal.jobs.records import JobLeased, JobRecord
 from meterseal.runtime.http import HttpAppService
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class JobRunner:
         self.poll = poll  # seconds between looks at the records without a wake-up
         self.ran: list[str] = []  # job ids this runner took, in order
         self.error: BaseException | None = None  # why the thread ended early, if it did
+        self._skipped: set[str] = set()  # jobs this runner must not take again
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="jobs-runner", daemon=True)
@@ -74,12 +76,15 @@ class JobRunner:
     def _next(self) -> JobRecord | None:
         for state in RUNNABLE:
             for record in self.manager.jobs():
-                if record.state is state and record.job_id not in self._skipped:
+                if (
+                    record.state is state
+                    and record.job_id not in self._skipped
+                    and not self.manager.book.held(record.job_id)  # another Manager runs it
+                ):
                     return record
         return None
 
     def _loop(self) -> None:
-        self._skipped: set[str] = set()  # jobs this runner must not take again
         try:
             with self.engine() as engine:
                 while not self._stop.is_set():
@@ -97,6 +102,9 @@ class JobRunner:
         self.ran.append(job_id)
         try:
             self.manager.run(job_id, engine, self._observe, halt=self._stop.is_set)
+        except JobLeased as exc:  # taken by another Manager since `_next` looked: not ours
+            log.info("job %s: %s", job_id, exc)
+            return
         except MetersealError as exc:  # recorded as failed, or refused (cancelled meanwhile)
             log.warning("job %s: %s", job_id, exc)
         except Exception:  # recorded as failed by the Manager

@@ -82,16 +82,48 @@ class _Auditors(threading.local):
     auditor: Auditor | None = None
     kept: _Kept | None = None
     store: Store | None = None
+    generation: int = -1  # `release_auditors` closed this thread's store if behind
 
 
 _AUDITORS = _Auditors()
+# The store each worker thread's auditor holds, by thread: a worker's threads outlive the job
+# (Dask keeps its executor), so a job's end closes them here, or each would keep its
+# PostgreSQL connection open until the worker exits.
+_OPEN: dict[int, Store] = {}
+_OPEN_LOCK = threading.Lock()
+_GENERATION = [0]
+
+
+def release_auditors() -> int:
+    """Close the stores this process's auditors hold (`client.run` at a job's end); how many.
+
+    A thread's next chunk opens its store again.
+    """
+    with _OPEN_LOCK:
+        stores = list(_OPEN.values())
+        _OPEN.clear()
+        _GENERATION[0] += 1
+    for store in stores:
+        store.close()
+    return len(stores)
+
+
+def open_auditor_stores() -> int:
+    """How many auditor stores this process holds open."""
+    with _OPEN_LOCK:
+        return len(_OPEN)
 
 
 def _auditor(spec: AuditSpec) -> tuple[Auditor, _Kept]:
     """This thread's auditor for `spec`, made on its first chunk (store, keys, registry)."""
-    if _AUDITORS.spec != spec or _AUDITORS.auditor is None or _AUDITORS.kept is None:
-        if _AUDITORS.store is not None:
-            _AUDITORS.store.close()
+    with _OPEN_LOCK:
+        current = _AUDITORS.generation == _GENERATION[0]
+        if not current or _AUDITORS.spec != spec:
+            if current and _AUDITORS.store is not None:
+                _AUDITORS.store.close()  # this thread's store of an earlier job
+            _OPEN.pop(threading.get_ident(), None)
+            _AUDITORS.auditor = None
+    if _AUDITORS.auditor is None or _AUDITORS.kept is None:
         value = os.environ.get(spec.passphrase_env)
         password = value.encode() if value else None
         if spec.cas is not None:  # the worker attested (jobs.attest): the CAS's copy, no file
@@ -107,6 +139,9 @@ def _auditor(spec: AuditSpec) -> tuple[Auditor, _Kept]:
         now = spec.now
         kept = _Kept()
         store = _AUDITORS.store = Store.open_read_only(spec.store)
+        with _OPEN_LOCK:
+            _OPEN[threading.get_ident()] = store
+            _AUDITORS.generation = _GENERATION[0]
         auditor = Auditor(
             BillStore(store),
             kept,
