@@ -178,6 +178,7 @@ LAYERS: dict[str, Layer] = {
     "meterseal.kvs.sealing": CORE,
     "meterseal.kvs.erasure": CORE,  # pyeclib in memory: no I/O
     "meterseal.kvs.manifest": CORE,
+    "meterseal.kvs.freshness": CORE,  # refusing manifests older than one seen
     "meterseal.kvs.chunks": CORE,  # cutting streams into chunks, chunks into blobs
     "meterseal.kvs.nodes": ADAPTER,
     "meterseal.kvs.nats_nodes": ADAPTER,  # nodes, replica sets and catalog on NATS JetStream

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +18,12 @@ from tests.kvs.store_fixtures import MASTER, memory_store, seeded
 
 
 def _twin(store: ObjectStore, catalog: Catalog, seed: int) -> ObjectStore:
-    """A second store (another gateway) over the same nodes and catalog."""
+    """A second store (another gateway) over the same nodes and catalog, on the same clock."""
     return ObjectStore(
         list(store.nodes),
         catalog,
         lambda bucket: derive_bucket_key(MASTER, bucket),
-        clock=lambda: 1_780_000_000.0,
+        clock=store.clock,
         rng=seeded(seed).randbytes,
         chunk_size=store.chunk_size,
     )
@@ -72,6 +73,9 @@ def test_pages_follow_writes_by_this_store_and_another(
 
     async def scenario() -> None:
         first, _, catalog = memory_store(3)
+        ticks = itertools.count(1_780_000_000)
+        # time goes on: a write after another gateway's delete is later than the deleted one
+        first.clock = lambda: float(next(ticks))
         stores = [first, _twin(first, catalog, 8)]
         model: set[str] = set()
         for op, which, name in ops:

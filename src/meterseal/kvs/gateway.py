@@ -184,8 +184,8 @@ def _object_routes(
         policy: Annotated[str | None, Header(alias="X-Kvs-Policy", max_length=32)] = None,
     ) -> ObjectView:
         _names(bucket, key)
-        chosen = _policy(policy) if policy else await state.bucket_policy(bucket)
         try:
+            chosen = _policy(policy) if policy else await state.bucket_policy(bucket)
             await state.note_bucket(bucket)
         except KvsError as exc:
             raise store_refusal(exc) from None

@@ -9,11 +9,14 @@ checked before the object is looked up, so a refusal says nothing about what exi
 
 The rules (`KvsAccess`) read the bucket and object key from the route's path parameters and
 the key's scope from the request, put there by `KvsAuthenticator`: a request that reaches a
-rule without a scope is refused (fail closed).
+rule without a scope is refused (fail closed). When the key table cannot be used (the
+storage nodes served a rolled-back one, or none is readable), every keyed request is 503
+`KEYS_UNAVAILABLE` and the operator's log says why.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -21,12 +24,15 @@ from dataclasses import dataclass
 from fastapi import HTTPException, Request
 
 from meterseal.accounts.throttle import Throttle
+from meterseal.errors import KvsError
 from meterseal.kvs.gateway_keys import KeyTable, KvsKey, Right, Scope, split_key
 from meterseal.runtime.auth import ANONYMOUS, CHALLENGE, UNAUTHENTICATED, Identity
 from meterseal.runtime.connections import source_key
 
 ROLE = "kvs-client"
 TOO_MANY = "too many attempts; retry later"
+KEYS_UNAVAILABLE = "the gateway cannot check API keys now"
+_log = logging.getLogger(__name__)
 KeyTableSource = Callable[[bool], Awaitable[KeyTable]]  # reload: a key it did not know
 
 
@@ -72,10 +78,14 @@ class KvsAuthenticator:
         return Identity(f"kvs-key:{key.key_id}", frozenset((ROLE,)))
 
     async def _verify(self, credential: str) -> KvsKey | None:
-        table = await self.table(False)
-        split = split_key(credential)
-        if split is not None and split[0] not in table.keys:  # made since the table was read?
-            table = await self.table(True)
+        try:
+            table = await self.table(False)
+            split = split_key(credential)
+            if split is not None and split[0] not in table.keys:  # made since it was read?
+                table = await self.table(True)
+        except KvsError as exc:  # e.g. a rolled-back table: no key is verified against it
+            _log.error("kvs: the key table cannot be used: %s", exc)
+            raise HTTPException(503, KEYS_UNAVAILABLE) from None
         return table.verify(credential)
 
 

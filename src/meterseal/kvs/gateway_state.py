@@ -6,19 +6,28 @@ with a letter or digit), so they are sealed under keys derived from the CAS's ma
 like every object, and every gateway over the same nodes reads the same ones. Reads are
 cached for `ttl` seconds (a revoked key stops working within that time on every gateway); a
 key the cached table does not know has it read again at once (at most every RELOAD_EVERY).
+
+Freshness: the store refuses a manifest older than one it saw (kvs/freshness.py); `MarksFile`
+keeps the versions of the key table and the registry this deployment saved, so that a gateway
+started again, or the running gateway after `meterseal kvs keys revoke` in another process,
+refuses a table the storage nodes rolled back (`RolledBack`) instead of reviving a key.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import cbor2
 
 from meterseal.errors import KvsError
+from meterseal.kvs.freshness import GatewayMarks, RolledBack
 from meterseal.kvs.gateway_keys import KeyTable, KvsKeyError
 from meterseal.kvs.policy import Policy, parse_policy
 
@@ -108,12 +117,6 @@ class Objects(Protocol):
         ...
 
 
-async def read_all(objects: Objects, bucket: str, name: str) -> bytes | None:
-    """A small object's bytes (the gateway's own state), None if absent."""
-    found = await read_versioned(objects, bucket, name)
-    return None if found is None else found[1]
-
-
 async def read_versioned(objects: Objects, bucket: str, name: str) -> tuple[int, bytes] | None:
     """(version, bytes) of a small object, None if absent."""
     info = await objects.head(bucket, name)
@@ -127,6 +130,44 @@ async def _one(data: bytes) -> AsyncIterator[bytes]:
 
 
 @dataclass
+class MarksFile:
+    """The gateway's sealed version marks in a file; raised under a lock, never lowered."""
+
+    path: Path
+    key: bytes = field(repr=False)
+    rng: Callable[[int], bytes] = os.urandom
+
+    def _read(self) -> GatewayMarks:
+        try:
+            sealed = self.path.read_bytes()
+        except FileNotFoundError:
+            return GatewayMarks({})
+        return GatewayMarks.open(self.key, sealed)
+
+    async def read(self) -> GatewayMarks:
+        """The marks now (none before the first save)."""
+        return await asyncio.to_thread(self._read)
+
+    def _raise(self, name: str, version: int) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # a gateway and `kvs keys` may raise at once
+            marks = self._read()
+            if marks.at_least(name) >= version:
+                return
+            temp = self.path.with_name(f".{self.path.name}.tmp")
+            with open(temp, "wb") as file:
+                file.write(marks.raised(name, version).seal(self.key, self.rng))
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temp, self.path)
+
+    async def raise_to(self, name: str, version: int) -> None:
+        """Make `version` the lowest of `name` any gateway here accepts from now on."""
+        await asyncio.to_thread(self._raise, name, version)
+
+
+@dataclass
 class GatewayState:
     """The key table and bucket policies over `objects`, cached for `ttl` seconds."""
 
@@ -135,6 +176,7 @@ class GatewayState:
     internal_policy: Policy  # how the gateway's own objects are kept
     clock: Callable[[], float] = time.monotonic
     ttl: float = 2.0
+    marks: MarksFile | None = None  # versions of the key table and registry saved here
     _keys: tuple[float, KeyTable] | None = field(default=None, init=False)
     _keys_version: int | None = field(default=None, init=False)  # of the table read (0: none)
     _policies: tuple[float, dict[str, str]] | None = field(default=None, init=False)
@@ -162,7 +204,7 @@ class GatewayState:
             return self._keys[1]
         async with self._lock:
             if self._keys is None or not self._fresh(self._keys):
-                found = await read_versioned(self.objects, RESERVED, KEY_TABLE)
+                found = await self._read_fresh(KEY_TABLE, "key table")
                 table = KeyTable() if found is None else KeyTable.from_bytes(found[1])
                 self._keys, self._keys_version = (self.clock(), table), found[0] if found else 0
             return self._keys[1]
@@ -186,13 +228,31 @@ class GatewayState:
             data = _one(table.to_bytes())
             info = await self.objects.put(RESERVED, KEY_TABLE, data, self.internal_policy)
             self._keys, self._keys_version = (self.clock(), table), info.version
+            if self.marks is not None:
+                await self.marks.raise_to(KEY_TABLE, info.version)
+
+    async def _read_fresh(self, name: str, what: str) -> tuple[int, bytes] | None:
+        """(version, bytes) of a reserved object; RolledBack when older than the marks say."""
+        found = await read_versioned(self.objects, RESERVED, name)
+        if self.marks is None:
+            return found
+        version, lowest = 0 if found is None else found[0], (await self.marks.read()).at_least(name)
+        if version < lowest:
+            served = "no" if found is None else f"version {version} of the"
+            raise RolledBack(
+                f"the storage nodes served {served} gateway's {what}, but version {lowest} was "
+                f"saved (marks in {self.marks.path}): a rolled-back or lost {what}, refused"
+            )
+        if version > lowest:  # saved by another gateway: a restart here accepts no older one
+            await self.marks.raise_to(name, version)
+        return found
 
     async def _bucket_policies(self) -> dict[str, str]:
         if self._policies is not None and self._fresh(self._policies):
             return self._policies[1]
-        data = await read_all(self.objects, RESERVED, BUCKET_POLICIES)
+        found = await self._read_fresh(BUCKET_POLICIES, "bucket registry")
         try:
-            policies = {} if data is None else dict(cbor2.loads(data))
+            policies = {} if found is None else dict(cbor2.loads(found[1]))
         except (ValueError, TypeError, cbor2.CBORDecodeError) as exc:
             raise KvsError(f"the gateway's bucket policies are unreadable: {exc}") from None
         self._policies = (self.clock(), policies)
@@ -224,5 +284,9 @@ class GatewayState:
                 return
             policies = {**known, bucket: "" if policy is None else str(policy)}
             data = cbor2.dumps(policies, canonical=True)
-            await self.objects.put(RESERVED, BUCKET_POLICIES, _one(data), self.internal_policy)
+            info = await self.objects.put(
+                RESERVED, BUCKET_POLICIES, _one(data), self.internal_policy
+            )
             self._policies = (self.clock(), policies)
+            if self.marks is not None:
+                await self.marks.raise_to(BUCKET_POLICIES, info.version)

@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from meterseal.errors import ConfigurationError
+from meterseal.kvs.freshness import marks_key
 from meterseal.kvs.gateway import Scrub, create_gateway_app
 from meterseal.kvs.gateway_auth import KvsAuthenticator
 from meterseal.kvs.gateway_http import KvsMetrics
-from meterseal.kvs.gateway_state import RESERVED, GatewayState
+from meterseal.kvs.gateway_state import RESERVED, GatewayState, MarksFile
 from meterseal.kvs.nodes import BlobNode, Catalog, LocalDirCatalog, LocalDirNode, ReplicaSet
 from meterseal.kvs.policy import Policy, Replication, parse_policy
 from meterseal.kvs.sealing import derive_bucket_key
@@ -35,6 +36,7 @@ from meterseal.kvs.store import ObjectStore
 
 GATEWAY_PORT = 7470
 CATALOG_DIR = "catalog"
+MARKS_FILE = "gateway-marks"  # the key table's and registry's newest versions, sealed
 HEALTH_TTL = 1.0  # seconds a node's health answer serves writes (one probe per node, not per put)
 
 
@@ -164,8 +166,11 @@ async def open_store(
 
 
 def gateway_state(store: ObjectStore, layout: StoreLayout, default_policy: Policy) -> GatewayState:
-    """The key table and bucket policies of the gateway over `store`."""
-    return GatewayState(store, default_policy, layout.internal_policy())
+    """The key table and bucket policies of the gateway over `store`, their versions marked
+    in `layout.dir` (a rolled-back table is refused, also after a restart)."""
+    key = marks_key(store.keys(RESERVED).manifest)
+    marks = MarksFile(layout.dir / MARKS_FILE, key, store.rng)
+    return GatewayState(store, default_policy, layout.internal_policy(), marks=marks)
 
 
 def store_scrub(store: ObjectStore, state: GatewayState) -> Scrub:

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from meterseal.errors import KvsError, ObjectNotFound
 from meterseal.kvs.chunks import Prepared, decode, pieces, prepare, rechunk, unseal
+from meterseal.kvs.freshness import VersionMarks
 from meterseal.kvs.listing import NameIndex, page_of
 from meterseal.kvs.manifest import (
     Blob,
@@ -87,6 +88,7 @@ class ObjectStore:
         self._writing: list[list[Blob]] = []
         self._keys: dict[str, BucketKeys] = {}
         self._index: dict[str, NameIndex] = {}  # bucket -> its names (kvs/listing.py)
+        self.marks = VersionMarks()  # the newest version seen of each entry (kvs/freshness.py)
         self._locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
@@ -110,11 +112,17 @@ class ObjectStore:
         return lock
 
     def open_entry(self, keys: BucketKeys, key: str, sealed: bytes) -> Manifest:
-        """The manifest of a catalog entry; KvsError when it is not this bucket's, at this key."""
+        """The manifest of a catalog entry; KvsError when it is not this bucket's, at this key,
+        RolledBack when it is older than one this store saw of the entry."""
         manifest = decode_manifest(open_manifest(keys, key, sealed))
         if manifest.bucket != keys.bucket or keys.catalog_key(manifest.name) != key:
             raise KvsError(f"catalog entry {key} of bucket {keys.bucket} names another object")
+        self._mark(keys, key, manifest)
         return manifest
+
+    def _mark(self, keys: BucketKeys, key: str, manifest: Manifest) -> None:
+        what = f"{keys.bucket}/{manifest.name}"
+        self.marks.check((keys.bucket_id, key), manifest.version, manifest.created_at, what)
 
     async def load(self, keys: BucketKeys, name: str) -> Manifest | None:
         """The object's current manifest, or None."""
@@ -127,6 +135,7 @@ class ObjectStore:
         key = keys.catalog_key(manifest.name)
         sealed = seal_manifest(keys, key, encode_manifest(manifest), self.rng)
         await self.catalog.put(keys.bucket_id, key, sealed)
+        self._mark(keys, key, manifest)
         self._index.setdefault(keys.bucket, NameIndex()).learn(key, manifest.name)
 
     async def cpu(self, size: int, work: Callable[..., T], *args: Any) -> T:
@@ -154,7 +163,9 @@ class ObjectStore:
                 name,
                 chunks,
                 policy or self.default_policy,
-                version=old.version + 1 if old else 1,
+                version=self.marks.next_version(
+                    (keys.bucket_id, keys.catalog_key(name)), old.version if old else None
+                ),
                 content_id=self.rng(16).hex(),
                 created_at=self.clock(),
                 chunk_size=self.chunk_size,
@@ -440,7 +451,9 @@ class ObjectStore:
             manifest = await self.load(keys, name)
             if manifest is None:
                 return False
-            await self.catalog.delete(keys.bucket_id, keys.catalog_key(name))
+            key = keys.catalog_key(name)
+            await self.catalog.delete(keys.bucket_id, key)
+            self.marks.deleted((keys.bucket_id, key), manifest.version, self.clock())
         await self.discard(manifest.blobs())
         return True
 
