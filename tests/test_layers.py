@@ -214,6 +214,7 @@ LAYERS: dict[str, Layer] = {
     "meterseal.agent.nbr_driver": ADAPTER,  # NBR 14522 reader over TCP or a serial device
     "meterseal.agent.nbr_emulator": ADAPTER,  # emulated NBR 14522 meters on TCP ports
     "meterseal.agent.nbr_sealed_link": ADAPTER,  # the sealed, asynchronous NBR 14522 on TCP
+    "meterseal.agent.serial_port": ADAPTER,  # serial devices and pseudo-terminals as streams
     "meterseal.agent.link_keys": ADAPTER,  # key files of sealed links
     "meterseal.agent.protocols": ADAPTER,  # protocol name -> driver factory
     "meterseal.agent.runner": SERVICE,  # the agent's pass: read, seal, send to the head-end

@@ -128,3 +128,24 @@ def test_a_meter_list_line_must_have_three_fields(site: tuple[Path, str], tmp_pa
     result = invoke(["agent", "run", "-d", str(deployment), "--meters-file", str(meter_list)])
     assert result.exit_code == 2
     assert "meter list line 1" in " ".join(result.output.split())
+
+
+def test_emulated_meters_on_pseudo_terminals_print_their_device_paths() -> None:
+    result = invoke(["agent", "emulate", "--pty", "--meters", "2", "--duration", "0.2"])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("meter ")]
+    assert [line.split()[1:3] for line in lines] == [
+        ["MTR-000001", "20000001"],
+        ["MTR-000002", "20000002"],
+    ]
+    assert all(line.split()[3].startswith("/dev/") for line in lines)
+    refused = invoke(["agent", "emulate", "--pty", "--sealed", "keys", "--duration", "0.1"])
+    assert refused.exit_code == 2
+    assert "the sealed variant runs on TCP" in " ".join(refused.output.split())
+
+
+def test_a_single_meter_needs_address_serial_and_id_together(site: tuple[Path, str]) -> None:
+    deployment, _ = site
+    result = invoke(["agent", "run", "-d", str(deployment), "--address", "/dev/ttyUSB0"])
+    assert result.exit_code == 2
+    assert "--address, --serial and --meter-id go together" in " ".join(result.output.split())

@@ -149,3 +149,30 @@ def test_clocks_are_read_in_the_meters_zone() -> None:
 
     local = _with_driver(meter, Fault.NONE, read)
     assert local == NOW.astimezone(dt.timezone(dt.timedelta(hours=-3))).replace(tzinfo=None)
+
+
+def test_the_driver_reads_a_meter_on_a_pseudo_terminal() -> None:
+    meter = _meter(6)
+
+    async def run() -> tuple[int, int]:
+        line = MeterLine(meter=meter)
+        path = await line.start_pty()
+        assert path.startswith("/dev/")
+        driver = await open_nbr(MeterTarget(path, meter.serial, timeout=3.0), tz=ZONE)
+        try:
+            registers = await driver.read_registers()
+            again = await driver.read_registers()
+        finally:
+            await driver.close()
+            await line.stop()
+        assert again == registers
+        return registers.active_import_wh, line.counts.commands
+
+    wh, commands = asyncio.run(run())
+    assert wh == meter.register_wh(T)
+    assert commands == 3  # parameters, registers, registers
+
+
+def test_a_device_that_is_not_there_is_a_timeout() -> None:
+    with pytest.raises(MeterTimeout, match="no meter at /dev/"):
+        asyncio.run(open_nbr(MeterTarget("/dev/nonexistent-meter", "10000001")))

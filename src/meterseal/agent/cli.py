@@ -47,6 +47,9 @@ def emulate(
         Path | None,
         typer.Option(help="speak the sealed, asynchronous variant; link keys in this directory"),
     ] = None,
+    pty: Annotated[
+        bool, typer.Option("--pty", help="each meter on a pseudo-terminal instead of a TCP port")
+    ] = False,
 ) -> None:
     """Emulate NBR 14522 meters (registers and load profile from the load model) on TCP ports."""
     from meterseal.agent.link_keys import party
@@ -62,6 +65,8 @@ def emulate(
         chosen = [Fault(f.strip()) for f in faults.split(",") if f.strip()]
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--faults") from exc
+    if pty and sealed is not None:
+        raise typer.BadParameter("the sealed variant runs on TCP", param_hint="--pty")
     if len(chosen) > meters:
         raise typer.BadParameter("more faults than meters", param_hint="--faults")
     plan = [Fault.NONE] * (meters - len(chosen)) + chosen
@@ -81,10 +86,13 @@ def emulate(
     emulator = Emulator(lines)
 
     async def serve() -> None:
-        addresses = await emulator.start(host)
+        if pty:
+            places = [await line.start_pty() for line in emulator.lines]
+        else:
+            places = [f"{h}:{p}" for h, p in await emulator.start(host)]
         entries = [
-            MeterLineEntry(meter_id, m.serial, f"{h}:{p}")
-            for meter_id, m, (h, p) in zip(ids, emulated, addresses, strict=True)
+            MeterLineEntry(meter_id, m.serial, place)
+            for meter_id, m, place in zip(ids, emulated, places, strict=True)
         ]
         for entry, fault in zip(entries, plan, strict=True):
             # Scripts wait for these lines: the meter list, one meter a line.
@@ -113,7 +121,9 @@ def emulate(
 def run(
     deployment_dir: DeploymentDir = DEFAULT_DEPLOYMENT,
     protocol: Annotated[str, typer.Option(help="the meters' protocol")] = "nbr14522",
-    address: Annotated[str | None, typer.Option(help="one meter's HOST:PORT")] = None,
+    address: Annotated[
+        str | None, typer.Option(help="one meter's HOST:PORT, or its serial device's path")
+    ] = None,
     serial: Annotated[str | None, typer.Option(help="its serial number")] = None,
     meter_id: Annotated[str | None, typer.Option(help="its meterseal meter id")] = None,
     meters_file: Annotated[

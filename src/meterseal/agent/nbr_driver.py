@@ -19,6 +19,7 @@ import datetime as dt
 import math
 import time
 import zoneinfo
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from meterseal.agent.driver import (
@@ -55,6 +56,7 @@ from meterseal.agent.nbr_frames import (
     Signal,
     block_number,
 )
+from meterseal.agent.serial_port import open_device
 from meterseal.errors import (
     MeterFrameError,
     MeterTimeout,
@@ -88,6 +90,7 @@ class NbrDriver:
     tz: str = "UTC"
     attempts: int = 3
     counts: LinkCounts = field(default_factory=LinkCounts)
+    on_close: Callable[[], None] | None = None  # a serial device's transports
     _parameters: Parameters | None = None
 
     @property
@@ -205,6 +208,9 @@ class NbrDriver:
 
     async def close(self) -> None:
         """Hang up."""
+        if self.on_close is not None:
+            self.on_close()
+            return
         self.writer.close()
         with contextlib.suppress(Exception):
             await self.writer.wait_closed()
@@ -328,7 +334,13 @@ def _angle(power_factor: float, reactive: float) -> float:
 
 
 async def open_nbr(target: MeterTarget, *, tz: str = "UTC", attempts: int = 3) -> NbrDriver:
-    """A driver connected to the meter at `target.address` (HOST:PORT)."""
+    """A driver connected to the meter at `target.address`: HOST:PORT, or a serial device path."""
+    if target.address.startswith("/"):
+        try:
+            reader, writer, close = await open_device(target.address)
+        except OSError as exc:
+            raise MeterTimeout(f"no meter at {target.address}: {exc}") from exc
+        return NbrDriver(reader, writer, target, tz=tz, attempts=attempts, on_close=close)
     host, port = parse_address(target.address, 0)
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), target.timeout)

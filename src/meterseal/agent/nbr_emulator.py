@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from meterseal.agent.nbr_frames import COMMAND_SIZE, MAX_NAKS, Command, Response, Signal
 from meterseal.agent.nbr_meter import EmulatedMeter
+from meterseal.agent.serial_port import fd_streams, open_pty
 from meterseal.errors import MeterFrameError
 
 _SIGNALS = frozenset(int(s) for s in Signal)
@@ -73,6 +75,31 @@ class TcpLine:
         self.address = (str(sockname[0]), int(sockname[1]))
         return self.address
 
+    async def start_pty(self) -> str:
+        """Serve on a new pseudo-terminal instead; the device path readers open."""
+        master, slave, path = open_pty()
+        reader, writer, close = await fd_streams(master)
+        task = asyncio.create_task(self._pty_session(reader, writer, close, slave))
+        self._sessions.add(task)
+        task.add_done_callback(self._sessions.discard)
+        self.address = (path, 0)
+        return path
+
+    async def _pty_session(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        close: Callable[[], None],
+        slave: int,
+    ) -> None:
+        try:
+            await self.session(reader, writer)
+        except (asyncio.IncompleteReadError, ConnectionError, OSError, asyncio.CancelledError):
+            pass  # cancelled by `stop`, or the line went away
+        finally:
+            close()
+            os.close(slave)
+
     async def stop(self) -> None:
         """Stop listening and end every session."""
         if self._server is not None:
@@ -115,7 +142,7 @@ class MeterLine(TcpLine):
 
     async def session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Serve one reader until it hangs up: ENQ while idle, answer each command."""
-        while not reader.at_eof():
+        while not reader.at_eof():  # a pseudo-terminal never ends: it serves until stopped
             writer.write(bytes([Signal.ENQ]))
             await writer.drain()
             try:

@@ -3,7 +3,7 @@
 `meterseal agent emulate --write-meters FILE` writes such a file; `meterseal agent run
 --meters-file FILE` reads it. METER_ID is the meterseal identity the readings are sealed as
 (a meter of the deployment's fleet file), SERIAL the serial number the meter answers with,
-ADDRESS where its line is (HOST:PORT).
+ADDRESS where its line is (HOST:PORT, or a serial device's path such as /dev/ttyUSB0).
 """
 
 from __future__ import annotations
@@ -35,9 +35,11 @@ def parse_meter_list(lines: Iterable[str]) -> list[MeterLineEntry]:
         if not text:
             continue
         fields = text.split()
-        if len(fields) != 3 or not fields[1].isdigit() or ":" not in fields[2]:
+        address_ok = len(fields) == 3 and (":" in fields[2] or fields[2].startswith("/"))
+        if not address_ok or not fields[1].isdigit():
             raise ConfigurationError(
-                f"meter list line {number}: expected 'METER_ID SERIAL HOST:PORT', got {raw!r}"
+                f"meter list line {number}: expected 'METER_ID SERIAL HOST:PORT' (or a device "
+                f"path), got {raw!r}"
             )
         entries.append(MeterLineEntry(*fields))
     return entries
