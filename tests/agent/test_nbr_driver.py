@@ -12,6 +12,7 @@ import pytest
 from meterseal.agent.driver import LoadState, MeterDriver, MeterTarget
 from meterseal.agent.nbr_driver import NbrDriver, open_nbr
 from meterseal.agent.nbr_emulator import Fault, MeterLine
+from meterseal.agent.nbr_frames import RESPONSE_SIZE, Code, Command, Response, Signal
 from meterseal.agent.nbr_meter import EmulatedMeter
 from meterseal.errors import (
     MeterDriverError,
@@ -176,3 +177,30 @@ def test_the_driver_reads_a_meter_on_a_pseudo_terminal() -> None:
 def test_a_device_that_is_not_there_is_a_timeout() -> None:
     with pytest.raises(MeterTimeout, match="no meter at /dev/"):
         asyncio.run(open_nbr(MeterTarget("/dev/nonexistent-meter", "10000001")))
+
+
+def test_the_meter_naks_a_damaged_command_and_answers_it_repeated() -> None:
+    async def run() -> tuple[int, bytes, int]:
+        line = MeterLine(meter=_meter(7))
+        host, port = await line.start()
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            frame = bytearray(Command(Code.PARAMETERS, "000001").encode())
+            await reader.readuntil(bytes([Signal.ENQ]))
+            writer.write(bytes(frame[:-1]) + bytes([frame[-1] ^ 0xFF]))
+            answer = await reader.readuntil(bytes([Signal.NAK]))
+            writer.write(bytes(frame))
+            block = bytearray()
+            while len(block) < RESPONSE_SIZE:  # ENQs sent before the command are skipped
+                octet = await reader.readexactly(1)
+                if block or octet[0] != Signal.ENQ:
+                    block += octet
+            writer.write(bytes([Signal.ACK]))
+            await writer.drain()
+            return line.counts.commands_refused, answer[-1:], Response.decode(bytes(block)).code
+        finally:
+            writer.close()
+            await line.stop()
+
+    refused, nak, code = asyncio.run(run())
+    assert (refused, nak, code) == (1, bytes([Signal.NAK]), Code.PARAMETERS)
