@@ -5,7 +5,8 @@ declaring its access rule (`runtime.auth`). `HttpServer` serves one in the curre
 it refuses to start an app with a route that declares none, binds IPv4, IPv6 or a host name
 itself, and closes connections whose next request head does not arrive in time or runs past
 `max_head_bytes`. It parses with uvicorn's httptools (llhttp) protocol when httptools is
-installed (bodies of many MiB: the KVS gateway) and with h11 otherwise. Given an
+installed (bodies of many MiB: the KVS gateway; each piece the parser hands over goes to the
+app as it is, and reading pauses while `body_buffer` bytes wait) and with h11 otherwise. Given an
 `ssl.SSLContext` (`runtime.tls`) it serves HTTPS only: the handshake starts once the
 connection caps admitted the connection and must end within the head timeout, and a verified
 client certificate reaches the app's authenticator as the calling service's identity.
@@ -20,7 +21,7 @@ import asyncio
 import contextlib
 import ssl
 import threading
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -59,6 +60,7 @@ class ServerLimits(ConnectionLimits):
     head_timeout: float = 10.0  # between requests, the next request head must arrive within this
     keep_alive: int = 5  # an idle connection is closed after this (seconds)
     max_head_bytes: int = 16 * 1024  # larger request heads are refused (431, closed)
+    body_buffer: int = 1024 * 1024  # request body bytes held for the app before reading pauses
     shutdown_timeout: int = 15  # stop() cancels requests still running after this
 
 
@@ -129,6 +131,55 @@ def protocol_base(parser: str = "auto") -> type[asyncio.Protocol]:
     return H11Protocol
 
 
+class _BodyPieces:
+    """A request's body handed to the app as llhttp parsed it, one piece per ASGI `receive`.
+
+    uvicorn's own cycle appends every piece to one bytearray and copies that out on each
+    `receive`: two more copies of every byte of a 16 MiB PUT. Reading pauses while more than
+    `limit` bytes wait for the app (a slow app does not make the server hold a whole body).
+    """
+
+    def __init__(self, cycle: Any, limit: int) -> None:
+        self.cycle = cycle
+        self.limit = limit
+        self.pieces: deque[bytes] = deque()
+        self.held = 0
+        cycle.receive = self.receive  # read by the cycle's ASGI task, which starts later
+
+    def add(self, piece: bytes) -> None:
+        """One more piece of the body."""
+        self.pieces.append(piece)
+        self.held += len(piece)
+        if self.held > self.limit:
+            self.cycle.flow.pause_reading()
+        self.cycle.message_event.set()
+
+    async def receive(self) -> dict[str, Any]:
+        """The next piece; else, once one arrives, the body ends or the client leaves."""
+        cycle = self.cycle
+        if cycle.waiting_for_100_continue and not cycle.transport.is_closing():
+            cycle.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            cycle.waiting_for_100_continue = False
+        if not self.pieces and not cycle.disconnected and not cycle.response_complete:
+            cycle.flow.resume_reading()
+            await cycle.message_event.wait()
+            cycle.message_event.clear()
+        if cycle.disconnected or cycle.response_complete:
+            return {"type": "http.disconnect"}
+        body = b""
+        if self.pieces:
+            body = self.pieces.popleft()
+            self.held -= len(body)
+            if self.held <= self.limit:
+                cycle.flow.resume_reading()
+            if not self.pieces:
+                # What set the event is in hand (the piece, more_body): once the body is all
+                # out, the next receive must wait for the client to leave, not spin.
+                cycle.message_event.clear()
+        more = bool(self.pieces) or cycle.more_body
+        return {"type": "http.request", "body": body, "more_body": more}
+
+
 def _guarded(
     timeout: float,
     counts: Counter[str],
@@ -137,6 +188,7 @@ def _guarded(
     tls: ssl.SSLContext | None,
     max_head: int,
     base: type[asyncio.Protocol],
+    body_buffer: int = ServerLimits.body_buffer,
 ) -> type[asyncio.Protocol]:
     llhttp = base is not H11Protocol
 
@@ -150,6 +202,7 @@ def _guarded(
 
         app: Any  # the ASGI app (with the TLS scope once secured)
         _head_bytes = 0  # httptools: bytes of the request head received so far
+        _body: _BodyPieces  # httptools: the body of the current request
 
         _deadline: asyncio.TimerHandle | None = None
         _source: str | None = None  # set once admitted
@@ -216,7 +269,17 @@ def _guarded(
 
         def on_headers_complete(self) -> None:
             self._head_bytes = 0
+            before = self.cycle
             super().on_headers_complete()
+            if self.cycle is not before:  # a new request (not an upgrade)
+                self._body = _BodyPieces(self.cycle, body_buffer)
+
+        def on_body(self, body: bytes) -> None:
+            if (self.parser.should_upgrade() and self._should_upgrade()) or (
+                self.cycle.response_complete
+            ):
+                return
+            self._body.add(body)
 
         def _refuse_head(self) -> None:
             counts["head_too_large"] += 1
@@ -329,6 +392,7 @@ class HttpServer:
                 self.tls,
                 self.limits.max_head_bytes,
                 self.protocol,
+                self.limits.body_buffer,
             ),
             lifespan="off",
             log_config=None,  # leave the embedding process's logging alone
