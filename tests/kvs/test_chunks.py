@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meterseal.kvs.chunks import pieces, rechunk
+from meterseal.kvs.chunks import Chunk, pieces, rechunk
 from meterseal.kvs.policy import chunk_sizes
 
 
@@ -18,7 +18,7 @@ async def _stream(parts: list[bytes]) -> AsyncIterator[bytes]:
 
 
 async def _collect(parts: list[bytes], size: int) -> list[tuple[int, bool, bytes]]:
-    return [item async for item in rechunk(_stream(parts), size)]
+    return [(i, f, c.join()) async for i, f, c in rechunk(_stream(parts), size)]
 
 
 @given(st.lists(st.binary(max_size=50), max_size=8), st.integers(1, 20))
@@ -41,6 +41,20 @@ def test_pieces_cover_the_data(data: bytes, size: int) -> None:
     assert all(len(p) <= size for p in got)
 
 
+def test_a_chunk_is_joined_only_where_it_is_sealed() -> None:
+    whole, first, second = b"abcd", b"ab", b"cdef"
+
+    async def run() -> list[tuple[int, bool, Chunk]]:
+        return [item async for item in rechunk(_stream([whole, first, second]), 4)]
+
+    chunks = [c for _, _, c in asyncio.run(run())]
+    assert chunks[0].join() is whole  # a piece that is the whole chunk: not copied
+    assert [bytes(p) for p in chunks[1].parts] == [b"ab", b"cd"]  # not joined yet
+    assert chunks[1].join() == b"abcd"
+    assert len(chunks[1]) == 4
+    assert chunks[2].join() == b"ef"
+
+
 def test_a_full_chunk_is_handed_out_as_soon_as_the_next_byte_arrives() -> None:
     received: list[int] = []
 
@@ -50,7 +64,7 @@ def test_a_full_chunk_is_handed_out_as_soon_as_the_next_byte_arrives() -> None:
             yield piece
 
     async def run() -> list[tuple[int, bool, bytes, int]]:
-        return [(i, f, c, sum(received)) async for i, f, c in rechunk(source(), 4)]
+        return [(i, f, c.join(), sum(received)) async for i, f, c in rechunk(source(), 4)]
 
     # chunk 0 goes out on byte 5 (not once chunk 1 is complete): its sealing overlaps receiving
     assert asyncio.run(run()) == [

@@ -1,8 +1,9 @@
 """Chunks of the secure KVS: cutting a stream into chunks, turning one into blobs (sans-IO).
 
 `rechunk` cuts any stream of byte pieces into chunks of the object's chunk size (a full chunk
-is held back only until the next byte arrives, so the last is known: its seal says so),
-copying each byte at most once.
+is held back only until the next byte arrives, so the last is known: its seal says so); a
+`Chunk` is the pieces it arrived in, joined (each byte copied at most once) by `prepare` in the
+worker thread that seals it, not on the event loop that receives the next one.
 `prepare` seals a chunk and makes its blobs (full copies, then fragments) with their tags, in
 one call a worker thread can run.
 """
@@ -18,13 +19,34 @@ from meterseal.kvs.policy import Hybrid, Policy, Replication
 from meterseal.kvs.sealing import ObjectContext, blob_tag, open_chunk, seal_chunk
 
 
+@dataclass(frozen=True)
+class Chunk:
+    """A chunk of an object as the pieces it arrived in."""
+
+    parts: tuple[memoryview, ...]
+
+    def __len__(self) -> int:
+        return sum(len(part) for part in self.parts)
+
+    def join(self) -> bytes:
+        """The chunk's bytes (a piece that is the whole chunk is not copied)."""
+        parts = self.parts
+        if (
+            len(parts) == 1
+            and isinstance(parts[0].obj, bytes)
+            and len(parts[0]) == len(parts[0].obj)
+        ):
+            return parts[0].obj
+        return b"".join(parts)
+
+
 async def rechunk(
     source: AsyncIterable[bytes], size: int
-) -> AsyncIterator[tuple[int, bool, bytes]]:
+) -> AsyncIterator[tuple[int, bool, Chunk]]:
     """(index, final, chunk) of `size`-byte chunks of `source`; an empty source gives one."""
     parts: list[memoryview] = []
     have = 0
-    pending: bytes | None = None
+    pending: Chunk | None = None
     index = 0
     async for piece in source:
         view = memoryview(piece)
@@ -38,15 +60,9 @@ async def rechunk(
             have += take
             view = view[take:]
             if have == size:
-                pending = _join(parts)
+                pending = Chunk(tuple(parts))
                 parts, have = [], 0
-    yield index, True, pending if pending is not None else _join(parts)
-
-
-def _join(parts: list[memoryview]) -> bytes:
-    if len(parts) == 1 and isinstance(parts[0].obj, bytes) and len(parts[0]) == len(parts[0].obj):
-        return parts[0].obj  # a whole piece: no copy
-    return b"".join(parts)
+    yield index, True, pending if pending is not None else Chunk(tuple(parts))
 
 
 async def pieces(data: bytes, size: int) -> AsyncIterator[bytes]:
@@ -72,9 +88,10 @@ def prepare(
     ctx: ObjectContext,
     index: int,
     final: bool,
-    plain: bytes,
+    chunk: Chunk,
 ) -> Prepared:
     """Seal chunk `index` and make its blobs: `copies` copies (replication), fragments."""
+    plain = chunk.join()
     sealed = seal_chunk(key, ctx, index, final, plain)
     if isinstance(policy, Replication):
         datas = [sealed] * copies
