@@ -7,10 +7,10 @@
   directories, put and get objects of 1 KiB to 16 MiB back to back in common windows.
 * Failure run: objects stored, one node's directory taken away (reads and a write with the
   node dead), then the node comes back empty (a new disk) and `kvs.repair.scrub` rebuilds it.
-* Codec: put and get of a 16 MiB object through the gateway (its app on loopback HTTP, a
-  client with a bucket key) and through the store engine alone, on in-memory nodes, against
-  AES-GCM and pyeclib alone on the same bytes, interleaved; target: the gateway's put and get
-  within 2x of the primitives' sum.
+* Codec: put and get of a 16 MiB object through the gateway (in its own process, on loopback
+  HTTP, a client with a bucket key) and through the store engine alone, on in-memory nodes,
+  against AES-GCM and pyeclib alone on the same bytes, interleaved; target: the gateway's put
+  and get within 2x of the primitives' sum.
 """
 
 from __future__ import annotations

@@ -1,20 +1,25 @@
 """The codec part of `bench kvs`: 16 MiB through the gateway and the store vs its primitives.
 
-The gateway's app is served on loopback HTTP over in-memory nodes (no disk: what the engine
-and the gateway add, not what the nodes cost) with a client holding a key of the bench's
-bucket; AES-256-GCM, pyeclib (6+2) and the blobs' GMAC tags run alone on the same bytes,
-interleaved with the puts and gets (`timing.measure_group`), so all see the same load.
+The gateway runs as it is deployed, in its own process: its app served by the runtime's
+`HttpServer` on loopback HTTP over in-memory nodes (no disk: what the engine and the gateway
+add, not what the nodes cost); the bench process is the client, holding a key of the bench's
+bucket. The store engine runs in the bench process. AES-256-GCM, pyeclib (6+2) and the blobs'
+GMAC tags run alone on the same bytes in the bench process, interleaved with the puts and gets
+(`timing.measure_group`), so all see the same load.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
+import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -32,7 +37,7 @@ from meterseal.kvs.nodes import BlobNode, MemoryCatalog, MemoryNode
 from meterseal.kvs.policy import DEFAULT_CHUNK_SIZE, ErasureCoded, Replication
 from meterseal.kvs.sealing import blob_tag
 from meterseal.kvs.store import ObjectStore
-from meterseal.runtime.http import ThreadedServer
+from meterseal.runtime.http import HttpServer
 
 TARGET = 2.0  # the gateway's put/get within this factor of AES-GCM + erasure coding alone
 CODEC_POLICY = ErasureCoded(6, 2)
@@ -112,22 +117,59 @@ class StdlibClient:
         self.connection.close()
 
 
-@contextmanager
-def served_gateway(nodes: int) -> Iterator[tuple[GatewayClient, StdlibClient]]:
-    """The gateway's app over in-memory nodes on loopback HTTP; a client with a bucket key."""
+def _serve_gateway(conn: Connection, nodes: int) -> None:
+    """The gateway process: serve until the bench says stop (or goes away)."""
+    asyncio.run(_gateway(conn, nodes))
+
+
+async def _gateway(conn: Connection, nodes: int) -> None:
     store = memory_store(nodes)
     state = GatewayState(store, CODEC_POLICY, Replication(3))
     scope = Scope(BUCKET, "", frozenset((Right.READ, Right.WRITE)))
     table, key = KeyTable().add(scope, "bench", time.time(), os.urandom)
-    asyncio.run(state.save_keys(table))
+    await state.save_keys(table)
     metrics = KvsMetrics(CollectorRegistry())
     app = create_gateway_app(store, state, KvsAuthenticator(state.key_table), metrics)
-    with ThreadedServer(app) as url, GatewayClient(url, key.secret, timeout=600) as client:
-        stdlib = StdlibClient(url, key.secret)
+    server = HttpServer(app)
+    port = await server.start("127.0.0.1", 0)
+    conn.send((server.url("127.0.0.1", port), key.secret))
+    with contextlib.suppress(EOFError, OSError):
+        await asyncio.to_thread(conn.recv)  # the word to stop, or EOF when the bench is gone
+    await server.stop()
+
+
+@contextmanager
+def served_gateway(nodes: int) -> Iterator[tuple[GatewayClient, StdlibClient]]:
+    """The gateway in its own process over in-memory nodes on loopback HTTP; clients with a
+    key of the bench's bucket."""
+    context = multiprocessing.get_context("spawn")  # no inherited threads or event loops
+    ours, theirs = context.Pipe()
+    process = context.Process(
+        target=_serve_gateway, args=(theirs, nodes), name="kvs-gateway", daemon=True
+    )
+    process.start()
+    theirs.close()
+    try:
         try:
-            yield client, stdlib
-        finally:
-            stdlib.close()
+            if not ours.poll(60):
+                raise EOFError
+            url, secret = ours.recv()
+        except EOFError:
+            raise OSError("the gateway process did not start") from None
+        with GatewayClient(url, secret, timeout=600) as client:
+            stdlib = StdlibClient(url, secret)
+            try:
+                yield client, stdlib
+            finally:
+                stdlib.close()
+    finally:
+        with contextlib.suppress(OSError):
+            ours.send("stop")
+        ours.close()
+        process.join(30)
+        if process.is_alive():
+            process.kill()
+            process.join()
 
 
 def measure_codec(size: int, seconds: float, runs: int) -> CodecResult:

@@ -21,10 +21,10 @@ CODEC_ROWS = (
     ("tags", "GMAC tag of every fragment alone (the store's blob check)"),
     ("store_put", "store put, ec:6+2 (seal, encode, tag, place)"),
     ("store_get", "store get, ec:6+2 (fetch, check tags, decode, open)"),
-    ("gateway_put", "gateway put over loopback HTTP, httpx client (GatewayClient)"),
-    ("gateway_get", "gateway get over loopback HTTP, httpx client (GatewayClient)"),
-    ("stdlib_put", "gateway put over loopback HTTP, http.client (stdlib)"),
-    ("stdlib_get", "gateway get over loopback HTTP, http.client (stdlib)"),
+    ("gateway_put", "gateway process put over loopback HTTP, httpx client (GatewayClient)"),
+    ("gateway_get", "gateway process get over loopback HTTP, httpx client (GatewayClient)"),
+    ("stdlib_put", "gateway process put over loopback HTTP, http.client (stdlib)"),
+    ("stdlib_get", "gateway process get over loopback HTTP, http.client (stdlib)"),
 )
 
 
@@ -207,9 +207,11 @@ def codec_table(result: KvsResult) -> TextTable:
             )
     m = result.machine
     notes = (
-        f"{size_text(size)} object, one process, in-memory nodes (no disk): what the store "
-        "engine, and the gateway with its HTTP, add to the primitives; runs interleaved, "
-        "medians; bound = AES-GCM + pyeclib alone; the verdict takes the faster client",
+        f"{size_text(size)} object, in-memory nodes (no disk): what the store engine, and the "
+        "gateway with its HTTP, add to the primitives; the gateway in its own process (as "
+        "deployed), the clients, the store engine and the primitives in the bench process; "
+        "runs interleaved, medians; bound = AES-GCM + pyeclib alone; the verdict takes the "
+        "faster client",
         f"erasure backend {result.backend}; {m.cpu}, {m.cpus} logical CPUs, {m.python}, "
         f"cryptography {m.cryptography} ({m.openssl}); load average "
         + " / ".join(f"{x:.2f}" for x in m.load),
