@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from meterseal.cascadb import Database, MemoryKv
+from meterseal.cascadb import Database, MemoryKv, ProgrammingError
 from meterseal.cascadb.pgwire import PgServer
 
 
@@ -218,3 +218,30 @@ def test_the_log_names_statements_without_their_values(running: Running) -> None
     assert "mdc: INSERT INTO r VALUES (?, ?)" in running.logged
     assert "mdc: SELECT kwh FROM r WHERE meter = $1" in running.logged
     assert "mdc: CREATE TABLE r (meter TEXT PRIMARY KEY, kwh DECIMAL(10, 3))" in running.logged
+
+
+def test_closing_the_server_closes_idle_connections_and_rolls_back() -> None:
+    server = Running()
+    try:
+        conn = psycopg.connect(server.dsn())
+        conn.execute("CREATE TABLE t(a INT PRIMARY KEY)")
+        conn.execute("INSERT INTO t VALUES (1)")  # a transaction left open
+    finally:
+        server.stop()
+    outcome: list[BaseException] = []
+
+    def query() -> None:
+        try:
+            conn.execute("SELECT 1")
+        except BaseException as exc:  # handed to the test
+            outcome.append(exc)
+
+    asking = threading.Thread(target=query, daemon=True)  # a server that kept it would hang
+    asking.start()
+    asking.join(30)
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], psycopg.OperationalError)
+    conn.close()
+    # rolled back, and the database is free again (else this would wait for its lock)
+    with pytest.raises(ProgrammingError, match="no such table: t"):
+        server.database.execute("SELECT a FROM t")

@@ -169,6 +169,7 @@ class PgServer:
         self.counts: Counter[str] = Counter()
         self.log = log or (lambda line: None)
         self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()  # open connections, closed by close()
 
     async def start(self) -> None:
         """Listen (port 0: any free port, then `self.port` is it)."""
@@ -176,13 +177,16 @@ class PgServer:
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def close(self) -> None:
-        """Stop listening and close the connections."""
+        """Stop listening and close the connections (an open transaction is rolled back)."""
         if self._server is not None:
             self._server.close()
+            for writer in list(self._writers):  # an idle client must not hold the stop up
+                writer.close()
             await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn: _Connection | None = None
+        self._writers.add(writer)
         try:
             conn = await self._startup(reader, writer)
             if conn is not None:
@@ -192,6 +196,7 @@ class PgServer:
         finally:
             if conn is not None:
                 conn.session.close()  # rolls back in memory: quick, and safe at interpreter exit
+            self._writers.discard(writer)
             writer.close()
 
     async def _startup(
