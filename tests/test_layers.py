@@ -217,6 +217,9 @@ LAYERS: dict[str, Layer] = {
     "meterseal.agent.serial_port": ADAPTER,  # serial devices and pseudo-terminals as streams
     "meterseal.agent.link_keys": ADAPTER,  # key files of sealed links
     "meterseal.agent.protocols": ADAPTER,  # protocol name -> driver factory
+    "meterseal.agent.dlms_driver": ADAPTER,  # DLMS/COSEM client (dlms-cosem) over TCP
+    "meterseal.agent.dlms_emulator": ADAPTER,  # emulated DLMS meters on TCP ports
+    "meterseal.agent.dlms_keys": ADAPTER,  # DLMS meters' secrets file
     "meterseal.agent.runner": SERVICE,  # the agent's pass: read, seal, send to the head-end
     "meterseal.agent.cli": INTERFACE,  # meterseal agent run | emulate
 }

@@ -45,6 +45,7 @@ _FRAUD = {
 _INTEGRITY = {"elftools": "pyelftools", "pyseccomp": "pyseccomp", "ptrace": "python-ptrace"}
 _KVS = {"pyeclib": "pyeclib"}
 _JOBS = {"dask": "dask", "distributed": "distributed"}
+_DLMS = {"dlms_cosem": "dlms-cosem"}
 _BENCH = {"matplotlib": "matplotlib"}
 
 OWN_PACKAGES: dict[str, dict[str, str]] = {
@@ -54,13 +55,15 @@ OWN_PACKAGES: dict[str, dict[str, str]] = {
     "integrity": _INTEGRITY,
     "kvs": _KVS,
     "jobs": _JOBS,
+    "dlms": _DLMS,
     "bench": _BENCH,
 }
 INCLUDED: dict[str, tuple[str, ...]] = {
     "dissemination": ("headend",),
     "kvs": ("headend",),
     "jobs": ("headend",),
-    "bench": ("headend", "dissemination", "fraud", "integrity", "kvs", "jobs"),
+    "dlms": ("headend",),
+    "bench": ("headend", "dissemination", "fraud", "integrity", "kvs", "jobs", "dlms"),
 }
 # The extra each command group needs; every other command beyond the core needs `headend`.
 GROUP_EXTRA = {

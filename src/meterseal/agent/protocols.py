@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from meterseal.agent.driver import DriverFactory, MeterDriver, MeterTarget
 from meterseal.errors import ConfigurationError
 
-PROTOCOLS = ("nbr14522", "nbr14522-sealed")
+if TYPE_CHECKING:
+    from meterseal.agent.dlms_driver import DlmsSecrets
+
+PROTOCOLS = ("nbr14522", "nbr14522-sealed", "dlms", "dlms-hdlc")
 READER = "reader-000001"  # the agent's name on sealed links
 
 
@@ -18,11 +23,17 @@ def driver_factory(
     attempts: int = 3,
     link_keys: Path | None = None,
     passphrase: bytes | None = None,
+    dlms_keys: Mapping[str, DlmsSecrets] | None = None,
 ) -> DriverFactory:
     """Opens drivers of `protocol`; `tz` is the meters' clock zone where the protocol has one.
 
-    The sealed NBR 14522 reads the agent's and the meters' link keys from `link_keys`.
+    The sealed NBR 14522 reads the agent's and the meters' link keys from `link_keys`; DLMS
+    takes the meters' secrets by serial number in `dlms_keys` (`agent.dlms_keys`).
     """
+    if protocol in ("dlms", "dlms-hdlc"):
+        from meterseal.agent.dlms_driver import dlms_factory
+
+        return dlms_factory(dlms_keys or {}, hdlc=protocol == "dlms-hdlc")
     if protocol == "nbr14522":
         from meterseal.agent.nbr_driver import open_nbr
 
