@@ -48,6 +48,7 @@ from meterseal.trust.errors import ReleaseRefused
 from meterseal.trust.state import MemoryCasState
 from meterseal.trust.worker import tls_secret
 from tests.accounts.people import PASSWORD, Clock, People
+from tests.command_line import invoke
 from tests.nats_cluster import running_cluster
 from tests.trust.conftest import World, make_world, platform
 
@@ -382,3 +383,18 @@ def test_over_storage_nodes_on_nats(deployment: Deployment, tmp_path: Path) -> N
         finally:
             running.close()
         assert not (tmp_path / "unused").exists()  # nothing on local disks
+
+
+def test_the_command_refuses_to_start_without_a_release(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    common = ["-d", str(deployment.world.directory), "--cas", deployment.cas_url,
+              "--store", deployment.store, "--dir", str(tmp_path / "kvs"), "--nodes", "3",
+              "--default-policy", "rep:2", "--listen", "127.0.0.1:0", "--pg-listen", "127.0.0.1:0",
+              "--admin", "off"]  # fmt: skip
+    refused = invoke(["cascadb", "serve", *common], env={"MS_CONFIG": "none", "COLUMNS": "200"})
+    assert refused.exit_code == 2, refused.output
+    assert "the CAS refused to release secrets" in refused.output
+    assert "(stage cascadb) is not allowed secret 'tls/cascadb'" in refused.output
+    assert "listening" not in refused.output
+    assert not (tmp_path / "kvs").exists()  # no store opened, no node touched
