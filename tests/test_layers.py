@@ -195,6 +195,7 @@ LAYERS: dict[str, Layer] = {
     "meterseal.kvs.service": SERVICE,  # the attested gateway as a running service
     "meterseal.kvs.service_trust": SERVICE,  # its CAS policy, secrets and attestation
     "meterseal.kvs.service_health": SERVICE,  # its storage nodes' health, for /readyz
+    "meterseal.kvs.service_sweep": SERVICE,  # its background sweep of unnamed blobs
     "meterseal.cascadb": CORE,  # SQL to ordered keys: parser, plan, executor over an OrderedKv
     "meterseal.cascadb.kvs_adapter": ADAPTER,  # the OrderedKv on the secure KVS
     "meterseal.cascadb.gateway_kv": SERVICE,  # the OrderedKv through the KVS gateway client

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,13 +20,11 @@ from meterseal.kvs.service import (
     StoreLayout,
     gateway_state,
     open_store,
-    serve_gateway,
 )
-from meterseal.kvs.service_trust import GatewaySecrets
 from meterseal.services.nats_cluster import LocalCluster
+from tests.kvs.service_fixtures import MASTER, Running
 from tests.nats_cluster import running_cluster
 
-MASTER = os.urandom(32)
 OBJECT = random.Random(8).randbytes(9 * 1024 * 1024 + 3)  # three 4 MiB chunks
 
 
@@ -36,49 +33,6 @@ def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
     """Five nats-server processes n1..n5, tagged node:nI."""
     with running_cluster(tmp_path / "nats", 5) as started:
         yield started
-
-
-class Running:
-    """`serve_gateway` on its own event loop in a thread, with given secrets (no CAS here)."""
-
-    def __init__(self, options: GatewayOptions) -> None:
-        self.options, self.url, self.admin_url = options, "", ""
-        self.ready = threading.Event()
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.stop: asyncio.Event | None = None
-        self.thread = threading.Thread(target=lambda: asyncio.run(self._serve()), daemon=True)
-
-    async def _serve(self) -> None:
-        self.loop, self.stop = asyncio.get_running_loop(), asyncio.Event()
-
-        def announce(line: str) -> None:
-            if line.startswith("listening kvs "):
-                self.url = line.split()[-1]
-            if line.startswith("listening admin "):
-                self.admin_url = line.split()[-1]
-            if line.startswith("ready kvs"):
-                self.ready.set()
-
-        try:
-            secrets = GatewaySecrets(MASTER, None, "test")
-            await serve_gateway(self.options, secrets=secrets, announce=announce, stop=self.stop)
-        finally:
-            self.ready.set()
-
-    def admin(self) -> str:
-        """The admin endpoint's URL (announced as `listening admin URL`)."""
-        return self.admin_url
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        self.ready.wait(60)
-        assert self.url, "the gateway did not start"
-        return self.url
-
-    def __exit__(self, *_exc: object) -> None:
-        if self.loop is not None and self.stop is not None:
-            self.loop.call_soon_threadsafe(self.stop.set)
-        self.thread.join(30)
 
 
 def test_the_gateway_stores_on_nats_nodes_and_reads_with_two_servers_lost(

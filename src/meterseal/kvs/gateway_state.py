@@ -1,8 +1,10 @@
 """The gateway's own state, kept as reserved objects of the store: API keys, bucket policies.
 
-The key table and the buckets written to (each with its default policy, '' for the gateway's)
-live in the reserved bucket `RESERVED` (a name no client can address: bucket names start
-with a letter or digit), so they are sealed under keys derived from the CAS's master secret
+The key table, one marker object per bucket written to (`bucket/NAME`) and a bucket's default
+policy when it has its own (`policy/NAME`) live in the reserved bucket `RESERVED` (a name no
+client can address: bucket names start with a letter or digit). One object per bucket, not
+one map: two gateways registering two buckets at once never overwrite each other's (the sweep
+relies on knowing every bucket). They are sealed under keys derived from the CAS's master secret
 like every object, and every gateway over the same nodes reads the same ones. Reads are
 cached for `ttl` seconds (a revoked key stops working within that time on every gateway); a
 key the cached table does not know has it read again at once (at most every RELOAD_EVERY).
@@ -33,7 +35,9 @@ from meterseal.kvs.policy import Policy, parse_policy
 
 RESERVED = "_kvs"  # the gateway's own bucket
 KEY_TABLE = "keys"
-BUCKET_POLICIES = "buckets"
+BUCKET_MARK = "bucket/"  # RESERVED/bucket/NAME: the bucket exists (written once, empty)
+POLICY_OF = "policy/"  # RESERVED/policy/NAME: the bucket's default policy (absent: the gateway's)
+BUCKET_POLICIES = "buckets"  # the one-map registry of earlier versions: read, never written
 RELOAD_EVERY = 0.5  # seconds: how often an unknown key may make the table be read again
 
 
@@ -179,7 +183,9 @@ class GatewayState:
     marks: MarksFile | None = None  # versions of the key table and registry saved here
     _keys: tuple[float, KeyTable] | None = field(default=None, init=False)
     _keys_version: int | None = field(default=None, init=False)  # of the table read (0: none)
-    _policies: tuple[float, dict[str, str]] | None = field(default=None, init=False)
+    _legacy: tuple[float, dict[str, str]] | None = field(default=None, init=False)
+    _policies: dict[str, tuple[float, str]] = field(default_factory=dict, init=False)
+    _noted: set[str] = field(default_factory=set, init=False)  # buckets known to have markers
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
 
     def _fresh(self, cached: tuple[float, object] | None) -> bool:
@@ -247,46 +253,59 @@ class GatewayState:
             await self.marks.raise_to(name, version)
         return found
 
-    async def _bucket_policies(self) -> dict[str, str]:
-        if self._policies is not None and self._fresh(self._policies):
-            return self._policies[1]
+    async def _legacy_registry(self) -> dict[str, str]:
+        """The one-map registry earlier versions wrote (`BUCKET_POLICIES`), read only."""
+        if self._legacy is not None and self._fresh(self._legacy):
+            return self._legacy[1]
         found = await self._read_fresh(BUCKET_POLICIES, "bucket registry")
         try:
             policies = {} if found is None else dict(cbor2.loads(found[1]))
         except (ValueError, TypeError, cbor2.CBORDecodeError) as exc:
             raise KvsError(f"the gateway's bucket policies are unreadable: {exc}") from None
-        self._policies = (self.clock(), policies)
+        self._legacy = (self.clock(), policies)
         return policies
 
     async def bucket_policy(self, bucket: str) -> Policy:
         """The policy new objects of `bucket` get unless the writer names one."""
-        text = (await self._bucket_policies()).get(bucket)
+        cached = self._policies.get(bucket)
+        if cached is not None and self._fresh(cached):
+            text = cached[1]
+        else:
+            found = await read_versioned(self.objects, RESERVED, POLICY_OF + bucket)
+            if found is not None:
+                text = found[1].decode()
+            else:
+                text = (await self._legacy_registry()).get(bucket, "")
+            self._policies[bucket] = (self.clock(), text)
         return parse_policy(text) if text else self.default_policy
 
     async def buckets(self) -> list[str]:
-        """Every bucket written to through a gateway (scrub walks them: ids hide names)."""
-        return sorted(await self._bucket_policies())
+        """Every bucket written to through a gateway (scrub and sweep walk them: ids hide
+        names): one marker object each, so no two gateways' additions can overwrite each other."""
+        names = set(await self._legacy_registry())
+        after: str | None = ""
+        while after is not None:
+            page = await self.objects.list(RESERVED, BUCKET_MARK, after, 1000)
+            names |= {info.name.removeprefix(BUCKET_MARK) for info in page.objects}
+            after = page.next_after
+        self._noted |= names
+        return sorted(names)
 
     async def note_bucket(self, bucket: str) -> None:
-        """Remember `bucket` (with the default policy) if it is new."""
-        if bucket not in await self._bucket_policies():
-            await self._set(bucket, None)
+        """Remember `bucket` (its marker object) if it is new: before its first object."""
+        if bucket in self._noted:
+            return
+        marker = BUCKET_MARK + bucket
+        if (
+            await self.objects.head(RESERVED, marker) is None
+            and bucket not in await self._legacy_registry()
+        ):
+            await self.objects.put(RESERVED, marker, _one(b""), self.internal_policy)
+        self._noted.add(bucket)
 
     async def set_bucket_policy(self, bucket: str, policy: Policy) -> None:
         """Make `policy` the default of `bucket`."""
-        await self._set(bucket, policy)
-
-    async def _set(self, bucket: str, policy: Policy | None) -> None:
-        async with self._lock:
-            self._policies = None
-            known = await self._bucket_policies()
-            if policy is None and bucket in known:  # another gateway noted it meanwhile
-                return
-            policies = {**known, bucket: "" if policy is None else str(policy)}
-            data = cbor2.dumps(policies, canonical=True)
-            info = await self.objects.put(
-                RESERVED, BUCKET_POLICIES, _one(data), self.internal_policy
-            )
-            self._policies = (self.clock(), policies)
-            if self.marks is not None:
-                await self.marks.raise_to(BUCKET_POLICIES, info.version)
+        data = _one(str(policy).encode())
+        await self.objects.put(RESERVED, POLICY_OF + bucket, data, self.internal_policy)
+        self._policies[bucket] = (self.clock(), str(policy))
+        await self.note_bucket(bucket)

@@ -388,6 +388,10 @@ class NatsCatalog:
         prefix = f"{check_bucket_id(bucket_id)}."
         return [name.removeprefix(prefix) for name in await self._stream.names(f"{prefix}*")]
 
+    async def bucket_ids(self) -> list[str]:
+        """The buckets with entries (from the stream's subjects)."""
+        return sorted({name.split(".", 1)[0] for name in await self._stream.names("*.*")})
+
 
 @dataclass(frozen=True)
 class NatsParts:

@@ -81,6 +81,10 @@ class Catalog(Protocol):
         """The bucket's keys now, without reading an entry (the store's listing uses it)."""
         ...
 
+    async def bucket_ids(self) -> list[str]:
+        """The ids of the buckets holding at least one entry (a sweep checks it knows each)."""
+        ...
+
 
 def check_blob_id(blob_id: str) -> str:
     """`blob_id` when it is 8 to 128 lowercase hex digits (ids never carry names or paths)."""
@@ -304,6 +308,10 @@ class MemoryCatalog:
         """The bucket's keys now."""
         return sorted(self.entries.get(bucket_id, {}))
 
+    async def bucket_ids(self) -> list[str]:
+        """The buckets with entries."""
+        return sorted(b for b, entries in self.entries.items() if entries)
+
 
 class LocalDirCatalog:
     """A Catalog over a local directory: <root>/<bucket id>/<key>, written durably."""
@@ -340,3 +348,17 @@ class LocalDirCatalog:
         return await asyncio.to_thread(
             lambda: sorted(p.name for p in folder.glob("*") if _ID.fullmatch(p.name))
         )
+
+    async def bucket_ids(self) -> list[str]:
+        """The bucket directories holding an entry."""
+
+        def scan() -> list[str]:
+            if not self.root.is_dir():
+                return []
+            return sorted(
+                d.name
+                for d in self.root.iterdir()
+                if _BUCKET.fullmatch(d.name) and any(_ID.fullmatch(p.name) for p in d.glob("*"))
+            )
+
+        return await asyncio.to_thread(scan)

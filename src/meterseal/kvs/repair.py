@@ -200,12 +200,21 @@ async def sweep(
 ) -> SweepReport:
     """Delete blobs no manifest names that were already unnamed `grace` seconds ago.
 
-    `buckets` must be every bucket of the store: a blob of a bucket left out looks unused.
+    `buckets` must be every bucket of the store (a blob of a bucket left out looks unused):
+    a catalog holding a bucket id none of them has stops the sweep before anything is deleted.
     `suspects` ((node, blob id) -> when first seen unused, by the store's clock) carries the
     marks from one sweep to the next; a write under way elsewhere has `grace` to save its
     manifest (this store's own writes are never suspects). A manifest that does not open
     stops the sweep: the blobs it names are unknown.
     """
+    buckets = list(buckets)
+    unknown = set(await store.catalog.bucket_ids()) - {store.keys(b).bucket_id for b in buckets}
+    if unknown:  # its manifests cannot be opened: every blob they name would look unused
+        raise KvsError(
+            f"sweep stopped: the catalog holds {len(unknown)} bucket(s) the registry does not "
+            "name (a bucket written through another gateway whose registry entry is not "
+            "visible yet?); nothing was deleted"
+        )
     named = {(b.node, b.blob_id) for b in store.writing()}
     for bucket in buckets:
         async for found in store.manifests(bucket):

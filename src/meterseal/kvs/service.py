@@ -31,6 +31,7 @@ from meterseal.kvs.nodes import BlobNode, Catalog, LocalDirCatalog, LocalDirNode
 from meterseal.kvs.policy import Policy, Replication, parse_policy
 from meterseal.kvs.sealing import derive_bucket_key
 from meterseal.kvs.service_health import NodeHealth
+from meterseal.kvs.service_sweep import SWEEP_EVERY, SWEEP_GRACE, Sweeper
 from meterseal.kvs.service_trust import GatewaySecrets, attest_gateway
 from meterseal.kvs.store import ObjectStore
 
@@ -94,6 +95,8 @@ class GatewayOptions:
     tls: bool = False  # serve HTTPS with the TLS identity the CAS releases to the gateway
     admin: str | None = "127.0.0.1:0"
     passphrase: bytes | None = field(default=None, repr=False)
+    sweep_every: float = SWEEP_EVERY  # seconds between sweeps of unnamed blobs (0: none)
+    sweep_grace: float = SWEEP_GRACE  # seconds a blob stays unnamed before a sweep deletes it
 
 
 @dataclass
@@ -187,10 +190,14 @@ def store_scrub(store: ObjectStore, state: GatewayState) -> Scrub:
 
 
 def build_gateway(
-    store: ObjectStore, layout: StoreLayout, default_policy: Policy, metrics: KvsMetrics
+    store: ObjectStore,
+    layout: StoreLayout,
+    default_policy: Policy,
+    metrics: KvsMetrics,
+    state: GatewayState | None = None,
 ) -> Any:
     """The gateway's app over `store` (its keys and bucket policies kept in it)."""
-    state = gateway_state(store, layout, default_policy)
+    state = state or gateway_state(store, layout, default_policy)
     authenticator = KvsAuthenticator(state.key_table)
     return create_gateway_app(store, state, authenticator, metrics, scrub=store_scrub(store, state))
 
@@ -218,19 +225,25 @@ async def serve_gateway(
     opened = await open_store(options.layout, secrets.master, policy, os.urandom)
     try:
         metrics = KvsMetrics()
-        app = build_gateway(opened.store, options.layout, policy, metrics)
+        state = gateway_state(opened.store, options.layout, policy)
+        app = build_gateway(opened.store, options.layout, policy, metrics, state)
+        sweeper = Sweeper(opened.store, state, options.sweep_every, options.sweep_grace)
         tls = None if secrets.tls is None else server_context(secrets.tls)
         health = NodeHealth(opened.store.nodes, policy)
         await health.probe()
-        watching = asyncio.create_task(health.watch())
+        watching = [asyncio.create_task(health.watch())]
+        if options.sweep_every > 0:
+            watching.append(asyncio.create_task(sweeper.watch()))
         service = HttpAppService(
             "kvs", app, options.listen, GATEWAY_PORT, tls, Readiness(health.reason, every=1.0)
         )
         metrics.register(service.metrics.registry)
+        sweeper.metrics.register(service.metrics.registry)
         try:
             await serve_stage(service, admin=options.admin, announce=announce, stop=stop)
         finally:
-            watching.cancel()
+            for task in watching:
+                task.cancel()
     finally:
         await opened.close()
 
