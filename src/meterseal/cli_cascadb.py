@@ -140,7 +140,7 @@ def serve(
     )
 
     def log(line: str) -> None:
-        print(f"statement {line}", file=sys.stderr, flush=True)
+        print(f"cascadb {line}", file=sys.stderr, flush=True)
 
     try:
         asyncio.run(serve_cascadb(options, log=log if log_statements else lambda line: None))

@@ -132,7 +132,8 @@ def test_the_documented_server_commands_run_as_written(tmp_path: Path) -> None:
     printed = "\n".join(cascadb.lines)
     assert "keys from CAS" in printed
     assert "simulated: no hardware guarantee" in printed
-    assert "statement mdc: INSERT INTO reading VALUES (?, ?, ?), (?, ?, ?)" in printed
+    assert "cascadb mdc: INSERT INTO reading VALUES (?, ?, ?), (?, ?, ?)" in printed
+    assert "cascadb mdc: session" in printed  # psql's connection, by its account
     assert "m-9" not in printed
     # the rows are sealed on the deployment's storage nodes
     stored = b"".join(p.read_bytes() for p in (directory / "kvs").rglob("*") if p.is_file())

@@ -112,8 +112,10 @@ class _KvsDatabase:
 
 async def _open_kvs(options: CascadbOptions, secrets: CascadbSecrets) -> _KvsDatabase:
     layout, key = options.layout, secrets.bucket_key
-    if layout is None or key is None:
+    if layout is None:
         return _KvsDatabase(MemoryKv())
+    if key is None:  # never silently in memory when the KVS was asked for
+        raise ConfigurationError(f"no key of bucket {options.bucket} was released to CascaDB")
     bucket = options.bucket
 
     def bucket_key(name: str) -> bytes:
