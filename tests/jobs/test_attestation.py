@@ -28,7 +28,13 @@ from meterseal.jobs.attest import (
     attested_secret,
     worker_attestation,
 )
-from meterseal.jobs.engine import ATTESTED, DaskClusterActuator, Engine
+from meterseal.jobs.engine import (
+    ATTESTED,
+    DaskClusterActuator,
+    Engine,
+    local_engine,
+    remote_engine,
+)
 from meterseal.jobs.monitor import Monitor
 from meterseal.jobs.runner import chunked, run_chunks
 from meterseal.jobs.validation import Audited, audit_chunk
@@ -155,3 +161,23 @@ def test_jobs_submit_cas_runs_on_workers_that_attested(tmp_path: Path) -> None:
     assert "validation: succeeded, 2 results written" in out
     assert "memory, MiB (simulated enclave: the worker process's RSS)" in out
     assert kept(spread) == kept(alone)
+
+
+def test_running_workers_attest_when_a_remote_engine_registers_the_plugin(
+    world: World,  # noqa: F811
+) -> None:
+    # As for workers started by `dask worker` on other machines: they are running already.
+    world.cas.put_secret(AUTHORITY_KEY, b"the authority's key, stand-in bytes")
+    world.cas.allow(JOBS_STAGE, stage_measurement(JOBS_STAGE), [AUTHORITY_KEY])
+    with (
+        ThreadedServer(create_cas_app(world.cas)) as cas_url,
+        local_engine(1, processes=False) as cluster,
+    ):
+        workers = cluster.client.scheduler_info
+        assert [w["resources"] for w in workers()["workers"].values()] == [{}]
+        plugin = AttestedKeys(cas_url, world.directory)
+        with remote_engine(cluster.address, cluster.actuator, plugins=(plugin,)) as engine:
+            assert engine.attested
+            assert [w["resources"] for w in workers()["workers"].values()] == [{ATTESTED: 1.0}]
+            got = engine.client.submit(attested_secret, AUTHORITY_KEY, resources={ATTESTED: 1.0})
+            assert got.result() == b"the authority's key, stand-in bytes"

@@ -4,7 +4,9 @@
 worker measures its code as the `jobs-worker` stage, quotes the measurement with its
 platform's attester (the simulated backend unless given another: a protocol without a
 hardware guarantee, docs/trust.md) and fetches the job's secrets from the CAS
-(`start_trusted`, all or none). Only then does it declare the Dask resource `ATTESTED`
+(`start_trusted`, all or none); a client may also register it on running workers
+(`client.register_plugin`: workers started by `dask worker` elsewhere, and those that join
+later). Only then does a worker declare the Dask resource `ATTESTED`
 (one per thread), which every task of an attested engine needs: a worker the CAS refused
 keeps no key and the scheduler never gives it a task. Its refusal is kept for the Monitor.
 
@@ -65,7 +67,10 @@ def _plugin_base() -> type:
 
 
 class AttestedKeys(_plugin_base()):  # type: ignore[misc]
-    """Attest this worker to the CAS at `cas_url` and hold the secrets `names` it releases."""
+    """Attest this worker to the CAS at `cas_url` and hold the secrets `names` it releases.
+
+    `deployment_dir` is read on the worker's machine: the simulated platform's key there.
+    """
 
     name = "meterseal-attested-keys"
 
@@ -96,8 +101,13 @@ class AttestedKeys(_plugin_base()):  # type: ignore[misc]
         with _LOCK:
             _BY_WORKER[worker] = attestation
         if attestation.refused is None:
-            # Before the worker registers, its declared resources go with its registration.
+            from distributed.core import Status
+
             threads = float(worker.state.nthreads)
+            if worker.status == Status.running:  # registered already (`register_plugin`)
+                await worker.set_resources(**{ATTESTED: threads})
+                return
+            # Before the worker registers, its declared resources go with its registration.
             worker.state.total_resources[ATTESTED] = threads
             worker.state.available_resources[ATTESTED] = threads
 

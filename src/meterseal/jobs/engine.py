@@ -145,12 +145,20 @@ def local_engine(
 
 
 @contextmanager
-def remote_engine(address: str, actuator: Actuator) -> Iterator[Engine]:
-    """A client of a running `dask scheduler` at `address`, scaled through `actuator`."""
+def remote_engine(
+    address: str, actuator: Actuator, plugins: Sequence[Any] = ()
+) -> Iterator[Engine]:
+    """A client of a running `dask scheduler` at `address`, scaled through `actuator`.
+
+    `plugins` are registered on every worker, those running and those that join later
+    (jobs.attest's `AttestedKeys`: the engine is then an attested one).
+    """
     from distributed import Client
 
     client = Client(address)  # type: ignore[no-untyped-call]
     try:
-        yield Engine(client, actuator, address)
+        for plugin in plugins:
+            client.register_plugin(plugin)
+        yield Engine(client, actuator, address, attested=bool(plugins))
     finally:
         client.close()  # type: ignore[no-untyped-call]
