@@ -60,3 +60,15 @@ def test_the_scrape_config_reads_the_default_port() -> None:
     config = yaml.safe_load((GRAFANA / "prometheus.yml").read_text())
     (job,) = config["scrape_configs"]
     assert job["static_configs"][0]["targets"] == [f"127.0.0.1:{DEFAULT_PORT}"]
+
+
+def test_a_worker_that_left_has_no_measured_memory_any_more() -> None:
+    metrics = JobMetrics()
+    seen = Observation(5, 10, 30.0, 100.0, 2, 3)
+    both = Snapshot(seen, 0.5, trusted_measured=(("w-0", 80.0), ("w-1", 90.0)))
+    metrics.observe("job-1", both, None)
+    metrics.observe("job-1", Snapshot(seen, 0.5, trusted_measured=(("w-0", 85.0),)), None)
+    sample = metrics.registry.get_sample_value
+    name = "meterseal_job_worker_trusted_memory_mib"
+    assert sample(name, {"job": "job-1", "worker": "w-0"}) == 85.0
+    assert sample(name, {"job": "job-1", "worker": "w-1"}) is None

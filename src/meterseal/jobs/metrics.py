@@ -40,6 +40,7 @@ class JobMetrics:
             ["job", "worker"],
             registry=self.registry,
         )
+        self._measured: dict[str, set[str]] = {}  # the workers each job's gauge shows
         self.actuations = Counter(
             "meterseal_job_actuations",
             "Checks at which the Controller changed the worker count",
@@ -52,8 +53,12 @@ class JobMetrics:
         figures = snapshot.to_dict()
         for field, gauge in self.gauges.items():
             gauge.labels(job=job_id).set(figures[field])
-        for worker, mib in snapshot.trusted_measured:
+        now = dict(snapshot.trusted_measured)
+        for worker in self._measured.get(job_id, set()) - now.keys():  # left since: no figure
+            self.measured.remove(job_id, worker)
+        for worker, mib in now.items():
             self.measured.labels(job=job_id, worker=worker).set(mib)
+        self._measured[job_id] = set(now)
         if decision is not None and decision.acted:
             self.actuations.labels(job=job_id).inc()
 
