@@ -1,7 +1,8 @@
 """`meterseal command …`: sign commands for meters, list the command log, check it.
 
 `send` issues a command with the operator command key (`command.key.pem`, made by
-`keygen`), logs it and writes the signed command to the outbox for the agent. `log`
+`keygen`), logs it and writes the signed command to the outbox for the agent (or, with
+`--dlms`, has an agent in this process carry it out on a DLMS meter and logs its result). `log`
 lists the commands and their states; `verify-log` checks a log with public material only,
 as the metrology authority or a customer does.
 """
@@ -23,6 +24,7 @@ from meterseal.cli_common import (
     passphrase,
     show_key_warnings,
 )
+from meterseal.commands.desk import CommandDesk
 from meterseal.commands.model import Action
 from meterseal.commands.verify import Signer
 from meterseal.crypto.signing import VerifyingKey
@@ -72,12 +74,26 @@ def send(
     outbox: Annotated[
         Path | None, typer.Option(help="where to write the signed command (DEPLOYMENT/outbox)")
     ] = None,
+    dlms: Annotated[
+        str | None,
+        typer.Option(help="carry it out now on the DLMS meter at HOST:PORT (an agent in here)"),
+    ] = None,
+    serial: Annotated[str | None, typer.Option(help="with --dlms: the meter's serial")] = None,
+    hdlc: Annotated[
+        bool, typer.Option(help="with --dlms: HDLC on the line, not the wrapper")
+    ] = False,
+    fleet: Annotated[
+        Path | None, typer.Option(help="with --dlms: fleet file with the meter's key")
+    ] = None,
     log: LogPath = None,
     deployment_dir: DeploymentDir = DEFAULT_DEPLOYMENT,
     passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
 ) -> None:
-    """Sign and log a command for METER; print its id (METER#COUNTER)."""
-    from meterseal.commands.desk import CommandDesk
+    """Sign and log a command for METER; print its id (METER#COUNTER).
+
+    With --dlms an agent in this process verifies it, carries it out on the meter and logs the
+    meter's signed result (the agent's counters: DEPLOYMENT/agent/command-counters.json).
+    """
     from meterseal.commands.keys import load_operator_key
     from meterseal.commands.logfile import CommandLogFile
 
@@ -93,6 +109,9 @@ def send(
     elif clock is not None:
         raise typer.BadParameter("only set-clock takes --clock", param_hint="--clock")
     issued = desk.issue(meter, action, time.time(), ttl, argument)
+    if dlms is not None:
+        _carry_out(desk, issued.signed, meter, dlms, serial, hdlc, fleet, deployment_dir, secret)
+        return
     box = outbox if outbox is not None else deployment_dir / "outbox"
     box.mkdir(parents=True, exist_ok=True)
     path = box / f"{issued.command.id.replace('#', '-')}.cose"
@@ -103,6 +122,51 @@ def send(
         soft_wrap=True,
         highlight=False,
     )
+
+
+def _carry_out(
+    desk: CommandDesk,
+    signed: bytes,
+    meter_id: str,
+    address: str,
+    serial: str | None,
+    hdlc: bool,
+    fleet: Path | None,
+    deployment_dir: Path,
+    secret: bytes | None,
+) -> None:
+    """`send --dlms`: an agent in this process carries the command out; print the outcome."""
+    import asyncio
+
+    from meterseal.agent.dlms_commands import carry_out_here
+    from meterseal.agent.dlms_keys import DLMS_KEYS, load_dlms_keys
+    from meterseal.agent.driver import MeterTarget
+    from meterseal.meter.provisioning import load_fleet
+
+    if serial is None:
+        raise typer.BadParameter("--dlms needs the meter's --serial", param_hint="--serial")
+    secrets = load_dlms_keys(deployment_dir / DLMS_KEYS, secret).get(serial)
+    if secrets is None:
+        raise ConfigurationError(f"no DLMS secret for meter {serial} in {DLMS_KEYS}")
+    keys = load_fleet(fleet or deployment_dir / "fleet-p256.cbor", secret)
+    provisioned = next((m for m in keys if m.key.meter_id == meter_id), None)
+    if provisioned is None:
+        raise ConfigurationError(f"meter {meter_id} is not in the fleet file")
+    carried = asyncio.run(
+        carry_out_here(
+            desk,
+            signed,
+            provisioned,
+            MeterTarget(address, serial),
+            secrets,
+            deployment_dir / "agent" / "command-counters.json",
+            hdlc=hdlc,
+            now=int(time.time()),
+        )
+    )
+    reason = f" ({carried.reason})" if carried.reason else ""
+    ident = carried.command.id if carried.command is not None else meter_id
+    console.print(f"{ident} {carried.outcome.value}{reason}", highlight=False, soft_wrap=True)
 
 
 @command_app.command("log")

@@ -1,0 +1,124 @@
+"""The agent carries out a signed command: the verifier first, then the driver, then a result.
+
+Nothing reaches the meter unless `CommandAnswerer.admit` accepted the command (operator
+signature, this agent's meter, not expired, counter above the last one). The agent then checks
+that the meter on the line is the one the command names (its serial), acts through the
+driver's `MeterControl` (the DLMS disconnect control 0.0.96.3.10.255 and clock; the NBR 14522
+driver's relay and clock codes alike) and signs what the meter reports afterwards: a relay
+that did not move is `failed`, not `done`. A driver error is `failed` with its skip reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from meterseal.agent.dlms_driver import DlmsSecrets, open_dlms
+from meterseal.agent.driver import LoadState, MeterControl, MeterDriver, MeterTarget
+from meterseal.commands.agent import CommandAnswerer
+from meterseal.commands.desk import CommandDesk
+from meterseal.commands.model import Action, Command, Outcome
+from meterseal.commands.verify import CommandVerifier, Refusal
+from meterseal.errors import MeterDriverError
+from meterseal.meter.provisioning import ProvisionedMeter
+
+
+@dataclass(frozen=True, slots=True)
+class Carried:
+    """What became of one signed command: its signed result (None if unattributable)."""
+
+    command: Command | None
+    outcome: Outcome
+    reason: str
+    result: bytes | None
+
+
+async def carry_out(
+    answerer: CommandAnswerer, driver: MeterDriver, serial: str, signed: bytes, now: int
+) -> Carried:
+    """Verify `signed`, act on the meter behind `driver` (serial `serial`), sign the result."""
+    admission = answerer.admit(signed, now)
+    if admission.command is None:
+        reason = (admission.refusal or Refusal.MALFORMED).value
+        return Carried(None, Outcome.REFUSED, reason, admission.result)
+    command = admission.command
+    try:
+        if (await driver.identify()).serial != serial:
+            raise MeterDriverError(f"the meter on the line is not {serial}")
+        outcome, reason, values = await _act(driver, command)
+    except MeterDriverError as exc:
+        outcome, reason, values = Outcome.FAILED, exc.skip, ()
+    result = answerer.answer(signed, command, outcome, reason, now, values)
+    return Carried(command, outcome, reason, result)
+
+
+async def _act(
+    driver: MeterDriver, command: Command
+) -> tuple[Outcome, str, tuple[tuple[str, int], ...]]:
+    if command.action is Action.READ:
+        registers = await driver.read_registers()
+        return Outcome.DONE, "", (("1.0.1.8.0.255", registers.active_import_wh),
+                                  ("clock", registers.read_at))  # fmt: skip
+    if not isinstance(driver, MeterControl):
+        return Outcome.FAILED, "the driver cannot act on this meter", ()
+    if command.action is Action.SET_CLOCK:
+        assert command.argument is not None  # decode_command insists
+        after = await driver.set_clock(command.argument)
+        ok = abs(after - command.argument) <= 2
+        return (
+            (Outcome.DONE if ok else Outcome.FAILED),
+            "" if ok else "clock not set",
+            (("clock", after),),
+        )
+    wanted = LoadState.DISCONNECTED if command.action is Action.DISCONNECT else LoadState.CONNECTED
+    state = await driver.set_load(wanted)
+    if state is not wanted:
+        return Outcome.FAILED, f"the relay reports {state.value}", ()
+    return Outcome.DONE, "", (("load connected", int(state is LoadState.CONNECTED)),)
+
+
+def read_counters(path: Path) -> dict[str, int]:
+    """The agent's last accepted counter per meter (empty if the file is new)."""
+    if not path.exists():
+        return {}
+    data = json.loads(path.read_text())
+    return {str(k): int(v) for k, v in data.items()}
+
+
+def write_counters(path: Path, counters: dict[str, int]) -> None:
+    """Keep the agent's counters (written whole, then renamed: never half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.with_suffix(".tmp")
+    scratch.write_text(json.dumps(counters, sort_keys=True))
+    os.replace(scratch, path)
+
+
+async def carry_out_here(
+    desk: CommandDesk,
+    signed: bytes,
+    meter: ProvisionedMeter,
+    target: MeterTarget,
+    secrets: DlmsSecrets,
+    counters: Path,
+    *,
+    hdlc: bool,
+    now: int,
+) -> Carried:
+    """An agent in this process: carry `signed` out on the DLMS meter at `target` with
+    `meter`'s key, keep the agent's counters in `counters`, log the result at the desk."""
+    meter_id = meter.key.meter_id
+    verifier = CommandVerifier(
+        [meter_id], {desk.key.kid: desk.key.signer()}, read_counters(counters)
+    )
+    answerer = CommandAnswerer(verifier, {meter_id: meter.key})
+    driver = await open_dlms(target, secrets, hdlc=hdlc)
+    try:
+        carried = await carry_out(answerer, driver, target.serial, signed, now)
+    finally:
+        await driver.close()
+    write_counters(counters, verifier.last_counters)
+    if carried.result is not None:
+        desk.record(carried.result, now)
+    return carried
