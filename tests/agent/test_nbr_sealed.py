@@ -156,3 +156,59 @@ def test_answers_are_paired_by_request_not_by_order() -> None:
         return [response.code for (response,) in answers]
 
     assert asyncio.run(run()) == [0x23, 0x14]
+
+
+async def _send(address: tuple[str, int], data: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection(*address)
+    writer.write(data)
+    await writer.drain()
+    try:
+        return await asyncio.wait_for(reader.read(LENGTH), 2.0)
+    except TimeoutError:
+        return b""
+    finally:
+        writer.close()
+
+
+def test_a_command_replayed_on_a_new_connection_is_refused() -> None:
+    meter = EmulatedMeter(METER.name, 3, Fleet(7), lambda: T)
+
+    async def run() -> SealedMeterLine:
+        line = SealedMeterLine(meter=meter, me=METER, reader=READER.peer())
+        address = await line.start()
+        sealed = Sealer(READER, METER.peer(), os.urandom).seal(
+            1, (Command(Code.SET_LOAD, "000001", b"\0").encode(),)
+        )
+        try:
+            assert await _send(address, sealed)  # answered
+            assert await _send(address, sealed) == b""  # a recorded disconnect, sent again
+        finally:
+            await line.stop()
+        return line
+
+    counts = asyncio.run(run()).counts
+    assert (counts.commands, counts.commands_refused) == (1, 1)
+
+
+def test_a_stranger_holding_the_line_or_sending_garbage_does_not_stop_the_reader() -> None:
+    meter = EmulatedMeter(METER.name, 3, Fleet(7), lambda: T)
+
+    async def run() -> tuple[int, SealedMeterLine]:
+        line = SealedMeterLine(meter=meter, me=METER, reader=READER.peer())
+        address = await line.start()
+        _, idle = await asyncio.open_connection(*address)  # connects first, says nothing
+        try:
+            assert await _send(address, b"\xff" * LENGTH + b"junk") == b""  # dropped at once
+            target = MeterTarget(f"{address[0]}:{address[1]}", METER.name, timeout=5.0)
+            driver = await open_sealed_nbr(target, READER, METER.peer())
+            try:
+                return (await driver.read_registers()).active_import_wh, line
+            finally:
+                await driver.close()
+        finally:
+            idle.close()
+            await line.stop()
+
+    wh, line = asyncio.run(asyncio.wait_for(run(), 10.0))
+    assert wh == meter.register_wh(T)
+    assert line.counts.commands_refused == 1

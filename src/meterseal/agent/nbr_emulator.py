@@ -20,10 +20,12 @@ One reader at a time per meter, as on a serial line: a second connection waits i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from meterseal.agent.nbr_frames import COMMAND_SIZE, MAX_NAKS, Command, Response, Signal
 from meterseal.agent.nbr_meter import EmulatedMeter
@@ -62,6 +64,7 @@ class _Dropped(Exception):
 class TcpLine:
     """An emulated serial line on a TCP port: one reader at a time, `session` per connection."""
 
+    exclusive: ClassVar[bool] = True  # a serial line: a second connection waits its turn
     counts: LineCounts = field(default_factory=LineCounts)
     address: tuple[str, int] = ("", 0)
     _server: asyncio.Server | None = field(default=None, init=False)
@@ -113,7 +116,7 @@ class TcpLine:
         assert task is not None
         self._sessions.add(task)
         task.add_done_callback(self._sessions.discard)
-        async with self._busy:
+        async with self._busy if self.exclusive else contextlib.nullcontext():
             try:
                 await self.session(reader, writer)
             except (asyncio.IncompleteReadError, ConnectionError):

@@ -7,6 +7,14 @@ ENQ, ACK or NAK: the seal covers integrity (a tampered message does not open) an
 delivery. The blocks inside are the standard's, so the driver decodes them as the
 conventional one does (`NbrDriver`), and a block's CRC is still checked.
 
+Every connection is served at once (no serial line to wait for: a stranger holding a
+connection open does not keep the reader out), and one `Sealer` serves them all, so a message
+recorded on one connection and replayed on another is refused as a replay; the driver's
+counter starts at the reader's clock (nanoseconds) so it keeps rising across connections,
+and its request ids start at a random number so a recorded answer pairs with no request of
+a later connection. A length prefix out of bounds ends the connection: nothing after it
+parses. Refused messages are counted (`commands_refused`).
+
 The emulated meter's faults here: ``bad_crc`` tampers with each sealed message (it does not
 open: SealedMessageRefused), ``timeout`` never answers, ``partial`` sends half a message
 and falls silent, ``foreign`` answers with another meter's serial number.
@@ -18,7 +26,9 @@ import asyncio
 import contextlib
 import itertools
 import os
+import time
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from meterseal.agent.driver import MeterTarget
 from meterseal.agent.nbr_driver import NbrDriver, check_block
@@ -40,19 +50,28 @@ from meterseal.runtime.address import parse_address
 class SealedMeterLine(TcpLine):
     """An emulated meter answering sealed requests from one reader on one TCP port."""
 
+    exclusive: ClassVar[bool] = False  # every connection at once: see the module's docstring
     meter: EmulatedMeter
     me: Party  # named by the meter's serial number
     reader: Peer
     fault: Fault = Fault.NONE
     _working: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
+    _sealer: Sealer = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._sealer = Sealer(self.me, self.reader, os.urandom)
 
     async def session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Open each request and answer it in a task of its own."""
-        sealer = Sealer(self.me, self.reader, os.urandom)
+        sealer = self._sealer  # one for every connection: the replay counter outlives them
         tasks: set[asyncio.Task[None]] = set()
         try:
             while True:
-                length = message_length(await reader.readexactly(LENGTH))
+                try:
+                    length = message_length(await reader.readexactly(LENGTH))
+                except SealedMessageRefused:
+                    self.counts.commands_refused += 1
+                    return
                 data = await reader.readexactly(length)
                 try:
                     message = sealer.open(data)
@@ -92,7 +111,9 @@ class SealedNbrDriver(NbrDriver):
     """The reader's side of the sealed link: requests paired with answers by request id."""
 
     sealer: Sealer
-    _requests: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _requests: itertools.count[int] = field(
+        default_factory=lambda: itertools.count(int.from_bytes(os.urandom(6), "big"))
+    )
     _pending: dict[int, asyncio.Future[tuple[bytes, ...]]] = field(default_factory=dict)
     _receiving: bool = False  # a message's length came, not yet all of it
     _listener: asyncio.Task[None] | None = None
@@ -173,7 +194,7 @@ async def open_sealed_nbr(
         target=target,
         tz=tz,
         attempts=attempts,
-        sealer=Sealer(me, meter, os.urandom),
+        sealer=Sealer(me, meter, os.urandom, sent=time.time_ns()),
     )
     driver.start()
     return driver
