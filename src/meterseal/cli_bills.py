@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
     from fastapi import FastAPI
 
+    from meterseal.commands.desk import CommandDesk
     from meterseal.portal.app import PublishedKeys
     from meterseal.runtime.readiness import Readiness
 
@@ -221,10 +222,24 @@ def bills_serve(
                 meters=writable,  # the administrator's revoke: `meters revoke`'s store call
                 admin=tools,  # provisioning, tariffs, the CAS, the change log
                 health=probe,
+                commands=_command_desk(deployment_dir, passphrase(passphrase_env)),
             )  # fmt: skip
             asyncio.run(_serve(app, address, context, Readiness(db.not_ready), admin))
     except OSError as exc:
         raise ConfigurationError(f"cannot listen on {listen}: {exc}") from exc
+
+
+def _command_desk(deployment_dir: Path, secret: bytes | None) -> CommandDesk | None:
+    """The meter commands' desk when the deployment has the operator command key."""
+    from meterseal.commands.desk import CommandDesk
+    from meterseal.commands.keys import COMMAND_KEY, load_operator_key
+    from meterseal.commands.logfile import CommandLogFile
+
+    if not (deployment_dir / COMMAND_KEY).exists():
+        return None
+    key = load_operator_key(deployment_dir, secret)
+    log = CommandLogFile(deployment_dir / "commands.log")
+    return CommandDesk(key, log, outbox=deployment_dir / "outbox")
 
 
 def _deployment_ca(deployment_dir: Path) -> ssl.SSLContext | bool:

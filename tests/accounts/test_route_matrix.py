@@ -97,6 +97,12 @@ PORTAL = {
     "GET /portal/admin/cas/measurements/{measurement}/revoke": ["role:administrator"],
     "POST /portal/admin/cas/measurements/{measurement}/revoke": ["role:administrator"],
     "GET /portal/admin/changes": ["role:administrator"],
+    # Meter commands (portal.supply): the load's supply is the operator's or administrator's.
+    "GET /portal/meters/{meter_id}/supply": ["roles:operator|administrator"],
+    "POST /portal/meters/{meter_id}/supply": ["roles:operator|administrator"],
+    "GET /portal/commands": ["roles:operator|administrator"],
+    "POST /v1/meters/{meter_id}/commands": ["roles:operator|administrator"],
+    "GET /v1/commands": ["roles:operator|administrator"],
 }
 EXPECTED: dict[str, dict[str, list[str]]] = {
     "meterseal bills": BILLS,

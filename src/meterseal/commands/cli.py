@@ -24,7 +24,7 @@ from meterseal.cli_common import (
     passphrase,
     show_key_warnings,
 )
-from meterseal.commands.desk import CommandDesk
+from meterseal.commands.desk import CommandDesk, outbox_name
 from meterseal.commands.model import Action
 from meterseal.commands.verify import Signer
 from meterseal.crypto.signing import VerifyingKey
@@ -100,7 +100,9 @@ def send(
     show_key_warnings()
     secret = passphrase(passphrase_env)
     desk = CommandDesk(
-        load_operator_key(deployment_dir, secret), CommandLogFile(_log_path(log, deployment_dir))
+        load_operator_key(deployment_dir, secret),
+        CommandLogFile(_log_path(log, deployment_dir)),
+        outbox=None if dlms else (outbox if outbox is not None else deployment_dir / "outbox"),
     )
     argument = None
     if action is Action.SET_CLOCK:
@@ -112,10 +114,7 @@ def send(
     if dlms is not None:
         _carry_out(desk, issued.signed, meter, dlms, serial, hdlc, fleet, deployment_dir, secret)
         return
-    box = outbox if outbox is not None else deployment_dir / "outbox"
-    box.mkdir(parents=True, exist_ok=True)
-    path = box / f"{issued.command.id.replace('#', '-')}.cose"
-    path.write_bytes(issued.signed)
+    path = desk.outbox / outbox_name(issued.command) if desk.outbox else None
     console.print(
         f"{issued.command.id} {action.value} issued (log entry {issued.entry.seq}), "
         f"expires {dt.datetime.fromtimestamp(issued.command.expires_at, dt.UTC):%H:%M:%S}Z: {path}",

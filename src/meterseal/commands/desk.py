@@ -10,6 +10,7 @@ answer yet (the lifecycle table decides), so the log never holds an answer to no
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from meterseal.commands.keys import SCHEME, OperatorKey
 from meterseal.commands.lifecycle import ANSWER, CommandEvent, step
@@ -32,6 +33,12 @@ from meterseal.commands.model import (
 )
 from meterseal.commands.verify import Signer
 
+
+def outbox_name(command: Command) -> str:
+    """The file an issued command waits in: METER-COUNTER.cose."""
+    return f"{command.meter_id}-{command.counter}.cose"
+
+
 DEFAULT_TTL = 900  # seconds a command stays valid: a quarter hour, one reading interval
 
 
@@ -48,11 +55,16 @@ class CommandDesk:
     """Issues commands with the operator key and keeps the command log."""
 
     def __init__(
-        self, key: OperatorKey, log: CommandLogFile, meter_keys: dict[str, Signer] | None = None
+        self,
+        key: OperatorKey,
+        log: CommandLogFile,
+        meter_keys: dict[str, Signer] | None = None,
+        outbox: Path | None = None,
     ) -> None:
         self.key = key
         self.log = log
         self.meter_keys = meter_keys or {}
+        self.outbox = outbox  # where issued commands wait for the agents (None: nowhere)
 
     def report(self, meter: str | None = None) -> LogReport:
         """The log checked with this desk's own key (and the meter keys it knows)."""
@@ -87,7 +99,11 @@ class CommandDesk:
             return made[-1][1]
 
         entry = self.log.append_after("command", int(now * 1000), make)
-        return Issued(made[-1][0], made[-1][1], entry)
+        issued = Issued(made[-1][0], made[-1][1], entry)
+        if self.outbox is not None:
+            self.outbox.mkdir(parents=True, exist_ok=True)
+            (self.outbox / outbox_name(issued.command)).write_bytes(issued.signed)
+        return issued
 
     def record(self, signed_result: bytes, now: float) -> Tracked:
         """Append an agent's signed result; CommandFormatError or the table's refusal if it

@@ -47,6 +47,7 @@ from meterseal.accounts.model import AccessLog, Role
 from meterseal.billing.api import create_billing_app
 from meterseal.billing.bill import manifest_from_cbor, parse_signed_bill
 from meterseal.billing.ports import BillArchive, countersigned_of
+from meterseal.commands.desk import CommandDesk
 from meterseal.crypto.keys import kid_of, public_bytes
 from meterseal.crypto.signing import VerifyingKey
 from meterseal.errors import MetersealError
@@ -58,6 +59,7 @@ from meterseal.portal.fleet import FleetSource
 from meterseal.portal.health import HealthProbe, add_health_routes
 from meterseal.portal.staff import OPERATOR, StaffArchive, add_staff_routes
 from meterseal.portal.staff_views import home_of
+from meterseal.portal.supply import add_supply_routes
 from meterseal.runtime.auth import PUBLIC, HasRole, Identity, access, identity_of
 
 SESSION_COOKIE = "ms_session"
@@ -368,12 +370,14 @@ def create_portal_app(
     meters: MeterRevocation | None = None,
     admin: AdminTools | None = None,
     health: HealthProbe | None = None,
+    commands: CommandDesk | None = None,
 ) -> FastAPI:
     """The bills API with the portal's pages on it (sessions through `authenticator`); the
     customer's apps page reaches the router through `consent` (None: the page says it is not);
     the administrator revokes meters through `meters` and makes the other changes with `admin`
     (None: the pages say they cannot); the operator's services page asks the services `health`
-    names."""
+    names; operators and administrators send meter commands through `commands` (None: the
+    pages say they cannot)."""
     from meterseal.portal.consent_pages import add_consent_routes  # it imports this module
 
     authenticator.session_cookie = SESSION_COOKIE
@@ -386,4 +390,5 @@ def create_portal_app(
     add_staff_routes(app, render, bills, reads, billing_key, fleet, clock, meters, admin)
     add_consent_routes(app, app.state.portal_pages, consent)
     add_health_routes(app, render, health, OPERATOR, clock)
+    add_supply_routes(app, render, commands, clock)
     return app
