@@ -143,22 +143,14 @@ class Command:
 
     def encode(self) -> bytes:
         """The 66 octets on the wire, parameters padded with zeros."""
-        if len(self.parameters) > PARAMETERS_SIZE:
-            raise ValueError(f"at most {PARAMETERS_SIZE} octets of parameters")
-        body = (
-            bytes([self.code])
-            + serial_bytes(self.reader, READER_SERIAL_DIGITS)
-            + self.parameters.ljust(PARAMETERS_SIZE, b"\0")
+        return _encode(
+            self.code, self.reader, READER_SERIAL_DIGITS, self.parameters, PARAMETERS_SIZE
         )
-        return with_crc(body)
 
     @classmethod
     def decode(cls, frame: bytes) -> Command:
         """The command in `frame`; MeterFrameError on a wrong length, CRC or serial."""
-        if len(frame) != COMMAND_SIZE:
-            raise MeterFrameError(f"a command block has {COMMAND_SIZE} octets, got {len(frame)}")
-        body = check_crc(frame)
-        return cls(body[0], _digits(body[1:4]), body[4:])
+        return cls(*_decode(frame, "command", READER_SERIAL_DIGITS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,33 +163,35 @@ class Response:
 
     def encode(self) -> bytes:
         """The 258 octets on the wire, data padded with zeros."""
-        if len(self.data) > DATA_SIZE:
-            raise ValueError(f"at most {DATA_SIZE} octets of data")
-        body = (
-            bytes([self.code])
-            + serial_bytes(self.meter, METER_SERIAL_DIGITS)
-            + self.data.ljust(DATA_SIZE, b"\0")
-        )
-        return with_crc(body)
+        return _encode(self.code, self.meter, METER_SERIAL_DIGITS, self.data, DATA_SIZE)
 
     @classmethod
     def decode(cls, frame: bytes) -> Response:
         """The response in `frame`; MeterFrameError on a wrong length, CRC or serial."""
-        if len(frame) != RESPONSE_SIZE:
-            raise MeterFrameError(f"a response block has {RESPONSE_SIZE} octets, got {len(frame)}")
-        body = check_crc(frame)
-        return cls(body[0], _digits(body[1:5]), body[5:])
+        return cls(*_decode(frame, "response", METER_SERIAL_DIGITS))
 
     def at(self, offset: int, length: int = 1) -> bytes:
         """`length` octets from frame offset `offset` (0 is the code), as the tables count them."""
         return self.data[offset - 5 : offset - 5 + length]
 
 
-def _digits(data: bytes) -> str:
-    text = data.hex()
-    if not text.isdigit():
-        raise MeterFrameError(f"a serial number in BCD, got {text}")
-    return text
+def _encode(code: int, serial: str, digits: int, payload: bytes, size: int) -> bytes:
+    """A block: code, serial number in BCD, `payload` padded to `size` octets, the CRC."""
+    if len(payload) > size:
+        raise ValueError(f"at most {size} octets after the serial number")
+    return with_crc(bytes([code]) + serial_bytes(serial, digits) + payload.ljust(size, b"\0"))
+
+
+def _decode(frame: bytes, kind: str, digits: int) -> tuple[int, str, bytes]:
+    """(code, serial number, payload) of a command or response block."""
+    size = COMMAND_SIZE if digits == READER_SERIAL_DIGITS else RESPONSE_SIZE
+    if len(frame) != size:
+        raise MeterFrameError(f"a {kind} block has {size} octets, got {len(frame)}")
+    body = check_crc(frame)
+    serial = body[1 : 1 + digits // 2].hex()
+    if not serial.isdigit():
+        raise MeterFrameError(f"a serial number in BCD, got {serial}")
+    return body[0], serial, body[1 + digits // 2 :]
 
 
 def block_header(number: int, last: bool) -> bytes:

@@ -5,9 +5,10 @@ and encrypted "all ABNT request and response messages" between meters holding a 
 and the public key of the collector. Here a message carries unchanged NBR 14522 blocks (the
 command, or every response block of it, CRCs included) with a request id, which pairs a
 response with its request whatever order they travel in, and the sender's counter, which
-only rises (across connections too: `nbr_sealed_link`), so a replayed message is refused. It is sealed as meterseal seals readings:
-signed by the sender (COSE_Sign1 with the suite's signature scheme, kid = the sender's name),
-then encrypted to the recipient (the suite's key establishment, kid = the recipient's name).
+only rises (across connections too: `nbr_sealed_link`), so a replayed message is refused.
+It is sealed as meterseal seals readings: signed by the sender (COSE_Sign1 with the suite's
+signature scheme, kid = the sender's name), then encrypted to the recipient (the suite's key
+establishment, kid = the recipient's name).
 No cipher of its own: `crypto.cose`, `crypto.signing` and `crypto.envelope` do the work.
 
 On the wire each sealed message is preceded by its length (4 octets, big-endian).
