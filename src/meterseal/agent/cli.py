@@ -8,7 +8,7 @@ import datetime as dt
 import signal
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -17,6 +17,9 @@ from meterseal.cli_common import DEFAULT_DEPLOYMENT, DeploymentDir, PassphraseEn
 from meterseal.cli_common import load as load_deployment
 from meterseal.cli_common import passphrase as read_passphrase
 from meterseal.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from meterseal.agent.dlms_driver import DlmsSecrets
 
 agent_app = typer.Typer(
     help="The meter-side sealing agent: legacy meter protocols in, sealed readings out.",
@@ -146,6 +149,9 @@ def run(
     link_keys: Annotated[
         Path | None, typer.Option(help="link keys of nbr14522-sealed (agent emulate --sealed)")
     ] = None,
+    dlms_keys: Annotated[
+        Path | None, typer.Option(help="DLMS meters' secrets (default DEPLOYMENT/dlms-keys.cbor)")
+    ] = None,
     passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
 ) -> None:
     """Read meters over their protocol, seal their readings, send them to the head-end."""
@@ -188,7 +194,12 @@ def run(
         run_pass(
             meters,
             driver_factory(
-                protocol, tz=tz, attempts=attempts, link_keys=link_keys, passphrase=passphrase
+                protocol,
+                tz=tz,
+                attempts=attempts,
+                link_keys=link_keys,
+                passphrase=passphrase,
+                dlms_keys=_dlms_secrets(protocol, dlms_keys, deployment_dir, passphrase),
             ),
             link,
             deployment.headend.public(),
@@ -226,3 +237,21 @@ def run(
         console.print(
             f"bill this period with: meterseal bill --from {first} --days {intervals // 96}"
         )
+
+
+def _dlms_secrets(
+    protocol: str, path: Path | None, deployment_dir: Path, passphrase: bytes | None
+) -> dict[str, DlmsSecrets] | None:
+    """The DLMS meters' secrets, for the DLMS protocols only (agent.dlms_keys)."""
+    if not protocol.startswith("dlms"):
+        return None
+    from meterseal.agent.dlms_keys import DLMS_KEYS, load_dlms_keys
+
+    return load_dlms_keys(path or deployment_dir / DLMS_KEYS, passphrase)
+
+
+# DLMS/COSEM meters' emulator (agent.dlms_cli: the dlms extra's).
+with contextlib.suppress(ModuleNotFoundError):
+    from meterseal.agent.dlms_cli import emulate_dlms
+
+    agent_app.command("emulate-dlms")(emulate_dlms)

@@ -1,0 +1,97 @@
+"""`meterseal agent emulate-dlms`: emulated DLMS/COSEM meters on TCP ports, with their secrets.
+
+Each meter gets a random LLS password; `--write-keys` keeps them (serial -> secret) in the
+file `agent run --protocol dlms --dlms-keys` reads, under `MS_PASSPHRASE` like other keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import signal
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from meterseal.cli_common import PassphraseEnv, console
+from meterseal.cli_common import passphrase as read_passphrase
+
+FAULT_HELP = "faults of the last meters: timeout, wrong_frame, partial, foreign, bad_password"
+
+
+def emulate_dlms(
+    meters: Annotated[int, typer.Option(help="emulated DLMS meters, one TCP port each")] = 4,
+    prefix: Annotated[str, typer.Option(help="meter ids PREFIX-000001 ... (as provisioned)")] = (
+        "MTR"
+    ),
+    serial_base: Annotated[int, typer.Option(help="serial number of the first meter")] = 30_000_001,
+    seed: Annotated[int, typer.Option(help="the load model's seed (simulate uses 7)")] = 7,
+    faults: Annotated[str, typer.Option(help=FAULT_HELP)] = "",
+    hdlc: Annotated[bool, typer.Option(help="HDLC on the line instead of the IP wrapper")] = False,
+    host: Annotated[str, typer.Option(help="address the meters listen on")] = "127.0.0.1",
+    write_meters: Annotated[
+        Path | None, typer.Option(help="write the meter list `agent run --meters-file` reads")
+    ] = None,
+    write_keys: Annotated[
+        Path | None, typer.Option(help="write the meters' DLMS secrets (dlms-keys.cbor)")
+    ] = None,
+    duration: Annotated[float, typer.Option(help="seconds to run (0: until interrupted)")] = 0.0,
+    passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
+) -> None:
+    """Emulate DLMS/COSEM meters (registers, load profile from the load model) on TCP ports."""
+    from meterseal.agent.dlms_driver import DlmsSecrets
+    from meterseal.agent.dlms_emulator import DlmsEmulator, DlmsFault, DlmsMeterLine, Transport
+    from meterseal.agent.dlms_keys import save_dlms_keys
+    from meterseal.agent.dlms_meter import DlmsMeterApp
+    from meterseal.agent.nbr_meter import EmulatedMeter
+    from meterseal.agent.targets import MeterLineEntry
+    from meterseal.meter.load import Fleet
+    from meterseal.meter.provisioning import meter_ids
+
+    try:
+        chosen = [DlmsFault(f.strip()) for f in faults.split(",") if f.strip()]
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--faults") from exc
+    if len(chosen) > meters:
+        raise typer.BadParameter("more faults than meters", param_hint="--faults")
+    plan = [frozenset[DlmsFault]()] * (meters - len(chosen)) + [frozenset({f}) for f in chosen]
+    model = Fleet(seed)
+    emulated = [EmulatedMeter(f"{serial_base + i:08d}", i, model, time.time) for i in range(meters)]
+    keys = {m.serial: DlmsSecrets(secrets.token_hex(8).encode()) for m in emulated}
+    if write_keys is not None:
+        save_dlms_keys(write_keys, keys, read_passphrase(passphrase_env))
+    transport = Transport.HDLC if hdlc else Transport.WRAPPER
+    emulator = DlmsEmulator(
+        [
+            DlmsMeterLine(DlmsMeterApp(m, keys[m.serial].password), transport, fault)
+            for m, fault in zip(emulated, plan, strict=True)
+        ]
+    )
+
+    async def serve() -> None:
+        places = [f"{h}:{p}" for h, p in await emulator.start(host)]
+        entries = [
+            MeterLineEntry(meter_id, m.serial, place)
+            for meter_id, m, place in zip(meter_ids(meters, prefix), emulated, places, strict=True)
+        ]
+        for entry, fault in zip(entries, plan, strict=True):
+            said = ",".join(sorted(f.value for f in fault)) or "none"
+            print(f"meter {entry.line()} fault {said}", flush=True)  # scripts wait for these
+        if write_meters is not None:
+            write_meters.write_text("".join(f"{e.line()}\n" for e in entries))
+            console.print(f"meter list written to {write_meters}")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), duration or None)
+        await emulator.stop()
+
+    asyncio.run(serve())
+    for line in emulator.lines:
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(line.app.counts.items())) or "nothing"
+        console.print(f"{line.app.meter.serial}: {counts}", highlight=False)

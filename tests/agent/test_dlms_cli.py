@@ -1,0 +1,49 @@
+"""`meterseal agent emulate-dlms` and `agent run --protocol dlms|dlms-hdlc` with a head-end serving."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from meterseal.storage import Store
+from tests.agent.test_agent_cli import METERS, _start, _stop, site
+from tests.command_line import invoke
+
+__all__ = ["site"]  # the deployment fixture, shared with the NBR 14522 agent's test
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("protocol", ["dlms", "dlms-hdlc"])
+def test_the_agent_reads_emulated_dlms_meters_into_a_serving_head_end(
+    site: tuple[Path, str], tmp_path: Path, protocol: str
+) -> None:
+    deployment, url = site
+    meter_list, keys = tmp_path / "meters.txt", tmp_path / "dlms-keys.cbor"
+    line = ["--hdlc"] if protocol == "dlms-hdlc" else []
+    emulator, meters = _start(
+        ["agent", "emulate-dlms", "--meters", str(METERS), "--faults", "foreign",
+         "--write-meters", str(meter_list), "--write-keys", str(keys), *line],
+        "meter ",
+        METERS,
+    )  # fmt: skip
+    headend, (endpoint,) = _start(
+        ["serve", "-d", str(deployment), "--store", url, "--tcp", "127.0.0.1:0"], "listening tcp "
+    )
+    try:
+        assert meters[0].startswith("meter MTR-000001 30000001 127.0.0.1:")
+        assert meters[-1].endswith("fault foreign")
+        result = invoke(
+            ["agent", "run", "-d", str(deployment), "--meters-file", str(meter_list),
+             "--target", endpoint.split()[2], "--days", "1", "--timeout", "8",
+             "--protocol", protocol, "--dlms-keys", str(keys)]
+        )  # fmt: skip
+    finally:
+        _stop(headend)
+        _stop(emulator)
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "meters read 2, readings sealed 192, accepted 192" in text
+    assert "skipped: wrong_serial 1" in text
+    with Store.open(url) as store:
+        assert store.counters().get("stored") == 192
