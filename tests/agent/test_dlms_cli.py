@@ -1,4 +1,4 @@
-"""`meterseal agent emulate-dlms` and `agent run --protocol dlms|dlms-hdlc` with a head-end serving."""
+"""`meterseal agent emulate-dlms` and `agent run --protocol dlms|dlms-hdlc` into a head-end."""
 
 from __future__ import annotations
 
