@@ -1,11 +1,24 @@
-"""The httptools path hands a request body to the app piece by piece: no copies, flow control."""
+"""The httptools path hands a request body to the app piece by piece: no copies, flow control,
+and a plain (Content-Length) body past the parser, which a new parser follows."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
+from collections import Counter
 from typing import Any
 
-from meterseal.runtime.http import _BodyPieces
+import pytest
+from fastapi import FastAPI, Request
+
+from meterseal.runtime.auth import PUBLIC, access
+from meterseal.runtime.http import HttpServer, protocol_base, service_app
+from meterseal.runtime.http_body import BodyPieces, LlhttpBody, plain_length
+
+pytestmark = pytest.mark.skipif(
+    protocol_base() is protocol_base("h11"), reason="httptools not installed"
+)
 
 
 class _Flow:
@@ -47,7 +60,7 @@ class _Cycle:
 def test_pieces_go_to_the_app_as_they_came_and_reading_pauses_above_the_buffer() -> None:
     async def scenario() -> None:
         cycle = _Cycle()
-        body = _BodyPieces(cycle, limit=100)
+        body = BodyPieces(cycle, limit=100)
         assert cycle.receive == body.receive  # the cycle's ASGI task calls ours
         pieces = [bytes([i]) * 60 for i in range(3)]
         body.add(pieces[0])
@@ -80,7 +93,7 @@ def test_an_app_waiting_for_the_body_wakes_on_a_piece_and_on_its_end() -> None:
     async def scenario() -> None:
         cycle = _Cycle()
         cycle.waiting_for_100_continue = True
-        body = _BodyPieces(cycle, limit=1 << 20)
+        body = BodyPieces(cycle, limit=1 << 20)
         waiting = asyncio.ensure_future(cycle.receive())
         await asyncio.sleep(0)
         assert cycle.transport.written == [b"HTTP/1.1 100 Continue\r\n\r\n"]
@@ -93,3 +106,96 @@ def test_an_app_waiting_for_the_body_wakes_on_a_piece_and_on_its_end() -> None:
         assert await waiting == {"type": "http.request", "body": b"", "more_body": False}
 
     asyncio.run(scenario())
+
+
+def _digest_app() -> FastAPI:
+    counts: Counter[str] = Counter()
+    app = service_app("bodies", "A test service.", counts, lambda: dict(counts))
+
+    @app.put("/digest", dependencies=[access(PUBLIC)])
+    async def digest(request: Request) -> dict[str, object]:
+        sha, size = hashlib.sha256(), 0
+        async for piece in request.stream():
+            sha.update(piece)
+            size += len(piece)
+        return {"size": size, "sha256": sha.hexdigest()}
+
+    return app
+
+
+def _head(length: int, close: bool = False) -> bytes:
+    extra = "Connection: close\r\n" if close else ""
+    return f"PUT /digest HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n{extra}\r\n".encode()
+
+
+async def _send_in_parts(port: int, parts: list[bytes]) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    for part in parts:  # each part is read by the server before the next is sent
+        writer.write(part)
+        await writer.drain()
+        await asyncio.sleep(0.05)
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    return answer
+
+
+def test_plain_bodies_bypass_the_parser_and_the_next_request_is_parsed_anew(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    taken: list[int] = []
+    take = LlhttpBody.take_body
+
+    def spy(self: LlhttpBody, data: bytes) -> None:
+        taken.append(len(data))
+        take(self, data)
+
+    monkeypatch.setattr(LlhttpBody, "take_body", spy)
+    first, second = os.urandom(300_000), os.urandom(200_001)
+    one, two = _head(len(first)), _head(len(second), close=True)
+    # head + a few body bytes; the body's rest with the next request's head and some body;
+    # that body's rest: the parser sees only heads and the body bytes sent along with them
+    parts = [one + first[:100], first[100:] + two + second[:7], second[7:]]
+
+    async def scenario() -> bytes:
+        server = HttpServer(_digest_app(), parser="httptools")
+        port = await server.start("127.0.0.1", 0)
+        try:
+            return await _send_in_parts(port, parts)
+        finally:
+            await server.stop()
+
+    answer = asyncio.run(scenario())
+    assert answer.count(b"HTTP/1.1 200") == 2
+    for body in (first, second):
+        assert hashlib.sha256(body).hexdigest().encode() in answer
+        assert f'"size":{len(body)}'.encode() in answer
+    assert sum(taken) >= len(first) - 100 + len(second) - 7  # both bodies went past the parser
+
+
+def test_a_chunked_body_still_goes_through_the_parser() -> None:
+    body = os.urandom(70_000)
+    head = b"PUT /digest HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+    chunked = b"".join(
+        f"{len(part):x}\r\n".encode() + part + b"\r\n" for part in (body[:30_000], body[30_000:])
+    )
+    parts = [head + b"Connection: close\r\n\r\n" + chunked[:10], chunked[10:] + b"0\r\n\r\n"]
+
+    async def scenario() -> bytes:
+        server = HttpServer(_digest_app(), parser="httptools")
+        port = await server.start("127.0.0.1", 0)
+        try:
+            return await _send_in_parts(port, parts)
+        finally:
+            await server.stop()
+
+    answer = asyncio.run(scenario())
+    assert b"HTTP/1.1 200" in answer
+    assert hashlib.sha256(body).hexdigest().encode() in answer
+
+
+def test_only_one_content_length_without_transfer_encoding_is_plain() -> None:
+    assert plain_length([(b"content-length", b"12")]) == 12
+    assert plain_length([(b"content-length", b"12"), (b"content-length", b"12")]) is None
+    assert plain_length([(b"content-length", b"5"), (b"transfer-encoding", b"chunked")]) is None
+    assert plain_length([(b"content-length", b"-1")]) is None
+    assert plain_length([(b"host", b"x")]) is None

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import ssl
 import threading
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +47,7 @@ from meterseal.runtime.connections import (
     reset_on_close,
     source_key,
 )
+from meterseal.runtime.http_body import LlhttpBody
 from meterseal.runtime.metrics import ServiceMetrics
 from meterseal.runtime.peer import with_peer_certificates
 from meterseal.runtime.readiness import Readiness
@@ -131,55 +132,6 @@ def protocol_base(parser: str = "auto") -> type[asyncio.Protocol]:
     return H11Protocol
 
 
-class _BodyPieces:
-    """A request's body handed to the app as llhttp parsed it, one piece per ASGI `receive`.
-
-    uvicorn's own cycle appends every piece to one bytearray and copies that out on each
-    `receive`: two more copies of every byte of a 16 MiB PUT. Reading pauses while more than
-    `limit` bytes wait for the app (a slow app does not make the server hold a whole body).
-    """
-
-    def __init__(self, cycle: Any, limit: int) -> None:
-        self.cycle = cycle
-        self.limit = limit
-        self.pieces: deque[bytes] = deque()
-        self.held = 0
-        cycle.receive = self.receive  # read by the cycle's ASGI task, which starts later
-
-    def add(self, piece: bytes) -> None:
-        """One more piece of the body."""
-        self.pieces.append(piece)
-        self.held += len(piece)
-        if self.held > self.limit:
-            self.cycle.flow.pause_reading()
-        self.cycle.message_event.set()
-
-    async def receive(self) -> dict[str, Any]:
-        """The next piece; else, once one arrives, the body ends or the client leaves."""
-        cycle = self.cycle
-        if cycle.waiting_for_100_continue and not cycle.transport.is_closing():
-            cycle.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            cycle.waiting_for_100_continue = False
-        if not self.pieces and not cycle.disconnected and not cycle.response_complete:
-            cycle.flow.resume_reading()
-            await cycle.message_event.wait()
-            cycle.message_event.clear()
-        if cycle.disconnected or cycle.response_complete:
-            return {"type": "http.disconnect"}
-        body = b""
-        if self.pieces:
-            body = self.pieces.popleft()
-            self.held -= len(body)
-            if self.held <= self.limit:
-                cycle.flow.resume_reading()
-            if not self.pieces:
-                # What set the event is in hand (the piece, more_body): once the body is all
-                # out, the next receive must wait for the client to leave, not spin.
-                cycle.message_event.clear()
-        more = bool(self.pieces) or cycle.more_body
-        return {"type": "http.request", "body": body, "more_body": more}
-
-
 def _guarded(
     timeout: float,
     counts: Counter[str],
@@ -190,9 +142,10 @@ def _guarded(
     base: type[asyncio.Protocol],
     body_buffer: int = ServerLimits.body_buffer,
 ) -> type[asyncio.Protocol]:
+    """uvicorn's protocol `base` under the guards (the llhttp body path with httptools')."""
     llhttp = base is not H11Protocol
 
-    class Guarded(base):  # type: ignore[valid-type,misc]
+    class Guarded(LlhttpBody, base):  # type: ignore[valid-type,misc]
         """uvicorn's protocol under the connection caps, whose peer must send each request
         head in time and within `max_head` bytes (h11 refuses larger ones itself).
 
@@ -202,7 +155,6 @@ def _guarded(
 
         app: Any  # the ASGI app (with the TLS scope once secured)
         _head_bytes = 0  # httptools: bytes of the request head received so far
-        _body: _BodyPieces  # httptools: the body of the current request
 
         _deadline: asyncio.TimerHandle | None = None
         _source: str | None = None  # set once admitted
@@ -259,27 +211,23 @@ def _guarded(
                 self._source = None
 
         def data_received(self, data: bytes) -> None:
+            if llhttp and self.taking_body():
+                self.take_body(data)  # its end hands what follows back to this method
+                self._watch()
+                return
             if llhttp and not self._serving():
                 self._head_bytes += len(data)  # counts a body sent along with its head too
             super().data_received(data)
             if llhttp and self._head_bytes > max_head and not self._serving():
                 self._refuse_head()  # the head is still incomplete after max_head bytes
                 return
+            if llhttp:
+                self.parsed()
             self._watch()
 
         def on_headers_complete(self) -> None:
             self._head_bytes = 0
-            before = self.cycle
             super().on_headers_complete()
-            if self.cycle is not before:  # a new request (not an upgrade)
-                self._body = _BodyPieces(self.cycle, body_buffer)
-
-        def on_body(self, body: bytes) -> None:
-            if (self.parser.should_upgrade() and self._should_upgrade()) or (
-                self.cycle.response_complete
-            ):
-                return
-            self._body.add(body)
 
         def _refuse_head(self) -> None:
             counts["head_too_large"] += 1
@@ -326,6 +274,7 @@ def _guarded(
                 self._deadline.cancel()
                 self._deadline = None
 
+    Guarded.body_buffer = body_buffer
     return Guarded
 
 
