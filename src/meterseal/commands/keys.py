@@ -51,7 +51,7 @@ def ensure_operator_key(directory: Path, passphrase: bytes | None) -> tuple[Oper
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     (directory / COMMAND_PUB).write_bytes(pem)
-    return OperatorKey(key, _kid(key.public_key())), True
+    return operator_key(key), True
 
 
 def load_operator_key(directory: Path, passphrase: bytes | None) -> OperatorKey:
@@ -62,14 +62,12 @@ def load_operator_key(directory: Path, passphrase: bytes | None) -> OperatorKey:
     key = read_private_key(path, passphrase)
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise KeyFileError(f"{path} is not an EC key")
-    return OperatorKey(key, _kid(key.public_key()))
+    return operator_key(key)
 
 
-def operator_key_from_der(der: bytes) -> OperatorKey:
-    """The operator command key from its PKCS#8 DER (as the CAS releases secrets)."""
-    key = serialization.load_der_private_key(der, password=None)
-    if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise KeyFileError("the command key secret is not an EC key")
+def operator_key(key: ec.EllipticCurvePrivateKey) -> OperatorKey:
+    """The operator command key around a P-256 private key (from its file or from the CAS's
+    "command-key" secret: `trust.material.command_key_from`)."""
     return OperatorKey(key, _kid(key.public_key()))
 
 

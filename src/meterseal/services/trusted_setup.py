@@ -18,8 +18,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from meterseal.commands.keys import COMMAND_KEY as COMMAND_KEY_FILE
+from meterseal.commands.keys import load_operator_key
 from meterseal.crypto import at_rest
 from meterseal.crypto.certs import issue_service_certificate
 from meterseal.deployment import ensure_shared_secrets, load_deployment
@@ -33,9 +36,11 @@ from meterseal.trust.cas_store import CasStore
 from meterseal.trust.material import (
     ANONYMIZATION_KEY,
     BILLING_KEY,
+    COMMAND_KEY,
     HEADEND_KEYS,
     anonymization_key_from,
     billing_key_from,
+    command_key_from,
     deployment_secrets,
     headend_keys_from,
 )
@@ -51,6 +56,13 @@ def trusted_secrets(directory: Path, passphrase: bytes | None = None) -> dict[st
     """
     secrets = deployment_secrets(load_deployment(directory, passphrase))
     secrets[STAGE_KEY] = ensure_stage_key(directory, passphrase)
+    if (directory / COMMAND_KEY_FILE).exists():  # the meter commands' key, once made
+        key = load_operator_key(directory, passphrase).private_key
+        secrets[COMMAND_KEY] = key.private_bytes(
+            serialization.Encoding.DER,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
     return secrets
 
 
@@ -60,6 +72,7 @@ def checked_secret(name: str, value: bytes, source: str) -> bytes:
         HEADEND_KEYS: headend_keys_from,
         ANONYMIZATION_KEY: anonymization_key_from,
         BILLING_KEY: billing_key_from,
+        COMMAND_KEY: command_key_from,
     }
     if name == STAGE_KEY:
         checked_stage_key(value, source)

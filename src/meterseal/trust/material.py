@@ -5,7 +5,9 @@
 * "headend-keys": every suite's head-end private key, canonical CBOR {"format": 1,
   "keys": {name: PKCS#8 DER}} with names rsa4096, p256, x25519, mlkem768, mlkem768-x25519;
 * "anonymization-key": the 32-byte HMAC key of the pseudonyms;
-* "billing-key": the billing service's P-256 key, PKCS#8 DER.
+* "billing-key": the billing service's P-256 key, PKCS#8 DER;
+* "command-key": the operator command key that signs meter commands (P-256, PKCS#8 DER),
+  when the deployment has one (`meterseal command keygen`).
 
 Group keys for dissemination (issue 6) will join as "group-key/LEVEL". The inverse helpers
 rebuild `HeadEndKeys`, `TrustedMaterial` (the CA certificate is public and is passed in) and
@@ -30,6 +32,7 @@ from meterseal.trust.errors import TrustError
 HEADEND_KEYS = "headend-keys"
 ANONYMIZATION_KEY = "anonymization-key"
 BILLING_KEY = "billing-key"
+COMMAND_KEY = "command-key"
 SECRET_NAMES = (HEADEND_KEYS, ANONYMIZATION_KEY, BILLING_KEY)
 _KEY_FORMAT = 1
 
@@ -118,6 +121,14 @@ def billing_key_from(secrets: Mapping[str, bytes]) -> ec.EllipticCurvePrivateKey
     key = _load(_secret(secrets, BILLING_KEY), BILLING_KEY)
     if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
         raise MaterialError(f"{BILLING_KEY}: not a P-256 key")
+    return key
+
+
+def command_key_from(secrets: Mapping[str, bytes]) -> ec.EllipticCurvePrivateKey:
+    """The operator command key (P-256) that signs meter commands."""
+    key = _load(_secret(secrets, COMMAND_KEY), COMMAND_KEY)
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise MaterialError(f"{COMMAND_KEY}: not a P-256 key")
     return key
 
 
