@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -12,7 +13,14 @@ import pytest
 from meterseal.agent.driver import LoadState, MeterDriver, MeterTarget
 from meterseal.agent.nbr_driver import NbrDriver, open_nbr
 from meterseal.agent.nbr_emulator import Fault, MeterLine
-from meterseal.agent.nbr_frames import RESPONSE_SIZE, Code, Command, Response, Signal
+from meterseal.agent.nbr_frames import (
+    RESPONSE_SIZE,
+    Code,
+    Command,
+    Response,
+    Signal,
+    block_header,
+)
 from meterseal.agent.nbr_meter import EmulatedMeter
 from meterseal.errors import (
     MeterDriverError,
@@ -204,3 +212,52 @@ def test_the_meter_naks_a_damaged_command_and_answers_it_repeated() -> None:
 
     refused, nak, code = asyncio.run(run())
     assert (refused, nak, code) == (1, bytes([Signal.NAK]), Code.PARAMETERS)
+
+
+def _rogue(send: Callable[[asyncio.StreamWriter, Command], Awaitable[None]]) -> BaseException:
+    """What the driver raises against a meter that answers each command with `send`."""
+
+    async def meter(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(bytes([Signal.ENQ]))
+        command = Command.decode(await reader.readexactly(66))
+        with contextlib.suppress(ConnectionError):
+            await send(writer, command)
+
+    async def run() -> BaseException:
+        server = await asyncio.start_server(meter, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        target = MeterTarget(f"127.0.0.1:{port}", "10000001", timeout=0.3)
+        driver = await open_nbr(target, attempts=1)
+        driver.busy_limit = 1.0
+        try:
+            await asyncio.wait_for(driver.exchange(Command(Code.LOAD_PROFILE, "000001")), 20.0)
+        except (MeterDriverError, TimeoutError) as exc:
+            return exc
+        finally:
+            await driver.close()
+            server.close()
+        raise AssertionError("the rogue meter's answer was taken")
+
+    return asyncio.run(run())
+
+
+def test_a_meter_that_says_wait_for_ever_is_a_timeout() -> None:
+    async def wait_for_ever(writer: asyncio.StreamWriter, _: Command) -> None:
+        while True:
+            writer.write(bytes([Signal.WAIT]))
+            await writer.drain()
+            await asyncio.sleep(0.05)
+
+    assert isinstance(_rogue(wait_for_ever), MeterTimeout)
+
+
+def test_a_composite_answer_out_of_sequence_is_refused_at_once() -> None:
+    async def never_last(writer: asyncio.StreamWriter, command: Command) -> None:
+        while True:  # block 1 again and again, never the last
+            writer.write(Response(command.code, "10000001", block_header(1, False)).encode())
+            await writer.drain()
+            await asyncio.sleep(0.01)  # drain() does not yield below the buffer's high mark
+
+    error = _rogue(never_last)
+    assert isinstance(error, MeterFrameError), error
+    assert "block 1 where 2 was due" in str(error)

@@ -5,7 +5,9 @@ RESPONSE block(s): a damaged block is NAKed and read again (at most `MAX_NAKS` t
 MeterFrameError); a block that does not come within `timeout` makes it send the command again
 (at most `attempts` times, then MeterTimeout, or PartialFrame if part of a block came);
 a block from another serial number raises WrongMeterSerial at once, and an answer of code
-0x39 MeterUnsupported. Composite commands (the load profile) ACK each block and read the next.
+0x39 MeterUnsupported. Composite commands (the load profile) ACK each block and read the next;
+a block out of sequence is MeterFrameError at once. WAIT extends a block's deadline, for at
+most `busy_limit` seconds in all.
 
 Meter clocks keep local time: `tz` names the meter's zone. Energy is channel 1 of a group
 whose quantity code is 01 (active energy delivered), scaled by the meter's Ke.
@@ -91,6 +93,7 @@ class NbrDriver:
     attempts: int = 3
     counts: LinkCounts = field(default_factory=LinkCounts)
     on_close: Callable[[], None] | None = None  # a serial device's transports
+    busy_limit: float = 60.0  # a meter that WAITs longer than this for one block is silent
     _parameters: Parameters | None = None
 
     @property
@@ -252,9 +255,15 @@ class NbrDriver:
             except MeterUnsupported:
                 await self._signal(Signal.ACK)  # the answer came whole; it is a refusal
                 raise
+            if command.code not in COMPOSITE:
+                await self._signal(Signal.ACK)
+                return [block]
+            number, last = block_number(block)
+            if number != len(blocks) + 1:  # fail fast: endless blocks would never end the loop
+                raise MeterFrameError(f"composite block {number} where {len(blocks) + 1} was due")
             await self._signal(Signal.ACK)
             blocks.append(block)
-            if command.code not in COMPOSITE or block_number(block)[1]:
+            if last:
                 return blocks
 
     async def _block(self) -> Response:
@@ -271,10 +280,11 @@ class NbrDriver:
 
     async def _frame(self) -> bytes:
         deadline = time.monotonic() + self.target.timeout
+        busy_until = time.monotonic() + self.busy_limit  # WAIT must not hold the agent for ever
         first = await self._read(1, deadline)
         while first[0] in _LEADING:  # ENQs still in flight, or WAIT while the meter works
             if first[0] == Signal.WAIT:
-                deadline = time.monotonic() + self.target.timeout
+                deadline = min(time.monotonic() + self.target.timeout, busy_until)
             first = await self._read(1, deadline)
         frame = bytearray(first)
         while len(frame) < RESPONSE_SIZE:  # chunks, so a cut block leaves nothing behind
