@@ -6,7 +6,9 @@ import asyncio
 import datetime as dt
 import ipaddress
 import shutil
+import socket
 import ssl
+import struct
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -245,3 +247,23 @@ def test_closing_the_server_closes_idle_connections_and_rolls_back() -> None:
     # rolled back, and the database is free again (else this would wait for its lock)
     with pytest.raises(ProgrammingError, match="no such table: t"):
         server.database.execute("SELECT a FROM t")
+
+
+@pytest.mark.parametrize(
+    "startup",
+    [
+        struct.pack("!I", 0x7FFFFFF0),  # a 2 GiB startup packet: buffered whole before
+        struct.pack("!I", 2),  # shorter than its own length field
+        struct.pack("!I", 6) + b"\x00\x03",  # the protocol code cut short
+        struct.pack("!II", 14, 0x0003_0000) + b"us\xffr\x00\x00",  # an option not UTF-8
+    ],
+)
+def test_a_malformed_startup_packet_is_refused_and_counted(
+    running: Running, startup: bytes
+) -> None:
+    with socket.create_connection(("127.0.0.1", running.server.port), timeout=10) as sock:
+        sock.sendall(startup)
+        assert sock.recv(1) == b""  # closed at once, no answer to probe
+    assert running.server.counts["refused"] == 1
+    with psycopg.connect(running.dsn()) as conn:  # and others are served
+        assert conn.execute("SELECT 1").fetchone() == (1,)

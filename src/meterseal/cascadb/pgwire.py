@@ -44,6 +44,7 @@ _SQLSTATE = {
 }
 _PROCESS_IDS = itertools.count(1000)
 MAX_PASSWORD = 8192  # bytes of a password message: a login token or API key fits many times
+MAX_STARTUP = 10_000  # bytes of a startup packet, PostgreSQL's own MAX_STARTUP_PACKET_LENGTH
 # Session commands answered without the engine: SET is accepted and has no effect (CascaDB has
 # one date style, time zone UTC, one isolation level); DEALLOCATE/DISCARD drop prepared ones.
 _SESSION_COMMANDS = {"SET", "DEALLOCATE", "DISCARD"}
@@ -205,6 +206,9 @@ class PgServer:
         secure = False
         while True:
             length = struct.unpack("!I", await reader.readexactly(4))[0]
+            if not 8 <= length <= MAX_STARTUP:  # before any login: never buffer what it says
+                self.counts["refused"] += 1
+                return None
             body = await reader.readexactly(length - 4)
             code = struct.unpack("!I", body[:4])[0]
             if code in (SSL_REQUEST, GSS_REQUEST):
@@ -220,9 +224,15 @@ class PgServer:
             if code != PROTOCOL_3:
                 return None  # cancel requests and old protocols: nothing to do
             items = body[4:].split(b"\x00")
-            options = {
-                k.decode(): v.decode() for k, v in zip(items[::2], items[1::2], strict=False) if k
-            }
+            try:
+                options = {
+                    k.decode(): v.decode()
+                    for k, v in zip(items[::2], items[1::2], strict=False)
+                    if k
+                }
+            except UnicodeDecodeError:
+                self.counts["refused"] += 1
+                return None
             if self.require_tls and not secure:
                 # as pg_hba's hostssl: no password crosses the network in the clear
                 self.counts["refused"] += 1
