@@ -149,3 +149,33 @@ def test_a_single_meter_needs_address_serial_and_id_together(site: tuple[Path, s
     result = invoke(["agent", "run", "-d", str(deployment), "--address", "/dev/ttyUSB0"])
     assert result.exit_code == 2
     assert "--address, --serial and --meter-id go together" in " ".join(result.output.split())
+
+
+@pytest.mark.slow
+def test_the_agent_reads_one_meter_named_on_the_command_line_through_its_serial_device(
+    site: tuple[Path, str],
+) -> None:
+    # docs/meters.md: `agent run --address DEVICE --serial S --meter-id ID --tz ZONE`
+    deployment, url = site
+    zone = "America/Sao_Paulo"
+    emulator, (meter,) = _start(
+        ["agent", "emulate", "--pty", "--meters", "1", "--tz", zone], "meter "
+    )
+    headend, (endpoint,) = _start(
+        ["serve", "-d", str(deployment), "--store", url, "--tcp", "127.0.0.1:0"], "listening tcp "
+    )
+    try:
+        _, meter_id, serial, device, *_ = meter.split()
+        assert device.startswith("/dev/")
+        result = invoke(
+            ["agent", "run", "-d", str(deployment), "--address", device, "--serial", serial,
+             "--meter-id", meter_id, "--tz", zone, "--target", endpoint.split()[2],
+             "--days", "1", "--timeout", "8"]
+        )  # fmt: skip
+    finally:
+        _stop(headend)
+        _stop(emulator)
+    assert result.exit_code == 0, result.output
+    assert "meters read 1, readings sealed 96, accepted 96" in " ".join(result.output.split())
+    with Store.open(url) as store:
+        assert store.counters().get("stored") == 96
