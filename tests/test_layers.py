@@ -189,6 +189,7 @@ LAYERS: dict[str, Layer] = {
     "meterseal.kvs.gateway_keys": CORE,  # API keys and their scopes, sans-IO
     "meterseal.kvs.gateway_auth": SERVICE,  # the gateway's authenticator and access rules
     "meterseal.kvs.gateway_state": SERVICE,
+    "meterseal.kvs.gateway_reencode": SERVICE,  # background re-encoding, stored and resumed
     "meterseal.kvs.gateway_http": SERVICE,
     "meterseal.kvs.gateway": SERVICE,  # the gateway's REST API
     "meterseal.kvs.gateway_client": SERVICE,  # its client (CLI, benches)

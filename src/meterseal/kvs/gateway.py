@@ -12,13 +12,13 @@ key on the route's bucket and key (`gateway_auth`), checked before the object is
   the response's `next_after`. A key scoped to a prefix lists only under it.
 * `PUT /v1/policy/{bucket}/{key}`: re-encode one object under another policy.
 * `GET|PUT /v1/policy/{bucket}`: the bucket's default policy; with `"existing": true` the
-  bucket's objects are re-encoded in the background (progress in the GET).
+  bucket's objects are re-encoded in the background (progress in the GET; the job is stored
+  and resumed by a gateway started again: kvs/gateway_reencode.py).
 * `POST /v1/scrub?repair=`: find (and rebuild) missing or corrupt blobs, whole store.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import time
@@ -42,6 +42,7 @@ from meterseal.kvs.gateway_auth import (
 )
 from meterseal.kvs.gateway_http import KvsMetrics, Unsatisfiable, byte_range
 from meterseal.kvs.gateway_keys import KvsKeyError, check_bucket, check_object_key
+from meterseal.kvs.gateway_reencode import ReencodeJob, ReencodeJobs
 from meterseal.kvs.gateway_state import GatewayState, ObjectInfo, Objects
 from meterseal.kvs.policy import Policy, parse_policy
 from meterseal.runtime.auth import access
@@ -150,6 +151,7 @@ def create_gateway_app(
     metrics: KvsMetrics,
     *,
     scrub: Scrub | None = None,
+    reencoding: ReencodeJobs | None = None,
 ) -> FastAPI:
     """The gateway's app over `objects`, its keys and policies in `state`."""
     counts: Counter[str] = Counter()
@@ -160,7 +162,8 @@ def create_gateway_app(
         lambda: dict(counts),
     )
     app.state.authenticator = authenticator
-    jobs: dict[str, Reencoding] = {}
+    jobs = reencoding or ReencodeJobs(objects, lambda: state.internal_policy)
+    app.state.reencoding = jobs  # the service resumes its stored jobs at start
     _object_routes(app, objects, state, metrics)
     _list_route(app, objects, metrics)
     _policy_routes(app, objects, state, jobs)
@@ -340,9 +343,7 @@ def _list_route(app: FastAPI, objects: Objects, metrics: KvsMetrics) -> None:
         )
 
 
-def _policy_routes(
-    app: FastAPI, objects: Objects, state: GatewayState, jobs: dict[str, Reencoding]
-) -> None:
+def _policy_routes(app: FastAPI, objects: Objects, state: GatewayState, jobs: ReencodeJobs) -> None:
     @app.put("/v1/policy/{bucket}/{key:path}", dependencies=[access(WRITE)], responses=MISSING)
     async def object_policy(bucket: str, key: str, change: PolicyChange) -> ObjectView:
         _names(bucket, key)
@@ -357,8 +358,11 @@ def _policy_routes(
     @app.get("/v1/policy/{bucket}", dependencies=[access(READ_OR_ADMIN)], responses=MISSING)
     async def get_bucket_policy(bucket: str) -> BucketPolicy:
         _names(bucket)
-        policy = await state.bucket_policy(bucket)
-        return BucketPolicy(bucket=bucket, policy=str(policy), reencoding=jobs.get(bucket))
+        try:
+            policy, job = await state.bucket_policy(bucket), await jobs.get(bucket)
+        except KvsError as exc:
+            raise store_refusal(exc) from None
+        return BucketPolicy(bucket=bucket, policy=str(policy), reencoding=_progress(job))
 
     @app.put("/v1/policy/{bucket}", dependencies=[access(ADMIN)], responses=MISSING)
     async def put_bucket_policy(bucket: str, change: PolicyChange) -> BucketPolicy:
@@ -368,38 +372,18 @@ def _policy_routes(
             await state.set_bucket_policy(bucket, policy)
         except KvsError as exc:
             raise store_refusal(exc) from None
-        running = jobs.get(bucket)
-        if change.existing and (running is None or running.finished):
-            jobs[bucket] = Reencoding(policy=str(policy), done=0, total=0, failed=0, finished=False)
-            task = asyncio.create_task(_reencode(objects, bucket, policy, jobs))
-            app.state.background = getattr(app.state, "background", set()) | {task}
-        return BucketPolicy(bucket=bucket, policy=str(policy), reencoding=jobs.get(bucket))
-
-
-async def _reencode(
-    objects: Objects, bucket: str, policy: Policy, jobs: dict[str, Reencoding]
-) -> None:
-    """Re-encode every object of `bucket` not under `policy`, one at a time, counting."""
-    job = jobs[bucket]
-    after: str | None = ""
-    while after is not None:
         try:
-            page = await objects.list(bucket, "", after, 100)
-        except KvsError:
-            job.failed += 1
-            break
-        for info in page.objects:
-            job.total += 1
-            if info.policy == policy:
-                job.done += 1
-                continue
-            try:
-                await objects.set_policy(bucket, info.name, policy)
-                job.done += 1
-            except KvsError:
-                job.failed += 1
-        after = page.next_after
-    job.finished = True
+            job = await jobs.start(bucket, policy) if change.existing else await jobs.get(bucket)
+        except KvsError as exc:
+            raise store_refusal(exc) from None
+        return BucketPolicy(bucket=bucket, policy=str(policy), reencoding=_progress(job))
+
+
+def _progress(job: ReencodeJob | None) -> Reencoding | None:
+    if job is None:
+        return None
+    counts = {"done": job.done, "total": job.total, "failed": job.failed}
+    return Reencoding(policy=job.policy, finished=job.finished, **counts)
 
 
 def _scrub_route(app: FastAPI, scrub: Scrub | None) -> None:

@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from meterseal.errors import ConfigurationError
+from meterseal.errors import ConfigurationError, KvsError
 from meterseal.kvs.freshness import marks_key
 from meterseal.kvs.gateway import Scrub, create_gateway_app
 from meterseal.kvs.gateway_auth import KvsAuthenticator
 from meterseal.kvs.gateway_http import KvsMetrics
+from meterseal.kvs.gateway_reencode import ReencodeJobs
 from meterseal.kvs.gateway_state import RESERVED, GatewayState, MarksFile
 from meterseal.kvs.nodes import BlobNode, Catalog, LocalDirCatalog, LocalDirNode, ReplicaSet
 from meterseal.kvs.policy import Policy, Replication, parse_policy
@@ -239,11 +240,18 @@ async def serve_gateway(
         )
         metrics.register(service.metrics.registry)
         sweeper.metrics.register(service.metrics.registry)
+        reencoding: ReencodeJobs = app.state.reencoding
+        try:
+            for bucket in await reencoding.resume():
+                announce(f"re-encoding bucket {bucket} resumed")
+        except KvsError as exc:  # the nodes may be back later: the next start resumes them
+            announce(f"re-encoding jobs not resumed: {exc}")
         try:
             await serve_stage(service, admin=options.admin, announce=announce, stop=stop)
         finally:
             for task in watching:
                 task.cancel()
+            await reencoding.close()
     finally:
         await opened.close()
 
