@@ -133,6 +133,8 @@ def test_a_meter_list_line_must_have_three_fields(site: tuple[Path, str], tmp_pa
 def test_emulated_meters_on_pseudo_terminals_print_their_device_paths() -> None:
     result = invoke(["agent", "emulate", "--pty", "--meters", "2", "--duration", "0.2"])
     assert result.exit_code == 0, result.output
+    assert "emulated NBR 14522 meters: software, no meter hardware" in result.output
+    assert "MTR-000002 (emulated): 0 commands" in result.output
     lines = [line for line in result.output.splitlines() if line.startswith("meter ")]
     assert [line.split()[1:3] for line in lines] == [
         ["MTR-000001", "20000001"],

@@ -97,6 +97,10 @@ def emulate(
             MeterLineEntry(meter_id, m.serial, place)
             for meter_id, m, place in zip(ids, emulated, places, strict=True)
         ]
+        variant = "sealed NBR 14522" if sealed else "NBR 14522"
+        console.print(
+            f"emulated {variant} meters: software, no meter hardware (load model seed {seed})"
+        )
         for entry, fault in zip(entries, plan, strict=True):
             # Scripts wait for these lines: the meter list, one meter a line.
             print(f"meter {entry.line()} fault {fault.value}", flush=True)
@@ -115,8 +119,8 @@ def emulate(
     for line, entry in zip(emulator.lines, ids, strict=True):
         counts = line.counts
         console.print(
-            f"{entry}: {counts.commands} commands, {counts.blocks} blocks, "
-            f"{counts.naks_heard} NAKs heard"
+            f"{entry} (emulated): {counts.commands} commands, {counts.blocks} blocks, "
+            f"{counts.naks_heard} NAKs heard, {counts.commands_refused} commands refused"
         )
 
 
