@@ -6,7 +6,8 @@ registers and the instantaneous values, turns the intervals into readings
 (`crypto.packet.seal`: signed with the meter's key, encrypted to the head-end) and sends them
 over a meter link with the simulated meters' resend logic (`meter.simulator.send_meter`).
 
-A meter whose driver fails is skipped and counted by reason (the error's `skip`); a meter
+A meter whose driver fails is skipped and counted by reason (the error's `skip`, or
+`driver_fault` for any other exception: one meter never ends the pass); a meter
 without instantaneous values still has its readings sealed. Nothing is sealed from a meter
 whose answers could not be trusted (a wrong serial, damaged blocks).
 """
@@ -36,6 +37,8 @@ from meterseal.errors import MeterDriverError, MeterUnsupported, ReadingError
 from meterseal.meter.faults import Fault
 from meterseal.meter.provisioning import ProvisionedMeter
 from meterseal.meter.simulator import SimulationReport, send_meter
+
+DRIVER_FAULT = "driver_fault"  # the skip reason of a driver failing outside MeterDriverError
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,12 @@ async def run_pass(
             except ReadingError as exc:
                 report.skipped["bad_reading"] += 1
                 outcome.skipped, outcome.detail = "bad_reading", exc.diagnostics()
+                return
+            except Exception as exc:
+                # A driver that fails outside its own errors (a meter answering what its
+                # parser did not foresee) loses that meter, never the other meters' readings.
+                report.skipped[DRIVER_FAULT] += 1
+                outcome.skipped, outcome.detail = DRIVER_FAULT, f"{type(exc).__name__}: {exc}"
                 return
             report.meters_read += 1
             report.skipped["no_instantaneous"] += missing
