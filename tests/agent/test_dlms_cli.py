@@ -14,13 +14,13 @@ __all__ = ["site"]  # the deployment fixture, shared with the NBR 14522 agent's 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("protocol", ["dlms", "dlms-hdlc"])
+@pytest.mark.parametrize("protocol", ["dlms", "dlms-hdlc", "dlms-hls"])
 def test_the_agent_reads_emulated_dlms_meters_into_a_serving_head_end(
     site: tuple[Path, str], tmp_path: Path, protocol: str
 ) -> None:
     deployment, url = site
     meter_list, keys = tmp_path / "meters.txt", tmp_path / "dlms-keys.cbor"
-    line = ["--hdlc"] if protocol == "dlms-hdlc" else []
+    line = {"dlms-hdlc": ["--hdlc"], "dlms-hls": ["--hls"]}.get(protocol, [])
     emulator, meters = _start(
         ["agent", "emulate-dlms", "--meters", str(METERS), "--faults", "foreign",
          "--write-meters", str(meter_list), "--write-keys", str(keys), *line],
@@ -36,7 +36,7 @@ def test_the_agent_reads_emulated_dlms_meters_into_a_serving_head_end(
         result = invoke(
             ["agent", "run", "-d", str(deployment), "--meters-file", str(meter_list),
              "--target", endpoint.split()[2], "--days", "1", "--timeout", "8",
-             "--protocol", protocol, "--dlms-keys", str(keys)]
+             "--protocol", protocol.replace("-hls", ""), "--dlms-keys", str(keys)]
         )  # fmt: skip
     finally:
         _stop(headend)

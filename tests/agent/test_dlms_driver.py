@@ -36,21 +36,27 @@ def _meter(index: int = 0) -> EmulatedMeter:
     return EmulatedMeter(f"{30_000_001 + index}", index, Fleet(7), lambda: T)
 
 
+EK, AK = bytes(range(16)), bytes(range(16, 32))
+HLS = "hls"  # the wrapper with HLS-GMAC and ciphered APDUs
+
+
 def _with_driver(
     meter: EmulatedMeter,
-    transport: Transport,
+    transport: Transport | str,
     use: Callable[[DlmsDriver], Awaitable[R]],
     faults: frozenset[DlmsFault] = frozenset(),
-    timeout: float = 3.0,
+    timeout: float = 15.0,  # a meter's first answer works out two months of the load model
 ) -> R:
+    keys = (EK, AK) if transport == HLS else None
+    secrets = DlmsSecrets(PASSWORD, EK, AK) if keys else DlmsSecrets(PASSWORD)
+    line_transport = Transport.WRAPPER if transport == HLS else Transport(transport)
+
     async def run() -> R:
-        line = DlmsMeterLine(DlmsMeterApp(meter, PASSWORD), transport, faults)
+        line = DlmsMeterLine(DlmsMeterApp(meter, PASSWORD, keys=keys), line_transport, faults)
         host, port = await line.start()
         target = MeterTarget(f"{host}:{port}", meter.serial, timeout=timeout)
         try:
-            driver = await open_dlms(
-                target, DlmsSecrets(PASSWORD), hdlc=transport is Transport.HDLC
-            )
+            driver = await open_dlms(target, secrets, hdlc=line_transport is Transport.HDLC)
             try:
                 return await use(driver)
             finally:
@@ -61,8 +67,8 @@ def _with_driver(
     return asyncio.run(run())
 
 
-@pytest.mark.parametrize("transport", list(Transport))
-def test_the_driver_reads_what_the_meter_holds(transport: Transport) -> None:
+@pytest.mark.parametrize("transport", [*Transport, HLS])
+def test_the_driver_reads_what_the_meter_holds(transport: Transport | str) -> None:
     meter = _meter()
     end = T - T % INTERVAL
     start = end - 86_400
@@ -83,8 +89,8 @@ def test_the_driver_reads_what_the_meter_holds(transport: Transport) -> None:
     _with_driver(meter, transport, read)
 
 
-@pytest.mark.parametrize("transport", list(Transport))
-def test_the_load_relay_and_the_clock_are_set(transport: Transport) -> None:
+@pytest.mark.parametrize("transport", [*Transport, HLS])
+def test_the_load_relay_and_the_clock_are_set(transport: Transport | str) -> None:
     meter = _meter(2)
 
     async def act(driver: DlmsDriver) -> None:
@@ -112,10 +118,12 @@ def test_the_load_relay_and_the_clock_are_set(transport: Transport) -> None:
         (Transport.HDLC, DlmsFault.PARTIAL, PartialFrame, "partial_frame"),
         (Transport.WRAPPER, DlmsFault.FOREIGN, WrongMeterSerial, "wrong_serial"),
         (Transport.HDLC, DlmsFault.FOREIGN, WrongMeterSerial, "wrong_serial"),
+        (HLS, DlmsFault.WRONG_FRAME, MeterFrameError, "bad_frame"),
+        (HLS, DlmsFault.TIMEOUT, MeterTimeout, "timeout"),
     ],
 )
 def test_each_fault_raises_its_driver_error(
-    transport: Transport, fault: DlmsFault, error: type[MeterDriverError], skip: str
+    transport: Transport | str, fault: DlmsFault, error: type[MeterDriverError], skip: str
 ) -> None:
     async def read(driver: DlmsDriver) -> None:
         with pytest.raises(error) as caught:
@@ -142,9 +150,30 @@ def test_a_wrong_password_is_refused_and_a_missing_meter_is_a_timeout() -> None:
     asyncio.run(run())
 
 
+def test_hls_gmac_refuses_other_keys_and_a_plain_request() -> None:
+    async def run() -> None:
+        app = DlmsMeterApp(_meter(6), PASSWORD, keys=(EK, AK))
+        line = DlmsMeterLine(app)
+        host, port = await line.start()
+        target = MeterTarget(f"{host}:{port}", app.meter.serial, timeout=1.0)
+        wrong = DlmsSecrets(PASSWORD, EK, bytes(16))
+        with pytest.raises(MeterUnsupported, match="refused"):
+            await open_dlms(target, wrong)  # the meter cannot decipher the AARQ
+        with pytest.raises(MeterUnsupported, match="refused"):
+            await open_dlms(target, DlmsSecrets(PASSWORD))  # LLS to a ciphering meter
+        driver = await open_dlms(target, DlmsSecrets(PASSWORD, EK, AK))
+        await driver.identify()
+        await driver.close()
+        await line.stop()
+        assert app.counts["association refused"] == 2
+        assert app.counts["associations"] == 1
+
+    asyncio.run(run())
+
+
 def test_dlms_keys_are_kept_like_meter_keys(tmp_path: Path) -> None:
     path = tmp_path / "dlms-keys.cbor"
-    keys = {"30000001": DlmsSecrets(b"one"), "30000002": DlmsSecrets(b"two")}
+    keys = {"30000001": DlmsSecrets(b"one"), "30000002": DlmsSecrets(b"", EK, AK)}
     save_dlms_keys(path, keys, b"passphrase")
     assert path.stat().st_mode & 0o777 == 0o600
     assert b"one" not in path.read_bytes()

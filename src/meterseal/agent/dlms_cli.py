@@ -1,6 +1,7 @@
 """`meterseal agent emulate-dlms`: emulated DLMS/COSEM meters on TCP ports, with their secrets.
 
-Each meter gets a random LLS password; `--write-keys` keeps them (serial -> secret) in the
+Each meter gets a random LLS password (with `--hls`, random HLS-GMAC keys as well, and it
+ciphers every APDU); `--write-keys` keeps them (serial -> secret) in the
 file `agent run --protocol dlms --dlms-keys` reads, under `MS_PASSPHRASE` like other keys.
 """
 
@@ -12,12 +13,15 @@ import secrets
 import signal
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from meterseal.cli_common import PassphraseEnv, console
 from meterseal.cli_common import passphrase as read_passphrase
+
+if TYPE_CHECKING:
+    from meterseal.agent.dlms_driver import DlmsSecrets
 
 FAULT_HELP = "faults of the last meters: timeout, wrong_frame, partial, foreign, bad_password"
 
@@ -31,6 +35,9 @@ def emulate_dlms(
     seed: Annotated[int, typer.Option(help="the load model's seed (simulate uses 7)")] = 7,
     faults: Annotated[str, typer.Option(help=FAULT_HELP)] = "",
     hdlc: Annotated[bool, typer.Option(help="HDLC on the line instead of the IP wrapper")] = False,
+    hls: Annotated[
+        bool, typer.Option(help="HLS-GMAC with ciphered APDUs (random keys) instead of LLS")
+    ] = False,
     host: Annotated[str, typer.Option(help="address the meters listen on")] = "127.0.0.1",
     write_meters: Annotated[
         Path | None, typer.Option(help="write the meter list `agent run --meters-file` reads")
@@ -60,13 +67,19 @@ def emulate_dlms(
     plan = [frozenset[DlmsFault]()] * (meters - len(chosen)) + [frozenset({f}) for f in chosen]
     model = Fleet(seed)
     emulated = [EmulatedMeter(f"{serial_base + i:08d}", i, model, time.time) for i in range(meters)]
-    keys = {m.serial: DlmsSecrets(secrets.token_hex(8).encode()) for m in emulated}
+    keys = {
+        m.serial: DlmsSecrets(secrets.token_hex(8).encode(), *_gmac_keys(hls)) for m in emulated
+    }
     if write_keys is not None:
         save_dlms_keys(write_keys, keys, read_passphrase(passphrase_env))
     transport = Transport.HDLC if hdlc else Transport.WRAPPER
     emulator = DlmsEmulator(
         [
-            DlmsMeterLine(DlmsMeterApp(m, keys[m.serial].password), transport, fault)
+            DlmsMeterLine(
+                DlmsMeterApp(m, keys[m.serial].password, keys=_pair(keys[m.serial])),
+                transport,
+                fault,
+            )
             for m, fault in zip(emulated, plan, strict=True)
         ]
     )
@@ -95,3 +108,13 @@ def emulate_dlms(
     for line in emulator.lines:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(line.app.counts.items())) or "nothing"
         console.print(f"{line.app.meter.serial}: {counts}", highlight=False)
+
+
+def _gmac_keys(hls: bool) -> tuple[bytes | None, bytes | None]:
+    return (secrets.token_bytes(16), secrets.token_bytes(16)) if hls else (None, None)
+
+
+def _pair(known: DlmsSecrets) -> tuple[bytes, bytes] | None:
+    if known.encryption_key is None or known.authentication_key is None:
+        return None
+    return known.encryption_key, known.authentication_key

@@ -2,7 +2,8 @@
 
 The driver opens a TCP connection (the IEC 62056-47 wrapper, or HDLC over a line bridged to
 TCP), associates with the meter's management logical device (server address 1) as client 16
-with the meter's LLS password, and reads by OBIS code: the serial number (0.0.96.1.0.255,
+with the meter's LLS password, or HLS-GMAC with every APDU ciphered (security suite 0, AES-128-GCM)
+when the meter's keys are given, and reads by OBIS code: the serial number (0.0.96.1.0.255,
 checked against the addressed serial), the clock, active energy import 1.0.1.8.0.255 with its
 scaler and unit, the load profile 1.0.99.1.0.255 (its buffer read with a range descriptor on
 the clock; entries are stamped at their interval's end) and instantaneous values. It acts on
@@ -28,13 +29,16 @@ from typing import Any, TypeVar
 import structlog
 from dlms_cosem import cosem, enumerations, exceptions
 from dlms_cosem import time as dlms_time
-from dlms_cosem.client import ActionError, DataResultError, DlmsClient
+from dlms_cosem.client import ActionError, DataResultError, DlmsClient, HLSError
 from dlms_cosem.cosem.capture_object import CaptureObject
 from dlms_cosem.cosem.selective_access import RangeDescriptor
 from dlms_cosem.dlms_data import OctetStringData
 from dlms_cosem.hdlc.exceptions import HdlcException
 from dlms_cosem.io import BlockingTcpIO, HdlcTransport, TcpTransport
-from dlms_cosem.security import LowLevelSecurityAuthentication
+from dlms_cosem.security import (
+    HighLevelSecurityGmacAuthentication,
+    LowLevelSecurityAuthentication,
+)
 from dlms_cosem.utils import parse_as_dlms_data
 
 from meterseal.agent.dlms_meter import (
@@ -78,16 +82,29 @@ if not structlog.is_configured():
 PROTOCOL = "dlms"
 CLIENT_ADDRESS = 16  # the public client's address is 16; the management client's too, here
 SERVER_ADDRESS = 1  # the management logical device
+CLIENT_TITLE = b"MSAGENT1"  # the agent's system title (8 octets) in ciphered associations
 IC = enumerations.CosemInterface
 _UNITS = {30: Unit.WH, 32: Unit.VARH, 27: Unit.W, 35: Unit.V, 33: Unit.A, 44: Unit.HZ}
 _R = TypeVar("_R")
+# What an answer that does not parse, or does not decipher, raises in the library.
+_NOT_DLMS = (ValueError, KeyError, IndexError, TypeError, HdlcException,
+             exceptions.LocalDlmsProtocolError, exceptions.CryptographyError)  # fmt: skip
 
 
 @dataclass(frozen=True)
 class DlmsSecrets:
-    """A meter's DLMS secrets: its LLS password (kept like other meter keys: dlms_keys)."""
+    """A meter's DLMS secrets (kept like other meter keys: dlms_keys): its LLS password, or
+    its global unicast encryption and authentication keys (16 octets each, suite 0), which
+    make the association HLS-GMAC and cipher every APDU."""
 
-    password: bytes
+    password: bytes = b""
+    encryption_key: bytes | None = None
+    authentication_key: bytes | None = None
+
+    @property
+    def ciphered(self) -> bool:
+        """Whether the association is HLS-GMAC with ciphered APDUs."""
+        return self.encryption_key is not None and self.authentication_key is not None
 
 
 class _WatchedTcpIO(BlockingTcpIO):  # type: ignore[misc]
@@ -145,10 +162,9 @@ class DlmsDriver:
             raise self._silence(exc) from exc
         except (DataResultError, ActionError) as exc:
             raise MeterUnsupported(f"{self.target.address}: {exc}") from exc
-        except exceptions.DlmsClientException as exc:
+        except (exceptions.DlmsClientException, HLSError) as exc:
             raise MeterUnsupported(f"{self.target.address}: refused: {exc}") from exc
-        except (ValueError, KeyError, IndexError, TypeError, HdlcException,
-                exceptions.LocalDlmsProtocolError) as exc:  # fmt: skip
+        except _NOT_DLMS as exc:
             raise MeterFrameError(f"{self.target.address}: not a DLMS answer: {exc}") from exc
 
     def _silence(self, exc: Exception) -> MeterDriverError:
@@ -303,9 +319,15 @@ async def open_dlms(target: MeterTarget, secrets: DlmsSecrets, *, hdlc: bool = F
         transport = HdlcTransport(CLIENT_ADDRESS, SERVER_ADDRESS, io, timeout=timeout)
     else:
         transport = TcpTransport(CLIENT_ADDRESS, SERVER_ADDRESS, io, timeout=timeout)
+    authentication: Any = LowLevelSecurityAuthentication(secret=secrets.password)
+    if secrets.ciphered:
+        authentication = HighLevelSecurityGmacAuthentication()
     client = DlmsClient(
         transport=transport,
-        authentication=LowLevelSecurityAuthentication(secret=secrets.password),
+        authentication=authentication,
+        encryption_key=secrets.encryption_key,
+        authentication_key=secrets.authentication_key,
+        client_system_title=CLIENT_TITLE,
         timeout=timeout,
     )
     driver = DlmsDriver(client, io, target, hdlc)

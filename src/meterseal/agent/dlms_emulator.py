@@ -69,8 +69,11 @@ class DlmsMeterLine:
     def __post_init__(self) -> None:
         if DlmsFault.FOREIGN in self.faults:
             self.app.serial = self.app.serial[:-1] + str((int(self.app.serial[-1]) + 1) % 10)
-        if DlmsFault.BAD_PASSWORD in self.faults:
+        if DlmsFault.BAD_PASSWORD in self.faults:  # the meter expects other secrets
             self.app.password = self.app.password + b"-changed"
+            if self.app.keys is not None:
+                encryption, authentication = self.app.keys
+                self.app.keys = (encryption, bytes(b ^ 0x5A for b in authentication))
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
         """Listen; the address the meter answers on."""
@@ -107,7 +110,8 @@ class DlmsMeterLine:
     def respond(self, apdu: bytes) -> bytes:
         """The application's answer, or _Silent when a timeout fault swallows it."""
         # Faults strike after the association: the agent meets them on its first read.
-        self.faulty = self.app.associated
+        session = self.app.session
+        self.faulty = self.app.associated and (session is None or session.proven)
         if DlmsFault.TIMEOUT in self.faults and self.faulty:
             raise _Silent
         return self.app.answer(apdu)

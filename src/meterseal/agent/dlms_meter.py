@@ -1,6 +1,7 @@
 """An emulated DLMS/COSEM meter's application layer, sans-IO: one APDU in, one APDU out.
 
-The meter is a logical-name-referencing server with a password (LLS) association. It holds
+The meter is a logical-name-referencing server with a password (LLS) association, or, given
+its keys, HLS-GMAC with every APDU ciphered (`agent.dlms_hls`). It holds
 the objects an electricity meter of the DLMS UA's Blue Book offers for billing: the serial
 number (Data 0.0.96.1.0.255), the clock (Clock 0.0.1.0.0.255, settable), energy registers
 (Register 1.0.1.8.0.255 active import, 1.0.2.8.0.255 active export, 1.0.3.8.0.255 reactive
@@ -27,7 +28,9 @@ from dlms_cosem import cosem, dlms_data, enumerations
 from dlms_cosem import time as dlms_time
 from dlms_cosem.protocol import acse, xdlms
 from dlms_cosem.protocol.xdlms.conformance import Conformance
+from dlms_cosem.utils import parse_as_dlms_data
 
+from meterseal.agent.dlms_hls import CipherRefused, GmacSession
 from meterseal.agent.nbr_meter import EmulatedMeter
 from meterseal.meter.load import INTERVAL
 
@@ -41,6 +44,7 @@ INTERVAL_ENERGY = "1.0.1.29.0.255"
 LOAD_PROFILE = "1.0.99.1.0.255"
 STATUS = "0.0.96.10.1.255"
 DISCONNECT_CONTROL = "0.0.96.3.10.255"
+ASSOCIATION = "0.0.40.0.0.255"  # the current association (logical name)
 INSTANTANEOUS = {  # OBIS -> (what, scaler, DLMS unit code)
     "1.0.32.7.0.255": ("voltage", -1, 35),  # V, L1
     "1.0.31.7.0.255": ("current", -2, 33),  # A, L1
@@ -62,13 +66,20 @@ class DlmsMeterApp:
     """One emulated meter's COSEM server: association state, objects, relay, clock."""
 
     meter: EmulatedMeter
-    password: bytes
+    password: bytes  # the LLS secret (a meter with `keys` takes HLS-GMAC instead)
     serial: str = ""  # what 0.0.96.1.0.255 says; the meter's own serial unless a fault changes it
+    keys: tuple[bytes, bytes] | None = None  # (EK, AK): HLS-GMAC and ciphered APDUs
     associated: bool = field(default=False, init=False)
+    session: GmacSession | None = field(default=None, init=False)
     counts: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.serial = self.serial or self.meter.serial
+
+    @property
+    def system_title(self) -> bytes:
+        """The meter's system title: "MSE" and its serial number in five octets."""
+        return b"MSE" + int(self.meter.serial).to_bytes(5, "big")
 
     def _count(self, what: str) -> None:
         self.counts[what] = self.counts.get(what, 0) + 1
@@ -80,49 +91,114 @@ class DlmsMeterApp:
             if tag == acse.ApplicationAssociationRequest.TAG:
                 return self._associate(acse.ApplicationAssociationRequest.from_bytes(apdu))
             if tag == acse.ReleaseRequest.TAG:
-                self.associated = False
+                self.associated, self.session = False, None
                 return _encoded(acse.ReleaseResponse(reason=E.ReleaseResponseReason.NORMAL))
-            if not self.associated:
+            if tag == xdlms.GeneralGlobalCipher.TAG and self.session is not None:
+                try:
+                    plain = self.session.unprotect(apdu)
+                except CipherRefused:
+                    self._count("deciphering refused")
+                    return _exception(E.StateException.SERVICE_NOT_ALLOWED)
+                return self.session.protect(self._plain(plain))
+            if self.keys is not None:  # a ciphering meter answers no plain request
                 self._count("refused")
                 return _exception(E.StateException.SERVICE_NOT_ALLOWED)
-            if tag == xdlms.GetRequestNormal.TAG:
-                return self._get(xdlms.GetRequestFactory.from_bytes(apdu))
-            if tag == xdlms.SetRequestNormal.TAG:
-                return self._set(xdlms.SetRequestFactory.from_bytes(apdu))
-            if tag == xdlms.ActionRequestNormal.TAG:
-                return self._action(xdlms.ActionRequestFactory.from_bytes(apdu))
+            return self._plain(apdu)
         except (ValueError, KeyError, IndexError, TypeError):
             pass
         self._count("malformed")
         return _exception(E.StateException.SERVICE_UNKNOWN)
 
+    def _plain(self, apdu: bytes) -> bytes:
+        tag = apdu[0]
+        if not self.associated:
+            self._count("refused")
+            return _exception(E.StateException.SERVICE_NOT_ALLOWED)
+        if self.session is not None and not self.session.proven:  # HLS pass 3 first
+            if tag == xdlms.ActionRequestNormal.TAG:
+                return self._hls_reply(xdlms.ActionRequestFactory.from_bytes(apdu))
+            self._count("refused")
+            return _exception(E.StateException.SERVICE_NOT_ALLOWED)
+        if tag == xdlms.GetRequestNormal.TAG:
+            return self._get(xdlms.GetRequestFactory.from_bytes(apdu))
+        if tag == xdlms.SetRequestNormal.TAG:
+            return self._set(xdlms.SetRequestFactory.from_bytes(apdu))
+        if tag == xdlms.ActionRequestNormal.TAG:
+            return self._action(xdlms.ActionRequestFactory.from_bytes(apdu))
+        self._count("malformed")
+        return _exception(E.StateException.SERVICE_UNKNOWN)
+
+    def _hls_reply(self, request: Any) -> bytes:
+        method = request.cosem_method
+        assert self.session is not None
+        try:
+            if (method.instance.to_string(), method.method) != (obis(ASSOCIATION), 1):
+                raise CipherRefused("not the reply to the HLS challenge")
+            reply = parse_as_dlms_data(request.data)
+            answer = self.session.check_reply(bytes(reply))
+        except CipherRefused:
+            self._count("association refused")
+            self.associated = False
+            return _encoded(
+                xdlms.ActionResponseNormal(
+                    status=E.ActionResultStatus.READ_WRITE_DENIED,
+                    invoke_id_and_priority=request.invoke_id_and_priority,
+                )
+            )
+        self._count("associations")
+        return _encoded(
+            xdlms.ActionResponseNormalWithData(
+                status=E.ActionResultStatus.SUCCESS,
+                data=_encoded(dlms_data.OctetStringData(answer)),
+                invoke_id_and_priority=request.invoke_id_and_priority,
+            )
+        )
+
     def _associate(self, aarq: Any) -> bytes:
+        self.associated, self.session = False, None
+        if self.keys is not None:
+            return self._associate_hls(aarq)
         if aarq.authentication != E.AuthenticationMechanism.LLS or (
             aarq.authentication_value != self.password
         ):
-            self._count("association refused")
-            return _encoded(
-                acse.ApplicationAssociationResponse(
-                    result=E.AssociationResult.REJECTED_PERMANENT,
-                    result_source_diagnostics=E.AcseServiceUserDiagnostics.AUTHENTICATION_FAILED,
-                )
-            )
+            return self._refuse_association()
         self.associated = True
         self._count("associations")
-        conformance = Conformance(
-            get=True, set=True, action=True, selective_access=True,
-            block_transfer_with_get_or_read=True,
+        return self._accept(E.AuthenticationMechanism.LLS, _initiate_response())
+
+    def _associate_hls(self, aarq: Any) -> bytes:
+        assert self.keys is not None
+        session = GmacSession(*self.keys, self.system_title)
+        if aarq.authentication != E.AuthenticationMechanism.HLS_GMAC:
+            return self._refuse_association()
+        try:
+            session.open_request(aarq)
+        except CipherRefused:
+            return self._refuse_association()
+        self.associated, self.session = True, session  # HLS pass 3 still to come
+        content = session.initiate_response(_encoded(_initiate_response()))
+        return self._accept(
+            E.AuthenticationMechanism.HLS_GMAC, content, ciphered=True,
+            system_title=self.system_title, authentication_value=session.challenge,
         )  # fmt: skip
+
+    def _refuse_association(self) -> bytes:
+        self._count("association refused")
+        return _encoded(
+            acse.ApplicationAssociationResponse(
+                result=E.AssociationResult.REJECTED_PERMANENT,
+                result_source_diagnostics=E.AcseServiceUserDiagnostics.AUTHENTICATION_FAILED,
+            )
+        )
+
+    def _accept(self, mechanism: Any, content: Any, **ciphering: Any) -> bytes:
         return _encoded(
             acse.ApplicationAssociationResponse(
                 result=E.AssociationResult.ACCEPTED,
                 result_source_diagnostics=E.AcseServiceUserDiagnostics.NULL,
-                authentication=E.AuthenticationMechanism.LLS,
-                user_information=acse.UserInformation(
-                    content=xdlms.InitiateResponse(
-                        negotiated_conformance=conformance, server_max_receive_pdu_size=65535
-                    )
-                ),
+                authentication=mechanism,
+                user_information=acse.UserInformation(content=content),
+                **ciphering,
             )
         )
 
@@ -250,6 +326,16 @@ class DlmsMeterApp:
                 status=status, invoke_id_and_priority=request.invoke_id_and_priority
             )
         )
+
+
+def _initiate_response() -> Any:
+    conformance = Conformance(
+        get=True, set=True, action=True, selective_access=True,
+        block_transfer_with_get_or_read=True,
+    )  # fmt: skip
+    return xdlms.InitiateResponse(
+        negotiated_conformance=conformance, server_max_receive_pdu_size=65535
+    )
 
 
 def _encoded(apdu_or_data: Any) -> bytes:
