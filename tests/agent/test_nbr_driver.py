@@ -261,3 +261,20 @@ def test_a_composite_answer_out_of_sequence_is_refused_at_once() -> None:
     error = _rogue(never_last)
     assert isinstance(error, MeterFrameError), error
     assert "block 1 where 2 was due" in str(error)
+
+
+def test_a_command_with_parameters_the_meter_cannot_read_is_an_occurrence() -> None:
+    meter = _meter()
+
+    async def use(driver: NbrDriver, line: MeterLine) -> None:
+        for command in (
+            Command(Code.SET_CLOCK, "000001", b"\xff" * 6),  # not BCD
+            Command(Code.PARAMETERS_LOAD_PROFILE, "000001", b"\x00\x00\x07\x09"),  # unit 9
+        ):
+            with pytest.raises(MeterFrameError, match=f"0x40 answered 0x{command.code:02x}"):
+                await driver.exchange(command)
+        registers = await driver.read_registers()  # the same connection goes on
+        assert registers.active_import_wh == meter.register_wh(T)
+        assert line.counts.commands == 4  # and 0x21, 0x23 for the registers
+
+    _with_driver(meter, Fault.NONE, use)

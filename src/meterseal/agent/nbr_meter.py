@@ -32,6 +32,7 @@ from meterseal.agent.nbr_blocks import (
     profile_blocks,
 )
 from meterseal.agent.nbr_frames import Code, Command, Response
+from meterseal.errors import MeterFrameError
 from meterseal.meter.load import INTERVAL, Fleet
 
 REACTIVE_SHARE = math.tan(math.acos(0.97))
@@ -152,7 +153,14 @@ class EmulatedMeter:
         )
 
     def answer(self, command: Command) -> list[Response]:
-        """The response blocks to `command` (code 0x39 for a command it does not implement)."""
+        """The response blocks to `command` (code 0x39 for a command it does not implement,
+        0x40, an occurrence, for parameters it cannot read)."""
+        try:
+            return self._answer(command)
+        except MeterFrameError:  # a whole, well-formed block whose parameters make no sense
+            return [self._one(Code.OCCURRENCE, bytes([command.code]))]
+
+    def _answer(self, command: Command) -> list[Response]:
         code = command.code
         if code in (Code.PARAMETERS, Code.PARAMETERS_DEMAND_RESET, Code.PARAMETERS_PREVIOUS):
             return [self._one(code, self.parameters().encode())]
