@@ -46,6 +46,11 @@ DETECTORS = (
     Detector("phase current", ("phase_share_drop", "current_drop")),
     Detector("tampered register", ("phasor_mismatch",)),
     Detector("gradual drift", ("drift",)),
+    # The standby load's ramp alone: a detector of its own, so that its honest tail (a
+    # season) is calibrated apart from the stricter test's.
+    Detector("gradual drift", ("base_drift",)),
+    # A bypassed window that holds the night's hours takes the standby load down with it.
+    Detector("partial-day bypass", ("bypass", "base_drop")),
 )
 PATTERNS = tuple(d.pattern for d in DETECTORS)
 

@@ -25,8 +25,13 @@ weekend, a public holiday or a cold snap is not a step:
 * current_drop: the current falls while the voltage holds and the neighbourhood does not;
 * phasor_mismatch: days whose energy disagrees with their phasor reports' active power;
 * som_break: the seed's own score, the mean of (1 - correlation) over the window;
-* drift: the standby load loses a growing share from an onset day on (`drift.ramp`: a
-  register that drifts), measured against the customer's own week-to-week wander.
+* drift: the standby load *and* the day's busiest hour lose a growing share from an onset
+  day on (`drift.ramp`: a register that drifts scales every reading), measured against
+  the customer's own week-to-week wander; the smaller of the two ramps' t counts (a
+  season that takes the heating or the lighting away lowers one of them, not both);
+  base_drift: the standby load's ramp alone (a drift the busiest hour hides, weaker);
+* bypass: a window of hours loses most of its share of the day while the rest of the
+  day keeps its energy (`bypass`: a partial-day bypass).
 
 The level features (scale_drop, level_drop, base_drop) lose the t of any lasting rise
 within the days after their onset (`rebound`): a theft stays, a household back from a
@@ -47,7 +52,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from meterseal.fraud import changepoint, drift
+from meterseal.fraud import bypass, changepoint, drift
 from meterseal.fraud.daily import F32, Daily, wide
 
 F64 = npt.NDArray[np.float64]
@@ -91,7 +96,9 @@ FEATURES = (
     Feature("current_drop", "phase current", "current fell while voltage held"),
     Feature("phasor_mismatch", "tampered register", "energy disagrees with the phasor reports"),
     Feature("som_break", "changed shape", "mean (1 - correlation) with the regular behaviour"),
-    Feature("drift", "gradual drift", "the standby load drifted down from a day on"),
+    Feature("drift", "gradual drift", "standby load and peak hour drifted down from a day on"),
+    Feature("base_drift", "gradual drift", "the standby load drifted down from a day on"),
+    Feature("bypass", "partial-day bypass", "a window of hours lost its energy, the rest kept"),
 )
 NAMES = tuple(f.name for f in FEATURES)
 # Features of the day's shape: they count only changes that kept the day's energy (`kept`).
@@ -231,10 +238,18 @@ def features(customers: tuple[str, ...], d: Daily, regions: Sequence[str] | None
     scale_kept = kept(spread, scale.onset, SPREAD_SCALE)
     steps["scale_drop"] = changepoint.Step(scale.t * scale_kept, scale.onset, scale.delta)
     ramp = drift.ramp(tests["base_drop"].y, floor=0.05, margin=DRIFT_MARGIN)
+    peak = drift.ramp(_peak(d.hours, wide(d.total)), floor=0.05, margin=DRIFT_MARGIN)
     # A drifting register scales readings, it does not zero them: where runs of zeros
     # appeared, they (a zeroed window) explain the fallen standby load.
     grows = steps["zero_rise"].t < ZERO_EVIDENCE
-    steps["drift"] = changepoint.Step(np.where(grows, ramp.t, 0.0), ramp.onset, ramp.delta)
+    both = np.minimum(ramp.t, peak.t)  # every reading scaled: base and peak ramp alike
+    steps["drift"] = changepoint.Step(np.where(grows, both, 0.0), ramp.onset, ramp.delta)
+    steps["base_drift"] = changepoint.Step(np.where(grows, ramp.t, 0.0), ramp.onset, ramp.delta)
+    window = bypass.window_drop(
+        wide(d.hours), np.isnan(wide(d.total)), lambda y, onset: kept(y, onset)
+    )
+    # A window read as zero is a zeroed window (its own detector names it), whatever else.
+    steps["bypass"] = changepoint.Step(np.where(grows, window.t, 0.0), window.onset, window.delta)
     for name in LEVEL:
         step = steps[name]
         back = rebound(tests[name].y if name in tests else level, step.onset, 0.05)
@@ -298,6 +313,19 @@ def kept(level: F64, onset: I64, scale: float = KEPT_SCALE) -> F64:
             error = sigma * np.sqrt(1.0 / np.maximum(n_before, 1) + 1.0 / np.maximum(n, 1))
             changes.append(np.maximum(np.abs(np.nan_to_num(half - before)) - 2.0 * error, 0.0))
     out: F64 = np.clip(1.0 - np.min(changes, axis=0) / scale, 0.0, 1.0)
+    return out
+
+
+def _peak(hours: F32, total: F64) -> F64:
+    """Log of each day's busiest hour (or slot), relative to the customer's typical one;
+    NaN on missing days. A drifting register lowers it with every other reading."""
+    busiest = wide(hours.max(axis=2))
+    with _quiet():
+        typical = np.nan_to_num(np.nanmedian(np.where(np.isnan(total), np.nan, busiest), axis=1))
+    y = np.where(np.isnan(total), np.nan, _log(busiest, typical, 0.05))
+    with _quiet():
+        y -= np.nanmedian(y, axis=1, keepdims=True)
+    out: F64 = y
     return out
 
 
