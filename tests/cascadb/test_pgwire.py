@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from meterseal.cascadb import Database, MemoryKv, ProgrammingError
-from meterseal.cascadb.pgwire import PgServer
+from meterseal.cascadb.pgwire import UNSAFE_TRUST, PgServer
 
 
 class Running:
@@ -33,6 +33,7 @@ class Running:
         self.logged: list[str] = []
         self.database = Database(MemoryKv())
         self.loop = asyncio.new_event_loop()
+        options.setdefault("authenticate", UNSAFE_TRUST)
         self.server = PgServer(self.database, log=self.logged.append, **options)  # type: ignore[arg-type]
         self.loop.run_until_complete(self.server.start())
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -267,3 +268,8 @@ def test_a_malformed_startup_packet_is_refused_and_counted(
     assert running.server.counts["refused"] == 1
     with psycopg.connect(running.dsn()) as conn:  # and others are served
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_a_server_without_a_login_check_is_not_made_by_omission() -> None:
+    with pytest.raises(TypeError, match="authenticate"):
+        PgServer(Database(MemoryKv()))  # type: ignore[call-arg]

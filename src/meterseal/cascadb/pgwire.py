@@ -1,7 +1,8 @@
 """The PostgreSQL wire protocol (v3) in front of CascaDB, so psql and psycopg connect unchanged.
 
 Startup (SSL and GSS requests answered 'N' unless a TLS context is given, then TLS), cleartext
-password authentication when an `authenticate` callback is given (else trust; with
+password authentication through the `authenticate` callback (required: only `UNSAFE_TRUST`,
+for tests, lets a client in without a password; with
 `require_tls`, a client that did not start TLS is refused before it sends a password), the simple
 query protocol (Query: several statements, each with RowDescription/DataRow/CommandComplete)
 and the extended one (Parse, Bind, Describe, Execute, Close, Sync, Flush). Values travel as
@@ -32,6 +33,13 @@ from meterseal.cascadb.statement_log import statement_shape
 
 # (user, password, source address) -> allowed; run in a thread (a password hash is slow)
 Authenticate = Callable[[str, str, str], bool]
+
+
+class UnsafeTrust:
+    """Let every client in without a password (pg_hba's `trust`): for tests only."""
+
+
+UNSAFE_TRUST = UnsafeTrust()
 SSL_REQUEST, GSS_REQUEST, CANCEL_REQUEST, PROTOCOL_3 = 80877103, 80877104, 80877102, 196608
 TEXT, INT8, FLOAT8, NUMERIC, BYTEA, TIMESTAMPTZ = 25, 20, 701, 1700, 17, 1184
 _SQLSTATE = {
@@ -154,7 +162,7 @@ class PgServer:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
-        authenticate: Authenticate | None = None,
+        authenticate: Authenticate | UnsafeTrust,
         tls: ssl.SSLContext | None = None,
         require_tls: bool = False,
         log: Callable[[str], None] | None = None,
@@ -244,7 +252,7 @@ class PgServer:
     async def _authenticated(
         self, user: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> _Connection | None:
-        if self.authenticate is not None:
+        if not isinstance(self.authenticate, UnsafeTrust):
             writer.write(_message(b"R", struct.pack("!I", 3)))
             await writer.drain()
             kind = await reader.readexactly(1)
