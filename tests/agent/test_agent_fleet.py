@@ -15,15 +15,13 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from meterseal.acquisition.headend import HeadEnd, HeadEndSettings
-from meterseal.acquisition.tcp import TcpLink
 from meterseal.agent.driver import MeterTarget
 from meterseal.agent.link_keys import party
 from meterseal.agent.nbr_emulator import Fault, MeterLine, TcpLine
 from meterseal.agent.nbr_meter import EmulatedMeter
 from meterseal.agent.nbr_sealed_link import SealedMeterLine
 from meterseal.agent.protocols import READER, driver_factory
-from meterseal.agent.runner import AgentMeter, AgentPass, run_pass
+from meterseal.agent.runner import AgentMeter, AgentPass
 from meterseal.billing.auditor import Auditor
 from meterseal.billing.completeness import Period
 from meterseal.billing.service import BillingService
@@ -31,11 +29,11 @@ from meterseal.billing.tariff import builtin_tariffs
 from meterseal.crypto import certs
 from meterseal.crypto.keys import HeadEndKeys
 from meterseal.crypto.suites import ED25519
-from meterseal.deployment import TrustedMaterial
 from meterseal.meter.load import Fleet
 from meterseal.meter.provisioning import fleet_records, provision
 from meterseal.storage import Store
 from meterseal.storage.bill_store import BillStore
+from tests.agent.headend import pass_into_head_end
 from tests.conftest import NOW
 
 T = int(NOW.timestamp())
@@ -63,13 +61,6 @@ def test_an_emulated_fleet_is_read_sealed_billed_and_audited(
     store.register_meters(fleet_records(ca_cert, fleet), now=NOW)
 
     async def run() -> AgentPass:
-        head = HeadEnd(
-            TrustedMaterial(headend, ca_cert, b"a" * 32),
-            store,
-            HeadEndSettings(tcp="127.0.0.1:0", registry_refresh=300),
-            clock=lambda: T,
-        )
-        host, port = (await head.start())["tcp"].rsplit(":", 1)
         lines: list[TcpLine] = []
         for meter, fault in zip(emulated, faults, strict=True):
             if sealed:
@@ -83,19 +74,11 @@ def test_an_emulated_fleet_is_read_sealed_billed_and_audited(
                 AgentMeter(MeterTarget(f"{h}:{p}", m.serial, timeout=2.0), provisioned)
                 for (h, p), m, provisioned in zip(addresses, emulated, fleet, strict=True)
             ]
-            return await run_pass(
-                meters,
-                driver_factory(protocol, tz=ZONE, attempts=2, link_keys=keys),
-                TcpLink(host, int(port)),
-                headend.public(),
-                PERIOD.start,
-                PERIOD.end,
-                now=lambda: NOW,
-            )
+            factory = driver_factory(protocol, tz=ZONE, attempts=2, link_keys=keys)
+            return await pass_into_head_end(headend, ca_cert, store, meters, factory, PERIOD)
         finally:
             for line in lines:
                 await line.stop()
-            await head.stop()
 
     result = asyncio.run(run())
     report = result.report

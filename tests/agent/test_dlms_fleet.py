@@ -11,26 +11,24 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from meterseal.acquisition.headend import HeadEnd, HeadEndSettings
-from meterseal.acquisition.tcp import TcpLink
 from meterseal.agent.dlms_driver import DlmsSecrets
 from meterseal.agent.dlms_emulator import DlmsEmulator, DlmsFault, DlmsMeterLine, Transport
 from meterseal.agent.dlms_meter import DlmsMeterApp
 from meterseal.agent.driver import MeterTarget
 from meterseal.agent.nbr_meter import EmulatedMeter
 from meterseal.agent.protocols import driver_factory
-from meterseal.agent.runner import AgentMeter, AgentPass, run_pass
+from meterseal.agent.runner import AgentMeter, AgentPass
 from meterseal.billing.completeness import Period
 from meterseal.billing.service import BillingService
 from meterseal.billing.tariff import builtin_tariffs
 from meterseal.crypto import certs
 from meterseal.crypto.keys import HeadEndKeys
 from meterseal.crypto.suites import P256
-from meterseal.deployment import TrustedMaterial
 from meterseal.meter.load import Fleet
 from meterseal.meter.provisioning import fleet_records, provision
 from meterseal.storage import Store
 from meterseal.storage.bill_store import BillStore
+from tests.agent.headend import pass_into_head_end
 from tests.conftest import NOW
 
 T = int(NOW.timestamp())
@@ -59,31 +57,16 @@ def test_dlms_meters_are_read_sealed_and_billed_by_their_registers(
     store.register_meters(fleet_records(ca_cert, fleet), now=NOW)
 
     async def run() -> AgentPass:
-        head = HeadEnd(
-            TrustedMaterial(headend, ca_cert, b"a" * 32),
-            store,
-            HeadEndSettings(tcp="127.0.0.1:0", registry_refresh=300),
-            clock=lambda: T,
-        )
-        host, port = (await head.start())["tcp"].rsplit(":", 1)
+        addresses = await emulator.start()
         try:
-            addresses = await emulator.start()
             meters = [
                 AgentMeter(MeterTarget(f"{h}:{p}", m.serial, timeout=4.0), provisioned)
                 for (h, p), m, provisioned in zip(addresses, emulated, fleet, strict=True)
             ]
-            return await run_pass(
-                meters,
-                driver_factory(protocol, dlms_keys=secrets),
-                TcpLink(host, int(port)),
-                headend.public(),
-                PERIOD.start,
-                PERIOD.end,
-                now=lambda: NOW,
-            )
+            factory = driver_factory(protocol, dlms_keys=secrets)
+            return await pass_into_head_end(headend, ca_cert, store, meters, factory, PERIOD)
         finally:
             await emulator.stop()
-            await head.stop()
 
     report = asyncio.run(run()).report
     assert report.meters_read == 2
