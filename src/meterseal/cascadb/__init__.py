@@ -31,6 +31,7 @@ from meterseal.cascadb.errors import (
     NotSupportedError,
     OperationalError,
     ProgrammingError,
+    TransactionAborted,
     Warning,
 )
 from meterseal.cascadb.kv import MemoryKv, OrderedKv
@@ -60,6 +61,7 @@ __all__ = [
     "Result",
     "Time",
     "Timestamp",
+    "TransactionAborted",
     "Warning",
     "apilevel",
     "connect",

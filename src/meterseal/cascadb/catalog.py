@@ -45,6 +45,15 @@ class Index:
 
 
 @dataclass(frozen=True)
+class ForeignKey:
+    """Columns (by position) whose values must name a row of `parent` (NULL: no row needed)."""
+
+    columns: tuple[int, ...]
+    parent: str
+    parent_columns: tuple[str, ...]  # the parent's referred columns (empty: its primary key)
+
+
+@dataclass(frozen=True)
 class Table:
     """A table's descriptor: columns, primary key (positions; empty: hidden rowid), indexes."""
 
@@ -53,6 +62,7 @@ class Table:
     columns: tuple[Column, ...]
     primary: tuple[int, ...]
     indexes: tuple[Index, ...] = field(default=())
+    foreign: tuple[ForeignKey, ...] = field(default=())
 
     @property
     def rowid(self) -> bool:
@@ -124,6 +134,9 @@ class Table:
                 ],
                 "primary": list(self.primary),
                 "indexes": [[i.id, i.name, list(i.columns), i.unique] for i in self.indexes],
+                "foreign": [
+                    [list(f.columns), f.parent, list(f.parent_columns)] for f in self.foreign
+                ],
             }
         )
 
@@ -138,6 +151,9 @@ class Table:
                 columns=tuple(Column(*c) for c in data["columns"]),
                 primary=tuple(data["primary"]),
                 indexes=tuple(Index(i[0], i[1], tuple(i[2]), i[3]) for i in data["indexes"]),
+                foreign=tuple(
+                    ForeignKey(tuple(f[0]), f[1], tuple(f[2])) for f in data.get("foreign", ())
+                ),
             )
         except (KeyError, TypeError, ValueError, cbor2.CBORDecodeError) as exc:
             raise InternalError(f"damaged table descriptor: {exc}") from exc

@@ -36,17 +36,20 @@ def database_of(store: OrderedKv | Database | None) -> Database:
     return found
 
 
-def connect(store: OrderedKv | Database | None = None, *, autocommit: bool = False) -> Connection:
-    """A connection to the database over `store` (None: a new in-memory store)."""
-    return Connection(database_of(store), autocommit=autocommit)
+def connect(
+    store: OrderedKv | Database | None = None, *, autocommit: bool = False, read_only: bool = False
+) -> Connection:
+    """A connection to the database over `store` (None: a new in-memory store); a read-only
+    one refuses every statement but queries (OperationalError)."""
+    return Connection(database_of(store), autocommit=autocommit, read_only=read_only)
 
 
 class Connection:
     """A PEP 249 connection: one session of the database."""
 
-    def __init__(self, database: Database, *, autocommit: bool) -> None:
+    def __init__(self, database: Database, *, autocommit: bool, read_only: bool = False) -> None:
         self.database = database
-        self._session: Session | None = database.session(autocommit=autocommit)
+        self._session: Session | None = database.session(autocommit=autocommit, read_only=read_only)
 
     @property
     def session(self) -> Session:
@@ -113,6 +116,7 @@ class Cursor:
         self._at = 0
         self.description: list[Description] | None = None
         self.rowcount = -1
+        self.lastrowid: int | None = None
         self._closed = False
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
@@ -135,6 +139,7 @@ class Cursor:
 
     def _show(self, result: Result) -> None:
         self._rows, self._at = result.rows, 0
+        self.lastrowid = result.lastrowid
         self.rowcount = result.rowcount if result.columns is None else len(result.rows)
         self.description = (
             None

@@ -7,13 +7,15 @@ write buffer, so the statement's one batch keeps every index in step with its ro
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from sqlglot import exp
 
 from meterseal.cascadb import values as sv
 from meterseal.cascadb.access import Path, choose_path, read_keyed
-from meterseal.cascadb.catalog import Column, Dictionary, Index, Table
+from meterseal.cascadb.catalog import Column, Dictionary, ForeignKey, Index, Table
+from meterseal.cascadb.conflict import check_references, on_conflict
 from meterseal.cascadb.errors import IntegrityError, NotSupportedError, ProgrammingError
 from meterseal.cascadb.expr import Compiler, Ctx, Params, Scope, Slot
 from meterseal.cascadb.keys import END, Value, key_of
@@ -33,19 +35,27 @@ def create_table(node: exp.Create, dictionary: Dictionary) -> None:
     columns: list[Column] = []
     primary: list[str] = []
     uniques: list[list[str]] = []
-    for item in schema.expressions:
-        if isinstance(item, exp.Identifier):
+    references: list[tuple[list[str], exp.Reference]] = []
+    items = list(schema.expressions)
+    while items:
+        item = items.pop(0)
+        if isinstance(item, exp.Constraint):  # CONSTRAINT name …: the name is not kept
+            items[:0] = item.expressions
+        elif isinstance(item, exp.Identifier):
             columns.append(Column(item.name, "", sv.affinity_of("")))
         elif isinstance(item, exp.ColumnDef):
-            columns.append(_column(item, primary, uniques))
+            columns.append(_column(item, primary, uniques, references))
         elif isinstance(item, exp.PrimaryKey):
             primary += [_ident(e) for e in item.expressions]
         elif isinstance(item, exp.UniqueColumnConstraint):
             uniques.append([_ident(e) for e in item.this.expressions])
+        elif isinstance(item, exp.ForeignKey):
+            references.append(([_ident(e) for e in item.expressions], item.args["reference"]))
         else:
             raise NotSupportedError(f"CascaDB does not support {item.sql()!r} in CREATE TABLE")
     table = Table(dictionary.new_table_id(), name, tuple(columns), ())
     table = Table(table.id, name, tuple(columns), tuple(table.position(p) for p in primary))
+    table = replace(table, foreign=tuple(_foreign(table, c, r) for c, r in references))
     for i, unique in enumerate(uniques):
         index = Index(
             dictionary.new_index_id(table),
@@ -57,6 +67,15 @@ def create_table(node: exp.Create, dictionary: Dictionary) -> None:
     dictionary.save(table)
 
 
+def _foreign(table: Table, columns: list[str], reference: exp.Reference) -> ForeignKey:
+    parent = reference.this
+    parent_table = parent.this if isinstance(parent, exp.Schema) else parent
+    referred = [_ident(e) for e in parent.expressions] if isinstance(parent, exp.Schema) else []
+    if referred and len(referred) != len(columns):
+        raise ProgrammingError(f"foreign key of {table.name} names {len(referred)} columns")
+    return ForeignKey(_positions(table, columns), parent_table.name, tuple(referred))
+
+
 def _ident(node: exp.Expression) -> str:
     return node.name if not isinstance(node, exp.Ordered) else node.this.name
 
@@ -65,7 +84,12 @@ def _positions(table: Table, names: Sequence[str]) -> tuple[int, ...]:
     return tuple(table.position(n) for n in names)
 
 
-def _column(item: exp.ColumnDef, primary: list[str], uniques: list[list[str]]) -> Column:
+def _column(
+    item: exp.ColumnDef,
+    primary: list[str],
+    uniques: list[list[str]],
+    references: list[tuple[list[str], exp.Reference]],
+) -> Column:
     kind = item.args.get("kind")
     declared = kind.sql() if kind is not None else ""  # the generic spelling of any dialect
     not_null, default = False, None
@@ -79,6 +103,8 @@ def _column(item: exp.ColumnDef, primary: list[str], uniques: list[list[str]]) -
             default = Compiler(Scope([]), Params(), _no_subquery).compile(what.this)((), Ctx(()))
         elif isinstance(what, exp.UniqueColumnConstraint):
             uniques.append([item.name])
+        elif isinstance(what, exp.Reference):
+            references.append(([item.name], what))
     affinity = sv.affinity_of(declared)
     return Column(item.name, declared, affinity, not_null, sv.apply_affinity(default, affinity))
 
@@ -137,13 +163,7 @@ def drop(node: exp.Drop, dictionary: Dictionary, kv: OrderedKv) -> None:
             for key, _ in list(kv.scan(start, start + END)):
                 kv.delete(key)
             dictionary.save(
-                Table(
-                    table.id,
-                    table.name,
-                    table.columns,
-                    table.primary,
-                    tuple(i for i in table.indexes if i.id != index.id),
-                )
+                replace(table, indexes=tuple(i for i in table.indexes if i.id != index.id))
             )
         else:
             raise NotSupportedError(f"CascaDB does not support DROP {kind}")
@@ -165,8 +185,11 @@ def _complete(table: Table, row: list[Value]) -> tuple[Value, ...]:
     """`row` with affinities applied and NOT NULL checked."""
     for i, column in enumerate(table.columns):
         row[i] = sv.apply_affinity(row[i], column.affinity)
-        if row[i] is None and (
-            column.not_null or (i in table.primary and not _rowid_alias(table, i))
+        # An INTEGER PRIMARY KEY left NULL is numbered next (`_numbered`), NOT NULL or not.
+        if (
+            row[i] is None
+            and not _rowid_alias(table, i)
+            and (column.not_null or i in table.primary)
         ):
             raise IntegrityError(f"NOT NULL constraint failed: {table.name}.{column.name}")
     return tuple(row)
@@ -211,10 +234,12 @@ def remove_row(table: Table, key: bytes, row: Sequence[Value], kv: OrderedKv) ->
         kv.delete(table.index_key(index, row, key))
 
 
-def insert(node: exp.Insert, ctx: Ctx, params: Params, dictionary: Dictionary) -> int:
-    """INSERT ... VALUES (...), (...) or INSERT ... SELECT; returns the rows inserted."""
-    if node.args.get("alternative") or node.args.get("conflict"):
-        raise NotSupportedError("CascaDB does not support INSERT OR/ON CONFLICT")
+def insert(
+    node: exp.Insert, ctx: Ctx, params: Params, dictionary: Dictionary
+) -> tuple[Table, list[tuple[Value, ...]]]:
+    """INSERT ... VALUES (...), (...) or INSERT ... SELECT [ON CONFLICT]; the rows written."""
+    if node.args.get("alternative"):
+        raise NotSupportedError("CascaDB does not support INSERT OR …; use ON CONFLICT")
     target = node.this
     table_node = target.this if isinstance(target, exp.Schema) else target
     table = dictionary.require(table_node.name)
@@ -240,14 +265,19 @@ def insert(node: exp.Insert, ctx: Ctx, params: Params, dictionary: Dictionary) -
         for position, value in zip(positions, values, strict=True):
             given[position] = value
         complete.append(_numbered(table, _complete(table, given), ctx.kv, dictionary))
+    conflict = node.args.get("conflict")
+    if conflict is not None:
+        writes = (put_row, remove_row, _complete)
+        return table, on_conflict(conflict, table, complete, ctx, params, dictionary, writes)
     if not table.rowid:  # every new key checked against the store in one call
         keys = [table.row_key(row) for row in complete]
         if len(set(keys)) < len(keys) or any(v is not None for v in get_many(ctx.kv, keys)):
             names = ", ".join(f"{table.name}.{table.columns[i].name}" for i in table.primary)
             raise IntegrityError(f"UNIQUE constraint failed: {names}")
+    check_references(table, complete, ctx.kv, dictionary)
     for row in complete:
         put_row(table, row, ctx.kv, dictionary, checked=True)
-    return len(complete)
+    return table, complete
 
 
 def _numbered(
@@ -286,8 +316,10 @@ def _matching(
     return scope, found
 
 
-def update(node: exp.Update, ctx: Ctx, params: Params, dictionary: Dictionary) -> int:
-    """UPDATE: every matching row rewritten with its index entries; returns the rows changed."""
+def update(
+    node: exp.Update, ctx: Ctx, params: Params, dictionary: Dictionary
+) -> tuple[Table, list[tuple[Value, ...]]]:
+    """UPDATE: every matching row rewritten with its index entries; the rows as changed."""
     table = dictionary.require(node.this.name)
     scope, found = _matching(table, node.args.get("where"), ctx, params, dictionary)
     compiler = Compiler(scope, params, lambda n, s: plan_query(n, s, params, dictionary.require))
@@ -298,6 +330,8 @@ def update(node: exp.Update, ctx: Ctx, params: Params, dictionary: Dictionary) -
         for position, fn in sets:
             values[position] = fn(row, ctx)
         changed.append((key, _complete(table, values)))
+    if table.foreign:
+        check_references(table, [new for _, new in changed], ctx.kv, dictionary)
     for key, row in found:
         remove_row(table, key, row, ctx.kv)
     for (old_key, _), (_, new) in zip(found, changed, strict=True):
@@ -309,13 +343,19 @@ def update(node: exp.Update, ctx: Ctx, params: Params, dictionary: Dictionary) -
                 ctx.kv.put(table.index_key(index, new, old_key), b"")
         else:
             put_row(table, new, ctx.kv, dictionary)
-    return len(found)
+    return table, [new for _, new in changed]
 
 
-def delete(node: exp.Delete, ctx: Ctx, params: Params, dictionary: Dictionary) -> int:
-    """DELETE: every matching row and its index entries; returns the rows removed."""
+def delete(
+    node: exp.Delete, ctx: Ctx, params: Params, dictionary: Dictionary
+) -> tuple[Table, list[tuple[Value, ...]]]:
+    """DELETE: every matching row and its index entries; the rows removed.
+
+    A parent row that child rows still refer to is removed all the same: foreign keys are
+    checked when a child row is written, not when its parent goes (docs/cascadb.md).
+    """
     table = dictionary.require(node.this.name)
     _, found = _matching(table, node.args.get("where"), ctx, params, dictionary)
     for key, row in found:
         remove_row(table, key, row, ctx.kv)
-    return len(found)
+    return table, [row for _, row in found]

@@ -10,6 +10,7 @@ store are not coordinated.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,12 +23,20 @@ from sqlglot.tokens import TokenType  # type: ignore[attr-defined]
 
 from meterseal.cascadb import dml
 from meterseal.cascadb.catalog import Dictionary, Table
-from meterseal.cascadb.errors import NotSupportedError, OperationalError, ProgrammingError
+from meterseal.cascadb.conflict import returning
+from meterseal.cascadb.errors import (
+    NotSupportedError,
+    OperationalError,
+    ProgrammingError,
+    TransactionAborted,
+)
 from meterseal.cascadb.expr import Ctx, Params, Row
 from meterseal.cascadb.kv import OrderedKv, Overlay
 from meterseal.cascadb.query import plan_query
 
 DIALECT = "sqlite"
+_SAVEPOINT = re.compile(r"\s*(SAVEPOINT|RELEASE)\s+(?:SAVEPOINT\s+)?(\"?\w+\"?)\s*;?\s*", re.I)
+_QUERIES = (exp.Select, exp.Union, exp.Intersect, exp.Except, exp.Subquery)
 
 
 @dataclass
@@ -39,6 +48,7 @@ class Result:
     rowcount: int = -1
     plan: list[str] = field(default_factory=list)
     command: str = ""  # what PostgreSQL's CommandComplete says: SELECT, INSERT, CREATE TABLE...
+    lastrowid: int | None = None  # an INSERT's last rowid (or INTEGER PRIMARY KEY), as sqlite3's
 
 
 def number_placeholders(sql: str, dialect: str = DIALECT) -> str:
@@ -57,6 +67,10 @@ def number_placeholders(sql: str, dialect: str = DIALECT) -> str:
 
 def parse(sql: str, dialect: str = DIALECT) -> list[exp.Expression]:
     """The statements of `sql` in `dialect` (sqlglot's); ProgrammingError on bad syntax."""
+    marked = _SAVEPOINT.fullmatch(sql)
+    if marked is not None:  # sqlglot would parse it as a Command too, warning each time
+        verb, name = marked.group(1).upper(), marked.group(2)
+        return [exp.Command(this=verb, expression=exp.Literal.string(name))]
     try:
         statements = sqlglot.parse(number_placeholders(sql, dialect), read=dialect)
     except (ParseError, TokenError) as exc:
@@ -75,9 +89,12 @@ class Database:
         self.plans: Plans = {}  # SELECT plans made from them, by parsed statement
         self._parsed: dict[tuple[str, str], list[exp.Expression]] = {}
 
-    def session(self, *, autocommit: bool = True, dialect: str = DIALECT) -> Session:
-        """A new session (autocommit: each statement its own transaction unless BEGIN)."""
-        return Session(self, autocommit=autocommit, dialect=dialect)
+    def session(
+        self, *, autocommit: bool = True, dialect: str = DIALECT, read_only: bool = False
+    ) -> Session:
+        """A new session (autocommit: each statement its own transaction unless BEGIN;
+        read_only: only queries)."""
+        return Session(self, autocommit=autocommit, dialect=dialect, read_only=read_only)
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Result:
         """Run `sql` in a session of its own (autocommit); the last statement's result."""
@@ -106,11 +123,26 @@ class Database:
 class Session:
     """A connection's state: its open transaction (a write buffer) and autocommit mode."""
 
-    def __init__(self, database: Database, *, autocommit: bool, dialect: str = DIALECT) -> None:
+    def __init__(
+        self,
+        database: Database,
+        *,
+        autocommit: bool,
+        dialect: str = DIALECT,
+        read_only: bool = False,
+        abort_on_error: bool | None = None,
+    ) -> None:
         self.database = database
         self.autocommit = autocommit
+        self.read_only = read_only
+        # After a failed statement, SQLite's rule goes on with the transaction (the statement
+        # left nothing); PostgreSQL's refuses all but ROLLBACK. PostgreSQL's SQL, its rule.
+        self.abort_on_error = dialect == "postgres" if abort_on_error is None else abort_on_error
+        self.failed = False  # a statement failed in this transaction (abort_on_error only)
         self.dialect = dialect
         self._txn: Overlay | None = None
+        # Open savepoints, innermost last: each a write buffer over the one before it.
+        self._savepoints: list[tuple[str, Overlay]] = []
         self._explicit = False
         self._ddl = False  # the open transaction changed the dictionary: bypass the cache
 
@@ -138,7 +170,46 @@ class Session:
         if self._txn is None:
             self.database.acquire()
             self._txn = Overlay(self.database.kv)
-        return self._txn
+        return self._savepoints[-1][1] if self._savepoints else self._txn
+
+    def tables(self) -> list[Table]:
+        """The tables as this session's transaction sees them (taking the database, as a
+        statement does)."""
+        opened = not self.in_transaction
+        found = Dictionary(self._begin()).tables()
+        if opened and self.autocommit and not self._explicit:
+            self.commit()
+        return found
+
+    def _savepoint(self, node: exp.Expression) -> Result | None:
+        """SAVEPOINT, RELEASE [SAVEPOINT] and ROLLBACK TO [SAVEPOINT]; None for others."""
+        if isinstance(node, exp.Rollback) and node.args.get("savepoint") is not None:
+            name, verb = node.args["savepoint"].name, "ROLLBACK"
+        elif isinstance(node, exp.Command) and str(node.this).upper() in ("SAVEPOINT", "RELEASE"):
+            verb = str(node.this).upper()
+            text = str(node.expression.this if node.expression is not None else "").strip()
+            if verb == "RELEASE" and text.upper().startswith("SAVEPOINT "):
+                text = text[len("SAVEPOINT ") :].strip()
+            name = text.strip('"')
+        else:
+            return None
+        name = name.lower()
+        if verb == "SAVEPOINT":
+            top = self._begin()
+            self._explicit = True  # outside BEGIN, a savepoint opens the transaction
+            self._savepoints.append((name, Overlay(top)))
+            return Result(command="SAVEPOINT")
+        found = [i for i, (n, _) in enumerate(self._savepoints) if n == name]
+        if not found:
+            raise ProgrammingError(f"no such savepoint: {name}")
+        at = found[-1]
+        if verb == "RELEASE":
+            while len(self._savepoints) > at:
+                self._savepoints.pop()[1].commit()  # into the buffer below it
+            return Result(command="RELEASE")
+        del self._savepoints[at + 1 :]
+        self._savepoints[at][1].rollback()  # the savepoint stays, empty
+        return Result(command="ROLLBACK")
 
     def _statement(self, node: exp.Expression, params: Sequence[Any]) -> Result:
         if isinstance(node, exp.Transaction):
@@ -146,13 +217,26 @@ class Session:
             self._explicit = True
             return Result(command="BEGIN")
         if isinstance(node, exp.Commit):
+            if self.failed:  # PostgreSQL answers COMMIT of an aborted transaction so
+                self.rollback()
+                return Result(command="ROLLBACK")
             self.commit()
             return Result(command="COMMIT")
+        rolling_back = isinstance(node, exp.Rollback)
+        if self.failed and not rolling_back:
+            raise TransactionAborted(
+                "current transaction is aborted, commands ignored until end of transaction block"
+            )
+        marked = self._savepoint(node)
+        if marked is not None:
+            self.failed = False  # only ROLLBACK TO gets here while failed
+            return marked
         if isinstance(node, exp.Rollback):
             self.rollback()
             return Result(command="ROLLBACK")
-        txn = self._begin()
-        statement = Overlay(txn)
+        if self.read_only and not isinstance(node, _QUERIES):
+            raise OperationalError(f"a read-only session cannot run {node.key.upper()}")
+        statement = Overlay(self._begin())
         cache = None if self._ddl else self.database.tables
         plans = None if self._ddl else self.database.plans
         try:
@@ -163,6 +247,8 @@ class Session:
             statement.rollback()
             if self.autocommit and not self._explicit:
                 self.rollback()
+            elif self.abort_on_error:
+                self.failed = True
             raise
         if self.autocommit and not self._explicit:
             self.commit()
@@ -173,6 +259,8 @@ class Session:
         if self._txn is None:
             return
         try:
+            while self._savepoints:
+                self._savepoints.pop()[1].commit()
             self._txn.commit()
         finally:
             self._end()
@@ -189,6 +277,8 @@ class Session:
             self.database.tables.clear()
             self.database.plans.clear()
         self._txn = None
+        self._savepoints.clear()
+        self.failed = False
         self._explicit = False
         self._ddl = False
         self.database.release()
@@ -255,7 +345,7 @@ def _run(
 ) -> Result:
     numbering = Params()
     ctx = Ctx(params, kv)
-    if isinstance(node, exp.Select | exp.Union | exp.Intersect | exp.Except | exp.Subquery):
+    if isinstance(node, _QUERIES):
         planned = _select(node, params, dictionary, plans)
         rows = list(planned.plan.rows(ctx))
         return Result(list(planned.plan.columns), rows, -1, planned.explained, "SELECT")
@@ -274,9 +364,24 @@ def _run(
     writes = {exp.Insert: dml.insert, exp.Update: dml.update, exp.Delete: dml.delete}
     for kind_, handler in writes.items():
         if isinstance(node, kind_):
-            count = handler(node, ctx, numbering, dictionary)  # type: ignore[operator]
-            return Result(rowcount=count, command=node.key.upper())
+            table, written = handler(node, ctx, numbering, dictionary)  # type: ignore[operator]
+            command = node.key.upper()
+            last = _lastrowid(table, written, dictionary) if command == "INSERT" else None
+            back = node.args.get("returning")
+            if back is None:
+                return Result(rowcount=len(written), command=command, lastrowid=last)
+            columns, rows = returning(back, table, written, ctx, numbering)
+            return Result(columns, rows, len(written), command=command, lastrowid=last)
     raise NotSupportedError(f"CascaDB does not support {node.key.upper()} statements")
+
+
+def _lastrowid(table: Table, written: list[Row], dictionary: Dictionary) -> int | None:
+    if not written:
+        return None
+    if table.rowid:
+        return dictionary.last_rowid(table)
+    value = written[-1][table.primary[0]] if len(table.primary) == 1 else None
+    return value if isinstance(value, int) else None
 
 
 def tables(kv: OrderedKv) -> list[Table]:

@@ -43,3 +43,8 @@ class ProgrammingError(DatabaseError):
 
 class NotSupportedError(DatabaseError):
     """Valid SQL outside what CascaDB answers."""
+
+
+class TransactionAborted(OperationalError):
+    """A statement failed earlier in this PostgreSQL-dialect transaction: only ROLLBACK (or
+    ROLLBACK TO a savepoint) is run until then, as PostgreSQL does (SQLSTATE 25P02)."""

@@ -26,6 +26,7 @@ from meterseal.errors import KvsError, ObjectNotFound
 from meterseal.kvs.store import ObjectStore
 
 T = TypeVar("T")
+APPLY_WIDTH = 64  # writes of a batch in flight at once
 
 
 class LoopThread:
@@ -127,11 +128,16 @@ class KvsOrderedKv:
             await self.store.delete(self.bucket, INTENT)
 
     async def _apply(self, writes: list[tuple[str, bytes | None]]) -> None:
-        for name, value in writes:
-            if value is None:
-                await self.store.delete(self.bucket, name)
-            else:
-                await self.store.put_bytes(self.bucket, name, value)
+        # Once the intent is stored the writes are independent (one per name), so they go
+        # out together: on local directories each is a few fsyncs, waited for in parallel.
+        for start in range(0, len(writes), APPLY_WIDTH):
+            await asyncio.gather(*(self._one(n, v) for n, v in writes[start : start + APPLY_WIDTH]))
+
+    async def _one(self, name: str, value: bytes | None) -> None:
+        if value is None:
+            await self.store.delete(self.bucket, name)
+        else:
+            await self.store.put_bytes(self.bucket, name, value)
 
     def recover(self) -> bool:
         """Finish a batch that a crash interrupted; whether there was one."""

@@ -1,0 +1,96 @@
+"""Transactions: savepoints, a failed statement (SQLite's rule and PostgreSQL's), read-only."""
+
+from __future__ import annotations
+
+import pytest
+
+import meterseal.cascadb as cascadb
+from meterseal.cascadb import Database, MemoryKv
+
+
+@pytest.fixture
+def db() -> Database:
+    database = Database(MemoryKv())
+    database.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)")
+    database.execute("INSERT INTO t VALUES (1, 'one')")
+    return database
+
+
+def _rows(db: Database) -> list[tuple[object, ...]]:
+    return db.execute("SELECT k, v FROM t ORDER BY k").rows
+
+
+def test_savepoints_nest_roll_back_and_release_into_the_transaction(db: Database) -> None:
+    session = db.session(autocommit=False)
+    session.execute("SAVEPOINT outer_sp")
+    session.execute("INSERT INTO t VALUES (2, 'two')")
+    session.execute("SAVEPOINT inner_sp")
+    session.execute("INSERT INTO t VALUES (3, 'three')")
+    session.execute("ROLLBACK TO inner_sp")  # 3 gone, inner_sp still open
+    session.execute("INSERT INTO t VALUES (4, 'four')")
+    assert session.execute("SELECT count(*) FROM t").rows == [(3,)]
+    session.execute("RELEASE SAVEPOINT outer_sp")  # inner_sp released with it
+    with pytest.raises(cascadb.ProgrammingError, match="no such savepoint"):
+        session.execute("ROLLBACK TO inner_sp")
+    session.commit()
+    assert _rows(db) == [(1, "one"), (2, "two"), (4, "four")]
+
+
+def test_a_savepoint_outside_a_transaction_opens_one(db: Database) -> None:
+    session = db.session(autocommit=True)
+    session.execute("SAVEPOINT sp")
+    session.execute("INSERT INTO t VALUES (2, 'two')")
+    assert session.in_transaction
+    session.execute("ROLLBACK")
+    assert not session.in_transaction
+    assert _rows(db) == [(1, "one")]
+
+
+def test_sqlite_rule_a_failed_statement_leaves_nothing_and_the_transaction_goes_on(
+    db: Database,
+) -> None:
+    connection = cascadb.connect(db)  # the PEP 249 driver reads SQLite's SQL, and its rule
+    connection.execute("INSERT INTO t VALUES (2, 'two')")
+    with pytest.raises(cascadb.IntegrityError):
+        connection.execute("INSERT INTO t VALUES (3, 'three'), (1, 'again')")
+    connection.execute("INSERT INTO t VALUES (5, 'five')")
+    connection.commit()
+    assert _rows(db) == [(1, "one"), (2, "two"), (5, "five")]
+
+
+def test_postgres_rule_a_failed_statement_aborts_the_transaction_until_rollback(
+    db: Database,
+) -> None:
+    session = db.session(autocommit=True, dialect="postgres")
+    assert session.abort_on_error
+    session.execute("BEGIN")
+    session.execute("INSERT INTO t VALUES (2, 'two')")
+    with pytest.raises(cascadb.IntegrityError):
+        session.execute("INSERT INTO t VALUES (1, 'again')")
+    with pytest.raises(cascadb.TransactionAborted, match="current transaction is aborted"):
+        session.execute("SELECT 1")
+    assert session.execute("COMMIT").command == "ROLLBACK"  # as PostgreSQL answers it
+    assert _rows(db) == [(1, "one")]
+
+
+def test_postgres_rule_rollback_to_a_savepoint_recovers(db: Database) -> None:
+    session = db.session(autocommit=True, dialect="postgres")
+    session.execute("BEGIN")
+    session.execute("INSERT INTO t VALUES (2, 'two')")
+    session.execute("SAVEPOINT sp")
+    with pytest.raises(cascadb.IntegrityError):
+        session.execute("INSERT INTO t VALUES (1, 'again')")
+    session.execute("ROLLBACK TO SAVEPOINT sp")
+    session.execute("INSERT INTO t VALUES (3, 'three')")
+    assert session.execute("COMMIT").command == "COMMIT"
+    assert _rows(db) == [(1, "one"), (2, "two"), (3, "three")]
+
+
+def test_a_read_only_connection_only_queries(db: Database) -> None:
+    reader = cascadb.connect(db, read_only=True)
+    assert reader.execute("SELECT v FROM t").fetchall() == [("one",)]
+    for sql in ("INSERT INTO t VALUES (9, 'x')", "DELETE FROM t", "DROP TABLE t"):
+        with pytest.raises(cascadb.OperationalError, match="read-only"):
+            reader.execute(sql)
+    reader.rollback()
+    assert _rows(db) == [(1, "one")]
