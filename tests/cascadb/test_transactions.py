@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 import meterseal.cascadb as cascadb
@@ -94,3 +96,25 @@ def test_a_read_only_connection_only_queries(db: Database) -> None:
             reader.execute(sql)
     reader.rollback()
     assert _rows(db) == [(1, "one")]
+
+
+def test_a_reading_transaction_reads_what_is_committed_without_waiting(db: Database) -> None:
+    writer = db.session(autocommit=False)
+    writer.execute("INSERT INTO t VALUES (2, 'two')")  # the write transaction is open
+    reader = db.session(autocommit=False)
+    reader.begin_read()
+    assert reader.execute("SELECT k FROM t").rows == [(1,)]  # did not wait for the writer
+    writer.commit()
+    assert reader.execute("SELECT k FROM t").rows == [(1,), (2,)]  # read committed
+    other = db.session(autocommit=False)
+    other.execute("INSERT INTO t VALUES (3, 'three')")  # the next writer
+    done: list[int] = []
+    thread = threading.Thread(target=lambda: done.append(reader.execute("DELETE FROM t").rowcount))
+    thread.start()  # the reader's first write waits for the open write transaction
+    thread.join(0.2)
+    assert done == []
+    other.commit()
+    thread.join()
+    reader.commit()
+    assert done == [3]
+    assert _rows(db) == []

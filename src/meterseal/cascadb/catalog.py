@@ -42,6 +42,7 @@ class Index:
     name: str
     columns: tuple[int, ...]
     unique: bool = False
+    constraint: bool = False  # made by a UNIQUE constraint of CREATE TABLE, not CREATE INDEX
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,9 @@ class Table:
                     [c.name, c.declared, c.affinity, c.not_null, c.default] for c in self.columns
                 ],
                 "primary": list(self.primary),
-                "indexes": [[i.id, i.name, list(i.columns), i.unique] for i in self.indexes],
+                "indexes": [
+                    [i.id, i.name, list(i.columns), i.unique, i.constraint] for i in self.indexes
+                ],
                 "foreign": [
                     [list(f.columns), f.parent, list(f.parent_columns)] for f in self.foreign
                 ],
@@ -150,7 +153,10 @@ class Table:
                 name=data["name"],
                 columns=tuple(Column(*c) for c in data["columns"]),
                 primary=tuple(data["primary"]),
-                indexes=tuple(Index(i[0], i[1], tuple(i[2]), i[3]) for i in data["indexes"]),
+                indexes=tuple(
+                    Index(i[0], i[1], tuple(i[2]), i[3], bool(i[4:5] and i[4]))
+                    for i in data["indexes"]
+                ),
                 foreign=tuple(
                     ForeignKey(tuple(f[0]), f[1], tuple(f[2])) for f in data.get("foreign", ())
                 ),

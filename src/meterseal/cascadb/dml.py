@@ -35,11 +35,14 @@ def create_table(node: exp.Create, dictionary: Dictionary) -> None:
     columns: list[Column] = []
     primary: list[str] = []
     uniques: list[list[str]] = []
+    unique_names: dict[int, str] = {}  # a named UNIQUE constraint's index keeps its name
     references: list[tuple[list[str], exp.Reference]] = []
     items = list(schema.expressions)
     while items:
         item = items.pop(0)
-        if isinstance(item, exp.Constraint):  # CONSTRAINT name …: the name is not kept
+        if isinstance(item, exp.Constraint):  # CONSTRAINT name …
+            if any(isinstance(e, exp.UniqueColumnConstraint) for e in item.expressions):
+                unique_names[len(uniques)] = item.name
             items[:0] = item.expressions
         elif isinstance(item, exp.Identifier):
             columns.append(Column(item.name, "", sv.affinity_of("")))
@@ -59,9 +62,10 @@ def create_table(node: exp.Create, dictionary: Dictionary) -> None:
     for i, unique in enumerate(uniques):
         index = Index(
             dictionary.new_index_id(table),
-            f"{name}_unique_{i + 1}",
+            unique_names.get(i, f"{name}_unique_{i + 1}"),
             _positions(table, unique),
-            True,
+            unique=True,
+            constraint=True,
         )
         table = dictionary.with_index(table, index)
     dictionary.save(table)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,7 @@ from meterseal.cascadb.errors import (
 )
 from meterseal.cascadb.expr import Ctx, Params, Row
 from meterseal.cascadb.kv import OrderedKv, Overlay
+from meterseal.cascadb.locks import ApplyLock
 from meterseal.cascadb.query import plan_query
 
 DIALECT = "sqlite"
@@ -84,7 +86,8 @@ class Database:
     def __init__(self, kv: OrderedKv, *, lock_timeout: float = 30.0) -> None:
         self.kv = kv
         self.lock_timeout = lock_timeout
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the one write transaction
+        self.applying = ApplyLock(lock_timeout)  # readers against a commit's batch
         self.tables: dict[str, Table] = {}  # committed descriptors (only this object writes)
         self.plans: Plans = {}  # SELECT plans made from them, by parsed statement
         self._parsed: dict[tuple[str, str], list[exp.Expression]] = {}
@@ -139,6 +142,8 @@ class Session:
         # left nothing); PostgreSQL's refuses all but ROLLBACK. PostgreSQL's SQL, its rule.
         self.abort_on_error = dialect == "postgres" if abort_on_error is None else abort_on_error
         self.failed = False  # a statement failed in this transaction (abort_on_error only)
+        self._read_next = False  # the next transaction begins as a reader (`begin_read`)
+        self._reader = False  # the open transaction reads committed data, holding no lock
         self.dialect = dialect
         self._txn: Overlay | None = None
         # Open savepoints, innermost last: each a write buffer over the one before it.
@@ -166,17 +171,34 @@ class Session:
         """Run one parsed statement in this session."""
         return self._statement(statement, params)
 
+    def begin_read(self) -> None:
+        """Begin the next transaction as a reader: it holds no lock, each of its statements
+        reads what is committed then (read committed), and its first write makes it a writer
+        (which waits for the write transaction open, if any)."""
+        if self._txn is None:
+            self._read_next = True
+
     def _begin(self) -> Overlay:
         if self._txn is None:
-            self.database.acquire()
+            if not self._read_next:
+                self.database.acquire()
+            self._reader, self._read_next = self._read_next, False
             self._txn = Overlay(self.database.kv)
         return self._savepoints[-1][1] if self._savepoints else self._txn
+
+    def _write_ahead(self) -> None:
+        """A reader's first write: it becomes the write transaction."""
+        if self._reader:
+            self.database.acquire()
+            self._reader = False
 
     def tables(self) -> list[Table]:
         """The tables as this session's transaction sees them (taking the database, as a
         statement does)."""
         opened = not self.in_transaction
-        found = Dictionary(self._begin()).tables()
+        top = self._begin()
+        with self._reading():
+            found = Dictionary(top).tables()
         if opened and self.autocommit and not self._explicit:
             self.commit()
         return found
@@ -237,10 +259,13 @@ class Session:
         if self.read_only and not isinstance(node, _QUERIES):
             raise OperationalError(f"a read-only session cannot run {node.key.upper()}")
         statement = Overlay(self._begin())
+        if not isinstance(node, _QUERIES):
+            self._write_ahead()
         cache = None if self._ddl else self.database.tables
         plans = None if self._ddl else self.database.plans
         try:
-            result, changed = run(node, statement, params, cache, plans)
+            with self._reading():
+                result, changed = run(node, statement, params, cache, plans)
             self._ddl |= changed
             statement.commit()
         except BaseException:
@@ -261,7 +286,10 @@ class Session:
         try:
             while self._savepoints:
                 self._savepoints.pop()[1].commit()
-            self._txn.commit()
+            if self._txn.dirty or self._ddl:
+                with self.database.applying.exclusive():
+                    self._txn.commit()
+                    self._forget_plans()
         finally:
             self._end()
 
@@ -270,18 +298,28 @@ class Session:
         if self._txn is None:
             return
         self._txn.rollback()
+        self._forget_plans()
         self._end()
 
-    def _end(self) -> None:
-        if self._ddl:
+    def _reading(self) -> AbstractContextManager[None]:
+        """A reader's statement reads committed data: no commit may apply meanwhile."""
+        return self.database.applying.shared() if self._reader else nullcontext()
+
+    def _forget_plans(self) -> None:
+        if self._ddl:  # descriptors and plans made from them may be out of date
             self.database.tables.clear()
             self.database.plans.clear()
+
+    def _end(self) -> None:
+        reader = self._reader
         self._txn = None
         self._savepoints.clear()
         self.failed = False
         self._explicit = False
         self._ddl = False
-        self.database.release()
+        self._reader = False
+        if not reader:
+            self.database.release()
 
     def close(self) -> None:
         """Roll back what is open."""
