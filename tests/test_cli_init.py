@@ -167,7 +167,7 @@ def test_a_postgresql_store_is_set_up_where_the_config_points(
 ) -> None:
     from meterseal.config import load_settings
     from tests.services import require_service
-    from tests.storage.conftest import PG_URL, _probe_postgres
+    from tests.storage.databases import PG_URL, _probe_postgres
 
     require_service("PostgreSQL", PG_URL, _probe_postgres)
     directory = tmp_path / "south"
@@ -267,7 +267,7 @@ def test_the_store_password_stays_out_of_the_config_file(tmp_path: Path, unique_
 
     from meterseal.config import load_settings
     from tests.services import require_service
-    from tests.storage.conftest import PG_URL, _probe_postgres
+    from tests.storage.databases import PG_URL, _probe_postgres
 
     require_service("PostgreSQL", PG_URL, _probe_postgres)
     url = sa.make_url(PG_URL)

@@ -11,7 +11,7 @@ from meterseal.storage import Store
 from meterseal.storage.accounts import AccountStore
 from tests.accounts.people import T0
 from tests.command_line import invoke
-from tests.storage.conftest import db_url, postgres_url  # noqa: F401 - fixtures
+from tests.storage.databases import db_url, postgres_url  # noqa: F401 - fixtures
 
 PASSWORD_ENV = {"MS_ACCOUNT_PASSWORD": "a long enough password"}
 

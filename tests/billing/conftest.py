@@ -24,7 +24,7 @@ from meterseal.meter.provisioning import ProvisionedMeter, fleet_records, provis
 from meterseal.storage import Store
 from meterseal.storage.bill_store import BillStore
 from tests.conftest import NOW
-from tests.storage.conftest import db_url, postgres_url  # noqa: F401 - fixtures
+from tests.storage.databases import db_url, postgres_url  # noqa: F401 - fixtures
 
 ANONYMIZATION_KEY = b"a" * 32
 # One UTC day before NOW (certificates are valid from NOW, and readings are sent at NOW).

@@ -40,6 +40,12 @@ def test_file_values_typed_and_relative_to_the_file(tmp_path: Path) -> None:
     assert settings.file == path
 
 
+def test_a_cascadb_store_directory_is_relative_to_the_file(tmp_path: Path) -> None:
+    path = _write(tmp_path / "east", '[store]\nurl = "cascadb:///data/cdb"\n')
+    settings = load_settings(path, environ={}, cwd=Path("/"))
+    assert settings.store.url == f"cascadb:///{tmp_path / 'east' / 'data' / 'cdb'}"
+
+
 def test_defaults_derive_from_the_deployment(tmp_path: Path) -> None:
     path = _write(tmp_path / "South-Grid 2", "")
     settings = load_settings(path, environ={}, cwd=Path("/"))

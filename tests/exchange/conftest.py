@@ -18,7 +18,7 @@ from meterseal.crypto.suites import ED25519
 from meterseal.model import Reading
 from meterseal.storage import Store, StoreRegistry
 from tests.conftest import NOW
-from tests.storage.conftest import db_url, postgres_url  # noqa: F401 - fixtures
+from tests.storage.databases import db_url, postgres_url  # noqa: F401 - fixtures
 
 METERS = ("MTR-A", "MTR-B")
 

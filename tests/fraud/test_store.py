@@ -23,7 +23,7 @@ from meterseal.storage import Store
 from meterseal.storage.bill_store import BillStore
 from tests.command_line import invoke
 from tests.conftest import NOW
-from tests.storage.conftest import db_url, postgres_url  # noqa: F401 - fixtures
+from tests.storage.databases import db_url, postgres_url  # noqa: F401 - fixtures
 
 FIRST = dt.date(2026, 10, 28)
 DAYS = 3

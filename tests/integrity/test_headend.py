@@ -23,7 +23,8 @@ from meterseal.integrity.state import IntegrityStates
 from meterseal.model import Reading
 from meterseal.storage import Store, StoreRegistry
 from tests.conftest import NOW
-from tests.storage.conftest import Authority, authority, db_url, postgres_url  # noqa: F401
+from tests.storage.conftest import Authority, authority  # noqa: F401
+from tests.storage.databases import db_url, postgres_url  # noqa: F401
 
 T_MS = int(NOW.timestamp() * 1000)
 

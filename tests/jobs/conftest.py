@@ -8,7 +8,7 @@ import pytest
 
 from meterseal.jobs.engine import Engine, local_engine
 from tests.billing.conftest import ca, fleet, month  # noqa: F401 - fixtures
-from tests.storage.conftest import db_url, postgres_url  # noqa: F401 - fixtures
+from tests.storage.databases import db_url, postgres_url  # noqa: F401 - fixtures
 
 
 @pytest.fixture

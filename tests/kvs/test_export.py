@@ -60,7 +60,7 @@ from meterseal.storage.bill_store import BillStore
 from meterseal.storage.imports import Assignment, ImportStore
 from meterseal.storage.schema import StoredOriginal
 from tests.conftest import NOW
-from tests.storage.conftest import db_url, postgres_url  # noqa: F401 - fixtures
+from tests.storage.databases import db_url, postgres_url  # noqa: F401 - fixtures
 
 FIRST = dt.date(2026, 10, 30)
 START = (FIRST - dt.date(1970, 1, 1)).days * 86_400

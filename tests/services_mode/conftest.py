@@ -21,7 +21,7 @@ from meterseal.meter.provisioning import ProvisionedMeter, provision
 from meterseal.meter.workload import Wire, Workload, seal_workload
 from meterseal.storage import Store
 from tests.services import require_service
-from tests.storage.conftest import db_url, postgres_url  # noqa: F401 - fixtures
+from tests.storage.databases import db_url, postgres_url  # noqa: F401 - fixtures
 
 NATS_URL = os.environ.get("MS_NATS_URL", "nats://127.0.0.1:4222")
 

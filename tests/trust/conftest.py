@@ -18,7 +18,7 @@ from meterseal.trust.measurement import Measurement, measure
 from meterseal.trust.sealing import init_sealing_secret
 from meterseal.trust.state import CasState, MemoryCasState
 from meterseal.trust.vault import Vault, init_master_key
-from tests.storage.conftest import db_url, postgres_url  # noqa: F401 - fixtures
+from tests.storage.databases import db_url, postgres_url  # noqa: F401 - fixtures
 
 T0 = 1_800_000_000.0
 

@@ -19,7 +19,7 @@ from meterseal.trust.errors import ReleaseRefused
 from meterseal.trust.measurement import Measurement
 from meterseal.trust.state import MemoryCasState
 from tests.accounts.people import MemoryAccounts, People
-from tests.storage.conftest import db_url, postgres_url  # noqa: F401 - fixtures
+from tests.storage.databases import db_url, postgres_url  # noqa: F401 - fixtures
 from tests.trust.conftest import World, make_world
 
 SECRET = b"0123456789abcdef0123456789abcdef"

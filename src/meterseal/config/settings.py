@@ -86,7 +86,8 @@ class StoreSection:
     """[store]: the head-end's database."""
 
     url: str = _key(
-        "database URL: sqlite:///FILE (relative to this file) or postgresql+psycopg://…",
+        "database URL: sqlite:///FILE or cascadb:///DIRECTORY (relative to this file), or "
+        "postgresql+psycopg://…",
         "sqlite:///var/meterseal.db",
         flags=("--store",),
         derived="sqlite:///DEPLOYMENT_DIR/meterseal.db",
@@ -417,9 +418,14 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _sqlite_relative_to(url: str, base: Path) -> str:
-    """A sqlite:///relative URL made absolute against `base` (other URLs unchanged)."""
+    """A relative sqlite:/// or cascadb:/// URL made absolute against `base` (others as is)."""
     head, slashes, rest = url.partition(":///")
-    if slashes and head.startswith("sqlite") and rest and not rest.startswith((":memory:", "/")):
+    if (
+        slashes
+        and head.startswith(("sqlite", "cascadb"))
+        and rest
+        and not rest.startswith((":memory:", "/"))
+    ):
         return f"{head}:///{(base / rest).resolve()}"
     return url
 

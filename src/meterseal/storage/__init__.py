@@ -1,4 +1,6 @@
-"""Storage: the durable store of the head-end (SQLAlchemy Core on SQLite or PostgreSQL)."""
+"""Storage: the durable store of the head-end (SQLAlchemy Core on SQLite, PostgreSQL, CascaDB)."""
+
+from sqlalchemy.dialects import registry
 
 from meterseal.storage.migrations import LATEST_VERSION, MIGRATIONS, current_version, migrate
 from meterseal.storage.schema import (
@@ -9,6 +11,9 @@ from meterseal.storage.schema import (
     make_engine,
 )
 from meterseal.storage.store import REPLAYED_COUNTER, Store, StoreRegistry
+
+# `cascadb:///DIR` URLs: the dialect module is imported only when such a URL is used.
+registry.register("cascadb", "meterseal.storage.cascadb_store", "CascadbDialect")
 
 __all__ = [
     "LATEST_VERSION",

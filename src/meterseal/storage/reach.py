@@ -17,7 +17,11 @@ import sqlalchemy as sa
 from meterseal.errors import ConfigurationError, StorageError
 from meterseal.runtime.address import hide_password
 
-URL_FORMS = "sqlite:///PATH or postgresql+psycopg://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
+URL_FORMS = (
+    "sqlite:///PATH, postgresql+psycopg://USER[:PASSWORD]@HOST[:PORT]/DATABASE "
+    "or cascadb:///DIRECTORY"
+)
+ENGINES = ("sqlite", "postgresql", "cascadb")
 # psycopg prefixes its reason with where it tried: keep the reason.
 _PG_PREFIX = re.compile(
     r'^(connection failed: )?(connection to server at "[^"]*",? (port \d+ )?failed: )?'
@@ -66,9 +70,9 @@ def store_url(url: str | sa.URL) -> sa.URL:
         raise ConfigurationError(
             f"the store URL {shown(url)!r} is malformed; give {URL_FORMS}"
         ) from None
-    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+    if parsed.get_backend_name() not in ENGINES:
         raise ConfigurationError(
-            f"meterseal stores on SQLite or PostgreSQL, not {parsed.get_backend_name()} "
+            f"meterseal stores on SQLite, PostgreSQL or CascaDB, not {parsed.get_backend_name()} "
             f"({shown(parsed)}); give {URL_FORMS}"
         )
     return parsed

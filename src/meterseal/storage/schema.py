@@ -421,7 +421,8 @@ def make_engine(url: str | sa.URL, *, read_only: bool = False, **kwargs: Any) ->
     """An engine for `url` with the settings the store needs (see `prepare_engine`).
 
     `read_only` engines cannot change the database, whatever the code using them does:
-    SQLite opens the file with mode=ro, PostgreSQL makes every transaction READ ONLY.
+    SQLite opens the file with mode=ro, PostgreSQL makes every transaction READ ONLY, CascaDB
+    refuses every statement but queries.
     """
     # Readings are personal data: keep bound values out of exception texts and logs.
     kwargs.setdefault("hide_parameters", True)
@@ -433,6 +434,9 @@ def make_engine(url: str | sa.URL, *, read_only: bool = False, **kwargs: Any) ->
             _create_owner_only(url.database or "")
         if read_only and url.database:
             url = url.set(database=f"file:{url.database}", query={"mode": "ro", "uri": "true"})
+    elif url.get_backend_name() == "cascadb":
+        if read_only:
+            url = url.update_query_dict({"mode": "ro"})
     else:
         if read_only:
             # Added to any options the URL has (a scratch schema's search_path, say).
@@ -452,12 +456,15 @@ def _create_owner_only(database: str) -> None:
 
 
 def prepare_engine(engine: Engine) -> Engine:
-    """Make commits durable (SQLite and PostgreSQL) and SQLite transactional; idempotent."""
+    """Make commits durable (SQLite and PostgreSQL), SQLite transactional and CascaDB's reading
+    transactions lock-free; idempotent."""
     name = engine.dialect.name
     if name == "sqlite" and not sa.event.contains(engine, "connect", _on_sqlite_connect):
         sa.event.listen(engine, "connect", _on_sqlite_connect)
         sa.event.listen(engine, "begin", _on_sqlite_begin)
         engine.dispose()  # pooled connections predate the connect hook
+    elif name == "cascadb" and not sa.event.contains(engine, "begin", _on_cascadb_begin):
+        sa.event.listen(engine, "begin", _on_cascadb_begin)
     elif name == "postgresql" and not sa.event.contains(engine, "connect", _on_pg_connect):
         sa.event.listen(engine, "connect", _on_pg_connect)
         sa.event.listen(engine, "checkin", _on_checkin)
@@ -533,6 +540,15 @@ def _on_sqlite_begin(connection: Connection) -> None:
     # fail with SQLITE_BUSY at its first write instead of waiting for the busy timeout.
     write = connection.get_execution_options().get(WRITE_OPTION, False)
     connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def _on_cascadb_begin(connection: Connection) -> None:
+    # A reading transaction reads what is committed, holding no lock, so it never waits for
+    # an open write transaction (CascaDB's writers run one at a time, from their first
+    # statement to their end). A writer takes the lock at its first statement.
+    if not connection.get_execution_options().get(WRITE_OPTION, False):
+        driver = connection.connection.driver_connection
+        driver.session.begin_read()  # type: ignore[union-attr]
 
 
 @contextmanager

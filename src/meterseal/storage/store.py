@@ -1,7 +1,8 @@
 """The head-end's durable store: signed originals, anonymized measurements, quarantine, meters.
 
-One `Store` serves SQLite and PostgreSQL with the same SQLAlchemy Core logic; only the shape
-of an ingest batch's bulk statements differs (`bulk.BulkStatements`). Every method runs in its own
+One `Store` serves SQLite, PostgreSQL and CascaDB with the same SQLAlchemy Core logic; only the
+shape of an ingest batch's bulk statements differs (`bulk.BulkStatements`; CascaDB takes
+SQLite's, through `cascadb_store`). Every method runs in its own
 transaction, unless its thread is inside the store's `unit()`, whose one transaction it joins;
 `save_batch` returns only after its commit is durable, so the caller may acknowledge the
 batch's packets then.
@@ -32,7 +33,7 @@ from meterseal.errors import CertificateError, RejectReason, StorageError
 from meterseal.storage.bulk import BulkStatements, measurement_row, original_row
 from meterseal.storage.migrations import LATEST_VERSION, current_version, migrate
 from meterseal.storage.quarantine import QuarantineBudget, QuarantineLimits, prune_statements
-from meterseal.storage.reach import StoreUnreachable, unreachable
+from meterseal.storage.reach import ENGINES, StoreUnreachable, unreachable
 from meterseal.storage.schema import (
     Key,
     MeterRow,
@@ -86,7 +87,7 @@ def refuse_revoked(revoked: dict[str, dt.datetime]) -> MeterRevoked:
 
 
 class Store:
-    """The repository over one SQLite or PostgreSQL database."""
+    """The repository over one SQLite, PostgreSQL or CascaDB database."""
 
     def __init__(
         self, target: str | sa.URL | Engine, *, quarantine: QuarantineLimits | None = None
@@ -97,8 +98,8 @@ class Store:
         # Refused packets whose bytes were not kept (`dropped`) or deleted later (`pruned`).
         self.quarantine_counts: Counter[str] = Counter()
         name = self.engine.dialect.name
-        if name not in ("sqlite", "postgresql"):
-            raise StorageError(f"meterseal stores on SQLite or PostgreSQL, not {name}")
+        if name not in ENGINES:
+            raise StorageError(f"meterseal stores on SQLite, PostgreSQL or CascaDB, not {name}")
         self._bulk = bulk = BulkStatements(name)
         self._unit = threading.local()  # the connection of this thread's `unit()`, if any
         upsert = bulk.insert(ingest_counters)
@@ -302,11 +303,20 @@ class Store:
     def last_counters(self) -> dict[str, tuple[int, int]]:
         """Per meter, its highest stored counter and that reading's timestamp."""
         so = signed_originals
-        latest = (
-            sa.select(so.c.meter_id, sa.func.max(so.c.counter).label("counter"))
-            .group_by(so.c.meter_id)
-            .subquery()
+        highest = sa.select(so.c.meter_id, sa.func.max(so.c.counter).label("counter")).group_by(
+            so.c.meter_id
         )
+        if self.engine.dialect.name == "cascadb":
+            # CascaDB reads no subquery in FROM: the highest counters, then each one's row.
+            at = sa.select(so.c.timestamp).where(
+                so.c.meter_id == sa.bindparam("m"), so.c.counter == sa.bindparam("c")
+            )
+            with self._read() as connection:
+                found = connection.execute(highest).all()
+                return {
+                    m: (c, connection.execute(at, {"m": m, "c": c}).scalar_one()) for m, c in found
+                }
+        latest = highest.subquery()
         query = sa.select(so.c.meter_id, so.c.counter, so.c.timestamp).join(
             latest, sa.and_(so.c.meter_id == latest.c.meter_id, so.c.counter == latest.c.counter)
         )
