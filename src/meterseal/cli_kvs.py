@@ -103,6 +103,9 @@ def serve(
         str, typer.Option(help="host:port of /metrics and /readyz ('off': none)")
     ] = "127.0.0.1:0",
     passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
+    max_object: Annotated[
+        int, typer.Option("--max-object", min=1, help="bytes an object may have (413 beyond)")
+    ] = 1 << 30,
 ) -> None:
     """Serve the KVS gateway: attest, fetch its keys from the CAS, serve until Ctrl-C."""
     from dataclasses import replace
@@ -119,6 +122,7 @@ def serve(
         listen=listen,
         tls=tls,
         admin=None if admin == "off" else admin,
+        max_object=max_object,
     )
     try:
         asyncio.run(serve_gateway(options))

@@ -13,7 +13,7 @@ import httpx
 from prometheus_client import CollectorRegistry
 
 from meterseal.accounts.throttle import Throttle
-from meterseal.kvs.gateway import create_gateway_app
+from meterseal.kvs.gateway import MAX_OBJECT_BYTES, create_gateway_app
 from meterseal.kvs.gateway_auth import KvsAuthenticator
 from meterseal.kvs.gateway_http import KvsMetrics
 from meterseal.kvs.gateway_keys import KeyTable, Right, Scope
@@ -110,7 +110,10 @@ def another_gateway(gateway: Gateway) -> GatewayState:
 
 @contextmanager
 def serve_gateway(
-    nodes: int = 6, policy: str = "ec:3+2", throttle: Throttle | None = None
+    nodes: int = 6,
+    policy: str = "ec:3+2",
+    throttle: Throttle | None = None,
+    max_object: int = MAX_OBJECT_BYTES,
 ) -> Iterator[Gateway]:
     """A gateway over `nodes` memory nodes (1 KiB chunks) with a key per scope of SCOPES."""
     store, memory_nodes, catalog = memory_store(nodes, chunk_size=CHUNK)
@@ -127,7 +130,9 @@ def serve_gateway(
     metrics = KvsMetrics(registry)
     authenticator = KvsAuthenticator(state.key_table, throttle)
     scrub = store_scrub(store, state)
-    app = create_gateway_app(recording, state, authenticator, metrics, scrub=scrub)
+    app = create_gateway_app(
+        recording, state, authenticator, metrics, scrub=scrub, max_object=max_object
+    )
     with ThreadedServer(app) as url:
         gateway = Gateway(url, keys, recording, memory_nodes, state, registry, catalog, gone.secret)
         try:

@@ -209,6 +209,11 @@ class KvsSection:
     listen: str = _key(
         "host:port the gateway listens on", "127.0.0.1:7470", flags=("kvs serve:--listen",)
     )
+    max_object: int = _key(
+        "bytes one object may have: a larger PUT is refused (413)",
+        1 << 30,
+        flags=("kvs serve:--max-object",),
+    )
     url: str | None = _key(
         "the gateway's URL, for the client commands (unset: http://127.0.0.1:7470)",
         None,

@@ -3,7 +3,8 @@
 Every route declares its rule (`runtime.auth`): the object routes a right of the caller's API
 key on the route's bucket and key (`gateway_auth`), checked before the object is looked up.
 
-* `PUT /v1/kvs/{bucket}/{key}`: the body is the object (any length, streamed in chunks);
+* `PUT /v1/kvs/{bucket}/{key}`: the body is the object (streamed in chunks, up to
+  `max_object` bytes: 413 beyond, declared or found while streaming, nothing kept);
   `X-Kvs-Policy: ec:6+2` overrides the bucket's default policy. 201 with its version.
 * `GET /v1/kvs/{bucket}/{key}`: the object, streamed; `Range: bytes=a-b` gives 206.
 * `HEAD /v1/kvs/{bucket}/{key}`: size, version, policy (headers `X-Kvs-…`).
@@ -30,7 +31,7 @@ from fastapi import FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from meterseal.errors import KvsError, ObjectNotFound
+from meterseal.errors import KvsError, MetersealError, ObjectNotFound
 from meterseal.kvs.gateway_auth import (
     ADMIN,
     ADMIN_ALL,
@@ -49,6 +50,7 @@ from meterseal.runtime.auth import access
 from meterseal.runtime.http import Problem, service_app
 
 NOT_FOUND = "no such object"
+MAX_OBJECT_BYTES = 1 << 30  # a PUT's body beyond this is refused (413): kvs.max_object
 _PATH = re.compile(r"'?/(?:[^\s'():/]+/)+[^\s'():]*'?")  # an absolute file path, maybe quoted
 _log = logging.getLogger(__name__)
 BYTES = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
@@ -152,6 +154,7 @@ def create_gateway_app(
     *,
     scrub: Scrub | None = None,
     reencoding: ReencodeJobs | None = None,
+    max_object: int = MAX_OBJECT_BYTES,
 ) -> FastAPI:
     """The gateway's app over `objects`, its keys and policies in `state`."""
     counts: Counter[str] = Counter()
@@ -164,21 +167,33 @@ def create_gateway_app(
     app.state.authenticator = authenticator
     jobs = reencoding or ReencodeJobs(objects, lambda: state.internal_policy)
     app.state.reencoding = jobs  # the service resumes its stored jobs at start
-    _object_routes(app, objects, state, metrics)
+    _object_routes(app, objects, state, metrics, max_object)
     _list_route(app, objects, metrics)
     _policy_routes(app, objects, state, jobs)
     _scrub_route(app, scrub)
     return app
 
 
+class ObjectTooLarge(MetersealError):
+    """A PUT's body went beyond the gateway's object size limit (answered 413)."""
+
+
+def too_large(limit: int) -> HTTPException:
+    """The one answer to an object over the limit, declared or found while streaming."""
+    return HTTPException(413, f"an object has at most {limit} bytes (kvs.max_object)")
+
+
 def _object_routes(
-    app: FastAPI, objects: Objects, state: GatewayState, metrics: KvsMetrics
+    app: FastAPI, objects: Objects, state: GatewayState, metrics: KvsMetrics, max_object: int
 ) -> None:
     @app.put(
         "/v1/kvs/{bucket}/{key:path}",
         status_code=201,
         dependencies=[access(WRITE)],
-        responses=MISSING,
+        responses={
+            **MISSING,
+            413: {"model": Problem, "description": "The object is over the size limit."},
+        },
     )
     async def put_object(
         bucket: str,
@@ -187,6 +202,10 @@ def _object_routes(
         policy: Annotated[str | None, Header(alias="X-Kvs-Policy", max_length=32)] = None,
     ) -> ObjectView:
         _names(bucket, key)
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > max_object:  # refused before a byte is read
+            metrics.count("put", "refused")
+            raise too_large(max_object)
         try:
             chosen = _policy(policy) if policy else await state.bucket_policy(bucket)
             await state.note_bucket(bucket)
@@ -196,13 +215,20 @@ def _object_routes(
         inbound = metrics.bytes.labels("in")  # looked up once, not per piece
 
         async def body() -> AsyncIterator[bytes]:
+            received = 0
             async for piece in request.stream():
+                received += len(piece)
+                if received > max_object:  # a chunked body: the store discards what it wrote
+                    raise ObjectTooLarge(f"over {max_object} bytes")
                 inbound.inc(len(piece))
                 yield piece
 
         with metrics.timed("put"):
             try:
                 info = await objects.put(bucket, key, body(), chosen)
+            except ObjectTooLarge:
+                metrics.count("put", "refused")
+                raise too_large(max_object) from None
             except KvsError as exc:
                 metrics.count("put", "failed")
                 raise store_refusal(exc) from None

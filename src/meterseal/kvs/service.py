@@ -23,7 +23,7 @@ from typing import Any
 
 from meterseal.errors import ConfigurationError, KvsError
 from meterseal.kvs.freshness import marks_key
-from meterseal.kvs.gateway import Scrub, create_gateway_app
+from meterseal.kvs.gateway import MAX_OBJECT_BYTES, Scrub, create_gateway_app
 from meterseal.kvs.gateway_auth import KvsAuthenticator
 from meterseal.kvs.gateway_http import KvsMetrics
 from meterseal.kvs.gateway_reencode import ReencodeJobs
@@ -98,6 +98,7 @@ class GatewayOptions:
     passphrase: bytes | None = field(default=None, repr=False)
     sweep_every: float = SWEEP_EVERY  # seconds between sweeps of unnamed blobs (0: none)
     sweep_grace: float = SWEEP_GRACE  # seconds a blob stays unnamed before a sweep deletes it
+    max_object: int = MAX_OBJECT_BYTES  # a PUT's body beyond this many bytes is refused (413)
 
 
 @dataclass
@@ -196,11 +197,15 @@ def build_gateway(
     default_policy: Policy,
     metrics: KvsMetrics,
     state: GatewayState | None = None,
+    max_object: int = MAX_OBJECT_BYTES,
 ) -> Any:
     """The gateway's app over `store` (its keys and bucket policies kept in it)."""
     state = state or gateway_state(store, layout, default_policy)
     authenticator = KvsAuthenticator(state.key_table)
-    return create_gateway_app(store, state, authenticator, metrics, scrub=store_scrub(store, state))
+    scrub = store_scrub(store, state)
+    return create_gateway_app(
+        store, state, authenticator, metrics, scrub=scrub, max_object=max_object
+    )
 
 
 async def serve_gateway(
@@ -227,7 +232,9 @@ async def serve_gateway(
     try:
         metrics = KvsMetrics()
         state = gateway_state(opened.store, options.layout, policy)
-        app = build_gateway(opened.store, options.layout, policy, metrics, state)
+        app = build_gateway(
+            opened.store, options.layout, policy, metrics, state, options.max_object
+        )
         sweeper = Sweeper(opened.store, state, options.sweep_every, options.sweep_grace)
         tls = None if secrets.tls is None else server_context(secrets.tls)
         health = NodeHealth(opened.store.nodes, policy)
