@@ -20,6 +20,11 @@ def test_the_agent_reads_emulated_dlms_meters_into_a_serving_head_end(
 ) -> None:
     deployment, url = site
     meter_list, keys = tmp_path / "meters.txt", tmp_path / "dlms-keys.cbor"
+    d = ["-d", str(deployment)]
+    # The head-end sends a disconnection; the agent carries it out before its pass.
+    assert invoke(["command", "keygen", *d]).exit_code == 0
+    sent = invoke(["command", "send", "MTR-000001", "disconnect", *d])
+    assert sent.output.startswith("MTR-000001#1 disconnect issued"), sent.output
     line = {"dlms-hdlc": ["--hdlc"], "dlms-hls": ["--hls"]}.get(protocol, [])
     emulator, meters = _start(
         ["agent", "emulate-dlms", "--meters", str(METERS), "--faults", "foreign",
@@ -36,7 +41,8 @@ def test_the_agent_reads_emulated_dlms_meters_into_a_serving_head_end(
         result = invoke(
             ["agent", "run", "-d", str(deployment), "--meters-file", str(meter_list),
              "--target", endpoint.split()[2], "--days", "1", "--timeout", "8",
-             "--protocol", protocol.replace("-hls", ""), "--dlms-keys", str(keys)]
+             "--protocol", protocol.replace("-hls", ""), "--dlms-keys", str(keys),
+             "--commands", str(deployment / "outbox")]
         )  # fmt: skip
     finally:
         _stop(headend)
@@ -45,5 +51,9 @@ def test_the_agent_reads_emulated_dlms_meters_into_a_serving_head_end(
     text = " ".join(result.output.split())
     assert "meters read 2, readings sealed 192, accepted 192" in text
     assert "skipped: wrong_serial 1" in text
+    assert "command MTR-000001#1: done" in text
+    recorded = invoke(["command", "record", str(deployment / "outbox" / "results"), *d])
+    assert recorded.output.strip() == "MTR-000001#1 done", recorded.output
+    assert "MTR-000001#1  disconnect done" in invoke(["command", "log", *d]).output
     with Store.open(url) as store:
         assert store.counters().get("stored") == 192

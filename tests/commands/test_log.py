@@ -103,7 +103,7 @@ def test_a_second_answer_and_an_answer_to_nothing_are_refused(world: World) -> N
     command = world.answerer.admit(issued.signed, NOW).command
     assert command is not None
     result = world.answerer.answer(issued.signed, command, Outcome.DONE, "", NOW)
-    world.desk.record(result, NOW)
+    assert world.desk.record(result, NOW).state is CommandState.DONE
     with pytest.raises(CommandStateRefused):
         world.desk.record(result, NOW)
     stray = world.answerer.answer(b"never issued", command, Outcome.DONE, "", NOW)

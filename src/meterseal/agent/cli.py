@@ -20,6 +20,8 @@ from meterseal.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from meterseal.agent.dlms_driver import DlmsSecrets
+    from meterseal.agent.driver import DriverFactory
+    from meterseal.agent.runner import AgentMeter
 
 agent_app = typer.Typer(
     help="The meter-side sealing agent: legacy meter protocols in, sealed readings out.",
@@ -156,6 +158,10 @@ def run(
     dlms_keys: Annotated[
         Path | None, typer.Option(help="DLMS meters' secrets (default DEPLOYMENT/dlms-keys.cbor)")
     ] = None,
+    commands: Annotated[
+        Path | None,
+        typer.Option(help="first carry out the signed commands waiting here (send's outbox)"),
+    ] = None,
     passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
 ) -> None:
     """Read meters over their protocol, seal their readings, send them to the head-end."""
@@ -192,19 +198,22 @@ def run(
     meters = [
         AgentMeter(MeterTarget(e.address, e.serial, timeout), keys[e.meter_id]) for e in entries
     ]
+    factory = driver_factory(
+        protocol,
+        tz=tz,
+        attempts=attempts,
+        link_keys=link_keys,
+        passphrase=passphrase,
+        dlms_keys=_dlms_secrets(protocol, dlms_keys, deployment_dir, passphrase),
+    )
+    if commands is not None:  # signed commands first, through the verifier (agent.dlms_commands)
+        _carry_out_commands(commands, meters, factory, deployment_dir)
     asyncio.run(wait_for_listener(transport, target, wait))
     link = link_for(transport, target, ca=deployment.ca_cert)
     result = asyncio.run(
         run_pass(
             meters,
-            driver_factory(
-                protocol,
-                tz=tz,
-                attempts=attempts,
-                link_keys=link_keys,
-                passphrase=passphrase,
-                dlms_keys=_dlms_secrets(protocol, dlms_keys, deployment_dir, passphrase),
-            ),
+            factory,
             link,
             deployment.headend.public(),
             start,
@@ -241,6 +250,24 @@ def run(
         console.print(
             f"bill this period with: meterseal bill --from {first} --days {intervals // 96}"
         )
+
+
+def _carry_out_commands(
+    outbox: Path, meters: list[AgentMeter], factory: DriverFactory, deployment_dir: Path
+) -> None:
+    """Carry out the outbox's commands for `meters`; results in OUTBOX/results."""
+    from meterseal.agent.dlms_commands import carry_out_outbox
+    from meterseal.commands.keys import COMMAND_PUB, load_signers
+
+    signers = load_signers([deployment_dir / COMMAND_PUB])
+    counters = deployment_dir / "agent" / "command-counters.json"
+    carried = asyncio.run(
+        carry_out_outbox(outbox, meters, factory, signers, counters, int(time.time()))
+    )
+    for c in carried:
+        what = c.command.id if c.command is not None else "a command"
+        reason = f" ({c.reason})" if c.reason else ""
+        console.print(f"command {what}: {c.outcome.value}{reason}", highlight=False)
 
 
 def _dlms_secrets(

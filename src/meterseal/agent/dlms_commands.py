@@ -12,15 +12,23 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from meterseal.agent.dlms_driver import DlmsSecrets, open_dlms
-from meterseal.agent.driver import LoadState, MeterControl, MeterDriver, MeterTarget
+from meterseal.agent.driver import (
+    DriverFactory,
+    LoadState,
+    MeterControl,
+    MeterDriver,
+    MeterTarget,
+)
+from meterseal.agent.runner import AgentMeter
 from meterseal.commands.agent import CommandAnswerer
 from meterseal.commands.desk import CommandDesk
 from meterseal.commands.model import Action, Command, Outcome
-from meterseal.commands.verify import CommandVerifier, Refusal
+from meterseal.commands.verify import CommandVerifier, Refusal, Signer
 from meterseal.errors import MeterDriverError
 from meterseal.meter.provisioning import ProvisionedMeter
 
@@ -122,3 +130,52 @@ async def carry_out_here(
     if carried.result is not None:
         desk.record(carried.result, now)
     return carried
+
+
+RESULTS = "results"  # the outbox's subdirectory the agent leaves signed results in
+
+
+async def carry_out_outbox(
+    outbox: Path,
+    meters: Sequence[AgentMeter],
+    open_driver: DriverFactory,
+    signers: Mapping[bytes, Signer],
+    counters: Path,
+    now: int,
+) -> list[Carried]:
+    """Carry out the commands waiting in `outbox` for `meters` (files METER-COUNTER.cose, oldest
+    counter first), leave each signed result in OUTBOX/results and remove the command.
+
+    A meter whose driver cannot be opened keeps its commands for the next pass.
+    """
+    by_id = {m.meter_id: m for m in meters}
+    verifier = CommandVerifier(by_id, signers, read_counters(counters))
+    answerer = CommandAnswerer(verifier, {m.meter_id: m.meter.key for m in meters})
+    waiting = sorted(outbox.glob("*.cose"), key=_order)
+    done: list[Carried] = []
+    for meter in meters:
+        mine = [p for p in waiting if _order(p)[0] == meter.meter_id]
+        if not mine:
+            continue
+        try:
+            driver = await open_driver(meter.target)
+        except MeterDriverError:
+            continue
+        try:
+            for path in mine:
+                carried = await carry_out(answerer, driver, meter.target.serial,
+                                          path.read_bytes(), now)  # fmt: skip
+                if carried.result is not None:
+                    (outbox / RESULTS).mkdir(exist_ok=True)
+                    (outbox / RESULTS / path.name).write_bytes(carried.result)
+                path.unlink()
+                done.append(carried)
+        finally:
+            await driver.close()
+    write_counters(counters, verifier.last_counters)
+    return done
+
+
+def _order(path: Path) -> tuple[str, int]:
+    meter, _, counter = path.stem.rpartition("-")
+    return (meter, int(counter)) if counter.isdigit() else (path.stem, 0)

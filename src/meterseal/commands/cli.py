@@ -168,6 +168,44 @@ def _carry_out(
     console.print(f"{ident} {carried.outcome.value}{reason}", highlight=False, soft_wrap=True)
 
 
+@command_app.command("record")
+def record(
+    results: Annotated[
+        list[Path], typer.Argument(help="agents' signed result files, or directories of them")
+    ],
+    log: LogPath = None,
+    deployment_dir: DeploymentDir = DEFAULT_DEPLOYMENT,
+    passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
+) -> None:
+    """Log agents' signed results (`agent run --commands`'s OUTBOX/results); each recorded
+    file is removed. A result of nothing, or a second one, is refused and left; exit 1."""
+    from meterseal.commands.keys import load_operator_key
+    from meterseal.commands.logfile import CommandLogFile
+    from meterseal.runtime.transitions import TransitionError
+
+    desk = CommandDesk(
+        load_operator_key(deployment_dir, passphrase(passphrase_env)),
+        CommandLogFile(_log_path(log, deployment_dir)),
+    )
+    files = [f for p in results for f in (sorted(p.glob("*.cose")) if p.is_dir() else [p])]
+    refused = 0
+    for path in files:
+        try:
+            tracked = desk.record(path.read_bytes(), time.time())
+        except (MetersealError, TransitionError) as exc:
+            refused += 1
+            console.print(f"{path}: refused: {exc}", highlight=False, soft_wrap=True)
+            continue
+        path.unlink()
+        reason = tracked.result.reason if tracked.result is not None else ""
+        console.print(
+            f"{tracked.command.id} {tracked.state.value}" + (f" ({reason})" if reason else ""),
+            highlight=False,
+        )
+    if refused:
+        raise typer.Exit(code=1)
+
+
 @command_app.command("log")
 def show_log(
     meter: Annotated[str | None, typer.Option(help="only this meter's commands")] = None,

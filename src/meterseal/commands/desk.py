@@ -112,10 +112,10 @@ class CommandDesk:
         report = self.report(result.meter_id)
         tracked = report.commands.get(result.command_digest)
         state = tracked.state if tracked is not None else None
-        step(state, ANSWER[result.outcome])  # refuses a second answer or an answer to nothing
+        after = step(state, ANSWER[result.outcome])  # refuses a second answer, or one to nothing
         self.log.append("result", int(now * 1000), signed_result)
         assert tracked is not None  # step(None, answer) raised above
-        tracked.result = result
+        tracked.state, tracked.result = after, result
         return tracked
 
     def expire(self, now: float) -> list[Tracked]:
