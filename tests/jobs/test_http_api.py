@@ -185,3 +185,15 @@ def test_jobs_serve_answers_signed_in_callers_until_sigterm(tmp_path: Path) -> N
         finally:
             process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0
+
+
+def test_the_api_answers_as_its_openapi_says(tmp_path: Path) -> None:
+    pytest.importorskip("schemathesis")
+    from tests.openapi_check import conforms
+
+    people = People(MemoryAccounts())
+    people.add("olga", Role.OPERATOR)
+    site = Site(f"sqlite:///{tmp_path / 'm.db'}", tmp_path / "deployment")
+    app = create_jobs_app(Manager(JobBook(tmp_path / "jobs")), site, people.authenticator)
+    assert conforms(app) == []
+    assert conforms(app, people.headers("olga")) == []
