@@ -302,6 +302,8 @@ class Compiler:
             items = [self.compile(e) for e in node.expressions]
             if affinity is not None:
                 items = [_with_affinity(f, affinity) for f in items]
+            if not any(_reads_rows(e) for e in node.expressions):
+                return self._in_constants(needle, items)
 
             def candidates(row: Row, ctx: Ctx) -> list[Any]:
                 return [f(row, ctx) for f in items]
@@ -316,6 +318,32 @@ class Compiler:
             if any(sv.compare(value, c) == 0 for c in found):
                 return 1
             return None if any(c is None for c in found) else 0
+
+        return member
+
+    def _in_constants(self, needle: Fn, items: list[Fn]) -> Fn:
+        """IN over a list of literals and parameters: evaluated once a statement, then each
+        row a set lookup (a key's IN list of 1,000 was 1,000 comparisons a row)."""
+        memo_key = id(items)
+
+        def member(row: Row, ctx: Ctx) -> int | None:
+            known = ctx.memo.get(memo_key)
+            if known is None:
+                found = [f(row, ctx) for f in items]
+                known = ctx.memo[memo_key] = (found, set(_hashable(found)), None in found)
+            found, values, has_null = known
+            if not found:
+                return 0
+            value = needle(row, ctx)
+            if value is None:
+                return None
+            if _is_hashable(value) and len(values) == len(found) - has_null:
+                if value in values:  # Python's == is SQLite's = for these kinds of value
+                    return 1
+                return None if has_null else 0
+            if any(sv.compare(value, c) == 0 for c in found):
+                return 1
+            return None if has_null else 0
 
         return member
 
@@ -506,3 +534,19 @@ _COMPILERS: dict[type[exp.Expression], Callable[[Compiler, Any], Fn]] = {
     exp.DPipe: Compiler._concat,
     **{t: Compiler._compare for t in _COMPARISONS},
 }
+
+
+def _is_hashable(value: Any) -> bool:
+    return isinstance(value, int | str | bytes) and not isinstance(value, bool)
+
+
+def _hashable(values: list[Any]) -> list[Any]:
+    """The values a set can answer for exactly: integers, text and bytes (no NULL)."""
+    return [v for v in values if _is_hashable(v)]
+
+
+def _reads_rows(node: exp.Expression) -> bool:
+    """Whether `node` reads a column or a subquery (`$n` parameters are columns to sqlglot)."""
+    if node.find(exp.Select) is not None:
+        return True
+    return any(not c.name.startswith("$") for c in node.find_all(exp.Column))
