@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import quote
 
+import pytest
 from fastapi.testclient import TestClient
 
 from meterseal.commands.desk import CommandDesk
@@ -100,3 +101,12 @@ def test_a_portal_without_the_command_key_says_it_cannot(portal: Portal) -> None
     form = {"meter": METER, "action": "disconnect", "confirm": "yes",
             "csrf": client.cookies[CSRF_COOKIE]}  # fmt: skip
     assert client.post(PATH, data=form).status_code == 503
+
+
+def test_the_command_api_answers_as_its_openapi_says(portal: Portal, tmp_path: Path) -> None:
+    pytest.importorskip("schemathesis")
+    from tests.openapi_check import conforms
+
+    portal = _app(portal, _desk(tmp_path))
+    staff = portal.people.headers(OPERATOR)
+    assert conforms(portal.app, staff) == []
