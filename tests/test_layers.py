@@ -61,6 +61,7 @@ LAYERS: dict[str, Layer] = {
     "meterseal.cli_keys": INTERFACE,
     "meterseal.cli_kvs": INTERFACE,
     "meterseal.cli_kvs_export": INTERFACE,
+    "meterseal.cli_kvs_common": INTERFACE,  # the gateway client the KVS commands share
     "meterseal.cli_meter_certs": INTERFACE,
     "meterseal.bootstrap": SERVICE,  # keys, CAS state, policies and secrets of a new deployment
     "meterseal.demo": INTERFACE,

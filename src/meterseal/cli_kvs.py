@@ -10,21 +10,22 @@ could read in the process list).
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
+import inspect
 import os
-import ssl
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
 from meterseal.cli_common import DeploymentDir, PassphraseEnv, console, passphrase
+from meterseal.cli_kvs_common import DEFAULT_GATEWAY, gateway_client
 from meterseal.errors import ConfigurationError
-from meterseal.kvs.gateway_client import GatewayClient, open_source
+from meterseal.kvs.gateway_client import open_source
 from meterseal.kvs.gateway_keys import KvsKey, NewKey, Scope, parse_rights
 from meterseal.kvs.service import GATEWAY_PORT, GatewayOptions, StoreLayout, attested_store
 from meterseal.kvs.service_trust import Provisioned
@@ -42,7 +43,6 @@ keys_app = typer.Typer(
 kvs_app.add_typer(keys_app, name="keys")
 err = Console(stderr=True)
 
-DEFAULT_GATEWAY = f"http://127.0.0.1:{GATEWAY_PORT}"
 Cas = Annotated[str | None, typer.Option("--cas", help="CAS URL (the gateway's keys)")]
 StoreDir = Annotated[
     Path, typer.Option("--dir", help="local storage: one directory per node, and the catalog")
@@ -181,12 +181,7 @@ def _print_provisioned(done: Provisioned) -> None:
     )
 
 
-@keys_app.command("add")
-def keys_add(
-    bucket: Annotated[str, typer.Option(help="the bucket the key opens ('*': every bucket)")],
-    rights: Annotated[str, typer.Option(help="read, write, admin (comma-separated) or rw")],
-    prefix: Annotated[str, typer.Option(help="only object keys starting with this")] = "",
-    label: Annotated[str, typer.Option(help="what the key is for (shown in lists)")] = "",
+def _attested_options(
     deployment: DeploymentDir = Path("var/deployment"),
     cas: Cas = None,
     directory: StoreDir = Path("var/kvs"),
@@ -194,12 +189,40 @@ def keys_add(
     nodes_nats: NodesNats = None,
     nats_prefix: Prefix = "",
     passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
+) -> GatewayOptions:
+    """What a command run attested as the gateway needs: the deployment, CAS, storage nodes."""
+    layout = _layout(directory, nodes, nodes_nats, nats_prefix)
+    return _options(deployment, cas, layout, passphrase_env)
+
+
+def attested_command(command: Callable[..., None]) -> Callable[..., None]:
+    """`command(..., options=GatewayOptions)` as a CLI command: its own parameters and, for
+    `options`, those of `_attested_options` (declared once for every `kvs keys` command)."""
+    shared = inspect.signature(_attested_options, eval_str=True).parameters
+    own = inspect.signature(command, eval_str=True).parameters
+    params = [p for name, p in own.items() if name != "options"] + list(shared.values())
+
+    @functools.wraps(command)
+    def run(**given: Any) -> None:
+        store = {name: given.pop(name) for name in shared}
+        command(options=_attested_options(**store), **given)
+
+    run.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    run.__annotations__ = {p.name: p.annotation for p in params}
+    return run
+
+
+@keys_app.command("add")
+@attested_command
+def keys_add(
+    bucket: Annotated[str, typer.Option(help="the bucket the key opens ('*': every bucket)")],
+    rights: Annotated[str, typer.Option(help="read, write, admin (comma-separated) or rw")],
+    options: GatewayOptions,
+    prefix: Annotated[str, typer.Option(help="only object keys starting with this")] = "",
+    label: Annotated[str, typer.Option(help="what the key is for (shown in lists)")] = "",
 ) -> None:
     """Make an API key for one bucket (and key prefix) with its rights; shown once."""
     scope = Scope(bucket, prefix, parse_rights(rights))
-    options = _options(
-        deployment, cas, _layout(directory, nodes, nodes_nats, nats_prefix), passphrase_env
-    )
 
     async def add() -> NewKey:
         async with attested_store(options) as state:
@@ -214,19 +237,9 @@ def keys_add(
 
 
 @keys_app.command("list")
-def keys_list(
-    deployment: DeploymentDir = Path("var/deployment"),
-    cas: Cas = None,
-    directory: StoreDir = Path("var/kvs"),
-    nodes: Nodes = 9,
-    nodes_nats: NodesNats = None,
-    nats_prefix: Prefix = "",
-    passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
-) -> None:
+@attested_command
+def keys_list(options: GatewayOptions) -> None:
     """List the API keys: id, scope, active or revoked, label."""
-    options = _options(
-        deployment, cas, _layout(directory, nodes, nodes_nats, nats_prefix), passphrase_env
-    )
 
     async def listing() -> list[KvsKey]:
         async with attested_store(options) as state:
@@ -241,20 +254,12 @@ def keys_list(
 
 
 @keys_app.command("revoke")
+@attested_command
 def keys_revoke(
     key_id: Annotated[str, typer.Argument(help="the key's id (kvs keys list)")],
-    deployment: DeploymentDir = Path("var/deployment"),
-    cas: Cas = None,
-    directory: StoreDir = Path("var/kvs"),
-    nodes: Nodes = 9,
-    nodes_nats: NodesNats = None,
-    nats_prefix: Prefix = "",
-    passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
+    options: GatewayOptions,
 ) -> None:
     """Revoke an API key (every gateway refuses it within seconds)."""
-    options = _options(
-        deployment, cas, _layout(directory, nodes, nodes_nats, nats_prefix), passphrase_env
-    )
 
     async def revoke() -> None:
         async with attested_store(options) as state:
@@ -262,31 +267,6 @@ def keys_revoke(
 
     asyncio.run(revoke())
     console.print(f"revoked {key_id}")
-
-
-def _verify(url: str, ca: Path | None, deployment: Path) -> ssl.SSLContext | bool:
-    if not url.startswith("https:"):
-        return True
-    from cryptography import x509
-
-    from meterseal.deployment import load_ca_certificate
-    from meterseal.runtime.tls import client_context
-
-    if ca is None:
-        return client_context(load_ca_certificate(deployment))
-    return client_context(x509.load_pem_x509_certificate(ca.read_bytes()))
-
-
-@contextlib.contextmanager
-def _client(
-    gateway: str | None, key_env: str, ca: Path | None, deployment: Path
-) -> Iterator[GatewayClient]:
-    key = os.environ.get(key_env, "")
-    if not key:
-        raise ConfigurationError(f"set {key_env} to the API key (`meterseal kvs keys add`)")
-    url = gateway or DEFAULT_GATEWAY
-    with GatewayClient(url, key, verify=_verify(url, ca, deployment)) as client:
-        yield client
 
 
 @kvs_app.command("put")
@@ -305,7 +285,7 @@ def put(
     """Store FILE as KEY in BUCKET (streamed; sealed by the gateway)."""
     size = None if str(file) == "-" else file.stat().st_size
     with (
-        _client(gateway, key_env, ca, deployment) as client,
+        gateway_client(gateway, key_env, ca, deployment) as client,
         open_source(file) as source,
         progress_bar(err) as bar,
     ):
@@ -346,7 +326,7 @@ def get(
 ) -> None:
     """Read KEY of BUCKET (streamed) into OUT."""
     wanted = _range(byte_range)
-    with _client(gateway, key_env, ca, deployment) as client:
+    with gateway_client(gateway, key_env, ca, deployment) as client:
         if str(out) == "-":
             client.get(bucket, key, sys.stdout.buffer, wanted)
             sys.stdout.buffer.flush()
@@ -368,7 +348,7 @@ def stat(
     deployment: DeploymentDir = Path("var/deployment"),
 ) -> None:
     """Size, version and policy of KEY."""
-    with _client(gateway, key_env, ca, deployment) as client:
+    with gateway_client(gateway, key_env, ca, deployment) as client:
         found = client.stat(bucket, key)
     console.print(
         f"{bucket}/{key}: {found.size} bytes, version {found.version}, {found.policy}",
@@ -390,7 +370,7 @@ def ls(
 ) -> None:
     """List BUCKET's objects in key order: key, size, version, policy."""
     count = 0
-    with _client(gateway, key_env, ca, deployment) as client:
+    with gateway_client(gateway, key_env, ca, deployment) as client:
         for item in client.list_all(bucket, prefix):
             line = f"{item['key']}  {item['size']}  v{item['version']}  {item['policy']}"
             console.print(line, highlight=False, soft_wrap=True, markup=False)
@@ -410,7 +390,7 @@ def rm(
     deployment: DeploymentDir = Path("var/deployment"),
 ) -> None:
     """Delete KEY from BUCKET."""
-    with _client(gateway, key_env, ca, deployment) as client:
+    with gateway_client(gateway, key_env, ca, deployment) as client:
         client.delete(bucket, key)
     console.print(f"deleted {bucket}/{key}", highlight=False, markup=False)
 
@@ -433,7 +413,7 @@ def policy(
     deployment: DeploymentDir = Path("var/deployment"),
 ) -> None:
     """Show or change a bucket's default policy, or re-encode one object (--key)."""
-    with _client(gateway, key_env, ca, deployment) as client:
+    with gateway_client(gateway, key_env, ca, deployment) as client:
         if key is not None:
             if new is None:
                 raise typer.BadParameter("give the object's new policy", param_hint="NEW")
@@ -463,7 +443,7 @@ def scrub(
     deployment: DeploymentDir = Path("var/deployment"),
 ) -> None:
     """Check every blob of the store (an admin key over '*'); with --repair, rebuild."""
-    with _client(gateway, key_env, ca, deployment) as client:
+    with gateway_client(gateway, key_env, ca, deployment) as client:
         report = client.scrub(repair)
     for name, value in report.items():
         console.print(f"{name}: {value}", highlight=False, markup=False, soft_wrap=True)

@@ -10,8 +10,6 @@ variable, never a flag.
 from __future__ import annotations
 
 import contextlib
-import os
-import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -25,12 +23,11 @@ from meterseal.cli_common import (
     StoreUrl,
     console,
 )
-from meterseal.errors import ConfigurationError
+from meterseal.cli_kvs_common import DEFAULT_GATEWAY, KEY_ENV, gateway_client
 from meterseal.kvs.export_gateway import BUCKET, GatewayObjects
 from meterseal.kvs.export_read import KvsAuditSource, KvsOriginals
 from meterseal.ui import progress_bar
 
-KEY_ENV = "MS_KVS_KEY"  # the variable holding the API key
 Months = Annotated[list[str], typer.Option("--month", help="UTC month to export (YYYY-MM)")]
 GatewayUrl = Annotated[str, typer.Option("--gateway", help="the KVS gateway's URL")]
 KeyEnv = Annotated[
@@ -40,25 +37,10 @@ CaFile = Annotated[
     Path | None,
     typer.Option("--ca", help="CA certificate of an https gateway (default: the deployment's)"),
 ]
-DEFAULT_GATEWAY = "http://127.0.0.1:7470"
 
 if TYPE_CHECKING:
     from meterseal.billing.ports import AuditSource
     from meterseal.storage.bill_store import BillStore
-
-
-def _verify(url: str, ca: Path | None, deployment: Path) -> ssl.SSLContext | bool:
-    """TLS verification for an https gateway: its CA (the deployment's by default)."""
-    if not url.startswith("https:"):
-        return True
-    from cryptography import x509
-
-    from meterseal.deployment import load_ca_certificate
-    from meterseal.runtime.tls import client_context
-
-    if ca is None:
-        return client_context(load_ca_certificate(deployment))
-    return client_context(x509.load_pem_x509_certificate(ca.read_bytes()))
 
 
 @contextlib.contextmanager
@@ -66,15 +48,8 @@ def gateway_objects(
     url: str, key_env: str, ca: Path | None, deployment: Path, policy: str | None = None
 ) -> Iterator[GatewayObjects]:
     """The `originals` bucket through the gateway at `url`, with the key in `key_env`."""
-    from meterseal.kvs.gateway_client import GatewayClient
-
-    key = os.environ.get(key_env, "")
-    if not key:
-        raise ConfigurationError(
-            f"set {key_env} to an API key of the KVS gateway for bucket {BUCKET!r} "
-            "(`meterseal kvs keys add`)"
-        )
-    with GatewayClient(url, key, verify=_verify(url, ca, deployment)) as client:
+    needed = f" for bucket {BUCKET!r}"
+    with gateway_client(url, key_env, ca, deployment, needed) as client:
         yield GatewayObjects(client, BUCKET, policy)
 
 

@@ -162,7 +162,9 @@ def test_a_client_without_a_key_is_told_where_to_get_one(deployment: Path) -> No
     done = invoke(["kvs", "ls", "meters"], env={"MS_CONFIG": str(deployment / "meterseal.toml"),
                                                  "MS_KVS_KEY": ""})  # fmt: skip
     assert done.exit_code == 2
-    assert "set MS_KVS_KEY to the API key (`meterseal kvs keys add`)" in done.output
+    assert (
+        "set MS_KVS_KEY to an API key of the KVS gateway (`meterseal kvs keys add`)" in done.output
+    )
 
 
 def test_provision_puts_the_master_secret_once_and_allows_the_gateway(tmp_path: Path) -> None:
