@@ -114,6 +114,9 @@ async def _catalog_contract(catalog: Catalog) -> None:
     assert [k async for k, _ in catalog.items("b1")] == ["89abcdef"]
     assert await catalog.keys("b1") == ["89abcdef"]
     assert await catalog.keys("nobody") == []
+    assert await catalog.bucket_ids() == ["b1", "b2"]
+    await catalog.delete("b2", "0123abcd")
+    assert await catalog.bucket_ids() == ["b1"]  # a bucket without entries is not one
     assert [k async for k, _ in catalog.items("nobody")] == []
     with pytest.raises(KvsError):
         await catalog.put("../x", "0123abcd", b"")
