@@ -224,6 +224,7 @@ LAYERS: dict[str, Layer] = {
     "meterseal.agent.dlms_emulator": ADAPTER,  # emulated DLMS meters on TCP ports
     "meterseal.agent.dlms_keys": ADAPTER,  # DLMS meters' secrets file
     "meterseal.agent.dlms_cli": INTERFACE,  # agent emulate-dlms
+    "meterseal.agent.emulation": INTERFACE,  # the emulators' meter list and serving
     "meterseal.agent.dlms_commands": SERVICE,  # signed commands carried out through a driver
     "meterseal.agent.runner": SERVICE,  # the agent's pass: read, seal, send to the head-end
     "meterseal.agent.cli": INTERFACE,  # meterseal agent run | emulate

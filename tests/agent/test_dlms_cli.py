@@ -57,3 +57,11 @@ def test_the_agent_reads_emulated_dlms_meters_into_a_serving_head_end(
     assert "MTR-000001#1  disconnect done" in invoke(["command", "log", *d]).output
     with Store.open(url) as store:
         assert store.counters().get("stored") == 192
+
+
+def test_emulated_dlms_meters_are_named_as_emulated() -> None:
+    result = invoke(["agent", "emulate-dlms", "--meters", "1", "--duration", "0.1"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "emulated DLMS/COSEM meters: software, no meter hardware (load model seed 7)" in text
+    assert "meter MTR-000001 30000001 127.0.0.1:" in text

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import signal
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -57,6 +56,7 @@ def emulate(
     ] = False,
 ) -> None:
     """Emulate NBR 14522 meters (registers and load profile from the load model) on TCP ports."""
+    from meterseal.agent.emulation import emulated_header, serve_meter_list
     from meterseal.agent.link_keys import party
     from meterseal.agent.nbr_emulator import Emulator, Fault, MeterLine, TcpLine
     from meterseal.agent.nbr_meter import EmulatedMeter
@@ -100,22 +100,14 @@ def emulate(
             for meter_id, m, place in zip(ids, emulated, places, strict=True)
         ]
         variant = "sealed NBR 14522" if sealed else "NBR 14522"
-        console.print(
-            f"emulated {variant} meters: software, no meter hardware (load model seed {seed})"
+        await serve_meter_list(
+            emulated_header(variant, seed),
+            entries,
+            [fault.value for fault in plan],
+            write_meters,
+            duration,
+            emulator.stop,
         )
-        for entry, fault in zip(entries, plan, strict=True):
-            # Scripts wait for these lines: the meter list, one meter a line.
-            print(f"meter {entry.line()} fault {fault.value}", flush=True)
-        if write_meters is not None:
-            write_meters.write_text("".join(f"{e.line()}\n" for e in entries))
-            console.print(f"meter list written to {write_meters}")
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), duration or None)
-        await emulator.stop()
 
     asyncio.run(serve())
     for line, entry in zip(emulator.lines, ids, strict=True):

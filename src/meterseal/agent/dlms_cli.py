@@ -8,9 +8,7 @@ file `agent run --protocol dlms --dlms-keys` reads, under `MS_PASSPHRASE` like o
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
-import signal
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -53,6 +51,7 @@ def emulate_dlms(
     from meterseal.agent.dlms_emulator import DlmsEmulator, DlmsFault, DlmsMeterLine, Transport
     from meterseal.agent.dlms_keys import save_dlms_keys
     from meterseal.agent.dlms_meter import DlmsMeterApp
+    from meterseal.agent.emulation import emulated_header, serve_meter_list
     from meterseal.agent.nbr_meter import EmulatedMeter
     from meterseal.agent.targets import MeterLineEntry
     from meterseal.meter.load import Fleet
@@ -90,19 +89,9 @@ def emulate_dlms(
             MeterLineEntry(meter_id, m.serial, place)
             for meter_id, m, place in zip(meter_ids(meters, prefix), emulated, places, strict=True)
         ]
-        for entry, fault in zip(entries, plan, strict=True):
-            said = ",".join(sorted(f.value for f in fault)) or "none"
-            print(f"meter {entry.line()} fault {said}", flush=True)  # scripts wait for these
-        if write_meters is not None:
-            write_meters.write_text("".join(f"{e.line()}\n" for e in entries))
-            console.print(f"meter list written to {write_meters}")
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), duration or None)
-        await emulator.stop()
+        said = [",".join(sorted(f.value for f in fault)) or "none" for fault in plan]
+        header = emulated_header("DLMS/COSEM", seed)
+        await serve_meter_list(header, entries, said, write_meters, duration, emulator.stop)
 
     asyncio.run(serve())
     for line in emulator.lines:
