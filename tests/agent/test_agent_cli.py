@@ -181,3 +181,31 @@ def test_the_agent_reads_one_meter_named_on_the_command_line_through_its_serial_
     assert "meters read 1, readings sealed 96, accepted 96" in " ".join(result.output.split())
     with Store.open(url) as store:
         assert store.counters().get("stored") == 96
+
+
+@pytest.mark.slow
+def test_a_run_whose_readings_the_head_end_did_not_take_fails(
+    site: tuple[Path, str], tmp_path: Path
+) -> None:
+    deployment, _ = site
+    elsewhere = f"sqlite:///{tmp_path / 'no-meters.db'}"  # a head-end that knows no meter
+    Store.open(elsewhere).close()
+    emulator, (meter,) = _start(["agent", "emulate", "--meters", "1"], "meter ")
+    headend, (endpoint,) = _start(
+        ["serve", "-d", str(deployment), "--store", elsewhere, "--tcp", "127.0.0.1:0"],
+        "listening tcp ",
+    )
+    try:
+        _, meter_id, serial, address, *_ = meter.split()
+        result = invoke(
+            ["agent", "run", "-d", str(deployment), "--address", address, "--serial", serial,
+             "--meter-id", meter_id, "--target", endpoint.split()[2], "--days", "1",
+             "--timeout", "8"]
+        )  # fmt: skip
+    finally:
+        _stop(headend)
+        _stop(emulator)
+    text = " ".join(result.output.split())
+    assert "readings sealed 96, accepted 0, rejected 96" in text
+    assert result.exit_code == 1, result.output
+    assert "96 sealed readings were not stored by the head-end" in text

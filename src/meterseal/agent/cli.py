@@ -237,6 +237,14 @@ def run(
     for outcome in result.meters:
         if outcome.skipped:
             console.print(f"  {outcome.meter_id} ({outcome.serial}): {outcome.detail}")
+    lost = report.acks["rejected"] + report.unacknowledged
+    if lost:  # a script must not take a pass whose readings were not stored for a done one
+        console.print(
+            f"{lost} sealed readings were not stored by the head-end (rejected "
+            f"{report.acks['rejected']}, unacknowledged {report.unacknowledged}): the meters "
+            "keep them, run the pass again for this window once the head-end takes them"
+        )
+        raise typer.Exit(1)
     if start % 86_400 == 0 and intervals % 96 == 0:
         first = dt.datetime.fromtimestamp(start, dt.UTC).date()
         console.print(
