@@ -15,7 +15,7 @@ def test_send_log_and_verify_log(tmp_path: Path) -> None:
     assert made.exit_code == 0, made.output
     assert "made" in made.output
     assert (tmp_path / "command.pub.pem").exists()
-    sent = invoke(["command", "send", "M1", "disconnect", "-d", d])
+    sent = invoke(["command", "send", "M1", "disconnect", "--by", "ops-7", "-d", d])
     assert sent.exit_code == 0, sent.output
     assert sent.output.startswith("M1#1 disconnect issued (log entry 1)")
     assert (tmp_path / "outbox" / "M1-1.cose").exists()
@@ -24,7 +24,7 @@ def test_send_log_and_verify_log(tmp_path: Path) -> None:
     wrong = invoke(["command", "send", "M1", "read", "--clock", "2026-12-06T10:00", "-d", d])
     assert wrong.exit_code != 0
     listed = invoke(["command", "log", "-d", d])
-    assert "M1#1  disconnect issued" in listed.output
+    assert "M1#1  disconnect issued by ops-7" in listed.output
     assert "2 entries" in listed.output
     log = str(tmp_path / "commands.log")
     checked = invoke(["command", "verify-log", log, "-d", d])

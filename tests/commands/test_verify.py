@@ -7,6 +7,8 @@ import dataclasses
 import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import given
+from hypothesis import strategies as st
 
 from meterseal.commands.keys import SCHEME
 from meterseal.commands.model import (
@@ -14,6 +16,7 @@ from meterseal.commands.model import (
     Action,
     Command,
     Outcome,
+    decode_command,
     decode_result,
     encode_command,
     open_typed,
@@ -112,3 +115,18 @@ def test_the_agent_signs_a_refusal_only_for_its_own_meters(world: World) -> None
     accepted = world.answerer.admit(_signed(world, _command(2)), NOW)
     assert accepted.command is not None
     assert accepted.refusal is None
+
+
+@given(
+    meter=st.text(min_size=1, max_size=20),
+    action=st.sampled_from(list(Action)),
+    counter=st.integers(0, 2**63),
+    issued=st.integers(0, 2**40),
+    by=st.text(max_size=20),
+)
+def test_commands_round_trip(
+    meter: str, action: Action, counter: int, issued: int, by: str
+) -> None:
+    argument = issued if action is Action.SET_CLOCK else None
+    command = Command(meter, action, counter, issued, issued + 900, argument, by)
+    assert decode_command(encode_command(command)) == command

@@ -65,6 +65,7 @@ def test_an_operator_confirms_a_disconnection_and_it_is_signed_and_logged(
     assert (tmp_path / "outbox" / f"{METER}-1.cose").exists()
     (tracked,) = desk.report().commands.values()
     assert (tracked.command.id, tracked.command.action.value) == (f"{METER}#1", "disconnect")
+    assert tracked.command.by == OPERATOR  # the signed command names who sent it
     listing = client.get("/portal/commands")
     assert f"{METER}#1" in listing.text
     assert desk.log.entries()[-1].digest.hex() in listing.text
@@ -79,6 +80,7 @@ def test_the_api_sends_and_lists_commands_for_staff_only(portal: Portal, tmp_pat
     assert sent.status_code == 201, sent.text
     assert sent.json()["id"] == f"{METER}#1"
     assert sent.json()["state"] == "issued"
+    assert sent.json()["by"] == ADMINISTRATOR
     bad = admin.post(f"/v1/meters/{METER}/commands", json={"action": "set-clock"}, headers=headers)
     assert bad.status_code == 422
     listed = admin.get("/v1/commands", headers=headers).json()

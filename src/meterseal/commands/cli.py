@@ -10,6 +10,7 @@ as the metrology authority or a customer does.
 from __future__ import annotations
 
 import datetime as dt
+import getpass
 import time
 from pathlib import Path
 from typing import Annotated, cast
@@ -85,6 +86,7 @@ def send(
     fleet: Annotated[
         Path | None, typer.Option(help="with --dlms: fleet file with the meter's key")
     ] = None,
+    by: Annotated[str | None, typer.Option(help="who sends it (default: the login name)")] = None,
     log: LogPath = None,
     deployment_dir: DeploymentDir = DEFAULT_DEPLOYMENT,
     passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
@@ -110,7 +112,7 @@ def send(
         argument = int(when.timestamp())
     elif clock is not None:
         raise typer.BadParameter("only set-clock takes --clock", param_hint="--clock")
-    issued = desk.issue(meter, action, time.time(), ttl, argument)
+    issued = desk.issue(meter, action, time.time(), ttl, argument, by or getpass.getuser())
     if dlms is not None:
         _carry_out(desk, issued.signed, meter, dlms, serial, hdlc, fleet, deployment_dir, secret)
         return
@@ -227,8 +229,10 @@ def show_log(
             if result is not None and result.values
             else ""
         )
+        by = f" by {c.by}" if c.by else ""
         console.print(
-            f"{c.id}  {c.action.value:<10} {tracked.state.value}{reason}{values}", highlight=False
+            f"{c.id}  {c.action.value:<10} {tracked.state.value}{reason}{values}{by}",
+            highlight=False,
         )
     _summary(report.entries, entries[-1].digest.hex() if entries else "-", report.problems)
 

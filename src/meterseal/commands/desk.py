@@ -79,6 +79,7 @@ class CommandDesk:
         now: float,
         ttl: int = DEFAULT_TTL,
         argument: int | None = None,
+        by: str = "",
     ) -> Issued:
         """Sign and log a new command for `meter_id`, with the meter's next counter."""
         issued_at = int(now)
@@ -92,6 +93,7 @@ class CommandDesk:
                 issued_at,
                 issued_at + ttl,
                 argument,
+                by,
             )
             made.append(
                 (command, sign_command(command, self.key.private_key, self.key.kid, SCHEME))

@@ -60,6 +60,7 @@ class Command:
     issued_at: int
     expires_at: int
     argument: int | None = None  # the clock value of set-clock, None otherwise
+    by: str = ""  # who sent it (the account's name), "" if nobody said
 
     @property
     def id(self) -> str:
@@ -108,6 +109,8 @@ def encode_command(command: Command) -> bytes:
     }
     if command.argument is not None:
         item["argument"] = command.argument
+    if command.by:
+        item["by"] = command.by
     return cose.dumps(item)
 
 
@@ -118,7 +121,8 @@ def decode_command(payload: bytes) -> Command:
     except CoseFormatError as exc:
         raise CommandFormatError(f"not a command: {exc}") from None
     required = {"meter", "action", "counter", "issued_at", "expires_at"}
-    if not isinstance(item, cose.MAP_TYPES) or not required <= set(item) <= required | {"argument"}:
+    optional = {"argument", "by"}
+    if not isinstance(item, cose.MAP_TYPES) or not required <= set(item) <= required | optional:
         raise CommandFormatError("a command has meter, action, counter, issued_at, expires_at")
     try:
         action = Action(item["action"])
@@ -134,6 +138,7 @@ def decode_command(payload: bytes) -> Command:
         _int(item["issued_at"], "issued_at"),
         _int(item["expires_at"], "expires_at"),
         None if argument is None else _int(argument, "the argument"),
+        _text(item["by"], "the sender") if "by" in item else "",
     )
 
 

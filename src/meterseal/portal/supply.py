@@ -26,7 +26,7 @@ from meterseal.commands.desk import CommandDesk
 from meterseal.commands.log import Tracked
 from meterseal.commands.model import Action
 from meterseal.errors import MetersealError
-from meterseal.runtime.auth import AnyRole, access
+from meterseal.runtime.auth import AnyRole, access, identity_of
 
 STAFF = AnyRole((Role.OPERATOR.value, Role.ADMINISTRATOR.value))
 SUPPLY_ROUTE = "/portal/meters/{meter_id}/supply"
@@ -65,6 +65,7 @@ class CommandView(BaseModel):
     expires_at: int
     state: str
     reason: str = ""
+    by: str = ""  # who sent it
 
 
 def _view(tracked: Tracked) -> CommandView:
@@ -72,7 +73,7 @@ def _view(tracked: Tracked) -> CommandView:
     return CommandView(
         id=c.id, meter_id=c.meter_id, action=c.action.value, counter=c.counter,
         issued_at=c.issued_at, expires_at=c.expires_at, state=tracked.state.value,
-        reason="" if result is None else result.reason,
+        reason="" if result is None else result.reason, by=c.by,
     )  # fmt: skip
 
 
@@ -117,9 +118,11 @@ def add_supply_routes(
             return page(request, meter_id, 400, problem="the form names another meter or action")
         if form.get("confirm") != "yes":
             return page(request, meter_id, 400, problem="tick the confirmation to send it")
-        sending = need_desk()
+        sending, by = need_desk(), identity_of(request).subject or ""
         try:
-            issued = await run_in_threadpool(sending.issue, meter_id, action, clock())
+            issued = await run_in_threadpool(
+                lambda: sending.issue(meter_id, action, clock(), by=by)
+            )
         except MetersealError as exc:
             return page(request, meter_id, 503, problem=f"not sent: {exc.diagnostics()}")
         return page(request, meter_id, done=f"{issued.command.id} {action.value} issued")
@@ -147,15 +150,15 @@ def add_supply_routes(
         dependencies=[access(STAFF)],
     )
     async def post_command(
-        meter_id: MeterId, body: Annotated[CommandRequest, Body()]
+        request: Request, meter_id: MeterId, body: Annotated[CommandRequest, Body()]
     ) -> CommandView:
         if (body.action is Action.SET_CLOCK) != (body.clock is not None):
             raise HTTPException(422, "set-clock, and only set-clock, takes clock")
         if not 1 <= body.ttl <= 86_400:
             raise HTTPException(422, "ttl is 1 to 86400 seconds")
-        sending = need_desk()
+        sending, by = need_desk(), identity_of(request).subject or ""
         issued = await run_in_threadpool(
-            sending.issue, meter_id, body.action, clock(), body.ttl, body.clock
+            lambda: sending.issue(meter_id, body.action, clock(), body.ttl, body.clock, by)
         )
         tracked = await run_in_threadpool(
             lambda: next(t for t in commands_of(meter_id) if t.command == issued.command)
