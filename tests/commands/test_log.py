@@ -69,6 +69,15 @@ def test_counters_follow_the_log_per_meter(world: World) -> None:
     assert world.desk.issue("M1", Action.READ, NOW).command.id == "M1#2"
 
 
+def test_a_damaged_log_issues_nothing(world: World) -> None:
+    world.desk.issue("M1", Action.READ, NOW)
+    data = bytearray(world.desk.log.path.read_bytes())
+    data[-40] ^= 0x01  # inside the entry's body or digests
+    world.desk.log.path.write_bytes(bytes(data))
+    with pytest.raises(CommandFormatError):
+        world.desk.issue("M1", Action.READ, NOW)
+
+
 def test_an_edited_entry_is_named(world: World) -> None:
     entries = _full_log(world)
     signers = {world.key.kid: world.key.signer()}

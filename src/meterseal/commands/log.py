@@ -235,15 +235,19 @@ def pending(report: LogReport) -> Iterable[Tracked]:
     return (t for t in report.commands.values() if t.state is CommandState.ISSUED)
 
 
-def last_counter(entries: Iterable[LogEntry], meter_id: str) -> int:
-    """The highest counter of the commands the log holds for `meter_id` (0: none)."""
+def last_counter(entries: Sequence[LogEntry], meter_id: str) -> int:
+    """The highest counter of the commands the log holds for `meter_id` (0: none).
+
+    CommandFormatError if the log's chain breaks or a command entry does not decode: a
+    counter taken from a damaged log could repeat one the agent already accepted.
+    """
+    problems = check_chain(entries)
+    if problems:
+        raise CommandFormatError(f"the command log does not check: {problems[0]}")
     highest = 0
     for entry in entries:
         if entry.kind == "command":
-            try:
-                command = decode_command(open_typed(entry.body, COMMAND_TYPE).body.payload)
-            except CommandFormatError:
-                continue  # the check names it; a counter above it is still above
+            command = decode_command(open_typed(entry.body, COMMAND_TYPE).body.payload)
             if command.meter_id == meter_id:
                 highest = max(highest, command.counter)
     return highest
