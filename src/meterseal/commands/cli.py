@@ -179,8 +179,11 @@ def record(
     deployment_dir: DeploymentDir = DEFAULT_DEPLOYMENT,
     passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
 ) -> None:
-    """Log agents' signed results (`agent run --commands`'s OUTBOX/results); each recorded
-    file is removed. A result of nothing, or a second one, is refused and left; exit 1."""
+    """Log agents' signed results (files, or directories of them); recorded files are removed.
+
+    `agent run --commands OUTBOX` leaves them in OUTBOX/results. A result of nothing, or a
+    second answer to a command, is refused and left in place (exit 1).
+    """
     from meterseal.commands.keys import load_operator_key
     from meterseal.commands.logfile import CommandLogFile
     from meterseal.runtime.transitions import TransitionError
