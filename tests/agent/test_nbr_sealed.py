@@ -159,13 +159,12 @@ def test_answers_are_paired_by_request_not_by_order() -> None:
 
 
 async def _send(address: tuple[str, int], data: bytes) -> bytes:
+    """The first answer's length prefix to `data` sent on a new connection (b"" if it hung up)."""
     reader, writer = await asyncio.open_connection(*address)
     writer.write(data)
     await writer.drain()
     try:
-        return await asyncio.wait_for(reader.read(LENGTH), 2.0)
-    except TimeoutError:
-        return b""
+        return await asyncio.wait_for(reader.read(LENGTH), 30.0)
     finally:
         writer.close()
 
@@ -173,21 +172,29 @@ async def _send(address: tuple[str, int], data: bytes) -> bytes:
 def test_a_command_replayed_on_a_new_connection_is_refused() -> None:
     meter = EmulatedMeter(METER.name, 3, Fleet(7), lambda: T)
 
-    async def run() -> SealedMeterLine:
+    async def run() -> tuple[SealedMeterLine, int]:
         line = SealedMeterLine(meter=meter, me=METER, reader=READER.peer())
         address = await line.start()
-        sealed = Sealer(READER, METER.peer(), os.urandom).seal(
-            1, (Command(Code.SET_LOAD, "000001", b"\0").encode(),)
-        )
+        reader = Sealer(READER, METER.peer(), os.urandom)
+        disconnect = Command(Code.SET_LOAD, "000001", b"\0").encode()
+        recorded = reader.seal(1, (disconnect,))
         try:
-            assert await _send(address, sealed)  # answered
-            assert await _send(address, sealed) == b""  # a recorded disconnect, sent again
+            assert await _send(address, recorded)  # answered
+            # later, on another connection: the recording, then a fresh command
+            fresh = reader.seal(2, (Command(Code.INSTANTANEOUS, "000001").encode(),))
+            conn_reader, writer = await asyncio.open_connection(*address)
+            writer.write(recorded + fresh)
+            await writer.drain()
+            length = message_length(await asyncio.wait_for(conn_reader.readexactly(LENGTH), 30))
+            answer = reader.open(await conn_reader.readexactly(length))
+            writer.close()
         finally:
             await line.stop()
-        return line
+        return line, answer.request
 
-    counts = asyncio.run(run()).counts
-    assert (counts.commands, counts.commands_refused) == (1, 1)
+    line, answered = asyncio.run(run())
+    assert answered == 2  # only the fresh command was answered
+    assert (line.counts.commands, line.counts.commands_refused) == (2, 1)
 
 
 def test_a_stranger_holding_the_line_or_sending_garbage_does_not_stop_the_reader() -> None:
