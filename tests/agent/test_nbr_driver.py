@@ -214,7 +214,9 @@ def test_the_meter_naks_a_damaged_command_and_answers_it_repeated() -> None:
     assert (refused, nak, code) == (1, bytes([Signal.NAK]), Code.PARAMETERS)
 
 
-def _rogue(send: Callable[[asyncio.StreamWriter, Command], Awaitable[None]]) -> BaseException:
+def _rogue(
+    send: Callable[[asyncio.StreamWriter, Command], Awaitable[None]], timeout: float = 0.3
+) -> BaseException:
     """What the driver raises against a meter that answers each command with `send`."""
 
     async def meter(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -226,7 +228,7 @@ def _rogue(send: Callable[[asyncio.StreamWriter, Command], Awaitable[None]]) -> 
     async def run() -> BaseException:
         server = await asyncio.start_server(meter, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
-        target = MeterTarget(f"127.0.0.1:{port}", "10000001", timeout=0.3)
+        target = MeterTarget(f"127.0.0.1:{port}", "10000001", timeout=timeout)
         driver = await open_nbr(target, attempts=1)
         driver.busy_limit = 1.0
         try:
@@ -258,7 +260,7 @@ def test_a_composite_answer_out_of_sequence_is_refused_at_once() -> None:
             await writer.drain()
             await asyncio.sleep(0.01)  # drain() does not yield below the buffer's high mark
 
-    error = _rogue(never_last)
+    error = _rogue(never_last, timeout=10.0)  # generous: a late block is not the point
     assert isinstance(error, MeterFrameError), error
     assert "block 1 where 2 was due" in str(error)
 
