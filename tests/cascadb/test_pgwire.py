@@ -273,3 +273,21 @@ def test_a_malformed_startup_packet_is_refused_and_counted(
 def test_a_server_without_a_login_check_is_not_made_by_omission() -> None:
     with pytest.raises(TypeError, match="authenticate"):
         PgServer(Database(MemoryKv()))  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("length", [2, 0x7FFF_FFF0])
+def test_a_message_of_impossible_length_after_login_ends_the_session_counted(
+    running: Running, length: int
+) -> None:
+    options = b"user\x00mdc\x00\x00"
+    startup = struct.pack("!II", 8 + len(options), 196608) + options
+    with socket.create_connection(("127.0.0.1", running.server.port), timeout=10) as sock:
+        sock.sendall(startup)
+        received = b""
+        while not received.endswith(b"Z\x00\x00\x00\x05I"):  # ReadyForQuery, idle
+            chunk = sock.recv(4096)
+            assert chunk, received
+            received += chunk
+        sock.sendall(b"Q" + struct.pack("!I", length))
+        assert sock.recv(1) == b""  # closed, nothing buffered for it
+    assert running.server.counts["refused"] == 1

@@ -53,6 +53,7 @@ _SQLSTATE = {
 _PROCESS_IDS = itertools.count(1000)
 MAX_PASSWORD = 8192  # bytes of a password message: a login token or API key fits many times
 MAX_STARTUP = 10_000  # bytes of a startup packet, PostgreSQL's own MAX_STARTUP_PACKET_LENGTH
+MAX_MESSAGE = 64 << 20  # bytes of a message after login: statements and bound values, bounded
 # Session commands answered without the engine: SET is accepted and has no effect (CascaDB has
 # one date style, time zone UTC, one isolation level); DEALLOCATE/DISCARD drop prepared ones.
 _SESSION_COMMANDS = {"SET", "DEALLOCATE", "DISCARD"}
@@ -308,6 +309,9 @@ class PgServer:
         while True:
             kind = await reader.readexactly(1)
             length = struct.unpack("!I", await reader.readexactly(4))[0]
+            if not 4 <= length <= MAX_MESSAGE:  # nothing after it parses: end the session
+                self.counts["refused"] += 1
+                return
             body = await reader.readexactly(length - 4)
             if kind == b"X":
                 return
