@@ -291,3 +291,13 @@ def test_a_message_of_impossible_length_after_login_ends_the_session_counted(
         sock.sendall(b"Q" + struct.pack("!I", length))
         assert sock.recv(1) == b""  # closed, nothing buffered for it
     assert running.server.counts["refused"] == 1
+
+
+def test_a_client_that_never_logs_in_is_let_go() -> None:
+    server = Running(login_timeout=0.5)
+    try:
+        with socket.create_connection(("127.0.0.1", server.server.port), timeout=10) as sock:
+            assert sock.recv(1) == b""  # closed by the server, not by this test's timeout
+        assert server.server.counts["refused"] == 1
+    finally:
+        server.stop()

@@ -167,6 +167,7 @@ class PgServer:
         tls: ssl.SSLContext | None = None,
         require_tls: bool = False,
         log: Callable[[str], None] | None = None,
+        login_timeout: float = 60.0,
     ) -> None:
         if require_tls and tls is None:
             raise ValueError("require_tls needs a TLS context")
@@ -175,6 +176,7 @@ class PgServer:
         self.authenticate = authenticate
         self.tls = tls
         self.require_tls = require_tls
+        self.login_timeout = login_timeout  # PostgreSQL's authentication_timeout: a minute
         # sessions, refused (logins and plain connections), statements, failed (statements)
         self.counts: Counter[str] = Counter()
         self.log = log or (lambda line: None)
@@ -198,7 +200,12 @@ class PgServer:
         conn: _Connection | None = None
         self._writers.add(writer)
         try:
-            conn = await self._startup(reader, writer)
+            try:
+                async with asyncio.timeout(self.login_timeout):  # no idle stranger kept for ever
+                    conn = await self._startup(reader, writer)
+            except TimeoutError:
+                self.counts["refused"] += 1
+                return
             if conn is not None:
                 await self._loop(conn, reader, writer)
         except (asyncio.IncompleteReadError, ConnectionError):
