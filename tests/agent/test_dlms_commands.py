@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from pathlib import Path
+from typing import Any
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from meterseal.agent.dlms_commands import Carried, carry_out, read_counters, write_counters
@@ -112,3 +114,28 @@ def test_commands_act_on_the_meter_only_when_admitted(tmp_path: Path) -> None:
     assert dict(read.result.values)["1.0.1.8.0.255"] == meter.register_wh(T)
     write_counters(tmp_path / "agent" / "counters.json", answerer.verifier.last_counters)
     assert read_counters(tmp_path / "agent" / "counters.json") == {"M1": 4}
+
+
+class _Crashing:
+    """A driver whose process dies (an exception that is no driver error) as it acts."""
+
+    async def identify(self) -> object:
+        raise SystemError("power cut")
+
+
+def test_a_command_admitted_before_a_crash_is_not_carried_out_again(tmp_path: Path) -> None:
+    key, _ = ensure_operator_key(tmp_path, None)
+    meter_key = generate_meter_key("M1", P256)
+    desk = CommandDesk(key, CommandLogFile(tmp_path / "commands.log"))
+    disconnect = desk.issue("M1", Action.DISCONNECT, T)
+    counters = tmp_path / "agent" / "counters.json"
+
+    def agent() -> CommandAnswerer:  # a fresh agent process, with the counters on disk
+        verifier = CommandVerifier(["M1"], {key.kid: key.signer()}, read_counters(counters))
+        return CommandAnswerer(verifier, {"M1": meter_key})
+
+    crashing: Any = _Crashing()
+    with pytest.raises(SystemError):
+        asyncio.run(carry_out(agent(), crashing, SERIAL, disconnect.signed, T, counters))
+    again = asyncio.run(carry_out(agent(), crashing, SERIAL, disconnect.signed, T, counters))
+    assert (again.outcome, again.reason) == (Outcome.REFUSED, "replayed")

@@ -180,3 +180,36 @@ def test_dlms_keys_are_kept_like_meter_keys(tmp_path: Path) -> None:
     assert load_dlms_keys(path, b"passphrase") == keys
     with pytest.raises(KeyFileError):
         load_dlms_keys(path, None)
+
+
+def test_each_connection_has_its_own_association() -> None:
+    from dlms_cosem import cosem, enumerations
+    from dlms_cosem.protocol import xdlms
+    from dlms_cosem.protocol.wrappers import WrapperHeader, WrapperProtocolDataUnit
+
+    async def run() -> None:
+        meter = _meter(7)
+        line = DlmsMeterLine(DlmsMeterApp(meter, PASSWORD))
+        host, port = await line.start()
+        target = MeterTarget(f"{host}:{port}", meter.serial, timeout=15.0)
+        driver = await open_dlms(target, DlmsSecrets(PASSWORD))
+        # A stranger's connection, without an AARQ, asks to disconnect the load.
+        reader, writer = await asyncio.open_connection(host, port)
+        method = cosem.CosemMethod(
+            enumerations.CosemInterface.DISCONNECT_CONTROL,
+            cosem.Obis.from_string("0.0.96.3.10.255"),
+            1,
+        )
+        apdu = xdlms.ActionRequestNormal(cosem_method=method, data=b"\x0f\x00").to_bytes()
+        writer.write(WrapperProtocolDataUnit(apdu, WrapperHeader(16, 1, len(apdu))).to_bytes())
+        header = WrapperHeader.from_bytes(await reader.readexactly(8))
+        answer = await reader.readexactly(header.length)
+        assert answer[0] == xdlms.ExceptionResponse.TAG  # refused: no association here
+        assert meter.load_connected is True
+        writer.close()
+        # The agent's association still stands.
+        assert (await driver.identify()).serial == meter.serial
+        await driver.close()
+        await line.stop()
+
+    asyncio.run(run())

@@ -22,7 +22,7 @@ from tests.portal.conftest import Portal
 from tests.portal.test_pages import csrf_of
 from tests.portal.test_staff import sign_in
 
-METER = "MTR-000001"
+METER = "BILL-000001"  # a meter of the billing fixture's fleet
 PATH = f"/portal/meters/{quote(METER, safe='')}/supply"
 
 
@@ -66,6 +66,7 @@ def test_an_operator_confirms_a_disconnection_and_it_is_signed_and_logged(
     (tracked,) = desk.report().commands.values()
     assert (tracked.command.id, tracked.command.action.value) == (f"{METER}#1", "disconnect")
     assert tracked.command.by == OPERATOR  # the signed command names who sent it
+    assert client.get("/portal/meters/NO-SUCH/supply").status_code == 404
     listing = client.get("/portal/commands")
     assert f"{METER}#1" in listing.text
     assert desk.log.entries()[-1].digest.hex() in listing.text
@@ -83,6 +84,8 @@ def test_the_api_sends_and_lists_commands_for_staff_only(portal: Portal, tmp_pat
     assert sent.json()["by"] == ADMINISTRATOR
     bad = admin.post(f"/v1/meters/{METER}/commands", json={"action": "set-clock"}, headers=headers)
     assert bad.status_code == 422
+    stranger = admin.post("/v1/meters/NO-SUCH/commands", json={"action": "read"}, headers=headers)
+    assert stranger.status_code == 404  # not a meter of the fleet: nothing signed, nothing logged
     listed = admin.get("/v1/commands", headers=headers).json()
     assert [c["id"] for c in listed] == [f"{METER}#1"]
     for account in (AUDITOR, portal.customer(0)[1]):

@@ -44,14 +44,25 @@ class Carried:
 
 
 async def carry_out(
-    answerer: CommandAnswerer, driver: MeterDriver, serial: str, signed: bytes, now: int
+    answerer: CommandAnswerer,
+    driver: MeterDriver,
+    serial: str,
+    signed: bytes,
+    now: int,
+    counters: Path | None = None,
 ) -> Carried:
-    """Verify `signed`, act on the meter behind `driver` (serial `serial`), sign the result."""
+    """Verify `signed`, act on the meter behind `driver` (serial `serial`), sign the result.
+
+    With `counters`, the raised counter reaches the disk before the meter acts: a crash in
+    between loses the command (fail closed) instead of letting it be carried out again.
+    """
     admission = answerer.admit(signed, now)
     if admission.command is None:
         reason = (admission.refusal or Refusal.MALFORMED).value
         return Carried(None, Outcome.REFUSED, reason, admission.result)
     command = admission.command
+    if counters is not None:
+        write_counters(counters, answerer.verifier.last_counters)
     try:
         if (await driver.identify()).serial != serial:
             raise MeterDriverError(f"the meter on the line is not {serial}")
@@ -96,11 +107,20 @@ def read_counters(path: Path) -> dict[str, int]:
 
 
 def write_counters(path: Path, counters: dict[str, int]) -> None:
-    """Keep the agent's counters (written whole, then renamed: never half a file)."""
+    """Keep the agent's counters durably: written whole and synced, renamed, the directory
+    synced (never half a file, and not lost by a power cut once this returns)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     scratch = path.with_suffix(".tmp")
-    scratch.write_text(json.dumps(counters, sort_keys=True))
+    with open(scratch, "w") as file:
+        file.write(json.dumps(counters, sort_keys=True))
+        file.flush()
+        os.fsync(file.fileno())
     os.replace(scratch, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
 async def carry_out_here(
@@ -123,10 +143,9 @@ async def carry_out_here(
     answerer = CommandAnswerer(verifier, {meter_id: meter.key})
     driver = await open_dlms(target, secrets, hdlc=hdlc)
     try:
-        carried = await carry_out(answerer, driver, target.serial, signed, now)
+        carried = await carry_out(answerer, driver, target.serial, signed, now, counters)
     finally:
         await driver.close()
-    write_counters(counters, verifier.last_counters)
     if carried.result is not None:
         desk.record(carried.result, now)
     return carried
@@ -164,7 +183,7 @@ async def carry_out_outbox(
         try:
             for path in mine:
                 carried = await carry_out(answerer, driver, meter.target.serial,
-                                          path.read_bytes(), now)  # fmt: skip
+                                          path.read_bytes(), now, counters)  # fmt: skip
                 if carried.result is not None:
                     (outbox / RESULTS).mkdir(exist_ok=True)
                     (outbox / RESULTS / path.name).write_bytes(carried.result)
@@ -172,7 +191,6 @@ async def carry_out_outbox(
                 done.append(carried)
         finally:
             await driver.close()
-    write_counters(counters, verifier.last_counters)
     return done
 
 

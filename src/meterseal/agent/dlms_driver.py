@@ -189,13 +189,19 @@ class DlmsDriver:
         scaler, unit = self._get(interface, code, 3)
         return round(value * 10.0**scaler, max(0, -scaler)), _UNITS.get(unit, Unit.NONE)
 
+    def _serial(self) -> str:
+        value = self._get(IC.DATA, SERIAL, 2)
+        if not isinstance(value, bytes | bytearray):
+            raise ValueError("the serial number is not an octet string")
+        return bytes(value).decode()  # UnicodeDecodeError is a ValueError: not a DLMS answer
+
     def _clock(self) -> int:
         stamp, _ = dlms_time.datetime_from_bytes(self._get(IC.CLOCK, CLOCK, 2))
         return int(stamp.timestamp())
 
     async def identify(self) -> MeterIdentity:
         """The serial number the meter reports; WrongMeterSerial unless it is the target's."""
-        serial = (await self._call(lambda: self._get(IC.DATA, SERIAL, 2))).decode()
+        serial = await self._call(self._serial)
         if serial != self.target.serial:
             raise WrongMeterSerial(self.target.serial, serial)
         return MeterIdentity(serial, PROTOCOL)

@@ -23,8 +23,9 @@ import struct
 from dataclasses import dataclass, field
 
 from dlms_cosem.hdlc import address, frames
+from dlms_cosem.hdlc.exceptions import HdlcException
 
-from meterseal.agent.dlms_meter import DlmsMeterApp
+from meterseal.agent.dlms_meter import Association, DlmsMeterApp
 
 WRAPPER_VERSION = 1
 _WRAPPER = struct.Struct(">HHHH")
@@ -91,30 +92,32 @@ class DlmsMeterLine:
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.sessions += 1
-        self.app.associated = False
+        link = Association()
         try:
             if self.transport is Transport.WRAPPER:
-                await self._wrapper(reader, writer)
+                await self._wrapper(reader, writer, link)
             else:
-                await _HdlcSession(self, reader, writer).run()
+                await _HdlcSession(self, reader, writer, link).run()
         except _Silent:
             with contextlib.suppress(ConnectionError):
                 await reader.read()  # say nothing more until the client gives up
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass  # the client left, or the emulator stops (no traceback per open connection)
+        except (ValueError, IndexError, HdlcException):
+            self.app.counts["malformed frames"] = self.app.counts.get("malformed frames", 0) + 1
         finally:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    def respond(self, apdu: bytes) -> bytes:
+    def respond(self, apdu: bytes, link: Association) -> bytes:
         """The application's answer, or _Silent when a timeout fault swallows it."""
         # Faults strike after the association: the agent meets them on its first read.
-        session = self.app.session
-        self.faulty = self.app.associated and (session is None or session.proven)
+        session = link.session
+        self.faulty = link.associated and (session is None or session.proven)
         if DlmsFault.TIMEOUT in self.faults and self.faulty:
             raise _Silent
-        return self.app.answer(apdu)
+        return self.app.answer(apdu, link)
 
     def damaged(self, data: bytes) -> bytes:
         """`data` as a wrong_frame fault sends it: the APDU's tag (wrapper) or the frame check
@@ -124,11 +127,13 @@ class DlmsMeterLine:
         at = len(data) - 2 if self.transport is Transport.HDLC else _WRAPPER.size
         return data[:at] + bytes([data[at] ^ 0x5A]) + data[at + 1 :]
 
-    async def _wrapper(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _wrapper(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, link: Association
+    ) -> None:
         while True:
             _version, source, destination, length = _WRAPPER.unpack(await reader.readexactly(8))
             apdu = await reader.readexactly(length)
-            answer = self.respond(apdu)
+            answer = self.respond(apdu, link)
             header = _WRAPPER.pack(WRAPPER_VERSION, destination, source, len(answer))
             out = self.damaged(header + answer)
             if DlmsFault.PARTIAL in self.faults and self.faulty:
@@ -143,9 +148,13 @@ class _HdlcSession:
     """The meter's (secondary station's) side of one HDLC connection."""
 
     def __init__(
-        self, line: DlmsMeterLine, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        line: DlmsMeterLine,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        link: Association,
     ) -> None:
-        self.line, self.reader, self.writer = line, reader, writer
+        self.line, self.reader, self.writer, self.link = line, reader, writer, link
         self.ssn = self.rsn = 0  # what the meter sent / received, modulo 8
         self.client: address.HdlcAddress | None = None
         self.server: address.HdlcAddress | None = None
@@ -167,7 +176,7 @@ class _HdlcSession:
                 payload = info.payload
                 if not payload.startswith(LLC_REQUEST):
                     raise _Silent
-                await self._answer(self.line.respond(bytes(payload[3:])))
+                await self._answer(self.line.respond(bytes(payload[3:]), self.link))
 
     async def _answer(self, apdu: bytes) -> None:
         data = LLC_RESPONSE + apdu

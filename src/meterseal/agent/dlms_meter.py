@@ -62,6 +62,18 @@ def obis(code: str) -> str:
 
 
 @dataclass
+class Association:
+    """One connection's association with the meter: whether it stands, its ciphering session.
+
+    Each TCP connection has its own, as each client of a real meter has its own association:
+    a second connection without an AARQ is refused, whatever the first one holds.
+    """
+
+    associated: bool = False
+    session: GmacSession | None = None
+
+
+@dataclass
 class DlmsMeterApp:
     """One emulated meter's COSEM server: association state, objects, relay, clock."""
 
@@ -69,9 +81,8 @@ class DlmsMeterApp:
     password: bytes  # the LLS secret (a meter with `keys` takes HLS-GMAC instead)
     serial: str = ""  # what 0.0.96.1.0.255 says; the meter's own serial unless a fault changes it
     keys: tuple[bytes, bytes] | None = None  # (EK, AK): HLS-GMAC and ciphered APDUs
-    associated: bool = field(default=False, init=False)
-    session: GmacSession | None = field(default=None, init=False)
     counts: dict[str, int] = field(default_factory=dict)
+    _link: Association = field(default_factory=lambda: Association(), init=False)
 
     def __post_init__(self) -> None:
         self.serial = self.serial or self.meter.serial
@@ -84,22 +95,24 @@ class DlmsMeterApp:
     def _count(self, what: str) -> None:
         self.counts[what] = self.counts.get(what, 0) + 1
 
-    def answer(self, apdu: bytes) -> bytes:
-        """The response APDU to one request APDU (an exception response to a malformed one)."""
+    def answer(self, apdu: bytes, link: Association | None = None) -> bytes:
+        """The response APDU to one request APDU on the connection whose association is
+        `link` (an exception response to a malformed one)."""
+        self._link = link if link is not None else self._link  # answer is atomic: no await
         try:
             tag = apdu[0]
             if tag == acse.ApplicationAssociationRequest.TAG:
                 return self._associate(acse.ApplicationAssociationRequest.from_bytes(apdu))
             if tag == acse.ReleaseRequest.TAG:
-                self.associated, self.session = False, None
+                self._link.associated, self._link.session = False, None
                 return _encoded(acse.ReleaseResponse(reason=E.ReleaseResponseReason.NORMAL))
-            if tag == xdlms.GeneralGlobalCipher.TAG and self.session is not None:
+            if tag == xdlms.GeneralGlobalCipher.TAG and self._link.session is not None:
                 try:
-                    plain = self.session.unprotect(apdu)
+                    plain = self._link.session.unprotect(apdu)
                 except CipherRefused:
                     self._count("deciphering refused")
                     return _exception(E.StateException.SERVICE_NOT_ALLOWED)
-                return self.session.protect(self._plain(plain))
+                return self._link.session.protect(self._plain(plain))
             if self.keys is not None:  # a ciphering meter answers no plain request
                 self._count("refused")
                 return _exception(E.StateException.SERVICE_NOT_ALLOWED)
@@ -111,10 +124,10 @@ class DlmsMeterApp:
 
     def _plain(self, apdu: bytes) -> bytes:
         tag = apdu[0]
-        if not self.associated:
+        if not self._link.associated:
             self._count("refused")
             return _exception(E.StateException.SERVICE_NOT_ALLOWED)
-        if self.session is not None and not self.session.proven:  # HLS pass 3 first
+        if self._link.session is not None and not self._link.session.proven:  # HLS pass 3 first
             if tag == xdlms.ActionRequestNormal.TAG:
                 return self._hls_reply(xdlms.ActionRequestFactory.from_bytes(apdu))
             self._count("refused")
@@ -130,15 +143,15 @@ class DlmsMeterApp:
 
     def _hls_reply(self, request: Any) -> bytes:
         method = request.cosem_method
-        assert self.session is not None
+        assert self._link.session is not None
         try:
             if (method.instance.to_string(), method.method) != (obis(ASSOCIATION), 1):
                 raise CipherRefused("not the reply to the HLS challenge")
             reply = parse_as_dlms_data(request.data)
-            answer = self.session.check_reply(bytes(reply))
+            answer = self._link.session.check_reply(bytes(reply))
         except CipherRefused:
             self._count("association refused")
-            self.associated = False
+            self._link.associated = False
             return _encoded(
                 xdlms.ActionResponseNormal(
                     status=E.ActionResultStatus.READ_WRITE_DENIED,
@@ -155,14 +168,14 @@ class DlmsMeterApp:
         )
 
     def _associate(self, aarq: Any) -> bytes:
-        self.associated, self.session = False, None
+        self._link.associated, self._link.session = False, None
         if self.keys is not None:
             return self._associate_hls(aarq)
         if aarq.authentication != E.AuthenticationMechanism.LLS or (
             aarq.authentication_value != self.password
         ):
             return self._refuse_association()
-        self.associated = True
+        self._link.associated = True
         self._count("associations")
         return self._accept(E.AuthenticationMechanism.LLS, _initiate_response())
 
@@ -175,7 +188,7 @@ class DlmsMeterApp:
             session.open_request(aarq)
         except CipherRefused:
             return self._refuse_association()
-        self.associated, self.session = True, session  # HLS pass 3 still to come
+        self._link.associated, self._link.session = True, session  # HLS pass 3 still to come
         content = session.initiate_response(_encoded(_initiate_response()))
         return self._accept(
             E.AuthenticationMechanism.HLS_GMAC, content, ciphered=True,

@@ -359,6 +359,11 @@ def add_portal_routes(
         )
 
 
+def _known(fleet: FleetSource) -> Callable[[str], bool]:
+    """Whether the fleet store holds a meter (registered, revoked or not)."""
+    return lambda meter_id: any(r.meter_id == meter_id for r in fleet.meter_rows())
+
+
 def create_portal_app(
     bills: StaffArchive,
     authenticator: AccountAuthenticator,
@@ -390,5 +395,5 @@ def create_portal_app(
     add_staff_routes(app, render, bills, reads, billing_key, fleet, clock, meters, admin)
     add_consent_routes(app, app.state.portal_pages, consent)
     add_health_routes(app, render, health, OPERATOR, clock)
-    add_supply_routes(app, render, commands, clock)
+    add_supply_routes(app, render, commands, clock, None if fleet is None else _known(fleet))
     return app

@@ -82,13 +82,19 @@ def add_supply_routes(
     render: Render,
     desk: CommandDesk | None,
     clock: Callable[[], float] = time.time,
+    known: Callable[[str], bool] | None = None,
 ) -> None:
-    """Add the supply page, the command log page and the command API."""
+    """Add the supply page, the command log page and the command API; `known` says whether
+    a meter is registered (None: no fleet to ask, every meter id is taken as it is)."""
 
     def need_desk() -> CommandDesk:
         if desk is None:
             raise HTTPException(503, NO_DESK)
         return desk
+
+    def need_meter(meter_id: str) -> None:
+        if known is not None and not known(meter_id):
+            raise HTTPException(404, f"no meter {meter_id!r}")
 
     def commands_of(meter_id: str | None) -> list[Tracked]:
         if desk is None:
@@ -106,6 +112,7 @@ def add_supply_routes(
 
     @app.get(SUPPLY_ROUTE, include_in_schema=False, dependencies=[access(STAFF)])
     async def supply(request: Request, meter_id: MeterId) -> Response:
+        await run_in_threadpool(need_meter, meter_id)
         return await run_in_threadpool(page, request, meter_id)
 
     @app.post(SUPPLY_ROUTE, include_in_schema=False, dependencies=[access(STAFF)])
@@ -113,6 +120,7 @@ def add_supply_routes(
         # The session reached here with the form's CSRF token (accounts.authn); the form names
         # the meter too, so a form for one meter never acts on another.
         form = await form_fields(request)
+        await run_in_threadpool(need_meter, meter_id)
         action = SUPPLY_ACTIONS.get(form.get("action", ""))
         if form.get("meter") != meter_id or action is None:
             return page(request, meter_id, 400, problem="the form names another meter or action")
@@ -144,7 +152,8 @@ def add_supply_routes(
         "/v1/meters/{meter_id}/commands",
         summary="Send a signed command to a meter",
         description="Signs the command with the operator command key, logs it and leaves it "
-        "for the meter's agent. 201 with the command's id (METER#COUNTER).",
+        "for the meter's agent. 201 with the command's id (METER#COUNTER); 404 for a meter "
+        "the fleet does not hold; 503 when this server cannot sign or log commands.",
         status_code=201,
         response_model=CommandView,
         dependencies=[access(STAFF)],
@@ -156,10 +165,14 @@ def add_supply_routes(
             raise HTTPException(422, "set-clock, and only set-clock, takes clock")
         if not 1 <= body.ttl <= 86_400:
             raise HTTPException(422, "ttl is 1 to 86400 seconds")
+        await run_in_threadpool(need_meter, meter_id)
         sending, by = need_desk(), identity_of(request).subject or ""
-        issued = await run_in_threadpool(
-            lambda: sending.issue(meter_id, body.action, clock(), body.ttl, body.clock, by)
-        )
+        try:
+            issued = await run_in_threadpool(
+                lambda: sending.issue(meter_id, body.action, clock(), body.ttl, body.clock, by)
+            )
+        except MetersealError as exc:
+            raise HTTPException(503, f"not sent: {exc.diagnostics()}") from exc
         tracked = await run_in_threadpool(
             lambda: next(t for t in commands_of(meter_id) if t.command == issued.command)
         )
