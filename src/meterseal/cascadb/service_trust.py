@@ -77,7 +77,8 @@ def attest_cascadb(
         timeout=timeout,
     )
     identity = worker.tls_identity()
-    assert identity is not None  # asked for: the release is all or nothing
+    if identity is None:  # asked for, so the CAS's all-or-nothing release broke its promise
+        raise ConfigurationError(f"the CAS released no {tls_secret(CASCADB_STAGE)} to CascaDB")
     key = None
     if bucket is not None:
         key = worker.secrets[bucket_secret(bucket)]
