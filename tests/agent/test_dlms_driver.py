@@ -213,3 +213,13 @@ def test_each_connection_has_its_own_association() -> None:
         await line.stop()
 
     asyncio.run(run())
+
+
+def test_the_whole_load_profile_fits_one_wrapped_apdu() -> None:
+    from meterseal.agent.dlms_meter import LOAD_PROFILE, MAX_PROFILE_ENTRIES, obis
+
+    meter = EmulatedMeter("30000009", 9, Fleet(7), lambda: T, installed=T - 90 * 86_400)
+    data = DlmsMeterApp(meter, PASSWORD).read(obis(LOAD_PROFILE), 2)
+    assert data is not None
+    assert data[:3] == b"\x01\x82" + bytes([MAX_PROFILE_ENTRIES >> 8])  # array of 2688
+    assert len(data) + 4 <= 0xFFFF  # with the Get-Response head, behind a 16-bit length

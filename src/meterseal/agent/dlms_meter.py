@@ -53,7 +53,9 @@ INSTANTANEOUS = {  # OBIS -> (what, scaler, DLMS unit code)
     "1.0.14.7.0.255": ("frequency", -2, 44),  # Hz
 }
 UNIT_WH, UNIT_VARH = 30, 32
-MAX_PROFILE_ENTRIES = 96 * 62  # two months of 15-minute intervals
+# Four weeks of 15-minute intervals: 23 octets an entry, so an answer of the whole buffer
+# (2688 entries, ~62 kB) fits one APDU behind the wrapper's 16-bit length.
+MAX_PROFILE_ENTRIES = 96 * 28
 
 
 def obis(code: str) -> str:
