@@ -118,3 +118,20 @@ def test_a_reading_transaction_reads_what_is_committed_without_waiting(db: Datab
     reader.commit()
     assert done == [3]
     assert _rows(db) == []
+
+
+def test_a_reader_begun_and_never_used_leaves_the_next_transaction_a_writer(db: Database) -> None:
+    session = db.session(autocommit=False)
+    session.begin_read()
+    session.commit()  # nothing ran: no transaction was open
+    session.execute("SELECT count(*) FROM t")  # a writer from its first statement, a read
+    other = db.session(autocommit=False)
+    done: list[int] = []
+    thread = threading.Thread(target=lambda: done.append(other.execute("DELETE FROM t").rowcount))
+    thread.start()
+    thread.join(0.2)
+    assert done == []  # waits: `session` holds the writer lock since its SELECT
+    session.commit()
+    thread.join()
+    other.commit()
+    assert done == [1]

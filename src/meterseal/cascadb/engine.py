@@ -171,12 +171,12 @@ class Session:
         """Run one parsed statement in this session."""
         return self._statement(statement, params)
 
-    def begin_read(self) -> None:
-        """Begin the next transaction as a reader: it holds no lock, each of its statements
-        reads what is committed then (read committed), and its first write makes it a writer
-        (which waits for the write transaction open, if any)."""
+    def begin_read(self, reading: bool = True) -> None:
+        """Begin the next transaction as a reader (`reading`) or a writer. A reader holds no
+        lock, each of its statements reads what is committed then (read committed), and its
+        first write makes it a writer (which waits for the write transaction open, if any)."""
         if self._txn is None:
-            self._read_next = True
+            self._read_next = reading
 
     def _begin(self) -> Overlay:
         if self._txn is None:
@@ -282,6 +282,7 @@ class Session:
     def commit(self) -> None:
         """Write the transaction's buffer to the store as one batch and end it."""
         if self._txn is None:
+            self._read_next = False  # a transaction begun but never used
             return
         try:
             while self._savepoints:
@@ -296,6 +297,7 @@ class Session:
     def rollback(self) -> None:
         """Drop the transaction's buffer and end it."""
         if self._txn is None:
+            self._read_next = False
             return
         self._txn.rollback()
         self._forget_plans()

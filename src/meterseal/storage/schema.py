@@ -546,9 +546,9 @@ def _on_cascadb_begin(connection: Connection) -> None:
     # A reading transaction reads what is committed, holding no lock, so it never waits for
     # an open write transaction (CascaDB's writers run one at a time, from their first
     # statement to their end). A writer takes the lock at its first statement.
-    if not connection.get_execution_options().get(WRITE_OPTION, False):
-        driver = connection.connection.driver_connection
-        driver.session.begin_read()  # type: ignore[union-attr]
+    write = connection.get_execution_options().get(WRITE_OPTION, False)
+    driver = connection.connection.driver_connection
+    driver.session.begin_read(not write)  # type: ignore[union-attr]
 
 
 @contextmanager
