@@ -146,7 +146,13 @@ class SourceSpec:
 
     def describe(self) -> str:
         """One line for the bench's notes."""
-        kind = "composite households" if self.composite else "windows of the house"
+        kind = (
+            "composite households"
+            if self.composite
+            else "windows of five SimBench households"
+            if self.trace == "simbench"
+            else "windows of the house"
+        )
         first, last = self.trace_days
         return (
             f"{self.name} [{self.role}]: {kind}, trace days {first}..{last}, "
