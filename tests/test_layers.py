@@ -72,6 +72,7 @@ LAYERS: dict[str, Layer] = {
     # Reads one file and the environment (I/O, so not core); every layer above may read settings.
     "meterseal.config": RUNTIME,
     "meterseal.config.cli": INTERFACE,
+    "meterseal.config.sections": RUNTIME,  # the file's sections and keys, split from settings
     "meterseal.runtime.transitions": CORE,  # sans-IO: the core protocols' tables use it
     "meterseal.crypto": CORE,
     "meterseal.accounts": CORE,  # roles, password hashes, tokens, API keys, the throttle
@@ -113,6 +114,7 @@ LAYERS: dict[str, Layer] = {
     "meterseal.meter.workload": ADAPTER,
     "meterseal.meter.simulator": ADAPTER,  # the meter side of every transport (MeterLink)
     "meterseal.trust": CORE,
+    "meterseal.trust.stages": CORE,  # the stage tables, split from measurement
     "meterseal.trust.cas_store": ADAPTER,
     "meterseal.trust.client": ADAPTER,
     "meterseal.trust.admin_client": ADAPTER,  # an administrator over the CAS API

@@ -16,8 +16,9 @@ from meterseal.trust.cas import (
 )
 from meterseal.trust.channel import EphemeralKey, release_info
 from meterseal.trust.errors import ReleaseRefused, TrustError
-from meterseal.trust.measurement import Measurement
+from meterseal.trust.measurement import STAGE_MODULES, Measurement
 from meterseal.trust.policy import UnsafeReleaseAll
+from meterseal.trust.stages import STAGE_PROVISIONING
 from meterseal.trust.state import LogRow, MemoryCasState, NonceState
 from meterseal.trust.vault import Vault
 from tests.trust.conftest import World
@@ -102,6 +103,50 @@ def test_a_missing_policy_is_reported_as_missing_not_as_modified_code(
     quote, _ = world.quote(worker_measurement)
     with pytest.raises(ReleaseRefused, match=r"no secret named 'never-imported' in this CAS"):
         world.cas.release(ReleaseRequest("billing", quote, ("never-imported",)))
+
+
+def test_a_stage_with_its_own_provisioning_command_is_told_to_run_it(
+    world: World, worker_measurement: Measurement
+) -> None:
+    # CascaDB's rule comes with its bucket keys and TLS identity from `cascadb provision`: a bare
+    # `cas policy add` would allow a measurement the secrets it needs are still missing for.
+    world.cas.put_secret("cascadb-key", b"a bucket key")
+    quote, _ = world.quote(worker_measurement)
+    with pytest.raises(ReleaseRefused) as refused:
+        world.cas.release(ReleaseRequest("cascadb", quote, ("cascadb-key",)))
+    reason = refused.value.reason
+    assert reason.endswith(
+        "no policy lets stage cascadb receive 'cascadb-key' (missing policy); add one with "
+        "`meterseal cascadb provision`"
+    )
+    assert "cas policy add" not in reason
+    # An upgraded gateway is allowed again by its own command, not by `meterseal init`.
+    world.cas.put_secret("kvs-master", b"the master secret")
+    world.cas.allow("kvs-gateway", worker_measurement, ["kvs-master"])
+    quote, _ = world.quote(MODIFIED)
+    with pytest.raises(ReleaseRefused) as refused:
+        world.cas.release(ReleaseRequest("kvs-gateway", quote, ("kvs-master",)))
+    reason = refused.value.reason
+    assert "(code modified?)" in reason
+    assert reason.endswith("allow it: `meterseal kvs provision`")
+    assert "cas policy add" not in reason
+    assert "meterseal init" not in reason
+
+
+def test_every_stage_provisioning_command_is_a_command_of_the_cli() -> None:
+    import typer
+
+    from meterseal.cli import app
+
+    for stage, hint in STAGE_PROVISIONING.items():
+        command: object = typer.main.get_command(app)
+        for word in hint.split("`")[1].split()[1:]:  # `meterseal router provision` (…)
+            # typer's groups are its own click's, so a group is told by its subcommands
+            subcommands = getattr(command, "commands", None)
+            assert subcommands is not None, (stage, hint, word)
+            command = subcommands[word]
+        assert getattr(command, "commands", None) is None, (stage, hint)
+        assert stage in STAGE_MODULES
 
 
 def test_a_worker_whose_code_was_modified_gets_nothing_and_is_told_why(

@@ -57,6 +57,7 @@ from meterseal.trust.policy import (
     RevokedMeasurements,
     release_decision,
 )
+from meterseal.trust.stages import STAGE_PROVISIONING
 from meterseal.trust.state import CasState, LogEntry, LogRow, NonceState
 from meterseal.trust.vault import Vault
 
@@ -348,19 +349,18 @@ class Cas:
             {r.measurement.hex()[:12] for r in rules if r.stage == stage and r.secret == name}
             - {measurement.hex[:12]}
         )
+        # A stage with a provisioning command of its own is allowed by it: a bare policy rule
+        # would lack the secrets that command creates with it.
+        own = STAGE_PROVISIONING.get(stage)
+        policy_add = f"`meterseal cas policy add --stage {stage} --secret {name}`"
         if not others:  # nobody may have it as this stage: the operator added no rule for it
             return (
                 f": no policy lets stage {stage} receive {name!r} (missing policy); add one with "
-                f"`meterseal cas policy add --stage {stage} --secret {name}`"
+                f"{own or policy_add}"
             )
         # The stage may have the secret, as other code: this worker is not the allowed build.
         # Often it is the operator's own upgrade or new configuration: say how to allow it.
-        allow = (
-            "`meterseal router provision` (with the router's --allow)"
-            if stage.startswith("dissemination-")
-            else "`meterseal init DIR --force` or "
-            f"`meterseal cas policy add --stage {stage} --secret {name}`"
-        )
+        allow = own or f"`meterseal init DIR --force` or {policy_add}"
         return (
             f" (code modified?); the policy lets stage {stage} run as "
             f"{', '.join(o + '…' for o in others)}; if this build or configuration is meant "
