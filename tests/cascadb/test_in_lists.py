@@ -29,3 +29,25 @@ def test_in_lists_answer_as_sqlite() -> None:
             connection.execute("INSERT INTO t VALUES (?, ?, ?, ?)", row)
     for sql, params in QUERIES:
         assert ours.execute(sql, params).fetchall() == lite.execute(sql, params).fetchall(), sql
+
+
+class _CountingKv(cascadb.MemoryKv):
+    """A MemoryKv that counts its scans (a scan lists the bucket on the KVS)."""
+
+    scans = 0
+
+    def scan(self, start: bytes, end: bytes | None):  # type: ignore[no-untyped-def]
+        self.scans += 1
+        return super().scan(start, end)
+
+
+def test_an_in_list_on_the_last_key_column_is_gets_not_scans() -> None:
+    kv = _CountingKv()
+    db = cascadb.Database(kv)
+    db.execute("CREATE TABLE so (m TEXT, c BIGINT, t BIGINT, PRIMARY KEY (m, c))")
+    db.execute("INSERT INTO so VALUES ('a', 1, 10), ('a', 2, 20), ('a', 3, 30), ('b', 2, 5)")
+    db.execute("SELECT 1 FROM so WHERE m = 'a' AND c = 1")  # the dictionary, read once
+    before = kv.scans
+    found = db.execute("SELECT c, t FROM so WHERE m = ? AND c IN (?, ?, ?)", ["a", 3, 1, 9])
+    assert found.rows == [(1, 10), (3, 30)]  # in key order; 9 is no key
+    assert kv.scans == before

@@ -19,7 +19,7 @@ from meterseal.cascadb.catalog import PRIMARY, Index, Table
 from meterseal.cascadb.errors import ProgrammingError
 from meterseal.cascadb.expr import Compiler, Ctx, Fn, Row, Scope
 from meterseal.cascadb.keys import END, NULL_TAG, TEXT_TAG, encode_value, table_prefix
-from meterseal.cascadb.kv import OrderedKv
+from meterseal.cascadb.kv import OrderedKv, get_many
 
 Bound = tuple[Fn, bool]  # (value, inclusive)
 
@@ -218,7 +218,10 @@ def key_ranges(path: Path, table: Table, row: Row, ctx: Ctx) -> list[tuple[bytes
         return [(prefix, prefix + END)]
     affinity = table.columns[columns[len(path.eq)]].affinity
     if path.among is not None:
-        return _among(path.among, affinity, prefix, row, ctx, whole)
+        # On the primary key's last column each value names one whole key: its encoding as
+        # the equalities' (a key, so one get), not loosened to both number types.
+        exact = path.index is None and len(path.eq) + 1 == len(columns)
+        return _among(path.among, affinity, prefix, row, ctx, whole, exact=exact)
     if path.like is not None:
         starts = [prefix + bytes((TEXT_TAG,)) + p.encode() for p in path.like]
         return [(start, start + END) for start in starts]
@@ -249,6 +252,8 @@ def _among(
     row: Row,
     ctx: Ctx,
     whole: list[tuple[bytes, bytes]],
+    *,
+    exact: bool = False,
 ) -> list[tuple[bytes, bytes]]:
     spans = set()
     for fn in items:
@@ -258,7 +263,7 @@ def _among(
         encoded = _keyable(value, affinity)
         if encoded is None:
             return whole
-        loose = prefix + _loose(encoded)
+        loose = prefix + (encoded if exact else _loose(encoded))
         spans.add((loose, loose + END))
     return sorted(spans)
 
@@ -274,15 +279,20 @@ def read_keyed(
 ) -> Iterator[tuple[bytes, Row]]:
     """(row key, row) of each row of `table` in the key ranges of `path`.
 
-    Equality on the whole primary key is one get, not a scan (on the KVS a scan lists).
+    Equality on the whole primary key is one get, and an IN list on its last column one
+    get of every key at once, not scans (on the KVS a scan lists the bucket's names).
     """
-    whole_key = path.index is None and table.primary and len(path.eq) == len(table.primary)
-    for start, end in key_ranges(path, table, row, ctx):
-        if whole_key and end == start + END:
-            stored = kv.get(start)
+    keyed = len(path.eq) + (1 if path.among is not None else 0)
+    whole_key = path.index is None and table.primary and keyed == len(table.primary)
+    ranges = key_ranges(path, table, row, ctx)
+    bare = table.rows_prefix()  # a range from it is the whole table (a value no key holds)
+    if whole_key and all(end == start + END and start != bare for start, end in ranges):
+        starts = [start for start, _ in ranges]
+        for start, stored in zip(starts, get_many(kv, starts), strict=True):
             if stored is not None:
                 yield start, table.decode_row(start, stored)
-            continue
+        return
+    for start, end in ranges:
         if path.index is None:
             for key, value in kv.scan(start, end):
                 yield key, table.decode_row(key, value)
