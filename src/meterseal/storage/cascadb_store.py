@@ -38,6 +38,7 @@ from meterseal.errors import StorageError
 from meterseal.kvs.nodes import LocalDirCatalog, LocalDirNode
 from meterseal.kvs.sealing import derive_bucket_key
 from meterseal.kvs.store import ObjectStore
+from meterseal.storage.schema import signed_originals
 
 BUCKET = "cascadb"
 PASSPHRASE_ENV = "MS_PASSPHRASE"  # noqa: S105 - the name of a variable, not a secret
@@ -141,6 +142,18 @@ def _type_of(declared: str) -> Any:
     name, paren, rest = declared.partition("(")
     spelled = _SQLITE_NAMES.get(name.strip().upper(), name) + paren + rest
     return SQLiteDialect()._resolve_type_affinity(spelled)  # type: ignore[no-untyped-call]
+
+
+def last_counters(connection: Connection) -> dict[str, tuple[int, int]]:
+    """`Store.last_counters` on CascaDB, which reads no subquery in FROM: each meter's highest
+    counter, then that reading's time (a get each)."""
+    so = signed_originals
+    highest = sa.select(so.c.meter_id, sa.func.max(so.c.counter)).group_by(so.c.meter_id)
+    at = sa.select(so.c.timestamp).where(
+        so.c.meter_id == sa.bindparam("m"), so.c.counter == sa.bindparam("c")
+    )
+    found = connection.execute(highest).all()
+    return {m: (c, connection.execute(at, {"m": m, "c": c}).scalar_one()) for m, c in found}
 
 
 class _NativeDateTime(sa.DateTime):

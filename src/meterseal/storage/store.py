@@ -1,11 +1,10 @@
 """The head-end's durable store: signed originals, anonymized measurements, quarantine, meters.
 
-One `Store` serves SQLite, PostgreSQL and CascaDB with the same SQLAlchemy Core logic; only the
-shape of an ingest batch's bulk statements differs (`bulk.BulkStatements`; CascaDB takes
-SQLite's, through `cascadb_store`). Every method runs in its own
-transaction, unless its thread is inside the store's `unit()`, whose one transaction it joins;
-`save_batch` returns only after its commit is durable, so the caller may acknowledge the
-batch's packets then.
+One `Store` serves SQLite, PostgreSQL and CascaDB (cascadb_store) with the same SQLAlchemy
+Core logic; only an ingest batch's bulk statements differ (`bulk.BulkStatements`). Every
+method runs in its own transaction, unless its thread is inside the store's `unit()`, whose
+one transaction it joins; `save_batch` returns only after its commit is durable, so the
+caller may acknowledge the batch's packets then.
 """
 
 from __future__ import annotations
@@ -303,20 +302,16 @@ class Store:
     def last_counters(self) -> dict[str, tuple[int, int]]:
         """Per meter, its highest stored counter and that reading's timestamp."""
         so = signed_originals
-        highest = sa.select(so.c.meter_id, sa.func.max(so.c.counter).label("counter")).group_by(
-            so.c.meter_id
-        )
-        if self.engine.dialect.name == "cascadb":
-            # CascaDB reads no subquery in FROM: the highest counters, then each one's row.
-            at = sa.select(so.c.timestamp).where(
-                so.c.meter_id == sa.bindparam("m"), so.c.counter == sa.bindparam("c")
-            )
+        if self.engine.dialect.name == "cascadb":  # it reads no subquery in FROM
+            from meterseal.storage.cascadb_store import last_counters
+
             with self._read() as connection:
-                found = connection.execute(highest).all()
-                return {
-                    m: (c, connection.execute(at, {"m": m, "c": c}).scalar_one()) for m, c in found
-                }
-        latest = highest.subquery()
+                return last_counters(connection)
+        latest = (
+            sa.select(so.c.meter_id, sa.func.max(so.c.counter).label("counter"))
+            .group_by(so.c.meter_id)
+            .subquery()
+        )
         query = sa.select(so.c.meter_id, so.c.counter, so.c.timestamp).join(
             latest, sa.and_(so.c.meter_id == latest.c.meter_id, so.c.counter == latest.c.counter)
         )
