@@ -31,8 +31,11 @@ TRUST_RUNTIME = (
     "meterseal.trust.stages",  # measurement.py imports the stage tables
     "meterseal.trust.worker",
 )
+# The store and every engine a store URL may name: `cascadb:///DIR` runs CascaDB on the secure
+# KVS inside the process that opens it, so a trusted stage with such a store runs that code too.
+STORE = ("meterseal.storage", "meterseal.cascadb", "meterseal.kvs")
 # The head-end (receivers, ingest, trusted stages) and the store it writes to.
-HEAD_END = ("meterseal.acquisition", "meterseal.storage")
+HEAD_END = ("meterseal.acquisition", *STORE)
 _BILLING = tuple(
     f"meterseal.billing.{m}"
     for m in (
@@ -81,8 +84,8 @@ _DISSEMINATION = (
     "meterseal.services",  # the package's __init__, on the way to its NATS connection
     "meterseal.services.bus",
     "meterseal.services.nats_bus",  # connect_nats: one NATS connection, one-line errors
-    "meterseal.storage",
     "meterseal.transparency.merkle",
+    *STORE,
     "meterseal.trust.cas",
     "meterseal.trust.cas_store",
     "meterseal.trust.policy",
@@ -135,7 +138,7 @@ STAGE_MODULES: dict[str, tuple[str, ...]] = {
     "jobs-worker": (
         "meterseal.jobs",
         "meterseal.billing",
-        "meterseal.storage",
+        *STORE,
         "meterseal.fraud",
         "meterseal.meter",
         "meterseal.acquisition",
