@@ -407,7 +407,8 @@ def bench_agent(
         int, typer.Option(help="measured passes (after a warm-up); the best counts")
     ] = 3,
     protocol: Annotated[
-        list[str] | None, typer.Option(help="protocols [default: nbr14522 nbr14522-sealed]")
+        list[str] | None,
+        typer.Option(help="protocols [default: nbr14522 nbr14522-sealed dlms dlms-hdlc]"),
     ] = None,
     out: PlotDir = None,
 ) -> None:
