@@ -34,6 +34,7 @@ from dlms_cosem.cosem.capture_object import CaptureObject
 from dlms_cosem.cosem.selective_access import RangeDescriptor
 from dlms_cosem.dlms_data import OctetStringData
 from dlms_cosem.hdlc.exceptions import HdlcException
+from dlms_cosem.hdlc.frames import HDLC_FLAG
 from dlms_cosem.io import BlockingTcpIO, HdlcTransport, TcpTransport
 from dlms_cosem.security import (
     HighLevelSecurityGmacAuthentication,
@@ -86,6 +87,9 @@ CLIENT_TITLE = b"MSAGENT1"  # the agent's system title (8 octets) in ciphered as
 IC = enumerations.CosemInterface
 _UNITS = {30: Unit.WH, 32: Unit.VARH, 27: Unit.W, 35: Unit.V, 33: Unit.A, 44: Unit.HZ}
 _R = TypeVar("_R")
+_FRAME_FORMAT = 0xA0  # the frame format field's type 3 nibble: 1010 S LLL LLLLLLLL
+# Format (2), destination and source addresses (1 each at least), control (1), FCS (2).
+_SHORTEST_FRAME = 7
 # What an answer that does not parse, or does not decipher, raises in the library.
 _NOT_DLMS = (ValueError, KeyError, IndexError, TypeError, HdlcException,
              exceptions.LocalDlmsProtocolError, exceptions.CryptographyError)  # fmt: skip
@@ -134,6 +138,50 @@ class _WatchedTcpIO(BlockingTcpIO):  # type: ignore[misc]
             data += chunk
             self.received += chunk
         return data
+
+
+class _LengthFramedHdlc(HdlcTransport):  # type: ignore[misc]
+    """The library's HDLC transport, reading each frame whole by its length field.
+
+    IEC 62056-46 frames are not octet-stuffed: a flag octet (0x7E) may sit inside a frame, its
+    check sequence included, and only the frame format's 11-bit length says where it ends.
+    The library reads up to the next 0x7E and, when that piece does not parse, reads on; a
+    frame whose check sequence ends in 0x7E then leaves the closing flag alone, which it takes
+    for an opening one, and it waits for a frame that never comes (the meter was skipped as
+    `bad_frame` after the timeout). Here the first read brings the whole frame; while the
+    connection's parser still finds a later flag in it, it needs no more octets; once it has
+    tried them all, the frame is damaged. The closing flag of one frame may open the next, and
+    flags in a row are fill.
+    """
+
+    after_frame = False  # the last octet read closed a frame, so it may open the next one
+
+    def recv_frame(self) -> bytes:
+        """The octets the parser needs next: none while it searches a frame read, else one frame."""
+        pending = self.hdlc_connection
+        if pending.buffer:
+            if pending.buffer.find(HDLC_FLAG, pending.buffer_search_position) >= 0:
+                return b""  # the parser ends its next try at a later flag of the same frame
+            pending.buffer.clear()
+            raise HdlcException("an HDLC frame that does not check")
+        return self._whole_frame()
+
+    def _whole_frame(self) -> bytes:
+        first = self.io.recv(1)
+        shared = self.after_frame and first[0] & 0xF0 == _FRAME_FORMAT
+        self.after_frame = False
+        if not shared:
+            while first != HDLC_FLAG:  # noise before a frame: the parser would refuse it anyway
+                first = self.io.recv(1)
+            while first == HDLC_FLAG:
+                first = self.io.recv(1)
+        head = first + self.io.recv(1)
+        length = ((head[0] & 0x07) << 8) | head[1]
+        if length < _SHORTEST_FRAME:
+            raise HdlcException(f"an HDLC frame of length {length}")
+        rest = self.io.recv(length - 2 + 1)  # the frame after its format field, closing flag
+        self.after_frame = rest.endswith(HDLC_FLAG)
+        return bytes(HDLC_FLAG + head + rest)
 
 
 class DlmsDriver:
@@ -322,7 +370,7 @@ async def open_dlms(target: MeterTarget, secrets: DlmsSecrets, *, hdlc: bool = F
     io.received = bytearray()
     transport: Any
     if hdlc:
-        transport = HdlcTransport(CLIENT_ADDRESS, SERVER_ADDRESS, io, timeout=timeout)
+        transport = _LengthFramedHdlc(CLIENT_ADDRESS, SERVER_ADDRESS, io, timeout=timeout)
     else:
         transport = TcpTransport(CLIENT_ADDRESS, SERVER_ADDRESS, io, timeout=timeout)
     authentication: Any = LowLevelSecurityAuthentication(secret=secrets.password)
