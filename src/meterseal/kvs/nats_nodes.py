@@ -37,11 +37,13 @@ from meterseal.runtime.nats_endpoint import NatsEndpoint
 if TYPE_CHECKING:
     from nats.aio.client import Client
     from nats.js.client import JetStreamContext
+    from nats.js.manager import JetStreamManager
 
 PARTS = "Ms-Parts"
 SIZE = "Ms-Size"
 HEADROOM = 1024  # bytes of a message left for headers below the server's max_payload
 MAX_REPLICAS = 5  # JetStream's limit on a stream's replicas
+MANAGEMENT_TIMEOUT = 10.0  # seconds a stream's creation may take (Raft placement under load)
 LEADERLESS_PAUSE = 5.0  # seconds consistent reads go to any replica after the leader failed
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
 
@@ -112,9 +114,8 @@ class _Stream:
             max_msgs_per_subject=1,
             allow_direct=True,
         )
-        js = self.storage.jetstream()
         try:
-            await js.add_stream(config)
+            await self.storage.manager().add_stream(config)
         except BadRequestError as exc:
             raise self._error("cannot be made as configured", exc) from None
         except Exception as exc:
@@ -436,6 +437,11 @@ class NatsStorage:
             shown = ", ".join(e.shown() for e in endpoints)
             raise KvsError(f"cannot connect to the KVS NATS cluster at {shown}: {exc}") from None
         return cls(client, Layout(deployment), timeout=timeout)
+
+    def manager(self) -> JetStreamManager:
+        """JetStream's stream management, with a longer bound than data requests: a cluster
+        places a new stream through its meta leader's Raft, seconds on a loaded machine."""
+        return self.client.jsm(timeout=max(self.timeout, MANAGEMENT_TIMEOUT))
 
     def jetstream(self) -> JetStreamContext:
         """The JetStream context of the connection (requests bounded by `timeout`)."""
