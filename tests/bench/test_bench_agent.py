@@ -13,7 +13,12 @@ def test_bench_agent_prints_rates_against_the_protocols_bounds(tmp_path: Path) -
     assert result.exit_code == 0, result.output
     text = result.output
     assert text.count("| protocol | meters | readings/pass | readings/s |") == 1
-    assert re.search(r"^\| nbr14522 \| 2 \| 192 \| [\d,]+ \| [\d.]+ \| 8 \|", text, re.M)
+    # NBR 14522's load-profile request counts back from the meter's clock (the run's own
+    # now): how many blocks a day's window takes depends on the hour of the run (6 just after
+    # midnight UTC, 8 late in the day), never on its speed.
+    nbr = re.search(r"^\| nbr14522 \| 2 \| 192 \| [\d,]+ \| [\d.]+ \| (\d+) \|", text, re.M)
+    assert nbr is not None, text
+    assert 5 <= int(nbr[1]) <= 9
     assert re.search(r"^\| nbr14522-sealed \| 2 \| 192 \| .* \| n/a \| 0 \|$", text, re.M)
     # DLMS/COSEM with LLS: association, serial, clock and energy (value, scaler), the profile,
     # the clock and five instantaneous values (value, scaler each), the release: 18 exchanges.
