@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from meterseal.jobs.control import Limits, ThresholdController
 from meterseal.jobs.engine import Engine, local_engine
@@ -78,6 +79,35 @@ def test_a_cancelled_run_stops(engine: Engine) -> None:
     )
     assert run.cancelled
     assert run.checks == []
+
+
+def test_a_resumed_run_names_its_tasks_anew(engine: Engine, monkeypatch: Any) -> None:
+    # A halted run's cancel reaches the scheduler late: had the resume reused its task
+    # names, that cancel would cancel the resume's tasks too (seen in CI).
+    names: list[list[str]] = []
+    submit = engine.client.submit
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        names[-1].append(kwargs["key"])
+        return submit(*args, **kwargs)
+
+    monkeypatch.setattr(engine.client, "submit", recorded)
+    got: dict[int, int] = {}
+    for stop in (lambda: True, lambda: False):
+        names.append([])
+        run_chunks(
+            engine,
+            total,
+            chunked(list(range(4)), 1),
+            got.__setitem__,
+            monitor=Monitor(4, 1e9, clock=fake_clock(0.0)),
+            key="resumed",
+            stop=stop,
+        )
+    halted, resumed = names
+    assert len(halted) == len(resumed) == 4
+    assert not set(halted) & set(resumed)
+    assert got == {0: 0, 1: 1, 2: 2, 3: 3}
 
 
 def dies_once(marker: str, chunk: Sequence[int]) -> int:

@@ -349,7 +349,7 @@ class Manager:
             keep,
             monitor=monitor,
             control=_controller(settings),
-            key=f"{record.job_id}-{int(self.clock())}",  # a resume's chunks are new ones
+            key=record.job_id,
             interval=settings["interval"],
             trusted_memory=settings.get("task_memory"),
             stop=stop,

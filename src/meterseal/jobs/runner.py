@@ -10,6 +10,7 @@ Controller may scale the cluster through the engine's actuator.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -74,10 +75,13 @@ def run_chunks(
         need[ATTESTED] = 1.0  # only a worker the CAS released the job's keys to
     monitor.record(sum(len(chunks[i]) for i in finished))
     attempts: dict[int, int] = {}
+    # Task names are unique per run: a halted run's cancel reaches the scheduler late, and
+    # would cancel a resumed run's task of the same name with it.
+    run_key = f"{key}-{secrets.token_hex(3)}"
 
     def submit(i: int) -> Any:
         attempts[i] = attempts.get(i, 0) + 1
-        name = f"{key}-{i}-{attempts[i]}"
+        name = f"{run_key}-{i}-{attempts[i]}"
         return client.submit(
             task, chunks[i], key=name, retries=retries, pure=False, resources=need or None
         )
