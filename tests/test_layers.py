@@ -69,6 +69,7 @@ LAYERS: dict[str, Layer] = {
     "meterseal.demo_router": INTERFACE,  # demo --serve's in-process dissemination router
     "meterseal.api": INTERFACE,  # the Python API for programs: a facade over the core and key files
     "meterseal.runtime": RUNTIME,
+    "meterseal.runtime.refusals": RUNTIME,  # an API's threaded call, its errors as problems
     # Reads one file and the environment (I/O, so not core); every layer above may read settings.
     "meterseal.config": RUNTIME,
     "meterseal.config.cli": INTERFACE,

@@ -11,14 +11,14 @@ attested, over TLS, with the accounts' identities.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
+import functools
 from collections import Counter
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from pydantic import BaseModel, Field
 
 from meterseal.cascadb.engine import Database, Result
@@ -27,12 +27,18 @@ from meterseal.cascadb.identities import SQL_ROLES
 from meterseal.cascadb.statement_log import statement_shape
 from meterseal.runtime.auth import AnyRole, Authenticator, access, identity_of
 from meterseal.runtime.http import Problem, service_app
+from meterseal.runtime.refusals import Refusal, refusing
 
 SQL_CALLERS = AnyRole(SQL_ROLES)
 REFUSED_SQL: dict[int | str, dict[str, Any]] = {
     400: {"model": Problem, "description": "The SQL was refused: syntax, names, constraints."},
     422: {"model": Problem, "description": "Malformed body, or SQL CascaDB does not support."},
 }
+SQL_REFUSALS = (  # a subclass of Error before Error
+    Refusal(OperationalError, 503, "unavailable"),
+    Refusal(NotSupportedError, 422, "unsupported"),
+    Refusal(Error, 400, "refused"),
+)
 MAX_SQL = 1_000_000
 
 
@@ -99,17 +105,8 @@ def create_app(
     )
     async def run_sql(statement: Statement, request: Request) -> Answer:
         who = identity_of(request).subject or "?"
-        try:
-            result = await asyncio.to_thread(_run, database, statement, log_line, who)
-        except OperationalError as exc:
-            counts["unavailable"] += 1
-            raise HTTPException(503, str(exc)) from None
-        except NotSupportedError as exc:
-            counts["unsupported"] += 1
-            raise HTTPException(422, str(exc)) from None
-        except Error as exc:
-            counts["refused"] += 1
-            raise HTTPException(400, str(exc)) from None
+        run = functools.partial(_run, database, statement, log_line, who)
+        result = await refusing(run, SQL_REFUSALS, counts)
         counts[result.command.lower() or "statement"] += 1
         rows = [[_json(v) for v in row] for row in result.rows]
         return Answer(

@@ -13,12 +13,11 @@ and the controller settings, never a path or a database URL. A caller signs in a
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, HTTPException, Path
+from fastapi import FastAPI, Path
 from pydantic import BaseModel, Field
 
 from meterseal.accounts.api import add_account_routes
@@ -29,6 +28,7 @@ from meterseal.jobs.manager import Control, Manager, Site, Submission, job_view
 from meterseal.jobs.records import UnknownJob
 from meterseal.runtime.auth import AnyRole, access
 from meterseal.runtime.http import Problem, service_app
+from meterseal.runtime.refusals import Refusal, refusing
 
 RUNS_JOBS = AnyRole(("operator", "administrator"))
 READS_JOBS = AnyRole(("operator", "administrator", "auditor"))
@@ -37,6 +37,11 @@ REFUSED: dict[int | str, dict[str, Any]] = {
     404: {"model": Problem, "description": "No job has this id."},
     409: {"model": Problem, "description": "The job's state refuses it (cancel a finished job)."},
 }
+JOB_REFUSALS = (
+    Refusal(UnknownJob, 404),
+    Refusal(JobRefused, 409, "refused"),
+    Refusal(ConfigurationError, 422, "refused"),
+)
 
 
 class JobAsked(BaseModel):
@@ -134,16 +139,7 @@ def create_jobs_app(
     add_account_routes(app, authenticator, None)  # sign-in: POST /v1/auth/token
 
     async def call(what: Callable[[], Any]) -> Any:
-        try:
-            return await asyncio.to_thread(what)
-        except UnknownJob as exc:
-            raise HTTPException(404, str(exc)) from None
-        except JobRefused as exc:
-            counts["refused"] += 1
-            raise HTTPException(409, str(exc)) from None
-        except ConfigurationError as exc:
-            counts["refused"] += 1
-            raise HTTPException(422, str(exc)) from None
+        return await refusing(what, JOB_REFUSALS, counts)
 
     @app.post(
         "/v1/jobs",
