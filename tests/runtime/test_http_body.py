@@ -6,15 +6,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections import Counter
 from typing import Any
 
 import pytest
-from fastapi import FastAPI, Request
 
-from meterseal.runtime.auth import PUBLIC, access
-from meterseal.runtime.http import HttpServer, protocol_base, service_app
+from meterseal.runtime.http import protocol_base
 from meterseal.runtime.http_body import BodyPieces, LlhttpBody, plain_length
+from tests.runtime.raw_http import digest_app, exchange, put_head, served
 
 pytestmark = pytest.mark.skipif(
     protocol_base() is protocol_base("h11"), reason="httptools not installed"
@@ -108,35 +106,10 @@ def test_an_app_waiting_for_the_body_wakes_on_a_piece_and_on_its_end() -> None:
     asyncio.run(scenario())
 
 
-def _digest_app() -> FastAPI:
-    counts: Counter[str] = Counter()
-    app = service_app("bodies", "A test service.", counts, lambda: dict(counts))
-
-    @app.put("/digest", dependencies=[access(PUBLIC)])
-    async def digest(request: Request) -> dict[str, object]:
-        sha, size = hashlib.sha256(), 0
-        async for piece in request.stream():
-            sha.update(piece)
-            size += len(piece)
-        return {"size": size, "sha256": sha.hexdigest()}
-
-    return app
-
-
-def _head(length: int, close: bool = False) -> bytes:
-    extra = "Connection: close\r\n" if close else ""
-    return f"PUT /digest HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n{extra}\r\n".encode()
-
-
-async def _send_in_parts(port: int, parts: list[bytes]) -> bytes:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    for part in parts:  # each part is read by the server before the next is sent
-        writer.write(part)
-        await writer.drain()
-        await asyncio.sleep(0.05)
-    answer = await asyncio.wait_for(reader.read(), 10)
-    writer.close()
-    return answer
+async def _send_in_parts(parts: list[bytes]) -> bytes:
+    """`parts` to a digest service on httptools, each read by the server before the next."""
+    async with served(digest_app("bodies"), "httptools") as (_server, port):
+        return await exchange(port, *parts, pause=0.05)
 
 
 def test_plain_bodies_bypass_the_parser_and_the_next_request_is_parsed_anew(
@@ -151,20 +124,12 @@ def test_plain_bodies_bypass_the_parser_and_the_next_request_is_parsed_anew(
 
     monkeypatch.setattr(LlhttpBody, "take_body", spy)
     first, second = os.urandom(300_000), os.urandom(200_001)
-    one, two = _head(len(first)), _head(len(second), close=True)
+    one, two = put_head(len(first)), put_head(len(second), close=True)
     # head + a few body bytes; the body's rest with the next request's head and some body;
     # that body's rest: the parser sees only heads and the body bytes sent along with them
     parts = [one + first[:100], first[100:] + two + second[:7], second[7:]]
 
-    async def scenario() -> bytes:
-        server = HttpServer(_digest_app(), parser="httptools")
-        port = await server.start("127.0.0.1", 0)
-        try:
-            return await _send_in_parts(port, parts)
-        finally:
-            await server.stop()
-
-    answer = asyncio.run(scenario())
+    answer = asyncio.run(_send_in_parts(parts))
     assert answer.count(b"HTTP/1.1 200") == 2
     for body in (first, second):
         assert hashlib.sha256(body).hexdigest().encode() in answer
@@ -180,15 +145,7 @@ def test_a_chunked_body_still_goes_through_the_parser() -> None:
     )
     parts = [head + b"Connection: close\r\n\r\n" + chunked[:10], chunked[10:] + b"0\r\n\r\n"]
 
-    async def scenario() -> bytes:
-        server = HttpServer(_digest_app(), parser="httptools")
-        port = await server.start("127.0.0.1", 0)
-        try:
-            return await _send_in_parts(port, parts)
-        finally:
-            await server.stop()
-
-    answer = asyncio.run(scenario())
+    answer = asyncio.run(_send_in_parts(parts))
     assert b"HTTP/1.1 200" in answer
     assert hashlib.sha256(body).hexdigest().encode() in answer
 

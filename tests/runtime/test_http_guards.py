@@ -6,22 +6,13 @@ import asyncio
 import contextlib
 import hashlib
 import os
-from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 
 import httpx
 import pytest
-from fastapi import FastAPI, Request
 
-from meterseal.runtime.auth import PUBLIC, access
-from meterseal.runtime.http import (
-    HttpServer,
-    ServerLimits,
-    ThreadedServer,
-    protocol_base,
-    service_app,
-)
+from meterseal.runtime.http import HttpServer, ServerLimits, ThreadedServer, protocol_base
+from tests.runtime.raw_http import digest_app, exchange, put_head, served
 
 PARSERS = [
     pytest.param(
@@ -34,43 +25,14 @@ PARSERS = [
 ]
 
 
-def _app() -> FastAPI:
-    counts: Counter[str] = Counter()
-    app = service_app("guards", "A test service.", counts, lambda: dict(counts))
-
-    @app.put("/digest", dependencies=[access(PUBLIC)])
-    async def digest(request: Request) -> dict[str, object]:
-        sha, size = hashlib.sha256(), 0
-        async for piece in request.stream():
-            sha.update(piece)
-            size += len(piece)
-        return {"size": size, "sha256": sha.hexdigest()}
-
-    return app
-
-
-@asynccontextmanager
-async def _served(parser: str, limits: ServerLimits) -> AsyncIterator[tuple[HttpServer, int]]:
-    server = HttpServer(_app(), limits, parser=parser)
-    port = await server.start("127.0.0.1", 0)
-    try:
-        yield server, port
-    finally:
-        await server.stop()
-
-
-async def _exchange(port: int, raw: bytes) -> bytes:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(raw)
-    await writer.drain()
-    answer = await asyncio.wait_for(reader.read(), 10)
-    writer.close()
-    return answer
+def _served(
+    parser: str, limits: ServerLimits
+) -> AbstractAsyncContextManager[tuple[HttpServer, int]]:
+    return served(digest_app("guards"), parser, limits)
 
 
 def _put(body: bytes, close: bool) -> bytes:
-    head = f"PUT /digest HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
-    return (head + ("Connection: close\r\n" if close else "") + "\r\n").encode() + body
+    return put_head(len(body), close) + body
 
 
 @pytest.mark.parametrize("parser", PARSERS)
@@ -79,7 +41,7 @@ def test_large_bodies_arrive_whole_and_only_the_head_is_capped(parser: str) -> N
         async with _served(parser, ServerLimits(max_head_bytes=1024)) as (_server, port):
             first, second = os.urandom(3 * 1024 * 1024 + 7), os.urandom(70_000)
             # Two requests on one connection, the first's head sent with 3 MiB of its body.
-            answer = await _exchange(port, _put(first, close=False) + _put(second, close=True))
+            answer = await exchange(port, _put(first, close=False) + _put(second, close=True))
             assert answer.count(b"HTTP/1.1 200") == 2
             for body in (first, second):
                 assert hashlib.sha256(body).hexdigest().encode() in answer
@@ -107,7 +69,7 @@ def test_a_head_beyond_the_limit_is_refused_and_closed(parser: str) -> None:
             if parser == "httptools":
                 assert server.counts["head_too_large"] == 1
             closing = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-            ok = await _exchange(port, closing)
+            ok = await exchange(port, closing)
             assert ok.startswith(b"HTTP/1.1 200")
 
     asyncio.run(scenario())
@@ -149,7 +111,7 @@ def test_httptools_is_chosen_when_installed_and_h11_on_request() -> None:
 
 @pytest.mark.parametrize("parser", PARSERS)
 def test_a_threaded_server_serves_with_the_parser_asked(parser: str) -> None:
-    with ThreadedServer(_app(), parser=parser) as url:
+    with ThreadedServer(digest_app("guards"), parser=parser) as url:
         body = os.urandom(300_000)
         answer = httpx.put(f"{url}/digest", content=body).json()
         assert answer == {"size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
