@@ -231,6 +231,7 @@ def bills_serve(
 
 def _command_desk(deployment_dir: Path, secret: bytes | None) -> CommandDesk | None:
     """The meter commands' desk when the deployment has the operator command key."""
+    from meterseal.cli_common import console
     from meterseal.commands.desk import CommandDesk
     from meterseal.commands.keys import COMMAND_KEY, load_operator_key
     from meterseal.commands.logfile import CommandLogFile
@@ -239,6 +240,9 @@ def _command_desk(deployment_dir: Path, secret: bytes | None) -> CommandDesk | N
         return None
     key = load_operator_key(deployment_dir, secret)
     log = CommandLogFile(deployment_dir / "commands.log")
+    torn = log.recover()  # a crash mid-append: keep every complete entry, set the torn one aside
+    if torn is not None:
+        console.print(f"recovered {log.path}: {torn}", soft_wrap=True, highlight=False)
     return CommandDesk(key, log, outbox=deployment_dir / "outbox")
 
 

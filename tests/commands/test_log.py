@@ -112,9 +112,11 @@ def test_a_second_answer_and_an_answer_to_nothing_are_refused(world: World) -> N
     command = world.answerer.admit(issued.signed, NOW).command
     assert command is not None
     result = world.answerer.answer(issued.signed, command, Outcome.DONE, "", NOW)
-    assert world.desk.record(result, NOW).state is CommandState.DONE
+    assert world.desk.record(result, NOW).tracked.state is CommandState.DONE
+    assert not world.desk.record(result, NOW).appended  # the same answer again: deduplicated
+    failed = world.answerer.answer(issued.signed, command, Outcome.FAILED, "relay stuck", NOW)
     with pytest.raises(CommandStateRefused):
-        world.desk.record(result, NOW)
+        world.desk.record(failed, NOW)  # a different second answer
     stray = world.answerer.answer(b"never issued", command, Outcome.DONE, "", NOW)
     with pytest.raises(CommandStateRefused):
         world.desk.record(stray, NOW)

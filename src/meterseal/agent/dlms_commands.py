@@ -27,7 +27,7 @@ from meterseal.agent.driver import (
 from meterseal.agent.runner import AgentMeter
 from meterseal.commands.agent import CommandAnswerer
 from meterseal.commands.desk import CommandDesk
-from meterseal.commands.model import Action, Command, Outcome
+from meterseal.commands.model import Action, Command, Outcome, digest
 from meterseal.commands.verify import CommandVerifier, Refusal, Signer
 from meterseal.errors import MeterDriverError
 from meterseal.meter.provisioning import ProvisionedMeter
@@ -107,20 +107,9 @@ def read_counters(path: Path) -> dict[str, int]:
 
 
 def write_counters(path: Path, counters: dict[str, int]) -> None:
-    """Keep the agent's counters durably: written whole and synced, renamed, the directory
-    synced (never half a file, and not lost by a power cut once this returns)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = path.with_suffix(".tmp")
-    with open(scratch, "w") as file:
-        file.write(json.dumps(counters, sort_keys=True))
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(scratch, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    """Keep the agent's counters durably: never half a file, not lost by a power cut once
+    this returns (write_durably)."""
+    write_durably(path, json.dumps(counters, sort_keys=True).encode())
 
 
 async def carry_out_here(
@@ -154,6 +143,12 @@ async def carry_out_here(
 RESULTS = "results"  # the outbox's subdirectory the agent leaves signed results in
 
 
+def result_name(command_file: Path, signed: bytes) -> str:
+    """The result file of a command file: its name and the command's digest, so a command
+    answered before a crash is known again by what it is, not by a name anyone may reuse."""
+    return f"{command_file.stem}.{digest(signed)[:8].hex()}.cose"
+
+
 async def carry_out_outbox(
     outbox: Path,
     meters: Sequence[AgentMeter],
@@ -165,33 +160,73 @@ async def carry_out_outbox(
     """Carry out the commands waiting in `outbox` for `meters` (files METER-COUNTER.cose, oldest
     counter first), leave each signed result in OUTBOX/results and remove the command.
 
-    A meter whose driver cannot be opened keeps its commands for the next pass.
+    The result is on disk (written whole, synced, renamed, directory synced) before the
+    command leaves the outbox: a crash in between leaves both, and the next pass, finding the
+    command's result already there, only removes the command (the meter acts once, the
+    head-end gets one answer). A meter whose driver cannot be opened keeps its commands.
     """
     by_id = {m.meter_id: m for m in meters}
     verifier = CommandVerifier(by_id, signers, read_counters(counters))
     answerer = CommandAnswerer(verifier, {m.meter_id: m.meter.key for m in meters})
     waiting = sorted(outbox.glob("*.cose"), key=_order)
+    results = outbox / RESULTS
     done: list[Carried] = []
     for meter in meters:
         mine = [p for p in waiting if _order(p)[0] == meter.meter_id]
-        if not mine:
+        pending = [p for p in mine if not _answered_before(p, results)]
+        if not pending:
             continue
         try:
             driver = await open_driver(meter.target)
         except MeterDriverError:
             continue
         try:
-            for path in mine:
-                carried = await carry_out(answerer, driver, meter.target.serial,
-                                          path.read_bytes(), now, counters)  # fmt: skip
+            for path in pending:
+                signed = path.read_bytes()
+                carried = await carry_out(answerer, driver, meter.target.serial, signed, now,
+                                          counters)  # fmt: skip
                 if carried.result is not None:
-                    (outbox / RESULTS).mkdir(exist_ok=True)
-                    (outbox / RESULTS / path.name).write_bytes(carried.result)
-                path.unlink()
+                    write_durably(results / result_name(path, signed), carried.result)
+                _remove_durably(path)
                 done.append(carried)
         finally:
             await driver.close()
     return done
+
+
+def _answered_before(command_file: Path, results: Path) -> bool:
+    """Whether a pass that crashed before removing `command_file` left its result: then it
+    is removed now, and not carried out again."""
+    if not (results / result_name(command_file, command_file.read_bytes())).exists():
+        return False
+    _remove_durably(command_file)
+    return True
+
+
+def write_durably(path: Path, data: bytes) -> None:
+    """`data` in `path` whole or not at all, on disk when this returns (synced, renamed, the
+    directory synced)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.with_name(path.name + ".tmp")
+    with open(scratch, "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(scratch, path)
+    _sync_directory(path.parent)
+
+
+def _remove_durably(path: Path) -> None:
+    path.unlink()
+    _sync_directory(path.parent)
+
+
+def _sync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _order(path: Path) -> tuple[str, int]:

@@ -26,6 +26,7 @@ from meterseal.cli_common import (
     show_key_warnings,
 )
 from meterseal.commands.desk import CommandDesk, outbox_name
+from meterseal.commands.logfile import CommandLogFile
 from meterseal.commands.model import Action
 from meterseal.commands.verify import Signer
 from meterseal.crypto.signing import VerifyingKey
@@ -42,6 +43,19 @@ LogPath = Annotated[
 
 def _log_path(log: Path | None, deployment_dir: Path) -> Path:
     return log if log is not None else deployment_dir / "commands.log"
+
+
+def _recovered(log: CommandLogFile) -> CommandLogFile:
+    """The head-end's log with a crash's torn tail recovered, and said (logfile.recover)."""
+    torn = log.recover()
+    if torn is not None:
+        console.print(
+            f"[yellow]recovered[/yellow] {log.path}: {torn}; its octets are in "
+            f"{log.path.name}.torn-{torn.offset}, every complete entry kept",
+            soft_wrap=True,
+            highlight=False,
+        )
+    return log
 
 
 @command_app.command("keygen")
@@ -97,13 +111,12 @@ def send(
     meter's signed result (the agent's counters: DEPLOYMENT/agent/command-counters.json).
     """
     from meterseal.commands.keys import load_operator_key
-    from meterseal.commands.logfile import CommandLogFile
 
     show_key_warnings()
     secret = passphrase(passphrase_env)
     desk = CommandDesk(
         load_operator_key(deployment_dir, secret),
-        CommandLogFile(_log_path(log, deployment_dir)),
+        _recovered(CommandLogFile(_log_path(log, deployment_dir))),
         outbox=None if dlms else (outbox if outbox is not None else deployment_dir / "outbox"),
     )
     argument = None
@@ -181,31 +194,36 @@ def record(
 ) -> None:
     """Log agents' signed results (files, or directories of them); recorded files are removed.
 
-    `agent run --commands OUTBOX` leaves them in OUTBOX/results. A result of nothing, or a
-    second answer to a command, is refused and left in place (exit 1).
+    `agent run --commands OUTBOX` leaves them in OUTBOX/results. The answer the log already
+    holds (an agent that handed it over twice) is not logged again; a result of nothing, or
+    a different second answer to a command, is refused and left in place (exit 1).
     """
     from meterseal.commands.keys import load_operator_key
-    from meterseal.commands.logfile import CommandLogFile
     from meterseal.runtime.transitions import TransitionError
 
     desk = CommandDesk(
         load_operator_key(deployment_dir, passphrase(passphrase_env)),
-        CommandLogFile(_log_path(log, deployment_dir)),
+        _recovered(CommandLogFile(_log_path(log, deployment_dir))),
     )
     files = [f for p in results for f in (sorted(p.glob("*.cose")) if p.is_dir() else [p])]
     refused = 0
     for path in files:
         try:
-            tracked = desk.record(path.read_bytes(), time.time())
+            recorded = desk.record(path.read_bytes(), time.time())
         except (MetersealError, TransitionError) as exc:
             refused += 1
             console.print(f"{path}: refused: {exc}", highlight=False, soft_wrap=True)
             continue
-        path.unlink()
+        path.unlink()  # only once the log holds its answer (appended and synced, or before)
+        tracked = recorded.tracked
         reason = tracked.result.reason if tracked.result is not None else ""
+        note = "" if recorded.appended else f"; {path.name}: {recorded.note}, not logged again"
         console.print(
-            f"{tracked.command.id} {tracked.state.value}" + (f" ({reason})" if reason else ""),
+            f"{tracked.command.id} {tracked.state.value}"
+            + (f" ({reason})" if reason else "")
+            + note,
             highlight=False,
+            soft_wrap=True,
         )
     if refused:
         raise typer.Exit(code=1)
@@ -220,9 +238,8 @@ def show_log(
     """List the logged commands (id, action, state, reason) and the log's newest digest."""
     from meterseal.commands.keys import COMMAND_PUB, load_signers
     from meterseal.commands.log import check_log
-    from meterseal.commands.logfile import CommandLogFile
 
-    entries = CommandLogFile(_log_path(log, deployment_dir)).entries()
+    entries = _recovered(CommandLogFile(_log_path(log, deployment_dir))).entries()
     report = check_log(entries, load_signers([deployment_dir / COMMAND_PUB]), meter=meter)
     for tracked in report.commands.values():
         c, result = tracked.command, tracked.result
@@ -269,17 +286,19 @@ def verify_log(
     """Check a command log with public material only; exit 1 on any problem."""
     from meterseal.commands.keys import COMMAND_PUB, load_signers
     from meterseal.commands.log import check_log
-    from meterseal.commands.logfile import CommandLogFile
 
     try:
         signers = load_signers(operator_key or [deployment_dir / COMMAND_PUB])
         meter_keys = _meter_keys(meter_cert or [], ca or deployment_dir / "ca.cert.pem")
-        entries = CommandLogFile(log_file).entries()
+        contents = CommandLogFile(log_file).read()  # a checker never changes what it checks
     except (MetersealError, OSError) as exc:
         why = exc.diagnostics() if isinstance(exc, MetersealError) else str(exc)
         console.print(f"[red]NOT VERIFIED[/red]: {why}", soft_wrap=True)
         raise typer.Exit(code=1) from exc
+    entries = contents.entries
     report = check_log(entries, signers, meter_keys, meter)
+    if contents.torn is not None:  # the complete entries are checked; the torn one is none
+        report.problems.append(f"the log ends in {contents.torn}")
     newest = entries[-1].digest.hex() if entries else "-"
     if digest is not None and digest.lower() not in {e.digest.hex() for e in entries}:
         report.problems.append(f"the log does not reach digest {digest}: entries were removed")

@@ -5,6 +5,10 @@ takes the meter's next counter from the log (one above the highest it holds for 
 signs the command and appends it before anyone sends it: a command that was sent is always
 in the log. A result is appended only if it answers a command the log holds and that has no
 answer yet (the lifecycle table decides), so the log never holds an answer to nothing.
+Results travel through shared directories and an agent that crashed may hand one over twice,
+so `record` deduplicates on the signed original: the answer the log already holds for that
+command (same command digest, same result) is not appended again; nor is an agent's refusal
+of a replayed copy of a command the log shows answered (the copy is no new command).
 """
 
 from __future__ import annotations
@@ -27,11 +31,12 @@ from meterseal.commands.model import (
     RESULT_TYPE,
     Action,
     Command,
+    Outcome,
     decode_result,
     open_typed,
     sign_command,
 )
-from meterseal.commands.verify import Signer
+from meterseal.commands.verify import Refusal, Signer
 
 
 def outbox_name(command: Command) -> str:
@@ -49,6 +54,15 @@ class Issued:
     command: Command
     signed: bytes
     entry: LogEntry
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What `record` did with a result: the command's state, and whether it was appended."""
+
+    tracked: Tracked
+    appended: bool
+    note: str = ""  # why not, when it was not
 
 
 class CommandDesk:
@@ -107,18 +121,25 @@ class CommandDesk:
             (self.outbox / outbox_name(issued.command)).write_bytes(issued.signed)
         return issued
 
-    def record(self, signed_result: bytes, now: float) -> Tracked:
+    def record(self, signed_result: bytes, now: float) -> Recorded:
         """Append an agent's signed result; CommandFormatError or the table's refusal if it
-        answers nothing the log holds, or answers a command a second time."""
+        answers nothing the log holds, or answers a command a second time differently. The
+        answer the log already holds, or a refused replay of an answered command, is not
+        appended (see the module)."""
         result = decode_result(open_typed(signed_result, RESULT_TYPE).body.payload)
         report = self.report(result.meter_id)
         tracked = report.commands.get(result.command_digest)
+        if tracked is not None and tracked.result is not None:
+            if tracked.result == result:
+                return Recorded(tracked, False, "already logged")
+            if (result.outcome, result.reason) == (Outcome.REFUSED, Refusal.REPLAYED.value):
+                return Recorded(tracked, False, "a replayed copy, refused by the agent")
         state = tracked.state if tracked is not None else None
         after = step(state, ANSWER[result.outcome])  # refuses a second answer, or one to nothing
         self.log.append("result", int(now * 1000), signed_result)
         assert tracked is not None  # step(None, answer) raised above
         tracked.state, tracked.result = after, result
-        return tracked
+        return Recorded(tracked, True)
 
     def expire(self, now: float) -> list[Tracked]:
         """Mark unanswered every issued command whose expiry has passed; those marked."""
