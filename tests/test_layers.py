@@ -226,6 +226,7 @@ LAYERS: dict[str, Layer] = {
     "meterseal.agent.dlms_driver": ADAPTER,  # DLMS/COSEM client (dlms-cosem) over TCP
     "meterseal.agent.dlms_emulator": ADAPTER,  # emulated DLMS meters on TCP ports
     "meterseal.agent.dlms_keys": ADAPTER,  # DLMS meters' secrets file
+    "meterseal.agent.spool": ADAPTER,  # the agent's sealed packets, kept to resend as they are
     "meterseal.agent.dlms_cli": INTERFACE,  # agent emulate-dlms
     "meterseal.agent.emulation": INTERFACE,  # the emulators' meter list and serving
     "meterseal.agent.dlms_commands": SERVICE,  # signed commands carried out through a driver

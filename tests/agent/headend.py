@@ -10,6 +10,7 @@ from meterseal.acquisition.headend import HeadEnd, HeadEndSettings
 from meterseal.acquisition.tcp import TcpLink
 from meterseal.agent.driver import DriverFactory
 from meterseal.agent.runner import AgentMeter, AgentPass, run_pass
+from meterseal.agent.spool import ReadingSpool
 from meterseal.billing.completeness import Period
 from meterseal.crypto.keys import HeadEndKeys
 from meterseal.deployment import TrustedMaterial
@@ -24,6 +25,7 @@ async def pass_into_head_end(
     meters: Sequence[AgentMeter],
     factory: DriverFactory,
     period: Period,
+    spool: ReadingSpool | None = None,
 ) -> AgentPass:
     """Serve a head-end over `store` on port 0, run the agent's pass of `period` into it."""
     at = int(NOW.timestamp())
@@ -43,6 +45,7 @@ async def pass_into_head_end(
             period.start,
             period.end,
             now=lambda: NOW,
+            spool=spool,
         )
     finally:
         await head.stop()

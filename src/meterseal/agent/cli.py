@@ -154,12 +154,17 @@ def run(
         Path | None,
         typer.Option(help="first carry out the signed commands waiting here (send's outbox)"),
     ] = None,
+    spool: Annotated[
+        Path | None,
+        typer.Option(help="sealed readings kept to resend as they are (DEPLOYMENT/agent/spool)"),
+    ] = None,
     passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
 ) -> None:
     """Read meters over their protocol, seal their readings, send them to the head-end."""
     from meterseal.agent.driver import MeterTarget
     from meterseal.agent.protocols import driver_factory
     from meterseal.agent.runner import AgentMeter, run_pass
+    from meterseal.agent.spool import ReadingSpool
     from meterseal.agent.targets import MeterLineEntry, parse_meter_list
     from meterseal.meter.provisioning import load_fleet
     from meterseal.simulation import link_for, simulation_period, wait_for_listener
@@ -211,6 +216,7 @@ def run(
             start,
             end,
             concurrency=concurrency,
+            spool=ReadingSpool(spool or deployment_dir / "agent" / "spool"),
         )
     )
     table = Table(title=f"agent pass over {len(meters)} {protocol} meters")
@@ -228,7 +234,9 @@ def run(
     console.print(table)
     report = result.report
     console.print(
-        f"meters read {report.meters_read}, readings sealed {report.readings_sealed}, "
+        f"meters read {report.meters_read}, readings sealed {report.readings_sealed}"
+        + (f" ({report.readings_resent} as spooled)" if report.readings_resent else "")
+        + ", "
         f"accepted {report.acks['accepted']}, rejected {report.acks['rejected']}, "
         f"unacknowledged {report.unacknowledged} in {report.seconds:.1f} s"
     )

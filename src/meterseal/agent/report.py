@@ -14,6 +14,7 @@ class AgentReport:
 
     meters_read: int = 0
     readings_sealed: int = 0
+    readings_resent: int = 0  # of those, packets an earlier pass sealed and spooled (agent.spool)
     readings_published: int = 0
     skipped: Counter[str] = field(default_factory=Counter)  # meters skipped, by reason
     acks: Counter[str] = field(default_factory=Counter)  # the head-end's answers, by ack

@@ -18,7 +18,7 @@ import asyncio
 import datetime as dt
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from meterseal.acquisition.links import MeterLink
@@ -31,6 +31,7 @@ from meterseal.agent.driver import (
 )
 from meterseal.agent.readings import readings_of
 from meterseal.agent.report import AgentReport
+from meterseal.agent.spool import ReadingSpool, Spooled
 from meterseal.crypto import packet
 from meterseal.crypto.keys import HeadEndPublicKeys
 from meterseal.errors import MeterDriverError, MeterUnsupported, ReadingError
@@ -38,6 +39,7 @@ from meterseal.meter.faults import Fault
 from meterseal.meter.provisioning import ProvisionedMeter
 from meterseal.meter.simulator import SimulationReport, send_meter
 
+_NOTHING: Mapping[int, Spooled] = {}
 DRIVER_FAULT = "driver_fault"  # the skip reason of a driver failing outside MeterDriverError
 
 
@@ -82,8 +84,11 @@ async def read_and_seal(
     end: int,
     *,
     now: dt.datetime,
-) -> tuple[list[bytes], RegisterSnapshot, int]:
-    """The window's sealed readings, the registers, 1 if the meter had no instantaneous values."""
+    spooled: Mapping[int, Spooled] = _NOTHING,
+) -> tuple[dict[int, Spooled], RegisterSnapshot, int]:
+    """The window's sealed readings by counter, the registers, 1 if the meter had no
+    instantaneous values. A reading whose counter `spooled` holds is not sealed again: its
+    spooled packet is sent as it is (agent.spool)."""
     await driver.identify()
     profile = await driver.read_load_profile(start, end)
     registers = await driver.read_registers()
@@ -94,10 +99,14 @@ async def read_and_seal(
     except MeterUnsupported:
         missing = 1
     key = meter.meter.key
-    sealed = [
-        packet.seal(reading, key, public, key.suite, now=now, rng=os.urandom)
+    sealed = {
+        reading.counter: spooled.get(reading.counter)
+        or Spooled(
+            reading.timestamp,
+            packet.seal(reading, key, public, key.suite, now=now, rng=os.urandom),
+        )
         for reading in readings_of(meter.meter_id, profile, values)
-    ]
+    }
     return sealed, registers, missing
 
 
@@ -111,8 +120,10 @@ async def run_pass(
     *,
     now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     concurrency: int = 16,
+    spool: ReadingSpool | None = None,
 ) -> AgentPass:
-    """Read, seal and send the window [start, end) of every meter, `concurrency` at a time."""
+    """Read, seal and send the window [start, end) of every meter, `concurrency` at a time;
+    with `spool`, what was sealed is on disk before it is sent, and resent as it is."""
     result = AgentPass()
     report = result.report
     sent = SimulationReport()
@@ -124,13 +135,17 @@ async def run_pass(
         result.meters.append(outcome)
         async with gate:
             try:
+                kept = {} if spool is None else await asyncio.to_thread(spool.load, meter.meter_id)
                 driver = await open_driver(meter.target)
                 try:
-                    packets, outcome.registers, missing = await read_and_seal(
-                        meter, driver, public, start, end, now=now()
+                    sealed, outcome.registers, missing = await read_and_seal(
+                        meter, driver, public, start, end, now=now(), spooled=kept
                     )
                 finally:
                     await driver.close()
+                if spool is not None:  # on disk before the first send (agent.spool)
+                    at = int(now().timestamp())
+                    await asyncio.to_thread(spool.save, meter.meter_id, kept | sealed, at)
             except MeterDriverError as exc:
                 report.skip(exc)
                 outcome.skipped, outcome.detail = exc.skip, exc.diagnostics()
@@ -147,7 +162,9 @@ async def run_pass(
                 return
             report.meters_read += 1
             report.skipped["no_instantaneous"] += missing
+            packets = [s.packet for s in sealed.values()]
             report.readings_sealed += len(packets)
+            report.readings_resent += sum(c in kept for c in sealed)
             outcome.readings = len(packets)
             await send_meter(link, meter.meter_id, [(Fault.NONE, p) for p in packets], sent)
 

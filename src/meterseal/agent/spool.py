@@ -1,0 +1,84 @@
+"""The agent's spool: what it sealed for each meter, on disk before it is sent, resent as is.
+
+A reading sealed twice is two different signed originals (the seal's time, a randomized
+signature, the newest reading's phasor report), and the head-end keeps the first and refuses
+the second as a replayed counter. So the agent keeps every packet it sealed, per meter and
+counter, synced to disk before the first send: a pass over intervals it sealed before (a
+rerun of the window, a pass after a crash in the middle of sending) resends the very
+packets, which the head-end takes as duplicates of the signed original it holds, and seals
+only the intervals it never sealed. A crash before the spool is written loses nothing
+either: nothing of that pass was sent, and the meter still holds its load profile (the
+agent's reads change nothing on the meter). Packets of intervals older than the head-end's
+freshness window are dropped, as the head-end would refuse them anyway.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from meterseal.acquisition.freshness import FreshnessPolicy
+from meterseal.crypto import cose
+from meterseal.crypto.cose import CoseFormatError
+from meterseal.errors import ConfigurationError
+
+KEEP_SECONDS = FreshnessPolicy().max_age_seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Spooled:
+    """One sealed packet as spooled: its reading's interval start and the packet."""
+
+    timestamp: int
+    packet: bytes
+
+
+class ReadingSpool:
+    """One file per meter (METER_ID.cbor: counter -> [interval start, packet]) in a directory."""
+
+    def __init__(self, directory: Path, keep_seconds: int = KEEP_SECONDS) -> None:
+        self.directory = directory
+        self.keep_seconds = keep_seconds
+
+    def _path(self, meter_id: str) -> Path:
+        if not meter_id or "/" in meter_id or meter_id.startswith("."):
+            raise ConfigurationError(f"meter id {meter_id!r} cannot name a spool file")
+        return self.directory / f"{meter_id}.cbor"
+
+    def load(self, meter_id: str) -> dict[int, Spooled]:
+        """The packets spooled for `meter_id` by counter (empty if none)."""
+        path = self._path(meter_id)
+        if not path.exists():
+            return {}
+        try:
+            items: Any = cose.loads_strict(path.read_bytes())
+            if not isinstance(items, dict):
+                raise CoseFormatError("a spool file is a map")
+            return {
+                int(counter): Spooled(int(at), cose.expect_bytes(sealed))
+                for counter, (at, sealed) in items.items()
+            }
+        except (CoseFormatError, TypeError, ValueError) as exc:
+            raise ConfigurationError(f"{path} is not an agent spool file: {exc}") from None
+
+    def save(self, meter_id: str, packets: Mapping[int, Spooled], now: int) -> None:
+        """Keep `packets` for `meter_id` (those still within the freshness window), durably:
+        written whole, synced, renamed, the directory synced, before this returns."""
+        oldest = now - self.keep_seconds
+        kept = {c: [s.timestamp, s.packet] for c, s in packets.items() if s.timestamp >= oldest}
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self._path(meter_id)
+        scratch = path.with_name(path.name + ".tmp")
+        with open(scratch, "wb") as file:
+            file.write(cose.dumps(kept))
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(scratch, path)
+        directory = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)

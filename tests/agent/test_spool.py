@@ -1,0 +1,114 @@
+"""A pass after a crash, or a window read again: the spooled packets go again, none refused."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from meterseal.agent import runner
+from meterseal.agent.driver import MeterTarget
+from meterseal.agent.nbr_emulator import MeterLine
+from meterseal.agent.nbr_meter import EmulatedMeter
+from meterseal.agent.protocols import driver_factory
+from meterseal.agent.runner import AgentMeter, AgentPass
+from meterseal.agent.spool import ReadingSpool
+from meterseal.billing.completeness import Period
+from meterseal.crypto import certs
+from meterseal.crypto.keys import HeadEndKeys
+from meterseal.crypto.suites import P256
+from meterseal.meter.load import Fleet
+from meterseal.meter.provisioning import fleet_records, provision
+from meterseal.storage import Store
+from tests.agent.headend import pass_into_head_end
+from tests.conftest import NOW
+
+T = int(NOW.timestamp())
+PERIOD = Period.days(dt.date(2026, 10, 30), 1)
+
+
+def _passes(
+    headend: HeadEndKeys, tmp_path: Path, spool: ReadingSpool | None, runs: int
+) -> tuple[list[AgentPass | BaseException], Store]:
+    """`runs` passes of one emulated NBR 14522 meter's day into one head-end's store."""
+    ca_key, ca_cert = certs.create_ca("spool CA", now=NOW, rng=os.urandom)
+    fleet = provision(ca_key, ca_cert, 1, P256, now=NOW, prefix="SPL", workers=1)
+    meter = EmulatedMeter("20000001", 0, Fleet(7), lambda: T)
+    store = Store.open(f"sqlite:///{tmp_path / 'spool.db'}")
+    store.register_meters(fleet_records(ca_cert, fleet), now=NOW)
+
+    async def run() -> list[AgentPass | BaseException]:
+        line = MeterLine(meter=meter)
+        host, port = await line.start()
+        agent = [AgentMeter(MeterTarget(f"{host}:{port}", meter.serial, timeout=5.0), fleet[0])]
+        factory = driver_factory("nbr14522", attempts=2)
+        done: list[AgentPass | BaseException] = []
+        try:
+            for _ in range(runs):
+                try:
+                    done.append(await pass_into_head_end(
+                        headend, ca_cert, store, agent, factory, PERIOD, spool
+                    ))  # fmt: skip
+                except SystemError as crash:
+                    done.append(crash)
+        finally:
+            await line.stop()
+        return done
+
+    return asyncio.run(run()), store
+
+
+def test_a_window_read_again_without_the_spool_is_refused(
+    headend: HeadEndKeys, tmp_path: Path
+) -> None:
+    # Why the spool exists: sealed anew, the same intervals are other signed originals.
+    (first, second), store = _passes(headend, tmp_path, None, 2)
+    assert isinstance(first, AgentPass)
+    assert isinstance(second, AgentPass)
+    assert first.report.acks == Counter({"accepted": 96})
+    assert second.report.acks == Counter({"rejected": 96})
+    store.close()
+
+
+def test_a_window_read_again_resends_the_spooled_packets(
+    headend: HeadEndKeys, tmp_path: Path
+) -> None:
+    spool = ReadingSpool(tmp_path / "spool")
+    (first, second), store = _passes(headend, tmp_path, spool, 2)
+    assert isinstance(first, AgentPass)
+    assert isinstance(second, AgentPass)
+    assert first.report.acks == Counter({"accepted": 96})
+    assert second.report.acks == Counter({"accepted": 96})  # duplicates of what is stored
+    assert (first.report.readings_resent, second.report.readings_resent) == (0, 96)
+    counters = store.counters()
+    assert counters.get("stored") == 96
+    assert not [k for k in counters if k.startswith("replayed")], counters
+    store.close()
+
+
+def test_a_crash_in_the_middle_of_sending_loses_and_doubles_nothing(
+    headend: HeadEndKeys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_send = runner.send_meter
+
+    async def half_then_power_cut(link: Any, meter_id: str, packets: Any, *rest: Any) -> None:
+        monkeypatch.setattr(runner, "send_meter", real_send)  # the restarted agent's is whole
+        await real_send(link, meter_id, packets[: len(packets) // 2], *rest)
+        raise SystemError("power cut in the middle of sending")
+
+    monkeypatch.setattr(runner, "send_meter", half_then_power_cut)
+    spool = ReadingSpool(tmp_path / "spool")
+    (crashed, rerun), store = _passes(headend, tmp_path, spool, 2)
+    assert isinstance(crashed, SystemError)
+    assert isinstance(rerun, AgentPass)
+    assert rerun.report.acks == Counter({"accepted": 96})
+    assert rerun.report.readings_resent == 96
+    counters = store.counters()
+    assert counters.get("stored") == 96
+    assert not [k for k in counters if k.startswith("replayed")], counters
+    store.close()
