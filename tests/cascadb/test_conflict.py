@@ -54,6 +54,12 @@ STEPS: list[tuple[str, Sequence[Any]]] = [
     ("UPDATE original SET meter_id = 'm7' WHERE meter_id = 'm2'", ()),  # the same
     ("INSERT INTO original VALUES ('m9', 1, 1) ON CONFLICT DO NOTHING", ()),  # still refused
     ("INSERT INTO counts VALUES ('x', 1) ON CONFLICT (count) DO NOTHING", ()),  # no such key
+    ("DELETE FROM meter WHERE meter_id = 'm1'", ()),  # readings still name m1: refused
+    ("UPDATE meter SET meter_id = 'm8' WHERE meter_id = 'm2'", ()),  # the same
+    ("UPDATE meter SET region = 'east' WHERE meter_id = 'm2'", ()),  # not the key: fine
+    ("INSERT INTO meter VALUES ('m3', NULL)", ()),
+    ("DELETE FROM meter WHERE meter_id = 'm3'", ()),  # no reading names m3
+    ("SELECT * FROM meter ORDER BY meter_id", ()),
     ("SELECT * FROM original ORDER BY meter_id, counter", ()),
     ("SELECT * FROM counts ORDER BY outcome", ()),
     # Not the ids: a row ON CONFLICT skipped has used its number up in CascaDB (as a
@@ -84,7 +90,7 @@ def test_on_conflict_returning_and_foreign_keys_answer_as_sqlite() -> None:
         expected, got = _run(lite.execute, sql, params), _run(ours.execute, sql, params)
         assert got == expected, sql
         outcomes.append(got[0])
-    assert (outcomes.count("integrity"), outcomes.count("programming")) == (3, 1)
+    assert (outcomes.count("integrity"), outcomes.count("programming")) == (5, 1)
 
 
 def test_lastrowid_is_the_last_inserted_rowid_as_in_sqlite3() -> None:
@@ -106,12 +112,33 @@ def test_a_foreign_key_needs_a_key_of_its_parent() -> None:
     db.execute("INSERT INTO c VALUES (NULL)")  # NULL names no parent, so needs none
 
 
-def test_a_parent_row_can_be_deleted_under_its_children() -> None:
-    # The stated limit: foreign keys are checked when a child is written, not when its
-    # parent goes (SQLite with foreign_keys=ON would refuse this DELETE).
+def test_a_parent_row_named_by_a_child_stays_and_its_table_too() -> None:
+    db = Database(MemoryKv())
+    db.execute("CREATE TABLE c (x TEXT REFERENCES p(a), y INTEGER)")  # before its parent
+    db.execute("CREATE TABLE p (a TEXT PRIMARY KEY, b INTEGER)")
+    db.execute("INSERT INTO p VALUES ('k', 1), ('j', 2)")
+    db.execute("INSERT INTO c VALUES ('k', 1)")
+    for sql in ("DELETE FROM p", "UPDATE p SET a = 'z' WHERE a = 'k'"):
+        with pytest.raises(cascadb.IntegrityError, match="still refers") as refused:
+            db.execute(sql)
+        assert refused.value.sqlstate == "23503"
+    with pytest.raises(cascadb.ProgrammingError, match="refers to it") as dropping:
+        db.execute("DROP TABLE p")
+    assert dropping.value.sqlstate == "2BP01"
+    db.execute("UPDATE p SET b = 3 WHERE a = 'k'")  # not the referred column
+    assert db.execute("DELETE FROM p WHERE a = 'j'").rowcount == 1  # no child names 'j'
+    db.execute("DROP TABLE c")
+    assert db.execute("DELETE FROM p").rowcount == 1
+    db.execute("DROP TABLE p")
+
+
+@pytest.mark.parametrize(
+    "option", ["ON DELETE CASCADE", "ON UPDATE SET NULL", "DEFERRABLE INITIALLY DEFERRED"]
+)
+def test_a_foreign_key_action_not_taken_is_refused_not_ignored(option: str) -> None:
     db = Database(MemoryKv())
     db.execute("CREATE TABLE p (a TEXT PRIMARY KEY)")
-    db.execute("CREATE TABLE c (x TEXT REFERENCES p(a))")
-    db.execute("INSERT INTO p VALUES ('k')")
-    db.execute("INSERT INTO c VALUES ('k')")
-    assert db.execute("DELETE FROM p").rowcount == 1
+    db.execute("CREATE TABLE ok (x TEXT REFERENCES p(a) ON DELETE RESTRICT ON UPDATE NO ACTION)")
+    with pytest.raises(cascadb.NotSupportedError, match="foreign key"):
+        db.execute(f"CREATE TABLE c (x TEXT REFERENCES p(a) {option})")
+    assert db.execute("SELECT count(*) FROM ok").rows == [(0,)]

@@ -135,3 +135,18 @@ def test_a_reader_begun_and_never_used_leaves_the_next_transaction_a_writer(db: 
     thread.join()
     other.commit()
     assert done == [1]
+
+
+def test_the_driver_takes_postgres_rule_when_asked(db: Database) -> None:
+    connection = cascadb.connect(db, abort_on_error=True)
+    connection.execute("INSERT INTO t VALUES (2, 'two')")
+    with pytest.raises(cascadb.IntegrityError):
+        connection.execute("INSERT INTO t VALUES (1, 'again')")
+    with pytest.raises(cascadb.TransactionAborted) as aborted:
+        connection.execute("INSERT INTO t VALUES (3, 'three')")
+    assert aborted.value.sqlstate == "25P02"
+    connection.commit()  # of an aborted transaction: rolled back, as PostgreSQL's COMMIT
+    assert _rows(db) == [(1, "one")]
+    connection.execute("INSERT INTO t VALUES (4, 'four')")  # a new transaction goes on
+    connection.commit()
+    assert _rows(db) == [(1, "one"), (4, "four")]

@@ -15,7 +15,7 @@ from typing import Any
 
 import cbor2
 
-from meterseal.cascadb.errors import InternalError, ProgrammingError
+from meterseal.cascadb.errors import InternalError, UndefinedColumn, UndefinedTable
 from meterseal.cascadb.keys import Value, decode_key, key_of, table_prefix
 from meterseal.cascadb.kv import OrderedKv
 
@@ -64,6 +64,7 @@ class Table:
     primary: tuple[int, ...]
     indexes: tuple[Index, ...] = field(default=())
     foreign: tuple[ForeignKey, ...] = field(default=())
+    referenced_by: tuple[str, ...] = field(default=())  # tables whose foreign keys name it
 
     @property
     def rowid(self) -> bool:
@@ -76,7 +77,7 @@ class Table:
         for i, column in enumerate(self.columns):
             if column.name.lower() == lowered:
                 return i
-        raise ProgrammingError(f"no such column: {self.name}.{name}")
+        raise UndefinedColumn(f"no such column: {self.name}.{name}")
 
     def rows_prefix(self) -> bytes:
         """The prefix of every row key of the table."""
@@ -140,6 +141,7 @@ class Table:
                 "foreign": [
                     [list(f.columns), f.parent, list(f.parent_columns)] for f in self.foreign
                 ],
+                "referenced_by": list(self.referenced_by),
             }
         )
 
@@ -160,6 +162,7 @@ class Table:
                 foreign=tuple(
                     ForeignKey(tuple(f[0]), f[1], tuple(f[2])) for f in data.get("foreign", ())
                 ),
+                referenced_by=tuple(data.get("referenced_by", ())),
             )
         except (KeyError, TypeError, ValueError, cbor2.CBORDecodeError) as exc:
             raise InternalError(f"damaged table descriptor: {exc}") from exc
@@ -191,7 +194,7 @@ class Dictionary:
         """The descriptor of table `name`; ProgrammingError if there is none."""
         table = self.table(name)
         if table is None:
-            raise ProgrammingError(f"no such table: {name}")
+            raise UndefinedTable(f"no such table: {name}")
         return table
 
     def tables(self) -> list[Table]:
@@ -202,11 +205,13 @@ class Dictionary:
     def save(self, table: Table) -> None:
         """Store `table`'s descriptor."""
         self.changed = True
+        self.cache = None  # it holds committed descriptors: this statement reads its own now
         self.kv.put(_table_key(table.name), table.to_cbor())
 
     def remove(self, table: Table) -> None:
         """Remove `table`'s descriptor, its rows, its index entries and its rowid counter."""
         self.changed = True
+        self.cache = None
         start = key_of(table.id, 0, ())
         for key, _ in list(self.kv.scan(start, key_of(table.id + 1, 0, ()))):
             self.kv.delete(key)

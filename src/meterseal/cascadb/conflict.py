@@ -15,12 +15,13 @@ from typing import NoReturn
 from sqlglot import exp
 
 from meterseal.cascadb import values as sv
-from meterseal.cascadb.catalog import PRIMARY, Dictionary, Index, Table
-from meterseal.cascadb.errors import IntegrityError, NotSupportedError, ProgrammingError
+from meterseal.cascadb.catalog import Dictionary, Index, Table
+from meterseal.cascadb.errors import ForeignKeyViolation, NotSupportedError, ProgrammingError
 from meterseal.cascadb.expr import Compiler, Ctx, Fn, Params, Scope, Slot
 from meterseal.cascadb.keys import END, Value, key_of
 from meterseal.cascadb.kv import OrderedKv, get_many
 from meterseal.cascadb.query import plan_query
+from meterseal.cascadb.references import check_referenced, parent_prefix, referred_positions
 
 Row = tuple[Value, ...]
 PutRow = Callable[..., None]  # dml.put_row(table, row, kv, dictionary, *, checked)
@@ -35,8 +36,7 @@ def check_references(
     """IntegrityError unless every foreign key of `rows` names a stored parent row."""
     for foreign in table.foreign:
         parent = dictionary.require(foreign.parent)
-        names = foreign.parent_columns or tuple(parent.columns[i].name for i in parent.primary)
-        positions = tuple(parent.position(n) for n in names)
+        positions = referred_positions(parent, foreign)
         wanted: dict[bytes, None] = {}
         for row in rows:
             values = [row[i] for i in foreign.columns]
@@ -47,7 +47,7 @@ def check_references(
                 sv.apply_affinity(v, parent.columns[p].affinity)
                 for v, p in zip(values, positions, strict=True)
             ]
-            wanted[_parent_prefix(parent, positions, typed)] = None
+            wanted[parent_prefix(parent, positions, typed)] = None
         if not wanted:
             continue
         if positions == parent.primary:
@@ -56,19 +56,9 @@ def check_references(
             missing = any(next(iter(kv.scan(p, p + END)), None) is None for p in wanted)
         if missing:
             columns = ", ".join(table.columns[i].name for i in foreign.columns)
-            raise IntegrityError(
+            raise ForeignKeyViolation(
                 f"FOREIGN KEY constraint failed: {table.name}({columns}) -> {parent.name}"
             )
-
-
-def _parent_prefix(parent: Table, positions: tuple[int, ...], values: list[Value]) -> bytes:
-    if positions == parent.primary:
-        return key_of(parent.id, PRIMARY, values)
-    for index in parent.indexes:
-        if index.unique and index.columns == positions:
-            return key_of(parent.id, index.id, values)
-    names = ", ".join(parent.columns[p].name for p in positions)
-    raise ProgrammingError(f"foreign key mismatch: {parent.name}({names}) is not a key")
 
 
 def _target(node: exp.OnConflict, table: Table) -> str | Index | None:
@@ -203,6 +193,7 @@ def _do_update(
         check_references(table, [new], ctx.kv, dictionary)
         remove_row(table, key, old, ctx.kv)
         put_row(table, new, ctx.kv, dictionary)
+        check_referenced(table, [(old, new)], ctx.kv, dictionary)
         done.append(new)
     return done
 

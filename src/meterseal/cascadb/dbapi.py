@@ -37,19 +37,36 @@ def database_of(store: OrderedKv | Database | None) -> Database:
 
 
 def connect(
-    store: OrderedKv | Database | None = None, *, autocommit: bool = False, read_only: bool = False
+    store: OrderedKv | Database | None = None,
+    *,
+    autocommit: bool = False,
+    read_only: bool = False,
+    abort_on_error: bool = False,
 ) -> Connection:
     """A connection to the database over `store` (None: a new in-memory store); a read-only
-    one refuses every statement but queries (OperationalError)."""
-    return Connection(database_of(store), autocommit=autocommit, read_only=read_only)
+    one refuses every statement but queries (OperationalError). `abort_on_error`: PostgreSQL's
+    rule, a failed statement aborts the transaction (TransactionAborted until rollback)."""
+    database = database_of(store)
+    return Connection(
+        database, autocommit=autocommit, read_only=read_only, abort_on_error=abort_on_error
+    )
 
 
 class Connection:
     """A PEP 249 connection: one session of the database."""
 
-    def __init__(self, database: Database, *, autocommit: bool, read_only: bool = False) -> None:
+    def __init__(
+        self,
+        database: Database,
+        *,
+        autocommit: bool,
+        read_only: bool = False,
+        abort_on_error: bool = False,
+    ) -> None:
         self.database = database
-        self._session: Session | None = database.session(autocommit=autocommit, read_only=read_only)
+        self._session: Session | None = database.session(
+            autocommit=autocommit, read_only=read_only, abort_on_error=abort_on_error
+        )
 
     @property
     def session(self) -> Session:

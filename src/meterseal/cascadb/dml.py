@@ -16,11 +16,18 @@ from meterseal.cascadb import values as sv
 from meterseal.cascadb.access import Path, choose_path, read_keyed
 from meterseal.cascadb.catalog import Column, Dictionary, ForeignKey, Index, Table
 from meterseal.cascadb.conflict import check_references, on_conflict
-from meterseal.cascadb.errors import IntegrityError, NotSupportedError, ProgrammingError
+from meterseal.cascadb.errors import (
+    IntegrityError,
+    NotNullViolation,
+    NotSupportedError,
+    ProgrammingError,
+    UndefinedTable,
+)
 from meterseal.cascadb.expr import Compiler, Ctx, Params, Scope, Slot
 from meterseal.cascadb.keys import END, Value, key_of
 from meterseal.cascadb.kv import OrderedKv, get_many
 from meterseal.cascadb.query import plan_query
+from meterseal.cascadb.references import check_referenced, link, unlink
 from meterseal.cascadb.select import conjuncts
 
 
@@ -68,10 +75,19 @@ def create_table(node: exp.Create, dictionary: Dictionary) -> None:
             constraint=True,
         )
         table = dictionary.with_index(table, index)
-    dictionary.save(table)
+    dictionary.save(link(table, dictionary))
+
+
+# The one action CascaDB takes: refuse the parent's change (PostgreSQL's default, NO ACTION).
+_ACTIONS = {
+    f"ON {verb} {action}" for verb in ("DELETE", "UPDATE") for action in ("NO ACTION", "RESTRICT")
+}
 
 
 def _foreign(table: Table, columns: list[str], reference: exp.Reference) -> ForeignKey:
+    for option in reference.args.get("options") or ():
+        if str(option).upper() not in _ACTIONS:  # CASCADE, SET NULL, DEFERRABLE: not done
+            raise NotSupportedError(f"CascaDB does not support {option} on a foreign key")
     parent = reference.this
     parent_table = parent.this if isinstance(parent, exp.Schema) else parent
     referred = [_ident(e) for e in parent.expressions] if isinstance(parent, exp.Schema) else []
@@ -154,7 +170,8 @@ def drop(node: exp.Drop, dictionary: Dictionary, kv: OrderedKv) -> None:
             if table is None:
                 if node.args.get("exists"):
                     continue
-                raise ProgrammingError(f"no such table: {target.name}")
+                raise UndefinedTable(f"no such table: {target.name}")
+            unlink(table, dictionary)
             dictionary.remove(table)
         elif kind == "INDEX":
             found = _index_anywhere(dictionary, target.name)
@@ -195,7 +212,7 @@ def _complete(table: Table, row: list[Value]) -> tuple[Value, ...]:
             and not _rowid_alias(table, i)
             and (column.not_null or i in table.primary)
         ):
-            raise IntegrityError(f"NOT NULL constraint failed: {table.name}.{column.name}")
+            raise NotNullViolation(f"NOT NULL constraint failed: {table.name}.{column.name}")
     return tuple(row)
 
 
@@ -278,9 +295,10 @@ def insert(
         if len(set(keys)) < len(keys) or any(v is not None for v in get_many(ctx.kv, keys)):
             names = ", ".join(f"{table.name}.{table.columns[i].name}" for i in table.primary)
             raise IntegrityError(f"UNIQUE constraint failed: {names}")
-    check_references(table, complete, ctx.kv, dictionary)
     for row in complete:
         put_row(table, row, ctx.kv, dictionary, checked=True)
+    # After the writes, as at a statement's end: a row may name one the statement inserted.
+    check_references(table, complete, ctx.kv, dictionary)
     return table, complete
 
 
@@ -334,8 +352,6 @@ def update(
         for position, fn in sets:
             values[position] = fn(row, ctx)
         changed.append((key, _complete(table, values)))
-    if table.foreign:
-        check_references(table, [new for _, new in changed], ctx.kv, dictionary)
     for key, row in found:
         remove_row(table, key, row, ctx.kv)
     for (old_key, _), (_, new) in zip(found, changed, strict=True):
@@ -347,19 +363,25 @@ def update(
                 ctx.kv.put(table.index_key(index, new, old_key), b"")
         else:
             put_row(table, new, ctx.kv, dictionary)
+    if table.foreign:
+        check_references(table, [new for _, new in changed], ctx.kv, dictionary)
+    check_referenced(
+        table,
+        [(row, new) for (_, row), (_, new) in zip(found, changed, strict=True)],
+        ctx.kv,
+        dictionary,
+    )
     return table, [new for _, new in changed]
 
 
 def delete(
     node: exp.Delete, ctx: Ctx, params: Params, dictionary: Dictionary
 ) -> tuple[Table, list[tuple[Value, ...]]]:
-    """DELETE: every matching row and its index entries; the rows removed.
-
-    A parent row that child rows still refer to is removed all the same: foreign keys are
-    checked when a child row is written, not when its parent goes (docs/cascadb.md).
-    """
+    """DELETE: every matching row and its index entries; the rows removed (ForeignKeyViolation
+    if a child row still refers to one)."""
     table = dictionary.require(node.this.name)
     _, found = _matching(table, node.args.get("where"), ctx, params, dictionary)
     for key, row in found:
         remove_row(table, key, row, ctx.kv)
+    check_referenced(table, [(row, None) for _, row in found], ctx.kv, dictionary)
     return table, [row for _, row in found]

@@ -93,11 +93,22 @@ class Database:
         self._parsed: dict[tuple[str, str], list[exp.Expression]] = {}
 
     def session(
-        self, *, autocommit: bool = True, dialect: str = DIALECT, read_only: bool = False
+        self,
+        *,
+        autocommit: bool = True,
+        dialect: str = DIALECT,
+        read_only: bool = False,
+        abort_on_error: bool | None = None,
     ) -> Session:
         """A new session (autocommit: each statement its own transaction unless BEGIN;
-        read_only: only queries)."""
-        return Session(self, autocommit=autocommit, dialect=dialect, read_only=read_only)
+        read_only: only queries; abort_on_error: see Session)."""
+        return Session(
+            self,
+            autocommit=autocommit,
+            dialect=dialect,
+            read_only=read_only,
+            abort_on_error=abort_on_error,
+        )
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Result:
         """Run `sql` in a session of its own (autocommit); the last statement's result."""
@@ -170,6 +181,16 @@ class Session:
     def run_statement(self, statement: exp.Expression, params: Sequence[Any] = ()) -> Result:
         """Run one parsed statement in this session."""
         return self._statement(statement, params)
+
+    def abort(self) -> None:
+        """A statement failed outside `run_statement` (its parse, its message): under the
+        PostgreSQL rule an explicit transaction is aborted as by any failed statement."""
+        if (
+            self._txn is not None
+            and self.abort_on_error
+            and (self._explicit or not self.autocommit)
+        ):
+            self.failed = True
 
     def begin_read(self, reading: bool = True) -> None:
         """Begin the next transaction as a reader (`reading`) or a writer. A reader holds no
@@ -280,7 +301,11 @@ class Session:
         return result
 
     def commit(self) -> None:
-        """Write the transaction's buffer to the store as one batch and end it."""
+        """Write the transaction's buffer to the store as one batch and end it (an aborted
+        transaction is rolled back instead, as PostgreSQL's COMMIT of one is)."""
+        if self.failed:
+            self.rollback()
+            return
         if self._txn is None:
             self._read_next = False  # a transaction begun but never used
             return

@@ -12,9 +12,13 @@ class Warning(Exception):  # PEP 249 names it so
 class Error(MetersealError):
     """Root of CascaDB's errors (PEP 249 `Error`)."""
 
+    sqlstate = "XX000"  # PostgreSQL's code for it, sent by the PostgreSQL protocol
+
 
 class InterfaceError(Error):
     """The driver was misused: a closed cursor or connection, a bad parameter count."""
+
+    sqlstate = "08P01"
 
 
 class DatabaseError(Error):
@@ -24,27 +28,71 @@ class DatabaseError(Error):
 class DataError(DatabaseError):
     """A value cannot be stored or compared as asked (a NaN key, a bad cast)."""
 
+    sqlstate = "22000"
+
 
 class OperationalError(DatabaseError):
     """The store failed or could not be reached; the statement left nothing behind."""
+
+    sqlstate = "57000"
 
 
 class IntegrityError(DatabaseError):
     """A primary key or unique index would hold a duplicate, or a NOT NULL column a NULL."""
 
+    sqlstate = "23505"
+
 
 class InternalError(DatabaseError):
     """The data dictionary or a row is not what CascaDB wrote."""
+
+    sqlstate = "XX000"
 
 
 class ProgrammingError(DatabaseError):
     """The SQL is wrong: a syntax error, an unknown table or column."""
 
+    sqlstate = "42601"
+
+
+class UndefinedTable(ProgrammingError):
+    """The statement names a table that does not exist."""
+
+    sqlstate = "42P01"
+
+
+class UndefinedColumn(ProgrammingError):
+    """The statement names a column that does not exist."""
+
+    sqlstate = "42703"
+
 
 class NotSupportedError(DatabaseError):
     """Valid SQL outside what CascaDB answers."""
+
+    sqlstate = "0A000"
 
 
 class TransactionAborted(OperationalError):
     """A statement failed earlier in this PostgreSQL-dialect transaction: only ROLLBACK (or
     ROLLBACK TO a savepoint) is run until then, as PostgreSQL does (SQLSTATE 25P02)."""
+
+    sqlstate = "25P02"
+
+
+class NotNullViolation(IntegrityError):
+    """A NOT NULL column (or a primary key's) would hold a NULL."""
+
+    sqlstate = "23502"
+
+
+class ForeignKeyViolation(IntegrityError):
+    """A child row would name no parent row, or a parent row still named would go."""
+
+    sqlstate = "23503"
+
+
+class NumericOverflow(DataError):
+    """A value has more integer digits than its DECIMAL(p, s) column holds."""
+
+    sqlstate = "22003"

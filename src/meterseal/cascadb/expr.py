@@ -9,7 +9,12 @@ from typing import Any, Protocol
 from sqlglot import exp
 
 from meterseal.cascadb import values as sv
-from meterseal.cascadb.errors import InterfaceError, NotSupportedError, ProgrammingError
+from meterseal.cascadb.errors import (
+    InterfaceError,
+    NotSupportedError,
+    ProgrammingError,
+    UndefinedColumn,
+)
 from meterseal.cascadb.functions import FUNCTIONS, agg_name, arguments
 
 Row = tuple[Any, ...]
@@ -73,7 +78,7 @@ class Scope:
                 return depth, found[0], scope.slots[found[0]]
             scope = scope.outer
             depth += 1
-        raise ProgrammingError(f"no such column: {table + '.' if table else ''}{name}")
+        raise UndefinedColumn(f"no such column: {table + '.' if table else ''}{name}")
 
 
 @dataclass

@@ -42,14 +42,6 @@ class UnsafeTrust:
 UNSAFE_TRUST = UnsafeTrust()
 SSL_REQUEST, GSS_REQUEST, CANCEL_REQUEST, PROTOCOL_3 = 80877103, 80877104, 80877102, 196608
 TEXT, INT8, FLOAT8, NUMERIC, BYTEA, TIMESTAMPTZ = 25, 20, 701, 1700, 17, 1184
-_SQLSTATE = {
-    errors.ProgrammingError: "42601",
-    errors.IntegrityError: "23505",
-    errors.DataError: "22000",
-    errors.NotSupportedError: "0A000",
-    errors.OperationalError: "57000",
-    errors.InterfaceError: "08P01",
-}
 _PROCESS_IDS = itertools.count(1000)
 MAX_PASSWORD = 8192  # bytes of a password message: a login token or API key fits many times
 MAX_STARTUP = 10_000  # bytes of a startup packet, PostgreSQL's own MAX_STARTUP_PACKET_LENGTH
@@ -299,16 +291,18 @@ class PgServer:
         return _Connection(session, user)
 
     def _ready(self, session: Session) -> bytes:
-        return _message(b"Z", b"T" if session.in_transaction else b"I")
+        # 'E': a statement failed in the transaction block, which now takes only ROLLBACK
+        status = b"E" if session.failed else b"T" if session.in_transaction else b"I"
+        return _message(b"Z", status)
 
     def _error(self, code: str, text: str) -> bytes:
         fields = b"SERROR\x00VERROR\x00C" + _cstr(code) + b"M" + _cstr(text) + b"\x00"
         return _message(b"E", fields)
 
-    def _failure(self, exc: BaseException) -> bytes:
+    def _failure(self, conn: _Connection, exc: errors.Error) -> bytes:
         self.counts["failed"] += 1
-        code = next((c for k, c in _SQLSTATE.items() if isinstance(exc, k)), "XX000")
-        return self._error(code, str(exc))
+        conn.session.abort()  # a statement that failed before it ran (its parse) aborts too
+        return self._error(exc.sqlstate, str(exc))
 
     async def _loop(
         self, conn: _Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -341,12 +335,12 @@ class PgServer:
             return await self._extended(conn, kind, body)
         except errors.Error as exc:
             conn.failed = True
-            return self._failure(exc)
+            return self._failure(conn, exc)
 
     async def _simple(self, conn: _Connection, sql: str) -> bytes:
         out = b""
         words = sql.strip().rstrip(";").split()
-        if words and words[0].upper() in _SESSION_COMMANDS:
+        if words and words[0].upper() in _SESSION_COMMANDS and not conn.session.failed:
             if words[0].upper() == "DEALLOCATE" and len(words) > 1:
                 conn.prepared.pop(words[-1].strip('"'), None)
             if words[0].upper() == "DISCARD":
@@ -365,7 +359,7 @@ class PgServer:
                 result = await asyncio.to_thread(conn.session.run_statement, statement, [])
                 out += self._description(result) + self._rows(result)
         except errors.Error as exc:
-            out += self._failure(exc)
+            out += self._failure(conn, exc)
         return out + self._ready(conn.session)
 
     def _description(self, result: Result) -> bytes:

@@ -11,7 +11,7 @@ from sqlglot import exp
 
 from meterseal.cascadb import values as sv
 from meterseal.cascadb.aggregate import grouped
-from meterseal.cascadb.errors import NotSupportedError, ProgrammingError
+from meterseal.cascadb.errors import NotSupportedError, ProgrammingError, UndefinedTable
 from meterseal.cascadb.expr import Aggregate, Compiler, Ctx, Fn, Params, Row, Scope
 from meterseal.cascadb.select import From, Lookup, plan_from
 
@@ -180,7 +180,7 @@ def _expand(expressions: list[exp.Expression], scope: Scope) -> list[exp.Express
         table = node.table.lower() if isinstance(node, exp.Column) and node.table else None
         slots = [s for s in scope.slots if table is None or s.table == table]
         if table is not None and not slots:
-            raise ProgrammingError(f"no such table: {table}")
+            raise UndefinedTable(f"no such table: {table}")
         found += [exp.column(s.name, table=s.table) for s in slots]
     return found
 

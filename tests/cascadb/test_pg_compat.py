@@ -1,0 +1,191 @@
+"""psycopg sees CascaDB answer as PostgreSQL does: the same script, the same transcript.
+
+Each script runs through psycopg against CascaDB's PostgreSQL protocol and, marked
+`services`, against the real PostgreSQL (a fresh schema); both must give the transcript
+written here: each statement's command tag or SQLSTATE, the transaction status psycopg
+reads from ReadyForQuery, and rows as text (so a numeric's scale counts: 1.2 is not 1.20).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.pq import TransactionStatus
+
+from meterseal.storage.scratch import scratch_schema
+from tests.cascadb.test_pgwire import Running
+from tests.storage.databases import postgres_url  # noqa: F401  (a fixture)
+
+IDLE, INTRANS, INERROR = "I", "T", "E"
+_STATUS = {
+    TransactionStatus.IDLE: IDLE,
+    TransactionStatus.INTRANS: INTRANS,
+    TransactionStatus.INERROR: INERROR,
+}
+Step = tuple[str, Sequence[Any]] | str
+
+
+@pytest.fixture(params=["cascadb", pytest.param("postgresql", marks=pytest.mark.services)])
+def dsn(request: pytest.FixtureRequest, unique_name: str) -> Iterator[str]:
+    """A libpq connection string to CascaDB's protocol, or to a fresh PostgreSQL schema."""
+    if request.param == "cascadb":
+        server = Running()
+        try:
+            yield server.dsn()
+        finally:
+            server.stop()
+        return
+    url = request.getfixturevalue("postgres_url")
+    with scratch_schema(url, unique_name) as scoped:
+        yield scoped.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+def transcript(dsn: str, steps: Sequence[Step]) -> list[tuple[str, ...]]:
+    """Each step's outcome: (tag or SQLSTATE, transaction status, rows as text...)."""
+    out: list[tuple[str, ...]] = []
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for step in steps:
+            sql, params = (step, None) if isinstance(step, str) else step
+            try:
+                cursor = conn.execute(sql, params)
+                rows = cursor.fetchall() if cursor.description else []
+                shown = tuple(",".join(str(v) for v in row) for row in rows)
+                outcome: tuple[str, ...] = (cursor.statusmessage or "", *shown)
+            except psycopg.Error as exc:
+                outcome = (exc.sqlstate or "?",)
+            out.append((outcome[0], _STATUS[conn.info.transaction_status], *outcome[1:]))
+    return out
+
+
+TABLE = "CREATE TABLE t(k INTEGER PRIMARY KEY, v TEXT)"
+
+
+def test_an_error_in_a_block_aborts_it_until_rollback(dsn: str) -> None:
+    steps: list[Step] = [
+        TABLE,
+        "BEGIN",
+        "INSERT INTO t VALUES (1, 'one')",
+        "INSERT INTO t VALUES (2, 'two'), (1, 'again')",  # a duplicate key
+        "SELECT 1",
+        ("INSERT INTO t VALUES (%s, %s)", (3, "three")),  # the extended protocol too
+        "SET TimeZone = 'UTC'",
+        "COMMIT",  # of a failed block: rolled back
+        "SELECT k FROM t",
+        "BEGIN",
+        "SELEC 1",  # a statement that does not even parse aborts the block as well
+        "SELECT 1",
+        "ROLLBACK",
+        "INSERT INTO t VALUES (4, 'four')",  # outside a block: each statement on its own
+    ]
+    assert transcript(dsn, steps) == [
+        ("CREATE TABLE", IDLE),
+        ("BEGIN", INTRANS),
+        ("INSERT 0 1", INTRANS),
+        ("23505", INERROR),
+        ("25P02", INERROR),
+        ("25P02", INERROR),
+        ("25P02", INERROR),
+        ("ROLLBACK", IDLE),
+        ("SELECT 0", IDLE),
+        ("BEGIN", INTRANS),
+        ("42601", INERROR),
+        ("25P02", INERROR),
+        ("ROLLBACK", IDLE),
+        ("INSERT 0 1", IDLE),
+    ]
+
+
+def test_rollback_to_a_savepoint_ends_the_abort(dsn: str) -> None:
+    steps: list[Step] = [
+        TABLE,
+        "BEGIN",
+        "INSERT INTO t VALUES (1, 'one')",
+        "SAVEPOINT sp",
+        ("INSERT INTO t VALUES (%s, %s)", (1, "again")),
+        "SELECT k FROM t",
+        "ROLLBACK TO SAVEPOINT sp",
+        "INSERT INTO t VALUES (2, 'two')",
+        "COMMIT",
+        "SELECT k FROM t ORDER BY k",
+    ]
+    assert transcript(dsn, steps) == [
+        ("CREATE TABLE", IDLE),
+        ("BEGIN", INTRANS),
+        ("INSERT 0 1", INTRANS),
+        ("SAVEPOINT", INTRANS),
+        ("23505", INERROR),
+        ("25P02", INERROR),
+        ("ROLLBACK", INTRANS),
+        ("INSERT 0 1", INTRANS),
+        ("COMMIT", IDLE),
+        ("SELECT 2", IDLE, "1", "2"),
+    ]
+
+
+def test_psycopgs_own_transactions_see_the_abort(dsn: str) -> None:
+    with psycopg.connect(dsn) as conn:  # not autocommit: psycopg sends BEGIN itself
+        conn.execute(TABLE)
+        conn.commit()
+        conn.execute("INSERT INTO t VALUES (1, 'one')")
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            conn.execute("INSERT INTO t VALUES (%s, %s)", (1, "again"))
+        assert conn.info.transaction_status == TransactionStatus.INERROR
+        with pytest.raises(psycopg.errors.InFailedSqlTransaction):
+            conn.execute("SELECT k FROM t")
+        conn.rollback()
+        assert conn.execute("SELECT count(*) FROM t").fetchall() == [(0,)]
+
+
+def test_a_parent_row_named_by_a_child_is_kept(dsn: str) -> None:
+    steps: list[Step] = [
+        "CREATE TABLE p(id INTEGER PRIMARY KEY, code TEXT UNIQUE, name TEXT)",
+        "CREATE TABLE c(id INTEGER PRIMARY KEY, pid INTEGER REFERENCES p(id), "
+        "code TEXT REFERENCES p(code))",
+        "CREATE TABLE tree(id INTEGER PRIMARY KEY, up INTEGER REFERENCES tree(id))",
+        "INSERT INTO p VALUES (1, 'a', 'one'), (2, 'b', 'two'), (3, 'c', 'three')",
+        "INSERT INTO c VALUES (10, 1, NULL), (11, NULL, 'b')",
+        ("INSERT INTO c VALUES (%s, %s, NULL)", (12, 9)),  # no parent 9
+        "DELETE FROM p WHERE id = 1",  # c 10 names it
+        ("DELETE FROM p WHERE id = %s", (2,)),  # c 11 names its code
+        "UPDATE p SET id = 5 WHERE id = 1",
+        "UPDATE p SET code = 'z' WHERE id = 2",
+        "UPDATE p SET name = 'uno' WHERE id = 1",  # not a referred column
+        "UPDATE p SET id = 6 WHERE id = 3",  # no child names 3
+        "DELETE FROM p WHERE id = 6",
+        "INSERT INTO tree VALUES (1, NULL), (2, 1)",  # a row naming one inserted with it
+        "DELETE FROM tree WHERE id = 1",
+        "DELETE FROM tree",  # parent and child go together
+        "DROP TABLE p",
+        "DELETE FROM c",
+        "DELETE FROM p",
+        "DROP TABLE c",
+        "DROP TABLE p",
+        "SELECT id FROM p",
+    ]
+    assert [outcome[0] for outcome in transcript(dsn, steps)] == [
+        "CREATE TABLE",
+        "CREATE TABLE",
+        "CREATE TABLE",
+        "INSERT 0 3",
+        "INSERT 0 2",
+        "23503",
+        "23503",
+        "23503",
+        "23503",
+        "23503",
+        "UPDATE 1",
+        "UPDATE 1",
+        "DELETE 1",
+        "INSERT 0 2",
+        "23503",
+        "DELETE 2",
+        "2BP01",
+        "DELETE 2",
+        "DELETE 2",
+        "DROP TABLE",
+        "DROP TABLE",
+        "42P01",
+    ]
