@@ -112,3 +112,28 @@ def test_customers_without_data_rank_last_without_crashing(small_fleet: Labelled
     assert np.isfinite(scores.score).all()
     assert scores.score[5] <= np.median(scores.score)
     assert scores.score[6] <= np.median(scores.score)
+
+
+def test_customers_whose_windows_start_and_end_on_other_dates(small_fleet: Labelled) -> None:
+    """Each customer's 21 days placed 0-14 days into a 35-day window (gaps at either end,
+    no two windows need agree), and three thieves moved one to three months later, each alone on
+    its days: the ranking holds, and the late thieves keep their evidence (the day's median of
+    the others was once their own day, and a step had to last to the file's last day)."""
+    from meterseal.fraud.data import Consumption
+    from meterseal.fraud.metrics import auc
+
+    data = small_fleet.data
+    customers, days, slots = data.energy.shape
+    rng = np.random.default_rng(21)
+    shift = rng.integers(0, 15, customers)
+    thieves = np.flatnonzero(small_fleet.thief)
+    late = thieves[[0, len(thieves) // 2, -1]]
+    shift[late] = [40, 62, 84]  # each alone on its days
+    energy = np.full((customers, 84 + days, slots), np.nan)
+    for row in range(customers):
+        energy[row, shift[row] : shift[row] + days] = data.energy[row]
+    staggered = Consumption(data.customers, data.first_day, energy, tz=data.tz)
+    scores = unsupervised(analyse(staggered, SETTINGS).table).score
+    assert auc(small_fleet.thief, scores) > 0.97
+    place = np.argsort(np.argsort(-scores))
+    assert (place[late] < len(thieves)).all(), place[late]

@@ -110,6 +110,7 @@ SHAPE = (
     "atypical_shape",
     "load_centre",
 )
+MIN_PEERS = 10  # customers with a value on a day for their median to be what everyone did
 SPREAD_SCALE = 0.3  # log units: a level drop whose log spread moved this much is no scaling
 
 
@@ -117,14 +118,19 @@ def common(y: F64, regions: Sequence[str] | None) -> F64:
     """Each day's median over the customers of the region (all without regions), (C, D).
 
     What every neighbour did that day (a weekend, a public holiday, a cold snap) is not a
-    customer's own change: the features subtract it.
+    customer's own change: the features subtract it. A day on which fewer than `MIN_PEERS`
+    customers of the region have a value has no such median (0): there the median is mostly
+    the customer's own day, and a customer whose data start late or stop early, alone on
+    its days, would have its own change subtracted from itself.
     """
     keys = np.asarray(regions if regions is not None else [""] * len(y), dtype=object)
     out = np.zeros_like(y)
     with _quiet():
         for region in np.unique(keys):
             rows = keys == region
-            out[rows] = np.nan_to_num(np.nanmedian(y[rows], axis=0))[None, :]
+            peers = np.sum(~np.isnan(y[rows]), axis=0)
+            median = np.nan_to_num(np.nanmedian(y[rows], axis=0))
+            out[rows] = np.where(peers >= MIN_PEERS, median, 0.0)[None, :]
     return out
 
 
