@@ -26,12 +26,34 @@ def test_a_written_fleet_reads_back_the_same(tmp_path: Path, small_fleet: Labell
     few = Labelled(small_fleet.data.take(slice(0, 12)), small_fleet.alterations)
     path = tmp_path / "fleet.csv"
     labels = write_fleet(few, path)
-    data = read_long_csv(path)
+    assert few.data.tz is not None
+    data = read_long_csv(path, tz=few.data.tz)
     assert data.customers == few.data.customers
     assert data.first_day == few.data.first_day
     np.testing.assert_allclose(data.energy, few.data.energy, atol=5e-4)
     flags = read_labels(labels)
     assert [flags[c] for c in data.customers] == few.thief.tolist()
+
+
+def test_no_reader_has_a_default_time_zone() -> None:
+    """Days cut at the wrong midnight hide thefts: every reader of 15-minute readings must be
+    told the meters' zone (the CLI asks for --tz, or 'auto' estimates one and prints it)."""
+    import inspect
+
+    from meterseal.fraud.data import from_arrays
+    from meterseal.fraud.readers import read_store
+    from meterseal.fraud.stream import read_long_csv_streaming
+    from meterseal.kvs.export_read import read_consumption
+
+    for reader in (
+        read_long_csv,
+        read_long_csv_streaming,
+        read_store,
+        read_consumption,
+        from_arrays,
+    ):
+        zone = inspect.signature(reader).parameters["tz"]
+        assert zone.default is inspect.Parameter.empty, reader.__name__
 
 
 def test_phasor_columns_become_daily_means_per_phase(tmp_path: Path) -> None:
@@ -86,7 +108,7 @@ def test_iso_timestamps_missing_values_and_missing_days(tmp_path: Path) -> None:
     text = (
         HEADER + "a,2026-09-01T00:00:00Z,0.1\na,2026-09-01T00:15:00Z,\nb,2026-09-03T00:00:00,0.2\n"
     )
-    data = read_long_csv(_write(tmp_path, text))
+    data = read_long_csv(_write(tmp_path, text), tz="UTC")
     assert data.customers == ("a", "b")
     assert data.periods == 3
     assert data.slots == 96
@@ -119,12 +141,36 @@ def test_iso_timestamps_missing_values_and_missing_days(tmp_path: Path) -> None:
 )
 def test_bad_long_csv_gets_one_clear_error(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(FraudDataError, match=message):
-        read_long_csv(_write(tmp_path, text))
+        read_long_csv(_write(tmp_path, text), tz="UTC")
+
+
+@pytest.mark.parametrize(
+    ("stamps", "message"),
+    [
+        (["2026-09-01T00:00:00Z", "2026-09-01T00:15:00Z", "noon"], "line 4: timestamp 'noon'"),
+        (["1788220800", "1788221700", ""], "line 4: timestamp"),
+        (["1788220800", "2026-09-01T00:15:00Z"], "line 2: timestamp '1788220800'"),
+    ],
+)
+def test_an_unreadable_timestamp_is_named_by_its_line(
+    tmp_path: Path, stamps: list[str], message: str
+) -> None:
+    """ISO text and Unix seconds are each read whole; a cell that is neither, an empty
+    cell or a file mixing both is an error at the first line that does not fit."""
+    text = HEADER + "".join(f"a,{stamp},1\n" for stamp in stamps)
+    with pytest.raises(FraudDataError, match=message):
+        read_long_csv(_write(tmp_path, text), tz="UTC")
+
+
+def test_unix_seconds_as_text_are_read(tmp_path: Path) -> None:
+    text = HEADER + "".join(f'a,"{1788220800 + 900 * i}",1\n' for i in range(96))
+    data = read_long_csv(_write(tmp_path, text), tz="UTC")
+    assert (data.first_day, data.periods) == (dt.date(2026, 9, 1), 1)
 
 
 def test_a_missing_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(FraudDataError, match="no such file"):
-        read_long_csv(tmp_path / "absent.csv")
+        read_long_csv(tmp_path / "absent.csv", tz="UTC")
 
 
 def test_sgcc_layout_with_unsorted_and_missing_days(tmp_path: Path) -> None:

@@ -95,9 +95,9 @@ def test_unknown_customers_and_empty_periods_are_errors(stored: str) -> None:
     with Store.open_read_only(stored) as store:
         bills = BillStore(store)
         with pytest.raises(UnknownCustomer, match="no customer 'nobody'"):
-            read_store(bills, FIRST, DAYS, customers=["nobody"])
+            read_store(bills, FIRST, DAYS, customers=["nobody"], tz="UTC")
         with pytest.raises(FraudDataError, match="no readings stored"):
-            read_store(bills, FIRST - dt.timedelta(days=100), 2)
+            read_store(bills, FIRST - dt.timedelta(days=100), 2, tz="UTC")
 
 
 def test_rank_from_the_store(stored: str, tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from meterseal.errors import ConfigurationError, MetersealError
-from meterseal.meter.theft import DEFAULT_TZ, LocalDays, local_clock
+from meterseal.meter.theft import LocalDays, local_clock
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -175,7 +175,7 @@ def from_arrays(
     current: F64 | None = None,
     power_w: F64 | None = None,
     regions: dict[str, str] | None = None,
-    tz: str = DEFAULT_TZ,
+    tz: str,
 ) -> Consumption:
     """Long data (one reading a row, UTC timestamps) to local days of slots in zone `tz`;
     phasor arrays are (rows, phases)."""

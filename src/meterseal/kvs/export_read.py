@@ -35,7 +35,6 @@ from meterseal.kvs.export_format import (
     object_name,
 )
 from meterseal.kvs.export_objects import ObjectMap
-from meterseal.meter.theft import DEFAULT_TZ
 from meterseal.storage.schema import StoredOriginal
 
 if TYPE_CHECKING:
@@ -232,7 +231,7 @@ def read_consumption(
     *,
     customers: Sequence[str] | None = None,
     with_phasor: bool = True,
-    tz: str = DEFAULT_TZ,
+    tz: str,
     progress: Callable[[int], object] = lambda _n: None,
 ) -> Consumption:
     """The fraud job's input read from the KVS, exactly as `read_store` reads the store."""
