@@ -169,6 +169,25 @@ def _analyse(data: Consumption, settings: Settings) -> Analysis:
 METHODS = ("ensemble", "seed", "supervised")
 
 
+def _method(method: str | None, labels: Path | None, model: Path | None) -> str:
+    """The ranking --method, --labels and --model ask for, checked before any data is read
+    (a wrong combination must not cost the minutes of reading and scoring a fleet)."""
+    chosen = method or ("supervised" if labels or model else "ensemble")
+    if chosen not in METHODS:
+        raise typer.BadParameter(f"one of {', '.join(METHODS)}", param_hint="--method")
+    if labels is not None and model is not None:
+        raise typer.BadParameter(
+            "--labels trains a model on this data, --model applies a saved one: name one"
+        )
+    if model is not None and chosen != "supervised":
+        raise typer.BadParameter(f"--model is a supervised model, not the {chosen} ranking")
+    if labels is not None and chosen != "supervised":
+        raise typer.BadParameter(f"--labels train a supervised model, unused by --method {chosen}")
+    if chosen == "supervised" and labels is None and model is None:
+        raise typer.BadParameter("--method supervised needs --labels or --model")
+    return chosen
+
+
 def _scores(
     analysis: Analysis,
     labels: dict[str, bool] | None,
@@ -182,8 +201,6 @@ def _scores(
     from meterseal.fraud.model import load
 
     method = method or ("supervised" if labels or model else "ensemble")
-    if method not in METHODS:
-        raise typer.BadParameter(f"--method: one of {', '.join(METHODS)}")
     if method == "seed":
         base = unsupervised(analysis.table)
         som = analysis.table.column("som_break")
@@ -239,6 +256,7 @@ def rank(
     from meterseal.fraud.readers import read_labels
     from meterseal.fraud.report import decimals, hits, write_ranking
 
+    method = _method(method, labels, model)
     store = _explicit(ctx, store, csv, sgcc, from_kvs)
     data, own_labels = _source(csv, sgcc, store, first_day, days, tz, from_kvs)
     inspected = read_labels(labels) if labels else None
