@@ -391,3 +391,58 @@ def test_evaluate_a_simulated_fleet() -> None:
     assert float(row.split("|")[2]) > 0.9  # AUC
     for method in ("IsolationForest", "LocalOutlierFactor", "SOM correlation (seed)"):
         assert method in result.output
+
+
+def _sgcc(path: Path, customers: int, days: int, seed: int, *, flag: bool) -> Path:
+    """An SGCC-layout file (daily kWh, dates as the data set writes them), one customer in
+    ten stealing from day 70 on; with or without the FLAG column."""
+    import datetime as dt
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    first = dt.date(2015, 1, 5)
+    dates = [f"{d.year}/{d.month}/{d.day}" for d in (first + dt.timedelta(i) for i in range(days))]
+    lines = ["CONS_NO," + ("FLAG," if flag else "") + ",".join(dates)]
+    for i in range(customers):
+        level = rng.uniform(5, 20) * np.exp(rng.normal(0, 0.15, days))
+        if i % 10 == 0:
+            level[70:] *= 0.3
+        cells = ",".join(f"{v:.2f}" for v in level)
+        lines.append(f"S{seed}-{i}," + (f"{int(i % 10 == 0)}," if flag else "") + cells)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_an_sgcc_model_ranks_an_unlabelled_sgcc_file_and_refuses_quarter_hours(
+    fleet_csv: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """`fraud train --sgcc` learns from the file's FLAG; `rank --sgcc --model` ranks a file
+    without FLAG, and `evaluate` scores it with --labels; the model refuses 15-minute days
+    (its features are on weekly periods of daily values) before anything is analysed."""
+    labelled = _sgcc(tmp_path / "labelled.csv", 100, 120, 5, flag=True)
+    plain = _sgcc(tmp_path / "plain.csv", 100, 120, 6, flag=False)
+    model = tmp_path / "sgcc.joblib"
+    trained = invoke(["fraud", "train", str(model), "--sgcc", str(labelled)])
+    assert trained.exit_code == 0, trained.output
+    assert "10 thieves among 100 labelled" in " ".join(trained.output.split())
+    out = tmp_path / "ranking.csv"
+    ranked = invoke(
+        ["fraud", "rank", "--sgcc", str(plain), "--model", str(model), "--out", str(out)]
+    )
+    assert ranked.exit_code == 0, ranked.output
+    top = [r["customer_id"] for r in csv.DictReader(out.open())][:10]
+    assert sum(int(c.split("-")[1]) % 10 == 0 for c in top) >= 8
+    labels = tmp_path / "labels.csv"
+    labels.write_text("customer_id,thief\n" + "".join(
+        f"S6-{i},{int(i % 10 == 0)}\n" for i in range(100)))  # fmt: skip
+    scored = invoke(["fraud", "evaluate", str(plain), "--labels", str(labels)])
+    assert scored.exit_code == 0, scored.output
+    row = next(line for line in scored.output.splitlines() if line.startswith("| meterseal |"))
+    assert float(row.split("|")[2]) > 0.9  # AUC
+    refused = invoke(["fraud", "rank", "--csv", str(fleet_csv[0]), "--tz", "UTC",
+                      "--model", str(model), "--out", str(tmp_path / "no.csv")])  # fmt: skip
+    assert refused.exit_code == 2
+    said = " ".join(refused.output.replace("│", " ").split())
+    assert "trained on periods of 7 days of 7 readings, this data has days of 96" in said
+    assert not (tmp_path / "no.csv").exists()

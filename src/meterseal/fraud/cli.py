@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from meterseal.fraud.ensemble import Scores
     from meterseal.fraud.evaluate import Comparison
     from meterseal.fraud.fleet import Labelled
+    from meterseal.fraud.model import SavedModel
     from meterseal.fraud.pipeline import Analysis, Settings
 
 fraud_app = typer.Typer(
@@ -193,12 +194,12 @@ def _scores(
     labels: dict[str, bool] | None,
     seed: int,
     method: str | None = None,
-    model: Path | None = None,
+    model: SavedModel | None = None,
+    model_path: Path | None = None,
 ) -> Scores:
     """The ranking asked for: the ensemble (default without labels), the seed's SOM score,
     or a supervised model (trained on --labels here, or read from --model)."""
     from meterseal.fraud.ensemble import Scores, applied, supervised, unsupervised
-    from meterseal.fraud.model import load
 
     method = method or ("supervised" if labels or model else "ensemble")
     if method == "seed":
@@ -208,9 +209,9 @@ def _scores(
     if method == "ensemble":
         return unsupervised(analysis.table)
     if model is not None:
-        saved = load(model)
-        scored = applied(saved.model, analysis.table)
-        name = f"model {model.name}: {saved.thieves} thieves of {saved.customers} labelled"
+        scored = applied(model.model, analysis.table)
+        named = model_path.name if model_path else "given"
+        name = f"model {named}: {model.thieves} thieves of {model.customers} labelled"
         return Scores(scored.customers, scored.score, scored.detectors, name)
     if not labels:
         raise typer.BadParameter("--method supervised needs --labels or --model")
@@ -251,17 +252,21 @@ def rank(
     ] = None,
 ) -> None:
     """Rank every customer by theft likelihood: CSV, a table and the SOM U-matrix."""
+    from meterseal.fraud.model import load
     from meterseal.fraud.pipeline import Settings
     from meterseal.fraud.plots import plot_umatrix
     from meterseal.fraud.readers import read_labels
     from meterseal.fraud.report import decimals, hits, write_ranking
 
     method = _method(method, labels, model)
+    saved = load(model) if model is not None else None  # a bad file fails before the read
     store = _explicit(ctx, store, csv, sgcc, from_kvs)
     data, own_labels = _source(csv, sgcc, store, first_day, days, tz, from_kvs)
+    if saved is not None:
+        saved.check(data.period_days, data.slots)
     inspected = read_labels(labels) if labels else None
     analysis = _analyse(data, Settings(seed=seed))
-    scores = _scores(analysis, inspected, seed, method, model)
+    scores = _scores(analysis, inspected, seed, method, saved, model)
     explanations = write_ranking(out, data, analysis, scores)
     picture = umatrix or out.with_name(out.stem + "-umatrix.png")
     plot_umatrix(analysis.shape_map, hits(analysis), picture)
@@ -311,7 +316,8 @@ def train_model(
     known = sum(c in flags for c in data.customers)
     fitted = train(analysis.table, flags, seed=seed)
     source = str(csv or sgcc or store)
-    path = save(SavedModel(fitted, known, int(truth.sum()), source), model)
+    saved = SavedModel(fitted, known, int(truth.sum()), source, data.period_days, data.slots)
+    path = save(saved, model)
     console.print(f"model: {path} ({int(truth.sum())} thieves among {known} labelled customers)")
     console.print(f"rank with: meterseal fraud rank --model {path} --csv FILE --tz ZONE")
 
