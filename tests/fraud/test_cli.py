@@ -446,3 +446,23 @@ def test_an_sgcc_model_ranks_an_unlabelled_sgcc_file_and_refuses_quarter_hours(
     said = " ".join(refused.output.replace("│", " ").split())
     assert "trained on periods of 7 days of 7 readings, this data has days of 96" in said
     assert not (tmp_path / "no.csv").exists()
+
+
+def test_simulate_in_another_zone_says_how_to_rank_it(tmp_path: Path) -> None:
+    """`simulate --tz UTC` (docs/benchmarks.md's long-CSV run): the households and their
+    thieves live in UTC days, the command prints the --tz to rank with, and ranking in
+    that zone finds the thieves."""
+    fleet = tmp_path / "utc.csv"
+    made = invoke(["fraud", "simulate", str(fleet), "--customers", "120", "--days", "21",
+                   "--share", "0.1", "--seed", "7", "--tz", "UTC"])  # fmt: skip
+    assert made.exit_code == 0, made.output
+    said = " ".join(made.output.split())
+    assert f"meters' time zone: UTC (rank with: --csv {fleet} --tz UTC)" in said
+    out = tmp_path / "ranking.csv"
+    ranked = invoke(["fraud", "rank", "--csv", str(fleet), "--tz", "UTC", "--out", str(out),
+                     "--top", "3"])  # fmt: skip
+    assert ranked.exit_code == 0, ranked.output
+    truth = {r["customer_id"]: r["thief"] == "1" for r in csv.DictReader(
+        tmp_path.joinpath("utc-labels.csv").open())}  # fmt: skip
+    top = [r["customer_id"] for r in csv.DictReader(out.open())][:12]
+    assert sum(truth[c] for c in top) >= 9  # 12 thieves among 120
