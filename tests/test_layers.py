@@ -170,6 +170,8 @@ LAYERS: dict[str, Layer] = {
     "meterseal.jobs.records": ADAPTER,  # durable job records, one JSON file per job
     "meterseal.jobs.metrics": RUNTIME,  # the Monitor's figures as Prometheus metrics
     "meterseal.jobs.manager": SERVICE,  # submit, run, cancel, list
+    "meterseal.jobs.applications": SERVICE,  # one run of a validation, fraud, re-encode job
+    "meterseal.jobs.submission": SERVICE,  # a job as asked (input, control, site) and as seen
     "meterseal.jobs.kvs_source": SERVICE,  # the fraud job reading the KVS export
     "meterseal.jobs.reencode": SERVICE,  # a KVS bucket re-encoded through its gateway client
     "meterseal.jobs.attest": SERVICE,  # workers attest to the CAS for the job's keys (a plugin)

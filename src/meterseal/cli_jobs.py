@@ -25,10 +25,11 @@ from meterseal.cli_common import (
 from meterseal.errors import ConfigurationError
 from meterseal.jobs.control import Decision
 from meterseal.jobs.engine import local_engine
-from meterseal.jobs.manager import Control, Manager, Site, Submission, job_view
+from meterseal.jobs.manager import Manager
 from meterseal.jobs.metrics import DEFAULT_PORT, JobMetrics, serve_metrics
 from meterseal.jobs.monitor import Snapshot
 from meterseal.jobs.records import JobBook, JobRecord
+from meterseal.jobs.submission import Control, Site, Submission, job_view
 from meterseal.ui import progress_bar
 
 jobs_app = typer.Typer(help="Batch jobs with deadlines on Dask.", no_args_is_help=True)

@@ -20,9 +20,10 @@ from meterseal.accounts.model import Role
 from meterseal.jobs.engine import local_engine
 from meterseal.jobs.http_api import create_jobs_app
 from meterseal.jobs.lifecycle import JobState
-from meterseal.jobs.manager import Manager, Site
+from meterseal.jobs.manager import Manager
 from meterseal.jobs.records import JobBook
 from meterseal.jobs.service import JobRunner
+from meterseal.jobs.submission import Site
 from meterseal.runtime.http import ThreadedServer
 from tests.accounts.people import MemoryAccounts, People
 from tests.billing.on_disk import TARIFFS, bill_on_disk, month_on_disk, run

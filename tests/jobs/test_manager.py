@@ -11,10 +11,11 @@ import pytest
 from meterseal.jobs.control import Decision
 from meterseal.jobs.engine import Engine
 from meterseal.jobs.lifecycle import JobRefused, JobState
-from meterseal.jobs.manager import Control, Manager
+from meterseal.jobs.manager import Manager
 from meterseal.jobs.metrics import JobMetrics
 from meterseal.jobs.monitor import Snapshot
 from meterseal.jobs.records import JobBook, JobRecord, UnknownJob
+from meterseal.jobs.submission import Control
 from meterseal.storage import Store
 from meterseal.storage.bill_store import BillStore
 from tests.billing.conftest import Month

@@ -11,9 +11,10 @@ import pytest
 from meterseal.errors import ConfigurationError
 from meterseal.jobs.engine import Engine
 from meterseal.jobs.lifecycle import JobState
-from meterseal.jobs.manager import Control, Manager, Site, Submission, job_view
+from meterseal.jobs.manager import Manager
 from meterseal.jobs.records import JobBook
 from meterseal.jobs.reencode import ReencodeSpec, reencode_chunk
+from meterseal.jobs.submission import Control, Site, Submission, job_view
 from tests.billing.on_disk import run
 from tests.kvs.gateway_fixtures import Gateway, serve_gateway
 

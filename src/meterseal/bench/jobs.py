@@ -34,9 +34,10 @@ from meterseal.crypto.keys import write_private_key
 from meterseal.crypto.suites import ED25519
 from meterseal.jobs.control import Decision
 from meterseal.jobs.engine import local_engine
-from meterseal.jobs.manager import Control, Manager
+from meterseal.jobs.manager import Manager
 from meterseal.jobs.monitor import Snapshot
 from meterseal.jobs.records import JobBook, JobRecord
+from meterseal.jobs.submission import Control
 from meterseal.jobs.validation import AuditSpec
 from meterseal.meter.provisioning import fleet_records, provision
 from meterseal.storage import Store

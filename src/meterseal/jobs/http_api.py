@@ -24,8 +24,9 @@ from meterseal.accounts.api import add_account_routes
 from meterseal.accounts.authn import AccountAuthenticator
 from meterseal.errors import ConfigurationError
 from meterseal.jobs.lifecycle import JobRefused
-from meterseal.jobs.manager import Control, Manager, Site, Submission, job_view
+from meterseal.jobs.manager import Manager
 from meterseal.jobs.records import UnknownJob
+from meterseal.jobs.submission import Control, Site, Submission, job_view
 from meterseal.runtime.auth import AnyRole, access
 from meterseal.runtime.http import Problem, service_app
 from meterseal.runtime.refusals import Refusal, refusing
