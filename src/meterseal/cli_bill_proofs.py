@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from meterseal.cli_billing_parts import (
+    AuthorityKeyFile,
     BillingKeyFile,
     MeterCaFile,
     bill_ledger,
@@ -118,10 +119,7 @@ def verify_bill(
     ] = None,
     ca: MeterCaFile = None,
     billing_key: BillingKeyFile = None,
-    authority_key: Annotated[
-        Path | None,
-        typer.Option(help="the authority's public key (PEM; default: the deployment's)"),
-    ] = None,
+    authority_key: AuthorityKeyFile = None,
     deployment_dir: DeploymentDir = DEFAULT_DEPLOYMENT,
     store: Annotated[
         str | None, typer.Option(help="also say whether the bill is still in force (read-only)")

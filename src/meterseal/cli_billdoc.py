@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from meterseal.cli_billing_parts import BillingKeyFile, MeterCaFile
+from meterseal.cli_billing_parts import AuthorityKeyFile, BillingKeyFile, MeterCaFile
 from meterseal.cli_common import (
     DEFAULT_DEPLOYMENT,
     DEFAULT_STORE,
@@ -36,10 +36,7 @@ def bill_doc(
     pdf: Annotated[Path | None, typer.Option(help="write the PDF here")] = None,
     ca: MeterCaFile = None,
     billing_key: BillingKeyFile = None,
-    authority_key: Annotated[
-        Path | None,
-        typer.Option(help="the authority's public key, to check a countersignature (PEM)"),
-    ] = None,
+    authority_key: AuthorityKeyFile = None,
     deployment_dir: DeploymentDir = DEFAULT_DEPLOYMENT,
     store: StoreUrl = DEFAULT_STORE,
 ) -> None:

@@ -27,6 +27,13 @@ BillingKeyFile = Annotated[
     Path | None,
     typer.Option("--billing-key", help="the billing public key (PEM; default: the deployment's)"),
 ]
+AuthorityKeyFile = Annotated[
+    Path | None,
+    typer.Option(
+        help="the authority's public key, to check its countersignature (PEM; default: the "
+        "deployment's)"
+    ),
+]
 
 if TYPE_CHECKING:
     from meterseal.billing.completeness import Period
