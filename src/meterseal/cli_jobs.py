@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import os
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -70,6 +73,18 @@ MetricsPort = Annotated[
     int | None,
     typer.Option(help=f"serve the job's metrics on 127.0.0.1:PORT/metrics (e.g. {DEFAULT_PORT})"),
 ]
+Workers = Annotated[int, typer.Option(help="workers to start with")]
+Reports = Annotated[str | None, typer.Option(help="database for reports (default: --store)")]
+
+
+@dataclass(frozen=True)
+class LocalRun:
+    """How `submit` and `run` run a job here: the local cluster's workers, its metrics."""
+
+    workers: int
+    threads: bool
+    metrics_port: int | None
+    trusted_memory: float | None
 
 
 def _manager(deployment_dir: Path) -> Manager:
@@ -93,43 +108,36 @@ def _when(stamp: float | None) -> str:
     return dt.datetime.fromtimestamp(stamp, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _run(
-    boss: Manager,
-    job_id: str,
-    workers: int,
-    threads: bool,
-    metrics_port: int | None,
-    trusted_memory: float | None = None,
-) -> JobRecord:
+@contextlib.contextmanager
+def _metrics(port: int | None) -> Iterator[JobMetrics]:
+    """The jobs' metrics, served on 127.0.0.1:`port` while the block runs (None: not served)."""
+    metrics = JobMetrics()
+    if port is None:
+        yield metrics
+        return
+    server, bound = serve_metrics(metrics, port)
+    console.print(f"metrics: http://127.0.0.1:{bound}/metrics", soft_wrap=True)
+    try:
+        yield metrics
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _run(boss: Manager, job_id: str, local: LocalRun) -> JobRecord:
     """Run a job on a local cluster with a progress bar; the record as it ended."""
     record = boss.status(job_id)
-    metrics = JobMetrics()
-    server = None
-    if metrics_port is not None:
-        server, port = serve_metrics(metrics, metrics_port)
-        console.print(f"metrics: http://127.0.0.1:{port}/metrics", soft_wrap=True)
-    try:
-        return _run_on(boss, record, workers, threads, metrics, trusted_memory)
-    finally:
-        if server is not None:
-            server.shutdown()
-            server.server_close()
+    with _metrics(local.metrics_port) as metrics:
+        return _run_on(boss, record, local, metrics)
 
 
-def _run_on(
-    boss: Manager,
-    record: JobRecord,
-    workers: int,
-    threads: bool,
-    metrics: JobMetrics,
-    trusted_memory: float | None,
-) -> JobRecord:
+def _run_on(boss: Manager, record: JobRecord, local: LocalRun, metrics: JobMetrics) -> JobRecord:
     job_id = record.job_id
     cas = record.spec.get("audit", {}).get("cas")
     engine_of = local_engine(
-        workers,
-        processes=not threads,
-        trusted_memory=trusted_memory,
+        local.workers,
+        processes=not local.threads,
+        trusted_memory=local.trusted_memory,
         **_attesting(cas, Path(record.spec["audit"]["authority_key"]).parent if cas else None),
     )
     with progress_bar(console) as bar, engine_of as engine:
@@ -247,12 +255,10 @@ def submit(
     ] = None,
     min_workers: Annotated[int, typer.Option(help="fewest workers")] = 1,
     max_workers: Annotated[int, typer.Option(help="most workers")] = 2,
-    workers: Annotated[int, typer.Option(help="workers to start with")] = 1,
+    workers: Workers = 1,
     chunk: Annotated[int, typer.Option(help="bills (fraud: customers) per task")] = 50,
     interval: Annotated[float, typer.Option(help="seconds between checks at most")] = 5.0,
-    reports: Annotated[
-        str | None, typer.Option(help="database for reports (default: --store)")
-    ] = None,
+    reports: Reports = None,
     task_memory: Annotated[
         float | None,
         typer.Option(help="MiB of the workers' trusted memory each task needs (--trusted-memory)"),
@@ -305,21 +311,21 @@ def submit(
     if detach:
         console.print(f"run it: meterseal jobs run {record.job_id}", soft_wrap=True)
         return
-    _run(boss, record.job_id, workers, threads, metrics_port, trusted_memory)
+    _run(boss, record.job_id, LocalRun(workers, threads, metrics_port, trusted_memory))
     console.print(f"its status: meterseal jobs status {record.job_id}", soft_wrap=True)
 
 
 @jobs_app.command("run")
 def run(
     job_id: JobId,
-    workers: Annotated[int, typer.Option(help="workers to start with")] = 1,
+    workers: Workers = 1,
     threads: Threads = False,
     metrics_port: MetricsPort = None,
     trusted_memory: TrustedMemory = None,
     deployment_dir: DeploymentDir = DEFAULT_DEPLOYMENT,
 ) -> None:
     """Run a submitted job, or resume one a stopped Manager left running."""
-    _run(_manager(deployment_dir), job_id, workers, threads, metrics_port, trusted_memory)
+    _run(_manager(deployment_dir), job_id, LocalRun(workers, threads, metrics_port, trusted_memory))
 
 
 @jobs_app.command("status")
@@ -403,9 +409,7 @@ def serve(
     admin: Annotated[
         str, typer.Option(help="admin endpoint host:port (health, readiness, metrics) or off")
     ] = "127.0.0.1:0",
-    reports: Annotated[
-        str | None, typer.Option(help="database for reports (default: --store)")
-    ] = None,
+    reports: Reports = None,
     cas: Cas = None,
     gateway: KvsGateway = None,
     gateway_key_env: KvsKeyEnv = "MS_KVS_KEY",
@@ -435,34 +439,24 @@ def serve(
 
     address = str(parse_address(listen, 7490))  # refused before anything opens
     context = server_tls(deployment_dir, tls, client_certs, passphrase_env)
-    metrics = JobMetrics()
-    server = None
-    if metrics_port is not None:
-        server, port = serve_metrics(metrics, metrics_port)
-        console.print(f"metrics: http://127.0.0.1:{port}/metrics", soft_wrap=True)
-    boss = _manager(deployment_dir)
-    engine = functools.partial(
-        local_engine,
-        workers,
-        processes=not threads,
-        trusted_memory=trusted_memory,
-        **_attesting(cas, deployment_dir),
-    )
-    runner = JobRunner(boss, engine, metrics)
-    try:
-        with Store.open(store) as accounts:
-            signer = TokenSigner(token_key(deployment_dir, passphrase(passphrase_env)))
-            authenticator = AccountAuthenticator(AccountStore(accounts), signer)
-            site = Site(
-                store, deployment_dir, passphrase_env, reports, cas, gateway, gateway_key_env
-            )
-            app = create_jobs_app(boss, site, authenticator, runner.wake)
-            http = HttpAppService("jobs", app, address, 7490, context)
-            stage = JobsStage(http, runner)
-            asyncio.run(serve_stage(stage, admin=None if admin == "off" else admin))
-    except OSError as exc:
-        raise ConfigurationError(f"cannot listen on {listen}: {exc}") from exc
-    finally:
-        if server is not None:
-            server.shutdown()
-            server.server_close()
+    site = Site(store, deployment_dir, passphrase_env, reports, cas, gateway, gateway_key_env)
+    with _metrics(metrics_port) as metrics:
+        boss = _manager(deployment_dir)
+        engine = functools.partial(
+            local_engine,
+            workers,
+            processes=not threads,
+            trusted_memory=trusted_memory,
+            **_attesting(cas, deployment_dir),
+        )
+        runner = JobRunner(boss, engine, metrics)
+        try:
+            with Store.open(store) as accounts:
+                signer = TokenSigner(token_key(deployment_dir, passphrase(passphrase_env)))
+                authenticator = AccountAuthenticator(AccountStore(accounts), signer)
+                app = create_jobs_app(boss, site, authenticator, runner.wake)
+                http = HttpAppService("jobs", app, address, 7490, context)
+                stage = JobsStage(http, runner)
+                asyncio.run(serve_stage(stage, admin=None if admin == "off" else admin))
+        except OSError as exc:
+            raise ConfigurationError(f"cannot listen on {listen}: {exc}") from exc
