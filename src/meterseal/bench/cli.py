@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
 from meterseal.cli_common import AUTO_OPEN_WORKERS, SUITE_HELP, console
 from meterseal.crypto.suites import suite_named
 from meterseal.services.cli import NatsUrl
-from meterseal.ui import print_table, print_written
+from meterseal.ui import TextTable, print_table, print_written
 
 bench_app = typer.Typer(
     help="Reproducible experiments (tables, plots, docs/benchmarks.md).", no_args_is_help=True
@@ -27,10 +29,29 @@ PlotDir = Annotated[
 ]
 
 
+OpenWorkers = Annotated[int, typer.Option(help="processes opening packets")]
+INGEST_OPEN_WORKERS = max(AUTO_OPEN_WORKERS, 1)  # at least one, however few cores
+
+
 def plot_dir(out: Path | None) -> Path:
     """Where a bench writes its plots: `--out`, else the per-user cache, never the checkout."""
     cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return out if out is not None else Path(cache) / "meterseal" / "bench"
+
+
+def _report(
+    tables: Iterable[TextTable], draw: Callable[[Path], Path], out: Path | None, name: str
+) -> None:
+    """Print a bench's tables, then draw its plot bench-`name`.png and say where it went."""
+    for table in tables:
+        print_table(console, table)
+    print_written(console, "plot", draw(plot_dir(out) / f"bench-{name}.png"))
+
+
+def _failed(why: str) -> NoReturn:
+    """A bench whose verdict failed: say why, exit 1."""
+    console.print(f"[red]error:[/red] {why}")
+    raise typer.Exit(code=1)
 
 
 @bench_app.command("connections")
@@ -43,7 +64,7 @@ def bench_connections(
     readings: Annotated[int, typer.Option(help="sealed readings each meter sends")] = 1,
     store: Annotated[str, typer.Option(help="sqlite or postgres (at MS_POSTGRES_URL)")] = "sqlite",
     upstreams: Annotated[int, typer.Option(help="head-end connections per relay")] = 8,
-    open_workers: Annotated[int, typer.Option(help="processes opening packets")] = 1,
+    open_workers: OpenWorkers = 1,
     out: PlotDir = None,
 ) -> None:
     """Meters connected at once over TCP through relay processes; exits 1 unless zero errors."""
@@ -58,12 +79,9 @@ def bench_connections(
     plan = ConnectionsPlan(meters, relays, senders, readings, store, upstreams, open_workers)
     result = run_connections(console, plan)
     table = result_table([result], Machine.probe(None))
-    print_table(console, table)
-    plot = plot_connections(result, plot_dir(out) / "bench-connections.png")
-    print_written(console, "plot", plot)
+    _report([table], functools.partial(plot_connections, result), out, "connections")
     if not result.ok:
-        console.print(f"[red]error:[/red] not zero errors: {dict(+result.errors)}")
-        raise typer.Exit(code=1)
+        _failed(f"not zero errors: {dict(+result.errors)}")
 
 
 @bench_app.command("crypto")
@@ -86,9 +104,7 @@ def bench_ingest(
     ] = "tcp",
     meters: Annotated[int, typer.Option(help="meters (the paper suite uses an eighth)")] = 1000,
     readings: Annotated[int, typer.Option(help="readings per meter")] = 24,
-    open_workers: Annotated[int, typer.Option(help="processes opening packets")] = max(
-        AUTO_OPEN_WORKERS, 1
-    ),
+    open_workers: OpenWorkers = INGEST_OPEN_WORKERS,
     out: PlotDir = None,
 ) -> None:
     """Packets/s from sent to durable per suite and store, beside the open-only bound."""
@@ -112,8 +128,7 @@ def bench_ingest(
                 )
             )
     table = result_table(results, Machine.probe(None))
-    print_table(console, table)
-    print_written(console, "plot", plot_ingest(results, plot_dir(out) / "bench-ingest.png"))
+    _report([table], functools.partial(plot_ingest, results), out, "ingest")
 
 
 @bench_app.command("trusted-overhead")
@@ -152,9 +167,8 @@ def bench_deployments(
         scale_intervals, nats,
     )  # fmt: skip
     bench = run_deployments(console, plan)
-    for table in (mode_table(bench), scaling_table(bench)):
-        print_table(console, table)
-    print_written(console, "plot", plot_deployments(bench, plot_dir(out) / "bench-deployments.png"))
+    tables = (mode_table(bench), scaling_table(bench))
+    _report(tables, functools.partial(plot_deployments, bench), out, "deployments")
 
 
 @bench_app.command("billing")
@@ -190,12 +204,10 @@ def bench_billing(
         )
     except (KeyError, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from exc
-    for table in (bill_table(bench), audit_table(bench)):
-        print_table(console, table)
-    print_written(console, "plot", plot_billing(bench, plot_dir(out) / "bench-billing.png"))
+    tables = (bill_table(bench), audit_table(bench))
+    _report(tables, functools.partial(plot_billing, bench), out, "billing")
     if bench.findings:
-        console.print(f"[red]error:[/red] the audits found {bench.findings} discrepancies")
-        raise typer.Exit(code=1)
+        _failed(f"the audits found {bench.findings} discrepancies")
 
 
 @bench_app.command("integrity")
@@ -224,8 +236,7 @@ def bench_integrity(
         measure_seconds=measure_seconds,
     )
     table = result_table(bench, Machine.probe(None))
-    print_table(console, table)
-    print_written(console, "plot", plot_integrity(bench, plot_dir(out) / "bench-integrity.png"))
+    _report([table], functools.partial(plot_integrity, bench), out, "integrity")
     if not bench.ok:
         raise typer.Exit(code=1)
 
@@ -263,11 +274,10 @@ def bench_dissemination(
         subscriptions=subscriptions, runs=runs, paillier_bits=paillier_bits,
     )  # fmt: skip
     bench = run_dissemination(console, plan)
-    tables = (latency_table, rate_table, inprocess_table, aggregation_table)
-    for table in (make(bench) for make in tables):
-        print_table(console, table)
-    plot = plot_dissemination(bench, plot_dir(out) / "bench-dissemination.png")
-    print_written(console, "plot", plot)
+    tables = (
+        make(bench) for make in (latency_table, rate_table, inprocess_table, aggregation_table)
+    )
+    _report(tables, functools.partial(plot_dissemination, bench), out, "dissemination")
 
 
 @bench_app.command("fraud")
@@ -339,8 +349,7 @@ def bench_kvs(
     plan = dataclasses.replace(plan, nodes=nodes, nats=nats)
     result = run_bench(console, plan, plot_dir(out), work)
     if not correct(result):
-        console.print("[red]error:[/red] a correctness verdict failed (see the tables)")
-        raise typer.Exit(code=1)
+        _failed("a correctness verdict failed (see the tables)")
 
 
 @bench_app.command("cascadb")
@@ -362,8 +371,7 @@ def bench_cascadb(
     plan = dataclasses.replace(plan, postgres=os.environ.get("MS_POSTGRES_URL"))
     bench = run_bench(console, plan, plot_dir(out))
     if not bench.agreed:
-        console.print("[red]error:[/red] the systems' answers differ (see the table)")
-        raise typer.Exit(code=1)
+        _failed("the systems' answers differ (see the table)")
 
 
 @bench_app.command("jobs")
@@ -394,9 +402,8 @@ def bench_jobs(
         interval=interval,
         processes=not threads,
     )
-    for table in (throughput_table(bench), deadline_table(bench)):
-        print_table(console, table)
-    print_written(console, "plot", plot_jobs(bench, plot_dir(out) / "bench-jobs.png"))
+    tables = (throughput_table(bench), deadline_table(bench))
+    _report(tables, functools.partial(plot_jobs, bench), out, "jobs")
 
 
 @bench_app.command("agent")
@@ -427,5 +434,5 @@ def bench_agent(
             protocols=protocol or list(PROTOCOLS),
             where=Path(where),
         )
-    print_table(console, agent_table(runs, Machine.probe(None).line()))
-    print_written(console, "plot", plot_agent(runs, plot_dir(out) / "bench-agent.png"))
+    table = agent_table(runs, Machine.probe(None).line())
+    _report([table], functools.partial(plot_agent, runs), out, "agent")
