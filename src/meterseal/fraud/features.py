@@ -30,8 +30,9 @@ weekend, a public holiday or a cold snap is not a step:
   the customer's own week-to-week wander; the smaller of the two ramps' t counts (a
   season that takes the heating or the lighting away lowers one of them, not both);
   base_drift: the standby load's ramp alone (a drift the busiest hour hides, weaker);
-* bypass: a window of hours loses most of its share of the day while the rest of the
-  day keeps its energy (`bypass`: a partial-day bypass).
+* bypass: a block of 3 to 8 hours of the customer's own hour-of-day profile loses most
+  of its energy from a split day on while the day's other hours hold (`bypass`: a
+  partial-day bypass).
 
 The level features (scale_drop, level_drop, base_drop) lose the t of any lasting rise
 within the days after their onset (`rebound`): a theft stays, a household back from a
@@ -251,9 +252,7 @@ def features(customers: tuple[str, ...], d: Daily, regions: Sequence[str] | None
     both = np.minimum(ramp.t, peak.t)  # every reading scaled: base and peak ramp alike
     steps["drift"] = changepoint.Step(np.where(grows, both, 0.0), ramp.onset, ramp.delta)
     steps["base_drift"] = changepoint.Step(np.where(grows, ramp.t, 0.0), ramp.onset, ramp.delta)
-    window = bypass.window_drop(
-        wide(d.hours), np.isnan(wide(d.total)), lambda y, onset: kept(y, onset)
-    )
+    window = bypass.profile_drop(wide(d.hours), np.isnan(wide(d.total)))
     # A window read as zero is a zeroed window (its own detector names it), whatever else.
     steps["bypass"] = changepoint.Step(np.where(grows, window.t, 0.0), window.onset, window.delta)
     for name in LEVEL:
