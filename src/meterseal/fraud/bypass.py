@@ -24,7 +24,7 @@ LENGTHS = (3, 4, 5, 6, 7, 8)  # hours: every window length the test tries
 MARGIN = 0.7  # log units: a window losing under half its energy is not evidence
 FLOOR = 0.1  # log units: the least spread of a profile's hourly changes
 EPS = 0.05  # an hour's energy is compared with this share of the customer's typical hour added
-REST_SCALE = 1.0  # log units: a rest of the day that gained this much kept nothing
+REST_SCALE = 0.7  # log units: a rest of the day that gained this much kept nothing
 MIN_HALF = 3  # present days in each half of the days after a split
 T_PER_Z = 4.0  # the z in the t-like units of the other features (chosen on uci-tuning)
 MAD_TO_SD = 1.4826
@@ -100,7 +100,9 @@ def _profile_block(hours: F64, missing: npt.NDArray[np.bool_]) -> changepoint.St
     z_all = np.where(drop > 0, drop * kept, drop) / spread[..., None]
     pick = np.argmax(z_all, axis=-1)
     z = np.take_along_axis(z_all, pick[..., None], -1)[..., 0]
-    size = np.take_along_axis(np.minimum(centre, 0.0)[..., None] - inside, pick[..., None], -1)[..., 0]
+    size = np.take_along_axis(np.minimum(centre, 0.0)[..., None] - inside, pick[..., None], -1)[
+        ..., 0
+    ]
     ok = (n_before >= changepoint.MIN_BEFORE) & (n_first >= MIN_HALF) & (n_second >= MIN_HALF)
     z = np.where(ok, z, -np.inf)
     best = np.argmax(z, axis=1)

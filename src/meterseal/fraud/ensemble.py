@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from meterseal.fraud.data import FraudDataError
-from meterseal.fraud.features import NAMES, FeatureTable
+from meterseal.fraud.features import NAMES, ZERO_EVIDENCE, FeatureTable
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -66,6 +66,10 @@ def detector_scores(table: FeatureTable) -> F64:
     for j, det in enumerate(DETECTORS):
         cols = [NAMES.index(n) for n in det.features]
         out[:, j] = values[:, cols].sum(1) / np.sqrt(len(cols))
+    # A window read as zero is a zeroed window: the bypass detector's standby-load
+    # evidence must not speak for it (its own detector names it).
+    zeroed = raw[:, NAMES.index("zero_rise")] >= ZERO_EVIDENCE
+    out[zeroed, PATTERNS.index("partial-day bypass")] = 0.0
     return out
 
 
