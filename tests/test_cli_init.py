@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from meterseal.bench.served import Served
+from meterseal.cascadb.service_trust import CASCADB_STAGE, bucket_secret
 from meterseal.crypto.at_rest import is_encrypted
 from meterseal.dissemination.service import (
     AGGREGATOR_SECRETS,
@@ -43,6 +44,7 @@ WANTED = {
     ROUTER_STAGE: tuple(ROUTER_SECRETS),
     AGGREGATOR_STAGE: tuple(AGGREGATOR_SECRETS),
     KVS_STAGE: (MASTER_SECRET,),
+    CASCADB_STAGE: ("tls/cascadb", bucket_secret("cascadb")),
 }
 
 
@@ -94,6 +96,7 @@ def test_init_prints_what_it_made_and_the_next_commands(deployment: tuple[Path, 
         "meterseal meters register fleet-p256.cbor",
         "meterseal serve --mode trusted",
         "meterseal kvs serve",
+        "meterseal cascadb serve",
     ):
         assert f" {command} " in f"{text} "
     config = tomllib.loads((directory / "meterseal.toml").read_text())
@@ -199,6 +202,7 @@ def test_with_a_host_the_cas_serves_tls_and_each_stage_gets_its_tls_key(
     assert tomllib.loads(config_file.read_text())["kvs"]["url"] == "https://127.0.0.1:7470"
     assert f"{text} ".count(" meterseal kvs serve --tls ") == 1
     assert "secret tls/kvs-gateway v1" in text
+    assert "secret tls/cascadb v1" in text
     assert is_encrypted((directory / "ca.key.pem").read_bytes())  # MS_PASSPHRASE: at rest
     assert is_encrypted((directory / "tls" / "cas.key.pem").read_bytes())
     config = ["--config", str(config_file)]

@@ -1,8 +1,10 @@
-"""`meterseal init DIR`: a new deployment, ready for `cas serve` and `serve --mode trusted`.
+"""`meterseal init DIR`: a new deployment, ready for `cas serve`, `serve --mode trusted`,
+`kvs serve` and `cascadb serve`.
 
 Keys, CAS state, the secrets and policies of every trusted stage (the three of
-`serve --mode trusted` and the dissemination router and aggregator), TLS when hosts are
-given, and DIR/meterseal.toml. Prints what it created and the commands to run next.
+`serve --mode trusted`, the dissemination router and aggregator, the KVS gateway and CascaDB),
+TLS when hosts are given, and DIR/meterseal.toml. Prints what it created and the commands to
+run next.
 """
 
 from __future__ import annotations
@@ -143,6 +145,29 @@ def _kvs_gateway(hosts: list[str]) -> Callable[[Cas, InitReport], None]:
     return provision
 
 
+def _cascadb(hosts: list[str]) -> Callable[[Cas, InitReport], None]:
+    """CascaDB's bucket key (`cascadb`), TLS identity for `hosts` and rule, with init's CAS."""
+
+    def provision(cas: Cas, report: InitReport) -> None:
+        from meterseal.cascadb.service_trust import provision_cascadb
+        from meterseal.services.trusted_setup import issue_worker_tls
+
+        keys = report.deployment
+        assert keys is not None  # bootstrap made or loaded it before the extras run
+        done = provision_cascadb(
+            cas,
+            os.urandom,
+            buckets=["cascadb"],
+            issue_tls=lambda c, stage: issue_worker_tls(c, keys.ca_key, keys.ca_cert, stage, hosts),
+            hosts=hosts,
+        )
+        for name, found in done.secrets.items():
+            report.secrets.setdefault(name, found)
+        report.policies["cascadb"] = (done.measurement.hex, done.names)
+
+    return provision
+
+
 def init(
     directory: Annotated[Path, typer.Argument(help="the new deployment's directory")],
     init_store: Annotated[
@@ -225,6 +250,8 @@ def init(
     options = InitOptions(ca_name, secret, tuple(host or ()), force)
     extra = [("dissemination", _dissemination(directory, secret))] if dissemination else []
     extra.append(("KVS gateway", _kvs_gateway(host or [])))
+    # CascaDB serves only TLS: without --host, for this machine (its listeners' default).
+    extra.append(("CascaDB", _cascadb(host or ["localhost", "127.0.0.1"])))
     steps = 4 + len(extra)
     with progress_bar(console) as bar:
         task = bar.add_task("meterseal init", total=steps)
@@ -292,5 +319,6 @@ def _print(report: InitReport, directory: Path, listen: Address, hosts: list[str
         f"meterseal serve --mode trusted{worker_tls}",
         "meterseal simulate --days 1",
         f"meterseal kvs serve{' --tls' if hosts else ''}",
+        "meterseal cascadb serve",
     ):
         console.print(f"  {line}", soft_wrap=True, highlight=False)

@@ -122,7 +122,7 @@ def test_the_documented_server_commands_run_as_written(tmp_path: Path) -> None:
         assert answer == {
             "command": "SELECT",
             "columns": ["ts", "kwh"],
-            "rows": [[1, "0.25"], [2, "0.5"]],
+            "rows": [[1, "0.250"], [2, "0.500"]],  # NUMERIC(10, 3): its scale
             "rowcount": -1,
         }
         cascadb = served[-1]

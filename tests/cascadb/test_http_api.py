@@ -57,7 +57,7 @@ def test_sql_in_json_rows_out() -> None:
     assert answer.json() == {
         "command": "SELECT",
         "columns": ["ts", "kwh", "raw"],
-        "rows": [[1, "1.125", None], [2, "0.25", None]],
+        "rows": [[1, "1.125", None], [2, "0.250", None]],  # DECIMAL(8, 3): its scale
         "rowcount": -1,
     }
 

@@ -106,3 +106,11 @@ def test_naive_timestamps_are_utc() -> None:
     naive = dt.datetime(2026, 12, 6, 18, 0)
     assert encode_value(naive) == encode_value(naive.replace(tzinfo=dt.UTC))
     assert decode_key(encode_value(naive))[0] == [naive.replace(tzinfo=dt.UTC)]
+
+
+@pytest.mark.parametrize("text", ["100", "-2500", "0.05", "123.45"])
+def test_a_decimal_key_reads_back_in_plain_notation(text: str) -> None:
+    # The key keeps no trailing zeros: 100 must not come back as 1E+2.
+    decoded = decode_key(encode_value(Decimal(text)))[0][0]
+    assert isinstance(decoded, Decimal)
+    assert str(decoded) == text

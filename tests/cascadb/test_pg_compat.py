@@ -9,6 +9,7 @@ reads from ReadyForQuery, and rows as text (so a numeric's scale counts: 1.2 is 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -188,4 +189,58 @@ def test_a_parent_row_named_by_a_child_is_kept(dsn: str) -> None:
         "DROP TABLE",
         "DROP TABLE",
         "42P01",
+    ]
+
+
+def test_numeric_columns_round_to_their_scale_and_refuse_overflow(dsn: str) -> None:
+    steps: list[Step] = [
+        "CREATE TABLE d(k NUMERIC(6, 2) PRIMARY KEY, v NUMERIC(10, 3), w DECIMAL(5, 2), "
+        "n NUMERIC(4), u NUMERIC)",
+        "INSERT INTO d VALUES (1.5, 1.23456, 2.345, 12.5, 1.5)",  # half away from zero
+        "INSERT INTO d VALUES (2, -1.2345, -2.345, -12.5, 2)",
+        (
+            "INSERT INTO d VALUES (%s, %s, %s, %s, %s)",
+            (Decimal("3.14159"), "7", 1, 0, Decimal("0.50")),
+        ),
+        "INSERT INTO d VALUES (4, 0, 999.995, 0, 0)",  # rounds to 1000.00: five digits
+        "INSERT INTO d VALUES (4, 0, 12345.6, 0, 0)",
+        "INSERT INTO d VALUES (4, 0, 0, 99999, 0)",
+        "INSERT INTO d VALUES (4, 0, -999.994, 9999.4, 100)",
+        "SELECT k, v, w, n, u FROM d ORDER BY k",
+        "SELECT v FROM d WHERE k = 1.5",
+        ("SELECT k FROM d WHERE k = %s", (Decimal("3.14"),)),
+        "SELECT k FROM d WHERE k BETWEEN 1 AND 2.5 ORDER BY k",
+        "UPDATE d SET v = v / 3 WHERE k = 2",
+        "UPDATE d SET w = w * 1000 WHERE k = 2",
+        "SELECT v, u * 4 FROM d WHERE k = 2",
+        "SELECT SUM(v), SUM(w), MIN(k), MAX(n) FROM d",
+        "SELECT CAST(2.5 AS NUMERIC(5, 2)), CAST(1.005 AS DECIMAL(4, 2))",
+        "SELECT CAST(123.4 AS NUMERIC(3, 1))",
+    ]
+    assert transcript(dsn, steps) == [
+        ("CREATE TABLE", IDLE),
+        ("INSERT 0 1", IDLE),
+        ("INSERT 0 1", IDLE),
+        ("INSERT 0 1", IDLE),
+        ("22003", IDLE),
+        ("22003", IDLE),
+        ("22003", IDLE),
+        ("INSERT 0 1", IDLE),
+        (
+            "SELECT 4",
+            IDLE,
+            "1.50,1.235,2.35,13,1.5",
+            "2.00,-1.235,-2.35,-13,2",
+            "3.14,7.000,1.00,0,0.50",
+            "4.00,0.000,-999.99,9999,100",
+        ),
+        ("SELECT 1", IDLE, "1.235"),
+        ("SELECT 1", IDLE, "3.14"),
+        ("SELECT 2", IDLE, "1.50", "2.00"),
+        ("UPDATE 1", IDLE),
+        ("22003", IDLE),
+        ("SELECT 1", IDLE, "-0.412,8"),
+        ("SELECT 1", IDLE, "7.823,-998.99,1.50,9999"),
+        ("SELECT 1", IDLE, "2.50,1.01"),
+        ("22003", IDLE),
     ]

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from functools import cached_property
 from typing import Any
 
 import cbor2
@@ -18,6 +20,7 @@ import cbor2
 from meterseal.cascadb.errors import InternalError, UndefinedColumn, UndefinedTable
 from meterseal.cascadb.keys import Value, decode_key, key_of, table_prefix
 from meterseal.cascadb.kv import OrderedKv
+from meterseal.cascadb.values import DECIMAL, decimal_typmod
 
 PRIMARY = 1  # the index id of a table's rows
 _DICTIONARY, _TABLES, _LAST_TABLE, _LAST_ROWID = 0, 1, 2, 3
@@ -108,12 +111,27 @@ class Table:
         row: list[Value] = [None] * len(self.columns)
         for position, found in zip(self.primary, keyed, strict=True):
             row[position] = found
+        for position, exponent in self._key_scales:
+            found = row[position]
+            if isinstance(found, Decimal):  # the key keeps no trailing zeros: the scale back
+                row[position] = found.quantize(exponent)
         others = iter(rest)
         primary = set(self.primary)
         for i in range(len(row)):
             if i not in primary:
                 row[i] = next(others)
         return tuple(row)
+
+    @cached_property
+    def _key_scales(self) -> list[tuple[int, Decimal]]:
+        """(position, 10^-scale) of each key column declared DECIMAL(p, s)."""
+        scales = []
+        for position in self.primary:
+            column = self.columns[position]
+            typmod = decimal_typmod(column.declared) if column.affinity == DECIMAL else None
+            if typmod is not None:
+                scales.append((position, Decimal(1).scaleb(-typmod[1])))
+        return scales
 
     def key_suffix_of_index_entry(self, index: Index, key: bytes) -> bytes:
         """The row key that an entry of `index` points at."""

@@ -203,9 +203,13 @@ def _check_unique(table: Table, index: Index, row: Sequence[Value], kv: OrderedK
 
 
 def _complete(table: Table, row: list[Value]) -> tuple[Value, ...]:
-    """`row` with affinities applied and NOT NULL checked."""
+    """`row` with affinities applied (DECIMAL(p, s) rounded to its scale) and NOT NULL
+    checked."""
     for i, column in enumerate(table.columns):
         row[i] = sv.apply_affinity(row[i], column.affinity)
+        typmod = sv.decimal_typmod(column.declared) if column.affinity == sv.DECIMAL else None
+        if typmod is not None:
+            row[i] = sv.fit_decimal(row[i], typmod)
         # An INTEGER PRIMARY KEY left NULL is numbered next (`_numbered`), NOT NULL or not.
         if (
             row[i] is None

@@ -416,7 +416,9 @@ class Compiler:
 
     def _cast(self, node: exp.Cast) -> Fn:
         inner = self.compile(node.this)
-        target = node.to.sql(dialect="sqlite")
+        target = node.to.sql()  # DECIMAL(p, s) as written: SQLite's spelling is REAL(p, s)
+        if sv.affinity_of(target) != sv.DECIMAL:
+            target = node.to.sql(dialect="sqlite")
         return lambda row, ctx: sv.cast(inner(row, ctx), target)
 
     def _aggregate(self, node: exp.Expression) -> Fn:

@@ -60,7 +60,7 @@ class Answer(BaseModel):
 
 def _json(value: Any) -> Any:
     if isinstance(value, Decimal):
-        return str(value)
+        return format(value, "f") if value.is_finite() else str(value)  # no exponent
     if isinstance(value, bytes):
         return "\\x" + value.hex()
     if isinstance(value, dt.datetime):

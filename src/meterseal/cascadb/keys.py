@@ -169,6 +169,9 @@ def _typed(number: Decimal, kind: int) -> Value:
         return int(number)
     if kind == _FLOAT:
         return float(number)
+    exponent = number.as_tuple().exponent
+    if isinstance(exponent, int) and exponent > 0:
+        return Decimal(int(number))  # 100, not 1E+2 (the key keeps no trailing zeros)
     return number
 
 

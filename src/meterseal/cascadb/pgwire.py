@@ -82,6 +82,8 @@ def _text(value: Any) -> bytes:
     if isinstance(value, dt.datetime):
         stamp = value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
         return stamp.isoformat(sep=" ").encode()
+    if isinstance(value, Decimal) and value.is_finite():
+        return format(value, "f").encode()  # numeric's text never has an exponent
     return str(value).encode()
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Context, Decimal
 from typing import Any
 
+from meterseal.cascadb.errors import DataError, NumericOverflow
 from meterseal.cascadb.keys import Value
 
 Number = int | float | Decimal
@@ -132,15 +134,51 @@ def apply_affinity(value: Any, affinity: str) -> Value:
 
 
 def _decimal(value: Any) -> Value:
-    """A DECIMAL column's value: integers stay, other numbers and numeric text become Decimal."""
+    """A DECIMAL column's value: every number and numeric text a Decimal (integers too, so a
+    key holds one number type and `7 / 2` is 3.5, as in PostgreSQL's numeric)."""
     if isinstance(value, float):
         return Decimal(repr(value)) if value == value and abs(value) != float("inf") else value
+    if isinstance(value, int):
+        return Decimal(value)
     if isinstance(value, str):
-        parsed = parse_number(value)
-        if parsed is None:
-            return value
-        return parsed if isinstance(parsed, int) else Decimal(value.strip())
+        return value if parse_number(value) is None else Decimal(value.strip())
     return value  # type: ignore[no-any-return]
+
+
+_TYPMOD = re.compile(r"\s*(?:DECIMAL|NUMERIC)\s*\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\)\s*$", re.I)
+
+
+@functools.cache
+def decimal_typmod(declared: str) -> tuple[int, int] | None:
+    """(precision, scale) of DECIMAL(p, s) or NUMERIC(p) (scale 0); None without them."""
+    match = _TYPMOD.match(declared)
+    if match is None:
+        return None
+    return int(match.group(1)), int(match.group(2) or 0)
+
+
+def fit_decimal(value: Value, typmod: tuple[int, int]) -> Value:
+    """`value` (a DECIMAL column's) rounded to the scale, half away from zero, as PostgreSQL
+    stores it in numeric(p, s); NumericOverflow when more integer digits than p - s."""
+    if value is None:
+        return None
+    precision, scale = typmod
+    if not isinstance(value, Decimal) or not value.is_finite():
+        raise DataError(f"invalid input syntax for type numeric({precision}, {scale}): {value!r}")
+    limit = precision - scale  # integer digits allowed
+    overflow = NumericOverflow(
+        f"numeric field overflow: a field with precision {precision}, scale {scale} must "
+        f"round to an absolute value less than 10^{limit}"
+    )
+    if not value.is_zero() and value.adjusted() >= limit:
+        raise overflow
+    # The result has at most precision + 1 digits (a carry): an exact context for that.
+    fitted = value.quantize(
+        Decimal(1).scaleb(-scale), rounding=ROUND_HALF_UP, context=Context(prec=precision + 2)
+    )
+    if not fitted.is_zero() and fitted.adjusted() >= limit:
+        raise overflow
+    return fitted
 
 
 def text_of(value: Any) -> str:
@@ -309,6 +347,9 @@ def cast(value: Any, target: str) -> Value:
         return number
     if affinity == BLOB:
         return value if isinstance(value, bytes) else text_of(value).encode()
+    typmod = decimal_typmod(target) if affinity == DECIMAL else None
+    if typmod is not None:  # CAST(x AS NUMERIC(p, s)) rounds as a column of it stores
+        return fit_decimal(apply_affinity(value, affinity), typmod)
     return apply_affinity(value, affinity)
 
 
