@@ -70,6 +70,7 @@ LAYERS: dict[str, Layer] = {
     "meterseal.api": INTERFACE,  # the Python API for programs: a facade over the core and key files
     "meterseal.runtime": RUNTIME,
     "meterseal.runtime.refusals": RUNTIME,  # an API's threaded call, its errors as problems
+    "meterseal.runtime.durable": RUNTIME,  # files written whole and synced with their directory
     # Reads one file and the environment (I/O, so not core); every layer above may read settings.
     "meterseal.config": RUNTIME,
     "meterseal.config.cli": INTERFACE,

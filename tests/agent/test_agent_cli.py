@@ -2,58 +2,13 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from meterseal.crypto.suites import P256
-from meterseal.demo import register
-from meterseal.deployment import init_deployment
-from meterseal.meter.provisioning import provision, save_fleet
 from meterseal.storage import Store
+from tests.agent.served import METERS, TWO_READ, agent_run, emulated_and_served
 from tests.command_line import invoke
-
-METERS = 3  # the last one times out
-
-
-def _start(args: list[str], ready: str, count: int = 1) -> tuple[subprocess.Popen[str], list[str]]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "meterseal", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=os.environ.copy(),
-    )
-    assert process.stdout is not None
-    lines = []
-    for line in process.stdout:
-        if line.startswith(ready):
-            lines.append(line.split())
-            if len(lines) == count:
-                return process, [" ".join(words) for words in lines]
-    raise AssertionError(f"meterseal {args[0]} did not start (exit {process.wait()})")
-
-
-def _stop(process: subprocess.Popen[str]) -> None:
-    process.terminate()
-    process.wait(30)
-
-
-@pytest.fixture
-def site(tmp_path: Path) -> tuple[Path, str]:
-    """A deployment with three p256 meters registered in a SQLite store."""
-    now = dt.datetime.now(dt.UTC)
-    deployment = init_deployment(tmp_path / "deployment", now=now)
-    meters = provision(deployment.ca_key, deployment.ca_cert, METERS, P256, now=now, workers=1)
-    save_fleet(tmp_path / "deployment" / "fleet-p256.cbor", meters, None)
-    url = f"sqlite:///{tmp_path / 'meterseal.db'}"
-    with Store.open(url) as store:
-        register(store, deployment, meters)
-    return tmp_path / "deployment", url
 
 
 @pytest.mark.slow
@@ -65,55 +20,28 @@ def test_the_agent_reads_emulated_meters_into_a_serving_head_end(
     meter_list = tmp_path / "meters.txt"
     keys = tmp_path / "link-keys"
     variant = ["--sealed", str(keys)] if sealed else []
-    emulator, meters = _start(
-        [
-            "agent",
-            "emulate",
-            "--meters",
-            str(METERS),
-            "--faults",
-            "timeout",
-            "--write-meters",
-            str(meter_list),
-            *variant,
-        ],
-        "meter ",
-        METERS,
-    )
+    emulate = ["emulate", "--meters", str(METERS), "--faults", "timeout",
+               "--write-meters", str(meter_list), *variant]  # fmt: skip
     protocol = ["--protocol", "nbr14522-sealed", "--link-keys", str(keys)] if sealed else []
-    headend, (endpoint,) = _start(
-        ["serve", "-d", str(deployment), "--store", url, "--tcp", "127.0.0.1:0"], "listening tcp "
-    )
-    try:
-        assert meters[0].startswith("meter MTR-000001 20000001 127.0.0.1:")
-        assert meters[-1].endswith("fault timeout")
-        result = invoke(
-            [
-                "agent",
-                "run",
-                "-d",
-                str(deployment),
-                "--meters-file",
-                str(meter_list),
-                "--target",
-                endpoint.split()[2],
-                "--days",
-                "1",
-                "--timeout",
-                # The sealed link has no WAIT signal: a meter's first answer (the load model's
-                # first month in a fresh process) must come within the timeout itself.
-                "8" if sealed else "1",
-                "--attempts",
-                "1",
-                *protocol,
-            ]
+    with emulated_and_served(deployment, url, emulate, METERS) as served:
+        assert served.meters[0].startswith("meter MTR-000001 20000001 127.0.0.1:")
+        assert served.meters[-1].endswith("fault timeout")
+        # The sealed link has no WAIT signal: a meter's first answer (the load model's first
+        # month in a fresh process) must come within the timeout itself.
+        timeout = "8" if sealed else "1"
+        result = agent_run(
+            deployment,
+            meter_list,
+            served.target,
+            "--timeout",
+            timeout,
+            "--attempts",
+            "1",
+            *protocol,
         )
-    finally:
-        _stop(headend)
-        _stop(emulator)
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
-    assert "meters read 2, readings sealed 192, accepted 192" in text
+    assert TWO_READ in text
     assert "skipped: timeout 1" in text
     assert "MTR-000003 (20000003): meter 20000003" in text
     assert "bill this period with: meterseal bill --from" in text
@@ -160,23 +88,15 @@ def test_the_agent_reads_one_meter_named_on_the_command_line_through_its_serial_
     # docs/meters.md: `agent run --address DEVICE --serial S --meter-id ID --tz ZONE`
     deployment, url = site
     zone = "America/Sao_Paulo"
-    emulator, (meter,) = _start(
-        ["agent", "emulate", "--pty", "--meters", "1", "--tz", zone], "meter "
-    )
-    headend, (endpoint,) = _start(
-        ["serve", "-d", str(deployment), "--store", url, "--tcp", "127.0.0.1:0"], "listening tcp "
-    )
-    try:
-        _, meter_id, serial, device, *_ = meter.split()
+    emulate = ["emulate", "--pty", "--meters", "1", "--tz", zone]
+    with emulated_and_served(deployment, url, emulate) as served:
+        _, meter_id, serial, device, *_ = served.meters[0].split()
         assert device.startswith("/dev/")
         result = invoke(
             ["agent", "run", "-d", str(deployment), "--address", device, "--serial", serial,
-             "--meter-id", meter_id, "--tz", zone, "--target", endpoint.split()[2],
+             "--meter-id", meter_id, "--tz", zone, "--target", served.target,
              "--days", "1", "--timeout", "8"]
         )  # fmt: skip
-    finally:
-        _stop(headend)
-        _stop(emulator)
     assert result.exit_code == 0, result.output
     assert "meters read 1, readings sealed 96, accepted 96" in " ".join(result.output.split())
     with Store.open(url) as store:
@@ -190,21 +110,13 @@ def test_a_run_whose_readings_the_head_end_did_not_take_fails(
     deployment, _ = site
     elsewhere = f"sqlite:///{tmp_path / 'no-meters.db'}"  # a head-end that knows no meter
     Store.open(elsewhere).close()
-    emulator, (meter,) = _start(["agent", "emulate", "--meters", "1"], "meter ")
-    headend, (endpoint,) = _start(
-        ["serve", "-d", str(deployment), "--store", elsewhere, "--tcp", "127.0.0.1:0"],
-        "listening tcp ",
-    )
-    try:
-        _, meter_id, serial, address, *_ = meter.split()
+    with emulated_and_served(deployment, elsewhere, ["emulate", "--meters", "1"]) as served:
+        _, meter_id, serial, address, *_ = served.meters[0].split()
         result = invoke(
             ["agent", "run", "-d", str(deployment), "--address", address, "--serial", serial,
-             "--meter-id", meter_id, "--target", endpoint.split()[2], "--days", "1",
+             "--meter-id", meter_id, "--target", served.target, "--days", "1",
              "--timeout", "8"]
         )  # fmt: skip
-    finally:
-        _stop(headend)
-        _stop(emulator)
     text = " ".join(result.output.split())
     assert "readings sealed 96, accepted 0, rejected 96" in text
     assert result.exit_code == 1, result.output

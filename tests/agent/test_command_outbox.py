@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from meterseal.agent import dlms_commands
 from meterseal.agent.dlms_commands import RESULTS, Carried, carry_out_outbox
 from meterseal.agent.driver import LoadState, MeterDriver, MeterIdentity, MeterTarget
 from meterseal.agent.runner import AgentMeter
@@ -21,6 +20,7 @@ from meterseal.commands.model import Action, Outcome
 from meterseal.crypto import certs
 from meterseal.crypto.suites import P256
 from meterseal.meter.provisioning import ProvisionedMeter, provision
+from meterseal.runtime import durable
 from tests.conftest import NOW
 
 T = int(NOW.timestamp())
@@ -67,7 +67,7 @@ def _pass(
 ) -> list[Carried]:
     """One agent pass over the outbox, as a fresh process: counters from disk."""
 
-    async def opened(_target: MeterTarget) -> MeterDriver:
+    async def opened(target: MeterTarget) -> MeterDriver:
         driver: Any = relay
         return driver  # type: ignore[no-any-return]
 
@@ -87,22 +87,23 @@ def test_a_crash_after_the_result_and_before_the_command_leaves_acts_once(
     meter_id = meter.key.meter_id
     desk.issue(meter_id, Action.DISCONNECT, T)
     relay = _Relay()
-    real_remove = dlms_commands._remove_durably
+    real_remove = durable.remove_durably
 
     def power_cut(_path: Path) -> None:
         raise SystemError("power cut before the command left the outbox")
 
-    monkeypatch.setattr(dlms_commands, "_remove_durably", power_cut)
+    monkeypatch.setattr(durable, "remove_durably", power_cut)
     with pytest.raises(SystemError):
         _pass(tmp_path, key, meter, relay)
     assert relay.switched == 1
     assert (tmp_path / "outbox" / f"{meter_id}-1.cose").exists()  # both the command...
     (kept,) = (tmp_path / "outbox" / RESULTS).glob("*.cose")  # ...and its result survived
-    monkeypatch.setattr(dlms_commands, "_remove_durably", real_remove)
+    monkeypatch.setattr(durable, "remove_durably", real_remove)
 
     # The restarted agent finds the command answered: it removes it and does not act again
     # (nor write a "replayed" refusal over the "done" the meter really did).
-    assert _pass(tmp_path, key, meter, relay) == []
+    (noted,) = _pass(tmp_path, key, meter, relay)
+    assert (noted.outcome, noted.reason) == (Outcome.DONE, "answered before a restart")
     assert relay.switched == 1
     assert list((tmp_path / "outbox").glob("*.cose")) == []
     assert list((tmp_path / "outbox" / RESULTS).glob("*.cose")) == [kept]

@@ -7,10 +7,8 @@ from pathlib import Path
 import pytest
 
 from meterseal.storage import Store
-from tests.agent.test_agent_cli import METERS, _start, _stop, site
+from tests.agent.served import METERS, TWO_READ, agent_run, emulated_and_served
 from tests.command_line import invoke
-
-__all__ = ["site"]  # the deployment fixture, shared with the NBR 14522 agent's test
 
 
 @pytest.mark.slow
@@ -26,30 +24,19 @@ def test_the_agent_reads_emulated_dlms_meters_into_a_serving_head_end(
     sent = invoke(["command", "send", "MTR-000001", "disconnect", *d])
     assert sent.output.startswith("MTR-000001#1 disconnect issued"), sent.output
     line = {"dlms-hdlc": ["--hdlc"], "dlms-hls": ["--hls"]}.get(protocol, [])
-    emulator, meters = _start(
-        ["agent", "emulate-dlms", "--meters", str(METERS), "--faults", "foreign",
-         "--write-meters", str(meter_list), "--write-keys", str(keys), *line],
-        "meter ",
-        METERS,
-    )  # fmt: skip
-    headend, (endpoint,) = _start(
-        ["serve", "-d", str(deployment), "--store", url, "--tcp", "127.0.0.1:0"], "listening tcp "
-    )
-    try:
-        assert meters[0].startswith("meter MTR-000001 30000001 127.0.0.1:")
-        assert meters[-1].endswith("fault foreign")
-        result = invoke(
-            ["agent", "run", "-d", str(deployment), "--meters-file", str(meter_list),
-             "--target", endpoint.split()[2], "--days", "1", "--timeout", "8",
-             "--protocol", protocol.replace("-hls", ""), "--dlms-keys", str(keys),
-             "--commands", str(deployment / "outbox")]
+    emulate = ["emulate-dlms", "--meters", str(METERS), "--faults", "foreign",
+               "--write-meters", str(meter_list), "--write-keys", str(keys), *line]  # fmt: skip
+    with emulated_and_served(deployment, url, emulate, METERS) as served:
+        assert served.meters[0].startswith("meter MTR-000001 30000001 127.0.0.1:")
+        assert served.meters[-1].endswith("fault foreign")
+        result = agent_run(
+            deployment, meter_list, served.target, "--timeout", "8",
+            "--protocol", protocol.replace("-hls", ""), "--dlms-keys", str(keys),
+            "--commands", str(deployment / "outbox"),
         )  # fmt: skip
-    finally:
-        _stop(headend)
-        _stop(emulator)
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
-    assert "meters read 2, readings sealed 192, accepted 192" in text
+    assert TWO_READ in text
     assert "skipped: wrong_serial 1" in text
     assert "command MTR-000001#1: done" in text
     recorded = invoke(["command", "record", str(deployment / "outbox" / "results"), *d])

@@ -12,8 +12,8 @@ import pytest
 from meterseal.agent.dlms_driver import DlmsDriver, DlmsSecrets, open_dlms
 from meterseal.agent.dlms_emulator import DlmsFault, DlmsMeterLine, Transport
 from meterseal.agent.dlms_keys import load_dlms_keys, save_dlms_keys
-from meterseal.agent.dlms_meter import DlmsMeterApp
-from meterseal.agent.driver import LoadState, MeterDriver, MeterTarget
+from meterseal.agent.dlms_meter import MAX_PDU, DlmsMeterApp
+from meterseal.agent.driver import LoadState, MeterTarget
 from meterseal.agent.nbr_meter import EmulatedMeter
 from meterseal.errors import (
     KeyFileError,
@@ -25,6 +25,7 @@ from meterseal.errors import (
     WrongMeterSerial,
 )
 from meterseal.meter.load import INTERVAL, Fleet
+from tests.agent.drivers import on_line, reads_what_the_meter_holds
 from tests.conftest import NOW
 
 T = int(NOW.timestamp())
@@ -46,47 +47,67 @@ def _with_driver(
     use: Callable[[DlmsDriver], Awaitable[R]],
     faults: frozenset[DlmsFault] = frozenset(),
     timeout: float = 15.0,  # a meter's first answer works out two months of the load model
+    max_pdu: int = MAX_PDU,
 ) -> R:
     keys = (EK, AK) if transport == HLS else None
     secrets = DlmsSecrets(PASSWORD, EK, AK) if keys else DlmsSecrets(PASSWORD)
     line_transport = Transport.WRAPPER if transport == HLS else Transport(transport)
 
-    async def run() -> R:
-        line = DlmsMeterLine(DlmsMeterApp(meter, PASSWORD, keys=keys), line_transport, faults)
-        host, port = await line.start()
-        target = MeterTarget(f"{host}:{port}", meter.serial, timeout=timeout)
-        try:
-            driver = await open_dlms(target, secrets, hdlc=line_transport is Transport.HDLC)
-            try:
-                return await use(driver)
-            finally:
-                await driver.close()
-        finally:
-            await line.stop()
+    def line() -> DlmsMeterLine:
+        app = DlmsMeterApp(meter, PASSWORD, keys=keys, max_pdu=max_pdu)
+        return DlmsMeterLine(app, line_transport, faults)
 
-    return asyncio.run(run())
+    async def opened(address: str) -> DlmsDriver:
+        target = MeterTarget(address, meter.serial, timeout=timeout)
+        return await open_dlms(target, secrets, hdlc=line_transport is Transport.HDLC)
+
+    return on_line(line, opened, lambda driver, _: use(driver))
 
 
 @pytest.mark.parametrize("transport", [*Transport, HLS])
 def test_the_driver_reads_what_the_meter_holds(transport: Transport | str) -> None:
     meter = _meter()
     end = T - T % INTERVAL
-    start = end - 86_400
 
     async def read(driver: DlmsDriver) -> None:
-        assert isinstance(driver, MeterDriver)
-        assert (await driver.identify()).serial == meter.serial
-        registers = await driver.read_registers()
-        assert registers.active_import_wh == meter.register_wh(T)
-        assert registers.read_at == T
-        profile = await driver.read_load_profile(start, end)
-        assert [i.start for i in profile.intervals] == list(range(start, end, INTERVAL))
-        assert [i.active_import_wh for i in profile.intervals] == meter.energy(start, end)
-        values = await driver.read_instantaneous()
-        assert 45 < values.frequency < 55
-        assert values.phasor().phases[0].voltage > 200
+        await reads_what_the_meter_holds(driver, meter, end - 86_400, end, T)
 
     _with_driver(meter, transport, read)
+
+
+@pytest.mark.parametrize("transport", [*Transport, HLS])
+def test_a_month_of_load_profile_comes_in_blocks(transport: Transport | str) -> None:
+    # 31 days of entries (~68 kB) pass the wrapper's 16-bit length: the meter answers in
+    # GET-RESPONSE-WITH-DATABLOCK, the library's client asks for each next block.
+    meter = _meter(8)
+    end = T - T % INTERVAL
+    start = end - 31 * 86_400
+
+    async def read(driver: DlmsDriver) -> list[int]:
+        profile = await driver.read_load_profile(start, end)
+        assert [i.start for i in profile.intervals] == list(range(start, end, INTERVAL))
+        return [i.active_import_wh for i in profile.intervals]
+
+    assert _with_driver(meter, transport, read) == meter.energy(start, end)
+
+
+def test_a_meter_with_a_small_pdu_sends_a_day_in_blocks() -> None:
+    meter = _meter(9)
+    end = T - T % INTERVAL
+    app = DlmsMeterApp(meter, PASSWORD, keys=(EK, AK), max_pdu=512)
+
+    async def opened(address: str) -> DlmsDriver:
+        target = MeterTarget(address, meter.serial, timeout=15.0)
+        return await open_dlms(target, DlmsSecrets(PASSWORD, EK, AK))
+
+    async def read(driver: DlmsDriver, _: DlmsMeterLine) -> list[int]:
+        profile = await driver.read_load_profile(end - 86_400, end)
+        return [i.active_import_wh for i in profile.intervals]
+
+    assert on_line(lambda: DlmsMeterLine(app), opened, read) == meter.energy(end - 86_400, end)
+    # 96 entries of 23 octets and the array's head (2,212 octets), at most 468 a ciphered
+    # block (512 less the block's and the ciphering's heads): five blocks.
+    assert app.counts["get blocks"] == 5
 
 
 @pytest.mark.parametrize("transport", [*Transport, HLS])
@@ -213,13 +234,3 @@ def test_each_connection_has_its_own_association() -> None:
         await line.stop()
 
     asyncio.run(run())
-
-
-def test_the_whole_load_profile_fits_one_wrapped_apdu() -> None:
-    from meterseal.agent.dlms_meter import LOAD_PROFILE, MAX_PROFILE_ENTRIES, obis
-
-    meter = EmulatedMeter("30000009", 9, Fleet(7), lambda: T, installed=T - 90 * 86_400)
-    data = DlmsMeterApp(meter, PASSWORD).read(obis(LOAD_PROFILE), 2)
-    assert data is not None
-    assert data[:3] == b"\x01\x82" + bytes([MAX_PROFILE_ENTRIES >> 8])  # array of 2688
-    assert len(data) + 4 <= 0xFFFF  # with the Get-Response head, behind a 16-bit length

@@ -10,7 +10,7 @@ from typing import TypeVar
 
 import pytest
 
-from meterseal.agent.driver import LoadState, MeterDriver, MeterTarget
+from meterseal.agent.driver import LoadState, MeterTarget
 from meterseal.agent.nbr_driver import NbrDriver, open_nbr
 from meterseal.agent.nbr_emulator import Fault, MeterLine
 from meterseal.agent.nbr_frames import (
@@ -30,6 +30,7 @@ from meterseal.errors import (
     WrongMeterSerial,
 )
 from meterseal.meter.load import INTERVAL, Fleet
+from tests.agent.drivers import on_line, reads_what_the_meter_holds
 from tests.conftest import NOW
 
 T = int(NOW.timestamp())
@@ -49,37 +50,20 @@ def _with_driver(
 ) -> R:
     # A meter working out a load-model month holds the GIL for a while: generous timeouts,
     # except where a timeout is the point.
-    async def run() -> R:
-        line = MeterLine(meter=meter, fault=fault)
-        host, port = await line.start()
-        target = MeterTarget(f"{host}:{port}", meter.serial, timeout=timeout)
-        driver = await open_nbr(target, tz=ZONE, attempts=2)
-        try:
-            return await use(driver, line)
-        finally:
-            await driver.close()
-            await line.stop()
+    async def opened(address: str) -> NbrDriver:
+        return await open_nbr(MeterTarget(address, meter.serial, timeout=timeout), tz=ZONE,
+                              attempts=2)  # fmt: skip
 
-    return asyncio.run(run())
+    return on_line(lambda: MeterLine(meter=meter, fault=fault), opened, use)
 
 
 def test_the_driver_reads_what_the_meter_holds() -> None:
     meter = _meter()
-    start, end = T - T % INTERVAL - 86_400, T - T % INTERVAL
+    end = T - T % INTERVAL
 
     async def read(driver: NbrDriver, _: MeterLine) -> None:
-        assert isinstance(driver, MeterDriver)
-        assert (await driver.identify()).serial == meter.serial
-        registers = await driver.read_registers()
-        assert registers.active_import_wh == meter.register_wh(T)
-        assert registers.read_at == T
-        profile = await driver.read_load_profile(start, end)
-        assert [i.start for i in profile.intervals] == list(range(start, end, INTERVAL))
-        assert [i.active_import_wh for i in profile.intervals] == meter.energy(start, end)
-        values = await driver.read_instantaneous()
+        values = await reads_what_the_meter_holds(driver, meter, end - 86_400, end, T)
         assert values.read_at == T
-        assert 45 < values.frequency < 55
-        assert values.phasor().phases[0].voltage > 200
 
     _with_driver(meter, Fault.NONE, read)
 

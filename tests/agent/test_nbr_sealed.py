@@ -23,6 +23,7 @@ from meterseal.errors import (
     WrongMeterSerial,
 )
 from meterseal.meter.load import INTERVAL, Fleet
+from tests.agent.drivers import on_line
 from tests.conftest import NOW
 
 T = int(NOW.timestamp())
@@ -74,18 +75,14 @@ def _with_line(
 ) -> R:
     meter = EmulatedMeter(METER.name, 3, Fleet(7), lambda: T)
 
-    async def run() -> R:
-        line = SealedMeterLine(meter=meter, me=METER, reader=READER.peer(), fault=fault)
-        host, port = await line.start()
-        target = MeterTarget(f"{host}:{port}", METER.name, timeout=timeout)
-        driver = await open_sealed_nbr(target, READER, METER.peer(), attempts=2)
-        try:
-            return await use(driver, meter)
-        finally:
-            await driver.close()
-            await line.stop()
+    def line() -> SealedMeterLine:
+        return SealedMeterLine(meter=meter, me=METER, reader=READER.peer(), fault=fault)
 
-    return asyncio.run(run())
+    async def opened(address: str) -> SealedNbrDriver:
+        target = MeterTarget(address, METER.name, timeout=timeout)
+        return await open_sealed_nbr(target, READER, METER.peer(), attempts=2)
+
+    return on_line(line, opened, lambda driver, _: use(driver, meter))
 
 
 def test_the_sealed_driver_reads_what_the_meter_holds_with_requests_in_flight_together() -> None:

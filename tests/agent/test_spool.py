@@ -24,6 +24,7 @@ from meterseal.crypto.keys import HeadEndKeys
 from meterseal.crypto.suites import P256
 from meterseal.meter.load import Fleet
 from meterseal.meter.provisioning import fleet_records, provision
+from meterseal.meter.simulator import send_meter
 from meterseal.storage import Store
 from tests.agent.headend import pass_into_head_end
 from tests.conftest import NOW
@@ -94,7 +95,7 @@ def test_a_window_read_again_resends_the_spooled_packets(
 def test_a_crash_in_the_middle_of_sending_loses_and_doubles_nothing(
     headend: HeadEndKeys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_send = runner.send_meter
+    real_send = send_meter
 
     async def half_then_power_cut(link: Any, meter_id: str, packets: Any, *rest: Any) -> None:
         monkeypatch.setattr(runner, "send_meter", real_send)  # the restarted agent's is whole

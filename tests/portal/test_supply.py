@@ -115,3 +115,42 @@ def test_the_command_api_answers_as_its_openapi_says(portal: Portal, tmp_path: P
     portal = _app(portal, _desk(tmp_path))
     staff = portal.people.headers(OPERATOR)
     assert conforms(portal.app, staff) == []
+
+
+def test_a_disconnection_over_http_is_staff_only_and_its_answer_shows_in_the_portal(
+    portal: Portal, tmp_path: Path
+) -> None:
+    from meterseal.commands.agent import CommandAnswerer
+    from meterseal.commands.model import Outcome
+    from meterseal.commands.verify import CommandVerifier
+    from meterseal.crypto.keys import generate_meter_key
+    from meterseal.crypto.suites import P256
+
+    desk = _desk(tmp_path)
+    portal = _app(portal, desk)
+    api = TestClient(portal.app)
+    route, body = f"/v1/meters/{METER}/commands", {"action": "disconnect"}
+    assert api.post(route, json=body).status_code == 401
+    for account in (AUDITOR, portal.customer(0)[1]):
+        refused = api.post(route, json=body, headers=portal.people.headers(account))
+        assert refused.status_code == 403, account
+    assert desk.log.entries() == []  # nothing signed for anyone but staff
+    sent = api.post(route, json=body, headers=portal.people.headers(OPERATOR))
+    assert sent.status_code == 201, sent.text
+    assert (sent.json()["id"], sent.json()["by"]) == (f"{METER}#1", OPERATOR)
+
+    # The meter's agent carries it out; its signed answer, logged, shows on the meter's page.
+    meter_key = generate_meter_key(METER, P256)
+    agent = CommandAnswerer(
+        CommandVerifier([METER], {desk.key.kid: desk.key.signer()}), {METER: meter_key}
+    )
+    signed = (tmp_path / "outbox" / f"{METER}-1.cose").read_bytes()
+    command = agent.admit(signed, int(NOW.timestamp())).command
+    assert command is not None
+    at = int(NOW.timestamp())
+    desk.record(agent.answer(signed, command, Outcome.DONE, "", at), at)
+    client, _ = sign_in(portal, OPERATOR)
+    page = " ".join(client.get(PATH).text.split())
+    assert f"<code>{METER}#1</code></td><td>disconnect</td><td>{OPERATOR}</td><td>done</td>" in page
+    listed = api.get("/v1/commands", headers=portal.people.headers(OPERATOR)).json()
+    assert [(c["id"], c["state"]) for c in listed] == [(f"{METER}#1", "done")]

@@ -273,7 +273,7 @@ def _carry_out_commands(
         carry_out_outbox(outbox, meters, factory, signers, counters, int(time.time()))
     )
     for c in carried:
-        what = c.command.id if c.command is not None else "a command"
+        what = c.command.id if c.command is not None else f"in {c.file}"
         reason = f" ({c.reason})" if c.reason else ""
         console.print(f"command {what}: {c.outcome.value}{reason}", highlight=False)
 

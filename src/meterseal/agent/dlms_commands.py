@@ -10,8 +10,8 @@ that did not move is `failed`, not `done`. A driver error is `failed` with its s
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,10 +27,22 @@ from meterseal.agent.driver import (
 from meterseal.agent.runner import AgentMeter
 from meterseal.commands.agent import CommandAnswerer
 from meterseal.commands.desk import CommandDesk
-from meterseal.commands.model import Action, Command, Outcome, digest
+from meterseal.commands.model import (
+    COMMAND_TYPE,
+    RESULT_TYPE,
+    Action,
+    Command,
+    Outcome,
+    decode_command,
+    decode_result,
+    digest,
+    open_typed,
+)
 from meterseal.commands.verify import CommandVerifier, Refusal, Signer
 from meterseal.errors import MeterDriverError
 from meterseal.meter.provisioning import ProvisionedMeter
+from meterseal.runtime import durable
+from meterseal.runtime.durable import write_durably
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +53,7 @@ class Carried:
     outcome: Outcome
     reason: str
     result: bytes | None
+    file: str = ""  # the outbox file it came in, if it came in one
 
 
 async def carry_out(
@@ -172,8 +185,13 @@ async def carry_out_outbox(
     results = outbox / RESULTS
     done: list[Carried] = []
     for meter in meters:
-        mine = [p for p in waiting if _order(p)[0] == meter.meter_id]
-        pending = [p for p in mine if not _answered_before(p, results)]
+        pending = []
+        for path in (p for p in waiting if _order(p)[0] == meter.meter_id):
+            before = _answered_before(path, results)
+            if before is None:
+                pending.append(path)
+            else:
+                done.append(before)
         if not pending:
             continue
         try:
@@ -187,46 +205,24 @@ async def carry_out_outbox(
                                           counters)  # fmt: skip
                 if carried.result is not None:
                     write_durably(results / result_name(path, signed), carried.result)
-                _remove_durably(path)
-                done.append(carried)
+                durable.remove_durably(path)
+                done.append(dataclasses.replace(carried, file=path.name))
         finally:
             await driver.close()
     return done
 
 
-def _answered_before(command_file: Path, results: Path) -> bool:
-    """Whether a pass that crashed before removing `command_file` left its result: then it
-    is removed now, and not carried out again."""
-    if not (results / result_name(command_file, command_file.read_bytes())).exists():
-        return False
-    _remove_durably(command_file)
-    return True
-
-
-def write_durably(path: Path, data: bytes) -> None:
-    """`data` in `path` whole or not at all, on disk when this returns (synced, renamed, the
-    directory synced)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = path.with_name(path.name + ".tmp")
-    with open(scratch, "wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(scratch, path)
-    _sync_directory(path.parent)
-
-
-def _remove_durably(path: Path) -> None:
-    path.unlink()
-    _sync_directory(path.parent)
-
-
-def _sync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _answered_before(command_file: Path, results: Path) -> Carried | None:
+    """What a pass that crashed before removing `command_file` answered, as its result there
+    says (the command is removed now, and not carried out again); None if nothing."""
+    signed = command_file.read_bytes()
+    kept = results / result_name(command_file, signed)
+    if not kept.exists():
+        return None
+    result = decode_result(open_typed(kept.read_bytes(), RESULT_TYPE).body.payload)
+    command = decode_command(open_typed(signed, COMMAND_TYPE).body.payload)
+    durable.remove_durably(command_file)
+    return Carried(command, result.outcome, "answered before a restart", None, command_file.name)
 
 
 def _order(path: Path) -> tuple[str, int]:

@@ -53,9 +53,12 @@ INSTANTANEOUS = {  # OBIS -> (what, scaler, DLMS unit code)
     "1.0.14.7.0.255": ("frequency", -2, 44),  # Hz
 }
 UNIT_WH, UNIT_VARH = 30, 32
-# Four weeks of 15-minute intervals: 23 octets an entry, so an answer of the whole buffer
-# (2688 entries, ~62 kB) fits one APDU behind the wrapper's 16-bit length.
-MAX_PROFILE_ENTRIES = 96 * 28
+# Sixty days of 15-minute intervals (a billing month and more): 23 octets an entry, ~132 kB
+# for the whole buffer, sent in blocks (GET-RESPONSE-WITH-DATABLOCK) past the meter's PDU size.
+MAX_PROFILE_ENTRIES = 96 * 60
+MAX_PDU = 65535  # the largest APDU the meter sends or takes (its server_max_receive_pdu_size)
+_BLOCK_HEAD = 12  # tag, type, invoke id, last-block, block number (4), choice, length (3)
+_CIPHER_HEAD = 32  # general-glo-ciphering: tag, length (3), system title (9), SC, IC (4), tag
 
 
 def obis(code: str) -> str:
@@ -73,6 +76,8 @@ class Association:
 
     associated: bool = False
     session: GmacSession | None = None
+    blocks: list[bytes] = field(default_factory=list)  # a long GET answer's blocks still to send
+    block: int = 0  # the number of the block sent last
 
 
 @dataclass
@@ -83,6 +88,7 @@ class DlmsMeterApp:
     password: bytes  # the LLS secret (a meter with `keys` takes HLS-GMAC instead)
     serial: str = ""  # what 0.0.96.1.0.255 says; the meter's own serial unless a fault changes it
     keys: tuple[bytes, bytes] | None = None  # (EK, AK): HLS-GMAC and ciphered APDUs
+    max_pdu: int = MAX_PDU  # a longer GET answer goes in blocks
     counts: dict[str, int] = field(default_factory=dict)
     _link: Association = field(default_factory=lambda: Association(), init=False)
 
@@ -135,7 +141,10 @@ class DlmsMeterApp:
             self._count("refused")
             return _exception(E.StateException.SERVICE_NOT_ALLOWED)
         if tag == xdlms.GetRequestNormal.TAG:
-            return self._get(xdlms.GetRequestFactory.from_bytes(apdu))
+            request = xdlms.GetRequestFactory.from_bytes(apdu)
+            if isinstance(request, xdlms.GetRequestNext):
+                return self._next_block(request)
+            return self._get(request)
         if tag == xdlms.SetRequestNormal.TAG:
             return self._set(xdlms.SetRequestFactory.from_bytes(apdu))
         if tag == xdlms.ActionRequestNormal.TAG:
@@ -179,7 +188,7 @@ class DlmsMeterApp:
             return self._refuse_association()
         self._link.associated = True
         self._count("associations")
-        return self._accept(E.AuthenticationMechanism.LLS, _initiate_response())
+        return self._accept(E.AuthenticationMechanism.LLS, _initiate_response(self.max_pdu))
 
     def _associate_hls(self, aarq: Any) -> bytes:
         assert self.keys is not None
@@ -191,7 +200,7 @@ class DlmsMeterApp:
         except CipherRefused:
             return self._refuse_association()
         self._link.associated, self._link.session = True, session  # HLS pass 3 still to come
-        content = session.initiate_response(_encoded(_initiate_response()))
+        content = session.initiate_response(_encoded(_initiate_response(self.max_pdu)))
         return self._accept(
             E.AuthenticationMechanism.HLS_GMAC, content, ciphered=True,
             system_title=self.system_title, authentication_value=session.challenge,
@@ -230,10 +239,39 @@ class DlmsMeterApp:
                 )
             )
         self._count("gets")
+        ciphering = _CIPHER_HEAD if self._link.session is not None else 0
+        if 4 + len(data) + ciphering > self.max_pdu:  # too long for one APDU: numbered blocks
+            room = self.max_pdu - _BLOCK_HEAD - ciphering
+            self._link.blocks = [data[i : i + room] for i in range(0, len(data), room)]
+            self._link.block = 0
+            return self._send_block(invoke)
         # Get-Response-Normal by hand: the library's GetResponseNormal.to_bytes (25.1.0)
         # appends its invoke id as bytes to a bytearray and fails; its parser reads this.
         head = bytes([xdlms.GetResponseNormal.TAG, E.GetResponseType.NORMAL])
         return head + bytes(invoke.to_bytes()) + b"\x00" + data
+
+    def _next_block(self, request: Any) -> bytes:
+        """The block after the one the client acknowledges (IEC 62056-5-3 GET-REQUEST-NEXT)."""
+        if not self._link.blocks or request.block_number != self._link.block:
+            self._link.blocks = []
+            self._count("blocks refused")
+            return _encoded(
+                xdlms.GetResponseLastBlockWithError(
+                    error=E.DataAccessResult.NO_LONG_GET_IN_PROGRESS,
+                    block_number=request.block_number,
+                    invoke_id_and_priority=request.invoke_id_and_priority,
+                )
+            )
+        return self._send_block(request.invoke_id_and_priority)
+
+    def _send_block(self, invoke: Any) -> bytes:
+        self._link.block += 1
+        chunk = self._link.blocks.pop(0)
+        self._count("get blocks")
+        kind = xdlms.GetResponseWithBlock if self._link.blocks else xdlms.GetResponseLastBlock
+        return _encoded(
+            kind(data=chunk, block_number=self._link.block, invoke_id_and_priority=invoke)
+        )
 
     def read(self, code: str, attribute: int, selection: Any = None) -> bytes | None:
         """The A-XDR encoded value of an object's attribute, or None if the meter has none."""
@@ -343,13 +381,13 @@ class DlmsMeterApp:
         )
 
 
-def _initiate_response() -> Any:
+def _initiate_response(max_pdu: int = MAX_PDU) -> Any:
     conformance = Conformance(
         get=True, set=True, action=True, selective_access=True,
         block_transfer_with_get_or_read=True,
     )  # fmt: skip
     return xdlms.InitiateResponse(
-        negotiated_conformance=conformance, server_max_receive_pdu_size=65535
+        negotiated_conformance=conformance, server_max_receive_pdu_size=max_pdu
     )
 
 

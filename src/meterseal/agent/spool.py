@@ -14,7 +14,6 @@ freshness window are dropped, as the head-end would refuse them anyway.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from meterseal.acquisition.freshness import FreshnessPolicy
 from meterseal.crypto import cose
 from meterseal.crypto.cose import CoseFormatError
 from meterseal.errors import ConfigurationError
+from meterseal.runtime.durable import write_durably
 
 KEEP_SECONDS = FreshnessPolicy().max_age_seconds
 
@@ -69,16 +69,4 @@ class ReadingSpool:
         written whole, synced, renamed, the directory synced, before this returns."""
         oldest = now - self.keep_seconds
         kept = {c: [s.timestamp, s.packet] for c, s in packets.items() if s.timestamp >= oldest}
-        self.directory.mkdir(parents=True, exist_ok=True)
-        path = self._path(meter_id)
-        scratch = path.with_name(path.name + ".tmp")
-        with open(scratch, "wb") as file:
-            file.write(cose.dumps(kept))
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(scratch, path)
-        directory = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        write_durably(self._path(meter_id), cose.dumps(kept))

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from meterseal.commands.log import LogEntry, decode_entry, encode_entry, next_entry
 from meterseal.commands.model import CommandFormatError
+from meterseal.runtime.durable import sync_directory, write_durably
 
 _LENGTH = struct.Struct(">I")
 MAX_RECORD = 1 << 20
@@ -115,13 +116,11 @@ class CommandLogFile:
         if torn is None:
             return None
         evidence = self.path.with_name(f"{self.path.name}.torn-{torn.offset}")
-        with open(evidence, "wb") as kept:  # the octets stay for whoever investigates the crash
-            kept.write(os.pread(fd, torn.length, torn.offset))
-            kept.flush()
-            os.fsync(kept.fileno())
+        # The octets stay for whoever investigates the crash.
+        write_durably(evidence, os.pread(fd, torn.length, torn.offset))
         os.ftruncate(fd, torn.offset)
         os.fsync(fd)
-        _sync_directory(self.path.parent)
+        sync_directory(self.path.parent)
         self.recovered.append(torn)
         log.warning("%s: recovered %s; its octets are in %s", self.path, torn, evidence)
         return torn
@@ -140,14 +139,6 @@ class CommandLogFile:
 def _whole(fd: int) -> bytes:
     size = os.fstat(fd).st_size
     return os.pread(fd, size, 0) if size else b""
-
-
-def _sync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def parse(data: bytes, path: Path) -> LogContents:
