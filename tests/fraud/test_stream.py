@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from meterseal.fraud.data import FraudDataError
 from meterseal.fraud.readers import read_long_csv
 from meterseal.fraud.stream import read_long_csv_streaming
+from meterseal.fraud.zone import Estimate
 
 START = 1_790_000_000 - 1_790_000_000 % 86_400  # a UTC midnight (2026-09-22)
 
@@ -62,3 +63,27 @@ def test_a_duplicate_reading_is_one_clear_error(tmp_path: Path) -> None:
     path = _file(tmp_path, [("a", START, "1"), ("b", START, "1"), ("a", START, "2")])
     with pytest.raises(FraudDataError, match="two readings of 'a'"):
         read_long_csv_streaming(path, tz="UTC", rows=2)
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.integers(-11, 12), st.integers(0, 100), st.integers(500, 5000))
+def test_auto_zone_estimated_in_the_first_pass_as_the_whole_file_reader_does(
+    tmp_path_factory: pytest.TempPathFactory, offset: int, seed: int, chunk: int
+) -> None:
+    """--tz auto on a file too long to hold: the night trough is summed chunk by chunk (rows
+    shuffled), giving the whole-file reader's estimate and days."""
+    from tests.fraud.test_zone import _population
+
+    who, stamps, kwh = _population(offset, seed)
+    order = np.random.default_rng(seed).permutation(len(who))
+    shuffled = zip(who[order], stamps[order], kwh[order], strict=True)
+    rows = [(f"C{w}", int(t), f"{k:.4f}") for w, t, k in shuffled]
+    path = _file(tmp_path_factory.mktemp("auto"), rows)
+    told: list[Estimate] = []
+    whole = read_long_csv(path, tz="auto", on_estimate=told.append)
+    streamed = read_long_csv_streaming(path, tz="auto", rows=chunk, on_estimate=told.append)
+    assert told[0].offset_hours == told[1].offset_hours == offset
+    assert told[0].trough_utc_hour == told[1].trough_utc_hour
+    assert told[0].depth == pytest.approx(told[1].depth, rel=1e-9)
+    assert streamed.tz == whole.tz == ("UTC" if offset == 0 else f"Etc/GMT{-offset:+d}")
+    np.testing.assert_allclose(streamed.energy, whole.energy, equal_nan=True)

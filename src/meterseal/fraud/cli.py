@@ -74,18 +74,18 @@ def _zone(tz: str | None, source: str) -> str:
 
 def _read_csv(path: Path, tz: str | None, source: str = "--csv") -> Consumption:
     """A long CSV cut into days of --tz (an estimate is printed, never applied silently);
-    energy-only files in a named zone are read in chunks (`stream`)."""
-    from meterseal.fraud.readers import AUTO, read_long_csv
+    energy-only files are read in chunks (`stream`)."""
+    from meterseal.fraud.readers import read_long_csv
     from meterseal.fraud.stream import ENERGY_ONLY, header, read_long_csv_streaming
+    from meterseal.fraud.zone import Estimate
+
+    def said(e: Estimate) -> None:
+        console.print(f"[yellow]{e.describe()}[/yellow]")
 
     zone = _zone(tz, source)
-    if zone != AUTO and header(path) == ENERGY_ONLY:
-        return read_long_csv_streaming(path, tz=zone)
-    return read_long_csv(
-        path,
-        tz=zone,
-        on_estimate=lambda e: console.print(f"[yellow]{e.describe()}[/yellow]"),
-    )
+    if header(path) == ENERGY_ONLY:
+        return read_long_csv_streaming(path, tz=zone, on_estimate=said)
+    return read_long_csv(path, tz=zone, on_estimate=said)
 
 
 LabelsOption = Annotated[

@@ -6,13 +6,14 @@ time: the first finds the customers, the first and last instant and the reading 
 greatest common divisor of the instants' offsets: rows may come in any order);
 the second adds each reading into its customer's local day and slot of an array made once
 (8 bytes a slot, and one byte counting the readings of each). Energy columns only; a file
-with phasor columns goes through `read_long_csv`.
+with phasor columns goes through `read_long_csv`. With `--tz auto` the first pass also sums
+each customer's readings by UTC hour, what the zone's estimate rests on (`zone`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import numpy.typing as npt
 
 from meterseal.errors import ConfigurationError
 from meterseal.fraud.data import DAY, Consumption, FraudDataError
+from meterseal.fraud.zone import Estimate, from_hourly, hourly_sums
 from meterseal.meter.theft import local_clock
 
 F64 = npt.NDArray[np.float64]
@@ -67,15 +69,53 @@ def _clock(tz: str, stamps: I64) -> tuple[I64, I64]:
         raise FraudDataError(str(exc)) from None
 
 
-def read_long_csv_streaming(path: Path, *, tz: str, rows: int = CHUNK) -> Consumption:
-    """A long CSV of `customer_id, timestamp, kwh` as consumption by local day of `tz`."""
-    from meterseal.fraud.readers import _numbers
+class _Hourly:
+    """Each customer's energy and readings by UTC hour, gathered chunk by chunk (--tz auto)."""
+
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}
+        self.sums = np.zeros((1024, 24))
+        self.counts = np.zeros((1024, 24))
+
+    def add(self, customers: Any, stamps: I64, kwh: F64) -> None:
+        """Add a chunk's readings."""
+        import pandas as pd
+
+        codes, names = pd.factorize(customers)
+        rows = np.array([self.index.setdefault(n, len(self.index)) for n in names], np.int64)
+        if len(self.index) > len(self.sums):
+            grow = max(len(self.index), 2 * len(self.sums)) - len(self.sums)
+            self.sums = np.vstack([self.sums, np.zeros((grow, 24))])
+            self.counts = np.vstack([self.counts, np.zeros((grow, 24))])
+        sums, counts = hourly_sums(np.asarray(codes, np.int64), stamps, kwh, len(names))
+        self.sums[rows] += sums  # each customer once in `names`: no repeated rows
+        self.counts[rows] += counts
+
+    def estimate(self) -> Estimate:
+        """The zone of the night trough (`zone.from_hourly`)."""
+        n = len(self.index)
+        return from_hourly(self.sums[:n], self.counts[:n])
+
+
+def read_long_csv_streaming(
+    path: Path,
+    *,
+    tz: str,
+    rows: int = CHUNK,
+    on_estimate: Callable[[Estimate], object] = lambda _e: None,
+) -> Consumption:
+    """A long CSV of `customer_id, timestamp, kwh` as consumption by local day of `tz`;
+    tz "auto": a fixed offset estimated from the night trough in the first pass (`zone`),
+    told to `on_estimate`."""
+    from meterseal.fraud.readers import AUTO, _numbers
 
     names: set[str] = set()
     first, last = np.iinfo(np.int64).max, np.iinfo(np.int64).min
     step = 0  # the readings' common interval: the gcd of every instant's offset
     origin: int | None = None
-    for chunk in _chunks(path, ["customer_id", "timestamp"], rows):
+    hourly = _Hourly() if tz == AUTO else None
+    columns = ["customer_id", "timestamp"] + (["kwh"] if hourly else [])
+    for chunk in _chunks(path, columns, rows):
         if chunk["customer_id"].isna().any():
             raise FraudDataError(f"{path}: empty customer_id")
         names.update(chunk["customer_id"].unique().tolist())
@@ -83,8 +123,15 @@ def read_long_csv_streaming(path: Path, *, tz: str, rows: int = CHUNK) -> Consum
         first, last = min(first, int(stamps.min())), max(last, int(stamps.max()))
         origin = int(stamps[0]) if origin is None else origin
         step = int(np.gcd.reduce(np.abs(stamps - origin), initial=step))
+        if hourly is not None:
+            kwh = _numbers(path, chunk.reset_index(drop=True), "kwh")
+            hourly.add(chunk["customer_id"].to_numpy(dtype=object), stamps, kwh)
     if not names:
         raise FraudDataError(f"{path}: no readings")
+    if hourly is not None:
+        found = hourly.estimate()
+        on_estimate(found)
+        tz = found.zone
     step = step or 900
     if step < 60 or DAY % step:
         raise FraudDataError(f"{path}: reading interval of {step} s does not divide a day")

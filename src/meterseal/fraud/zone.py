@@ -46,21 +46,34 @@ class Estimate:
         )
 
 
+def hourly_sums(customer: I64, timestamps: I64, kwh: F64, customers: int) -> tuple[F64, F64]:
+    """Each customer's energy and readings by UTC hour, (customers, 24): what `estimate`
+    rests on, summed a chunk of rows at a time by the streaming reader."""
+    ok = ~np.isnan(kwh)
+    cell = customer[ok] * 24 + (timestamps[ok] % 86_400) // HOUR
+    size = customers * 24
+    sums = np.bincount(cell, kwh[ok], size).astype(np.float64).reshape(customers, 24)
+    counts = np.bincount(cell, None, size).astype(np.float64).reshape(customers, 24)
+    return sums, counts
+
+
 def estimate(customer: I64, timestamps: I64, kwh: F64) -> Estimate:
     """The fixed offset whose local night trough centres on `TROUGH_HOUR`.
 
     customer: each reading's customer index; timestamps: UTC seconds; kwh: NaN = missing.
     """
-    ok = ~np.isnan(kwh)
-    who, stamps, values = customer[ok], timestamps[ok], kwh[ok]
-    sums = np.bincount(who, values)
-    counts = np.bincount(who)
+    customers = int(customer.max()) + 1 if len(customer) else 0
+    return from_hourly(*hourly_sums(customer, timestamps, kwh, customers))
+
+
+def from_hourly(sums: F64, counts: F64) -> Estimate:
+    """`estimate` from each customer's energy and readings by UTC hour (`hourly_sums`):
+    every reading divided by its customer's mean, averaged by hour of the day."""
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-        relative = values / mean[who]
-    usable = np.isfinite(relative)
-    hour = (stamps[usable] % 86_400) // HOUR
-    profile = np.bincount(hour, relative[usable], 24) / np.maximum(np.bincount(hour, None, 24), 1)
+        mean = sums.sum(1) / counts.sum(1)
+        usable = np.isfinite(1.0 / mean) & (mean > 0)
+    relative = sums[usable] / mean[usable, None]
+    profile = relative.sum(0) / np.maximum(counts[usable].sum(0), 1)
     window = profile + np.roll(profile, -1) + np.roll(profile, -2)  # hours h, h+1, h+2
     low = int(np.argmin(window))
     centre = (low + 1) % 24
