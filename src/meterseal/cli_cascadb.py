@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import ssl
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,27 +23,25 @@ from meterseal.cli_common import DeploymentDir, PassphraseEnv, StoreUrl, console
 from meterseal.errors import ConfigurationError
 
 cascadb_app = typer.Typer(help="CascaDB: SQL over the secure KVS.", no_args_is_help=True)
-DEFAULT_GATEWAY = "http://127.0.0.1:7470"
-Gateway = Annotated[str, typer.Option("--gateway", help="KVS gateway URL")]
+Gateway = Annotated[
+    str | None, typer.Option("--gateway", help="KVS gateway URL (default http://127.0.0.1:7470)")
+]
 Bucket = Annotated[str, typer.Option("--bucket", help="the bucket holding the database")]
 KeyEnv = Annotated[str, typer.Option(help="environment variable holding the API key (kvk_…)")]
-CaFile = Annotated[Path | None, typer.Option("--ca", help="CA certificate of an https gateway")]
+CaFile = Annotated[
+    Path | None,
+    typer.Option("--ca", help="CA certificate of an https gateway (default: the deployment's)"),
+]
 
 
 @contextlib.contextmanager
-def _store(gateway: str, bucket: str, key_env: str, ca: Path | None) -> Iterator[object]:
+def _store(
+    gateway: str | None, bucket: str, key_env: str, ca: Path | None, deployment: Path
+) -> Iterator[object]:
     from meterseal.cascadb.gateway_kv import GatewayOrderedKv
-    from meterseal.kvs.gateway_client import GatewayClient
+    from meterseal.cli_kvs_common import gateway_client
 
-    key = os.environ.get(key_env, "")
-    if not key:
-        raise ConfigurationError(
-            f"set {key_env} to the bucket's API key (`meterseal kvs keys add`)"
-        )
-    verify: ssl.SSLContext | bool = True
-    if ca is not None:
-        verify = ssl.create_default_context(cafile=str(ca))
-    with GatewayClient(gateway, key, verify=verify) as client:
+    with gateway_client(gateway, key_env, ca, deployment, needed=f" for {bucket}") as client:
         kv = GatewayOrderedKv(client, bucket)
         try:
             yield kv
@@ -56,15 +53,16 @@ def _store(gateway: str, bucket: str, key_env: str, ca: Path | None) -> Iterator
 def sql(
     statement: Annotated[str, typer.Argument(help="SQL (several statements: one transaction)")],
     param: Annotated[list[str], typer.Option("--param", help="a ? parameter, in order")] = [],  # noqa: B006
-    gateway: Gateway = DEFAULT_GATEWAY,
+    gateway: Gateway = None,
     bucket: Bucket = "cascadb",
     key_env: KeyEnv = "MS_KVS_KEY",
     ca: CaFile = None,
+    deployment: DeploymentDir = Path("var/deployment"),
 ) -> None:
     """Run SQL and print the last statement's rows (tab-separated) or its command tag."""
     from meterseal.cascadb import Database
 
-    with _store(gateway, bucket, key_env, ca) as kv:
+    with _store(gateway, bucket, key_env, ca, deployment) as kv:
         session = Database(kv).session(autocommit=False)  # type: ignore[arg-type]
         result = session.execute(statement, list(param))
         session.commit()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -41,6 +42,25 @@ def test_sql_runs_statements_in_the_gateway_bucket() -> None:
         refused = invoke(["cascadb", "sql", "SELECT 1", *common], env={"MS_KVS_KEY": ""})
         assert refused.exit_code == 2
         assert "set MS_KVS_KEY" in refused.output
+
+
+def test_the_documented_sql_commands_run_as_written(tmp_path: Path) -> None:
+    blocks = re.findall(r"```console\n(.*?)```", DOC.read_text(), re.DOTALL)
+    block = next(b for b in blocks if b.startswith("export MS_KVS_KEY="))
+    lines = [shlex.split(line, comments=True) for line in block.splitlines()[1:]]
+    expected = re.findall(r"# (.*)$", block.splitlines()[-1])[0]
+    with serve_gateway() as gateway:  # the file names it, as `meterseal init --host` does
+        config = tmp_path / "meterseal.toml"
+        config.write_text(f'[kvs]\nurl = "{gateway.url}"\n')
+        env = {"MS_KVS_KEY": gateway.keys["all-rw"], "MS_CONFIG": str(config)}
+        outputs = []
+        for args in lines:
+            done = invoke(args[1:], env=env)
+            assert done.exit_code == 0, (args, done.output)
+            outputs.append(done.output)
+        assert [o.strip() for o in outputs[:2]] == ["CREATE TABLE", "INSERT 1"]
+        shown = ", ".join(outputs[2].splitlines()).replace("\t", "<TAB>")
+        assert shown == expected == "ts<TAB>kwh, 1<TAB>0.250"
 
 
 def server_commands() -> list[str]:

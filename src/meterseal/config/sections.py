@@ -193,7 +193,7 @@ class KvsSection:
     url: str | None = _key(
         "the gateway's URL, for the client commands (unset: http://127.0.0.1:7470)",
         None,
-        flags=("kvs:--gateway",),
+        flags=("kvs:--gateway", "cascadb sql:--gateway"),
         example="https://kvs.example:7470",
     )
 
