@@ -68,6 +68,17 @@ def test_the_head_end_appends_after_a_crash_and_the_log_checks(world: World) -> 
     assert check_log(log.entries(), {world.key.kid: world.key.signer()}).holds
 
 
+def test_the_portal_lists_the_log_after_another_process_crashed_mid_append(
+    world: World,
+) -> None:
+    whole, record = _torn_record(world)
+    world.desk.log.path.write_bytes(whole + record[:9])  # `command send` died while writing
+    report = world.desk.report()
+    assert report.holds
+    assert [t.command.id for t in report.commands.values()] == ["M1#1", "M1#2", "M1#3"]
+    assert world.desk.log.recovered == [TornTail(len(whole), 9)]
+
+
 def test_damage_in_front_of_complete_entries_is_no_torn_tail(world: World) -> None:
     whole, _ = _torn_record(world)
     damaged = bytearray(whole)

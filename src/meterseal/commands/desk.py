@@ -81,7 +81,9 @@ class CommandDesk:
         self.outbox = outbox  # where issued commands wait for the agents (None: nowhere)
 
     def report(self, meter: str | None = None) -> LogReport:
-        """The log checked with this desk's own key (and the meter keys it knows)."""
+        """The log checked with this desk's own key (and the meter keys it knows); a torn
+        tail another process's crash left is recovered first (the desk keeps the log)."""
+        self.log.recover()
         return check_log(
             self.log.entries(), {self.key.kid: self.key.signer()}, self.meter_keys, meter
         )
