@@ -22,6 +22,7 @@ from meterseal.billing.completeness import Period
 from meterseal.crypto import certs
 from meterseal.crypto.keys import HeadEndKeys
 from meterseal.crypto.suites import P256
+from meterseal.errors import ConfigurationError
 from meterseal.meter.load import Fleet
 from meterseal.meter.provisioning import fleet_records, provision
 from meterseal.meter.simulator import send_meter
@@ -113,3 +114,24 @@ def test_a_crash_in_the_middle_of_sending_loses_and_doubles_nothing(
     assert counters.get("stored") == 96
     assert not [k for k in counters if k.startswith("replayed")], counters
     store.close()
+
+
+def test_the_spool_keeps_a_file_a_day_and_drops_the_days_the_head_end_would_refuse(
+    tmp_path: Path,
+) -> None:
+    from meterseal.agent.spool import DAY, KEEP_SECONDS, Spooled
+
+    spool = ReadingSpool(tmp_path)
+    day = T - T % DAY
+    packets = {c: Spooled(c * 900, bytes([c % 256])) for c in range(day // 900 - 2, day // 900 + 2)}
+    spool.save("M1", packets, T)
+    assert sorted(p.name for p in (tmp_path / "M1").iterdir()) == [
+        f"{day - DAY}.cbor", f"{day}.cbor"
+    ]  # fmt: skip
+    assert spool.load("M1", day, day + 900) == {c: s for c, s in packets.items() if c * 900 >= day}
+    assert spool.load("M1", day - 900, day + 900) == packets  # both days, whole
+    later = T + KEEP_SECONDS + DAY  # yesterday's packets are past the freshness window now
+    spool.save("M1", {}, later)
+    assert list((tmp_path / "M1").iterdir()) == []
+    with pytest.raises(ConfigurationError):
+        spool.load("../M1", day, day + 1)

@@ -135,7 +135,11 @@ async def run_pass(
         result.meters.append(outcome)
         async with gate:
             try:
-                kept = {} if spool is None else await asyncio.to_thread(spool.load, meter.meter_id)
+                kept = (
+                    {}
+                    if spool is None
+                    else await asyncio.to_thread(spool.load, meter.meter_id, start, end)
+                )
                 driver = await open_driver(meter.target)
                 try:
                     sealed, outcome.registers, missing = await read_and_seal(

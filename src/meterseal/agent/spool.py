@@ -36,37 +36,59 @@ class Spooled:
     packet: bytes
 
 
+DAY = 86_400
+
+
 class ReadingSpool:
-    """One file per meter (METER_ID.cbor: counter -> [interval start, packet]) in a directory."""
+    """A directory per meter, a file per UTC day of intervals (METER_ID/DAY.cbor: counter ->
+    [interval start, packet]): a pass rewrites only the days of its window, and old days go
+    whole."""
 
     def __init__(self, directory: Path, keep_seconds: int = KEEP_SECONDS) -> None:
         self.directory = directory
         self.keep_seconds = keep_seconds
 
-    def _path(self, meter_id: str) -> Path:
+    def _meter(self, meter_id: str) -> Path:
         if not meter_id or "/" in meter_id or meter_id.startswith("."):
-            raise ConfigurationError(f"meter id {meter_id!r} cannot name a spool file")
-        return self.directory / f"{meter_id}.cbor"
+            raise ConfigurationError(f"meter id {meter_id!r} cannot name a spool directory")
+        return self.directory / meter_id
 
-    def load(self, meter_id: str) -> dict[int, Spooled]:
-        """The packets spooled for `meter_id` by counter (empty if none)."""
-        path = self._path(meter_id)
-        if not path.exists():
-            return {}
-        try:
-            items: Any = cose.loads_strict(path.read_bytes())
-            if not isinstance(items, dict):
-                raise CoseFormatError("a spool file is a map")
-            return {
-                int(counter): Spooled(int(at), cose.expect_bytes(sealed))
-                for counter, (at, sealed) in items.items()
-            }
-        except (CoseFormatError, TypeError, ValueError) as exc:
-            raise ConfigurationError(f"{path} is not an agent spool file: {exc}") from None
+    def load(self, meter_id: str, start: int, end: int) -> dict[int, Spooled]:
+        """The packets spooled for `meter_id` on the days that [start, end) touches, by counter
+        (the whole of each day: `save` writes them back with the new ones)."""
+        found: dict[int, Spooled] = {}
+        for day in range(start - start % DAY, end, DAY):
+            found |= _read(self._meter(meter_id) / f"{day}.cbor")
+        return found
 
     def save(self, meter_id: str, packets: Mapping[int, Spooled], now: int) -> None:
-        """Keep `packets` for `meter_id` (those still within the freshness window), durably:
-        written whole, synced, renamed, the directory synced, before this returns."""
+        """Keep `packets` for `meter_id`, each day's file written durably (whole, synced,
+        renamed, the directory synced) before this returns; drop the days older than the
+        freshness window."""
+        days: dict[int, dict[int, list[Any]]] = {}
+        for counter, spooled in packets.items():
+            day = spooled.timestamp - spooled.timestamp % DAY
+            days.setdefault(day, {})[counter] = [spooled.timestamp, spooled.packet]
         oldest = now - self.keep_seconds
-        kept = {c: [s.timestamp, s.packet] for c, s in packets.items() if s.timestamp >= oldest}
-        write_durably(self._path(meter_id), cose.dumps(kept))
+        folder = self._meter(meter_id)
+        for day, kept in days.items():
+            if day + DAY > oldest:
+                write_durably(folder / f"{day}.cbor", cose.dumps(kept))
+        for old in folder.glob("*.cbor") if folder.is_dir() else ():
+            if old.stem.isdigit() and int(old.stem) + DAY <= oldest:
+                old.unlink()
+
+
+def _read(path: Path) -> dict[int, Spooled]:
+    if not path.exists():
+        return {}
+    try:
+        items: Any = cose.loads_strict(path.read_bytes())
+        if not isinstance(items, dict):
+            raise CoseFormatError("a spool file is a map")
+        return {
+            int(counter): Spooled(int(at), cose.expect_bytes(sealed))
+            for counter, (at, sealed) in items.items()
+        }
+    except (CoseFormatError, TypeError, ValueError) as exc:
+        raise ConfigurationError(f"{path} is not an agent spool file: {exc}") from None
