@@ -244,3 +244,52 @@ def test_numeric_columns_round_to_their_scale_and_refuse_overflow(dsn: str) -> N
         ("SELECT 1", IDLE, "2.50,1.01"),
         ("22003", IDLE),
     ]
+
+
+def test_errors_carry_postgresqls_sqlstates(dsn: str) -> None:
+    steps: list[Step] = [
+        "CREATE TABLE r(meter TEXT NOT NULL, ts BIGINT, kwh NUMERIC(10, 3), "
+        "PRIMARY KEY (meter, ts))",
+        "INSERT INTO r VALUES ('m1', 1, 0.5), ('m1', 2, 1.5)",
+        "INSERT INTO r VALUES ('m1', 1, 0.5)",
+        "INSERT INTO r VALUES (NULL, 3, 1)",
+        "INSERT INTO r (ts) VALUES (4)",
+        "SELECT nope FROM r",
+        "SELECT * FROM nope",
+        "SELECT FROM WHERE",
+        "SELECT meter, COUNT(*), SUM(kwh) FROM r GROUP BY meter",
+    ]
+    assert transcript(dsn, steps) == [
+        ("CREATE TABLE", IDLE),
+        ("INSERT 0 2", IDLE),
+        ("23505", IDLE),
+        ("23502", IDLE),
+        ("23502", IDLE),
+        ("42703", IDLE),
+        ("42P01", IDLE),
+        ("42601", IDLE),
+        ("SELECT 1", IDLE, "m1,2,2.000"),
+    ]
+
+
+def test_a_query_of_several_statements_is_one_transaction(dsn: str) -> None:
+    steps: list[Step] = [
+        TABLE,
+        "INSERT INTO t VALUES (1, 'one'); INSERT INTO t VALUES (2, 'two'), (1, 'again')",
+        "SELECT count(*) FROM t",  # neither INSERT stayed
+        "INSERT INTO t VALUES (3, 'three'); UPDATE t SET v = 'drei' WHERE k = 3",
+        "SELECT k, v FROM t",
+        "BEGIN; INSERT INTO t VALUES (4, 'four')",  # a block the Query opens stays open
+        "ROLLBACK",
+        "SELECT count(*) FROM t",
+    ]
+    assert transcript(dsn, steps) == [
+        ("CREATE TABLE", IDLE),
+        ("23505", IDLE),
+        ("SELECT 1", IDLE, "0"),
+        ("INSERT 0 1", IDLE),  # psycopg's statusmessage: the first statement's
+        ("SELECT 1", IDLE, "3,drei"),
+        ("BEGIN", INTRANS),
+        ("ROLLBACK", IDLE),
+        ("SELECT 1", IDLE, "1"),
+    ]

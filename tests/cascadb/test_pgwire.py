@@ -115,6 +115,10 @@ def test_a_password_is_checked_when_asked() -> None:
             assert conn.execute("SELECT 1").fetchone() == (1,)
         with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
             psycopg.connect(server.dsn(password="wrong"))
+        # No SCRAM (docs/cascadb.md): a client that insists on it is told why it cannot.
+        scram = server.dsn(password="s3cret") + " require_auth=scram-sha-256"
+        with pytest.raises(psycopg.OperationalError, match="requested a cleartext password"):
+            psycopg.connect(scram)
     finally:
         server.stop()
 

@@ -182,6 +182,11 @@ class Session:
         """Run one parsed statement in this session."""
         return self._statement(statement, params)
 
+    def begin(self) -> None:
+        """BEGIN: open a transaction block (it waits for the write transaction open)."""
+        self._begin()
+        self._explicit = True
+
     def abort(self) -> None:
         """A statement failed outside `run_statement` (its parse, its message): under the
         PostgreSQL rule an explicit transaction is aborted as by any failed statement."""
@@ -256,8 +261,7 @@ class Session:
 
     def _statement(self, node: exp.Expression, params: Sequence[Any]) -> Result:
         if isinstance(node, exp.Transaction):
-            self._begin()
-            self._explicit = True
+            self.begin()
             return Result(command="BEGIN")
         if isinstance(node, exp.Commit):
             if self.failed:  # PostgreSQL answers COMMIT of an aborted transaction so

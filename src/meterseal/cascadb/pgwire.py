@@ -2,14 +2,17 @@
 
 Startup (SSL and GSS requests answered 'N' unless a TLS context is given, then TLS), cleartext
 password authentication through the `authenticate` callback (required: only `UNSAFE_TRUST`,
-for tests, lets a client in without a password; with
-`require_tls`, a client that did not start TLS is refused before it sends a password), the simple
-query protocol (Query: several statements, each with RowDescription/DataRow/CommandComplete)
-and the extended one (Parse, Bind, Describe, Execute, Close, Sync, Flush). Values travel as
-text (result format 0; parameters as text or binary for the integer, float and bytea types).
+for tests, lets a client in without a password; with `require_tls`, a client that did not
+start TLS is refused before it sends a password), the simple query protocol (Query: several
+statements, each with RowDescription/DataRow/CommandComplete, one transaction when outside a
+block) and the extended one (Parse, Bind, Describe, Execute, Close, Sync, Flush). Values
+travel as text (result format 0; parameters as text or binary for the integer, float and
+bytea types).
 SQL is read in PostgreSQL's dialect. A portal runs when it is described or executed; column
 types are told from the values (int8, float8, numeric, text, bytea, timestamptz, else text).
 Each connection is a session; statements run in worker threads (the engine is synchronous).
+After an error in a transaction block, ReadyForQuery says 'E' and statements fail with 25P02
+until ROLLBACK, as PostgreSQL's; each error carries its SQLSTATE (errors.py).
 """
 
 from __future__ import annotations
@@ -351,18 +354,28 @@ class PgServer:
                 " ".join(words[:2]).upper() if words[0].upper() == "DISCARD" else words[0].upper()
             )
             return _message(b"C", tag) + self._ready(conn.session)
+        session, implicit = conn.session, False
         try:
-            statements = conn.session.statements(sql)
+            statements = session.statements(sql)
             if not statements:
                 out += _message(b"I")
+            # As PostgreSQL: several statements outside a block are one transaction.
+            implicit = len(statements) > 1 and not session.in_transaction
+            implicit = implicit and not any(map(_controls_transaction, statements))
+            if implicit:
+                await asyncio.to_thread(session.begin)
             for statement in statements:
                 self.log(f"{conn.user}: {statement_shape(statement, 'postgres')}")
                 self.counts["statements"] += 1
-                result = await asyncio.to_thread(conn.session.run_statement, statement, [])
+                result = await asyncio.to_thread(session.run_statement, statement, [])
                 out += self._description(result) + self._rows(result)
+            if implicit:
+                await asyncio.to_thread(session.commit)
         except errors.Error as exc:
             out += self._failure(conn, exc)
-        return out + self._ready(conn.session)
+            if implicit:
+                session.rollback()
+        return out + self._ready(session)
 
     def _description(self, result: Result) -> bytes:
         if result.columns is None:
@@ -465,6 +478,12 @@ class PgServer:
                 run = conn.session.run_statement
                 portal.result = await asyncio.to_thread(run, statement, portal.params)
         return portal.result
+
+
+def _controls_transaction(node: exp.Expression) -> bool:
+    if isinstance(node, exp.Transaction | exp.Commit | exp.Rollback):
+        return True
+    return isinstance(node, exp.Command) and str(node.this).upper() in ("SAVEPOINT", "RELEASE")
 
 
 def _split(data: bytes) -> tuple[str, bytes]:
