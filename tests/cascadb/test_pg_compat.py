@@ -14,8 +14,12 @@ from typing import Any
 
 import psycopg
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from psycopg.pq import TransactionStatus
 
+from meterseal.cascadb import values as sv
+from meterseal.cascadb.errors import NumericOverflow
 from meterseal.storage.scratch import scratch_schema
 from tests.cascadb.test_pgwire import Running
 from tests.storage.databases import postgres_url  # noqa: F401  (a fixture)
@@ -293,3 +297,43 @@ def test_a_query_of_several_statements_is_one_transaction(dsn: str) -> None:
         ("ROLLBACK", IDLE),
         ("SELECT 1", IDLE, "1"),
     ]
+
+
+@pytest.fixture(scope="module")
+def postgresql(request: pytest.FixtureRequest) -> Iterator[psycopg.Connection[Any]]:
+    """One autocommit connection to PostgreSQL for a property's examples."""
+    dsn = request.getfixturevalue("postgres_url").replace(
+        "postgresql+psycopg://", "postgresql://", 1
+    )
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.mark.services
+@given(
+    digits=st.integers(min_value=0, max_value=10**12),
+    exponent=st.integers(min_value=-9, max_value=4),
+    negative=st.booleans(),
+    precision=st.integers(min_value=1, max_value=12),
+    data=st.data(),
+)
+def test_a_value_fits_numeric_p_s_as_postgresql_fits_it(
+    postgresql: psycopg.Connection[Any],
+    digits: int,
+    exponent: int,
+    negative: bool,
+    precision: int,
+    data: st.DataObject,
+) -> None:
+    scale = data.draw(st.integers(min_value=0, max_value=precision))
+    value = Decimal((int(negative), tuple(map(int, str(digits))), exponent))
+    try:
+        ours = format(sv.fit_decimal(value, (precision, scale)), "f")  # as the protocol sends
+    except NumericOverflow as exc:
+        ours = exc.sqlstate
+    try:
+        row = postgresql.execute(f"SELECT %s::numeric({precision}, {scale})::text", (value,))
+        theirs = str((row.fetchone() or ("",))[0])
+    except psycopg.Error as exc:
+        theirs = exc.sqlstate or "?"
+    assert ours == theirs, (value, precision, scale)

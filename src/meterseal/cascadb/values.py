@@ -176,7 +176,9 @@ def fit_decimal(value: Value, typmod: tuple[int, int]) -> Value:
     fitted = value.quantize(
         Decimal(1).scaleb(-scale), rounding=ROUND_HALF_UP, context=Context(prec=precision + 2)
     )
-    if not fitted.is_zero() and fitted.adjusted() >= limit:
+    if fitted.is_zero():
+        return fitted.copy_abs()  # numeric has no -0: -0.001 in scale 2 is 0.00
+    if fitted.adjusted() >= limit:
         raise overflow
     return fitted
 
