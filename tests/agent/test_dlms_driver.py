@@ -234,3 +234,28 @@ def test_each_connection_has_its_own_association() -> None:
         await line.stop()
 
     asyncio.run(run())
+
+
+def test_blocks_follow_the_client_s_acknowledgements_and_one_out_of_turn_ends_them() -> None:
+    from dlms_cosem import cosem, enumerations
+    from dlms_cosem.protocol import xdlms
+
+    from meterseal.agent.dlms_meter import LOAD_PROFILE, Association
+
+    app = DlmsMeterApp(_meter(10), PASSWORD, max_pdu=256)
+    link = Association(associated=True)
+    profile = cosem.CosemAttribute(
+        enumerations.CosemInterface.PROFILE_GENERIC, cosem.Obis.from_string(LOAD_PROFILE), 2
+    )
+    first = xdlms.GetResponseWithBlock.from_bytes(
+        app.answer(xdlms.GetRequestNormal(cosem_attribute=profile).to_bytes(), link)
+    )
+    assert first.block_number == 1
+    second = app.answer(xdlms.GetRequestNext(block_number=1).to_bytes(), link)
+    assert xdlms.GetResponseWithBlock.from_bytes(second).block_number == 2
+    stray = app.answer(xdlms.GetRequestNext(block_number=1).to_bytes(), link)  # not block 2
+    refused = xdlms.GetResponseLastBlockWithError.from_bytes(stray)
+    assert refused.error == enumerations.DataAccessResult.NO_LONG_GET_IN_PROGRESS
+    assert app.counts["blocks refused"] == 1
+    after = app.answer(xdlms.GetRequestNext(block_number=2).to_bytes(), link)
+    assert xdlms.GetResponseLastBlockWithError.from_bytes(after).block_number == 2  # ended

@@ -227,6 +227,7 @@ class DlmsMeterApp:
         )
 
     def _get(self, request: Any) -> bytes:
+        self._link.blocks = []  # a new GET ends any long one still in progress
         attribute = request.cosem_attribute
         code, number = attribute.instance.to_string(), attribute.attribute
         data = self.read(code, number, request.access_selection)
