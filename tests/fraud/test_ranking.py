@@ -25,6 +25,7 @@ def test_the_ensemble_beats_both_baselines(small_fleet: Labelled, small_analysis
         dataset="small",
         seed=3,
         n=(20,),
+        with_supervised=True,
     )
     rows = {e.method: e for e in result.rows}
     ours = rows["meterseal"]
@@ -69,6 +70,27 @@ def _first_unix_day(fleet: Labelled) -> int:
     import datetime as dt
 
     return (fleet.data.first_day - dt.date(1970, 1, 1)).days
+
+
+def test_the_evaluation_trains_on_its_labels_only_when_asked(
+    small_fleet: Labelled, small_analysis: Analysis
+) -> None:
+    """Scores from a model that saw the labels being evaluated are not an evaluation: the
+    supervised row comes only when asked for (cross-validated)."""
+    plain = compare(
+        small_fleet.data,
+        small_analysis,
+        small_fleet.thief,
+        small_fleet.patterns,
+        dataset="small",
+        n=(20,),
+    )
+    assert [e.method for e in plain.rows] == [
+        "SOM correlation (seed)",
+        "meterseal",
+        "IsolationForest",
+        "LocalOutlierFactor",
+    ]
 
 
 def test_supervised_needs_enough_labels(small_analysis: Analysis) -> None:
