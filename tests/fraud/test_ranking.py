@@ -159,3 +159,24 @@ def test_customers_whose_windows_start_and_end_on_other_dates(small_fleet: Label
     assert auc(small_fleet.thief, scores) > 0.97
     place = np.argsort(np.argsort(-scores))
     assert (place[late] < len(thieves)).all(), place[late]
+
+
+def test_a_window_read_as_zero_is_named_a_zeroed_window_not_a_bypass() -> None:
+    """Zero runs that rose explain a fallen standby load: the bypass detector, which adds
+    the standby load's evidence, must not name the customer (its bypass feature is 0)."""
+    from meterseal.fraud.features import ZERO_EVIDENCE, FeatureTable
+
+    rng = np.random.default_rng(4)
+    values = rng.normal(0.0, 1.0, (60, len(NAMES)))
+    values[0] = 0.0
+    values[0, NAMES.index("zero_rise")] = ZERO_EVIDENCE + 1.0
+    values[0, NAMES.index("base_drop")] = 40.0
+    values[1] = 0.0
+    values[1, NAMES.index("base_drop")] = 40.0  # no zeros: the standby load alone fell
+    table = FeatureTable(
+        tuple(f"C{i}" for i in range(60)), values, np.zeros(values.shape, np.int64)
+    )
+    scores = unsupervised(table)
+    assert scores.pattern[0] != "partial-day bypass"
+    bypass = PATTERNS.index("partial-day bypass")
+    assert scores.detectors[0, bypass] < scores.detectors[1, bypass]
