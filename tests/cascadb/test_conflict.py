@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 import meterseal.cascadb as cascadb
 from meterseal.cascadb import Database, MemoryKv
+from meterseal.cascadb.catalog import Dictionary
 
 SCHEMA = [
     "CREATE TABLE meter (meter_id VARCHAR(64) NOT NULL, region TEXT, "
@@ -142,3 +144,20 @@ def test_a_foreign_key_action_not_taken_is_refused_not_ignored(option: str) -> N
     with pytest.raises(cascadb.NotSupportedError, match="foreign key"):
         db.execute(f"CREATE TABLE c (x TEXT REFERENCES p(a) {option})")
     assert db.execute("SELECT count(*) FROM ok").rows == [(0,)]
+
+
+def test_a_parent_described_before_the_referrers_list_is_checked_all_the_same() -> None:
+    db = Database(MemoryKv())
+    db.execute("CREATE TABLE p (a TEXT PRIMARY KEY)")
+    db.execute("CREATE TABLE c (x TEXT REFERENCES p(a))")
+    db.execute("INSERT INTO p VALUES ('k'), ('j')")
+    db.execute("INSERT INTO c VALUES ('k')")
+    dictionary = Dictionary(db.kv)
+    dictionary.save(replace(dictionary.require("p"), referenced_by=None))  # as stored before
+    db.tables.clear()
+    with pytest.raises(cascadb.IntegrityError, match="still refers"):
+        db.execute("DELETE FROM p WHERE a = 'k'")
+    assert db.execute("DELETE FROM p WHERE a = 'j'").rowcount == 1
+    assert Dictionary(db.kv).require("p").referenced_by == ("c",)  # found once, then kept
+    with pytest.raises(cascadb.ProgrammingError, match="refers to it"):
+        db.execute("DROP TABLE p")

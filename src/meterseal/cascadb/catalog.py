@@ -67,7 +67,9 @@ class Table:
     primary: tuple[int, ...]
     indexes: tuple[Index, ...] = field(default=())
     foreign: tuple[ForeignKey, ...] = field(default=())
-    referenced_by: tuple[str, ...] = field(default=())  # tables whose foreign keys name it
+    # Tables whose foreign keys name it; None: not known (a descriptor from before the list
+    # was kept), found and stored by references.py the first time it is needed.
+    referenced_by: tuple[str, ...] | None = field(default=())
 
     @property
     def rowid(self) -> bool:
@@ -159,7 +161,7 @@ class Table:
                 "foreign": [
                     [list(f.columns), f.parent, list(f.parent_columns)] for f in self.foreign
                 ],
-                "referenced_by": list(self.referenced_by),
+                "referenced_by": None if self.referenced_by is None else list(self.referenced_by),
             }
         )
 
@@ -180,10 +182,14 @@ class Table:
                 foreign=tuple(
                     ForeignKey(tuple(f[0]), f[1], tuple(f[2])) for f in data.get("foreign", ())
                 ),
-                referenced_by=tuple(data.get("referenced_by", ())),
+                referenced_by=_names(data.get("referenced_by")),
             )
         except (KeyError, TypeError, ValueError, cbor2.CBORDecodeError) as exc:
             raise InternalError(f"damaged table descriptor: {exc}") from exc
+
+
+def _names(raw: list[str] | None) -> tuple[str, ...] | None:
+    return None if raw is None else tuple(raw)
 
 
 def _table_key(name: str) -> bytes:

@@ -55,9 +55,12 @@ def check_referenced(
 ) -> None:
     """ForeignKeyViolation if a parent row the statement removed (new None) or changed
     still has children; run after the statement's writes, which `kv` holds."""
-    if not parent.referenced_by or not changes:
+    if not changes or parent.referenced_by == ():
         return
-    for child_name in parent.referenced_by:
+    if parent.referenced_by is None:  # an older descriptor: found once, then kept
+        parent = replace(parent, referenced_by=referrers(parent, dictionary))
+        dictionary.save(parent)
+    for child_name in parent.referenced_by or ():
         child = parent if child_name.lower() == parent.name.lower() else None
         child = child or dictionary.table(child_name)
         if child is None:
@@ -131,6 +134,14 @@ def _children_of(
     return False
 
 
+def referrers(table: Table, dictionary: Dictionary) -> tuple[str, ...]:
+    """The tables whose foreign keys name `table` (its list, else found in every descriptor)."""
+    if table.referenced_by is not None:
+        return table.referenced_by
+    name = table.name.lower()
+    return tuple(t.name for t in dictionary.tables() if _refers(t, name))
+
+
 def link(table: Table, dictionary: Dictionary) -> Table:
     """A new table's descriptor with the tables referring to it listed, each parent's
     descriptor saved with it listed (CREATE TABLE: the one time every descriptor is read)."""
@@ -140,8 +151,9 @@ def link(table: Table, dictionary: Dictionary) -> Table:
         children.append(table.name)
     for parent_name in {f.parent.lower() for f in table.foreign} - {name}:
         parent = dictionary.table(parent_name)
-        if parent is not None and table.name not in parent.referenced_by:
-            dictionary.save(replace(parent, referenced_by=(*parent.referenced_by, table.name)))
+        known = None if parent is None else parent.referenced_by
+        if parent is not None and known is not None and table.name not in known:
+            dictionary.save(replace(parent, referenced_by=(*known, table.name)))
     return replace(table, referenced_by=tuple(children))
 
 
@@ -150,7 +162,7 @@ def unlink(table: Table, dictionary: Dictionary) -> None:
     parents no longer list it."""
     others = [
         n
-        for n in table.referenced_by
+        for n in referrers(table, dictionary)
         if n.lower() != table.name.lower() and _still_refers(dictionary.table(n), table)
     ]
     if others:
@@ -159,7 +171,7 @@ def unlink(table: Table, dictionary: Dictionary) -> None:
         )
     for parent_name in {f.parent.lower() for f in table.foreign} - {table.name.lower()}:
         parent = dictionary.table(parent_name)
-        if parent is not None:
+        if parent is not None and parent.referenced_by is not None:
             kept = tuple(n for n in parent.referenced_by if n.lower() != table.name.lower())
             dictionary.save(replace(parent, referenced_by=kept))
 
