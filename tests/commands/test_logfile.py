@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from meterseal.commands.log import check_log, encode_entry, next_entry
-from meterseal.commands.logfile import CommandLogFile, TornTail
+from meterseal.commands.logfile import MAX_RECORD, CommandLogFile, TornTail
 from meterseal.commands.model import Action, CommandFormatError
 from tests.command_line import invoke
 from tests.commands.conftest import NOW, World
@@ -110,3 +110,25 @@ def test_the_command_line_recovers_and_the_checker_reports_a_torn_tail(tmp_path:
     assert f"recovered {log}: a torn last entry of 30 bytes at byte {len(whole)}" in text
     assert "M1#2 connect issued (log entry 2)" in text
     assert invoke(["command", "verify-log", str(log), *d]).exit_code == 0
+
+
+def test_a_result_too_long_for_a_record_is_refused_and_the_log_stays_whole(world: World) -> None:
+    import cbor2
+
+    from meterseal.commands.model import Outcome
+    from meterseal.crypto import cose
+
+    issued = world.desk.issue("M1", Action.READ, NOW)
+    command = world.answerer.admit(issued.signed, NOW).command
+    assert command is not None
+    signed = world.answerer.answer(issued.signed, command, Outcome.DONE, "", NOW)
+    # The unprotected header is outside the signature: anyone handling the file can pad it.
+    protected, _, payload, signature = cose.untag(cose.loads_strict(signed), cose.TAG_SIGN1)
+    padded = cbor2.dumps(cbor2.CBORTag(cose.TAG_SIGN1, [protected, {99: bytes(MAX_RECORD)},
+                                                         payload, signature]))  # fmt: skip
+    with pytest.raises(CommandFormatError, match="longer than a log record"):
+        world.desk.record(padded, NOW + 1)
+    log = world.desk.log
+    assert [e.kind for e in log.entries()] == ["command"]  # still read, nothing appended
+    world.desk.record(signed, NOW + 1)  # the answer as signed is still taken
+    assert [e.kind for e in log.entries()] == ["command", "result"]

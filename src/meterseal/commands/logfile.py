@@ -93,7 +93,8 @@ class CommandLogFile:
             return self._recover_locked(fd)
 
     def append(self, kind: str, at_ms: int, body: bytes) -> LogEntry:
-        """Chain one entry onto the log and sync it; the stored entry."""
+        """Chain one entry onto the log and sync it; the stored entry (CommandFormatError, and
+        nothing written, if it is longer than a record may be)."""
         return self.append_after(kind, at_ms, lambda _entries: body)
 
     def append_after(
@@ -107,6 +108,11 @@ class CommandLogFile:
             body = make(existing)
             entry = next_entry(existing[-1] if existing else None, kind, at_ms, body)
             record = encode_entry(entry)
+            if len(record) > MAX_RECORD:  # written, it would read as damage and stop the log
+                raise CommandFormatError(
+                    f"a {kind} entry of {len(record)} bytes is longer than a log record "
+                    f"({MAX_RECORD} bytes): not appended"
+                )
             os.write(fd, _LENGTH.pack(len(record)) + record)
             os.fsync(fd)
             return entry
