@@ -106,7 +106,7 @@ def test_init_prints_what_it_made_and_the_next_commands(deployment: tuple[Path, 
     assert f"deployment name {name}: NATS streams {name.upper()}_" in text
     assert config["deployment"] == {"dir": ".", "passphrase_env": "MS_PASSPHRASE"}
     assert config["store"]["url"] == "sqlite:///meterseal.db"
-    assert config["cas"]["url"] == "http://127.0.0.1:7490"
+    assert config["cas"] == {"url": "http://127.0.0.1:7490", "listen": "127.0.0.1:7490"}
     assert (directory / "router" / "authority.key.pem").exists()
 
 
@@ -206,7 +206,11 @@ def test_with_a_host_the_cas_serves_tls_and_each_stage_gets_its_tls_key(
     assert is_encrypted((directory / "ca.key.pem").read_bytes())  # MS_PASSPHRASE: at rest
     assert is_encrypted((directory / "tls" / "cas.key.pem").read_bytes())
     config = ["--config", str(config_file)]
-    cas = Served([*config, "cas", "serve", "--listen", "127.0.0.1:0", "--tls", "cas"], ready="cas")
+    # `cas serve` listens where the file's cas.listen says (`init --cas-listen`): a free port here.
+    written = config_file.read_text()
+    assert 'listen = "127.0.0.1:7490"' in written
+    config_file.write_text(written.replace('listen = "127.0.0.1:7490"', 'listen = "127.0.0.1:0"'))
+    cas = Served([*config, "cas", "serve", "--tls", "cas"], ready="cas")
     try:
         cas.wait_ready(60)
         url = cas.endpoint("cas")

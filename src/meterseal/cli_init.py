@@ -231,7 +231,8 @@ def init(
         "deployment": {"name": chosen, "dir": ".", "passphrase_env": passphrase_env},
         # Relative to the file: the directory can move with its store.
         "store": {"url": file_store or "sqlite:///meterseal.db"},
-        "cas": {"url": cas_url},
+        # `cas serve` listens where the URL every other command reads points.
+        "cas": {"url": cas_url, "listen": format_address(listen.host, listen.port)},
     }
     if host:  # the KVS gateway serves HTTPS with its CAS-released key for the first host
         values["kvs"] = {"url": f"https://{format_address(host[0], 7470)}"}

@@ -118,6 +118,11 @@ class CasSection:
     url: str | None = _key(
         "CAS URL (trusted mode)", None, flags=("--cas",), example="http://127.0.0.1:7490"
     )
+    listen: str = _key(
+        "host:port the CAS listens on (`meterseal init --cas-listen` writes it)",
+        "127.0.0.1:7490",
+        flags=("cas serve:--listen",),
+    )
 
 
 @dataclass(frozen=True)
