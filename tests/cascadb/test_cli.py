@@ -49,6 +49,8 @@ def test_the_documented_sql_commands_run_as_written(tmp_path: Path) -> None:
     block = next(b for b in blocks if b.startswith("export MS_KVS_KEY="))
     lines = [shlex.split(line, comments=True) for line in block.splitlines()[1:]]
     expected = re.findall(r"# (.*)$", block.splitlines()[-1])[0]
+    # followed in order, the page's `cascadb serve` (default bucket) must not meet these tables
+    assert all(args[args.index("--bucket") + 1] != "cascadb" for args in lines)
     with serve_gateway() as gateway:  # the file names it, as `meterseal init --host` does
         config = tmp_path / "meterseal.toml"
         config.write_text(f'[kvs]\nurl = "{gateway.url}"\n')
