@@ -337,3 +337,17 @@ def test_a_value_fits_numeric_p_s_as_postgresql_fits_it(
     except psycopg.Error as exc:
         theirs = exc.sqlstate or "?"
     assert ours == theirs, (value, precision, scale)
+
+
+def test_executes_until_a_sync_are_one_transaction(dsn: str) -> None:
+    # psycopg's executemany pipelines its INSERTs up to one Sync: PostgreSQL runs them as
+    # one implicit transaction, so a failing row leaves none of them.
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(TABLE)
+        with pytest.raises(psycopg.errors.UniqueViolation), conn.cursor() as cursor:
+            cursor.executemany("INSERT INTO t VALUES (%s, %s)", [(1, "a"), (2, "b"), (1, "c")])
+        assert conn.info.transaction_status == TransactionStatus.IDLE
+        assert conn.execute("SELECT count(*) FROM t").fetchall() == [(0,)]
+        with conn.cursor() as cursor:
+            cursor.executemany("INSERT INTO t VALUES (%s, %s)", [(1, "a"), (2, "b")])
+        assert conn.execute("SELECT k FROM t ORDER BY k").fetchall() == [(1,), (2,)]

@@ -5,7 +5,8 @@ password authentication through the `authenticate` callback (required: only `UNS
 for tests, lets a client in without a password; with `require_tls`, a client that did not
 start TLS is refused before it sends a password), the simple query protocol (Query: several
 statements, each with RowDescription/DataRow/CommandComplete, one transaction when outside a
-block) and the extended one (Parse, Bind, Describe, Execute, Close, Sync, Flush). Values
+block) and the extended one (Parse, Bind, Describe, Execute, Close, Sync, Flush; outside a
+block, the Executes up to a Sync are one transaction). Values
 travel as text (result format 0; parameters as text or binary for the integer, float and
 bytea types).
 SQL is read in PostgreSQL's dialect. A portal runs when it is described or executed; column
@@ -18,20 +19,19 @@ until ROLLBACK, as PostgreSQL's; each error carries its SQLSTATE (errors.py).
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import itertools
 import ssl
 import struct
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 from sqlglot import exp
 
 from meterseal.cascadb import errors
 from meterseal.cascadb.engine import Database, Result, Session
+from meterseal.cascadb.pgtypes import oid_of, parameter, text_of
 from meterseal.cascadb.statement_log import statement_shape
 
 # (user, password, source address) -> allowed; run in a thread (a password hash is slow)
@@ -44,7 +44,6 @@ class UnsafeTrust:
 
 UNSAFE_TRUST = UnsafeTrust()
 SSL_REQUEST, GSS_REQUEST, CANCEL_REQUEST, PROTOCOL_3 = 80877103, 80877104, 80877102, 196608
-TEXT, INT8, FLOAT8, NUMERIC, BYTEA, TIMESTAMPTZ = 25, 20, 701, 1700, 17, 1184
 _PROCESS_IDS = itertools.count(1000)
 MAX_PASSWORD = 8192  # bytes of a password message: a login token or API key fits many times
 MAX_STARTUP = 10_000  # bytes of a startup packet, PostgreSQL's own MAX_STARTUP_PACKET_LENGTH
@@ -60,63 +59,6 @@ def _message(kind: bytes, payload: bytes = b"") -> bytes:
 
 def _cstr(text: str) -> bytes:
     return text.encode() + b"\x00"
-
-
-def _oid_of(values: list[Any]) -> int:
-    kinds = {type(v) for v in values if v is not None}
-    if kinds == {int}:
-        return INT8
-    if kinds and kinds <= {int, float}:
-        return FLOAT8
-    if kinds and kinds <= {int, Decimal}:
-        return NUMERIC
-    if kinds == {bytes}:
-        return BYTEA
-    if kinds == {dt.datetime}:
-        return TIMESTAMPTZ
-    return TEXT
-
-
-def _text(value: Any) -> bytes:
-    if isinstance(value, bytes):
-        return b"\\x" + value.hex().encode()
-    if isinstance(value, float):
-        return repr(value).replace("inf", "Infinity").encode()
-    if isinstance(value, dt.datetime):
-        stamp = value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
-        return stamp.isoformat(sep=" ").encode()
-    if isinstance(value, Decimal) and value.is_finite():
-        return format(value, "f").encode()  # numeric's text never has an exponent
-    return str(value).encode()
-
-
-def _parameter(raw: bytes | None, oid: int, binary: bool) -> Any:
-    if raw is None:
-        return None
-    if binary:
-        if oid in (20, 21, 23):
-            return int.from_bytes(raw, "big", signed=True)
-        if oid == FLOAT8:
-            return struct.unpack("!d", raw)[0]
-        if oid == 700:
-            return struct.unpack("!f", raw)[0]
-        if oid == BYTEA:
-            return raw
-        raise errors.NotSupportedError(f"binary parameters of type {oid} are not supported")
-    text = raw.decode()
-    if oid in (20, 21, 23):
-        return int(text)
-    if oid in (700, FLOAT8):
-        return float(text)
-    if oid == NUMERIC:
-        return Decimal(text)
-    if oid == 16:
-        return int(text in ("t", "true", "1"))
-    if oid == BYTEA:
-        return bytes.fromhex(text[2:]) if text.startswith("\\x") else raw
-    if oid in (1114, TIMESTAMPTZ):
-        return dt.datetime.fromisoformat(text)
-    return text
 
 
 def _tag(result: Result) -> str:
@@ -149,6 +91,7 @@ class _Connection:
     prepared: dict[str, _Prepared] = field(default_factory=dict)
     portals: dict[str, _Portal] = field(default_factory=dict)
     failed: bool = False  # an extended-protocol error: skip to Sync
+    implicit: bool = False  # executes outside a block: one transaction until Sync
 
 
 class PgServer:
@@ -331,6 +274,13 @@ class PgServer:
             return await self._simple(conn, body.rstrip(b"\x00").decode())
         if kind == b"S":
             conn.failed = False
+            if conn.implicit:  # as PostgreSQL: Sync ends the implicit transaction
+                conn.implicit = False
+                session = conn.session
+                try:
+                    await asyncio.to_thread(session.rollback if session.failed else session.commit)
+                except errors.Error as exc:
+                    return self._failure(conn, exc) + self._ready(session)
             return self._ready(conn.session)
         if kind == b"H":
             return b""
@@ -382,7 +332,7 @@ class PgServer:
             return b""
         payload = struct.pack("!H", len(result.columns))
         for i, name in enumerate(result.columns):
-            oid = _oid_of([row[i] for row in result.rows])
+            oid = oid_of([row[i] for row in result.rows])
             payload += _cstr(name) + struct.pack("!IhIhih", 0, 0, oid, -1, -1, 0)
         return _message(b"T", payload)
 
@@ -394,7 +344,7 @@ class PgServer:
                 if value is None:
                     payload += struct.pack("!i", -1)
                 else:
-                    text = _text(value)
+                    text = text_of(value)
                     payload += struct.pack("!I", len(text)) + text
             out += _message(b"D", bytes(payload))
         return bytes(out) + _message(b"C", _cstr(_tag(result)))
@@ -456,7 +406,7 @@ class PgServer:
             rest = rest[4 + max(size, 0) :]
             binary = (formats[i] if len(formats) > 1 else formats[0] if formats else 0) == 1
             oid = prepared.types[i] if i < len(prepared.types) else 0
-            params.append(_parameter(raw, oid, binary))
+            params.append(parameter(raw, oid, binary))
         conn.portals[portal] = _Portal(prepared, params)
         return _message(b"2")
 
@@ -475,6 +425,11 @@ class PgServer:
             else:
                 self.log(f"{conn.user}: {statement_shape(statement, 'postgres')}")
                 self.counts["statements"] += 1
+                if _controls_transaction(statement):
+                    conn.implicit = False  # BEGIN makes it a block; COMMIT/ROLLBACK end it
+                elif not conn.session.in_transaction:
+                    await asyncio.to_thread(conn.session.begin)
+                    conn.implicit = True
                 run = conn.session.run_statement
                 portal.result = await asyncio.to_thread(run, statement, portal.params)
         return portal.result

@@ -1,0 +1,77 @@
+"""Values on the PostgreSQL protocol: result column types, the text format, bound parameters.
+
+Results travel as text (format 0), typed from their values: int8, float8, numeric, bytea,
+timestamptz, else text. Parameters come as text, or binary for the integer, float and bytea
+types.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import struct
+from decimal import Decimal
+from typing import Any
+
+from meterseal.cascadb import errors
+
+TEXT, INT8, FLOAT8, NUMERIC, BYTEA, TIMESTAMPTZ = 25, 20, 701, 1700, 17, 1184
+
+
+def oid_of(values: list[Any]) -> int:
+    """The type a result column is described as, told from its values."""
+    kinds = {type(v) for v in values if v is not None}
+    if kinds == {int}:
+        return INT8
+    if kinds and kinds <= {int, float}:
+        return FLOAT8
+    if kinds and kinds <= {int, Decimal}:
+        return NUMERIC
+    if kinds == {bytes}:
+        return BYTEA
+    if kinds == {dt.datetime}:
+        return TIMESTAMPTZ
+    return TEXT
+
+
+def text_of(value: Any) -> bytes:
+    """A value in PostgreSQL's text format."""
+    if isinstance(value, bytes):
+        return b"\\x" + value.hex().encode()
+    if isinstance(value, float):
+        return repr(value).replace("inf", "Infinity").encode()
+    if isinstance(value, dt.datetime):
+        stamp = value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+        return stamp.isoformat(sep=" ").encode()
+    if isinstance(value, Decimal) and value.is_finite():
+        return format(value, "f").encode()  # numeric's text never has an exponent
+    return str(value).encode()
+
+
+def parameter(raw: bytes | None, oid: int, binary: bool) -> Any:
+    """A bound parameter's value from its bytes, type and format."""
+    if raw is None:
+        return None
+    if binary:
+        if oid in (20, 21, 23):
+            return int.from_bytes(raw, "big", signed=True)
+        if oid == FLOAT8:
+            return struct.unpack("!d", raw)[0]
+        if oid == 700:
+            return struct.unpack("!f", raw)[0]
+        if oid == BYTEA:
+            return raw
+        raise errors.NotSupportedError(f"binary parameters of type {oid} are not supported")
+    text = raw.decode()
+    if oid in (20, 21, 23):
+        return int(text)
+    if oid in (700, FLOAT8):
+        return float(text)
+    if oid == NUMERIC:
+        return Decimal(text)
+    if oid == 16:
+        return int(text in ("t", "true", "1"))
+    if oid == BYTEA:
+        return bytes.fromhex(text[2:]) if text.startswith("\\x") else raw
+    if oid in (1114, TIMESTAMPTZ):
+        return dt.datetime.fromisoformat(text)
+    return text
