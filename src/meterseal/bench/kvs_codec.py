@@ -15,6 +15,7 @@ import contextlib
 import http.client
 import multiprocessing
 import os
+import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -78,13 +79,23 @@ def memory_store(nodes: int) -> ObjectStore:
     return ObjectStore(memory, MemoryCatalog(), lambda _b: master, clock=time.time, rng=os.urandom)
 
 
+class _Connection(http.client.HTTPConnection):
+    """`http.client`'s connection sending each write at once (TCP_NODELAY, as httpx does): a
+    PUT's head and body are two writes, and Nagle held the body's last segment back until the
+    gateway's delayed ACK of the head."""
+
+    def connect(self) -> None:
+        super().connect()
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 class StdlibClient:
     """PUT and GET of one object over one kept-alive `http.client` connection: the same
     requests as `GatewayClient`'s without httpx, to tell the client's cost from the gateway's."""
 
     def __init__(self, url: str, key: str) -> None:
         parts = urlsplit(url)
-        self.connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=600)
+        self.connection = _Connection(parts.hostname or "", parts.port, timeout=600)
         self.headers = {"Authorization": f"Bearer {key}"}
 
     def _send(self, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> bytes:

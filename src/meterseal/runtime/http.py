@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
 import threading
 from collections import Counter
@@ -44,6 +45,7 @@ from meterseal.runtime.connections import (
     ConnectionLimits,
     RefusalLog,
     listen_socket,
+    no_delay,
     reset_on_close,
     source_key,
 )
@@ -199,6 +201,9 @@ def _guarded(
                 self.connection_lost(waiting.lost[0])
 
         def _serve(self, transport: asyncio.Transport) -> None:
+            sock = transport.get_extra_info("socket")
+            if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+                no_delay(sock)  # where the listener's was not inherited
             super().connection_made(transport)
             scope = tls_scope(transport.get_extra_info("ssl_object"))
             if scope is not None:
