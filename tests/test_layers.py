@@ -191,6 +191,7 @@ LAYERS: dict[str, Layer] = {
     "meterseal.kvs.nats_nodes": ADAPTER,  # nodes, replica sets and catalog on NATS JetStream
     "meterseal.kvs.listing": ADAPTER,  # the store's name index for paged listing
     "meterseal.kvs.store": ADAPTER,
+    "meterseal.kvs.store_read": ADAPTER,  # the store's reads: blobs checked, decoded, opened
     "meterseal.kvs.pool": ADAPTER,  # the nodes, their health, where a write goes
     "meterseal.kvs.repair": ADAPTER,  # scrub: checks and rebuilds blobs through the store
     "meterseal.kvs.gateway_keys": CORE,  # API keys and their scopes, sans-IO

@@ -13,6 +13,7 @@ import httpx
 from prometheus_client import CollectorRegistry
 
 from meterseal.accounts.throttle import Throttle
+from meterseal.kvs.chunks import Piece
 from meterseal.kvs.gateway import MAX_OBJECT_BYTES, create_gateway_app
 from meterseal.kvs.gateway_auth import KvsAuthenticator
 from meterseal.kvs.gateway_http import KvsMetrics
@@ -52,17 +53,22 @@ class Recording:
         return getattr(self.store, name)
 
     async def put(
-        self, bucket: str, name: str, chunks: AsyncIterable[bytes], policy: Policy
+        self,
+        bucket: str,
+        name: str,
+        chunks: AsyncIterable[Piece],
+        policy: Policy,
+        size: int | None = None,
     ) -> ObjectInfo:
         """The store's put, counting the pieces as they pass."""
 
-        async def counted() -> AsyncIterator[bytes]:
+        async def counted() -> AsyncIterator[Piece]:
             async for piece in chunks:
                 if bucket != RESERVED:  # the gateway's own state is not the client's object
                     self.received.append(len(piece))
                 yield piece
 
-        return await self.store.put(bucket, name, counted(), policy)
+        return await self.store.put(bucket, name, counted(), policy, size)
 
     async def get(
         self, bucket: str, name: str, start: int = 0, end: int | None = None

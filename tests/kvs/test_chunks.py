@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from meterseal.errors import KvsError
 from meterseal.kvs.chunks import Chunk, pieces, rechunk
 from meterseal.kvs.policy import chunk_sizes
 
@@ -39,6 +41,7 @@ def test_pieces_cover_the_data(data: bytes, size: int) -> None:
     got = asyncio.run(collect())
     assert b"".join(got) == data
     assert all(len(p) <= size for p in got)
+    assert all(p.obj is data for p in got)  # views of the data, not copies
 
 
 def test_a_chunk_is_joined_only_where_it_is_sealed() -> None:
@@ -48,7 +51,9 @@ def test_a_chunk_is_joined_only_where_it_is_sealed() -> None:
         return [item async for item in rechunk(_stream([whole, first, second]), 4)]
 
     chunks = [c for _, _, c in asyncio.run(run())]
-    assert chunks[0].join() is whole  # a piece that is the whole chunk: not copied
+    joined = chunks[0].join()
+    assert isinstance(joined, memoryview)
+    assert joined.obj is whole  # a piece that is the whole chunk: not copied
     assert [bytes(p) for p in chunks[1].parts] == [b"ab", b"cd"]  # not joined yet
     assert chunks[1].join() == b"abcd"
     assert len(chunks[1]) == 4
@@ -72,3 +77,37 @@ def test_a_full_chunk_is_handed_out_as_soon_as_the_next_byte_arrives() -> None:
         (1, False, b"efgh", 10),
         (2, True, b"ij", 10),
     ]
+
+
+@given(st.lists(st.binary(max_size=50), max_size=8), st.integers(1, 20))
+def test_a_known_length_gives_the_same_chunks(parts: list[bytes], size: int) -> None:
+    data = b"".join(parts)
+
+    async def collect() -> list[tuple[int, bool, bytes]]:
+        chunks = rechunk(_stream(parts), size, len(data))
+        return [(i, f, bytes(c.join())) async for i, f, c in chunks]
+
+    assert asyncio.run(collect()) == asyncio.run(_collect(parts, size))
+
+
+def test_with_its_length_known_a_full_chunk_goes_out_before_the_next_byte() -> None:
+    received: list[int] = []
+
+    async def source() -> AsyncIterator[bytes]:
+        for piece in (b"abcd", b"efgh", b"ij"):
+            received.append(len(piece))
+            yield piece
+
+    async def run() -> list[tuple[int, bool, int]]:
+        return [(i, f, sum(received)) async for i, f, _c in rechunk(source(), 4, 10)]
+
+    assert asyncio.run(run()) == [(0, False, 4), (1, False, 8), (2, True, 10)]
+
+
+@pytest.mark.parametrize(("parts", "declared"), [([b"abcd", b"e"], 4), ([b"abcd", b"e"], 6)])
+def test_a_stream_of_another_length_than_declared_fails(parts: list[bytes], declared: int) -> None:
+    async def run() -> list[bool]:
+        return [f async for _i, f, _c in rechunk(_stream(parts), 4, declared)]
+
+    with pytest.raises(KvsError, match="declared"):
+        asyncio.run(run())

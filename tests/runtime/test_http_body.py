@@ -6,12 +6,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import socket
+from collections import Counter
 from typing import Any
 
 import pytest
+from fastapi import FastAPI, Request
+from starlette.requests import ClientDisconnect
 
-from meterseal.runtime.http import protocol_base
-from meterseal.runtime.http_body import BodyPieces, LlhttpBody, plain_length
+from meterseal.runtime.auth import PUBLIC, access
+from meterseal.runtime.connections import listen_socket
+from meterseal.runtime.http import protocol_base, service_app
+from meterseal.runtime.http_body import BODY_EXTENSION, BodyPieces, LlhttpBody, plain_length
 from tests.runtime.raw_http import digest_app, exchange, put_head, served
 
 pytestmark = pytest.mark.skipif(
@@ -156,3 +162,90 @@ def test_only_one_content_length_without_transfer_encoding_is_plain() -> None:
     assert plain_length([(b"content-length", b"5"), (b"transfer-encoding", b"chunked")]) is None
     assert plain_length([(b"content-length", b"-1")]) is None
     assert plain_length([(b"host", b"x")]) is None
+
+
+def _pulling_app(view_size: int, outcomes: list[str]) -> FastAPI:
+    counts: Counter[str] = Counter()
+    app = service_app("pulls", "A test service.", counts, lambda: dict(counts))
+
+    @app.put("/digest", dependencies=[access(PUBLIC)])
+    async def digest(request: Request) -> dict[str, object]:
+        read_into = request.scope["extensions"][BODY_EXTENSION]["read_into"]
+        sha, size, reads = hashlib.sha256(), 0, []
+        try:
+            while True:
+                view = memoryview(bytearray(view_size))
+                got = await read_into(view)
+                sha.update(view[:got])
+                size += got
+                reads.append(got)
+                if got < view_size:
+                    break
+        except ClientDisconnect:
+            outcomes.append("disconnect")
+            raise
+        outcomes.append("read")
+        return {"size": size, "sha256": sha.hexdigest(), "reads": reads}
+
+    return app
+
+
+def test_an_app_pulls_a_plain_body_into_its_own_buffers_and_the_next_request_is_parsed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    taken: list[int] = []
+    take = LlhttpBody.take_body
+
+    def spy(self: LlhttpBody, data: bytes) -> None:
+        taken.append(len(data))
+        take(self, data)
+
+    monkeypatch.setattr(LlhttpBody, "take_body", spy)
+    first, second = os.urandom(300_000), os.urandom(200_001)
+    one, two = put_head(len(first)), put_head(len(second), close=True)
+    # body bytes along with the head (through the parser), then straight into the app's
+    # buffers; the second request arrives with the first body's end, each part read alone
+    parts = [one + first[:100], first[100:150_000], first[150_000:] + two + second[:7], second[7:]]
+    outcomes: list[str] = []
+
+    async def scenario() -> bytes:
+        async with served(_pulling_app(64_000, outcomes), "httptools") as (_server, port):
+            return await exchange(port, *parts, pause=0.05)
+
+    answer = asyncio.run(scenario())
+    assert answer.count(b"HTTP/1.1 200") == 2
+    for body in (first, second):
+        assert hashlib.sha256(body).hexdigest().encode() in answer
+        assert f'"size":{len(body)}'.encode() in answer
+    assert b'"reads":[64000,64000,64000,64000,44000]' in answer  # full views, then the rest
+    assert outcomes == ["read", "read"]
+    # only bytes that came along with the next request's head went the pieces' way
+    assert sum(taken) < len(first) - 150_000 + 200
+
+
+def test_a_client_leaving_mid_body_ends_the_pull_with_client_disconnect() -> None:
+    body = os.urandom(100_000)
+    outcomes: list[str] = []
+
+    async def scenario() -> None:
+        async with served(_pulling_app(1 << 20, outcomes), "httptools") as (_server, port):
+            _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(put_head(2 * len(body)) + body)  # half the declared body, then gone
+            await writer.drain()
+            await asyncio.sleep(0.1)  # the app pulls, and waits for the rest of its view
+            writer.close()
+            for _ in range(500):
+                await asyncio.sleep(0.01)
+                if outcomes:
+                    break
+
+    asyncio.run(scenario())
+    assert outcomes == ["disconnect"]
+
+
+def test_accepted_connections_send_small_writes_at_once() -> None:
+    server = listen_socket("127.0.0.1", 0)
+    with server, socket.create_connection(server.getsockname()[:2]) as _client:
+        accepted, _peer = server.accept()
+        with accepted:
+            assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)

@@ -1,9 +1,11 @@
 """Chunks of the secure KVS: cutting a stream into chunks, turning one into blobs (sans-IO).
 
 `rechunk` cuts any stream of byte pieces into chunks of the object's chunk size (a full chunk
-is held back only until the next byte arrives, so the last is known: its seal says so); a
-`Chunk` is the pieces it arrived in, joined (each byte copied at most once) by `prepare` in the
-worker thread that seals it, not on the event loop that receives the next one.
+is held back until the next byte arrives, so the last is known: its seal says so; given the
+object's length, none is held back, and a stream of another length fails); a `Chunk` is the
+pieces it arrived in, joined (each byte copied at most once, a chunk that came as one piece
+not at all) by `prepare` in the worker thread that seals it, not on the event loop that
+receives the next one.
 `prepare` seals a chunk and makes its blobs (full copies, then fragments) with their tags, in
 one call a worker thread can run.
 """
@@ -12,11 +14,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
+from typing import TypeAlias
 
 from meterseal.errors import KvsError
 from meterseal.kvs.erasure import coder
 from meterseal.kvs.policy import Hybrid, Policy, Replication
 from meterseal.kvs.sealing import ObjectContext, blob_tag, open_chunk, seal_chunk
+
+Piece: TypeAlias = bytes | bytearray | memoryview  # a piece of a stream (read only)
 
 
 @dataclass(frozen=True)
@@ -28,28 +33,31 @@ class Chunk:
     def __len__(self) -> int:
         return sum(len(part) for part in self.parts)
 
-    def join(self) -> bytes:
+    def join(self) -> bytes | memoryview:
         """The chunk's bytes (a piece that is the whole chunk is not copied)."""
         parts = self.parts
-        if (
-            len(parts) == 1
-            and isinstance(parts[0].obj, bytes)
-            and len(parts[0]) == len(parts[0].obj)
-        ):
-            return parts[0].obj
+        if len(parts) == 1:
+            return parts[0]
         return b"".join(parts)
 
 
 async def rechunk(
-    source: AsyncIterable[bytes], size: int
+    source: AsyncIterable[Piece], size: int, total: int | None = None
 ) -> AsyncIterator[tuple[int, bool, Chunk]]:
-    """(index, final, chunk) of `size`-byte chunks of `source`; an empty source gives one."""
+    """(index, final, chunk) of `size`-byte chunks of `source`; an empty source gives one.
+
+    Given `total`, the source's length, each chunk goes out once complete (the last is known
+    by its end) and KvsError ends a source of another length: longer as soon as it is.
+    """
     parts: list[memoryview] = []
-    have = 0
+    have = seen = 0
     pending: Chunk | None = None
     index = 0
     async for piece in source:
-        view = memoryview(piece)
+        view = memoryview(piece).cast("B")
+        seen += len(view)
+        if total is not None and seen > total:
+            raise KvsError(f"the object is longer than its declared {total} bytes")
         while len(view):
             if pending is not None:  # more follows: the held chunk is not the last
                 yield index, False, pending
@@ -62,13 +70,20 @@ async def rechunk(
             if have == size:
                 pending = Chunk(tuple(parts))
                 parts, have = [], 0
+                if total is not None and seen - len(view) < total:  # not the last: out now
+                    yield index, False, pending
+                    index += 1
+                    pending = None
+    if total is not None and seen != total:
+        raise KvsError(f"the object has {seen} bytes, not its declared {total}")
     yield index, True, pending if pending is not None else Chunk(tuple(parts))
 
 
-async def pieces(data: bytes, size: int) -> AsyncIterator[bytes]:
-    """`data` as a stream of `size`-byte pieces."""
-    for start in range(0, len(data), size):
-        yield data[start : start + size] if len(data) > size else data
+async def pieces(data: Piece, size: int) -> AsyncIterator[memoryview]:
+    """`data` as a stream of `size`-byte pieces (views of it: not copied)."""
+    view = memoryview(data).cast("B")
+    for start in range(0, len(view), size):
+        yield view[start : start + size]
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from meterseal.errors import KvsError, MetersealError, ObjectNotFound
+from meterseal.kvs.chunks import Piece
 from meterseal.kvs.gateway_auth import (
     ADMIN,
     ADMIN_ALL,
@@ -45,12 +46,14 @@ from meterseal.kvs.gateway_http import KvsMetrics, Unsatisfiable, byte_range
 from meterseal.kvs.gateway_keys import KvsKeyError, check_bucket, check_object_key
 from meterseal.kvs.gateway_reencode import ReencodeJob, ReencodeJobs
 from meterseal.kvs.gateway_state import GatewayState, ObjectInfo, Objects
-from meterseal.kvs.policy import Policy, parse_policy
+from meterseal.kvs.policy import DEFAULT_CHUNK_SIZE, Policy, parse_policy
 from meterseal.runtime.auth import access
 from meterseal.runtime.http import Problem, service_app
+from meterseal.runtime.http_body import BODY_EXTENSION
 
 NOT_FOUND = "no such object"
 MAX_OBJECT_BYTES = 1 << 30  # a PUT's body beyond this is refused (413): kvs.max_object
+PULL_BYTES = DEFAULT_CHUNK_SIZE  # a plain body is read in pieces of the store's chunk size
 _PATH = re.compile(r"'?/(?:[^\s'():/]+/)+[^\s'():]*'?")  # an absolute file path, maybe quoted
 _log = logging.getLogger(__name__)
 BYTES = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
@@ -223,9 +226,16 @@ def _object_routes(
                 inbound.inc(len(piece))
                 yield piece
 
+        length = int(declared) if declared.isdigit() else None
+        extension = request.scope.get("extensions", {}).get(BODY_EXTENSION, {})
+        read_into = extension.get("read_into")
+        source: AsyncIterator[Piece] = body()
+        if length is not None and read_into is not None:
+            source = _pulled(read_into, length, inbound)
+
         with metrics.timed("put"):
             try:
-                info = await objects.put(bucket, key, body(), chosen)
+                info = await objects.put(bucket, key, source, chosen, length)
             except ObjectTooLarge:
                 metrics.count("put", "refused")
                 raise too_large(max_object) from None
@@ -295,6 +305,23 @@ def _object_routes(
             raise HTTPException(404, NOT_FOUND)
         metrics.count("delete", "ok")
         return Response(status_code=204)
+
+
+async def _pulled(
+    read_into: Callable[[memoryview], Awaitable[int]], length: int, inbound: Any
+) -> AsyncIterator[Piece]:
+    """A body of `length` bytes read by the server straight into buffers of the store's
+    chunk size (one copy from the socket, not joined again); ClientDisconnect when short."""
+    left = length
+    while left:
+        buffer = memoryview(bytearray(min(left, PULL_BYTES)))
+        got = await read_into(buffer)
+        inbound.inc(got)
+        if got < len(buffer):  # the body ended early: the store refuses the short object
+            yield buffer[:got]
+            return
+        left -= got
+        yield buffer
 
 
 async def _head(

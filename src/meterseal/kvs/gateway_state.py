@@ -29,6 +29,7 @@ from typing import Protocol
 import cbor2
 
 from meterseal.errors import KvsError
+from meterseal.kvs.chunks import Piece
 from meterseal.kvs.freshness import GatewayMarks, RolledBack
 from meterseal.kvs.gateway_keys import KeyTable, KvsKeyError
 from meterseal.kvs.policy import Policy, parse_policy
@@ -93,9 +94,15 @@ class Objects(Protocol):
     """What the gateway needs of the store engine (kvs.store.ObjectStore)."""
 
     async def put(
-        self, bucket: str, name: str, chunks: AsyncIterable[bytes], policy: Policy
+        self,
+        bucket: str,
+        name: str,
+        chunks: AsyncIterable[Piece],
+        policy: Policy,
+        size: int | None = None,
     ) -> ObjectInfo:
-        """Write an object from its chunks (streamed); its new version's manifest."""
+        """Write an object from its chunks (streamed, `size` bytes when known); its new
+        version's manifest."""
         ...
 
     def get(

@@ -111,7 +111,9 @@ def _nonce(index: int) -> bytes:
     return index.to_bytes(NONCE_BYTES, "big")
 
 
-def seal_chunk(key: bytes, ctx: ObjectContext, index: int, final: bool, plain: bytes) -> bytes:
+def seal_chunk(
+    key: bytes, ctx: ObjectContext, index: int, final: bool, plain: bytes | memoryview
+) -> bytes:
     """Chunk `index` of the object sealed: ciphertext and tag (len(plain) + 16 bytes)."""
     return AESGCM(key).encrypt(_nonce(index), plain, ctx.chunk_ad(index, final))
 

@@ -5,20 +5,23 @@ nodes by the object's policy (copies, fragments or both), and only then swaps th
 sealed manifest in the catalog: a reader sees the old version or the new one, never half. A
 write that cannot place its policy fails with KvsError and deletes what it had written. Reads
 check every blob's tag and fall back to other copies or fragments; a reader whose version
-was re-encoded by a policy change (or repaired) reloads the manifest and goes on. Scrubbing and
-repair are in kvs/repair.py. Time and randomness are parameters (`clock`, `rng`).
+was re-encoded by a policy change (or repaired) reloads the manifest and goes on (a chunk's
+blobs are read in kvs/store_read.py). Scrubbing and repair are in kvs/repair.py. Time and
+randomness are parameters (`clock`, `rng`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import weakref
+from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 from meterseal.errors import KvsError, ObjectNotFound
-from meterseal.kvs.chunks import Prepared, decode, pieces, prepare, rechunk, unseal
+from meterseal.kvs.chunks import Chunk, Piece, Prepared, pieces, prepare, rechunk
 from meterseal.kvs.freshness import VersionMarks
 from meterseal.kvs.listing import NameIndex, page_of
 from meterseal.kvs.manifest import (
@@ -38,27 +41,26 @@ from meterseal.kvs.sealing import (
     BucketKeys,
     ObjectContext,
     Random,
-    blob_intact,
     new_object_key,
     open_manifest,
     seal_manifest,
     unwrap_key,
     wrap_key,
 )
+from meterseal.kvs.store_read import ChunkReads
 
 __all__ = ["BucketKeySource", "Clock", "ListPage", "ObjectInfo", "ObjectStore"]
 
 Clock = Callable[[], float]  # seconds since the epoch
 BucketKeySource = Callable[[str], bytes]  # bucket name -> its 32-byte key
-T = TypeVar("T")
 
-OFFLOAD_BYTES = 256 * 1024  # seal/encode/decode chunks from this size in a worker thread
+SEALING_AHEAD = 2  # chunks of a write sealed at once (2 cores: encryption beside coding)
 READ_RETRIES = 8  # manifest reloads a read makes while policy changes or repairs go on
 MAX_NAME_BYTES = 1024
 DEFAULT_POLICY: Policy = Replication(1)  # the embedded default: one copy
 
 
-class ObjectStore:
+class ObjectStore(ChunkReads):
     """Objects by (bucket, name): put, get (ranges), head, delete, list, set_policy."""
 
     def __init__(
@@ -138,22 +140,20 @@ class ObjectStore:
         self._mark(keys, key, manifest)
         self._index.setdefault(keys.bucket, NameIndex()).learn(key, manifest.name)
 
-    async def cpu(self, size: int, work: Callable[..., T], *args: Any) -> T:
-        """`work(*args)`, in a worker thread when it handles `size` >= OFFLOAD_BYTES bytes."""
-        if size >= OFFLOAD_BYTES:
-            return await asyncio.to_thread(work, *args)
-        return work(*args)
-
     # -- writing -------------------------------------------------------------------------------
 
     async def put(
         self,
         bucket: str,
         name: str,
-        chunks: AsyncIterable[bytes],
+        chunks: AsyncIterable[Piece],
         policy: Policy | None = None,
+        size: int | None = None,
     ) -> ObjectInfo:
-        """Store the object streamed as `chunks` (any sizes) as a new version; its info."""
+        """Store the object streamed as `chunks` (any sizes) as a new version; its info.
+
+        Given its `size`, each chunk is sealed as soon as it is complete (the last one too);
+        a stream of another length fails the write."""
         keys = self.keys(bucket)
         _check_name(name)
         async with self.lock(bucket, name):
@@ -169,30 +169,34 @@ class ObjectStore:
                 content_id=self.rng(16).hex(),
                 created_at=self.clock(),
                 chunk_size=self.chunk_size,
+                total=size,
             )
         if old is not None:
             await self.discard(old.blobs())
         return ObjectInfo.of(manifest)
 
     async def put_bytes(
-        self, bucket: str, name: str, data: bytes, policy: Policy | None = None
+        self, bucket: str, name: str, data: Piece, policy: Policy | None = None
     ) -> ObjectInfo:
         """`put` of an object already in memory."""
-        return await self.put(bucket, name, pieces(data, self.chunk_size), policy)
+        size = memoryview(data).nbytes
+        return await self.put(bucket, name, pieces(data, self.chunk_size), policy, size)
 
     async def _write(
         self,
         keys: BucketKeys,
         name: str,
-        source: AsyncIterable[bytes],
+        source: AsyncIterable[Piece],
         policy: Policy,
+        total: int | None = None,
         **fields: Any,
     ) -> Manifest:
-        """Seal and place every chunk of `source`, then save its manifest; the manifest."""
+        """Seal and place every chunk of `source` (`total` bytes when known), then save its
+        manifest; the manifest."""
         written: list[Blob] = []
         self._writing.append(written)  # a sweep leaves blobs of writes under way alone
         try:
-            manifest = await self._place_all(keys, name, source, policy, written, **fields)
+            manifest = await self._place_all(keys, name, source, policy, written, total, **fields)
             await self._commit(keys, manifest)
         finally:
             self._writing.remove(written)
@@ -217,16 +221,18 @@ class ObjectStore:
         self,
         keys: BucketKeys,
         name: str,
-        source: AsyncIterable[bytes],
+        source: AsyncIterable[Piece],
         policy: Policy,
         written: list[Blob],
+        total: int | None,
         **fields: Any,
     ) -> Manifest:
         """Seal and place every chunk of `source`; the manifest (not yet saved)."""
         ctx = ObjectContext(keys.bucket, name, fields["version"], str(policy))
         object_key = new_object_key(self.rng)
+        chunks = rechunk(source, fields["chunk_size"], total)
         try:
-            entries = await self._store_chunks(source, policy, object_key, ctx, written, fields)
+            entries = await self._store_chunks(chunks, policy, object_key, ctx, written)
         except BaseException as error:
             await asyncio.shield(self.discard(written))
             if isinstance(error, KvsError):
@@ -245,49 +251,45 @@ class ObjectStore:
 
     async def _store_chunks(
         self,
-        source: AsyncIterable[bytes],
+        chunks: AsyncIterator[tuple[int, bool, Chunk]],
         policy: Policy,
         object_key: bytes,
         ctx: ObjectContext,
         written: list[Blob],
-        fields: dict[str, Any],
     ) -> list[ChunkEntry]:
-        """Seal and store chunk after chunk: while chunk i is sealed, chunk i+1 is received
-        and chunk i-1 stored."""
+        """Seal and store chunk after chunk: while chunks i and i+1 are sealed (the one's
+        encryption, which lets go of the GIL, beside the other's erasure coding), chunk i+2
+        is received and chunk i-1 stored."""
         targets = await self.pool.placement(policy)
         copies = 1 if isinstance(targets[0], ReplicaSet) else getattr(policy, "copies", 1)
         offset = int.from_bytes(self.rng(4), "big")  # objects start on random nodes
         entries: list[ChunkEntry] = []
-        sealing: asyncio.Future[Prepared] | None = None
+        sealing: deque[asyncio.Future[Prepared]] = deque()
         storing: asyncio.Task[ChunkEntry] | None = None
+        order = itertools.count()  # chunk i goes to the nodes from offset + i on
 
-        async def place(index: int) -> None:  # chunk `index`, once sealed, after the one before
+        async def place() -> None:  # the oldest chunk in sealing, after the one before
             nonlocal storing
-            assert sealing is not None
-            ready = await sealing
+            ready = await sealing[0]
+            sealing.popleft()
             if storing is not None:
                 entries.append(await storing)
-            turn = (offset + index) % len(targets)
-            storing = asyncio.create_task(
-                self._place(targets[turn:] + targets[:turn], ready, written)
-            )
+            turn = (offset + next(order)) % len(targets)
+            rotated = targets[turn:] + targets[:turn]
+            storing = asyncio.create_task(self._place(rotated, ready, written))
 
         try:
-            count = 0
-            async for index, final, plain in rechunk(source, fields["chunk_size"]):
-                if sealing is not None:
-                    await place(index - 1)
-                sealing = asyncio.ensure_future(
-                    self.cpu(
-                        len(plain), prepare, policy, copies, object_key, ctx, index, final, plain
-                    )
-                )
-                count = index + 1
-            await place(count - 1)  # rechunk gives at least one chunk
+            async for index, final, plain in chunks:
+                if len(sealing) == SEALING_AHEAD:
+                    await place()
+                args = (policy, copies, object_key, ctx, index, final, plain)
+                sealing.append(asyncio.ensure_future(self.cpu(len(plain), prepare, *args)))
+            while sealing:  # rechunk gives at least one chunk
+                await place()
             assert storing is not None
             entries.append(await storing)
         finally:
-            await _drop(*(task for task in (sealing, storing) if task is not None))
+            await _drop(*sealing, *(task for task in (storing,) if task is not None))
         return entries
 
     async def _place(
@@ -379,79 +381,6 @@ class ObjectStore:
         """`get` gathered into one bytes object."""
         return b"".join([piece async for piece in self.get(bucket, name, start, end)])
 
-    async def read_chunk(self, manifest: Manifest, object_key: bytes, index: int) -> bytes:
-        """The plaintext of chunk `index`; KvsError when too few of its blobs are intact."""
-        found = await self.gather_blobs(manifest, object_key, index)
-        final = index == len(manifest.chunks) - 1
-        args = (manifest.policy, found, object_key, manifest.context, index, final)
-        return await self.cpu(manifest.chunks[index].length, unseal, *args)
-
-    async def read_sealed(self, manifest: Manifest, object_key: bytes, index: int) -> bytes:
-        """Chunk `index` sealed: from an intact copy, else decoded from intact fragments."""
-        found = await self.gather_blobs(manifest, object_key, index)
-        if isinstance(found, bytes):
-            return found
-        size = manifest.chunks[index].length
-        return await self.cpu(size, decode, manifest.policy, found)
-
-    async def gather_blobs(
-        self, manifest: Manifest, object_key: bytes, index: int
-    ) -> bytes | dict[int, bytes]:
-        """An intact copy of chunk `index`, else k intact fragments; KvsError when neither."""
-        entry = manifest.chunks[index]
-        copies = len(entry.replicas)
-        for turn in range(copies):  # chunk i starts at copy i: reads spread over the copies
-            position = (index + turn) % copies
-            data = await self.fetch(entry.replicas[position], object_key, index, position)
-            if data is not None:
-                return data
-        if entry.fragments and not isinstance(manifest.policy, Replication):
-            found = await self.fetch_fragments(entry, object_key, index, manifest.policy.k)
-            if len(found) >= manifest.policy.k:
-                return found
-        raise KvsError(
-            f"chunk {index} of {manifest.bucket}/{manifest.name} v{manifest.version}: "
-            f"too few intact blobs ({len(entry.replicas)} copies, {len(entry.fragments)} fragments)"
-        )
-
-    async def fetch_fragments(
-        self, entry: ChunkEntry, object_key: bytes, index: int, k: int
-    ) -> dict[int, bytes]:
-        """At least k intact fragments of a chunk by index when there are: data ones first."""
-        found: dict[int, bytes] = {}
-        order = list(range(len(entry.fragments)))
-        skip = len(entry.replicas)  # a fragment's position counts the copies before it
-        while order and len(found) < k:
-            batch, order = order[: k - len(found)], order[k - len(found) :]
-            datas = await asyncio.gather(*(self._fetch_raw(entry.fragments[i]) for i in batch))
-            got = [(i, d) for i, d in zip(batch, datas, strict=True) if d is not None]
-            # The batch's tags in one call off the event loop (a 16 MiB object's tags take
-            # about as long as its decryption; the loop meanwhile sends the chunk before).
-            intact = await self.cpu(
-                sum(len(d) for _i, d in got),
-                _intact,
-                [(object_key, index, skip + i, d, entry.fragments[i].tag) for i, d in got],
-            )
-            found.update({i: d for (i, d), ok in zip(got, intact, strict=True) if ok})
-        return found
-
-    async def _fetch_raw(self, blob: Blob) -> bytes | None:
-        """The bytes a blob's node has for it (unchecked), or None."""
-        node = self.by_name.get(blob.node)
-        if node is None:
-            return None
-        try:
-            return await node.get(blob.blob_id)
-        except Exception:  # a dead or failing node is what the other copies are for
-            return None
-
-    async def fetch(self, blob: Blob, object_key: bytes, index: int, position: int) -> bytes | None:
-        """The bytes of blob `position` of chunk `index` when its node has them intact."""
-        data = await self._fetch_raw(blob)
-        if data is None or not blob_intact(object_key, index, position, data, blob.tag):
-            return None
-        return data
-
     # -- delete, list, policy --------------------------------------------------------------
 
     async def delete(self, bucket: str, name: str) -> bool:
@@ -506,6 +435,7 @@ class ObjectStore:
                 name,
                 self._plaintext(keys, old),
                 policy,
+                total=old.size,
                 version=old.version + 1,
                 content_id=old.content_id,
                 created_at=old.created_at,
@@ -524,11 +454,6 @@ async def _drop(*tasks: asyncio.Future[Any]) -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def _intact(blobs: list[tuple[bytes, int, int, bytes, bytes]]) -> list[bool]:
-    """Whether each (object key, chunk, position, data, tag) is intact."""
-    return [blob_intact(*blob) for blob in blobs]
 
 
 def _check_name(name: str) -> None:
