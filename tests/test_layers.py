@@ -189,6 +189,7 @@ LAYERS: dict[str, Layer] = {
     "meterseal.kvs.chunks": CORE,  # cutting streams into chunks, chunks into blobs
     "meterseal.kvs.nodes": ADAPTER,
     "meterseal.kvs.nats_nodes": ADAPTER,  # nodes, replica sets and catalog on NATS JetStream
+    "meterseal.kvs.nats_stream": ADAPTER,  # one JetStream stream of split blobs
     "meterseal.kvs.listing": ADAPTER,  # the store's name index for paged listing
     "meterseal.kvs.store": ADAPTER,
     "meterseal.kvs.store_read": ADAPTER,  # the store's reads: blobs checked, decoded, opened

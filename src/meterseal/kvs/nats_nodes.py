@@ -12,12 +12,12 @@
 Streams are made with an explicit `StreamConfig` (nats-py's ``create_key_value`` would drop
 the placement). A blob lives under ``kvs.<deployment>.<stream>.<blob id>.<part>``: NATS
 limits a message to the server's ``max_payload`` (1 MiB by default), so a larger blob is
-split into parts of ``max_payload - 1 KiB``; part 0 names the count and size in its headers
-and is written last, so a blob whose part 0 is there is whole. A put is durable when the
-stream acknowledged every part. Reads of a single-replica node go to its server (direct
-get); reads of replicated streams (replica sets, the catalog) go through the stream leader,
-as a follower may lag behind an overwrite or a delete, and to any replica when there is no
-leader, so a replica set serves reads with all but one of its servers down.
+split into parts of ``max_payload - 1 KiB`` (kvs/nats_stream.py); part 0 names the count and
+size in its headers and is written last, so a blob whose part 0 is there is whole. A put is
+durable when the stream acknowledged every part. Reads of a single-replica node go to its
+server (direct get); reads of replicated streams (replica sets, the catalog) go through the
+stream leader, as a follower may lag behind an overwrite or a delete, and to any replica when
+there is no leader, so a replica set serves reads with all but one of its servers down.
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from meterseal.errors import KvsError
+from meterseal.kvs.nats_stream import NatsStream
 from meterseal.kvs.nodes import check_blob_id, check_bucket_id
 from meterseal.runtime.nats_endpoint import NatsEndpoint
 
@@ -39,12 +39,9 @@ if TYPE_CHECKING:
     from nats.js.client import JetStreamContext
     from nats.js.manager import JetStreamManager
 
-PARTS = "Ms-Parts"
-SIZE = "Ms-Size"
 HEADROOM = 1024  # bytes of a message left for headers below the server's max_payload
 MAX_REPLICAS = 5  # JetStream's limit on a stream's replicas
 MANAGEMENT_TIMEOUT = 10.0  # seconds a stream's creation may take (Raft placement under load)
-LEADERLESS_PAUSE = 5.0  # seconds consistent reads go to any replica after the leader failed
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
 
 
@@ -74,240 +71,11 @@ class Layout:
         return f"KVS_{self.deployment}_{kind}", f"kvs.{self.deployment}.{kind}"
 
 
-class _Stream:
-    """One stream holding split blobs by name, and the reads and writes on it."""
-
-    def __init__(self, storage: NatsStorage, name: str, base: str, replicas: int) -> None:
-        self.storage, self.name, self.base, self.replicas = storage, name, base, replicas
-        self.suspect = False  # a request timed out: probe before the next read
-        self.tags: Sequence[str] = ()
-        self.made = True  # False: its server was down when it was opened; made on a probe
-        self.no_leader_until = 0.0  # monotonic time until which reads skip the stream leader
-
-    async def _gate(self) -> None:
-        """Fail fast when a single-replica stream's server was found down and still is."""
-        if self.replicas == 1 and self.suspect and not await self.probe():
-            raise KvsError(f"stream {self.name} is unavailable (its server does not answer)")
-
-    def _lost(self, exc: BaseException) -> None:
-        """Note a request that timed out: the next request probes the server first."""
-        if isinstance(exc, TimeoutError):
-            self.suspect = True
-
-    def _error(self, what: str, exc: BaseException) -> KvsError:
-        reason = str(exc) or type(exc).__name__
-        return KvsError(f"stream {self.name}: {what}: {reason}")
-
-    async def ensure(self, tags: Sequence[str] = ()) -> None:
-        """Create the stream (or find it with the same configuration)."""
-        from nats.js.api import Placement, StorageType, StreamConfig
-
-        self.tags = tags
-        from nats.js.errors import BadRequestError
-
-        config = StreamConfig(
-            name=self.name,
-            subjects=[f"{self.base}.>"],
-            num_replicas=self.replicas,
-            placement=Placement(tags=list(tags)) if tags else None,
-            storage=StorageType.FILE,
-            max_msgs_per_subject=1,
-            allow_direct=True,
-        )
-        try:
-            await self.storage.manager().add_stream(config)
-        except BadRequestError as exc:
-            raise self._error("cannot be made as configured", exc) from None
-        except Exception as exc:
-            raise self._error("cannot be made (is its server up?)", exc) from None
-
-    async def write(self, name: str, data: bytes) -> None:
-        """Publish `data` under `name` (split into parts, part 0 last); durable when acked."""
-        size = self.storage.part_size
-        count = max(1, -(-len(data) // size))
-        js = self.storage.jetstream()
-
-        async def publish(index: int) -> None:
-            headers = {PARTS: str(count), SIZE: str(len(data))} if index == 0 else None
-            piece = data[index * size : (index + 1) * size]
-            subject = f"{self.base}.{name}.{index}"
-            await js.publish(subject, piece, stream=self.name, headers=headers)
-
-        try:
-            await asyncio.gather(*(publish(i) for i in range(1, count)))
-            await publish(0)
-        except Exception as exc:
-            raise self._error(f"write of {name}", exc) from None
-
-    async def read(self, name: str, *, consistent: bool = False) -> bytes | None:
-        """The blob `name`, or None when absent or incomplete."""
-        first = await self._part(name, 0, consistent)
-        if first is None:
-            return None
-        data, headers = first
-        try:
-            count, size = int(headers[PARTS]), int(headers[SIZE])
-        except (KeyError, ValueError):
-            return None
-        rest = await asyncio.gather(*(self._part(name, i, consistent) for i in range(1, count)))
-        if any(part is None for part in rest):
-            return None
-        whole = b"".join([data, *(part[0] for part in rest if part is not None)])
-        return whole if len(whole) == size else None
-
-    async def _part(
-        self, name: str, index: int, consistent: bool
-    ) -> tuple[bytes, dict[str, str]] | None:
-        subject = f"{self.base}.{name}.{index}"
-        single = self.replicas == 1
-        await self._gate()
-        try:
-            return await self._get(subject, consistent)
-        except TimeoutError:
-            # A server just lost, or a reply racing the client's reconnect: a single-replica
-            # stream whose server takes no write is down; else try once more.
-            if single:
-                self.suspect = True
-                if not await self.probe():
-                    raise KvsError(f"stream {self.name}: server unavailable") from None
-            try:
-                return await self._get(subject, consistent)
-            except TimeoutError as exc:
-                raise self._error(f"read of {subject}", exc) from None
-
-    async def _get(self, subject: str, consistent: bool) -> tuple[bytes, dict[str, str]] | None:
-        """One message: from the stream leader when `consistent` (any replica without one)."""
-        from nats.errors import NoRespondersError
-        from nats.js.errors import NotFoundError, ServiceUnavailableError
-
-        if consistent and self._leaderless():
-            return await self._direct(subject)
-        try:
-            message = await self.storage.jetstream().get_msg(
-                self.name, subject=subject, direct=not consistent
-            )
-        except NotFoundError:
-            return None
-        except (ServiceUnavailableError, NoRespondersError, TimeoutError) as exc:
-            if isinstance(exc, TimeoutError) and not consistent:
-                raise
-            if not consistent:
-                raise self._error(f"read of {subject}", exc) from None
-            self.no_leader_until = time.monotonic() + LEADERLESS_PAUSE
-            return await self._direct(subject)
-        except Exception as exc:
-            raise self._error(f"read of {subject}", exc) from None
-        return message.data or b"", dict(message.headers or {})
-
-    async def _direct(self, subject: str) -> tuple[bytes, dict[str, str]] | None:
-        """One message from whichever replica answers first (direct get; asked twice)."""
-        from nats.js.errors import NotFoundError
-
-        js = self.storage.jetstream()
-        failure: BaseException | None = None
-        for _ in range(2):  # a reply may race the client's reconnect after a loss
-            try:
-                message = await js.get_msg(self.name, subject=subject, direct=True)
-            except NotFoundError:
-                return None
-            except TimeoutError as exc:
-                failure = exc
-                continue
-            except Exception as exc:
-                raise self._error(f"read of {subject}", exc) from None
-            return message.data or b"", dict(message.headers or {})
-        raise self._error(f"read of {subject}", failure or TimeoutError())
-
-    async def purge(self, name: str) -> None:
-        """Remove every part of `name` (absent is fine)."""
-        await self._gate()
-        try:
-            await self.storage.jetstream().purge_stream(self.name, subject=f"{self.base}.{name}.>")
-        except Exception as exc:
-            self._lost(exc)
-            raise self._error(f"delete of {name}", exc) from None
-
-    async def names(self, pattern: str = "*") -> list[str]:
-        """The names of the whole blobs (those with a part 0) matching `pattern`, sorted."""
-        wanted = f"{self.base}.{pattern}.0"
-        if self.replicas > 1 and self._leaderless():
-            return await self._scanned(wanted)
-        try:
-            return await self._listed(wanted)
-        except KvsError:
-            if self.replicas == 1:
-                raise
-            self.no_leader_until = time.monotonic() + LEADERLESS_PAUSE
-            return await self._scanned(wanted)  # no leader: walk the replicas' messages
-
-    async def _listed(self, wanted: str) -> list[str]:
-        """The names from the leader's subject counts (stream info), page by page."""
-        await self._gate()
-        found: list[str] = []
-        offset = 0
-        while True:
-            request = json.dumps({"subjects_filter": wanted, "offset": offset}).encode()
-            try:
-                reply = await self.storage.request(f"$JS.API.STREAM.INFO.{self.name}", request)
-            except Exception as exc:
-                self._lost(exc)
-                raise self._error("listing", exc) from None
-            if "error" in reply:
-                raise KvsError(f"stream {self.name}: listing: {reply['error']}")
-            if "cluster" in reply and not (reply["cluster"] or {}).get("leader"):
-                # The meta leader answers for a stream without a leader: config, no state.
-                raise KvsError(f"stream {self.name}: listing: the stream has no leader")
-            subjects = (reply.get("state") or {}).get("subjects") or {}
-            found.extend(s[len(self.base) + 1 : -2] for s in subjects)
-            offset += len(subjects)
-            if not subjects or offset >= int(reply.get("total") or 0):
-                return sorted(found)
-
-    async def _scanned(self, wanted: str) -> list[str]:
-        """The names from any replica, message by message (next message matching `wanted`)."""
-        from nats.js.errors import NotFoundError
-
-        js = self.storage.jetstream()
-        found: set[str] = set()
-        seq = 1
-        while True:
-            try:
-                message = await js.get_msg(
-                    self.name, seq=seq, subject=wanted, direct=True, next=True
-                )
-            except NotFoundError:
-                return sorted(found)
-            except Exception as exc:
-                raise self._error("listing", exc) from None
-            found.add(str(message.subject)[len(self.base) + 1 : -2])
-            seq = int(message.seq or seq) + 1
-
-    def _leaderless(self) -> bool:
-        return time.monotonic() < self.no_leader_until
-
-    async def probe(self) -> bool:
-        """Whether the stream takes a write now (a tiny message on ``<base>.probe``)."""
-        if not self.made:
-            try:
-                await self.ensure(self.tags)
-            except KvsError:
-                return False
-            self.made = True
-        try:
-            await self.storage.jetstream().publish(
-                f"{self.base}.probe", b"", stream=self.name, timeout=self.storage.probe_timeout
-            )
-        except Exception:
-            return False
-        self.suspect = False
-        return True
-
-
 class _Blobs:
     """The BlobNode operations over one stream."""
 
     name: str
-    _stream: _Stream
+    _stream: NatsStream
     _consistent = False
 
     async def put(self, blob_id: str, data: bytes) -> None:
@@ -335,7 +103,7 @@ class _Blobs:
 class NatsNode(_Blobs):
     """A BlobNode: a single-replica stream on the server tagged ``node:<name>``."""
 
-    def __init__(self, name: str, stream: _Stream) -> None:
+    def __init__(self, name: str, stream: NatsStream) -> None:
         self.name = name
         self._stream = stream
         self.stream = stream.name
@@ -347,7 +115,7 @@ class NatsReplicaSet(_Blobs):
     # Through the leader: a follower may still hold the blob an overwrite replaced.
     _consistent = True
 
-    def __init__(self, name: str, copies: int, stream: _Stream) -> None:
+    def __init__(self, name: str, copies: int, stream: NatsStream) -> None:
         self.name = name
         self.copies = copies
         self._stream = stream
@@ -357,7 +125,7 @@ class NatsReplicaSet(_Blobs):
 class NatsCatalog:
     """A Catalog: sealed manifests on a replicated stream, the last message per subject."""
 
-    def __init__(self, stream: _Stream) -> None:
+    def __init__(self, stream: NatsStream) -> None:
         self._stream = stream
         self.stream = stream.name
 
@@ -461,7 +229,7 @@ class NatsStorage:
         With `down_ok`, a node whose server does not answer now is returned unhealthy (its
         stream is made on the first probe that reaches it), so a gateway starts with a node down.
         """
-        stream = _Stream(self, *self.layout.stream(f"n-{check_name('node', name)}"), 1)
+        stream = NatsStream(self, *self.layout.stream(f"n-{check_name('node', name)}"), 1)
         try:
             await stream.ensure([node_tag(name)])
         except KvsError:
@@ -477,7 +245,7 @@ class NatsStorage:
         if not 1 <= copies <= MAX_REPLICAS:
             raise KvsError(f"a NATS replica set keeps 1 to {MAX_REPLICAS} copies, not {copies}")
         name = check_name("replica set", name or f"rep{copies}")
-        stream = _Stream(self, *self.layout.stream(f"r-{name}"), copies)
+        stream = NatsStream(self, *self.layout.stream(f"r-{name}"), copies)
         try:
             await stream.ensure()
         except KvsError:
@@ -490,7 +258,7 @@ class NatsStorage:
         """The catalog: one stream with R=`replicas` keeping the last manifest per key."""
         if not 1 <= replicas <= MAX_REPLICAS:
             raise KvsError(f"the NATS catalog has 1 to {MAX_REPLICAS} replicas, not {replicas}")
-        stream = _Stream(self, *self.layout.stream("cat"), replicas)
+        stream = NatsStream(self, *self.layout.stream("cat"), replicas)
         await stream.ensure()
         return NatsCatalog(stream)
 
