@@ -106,6 +106,12 @@ def serve(
     max_object: Annotated[
         int, typer.Option("--max-object", min=1, help="bytes an object may have (413 beyond)")
     ] = 1 << 30,
+    sweep_every: Annotated[
+        float,
+        typer.Option(
+            "--sweep-every", min=0, help="seconds between sweeps of unnamed blobs (0: never)"
+        ),
+    ] = 600.0,
 ) -> None:
     """Serve the KVS gateway: attest, fetch its keys from the CAS, serve until Ctrl-C."""
     from dataclasses import replace
@@ -123,6 +129,7 @@ def serve(
         tls=tls,
         admin=None if admin == "off" else admin,
         max_object=max_object,
+        sweep_every=sweep_every,
     )
     try:
         asyncio.run(serve_gateway(options))

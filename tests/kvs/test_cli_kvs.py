@@ -19,6 +19,7 @@ import pytest
 
 from meterseal.bench.served import Served
 from meterseal.kvs.gateway_client import GatewayClient, GatewayError
+from meterseal.kvs.service import GatewayOptions
 from meterseal.kvs.service_trust import KVS_STAGE
 from meterseal.trust.measurement import stage_measurement
 from tests.command_line import invoke
@@ -178,3 +179,26 @@ def test_provision_puts_the_master_secret_once_and_allows_the_gateway(tmp_path: 
     assert f"policy kvs-gateway {stage_measurement(KVS_STAGE).hex} may receive kvs/master" in text
     again = invoke(["kvs", "provision", "-d", str(directory), "--store", store], env=env)
     assert "secret kvs/master v1 (kept)" in " ".join(again.output.split())
+
+
+@pytest.mark.parametrize(("flags", "every"), [([], 30.0), (["--sweep-every", "0"], 0.0)])
+def test_serve_sweeps_as_often_as_configured_and_the_flag_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flags: list[str], every: float
+) -> None:
+    config = tmp_path / "meterseal.toml"
+    config.write_text('[cas]\nurl = "http://127.0.0.1:9"\n[kvs]\nsweep_every = 30\n')
+    served: list[GatewayOptions] = []
+
+    async def serve_gateway(options: GatewayOptions) -> None:
+        served.append(options)
+
+    monkeypatch.setattr("meterseal.kvs.service.serve_gateway", serve_gateway)
+    result = invoke(["--config", str(config), "kvs", "serve", *flags])
+    assert result.exit_code == 0, result.output
+    assert [options.sweep_every for options in served] == [every]
+
+
+def test_a_negative_sweep_interval_is_refused(tmp_path: Path) -> None:
+    result = invoke(["kvs", "serve", "--cas", "http://127.0.0.1:9", "--sweep-every", "-1"])
+    assert result.exit_code == 2
+    assert "--sweep-every" in result.output

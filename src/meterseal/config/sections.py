@@ -195,6 +195,11 @@ class KvsSection:
         1 << 30,
         flags=("kvs serve:--max-object",),
     )
+    sweep_every: float = _key(
+        "seconds between the gateway's sweeps of blobs no manifest names (0: never)",
+        600.0,
+        flags=("kvs serve:--sweep-every",),
+    )
     url: str | None = _key(
         "the gateway's URL, for the client commands (unset: http://127.0.0.1:7470)",
         None,
