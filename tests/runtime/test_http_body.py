@@ -249,3 +249,29 @@ def test_accepted_connections_send_small_writes_at_once() -> None:
         accepted, _peer = server.accept()
         with accepted:
             assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+
+def test_a_pull_the_app_gives_up_hands_the_connection_back_for_the_next_request() -> None:
+    counts: Counter[str] = Counter()
+    app = service_app("gives up", "A test service.", counts, lambda: dict(counts))
+
+    @app.put("/digest", dependencies=[access(PUBLIC)])
+    async def give_up(request: Request) -> dict[str, object]:
+        read_into = request.scope["extensions"][BODY_EXTENSION]["read_into"]
+        pulling = asyncio.ensure_future(read_into(memoryview(bytearray(1 << 20))))
+        await asyncio.sleep(0.05)  # some of the body went into the view
+        pulling.cancel()
+        return {"gave_up": True}
+
+    body, after = os.urandom(300_000), put_head(3, close=True) + b"abc"
+    # the head and part of the body; after the answer, the body's rest and a second request
+    parts = [put_head(len(body)) + body[:100_000], body[100_000:] + after]
+
+    async def scenario() -> bytes:
+        async with served(app, "httptools") as (_server, port):
+            return await exchange(port, *parts, pause=0.2)
+
+    answer = asyncio.run(scenario())
+    assert answer.count(b"HTTP/1.1 200") == 2  # the rest of the body was read past, not parsed
+    assert answer.count(b'"gave_up":true') == 2
+    assert b"connection: close" in answer.split(b"\r\n\r\n", 2)[1]  # the second request's

@@ -205,16 +205,23 @@ class LlhttpBody:
         transport.set_protocol(puller)
         _low_water(transport, min(len(puller.view), LOW_WATER))
         self.cycle.flow.resume_reading()
+        # A pull the app gave up (its task cancelled) hands the connection back all the same.
+        puller.done.add_done_callback(lambda _done: self.pulled(puller))
         return puller.done
 
     def pulled(self, puller: _Puller) -> None:
-        """A pull ended (its view is full, or the connection went): the protocol is back."""
+        """A pull ended (its view is full, the connection went, or the app gave it up): the
+        protocol is back."""
+        if puller.ended:
+            return
+        puller.ended = True
         self._left -= puller.filled
         if not puller.lost:
             _low_water(self.transport, 1)  # type: ignore[attr-defined]
             self.transport.set_protocol(self)  # type: ignore[attr-defined]
             if self._left:
-                self.cycle.flow.pause_reading()  # until the app asks for more
+                if not self.cycle.response_complete:  # else the rest is read past, dropped
+                    self.cycle.flow.pause_reading()  # until the app asks for more
             else:
                 self._next_request()
         if not puller.done.done():
@@ -255,6 +262,7 @@ class _Puller(asyncio.BufferedProtocol):
         self.view = view
         self.filled = 0
         self.lost = False
+        self.ended = False
         self.done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
     def get_buffer(self, sizehint: int) -> memoryview:
