@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
@@ -108,6 +108,51 @@ def test_a_meter_with_a_small_pdu_sends_a_day_in_blocks() -> None:
     # 96 entries of 23 octets and the array's head (2,212 octets), at most 468 a ciphered
     # block (512 less the block's and the ciphering's heads): five blocks.
     assert app.counts["get blocks"] == 5
+
+
+class _BlocksMisnumbered(DlmsMeterApp):
+    """A meter whose long GET never ends (each block not the last), or repeats a block."""
+
+    repeat: bool = False
+
+    def _next_block(self, request: Any) -> bytes:
+        from dlms_cosem.protocol import xdlms
+
+        self._count("get blocks")
+        number = request.block_number if self.repeat else request.block_number + 1
+        if self.counts["get blocks"] >= 1_000:  # a bound for the unfixed driver's sake
+            kind: Any = xdlms.GetResponseLastBlock
+        else:
+            kind = xdlms.GetResponseWithBlock
+        invoke = request.invoke_id_and_priority
+        block = kind(data=bytes(400), block_number=number, invoke_id_and_priority=invoke)
+        return bytes(block.to_bytes())
+
+
+@pytest.mark.parametrize("repeat", [False, True], ids=["endless", "repeated"])
+def test_a_long_get_out_of_sequence_or_past_any_answer_is_a_bad_frame(
+    repeat: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from meterseal.agent import dlms_driver
+
+    monkeypatch.setattr(dlms_driver, "MAX_ANSWER", 20_000)  # instead of megabytes of zeros
+    meter = _meter(11)
+    end = T - T % INTERVAL
+    app = _BlocksMisnumbered(meter, PASSWORD, max_pdu=512)
+    app.repeat = repeat
+
+    async def opened(address: str) -> DlmsDriver:
+        return await open_dlms(
+            MeterTarget(address, meter.serial, timeout=15.0), DlmsSecrets(PASSWORD)
+        )
+
+    async def read(driver: DlmsDriver, _: DlmsMeterLine) -> None:
+        with pytest.raises(MeterFrameError, match="block"):
+            await driver.read_load_profile(end - 86_400, end)
+
+    on_line(lambda: DlmsMeterLine(app), opened, read)
+    # The driver stops at the bound (20,000 octets: 50 blocks) or at block 1 sent again.
+    assert app.counts["get blocks"] == (2 if repeat else 50)
 
 
 @pytest.mark.parametrize("transport", [*Transport, HLS])
