@@ -26,11 +26,9 @@ weekend, a public holiday or a cold snap is not a step:
 * phasor_mismatch: days whose energy disagrees with their phasor reports' active power;
 * som_break: the seed's own score, the mean of (1 - correlation) over the window;
 * drift: the standby load *and* the day's busiest hour lose a growing share from an onset
-  day on (`drift.ramp`: a register that drifts scales every reading), relative to the
-  change of the customers whose first weeks looked alike (`drift.peer_relative`: a
-  season) and measured against the customer's own week-to-week wander; the smaller of
-  the two ramps' t counts (a season that takes the heating or the lighting away lowers
-  one of them, not both);
+  day on (`drift.ramp`: a register that drifts scales every reading), measured against
+  the customer's own week-to-week wander; the smaller of the two ramps' t counts (a
+  season that takes the heating or the lighting away lowers one of them, not both);
   base_drift: the standby load's ramp alone (a drift the busiest hour hides, weaker);
 * bypass: a block of 3 to 8 hours of the customer's own hour-of-day profile loses most
   of its energy from a split day on while the day's other hours hold (`bypass`: a
@@ -246,12 +244,8 @@ def features(customers: tuple[str, ...], d: Daily, regions: Sequence[str] | None
     spread -= common(spread, regions)
     scale_kept = kept(spread, scale.onset, SPREAD_SCALE)
     steps["scale_drop"] = changepoint.Step(scale.t * scale_kept, scale.onset, scale.delta)
-    # Each against its peers' change over as many days since their start (`drift`).
-    peers = drift.peers_of(drift.profile(d.hours, np.isnan(d.total)))
-    base_change = drift.peer_relative(tests["base_drop"].y, peers)
-    ramp = drift.ramp(base_change, floor=0.05, margin=DRIFT_MARGIN)
-    peak_change = drift.peer_relative(_peak(d.hours, wide(d.total)), peers)
-    peak = drift.ramp(peak_change, floor=0.05, margin=DRIFT_MARGIN)
+    ramp = drift.ramp(tests["base_drop"].y, floor=0.05, margin=DRIFT_MARGIN)
+    peak = drift.ramp(_peak(d.hours, wide(d.total)), floor=0.05, margin=DRIFT_MARGIN)
     # A drifting register scales readings, it does not zero them: where runs of zeros
     # appeared, they (a zeroed window) explain the fallen standby load.
     grows = steps["zero_rise"].t < ZERO_EVIDENCE
