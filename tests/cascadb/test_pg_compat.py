@@ -351,3 +351,27 @@ def test_executes_until_a_sync_are_one_transaction(dsn: str) -> None:
         with conn.cursor() as cursor:
             cursor.executemany("INSERT INTO t VALUES (%s, %s)", [(1, "a"), (2, "b")])
         assert conn.execute("SELECT k FROM t ORDER BY k").fetchall() == [(1,), (2,)]
+
+
+def test_a_numeric_precision_or_scale_past_postgresqls_is_refused(dsn: str) -> None:
+    # NUMERIC(3000000, 2000000) made a value of two million digits from one short statement
+    # (two thousand million, a server's memory): PostgreSQL takes precision 1 to 1000 and
+    # scale -1000 to 1000 only.
+    steps: list[Step] = [
+        "SELECT CAST(1.5 AS NUMERIC(3000000, 2000000))",
+        "SELECT CAST(1.5 AS NUMERIC(20, 2000))",
+        "SELECT CAST(1.5 AS NUMERIC(0))",
+        "CREATE TABLE wide(k INTEGER PRIMARY KEY, v NUMERIC(1001, 2))",
+        "CREATE TABLE wide(k INTEGER PRIMARY KEY, v NUMERIC(1000, 2))",
+        "INSERT INTO wide VALUES (1, 1.5)",
+        "SELECT v FROM wide",
+    ]
+    assert transcript(dsn, steps) == [
+        ("22023", IDLE),
+        ("22023", IDLE),
+        ("22023", IDLE),
+        ("22023", IDLE),
+        ("CREATE TABLE", IDLE),
+        ("INSERT 0 1", IDLE),
+        ("SELECT 1", IDLE, "1.50"),
+    ]

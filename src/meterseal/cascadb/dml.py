@@ -126,6 +126,8 @@ def _column(
         elif isinstance(what, exp.Reference):
             references.append(([item.name], what))
     affinity = sv.affinity_of(declared)
+    if affinity == sv.DECIMAL:
+        sv.decimal_typmod(declared)  # NUMERIC(p, s) within PostgreSQL's bounds, or refused
     return Column(item.name, declared, affinity, not_null, sv.apply_affinity(default, affinity))
 
 

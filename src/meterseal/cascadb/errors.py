@@ -92,6 +92,12 @@ class ForeignKeyViolation(IntegrityError):
     sqlstate = "23503"
 
 
+class InvalidParameterValue(DataError):
+    """A type's parameter outside what the type takes (NUMERIC's precision past 1000)."""
+
+    sqlstate = "22023"
+
+
 class NumericOverflow(DataError):
     """A value has more integer digits than its DECIMAL(p, s) column holds."""
 

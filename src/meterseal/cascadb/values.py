@@ -8,7 +8,7 @@ import re
 from decimal import ROUND_HALF_UP, Context, Decimal
 from typing import Any
 
-from meterseal.cascadb.errors import DataError, NumericOverflow
+from meterseal.cascadb.errors import DataError, InvalidParameterValue, NumericOverflow
 from meterseal.cascadb.keys import Value
 
 Number = int | float | Decimal
@@ -145,6 +145,7 @@ def _decimal(value: Any) -> Value:
     return value  # type: ignore[no-any-return]
 
 
+MAX_PRECISION = 1000  # NUMERIC's largest precision and scale, as PostgreSQL's
 _TYPMOD = re.compile(r"\s*(?:DECIMAL|NUMERIC)\s*\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\)\s*$", re.I)
 
 
@@ -154,7 +155,18 @@ def decimal_typmod(declared: str) -> tuple[int, int] | None:
     match = _TYPMOD.match(declared)
     if match is None:
         return None
-    return int(match.group(1)), int(match.group(2) or 0)
+    precision, scale = int(match.group(1)), int(match.group(2) or 0)
+    # PostgreSQL's bounds: a value has at most about precision + |scale| digits, and one
+    # short statement must not make one of millions.
+    if not 1 <= precision <= MAX_PRECISION:
+        raise InvalidParameterValue(
+            f"NUMERIC precision {precision} must be between 1 and {MAX_PRECISION}"
+        )
+    if not -MAX_PRECISION <= scale <= MAX_PRECISION:
+        raise InvalidParameterValue(
+            f"NUMERIC scale {scale} must be between {-MAX_PRECISION} and {MAX_PRECISION}"
+        )
+    return precision, scale
 
 
 def fit_decimal(value: Value, typmod: tuple[int, int]) -> Value:
