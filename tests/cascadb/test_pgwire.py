@@ -297,6 +297,43 @@ def test_a_message_of_impossible_length_after_login_ends_the_session_counted(
     assert running.server.counts["refused"] == 1
 
 
+@pytest.mark.parametrize(
+    "message",
+    [
+        b"Q" + struct.pack("!I", 15) + b"SELECT '\xff'\x00",  # a query not UTF-8
+        b"P" + struct.pack("!I", 7) + b"abc",  # a Parse without its name's NUL
+        # A Bind of a statement parsed, cut short in its parameters' formats.
+        b"P"
+        + struct.pack("!I", 16)
+        + b"\x00SELECT 1\x00\x00\x00"
+        + b"B"
+        + struct.pack("!I", 9)
+        + b"\x00\x00\x00\x02\x00",
+    ],
+    ids=["not-utf8", "no-nul", "cut-short"],
+)
+def test_a_message_that_does_not_parse_is_one_protocol_error(
+    running: Running, message: bytes
+) -> None:
+    options = b"user\x00mdc\x00\x00"
+    startup = struct.pack("!II", 8 + len(options), 196608) + options
+    with socket.create_connection(("127.0.0.1", running.server.port), timeout=10) as sock:
+        sock.sendall(startup)
+        received = b""
+        while not received.endswith(b"Z\x00\x00\x00\x05I"):  # ReadyForQuery, idle
+            chunk = sock.recv(4096)
+            assert chunk, received
+            received += chunk
+        sock.sendall(message)
+        answer = b""
+        while chunk := sock.recv(4096):  # until the server closes the session
+            answer += chunk
+    assert answer.endswith(b"C08P01\x00Minvalid message\x00\x00"), answer  # ErrorResponse
+    assert running.server.counts["refused"] == 1
+    with psycopg.connect(running.dsn()) as conn:  # and others are served
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
 def test_a_client_that_never_logs_in_is_let_go() -> None:
     server = Running(login_timeout=0.5)
     try:

@@ -19,7 +19,9 @@ until ROLLBACK, as PostgreSQL's; each error carries its SQLSTATE (errors.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import logging
 import ssl
 import struct
 from collections import Counter
@@ -45,6 +47,7 @@ class UnsafeTrust:
 UNSAFE_TRUST = UnsafeTrust()
 SSL_REQUEST, GSS_REQUEST, CANCEL_REQUEST, PROTOCOL_3 = 80877103, 80877104, 80877102, 196608
 _PROCESS_IDS = itertools.count(1000)
+_log = logging.getLogger(__name__)
 MAX_PASSWORD = 8192  # bytes of a password message: a login token or API key fits many times
 MAX_STARTUP = 10_000  # bytes of a startup packet, PostgreSQL's own MAX_STARTUP_PACKET_LENGTH
 MAX_MESSAGE = 64 << 20  # bytes of a message after login: statements and bound values, bounded
@@ -150,6 +153,14 @@ class PgServer:
                 await self._loop(conn, reader, writer)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
+        except (UnicodeDecodeError, ValueError, struct.error) as exc:
+            # A message that does not parse (text not UTF-8, a name without its NUL, fields
+            # cut short): one opaque protocol error, as PostgreSQL's, and the session ends.
+            self.counts["refused"] += 1
+            _log.info("a PostgreSQL protocol message refused: %s: %s", type(exc).__name__, exc)
+            writer.write(self._error("08P01", "invalid message"))
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
         finally:
             if conn is not None:
                 conn.session.close()  # rolls back in memory: quick, and safe at interpreter exit
