@@ -334,6 +334,49 @@ def test_a_message_that_does_not_parse_is_one_protocol_error(
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
+@pytest.mark.parametrize(
+    ("oid", "binary", "raw"),
+    [(20, 0, b"abc"), (1700, 0, b"1.2.3"), (1184, 0, b"soon"), (701, 1, b"\x00\x01\x02")],
+    ids=["int8", "numeric", "timestamptz", "float8-binary"],
+)
+def test_a_parameter_that_is_not_its_type_is_a_statement_error(
+    running: Running, oid: int, binary: int, raw: bytes
+) -> None:
+    # As PostgreSQL: 22P02 for that statement, and the session goes on after Sync.
+    options = b"user\x00mdc\x00\x00"
+    startup = struct.pack("!II", 8 + len(options), 196608) + options
+
+    def message(kind: bytes, body: bytes) -> bytes:
+        return kind + struct.pack("!I", len(body) + 4) + body
+
+    parse = message(b"P", b"\x00SELECT $1\x00" + struct.pack("!HI", 1, oid))
+    bind = message(
+        b"B", b"\x00\x00" + struct.pack("!HHHI", 1, binary, 1, len(raw)) + raw + b"\x00\x00"
+    )
+    execute = message(b"E", b"\x00" + struct.pack("!I", 0))
+    with socket.create_connection(("127.0.0.1", running.server.port), timeout=10) as sock:
+        sock.sendall(startup)
+        received = b""
+        while not received.endswith(b"Z\x00\x00\x00\x05I"):  # ReadyForQuery, idle
+            chunk = sock.recv(4096)
+            assert chunk, received
+            received += chunk
+        sock.sendall(parse + bind + execute + message(b"S", b""))
+        answer = b""
+        while not answer.endswith(b"Z\x00\x00\x00\x05I"):
+            chunk = sock.recv(4096)
+            assert chunk, answer  # the session goes on
+            answer += chunk
+        assert b"C22P02\x00" in answer, answer
+        sock.sendall(message(b"Q", b"SELECT 7\x00"))
+        answer = b""
+        while not answer.endswith(b"Z\x00\x00\x00\x05I"):
+            chunk = sock.recv(4096)
+            assert chunk, answer
+            answer += chunk
+        assert b"D\x00\x00\x00\x0b\x00\x01\x00\x00\x00\x017" in answer, answer
+
+
 def test_a_client_that_never_logs_in_is_let_go() -> None:
     server = Running(login_timeout=0.5)
     try:

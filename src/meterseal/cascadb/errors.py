@@ -92,6 +92,12 @@ class ForeignKeyViolation(IntegrityError):
     sqlstate = "23503"
 
 
+class InvalidTextRepresentation(DataError):
+    """A value's text (or binary form) is not a value of its type."""
+
+    sqlstate = "22P02"
+
+
 class InvalidParameterValue(DataError):
     """A type's parameter outside what the type takes (NUMERIC's precision past 1000)."""
 

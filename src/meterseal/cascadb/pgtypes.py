@@ -48,7 +48,17 @@ def text_of(value: Any) -> bytes:
 
 
 def parameter(raw: bytes | None, oid: int, binary: bool) -> Any:
-    """A bound parameter's value from its bytes, type and format."""
+    """A bound parameter's value from its bytes, type and format; DataError (22P02, as
+    PostgreSQL's, an error of the statement) if the bytes are not a value of the type."""
+    try:
+        return _parameter(raw, oid, binary)
+    except (ValueError, ArithmeticError, struct.error) as exc:  # Decimal's are arithmetic
+        raise errors.InvalidTextRepresentation(
+            f"invalid input syntax for the parameter of type {oid}: {exc}"
+        ) from None
+
+
+def _parameter(raw: bytes | None, oid: int, binary: bool) -> Any:
     if raw is None:
         return None
     if binary:
