@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,6 +35,9 @@ def start(args: list[str], ready: str, count: int = 1) -> tuple[subprocess.Popen
         if line.startswith(ready):
             lines.append(line.split())
             if len(lines) == count:
+                # Read on, unseen: a full pipe (a head-end's warnings, a traceback) would
+                # stop the process in its next write and the test with it.
+                threading.Thread(target=process.stdout.read, daemon=True).start()
                 return process, [" ".join(words) for words in lines]
     raise AssertionError(f"meterseal {args[0]} did not start (exit {process.wait()})")
 
