@@ -36,7 +36,7 @@ from meterseal.jobs.engine import (
     remote_engine,
 )
 from meterseal.jobs.monitor import Monitor
-from meterseal.jobs.runner import chunked, run_chunks
+from meterseal.jobs.runner import JobFailed, chunked, run_chunks
 from meterseal.jobs.validation import Audited, audit_chunk
 from meterseal.runtime.http import ThreadedServer
 from meterseal.trust.api import create_cas_app
@@ -181,3 +181,29 @@ def test_running_workers_attest_when_a_remote_engine_registers_the_plugin(
             assert [w["resources"] for w in workers()["workers"].values()] == [{ATTESTED: 1.0}]
             got = engine.client.submit(attested_secret, AUTHORITY_KEY, resources={ATTESTED: 1.0})
             assert got.result() == b"the authority's key, stand-in bytes"
+
+
+def test_a_job_no_worker_attested_for_fails_saying_so(
+    month: Month,
+    world: World,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    # A CAS without the job's key or rule (a deployment `meterseal init` made, whose
+    # meterseal.toml's cas.url makes every job attested): the tasks would wait forever.
+    bills = bill_all(month)
+    spec = dataclasses.replace(spec_for(month, tmp_path), authority_key="/nonexistent.pem")
+    with ThreadedServer(create_cas_app(world.cas)) as cas_url:
+        refused = AttestedKeys(cas_url, world.directory)
+        with trusted_and_untrusted(refused, refused) as engine:
+            clock = itertools.count().__next__
+            with pytest.raises(JobFailed, match="no worker attested to the CAS") as failed:
+                run_chunks(
+                    engine,
+                    functools.partial(audit_chunk, dataclasses.replace(spec, cas=cas_url)),
+                    chunked(bills, 1),
+                    lambda index, result: None,
+                    monitor=Monitor(len(bills), 1e9, clock=clock),
+                    key="unattested",
+                    interval=0.2,
+                )
+    assert "meterseal cas policy add --stage jobs-worker" in str(failed.value)

@@ -99,6 +99,8 @@ def run_chunks(
             )
         except DaskTimeout:
             done = set()
+        if engine.attested and not done:
+            _refuse_unattested(engine)
         for future in done:
             index = pending.pop(future)
             if future.status == "cancelled" and attempts[index] <= retries:
@@ -122,6 +124,19 @@ def _result(future: Any, what: str) -> Any:
         return future.result()
     except Exception as exc:  # the recomputation failed on every attempt
         raise JobFailed(f"{what} failed: {exc!r}") from exc
+
+
+def _refuse_unattested(engine: Engine) -> None:
+    """Fail an attested run none of whose workers attested: its tasks would wait forever."""
+    workers = engine.client.scheduler_info()["workers"].values()
+    if not workers or any(ATTESTED in worker.get("resources", {}) for worker in workers):
+        return
+    raise JobFailed(
+        "no worker attested to the CAS, so no task of the job can run: the CAS releases the "
+        "job's key only once it holds it and a rule for this code (docs/jobs.md, trusted "
+        "workers: `meterseal cas secrets import --name jobs/metrology-key …` and `meterseal "
+        "cas policy add --stage jobs-worker …`), and only when it answers"
+    )
 
 
 def _check(
