@@ -102,3 +102,30 @@ def test_python_dash_m_runs_main(tmp_path: Path) -> None:
     assert done.returncode == 2, done.stderr
     assert f"no deployment in {missing}" in _text(done.stderr)
     assert "Traceback" not in done.stderr
+
+
+def test_the_servers_of_one_deployment_listen_on_distinct_default_ports() -> None:
+    # An operator starts them side by side on one machine with their defaults.
+    import typer
+    from typer.core import TyperGroup
+
+    from meterseal.cli import app
+
+    root = typer.main.get_command(app)
+    assert isinstance(root, TyperGroup)
+    servers = {
+        ("cas", "serve"): "--listen",
+        ("kvs", "serve"): "--listen",
+        ("cascadb", "serve"): "--listen",
+        ("jobs", "serve"): "--listen",
+        ("bills", "serve"): "--listen",
+    }
+    ports: dict[str, str] = {}
+    for (group, name), flag in servers.items():
+        sub = root.commands[group]
+        assert isinstance(sub, TyperGroup)
+        option = next(p for p in sub.commands[name].params if flag in p.opts)
+        port = str(option.default).rsplit(":", 1)[1]
+        assert port not in ports, f"{group} {name} and {ports[port]} both default to {port}"
+        ports[port] = f"{group} {name}"
+    assert len(ports) == len(servers)

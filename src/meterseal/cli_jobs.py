@@ -399,7 +399,7 @@ def list_jobs(
 
 @jobs_app.command("serve")
 def serve(
-    listen: Annotated[str, typer.Option(help="HTTP listen address host:port")] = "127.0.0.1:7490",
+    listen: Annotated[str, typer.Option(help="HTTP listen address host:port")] = "127.0.0.1:7476",
     workers: Annotated[int, typer.Option(help="workers the cluster starts with")] = 1,
     threads: Threads = False,
     trusted_memory: TrustedMemory = None,
@@ -437,7 +437,8 @@ def serve(
     from meterseal.storage import Store
     from meterseal.storage.accounts import AccountStore
 
-    address = str(parse_address(listen, 7490))  # refused before anything opens
+    # Refused before anything opens. 7476, not the CAS's 7490: both serve one deployment.
+    address = str(parse_address(listen, 7476))
     context = server_tls(deployment_dir, tls, client_certs, passphrase_env)
     site = Site(store, deployment_dir, passphrase_env, reports, cas, gateway, gateway_key_env)
     with _metrics(metrics_port) as metrics:
@@ -455,7 +456,7 @@ def serve(
                 signer = TokenSigner(token_key(deployment_dir, passphrase(passphrase_env)))
                 authenticator = AccountAuthenticator(AccountStore(accounts), signer)
                 app = create_jobs_app(boss, site, authenticator, runner.wake)
-                http = HttpAppService("jobs", app, address, 7490, context)
+                http = HttpAppService("jobs", app, address, 7476, context)
                 stage = JobsStage(http, runner)
                 asyncio.run(serve_stage(stage, admin=None if admin == "off" else admin))
         except OSError as exc:
