@@ -13,6 +13,7 @@ from meterseal.fraud.data import FraudDataError
 from meterseal.fraud.readers import read_long_csv
 from meterseal.fraud.stream import read_long_csv_streaming
 from meterseal.fraud.zone import Estimate
+from tests.fraud.test_zone import _population
 
 START = 1_790_000_000 - 1_790_000_000 % 86_400  # a UTC midnight (2026-09-22)
 
@@ -72,8 +73,6 @@ def test_auto_zone_estimated_in_the_first_pass_as_the_whole_file_reader_does(
 ) -> None:
     """--tz auto on a file too long to hold: the night trough is summed chunk by chunk (rows
     shuffled), giving the whole-file reader's estimate and days."""
-    from tests.fraud.test_zone import _population
-
     who, stamps, kwh = _population(offset, seed)
     order = np.random.default_rng(seed).permutation(len(who))
     shuffled = zip(who[order], stamps[order], kwh[order], strict=True)
