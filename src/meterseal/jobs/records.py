@@ -1,9 +1,9 @@
 """Durable job records: one JSON file per job in the deployment's `jobs/` directory.
 
-A record is replaced whole (written beside, then renamed), so a reader never sees half of
-one and a record survives the Manager's restart. A record on disk in a final state is never
-moved out of it: a user's cancel, written by another process, wins over the runner's next
-progress write.
+A record is replaced whole (written beside and synced, then renamed: runtime.durable), so a
+reader never sees half of one and a record survives the Manager's restart or a power cut. A
+record on disk in a final state is never moved out of it: a user's cancel, written by another
+process, wins over the runner's next progress write.
 Running a job takes its lease first (`lease`: an exclusive lock on JOB.lock beside the
 record), so two Managers resuming the same job never both run it.
 """
@@ -20,6 +20,7 @@ from typing import Any
 
 from meterseal.errors import MetersealError
 from meterseal.jobs.lifecycle import FINAL, JobState
+from meterseal.runtime.durable import write_durably
 
 
 class UnknownJob(MetersealError):
@@ -110,9 +111,9 @@ class JobBook:
             kept = self.load(record.job_id)
             if kept.state in FINAL:
                 record.state, record.ended_at = kept.state, kept.ended_at
-        spare = path.with_suffix(f".{os.getpid()}.tmp")
-        spare.write_text(json.dumps(record.to_dict(), indent=1, sort_keys=True))
-        spare.replace(path)
+        # Whole and synced, through a scratch file of this write's own (the runner's thread
+        # and an API thread of one Manager save at once).
+        write_durably(path, json.dumps(record.to_dict(), indent=1, sort_keys=True).encode())
         return record
 
     def lease(self, job_id: str, holder: str) -> JobLease:
