@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import os
 import ssl
 from collections import Counter
@@ -20,6 +21,7 @@ from fastapi import FastAPI, Request
 from meterseal.crypto import certs
 from meterseal.runtime.auth import PUBLIC, Identity, access
 from meterseal.runtime.http import HttpServer, ServerLimits, ThreadedServer, service_app
+from meterseal.runtime.http_body import BODY_EXTENSION
 from meterseal.runtime.peer import FromService
 from meterseal.runtime.tls import TlsIdentity, client_context, server_context
 
@@ -205,3 +207,31 @@ def test_a_silent_tls_client_is_capped_before_its_handshake_and_closed(
             await server.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_body_pulled_into_the_apps_buffers_arrives_whole_over_tls(
+    ca: Ca, server_identity: TlsIdentity
+) -> None:
+    counts: Counter[str] = Counter()
+    app = service_app("pulls", "A test service.", counts, lambda: dict(counts))
+
+    @app.put("/digest", dependencies=[ANYONE])
+    async def digest(request: Request) -> dict[str, Any]:
+        read_into = request.scope["extensions"][BODY_EXTENSION]["read_into"]
+        sha, size = hashlib.sha256(), 0
+        while True:  # views of an odd size: their ends fall inside TLS records
+            view = memoryview(bytearray(1_000_003))
+            got = await read_into(view)
+            sha.update(view[:got])
+            size += got
+            if got < len(view):
+                return {"size": size, "sha256": sha.hexdigest()}
+
+    body = os.urandom(3 * 1024 * 1024 + 5)
+    with (
+        ThreadedServer(app, tls=server_context(server_identity, ca.cert)) as url,
+        httpx.Client(verify=client_context(ca.cert), timeout=30) as client,
+    ):
+        for _ in range(2):  # the second on the same connection
+            answer = client.put(url + "/digest", content=body)
+            assert answer.json() == {"size": len(body), "sha256": hashlib.sha256(body).hexdigest()}

@@ -132,8 +132,13 @@ class BodyPieces:
 
 def _low_water(transport: Any, size: int) -> None:
     """Wake the loop only once `size` bytes wait in the socket (Linux caps it at half the
-    receive buffer, which it grows to fit); a pull of 4 MiB takes a few reads, not hundreds."""
+    receive buffer, which it grows to fit); a pull of 4 MiB takes a few reads, not hundreds.
+
+    Plain TCP only: under TLS part of a record may already sit in the TLS layer's buffer, so
+    fewer bytes than the view still lacks can be all the socket will ever get."""
     sock = transport.get_extra_info("socket")
+    if transport.get_extra_info("ssl_object") is not None:
+        return
     if sock is not None and hasattr(socket, "SO_RCVLOWAT"):
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, max(1, size))
