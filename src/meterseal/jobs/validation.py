@@ -130,7 +130,8 @@ def _auditor(spec: AuditSpec) -> tuple[Auditor, _Kept]:
             from meterseal.jobs.attest import AUTHORITY_KEY, attested_secret
 
             pem = attested_secret(AUTHORITY_KEY)
-            key: object = serialization.load_pem_private_key(pem, password)
+            # Plain whatever the files are: `cas secrets import` unwraps an encrypted key file.
+            key: object = serialization.load_pem_private_key(pem, None)
         else:
             key = read_private_key(Path(spec.authority_key), password)
         if not isinstance(key, ec.EllipticCurvePrivateKey):
