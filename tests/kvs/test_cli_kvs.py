@@ -168,6 +168,15 @@ def test_a_client_without_a_key_is_told_where_to_get_one(deployment: Path) -> No
     )
 
 
+def test_the_docs_placeholder_key_is_refused_in_one_line(deployment: Path) -> None:
+    # `export MS_KVS_KEY=kvk_…` pasted as the page shows it: a clear error, not a traceback.
+    done = invoke(["kvs", "ls", "meters"], env={"MS_CONFIG": str(deployment / "meterseal.toml"),
+                                                 "MS_KVS_KEY": "kvk_…"})  # fmt: skip
+    assert done.exit_code == 2
+    assert "give the kvk_… key exactly as `meterseal kvs keys add` printed it" in done.output
+    assert "Traceback" not in done.output
+
+
 def test_provision_puts_the_master_secret_once_and_allows_the_gateway(tmp_path: Path) -> None:
     directory, store = tmp_path / "deployment", f"sqlite:///{tmp_path / 'cas.db'}"
     env = {"MS_CONFIG": "none"}

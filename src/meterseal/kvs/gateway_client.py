@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import httpx
 
-from meterseal.errors import MetersealError
+from meterseal.errors import ConfigurationError, MetersealError
 
 PIECE = 1024 * 1024  # bytes read from a file per piece of an upload
 Progress = Callable[[int], None]
@@ -69,6 +69,13 @@ class GatewayClient:
         verify: ssl.SSLContext | bool = True,
         timeout: float = 60.0,
     ) -> None:
+        if not (api_key.isascii() and api_key.isprintable()):
+            # A header cannot carry it (httpx would fail with a traceback): e.g. the docs'
+            # placeholder `kvk_…` pasted as it stands.
+            raise ConfigurationError(
+                "the API key is not one: give the kvk_… key exactly as `meterseal kvs keys add` "
+                "printed it"
+            )
         headers = {"Authorization": f"Bearer {api_key}"}
         self.url = url.rstrip("/")
         self.http = httpx.Client(base_url=self.url, headers=headers, verify=verify, timeout=timeout)
