@@ -375,3 +375,23 @@ def test_a_numeric_precision_or_scale_past_postgresqls_is_refused(dsn: str) -> N
         ("INSERT 0 1", IDLE),
         ("SELECT 1", IDLE, "1.50"),
     ]
+
+
+def test_a_numeric_past_postgresqls_range_is_an_overflow(dsn: str) -> None:
+    # CAST('1e999999999' AS NUMERIC) was a value whose text is a thousand million digits
+    # (a server's memory), and an arithmetic overflow escaped as decimal.Overflow (a 500,
+    # a dropped session): PostgreSQL holds 131,072 digits before the point, 16,383 after.
+    steps: list[Step] = [
+        "SELECT CAST('1e131072' AS NUMERIC)",
+        "SELECT CAST('1e-16384' AS NUMERIC)",
+        ("SELECT CAST(%s AS NUMERIC)", (Decimal("1e999999999"),)),
+        "SELECT " + " * ".join(["CAST('1e131071' AS NUMERIC)"] * 8),  # 1e1048568
+        "SELECT 1 WHERE CAST('1e131071' AS NUMERIC) > 0 AND CAST('1e-16383' AS NUMERIC) > 0",
+    ]
+    assert transcript(dsn, steps) == [
+        ("22003", IDLE),
+        ("22003", IDLE),
+        ("22003", IDLE),
+        ("22003", IDLE),
+        ("SELECT 1", IDLE, "1"),
+    ]

@@ -10,6 +10,7 @@ store are not coordinated.
 
 from __future__ import annotations
 
+import decimal
 import re
 import threading
 from collections.abc import Sequence
@@ -26,7 +27,9 @@ from meterseal.cascadb import dml
 from meterseal.cascadb.catalog import Dictionary, Table
 from meterseal.cascadb.conflict import returning
 from meterseal.cascadb.errors import (
+    DataError,
     NotSupportedError,
+    NumericOverflow,
     OperationalError,
     ProgrammingError,
     TransactionAborted,
@@ -290,7 +293,12 @@ class Session:
         plans = None if self._ddl else self.database.plans
         try:
             with self._reading():
-                result, changed = run(node, statement, params, cache, plans)
+                try:
+                    result, changed = run(node, statement, params, cache, plans)
+                except decimal.Overflow:  # past the context's exponent: as PostgreSQL's
+                    raise NumericOverflow("value overflows numeric format") from None
+                except decimal.DecimalException as exc:
+                    raise DataError(f"numeric: {type(exc).__name__}") from None
             self._ddl |= changed
             statement.commit()
         except BaseException:

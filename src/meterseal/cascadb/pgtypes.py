@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from meterseal.cascadb import errors
+from meterseal.cascadb import values as sv
 
 TEXT, INT8, FLOAT8, NUMERIC, BYTEA, TIMESTAMPTZ = 25, 20, 701, 1700, 17, 1184
 
@@ -77,7 +78,7 @@ def _parameter(raw: bytes | None, oid: int, binary: bool) -> Any:
     if oid in (700, FLOAT8):
         return float(text)
     if oid == NUMERIC:
-        return Decimal(text)
+        return sv.in_numeric_range(Decimal(text))
     if oid == 16:
         return int(text in ("t", "true", "1"))
     if oid == BYTEA:

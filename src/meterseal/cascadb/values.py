@@ -139,10 +139,26 @@ def _decimal(value: Any) -> Value:
     if isinstance(value, float):
         return Decimal(repr(value)) if value == value and abs(value) != float("inf") else value
     if isinstance(value, int):
-        return Decimal(value)
+        return in_numeric_range(Decimal(value))
     if isinstance(value, str):
-        return value if parse_number(value) is None else Decimal(value.strip())
+        return value if parse_number(value) is None else in_numeric_range(Decimal(value.strip()))
+    if isinstance(value, Decimal):
+        return in_numeric_range(value)
     return value  # type: ignore[no-any-return]
+
+
+MAX_DIGITS_BEFORE, MAX_DIGITS_AFTER = 131_072, 16_383  # PostgreSQL numeric's range
+
+
+def in_numeric_range(value: Decimal) -> Decimal:
+    """`value` if PostgreSQL's numeric holds it (131,072 digits before the point, 16,383
+    after), else NumericOverflow: '1e999999999' is a short text whose digits are not."""
+    if value.is_finite() and not value.is_zero():
+        exponent = value.as_tuple().exponent
+        assert isinstance(exponent, int)  # a finite value's
+        if value.adjusted() >= MAX_DIGITS_BEFORE or exponent < -MAX_DIGITS_AFTER:
+            raise NumericOverflow("value overflows numeric format")
+    return value
 
 
 MAX_PRECISION = 1000  # NUMERIC's largest precision and scale, as PostgreSQL's
