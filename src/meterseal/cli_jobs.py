@@ -27,7 +27,7 @@ from meterseal.cli_common import (
 )
 from meterseal.errors import ConfigurationError
 from meterseal.jobs.control import Decision
-from meterseal.jobs.engine import local_engine
+from meterseal.jobs.engine import Engine, local_engine
 from meterseal.jobs.manager import Manager
 from meterseal.jobs.metrics import DEFAULT_PORT, JobMetrics, serve_metrics
 from meterseal.jobs.monitor import Snapshot
@@ -141,6 +141,8 @@ def _run_on(boss: Manager, record: JobRecord, local: LocalRun, metrics: JobMetri
         **_attesting(cas, Path(record.spec["audit"]["authority_key"]).parent if cas else None),
     )
     with progress_bar(console) as bar, engine_of as engine:
+        if cas:
+            _print_attestation(engine, cas)
         task = bar.add_task(f"{job_id} {record.application}", total=None)
 
         def show(rec: JobRecord, snapshot: Snapshot, decision: Decision | None) -> None:
@@ -153,6 +155,26 @@ def _run_on(boss: Manager, record: JobRecord, local: LocalRun, metrics: JobMetri
         ended = boss.run(job_id, engine, show)
     _print(job_view(ended), boss.book.directory)
     return ended
+
+
+def _print_attestation(engine: Engine, cas: str) -> None:
+    """What the workers' attestation gave: the backend's assurance, or the CAS's refusal."""
+    from collections import Counter
+
+    from meterseal.jobs.attest import JOBS_STAGE, worker_attestation
+
+    counts = Counter(
+        ("attested", str(state["assurance"]))
+        if state["attested"]
+        else ("refused", str(state["refused"]))
+        for state in engine.client.run(worker_attestation).values()
+    )
+    for (verdict, what), count in sorted(counts.items()):
+        console.print(
+            f"{JOBS_STAGE} attestation to the CAS {cas}: {count} {verdict} ({what})",
+            soft_wrap=True,
+            highlight=False,
+        )
 
 
 def _attesting(cas: str | None, deployment_dir: Path | None) -> dict[str, Any]:

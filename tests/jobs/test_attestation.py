@@ -162,6 +162,8 @@ def test_jobs_submit_cas_runs_on_workers_that_attested(tmp_path: Path) -> None:
             "--chunk", "1", "--cas", cas_url, "--store", store, "--reports", spread, *d,
         )  # fmt: skip
     assert "validation: succeeded, 2 results written" in out
+    attested = f"jobs-worker attestation to the CAS {cas_url}: 1 attested"
+    assert f"{attested} (simulated: no hardware guarantee)" in out
     assert "memory, MiB (simulated enclave: the worker process's RSS)" in out
     assert kept(spread) == kept(alone)
 
