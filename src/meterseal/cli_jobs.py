@@ -463,6 +463,15 @@ def serve(
     address = str(parse_address(listen, 7476))
     context = server_tls(deployment_dir, tls, client_certs, passphrase_env)
     site = Site(store, deployment_dir, passphrase_env, reports, cas, gateway, gateway_key_env)
+    if cas:  # AttestedKeys quotes with the deployment's simulated platform key
+        from meterseal.jobs.attest import JOBS_STAGE
+        from meterseal.trust.attestation import NO_HARDWARE
+
+        console.print(
+            f"jobs' workers attest to the CAS {cas} as {JOBS_STAGE} ({NO_HARDWARE})",
+            soft_wrap=True,
+            highlight=False,
+        )
     with _metrics(metrics_port) as metrics:
         boss = _manager(deployment_dir)
         engine = functools.partial(

@@ -171,10 +171,16 @@ def test_jobs_serve_answers_signed_in_callers_until_sigterm(tmp_path: Path) -> N
     )
     assert added.exit_code == 0, added.output
     command = [sys.executable, "-m", "meterseal", "jobs", "serve", "--listen", "127.0.0.1:0",
-               "--threads", "--admin", "off", "--store", store, "-d", str(deployment)]  # fmt: skip
+               "--threads", "--admin", "off", "--store", store, "-d", str(deployment),
+               "--cas", "http://127.0.0.1:9"]  # fmt: skip
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=os.environ) as process:
         try:
             assert process.stdout is not None
+            line = process.stdout.readline()  # no hardware here: the backend is named
+            assert line.strip() == (
+                "jobs' workers attest to the CAS http://127.0.0.1:9 as jobs-worker "
+                "(simulated: no hardware guarantee)"
+            ), line
             line = process.stdout.readline()
             assert line.startswith("listening jobs http://127.0.0.1:"), line
             url = line.split()[-1]
