@@ -219,6 +219,11 @@ def attested_command(command: Callable[..., None]) -> Callable[..., None]:
     return run
 
 
+def _announce(provenance: str) -> None:
+    """Where the gateway's keys came from, simulated attestation named (stderr)."""
+    err.print(provenance, highlight=False, soft_wrap=True)
+
+
 @keys_app.command("add")
 @attested_command
 def keys_add(
@@ -232,7 +237,7 @@ def keys_add(
     scope = Scope(bucket, prefix, parse_rights(rights))
 
     async def add() -> NewKey:
-        async with attested_store(options) as state:
+        async with attested_store(options, _announce) as state:
             table, new = (await state.key_table()).add(scope, label, time.time(), os.urandom)
             await state.save_keys(table)
             return new
@@ -249,7 +254,7 @@ def keys_list(options: GatewayOptions) -> None:
     """List the API keys: id, scope, active or revoked, label."""
 
     async def listing() -> list[KvsKey]:
-        async with attested_store(options) as state:
+        async with attested_store(options, _announce) as state:
             return (await state.key_table()).listing()
 
     keys = asyncio.run(listing())
@@ -269,7 +274,7 @@ def keys_revoke(
     """Revoke an API key (every gateway refuses it within seconds)."""
 
     async def revoke() -> None:
-        async with attested_store(options) as state:
+        async with attested_store(options, _announce) as state:
             await state.save_keys((await state.key_table()).revoke(key_id, time.time()))
 
     asyncio.run(revoke())

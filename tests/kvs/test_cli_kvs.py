@@ -140,6 +140,8 @@ def test_the_documented_commands_run_as_written(
     assert "bucket meters: hybrid:6+2" in out["meterseal kvs policy meters"]
     assert "healthy: True" in out["meterseal kvs scrub --repair"]
     assert "2 keys" in out["meterseal kvs keys list"]
+    # each `kvs keys` command attests as the gateway, and names the simulated backend
+    assert "simulated: no hardware guarantee" in out["meterseal kvs keys list"]
     # the storage nodes hold no plaintext: no 64-byte piece of the object is on their disks
     stored = b"".join(p.read_bytes() for p in (deployment / "kvs").rglob("*") if p.is_file())
     assert stored

@@ -264,9 +264,12 @@ async def serve_gateway(
 
 
 @asynccontextmanager
-async def attested_store(options: GatewayOptions) -> AsyncIterator[GatewayState]:
+async def attested_store(
+    options: GatewayOptions, announce: Callable[[str], None] = lambda _: None
+) -> AsyncIterator[GatewayState]:
     """The gateway's state after attesting as the gateway (`meterseal kvs keys …`)."""
     secrets = attest_gateway(options.cas_url, options.deployment, passphrase=options.passphrase)
+    announce(f"keys from {secrets.provenance}")  # the attestation backend, simulated or not
     policy = parse_policy(options.default_policy)
     opened = await open_store(options.layout, secrets.master, policy, os.urandom)
     try:
