@@ -88,6 +88,10 @@ def test_init_prints_what_it_made_and_the_next_commands(deployment: tuple[Path, 
         assert f"policy {stage} " in text
     assert f"policy open-verify {stage_measurement('open-verify').hex} may receive" in text
     assert "secret stage-key v1" in text
+    # the batch jobs' workers attest for the authority's key (cas.url makes jobs attested)
+    jobs = f"policy jobs-worker {stage_measurement('jobs-worker').hex} may receive"
+    assert f"{jobs} jobs/metrology-key" in text
+    assert "secret jobs/metrology-key v1" in text
     assert f"created {directory / 'stage-link.key'}" in text
     assert f"from elsewhere: meterseal --config {directory / 'meterseal.toml'}" in text
     for command in (
@@ -123,6 +127,7 @@ def test_a_directory_that_holds_anything_is_refused_and_force_keeps_every_key(
     assert "kept deployment keys" in again
     assert "secret headend-keys v1 (kept)" in again
     assert "secret stage-key v1 (kept)" in again
+    assert "secret jobs/metrology-key v1 (kept)" in again
     after = {p.name: p.read_bytes() for p in directory.iterdir() if p.suffix in {".pem", ".key"}}
     assert after == before
     name = tomllib.loads((directory / "meterseal.toml").read_text())["deployment"]["name"]

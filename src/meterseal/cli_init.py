@@ -168,6 +168,35 @@ def _cascadb(hosts: list[str]) -> Callable[[Cas, InitReport], None]:
     return provision
 
 
+def _jobs_worker(cas: Cas, report: InitReport) -> None:
+    """The batch jobs' workers: the authority's key and a rule for this code, in init's CAS.
+
+    What `cas secrets import --name jobs/metrology-key` and `cas policy add --stage
+    jobs-worker` do: meterseal.toml's cas.url makes every `jobs submit` attested.
+    """
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        NoEncryption,
+        PrivateFormat,
+    )
+
+    from meterseal.jobs.attest import AUTHORITY_KEY, JOBS_STAGE
+    from meterseal.trust.measurement import stage_measurement
+
+    keys = report.deployment
+    assert keys is not None  # bootstrap made or loaded it before the extras run
+    # Plain in the CAS (sealed by its vault), as `cas secrets import` keeps an unwrapped file.
+    pem = keys.metrology_key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+    latest = cas.state.latest_secret(AUTHORITY_KEY)
+    if latest and cas.vault.open(AUTHORITY_KEY, latest.version, latest.sealed) == pem:
+        report.secrets.setdefault(AUTHORITY_KEY, (latest.version, False))
+    else:
+        report.secrets.setdefault(AUTHORITY_KEY, (cas.put_secret(AUTHORITY_KEY, pem), True))
+    measurement = stage_measurement(JOBS_STAGE)
+    cas.allow(JOBS_STAGE, measurement, [AUTHORITY_KEY])
+    report.policies[JOBS_STAGE] = (measurement.hex, (AUTHORITY_KEY,))
+
+
 def init(
     directory: Annotated[Path, typer.Argument(help="the new deployment's directory")],
     init_store: Annotated[
@@ -253,6 +282,7 @@ def init(
     extra.append(("KVS gateway", _kvs_gateway(host or [])))
     # CascaDB serves only TLS: without --host, for this machine (its listeners' default).
     extra.append(("CascaDB", _cascadb(host or ["localhost", "127.0.0.1"])))
+    extra.append(("batch jobs", _jobs_worker))
     steps = 4 + len(extra)
     with progress_bar(console) as bar:
         task = bar.add_task("meterseal init", total=steps)
