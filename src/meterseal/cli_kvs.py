@@ -389,7 +389,7 @@ def ls(
             count += 1
             if count == limit:
                 break
-    console.print(f"{count} objects")
+    console.print(f"{count} object{'' if count == 1 else 's'}")
 
 
 @kvs_app.command("rm")

@@ -47,6 +47,8 @@ def test_ls_lists_in_key_order_and_stops_at_its_limit(gateway: Gateway) -> None:
     assert "5 objects" in out
     code, out = _kvs(gateway, "meters-rw", "ls", "meters", "--prefix", "cli/ls/", "--limit", "2")
     assert "2 objects" in out
+    code, out = _kvs(gateway, "meters-rw", "ls", "meters", "--prefix", "cli/ls/", "--limit", "1")
+    assert out.rstrip().endswith("\n1 object"), out
 
 
 def test_refusals_end_the_command_with_the_gateways_reason(gateway: Gateway) -> None:
