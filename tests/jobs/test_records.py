@@ -1,10 +1,13 @@
-"""Job records on disk: whole, and written by two threads of one Manager at once."""
+"""Job records on disk: whole, written by two threads at once, and a cancel stays."""
 
 from __future__ import annotations
 
 import threading
 from pathlib import Path
 
+import pytest
+
+from meterseal.jobs import records
 from meterseal.jobs.lifecycle import JobState
 from meterseal.jobs.records import JobBook, JobRecord
 
@@ -36,4 +39,44 @@ def test_two_threads_saving_one_record_never_fail_and_leave_it_whole(tmp_path: P
         thread.join()
     assert failures == []
     assert book.load("job-1").spec["n"] in (1, 2)
-    assert sorted(p.name for p in (tmp_path / "jobs").iterdir()) == ["job-1.json"]
+    left = sorted(p.name for p in (tmp_path / "jobs").iterdir())
+    assert left == ["job-1.json", "job-1.record.lock"]  # no scratch file left behind
+
+
+def test_a_cancel_written_between_the_runners_read_and_its_rename_stays(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The runner's progress save has read the record (running) and is about to rename its
+    # own over it when a cancel arrives (another process: a JobBook of its own). Unlocked,
+    # the cancel landed at once and the runner's rename put `running` back.
+    directory = tmp_path / "jobs"
+    runner_book = JobBook(directory)
+    runner_book.save(JobRecord("job-2", "validation", {}, JobState.RUNNING, 0.0))
+    cancel_done = threading.Event()
+    cancels: list[threading.Thread] = []
+    write_durably = records.write_durably
+
+    def cancel() -> None:
+        book = JobBook(directory)
+        record = book.load("job-2")
+        record.state, record.ended_at = JobState.CANCELLED, 7.0
+        book.save(record)
+        cancel_done.set()
+
+    def between_read_and_rename(path: Path, data: bytes) -> None:
+        if not cancels:  # the runner's save, after its read
+            cancels.append(threading.Thread(target=cancel))
+            cancels[0].start()
+            # Unlocked, the cancel ends well within this; locked, it waits for the rename.
+            cancel_done.wait(2.0)
+        write_durably(path, data)
+
+    monkeypatch.setattr(records, "write_durably", between_read_and_rename)
+    progress = JobRecord("job-2", "validation", {}, JobState.RUNNING, 0.0, written=5)
+    runner_book.save(progress)
+    cancels[0].join()
+    kept = runner_book.load("job-2")
+    assert (kept.state, kept.ended_at) == (JobState.CANCELLED, 7.0)
+    # The runner's next progress save keeps the cancel too.
+    assert runner_book.save(progress).state is JobState.CANCELLED
+    assert runner_book.load("job-2").state is JobState.CANCELLED

@@ -3,7 +3,9 @@
 A record is replaced whole (written beside and synced, then renamed: runtime.durable), so a
 reader never sees half of one and a record survives the Manager's restart or a power cut. A
 record on disk in a final state is never moved out of it: a user's cancel, written by another
-process, wins over the runner's next progress write.
+process, wins over the runner's next progress write. Each save reads the record on disk,
+checks it and renames its own over it holding an exclusive `flock` on JOB.record.lock, so no
+save lands between another's read and its rename.
 Running a job takes its lease first (`lease`: an exclusive lock on JOB.lock beside the
 record), so two Managers resuming the same job never both run it.
 """
@@ -107,13 +109,22 @@ class JobBook:
         """Write `record` whole; a final state already on disk stays (the saved record)."""
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self._path(record.job_id)
-        if path.exists() and record.state not in FINAL:
-            kept = self.load(record.job_id)
-            if kept.state in FINAL:
-                record.state, record.ended_at = kept.state, kept.ended_at
-        # Whole and synced, through a scratch file of this write's own (the runner's thread
-        # and an API thread of one Manager save at once).
-        write_durably(path, json.dumps(record.to_dict(), indent=1, sort_keys=True).encode())
+        # Not the lease's lock: the runner holds that for the whole run, and a cancel from
+        # another process must get in between two of its saves.
+        fd = os.open(path.with_suffix(".record.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            # Held from the read to the rename: a cancel written in between would be
+            # renamed away (a flock is per open file, so this holds against threads too).
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if path.exists() and record.state not in FINAL:
+                kept = self.load(record.job_id)
+                if kept.state in FINAL:
+                    record.state, record.ended_at = kept.state, kept.ended_at
+            # Whole and synced, through a scratch file of this write's own.
+            data = json.dumps(record.to_dict(), indent=1, sort_keys=True).encode()
+            write_durably(path, data)
+        finally:
+            os.close(fd)  # drops the lock
         return record
 
     def lease(self, job_id: str, holder: str) -> JobLease:
