@@ -30,9 +30,10 @@ SERIAL = "70000001"
 class _Relay:
     """A meter's relay behind a driver: how often it was switched, and its state."""
 
-    def __init__(self) -> None:
+    def __init__(self, crash_after_switching: bool = False) -> None:
         self.switched = 0
         self.state = LoadState.CONNECTED
+        self.crash_after_switching = crash_after_switching
 
     async def identify(self) -> MeterIdentity:
         return MeterIdentity(SERIAL, "test")
@@ -40,7 +41,13 @@ class _Relay:
     async def set_load(self, state: LoadState) -> LoadState:
         self.switched += 1
         self.state = state
+        if self.crash_after_switching:  # the relay moved; the agent dies before its result
+            self.crash_after_switching = False
+            raise SystemError("power cut after the relay moved")
         return state
+
+    async def read_load(self) -> LoadState:
+        return self.state
 
     async def set_clock(self, unix_seconds: int) -> int:
         return unix_seconds
@@ -114,6 +121,32 @@ def test_a_crash_after_the_result_and_before_the_command_leaves_acts_once(
     assert (first.appended, first.tracked.state) == (True, CommandState.DONE)
     assert (again.appended, again.note) == (False, "already logged")
     assert [e.kind for e in desk.log.entries()] == ["command", "result"]
+
+
+def test_a_crash_after_the_relay_moved_and_before_the_result_is_logged_interrupted(
+    tmp_path: Path, meter: ProvisionedMeter
+) -> None:
+    key, desk = _site(tmp_path)
+    meter_id = meter.key.meter_id
+    desk.issue(meter_id, Action.DISCONNECT, T)
+    relay = _Relay(crash_after_switching=True)
+    with pytest.raises(SystemError):
+        _pass(tmp_path, key, meter, relay)
+    assert list((tmp_path / "outbox" / RESULTS).glob("*.cose")) == []  # no result was kept
+    (after,) = _pass(tmp_path, key, meter, relay)  # the restarted agent
+    assert relay.switched == 1
+    assert (after.outcome, after.reason) == (
+        Outcome.FAILED,
+        "interrupted: the agent stopped while acting; the relay reads back disconnected",
+    )
+    assert list((tmp_path / "outbox").glob("*.cose")) == []
+    assert list((tmp_path / "agent" / "counters.acting").iterdir()) == []
+    (kept,) = (tmp_path / "outbox" / RESULTS).glob("*.cose")
+    recorded = desk.record(kept.read_bytes(), T)  # what `command record` logs
+    assert (recorded.appended, recorded.tracked.state) == (True, CommandState.FAILED)
+    assert recorded.tracked.result is not None
+    assert dict(recorded.tracked.result.values) == {"load connected": 0}
+    assert desk.report().holds
 
 
 def test_a_replayed_copy_after_a_restart_is_refused_and_not_logged_as_an_answer(

@@ -11,14 +11,16 @@ that did not move is `failed`, not `done`. A driver error is `failed` with its s
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from meterseal.agent.dlms_driver import DlmsSecrets, open_dlms
 from meterseal.agent.driver import (
     DriverFactory,
+    LoadReader,
     LoadState,
     MeterControl,
     MeterDriver,
@@ -63,18 +65,29 @@ async def carry_out(
     signed: bytes,
     now: int,
     counters: Path | None = None,
+    deliver: Callable[[bytes], object] | None = None,
 ) -> Carried:
     """Verify `signed`, act on the meter behind `driver` (serial `serial`), sign the result.
 
-    With `counters`, the raised counter reaches the disk before the meter acts: a crash in
-    between loses the command (fail closed) instead of letting it be carried out again.
+    With `counters`, an acting marker (`acting_marker`) and then the raised counter reach the
+    disk before the meter acts, and the marker is cleared only once `deliver` (if given) has
+    kept the result (every signed result, a refusal's too, goes to `deliver`). A crash in
+    between leaves the marker: the next pass answers the command `interrupted` with the relay
+    state read back, instead of refusing it as replayed (which would contradict what the
+    meter did) or carrying it out again.
     """
+    marker = None if counters is None else acting_marker(counters, signed)
+    if marker is not None and marker.exists():
+        return await _interrupted(answerer, driver, signed, now, marker, deliver)
     admission = answerer.admit(signed, now)
     if admission.command is None:
         reason = (admission.refusal or Refusal.MALFORMED).value
+        if admission.result is not None and deliver is not None:
+            deliver(admission.result)
         return Carried(None, Outcome.REFUSED, reason, admission.result)
     command = admission.command
-    if counters is not None:
+    if counters is not None and marker is not None:
+        write_durably(marker, signed)
         write_counters(counters, answerer.verifier.last_counters)
     try:
         if (await driver.identify()).serial != serial:
@@ -83,7 +96,57 @@ async def carry_out(
     except MeterDriverError as exc:
         outcome, reason, values = Outcome.FAILED, exc.skip, ()
     result = answerer.answer(signed, command, outcome, reason, now, values)
+    _delivered(result, deliver, marker)
     return Carried(command, outcome, reason, result)
+
+
+ACTING = "acting"  # a command's marker: admitted, its result not kept yet
+INTERRUPTED = "interrupted"  # the reason of a command a crash cut off (its start)
+
+
+def acting_marker(counters: Path, signed: bytes) -> Path:
+    """The marker of `signed` while the agent acts on it (beside the counters file)."""
+    return counters.parent / f"{counters.stem}.{ACTING}" / f"{digest(signed).hex()}.cose"
+
+
+def _delivered(
+    result: bytes, deliver: Callable[[bytes], object] | None, marker: Path | None
+) -> None:
+    if deliver is not None:
+        deliver(result)
+    if marker is not None and marker.exists():
+        durable.remove_durably(marker)
+
+
+async def _interrupted(
+    answerer: CommandAnswerer,
+    driver: MeterDriver,
+    signed: bytes,
+    now: int,
+    marker: Path,
+    deliver: Callable[[bytes], object] | None,
+) -> Carried:
+    """The answer to a command a crash cut off after it was admitted: `failed`, reason
+    `interrupted`, and the relay state read back where the driver can read it. The marker
+    holds these very bytes only because the verifier admitted them, so they are not checked
+    again (their counter is spent: a check would call them replayed)."""
+    command = decode_command(open_typed(signed, COMMAND_TYPE).body.payload)
+    reason = f"{INTERRUPTED}: the agent stopped while acting"
+    values: tuple[tuple[str, int], ...] = ()
+    if command.action in (Action.CONNECT, Action.DISCONNECT):
+        if isinstance(driver, LoadReader):
+            try:
+                state = await driver.read_load()
+            except MeterDriverError as exc:
+                reason += f"; the relay could not be read back ({exc.skip})"
+            else:
+                reason += f"; the relay reads back {state.value}"
+                values = (("load connected", int(state is LoadState.CONNECTED)),)
+        else:
+            reason += "; the driver cannot read the relay back"
+    result = answerer.answer(signed, command, Outcome.FAILED, reason, now, values)
+    _delivered(result, deliver, marker)
+    return Carried(command, Outcome.FAILED, reason, result)
 
 
 async def _act(
@@ -145,11 +208,11 @@ async def carry_out_here(
     answerer = CommandAnswerer(verifier, {meter_id: meter.key})
     driver = await open_dlms(target, secrets, hdlc=hdlc)
     try:
-        carried = await carry_out(answerer, driver, target.serial, signed, now, counters)
+        carried = await carry_out(
+            answerer, driver, target.serial, signed, now, counters, lambda r: desk.record(r, now)
+        )
     finally:
         await driver.close()
-    if carried.result is not None:
-        desk.record(carried.result, now)
     return carried
 
 
@@ -187,7 +250,7 @@ async def carry_out_outbox(
     for meter in meters:
         pending = []
         for path in (p for p in waiting if _order(p)[0] == meter.meter_id):
-            before = _answered_before(path, results)
+            before = _answered_before(path, results, counters)
             if before is None:
                 pending.append(path)
             else:
@@ -201,10 +264,11 @@ async def carry_out_outbox(
         try:
             for path in pending:
                 signed = path.read_bytes()
-                carried = await carry_out(answerer, driver, meter.target.serial, signed, now,
-                                          counters)  # fmt: skip
-                if carried.result is not None:
-                    write_durably(results / result_name(path, signed), carried.result)
+                keep = results / result_name(path, signed)
+                carried = await carry_out(
+                    answerer, driver, meter.target.serial, signed, now, counters,
+                    functools.partial(write_durably, keep),
+                )  # fmt: skip
                 durable.remove_durably(path)
                 done.append(dataclasses.replace(carried, file=path.name))
         finally:
@@ -212,7 +276,7 @@ async def carry_out_outbox(
     return done
 
 
-def _answered_before(command_file: Path, results: Path) -> Carried | None:
+def _answered_before(command_file: Path, results: Path, counters: Path) -> Carried | None:
     """What a pass that crashed before removing `command_file` answered, as its result there
     says (the command is removed now, and not carried out again); None if nothing."""
     signed = command_file.read_bytes()
@@ -221,6 +285,9 @@ def _answered_before(command_file: Path, results: Path) -> Carried | None:
         return None
     result = decode_result(open_typed(kept.read_bytes(), RESULT_TYPE).body.payload)
     command = decode_command(open_typed(signed, COMMAND_TYPE).body.payload)
+    marker = acting_marker(counters, signed)
+    if marker.exists():  # the crash came after the result was kept, before the marker went
+        durable.remove_durably(marker)
     durable.remove_durably(command_file)
     return Carried(command, result.outcome, "answered before a restart", None, command_file.name)
 

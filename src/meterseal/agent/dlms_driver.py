@@ -367,6 +367,15 @@ class DlmsDriver:
 
         return await self._call(act)
 
+    async def read_load(self) -> LoadState:
+        """The disconnect control's control_state (attribute 3), switching nothing."""
+
+        def read() -> LoadState:
+            state = self._get(IC.DISCONNECT_CONTROL, DISCONNECT_CONTROL, 3)
+            return LoadState.CONNECTED if state == 1 else LoadState.DISCONNECTED
+
+        return await self._call(read)
+
     async def set_clock(self, unix_seconds: int) -> int:
         """Set the clock (attribute 2 of 0.0.1.0.0.255); the meter's time read back."""
         when = dlms_time.datetime_to_bytes(dt.datetime.fromtimestamp(unix_seconds, dt.UTC))

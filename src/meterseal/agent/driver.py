@@ -9,7 +9,8 @@ meter's own timestamp (Unix seconds, UTC). Energy is in whole watt-hours, as in
 A driver fails with a `meterseal.errors.MeterDriverError`: `MeterTimeout`, `MeterFrameError`
 (bad CRC, wrong length, partial frame), `WrongMeterSerial` or `MeterUnsupported`; each names
 its `skip` reason, which the agent counts. A driver that can act on the meter (load relay,
-clock) also implements `MeterControl`; signed commands are verified before it is called.
+clock) also implements `MeterControl`, and `LoadReader` if it can read the relay back without
+switching it; signed commands are verified before either is called.
 
 Drivers are asynchronous: the agent reads many meters from one event loop. A driver over a
 blocking library runs its calls with `asyncio.to_thread`.
@@ -156,6 +157,15 @@ class MeterControl(Protocol):
 
     async def set_clock(self, unix_seconds: int) -> int:
         """Set the meter's clock; the meter's time after setting it."""
+        ...
+
+
+@runtime_checkable
+class LoadReader(Protocol):
+    """A driver that can read the load relay's state without switching it."""
+
+    async def read_load(self) -> LoadState:
+        """The state the meter reports for its load relay."""
         ...
 
 

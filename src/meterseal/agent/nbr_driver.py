@@ -199,6 +199,11 @@ class NbrDriver:
         (response,) = await self.exchange(Command(Code.SET_LOAD, self.reader_serial, on))
         return LoadState.CONNECTED if response.data[0] == 1 else LoadState.DISCONNECTED
 
+    async def read_load(self) -> LoadState:
+        """The relay's state in the parameters block (0x21, which resets nothing)."""
+        setup = await self.parameters()
+        return LoadState.CONNECTED if setup.load_connected else LoadState.DISCONNECTED
+
     async def set_clock(self, unix_seconds: int) -> int:
         """Set the meter's clock (meterseal's extension code 0xA2); the meter's time after."""
         local = dt.datetime.fromtimestamp(unix_seconds, self.zone).replace(tzinfo=None)
