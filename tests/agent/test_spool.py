@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import errno
 import os
 from collections import Counter
 from pathlib import Path
@@ -135,3 +136,33 @@ def test_the_spool_keeps_a_file_a_day_and_drops_the_days_the_head_end_would_refu
     assert list((tmp_path / "M1").iterdir()) == []
     with pytest.raises(ConfigurationError):
         spool.load("../M1", day, day + 1)
+
+
+def test_a_spool_that_cannot_be_written_or_read_skips_the_meter_as_a_spool_fault(
+    headend: HeadEndKeys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    full = ReadingSpool(tmp_path / "full-spool")
+
+    def disk_full(*_: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(full, "save", disk_full)
+    (tmp_path / "full").mkdir()
+    (unsaved,), store = _passes(headend, tmp_path / "full", full, 1)
+    store.close()
+    assert isinstance(unsaved, AgentPass)
+    assert unsaved.report.skipped == Counter({"spool_fault": 1})  # not the driver's fault
+    (meter,) = unsaved.meters
+    assert "No space left on device" in meter.detail
+    assert unsaved.report.acks == Counter()  # nothing goes out that is not spooled first
+
+    damaged = ReadingSpool(tmp_path / "damaged-spool")
+    day = tmp_path / "damaged-spool" / meter.meter_id / f"{PERIOD.start}.cbor"
+    day.parent.mkdir(parents=True)
+    day.write_bytes(b"\xff not a spool file")
+    (tmp_path / "damaged").mkdir()
+    (unread,), store = _passes(headend, tmp_path / "damaged", damaged, 1)
+    store.close()
+    assert isinstance(unread, AgentPass)
+    assert unread.report.skipped == Counter({"spool_fault": 1})
+    assert "is not an agent spool file" in unread.meters[0].detail

@@ -7,7 +7,8 @@ registers and the instantaneous values, turns the intervals into readings
 over a meter link with the simulated meters' resend logic (`meter.simulator.send_meter`).
 
 A meter whose driver fails is skipped and counted by reason (the error's `skip`, or
-`driver_fault` for any other exception: one meter never ends the pass); a meter
+`driver_fault` for any other exception: one meter never ends the pass; `spool_fault` when its
+spool could not be read or written); a meter
 without instantaneous values still has its readings sealed. Nothing is sealed from a meter
 whose answers could not be trusted (a wrong serial, damaged blocks).
 """
@@ -20,6 +21,7 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from meterseal.acquisition.links import MeterLink
 from meterseal.agent.driver import (
@@ -34,13 +36,31 @@ from meterseal.agent.report import AgentReport
 from meterseal.agent.spool import ReadingSpool, Spooled
 from meterseal.crypto import packet
 from meterseal.crypto.keys import HeadEndPublicKeys
-from meterseal.errors import MeterDriverError, MeterUnsupported, ReadingError
+from meterseal.errors import (
+    ConfigurationError,
+    MeterDriverError,
+    MeterUnsupported,
+    ReadingError,
+)
 from meterseal.meter.faults import Fault
 from meterseal.meter.provisioning import ProvisionedMeter
 from meterseal.meter.simulator import SimulationReport, send_meter
 
 _NOTHING: Mapping[int, Spooled] = {}
 DRIVER_FAULT = "driver_fault"  # the skip reason of a driver failing outside MeterDriverError
+SPOOL_FAULT = "spool_fault"  # the skip reason of a spool that could not be read or written
+
+
+class _SpoolFailed(Exception):
+    """The meter's spool could not be read or written (the cause is chained): no driver's fault."""
+
+
+async def _spooled(call: Callable[..., Any], *args: Any) -> Any:
+    """`call(*args)` on the spool in a thread; a disk or a damaged day file raises _SpoolFailed."""
+    try:
+        return await asyncio.to_thread(call, *args)
+    except (OSError, ConfigurationError) as exc:
+        raise _SpoolFailed(f"{type(exc).__name__}: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -135,10 +155,8 @@ async def run_pass(
         result.meters.append(outcome)
         async with gate:
             try:
-                kept = (
-                    {}
-                    if spool is None
-                    else await asyncio.to_thread(spool.load, meter.meter_id, start, end)
+                kept: dict[int, Spooled] = (
+                    {} if spool is None else await _spooled(spool.load, meter.meter_id, start, end)
                 )
                 driver = await open_driver(meter.target)
                 try:
@@ -149,7 +167,12 @@ async def run_pass(
                     await driver.close()
                 if spool is not None:  # on disk before the first send (agent.spool)
                     at = int(now().timestamp())
-                    await asyncio.to_thread(spool.save, meter.meter_id, kept | sealed, at)
+                    await _spooled(spool.save, meter.meter_id, kept | sealed, at)
+            except _SpoolFailed as exc:
+                # Not the meter's nor its driver's: the disk is full or a day file is damaged.
+                report.skipped[SPOOL_FAULT] += 1
+                outcome.skipped, outcome.detail = SPOOL_FAULT, str(exc)
+                return
             except MeterDriverError as exc:
                 report.skip(exc)
                 outcome.skipped, outcome.detail = exc.skip, exc.diagnostics()
