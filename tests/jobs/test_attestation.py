@@ -199,8 +199,12 @@ def test_a_job_no_worker_attested_for_fails_saying_so(
     spec = dataclasses.replace(spec_for(month, tmp_path), authority_key="/nonexistent.pem")
     with ThreadedServer(create_cas_app(world.cas)) as cas_url:
         refused = AttestedKeys(cas_url, world.directory)
-        with trusted_and_untrusted(refused, refused) as engine:
+        with trusted_and_untrusted(refused, refused) as workers:
+            # Each check reads its clock once, a second later: it fails at the fourth (3 s
+            # after the first saw no worker attested), not at the first.
+            engine = dataclasses.replace(workers, attest_grace=2.0)
             clock = itertools.count().__next__
+            ticks = itertools.count()
             with pytest.raises(JobFailed, match="no worker attested to the CAS") as failed:
                 run_chunks(
                     engine,
@@ -210,5 +214,7 @@ def test_a_job_no_worker_attested_for_fails_saying_so(
                     monitor=Monitor(len(bills), 1e9, clock=clock),
                     key="unattested",
                     interval=0.2,
+                    clock=lambda: float(next(ticks)),
                 )
     assert "meterseal cas policy add --stage jobs-worker" in str(failed.value)
+    assert next(ticks) == 4

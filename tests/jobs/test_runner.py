@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import threading
@@ -10,6 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from meterseal.jobs.attest import declare_attested
 from meterseal.jobs.control import Limits, ThresholdController
 from meterseal.jobs.engine import Engine, local_engine
 from meterseal.jobs.monitor import Monitor
@@ -189,3 +191,35 @@ def test_a_result_lost_with_its_worker_is_waited_for_not_failed() -> None:
     # The race test_a_job_survives_a_worker_killed_mid_task met at random: the killed worker
     # held a finished, not yet fetched result; the runner must not call the job failed.
     assert _result(LostFuture(), "chunk 2 of kill") == 7
+
+
+async def _attest_now(dask_worker: Any) -> None:
+    """On a worker: declare ATTESTED, as jobs.attest's plugin does once the CAS released."""
+    await declare_attested(dask_worker, 1.0)
+
+
+def test_an_attested_run_waits_the_grace_for_a_worker_that_attests_late() -> None:
+    # A remote engine's only worker registered, then attests (it joined, or restarted):
+    # checks in that window saw no worker attested, and the first one failed the job.
+    with local_engine(1, processes=False, attested=True) as workers:
+        engine = dataclasses.replace(workers, attest_grace=30.0)
+        now = [0.0]
+
+        def checked(*_: object) -> None:
+            now[0] += 10.0  # a check every 10 s of the run's clock
+            if now[0] == 20.0:  # two checks with none attested, then the worker attests
+                engine.client.run(_attest_now)
+
+        got: dict[int, int] = {}
+        run_chunks(
+            engine,
+            total,
+            chunked(list(range(6)), 2),
+            got.__setitem__,
+            monitor=Monitor(6, 1e9, clock=fake_clock(0.0)),
+            key="late-attest",
+            interval=0.1,
+            on_check=checked,
+            clock=lambda: now[0],
+        )
+    assert got == {0: 1, 1: 5, 2: 9}

@@ -105,7 +105,7 @@ class AttestedKeys(_plugin_base()):  # type: ignore[misc]
 
             threads = float(worker.state.nthreads)
             if worker.status == Status.running:  # registered already (`register_plugin`)
-                await worker.set_resources(**{ATTESTED: threads})
+                await declare_attested(worker, threads)
                 return
             # Before the worker registers, its declared resources go with its registration.
             worker.state.total_resources[ATTESTED] = threads
@@ -137,6 +137,18 @@ class AttestedKeys(_plugin_base()):  # type: ignore[misc]
         except (MetersealError, OSError) as exc:  # refused, unreachable, no platform key
             return Attestation("-", "-", refused=f"{type(exc).__name__}: {exc}")
         return Attestation(trusted.measurement.short, trusted.assurance, dict(trusted.secrets))
+
+
+async def declare_attested(worker: Any, threads: float) -> None:
+    """Declare ATTESTED on a running, registered worker; tasks that waited for one start."""
+    from distributed.core import Status
+
+    await worker.set_resources(**{ATTESTED: threads})
+    # The scheduler looks again at tasks no worker could run ("no-worker": a job submitted
+    # before any worker attested) when a worker joins or resumes, not when a worker's
+    # resources change: without this pause and resume they would wait forever.
+    worker.status = Status.paused
+    worker.status = Status.running
 
 
 def attestation_of(worker: Any) -> Attestation | None:

@@ -68,6 +68,10 @@ class Engine:
     actuator: Actuator
     address: str
     attested: bool = False  # every task needs an attested worker (jobs.attest's plugin)
+    # Seconds an attested run waits with workers but none attested before it fails: a worker
+    # that joins or restarts registers first and attests after (measures its code, then two
+    # CAS calls of up to AttestedKeys' 10 s timeout each).
+    attest_grace: float = 60.0
 
     def trusted_memory(self) -> tuple[float, float]:
         """Trusted memory (MiB) the running tasks hold and the workers declare, cluster-wide."""

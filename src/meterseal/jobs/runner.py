@@ -11,6 +11,7 @@ Controller may scale the cluster through the engine's actuator.
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -59,10 +60,13 @@ def run_chunks(
     stop: Callable[[], bool] = _never,
     on_check: Callable[[Snapshot, Decision | None], None] | None = None,
     trusted_memory: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Run:
     """Run `task` on every chunk not `finished` yet; `on_result(index, result)` once each.
 
     `trusted_memory` (MiB) is what each task needs of the workers' declared trusted memory.
+    On an attested engine the run fails once its workers have had none attested for longer
+    than `engine.attest_grace` seconds of `clock`.
     """
     from distributed import TimeoutError as DaskTimeout
     from distributed import wait
@@ -88,6 +92,7 @@ def run_chunks(
 
     pending = {submit(i): i for i in range(len(chunks)) if i not in finished}
     run = Run()
+    unattested = _Unattested(engine, clock)
     while pending:
         if stop():
             client.cancel(list(pending))  # type: ignore[no-untyped-call]
@@ -100,7 +105,7 @@ def run_chunks(
         except DaskTimeout:
             done = set()
         if engine.attested and not done:
-            _refuse_unattested(engine)
+            unattested.check()
         for future in done:
             index = pending.pop(future)
             if future.status == "cancelled" and attempts[index] <= retries:
@@ -126,17 +131,36 @@ def _result(future: Any, what: str) -> Any:
         raise JobFailed(f"{what} failed: {exc!r}") from exc
 
 
-def _refuse_unattested(engine: Engine) -> None:
-    """Fail an attested run none of whose workers attested: its tasks would wait forever."""
-    workers = engine.client.scheduler_info()["workers"].values()
-    if not workers or any(ATTESTED in worker.get("resources", {}) for worker in workers):
-        return
-    raise JobFailed(
-        "no worker attested to the CAS, so no task of the job can run: the CAS releases the "
-        "job's key only once it holds it and a rule for this code (docs/jobs.md, trusted "
-        "workers: `meterseal cas secrets import --name jobs/metrology-key …` and `meterseal "
-        "cas policy add --stage jobs-worker …`), and only when it answers"
-    )
+class _Unattested:
+    """Fails an attested run whose workers have had none attested for longer than the grace.
+
+    Not at once: a worker that joins or restarts registers before it attests, and a check in
+    that window, with it the only worker, would fail a job about to run.
+    """
+
+    def __init__(self, engine: Engine, clock: Callable[[], float]) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.since: float | None = None  # the first check that saw workers, none attested
+
+    def check(self) -> None:
+        """Raise JobFailed if no worker has attested for longer than the engine's grace."""
+        workers = self.engine.client.scheduler_info()["workers"].values()
+        if not workers or any(ATTESTED in worker.get("resources", {}) for worker in workers):
+            self.since = None  # no worker to wait for, or one the tasks can run on
+            return
+        now = self.clock()
+        if self.since is None:
+            self.since = now
+        if now - self.since <= self.engine.attest_grace:
+            return
+        raise JobFailed(
+            f"no worker attested to the CAS in {self.engine.attest_grace:g} s, so no task of "
+            "the job can run: the CAS releases the job's key only once it holds it and a rule "
+            "for this code (docs/jobs.md, trusted workers: `meterseal cas secrets import "
+            "--name jobs/metrology-key …` and `meterseal cas policy add --stage jobs-worker "
+            "…`), and only when it answers"
+        )
 
 
 def _check(
