@@ -247,7 +247,7 @@ def simulate(
     if before is not None and plan.store is not None:
         answered = report.acks["accepted"] + report.acks["rejected"]
         with console.status("waiting for the store to count them"):
-            outcome.kept, outcome.settled = _settle(plan.store, before, answered, plan.wait)
+            outcome.kept, outcome.settled = settle_store(plan.store, before, answered, plan.wait)
         for line in store_lines(outcome):
             console.print(line)
     if report.unacknowledged:
@@ -290,7 +290,7 @@ def _store_counts(
     return counts
 
 
-def _settle(
+def settle_store(
     url: str, before: Counter[str], answered: int, wait: float
 ) -> tuple[Counter[str], bool]:
     """The store's outcomes since `before` once they add up to `answered` (or stop growing)."""

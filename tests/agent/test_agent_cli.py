@@ -124,3 +124,57 @@ def test_a_run_whose_readings_the_head_end_did_not_take_fails(
     assert "readings sealed 96, accepted 0, rejected 96" in text
     assert result.exit_code == 1, result.output
     assert "96 sealed readings were not stored by the head-end" in text
+
+
+@pytest.mark.slow
+def test_the_walkthrough_reads_meters_of_its_own_into_a_head_end_that_holds_the_fleets_day(
+    site: tuple[Path, str], tmp_path: Path
+) -> None:
+    # docs/meters.md's walkthrough after the tutorial: the head-end already holds the
+    # provisioned fleet's readings (`meterseal simulate`), so the agent's meters are its own.
+    deployment, url = site
+    agent_fleet, meter_list = tmp_path / "fleet-agent.cbor", tmp_path / "meters.txt"
+    made = invoke(["meters", "provision", "3", "--prefix", "AGT", "--regions", "1",
+                   "-d", str(deployment), "--out", str(agent_fleet)])  # fmt: skip
+    assert made.exit_code == 0, made.output
+    registered = invoke(["meters", "register", str(agent_fleet), "-d", str(deployment),
+                         "--store", url])  # fmt: skip
+    assert "3 meters registered" in registered.output, registered.output
+    emulate = ["emulate", "--meters", "3", "--prefix", "AGT", "--faults", "timeout",
+               "--write-meters", str(meter_list)]  # fmt: skip
+    with emulated_and_served(deployment, url, emulate, 3) as served:
+        assert served.meters[0].startswith("meter AGT-000001 20000001 127.0.0.1:")
+        fed = invoke(["simulate", "-d", str(deployment), "--target", served.target,
+                      "--days", "1", "--store", url])  # fmt: skip
+        assert fed.exit_code == 0, fed.output
+        result = agent_run(deployment, meter_list, served.target, "--fleet", str(agent_fleet),
+                           "--store", url, "--timeout", "5", "--attempts", "1")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert TWO_READ in text
+    assert "skipped: timeout 1" in text
+    with Store.open(url) as store:
+        assert store.counters().get("stored") == 3 * 96 + 192
+
+
+@pytest.mark.slow
+def test_readings_the_head_end_already_holds_are_named_and_no_rerun_is_offered(
+    site: tuple[Path, str], tmp_path: Path
+) -> None:
+    # The operator journey's failure: the agent reads the fleet's own meters over the day the
+    # simulator already sent, and the head-end refuses every reading.
+    deployment, url = site
+    meter_list = tmp_path / "meters.txt"
+    emulate = ["emulate", "--meters", "2", "--write-meters", str(meter_list)]
+    with emulated_and_served(deployment, url, emulate, 2) as served:
+        fed = invoke(["simulate", "-d", str(deployment), "--target", served.target,
+                      "--days", "1", "--store", url])  # fmt: skip
+        assert fed.exit_code == 0, fed.output
+        result = agent_run(deployment, meter_list, served.target, "--store", url,
+                           "--timeout", "8")  # fmt: skip
+    text = " ".join(result.output.split())
+    assert result.exit_code == 1, result.output
+    assert "readings sealed 192, accepted 0, rejected 192" in text
+    assert "the head-end's reasons: replayed_counter 192" in text
+    assert "the head-end already holds these or newer readings of those meters" in text
+    assert "run the pass again" not in text

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import time
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -158,16 +159,20 @@ def run(
         Path | None,
         typer.Option(help="sealed readings kept to resend as they are (DEPLOYMENT/agent/spool)"),
     ] = None,
+    store: Annotated[
+        str | None, typer.Option(help="the head-end's store, read for why it refused readings")
+    ] = None,
     passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
 ) -> None:
     """Read meters over their protocol, seal their readings, send them to the head-end."""
     from meterseal.agent.driver import MeterTarget
     from meterseal.agent.protocols import driver_factory
+    from meterseal.agent.report import loss_lines
     from meterseal.agent.runner import AgentMeter, run_pass
     from meterseal.agent.spool import ReadingSpool
     from meterseal.agent.targets import MeterLineEntry, parse_meter_list
     from meterseal.meter.provisioning import load_fleet
-    from meterseal.simulation import link_for, simulation_period, wait_for_listener
+    from meterseal.simulation import link_for, settle_store, simulation_period, wait_for_listener
 
     entries = parse_meter_list(meters_file.read_text().splitlines()) if meters_file else []
     single = (address, serial, meter_id)
@@ -206,6 +211,7 @@ def run(
     if commands is not None:  # signed commands first, through the verifier (agent.dlms_commands)
         _carry_out_commands(commands, meters, factory, deployment_dir)
     asyncio.run(wait_for_listener(transport, target, wait))
+    before = _store_counts(store)
     link = link_for(transport, target, ca=deployment.ca_cert)
     result = asyncio.run(
         run_pass(
@@ -245,19 +251,35 @@ def run(
     for outcome in result.meters:
         if outcome.skipped:
             console.print(f"  {outcome.meter_id} ({outcome.serial}): {outcome.detail}")
-    lost = report.acks["rejected"] + report.unacknowledged
+    refused = None
+    if store is not None and before is not None:  # the ack carries no reason; the store does
+        answered = report.acks["accepted"] + report.acks["rejected"]
+        refused, _ = settle_store(store, before, answered, wait)
+    lost = loss_lines(report, refused)
     if lost:  # a script must not take a pass whose readings were not stored for a done one
-        console.print(
-            f"{lost} sealed readings were not stored by the head-end (rejected "
-            f"{report.acks['rejected']}, unacknowledged {report.unacknowledged}): the meters "
-            "keep them, run the pass again for this window once the head-end takes them"
-        )
+        for line in lost:
+            console.print(line, highlight=False)
         raise typer.Exit(1)
     if start % 86_400 == 0 and intervals % 96 == 0:
         first = dt.datetime.fromtimestamp(start, dt.UTC).date()
         console.print(
             f"bill this period with: meterseal bill --from {first} --days {intervals // 96}"
         )
+
+
+def _store_counts(url: str | None) -> Counter[str] | None:
+    """The store's outcome counters before the pass (None: no store, or it cannot be read)."""
+    if url is None:
+        return None
+    from meterseal.errors import MetersealError
+    from meterseal.storage import Store
+
+    try:
+        with Store.open_read_only(url) as db:
+            return Counter(db.counters())
+    except MetersealError as exc:
+        console.print(f"not reading the head-end's reasons from its store: {exc.diagnostics()}")
+        return None
 
 
 def _carry_out_commands(

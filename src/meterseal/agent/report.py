@@ -24,3 +24,59 @@ class AgentReport:
     def skip(self, error: MeterDriverError) -> None:
         """Count a meter skipped because its driver failed with `error`."""
         self.skipped[error.skip] += 1
+
+
+# The store's refusals a rerun cannot undo: the head-end keeps one reading per meter and
+# counter and refuses a counter it holds (replayed) or one below the newest it holds (stale).
+HELD = ("replayed_counter", "stale_counter")
+_KEPT = ("stored", "duplicate")
+
+
+def loss_lines(report: AgentReport, refused: Counter[str] | None) -> list[str]:
+    """What the head-end did not store of a pass, why, and whether running it again helps.
+
+    `refused` is the store's refusals of the pass by reason (None: the store was not read;
+    the head-end's ack carries no reason). Only unacknowledged readings are worth a rerun.
+    """
+    reasons = (
+        Counter[str]()
+        if refused is None
+        else +Counter({k: v for k, v in refused.items() if k not in _KEPT})
+    )
+    rejected = max(report.acks["rejected"], sum(reasons.values()))
+    lost = rejected + report.unacknowledged
+    if not lost:
+        return []
+    lines = [
+        f"{lost} sealed readings were not stored by the head-end (rejected {rejected}, "
+        f"unacknowledged {report.unacknowledged})"
+    ]
+    if reasons:
+        named = ", ".join(f"{k} {v}" for k, v in sorted(reasons.items()))
+        lines.append(f"the head-end's reasons: {named}")
+    held = sum(reasons[k] for k in HELD)
+    if held:
+        lines.append(
+            f"{held} refused as replayed_counter/stale_counter: the head-end already holds "
+            "these or newer readings of those meters (an earlier pass, or `meterseal "
+            "simulate`), so a rerun of this window is refused again; read meters, or a "
+            "window, the head-end has not stored"
+        )
+    other = sum(reasons.values()) - held
+    if other:
+        lines.append(
+            f"{other} refused for good: a rerun is refused again until what their reason "
+            "names is fixed"
+        )
+    if rejected > sum(reasons.values()):
+        lines.append(
+            f"{rejected - sum(reasons.values())} rejected for reasons the head-end does not "
+            "send (give --store to read them from its store): a rerun is refused again"
+        )
+    if report.unacknowledged:
+        lines.append(
+            f"{report.unacknowledged} never acknowledged (the head-end unreachable or "
+            "overloaded): the meters keep them, run the pass again for this window once "
+            "the head-end answers"
+        )
+    return lines
