@@ -18,8 +18,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from psycopg.pq import TransactionStatus
 
+from meterseal.cascadb import Database, MemoryKv
 from meterseal.cascadb import values as sv
-from meterseal.cascadb.errors import NumericOverflow
+from meterseal.cascadb.errors import DivisionByZero, NumericOverflow
 from meterseal.storage.scratch import scratch_schema
 from tests.cascadb.test_pgwire import Running
 from tests.storage.databases import postgres_url  # noqa: F401  (a fixture)
@@ -194,6 +195,40 @@ def test_a_parent_row_named_by_a_child_is_kept(dsn: str) -> None:
         "DROP TABLE",
         "42P01",
     ]
+
+
+def test_dividing_by_zero_is_22012(dsn: str) -> None:
+    steps: list[Step] = [
+        "SELECT 10 / 0",
+        "SELECT 10 % 0",
+        "SELECT 10.5 / 0",
+        ("SELECT %s / %s", (7, 0)),  # the extended protocol, bound values
+        "SELECT NULL / 0",  # NULL first: no division happens
+        "SELECT 7 / 2, -7 / 2, 7 % -3",
+        "BEGIN",
+        "SELECT 1 / 0",  # in a block: aborts it
+        "SELECT 1",
+        "ROLLBACK",
+    ]
+    assert transcript(dsn, steps) == [
+        ("22012", IDLE),
+        ("22012", IDLE),
+        ("22012", IDLE),
+        ("22012", IDLE),
+        ("SELECT 1", IDLE, "None"),
+        ("SELECT 1", IDLE, "3,-3,1"),
+        ("BEGIN", INTRANS),
+        ("22012", INERROR),
+        ("25P02", INERROR),
+        ("ROLLBACK", IDLE),
+    ]
+
+
+def test_the_sqlite_dialect_keeps_sqlites_null_for_division_by_zero() -> None:
+    database = Database(MemoryKv())  # the PEP 249 module's dialect and rule
+    assert database.execute("SELECT 10 / 0, 10 % 0, 7 / 2").rows == [(None, None, 3)]
+    with pytest.raises(DivisionByZero):
+        database.session(dialect="postgres").execute("SELECT 10 / 0")
 
 
 def test_numeric_columns_round_to_their_scale_and_refuse_overflow(dsn: str) -> None:

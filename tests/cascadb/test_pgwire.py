@@ -385,3 +385,45 @@ def test_a_client_that_never_logs_in_is_let_go() -> None:
         assert server.server.counts["refused"] == 1
     finally:
         server.stop()
+
+
+def test_a_query_outside_a_block_reads_while_another_session_writes(running: Running) -> None:
+    running.database.lock_timeout = 0.2  # a statement that waited for the lock fails fast
+    with (
+        psycopg.connect(running.dsn()) as writer,
+        psycopg.connect(running.dsn(), autocommit=True) as reader,
+    ):
+        writer.execute("CREATE TABLE t(k INTEGER PRIMARY KEY)")
+        writer.commit()
+        writer.execute("INSERT INTO t VALUES (1)")  # a write transaction left open
+        # readers: extended protocol (psycopg's execute) and simple (several SELECTs)
+        assert reader.execute("SELECT count(*) FROM t").fetchall() == [(0,)]
+        assert reader.execute("SELECT k FROM t WHERE k = %s", (1,)).fetchall() == []
+        simple = reader.pgconn.exec_(b"SELECT count(*) FROM t; SELECT 2")
+        assert simple.error_message == b""
+        assert simple.get_value(0, 0) == b"2"
+        assert reader.execute("SELECT count(*) FROM t").fetchall() == [(0,)]
+        # the write lock is held meanwhile: a write waits for it and fails
+        with pytest.raises(psycopg.errors.lookup("57000")):
+            reader.execute("INSERT INTO t VALUES (2)")
+        writer.commit()
+        assert reader.execute("SELECT k FROM t").fetchall() == [(1,)]
+
+
+def test_a_session_idle_in_a_write_transaction_is_ended() -> None:
+    server = Running(idle_in_transaction_timeout=0.2)
+    try:
+        with (
+            psycopg.connect(server.dsn()) as idle,
+            psycopg.connect(server.dsn(), autocommit=True) as other,
+        ):
+            other.execute("CREATE TABLE t(k INTEGER PRIMARY KEY)")
+            idle.execute("INSERT INTO t VALUES (1)")  # then nothing: it holds the write lock
+            # waits (up to lock_timeout, 30 s) for the idle session to be ended and rolled back
+            other.execute("INSERT INTO t VALUES (2)")
+            assert other.execute("SELECT k FROM t").fetchall() == [(2,)]
+            with pytest.raises(psycopg.errors.IdleInTransactionSessionTimeout):  # FATAL 25P03
+                idle.execute("SELECT 1")
+        assert server.server.counts["idle_timeouts"] == 1
+    finally:
+        server.stop()

@@ -56,6 +56,11 @@ class Result:
     lastrowid: int | None = None  # an INSERT's last rowid (or INTEGER PRIMARY KEY), as sqlite3's
 
 
+def is_query(node: exp.Expression) -> bool:
+    """Whether a parsed statement only reads (a SELECT or a set operation of them)."""
+    return isinstance(node, _QUERIES)
+
+
 def number_placeholders(sql: str, dialect: str = DIALECT) -> str:
     """`?` placeholders rewritten as `$1`, `$2`, ... in the order they appear."""
     if "?" not in sql or dialect != DIALECT:
@@ -169,6 +174,11 @@ class Session:
     def in_transaction(self) -> bool:
         """Whether a transaction is open."""
         return self._txn is not None
+
+    @property
+    def writing(self) -> bool:
+        """Whether the open transaction holds the database's write lock (not a reader)."""
+        return self._txn is not None and not self._reader
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Result:
         """Run every statement of `sql`; the last one's result."""
@@ -294,7 +304,14 @@ class Session:
         try:
             with self._reading():
                 try:
-                    result, changed = run(node, statement, params, cache, plans)
+                    result, changed = run(
+                        node,
+                        statement,
+                        params,
+                        cache,
+                        plans,
+                        zero_division=self.dialect == "postgres",
+                    )
                 except decimal.Overflow:  # past the context's exponent: as PostgreSQL's
                     raise NumericOverflow("value overflows numeric format") from None
                 except decimal.DecimalException as exc:
@@ -384,14 +401,17 @@ def run(
     params: Sequence[Any],
     cache: dict[str, Table] | None = None,
     plans: Plans | None = None,
+    *,
+    zero_division: bool = False,
 ) -> tuple[Result, bool]:
     """Run one parsed statement against `kv` (a statement's buffer); whether it was DDL.
 
     `cache` holds committed table descriptors and `plans` SELECT plans made from them; both
-    are None in a transaction that changed the dictionary.
+    are None in a transaction that changed the dictionary. `zero_division`: dividing by zero
+    raises DivisionByZero (PostgreSQL's rule) instead of giving NULL (SQLite's).
     """
     dictionary = Dictionary(kv, cache)
-    return _run(node, kv, params, dictionary, plans), dictionary.changed
+    return _run(node, kv, params, dictionary, plans, zero_division), dictionary.changed
 
 
 def _select(
@@ -419,9 +439,10 @@ def _run(
     params: Sequence[Any],
     dictionary: Dictionary,
     plans: Plans | None = None,
+    zero_division: bool = False,
 ) -> Result:
     numbering = Params()
-    ctx = Ctx(params, kv)
+    ctx = Ctx(params, kv, zero_division=zero_division)
     if isinstance(node, _QUERIES):
         planned = _select(node, params, dictionary, plans)
         rows = list(planned.plan.rows(ctx))

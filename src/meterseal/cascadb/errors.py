@@ -108,3 +108,9 @@ class NumericOverflow(DataError):
     """A value has more integer digits than its DECIMAL(p, s) column holds."""
 
     sqlstate = "22003"
+
+
+class DivisionByZero(DataError):
+    """A division or modulo by zero in PostgreSQL's dialect (SQLite's gives NULL)."""
+
+    sqlstate = "22012"

@@ -10,6 +10,7 @@ from sqlglot import exp
 
 from meterseal.cascadb import values as sv
 from meterseal.cascadb.errors import (
+    DivisionByZero,
     InterfaceError,
     NotSupportedError,
     ProgrammingError,
@@ -103,7 +104,17 @@ class Compiler:
 
     def _binary(self, op: Callable[[Any, Any], Any], node: exp.Binary) -> Fn:
         left, right = self.compile(node.this), self.compile(node.expression)
-        return lambda row, ctx: op(left(row, ctx), right(row, ctx))
+        if not isinstance(node, exp.Div | exp.Mod):
+            return lambda row, ctx: op(left(row, ctx), right(row, ctx))
+        modulo = isinstance(node, exp.Mod)
+
+        def divided(row: Row, ctx: Ctx) -> Any:
+            a, b = left(row, ctx), right(row, ctx)
+            if ctx.zero_division and sv.divides_by_zero(a, b, modulo):
+                raise DivisionByZero("division by zero")
+            return op(a, b)
+
+        return divided
 
     def comparison(self, node: exp.Binary) -> tuple[Fn, Fn]:
         """Both sides of a comparison, SQLite's affinity applied to the side without one."""

@@ -6,7 +6,9 @@ for tests, lets a client in without a password; with `require_tls`, a client tha
 start TLS is refused before it sends a password), the simple query protocol (Query: several
 statements, each with RowDescription/DataRow/CommandComplete, one transaction when outside a
 block) and the extended one (Parse, Bind, Describe, Execute, Close, Sync, Flush; outside a
-block, the Executes up to a Sync are one transaction). Values
+block, the Executes up to a Sync are one transaction; one that begins with a SELECT, or a
+Query of only SELECTs, begins as a reader holding no lock). A session holding the write lock
+that sends nothing for `idle_in_transaction_timeout` is ended (FATAL 25P03). Values
 travel as text (result format 0; parameters as text or binary for the integer, float and
 bytea types).
 SQL is read in PostgreSQL's dialect. A portal runs when it is described or executed; column
@@ -32,7 +34,7 @@ from typing import Any
 from sqlglot import exp
 
 from meterseal.cascadb import errors
-from meterseal.cascadb.engine import Database, Result, Session
+from meterseal.cascadb.engine import Database, Result, Session, is_query
 from meterseal.cascadb.pgtypes import oid_of, parameter, text_of
 from meterseal.cascadb.statement_log import statement_shape
 
@@ -111,6 +113,7 @@ class PgServer:
         require_tls: bool = False,
         log: Callable[[str], None] | None = None,
         login_timeout: float = 60.0,
+        idle_in_transaction_timeout: float | None = 60.0,
     ) -> None:
         if require_tls and tls is None:
             raise ValueError("require_tls needs a TLS context")
@@ -120,6 +123,9 @@ class PgServer:
         self.tls = tls
         self.require_tls = require_tls
         self.login_timeout = login_timeout  # PostgreSQL's authentication_timeout: a minute
+        # PostgreSQL's idle_in_transaction_session_timeout (None: no limit): a client that holds
+        # the one write lock and sends nothing would stall every other writer
+        self.idle_in_transaction_timeout = idle_in_transaction_timeout
         # sessions, refused (logins and plain connections), statements, failed (statements)
         self.counts: Counter[str] = Counter()
         self.log = log or (lambda line: None)
@@ -254,9 +260,10 @@ class PgServer:
         status = b"E" if session.failed else b"T" if session.in_transaction else b"I"
         return _message(b"Z", status)
 
-    def _error(self, code: str, text: str) -> bytes:
-        fields = b"SERROR\x00VERROR\x00C" + _cstr(code) + b"M" + _cstr(text) + b"\x00"
-        return _message(b"E", fields)
+    def _error(self, code: str, text: str, severity: str = "ERROR") -> bytes:
+        level = severity.encode()
+        fields = b"S" + _cstr(severity) + b"V" + level + b"\x00C" + _cstr(code)
+        return _message(b"E", fields + b"M" + _cstr(text) + b"\x00")
 
     def _failure(self, conn: _Connection, exc: errors.Error) -> bytes:
         self.counts["failed"] += 1
@@ -267,7 +274,17 @@ class PgServer:
         self, conn: _Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         while True:
-            kind = await reader.readexactly(1)
+            idle = self.idle_in_transaction_timeout if conn.session.writing else None
+            try:
+                async with asyncio.timeout(idle):
+                    kind = await reader.readexactly(1)
+            except TimeoutError:  # the caller's finally rolls back, releasing the lock
+                self.counts["idle_timeouts"] += 1
+                _log.info("%s: session ended idle in a write transaction", conn.user)
+                message = "terminating connection due to idle-in-transaction timeout"
+                writer.write(self._error("25P03", message, "FATAL"))
+                await writer.drain()
+                return
             length = struct.unpack("!I", await reader.readexactly(4))[0]
             if not 4 <= length <= MAX_MESSAGE:  # nothing after it parses: end the session
                 self.counts["refused"] += 1
@@ -323,6 +340,8 @@ class PgServer:
             # As PostgreSQL: several statements outside a block are one transaction.
             implicit = len(statements) > 1 and not session.in_transaction
             implicit = implicit and not any(map(_controls_transaction, statements))
+            if statements and not session.in_transaction and all(map(is_query, statements)):
+                session.begin_read()  # only reads outside a block: no write lock (a reader)
             if implicit:
                 await asyncio.to_thread(session.begin)
             for statement in statements:
@@ -439,6 +458,8 @@ class PgServer:
                 if _controls_transaction(statement):
                     conn.implicit = False  # BEGIN makes it a block; COMMIT/ROLLBACK end it
                 elif not conn.session.in_transaction:
+                    if is_query(statement):  # a reader until its first write, if any
+                        conn.session.begin_read()
                     await asyncio.to_thread(conn.session.begin)
                     conn.implicit = True
                 run = conn.session.run_statement

@@ -29,10 +29,11 @@ class Ctx:
     kv: Any = None  # the OrderedKv the statement reads (its write buffer)
     outer: tuple[Row, ...] = ()
     memo: dict[int, Any] = field(default_factory=dict)  # uncorrelated subqueries' results
+    zero_division: bool = False  # x / 0 and x % 0 raise (PostgreSQL's rule), not NULL (SQLite's)
 
     def inner(self, row: Row) -> Ctx:
         """The context of a subquery evaluated for `row`."""
-        return Ctx(self.params, self.kv, (*self.outer, row), self.memo)
+        return Ctx(self.params, self.kv, (*self.outer, row), self.memo, self.zero_division)
 
 
 Fn = Callable[[Row, Ctx], Any]

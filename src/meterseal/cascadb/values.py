@@ -291,6 +291,14 @@ def divide(a: Any, b: Any) -> Number | None:
     return x / y  # type: ignore[operator]
 
 
+def divides_by_zero(a: Any, b: Any, modulo: bool = False) -> bool:
+    """Whether a / b (or a % b, on integers) divides by zero: neither NULL, the divisor 0."""
+    pair = _operands(a, b)
+    if pair is None:
+        return False
+    return (int(pair[1]) if modulo else pair[1]) == 0
+
+
 def modulo(a: Any, b: Any) -> Number | None:
     """a % b on the operands as integers, the sign of a; modulo zero is NULL."""
     pair = _operands(a, b)
