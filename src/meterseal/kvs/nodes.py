@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import uuid
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from meterseal.errors import KvsError
+from meterseal.runtime.durable import write_durably
 
 _ID = re.compile(r"[0-9a-f]{8,128}")
 _BUCKET = re.compile(r"[A-Za-z0-9_-]{1,128}")
@@ -138,32 +138,6 @@ class MemoryNode:
         return self.up
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_durably(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, fsync it, rename over `path`, fsync the dir."""
-    if not path.parent.is_dir():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _fsync_dir(path.parent.parent)  # the new directory's entry is durable too
-    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(temp, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
 def _read(path: Path) -> bytes | None:
     try:
         return path.read_bytes()
@@ -188,7 +162,7 @@ class LocalDirNode:
     async def put(self, blob_id: str, data: bytes) -> None:
         """Store the blob durably (temp file, fsync, rename, fsync of the directory)."""
         try:
-            await asyncio.to_thread(_write_durably, self._path(blob_id), data)
+            await asyncio.to_thread(write_durably, self._path(blob_id), data)
         except OSError as error:
             raise self._io_error(error) from error
 
@@ -324,7 +298,7 @@ class LocalDirCatalog:
 
     async def put(self, bucket_id: str, key: str, sealed: bytes) -> None:
         """Store durably (temp file, fsync, rename)."""
-        await asyncio.to_thread(_write_durably, self._path(bucket_id, key), sealed)
+        await asyncio.to_thread(write_durably, self._path(bucket_id, key), sealed)
 
     async def get(self, bucket_id: str, key: str) -> bytes | None:
         """The sealed manifest or None."""

@@ -20,7 +20,9 @@ def sync_directory(directory: Path) -> None:
 def write_durably(path: Path, data: bytes) -> None:
     """`data` in `path` whole or not at all, on disk when this returns (written to a scratch
     file and synced, renamed over `path`, the directory synced)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.parent.is_dir():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sync_directory(path.parent.parent)  # the new directory's entry is durable too
     # A scratch file of its own: two writers of `path` at once (overlapping agent passes)
     # must not write into, or rename away, each other's scratch file. Its mode is the
     # umask's, as open() makes it (the head-end's `command record` reads an agent's results).
