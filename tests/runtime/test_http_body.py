@@ -118,9 +118,8 @@ async def _send_in_parts(parts: list[bytes]) -> bytes:
         return await exchange(port, *parts, pause=0.05)
 
 
-def test_plain_bodies_bypass_the_parser_and_the_next_request_is_parsed_anew(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def _count_parsed_body(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The lengths of the body pieces llhttp hands over, recorded as they come."""
     taken: list[int] = []
     take = LlhttpBody.take_body
 
@@ -129,6 +128,13 @@ def test_plain_bodies_bypass_the_parser_and_the_next_request_is_parsed_anew(
         take(self, data)
 
     monkeypatch.setattr(LlhttpBody, "take_body", spy)
+    return taken
+
+
+def test_plain_bodies_bypass_the_parser_and_the_next_request_is_parsed_anew(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    taken = _count_parsed_body(monkeypatch)
     first, second = os.urandom(300_000), os.urandom(200_001)
     one, two = put_head(len(first)), put_head(len(second), close=True)
     # head + a few body bytes; the body's rest with the next request's head and some body;
@@ -193,14 +199,7 @@ def _pulling_app(view_size: int, outcomes: list[str]) -> FastAPI:
 def test_an_app_pulls_a_plain_body_into_its_own_buffers_and_the_next_request_is_parsed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    taken: list[int] = []
-    take = LlhttpBody.take_body
-
-    def spy(self: LlhttpBody, data: bytes) -> None:
-        taken.append(len(data))
-        take(self, data)
-
-    monkeypatch.setattr(LlhttpBody, "take_body", spy)
+    taken = _count_parsed_body(monkeypatch)
     first, second = os.urandom(300_000), os.urandom(200_001)
     one, two = put_head(len(first)), put_head(len(second), close=True)
     # body bytes along with the head (through the parser), then straight into the app's
