@@ -107,3 +107,19 @@ def test_statements_are_logged_by_caller_and_shape_without_values() -> None:
         "mdc: SELECT kwh FROM r WHERE meter = ?",
     ]
     assert not any(v in "\n".join(logged) for v in ("CUST-LIT-4", "CUST-PARAM-3", "17.125"))
+
+
+def test_a_request_of_queries_reads_what_is_committed_while_a_writer_is_open() -> None:
+    app, database = _app()
+    created = _post(app, {"sql": "CREATE TABLE t(k INTEGER PRIMARY KEY); INSERT INTO t VALUES (1)"})
+    assert created.status_code == 200, created.text
+    database.lock_timeout = 0.2  # a request that waits for the write lock fails fast (503)
+    writer = database.session(autocommit=False)  # another client, mid-transaction
+    writer.execute("INSERT INTO t VALUES (2)")
+    read = _post(app, {"sql": "SELECT count(*) FROM t; SELECT k FROM t ORDER BY k"})
+    assert read.status_code == 200, read.text
+    assert read.json()["rows"] == [[1]]  # committed data only, without waiting
+    writes = _post(app, {"sql": "SELECT count(*) FROM t; INSERT INTO t VALUES (3)"})
+    assert writes.status_code == 503  # a request that writes waits for the open writer
+    writer.commit()
+    assert _post(app, {"sql": "SELECT k FROM t ORDER BY k"}).json()["rows"] == [[1], [2]]

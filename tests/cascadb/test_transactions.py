@@ -150,3 +150,32 @@ def test_the_driver_takes_postgres_rule_when_asked(db: Database) -> None:
     connection.execute("INSERT INTO t VALUES (4, 'four')")  # a new transaction goes on
     connection.commit()
     assert _rows(db) == [(1, "one"), (4, "four")]
+
+
+def test_driver_reads_outside_a_write_transaction_do_not_wait_for_an_open_one(
+    db: Database,
+) -> None:
+    db.lock_timeout = 0.2  # a statement that waits for the write lock fails fast
+    writer = cascadb.connect(db)
+    writer.execute("INSERT INTO t VALUES (2, 'two')")  # another connection, mid-transaction
+    auto = cascadb.connect(db, autocommit=True)
+    assert auto.execute("SELECT k FROM t").fetchall() == [(1,)]  # committed data only
+    reader = cascadb.connect(db, read_only=True)  # its transactions can only read
+    assert reader.execute("SELECT k FROM t").fetchall() == [(1,)]
+    assert reader.session.in_transaction  # its transaction stays open...
+    assert not reader.session.writing  # ...as a reader
+    committed = cascadb.connect(db, read_committed=True)  # a reader until its first write
+    assert committed.execute("SELECT count(*) FROM t").fetchall() == [(1,)]
+    with pytest.raises(cascadb.OperationalError, match="busy"):
+        committed.execute("UPDATE t SET v = 'uno' WHERE k = 1")  # the write waits for the lock
+    serial = cascadb.connect(db)  # serializable: the write lock from its first statement
+    with pytest.raises(cascadb.OperationalError, match="busy"):
+        serial.execute("SELECT k FROM t")
+    with pytest.raises(cascadb.OperationalError, match="busy"):
+        auto.execute("INSERT INTO t VALUES (3, 'three')")
+    writer.commit()
+    assert auto.execute("SELECT k FROM t").fetchall() == [(1,), (2,)]
+    assert reader.execute("SELECT k FROM t").fetchall() == [(1,), (2,)]  # read committed
+    committed.execute("UPDATE t SET v = 'uno' WHERE k = 1")  # now the writer
+    committed.commit()
+    assert _rows(db) == [(1, "uno"), (2, "two")]

@@ -1,8 +1,12 @@
 """PEP 249 (DB-API 2.0) driver: `meterseal.cascadb.connect(store)` as sqlite3.connect is used.
 
 paramstyle is qmark (`?`); `$1`-style numbered parameters work too. A connection is one
-session: without autocommit its transaction lasts until commit() or rollback() and holds the
-database meanwhile (engine.py: transactions run one at a time).
+session. With autocommit, a query is a reader: it reads what is committed and never waits for
+another connection's open transaction; so are a read-only connection's transactions. Without
+autocommit, a transaction lasts until commit() or rollback() and holds the database's write
+lock from its first statement, a SELECT too, so that what it read stays as read until it
+writes (serializable: engine.py); `read_committed=True` begins one that starts with a read as
+a reader instead, until its first write (PostgreSQL's default isolation).
 """
 
 from __future__ import annotations
@@ -42,13 +46,19 @@ def connect(
     autocommit: bool = False,
     read_only: bool = False,
     abort_on_error: bool = False,
+    read_committed: bool = False,
 ) -> Connection:
     """A connection to the database over `store` (None: a new in-memory store); a read-only
     one refuses every statement but queries (OperationalError). `abort_on_error`: PostgreSQL's
-    rule, a failed statement aborts the transaction (TransactionAborted until rollback)."""
+    rule, a failed statement aborts the transaction (TransactionAborted until rollback).
+    `read_committed`: a transaction that begins with a query holds no lock until it writes."""
     database = database_of(store)
     return Connection(
-        database, autocommit=autocommit, read_only=read_only, abort_on_error=abort_on_error
+        database,
+        autocommit=autocommit,
+        read_only=read_only,
+        abort_on_error=abort_on_error,
+        read_committed=read_committed,
     )
 
 
@@ -62,10 +72,14 @@ class Connection:
         autocommit: bool,
         read_only: bool = False,
         abort_on_error: bool = False,
+        read_committed: bool = False,
     ) -> None:
         self.database = database
         self._session: Session | None = database.session(
-            autocommit=autocommit, read_only=read_only, abort_on_error=abort_on_error
+            autocommit=autocommit,
+            read_only=read_only,
+            abort_on_error=abort_on_error,
+            read_committed=read_committed,
         )
 
     @property

@@ -1,8 +1,10 @@
 """The database: sessions run statements over an OrderedKv, one transaction at a time.
 
-Isolation: a session holds the database's lock from its transaction's first statement to its
-COMMIT or ROLLBACK, so transactions run one after another (serializable, by running serially);
-other sessions wait (up to `lock_timeout`). A statement's writes go to a buffer over its
+Isolation: a writing session holds the database's lock from its transaction's first statement
+to its COMMIT or ROLLBACK, so write transactions run one after another (serializable, by running
+serially); other writers wait (up to `lock_timeout`). A transaction that begins as a reader
+(`Session.read_ahead`, `begin_read`) holds no lock and reads committed data until its first
+write makes it the writer (locks.py). A statement's writes go to a buffer over its
 transaction's buffer: a failing statement leaves nothing, and COMMIT writes the transaction as
 one atomic batch of the store. One Database object per store: two processes writing the same
 store are not coordinated.
@@ -11,17 +13,13 @@ store are not coordinated.
 from __future__ import annotations
 
 import decimal
-import re
 import threading
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-import sqlglot
 from sqlglot import exp
-from sqlglot.errors import ParseError, TokenError
-from sqlglot.tokens import TokenType  # type: ignore[attr-defined]
 
 from meterseal.cascadb import dml
 from meterseal.cascadb.catalog import Dictionary, Table
@@ -37,11 +35,14 @@ from meterseal.cascadb.errors import (
 from meterseal.cascadb.expr import Ctx, Params, Row
 from meterseal.cascadb.kv import OrderedKv, Overlay
 from meterseal.cascadb.locks import ApplyLock
+from meterseal.cascadb.parsing import (
+    DIALECT,
+    QUERIES,
+    asks_serializable,
+    parse,
+    reads_only,
+)
 from meterseal.cascadb.query import plan_query
-
-DIALECT = "sqlite"
-_SAVEPOINT = re.compile(r"\s*(SAVEPOINT|RELEASE)\s+(?:SAVEPOINT\s+)?(\"?\w+\"?)\s*;?\s*", re.I)
-_QUERIES = (exp.Select, exp.Union, exp.Intersect, exp.Except, exp.Subquery)
 
 
 @dataclass
@@ -54,38 +55,6 @@ class Result:
     plan: list[str] = field(default_factory=list)
     command: str = ""  # what PostgreSQL's CommandComplete says: SELECT, INSERT, CREATE TABLE...
     lastrowid: int | None = None  # an INSERT's last rowid (or INTEGER PRIMARY KEY), as sqlite3's
-
-
-def is_query(node: exp.Expression) -> bool:
-    """Whether a parsed statement only reads (a SELECT or a set operation of them)."""
-    return isinstance(node, _QUERIES)
-
-
-def number_placeholders(sql: str, dialect: str = DIALECT) -> str:
-    """`?` placeholders rewritten as `$1`, `$2`, ... in the order they appear."""
-    if "?" not in sql or dialect != DIALECT:
-        return sql
-    tokens = [
-        t
-        for t in sqlglot.Dialect.get_or_raise(DIALECT).tokenize(sql)
-        if t.token_type == TokenType.PLACEHOLDER and t.text == "?"
-    ]
-    for number, token in reversed(list(enumerate(tokens, start=1))):
-        sql = sql[: token.start] + f"${number}" + sql[token.end + 1 :]
-    return sql
-
-
-def parse(sql: str, dialect: str = DIALECT) -> list[exp.Expression]:
-    """The statements of `sql` in `dialect` (sqlglot's); ProgrammingError on bad syntax."""
-    marked = _SAVEPOINT.fullmatch(sql)
-    if marked is not None:  # sqlglot would parse it as a Command too, warning each time
-        verb, name = marked.group(1).upper(), marked.group(2)
-        return [exp.Command(this=verb, expression=exp.Literal.string(name))]
-    try:
-        statements = sqlglot.parse(number_placeholders(sql, dialect), read=dialect)
-    except (ParseError, TokenError) as exc:
-        raise ProgrammingError(f"syntax error: {exc}") from exc
-    return [s for s in statements if isinstance(s, exp.Expression)]
 
 
 class Database:
@@ -107,15 +76,17 @@ class Database:
         dialect: str = DIALECT,
         read_only: bool = False,
         abort_on_error: bool | None = None,
+        read_committed: bool = False,
     ) -> Session:
         """A new session (autocommit: each statement its own transaction unless BEGIN;
-        read_only: only queries; abort_on_error: see Session)."""
+        read_only: only queries; abort_on_error, read_committed: see Session)."""
         return Session(
             self,
             autocommit=autocommit,
             dialect=dialect,
             read_only=read_only,
             abort_on_error=abort_on_error,
+            read_committed=read_committed,
         )
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Result:
@@ -143,7 +114,14 @@ class Database:
 
 
 class Session:
-    """A connection's state: its open transaction (a write buffer) and autocommit mode."""
+    """A connection's state: its open transaction (a write buffer) and autocommit mode.
+
+    A transaction that can only read (a statement of its own that reads, a read-only
+    session's, every statement of it a query: `read_ahead`) begins as a reader, holding no
+    lock. Others hold the write lock from their first statement (serializable), unless the
+    session is `read_committed` (PostgreSQL's default isolation): then a transaction, BEGIN's
+    too, that begins with a read is a reader until its first write.
+    """
 
     def __init__(
         self,
@@ -153,10 +131,12 @@ class Session:
         dialect: str = DIALECT,
         read_only: bool = False,
         abort_on_error: bool | None = None,
+        read_committed: bool = False,
     ) -> None:
         self.database = database
         self.autocommit = autocommit
         self.read_only = read_only
+        self.read_committed = read_committed
         # After a failed statement, SQLite's rule goes on with the transaction (the statement
         # left nothing); PostgreSQL's refuses all but ROLLBACK. PostgreSQL's SQL, its rule.
         self.abort_on_error = dialect == "postgres" if abort_on_error is None else abort_on_error
@@ -209,6 +189,18 @@ class Session:
             and (self._explicit or not self.autocommit)
         ):
             self.failed = True
+
+    def read_ahead(self, statements: Sequence[exp.Expression]) -> None:
+        """Before a transaction opens: begin it as a reader if `statements`, all it will run,
+        only read (`reads_only`), or, in a read-committed session, if the first one does."""
+        leading = statements[:1] if self.read_committed else statements
+        if self._txn is None and leading and all(map(reads_only, leading)):
+            self._read_next = True
+
+    def serialize(self) -> None:
+        """Take the write lock now if the open transaction is a reader: what it reads from
+        here on stays as read until it ends (serializable; PostgreSQL's SET TRANSACTION)."""
+        self._write_ahead()
 
     def begin_read(self, reading: bool = True) -> None:
         """Begin the next transaction as a reader (`reading`) or a writer. A reader holds no
@@ -274,6 +266,8 @@ class Session:
 
     def _statement(self, node: exp.Expression, params: Sequence[Any]) -> Result:
         if isinstance(node, exp.Transaction):
+            if self.read_committed and not asks_serializable(node):
+                self.begin_read()  # as PostgreSQL's: BEGIN; SELECT never blocks a writer
             self.begin()
             return Result(command="BEGIN")
         if isinstance(node, exp.Commit):
@@ -294,14 +288,16 @@ class Session:
         if isinstance(node, exp.Rollback):
             self.rollback()
             return Result(command="ROLLBACK")
-        if self.read_only and not isinstance(node, _QUERIES):
+        if self.read_only and not isinstance(node, QUERIES):
             raise OperationalError(f"a read-only session cannot run {node.key.upper()}")
+        if self.read_only or self.read_committed or (self.autocommit and not self._explicit):
+            self.read_ahead([node])  # the statement begins its transaction (if none is open)
         statement = Overlay(self._begin())
-        if not isinstance(node, _QUERIES):
-            self._write_ahead()
         cache = None if self._ddl else self.database.tables
         plans = None if self._ddl else self.database.plans
         try:
+            if not reads_only(node):  # inside the try: a reader that waited in vain fails too
+                self._write_ahead()
             with self._reading():
                 try:
                     result, changed = run(
@@ -443,7 +439,7 @@ def _run(
 ) -> Result:
     numbering = Params()
     ctx = Ctx(params, kv, zero_division=zero_division)
-    if isinstance(node, _QUERIES):
+    if isinstance(node, QUERIES):
         planned = _select(node, params, dictionary, plans)
         rows = list(planned.plan.rows(ctx))
         return Result(list(planned.plan.columns), rows, -1, planned.explained, "SELECT")

@@ -1,12 +1,13 @@
 """CascaDB's JSON-over-HTTP API (the paper's interface): SQL in, JSON rows out.
 
 `POST /v1/sql` with `{"sql": "...", "params": [...]}` runs every statement of `sql` as one
-transaction (all or nothing) and answers the last statement's `columns`, `rows`, `rowcount`
-and `command`. Values: numbers as JSON numbers except DECIMAL ones (strings, exact), bytes as
-`\\x`-hex strings, timestamps in ISO 8601. Operators and administrators may call it (the
-runtime's rule); statements are counted by kind and logged by their caller and shape only,
-every value replaced (`statement_log`). `meterseal cascadb serve` (cascadb.service) serves it
-attested, over TLS, with the accounts' identities.
+transaction (all or nothing; one of only queries is a reader: it reads what is committed and
+never waits for an open write transaction) and answers the last statement's `columns`,
+`rows`, `rowcount` and `command`. Values: numbers as JSON numbers except DECIMAL ones
+(strings, exact), bytes as `\\x`-hex strings, timestamps in ISO 8601.
+Operators and administrators may call it (the runtime's rule); statements are counted by kind
+and logged by their caller and shape only, every value replaced (`statement_log`). `meterseal
+cascadb serve` (cascadb.service) serves it attested, over TLS, with the accounts' identities.
 """
 
 from __future__ import annotations
@@ -72,7 +73,9 @@ def _run(database: Database, statement: Statement, log: Callable[[str], None], w
     session = database.session(autocommit=False)
     try:
         result = Result()
-        for parsed in session.statements(statement.sql):
+        statements = session.statements(statement.sql)
+        session.read_ahead(statements)  # only queries: a reader, no wait for the writer
+        for parsed in statements:
             log(f"{who}: {statement_shape(parsed, session.dialect)}")
             result = session.run_statement(parsed, statement.params)
         session.commit()

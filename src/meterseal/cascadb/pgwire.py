@@ -34,7 +34,7 @@ from typing import Any
 from sqlglot import exp
 
 from meterseal.cascadb import errors
-from meterseal.cascadb.engine import Database, Result, Session, is_query
+from meterseal.cascadb.engine import Database, Result, Session
 from meterseal.cascadb.pgtypes import oid_of, parameter, text_of
 from meterseal.cascadb.statement_log import statement_shape
 
@@ -340,8 +340,7 @@ class PgServer:
             # As PostgreSQL: several statements outside a block are one transaction.
             implicit = len(statements) > 1 and not session.in_transaction
             implicit = implicit and not any(map(_controls_transaction, statements))
-            if statements and not session.in_transaction and all(map(is_query, statements)):
-                session.begin_read()  # only reads outside a block: no write lock (a reader)
+            session.read_ahead(statements)  # one that begins reading: no write lock yet
             if implicit:
                 await asyncio.to_thread(session.begin)
             for statement in statements:
@@ -458,8 +457,7 @@ class PgServer:
                 if _controls_transaction(statement):
                     conn.implicit = False  # BEGIN makes it a block; COMMIT/ROLLBACK end it
                 elif not conn.session.in_transaction:
-                    if is_query(statement):  # a reader until its first write, if any
-                        conn.session.begin_read()
+                    conn.session.read_ahead([statement])  # a reader until its first write
                     await asyncio.to_thread(conn.session.begin)
                     conn.implicit = True
                 run = conn.session.run_statement
