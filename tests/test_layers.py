@@ -184,6 +184,7 @@ LAYERS: dict[str, Layer] = {
     "meterseal.kvs.policy": CORE,
     "meterseal.kvs.sealing": CORE,
     "meterseal.kvs.erasure": CORE,  # pyeclib in memory: no I/O
+    "meterseal.kvs.erasure_native": CORE,  # liberasurecode via ctypes, in memory: no I/O
     "meterseal.kvs.manifest": CORE,
     "meterseal.kvs.freshness": CORE,  # refusing manifests older than one seen
     "meterseal.kvs.chunks": CORE,  # cutting streams into chunks, chunks into blobs

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pyeclib.ec_iface import ECDriver
 
 from meterseal.errors import KvsError
-from meterseal.kvs.erasure import coder
+from meterseal.kvs import erasure_native
+from meterseal.kvs.erasure import NATIVE, PYECLIB, Coder, coder
 from meterseal.kvs.policy import fragment_size
 
 SHAPES = [(1, 1), (2, 1), (3, 2), (4, 2), (6, 2)]
@@ -45,3 +48,62 @@ def test_too_few_fragments_or_garbage_is_a_kvs_error() -> None:
 
 def test_the_fast_backend_is_the_one_in_use() -> None:
     assert coder(6, 2).backend == "isa_l_rs_vand"
+    assert coder(6, 2).binding == NATIVE  # liberasurecode without the GIL
+
+
+def test_fragments_of_either_binding_decode_with_the_other() -> None:
+    native, fallback = Coder(4, 2), Coder(4, 2, native=False)
+    assert (native.binding, fallback.binding) == (NATIVE, PYECLIB)
+    data = bytes(range(256)) * 50
+    ours, theirs = native.encode(data), fallback.encode(data)
+    assert ours == theirs
+    assert native.decode({i: theirs[i] for i in (1, 3, 4, 5)}) == data
+    assert fallback.decode({i: ours[i] for i in (0, 2, 4, 5)}) == data
+    kept = {i: ours[i] for i in (2, 3, 4, 5)}
+    rebuilt = {0: ours[0], 1: ours[1]}
+    assert native.rebuild(kept, [1, 0]) == fallback.rebuild(kept, [1, 0]) == rebuilt
+
+
+def test_without_its_library_the_coder_falls_back_to_pyeclib(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(erasure_native, "_loaded", None)
+    monkeypatch.setattr(erasure_native, "library_path", lambda: tmp_path / "missing.so.1")
+    code = Coder(3, 2)
+    assert code.binding.startswith(PYECLIB + " (")
+    assert "cannot be used" in code.binding
+    check_round_trip(code)
+
+
+def test_a_binding_that_codes_differently_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    def skewed(self: erasure_native.NativeCodec, data: bytes) -> list[bytes]:
+        return [f[:-1] + b"?" for f in real(self, data)]
+
+    real = erasure_native.NativeCodec.encode
+    monkeypatch.setattr(erasure_native.NativeCodec, "encode", skewed)
+    code = Coder(3, 2)
+    assert code.binding == f"{PYECLIB} ({NATIVE}: its fragments differ from pyeclib's)"
+    check_round_trip(code)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_a_corrupt_fragment_header_is_a_kvs_error(native: bool) -> None:
+    code = Coder(3, 2, native=native)
+    fragments = code.encode(b"z" * 900)
+    bad = bytearray(fragments[0])
+    bad[0] ^= 0x01
+    with pytest.raises(KvsError, match="not a fragment"):
+        code.fragment_index(bytes(bad))
+    with pytest.raises(KvsError, match="erasure decoding failed"):
+        code.decode({0: bytes(bad), 1: fragments[1], 2: fragments[2]})
+
+
+def check_round_trip(code: Coder) -> None:
+    data = b"customer month " * 100
+    fragments = code.encode(data)
+    assert fragments == ECDriver(k=code.k, m=code.m, ec_type=code.backend).encode(data)
+    assert code.decode({i: fragments[i] for i in (0, 3, 4)}) == data
+    assert code.rebuild({i: fragments[i] for i in (1, 2, 4)}, [3, 0]) == {
+        0: fragments[0],
+        3: fragments[3],
+    }

@@ -1,0 +1,114 @@
+"""liberasurecode through ctypes: fragments byte for byte pyeclib's, both ways decodable."""
+
+from __future__ import annotations
+
+import ctypes.util
+import itertools
+import struct
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pyeclib.ec_iface import ECDriver
+
+from meterseal.errors import ConfigurationError, KvsError
+from meterseal.kvs import erasure_native
+from meterseal.kvs.erasure_native import HEADER_BYTES, NativeCodec, library_path, load
+
+SHAPES = [(1, 1), (2, 1), (3, 2), (4, 2), (6, 2)]
+BACKEND = "isa_l_rs_vand"
+
+
+def pair(k: int, m: int) -> tuple[NativeCodec, ECDriver]:
+    return NativeCodec(k, m, BACKEND), ECDriver(k=k, m=m, ec_type=BACKEND)
+
+
+@settings(max_examples=40)
+@given(st.sampled_from(SHAPES), st.binary(min_size=1, max_size=9000))
+def test_fragments_are_pyeclibs_and_each_decodes_the_others(
+    shape: tuple[int, int], data: bytes
+) -> None:
+    k, m = shape
+    native, driver = pair(k, m)
+    ours, theirs = native.encode(data), driver.encode(data)
+    assert ours == theirs
+    for kept in itertools.combinations(range(k + m), k):
+        assert native.decode([theirs[i] for i in kept]) == data
+        assert driver.decode([ours[i] for i in kept]) == data
+
+
+@settings(max_examples=20)
+@given(st.sampled_from(SHAPES), st.binary(min_size=1, max_size=5000), st.data())
+def test_a_reconstructed_fragment_is_the_lost_one(
+    shape: tuple[int, int], data: bytes, draw: st.DataObject
+) -> None:
+    k, m = shape
+    native, driver = pair(k, m)
+    fragments = native.encode(data)
+    lost = draw.draw(st.integers(0, k + m - 1))
+    others = [f for i, f in enumerate(fragments) if i != lost][:k]
+    assert native.reconstruct(others, lost) == fragments[lost]
+    assert driver.reconstruct(list(others), [lost]) == [fragments[lost]]
+    assert [native.index(f) for f in fragments] == list(range(k + m))
+
+
+def test_a_large_chunk_as_the_store_codes_it() -> None:
+    native, driver = pair(6, 2)
+    data = bytes(range(256)) * (4 * 4096) + b"tag of sixteen b"  # a sealed 4 MiB chunk
+    fragments = native.encode(data)
+    assert fragments == driver.encode(data)
+    assert native.decode(fragments[2:]) == data
+
+
+def test_a_corrupt_header_is_a_kvs_error_not_a_crash() -> None:
+    native, _driver = pair(3, 2)
+    fragments = native.encode(b"meter readings " * 40)
+    bad = bytearray(fragments[0])
+    bad[1] ^= 0x01  # the index: the header's checksum no longer matches
+    with pytest.raises(KvsError):
+        native.index(bytes(bad))
+    with pytest.raises(KvsError):
+        native.decode([bytes(bad), *fragments[1:3]])
+    # a header whose sizes point past its fragment is refused before the library reads it
+    forged = bytearray(fragments[1])
+    struct.pack_into("=I", forged, 4, len(forged))
+    with pytest.raises(KvsError, match="does not fit"):
+        native.decode([fragments[0], bytes(forged), fragments[2]])
+    with pytest.raises(KvsError, match="header"):
+        native.index(b"short")
+    with pytest.raises(KvsError, match="length"):
+        native.decode([fragments[0], fragments[1][:-1], fragments[2]])
+    with pytest.raises(KvsError, match="bytes"):
+        native.decode([bytearray(f) for f in fragments[:3]])  # type: ignore[misc]
+    assert len(fragments[0]) > HEADER_BYTES
+
+
+def test_too_few_fragments_fail_in_the_library() -> None:
+    native, _driver = pair(3, 2)
+    fragments = native.encode(b"x" * 300)
+    with pytest.raises(KvsError, match="decoding failed"):
+        native.decode(fragments[:2])
+
+
+def test_the_library_is_pyeclibs_own() -> None:
+    path = library_path()
+    assert path.parent.name == "pyeclib.libs"
+    assert path.name.startswith("liberasurecode-")
+
+
+def test_a_library_without_the_symbols_is_refused() -> None:
+    libc = ctypes.util.find_library("c")
+    assert libc is not None
+    with pytest.raises(ConfigurationError, match="cannot be used"):
+        load(Path(libc))
+    with pytest.raises(ConfigurationError, match="cannot be used"):
+        load(Path("/nonexistent/liberasurecode.so.1"))
+
+
+def test_an_unknown_backend_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigurationError, match="no backend"):
+        NativeCodec(6, 2, "jerasure_rs_vand")
+    monkeypatch.setattr(erasure_native, "BACKEND_IDS", {BACKEND: 2})  # not in the wheel
+    with pytest.raises(ConfigurationError, match="no backend"):
+        NativeCodec(6, 2, BACKEND)
