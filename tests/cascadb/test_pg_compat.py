@@ -430,3 +430,19 @@ def test_a_numeric_past_postgresqls_range_is_an_overflow(dsn: str) -> None:
         ("22003", IDLE),
         ("SELECT 1", IDLE, "1"),
     ]
+
+
+def test_a_block_that_only_reads_holds_up_no_writer_and_reads_committed(dsn: str) -> None:
+    with (
+        psycopg.connect(dsn, autocommit=True) as other,
+        psycopg.connect(dsn, autocommit=True) as block,
+    ):
+        other.execute(TABLE)
+        other.execute("INSERT INTO t VALUES (1, 'one')")
+        block.execute("BEGIN")
+        assert block.execute("SELECT k FROM t").fetchall() == [(1,)]
+        other.execute("INSERT INTO t VALUES (2, 'two')")  # does not wait for the block
+        assert block.execute("SELECT k FROM t ORDER BY k").fetchall() == [(1,), (2,)]
+        assert block.execute("UPDATE t SET v = 'uno' WHERE k = 1").rowcount == 1
+        block.execute("COMMIT")
+        assert other.execute("SELECT v FROM t ORDER BY k").fetchall() == [("uno",), ("two",)]

@@ -427,3 +427,42 @@ def test_a_session_idle_in_a_write_transaction_is_ended() -> None:
         assert server.server.counts["idle_timeouts"] == 1
     finally:
         server.stop()
+
+
+def test_a_block_that_reads_holds_no_write_lock_until_its_first_write(running: Running) -> None:
+    running.database.lock_timeout = 0.2  # a statement that waited for the lock fails fast
+    busy = psycopg.errors.lookup("57000")
+    with (
+        psycopg.connect(running.dsn()) as block,  # psycopg sends BEGIN before the first statement
+        psycopg.connect(running.dsn(), autocommit=True) as other,
+    ):
+        other.execute("CREATE TABLE t(k INTEGER PRIMARY KEY)")
+        other.execute("INSERT INTO t VALUES (1)")
+        assert block.execute("SELECT k FROM t").fetchall() == [(1,)]
+        other.execute("INSERT INTO t VALUES (2)")  # as in PostgreSQL: the block holds it not up
+        assert block.execute("SELECT k FROM t ORDER BY k").fetchall() == [(1,), (2,)]  # committed
+        block.execute("INSERT INTO t VALUES (3)")  # its first write: now it is the writer
+        with pytest.raises(busy):
+            other.execute("INSERT INTO t VALUES (4)")
+        block.commit()
+        block.execute("SELECT k FROM t WHERE k = 1 FOR UPDATE")  # keeps what it read: the lock
+        with pytest.raises(busy):
+            other.execute("INSERT INTO t VALUES (5)")
+        block.rollback()
+        block.execute("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")  # the open block's
+        with pytest.raises(busy):
+            other.execute("INSERT INTO t VALUES (6)")
+        block.rollback()
+        block.isolation_level = psycopg.IsolationLevel.SERIALIZABLE  # BEGIN ISOLATION LEVEL ...
+        block.execute("SELECT 1")
+        with pytest.raises(busy):
+            other.execute("INSERT INTO t VALUES (7)")
+        block.rollback()
+        block.isolation_level = None
+        block.execute("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        block.commit()
+        block.execute("SELECT 1")  # every block of the session now holds the lock
+        with pytest.raises(busy):
+            other.execute("INSERT INTO t VALUES (8)")
+        block.rollback()
+        assert other.execute("SELECT k FROM t ORDER BY k").fetchall() == [(1,), (2,), (3,)]

@@ -13,6 +13,12 @@ from meterseal.cascadb.errors import ProgrammingError
 
 DIALECT = "sqlite"
 _SAVEPOINT = re.compile(r"\s*(SAVEPOINT|RELEASE)\s+(?:SAVEPOINT\s+)?(\"?\w+\"?)\s*;?\s*", re.I)
+_ISOLATION = re.compile(
+    r"\s*SET\s+(?:SESSION\s+|LOCAL\s+)?(?P<scope>SESSION\s+CHARACTERISTICS\s+AS\s+TRANSACTION"
+    r"|TRANSACTION|default_transaction_isolation)\b[^']*?(?:ISOLATION\s+LEVEL\s+|=\s*|TO\s+)'?"
+    r"(?P<level>\w+)",
+    re.I,
+)
 QUERIES = (exp.Select, exp.Union, exp.Intersect, exp.Except, exp.Subquery)
 
 
@@ -59,3 +65,14 @@ def parse(sql: str, dialect: str = DIALECT) -> list[exp.Expression]:
     except (ParseError, TokenError) as exc:
         raise ProgrammingError(f"syntax error: {exc}") from exc
     return [s for s in statements if isinstance(s, exp.Expression)]
+
+
+def isolation_set(sql: str) -> tuple[bool, bool] | None:
+    """For PostgreSQL's SET of an isolation level (SET TRANSACTION ..., SET SESSION
+    CHARACTERISTICS AS TRANSACTION ..., SET default_transaction_isolation): whether it holds for
+    the session (else the open transaction) and whether it asks more than read committed."""
+    found = _ISOLATION.match(sql)
+    if found is None:
+        return None
+    level = found.group("level").upper()
+    return found.group("scope").upper() != "TRANSACTION", level in ("SERIALIZABLE", "REPEATABLE")

@@ -6,8 +6,10 @@ for tests, lets a client in without a password; with `require_tls`, a client tha
 start TLS is refused before it sends a password), the simple query protocol (Query: several
 statements, each with RowDescription/DataRow/CommandComplete, one transaction when outside a
 block) and the extended one (Parse, Bind, Describe, Execute, Close, Sync, Flush; outside a
-block, the Executes up to a Sync are one transaction; one that begins with a SELECT, or a
-Query of only SELECTs, begins as a reader holding no lock). A session holding the write lock
+block, the Executes up to a Sync are one transaction). Sessions are read committed, as
+PostgreSQL's default: a transaction, a block too, that begins with a read is a reader holding no
+lock until its first write (FOR UPDATE, or an isolation level above read committed asked by
+BEGIN or SET, takes the write lock at once). A session holding the write lock
 that sends nothing for `idle_in_transaction_timeout` is ended (FATAL 25P03). Values
 travel as text (result format 0; parameters as text or binary for the integer, float and
 bytea types).
@@ -35,6 +37,7 @@ from sqlglot import exp
 
 from meterseal.cascadb import errors
 from meterseal.cascadb.engine import Database, Result, Session
+from meterseal.cascadb.parsing import isolation_set
 from meterseal.cascadb.pgtypes import oid_of, parameter, text_of
 from meterseal.cascadb.statement_log import statement_shape
 
@@ -54,7 +57,8 @@ MAX_PASSWORD = 8192  # bytes of a password message: a login token or API key fit
 MAX_STARTUP = 10_000  # bytes of a startup packet, PostgreSQL's own MAX_STARTUP_PACKET_LENGTH
 MAX_MESSAGE = 64 << 20  # bytes of a message after login: statements and bound values, bounded
 # Session commands answered without the engine: SET is accepted and has no effect (CascaDB has
-# one date style, time zone UTC, one isolation level); DEALLOCATE/DISCARD drop prepared ones.
+# one date style, time zone UTC) but for an isolation level; DEALLOCATE/DISCARD drop prepared
+# statements.
 _SESSION_COMMANDS = {"SET", "DEALLOCATE", "DISCARD"}
 
 
@@ -250,7 +254,8 @@ class PgServer:
         out += _message(b"K", struct.pack("!II", next(_PROCESS_IDS), 0))
         self.log(f"{user}: session")
         self.counts["sessions"] += 1
-        session = self.database.session(autocommit=True, dialect="postgres")
+        # PostgreSQL's default isolation: a transaction that begins with a read is a reader
+        session = self.database.session(autocommit=True, dialect="postgres", read_committed=True)
         writer.write(out + self._ready(session))
         await writer.drain()
         return _Connection(session, user)
@@ -331,6 +336,10 @@ class PgServer:
             tag = _cstr(
                 " ".join(words[:2]).upper() if words[0].upper() == "DISCARD" else words[0].upper()
             )
+            try:
+                await self._isolation(conn.session, sql)
+            except errors.Error as exc:
+                return self._failure(conn, exc) + self._ready(conn.session)
             return _message(b"C", tag) + self._ready(conn.session)
         session, implicit = conn.session, False
         try:
@@ -355,6 +364,18 @@ class PgServer:
             if implicit:
                 session.rollback()
         return out + self._ready(session)
+
+    async def _isolation(self, session: Session, sql: str) -> None:
+        # REPEATABLE READ or SERIALIZABLE asked: what a transaction reads stays as read, so it
+        # holds the write lock from its first statement (from the SET, for the open one)
+        asked = isolation_set(sql)
+        if asked is None:
+            return
+        session_wide, serial = asked
+        if session_wide:
+            session.read_committed = not serial
+        elif serial and session.in_transaction:
+            await asyncio.to_thread(session.serialize)
 
     def _description(self, result: Result) -> bytes:
         if result.columns is None:
