@@ -109,6 +109,14 @@ def serve(
     log_statements: Annotated[
         bool, typer.Option(help="log each statement's caller and shape (no values) to stderr")
     ] = True,
+    idle_in_transaction_timeout: Annotated[
+        float,
+        typer.Option(
+            "--idle-in-transaction-timeout",
+            min=0,
+            help="seconds a PostgreSQL session may hold the write lock idle (0: no limit)",
+        ),
+    ] = 60.0,
     passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name
 ) -> None:
     """Serve CascaDB attested: keys from the CAS, JSON API and PostgreSQL protocol over TLS."""
@@ -135,6 +143,7 @@ def serve(
         pg_listen=pg_listen,
         admin=None if admin == "off" else admin,
         passphrase=passphrase(passphrase_env),
+        idle_in_transaction_timeout=idle_in_transaction_timeout or None,
     )
 
     def log(line: str) -> None:

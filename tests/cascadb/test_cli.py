@@ -161,3 +161,28 @@ def test_the_documented_server_commands_run_as_written(tmp_path: Path) -> None:
     stored = b"".join(p.read_bytes() for p in (directory / "kvs").rglob("*") if p.is_file())
     assert stored
     assert b"m-9" not in stored
+
+
+def test_serve_takes_the_idle_in_transaction_timeout_from_the_file_the_variable_or_the_flag(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from meterseal.cascadb import service
+
+    seen: list[float | None] = []
+
+    async def serve(options: service.CascadbOptions, **_: object) -> None:
+        seen.append(options.idle_in_transaction_timeout)
+
+    monkeypatch.setattr(service, "serve_cascadb", serve)
+    config = tmp_path / "meterseal.toml"
+    config.write_text("[cascadb]\nidle_in_transaction_timeout = 7.5\n")
+    command = ["cascadb", "serve", "--cas", "http://127.0.0.1:9", "--memory"]
+    for args, env in [
+        (command, {"MS_CONFIG": str(config)}),
+        (command, {"MS_CONFIG": str(config), "MS_CASCADB_IDLE_IN_TRANSACTION_TIMEOUT": "2"}),
+        ([*command, "--idle-in-transaction-timeout", "0"], {"MS_CONFIG": str(config)}),
+        (command, {"MS_CONFIG": "none"}),
+    ]:
+        done = invoke(args, env=env)
+        assert done.exit_code == 0, done.output
+    assert seen == [7.5, 2.0, None, 60.0]  # 0: no limit

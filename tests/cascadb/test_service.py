@@ -398,3 +398,25 @@ def test_the_command_refuses_to_start_without_a_release(
     assert "(stage cascadb) is not allowed secret 'tls/cascadb'" in refused.output
     assert "listening" not in refused.output
     assert not (tmp_path / "kvs").exists()  # no store opened, no node touched
+
+
+def test_the_idle_in_transaction_timeout_of_the_options_reaches_the_protocol(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    deployment.provision()
+    deployment.people.add("mdc", Role.OPERATOR)
+    key = deployment.people.api_key("mdc", Role.OPERATOR)
+    options = replace(deployment.options(tmp_path, memory=True), idle_in_transaction_timeout=0.3)
+    running = Served(options).wait_ready()
+    try:
+        dsn = _dsn(deployment, running, tmp_path, "mdc", key)
+        with psycopg.connect(dsn) as idle, psycopg.connect(dsn, autocommit=True) as other:
+            other.execute("CREATE TABLE t(k INTEGER PRIMARY KEY)")
+            idle.execute("INSERT INTO t VALUES (1)")  # then nothing: it holds the write lock
+            # waits for the idle session to be ended (the default, 60 s, outlasts lock_timeout)
+            other.execute("INSERT INTO t VALUES (2)")
+            with pytest.raises(psycopg.errors.IdleInTransactionSessionTimeout):
+                idle.execute("SELECT 1")
+            assert other.execute("SELECT k FROM t").fetchall() == [(2,)]
+    finally:
+        running.close()

@@ -28,6 +28,7 @@ def test_written_values_load_back(prefix: str, url: str) -> None:
         "router": {},
         "integrity": {},
         "kvs": {},
+        "cascadb": {},
         "portal": {},
     }
 

@@ -62,6 +62,8 @@ class CascadbOptions:
     pg_listen: str = f"127.0.0.1:{PG_PORT}"
     admin: str | None = "127.0.0.1:0"
     passphrase: bytes | None = field(default=None, repr=False)
+    # a PostgreSQL session holding the write lock with nothing sent is ended (None: no limit)
+    idle_in_transaction_timeout: float | None = 60.0
 
 
 class CascadbService:
@@ -209,6 +211,7 @@ async def serve_cascadb(
                 tls=tls,
                 require_tls=True,
                 log=log,
+                idle_in_transaction_timeout=options.idle_in_transaction_timeout,
             )
             service = CascadbService(http, pg, Readiness(*readiness.checks, every=1.0))
             await serve_stage(service, admin=options.admin, announce=announce, stop=stop)

@@ -209,6 +209,18 @@ class KvsSection:
 
 
 @dataclass(frozen=True)
+class CascadbSection:
+    """[cascadb]: the CascaDB server (`cascadb serve`)."""
+
+    idle_in_transaction_timeout: float = _key(
+        "seconds a PostgreSQL session may hold the write lock with nothing sent before it is "
+        "ended and rolled back (FATAL 25P03; 0: no limit)",
+        60.0,
+        flags=("cascadb serve:--idle-in-transaction-timeout",),
+    )
+
+
+@dataclass(frozen=True)
 class PortalSection:
     """[portal]: what the portal's operator pages show."""
 
@@ -230,6 +242,7 @@ SECTIONS: dict[str, type] = {
     "router": RouterSection,
     "integrity": IntegritySection,
     "kvs": KvsSection,
+    "cascadb": CascadbSection,
     "portal": PortalSection,
 }
 
