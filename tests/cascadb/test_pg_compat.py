@@ -446,3 +446,17 @@ def test_a_block_that_only_reads_holds_up_no_writer_and_reads_committed(dsn: str
         assert block.execute("UPDATE t SET v = 'uno' WHERE k = 1").rowcount == 1
         block.execute("COMMIT")
         assert other.execute("SELECT v FROM t ORDER BY k").fetchall() == [("uno",), ("two",)]
+
+
+def test_a_statement_not_utf8_is_22021_and_the_session_goes_on(dsn: str) -> None:
+    def sqlstate(result: psycopg.pq.abc.PGresult) -> bytes | None:
+        return result.error_field(psycopg.pq.DiagnosticField.SQLSTATE)
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert sqlstate(conn.pgconn.exec_(b"SELECT '\xff'")) == b"22021"  # bytes as sent
+        assert conn.info.transaction_status == TransactionStatus.IDLE
+        conn.execute("BEGIN")
+        assert sqlstate(conn.pgconn.exec_(b"SELECT '\xc3\x28'")) == b"22021"
+        assert conn.info.transaction_status == TransactionStatus.INERROR
+        conn.execute("ROLLBACK")
+        assert conn.execute("SELECT 1").fetchone() == (1,)

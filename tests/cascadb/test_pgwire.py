@@ -12,6 +12,7 @@ import struct
 import subprocess
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 
@@ -24,6 +25,8 @@ from cryptography.x509.oid import NameOID
 
 from meterseal.cascadb import Database, MemoryKv, ProgrammingError
 from meterseal.cascadb.pgwire import UNSAFE_TRUST, PgServer
+
+SEVEN = b"D\x00\x00\x00\x0b\x00\x01\x00\x00\x00\x017"  # the DataRow of `SELECT 7`
 
 
 class Running:
@@ -57,6 +60,32 @@ def running() -> Iterator[Running]:
     server = Running()
     yield server
     server.stop()
+
+
+def _message(kind: bytes, body: bytes) -> bytes:
+    """A protocol message: its kind, its length, its body."""
+    return kind + struct.pack("!I", len(body) + 4) + body
+
+
+def _until_ready(sock: socket.socket, status: bytes = b"I") -> bytes:
+    """What the server sends up to its ReadyForQuery of `status` (I idle, T block, E failed)."""
+    received = b""
+    while not received.endswith(b"Z\x00\x00\x00\x05" + status):
+        chunk = sock.recv(4096)
+        assert chunk, received  # the session goes on
+        received += chunk
+    return received
+
+
+@contextmanager
+def _logged_in(running: Running) -> Iterator[socket.socket]:
+    """A raw client's socket, logged in (trust) and past its first ReadyForQuery."""
+    options = b"user\x00mdc\x00\x00"
+    startup = struct.pack("!II", 8 + len(options), 196608) + options
+    with socket.create_connection(("127.0.0.1", running.server.port), timeout=10) as sock:
+        sock.sendall(startup)
+        _until_ready(sock)
+        yield sock
 
 
 def test_psycopg_with_parameters_prepared_statements_and_transactions(running: Running) -> None:
@@ -283,15 +312,7 @@ def test_a_server_without_a_login_check_is_not_made_by_omission() -> None:
 def test_a_message_of_impossible_length_after_login_ends_the_session_counted(
     running: Running, length: int
 ) -> None:
-    options = b"user\x00mdc\x00\x00"
-    startup = struct.pack("!II", 8 + len(options), 196608) + options
-    with socket.create_connection(("127.0.0.1", running.server.port), timeout=10) as sock:
-        sock.sendall(startup)
-        received = b""
-        while not received.endswith(b"Z\x00\x00\x00\x05I"):  # ReadyForQuery, idle
-            chunk = sock.recv(4096)
-            assert chunk, received
-            received += chunk
+    with _logged_in(running) as sock:
         sock.sendall(b"Q" + struct.pack("!I", length))
         assert sock.recv(1) == b""  # closed, nothing buffered for it
     assert running.server.counts["refused"] == 1
@@ -300,7 +321,6 @@ def test_a_message_of_impossible_length_after_login_ends_the_session_counted(
 @pytest.mark.parametrize(
     "message",
     [
-        b"Q" + struct.pack("!I", 15) + b"SELECT '\xff'\x00",  # a query not UTF-8
         b"P" + struct.pack("!I", 7) + b"abc",  # a Parse without its name's NUL
         # A Bind of a statement parsed, cut short in its parameters' formats.
         b"P"
@@ -310,20 +330,12 @@ def test_a_message_of_impossible_length_after_login_ends_the_session_counted(
         + struct.pack("!I", 9)
         + b"\x00\x00\x00\x02\x00",
     ],
-    ids=["not-utf8", "no-nul", "cut-short"],
+    ids=["no-nul", "cut-short"],
 )
 def test_a_message_that_does_not_parse_is_one_protocol_error(
     running: Running, message: bytes
 ) -> None:
-    options = b"user\x00mdc\x00\x00"
-    startup = struct.pack("!II", 8 + len(options), 196608) + options
-    with socket.create_connection(("127.0.0.1", running.server.port), timeout=10) as sock:
-        sock.sendall(startup)
-        received = b""
-        while not received.endswith(b"Z\x00\x00\x00\x05I"):  # ReadyForQuery, idle
-            chunk = sock.recv(4096)
-            assert chunk, received
-            received += chunk
+    with _logged_in(running) as sock:
         sock.sendall(message)
         answer = b""
         while chunk := sock.recv(4096):  # until the server closes the session
@@ -343,38 +355,19 @@ def test_a_parameter_that_is_not_its_type_is_a_statement_error(
     running: Running, oid: int, binary: int, raw: bytes
 ) -> None:
     # As PostgreSQL: 22P02 for that statement, and the session goes on after Sync.
-    options = b"user\x00mdc\x00\x00"
-    startup = struct.pack("!II", 8 + len(options), 196608) + options
-
-    def message(kind: bytes, body: bytes) -> bytes:
-        return kind + struct.pack("!I", len(body) + 4) + body
-
+    message = _message
     parse = message(b"P", b"\x00SELECT $1\x00" + struct.pack("!HI", 1, oid))
     bind = message(
         b"B", b"\x00\x00" + struct.pack("!HHHI", 1, binary, 1, len(raw)) + raw + b"\x00\x00"
     )
     execute = message(b"E", b"\x00" + struct.pack("!I", 0))
-    with socket.create_connection(("127.0.0.1", running.server.port), timeout=10) as sock:
-        sock.sendall(startup)
-        received = b""
-        while not received.endswith(b"Z\x00\x00\x00\x05I"):  # ReadyForQuery, idle
-            chunk = sock.recv(4096)
-            assert chunk, received
-            received += chunk
+    with _logged_in(running) as sock:
         sock.sendall(parse + bind + execute + message(b"S", b""))
-        answer = b""
-        while not answer.endswith(b"Z\x00\x00\x00\x05I"):
-            chunk = sock.recv(4096)
-            assert chunk, answer  # the session goes on
-            answer += chunk
+        answer = _until_ready(sock)
         assert b"C22P02\x00" in answer, answer
         sock.sendall(message(b"Q", b"SELECT 7\x00"))
-        answer = b""
-        while not answer.endswith(b"Z\x00\x00\x00\x05I"):
-            chunk = sock.recv(4096)
-            assert chunk, answer
-            answer += chunk
-        assert b"D\x00\x00\x00\x0b\x00\x01\x00\x00\x00\x017" in answer, answer
+        answer = _until_ready(sock)
+        assert SEVEN in answer, answer
 
 
 def test_a_client_that_never_logs_in_is_let_go() -> None:
@@ -466,3 +459,35 @@ def test_a_block_that_reads_holds_no_write_lock_until_its_first_write(running: R
             other.execute("INSERT INTO t VALUES (8)")
         block.rollback()
         assert other.execute("SELECT k FROM t ORDER BY k").fetchall() == [(1,), (2,), (3,)]
+
+
+def test_a_statement_not_utf8_is_22021_and_the_session_goes_on(running: Running) -> None:
+    # As PostgreSQL: an ErrorResponse, not the end of the session; in a block, it fails it.
+    bad = b'invalid byte sequence for encoding "UTF8": 0xff'
+    with _logged_in(running) as sock:
+        sock.sendall(_message(b"Q", b"SELECT '\xff'\x00"))
+        answer = _until_ready(sock)  # idle: outside a block nothing else happens
+        assert b"C22021\x00" in answer, answer
+        assert bad in answer, answer
+        sock.sendall(_message(b"Q", b"BEGIN\x00"))
+        _until_ready(sock, b"T")
+        sock.sendall(_message(b"Q", b"SELECT '\xc3\x28'\x00"))
+        assert b"C22021\x00" in _until_ready(sock, b"E")  # the block has failed
+        sock.sendall(_message(b"Q", b"SELECT 7\x00"))
+        assert b"C25P02\x00" in _until_ready(sock, b"E")
+        sock.sendall(_message(b"Q", b"ROLLBACK\x00"))
+        _until_ready(sock)
+        # the extended protocol: a Parse not UTF-8 fails, skipped to the Sync
+        parse = _message(b"P", b"\x00SELECT '\xff'\x00\x00\x00")
+        bind = _message(b"B", b"\x00\x00\x00\x00\x00\x00\x00\x00")
+        sock.sendall(parse + bind + _message(b"E", b"\x00\x00\x00\x00\x00") + _message(b"S", b""))
+        answer = _until_ready(sock)
+        assert answer.count(b"C22021\x00") == 1, answer
+        # and a text parameter not UTF-8
+        parse = _message(b"P", b"\x00SELECT $1\x00" + struct.pack("!HI", 1, 25))
+        bind = _message(b"B", b"\x00\x00" + struct.pack("!HHHI", 1, 0, 1, 1) + b"\xff\x00\x00")
+        sock.sendall(parse + bind + _message(b"S", b""))
+        assert b"C22021\x00" in _until_ready(sock)
+        sock.sendall(_message(b"Q", b"SELECT 7\x00"))
+        assert SEVEN in _until_ready(sock)
+    assert running.server.counts["refused"] == 0

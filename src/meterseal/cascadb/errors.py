@@ -114,3 +114,9 @@ class DivisionByZero(DataError):
     """A division or modulo by zero in PostgreSQL's dialect (SQLite's gives NULL)."""
 
     sqlstate = "22012"
+
+
+class CharacterNotInRepertoire(DataError):
+    """Text sent over the PostgreSQL protocol (a statement, a name, a value) is not UTF-8."""
+
+    sqlstate = "22021"

@@ -59,6 +59,16 @@ def parameter(raw: bytes | None, oid: int, binary: bool) -> Any:
         ) from None
 
 
+def utf8(raw: bytes) -> str:
+    """Text from a client (server_encoding UTF8); 22021 as PostgreSQL's when it is not UTF-8."""
+    try:
+        return raw.decode()
+    except UnicodeDecodeError as exc:
+        shown = " ".join(f"0x{b:02x}" for b in raw[exc.start : exc.end])
+        message = f'invalid byte sequence for encoding "UTF8": {shown}'
+        raise errors.CharacterNotInRepertoire(message) from None
+
+
 def _parameter(raw: bytes | None, oid: int, binary: bool) -> Any:
     if raw is None:
         return None
@@ -72,7 +82,7 @@ def _parameter(raw: bytes | None, oid: int, binary: bool) -> Any:
         if oid == BYTEA:
             return raw
         raise errors.NotSupportedError(f"binary parameters of type {oid} are not supported")
-    text = raw.decode()
+    text = utf8(raw)
     if oid in (20, 21, 23):
         return int(text)
     if oid in (700, FLOAT8):

@@ -38,7 +38,7 @@ from sqlglot import exp
 from meterseal.cascadb import errors
 from meterseal.cascadb.engine import Database, Result, Session
 from meterseal.cascadb.parsing import isolation_set
-from meterseal.cascadb.pgtypes import oid_of, parameter, text_of
+from meterseal.cascadb.pgtypes import oid_of, parameter, text_of, utf8
 from meterseal.cascadb.statement_log import statement_shape
 
 # (user, password, source address) -> allowed; run in a thread (a password hash is slow)
@@ -164,8 +164,8 @@ class PgServer:
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         except (UnicodeDecodeError, ValueError, struct.error) as exc:
-            # A message that does not parse (text not UTF-8, a name without its NUL, fields
-            # cut short): one opaque protocol error, as PostgreSQL's, and the session ends.
+            # A message that does not parse (a name without its NUL, fields cut short): one
+            # opaque protocol error, as PostgreSQL's, and the session ends.
             self.counts["refused"] += 1
             _log.info("a PostgreSQL protocol message refused: %s: %s", type(exc).__name__, exc)
             writer.write(self._error("08P01", "invalid message"))
@@ -304,7 +304,11 @@ class PgServer:
 
     async def _handle(self, conn: _Connection, kind: bytes, body: bytes) -> bytes:
         if kind == b"Q":
-            return await self._simple(conn, body.rstrip(b"\x00").decode())
+            try:  # a query not UTF-8 fails as a statement does (22021); the session goes on
+                sql = utf8(body.rstrip(b"\x00"))
+            except errors.Error as exc:
+                return self._failure(conn, exc) + self._ready(conn.session)
+            return await self._simple(conn, sql)
         if kind == b"S":
             conn.failed = False
             if conn.implicit:  # as PostgreSQL: Sync ends the implicit transaction
@@ -494,4 +498,4 @@ def _controls_transaction(node: exp.Expression) -> bool:
 
 def _split(data: bytes) -> tuple[str, bytes]:
     end = data.index(b"\x00")
-    return data[:end].decode(), data[end + 1 :]
+    return utf8(data[:end]), data[end + 1 :]
