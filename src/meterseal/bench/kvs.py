@@ -139,7 +139,7 @@ class KvsResult:
     codec: CodecResult
     machine: Machine
     nats: NatsResult | None = None
-    backend: str = field(default_factory=lambda: coder(6, 2).backend)
+    backend: str = field(default_factory=lambda: f"{coder(6, 2).backend} ({coder(6, 2).binding})")
 
 
 def held_bytes(layout: Layout) -> tuple[int, int, int]:
