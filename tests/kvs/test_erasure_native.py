@@ -6,6 +6,7 @@ import ctypes.util
 import itertools
 import struct
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -112,3 +113,62 @@ def test_an_unknown_backend_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(erasure_native, "BACKEND_IDS", {BACKEND: 2})  # not in the wheel
     with pytest.raises(ConfigurationError, match="no backend"):
         NativeCodec(6, 2, BACKEND)
+
+
+class CountingCleanup:
+    """The library, counting the decoded buffers it is asked to free."""
+
+    def __init__(self) -> None:
+        self.lib = load()
+        self.freed = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.lib, name)
+
+    def liberasurecode_decode_cleanup(self, desc: int, out: Any) -> int:
+        self.freed += 1
+        result: int = self.lib.liberasurecode_decode_cleanup(desc, out)
+        return result
+
+
+def test_decode_then_hands_over_the_librarys_buffer_and_frees_it() -> None:
+    lib = CountingCleanup()
+    native = NativeCodec(4, 2, BACKEND, lib)
+    data = bytes(range(256)) * 300
+    fragments = native.encode(data)
+    seen: list[str] = []
+
+    def first_bytes(view: memoryview) -> bytes:
+        seen.append(type(view).__name__)
+        return bytes(view[:10])
+
+    assert native.decode_then(fragments[1:5], first_bytes) == data[:10]
+    assert seen == ["memoryview"]
+    assert lib.freed == 1
+    assert native.decode(fragments[:4]) == data
+    assert lib.freed == 2
+
+
+def test_a_view_kept_past_then_leaks_the_buffer_rather_than_freeing_it() -> None:
+    lib = CountingCleanup()
+    native = NativeCodec(4, 2, BACKEND, lib)
+    data = bytes(range(256)) * 300
+    kept = native.decode_then(native.encode(data)[:4], lambda view: view[100:200])
+    assert lib.freed == 0
+    assert bytes(kept) == data[100:200]  # still the library's buffer, never freed under it
+    with pytest.raises(ValueError, match="released"):
+        native.decode_then(native.encode(data)[:4], lambda view: view).tobytes()
+    assert lib.freed == 1
+
+
+def test_then_errors_pass_unchanged_and_the_buffer_is_freed() -> None:
+    lib = CountingCleanup()
+    native = NativeCodec(3, 2, BACKEND, lib)
+    fragments = native.encode(b"y" * 500)
+
+    def refuse(view: memoryview) -> None:
+        raise KvsError("chunk fails authentication")
+
+    with pytest.raises(KvsError, match=r"^chunk fails authentication$"):
+        native.decode_then(fragments[:3], refuse)
+    assert lib.freed == 1

@@ -15,7 +15,7 @@ from meterseal.kvs.nodes import LocalDirCatalog, LocalDirNode
 from meterseal.kvs.policy import ErasureCoded, Hybrid, Policy, Replication, parse_policy
 from meterseal.kvs.repair import scrub
 from meterseal.kvs.sealing import derive_bucket_key
-from meterseal.kvs.store import ObjectStore
+from meterseal.kvs.store import READ_AHEAD, ObjectStore
 from tests.kvs.store_fixtures import MASTER, SMALL_CHUNK, memory_store
 
 CHANGES: list[Policy] = [
@@ -64,10 +64,11 @@ def test_a_reader_does_not_switch_to_other_content() -> None:
     store, _, _ = memory_store(3, yielding=True)
 
     async def scenario() -> None:
-        await store.put_bytes("meters", "x", b"a" * SMALL_CHUNK * 3, Replication(1))
+        chunks = READ_AHEAD + 3  # more than a reader has read ahead when the new one lands
+        await store.put_bytes("meters", "x", b"a" * SMALL_CHUNK * chunks, Replication(1))
         stream = store.get("meters", "x")
         assert await anext(stream) == b"a" * SMALL_CHUNK
-        await store.put_bytes("meters", "x", b"b" * SMALL_CHUNK * 3, Replication(1))
+        await store.put_bytes("meters", "x", b"b" * SMALL_CHUNK * chunks, Replication(1))
         # the old version is gone: an error, never the new content after the old
         got: list[bytes] = []
 

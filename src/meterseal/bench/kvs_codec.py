@@ -39,6 +39,7 @@ from meterseal.kvs.nodes import BlobNode, MemoryCatalog, MemoryNode
 from meterseal.kvs.policy import DEFAULT_CHUNK_SIZE, ErasureCoded, Replication
 from meterseal.kvs.sealing import blob_tag
 from meterseal.kvs.store import ObjectStore
+from meterseal.runtime.heap import hold_freed_memory
 from meterseal.runtime.http import HttpServer
 
 TARGET = 2.0  # the gateway's put/get within this factor of AES-GCM + erasure coding alone
@@ -135,6 +136,7 @@ def _serve_gateway(conn: Connection, nodes: int) -> None:
 
 
 async def _gateway(conn: Connection, nodes: int) -> None:
+    hold_freed_memory()  # the gateway's process as `kvs serve` sets it up
     store = memory_store(nodes)
     state = GatewayState(store, CODEC_POLICY, Replication(3))
     scope = Scope(BUCKET, "", frozenset((Right.READ, Right.WRITE)))

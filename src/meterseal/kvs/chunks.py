@@ -135,4 +135,11 @@ def unseal(
     final: bool,
 ) -> bytes:
     """The plaintext of chunk `index` from a copy or k fragments (one call for a thread)."""
-    return open_chunk(key, ctx, index, final, decode(policy, found))
+    if isinstance(found, bytes):
+        return open_chunk(key, ctx, index, final, found)
+    if isinstance(policy, Replication):
+        raise KvsError("a replicated chunk has no fragments")
+    # opened straight from the decoder's buffer: the sealed chunk is not copied out first
+    return coder(policy.k, policy.m).decode_then(
+        found, lambda sealed: open_chunk(key, ctx, index, final, sealed)
+    )

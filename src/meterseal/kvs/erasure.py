@@ -13,11 +13,14 @@ only: no I/O.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
 
 from meterseal.errors import ConfigurationError, KvsError
 from meterseal.kvs.erasure_native import NativeCodec
+
+T = TypeVar("T")
 
 BACKENDS = ("isa_l_rs_vand", "liberasurecode_rs_vand")
 NATIVE = "liberasurecode via ctypes"
@@ -76,16 +79,23 @@ class Coder:
 
     def decode(self, fragments: dict[int, bytes]) -> bytes:
         """The data from at least k fragments by index (more are fine)."""
+        return self.decode_then(fragments, bytes)
+
+    def decode_then(
+        self, fragments: dict[int, bytes], then: Callable[[bytes | memoryview], T]
+    ) -> T:
+        """`then` of the data from at least k fragments by index: with the ctypes binding a
+        view of the library's buffer (not copied; `then` must not keep it)."""
         if len(fragments) < self.k:
             raise KvsError(f"{len(fragments)} fragments cannot rebuild a {self.k}+{self.m} chunk")
         payloads = [fragments[i] for i in sorted(fragments)]
+        if self._native is not None:  # its KvsErrors say "erasure decoding failed"; then's pass
+            return self._native.decode_then(payloads, then)
         try:
-            if self._native is not None:
-                return self._native.decode(payloads)
             data: bytes = self._driver.decode(payloads)
         except Exception as error:
             raise KvsError(f"erasure decoding failed: {error}") from error
-        return data
+        return then(data)
 
     def rebuild(self, fragments: dict[int, bytes], missing: list[int]) -> dict[int, bytes]:
         """The fragments at indices `missing`, rebuilt from at least k others."""

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import ctypes
 import struct
+import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from meterseal.errors import ConfigurationError, KvsError
 
@@ -28,6 +30,8 @@ MIN_VERSION = (1, 6, 0)  # the ec_args layout below is liberasurecode's since lo
 # them): idx, size, backend metadata size, original data size; checked here so a forged header
 # cannot send the library past the end of a fragment.
 _META = struct.Struct("=IIIQ")
+
+T = TypeVar("T")
 
 _PTR = ctypes.c_void_p
 _PTRS = ctypes.POINTER(ctypes.c_void_p)
@@ -98,6 +102,22 @@ def _bind(lib: Any) -> None:
         function.restype, function.argtypes = restype, argtypes
 
 
+# A new bytes object, uninitialized (the C API's PyBytes_FromStringAndSize(NULL, n)): filled
+# by `_copied` before anything else can see it, as C code fills one.
+_new_bytes = ctypes.pythonapi.PyBytes_FromStringAndSize
+_new_bytes.restype, _new_bytes.argtypes = ctypes.py_object, [ctypes.c_void_p, ctypes.c_ssize_t]
+
+
+def _copied(address: int, size: int) -> bytes:
+    """The `size` bytes at `address` as a new bytes object, copied without holding the GIL
+    (`ctypes.memmove` lets go of it; `ctypes.string_at` would copy holding it)."""
+    if size < 2:  # the empty and one-byte bytes objects may be shared: never written into
+        return ctypes.string_at(address, size)
+    out: bytes = _new_bytes(None, size)
+    ctypes.memmove(ctypes.c_char_p(out), address, size)
+    return out
+
+
 _loaded: Any = None
 
 
@@ -152,26 +172,45 @@ class NativeCodec:
             raise KvsError(f"erasure encoding failed: liberasurecode error {ret}")
         try:
             size = length.value
-            return [ctypes.string_at(data_ptrs[i], size) for i in range(self.k)] + [
-                ctypes.string_at(parity_ptrs[i], size) for i in range(self.m)
+            return [_copied(data_ptrs[i], size) for i in range(self.k)] + [
+                _copied(parity_ptrs[i], size) for i in range(self.m)
             ]
         finally:
             self.lib.liberasurecode_encode_cleanup(self.desc, data_ptrs, parity_ptrs)
 
     def decode(self, fragments: list[bytes]) -> bytes:
         """The data from at least k fragments (any order)."""
-        size = self._check(fragments)
+        return self.decode_then(fragments, bytes)
+
+    def decode_then(self, fragments: list[bytes], then: Callable[[memoryview], T]) -> T:
+        """`then` of the data from at least k fragments, a view of the library's own buffer
+        (not copied; freed when `then` returns, so `then` must not keep it)."""
+        try:
+            size = self._check(fragments)
+        except KvsError as error:
+            raise KvsError(f"erasure decoding failed: {error}") from None
         array = (ctypes.c_char_p * len(fragments))(*fragments)
         out, length = _PTR(), ctypes.c_uint64()
         ret = self.lib.liberasurecode_decode(
             self.desc, array, len(fragments), size, 0, ctypes.byref(out), ctypes.byref(length)
         )
-        try:
-            if ret != 0:
-                raise KvsError(f"erasure decoding failed: liberasurecode error {ret}")
-            return ctypes.string_at(out, length.value) if length.value else b""
-        finally:
+        if ret != 0:
             if out.value:
+                self.lib.liberasurecode_decode_cleanup(self.desc, out)
+            raise KvsError(f"erasure decoding failed: liberasurecode error {ret}")
+        if out.value is None:
+            return then(memoryview(b""))
+        buffer = (ctypes.c_char * length.value).from_address(out.value)
+        raw = memoryview(buffer)
+        view = raw.cast("B")
+        try:
+            return then(view)
+        finally:
+            view.release()
+            raw.release()
+            # Only the two references here are left unless a view of it outlived `then`:
+            # then the buffer stays allocated (a leak) rather than freed under that view.
+            if sys.getrefcount(buffer) <= 2:
                 self.lib.liberasurecode_decode_cleanup(self.desc, out)
 
     def reconstruct(self, fragments: list[bytes], index: int) -> bytes:

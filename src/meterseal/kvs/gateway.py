@@ -48,6 +48,7 @@ from meterseal.kvs.gateway_reencode import ReencodeJob, ReencodeJobs
 from meterseal.kvs.gateway_state import GatewayState, ObjectInfo, Objects
 from meterseal.kvs.policy import DEFAULT_CHUNK_SIZE, Policy, parse_policy
 from meterseal.runtime.auth import access
+from meterseal.runtime.heap import unfilled
 from meterseal.runtime.http import Problem, service_app
 from meterseal.runtime.http_body import BODY_EXTENSION
 
@@ -314,7 +315,7 @@ async def _pulled(
     chunk size (one copy from the socket, not joined again); ClientDisconnect when short."""
     left = length
     while left:
-        buffer = memoryview(bytearray(min(left, PULL_BYTES)))
+        buffer = memoryview(unfilled(min(left, PULL_BYTES)))  # only bytes read are used
         got = await read_into(buffer)
         inbound.inc(got)
         if got < len(buffer):  # the body ended early: the store refuses the short object

@@ -118,7 +118,9 @@ def seal_chunk(
     return AESGCM(key).encrypt(_nonce(index), plain, ctx.chunk_ad(index, final))
 
 
-def open_chunk(key: bytes, ctx: ObjectContext, index: int, final: bool, sealed: bytes) -> bytes:
+def open_chunk(
+    key: bytes, ctx: ObjectContext, index: int, final: bool, sealed: bytes | memoryview
+) -> bytes:
     """The plaintext of a sealed chunk; KvsError when it is not chunk `index` of this object."""
     try:
         return AESGCM(key).decrypt(_nonce(index), sealed, ctx.chunk_ad(index, final))

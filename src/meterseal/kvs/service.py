@@ -216,6 +216,7 @@ async def serve_gateway(
     stop: asyncio.Event | None = None,
 ) -> None:
     """Attest (unless `secrets` are given), open the store, serve until stopped."""
+    from meterseal.runtime.heap import hold_freed_memory
     from meterseal.runtime.http import HttpAppService
     from meterseal.runtime.lifecycle import serve_stage
     from meterseal.runtime.readiness import Readiness
@@ -226,6 +227,7 @@ async def serve_gateway(
             options.cas_url, options.deployment, tls=options.tls, passphrase=options.passphrase
         )
     announce(f"keys from {secrets.provenance}")
+    hold_freed_memory()  # chunk-sized buffers reused, not faulted in again on every request
     announce(options.layout.describe())
     policy = parse_policy(options.default_policy)
     opened = await open_store(options.layout, secrets.master, policy, os.urandom)

@@ -56,6 +56,9 @@ BucketKeySource = Callable[[str], bytes]  # bucket name -> its 32-byte key
 
 SEALING_AHEAD = 2  # chunks of a write sealed at once (2 cores: encryption beside coding)
 READ_RETRIES = 8  # manifest reloads a read makes while policy changes or repairs go on
+# A read opens chunk i+1 beside chunk i, and i+2 while i goes out (2 cores: both busy);
+# at most READ_AHEAD + 1 chunks of a read are in memory at once.
+READ_AHEAD = 2
 MAX_NAME_BYTES = 1024
 DEFAULT_POLICY: Policy = Replication(1)  # the embedded default: one copy
 
@@ -350,14 +353,18 @@ class ObjectStore(ChunkReads):
             raise KvsError(f"range {start}-{end} is outside {name!r} ({manifest.size} bytes)")
         position, retries = start, READ_RETRIES
         object_key = unwrap_key(keys, manifest.context, manifest.wrapped_key)
-        ahead: dict[int, asyncio.Task[bytes]] = {}  # chunk i+1 is read while i goes out
+        ahead: dict[int, asyncio.Task[bytes]] = {}  # chunks read before their turn
         try:
             while position < end:
-                index, lo, hi = chunk_spans(manifest, position, end)[0]
+                spans = chunk_spans(manifest, position, end)
+                index, lo, hi = spans[0]
                 task = ahead.pop(index, None) or self._reader(manifest, object_key, index)
+                self._read_ahead(manifest, object_key, spans[1:READ_AHEAD], ahead)
                 try:
                     plain = await task
                 except KvsError:
+                    await _drop(*ahead.values())
+                    ahead.clear()
                     newer = await self.load(keys, name)
                     if retries == 0 or not _same_content(manifest, newer):
                         raise
@@ -365,12 +372,23 @@ class ObjectStore(ChunkReads):
                     manifest, retries = newer, retries - 1
                     object_key = unwrap_key(keys, manifest.context, manifest.wrapped_key)
                     continue
-                if position + hi - lo < end:
-                    ahead[index + 1] = self._reader(manifest, object_key, index + 1)
+                self._read_ahead(manifest, object_key, spans[1 : READ_AHEAD + 1], ahead)
                 yield plain[lo:hi]
                 position += hi - lo
         finally:
             await _drop(*ahead.values())
+
+    def _read_ahead(
+        self,
+        manifest: Manifest,
+        object_key: bytes,
+        spans: list[tuple[int, int, int]],
+        ahead: dict[int, asyncio.Task[bytes]],
+    ) -> None:
+        """Start reading the chunks of `spans` not yet under way."""
+        for index, _lo, _hi in spans:
+            if index not in ahead:
+                ahead[index] = self._reader(manifest, object_key, index)
 
     def _reader(self, manifest: Manifest, object_key: bytes, index: int) -> asyncio.Task[bytes]:
         return asyncio.create_task(self.read_chunk(manifest, object_key, index))
