@@ -179,3 +179,20 @@ def test_driver_reads_outside_a_write_transaction_do_not_wait_for_an_open_one(
     committed.execute("UPDATE t SET v = 'uno' WHERE k = 1")  # now the writer
     committed.commit()
     assert _rows(db) == [(1, "uno"), (2, "two")]
+
+
+def test_a_read_committed_driver_begins_a_reader_unless_begin_asks_for_the_lock(
+    db: Database,
+) -> None:
+    db.lock_timeout = 0.2  # a statement that waits for the write lock fails fast
+    writer = cascadb.connect(db)
+    writer.execute("INSERT INTO t VALUES (2, 'two')")  # mid-transaction
+    committed = cascadb.connect(db, autocommit=True, read_committed=True)
+    committed.execute("BEGIN")
+    assert committed.execute("SELECT k FROM t").fetchall() == [(1,)]  # a reader
+    committed.execute("COMMIT")
+    for begin in ("BEGIN IMMEDIATE", "BEGIN EXCLUSIVE"):  # SQLite's: the write lock at BEGIN
+        with pytest.raises(cascadb.OperationalError, match="busy"):
+            committed.execute(begin)
+        assert not committed.session.in_transaction
+    writer.rollback()

@@ -6,7 +6,8 @@ another connection's open transaction; so are a read-only connection's transacti
 autocommit, a transaction lasts until commit() or rollback() and holds the database's write
 lock from its first statement, a SELECT too, so that what it read stays as read until it
 writes (serializable: engine.py); `read_committed=True` begins one that starts with a read as
-a reader instead, until its first write (PostgreSQL's default isolation).
+a reader instead, until its first write (PostgreSQL's default isolation; BEGIN IMMEDIATE or
+EXCLUSIVE takes the write lock at once).
 """
 
 from __future__ import annotations

@@ -34,10 +34,11 @@ def reads_only(node: exp.Expression) -> bool:
 
 
 def asks_serializable(node: exp.Expression) -> bool:
-    """Whether a BEGIN asks ISOLATION LEVEL SERIALIZABLE or REPEATABLE READ (more than read
-    committed)."""
+    """Whether a BEGIN asks more than read committed: PostgreSQL's ISOLATION LEVEL
+    SERIALIZABLE or REPEATABLE READ, SQLite's BEGIN IMMEDIATE or EXCLUSIVE (the write lock)."""
     modes = " ".join(str(m) for m in node.args.get("modes") or []).upper()
-    return "SERIALIZABLE" in modes or "REPEATABLE" in modes
+    locking = str(node.args.get("this") or "").upper() in ("IMMEDIATE", "EXCLUSIVE")
+    return locking or "SERIALIZABLE" in modes or "REPEATABLE" in modes
 
 
 def number_placeholders(sql: str, dialect: str = DIALECT) -> str:
