@@ -34,6 +34,7 @@ def test_fragments_are_pyeclibs_and_each_decodes_the_others(
     native, driver = pair(k, m)
     ours, theirs = native.encode(data), driver.encode(data)
     assert ours == theirs
+    assert native.encode(memoryview(bytearray(data))) == theirs  # a reused buffer's view
     for kept in itertools.combinations(range(k + m), k):
         assert native.decode([theirs[i] for i in kept]) == data
         assert driver.decode([ours[i] for i in kept]) == data

@@ -20,6 +20,7 @@ from meterseal.kvs.sealing import (
     open_chunk,
     open_manifest,
     seal_chunk,
+    seal_chunk_into,
     seal_manifest,
     unwrap_key,
     wrap_key,
@@ -148,3 +149,12 @@ def test_blob_tags_hold_only_for_their_bytes_chunk_and_position(
     assert not blob_intact(new_object_key(os.urandom), index, position, data, tag)
     with pytest.raises(KvsError):
         blob_tag(key, 2**32, 0, data)
+
+
+@given(st.binary(max_size=3000), st.integers(0, 40))
+def test_a_chunk_sealed_into_a_buffer_is_the_chunk_sealed(plain: bytes, spare: int) -> None:
+    key = bytes(range(32))
+    buffer = memoryview(bytearray(len(plain) + 16 + spare))
+    sealed = seal_chunk_into(key, CTX, 2, False, plain, buffer)
+    assert bytes(sealed) == seal_chunk(key, CTX, 2, False, plain)
+    assert open_chunk(key, CTX, 2, False, sealed) == plain

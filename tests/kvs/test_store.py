@@ -14,7 +14,7 @@ from meterseal.errors import KvsError, ObjectNotFound
 from meterseal.kvs.nodes import MemoryCatalog, MemoryNode, MirrorSet
 from meterseal.kvs.policy import ErasureCoded, Hybrid, Policy, Replication, raw_bytes
 from meterseal.kvs.sealing import derive_bucket_key
-from meterseal.kvs.store import ObjectStore
+from meterseal.kvs.store import READ_AHEAD, ObjectStore
 from tests.kvs.store_fixtures import MASTER, SMALL_CHUNK, memory_store, pieces, seeded
 
 POLICIES: list[Policy] = [
@@ -206,14 +206,38 @@ def test_list_pages_in_name_order_by_prefix() -> None:
     asyncio.run(scenario())
 
 
+class Gated(MemoryNode):
+    """A MemoryNode answering as many reads as the shared budget allows, then none."""
+
+    def __init__(self, name: str, budget: list[int]) -> None:
+        super().__init__(name)
+        self.budget = budget
+
+    async def get(self, blob_id: str) -> bytes | None:
+        if self.budget[0] <= 0:
+            await asyncio.Event().wait()  # a read-ahead stuck on a slow node
+        self.budget[0] -= 1
+        return await super().get(blob_id)
+
+
 def test_a_closed_read_leaves_no_read_ahead_running() -> None:
-    store, _, _ = memory_store(3, yielding=True)
+    budget = [10**6]
+    nodes = [Gated(f"g{i}", budget) for i in range(3)]
+    store = ObjectStore(
+        nodes,
+        MemoryCatalog(),
+        lambda bucket: derive_bucket_key(MASTER, bucket),
+        clock=lambda: 1_780_000_000.0,
+        rng=seeded(7).randbytes,
+        chunk_size=SMALL_CHUNK,
+    )
 
     async def scenario() -> None:
         await store.put_bytes("meters", "obj", b"z" * SMALL_CHUNK * 5, Replication(2))
+        budget[0] = 1  # the first chunk's copy; the chunks read ahead wait
         stream = store.get("meters", "obj")
         assert await anext(stream) == b"z" * SMALL_CHUNK
-        assert len(asyncio.all_tasks()) == 2  # this one and the next chunk's read
+        assert len(asyncio.all_tasks()) == 1 + READ_AHEAD  # this one and the reads ahead
         await stream.aclose()
         assert asyncio.all_tasks() == {asyncio.current_task()}
 

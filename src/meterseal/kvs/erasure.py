@@ -70,11 +70,12 @@ class Coder:
             self._native, why = _native(k, m, self.backend, self._driver)
             self.binding = NATIVE if self._native is not None else f"{PYECLIB} ({NATIVE}: {why})"
 
-    def encode(self, data: bytes) -> list[bytes]:
-        """The k + m fragments of `data`, fragment i at index i."""
+    def encode(self, data: bytes | memoryview) -> list[bytes]:
+        """The k + m fragments of `data` (not kept: a buffer may be reused), fragment i at
+        index i."""
         if self._native is not None:
-            return self._native.encode(bytes(data))
-        fragments: list[bytes] = self._driver.encode(data)
+            return self._native.encode(data)
+        fragments: list[bytes] = self._driver.encode(bytes(data))
         return fragments
 
     def decode(self, fragments: dict[int, bytes]) -> bytes:

@@ -156,10 +156,14 @@ class NativeCodec:
         if self.desc <= 0:
             raise ConfigurationError(f"liberasurecode {backend} {k}+{m}: error {self.desc}")
 
-    def encode(self, data: bytes) -> list[bytes]:
-        """The k + m fragments of `data` (as pyeclib's `encode` gives them)."""
+    def encode(self, data: bytes | memoryview) -> list[bytes]:
+        """The k + m fragments of `data` (as pyeclib's `encode` gives them): bytes, or a
+        writable view of one byte per item."""
         data_ptrs, parity_ptrs, length = _PTRS(), _PTRS(), ctypes.c_uint64()
-        source = ctypes.c_char_p(data)  # the bytes' own buffer: not copied
+        if isinstance(data, bytes):
+            source: Any = ctypes.c_char_p(data)  # the bytes' own buffer: not copied
+        else:
+            source = (ctypes.c_char * data.nbytes).from_buffer(data)  # the view's memory
         ret = self.lib.liberasurecode_encode(
             self.desc,
             ctypes.cast(source, _PTR),

@@ -118,6 +118,20 @@ def seal_chunk(
     return AESGCM(key).encrypt(_nonce(index), plain, ctx.chunk_ad(index, final))
 
 
+def seal_chunk_into(
+    key: bytes,
+    ctx: ObjectContext,
+    index: int,
+    final: bool,
+    plain: bytes | memoryview,
+    out: memoryview,
+) -> memoryview:
+    """`seal_chunk` written into `out` (len(plain) + 16 bytes of it used): a view of them."""
+    sealed = out[: len(plain) + TAG_BYTES]
+    AESGCM(key).encrypt_into(_nonce(index), plain, ctx.chunk_ad(index, final), sealed)
+    return sealed
+
+
 def open_chunk(
     key: bytes, ctx: ObjectContext, index: int, final: bool, sealed: bytes | memoryview
 ) -> bytes:

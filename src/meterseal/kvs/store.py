@@ -56,8 +56,9 @@ BucketKeySource = Callable[[str], bytes]  # bucket name -> its 32-byte key
 
 SEALING_AHEAD = 2  # chunks of a write sealed at once (2 cores: encryption beside coding)
 READ_RETRIES = 8  # manifest reloads a read makes while policy changes or repairs go on
-# A read opens chunk i+1 beside chunk i, and i+2 while i goes out (2 cores: both busy);
-# at most READ_AHEAD + 1 chunks of a read are in memory at once.
+# While a read waits for chunk i and sends it, chunks i+1 and i+2 are opened (2 cores: both
+# busy, the next chunks ready when one goes out); at most READ_AHEAD + 1 chunks of a read are
+# in memory at once.
 READ_AHEAD = 2
 MAX_NAME_BYTES = 1024
 DEFAULT_POLICY: Policy = Replication(1)  # the embedded default: one copy
@@ -359,7 +360,7 @@ class ObjectStore(ChunkReads):
                 spans = chunk_spans(manifest, position, end)
                 index, lo, hi = spans[0]
                 task = ahead.pop(index, None) or self._reader(manifest, object_key, index)
-                self._read_ahead(manifest, object_key, spans[1:READ_AHEAD], ahead)
+                self._read_ahead(manifest, object_key, spans[1 : READ_AHEAD + 1], ahead)
                 try:
                     plain = await task
                 except KvsError:
@@ -372,7 +373,6 @@ class ObjectStore(ChunkReads):
                     manifest, retries = newer, retries - 1
                     object_key = unwrap_key(keys, manifest.context, manifest.wrapped_key)
                     continue
-                self._read_ahead(manifest, object_key, spans[1 : READ_AHEAD + 1], ahead)
                 yield plain[lo:hi]
                 position += hi - lo
         finally:
