@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 
 import pytest
@@ -33,3 +34,16 @@ def test_an_unfilled_buffer_is_a_bytearray_of_its_size() -> None:
     memoryview(buffer)[:5] = b"meter"
     assert buffer[:5] == b"meter"
     assert heap.unfilled(0) == bytearray()
+
+
+def test_objects_alive_at_startup_are_frozen_out_of_collections() -> None:
+    already = gc.get_freeze_count()
+    try:
+        frozen = heap.freeze_startup()
+        assert frozen > 0
+        assert heap.freeze_startup() == frozen  # once per process
+    finally:
+        gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    if already:
+        gc.freeze()  # as it was (another test's server froze its objects)

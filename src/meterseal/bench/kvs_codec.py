@@ -39,7 +39,7 @@ from meterseal.kvs.nodes import BlobNode, MemoryCatalog, MemoryNode
 from meterseal.kvs.policy import DEFAULT_CHUNK_SIZE, ErasureCoded, Replication
 from meterseal.kvs.sealing import blob_tag
 from meterseal.kvs.store import ObjectStore
-from meterseal.runtime.heap import hold_freed_memory
+from meterseal.runtime.heap import freeze_startup, hold_freed_memory
 from meterseal.runtime.http import HttpServer
 
 TARGET = 2.0  # the gateway's put/get within this factor of AES-GCM + erasure coding alone
@@ -146,6 +146,7 @@ async def _gateway(conn: Connection, nodes: int) -> None:
     app = create_gateway_app(store, state, KvsAuthenticator(state.key_table), metrics)
     server = HttpServer(app)
     port = await server.start("127.0.0.1", 0)
+    freeze_startup()  # as `kvs serve` does once its app is built
     conn.send((server.url("127.0.0.1", port), key.secret))
     with contextlib.suppress(EOFError, OSError):
         await asyncio.to_thread(conn.recv)  # the word to stop, or EOF when the bench is gone

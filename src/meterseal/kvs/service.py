@@ -216,7 +216,7 @@ async def serve_gateway(
     stop: asyncio.Event | None = None,
 ) -> None:
     """Attest (unless `secrets` are given), open the store, serve until stopped."""
-    from meterseal.runtime.heap import hold_freed_memory
+    from meterseal.runtime.heap import freeze_startup, hold_freed_memory
     from meterseal.runtime.http import HttpAppService
     from meterseal.runtime.lifecycle import serve_stage
     from meterseal.runtime.readiness import Readiness
@@ -249,6 +249,7 @@ async def serve_gateway(
         )
         metrics.register(service.metrics.registry)
         sweeper.metrics.register(service.metrics.registry)
+        freeze_startup()  # the app and its modules: never walked by a full collection again
         reencoding: ReencodeJobs = app.state.reencoding
         try:
             for bucket in await reencoding.resume():

@@ -1,4 +1,4 @@
-"""The C heap of a process that moves megabytes per request: freed memory kept for reuse.
+"""The memory of a server process that moves megabytes per request: C heap and collector.
 
 glibc's malloc serves a block above its mmap threshold (128 KiB at first, raised as such blocks
 are freed) with a fresh mapping, and gives the free top of a heap back to the kernel once it
@@ -10,6 +10,11 @@ kernel map and zero every page again on every request: a third of the gateway's 
 next request (what stays is what the process used at its peak, no more). Elsewhere than glibc
 it does nothing.
 
+`freeze_startup` moves every object alive once a server is built (modules, the app, its routes
+and models) out of the garbage collector's generations: they live as long as the process, and a
+full collection no longer walks them (in the KVS gateway one took 80-115 ms, stalling every
+request, every few dozen requests; 1 ms after).
+
 `unfilled` is a buffer for a read to fill: a bytearray not zeroed first (`bytearray(n)` writes
 every byte twice, its zeros and then the read's, on the event loop's thread).
 """
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 from typing import Any
 
 M_TRIM_THRESHOLD = -1  # glibc's mallopt parameters (malloc.h)
@@ -56,3 +62,12 @@ def hold_freed_memory(largest_block: int = MAX_MMAP_THRESHOLD, kept: int = 64 <<
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     block = min(largest_block, MAX_MMAP_THRESHOLD)
     return bool(mallopt(M_MMAP_THRESHOLD, block)) and bool(mallopt(M_TRIM_THRESHOLD, kept))
+
+
+def freeze_startup() -> int:
+    """Leave the objects alive now out of every future collection (once per process: a later
+    call leaves them be); how many are frozen."""
+    if gc.get_freeze_count() == 0:
+        gc.collect()  # what is garbage already goes first, not kept for good
+        gc.freeze()
+    return gc.get_freeze_count()
