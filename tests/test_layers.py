@@ -100,6 +100,7 @@ LAYERS: dict[str, Layer] = {
     "meterseal.acquisition.ingest": ADAPTER,
     "meterseal.acquisition.headend": SERVICE,
     "meterseal.storage": ADAPTER,
+    "meterseal.storage.engine": ADAPTER,  # engine settings, split from the schema
     "meterseal.billing": CORE,
     "meterseal.exchange": CORE,  # CSV and ESPI formats, sans-IO
     "meterseal.exchange.importer": ADAPTER,  # into the store

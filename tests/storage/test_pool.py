@@ -6,7 +6,7 @@ import pytest
 import sqlalchemy as sa
 
 from meterseal.errors import StorageError
-from meterseal.storage import Store, schema
+from meterseal.storage import Store, engine
 from meterseal.storage.scratch import scratch_schema
 
 
@@ -28,7 +28,7 @@ def _terminate(url: str, pid: int) -> None:
 def test_an_idle_connection_killed_by_the_server_is_replaced_before_use(
     postgres_url: str, unique_name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(schema, "PG_PING_AFTER_IDLE", 0.0)  # every checkout counts as idle
+    monkeypatch.setattr(engine, "PG_PING_AFTER_IDLE", 0.0)  # every checkout counts as idle
     with scratch_schema(postgres_url, unique_name) as url, Store.open(url) as store:
         first = _backend_pid(store)
         _terminate(postgres_url, first)
@@ -39,7 +39,7 @@ def test_an_idle_connection_killed_by_the_server_is_replaced_before_use(
 def test_a_connection_used_a_moment_ago_is_not_pinged_and_a_restart_costs_one_failure(
     postgres_url: str, unique_name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(schema, "PG_PING_AFTER_IDLE", 3600.0)
+    monkeypatch.setattr(engine, "PG_PING_AFTER_IDLE", 3600.0)
     with scratch_schema(postgres_url, unique_name) as url, Store.open(url) as store:
         first = _backend_pid(store)
         _terminate(postgres_url, first)

@@ -2,13 +2,13 @@
 
 from sqlalchemy.dialects import registry
 
+from meterseal.storage.engine import make_engine
 from meterseal.storage.migrations import LATEST_VERSION, MIGRATIONS, current_version, migrate
 from meterseal.storage.schema import (
     MeterRow,
     QuarantinedPacket,
     RegionalLoad,
     StoredOriginal,
-    make_engine,
 )
 from meterseal.storage.store import REPLAYED_COUNTER, Store, StoreRegistry
 

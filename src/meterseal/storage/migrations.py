@@ -16,10 +16,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from meterseal.errors import StorageError
+from meterseal.storage.engine import begin_write
 from meterseal.storage.schema import (
     BigId,
     UtcDateTime,
-    begin_write,
     schema_version,
 )
 

@@ -30,6 +30,7 @@ from meterseal.crypto.registry import MeterRecord, MeterRegistry
 from meterseal.crypto.suites import suite_named
 from meterseal.errors import CertificateError, RejectReason, StorageError
 from meterseal.storage.bulk import BulkStatements, measurement_row, original_row
+from meterseal.storage.engine import begin_write, make_engine, prepare_engine
 from meterseal.storage.migrations import LATEST_VERSION, current_version, migrate
 from meterseal.storage.quarantine import QuarantineBudget, QuarantineLimits, prune_statements
 from meterseal.storage.reach import ENGINES, StoreUnreachable, unreachable
@@ -40,13 +41,10 @@ from meterseal.storage.schema import (
     RegionalLoad,
     StoredOriginal,
     UtcDateTime,
-    begin_write,
     ingest_counters,
-    make_engine,
     measurements,
     meter_integrity,
     meters,
-    prepare_engine,
     quarantine,
     schema_version,
     signed_originals,
