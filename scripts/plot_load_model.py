@@ -19,22 +19,22 @@ matplotlib.use("Agg")
 import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 
-from meterseal.meter import load
+from meterseal.meter import load, profiles
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = ROOT / "docs" / "img" / "load-model.png"
 TZ = ZoneInfo("Europe/Berlin")
 START = dt.datetime(2026, 1, 12, tzinfo=TZ)  # a Monday
-INTERVALS = 7 * load.PER_DAY
+INTERVALS = 7 * profiles.PER_DAY
 SEED = 2026
 
 
 def main(argv: list[str]) -> None:
     """Generate the week and write the PNG."""
     output = Path(argv[1]) if len(argv) > 1 else DEFAULT_OUTPUT
-    first = load.first_interval(START)
+    first = profiles.first_interval(START)
     times = [
-        dt.datetime.fromtimestamp((first + i) * load.INTERVAL, TZ).replace(tzinfo=None)
+        dt.datetime.fromtimestamp((first + i) * profiles.INTERVAL, TZ).replace(tzinfo=None)
         for i in range(INTERVALS)
     ]
     kw = 4 / 1000  # Wh per 15 minutes -> mean kW
@@ -42,11 +42,11 @@ def main(argv: list[str]) -> None:
     fleet = load.Fleet(SEED)
     homes = fleet.energy(range(3), START, INTERVALS) * kw
     average = fleet.energy(range(1000), START, INTERVALS).mean(axis=0) * kw
-    plain = load.bdew_energy("H25", START, INTERVALS, annual_kwh=3500) * kw
+    plain = profiles.bdew_energy("H25", START, INTERVALS, annual_kwh=3500) * kw
     replay = load.Fleet(SEED, mix={"UCI": 1.0})
     one_real = replay.energy([0], START, INTERVALS)[0] * kw
-    sample = load.uci_sample().energy_wh
-    to_3500 = 3500 / (sample.mean() * 365 * load.PER_DAY / 1000)  # the UCI house: ~12 MWh/yr
+    sample = profiles.uci_sample().energy_wh
+    to_3500 = 3500 / (sample.mean() * 365 * profiles.PER_DAY / 1000)  # the UCI house: ~12 MWh/yr
     real_average = replay.energy(range(200), START, INTERVALS).mean(axis=0) * kw * to_3500
 
     fig, axes = plt.subplots(3, 1, figsize=(11, 9), sharex=True)

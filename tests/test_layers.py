@@ -112,6 +112,7 @@ LAYERS: dict[str, Layer] = {
     "meterseal.billing.api": INTERFACE,
     "meterseal.portal": INTERFACE,  # the customer's pages on the bills API
     "meterseal.meter": CORE,
+    "meterseal.meter.profiles": CORE,  # the interval grid and profiles, split from load
     "meterseal.meter.provisioning": ADAPTER,
     "meterseal.meter.enrolment": ADAPTER,  # factory-made meters certified and registered
     "meterseal.meter.workload": ADAPTER,

@@ -35,7 +35,7 @@ from meterseal.billing.tariff import builtin_tariffs
 from meterseal.crypto.suites import ED25519, P256, PAPER, PQ, CipherSuite
 from meterseal.deployment import Deployment, TrustedMaterial, init_deployment
 from meterseal.meter.faults import FaultPlan
-from meterseal.meter.load import INTERVAL
+from meterseal.meter.profiles import INTERVAL
 from meterseal.meter.provisioning import ProvisionedMeter, fleet_records, provision
 from meterseal.meter.simulator import SimulationReport, run_fleet
 from meterseal.meter.workload import Wire, Workload, seal_workload

@@ -31,7 +31,7 @@ from meterseal.acquisition.tcp import TcpLink
 from meterseal.deployment import Deployment
 from meterseal.errors import ConfigurationError, MetersealError
 from meterseal.meter.faults import FaultPlan
-from meterseal.meter.load import INTERVAL
+from meterseal.meter.profiles import INTERVAL
 from meterseal.meter.provisioning import ProvisionedMeter
 from meterseal.meter.simulator import SimulationReport, run_fleet
 from meterseal.meter.workload import Wire, Workload, seal_workload

@@ -9,7 +9,7 @@ from typing import Protocol, TypeVar
 
 from meterseal.agent.driver import InstantaneousValues, MeterDriver
 from meterseal.agent.nbr_meter import EmulatedMeter
-from meterseal.meter.load import INTERVAL
+from meterseal.meter.profiles import INTERVAL
 
 R = TypeVar("R")
 D = TypeVar("D", bound=MeterDriver)

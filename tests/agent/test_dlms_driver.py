@@ -24,7 +24,8 @@ from meterseal.errors import (
     PartialFrame,
     WrongMeterSerial,
 )
-from meterseal.meter.load import INTERVAL, Fleet
+from meterseal.meter.load import Fleet
+from meterseal.meter.profiles import INTERVAL
 from tests.agent.drivers import on_line, reads_what_the_meter_holds
 from tests.conftest import NOW
 

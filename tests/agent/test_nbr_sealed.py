@@ -22,7 +22,8 @@ from meterseal.errors import (
     SealedMessageRefused,
     WrongMeterSerial,
 )
-from meterseal.meter.load import INTERVAL, Fleet
+from meterseal.meter.load import Fleet
+from meterseal.meter.profiles import INTERVAL
 from tests.agent.drivers import on_line
 from tests.conftest import NOW
 

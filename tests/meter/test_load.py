@@ -1,27 +1,25 @@
-"""The consumption model: determinism, realism, phasor consistency and the shipped UCI sample."""
+"""The consumption model: determinism, realism, phasor consistency and UCI replay."""
 
 from __future__ import annotations
 
 import datetime as dt
-import gzip
 import math
-from importlib import resources
 
 import numpy as np
 import pytest
 
 from meterseal.errors import ConfigurationError
-from meterseal.meter import load
+from meterseal.meter import load, profiles
 from meterseal.model import PhasorReport, Reading
 
 JAN = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-DAY = load.PER_DAY
+DAY = profiles.PER_DAY
 
 
 def local_hours(start: dt.datetime, intervals: int, utc_offset_h: int = 1) -> np.ndarray:
     """Local (CET, no DST in winter) hour of each interval."""
-    first = int(start.timestamp()) // load.INTERVAL
-    return ((np.arange(first, first + intervals) * load.INTERVAL // 3600) + utc_offset_h) % 24
+    first = int(start.timestamp()) // profiles.INTERVAL
+    return ((np.arange(first, first + intervals) * profiles.INTERVAL // 3600) + utc_offset_h) % 24
 
 
 def phasor(reading: Reading) -> PhasorReport:
@@ -72,7 +70,7 @@ def test_start_is_floored_and_must_be_aware() -> None:
     assert np.array_equal(
         load.interval_energy(0, late, DAY, seed=1), load.interval_energy(0, JAN, DAY, seed=1)
     )
-    assert load.first_interval(int(JAN.timestamp()) + 899) == int(JAN.timestamp()) // 900
+    assert profiles.first_interval(int(JAN.timestamp()) + 899) == int(JAN.timestamp()) // 900
     with pytest.raises(ValueError, match="timezone-aware"):
         load.interval_energy(0, dt.datetime(2026, 1, 1), DAY, seed=1)
 
@@ -109,7 +107,7 @@ def test_evening_peak_beats_the_small_hours() -> None:
 
 
 def test_appliance_uses_raise_the_variance() -> None:
-    plain = load.bdew_energy("H25", JAN, 14 * DAY, annual_kwh=3500)
+    plain = profiles.bdew_energy("H25", JAN, 14 * DAY, annual_kwh=3500)
     quiet = load.Fleet(14, annual_sigma=0.0, appliances=()).energy(range(100), JAN, 14 * DAY)
     busy = load.Fleet(14, annual_sigma=0.0).energy(range(100), JAN, 14 * DAY)
     assert busy.var(axis=1).mean() > 1.5 * quiet.var(axis=1).mean() > 1.5 * plain.var()
@@ -131,20 +129,6 @@ def test_mix_draws_each_profile() -> None:
     profiles = [fleet.household(i).profile for i in range(600)]
     shares = {p: profiles.count(p) / 600 for p in ("H25", "G25", "L25")}
     assert shares == pytest.approx({"H25": 0.5, "G25": 0.3, "L25": 0.2}, abs=0.07)
-
-
-def test_bdew_profile_over_a_dst_change_and_holidays() -> None:
-    march = dt.datetime(2026, 3, 28, tzinfo=dt.UTC)  # DST starts 2026-03-29 in Berlin
-    plain = load.bdew_energy("H25", march, 3 * DAY, annual_kwh=1000)
-    assert plain.shape == (3 * DAY,)
-    assert np.all(np.isfinite(plain))
-    assert plain.min() > 0
-    year = load.bdew_energy(
-        "H25", dt.datetime(2025, 12, 31, 23, tzinfo=dt.UTC), 365 * DAY, annual_kwh=1
-    )
-    assert year.sum() == pytest.approx(1000, rel=1e-3)
-    assert dt.date(2026, 4, 3) in load.holidays(2026)  # Good Friday
-    assert dt.date(2026, 4, 6) in load.holidays(2026)  # Easter Monday
 
 
 # ---------------------------------------------------------------- readings and phasors
@@ -210,29 +194,11 @@ def test_grid_frequency_is_shared_by_all_meters() -> None:
     assert 0.005 < float(np.std(a)) < 0.04
 
 
-# ---------------------------------------------------------------- the UCI sample
-def test_uci_sample_has_the_documented_columns_and_rows() -> None:
-    path = resources.files("meterseal.meter").joinpath("data/uci_sample.csv.gz")
-    with path.open("rb") as raw, gzip.open(raw, "rt") as text:
-        header = text.readline().strip().split(",")
-        rows = sum(1 for _ in text)
-    assert tuple(header) == load.UCI_COLUMNS
-    assert rows == load.UCI_ROWS == 5376
-    assert len(path.read_bytes()) < 300_000
-    sample = load.uci_sample()
-    assert sample.start[0] == np.datetime64("2007-01-08T00:00")
-    assert np.all(np.diff(sample.start) == np.timedelta64(15, "m"))
-    assert sample.energy_wh.sum() / 1000 == pytest.approx(1908.2, abs=0.1)
-    assert sample.energy_wh.min() >= 0
-    assert np.all(sample.max_power_w >= sample.energy_wh * 4 - 4)  # peak minute >= mean
-    assert sample.voltage_v.min() > 200
-    assert sample.voltage_v.max() < 255
-
-
+# ---------------------------------------------------------------- UCI replay
 def test_uci_replay_keeps_time_of_day_and_offsets_meters_by_days() -> None:
     fleet = load.Fleet(31, mix={"UCI": 1.0})
     energy = fleet.energy(range(6), JAN, 7 * DAY)
-    trace = load.uci_sample().energy_wh
+    trace = profiles.uci_sample().energy_wh
     doubled = np.concatenate([trace, trace])
     offsets = set()
     for row in energy:

@@ -16,7 +16,7 @@ from meterseal.crypto.suites import P256
 from meterseal.demo import register
 from meterseal.deployment import Deployment, init_deployment
 from meterseal.meter.faults import FaultPlan
-from meterseal.meter.load import INTERVAL
+from meterseal.meter.profiles import INTERVAL
 from meterseal.meter.provisioning import ProvisionedMeter, provision
 from meterseal.meter.workload import Wire, Workload, seal_workload
 from meterseal.storage import Store

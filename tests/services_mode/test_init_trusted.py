@@ -23,7 +23,7 @@ from meterseal.crypto.suites import P256
 from meterseal.demo import register
 from meterseal.deployment import load_deployment
 from meterseal.meter.faults import FaultPlan
-from meterseal.meter.load import INTERVAL
+from meterseal.meter.profiles import INTERVAL
 from meterseal.meter.provisioning import provision
 from meterseal.meter.simulator import run_fleet
 from meterseal.meter.workload import Workload, seal_workload

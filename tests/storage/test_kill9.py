@@ -31,7 +31,7 @@ from meterseal.crypto.registry import MeterRegistry
 from meterseal.crypto.suites import P256
 from meterseal.demo import register
 from meterseal.deployment import init_deployment
-from meterseal.meter.load import INTERVAL
+from meterseal.meter.profiles import INTERVAL
 from meterseal.meter.provisioning import provision, register_fleet
 from meterseal.meter.simulator import SimulationReport, run_fleet
 from meterseal.meter.workload import Workload, seal_workload

@@ -72,7 +72,7 @@ from meterseal.errors import (
     PartialFrame,
     WrongMeterSerial,
 )
-from meterseal.meter.load import INTERVAL
+from meterseal.meter.profiles import INTERVAL
 from meterseal.model import PhaseMeasurement
 from meterseal.runtime.address import parse_address
 

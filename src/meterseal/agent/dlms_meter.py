@@ -32,7 +32,7 @@ from dlms_cosem.utils import parse_as_dlms_data
 
 from meterseal.agent.dlms_hls import CipherRefused, GmacSession
 from meterseal.agent.nbr_meter import EmulatedMeter
-from meterseal.meter.load import INTERVAL
+from meterseal.meter.profiles import INTERVAL
 
 E = enumerations
 SERIAL = "0.0.96.1.0.255"

@@ -33,7 +33,8 @@ from meterseal.agent.nbr_blocks import (
 )
 from meterseal.agent.nbr_frames import Code, Command, Response
 from meterseal.errors import MeterFrameError
-from meterseal.meter.load import INTERVAL, Fleet
+from meterseal.meter.load import Fleet
+from meterseal.meter.profiles import INTERVAL
 
 REACTIVE_SHARE = math.tan(math.acos(0.97))
 DAY = 86_400

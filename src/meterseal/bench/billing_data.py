@@ -32,7 +32,7 @@ from meterseal.crypto import certs
 from meterseal.crypto.at_rest import write_private_file
 from meterseal.crypto.registry import MeterRecord, MeterRegistry
 from meterseal.crypto.suites import CipherSuite, suite_named
-from meterseal.meter.load import INTERVAL
+from meterseal.meter.profiles import INTERVAL
 from meterseal.meter.provisioning import provision
 from meterseal.storage.originals import ORIGINAL_COLUMNS, load_originals
 from meterseal.storage.store import Store

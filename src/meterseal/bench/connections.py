@@ -50,7 +50,7 @@ from meterseal.crypto.registry import MeterRecord
 from meterseal.crypto.suites import P256
 from meterseal.deployment import TrustedMaterial
 from meterseal.errors import ConfigurationError
-from meterseal.meter.load import INTERVAL
+from meterseal.meter.profiles import INTERVAL
 from meterseal.meter.provisioning import fleet_records, provision
 from meterseal.meter.workload import Workload, seal_workload
 from meterseal.storage import Store

@@ -38,7 +38,7 @@ from meterseal.crypto.suites import P256
 from meterseal.demo import register
 from meterseal.deployment import Deployment, init_deployment
 from meterseal.errors import ConfigurationError
-from meterseal.meter.load import INTERVAL
+from meterseal.meter.profiles import INTERVAL
 from meterseal.meter.provisioning import ProvisionedMeter, provision
 from meterseal.meter.simulator import run_fleet
 from meterseal.meter.workload import Wire, Workload, seal_workload

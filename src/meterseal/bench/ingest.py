@@ -38,7 +38,7 @@ from meterseal.crypto import certs, packet
 from meterseal.crypto.keys import HeadEndKeys
 from meterseal.crypto.suites import CipherSuite
 from meterseal.deployment import TrustedMaterial
-from meterseal.meter.load import INTERVAL
+from meterseal.meter.profiles import INTERVAL
 from meterseal.meter.provisioning import fleet_records, provision
 from meterseal.meter.simulator import run_fleet
 from meterseal.meter.workload import Wire, Workload, seal_workload

@@ -21,7 +21,8 @@ from concurrent.futures import ProcessPoolExecutor
 from meterseal.acquisition.anonymize import Anonymizer
 from meterseal.acquisition.records import AcceptedReading
 from meterseal.crypto.packet import sign_reading
-from meterseal.meter.load import INTERVAL, Fleet
+from meterseal.meter.load import Fleet
+from meterseal.meter.profiles import INTERVAL
 from meterseal.meter.provisioning import ProvisionedMeter
 from meterseal.model import Reading
 from meterseal.storage.store import Store

@@ -16,7 +16,7 @@ from meterseal.fraud.explain import Explanation, explain
 from meterseal.fraud.fleet import Labelled
 from meterseal.fraud.metrics import ranking
 from meterseal.fraud.pipeline import Analysis
-from meterseal.meter.load import PER_DAY
+from meterseal.meter.profiles import PER_DAY
 from meterseal.meter.theft import LocalDays
 from meterseal.ui import TextTable
 

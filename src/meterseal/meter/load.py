@@ -1,4 +1,4 @@
-"""Consumption model of the meter fleet: BDEW 2025 profiles, noise, appliance events, UCI replay.
+"""Consumption model of the meter fleet: households on BDEW profiles, noise, appliances, UCI replay.
 
 Sans-IO and deterministic: every random number is a hash (SplitMix64) of the fleet seed, the
 meter index, a stream number and the absolute 15-minute interval, so any window of any meter
@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import math
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from importlib import resources
 
 import numpy as np
 import numpy.typing as npt
@@ -22,15 +19,21 @@ import numpy.typing as npt
 from meterseal.errors import ConfigurationError
 from meterseal.meter import phasor
 from meterseal.meter import randomness as rnd
+from meterseal.meter.profiles import (
+    INTERVAL,
+    PER_DAY,
+    UCI_ROWS,
+    Window,
+    first_interval,
+    local_window,
+    profile_shares,
+    uci_sample,
+)
 from meterseal.meter.randomness import F64, I64, U64
 from meterseal.model import PhasorReport, Reading
 
-INTERVAL = 900  # seconds
-PER_DAY = 96
 PROFILES = ("H25", "G25", "L25", "UCI")
 DEFAULT_ANNUAL_KWH: Mapping[str, float] = {"H25": 3500.0, "G25": 15000.0, "L25": 12000.0}
-UCI_COLUMNS = ("start", "energy_wh", "voltage_v", "current_a", "reactive_var", "max_power_w")
-UCI_ROWS = 56 * PER_DAY
 
 
 # Random streams: the high bits of each hashed counter; one stream per independent quantity.
@@ -84,78 +87,6 @@ class Household:
 
 
 @dataclass(frozen=True, slots=True)
-class UciSample:
-    """The shipped 15-minute sample of the UCI household (local Paris time, see SOURCE.md)."""
-
-    start: npt.NDArray[np.datetime64]
-    energy_wh: I64
-    voltage_v: F64
-    current_a: F64
-    reactive_var: F64
-    max_power_w: I64
-
-
-# ---------------------------------------------------------------- time and BDEW profiles
-def holidays(year: int) -> list[dt.date]:
-    """German nationwide public holidays, treated as Sundays by the BDEW profiles."""
-    import pandas as pd
-
-    easter = (pd.Timestamp(year, 1, 1) + pd.offsets.Easter()).date()
-    fixed = [dt.date(year, m, d) for m, d in ((1, 1), (5, 1), (10, 3), (12, 25), (12, 26))]
-    moving = [easter + dt.timedelta(days=n) for n in (-2, 1, 39, 50)]
-    return sorted(fixed + moving)
-
-
-@functools.lru_cache(maxsize=16)
-def _year_shares(profile: str, year: int) -> F64:
-    """Share of the annual energy in each local 15-minute slot of `year` (sums to 1)."""
-    import pandas as pd
-    from demandlib import bdew
-
-    days = 366 if year % 4 == 0 and (year % 100 != 0 or year % 400 == 0) else 365
-    index = pd.date_range(f"{year}-01-01", periods=days * PER_DAY, freq="15min")
-    with warnings.catch_warnings():  # demandlib 0.2.2 still uses pandas' `inplace=True`
-        warnings.filterwarnings("ignore", message="The inplace keyword")
-        series = getattr(bdew, profile)(index, holidays=holidays(year))
-    values: F64 = np.asarray(series, np.float64)
-    shares: F64 = values / float(values.sum())
-    shares.setflags(write=False)
-    return shares
-
-
-@dataclass(frozen=True, slots=True)
-class _Window:
-    local: I64  # local-time slot index since 1970-01-01 00:00 local
-    year: I64
-    slot_in_year: I64
-
-
-@functools.lru_cache(maxsize=16)
-def _window(first: int, count: int, tz: str) -> _Window:
-    import pandas as pd
-
-    t = np.arange(first, first + count, dtype=np.int64)
-    utc = pd.DatetimeIndex((t * INTERVAL).astype("datetime64[s]"), tz="UTC")
-    naive = utc.tz_convert(tz).tz_localize(None)
-    local = naive.as_unit("s").asi8 // INTERVAL
-    years = (local // PER_DAY).astype("datetime64[D]").astype("datetime64[Y]")
-    jan1 = years.astype("datetime64[D]").astype(np.int64) * PER_DAY
-    return _Window(local, years.astype(np.int64) + 1970, local - jan1)
-
-
-@functools.lru_cache(maxsize=32)
-def _profile_shares(profile: str, first: int, count: int, tz: str) -> F64:
-    w = _window(first, count, tz)
-    out = np.empty(count)
-    for y in np.unique(w.year).tolist():
-        mask = w.year == y
-        shares = _year_shares(profile, y)
-        out[mask] = shares[np.minimum(w.slot_in_year[mask], len(shares) - 1)]
-    out.setflags(write=False)
-    return out
-
-
-@dataclass(frozen=True, slots=True)
 class _Layout:
     """Per-window constants of the noise and appliance placement (shared by all meters)."""
 
@@ -174,7 +105,7 @@ class _Layout:
 def _layout(
     first: int, count: int, tz: str, noise: tuple[float, float, float], lookback: int
 ) -> _Layout:
-    local = _window(first, count, tz).local
+    local = local_window(first, count, tz).local
     sd_day, sd_hour, sd_white = noise
     hours = np.arange(local.min() // 4, local.max() // 4 + 2, dtype=np.int64)
     days = np.arange(hours[0] // 24, hours[-1] // 24 + 1, dtype=np.int64)
@@ -184,50 +115,12 @@ def _layout(
     spread = (1 - a) ** 2 + a**2  # variance of an interpolated pair of independent knots
     same_day = (hours[k0] // 24) == (hours[k0 + 1] // 24)
     var = sd_day**2 * np.where(same_day, 1.0, spread) + sd_hour**2 * spread + sd_white**2
-    wide = _window(first - lookback, count + lookback, tz).local
+    wide = local_window(first - lookback, count + lookback, tz).local
     low, high = int(wide[0]), int(wide.max())
     lut = np.full(high - low + 1, -1, np.int64)
     lut[wide - low] = np.arange(count + lookback)
     lut = np.maximum.accumulate(lut)  # slots skipped by a DST change go to the next one
     return _Layout(hours, days, hours // 24 - days[0], k0, a, var / 2, low, high, lut)
-
-
-def first_interval(start: dt.datetime | int) -> int:
-    """Absolute 15-minute interval index of `start` (aware datetime or Unix s), floored."""
-    if isinstance(start, dt.datetime):
-        if start.tzinfo is None:
-            raise ValueError("start must be timezone-aware")
-        return math.floor(start.timestamp()) // INTERVAL
-    return start // INTERVAL
-
-
-def bdew_energy(
-    profile: str,
-    start: dt.datetime | int,
-    intervals: int,
-    *,
-    annual_kwh: float,
-    tz: str = "Europe/Berlin",
-) -> F64:
-    """The plain BDEW profile in Wh per interval for a consumer of `annual_kwh` (no noise)."""
-    return annual_kwh * 1000.0 * _profile_shares(profile, first_interval(start), intervals, tz)
-
-
-@functools.lru_cache(maxsize=1)
-def uci_sample() -> UciSample:
-    """Load the shipped UCI sample (cached)."""
-    import pandas as pd
-
-    with resources.files("meterseal.meter").joinpath("data/uci_sample.csv.gz").open("rb") as f:
-        frame = pd.read_csv(f, compression="gzip", parse_dates=["start"])
-    return UciSample(
-        start=frame["start"].to_numpy("datetime64[m]"),
-        energy_wh=frame["energy_wh"].to_numpy(np.int64),
-        voltage_v=frame["voltage_v"].to_numpy(np.float64),
-        current_a=frame["current_a"].to_numpy(np.float64),
-        reactive_var=frame["reactive_var"].to_numpy(np.float64),
-        max_power_w=frame["max_power_w"].to_numpy(np.int64),
-    )
 
 
 # ---------------------------------------------------------------- the fleet
@@ -356,14 +249,14 @@ class Fleet:
         np.exp(base, out=base)  # mean 1
         shares = np.zeros((len(PROFILES), count))  # the replay row stays 0
         for i in np.unique(p.profile[p.profile < 3]).tolist():
-            shares[i] = _profile_shares(PROFILES[i], first, count, self.tz)
+            shares[i] = profile_shares(PROFILES[i], first, count, self.tz)
         base *= shares[p.profile]
         base *= p.base_kwh[:, None] * 1000.0
         added, power = self._appliance_uses(p, first, count, lay, running)
         energy = base + added
         replay = np.nonzero(p.profile == PROFILES.index("UCI"))[0]
         if len(replay):
-            w = _window(first, count, self.tz)
+            w = local_window(first, count, self.tz)
             energy[replay] = uci_sample().energy_wh[self._replay_rows(p, replay, w)]
             base[replay] = energy[replay]
         return energy, base, power
@@ -416,7 +309,7 @@ class Fleet:
         return energy.reshape(m, count), power.reshape(m, count)
 
     @staticmethod
-    def _replay_rows(p: _Params, which: I64, w: _Window) -> I64:
+    def _replay_rows(p: _Params, which: I64, w: Window) -> I64:
         sample = uci_sample()
         s0 = int(sample.start[:1].astype("datetime64[m]").astype(np.int64)[0]) // 15
         rows: I64 = (w.local[None, :] - s0 + p.replay_offset[which, None]) % len(sample.energy_wh)
@@ -484,7 +377,7 @@ class Fleet:
                 voltage_offset=float(p.volt[0]),
             )
         sample = uci_sample()
-        rows = self._replay_rows(p, np.zeros(1, np.int64), _window(first, count, self.tz))[0]
+        rows = self._replay_rows(p, np.zeros(1, np.int64), local_window(first, count, self.tz))[0]
         return phasor.replayed(
             normal,
             freq,

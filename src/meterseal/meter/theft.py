@@ -39,7 +39,8 @@ import numpy as np
 import numpy.typing as npt
 
 from meterseal.errors import ConfigurationError
-from meterseal.meter.load import INTERVAL, PER_DAY, Fleet
+from meterseal.meter.load import Fleet
+from meterseal.meter.profiles import INTERVAL, PER_DAY
 from meterseal.model import PhaseMeasurement, PhasorReport, Reading
 
 F64 = npt.NDArray[np.float64]

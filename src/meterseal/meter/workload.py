@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 from meterseal.crypto.keys import HeadEndPublicKeys
 from meterseal.meter.faults import Fault, FaultPlan
-from meterseal.meter.load import INTERVAL, Fleet, first_interval
+from meterseal.meter.load import Fleet
+from meterseal.meter.profiles import INTERVAL, first_interval
 from meterseal.meter.provisioning import ProvisionedMeter
 from meterseal.meter.simulator import seal_meter
 from meterseal.model import Reading
