@@ -110,6 +110,7 @@ LAYERS: dict[str, Layer] = {
     "meterseal.billing.service": SERVICE,
     "meterseal.billing.auditor": SERVICE,
     "meterseal.billing.api": INTERFACE,
+    "meterseal.billing.api_views": INTERFACE,  # the API's answers, split from its routes
     "meterseal.portal": INTERFACE,  # the customer's pages on the bills API
     "meterseal.meter": CORE,
     "meterseal.meter.profiles": CORE,  # the interval grid and profiles, split from load

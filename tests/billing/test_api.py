@@ -19,7 +19,8 @@ import pytest
 from fastapi import FastAPI
 
 from meterseal.accounts.model import Role
-from meterseal.billing.api import create_billing_app, raw_media
+from meterseal.billing.api import create_billing_app
+from meterseal.billing.api_views import raw_media
 from meterseal.billing.bill import parse_signed_bill
 from meterseal.billing.billlog import BILL_LOG_HEAD, bill_leaf
 from meterseal.billing.proofs import ReadingProof, verify_reading

@@ -18,21 +18,37 @@ recorded in the access log.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import logging
-import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any, TypeVar
 
 from fastapi import FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, PlainSerializer
+from pydantic import BaseModel
 
 from meterseal.accounts.api import AccessRecorder, add_account_routes
 from meterseal.accounts.authn import AccountAuthenticator
 from meterseal.accounts.model import AccessLog, Role
+from meterseal.billing.api_views import (
+    CBOR_TYPES,
+    COSE_TYPES,
+    BillEntry,
+    BillView,
+    ConsistencyView,
+    CustomerBills,
+    CustomerReadings,
+    Detail,
+    InclusionView,
+    ProofView,
+    ReadingView,
+    ReportList,
+    ReportView,
+    TreeHeadView,
+    head_response,
+    negotiated,
+)
 from meterseal.billing.bill import Bill, parse_signed_bill
 from meterseal.billing.ports import BillArchive, StoredBill, StoredReport, countersigned_of
 from meterseal.billing.proofs import ProofConflict, ProofNotFound
@@ -44,175 +60,13 @@ from meterseal.transparency.merkle import MerkleTree
 
 MAX_INT = 2**63 - 1  # BIGINT: larger ids or sizes cannot exist and would overflow the driver
 MAX_READING_SPAN = 31 * 86_400  # seconds of readings one request may ask for
-COSE_TYPES = ("application/cbor", "application/cose")
-CBOR_TYPES = ("application/cbor",)
 _PRINTABLE = r"^[^\x00-\x1f\x7f]+$"  # PostgreSQL refuses NUL in text: bad input, not a 503
-_QVALUE = re.compile(r"0(\.\d{0,3})?|1(\.0{0,3})?")
 _T = TypeVar("_T")
 log = logging.getLogger(__name__)
 
 BillId = Annotated[str, Path(max_length=128, pattern=_PRINTABLE, description="CUSTOMER/START-END")]
 Name = Annotated[str, Path(max_length=64, pattern=_PRINTABLE, description="customer or meter id")]
 Size = Annotated[int, Path(ge=1, le=MAX_INT, description="a size the bill log has had")]
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-Hex = Annotated[bytes, PlainSerializer(bytes.hex, return_type=str)]
-B64 = Annotated[bytes, PlainSerializer(_b64, return_type=str)]
-
-
-class Detail(BaseModel):
-    """An error: what is unknown, or what is wrong with the request."""
-
-    detail: str
-
-
-class BillEntry(BaseModel):
-    """One bill in a customer's list; `clean` is the latest audit's verdict (None: unaudited)."""
-
-    bill_id: str
-    period_start: int
-    period_end: int
-    issued_at: int
-    currency: str
-    total: str
-    log_index: int
-    audited: bool
-    clean: bool | None
-    countersigned: bool  # some (maybe earlier) audit was clean and countersigned the bill
-    kind: str  # bill, or a correction: credit (cancels a bill) or rebill (replaces it)
-    standing: str  # in force, superseded by …, credited by …, cancels …
-
-
-class CustomerBills(BaseModel):
-    """A customer's bills, oldest log entry first."""
-
-    customer_id: str
-    bills: list[BillEntry]
-
-
-class ReadingView(BaseModel):
-    """One stored reading: its columns and the meter's signed original (COSE, base64)."""
-
-    meter_id: str
-    counter: int
-    timestamp: int
-    energy_wh: int
-    signed_original: B64
-
-
-class CustomerReadings(BaseModel):
-    """A customer's readings in [start, end), by meter then time."""
-
-    customer_id: str
-    start: int
-    end: int
-    readings: list[ReadingView]
-
-
-class ReportView(BaseModel):
-    """An audit report as the auditor stored it (a clean one countersigned the bill)."""
-
-    id: int
-    bill_id: str
-    audited_at: int
-    clean: bool
-    report: dict[str, Any]
-
-
-class BillView(BaseModel):
-    """A bill: countersigned if a clean audit exists, its decoded payload and audit state."""
-
-    model_config = ConfigDict(ser_json_bytes="hex")  # the bill's hashes and digests
-    bill_id: str
-    customer_id: str
-    log_index: int
-    countersigned: bool
-    latest_audit: ReportView | None
-    summary: Bill | None  # decoded from the served bytes, unverified; None if undecodable
-    signed_bill: B64  # billing-signed: the bytes the log leaf hashes
-    countersigned_bill: B64 | None  # what application/cbor returns when present
-
-
-class TreeHeadView(BaseModel):
-    """A signed tree head of the bill log; trust only what `signed_head` says."""
-
-    tree_size: int
-    root: Hex
-    issued_at: int
-    signed_head: B64
-
-
-class ConsistencyView(BaseModel):
-    """RFC 9162 consistency proof (bottom-up) between two sizes of the bill log."""
-
-    first: int
-    second: int
-    proof: list[Hex]
-
-
-class InclusionView(BaseModel):
-    """RFC 9162 inclusion proof of a bill's log leaf, with the signed head it leads to."""
-
-    bill_id: str
-    log_index: int
-    tree_size: int
-    proof: list[Hex]
-    signed_head: B64
-
-
-class ProofView(BaseModel):
-    """A `ReadingProof`'s fields, and the proof file itself (`proof`)."""
-
-    bill_id: str
-    signed_original: B64
-    meter_certificate: B64  # DER
-    suite: str
-    index: int
-    tree_size: int
-    path: list[Hex]
-    proof: B64
-
-
-class ReportList(BaseModel):
-    """Audit reports, newest first."""
-
-    reports: list[ReportView]
-
-
-def raw_media(accept: str, raw_types: tuple[str, ...]) -> str | None:
-    """The raw type `accept` prefers to JSON, or None for JSON (also on ties and no Accept)."""
-    q: dict[str, float] = {}
-    for item in accept.lower().split(","):
-        media, *params = (part.strip() for part in item.split(";"))
-        quality = next(
-            (v.strip() for n, _, v in (p.partition("=") for p in params) if n == "q"), "1"
-        )
-        if media:  # a malformed q-value counts as q=0
-            q[media] = max(q.get(media, 0.0), float(quality) if _QVALUE.fullmatch(quality) else 0.0)
-    json_q = next((q[m] for m in ("application/json", "application/*", "*/*") if m in q), 0.0)
-    json_q = json_q if q else 1.0
-    best = max(raw_types, key=lambda m: q.get(m, 0.0))  # wildcards never select raw bytes
-    return best if q.get(best, 0.0) > json_q else None
-
-
-def _negotiated(request: Request, raw: bytes, types: tuple[str, ...], view: BaseModel) -> Response:
-    headers = {"Vary": "Accept"}
-    media = raw_media(request.headers.get("accept", ""), types)
-    if media is not None:
-        return Response(raw, media_type=media, headers=headers)
-    return JSONResponse(view.model_dump(mode="json"), headers=headers)
-
-
-def _head_response(request: Request, signed: SignedTreeHead) -> Response:
-    head = signed.head
-    view = TreeHeadView(
-        tree_size=head.size, root=head.root, issued_at=head.issued_at, signed_head=signed.signed
-    )
-    return _negotiated(request, signed.signed, COSE_TYPES, view)
 
 
 def _route(request: Request) -> str:
@@ -361,7 +215,7 @@ class _Routes:
         data = proof.to_cbor()
         self.counts["proofs"] += 1
         view = ProofView(**dataclasses.asdict(proof), proof=data)
-        return _negotiated(request, data, CBOR_TYPES, view)
+        return negotiated(request, data, CBOR_TYPES, view)
 
     @_get("/v1/bills/{bill_id:path}", BillView, COSE_TYPES, rule=CUSTOMER_DATA)
     def bill(self, request: Request, bill_id: BillId) -> Response:
@@ -382,17 +236,17 @@ class _Routes:
             countersigned_bill=countersigned,
         )
         self.counts["bills"] += 1
-        return _negotiated(request, served, COSE_TYPES, view)
+        return negotiated(request, served, COSE_TYPES, view)
 
     @_get("/v1/bill-log/head", TreeHeadView, COSE_TYPES, rule=PUBLIC)
     def latest_head(self, request: Request) -> Response:
         """The bill log's latest signed tree head; the COSE_Sign1 on request."""
-        return _head_response(request, self._head())
+        return head_response(request, self._head())
 
     @_get("/v1/bill-log/heads/{size}", TreeHeadView, COSE_TYPES, rule=PUBLIC)
     def head(self, request: Request, size: Size) -> Response:
         """The bill log's signed tree head at a size; the COSE_Sign1 on request."""
-        return _head_response(request, self._head(size))
+        return head_response(request, self._head(size))
 
     @_get("/v1/bill-log/consistency", ConsistencyView, rule=PUBLIC)
     def consistency(
