@@ -5,9 +5,12 @@ from __future__ import annotations
 import itertools
 import json
 from pathlib import Path
+from typing import cast
 
 import pytest
 
+from meterseal.jobs import applications
+from meterseal.jobs.applications import JobRun
 from meterseal.jobs.control import Decision
 from meterseal.jobs.engine import Engine
 from meterseal.jobs.lifecycle import JobRefused, JobState
@@ -109,3 +112,86 @@ def test_a_running_job_stops_when_cancelled(month: Month, engine: Engine, tmp_pa
     ended = boss.run(job.job_id, engine, cancel_at_first_check)
     assert ended.state is JobState.CANCELLED
     assert boss.status(job.job_id).state is JobState.CANCELLED
+
+
+def _noop_application(monkeypatch: pytest.MonkeyPatch, where: Path, state: JobState) -> str:
+    """A job of an application whose chunks are all done at once (one progress save)."""
+
+    def run_it(run: JobRun) -> None:
+        run.record.written += 1
+        run.book.save(run.record)
+
+    monkeypatch.setitem(applications.RUNS, "noop", run_it)
+    JobBook(where).save(JobRecord("job-noop", "noop", {}, state, 1.0))
+    return "job-noop"
+
+
+NO_ENGINE = cast(Engine, None)  # the no-op application asks nothing of it
+
+
+def test_a_cancel_accepted_as_the_run_ends_is_not_overwritten_by_its_success(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The runner has saved its last progress and read the job (running) when a user's cancel
+    # (another process: a Manager of its own) is accepted; its end then wrote `succeeded`
+    # over the recorded cancel. `halt` is asked exactly there, after the application.
+    job_id = _noop_application(monkeypatch, tmp_path / "jobs", JobState.SUBMITTED)
+    runner, user = manager(tmp_path / "jobs"), manager(tmp_path / "jobs")
+    accepted: list[JobRecord] = []
+
+    def cancel_as_the_run_ends() -> bool:
+        if not accepted:
+            accepted.append(user.cancel(job_id))
+        return False
+
+    ended = runner.run(job_id, NO_ENGINE, halt=cancel_as_the_run_ends)
+    assert accepted[0].state is JobState.CANCELLED
+    kept = runner.status(job_id)
+    assert (ended.state, kept.state) == (JobState.CANCELLED, JobState.CANCELLED)
+    assert kept.ended_at == accepted[0].ended_at
+    assert kept.written == 1  # the runner's progress is kept with the cancel
+    with pytest.raises(UnknownJob):
+        user.cancel("job-none")
+    assert not (tmp_path / "jobs" / "job-none.record.lock").exists()
+
+
+def test_a_cancel_of_a_job_that_ends_meanwhile_is_refused_and_the_end_stays(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A user's cancel read the job (running); the runner ended it before the cancel was
+    # written, and the cancel then wrote `cancelled` over `succeeded`. The cancel's clock
+    # is read between its read and its write, so the run ends there.
+    job_id = _noop_application(monkeypatch, tmp_path / "jobs", JobState.RUNNING)
+    runner = manager(tmp_path / "jobs")
+    ended: list[JobRecord] = []
+
+    def clock() -> float:
+        if not ended:
+            ended.append(runner.run(job_id, NO_ENGINE))
+        return 2_000_000_000.0
+
+    user = Manager(JobBook(tmp_path / "jobs"), clock=clock)
+    with pytest.raises(JobRefused, match="cannot cancel when succeeded"):
+        user.cancel(job_id)
+    assert ended[0].state is JobState.SUCCEEDED
+    assert runner.status(job_id).state is JobState.SUCCEEDED
+
+
+def test_a_run_that_raises_after_a_cancel_leaves_the_cancel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The application picked up the cancel in a progress save, then raised: failing the job
+    # stepped from the runner's copy (cancelled), so the Manager's own fail was refused as
+    # a bug (JobStateError) in place of the application's error.
+    job_id = _noop_application(monkeypatch, tmp_path / "jobs", JobState.RUNNING)
+    runner, user = manager(tmp_path / "jobs"), manager(tmp_path / "jobs")
+
+    def cancelled_then_raises(run: JobRun) -> None:
+        user.cancel(run.record.job_id)
+        run.book.save(run.record)  # progress: the cancel on disk stays, and is read back
+        raise RuntimeError("the store went away")
+
+    monkeypatch.setitem(applications.RUNS, "noop", cancelled_then_raises)
+    with pytest.raises(RuntimeError, match="the store went away"):
+        runner.run(job_id, NO_ENGINE)
+    assert runner.status(job_id).state is JobState.CANCELLED

@@ -3,7 +3,10 @@
 The convention for a refused move is the runtime's (`meterseal.runtime.transitions`): a move
 the Manager itself drove (start, succeed, fail) that the table refuses is a bug here,
 `JobStateError`; one a user asked for (cancel a finished job) is refused to that user,
-`JobRefused`, which the CLI and API print as a refusal.
+`JobRefused`, which the CLI and API print as a refusal. Moves step from the state recorded
+on disk, under the record's lock (`JobBook.move`): a user's cancel that lands before the
+Manager's start or end of the job stays, and the Manager's move is dropped, not refused (it
+drove nothing out of a final state; it read the job before the cancel).
 """
 
 from __future__ import annotations

@@ -154,10 +154,7 @@ class Manager:
 
     def cancel(self, job_id: str) -> JobRecord:
         """Cancel a job: a running Manager stops its tasks at its next check."""
-        record = self.book.load(job_id)
-        record.state = step(record.state, JobEvent.CANCEL)
-        record.ended_at = self.clock()
-        return self.book.save(record)
+        return self.book.move(job_id, JobEvent.CANCEL, self.clock())
 
     def run(
         self,
@@ -180,10 +177,8 @@ class Manager:
     ) -> JobRecord:
         record = self.book.load(job_id)  # read under the lease: the holder before wrote last
         if record.state is JobState.SUBMITTED:
-            record.state = step(record.state, JobEvent.START)
-            record.started_at = self.clock()
-            self.book.save(record)
-        elif record.state is not JobState.RUNNING:
+            record = self.book.move(job_id, JobEvent.START, self.clock(), record)
+        if record.state is not JobState.RUNNING:
             raise JobRefused(f"job {job_id} is {record.state.value}: nothing to run")
         try:
             stop = self._stop(record.job_id, halt)
@@ -191,16 +186,14 @@ class Manager:
                 record, self.book, engine, self.clock, stop, self._checked(record, observe)
             )
             RUNS.get(record.application, validate)(run)
-            record.state = self.book.load(record.job_id).state  # a cancel stays a cancel
         except Exception as exc:
-            record.state = step(record.state, JobEvent.FAIL)
-            record.error, record.ended_at = repr(exc), self.clock()
-            self.book.save(record)
+            record.error = repr(exc)
+            self.book.move(job_id, JobEvent.FAIL, self.clock(), record)
             raise
-        if record.state is JobState.RUNNING and not halt():
-            record.state = step(record.state, JobEvent.SUCCEED)
-            record.ended_at = self.clock()
-        return self.book.save(record)
+        if halt():  # left running, for a Manager to resume
+            return self.book.save(record)
+        # Stepped from the state on disk: a cancel recorded since the last check stays.
+        return self.book.move(job_id, JobEvent.SUCCEED, self.clock(), record)
 
     def _stop(self, job_id: str, halt: Callable[[], bool]) -> Callable[[], bool]:
         """Whether a run stops at this check: halted, or the job cancelled meanwhile."""

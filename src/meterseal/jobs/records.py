@@ -3,25 +3,28 @@
 A record is replaced whole (written beside and synced, then renamed: runtime.durable), so a
 reader never sees half of one and a record survives the Manager's restart or a power cut. A
 record on disk in a final state is never moved out of it: a user's cancel, written by another
-process, wins over the runner's next progress write. Each save reads the record on disk,
-checks it and renames its own over it holding an exclusive `flock` on JOB.record.lock, so no
-save lands between another's read and its rename.
+process, wins over the runner's next progress write and over its end. Each save reads the
+record on disk, checks it and renames its own over it holding an exclusive `flock` on
+JOB.record.lock, so no save lands between another's read and its rename; a move of the job's
+lifecycle (`move`) steps from the state it reads there, under the same lock.
 Running a job takes its lease first (`lease`: an exclusive lock on JOB.lock beside the
 record), so two Managers resuming the same job never both run it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from meterseal.errors import MetersealError
-from meterseal.jobs.lifecycle import FINAL, JobState
+from meterseal.jobs.lifecycle import FINAL, JobEvent, JobState, step
 from meterseal.runtime.durable import write_durably
 
 
@@ -107,8 +110,47 @@ class JobBook:
 
     def save(self, record: JobRecord) -> JobRecord:
         """Write `record` whole; a final state already on disk stays (the saved record)."""
+        with self._locked(record.job_id) as path:
+            if path.exists() and record.state not in FINAL:
+                kept = self.load(record.job_id)
+                if kept.state in FINAL:
+                    record.state, record.ended_at = kept.state, kept.ended_at
+            self._write(path, record)
+        return record
+
+    def move(
+        self, job_id: str, event: JobEvent, at: float, progress: JobRecord | None = None
+    ) -> JobRecord:
+        """Move the job by `event` at time `at`, stepping from the state on disk; the record.
+
+        Written is `progress` (the runner's own copy, its results) or else the record on
+        disk, with the new state. Read, step and write hold the record lock, so the state
+        stepped from is the one recorded: a cancel of a job that ended meanwhile is refused
+        (JobRefused), and the Manager's start or end of a job cancelled meanwhile leaves the
+        cancel in place (no move leaves a final state; the Manager did not drive that one).
+        """
+        if progress is None:
+            self.load(job_id)  # UnknownJob for an id never recorded, before a lock file is made
+        with self._locked(job_id) as path:
+            on_disk = self.load(job_id) if path.exists() else None
+            record = progress if progress is not None else on_disk
+            assert record is not None  # records are never removed
+            if on_disk is not None and on_disk.state in FINAL and event is not JobEvent.CANCEL:
+                record.state, record.ended_at = on_disk.state, on_disk.ended_at
+            else:
+                record.state = step(on_disk.state if on_disk else None, event)
+                if event is JobEvent.START:
+                    record.started_at = at
+                if record.state in FINAL:
+                    record.ended_at = at
+            self._write(path, record)
+        return record
+
+    @contextlib.contextmanager
+    def _locked(self, job_id: str) -> Iterator[Path]:
+        """The record's path, with its record lock held (from a read to a rename)."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        path = self._path(record.job_id)
+        path = self._path(job_id)
         # Not the lease's lock: the runner holds that for the whole run, and a cancel from
         # another process must get in between two of its saves.
         fd = os.open(path.with_suffix(".record.lock"), os.O_RDWR | os.O_CREAT, 0o600)
@@ -116,16 +158,15 @@ class JobBook:
             # Held from the read to the rename: a cancel written in between would be
             # renamed away (a flock is per open file, so this holds against threads too).
             fcntl.flock(fd, fcntl.LOCK_EX)
-            if path.exists() and record.state not in FINAL:
-                kept = self.load(record.job_id)
-                if kept.state in FINAL:
-                    record.state, record.ended_at = kept.state, kept.ended_at
-            # Whole and synced, through a scratch file of this write's own.
-            data = json.dumps(record.to_dict(), indent=1, sort_keys=True).encode()
-            write_durably(path, data)
+            yield path
         finally:
             os.close(fd)  # drops the lock
-        return record
+
+    @staticmethod
+    def _write(path: Path, record: JobRecord) -> None:
+        # Whole and synced, through a scratch file of this write's own.
+        data = json.dumps(record.to_dict(), indent=1, sort_keys=True).encode()
+        write_durably(path, data)
 
     def lease(self, job_id: str, holder: str) -> JobLease:
         """Hold `job_id`'s lease as `holder` (host, process); JobLeased if another holds it."""
