@@ -65,3 +65,22 @@ def test_the_validation_job_from_the_command_line(tmp_path: Path) -> None:
     assert "--set" in run(
         "jobs", "submit", "validation", "--from", FIRST, "--set", "kp", *d, code=2
     )
+
+
+def test_a_submission_naming_a_missing_store_is_refused_before_any_record(
+    tmp_path: Path,
+) -> None:
+    # It was recorded `submitted` (`jobs list` showed it) and failed only once run.
+    missing = tmp_path / "missing.db"
+    where = ["-d", str(tmp_path / "dep"), "--store", f"sqlite:///{missing}", "--detach"]
+    for asked in (
+        ["validation", "--from", FIRST, "--days", "1"],
+        ["fraud", "--month", "2026-01", "--tz", "Europe/Berlin"],
+    ):
+        out = run("jobs", "submit", *asked, *where, code=2)
+        assert out.strip().splitlines() == [
+            f"error: cannot reach the store sqlite:///{missing}: {missing} does not exist "
+            "(run a writer (e.g. `meterseal serve`) once to create it)"
+        ], out
+    assert not (tmp_path / "dep" / "jobs").exists()  # no record, no lock file
+    assert not missing.exists()  # the refusal made no database either

@@ -204,3 +204,24 @@ def test_the_api_answers_as_its_openapi_says(tmp_path: Path) -> None:
     app = create_jobs_app(Manager(JobBook(tmp_path / "jobs")), site, people.authenticator)
     assert conforms(app) == []
     assert conforms(app, people.headers("olga")) == []
+
+
+def test_a_served_manager_whose_store_is_missing_refuses_a_submission_with_503(
+    tmp_path: Path,
+) -> None:
+    # Its record was written, to fail once run; the store's path is not the caller's to see.
+    people = People(MemoryAccounts())
+    people.add("olga", Role.OPERATOR)
+    missing = tmp_path / "missing.db"
+    boss = Manager(JobBook(tmp_path / "jobs"))
+    app = create_jobs_app(boss, Site(f"sqlite:///{missing}", tmp_path), people.authenticator)
+    with ThreadedServer(app) as url, httpx.Client(base_url=url) as client:
+        answer = client.post("/v1/jobs", json=VALIDATION, headers=people.headers("olga"))
+        assert (answer.status_code, answer.json()) == (
+            503,
+            {"detail": "the store is unavailable; retry later"},
+        )
+        assert answer.headers["Retry-After"] == "5"
+        assert client.get("/v1/counters").json()["store_unavailable"] == 1
+    assert boss.jobs() == []
+    assert not missing.exists()

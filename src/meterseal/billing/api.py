@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import Annotated, Any, TypeVar
 
 from fastapi import FastAPI, HTTPException, Path, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from pydantic import BaseModel
 
 from meterseal.accounts.api import AccessRecorder, add_account_routes
@@ -55,6 +55,7 @@ from meterseal.billing.proofs import ProofConflict, ProofNotFound
 from meterseal.errors import MetersealError, StorageError
 from meterseal.runtime.auth import PUBLIC, AnyRole, HasRole, Rule, access, identity_of
 from meterseal.runtime.http import service_app
+from meterseal.runtime.refusals import answer_store_unavailable
 from meterseal.transparency.heads import SignedTreeHead
 from meterseal.transparency.merkle import MerkleTree
 
@@ -320,14 +321,7 @@ def add_billing_routes(app: FastAPI, bills: BillArchive, reads: AccessRecorder) 
     """Add the billing API to a `service_app` app; it counts into `app.state.counts`."""
     routes = _Routes(bills, app.state.counts, reads)
 
-    @app.exception_handler(StorageError)
-    async def store_unavailable(_request: Request, exc: StorageError) -> JSONResponse:
-        # The cause is for the operator's log; callers learn only that retrying may help.
-        log.warning("billing API: %s", exc)
-        routes.counts["store_unavailable"] += 1
-        detail = {"detail": "the store is unavailable; retry later"}
-        return JSONResponse(detail, 503, {"Retry-After": "5"})
-
+    answer_store_unavailable(app, routes.counts, log)
     for path, name, model, raw, errors, rule in _ROUTES:
         handler = getattr(routes, name)
         binary = {"schema": {"type": "string", "format": "binary"}}

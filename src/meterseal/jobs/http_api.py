@@ -13,6 +13,7 @@ and the controller settings, never a path or a database URL. A caller signs in a
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
@@ -29,8 +30,9 @@ from meterseal.jobs.records import UnknownJob
 from meterseal.jobs.submission import Control, Site, Submission, job_view
 from meterseal.runtime.auth import AnyRole, access
 from meterseal.runtime.http import Problem, service_app
-from meterseal.runtime.refusals import Refusal, refusing
+from meterseal.runtime.refusals import Refusal, answer_store_unavailable, refusing
 
+log = logging.getLogger(__name__)
 RUNS_JOBS = AnyRole(("operator", "administrator"))
 READS_JOBS = AnyRole(("operator", "administrator", "auditor"))
 JOB_ID = Annotated[str, Path(pattern=r"^[A-Za-z0-9-]{1,64}$")]
@@ -138,6 +140,8 @@ def create_jobs_app(
         lambda: dict(counts),
     )
     add_account_routes(app, authenticator, None)  # sign-in: POST /v1/auth/token
+    # The served Manager's own store (a job's input) cannot be read: its URL is not the caller's.
+    answer_store_unavailable(app, counts, log)
 
     async def call(what: Callable[[], Any]) -> Any:
         return await refusing(what, JOB_REFUSALS, counts)

@@ -37,6 +37,7 @@ from meterseal.jobs.submission import (
     period_of,
 )
 from meterseal.jobs.validation import AuditSpec
+from meterseal.storage import Store
 
 Observer = Callable[[JobRecord, Snapshot, Decision | None], None]
 
@@ -113,6 +114,7 @@ class Manager:
             limits=Limits(control.min_workers, control.max_workers),
             **(control.settings or {}),
         )  # refused here, not when it runs
+        _readable(audit.store)
         now = self.clock()
         spec = {
             "audit": {
@@ -132,6 +134,8 @@ class Manager:
         if spec.chunk < 1 or spec.days < 1:
             raise ConfigurationError("chunk and days must be >= 1")
         job_controller(control.as_dict())  # refused here, not when it runs
+        if spec.kvs is None:
+            _readable(spec.store)
         job_id = self.new_id()
         ranking = self.book.directory / f"{job_id}-ranking.csv"
         data = {
@@ -216,3 +220,10 @@ class Manager:
     def jobs(self) -> list[JobRecord]:
         """Every job, oldest first."""
         return self.book.records()
+
+
+def _readable(store: str) -> None:
+    """Refuse a job whose input store cannot be opened for reading now (the StorageError says
+    which and why), before its record is written: recorded, it would only fail when run."""
+    with Store.open_read_only(store):
+        pass

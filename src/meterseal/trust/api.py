@@ -41,9 +41,10 @@ from meterseal.accounts.api import add_account_routes
 from meterseal.accounts.authn import AccountAuthenticator
 from meterseal.accounts.model import Role
 from meterseal.crypto import cose
-from meterseal.errors import MetersealError, StorageError
+from meterseal.errors import MetersealError
 from meterseal.runtime.auth import PROVEN_BY_BODY, PUBLIC, AnyRole, HasRole, access
 from meterseal.runtime.http import service_app
+from meterseal.runtime.refusals import answer_store_unavailable
 from meterseal.trust.attestation import MAX_QUOTE_BYTES, NO_HARDWARE, SIMULATED
 from meterseal.trust.cas import Cas, Release, ReleaseRequest, check_log, decode_entry
 from meterseal.trust.errors import ReleaseRefused, TrustError
@@ -224,11 +225,7 @@ def create_cas_app(cas: Cas, authenticator: AccountAuthenticator | None = None) 
     if authenticator is not None:
         add_account_routes(app, authenticator, None)
 
-    @app.exception_handler(StorageError)
-    async def store_unavailable(_request: Request, exc: StorageError) -> JSONResponse:
-        log.warning("CAS: %s", exc)
-        counts["store_unavailable"] += 1
-        return JSONResponse({"detail": "the store is unavailable; retry later"}, 503)
+    answer_store_unavailable(app, counts, log)
 
     @app.post(
         "/v1/nonce",
