@@ -15,6 +15,7 @@ from pyeclib.ec_iface import ECDriver
 
 from meterseal.errors import ConfigurationError, KvsError
 from meterseal.kvs import erasure_native
+from meterseal.kvs.erasure import Coder
 from meterseal.kvs.erasure_native import HEADER_BYTES, NativeCodec, library_path, load
 
 SHAPES = [(1, 1), (2, 1), (3, 2), (4, 2), (6, 2)]
@@ -84,6 +85,20 @@ def test_a_corrupt_header_is_a_kvs_error_not_a_crash() -> None:
     with pytest.raises(KvsError, match="bytes"):
         native.decode([bytearray(f) for f in fragments[:3]])  # type: ignore[misc]
     assert len(fragments[0]) > HEADER_BYTES
+
+
+def test_a_fragment_index_outside_the_code_is_refused_before_the_library() -> None:
+    # liberasurecode indexes its fragment arrays with it unchecked: past them it copied out
+    # whatever memory a stray pointer named, or crashed the process
+    native, _driver = pair(4, 2)
+    fragments = native.encode(b"meter readings " * 40)
+    for index in (1000, 6, -1):
+        with pytest.raises(KvsError, match=f"no fragment {index}"):
+            native.reconstruct(fragments[:4], index)
+    for binding in (Coder(4, 2), Coder(4, 2, native=False)):
+        for index in (7, -1):
+            with pytest.raises(KvsError, match=f"reconstruction failed: no fragment {index}"):
+                binding.rebuild(dict(enumerate(fragments[:4])), [index])
 
 
 def test_too_few_fragments_fail_in_the_library() -> None:

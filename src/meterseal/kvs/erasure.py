@@ -102,6 +102,9 @@ class Coder:
         """The fragments at indices `missing`, rebuilt from at least k others."""
         if len(fragments) < self.k:
             raise KvsError(f"{len(fragments)} fragments cannot rebuild a {self.k}+{self.m} chunk")
+        for index in missing:  # either binding: liberasurecode indexes its arrays with it
+            if not 0 <= index < self.k + self.m:
+                raise KvsError(f"erasure reconstruction failed: no fragment {index} in a chunk")
         payloads = [fragments[i] for i in sorted(fragments)]
         wanted = sorted(missing)  # data before parity: a rebuilt one helps rebuild the next
         try:

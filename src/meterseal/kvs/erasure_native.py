@@ -220,6 +220,8 @@ class NativeCodec:
     def reconstruct(self, fragments: list[bytes], index: int) -> bytes:
         """Fragment `index` rebuilt from at least k others."""
         size = self._check(fragments)
+        if not 0 <= index < self.k + self.m:  # the library indexes its arrays with it unchecked
+            raise KvsError(f"no fragment {index} in a {self.k}+{self.m} chunk")
         array = (ctypes.c_char_p * len(fragments))(*fragments)
         out = ctypes.create_string_buffer(size)
         ret = self.lib.liberasurecode_reconstruct_fragment(
