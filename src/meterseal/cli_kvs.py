@@ -132,7 +132,7 @@ def serve(
         sweep_every=sweep_every,
     )
     try:
-        asyncio.run(serve_gateway(options))
+        asyncio.run(serve_gateway(options, own_process=True))
     except KeyboardInterrupt:
         pass
     except OSError as exc:

@@ -200,7 +200,8 @@ def test_serve_sweeps_as_often_as_configured_and_the_flag_wins(
     config.write_text('[cas]\nurl = "http://127.0.0.1:9"\n[kvs]\nsweep_every = 30\n')
     served: list[GatewayOptions] = []
 
-    async def serve_gateway(options: GatewayOptions) -> None:
+    async def serve_gateway(options: GatewayOptions, *, own_process: bool = False) -> None:
+        assert own_process  # kvs serve's process is the gateway's: its heap is set for it
         served.append(options)
 
     monkeypatch.setattr("meterseal.kvs.service.serve_gateway", serve_gateway)

@@ -111,3 +111,20 @@ def test_the_served_gateway_sweeps_unnamed_blobs_and_exports_the_count(tmp_path:
     assert swept is not None
     assert float(swept.group(1)) >= 1
     assert re.search(r'^meterseal_kvs_sweeps_total\{outcome="ok"\} [1-9]', metrics, re.M)
+
+
+def test_a_gateway_served_in_a_host_process_leaves_its_heap_and_collector_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # mallopt's thresholds and gc.freeze are process-wide: only `kvs serve` (own_process) sets
+    # them, not a gateway served in a thread of another process (this test run's)
+    from meterseal.runtime import heap
+
+    called: list[str] = []
+    monkeypatch.setattr(heap, "hold_freed_memory", lambda: called.append("mallopt") or True)
+    monkeypatch.setattr(heap, "freeze_startup", lambda: called.append("freeze") or 0)
+    options = GatewayOptions(
+        tmp_path, "http://unused", StoreLayout(tmp_path / "kvs", 3), "rep:1", "127.0.0.1:0"
+    )
+    with Running(options):  # ready: past the point where `kvs serve` sets both
+        assert called == []

@@ -214,8 +214,13 @@ async def serve_gateway(
     secrets: GatewaySecrets | None = None,
     announce: Callable[[str], None] = lambda line: print(line, flush=True),
     stop: asyncio.Event | None = None,
+    own_process: bool = False,
 ) -> None:
-    """Attest (unless `secrets` are given), open the store, serve until stopped."""
+    """Attest (unless `secrets` are given), open the store, serve until stopped.
+
+    `own_process` (`kvs serve`): the process is the gateway's alone, so its C heap thresholds
+    and garbage collector are set for it; they are process-wide, so not in a host's process.
+    """
     from meterseal.runtime.heap import freeze_startup, hold_freed_memory
     from meterseal.runtime.http import HttpAppService
     from meterseal.runtime.lifecycle import serve_stage
@@ -227,7 +232,8 @@ async def serve_gateway(
             options.cas_url, options.deployment, tls=options.tls, passphrase=options.passphrase
         )
     announce(f"keys from {secrets.provenance}")
-    hold_freed_memory()  # chunk-sized buffers reused, not faulted in again on every request
+    if own_process:  # chunk-sized buffers reused, not faulted in again on every request
+        hold_freed_memory()
     announce(options.layout.describe())
     policy = parse_policy(options.default_policy)
     opened = await open_store(options.layout, secrets.master, policy, os.urandom)
@@ -249,7 +255,8 @@ async def serve_gateway(
         )
         metrics.register(service.metrics.registry)
         sweeper.metrics.register(service.metrics.registry)
-        freeze_startup()  # the app and its modules: never walked by a full collection again
+        if own_process:  # the app and its modules: never walked by a full collection again
+            freeze_startup()
         reencoding: ReencodeJobs = app.state.reencoding
         try:
             for bucket in await reencoding.resume():
