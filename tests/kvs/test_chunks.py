@@ -10,8 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from meterseal.errors import KvsError
-from meterseal.kvs.chunks import Chunk, pieces, rechunk
-from meterseal.kvs.policy import chunk_sizes
+from meterseal.kvs.chunks import Chunk, pieces, prepare, rechunk, unseal
+from meterseal.kvs.erasure import coder
+from meterseal.kvs.policy import ErasureCoded, chunk_sizes
+from meterseal.kvs.sealing import ObjectContext, seal_chunk
 
 
 async def _stream(parts: list[bytes]) -> AsyncIterator[bytes]:
@@ -111,3 +113,17 @@ def test_a_stream_of_another_length_than_declared_fails(parts: list[bytes], decl
 
     with pytest.raises(KvsError, match="declared"):
         asyncio.run(run())
+
+
+def test_a_chunk_sealed_into_a_reused_buffer_carries_nothing_of_the_chunk_before() -> None:
+    # one thread, one sealing buffer: a large chunk of one object, then a small last chunk of
+    # another; the small one's fragments are its own sealed bytes, no byte left over
+    policy, key, other = ErasureCoded(3, 2), bytes(range(32)), bytes(range(1, 33))
+    first = ObjectContext("meters", "large", 1, str(policy))
+    second = ObjectContext("meters", "small", 1, str(policy))
+    prepare(policy, 0, key, first, 0, False, Chunk((memoryview(b"L" * 4000),)))
+    small = b"customer 17: 4.2 kWh"
+    prepared = prepare(policy, 0, other, second, 7, True, Chunk((memoryview(small),)))
+    assert prepared.datas == coder(3, 2).encode(seal_chunk(other, second, 7, True, small))
+    found = dict(enumerate(prepared.datas[1:4], start=1))
+    assert unseal(policy, found, other, second, 7, True) == small
