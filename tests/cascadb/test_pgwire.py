@@ -422,6 +422,28 @@ def test_a_session_idle_in_a_write_transaction_is_ended() -> None:
         server.stop()
 
 
+def test_a_write_transaction_stalled_mid_message_is_ended_as_an_idle_one() -> None:
+    server = Running(idle_in_transaction_timeout=0.2)
+    try:
+        with _logged_in(server) as sock:
+            for sql in (
+                b"CREATE TABLE t(k INTEGER PRIMARY KEY)",
+                b"BEGIN",
+                b"INSERT INTO t VALUES (1)",
+            ):
+                sock.sendall(_message(b"Q", sql + b"\x00"))
+                _until_ready(sock, b"I" if sql.startswith(b"CREATE") else b"T")
+            sock.sendall(b"Q\x00\x00")  # a message begun, then nothing: the write lock held
+            answer = b""
+            while chunk := sock.recv(4096):  # FATAL 25P03, then the session ends
+                answer += chunk
+            assert b"25P03" in answer
+        assert server.server.counts["idle_timeouts"] == 1
+        assert server.database.execute("INSERT INTO t VALUES (2)").rowcount == 1  # released
+    finally:
+        server.stop()
+
+
 def test_a_block_that_reads_holds_no_write_lock_until_its_first_write(running: Running) -> None:
     running.database.lock_timeout = 0.2  # a statement that waited for the lock fails fast
     busy = psycopg.errors.lookup("57000")

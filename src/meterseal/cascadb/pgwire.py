@@ -10,7 +10,7 @@ block, the Executes up to a Sync are one transaction). Sessions are read committ
 PostgreSQL's default: a transaction, a block too, that begins with a read is a reader holding no
 lock until its first write (FOR UPDATE, or an isolation level above read committed asked by
 BEGIN or SET, takes the write lock at once). A session holding the write lock
-that sends nothing for `idle_in_transaction_timeout` is ended (FATAL 25P03). Values
+that sends no whole message for `idle_in_transaction_timeout` is ended (FATAL 25P03). Values
 travel as text (result format 0; parameters as text or binary for the integer, float and
 bytea types).
 SQL is read in PostgreSQL's dialect. A portal runs when it is described or executed; column
@@ -280,9 +280,14 @@ class PgServer:
     ) -> None:
         while True:
             idle = self.idle_in_transaction_timeout if conn.session.writing else None
-            try:
+            try:  # the whole message, as PostgreSQL's: one begun and left unfinished holds too
                 async with asyncio.timeout(idle):
-                    kind = await reader.readexactly(1)
+                    kind, head = await reader.readexactly(1), await reader.readexactly(4)
+                    length = struct.unpack("!I", head)[0]
+                    if not 4 <= length <= MAX_MESSAGE:  # nothing after it parses: end it
+                        self.counts["refused"] += 1
+                        return
+                    body = await reader.readexactly(length - 4)
             except TimeoutError:  # the caller's finally rolls back, releasing the lock
                 self.counts["idle_timeouts"] += 1
                 _log.info("%s: session ended idle in a write transaction", conn.user)
@@ -290,11 +295,6 @@ class PgServer:
                 writer.write(self._error("25P03", message, "FATAL"))
                 await writer.drain()
                 return
-            length = struct.unpack("!I", await reader.readexactly(4))[0]
-            if not 4 <= length <= MAX_MESSAGE:  # nothing after it parses: end the session
-                self.counts["refused"] += 1
-                return
-            body = await reader.readexactly(length - 4)
             if kind == b"X":
                 return
             out = await self._handle(conn, kind, body)
