@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import threading
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meterseal.errors import KvsError, ObjectNotFound
+from meterseal.kvs import store_read
 from meterseal.kvs.nodes import MemoryCatalog, MemoryNode, MirrorSet
 from meterseal.kvs.policy import ErasureCoded, Hybrid, Policy, Replication, raw_bytes
 from meterseal.kvs.sealing import derive_bucket_key
@@ -401,3 +404,25 @@ def test_one_chunk_objects_spread_over_every_node(policy: Policy) -> None:
     held = [len(node.blobs) for node in nodes]
     assert sum(held) == 60 * policy.nodes_needed
     assert min(held) >= 60 * policy.nodes_needed // 5 // 3, held  # no node left out or flooded
+
+
+def test_large_chunks_are_opened_in_the_cpu_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    threads: set[str] = set()
+    real = store_read._open_intact
+
+    def spy(*args: Any) -> bytes | None:
+        threads.add(threading.current_thread().name)
+        return real(*args)
+
+    monkeypatch.setattr(store_read, "_open_intact", spy)
+    store, _, _ = memory_store(4, chunk_size=store_read.OFFLOAD_BYTES)
+    data = bytes(range(256)) * (store_read.OFFLOAD_BYTES // 128)  # two chunks
+
+    async def scenario() -> bytes:
+        await store.put_bytes("meters", "big", data, ErasureCoded(2, 1))
+        return await store.get_bytes("meters", "big")
+
+    assert asyncio.run(scenario()) == data
+    assert threads
+    assert all(name.startswith("kvs-cpu") for name in threads)
+    assert store_read.cpu_pool()._max_workers >= 2
