@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes.util
 import itertools
 import struct
@@ -99,6 +100,42 @@ def test_a_fragment_index_outside_the_code_is_refused_before_the_library() -> No
         for index in (7, -1):
             with pytest.raises(KvsError, match=f"reconstruction failed: no fragment {index}"):
                 binding.rebuild(dict(enumerate(fragments[:4])), [index])
+
+
+FIELDS = {
+    "idx": (0, "I"),
+    "size": (4, "I"),
+    "extra": (8, "I"),
+    "orig": (12, "Q"),
+    "chksum": (20, "B"),
+}
+
+
+@settings(max_examples=150)
+@given(st.data())
+def test_forged_headers_are_refused_or_decoded_never_read_past(draw: st.DataObject) -> None:
+    # liberasurecode trusts a header's sizes, and skips its checksum for a header that claims
+    # a version before 1.2: a forged one must fail as a KvsError, never read out of bounds
+    native, _driver = pair(4, 2)
+    fragments = native.encode(draw.draw(st.binary(min_size=1, max_size=3000)))
+    kept = [
+        bytearray(f) for f in draw.draw(st.permutations(fragments))[: draw.draw(st.integers(4, 6))]
+    ]
+    for forged in draw.draw(st.lists(st.sampled_from(kept), min_size=1, max_size=3)):
+        struct.pack_into("=I", forged, 63, 0x010100)  # libec_version 1.1.0: no checksum
+        offset, kind = FIELDS[draw.draw(st.sampled_from(sorted(FIELDS)))]
+        top = {"I": 2**32 - 1, "Q": 2**64 - 1, "B": 255}[kind]
+        near = [0, 1, 2, len(forged), len(forged) - HEADER_BYTES, top, top // 2 + 1]
+        value = draw.draw(st.sampled_from(near) | st.integers(0, top))
+        struct.pack_into("=" + kind, forged, offset, value % (top + 1))
+    given_ = [bytes(f) for f in kept]
+    for call in (
+        lambda: native.decode(given_),
+        lambda: native.reconstruct(given_, draw.draw(st.integers(0, 5))),
+        lambda: native.index(given_[0]),
+    ):
+        with contextlib.suppress(KvsError):
+            call()
 
 
 def test_too_few_fragments_fail_in_the_library() -> None:
