@@ -205,6 +205,9 @@ class NativeCodec:
         if out.value is None:
             return then(memoryview(b""))
         buffer = (ctypes.c_char * length.value).from_address(out.value)
+        # The references to it here alone, counted as below (Python 3.14 counts fewer than
+        # 3.11 for a local, so a fixed number would free it under a view that outlived `then`)
+        alone = sys.getrefcount(buffer)
         raw = memoryview(buffer)
         view = raw.cast("B")
         try:
@@ -212,9 +215,9 @@ class NativeCodec:
         finally:
             view.release()
             raw.release()
-            # Only the two references here are left unless a view of it outlived `then`:
-            # then the buffer stays allocated (a leak) rather than freed under that view.
-            if sys.getrefcount(buffer) <= 2:
+            # Only the references here are left unless a view of it outlived `then`: then
+            # the buffer stays allocated (a leak) rather than freed under that view.
+            if sys.getrefcount(buffer) <= alone:
                 self.lib.liberasurecode_decode_cleanup(self.desc, out)
 
     def reconstruct(self, fragments: list[bytes], index: int) -> bytes:
