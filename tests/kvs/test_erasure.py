@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import struct
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,22 @@ def check_round_trip(code: Coder) -> None:
         0: fragments[0],
         3: fragments[3],
     }
+
+
+def test_pyeclibs_binding_refuses_a_forged_header_before_the_library_reads_past_it() -> None:
+    # liberasurecode skips the metadata checksum of a header claiming version 1.1 and trusts
+    # its sizes: with pyeclib's binding (the fallback) these fragments crashed the process
+    code = Coder(4, 2, native=False)
+    fragments = code.encode(bytes(range(256)) * 40)
+    forged = []
+    for fragment in fragments[:4]:
+        header = bytearray(fragment)
+        struct.pack_into("=I", header, 63, 0x010100)  # libec_version 1.1.0: no checksum
+        struct.pack_into("=IIIQ", header, 0, len(forged), 1 << 20, 0, 4 << 20)  # 1 MiB each
+        forged.append(bytes(header))
+    with pytest.raises(KvsError, match="decoding failed: a fragment's header does not fit"):
+        code.decode(dict(enumerate(forged)))
+    with pytest.raises(KvsError, match="reconstruction failed: a fragment's header"):
+        code.rebuild(dict(enumerate(forged)), [5])
+    with pytest.raises(KvsError, match="not a fragment: a fragment's header"):
+        code.fragment_index(forged[0])

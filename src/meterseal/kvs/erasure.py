@@ -18,7 +18,7 @@ from functools import cache
 from typing import Any, TypeVar
 
 from meterseal.errors import ConfigurationError, KvsError
-from meterseal.kvs.erasure_native import NativeCodec
+from meterseal.kvs.erasure_native import NativeCodec, check_fragments
 
 T = TypeVar("T")
 
@@ -93,6 +93,7 @@ class Coder:
         if self._native is not None:  # its KvsErrors say "erasure decoding failed"; then's pass
             return self._native.decode_then(payloads, then)
         try:
+            check_fragments(payloads, self.k, self.m)  # pyeclib passes headers on unchecked
             data: bytes = self._driver.decode(payloads)
         except Exception as error:
             raise KvsError(f"erasure decoding failed: {error}") from error
@@ -114,6 +115,7 @@ class Coder:
                     rebuilt.append(self._native.reconstruct(payloads, index))
                     payloads.append(rebuilt[-1])
             else:
+                check_fragments(payloads, self.k, self.m)  # pyeclib passes headers unchecked
                 rebuilt = self._driver.reconstruct(payloads, list(wanted))
         except Exception as error:
             raise KvsError(f"erasure reconstruction failed: {error}") from error
@@ -124,6 +126,7 @@ class Coder:
         try:
             if self._native is not None:
                 return self._native.index(fragment)
+            check_fragments([fragment], self.k, self.m)
             index: int = self._driver.get_metadata(fragment, formatted=1)["index"]
         except Exception as error:
             raise KvsError(f"not a fragment: {error}") from error

@@ -245,21 +245,21 @@ class NativeCodec:
         return index
 
     def _check(self, fragments: list[bytes]) -> int:
-        """Their common length; KvsError unless all are bytes of one length whose headers
-        stay inside them (the library trusts the sizes a header gives)."""
-        if not fragments:
-            raise KvsError("no fragments")
-        size = len(fragments[0])
-        for fragment in fragments:
-            if type(fragment) is not bytes:
-                raise KvsError(f"a fragment is bytes, not {type(fragment).__name__}")
-            if len(fragment) != size or size < HEADER_BYTES:
-                raise KvsError("fragments differ in length or are shorter than their header")
-            index, payload, extra, original = _META.unpack_from(fragment)
-            if (
-                index >= self.k + self.m
-                or HEADER_BYTES + payload + extra > size
-                or original > self.k * payload
-            ):
-                raise KvsError(f"a fragment's header does not fit its {size} bytes")
-        return size
+        return check_fragments(fragments, self.k, self.m)
+
+
+def check_fragments(fragments: list[bytes], k: int, m: int) -> int:
+    """Their common length; KvsError unless all are bytes of one length whose headers stay
+    inside them (liberasurecode trusts the sizes a header gives, whichever binding calls it)."""
+    if not fragments:
+        raise KvsError("no fragments")
+    size = len(fragments[0])
+    for fragment in fragments:
+        if type(fragment) is not bytes:
+            raise KvsError(f"a fragment is bytes, not {type(fragment).__name__}")
+        if len(fragment) != size or size < HEADER_BYTES:
+            raise KvsError("fragments differ in length or are shorter than their header")
+        index, payload, extra, original = _META.unpack_from(fragment)
+        if index >= k + m or HEADER_BYTES + payload + extra > size or original > k * payload:
+            raise KvsError(f"a fragment's header does not fit its {size} bytes")
+    return size
