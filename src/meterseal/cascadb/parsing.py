@@ -19,6 +19,7 @@ _ISOLATION = re.compile(
     r"(?P<level>\w+)",
     re.I,
 )
+_READS_ONLY = "meterseal_reads_only"  # key of `reads_only`'s answer in a node's meta
 QUERIES = (exp.Select, exp.Union, exp.Intersect, exp.Except, exp.Subquery)
 
 
@@ -30,7 +31,13 @@ def is_query(node: exp.Expression) -> bool:
 def reads_only(node: exp.Expression) -> bool:
     """Whether a statement may run as a reader: a query without FOR UPDATE or FOR SHARE (which
     ask that what they read stay as read until the transaction ends: the write lock)."""
-    return is_query(node) and node.find(exp.Lock) is None
+    known = node.meta.get(_READS_ONLY)
+    if known is None:
+        # Walking the whole tree for a lock clause cost as much as running a point select;
+        # parsed statements are cached by text, so the answer is kept on the node.
+        known = is_query(node) and node.find(exp.Lock) is None
+        node.meta[_READS_ONLY] = known
+    return bool(known)
 
 
 def asks_serializable(node: exp.Expression) -> bool:
