@@ -16,7 +16,15 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 def test_quick_bench_prints_every_table_and_draws_the_plot(tmp_path: Path) -> None:
     result = invoke(
-        ["bench", "kvs", "--quick", "--work", str(tmp_path), "--out", str(tmp_path / "plots")]
+        [
+            "bench",
+            "kvs",
+            "--quick",
+            "--work",
+            str(tmp_path / "work" / "new"),
+            "--out",
+            str(tmp_path / "plots"),
+        ]
     )
     assert result.exit_code == 0, result.output
     text = result.output

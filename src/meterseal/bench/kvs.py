@@ -289,6 +289,8 @@ def measure_failures(root: Path, plan: KvsPlan, step: Step) -> list[FailureRow]:
 
 def run_measurements(plan: KvsPlan, work: Path | None, step: Step) -> KvsResult:
     """Every part of the bench under a fresh directory (removed afterwards)."""
+    if work is not None:
+        work.mkdir(parents=True, exist_ok=True)  # `--work DIR` names where, not what exists
     with tempfile.TemporaryDirectory(prefix="meterseal-bench-kvs-", dir=work) as tmp:
         root = Path(tmp)
         storage = measure_storage(root, plan, step)
