@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -27,6 +28,7 @@ T = TypeVar("T")
 OFFLOAD_BYTES = 256 * 1024  # seal/encode/decode chunks from this size in a worker thread
 
 _pool: ThreadPoolExecutor | None = None
+_pool_made = threading.Lock()  # two event loops asking at once make one pool, not two
 
 
 def cpu_pool() -> ThreadPoolExecutor:
@@ -35,10 +37,13 @@ def cpu_pool() -> ThreadPoolExecutor:
     there are cores, instead of all at once and each slower (the first one a read sends
     is ready sooner); apart from the default executor's threads, which wait on files."""
     global _pool
-    if _pool is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        _pool = ThreadPoolExecutor(max(2, cores or 1), thread_name_prefix="kvs-cpu")
-    return _pool
+    with _pool_made:
+        if _pool is None:
+            cores = (
+                len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+            )
+            _pool = ThreadPoolExecutor(max(2, cores or 1), thread_name_prefix="kvs-cpu")
+        return _pool
 
 
 class ChunkReads:
