@@ -152,12 +152,18 @@ def test_the_driver_takes_postgres_rule_when_asked(db: Database) -> None:
     assert _rows(db) == [(1, "one"), (4, "four")]
 
 
+def _writer_mid_transaction(db: Database) -> cascadb.Connection:
+    """A connection holding the write lock with row 2 uncommitted; waiting for it fails fast."""
+    db.lock_timeout = 0.2
+    writer = cascadb.connect(db)
+    writer.execute("INSERT INTO t VALUES (2, 'two')")
+    return writer
+
+
 def test_driver_reads_outside_a_write_transaction_do_not_wait_for_an_open_one(
     db: Database,
 ) -> None:
-    db.lock_timeout = 0.2  # a statement that waits for the write lock fails fast
-    writer = cascadb.connect(db)
-    writer.execute("INSERT INTO t VALUES (2, 'two')")  # another connection, mid-transaction
+    writer = _writer_mid_transaction(db)
     auto = cascadb.connect(db, autocommit=True)
     assert auto.execute("SELECT k FROM t").fetchall() == [(1,)]  # committed data only
     reader = cascadb.connect(db, read_only=True)  # its transactions can only read
@@ -184,9 +190,7 @@ def test_driver_reads_outside_a_write_transaction_do_not_wait_for_an_open_one(
 def test_a_read_committed_driver_begins_a_reader_unless_begin_asks_for_the_lock(
     db: Database,
 ) -> None:
-    db.lock_timeout = 0.2  # a statement that waits for the write lock fails fast
-    writer = cascadb.connect(db)
-    writer.execute("INSERT INTO t VALUES (2, 'two')")  # mid-transaction
+    writer = _writer_mid_transaction(db)
     committed = cascadb.connect(db, autocommit=True, read_committed=True)
     committed.execute("BEGIN")
     assert committed.execute("SELECT k FROM t").fetchall() == [(1,)]  # a reader
