@@ -58,7 +58,7 @@ def test_the_validation_job_from_the_command_line(tmp_path: Path) -> None:
     assert second is not None, later
     assert f"meterseal jobs run {second[1]}" in later
     assert f"{second[1]}: cancelled" in run("jobs", "cancel", second[1], *d)
-    assert "nothing to run" in run("jobs", "run", second[1], "--threads", *d, code=2)
+    assert "job cannot run when cancelled" in run("jobs", "run", second[1], "--threads", *d, code=2)
     listed = run("jobs", "list", *d)
     assert f"{job[1]} validation succeeded 2/2" in listed
     assert f"{second[1]} validation cancelled" in listed

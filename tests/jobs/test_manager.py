@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from pathlib import Path
@@ -13,7 +14,8 @@ from meterseal.jobs import applications
 from meterseal.jobs.applications import JobRun
 from meterseal.jobs.control import Decision
 from meterseal.jobs.engine import Engine
-from meterseal.jobs.lifecycle import JobRefused, JobState
+from meterseal.jobs.fraud import RankSpec
+from meterseal.jobs.lifecycle import JobEvent, JobRefused, JobState, JobStateError
 from meterseal.jobs.manager import Manager
 from meterseal.jobs.metrics import JobMetrics
 from meterseal.jobs.monitor import Snapshot
@@ -195,3 +197,31 @@ def test_a_run_that_raises_after_a_cancel_leaves_the_cancel(
     with pytest.raises(RuntimeError, match="the store went away"):
         runner.run(job_id, NO_ENGINE)
     assert runner.status(job_id).state is JobState.CANCELLED
+
+
+def test_a_run_of_a_job_that_ended_is_refused_by_the_table(tmp_path: Path) -> None:
+    # The refusal was written by hand beside the table's ("job X is cancelled: nothing to
+    # run"), without the state and event every other refusal of the table carries.
+    JobBook(tmp_path / "jobs").save(JobRecord("job-over", "noop", {}, JobState.CANCELLED, 1.0))
+    with pytest.raises(JobRefused, match="job cannot run when cancelled") as refused:
+        manager(tmp_path / "jobs").run("job-over", NO_ENGINE)
+    assert (refused.value.state, refused.value.event) == (JobState.CANCELLED, JobEvent.RUN)
+
+
+def test_a_submission_under_an_id_already_recorded_is_refused_and_the_record_stays(
+    tmp_path: Path,
+) -> None:
+    # The first record was saved, not moved by the table's submit: a second job drawing the
+    # same id replaced the first one's record (its input), even once the first had ended.
+    boss = Manager(JobBook(tmp_path / "jobs"), new_id=lambda: "job-same")
+    spec = RankSpec("sqlite:///unread.db", "2026-11-01", 30, "UTC", kvs="http://127.0.0.1:1")
+    control = Control(deadline=60.0)
+    first = boss.submit_fraud(spec, control)
+    assert (first.job_id, first.state) == ("job-same", JobState.SUBMITTED)
+    with pytest.raises(JobStateError, match="job cannot submit when submitted"):
+        boss.submit_fraud(dataclasses.replace(spec, seed=2), control)
+    boss.cancel("job-same")
+    with pytest.raises(JobStateError, match="job cannot submit when cancelled"):
+        boss.submit_fraud(dataclasses.replace(spec, seed=3), control)
+    kept = boss.status("job-same")
+    assert (kept.state, kept.spec["rank"]["seed"]) == (JobState.CANCELLED, 1)

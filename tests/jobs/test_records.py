@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import threading
 from pathlib import Path
 
@@ -52,23 +53,33 @@ def test_a_cancel_written_between_the_runners_read_and_its_rename_stays(
     directory = tmp_path / "jobs"
     runner_book = JobBook(directory)
     runner_book.save(JobRecord("job-2", "validation", {}, JobState.RUNNING, 0.0))
-    cancel_done = threading.Event()
+    # Set once the cancel has landed, or waits for the record lock: the runner then renames.
+    settled = threading.Event()
     cancels: list[threading.Thread] = []
     write_durably = records.write_durably
 
+    def lock_seen_waiting(fd: int) -> None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            settled.set()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+
     def cancel() -> None:
-        book = JobBook(directory)
-        record = book.load("job-2")
-        record.state, record.ended_at = JobState.CANCELLED, 7.0
-        book.save(record)
-        cancel_done.set()
+        try:
+            book = JobBook(directory, lock=lock_seen_waiting)
+            record = book.load("job-2")
+            record.state, record.ended_at = JobState.CANCELLED, 7.0
+            book.save(record)
+        finally:
+            settled.set()
 
     def between_read_and_rename(path: Path, data: bytes) -> None:
         if not cancels:  # the runner's save, after its read
             cancels.append(threading.Thread(target=cancel))
             cancels[0].start()
-            # Unlocked, the cancel ends well within this; locked, it waits for the rename.
-            cancel_done.wait(2.0)
+            # Unlocked, the cancel lands first; locked, it waits for this rename.
+            settled.wait()
         write_durably(path, data)
 
     monkeypatch.setattr(records, "write_durably", between_read_and_rename)

@@ -16,6 +16,7 @@ import secrets
 import socket
 import time
 from collections.abc import Callable
+from typing import Any
 
 from meterseal.billing.completeness import Period
 from meterseal.errors import ConfigurationError
@@ -23,7 +24,7 @@ from meterseal.jobs.applications import RUNS, CheckHook, JobRun, validate
 from meterseal.jobs.control import Decision, Limits, controller
 from meterseal.jobs.engine import Engine
 from meterseal.jobs.fraud import RankSpec
-from meterseal.jobs.lifecycle import FINAL, JobEvent, JobRefused, JobState, step
+from meterseal.jobs.lifecycle import FINAL, JobEvent, JobState, step
 from meterseal.jobs.monitor import Snapshot
 from meterseal.jobs.records import JobBook, JobRecord
 from meterseal.jobs.reencode import ReencodeSpec
@@ -126,8 +127,7 @@ class Manager:
             "chunk": chunk,
             "control": control.as_dict(),
         }
-        state = step(None, JobEvent.SUBMIT)
-        return self.book.save(JobRecord(self.new_id(), "validation", spec, state, now))
+        return self._submitted(self.new_id(), "validation", spec, now)
 
     def submit_fraud(self, spec: RankSpec, control: Control) -> JobRecord:
         """Record a fraud ranking job of the store's fleet; it runs on `run`."""
@@ -143,8 +143,7 @@ class Manager:
             "ranking": str(ranking),
             "control": control.as_dict(),
         }
-        state = step(None, JobEvent.SUBMIT)
-        return self.book.save(JobRecord(job_id, "fraud", data, state, self.clock()))
+        return self._submitted(job_id, "fraud", data, self.clock())
 
     def submit_reencode(self, spec: ReencodeSpec, control: Control) -> JobRecord:
         """Record a KVS policy re-encode job of a bucket's objects; it runs on `run`."""
@@ -153,8 +152,15 @@ class Manager:
         spec.target()  # a policy the gateway does not know is refused here
         job_controller(control.as_dict())
         data = {"reencode": dataclasses.asdict(spec), "control": control.as_dict()}
-        state = step(None, JobEvent.SUBMIT)
-        return self.book.save(JobRecord(self.new_id(), "reencode", data, state, self.clock()))
+        return self._submitted(self.new_id(), "reencode", data, self.clock())
+
+    def _submitted(
+        self, job_id: str, application: str, data: dict[str, Any], at: float
+    ) -> JobRecord:
+        """The job's first record, written by the table's submit move (from no state): an id
+        already recorded is refused (JobStateError), never written over."""
+        record = JobRecord(job_id, application, data, JobState.SUBMITTED, at)  # as `move` steps
+        return self.book.move(job_id, JobEvent.SUBMIT, at, record)
 
     def cancel(self, job_id: str) -> JobRecord:
         """Cancel a job: a running Manager stops its tasks at its next check."""
@@ -182,8 +188,7 @@ class Manager:
         record = self.book.load(job_id)  # read under the lease: the holder before wrote last
         if record.state is JobState.SUBMITTED:
             record = self.book.move(job_id, JobEvent.START, self.clock(), record)
-        if record.state is not JobState.RUNNING:
-            raise JobRefused(f"job {job_id} is {record.state.value}: nothing to run")
+        step(record.state, JobEvent.RUN)  # the table refuses a job that ended: JobRefused
         try:
             stop = self._stop(record.job_id, halt)
             run = JobRun(

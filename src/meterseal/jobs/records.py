@@ -18,7 +18,7 @@ import dataclasses
 import fcntl
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,10 @@ from typing import Any
 from meterseal.errors import MetersealError
 from meterseal.jobs.lifecycle import FINAL, JobEvent, JobState, step
 from meterseal.runtime.durable import write_durably
+
+# The Manager's moves of a job it read before a user's cancel (or its own end) was recorded:
+# dropped against a final state on disk, not refused. Any other move steps from it.
+_OVERTAKEN = frozenset((JobEvent.START, JobEvent.SUCCEED, JobEvent.FAIL))
 
 
 class UnknownJob(MetersealError):
@@ -89,11 +93,17 @@ class JobRecord:
         return cls(**{**data, "state": JobState(data["state"])})
 
 
+def _take_lock(fd: int) -> None:
+    """Hold an exclusive `flock` on `fd`, waiting as long as another holds it."""
+    fcntl.flock(fd, fcntl.LOCK_EX)
+
+
 class JobBook:
     """The job records of a deployment, one file each under `directory`."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, lock: Callable[[int], None] = _take_lock) -> None:
         self.directory = directory
+        self._lock = lock  # takes the record lock on an open file (a test sees a save wait)
 
     def _path(self, job_id: str) -> Path:
         if not job_id.replace("-", "").isalnum():
@@ -123,11 +133,13 @@ class JobBook:
     ) -> JobRecord:
         """Move the job by `event` at time `at`, stepping from the state on disk; the record.
 
-        Written is `progress` (the runner's own copy, its results) or else the record on
-        disk, with the new state. Read, step and write hold the record lock, so the state
-        stepped from is the one recorded: a cancel of a job that ended meanwhile is refused
-        (JobRefused), and the Manager's start or end of a job cancelled meanwhile leaves the
-        cancel in place (no move leaves a final state; the Manager did not drive that one).
+        Written is `progress` (the runner's own copy, its results; a new job's whole record
+        for `submit`, the move from no state) or else the record on disk, with the new state.
+        Read, step and write hold the record lock, so the state stepped from is the one
+        recorded: a submit over an id already recorded is refused (JobStateError) and the
+        record stays, a cancel of a job that ended meanwhile is refused (JobRefused), and the
+        Manager's start or end of a job cancelled meanwhile leaves the cancel in place (no
+        move leaves a final state; the Manager did not drive that one).
         """
         if progress is None:
             self.load(job_id)  # UnknownJob for an id never recorded, before a lock file is made
@@ -135,7 +147,7 @@ class JobBook:
             on_disk = self.load(job_id) if path.exists() else None
             record = progress if progress is not None else on_disk
             assert record is not None  # records are never removed
-            if on_disk is not None and on_disk.state in FINAL and event is not JobEvent.CANCEL:
+            if on_disk is not None and on_disk.state in FINAL and event in _OVERTAKEN:
                 record.state, record.ended_at = on_disk.state, on_disk.ended_at
             else:
                 record.state = step(on_disk.state if on_disk else None, event)
@@ -157,7 +169,7 @@ class JobBook:
         try:
             # Held from the read to the rename: a cancel written in between would be
             # renamed away (a flock is per open file, so this holds against threads too).
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._lock(fd)
             yield path
         finally:
             os.close(fd)  # drops the lock
