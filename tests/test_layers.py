@@ -213,7 +213,8 @@ LAYERS: dict[str, Layer] = {
     "meterseal.cascadb": CORE,  # SQL to ordered keys: parser, plan, executor over an OrderedKv
     "meterseal.cascadb.kvs_adapter": ADAPTER,  # the OrderedKv on the secure KVS
     "meterseal.cascadb.gateway_kv": SERVICE,  # the OrderedKv through the KVS gateway client
-    "meterseal.cascadb.pgwire": SERVICE,  # the PostgreSQL wire protocol server
+    "meterseal.cascadb.pgwire": SERVICE,  # the PostgreSQL wire protocol server: startup, login
+    "meterseal.cascadb.pgwire_queries": SERVICE,  # its sessions after login: the query loop
     "meterseal.cascadb.http_api": SERVICE,  # the JSON-over-HTTP API (as kvs.gateway's REST API)
     "meterseal.cascadb.identities": RUNTIME,  # the accounts' identities on HTTP and the protocol
     "meterseal.cascadb.service": SERVICE,  # the attested server: JSON API and PostgreSQL protocol

@@ -114,7 +114,7 @@ def serve(
         typer.Option(
             "--idle-in-transaction-timeout",
             min=0,
-            help="seconds a PostgreSQL session may hold the write lock idle (0: no limit)",
+            help="seconds a PostgreSQL session may idle in a transaction (0: no limit)",
         ),
     ] = 60.0,
     passphrase_env: PassphraseEnv = "MS_PASSPHRASE",  # noqa: S107 - a variable name

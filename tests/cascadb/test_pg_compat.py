@@ -21,9 +21,6 @@ from psycopg.pq import TransactionStatus
 from meterseal.cascadb import Database, MemoryKv
 from meterseal.cascadb import values as sv
 from meterseal.cascadb.errors import DivisionByZero, NumericOverflow
-from meterseal.storage.scratch import scratch_schema
-from tests.cascadb.test_pgwire import Running
-from tests.storage.databases import postgres_url  # noqa: F401  (a fixture)
 
 IDLE, INTRANS, INERROR = "I", "T", "E"
 _STATUS = {
@@ -32,21 +29,6 @@ _STATUS = {
     TransactionStatus.INERROR: INERROR,
 }
 Step = tuple[str, Sequence[Any]] | str
-
-
-@pytest.fixture(params=["cascadb", pytest.param("postgresql", marks=pytest.mark.services)])
-def dsn(request: pytest.FixtureRequest, unique_name: str) -> Iterator[str]:
-    """A libpq connection string to CascaDB's protocol, or to a fresh PostgreSQL schema."""
-    if request.param == "cascadb":
-        server = Running()
-        try:
-            yield server.dsn()
-        finally:
-            server.stop()
-        return
-    url = request.getfixturevalue("postgres_url")
-    with scratch_schema(url, unique_name) as scoped:
-        yield scoped.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
 def transcript(dsn: str, steps: Sequence[Step]) -> list[tuple[str, ...]]:

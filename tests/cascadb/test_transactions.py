@@ -200,3 +200,22 @@ def test_a_read_committed_driver_begins_a_reader_unless_begin_asks_for_the_lock(
             committed.execute(begin)
         assert not committed.session.in_transaction
     writer.rollback()
+
+
+def test_a_table_listing_outside_a_write_transaction_waits_for_no_writer(db: Database) -> None:
+    writer = _writer_mid_transaction(db)  # a listing that waited for its lock would fail
+    writer.execute("CREATE TABLE u (k INTEGER PRIMARY KEY)")  # not committed yet
+    auto = db.session(autocommit=True)
+    committed = db.session(autocommit=False, read_committed=True)
+    read_only = db.session(autocommit=False, read_only=True)
+    for session in (auto, committed, read_only):
+        assert [t.name for t in session.tables()] == ["t"]  # as committed
+        assert not session.writing
+    assert not auto.in_transaction
+    serial = db.session(autocommit=False)  # serializable: the write lock from its first read
+    with pytest.raises(cascadb.OperationalError, match="busy"):
+        serial.tables()
+    writer.commit()
+    assert [t.name for t in auto.tables()] == ["t", "u"]
+    committed.commit()
+    read_only.commit()

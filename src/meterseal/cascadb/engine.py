@@ -16,45 +16,37 @@ import decimal
 import threading
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
 from typing import Any
 
 from sqlglot import exp
 
-from meterseal.cascadb import dml
 from meterseal.cascadb.catalog import Dictionary, Table
-from meterseal.cascadb.conflict import returning
 from meterseal.cascadb.errors import (
+    ActiveSqlTransaction,
     DataError,
-    NotSupportedError,
     NumericOverflow,
     OperationalError,
     ProgrammingError,
+    ReadOnlyTransaction,
     TransactionAborted,
 )
-from meterseal.cascadb.expr import Ctx, Params, Row
+from meterseal.cascadb.executor import Plans, Result, run
 from meterseal.cascadb.kv import OrderedKv, Overlay
 from meterseal.cascadb.locks import ApplyLock
 from meterseal.cascadb.parsing import (
     DIALECT,
     QUERIES,
-    asks_serializable,
+    READ_COMMITTED,
+    SERIAL_LEVELS,
+    SERIALIZABLE,
+    TAG,
+    Modes,
     parse,
     reads_only,
+    transaction_modes,
 )
-from meterseal.cascadb.query import plan_query
 
-
-@dataclass
-class Result:
-    """What a statement returns: column names and rows (queries), rows affected (others)."""
-
-    columns: list[str] | None = None
-    rows: list[Row] = field(default_factory=list)
-    rowcount: int = -1
-    plan: list[str] = field(default_factory=list)
-    command: str = ""  # what PostgreSQL's CommandComplete says: SELECT, INSERT, CREATE TABLE...
-    lastrowid: int | None = None  # an INSERT's last rowid (or INTEGER PRIMARY KEY), as sqlite3's
+__all__ = ["Database", "Result", "Session", "parse"]
 
 
 class Database:
@@ -136,19 +128,47 @@ class Session:
         self.database = database
         self.autocommit = autocommit
         self.read_only = read_only
-        self.read_committed = read_committed
+        # the isolation level of its transactions unless BEGIN asks another (read_committed)
+        self.default_isolation = READ_COMMITTED if read_committed else SERIALIZABLE
         # After a failed statement, SQLite's rule goes on with the transaction (the statement
         # left nothing); PostgreSQL's refuses all but ROLLBACK. PostgreSQL's SQL, its rule.
         self.abort_on_error = dialect == "postgres" if abort_on_error is None else abort_on_error
         self.failed = False  # a statement failed in this transaction (abort_on_error only)
-        self._read_next = False  # the next transaction begins as a reader (`begin_read`)
+        # How the next transaction begins: a reader (True), a writer (False, `begin_read`),
+        # or as `read_ahead` finds (None); and its isolation level when asked.
+        self._read_next: bool | None = None
+        self._level_next: str | None = None
         self._reader = False  # the open transaction reads committed data, holding no lock
+        self._level = ""  # the open transaction's isolation level
+        self._ran = False  # a statement ran in it: its level is fixed (PostgreSQL's snapshot)
+        self._read_only_txn = False  # begun or set READ ONLY
         self.dialect = dialect
         self._txn: Overlay | None = None
         # Open savepoints, innermost last: each a write buffer over the one before it.
         self._savepoints: list[tuple[str, Overlay]] = []
         self._explicit = False
         self._ddl = False  # the open transaction changed the dictionary: bypass the cache
+
+    @property
+    def read_committed(self) -> bool:
+        """Whether a transaction that begins with a read is a reader until its first write (the
+        default isolation is below serializable: PostgreSQL's default, READ COMMITTED)."""
+        return self.default_isolation not in SERIAL_LEVELS
+
+    @read_committed.setter
+    def read_committed(self, value: bool) -> None:
+        self.default_isolation = READ_COMMITTED if value else SERIALIZABLE
+
+    @property
+    def isolation(self) -> str:
+        """The open transaction's isolation level, else the next one's ("READ COMMITTED" for a
+        transaction begun as a reader, "SERIALIZABLE" for one holding the write lock...)."""
+        return self._level if self._txn is not None else self._next_level()
+
+    def _next_level(self) -> str:
+        if self._level_next is not None:
+            return self._level_next
+        return READ_COMMITTED if self.read_only else self.default_isolation  # always readers
 
     @property
     def in_transaction(self) -> bool:
@@ -194,26 +214,62 @@ class Session:
         """Before a transaction opens: begin it as a reader if `statements`, all it will run,
         only read (`reads_only`), or, in a read-committed session, if the first one does."""
         leading = statements[:1] if self.read_committed else statements
-        if self._txn is None and leading and all(map(reads_only, leading)):
+        self._reads_next(bool(leading) and all(map(reads_only, leading)))
+
+    def _reads_next(self, reads: bool) -> None:
+        if self._txn is None and self._read_next is None and reads:
             self._read_next = True
 
     def serialize(self) -> None:
         """Take the write lock now if the open transaction is a reader: what it reads from
-        here on stays as read until it ends (serializable; PostgreSQL's SET TRANSACTION)."""
+        here on stays as read until it ends (serializable)."""
         self._write_ahead()
 
+    def set_transaction(self, modes: Modes) -> None:
+        """PostgreSQL's SET TRANSACTION in the open transaction (none open: no effect). Its
+        isolation level changes only before its first query and outside a savepoint (else
+        ActiveSqlTransaction, 25001, as PostgreSQL's); a level above read committed takes the
+        write lock now. READ ONLY at any time, READ WRITE only before a first query."""
+        if self._txn is None:
+            return
+        if modes.level is not None and modes.level != self._level:
+            if self._ran:
+                raise ActiveSqlTransaction(
+                    "SET TRANSACTION ISOLATION LEVEL must be called before any query"
+                )
+            if self._savepoints:
+                raise ActiveSqlTransaction(
+                    "SET TRANSACTION ISOLATION LEVEL must not be called in a subtransaction"
+                )
+            self._level = modes.level
+            if modes.level in SERIAL_LEVELS:
+                self._write_ahead()
+            elif not self._reader:  # nothing ran, nothing written: it may read unlocked
+                self._reader = True
+                self.database.release()
+        if modes.read_only is not None:
+            if self._read_only_txn and not modes.read_only and self._ran:
+                raise ActiveSqlTransaction(
+                    "transaction read-write mode must be set before any query"
+                )
+            self._read_only_txn = modes.read_only
+
     def begin_read(self, reading: bool = True) -> None:
-        """Begin the next transaction as a reader (`reading`) or a writer. A reader holds no
-        lock, each of its statements reads what is committed then (read committed), and its
-        first write makes it a writer (which waits for the write transaction open, if any)."""
+        """Begin the next transaction as a reader (`reading`, read committed) or a writer
+        holding the write lock from its first statement (serializable). A reader holds no
+        lock, each of its statements reads what is committed then, and its first write makes
+        it a writer (which waits for the write transaction open, if any)."""
         if self._txn is None:
             self._read_next = reading
+            self._level_next = READ_COMMITTED if reading else SERIALIZABLE
 
     def _begin(self) -> Overlay:
         if self._txn is None:
-            if not self._read_next:
+            reading = bool(self._read_next)
+            if not reading:
                 self.database.acquire()
-            self._reader, self._read_next = self._read_next, False
+            self._reader, self._level = reading, self._next_level()
+            self._read_next = self._level_next = None
             self._txn = Overlay(self.database.kv)
         return self._savepoints[-1][1] if self._savepoints else self._txn
 
@@ -224,10 +280,13 @@ class Session:
             self._reader = False
 
     def tables(self) -> list[Table]:
-        """The tables as this session's transaction sees them (taking the database, as a
-        statement does)."""
+        """The tables as this session's transaction sees them: a read, which begins a
+        transaction as a query does (a reader, outside a write transaction: no lock)."""
         opened = not self.in_transaction
+        if self.read_only or self.read_committed or (self.autocommit and not self._explicit):
+            self._reads_next(True)
         top = self._begin()
+        self._ran = True
         with self._reading():
             found = Dictionary(top).tables()
         if opened and self.autocommit and not self._explicit:
@@ -266,10 +325,7 @@ class Session:
 
     def _statement(self, node: exp.Expression, params: Sequence[Any]) -> Result:
         if isinstance(node, exp.Transaction):
-            if self.read_committed and not asks_serializable(node):
-                self.begin_read()  # as PostgreSQL's: BEGIN; SELECT never blocks a writer
-            self.begin()
-            return Result(command="BEGIN")
+            return self._begin_block(node)
         if isinstance(node, exp.Commit):
             if self.failed:  # PostgreSQL answers COMMIT of an aborted transaction so
                 self.rollback()
@@ -293,10 +349,15 @@ class Session:
         if self.read_only or self.read_committed or (self.autocommit and not self._explicit):
             self.read_ahead([node])  # the statement begins its transaction (if none is open)
         statement = Overlay(self._begin())
+        self._ran = True
         cache = None if self._ddl else self.database.tables
         plans = None if self._ddl else self.database.plans
         try:
             if not reads_only(node):  # inside the try: a reader that waited in vain fails too
+                if self._read_only_txn:
+                    raise ReadOnlyTransaction(
+                        f"cannot execute {_command(node)} in a read-only transaction"
+                    )
                 self._write_ahead()
             with self._reading():
                 try:
@@ -325,6 +386,19 @@ class Session:
             self.commit()
         return result
 
+    def _begin_block(self, node: exp.Expression) -> Result:
+        """BEGIN or START TRANSACTION with its modes: a level below serializable begins a
+        reader (as PostgreSQL's: BEGIN; SELECT never blocks a writer), others the writer."""
+        modes = transaction_modes(node)
+        opening = self._txn is None
+        if opening and (modes.level is not None or self._read_next is None):
+            self._level_next = modes.level or self._next_level()
+            self._read_next = self._level_next not in SERIAL_LEVELS or None
+        self.begin()
+        if opening:
+            self._read_only_txn = bool(modes.read_only)
+        return Result(command=node.meta.get(TAG, "BEGIN"))
+
     def commit(self) -> None:
         """Write the transaction's buffer to the store as one batch and end it (an aborted
         transaction is rolled back instead, as PostgreSQL's COMMIT of one is)."""
@@ -332,7 +406,7 @@ class Session:
             self.rollback()
             return
         if self._txn is None:
-            self._read_next = False  # a transaction begun but never used
+            self._read_next = self._level_next = None  # a transaction begun but never used
             return
         try:
             while self._savepoints:
@@ -347,7 +421,7 @@ class Session:
     def rollback(self) -> None:
         """Drop the transaction's buffer and end it."""
         if self._txn is None:
-            self._read_next = False
+            self._read_next = self._level_next = None
             return
         self._txn.rollback()
         self._forget_plans()
@@ -370,6 +444,7 @@ class Session:
         self._explicit = False
         self._ddl = False
         self._reader = False
+        self._ran = self._read_only_txn = False
         if not reader:
             self.database.release()
 
@@ -378,106 +453,11 @@ class Session:
         self.rollback()
 
 
-@dataclass
-class Planned:
-    """A SELECT's plan kept for the next run of the same parsed statement."""
-
-    node: exp.Expression  # held so that its id is not reused
-    plan: Any
-    parameters: int
-    explained: list[str]
-
-
-Plans = dict[int, Planned]
-
-
-def run(
-    node: exp.Expression,
-    kv: OrderedKv,
-    params: Sequence[Any],
-    cache: dict[str, Table] | None = None,
-    plans: Plans | None = None,
-    *,
-    zero_division: bool = False,
-) -> tuple[Result, bool]:
-    """Run one parsed statement against `kv` (a statement's buffer); whether it was DDL.
-
-    `cache` holds committed table descriptors and `plans` SELECT plans made from them; both
-    are None in a transaction that changed the dictionary. `zero_division`: dividing by zero
-    raises DivisionByZero (PostgreSQL's rule) instead of giving NULL (SQLite's).
-    """
-    dictionary = Dictionary(kv, cache)
-    return _run(node, kv, params, dictionary, plans, zero_division), dictionary.changed
-
-
-def _select(
-    node: exp.Expression, params: Sequence[Any], dictionary: Dictionary, plans: Plans | None
-) -> Planned:
-    planned = plans.get(id(node)) if plans is not None else None
-    if planned is None:
-        numbering = Params()
-        plan = plan_query(node, None, numbering, dictionary.require)
-        planned = Planned(node, plan, numbering.highest, plan.explain())
-        if plans is not None:
-            if len(plans) > 1024:
-                plans.clear()
-            plans[id(node)] = planned
-    if planned.parameters > len(params):
-        raise ProgrammingError(
-            f"the statement has {planned.parameters} parameters, {len(params)} given"
-        )
-    return planned
-
-
-def _run(
-    node: exp.Expression,
-    kv: OrderedKv,
-    params: Sequence[Any],
-    dictionary: Dictionary,
-    plans: Plans | None = None,
-    zero_division: bool = False,
-) -> Result:
-    numbering = Params()
-    ctx = Ctx(params, kv, zero_division=zero_division)
+def _command(node: exp.Expression) -> str:
+    """A statement's command as PostgreSQL names it in an error (SELECT FOR UPDATE...)."""
     if isinstance(node, QUERIES):
-        planned = _select(node, params, dictionary, plans)
-        rows = list(planned.plan.rows(ctx))
-        return Result(list(planned.plan.columns), rows, -1, planned.explained, "SELECT")
-    if isinstance(node, exp.Create):
-        kind = (node.args.get("kind") or "").upper()
-        if kind == "TABLE":
-            dml.create_table(node, dictionary)
-        elif kind == "INDEX":
-            dml.create_index(node, dictionary, kv)
-        else:
-            raise NotSupportedError(f"CascaDB does not support CREATE {kind}")
-        return Result(command=f"CREATE {kind}")
-    if isinstance(node, exp.Drop):
-        dml.drop(node, dictionary, kv)
-        return Result(command=f"DROP {(node.args.get('kind') or '').upper()}")
-    writes = {exp.Insert: dml.insert, exp.Update: dml.update, exp.Delete: dml.delete}
-    for kind_, handler in writes.items():
-        if isinstance(node, kind_):
-            table, written = handler(node, ctx, numbering, dictionary)  # type: ignore[operator]
-            command = node.key.upper()
-            last = _lastrowid(table, written, dictionary) if command == "INSERT" else None
-            back = node.args.get("returning")
-            if back is None:
-                return Result(rowcount=len(written), command=command, lastrowid=last)
-            columns, rows = returning(back, table, written, ctx, numbering)
-            return Result(columns, rows, len(written), command=command, lastrowid=last)
-    raise NotSupportedError(f"CascaDB does not support {node.key.upper()} statements")
-
-
-def _lastrowid(table: Table, written: list[Row], dictionary: Dictionary) -> int | None:
-    if not written:
-        return None
-    if table.rowid:
-        return dictionary.last_rowid(table)
-    value = written[-1][table.primary[0]] if len(table.primary) == 1 else None
-    return value if isinstance(value, int) else None
-
-
-def tables(kv: OrderedKv) -> list[Table]:
-    """The tables of the store's data dictionary."""
-    return Dictionary(kv).tables()
+        lock = node.find(exp.Lock)
+        shared = lock is not None and not lock.args.get("update")
+        return "SELECT FOR SHARE" if shared else "SELECT FOR UPDATE"
+    kind = node.args.get("kind") if isinstance(node, exp.Create | exp.Drop) else None
+    return f"{node.key.upper()} {str(kind or '').upper()}".strip()

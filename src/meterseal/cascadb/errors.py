@@ -80,6 +80,19 @@ class TransactionAborted(OperationalError):
     sqlstate = "25P02"
 
 
+class ActiveSqlTransaction(OperationalError):
+    """A transaction's mode set too late: its isolation level after its first query or in a
+    savepoint, READ WRITE after a read-only one's first query (SQLSTATE 25001, PostgreSQL's)."""
+
+    sqlstate = "25001"
+
+
+class ReadOnlyTransaction(OperationalError):
+    """A write (or FOR UPDATE) in a transaction begun or set READ ONLY (SQLSTATE 25006)."""
+
+    sqlstate = "25006"
+
+
 class NotNullViolation(IntegrityError):
     """A NOT NULL column (or a primary key's) would hold a NULL."""
 

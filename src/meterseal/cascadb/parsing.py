@@ -3,22 +3,43 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
-from sqlglot.tokens import TokenType  # type: ignore[attr-defined]
+from sqlglot.tokens import Token, TokenType  # type: ignore[attr-defined]
 
 from meterseal.cascadb.errors import ProgrammingError
 
 DIALECT = "sqlite"
 _SAVEPOINT = re.compile(r"\s*(SAVEPOINT|RELEASE)\s+(?:SAVEPOINT\s+)?(\"?\w+\"?)\s*;?\s*", re.I)
-_ISOLATION = re.compile(
-    r"\s*SET\s+(?:SESSION\s+|LOCAL\s+)?(?P<scope>SESSION\s+CHARACTERISTICS\s+AS\s+TRANSACTION"
-    r"|TRANSACTION|default_transaction_isolation)\b[^']*?(?:ISOLATION\s+LEVEL\s+|=\s*|TO\s+)'?"
-    r"(?P<level>\w+)",
+# PostgreSQL's transaction modes, separated by commas or spaces (sqlglot reads neither START
+# TRANSACTION nor a mode list without commas, nor READ ONLY)
+_MODE = (
+    r"ISOLATION\s+LEVEL\s+(?:READ\s+UNCOMMITTED|READ\s+COMMITTED|REPEATABLE\s+READ|SERIALIZABLE)"
+    r"|READ\s+ONLY|READ\s+WRITE|(?:NOT\s+)?DEFERRABLE"
+)
+_MODES = rf"(?:{_MODE})(?:\s*,\s*(?:{_MODE})|\s+(?:{_MODE}))*"
+_START = re.compile(
+    rf"(?P<verb>BEGIN(?:\s+(?:WORK|TRANSACTION))?|START\s+TRANSACTION)(?:\s+(?P<modes>{_MODES}))?\s*",
     re.I,
 )
+_MAY_START = re.compile(r"\b(?:BEGIN|START)\b", re.I)
+_SET_MODES = re.compile(
+    r"\s*SET\s+(?:SESSION\s+|LOCAL\s+)?(?P<scope>SESSION\s+CHARACTERISTICS\s+AS\s+TRANSACTION"
+    rf"|TRANSACTION)\s+(?P<modes>{_MODES})\s*;?\s*",
+    re.I,
+)
+_SET_LEVEL = re.compile(
+    r"\s*SET\s+(?:SESSION\s+|LOCAL\s+)?(?P<scope>default_transaction_isolation|transaction_isolation)"
+    r"\s*(?:=|\s+TO\s+)\s*'?(?P<level>[a-z ]+?)'?\s*;?\s*",
+    re.I,
+)
+SERIAL_LEVELS = ("SERIALIZABLE", "REPEATABLE READ")  # both hold the write lock: serial
+READ_COMMITTED, SERIALIZABLE = "READ COMMITTED", "SERIALIZABLE"
+TAG = "meterseal_tag"  # key of a statement's command tag in a node's meta (START TRANSACTION)
 _READS_ONLY = "meterseal_reads_only"  # key of `reads_only`'s answer in a node's meta
 QUERIES = (exp.Select, exp.Union, exp.Intersect, exp.Except, exp.Subquery)
 
@@ -40,12 +61,49 @@ def reads_only(node: exp.Expression) -> bool:
     return bool(known)
 
 
-def asks_serializable(node: exp.Expression) -> bool:
-    """Whether a BEGIN asks more than read committed: PostgreSQL's ISOLATION LEVEL
-    SERIALIZABLE or REPEATABLE READ, SQLite's BEGIN IMMEDIATE or EXCLUSIVE (the write lock)."""
-    modes = " ".join(str(m) for m in node.args.get("modes") or []).upper()
-    locking = str(node.args.get("this") or "").upper() in ("IMMEDIATE", "EXCLUSIVE")
-    return locking or "SERIALIZABLE" in modes or "REPEATABLE" in modes
+@dataclass(frozen=True)
+class Modes:
+    """What a BEGIN or SET TRANSACTION asks: an isolation level ("REPEATABLE READ"...) and
+    whether the transaction only reads; None where it asks nothing."""
+
+    level: str | None = None
+    read_only: bool | None = None
+
+
+def _mode_list(text: str) -> list[str]:
+    return [" ".join(m.upper().split()) for m in re.findall(_MODE, text, re.I)]
+
+
+def _modes(text: str) -> Modes:
+    level, read_only = None, None
+    for mode in _mode_list(text):
+        if mode.startswith("ISOLATION LEVEL "):
+            level = mode.removeprefix("ISOLATION LEVEL ")
+        elif mode in ("READ ONLY", "READ WRITE"):
+            read_only = mode == "READ ONLY"
+    return Modes(level, read_only)
+
+
+def transaction_modes(node: exp.Expression) -> Modes:
+    """What a BEGIN asks: PostgreSQL's modes; SQLite's BEGIN IMMEDIATE or EXCLUSIVE take the
+    write lock at once, as SERIALIZABLE does."""
+    if str(node.args.get("this") or "").upper() in ("IMMEDIATE", "EXCLUSIVE"):
+        return Modes(SERIALIZABLE)
+    return _modes(", ".join(str(m) for m in node.args.get("modes") or []))
+
+
+def transaction_set(sql: str) -> tuple[bool, Modes] | None:
+    """For PostgreSQL's SET of transaction modes (SET TRANSACTION ..., SET SESSION
+    CHARACTERISTICS AS TRANSACTION ..., SET [default_]transaction_isolation): whether it holds
+    for the session (else the open transaction) and what it asks."""
+    found = _SET_MODES.fullmatch(sql)
+    if found is not None:
+        return found.group("scope").upper() != "TRANSACTION", _modes(found.group("modes"))
+    found = _SET_LEVEL.fullmatch(sql)
+    if found is None:
+        return None
+    level = " ".join(found.group("level").upper().split())
+    return found.group("scope").lower().startswith("default"), Modes(level)
 
 
 def number_placeholders(sql: str, dialect: str = DIALECT) -> str:
@@ -68,19 +126,34 @@ def parse(sql: str, dialect: str = DIALECT) -> list[exp.Expression]:
     if marked is not None:  # sqlglot would parse it as a Command too, warning each time
         verb, name = marked.group(1).upper(), marked.group(2)
         return [exp.Command(this=verb, expression=exp.Literal.string(name))]
+    statements: Sequence[object]
     try:
-        statements = sqlglot.parse(number_placeholders(sql, dialect), read=dialect)
+        if dialect == "postgres" and _MAY_START.search(sql):
+            statements = _postgres(sql)
+        else:
+            statements = sqlglot.parse(number_placeholders(sql, dialect), read=dialect)
     except (ParseError, TokenError) as exc:
         raise ProgrammingError(f"syntax error: {exc}") from exc
     return [s for s in statements if isinstance(s, exp.Expression)]
 
 
-def isolation_set(sql: str) -> tuple[bool, bool] | None:
-    """For PostgreSQL's SET of an isolation level (SET TRANSACTION ..., SET SESSION
-    CHARACTERISTICS AS TRANSACTION ..., SET default_transaction_isolation): whether it holds for
-    the session (else the open transaction) and whether it asks more than read committed."""
-    found = _ISOLATION.match(sql)
-    if found is None:
-        return None
-    level = found.group("level").upper()
-    return found.group("scope").upper() != "TRANSACTION", level in ("SERIALIZABLE", "REPEATABLE")
+def _postgres(sql: str) -> list[object]:
+    """PostgreSQL's statements one by one, its BEGIN and START TRANSACTION read here."""
+    dialect = sqlglot.Dialect.get_or_raise("postgres")
+    statements: list[object] = []  # as sqlglot.parse's: None for an empty statement
+    chunk: list[Token] = []
+    for token in [*dialect.tokenize(sql), None]:
+        if token is not None and token.token_type != TokenType.SEMICOLON:
+            chunk.append(token)
+            continue
+        if chunk:
+            started = _START.fullmatch(sql, chunk[0].start, chunk[-1].end + 1)
+            if started is None:
+                statements += dialect.parser().parse(chunk, sql)
+            else:
+                node = exp.Transaction(this=None, modes=_mode_list(started[0]))
+                if started.group("verb").upper().startswith("START"):
+                    node.meta[TAG] = "START TRANSACTION"
+                statements.append(node)
+        chunk = []
+    return statements

@@ -62,7 +62,8 @@ class CascadbOptions:
     pg_listen: str = f"127.0.0.1:{PG_PORT}"
     admin: str | None = "127.0.0.1:0"
     passphrase: bytes | None = field(default=None, repr=False)
-    # a PostgreSQL session holding the write lock with nothing sent is ended (None: no limit)
+    # a PostgreSQL session idle in a transaction block or holding the write lock is ended
+    # (None: no limit)
     idle_in_transaction_timeout: float | None = 60.0
 
 

@@ -213,8 +213,8 @@ class CascadbSection:
     """[cascadb]: the CascaDB server (`cascadb serve`)."""
 
     idle_in_transaction_timeout: float = _key(
-        "seconds a PostgreSQL session may hold the write lock with nothing sent before it is "
-        "ended and rolled back (FATAL 25P03; 0: no limit)",
+        "seconds a PostgreSQL session may idle inside a transaction block, or holding the "
+        "write lock, before it is ended and rolled back (FATAL 25P03; 0: no limit)",
         60.0,
         flags=("cascadb serve:--idle-in-transaction-timeout",),
     )

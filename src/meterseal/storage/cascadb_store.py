@@ -7,8 +7,10 @@ when set) and DIR/lock the flock that keeps a second process out (one CascaDB pe
 
 CascaDB parses SQLite's SQL, so the `Store` runs its SQLite statements unchanged: multi-row
 INSERT … ON CONFLICT DO NOTHING, RETURNING, savepoints and upserts. What differs lives here:
-no PRAGMAs (reflection reads CascaDB's data dictionary instead of sqlite_master), and
-transactions are serial (engine.py), so the pool's isolation settings are fixed.
+no PRAGMAs (reflection reads CascaDB's data dictionary instead of sqlite_master), and the
+isolation levels are CascaDB's: READ COMMITTED by default (a transaction that begins with a
+read holds no lock until its first write), SERIALIZABLE or REPEATABLE READ (the write lock from
+the first statement: write transactions run serially, engine.py).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from sqlalchemy.util import immutabledict
 
 import meterseal.cascadb as cascadb
 from meterseal.cascadb.catalog import Table
-from meterseal.cascadb.engine import Database
+from meterseal.cascadb.engine import Database, Session
 from meterseal.cascadb.kvs_adapter import KvsOrderedKv, LoopThread
 from meterseal.crypto.at_rest import create_private_file, ensure_secret_file
 from meterseal.errors import StorageError
@@ -156,6 +158,12 @@ def last_counters(connection: Connection) -> dict[str, tuple[int, int]]:
     return {m: (c, connection.execute(at, {"m": m, "c": c}).scalar_one()) for m, c in found}
 
 
+def _session(dbapi_connection: Any) -> Session:
+    driver = getattr(dbapi_connection, "driver_connection", dbapi_connection)
+    assert isinstance(driver, cascadb.Connection)
+    return driver.session
+
+
 class _NativeDateTime(sa.DateTime):
     """Datetimes go to CascaDB and come back as datetime objects (its TIMESTAMP values)."""
 
@@ -187,8 +195,11 @@ class CascadbDialect(SQLiteDialect):
     default_paramstyle = "qmark"
     type_compiler_cls = CascadbTypeCompiler
     colspecs = immutabledict({**SQLiteDialect.colspecs, sa.DateTime: _NativeDateTime})
-    # A savepoint is a nested write buffer in CascaDB; the isolation is serial, always.
-    _isolation_lookup = immutabledict({"SERIALIZABLE": 0})
+    # What a connection's transactions get (Session.isolation): read committed, or the write
+    # lock from the first statement (serial: both levels above read committed)
+    _isolation_lookup = immutabledict(
+        {"READ COMMITTED": 0, "REPEATABLE READ": 1, "SERIALIZABLE": 1}
+    )
 
     @classmethod
     def import_dbapi(cls) -> Any:
@@ -204,7 +215,8 @@ class CascadbDialect(SQLiteDialect):
     def connect(self, *cargs: Any, **cparams: Any) -> Any:
         """A driver connection to the embedded store (opened on first use)."""
         database = open_embedded(Path(cparams["directory"]))
-        return cascadb.connect(database, read_only=bool(cparams.get("read_only")))
+        read_only = bool(cparams.get("read_only"))
+        return cascadb.connect(database, read_only=read_only, read_committed=True)
 
     def on_connect(self) -> Callable[[DBAPIConnection], None] | None:
         """Nothing to set on a new connection (SQLite's PRAGMAs do not apply)."""
@@ -214,17 +226,16 @@ class CascadbDialect(SQLiteDialect):
         return tuple(_DRIVER.sqlite_version_info)
 
     def get_isolation_level(self, dbapi_connection: DBAPIConnection) -> Any:
-        """Serializable: CascaDB runs transactions one at a time."""
-        return "SERIALIZABLE"
+        """The isolation level of the connection's open transaction, else of its next one."""
+        return _session(dbapi_connection).isolation
 
     def set_isolation_level(self, dbapi_connection: DBAPIConnection, level: Any) -> None:
-        """Only SERIALIZABLE exists (and AUTOCOMMIT, handled by SQLAlchemy)."""
-        if level != "SERIALIZABLE":
-            raise sa.exc.ArgumentError(f"CascaDB runs transactions serially, not {level}")
+        """The level of the connection's next transactions (SQLAlchemy checks the name)."""
+        _session(dbapi_connection).default_isolation = level
 
     def get_default_isolation_level(self, dbapi_conn: DBAPIConnection) -> Any:
-        """Serializable."""
-        return "SERIALIZABLE"
+        """What a new connection's transactions get: READ COMMITTED (PostgreSQL's default)."""
+        return _session(dbapi_conn).isolation
 
     def do_ping(self, dbapi_connection: DBAPIConnection) -> bool:
         """In process: nothing to ping."""
@@ -237,9 +248,7 @@ class CascadbDialect(SQLiteDialect):
     # -- reflection: CascaDB's data dictionary, as the open transaction sees it --------
 
     def _tables(self, connection: Connection) -> dict[str, Table]:
-        driver = connection.connection.driver_connection
-        assert isinstance(driver, cascadb.Connection)
-        return {t.name: t for t in driver.session.tables()}
+        return {t.name: t for t in _session(connection.connection).tables()}
 
     def _table(self, connection: Connection, name: str) -> Table:
         found = self._tables(connection).get(name)

@@ -155,12 +155,13 @@ def _on_sqlite_begin(connection: Connection) -> None:
 
 
 def _on_cascadb_begin(connection: Connection) -> None:
-    # A reading transaction reads what is committed, holding no lock, so it never waits for
-    # an open write transaction (CascaDB's writers run one at a time, from their first
-    # statement to their end). A writer takes the lock at its first statement.
-    write = connection.get_execution_options().get(WRITE_OPTION, False)
-    driver = connection.connection.driver_connection
-    driver.session.begin_read(not write)  # type: ignore[union-attr]
+    # A writer takes CascaDB's one write lock at its first statement, a read too (writers run
+    # one at a time, from their first statement to their end). Other transactions get the
+    # connection's isolation: read committed unless asked otherwise, so a reading one reads
+    # what is committed, holding no lock, and never waits for an open write transaction.
+    if connection.get_execution_options().get(WRITE_OPTION, False):
+        driver = connection.connection.driver_connection
+        driver.session.begin_read(False)  # type: ignore[union-attr]
 
 
 @contextmanager

@@ -1,0 +1,136 @@
+"""One parsed statement run against its statement's buffer: queries (planned once per parsed
+statement while the dictionary holds), DDL and the writes, each giving a Result."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlglot import exp
+
+from meterseal.cascadb import dml
+from meterseal.cascadb.catalog import Dictionary, Table
+from meterseal.cascadb.conflict import returning
+from meterseal.cascadb.errors import NotSupportedError, ProgrammingError
+from meterseal.cascadb.expr import Ctx, Params, Row
+from meterseal.cascadb.kv import OrderedKv
+from meterseal.cascadb.parsing import QUERIES
+from meterseal.cascadb.query import plan_query
+
+
+@dataclass
+class Result:
+    """What a statement returns: column names and rows (queries), rows affected (others)."""
+
+    columns: list[str] | None = None
+    rows: list[Row] = field(default_factory=list)
+    rowcount: int = -1
+    plan: list[str] = field(default_factory=list)
+    command: str = ""  # what PostgreSQL's CommandComplete says: SELECT, INSERT, CREATE TABLE...
+    lastrowid: int | None = None  # an INSERT's last rowid (or INTEGER PRIMARY KEY), as sqlite3's
+
+
+@dataclass
+class Planned:
+    """A SELECT's plan kept for the next run of the same parsed statement."""
+
+    node: exp.Expression  # held so that its id is not reused
+    plan: Any
+    parameters: int
+    explained: list[str]
+
+
+Plans = dict[int, Planned]
+
+
+def run(
+    node: exp.Expression,
+    kv: OrderedKv,
+    params: Sequence[Any],
+    cache: dict[str, Table] | None = None,
+    plans: Plans | None = None,
+    *,
+    zero_division: bool = False,
+) -> tuple[Result, bool]:
+    """Run one parsed statement against `kv` (a statement's buffer); whether it was DDL.
+
+    `cache` holds committed table descriptors and `plans` SELECT plans made from them; both
+    are None in a transaction that changed the dictionary. `zero_division`: dividing by zero
+    raises DivisionByZero (PostgreSQL's rule) instead of giving NULL (SQLite's).
+    """
+    dictionary = Dictionary(kv, cache)
+    return _run(node, kv, params, dictionary, plans, zero_division), dictionary.changed
+
+
+def _select(
+    node: exp.Expression, params: Sequence[Any], dictionary: Dictionary, plans: Plans | None
+) -> Planned:
+    planned = plans.get(id(node)) if plans is not None else None
+    if planned is None:
+        numbering = Params()
+        plan = plan_query(node, None, numbering, dictionary.require)
+        planned = Planned(node, plan, numbering.highest, plan.explain())
+        if plans is not None:
+            if len(plans) > 1024:
+                plans.clear()
+            plans[id(node)] = planned
+    if planned.parameters > len(params):
+        raise ProgrammingError(
+            f"the statement has {planned.parameters} parameters, {len(params)} given"
+        )
+    return planned
+
+
+def _run(
+    node: exp.Expression,
+    kv: OrderedKv,
+    params: Sequence[Any],
+    dictionary: Dictionary,
+    plans: Plans | None = None,
+    zero_division: bool = False,
+) -> Result:
+    numbering = Params()
+    ctx = Ctx(params, kv, zero_division=zero_division)
+    if isinstance(node, QUERIES):
+        planned = _select(node, params, dictionary, plans)
+        rows = list(planned.plan.rows(ctx))
+        return Result(list(planned.plan.columns), rows, -1, planned.explained, "SELECT")
+    if isinstance(node, exp.Create):
+        kind = (node.args.get("kind") or "").upper()
+        if kind == "TABLE":
+            dml.create_table(node, dictionary)
+        elif kind == "INDEX":
+            dml.create_index(node, dictionary, kv)
+        else:
+            raise NotSupportedError(f"CascaDB does not support CREATE {kind}")
+        return Result(command=f"CREATE {kind}")
+    if isinstance(node, exp.Drop):
+        dml.drop(node, dictionary, kv)
+        return Result(command=f"DROP {(node.args.get('kind') or '').upper()}")
+    writes = {exp.Insert: dml.insert, exp.Update: dml.update, exp.Delete: dml.delete}
+    for kind_, handler in writes.items():
+        if isinstance(node, kind_):
+            table, written = handler(node, ctx, numbering, dictionary)  # type: ignore[operator]
+            command = node.key.upper()
+            last = _lastrowid(table, written, dictionary) if command == "INSERT" else None
+            back = node.args.get("returning")
+            if back is None:
+                return Result(rowcount=len(written), command=command, lastrowid=last)
+            columns, rows = returning(back, table, written, ctx, numbering)
+            return Result(columns, rows, len(written), command=command, lastrowid=last)
+    raise NotSupportedError(f"CascaDB does not support {node.key.upper()} statements")
+
+
+def _lastrowid(table: Table, written: list[Row], dictionary: Dictionary) -> int | None:
+    if not written:
+        return None
+    if table.rowid:
+        return dictionary.last_rowid(table)
+    value = written[-1][table.primary[0]] if len(table.primary) == 1 else None
+    return value if isinstance(value, int) else None
+
+
+def tables(kv: OrderedKv) -> list[Table]:
+    """The tables of the store's data dictionary."""
+    return Dictionary(kv).tables()

@@ -1,0 +1,343 @@
+"""A PostgreSQL session after login (pgwire.py starts it): the query loop.
+
+The simple query protocol (Query: several statements, each with RowDescription/DataRow/
+CommandComplete, one transaction when outside a block) and the extended one (Parse, Bind,
+Describe, Execute, Close, Sync, Flush; outside a block, the Executes up to a Sync are one
+transaction). A portal runs when it is described or executed; column types are told from the
+values (int8, float8, numeric, text, bytea, timestamptz, else text). Statements run in worker
+threads (the engine is synchronous). After an error in a transaction block, ReadyForQuery says
+'E' and statements fail with 25P02 until ROLLBACK, as PostgreSQL's; each error carries its
+SQLSTATE (errors.py). A session idle inside a transaction block, or holding the write lock,
+that sends no whole message for `idle_in_transaction_timeout` is ended (FATAL 25P03).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlglot import exp
+
+from meterseal.cascadb import errors
+from meterseal.cascadb.engine import Result, Session
+from meterseal.cascadb.parsing import transaction_set
+from meterseal.cascadb.pgtypes import oid_of, parameter, text_of, utf8
+from meterseal.cascadb.statement_log import statement_shape
+
+_log = logging.getLogger(__name__)
+MAX_MESSAGE = 64 << 20  # bytes of a message after login: statements and bound values, bounded
+# Session commands answered without the engine: SET is accepted and has no effect (CascaDB has
+# one date style, time zone UTC) but for transaction modes; DEALLOCATE/DISCARD drop prepared
+# statements.
+_SESSION_COMMANDS = {"SET", "DEALLOCATE", "DISCARD"}
+
+
+def message(kind: bytes, payload: bytes = b"") -> bytes:
+    """A protocol message: its kind, its length, its payload."""
+    return kind + struct.pack("!I", len(payload) + 4) + payload
+
+
+def cstr(text: str) -> bytes:
+    """`text` as a protocol string (UTF-8, NUL-terminated)."""
+    return text.encode() + b"\x00"
+
+
+def _tag(result: Result) -> str:
+    if result.command == "SELECT":
+        return f"SELECT {len(result.rows)}"
+    if result.command == "INSERT":
+        return f"INSERT 0 {result.rowcount}"
+    if result.command in ("UPDATE", "DELETE"):
+        return f"{result.command} {result.rowcount}"
+    return result.command or "OK"
+
+
+@dataclass
+class _Prepared:
+    statement: exp.Expression | None
+    types: list[int]
+
+
+@dataclass
+class _Portal:
+    prepared: _Prepared
+    params: list[Any]
+    result: Result | None = None
+
+
+@dataclass
+class Connection:
+    """A logged-in client: its session, prepared statements and portals."""
+
+    session: Session
+    user: str
+    prepared: dict[str, _Prepared] = field(default_factory=dict)
+    portals: dict[str, _Portal] = field(default_factory=dict)
+    failed: bool = False  # an extended-protocol error: skip to Sync
+    implicit: bool = False  # executes outside a block: one transaction until Sync
+
+
+def error(code: str, text: str, severity: str = "ERROR") -> bytes:
+    """An ErrorResponse: its severity, SQLSTATE `code` and message."""
+    level = severity.encode()
+    fields = b"S" + cstr(severity) + b"V" + level + b"\x00C" + cstr(code)
+    return message(b"E", fields + b"M" + cstr(text) + b"\x00")
+
+
+def ready(session: Session) -> bytes:
+    """ReadyForQuery with the session's transaction status."""
+    # 'E': a statement failed in the transaction block, which now takes only ROLLBACK
+    status = b"E" if session.failed else b"T" if session.in_transaction else b"I"
+    return message(b"Z", status)
+
+
+class QueryLoop:
+    """The query loop of PgServer's sessions (its counts, log and idle limit)."""
+
+    counts: Counter[str]
+    log: Callable[[str], None]
+    idle_in_transaction_timeout: float | None
+
+    def _failure(self, conn: Connection, exc: errors.Error) -> bytes:
+        self.counts["failed"] += 1
+        conn.session.abort()  # a statement that failed before it ran (its parse) aborts too
+        return error(exc.sqlstate, str(exc))
+
+    async def serve_queries(
+        self, conn: Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """Answer `conn`'s messages until it ends (Terminate, a refused message, idle limit)."""
+        while True:
+            # As PostgreSQL's idle_in_transaction_session_timeout: a session idle inside a
+            # transaction block, failed or not, is ended even holding no lock (its portals keep
+            # their rows); and, CascaDB's own, one holding the write lock between Executes
+            # without a Sync, which would stall every other writer
+            session = conn.session
+            limited = (session.in_transaction and not conn.implicit) or session.writing
+            idle = self.idle_in_transaction_timeout if limited else None
+            try:  # the whole message, as PostgreSQL's: one begun and left unfinished holds too
+                async with asyncio.timeout(idle):
+                    kind, head = await reader.readexactly(1), await reader.readexactly(4)
+                    length = struct.unpack("!I", head)[0]
+                    if not 4 <= length <= MAX_MESSAGE:  # nothing after it parses: end it
+                        self.counts["refused"] += 1
+                        return
+                    body = await reader.readexactly(length - 4)
+            except TimeoutError:  # the caller's finally rolls back, releasing the lock
+                self.counts["idle_timeouts"] += 1
+                _log.info("%s: session ended idle in a transaction", conn.user)
+                text = "terminating connection due to idle-in-transaction timeout"
+                writer.write(error("25P03", text, "FATAL"))
+                await writer.drain()
+                return
+            if kind == b"X":
+                return
+            out = await self._handle(conn, kind, body)
+            if out:
+                writer.write(out)
+                await writer.drain()
+
+    async def _handle(self, conn: Connection, kind: bytes, body: bytes) -> bytes:
+        if kind == b"Q":
+            try:  # a query not UTF-8 fails as a statement does (22021); the session goes on
+                sql = utf8(body.rstrip(b"\x00"))
+            except errors.Error as exc:
+                return self._failure(conn, exc) + ready(conn.session)
+            return await self._simple(conn, sql)
+        if kind == b"S":
+            conn.failed = False
+            if conn.implicit:  # as PostgreSQL: Sync ends the implicit transaction
+                conn.implicit = False
+                session = conn.session
+                try:
+                    await asyncio.to_thread(session.rollback if session.failed else session.commit)
+                except errors.Error as exc:
+                    return self._failure(conn, exc) + ready(session)
+            return ready(conn.session)
+        if kind == b"H":
+            return b""
+        if conn.failed:
+            return b""
+        try:
+            return await self._extended(conn, kind, body)
+        except errors.Error as exc:
+            conn.failed = True
+            return self._failure(conn, exc)
+
+    async def _simple(self, conn: Connection, sql: str) -> bytes:
+        out = b""
+        words = sql.strip().rstrip(";").split()
+        if words and words[0].upper() in _SESSION_COMMANDS and not conn.session.failed:
+            if words[0].upper() == "DEALLOCATE" and len(words) > 1:
+                conn.prepared.pop(words[-1].strip('"'), None)
+            if words[0].upper() == "DISCARD":
+                conn.prepared.clear()
+            tag = cstr(
+                " ".join(words[:2]).upper() if words[0].upper() == "DISCARD" else words[0].upper()
+            )
+            try:
+                await self._isolation(conn.session, sql)
+            except errors.Error as exc:
+                return self._failure(conn, exc) + ready(conn.session)
+            return message(b"C", tag) + ready(conn.session)
+        session, implicit = conn.session, False
+        try:
+            statements = session.statements(sql)
+            if not statements:
+                out += message(b"I")
+            # As PostgreSQL: several statements outside a block are one transaction.
+            implicit = len(statements) > 1 and not session.in_transaction
+            implicit = implicit and not any(map(_controls_transaction, statements))
+            session.read_ahead(statements)  # one that begins reading: no write lock yet
+            if implicit:
+                await asyncio.to_thread(session.begin)
+            for statement in statements:
+                self.log(f"{conn.user}: {statement_shape(statement, 'postgres')}")
+                self.counts["statements"] += 1
+                result = await asyncio.to_thread(session.run_statement, statement, [])
+                out += self._description(result) + self._rows(result)
+            if implicit:
+                await asyncio.to_thread(session.commit)
+        except errors.Error as exc:
+            out += self._failure(conn, exc)
+            if implicit:
+                session.rollback()
+        return out + ready(session)
+
+    async def _isolation(self, session: Session, sql: str) -> None:
+        # A SET of transaction modes: for the session, its default level (each transaction of
+        # a level above read committed holds the write lock from its first statement); for the
+        # open transaction, PostgreSQL's rules (Session.set_transaction)
+        asked = transaction_set(sql)
+        if asked is None:
+            return
+        session_wide, modes = asked
+        if session_wide:
+            if modes.level is not None:
+                session.default_isolation = modes.level
+        else:
+            await asyncio.to_thread(session.set_transaction, modes)
+
+    def _description(self, result: Result) -> bytes:
+        if result.columns is None:
+            return b""
+        payload = struct.pack("!H", len(result.columns))
+        for i, name in enumerate(result.columns):
+            oid = oid_of([row[i] for row in result.rows])
+            payload += cstr(name) + struct.pack("!IhIhih", 0, 0, oid, -1, -1, 0)
+        return message(b"T", payload)
+
+    def _rows(self, result: Result) -> bytes:
+        out = bytearray()
+        for row in result.rows:
+            payload = bytearray(struct.pack("!H", len(row)))
+            for value in row:
+                if value is None:
+                    payload += struct.pack("!i", -1)
+                else:
+                    text = text_of(value)
+                    payload += struct.pack("!I", len(text)) + text
+            out += message(b"D", bytes(payload))
+        return bytes(out) + message(b"C", cstr(_tag(result)))
+
+    async def _extended(self, conn: Connection, kind: bytes, body: bytes) -> bytes:
+        if kind == b"P":
+            name, rest = _split(body)
+            sql, rest = _split(rest)
+            count = struct.unpack("!H", rest[:2])[0]
+            types = list(struct.unpack(f"!{count}I", rest[2 : 2 + 4 * count]))
+            statements = conn.session.statements(sql)
+            if len(statements) > 1:
+                raise errors.ProgrammingError("a prepared statement holds one statement")
+            conn.prepared[name] = _Prepared(statements[0] if statements else None, types)
+            return message(b"1")
+        if kind == b"B":
+            return self._bind(conn, body)
+        if kind == b"D":
+            target, name = body[:1], _split(body[1:])[0]
+            if target == b"S":
+                prepared = conn.prepared.get(name)
+                if prepared is None:
+                    raise errors.ProgrammingError(f"no prepared statement {name!r}")
+                return self._describe_statement(prepared)
+            portal = await self._run(conn, name)
+            described = self._description(portal)
+            return described or message(b"n")
+        if kind == b"E":
+            name = _split(body)[0]
+            result = await self._run(conn, name)
+            if result.columns is None and not result.command:
+                return message(b"I")
+            return (
+                self._rows(result)
+                if result.columns is not None
+                else message(b"C", cstr(_tag(result)))
+            )
+        if kind == b"C":
+            target, name = body[:1], _split(body[1:])[0]
+            (conn.prepared if target == b"S" else conn.portals).pop(name, None)
+            return message(b"3")
+        raise errors.InterfaceError(f"unknown message {kind!r}")
+
+    def _bind(self, conn: Connection, body: bytes) -> bytes:
+        portal, rest = _split(body)
+        name, rest = _split(rest)
+        prepared = conn.prepared.get(name)
+        if prepared is None:
+            raise errors.ProgrammingError(f"no prepared statement {name!r}")
+        count = struct.unpack("!H", rest[:2])[0]
+        formats = list(struct.unpack(f"!{count}h", rest[2 : 2 + 2 * count]))
+        rest = rest[2 + 2 * count :]
+        total = struct.unpack("!H", rest[:2])[0]
+        rest = rest[2:]
+        params = []
+        for i in range(total):
+            size = struct.unpack("!i", rest[:4])[0]
+            raw = None if size < 0 else rest[4 : 4 + size]
+            rest = rest[4 + max(size, 0) :]
+            binary = (formats[i] if len(formats) > 1 else formats[0] if formats else 0) == 1
+            oid = prepared.types[i] if i < len(prepared.types) else 0
+            params.append(parameter(raw, oid, binary))
+        conn.portals[portal] = _Portal(prepared, params)
+        return message(b"2")
+
+    def _describe_statement(self, prepared: _Prepared) -> bytes:
+        oids = prepared.types
+        return message(b"t", struct.pack(f"!H{len(oids)}I", len(oids), *oids)) + message(b"n")
+
+    async def _run(self, conn: Connection, name: str) -> Result:
+        portal = conn.portals.get(name)
+        if portal is None:
+            raise errors.ProgrammingError(f"no portal {name!r}")
+        if portal.result is None:
+            statement = portal.prepared.statement
+            if statement is None:
+                portal.result = Result()
+            else:
+                self.log(f"{conn.user}: {statement_shape(statement, 'postgres')}")
+                self.counts["statements"] += 1
+                if _controls_transaction(statement):
+                    conn.implicit = False  # BEGIN makes it a block; COMMIT/ROLLBACK end it
+                elif not conn.session.in_transaction:
+                    conn.session.read_ahead([statement])  # a reader until its first write
+                    await asyncio.to_thread(conn.session.begin)
+                    conn.implicit = True
+                run = conn.session.run_statement
+                portal.result = await asyncio.to_thread(run, statement, portal.params)
+        return portal.result
+
+
+def _controls_transaction(node: exp.Expression) -> bool:
+    if isinstance(node, exp.Transaction | exp.Commit | exp.Rollback):
+        return True
+    return isinstance(node, exp.Command) and str(node.this).upper() in ("SAVEPOINT", "RELEASE")
+
+
+def _split(data: bytes) -> tuple[str, bytes]:
+    end = data.index(b"\x00")
+    return utf8(data[:end]), data[end + 1 :]

@@ -1,0 +1,141 @@
+"""START TRANSACTION, BEGIN's modes and SET TRANSACTION answer as PostgreSQL's (the same
+transcript from CascaDB and, marked `services`, the real PostgreSQL), and what they ask of
+CascaDB's write lock."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from tests.cascadb.pg_client import Running
+from tests.cascadb.test_pg_compat import IDLE, INERROR, INTRANS, TABLE, Step, transcript
+
+
+def test_start_transaction_is_begin_with_its_modes(dsn: str) -> None:
+    steps: list[Step] = [
+        TABLE,
+        "START TRANSACTION",
+        "INSERT INTO t VALUES (1, 'one')",
+        "COMMIT",
+        "START TRANSACTION ISOLATION LEVEL SERIALIZABLE READ ONLY",  # modes without commas
+        "SELECT k FROM t",
+        "INSERT INTO t VALUES (2, 'two')",
+        "ROLLBACK",
+        "BEGIN READ ONLY",
+        "SELECT k FROM t FOR UPDATE",
+        "ROLLBACK",
+        "START TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ WRITE",
+        "INSERT INTO t VALUES (2, 'two')",
+        "COMMIT",
+        "BEGIN WORK ISOLATION LEVEL READ COMMITTED NOT DEFERRABLE",
+        "ROLLBACK",
+        "START TRANSACTION, READ ONLY",  # no comma before the first mode
+        "SELECT k FROM t ORDER BY k",
+    ]
+    assert transcript(dsn, steps) == [
+        ("CREATE TABLE", IDLE),
+        ("START TRANSACTION", INTRANS),
+        ("INSERT 0 1", INTRANS),
+        ("COMMIT", IDLE),
+        ("START TRANSACTION", INTRANS),
+        ("SELECT 1", INTRANS, "1"),
+        ("25006", INERROR),
+        ("ROLLBACK", IDLE),
+        ("BEGIN", INTRANS),
+        ("25006", INERROR),
+        ("ROLLBACK", IDLE),
+        ("START TRANSACTION", INTRANS),
+        ("INSERT 0 1", INTRANS),
+        ("COMMIT", IDLE),
+        ("BEGIN", INTRANS),
+        ("ROLLBACK", IDLE),
+        ("42601", IDLE),
+        ("SELECT 2", IDLE, "1", "2"),
+    ]
+
+
+def test_set_transaction_after_the_first_query_is_25001(dsn: str) -> None:
+    steps: list[Step] = [
+        TABLE,
+        "BEGIN",
+        "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",  # before any query: taken
+        "SELECT 1",
+        "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",  # the level it has: no change
+        "SET TRANSACTION ISOLATION LEVEL READ COMMITTED",
+        "ROLLBACK",
+        "START TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+        "SET TRANSACTION ISOLATION LEVEL READ COMMITTED",
+        "SELECT 1",
+        "SET TRANSACTION ISOLATION LEVEL READ UNCOMMITTED",  # a level of its own
+        "ROLLBACK",
+        "BEGIN",
+        "SAVEPOINT sp",
+        "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",  # in a subtransaction
+        "ROLLBACK",
+        "BEGIN",
+        "SELECT 1",
+        "SET TRANSACTION READ ONLY",  # read only: at any time
+        "INSERT INTO t VALUES (1, 'one')",
+        "ROLLBACK",
+        "BEGIN READ ONLY",
+        "SELECT 1",
+        "SET TRANSACTION READ WRITE",  # read write: before any query only
+        "ROLLBACK",
+        "SELECT k FROM t",
+    ]
+    assert transcript(dsn, steps) == [
+        ("CREATE TABLE", IDLE),
+        ("BEGIN", INTRANS),
+        ("SET", INTRANS),
+        ("SELECT 1", INTRANS, "1"),
+        ("SET", INTRANS),
+        ("25001", INERROR),
+        ("ROLLBACK", IDLE),
+        ("START TRANSACTION", INTRANS),
+        ("SET", INTRANS),
+        ("SELECT 1", INTRANS, "1"),
+        ("25001", INERROR),
+        ("ROLLBACK", IDLE),
+        ("BEGIN", INTRANS),
+        ("SAVEPOINT", INTRANS),
+        ("25001", INERROR),
+        ("ROLLBACK", IDLE),
+        ("BEGIN", INTRANS),
+        ("SELECT 1", INTRANS, "1"),
+        ("SET", INTRANS),
+        ("25006", INERROR),
+        ("ROLLBACK", IDLE),
+        ("BEGIN", INTRANS),
+        ("SELECT 1", INTRANS, "1"),
+        ("25001", INERROR),
+        ("ROLLBACK", IDLE),
+        ("SELECT 0", IDLE),
+    ]
+
+
+def test_start_transaction_takes_the_write_lock_as_begin_of_its_level_does(
+    running: Running,
+) -> None:
+    running.database.lock_timeout = 0.2  # a statement that waited for the lock fails fast
+    busy = psycopg.errors.lookup("57000")
+    with (
+        psycopg.connect(running.dsn(), autocommit=True) as block,
+        psycopg.connect(running.dsn(), autocommit=True) as other,
+    ):
+        other.execute("CREATE TABLE t(k INTEGER PRIMARY KEY)")
+        block.execute("START TRANSACTION")  # read committed: a reader until its first write
+        block.execute("SELECT k FROM t")
+        other.execute("INSERT INTO t VALUES (1)")
+        block.execute("ROLLBACK")
+        block.execute("START TRANSACTION ISOLATION LEVEL SERIALIZABLE READ WRITE")  # at once
+        with pytest.raises(busy):
+            other.execute("INSERT INTO t VALUES (2)")
+        # lowered before its first query: read committed, the lock given back
+        block.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        other.execute("INSERT INTO t VALUES (3)")
+        block.execute("ROLLBACK")
+        block.execute("START TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        with pytest.raises(busy):
+            other.execute("INSERT INTO t VALUES (4)")
+        block.execute("COMMIT")
+        assert other.execute("SELECT k FROM t ORDER BY k").fetchall() == [(1,), (3,)]
