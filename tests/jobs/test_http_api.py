@@ -20,7 +20,7 @@ from meterseal.accounts.model import Role
 from meterseal.jobs.engine import local_engine
 from meterseal.jobs.http_api import create_jobs_app
 from meterseal.jobs.lifecycle import JobState
-from meterseal.jobs.manager import Manager
+from meterseal.jobs.manager import Manager, new_job_id
 from meterseal.jobs.records import JobBook
 from meterseal.jobs.service import JobRunner
 from meterseal.jobs.submission import Site
@@ -225,3 +225,28 @@ def test_a_served_manager_whose_store_is_missing_refuses_a_submission_with_503(
         assert client.get("/v1/counters").json()["store_unavailable"] == 1
     assert boss.jobs() == []
     assert not missing.exists()
+
+
+def test_a_submission_whose_new_id_is_already_recorded_is_a_409_conflict(tmp_path: Path) -> None:
+    # The table's refusal (JobStateError) was answered 500, as a server fault. Ids drawn
+    # twice are next to never (64 bits), so a Manager whose ids repeat makes one here.
+    people = People(MemoryAccounts())
+    people.add("olga", Role.OPERATOR)
+    ids = iter(["job-1a2b3c4d", "job-1a2b3c4d", new_job_id()])
+    boss = Manager(JobBook(tmp_path / "jobs"), new_id=lambda: next(ids))
+    site = Site(f"sqlite:///{tmp_path / 'unread.db'}", tmp_path, gateway="http://127.0.0.1:1")
+    fraud = {"application": "fraud", "month": "2026-11", "tz": "UTC", "from_kvs": True}
+    app = create_jobs_app(boss, site, people.authenticator)
+    operator = people.headers("olga")
+    with ThreadedServer(app) as url, httpx.Client(base_url=url, headers=operator) as client:
+        assert client.post("/v1/jobs", json=fraud).status_code == 201
+        again = client.post("/v1/jobs", json={**fraud, "seed": 2})
+        assert again.status_code == 409, again.text
+        assert "job cannot submit when submitted" in again.json()["detail"]
+        third = client.post("/v1/jobs", json={**fraud, "seed": 3}).json()["job_id"]
+        assert re.fullmatch(r"job-[0-9a-f]{16}", third)
+        for job_id in ("job-1a2b3c4d", third):  # an older 8-digit id and a new one both read
+            assert client.get(f"/v1/jobs/{job_id}").json()["job_id"] == job_id
+        assert client.get("/v1/counters").json()["conflict"] == 1
+    kept = boss.status("job-1a2b3c4d")
+    assert kept.spec["rank"]["seed"] == 1

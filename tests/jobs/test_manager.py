@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import re
 from pathlib import Path
 from typing import cast
 
@@ -16,7 +17,7 @@ from meterseal.jobs.control import Decision
 from meterseal.jobs.engine import Engine
 from meterseal.jobs.fraud import RankSpec
 from meterseal.jobs.lifecycle import JobEvent, JobRefused, JobState, JobStateError
-from meterseal.jobs.manager import Manager
+from meterseal.jobs.manager import Manager, new_job_id
 from meterseal.jobs.metrics import JobMetrics
 from meterseal.jobs.monitor import Snapshot
 from meterseal.jobs.records import JobBook, JobRecord, UnknownJob
@@ -225,3 +226,23 @@ def test_a_submission_under_an_id_already_recorded_is_refused_and_the_record_sta
         boss.submit_fraud(dataclasses.replace(spec, seed=3), control)
     kept = boss.status("job-same")
     assert (kept.state, kept.spec["rank"]["seed"]) == (JobState.CANCELLED, 1)
+
+
+def test_job_ids_carry_64_random_bits_and_older_shorter_ids_still_read(tmp_path: Path) -> None:
+    # Ids of 32 bits (8 hex digits) had a 1% chance of two jobs sharing one by ~9,300 jobs,
+    # and the second submission was then refused.
+    ids = {new_job_id() for _ in range(200)}
+    assert len(ids) == 200
+    assert all(re.fullmatch(r"job-[0-9a-f]{16}", i) for i in ids), sorted(ids)[:3]
+    boss = Manager(JobBook(tmp_path / "jobs"))
+    spec = RankSpec("sqlite:///unread.db", "2026-11-01", 30, "UTC", kvs="http://127.0.0.1:1")
+    new = boss.submit_fraud(spec, Control(deadline=60.0))
+    assert re.fullmatch(r"job-[0-9a-f]{16}", new.job_id)
+    boss.book.save(JobRecord("job-1a2b3c4d", "fraud", new.spec, JobState.SUBMITTED, 1.0))
+    assert boss.status("job-1a2b3c4d").job_id == "job-1a2b3c4d"
+    assert boss.status(new.job_id).job_id == new.job_id
+    assert boss.cancel("job-1a2b3c4d").state is JobState.CANCELLED
+    assert [r.job_id for r in boss.jobs()] == ["job-1a2b3c4d", new.job_id]
+    for unfit in ("../job-1", "job-1/x", "jöb-1", "j" * 65, ""):
+        with pytest.raises(UnknownJob):
+            boss.status(unfit)

@@ -24,9 +24,9 @@ from pydantic import BaseModel, Field
 from meterseal.accounts.api import add_account_routes
 from meterseal.accounts.authn import AccountAuthenticator
 from meterseal.errors import ConfigurationError
-from meterseal.jobs.lifecycle import JobRefused
+from meterseal.jobs.lifecycle import JobRefused, JobStateError
 from meterseal.jobs.manager import Manager
-from meterseal.jobs.records import UnknownJob
+from meterseal.jobs.records import JOB_ID_PATTERN, UnknownJob
 from meterseal.jobs.submission import Control, Site, Submission, job_view
 from meterseal.runtime.auth import AnyRole, access
 from meterseal.runtime.http import Problem, service_app
@@ -35,14 +35,21 @@ from meterseal.runtime.refusals import Refusal, answer_store_unavailable, refusi
 log = logging.getLogger(__name__)
 RUNS_JOBS = AnyRole(("operator", "administrator"))
 READS_JOBS = AnyRole(("operator", "administrator", "auditor"))
-JOB_ID = Annotated[str, Path(pattern=r"^[A-Za-z0-9-]{1,64}$")]
+JOB_ID = Annotated[str, Path(pattern=JOB_ID_PATTERN)]
 REFUSED: dict[int | str, dict[str, Any]] = {
     404: {"model": Problem, "description": "No job has this id."},
     409: {"model": Problem, "description": "The job's state refuses it (cancel a finished job)."},
 }
+SUBMIT_REFUSED: dict[int | str, dict[str, Any]] = {
+    409: {"model": Problem, "description": "The new job's id is already recorded: submit again."},
+}
 JOB_REFUSALS = (
     Refusal(UnknownJob, 404),
     Refusal(JobRefused, 409, "refused"),
+    # The table refuses a submission under an id already recorded (ids are 64 random bits,
+    # so next to never): a conflict of state, the record stays, and a new submission gets a
+    # new id. No route drives the Manager's other moves, so nothing else of it arrives here.
+    Refusal(JobStateError, 409, "conflict"),
     Refusal(ConfigurationError, 422, "refused"),
 )
 
@@ -151,7 +158,7 @@ def create_jobs_app(
         summary="Submit a job",
         status_code=201,
         dependencies=[access(RUNS_JOBS)],
-        responses=REFUSED,
+        responses=SUBMIT_REFUSED,
     )
     async def submit(asked: JobAsked) -> JobView:
         record = await call(lambda: manager.submit(asked.submission(), site))

@@ -3,7 +3,8 @@
 Every change of a record's state is a move of the table, its creation too (submit, from no
 state). The convention for a refused move is the runtime's (`meterseal.runtime.transitions`):
 a move the Manager itself drove (submit, start, succeed, fail) that the table refuses is a
-bug here, `JobStateError`; one asked for (a user's cancel of a finished job, a run of a job
+bug here, `JobStateError` (or, for submit, a new id drawn twice: the HTTP API answers it 409,
+a conflict); one asked for (a user's cancel of a finished job, a run of a job
 that ended) is refused to whoever asked, `JobRefused`, which the CLI and API print as a
 refusal. Moves step from the state recorded on disk, under the record's lock (`JobBook.move`):
 a user's cancel that lands before the Manager's start or end of the job stays, and the

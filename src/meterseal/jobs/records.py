@@ -18,6 +18,7 @@ import dataclasses
 import fcntl
 import json
 import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,9 @@ from meterseal.runtime.durable import write_durably
 # The Manager's moves of a job it read before a user's cancel (or its own end) was recorded:
 # dropped against a final state on disk, not refused. Any other move steps from it.
 _OVERTAKEN = frozenset((JobEvent.START, JobEvent.SUCCEED, JobEvent.FAIL))
+# What a job id may be, wherever one is read (a record's file name, the HTTP API's path): the
+# Manager's `job-` and 16 hex digits, and the 8 of records written before, fit with room.
+JOB_ID_PATTERN = r"^[A-Za-z0-9-]{1,64}$"
 
 
 class UnknownJob(MetersealError):
@@ -106,7 +110,7 @@ class JobBook:
         self._lock = lock  # takes the record lock on an open file (a test sees a save wait)
 
     def _path(self, job_id: str) -> Path:
-        if not job_id.replace("-", "").isalnum():
+        if re.fullmatch(JOB_ID_PATTERN, job_id) is None:  # no path, no other file
             raise UnknownJob(f"no job {job_id!r}")
         return self.directory / f"{job_id}.json"
 
