@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import struct
 import sys
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -81,6 +82,7 @@ def _bind(lib: Any) -> None:
         "liberasurecode_get_version": (ctypes.c_uint32, []),
         "liberasurecode_backend_available": (c_int, [c_int]),
         "liberasurecode_instance_create": (c_int, [c_int, ctypes.POINTER(EcArgs)]),
+        "liberasurecode_instance_destroy": (c_int, [c_int]),
         "liberasurecode_encode": (
             c_int,
             [c_int, _PTR, c_u64, out_ptrs, out_ptrs, out_u64],
@@ -155,6 +157,15 @@ class NativeCodec:
         self.desc = self.lib.liberasurecode_instance_create(backend_id, ctypes.byref(args))
         if self.desc <= 0:
             raise ConfigurationError(f"liberasurecode {backend} {k}+{m}: error {self.desc}")
+        # The instance (the backend's tables, its registry entry) is the library's until
+        # destroyed: destroyed once this codec is collected. The finalizer holds the function
+        # and the descriptor, never the codec, so it does not keep the codec alive. No buffer
+        # outlives a call that needs the instance: fragments are copied out and freed before
+        # `encode` returns, a decoded buffer is freed while `decode_then` runs, and one a view
+        # kept is never freed (a plain allocation, valid after the instance is gone).
+        self._destroy = weakref.finalize(self, self.lib.liberasurecode_instance_destroy, self.desc)
+        # Not at exit: a daemon thread may still be coding then, and the process's end frees it.
+        self._destroy.atexit = False
 
     def encode(self, data: bytes | memoryview) -> list[bytes]:
         """The k + m fragments of `data` (as pyeclib's `encode` gives them): bytes, or a
