@@ -23,6 +23,7 @@ from meterseal.billing.api import create_billing_app
 from meterseal.billing.api_views import raw_media
 from meterseal.billing.bill import parse_signed_bill
 from meterseal.billing.billlog import BILL_LOG_HEAD, bill_leaf
+from meterseal.billing.ports import BillSummary
 from meterseal.billing.proofs import ReadingProof, verify_reading
 from meterseal.crypto.keys import kid_of, public_bytes
 from meterseal.errors import StorageError
@@ -374,6 +375,12 @@ def test_openapi_lists_the_routes_and_the_cbor_alternatives(api: Api) -> None:
     assert {"application/json", "application/cbor", "application/cose"} <= set(content)
     assert "409" in schema["paths"][proof]["get"]["responses"]
     assert api.json("/healthz") == {"status": "ok"}
+    # A customer's bill list answers every field of the port's BillSummary, each required
+    # (BillEntry is made from it, not written out again: a field added there shows here).
+    entry = schema["components"]["schemas"]["BillEntry"]
+    assert list(entry["properties"]) == entry["required"] == list(BillSummary._fields)
+    assert entry["properties"]["clean"]["anyOf"] == [{"type": "boolean"}, {"type": "null"}]
+    assert entry["properties"]["kind"] == {"title": "Kind", "type": "string"}  # no default
 
 
 @pytest.mark.parametrize(

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import base64
 import re
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, get_type_hints
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, PlainSerializer
+from pydantic import BaseModel, ConfigDict, PlainSerializer, create_model
 
 from meterseal.billing.bill import Bill
+from meterseal.billing.ports import BillSummary
 from meterseal.transparency.heads import SignedTreeHead
 
 COSE_TYPES = ("application/cbor", "application/cose")
@@ -36,21 +37,22 @@ class Detail(BaseModel):
     detail: str
 
 
-class BillEntry(BaseModel):
-    """One bill in a customer's list; `clean` is the latest audit's verdict (None: unaudited)."""
+def response_of(row: type[tuple[Any, ...]], name: str, doc: str) -> type[BaseModel]:
+    """A response model `name` with the fields of `row`, a port's NamedTuple, each required."""
+    # Required whatever defaults the row's constructor has: an answer names every field.
+    hints = get_type_hints(row)
+    fields: dict[str, Any] = {field: (hints[field], ...) for field in row.__annotations__}
+    return create_model(name, __doc__=doc, __module__=__name__, **fields)
 
-    bill_id: str
-    period_start: int
-    period_end: int
-    issued_at: int
-    currency: str
-    total: str
-    log_index: int
-    audited: bool
-    clean: bool | None
-    countersigned: bool  # some (maybe earlier) audit was clean and countersigned the bill
-    kind: str  # bill, or a correction: credit (cancels a bill) or rebill (replaces it)
-    standing: str  # in force, superseded by …, credited by …, cancels …
+
+if TYPE_CHECKING:  # a model like any other to mypy, which cannot see fields made at import
+    BillEntry = BaseModel
+else:
+    BillEntry = response_of(
+        BillSummary,
+        "BillEntry",
+        "One bill in a customer's list; `clean` is the latest audit's verdict (None: unaudited).",
+    )
 
 
 class CustomerBills(BaseModel):
