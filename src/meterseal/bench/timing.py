@@ -50,7 +50,7 @@ class Timing:
         return (max(self.runs) - min(self.runs)) / self.median
 
 
-def _calibrate(op: Op, budget: float) -> float:
+def calibrate(op: Op, budget: float) -> float:
     """Warm `op` up for `budget` seconds (first call untimed); estimated seconds per call."""
     op()
     calls, start = 0, time.perf_counter()
@@ -62,7 +62,7 @@ def _calibrate(op: Op, budget: float) -> float:
             return elapsed / calls
 
 
-def _batch(op: Op, calls: int) -> float:
+def per_call(op: Op, calls: int) -> float:
     """Mean seconds per call over `calls` back-to-back calls."""
     start = time.perf_counter()
     for _ in range(calls):
@@ -79,13 +79,13 @@ def measure_group(
 ) -> dict[str, Timing]:
     """Time each op for about `seconds` in total, as `runs` interleaved batches per op."""
     calls = {
-        name: max(1, round(seconds / runs / _calibrate(op, seconds * WARMUP_SHARE)))
+        name: max(1, round(seconds / runs / calibrate(op, seconds * WARMUP_SHARE)))
         for name, op in ops.items()
     }
     samples: dict[str, list[float]] = {name: [] for name in ops}
     for _ in range(runs):
         for name, op in ops.items():
-            samples[name].append(_batch(op, calls[name]))
+            samples[name].append(per_call(op, calls[name]))
             if on_batch is not None:
                 on_batch(name)
     return {name: Timing(tuple(samples[name]), calls[name]) for name in ops}

@@ -15,8 +15,7 @@ Every answer is ("ok", value) or ("error", diagnostics).
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from meterseal.bench.crypto import _size_ops  # experiment 3.1's ops, shared with bench crypto
+from meterseal.bench.timing import calibrate, per_call
 from meterseal.errors import MetersealError
 from meterseal.trust.worker import start_trusted
 
@@ -35,24 +35,6 @@ RSA_SECRET = "bench-rsa2048"  # noqa: S105 - a secret's name
 def stage_config(sizes: Sequence[int]) -> dict[str, object]:
     """The bench stage's configuration: what its measurement covers besides code."""
     return {"experiment": "SGX paper 3.1", "sizes": list(sizes), "secret": RSA_SECRET}
-
-
-def _time(op: Callable[[], object], calls: int) -> float:
-    start = time.perf_counter()
-    for _ in range(calls):
-        op()
-    return (time.perf_counter() - start) / calls
-
-
-def _calibrate(op: Callable[[], object], budget: float) -> float:
-    op()
-    calls, start = 0, time.perf_counter()
-    while True:
-        op()
-        calls += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= budget:
-            return elapsed / calls
 
 
 def _key(der: bytes) -> rsa.RSAPrivateKey:
@@ -98,4 +80,4 @@ def serve(conn: Connection, mode: str, setup: dict[str, Any]) -> None:
             return
         kind, op, size, amount = message
         fn = ops[(op, size)]
-        conn.send(("ok", _calibrate(fn, amount) if kind == "calibrate" else _time(fn, amount)))
+        conn.send(("ok", calibrate(fn, amount) if kind == "calibrate" else per_call(fn, amount)))
