@@ -113,6 +113,53 @@ def test_set_transaction_after_the_first_query_is_25001(dsn: str) -> None:
     ]
 
 
+def test_begin_inside_a_block_sets_its_modes_as_set_transaction_does(dsn: str) -> None:
+    # PostgreSQL warns that a transaction is in progress, then sets BEGIN's modes by SET
+    # TRANSACTION's rules; they were ignored (a write after BEGIN READ ONLY went through).
+    steps: list[Step] = [
+        TABLE,
+        "BEGIN",
+        "SELECT 1",
+        "BEGIN READ ONLY",
+        "INSERT INTO t VALUES (1, 'one')",
+        "ROLLBACK",
+        "BEGIN",
+        "SELECT 1",
+        "START TRANSACTION ISOLATION LEVEL SERIALIZABLE",  # a level after the first query
+        "ROLLBACK",
+        "BEGIN READ ONLY",
+        "SAVEPOINT sp",
+        "SET TRANSACTION READ WRITE",  # before any query, but in a subtransaction
+        "ROLLBACK",
+        "BEGIN READ ONLY",
+        "SAVEPOINT sp",
+        "BEGIN READ WRITE",
+        "ROLLBACK",
+        "SELECT k FROM t",
+    ]
+    assert transcript(dsn, steps) == [
+        ("CREATE TABLE", IDLE),
+        ("BEGIN", INTRANS),
+        ("SELECT 1", INTRANS, "1"),
+        ("BEGIN", INTRANS),
+        ("25006", INERROR),
+        ("ROLLBACK", IDLE),
+        ("BEGIN", INTRANS),
+        ("SELECT 1", INTRANS, "1"),
+        ("25001", INERROR),
+        ("ROLLBACK", IDLE),
+        ("BEGIN", INTRANS),
+        ("SAVEPOINT", INTRANS),
+        ("25001", INERROR),
+        ("ROLLBACK", IDLE),
+        ("BEGIN", INTRANS),
+        ("SAVEPOINT", INTRANS),
+        ("25001", INERROR),
+        ("ROLLBACK", IDLE),
+        ("SELECT 0", IDLE),
+    ]
+
+
 def test_start_transaction_takes_the_write_lock_as_begin_of_its_level_does(
     running: Running,
 ) -> None:

@@ -219,3 +219,22 @@ def test_a_table_listing_outside_a_write_transaction_waits_for_no_writer(db: Dat
     assert [t.name for t in auto.tables()] == ["t", "u"]
     committed.commit()
     read_only.commit()
+
+
+def test_a_begin_that_waited_in_vain_leaves_its_level_to_no_later_block(db: Database) -> None:
+    # A BEGIN asking for the write lock that timed out kept its level for the session's next
+    # transaction: the next plain BEGIN held the write lock and told SERIALIZABLE.
+    writer = _writer_mid_transaction(db)
+    for dialect, begin in (
+        ("postgres", "BEGIN ISOLATION LEVEL SERIALIZABLE"),
+        ("sqlite", "BEGIN IMMEDIATE"),
+    ):
+        committed = db.session(autocommit=True, dialect=dialect, read_committed=True)
+        with pytest.raises(cascadb.OperationalError, match="busy"):
+            committed.execute(begin)
+        assert committed.isolation == "READ COMMITTED"
+        committed.execute("BEGIN")
+        assert (committed.isolation, committed.writing) == ("READ COMMITTED", False)
+        assert committed.execute("SELECT k FROM t").rows == [(1,)]
+        committed.execute("ROLLBACK")
+    writer.rollback()

@@ -248,6 +248,10 @@ class Session:
                 self._reader = True
                 self.database.release()
         if modes.read_only is not None:
+            if self._read_only_txn and not modes.read_only and self._savepoints:
+                raise ActiveSqlTransaction(
+                    "cannot set transaction read-write mode inside a read-only transaction"
+                )
             if self._read_only_txn and not modes.read_only and self._ran:
                 raise ActiveSqlTransaction(
                     "transaction read-write mode must be set before any query"
@@ -391,12 +395,21 @@ class Session:
         reader (as PostgreSQL's: BEGIN; SELECT never blocks a writer), others the writer."""
         modes = transaction_modes(node)
         opening = self._txn is None
-        if opening and (modes.level is not None or self._read_next is None):
+        if not opening:  # as PostgreSQL's: a transaction is in progress, the modes are SET
+            if node.args.get("modes"):  # (SQLite's BEGIN IMMEDIATE in one: nothing, as before)
+                self.set_transaction(modes)
+            self.begin()
+            return Result(command=node.meta.get(TAG, "BEGIN"))
+        asked = self._read_next, self._level_next
+        if modes.level is not None or self._read_next is None:
             self._level_next = modes.level or self._next_level()
             self._read_next = self._level_next not in SERIAL_LEVELS or None
-        self.begin()
-        if opening:
-            self._read_only_txn = bool(modes.read_only)
+        try:
+            self.begin()
+        except BaseException:  # the lock not had: no transaction began, none inherits its level
+            self._read_next, self._level_next = asked
+            raise
+        self._read_only_txn = bool(modes.read_only)
         return Result(command=node.meta.get(TAG, "BEGIN"))
 
     def commit(self) -> None:
