@@ -24,6 +24,7 @@ from meterseal.cascadb.catalog import Dictionary, Table
 from meterseal.cascadb.errors import (
     ActiveSqlTransaction,
     DataError,
+    NotSupportedError,
     NumericOverflow,
     OperationalError,
     ProgrammingError,
@@ -43,6 +44,7 @@ from meterseal.cascadb.parsing import (
     Modes,
     parse,
     reads_only,
+    session_command,
     transaction_modes,
 )
 
@@ -130,6 +132,7 @@ class Session:
         self.read_only = read_only
         # the isolation level of its transactions unless BEGIN asks another (read_committed)
         self.default_isolation = READ_COMMITTED if read_committed else SERIALIZABLE
+        self._default_before: str | None = None  # default_isolation when its transaction began
         # After a failed statement, SQLite's rule goes on with the transaction (the statement
         # left nothing); PostgreSQL's refuses all but ROLLBACK. PostgreSQL's SQL, its rule.
         self.abort_on_error = dialect == "postgres" if abort_on_error is None else abort_on_error
@@ -158,6 +161,13 @@ class Session:
     @read_committed.setter
     def read_committed(self, value: bool) -> None:
         self.default_isolation = READ_COMMITTED if value else SERIALIZABLE
+
+    def set_default_isolation(self, level: str) -> None:
+        """The session's default isolation level from now on; set in a transaction, it is
+        undone if the transaction rolls back (as PostgreSQL's SET, an implicit one's too)."""
+        if self._txn is not None and self._default_before is None:
+            self._default_before = self.default_isolation
+        self.default_isolation = level
 
     @property
     def isolation(self) -> str:
@@ -348,6 +358,8 @@ class Session:
         if isinstance(node, exp.Rollback):
             self.rollback()
             return Result(command="ROLLBACK")
+        if session_command(node) is not None:  # SET, SHOW...: the PostgreSQL protocol's own
+            raise NotSupportedError(f"CascaDB runs {node.this} only over its PostgreSQL protocol")
         if self.read_only and not isinstance(node, QUERIES):
             raise OperationalError(f"a read-only session cannot run {node.key.upper()}")
         if self.read_only or self.read_committed or (self.autocommit and not self._explicit):
@@ -438,6 +450,8 @@ class Session:
             return
         self._txn.rollback()
         self._forget_plans()
+        if self._default_before is not None:
+            self.default_isolation = self._default_before
         self._end()
 
     def _reading(self) -> AbstractContextManager[None]:
@@ -458,6 +472,7 @@ class Session:
         self._ddl = False
         self._reader = False
         self._ran = self._read_only_txn = False
+        self._default_before = None
         if not reader:
             self.database.release()
 

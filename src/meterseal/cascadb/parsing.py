@@ -26,7 +26,10 @@ _START = re.compile(
     rf"(?P<verb>BEGIN(?:\s+(?:WORK|TRANSACTION))?|START\s+TRANSACTION)(?:\s+(?P<modes>{_MODES}))?\s*",
     re.I,
 )
-_MAY_START = re.compile(r"\b(?:BEGIN|START)\b", re.I)
+# Statements read here rather than by sqlglot's parser: BEGIN and START TRANSACTION (modes),
+# and the session commands the PostgreSQL protocol answers itself (SESSION_VERBS)
+_MAY_SPLIT = re.compile(r"\b(?:BEGIN|START|SET|DEALLOCATE|DISCARD|SHOW)\b", re.I)
+SESSION_VERBS = ("SET", "DEALLOCATE", "DISCARD", "SHOW")
 _SET_MODES = re.compile(
     r"\s*SET\s+(?:SESSION\s+|LOCAL\s+)?(?P<scope>SESSION\s+CHARACTERISTICS\s+AS\s+TRANSACTION"
     rf"|TRANSACTION)\s+(?P<modes>{_MODES})\s*;?\s*",
@@ -39,6 +42,7 @@ _SET_LEVEL = re.compile(
 )
 SERIAL_LEVELS = ("SERIALIZABLE", "REPEATABLE READ")  # both hold the write lock: serial
 READ_COMMITTED, SERIALIZABLE = "READ COMMITTED", "SERIALIZABLE"
+_SESSION = "meterseal_session"  # key of a session command's text in its node's meta
 TAG = "meterseal_tag"  # key of a statement's command tag in a node's meta (START TRANSACTION)
 _READS_ONLY = "meterseal_reads_only"  # key of `reads_only`'s answer in a node's meta
 QUERIES = (exp.Select, exp.Union, exp.Intersect, exp.Except, exp.Subquery)
@@ -47,6 +51,13 @@ QUERIES = (exp.Select, exp.Union, exp.Intersect, exp.Except, exp.Subquery)
 def is_query(node: exp.Expression) -> bool:
     """Whether a parsed statement only reads (a SELECT or a set operation of them)."""
     return isinstance(node, QUERIES)
+
+
+def session_command(node: exp.Expression) -> str | None:
+    """A session command's text (SET, DEALLOCATE, DISCARD, SHOW: what the PostgreSQL
+    protocol answers without the engine), else None."""
+    text = node.meta.get(_SESSION)
+    return text if isinstance(text, str) else None
 
 
 def reads_only(node: exp.Expression) -> bool:
@@ -128,7 +139,7 @@ def parse(sql: str, dialect: str = DIALECT) -> list[exp.Expression]:
         return [exp.Command(this=verb, expression=exp.Literal.string(name))]
     statements: Sequence[object]
     try:
-        if dialect == "postgres" and _MAY_START.search(sql):
+        if dialect == "postgres" and _MAY_SPLIT.search(sql):
             statements = _postgres(sql)
         else:
             statements = sqlglot.parse(number_placeholders(sql, dialect), read=dialect)
@@ -138,7 +149,8 @@ def parse(sql: str, dialect: str = DIALECT) -> list[exp.Expression]:
 
 
 def _postgres(sql: str) -> list[object]:
-    """PostgreSQL's statements one by one, its BEGIN and START TRANSACTION read here."""
+    """PostgreSQL's statements one by one: its BEGIN and START TRANSACTION read here, its
+    session commands kept as their text (`session_command`), others by sqlglot's parser."""
     dialect = sqlglot.Dialect.get_or_raise("postgres")
     statements: list[object] = []  # as sqlglot.parse's: None for an empty statement
     chunk: list[Token] = []
@@ -147,13 +159,23 @@ def _postgres(sql: str) -> list[object]:
             chunk.append(token)
             continue
         if chunk:
-            started = _START.fullmatch(sql, chunk[0].start, chunk[-1].end + 1)
-            if started is None:
-                statements += dialect.parser().parse(chunk, sql)
-            else:
-                node = exp.Transaction(this=None, modes=_mode_list(started[0]))
-                if started.group("verb").upper().startswith("START"):
-                    node.meta[TAG] = "START TRANSACTION"
-                statements.append(node)
+            end = len(sql) if token is None else token.start
+            statements += _statement(dialect, sql, chunk, end)
         chunk = []
     return statements
+
+
+def _statement(dialect: sqlglot.Dialect, sql: str, chunk: list[Token], end: int) -> list[object]:
+    verb = chunk[0].text.upper()
+    if verb in SESSION_VERBS and chunk[0].token_type != TokenType.IDENTIFIER:
+        # up to its semicolon: the tokenizer reads SHOW's rest as one string of its own
+        node = exp.Command(this=verb, expression=exp.Literal.string(verb))
+        node.meta[_SESSION] = sql[chunk[0].start : end].strip()
+        return [node]
+    started = _START.fullmatch(sql, chunk[0].start, chunk[-1].end + 1)
+    if started is None:
+        return list(dialect.parser().parse(chunk, sql))
+    begin = exp.Transaction(this=None, modes=_mode_list(started[0]))
+    if started.group("verb").upper().startswith("START"):
+        begin.meta[TAG] = "START TRANSACTION"
+    return [begin]

@@ -25,16 +25,13 @@ from sqlglot import exp
 
 from meterseal.cascadb import errors
 from meterseal.cascadb.engine import Result, Session
-from meterseal.cascadb.parsing import transaction_set
+from meterseal.cascadb.parsing import session_command, transaction_set
 from meterseal.cascadb.pgtypes import oid_of, parameter, text_of, utf8
 from meterseal.cascadb.statement_log import statement_shape
 
 _log = logging.getLogger(__name__)
 MAX_MESSAGE = 64 << 20  # bytes of a message after login: statements and bound values, bounded
-# Session commands answered without the engine: SET is accepted and has no effect (CascaDB has
-# one date style, time zone UTC) but for transaction modes; DEALLOCATE/DISCARD drop prepared
-# statements.
-_SESSION_COMMANDS = {"SET", "DEALLOCATE", "DISCARD"}
+_ISOLATION_NAMES = ("TRANSACTION_ISOLATION", "TRANSACTION ISOLATION LEVEL")
 
 
 def message(kind: bytes, payload: bytes = b"") -> bytes:
@@ -171,43 +168,71 @@ class QueryLoop:
 
     async def _simple(self, conn: Connection, sql: str) -> bytes:
         out = b""
-        words = sql.strip().rstrip(";").split()
-        if words and words[0].upper() in _SESSION_COMMANDS and not conn.session.failed:
-            if words[0].upper() == "DEALLOCATE" and len(words) > 1:
-                conn.prepared.pop(words[-1].strip('"'), None)
-            if words[0].upper() == "DISCARD":
-                conn.prepared.clear()
-            tag = cstr(
-                " ".join(words[:2]).upper() if words[0].upper() == "DISCARD" else words[0].upper()
-            )
-            try:
-                await self._isolation(conn.session, sql)
-            except errors.Error as exc:
-                return self._failure(conn, exc) + ready(conn.session)
-            return message(b"C", tag) + ready(conn.session)
         session, implicit = conn.session, False
         try:
-            statements = session.statements(sql)
+            statements = session.statements(sql)  # all parsed before any runs, as PostgreSQL's
             if not statements:
                 out += message(b"I")
             # As PostgreSQL: several statements outside a block are one transaction.
             implicit = len(statements) > 1 and not session.in_transaction
             implicit = implicit and not any(map(_controls_transaction, statements))
-            session.read_ahead(statements)  # one that begins reading: no write lock yet
+            if implicit or any(session_command(s) is None for s in statements):
+                # (read ahead only for a transaction that begins: a session command begins none)
+                session.read_ahead(statements)  # one that begins reading: no write lock yet
             if implicit:
                 await asyncio.to_thread(session.begin)
             for statement in statements:
                 self.log(f"{conn.user}: {statement_shape(statement, 'postgres')}")
                 self.counts["statements"] += 1
-                result = await asyncio.to_thread(session.run_statement, statement, [])
+                text = session_command(statement)
+                if text is None:
+                    result = await asyncio.to_thread(session.run_statement, statement, [])
+                else:
+                    result = await self._session_command(conn, text)
                 out += self._description(result) + self._rows(result)
             if implicit:
                 await asyncio.to_thread(session.commit)
-        except errors.Error as exc:
+        except errors.Error as exc:  # the statements after it do not run
             out += self._failure(conn, exc)
             if implicit:
                 session.rollback()
         return out + ready(session)
+
+    async def _session_command(self, conn: Connection, text: str) -> Result:
+        """SET, DEALLOCATE, DISCARD or SHOW (parsing.session_command), as PostgreSQL answers
+        them: SET has no effect (CascaDB has one date style, time zone UTC) but for transaction
+        modes; DEALLOCATE and DISCARD ALL drop prepared statements; SHOW tells isolation."""
+        session = conn.session
+        if session.failed:
+            raise errors.TransactionAborted(
+                "current transaction is aborted, commands ignored until end of transaction block"
+            )
+        words = text.rstrip(";").split()
+        verb, rest = words[0].upper(), [w.upper() for w in words[1:]]
+        if verb == "SET":
+            await self._isolation(session, text)
+            return Result(command="SET")
+        if verb == "SHOW":
+            return _show(session, " ".join(rest))
+        if verb == "DEALLOCATE":
+            names = words[2:] if rest[:1] == ["PREPARE"] else words[1:]
+            if len(names) != 1:
+                raise errors.ProgrammingError(f"syntax error: {text!r}")
+            if names[0].upper() == "ALL":
+                conn.prepared.clear()
+                return Result(command="DEALLOCATE ALL")
+            conn.prepared.pop(names[0].strip('"'), None)
+            return Result(command="DEALLOCATE")
+        kind = {"TEMPORARY": "TEMP"}.get(" ".join(rest), " ".join(rest))
+        if kind not in ("ALL", "PLANS", "SEQUENCES", "TEMP"):
+            raise errors.ProgrammingError(f"syntax error: {text!r}")
+        if kind == "ALL":
+            if session.in_transaction:  # an implicit block of several statements too
+                raise errors.ActiveSqlTransaction(
+                    "DISCARD ALL cannot run inside a transaction block"
+                )
+            conn.prepared.clear()  # DISCARD PLANS keeps the statements, replanned (none kept)
+        return Result(command=f"DISCARD {kind}")
 
     async def _isolation(self, session: Session, sql: str) -> None:
         # A SET of transaction modes: for the session, its default level (each transaction of
@@ -219,7 +244,7 @@ class QueryLoop:
         session_wide, modes = asked
         if session_wide:
             if modes.level is not None:
-                session.default_isolation = modes.level
+                session.set_default_isolation(modes.level)
         else:
             await asyncio.to_thread(session.set_transaction, modes)
 
@@ -321,6 +346,10 @@ class QueryLoop:
             else:
                 self.log(f"{conn.user}: {statement_shape(statement, 'postgres')}")
                 self.counts["statements"] += 1
+                text = session_command(statement)
+                if text is not None:  # begins no transaction
+                    portal.result = await self._session_command(conn, text)
+                    return portal.result
                 if _controls_transaction(statement):
                     conn.implicit = False  # BEGIN makes it a block; COMMIT/ROLLBACK end it
                 elif not conn.session.in_transaction:
@@ -330,6 +359,18 @@ class QueryLoop:
                 run = conn.session.run_statement
                 portal.result = await asyncio.to_thread(run, statement, portal.params)
         return portal.result
+
+
+def _show(session: Session, name: str) -> Result:
+    """SHOW transaction_isolation (or TRANSACTION ISOLATION LEVEL): the open transaction's
+    level, else the next one's; SHOW default_transaction_isolation: the session's default."""
+    if name in _ISOLATION_NAMES:
+        level, column = session.isolation, "transaction_isolation"
+    elif name == "DEFAULT_TRANSACTION_ISOLATION":
+        level, column = session.default_isolation, "default_transaction_isolation"
+    else:
+        raise errors.NotSupportedError(f"CascaDB does not support SHOW {name.lower()}")
+    return Result([column], [(level.lower(),)], command="SHOW")
 
 
 def _controls_transaction(node: exp.Expression) -> bool:

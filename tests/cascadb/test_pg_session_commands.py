@@ -1,0 +1,170 @@
+"""SET, DEALLOCATE, DISCARD and SHOW among other statements of one simple query, and SHOW of
+the isolation level, answer as PostgreSQL's (the same outcomes from CascaDB and, marked
+`services`, the real PostgreSQL)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import psycopg
+from psycopg.pq import TransactionStatus
+
+from tests.cascadb.test_pg_compat import IDLE, INERROR, INTRANS, TABLE
+
+Outcome = tuple[str, ...]
+
+
+def outcomes(dsn: str, queries: Sequence[str]) -> list[Outcome]:
+    """Each simple query's results, every statement's ("TAG" or "TAG col: row; row"), or its
+    error's SQLSTATE; then the transaction status ReadyForQuery told."""
+    out: list[Outcome] = []
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for sql in queries:
+            cursor = conn.cursor()
+            shown: list[str] = []
+            try:
+                cursor.execute(sql)
+                while True:
+                    shown.append(_result(cursor))
+                    if not cursor.nextset():
+                        break
+            except psycopg.Error as exc:
+                shown = [exc.sqlstate or "?"]
+            status = conn.info.transaction_status
+            out.append((*shown, {TransactionStatus.INTRANS: INTRANS}.get(status, _idle(status))))
+    return out
+
+
+def _idle(status: TransactionStatus) -> str:
+    return INERROR if status == TransactionStatus.INERROR else IDLE
+
+
+def _result(cursor: psycopg.Cursor[tuple[object, ...]]) -> str:
+    tag = cursor.statusmessage or ""
+    if cursor.description is None:
+        return tag
+    columns = ",".join(column.name for column in cursor.description)
+    rows = "; ".join(",".join(str(v) for v in row) for row in cursor.fetchall())
+    return f"{tag} {columns}: {rows}"
+
+
+def test_statements_after_a_session_command_run_each_in_order(dsn: str) -> None:
+    queries = [
+        TABLE,
+        "SET TimeZone = 'UTC'; INSERT INTO t VALUES (1, 'one'); SELECT k FROM t",
+        "INSERT INTO t VALUES (2, 'two'); SET application_name = 'meter'; "
+        "SELECT count(*) AS n FROM t",
+        "DEALLOCATE ALL; DISCARD PLANS; SELECT 3 AS three",
+        "BEGIN; SET TRANSACTION READ ONLY; SELECT k FROM t WHERE k = 2; COMMIT",
+        "SELECT 1 AS one; ",  # a trailing empty statement is no statement
+    ]
+    assert outcomes(dsn, queries) == [
+        ("CREATE TABLE", IDLE),
+        ("SET", "INSERT 0 1", "SELECT 1 k: 1", IDLE),
+        ("INSERT 0 1", "SET", "SELECT 1 n: 2", IDLE),
+        ("DEALLOCATE ALL", "DISCARD PLANS", "SELECT 1 three: 3", IDLE),
+        ("BEGIN", "SET", "SELECT 1 k: 2", "COMMIT", IDLE),
+        ("SELECT 1 one: 1", IDLE),
+    ]
+
+
+def test_an_error_stops_the_rest_and_rolls_back_the_implicit_transaction(dsn: str) -> None:
+    queries = [
+        TABLE,
+        "SET TimeZone = 'UTC'; INSERT INTO t VALUES (1, 'one'); SELECT 1/0; "
+        "INSERT INTO t VALUES (2, 'two')",
+        "INSERT INTO t VALUES (3, 'three'); SET TimeZone = 'UTC'; SELEC 4",  # nothing runs
+        # SET is transactional: undone with the implicit transaction it was in
+        "SET default_transaction_isolation = 'serializable'; SELECT 1/0",
+        "SHOW default_transaction_isolation",
+        "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL REPEATABLE READ; "
+        "SELECT 1 AS one",
+        "SHOW default_transaction_isolation",
+        "BEGIN",
+        "SELECT 1/0",
+        "SET TimeZone = 'UTC'; SELECT 1",  # an aborted block: refused from its first statement
+        "ROLLBACK; SELECT count(*) AS n FROM t",
+    ]
+    assert outcomes(dsn, queries) == [
+        ("CREATE TABLE", IDLE),
+        ("22012", IDLE),
+        ("42601", IDLE),
+        ("22012", IDLE),
+        ("SHOW default_transaction_isolation: read committed", IDLE),
+        ("SET", "SELECT 1 one: 1", IDLE),
+        ("SHOW default_transaction_isolation: repeatable read", IDLE),
+        ("BEGIN", INTRANS),
+        ("22012", INERROR),
+        ("25P02", INERROR),
+        ("ROLLBACK", "SELECT 1 n: 0", IDLE),
+    ]
+
+
+def test_discard_all_runs_alone_outside_a_block(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT 1 WHERE 1 = %s", [1], prepare=True)  # a named prepared statement
+    queries = [
+        "DISCARD ALL",
+        "SELECT 1; DISCARD ALL",  # several statements are a transaction block
+        "DISCARD ALL; SELECT 1",
+        "BEGIN",
+        "DISCARD ALL",
+        "ROLLBACK",
+        "DISCARD TEMPORARY; DISCARD SEQUENCES",
+    ]
+    assert outcomes(dsn, queries) == [
+        ("DISCARD ALL", IDLE),
+        ("25001", IDLE),
+        ("25001", IDLE),
+        ("BEGIN", INTRANS),
+        ("25001", INERROR),
+        ("ROLLBACK", IDLE),
+        ("DISCARD TEMP", "DISCARD SEQUENCES", IDLE),
+    ]
+
+
+def test_show_transaction_isolation_tells_the_sessions_level(dsn: str) -> None:
+    queries = [
+        "SHOW transaction_isolation",
+        "SHOW TRANSACTION ISOLATION LEVEL",
+        "BEGIN ISOLATION LEVEL REPEATABLE READ; SHOW transaction_isolation; COMMIT",
+        "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE; SHOW transaction_isolation",
+        "SHOW transaction_isolation; SET transaction_isolation = 'serializable'; "
+        "SHOW transaction_isolation",  # SHOW is no query: the level may still change
+        "BEGIN",
+        "SET TRANSACTION ISOLATION LEVEL READ UNCOMMITTED",
+        "SHOW transaction_isolation",
+        "ROLLBACK",
+        "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+        "SHOW transaction_isolation",
+        "SHOW work_mem_of_cascadb",
+    ]
+    answers = outcomes(dsn, queries)
+    assert answers[:-1] == [
+        ("SHOW transaction_isolation: read committed", IDLE),
+        ("SHOW transaction_isolation: read committed", IDLE),
+        ("BEGIN", "SHOW transaction_isolation: repeatable read", "COMMIT", IDLE),
+        ("SET", "SHOW transaction_isolation: serializable", IDLE),
+        (
+            "SHOW transaction_isolation: read committed",
+            "SET",
+            "SHOW transaction_isolation: serializable",
+            IDLE,
+        ),
+        ("BEGIN", INTRANS),
+        ("SET", INTRANS),
+        ("SHOW transaction_isolation: read uncommitted", INTRANS),
+        ("ROLLBACK", IDLE),
+        ("SET", IDLE),
+        ("SHOW transaction_isolation: serializable", IDLE),
+    ]
+    assert answers[-1][0] in ("42704", "0A000")  # unknown to PostgreSQL; unsupported here
+
+
+def test_show_over_the_extended_protocol(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SET default_transaction_isolation = 'repeatable read'", prepare=True)
+        cursor = conn.execute("SHOW transaction_isolation", prepare=True)
+        assert cursor.fetchall() == [("repeatable read",)]
+        assert cursor.description is not None
+        assert [c.name for c in cursor.description] == ["transaction_isolation"]
