@@ -19,7 +19,15 @@ from typing import Annotated
 
 import typer
 
-from meterseal.cli_common import DeploymentDir, PassphraseEnv, StoreUrl, console, passphrase
+from meterseal.cli_common import (
+    DeploymentDir,
+    PassphraseEnv,
+    StoreUrl,
+    console,
+    load,
+    passphrase,
+    print_provisioned,
+)
 from meterseal.errors import ConfigurationError
 
 cascadb_app = typer.Typer(help="CascaDB: SQL over the secure KVS.", no_args_is_help=True)
@@ -176,26 +184,13 @@ def provision(
     Run it again after an upgrade of the code (the rule names the new measurement).
     """
     from meterseal.cascadb.service_trust import provision_cascadb
-    from meterseal.deployment import load_deployment
-    from meterseal.services.trusted_setup import issue_worker_tls
-    from meterseal.trust.cas import Cas
+    from meterseal.services.trusted_setup import tls_issuer
     from meterseal.trust.cli import _cas
 
     hosts = host or []
-    secret = passphrase(passphrase_env)
-
-    def issue(cas: Cas, stage: str) -> int:
-        keys = load_deployment(deployment, secret)
-        return issue_worker_tls(cas, keys.ca_key, keys.ca_cert, stage, hosts)
-
+    issue = tls_issuer(lambda: load(deployment, passphrase_env), hosts)
     with _cas(store, deployment, passphrase_env) as authority:
         done = provision_cascadb(
             authority, os.urandom, buckets=bucket or ["cascadb"], issue_tls=issue, hosts=hosts
         )
-    for name, (version, new) in done.secrets.items():
-        console.print(f"secret  {name} v{version}{'' if new else ' (kept)'}", highlight=False)
-    console.print(
-        f"policy  cascadb {done.measurement.hex} may receive {', '.join(done.names)}",
-        highlight=False,
-        soft_wrap=True,
-    )
+    print_provisioned("cascadb", done)

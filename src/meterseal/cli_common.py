@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import ssl
 
     from meterseal.deployment import Deployment
+    from meterseal.kvs.service_trust import Provisioned
 
 console = Console()
 PassphraseEnv = Annotated[
@@ -91,6 +92,17 @@ def load(deployment_dir: Path, passphrase_env: str) -> Deployment:
     from meterseal.deployment import load_deployment
 
     return load_deployment(deployment_dir, passphrase(passphrase_env))
+
+
+def print_provisioned(policy: str, done: Provisioned) -> None:
+    """What a trusted service's provisioning put in the CAS: each secret (new or kept), its rule."""
+    for name, (version, new) in done.secrets.items():
+        console.print(f"secret  {name} v{version}{'' if new else ' (kept)'}", highlight=False)
+    console.print(
+        f"policy  {policy} {done.measurement.hex} may receive {', '.join(done.names)}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def shown(url: str) -> str:

@@ -10,6 +10,7 @@ run next.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import re
 import secrets
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
     from meterseal.bootstrap import InitReport
+    from meterseal.kvs.service_trust import Provisioned
     from meterseal.runtime.address import Address
     from meterseal.trust.cas import Cas
 
@@ -125,47 +127,37 @@ def _dissemination(directory: Path, secret: bytes | None) -> Callable[[Cas, Init
 
 def _kvs_gateway(hosts: list[str]) -> Callable[[Cas, InitReport], None]:
     """The KVS gateway's master secret, TLS identity (with hosts) and rule, run with init's CAS."""
+    from meterseal.kvs.service_trust import provision_gateway
 
-    def provision(cas: Cas, report: InitReport) -> None:
-        from meterseal.kvs.service_trust import provision_gateway
-        from meterseal.services.trusted_setup import issue_worker_tls
-
-        keys = report.deployment
-        assert keys is not None  # bootstrap made or loaded it before the extras run
-        done = provision_gateway(
-            cas,
-            os.urandom,
-            issue_tls=lambda c, stage: issue_worker_tls(c, keys.ca_key, keys.ca_cert, stage, hosts),
-            hosts=hosts,
-        )
-        for name, found in done.secrets.items():
-            report.secrets.setdefault(name, found)
-        report.policies["kvs-gateway"] = (done.measurement.hex, done.names)
-
-    return provision
+    return _trusted_service("kvs-gateway", hosts, provision_gateway)
 
 
 def _cascadb(hosts: list[str]) -> Callable[[Cas, InitReport], None]:
     """CascaDB's bucket key (`cascadb`), TLS identity for `hosts` and rule, with init's CAS."""
+    from meterseal.cascadb.service_trust import provision_cascadb
 
-    def provision(cas: Cas, report: InitReport) -> None:
-        from meterseal.cascadb.service_trust import provision_cascadb
-        from meterseal.services.trusted_setup import issue_worker_tls
+    return _trusted_service(
+        "cascadb", hosts, functools.partial(provision_cascadb, buckets=["cascadb"])
+    )
+
+
+def _trusted_service(
+    policy: str, hosts: list[str], provision: Callable[..., Provisioned]
+) -> Callable[[Cas, InitReport], None]:
+    """A trusted service's `provision` (its secrets, a TLS identity for `hosts` from the
+    deployment CA, its rule) run with init's CAS, and reported under `policy`."""
+
+    def provisioned(cas: Cas, report: InitReport) -> None:
+        from meterseal.services.trusted_setup import tls_issuer
 
         keys = report.deployment
         assert keys is not None  # bootstrap made or loaded it before the extras run
-        done = provision_cascadb(
-            cas,
-            os.urandom,
-            buckets=["cascadb"],
-            issue_tls=lambda c, stage: issue_worker_tls(c, keys.ca_key, keys.ca_cert, stage, hosts),
-            hosts=hosts,
-        )
+        done = provision(cas, os.urandom, issue_tls=tls_issuer(lambda: keys, hosts), hosts=hosts)
         for name, found in done.secrets.items():
             report.secrets.setdefault(name, found)
-        report.policies["cascadb"] = (done.measurement.hex, done.names)
+        report.policies[policy] = (done.measurement.hex, done.names)
 
-    return provision
+    return provisioned
 
 
 def _jobs_worker(cas: Cas, report: InitReport) -> None:

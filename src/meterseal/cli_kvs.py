@@ -17,22 +17,25 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
-from meterseal.cli_common import DeploymentDir, PassphraseEnv, console, passphrase
+from meterseal.cli_common import (
+    DeploymentDir,
+    PassphraseEnv,
+    console,
+    load,
+    passphrase,
+    print_provisioned,
+)
 from meterseal.cli_kvs_common import DEFAULT_GATEWAY, gateway_client
 from meterseal.errors import ConfigurationError
 from meterseal.kvs.gateway_client import open_source
 from meterseal.kvs.gateway_keys import KvsKey, NewKey, Scope, parse_rights
 from meterseal.kvs.service import GATEWAY_PORT, GatewayOptions, StoreLayout, attested_store
-from meterseal.kvs.service_trust import Provisioned
 from meterseal.ui import progress_bar
-
-if TYPE_CHECKING:
-    from meterseal.trust.cas import Cas as Cas_
 
 kvs_app = typer.Typer(
     help="The secure key-value store: its gateway, API keys, and objects.", no_args_is_help=True
@@ -155,37 +158,14 @@ def provision(
     What `meterseal init` does for the gateway; run it again after an upgrade of the code.
     """
     from meterseal.kvs.service_trust import provision_gateway
+    from meterseal.services.trusted_setup import tls_issuer
     from meterseal.trust.cli import _cas
 
+    hosts = host or []
+    issue = tls_issuer(lambda: load(deployment, passphrase_env), hosts)
     with _cas(store, deployment, passphrase_env) as cas:
-        done = provision_gateway(
-            cas, os.urandom, issue_tls=_tls_issuer(deployment, passphrase_env, host or []),
-            hosts=host or [],
-        )  # fmt: skip
-    _print_provisioned(done)
-
-
-def _tls_issuer(
-    deployment: Path, passphrase_env: str, hosts: list[str]
-) -> Callable[[Cas_, str], int] | None:
-    """Issues the gateway's TLS identity from the deployment CA (None without hosts)."""
-    if not hosts:
-        return None
-    from meterseal.deployment import load_deployment
-    from meterseal.services.trusted_setup import issue_worker_tls
-
-    keys = load_deployment(deployment, passphrase(passphrase_env))
-    return lambda cas, stage: issue_worker_tls(cas, keys.ca_key, keys.ca_cert, stage, hosts)
-
-
-def _print_provisioned(done: Provisioned) -> None:
-    for name, (version, new) in done.secrets.items():
-        console.print(f"secret  {name} v{version}{'' if new else ' (kept)'}", highlight=False)
-    console.print(
-        f"policy  kvs-gateway {done.measurement.hex} may receive {', '.join(done.names)}",
-        highlight=False,
-        soft_wrap=True,
-    )
+        done = provision_gateway(cas, os.urandom, issue_tls=issue, hosts=hosts)
+    print_provisioned("kvs-gateway", done)
 
 
 def _attested_options(

@@ -214,3 +214,30 @@ def test_a_negative_sweep_interval_is_refused(tmp_path: Path) -> None:
     result = invoke(["kvs", "serve", "--cas", "http://127.0.0.1:9", "--sweep-every", "-1"])
     assert result.exit_code == 2
     assert "--sweep-every" in result.output
+
+
+def test_provision_with_hosts_issues_the_tls_identities_from_the_deployment_ca_once(
+    tmp_path: Path,
+) -> None:
+    # `kvs provision` and `cascadb provision` share how a TLS identity is issued and how the
+    # result is printed; each identity is issued on the first run, kept on the next.
+    directory, store = tmp_path / "deployment", f"sqlite:///{tmp_path / 'cas.db'}"
+    env = {"MS_CONFIG": "none"}
+    assert invoke(["keys", "init", str(directory)], env=env).exit_code == 0
+    assert invoke(["cas", "init", "-d", str(directory)], env=env).exit_code == 0
+    common = ["-d", str(directory), "--store", store]
+    refused = invoke(["cascadb", "provision", *common], env=env)
+    assert refused.exit_code != 0
+    assert "CascaDB serves only TLS" in " ".join(refused.output.split())
+    hosts = ["--host", "127.0.0.1", "--host", "kvs.example"]
+    for kept in ("", " (kept)"):
+        kvs = invoke(["kvs", "provision", *common, *hosts], env=env)
+        cdb = invoke(["cascadb", "provision", *common, *hosts, "--bucket", "meters"], env=env)
+        assert (kvs.exit_code, cdb.exit_code) == (0, 0), kvs.output + cdb.output
+        kvs_text, cdb_text = " ".join(kvs.output.split()), " ".join(cdb.output.split())
+        assert f"secret kvs/master v1{kept} " in kvs_text, kvs_text
+        assert f"secret tls/kvs-gateway v1{kept} " in kvs_text, kvs_text
+        assert f"secret tls/cascadb v1{kept} " in cdb_text, cdb_text
+        measured = stage_measurement(KVS_STAGE).hex
+        assert f"policy kvs-gateway {measured} may receive kvs/master, tls/kvs-gateway" in kvs_text
+        assert re.search(r"policy cascadb [0-9a-f]{64} may receive .*tls/cascadb", cdb_text)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from cryptography import x509
@@ -25,7 +25,7 @@ from meterseal.commands.keys import COMMAND_KEY as COMMAND_KEY_FILE
 from meterseal.commands.keys import load_operator_key
 from meterseal.crypto import at_rest
 from meterseal.crypto.certs import issue_service_certificate
-from meterseal.deployment import ensure_shared_secrets, load_deployment
+from meterseal.deployment import Deployment, ensure_shared_secrets, load_deployment
 from meterseal.errors import ConfigurationError
 from meterseal.runtime.tls import TlsIdentity
 from meterseal.services.catalog import TRUSTED_SERVICES
@@ -116,6 +116,17 @@ def issue_worker_tls(
         rng=os.urandom,
     )
     return cas.put_secret(tls_secret(stage), TlsIdentity((cert,), key).pem())
+
+
+def tls_issuer(keys: Callable[[], Deployment], hosts: Sequence[str]) -> Callable[[Cas, str], int]:
+    """A service provisioning's `issue_tls`: `issue_worker_tls` for `hosts` from the CA of the
+    deployment `keys()` gives, which is asked for only when an identity is issued."""
+
+    def issue(cas: Cas, stage: str) -> int:
+        deployment = keys()
+        return issue_worker_tls(cas, deployment.ca_key, deployment.ca_cert, stage, hosts)
+
+    return issue
 
 
 def provision_cas(
