@@ -160,6 +160,72 @@ def test_begin_inside_a_block_sets_its_modes_as_set_transaction_does(dsn: str) -
     ]
 
 
+def test_an_isolation_level_misspelt_is_refused_not_read_committed(dsn: str) -> None:
+    # A level SET by name that is none of PostgreSQL's four was taken as read committed (a
+    # block asked SERIALIZABLE gave its write lock back on a misspelt SET), and transaction
+    # modes that did not read were accepted doing nothing: 22023 and 42601, as PostgreSQL's.
+    steps: list[Step] = [
+        TABLE,
+        "SET default_transaction_isolation = 'seralizable'",
+        "SET default_transaction_isolation = 'default'",  # quoted: a name, not DEFAULT
+        "SET default_transaction_isolation TO DEFAULT",
+        "SET SESSION default_transaction_isolation TO 'read-committed'",
+        "SET default_transaction_isolation = 'Repeatable Read'",
+        "BEGIN",
+        "SET transaction_isolation = 'seralizable'",
+        "ROLLBACK",
+        "BEGIN",
+        "SET TRANSACTION ISOLATION LEVEL SERIALIZABL",
+        "ROLLBACK",
+        "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLYY",
+        "BEGIN ISOLATION LEVEL SERIALIZABLE",
+        "SELECT 1",
+        "SET transaction_isolation TO DEFAULT",  # accepted (PostgreSQL 15 tells read committed)
+        "COMMIT",
+        "BEGIN",
+        "SET LOCAL transaction_isolation TO 'serializable'",
+        "COMMIT",
+    ]
+    assert transcript(dsn, steps) == [
+        ("CREATE TABLE", IDLE),
+        ("22023", IDLE),
+        ("22023", IDLE),
+        ("SET", IDLE),
+        ("22023", IDLE),
+        ("SET", IDLE),
+        ("BEGIN", INTRANS),
+        ("22023", INERROR),
+        ("ROLLBACK", IDLE),
+        ("BEGIN", INTRANS),
+        ("42601", INERROR),
+        ("ROLLBACK", IDLE),
+        ("42601", IDLE),
+        ("BEGIN", INTRANS),
+        ("SELECT 1", INTRANS, "1"),
+        ("SET", INTRANS),
+        ("COMMIT", IDLE),
+        ("BEGIN", INTRANS),
+        ("SET", INTRANS),
+        ("COMMIT", IDLE),
+    ]
+
+
+def test_a_misspelt_level_gives_no_write_lock_back(running: Running) -> None:
+    running.database.lock_timeout = 0.2  # a statement that waited for the lock fails fast
+    with (
+        psycopg.connect(running.dsn(), autocommit=True) as block,
+        psycopg.connect(running.dsn(), autocommit=True) as other,
+    ):
+        other.execute("CREATE TABLE t(k INTEGER PRIMARY KEY)")
+        block.execute("BEGIN ISOLATION LEVEL SERIALIZABLE")  # the write lock at BEGIN
+        with pytest.raises(psycopg.errors.InvalidParameterValue):
+            block.execute("SET transaction_isolation = 'read comitted'")
+        with pytest.raises(psycopg.errors.lookup("57000")):  # still held, block aborted
+            other.execute("INSERT INTO t VALUES (1)")
+        block.execute("ROLLBACK")
+        other.execute("INSERT INTO t VALUES (2)")
+
+
 def test_start_transaction_takes_the_write_lock_as_begin_of_its_level_does(
     running: Running,
 ) -> None:

@@ -11,7 +11,7 @@ from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 from sqlglot.tokens import Token, TokenType  # type: ignore[attr-defined]
 
-from meterseal.cascadb.errors import ProgrammingError
+from meterseal.cascadb.errors import InvalidParameterValue, ProgrammingError
 
 DIALECT = "sqlite"
 _SAVEPOINT = re.compile(r"\s*(SAVEPOINT|RELEASE)\s+(?:SAVEPOINT\s+)?(\"?\w+\"?)\s*;?\s*", re.I)
@@ -35,14 +35,18 @@ _SET_MODES = re.compile(
     rf"|TRANSACTION)\s+(?P<modes>{_MODES})\s*;?\s*",
     re.I,
 )
+_SET_MODES_ASKED = re.compile(
+    r"\s*SET\s+(?:SESSION\s+|LOCAL\s+)?(?:SESSION\s+CHARACTERISTICS\s+AS\s+)?TRANSACTION\b", re.I
+)
 _SET_LEVEL = re.compile(
     r"\s*SET\s+(?:SESSION\s+|LOCAL\s+)?(?P<scope>default_transaction_isolation|transaction_isolation)"
-    r"\s*(?:=|\s+TO\s+)\s*'?(?P<level>[a-z ]+?)'?\s*;?\s*",
+    r"\s*(?:=|\s+TO\s+)\s*(?P<quote>'?)(?P<level>[^';]+?)(?P=quote)\s*;?\s*",
     re.I,
 )
 SERIAL_LEVELS = ("SERIALIZABLE", "REPEATABLE READ")  # both hold the write lock: serial
 READ_COMMITTED, SERIALIZABLE = "READ COMMITTED", "SERIALIZABLE"
 _SESSION = "meterseal_session"  # key of a session command's text in its node's meta
+LEVELS = (*SERIAL_LEVELS, READ_COMMITTED, "READ UNCOMMITTED")  # PostgreSQL's, as it lists them
 TAG = "meterseal_tag"  # key of a statement's command tag in a node's meta (START TRANSACTION)
 _READS_ONLY = "meterseal_reads_only"  # key of `reads_only`'s answer in a node's meta
 QUERIES = (exp.Select, exp.Union, exp.Intersect, exp.Except, exp.Subquery)
@@ -110,11 +114,22 @@ def transaction_set(sql: str) -> tuple[bool, Modes] | None:
     found = _SET_MODES.fullmatch(sql)
     if found is not None:
         return found.group("scope").upper() != "TRANSACTION", _modes(found.group("modes"))
+    if _SET_MODES_ASKED.match(sql):  # modes none of which reads as one (SERIALIZABL)
+        raise ProgrammingError(f"syntax error: transaction modes {sql.strip()!r}")
     found = _SET_LEVEL.fullmatch(sql)
     if found is None:
         return None
-    level = " ".join(found.group("level").upper().split())
-    return found.group("scope").lower().startswith("default"), Modes(level)
+    scope, value = found.group("scope"), found.group("level")
+    session_wide = scope.lower().startswith("default")
+    level = " ".join(value.upper().split())
+    if level == "DEFAULT" and not found.group("quote"):  # the server's, or no change
+        return session_wide, Modes(READ_COMMITTED if session_wide else None)
+    if level not in LEVELS:  # as PostgreSQL's: a misspelt level is no level at all
+        known = ", ".join(known.lower() for known in LEVELS)
+        raise InvalidParameterValue(
+            f'invalid value for parameter "{scope.lower()}": "{value}" (one of {known})'
+        )
+    return session_wide, Modes(level)
 
 
 def number_placeholders(sql: str, dialect: str = DIALECT) -> str:
