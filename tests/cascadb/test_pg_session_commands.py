@@ -7,8 +7,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import psycopg
+import pytest
 from psycopg.pq import TransactionStatus
 
+from tests.cascadb.pg_client import Running
 from tests.cascadb.test_pg_compat import IDLE, INERROR, INTRANS, TABLE
 
 Outcome = tuple[str, ...]
@@ -168,3 +170,52 @@ def test_show_over_the_extended_protocol(dsn: str) -> None:
         assert cursor.fetchall() == [("repeatable read",)]
         assert cursor.description is not None
         assert [c.name for c in cursor.description] == ["transaction_isolation"]
+
+
+def test_a_query_of_session_commands_and_selects_waits_for_no_writer(running: Running) -> None:
+    # A Query that began with SET or SHOW took the write lock for its implicit transaction
+    # (the session command was read ahead as a write): it waited for the open writer, failing.
+    running.database.lock_timeout = 0.2  # a statement that waited for the lock fails fast
+    with (
+        psycopg.connect(running.dsn()) as writer,
+        psycopg.connect(running.dsn(), autocommit=True) as reader,
+    ):
+        writer.execute("CREATE TABLE t(k INTEGER PRIMARY KEY)")
+        writer.commit()
+        writer.execute("INSERT INTO t VALUES (1)")  # a write transaction left open
+        for sql in (
+            "SET TimeZone = 'UTC'; SELECT count(*) FROM t",
+            "SHOW transaction_isolation; SELECT count(*) FROM t",
+            "SET TimeZone = 'UTC'; SHOW transaction_isolation",
+        ):
+            done = reader.pgconn.exec_(sql.encode())
+            assert done.error_message == b"", (sql, done.error_message)
+            assert reader.info.transaction_status is TransactionStatus.IDLE
+        written = reader.pgconn.exec_(b"SET TimeZone = 'UTC'; INSERT INTO t VALUES (2)")
+        assert b"busy" in written.error_message  # a write still waits for the lock
+        writer.commit()
+        assert reader.execute("SELECT k FROM t").fetchall() == [(1,)]
+
+
+def test_a_query_that_failed_before_its_transaction_leaves_no_reader_for_the_next(
+    running: Running,
+) -> None:
+    # Read ahead as a reader (its first statement after the SET is a SELECT), the Query failed
+    # at its SET; the next transaction began as that reader: a SERIALIZABLE block without the
+    # write lock.
+    running.database.lock_timeout = 0.2  # a statement that waited for the lock fails fast
+    with (
+        psycopg.connect(running.dsn(), autocommit=True) as block,
+        psycopg.connect(running.dsn(), autocommit=True) as other,
+    ):
+        other.execute("CREATE TABLE t(k INTEGER PRIMARY KEY)")
+        failed = block.pgconn.exec_(
+            b"SET default_transaction_isolation = 'seralizable'; SELECT 1; COMMIT"
+        )
+        assert b"seralizable" in failed.error_message
+        block.execute("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE")
+        block.execute("BEGIN")  # serializable: the write lock at BEGIN
+        with pytest.raises(psycopg.errors.lookup("57000")):
+            other.execute("INSERT INTO t VALUES (1)")
+        block.execute("ROLLBACK")
+        other.execute("INSERT INTO t VALUES (2)")

@@ -223,8 +223,10 @@ class Session:
     def read_ahead(self, statements: Sequence[exp.Expression]) -> None:
         """Before a transaction opens: begin it as a reader if `statements`, all it will run,
         only read (`reads_only`), or, in a read-committed session, if the first one does."""
-        leading = statements[:1] if self.read_committed else statements
-        self._reads_next(bool(leading) and all(map(reads_only, leading)))
+        # A session command (SET, SHOW...) neither reads nor writes the store: the others decide
+        touching = [s for s in statements if session_command(s) is None]
+        leading = touching[:1] if self.read_committed else touching
+        self._reads_next(bool(statements) and all(map(reads_only, leading)))
 
     def _reads_next(self, reads: bool) -> None:
         if self._txn is None and self._read_next is None and reads:

@@ -194,7 +194,8 @@ class QueryLoop:
                 await asyncio.to_thread(session.commit)
         except errors.Error as exc:  # the statements after it do not run
             out += self._failure(conn, exc)
-            if implicit:
+            if implicit or not session.in_transaction:
+                # (none open: how the next would begin, read ahead for these, is forgotten)
                 session.rollback()
         return out + ready(session)
 
