@@ -178,3 +178,51 @@ def test_readings_the_head_end_already_holds_are_named_and_no_rerun_is_offered(
     assert "the head-end's reasons: replayed_counter 192" in text
     assert "the head-end already holds these or newer readings of those meters" in text
     assert "run the pass again" not in text
+
+
+def test_the_spools_keep_comes_from_the_file_the_variable_or_the_flag_within_the_window(
+    site: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from meterseal import simulation
+    from meterseal.agent import runner
+    from meterseal.agent.spool import KEEP_SECONDS, ReadingSpool
+
+    kept: list[int] = []
+
+    async def a_pass(*_: object, spool: ReadingSpool, **__: object) -> runner.AgentPass:
+        kept.append(spool.keep_seconds)
+        done = runner.AgentPass()
+        done.report.unspooled.update(stale=3, future=2)
+        done.report.future_days_pruned = 1
+        return done
+
+    async def listening(*_: object) -> None:
+        return None
+
+    monkeypatch.setattr(runner, "run_pass", a_pass)  # the meters and the head-end: not here
+    monkeypatch.setattr(simulation, "wait_for_listener", listening)
+    deployment, _ = site
+    config = tmp_path / "meterseal.toml"
+    config.write_text("[agent]\nspool_keep_seconds = 86400\n")
+    command = ["agent", "run", "-d", str(deployment), "--address", "127.0.0.1:9",
+               "--serial", "20000001", "--meter-id", "MTR-000001"]  # fmt: skip
+    for args, env in [
+        (command, {"MS_CONFIG": str(config)}),
+        (command, {"MS_CONFIG": str(config), "MS_AGENT_SPOOL_KEEP_SECONDS": "7200"}),
+        ([*command, "--spool-keep-seconds", "3600"], {"MS_CONFIG": str(config)}),
+        (command, {"MS_CONFIG": "none"}),
+    ]:
+        done = invoke(args, env=env)
+        assert done.exit_code == 0, done.output
+        text = " ".join(done.output.split())
+        assert "not spooled: future 2, stale 3; spool days dated ahead pruned: 1" in text
+    assert kept == [86_400, 7_200, 3_600, KEEP_SECONDS]
+    config.write_text(f"[agent]\nspool_keep_seconds = {KEEP_SECONDS + 1}\n")
+    for args, env in [
+        ([*command, "--spool-keep-seconds", "0"], {"MS_CONFIG": "none"}),
+        (command, {"MS_CONFIG": str(config)}),  # past the head-end's window
+    ]:
+        refused = invoke(args, env=env)
+        assert refused.exit_code == 2, refused.output
+        assert "--spool-keep-seconds" in refused.output
+    assert len(kept) == 4

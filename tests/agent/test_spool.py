@@ -166,3 +166,64 @@ def test_a_spool_that_cannot_be_written_or_read_skips_the_meter_as_a_spool_fault
     assert isinstance(unread, AgentPass)
     assert unread.report.skipped == Counter({"spool_fault": 1})
     assert "is not an agent spool file" in unread.meters[0].detail
+
+
+def test_packets_outside_the_window_are_left_out_and_days_dated_ahead_pruned(
+    tmp_path: Path,
+) -> None:
+    from meterseal.agent.spool import AHEAD_SECONDS, DAY, KEEP_SECONDS, Saved, Spooled
+
+    spool = ReadingSpool(tmp_path)
+    day = T - T % DAY
+    # Once a meter's clock (or the agent's) ran a year ahead: a pass then spooled that day.
+    far = day + 365 * DAY
+    assert spool.save("M1", {far // 900: Spooled(far, b"far")}, far) == Saved()
+    soon = T + AHEAD_SECONDS  # still within a day ahead: kept (a clock a little ahead)
+    packets = {
+        1: Spooled(day - KEEP_SECONDS - DAY, b"stale"),  # the head-end refuses it as stale
+        2: Spooled(T + AHEAD_SECONDS + 900, b"ahead"),  # a meter clock ahead by a day and more
+        3: Spooled(day, b"today"),
+        soon // 900: Spooled(soon, b"soon"),
+    }
+    # the year-ahead day is pruned (it would otherwise stay a year and more), and counted
+    assert spool.save("M1", packets, T) == Saved(stale=1, future=1, future_days=1)
+    soon_day = soon - soon % DAY
+    assert sorted(p.name for p in (tmp_path / "M1").iterdir()) == sorted(
+        {f"{day}.cbor", f"{soon_day}.cbor"}
+    )
+    assert spool.load("M1", day, soon + 1) == {c: packets[c] for c in (3, soon // 900)}
+    assert spool.save("M1", {}, T) == Saved()  # nothing more to prune
+
+
+def test_the_spool_keeps_what_keep_seconds_says_within_the_head_ends_window(
+    tmp_path: Path,
+) -> None:
+    from meterseal.agent.spool import DAY, KEEP_SECONDS, Saved, Spooled
+    from meterseal.config.sections import AgentSection
+
+    assert AgentSection().spool_keep_seconds == KEEP_SECONDS  # the key's documented default
+    for wrong in (0, -DAY, KEEP_SECONDS + 1):  # kept longer, the head-end would refuse them
+        with pytest.raises(ConfigurationError, match="1 to 3456000 seconds"):
+            ReadingSpool(tmp_path, wrong)
+    spool = ReadingSpool(tmp_path, keep_seconds=2 * DAY)
+    day = T - T % DAY
+    packets = {c: Spooled(day - c * DAY, bytes([c])) for c in range(4)}
+    # a day stays while any of its intervals is within the window: three days back goes
+    assert spool.save("M1", packets, T) == Saved(stale=1)
+    assert sorted(p.name for p in (tmp_path / "M1").iterdir()) == sorted(
+        f"{day - c * DAY}.cbor" for c in range(3)
+    )
+
+
+def test_a_pass_counts_the_packets_its_spool_did_not_keep(
+    headend: HeadEndKeys, tmp_path: Path
+) -> None:
+    from meterseal.agent.spool import DAY
+
+    spool = ReadingSpool(tmp_path / "spool", keep_seconds=DAY)  # the period ended before that
+    (done,), store = _passes(headend, tmp_path, spool, 1)
+    store.close()
+    assert isinstance(done, AgentPass)
+    assert done.report.unspooled == Counter({"stale": 96})
+    assert done.report.acks == Counter({"accepted": 96})  # within the head-end's own window
+    assert not list((tmp_path / "spool").rglob("*.cbor"))

@@ -29,6 +29,7 @@ def test_written_values_load_back(prefix: str, url: str) -> None:
         "integrity": {},
         "kvs": {},
         "cascadb": {},
+        "agent": {},
         "portal": {},
     }
 

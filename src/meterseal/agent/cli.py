@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
+from meterseal.agent.spool import KEEP_SECONDS
 from meterseal.cli_common import DEFAULT_DEPLOYMENT, DeploymentDir, PassphraseEnv, console
 from meterseal.cli_common import load as load_deployment
 from meterseal.cli_common import passphrase as read_passphrase
@@ -159,6 +160,14 @@ def run(
         Path | None,
         typer.Option(help="sealed readings kept to resend as they are (DEPLOYMENT/agent/spool)"),
     ] = None,
+    spool_keep_seconds: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=KEEP_SECONDS,
+            help="seconds of intervals the spool keeps (at most the head-end's freshness window)",
+        ),
+    ] = KEEP_SECONDS,
     store: Annotated[
         str | None, typer.Option(help="the head-end's store, read for why it refused readings")
     ] = None,
@@ -167,7 +176,7 @@ def run(
     """Read meters over their protocol, seal their readings, send them to the head-end."""
     from meterseal.agent.driver import MeterTarget
     from meterseal.agent.protocols import driver_factory
-    from meterseal.agent.report import loss_lines
+    from meterseal.agent.report import loss_lines, spool_line
     from meterseal.agent.runner import AgentMeter, run_pass
     from meterseal.agent.spool import ReadingSpool
     from meterseal.agent.targets import MeterLineEntry, parse_meter_list
@@ -222,7 +231,7 @@ def run(
             start,
             end,
             concurrency=concurrency,
-            spool=ReadingSpool(spool or deployment_dir / "agent" / "spool"),
+            spool=ReadingSpool(spool or deployment_dir / "agent" / "spool", spool_keep_seconds),
         )
     )
     table = Table(title=f"agent pass over {len(meters)} {protocol} meters")
@@ -248,6 +257,9 @@ def run(
     )
     skipped = ", ".join(f"{k} {v}" for k, v in sorted(report.skipped.items())) or "none"
     console.print(f"skipped: {skipped}")
+    unspooled = spool_line(report)
+    if unspooled:
+        console.print(unspooled, highlight=False)
     for outcome in result.meters:
         if outcome.skipped:
             console.print(f"  {outcome.meter_id} ({outcome.serial}): {outcome.detail}")

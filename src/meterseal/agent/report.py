@@ -17,6 +17,10 @@ class AgentReport:
     readings_resent: int = 0  # of those, packets an earlier pass sealed and spooled (agent.spool)
     readings_published: int = 0
     skipped: Counter[str] = field(default_factory=Counter)  # meters skipped, by reason
+    # sealed packets the spool did not keep, by reason: `stale` (older than its keep window),
+    # `future` (dated more than a day ahead); and its day files pruned as dated that far ahead
+    unspooled: Counter[str] = field(default_factory=Counter)
+    future_days_pruned: int = 0
     acks: Counter[str] = field(default_factory=Counter)  # the head-end's answers, by ack
     unacknowledged: int = 0  # sealed readings the head-end never answered
     seconds: float = 0.0
@@ -24,6 +28,17 @@ class AgentReport:
     def skip(self, error: MeterDriverError) -> None:
         """Count a meter skipped because its driver failed with `error`."""
         self.skipped[error.skip] += 1
+
+
+def spool_line(report: AgentReport) -> str | None:
+    """What the spool left out in the pass (agent.spool), if anything."""
+    if not report.unspooled and not report.future_days_pruned:
+        return None
+    named = ", ".join(f"{k} {v}" for k, v in sorted(report.unspooled.items())) or "none"
+    pruned = report.future_days_pruned
+    return f"not spooled: {named}" + (
+        f"; spool days dated ahead pruned: {pruned}" if pruned else ""
+    )
 
 
 # The store's refusals a rerun cannot undo: the head-end keeps one reading per meter and

@@ -10,7 +10,8 @@ A meter whose driver fails is skipped and counted by reason (the error's `skip`,
 `driver_fault` for any other exception: one meter never ends the pass; `spool_fault` when its
 spool could not be read or written); a meter
 without instantaneous values still has its readings sealed. Nothing is sealed from a meter
-whose answers could not be trusted (a wrong serial, damaged blocks).
+whose answers could not be trusted (a wrong serial, damaged blocks). Sealed packets the spool
+does not keep (outside its window: AgentReport.unspooled) are counted too.
 """
 
 from __future__ import annotations
@@ -167,7 +168,9 @@ async def run_pass(
                     await driver.close()
                 if spool is not None:  # on disk before the first send (agent.spool)
                     at = int(now().timestamp())
-                    await _spooled(spool.save, meter.meter_id, kept | sealed, at)
+                    saved = await _spooled(spool.save, meter.meter_id, kept | sealed, at)
+                    report.unspooled.update(stale=saved.stale, future=saved.future)
+                    report.future_days_pruned += saved.future_days
             except _SpoolFailed as exc:
                 # Not the meter's nor its driver's: the disk is full or a day file is damaged.
                 report.skipped[SPOOL_FAULT] += 1
@@ -200,5 +203,6 @@ async def run_pass(
     report.readings_published = sent.acks["accepted"]
     report.unacknowledged = sent.unacknowledged
     report.skipped = +report.skipped  # drop zero counts
+    report.unspooled = +report.unspooled
     report.seconds = time.perf_counter() - began
     return result

@@ -9,7 +9,12 @@ packets, which the head-end takes as duplicates of the signed original it holds,
 only the intervals it never sealed. A crash before the spool is written loses nothing
 either: nothing of that pass was sent, and the meter still holds its load profile (the
 agent's reads change nothing on the meter). Packets of intervals older than the head-end's
-freshness window are dropped, as the head-end would refuse them anyway.
+freshness window are not kept (the head-end would refuse them anyway), nor those dated more
+than a day ahead of the agent's clock: no head-end takes them (its clocks' allowed skew is
+minutes), and kept, they would be resent, when their time came, as readings of intervals a
+meter's wrong clock named. Day files that far ahead (a meter's clock that once ran far
+ahead) are pruned: they would otherwise stay until they aged out, years later. `save` counts
+what it left out.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from meterseal.crypto.cose import CoseFormatError
 from meterseal.errors import ConfigurationError
 from meterseal.runtime.durable import write_durably
 
-KEEP_SECONDS = FreshnessPolicy().max_age_seconds
+KEEP_SECONDS = FreshnessPolicy().max_age_seconds  # the longest keep: the head-end's window
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +42,18 @@ class Spooled:
 
 
 DAY = 86_400
+AHEAD_SECONDS = DAY  # how far ahead of the agent's clock a packet is still kept
+
+
+@dataclass(frozen=True, slots=True)
+class Saved:
+    """What a `save` left out of the spool: packets past the window, older than keep_seconds
+    (`stale`) or dated more than AHEAD_SECONDS ahead (`future`), and day files pruned as
+    dated that far ahead (`future_days`; old days leaving the spool are not counted)."""
+
+    stale: int = 0
+    future: int = 0
+    future_days: int = 0
 
 
 class ReadingSpool:
@@ -45,6 +62,11 @@ class ReadingSpool:
     whole."""
 
     def __init__(self, directory: Path, keep_seconds: int = KEEP_SECONDS) -> None:
+        if not 0 < keep_seconds <= KEEP_SECONDS:  # longer: kept for a head-end that refuses
+            raise ConfigurationError(
+                f"the spool keeps packets 1 to {KEEP_SECONDS} seconds (the head-end's freshness "
+                f"window), not {keep_seconds}"
+            )
         self.directory = directory
         self.keep_seconds = keep_seconds
 
@@ -61,22 +83,34 @@ class ReadingSpool:
             found |= _read(self._meter(meter_id) / f"{day}.cbor")
         return found
 
-    def save(self, meter_id: str, packets: Mapping[int, Spooled], now: int) -> None:
+    def save(self, meter_id: str, packets: Mapping[int, Spooled], now: int) -> Saved:
         """Keep `packets` for `meter_id`, each day's file written durably (whole, synced,
-        renamed, the directory synced) before this returns; drop the days older than the
-        freshness window."""
+        renamed, the directory synced) before this returns; drop the days older than
+        `keep_seconds` or dated more than AHEAD_SECONDS ahead of `now`; what was left out."""
+        oldest, latest = now - self.keep_seconds, now + AHEAD_SECONDS
         days: dict[int, dict[int, list[Any]]] = {}
+        stale = future = 0
         for counter, spooled in packets.items():
             day = spooled.timestamp - spooled.timestamp % DAY
-            days.setdefault(day, {})[counter] = [spooled.timestamp, spooled.packet]
-        oldest = now - self.keep_seconds
+            if day + DAY <= oldest:
+                stale += 1
+            elif spooled.timestamp > latest:
+                future += 1
+            else:
+                days.setdefault(day, {})[counter] = [spooled.timestamp, spooled.packet]
         folder = self._meter(meter_id)
         for day, kept in days.items():
-            if day + DAY > oldest:
-                write_durably(folder / f"{day}.cbor", cose.dumps(kept))
+            write_durably(folder / f"{day}.cbor", cose.dumps(kept))
+        future_days = 0
         for old in folder.glob("*.cbor") if folder.is_dir() else ():
-            if old.stem.isdigit() and int(old.stem) + DAY <= oldest:
+            if not old.stem.isdigit():
+                continue
+            if int(old.stem) > latest:
+                future_days += 1
                 old.unlink()
+            elif int(old.stem) + DAY <= oldest:
+                old.unlink()
+        return Saved(stale, future, future_days)
 
 
 def _read(path: Path) -> dict[int, Spooled]:

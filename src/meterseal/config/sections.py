@@ -221,6 +221,18 @@ class CascadbSection:
 
 
 @dataclass(frozen=True)
+class AgentSection:
+    """[agent]: the meter-side sealing agent (`agent run`)."""
+
+    spool_keep_seconds: int = _key(
+        "seconds of intervals the agent's spool keeps sealed packets to resend (1 to "
+        "3456000, the head-end's freshness window: older ones it would refuse)",
+        3_456_000,
+        flags=("agent run:--spool-keep-seconds",),
+    )
+
+
+@dataclass(frozen=True)
 class PortalSection:
     """[portal]: what the portal's operator pages show."""
 
@@ -243,6 +255,7 @@ SECTIONS: dict[str, type] = {
     "integrity": IntegritySection,
     "kvs": KvsSection,
     "cascadb": CascadbSection,
+    "agent": AgentSection,
     "portal": PortalSection,
 }
 

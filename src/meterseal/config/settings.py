@@ -23,6 +23,7 @@ from typing import Any
 # that the callers importing them from here keep working.
 from meterseal.config.sections import KEYS as KEYS
 from meterseal.config.sections import SECTIONS as SECTIONS
+from meterseal.config.sections import AgentSection as AgentSection
 from meterseal.config.sections import CascadbSection as CascadbSection
 from meterseal.config.sections import CasSection as CasSection
 from meterseal.config.sections import DeploymentSection as DeploymentSection
@@ -67,6 +68,7 @@ class Settings:
     integrity: IntegritySection = field(default_factory=IntegritySection)
     kvs: KvsSection = field(default_factory=KvsSection)
     cascadb: CascadbSection = field(default_factory=CascadbSection)
+    agent: AgentSection = field(default_factory=AgentSection)
     portal: PortalSection = field(default_factory=PortalSection)
     file: Path | None = None  # the configuration file, if one was read
     sources: Mapping[str, Source] = field(default_factory=dict)
