@@ -14,6 +14,7 @@ from tests.cascadb.pg_client import Running
 from tests.cascadb.test_pg_compat import IDLE, INERROR, INTRANS, TABLE
 
 Outcome = tuple[str, ...]
+SHOWN = "SHOW default_transaction_isolation: "
 
 
 def outcomes(dsn: str, queries: Sequence[str]) -> list[Outcome]:
@@ -86,6 +87,14 @@ def test_an_error_stops_the_rest_and_rolls_back_the_implicit_transaction(dsn: st
         "SELECT 1/0",
         "SET TimeZone = 'UTC'; SELECT 1",  # an aborted block: refused from its first statement
         "ROLLBACK; SELECT count(*) AS n FROM t",
+        # in a block: undone by its ROLLBACK, or by a ROLLBACK TO of a savepoint before it
+        "BEGIN; SET default_transaction_isolation = 'serializable'; ROLLBACK; "
+        "SHOW default_transaction_isolation",
+        "BEGIN; SAVEPOINT a; SET default_transaction_isolation = 'read committed'; "
+        "ROLLBACK TO a; SHOW default_transaction_isolation; SAVEPOINT b; "
+        "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE; RELEASE b; "
+        "COMMIT",
+        "SHOW default_transaction_isolation",
     ]
     assert outcomes(dsn, queries) == [
         ("CREATE TABLE", IDLE),
@@ -99,6 +108,20 @@ def test_an_error_stops_the_rest_and_rolls_back_the_implicit_transaction(dsn: st
         ("22012", INERROR),
         ("25P02", INERROR),
         ("ROLLBACK", "SELECT 1 n: 0", IDLE),
+        ("BEGIN", "SET", "ROLLBACK", f"{SHOWN}repeatable read", IDLE),
+        (
+            "BEGIN",
+            "SAVEPOINT",
+            "SET",
+            "ROLLBACK",
+            f"{SHOWN}repeatable read",
+            "SAVEPOINT",
+            "SET",
+            "RELEASE",
+            "COMMIT",
+            IDLE,
+        ),
+        ("SHOW default_transaction_isolation: serializable", IDLE),
     ]
 
 

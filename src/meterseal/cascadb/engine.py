@@ -148,7 +148,8 @@ class Session:
         self.dialect = dialect
         self._txn: Overlay | None = None
         # Open savepoints, innermost last: each a write buffer over the one before it.
-        self._savepoints: list[tuple[str, Overlay]] = []
+        # (and the default isolation when each began: ROLLBACK TO undoes a SET of it)
+        self._savepoints: list[tuple[str, Overlay, str]] = []
         self._explicit = False
         self._ddl = False  # the open transaction changed the dictionary: bypass the cache
 
@@ -325,9 +326,9 @@ class Session:
         if verb == "SAVEPOINT":
             top = self._begin()
             self._explicit = True  # outside BEGIN, a savepoint opens the transaction
-            self._savepoints.append((name, Overlay(top)))
+            self._savepoints.append((name, Overlay(top), self.default_isolation))
             return Result(command="SAVEPOINT")
-        found = [i for i, (n, _) in enumerate(self._savepoints) if n == name]
+        found = [i for i, (n, *_) in enumerate(self._savepoints) if n == name]
         if not found:
             raise ProgrammingError(f"no such savepoint: {name}")
         at = found[-1]
@@ -336,7 +337,8 @@ class Session:
                 self._savepoints.pop()[1].commit()  # into the buffer below it
             return Result(command="RELEASE")
         del self._savepoints[at + 1 :]
-        self._savepoints[at][1].rollback()  # the savepoint stays, empty
+        _, buffer, self.default_isolation = self._savepoints[at]
+        buffer.rollback()  # the savepoint stays, empty
         return Result(command="ROLLBACK")
 
     def _statement(self, node: exp.Expression, params: Sequence[Any]) -> Result:
