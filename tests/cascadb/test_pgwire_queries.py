@@ -4,6 +4,7 @@ both protocols, transactions, the idle-in-transaction limit (pgwire_queries.py).
 from __future__ import annotations
 
 import shutil
+import socket
 import struct
 import subprocess
 import threading
@@ -317,3 +318,31 @@ def test_a_statement_not_utf8_is_22021_and_the_session_goes_on(running: Running)
         sock.sendall(message(b"Q", b"SELECT 7\x00"))
         assert SEVEN in until_ready(sock)
     assert running.server.counts["refused"] == 0
+
+
+def test_a_write_transaction_whose_client_reads_no_answer_is_ended_as_an_idle_one(
+    limited: Running,
+) -> None:
+    # A client that holds the write lock and stops reading stalled the server's write of its
+    # answer: the idle limit, on reading only, never came, and every writer waited for ever.
+    limited.database.lock_timeout = 10.0  # waits for the stalled session to be ended
+    big = "x" * (16 << 20)  # past the loopback's socket buffers: the server's write stalls
+    with psycopg.connect(limited.dsn(), autocommit=True) as setup:
+        setup.execute("CREATE TABLE t(k INTEGER PRIMARY KEY, v TEXT)")
+        setup.execute("INSERT INTO t VALUES (%s, %s)", (1, big))
+    options = b"user\x00mdc\x00\x00"
+    startup = struct.pack("!II", 8 + len(options), 196608) + options
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: kept small
+        sock.settimeout(10)
+        sock.connect(("127.0.0.1", limited.server.port))
+        sock.sendall(startup)
+        until_ready(sock)
+        for sql, status in ((b"BEGIN", b"T"), (b"INSERT INTO t VALUES (2, 'two')", b"T")):
+            sock.sendall(message(b"Q", sql + b"\x00"))
+            until_ready(sock, status)
+        sock.sendall(message(b"Q", b"SELECT v FROM t WHERE k = 1\x00"))  # then reads nothing
+        # waits for the stalled session to be ended and rolled back, the lock released
+        assert limited.database.execute("INSERT INTO t VALUES (3, 'three')").rowcount == 1
+    assert limited.server.counts["idle_timeouts"] == 1
+    assert [r[0] for r in limited.database.execute("SELECT k FROM t").rows] == [1, 3]

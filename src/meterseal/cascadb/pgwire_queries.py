@@ -8,7 +8,8 @@ values (int8, float8, numeric, text, bytea, timestamptz, else text). Statements 
 threads (the engine is synchronous). After an error in a transaction block, ReadyForQuery says
 'E' and statements fail with 25P02 until ROLLBACK, as PostgreSQL's; each error carries its
 SQLSTATE (errors.py). A session idle inside a transaction block, or holding the write lock,
-that sends no whole message for `idle_in_transaction_timeout` is ended (FATAL 25P03).
+that sends no whole message, or reads none of an answer, for `idle_in_transaction_timeout` is
+ended (FATAL 25P03).
 """
 
 from __future__ import annotations
@@ -114,9 +115,7 @@ class QueryLoop:
             # transaction block, failed or not, is ended even holding no lock (its portals keep
             # their rows); and, CascaDB's own, one holding the write lock between Executes
             # without a Sync, which would stall every other writer
-            session = conn.session
-            limited = (session.in_transaction and not conn.implicit) or session.writing
-            idle = self.idle_in_transaction_timeout if limited else None
+            idle = self._idle_limit(conn)
             try:  # the whole message, as PostgreSQL's: one begun and left unfinished holds too
                 async with asyncio.timeout(idle):
                     kind, head = await reader.readexactly(1), await reader.readexactly(4)
@@ -137,7 +136,32 @@ class QueryLoop:
             out = await self._handle(conn, kind, body)
             if out:
                 writer.write(out)
-                await writer.drain()
+                if not await self._drained(conn, writer):
+                    return
+
+    def _idle_limit(self, conn: Connection) -> float | None:
+        session = conn.session
+        limited = (session.in_transaction and not conn.implicit) or session.writing
+        return self.idle_in_transaction_timeout if limited else None
+
+    async def _drained(self, conn: Connection, writer: asyncio.StreamWriter) -> bool:
+        """Whether the client took the answer written; CascaDB's own, a session under the idle
+        limit whose client reads none of it for that long is ended, as an idle one is: it would
+        hold its transaction, and the write lock with it, for as long as it does not read."""
+        idle = self._idle_limit(conn)
+        while True:
+            left = writer.transport.get_write_buffer_size()
+            try:
+                async with asyncio.timeout(idle):
+                    await writer.drain()
+                return True
+            except TimeoutError:
+                if writer.transport.get_write_buffer_size() < left:
+                    continue  # it reads, slowly: not idle
+            self.counts["idle_timeouts"] += 1
+            _log.info("%s: session ended reading no answer in a transaction", conn.user)
+            writer.transport.abort()  # what is unsent would keep the socket open until read
+            return False  # the caller's finally rolls back, releasing the lock
 
     async def _handle(self, conn: Connection, kind: bytes, body: bytes) -> bytes:
         if kind == b"Q":
