@@ -160,6 +160,59 @@ def test_begin_inside_a_block_sets_its_modes_as_set_transaction_does(dsn: str) -
     ]
 
 
+def test_read_only_set_in_a_savepoint_lasts_until_it_ends(dsn: str) -> None:
+    # As PostgreSQL's: READ ONLY set inside a savepoint ends with it, by ROLLBACK TO or by
+    # RELEASE (the enclosing transaction's mode comes back); it stayed for the whole block.
+    steps: list[Step] = [
+        TABLE,
+        "BEGIN",
+        "SAVEPOINT s",
+        "SET TRANSACTION READ ONLY",
+        "ROLLBACK TO SAVEPOINT s",
+        "INSERT INTO t VALUES (1, 'one')",
+        "SAVEPOINT r",
+        "BEGIN READ ONLY",  # inside a block: its modes are SET
+        "INSERT INTO t VALUES (2, 'two')",
+        "ROLLBACK TO r",
+        "SET TRANSACTION READ ONLY",  # the block's own: it stays
+        "SAVEPOINT q",
+        "RELEASE q",
+        "INSERT INTO t VALUES (3, 'three')",
+        "ROLLBACK",
+        "BEGIN",
+        "SAVEPOINT s",
+        "SET TRANSACTION READ ONLY",
+        "RELEASE SAVEPOINT s",
+        "INSERT INTO t VALUES (4, 'four')",
+        "COMMIT",
+        "SELECT k FROM t ORDER BY k",
+    ]
+    assert transcript(dsn, steps) == [
+        ("CREATE TABLE", IDLE),
+        ("BEGIN", INTRANS),
+        ("SAVEPOINT", INTRANS),
+        ("SET", INTRANS),
+        ("ROLLBACK", INTRANS),
+        ("INSERT 0 1", INTRANS),
+        ("SAVEPOINT", INTRANS),
+        ("BEGIN", INTRANS),
+        ("25006", INERROR),
+        ("ROLLBACK", INTRANS),
+        ("SET", INTRANS),
+        ("SAVEPOINT", INTRANS),
+        ("RELEASE", INTRANS),
+        ("25006", INERROR),
+        ("ROLLBACK", IDLE),
+        ("BEGIN", INTRANS),
+        ("SAVEPOINT", INTRANS),
+        ("SET", INTRANS),
+        ("RELEASE", INTRANS),
+        ("INSERT 0 1", INTRANS),
+        ("COMMIT", IDLE),
+        ("SELECT 1", IDLE, "4"),
+    ]
+
+
 def test_an_isolation_level_misspelt_is_refused_not_read_committed(dsn: str) -> None:
     # A level SET by name that is none of PostgreSQL's four was taken as read committed (a
     # block asked SERIALIZABLE gave its write lock back on a misspelt SET), and transaction

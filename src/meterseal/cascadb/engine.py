@@ -148,8 +148,9 @@ class Session:
         self.dialect = dialect
         self._txn: Overlay | None = None
         # Open savepoints, innermost last: each a write buffer over the one before it.
-        # (and the default isolation when each began: ROLLBACK TO undoes a SET of it)
-        self._savepoints: list[tuple[str, Overlay, str]] = []
+        # (and the default isolation when each began: ROLLBACK TO undoes a SET of it; and
+        # whether the transaction was read only then: READ ONLY set in one ends with it)
+        self._savepoints: list[tuple[str, Overlay, str, bool]] = []
         self._explicit = False
         self._ddl = False  # the open transaction changed the dictionary: bypass the cache
 
@@ -326,7 +327,9 @@ class Session:
         if verb == "SAVEPOINT":
             top = self._begin()
             self._explicit = True  # outside BEGIN, a savepoint opens the transaction
-            self._savepoints.append((name, Overlay(top), self.default_isolation))
+            self._savepoints.append(
+                (name, Overlay(top), self.default_isolation, self._read_only_txn)
+            )
             return Result(command="SAVEPOINT")
         found = [i for i, (n, *_) in enumerate(self._savepoints) if n == name]
         if not found:
@@ -334,10 +337,11 @@ class Session:
         at = found[-1]
         if verb == "RELEASE":
             while len(self._savepoints) > at:
-                self._savepoints.pop()[1].commit()  # into the buffer below it
+                _, buffer, _, self._read_only_txn = self._savepoints.pop()
+                buffer.commit()  # into the buffer below it
             return Result(command="RELEASE")
         del self._savepoints[at + 1 :]
-        _, buffer, self.default_isolation = self._savepoints[at]
+        _, buffer, self.default_isolation, self._read_only_txn = self._savepoints[at]
         buffer.rollback()  # the savepoint stays, empty
         return Result(command="ROLLBACK")
 
