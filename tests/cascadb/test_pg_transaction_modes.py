@@ -213,6 +213,66 @@ def test_read_only_set_in_a_savepoint_lasts_until_it_ends(dsn: str) -> None:
     ]
 
 
+def test_set_local_of_the_default_level_lasts_until_the_transaction_ends(dsn: str) -> None:
+    # SET LOCAL default_transaction_isolation stayed for the session's life (a read committed
+    # one in a serializable session left every later transaction read committed), and outside
+    # a block it took effect; PostgreSQL's lasts until the transaction ends, and outside one
+    # does nothing (a warning).
+    show = "SHOW default_transaction_isolation"
+    steps: list[Step] = [
+        "SET LOCAL default_transaction_isolation = 'serializable'",
+        show,
+        "BEGIN",
+        "SET LOCAL default_transaction_isolation = 'serializable'",
+        show,
+        "COMMIT",
+        show,
+        "SET default_transaction_isolation = 'serializable'",
+        "BEGIN",
+        "SET LOCAL default_transaction_isolation = 'read committed'",
+        "COMMIT",
+        show,
+        "BEGIN",
+        "SET LOCAL default_transaction_isolation = 'read committed'",
+        "SET default_transaction_isolation = 'repeatable read'",  # the session's: it stays
+        "COMMIT",
+        show,
+        "BEGIN",
+        "SAVEPOINT s",
+        "SET LOCAL SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED",
+        "RELEASE s",
+        show,
+        "COMMIT",
+        show,
+    ]
+    assert transcript(dsn, steps) == [
+        ("SET", IDLE),
+        ("SHOW", IDLE, "read committed"),
+        ("BEGIN", INTRANS),
+        ("SET", INTRANS),
+        ("SHOW", INTRANS, "serializable"),
+        ("COMMIT", IDLE),
+        ("SHOW", IDLE, "read committed"),
+        ("SET", IDLE),
+        ("BEGIN", INTRANS),
+        ("SET", INTRANS),
+        ("COMMIT", IDLE),
+        ("SHOW", IDLE, "serializable"),
+        ("BEGIN", INTRANS),
+        ("SET", INTRANS),
+        ("SET", INTRANS),
+        ("COMMIT", IDLE),
+        ("SHOW", IDLE, "repeatable read"),
+        ("BEGIN", INTRANS),
+        ("SAVEPOINT", INTRANS),
+        ("SET", INTRANS),
+        ("RELEASE", INTRANS),
+        ("SHOW", INTRANS, "read committed"),
+        ("COMMIT", IDLE),
+        ("SHOW", IDLE, "repeatable read"),
+    ]
+
+
 def test_an_isolation_level_misspelt_is_refused_not_read_committed(dsn: str) -> None:
     # A level SET by name that is none of PostgreSQL's four was taken as read committed (a
     # block asked SERIALIZABLE gave its write lock back on a misspelt SET), and transaction

@@ -42,6 +42,7 @@ from meterseal.cascadb.parsing import (
     SERIALIZABLE,
     TAG,
     Modes,
+    command_name,
     parse,
     reads_only,
     session_command,
@@ -133,6 +134,7 @@ class Session:
         # the isolation level of its transactions unless BEGIN asks another (read_committed)
         self.default_isolation = READ_COMMITTED if read_committed else SERIALIZABLE
         self._default_before: str | None = None  # default_isolation when its transaction began
+        self._default_after: str | None = None  # what COMMIT leaves it (before a SET LOCAL)
         # After a failed statement, SQLite's rule goes on with the transaction (the statement
         # left nothing); PostgreSQL's refuses all but ROLLBACK. PostgreSQL's SQL, its rule.
         self.abort_on_error = dialect == "postgres" if abort_on_error is None else abort_on_error
@@ -164,11 +166,16 @@ class Session:
     def read_committed(self, value: bool) -> None:
         self.default_isolation = READ_COMMITTED if value else SERIALIZABLE
 
-    def set_default_isolation(self, level: str) -> None:
+    def set_default_isolation(self, level: str, local: bool = False) -> None:
         """The session's default isolation level from now on; set in a transaction, it is
-        undone if the transaction rolls back (as PostgreSQL's SET, an implicit one's too)."""
+        undone if the transaction rolls back (as PostgreSQL's SET, an implicit one's too).
+        `local` (SET LOCAL): until the transaction ends; outside one, no effect."""
+        if local and self._txn is None:
+            return  # (PostgreSQL warns)
         if self._txn is not None and self._default_before is None:
             self._default_before = self.default_isolation
+        if not local or self._default_after is None:  # a plain SET outlives the transaction
+            self._default_after = self.default_isolation if local else None
         self.default_isolation = level
 
     @property
@@ -380,7 +387,7 @@ class Session:
             if not reads_only(node):  # inside the try: a reader that waited in vain fails too
                 if self._read_only_txn:
                     raise ReadOnlyTransaction(
-                        f"cannot execute {_command(node)} in a read-only transaction"
+                        f"cannot execute {command_name(node)} in a read-only transaction"
                     )
                 self._write_ahead()
             with self._reading():
@@ -449,6 +456,8 @@ class Session:
                     self._txn.commit()
                     self._forget_plans()
         finally:
+            if self._default_after is not None:  # a SET LOCAL's level ends with the transaction
+                self.default_isolation = self._default_after
             self._end()
 
     def rollback(self) -> None:
@@ -480,20 +489,10 @@ class Session:
         self._ddl = False
         self._reader = False
         self._ran = self._read_only_txn = False
-        self._default_before = None
+        self._default_before = self._default_after = None
         if not reader:
             self.database.release()
 
     def close(self) -> None:
         """Roll back what is open."""
         self.rollback()
-
-
-def _command(node: exp.Expression) -> str:
-    """A statement's command as PostgreSQL names it in an error (SELECT FOR UPDATE...)."""
-    if isinstance(node, QUERIES):
-        lock = node.find(exp.Lock)
-        shared = lock is not None and not lock.args.get("update")
-        return "SELECT FOR SHARE" if shared else "SELECT FOR UPDATE"
-    kind = node.args.get("kind") if isinstance(node, exp.Create | exp.Drop) else None
-    return f"{node.key.upper()} {str(kind or '').upper()}".strip()

@@ -31,7 +31,7 @@ _START = re.compile(
 _MAY_SPLIT = re.compile(r"\b(?:BEGIN|START|SET|DEALLOCATE|DISCARD|SHOW)\b", re.I)
 SESSION_VERBS = ("SET", "DEALLOCATE", "DISCARD", "SHOW")
 _SET_MODES = re.compile(
-    r"\s*SET\s+(?:SESSION\s+|LOCAL\s+)?(?P<scope>SESSION\s+CHARACTERISTICS\s+AS\s+TRANSACTION"
+    r"\s*SET\s+(?:SESSION\s+|(?P<local>LOCAL\s+))?(?P<scope>SESSION\s+CHARACTERISTICS\s+AS\s+TRANSACTION"
     rf"|TRANSACTION)\s+(?P<modes>{_MODES})\s*;?\s*",
     re.I,
 )
@@ -39,7 +39,8 @@ _SET_MODES_ASKED = re.compile(
     r"\s*SET\s+(?:SESSION\s+|LOCAL\s+)?(?:SESSION\s+CHARACTERISTICS\s+AS\s+)?TRANSACTION\b", re.I
 )
 _SET_LEVEL = re.compile(
-    r"\s*SET\s+(?:SESSION\s+|LOCAL\s+)?(?P<scope>default_transaction_isolation|transaction_isolation)"
+    r"\s*SET\s+(?:SESSION\s+|(?P<local>LOCAL\s+))?"
+    r"(?P<scope>default_transaction_isolation|transaction_isolation)"
     r"\s*(?:=|\s+TO\s+)\s*(?P<quote>'?)(?P<level>[^';]+?)(?P=quote)\s*;?\s*",
     re.I,
 )
@@ -62,6 +63,16 @@ def session_command(node: exp.Expression) -> str | None:
     protocol answers without the engine), else None."""
     text = node.meta.get(_SESSION)
     return text if isinstance(text, str) else None
+
+
+def command_name(node: exp.Expression) -> str:
+    """A statement's command as PostgreSQL names it in an error (SELECT FOR UPDATE...)."""
+    if isinstance(node, QUERIES):
+        lock = node.find(exp.Lock)
+        shared = lock is not None and not lock.args.get("update")
+        return "SELECT FOR SHARE" if shared else "SELECT FOR UPDATE"
+    kind = node.args.get("kind") if isinstance(node, exp.Create | exp.Drop) else None
+    return f"{node.key.upper()} {str(kind or '').upper()}".strip()
 
 
 def reads_only(node: exp.Expression) -> bool:
@@ -107,13 +118,14 @@ def transaction_modes(node: exp.Expression) -> Modes:
     return _modes(", ".join(str(m) for m in node.args.get("modes") or []))
 
 
-def transaction_set(sql: str) -> tuple[bool, Modes] | None:
+def transaction_set(sql: str) -> tuple[bool, Modes, bool] | None:
     """For PostgreSQL's SET of transaction modes (SET TRANSACTION ..., SET SESSION
     CHARACTERISTICS AS TRANSACTION ..., SET [default_]transaction_isolation): whether it holds
-    for the session (else the open transaction) and what it asks."""
+    for the session (else the open transaction), what it asks, and whether it is SET LOCAL."""
     found = _SET_MODES.fullmatch(sql)
     if found is not None:
-        return found.group("scope").upper() != "TRANSACTION", _modes(found.group("modes"))
+        session_wide = found.group("scope").upper() != "TRANSACTION"
+        return session_wide, _modes(found.group("modes")), bool(found.group("local"))
     if _SET_MODES_ASKED.match(sql):  # modes none of which reads as one (SERIALIZABL)
         raise ProgrammingError(f"syntax error: transaction modes {sql.strip()!r}")
     found = _SET_LEVEL.fullmatch(sql)
@@ -122,14 +134,15 @@ def transaction_set(sql: str) -> tuple[bool, Modes] | None:
     scope, value = found.group("scope"), found.group("level")
     session_wide = scope.lower().startswith("default")
     level = " ".join(value.upper().split())
+    local = bool(found.group("local"))
     if level == "DEFAULT" and not found.group("quote"):  # the server's, or no change
-        return session_wide, Modes(READ_COMMITTED if session_wide else None)
+        return session_wide, Modes(READ_COMMITTED if session_wide else None), local
     if level not in LEVELS:  # as PostgreSQL's: a misspelt level is no level at all
         known = ", ".join(known.lower() for known in LEVELS)
         raise InvalidParameterValue(
             f'invalid value for parameter "{scope.lower()}": "{value}" (one of {known})'
         )
-    return session_wide, Modes(level)
+    return session_wide, Modes(level), local
 
 
 def number_placeholders(sql: str, dialect: str = DIALECT) -> str:

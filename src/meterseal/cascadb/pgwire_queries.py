@@ -266,10 +266,10 @@ class QueryLoop:
         asked = transaction_set(sql)
         if asked is None:
             return
-        session_wide, modes = asked
+        session_wide, modes, local = asked
         if session_wide:
             if modes.level is not None:
-                session.set_default_isolation(modes.level)
+                session.set_default_isolation(modes.level, local)
         else:
             await asyncio.to_thread(session.set_transaction, modes)
 
