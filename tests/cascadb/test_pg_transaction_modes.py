@@ -135,6 +135,10 @@ def test_begin_inside_a_block_sets_its_modes_as_set_transaction_does(dsn: str) -
         "SAVEPOINT sp",
         "BEGIN READ WRITE",
         "ROLLBACK",
+        "BEGIN",
+        "SELEC 1",
+        "START TRANSACTION READ ONLY",  # in an aborted block: refused as any statement
+        "ROLLBACK",
         "SELECT k FROM t",
     ]
     assert transcript(dsn, steps) == [
@@ -155,6 +159,10 @@ def test_begin_inside_a_block_sets_its_modes_as_set_transaction_does(dsn: str) -
         ("BEGIN", INTRANS),
         ("SAVEPOINT", INTRANS),
         ("25001", INERROR),
+        ("ROLLBACK", IDLE),
+        ("BEGIN", INTRANS),
+        ("42601", INERROR),
+        ("25P02", INERROR),
         ("ROLLBACK", IDLE),
         ("SELECT 0", IDLE),
     ]

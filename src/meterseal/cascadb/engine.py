@@ -353,8 +353,6 @@ class Session:
         return Result(command="ROLLBACK")
 
     def _statement(self, node: exp.Expression, params: Sequence[Any]) -> Result:
-        if isinstance(node, exp.Transaction):
-            return self._begin_block(node)
         if isinstance(node, exp.Commit):
             if self.failed:  # PostgreSQL answers COMMIT of an aborted transaction so
                 self.rollback()
@@ -366,6 +364,8 @@ class Session:
             raise TransactionAborted(
                 "current transaction is aborted, commands ignored until end of transaction block"
             )
+        if isinstance(node, exp.Transaction):  # (an aborted block's BEGIN too is refused)
+            return self._begin_block(node)
         marked = self._savepoint(node)
         if marked is not None:
             self.failed = False  # only ROLLBACK TO gets here while failed
