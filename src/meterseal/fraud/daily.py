@@ -17,6 +17,7 @@ import numpy.typing as npt
 
 from meterseal.fraud.data import Consumption
 from meterseal.fraud.days import summarise
+from meterseal.fraud.level_shift import histograms, level_drop
 from meterseal.fraud.reversal import reversal_step
 from meterseal.fraud.som import ShapeMap, hourly, regular_behaviour, zcurves
 
@@ -58,6 +59,8 @@ class Daily:
     hours: F32  # (C, D, 24 or slots) energy per hour of the day, 0 on missing days
     reversal_t: F64  # (C,) lasting reversal against the customer's own days (`reversal`)
     reversal_onset: I64  # (C,) its onset day, -1 when none
+    level_shift_t: F64  # (C,) lasting drop of the levels its readings sit at (`level_shift`)
+    level_shift_onset: I64  # (C,) its onset day, -1 when none
 
     @classmethod
     def concat(cls, parts: Sequence[Daily]) -> Daily:
@@ -79,6 +82,7 @@ def daily(chunk: Consumption, smap: ShapeMap) -> Daily:
     regular = regular_behaviour(smap, z, usable & ~s.missing, s.missing)
     c, d = s.total.shape
     reversal = reversal_step(z, usable & ~s.missing)
+    shift = level_drop(histograms(chunk.energy))
     if chunk.phasor is None:
         nan3 = np.full((c, d, 3), np.nan)
         current, voltage, phasor_kwh = nan3, nan3, np.full((c, d), np.nan)
@@ -104,4 +108,6 @@ def daily(chunk: Consumption, smap: ShapeMap) -> Daily:
         _narrow(np.where(s.missing[..., None], 0.0, hourly(s.filled))),
         reversal.t,
         reversal.onset,
+        shift.t,
+        shift.onset,
     )

@@ -39,6 +39,9 @@ class Detector:
 
 DETECTORS = (
     Detector("scaled readings", ("scale_drop", "base_drop")),
+    # The levels the readings sit at: a detector of its own, calibrated apart, since it
+    # speaks where a season hides the drop of the day's energy (and for a drift too).
+    Detector("scaled readings", ("level_shift",)),
     Detector("zeroed window", ("zero_rise",)),
     Detector("random scaling", ("roughening",)),
     Detector("constant readings", ("flattening",)),

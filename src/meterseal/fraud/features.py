@@ -32,7 +32,11 @@ weekend, a public holiday or a cold snap is not a step:
   base_drift: the standby load's ramp alone (a drift the busiest hour hides, weaker);
 * bypass: a block of 3 to 8 hours of the customer's own hour-of-day profile loses most
   of its energy from a split day on while the day's other hours hold (`bypass`: a
-  partial-day bypass).
+  partial-day bypass);
+* level_shift: the levels the customer's readings pile up at (its appliances' powers) all
+  fall by one factor from a split day on, in both halves of the days after it
+  (`level_shift`: a scaled or drifting register moves every pile, a season or a habit
+  only changes their sizes).
 
 The level features (scale_drop, level_drop, base_drop) lose the t of any lasting rise
 within the days after their onset (`rebound`): a theft stays, a household back from a
@@ -100,6 +104,7 @@ FEATURES = (
     Feature("drift", "gradual drift", "standby load and peak hour drifted down from a day on"),
     Feature("base_drift", "gradual drift", "the standby load drifted down from a day on"),
     Feature("bypass", "partial-day bypass", "a window of hours lost its energy, the rest kept"),
+    Feature("level_shift", "scaled readings", "its readings' levels all fell by one factor"),
 )
 NAMES = tuple(f.name for f in FEATURES)
 # Features of the day's shape: they count only changes that kept the day's energy (`kept`).
@@ -235,6 +240,9 @@ def features(customers: tuple[str, ...], d: Daily, regions: Sequence[str] | None
     level = tests["level_drop"].y
     steps["own_reversal"] = changepoint.Step(
         d.reversal_t, d.reversal_onset, np.zeros(len(d.reversal_t))
+    )
+    steps["level_shift"] = changepoint.Step(
+        d.level_shift_t, d.level_shift_onset, np.zeros(len(d.level_shift_t))
     )
     for name in SHAPE:
         step = steps[name]
