@@ -61,9 +61,11 @@ def histograms(energy: F64) -> F32:
         z = np.log(positive / median[:, None, None])
         index = np.floor((z - LOWEST) / BIN)
     inside = np.isfinite(index) & (index >= 0) & (index < BINS)
-    out = np.zeros((c, d, BINS), np.float32)
-    rows, days, cols = np.nonzero(inside)
-    np.add.at(out, (rows, days, index[rows, days, cols].astype(np.int64)), 1.0)
+    # One flat bin per (customer, day, level): a bincount, far faster than np.add.at.
+    day_bin = np.arange(c * d, dtype=np.int64).reshape(c, d, 1) * BINS
+    flat = (day_bin + np.where(inside, index, 0).astype(np.int64))[inside]
+    counts = np.bincount(flat, minlength=c * d * BINS)
+    out: F32 = counts.reshape(c, d, BINS).astype(np.float32)
     return out
 
 
