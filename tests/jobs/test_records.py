@@ -79,7 +79,7 @@ def test_a_cancel_written_between_the_runners_read_and_its_rename_stays(
             cancels.append(threading.Thread(target=cancel))
             cancels[0].start()
             # Unlocked, the cancel lands first; locked, it waits for this rename.
-            settled.wait()
+            assert settled.wait(timeout=120), "the cancel neither landed nor waited for the lock"
         write_durably(path, data)
 
     monkeypatch.setattr(records, "write_durably", between_read_and_rename)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ssl
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -28,6 +29,12 @@ def _reason(response: httpx.Response) -> str:
             f"{'.'.join(map(str, d.get('loc', [])))}: {d.get('msg')}" for d in detail
         )
     return f"HTTP {response.status_code}: {detail or response.reason_phrase}"
+
+
+def _job_path(job_id: str) -> str:
+    """A job's path, the id one escaped segment: a slash or a dot segment in an id must
+    not lead the request to another job or route (the server refuses such ids anyway)."""
+    return f"/v1/jobs/{quote(job_id, safe='')}"
 
 
 class JobsClient:
@@ -72,10 +79,10 @@ class JobsClient:
 
     def status(self, job_id: str) -> dict[str, Any]:
         """One job's view, with the Monitor's last figures."""
-        view: dict[str, Any] = self._call("GET", f"/v1/jobs/{job_id}")
+        view: dict[str, Any] = self._call("GET", _job_path(job_id))
         return view
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         """Cancel a job; its view."""
-        view: dict[str, Any] = self._call("POST", f"/v1/jobs/{job_id}/cancel")
+        view: dict[str, Any] = self._call("POST", f"{_job_path(job_id)}/cancel")
         return view
