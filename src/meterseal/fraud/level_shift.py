@@ -15,6 +15,8 @@ it is computed chunk by chunk and the customer's calendar and season do not ente
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import numpy.typing as npt
 
@@ -56,7 +58,10 @@ def histograms(energy: F64) -> F32:
     detectors of their own)."""
     c, d, _ = energy.shape
     positive = np.where(energy > 0, energy, np.nan)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+        # A customer without a positive reading is expected (no data, or a zeroed register):
+        # its median is NaN, so none of its readings fall in a bin.
+        warnings.simplefilter("ignore", RuntimeWarning)
         median = np.nanmedian(positive.reshape(c, -1), axis=1) if positive.size else np.zeros(c)
         z = np.log(positive / median[:, None, None])
         index = np.floor((z - LOWEST) / BIN)
