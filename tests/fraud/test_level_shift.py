@@ -190,3 +190,18 @@ def test_a_customer_starting_near_the_windows_end_beside_a_whole_one() -> None:
     assert step.t[0] == 0.0
     assert step.onset[0] == -1
     assert step.t[1] > 2.0
+
+
+def test_days_without_readings_are_no_days_of_evidence() -> None:
+    """Seven days before a split and eight after are days with readings: 3 days before a
+    long gap are no baseline, and 2 lone days after one are no lasting drop."""
+    early = np.full((1, 90, SLOTS), np.nan)
+    early[:, :3] = household(3, np.random.default_rng(13)) * 1.5  # builders at work
+    early[:, 40:] = household(50, np.random.default_rng(14))
+    late = np.full((1, 60, SLOTS), np.nan)
+    late[:, :41] = household(41, np.random.default_rng(15))
+    late[:, [50, 59]] = household(2, np.random.default_rng(16)) * 0.6
+    for readings in (early, late):
+        step = level_drop(histograms(readings))
+        assert step.t[0] == 0.0
+        assert step.onset[0] == -1

@@ -100,6 +100,8 @@ def level_drop(hists: F32) -> changepoint.Step:
     c, d, _ = hists.shape
     present = hists.sum(axis=2) > 0
     cum = np.concatenate([np.zeros((c, 1, BINS)), np.cumsum(hists, axis=1, dtype=np.float64)], 1)
+    # Days with readings up to each day: a gap in the data is no day of evidence.
+    count = np.concatenate([np.zeros((c, 1), np.int64), np.cumsum(present, axis=1)], 1)
     first = np.argmax(present, axis=1)
     end = changepoint.own_end(present)
     rows = np.arange(c)
@@ -111,6 +113,14 @@ def level_drop(hists: F32) -> changepoint.Step:
             continue
         k = np.minimum(k, d)
         mid = k + (end - k) // 2
+        # Counted in days with readings (a gap is no evidence): MIN_SIDE before the split
+        # and at least half of MIN_SIDE + 1 in each half after it, as the span gives a
+        # customer without gaps.
+        ok &= count[rows, k] - count[rows, first] >= MIN_SIDE
+        ok &= (
+            np.minimum(count[rows, mid] - count[rows, k], count[rows, end] - count[rows, mid])
+            >= (MIN_SIDE + 1) // 2
+        )
         before = cum[rows, k] - cum[rows, first]
         s1, m1, g1 = align(before, cum[rows, mid] - cum[rows, k])
         s2, m2, g2 = align(before, cum[rows, end] - cum[rows, mid])
