@@ -94,12 +94,23 @@ def align(before: F64, after: F64) -> tuple[F64, F64, F64]:
     return SHIFTS[best] * BIN, top, top - unshifted
 
 
+def _between(cum: F32, lo: I64, hi: I64) -> F64:
+    """Each row's histogram of days [lo, hi) from running counts (C, D + 1, BINS)."""
+    rows = np.arange(len(cum))
+    out: F64 = (cum[rows, hi] - cum[rows, lo]).astype(np.float64)
+    return out
+
+
 def level_drop(hists: F32) -> changepoint.Step:
     """The lasting drop of the levels each customer's readings sit at (t-like; onset; drop
     in log units), from its days' histograms (`histograms`)."""
     c, d, _ = hists.shape
     present = hists.sum(axis=2) > 0
-    cum = np.concatenate([np.zeros((c, 1, BINS)), np.cumsum(hists, axis=1, dtype=np.float64)], 1)
+    # Running counts in float32, summed in place: a (C, D + 1, BINS) array is the detector's
+    # largest (a long window's, or the SGCC layout's weeks, chunk by chunk). Counts of
+    # readings are whole numbers, exact in float32 below 2**24 a customer and level.
+    cum = np.zeros((c, d + 1, BINS), np.float32)
+    np.cumsum(hists, axis=1, dtype=np.float32, out=cum[:, 1:])
     # Days with readings up to each day: a gap in the data is no day of evidence.
     count = np.concatenate([np.zeros((c, 1), np.int64), np.cumsum(present, axis=1)], 1)
     first = np.argmax(present, axis=1)
@@ -121,9 +132,9 @@ def level_drop(hists: F32) -> changepoint.Step:
             np.minimum(count[rows, mid] - count[rows, k], count[rows, end] - count[rows, mid])
             >= (MIN_SIDE + 1) // 2
         )
-        before = cum[rows, k] - cum[rows, first]
-        s1, m1, g1 = align(before, cum[rows, mid] - cum[rows, k])
-        s2, m2, g2 = align(before, cum[rows, end] - cum[rows, mid])
+        before = _between(cum, first, k)
+        s1, m1, g1 = align(before, _between(cum, k, mid))
+        s2, m2, g2 = align(before, _between(cum, mid, end))
         size = np.where(ok & (s1 < 0) & (s2 < 0), -np.maximum(s1, s2), 0.0)
         agree = np.clip((np.minimum(m1, m2) - AGREE_FROM) / AGREE_SPAN, 0.0, 1.0)
         value = size * agree * np.clip(np.minimum(g1, g2) / GAIN_FULL, 0.0, 1.0)
