@@ -180,3 +180,35 @@ def test_a_window_read_as_zero_is_named_a_zeroed_window_not_a_bypass() -> None:
     assert scores.pattern[0] != "partial-day bypass"
     bypass = PATTERNS.index("partial-day bypass")
     assert scores.detectors[0, bypass] < scores.detectors[1, bypass]
+
+
+def test_a_customer_whose_levels_fell_is_explained_by_level_shift(
+    small_fleet: Labelled, small_analysis: Analysis
+) -> None:
+    """The level shift's own detector names the scaled readings, its feature and its onset
+    (converted with the data's period length), and the days from then on."""
+    import dataclasses
+    import datetime as dt
+
+    from meterseal.fraud.features import FEATURES, FeatureTable
+
+    table = small_analysis.table
+    values, onset = table.values.copy(), table.onset.copy()
+    j = NAMES.index("level_shift")
+    values[0], onset[0] = 0.0, -1
+    values[0, j], onset[0, j] = 40.0, 9
+    analysis = dataclasses.replace(
+        small_analysis, table=FeatureTable(table.customers, values, onset)
+    )
+    scores = unsupervised(analysis.table)
+    data = small_fleet.data
+    for period_days in (1, 7):
+        (why,) = explain(
+            analysis, scores, data.first_day, period_days, data.regions, [data.customers[0]]
+        )
+        assert (why.pattern, why.feature, why.t) == ("scaled readings", "level_shift", 40.0)
+        assert why.evidence == (("level_shift", 40.0),)
+        assert why.onset == data.first_day + dt.timedelta(days=9 * period_days)
+        assert why.days[0] == why.onset
+        assert len(why.days) == 21 - 9
+        assert FEATURES[j].meaning in why.text()
