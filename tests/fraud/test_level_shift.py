@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meterseal.fraud.level_shift import BIN, BINS, align, histograms, level_drop
+from meterseal.fraud.level_shift import BIN, BINS, align, histograms, level_drop, level_shift
 
 SLOTS = 96
 
@@ -205,3 +205,19 @@ def test_days_without_readings_are_no_days_of_evidence() -> None:
         step = level_drop(histograms(readings))
         assert step.t[0] == 0.0
         assert step.onset[0] == -1
+
+
+def test_daily_totals_get_no_level_shift() -> None:
+    # The SGCC layout: weeks of 7 daily totals. A season moves daily totals as a register's
+    # factor does, and a daily total is no appliance's level: the detector stays silent.
+    rng = np.random.default_rng(8)
+    weeks = rng.gamma(4.0, 2.0, (2, 40, 7))
+    weeks[0, 20:] *= 0.5
+    silent = level_shift(weeks)
+    np.testing.assert_array_equal(silent.t, [0.0, 0.0])
+    np.testing.assert_array_equal(silent.onset, [-1, -1])
+    readings = household(60, np.random.default_rng(1))
+    readings[:, 30:] *= 0.6
+    found, direct = level_shift(readings), level_drop(histograms(readings))
+    np.testing.assert_array_equal(found.t, direct.t)
+    assert found.t[0] > 2.0

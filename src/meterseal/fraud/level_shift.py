@@ -38,6 +38,7 @@ AGREE_FROM, AGREE_SPAN = 0.7, 0.15  # a best match of 0.7 counts nothing, of 0.8
 GAIN_FULL = 0.1  # a shift that improves the match by 0.1 counts fully
 T_PER_LOG = 10.0  # t-like units per log unit of drop (a 10 % drop: about 1)
 TIE_BREAK = 1e-3  # weight of the match in choosing among splits of one drop
+MIN_SLOTS = 24  # readings a day: coarser ones (daily totals, SGCC) hold no appliance levels
 
 
 def _kernel() -> npt.NDArray[np.complex128]:
@@ -147,3 +148,13 @@ def level_drop(hists: F32) -> changepoint.Step:
         drop = np.where(better, size, drop)
         onset = np.where(better, k, onset)
     return changepoint.Step(t=T_PER_LOG * best, onset=onset, delta=drop)
+
+
+def level_shift(energy: F64) -> changepoint.Step:
+    """The level drop of each customer's readings (customers, periods, slots); nothing for
+    data whose periods hold fewer than `MIN_SLOTS` readings: a daily total is no
+    appliance's level, and a season moves daily totals as a register's factor does."""
+    c, _, slots = energy.shape
+    if slots < MIN_SLOTS:
+        return changepoint.Step(np.zeros(c), np.full(c, -1, np.int64), np.zeros(c))
+    return level_drop(histograms(energy))
