@@ -4,6 +4,8 @@ CascaDB's write lock."""
 
 from __future__ import annotations
 
+import threading
+
 import psycopg
 import pytest
 
@@ -373,3 +375,44 @@ def test_start_transaction_takes_the_write_lock_as_begin_of_its_level_does(
             other.execute("INSERT INTO t VALUES (4)")
         block.execute("COMMIT")
         assert other.execute("SELECT k FROM t ORDER BY k").fetchall() == [(1,), (3,)]
+
+
+@pytest.mark.parametrize("level", ["serializable", "repeatable read"])
+def test_an_implicit_extended_transaction_above_read_committed_loses_no_update(
+    dsn: str, level: str
+) -> None:
+    # Executes up to a Sync, no BEGIN, in a session whose default level is above read
+    # committed: the implicit transaction began with a SELECT as a lock-free reader, so a
+    # write committed by another session between its SELECT and its UPDATE was overwritten.
+    # PostgreSQL fails the UPDATE (40001); CascaDB holds the write lock from the SELECT, so
+    # the other write waits until the Sync: either way, no serial order is broken.
+    with (
+        psycopg.connect(dsn, autocommit=True) as reader,
+        psycopg.connect(dsn, autocommit=True) as other,
+    ):
+        other.execute("CREATE TABLE t(k INTEGER PRIMARY KEY, v INTEGER)")
+        other.execute("INSERT INTO t VALUES (1, 0)")
+        reader.execute(f"SET default_transaction_isolation = '{level}'")
+        done: list[str] = []
+        failed = ""
+        try:
+            with reader.pipeline(), reader.cursor() as cursor:
+                cursor.execute("SELECT v FROM t WHERE k = 1")
+                row = cursor.fetchone()  # a Flush: no Sync yet
+                assert row is not None
+                seen = int(row[0])
+                adding = threading.Thread(
+                    target=lambda: done.append(
+                        str(other.execute("UPDATE t SET v = v + 1 WHERE k = 1").statusmessage)
+                    )
+                )
+                adding.start()
+                adding.join(timeout=1)  # PostgreSQL's has run; CascaDB's waits for the lock
+                cursor.execute("UPDATE t SET v = %s WHERE k = 1", (seen + 10,))
+        except psycopg.Error as exc:
+            failed = exc.sqlstate or "?"
+        adding.join()
+        assert done == ["UPDATE 1"]
+        final = other.execute("SELECT v FROM t WHERE k = 1").fetchall()
+        # both in a serial order (11), or the reader's refused (1); never 10, a lost update
+        assert (failed, final) in [("", [(11,)]), ("40001", [(1,)])]

@@ -378,7 +378,10 @@ class QueryLoop:
                 if _controls_transaction(statement):
                     conn.implicit = False  # BEGIN makes it a block; COMMIT/ROLLBACK end it
                 elif not conn.session.in_transaction:
-                    conn.session.read_ahead([statement])  # a reader until its first write
+                    # read committed: a reader until its first write; above it, the Executes
+                    # to come before the Sync may write what this one read: the write lock now
+                    if conn.session.read_committed:
+                        conn.session.read_ahead([statement])
                     await asyncio.to_thread(conn.session.begin)
                     conn.implicit = True
                 run = conn.session.run_statement
