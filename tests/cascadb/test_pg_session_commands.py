@@ -242,3 +242,68 @@ def test_a_query_that_failed_before_its_transaction_leaves_no_reader_for_the_nex
             other.execute("INSERT INTO t VALUES (1)")
         block.execute("ROLLBACK")
         other.execute("INSERT INTO t VALUES (2)")
+
+
+def test_statements_before_begin_in_one_query_belong_to_its_block(dsn: str) -> None:
+    # As PostgreSQL's: the statements of a Query before its BEGIN are in the implicit block
+    # that BEGIN makes explicit, so an error after it rolls them back too (CascaDB committed
+    # the first INSERT on its own); a COMMIT or ROLLBACK ends the implicit block it is in, and
+    # the statements after it are the next one.
+    count = "SELECT count(*) AS n FROM t"
+    queries = [
+        TABLE,
+        "INSERT INTO t VALUES (1, 'one'); BEGIN; INSERT INTO t VALUES (2, 'two'); "
+        "SELECT 1/0; COMMIT",
+        "ROLLBACK",
+        count,
+        "INSERT INTO t VALUES (3, 'three'); BEGIN; INSERT INTO t VALUES (4, 'four')",
+        "COMMIT",
+        count,
+        "INSERT INTO t VALUES (5, 'five'); COMMIT; INSERT INTO t VALUES (6, 'six'); SELECT 1/0",
+        count,
+        "INSERT INTO t VALUES (7, 'seven'); ROLLBACK; INSERT INTO t VALUES (8, 'eight')",
+        "SELECT k FROM t ORDER BY k",
+        "INSERT INTO t VALUES (9, 'nine'); BEGIN READ ONLY; INSERT INTO t VALUES (10, 'ten')",
+        "ROLLBACK",
+        count,
+    ]
+    assert outcomes(dsn, queries) == [
+        ("CREATE TABLE", IDLE),
+        ("22012", INERROR),
+        ("ROLLBACK", IDLE),
+        ("SELECT 1 n: 0", IDLE),
+        ("INSERT 0 1", "BEGIN", "INSERT 0 1", INTRANS),
+        ("COMMIT", IDLE),
+        ("SELECT 1 n: 2", IDLE),
+        ("22012", IDLE),
+        ("SELECT 1 n: 3", IDLE),
+        ("INSERT 0 1", "ROLLBACK", "INSERT 0 1", IDLE),
+        ("SELECT 4 k: 3; 4; 5; 8", IDLE),
+        ("25006", INERROR),
+        ("ROLLBACK", IDLE),
+        ("SELECT 1 n: 4", IDLE),
+    ]
+
+
+def test_a_query_opening_a_block_after_a_session_command_reads_unlocked(
+    running: Running,
+) -> None:
+    # The implicit transaction a BEGIN makes a block is read ahead past that BEGIN: in a read
+    # committed session `SET ...; BEGIN; SELECT ...` is a reader, as `BEGIN; SELECT ...` is,
+    # and one that wrote before its BEGIN holds the write lock.
+    running.database.lock_timeout = 0.2  # a statement that waited for the lock fails fast
+    with (
+        psycopg.connect(running.dsn(), autocommit=True) as block,
+        psycopg.connect(running.dsn(), autocommit=True) as other,
+    ):
+        other.execute("CREATE TABLE t(k INTEGER PRIMARY KEY)")
+        block.pgconn.exec_(b"SET TimeZone = 'UTC'; BEGIN; SELECT count(*) FROM t")
+        assert block.info.transaction_status is TransactionStatus.INTRANS
+        other.execute("INSERT INTO t VALUES (1)")  # no lock held
+        block.execute("ROLLBACK")
+        block.pgconn.exec_(b"INSERT INTO t VALUES (2); BEGIN; SELECT count(*) FROM t")
+        assert block.info.transaction_status is TransactionStatus.INTRANS
+        with pytest.raises(psycopg.errors.lookup("57000")):
+            other.execute("INSERT INTO t VALUES (3)")
+        block.execute("COMMIT")
+        assert other.execute("SELECT k FROM t ORDER BY k").fetchall() == [(1,), (2,)]

@@ -197,20 +197,24 @@ class QueryLoop:
             statements = session.statements(sql)  # all parsed before any runs, as PostgreSQL's
             if not statements:
                 out += message(b"I")
-            # As PostgreSQL: several statements outside a block are one transaction.
-            implicit = len(statements) > 1 and not session.in_transaction
-            implicit = implicit and not any(map(_controls_transaction, statements))
-            if implicit or any(session_command(s) is None for s in statements):
+            # As PostgreSQL: several statements outside a block are one transaction, which a
+            # BEGIN among them makes a block (the statements before it are in it) and a COMMIT
+            # or ROLLBACK ends (the statements after it are the next one).
+            several = len(statements) > 1
+            if not several and any(session_command(s) is None for s in statements):
                 # (read ahead only for a transaction that begins: a session command begins none)
                 session.read_ahead(statements)  # one that begins reading: no write lock yet
-            if implicit:
-                await asyncio.to_thread(session.begin)
-            for statement in statements:
+            for at, statement in enumerate(statements):
+                if several and not session.in_transaction and not _controls_transaction(statement):
+                    session.read_ahead(_ahead(session, statements[at:]))
+                    await asyncio.to_thread(session.begin)
+                    implicit = True
                 self.log(f"{conn.user}: {statement_shape(statement, 'postgres')}")
                 self.counts["statements"] += 1
                 text = session_command(statement)
                 if text is None:
                     result = await asyncio.to_thread(session.run_statement, statement, [])
+                    implicit = implicit and not _controls_transaction(statement)
                 else:
                     result = await self._session_command(conn, text)
                 out += self._description(result) + self._rows(result)
@@ -405,6 +409,15 @@ def _controls_transaction(node: exp.Expression) -> bool:
     if isinstance(node, exp.Transaction | exp.Commit | exp.Rollback):
         return True
     return isinstance(node, exp.Command) and str(node.this).upper() in ("SAVEPOINT", "RELEASE")
+
+
+def _ahead(session: Session, statements: list[exp.Expression]) -> list[exp.Expression]:
+    """What decides whether an implicit transaction begins reading (no write lock yet): in a
+    read committed session, BEGIN aside (a block begins a reader; a level above takes the lock
+    at the BEGIN, as SET TRANSACTION's does)."""
+    if not session.read_committed:
+        return statements
+    return [s for s in statements if not isinstance(s, exp.Transaction)]
 
 
 def _split(data: bytes) -> tuple[str, bytes]:
