@@ -285,6 +285,31 @@ def test_statements_before_begin_in_one_query_belong_to_its_block(dsn: str) -> N
     ]
 
 
+def test_a_savepoint_outside_a_block_is_25p01(dsn: str) -> None:
+    # PostgreSQL's savepoints live in transaction blocks only (25P01); over its protocol a
+    # SAVEPOINT outside one opened a transaction (SQLite's rule, kept for the other interfaces)
+    queries = [
+        TABLE,
+        "SAVEPOINT s",
+        "RELEASE SAVEPOINT s",
+        "ROLLBACK TO SAVEPOINT s",
+        "INSERT INTO t VALUES (1, 'one'); SAVEPOINT s; INSERT INTO t VALUES (2, 'two')",
+        "SELECT count(*) AS n FROM t",
+        "BEGIN; SAVEPOINT s; INSERT INTO t VALUES (3, 'three'); RELEASE s; COMMIT",
+        "SELECT count(*) AS n FROM t",
+    ]
+    assert outcomes(dsn, queries) == [
+        ("CREATE TABLE", IDLE),
+        ("25P01", IDLE),
+        ("25P01", IDLE),
+        ("25P01", IDLE),
+        ("25P01", IDLE),
+        ("SELECT 1 n: 0", IDLE),
+        ("BEGIN", "SAVEPOINT", "INSERT 0 1", "RELEASE", "COMMIT", IDLE),
+        ("SELECT 1 n: 1", IDLE),
+    ]
+
+
 def test_a_query_opening_a_block_after_a_session_command_reads_unlocked(
     running: Running,
 ) -> None:
@@ -307,3 +332,22 @@ def test_a_query_opening_a_block_after_a_session_command_reads_unlocked(
             other.execute("INSERT INTO t VALUES (3)")
         block.execute("COMMIT")
         assert other.execute("SELECT k FROM t ORDER BY k").fetchall() == [(1,), (2,)]
+
+
+def test_a_savepoint_in_an_implicit_extended_transaction_is_25p01(dsn: str) -> None:
+    # Executes up to a Sync are an implicit transaction, no block: a SAVEPOINT there fails and
+    # the implicit transaction rolls back with it, as PostgreSQL's
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(TABLE)
+
+        def pipelined() -> None:
+            with conn.pipeline():
+                conn.execute("INSERT INTO t VALUES (%s, %s)", (1, "one"))
+                conn.execute("SAVEPOINT s")
+
+        with pytest.raises(psycopg.errors.lookup("25P01")):
+            pipelined()
+        assert conn.info.transaction_status is TransactionStatus.IDLE
+        assert conn.execute("SELECT count(*) FROM t").fetchall() == [(0,)]
+        with pytest.raises(psycopg.errors.lookup("25P01")):
+            conn.execute("RELEASE SAVEPOINT s", ())  # on its own too

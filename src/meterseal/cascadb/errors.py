@@ -87,6 +87,12 @@ class ActiveSqlTransaction(OperationalError):
     sqlstate = "25001"
 
 
+class NoActiveSqlTransaction(OperationalError):
+    """A savepoint's statement outside a PostgreSQL transaction block (SQLSTATE 25P01)."""
+
+    sqlstate = "25P01"
+
+
 class ReadOnlyTransaction(OperationalError):
     """A write (or FOR UPDATE) in a transaction begun or set READ ONLY (SQLSTATE 25006)."""
 

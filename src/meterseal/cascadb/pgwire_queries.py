@@ -213,6 +213,7 @@ class QueryLoop:
                 self.counts["statements"] += 1
                 text = session_command(statement)
                 if text is None:
+                    _in_block(statement, session.in_transaction and not implicit)
                     result = await asyncio.to_thread(session.run_statement, statement, [])
                     implicit = implicit and not _controls_transaction(statement)
                 else:
@@ -380,6 +381,8 @@ class QueryLoop:
                     portal.result = await self._session_command(conn, text)
                     return portal.result
                 if _controls_transaction(statement):
+                    session = conn.session
+                    _in_block(statement, session.in_transaction and not conn.implicit)
                     conn.implicit = False  # BEGIN makes it a block; COMMIT/ROLLBACK end it
                 elif not conn.session.in_transaction:
                     # read committed: a reader until its first write; above it, the Executes
@@ -418,6 +421,22 @@ def _ahead(session: Session, statements: list[exp.Expression]) -> list[exp.Expre
     if not session.read_committed:
         return statements
     return [s for s in statements if not isinstance(s, exp.Transaction)]
+
+
+def _in_block(statement: exp.Expression, block: bool) -> None:
+    """SAVEPOINT, RELEASE and ROLLBACK TO outside a transaction block (`block`, an explicit
+    one) fail with 25P01, as PostgreSQL's (the engine's SQLite rule opens a transaction)."""
+    if block:
+        return
+    if isinstance(statement, exp.Rollback) and statement.args.get("savepoint") is not None:
+        verb = "ROLLBACK TO SAVEPOINT"
+    elif isinstance(statement, exp.Command) and str(statement.this).upper() == "SAVEPOINT":
+        verb = "SAVEPOINT"
+    elif isinstance(statement, exp.Command) and str(statement.this).upper() == "RELEASE":
+        verb = "RELEASE SAVEPOINT"
+    else:
+        return
+    raise errors.NoActiveSqlTransaction(f"{verb} can only be used in transaction blocks")
 
 
 def _split(data: bytes) -> tuple[str, bytes]:
