@@ -81,15 +81,27 @@ def _smoothed(h: F64) -> F64:
     return out
 
 
+def _prepared(h: F64) -> tuple[npt.NDArray[np.complex128], F64]:
+    """Histograms (rows, BINS) smoothed, as their transform and squared norm."""
+    smooth = _smoothed(h)
+    return np.fft.rfft(smooth, PAD), (smooth**2).sum(1)
+
+
 def align(before: F64, after: F64) -> tuple[F64, F64, F64]:
     """Per row: the shift of `after` against `before` that matches best (log units, < 0:
     lower), the match then (cosine of the smoothed histograms) and its gain over no shift."""
-    b, a = _smoothed(before), _smoothed(after)
-    norm = np.sqrt((b**2).sum(1) * (a**2).sum(1)) + 1e-12
-    cross = np.fft.irfft(np.conj(np.fft.rfft(b, PAD)) * np.fft.rfft(a, PAD), PAD)
+    return _aligned(_prepared(before), after)
+
+
+def _aligned(before: tuple[npt.NDArray[np.complex128], F64], after: F64) -> tuple[F64, F64, F64]:
+    """`align` against a prepared `before` (one split's halves share it)."""
+    fb, b2 = before
+    fa, a2 = _prepared(after)
+    norm = np.sqrt(b2 * a2) + 1e-12
+    cross = np.fft.irfft(np.conj(fb) * fa, PAD)
     match = cross[:, SHIFTS % PAD] / norm[:, None]  # match[s] = sum_i b[i] a[i + s]
     best = np.argmax(match, axis=1)
-    rows = np.arange(len(b))
+    rows = np.arange(len(match))
     top = match[rows, best]
     unshifted = match[:, int(np.flatnonzero(SHIFTS == 0)[0])]
     return SHIFTS[best] * BIN, top, top - unshifted
@@ -117,10 +129,11 @@ def level_drop(hists: F32) -> changepoint.Step:
     first = np.argmax(present, axis=1)
     end = changepoint.own_end(present)
     rows = np.arange(c)
+    enough = present.sum(axis=1) >= 2 * MIN_SIDE + 2
     key, best, drop, onset = np.zeros(c), np.zeros(c), np.zeros(c), np.full(c, -1, np.int64)
     for j in range(max((d - 2 * MIN_SIDE + SPLIT_EVERY - 1) // SPLIT_EVERY, 0)):
         k = first + MIN_SIDE + SPLIT_EVERY * j
-        ok = (present.sum(axis=1) >= 2 * MIN_SIDE + 2) & (k < end - MIN_SIDE)
+        ok = enough & (k < end - MIN_SIDE)
         if not ok.any():
             continue
         k = np.minimum(k, d)
@@ -133,9 +146,9 @@ def level_drop(hists: F32) -> changepoint.Step:
             np.minimum(count[rows, mid] - count[rows, k], count[rows, end] - count[rows, mid])
             >= (MIN_SIDE + 1) // 2
         )
-        before = _between(cum, first, k)
-        s1, m1, g1 = align(before, _between(cum, k, mid))
-        s2, m2, g2 = align(before, _between(cum, mid, end))
+        before = _prepared(_between(cum, first, k))
+        s1, m1, g1 = _aligned(before, _between(cum, k, mid))
+        s2, m2, g2 = _aligned(before, _between(cum, mid, end))
         size = np.where(ok & (s1 < 0) & (s2 < 0), -np.maximum(s1, s2), 0.0)
         agree = np.clip((np.minimum(m1, m2) - AGREE_FROM) / AGREE_SPAN, 0.0, 1.0)
         value = size * agree * np.clip(np.minimum(g1, g2) / GAIN_FULL, 0.0, 1.0)
