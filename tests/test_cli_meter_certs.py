@@ -34,7 +34,7 @@ def _csr_pem(meter_id: str, suite: CipherSuite) -> bytes:
     key = generate_meter_key(meter_id, suite).private_key
     subject = x509.Name([x509.NameAttribute(NameOID.SERIAL_NUMBER, meter_id)])
     algorithm = hashes.SHA256() if suite is P256 else None
-    csr = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, algorithm)  # type: ignore[arg-type]
+    csr = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, algorithm)
     return csr.public_bytes(PEM)
 
 

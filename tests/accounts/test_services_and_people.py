@@ -12,6 +12,7 @@ from starlette.requests import Request
 from meterseal.accounts.model import Role
 from meterseal.billing.api import CUSTOMER_DATA
 from meterseal.crypto import certs
+from meterseal.runtime.auth import Authenticator, Identity
 from meterseal.runtime.peer import with_peer_certificates
 from tests.accounts.people import MemoryAccounts, People
 from tests.conftest import NOW
@@ -29,6 +30,10 @@ def _request(chain: list[str], headers: dict[str, str]) -> Request:
     return Request(scope)
 
 
+async def _identify(authenticate: Authenticator, request: Request) -> Identity:
+    return await authenticate(request)
+
+
 def test_a_service_certificate_gives_a_service_no_customer_s_data() -> None:
     people = People(MemoryAccounts())
     people.add("ann", Role.AUDITOR)
@@ -39,9 +44,9 @@ def test_a_service_certificate_gives_a_service_no_customer_s_data() -> None:
         ca_key, ca_cert, "billing", key.public_key(), now=NOW, rng=os.urandom
     )
     pem = cert.public_bytes(serialization.Encoding.PEM).decode()
-    service = asyncio.run(authenticate(_request([pem], {})))
+    service = asyncio.run(_identify(authenticate, _request([pem], {})))
     assert service.subject == "service:billing"
     assert not CUSTOMER_DATA.allows(service, _request([pem], {}))
     # Without a certificate the account's token decides, as without TLS.
-    person = asyncio.run(authenticate(_request([], people.headers("ann"))))
+    person = asyncio.run(_identify(authenticate, _request([], people.headers("ann"))))
     assert (person.subject, CUSTOMER_DATA.allows(person, _request([], {}))) == ("ann", True)

@@ -33,9 +33,15 @@ def _identity(world: World) -> TlsIdentity:
 
 def _packets(world: World, counters: range) -> list[bytes]:
     key = world.meters["p256"]
-    reading = lambda c: Reading(key.meter_id, c, int(T) - 900, 900, 7)  # noqa: E731
     return [
-        packet.seal(reading(c), key, world.headend.public(), P256, now=NOW, rng=os.urandom)
+        packet.seal(
+            Reading(key.meter_id, c, int(T) - 900, 900, 7),
+            key,
+            world.headend.public(),
+            P256,
+            now=NOW,
+            rng=os.urandom,
+        )
         for c in counters
     ]
 

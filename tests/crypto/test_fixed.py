@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import os
 from collections.abc import Callable, Iterator
 from unittest import mock
@@ -211,7 +212,7 @@ def test_a_non_shortest_iat_or_extra_header_takes_the_general_path(world: World)
         signed = cose.Sign1(protected, {}, {}, payload, signature).encode()
         assert fixed.signed_reading(signed) is None
         fast, general = both_paths(
-            lambda s=signed: packet.verify_signed_original(s, world.registry)
+            functools.partial(packet.verify_signed_original, signed, world.registry)
         )
         assert fast == general
 
@@ -235,7 +236,9 @@ def test_a_packet_for_another_head_end_is_refused_alike(world: World) -> None:
     for suite in DIRECT_SUITES:
         reading = Reading(world.meters[suite.name].meter_id, 1, 1_793_000_000, 900, 250)
         blob = _seal(world, suite, reading)
-        fast, general = both_paths(lambda b=blob: packet.open(b, other, world.registry, now=NOW))
+        fast, general = both_paths(
+            functools.partial(packet.open, blob, other, world.registry, now=NOW)
+        )
         assert fast == general == RejectReason.DECRYPT_FAILED
 
 
@@ -258,5 +261,6 @@ def test_open_batch_gives_what_open_gives_each_packet(world: World, data: st.Dat
         blobs.append(data.draw(mutations(blob) | st.just(blob)))
     batch = packet.open_batch(blobs, world.headend, world.registry, now=NOW)
     assert [r if isinstance(r, packet.OpenedPacket) else r.reason for r in batch] == [
-        outcome(lambda b=b: packet.open(b, world.headend, world.registry, now=NOW)) for b in blobs
+        outcome(functools.partial(packet.open, b, world.headend, world.registry, now=NOW))
+        for b in blobs
     ]

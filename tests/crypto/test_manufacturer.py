@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from typing import Literal
 
 import pytest
 from cryptography import x509
@@ -120,7 +121,7 @@ def _maker_cert(
     ca_key: ec.EllipticCurvePrivateKey = MAKER_KEY,
     ca_cert: x509.Certificate = MAKER_CA,
     not_after: dt.datetime | None = None,
-    usage: x509.KeyUsage | None = None,
+    usage: x509.KeyUsage | Literal[False] | None = None,  # False: no key usage extension
     ca: bool = False,
 ) -> x509.Certificate:
     subject = x509.Name([x509.NameAttribute(NameOID.SERIAL_NUMBER, "MTR-7")])
@@ -173,6 +174,8 @@ def test_an_expired_ca_or_a_signing_usage_missing_is_refused() -> None:
     no_signing = x509.KeyUsage(False, False, True, False, False, False, False, False, False)
     with pytest.raises(CertificateError, match="does not allow signatures"):
         _import(_maker_cert(usage=no_signing))
+    with pytest.raises(CertificateError, match="has no key usage"):
+        _import(_maker_cert(usage=False))
     with pytest.raises(CertificateError, match="a CA certificate cannot be a meter identity"):
         _import(_maker_cert(ca=True))
     with pytest.raises(CertificateError, match="not a CA certificate"):

@@ -94,7 +94,11 @@ def test_the_writer_thread_keeps_order_and_pulls_its_source_first(
     def source() -> None:
         while produced:
             entry = produced.pop(0)
-            writer.append(lambda entry=entry: entry)
+
+            def produce(entry: bytes = entry) -> bytes:
+                return entry
+
+            writer.append(produce)
 
     writer = LogWriter(log, source=source)
     writer.append(lambda: b"queued")

@@ -14,7 +14,7 @@ from meterseal.acquisition.stages import Incoming, TrustedStages
 from meterseal.crypto import certs, cose, packet
 from meterseal.crypto.keys import HeadEndKeys, MeterKey, generate_meter_key
 from meterseal.crypto.registry import MeterRecord
-from meterseal.crypto.suites import ED25519, P256
+from meterseal.crypto.suites import ED25519, P256, CipherSuite
 from meterseal.errors import RejectReason
 from meterseal.integrity.errors import ReportError
 from meterseal.integrity.judgement import Verdict
@@ -39,8 +39,8 @@ class Head:
     keys: dict[str, MeterKey]
 
 
-def _meter(auth: Authority, meter_id: str, suite: object) -> tuple[MeterKey, MeterRecord]:
-    key = generate_meter_key(meter_id, suite)  # type: ignore[arg-type]
+def _meter(auth: Authority, meter_id: str, suite: CipherSuite) -> tuple[MeterKey, MeterRecord]:
+    key = generate_meter_key(meter_id, suite)
     cert = certs.issue_meter_certificate(
         auth.key, auth.certificate, meter_id, key.public_key(), now=NOW, rng=os.urandom
     )
@@ -49,7 +49,8 @@ def _meter(auth: Authority, meter_id: str, suite: object) -> tuple[MeterKey, Met
 
 @pytest.fixture
 def head(db_url: str, authority: Authority) -> Iterator[Head]:  # noqa: F811
-    keys, records = {}, []
+    keys: dict[str, MeterKey] = {}
+    records: list[MeterRecord] = []
     for meter_id, suite in (("M-1", P256), ("M-2", ED25519)):
         key, record = _meter(authority, meter_id, suite)
         keys[meter_id], records = key, [*records, record]

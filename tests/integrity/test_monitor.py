@@ -163,14 +163,19 @@ def _running_meter_pid(monitor: subprocess.Popen[bytes], registers: Path) -> int
 
 def _code_address(pid: int, binary: Path, function: str) -> int:
     from elftools.elf.elffile import ELFFile
+    from elftools.elf.sections import SymbolTableSection
 
     with open(binary, "rb") as f:
-        symbol = ELFFile(f).get_section_by_name(".symtab").get_symbol_by_name(function)[0]
+        symtab = ELFFile(f).get_section_by_name(".symtab")
+        assert isinstance(symtab, SymbolTableSection), "the meter's program has no symbols"
+        symbols = symtab.get_symbol_by_name(function)
+    assert symbols, f"no symbol {function}"
+    offset: int = symbols[0]["st_value"]
     inode = os.stat(binary).st_ino
     for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
         fields = line.split()
         if int(fields[4]) == inode and int(fields[2], 16) == 0:
-            return int(fields[0].split("-")[0], 16) + symbol["st_value"]
+            return int(fields[0].split("-")[0], 16) + offset
     raise AssertionError("the meter's program is not mapped")
 
 

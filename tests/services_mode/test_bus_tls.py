@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from nats.aio.transport import TcpTransport
 
 from meterseal.acquisition.tcp import TcpLink
 from meterseal.deployment import init_deployment, issue_tls_identity, tls_identity_paths
@@ -77,7 +78,10 @@ def test_bus_traffic_flows_over_mutual_tls(
             assert delivery.data == b"sealed packet"
             await delivery.ack()
             assert await consumer.pending() == 0
-            tls = receiver.client._transport._io_writer.get_extra_info("ssl_object")
+            transport = receiver.client._transport
+            assert isinstance(transport, TcpTransport)
+            assert transport._io_writer is not None
+            tls = transport._io_writer.get_extra_info("ssl_object")
             assert tls is not None
             assert tls.version() in ("TLSv1.2", "TLSv1.3")
         finally:

@@ -9,7 +9,7 @@ import pytest
 
 from meterseal.errors import ConfigurationError, KeyFileError
 from meterseal.services.catalog import ServiceOptions, key_source
-from meterseal.trust.client import CasUnavailable
+from meterseal.trust.errors import CasUnavailable
 from meterseal.trust.vault import init_cas_files
 
 NOWHERE = "http://127.0.0.1:9"  # the discard port: nothing answers HTTP there
