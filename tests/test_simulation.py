@@ -29,8 +29,8 @@ from tests.command_line import invoke
 NOW = dt.datetime(2026, 11, 10, 15, 7, tzinfo=dt.UTC)
 
 
-def _utc(*args: int) -> int:
-    return int(dt.datetime(*args, tzinfo=dt.UTC).timestamp())  # type: ignore[misc]
+def _utc(year: int, month: int, day: int, hour: int = 0) -> int:
+    return int(dt.datetime(year, month, day, hour, tzinfo=dt.UTC).timestamp())
 
 
 def test_without_from_the_period_is_the_whole_days_before_today() -> None:
@@ -40,7 +40,7 @@ def test_without_from_the_period_is_the_whole_days_before_today() -> None:
 
 
 def test_bill_without_from_bills_the_days_simulate_sends_without_it() -> None:
-    from meterseal.cli_billing import period_option
+    from meterseal.cli_billing_parts import period_option
 
     for days in (1, 30):
         while True:  # both read the clock: should midnight pass between them, ask again

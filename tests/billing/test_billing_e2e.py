@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import pytest
 
@@ -124,21 +125,21 @@ def test_a_customer_checks_a_reading_with_public_material_only(month: Month) -> 
         )
     authority = month.authority_key.public_key()
     kid = kid_of(public_bytes(authority))
-    keys = dict(ca_certificate=month.ca_cert, billing_key=month.billing_key.public_key())
-    checked = verify_reading(
-        outcome.countersigned, proof, authority_key=authority, authority_kid=kid, **keys
+    verify = functools.partial(
+        verify_reading,
+        ca_certificate=month.ca_cert,
+        billing_key=month.billing_key.public_key(),
+        authority_key=authority,
+        authority_kid=kid,
     )
+    checked = verify(outcome.countersigned, proof)
     assert checked.reading.counter == packet.counter
     assert checked.index == 5
     with pytest.raises(ReadingProofError, match="countersignature"):
-        verify_reading(
-            stored.signed_bill, proof, authority_key=authority, authority_kid=kid, **keys
-        )
+        verify(stored.signed_bill, proof)
     forged = dataclasses.replace(proof, index=6)
     with pytest.raises(ReadingProofError, match="inclusion"):
-        verify_reading(
-            outcome.countersigned, forged, authority_key=authority, authority_kid=kid, **keys
-        )
+        verify(outcome.countersigned, forged)
 
 
 def stored_counter(month: Month, slot: int) -> int:

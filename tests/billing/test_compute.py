@@ -80,9 +80,10 @@ def test_charges_are_the_price_of_each_meters_measured_and_estimated_slots(
 
 
 def test_rows_become_bill_packets_field_by_field() -> None:
-    rows = [("M-1", 7, 1_700_000_000, 120, b"signed"), ["M-2", 8, 1_700_000_900, 0, b"s2"]]
-    packets = packets_of(rows)
-    assert packets == [BillPacket(*rows[0]), BillPacket(*rows[1])]
+    first = ("M-1", 7, 1_700_000_000, 120, b"signed")
+    second: list[object] = ["M-2", 8, 1_700_000_900, 0, b"s2"]  # a row may be any sequence
+    packets = packets_of([first, second])
+    assert packets == [BillPacket(*first), BillPacket("M-2", 8, 1_700_000_900, 0, b"s2")]
     assert all(type(p) is BillPacket for p in packets)
     assert (packets[1].meter_id, packets[1].timestamp, packets[1].signed_original) == (
         "M-2",

@@ -89,7 +89,7 @@ def test_the_bill_command_refuses_an_overlap_also_in_a_dry_run(tmp_path: Path) -
 def _bill(customer: str, start: int, end: int, kind: str = "bill", refers: str = "") -> Bill:
     """A bill of the log as far as standing and periods go (the rest is never read)."""
     base = Bill.__new__(Bill)
-    fields = {f.name: None for f in dataclasses.fields(Bill)}
+    fields: dict[str, object] = {f.name: None for f in dataclasses.fields(Bill)}
     fields.update(
         bill_id=f"{customer}/{start}-{end}/{kind}{refers}",
         customer_id=customer,

@@ -40,9 +40,11 @@ BERLIN = ZoneInfo("Europe/Berlin")
 ALL_DAYS = frozenset(range(7))
 
 
-def local(*args: int, zone: ZoneInfo = BERLIN) -> int:
+def local(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, *, zone: ZoneInfo = BERLIN
+) -> int:
     """Unix seconds of a local wall-clock time."""
-    return int(dt.datetime(*args, tzinfo=zone).timestamp())  # type: ignore[misc]
+    return int(dt.datetime(year, month, day, hour, minute, tzinfo=zone).timestamp())
 
 
 def tariff(rates: FlatRate | TimeOfUse | TieredBlocks, standing: str = "0", **kw: str) -> Tariff:
@@ -153,10 +155,10 @@ def test_time_of_use_default_line_and_no_energy() -> None:
         ((2026, 10, 25, 2, 0), "three"),  # 03:00 CET
     ],
 )
-def test_time_of_use_across_dst_in_berlin(utc: tuple[int, ...], label: str) -> None:
+def test_time_of_use_across_dst_in_berlin(utc: tuple[int, int, int, int, int], label: str) -> None:
     windows = (window("two", "02:00", "03:00", "1"), window("three", "03:00", "04:00", "1"))
     tou = tariff(TimeOfUse(windows, D(0)))
-    start = int(dt.datetime(*utc, tzinfo=dt.UTC).timestamp())  # type: ignore[misc]
+    start = int(dt.datetime(*utc, tzinfo=dt.UTC).timestamp())
     charges = price(tou, [(start, 900, 1000)], period_start=start, period_end=start + 900)
     assert charges.lines[0].label == label
 
@@ -180,7 +182,11 @@ def test_time_of_use_matches_zoneinfo_for_every_interval(zone: str, year: int) -
     intervals = [(t, 1800, 1) for t in range(start, end, 1800)]
     hourly = tuple(window(f"h{h}", f"{h:02}:00", f"{h + 1:02}:00", "1") for h in range(24))
     daily = tuple(window(f"d{d}", "00:00", "24:00", "1", frozenset({d})) for d in range(7))
-    for windows, key in ((hourly, lambda t: f"h{t.hour}"), (daily, lambda t: f"d{t.weekday()}")):
+    keyed: tuple[tuple[tuple[TouWindow, ...], Callable[[dt.datetime], str]], ...] = (
+        (hourly, lambda t: f"h{t.hour}"),
+        (daily, lambda t: f"d{t.weekday()}"),
+    )
+    for windows, key in keyed:
         tou = tariff(TimeOfUse(windows, D(0)), timezone=zone)
         got = {li.label: li.energy_wh for li in price(tou, intervals, period_start=start,
                                                       period_end=end).lines}  # fmt: skip

@@ -13,7 +13,8 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "import-export.md"
 
 def doc_block(language: str, index: int = 0) -> str:
     """The index-th fenced block of `language` in docs/import-export.md."""
-    return re.findall(rf"```{language}\n(.*?)```", DOCS.read_text(), re.S)[index]
+    blocks: list[str] = re.findall(rf"```{language}\n(.*?)```", DOCS.read_text(), re.S)
+    return blocks[index]
 
 
 def on_disk(tmp_path: Path, meters: int = 2) -> tuple[Path, str]:

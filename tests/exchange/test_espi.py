@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import pytest
 from hypothesis import given
@@ -139,10 +140,21 @@ signed = st.builds(
 )
 
 
-def _unique(items: list[object]) -> list[object]:
-    seen, out = set(), []
+class _Keyed(Protocol):
+    @property
+    def meter_id(self) -> str: ...
+    @property
+    def timestamp(self) -> int: ...
+
+
+_K = TypeVar("_K", bound=_Keyed)
+
+
+def _unique(items: list[_K]) -> list[_K]:
+    seen: set[tuple[str, int]] = set()
+    out: list[_K] = []
     for item in items:
-        key = (item.meter_id, item.timestamp)  # type: ignore[attr-defined]
+        key = (item.meter_id, item.timestamp)
         if key not in seen:
             seen.add(key)
             out.append(item)
@@ -153,8 +165,8 @@ def _unique(items: list[object]) -> list[object]:
 def test_readings_exported_as_espi_import_back_the_same(
     unsigned_in: list[UnsignedReading], signed_in: list[SignedInterval]
 ) -> None:
-    unsigned_in = _unique(unsigned_in)  # type: ignore[assignment]
-    signed_in = _unique(signed_in)  # type: ignore[assignment]
+    unsigned_in = _unique(unsigned_in)
+    signed_in = _unique(signed_in)
     meters = ["MTR-1", "MTR-2", "MTR-3"]
     data = espi_feed("CUST-1", meters, signed_in, unsigned_in, [], now=NOW)
     feed = parse_espi(data) if (signed_in or unsigned_in) else None

@@ -22,7 +22,7 @@ def test_postgres_stores_manifests_out_of_line_without_compressing_them(db_url: 
         engine.dispose()
         return  # SQLite never compresses
     with engine.connect() as connection:
-        storage = dict(
+        storage: dict[str, str] = dict(
             connection.execute(
                 sa.text(
                     "SELECT attname, attstorage FROM pg_attribute "

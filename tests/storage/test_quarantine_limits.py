@@ -12,7 +12,7 @@ import pytest
 from meterseal.acquisition.anonymize import Anonymizer
 from meterseal.acquisition.http import HttpLink, HttpReceiver
 from meterseal.acquisition.ingest import Ack, Ingest
-from meterseal.acquisition.records import Rejection
+from meterseal.acquisition.records import Rejection, StoreOutcome
 from meterseal.acquisition.stages import TrustedStages
 from meterseal.acquisition.tcp import TcpReceiver, send_frames
 from meterseal.crypto import certs, packet
@@ -23,7 +23,6 @@ from meterseal.meter.provisioning import provision
 from meterseal.model import Reading
 from meterseal.storage import Store, StoreRegistry
 from meterseal.storage.quarantine import QuarantineBudget, QuarantineLimits, quarantine_source
-from meterseal.storage.store import StoreOutcome
 from tests.conftest import NOW
 from tests.storage.conftest import reading
 

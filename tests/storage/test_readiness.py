@@ -19,7 +19,9 @@ from meterseal.storage import Store, make_engine
 from meterseal.storage.scratch import scratch_schema
 
 
-def _readyz_while(store: Store, outage: Callable[[], None], recover: Callable[[], None]) -> None:
+def _readyz_while(
+    store: Store, outage: Callable[[], object], recover: Callable[[], object]
+) -> None:
     lines: list[str] = []
     app = service_app("probe", "A store behind an app.", Counter(), dict)
     readiness = Readiness(store.not_ready, every=0.0)  # no cache: each scrape probes
