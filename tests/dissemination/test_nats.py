@@ -154,8 +154,10 @@ def test_bad_input_over_nats_is_refused_and_the_router_stays_up(namespace: str) 
         await headend_member.send([*good, b"junk", good[1], b"odd one out"])
         await headend_member.drain()
         await _settle(nc)
-        refused = [[1, "malformed_publication"], [2, "malformed_publication"]]
-        assert headend_member.refused == refused
+        assert headend_member.refused == [
+            [1, "malformed_publication"],
+            [2, "malformed_publication"],
+        ]
         assert [agg.client.open(i).values for i in agg_inbox] == [{"wh": 3}]
 
     _run(scenario, namespace)

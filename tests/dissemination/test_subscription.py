@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from meterseal.dissemination.errors import MalformedSubscription
 from meterseal.dissemination.levels import PrivacyLevel
 from meterseal.dissemination.subscription import (
+    AttrValue,
     Op,
     Predicate,
     Subscription,
@@ -97,7 +98,7 @@ def test_text_and_cbor_round_trip(sub: Subscription) -> None:
 
 
 def test_operators_on_values_of_other_types_never_match() -> None:
-    attributes = {"start": 900, "region": "R01", "customer": b"\x01"}
+    attributes: dict[str, AttrValue] = {"start": 900, "region": "R01", "customer": b"\x01"}
     assert not parse('start = "900"').matches(attributes)
     assert not parse("region < 5").matches(attributes)
     assert not parse('customer prefix "R"').matches(attributes)

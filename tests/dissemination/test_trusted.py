@@ -228,7 +228,7 @@ def test_router_and_aggregator_run_on_keys_released_by_the_cas(
         router.stop()
         cas.stop()
     log = [decode_entry(row.entry) for row in deployment.cas().state.log_rows()]
-    released = [(e["stage"], sorted(n for n, _ in e["secrets"])) for e in log  # type: ignore[attr-defined]
+    released = [(e["stage"], sorted(n for n, _ in e["secrets"])) for e in log
                 if e["outcome"] == "released"]  # fmt: skip
     assert released.count(("dissemination-aggregator", ["dissemination/aggregator-policy",
                            "dissemination/authority-public"])) == 1  # fmt: skip

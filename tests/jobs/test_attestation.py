@@ -65,9 +65,12 @@ def trusted_and_untrusted(good: AttestedKeys, bad: AttestedKeys) -> Iterator[Eng
         for name, plugin in (("trusted", good), ("untrusted", bad))
     }
     scheduler = {"cls": Scheduler, "options": {"dashboard_address": None}}
+    # distributed's constructors are unannotated
     with (
-        SpecCluster(workers, scheduler, silence_logs=logging.CRITICAL) as cluster,
-        Client(cluster) as client,
+        SpecCluster(  # type: ignore[no-untyped-call]
+            workers, scheduler, silence_logs=logging.CRITICAL
+        ) as cluster,
+        Client(cluster) as client,  # type: ignore[no-untyped-call]
     ):
         client.wait_for_workers(2)
         actuator = DaskClusterActuator(cluster, client)

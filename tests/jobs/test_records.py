@@ -11,6 +11,7 @@ import pytest
 from meterseal.jobs import records
 from meterseal.jobs.lifecycle import JobState
 from meterseal.jobs.records import JobBook, JobRecord
+from meterseal.runtime.durable import write_durably
 
 
 def test_two_threads_saving_one_record_never_fail_and_leave_it_whole(tmp_path: Path) -> None:
@@ -56,7 +57,6 @@ def test_a_cancel_written_between_the_runners_read_and_its_rename_stays(
     # Set once the cancel has landed, or waits for the record lock: the runner then renames.
     settled = threading.Event()
     cancels: list[threading.Thread] = []
-    write_durably = records.write_durably
 
     def lock_seen_waiting(fd: int) -> None:
         try:

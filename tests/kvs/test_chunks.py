@@ -21,7 +21,7 @@ async def _stream(parts: list[bytes]) -> AsyncIterator[bytes]:
         yield part
 
 
-async def _collect(parts: list[bytes], size: int) -> list[tuple[int, bool, bytes]]:
+async def _collect(parts: list[bytes], size: int) -> list[tuple[int, bool, bytes | memoryview]]:
     return [(i, f, c.join()) async for i, f, c in rechunk(_stream(parts), size)]
 
 
@@ -37,7 +37,7 @@ def test_any_split_gives_the_objects_chunks(parts: list[bytes], size: int) -> No
 
 @given(st.binary(max_size=100), st.integers(1, 30))
 def test_pieces_cover_the_data(data: bytes, size: int) -> None:
-    async def collect() -> list[bytes]:
+    async def collect() -> list[memoryview]:
         return [p async for p in pieces(data, size)]
 
     got = asyncio.run(collect())
@@ -70,7 +70,7 @@ def test_a_full_chunk_is_handed_out_as_soon_as_the_next_byte_arrives() -> None:
             received.append(len(piece))
             yield piece
 
-    async def run() -> list[tuple[int, bool, bytes, int]]:
+    async def run() -> list[tuple[int, bool, bytes | memoryview, int]]:
         return [(i, f, c.join(), sum(received)) async for i, f, c in rechunk(source(), 4)]
 
     # chunk 0 goes out on byte 5 (not once chunk 1 is complete): its sealing overlaps receiving

@@ -115,7 +115,7 @@ def test_pyeclibs_binding_refuses_a_forged_header_before_the_library_reads_past_
     # its sizes: with pyeclib's binding (the fallback) these fragments crashed the process
     code = Coder(4, 2, native=False)
     fragments = code.encode(bytes(range(256)) * 40)
-    forged = []
+    forged: list[bytes] = []
     for fragment in fragments[:4]:
         header = bytearray(fragment)
         struct.pack_into("=I", header, 63, 0x010100)  # libec_version 1.1.0: no checksum

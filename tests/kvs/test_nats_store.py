@@ -126,7 +126,7 @@ def test_a_node_killed_mid_read_does_not_fail_the_read(tmp_path: Path, policy: s
 
 def _scan(directory: Path, needles: list[bytes]) -> list[str]:
     """The files under `directory` holding any of `needles` (every byte of every file)."""
-    found = []
+    found: list[str] = []
     for path in sorted(directory.rglob("*")):
         if path.is_file():
             content = path.read_bytes()

@@ -121,8 +121,17 @@ def test_a_gateway_served_in_a_host_process_leaves_its_heap_and_collector_alone(
     from meterseal.runtime import heap
 
     called: list[str] = []
-    monkeypatch.setattr(heap, "hold_freed_memory", lambda: called.append("mallopt") or True)
-    monkeypatch.setattr(heap, "freeze_startup", lambda: called.append("freeze") or 0)
+
+    def hold_freed_memory() -> bool:
+        called.append("mallopt")
+        return True
+
+    def freeze_startup() -> int:
+        called.append("freeze")
+        return 0
+
+    monkeypatch.setattr(heap, "hold_freed_memory", hold_freed_memory)
+    monkeypatch.setattr(heap, "freeze_startup", freeze_startup)
     options = GatewayOptions(
         tmp_path, "http://unused", StoreLayout(tmp_path / "kvs", 3), "rep:1", "127.0.0.1:0"
     )
