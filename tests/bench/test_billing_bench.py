@@ -13,7 +13,7 @@ from meterseal.bench.billing_data import signed_fleet
 from meterseal.bench.billing_plot import plot_billing
 from meterseal.billing.service import PHASES
 from meterseal.crypto.suites import ED25519, P256
-from tests.storage.conftest import postgres_url  # noqa: F401 - fixture
+from tests.storage.databases import postgres_url  # noqa: F401 - fixture
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

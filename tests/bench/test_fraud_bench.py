@@ -60,7 +60,7 @@ def test_the_scale_run_counts_every_customer_and_its_time() -> None:
     assert result.peak_rss_mib > 50
     table = scale_table(result, Machine.probe(None))
     assert table.verdict is not None
-    rows = dict(table.rows)
+    rows = {measure: value for measure, value in table.rows}
     assert rows["readings"] == f"{250 * 14 * 96:,}"
 
 

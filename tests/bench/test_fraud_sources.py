@@ -89,6 +89,7 @@ def test_a_source_has_households_on_calendars_of_their_own(spec: object) -> None
     assert source.thief.sum() == round(small.share * 60)
     assert set(p for p, t in zip(source.patterns, source.thief, strict=True) if t) <= set(PATTERNS)
     present = ~np.isnan(data.energy).all(axis=2)
+    assert isinstance(present, np.ndarray)  # (customers, periods), not one bool
     first = present.argmax(axis=1)
     last = data.periods - present[:, ::-1].argmax(axis=1)
     assert len(set(first.tolist())) > 5  # different start dates

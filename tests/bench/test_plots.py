@@ -6,8 +6,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 from matplotlib.figure import Figure
+from matplotlib.text import Text
 from matplotlib.transforms import Bbox
 
 from meterseal.bench.dissemination import (
@@ -33,7 +35,7 @@ def _save(fig: Figure, name: str, tmp_path: Path) -> None:
 
 
 def _texts(fig: Figure) -> list[str]:
-    return [t.get_text() for t in fig.findobj(lambda a: hasattr(a, "get_text"))]
+    return [a.get_text() for a in fig.findobj() if isinstance(a, Text)]
 
 
 def _bars(fig: Figure) -> list[Bbox]:
@@ -60,8 +62,7 @@ def test_the_fraud_legend_covers_no_bar_and_names_the_target(tmp_path: Path) -> 
     scale = ScaleResult(1_234, 17, 1.0, 2.0, 3.0, 4.0, 567.0)
     fig = fraud_figure(_comparison(3_210, 321), scale)
     _save(fig, "fraud-bench.png", tmp_path)
-    assert fig._suptitle is not None
-    title = fig._suptitle.get_text()
+    title = fig.get_suptitle()
     assert "3,210 labelled customers (321 thieves)" in title
     assert "ranking 1,234 x 17 days: 9 s, 567 MiB peak" in title
     assert fig.axes[1].get_title() == "Recall per pattern at a cut of 321 (the thieves)"
@@ -90,7 +91,7 @@ def test_the_integrity_target_line_is_labelled_and_no_ratio_sits_on_it(tmp_path:
     texts = {t.get_text(): t for t in left.texts}
     assert "target: 1.1x bare (2,035 ms)" in texts
     (line,) = left.get_lines()
-    line_y = left.transData.transform((0, line.get_ydata()[0]))[1]
+    line_y = left.transData.transform((0.0, float(np.asarray(line.get_ydata())[0])))[1]
     renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
     for label in ("1.00x", "1.05x", "1.08x", "5.01x"):
         box = texts[label].get_window_extent(renderer)

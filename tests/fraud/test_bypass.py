@@ -7,7 +7,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from meterseal.fraud import bypass, drift
+from meterseal.fraud import bypass, changepoint, drift
 from meterseal.fraud.features import _peak
 
 F64 = npt.NDArray[np.float64]
@@ -24,7 +24,7 @@ def _household(seed: int, shift: int = 0) -> F64:
     return np.roll(shape, shift)[None, :] * rng.lognormal(0.0, 0.15, (DAYS, 24))
 
 
-def _drop(hours: F64) -> bypass.changepoint.Step:
+def _drop(hours: F64) -> changepoint.Step:
     return bypass.profile_drop(hours, np.zeros(hours.shape[:2], bool))
 
 

@@ -62,6 +62,7 @@ def test_flagged_customers_are_explained(small_fleet: Labelled, small_analysis: 
     for e in (w for w in why if w.customer in zeroed):
         onset = small_fleet.alterations[e.customer].onset_day
         assert e.feature == "zero_rise"
+        assert e.onset is not None
         assert (e.onset - data.first_day).days == onset - _first_unix_day(small_fleet)
         assert len(e.days) >= 3
 
@@ -147,7 +148,7 @@ def test_customers_whose_windows_start_and_end_on_other_dates(small_fleet: Label
     data = small_fleet.data
     customers, days, slots = data.energy.shape
     rng = np.random.default_rng(21)
-    shift = rng.integers(0, 15, customers)
+    shift = rng.integers(0, 15, size=(customers,))
     thieves = np.flatnonzero(small_fleet.thief)
     late = thieves[[0, len(thieves) // 2, -1]]
     shift[late] = [40, 62, 84]  # each alone on its days

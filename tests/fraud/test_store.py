@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +47,7 @@ def meters(issued: tuple[x509.Certificate, list[ProvisionedMeter]]) -> list[Prov
 def stored(
     db_url: str,  # noqa: F811 - the storage fixture
     issued: tuple[x509.Certificate, list[ProvisionedMeter]],
-) -> Iterator[str]:
+) -> str:
     """A store with three days of the meters' signed readings."""
     ca_cert, fleet = issued
     with Store.open(db_url) as store:

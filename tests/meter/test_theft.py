@@ -8,6 +8,7 @@ from collections import Counter
 from dataclasses import replace
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from meterseal.errors import ConfigurationError
@@ -59,8 +60,8 @@ def test_each_pattern_as_defined() -> None:
     x = _honest(0)[1].astype(float)
     mean = x.mean()
 
-    def day(kind: Pattern) -> np.ndarray:
-        return alter_days(_theft(kind), DAY0, _honest(0))[0][1].astype(float)
+    def day(kind: Pattern) -> npt.NDArray[np.float64]:
+        return np.asarray(alter_days(_theft(kind), DAY0, _honest(0))[0][1], np.float64)
 
     np.testing.assert_array_equal(day(Pattern.SCALED), np.rint(0.5 * x))
     zeroed = day(Pattern.ZEROED)
