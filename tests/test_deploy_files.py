@@ -17,8 +17,8 @@ import httpx
 import pytest
 import typer
 import typer.main
-import yaml
-from typer.core import TyperGroup
+import yaml  # type: ignore[import-untyped]  # PyYAML ships no types
+from typer.core import TyperGroup, TyperOption
 from typer.exceptions import TyperException
 
 from meterseal.cli import app
@@ -50,7 +50,7 @@ def check_command(argv: list[str], where: str) -> None:
         name = args.pop(0)
         if name.startswith("-"):  # a group's own option (the global --config FILE)
             option = next((p for p in command.params if name in p.opts), None)
-            assert option is not None, f"{where}: `{' '.join(path)}` has no {name}"
+            assert isinstance(option, TyperOption), f"{where}: `{' '.join(path)}` has no {name}"
             if not option.is_flag:
                 config = Path(args.pop(0))
                 if name == "--config":

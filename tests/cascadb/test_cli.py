@@ -119,7 +119,7 @@ def test_the_documented_server_commands_run_as_written(tmp_path: Path) -> None:
                     "host=127.0.0.1", f"host={host}"
                 )
                 shown = shown.replace("https://127.0.0.1:7472", api)
-                done = subprocess.run(
+                ran = subprocess.run(
                     ["bash", "-c", shown],
                     env={**os.environ, **env},
                     capture_output=True,
@@ -127,8 +127,8 @@ def test_the_documented_server_commands_run_as_written(tmp_path: Path) -> None:
                     timeout=120,
                     check=False,
                 )
-                assert done.returncode == 0, (line, done.stdout, done.stderr)
-                outputs[args[0]] = done.stdout
+                assert ran.returncode == 0, (line, ran.stdout, ran.stderr)
+                outputs[args[0]] = ran.stdout
                 continue
             password = re.match(r"MS_ACCOUNT_PASSWORD='(.*?)' ", shown)
             extra_env = {"MS_ACCOUNT_PASSWORD": password.group(1) * 8} if password else {}

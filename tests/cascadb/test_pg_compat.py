@@ -31,6 +31,11 @@ _STATUS = {
 Step = tuple[str, Sequence[Any]] | str
 
 
+def status(conn: psycopg.Connection[Any]) -> TransactionStatus:
+    """The transaction status now (a call: mypy keeps no narrowing of it across statements)."""
+    return conn.info.transaction_status
+
+
 def transcript(dsn: str, steps: Sequence[Step]) -> list[tuple[str, ...]]:
     """Each step's outcome: (tag or SQLSTATE, transaction status, rows as text...)."""
     out: list[tuple[str, ...]] = []
@@ -436,9 +441,9 @@ def test_a_statement_not_utf8_is_22021_and_the_session_goes_on(dsn: str) -> None
 
     with psycopg.connect(dsn, autocommit=True) as conn:
         assert sqlstate(conn.pgconn.exec_(b"SELECT '\xff'")) == b"22021"  # bytes as sent
-        assert conn.info.transaction_status == TransactionStatus.IDLE
+        assert status(conn) == TransactionStatus.IDLE
         conn.execute("BEGIN")
         assert sqlstate(conn.pgconn.exec_(b"SELECT '\xc3\x28'")) == b"22021"
-        assert conn.info.transaction_status == TransactionStatus.INERROR
+        assert status(conn) == TransactionStatus.INERROR
         conn.execute("ROLLBACK")
         assert conn.execute("SELECT 1").fetchone() == (1,)

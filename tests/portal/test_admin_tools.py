@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -64,7 +65,7 @@ def csr_pem(meter_id: str, suite: CipherSuite = P256) -> str:
     key = generate_meter_key(meter_id, suite).private_key
     subject = x509.Name([x509.NameAttribute(NameOID.SERIAL_NUMBER, meter_id)])
     algorithm = hashes.SHA256() if suite is P256 else None
-    csr = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, algorithm)  # type: ignore[arg-type]
+    csr = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, algorithm)
     return csr.public_bytes(PEM).decode()
 
 
@@ -126,8 +127,16 @@ def tooled(
     yield from tooled_portal(portal, ca, tmp_path, worker_measurement)
 
 
-def _post(client: TestClient, path: str, **form: str) -> object:
-    return client.post(path, data={"csrf": client.cookies[CSRF_COOKIE], **form})
+def _post(client: TestClient, path: str, **form: str) -> httpx.Response:
+    response: httpx.Response = client.post(path, data={"csrf": client.cookies[CSRF_COOKIE], **form})
+    return response
+
+
+def _version(world: World, name: str) -> int:
+    """The latest version of the CAS's secret `name` (which must exist)."""
+    secret = world.cas.state.latest_secret(name)
+    assert secret is not None, name
+    return secret.version
 
 
 def _alert(html: str) -> str:
@@ -148,11 +157,11 @@ def test_an_operator_or_a_customer_reaches_no_administrator_change(tooled: Toole
             assert client.get(path).status_code == 403, (account, path)
             if path != "/portal/admin/changes" and path != "/portal/admin/cas":
                 refused = _post(client, path, secret="db-password", toml="x", pem="x")
-                assert refused.status_code == 403, (account, path)  # type: ignore[attr-defined]
+                assert refused.status_code == 403, (account, path)
     anonymous = TestClient(portal.app, follow_redirects=False)
     assert anonymous.post(NEW_ROUTES[0], data={"pem": "x"}).status_code == 303
     assert tooled.changes() == []
-    assert tooled.world.cas.state.latest_secret("db-password").version == 1  # type: ignore[union-attr]
+    assert _version(tooled.world, "db-password") == 1
 
 
 def test_an_administrator_provisions_a_meter_from_a_csr(tooled: Tooled) -> None:
@@ -164,18 +173,18 @@ def test_an_administrator_provisions_a_meter_from_a_csr(tooled: Tooled) -> None:
     # Bad input: said on the form, recorded as refused, nothing registered.
     bad = _post(client, "/portal/admin/meters/new", how="csr", pem="hello", customer="C-9",
                 region="R02")  # fmt: skip
-    assert bad.status_code == 400  # type: ignore[attr-defined]
-    assert "paste exactly one PEM" in _alert(bad.text)  # type: ignore[attr-defined]
-    assert 'value="C-9"' in bad.text  # type: ignore[attr-defined] - what was typed stays
+    assert bad.status_code == 400
+    assert "paste exactly one PEM" in _alert(bad.text)
+    assert 'value="C-9"' in bad.text  # what was typed stays
     no_customer = _post(client, "/portal/admin/meters/new", how="csr", pem=csr_pem("ACME-7"),
                         customer="", region="R02")  # fmt: skip
-    assert "customer id: 1 to 64" in _alert(no_customer.text)  # type: ignore[attr-defined]
+    assert "customer id: 1 to 64" in _alert(no_customer.text)
     before = {r.meter_id for r in portal.month.store.meter_rows()}
     assert "ACME-7" not in before
     done = _post(client, "/portal/admin/meters/new", how="csr", pem=csr_pem("ACME-7"),
                  customer="C-9", region="R02", suite="")  # fmt: skip
-    assert done.status_code == 200, done.text  # type: ignore[attr-defined]
-    assert "meter ACME-7 provisioned: customer C-9, region R02, p256, from CSR" in done.text  # type: ignore[attr-defined]
+    assert done.status_code == 200, done.text
+    assert "meter ACME-7 provisioned: customer C-9, region R02, p256, from CSR" in done.text
     rows = {r.meter_id: r for r in portal.month.store.meter_rows()}
     assert (rows["ACME-7"].customer_id, rows["ACME-7"].region_id) == ("C-9", "R02")
     assert (tooled.directory / "meters" / "ACME-7.cert.pem").exists()
@@ -186,11 +195,11 @@ def test_an_administrator_provisions_a_meter_from_a_csr(tooled: Tooled) -> None:
     again = _post(client, "/portal/admin/meters/new", how="csr", pem=csr_pem("ACME-7", ED25519),
                   customer="C-9", region="R02")  # fmt: skip
     said = "meter ACME-7 is registered already (for customer C-9)"
-    assert said in _alert(again.text)  # type: ignore[attr-defined]
+    assert said in _alert(again.text)
     portal.month.store.revoke_meter("ACME-7", NOW)
     revoked = _post(client, "/portal/admin/meters/new", how="csr", pem=csr_pem("ACME-7"),
                     customer="C-9", region="R02")  # fmt: skip
-    assert "registered already (revoked on" in _alert(revoked.text)  # type: ignore[attr-defined]
+    assert "registered already (revoked on" in _alert(revoked.text)
     row = next(r for r in portal.month.store.meter_rows() if r.meter_id == "ACME-7")
     assert row.revoked_at == NOW  # still revoked
     assert tooled.changes() == [
@@ -208,18 +217,18 @@ def test_a_manufacturers_certificate_is_imported(tooled: Tooled) -> None:
     client, _ = sign_in(tooled.portal, ADMINISTRATOR)
     maker_key, maker_ca = tooled.maker
     meter = generate_meter_key("ACME-8", P256)
-    cert = issue_meter_certificate(maker_key, maker_ca, "ACME-8", meter.public_key(), now=NOW,  # type: ignore[arg-type]
+    cert = issue_meter_certificate(maker_key, maker_ca, "ACME-8", meter.public_key(), now=NOW,
                                    rng=os.urandom)  # fmt: skip
     rogue_key, rogue_ca = create_ca("ACME meters CA", now=NOW, rng=os.urandom)
-    forged = issue_meter_certificate(rogue_key, rogue_ca, "ACME-8", meter.public_key(), now=NOW,  # type: ignore[arg-type]
+    forged = issue_meter_certificate(rogue_key, rogue_ca, "ACME-8", meter.public_key(), now=NOW,
                                      rng=os.urandom)  # fmt: skip
     path = "/portal/admin/meters/new"
     refused = _post(client, path, how="manufacturer", pem=forged.public_bytes(PEM).decode(),
                     customer="C-8", region="R01")  # fmt: skip
-    assert refused.status_code == 400  # type: ignore[attr-defined]
+    assert refused.status_code == 400
     done = _post(client, path, how="manufacturer", pem=cert.public_bytes(PEM).decode(),
                  customer="C-8", region="R01")  # fmt: skip
-    assert "meter ACME-8 provisioned" in done.text  # type: ignore[attr-defined]
+    assert "meter ACME-8 provisioned" in done.text
     assert tooled.changes()[-1] == (ADMINISTRATOR, "meter.provision", "ACME-8", DONE)
 
 
@@ -239,19 +248,19 @@ def test_an_administrator_publishes_a_tariffs_next_version(tooled: Tooled) -> No
     bad = _post(
         client, "/portal/admin/tariffs/new", toml=toml.replace('currency = "', 'currency = "X')
     )
-    assert bad.status_code == 400  # type: ignore[attr-defined]
-    assert "field &#39;currency&#39;" in _alert(bad.text)  # type: ignore[attr-defined]
+    assert bad.status_code == 400
+    assert "field &#39;currency&#39;" in _alert(bad.text)
     toml = toml.replace("[rates]", 'effective_from = "2027-01-01"\n\n[rates]', 1)
     done = _post(client, "/portal/admin/tariffs/new", toml=toml)
-    assert done.status_code == 200, done.text  # type: ignore[attr-defined]
+    assert done.status_code == 200, done.text
     book = BillStore(portal.month.store).tariff_book()
     published = book.get(tariff.tariff_id, tariff.version + 1)
     assert published.rates == tariff.rates
     assert published.effective_from == dt.date(2027, 1, 1)
     assert "<dt>Effective from</dt><dd>2027-01-01</dd>" in client.get("/portal/admin/tariffs").text
-    assert f"tariff {tariff.tariff_id} v{tariff.version + 1} published" in done.text  # type: ignore[attr-defined]
+    assert f"tariff {tariff.tariff_id} v{tariff.version + 1} published" in done.text
     same = _post(client, "/portal/admin/tariffs/new", toml=toml)
-    assert same.status_code == 409  # type: ignore[attr-defined]
+    assert same.status_code == 409
     changed = toml.replace('standing_charge_per_day = "', 'standing_charge_per_day = "1')
     other = _post(client, "/portal/admin/tariffs/new", toml=changed)
     assert other.status_code == 400
@@ -276,13 +285,13 @@ def test_an_administrator_rotates_and_revokes_a_secret_and_revokes_a_measurement
     rotate = "/portal/admin/cas/secrets/db-password/rotate"
     confirm = client.get(rotate)
     assert "Rotate secret db-password" in confirm.text
-    assert cas.state.latest_secret("db-password").version == 1  # type: ignore[union-attr]
+    assert _version(tooled.world, "db-password") == 1
     other = _post(client, rotate, secret="headend-keys")
-    assert other.status_code == 400  # type: ignore[attr-defined]
+    assert other.status_code == 400
     assert csrf_of(confirm.text) == client.cookies[CSRF_COOKIE]
     done = _post(client, rotate, secret="db-password")
-    assert "secret db-password rotated to version 2" in done.text  # type: ignore[attr-defined]
-    assert cas.state.latest_secret("db-password").version == 2  # type: ignore[union-attr]
+    assert "secret db-password rotated to version 2" in done.text
+    assert _version(tooled.world, "db-password") == 2
     fixed = _post(client, "/portal/admin/cas/secrets/headend-keys/rotate", secret="headend-keys")
     assert fixed.status_code == 409
     assert "--file" in fixed.text
@@ -293,17 +302,17 @@ def test_an_administrator_rotates_and_revokes_a_secret_and_revokes_a_measurement
     assert revoke in client.get("/portal/admin/cas").text
     assert "Revoke this measurement" in client.get(revoke).text
     revoked = _post(client, revoke, measurement=worker_measurement.hex, reason="host lost")
-    assert revoked.status_code == 200, revoked.text  # type: ignore[attr-defined]
-    assert "db-password</code> v2" in revoked.text  # type: ignore[attr-defined]
+    assert revoked.status_code == 200, revoked.text
+    assert "db-password</code> v2" in revoked.text
     assert [r.reason for r in cas.state.revocations()] == ["host lost"]
     assert "nothing to do" in client.get(revoke).text
     # Revoking the secret: released to nobody until rotated again.
     withdraw = "/portal/admin/cas/secrets/db-password/revoke"
     assert withdraw in client.get("/portal/admin/cas").text
     assert "Revoke secret db-password" in client.get(withdraw).text
-    assert _post(client, withdraw, secret="headend-keys").status_code == 400  # type: ignore[attr-defined]
+    assert _post(client, withdraw, secret="headend-keys").status_code == 400
     gone = _post(client, withdraw, secret="db-password", reason="pasted in a ticket")
-    assert "secret db-password revoked through version 2" in gone.text  # type: ignore[attr-defined]
+    assert "secret db-password revoked through version 2" in gone.text
     assert cas.revoked_through("db-password") == 2
     assert "revoked through v2" in client.get("/portal/admin/cas").text
     assert "nothing to do" in client.get(withdraw).text
@@ -344,7 +353,7 @@ def test_a_portal_without_tools_says_it_cannot(portal: Portal) -> None:
     assert client.get("/portal/admin/cas").status_code == 503
     assert "keeps no change log" in client.get("/portal/admin/changes").text
     refused = _post(client, "/portal/admin/tariffs/new", toml="x")
-    assert refused.status_code == 503  # type: ignore[attr-defined]
+    assert refused.status_code == 503
 
 
 def test_an_administrators_bearer_token_reaches_the_cas_too(tooled: Tooled) -> None:
@@ -362,8 +371,8 @@ def test_a_form_with_too_many_fields_is_one_clear_400(tooled: Tooled) -> None:
     fields = {f"extra{i}": "x" for i in range(20)}
     for path in ("/portal/admin/meters/new", "/portal/admin/tariffs/new"):
         refused = _post(client, path, **fields)
-        assert refused.status_code == 400, (path, refused.text)  # type: ignore[attr-defined]
-        assert "too many form fields (at most 16)" in refused.text  # type: ignore[attr-defined]
+        assert refused.status_code == 400, (path, refused.text)
+        assert "too many form fields (at most 16)" in refused.text
     assert tooled.changes() == []  # refused before any handler
 
 
@@ -373,12 +382,12 @@ def test_the_provisioning_form_takes_a_large_certificate_and_no_more(tooled: Too
     # ~10 KiB of PEM: more than the other forms take (MAX_FORM), within the page's 16 KiB.
     pem = csr_pem("ACME-9") + " " * 10_000  # a space is one byte urlencoded ("+")
     done = _post(client, path, how="csr", pem=pem, customer="C-9", region="R01")
-    assert done.status_code == 200, done.text  # type: ignore[attr-defined]
-    assert "meter ACME-9 provisioned" in done.text  # type: ignore[attr-defined]
+    assert done.status_code == 200, done.text
+    assert "meter ACME-9 provisioned" in done.text
     too_large = _post(client, path, how="csr", pem=pem + " " * 8_000, customer="C-9")
-    assert too_large.status_code == 413  # type: ignore[attr-defined]
+    assert too_large.status_code == 413
     elsewhere = _post(client, "/portal/admin/tariffs/new", toml="#" * 6_000)
-    assert elsewhere.status_code == 413  # type: ignore[attr-defined]
+    assert elsewhere.status_code == 413
 
 
 class FailingLog(ChangeStore):
@@ -403,18 +412,18 @@ def test_a_change_whose_entry_cannot_be_recorded_is_not_made(
     client, _ = sign_in(tooled.portal, ADMINISTRATOR)
     provision = _post(client, "/portal/admin/meters/new", how="csr", pem=csr_pem("ACME-20"),
                       customer="C-20", region="R01")  # fmt: skip
-    assert provision.status_code == 400  # type: ignore[attr-defined]
-    assert "the disk is full" in _alert(provision.text)  # type: ignore[attr-defined]
+    assert provision.status_code == 400
+    assert "the disk is full" in _alert(provision.text)
     assert "ACME-20" not in {r.meter_id for r in store.meter_rows()}
     tariff = portal.month.tariff
     toml = dataclasses.replace(tariff, version=tariff.version + 1).to_toml()
     publish = _post(client, "/portal/admin/tariffs/new", toml=toml)
-    assert publish.status_code == 400  # type: ignore[attr-defined]
+    assert publish.status_code == 400
     assert BillStore(store).tariff_book().latest(tariff.tariff_id).version == tariff.version
     meter = sorted(r.meter_id for r in store.meter_rows())[0]
     revoke = _post(client, f"/portal/admin/meters/{meter}/revoke", meter=meter)
-    assert revoke.status_code == 503  # type: ignore[attr-defined]
-    assert "not revoked: storage failed: the disk is full" in revoke.text  # type: ignore[attr-defined]
+    assert revoke.status_code == 503
+    assert "not revoked: storage failed: the disk is full" in revoke.text
     assert next(r for r in store.meter_rows() if r.meter_id == meter).revoked_at is None
     # Only the refusals are in the log: no entry of a change that was rolled back.
     outcomes = [(a, o.split(":")[0]) for _, a, _, o in tooled.changes()]

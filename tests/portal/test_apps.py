@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -77,7 +78,9 @@ def client_of(portal: Portal, router: Router) -> Iterator[tuple[Portal, Router, 
 
 def _post(client: TestClient, **form: str) -> str:
     page = client.get("/portal/apps")
-    response = client.post("/portal/apps", data={"csrf": csrf_of(page.text), **form})
+    response: httpx.Response = client.post(
+        "/portal/apps", data={"csrf": csrf_of(page.text), **form}
+    )
     assert response.status_code == 200, response.text
     return response.text
 
@@ -175,10 +178,12 @@ def test_the_consent_post_needs_the_session_its_token_and_the_customer_role(
     assert router.world.authority.consent.get(pseudonym, set()) == set()
     # Signed-in staff with a matching token: the route is the customer's.
     staff = TestClient(portal.app, follow_redirects=False)
-    token = csrf_of(staff.get("/portal/login").text)
-    staff.post("/portal/login", data={"username": AUDITOR, "password": PASSWORD, "csrf": token})
-    token = staff.cookies["ms_csrf"]
-    assert staff.post("/portal/apps", data={**grant, "csrf": token}).status_code == 403
+    login_csrf = csrf_of(staff.get("/portal/login").text)
+    staff.post(
+        "/portal/login", data={"username": AUDITOR, "password": PASSWORD, "csrf": login_csrf}
+    )
+    staff_csrf = staff.cookies["ms_csrf"]
+    assert staff.post("/portal/apps", data={**grant, "csrf": staff_csrf}).status_code == 403
     assert router.world.authority.consent.get(pseudonym, set()) == set()
     assert "myapp now receives" in _post(client, **grant)
     assert router.world.authority.consent.get(pseudonym, set()) != set()

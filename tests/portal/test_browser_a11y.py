@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from urllib.parse import quote
 
 import pytest
-from playwright.sync_api import Page
+from playwright.sync_api import Page, ViewportSize
 
 from meterseal.portal.health import HealthProbe, parse_targets
 from tests.billing.test_api import ADMINISTRATOR, AUDITOR, OPERATOR
@@ -18,7 +18,7 @@ from tests.portal.test_browser import _serve, browser, page, sign_in  # noqa: F4
 from tests.portal.test_services_health import _with
 from tests.portal.test_staff_browser import staff_sign_in
 
-PHONE = {"width": 390, "height": 844}
+PHONE: ViewportSize = {"width": 390, "height": 844}
 
 # Problems of the page as a list of strings (empty: none found).
 AUDIT = """() => {

@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI
@@ -29,7 +30,8 @@ from tests.portal.test_staff import sign_in
 
 
 class _Stage:
-    """What admin_app reads of a stage: its name, metrics, readiness and counters."""
+    """What admin_app reads of a stage: its name, metrics, readiness and counters (a Stage
+    that admin_app never starts, runs or stops)."""
 
     def __init__(self, name: str, down: str | None, counters: dict[str, Any]) -> None:
         self.name = name
@@ -41,6 +43,15 @@ class _Stage:
 
     def counters(self) -> dict[str, Any]:
         return self._counters
+
+    async def start(self) -> dict[str, str]:
+        return {}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+
+    async def stop(self) -> None:
+        pass
 
 
 def _serve(app: Any) -> Iterator[str]:
@@ -118,7 +129,7 @@ def test_the_services_page_shows_each_service_as_it_is(
     text = ", ".join(f"{name}={url}/" for name, url in services.items())
     probe = HealthProbe(parse_targets(text), timeout=5.0)
     client, _ = sign_in(_with(portal, probe), OPERATOR)
-    page = client.get("/portal/fleet/services")
+    page: httpx.Response = client.get("/portal/fleet/services")
     assert page.status_code == 200, page.text
     html = page.text
     assert "2 of 5 services ready" in html
