@@ -23,7 +23,8 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests
 
 typecheck: $(STAMP)
-	$(BIN)/mypy src
+	$(BIN)/mypy src tests
+	for script in tests/vectors/*/derive.py; do $(BIN)/mypy "$$script" || exit 1; done
 
 pytest: $(STAMP)
 	$(BIN)/pytest
