@@ -1,4 +1,5 @@
-"""A PgServer for tests (port 0, in a loop thread) and a raw protocol client's helpers."""
+"""A PgServer for tests (port 0, in a loop thread), two psycopg sessions of it, and a raw
+protocol client's helpers."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ import struct
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
+
+import psycopg
 
 from meterseal.cascadb import Database, MemoryKv
 from meterseal.cascadb.pgwire import UNSAFE_TRUST, PgServer
@@ -39,6 +43,24 @@ class Running:
         asyncio.run_coroutine_threadsafe(self.server.close(), self.loop).result(timeout=30)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=30)
+
+
+Session = psycopg.Connection[Any]
+
+
+@contextmanager
+def two_sessions(running: Running, *, autocommit: bool = True) -> Iterator[tuple[Session, Session]]:
+    """Two psycopg sessions of `running`, where a statement that waits for the write lock fails
+    fast (lock_timeout 0.2 s): the first (`autocommit` False: psycopg sends BEGIN before its
+    first statement) and the other (autocommit), which made the table t(k INTEGER PRIMARY
+    KEY)."""
+    running.database.lock_timeout = 0.2
+    with (
+        psycopg.connect(running.dsn(), autocommit=autocommit) as first,
+        psycopg.connect(running.dsn(), autocommit=True) as other,
+    ):
+        other.execute("CREATE TABLE t(k INTEGER PRIMARY KEY)")
+        yield first, other
 
 
 def message(kind: bytes, body: bytes) -> bytes:

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from psycopg.pq import TransactionStatus
 
-from tests.cascadb.pg_client import Running
+from tests.cascadb.pg_client import Running, two_sessions
 from tests.cascadb.test_pg_compat import IDLE, INERROR, INTRANS, TABLE
 
 Outcome = tuple[str, ...]
@@ -198,13 +198,7 @@ def test_show_over_the_extended_protocol(dsn: str) -> None:
 def test_a_query_of_session_commands_and_selects_waits_for_no_writer(running: Running) -> None:
     # A Query that began with SET or SHOW took the write lock for its implicit transaction
     # (the session command was read ahead as a write): it waited for the open writer, failing.
-    running.database.lock_timeout = 0.2  # a statement that waited for the lock fails fast
-    with (
-        psycopg.connect(running.dsn()) as writer,
-        psycopg.connect(running.dsn(), autocommit=True) as reader,
-    ):
-        writer.execute("CREATE TABLE t(k INTEGER PRIMARY KEY)")
-        writer.commit()
+    with two_sessions(running, autocommit=False) as (writer, reader):
         writer.execute("INSERT INTO t VALUES (1)")  # a write transaction left open
         for sql in (
             "SET TimeZone = 'UTC'; SELECT count(*) FROM t",
@@ -226,12 +220,7 @@ def test_a_query_that_failed_before_its_transaction_leaves_no_reader_for_the_nex
     # Read ahead as a reader (its first statement after the SET is a SELECT), the Query failed
     # at its SET; the next transaction began as that reader: a SERIALIZABLE block without the
     # write lock.
-    running.database.lock_timeout = 0.2  # a statement that waited for the lock fails fast
-    with (
-        psycopg.connect(running.dsn(), autocommit=True) as block,
-        psycopg.connect(running.dsn(), autocommit=True) as other,
-    ):
-        other.execute("CREATE TABLE t(k INTEGER PRIMARY KEY)")
+    with two_sessions(running) as (block, other):
         failed = block.pgconn.exec_(
             b"SET default_transaction_isolation = 'seralizable'; SELECT 1; COMMIT"
         )
@@ -316,12 +305,7 @@ def test_a_query_opening_a_block_after_a_session_command_reads_unlocked(
     # The implicit transaction a BEGIN makes a block is read ahead past that BEGIN: in a read
     # committed session `SET ...; BEGIN; SELECT ...` is a reader, as `BEGIN; SELECT ...` is,
     # and one that wrote before its BEGIN holds the write lock.
-    running.database.lock_timeout = 0.2  # a statement that waited for the lock fails fast
-    with (
-        psycopg.connect(running.dsn(), autocommit=True) as block,
-        psycopg.connect(running.dsn(), autocommit=True) as other,
-    ):
-        other.execute("CREATE TABLE t(k INTEGER PRIMARY KEY)")
+    with two_sessions(running) as (block, other):
         block.pgconn.exec_(b"SET TimeZone = 'UTC'; BEGIN; SELECT count(*) FROM t")
         assert block.info.transaction_status is TransactionStatus.INTRANS
         other.execute("INSERT INTO t VALUES (1)")  # no lock held

@@ -9,7 +9,7 @@ import threading
 import psycopg
 import pytest
 
-from tests.cascadb.pg_client import Running
+from tests.cascadb.pg_client import Running, two_sessions
 from tests.cascadb.test_pg_compat import IDLE, INERROR, INTRANS, TABLE, Step, transcript
 
 
@@ -334,12 +334,7 @@ def test_an_isolation_level_misspelt_is_refused_not_read_committed(dsn: str) -> 
 
 
 def test_a_misspelt_level_gives_no_write_lock_back(running: Running) -> None:
-    running.database.lock_timeout = 0.2  # a statement that waited for the lock fails fast
-    with (
-        psycopg.connect(running.dsn(), autocommit=True) as block,
-        psycopg.connect(running.dsn(), autocommit=True) as other,
-    ):
-        other.execute("CREATE TABLE t(k INTEGER PRIMARY KEY)")
+    with two_sessions(running) as (block, other):
         block.execute("BEGIN ISOLATION LEVEL SERIALIZABLE")  # the write lock at BEGIN
         with pytest.raises(psycopg.errors.InvalidParameterValue):
             block.execute("SET transaction_isolation = 'read comitted'")
@@ -352,13 +347,8 @@ def test_a_misspelt_level_gives_no_write_lock_back(running: Running) -> None:
 def test_start_transaction_takes_the_write_lock_as_begin_of_its_level_does(
     running: Running,
 ) -> None:
-    running.database.lock_timeout = 0.2  # a statement that waited for the lock fails fast
     busy = psycopg.errors.lookup("57000")
-    with (
-        psycopg.connect(running.dsn(), autocommit=True) as block,
-        psycopg.connect(running.dsn(), autocommit=True) as other,
-    ):
-        other.execute("CREATE TABLE t(k INTEGER PRIMARY KEY)")
+    with two_sessions(running) as (block, other):
         block.execute("START TRANSACTION")  # read committed: a reader until its first write
         block.execute("SELECT k FROM t")
         other.execute("INSERT INTO t VALUES (1)")

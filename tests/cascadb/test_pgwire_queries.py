@@ -14,7 +14,14 @@ from decimal import Decimal
 import psycopg
 import pytest
 
-from tests.cascadb.pg_client import SEVEN, Running, logged_in, message, until_ready
+from tests.cascadb.pg_client import (
+    SEVEN,
+    Running,
+    logged_in,
+    message,
+    two_sessions,
+    until_ready,
+)
 
 
 def test_psycopg_with_parameters_prepared_statements_and_transactions(running: Running) -> None:
@@ -159,13 +166,7 @@ def test_a_parameter_that_is_not_its_type_is_a_statement_error(
 
 
 def test_a_query_outside_a_block_reads_while_another_session_writes(running: Running) -> None:
-    running.database.lock_timeout = 0.2  # a statement that waited for the lock fails fast
-    with (
-        psycopg.connect(running.dsn()) as writer,
-        psycopg.connect(running.dsn(), autocommit=True) as reader,
-    ):
-        writer.execute("CREATE TABLE t(k INTEGER PRIMARY KEY)")
-        writer.commit()
+    with two_sessions(running, autocommit=False) as (writer, reader):
         writer.execute("INSERT INTO t VALUES (1)")  # a write transaction left open
         # readers: extended protocol (psycopg's execute) and simple (several SELECTs)
         assert reader.execute("SELECT count(*) FROM t").fetchall() == [(0,)]
@@ -250,13 +251,9 @@ def test_a_write_transaction_stalled_mid_message_is_ended_as_an_idle_one(
 
 
 def test_a_block_that_reads_holds_no_write_lock_until_its_first_write(running: Running) -> None:
-    running.database.lock_timeout = 0.2  # a statement that waited for the lock fails fast
     busy = psycopg.errors.lookup("57000")
-    with (
-        psycopg.connect(running.dsn()) as block,  # psycopg sends BEGIN before the first statement
-        psycopg.connect(running.dsn(), autocommit=True) as other,
-    ):
-        other.execute("CREATE TABLE t(k INTEGER PRIMARY KEY)")
+    # psycopg sends BEGIN before the block's first statement
+    with two_sessions(running, autocommit=False) as (block, other):
         other.execute("INSERT INTO t VALUES (1)")
         assert block.execute("SELECT k FROM t").fetchall() == [(1,)]
         other.execute("INSERT INTO t VALUES (2)")  # as in PostgreSQL: the block holds it not up
