@@ -4,11 +4,13 @@ the isolation level, answer as PostgreSQL's (the same outcomes from CascaDB and,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import select
+from collections.abc import Callable, Sequence
 
 import psycopg
 import pytest
-from psycopg.pq import TransactionStatus
+from psycopg.pq import DiagnosticField, TransactionStatus
+from psycopg.pq.abc import PGconn
 
 from tests.cascadb.pg_client import Running, two_sessions
 from tests.cascadb.test_pg_compat import IDLE, INERROR, INTRANS, TABLE
@@ -335,3 +337,46 @@ def test_a_savepoint_in_an_implicit_extended_transaction_is_25p01(dsn: str) -> N
         assert conn.execute("SELECT count(*) FROM t").fetchall() == [(0,)]
         with pytest.raises(psycopg.errors.lookup("25P01")):
             conn.execute("RELEASE SAVEPOINT s", ())  # on its own too
+
+
+def test_deallocate_of_an_unknown_statement_is_26000(dsn: str) -> None:
+    # It succeeded doing nothing; PostgreSQL's fails (aborting a block), as Bind and Describe
+    # of an unknown statement do, and Describe of an unknown portal (34000)
+    missing = psycopg.errors.InvalidSqlStatementName
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        prepared = "SELECT 1 WHERE 1 = %s"
+        conn.execute(prepared, [1], prepare=True)
+        conn.execute("DEALLOCATE _pg3_0")  # psycopg's name of it
+        with pytest.raises(missing):
+            conn.execute(prepared, [1], prepare=True)  # psycopg binds what it prepared
+        with pytest.raises(missing):
+            conn.execute("DEALLOCATE _pg3_0")
+        with pytest.raises(missing):
+            conn.execute("DEALLOCATE PREPARE _PG3_0")  # an unquoted name: lower case
+        conn.execute("DEALLOCATE ALL")
+        conn.execute("BEGIN")
+        with pytest.raises(missing):
+            conn.execute("DEALLOCATE nothing")
+        assert conn.info.transaction_status is TransactionStatus.INERROR
+        conn.execute("ROLLBACK")
+        pgconn = conn.pgconn
+        assert _sqlstate(pgconn, pgconn.send_describe_prepared) == b"26000"
+        assert _sqlstate(pgconn, pgconn.send_describe_portal) == b"34000"
+        assert conn.execute("SELECT 1").fetchall() == [(1,)]
+
+
+def _sqlstate(pgconn: PGconn, send: Callable[[bytes], None]) -> bytes | None:
+    """The SQLSTATE the server answers `send(b"nothing")` with (libpq's non-blocking call: its
+    blocking one holds the GIL that CascaDB's server thread in this process needs)."""
+    send(b"nothing")
+    while pgconn.flush():
+        pass
+    code = None
+    while True:
+        while pgconn.is_busy():
+            select.select([pgconn.socket], [], [], 10)
+            pgconn.consume_input()
+        result = pgconn.get_result()
+        if result is None:
+            return code
+        code = code or result.error_field(DiagnosticField.SQLSTATE)

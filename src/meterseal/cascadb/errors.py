@@ -67,6 +67,18 @@ class UndefinedColumn(ProgrammingError):
     sqlstate = "42703"
 
 
+class InvalidSqlStatementName(ProgrammingError):
+    """A prepared statement that does not exist (DEALLOCATE, Bind, Describe; SQLSTATE 26000)."""
+
+    sqlstate = "26000"
+
+
+class InvalidCursorName(ProgrammingError):
+    """A portal that does not exist (Describe, Execute; SQLSTATE 34000)."""
+
+    sqlstate = "34000"
+
+
 class NotSupportedError(DatabaseError):
     """Valid SQL outside what CascaDB answers."""
 

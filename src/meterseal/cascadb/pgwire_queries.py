@@ -251,7 +251,10 @@ class QueryLoop:
             if names[0].upper() == "ALL":
                 conn.prepared.clear()
                 return Result(command="DEALLOCATE ALL")
-            conn.prepared.pop(names[0].strip('"'), None)
+            name = names[0]  # an identifier: folded to lower case unless quoted
+            name = name[1:-1] if len(name) > 1 and name[0] == name[-1] == '"' else name.lower()
+            _prepared(conn, name)
+            del conn.prepared[name]
             return Result(command="DEALLOCATE")
         kind = {"TEMPORARY": "TEMP"}.get(" ".join(rest), " ".join(rest))
         if kind not in ("ALL", "PLANS", "SEQUENCES", "TEMP"):
@@ -316,10 +319,7 @@ class QueryLoop:
         if kind == b"D":
             target, name = body[:1], _split(body[1:])[0]
             if target == b"S":
-                prepared = conn.prepared.get(name)
-                if prepared is None:
-                    raise errors.ProgrammingError(f"no prepared statement {name!r}")
-                return self._describe_statement(prepared)
+                return self._describe_statement(_prepared(conn, name))
             portal = await self._run(conn, name)
             described = self._description(portal)
             return described or message(b"n")
@@ -342,9 +342,7 @@ class QueryLoop:
     def _bind(self, conn: Connection, body: bytes) -> bytes:
         portal, rest = _split(body)
         name, rest = _split(rest)
-        prepared = conn.prepared.get(name)
-        if prepared is None:
-            raise errors.ProgrammingError(f"no prepared statement {name!r}")
+        prepared = _prepared(conn, name)
         count = struct.unpack("!H", rest[:2])[0]
         formats = list(struct.unpack(f"!{count}h", rest[2 : 2 + 2 * count]))
         rest = rest[2 + 2 * count :]
@@ -368,7 +366,7 @@ class QueryLoop:
     async def _run(self, conn: Connection, name: str) -> Result:
         portal = conn.portals.get(name)
         if portal is None:
-            raise errors.ProgrammingError(f"no portal {name!r}")
+            raise errors.InvalidCursorName(f'portal "{name}" does not exist')
         if portal.result is None:
             statement = portal.prepared.statement
             if statement is None:
@@ -406,6 +404,14 @@ def _show(session: Session, name: str) -> Result:
     else:
         raise errors.NotSupportedError(f"CascaDB does not support SHOW {name.lower()}")
     return Result([column], [(level.lower(),)], command="SHOW")
+
+
+def _prepared(conn: Connection, name: str) -> _Prepared:
+    prepared = conn.prepared.get(name)
+    if prepared is None:
+        named = f'prepared statement "{name}"' if name else "unnamed prepared statement"
+        raise errors.InvalidSqlStatementName(f"{named} does not exist")
+    return prepared
 
 
 def _controls_transaction(node: exp.Expression) -> bool:
