@@ -406,3 +406,98 @@ def test_an_implicit_extended_transaction_above_read_committed_loses_no_update(
         final = other.execute("SELECT v FROM t WHERE k = 1").fetchall()
         # both in a serial order (11), or the reader's refused (1); never 10, a lost update
         assert (failed, final) in [("", [(11,)]), ("40001", [(1,)])]
+
+
+def test_a_read_only_default_makes_every_later_transaction_read_only(dsn: str) -> None:
+    # SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY and default_transaction_read_only
+    # were accepted and did nothing: every later write went through. As PostgreSQL's, each
+    # later transaction is READ ONLY (25006) until a READ WRITE of its own or of the session.
+    insert = "INSERT INTO t VALUES (%s, 'x')"
+    steps: list[Step] = [
+        TABLE,
+        "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
+        insert % 1,
+        ("INSERT INTO t VALUES (%s, %s)", (1, "one")),  # an implicit extended transaction too
+        "CREATE TABLE u(k INTEGER PRIMARY KEY)",
+        "SHOW transaction_read_only",
+        "SELECT k FROM t",
+        "BEGIN",
+        insert % 1,
+        "ROLLBACK",
+        "BEGIN READ WRITE",  # its own mode wins
+        "SHOW transaction_read_only",
+        insert % 1,
+        "COMMIT",
+        "BEGIN",
+        "SET TRANSACTION READ WRITE",  # before its first query: taken
+        insert % 2,
+        "COMMIT",
+        "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE",
+        insert % 3,
+        "SET default_transaction_read_only = on",
+        "SHOW default_transaction_read_only",
+        insert % 4,
+        f"SET default_transaction_read_only TO off; {insert % 4}",  # the next transaction's
+        "BEGIN",
+        "SET default_transaction_read_only = 'off'",  # the next one's, not this one's
+        insert % 4,
+        "ROLLBACK",  # the SET is undone with it
+        "SHOW default_transaction_read_only",
+        "BEGIN",
+        "SET LOCAL default_transaction_read_only = false",
+        "COMMIT",
+        "SHOW default_transaction_read_only",
+        "SET default_transaction_read_only TO DEFAULT",
+        insert % 4,
+        "SET default_transaction_read_only = 'maybe'",
+        "BEGIN",
+        "SELECT 1",
+        "SET transaction_read_only = on",  # the open transaction's, as SET TRANSACTION's
+        insert % 5,
+        "ROLLBACK",
+        "SELECT k FROM t ORDER BY k",
+    ]
+    assert transcript(dsn, steps) == [
+        ("CREATE TABLE", IDLE),
+        ("SET", IDLE),
+        ("25006", IDLE),
+        ("25006", IDLE),
+        ("25006", IDLE),
+        ("SHOW", IDLE, "on"),
+        ("SELECT 0", IDLE),
+        ("BEGIN", INTRANS),
+        ("25006", INERROR),
+        ("ROLLBACK", IDLE),
+        ("BEGIN", INTRANS),
+        ("SHOW", INTRANS, "off"),
+        ("INSERT 0 1", INTRANS),
+        ("COMMIT", IDLE),
+        ("BEGIN", INTRANS),
+        ("SET", INTRANS),
+        ("INSERT 0 1", INTRANS),
+        ("COMMIT", IDLE),
+        ("SET", IDLE),
+        ("INSERT 0 1", IDLE),
+        ("SET", IDLE),
+        ("SHOW", IDLE, "on"),
+        ("25006", IDLE),
+        ("25006", IDLE),
+        ("BEGIN", INTRANS),
+        ("SET", INTRANS),
+        ("25006", INERROR),
+        ("ROLLBACK", IDLE),
+        ("SHOW", IDLE, "on"),
+        ("BEGIN", INTRANS),
+        ("SET", INTRANS),
+        ("COMMIT", IDLE),
+        ("SHOW", IDLE, "on"),
+        ("SET", IDLE),
+        ("INSERT 0 1", IDLE),
+        ("22023", IDLE),
+        ("BEGIN", INTRANS),
+        ("SELECT 1", INTRANS, "1"),
+        ("SET", INTRANS),
+        ("25006", INERROR),
+        ("ROLLBACK", IDLE),
+        ("SELECT 4", IDLE, "1", "2", "3", "4"),
+    ]

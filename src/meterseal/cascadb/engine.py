@@ -48,6 +48,7 @@ from meterseal.cascadb.parsing import (
     session_command,
     transaction_modes,
 )
+from meterseal.cascadb.session_defaults import Defaults, SessionModes
 
 __all__ = ["Database", "Result", "Session", "parse"]
 
@@ -131,10 +132,8 @@ class Session:
         self.database = database
         self.autocommit = autocommit
         self.read_only = read_only
-        # the isolation level of its transactions unless BEGIN asks another (read_committed)
-        self.default_isolation = READ_COMMITTED if read_committed else SERIALIZABLE
-        self._default_before: str | None = None  # default_isolation when its transaction began
-        self._default_after: str | None = None  # what COMMIT leaves it (before a SET LOCAL)
+        # the modes of its transactions unless BEGIN asks others (level: read_committed)
+        self.defaults = Defaults(READ_COMMITTED if read_committed else SERIALIZABLE)
         # After a failed statement, SQLite's rule goes on with the transaction (the statement
         # left nothing); PostgreSQL's refuses all but ROLLBACK. PostgreSQL's SQL, its rule.
         self.abort_on_error = dialect == "postgres" if abort_on_error is None else abort_on_error
@@ -152,7 +151,7 @@ class Session:
         # Open savepoints, innermost last: each a write buffer over the one before it.
         # (and the default isolation when each began: ROLLBACK TO undoes a SET of it; and
         # whether the transaction was read only then: READ ONLY set in one ends with it)
-        self._savepoints: list[tuple[str, Overlay, str, bool]] = []
+        self._savepoints: list[tuple[str, Overlay, SessionModes, bool]] = []
         self._explicit = False
         self._ddl = False  # the open transaction changed the dictionary: bypass the cache
 
@@ -166,17 +165,19 @@ class Session:
     def read_committed(self, value: bool) -> None:
         self.default_isolation = READ_COMMITTED if value else SERIALIZABLE
 
-    def set_default_isolation(self, level: str, local: bool = False) -> None:
-        """The session's default isolation level from now on; set in a transaction, it is
-        undone if the transaction rolls back (as PostgreSQL's SET, an implicit one's too).
-        `local` (SET LOCAL): until the transaction ends; outside one, no effect."""
-        if local and self._txn is None:
-            return  # (PostgreSQL warns)
-        if self._txn is not None and self._default_before is None:
-            self._default_before = self.default_isolation
-        if not local or self._default_after is None:  # a plain SET outlives the transaction
-            self._default_after = self.default_isolation if local else None
-        self.default_isolation = level
+    @property
+    def default_isolation(self) -> str:
+        """The isolation level of the session's transactions that BEGIN asks none of."""
+        return self.defaults.now.isolation
+
+    @default_isolation.setter
+    def default_isolation(self, level: str) -> None:
+        self.defaults.set(in_transaction=False, isolation=level)
+
+    @property
+    def read_only_transaction(self) -> bool:
+        """Whether the open transaction is READ ONLY, else whether the next one will be."""
+        return self._read_only_txn if self._txn is not None else self.defaults.now.read_only
 
     @property
     def isolation(self) -> str:
@@ -295,6 +296,7 @@ class Session:
                 self.database.acquire()
             self._reader, self._level = reading, self._next_level()
             self._read_next = self._level_next = None
+            self._read_only_txn = self.defaults.now.read_only  # BEGIN's own modes may follow
             self._txn = Overlay(self.database.kv)
         return self._savepoints[-1][1] if self._savepoints else self._txn
 
@@ -334,9 +336,7 @@ class Session:
         if verb == "SAVEPOINT":
             top = self._begin()
             self._explicit = True  # outside BEGIN, a savepoint opens the transaction
-            self._savepoints.append(
-                (name, Overlay(top), self.default_isolation, self._read_only_txn)
-            )
+            self._savepoints.append((name, Overlay(top), self.defaults.now, self._read_only_txn))
             return Result(command="SAVEPOINT")
         found = [i for i, (n, *_) in enumerate(self._savepoints) if n == name]
         if not found:
@@ -348,7 +348,7 @@ class Session:
                 buffer.commit()  # into the buffer below it
             return Result(command="RELEASE")
         del self._savepoints[at + 1 :]
-        _, buffer, self.default_isolation, self._read_only_txn = self._savepoints[at]
+        _, buffer, self.defaults.now, self._read_only_txn = self._savepoints[at]
         buffer.rollback()  # the savepoint stays, empty
         return Result(command="ROLLBACK")
 
@@ -436,7 +436,8 @@ class Session:
         except BaseException:  # the lock not had: no transaction began, none inherits its level
             self._read_next, self._level_next = asked
             raise
-        self._read_only_txn = bool(modes.read_only)
+        if modes.read_only is not None:  # else the session's default, as _begin set it
+            self._read_only_txn = modes.read_only
         return Result(command=node.meta.get(TAG, "BEGIN"))
 
     def commit(self) -> None:
@@ -456,8 +457,7 @@ class Session:
                     self._txn.commit()
                     self._forget_plans()
         finally:
-            if self._default_after is not None:  # a SET LOCAL's level ends with the transaction
-                self.default_isolation = self._default_after
+            self.defaults.end(committed=True)  # a SET LOCAL's modes end with the transaction
             self._end()
 
     def rollback(self) -> None:
@@ -467,8 +467,7 @@ class Session:
             return
         self._txn.rollback()
         self._forget_plans()
-        if self._default_before is not None:
-            self.default_isolation = self._default_before
+        self.defaults.end(committed=False)
         self._end()
 
     def _reading(self) -> AbstractContextManager[None]:
@@ -489,7 +488,6 @@ class Session:
         self._ddl = False
         self._reader = False
         self._ran = self._read_only_txn = False
-        self._default_before = self._default_after = None
         if not reader:
             self.database.release()
 

@@ -38,12 +38,15 @@ _SET_MODES = re.compile(
 _SET_MODES_ASKED = re.compile(
     r"\s*SET\s+(?:SESSION\s+|LOCAL\s+)?(?:SESSION\s+CHARACTERISTICS\s+AS\s+)?TRANSACTION\b", re.I
 )
-_SET_LEVEL = re.compile(
+_SET_MODE = re.compile(
     r"\s*SET\s+(?:SESSION\s+|(?P<local>LOCAL\s+))?"
-    r"(?P<scope>default_transaction_isolation|transaction_isolation)"
-    r"\s*(?:=|\s+TO\s+)\s*(?P<quote>'?)(?P<level>[^';]+?)(?P=quote)\s*;?\s*",
+    r"(?P<scope>(?:default_)?transaction_(?:isolation|read_only))"
+    r"\s*(?:=|\s+TO\s+)\s*(?P<quote>'?)(?P<value>[^';]+?)(?P=quote)\s*;?\s*",
     re.I,
 )
+# PostgreSQL's Boolean words (a prefix will do, but of "on" and "off", two letters at least)
+_BOOLEANS = [("true", True, 1), ("false", False, 1), ("yes", True, 1), ("no", False, 1)]
+_BOOLEANS += [("on", True, 2), ("off", False, 2), ("1", True, 1), ("0", False, 1)]
 SERIAL_LEVELS = ("SERIALIZABLE", "REPEATABLE READ")  # both hold the write lock: serial
 READ_COMMITTED, SERIALIZABLE = "READ COMMITTED", "SERIALIZABLE"
 _SESSION = "meterseal_session"  # key of a session command's text in its node's meta
@@ -120,22 +123,27 @@ def transaction_modes(node: exp.Expression) -> Modes:
 
 def transaction_set(sql: str) -> tuple[bool, Modes, bool] | None:
     """For PostgreSQL's SET of transaction modes (SET TRANSACTION ..., SET SESSION
-    CHARACTERISTICS AS TRANSACTION ..., SET [default_]transaction_isolation): whether it holds
-    for the session (else the open transaction), what it asks, and whether it is SET LOCAL."""
+    CHARACTERISTICS AS TRANSACTION ..., SET [default_]transaction_isolation or
+    [default_]transaction_read_only): whether it holds for the session (else the open
+    transaction), what it asks, and whether it is SET LOCAL."""
     found = _SET_MODES.fullmatch(sql)
     if found is not None:
         session_wide = found.group("scope").upper() != "TRANSACTION"
         return session_wide, _modes(found.group("modes")), bool(found.group("local"))
     if _SET_MODES_ASKED.match(sql):  # modes none of which reads as one (SERIALIZABL)
         raise ProgrammingError(f"syntax error: transaction modes {sql.strip()!r}")
-    found = _SET_LEVEL.fullmatch(sql)
+    found = _SET_MODE.fullmatch(sql)
     if found is None:
         return None
-    scope, value = found.group("scope"), found.group("level")
-    session_wide = scope.lower().startswith("default")
+    scope, value = found.group("scope").lower(), found.group("value")
+    session_wide = scope.startswith("default")
     level = " ".join(value.upper().split())
     local = bool(found.group("local"))
-    if level == "DEFAULT" and not found.group("quote"):  # the server's, or no change
+    default = level == "DEFAULT" and not found.group("quote")  # the server's, or no change
+    if scope.endswith("read_only"):
+        read_only = (False if session_wide else None) if default else _boolean(scope, value)
+        return session_wide, Modes(read_only=read_only), local
+    if default:
         return session_wide, Modes(READ_COMMITTED if session_wide else None), local
     if level not in LEVELS:  # as PostgreSQL's: a misspelt level is no level at all
         known = ", ".join(known.lower() for known in LEVELS)
@@ -143,6 +151,14 @@ def transaction_set(sql: str) -> tuple[bool, Modes, bool] | None:
             f'invalid value for parameter "{scope.lower()}": "{value}" (one of {known})'
         )
     return session_wide, Modes(level), local
+
+
+def _boolean(name: str, value: str) -> bool:
+    word = value.strip().lower()
+    for text, meaning, shortest in _BOOLEANS:
+        if len(word) >= shortest and text.startswith(word):
+            return meaning
+    raise InvalidParameterValue(f'parameter "{name}" requires a Boolean value')
 
 
 def number_placeholders(sql: str, dialect: str = DIALECT) -> str:

@@ -231,7 +231,7 @@ class QueryLoop:
     async def _session_command(self, conn: Connection, text: str) -> Result:
         """SET, DEALLOCATE, DISCARD or SHOW (parsing.session_command), as PostgreSQL answers
         them: SET has no effect (CascaDB has one date style, time zone UTC) but for transaction
-        modes; DEALLOCATE and DISCARD ALL drop prepared statements; SHOW tells isolation."""
+        modes; DEALLOCATE and DISCARD ALL drop prepared statements; SHOW tells the modes."""
         session = conn.session
         if session.failed:
             raise errors.TransactionAborted(
@@ -268,16 +268,18 @@ class QueryLoop:
         return Result(command=f"DISCARD {kind}")
 
     async def _isolation(self, session: Session, sql: str) -> None:
-        # A SET of transaction modes: for the session, its default level (each transaction of
-        # a level above read committed holds the write lock from its first statement); for the
-        # open transaction, PostgreSQL's rules (Session.set_transaction)
+        # A SET of transaction modes: for the session, the default modes of its next
+        # transactions (each of a level above read committed holds the write lock from its
+        # first statement; READ ONLY until a BEGIN READ WRITE); for the open transaction,
+        # PostgreSQL's rules (Session.set_transaction)
         asked = transaction_set(sql)
         if asked is None:
             return
         session_wide, modes, local = asked
         if session_wide:
-            if modes.level is not None:
-                session.set_default_isolation(modes.level, local)
+            changes = {"isolation": modes.level, "read_only": modes.read_only}
+            asked_for = {name: value for name, value in changes.items() if value is not None}
+            session.defaults.set(in_transaction=session.in_transaction, local=local, **asked_for)
         else:
             await asyncio.to_thread(session.set_transaction, modes)
 
@@ -395,15 +397,21 @@ class QueryLoop:
 
 
 def _show(session: Session, name: str) -> Result:
-    """SHOW transaction_isolation (or TRANSACTION ISOLATION LEVEL): the open transaction's
-    level, else the next one's; SHOW default_transaction_isolation: the session's default."""
+    """SHOW transaction_isolation (or TRANSACTION ISOLATION LEVEL), transaction_read_only: the
+    open transaction's mode, else the next one's; SHOW default_transaction_isolation,
+    default_transaction_read_only: the session's default."""
     if name in _ISOLATION_NAMES:
-        level, column = session.isolation, "transaction_isolation"
+        value, column = session.isolation.lower(), "transaction_isolation"
     elif name == "DEFAULT_TRANSACTION_ISOLATION":
-        level, column = session.default_isolation, "default_transaction_isolation"
+        value, column = session.default_isolation.lower(), "default_transaction_isolation"
+    elif name in ("TRANSACTION_READ_ONLY", "DEFAULT_TRANSACTION_READ_ONLY"):
+        column = name.lower()
+        default = column.startswith("default")
+        read_only = session.defaults.now.read_only if default else session.read_only_transaction
+        value = "on" if read_only else "off"
     else:
         raise errors.NotSupportedError(f"CascaDB does not support SHOW {name.lower()}")
-    return Result([column], [(level.lower(),)], command="SHOW")
+    return Result([column], [(value,)], command="SHOW")
 
 
 def _prepared(conn: Connection, name: str) -> _Prepared:
