@@ -20,6 +20,7 @@ from meterseal.cascadb.errors import ForeignKeyViolation, NotSupportedError, Pro
 from meterseal.cascadb.expr import Compiler, Ctx, Fn, Params, Scope, Slot
 from meterseal.cascadb.keys import END, Value, key_of
 from meterseal.cascadb.kv import OrderedKv, get_many
+from meterseal.cascadb.labels import postgres_name
 from meterseal.cascadb.query import plan_query
 from meterseal.cascadb.references import check_referenced, parent_prefix, referred_positions
 
@@ -208,9 +209,15 @@ def _qualified(node: exp.Expression, alias: str) -> exp.Expression:
 
 
 def returning(
-    node: exp.Returning, table: Table, rows: Sequence[Row], ctx: Ctx, params: Params
+    node: exp.Returning,
+    table: Table,
+    rows: Sequence[Row],
+    ctx: Ctx,
+    params: Params,
+    postgres: bool = False,
 ) -> tuple[list[str], list[Row]]:
-    """RETURNING's column names and one row per written row."""
+    """RETURNING's column names (`postgres`: by PostgreSQL's rule) and one row per written
+    row."""
     alias = table.name.lower()
     scope = Scope([Slot(alias, c.name.lower(), c.affinity) for c in table.columns])
     compiler = Compiler(scope, params, _no_subquery)
@@ -225,7 +232,10 @@ def returning(
                 names.append(column.name)
                 fns.append(_column_at(position))
             continue
-        names.append(item.alias if isinstance(item, exp.Alias) else item.alias_or_name)
+        if postgres:
+            names.append(postgres_name(item))
+        else:
+            names.append(item.alias if isinstance(item, exp.Alias) else item.alias_or_name)
         fns.append(compiler.compile(item.this if isinstance(item, exp.Alias) else item))
     return names, [tuple(fn(row, ctx) for fn in fns) for row in rows]
 

@@ -398,7 +398,7 @@ class Session:
                         params,
                         cache,
                         plans,
-                        zero_division=self.dialect == "postgres",
+                        postgres=self.dialect == "postgres",
                     )
                 except decimal.Overflow:  # past the context's exponent: as PostgreSQL's
                     raise NumericOverflow("value overflows numeric format") from None

@@ -51,16 +51,17 @@ def run(
     cache: dict[str, Table] | None = None,
     plans: Plans | None = None,
     *,
-    zero_division: bool = False,
+    postgres: bool = False,
 ) -> tuple[Result, bool]:
     """Run one parsed statement against `kv` (a statement's buffer); whether it was DDL.
 
     `cache` holds committed table descriptors and `plans` SELECT plans made from them; both
-    are None in a transaction that changed the dictionary. `zero_division`: dividing by zero
-    raises DivisionByZero (PostgreSQL's rule) instead of giving NULL (SQLite's).
+    are None in a transaction that changed the dictionary. `postgres`: PostgreSQL's rules,
+    not SQLite's: dividing by zero raises DivisionByZero (instead of giving NULL), and output
+    columns are named as PostgreSQL names them (labels.py).
     """
     dictionary = Dictionary(kv, cache)
-    return _run(node, kv, params, dictionary, plans, zero_division), dictionary.changed
+    return _run(node, kv, params, dictionary, plans, postgres), dictionary.changed
 
 
 def _select(
@@ -88,14 +89,15 @@ def _run(
     params: Sequence[Any],
     dictionary: Dictionary,
     plans: Plans | None = None,
-    zero_division: bool = False,
+    postgres: bool = False,
 ) -> Result:
     numbering = Params()
-    ctx = Ctx(params, kv, zero_division=zero_division)
+    ctx = Ctx(params, kv, zero_division=postgres)
     if isinstance(node, QUERIES):
         planned = _select(node, params, dictionary, plans)
         rows = list(planned.plan.rows(ctx))
-        return Result(list(planned.plan.columns), rows, -1, planned.explained, "SELECT")
+        columns = planned.plan.labels if postgres else planned.plan.columns
+        return Result(list(columns), rows, -1, planned.explained, "SELECT")
     if isinstance(node, exp.Create):
         kind = (node.args.get("kind") or "").upper()
         if kind == "TABLE":
@@ -117,7 +119,7 @@ def _run(
             back = node.args.get("returning")
             if back is None:
                 return Result(rowcount=len(written), command=command, lastrowid=last)
-            columns, rows = returning(back, table, written, ctx, numbering)
+            columns, rows = returning(back, table, written, ctx, numbering, postgres)
             return Result(columns, rows, len(written), command=command, lastrowid=last)
     raise NotSupportedError(f"CascaDB does not support {node.key.upper()} statements")
 

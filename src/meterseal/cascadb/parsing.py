@@ -12,6 +12,7 @@ from sqlglot.errors import ParseError, TokenError
 from sqlglot.tokens import Token, TokenType  # type: ignore[attr-defined]
 
 from meterseal.cascadb.errors import InvalidParameterValue, ProgrammingError
+from meterseal.cascadb.labels import remember_names
 
 DIALECT = "sqlite"
 _SAVEPOINT = re.compile(r"\s*(SAVEPOINT|RELEASE)\s+(?:SAVEPOINT\s+)?(\"?\w+\"?)\s*;?\s*", re.I)
@@ -189,7 +190,11 @@ def parse(sql: str, dialect: str = DIALECT) -> list[exp.Expression]:
             statements = sqlglot.parse(number_placeholders(sql, dialect), read=dialect)
     except (ParseError, TokenError) as exc:
         raise ProgrammingError(f"syntax error: {exc}") from exc
-    return [s for s in statements if isinstance(s, exp.Expression)]
+    parsed = [s for s in statements if isinstance(s, exp.Expression)]
+    if dialect == "postgres":  # its output columns are named by the functions as written
+        for statement in parsed:
+            remember_names(statement, sql)
+    return parsed
 
 
 def _postgres(sql: str) -> list[object]:

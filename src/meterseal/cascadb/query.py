@@ -13,6 +13,7 @@ from meterseal.cascadb import values as sv
 from meterseal.cascadb.aggregate import grouped
 from meterseal.cascadb.errors import NotSupportedError, ProgrammingError, UndefinedTable
 from meterseal.cascadb.expr import Aggregate, Compiler, Ctx, Fn, Params, Row, Scope
+from meterseal.cascadb.labels import postgres_name, sqlite_name
 from meterseal.cascadb.select import From, Lookup, plan_from
 
 Order = tuple[Fn | int, bool]  # (expression over the input row, or output position; descending)
@@ -20,9 +21,11 @@ Order = tuple[Fn | int, bool]  # (expression over the input row, or output posit
 
 @dataclass
 class Query:
-    """A planned SELECT: `rows(ctx)` yields its output rows, `columns` names them."""
+    """A planned SELECT: `rows(ctx)` yields its output rows, `columns` names them (by SQLite's
+    rule; `labels`, by PostgreSQL's: labels.py)."""
 
     columns: list[str]
+    labels: list[str]
     source: From | None
     group: list[Fn] | None
     aggregates: list[Aggregate]
@@ -110,14 +113,6 @@ def _has_aggregate(nodes: list[exp.Expression]) -> bool:
     return False
 
 
-def _name_of(node: exp.Expression) -> str:
-    if isinstance(node, exp.Alias):
-        return node.alias
-    if isinstance(node, exp.Column):
-        return node.name
-    return node.sql(dialect="sqlite")
-
-
 def plan_query(node: exp.Expression, outer: Scope | None, params: Params, lookup: Lookup) -> Any:
     """Plan a SELECT or a compound of SELECTs."""
     if isinstance(node, exp.Subquery | exp.Paren):
@@ -150,11 +145,12 @@ def plan_select(select: exp.Select, outer: Scope | None, params: Params, lookup:
     if aggregated and group is None:
         group = []
     outputs = [compiler.compile(e.this if isinstance(e, exp.Alias) else e) for e in expressions]
-    columns = [_name_of(e) for e in expressions]
+    columns = [sqlite_name(e) for e in expressions]
     having = compiler.compile(having_node.this) if having_node is not None else None
     order = _order(order_node, columns, expressions, compiler)
     return Query(
         columns=columns,
+        labels=[postgres_name(e) for e in expressions],
         source=source,
         group=group,
         aggregates=aggregates,
@@ -223,6 +219,7 @@ class Compound:
     """UNION [ALL], INTERSECT or EXCEPT of two queries, with its own ORDER BY and LIMIT."""
 
     columns: list[str]
+    labels: list[str]
     left: Any
     right: Any
     kind: str
@@ -286,6 +283,7 @@ def plan_compound(
     plain = Compiler(Scope([], outer), params, lambda n, s: plan_query(n, s, params, lookup))
     return Compound(
         columns,
+        left.labels,
         left,
         right,
         kind,
