@@ -67,6 +67,12 @@ class UndefinedColumn(ProgrammingError):
     sqlstate = "42703"
 
 
+class UndefinedObject(ProgrammingError):
+    """An object the statement names does not exist: a configuration parameter (42704)."""
+
+    sqlstate = "42704"
+
+
 class InvalidSqlStatementName(ProgrammingError):
     """A prepared statement that does not exist (DEALLOCATE, Bind, Describe; SQLSTATE 26000)."""
 

@@ -29,8 +29,8 @@ _START = re.compile(
 )
 # Statements read here rather than by sqlglot's parser: BEGIN and START TRANSACTION (modes),
 # and the session commands the PostgreSQL protocol answers itself (SESSION_VERBS)
-_MAY_SPLIT = re.compile(r"\b(?:BEGIN|START|SET|DEALLOCATE|DISCARD|SHOW)\b", re.I)
-SESSION_VERBS = ("SET", "DEALLOCATE", "DISCARD", "SHOW")
+_MAY_SPLIT = re.compile(r"\b(?:BEGIN|START|SET|RESET|DEALLOCATE|DISCARD|SHOW)\b", re.I)
+SESSION_VERBS = ("SET", "RESET", "DEALLOCATE", "DISCARD", "SHOW")
 _SET_MODES = re.compile(
     r"\s*SET\s+(?:SESSION\s+|(?P<local>LOCAL\s+))?(?P<scope>SESSION\s+CHARACTERISTICS\s+AS\s+TRANSACTION"
     rf"|TRANSACTION)\s+(?P<modes>{_MODES})\s*;?\s*",
@@ -45,6 +45,13 @@ _SET_MODE = re.compile(
     r"\s*(?:=|\s+TO\s+)\s*(?P<quote>'?)(?P<value>[^';]+?)(?P=quote)\s*;?\s*",
     re.I,
 )
+# RESET name (a word, quoted or not, or PostgreSQL's two-word names) and RESET ALL
+_RESET = re.compile(r'\s*RESET\s+(?P<name>"[^"]+"|\w+(?:\s+\w+)?)\s*;?\s*', re.I)
+_RESETS = {
+    "all": ("isolation", "read_only"),
+    "default_transaction_isolation": ("isolation",),
+    "default_transaction_read_only": ("read_only",),
+}
 # PostgreSQL's Boolean words (a prefix will do, but of "on" and "off", two letters at least)
 _BOOLEANS = [("true", True, 1), ("false", False, 1), ("yes", True, 1), ("no", False, 1)]
 _BOOLEANS += [("on", True, 2), ("off", False, 2), ("1", True, 1), ("0", False, 1)]
@@ -98,6 +105,9 @@ class Modes:
 
     level: str | None = None
     read_only: bool | None = None
+    # the session's default modes (SessionModes' fields) it puts back to what they were at the
+    # session's start (RESET, SET ... TO DEFAULT: the startup packet's value, else the server's)
+    reset: tuple[str, ...] = ()
 
 
 def _mode_list(text: str) -> list[str]:
@@ -125,7 +135,7 @@ def transaction_modes(node: exp.Expression) -> Modes:
 def transaction_set(sql: str) -> tuple[bool, Modes, bool] | None:
     """For PostgreSQL's SET of transaction modes (SET TRANSACTION ..., SET SESSION
     CHARACTERISTICS AS TRANSACTION ..., SET [default_]transaction_isolation or
-    [default_]transaction_read_only): whether it holds for the session (else the open
+    [default_]transaction_read_only) and RESET: whether it holds for the session (else the open
     transaction), what it asks, and whether it is SET LOCAL."""
     found = _SET_MODES.fullmatch(sql)
     if found is not None:
@@ -133,6 +143,11 @@ def transaction_set(sql: str) -> tuple[bool, Modes, bool] | None:
         return session_wide, _modes(found.group("modes")), bool(found.group("local"))
     if _SET_MODES_ASKED.match(sql):  # modes none of which reads as one (SERIALIZABL)
         raise ProgrammingError(f"syntax error: transaction modes {sql.strip()!r}")
+    found = _RESET.fullmatch(sql)
+    if found is not None:
+        name = found.group("name")  # folded to lower case unless quoted, as PostgreSQL's
+        name = name[1:-1] if name.startswith('"') else name.lower()
+        return True, Modes(reset=_RESETS.get(name, ())), False  # others: no effect, as SET's
     found = _SET_MODE.fullmatch(sql)
     if found is None:
         return None
@@ -140,21 +155,29 @@ def transaction_set(sql: str) -> tuple[bool, Modes, bool] | None:
     session_wide = scope.startswith("default")
     level = " ".join(value.upper().split())
     local = bool(found.group("local"))
-    default = level == "DEFAULT" and not found.group("quote")  # the server's, or no change
+    default = level == "DEFAULT" and not found.group("quote")  # RESET, or no change
+    if default:  # the session's default at its start, or (a transaction's) no change
+        reset = _RESETS[scope] if session_wide else ()
+        return session_wide, Modes(reset=reset), local
     if scope.endswith("read_only"):
-        read_only = (False if session_wide else None) if default else _boolean(scope, value)
-        return session_wide, Modes(read_only=read_only), local
-    if default:
-        return session_wide, Modes(READ_COMMITTED if session_wide else None), local
+        return session_wide, Modes(read_only=boolean(scope, value)), local
+    return session_wide, Modes(isolation_level(scope, value)), local
+
+
+def isolation_level(name: str, value: str) -> str:
+    """`value` of the parameter `name` read as one of PostgreSQL's isolation levels
+    ("REPEATABLE READ"...); 22023 if it is none, as PostgreSQL's."""
+    level = " ".join(value.upper().split())
     if level not in LEVELS:  # as PostgreSQL's: a misspelt level is no level at all
         known = ", ".join(known.lower() for known in LEVELS)
         raise InvalidParameterValue(
-            f'invalid value for parameter "{scope.lower()}": "{value}" (one of {known})'
+            f'invalid value for parameter "{name.lower()}": "{value}" (one of {known})'
         )
-    return session_wide, Modes(level), local
+    return level
 
 
-def _boolean(name: str, value: str) -> bool:
+def boolean(name: str, value: str) -> bool:
+    """`value` of the parameter `name` read as PostgreSQL's Boolean words; 22023 if none."""
     word = value.strip().lower()
     for text, meaning, shortest in _BOOLEANS:
         if len(word) >= shortest and text.startswith(word):

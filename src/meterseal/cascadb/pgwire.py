@@ -4,7 +4,9 @@ This module starts a session: startup (SSL and GSS requests answered 'N' unless 
 is given, then TLS), cleartext password authentication through the `authenticate` callback
 (required: only `UNSAFE_TRUST`, for tests, lets a client in without a password; with
 `require_tls`, a client that did not start TLS is refused before it sends a password), then
-the query loop (pgwire_queries.py). SQL is read in PostgreSQL's dialect. Sessions are read
+the startup packet's run-time parameters (pg_startup.py: `options` and other keys, as
+PostgreSQL's session defaults; one it does not know ends the session, FATAL 42704), then the
+query loop (pgwire_queries.py). SQL is read in PostgreSQL's dialect. Sessions are read
 committed, as PostgreSQL's default: a transaction, a block too, that begins with a read is a
 reader holding no lock until its first write (FOR UPDATE, or an isolation level above read
 committed asked by BEGIN, START TRANSACTION or SET, takes the write lock at once). Values
@@ -23,7 +25,9 @@ import struct
 from collections import Counter
 from collections.abc import Callable
 
+from meterseal.cascadb import errors
 from meterseal.cascadb.engine import Database
+from meterseal.cascadb.pg_startup import read_startup
 from meterseal.cascadb.pgwire_queries import Connection, QueryLoop, cstr, error, message, ready
 
 # (user, password, source address) -> allowed; run in a thread (a password hash is slow)
@@ -155,11 +159,12 @@ class PgServer(QueryLoop):
                 writer.write(error("28000", "connections must use TLS (sslmode=require)"))
                 await writer.drain()
                 return None
-            return await self._authenticated(options.get("user", ""), reader, writer)
+            return await self._authenticated(options, reader, writer)
 
     async def _authenticated(
-        self, user: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self, packet: dict[str, str], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> Connection | None:
+        user = packet.get("user", "")
         if not isinstance(self.authenticate, UnsafeTrust):
             writer.write(message(b"R", struct.pack("!I", 3)))
             await writer.drain()
@@ -178,23 +183,35 @@ class PgServer(QueryLoop):
                 writer.write(error("28P01", f"password authentication failed for {user}"))
                 await writer.drain()
                 return None
+        out = message(b"R", struct.pack("!I", 0))
+        # PostgreSQL's default isolation: a transaction that begins with a read is a reader
+        session = self.database.session(autocommit=True, dialect="postgres", read_committed=True)
+        try:  # after the login, as PostgreSQL's: FATAL, the session not begun
+            startup = read_startup(packet, session.defaults.now)
+        except errors.Error as exc:
+            session.close()
+            self.counts["refused"] += 1
+            writer.write(out + error(exc.sqlstate, str(exc), "FATAL"))
+            await writer.drain()
+            return None
+        session.defaults.begin_with(startup.modes)
         parameters = {
+            "application_name": startup.application_name,
             "server_version": "14.0 (CascaDB)",
             "server_encoding": "UTF8",
-            "client_encoding": "UTF8",
+            "client_encoding": "UTF8",  # CascaDB's own, whatever the client asked
             "DateStyle": "ISO, MDY",
+            "default_transaction_read_only": "on" if startup.modes.read_only else "off",
+            "in_hot_standby": "off",
             "TimeZone": "UTC",
             "integer_datetimes": "on",
             "standard_conforming_strings": "on",
         }
-        out = message(b"R", struct.pack("!I", 0))
         for name, value in parameters.items():
             out += message(b"S", cstr(name) + cstr(value))
         out += message(b"K", struct.pack("!II", next(_PROCESS_IDS), 0))
         self.log(f"{user}: session")
         self.counts["sessions"] += 1
-        # PostgreSQL's default isolation: a transaction that begins with a read is a reader
-        session = self.database.session(autocommit=True, dialect="postgres", read_committed=True)
         writer.write(out + ready(session))
         await writer.drain()
-        return Connection(session, user)
+        return Connection(session, user, reported_read_only=startup.modes.read_only)

@@ -78,6 +78,7 @@ class Connection:
     portals: dict[str, _Portal] = field(default_factory=dict)
     failed: bool = False  # an extended-protocol error: skip to Sync
     implicit: bool = False  # executes outside a block: one transaction until Sync
+    reported_read_only: bool = False  # default_transaction_read_only as last reported
 
 
 def error(code: str, text: str, severity: str = "ERROR") -> bytes:
@@ -134,6 +135,8 @@ class QueryLoop:
             if kind == b"X":
                 return
             out = await self._handle(conn, kind, body)
+            if kind in (b"Q", b"S"):
+                out = _report(conn, out)
             if out:
                 writer.write(out)
                 if not await self._drained(conn, writer):
@@ -229,9 +232,10 @@ class QueryLoop:
         return out + ready(session)
 
     async def _session_command(self, conn: Connection, text: str) -> Result:
-        """SET, DEALLOCATE, DISCARD or SHOW (parsing.session_command), as PostgreSQL answers
-        them: SET has no effect (CascaDB has one date style, time zone UTC) but for transaction
-        modes; DEALLOCATE and DISCARD ALL drop prepared statements; SHOW tells the modes."""
+        """SET, RESET, DEALLOCATE, DISCARD or SHOW (parsing.session_command), as PostgreSQL
+        answers them: SET and RESET have no effect (CascaDB has one date style, time zone UTC)
+        but for transaction modes; DEALLOCATE and DISCARD ALL drop prepared statements (DISCARD
+        ALL RESETs ALL too); SHOW tells the modes."""
         session = conn.session
         if session.failed:
             raise errors.TransactionAborted(
@@ -239,9 +243,10 @@ class QueryLoop:
             )
         words = text.rstrip(";").split()
         verb, rest = words[0].upper(), [w.upper() for w in words[1:]]
-        if verb == "SET":
-            await self._isolation(session, text)
-            return Result(command="SET")
+        if verb in ("SET", "RESET"):
+            if not await self._isolation(session, text) and verb == "RESET":
+                raise errors.ProgrammingError(f"syntax error: {text!r}")
+            return Result(command=verb)
         if verb == "SHOW":
             return _show(session, " ".join(rest))
         if verb == "DEALLOCATE":
@@ -265,23 +270,27 @@ class QueryLoop:
                     "DISCARD ALL cannot run inside a transaction block"
                 )
             conn.prepared.clear()  # DISCARD PLANS keeps the statements, replanned (none kept)
+            session.defaults.reset(("isolation", "read_only"), in_transaction=False)  # RESET ALL
         return Result(command=f"DISCARD {kind}")
 
-    async def _isolation(self, session: Session, sql: str) -> None:
-        # A SET of transaction modes: for the session, the default modes of its next
-        # transactions (each of a level above read committed holds the write lock from its
-        # first statement; READ ONLY until a BEGIN READ WRITE); for the open transaction,
-        # PostgreSQL's rules (Session.set_transaction)
+    async def _isolation(self, session: Session, sql: str) -> bool:
+        # A SET or RESET of transaction modes (whether it is one): for the session, the default
+        # modes of its next transactions (each of a level above read committed holds the write
+        # lock from its first statement; READ ONLY until a BEGIN READ WRITE); for the open
+        # transaction, PostgreSQL's rules (Session.set_transaction)
         asked = transaction_set(sql)
         if asked is None:
-            return
+            return False
         session_wide, modes, local = asked
         if session_wide:
             changes = {"isolation": modes.level, "read_only": modes.read_only}
             asked_for = {name: value for name, value in changes.items() if value is not None}
-            session.defaults.set(in_transaction=session.in_transaction, local=local, **asked_for)
+            in_transaction = session.in_transaction
+            session.defaults.set(in_transaction=in_transaction, local=local, **asked_for)
+            session.defaults.reset(modes.reset, in_transaction=in_transaction, local=local)
         else:
             await asyncio.to_thread(session.set_transaction, modes)
+        return True
 
     def _description(self, result: Result) -> bytes:
         if result.columns is None:
@@ -394,6 +403,18 @@ class QueryLoop:
                 run = conn.session.run_statement
                 portal.result = await asyncio.to_thread(run, statement, portal.params)
         return portal.result
+
+
+def _report(conn: Connection, out: bytes) -> bytes:
+    """`out`, ending with ReadyForQuery, with a ParameterStatus before it if the session's
+    default_transaction_read_only changed (as PostgreSQL reports it, libpq's
+    target_session_attrs reads it)."""
+    read_only = conn.session.defaults.now.read_only
+    if read_only == conn.reported_read_only:
+        return out
+    conn.reported_read_only = read_only
+    status = cstr("default_transaction_read_only") + cstr("on" if read_only else "off")
+    return out[:-6] + message(b"S", status) + out[-6:]
 
 
 def _show(session: Session, name: str) -> Result:

@@ -1,7 +1,7 @@
 """A session's defaults for the transactions it begins (PostgreSQL's
 default_transaction_isolation and default_transaction_read_only), as PostgreSQL's SET changes
 them: undone when the transaction the SET ran in rolls back, and a SET LOCAL's only until that
-transaction ends."""
+transaction ends; RESET brings back those the session started with (its startup packet's)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ class Defaults:
 
     def __init__(self, isolation: str) -> None:
         self.now = SessionModes(isolation)
+        self.start = self.now  # what RESET brings back
         self._before: SessionModes | None = None  # when the open transaction's first SET ran
         self._local: dict[str, Any] = {}  # the modes a SET LOCAL changed: their values before
 
@@ -39,6 +40,15 @@ class Defaults:
             else:  # a plain SET outlives the transaction, a SET LOCAL before it in it too
                 self._local.pop(name, None)
         self.now = replace(self.now, **modes)
+
+    def begin_with(self, modes: SessionModes) -> None:
+        """The session starts with `modes` (its startup packet's), which RESET brings back."""
+        self.now = self.start = modes
+
+    def reset(self, names: tuple[str, ...], *, in_transaction: bool, local: bool = False) -> None:
+        """Set the modes `names` back to the session's start, as `set` sets them."""
+        start = {name: getattr(self.start, name) for name in names}
+        self.set(in_transaction=in_transaction, local=local, **start)
 
     def end(self, committed: bool) -> None:
         """The transaction ended: a ROLLBACK undoes its SETs, a COMMIT its SET LOCALs."""
