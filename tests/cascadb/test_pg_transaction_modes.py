@@ -501,3 +501,34 @@ def test_a_read_only_default_makes_every_later_transaction_read_only(dsn: str) -
         ("ROLLBACK", IDLE),
         ("SELECT 4", IDLE, "1", "2", "3", "4"),
     ]
+
+
+def test_rollback_to_a_savepoint_keeps_a_set_local_before_it_local(dsn: str) -> None:
+    # ROLLBACK TO brought back the default modes but not that a SET LOCAL made one: after a
+    # plain SET of it in the savepoint, rolled back, the SET LOCAL's value outlived COMMIT
+    steps: list[Step] = [
+        "BEGIN",
+        "SET LOCAL default_transaction_read_only = on",
+        "SET LOCAL default_transaction_isolation = 'serializable'",
+        "SAVEPOINT s",
+        "SET default_transaction_read_only = off",
+        "SET default_transaction_isolation = 'repeatable read'",
+        "ROLLBACK TO SAVEPOINT s",
+        "SHOW default_transaction_read_only",
+        "COMMIT",
+        "SHOW default_transaction_read_only",
+        "SHOW default_transaction_isolation",
+    ]
+    assert transcript(dsn, steps) == [
+        ("BEGIN", INTRANS),
+        ("SET", INTRANS),
+        ("SET", INTRANS),
+        ("SAVEPOINT", INTRANS),
+        ("SET", INTRANS),
+        ("SET", INTRANS),
+        ("ROLLBACK", INTRANS),
+        ("SHOW", INTRANS, "on"),
+        ("COMMIT", IDLE),
+        ("SHOW", IDLE, "off"),
+        ("SHOW", IDLE, "read committed"),
+    ]

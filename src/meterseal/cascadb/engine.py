@@ -48,7 +48,7 @@ from meterseal.cascadb.parsing import (
     session_command,
     transaction_modes,
 )
-from meterseal.cascadb.session_defaults import Defaults, SessionModes
+from meterseal.cascadb.session_defaults import Defaults, Mark
 
 __all__ = ["Database", "Result", "Session", "parse"]
 
@@ -151,7 +151,7 @@ class Session:
         # Open savepoints, innermost last: each a write buffer over the one before it.
         # (and the default isolation when each began: ROLLBACK TO undoes a SET of it; and
         # whether the transaction was read only then: READ ONLY set in one ends with it)
-        self._savepoints: list[tuple[str, Overlay, SessionModes, bool]] = []
+        self._savepoints: list[tuple[str, Overlay, Mark, bool]] = []
         self._explicit = False
         self._ddl = False  # the open transaction changed the dictionary: bypass the cache
 
@@ -336,7 +336,7 @@ class Session:
         if verb == "SAVEPOINT":
             top = self._begin()
             self._explicit = True  # outside BEGIN, a savepoint opens the transaction
-            self._savepoints.append((name, Overlay(top), self.defaults.now, self._read_only_txn))
+            self._savepoints.append((name, Overlay(top), self.defaults.mark(), self._read_only_txn))
             return Result(command="SAVEPOINT")
         found = [i for i, (n, *_) in enumerate(self._savepoints) if n == name]
         if not found:
@@ -348,7 +348,8 @@ class Session:
                 buffer.commit()  # into the buffer below it
             return Result(command="RELEASE")
         del self._savepoints[at + 1 :]
-        _, buffer, self.defaults.now, self._read_only_txn = self._savepoints[at]
+        _, buffer, defaults, self._read_only_txn = self._savepoints[at]
+        self.defaults.back_to(defaults)
         buffer.rollback()  # the savepoint stays, empty
         return Result(command="ROLLBACK")
 

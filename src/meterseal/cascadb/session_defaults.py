@@ -17,6 +17,9 @@ class SessionModes:
     read_only: bool = False
 
 
+Mark = tuple[SessionModes, dict[str, Any]]  # what a savepoint keeps of the defaults
+
+
 class Defaults:
     """The default modes now (`now`) and what a COMMIT or ROLLBACK brings back."""
 
@@ -58,3 +61,13 @@ class Defaults:
             self.now = replace(self.now, **self._local)
         self._before = None
         self._local = {}
+
+    def mark(self) -> Mark:
+        """What a SAVEPOINT keeps: the modes now and what its transaction's SET LOCALs undo."""
+        return self.now, dict(self._local)
+
+    def back_to(self, mark: Mark) -> None:
+        """ROLLBACK TO a savepoint: the modes, and the SET LOCALs in force, as at its `mark`
+        (a plain SET rolled back gives a SET LOCAL before it its end with the transaction)."""
+        self.now, local = mark
+        self._local = dict(local)
