@@ -343,3 +343,19 @@ def test_a_write_transaction_whose_client_reads_no_answer_is_ended_as_an_idle_on
         assert limited.database.execute("INSERT INTO t VALUES (3, 'three')").rowcount == 1
     assert limited.server.counts["idle_timeouts"] == 1
     assert [r[0] for r in limited.database.execute("SELECT k FROM t").rows] == [1, 3]
+
+
+def test_a_function_of_arguments_it_does_not_take_is_an_error_not_the_end(
+    running: Running,
+) -> None:
+    # trim(both 'x' from v), replace(v, 'x'), btrim(v, 'x') compiled; each row then raised a
+    # TypeError, which no error response answered: the server closed the session
+    with psycopg.connect(running.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE t(k INTEGER PRIMARY KEY, v TEXT)")
+        conn.execute("INSERT INTO t VALUES (1, 'one')")
+        for sql in ("trim(both 'o' from v)", "replace(v, 'o')", "btrim(v, 'o')"):
+            with pytest.raises(psycopg.errors.FeatureNotSupported, match="arguments"):
+                conn.execute(f"SELECT {sql} FROM t")
+        assert conn.execute("SELECT replace(v, 'o', '0'), trim(v) FROM t").fetchall() == [
+            ("0ne", "one")
+        ]

@@ -15,7 +15,7 @@ from meterseal.cascadb.errors import (
     NotSupportedError,
     ProgrammingError,
 )
-from meterseal.cascadb.functions import FUNCTIONS, agg_name, arguments
+from meterseal.cascadb.functions import FUNCTIONS, agg_name, arguments, takes
 from meterseal.cascadb.scope import Aggregate as Aggregate
 from meterseal.cascadb.scope import Ctx as Ctx
 from meterseal.cascadb.scope import Fn as Fn
@@ -372,6 +372,8 @@ class Compiler:
         function = FUNCTIONS.get(name)
         if function is None:
             raise NotSupportedError(f"CascaDB does not support the function {name}()")
+        if not takes(function, len(args)):  # else a TypeError per row, ending the session
+            raise NotSupportedError(f"CascaDB does not support {name}() of {len(args)} arguments")
         return lambda row, ctx: function(*(a(row, ctx) for a in args))
 
     def _paren(self, node: exp.Paren) -> Fn:

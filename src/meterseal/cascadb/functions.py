@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from typing import Any
@@ -96,3 +97,12 @@ def arguments(node: exp.Expression) -> list[exp.Expression]:
         elif isinstance(value, list):
             found += [e for e in value if isinstance(e, exp.Expression)]
     return found
+
+
+def takes(function: Callable[..., Any], count: int) -> bool:
+    """Whether `function` (of FUNCTIONS) can be called with `count` arguments."""
+    try:
+        inspect.signature(function).bind(*range(count))
+    except TypeError:
+        return False
+    return True
