@@ -17,6 +17,7 @@ SCALARS = [
     ("K", "k"),  # an unquoted name folds to lower case
     ("k AS X", "x"),
     ('k AS "X"', "X"),
+    ("k AS ÄB", "Äb"),  # only A to Z fold (UTF-8): it was äb
     ("1", "?column?"),
     ("'a'", "?column?"),
     ("k + 1", "?column?"),

@@ -13,6 +13,7 @@ from __future__ import annotations
 from sqlglot import exp
 
 UNNAMED = "?column?"
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _WRITTEN = "meterseal_written"  # key of a function's name as written in its node's meta
 # PostgreSQL's names of types (pg_type.typname) sqlglot spells otherwise
 _TYPES = {
@@ -67,7 +68,13 @@ def postgres_name(node: exp.Expression) -> str:
 
 def _folded(identifier: exp.Expression) -> str:
     name = identifier.name
-    return name if identifier.args.get("quoted") else name.lower()
+    return name if identifier.args.get("quoted") else fold(name)
+
+
+def fold(name: str) -> str:
+    """An unquoted identifier as PostgreSQL reads it in UTF-8: A to Z in lower case, no other
+    letter (`ÄB` is `Äb`; str.lower gave `äb`)."""
+    return name.translate(_ASCII_LOWER)
 
 
 def _figure(node: exp.Expression) -> tuple[str, int]:
@@ -98,9 +105,9 @@ def _figure(node: exp.Expression) -> tuple[str, int]:
     written = node.meta.get(_WRITTEN)
     if isinstance(written, str):  # a function call: the function's name
         quoted = written.startswith('"') and written.endswith('"') and len(written) > 1
-        return (written[1:-1] if quoted else written.lower()), 2
+        return (written[1:-1] if quoted else fold(written)), 2
     if isinstance(node, exp.Anonymous):
-        return node.name.lower(), 2
+        return fold(node.name), 2
     if isinstance(node, exp.Func) and not isinstance(node, exp.Binary):
         return _CALLS.get(type(node), node.sql_name().lower()), 2
     return "", 0
