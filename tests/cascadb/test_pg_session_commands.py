@@ -13,7 +13,7 @@ from psycopg.pq import DiagnosticField, TransactionStatus
 from psycopg.pq.abc import PGconn
 
 from tests.cascadb.pg_client import Running, two_sessions
-from tests.cascadb.test_pg_compat import IDLE, INERROR, INTRANS, TABLE
+from tests.cascadb.test_pg_compat import IDLE, INERROR, INTRANS, TABLE, Step, transcript
 
 Outcome = tuple[str, ...]
 SHOWN = "SHOW default_transaction_isolation: "
@@ -380,3 +380,27 @@ def _sqlstate(pgconn: PGconn, send: Callable[[bytes], None]) -> bytes | None:
         if result is None:
             return code
         code = code or result.error_field(DiagnosticField.SQLSTATE)
+
+
+def test_deallocate_reads_its_name_as_postgresql_reads_an_identifier(dsn: str) -> None:
+    # The name was the Query's next word: "a b" was two (42601, where PostgreSQL's looks the
+    # statement up), "" the unnamed statement (dropped, where PostgreSQL's refuses a
+    # zero-length name) and DEALLOCATE PREPARE a syntax error (PostgreSQL's: a name)
+    steps: list[Step] = [
+        ("SELECT %s::integer", (1,)),  # the unnamed statement, parsed
+        'DEALLOCATE ""',
+        'DEALLOCATE "a b"',
+        'DEALLOCATE PREPARE "a""b"',
+        "DEALLOCATE PREPARE",
+        'DEALLOCATE "ALL"',  # a name, not ALL
+        "DEALLOCATE PREPARE ALL",
+    ]
+    assert transcript(dsn, steps) == [
+        ("SELECT 1", IDLE, "1"),
+        ("42601", IDLE),
+        ("26000", IDLE),
+        ("26000", IDLE),
+        ("26000", IDLE),
+        ("26000", IDLE),
+        ("DEALLOCATE ALL", IDLE),
+    ]

@@ -12,7 +12,7 @@ from sqlglot.errors import ParseError, TokenError
 from sqlglot.tokens import Token, TokenType  # type: ignore[attr-defined]
 
 from meterseal.cascadb.errors import InvalidParameterValue, ProgrammingError
-from meterseal.cascadb.labels import remember_names
+from meterseal.cascadb.labels import fold, remember_names
 
 DIALECT = "sqlite"
 _SAVEPOINT = re.compile(r"\s*(SAVEPOINT|RELEASE)\s+(?:SAVEPOINT\s+)?(\"?\w+\"?)\s*;?\s*", re.I)
@@ -52,6 +52,10 @@ _RESETS = {
     "default_transaction_isolation": ("isolation",),
     "default_transaction_read_only": ("read_only",),
 }
+# DEALLOCATE [PREPARE] name | ALL ("PREPARE" alone is a name, as in PostgreSQL)
+_DEALLOCATE = re.compile(
+    r'\s*DEALLOCATE\s+(?:PREPARE\s+(?=\S))?(?P<name>"(?:[^"]|"")*"|[^\s";]+)\s*;?\s*', re.I
+)
 # PostgreSQL's Boolean words (a prefix will do, but of "on" and "off", two letters at least)
 _BOOLEANS = [("true", True, 1), ("false", False, 1), ("yes", True, 1), ("no", False, 1)]
 _BOOLEANS += [("on", True, 2), ("off", False, 2), ("1", True, 1), ("0", False, 1)]
@@ -251,3 +255,15 @@ def _statement(dialect: sqlglot.Dialect, sql: str, chunk: list[Token], end: int)
     if started.group("verb").upper().startswith("START"):
         begin.meta[TAG] = "START TRANSACTION"
     return [begin]
+
+
+def deallocated(sql: str) -> str | None:
+    """The name of the prepared statement a DEALLOCATE [PREPARE] drops, as PostgreSQL reads
+    an identifier (quoted: as written, `""` a quote; else A to Z in lower case); None for ALL."""
+    found = _DEALLOCATE.fullmatch(sql)
+    if found is None or found.group("name") == '""':  # (a zero-length quoted name too)
+        raise ProgrammingError(f"syntax error: {sql.strip()!r}")
+    name = found.group("name")
+    if name.startswith('"'):
+        return name[1:-1].replace('""', '"')
+    return None if name.upper() == "ALL" else fold(name)

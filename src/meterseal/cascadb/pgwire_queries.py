@@ -26,7 +26,7 @@ from sqlglot import exp
 
 from meterseal.cascadb import errors
 from meterseal.cascadb.engine import Result, Session
-from meterseal.cascadb.parsing import session_command, transaction_set
+from meterseal.cascadb.parsing import deallocated, session_command, transaction_set
 from meterseal.cascadb.pgtypes import oid_of, parameter, text_of, utf8
 from meterseal.cascadb.statement_log import statement_shape
 
@@ -250,14 +250,10 @@ class QueryLoop:
         if verb == "SHOW":
             return _show(session, " ".join(rest))
         if verb == "DEALLOCATE":
-            names = words[2:] if rest[:1] == ["PREPARE"] else words[1:]
-            if len(names) != 1:
-                raise errors.ProgrammingError(f"syntax error: {text!r}")
-            if names[0].upper() == "ALL":
+            name = deallocated(text)
+            if name is None:
                 conn.prepared.clear()
                 return Result(command="DEALLOCATE ALL")
-            name = names[0]  # an identifier: folded to lower case unless quoted
-            name = name[1:-1] if len(name) > 1 and name[0] == name[-1] == '"' else name.lower()
             _prepared(conn, name)
             del conn.prepared[name]
             return Result(command="DEALLOCATE")
