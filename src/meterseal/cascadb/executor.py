@@ -16,7 +16,7 @@ from meterseal.cascadb.errors import NotSupportedError, ProgrammingError
 from meterseal.cascadb.expr import Ctx, Params, Row
 from meterseal.cascadb.kv import OrderedKv
 from meterseal.cascadb.parsing import QUERIES
-from meterseal.cascadb.query import plan_query
+from meterseal.cascadb.query import plan_query, refuse_with
 
 
 @dataclass
@@ -110,6 +110,7 @@ def _run(
     if isinstance(node, exp.Drop):
         dml.drop(node, dictionary, kv)
         return Result(command=f"DROP {(node.args.get('kind') or '').upper()}")
+    refuse_with(node)
     writes = {exp.Insert: dml.insert, exp.Update: dml.update, exp.Delete: dml.delete}
     for kind_, handler in writes.items():
         if isinstance(node, kind_):

@@ -113,8 +113,17 @@ def _has_aggregate(nodes: list[exp.Expression]) -> bool:
     return False
 
 
+def refuse_with(node: exp.Expression) -> None:
+    """NotSupportedError for a statement or query with a WITH clause, which CascaDB does not
+    read: left unread, `WITH x AS (INSERT ...) SELECT 1` answered without its write, and a
+    common table expression named as a table read the table."""
+    if node.args.get("with_") is not None or node.args.get("with") is not None:
+        raise NotSupportedError("CascaDB does not support WITH (common table expressions)")
+
+
 def plan_query(node: exp.Expression, outer: Scope | None, params: Params, lookup: Lookup) -> Any:
     """Plan a SELECT or a compound of SELECTs."""
+    refuse_with(node)
     if isinstance(node, exp.Subquery | exp.Paren):
         return plan_query(node.this, outer, params, lookup)
     if isinstance(node, exp.Union | exp.Intersect | exp.Except):
