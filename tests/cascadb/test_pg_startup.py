@@ -202,6 +202,11 @@ OUTCOMES = [
     ({"options": "-c default_transaction_read_only"}, ("FATAL", "42601")),
     ({"options": "default_transaction_read_only=on"}, ("FATAL", "42601")),
     ({"options": "-c transaction_isolation=serializable"}, ("FATAL", "25001")),
+    ({"options": "-c server_version=9.6"}, ("FATAL", "55P02")),
+    (
+        {"synchronous_commit": "on", "standard_conforming_strings": "on"},
+        ("", "off", "off", "read committed"),
+    ),
 ]
 
 

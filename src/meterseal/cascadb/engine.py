@@ -48,6 +48,7 @@ from meterseal.cascadb.parsing import (
     session_command,
     transaction_modes,
 )
+from meterseal.cascadb.scope import Client
 from meterseal.cascadb.session_defaults import Defaults, Mark
 
 __all__ = ["Database", "Result", "Session", "parse"]
@@ -147,6 +148,7 @@ class Session:
         self._ran = False  # a statement ran in it: its level is fixed (PostgreSQL's snapshot)
         self._read_only_txn = False  # begun or set READ ONLY
         self.dialect = dialect
+        self.client: Client | None = None  # who, over the PostgreSQL protocol: current_user
         self._txn: Overlay | None = None
         # Open savepoints, innermost last: each a write buffer over the one before it.
         # (and the default isolation when each began: ROLLBACK TO undoes a SET of it; and
@@ -400,6 +402,7 @@ class Session:
                         cache,
                         plans,
                         postgres=self.dialect == "postgres",
+                        client=self.client,
                     )
                 except decimal.Overflow:  # past the context's exponent: as PostgreSQL's
                     raise NumericOverflow("value overflows numeric format") from None

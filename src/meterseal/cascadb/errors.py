@@ -117,6 +117,12 @@ class ReadOnlyTransaction(OperationalError):
     sqlstate = "25006"
 
 
+class CantChangeRuntimeParam(OperationalError):
+    """A parameter that can only be read was set (PostgreSQL's 55P02)."""
+
+    sqlstate = "55P02"
+
+
 class NotNullViolation(IntegrityError):
     """A NOT NULL column (or a primary key's) would hold a NULL."""
 

@@ -17,6 +17,7 @@ from meterseal.cascadb.expr import Ctx, Params, Row
 from meterseal.cascadb.kv import OrderedKv
 from meterseal.cascadb.parsing import QUERIES
 from meterseal.cascadb.query import plan_query, refuse_with
+from meterseal.cascadb.scope import Client
 
 
 @dataclass
@@ -52,16 +53,19 @@ def run(
     plans: Plans | None = None,
     *,
     postgres: bool = False,
+    client: Client | None = None,
 ) -> tuple[Result, bool]:
     """Run one parsed statement against `kv` (a statement's buffer); whether it was DDL.
 
     `cache` holds committed table descriptors and `plans` SELECT plans made from them; both
     are None in a transaction that changed the dictionary. `postgres`: PostgreSQL's rules,
     not SQLite's: dividing by zero raises DivisionByZero (instead of giving NULL), and output
-    columns are named as PostgreSQL names them (labels.py).
+    columns are named as PostgreSQL names them (labels.py). `client`: who runs it over the
+    PostgreSQL protocol (current_user, current_database()).
     """
     dictionary = Dictionary(kv, cache)
-    return _run(node, kv, params, dictionary, plans, postgres), dictionary.changed
+    ctx = Ctx(params, kv, zero_division=postgres, client=client)
+    return _run(node, kv, ctx, dictionary, plans, postgres), dictionary.changed
 
 
 def _select(
@@ -86,15 +90,14 @@ def _select(
 def _run(
     node: exp.Expression,
     kv: OrderedKv,
-    params: Sequence[Any],
+    ctx: Ctx,
     dictionary: Dictionary,
     plans: Plans | None = None,
     postgres: bool = False,
 ) -> Result:
     numbering = Params()
-    ctx = Ctx(params, kv, zero_division=postgres)
     if isinstance(node, QUERIES):
-        planned = _select(node, params, dictionary, plans)
+        planned = _select(node, ctx.params, dictionary, plans)
         rows = list(planned.plan.rows(ctx))
         columns = planned.plan.labels if postgres else planned.plan.columns
         return Result(list(columns), rows, -1, planned.explained, "SELECT")

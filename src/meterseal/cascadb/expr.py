@@ -15,7 +15,13 @@ from meterseal.cascadb.errors import (
     NotSupportedError,
     ProgrammingError,
 )
-from meterseal.cascadb.functions import FUNCTIONS, agg_name, arguments, takes
+from meterseal.cascadb.functions import (
+    FUNCTIONS,
+    agg_name,
+    arguments,
+    session_function,
+    takes,
+)
 from meterseal.cascadb.scope import Aggregate as Aggregate
 from meterseal.cascadb.scope import Ctx as Ctx
 from meterseal.cascadb.scope import Fn as Fn
@@ -45,6 +51,9 @@ class Compiler:
         method = _COMPILERS.get(type(node))
         if method is not None:
             return method(self, node)
+        told = session_function(node)  # version(), current_user...: no arguments to compile
+        if told is not None:
+            return told
         if isinstance(node, exp.Func) and agg_name(node) is not None:
             return self._aggregate(node)
         if isinstance(node, exp.Binary) and type(node) in _BINARY:

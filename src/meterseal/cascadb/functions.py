@@ -1,4 +1,5 @@
-"""SQL's scalar functions (abs, coalesce, substr, round, ...) as SQLite computes them."""
+"""SQL's scalar functions (abs, coalesce, substr, round, ...) as SQLite computes them, and
+PostgreSQL's that tell about the server and the session (version(), current_user...)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from typing import Any
 from sqlglot import exp
 
 from meterseal.cascadb import values as sv
+from meterseal.cascadb.errors import NotSupportedError
+from meterseal.cascadb.pg_settings import SCHEMA, VERSION
+from meterseal.cascadb.scope import Client, Ctx
 
 
 def _round(value: Any, digits: Any = 0) -> float | None:
@@ -106,3 +110,59 @@ def takes(function: Callable[..., Any], count: int) -> bool:
     except TypeError:
         return False
     return True
+
+
+def _client(what: str) -> Callable[[Client], str]:
+    def told(client: Client) -> str:
+        return str(getattr(client, what))
+
+    return told
+
+
+# PostgreSQL's functions of the server and of the session, answered over its protocol only:
+# the SQLite dialect of the PEP 249 driver and the HTTP API has none of them
+_SESSION: dict[type[exp.Expression], Callable[[Client], str]] = {
+    exp.CurrentVersion: lambda client: VERSION,
+    exp.CurrentSchema: lambda client: SCHEMA,
+    exp.CurrentUser: _client("user"),
+    exp.SessionUser: _client("user"),  # no SET ROLE, no SET SESSION AUTHORIZATION: the login
+    exp.CurrentDatabase: _client("database"),
+    exp.CurrentCatalog: _client("database"),
+}
+# pg_catalog.name(), as sqlglot reads name() on its own
+_CATALOG: dict[str, type[exp.Expression]] = {
+    "version": exp.CurrentVersion,
+    "current_schema": exp.CurrentSchema,
+    "current_database": exp.CurrentDatabase,
+}
+
+
+def session_function(node: exp.Expression) -> Callable[[Any, Ctx], Any] | None:
+    """A closure computing `node` if it is one of PostgreSQL's functions of the server or the
+    session (version(), pg_catalog.version(), current_schema(), current_database(),
+    current_user, session_user), else None; it fails (0A000) outside the PostgreSQL protocol,
+    which alone knows who asks."""
+    kind: type[exp.Expression] = type(node)
+    if isinstance(node, exp.Dot) and isinstance(node.expression, exp.Anonymous):
+        schema, call = node.this, node.expression
+        name = call.name.lower()
+        if not isinstance(schema, exp.Identifier) or schema.name.lower() != "pg_catalog":
+            return None
+        if name not in _CATALOG or call.expressions:
+            return None
+        kind = _CATALOG[name]
+    elif node.args.get("this") is not None:
+        return None  # current_schema(x): no PostgreSQL function; sqlite's current_schema('main')
+    told = _SESSION.get(kind)
+    if told is None:
+        return None
+
+    def asked(row: Any, ctx: Ctx) -> str:
+        if ctx.client is None:
+            raise NotSupportedError(
+                f"CascaDB knows {node.sql(dialect='postgres').lower()} over the PostgreSQL "
+                "protocol only"
+            )
+        return told(ctx.client)
+
+    return asked

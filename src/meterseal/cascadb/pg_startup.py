@@ -4,10 +4,10 @@ the next character, a space too), then its other keys (`default_transaction_read
 `application_name`...), a later setting of a name winning.
 
 CascaDB applies default_transaction_read_only and default_transaction_isolation (the session's
-defaults, which RESET brings back); takes without effect the parameters clients send that
-change nothing CascaDB does (`ACCEPTED`: its ParameterStatus tells its own values) and names
-with a dot (PostgreSQL's custom ones); and refuses any other name with 42704, as PostgreSQL
-refuses one it does not know, so that no setting a client asks for is silently dropped (a
+defaults, which RESET brings back); any other name is read as a SET reads it (pg_settings.py:
+taken without effect if it changes nothing CascaDB does, as its ParameterStatus tells its own
+values, or names with a dot; refused with 42704 if CascaDB does not know it, as PostgreSQL
+refuses one it does not know, so that no setting a client asks for is silently dropped: a
 read-only connection that would write).
 """
 
@@ -15,34 +15,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from meterseal.cascadb import errors
+from meterseal.cascadb import errors, pg_settings
 from meterseal.cascadb.parsing import READ_COMMITTED, boolean, isolation_level
 from meterseal.cascadb.session_defaults import SessionModes
 
 # the startup packet's keys that are no parameter (_pq_.*: protocol options, too)
 _PROTOCOL = frozenset({"user", "database", "options", "replication"})
-# what changes nothing CascaDB does: its client encoding is UTF8, its date style ISO, its time
-# zone UTC, its floats shortest exact, it has one schema, no optimiser to tune, no notices,
-# no transaction that waits to read; transaction_read_only and transaction_isolation at
-# startup come before any transaction, as in PostgreSQL (the first's value is only checked)
-ACCEPTED = frozenset(
-    {
-        "application_name",
-        "client_encoding",
-        "client_min_messages",
-        "datestyle",
-        "default_transaction_deferrable",
-        "extra_float_digits",
-        "geqo",
-        "intervalstyle",
-        "search_path",
-        "timezone",
-        "transaction_deferrable",
-        "transaction_isolation",
-        "transaction_read_only",
-    }
-)
-_BOOLEANS = ("default_transaction_deferrable", "transaction_deferrable", "transaction_read_only")
 
 
 @dataclass(frozen=True)
@@ -120,8 +98,6 @@ def read_startup(packet: dict[str, str], modes: SessionModes) -> Startup:
         elif key == "default_transaction_isolation":
             level = isolation_level(key, value)
             startup = replace(startup, modes=replace(startup.modes, isolation=level))
-        elif key in _BOOLEANS:
-            boolean(key, value)
         elif key == "transaction_isolation":
             if isolation_level(key, value) != READ_COMMITTED:  # as PostgreSQL's, oddly
                 raise errors.ActiveSqlTransaction(
@@ -129,6 +105,6 @@ def read_startup(packet: dict[str, str], modes: SessionModes) -> Startup:
                 )
         elif key == "application_name":
             startup = replace(startup, application_name=value)
-        elif key not in ACCEPTED and "." not in key:
-            raise errors.UndefinedObject(f'unrecognized configuration parameter "{name}"')
+        else:
+            pg_settings.check(name, value)
     return startup

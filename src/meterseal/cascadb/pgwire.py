@@ -25,10 +25,11 @@ import struct
 from collections import Counter
 from collections.abc import Callable
 
-from meterseal.cascadb import errors
+from meterseal.cascadb import errors, pg_settings
 from meterseal.cascadb.engine import Database
 from meterseal.cascadb.pg_startup import read_startup
 from meterseal.cascadb.pgwire_queries import Connection, QueryLoop, cstr, error, message, ready
+from meterseal.cascadb.scope import Client
 
 # (user, password, source address) -> allowed; run in a thread (a password hash is slow)
 Authenticate = Callable[[str, str, str], bool]
@@ -195,17 +196,12 @@ class PgServer(QueryLoop):
             await writer.drain()
             return None
         session.defaults.begin_with(startup.modes)
+        session.client = Client(user, packet.get("database") or user)  # libpq's default too
         parameters = {
             "application_name": startup.application_name,
-            "server_version": "14.0 (CascaDB)",
-            "server_encoding": "UTF8",
-            "client_encoding": "UTF8",  # CascaDB's own, whatever the client asked
-            "DateStyle": "ISO, MDY",
+            **pg_settings.REPORTED,
             "default_transaction_read_only": "on" if startup.modes.read_only else "off",
             "in_hot_standby": "off",
-            "TimeZone": "UTC",
-            "integer_datetimes": "on",
-            "standard_conforming_strings": "on",
         }
         for name, value in parameters.items():
             out += message(b"S", cstr(name) + cstr(value))

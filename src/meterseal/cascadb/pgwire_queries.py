@@ -24,7 +24,7 @@ from typing import Any
 
 from sqlglot import exp
 
-from meterseal.cascadb import errors
+from meterseal.cascadb import errors, pg_settings
 from meterseal.cascadb.engine import Result, Session
 from meterseal.cascadb.parsing import deallocated, session_command, transaction_set
 from meterseal.cascadb.pgtypes import oid_of, parameter, text_of, utf8
@@ -234,8 +234,9 @@ class QueryLoop:
     async def _session_command(self, conn: Connection, text: str) -> Result:
         """SET, RESET, DEALLOCATE, DISCARD or SHOW (parsing.session_command), as PostgreSQL
         answers them: SET and RESET have no effect (CascaDB has one date style, time zone UTC)
-        but for transaction modes; DEALLOCATE and DISCARD ALL drop prepared statements (DISCARD
-        ALL RESETs ALL too); SHOW tells the modes."""
+        but for transaction modes, and refuse a name CascaDB does not know (pg_settings.py);
+        DEALLOCATE and DISCARD ALL drop prepared statements (DISCARD ALL RESETs ALL too); SHOW
+        tells the modes and the settings CascaDB has."""
         session = conn.session
         if session.failed:
             raise errors.TransactionAborted(
@@ -244,8 +245,10 @@ class QueryLoop:
         words = text.rstrip(";").split()
         verb, rest = words[0].upper(), [w.upper() for w in words[1:]]
         if verb in ("SET", "RESET"):
-            if not await self._isolation(session, text) and verb == "RESET":
-                raise errors.ProgrammingError(f"syntax error: {text!r}")
+            if verb == "RESET":  # of a name CascaDB knows (its transaction modes' too)
+                pg_settings.set_command(text)
+            if not await self._isolation(session, text):
+                pg_settings.set_command(text)  # known to change nothing CascaDB does, or refused
             return Result(command=verb)
         if verb == "SHOW":
             return _show(session, " ".join(rest))
@@ -416,7 +419,7 @@ def _report(conn: Connection, out: bytes) -> bytes:
 def _show(session: Session, name: str) -> Result:
     """SHOW transaction_isolation (or TRANSACTION ISOLATION LEVEL), transaction_read_only: the
     open transaction's mode, else the next one's; SHOW default_transaction_isolation,
-    default_transaction_read_only: the session's default."""
+    default_transaction_read_only: the session's default; others as pg_settings has them."""
     if name in _ISOLATION_NAMES:
         value, column = session.isolation.lower(), "transaction_isolation"
     elif name == "DEFAULT_TRANSACTION_ISOLATION":
@@ -427,7 +430,10 @@ def _show(session: Session, name: str) -> Result:
         read_only = session.defaults.now.read_only if default else session.read_only_transaction
         value = "on" if read_only else "off"
     else:
-        raise errors.NotSupportedError(f"CascaDB does not support SHOW {name.lower()}")
+        known = pg_settings.shown(name)
+        if known is None:
+            pg_settings.show_unknown(name)
+        column, value = known or (name, "")
     return Result([column], [(value,)], command="SHOW")
 
 

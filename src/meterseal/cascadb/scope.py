@@ -21,6 +21,14 @@ class SubPlan(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Client:
+    """Who runs a statement over the PostgreSQL protocol: its user and database's names."""
+
+    user: str
+    database: str
+
+
 @dataclass
 class Ctx:
     """What an expression reads beside its row: parameters and the rows of outer queries."""
@@ -30,10 +38,12 @@ class Ctx:
     outer: tuple[Row, ...] = ()
     memo: dict[int, Any] = field(default_factory=dict)  # uncorrelated subqueries' results
     zero_division: bool = False  # x / 0 and x % 0 raise (PostgreSQL's rule), not NULL (SQLite's)
+    client: Client | None = None  # over the PostgreSQL protocol: current_user's answer
 
     def inner(self, row: Row) -> Ctx:
         """The context of a subquery evaluated for `row`."""
-        return Ctx(self.params, self.kv, (*self.outer, row), self.memo, self.zero_division)
+        outer = (*self.outer, row)
+        return Ctx(self.params, self.kv, outer, self.memo, self.zero_division, self.client)
 
 
 Fn = Callable[[Row, Ctx], Any]
