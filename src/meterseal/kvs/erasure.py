@@ -86,7 +86,7 @@ class Coder:
         self, fragments: dict[int, bytes], then: Callable[[bytes | memoryview], T]
     ) -> T:
         """`then` of the data from at least k fragments by index: with the ctypes binding a
-        view of the library's buffer (not copied; `then` must not keep it)."""
+        view of the library's buffer (not copied; a view `then` keeps holds it until dropped)."""
         if len(fragments) < self.k:
             raise KvsError(f"{len(fragments)} fragments cannot rebuild a {self.k}+{self.m} chunk")
         payloads = [fragments[i] for i in sorted(fragments)]

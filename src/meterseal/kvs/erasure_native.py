@@ -11,9 +11,9 @@ no checksum), so fragments are byte for byte pyeclib's. The prototypes match lib
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import struct
-import sys
 import weakref
 from collections.abc import Callable
 from pathlib import Path
@@ -160,9 +160,8 @@ class NativeCodec:
         # The instance (the backend's tables, its registry entry) is the library's until
         # destroyed: destroyed once this codec is collected. The finalizer holds the function
         # and the descriptor, never the codec, so it does not keep the codec alive. No buffer
-        # outlives a call that needs the instance: fragments are copied out and freed before
-        # `encode` returns, a decoded buffer is freed while `decode_then` runs, and one a view
-        # kept is never freed (a plain allocation, valid after the instance is gone).
+        # outlives the instance it is freed through: fragments are copied out and freed before
+        # `encode` returns, and a decoded buffer's finalizer holds its codec (`decode_then`).
         self._destroy = weakref.finalize(self, self.lib.liberasurecode_instance_destroy, self.desc)
         # Not at exit: a daemon thread may still be coding then, and the process's end frees it.
         self._destroy.atexit = False
@@ -199,7 +198,8 @@ class NativeCodec:
 
     def decode_then(self, fragments: list[bytes], then: Callable[[memoryview], T]) -> T:
         """`then` of the data from at least k fragments, a view of the library's own buffer
-        (not copied; freed when `then` returns, so `then` must not keep it)."""
+        (not copied): freed when `then` returns, or once the last view of it that `then` kept
+        (a slice, or an object holding one) is gone; the view given is released."""
         try:
             size = self._check(fragments)
         except KvsError as error:
@@ -216,20 +216,24 @@ class NativeCodec:
         if out.value is None:
             return then(memoryview(b""))
         buffer = (ctypes.c_char * length.value).from_address(out.value)
-        # The references to it here alone, counted as below (Python 3.14 counts fewer than
-        # 3.11 for a local, so a fixed number would free it under a view that outlived `then`)
-        alone = sys.getrefcount(buffer)
+        # Freed when the array mapping it goes: every view of it holds the array, so a view
+        # kept past `then` keeps the buffer until it goes too (neither freed under it nor
+        # leaked). The finalizer holds this codec, whose instance frees it, until then.
+        weakref.finalize(buffer, self._free, out.value).atexit = False
         raw = memoryview(buffer)
         view = raw.cast("B")
         try:
             return then(view)
         finally:
-            view.release()
+            # Released, as the array's last reference here is dropped: unless `then` kept a
+            # view, the buffer is freed now, though a traceback holds `then`'s frame and view
+            with contextlib.suppress(BufferError):  # a view of it was exported: it holds it
+                view.release()
             raw.release()
-            # Only the references here are left unless a view of it outlived `then`: then
-            # the buffer stays allocated (a leak) rather than freed under that view.
-            if sys.getrefcount(buffer) <= alone:
-                self.lib.liberasurecode_decode_cleanup(self.desc, out)
+            del raw, view, buffer
+
+    def _free(self, address: int) -> None:
+        self.lib.liberasurecode_decode_cleanup(self.desc, _PTR(address))
 
     def reconstruct(self, fragments: list[bytes], index: int) -> bytes:
         """Fragment `index` rebuilt from at least k others."""
