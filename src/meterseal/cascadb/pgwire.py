@@ -79,6 +79,7 @@ class PgServer(QueryLoop):
         self.log = log or (lambda line: None)
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()  # open connections, closed by close()
+        self._sessions: set[asyncio.Task[None]] = set()  # their tasks, awaited by close()
 
     async def start(self) -> None:
         """Listen (port 0: any free port, then `self.port` is it)."""
@@ -86,16 +87,23 @@ class PgServer(QueryLoop):
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def close(self) -> None:
-        """Stop listening and close the connections (an open transaction is rolled back)."""
+        """Stop listening and close the connections: each session ends once its running
+        statement, if any, has (an open transaction is rolled back)."""
         if self._server is not None:
             self._server.close()
             for writer in list(self._writers):  # an idle client must not hold the stop up
                 writer.close()
             await self._server.wait_closed()
+            # (Python 3.11's wait_closed does not wait for them: the store under the database
+            # would be closed under a statement still running, which would commit after it)
+            await asyncio.gather(*self._sessions, return_exceptions=True)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn: Connection | None = None
         self._writers.add(writer)
+        task = asyncio.current_task()
+        if task is not None:
+            self._sessions.add(task)
         try:
             try:
                 async with asyncio.timeout(self.login_timeout):  # no idle stranger kept for ever
@@ -116,10 +124,18 @@ class PgServer(QueryLoop):
             with contextlib.suppress(ConnectionError):
                 await writer.drain()
         finally:
-            if conn is not None:
-                conn.session.close()  # rolls back in memory: quick, and safe at interpreter exit
-            self._writers.discard(writer)
-            writer.close()
+            try:
+                if conn is not None:
+                    # cancelled (the event loop's end) under a statement running in its worker
+                    # thread: the session is that thread's until the statement ends
+                    await conn.settled()
+            finally:
+                if conn is not None:
+                    conn.session.close()  # rolls back in memory: quick, safe at interpreter exit
+                self._writers.discard(writer)
+                writer.close()
+                if task is not None:
+                    self._sessions.discard(task)
 
     async def _startup(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter

@@ -5,7 +5,8 @@ CommandComplete, one transaction when outside a block) and the extended one (Par
 Describe, Execute, Close, Sync, Flush; outside a block, the Executes up to a Sync are one
 transaction). A portal runs when it is described or executed; column types are told from the
 values (int8, float8, numeric, text, bytea, timestamptz, else text). Statements run in worker
-threads (the engine is synchronous). After an error in a transaction block, ReadyForQuery says
+threads (the engine is synchronous); a session ends after its running statement. After an
+error in a transaction block, ReadyForQuery says
 'E' and statements fail with 25P02 until ROLLBACK, as PostgreSQL's; each error carries its
 SQLSTATE (errors.py). A session idle inside a transaction block, or holding the write lock,
 that sends no whole message, or reads none of an answer, for `idle_in_transaction_timeout` is
@@ -15,12 +16,14 @@ ended (FATAL 25P03).
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import logging
 import struct
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlglot import exp
 
@@ -31,6 +34,7 @@ from meterseal.cascadb.pgtypes import oid_of, parameter, text_of, utf8
 from meterseal.cascadb.statement_log import statement_shape
 
 _log = logging.getLogger(__name__)
+T = TypeVar("T")
 MAX_MESSAGE = 64 << 20  # bytes of a message after login: statements and bound values, bounded
 _ISOLATION_NAMES = ("TRANSACTION_ISOLATION", "TRANSACTION ISOLATION LEVEL")
 
@@ -79,6 +83,34 @@ class Connection:
     failed: bool = False  # an extended-protocol error: skip to Sync
     implicit: bool = False  # executes outside a block: one transaction until Sync
     reported_read_only: bool = False  # default_transaction_read_only as last reported
+    running: asyncio.Future[Any] | None = None  # the session's call in a worker thread, if any
+
+    async def call(self, function: Callable[..., T], *args: Any) -> T:
+        """`function(*args)` of the session in a worker thread (the engine is synchronous), as
+        asyncio.to_thread's. A cancelled caller leaves it running: `settled` waits for it."""
+        loop = asyncio.get_running_loop()
+        work = functools.partial(contextvars.copy_context().run, function, *args)
+        # The executor's future, not a task: the loop's end, which cancels every task, leaves
+        # it to tell when the thread is done
+        self.running = loop.run_in_executor(None, work)
+        result: T = await asyncio.shield(self.running)
+        return result
+
+    async def settled(self) -> None:
+        """Wait for the session's call still running in a worker thread, if any, however often
+        cancelled meanwhile (then CancelledError after it). A Session is one thread's at a time:
+        ended under a running statement, its rollback would release the write lock while the
+        statement writes, and the statement's own end release it again (another session's)."""
+        running, cancelled = self.running, False
+        while running is not None and not running.done():
+            try:
+                await asyncio.wait({running})
+            except asyncio.CancelledError:
+                cancelled = True
+        if running is not None and not running.cancelled():
+            running.exception()  # its caller was cancelled: nobody else will read it
+        if cancelled:
+            raise asyncio.CancelledError
 
 
 def error(code: str, text: str, severity: str = "ERROR") -> bytes:
@@ -179,7 +211,7 @@ class QueryLoop:
                 conn.implicit = False
                 session = conn.session
                 try:
-                    await asyncio.to_thread(session.rollback if session.failed else session.commit)
+                    await conn.call(session.rollback if session.failed else session.commit)
                 except errors.Error as exc:
                     return self._failure(conn, exc) + ready(session)
             return ready(conn.session)
@@ -210,20 +242,20 @@ class QueryLoop:
             for at, statement in enumerate(statements):
                 if several and not session.in_transaction and not _controls_transaction(statement):
                     session.read_ahead(_ahead(session, statements[at:]))
-                    await asyncio.to_thread(session.begin)
+                    await conn.call(session.begin)
                     implicit = True
                 self.log(f"{conn.user}: {statement_shape(statement, 'postgres')}")
                 self.counts["statements"] += 1
                 text = session_command(statement)
                 if text is None:
                     _in_block(statement, session.in_transaction and not implicit)
-                    result = await asyncio.to_thread(session.run_statement, statement, [])
+                    result = await conn.call(session.run_statement, statement, [])
                     implicit = implicit and not _controls_transaction(statement)
                 else:
                     result = await self._session_command(conn, text)
                 out += self._description(result) + self._rows(result)
             if implicit:
-                await asyncio.to_thread(session.commit)
+                await conn.call(session.commit)
         except errors.Error as exc:  # the statements after it do not run
             out += self._failure(conn, exc)
             if implicit or not session.in_transaction:
@@ -247,7 +279,7 @@ class QueryLoop:
         if verb in ("SET", "RESET"):
             if verb == "RESET":  # of a name CascaDB knows (its transaction modes' too)
                 pg_settings.set_command(text)
-            if not await self._isolation(session, text):
+            if not await self._isolation(conn, text):
                 pg_settings.set_command(text)  # known to change nothing CascaDB does, or refused
             return Result(command=verb)
         if verb == "SHOW":
@@ -272,7 +304,7 @@ class QueryLoop:
             session.defaults.reset(("isolation", "read_only"), in_transaction=False)  # RESET ALL
         return Result(command=f"DISCARD {kind}")
 
-    async def _isolation(self, session: Session, sql: str) -> bool:
+    async def _isolation(self, conn: Connection, sql: str) -> bool:
         # A SET or RESET of transaction modes (whether it is one): for the session, the default
         # modes of its next transactions (each of a level above read committed holds the write
         # lock from its first statement; READ ONLY until a BEGIN READ WRITE); for the open
@@ -280,6 +312,7 @@ class QueryLoop:
         asked = transaction_set(sql)
         if asked is None:
             return False
+        session = conn.session
         session_wide, modes, local = asked
         if session_wide:
             changes = {"isolation": modes.level, "read_only": modes.read_only}
@@ -288,7 +321,7 @@ class QueryLoop:
             session.defaults.set(in_transaction=in_transaction, local=local, **asked_for)
             session.defaults.reset(modes.reset, in_transaction=in_transaction, local=local)
         else:
-            await asyncio.to_thread(session.set_transaction, modes)
+            await conn.call(session.set_transaction, modes)
         return True
 
     def _description(self, result: Result) -> bytes:
@@ -397,10 +430,10 @@ class QueryLoop:
                     # to come before the Sync may write what this one read: the write lock now
                     if conn.session.read_committed:
                         conn.session.read_ahead([statement])
-                    await asyncio.to_thread(conn.session.begin)
+                    await conn.call(conn.session.begin)
                     conn.implicit = True
                 run = conn.session.run_statement
-                portal.result = await asyncio.to_thread(run, statement, portal.params)
+                portal.result = await conn.call(run, statement, portal.params)
         return portal.result
 
 
