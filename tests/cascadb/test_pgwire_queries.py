@@ -359,3 +359,27 @@ def test_a_function_of_arguments_it_does_not_take_is_an_error_not_the_end(
         assert conn.execute("SELECT replace(v, 'o', '0'), trim(v) FROM t").fetchall() == [
             ("0ne", "one")
         ]
+
+
+def test_a_statement_cascadb_fails_to_evaluate_fails_alone(running: Running) -> None:
+    # Each raised a Python exception no error response answered (OverflowError, ValueError,
+    # IndexError, AttributeError: the session ended, a ValueError as 08P01), and round() of
+    # 10**9 places held the GIL for hours; an error response has a SQLSTATE, a closed session none
+    with psycopg.connect(running.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE t(k INTEGER PRIMARY KEY, v TEXT)")
+        conn.execute("INSERT INTO t VALUES (1, 'a')")
+        assert conn.execute("SELECT round(1.5, 100000)").fetchall()  # at most 30 places
+        failing = {
+            "SELECT k FROM t OFFSET v": "42703",  # read with the row scope, run with none
+            "SELECT TIMESTAMP 'nope'": "22000",
+            "SELECT 1e": "42601",  # as PostgreSQL 15's: trailing junk after a number
+            "SELECT CAST('1e999999999' AS INTEGER)": "22003",
+            "SELECT k FROM t LIMIT 1e309 - 1e309": "XX000",  # NaN, which no code reads yet
+            "INSERT INTO t DEFAULT VALUES": "XX000",
+            "SELECT (SELECT FROM t)": "XX000",
+        }
+        for sql, code in failing.items():
+            with pytest.raises(psycopg.Error) as failed:
+                conn.execute(sql)
+            assert failed.value.sqlstate == code, sql
+            assert conn.execute("SELECT k FROM t").fetchall() == [(1,)]

@@ -3,6 +3,9 @@ statement while the dictionary holds), DDL and the writes, each giving a Result.
 
 from __future__ import annotations
 
+import decimal
+import logging
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,12 +15,20 @@ from sqlglot import exp
 from meterseal.cascadb import dml
 from meterseal.cascadb.catalog import Dictionary, Table
 from meterseal.cascadb.conflict import returning
-from meterseal.cascadb.errors import NotSupportedError, ProgrammingError
+from meterseal.cascadb.errors import (
+    Error,
+    InternalError,
+    NotSupportedError,
+    NumericOverflow,
+    ProgrammingError,
+)
 from meterseal.cascadb.expr import Ctx, Params, Row
 from meterseal.cascadb.kv import OrderedKv
 from meterseal.cascadb.parsing import QUERIES
 from meterseal.cascadb.query import plan_query, refuse_with
 from meterseal.cascadb.scope import Client
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -65,7 +76,19 @@ def run(
     """
     dictionary = Dictionary(kv, cache)
     ctx = Ctx(params, kv, zero_division=postgres, client=client)
-    return _run(node, kv, ctx, dictionary, plans, postgres), dictionary.changed
+    try:
+        return _run(node, kv, ctx, dictionary, plans, postgres), dictionary.changed
+    except (Error, decimal.DecimalException):  # (the session answers a decimal one)
+        raise
+    except OverflowError:  # a float past an integer's range, or an integer past a float's
+        raise NumericOverflow("value out of range") from None
+    except Exception as exc:
+        # A fault of CascaDB's own (a case its evaluation misses): the statement fails, as
+        # PostgreSQL's XX000 does, where the PostgreSQL protocol's session ended. Logged
+        # without its message, which may hold the statement's values.
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        _log.error("internal error: %s at %s:%s", type(exc).__name__, where.filename, where.lineno)
+        raise InternalError(f"internal error ({type(exc).__name__})") from None
 
 
 def _select(

@@ -106,7 +106,7 @@ class Compiler:
         else:
             text = node.this
             parsed = sv.parse_number(text)
-            value = parsed if parsed is not None else float(text)
+            value = parsed if parsed is not None else _float(text)
             if isinstance(value, int) and ("." in text or "e" in text.lower()):
                 value = float(value)
         return lambda row, ctx: value
@@ -496,3 +496,10 @@ def _reads_rows(node: exp.Expression) -> bool:
     if node.find(exp.Select) is not None:
         return True
     return any(not c.name.startswith("$") for c in node.find_all(exp.Column))
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:  # `1e` (sqlglot's number token): else the session ended
+        raise ProgrammingError(f"syntax error: invalid number {text!r}") from None

@@ -15,12 +15,15 @@ from meterseal.cascadb.errors import NotSupportedError
 from meterseal.cascadb.pg_settings import SCHEMA, VERSION
 from meterseal.cascadb.scope import Client, Ctx
 
+_PLACES = 30
+
 
 def _round(value: Any, digits: Any = 0) -> float | None:
     number = sv.to_number(value)
     if number is None:
         return None
-    places = int(sv.to_number(digits) or 0)
+    # as SQLite's, at most 30 places (10 ** a remote client's 10**9 held the GIL for hours)
+    places = max(-_PLACES, min(_PLACES, int(sv.to_number(digits) or 0)))
     scaled = float(number) * 10**places
     rounded = math.floor(abs(scaled) + 0.5) * (1 if scaled >= 0 else -1)
     return float(rounded / 10**places)

@@ -150,6 +150,7 @@ def plan_select(select: exp.Select, outer: Scope | None, params: Params, lookup:
     aggregates: list[Aggregate] = []
     compiler = Compiler(scope, params, subquery, aggregates if aggregated else None)
     plain = Compiler(scope, params, subquery)
+    bounds = Compiler(Scope([], outer), params, subquery)  # LIMIT and OFFSET read no row
     group = [plain.compile(g) for g in group_node.expressions] if group_node is not None else None
     if aggregated and group is None:
         group = []
@@ -167,8 +168,8 @@ def plan_select(select: exp.Select, outer: Scope | None, params: Params, lookup:
         outputs=outputs,
         order=order,
         distinct=bool(select.args.get("distinct")),
-        limit=_bound(select, "limit", plain),
-        offset=_bound(select, "offset", plain),
+        limit=_bound(select, "limit", bounds),
+        offset=_bound(select, "offset", bounds),
     )
 
 

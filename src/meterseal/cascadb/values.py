@@ -129,7 +129,10 @@ def apply_affinity(value: Any, affinity: str) -> Value:
     if affinity == TEXT and isinstance(value, int | float | Decimal):
         return text_of(value)
     if affinity == TIMESTAMP and isinstance(value, str):
-        return dt.datetime.fromisoformat(value)
+        try:
+            return dt.datetime.fromisoformat(value)
+        except ValueError:  # else the session ended
+            raise DataError(f'invalid input syntax for type timestamp: "{value}"') from None
     return value  # type: ignore[no-any-return]
 
 
