@@ -92,3 +92,16 @@ def test_sqlites_sql_keeps_its_names() -> None:
     database.execute(TABLE)
     result = database.execute("SELECT k, count(*), lower(v), 1, v AS w FROM t")
     assert result.columns == ["k", "COUNT(*)", "LOWER(v)", "1", "w"]
+
+
+def test_star_names_columns_as_postgresql_declares_them(dsn: str) -> None:
+    # `*` was labelled by CascaDB's lower-case slot names ("Mixed" as mixed), and RETURNING *
+    # by the names as written (Plain, which PostgreSQL declares as plain)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute('CREATE TABLE u("Mixed" INTEGER PRIMARY KEY, "x y" TEXT, Plain TEXT)')
+        declared = ["Mixed", "x y", "plain"]
+        assert _names(conn, "INSERT INTO u VALUES (1, 'a', 'b') RETURNING *") == declared
+        assert _names(conn, "SELECT * FROM u") == declared
+        assert _names(conn, "SELECT u.*, 1 AS n FROM u") == [*declared, "n"]
+        assert _names(conn, 'SELECT "Mixed", PLAIN FROM u') == ["Mixed", "plain"]
+        assert _names(conn, "UPDATE u SET plain = 'c' RETURNING *") == declared

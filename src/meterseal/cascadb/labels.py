@@ -15,6 +15,7 @@ from sqlglot import exp
 UNNAMED = "?column?"
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _WRITTEN = "meterseal_written"  # key of a function's name as written in its node's meta
+_DECLARED = "meterseal_declared"  # key of a column's declared name on a `*` column's node
 # PostgreSQL's names of types (pg_type.typname) sqlglot spells otherwise
 _TYPES = {
     exp.DataType.Type.INT: "int4",
@@ -50,6 +51,23 @@ def remember_names(statement: exp.Expression, sql: str) -> None:
             node.meta[_WRITTEN] = sql[start : end + 1]
 
 
+def declared(column: exp.Column, name: str | None) -> exp.Column:
+    """`column` (one `*` stands for) labelled by PostgreSQL's rule as its table declares it
+    (`"Mixed"`, not `mixed`), `name`, if known."""
+    if name is not None:
+        column.meta[_DECLARED] = name
+    return column
+
+
+def fold_column_names(statement: exp.Expression) -> None:
+    """In PostgreSQL's CREATE TABLE, an unquoted column name is declared in lower case, as
+    PostgreSQL folds it (`Plain` is `plain`: `*` and `RETURNING *` are labelled so)."""
+    if isinstance(statement, exp.Create):
+        for column in statement.find_all(exp.ColumnDef):
+            if isinstance(column.this, exp.Identifier) and not column.this.args.get("quoted"):
+                column.this.set("this", fold(column.this.name))
+
+
 def sqlite_name(node: exp.Expression) -> str:
     """An output column's name by SQLite's rule (CascaDB's spelling of the expression)."""
     if isinstance(node, exp.Alias):
@@ -81,7 +99,8 @@ def _figure(node: exp.Expression) -> tuple[str, int]:
     """PostgreSQL's FigureColnameInternal: a name and how strongly it holds (2: a column's or
     function's; 1: a type's or CASE's; 0: none)."""
     if isinstance(node, exp.Column) and not isinstance(node.this, exp.Star):
-        return _folded(node.this), 2
+        name = node.meta.get(_DECLARED)
+        return (name if isinstance(name, str) else _folded(node.this)), 2
     if isinstance(node, exp.Paren | exp.Collate | exp.Window):  # no node of PostgreSQL's own
         return _figure(node.this)
     if isinstance(node, exp.Cast):

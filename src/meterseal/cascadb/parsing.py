@@ -12,7 +12,7 @@ from sqlglot.errors import ParseError, TokenError
 from sqlglot.tokens import Token, TokenType  # type: ignore[attr-defined]
 
 from meterseal.cascadb.errors import InvalidParameterValue, ProgrammingError
-from meterseal.cascadb.labels import fold, remember_names
+from meterseal.cascadb.labels import fold, fold_column_names, remember_names
 
 DIALECT = "sqlite"
 _SAVEPOINT = re.compile(r"\s*(SAVEPOINT|RELEASE)\s+(?:SAVEPOINT\s+)?(\"?\w+\"?)\s*;?\s*", re.I)
@@ -221,6 +221,7 @@ def parse(sql: str, dialect: str = DIALECT) -> list[exp.Expression]:
     if dialect == "postgres":  # its output columns are named by the functions as written
         for statement in parsed:
             remember_names(statement, sql)
+            fold_column_names(statement)
     return parsed
 
 

@@ -13,7 +13,7 @@ from meterseal.cascadb import values as sv
 from meterseal.cascadb.aggregate import grouped
 from meterseal.cascadb.errors import NotSupportedError, ProgrammingError, UndefinedTable
 from meterseal.cascadb.expr import Aggregate, Compiler, Ctx, Fn, Params, Row, Scope
-from meterseal.cascadb.labels import postgres_name, sqlite_name
+from meterseal.cascadb.labels import declared, postgres_name, sqlite_name
 from meterseal.cascadb.select import From, Lookup, plan_from
 
 Order = tuple[Fn | int, bool]  # (expression over the input row, or output position; descending)
@@ -187,7 +187,7 @@ def _expand(expressions: list[exp.Expression], scope: Scope) -> list[exp.Express
         slots = [s for s in scope.slots if table is None or s.table == table]
         if table is not None and not slots:
             raise UndefinedTable(f"no such table: {table}")
-        found += [exp.column(s.name, table=s.table) for s in slots]
+        found += [declared(exp.column(s.name, table=s.table), s.declared) for s in slots]
     return found
 
 

@@ -57,6 +57,7 @@ class Slot:
     name: str
     affinity: str = sv.NUMERIC
     source: tuple[str, int] | None = None  # (table name, column position) when a base column
+    declared: str | None = None  # a base column's name as its table declares it (`*`'s label)
 
 
 @dataclass

@@ -164,7 +164,7 @@ def _has_column(table: Table, name: str) -> bool:
 
 def _slots(table: Table, alias: str) -> list[Slot]:
     return [
-        Slot(alias, c.name.lower(), c.affinity, (table.name, i))
+        Slot(alias, c.name.lower(), c.affinity, (table.name, i), c.name)
         for i, c in enumerate(table.columns)
     ]
 
