@@ -38,6 +38,7 @@ SCALARS = [
     ("k::text", "k"),  # a cast: what it casts, else its type
     ("CAST(length(v) AS TEXT)", "length"),
     ("1::integer", "int4"),
+    ("CAST('1' AS pg_catalog.int4)", "int4"),  # it was pg_catalog.int4
     ("'1'::bigint", "int8"),
     ("1::numeric(10, 2)", "numeric"),
     ("CAST(1 AS double precision)", "float8"),

@@ -136,4 +136,5 @@ def _type_name(to: exp.DataType) -> str:
     known = _TYPES.get(to.this) if isinstance(to.this, exp.DataType.Type) else None
     if known is not None:
         return known
-    return to.sql(dialect="postgres").split("(")[0].strip().lower()
+    name = to.sql(dialect="postgres").split("(")[0].strip().lower()
+    return name.rsplit(".", 1)[-1]  # pg_catalog.int4 is int4, as in PostgreSQL
