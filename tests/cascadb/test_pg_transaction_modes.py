@@ -532,3 +532,50 @@ def test_rollback_to_a_savepoint_keeps_a_set_local_before_it_local(dsn: str) -> 
         ("SHOW", IDLE, "off"),
         ("SHOW", IDLE, "read committed"),
     ]
+
+
+def test_a_set_in_a_pipeline_begins_the_transaction_up_to_its_sync(dsn: str) -> None:
+    # Over the extended protocol a SET began no transaction: the INSERT after it, before the
+    # Sync, began one with the modes the SET had just set (READ ONLY refused it, READ WRITE
+    # let it write where PostgreSQL's refuses), and a SET in a batch that failed stayed set
+    scripts = [
+        ["SET default_transaction_read_only = on", "INSERT INTO t VALUES (1)"],
+        ["SHOW default_transaction_read_only", "INSERT INTO t VALUES (2)"],
+        ["SET default_transaction_read_only = off", "INSERT INTO t VALUES (3)"],
+        ["SHOW default_transaction_read_only"],  # the failed batch's SET undone
+        ["SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE"],
+        ["SET default_transaction_isolation = 'serializable'", "SHOW transaction_isolation"],
+        ["SHOW transaction_isolation", "INSERT INTO t VALUES (4)"],
+        ["SET default_transaction_isolation = 'read committed'", "SELECT k FROM t ORDER BY k"],
+    ]
+    assert _pipelined(dsn, scripts) == [
+        ["SET", "INSERT 0 1"],
+        ["25006"],
+        ["25006"],
+        ["SHOW on"],
+        ["SET"],
+        ["SET", "SHOW read committed"],
+        ["SHOW serializable", "INSERT 0 1"],
+        ["SET", "SELECT 2 1,4"],
+    ]
+
+
+def _pipelined(dsn: str, scripts: list[list[str]]) -> list[list[str]]:
+    """Each script's outcome, its statements pipelined up to one Sync: each statement's tag
+    and rows, or the SQLSTATE the script failed with."""
+    outcomes: list[list[str]] = []
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE t(k INTEGER PRIMARY KEY)")
+        for script in scripts:
+            try:
+                with conn.pipeline():
+                    cursors = [conn.execute(sql, ()) for sql in script]
+                outcome = []
+                for cursor in cursors:
+                    rows = cursor.fetchall() if cursor.description else []
+                    shown = ",".join(str(v) for row in rows for v in row)
+                    outcome.append(f"{cursor.statusmessage} {shown}".strip())
+                outcomes.append(outcome)
+            except psycopg.Error as exc:
+                outcomes.append([exc.sqlstate or "?"])
+    return outcomes

@@ -29,7 +29,12 @@ from sqlglot import exp
 
 from meterseal.cascadb import errors, pg_settings
 from meterseal.cascadb.engine import Result, Session
-from meterseal.cascadb.parsing import deallocated, session_command, transaction_set
+from meterseal.cascadb.parsing import (
+    SERIAL_LEVELS,
+    deallocated,
+    session_command,
+    transaction_set,
+)
 from meterseal.cascadb.pgtypes import oid_of, parameter, text_of, utf8
 from meterseal.cascadb.statement_log import statement_shape
 
@@ -418,13 +423,24 @@ class QueryLoop:
                 self.log(f"{conn.user}: {statement_shape(statement, 'postgres')}")
                 self.counts["statements"] += 1
                 text = session_command(statement)
-                if text is not None:  # begins no transaction
+                session = conn.session
+                if text is not None:
+                    # As PostgreSQL's, a SET begins the transaction the Executes up to the Sync
+                    # share (a reader): what it changes is undone if that fails, and the
+                    # default modes it sets are the next transaction's
+                    verb = text.split(None, 1)[0].upper()
+                    if verb in ("SET", "RESET") and not session.in_transaction:
+                        session.read_ahead([statement])  # (a reader at any level)
+                        await conn.call(session.begin)
+                        conn.implicit = True
                     portal.result = await self._session_command(conn, text)
                     return portal.result
                 if _controls_transaction(statement):
                     session = conn.session
                     _in_block(statement, session.in_transaction and not conn.implicit)
                     conn.implicit = False  # BEGIN makes it a block; COMMIT/ROLLBACK end it
+                elif conn.implicit and session.isolation in SERIAL_LEVELS and not session.writing:
+                    await conn.call(session.serialize)  # begun by a SET: the lock now, as below
                 elif not conn.session.in_transaction:
                     # read committed: a reader until its first write; above it, the Executes
                     # to come before the Sync may write what this one read: the write lock now
