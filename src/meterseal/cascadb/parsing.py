@@ -11,7 +11,11 @@ from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 from sqlglot.tokens import Token, TokenType  # type: ignore[attr-defined]
 
-from meterseal.cascadb.errors import InvalidParameterValue, ProgrammingError
+from meterseal.cascadb.errors import (
+    InvalidParameterValue,
+    NoActiveSqlTransaction,
+    ProgrammingError,
+)
 from meterseal.cascadb.labels import fold, fold_column_names, remember_names
 
 DIALECT = "sqlite"
@@ -268,3 +272,27 @@ def deallocated(sql: str) -> str | None:
     if name.startswith('"'):
         return name[1:-1].replace('""', '"')
     return None if name.upper() == "ALL" else fold(name)
+
+
+def controls_transaction(node: exp.Expression) -> bool:
+    """Whether a statement begins or ends a transaction block (BEGIN, COMMIT, ROLLBACK,
+    SAVEPOINT, RELEASE)."""
+    if isinstance(node, exp.Transaction | exp.Commit | exp.Rollback):
+        return True
+    return isinstance(node, exp.Command) and str(node.this).upper() in ("SAVEPOINT", "RELEASE")
+
+
+def outside_block_refused(statement: exp.Expression, block: bool) -> None:
+    """SAVEPOINT, RELEASE and ROLLBACK TO outside a transaction block (`block`, an explicit
+    one) fail with 25P01, as PostgreSQL's (the engine's SQLite rule opens a transaction)."""
+    if block:
+        return
+    if isinstance(statement, exp.Rollback) and statement.args.get("savepoint") is not None:
+        verb = "ROLLBACK TO SAVEPOINT"
+    elif isinstance(statement, exp.Command) and str(statement.this).upper() == "SAVEPOINT":
+        verb = "SAVEPOINT"
+    elif isinstance(statement, exp.Command) and str(statement.this).upper() == "RELEASE":
+        verb = "RELEASE SAVEPOINT"
+    else:
+        return
+    raise NoActiveSqlTransaction(f"{verb} can only be used in transaction blocks")

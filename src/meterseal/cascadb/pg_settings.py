@@ -13,10 +13,14 @@ client asks for is silently dropped.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from meterseal import __version__
 from meterseal.cascadb import errors
 from meterseal.cascadb.parsing import boolean
+
+if TYPE_CHECKING:  # (engine imports what imports this)
+    from meterseal.cascadb.engine import Result, Session
 
 SERVER_VERSION = f"15.0 (CascaDB meterseal {__version__})"
 VERSION = f"PostgreSQL {SERVER_VERSION}"  # version()'s answer
@@ -152,3 +156,29 @@ def _normal(name: str, value: str) -> str:
         return "on" if boolean(name, word) else "off"
     except errors.InvalidParameterValue:
         return word
+
+
+_ISOLATION_NAMES = ("TRANSACTION_ISOLATION", "TRANSACTION ISOLATION LEVEL")
+
+
+def show(session: Session, name: str) -> Result:
+    """SHOW transaction_isolation (or TRANSACTION ISOLATION LEVEL), transaction_read_only: the
+    open transaction's mode, else the next one's; SHOW default_transaction_isolation,
+    default_transaction_read_only: the session's default; others as this module has them."""
+    from meterseal.cascadb.executor import Result  # (executor imports what imports this)
+
+    if name in _ISOLATION_NAMES:
+        value, column = session.isolation.lower(), "transaction_isolation"
+    elif name == "DEFAULT_TRANSACTION_ISOLATION":
+        value, column = session.default_isolation.lower(), "default_transaction_isolation"
+    elif name in ("TRANSACTION_READ_ONLY", "DEFAULT_TRANSACTION_READ_ONLY"):
+        column = name.lower()
+        default = column.startswith("default")
+        read_only = session.defaults.now.read_only if default else session.read_only_transaction
+        value = "on" if read_only else "off"
+    else:
+        known = shown(name)
+        if known is None:
+            show_unknown(name)
+        column, value = known or (name, "")
+    return Result([column], [(value,)], command="SHOW")

@@ -31,7 +31,9 @@ from meterseal.cascadb import errors, pg_settings
 from meterseal.cascadb.engine import Result, Session
 from meterseal.cascadb.parsing import (
     SERIAL_LEVELS,
+    controls_transaction,
     deallocated,
+    outside_block_refused,
     session_command,
     transaction_set,
 )
@@ -41,7 +43,6 @@ from meterseal.cascadb.statement_log import statement_shape
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_MESSAGE = 64 << 20  # bytes of a message after login: statements and bound values, bounded
-_ISOLATION_NAMES = ("TRANSACTION_ISOLATION", "TRANSACTION ISOLATION LEVEL")
 
 
 def message(kind: bytes, payload: bytes = b"") -> bytes:
@@ -245,7 +246,7 @@ class QueryLoop:
                 # (read ahead only for a transaction that begins: a session command begins none)
                 session.read_ahead(statements)  # one that begins reading: no write lock yet
             for at, statement in enumerate(statements):
-                if several and not session.in_transaction and not _controls_transaction(statement):
+                if several and not session.in_transaction and not controls_transaction(statement):
                     session.read_ahead(_ahead(session, statements[at:]))
                     await conn.call(session.begin)
                     implicit = True
@@ -253,9 +254,9 @@ class QueryLoop:
                 self.counts["statements"] += 1
                 text = session_command(statement)
                 if text is None:
-                    _in_block(statement, session.in_transaction and not implicit)
+                    outside_block_refused(statement, session.in_transaction and not implicit)
                     result = await conn.call(session.run_statement, statement, [])
-                    implicit = implicit and not _controls_transaction(statement)
+                    implicit = implicit and not controls_transaction(statement)
                 else:
                     result = await self._session_command(conn, text)
                 out += self._description(result) + self._rows(result)
@@ -288,7 +289,7 @@ class QueryLoop:
                 pg_settings.set_command(text)  # known to change nothing CascaDB does, or refused
             return Result(command=verb)
         if verb == "SHOW":
-            return _show(session, " ".join(rest))
+            return pg_settings.show(session, " ".join(rest))
         if verb == "DEALLOCATE":
             name = deallocated(text)
             if name is None:
@@ -435,9 +436,9 @@ class QueryLoop:
                         conn.implicit = True
                     portal.result = await self._session_command(conn, text)
                     return portal.result
-                if _controls_transaction(statement):
+                if controls_transaction(statement):
                     session = conn.session
-                    _in_block(statement, session.in_transaction and not conn.implicit)
+                    outside_block_refused(statement, session.in_transaction and not conn.implicit)
                     conn.implicit = False  # BEGIN makes it a block; COMMIT/ROLLBACK end it
                 elif conn.implicit and session.isolation in SERIAL_LEVELS and not session.writing:
                     await conn.call(session.serialize)  # begun by a SET: the lock now, as below
@@ -465,39 +466,12 @@ def _report(conn: Connection, out: bytes) -> bytes:
     return out[:-6] + message(b"S", status) + out[-6:]
 
 
-def _show(session: Session, name: str) -> Result:
-    """SHOW transaction_isolation (or TRANSACTION ISOLATION LEVEL), transaction_read_only: the
-    open transaction's mode, else the next one's; SHOW default_transaction_isolation,
-    default_transaction_read_only: the session's default; others as pg_settings has them."""
-    if name in _ISOLATION_NAMES:
-        value, column = session.isolation.lower(), "transaction_isolation"
-    elif name == "DEFAULT_TRANSACTION_ISOLATION":
-        value, column = session.default_isolation.lower(), "default_transaction_isolation"
-    elif name in ("TRANSACTION_READ_ONLY", "DEFAULT_TRANSACTION_READ_ONLY"):
-        column = name.lower()
-        default = column.startswith("default")
-        read_only = session.defaults.now.read_only if default else session.read_only_transaction
-        value = "on" if read_only else "off"
-    else:
-        known = pg_settings.shown(name)
-        if known is None:
-            pg_settings.show_unknown(name)
-        column, value = known or (name, "")
-    return Result([column], [(value,)], command="SHOW")
-
-
 def _prepared(conn: Connection, name: str) -> _Prepared:
     prepared = conn.prepared.get(name)
     if prepared is None:
         named = f'prepared statement "{name}"' if name else "unnamed prepared statement"
         raise errors.InvalidSqlStatementName(f"{named} does not exist")
     return prepared
-
-
-def _controls_transaction(node: exp.Expression) -> bool:
-    if isinstance(node, exp.Transaction | exp.Commit | exp.Rollback):
-        return True
-    return isinstance(node, exp.Command) and str(node.this).upper() in ("SAVEPOINT", "RELEASE")
 
 
 def _ahead(session: Session, statements: list[exp.Expression]) -> list[exp.Expression]:
@@ -507,22 +481,6 @@ def _ahead(session: Session, statements: list[exp.Expression]) -> list[exp.Expre
     if not session.read_committed:
         return statements
     return [s for s in statements if not isinstance(s, exp.Transaction)]
-
-
-def _in_block(statement: exp.Expression, block: bool) -> None:
-    """SAVEPOINT, RELEASE and ROLLBACK TO outside a transaction block (`block`, an explicit
-    one) fail with 25P01, as PostgreSQL's (the engine's SQLite rule opens a transaction)."""
-    if block:
-        return
-    if isinstance(statement, exp.Rollback) and statement.args.get("savepoint") is not None:
-        verb = "ROLLBACK TO SAVEPOINT"
-    elif isinstance(statement, exp.Command) and str(statement.this).upper() == "SAVEPOINT":
-        verb = "SAVEPOINT"
-    elif isinstance(statement, exp.Command) and str(statement.this).upper() == "RELEASE":
-        verb = "RELEASE SAVEPOINT"
-    else:
-        return
-    raise errors.NoActiveSqlTransaction(f"{verb} can only be used in transaction blocks")
 
 
 def _split(data: bytes) -> tuple[str, bytes]:
