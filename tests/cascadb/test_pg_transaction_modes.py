@@ -579,3 +579,24 @@ def _pipelined(dsn: str, scripts: list[list[str]]) -> list[list[str]]:
             except psycopg.Error as exc:
                 outcomes.append([exc.sqlstate or "?"])
     return outcomes
+
+
+def test_a_set_of_the_modes_may_hold_comments(dsn: str) -> None:
+    # A comment in a SET (sqlcommenter's, an ORM's) was read as part of it: 42704 or 42601,
+    # and the session's modes left as they were
+    steps: list[Step] = [
+        "SET default_transaction_read_only = 'on' -- a comment",
+        "SHOW default_transaction_read_only",
+        "SET /* a comment */ default_transaction_read_only = off",
+        "SHOW default_transaction_read_only",
+        "SET SESSION CHARACTERISTICS AS TRANSACTION /* a comment */ READ ONLY",
+        "SHOW default_transaction_read_only",
+    ]
+    assert transcript(dsn, steps) == [
+        ("SET", IDLE),
+        ("SHOW", IDLE, "on"),
+        ("SET", IDLE),
+        ("SHOW", IDLE, "off"),
+        ("SET", IDLE),
+        ("SHOW", IDLE, "on"),
+    ]

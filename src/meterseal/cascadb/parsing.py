@@ -251,7 +251,10 @@ def _statement(dialect: sqlglot.Dialect, sql: str, chunk: list[Token], end: int)
     if verb in SESSION_VERBS and chunk[0].token_type != TokenType.IDENTIFIER:
         # up to its semicolon: the tokenizer reads SHOW's rest as one string of its own
         node = exp.Command(this=verb, expression=exp.Literal.string(verb))
-        node.meta[_SESSION] = sql[chunk[0].start : end].strip()
+        text = sql[chunk[0].start : end].strip()
+        if verb != "SHOW":  # its tokens without the comments between them, as PostgreSQL reads it
+            text = " ".join(sql[token.start : token.end + 1] for token in chunk)
+        node.meta[_SESSION] = text
         return [node]
     started = _START.fullmatch(sql, chunk[0].start, chunk[-1].end + 1)
     if started is None:
