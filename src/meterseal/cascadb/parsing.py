@@ -252,8 +252,8 @@ def _statement(dialect: sqlglot.Dialect, sql: str, chunk: list[Token], end: int)
         # up to its semicolon: the tokenizer reads SHOW's rest as one string of its own
         node = exp.Command(this=verb, expression=exp.Literal.string(verb))
         text = sql[chunk[0].start : end].strip()
-        if verb != "SHOW":  # its tokens without the comments between them, as PostgreSQL reads it
-            text = " ".join(sql[token.start : token.end + 1] for token in chunk)
+        if verb != "SHOW":  # without the comments between its tokens, as PostgreSQL reads it
+            text = _uncommented(text)
         node.meta[_SESSION] = text
         return [node]
     started = _START.fullmatch(sql, chunk[0].start, chunk[-1].end + 1)
@@ -299,3 +299,15 @@ def outside_block_refused(statement: exp.Expression, block: bool) -> None:
     else:
         return
     raise NoActiveSqlTransaction(f"{verb} can only be used in transaction blocks")
+
+
+_COMMENT_OR_QUOTED = re.compile(r"--[^\n]*|/\*.*?\*/|'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"", re.S)
+
+
+def _uncommented(text: str) -> str:
+    """`text` with each comment outside quotes a space (text with `$`, which may quote
+    anything, as it is)."""
+    if "$" in text or ("--" not in text and "/*" not in text):
+        return text
+    kept = _COMMENT_OR_QUOTED.sub(lambda m: m[0] if m[0][0] in "'\"" else " ", text)
+    return kept.strip()
