@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlglot import exp
 
-from meterseal.cascadb import engine
+from meterseal.cascadb import engine, executor
 from tests.cascadb.pg_client import Running, logged_in, message
 
 
@@ -24,7 +24,7 @@ class Gate:
         self.started, self.go, self.done = threading.Event(), threading.Event(), threading.Event()
         self.events: list[str] = []
         self.locked_while_running: list[bool] = []
-        run, close = engine.run, engine.Session.close
+        run, close = executor.run, engine.Session.close  # engine calls the executor's run
 
         def held_run(node: exp.Expression, *args: Any, **kwargs: Any) -> Any:
             if not isinstance(node, exp.Insert):
