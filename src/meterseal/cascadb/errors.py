@@ -135,6 +135,12 @@ class ForeignKeyViolation(IntegrityError):
     sqlstate = "23503"
 
 
+class CannotCoerce(ProgrammingError):
+    """A value of a type no cast converts to the type asked (bytes to an integer)."""
+
+    sqlstate = "42846"
+
+
 class InvalidTextRepresentation(DataError):
     """A value's text (or binary form) is not a value of its type."""
 

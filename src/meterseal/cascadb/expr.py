@@ -9,6 +9,7 @@ from typing import Any
 from sqlglot import exp
 
 from meterseal.cascadb import values as sv
+from meterseal.cascadb.casts import compile_cast
 from meterseal.cascadb.errors import (
     DivisionByZero,
     InterfaceError,
@@ -352,11 +353,7 @@ class Compiler:
         return self.compile(like)
 
     def _cast(self, node: exp.Cast) -> Fn:
-        inner = self.compile(node.this)
-        target = node.to.sql()  # DECIMAL(p, s) as written: SQLite's spelling is REAL(p, s)
-        if sv.affinity_of(target) != sv.DECIMAL:
-            target = node.to.sql(dialect="sqlite")
-        return lambda row, ctx: sv.cast(inner(row, ctx), target)
+        return compile_cast(node, self.compile(node.this))
 
     def _aggregate(self, node: exp.Expression) -> Fn:
         if self.aggregates is None:

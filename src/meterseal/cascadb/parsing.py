@@ -11,6 +11,7 @@ from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 from sqlglot.tokens import Token, TokenType  # type: ignore[attr-defined]
 
+from meterseal.cascadb.casts import mark_postgres
 from meterseal.cascadb.errors import (
     InvalidParameterValue,
     NoActiveSqlTransaction,
@@ -226,6 +227,7 @@ def parse(sql: str, dialect: str = DIALECT) -> list[exp.Expression]:
         for statement in parsed:
             remember_names(statement, sql)
             fold_column_names(statement)
+            mark_postgres(statement)  # its casts convert as PostgreSQL's
     return parsed
 
 

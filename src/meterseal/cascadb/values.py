@@ -374,8 +374,7 @@ def cast(value: Any, target: str) -> Value:
         return None
     affinity = affinity_of(target)
     if affinity == INTEGER:
-        number = to_number(value)
-        return int(number) if number is not None else None
+        return sqlite_integer(value)
     if affinity == REAL:
         number = to_number(value)
         return float(number) if number is not None else None
@@ -392,6 +391,27 @@ def cast(value: Any, target: str) -> Value:
     if typmod is not None:  # CAST(x AS NUMERIC(p, s)) rounds as a column of it stores
         return fit_decimal(apply_affinity(value, affinity), typmod)
     return apply_affinity(value, affinity)
+
+
+_INTEGER_PREFIX = re.compile(r"[ \t\n\f\r\v]*([+-]?[0-9]+)")
+
+
+def sqlite_integer(value: Any) -> int | None:
+    """CAST(value AS INTEGER) as SQLite's: text's integer prefix (else 0; '1e3' is 1), a real
+    truncated toward zero, either held to the 64-bit range (past it, the end of the range)."""
+    if isinstance(value, bytes):
+        value = value.decode(errors="replace")
+    if isinstance(value, str):
+        match = _INTEGER_PREFIX.match(value)
+        number = int(match.group(1)) if match is not None else 0
+    else:
+        real = to_number(value)
+        if real is None:
+            return None
+        if isinstance(real, float | Decimal) and abs(real) == float("inf"):
+            return _INT64[0] if real < 0 else _INT64[1]
+        number = int(real)
+    return max(_INT64[0], min(_INT64[1], number))
 
 
 def type_name(value: Any) -> str:

@@ -1,0 +1,152 @@
+"""Casts and typed literals (`CAST(x AS t)`, `x::t`, `DATE '…'`): the types CascaDB implements,
+each dialect's conversion to them, and a refusal (0A000, when the statement is planned) of
+any other type, whose value would otherwise be SQLite's NUMERIC reading of it (`DATE
+'2020-01-01'` was 2020, `'{}'::json` 0).
+
+SQLite's dialect (the PEP 249 driver, the HTTP API) converts as SQLite does, integers held to
+64 bits as SQLite holds them (values.sqlite_integer); PostgreSQL's (its protocol) converts to
+integers as PostgreSQL does: text must be an integer, numbers are rounded, and a value outside
+the type's range fails with 22003.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from sqlglot import exp
+
+from meterseal.cascadb import values as sv
+from meterseal.cascadb.errors import (
+    CannotCoerce,
+    InvalidTextRepresentation,
+    NotSupportedError,
+    NumericOverflow,
+)
+from meterseal.cascadb.scope import Fn
+
+POSTGRES = "meterseal_postgres"  # key of a cast's node meta: read in PostgreSQL's dialect
+_T = exp.DataType.Type
+# PostgreSQL's integer types: their names in messages and their widths
+_INTEGERS = {_T.SMALLINT: ("smallint", 16), _T.INT: ("integer", 32), _T.BIGINT: ("bigint", 64)}
+_TEXTS = {_T.TEXT, _T.VARCHAR, _T.NVARCHAR}
+# Types whose values CascaDB holds as PostgreSQL's (text output and all): int8, float8,
+# numeric, text, bytea; and its own timestamps. CHAR(n) pads and cuts to n (bpchar) and
+# real (float4) rounds to 24 bits (16777217::real is 1.6777216e+07), which CascaDB's text
+# and floats do not; date, time, interval, json, boolean, uuid... it has none of.
+_POSTGRES = {*_INTEGERS, *_TEXTS, _T.DOUBLE, _T.DECIMAL, _T.VARBINARY}
+_POSTGRES |= {_T.TIMESTAMP, _T.TIMESTAMPTZ}
+# SQLite's names of its affinities, and names of no type sqlglot knows (SQLite's rule reads
+# CAST(x AS SIGNED) as NUMERIC): a type sqlglot knows otherwise (DATE, BOOLEAN, JSON...) is
+# refused rather than read as a number.
+_SQLITE = _POSTGRES | {
+    _T.FLOAT,
+    _T.TINYINT,
+    _T.MEDIUMINT,
+    _T.CHAR,
+    _T.NCHAR,
+    _T.DATETIME,
+    _T.USERDEFINED,
+}
+
+
+def mark_postgres(statement: exp.Expression) -> None:
+    """Mark the casts of `statement` as read in PostgreSQL's dialect (their conversions)."""
+    for node in statement.find_all(exp.Cast):
+        node.meta[POSTGRES] = True
+
+
+def compile_cast(node: exp.Cast, inner: Fn) -> Fn:
+    """A closure computing `node` from its operand's; NotSupportedError for a type CascaDB
+    does not implement, naming it."""
+    postgres = bool(node.meta.get(POSTGRES))
+    to = _in_pg_catalog(node.to) if postgres else node.to
+    float4 = postgres and to.this == _T.DOUBLE and (_length(to) or 53) <= 24  # float(p)
+    if to.this not in (_POSTGRES if postgres else _SQLITE) or float4:
+        name = node.to.sql(dialect="postgres") if postgres else node.to.sql()
+        raise NotSupportedError(
+            f"CascaDB does not implement the type {name.lower()}: a cast to it is refused"
+        )
+    if postgres and to.this in _INTEGERS:
+        name, bits = _INTEGERS[to.this]
+        # A number written in the statement is PostgreSQL's numeric (2.5::int is 3), which
+        # CascaDB reads as a float: rounded as numeric is, half away from zero.
+        literal = node.this.is_number
+        convert = postgres_integer(name, bits, literal)
+        return lambda row, ctx: convert(inner(row, ctx))
+    length = _length(to) if postgres and to.this in _TEXTS else None
+    if length is not None:  # PostgreSQL's explicit cast to varchar(n) cuts to n characters
+
+        def cut(row: Any, ctx: Any) -> Any:
+            value = inner(row, ctx)
+            return None if value is None else sv.text_of(value)[:length]
+
+        return cut
+    target = to.sql()  # DECIMAL(p, s) as written: SQLite's spelling is REAL(p, s)
+    if sv.affinity_of(target) != sv.DECIMAL:
+        target = to.sql(dialect="sqlite")
+    return lambda row, ctx: sv.cast(inner(row, ctx), target)
+
+
+def postgres_integer(name: str, bits: int, literal: bool = False) -> Callable[[Any], Any]:
+    """PostgreSQL's cast to the integer type `name` of `bits`: text must be an integer (22P02),
+    a float is rounded half to even (rint), a numeric (`literal`: a float written as a
+    number) half away from zero, and a result outside the type's range is 22003."""
+    low, high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+
+    def cast(value: Any) -> int | None:
+        number: int
+        if value is None:
+            return None
+        if isinstance(value, str):
+            digits = value.strip(" \t\n\r\f\v")  # PostgreSQL's isspace()
+            unsigned = digits[1:] if digits[:1] in ("+", "-") else digits
+            if not (unsigned.isascii() and unsigned.isdigit()):
+                raise InvalidTextRepresentation(f'invalid input syntax for type {name}: "{value}"')
+            # (past 19 digits no integer fits: Python reads at most 4,300 of them)
+            if len(unsigned.lstrip("0")) > 19 or not low <= int(digits) <= high:
+                raise NumericOverflow(f'value "{value}" is out of range for type {name}')
+            return int(digits)
+        if isinstance(value, float) and literal and value == value and abs(value) != float("inf"):
+            value = Decimal(repr(value))
+        if isinstance(value, float):
+            if value != value or abs(value) == float("inf"):
+                raise NumericOverflow(f"{name} out of range")
+            number = round(value)  # half to even, as rint()
+        elif isinstance(value, Decimal):
+            if value.is_nan():
+                raise NotSupportedError(f"cannot convert NaN to {name}")
+            if value.is_infinite():
+                raise NumericOverflow(f"{name} out of range")
+            number = int(value.to_integral_value(rounding=ROUND_HALF_UP))
+        elif isinstance(value, int):
+            number = value
+        else:
+            raise CannotCoerce(f"cannot cast a {sv.type_name(value)} value to {name}")
+        if not low <= number <= high:
+            raise NumericOverflow(f"{name} out of range")
+        return number
+
+    return cast
+
+
+def _in_pg_catalog(to: exp.DataType) -> exp.DataType:
+    """`pg_catalog.int4` as the type `int4` names (sqlglot knows no schema of types)."""
+    kind = str(to.args.get("kind") or "")
+    schema, _, base = kind.replace('"', "").rpartition(".")
+    if to.this != _T.USERDEFINED or schema.lower() != "pg_catalog":
+        return to
+    params = ", ".join(p.sql(dialect="postgres") for p in to.expressions)
+    try:
+        return exp.DataType.build(f"{base}({params})" if params else base, dialect="postgres")
+    except Exception:  # sqlglot's ParseError and kin: a name of no type it knows
+        return to
+
+
+def _length(to: exp.DataType) -> int | None:
+    """n of varchar(n) (p of float(p)), if given."""
+    if not to.expressions:
+        return None
+    text = to.expressions[0].sql()
+    return int(text) if text.isdigit() else None
