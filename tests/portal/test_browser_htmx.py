@@ -64,9 +64,11 @@ def test_the_services_table_is_replaced_in_place(
         shot(page, tmp_path, "portal-services.png")
         # The session ends (signed out in another tab): the next refresh goes to sign in.
         page.context.clear_cookies()
+        # Not awaited (a function returning nothing, not the request's promise): the answer's
+        # HX-Redirect navigates away, which would end an evaluation still awaiting it.
         page.evaluate(
-            "htmx.ajax('GET', '/portal/fleet/services', {source: '#services', "
-            "target: '#services', swap: 'outerHTML'})"
+            "() => { htmx.ajax('GET', '/portal/fleet/services', {source: '#services', "
+            "target: '#services', swap: 'outerHTML'}); }"
         )
         page.wait_for_url(f"{url}/portal/login")
     finally:
