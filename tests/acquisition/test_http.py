@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -19,7 +18,6 @@ from meterseal.acquisition.ingest import Ack, Ingest
 from meterseal.acquisition.memory import MemorySink
 from meterseal.acquisition.records import AcceptedReading, Rejection, StoreOutcome
 from meterseal.acquisition.stages import TrustedStages
-from meterseal.crypto import packet
 from meterseal.crypto.packet import MAX_PACKET_BYTES
 from meterseal.crypto.suites import P256
 from meterseal.meter.faults import FaultPlan
@@ -27,26 +25,12 @@ from meterseal.meter.provisioning import provision, register_fleet
 from meterseal.meter.simulator import run_fleet, seal_meter
 from meterseal.model import Reading
 from meterseal.runtime.auth import check_access, route_rules
+from tests.acquisition.conftest import p256_packets
 from tests.conftest import NOW, World
 
 T = NOW.timestamp()
 COSE = {"Content-Type": "application/cose"}
 CBOR = {"Content-Type": "application/cbor"}
-
-
-def _packets(world: World, counters: range) -> list[bytes]:
-    key = world.meters["p256"]
-    return [
-        packet.seal(
-            Reading(key.meter_id, c, int(T) - 900, 900, 7),
-            key,
-            world.headend.public(),
-            P256,
-            now=NOW,
-            rng=os.urandom,
-        )
-        for c in counters
-    ]
 
 
 class _Served:
@@ -99,7 +83,7 @@ def test_single_and_batch_are_acked_once_stored_and_duplicates_are_idempotent(
 ) -> None:
     async def scenario() -> None:
         sink = MemorySink()
-        good = _packets(world, range(100, 110))
+        good = p256_packets(world, range(100, 110))
         async with _serve(world, sink) as (served, client):
             first = await _single(client, good[0])
             assert (first.status_code, first.json()) == (200, {"status": "accepted"})
@@ -134,7 +118,7 @@ async def _chunks(data: bytes, size: int = 4096) -> AsyncIterator[bytes]:
 def test_bad_input_is_refused_and_counted_and_good_data_still_stored(world: World) -> None:
     async def scenario() -> None:
         sink = MemorySink()
-        good = iter(_packets(world, range(200, 220)))
+        good = iter(p256_packets(world, range(200, 220)))
         async with _serve(world, sink, HttpLimits(max_batch=4)) as (served, client):
 
             async def accepted() -> None:
@@ -182,7 +166,7 @@ def test_store_failure_means_retry_and_a_resend_is_accepted(world: World) -> Non
     async def scenario() -> None:
         sink = MemorySink()
         sink.fail = True
-        good = _packets(world, range(300, 303))
+        good = p256_packets(world, range(300, 303))
         async with _serve(world, sink) as (served, client):
             single = await _single(client, good[0])
             assert (single.status_code, single.json()) == (503, {"status": "retry"})
@@ -225,7 +209,7 @@ async def _until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
 def test_overload_answers_503_with_retry_after_at_once(world: World) -> None:
     async def scenario() -> None:
         sink = _BlockingSink()
-        good = _packets(world, range(400, 405))
+        good = p256_packets(world, range(400, 405))
         async with _serve(world, sink, HttpLimits(max_pending=0)) as (served, client):
             first = asyncio.create_task(_single(client, good[0]))
             await asyncio.to_thread(sink.entered.wait, 5)  # the store thread holds good[0]
@@ -252,7 +236,7 @@ def test_overload_answers_503_with_retry_after_at_once(world: World) -> None:
 def test_too_many_requests_in_flight_is_overload(world: World) -> None:
     async def scenario() -> None:
         sink = MemorySink()
-        good = _packets(world, range(500, 501))
+        good = p256_packets(world, range(500, 501))
         async with _serve(world, sink, HttpLimits(max_inflight=1)) as (served, client):
             _, writer = await asyncio.open_connection("127.0.0.1", served.port)
             writer.write(b"POST /v1/readings HTTP/1.1\r\nHost: x\r\n")
@@ -273,7 +257,7 @@ def test_too_many_requests_in_flight_is_overload(world: World) -> None:
 def test_a_body_that_stops_coming_gets_408_and_the_receiver_serves_on(world: World) -> None:
     async def scenario() -> None:
         sink = MemorySink()
-        good = _packets(world, range(600, 601))
+        good = p256_packets(world, range(600, 601))
         async with _serve(world, sink, HttpLimits(body_timeout=0.3)) as (served, client):
             reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
             writer.write(b"POST /v1/readings HTTP/1.1\r\nHost: x\r\n")
@@ -326,7 +310,7 @@ def test_link_halves_refused_batches_and_raises_only_oserror_or_timeout(world: W
 
     async def scenario() -> None:
         sink = MemorySink()
-        good = _packets(world, range(700, 708))
+        good = p256_packets(world, range(700, 708))
         async with _serve(world, sink, HttpLimits(max_batch=3)) as (served, _client):
             async with HttpLink(served.url, max_batch=8) as link:
                 assert await link.exchange("m", good, 5) == [Ack.ACCEPTED] * 8

@@ -17,7 +17,8 @@ from meterseal.acquisition.ingest import Ack
 from meterseal.acquisition.memory import MemorySink
 from meterseal.acquisition.tcp import open_frames
 from meterseal.crypto import cose
-from tests.acquisition.test_http import _packets, _serve
+from tests.acquisition.conftest import p256_packets
+from tests.acquisition.test_http import _serve
 from tests.acquisition.test_tcp_limits import GOOD, _close, _until
 from tests.conftest import World
 
@@ -60,7 +61,7 @@ def test_slow_bodies_from_one_source_leave_a_good_meters_posts_accepted(
                 transport=httpx.AsyncHTTPTransport(local_address=GOOD),
                 timeout=10,
             )
-            good = _packets(world, range(500, 540))
+            good = p256_packets(world, range(500, 540))
             async with meter:
                 responses = [
                     await meter.post(
@@ -105,7 +106,7 @@ def test_bodies_beyond_the_buffer_budget_are_refused_and_their_memory_released(
                         "/v1/readings", content=p, headers={"Content-Type": SINGLE_TYPES[0]}
                     )
                 )
-                for p in _packets(world, range(600, 603))
+                for p in p256_packets(world, range(600, 603))
             ]
             after = (await client.get("/v1/counters")).json()["buffered_bytes"]
         assert [r.json()["status"] for r in acks] == [Ack.ACCEPTED.name.lower()] * 3

@@ -13,10 +13,9 @@ from meterseal.acquisition.http import HttpLink, HttpReceiver
 from meterseal.acquisition.ingest import Ack, Ingest
 from meterseal.acquisition.memory import MemorySink
 from meterseal.acquisition.stages import TrustedStages
-from meterseal.crypto import certs, packet
-from meterseal.crypto.suites import P256
-from meterseal.model import Reading
+from meterseal.crypto import certs
 from meterseal.runtime.tls import TlsIdentity, client_context, server_context
+from tests.acquisition.conftest import p256_packets
 from tests.conftest import NOW, World
 
 T = NOW.timestamp()
@@ -31,21 +30,6 @@ def _identity(world: World) -> TlsIdentity:
     return TlsIdentity((cert,), key)
 
 
-def _packets(world: World, counters: range) -> list[bytes]:
-    key = world.meters["p256"]
-    return [
-        packet.seal(
-            Reading(key.meter_id, c, int(T) - 900, 900, 7),
-            key,
-            world.headend.public(),
-            P256,
-            now=NOW,
-            rng=os.urandom,
-        )
-        for c in counters
-    ]
-
-
 def test_meters_send_over_tls_and_plain_or_unverified_clients_are_refused(world: World) -> None:
     async def scenario() -> None:
         sink = MemorySink()
@@ -58,7 +42,7 @@ def test_meters_send_over_tls_and_plain_or_unverified_clients_are_refused(world:
         url = receiver.url("127.0.0.1", port)
         try:
             assert url.startswith("https://")
-            good = _packets(world, range(200, 205))
+            good = p256_packets(world, range(200, 205))
             async with HttpLink(url, verify=client_context(world.ca_cert)) as link:
                 assert await link.exchange("m", good, 5) == [Ack.ACCEPTED] * 5
             plain = url.replace("https://", "http://")

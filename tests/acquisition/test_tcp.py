@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import struct
 from collections import Counter
@@ -23,28 +22,11 @@ from meterseal.acquisition.tcp import (
     encode_frames,
     send_frames,
 )
-from meterseal.crypto import packet
-from meterseal.crypto.suites import P256
-from meterseal.model import Reading
 from meterseal.runtime.address import format_address, parse_address
+from tests.acquisition.conftest import p256_packets
 from tests.conftest import NOW, World
 
 T = NOW.timestamp()
-
-
-def _packets(world: World, counters: range, energy: int = 7) -> list[bytes]:
-    key = world.meters["p256"]
-    return [
-        packet.seal(
-            Reading(key.meter_id, c, int(T) - 900, 900, energy),
-            key,
-            world.headend.public(),
-            P256,
-            now=NOW,
-            rng=os.urandom,
-        )
-        for c in counters
-    ]
 
 
 async def _serve(
@@ -66,7 +48,7 @@ def test_packets_are_acked_in_order_after_storage(world: World) -> None:
     async def scenario() -> None:
         sink = MemorySink()
         ingest, receiver, port = await _serve(world, sink)
-        good = _packets(world, range(1000, 1040))
+        good = p256_packets(world, range(1000, 1040))
         acks = await send_frames("127.0.0.1", port, [*good[:20], b"\x00junk", *good[20:], good[0]])
         await _stop(ingest, receiver)
         assert acks == [Ack.ACCEPTED] * 20 + [Ack.REJECTED] + [Ack.ACCEPTED] * 21
@@ -97,7 +79,7 @@ def test_the_receiver_listens_and_acks_on_ipv6(world: World) -> None:
         port = await receiver.start(host, 0)
         endpoint = format_address(host, port)  # what the head-end announces
         assert endpoint == f"[::1]:{port}"
-        acks = await send_frames(*parse_address(endpoint, 7400), _packets(world, range(1, 4)))
+        acks = await send_frames(*parse_address(endpoint, 7400), p256_packets(world, range(1, 4)))
         await _stop(ingest, receiver)
         assert acks == [Ack.ACCEPTED] * 3
         assert len(sink.originals) == 3
@@ -109,8 +91,8 @@ def test_same_counter_other_content_is_rejected_and_quarantined(world: World) ->
     async def scenario() -> None:
         sink = MemorySink()
         ingest, receiver, port = await _serve(world, sink)
-        first = _packets(world, range(2000, 2001), energy=7)
-        forged = _packets(world, range(2000, 2001), energy=9999)
+        first = p256_packets(world, range(2000, 2001), energy=7)
+        forged = p256_packets(world, range(2000, 2001), energy=9999)
         acks = await send_frames("127.0.0.1", port, first + forged)
         await _stop(ingest, receiver)
         assert acks == [Ack.ACCEPTED, Ack.REJECTED]
@@ -124,9 +106,9 @@ def test_store_failure_means_retry_not_ack(world: World) -> None:
         sink = MemorySink()
         sink.fail = True
         ingest, receiver, port = await _serve(world, sink)
-        acks = await send_frames("127.0.0.1", port, _packets(world, range(3000, 3003)))
+        acks = await send_frames("127.0.0.1", port, p256_packets(world, range(3000, 3003)))
         sink.fail = False
-        again = await send_frames("127.0.0.1", port, _packets(world, range(3000, 3003)))
+        again = await send_frames("127.0.0.1", port, p256_packets(world, range(3000, 3003)))
         await _stop(ingest, receiver)
         assert acks == [Ack.RETRY] * 3
         assert again == [Ack.ACCEPTED] * 3
@@ -163,7 +145,7 @@ def test_a_connection_is_not_read_beyond_its_unanswered_frames(world: World) -> 
         receiver = TcpReceiver(intake, TcpLimits(max_inflight=2))
         port = await receiver.start()
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(encode_frames(_packets(world, range(4000, 4005))))
+        writer.write(encode_frames(p256_packets(world, range(4000, 4005))))
         await until(lambda: len(intake.futures) == 2)
         await asyncio.sleep(0.2)  # time to read more, were the line not full
         assert len(intake.futures) == 2
@@ -201,7 +183,7 @@ def test_bad_frames_close_only_their_connection(world: World, frame: bytes, coun
         writer.write_eof()
         assert await reader.read() == b""  # closed without a reply
         writer.close()
-        acks = await send_frames("127.0.0.1", port, _packets(world, range(4000, 4005)))
+        acks = await send_frames("127.0.0.1", port, p256_packets(world, range(4000, 4005)))
         await _stop(ingest, receiver)
         assert receiver.counts[counter] == 1
         assert acks == [Ack.ACCEPTED] * 5

@@ -40,7 +40,8 @@ from meterseal.runtime.connections import (
     connection_budget,
     source_key,
 )
-from tests.acquisition.test_tcp import _packets, _serve, _stop
+from tests.acquisition.conftest import p256_packets
+from tests.acquisition.test_tcp import _serve, _stop
 from tests.conftest import World
 
 FLOOD = 100  # connections the attacker opens
@@ -128,7 +129,7 @@ def test_idle_and_slowloris_flood_from_one_source_leaves_other_meters_served(
         await _until(lambda: receiver.counts["refused_source_full"] == refused, "refusals")
         assert receiver.open_connections == PER_SOURCE
         link = TcpLink("127.0.0.1", port, source=GOOD)
-        good = _packets(world, range(9000, 9040))
+        good = p256_packets(world, range(9000, 9040))
         report = SimulationReport()
         # Ten exchanges of four (a connection each), with a retry budget of one resend.
         wire = [(Fault.NONE, p) for p in good]
