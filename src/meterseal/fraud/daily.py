@@ -17,6 +17,7 @@ import numpy.typing as npt
 
 from meterseal.fraud.data import Consumption
 from meterseal.fraud.days import summarise
+from meterseal.fraud.level_drift import level_drift
 from meterseal.fraud.level_shift import level_shift
 from meterseal.fraud.reversal import reversal_step
 from meterseal.fraud.som import ShapeMap, hourly, regular_behaviour, zcurves
@@ -61,6 +62,8 @@ class Daily:
     reversal_onset: I64  # (C,) its onset day, -1 when none
     level_shift_t: F64  # (C,) lasting drop of the levels its readings sit at (`level_shift`)
     level_shift_onset: I64  # (C,) its onset day, -1 when none
+    level_drift_t: F64  # (C,) drift of those levels, week by week (`level_drift`)
+    level_drift_onset: I64  # (C,) its onset day, -1 when none
 
     @classmethod
     def concat(cls, parts: Sequence[Daily]) -> Daily:
@@ -83,6 +86,7 @@ def daily(chunk: Consumption, smap: ShapeMap) -> Daily:
     c, d = s.total.shape
     reversal = reversal_step(z, usable & ~s.missing)
     shift = level_shift(chunk.energy)
+    drifting = level_drift(chunk.energy)
     if chunk.phasor is None:
         nan3 = np.full((c, d, 3), np.nan)
         current, voltage, phasor_kwh = nan3, nan3, np.full((c, d), np.nan)
@@ -110,4 +114,6 @@ def daily(chunk: Consumption, smap: ShapeMap) -> Daily:
         reversal.onset,
         shift.t,
         shift.onset,
+        drifting.t,
+        drifting.onset,
     )

@@ -36,7 +36,9 @@ weekend, a public holiday or a cold snap is not a step:
 * level_shift: the levels the customer's readings pile up at (its appliances' powers) all
   fall by one factor from a split day on, in both halves of the days after it
   (`level_shift`: a scaled or drifting register moves every pile, a season or a habit
-  only changes their sizes).
+  only changes their sizes);
+* level_drift: those levels fall week by week along a line from a split day on, the piles
+  still matching once shifted (`level_drift`: a drifting register's growing factor).
 
 The level features (scale_drop, level_drop, base_drop) lose the t of any lasting rise
 within the days after their onset (`rebound`): a theft stays, a household back from a
@@ -105,6 +107,7 @@ FEATURES = (
     Feature("base_drift", "gradual drift", "the standby load drifted down from a day on"),
     Feature("bypass", "partial-day bypass", "a window of hours lost its energy, the rest kept"),
     Feature("level_shift", "scaled readings", "its readings' levels all fell by one factor"),
+    Feature("level_drift", "gradual drift", "its readings' levels fell week by week"),
 )
 NAMES = tuple(f.name for f in FEATURES)
 # Features of the day's shape: they count only changes that kept the day's energy (`kept`).
@@ -243,6 +246,9 @@ def features(customers: tuple[str, ...], d: Daily, regions: Sequence[str] | None
     )
     steps["level_shift"] = changepoint.Step(
         d.level_shift_t, d.level_shift_onset, np.zeros(len(d.level_shift_t))
+    )
+    steps["level_drift"] = changepoint.Step(
+        d.level_drift_t, d.level_drift_onset, np.zeros(len(d.level_drift_t))
     )
     for name in SHAPE:
         step = steps[name]

@@ -81,8 +81,8 @@ def _smoothed(h: F64) -> F64:
     return out
 
 
-def _prepared(h: F64) -> tuple[npt.NDArray[np.complex128], F64]:
-    """Histograms (rows, BINS) smoothed, as their transform and squared norm."""
+def prepared(h: F64) -> tuple[npt.NDArray[np.complex128], F64]:
+    """Histograms (rows, BINS) smoothed, as their transform and squared norm (`aligned_with`)."""
     smooth = _smoothed(h)
     return np.fft.rfft(smooth, PAD), (smooth**2).sum(1)
 
@@ -90,13 +90,15 @@ def _prepared(h: F64) -> tuple[npt.NDArray[np.complex128], F64]:
 def align(before: F64, after: F64) -> tuple[F64, F64, F64]:
     """Per row: the shift of `after` against `before` that matches best (log units, < 0:
     lower), the match then (cosine of the smoothed histograms) and its gain over no shift."""
-    return _aligned(_prepared(before), after)
+    return aligned_with(prepared(before), after)
 
 
-def _aligned(before: tuple[npt.NDArray[np.complex128], F64], after: F64) -> tuple[F64, F64, F64]:
-    """`align` against a prepared `before` (one split's halves share it)."""
+def aligned_with(
+    before: tuple[npt.NDArray[np.complex128], F64], after: F64
+) -> tuple[F64, F64, F64]:
+    """`align` against a `prepared` `before` (the histograms after one split share it)."""
     fb, b2 = before
-    fa, a2 = _prepared(after)
+    fa, a2 = prepared(after)
     norm = np.sqrt(b2 * a2) + 1e-12
     cross = np.fft.irfft(np.conj(fb) * fa, PAD)
     match = cross[:, SHIFTS % PAD] / norm[:, None]  # match[s] = sum_i b[i] a[i + s]
@@ -146,9 +148,9 @@ def level_drop(hists: F32) -> changepoint.Step:
             np.minimum(count[rows, mid] - count[rows, k], count[rows, end] - count[rows, mid])
             >= (MIN_SIDE + 1) // 2
         )
-        before = _prepared(_between(cum, first, k))
-        s1, m1, g1 = _aligned(before, _between(cum, k, mid))
-        s2, m2, g2 = _aligned(before, _between(cum, mid, end))
+        before = prepared(_between(cum, first, k))
+        s1, m1, g1 = aligned_with(before, _between(cum, k, mid))
+        s2, m2, g2 = aligned_with(before, _between(cum, mid, end))
         size = np.where(ok & (s1 < 0) & (s2 < 0), -np.maximum(s1, s2), 0.0)
         agree = np.clip((np.minimum(m1, m2) - AGREE_FROM) / AGREE_SPAN, 0.0, 1.0)
         value = size * agree * np.clip(np.minimum(g1, g2) / GAIN_FULL, 0.0, 1.0)

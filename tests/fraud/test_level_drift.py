@@ -1,0 +1,94 @@
+"""A drifting register, seen week by week in the levels a customer's readings sit at."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from meterseal.fraud.level_drift import MIN_BEFORE, WEEK, drift_of_levels, level_drift
+from meterseal.fraud.level_shift import histograms
+
+SLOTS = 96
+
+
+def household(days: int, rng: np.random.Generator, heater_share: float = 0.15) -> np.ndarray:
+    """Readings (1, days, 96) in kWh at a few appliance levels: standby, a fridge cycling,
+    a water heater running in a share of the slots, and a little noise."""
+    standby = np.full((days, SLOTS), 0.02)
+    fridge = 0.025 * (rng.random((days, SLOTS)) < 0.4)
+    heater = 0.5 * (rng.random((days, SLOTS)) < heater_share)
+    noise = rng.normal(1.0, 0.02, (days, SLOTS))
+    out: np.ndarray = ((standby + fridge + heater) * noise)[None]
+    return out
+
+
+def drifting(readings: np.ndarray, onset: int, final: float) -> np.ndarray:
+    """The readings with a register losing a share growing to `final` by the last day."""
+    out = readings.copy()
+    days = out.shape[1] - onset
+    out[:, onset:] *= (1.0 - np.linspace(0.0, final, days + 1)[1:])[None, :, None]
+    return out
+
+
+def test_a_drifting_register_is_found_from_its_onset() -> None:
+    readings = household(80, np.random.default_rng(1))
+    honest = level_drift(readings)
+    step = level_drift(drifting(readings, 35, 0.5))
+    assert step.t[0] > 5.0
+    assert honest.t[0] < 1.0
+    assert abs(step.onset[0] - 35) <= WEEK
+    assert abs(step.delta[0] - np.log(1 / 0.5)) < 0.25
+
+
+def test_a_change_of_habits_is_no_drift() -> None:
+    rng = np.random.default_rng(2)
+    less = household(80, rng)
+    # The water heater runs less and less (a season): the day's energy falls by half,
+    # but every pile stays where it was.
+    for day in range(35, 80):
+        share = 0.15 * (1.0 - 0.7 * (day - 34) / 45)
+        less[:, day] = household(1, rng, heater_share=share)[:, 0]
+    energy_ratio = less[:, -10:].sum() / less[:, :10].sum()
+    assert energy_ratio < 0.7
+    assert level_drift(less).t[0] < 1.0
+
+
+def test_a_dip_that_recovers_is_no_drift() -> None:
+    rng = np.random.default_rng(3)
+    readings = household(80, rng)
+    readings[:, 35:60] *= 0.6  # a month at a lower level, then back: the last weeks are up
+    assert level_drift(readings).t[0] < 1.0
+
+
+def test_each_customer_is_judged_on_its_own_days() -> None:
+    rng = np.random.default_rng(4)
+    early = np.full((1, 120, SLOTS), np.nan)
+    early[:, 5:75] = drifting(household(70, rng), 30, 0.5)  # stops 45 days before the end
+    late = np.full((1, 120, SLOTS), np.nan)
+    late[:, 50:] = drifting(household(70, rng), 30, 0.5)  # starts 50 days after the first
+    short = np.full((1, 120, SLOTS), np.nan)
+    short[:, : MIN_BEFORE + 2 * WEEK] = household(MIN_BEFORE + 2 * WEEK, rng)  # too short
+    step = level_drift(np.concatenate([early, late, short]))
+    assert (step.t[:2] > 5.0).all()
+    assert abs(step.onset[0] - 35) <= WEEK
+    assert abs(step.onset[1] - 80) <= WEEK
+    assert step.t[2] == 0.0
+    assert step.onset[2] == -1
+
+
+def test_coarse_readings_hold_no_levels() -> None:
+    daily = drifting(household(80, np.random.default_rng(5)), 35, 0.5).sum(axis=2, keepdims=True)
+    step = level_drift(daily)
+    assert step.t[0] == 0.0
+    assert step.onset[0] == -1
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.floats(min_value=0.01, max_value=100.0), st.integers(min_value=0, max_value=2**16))
+def test_the_customers_own_scale_does_not_matter(scale: float, seed: int) -> None:
+    readings = drifting(household(60, np.random.default_rng(seed)), 25, 0.4)
+    plain = drift_of_levels(histograms(readings))
+    scaled = drift_of_levels(histograms(readings * scale))
+    np.testing.assert_allclose(scaled.t, plain.t, atol=1e-6)
+    np.testing.assert_array_equal(scaled.onset, plain.onset)
