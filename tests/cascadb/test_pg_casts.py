@@ -1,6 +1,7 @@
 """Casts and typed literals: a type CascaDB lacks is refused (0A000) where PostgreSQL answers a
 value, never read as a number (`DATE '2020-01-01'` was 2020); casts to PostgreSQL's integer
-types convert and overflow as PostgreSQL's; SQLite's dialect casts as sqlite3 does.
+types, double precision and numeric convert and overflow as PostgreSQL's, and their NaN sorts
+and compares as PostgreSQL's; SQLite's dialect casts as sqlite3 does.
 
 The scripts run through psycopg against CascaDB and, marked `services`, the real PostgreSQL
 (test_pg_compat.py's transcripts).
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 
+import psycopg
 import pytest
 
 from meterseal.cascadb import Database, MemoryKv
@@ -121,6 +123,91 @@ def test_integer_casts_convert_and_overflow_as_postgresqls(dsn: str) -> None:
     ]
 
 
+def test_float8_and_numeric_casts_read_text_as_postgresqls(dsn: str) -> None:
+    steps: list[Step] = [
+        "SELECT 'abc'::float8",  # was 0.0
+        "SELECT 'abc'::numeric",  # was 'abc'
+        "SELECT ''::numeric",  # was NULL
+        "SELECT ''::float8",  # was 0.0
+        "SELECT '1.5x'::float8",  # was 1.5 (the numeric prefix)
+        "SELECT '1_000'::numeric",  # was 1000 (Python's Decimal)
+        "SELECT '1e'::numeric",  # was '1e'
+        "SELECT '+nan'::numeric",  # numeric's NaN has no sign
+        "SELECT CAST('abc' AS DOUBLE PRECISION)",
+        "SELECT CAST('abc' AS FLOAT)",
+        "SELECT CAST('abc' AS DECIMAL)",
+        "SELECT CAST('abc' AS DECIMAL(3, 1))",  # was 22000
+        ("SELECT %s::float8", ("abc",)),  # the extended protocol, a parameter
+        "SELECT ' 1.5 '::float8, ' 1.5 '::numeric, '+.5'::numeric, '5.'::float8, '1e 5'::numeric",
+        "SELECT '-0.00'::numeric, '0x1p3'::float8, CAST('12' AS pg_catalog.numeric(4, 1))",
+        "SELECT 'NaN'::float8, '-inf'::float8, 'Infinity'::float8, 'nan(1)'::float8",  # were 0.0
+        "SELECT 'nan'::numeric, '-Infinity'::numeric, 'inf'::numeric",
+        "SELECT '1e400'::float8",  # was inf
+        "SELECT '1e-400'::float8",  # was 0.0
+        "SELECT '4.9e-324'::float8",  # a subnormal: no underflow
+        "SELECT 1e400::float8",  # a number written is numeric: was inf
+        "SELECT '1e400'::numeric::float8",  # was inf
+        "SELECT 'NaN'::numeric::float8, 'NaN'::float8::numeric, '-nan'::float8::numeric",
+        # float8 to numeric keeps 15 significant digits; a number written is exact
+        "SELECT (1 / 3.0)::float8::numeric, 0.1234567890123456789::numeric",
+        "SELECT 'NaN'::numeric(3, 1)",  # was 22000
+        "SELECT 'Infinity'::numeric(3, 1)",
+    ]
+    bad, overflow = ("22P02", IDLE), ("22003", IDLE)
+    assert transcript(dsn, steps) == [
+        *[bad] * 13,
+        ("SELECT 1", IDLE, "1.5,1.5,0.5,5.0,100000"),
+        ("SELECT 1", IDLE, "0.00,8.0,12.0"),
+        ("SELECT 1", IDLE, "nan,-inf,inf,nan"),
+        ("SELECT 1", IDLE, "NaN,-Infinity,Infinity"),
+        overflow,
+        overflow,
+        ("SELECT 1", IDLE, "5e-324"),
+        overflow,
+        overflow,
+        ("SELECT 1", IDLE, "nan,NaN,NaN"),
+        ("SELECT 1", IDLE, "0.333333333333333,0.1234567890123456789"),
+        ("SELECT 1", IDLE, "NaN"),
+        overflow,
+    ]
+
+
+def test_casts_of_a_text_column_and_their_nan_as_postgresqls(dsn: str) -> None:
+    rows = [(1, "abc"), (2, "\t1.5\n"), (3, "NaN"), (4, "-Infinity"), (5, " nan "), (6, "-1")]
+    steps: list[Step] = [
+        "CREATE TABLE c(k INTEGER PRIMARY KEY, v TEXT)",
+        *[("INSERT INTO c VALUES (%s, %s)", row) for row in rows],
+        "SELECT CAST(v AS DOUBLE PRECISION), CAST(v AS NUMERIC(3, 2)) FROM c WHERE k = 2",
+        "SELECT CAST(v AS NUMERIC) FROM c",  # 'abc'
+        "SELECT v::float8 FROM c WHERE k = 1",
+        # NaN is equal to NaN and above every other number (it compared equal to all)
+        "SELECT DISTINCT v::float8 FROM c WHERE k > 1 ORDER BY 1",
+        "SELECT v::numeric, count(*) FROM c WHERE k > 1 GROUP BY v::numeric ORDER BY 1 DESC",
+        "SELECT k FROM c WHERE k > 1 AND v::float8 > 0 ORDER BY k",
+        "SELECT k FROM c WHERE k > 1 AND v::numeric = 'NaN'::numeric ORDER BY k",
+        "SELECT max(v::float8), min(v::numeric) FROM c WHERE k > 1",
+    ]
+    assert transcript(dsn, steps) == [
+        ("CREATE TABLE", IDLE),
+        *[("INSERT 0 1", IDLE)] * len(rows),
+        ("SELECT 1", IDLE, "1.5,1.50"),
+        ("22P02", IDLE),
+        ("22P02", IDLE),
+        ("SELECT 4", IDLE, "-inf", "-1.0", "1.5", "nan"),
+        ("SELECT 4", IDLE, "NaN,2", "1.5,1", "-1,1", "-Infinity,1"),
+        ("SELECT 3", IDLE, "2", "3", "5"),
+        ("SELECT 2", IDLE, "3", "5"),
+        ("SELECT 1", IDLE, "nan,-Infinity"),
+    ]
+
+
+def test_a_float8_nan_is_sent_as_postgresqls_text(dsn: str) -> None:
+    # psycopg reads nan and NaN alike: the bytes on the wire, as psql shows them
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        result = conn.pgconn.exec_(b"SELECT 'NaN'::float8, '-Infinity'::float8")
+        assert [result.get_value(0, 0), result.get_value(0, 1)] == [b"NaN", b"-Infinity"]
+
+
 SQLITE_CASTS = [
     "CAST(1e308 AS INTEGER)",  # SQLite's largest integer: CascaDB's was 309 digits
     "CAST(-1e308 AS INTEGER)",
@@ -136,6 +223,8 @@ SQLITE_CASTS = [
     "CAST(7 AS SIGNED)",
     "CAST('abcdef' AS VARCHAR(3))",
     "CAST(16777217 AS REAL)",
+    "CAST('abc' AS REAL)",  # SQLite's numeric prefix, else 0: PostgreSQL's dialect fails
+    "CAST('1.5x' AS DOUBLE PRECISION)",
 ]
 
 

@@ -5,14 +5,17 @@ any other type, whose value would otherwise be SQLite's NUMERIC reading of it (`
 
 SQLite's dialect (the PEP 249 driver, the HTTP API) converts as SQLite does, integers held to
 64 bits as SQLite holds them (values.sqlite_integer); PostgreSQL's (its protocol) converts to
-integers as PostgreSQL does: text must be an integer, numbers are rounded, and a value outside
-the type's range fails with 22003.
+integers, double precision and numeric as PostgreSQL does: text must be a number of the type
+(22P02; float8's and numeric's spellings of NaN and infinities included), integers are
+rounded, and a value outside the type's range fails with 22003.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 from collections.abc import Callable
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from sqlglot import exp
@@ -31,6 +34,15 @@ _T = exp.DataType.Type
 # PostgreSQL's integer types: their names in messages and their widths
 _INTEGERS = {_T.SMALLINT: ("smallint", 16), _T.INT: ("integer", 32), _T.BIGINT: ("bigint", 64)}
 _TEXTS = {_T.TEXT, _T.VARCHAR, _T.NVARCHAR}
+_SPACE = " \t\n\r\f\v"  # C's isspace(), which PostgreSQL's input functions skip
+# float8in's numbers are glibc strtod's: decimal, hexadecimal, infinities and NaN (`nan(…)`)
+_DECIMAL_FLOAT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_HEX_FLOAT = re.compile(
+    r"[+-]?0[xX](?:[0-9a-fA-F]+\.?[0-9a-fA-F]*|\.[0-9a-fA-F]+)(?:[pP][+-]?[0-9]+)?"
+)
+_SPECIAL_FLOAT = re.compile(r"[+-]?(?:inf|infinity|nan(?:\([0-9A-Za-z_]*\))?)", re.IGNORECASE)
+# numeric_in's: no hexadecimal, no `+nan`; an exponent is strtol's (spaces before it skipped)
+_NUMERIC = re.compile(r"([+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+))(?:[eE][ \t\n\r\f\v]*([+-]?[0-9]+))?")
 # Types whose values CascaDB holds as PostgreSQL's (text output and all): int8, float8,
 # numeric, text, bytea; and its own timestamps. CHAR(n) pads and cuts to n (bpchar) and
 # real (float4) rounds to 24 bits (16777217::real is 1.6777216e+07), which CascaDB's text
@@ -75,6 +87,8 @@ def compile_cast(node: exp.Cast, inner: Fn) -> Fn:
         literal = node.this.is_number
         convert = postgres_integer(name, bits, literal)
         return lambda row, ctx: convert(inner(row, ctx))
+    if postgres and to.this in (_T.DOUBLE, _T.DECIMAL):
+        return _postgres_number(node, to, inner)
     length = _length(to) if postgres and to.this in _TEXTS else None
     if length is not None:  # PostgreSQL's explicit cast to varchar(n) cuts to n characters
 
@@ -129,6 +143,137 @@ def postgres_integer(name: str, bits: int, literal: bool = False) -> Callable[[A
         return number
 
     return cast
+
+
+def _postgres_number(node: exp.Cast, to: exp.DataType, inner: Fn) -> Fn:
+    """PostgreSQL's cast to double precision or numeric[(p, s)]; a number written in the
+    statement (numeric to PostgreSQL, a float to CascaDB) is converted from its text."""
+    written = _written_number(node.this)
+    if to.this == _T.DOUBLE:
+        if written is not None:
+            value = postgres_float8(written)
+            return lambda row, ctx: value
+        return lambda row, ctx: postgres_float8(inner(row, ctx))
+    typmod = sv.decimal_typmod(to.sql())  # 22023 when planned, as PostgreSQL's
+    if written is not None:
+        number = postgres_numeric(written, typmod)
+        return lambda row, ctx: number
+    return lambda row, ctx: postgres_numeric(inner(row, ctx), typmod)
+
+
+def _written_number(node: exp.Expression) -> str | None:
+    """The text of a number written in the statement (`2.5`, `(-1e400)`), else None."""
+    if isinstance(node, exp.Paren):
+        return _written_number(node.this)
+    if isinstance(node, exp.Neg):
+        text = _written_number(node.this)
+        return None if text is None else text[1:] if text[:1] == "-" else "-" + text
+    if isinstance(node, exp.Literal) and node.is_number:
+        return str(node.this)
+    return None
+
+
+def postgres_float8(value: Any) -> float | None:
+    """`value`::double precision as PostgreSQL's: text as float8in reads it (22P02 when not a
+    number, 22003 past the type's range, which a numeric past it fails with too)."""
+    if value is None or isinstance(value, float):
+        return value
+    if isinstance(value, str):
+        return _float8_in(value)
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            return float(value)
+        number = float(value)
+        if abs(number) == float("inf") or (number == 0 and not value.is_zero()):
+            text = format(value, "f")
+            raise NumericOverflow(f'"{text}" is out of range for type double precision')
+        return number
+    if isinstance(value, int):
+        return float(value)
+    raise CannotCoerce(f"cannot cast type {_pg_type(value)} to double precision")
+
+
+def _float8_in(value: str) -> float:
+    """PostgreSQL's float8in: spaces around a number strtod reads wholly."""
+    text = value.strip(_SPACE)
+    if _SPECIAL_FLOAT.fullmatch(text):
+        return float(text.split("(")[0])  # nan(…)'s payload: NaN all the same
+    hexadecimal = _HEX_FLOAT.fullmatch(text)
+    if hexadecimal is None and _DECIMAL_FLOAT.fullmatch(text) is None:
+        raise InvalidTextRepresentation(
+            f'invalid input syntax for type double precision: "{value}"'
+        )
+    mantissa = re.split("[pP]" if hexadecimal else "[eE]", text)[0]
+    try:
+        number = float.fromhex(text) if hexadecimal else float(text)
+    except OverflowError:
+        number = float("inf")
+    # strtod's ERANGE: past the largest double, or a number not 0 that rounds to 0
+    nonzero = re.search("[1-9a-fA-F]" if hexadecimal else "[1-9]", mantissa.lstrip("+-0xX"))
+    if abs(number) == float("inf") or (number == 0 and nonzero):
+        raise NumericOverflow(f'"{text}" is out of range for type double precision')
+    return number
+
+
+def postgres_numeric(value: Any, typmod: tuple[int, int] | None = None) -> Decimal | None:
+    """`value`::numeric[(p, s)] as PostgreSQL's: text as numeric_in reads it (22P02 when not a
+    number), a float to 15 significant digits (float8_numeric), then fitted to (p, s)."""
+    number: Decimal
+    if value is None:
+        return None
+    if isinstance(value, str):
+        number = _numeric_in(value)
+    elif isinstance(value, Decimal):
+        number = value
+    elif isinstance(value, float):
+        finite = value == value and abs(value) != float("inf")
+        number = Decimal(format(value, ".15g") if finite else value)
+    elif isinstance(value, int):
+        number = Decimal(value)
+    else:
+        raise CannotCoerce(f"cannot cast type {_pg_type(value)} to numeric")
+    if number.is_zero() or number.is_nan():
+        number = number.copy_abs()  # numeric has no -0, nor -NaN (a float's NaN may be)
+    number = sv.in_numeric_range(number)
+    if typmod is None or number.is_nan():
+        return number
+    if number.is_infinite():
+        precision, scale = typmod
+        raise NumericOverflow(
+            f"numeric field overflow: a field with precision {precision}, scale {scale} "
+            "cannot hold an infinite value"
+        )
+    fitted = sv.fit_decimal(number, typmod)
+    assert isinstance(fitted, Decimal)  # a finite Decimal's
+    return fitted
+
+
+def _numeric_in(value: str) -> Decimal:
+    """PostgreSQL's numeric_in: spaces around NaN, an infinity or a decimal number."""
+    text = value.strip(_SPACE)
+    lowered = text.lower()
+    if lowered == "nan":  # unsigned: `-nan` is not numeric's
+        return Decimal("NaN")
+    signed = lowered[:1] in ("+", "-")
+    if (lowered[1:] if signed else lowered) in ("infinity", "inf"):
+        return Decimal("-Infinity" if lowered[:1] == "-" else "Infinity")
+    match = _NUMERIC.fullmatch(text)
+    if match is None:
+        raise InvalidTextRepresentation(f'invalid input syntax for type numeric: "{value}"')
+    digits, exponent = match.groups()
+    try:
+        return Decimal(f"{digits}e{exponent}" if exponent else digits)
+    except InvalidOperation:  # an exponent past what Decimal holds: past numeric's too
+        raise NumericOverflow("value overflows numeric format") from None
+
+
+def _pg_type(value: Any) -> str:
+    """PostgreSQL's name of a value's type, for a cast refused."""
+    if isinstance(value, bytes):
+        return "bytea"
+    if isinstance(value, dt.datetime):
+        return "timestamp with time zone"
+    return sv.type_name(value)
 
 
 def _in_pg_catalog(to: exp.DataType) -> exp.DataType:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from sqlglot import exp
@@ -144,7 +145,8 @@ class Compiler:
 
         def compared(row: Row, ctx: Ctx) -> int | None:
             a, b = left(row, ctx), right(row, ctx)
-            if type(a) is type(b) and a is not None and type(a) is not float:
+            # (a float or a Decimal may be NaN, which only sv.compare orders)
+            if type(a) is type(b) and a is not None and type(a) not in (float, Decimal):
                 return int(test(int(a > b) - int(a < b)))
             order = compare(a, b)
             return None if order is None else int(test(order))

@@ -39,6 +39,8 @@ def text_of(value: Any) -> bytes:
     if isinstance(value, bytes):
         return b"\\x" + value.hex().encode()
     if isinstance(value, float):
+        if value != value:
+            return b"NaN"  # float8out's spelling: Python's is nan
         return repr(value).replace("inf", "Infinity").encode()
     if isinstance(value, dt.datetime):
         stamp = value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)

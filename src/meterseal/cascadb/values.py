@@ -51,9 +51,39 @@ def kind(value: Any) -> int:
     return 4
 
 
+class _NaN:
+    """NaN's place among numbers, as PostgreSQL's: equal to itself, after every other number."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _NaN)
+
+    def __hash__(self) -> int:
+        return 0x7FF8
+
+    def __lt__(self, other: object) -> bool:
+        return False
+
+    def __le__(self, other: object) -> bool:
+        return isinstance(other, _NaN)
+
+    def __gt__(self, other: object) -> bool:
+        return not isinstance(other, _NaN)
+
+    def __ge__(self, other: object) -> bool:
+        return True
+
+
+NAN = _NaN()  # a NaN's sort and hash key (a float NaN equals nothing, a Decimal's raises)
+_INF = float("inf")
+
+
 def sort_key(value: Any) -> tuple[int, Any]:
-    """A key sorting values as SQLite's ORDER BY does (NULLs first)."""
-    return (kind(value), value if value is not None else 0)
+    """A key sorting values as SQLite's ORDER BY does (NULLs first; NaN after numbers)."""
+    if value is None:
+        return (0, 0)
+    return (kind(value), value if value == value else NAN)
 
 
 def compare(a: Any, b: Any) -> int | None:
@@ -63,6 +93,8 @@ def compare(a: Any, b: Any) -> int | None:
     ka, kb = kind(a), kind(b)
     if ka != kb:
         return -1 if ka < kb else 1
+    if ka == 1 and (a != a or b != b):  # NaN: equal to NaN, above every other number
+        return int(a != a) - int(b != b)
     if (isinstance(a, Decimal) and isinstance(b, float)) or (
         isinstance(b, Decimal) and isinstance(a, float)
     ):
@@ -71,9 +103,12 @@ def compare(a: Any, b: Any) -> int | None:
 
 
 def hash_key(value: Any) -> Any:
-    """A dict key equal for values SQLite calls equal (1 and 1.0)."""
-    if isinstance(value, float | Decimal) and value == int(value):
-        return int(value)
+    """A dict key equal for values SQLite calls equal (1 and 1.0; NaN and NaN)."""
+    if isinstance(value, float | Decimal):
+        if value != value:
+            return NAN
+        if abs(value) != _INF and value == int(value):
+            return int(value)
     return value
 
 
