@@ -73,6 +73,18 @@ class UndefinedObject(ProgrammingError):
     sqlstate = "42704"
 
 
+class InvalidColumnReference(ProgrammingError):
+    """A GROUP BY or ORDER BY position outside the select list (SQLSTATE 42P10)."""
+
+    sqlstate = "42P10"
+
+
+class GroupingError(ProgrammingError):
+    """An aggregate where none may be: in GROUP BY, by itself or at a position (42803)."""
+
+    sqlstate = "42803"
+
+
 class InvalidSqlStatementName(ProgrammingError):
     """A prepared statement that does not exist (DEALLOCATE, Bind, Describe; SQLSTATE 26000)."""
 

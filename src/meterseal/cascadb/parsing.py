@@ -18,6 +18,7 @@ from meterseal.cascadb.errors import (
     ProgrammingError,
 )
 from meterseal.cascadb.labels import fold, fold_column_names, remember_names
+from meterseal.cascadb.positions import mark_positions
 
 DIALECT = "sqlite"
 _SAVEPOINT = re.compile(r"\s*(SAVEPOINT|RELEASE)\s+(?:SAVEPOINT\s+)?(\"?\w+\"?)\s*;?\s*", re.I)
@@ -228,6 +229,7 @@ def parse(sql: str, dialect: str = DIALECT) -> list[exp.Expression]:
             remember_names(statement, sql)
             fold_column_names(statement)
             mark_postgres(statement)  # its casts convert as PostgreSQL's
+            mark_positions(statement)  # its GROUP BY and ORDER BY positions read as PostgreSQL's
     return parsed
 
 

@@ -11,9 +11,16 @@ from sqlglot import exp
 
 from meterseal.cascadb import values as sv
 from meterseal.cascadb.aggregate import grouped
-from meterseal.cascadb.errors import NotSupportedError, ProgrammingError, UndefinedTable
+from meterseal.cascadb.errors import NotSupportedError, UndefinedTable
 from meterseal.cascadb.expr import Aggregate, Compiler, Ctx, Fn, Params, Row, Scope
 from meterseal.cascadb.labels import declared, postgres_name, sqlite_name
+from meterseal.cascadb.positions import (
+    group_terms,
+    has_aggregate,
+    output_position,
+    postgres,
+    refuse_distinct_on,
+)
 from meterseal.cascadb.select import From, Lookup, plan_from
 
 Order = tuple[Fn | int, bool]  # (expression over the input row, or output position; descending)
@@ -97,22 +104,6 @@ def _limited(rows: Iterator[Row], limit: Fn | None, offset: Fn | None, ctx: Ctx)
         yield row
 
 
-def _has_aggregate(nodes: list[exp.Expression]) -> bool:
-    """Whether an aggregate call appears outside subqueries."""
-    kinds = (exp.Count, exp.Sum, exp.Avg, exp.GroupConcat)
-    stack = list(nodes)
-    while stack:
-        sub = stack.pop()
-        if isinstance(sub, exp.Select | exp.Subquery | exp.Union | exp.Intersect | exp.Except):
-            continue
-        if isinstance(sub, kinds) or (isinstance(sub, exp.Max | exp.Min) and not sub.expressions):
-            return True
-        if isinstance(sub, exp.Anonymous) and sub.name.lower() == "total":
-            return True
-        stack.extend(sub.iter_expressions())
-    return False
-
-
 def refuse_with(node: exp.Expression) -> None:
     """NotSupportedError for a statement or query with a WITH clause, which CascaDB does not
     read: left unread, `WITH x AS (INSERT ...) SELECT 1` answered without its write, and a
@@ -139,6 +130,7 @@ def plan_select(select: exp.Select, outer: Scope | None, params: Params, lookup:
     def subquery(node: exp.Expression, scope: Scope) -> Any:
         return plan_query(node, scope, params, lookup)
 
+    refuse_distinct_on(select)
     source = plan_from(select, outer, params, lookup, subquery)
     scope = source.scope
     expressions = _expand(select.expressions, scope)
@@ -146,18 +138,19 @@ def plan_select(select: exp.Select, outer: Scope | None, params: Params, lookup:
     having_node = select.args.get("having")
     order_node = select.args.get("order")
     clauses = [e for e in [*expressions, having_node, order_node] if e is not None]
-    aggregated = group_node is not None or _has_aggregate(clauses)
+    aggregated = group_node is not None or has_aggregate(clauses)
     aggregates: list[Aggregate] = []
     compiler = Compiler(scope, params, subquery, aggregates if aggregated else None)
     plain = Compiler(scope, params, subquery)
     bounds = Compiler(Scope([], outer), params, subquery)  # LIMIT and OFFSET read no row
-    group = [plain.compile(g) for g in group_node.expressions] if group_node is not None else None
+    terms = group_terms(select, expressions, scope)
+    group = [plain.compile(g) for g in terms] if terms is not None else None
     if aggregated and group is None:
         group = []
     outputs = [compiler.compile(e.this if isinstance(e, exp.Alias) else e) for e in expressions]
     columns = [sqlite_name(e) for e in expressions]
     having = compiler.compile(having_node.this) if having_node is not None else None
-    order = _order(order_node, columns, expressions, compiler)
+    order = _order(order_node, columns, expressions, compiler, postgres(select))
     return Query(
         columns=columns,
         labels=[postgres_name(e) for e in expressions],
@@ -196,19 +189,18 @@ def _order(
     columns: list[str],
     expressions: list[exp.Expression],
     compiler: Compiler,
+    pg: bool,
 ) -> list[Order]:
     if node is None:
         return []
     found: list[Order] = []
     aliases = {c.lower(): i for i, c in enumerate(columns) if isinstance(expressions[i], exp.Alias)}
-    for ordered in node.expressions:
+    for ordinal, ordered in enumerate(node.expressions, start=1):
         term = ordered.this
         descending = bool(ordered.args.get("desc"))
-        if isinstance(term, exp.Literal) and not term.is_string and term.this.isdigit():
-            position = int(term.this) - 1
-            if not 0 <= position < len(columns):
-                raise ProgrammingError(f"ORDER BY term out of range: {term.this}")
-            found.append((position, descending))
+        at = output_position(term, "ORDER", ordinal, len(columns), pg)
+        if at is not None:
+            found.append((at, descending))
         elif isinstance(term, exp.Column) and not term.table and term.name.lower() in aliases:
             found.append((aliases[term.name.lower()], descending))
         else:
@@ -279,15 +271,15 @@ def plan_compound(
     columns = left.columns
     order: list[tuple[int, bool]] = []
     order_node = node.args.get("order")
-    for ordered in order_node.expressions if order_node is not None else []:
+    terms = order_node.expressions if order_node is not None else []
+    for ordinal, ordered in enumerate(terms, start=1):
         term = ordered.this
-        if isinstance(term, exp.Literal) and term.this.isdigit():
-            position = int(term.this) - 1
-        elif isinstance(term, exp.Column) and term.name in columns:
-            position = columns.index(term.name)
-        else:
+        at = output_position(term, "ORDER", ordinal, len(columns), postgres(node))
+        if at is None and isinstance(term, exp.Column) and term.name in columns:
+            at = columns.index(term.name)
+        if at is None:
             raise NotSupportedError("ORDER BY of a compound SELECT names or numbers a column")
-        order.append((position, bool(ordered.args.get("desc"))))
+        order.append((at, bool(ordered.args.get("desc"))))
     kind = node.key.lower()
     keep_all = isinstance(node, exp.Union) and not node.args.get("distinct")
     plain = Compiler(Scope([], outer), params, lambda n, s: plan_query(n, s, params, lookup))
