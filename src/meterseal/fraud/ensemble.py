@@ -45,7 +45,9 @@ DETECTORS = (
     Detector("zeroed window", ("zero_rise",)),
     Detector("random scaling", ("roughening",)),
     Detector("constant readings", ("flattening",)),
-    Detector("reversed day", ("own_reversal", "reversal")),
+    # The customer's own profile, mirrored: single days (own_reversal) and the population's
+    # shape (reversal) are noisier, and a season moves the latter for honest households.
+    Detector("reversed day", ("profile_reversal",)),
     Detector("phase current", ("phase_share_drop", "current_drop")),
     Detector("tampered register", ("phasor_mismatch",)),
     # A drifting register slides every level the readings sit at, further week by week

@@ -19,6 +19,8 @@ weekend, a public holiday or a cold snap is not a step:
 * own_reversal: days come to match the customer's own earlier days reversed in time better
   than as they were (`reversal`);
 * reversal: the same against the population's usual shape;
+* profile_reversal: the customer's hour-of-day profile after a split day is its profile
+  before it reversed in time, in both halves of the days after it (`reversal.profile_mirror`);
 * atypical_shape: days stop resembling the population's usual shape;
 * load_centre: the hour the day's energy centres on (its centre of mass in time) moves;
 * phase_share_drop: one phase's share of the current falls (phasor tampering);
@@ -59,7 +61,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from meterseal.fraud import bypass, changepoint, drift
+from meterseal.fraud import bypass, changepoint, drift, reversal
 from meterseal.fraud.daily import F32, Daily, wide
 
 F64 = npt.NDArray[np.float64]
@@ -97,6 +99,9 @@ FEATURES = (
     Feature("pattern_break", "changed shape", "days stopped matching the regular behaviour"),
     Feature("own_reversal", "reversed day", "days match its earlier days reversed in time"),
     Feature("reversal", "reversed day", "days match the usual shape reversed in time"),
+    Feature(
+        "profile_reversal", "reversed day", "its hourly profile became its earlier one reversed"
+    ),
     Feature("atypical_shape", "changed shape", "days stopped looking like anyone's days"),
     Feature("load_centre", "reversed day", "the hour the day's energy centres on moved"),
     Feature("phase_share_drop", "phase current", "one phase's share of the current fell"),
@@ -250,6 +255,7 @@ def features(customers: tuple[str, ...], d: Daily, regions: Sequence[str] | None
     steps["level_drift"] = changepoint.Step(
         d.level_drift_t, d.level_drift_onset, np.zeros(len(d.level_drift_t))
     )
+    steps["profile_reversal"] = reversal.profile_mirror(wide(d.hours), ~np.isnan(wide(d.total)))
     for name in SHAPE:
         step = steps[name]
         steps[name] = changepoint.Step(step.t * kept(level, step.onset), step.onset, step.delta)
