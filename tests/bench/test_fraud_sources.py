@@ -23,6 +23,7 @@ from meterseal.bench.fraud_sources import (
     default_simbench,
     load_simbench,
 )
+from meterseal.fraud.level_shift import align, histograms
 
 
 def test_the_injector_shares_no_code_with_the_detectors() -> None:
@@ -114,3 +115,24 @@ def test_simbench_households_are_five_real_years_of_their_own() -> None:
     source = build(replace(spec, customers=40, span_days=60, window=(30, 50)), trace)
     assert len(source.data.customers) == 40
     assert source.data.tz == "Australia/Sydney"
+
+
+def test_simbench_seasons_slide_every_level_as_a_register_would() -> None:
+    """Why own-history detectors cannot tell a SimBench drift from a season: in four of the
+    five households the summer's readings sit at the winter's levels times a factor (the
+    histogram of their logs slides, and matches once slid), as a scaled register's do;
+    the fifth's season changes how often each level is drawn, not where the levels are."""
+    path = default_simbench()
+    assert path is not None
+    trace = load_simbench(path)
+    slid = []
+    for house in range(5):
+        days = trace.houses[house].reshape(366, 96, 15).mean(axis=2)[None]  # 15-min readings
+        hists = histograms(days).astype(np.float64)[0]
+        winter = hists[:28].sum(axis=0)[None]
+        months = np.stack([hists[m : m + 28].sum(axis=0) for m in range(28, 364 - 27, 28)])
+        shift, match, _ = align(np.repeat(winter, len(months), axis=0), months)
+        slid.append(bool(((shift <= -0.5) & (match >= 0.89)).any()))
+        if house == 4:
+            assert (shift >= -0.1).all()  # its lower months keep their levels
+    assert slid == [True, True, True, True, False]
