@@ -45,9 +45,11 @@ DETECTORS = (
     Detector("zeroed window", ("zero_rise",)),
     Detector("random scaling", ("roughening",)),
     Detector("constant readings", ("flattening",)),
-    # The customer's own profile, mirrored: single days (own_reversal) and the population's
-    # shape (reversal) are noisier, and a season moves the latter for honest households.
-    Detector("reversed day", ("profile_reversal",)),
+    # The customer's own days against its earlier ones, and against the population's shape.
+    # Not its hour-of-day profile mirrored (profile_reversal): households whose one daily
+    # peak moves between night and evening with the season (the UCI house's later years)
+    # mirror their profile honestly.
+    Detector("reversed day", ("own_reversal", "reversal")),
     Detector("phase current", ("phase_share_drop", "current_drop")),
     Detector("tampered register", ("phasor_mismatch",)),
     # A drifting register slides every level the readings sit at, further week by week

@@ -16,7 +16,9 @@ Gram matrices of the customer's days (days x days), so every onset costs one pre
 
 `profile_mirror` asks the same of the customer's hour-of-day profile, its days averaged
 before and after a split: an irregular household's single days barely resemble its own
-template, while its profile still holds its rhythm (the ensemble's reversed-day detector).
+template, while its profile still holds its rhythm. It is a feature, not the ensemble's
+detector: a household whose one daily peak moves between the night and the evening with a
+season mirrors its profile honestly.
 """
 
 from __future__ import annotations
