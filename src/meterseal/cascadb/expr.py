@@ -4,13 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 from sqlglot import exp
 
 from meterseal.cascadb import values as sv
 from meterseal.cascadb.casts import compile_cast
+from meterseal.cascadb.comparisons import (
+    COMPARISONS,
+    compile_compare,
+    compile_in,
+    compile_is,
+    compile_is_null,
+)
 from meterseal.cascadb.errors import (
     DivisionByZero,
     InterfaceError,
@@ -127,43 +133,6 @@ class Compiler:
 
         return divided
 
-    def comparison(self, node: exp.Binary) -> tuple[Fn, Fn]:
-        """Both sides of a comparison, SQLite's affinity applied to the side without one."""
-        left, right = self.compile(node.this), self.compile(node.expression)
-        la, ra = self.affinity(node.this), self.affinity(node.expression)
-        if la is not None and ra is None:
-            right = _with_affinity(right, la)
-        elif ra is not None and la is None:
-            left = _with_affinity(left, ra)
-        return left, right
-
-    def _compare(self, node: exp.Binary) -> Fn:
-        test = _COMPARISONS[type(node)]  # type: ignore[index]
-        left, right = self.comparison(node)
-
-        compare = sv.compare
-
-        def compared(row: Row, ctx: Ctx) -> int | None:
-            a, b = left(row, ctx), right(row, ctx)
-            # (a float or a Decimal may be NaN, which only sv.compare orders)
-            if type(a) is type(b) and a is not None and type(a) not in (float, Decimal):
-                return int(test(int(a > b) - int(a < b)))
-            order = compare(a, b)
-            return None if order is None else int(test(order))
-
-        return compared
-
-    def _is(self, node: exp.Binary) -> Fn:
-        left, right = self.comparison(node)
-        negate = isinstance(node, exp.NullSafeNEQ)
-
-        def same(row: Row, ctx: Ctx) -> int:
-            a, b = left(row, ctx), right(row, ctx)
-            equal = (a is None and b is None) or (a is not None and sv.compare(a, b) == 0)
-            return int(equal != negate)
-
-        return same
-
     def _and(self, node: exp.And) -> Fn:
         left, right = self.compile(node.this), self.compile(node.expression)
 
@@ -201,12 +170,6 @@ class Compiler:
 
         return negated
 
-    def _is_null(self, node: exp.Is) -> Fn:
-        if not isinstance(node.expression, exp.Null):
-            return self._is(node)
-        inner = self.compile(node.this)
-        return lambda row, ctx: int(inner(row, ctx) is None)
-
     def _between(self, node: exp.Between) -> Fn:
         low = self.compile(exp.GTE(this=node.this, expression=node.args["low"]))
         high = self.compile(exp.LTE(this=node.this, expression=node.args["high"]))
@@ -221,77 +184,6 @@ class Compiler:
 
         return both
 
-    def _in(self, node: exp.In) -> Fn:
-        needle = self.compile(node.this)
-        affinity = self.affinity(node.this)
-        query = node.args.get("query")
-        if query is not None:
-            plan = self.subquery(
-                query.this if isinstance(query, exp.Subquery) else query, self.scope
-            )
-            if len(getattr(plan, "columns", [None])) != 1:
-                raise ProgrammingError("the subquery of IN must return one column")
-
-            uncorrelated = self._uncorrelated(
-                query.this if isinstance(query, exp.Subquery) else query
-            )
-
-            def candidates(row: Row, ctx: Ctx) -> list[Any]:
-                if uncorrelated and id(plan) in ctx.memo:
-                    return ctx.memo[id(plan)]  # type: ignore[no-any-return]
-                found = [r[0] for r in plan.rows(ctx.inner(row))]
-                if uncorrelated:
-                    ctx.memo[id(plan)] = found
-                return found
-        else:
-            items = [self.compile(e) for e in node.expressions]
-            if affinity is not None:
-                items = [_with_affinity(f, affinity) for f in items]
-            if not any(_reads_rows(e) for e in node.expressions):
-                return self._in_constants(needle, items)
-
-            def candidates(row: Row, ctx: Ctx) -> list[Any]:
-                return [f(row, ctx) for f in items]
-
-        def member(row: Row, ctx: Ctx) -> int | None:
-            value = needle(row, ctx)
-            found = candidates(row, ctx)
-            if not found:
-                return 0
-            if value is None:
-                return None
-            if any(sv.compare(value, c) == 0 for c in found):
-                return 1
-            return None if any(c is None for c in found) else 0
-
-        return member
-
-    def _in_constants(self, needle: Fn, items: list[Fn]) -> Fn:
-        """IN over a list of literals and parameters: evaluated once a statement, then each
-        row a set lookup (a key's IN list of 1,000 was 1,000 comparisons a row)."""
-        memo_key = id(items)
-
-        def member(row: Row, ctx: Ctx) -> int | None:
-            known = ctx.memo.get(memo_key)
-            if known is None:
-                found = [f(row, ctx) for f in items]
-                known = ctx.memo[memo_key] = (found, set(_hashable(found)), None in found)
-            found, values, has_null = known
-            if not found:
-                return 0
-            value = needle(row, ctx)
-            if value is None:
-                return None
-            if _is_hashable(value) and len(values) == len(found) - has_null:
-                if value in values:  # Python's == is SQLite's = for these kinds of value
-                    return 1
-                return None if has_null else 0
-            if any(sv.compare(value, c) == 0 for c in found):
-                return 1
-            return None if has_null else 0
-
-        return member
-
     def _exists(self, node: exp.Exists) -> Fn:
         plan = self.subquery(node.this, self.scope)
         return lambda row, ctx: int(next(iter(plan.rows(ctx.inner(row))), None) is not None)
@@ -303,7 +195,7 @@ class Compiler:
             first = next(iter(plan.rows(ctx.inner(row))), None)
             return None if first is None else first[0]
 
-        if not self._uncorrelated(node.this):
+        if not self.uncorrelated(node.this):
             return scalar
 
         def once(row: Row, ctx: Ctx) -> Any:
@@ -313,7 +205,7 @@ class Compiler:
 
         return once
 
-    def _uncorrelated(self, node: exp.Expression) -> bool:
+    def uncorrelated(self, node: exp.Expression) -> bool:
         """Whether a subquery reads no column of the queries around it."""
         try:
             self.subquery(node, Scope([]))
@@ -416,40 +308,12 @@ def _table(node: exp.Column) -> str | None:
     return node.table.lower() if node.table else None
 
 
-def _with_affinity(fn: Fn, affinity: str) -> Fn:
-    if affinity in (sv.INTEGER, sv.REAL, sv.NUMERIC, sv.DECIMAL):
-        return lambda row, ctx: _numeric_affinity(fn(row, ctx))
-    if affinity == sv.TEXT:
-        return lambda row, ctx: _text_affinity(fn(row, ctx))
-    return fn
-
-
-def _numeric_affinity(value: Any) -> Any:
-    if isinstance(value, str):
-        parsed = sv.parse_number(value)
-        return value if parsed is None else parsed
-    return value
-
-
-def _text_affinity(value: Any) -> Any:
-    return sv.text_of(value) if isinstance(value, int | float) else value
-
-
 _BINARY: dict[type[exp.Expression], Callable[[Any, Any], Any]] = {
     exp.Add: sv.add,
     exp.Sub: sv.subtract,
     exp.Mul: sv.multiply,
     exp.Div: sv.divide,
     exp.Mod: sv.modulo,
-}
-
-_COMPARISONS: dict[type[exp.Expression], Callable[[int], bool]] = {
-    exp.EQ: lambda o: o == 0,
-    exp.NEQ: lambda o: o != 0,
-    exp.GT: lambda o: o > 0,
-    exp.GTE: lambda o: o >= 0,
-    exp.LT: lambda o: o < 0,
-    exp.LTE: lambda o: o <= 0,
 }
 
 _COMPILERS: dict[type[exp.Expression], Callable[[Compiler, Any], Fn]] = {
@@ -465,11 +329,11 @@ _COMPILERS: dict[type[exp.Expression], Callable[[Compiler, Any], Fn]] = {
     exp.And: Compiler._and,
     exp.Or: Compiler._or,
     exp.Not: Compiler._not,
-    exp.Is: Compiler._is_null,
-    exp.NullSafeEQ: Compiler._is,
-    exp.NullSafeNEQ: Compiler._is,
+    exp.Is: compile_is_null,
+    exp.NullSafeEQ: compile_is,
+    exp.NullSafeNEQ: compile_is,
     exp.Between: Compiler._between,
-    exp.In: Compiler._in,
+    exp.In: compile_in,
     exp.Exists: Compiler._exists,
     exp.Subquery: Compiler._subquery,
     exp.Case: Compiler._case,
@@ -477,24 +341,8 @@ _COMPILERS: dict[type[exp.Expression], Callable[[Compiler, Any], Fn]] = {
     exp.Escape: Compiler._escape,
     exp.Cast: Compiler._cast,
     exp.DPipe: Compiler._concat,
-    **{t: Compiler._compare for t in _COMPARISONS},
+    **{t: compile_compare for t in COMPARISONS},
 }
-
-
-def _is_hashable(value: Any) -> bool:
-    return isinstance(value, int | str | bytes) and not isinstance(value, bool)
-
-
-def _hashable(values: list[Any]) -> list[Any]:
-    """The values a set can answer for exactly: integers, text and bytes (no NULL)."""
-    return [v for v in values if _is_hashable(v)]
-
-
-def _reads_rows(node: exp.Expression) -> bool:
-    """Whether `node` reads a column or a subquery (`$n` parameters are columns to sqlglot)."""
-    if node.find(exp.Select) is not None:
-        return True
-    return any(not c.name.startswith("$") for c in node.find_all(exp.Column))
 
 
 def _float(text: str) -> float:
