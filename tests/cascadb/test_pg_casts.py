@@ -225,6 +225,29 @@ SQLITE_CASTS = [
     "CAST(16777217 AS REAL)",
     "CAST('abc' AS REAL)",  # SQLite's numeric prefix, else 0: PostgreSQL's dialect fails
     "CAST('1.5x' AS DOUBLE PRECISION)",
+    "CAST('\uff11\uff12' AS REAL)",  # fullwidth digits are no number to SQLite: CascaDB's 12.0
+    # SQLite's numeric prefix, else 0 (CascaDB's kept the text: 'abc', '12abc'); CascaDB's
+    # NUMERIC values are Decimals, as a NUMERIC column's, equal to sqlite3's integers and reals
+    *[
+        f"CAST({text} AS {to})"
+        for to in ("NUMERIC", "DECIMAL")
+        for text in (
+            "'abc'",
+            "'12abc'",
+            "'1.5e3x'",
+            "''",
+            "' 7 '",
+            "'0x10'",
+            "'1.0'",
+            "'1.5'",
+            "'9223372036854775808'",
+            "'  -3.0abc'",
+            "'inf'",
+            "'\uff11\uff12'",
+            "x'3132'",
+        )
+    ],
+    "CAST('12abc' AS NUMERIC(10, 2))",  # read as SQLite reads it, then fitted: 12.00
 ]
 
 

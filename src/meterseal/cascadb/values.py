@@ -13,7 +13,8 @@ from meterseal.cascadb.keys import Value
 
 Number = int | float | Decimal
 _INT64 = (-(2**63), 2**63 - 1)
-_NUMERIC_PREFIX = re.compile(r"\s*[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?)")
+# SQLite's numeric prefix of text: ASCII spaces and digits only ('\uff11\uff12' is no number)
+_NUMERIC_PREFIX = re.compile(r"\s*[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?)", re.ASCII)
 
 # Column affinities (SQLite's rules on the declared type name), plus TIMESTAMP of our own.
 INTEGER, REAL, NUMERIC, TEXT, BLOB, TIMESTAMP = "INTEGER", "REAL", "NUMERIC", "TEXT", "BLOB", "TS"
@@ -139,6 +140,15 @@ def to_number(value: Any) -> Number | None:
         return 0
     parsed = parse_number(match.group(0))
     return 0 if parsed is None else parsed
+
+
+def numeric_prefix(value: str | bytes) -> str:
+    """The number text starts with as SQLite's cast to NUMERIC reads it ('1.5e3x' is '1.5e3',
+    ' 7 ' is '7'), '0' when it starts with none ('abc', '', '0x10', 'inf')."""
+    if isinstance(value, bytes):
+        value = value.decode(errors="replace")
+    match = _NUMERIC_PREFIX.match(value)
+    return "0" if match is None else match.group(0).strip()
 
 
 def apply_affinity(value: Any, affinity: str) -> Value:
@@ -422,6 +432,8 @@ def cast(value: Any, target: str) -> Value:
         return number
     if affinity == BLOB:
         return value if isinstance(value, bytes) else text_of(value).encode()
+    if affinity == DECIMAL and isinstance(value, str | bytes):
+        value = numeric_prefix(value)  # as SQLite's cast reads text: 'abc' is 0, '12abc' 12
     typmod = decimal_typmod(target) if affinity == DECIMAL else None
     if typmod is not None:  # CAST(x AS NUMERIC(p, s)) rounds as a column of it stores
         return fit_decimal(apply_affinity(value, affinity), typmod)
