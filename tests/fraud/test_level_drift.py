@@ -6,8 +6,14 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meterseal.fraud.level_drift import MIN_BEFORE, WEEK, drift_of_levels, level_drift
-from meterseal.fraud.level_shift import histograms
+from meterseal.fraud.level_drift import (
+    MIN_BEFORE,
+    WEEK,
+    drift_of_levels,
+    level_changes,
+    level_drift,
+)
+from meterseal.fraud.level_shift import histograms, level_drop
 
 SLOTS = 96
 
@@ -92,3 +98,13 @@ def test_the_customers_own_scale_does_not_matter(scale: float, seed: int) -> Non
     scaled = drift_of_levels(histograms(readings * scale))
     np.testing.assert_allclose(scaled.t, plain.t, atol=1e-6)
     np.testing.assert_array_equal(scaled.onset, plain.onset)
+
+
+def test_one_pass_of_histograms_gives_both_level_changes() -> None:
+    readings = drifting(household(80, np.random.default_rng(6)), 35, 0.5)
+    shift, drift = level_changes(readings)
+    alone = level_drift(readings)
+    np.testing.assert_array_equal(drift.t, alone.t)
+    np.testing.assert_array_equal(shift.t, level_drop(histograms(readings)).t)
+    coarse = level_changes(readings.sum(axis=2, keepdims=True))
+    assert coarse[0].onset[0] == coarse[1].onset[0] == -1

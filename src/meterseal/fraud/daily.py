@@ -17,8 +17,7 @@ import numpy.typing as npt
 
 from meterseal.fraud.data import Consumption
 from meterseal.fraud.days import summarise
-from meterseal.fraud.level_drift import level_drift
-from meterseal.fraud.level_shift import level_shift
+from meterseal.fraud.level_drift import level_changes
 from meterseal.fraud.reversal import reversal_step
 from meterseal.fraud.som import ShapeMap, hourly, regular_behaviour, zcurves
 
@@ -85,8 +84,7 @@ def daily(chunk: Consumption, smap: ShapeMap) -> Daily:
     regular = regular_behaviour(smap, z, usable & ~s.missing, s.missing)
     c, d = s.total.shape
     reversal = reversal_step(z, usable & ~s.missing)
-    shift = level_shift(chunk.energy)
-    drifting = level_drift(chunk.energy)
+    shift, drifting = level_changes(chunk.energy)
     if chunk.phasor is None:
         nan3 = np.full((c, d, 3), np.nan)
         current, voltage, phasor_kwh = nan3, nan3, np.full((c, d), np.nan)

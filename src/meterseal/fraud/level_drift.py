@@ -26,6 +26,7 @@ from meterseal.fraud.level_shift import (
     MIN_SLOTS,
     aligned_with,
     histograms,
+    level_drop,
     prepared,
 )
 
@@ -95,6 +96,18 @@ def _line(shift: F64, match: F64, used: B, weeks: I64) -> tuple[F64, F64]:
     value: F64 = np.where(ok, -slope / scatter * agree, 0.0)
     size: F64 = np.where(ok, -slope, 0.0)
     return value, size
+
+
+def level_changes(energy: F64) -> tuple[changepoint.Step, changepoint.Step]:
+    """The level shift (`level_shift.level_drop`) and the level drift of each customer's
+    readings (customers, periods, slots) from one pass of histograms; nothing for data with
+    fewer than `MIN_SLOTS` readings a period."""
+    c, _, slots = energy.shape
+    if slots < MIN_SLOTS:
+        none = changepoint.Step(np.zeros(c), np.full(c, -1, np.int64), np.zeros(c))
+        return none, none
+    hists = histograms(energy)
+    return level_drop(hists), drift_of_levels(hists)
 
 
 def level_drift(energy: F64) -> changepoint.Step:
