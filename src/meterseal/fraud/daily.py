@@ -18,7 +18,7 @@ import numpy.typing as npt
 from meterseal.fraud.data import Consumption
 from meterseal.fraud.days import summarise
 from meterseal.fraud.level_drift import level_changes
-from meterseal.fraud.reversal import reversal_step
+from meterseal.fraud.reversal import profile_mirror, reversal_step
 from meterseal.fraud.som import ShapeMap, hourly, regular_behaviour, zcurves
 
 F32 = npt.NDArray[np.float32]
@@ -63,6 +63,8 @@ class Daily:
     level_shift_onset: I64  # (C,) its onset day, -1 when none
     level_drift_t: F64  # (C,) drift of those levels, week by week (`level_drift`)
     level_drift_onset: I64  # (C,) its onset day, -1 when none
+    profile_reversal_t: F64  # (C,) hour-of-day profile mirrored after a split (`reversal`)
+    profile_reversal_onset: I64  # (C,) its onset day, -1 when none
 
     @classmethod
     def concat(cls, parts: Sequence[Daily]) -> Daily:
@@ -84,6 +86,10 @@ def daily(chunk: Consumption, smap: ShapeMap) -> Daily:
     regular = regular_behaviour(smap, z, usable & ~s.missing, s.missing)
     c, d = s.total.shape
     reversal = reversal_step(z, usable & ~s.missing)
+    hours = np.where(s.missing[..., None], 0.0, hourly(s.filled))
+    # Per chunk, like every other per-customer statistic: over the whole population the
+    # profile's running sums would be a (customers, days, 24) float64 array or two.
+    mirrored = profile_mirror(hours, ~s.missing)
     shift, drifting = level_changes(chunk.energy)
     if chunk.phasor is None:
         nan3 = np.full((c, d, 3), np.nan)
@@ -107,11 +113,13 @@ def daily(chunk: Consumption, smap: ShapeMap) -> Daily:
         _narrow(current),
         _narrow(voltage),
         _narrow(phasor_kwh),
-        _narrow(np.where(s.missing[..., None], 0.0, hourly(s.filled))),
+        _narrow(hours),
         reversal.t,
         reversal.onset,
         shift.t,
         shift.onset,
         drifting.t,
         drifting.onset,
+        mirrored.t,
+        mirrored.onset,
     )

@@ -61,7 +61,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from meterseal.fraud import bypass, changepoint, drift, reversal
+from meterseal.fraud import bypass, changepoint, drift
 from meterseal.fraud.daily import F32, Daily, wide
 
 F64 = npt.NDArray[np.float64]
@@ -255,7 +255,9 @@ def features(customers: tuple[str, ...], d: Daily, regions: Sequence[str] | None
     steps["level_drift"] = changepoint.Step(
         d.level_drift_t, d.level_drift_onset, np.zeros(len(d.level_drift_t))
     )
-    steps["profile_reversal"] = reversal.profile_mirror(wide(d.hours), ~np.isnan(wide(d.total)))
+    steps["profile_reversal"] = changepoint.Step(
+        d.profile_reversal_t, d.profile_reversal_onset, np.zeros(len(d.profile_reversal_t))
+    )
     for name in SHAPE:
         step = steps[name]
         steps[name] = changepoint.Step(step.t * kept(level, step.onset), step.onset, step.delta)
