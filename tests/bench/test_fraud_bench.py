@@ -47,7 +47,8 @@ def test_fraud_bench_runs_every_experiment_and_plots(tmp_path: Path) -> None:
     verdict_line = f"- {'PASS' if met else 'FAIL'}: ahead of IsolationForest and LocalOutlierFactor"
     assert verdict_line in text
     assert "load average (1/5/15 min) before" in text
-    for name in ("fraud-bench.png", "fraud-umatrix.png", "fraud-explain.png"):
+    assert f"sources plot: {tmp_path / 'fraud-sources.png'}" in text
+    for name in ("fraud-bench.png", "fraud-sources.png", "fraud-umatrix.png", "fraud-explain.png"):
         assert (tmp_path / name).read_bytes().startswith(PNG_SIGNATURE)
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from matplotlib.colors import to_hex
+from matplotlib.container import BarContainer
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 from matplotlib.transforms import Bbox
@@ -20,6 +22,13 @@ from meterseal.bench.dissemination import (
 )
 from meterseal.bench.dissemination_report import BURST_WINDOW, dissemination_figure
 from meterseal.bench.fraud import RECALL_TARGET, ScaleResult, fraud_figure
+from meterseal.bench.fraud_quality import (
+    PATTERN_TARGET,
+    SourceResult,
+    plot_sources,
+    sources_figure,
+)
+from meterseal.bench.fraud_sources import SOURCES
 from meterseal.bench.integrity import MODES, IntegrityBench, ModeResult, integrity_figure
 from meterseal.bench.timing import Machine, Timing
 from meterseal.fraud.evaluate import Comparison
@@ -71,6 +80,74 @@ def test_the_fraud_legend_covers_no_bar_and_names_the_target(tmp_path: Path) -> 
     assert f"recall target ({RECALL_TARGET:.0%})" in [t.get_text() for t in legend.get_texts()]
     box = legend.get_window_extent()
     assert not [b for b in _bars(fig) if b.height > 0 and b.overlaps(box)]
+
+
+def _sources() -> list[SourceResult]:
+    """The four sources, each method's recall a step apart per pattern (no supervised row)."""
+    patterns = ("constant", "gradual drift", "reversed")
+    methods = (
+        ("SOM correlation (seed)", 0.7),
+        ("meterseal", 0.9),
+        ("IsolationForest", 0.6),
+        ("LocalOutlierFactor", 0.5),
+    )
+    out = []
+    for k, spec in enumerate(SOURCES):
+        rows = tuple(
+            Evaluation(
+                name,
+                auc + k / 100,
+                {50: auc, 100: auc - k / 100},
+                {p: auc - j / 10 for j, p in enumerate(patterns)},
+                40 + k,
+            )
+            for name, auc in methods
+        )
+        out.append(SourceResult(spec, Comparison(spec.name, 400 + k, 40 + k, rows)))
+    return out
+
+
+def _colours(fig: Figure, panel: int) -> dict[str, str]:
+    """Each method's bar colour on one panel, by its label."""
+    bars = [c for c in fig.axes[panel].containers if isinstance(c, BarContainer)]
+    return {str(c.get_label()): to_hex(c.patches[0].get_facecolor()) for c in bars}
+
+
+def test_the_sources_figure_has_a_panel_per_source_with_the_target(tmp_path: Path) -> None:
+    results = _sources()
+    path = plot_sources(results, tmp_path / "out" / "fraud-sources.png")
+    assert path == tmp_path / "out" / "fraud-sources.png"
+    assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    fig = sources_figure(results)
+    _save(fig, "fraud-sources.png", tmp_path)
+    assert len(fig.axes) == 4
+    specs = [ax.get_subplotspec() for ax in fig.axes]
+    assert [s.get_geometry()[:2] for s in specs if s is not None] == [(2, 2)] * 4
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[0].startswith("uci-tuning (tuning): meterseal AUC 0.900, MAP@100 0.900\n")
+    assert "400 customers, cut 40 (the thieves)" in titles[0]
+    assert titles[3].startswith("simbench-households: meterseal AUC 0.930, MAP@100 0.870\n")
+    assert sum("(tuning)" in t for t in titles) == 1
+    for ax in fig.axes:
+        assert len(ax.patches) == 4 * 3  # methods x patterns
+        (line,) = ax.get_lines()
+        assert line.get_linestyle() == "--"
+        assert np.asarray(line.get_ydata())[0] == PATTERN_TARGET
+        assert [t.get_text() for t in ax.get_xticklabels()] == [
+            "constant",
+            "gradual drift",
+            "reversed",
+        ]
+    assert not any(ax.get_legend() for ax in fig.axes)
+    (legend,) = fig.legends
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert labels[-1] == f"recall target ({PATTERN_TARGET:.0%})"
+    assert not [b for b in _bars(fig) if b.height > 0 and b.overlaps(legend.get_window_extent())]
+    # a method has the colour it has in the simulator's figure, with or without the
+    # supervised row before the baselines
+    simulator = _colours(fraud_figure(_comparison(3_210, 321), None), 1)
+    assert all(simulator[m] == c for m, c in _colours(fig, 0).items())
+    assert len(sources_figure(results[:3]).axes) == 3  # no empty fourth panel
 
 
 def _integrity(bare: float, ratios: tuple[float, ...]) -> IntegrityBench:

@@ -53,6 +53,16 @@ if TYPE_CHECKING:
 FIRST_DAY = dt.date(2026, 9, 1)
 RECALL_TARGET = 0.9
 EXPLAINED = 1_000  # explanations written for the top of the ranking
+# Each method's colour in every fraud figure (matplotlib's first five, in the simulator's row
+# order): by row index, a run without the supervised row gave the baselines other colours.
+METHOD_COLOURS = {
+    "SOM correlation (seed)": "#1f77b4",
+    "meterseal": "#ff7f0e",
+    "meterseal (supervised)": "#2ca02c",
+    "IsolationForest": "#d62728",
+    "LocalOutlierFactor": "#9467bd",
+}
+TARGET_COLOUR = "#d62728"
 
 
 @dataclass(frozen=True)
@@ -243,17 +253,18 @@ def fraud_figure(c: Comparison, scale: ScaleResult | None) -> Figure:
     width = 0.8 / len(rows)
     for i, e in enumerate(rows):
         values = [e.auc, e.map_at.get(100, np.nan), e.map_at.get(200, np.nan)]
-        left.bar(x + i * width, values, width, label=e.method)
+        left.bar(x + i * width, values, width, label=e.method, color=METHOD_COLOURS.get(e.method))
     left.set_xticks(x + width * (len(rows) - 1) / 2, metrics)
     left.set_ylim(0, 1.05)
     left.set_title("Ranking quality")
     patterns = sorted({p for e in rows for p in e.recall})
     x = np.arange(len(patterns))
     for i, e in enumerate(rows):
-        right.bar(x + i * width, [e.recall.get(p, np.nan) for p in patterns], width, label=e.method)
+        recall = [e.recall.get(p, np.nan) for p in patterns]
+        right.bar(x + i * width, recall, width, label=e.method, color=METHOD_COLOURS.get(e.method))
     target = right.axhline(
         RECALL_TARGET,
-        color="#d62728",
+        color=TARGET_COLOUR,
         linestyle="--",
         linewidth=1.2,
         label=f"recall target ({RECALL_TARGET:.0%})",
@@ -297,7 +308,12 @@ def run_bench(
 
     `trace`: the real household trace the tuning and evaluation sources are made from
     (`fraud_sources`; None: not found, those sources are skipped and the verdict fails)."""
-    from meterseal.bench.fraud_quality import pattern_table, run_sources, summary_table
+    from meterseal.bench.fraud_quality import (
+        pattern_table,
+        plot_sources,
+        run_sources,
+        summary_table,
+    )
     from meterseal.fraud.plots import plot_customer, plot_umatrix
     from meterseal.fraud.report import hits
 
@@ -320,6 +336,8 @@ def run_bench(
         f"(1/5/15 min) before {_load(load_before)}, after {_load(machine.load)}"
     )
     print_written(console, "plot", plot_fraud(quality, scale, out / "fraud-bench.png"))
+    if sources:
+        print_written(console, "sources plot", plot_sources(sources, out / "fraud-sources.png"))
     analysis = quality.analysis
     umatrix = plot_umatrix(analysis.shape_map, hits(analysis), out / "fraud-umatrix.png")
     print_written(console, "U-matrix", umatrix)
