@@ -74,7 +74,8 @@ def test_each_customer_is_judged_on_its_own_days() -> None:
     late = np.full((1, 120, SLOTS), np.nan)
     late[:, 50:] = drifting(household(70, rng), 30, 0.5)  # starts 50 days after the first
     short = np.full((1, 120, SLOTS), np.nan)
-    short[:, : MIN_BEFORE + 2 * WEEK] = household(MIN_BEFORE + 2 * WEEK, rng)  # too short
+    days = MIN_BEFORE + 3 * WEEK - 1  # a day short of 14 before and 3 weeks after
+    short[:, :days] = drifting(household(days, rng), MIN_BEFORE - 1, 0.5)
     step = level_drift(np.concatenate([early, late, short]))
     assert (step.t[:2] > 5.0).all()
     assert abs(step.onset[0] - 35) <= WEEK
@@ -108,3 +109,22 @@ def test_one_pass_of_histograms_gives_both_level_changes() -> None:
     np.testing.assert_array_equal(shift.t, level_drop(histograms(readings)).t)
     coarse = level_changes(readings.sum(axis=2, keepdims=True))
     assert coarse[0].onset[0] == coarse[1].onset[0] == -1
+
+
+def test_the_shortest_window_tested_is_14_days_and_3_weeks() -> None:
+    rng = np.random.default_rng(7)
+    days = MIN_BEFORE + 3 * WEEK
+    short = drifting(household(days - 1, rng), MIN_BEFORE - 1, 0.5)
+    enough = drifting(household(days, rng), MIN_BEFORE, 0.5)
+    assert level_drift(short).t[0] == 0.0
+    assert level_drift(enough).t[0] > 5.0
+
+
+def test_a_drift_that_recovered_in_its_last_days_is_no_drift() -> None:
+    """The last week tested ends on the customer's own last day, whatever its length: a
+    register back for most of that week (4 to 6 days) ends the drift."""
+    for tail in range((WEEK + 1) // 2, WEEK):
+        readings = household(MIN_BEFORE + 3 * WEEK + tail, np.random.default_rng(8))
+        drifted = drifting(readings[:, : MIN_BEFORE + 3 * WEEK], MIN_BEFORE, 0.6)
+        readings[:, : MIN_BEFORE + 3 * WEEK] = drifted  # the register back for the last days
+        assert level_drift(readings).t[0] < 1.0, tail

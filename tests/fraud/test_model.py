@@ -25,17 +25,25 @@ def test_a_saved_model_reads_back(tmp_path: Path) -> None:
     assert (back.period_days, back.slots) == (7, 7)
 
 
-@pytest.mark.parametrize("before", ["features", "detectors"])
-def test_a_model_of_the_features_before_level_shift_is_refused(tmp_path: Path, before: str) -> None:
-    """A model trained before `level_shift` (its feature and its detector) learnt other
-    columns: applied now it would read every column after them shifted by one."""
+@pytest.mark.parametrize("before", ["features", "detectors", "detector inputs", "pattern list"])
+def test_a_model_of_other_features_or_detectors_is_refused(tmp_path: Path, before: str) -> None:
+    """A model trained on other columns (a feature or a detector fewer, or a detector of
+    the same pattern made of other features) would read them shifted or mean otherwise."""
     path = save(SavedModel({"trees": 3}, 40, 4, "fleet.csv"), tmp_path / "old.joblib")
     record = joblib.load(path)
     if before == "features":
         record["features"] = [n for n in NAMES if n != "level_shift"]
-    else:
-        index = [i for i, p in enumerate(PATTERNS) if p == "scaled readings"][1]
-        record["detectors"] = [p for i, p in enumerate(PATTERNS) if i != index]
+    elif before == "detectors":
+        record["detectors"] = [
+            d for d in record["detectors"] if d != ["scaled readings", "level_shift"]
+        ]
+    elif before == "detector inputs":  # the same patterns, the reversed day of other features
+        record["detectors"] = [
+            ["reversed day", "profile_reversal"] if d[0] == "reversed day" else d
+            for d in record["detectors"]
+        ]
+    else:  # the record of earlier versions: pattern names alone
+        record["detectors"] = list(PATTERNS)
     joblib.dump(record, path)
     with pytest.raises(FraudDataError, match="trained on other features than this meterseal's"):
         load(path)

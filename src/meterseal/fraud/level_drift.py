@@ -35,7 +35,7 @@ F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 B = npt.NDArray[np.bool_]
 WEEK = 7  # days a shift is read from: a whole week holds its weekdays and its weekend
-MIN_BEFORE = 14  # days before a split: two weeks of piles to align each later week with
+MIN_BEFORE = 14  # days with readings before a split: piles to align each later week with
 MIN_WEEKS = 3  # whole weeks after a split: a line through fewer is no drift
 SCATTER_FLOOR = BIN  # a week's shift is read to a bin: its scatter is never taken as less
 
@@ -47,28 +47,29 @@ def drift_of_levels(hists: F32) -> changepoint.Step:
     present = hists.sum(axis=2) > 0
     cum = np.zeros((c, d + 1, BINS), np.float32)  # running counts, as level_shift's
     np.cumsum(hists, axis=1, dtype=np.float32, out=cum[:, 1:])
+    # Days with readings up to each day: a gap before the split is no day of evidence.
+    count = np.concatenate([np.zeros((c, 1), np.int64), np.cumsum(present, axis=1)], axis=1)
     first = np.argmax(present, axis=1)
     end = changepoint.own_end(present)
     rows = np.arange(c)
     best, drop = np.zeros(c), np.zeros(c)
     onset = np.full(c, -1, np.int64)
-    for j in range(max((d - MIN_BEFORE) // WEEK - MIN_WEEKS + 1, 0)):
-        k = first + MIN_BEFORE + WEEK * j  # splits a week apart, from each one's first day
-        weeks = np.where(k < end, (end - k) // WEEK, 0)
-        ok = present.any(axis=1) & (weeks >= MIN_WEEKS)
+    # Splits whole weeks before each customer's own last day: the last week tested ends
+    # there (a drift that recovered in the last days is no drift).
+    for weeks in range(MIN_WEEKS, max(d // WEEK, MIN_WEEKS - 1) + 1):
+        k = end - WEEK * weeks
+        ok = (k > first) & (count[rows, np.maximum(k, 0)] - count[rows, first] >= MIN_BEFORE)
         if not ok.any():
             continue
-        before = (cum[rows, np.minimum(k, d)] - cum[rows, first]).astype(np.float64)
+        k = np.maximum(k, 0)
+        before = (cum[rows, k] - cum[rows, first]).astype(np.float64)
         reference = prepared(before)
-        count = int(weeks[ok].max())
-        shift, match = np.zeros((c, count)), np.zeros((c, count))
-        used = np.zeros((c, count), bool)
-        for i in range(count):
-            lo, hi = np.minimum(k + WEEK * i, d), np.minimum(k + WEEK * (i + 1), d)
-            week = (cum[rows, hi] - cum[rows, lo]).astype(np.float64)
+        shift, match = np.zeros((c, weeks)), np.zeros((c, weeks))
+        used = np.zeros((c, weeks), bool)
+        for i in range(weeks):
+            week = (cum[rows, k + WEEK * (i + 1)] - cum[rows, k + WEEK * i]).astype(np.float64)
             shift[:, i], match[:, i], _ = aligned_with(reference, week)
-            used[:, i] = ok & (i < weeks) & (week.sum(axis=1) > 0)
-        used &= (before.sum(axis=1) > 0)[:, None]
+            used[:, i] = ok & (week.sum(axis=1) > 0)
         value, size = _line(shift, match, used, weeks)
         better = value > best
         best = np.where(better, value, best)
@@ -77,12 +78,12 @@ def drift_of_levels(hists: F32) -> changepoint.Step:
     return changepoint.Step(t=best, onset=onset, delta=drop)
 
 
-def _line(shift: F64, match: F64, used: B, weeks: I64) -> tuple[F64, F64]:
+def _line(shift: F64, match: F64, used: B, weeks: int) -> tuple[F64, F64]:
     """Per row: the drift statistic of its weekly shifts (0: no drift) and the drop the
     line through 0 at the onset reaches at the row's last day."""
     n = used.sum(axis=1)
     # Each week's place between the onset (0) and the customer's last day (1).
-    x = np.where(used, (np.arange(shift.shape[1]) + 0.5) / np.maximum(weeks, 1)[:, None], 0.0)
+    x = np.where(used, (np.arange(shift.shape[1]) + 0.5) / weeks, 0.0)
     s = np.where(used, shift, 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
         slope = np.nan_to_num((x * s).sum(axis=1) / (x * x).sum(axis=1))

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from meterseal.fraud.data import FraudDataError
-from meterseal.fraud.ensemble import PATTERNS
+from meterseal.fraud.ensemble import DETECTORS
 from meterseal.fraud.features import NAMES
 
 FORMAT = 2
@@ -51,6 +51,12 @@ def _resolution(period_days: int, slots: int) -> str:
     return f"periods of {period_days} days of {slots} readings"
 
 
+def _detectors() -> list[list[str]]:
+    """Each detector's pattern and features: the model's inputs beyond the features (a
+    detector whose features change under the same pattern is another input)."""
+    return [[d.pattern, *d.features] for d in DETECTORS]
+
+
 def save(saved: SavedModel, path: Path) -> Path:
     """Write the model file (its parent folder made when missing)."""
     import joblib  # type: ignore[import-untyped]
@@ -58,7 +64,7 @@ def save(saved: SavedModel, path: Path) -> Path:
     record = {
         "format": FORMAT,
         "features": list(NAMES),
-        "detectors": list(PATTERNS),
+        "detectors": _detectors(),
         "model": saved.model,
         "customers": saved.customers,
         "thieves": saved.thieves,
@@ -86,7 +92,7 @@ def load(path: Path) -> SavedModel:
         raise FraudDataError(f"{path}: not a meterseal fraud model ({exc})") from None
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise FraudDataError(f"{path}: not a meterseal fraud model (format {FORMAT})")
-    if record.get("features") != list(NAMES) or record.get("detectors") != list(PATTERNS):
+    if record.get("features") != list(NAMES) or record.get("detectors") != _detectors():
         raise FraudDataError(
             f"{path}: trained on other features than this meterseal's: train it again"
         )
