@@ -53,8 +53,9 @@ DETECTORS = (
     Detector("phase current", ("phase_share_drop", "current_drop")),
     Detector("tampered register", ("phasor_mismatch",)),
     # A drifting register slides every level the readings sit at, further week by week
-    # (`level_drift`); on data without appliance levels (a reading or a few a day) it is
-    # silent and the standby load's ramp below speaks alone.
+    # (`level_drift`); on data without appliance levels (a reading or a few a day), or a
+    # customer with fewer than 35 days (14 before its onset, 3 weeks after), it is silent
+    # and the standby load's ramp below speaks alone.
     Detector("gradual drift", ("level_drift",)),
     # The standby load's ramp alone: a detector of its own, so that its honest tail (a
     # season) is calibrated apart from the stricter test's.
