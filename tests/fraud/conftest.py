@@ -22,6 +22,19 @@ FIRST_DAY = dt.date(2026, 9, 7)  # a Monday, as the UCI sample's first day
 SETTINGS = Settings(iterations=3_000, sample_days=3_000, seed=3)
 
 
+def household(days: int, rng: np.random.Generator, heater_share: float = 0.15) -> F64:
+    """Readings (1, days, 96) in kWh at a few appliance levels: standby, a fridge cycling,
+    a water heater running in a share of the slots, and a little noise (the level
+    detectors' households)."""
+    shape = (days, 96)
+    standby = np.full(shape, 0.02)
+    fridge = 0.025 * (rng.random(shape) < 0.4)
+    heater = 0.5 * (rng.random(shape) < heater_share)
+    noise = rng.normal(1.0, 0.02, shape)
+    out: F64 = ((standby + fridge + heater) * noise)[None]
+    return out
+
+
 @pytest.fixture(scope="session")
 def small_fleet() -> Labelled:
     """400 simulated customers over 21 days with phasor reports; 12 % thieves."""

@@ -6,27 +6,22 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from meterseal.fraud import changepoint
 from meterseal.fraud.level_drift import (
     MIN_BEFORE,
     WEEK,
     drift_of_levels,
     level_changes,
-    level_drift,
 )
 from meterseal.fraud.level_shift import histograms, level_drop
+from tests.fraud.conftest import household
 
-SLOTS = 96
+SLOTS = 96  # the households of `household`: 15-minute readings
 
 
-def household(days: int, rng: np.random.Generator, heater_share: float = 0.15) -> np.ndarray:
-    """Readings (1, days, 96) in kWh at a few appliance levels: standby, a fridge cycling,
-    a water heater running in a share of the slots, and a little noise."""
-    standby = np.full((days, SLOTS), 0.02)
-    fridge = 0.025 * (rng.random((days, SLOTS)) < 0.4)
-    heater = 0.5 * (rng.random((days, SLOTS)) < heater_share)
-    noise = rng.normal(1.0, 0.02, (days, SLOTS))
-    out: np.ndarray = ((standby + fridge + heater) * noise)[None]
-    return out
+def drifted_levels(readings: np.ndarray) -> changepoint.Step:
+    """The level drift as the fraud job computes it (`level_changes`, one histogram pass)."""
+    return level_changes(readings)[1]
 
 
 def drifting(readings: np.ndarray, onset: int, final: float) -> np.ndarray:
@@ -39,8 +34,8 @@ def drifting(readings: np.ndarray, onset: int, final: float) -> np.ndarray:
 
 def test_a_drifting_register_is_found_from_its_onset() -> None:
     readings = household(80, np.random.default_rng(1))
-    honest = level_drift(readings)
-    step = level_drift(drifting(readings, 35, 0.5))
+    honest = drifted_levels(readings)
+    step = drifted_levels(drifting(readings, 35, 0.5))
     assert step.t[0] > 5.0
     assert honest.t[0] < 1.0
     assert abs(step.onset[0] - 35) <= WEEK
@@ -57,14 +52,14 @@ def test_a_change_of_habits_is_no_drift() -> None:
         less[:, day] = household(1, rng, heater_share=share)[:, 0]
     energy_ratio = less[:, -10:].sum() / less[:, :10].sum()
     assert energy_ratio < 0.7
-    assert level_drift(less).t[0] < 1.0
+    assert drifted_levels(less).t[0] < 1.0
 
 
 def test_a_dip_that_recovers_is_no_drift() -> None:
     rng = np.random.default_rng(3)
     readings = household(80, rng)
     readings[:, 35:60] *= 0.6  # a month at a lower level, then back: the last weeks are up
-    assert level_drift(readings).t[0] < 1.0
+    assert drifted_levels(readings).t[0] < 1.0
 
 
 def test_each_customer_is_judged_on_its_own_days() -> None:
@@ -76,7 +71,7 @@ def test_each_customer_is_judged_on_its_own_days() -> None:
     short = np.full((1, 120, SLOTS), np.nan)
     days = MIN_BEFORE + 3 * WEEK - 1  # a day short of 14 before and 3 weeks after
     short[:, :days] = drifting(household(days, rng), MIN_BEFORE - 1, 0.5)
-    step = level_drift(np.concatenate([early, late, short]))
+    step = drifted_levels(np.concatenate([early, late, short]))
     assert (step.t[:2] > 5.0).all()
     assert abs(step.onset[0] - 35) <= WEEK
     assert abs(step.onset[1] - 80) <= WEEK
@@ -86,7 +81,7 @@ def test_each_customer_is_judged_on_its_own_days() -> None:
 
 def test_coarse_readings_hold_no_levels() -> None:
     daily = drifting(household(80, np.random.default_rng(5)), 35, 0.5).sum(axis=2, keepdims=True)
-    step = level_drift(daily)
+    step = drifted_levels(daily)
     assert step.t[0] == 0.0
     assert step.onset[0] == -1
 
@@ -104,8 +99,7 @@ def test_the_customers_own_scale_does_not_matter(scale: float, seed: int) -> Non
 def test_one_pass_of_histograms_gives_both_level_changes() -> None:
     readings = drifting(household(80, np.random.default_rng(6)), 35, 0.5)
     shift, drift = level_changes(readings)
-    alone = level_drift(readings)
-    np.testing.assert_array_equal(drift.t, alone.t)
+    np.testing.assert_array_equal(drift.t, drift_of_levels(histograms(readings)).t)
     np.testing.assert_array_equal(shift.t, level_drop(histograms(readings)).t)
     coarse = level_changes(readings.sum(axis=2, keepdims=True))
     assert coarse[0].onset[0] == coarse[1].onset[0] == -1
@@ -116,8 +110,8 @@ def test_the_shortest_window_tested_is_14_days_and_3_weeks() -> None:
     days = MIN_BEFORE + 3 * WEEK
     short = drifting(household(days - 1, rng), MIN_BEFORE - 1, 0.5)
     enough = drifting(household(days, rng), MIN_BEFORE, 0.5)
-    assert level_drift(short).t[0] == 0.0
-    assert level_drift(enough).t[0] > 5.0
+    assert drifted_levels(short).t[0] == 0.0
+    assert drifted_levels(enough).t[0] > 5.0
 
 
 def test_a_drift_that_recovered_in_its_last_days_is_no_drift() -> None:
@@ -127,4 +121,4 @@ def test_a_drift_that_recovered_in_its_last_days_is_no_drift() -> None:
         readings = household(MIN_BEFORE + 3 * WEEK + tail, np.random.default_rng(8))
         drifted = drifting(readings[:, : MIN_BEFORE + 3 * WEEK], MIN_BEFORE, 0.6)
         readings[:, : MIN_BEFORE + 3 * WEEK] = drifted  # the register back for the last days
-        assert level_drift(readings).t[0] < 1.0, tail
+        assert drifted_levels(readings).t[0] < 1.0, tail

@@ -9,20 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meterseal.fraud.level_shift import BIN, BINS, align, histograms, level_drop, level_shift
+from meterseal.fraud.level_drift import level_changes
+from meterseal.fraud.level_shift import BIN, BINS, align, histograms, level_drop
+from tests.fraud.conftest import household
 
-SLOTS = 96
-
-
-def household(days: int, rng: np.random.Generator, heater_share: float = 0.15) -> np.ndarray:
-    """Readings (1, days, 96) in kWh at a few appliance levels: standby, a fridge cycling,
-    a water heater running in a share of the slots, and a little noise."""
-    standby = np.full((days, SLOTS), 0.02)
-    fridge = 0.025 * (rng.random((days, SLOTS)) < 0.4)
-    heater = 0.5 * (rng.random((days, SLOTS)) < heater_share)
-    noise = rng.normal(1.0, 0.02, (days, SLOTS))
-    out: np.ndarray = ((standby + fridge + heater) * noise)[None]
-    return out
+SLOTS = 96  # the households of `household`: 15-minute readings
 
 
 def test_a_scaled_register_moves_every_pile_from_its_onset() -> None:
@@ -213,11 +204,11 @@ def test_daily_totals_get_no_level_shift() -> None:
     rng = np.random.default_rng(8)
     weeks = rng.gamma(4.0, 2.0, (2, 40, 7))
     weeks[0, 20:] *= 0.5
-    silent = level_shift(weeks)
+    silent, _ = level_changes(weeks)
     np.testing.assert_array_equal(silent.t, [0.0, 0.0])
     np.testing.assert_array_equal(silent.onset, [-1, -1])
     readings = household(60, np.random.default_rng(1))
     readings[:, 30:] *= 0.6
-    found, direct = level_shift(readings), level_drop(histograms(readings))
+    found, direct = level_changes(readings)[0], level_drop(histograms(readings))
     np.testing.assert_array_equal(found.t, direct.t)
     assert found.t[0] > 2.0

@@ -109,12 +109,3 @@ def level_changes(energy: F64) -> tuple[changepoint.Step, changepoint.Step]:
         return none, none
     hists = histograms(energy)
     return level_drop(hists), drift_of_levels(hists)
-
-
-def level_drift(energy: F64) -> changepoint.Step:
-    """The drift of each customer's reading levels (customers, periods, slots); nothing for
-    data whose periods hold fewer than `MIN_SLOTS` readings (no appliance levels there)."""
-    c, _, slots = energy.shape
-    if slots < MIN_SLOTS:
-        return changepoint.Step(np.zeros(c), np.full(c, -1, np.int64), np.zeros(c))
-    return drift_of_levels(histograms(energy))

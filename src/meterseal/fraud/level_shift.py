@@ -163,13 +163,3 @@ def level_drop(hists: F32) -> changepoint.Step:
         drop = np.where(better, size, drop)
         onset = np.where(better, k, onset)
     return changepoint.Step(t=T_PER_LOG * best, onset=onset, delta=drop)
-
-
-def level_shift(energy: F64) -> changepoint.Step:
-    """The level drop of each customer's readings (customers, periods, slots); nothing for
-    data whose periods hold fewer than `MIN_SLOTS` readings: a daily total is no
-    appliance's level, and a season moves daily totals as a register's factor does."""
-    c, _, slots = energy.shape
-    if slots < MIN_SLOTS:
-        return changepoint.Step(np.zeros(c), np.full(c, -1, np.int64), np.zeros(c))
-    return level_drop(histograms(energy))
