@@ -27,7 +27,7 @@ import datetime as dt
 import os
 import resource
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,14 +41,16 @@ from meterseal.fraud.ensemble import unsupervised
 from meterseal.fraud.evaluate import Comparison, compare
 from meterseal.fraud.explain import Explanation, explain
 from meterseal.fraud.fleet import FleetSpec, Labelled, fleet_chunks, labelled_fleet
-from meterseal.fraud.metrics import ranking
+from meterseal.fraud.metrics import Evaluation, ranking
 from meterseal.fraud.pipeline import Analysis, Settings, analyse, analyse_chunks
 from meterseal.fraud.report import comparison_table
 from meterseal.meter.theft import TheftPlan
 from meterseal.ui import TextTable, Verdict, print_table, print_written, progress_bar
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
 FIRST_DAY = dt.date(2026, 9, 1)
 RECALL_TARGET = 0.9
@@ -239,6 +241,28 @@ def plot_fraud(quality: QualityResult, scale: ScaleResult | None, path: Path) ->
     return path
 
 
+def recall_panel(
+    ax: Axes, rows: Sequence[Evaluation], patterns: Sequence[str], target: float
+) -> Line2D:
+    """Each method's recall per pattern as grouped bars on `ax`, and the dashed target line
+    (returned, for a figure's legend)."""
+    x = np.arange(len(patterns))
+    width = 0.8 / max(len(rows), 1)
+    for i, e in enumerate(rows):
+        recall = [e.recall.get(p, np.nan) for p in patterns]
+        ax.bar(x + i * width, recall, width, label=e.method, color=METHOD_COLOURS.get(e.method))
+    line = ax.axhline(
+        target,
+        color=TARGET_COLOUR,
+        linestyle="--",
+        linewidth=1.2,
+        label=f"recall target ({target:.0%})",
+    )
+    ax.set_xticks(x + width * (len(rows) - 1) / 2, patterns, rotation=20, fontsize=8)
+    ax.set_ylim(0, 1.05)
+    return line
+
+
 def fraud_figure(c: Comparison, scale: ScaleResult | None) -> Figure:
     """The bench's figure: the run's customers, thieves and scale figures in its titles."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -258,25 +282,13 @@ def fraud_figure(c: Comparison, scale: ScaleResult | None) -> Figure:
     left.set_ylim(0, 1.05)
     left.set_title("Ranking quality")
     patterns = sorted({p for e in rows for p in e.recall})
-    x = np.arange(len(patterns))
-    for i, e in enumerate(rows):
-        recall = [e.recall.get(p, np.nan) for p in patterns]
-        right.bar(x + i * width, recall, width, label=e.method, color=METHOD_COLOURS.get(e.method))
-    target = right.axhline(
-        RECALL_TARGET,
-        color=TARGET_COLOUR,
-        linestyle="--",
-        linewidth=1.2,
-        label=f"recall target ({RECALL_TARGET:.0%})",
-    )
-    right.set_xticks(x + width * (len(rows) - 1) / 2, patterns, rotation=20, fontsize=8)
-    right.set_ylim(0, 1.05)
+    target = recall_panel(right, rows, patterns, RECALL_TARGET)
     right.set_title(f"Recall per pattern at a cut of {c.thieves:,} (the thieves)")
     # One legend for both panels, below them: inside either it covered bars (whichever corner).
     handles, labels = left.get_legend_handles_labels()
     fig.legend(
         [*handles, target],
-        [*labels, target.get_label()],
+        [*labels, str(target.get_label())],
         loc="outside lower center",
         ncol=len(rows) + 1,
         fontsize=8,

@@ -18,7 +18,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 from rich.console import Console
 
 from meterseal.bench.fraud_sources import (
@@ -207,7 +206,7 @@ def sources_figure(results: list[SourceResult]) -> Figure:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from meterseal.bench.fraud import METHOD_COLOURS, TARGET_COLOUR
+    from meterseal.bench.fraud import recall_panel
 
     rows_of_panels = max(1, math.ceil(len(results) / 2))
     fig = Figure(figsize=(14, 4.2 * rows_of_panels + 1.0), layout="constrained")
@@ -217,23 +216,9 @@ def sources_figure(results: list[SourceResult]) -> Figure:
         fig.delaxes(ax)  # an odd number of sources: no empty panel
     # The same patterns, in the same order, on every panel (a source may lack one).
     patterns = sorted({p for r in results for e in r.comparison.rows for p in e.recall})
-    x = np.arange(len(patterns))
     target = None
     for ax, r in zip(grid, results, strict=False):
-        rows = r.comparison.rows
-        width = 0.8 / max(len(rows), 1)
-        for i, e in enumerate(rows):
-            recall = [e.recall.get(p, np.nan) for p in patterns]
-            ax.bar(x + i * width, recall, width, label=e.method, color=METHOD_COLOURS.get(e.method))
-        target = ax.axhline(
-            PATTERN_TARGET,
-            color=TARGET_COLOUR,
-            linestyle="--",
-            linewidth=1.2,
-            label=f"recall target ({PATTERN_TARGET:.0%})",
-        )
-        ax.set_xticks(x + width * (len(rows) - 1) / 2, patterns, rotation=20, fontsize=8)
-        ax.set_ylim(0, 1.05)
+        target = recall_panel(ax, r.comparison.rows, patterns, PATTERN_TARGET)
         ax.set_title(_panel_title(r), fontsize=10)
     if target is not None:
         # One legend for every panel, below them, as the simulator's figure has it.
