@@ -134,8 +134,28 @@ def test_a_replica_set_reads_with_all_but_one_server_lost(cluster: LocalCluster)
         assert [item async for item in catalog.items("b1")] == [("89abcdef", b"sealed")]
         assert [i async for i in replicas.blob_ids()] == ["0123abcd"]
         assert not await replicas.healthy()
+        storage.election_wait = 1.0  # no quorum: no leader will be elected however long
         with pytest.raises(KvsError):
             await replicas.put("4567abcd", b"no quorum")
+
+    _on(cluster, scenario)
+
+
+def test_a_write_just_after_the_catalog_lost_its_leader_waits_for_the_next(
+    cluster: LocalCluster,
+) -> None:
+    async def scenario(storage: NatsStorage) -> None:
+        catalog = await storage.catalog(3)
+        await catalog.put("b1", "89abcdef", b"before")
+        info = await storage.jetstream().stream_info(catalog.stream)
+        assert info.cluster is not None
+        assert info.cluster.leader is not None
+        cluster.kill(info.cluster.leader)
+        await catalog.put("b1", "89abcdef", b"after")  # the two left elect a leader meanwhile
+        await catalog.put("b1", "01234567", b"another")
+        assert await catalog.get("b1", "89abcdef") == b"after"
+        await catalog.delete("b1", "01234567")
+        assert await catalog.keys("b1") == ["89abcdef"]
 
     _on(cluster, scenario)
 

@@ -25,12 +25,13 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from meterseal.errors import KvsError
-from meterseal.kvs.nats_stream import NatsStream
+from meterseal.kvs.nats_stream import ELECTION_WAIT, NatsStream
 from meterseal.kvs.nodes import check_blob_id, check_bucket_id
 from meterseal.runtime.nats_endpoint import NatsEndpoint
 
@@ -181,6 +182,10 @@ class NatsStorage:
         self.probe_timeout = min(timeout, 1.0)
         self.part_size = max(1, client.max_payload - HEADROOM)
         self._js: JetStreamContext | None = None
+        # How long a replicated stream's write waits for a new leader, on which clock.
+        self.election_wait = ELECTION_WAIT
+        self.clock: Callable[[], float] = time.monotonic
+        self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
     @classmethod
     async def connect(

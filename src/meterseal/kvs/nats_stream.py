@@ -5,7 +5,9 @@ A blob lives under ``<base>.<name>.<part>``; a message holds at most the server'
 size in its headers, is written last: a blob whose part 0 is there is whole. Reads of a
 single-replica stream go to its server (direct get); reads of a replicated one through the
 stream leader (a follower may lag behind an overwrite or a delete), and to any replica while
-there is no leader. `NatsStorage` (kvs/nats_nodes.py) makes the streams.
+there is no leader. Writes and deletes of a replicated stream need its leader: one that lost
+its leader is asked again until the remaining replicas elect one or `ELECTION_WAIT` passes.
+`NatsStorage` (kvs/nats_nodes.py) makes the streams.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 from meterseal.errors import KvsError
@@ -24,6 +26,9 @@ if TYPE_CHECKING:
 PARTS = "Ms-Parts"
 SIZE = "Ms-Size"
 LEADERLESS_PAUSE = 5.0  # seconds consistent reads go to any replica after the leader failed
+# Seconds a write or delete of a replicated stream that lost its leader waits for a new one:
+# nats-server's Raft elects one within its election timeout (4 to 9 s), later under load.
+ELECTION_WAIT = 20.0
 
 
 class NatsStream:
@@ -83,13 +88,35 @@ class NatsStream:
             headers = {PARTS: str(count), SIZE: str(len(data))} if index == 0 else None
             piece = data[index * size : (index + 1) * size]
             subject = f"{self.base}.{name}.{index}"
-            await js.publish(subject, piece, stream=self.name, headers=headers)
+            await self._elected(
+                lambda: js.publish(subject, piece, stream=self.name, headers=headers)
+            )
 
         try:
             await asyncio.gather(*(publish(i) for i in range(1, count)))
             await publish(0)
         except Exception as exc:
             raise self._error(f"write of {name}", exc) from None
+
+    async def _elected(self, request: Callable[[], Awaitable[object]]) -> None:
+        """Make `request` (a write or a delete, the same when repeated); while a replicated
+        stream has no leader to take it, make it again until one is elected."""
+        from nats.errors import NoRespondersError
+        from nats.js.errors import NoStreamResponseError, ServiceUnavailableError
+
+        leaderless = (NoStreamResponseError, NoRespondersError, ServiceUnavailableError)
+        storage = self.storage
+        deadline, pause = storage.clock() + storage.election_wait, 0.1
+        while True:
+            try:
+                await request()
+                return
+            except (*leaderless, TimeoutError):
+                # A single-replica stream's server is down; no leader elected in time: fail.
+                if self.replicas == 1 or storage.clock() >= deadline:
+                    raise
+            await storage.sleep(pause)
+            pause = min(2 * pause, 1.0)
 
     async def read(self, name: str, *, consistent: bool = False) -> bytes | None:
         """The blob `name`, or None when absent or incomplete."""
@@ -173,8 +200,9 @@ class NatsStream:
     async def purge(self, name: str) -> None:
         """Remove every part of `name` (absent is fine)."""
         await self._gate()
+        js = self.storage.jetstream()
         try:
-            await self.storage.jetstream().purge_stream(self.name, subject=f"{self.base}.{name}.>")
+            await self._elected(lambda: js.purge_stream(self.name, subject=f"{self.base}.{name}.>"))
         except Exception as exc:
             self._lost(exc)
             raise self._error(f"delete of {name}", exc) from None

@@ -1,0 +1,108 @@
+"""A replicated stream's writes and deletes wait out a leader election; a node's do not."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, cast
+
+import pytest
+from nats.errors import NoRespondersError
+from nats.js.errors import BadRequestError, NoStreamResponseError, ServiceUnavailableError
+
+from meterseal.errors import KvsError
+from meterseal.kvs.nats_stream import ELECTION_WAIT, NatsStream
+
+
+class _JetStream:
+    """Answers each request with the next of `failures`, then takes it."""
+
+    def __init__(self, failures: list[BaseException] | None = None, forever: bool = False) -> None:
+        self.failures = failures or []
+        self.forever = forever
+        self.taken: list[str] = []
+
+    def _answer(self, subject: str) -> None:
+        if self.forever:
+            raise NoStreamResponseError
+        if self.failures:
+            raise self.failures.pop(0)
+        self.taken.append(subject)
+
+    async def publish(self, subject: str, payload: bytes, **_: object) -> None:
+        self._answer(subject)
+
+    async def purge_stream(self, name: str, subject: str) -> None:
+        self._answer(subject)
+
+
+class _Storage:
+    """The parts of NatsStorage a stream uses, on a clock that moves only when it sleeps."""
+
+    part_size = 1024
+    election_wait = ELECTION_WAIT
+
+    def __init__(self, js: _JetStream) -> None:
+        self.js, self.now, self.slept = js, 0.0, 0
+
+    def jetstream(self) -> _JetStream:
+        return self.js
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept += 1
+        self.now += seconds
+
+
+def _stream(js: _JetStream, replicas: int) -> tuple[NatsStream, _Storage]:
+    storage = _Storage(js)
+    return NatsStream(cast(Any, storage), "KVS_t_cat", "kvs.t.cat", replicas), storage
+
+
+LEADERLESS = [
+    NoStreamResponseError(),
+    NoRespondersError(),
+    ServiceUnavailableError(),
+    TimeoutError(),
+]
+
+
+def test_a_write_to_a_replicated_stream_waits_for_its_new_leader() -> None:
+    js = _JetStream(list(LEADERLESS))
+    stream, storage = _stream(js, 3)
+    asyncio.run(stream.write("b1.k1", b"sealed"))
+    assert js.taken == ["kvs.t.cat.b1.k1.0"]
+    assert storage.slept == len(LEADERLESS)
+
+
+def test_a_delete_of_a_replicated_stream_waits_for_its_new_leader() -> None:
+    js = _JetStream([NoStreamResponseError(), TimeoutError()])
+    stream, _ = _stream(js, 3)
+    asyncio.run(stream.purge("b1.k1"))
+    assert js.taken == ["kvs.t.cat.b1.k1.>"]
+
+
+def test_no_leader_elected_within_the_wait_fails_the_write() -> None:
+    stream, storage = _stream(_JetStream(forever=True), 3)
+    with pytest.raises(KvsError, match=r"write of b1\.k1: nats: no response from stream"):
+        asyncio.run(stream.write("b1.k1", b"sealed"))
+    assert storage.now >= ELECTION_WAIT
+
+
+@pytest.mark.parametrize("failure", LEADERLESS, ids=lambda e: type(e).__name__)
+def test_a_node_whose_server_is_down_fails_at_once(failure: BaseException) -> None:
+    js = _JetStream([failure])
+    stream, storage = _stream(js, 1)
+    with pytest.raises(KvsError, match=r"write of b1\.k1"):
+        asyncio.run(stream.write("b1.k1", b"sealed"))
+    assert storage.slept == 0
+    assert js.taken == []
+
+
+def test_a_refused_write_is_not_asked_again() -> None:
+    js = _JetStream([BadRequestError()])
+    stream, storage = _stream(js, 3)
+    with pytest.raises(KvsError, match=r"write of b1\.k1"):
+        asyncio.run(stream.write("b1.k1", b"sealed"))
+    assert storage.slept == 0
