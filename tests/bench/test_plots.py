@@ -40,7 +40,9 @@ KEEP = os.environ.get("MS_PLOTS_DIR")
 
 def _save(fig: Figure, name: str, tmp_path: Path) -> None:
     """Draw the figure (so every box has its final place) and write it as a PNG."""
-    fig.savefig(Path(KEEP or tmp_path) / name, dpi=100)
+    folder = Path(KEEP or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    fig.savefig(folder / name, dpi=100)
 
 
 def _texts(fig: Figure) -> list[str]:
