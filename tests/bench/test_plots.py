@@ -135,6 +135,8 @@ def test_the_sources_figure_has_a_panel_per_source_with_the_target(tmp_path: Pat
         (line,) = ax.get_lines()
         assert line.get_linestyle() == "--"
         assert np.asarray(line.get_ydata())[0] == PATTERN_TARGET
+        # the target line is no method's colour (it was IsolationForest's red)
+        assert to_hex(line.get_color()) not in _colours(fig, fig.axes.index(ax)).values()
         assert [t.get_text() for t in ax.get_xticklabels()] == [
             "constant",
             "gradual drift",

@@ -64,7 +64,7 @@ METHOD_COLOURS = {
     "IsolationForest": "#d62728",
     "LocalOutlierFactor": "#9467bd",
 }
-TARGET_COLOUR = "#d62728"
+TARGET_COLOUR = "#000000"  # black: red is IsolationForest's bars
 
 
 @dataclass(frozen=True)
