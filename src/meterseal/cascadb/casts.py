@@ -13,6 +13,7 @@ rounded, and a value outside the type's range fails with 22003.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from collections.abc import Callable
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -89,18 +90,29 @@ def compile_cast(node: exp.Cast, inner: Fn) -> Fn:
         return lambda row, ctx: convert(inner(row, ctx))
     if postgres and to.this in (_T.DOUBLE, _T.DECIMAL):
         return _postgres_number(node, to, inner)
-    length = _length(to) if postgres and to.this in _TEXTS else None
-    if length is not None:  # PostgreSQL's explicit cast to varchar(n) cuts to n characters
-
-        def cut(row: Any, ctx: Any) -> Any:
-            value = inner(row, ctx)
-            return None if value is None else sv.text_of(value)[:length]
-
-        return cut
+    if postgres and to.this in _TEXTS:
+        return _postgres_text(to, inner)
     target = to.sql()  # DECIMAL(p, s) as written: SQLite's spelling is REAL(p, s)
     if sv.affinity_of(target) != sv.DECIMAL:
         target = to.sql(dialect="sqlite")
     return lambda row, ctx: sv.cast(inner(row, ctx), target)
+
+
+def _postgres_text(to: exp.DataType, inner: Fn) -> Fn:
+    """PostgreSQL's cast to text or varchar[(n)]: a float as float8out writes it (`1`, not
+    SQLite's `1.0`), then cut to n characters."""
+    length = _length(to)
+    target = to.sql(dialect="sqlite")
+
+    def text(row: Any, ctx: Any) -> Any:
+        value = inner(row, ctx)
+        if isinstance(value, float):
+            value = float8_out(value)
+        if value is None or length is None:
+            return sv.cast(value, target)
+        return sv.text_of(value)[:length]
+
+    return text
 
 
 def postgres_integer(name: str, bits: int, literal: bool = False) -> Callable[[Any], Any]:
@@ -213,6 +225,63 @@ def _float8_in(value: str) -> float:
     if abs(number) == float("inf") or (number == 0 and nonzero):
         raise NumericOverflow(f'"{text}" is out of range for type double precision')
     return number
+
+
+def float8_out(value: float) -> str:
+    """PostgreSQL's float8out (extra_float_digits 1, its default since PostgreSQL 12): the
+    shortest digits that read back as the value, in exponent form when the decimal exponent
+    is below -4 or 15 and above, as Ryu's to_chars in PostgreSQL's src/common/d2s.c."""
+    if value != value:
+        return "NaN"
+    sign = "-" if math.copysign(1.0, value) < 0 else ""
+    if value in (0.0, float("inf"), float("-inf")):
+        return sign + ("0" if value == 0 else "Infinity")
+    digits, exponent = _shortest(abs(value))
+    shown = exponent + len(digits) - 1  # the exponent of d.ddd
+    if -4 <= shown < 15:
+        return sign + format(Decimal(f"{digits}e{exponent}"), "f")
+    mantissa = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
+    return f"{sign}{mantissa}e{'-' if shown < 0 else '+'}{abs(shown):02d}"
+
+
+def _shortest(value: float) -> tuple[str, int]:
+    """The digits (no trailing zeros) and exponent of a positive finite double's shortest
+    decimal, as PostgreSQL's Ryu picks it: closest to the value, never a midpoint between it
+    and a neighbour."""
+    if value >= 2.0**53:
+        return _shortest_integer(value)
+    # repr's digits are also the shortest that round-trip, the closest of them (Gay's dtoa);
+    # it takes a midpoint when the mantissa is even, which PostgreSQL's Ryu never does
+    # (STRICTLY_SHORTEST 0), but below 2**53 no midpoint has 17 digits or fewer
+    _, places, exponent = Decimal(repr(value)).as_tuple()
+    digits = "".join(map(str, places))
+    assert isinstance(exponent, int)  # a finite number's
+    stripped = digits.rstrip("0")
+    return stripped, exponent + len(digits) - len(stripped)
+
+
+def _shortest_integer(value: float) -> tuple[str, int]:
+    """_shortest of a double of 2**53 and more (an integer, its midpoints too): the fewest
+    digits n * 10**k strictly between the midpoints, then the n nearest the value (half to
+    even), as d2d's loop with acceptBounds false."""
+    significand, power = math.frexp(value)
+    shift = power - 53  # value = mantissa * 2**shift, shift >= 1
+    mantissa = int(significand * 2**53)
+    # four times the value and its midpoints: integers, the lower one a quarter ulp away at a
+    # power of two (its neighbour below is half as far)
+    exact = mantissa << (shift + 2)
+    high = exact + (2 << shift)
+    low = exact - ((1 if mantissa == 2**52 else 2) << shift)
+    k = max(0, len(str(exact >> 2)) - 18)  # 17 digits always do
+    while (low // (step := 4 * 10 ** (k + 1)) + 1) * step < high:
+        k += 1
+    step = 4 * 10**k
+    below, rest = divmod(exact, step)
+    nearest = below + (rest * 2 > step or (rest * 2 == step and below % 2 == 1))
+    chosen = max(nearest, low // step + 1)
+    digits = str(chosen)
+    stripped = digits.rstrip("0")
+    return stripped, k + len(digits) - len(stripped)
 
 
 def postgres_numeric(value: Any, typmod: tuple[int, int] | None = None) -> Decimal | None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from meterseal.cascadb import errors
 from meterseal.cascadb import values as sv
+from meterseal.cascadb.casts import float8_out
 
 TEXT, INT8, FLOAT8, NUMERIC, BYTEA, TIMESTAMPTZ = 25, 20, 701, 1700, 17, 1184
 
@@ -39,9 +40,7 @@ def text_of(value: Any) -> bytes:
     if isinstance(value, bytes):
         return b"\\x" + value.hex().encode()
     if isinstance(value, float):
-        if value != value:
-            return b"NaN"  # float8out's spelling: Python's is nan
-        return repr(value).replace("inf", "Infinity").encode()
+        return float8_out(value).encode()
     if isinstance(value, dt.datetime):
         stamp = value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
         return stamp.isoformat(sep=" ").encode()
