@@ -80,9 +80,16 @@ class InvalidColumnReference(ProgrammingError):
 
 
 class GroupingError(ProgrammingError):
-    """An aggregate where none may be: in GROUP BY, by itself or at a position (42803)."""
+    """An aggregate where none may be (in GROUP BY, by itself or at a position), or a column
+    of a grouped query read outside GROUP BY and aggregates (42803)."""
 
     sqlstate = "42803"
+
+
+class DatatypeMismatch(ProgrammingError):
+    """An expression of the wrong type for its place: WHERE 1 (SQLSTATE 42804)."""
+
+    sqlstate = "42804"
 
 
 class InvalidSqlStatementName(ProgrammingError):

@@ -229,7 +229,8 @@ def parse(sql: str, dialect: str = DIALECT) -> list[exp.Expression]:
             remember_names(statement, sql)
             fold_column_names(statement)
             mark_postgres(statement)  # its casts convert as PostgreSQL's
-            mark_positions(statement)  # its GROUP BY and ORDER BY positions read as PostgreSQL's
+            # its GROUP BY and ORDER BY positions read as PostgreSQL's (`+1` no position)
+            mark_positions(statement, sql)
     return parsed
 
 

@@ -5,7 +5,8 @@ alias stands for its expression, and an aggregate has no place in GROUP BY.
 Both read an integer as a literal of at most 2147483647 under any number of minus signs and
 parentheses (`-(1)` is position -1, out of range); another constant (`'x'`, `1.5`, `NULL`,
 `3000000000`) is an expression to SQLite and an error (42601) to PostgreSQL. sqlglot drops a
-unary plus, so `+1` is a position in both (PostgreSQL reads it as the constant 1).
+unary plus: `+1` is a position to sqlite3 as to sqlglot, but to PostgreSQL an expression (a
+constant: one group), so in its dialect a number written after a `+` is marked (PLUS).
 """
 
 from __future__ import annotations
@@ -21,14 +22,24 @@ from meterseal.cascadb.errors import (
 from meterseal.cascadb.scope import Scope
 
 POSTGRES = "meterseal_postgres_positions"  # key of a query's node meta: PostgreSQL's rules
+PLUS = "meterseal_unary_plus"  # key of a number's node meta: written after a unary `+`
 _QUERIES = (exp.Select, exp.SetOperation)
 _INT4 = 2**31 - 1  # the largest literal both read as an integer (a 32-bit int)
 
 
-def mark_positions(statement: exp.Expression) -> None:
-    """Mark the queries of `statement` as read in PostgreSQL's dialect (their positions)."""
+def mark_positions(statement: exp.Expression, sql: str) -> None:
+    """Mark the queries of `statement` (parsed from `sql`) as read in PostgreSQL's dialect
+    (their positions), and the numbers of their GROUP BY and ORDER BY terms written after a
+    unary plus (`+1`, `+(1)`, `-+1`), which sqlglot drops."""
     for node in statement.find_all(*_QUERIES):
         node.meta[POSTGRES] = True
+        for clause in (node.args.get("group"), node.args.get("order")):
+            for term in clause.expressions if clause is not None else []:
+                for literal in term.find_all(exp.Literal):
+                    start = literal.meta.get("start")
+                    before = sql[:start].rstrip(" \t\r\n(") if isinstance(start, int) else ""
+                    if before.endswith("+"):
+                        literal.meta[PLUS] = True
 
 
 def postgres(query: exp.Expression) -> bool:
@@ -42,6 +53,8 @@ def _constant(term: exp.Expression) -> tuple[bool, int | None]:
     while isinstance(node, exp.Paren | exp.Neg):
         negated ^= isinstance(node, exp.Neg)
         node = node.this
+    if node.meta.get(PLUS):  # PostgreSQL's `+1`: an expression
+        return False, None
     if isinstance(node, exp.Literal) and not node.is_string:
         text = node.this
         digits = text.lstrip("0") or "0"  # (a long literal is no int4, nor read as one)

@@ -11,8 +11,9 @@ from sqlglot import exp
 
 from meterseal.cascadb import values as sv
 from meterseal.cascadb.aggregate import grouped
-from meterseal.cascadb.errors import NotSupportedError, UndefinedTable
+from meterseal.cascadb.errors import NotSupportedError, ProgrammingError, UndefinedTable
 from meterseal.cascadb.expr import Aggregate, Compiler, Ctx, Fn, Params, Row, Scope
+from meterseal.cascadb.grouping import check_grouped, require_boolean
 from meterseal.cascadb.labels import declared, postgres_name, sqlite_name
 from meterseal.cascadb.positions import (
     group_terms,
@@ -138,7 +139,11 @@ def plan_select(select: exp.Select, outer: Scope | None, params: Params, lookup:
     having_node = select.args.get("having")
     order_node = select.args.get("order")
     clauses = [e for e in [*expressions, having_node, order_node] if e is not None]
-    aggregated = group_node is not None or has_aggregate(clauses)
+    pg = postgres(select)
+    # PostgreSQL groups a query with HAVING into one group; sqlite3 refuses it
+    aggregated = group_node is not None or has_aggregate(clauses) or (pg and bool(having_node))
+    if having_node is not None and not aggregated:
+        raise ProgrammingError("HAVING clause on a non-aggregate query")
     aggregates: list[Aggregate] = []
     compiler = Compiler(scope, params, subquery, aggregates if aggregated else None)
     plain = Compiler(scope, params, subquery)
@@ -150,7 +155,14 @@ def plan_select(select: exp.Select, outer: Scope | None, params: Params, lookup:
     outputs = [compiler.compile(e.this if isinstance(e, exp.Alias) else e) for e in expressions]
     columns = [sqlite_name(e) for e in expressions]
     having = compiler.compile(having_node.this) if having_node is not None else None
-    order = _order(order_node, columns, expressions, compiler, postgres(select))
+    sorted_by: list[exp.Expression] = []  # ORDER BY's terms over the input row
+    order = _order(order_node, columns, expressions, compiler, pg, sorted_by)
+    if pg and having_node is not None:  # PostgreSQL reads HAVING's type, then the groups
+        require_boolean(having_node.this, "HAVING", scope, source.tables())
+    if pg and aggregated:  # in PostgreSQL's order: the select list, ORDER BY, HAVING
+        read = [e.this if isinstance(e, exp.Alias) else e for e in expressions] + sorted_by
+        read += [having_node.this] if having_node is not None else []
+        check_grouped(terms or [], read, scope, source.tables())
     return Query(
         columns=columns,
         labels=[postgres_name(e) for e in expressions],
@@ -190,7 +202,10 @@ def _order(
     expressions: list[exp.Expression],
     compiler: Compiler,
     pg: bool,
+    terms: list[exp.Expression],
 ) -> list[Order]:
+    """ORDER BY's keys: output positions, else expressions over the input row (each also
+    appended to `terms`)."""
     if node is None:
         return []
     found: list[Order] = []
@@ -205,6 +220,7 @@ def _order(
             found.append((aliases[term.name.lower()], descending))
         else:
             found.append((compiler.compile(term), descending))
+            terms.append(term)
     return found
 
 

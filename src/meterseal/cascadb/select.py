@@ -21,6 +21,8 @@ from meterseal.cascadb.aggregate import grouped
 from meterseal.cascadb.catalog import Table
 from meterseal.cascadb.errors import NotSupportedError, ProgrammingError
 from meterseal.cascadb.expr import Aggregate, Compiler, Ctx, Fn, Params, Row, Scope, Slot
+from meterseal.cascadb.grouping import require_boolean
+from meterseal.cascadb.positions import postgres
 
 Lookup = Callable[[str], Table]
 
@@ -191,6 +193,11 @@ class From:
             rows = (r for r in rows if sv.truth(last(r, ctx)))
         return rows
 
+    def tables(self) -> list[tuple[str, Table]]:
+        """The alias and table of each FROM item, in order."""
+        accesses = [self.first] if self.first is not None else []
+        return [(a.alias, a.table) for a in accesses + [s.access for s in self.steps]]
+
     def explain(self) -> list[str]:
         """One line per table read."""
         lines = []
@@ -277,6 +284,9 @@ def plan_from(
             step.after = _all(Compiler(scope, params, subquery), after[i])
         steps.append(step)
     scope = Scope(slots, outer)
+    where = select.args.get("where")
+    if where is not None and postgres(select):
+        require_boolean(where.this, "WHERE", scope, sources)
     return From(first, steps, scope, _all(Compiler(scope, params, subquery), last))
 
 
