@@ -188,3 +188,9 @@ class CharacterNotInRepertoire(DataError):
     """Text sent over the PostgreSQL protocol (a statement, a name, a value) is not UTF-8."""
 
     sqlstate = "22021"
+
+
+class InvalidEscapeSequence(DataError):
+    """An escape string's `\\u` or `\\U` without its hexadecimal digits (PostgreSQL's dialect)."""
+
+    sqlstate = "22025"

@@ -18,6 +18,7 @@ from meterseal.cascadb.errors import (
     ProgrammingError,
 )
 from meterseal.cascadb.labels import fold, fold_column_names, remember_names
+from meterseal.cascadb.pg_strings import MAY_HOLD, read_escape_strings
 from meterseal.cascadb.positions import mark_positions
 
 DIALECT = "sqlite"
@@ -217,7 +218,7 @@ def parse(sql: str, dialect: str = DIALECT) -> list[exp.Expression]:
         return [exp.Command(this=verb, expression=exp.Literal.string(name))]
     statements: Sequence[object]
     try:
-        if dialect == "postgres" and _MAY_SPLIT.search(sql):
+        if dialect == "postgres" and (_MAY_SPLIT.search(sql) or MAY_HOLD.search(sql)):
             statements = _postgres(sql)
         else:
             statements = sqlglot.parse(number_placeholders(sql, dialect), read=dialect)
@@ -236,11 +237,12 @@ def parse(sql: str, dialect: str = DIALECT) -> list[exp.Expression]:
 
 def _postgres(sql: str) -> list[object]:
     """PostgreSQL's statements one by one: its BEGIN and START TRANSACTION read here, its
-    session commands kept as their text (`session_command`), others by sqlglot's parser."""
+    session commands kept as their text (`session_command`), others by sqlglot's parser;
+    its escape strings (`E'…'`) read as PostgreSQL's."""
     dialect = sqlglot.Dialect.get_or_raise("postgres")
     statements: list[object] = []  # as sqlglot.parse's: None for an empty statement
     chunk: list[Token] = []
-    for token in [*dialect.tokenize(sql), None]:
+    for token in [*read_escape_strings(sql, dialect.tokenize(sql)), None]:
         if token is not None and token.token_type != TokenType.SEMICOLON:
             chunk.append(token)
             continue
