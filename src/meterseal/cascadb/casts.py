@@ -41,7 +41,8 @@ _DECIMAL_FLOAT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]
 _HEX_FLOAT = re.compile(
     r"[+-]?0[xX](?:[0-9a-fA-F]+\.?[0-9a-fA-F]*|\.[0-9a-fA-F]+)(?:[pP][+-]?[0-9]+)?"
 )
-_SPECIAL_FLOAT = re.compile(r"[+-]?(?:inf|infinity|nan(?:\([0-9A-Za-z_]*\))?)", re.IGNORECASE)
+_SPECIAL_FLOAT = re.compile(r"[+-]?(?:infinity|inf|nan(?:\([0-9A-Za-z_]*\))?)", re.IGNORECASE)
+_INTEGER = re.compile(r"[ \t\n\r\f\v]*([+-]?)([0-9]*)")  # pg_strtoint's sign and digits
 # numeric_in's: no hexadecimal, no `+nan`; an exponent is strtol's (spaces before it skipped)
 _NUMERIC = re.compile(r"([+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+))(?:[eE][ \t\n\r\f\v]*([+-]?[0-9]+))?")
 # Types whose values CascaDB holds as PostgreSQL's (text output and all): int8, float8,
@@ -126,14 +127,7 @@ def postgres_integer(name: str, bits: int, literal: bool = False) -> Callable[[A
         if value is None:
             return None
         if isinstance(value, str):
-            digits = value.strip(" \t\n\r\f\v")  # PostgreSQL's isspace()
-            unsigned = digits[1:] if digits[:1] in ("+", "-") else digits
-            if not (unsigned.isascii() and unsigned.isdigit()):
-                raise InvalidTextRepresentation(f'invalid input syntax for type {name}: "{value}"')
-            # (past 19 digits no integer fits: Python reads at most 4,300 of them)
-            if len(unsigned.lstrip("0")) > 19 or not low <= int(digits) <= high:
-                raise NumericOverflow(f'value "{value}" is out of range for type {name}')
-            return int(digits)
+            return _integer_in(value, name, low, high)
         if isinstance(value, float) and literal and value == value and abs(value) != float("inf"):
             value = Decimal(repr(value))
         if isinstance(value, float):
@@ -155,6 +149,20 @@ def postgres_integer(name: str, bits: int, literal: bool = False) -> Callable[[A
         return number
 
     return cast
+
+
+def _integer_in(value: str, name: str, low: int, high: int) -> int:
+    """PostgreSQL's int2in, int4in, int8in: spaces around a sign and ASCII digits; digits past
+    the type's range are 22003 before what follows them is looked at (pg_strtoint)."""
+    found = _INTEGER.match(value)
+    assert found is not None  # (every part optional)
+    sign, digits = found.groups()
+    # (past 19 digits no integer fits: Python reads at most 4,300 of them)
+    if digits and (len(digits.lstrip("0")) > 19 or not low <= int(sign + digits) <= high):
+        raise NumericOverflow(f'value "{value}" is out of range for type {name}')
+    if not digits or value[found.end() :].strip(_SPACE):
+        raise InvalidTextRepresentation(f'invalid input syntax for type {name}: "{value}"')
+    return int(sign + digits)
 
 
 def _postgres_number(node: exp.Cast, to: exp.DataType, inner: Fn) -> Fn:
@@ -206,15 +214,22 @@ def postgres_float8(value: Any) -> float | None:
 
 
 def _float8_in(value: str) -> float:
-    """PostgreSQL's float8in: spaces around a number strtod reads wholly."""
-    text = value.strip(_SPACE)
+    """PostgreSQL's float8in: spaces around a number strtod reads wholly; strtod's reading of
+    its longest prefix out of range is 22003 before what follows it is looked at."""
+    text = value.lstrip(_SPACE)
+    found = _SPECIAL_FLOAT.match(text) or _HEX_FLOAT.match(text) or _DECIMAL_FLOAT.match(text)
+    if found is not None:
+        number = _strtod(found[0])  # its ERANGE first
+        if not text[found.end() :].strip(_SPACE):
+            return number
+    raise InvalidTextRepresentation(f'invalid input syntax for type double precision: "{value}"')
+
+
+def _strtod(text: str) -> float:
+    """A number as strtod reads it; 22003 past a double's range or when not 0 it rounds to 0."""
     if _SPECIAL_FLOAT.fullmatch(text):
         return float(text.split("(")[0])  # nan(…)'s payload: NaN all the same
-    hexadecimal = _HEX_FLOAT.fullmatch(text)
-    if hexadecimal is None and _DECIMAL_FLOAT.fullmatch(text) is None:
-        raise InvalidTextRepresentation(
-            f'invalid input syntax for type double precision: "{value}"'
-        )
+    hexadecimal = _HEX_FLOAT.fullmatch(text) is not None
     mantissa = re.split("[pP]" if hexadecimal else "[eE]", text)[0]
     try:
         number = float.fromhex(text) if hexadecimal else float(text)
@@ -326,12 +341,16 @@ def _numeric_in(value: str) -> Decimal:
     signed = lowered[:1] in ("+", "-")
     if (lowered[1:] if signed else lowered) in ("infinity", "inf"):
         return Decimal("-Infinity" if lowered[:1] == "-" else "Infinity")
-    match = _NUMERIC.fullmatch(text)
-    if match is None:
+    match = _NUMERIC.match(text)
+    exponent = match[2] if match else None
+    # set_var_from_str refuses an exponent of 2**30 - 1 and more before what follows it
+    magnitude = (exponent or "").lstrip("+-").lstrip("0")
+    if len(magnitude) > 10 or int(magnitude or 0) >= 2**30 - 1:
+        raise NumericOverflow("value overflows numeric format")
+    if match is None or match.end() != len(text):
         raise InvalidTextRepresentation(f'invalid input syntax for type numeric: "{value}"')
-    digits, exponent = match.groups()
     try:
-        return Decimal(f"{digits}e{exponent}" if exponent else digits)
+        return Decimal(f"{match[1]}e{exponent}" if exponent else match[1])
     except InvalidOperation:  # an exponent past what Decimal holds: past numeric's too
         raise NumericOverflow("value overflows numeric format") from None
 

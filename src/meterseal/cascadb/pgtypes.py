@@ -13,10 +13,10 @@ from decimal import Decimal
 from typing import Any
 
 from meterseal.cascadb import errors
-from meterseal.cascadb import values as sv
-from meterseal.cascadb.casts import float8_out
+from meterseal.cascadb.casts import float8_out, postgres_float8, postgres_integer, postgres_numeric
 
 TEXT, INT8, FLOAT8, NUMERIC, BYTEA, TIMESTAMPTZ = 25, 20, 701, 1700, 17, 1184
+_INTEGERS = {20: ("bigint", 64), 23: ("integer", 32), 21: ("smallint", 16)}  # int8, int4, int2
 
 
 def oid_of(values: list[Any]) -> int:
@@ -84,12 +84,14 @@ def _parameter(raw: bytes | None, oid: int, binary: bool) -> Any:
             return raw
         raise errors.NotSupportedError(f"binary parameters of type {oid} are not supported")
     text = utf8(raw)
-    if oid in (20, 21, 23):
-        return int(text)
+    # read as PostgreSQL's input functions read them, not as Python's int(), float() and
+    # Decimal(), which take 1_000, sNaN and digits of other scripts
+    if oid in _INTEGERS:
+        return postgres_integer(*_INTEGERS[oid])(text)
     if oid in (700, FLOAT8):
-        return float(text)
+        return postgres_float8(text)
     if oid == NUMERIC:
-        return sv.in_numeric_range(Decimal(text))
+        return postgres_numeric(text)
     if oid == 16:
         return int(text in ("t", "true", "1"))
     if oid == BYTEA:
