@@ -111,3 +111,18 @@ def test_random_number_texts_are_read_as_postgresql_reads_them(
             assert bound(ours, oid, text) == bound(theirs, oid, text)
 
         same()
+
+
+def test_text_not_utf8_is_shown_as_postgresql_shows_it(dsn: str) -> None:
+    # as many bytes as the bad sequence's first one announces (Python's error named one)
+    def error(result: psycopg.pq.abc.PGresult) -> tuple[bytes | None, bytes | None]:
+        fields = (DiagnosticField.SQLSTATE, DiagnosticField.MESSAGE_PRIMARY)
+        return result.error_field(fields[0]), result.error_field(fields[1])
+
+    bad = b'invalid byte sequence for encoding "UTF8": '
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        query = conn.pgconn.exec_(b"SELECT '\xf0\x9f\x98'")  # the quote after it counts
+        assert error(query) == (b"22021", bad + b"0xf0 0x9f 0x98 0x27")
+        for raw, shown in [(b"a\xc3(", b"0xc3 0x28"), (b"\xed\xa0\x80", b"0xed 0xa0 0x80")]:
+            bound = conn.pgconn.exec_params(b"SELECT $1", [raw], [25], [0])
+            assert error(bound) == (b"22021", bad + shown)

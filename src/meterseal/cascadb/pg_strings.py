@@ -12,7 +12,7 @@ digits, 42601 a code point of none or an unpaired surrogate, 22021 bytes that ar
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 from sqlglot.tokens import Token, TokenType  # type: ignore[attr-defined]
 
@@ -127,13 +127,14 @@ def _utf8(raw: bytes) -> str:
         at = exc.start
     if at < 0:
         return text
-    shown = " ".join(f"0x{b:02x}" for b in _sequence(raw[at:]))
+    shown = bad_sequence(raw[at:])
     raise CharacterNotInRepertoire(f'invalid byte sequence for encoding "UTF8": {shown}')
 
 
-def _sequence(rest: bytes) -> Iterator[int]:
-    """The bytes PostgreSQL shows of a bad sequence: as many as its first byte announces."""
+def bad_sequence(rest: bytes) -> str:
+    """The bytes PostgreSQL shows of a sequence not UTF-8 (`rest` from its first byte on): as
+    many as that byte announces, `0xc3 0x28`."""
     first = rest[0]
     length = 2 if first & 0xE0 == 0xC0 else 3 if first & 0xF0 == 0xE0 else 1
     length = 4 if first & 0xF8 == 0xF0 else length
-    yield from rest[:length]
+    return " ".join(f"0x{b:02x}" for b in rest[:length])

@@ -14,6 +14,7 @@ from typing import Any
 
 from meterseal.cascadb import errors
 from meterseal.cascadb.casts import float8_out, postgres_float8, postgres_integer, postgres_numeric
+from meterseal.cascadb.pg_strings import bad_sequence
 
 TEXT, INT8, FLOAT8, NUMERIC, BYTEA, TIMESTAMPTZ = 25, 20, 701, 1700, 17, 1184
 _INTEGERS = {20: ("bigint", 64), 23: ("integer", 32), 21: ("smallint", 16)}  # int8, int4, int2
@@ -65,7 +66,7 @@ def utf8(raw: bytes) -> str:
     try:
         return raw.decode()
     except UnicodeDecodeError as exc:
-        shown = " ".join(f"0x{b:02x}" for b in raw[exc.start : exc.end])
+        shown = bad_sequence(raw[exc.start :])  # PostgreSQL's, not Python's, length of it
         message = f'invalid byte sequence for encoding "UTF8": {shown}'
         raise errors.CharacterNotInRepertoire(message) from None
 
