@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from meterseal.fraud.data import FraudDataError
-from meterseal.fraud.ensemble import PATTERNS, supervised, unsupervised
+from meterseal.fraud.ensemble import LEAF_SHARE, MIN_LEAF, PATTERNS, supervised, train, unsupervised
 from meterseal.fraud.evaluate import compare
 from meterseal.fraud.explain import explain
 from meterseal.fraud.features import NAMES
@@ -108,6 +108,21 @@ def test_supervised_scores_every_customer(small_fleet: Labelled, small_analysis:
     assert not np.isnan(scores.score).any()
     unseen = small_fleet.thief[300:]
     assert scores.score[300:][unseen].mean() > scores.score[300:][~unseen].mean()
+
+
+def test_no_leaf_of_the_supervised_model_holds_a_few_customers(
+    small_fleet: Labelled, small_analysis: Analysis
+) -> None:
+    """A leaf of one or two customers let boosting give honest customers without evidence
+    an out-of-fold probability of 1.000 on the 10,000-customer simulator."""
+    labels = dict(zip(small_fleet.data.customers, small_fleet.thief.tolist(), strict=True))
+    model = train(small_analysis.table, labels, seed=3)
+    leaves = [
+        tree.tree_.n_node_samples[tree.tree_.children_left == -1]
+        for tree in model.estimators_[:, 0]
+    ]
+    assert len(labels) // LEAF_SHARE > 1  # leaves of more than one customer asked
+    assert min(int(held.min()) for held in leaves) >= min(MIN_LEAF, len(labels) // LEAF_SHARE)
 
 
 def test_same_seed_same_scores_other_seed_other_map(small_fleet: Labelled) -> None:
