@@ -106,3 +106,38 @@ def test_a_refused_write_is_not_asked_again() -> None:
     with pytest.raises(KvsError, match=r"write of b1\.k1"):
         asyncio.run(stream.write("b1.k1", b"sealed"))
     assert storage.slept == 0
+
+
+class _Deduplicating:
+    """One message per subject, a message id stored once (JetStream's duplicate window); the
+    first publish is stored and its acknowledgement lost, and another writer then writes."""
+
+    def __init__(self) -> None:
+        self.messages: dict[str, bytes] = {}
+        self.seen: set[str] = set()
+        self.lost_ack = True
+
+    async def publish(
+        self, subject: str, payload: bytes, *, headers: dict[str, str] | None, **_: object
+    ) -> None:
+        msg_id = (headers or {}).get("Nats-Msg-Id")
+        if msg_id is not None and msg_id in self.seen:
+            return  # a duplicate: acknowledged, not stored
+        if msg_id is not None:
+            self.seen.add(msg_id)
+        self.messages[subject] = payload
+        if self.lost_ack:
+            self.lost_ack = False
+            raise TimeoutError
+
+
+def test_a_write_asked_again_after_a_timeout_does_not_undo_a_newer_write() -> None:
+    js = _Deduplicating()
+    stream, storage = _stream(cast(Any, js), 3)
+
+    async def other_writer(seconds: float) -> None:  # while the first writer waits
+        js.messages["kvs.t.cat.b1.k1.0"] = b"newer"
+
+    storage.sleep = other_writer  # type: ignore[method-assign]
+    asyncio.run(stream.write("b1.k1", b"older"))
+    assert js.messages == {"kvs.t.cat.b1.k1.0": b"newer"}

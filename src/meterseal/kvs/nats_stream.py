@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
@@ -25,6 +26,9 @@ if TYPE_CHECKING:
 
 PARTS = "Ms-Parts"
 SIZE = "Ms-Size"
+# JetStream stores a message whose id it saw in the last 2 minutes (the stream's duplicate
+# window) only once: a write asked again after a timeout cannot put back an old blob.
+MSG_ID = "Nats-Msg-Id"
 LEADERLESS_PAUSE = 5.0  # seconds consistent reads go to any replica after the leader failed
 # Seconds a write or delete of a replicated stream that lost its leader waits for a new one:
 # nats-server's Raft elects one within its election timeout (4 to 9 s), later under load.
@@ -83,9 +87,12 @@ class NatsStream:
         size = self.storage.part_size
         count = max(1, -(-len(data) // size))
         js = self.storage.jetstream()
+        write_id = secrets.token_hex(16)  # the same on every retry of this write's parts
 
         async def publish(index: int) -> None:
-            headers = {PARTS: str(count), SIZE: str(len(data))} if index == 0 else None
+            headers = {MSG_ID: f"{write_id}.{index}"}
+            if index == 0:
+                headers.update({PARTS: str(count), SIZE: str(len(data))})
             piece = data[index * size : (index + 1) * size]
             subject = f"{self.base}.{name}.{index}"
             await self._elected(
@@ -100,7 +107,10 @@ class NatsStream:
 
     async def _elected(self, request: Callable[[], Awaitable[object]]) -> None:
         """Make `request` (a write or a delete, the same when repeated); while a replicated
-        stream has no leader to take it, make it again until one is elected."""
+        stream has no leader to take it, make it again until one is elected.
+
+        A request that timed out may have been taken: a write repeated carries its first
+        message id, so JetStream drops it rather than undo a newer write of the same name."""
         from nats.errors import NoRespondersError
         from nats.js.errors import NoStreamResponseError, ServiceUnavailableError
 
