@@ -8,6 +8,7 @@ import os
 import random
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -156,6 +157,40 @@ def test_a_write_just_after_the_catalog_lost_its_leader_waits_for_the_next(
         assert await catalog.get("b1", "89abcdef") == b"after"
         await catalog.delete("b1", "01234567")
         assert await catalog.keys("b1") == ["89abcdef"]
+
+    _on(cluster, scenario)
+
+
+def test_a_write_whose_ack_was_lost_does_not_undo_another_gateways_newer_write(
+    cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def scenario(storage: NatsStorage) -> None:
+        catalog = await storage.catalog(3)
+        other = await NatsStorage.connect(cluster.urls, storage.layout.deployment)
+        try:
+            theirs = await other.catalog(3)
+            js = storage.jetstream()
+            publish, lost = js.publish, [True]
+
+            async def losing(*args: Any, **kwargs: Any) -> Any:
+                ack = await publish(*args, **kwargs)
+                if lost:  # stored, but its acknowledgement never came
+                    lost.clear()
+                    raise TimeoutError
+                return ack
+
+            async def meanwhile(seconds: float) -> None:  # the leader changes, they write
+                info = await other.jetstream().stream_info(theirs.stream)
+                if info.cluster is not None and info.cluster.leader is not None:
+                    cluster.kill(info.cluster.leader)
+                await theirs.put("b1", "89abcdef", b"newer")
+
+            monkeypatch.setattr(js, "publish", losing)
+            storage.sleep = meanwhile
+            await catalog.put("b1", "89abcdef", b"older")
+            assert await theirs.get("b1", "89abcdef") == b"newer"
+        finally:
+            await other.close()
 
     _on(cluster, scenario)
 
