@@ -141,3 +141,42 @@ def test_a_write_asked_again_after_a_timeout_does_not_undo_a_newer_write() -> No
     storage.sleep = other_writer  # type: ignore[method-assign]
     asyncio.run(stream.write("b1.k1", b"older"))
     assert js.messages == {"kvs.t.cat.b1.k1.0": b"newer"}
+
+
+class _Parts(_JetStream):
+    """Refuses part 1 at once; part 2 finds no leader twice, then is taken."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.leaderless = 2
+
+    async def publish(self, subject: str, payload: bytes, **_: object) -> None:
+        if subject.endswith(".1"):
+            raise BadRequestError()
+        if subject.endswith(".2") and self.leaderless:
+            self.leaderless -= 1
+            raise NoStreamResponseError
+        self.taken.append(subject)
+
+
+class _YieldingStorage(_Storage):
+    """A sleep that lets the other tasks run, as a real one does."""
+
+    async def sleep(self, seconds: float) -> None:
+        await super().sleep(seconds)
+        await asyncio.sleep(0)
+
+
+def test_a_part_refused_cancels_the_parts_still_waiting_for_a_leader() -> None:
+    js = _Parts()
+    storage = _YieldingStorage(js)
+    stream = NatsStream(cast(Any, storage), "KVS_t_rep", "kvs.t.rep", 3)
+
+    async def scenario() -> None:
+        with pytest.raises(KvsError, match=r"write of b1\.k1: "):
+            await stream.write("b1.k1", bytes(3 * storage.part_size))
+        for _ in range(10):  # what would still run of the write gets its turns
+            await asyncio.sleep(0)
+
+    asyncio.run(scenario())
+    assert js.taken == []  # part 2, left retrying, would be stored with no part 0

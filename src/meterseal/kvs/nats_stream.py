@@ -100,10 +100,15 @@ class NatsStream:
             )
 
         try:
-            await asyncio.gather(*(publish(i) for i in range(1, count)))
+            # A part that fails cancels the others: one left retrying would be stored after
+            # the store gave the blob up, a part without part 0 that nothing lists or sweeps.
+            async with asyncio.TaskGroup() as parts:
+                for index in range(1, count):
+                    parts.create_task(publish(index))
             await publish(0)
         except Exception as exc:
-            raise self._error(f"write of {name}", exc) from None
+            first = exc.exceptions[0] if isinstance(exc, ExceptionGroup) else exc
+            raise self._error(f"write of {name}", first) from None
 
     async def _elected(self, request: Callable[[], Awaitable[object]]) -> None:
         """Make `request` (a write or a delete, the same when repeated); while a replicated
