@@ -7,6 +7,7 @@ import itertools
 import os
 import random
 import shutil
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -159,14 +160,17 @@ def test_no_server_store_holds_plaintext_names_or_keys(tmp_path: Path) -> None:
 
 async def _peers(storage: NatsStorage, stream: str) -> list[str]:
     """The servers of a replicated stream, its leader first (once it has one)."""
-    for _ in range(100):
+    # A bound, not a measure: a loaded 2-core CI machine took over 10 s to elect the
+    # catalog's leader after a server came back on an empty disk.
+    deadline = time.monotonic() + 60.0
+    while time.monotonic() < deadline:
         try:
             info = await storage.jetstream().stream_info(stream)
         except TimeoutError:  # nats-py's, a subclass: no leader to answer yet
             continue
         if info.cluster is not None and info.cluster.leader:
             return [info.cluster.leader, *(str(r.name) for r in info.cluster.replicas or [])]
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.2)
     raise AssertionError(f"stream {stream} has no leader")
 
 
