@@ -12,9 +12,23 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
+from psycopg.pq import DiagnosticField
+from psycopg.pq.abc import PGresult
 
 from meterseal.cascadb import Database, MemoryKv
 from meterseal.cascadb.pgwire import UNSAFE_TRUST, PgServer
+
+Outcome = bytes | tuple[str, str] | None  # a first value, or an error's SQLSTATE and message
+
+
+def outcome(result: PGresult) -> Outcome:
+    """A raw result's first value, or its error's SQLSTATE and primary message."""
+    if result.error_message:
+        state = result.error_field(DiagnosticField.SQLSTATE) or b""
+        primary = result.error_field(DiagnosticField.MESSAGE_PRIMARY) or b""
+        return state.decode(), primary.decode()
+    return result.get_value(0, 0)
+
 
 SEVEN = b"D\x00\x00\x00\x0b\x00\x01\x00\x00\x00\x017"  # the DataRow of `SELECT 7`
 

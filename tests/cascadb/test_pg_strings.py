@@ -10,7 +10,8 @@ from typing import Any
 import psycopg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from psycopg.pq import DiagnosticField
+
+from tests.cascadb.pg_client import Outcome, outcome
 
 INVALID_ESCAPE = ("22025", "invalid Unicode escape")
 PAIR = "invalid Unicode surrogate pair at or near "
@@ -47,14 +48,9 @@ CASES: list[tuple[str, bytes | tuple[str, str]]] = [
 ]
 
 
-def answer(conn: psycopg.Connection[Any], sql: str) -> bytes | tuple[str, str] | None:
+def answer(conn: psycopg.Connection[Any], sql: str) -> Outcome:
     """The first value a SELECT sends, or its error's SQLSTATE and message."""
-    result = conn.pgconn.exec_(sql.encode())
-    if result.error_message:
-        state = result.error_field(DiagnosticField.SQLSTATE) or b""
-        primary = result.error_field(DiagnosticField.MESSAGE_PRIMARY) or b""
-        return state.decode(), primary.decode()
-    return result.get_value(0, 0)
+    return outcome(conn.pgconn.exec_(sql.encode()))
 
 
 def test_escape_strings_read_as_postgresqls(dsn: str) -> None:

@@ -15,10 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg.pq import DiagnosticField
 
-from tests.cascadb.pg_client import Running
+from tests.cascadb.pg_client import Outcome, Running, outcome
 
 NUMERIC, INT8, INT4, INT2, FLOAT8 = 1700, 20, 23, 21, 701
-Outcome = bytes | tuple[str, str] | None
 
 
 def bad(name: str, text: str) -> tuple[str, str]:
@@ -68,12 +67,7 @@ CASES: list[tuple[int, str, Outcome]] = [
 
 def bound(conn: psycopg.Connection[Any], oid: int, text: str) -> Outcome:
     """What `SELECT $1` sends back for `text` bound as a parameter of type `oid`."""
-    result = conn.pgconn.exec_params(b"SELECT $1", [text.encode()], [oid], [0])
-    if result.error_message:
-        state = result.error_field(DiagnosticField.SQLSTATE) or b""
-        primary = result.error_field(DiagnosticField.MESSAGE_PRIMARY) or b""
-        return state.decode(), primary.decode()
-    return result.get_value(0, 0)
+    return outcome(conn.pgconn.exec_params(b"SELECT $1", [text.encode()], [oid], [0]))
 
 
 def test_text_parameters_are_read_as_postgresqls(dsn: str) -> None:
