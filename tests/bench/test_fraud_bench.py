@@ -33,7 +33,13 @@ def test_fraud_bench_runs_every_experiment_and_plots(tmp_path: Path) -> None:
     )
     text = out.getvalue()
     assert "all sources side by side" in text
-    for name in ("uci-tuning (tuning)", "uci-windows (evaluation)", "uci-composite (evaluation)"):
+    for name in (
+        "uci-tuning (tuning)",
+        "citylearn-tuning (tuning)",
+        "uci-windows (evaluation)",
+        "uci-composite (evaluation)",
+        "simbench-households (evaluation)",
+    ):
         assert f"| {name} | meterseal |" in text
         assert f"| {name} | LocalOutlierFactor |" in text
     assert "uci-windows: AUC" in text

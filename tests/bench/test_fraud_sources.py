@@ -20,7 +20,9 @@ from meterseal.bench.fraud_sources import (
     SOURCES,
     Trace,
     build,
+    default_citylearn,
     default_simbench,
+    load_citylearn,
     load_simbench,
 )
 from meterseal.fraud.level_shift import align, histograms
@@ -115,6 +117,30 @@ def test_simbench_households_are_five_real_years_of_their_own() -> None:
     source = build(replace(spec, customers=40, span_days=60, window=(30, 50)), trace)
     assert len(source.data.customers) == 40
     assert source.data.tz == "Australia/Sydney"
+
+
+def test_citylearn_homes_are_fifteen_hourly_years_whose_seasons_move_their_levels() -> None:
+    path = default_citylearn()
+    assert path is not None, "tests/vectors/citylearn-2022 is part of the checkout"
+    trace = load_citylearn(path)
+    assert trace.first_day == dt.date(2016, 8, 1)
+    assert trace.first_day.weekday() == 0  # the source's day type 1 (Monday) on that day
+    assert trace.houses.shape == (15, 364, MINUTES)
+    # kWh an hour as Wh a minute, each hour's value on its 60 minutes
+    np.testing.assert_allclose(trace.houses[0, 0, :60], 851.1666666666671 / 60)
+    assert (np.diff(trace.houses[:, :, :60], axis=2) == 0).all()
+    daily = trace.houses.sum(axis=2) / 1000  # kWh a day
+    assert not np.isnan(daily).any()
+    assert ((daily.mean(axis=1) > 15) & (daily.mean(axis=1) < 45)).all()  # 17.7 to 40.3
+    # the seasons move each home's level: its best 4 weeks hold at least 1.5x its worst
+    weeks = daily[:, : 52 * 7].reshape(15, 13, 28).mean(axis=2)
+    assert (weeks.max(axis=1) / weeks.min(axis=1) >= 1.5).all()
+    spec = next(s for s in SOURCES if s.trace == "citylearn")
+    assert spec.role == "tuning"
+    source = build(replace(spec, customers=40, span_days=60, window=(30, 50)), trace)
+    assert len(source.data.customers) == 40
+    assert source.data.slots == 24
+    assert source.data.tz == "America/Los_Angeles"
 
 
 def test_simbench_seasons_slide_every_level_as_a_register_would() -> None:

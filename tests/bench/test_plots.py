@@ -122,14 +122,15 @@ def test_the_sources_figure_has_a_panel_per_source_with_the_target(tmp_path: Pat
     assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     fig = sources_figure(results)
     _save(fig, "fraud-sources.png", tmp_path)
-    assert len(fig.axes) == 4
+    assert len(fig.axes) == 5  # an odd count: no empty sixth panel
     specs = [ax.get_subplotspec() for ax in fig.axes]
-    assert [s.get_geometry()[:2] for s in specs if s is not None] == [(2, 2)] * 4
+    assert [s.get_geometry()[:2] for s in specs if s is not None] == [(3, 2)] * 5
     titles = [ax.get_title() for ax in fig.axes]
     assert titles[0].startswith("uci-tuning (tuning): meterseal AUC 0.900, MAP@100 0.900\n")
     assert "400 customers, cut 40 (the thieves)" in titles[0]
-    assert titles[3].startswith("simbench-households: meterseal AUC 0.930, MAP@100 0.870\n")
-    assert sum("(tuning)" in t for t in titles) == 1
+    assert titles[1].startswith("citylearn-tuning (tuning): meterseal AUC 0.910, MAP@100 0.890\n")
+    assert titles[4].startswith("simbench-households: meterseal AUC 0.940, MAP@100 0.860\n")
+    assert sum("(tuning)" in t for t in titles) == 2
     for ax in fig.axes:
         assert len(ax.patches) == 4 * 3  # methods x patterns
         (line,) = ax.get_lines()

@@ -13,8 +13,9 @@ Two experiments:
     seed's SOM score alone, the supervised model (5-fold out-of-fold), IsolationForest and
     LocalOutlierFactor on the same data: AUC, MAP@100/200, recall per pattern at a cut equal
     to the number of thieves.
-  * Real data (`fraud_quality`): a tuning source and three evaluation sources made from
-    real household traces (the UCI house; five SimBench households), thieves injected by
+  * Real data (`fraud_quality`): two tuning sources and three evaluation sources made from
+    real household traces (the UCI house; fifteen CityLearn homes; five SimBench
+    households), thieves injected by
     a script that shares no code with the detectors; every method on every source side
     by side.
 Targets: on the simulator, ahead of both baselines on AUC and MAP@N and every pattern

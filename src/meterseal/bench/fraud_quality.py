@@ -1,11 +1,12 @@
 """`bench fraud` on data the detectors were not designed on: every source side by side.
 
-Sources (`fraud_sources`): one tuning source and three evaluation sources made from real
-household traces (two of the evaluation sources from the UCI house, one from five SimBench
-households; no detector constant was chosen on them), thieves injected by `fraud_inject`
-(eight patterns, random onsets). Each goes the user's way (UTC instants cut into local
-days of its zone) and is ranked by meterseal's unsupervised ensemble, the seed's SOM
-score, and IsolationForest and LocalOutlierFactor on per-customer features. Targets, on
+Sources (`fraud_sources`): two tuning sources (the UCI house's early days; fifteen CityLearn
+homes) and three evaluation sources made from real household traces (two from the UCI
+house's later days, one from five SimBench households; no detector constant was chosen on
+them), thieves injected by `fraud_inject` (eight patterns, random onsets). Each goes the
+user's way (UTC instants cut into local days of its zone) and is ranked by meterseal's
+unsupervised ensemble, the seed's SOM score, and IsolationForest and LocalOutlierFactor on
+per-customer features. Targets, on
 every evaluation source: AUC and MAP@100 >= 0.95, ahead of both baselines on AUC, MAP@50
 and MAP@100, every pattern recalled >= 85 % at a cut equal to the number of thieves.
 """
@@ -26,7 +27,9 @@ from meterseal.bench.fraud_sources import (
     SourceSpec,
     Trace,
     build,
+    default_citylearn,
     default_simbench,
+    load_citylearn,
     load_simbench,
     load_trace,
 )
@@ -74,6 +77,16 @@ def run_source(console: Console, source: Source, seed: int) -> Comparison:
     )
 
 
+def _load(spec: SourceSpec, trace: Path, vendored: dict[str, Path | None]) -> Trace | None:
+    """The trace a spec is made from (None: a vendored trace not in this checkout)."""
+    if spec.trace == "uci":
+        return load_trace(trace)
+    path = vendored[spec.trace]
+    if path is None:
+        return None
+    return load_simbench(path) if spec.trace == "simbench" else load_citylearn(path)
+
+
 def run_sources(
     console: Console,
     trace: Path,
@@ -81,30 +94,32 @@ def run_sources(
     customers: int | None = None,
     seed: int = 2026,
     simbench: Path | None = None,
+    citylearn: Path | None = None,
     only: tuple[str, ...] = (),
 ) -> list[SourceResult]:
     """Build and evaluate every source (`customers`: fewer per source, for a quick run;
-    `only`: these sources by name). SimBench's sources need its profiles (`simbench`, by
-    default the checkout's vendored copy) and are left out without them."""
-    simbench = simbench or default_simbench()
-    traces: dict[str, Trace] = {}
+    `only`: these sources by name). SimBench's and CityLearn's sources need their vendored
+    files (`simbench`, `citylearn`: by default the checkout's copies) and are left out
+    without them."""
+    vendored = {
+        "simbench": simbench or default_simbench(),
+        "citylearn": citylearn or default_citylearn(),
+    }
+    traces: dict[str, Trace | None] = {}
     out = []
     for spec in SOURCES:
         if only and spec.name not in only:
             continue
-        if spec.trace == "simbench" and simbench is None:
-            console.print(f"[yellow]{spec.name} left out: SimBench's profiles not found[/yellow]")
-            continue
         if spec.trace not in traces:
             with console.status(f"reading the {spec.trace} trace"):
-                traces[spec.trace] = (
-                    load_simbench(simbench)
-                    if spec.trace == "simbench" and simbench is not None
-                    else load_trace(trace)
-                )
+                traces[spec.trace] = _load(spec, trace, vendored)
+        source_trace = traces[spec.trace]
+        if source_trace is None:
+            console.print(f"[yellow]{spec.name} left out: its {spec.trace} file not found[/yellow]")
+            continue
         spec = replace(spec, customers=customers) if customers else spec
         with console.status(f"building {spec.name} (households, thieves, days of {spec.tz})"):
-            source = build(spec, traces[spec.trace])
+            source = build(spec, source_trace)
         out.append(SourceResult(spec, run_source(console, source, seed)))
     return out
 

@@ -20,6 +20,11 @@ A second, independent trace: SimBench's household load profiles (German, 2016, 1
 five households, ODbL; `tests/vectors/simbench-households/`), made into windows the same
 way (each customer a window of one of the five). No constant was chosen on it.
 
+A second tuning trace: fifteen homes of CityLearn 2.0.0's 2022 challenge set (California,
+2016-08 to 2017-07, hourly, MIT; `tests/vectors/citylearn-2022/`), windows of one of the
+fifteen. Its homes' seasons move their levels as SimBench's do (the UCI house's keep
+them), so the detectors' honest tail on such households is seen at tuning time.
+
 Thieves are injected by `fraud_inject` (no detector code) on the customer's own local
 days; the labelled readings are then turned into UTC instants in the source's time zone
 and read back into days by `fraud.data.from_arrays`, as a user's CSV is.
@@ -42,6 +47,7 @@ F64 = npt.NDArray[np.float64]
 B = npt.NDArray[np.bool_]
 UCI_NAME = "uci_household_power_1min.csv.gz"
 SIMBENCH_NAME = "simbench_households_2016.csv.gz"
+CITYLEARN_NAME = "citylearn_2022_homes.csv.gz"
 SIMBENCH_MEAN_KW = 0.45  # a household's mean draw (about 3,900 kWh a year) before its scale
 TUNING_END = dt.date(2008, 6, 30)  # trace days up to here: tuning; after: evaluation
 MINUTES = 1_440
@@ -125,6 +131,27 @@ def load_simbench(path: Path) -> Trace:
     return Trace(first, houses)
 
 
+def default_citylearn() -> Path | None:
+    """CityLearn's 2022 homes vendored in this checkout's tests (None: not there)."""
+    for folder in Path(__file__).resolve().parents:
+        candidate = folder / "tests" / "vectors" / "citylearn-2022" / CITYLEARN_NAME
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+@lru_cache(maxsize=1)
+def load_citylearn(path: Path) -> Trace:
+    """CityLearn's fifteen homes (kWh an hour, whole local days) as Wh per minute."""
+    import pandas as pd
+
+    frame = pd.read_csv(path)
+    first = dt.date.fromisoformat(str(frame["time"].iloc[0])[:10])
+    hours = frame.drop(columns="time").to_numpy(np.float64).T  # (homes, hours)
+    per_minute = np.repeat(hours, 60, axis=1) * 1000.0 / 60.0
+    return Trace(first, per_minute.reshape(hours.shape[0], -1, MINUTES))
+
+
 @dataclass(frozen=True)
 class SourceSpec:
     """How one labelled source is made from the trace."""
@@ -139,7 +166,7 @@ class SourceSpec:
     trace_days: tuple[dt.date, dt.date]  # the trace's days drawn from
     composite: bool
     customers: int = 600
-    trace: str = "uci"  # "uci" (one house) or "simbench" (five households)
+    trace: str = "uci"  # "uci" (one house), "simbench" (five households), "citylearn" (15)
     share: float = 0.12
     seed: int = 1
     months: tuple[int, ...] = ()  # composite: components start in these months (all: ())
@@ -151,6 +178,8 @@ class SourceSpec:
             if self.composite
             else "windows of five SimBench households"
             if self.trace == "simbench"
+            else "windows of fifteen CityLearn homes"
+            if self.trace == "citylearn"
             else "windows of the house"
         )
         first, last = self.trace_days
@@ -271,6 +300,20 @@ SOURCES = (
         composite=False,
         customers=400,
         seed=11,
+    ),
+    SourceSpec(
+        "citylearn-tuning",
+        "tuning",
+        "America/Los_Angeles",
+        60,
+        dt.date(2025, 9, 1),
+        120,
+        (45, 90),
+        (dt.date(2016, 8, 1), dt.date(2017, 7, 30)),
+        composite=False,
+        customers=400,
+        seed=51,
+        trace="citylearn",
     ),
     SourceSpec(
         "uci-windows",
