@@ -20,7 +20,7 @@ from meterseal.kvs.nodes import ReplicaSet
 from meterseal.services.nats_cluster import LocalCluster
 from tests.conftest import RUN_TAG
 from tests.kvs.test_nodes import _catalog_contract, _contract
-from tests.nats_cluster import running_cluster
+from tests.nats_cluster import running_cluster, stream_peers
 
 _runs = itertools.count()
 
@@ -124,10 +124,8 @@ def test_a_replica_set_reads_with_all_but_one_server_lost(cluster: LocalCluster)
         blob = os.urandom(2 * storage.part_size)
         await replicas.put("0123abcd", blob)
         await catalog.put("b1", "89abcdef", b"sealed")
-        info = await storage.jetstream().stream_info(replicas.stream)
-        assert info.cluster is not None
-        assert info.cluster.leader is not None
-        cluster.kill(info.cluster.leader)  # the leader first, then another
+        leader = (await stream_peers(storage, replicas.stream))[0]
+        cluster.kill(leader)  # the leader first, then another
         cluster.kill(next(s.name for s in cluster.nodes if s.running))
         assert await replicas.get("0123abcd") == blob
         assert await replicas.get("4567abcd") is None
@@ -148,10 +146,7 @@ def test_a_write_just_after_the_catalog_lost_its_leader_waits_for_the_next(
     async def scenario(storage: NatsStorage) -> None:
         catalog = await storage.catalog(3)
         await catalog.put("b1", "89abcdef", b"before")
-        info = await storage.jetstream().stream_info(catalog.stream)
-        assert info.cluster is not None
-        assert info.cluster.leader is not None
-        cluster.kill(info.cluster.leader)
+        cluster.kill((await stream_peers(storage, catalog.stream))[0])
         await catalog.put("b1", "89abcdef", b"after")  # the two left elect a leader meanwhile
         await catalog.put("b1", "01234567", b"another")
         assert await catalog.get("b1", "89abcdef") == b"after"
@@ -180,9 +175,7 @@ def test_a_write_whose_ack_was_lost_does_not_undo_another_gateways_newer_write(
                 return ack
 
             async def meanwhile(seconds: float) -> None:  # the leader changes, they write
-                info = await other.jetstream().stream_info(theirs.stream)
-                if info.cluster is not None and info.cluster.leader is not None:
-                    cluster.kill(info.cluster.leader)
+                cluster.kill((await stream_peers(other, theirs.stream))[0])
                 await theirs.put("b1", "89abcdef", b"newer")
 
             monkeypatch.setattr(js, "publish", losing)

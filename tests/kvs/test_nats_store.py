@@ -7,7 +7,6 @@ import itertools
 import os
 import random
 import shutil
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from meterseal.kvs.sealing import derive_bucket_key
 from meterseal.kvs.store import ObjectStore
 from meterseal.services.nats_cluster import LocalCluster
 from tests.conftest import RUN_TAG
-from tests.nats_cluster import running_cluster
+from tests.nats_cluster import running_cluster, stream_peers
 
 MASTER = os.urandom(32)
 _runs = itertools.count()
@@ -112,9 +111,8 @@ def test_a_node_killed_mid_read_does_not_fail_the_read(tmp_path: Path, policy: s
             first = manifest.chunks[1]
             holder = (first.replicas or first.fragments)[0].node
             if holder in {rs.name for rs in parts.replica_sets}:
-                info = await storage.jetstream().stream_info(parts.replica_sets[0].stream)
-                assert info.cluster is not None
-                holder = str(info.cluster.leader)  # the replicated stream's leader
+                # the replicated stream's leader
+                holder = (await stream_peers(storage, parts.replica_sets[0].stream))[0]
             got = await _read_killing(store.get("meters", "big"), lambda: cluster.kill(holder))
             assert got == data
             assert (
@@ -158,22 +156,6 @@ def test_no_server_store_holds_plaintext_names_or_keys(tmp_path: Path) -> None:
     assert len(_scan(tmp_path, [canary])) >= 1
 
 
-async def _peers(storage: NatsStorage, stream: str) -> list[str]:
-    """The servers of a replicated stream, its leader first (once it has one)."""
-    # A bound, not a measure: a loaded 2-core CI machine took over 10 s to elect the
-    # catalog's leader after a server came back on an empty disk.
-    deadline = time.monotonic() + 60.0
-    while time.monotonic() < deadline:
-        try:
-            info = await storage.jetstream().stream_info(stream)
-        except TimeoutError:  # nats-py's, a subclass: no leader to answer yet
-            continue
-        if info.cluster is not None and info.cluster.leader:
-            return [info.cluster.leader, *(str(r.name) for r in info.cluster.replicas or [])]
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"stream {stream} has no leader")
-
-
 def test_a_server_back_with_an_empty_disk_is_refilled_by_a_scrub(tmp_path: Path) -> None:
     data = {f"obj-{i}": os.urandom(150 * 1024 + i) for i in range(3)}
     with running_cluster(tmp_path, 5) as cluster:
@@ -193,7 +175,7 @@ def test_a_server_back_with_an_empty_disk_is_refilled_by_a_scrub(tmp_path: Path)
             assert len([i async for i in n2.blob_ids()]) == 9
             # Two servers go, as many as ec:3+2 tolerates: the catalog's leader among them,
             # and a catalog replica that never lost its disk stays.
-            catalog = await _peers(storage, parts.catalog.stream)
+            catalog = await stream_peers(storage, parts.catalog.stream)
             keep = [name for name in catalog if name != "n2"][-1]
             others = [n.name for n in cluster.nodes if n.name not in {"n2", keep}]
             doomed = sorted(others, key=lambda name: name != catalog[0])[:2]
