@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any, cast
 
 import pytest
@@ -106,6 +107,28 @@ def test_a_refused_write_is_not_asked_again() -> None:
     with pytest.raises(KvsError, match=r"write of b1\.k1"):
         asyncio.run(stream.write("b1.k1", b"sealed"))
     assert storage.slept == 0
+
+
+class _LeaderLostAgain(_JetStream):
+    """No leader for 15 s; the one elected takes part 1 and is lost before part 0, which
+    finds none until 30 s (on the storage's clock)."""
+
+    clock: Callable[[], float]
+
+    async def publish(self, subject: str, payload: bytes, **_: object) -> None:
+        if self.clock() < (30.0 if subject.endswith(".0") else 15.0):
+            raise NoStreamResponseError
+        self.taken.append(subject)
+
+
+def test_the_parts_and_part_0_of_a_blob_wait_for_leaders_once_in_all() -> None:
+    js = _LeaderLostAgain()
+    stream, storage = _stream(js, 3)
+    js.clock = storage.clock
+    with pytest.raises(KvsError, match=r"write of b1\.k1: nats: no response from stream"):
+        asyncio.run(stream.write("b1.k1", bytes(2 * storage.part_size)))
+    assert js.taken == ["kvs.t.cat.b1.k1.1"]  # part 0 had only what part 1 left of the wait
+    assert storage.now < ELECTION_WAIT + 1.0  # at most one pause (1 s) past it
 
 
 class _Deduplicating:

@@ -6,7 +6,8 @@ size in its headers, is written last: a blob whose part 0 is there is whole. Rea
 single-replica stream go to its server (direct get); reads of a replicated one through the
 stream leader (a follower may lag behind an overwrite or a delete), and to any replica while
 there is no leader. Writes and deletes of a replicated stream need its leader: one that lost
-its leader is asked again until the remaining replicas elect one or `ELECTION_WAIT` passes.
+its leader is asked again until the remaining replicas elect one or `ELECTION_WAIT` passes,
+once for a whole blob's write (its parts and part 0 share the wait).
 `NatsStorage` (kvs/nats_nodes.py) makes the streams.
 """
 
@@ -30,8 +31,9 @@ SIZE = "Ms-Size"
 # window) only once: a write asked again after a timeout cannot put back an old blob.
 MSG_ID = "Nats-Msg-Id"
 LEADERLESS_PAUSE = 5.0  # seconds consistent reads go to any replica after the leader failed
-# Seconds a write or delete of a replicated stream that lost its leader waits for a new one:
-# nats-server's Raft elects one within its election timeout (4 to 9 s), later under load.
+# Seconds a blob's write (all its parts) or a delete of a replicated stream that lost its
+# leader waits for a new one: nats-server's Raft elects one within its election timeout (4 to
+# 9 s), later under load.
 ELECTION_WAIT = 20.0
 
 
@@ -88,6 +90,9 @@ class NatsStream:
         count = max(1, -(-len(data) // size))
         js = self.storage.jetstream()
         write_id = secrets.token_hex(16)  # the same on every retry of this write's parts
+        # One wait for a leader for the blob, not one per step: part 0 after parts that waited
+        # gets what is left, so a leader lost again cannot make the write wait twice as long.
+        deadline = self.storage.clock() + self.storage.election_wait
 
         async def publish(index: int) -> None:
             headers = {MSG_ID: f"{write_id}.{index}"}
@@ -96,7 +101,7 @@ class NatsStream:
             piece = data[index * size : (index + 1) * size]
             subject = f"{self.base}.{name}.{index}"
             await self._elected(
-                lambda: js.publish(subject, piece, stream=self.name, headers=headers)
+                lambda: js.publish(subject, piece, stream=self.name, headers=headers), deadline
             )
 
         try:
@@ -110,9 +115,12 @@ class NatsStream:
             first = exc.exceptions[0] if isinstance(exc, ExceptionGroup) else exc
             raise self._error(f"write of {name}", first) from None
 
-    async def _elected(self, request: Callable[[], Awaitable[object]]) -> None:
+    async def _elected(
+        self, request: Callable[[], Awaitable[object]], deadline: float | None = None
+    ) -> None:
         """Make `request` (a write or a delete, the same when repeated); while a replicated
-        stream has no leader to take it, make it again until one is elected.
+        stream has no leader to take it, make it again until one is elected or the clock
+        reaches `deadline` (`election_wait` from now by default).
 
         A request that timed out may have been taken: a write repeated carries its first
         message id, so JetStream drops it rather than undo a newer write of the same name."""
@@ -121,7 +129,9 @@ class NatsStream:
 
         leaderless = (NoStreamResponseError, NoRespondersError, ServiceUnavailableError)
         storage = self.storage
-        deadline, pause = storage.clock() + storage.election_wait, 0.1
+        if deadline is None:
+            deadline = storage.clock() + storage.election_wait
+        pause = 0.1
         while True:
             try:
                 await request()
