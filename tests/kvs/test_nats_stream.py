@@ -36,20 +36,36 @@ class _JetStream:
         self._answer(subject)
 
 
+class _Manager:
+    """Stream creation that answers with the next of `failures`, then makes the stream."""
+
+    def __init__(self, failures: list[BaseException]) -> None:
+        self.failures, self.made = failures, 0
+
+    async def add_stream(self, config: object) -> None:
+        if self.failures:
+            raise self.failures.pop(0)
+        self.made += 1
+
+
 class _Storage:
     """The parts of NatsStorage a stream uses, on a clock that moves only when it sleeps."""
 
     part_size = 1024
     election_wait = ELECTION_WAIT
 
-    def __init__(self, js: _JetStream) -> None:
+    def __init__(self, js: _JetStream, manage: _Manager | None = None) -> None:
         self.js, self.now, self.slept = js, 0.0, 0
+        self.manage = manage or _Manager([])
 
     def jetstream(self) -> _JetStream:
         return self.js
 
     def clock(self) -> float:
         return self.now
+
+    def manager(self) -> _Manager:
+        return self.manage
 
     async def sleep(self, seconds: float) -> None:
         self.slept += 1
@@ -203,3 +219,33 @@ def test_a_part_refused_cancels_the_parts_still_waiting_for_a_leader() -> None:
 
     asyncio.run(scenario())
     assert js.taken == []  # part 2, left retrying, would be stored with no part 0
+
+
+def test_a_replicated_stream_whose_creation_got_no_answer_is_made_again() -> None:
+    # On a loaded cluster the create's reply can miss the client's timeout while the stream
+    # is made; asked again with the same configuration it is found as it is.
+    manager = _Manager([TimeoutError(), NoStreamResponseError()])
+    storage = _Storage(_JetStream(), manager)
+    stream = NatsStream(cast(Any, storage), "KVS_t_cat", "kvs.t.cat", 3)
+    asyncio.run(stream.ensure())
+    assert manager.made == 1
+    assert storage.slept == 2
+
+
+def test_a_node_stream_whose_server_does_not_answer_is_not_made() -> None:
+    manager = _Manager([TimeoutError()])
+    storage = _Storage(_JetStream(), manager)
+    stream = NatsStream(cast(Any, storage), "KVS_t_n1", "kvs.t.n1", 1)
+    with pytest.raises(KvsError, match="cannot be made"):
+        asyncio.run(stream.ensure())
+    assert manager.made == 0
+    assert storage.slept == 0
+
+
+def test_a_stream_configured_otherwise_is_refused_without_waiting() -> None:
+    manager = _Manager([BadRequestError()])
+    storage = _Storage(_JetStream(), manager)
+    stream = NatsStream(cast(Any, storage), "KVS_t_cat", "kvs.t.cat", 3)
+    with pytest.raises(KvsError, match="cannot be made as configured"):
+        asyncio.run(stream.ensure())
+    assert storage.slept == 0

@@ -7,7 +7,8 @@ single-replica stream go to its server (direct get); reads of a replicated one t
 stream leader (a follower may lag behind an overwrite or a delete), and to any replica while
 there is no leader. Writes and deletes of a replicated stream need its leader: one that lost
 its leader is asked again until the remaining replicas elect one or `ELECTION_WAIT` passes,
-once for a whole blob's write (its parts and part 0 share the wait).
+once for a whole blob's write (its parts and part 0 share the wait); so is a replicated
+stream's creation whose answer did not come (making it again as configured is a no-op).
 `NatsStorage` (kvs/nats_nodes.py) makes the streams.
 """
 
@@ -77,8 +78,12 @@ class NatsStream:
             max_msgs_per_subject=1,
             allow_direct=True,
         )
+        manager = self.storage.manager()
         try:
-            await self.storage.manager().add_stream(config)
+            # Making a stream with the configuration it has is a no-op, so a create whose
+            # answer was lost (a replicated stream's on a loaded cluster: its leader was up
+            # within a second, the reply missed the client's timeout) is simply asked again.
+            await self._elected(lambda: manager.add_stream(config))
         except BadRequestError as exc:
             raise self._error("cannot be made as configured", exc) from None
         except Exception as exc:
@@ -118,9 +123,9 @@ class NatsStream:
     async def _elected(
         self, request: Callable[[], Awaitable[object]], deadline: float | None = None
     ) -> None:
-        """Make `request` (a write or a delete, the same when repeated); while a replicated
-        stream has no leader to take it, make it again until one is elected or the clock
-        reaches `deadline` (`election_wait` from now by default).
+        """Make `request` (a write, a delete or the stream's creation, the same when repeated);
+        while a replicated stream has no leader to take it, make it again until one is elected
+        or the clock reaches `deadline` (`election_wait` from now by default).
 
         A request that timed out may have been taken: a write repeated carries its first
         message id, so JetStream drops it rather than undo a newer write of the same name."""
