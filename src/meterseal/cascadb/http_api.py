@@ -41,6 +41,8 @@ SQL_REFUSALS = (  # a subclass of Error before Error
     Refusal(Error, 400, "refused"),
 )
 MAX_SQL = 1_000_000
+# A body of the longest SQL, escaped in JSON, and its parameters: over the runtime's default.
+MAX_SQL_BODY = 16 << 20
 
 
 class Statement(BaseModel):
@@ -105,6 +107,7 @@ def create_app(
         summary="Run SQL as one transaction",
         dependencies=[access(SQL_CALLERS)],
         responses=REFUSED_SQL,
+        max_body_size=MAX_SQL_BODY,
     )
     async def run_sql(statement: Statement, request: Request) -> Answer:
         who = identity_of(request).subject or "?"

@@ -40,6 +40,7 @@ except ImportError:  # pragma: no cover - httptools is in the base install
 
 from meterseal.runtime.address import format_address, parse_address
 from meterseal.runtime.auth import PUBLIC, access, check_access
+from meterseal.runtime.body_cap import ParsedBodyRoute
 from meterseal.runtime.connections import (
     ConnectionGate,
     ConnectionLimits,
@@ -90,6 +91,7 @@ def service_app(
 ) -> FastAPI:
     """A service's app: OpenAPI, /healthz, /v1/counters (`counters()`), `state.counts`."""
     app = FastAPI(title=title, version="1", description=description, responses=REFUSALS)
+    app.router.route_class = ParsedBodyRoute  # the routes added from now on
     app.state.counts = counts  # `HttpServer` adds its connection-level refusals here
 
     @app.get("/healthz", summary="Liveness", dependencies=[access(PUBLIC)])
