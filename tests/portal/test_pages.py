@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+from collections.abc import MutableMapping
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -130,6 +133,40 @@ def test_a_form_without_its_csrf_token_is_refused(portal: Portal) -> None:
     assert out.status_code == 303
     client.cookies.delete(SESSION_COOKIE)  # what the browser does with the expired cookie
     assert client.get("/portal/bills").status_code == 303
+
+
+@pytest.mark.parametrize("session", [False, True], ids=["handler", "authenticator"])
+def test_a_chunked_form_is_refused_once_past_its_limit_not_read_to_its_end(
+    portal: Portal, session: bool
+) -> None:
+    # Without a Content-Length the form was read whole before its size was looked at: an
+    # anonymous sender could make the portal hold any size of sign-in form. With a session
+    # cookie the authenticator reads the form first (its CSRF token).
+    received = 0
+
+    async def receive() -> dict[str, object]:
+        nonlocal received
+        received += 1
+        assert received <= 64, "read on past the form's limit (4 KiB)"
+        return {"type": "http.request", "body": b"a" * 1024, "more_body": True}
+
+    sent: list[MutableMapping[str, Any]] = []
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message)
+
+    headers = [(b"host", b"testserver"), (b"transfer-encoding", b"chunked")]
+    headers.append((b"content-type", b"application/x-www-form-urlencoded"))
+    if session:
+        headers.append((b"cookie", f"{SESSION_COOKIE}=x; {CSRF_COOKIE}=y".encode()))
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/portal/login", "raw_path": b"/portal/login",
+        "query_string": b"", "root_path": "", "headers": headers,
+        "client": ("127.0.0.1", 40000), "server": ("testserver", 80),
+    }  # fmt: skip
+    asyncio.run(portal.app(scope, receive, send))
+    assert sent[0]["status"] == 413
 
 
 def test_signing_out_revokes_the_session_on_the_server(portal: Portal) -> None:

@@ -76,13 +76,7 @@ def form_limit(request: Request) -> int:
 async def form_fields(request: Request) -> dict[str, str]:
     """A urlencoded form's fields (first value each); 413 beyond the route's form limit (MAX_FORM
     bytes unless `allow_larger_form`), 400 beyond MAX_FORM_FIELDS fields."""
-    limit = form_limit(request)
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise HTTPException(413, "form too large")
-    body = await request.body()  # Starlette keeps it: the handler reads the same bytes
-    if len(body) > limit:
-        raise HTTPException(413, "form too large")
+    body = await _form_body(request, form_limit(request))
     try:
         fields = parse_qs(
             body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS
@@ -90,6 +84,26 @@ async def form_fields(request: Request) -> dict[str, str]:
     except ValueError:  # "Max number of fields exceeded"
         raise HTTPException(400, TOO_MANY_FIELDS) from None
     return {k: v[0] for k, v in fields.items()}
+
+
+async def _form_body(request: Request, limit: int) -> bytes:
+    """The body, read no further than `limit` bytes (a chunked one has no length to check
+    first); kept in the request's state, where the authenticator's CSRF check and then the
+    handler read the same bytes."""
+    kept: bytes | None = getattr(request.state, "form_body", None)
+    if kept is not None:
+        return kept
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, "form too large")
+    pieces, size = [], 0
+    async for piece in request.stream():
+        size += len(piece)
+        if size > limit:
+            raise HTTPException(413, "form too large")
+        pieces.append(piece)
+    request.state.form_body = body = b"".join(pieces)
+    return body
 
 
 def csrf_matches(request: Request, form: dict[str, str], cookie: str, field: str) -> bool:
