@@ -3,6 +3,7 @@ login timeout and the server's close (pgwire.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
 import socket
@@ -20,6 +21,7 @@ from cryptography.x509.oid import NameOID
 
 from meterseal.cascadb import Database, MemoryKv, ProgrammingError
 from meterseal.cascadb.pgwire import PgServer
+from meterseal.runtime.connections import ConnectionLimits
 from tests.cascadb.pg_client import Running
 
 
@@ -161,6 +163,37 @@ def test_a_malformed_startup_packet_is_refused_and_counted(
 def test_a_server_without_a_login_check_is_not_made_by_omission() -> None:
     with pytest.raises(TypeError, match="authenticate"):
         PgServer(Database(MemoryKv()))  # type: ignore[call-arg]
+
+
+def test_one_source_holds_at_most_its_share_of_connections() -> None:
+    # asyncio.start_server took every connection: idle strangers from one address, each kept
+    # up to the login timeout, could use up the process's descriptors (the HTTP API's too).
+    server = Running()
+    cap = ConnectionLimits().max_per_source  # the runtime's default, every server's
+    held: list[socket.socket] = []
+    try:
+        for _ in range(cap):
+            held.append(socket.create_connection(("127.0.0.1", server.server.port), timeout=10))
+        with (
+            socket.create_connection(("127.0.0.1", server.server.port), timeout=10) as over,
+            contextlib.suppress(ConnectionResetError),
+        ):
+            assert over.recv(1) == b""  # reset at once, nothing read
+        assert server.server.counts["refused_source_full"] == 1
+        for sock in held:
+            sock.close()
+        for _ in range(200):  # the server frees each slot as it sees its connection go
+            with contextlib.suppress(psycopg.OperationalError):
+                with psycopg.connect(server.dsn(), connect_timeout=10) as conn:
+                    assert conn.execute("SELECT 1").fetchone() == (1,)
+                break
+            threading.Event().wait(0.05)
+        else:
+            raise AssertionError("no slot came free")
+    finally:
+        for sock in held:
+            sock.close()
+        server.stop()
 
 
 def test_a_client_that_never_logs_in_is_let_go() -> None:

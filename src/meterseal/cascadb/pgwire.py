@@ -11,7 +11,8 @@ committed, as PostgreSQL's default: a transaction, a block too, that begins with
 reader holding no lock until its first write (FOR UPDATE, or an isolation level above read
 committed asked by BEGIN, START TRANSACTION or SET, takes the write lock at once). Values
 travel as text (result format 0; parameters as text or binary for the integer, float and
-bytea types). Each connection is a session.
+bytea types). Each connection is a session. Connections are capped per source and in all as
+every server's are (`runtime.connections.ConnectionLimits`): one over a cap is reset at once.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from meterseal.cascadb.engine import Database
 from meterseal.cascadb.pg_startup import read_startup
 from meterseal.cascadb.pgwire_queries import Connection, QueryLoop, cstr, error, message, ready
 from meterseal.cascadb.scope import Client
+from meterseal.runtime.connections import ConnectionLimits, RefusalLog, reset_on_close, source_key
 
 # (user, password, source address) -> allowed; run in a thread (a password hash is slow)
 Authenticate = Callable[[str, str, str], bool]
@@ -62,6 +64,7 @@ class PgServer(QueryLoop):
         log: Callable[[str], None] | None = None,
         login_timeout: float = 60.0,
         idle_in_transaction_timeout: float | None = 60.0,
+        limits: ConnectionLimits | None = None,
     ) -> None:
         if require_tls and tls is None:
             raise ValueError("require_tls needs a TLS context")
@@ -76,6 +79,11 @@ class PgServer(QueryLoop):
         self.idle_in_transaction_timeout = idle_in_transaction_timeout
         # sessions, refused (logins and plain connections), statements, failed (statements)
         self.counts: Counter[str] = Counter()
+        # Connections per source and in all, as every server's (runtime.connections): one
+        # source's idle strangers, each kept up to login_timeout, must not starve the others.
+        self.limits = limits or ConnectionLimits()
+        self._gate = self.limits.gate(self.counts)
+        self._refusals: RefusalLog | None = None
         self.log = log or (lambda line: None)
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()  # open connections, closed by close()
@@ -83,6 +91,7 @@ class PgServer(QueryLoop):
 
     async def start(self) -> None:
         """Listen (port 0: any free port, then `self.port` is it)."""
+        self._refusals = RefusalLog("cascadb-pg", self.limits.refusal_log_interval)
         self._server = await asyncio.start_server(self._serve, self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
 
@@ -97,8 +106,25 @@ class PgServer(QueryLoop):
             # (Python 3.11's wait_closed does not wait for them: the store under the database
             # would be closed under a statement still running, which would commit after it)
             await asyncio.gather(*self._sessions, return_exceptions=True)
+        if self._refusals is not None:
+            self._refusals.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        source = source_key(peer[0]) if isinstance(peer, tuple) else "local"
+        refusal = self._gate.admit(source)  # counted: refused_source_full, refused_server_full
+        if refusal is not None:  # reset at once, nothing read
+            if self._refusals is not None:
+                self._refusals.note(refusal, source)
+            reset_on_close(writer.get_extra_info("socket"))
+            writer.transport.abort()
+            return
+        try:
+            await self._session(reader, writer)
+        finally:
+            self._gate.release(source)
+
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn: Connection | None = None
         self._writers.add(writer)
         task = asyncio.current_task()
