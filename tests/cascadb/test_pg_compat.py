@@ -211,6 +211,36 @@ def test_dividing_by_zero_is_22012(dsn: str) -> None:
     ]
 
 
+def test_is_not_null_is_the_negation_of_is_null(dsn: str) -> None:
+    # sqlglot reads PostgreSQL's IS NOT NULL as one node, negated: CascaDB read it as IS NULL
+    steps: list[Step] = [
+        TABLE,
+        "INSERT INTO t VALUES (1, 'one'), (2, NULL), (3, 'three')",
+        "SELECT k FROM t WHERE v IS NOT NULL ORDER BY k",
+        "SELECT k FROM t WHERE v NOTNULL ORDER BY k",
+        "SELECT k FROM t WHERE NOT v IS NULL ORDER BY k",
+        "SELECT k FROM t WHERE v IS NULL OR NOT (v IS NOT NULL)",
+        "DELETE FROM t WHERE v IS NOT NULL",
+        "SELECT count(*) FROM t",
+    ]
+    assert transcript(dsn, steps) == [
+        ("CREATE TABLE", IDLE),
+        ("INSERT 0 3", IDLE),
+        ("SELECT 2", IDLE, "1", "3"),
+        ("SELECT 2", IDLE, "1", "3"),
+        ("SELECT 2", IDLE, "1", "3"),
+        ("SELECT 1", IDLE, "2"),
+        ("DELETE 2", IDLE),
+        ("SELECT 1", IDLE, "1"),
+    ]
+    database = Database(MemoryKv())  # SQLite's dialect read it as NOT (v IS NULL) already
+    database.execute(TABLE)
+    database.execute("INSERT INTO t VALUES (1, 'one'), (2, NULL)")
+    assert database.execute("SELECT k FROM t WHERE v IS NOT NULL").rows == [(1,)]
+    session = database.session(dialect="postgres")
+    assert session.execute("SELECT k, v IS NOT NULL FROM t ORDER BY k").rows == [(1, 1), (2, 0)]
+
+
 def test_the_sqlite_dialect_keeps_sqlites_null_for_division_by_zero() -> None:
     database = Database(MemoryKv())  # the PEP 249 module's dialect and rule
     assert database.execute("SELECT 10 / 0, 10 % 0, 7 / 2").rows == [(None, None, 3)]

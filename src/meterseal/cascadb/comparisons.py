@@ -69,10 +69,14 @@ def compile_is(compiler: Compiler, node: exp.Binary) -> Fn:
 
 
 def compile_is_null(compiler: Compiler, node: exp.Is) -> Fn:
-    """`x IS NULL`, else `x IS y`."""
+    """`x IS NULL` and `x IS NOT NULL`, else `x IS y`."""
     if not isinstance(node.expression, exp.Null):
         return compile_is(compiler, node)
     inner = compiler.compile(node.this)
+    # sqlglot reads PostgreSQL's `x IS NOT NULL` and `x NOTNULL` as one negated node (SQLite's
+    # as NOT around `x IS NULL`)
+    if node.args.get("negate"):
+        return lambda row, ctx: int(inner(row, ctx) is not None)
     return lambda row, ctx: int(inner(row, ctx) is None)
 
 
