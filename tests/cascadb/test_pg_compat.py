@@ -8,6 +8,7 @@ reads from ReadyForQuery, and rows as text (so a numeric's scale counts: 1.2 is 
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from typing import Any
@@ -239,6 +240,33 @@ def test_is_not_null_is_the_negation_of_is_null(dsn: str) -> None:
     assert database.execute("SELECT k FROM t WHERE v IS NOT NULL").rows == [(1,)]
     session = database.session(dialect="postgres")
     assert session.execute("SELECT k, v IS NOT NULL FROM t ORDER BY k").rows == [(1, 1), (2, 0)]
+
+
+def test_a_where_without_from_filters_the_one_row(dsn: str) -> None:
+    # CascaDB placed the condition on the first table's access, and with no FROM dropped it
+    steps: list[Step] = [
+        "SELECT 1 WHERE false",
+        "SELECT 1 WHERE 1 = 2",
+        "SELECT 2 WHERE 1 < 2",
+        ("SELECT 3 WHERE %s::int > 0", (0,)),
+        TABLE,
+        "SELECT 4, (SELECT 5 WHERE false) WHERE NOT EXISTS (SELECT 1 WHERE false)",
+        "SELECT k FROM t WHERE EXISTS (SELECT 1 WHERE t.k = 1)",
+    ]
+    assert transcript(dsn, steps) == [
+        ("SELECT 0", IDLE),
+        ("SELECT 0", IDLE),
+        ("SELECT 1", IDLE, "2"),
+        ("SELECT 0", IDLE),
+        ("CREATE TABLE", IDLE),
+        ("SELECT 1", IDLE, "4,None"),
+        ("SELECT 0", IDLE),
+    ]
+    database = Database(MemoryKv())  # SQLite's dialect, as sqlite3: no row either
+    sqlite = sqlite3.connect(":memory:")
+    for sql in ("SELECT 1 WHERE 0", "SELECT 1 WHERE 1 = 2", "SELECT 2 WHERE 1 < 2"):
+        assert database.execute(sql).rows == sqlite.execute(sql).fetchall()
+    sqlite.close()
 
 
 def test_the_sqlite_dialect_keeps_sqlites_null_for_division_by_zero() -> None:

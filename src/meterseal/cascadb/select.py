@@ -260,7 +260,7 @@ def plan_from(
     last: list[exp.Expression] = []
     for condition in conjuncts(select.args.get("where") and select.args["where"].this):
         tables = _tables_of(condition, sources)
-        if tables is None:
+        if tables is None or not items:  # (no FROM: no table's access to check it)
             last.append(condition)
             continue
         at = max(tables, default=0)
