@@ -23,6 +23,7 @@ from meterseal.cascadb.kv import OrderedKv, get_many
 from meterseal.cascadb.labels import postgres_name
 from meterseal.cascadb.query import plan_query
 from meterseal.cascadb.references import check_referenced, parent_prefix, referred_positions
+from meterseal.cascadb.result_types import postgres_type
 
 Row = tuple[Value, ...]
 PutRow = Callable[..., None]  # dml.put_row(table, row, kv, dictionary, *, checked)
@@ -215,14 +216,15 @@ def returning(
     ctx: Ctx,
     params: Params,
     postgres: bool = False,
-) -> tuple[list[str], list[Row]]:
-    """RETURNING's column names (`postgres`: by PostgreSQL's rule) and one row per written
-    row."""
+) -> tuple[list[str], list[Row], list[int | None] | None]:
+    """RETURNING's column names (`postgres`: by PostgreSQL's rule), one row per written row,
+    and (`postgres`) the types its expressions tell (result_types.py)."""
     alias = table.name.lower()
     scope = Scope([Slot(alias, c.name.lower(), c.affinity) for c in table.columns])
     compiler = Compiler(scope, params, _no_subquery)
     names: list[str] = []
     fns: list[Fn] = []
+    types: list[int | None] = []
     for item in node.expressions:
         star = isinstance(item, exp.Star) or (
             isinstance(item, exp.Column) and isinstance(item.this, exp.Star)
@@ -231,13 +233,16 @@ def returning(
             for position, column in enumerate(table.columns):
                 names.append(column.name)
                 fns.append(_column_at(position))
+                types.append(None)
             continue
         if postgres:
             names.append(postgres_name(item))
         else:
             names.append(item.alias if isinstance(item, exp.Alias) else item.alias_or_name)
         fns.append(compiler.compile(item.this if isinstance(item, exp.Alias) else item))
-    return names, [tuple(fn(row, ctx) for fn in fns) for row in rows]
+        types.append(postgres_type(item))
+    written = [tuple(fn(row, ctx) for fn in fns) for row in rows]
+    return names, written, types if postgres else None
 
 
 def _column_at(position: int) -> Fn:

@@ -41,6 +41,9 @@ class Result:
     plan: list[str] = field(default_factory=list)
     command: str = ""  # what PostgreSQL's CommandComplete says: SELECT, INSERT, CREATE TABLE...
     lastrowid: int | None = None  # an INSERT's last rowid (or INTEGER PRIMARY KEY), as sqlite3's
+    # PostgreSQL's dialect: each column's type OID when its expression tells it, else None
+    # (told from the values over the PostgreSQL protocol); None for SQLite's
+    types: list[int | None] | None = None
 
 
 @dataclass
@@ -123,7 +126,8 @@ def _run(
         planned = _select(node, ctx.params, dictionary, plans)
         rows = list(planned.plan.rows(ctx))
         columns = planned.plan.labels if postgres else planned.plan.columns
-        return Result(list(columns), rows, -1, planned.explained, "SELECT")
+        types = list(planned.plan.types) if postgres else None
+        return Result(list(columns), rows, -1, planned.explained, "SELECT", types=types)
     if isinstance(node, exp.Create):
         kind = (node.args.get("kind") or "").upper()
         if kind == "TABLE":
@@ -146,8 +150,8 @@ def _run(
             back = node.args.get("returning")
             if back is None:
                 return Result(rowcount=len(written), command=command, lastrowid=last)
-            columns, rows = returning(back, table, written, ctx, numbering, postgres)
-            return Result(columns, rows, len(written), command=command, lastrowid=last)
+            columns, rows, types = returning(back, table, written, ctx, numbering, postgres)
+            return Result(columns, rows, len(written), command=command, lastrowid=last, types=types)
     raise NotSupportedError(f"CascaDB does not support {node.key.upper()} statements")
 
 

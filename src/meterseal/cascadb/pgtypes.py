@@ -1,22 +1,25 @@
 """Values on the PostgreSQL protocol: result column types, the text format, bound parameters.
 
-Results travel as text (format 0), typed from their values: int8, float8, numeric, bytea,
-timestamptz, else text. Parameters come as text, or binary for the integer, float and bytea
-types.
+Results travel as text (format 0). A column whose expression tells its type (a Boolean:
+result_types.py) is described so, bool as `t`/`f`; another is typed from its values: int8,
+float8, numeric, bytea, timestamptz, else text. Parameters come as text, or binary for the
+integer, float and bytea types.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import struct
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
 from meterseal.cascadb import errors
 from meterseal.cascadb.casts import float8_out, postgres_float8, postgres_integer, postgres_numeric
 from meterseal.cascadb.pg_strings import bad_sequence
+from meterseal.cascadb.values import truth
 
-TEXT, INT8, FLOAT8, NUMERIC, BYTEA, TIMESTAMPTZ = 25, 20, 701, 1700, 17, 1184
+TEXT, INT8, FLOAT8, NUMERIC, BYTEA, TIMESTAMPTZ, BOOL = 25, 20, 701, 1700, 17, 1184, 16
 _INTEGERS = {20: ("bigint", 64), 23: ("integer", 32), 21: ("smallint", 16)}  # int8, int4, int2
 
 
@@ -36,8 +39,17 @@ def oid_of(values: list[Any]) -> int:
     return TEXT
 
 
-def text_of(value: Any) -> bytes:
-    """A value in PostgreSQL's text format."""
+def column_types(hints: Sequence[int | None], rows: Sequence[Sequence[Any]]) -> list[int]:
+    """The types result columns are described as: each one's hint (the type its expression
+    tells), else the type told from its values."""
+    return [oid_of([row[i] for row in rows]) if t is None else t for i, t in enumerate(hints)]
+
+
+def text_of(value: Any, oid: int | None = None) -> bytes:
+    """A value in PostgreSQL's text format (as of the type `oid`, when given: a bool column's
+    1 and 0, CascaDB's truth values as SQLite's, are `t` and `f`)."""
+    if oid == BOOL:
+        return b"t" if truth(value) else b"f"
     if isinstance(value, bytes):
         return b"\\x" + value.hex().encode()
     if isinstance(value, float):
@@ -93,7 +105,7 @@ def _parameter(raw: bytes | None, oid: int, binary: bool) -> Any:
         return postgres_float8(text)
     if oid == NUMERIC:
         return postgres_numeric(text)
-    if oid == 16:
+    if oid == BOOL:
         return int(text in ("t", "true", "1"))
     if oid == BYTEA:
         return bytes.fromhex(text[2:]) if text.startswith("\\x") else raw

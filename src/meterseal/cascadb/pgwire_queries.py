@@ -3,11 +3,11 @@
 The simple query protocol (Query: several statements, each with RowDescription/DataRow/
 CommandComplete, one transaction when outside a block) and the extended one (Parse, Bind,
 Describe, Execute, Close, Sync, Flush; outside a block, the Executes up to a Sync are one
-transaction). A portal runs when it is described or executed; column types are told from the
-values (int8, float8, numeric, text, bytea, timestamptz, else text). Statements run in worker
-threads (the engine is synchronous); a session ends after its running statement. After an
-error in a transaction block, ReadyForQuery says
-'E' and statements fail with 25P02 until ROLLBACK, as PostgreSQL's; each error carries its
+transaction). A portal runs when it is described or executed; a column's type is bool for a
+Boolean expression (result_types.py), else told from the values (int8, float8, numeric, bytea,
+timestamptz, else text). Statements run in worker threads (the engine is synchronous); a
+session ends after its running statement. After an error in a transaction block, ReadyForQuery
+says 'E' and statements fail with 25P02 until ROLLBACK, as PostgreSQL's; each error carries its
 SQLSTATE (errors.py). A session idle inside a transaction block, or holding the write lock,
 that sends no whole message, or reads none of an answer, for `idle_in_transaction_timeout` is
 ended (FATAL 25P03).
@@ -37,7 +37,7 @@ from meterseal.cascadb.parsing import (
     session_command,
     transaction_set,
 )
-from meterseal.cascadb.pgtypes import oid_of, parameter, text_of, utf8
+from meterseal.cascadb.pgtypes import column_types, parameter, text_of, utf8
 from meterseal.cascadb.statement_log import statement_shape
 
 _log = logging.getLogger(__name__)
@@ -334,20 +334,21 @@ class QueryLoop:
         if result.columns is None:
             return b""
         payload = struct.pack("!H", len(result.columns))
-        for i, name in enumerate(result.columns):
-            oid = oid_of([row[i] for row in result.rows])
+        hints = result.types or [None] * len(result.columns)
+        for name, oid in zip(result.columns, column_types(hints, result.rows), strict=True):
             payload += cstr(name) + struct.pack("!IhIhih", 0, 0, oid, -1, -1, 0)
         return message(b"T", payload)
 
     def _rows(self, result: Result) -> bytes:
         out = bytearray()
+        hints = result.types or [None] * len(result.columns or ())  # (told ones: text_of's own)
         for row in result.rows:
             payload = bytearray(struct.pack("!H", len(row)))
-            for value in row:
+            for value, oid in zip(row, hints, strict=True):
                 if value is None:
                     payload += struct.pack("!i", -1)
                 else:
-                    text = text_of(value)
+                    text = text_of(value, oid)
                     payload += struct.pack("!I", len(text)) + text
             out += message(b"D", bytes(payload))
         return bytes(out) + message(b"C", cstr(_tag(result)))

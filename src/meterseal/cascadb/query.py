@@ -22,6 +22,7 @@ from meterseal.cascadb.positions import (
     postgres,
     refuse_distinct_on,
 )
+from meterseal.cascadb.result_types import compound_types, postgres_type
 from meterseal.cascadb.select import From, Lookup, plan_from
 
 Order = tuple[Fn | int, bool]  # (expression over the input row, or output position; descending)
@@ -30,10 +31,12 @@ Order = tuple[Fn | int, bool]  # (expression over the input row, or output posit
 @dataclass
 class Query:
     """A planned SELECT: `rows(ctx)` yields its output rows, `columns` names them (by SQLite's
-    rule; `labels`, by PostgreSQL's: labels.py)."""
+    rule; `labels`, by PostgreSQL's: labels.py), `types` tells the PostgreSQL types its
+    expressions decide (result_types.py)."""
 
     columns: list[str]
     labels: list[str]
+    types: list[int | None]
     source: From | None
     group: list[Fn] | None
     aggregates: list[Aggregate]
@@ -166,6 +169,7 @@ def plan_select(select: exp.Select, outer: Scope | None, params: Params, lookup:
     return Query(
         columns=columns,
         labels=[postgres_name(e) for e in expressions],
+        types=[postgres_type(e) for e in expressions],
         source=source,
         group=group,
         aggregates=aggregates,
@@ -238,6 +242,7 @@ class Compound:
 
     columns: list[str]
     labels: list[str]
+    types: list[int | None]
     left: Any
     right: Any
     kind: str
@@ -302,6 +307,7 @@ def plan_compound(
     return Compound(
         columns,
         left.labels,
+        compound_types(left.types, right.types),
         left,
         right,
         kind,
