@@ -165,11 +165,21 @@ def test_a_server_without_a_login_check_is_not_made_by_omission() -> None:
         PgServer(Database(MemoryKv()))  # type: ignore[call-arg]
 
 
+def test_the_port_takes_the_runtime_s_connection_limits_by_default() -> None:
+    server = Running()
+    try:
+        assert server.server.limits == ConnectionLimits()  # every server's, 1024 a source
+    finally:
+        server.stop()
+
+
 def test_one_source_holds_at_most_its_share_of_connections() -> None:
     # asyncio.start_server took every connection: idle strangers from one address, each kept
     # up to the login timeout, could use up the process's descriptors (the HTTP API's too).
-    server = Running()
-    cap = ConnectionLimits().max_per_source  # the runtime's default, every server's
+    # A small cap: the runtime's default (1024) would need over 2,048 descriptors in this one
+    # process, past a machine's common soft limit of 1,024.
+    cap = 8
+    server = Running(limits=ConnectionLimits(max_per_source=cap))
     held: list[socket.socket] = []
     try:
         for _ in range(cap):
