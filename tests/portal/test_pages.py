@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import quote
 
@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from meterseal.portal.app import CSP, CSRF_COOKIE, SESSION_COOKIE
+from meterseal.runtime import body_cap
 from meterseal.runtime.auth import check_access, route_rules
 from tests.accounts.people import PASSWORD
 from tests.billing.test_api import AUDITOR
@@ -135,21 +136,12 @@ def test_a_form_without_its_csrf_token_is_refused(portal: Portal) -> None:
     assert client.get("/portal/bills").status_code == 303
 
 
-@pytest.mark.parametrize("session", [False, True], ids=["handler", "authenticator"])
-def test_a_chunked_form_is_refused_once_past_its_limit_not_read_to_its_end(
-    portal: Portal, session: bool
-) -> None:
-    # Without a Content-Length the form was read whole before its size was looked at: an
-    # anonymous sender could make the portal hold any size of sign-in form. With a session
-    # cookie the authenticator reads the form first (its CSRF token).
-    received = 0
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 
-    async def receive() -> dict[str, object]:
-        nonlocal received
-        received += 1
-        assert received <= 64, "read on past the form's limit (4 KiB)"
-        return {"type": "http.request", "body": b"a" * 1024, "more_body": True}
 
+def _sign_in_form(portal: Portal, receive: Receive, session: bool) -> int:
+    """The status of a chunked sign-in form whose body `receive` gives (with a session cookie:
+    the authenticator reads the form first, for its CSRF token)."""
     sent: list[MutableMapping[str, Any]] = []
 
     async def send(message: MutableMapping[str, Any]) -> None:
@@ -165,8 +157,44 @@ def test_a_chunked_form_is_refused_once_past_its_limit_not_read_to_its_end(
         "query_string": b"", "root_path": "", "headers": headers,
         "client": ("127.0.0.1", 40000), "server": ("testserver", 80),
     }  # fmt: skip
-    asyncio.run(portal.app(scope, receive, send))
-    assert sent[0]["status"] == 413
+    asyncio.run(asyncio.wait_for(portal.app(scope, receive, send), 30))
+    status = sent[0]["status"]
+    assert isinstance(status, int)
+    return status
+
+
+@pytest.mark.parametrize("session", [False, True], ids=["handler", "authenticator"])
+def test_a_chunked_form_is_refused_once_past_its_limit_not_read_to_its_end(
+    portal: Portal, session: bool
+) -> None:
+    # Without a Content-Length the form was read whole before its size was looked at: an
+    # anonymous sender could make the portal hold any size of sign-in form.
+    received = 0
+
+    async def receive() -> MutableMapping[str, Any]:
+        nonlocal received
+        received += 1
+        assert received <= 64, "read on past the form's limit (4 KiB)"
+        return {"type": "http.request", "body": b"a" * 1024, "more_body": True}
+
+    assert _sign_in_form(portal, receive, session) == 413
+
+
+@pytest.mark.parametrize("session", [False, True], ids=["handler", "authenticator"])
+def test_a_form_that_stops_short_is_let_go(
+    portal: Portal, session: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A form whose sender stopped sending was waited for as long as the connection lived.
+    monkeypatch.setattr(body_cap, "BODY_GRACE", 0.2)
+    pieces = [{"type": "http.request", "body": b"username=a", "more_body": True}]
+
+    async def receive() -> MutableMapping[str, Any]:
+        if pieces:
+            return pieces.pop()
+        await asyncio.Event().wait()  # nothing more comes
+        raise AssertionError("unreachable")
+
+    assert _sign_in_form(portal, receive, session) == 408
 
 
 def test_signing_out_revokes_the_session_on_the_server(portal: Portal) -> None:

@@ -17,6 +17,7 @@ import pytest
 from fastapi import FastAPI, Request
 from pydantic import BaseModel
 
+from meterseal.runtime import body_cap
 from meterseal.runtime.auth import PUBLIC, UNAUTHENTICATED, HasRole, access
 from meterseal.runtime.body_cap import MAX_PARSED_BODY
 from meterseal.runtime.http import HttpServer, service_app
@@ -127,3 +128,34 @@ def test_a_route_may_take_more_and_a_streaming_route_caps_its_own() -> None:
     assert over.status_code == 413
     assert over.json() == {"detail": f"body over {4 * MAX_PARSED_BODY} bytes"}
     assert stream.json() == {"size": 4 * MAX_PARSED_BODY}
+
+
+def test_a_body_that_stops_short_of_its_end_is_cut_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    # It held its connection and the bytes sent so far (up to the cap) for as long as the
+    # sender liked: no HTTP timeout runs while a request's body is being read.
+    monkeypatch.setattr(body_cap, "BODY_GRACE", 0.2)
+    monkeypatch.setattr(body_cap, "MIN_BODY_RATE", 1 << 40)  # the cap's bytes take no time
+    seen: Counter[str] = Counter()
+
+    async def scenario() -> bytes:
+        server = HttpServer(_app(seen))
+        port = await server.start("127.0.0.1", 0)
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            head = (
+                "POST /v1/open HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                "Content-Length: 100\r\n\r\n"
+            )
+            writer.write(head.encode() + b'{"name": "a"' + b" " * 38)  # 50 of its 100 bytes
+            await writer.drain()
+            try:
+                return await asyncio.wait_for(reader.read(4096), 30)
+            finally:
+                writer.close()
+        finally:
+            await server.stop()
+
+    answer = asyncio.run(scenario())
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    assert b'{"detail":"body not received in time"}' in answer
+    assert not seen

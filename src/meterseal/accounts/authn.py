@@ -19,6 +19,7 @@ origin cannot read). A cookie sent on such a request without a matching token is
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import math
 import time
@@ -37,6 +38,7 @@ from meterseal.accounts.credentials import (
 from meterseal.accounts.model import AccountRepository, Role
 from meterseal.accounts.throttle import Throttle
 from meterseal.runtime.auth import ANONYMOUS, CHALLENGE, UNAUTHENTICATED, Identity
+from meterseal.runtime.body_cap import body_deadline
 from meterseal.runtime.connections import source_key
 
 TOO_MANY = "too many attempts; retry later"
@@ -88,8 +90,8 @@ async def form_fields(request: Request) -> dict[str, str]:
 
 async def _form_body(request: Request, limit: int) -> bytes:
     """The body, read no further than `limit` bytes (a chunked one has no length to check
-    first); kept in the request's state, where the authenticator's CSRF check and then the
-    handler read the same bytes."""
+    first) and for no longer than a parsed body of that size may take (408); kept in the
+    request's state, where the authenticator's CSRF check and then the handler read it."""
     kept: bytes | None = getattr(request.state, "form_body", None)
     if kept is not None:
         return kept
@@ -97,11 +99,15 @@ async def _form_body(request: Request, limit: int) -> bytes:
     if declared.isdigit() and int(declared) > limit:
         raise HTTPException(413, "form too large")
     pieces, size = [], 0
-    async for piece in request.stream():
-        size += len(piece)
-        if size > limit:
-            raise HTTPException(413, "form too large")
-        pieces.append(piece)
+    try:
+        async with asyncio.timeout_at(body_deadline(limit)):  # a form stopped short: let go
+            async for piece in request.stream():
+                size += len(piece)
+                if size > limit:
+                    raise HTTPException(413, "form too large")
+                pieces.append(piece)
+    except TimeoutError:
+        raise HTTPException(408, "form not received in time") from None
     request.state.form_body = body = b"".join(pieces)
     return body
 
