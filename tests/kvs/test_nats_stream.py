@@ -249,3 +249,41 @@ def test_a_stream_configured_otherwise_is_refused_without_waiting() -> None:
     with pytest.raises(KvsError, match="cannot be made as configured"):
         asyncio.run(stream.ensure())
     assert storage.slept == 0
+
+
+# What nats-py raises when nothing answers the JetStream API (no responders: a server
+# without JetStream), and a cluster's refusal for good, against its meta group's election.
+_NO_JETSTREAM = ServiceUnavailableError()
+_NOT_FOR_ACCOUNT = ServiceUnavailableError(503, "JetStream not enabled for account", 10039)
+_ELECTING = ServiceUnavailableError(503, "JetStream system temporarily unavailable", 10008)
+
+
+@pytest.mark.parametrize(
+    ("refusal", "reason"),
+    [
+        (_NO_JETSTREAM, r" \(is JetStream enabled on its server\?\): nats: Service"),
+        (_NOT_FOR_ACCOUNT, ": nats: ServiceUnavailableError: code=503 err_code=10039 "),
+    ],
+    ids=["none", "account"],
+)
+def test_a_replicated_stream_jetstream_will_not_make_is_refused_without_waiting(
+    refusal: ServiceUnavailableError, reason: str
+) -> None:
+    # A gateway pointed at servers without JetStream waited 20 s a replicated stream (four
+    # replica sets and the catalog: 100 s) for the answer it had at once.
+    manager = _Manager([refusal])
+    storage = _Storage(_JetStream(), manager)
+    stream = NatsStream(cast(Any, storage), "KVS_t_cat", "kvs.t.cat", 3)
+    with pytest.raises(KvsError, match=f"KVS_t_cat: cannot be made{reason}"):
+        asyncio.run(stream.ensure())
+    assert manager.made == 0
+    assert storage.slept == 0
+
+
+def test_a_replicated_stream_is_made_once_the_cluster_elected_its_meta_leader() -> None:
+    manager = _Manager([_ELECTING, _ELECTING])
+    storage = _Storage(_JetStream(), manager)
+    stream = NatsStream(cast(Any, storage), "KVS_t_cat", "kvs.t.cat", 3)
+    asyncio.run(stream.ensure())
+    assert manager.made == 1
+    assert storage.slept == 2

@@ -36,6 +36,10 @@ LEADERLESS_PAUSE = 5.0  # seconds consistent reads go to any replica after the l
 # leader waits for a new one: nats-server's Raft elects one within its election timeout (4 to
 # 9 s), later under load.
 ELECTION_WAIT = 20.0
+# JetStream's 503 "system temporarily unavailable" (its meta group has no leader yet): of its
+# 503 refusals of a stream's creation, the one an election ends (not: no JetStream, none for
+# the account, no resources).
+CLUSTER_UNAVAILABLE = 10008
 
 
 class NatsStream:
@@ -65,9 +69,9 @@ class NatsStream:
     async def ensure(self, tags: Sequence[str] = ()) -> None:
         """Create the stream (or find it with the same configuration)."""
         from nats.js.api import Placement, StorageType, StreamConfig
+        from nats.js.errors import BadRequestError, ServiceUnavailableError
 
         self.tags = tags
-        from nats.js.errors import BadRequestError
 
         config = StreamConfig(
             name=self.name,
@@ -79,13 +83,29 @@ class NatsStream:
             allow_direct=True,
         )
         manager = self.storage.manager()
+
+        async def create() -> None:
+            try:
+                await manager.add_stream(config)
+            except ServiceUnavailableError as exc:
+                if exc.err_code == CLUSTER_UNAVAILABLE:
+                    raise
+                # Nothing answered (nats-py's no responders, without a code: no JetStream on
+                # the server) or JetStream refused for good (not enabled for the account, no
+                # resources): no election to wait for.
+                none = exc.code is None
+                hint = " (is JetStream enabled on its server?)" if none else ""
+                raise self._error(f"cannot be made{hint}", exc) from None
+
         try:
             # Making a stream with the configuration it has is a no-op, so a create whose
             # answer was lost (a replicated stream's on a loaded cluster: its leader was up
             # within a second, the reply missed the client's timeout) is simply asked again.
-            await self._elected(lambda: manager.add_stream(config))
+            await self._elected(create)
         except BadRequestError as exc:
             raise self._error("cannot be made as configured", exc) from None
+        except KvsError:
+            raise
         except Exception as exc:
             raise self._error("cannot be made (is its server up?)", exc) from None
 
