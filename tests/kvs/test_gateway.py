@@ -95,6 +95,23 @@ def test_a_range_beyond_the_object_is_416(gateway: Gateway) -> None:
     )
 
 
+def test_a_range_of_very_long_numbers_is_read_not_refused() -> None:
+    # int() refuses a decimal of over 4,300 digits: the gateway answered 500.
+    far = "9" * 5000
+    with pytest.raises(Unsatisfiable):
+        byte_range(f"bytes={far}-", 10)
+    assert byte_range(f"bytes=0-{far}", 10) == (0, 10)
+    assert byte_range(f"bytes=-{far}", 10) == (0, 10)
+    assert byte_range(f"bytes={'0' * 5000}3-{'0' * 5000}5", 10) == (3, 6)
+
+
+def test_a_range_beyond_any_object_is_416_however_long(gateway: Gateway) -> None:
+    rw = gateway.client("meters-rw")
+    assert rw.put("/v1/kvs/meters/far", content=b"0123456789").status_code == 201
+    response = rw.get("/v1/kvs/meters/far", headers={"Range": f"bytes={'9' * 5000}-"})
+    assert response.status_code == 416
+
+
 @given(size=st.integers(0, 5000), first=st.integers(0, 6000) | st.none(),
        last=st.integers(0, 6000) | st.none())  # fmt: skip
 def test_byte_range_matches_slicing(size: int, first: int | None, last: int | None) -> None:

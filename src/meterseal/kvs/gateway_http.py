@@ -15,7 +15,15 @@ from contextlib import contextmanager
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+_FAR = 10**18  # a position past any object: longer numbers are read as this one
 KVS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+def _position(digits: str) -> int:
+    """A byte position written in decimal; one of more than 18 digits (int() refuses over
+    4,300: a 500 for a header anyone with read rights could send) is beyond any object."""
+    digits = digits.lstrip("0") or "0"
+    return _FAR if len(digits) > 18 else int(digits)
 
 
 class Unsatisfiable(Exception):
@@ -33,14 +41,14 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     if not first and not last:
         return None
     if not first:  # the last n bytes
-        suffix = int(last)
+        suffix = _position(last)
         if suffix == 0:
             raise Unsatisfiable
         return max(0, size - suffix), size
-    start = int(first)
+    start = _position(first)
     if start >= size:
         raise Unsatisfiable
-    end = size if not last else min(size, int(last) + 1)
+    end = size if not last else min(size, _position(last) + 1)
     if end <= start:
         return None  # last < first: not a valid range, ignored
     return start, end
