@@ -21,9 +21,9 @@ five households, ODbL; `tests/vectors/simbench-households/`), made into windows 
 way (each customer a window of one of the five). No constant was chosen on it.
 
 A second tuning trace: fifteen homes of CityLearn 2.0.0's 2022 challenge set (California,
-2016-08 to 2017-07, hourly, MIT; `tests/vectors/citylearn-2022/`), windows of one of the
-fifteen. Its homes' seasons move their levels as SimBench's do (the UCI house's keep
-them), so the detectors' honest tail on such households is seen at tuning time.
+a year from August to July, hourly, MIT; `tests/vectors/citylearn-2022/`), windows of one
+of the fifteen. Its homes' seasons move their levels as SimBench's do (the UCI house's
+keep them), so the detectors' honest tail on such households is seen at tuning time.
 
 Thieves are injected by `fraud_inject` (no detector code) on the customer's own local
 days; the labelled readings are then turned into UTC instants in the source's time zone
