@@ -50,6 +50,7 @@ from meterseal.runtime.connections import (
     reset_on_close,
     source_key,
 )
+from meterseal.runtime.headers import NoStore
 from meterseal.runtime.http_body import LlhttpBody
 from meterseal.runtime.metrics import ServiceMetrics
 from meterseal.runtime.peer import with_peer_certificates
@@ -92,6 +93,7 @@ def service_app(
     """A service's app: OpenAPI, /healthz, /v1/counters (`counters()`), `state.counts`."""
     app = FastAPI(title=title, version="1", description=description, responses=REFUSALS)
     app.router.route_class = ParsedBodyRoute  # the routes added from now on
+    app.add_middleware(NoStore)  # answers hold customers' data: no cache keeps them
     app.state.counts = counts  # `HttpServer` adds its connection-level refusals here
 
     @app.get("/healthz", summary="Liveness", dependencies=[access(PUBLIC)])
