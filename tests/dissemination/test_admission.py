@@ -50,16 +50,24 @@ def test_a_quote_from_another_platform_is_refused(world: World) -> None:
     nonce = world.authority.challenge("agg", now=NOW)
     request = client.request(nonce, attester=other, measurement=measurement_of(Role.AGGREGATOR))
     assert _refused(world, request) is Reason.ATTESTATION_FAILED
-    assert world.authority.members["agg"].state is State.REFUSED
+    assert "agg" not in world.authority.members  # a refused attempt is forgotten
+    assert len(world.authority.challenges) == 0  # and its nonce spent
+    assert _refused(world, request) is Reason.UNKNOWN_CHALLENGE
 
 
-def test_a_quote_for_an_old_nonce_is_refused(world: World) -> None:
-    old = _request(world, "agg", Role.AGGREGATOR)
-    fresh = world.authority.challenge("agg", now=NOW)  # replaces the first challenge
-    assert _refused(world, old) is Reason.UNKNOWN_CHALLENGE
-    world.authority.challenge("agg", now=NOW)
-    replayed = dataclasses.replace(old, nonce=fresh)
-    assert _refused(world, replayed) is Reason.UNKNOWN_CHALLENGE
+def test_a_quote_for_another_or_a_spent_nonce_is_refused(world: World) -> None:
+    first = _request(world, "agg", Role.AGGREGATOR)
+    second = world.authority.challenge("agg", now=NOW)  # an attempt of its own
+    elsewhere = world.authority.challenge("app", now=NOW)
+    assert _refused(world, dataclasses.replace(first, nonce=elsewhere)) is (
+        Reason.UNKNOWN_CHALLENGE  # another name's nonce: left for its own requester
+    )
+    assert _refused(world, dataclasses.replace(first, nonce=second)) is (
+        Reason.ATTESTATION_FAILED  # the quote binds the first nonce; the second is spent
+    )
+    assert world.authority.admit(first, now=NOW)
+    assert _refused(world, first) is Reason.UNKNOWN_CHALLENGE
+    assert len(world.authority.challenges) == 1  # "app"'s; "agg"'s went with its admission
 
 
 def test_a_quote_binding_another_key_is_refused(world: World) -> None:

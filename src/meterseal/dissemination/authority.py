@@ -6,6 +6,8 @@ and an ephemeral X25519 key, and only then are its subscriptions registered at t
 and its keys handed out, sealed to that attested key. Public apps (LOW only) skip the quote.
 Removing a member, or a customer revoking an app's consent, rotates the keys it held, so it
 cannot read anything published afterwards; the others get the new keys in fresh handouts.
+Each challenge is an attempt of its own under its nonce (`challenges`): nobody's challenge
+or wrong answer spends another's, and pending ones expire and are bounded in number.
 Sans-IO: time and randomness come in as arguments, handouts go out as return values.
 """
 
@@ -18,7 +20,8 @@ from typing import Protocol
 
 from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 
-from meterseal.dissemination.admission import AdmissionRequest, check_member_name
+from meterseal.dissemination.admission import NONCE_BYTES, AdmissionRequest, check_member_name
+from meterseal.dissemination.challenges import PendingChallenges
 from meterseal.dissemination.errors import AdmissionRefused, Reason
 from meterseal.dissemination.groupkeys import KEY_LENGTH, Keyring
 from meterseal.dissemination.handout import (
@@ -96,7 +99,6 @@ class Member:
     role: Role = Role.PUBLIC_APP
     public_key: x25519.X25519PublicKey | None = None
     serial: int = 0
-    challenge: tuple[bytes, float] | None = None
     measurement: str = ""
     assurance: str = ""
 
@@ -113,12 +115,21 @@ class Authority:
     rng: Rng
     keyring: Keyring | None = None
     challenge_ttl: float = CHALLENGE_TTL
-    members: dict[str, Member] = field(default_factory=dict)
+    members: dict[str, Member] = field(default_factory=dict)  # admitted or removed
     consent: dict[bytes, set[str]] = field(default_factory=dict)
+    pending: PendingChallenges | None = None  # default: bounded as `challenges` says
 
     def __post_init__(self) -> None:
         if self.keyring is None:
             self.keyring = Keyring(self.rng)
+        if self.pending is None:
+            self.pending = PendingChallenges(self.challenge_ttl)
+
+    @property
+    def challenges(self) -> PendingChallenges:
+        """The pending challenges (always set after construction)."""
+        assert self.pending is not None
+        return self.pending
 
     @property
     def keys(self) -> Keyring:
@@ -133,30 +144,34 @@ class Authority:
 
     # -- admission ------------------------------------------------------------------------
 
-    def challenge(self, member: str, *, now: float) -> bytes:
-        """A fresh single-use nonce for `member`'s next admission request."""
+    def challenge(self, member: str, *, now: float, requester: str = "") -> bytes:
+        """A fresh single-use nonce for `member`'s next admission request, issued to
+        `requester` (who asked: over NATS its reply inbox); AdmissionRefused if `member` is
+        admitted or too many challenges are pending (see `challenges`)."""
         check_member_name(member)
         known = self.members.get(member)
-        state = TRANSITIONS.step(known.state if known else None, Event.CHALLENGE, by=Driver.PEER)
-        nonce = self.rng(32)
-        if known is None:
-            known = self.members[member] = Member(member, state)
-        known.state, known.challenge = state, (nonce, now + self.challenge_ttl)
+        TRANSITIONS.step(known.state if known else None, Event.CHALLENGE, by=Driver.PEER)
+        nonce = self.rng(NONCE_BYTES)
+        self.challenges.issue(member, requester, nonce, now=now)
         return nonce
 
     def admit(self, request: AdmissionRequest, *, now: float) -> bytes:
         """Admit the requester and return its handout; AdmissionRefused with a reason."""
-        member = self.members.get(request.member)
-        if member is None or member.state is not State.CHALLENGED or member.challenge is None:
+        # Single use: a replayed or retried request finds none. A nonce nobody issued for
+        # this name touches no one's attempt, so a wrong answer cannot spend another's.
+        attempt = self.challenges.take(request.member, request.nonce)
+        if attempt is None:
             raise AdmissionRefused(Reason.UNKNOWN_CHALLENGE, "ask for a challenge first")
-        nonce, expires = member.challenge
-        member.challenge = None  # single use: a replayed or retried request finds none
+        known = self.members.get(request.member)
+        member = known if known is not None else Member(request.member, State.CHALLENGED)
         try:
-            self._check(request, nonce, expires, now, member)
+            self._check(request, request.nonce, attempt.expires, now, member)
         except AdmissionRefused:
-            member.state = TRANSITIONS.step(member.state, Event.REFUSE, by=Driver.PEER)
+            TRANSITIONS.step(State.CHALLENGED, Event.REFUSE, by=Driver.PEER)  # forgotten
             raise
-        member.state = TRANSITIONS.step(member.state, Event.ADMIT, by=Driver.PEER)
+        member.state = TRANSITIONS.step(State.CHALLENGED, Event.ADMIT, by=Driver.PEER)
+        self.members[member.name] = member
+        self.challenges.forget(member.name)  # the others for this name can no longer win
         member.role = request.role
         member.public_key = x25519.X25519PublicKey.from_public_bytes(request.public_key)
         return self._register(member, request, now)
@@ -164,8 +179,6 @@ class Authority:
     def _check(
         self, request: AdmissionRequest, nonce: bytes, expires: float, now: float, member: Member
     ) -> None:
-        if not hmac.compare_digest(request.nonce, nonce):
-            raise AdmissionRefused(Reason.UNKNOWN_CHALLENGE, "the nonce is not the one issued")
         if now > expires:
             raise AdmissionRefused(Reason.EXPIRED_CHALLENGE, "the challenge expired")
         for level, subscription in request.subscriptions:

@@ -24,6 +24,7 @@ class Reason(enum.StrEnum):
     MALFORMED_REQUEST = "malformed_request"
     UNKNOWN_CHALLENGE = "unknown_challenge"
     EXPIRED_CHALLENGE = "expired_challenge"
+    TOO_MANY_CHALLENGES = "too_many_challenges"
     ATTESTATION_FAILED = "attestation_failed"
     MEASUREMENT_NOT_ALLOWED = "measurement_not_allowed"
     KEY_NOT_BOUND = "key_not_bound"

@@ -57,7 +57,12 @@ async def serve_node(
             await nc.publish(subject, data)
 
     async def challenge(msg: Msg) -> None:
-        await msg.respond(node.on_challenge(msg.data, now=clock()))
+        # The requester is the inbox its nonce goes to, less the per-request token (nats-py
+        # answers every request of one connection under one prefix).
+        if not msg.reply:
+            return  # nobody to give a nonce to: issuing one would only hold a place
+        requester = msg.reply.rsplit(".", 1)[0]
+        await msg.respond(node.on_challenge(msg.data, now=clock(), requester=requester))
 
     async def admit(msg: Msg) -> None:
         await msg.respond(node.on_admit(msg.data, now=clock()))

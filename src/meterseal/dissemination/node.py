@@ -12,8 +12,11 @@ it never holds a key. Subjects under a namespace NS:
     NS.op              operator command (HMAC-SHA256 with the operator key), reply {"ok", …}
 
 Every refusal is a reply {"ok": false, "reason", "detail"}; nothing a client sends can stop
-the node. Operator commands carry their issue time and a nonce; stale or repeated ones are
-refused, so a recorded command cannot be replayed.
+the node. A refused challenge, admission or frame is counted under `refused_REASON` in the
+router's counters (the service's metrics). A challenge is issued to its requester (over NATS,
+the reply inbox) as an attempt of its own; see `challenges` for how they are bounded.
+Operator commands carry their issue time and a nonce; stale or repeated ones are refused,
+so a recorded command cannot be replayed.
 """
 
 from __future__ import annotations
@@ -74,13 +77,13 @@ class RouterNode:
         """NS.kind or NS.kind.member."""
         return f"{self.namespace}.{kind}.{member}" if member else f"{self.namespace}.{kind}"
 
-    def on_challenge(self, data: bytes, *, now: float) -> bytes:
-        """A nonce for the member named in `data`."""
+    def on_challenge(self, data: bytes, *, now: float, requester: str = "") -> bytes:
+        """A nonce for the member named in `data`, issued to `requester`."""
         try:
             name = check_member_name(data.decode("ascii", "replace"))
-            return reply(nonce=self.authority.challenge(name, now=now))
+            return reply(nonce=self.authority.challenge(name, now=now, requester=requester))
         except DisseminationError as exc:
-            return refusal(exc)
+            return self._refused(exc)
 
     def on_admit(self, data: bytes, *, now: float) -> bytes:
         """Admit the requester: its handout, or the reason it was refused."""
@@ -88,9 +91,13 @@ class RouterNode:
             request = AdmissionRequest.decode(data)
             handout = self.authority.admit(request, now=now)
         except DisseminationError as exc:
-            return refusal(exc)
+            return self._refused(exc)
         self._link(request.member, renew=True)
         return reply(handout=handout)
+
+    def _refused(self, exc: DisseminationError) -> bytes:
+        self.router.counters[f"refused_{exc.reason.value}"] += 1
+        return refusal(exc)
 
     def _link(self, member: str, *, renew: bool = False) -> Link | None:
         key = self.router.links.get(member)
@@ -110,8 +117,7 @@ class RouterNode:
         try:
             elements = link.open(self.subject("pub", publisher), data)
         except DisseminationError as exc:
-            self.router.counters[f"refused_{exc.reason.value}"] += 1
-            return refusal(exc), []
+            return self._refused(exc), []
         routed = self.router.route_elements(publisher, elements)
         outgoing = []
         for member, batch in routed.deliveries.items():
