@@ -147,8 +147,15 @@ class ConnectionGate:
 class RefusalLog:
     """Refusals summed up in one log line per interval: counts by reason, the busiest source."""
 
-    def __init__(self, server: str, interval: float, logger: logging.Logger = log) -> None:
-        self.server, self.interval, self.logger = server, interval, logger
+    def __init__(
+        self,
+        server: str,
+        interval: float,
+        logger: logging.Logger = log,
+        *,
+        what: str = "connections",  # what the line says was refused
+    ) -> None:
+        self.server, self.interval, self.logger, self.what = server, interval, logger, what
         self._reasons: Counter[str] = Counter()
         self._sources: Counter[str] = Counter()
         self._timer: asyncio.TimerHandle | None = None
@@ -169,9 +176,10 @@ class RefusalLog:
         reasons = ", ".join(f"{name} {n}" for name, n in self._reasons.most_common())
         busiest, most = self._sources.most_common(1)[0]
         self.logger.warning(
-            "%s refused %d connections in %.0f s (%s); busiest source %s (%d)",
+            "%s refused %d %s in %.0f s (%s); busiest source %s (%d)",
             self.server,
             self._reasons.total(),
+            self.what,
             self.interval,
             reasons,
             busiest,

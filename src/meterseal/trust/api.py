@@ -1,10 +1,12 @@
 """HTTP API of the CAS on the runtime's `service_app` (/healthz, /v1/counters, OpenAPI).
 
-* `POST /v1/nonce`: a fresh single-use nonce (hex) and when it expires.
+* `POST /v1/nonce`: a fresh single-use nonce (hex) and when it expires; 429 (Retry-After)
+  while the caller's address, or all callers, hold their cap of unused nonces (`trust.limits`).
 * `POST /v1/release`: body application/cbor {"stage": str, "quote": bytes, "secrets": [str]};
   200 application/cbor {"secrets": {name: {"version", "sealed"}}, "measurement", "backend",
   "assurance"}; 403 refused (attestation, nonce or policy), 400 malformed, 413 too large,
-  415 not CBOR. Every release and refusal is in the CAS log.
+  415 not CBOR. Every release and refusal is in the CAS log, except the refusals that moved
+  no nonce beyond their source's budget: those are counted (`refused_unlogged`).
 * `GET /v1/policies`, `GET /v1/secrets` (metadata only, never a value): administrators.
 * `POST /v1/secrets/{name}/rotate` (a fresh random value as long as the latest: secrets of a
   fixed form, such as key bundles, are refused with 409 and rotate with `meterseal cas secrets
@@ -43,16 +45,19 @@ from meterseal.accounts.model import Role
 from meterseal.crypto import cose
 from meterseal.errors import MetersealError
 from meterseal.runtime.auth import PROVEN_BY_BODY, PUBLIC, AnyRole, HasRole, access
+from meterseal.runtime.connections import RefusalLog, source_key
 from meterseal.runtime.http import service_app
 from meterseal.runtime.refusals import answer_store_unavailable
 from meterseal.trust.attestation import MAX_QUOTE_BYTES, NO_HARDWARE, SIMULATED
 from meterseal.trust.cas import Cas, Release, ReleaseRequest, check_log, decode_entry
 from meterseal.trust.errors import ReleaseRefused, TrustError
+from meterseal.trust.limits import TooManyNonces
 from meterseal.trust.measurement import Measurement
 
 MAX_BODY = MAX_QUOTE_BYTES + 4096
 CBOR = "application/cbor"
 BODY_TIMEOUT = 10.0
+REFUSAL_LOG_INTERVAL = 10.0  # seconds between summary lines of refusals nothing else records
 log = logging.getLogger(__name__)
 ADMINISTRATOR = HasRole(Role.ADMINISTRATOR.value)
 ADMINISTRATOR_OR_AUDITOR = AnyRole((Role.ADMINISTRATOR.value, Role.AUDITOR.value))
@@ -212,9 +217,16 @@ def _release_body(release: Release) -> bytes:
     )
 
 
+def _source(request: Request) -> str:
+    """What the CAS's per-source caps count against: the peer's address (IPv6: its /64)."""
+    return source_key(request.client.host) if request.client else "unknown"
+
+
 def create_cas_app(cas: Cas, authenticator: AccountAuthenticator | None = None) -> FastAPI:
     """The CAS's HTTP API over `cas`; counters on `app.state.counts`."""
     counts: Counter[str] = Counter()
+    # Nonces refused and refusals the CAS log did not take: one summary line per interval.
+    quiet = RefusalLog("meterseal CAS", REFUSAL_LOG_INTERVAL, log, what="requests")
     app = service_app(
         "meterseal CAS",
         "Configuration and attestation service: releases secrets to attested trusted stages. "
@@ -232,11 +244,20 @@ def create_cas_app(cas: Cas, authenticator: AccountAuthenticator | None = None) 
         summary="A fresh single-use nonce",
         response_model=NonceView,
         dependencies=[access(PUBLIC)],  # a nonce is worth nothing without an attested quote
+        responses={429: {"model": Detail}, 503: {"model": Detail}},
     )
-    def nonce() -> NonceView:
-        issued = cas.issue_nonce()
+    async def nonce(request: Request) -> Response:
+        source = _source(request)
+        try:
+            issued = await run_in_threadpool(cas.issue_nonce, source)
+        except TooManyNonces as full:
+            counts[full.counter] += 1
+            quiet.note(full.counter, source)
+            headers = {"Retry-After": str(full.retry_after)}
+            return JSONResponse({"detail": full.reason}, 429, headers)
         counts["nonces"] += 1
-        return NonceView(nonce=issued.nonce.hex(), expires_at=issued.expires_at, ttl=cas.nonce_ttl)
+        view = NonceView(nonce=issued.nonce.hex(), expires_at=issued.expires_at, ttl=cas.nonce_ttl)
+        return JSONResponse(view.model_dump())
 
     @app.post(
         "/v1/release",
@@ -254,14 +275,18 @@ def create_cas_app(cas: Cas, authenticator: AccountAuthenticator | None = None) 
         },
     )
     async def release(request: Request) -> Response:
+        source = _source(request)
         try:
             parsed = parse_release(await _body(request))
-            result = await run_in_threadpool(cas.release, parsed)
+            result = await run_in_threadpool(cas.release, parsed, source)
         except _Refused as refused:
             counts[f"bad_request_{refused.status}"] += 1
             return JSONResponse({"detail": refused.reason}, refused.status)
         except ReleaseRefused as refused:
             counts["refused"] += 1
+            if not refused.logged:
+                counts["refused_unlogged"] += 1
+                quiet.note("refused_unlogged", source)
             return JSONResponse({"detail": refused.reason}, refused.status)
         except TrustError as exc:  # our own state is broken (e.g. another master key)
             log.error("CAS cannot release: %s", exc)

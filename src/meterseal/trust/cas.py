@@ -22,6 +22,10 @@ every version stored so far: it is released to nobody (the refusal says so) unti
 version is stored, e.g. by a rotation. Revocation denies a
 measurement everything from its next request; what it already received stays with it, so
 `revoke` reports those secrets, to be rotated (then the revoked worker's copies go stale).
+
+Nonces and releases need no account, so what a source may make the CAS keep is capped
+(`limits`): outstanding nonces per source and in all (beyond: `TooManyNonces`, 429), and the
+refusals that moved no nonce the log records (beyond: refused, counted, not logged).
 Time (`clock`) and randomness (`rng`) are injected; IO lives in the `CasState` adapter.
 """
 
@@ -48,6 +52,7 @@ from meterseal.trust.attestation import (
 )
 from meterseal.trust.channel import encrypt_to, release_info
 from meterseal.trust.errors import AttestationError, ReleaseRefused, TrustError
+from meterseal.trust.limits import CasLimits, NonceBudget, RefusalBudget, TooManyNonces
 from meterseal.trust.measurement import Measurement
 from meterseal.trust.policy import (
     AllowMeasurement,
@@ -55,9 +60,9 @@ from meterseal.trust.policy import (
     Policy,
     Query,
     RevokedMeasurements,
+    refusal_hint,
     release_decision,
 )
-from meterseal.trust.stages import STAGE_PROVISIONING
 from meterseal.trust.state import CasState, LogEntry, LogRow, NonceState
 from meterseal.trust.vault import Vault
 
@@ -197,6 +202,7 @@ class Cas:
         rng: Callable[[int], bytes] = os.urandom,
         nonce_ttl: float = NONCE_TTL,
         extra_policy: Policy | None = None,
+        limits: CasLimits | None = None,
     ) -> None:
         self.state = state
         self.vault = vault
@@ -205,39 +211,54 @@ class Cas:
         self.rng = rng
         self.nonce_ttl = nonce_ttl
         self.extra_policy = extra_policy
+        self.limits = limits or CasLimits()
+        self.nonces = NonceBudget(self.limits.max_nonces_per_source, self.limits.max_nonces)
+        self.refusals = RefusalBudget(self.limits)
         self._tree: MerkleTree | None = None
         self._log_lock = threading.Lock()  # the cached tree is shared by the API's threads
 
     # -- the release protocol -----------------------------------------------------------
 
-    def issue_nonce(self) -> IssuedNonce:
-        """A fresh single-use nonce; nonces long expired are forgotten meanwhile."""
+    def issue_nonce(self, source: str = "") -> IssuedNonce:
+        """A fresh single-use nonce for `source` (a peer address), or TooManyNonces; nonces
+        long expired are forgotten meanwhile."""
         now = self.clock()
-        # Kept one extra window after expiry, so a late replay is told "used", not "unknown".
-        self.state.purge_nonces(now - self.nonce_ttl)
         nonce = self.rng(NONCE_BYTES)
-        self.state.add_nonce(nonce, now, now + self.nonce_ttl)
+        full = self.nonces.take(source, nonce, now + self.nonce_ttl, now)
+        if full is not None:  # refused before any write: a flood costs the store nothing
+            raise TooManyNonces(full)
+        try:
+            # Kept one extra window after expiry, so a late replay is told "used", not "unknown".
+            self.state.purge_nonces(now - self.nonce_ttl)
+            self.state.add_nonce(nonce, now, now + self.nonce_ttl)
+        except BaseException:
+            self.nonces.done(nonce)
+            raise
         return IssuedNonce(nonce, now + self.nonce_ttl)
 
-    def release(self, request: ReleaseRequest) -> Release:
-        """Verify, check freshness and policy, encrypt; ReleaseRefused (logged) otherwise."""
+    def release(self, request: ReleaseRequest, source: str = "") -> Release:
+        """Verify, check freshness and policy, encrypt; ReleaseRefused otherwise, logged
+        (a refusal that moved no nonce, within `source`'s budget: `limits`)."""
         try:
             names = self._checked(request)
         except BadRequest as refusal:
-            self._log_refusal(request, None, refusal.reason)
+            refusal.logged = self._log_refusal(request, None, refusal.reason, source)
             raise
-        attested = self._attest(request)
+        attested = self._attest(request, source)
         nonce = attested.nonce
+        self.nonces.done(nonce)  # every way on moves it out of ISSUED, or finds it moved
         record = self.state.nonce(nonce)
         if record is None:
-            self._refuse(request, attested, "unknown nonce: this CAS never issued it, or forgot it")
+            reason = "unknown nonce: this CAS never issued it, or forgot it"
+            self._refuse(request, attested, reason, source)
         elif record.state is not NonceState.ISSUED:
-            self._refuse(request, attested, f"nonce already {record.state}: a replayed quote")
+            reason = f"nonce already {record.state}: a replayed quote"
+            self._refuse(request, attested, reason, source)
         elif self.clock() > record.expires_at:
             self._step(nonce, NonceState.ISSUED, Event.QUOTE_LATE)
             self._refuse(request, attested, f"nonce expired (fresh for {self.nonce_ttl:g} s)")
         if not self._step(nonce, NonceState.ISSUED, Event.QUOTE_IN_TIME):
-            self._refuse(request, attested, "nonce already used: a replayed quote")
+            self._refuse(request, attested, "nonce already used: a replayed quote", source)
         denied = self._policy_refusal(attested.measurement, request.stage, names)
         if denied is not None:
             self._step(nonce, NonceState.ATTESTED, Event.POLICY_REFUSES)
@@ -271,7 +292,7 @@ class Cas:
             raise BadRequest("a secret is named twice")
         return names
 
-    def _attest(self, request: ReleaseRequest) -> AttestedQuote:
+    def _attest(self, request: ReleaseRequest, source: str) -> AttestedQuote:
         try:
             backend = parse_quote(request.quote).backend
             verifier = self.verifiers.get(backend)
@@ -280,7 +301,7 @@ class Cas:
                 raise AttestationError(f"backend {backend!r} not accepted (accepted: {accepted})")
             return verifier.verify(request.quote)
         except AttestationError as exc:
-            self._refuse(request, None, f"quote refused ({exc.check}): {exc}")
+            self._refuse(request, None, f"quote refused ({exc.check}): {exc}", source)
 
     def _step(self, nonce: bytes, source: NonceState, event: Event) -> bool:
         target = TRANSITIONS.step(source, event, by=Driver.US)
@@ -306,7 +327,8 @@ class Cas:
         for name in names:
             decision = release_decision(policy, Query(measurement, stage, name))
             if not decision.allowed:
-                return decision.reason + self._hint(measurement, stage, name, decision.reason)
+                hint = refusal_hint(self.state.rules(), measurement, stage, name, decision.reason)
+                return decision.reason + hint
             if self.state.latest_secret(name) is None:
                 return (
                     f"no secret named {name!r} in this CAS: import it "
@@ -328,45 +350,6 @@ class Cas:
             (r.version for r in self.state.secret_revocations() if r.name == name), default=0
         )
 
-    def _hint(self, measurement: Measurement, stage: str, name: str, reason: str) -> str:
-        """Why no rule allowed it: a missing policy, a modified worker, or a wrong label."""
-        if "revoked" in reason:
-            return ""
-        rules = self.state.rules()
-        labels = sorted(
-            {
-                r.stage
-                for r in rules
-                if r.measurement == measurement.digest and r.secret == name and r.stage != stage
-            }
-        )
-        if labels:  # the measurement is allowed the secret, but under another stage's label
-            return (
-                f"; stage label mismatch: the request claims stage {stage!r}, the policy rule "
-                f"for this measurement and secret {name!r} says {', '.join(map(repr, labels))}"
-            )
-        others = sorted(
-            {r.measurement.hex()[:12] for r in rules if r.stage == stage and r.secret == name}
-            - {measurement.hex[:12]}
-        )
-        # A stage with a provisioning command of its own is allowed by it: a bare policy rule
-        # would lack the secrets that command creates with it.
-        own = STAGE_PROVISIONING.get(stage)
-        policy_add = f"`meterseal cas policy add --stage {stage} --secret {name}`"
-        if not others:  # nobody may have it as this stage: the operator added no rule for it
-            return (
-                f": no policy lets stage {stage} receive {name!r} (missing policy); add one with "
-                f"{own or policy_add}"
-            )
-        # The stage may have the secret, as other code: this worker is not the allowed build.
-        # Often it is the operator's own upgrade or new configuration: say how to allow it.
-        allow = own or f"`meterseal init DIR --force` or {policy_add}"
-        return (
-            f" (code modified?); the policy lets stage {stage} run as "
-            f"{', '.join(o + '…' for o in others)}; if this build or configuration is meant "
-            f"to run (an upgrade), allow it: {allow}"
-        )
-
     def _encrypt(self, name: str, attested: AttestedQuote) -> ReleasedSecret:
         stored = self.state.latest_secret(name)
         assert stored is not None  # checked by _policy_refusal
@@ -375,14 +358,26 @@ class Cas:
         return ReleasedSecret(name, stored.version, encrypt_to(attested.public_key, value, info))
 
     def _refuse(
-        self, request: ReleaseRequest, attested: AttestedQuote | None, reason: str
+        self,
+        request: ReleaseRequest,
+        attested: AttestedQuote | None,
+        reason: str,
+        source: str | None = None,
     ) -> NoReturn:
-        self._log_refusal(request, attested, reason)
-        raise ReleaseRefused(reason)
+        refusal = ReleaseRefused(reason)
+        refusal.logged = self._log_refusal(request, attested, reason, source)
+        raise refusal
 
     def _log_refusal(
-        self, request: ReleaseRequest, attested: AttestedQuote | None, reason: str
-    ) -> None:
+        self,
+        request: ReleaseRequest,
+        attested: AttestedQuote | None,
+        reason: str,
+        source: str | None = None,
+    ) -> bool:
+        """Log a refusal; one that moved no nonce (`source` given) only within its budget."""
+        if source is not None and not self.refusals.admit(source, self.clock()):
+            return False
         names = request.secrets if isinstance(request.secrets, tuple) else ()
         self._log(
             "release",
@@ -394,6 +389,7 @@ class Cas:
             reason,
             attested.assurance if attested else "",
         )
+        return True
 
     # -- administration -----------------------------------------------------------------
 

@@ -32,6 +32,7 @@ class ReleaseRefused(TrustError):
         super().__init__(f"the CAS refused to release secrets: {reason}")
         self.reason = reason
         self.status = status
+        self.logged = True  # in the CAS log (False: beyond the source's budget, counted only)
 
     def diagnostics(self) -> str:
         """The CAS's reason, which names the measurement and the secret it refused."""

@@ -15,16 +15,21 @@ policy that raises.
   if any abstains or there are no parts.
 * `UnsafeReleaseAll()`: ALLOW everything, for tests only; revocation still overrides it
   inside an `AnyOf`.
+
+`refusal_hint` tells the operator what a refusal by the stored allow rules means (a missing
+policy, a modified worker, a wrong stage label) and which command allows it.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from meterseal.trust.measurement import Measurement
+from meterseal.trust.stages import STAGE_PROVISIONING
+from meterseal.trust.state import PolicyRule
 
 
 class Effect(enum.StrEnum):
@@ -169,3 +174,45 @@ def release_decision(policy: Policy, query: Query) -> Decision:
             f"measurement {query.measurement.short}{label} is not allowed secret {query.secret!r}",
         )
     return decision
+
+
+def refusal_hint(
+    rules: Sequence[PolicyRule], measurement: Measurement, stage: str, name: str, reason: str
+) -> str:
+    """What the operator should know of a refusal by `rules`: a missing policy, a modified
+    worker, or a wrong stage label."""
+    if "revoked" in reason:
+        return ""
+    labels = sorted(
+        {
+            r.stage
+            for r in rules
+            if r.measurement == measurement.digest and r.secret == name and r.stage != stage
+        }
+    )
+    if labels:  # the measurement is allowed the secret, but under another stage's label
+        return (
+            f"; stage label mismatch: the request claims stage {stage!r}, the policy rule "
+            f"for this measurement and secret {name!r} says {', '.join(map(repr, labels))}"
+        )
+    others = sorted(
+        {r.measurement.hex()[:12] for r in rules if r.stage == stage and r.secret == name}
+        - {measurement.hex[:12]}
+    )
+    # A stage with a provisioning command of its own is allowed by it: a bare policy rule
+    # would lack the secrets that command creates with it.
+    own = STAGE_PROVISIONING.get(stage)
+    policy_add = f"`meterseal cas policy add --stage {stage} --secret {name}`"
+    if not others:  # nobody may have it as this stage: the operator added no rule for it
+        return (
+            f": no policy lets stage {stage} receive {name!r} (missing policy); add one with "
+            f"{own or policy_add}"
+        )
+    # The stage may have the secret, as other code: this worker is not the allowed build.
+    # Often it is the operator's own upgrade or new configuration: say how to allow it.
+    allow = own or f"`meterseal init DIR --force` or {policy_add}"
+    return (
+        f" (code modified?); the policy lets stage {stage} run as "
+        f"{', '.join(o + '…' for o in others)}; if this build or configuration is meant "
+        f"to run (an upgrade), allow it: {allow}"
+    )

@@ -88,6 +88,7 @@ _DISSEMINATION = (
     *STORE,
     "meterseal.trust.cas",
     "meterseal.trust.cas_store",
+    "meterseal.trust.limits",  # the CAS's caps on nonces and logged refusals
     "meterseal.trust.policy",
     "meterseal.trust.state",
     "meterseal.trust.vault",
