@@ -177,3 +177,18 @@ def _summed(caplog: pytest.LogCaptureFixture) -> list[int]:
     lines = [r.getMessage() for r in caplog.records if "refused_unlogged" in r.getMessage()]
     assert all("busiest source 127.0.0.1" in line for line in lines)
     return [int(line.split(" refused ")[1].split()[0]) for line in lines]
+
+
+def test_refusals_noted_before_the_server_stops_are_still_summed_up(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The summary comes at the end of its 10 s interval: a server stopped within it (Ctrl-C,
+    # SIGTERM, a restart) must still say what it refused, as every other server's does.
+    _limited(world, max_nonces_per_source=1)
+    caplog.set_level(logging.WARNING, api.log.name)
+    with ThreadedServer(create_cas_app(world.cas)) as url, httpx.Client(base_url=url) as client:
+        statuses = [client.post("/v1/nonce").status_code for _ in range(3)]
+    assert statuses == [200, 429, 429]
+    lines = [r.getMessage() for r in caplog.records if SOURCE_FULL in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("meterseal CAS refused 2 requests in 10 s")

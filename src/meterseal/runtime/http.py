@@ -95,6 +95,7 @@ def service_app(
     app.router.route_class = ParsedBodyRoute  # the routes added from now on
     app.add_middleware(NoStore)  # answers hold customers' data: no cache keeps them
     app.state.counts = counts  # `HttpServer` adds its connection-level refusals here
+    app.state.refusal_logs = []  # the app's own RefusalLogs: `HttpServer.stop` flushes them
 
     @app.get("/healthz", summary="Liveness", dependencies=[access(PUBLIC)])
     async def healthz() -> dict[str, str]:
@@ -381,6 +382,8 @@ class HttpServer:
             await self._task
         if self._refusals is not None:
             self._refusals.close()
+        for summary in getattr(self.app.state, "refusal_logs", ()):
+            summary.close()  # what was noted since its last line is not lost
 
 
 def _snapshot(counts: Counter[str]) -> dict[str, int]:

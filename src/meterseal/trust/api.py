@@ -234,6 +234,7 @@ def create_cas_app(cas: Cas, authenticator: AccountAuthenticator | None = None) 
         counts,
         lambda: {"cas": dict(counts)},
     )
+    app.state.refusal_logs.append(quiet)  # its last lines, when the server stops
     if authenticator is not None:
         add_account_routes(app, authenticator, None)
 
