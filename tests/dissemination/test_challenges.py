@@ -173,3 +173,44 @@ def test_over_nats_another_certificate_holder_cannot_deny_an_admission(
                     await nc.close()
 
         asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+@pytest.mark.services
+def test_over_nats_clients_with_an_inbox_per_request_are_not_one_requester(
+    tmp_path: Path, unique_name: str
+) -> None:
+    # nats-py's old-style requests (and other clients' unique inboxes) reply to _INBOX.<nuid>,
+    # no per-request token after it: less its last token, every such client was "_INBOX", so
+    # one client's 16 pending challenges refused every other such client's.
+    now = dt.datetime.now(dt.UTC)
+    deployment = init_deployment(tmp_path / "deployment", now=now)
+    with running_nats(deployment, ["router", "aggregator", "stranger"], now=now) as server:
+
+        async def scenario() -> None:
+            world = make_world()
+            node = RouterNode(
+                world.authority, world.router, b"o" * 32, os.urandom, namespace=unique_name
+            )
+            router = await connect(server.url("router"), connect_timeout=3)
+            member = await connect(server.url("aggregator"), connect_timeout=3)
+            other = await connect(server.url("stranger"), connect_timeout=3)
+
+            async def ask(nc: Any, name: bytes) -> dict[str, Any]:
+                subject = f"{unique_name}.challenge"
+                message = await nc.request(subject, name, timeout=5, old_style=True)
+                return dict(cbor2.loads(message.data))
+
+            try:
+                await serve_node(router, node)
+                for index in range(MAX_PER_REQUESTER):
+                    assert (await ask(other, f"n{index}".encode()))["ok"]
+                answer = await ask(member, b"agg")
+                assert answer["ok"], answer
+                request = _request(world, "agg", answer["nonce"]).encode()
+                message = await member.request(f"{unique_name}.admit", request, timeout=5)
+                assert cbor2.loads(message.data)["ok"]
+            finally:
+                for nc in (other, member, router):
+                    await nc.close()
+
+        asyncio.run(asyncio.wait_for(scenario(), 60))

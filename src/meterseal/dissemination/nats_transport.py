@@ -40,6 +40,15 @@ PENDING_BYTES = 512 * 1024 * 1024
 JOIN_RETRY_PAUSES = (0.05, 0.1, 0.2, 0.4, 0.8)  # seconds between join requests nobody took
 
 
+def requester_of(reply: str) -> str:
+    """Who asked, from the inbox a request's answer goes to: less its per-request token
+    (nats-py answers every request of one connection under `_INBOX.<nuid>.<token>`), but a
+    two-token inbox whole (`_INBOX.<nuid>`: an inbox per request, as nats-py's old-style
+    requests make, which would otherwise all be one requester, `_INBOX`)."""
+    head, _, _ = reply.rpartition(".")
+    return head if "." in head else reply
+
+
 async def serve_node(
     nc: Client,
     node: RouterNode,
@@ -57,11 +66,9 @@ async def serve_node(
             await nc.publish(subject, data)
 
     async def challenge(msg: Msg) -> None:
-        # The requester is the inbox its nonce goes to, less the per-request token (nats-py
-        # answers every request of one connection under one prefix).
         if not msg.reply:
             return  # nobody to give a nonce to: issuing one would only hold a place
-        requester = msg.reply.rsplit(".", 1)[0]
+        requester = requester_of(msg.reply)
         await msg.respond(node.on_challenge(msg.data, now=clock(), requester=requester))
 
     async def admit(msg: Msg) -> None:
