@@ -74,13 +74,18 @@ class Trace:
         return lo, hi
 
 
-def default_trace() -> Path | None:
-    """The trace in the nearest `shared/data` above this checkout (None: not there)."""
+def _nearest(relative: str) -> Path | None:
+    """The file at `relative` under the nearest folder above this module that has it."""
     for folder in Path(__file__).resolve().parents:
-        candidate = folder / "shared" / "data" / UCI_NAME
+        candidate = folder / relative
         if candidate.is_file():
             return candidate
     return None
+
+
+def default_trace() -> Path | None:
+    """The trace in the nearest `shared/data` above this checkout (None: not there)."""
+    return _nearest(f"shared/data/{UCI_NAME}")
 
 
 @lru_cache(maxsize=1)
@@ -107,11 +112,7 @@ def load_trace(path: Path) -> Trace:
 
 def default_simbench() -> Path | None:
     """SimBench's household profiles vendored in this checkout's tests (None: not there)."""
-    for folder in Path(__file__).resolve().parents:
-        candidate = folder / "tests" / "vectors" / "simbench-households" / SIMBENCH_NAME
-        if candidate.is_file():
-            return candidate
-    return None
+    return _nearest(f"tests/vectors/simbench-households/{SIMBENCH_NAME}")
 
 
 @lru_cache(maxsize=1)
@@ -133,11 +134,7 @@ def load_simbench(path: Path) -> Trace:
 
 def default_citylearn() -> Path | None:
     """CityLearn's 2022 homes vendored in this checkout's tests (None: not there)."""
-    for folder in Path(__file__).resolve().parents:
-        candidate = folder / "tests" / "vectors" / "citylearn-2022" / CITYLEARN_NAME
-        if candidate.is_file():
-            return candidate
-    return None
+    return _nearest(f"tests/vectors/citylearn-2022/{CITYLEARN_NAME}")
 
 
 @lru_cache(maxsize=1)
