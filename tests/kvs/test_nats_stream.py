@@ -72,8 +72,10 @@ class _Storage:
         self.now += seconds
 
 
-def _stream(js: _JetStream, replicas: int) -> tuple[NatsStream, _Storage]:
-    storage = _Storage(js)
+def _stream(
+    js: _JetStream, replicas: int, manager: _Manager | None = None
+) -> tuple[NatsStream, _Storage]:
+    storage = _Storage(js, manager)
     return NatsStream(cast(Any, storage), "KVS_t_cat", "kvs.t.cat", replicas), storage
 
 
@@ -225,8 +227,7 @@ def test_a_replicated_stream_whose_creation_got_no_answer_is_made_again() -> Non
     # On a loaded cluster the create's reply can miss the client's timeout while the stream
     # is made; asked again with the same configuration it is found as it is.
     manager = _Manager([TimeoutError(), NoStreamResponseError()])
-    storage = _Storage(_JetStream(), manager)
-    stream = NatsStream(cast(Any, storage), "KVS_t_cat", "kvs.t.cat", 3)
+    stream, storage = _stream(_JetStream(), 3, manager)
     asyncio.run(stream.ensure())
     assert manager.made == 1
     assert storage.slept == 2
@@ -234,8 +235,7 @@ def test_a_replicated_stream_whose_creation_got_no_answer_is_made_again() -> Non
 
 def test_a_node_stream_whose_server_does_not_answer_is_not_made() -> None:
     manager = _Manager([TimeoutError()])
-    storage = _Storage(_JetStream(), manager)
-    stream = NatsStream(cast(Any, storage), "KVS_t_n1", "kvs.t.n1", 1)
+    stream, storage = _stream(_JetStream(), 1, manager)
     with pytest.raises(KvsError, match="cannot be made"):
         asyncio.run(stream.ensure())
     assert manager.made == 0
@@ -244,8 +244,7 @@ def test_a_node_stream_whose_server_does_not_answer_is_not_made() -> None:
 
 def test_a_stream_configured_otherwise_is_refused_without_waiting() -> None:
     manager = _Manager([BadRequestError()])
-    storage = _Storage(_JetStream(), manager)
-    stream = NatsStream(cast(Any, storage), "KVS_t_cat", "kvs.t.cat", 3)
+    stream, storage = _stream(_JetStream(), 3, manager)
     with pytest.raises(KvsError, match="cannot be made as configured"):
         asyncio.run(stream.ensure())
     assert storage.slept == 0
@@ -272,8 +271,7 @@ def test_a_replicated_stream_jetstream_will_not_make_is_refused_without_waiting(
     # A gateway pointed at servers without JetStream waited 20 s a replicated stream (four
     # replica sets and the catalog: 100 s) for the answer it had at once.
     manager = _Manager([refusal])
-    storage = _Storage(_JetStream(), manager)
-    stream = NatsStream(cast(Any, storage), "KVS_t_cat", "kvs.t.cat", 3)
+    stream, storage = _stream(_JetStream(), 3, manager)
     with pytest.raises(KvsError, match=f"KVS_t_cat: cannot be made{reason}"):
         asyncio.run(stream.ensure())
     assert manager.made == 0
@@ -282,8 +280,7 @@ def test_a_replicated_stream_jetstream_will_not_make_is_refused_without_waiting(
 
 def test_a_replicated_stream_is_made_once_the_cluster_elected_its_meta_leader() -> None:
     manager = _Manager([_ELECTING, _ELECTING])
-    storage = _Storage(_JetStream(), manager)
-    stream = NatsStream(cast(Any, storage), "KVS_t_cat", "kvs.t.cat", 3)
+    stream, storage = _stream(_JetStream(), 3, manager)
     asyncio.run(stream.ensure())
     assert manager.made == 1
     assert storage.slept == 2
