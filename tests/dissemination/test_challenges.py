@@ -4,9 +4,11 @@ asking leaves no record behind (they expire, and are bounded per requester and i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,22 @@ from tests.nats_server import running_nats
 
 HIGH = PrivacyLevel.HIGH
 TTL = 60.0
+
+
+@contextlib.asynccontextmanager
+async def _served(server: Any, namespace: str, world: World) -> AsyncIterator[tuple[Any, Any]]:
+    """The world's router node served over NATS, and the aggregator's and a stranger's
+    connections (each its own certificate), closed after."""
+    node = RouterNode(world.authority, world.router, b"o" * 32, os.urandom, namespace=namespace)
+    router = await connect(server.url("router"), connect_timeout=3)
+    aggregator = await connect(server.url("aggregator"), connect_timeout=3)
+    stranger = await connect(server.url("stranger"), connect_timeout=3)
+    try:
+        await serve_node(router, node)
+        yield aggregator, stranger
+    finally:
+        for nc in (stranger, aggregator, router):
+            await nc.close()
 
 
 def _request(world: World, name: str, nonce: bytes) -> AdmissionRequest:
@@ -143,19 +161,12 @@ def test_over_nats_another_certificate_holder_cannot_deny_an_admission(
 
         async def scenario() -> None:
             world = make_world()
-            node = RouterNode(
-                world.authority, world.router, b"o" * 32, os.urandom, namespace=unique_name
-            )
-            router = await connect(server.url("router"), connect_timeout=3)
-            victim = await connect(server.url("aggregator"), connect_timeout=3)
-            stranger = await connect(server.url("stranger"), connect_timeout=3)
+            async with _served(server, unique_name, world) as (victim, stranger):
 
-            async def ask(nc: Any, kind: str, data: bytes) -> dict[str, Any]:
-                message = await nc.request(f"{unique_name}.{kind}", data, timeout=5)
-                return dict(cbor2.loads(message.data))
+                async def ask(nc: Any, kind: str, data: bytes) -> dict[str, Any]:
+                    message = await nc.request(f"{unique_name}.{kind}", data, timeout=5)
+                    return dict(cbor2.loads(message.data))
 
-            try:
-                await serve_node(router, node)
                 nonce = (await ask(victim, "challenge", b"agg"))["nonce"]
                 flood = [await ask(stranger, "challenge", b"agg") for _ in range(5)]
                 flood += [await ask(stranger, "challenge", f"n{i}".encode()) for i in range(40)]
@@ -168,9 +179,6 @@ def test_over_nats_another_certificate_holder_cannot_deny_an_admission(
                 refused = world.router.counters["refused_too_many_challenges"]
                 assert refused == len(flood) - MAX_PER_REQUESTER
                 assert len(world.authority.challenges) == MAX_PER_REQUESTER - 5
-            finally:
-                for nc in (stranger, victim, router):
-                    await nc.close()
 
         asyncio.run(asyncio.wait_for(scenario(), 60))
 
@@ -188,20 +196,13 @@ def test_over_nats_clients_with_an_inbox_per_request_are_not_one_requester(
 
         async def scenario() -> None:
             world = make_world()
-            node = RouterNode(
-                world.authority, world.router, b"o" * 32, os.urandom, namespace=unique_name
-            )
-            router = await connect(server.url("router"), connect_timeout=3)
-            member = await connect(server.url("aggregator"), connect_timeout=3)
-            other = await connect(server.url("stranger"), connect_timeout=3)
+            async with _served(server, unique_name, world) as (member, other):
 
-            async def ask(nc: Any, name: bytes) -> dict[str, Any]:
-                subject = f"{unique_name}.challenge"
-                message = await nc.request(subject, name, timeout=5, old_style=True)
-                return dict(cbor2.loads(message.data))
+                async def ask(nc: Any, name: bytes) -> dict[str, Any]:
+                    subject = f"{unique_name}.challenge"
+                    message = await nc.request(subject, name, timeout=5, old_style=True)
+                    return dict(cbor2.loads(message.data))
 
-            try:
-                await serve_node(router, node)
                 for index in range(MAX_PER_REQUESTER):
                     assert (await ask(other, f"n{index}".encode()))["ok"]
                 answer = await ask(member, b"agg")
@@ -209,8 +210,5 @@ def test_over_nats_clients_with_an_inbox_per_request_are_not_one_requester(
                 request = _request(world, "agg", answer["nonce"]).encode()
                 message = await member.request(f"{unique_name}.admit", request, timeout=5)
                 assert cbor2.loads(message.data)["ok"]
-            finally:
-                for nc in (other, member, router):
-                    await nc.close()
 
         asyncio.run(asyncio.wait_for(scenario(), 60))
