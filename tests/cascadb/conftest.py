@@ -8,8 +8,14 @@ from collections.abc import Iterator
 import pytest
 
 from meterseal.storage.scratch import scratch_schema
-from tests.cascadb.pg_client import Running
+from tests.cascadb.pg_client import Running, libpq
 from tests.storage.databases import postgres_url  # noqa: F401  (a fixture)
+
+
+@pytest.fixture
+def postgres_dsn(request: pytest.FixtureRequest) -> str:
+    """A libpq connection string to the real PostgreSQL (as `postgres_url`: skipped without)."""
+    return libpq(request.getfixturevalue("postgres_url"))
 
 
 @pytest.fixture
@@ -32,4 +38,4 @@ def dsn(request: pytest.FixtureRequest, unique_name: str) -> Iterator[str]:
         return
     url = request.getfixturevalue("postgres_url")
     with scratch_schema(url, unique_name) as scoped:
-        yield scoped.replace("postgresql+psycopg://", "postgresql://", 1)
+        yield libpq(scoped)

@@ -33,6 +33,11 @@ def outcome(result: PGresult) -> Outcome:
 SEVEN = b"D\x00\x00\x00\x0b\x00\x01\x00\x00\x00\x017"  # the DataRow of `SELECT 7`
 
 
+def libpq(url: str) -> str:
+    """A SQLAlchemy psycopg URL as the libpq connection string psycopg itself takes."""
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
 class Running:
     """A PgServer on port 0 in a loop thread; what it logged."""
 

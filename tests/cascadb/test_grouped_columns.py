@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from meterseal.cascadb import Database, Error, MemoryKv
 from meterseal.storage.scratch import scratch_schema
-from tests.cascadb.pg_client import Running
+from tests.cascadb.pg_client import Running, libpq
 
 SETUP = [
     "CREATE TABLE t(k INTEGER PRIMARY KEY, a INTEGER, b INTEGER)",
@@ -211,9 +211,7 @@ def test_drawn_grouped_queries_answer_as_postgresqls(postgres_url: str, unique_n
         with (
             scratch_schema(postgres_url, unique_name) as scoped,
             psycopg.connect(server.dsn(), autocommit=True) as ours,
-            psycopg.connect(
-                scoped.replace("postgresql+psycopg://", "postgresql://", 1), autocommit=True
-            ) as theirs,
+            psycopg.connect(libpq(scoped), autocommit=True) as theirs,
         ):
             for sql in SETUP[:2]:
                 ours.execute(sql)

@@ -152,12 +152,11 @@ _EXPRESSIONS = st.recursive(_leaves(), _extend, max_leaves=6)
 
 @pytest.mark.services
 def test_random_boolean_expressions_are_sent_as_postgresql_sends_them(
-    running: Running, postgres_url: str
+    running: Running, postgres_dsn: str
 ) -> None:
-    theirs_dsn = postgres_url.replace("postgresql+psycopg://", "postgresql://", 1)
     with (
         psycopg.connect(running.dsn(), autocommit=True) as ours,
-        psycopg.connect(theirs_dsn, autocommit=True) as theirs,
+        psycopg.connect(postgres_dsn, autocommit=True) as theirs,
     ):
 
         @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -84,12 +84,11 @@ def test_float8_text_reads_back_as_the_same_double(number: float) -> None:
 
 @pytest.mark.services
 def test_random_doubles_are_sent_as_postgresql_sends_them(
-    running: Running, postgres_url: str
+    running: Running, postgres_dsn: str
 ) -> None:
-    theirs_dsn = postgres_url.replace("postgresql+psycopg://", "postgresql://", 1)
     with (
         psycopg.connect(running.dsn(), autocommit=True) as ours,
-        psycopg.connect(theirs_dsn, autocommit=True) as theirs,
+        psycopg.connect(postgres_dsn, autocommit=True) as theirs,
     ):
 
         @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -90,13 +90,12 @@ def test_casts_of_text_read_it_as_parameters_are_read(dsn: str) -> None:
 
 @pytest.mark.services
 def test_random_number_texts_are_read_as_postgresql_reads_them(
-    running: Running, postgres_url: str
+    running: Running, postgres_dsn: str
 ) -> None:
-    theirs_dsn = postgres_url.replace("postgresql+psycopg://", "postgresql://", 1)
     texts = st.text(alphabet="0123456789+-._eExX naNIinfty\u0663", max_size=10)
     with (
         psycopg.connect(running.dsn(), autocommit=True) as ours,
-        psycopg.connect(theirs_dsn, autocommit=True) as theirs,
+        psycopg.connect(postgres_dsn, autocommit=True) as theirs,
     ):
 
         @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
